@@ -1,0 +1,415 @@
+/*
+ * shardpack.h - the public C API of libshardpack.
+ *
+ * Conventions, true of every function below unless its comment says otherwise:
+ *  - Every call that can fail returns 0 (SP_OK) or a negative sp_error code. Functions that return
+ *    a count or a pointer say so.
+ *  - On failure a message naming the file, block and sample involved is available from
+ *    sp_last_error() on the calling thread, and from the handle's own *_errmsg() function.
+ *  - The library never prints, never exits and never aborts on bad input.
+ *  - Handles are opaque. Every destroy/close/free function accepts NULL.
+ *  - Ownership: a pointer returned by a getter is owned by the handle it came from and stays valid
+ *    until that handle is destroyed. Strings passed in are copied; the caller keeps ownership.
+ *  - Threads: a handle may be used by one thread at a time unless its section says otherwise.
+ *    Separate handles are independent.
+ *  - Every helper a binding needs is a real exported function: no API is macro-only.
+ */
+#ifndef SHARDPACK_H
+#define SHARDPACK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shardpack_version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(SP_BUILDING_LIBRARY) && defined(__GNUC__)
+#define SP_API __attribute__((visibility("default")))
+#else
+#define SP_API
+#endif
+
+/* ------------------------------------------------------------------------------------------------
+ * Version
+ * ---------------------------------------------------------------------------------------------- */
+
+/* "MAJOR.MINOR.PATCH" of the library actually loaded. */
+SP_API const char *sp_version(void);
+/* SP_ABI_VERSION of the library actually loaded; bindings refuse a mismatch. */
+SP_API int sp_abi_version(void);
+
+/* ------------------------------------------------------------------------------------------------
+ * Errors. One table: the codes, their names and their messages. Released numbers never change;
+ * new codes are appended.
+ * ---------------------------------------------------------------------------------------------- */
+#define SP_ERROR_TABLE(X)                                                                          \
+    X(SP_OK, 0, "success")                                                                         \
+    X(SP_EINVAL, -1, "invalid argument")                                                           \
+    X(SP_ENOMEM, -2, "out of memory")                                                              \
+    X(SP_EIO, -3, "input/output error")                                                            \
+    X(SP_ENOENT, -4, "no such file or entry")                                                      \
+    X(SP_EFORMAT, -5, "not a shardpack file")                                                      \
+    X(SP_EVERSION, -6, "unsupported format version")                                               \
+    X(SP_ETRUNC, -7, "file is truncated")                                                          \
+    X(SP_ECORRUPT, -8, "corrupt data")                                                             \
+    X(SP_ECHECKSUM, -9, "checksum mismatch")                                                       \
+    X(SP_ELIMIT, -10, "a size or count exceeds its limit")                                         \
+    X(SP_ERANGE, -11, "value out of range")                                                        \
+    X(SP_ESCHEMA, -12, "data does not match the schema")                                           \
+    X(SP_EEXIST, -13, "already exists")                                                            \
+    X(SP_ENOTSUP, -14, "not supported")                                                            \
+    X(SP_EBUSY, -15, "resource busy")                                                              \
+    X(SP_ETIMEDOUT, -16, "timed out")                                                              \
+    X(SP_EEPOCH, -17, "end of epoch")                                                              \
+    X(SP_ESYS, -18, "system resource unavailable")                                                 \
+    X(SP_EBADINPUT, -19, "bad input data")                                                         \
+    X(SP_ESTATE, -20, "call not valid in this state")
+
+typedef enum sp_error {
+#define SP_X_(name, value, msg) name = value,
+    SP_ERROR_TABLE(SP_X_)
+#undef SP_X_
+} sp_error;
+
+/* A static string describing code; "unknown error" for a code not in the table. */
+SP_API const char *sp_strerror(int code);
+/* The code's name ("SP_ECHECKSUM"), or "SP_UNKNOWN". */
+SP_API const char *sp_error_name(int code);
+/* The message of the last failing call on this thread (naming file, block, sample), or "" if none.
+ * Valid until the next library call on this thread. */
+SP_API const char *sp_last_error(void);
+
+/* ------------------------------------------------------------------------------------------------
+ * Data types and field kinds
+ * ---------------------------------------------------------------------------------------------- */
+/* X(enum suffix, value, name, bytes per element) */
+#define SP_DTYPE_TABLE(X)                                                                          \
+    X(U8, 1, "uint8", 1)                                                                           \
+    X(I8, 2, "int8", 1)                                                                            \
+    X(U16, 3, "uint16", 2)                                                                         \
+    X(I16, 4, "int16", 2)                                                                          \
+    X(U32, 5, "uint32", 4)                                                                         \
+    X(I32, 6, "int32", 4)                                                                          \
+    X(U64, 7, "uint64", 8)                                                                         \
+    X(I64, 8, "int64", 8)                                                                          \
+    X(F16, 9, "float16", 2)                                                                        \
+    X(BF16, 10, "bfloat16", 2)                                                                     \
+    X(F32, 11, "float32", 4)                                                                       \
+    X(F64, 12, "float64", 8)                                                                       \
+    X(BOOL, 13, "bool", 1)
+
+typedef enum sp_dtype {
+    SP_DTYPE_NONE = 0,
+#define SP_X_(sfx, value, name, size) SP_DTYPE_##sfx = value,
+    SP_DTYPE_TABLE(SP_X_)
+#undef SP_X_
+} sp_dtype;
+
+/* "float16", or NULL for an unknown dtype. */
+SP_API const char *sp_dtype_name(int dtype);
+/* Bytes per element, or 0 for an unknown dtype. */
+SP_API size_t sp_dtype_size(int dtype);
+/* The dtype named name ("uint16", "f4" is not accepted), or SP_EINVAL. */
+SP_API int sp_dtype_from_name(const char *name);
+
+/* X(enum suffix, value, name) */
+#define SP_FIELD_KIND_TABLE(X)                                                                     \
+    X(IMAGE, 1, "image")   /* encoded image bytes (JPEG), variable length */                      \
+    X(LABEL, 2, "label")   /* one int64 */                                                         \
+    X(TOKENS, 3, "tokens") /* fixed-length sequence of uint16 or uint32 */                         \
+    X(TENSOR, 4, "tensor") /* fixed shape, any numeric dtype */                                    \
+    X(BYTES, 5, "bytes")   /* opaque bytes, variable length */
+
+typedef enum sp_field_kind {
+#define SP_X_(sfx, value, name) SP_FIELD_##sfx = value,
+    SP_FIELD_KIND_TABLE(SP_X_)
+#undef SP_X_
+} sp_field_kind;
+
+SP_API const char *sp_field_kind_name(int kind);
+SP_API int sp_field_kind_from_name(const char *name);
+
+/* ------------------------------------------------------------------------------------------------
+ * Parameters. One table gives every tunable: its enum key, its name (used as --name on the CLI and
+ * as a keyword in Python), its type, default, bounds and a one-line doc. Appended, never renumbered.
+ * ---------------------------------------------------------------------------------------------- */
+typedef enum sp_param_type {
+    SP_PTYPE_INT = 1,  /* integer */
+    SP_PTYPE_SIZE = 2, /* byte count; strings accept K, M, G, T suffixes (powers of 1024) */
+    SP_PTYPE_BOOL = 3, /* 0 or 1; strings accept true/false/yes/no/on/off/1/0 */
+    SP_PTYPE_ENUM = 4, /* index into the '|'-separated choices */
+} sp_param_type;
+
+#define SP_KIB (1024LL)
+#define SP_MIB (1024LL * 1024)
+#define SP_GIB (1024LL * 1024 * 1024)
+
+/* X(KEY, name, type, default, min, max, choices, doc) */
+#define SP_PARAM_TABLE(X)                                                                          \
+    X(SHARD_SIZE, "shard_size", SP_PTYPE_SIZE, 256 * SP_MIB, 64 * SP_KIB, 1024 * SP_GIB, NULL,      \
+      "target size of one shard file; the writer starts a new shard before passing it")           \
+    X(BLOCK_SIZE, "block_size", SP_PTYPE_SIZE, 1 * SP_MIB, 4 * SP_KIB, 256 * SP_MIB, NULL,          \
+      "target uncompressed bytes per block (the unit of reading, checking and shuffling)")        \
+    X(LEVEL, "level", SP_PTYPE_INT, 3, -7, 22, NULL, "zstd compression level")                      \
+    X(THREADS, "threads", SP_PTYPE_INT, 0, 0, 256, NULL,                                            \
+      "worker threads (0: one per online core)")                                                  \
+    X(COMPRESS, "compress", SP_PTYPE_ENUM, 0, 0, 2, "auto|zstd|none",                               \
+      "block codec: auto stores a block raw when zstd saves under 3%")                            \
+    X(OVERWRITE, "overwrite", SP_PTYPE_BOOL, 0, 0, 1, NULL,                                         \
+      "replace an existing dataset in the output directory")                                      \
+    X(MAX_BLOCK_BYTES, "max_block_bytes", SP_PTYPE_SIZE, 256 * SP_MIB, 4 * SP_KIB, 2 * SP_GIB - 1, \
+      NULL, "largest uncompressed block a reader accepts or a writer produces")                   \
+    X(MAX_SHARDS, "max_shards", SP_PTYPE_INT, 1000000, 1, 100000000, NULL,                          \
+      "largest number of shards a dataset may name")
+
+typedef enum sp_param {
+#define SP_X_(key, name, type, def, lo, hi, choices, doc) SP_PARAM_##key,
+    SP_PARAM_TABLE(SP_X_)
+#undef SP_X_
+    SP_PARAM_COUNT_
+} sp_param;
+
+/* Values of SP_PARAM_COMPRESS. */
+enum { SP_COMPRESS_AUTO = 0, SP_COMPRESS_ZSTD = 1, SP_COMPRESS_NONE = 2 };
+
+/* Description of one parameter; all strings are static. */
+typedef struct sp_param_info {
+    int key;             /* sp_param */
+    const char *name;    /* "block_size" */
+    int type;            /* sp_param_type */
+    int64_t def, min, max;
+    const char *choices; /* "auto|zstd|none" for SP_PTYPE_ENUM, else NULL */
+    const char *doc;
+} sp_param_info;
+
+/* Number of parameters (SP_PARAM_COUNT_ of the loaded library). */
+SP_API int sp_param_count(void);
+/* Fills *out for key. SP_EINVAL for an unknown key. */
+SP_API int sp_param_describe(int key, sp_param_info *out);
+/* The key whose name is name ('-' and '_' are interchangeable), or SP_ENOENT. */
+SP_API int sp_param_lookup(const char *name);
+
+typedef struct sp_params sp_params;
+
+/* A parameter set holding every default. NULL when out of memory. */
+SP_API sp_params *sp_params_create(void);
+SP_API void sp_params_destroy(sp_params *p);
+/* Sets key to value. SP_EINVAL for an unknown key, SP_ERANGE outside [min, max]. */
+SP_API int sp_params_set(sp_params *p, int key, int64_t value);
+/* Parses value for the parameter named name: sizes with suffixes, booleans, enum choices by name.
+ * SP_ENOENT for an unknown name, SP_EINVAL for an unparsable value, SP_ERANGE out of bounds; the
+ * message (sp_last_error) names the parameter and its bounds or choices. */
+SP_API int sp_params_set_str(sp_params *p, const char *name, const char *value);
+/* The current value of key; the default when p is NULL; 0 for an unknown key. */
+SP_API int64_t sp_params_get(const sp_params *p, int key);
+
+/* ------------------------------------------------------------------------------------------------
+ * Schema: the named, typed fields of a sample
+ * ---------------------------------------------------------------------------------------------- */
+#define SP_MAX_FIELDS 64
+#define SP_MAX_DIMS 8
+#define SP_MAX_NAME 63
+
+typedef struct sp_schema sp_schema;
+
+typedef struct sp_field_info {
+    const char *name;          /* owned by the schema */
+    int kind;                  /* sp_field_kind */
+    int dtype;                 /* sp_dtype of one element */
+    uint32_t ndim;             /* 0 for image, label, bytes; 1 for tokens; 0..SP_MAX_DIMS tensor */
+    uint64_t shape[SP_MAX_DIMS];
+    uint64_t fixed_bytes;      /* bytes per sample; 0 for variable-length kinds (image, bytes) */
+} sp_field_info;
+
+SP_API sp_schema *sp_schema_create(void);
+SP_API void sp_schema_destroy(sp_schema *s);
+/* Appends a field. Rules: image and bytes take dtype uint8 and ndim 0; label takes int64 and ndim 0;
+ * tokens take uint16 or uint32 and ndim 1 (shape[0] = sequence length); tensor takes any numeric
+ * dtype and 0..SP_MAX_DIMS dims, each >= 1. Names are 1..SP_MAX_NAME bytes of [A-Za-z0-9_.-] and
+ * unique. SP_EINVAL when a rule is broken, SP_EEXIST for a duplicate, SP_ELIMIT past SP_MAX_FIELDS
+ * or when one sample would exceed 1 GiB. */
+SP_API int sp_schema_add(sp_schema *s, const char *name, int kind, int dtype, uint32_t ndim,
+                         const uint64_t *shape);
+SP_API size_t sp_schema_num_fields(const sp_schema *s);
+/* Fills *out for field i. SP_ERANGE past the last field. */
+SP_API int sp_schema_field(const sp_schema *s, size_t i, sp_field_info *out);
+/* Index of the field named name, or SP_ENOENT. */
+SP_API int sp_schema_find(const sp_schema *s, const char *name);
+/* 1 when both schemas have the same fields in the same order, else 0. */
+SP_API int sp_schema_equal(const sp_schema *a, const sp_schema *b);
+
+/* ------------------------------------------------------------------------------------------------
+ * Writer: samples in, a dataset directory out.
+ *
+ * Shards are written under temporary names and published at sp_writer_finish(): each shard is
+ * fsynced and renamed to its final name, then the manifest, the dataset's commit point, is written
+ * the same way. A writer destroyed before finish, or a process killed at any moment, never leaves a
+ * file under a final name that opens as a complete shard or a manifest naming one.
+ * ---------------------------------------------------------------------------------------------- */
+typedef struct sp_writer sp_writer;
+
+/* One field's value for sp_writer_add. For fixed-size kinds size must equal the field's
+ * fixed_bytes; a label is one little-endian int64. */
+typedef struct sp_value {
+    const void *data;
+    size_t size;
+} sp_value;
+
+typedef struct sp_write_stats {
+    uint64_t samples;      /* samples added */
+    uint64_t raw_bytes;    /* uncompressed block bytes produced */
+    uint64_t stored_bytes; /* block bytes written to shards (compressed or stored) */
+    uint64_t file_bytes;   /* bytes of shard files, headers, padding and indexes included */
+    uint64_t blocks;       /* blocks written */
+    uint64_t blocks_stored_raw; /* of which stored uncompressed (compress=auto or none) */
+    uint64_t shards;       /* shards finished */
+    uint64_t field_raw_bytes[SP_MAX_FIELDS]; /* raw bytes per field, in schema order */
+} sp_write_stats;
+
+/* Creates dir if needed and prepares to write a dataset of the given schema there (copied).
+ * params may be NULL for defaults (shard_size, block_size, level, threads, compress, overwrite,
+ * max_block_bytes). SP_EEXIST when dir already holds a dataset and overwrite is off; SP_EIO when
+ * dir cannot be created or written; SP_ESYS when threads cannot be started. */
+SP_API int sp_writer_open(const char *dir, const sp_schema *schema, const sp_params *params,
+                          sp_writer **out);
+/* Sets a dataset metadata entry (key 1..255 bytes, value up to 16 MiB), replacing an earlier one.
+ * Conventional keys: "class_names" (names separated by '\n'), "source", "created_by". */
+SP_API int sp_writer_set_meta(sp_writer *w, const char *key, const void *value, size_t len);
+/* Adds one sample; values[i] is field i of the schema, nvalues must equal the field count.
+ * SP_ESCHEMA when a size does not match; SP_ELIMIT when one sample exceeds max_block_bytes.
+ * May block while compression threads catch up (bounded memory). A failure other than
+ * SP_ESCHEMA/SP_ELIMIT/SP_EINVAL leaves the writer failed: only destroy is then valid. */
+SP_API int sp_writer_add(sp_writer *w, const sp_value *values, size_t nvalues);
+/* Progress so far; safe to call between adds. */
+SP_API int sp_writer_stats(const sp_writer *w, sp_write_stats *out);
+/* Flushes, publishes every shard and the manifest. After it only stats and destroy are valid.
+ * SP_EINVAL when no sample was added (an empty dataset is not published). */
+SP_API int sp_writer_finish(sp_writer *w);
+/* Frees w; unless finish succeeded, removes every temporary file it wrote. */
+SP_API void sp_writer_destroy(sp_writer *w);
+SP_API const char *sp_writer_errmsg(const sp_writer *w);
+
+/* ------------------------------------------------------------------------------------------------
+ * Dataset reader: a dataset directory (manifest), a manifest file, a single shard, or a list of
+ * shards. Shards are opened lazily, so opening a dataset of 10,000 shards reads only its manifest.
+ * Every size and offset read from a file is checked before use.
+ *
+ * Threads: after open, sp_dataset_read_block, sp_dataset_block_info and sp_dataset_shard_info may be
+ * called from several threads at once; the rest is for one thread at a time.
+ * ---------------------------------------------------------------------------------------------- */
+typedef struct sp_dataset sp_dataset;
+typedef struct sp_block sp_block;
+
+typedef struct sp_shard_info {
+    const char *path;      /* owned by the dataset */
+    uint64_t file_bytes;
+    uint64_t blocks;
+    uint64_t samples;
+    uint64_t first_block;  /* global index of its first block */
+    uint64_t first_sample; /* global index of its first sample */
+} sp_shard_info;
+
+enum { SP_CODEC_STORED = 0, SP_CODEC_ZSTD = 1 };
+
+typedef struct sp_block_info {
+    uint64_t shard;        /* shard index */
+    uint64_t index;        /* block index within the shard */
+    uint64_t offset;       /* byte offset in the shard file */
+    uint64_t stored_bytes; /* bytes on disk */
+    uint64_t raw_bytes;    /* bytes after decompression */
+    uint64_t samples;
+    uint64_t first_sample; /* global index of its first sample */
+    uint64_t checksum;     /* XXH3-64 of the stored bytes */
+    uint64_t raw_checksum; /* XXH3-64 of the raw bytes */
+    int codec;             /* SP_CODEC_* */
+} sp_block_info;
+
+/* Opens path: a dataset directory (its manifest.spm, or every *.sps in it when it has none), a
+ * manifest file, or one shard file. params may be NULL (limits: max_block_bytes, max_shards).
+ * SP_ENOENT, SP_EFORMAT, SP_EVERSION, SP_ETRUNC, SP_ECORRUPT, SP_ECHECKSUM, SP_ELIMIT, SP_EIO. */
+SP_API int sp_dataset_open(const char *path, const sp_params *params, sp_dataset **out);
+/* Opens the listed shard files as one dataset, in the given order; they must share a schema. */
+SP_API int sp_dataset_open_shards(const char *const *paths, size_t n, const sp_params *params,
+                                  sp_dataset **out);
+SP_API void sp_dataset_close(sp_dataset *d);
+SP_API const char *sp_dataset_errmsg(const sp_dataset *d);
+
+SP_API const sp_schema *sp_dataset_schema(const sp_dataset *d);
+SP_API uint64_t sp_dataset_num_samples(const sp_dataset *d);
+SP_API uint64_t sp_dataset_num_blocks(const sp_dataset *d);
+SP_API uint64_t sp_dataset_num_shards(const sp_dataset *d);
+/* 64-bit identity of the dataset's content (hash of manifest entries); stable across opens. */
+SP_API uint64_t sp_dataset_fingerprint(const sp_dataset *d);
+/* Metadata entries. meta_get: SP_ENOENT when key is absent. */
+SP_API size_t sp_dataset_meta_count(const sp_dataset *d);
+SP_API int sp_dataset_meta_at(const sp_dataset *d, size_t i, const char **key, const void **value,
+                              size_t *len);
+SP_API int sp_dataset_meta_get(const sp_dataset *d, const char *key, const void **value,
+                               size_t *len);
+
+SP_API int sp_dataset_shard_info(sp_dataset *d, uint64_t shard, sp_shard_info *out);
+/* Needs the block's shard opened (done here, lazily). SP_ERANGE past the last block. */
+SP_API int sp_dataset_block_info(sp_dataset *d, uint64_t block, sp_block_info *out);
+/* Global block and row of global sample i. SP_ERANGE past the last sample. */
+SP_API int sp_dataset_locate(const sp_dataset *d, uint64_t sample, uint64_t *block, uint32_t *row);
+
+/* Reads block, verifies both checksums, decompresses and validates its layout. *out is owned by the
+ * caller (sp_block_free). SP_ECHECKSUM / SP_ECORRUPT name shard, block and byte offset. */
+SP_API int sp_dataset_read_block(sp_dataset *d, uint64_t block, sp_block **out);
+SP_API void sp_block_free(sp_block *b);
+SP_API uint32_t sp_block_num_samples(const sp_block *b);
+/* Field `field` of row `row`: *data points into the block (valid until sp_block_free), *size bytes.
+ * SP_ERANGE for a bad row or field. */
+SP_API int sp_block_get(const sp_block *b, uint32_t row, size_t field, const void **data,
+                        size_t *size);
+
+/* ------------------------------------------------------------------------------------------------
+ * Verification: every checksum and every index invariant, reporting each fault and going on.
+ * ---------------------------------------------------------------------------------------------- */
+typedef struct sp_fault {
+    const char *file;   /* the shard or manifest */
+    int64_t block;      /* block index within the shard, -1 when the fault is not in a block */
+    uint64_t offset;    /* byte offset in file where the fault lies */
+    int code;           /* sp_error */
+    const char *message;
+} sp_fault;
+
+typedef void (*sp_fault_fn)(const sp_fault *fault, void *user);
+
+typedef struct sp_verify_report {
+    uint64_t shards, blocks, samples, bytes; /* checked */
+    uint64_t faults;
+} sp_verify_report;
+
+/* Verifies the dataset or shard at path; fn (may be NULL) is called once per fault, on the calling
+ * thread. Returns 0 when sound, SP_ECORRUPT when any fault was found, or another code when path
+ * cannot be examined at all. */
+SP_API int sp_verify(const char *path, const sp_params *params, sp_fault_fn fn, void *user,
+                     sp_verify_report *report);
+
+/* ------------------------------------------------------------------------------------------------
+ * Images
+ * ---------------------------------------------------------------------------------------------- */
+typedef struct sp_image_info {
+    int width, height;
+    int components;  /* 1 gray, 3 colour, 4 CMYK/YCCK */
+    int subsampling; /* TurboJPEG's TJSAMP_* value, -1 unknown */
+    int progressive; /* 1 when progressive (SOF2) */
+} sp_image_info;
+
+/* Parses a JPEG's headers without decoding pixels. SP_EBADINPUT when data is not a JPEG or its
+ * header is damaged, SP_ELIMIT when width*height exceeds max_pixels (0: no cap). */
+SP_API int sp_image_probe(const void *data, size_t size, uint64_t max_pixels, sp_image_info *out);
+
+/* ------------------------------------------------------------------------------------------------
+ * Checksums (exposed so tools and bindings compute what the format stores)
+ * ---------------------------------------------------------------------------------------------- */
+SP_API uint64_t sp_checksum64(const void *data, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,88 @@
+/* sp_file.c - whole reads and writes that survive EINTR and short transfers, and the fsync of a
+ * directory that makes a rename durable. Return 0, SP_ETRUNC for an early end of file, or -errno. */
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "sp_file.h"
+
+int sp_pread_all(int fd, void *buf, size_t n, uint64_t off)
+{
+    uint8_t *p = buf;
+    while (n) {
+        ssize_t r = pread(fd, p, n, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        if (r == 0)
+            return SP_ETRUNC;
+        p += r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+int sp_write_all(int fd, const void *buf, size_t n)
+{
+    const uint8_t *p = buf;
+    while (n) {
+        ssize_t r = write(fd, p, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+int sp_fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) ? -errno : 0;
+    close(fd);
+    /* Some file systems refuse fsync on a directory; the rename is then as durable as they allow. */
+    return rc == -EINVAL ? 0 : rc;
+}
+
+int sp_read_file(const char *path, size_t max, uint8_t **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    int rc = 0;
+    if (fstat(fd, &st) != 0)
+        rc = -errno;
+    else if (!S_ISREG(st.st_mode))
+        rc = -EISDIR;
+    else if ((uint64_t)st.st_size > max)
+        rc = SP_ELIMIT;
+    uint8_t *buf = rc ? NULL : sp_malloc((size_t)st.st_size);
+    if (!rc && !buf)
+        rc = SP_ENOMEM;
+    if (!rc)
+        rc = sp_pread_all(fd, buf, (size_t)st.st_size, 0);
+    close(fd);
+    if (rc) {
+        sp_free(buf);
+        return rc;
+    }
+    *out = buf;
+    *n = (size_t)st.st_size;
+    return 0;
+}
+
+bool sp_path_is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}

@@ -1,0 +1,14 @@
+/* sp_file.h - whole-file and whole-range I/O helpers. */
+#ifndef SP_FILE_H
+#define SP_FILE_H
+
+#include "sp_internal.h"
+
+int sp_pread_all(int fd, void *buf, size_t n, uint64_t off);
+int sp_write_all(int fd, const void *buf, size_t n);
+int sp_fsync_dir(const char *dir);
+/* Reads a whole regular file of at most max bytes into a new buffer (sp_free). */
+int sp_read_file(const char *path, size_t max, uint8_t **out, size_t *n);
+bool sp_path_is_dir(const char *path);
+
+#endif

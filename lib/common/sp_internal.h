@@ -1,0 +1,108 @@
+/* sp_internal.h - what every module of the library shares: error reporting, little-endian
+ * encoding, checked arithmetic and allocation. Nothing here is exported. */
+#ifndef SP_INTERNAL_H
+#define SP_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "shardpack.h"
+
+#define SP_ERRMSG_MAX 512
+
+/* A message buffer owned by a handle; errors are also mirrored to the thread's last error. */
+typedef struct sp_errbuf {
+    char msg[SP_ERRMSG_MAX];
+} sp_errbuf;
+
+/* Formats a message into eb (may be NULL) and the thread's last error; returns code so callers can
+ * write `return sp_fail(eb, SP_EIO, "...")`. */
+int sp_fail(sp_errbuf *eb, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Copies the thread's last error into eb (after a call into another module failed). */
+int sp_fail_keep(sp_errbuf *eb, int code);
+/* Clears the thread's last error at the start of a public call. */
+void sp_clear_error(void);
+
+/* Allocation goes through these so fault injection can fail them on purpose. */
+void *sp_malloc(size_t n);
+void *sp_calloc(size_t n, size_t size);
+void *sp_realloc(void *p, size_t n);
+void *sp_aligned_alloc(size_t align, size_t n);
+char *sp_strdup(const char *s);
+void sp_free(void *p);
+
+/* Little-endian loads and stores, alignment-free. */
+static inline uint16_t sp_ld16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static inline uint32_t sp_ld32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static inline uint64_t sp_ld64(const uint8_t *p) { return sp_ld32(p) | ((uint64_t)sp_ld32(p + 4) << 32); }
+static inline void sp_st16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static inline void sp_st32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void sp_st64(uint8_t *p, uint64_t v)
+{
+    sp_st32(p, (uint32_t)v);
+    sp_st32(p + 4, (uint32_t)(v >> 32));
+}
+
+static inline uint64_t sp_align_up(uint64_t v, uint64_t a) { return (v + a - 1) & ~(a - 1); }
+
+/* Overflow-checked arithmetic: true when the result does not fit. */
+static inline bool sp_add_overflow(uint64_t a, uint64_t b, uint64_t *r) { return __builtin_add_overflow(a, b, r); }
+static inline bool sp_mul_overflow(uint64_t a, uint64_t b, uint64_t *r) { return __builtin_mul_overflow(a, b, r); }
+
+/* A bounded reader over a byte range: every get checks the remaining length first, so parsing a
+ * hostile buffer can never read past its end. After the first failure `ok` stays false. */
+typedef struct sp_cursor {
+    const uint8_t *p;
+    size_t left;
+    bool ok;
+} sp_cursor;
+
+static inline sp_cursor sp_cursor_make(const void *p, size_t n) { return (sp_cursor){ (const uint8_t *)p, n, true }; }
+static inline const uint8_t *sp_cursor_take(sp_cursor *c, size_t n)
+{
+    if (!c->ok || n > c->left) {
+        c->ok = false;
+        return NULL;
+    }
+    const uint8_t *r = c->p;
+    c->p += n;
+    c->left -= n;
+    return r;
+}
+static inline uint8_t sp_cursor_u8(sp_cursor *c) { const uint8_t *p = sp_cursor_take(c, 1); return p ? p[0] : 0; }
+static inline uint16_t sp_cursor_u16(sp_cursor *c) { const uint8_t *p = sp_cursor_take(c, 2); return p ? sp_ld16(p) : 0; }
+static inline uint32_t sp_cursor_u32(sp_cursor *c) { const uint8_t *p = sp_cursor_take(c, 4); return p ? sp_ld32(p) : 0; }
+static inline uint64_t sp_cursor_u64(sp_cursor *c) { const uint8_t *p = sp_cursor_take(c, 8); return p ? sp_ld64(p) : 0; }
+
+/* A growable output buffer for building indexes and manifests (writer side only). */
+typedef struct sp_buf {
+    uint8_t *data;
+    size_t len, cap;
+    bool failed; /* an allocation failed; every later put is ignored */
+} sp_buf;
+
+void sp_buf_free(sp_buf *b);
+bool sp_buf_reserve(sp_buf *b, size_t extra);
+void sp_buf_put(sp_buf *b, const void *p, size_t n);
+void sp_buf_u8(sp_buf *b, uint8_t v);
+void sp_buf_u16(sp_buf *b, uint16_t v);
+void sp_buf_u32(sp_buf *b, uint32_t v);
+void sp_buf_u64(sp_buf *b, uint64_t v);
+void sp_buf_pad(sp_buf *b, size_t align);
+
+/* Online cores, at least 1. */
+int sp_online_cores(void);
+
+/* Monotonic seconds. */
+double sp_now(void);
+
+#endif

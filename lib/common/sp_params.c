@@ -1,0 +1,184 @@
+/* sp_params.c - the parameter table: descriptions, lookup by name, parsing and bounds. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <strings.h>
+
+#include "sp_internal.h"
+
+static const sp_param_info param_table[SP_PARAM_COUNT_] = {
+#define SP_X_(key, name, type, def, lo, hi, choices, doc)                                          \
+    { SP_PARAM_##key, name, type, def, lo, hi, choices, doc },
+    SP_PARAM_TABLE(SP_X_)
+#undef SP_X_
+};
+
+struct sp_params {
+    int64_t v[SP_PARAM_COUNT_];
+};
+
+int sp_param_count(void) { return SP_PARAM_COUNT_; }
+
+int sp_param_describe(int key, sp_param_info *out)
+{
+    if (key < 0 || key >= SP_PARAM_COUNT_ || !out)
+        return SP_EINVAL;
+    *out = param_table[key];
+    return SP_OK;
+}
+
+/* Names compare with '-' and '_' taken as equal, so CLI flags map onto the table directly. */
+static bool name_matches(const char *table_name, const char *name)
+{
+    for (; *table_name && *name; table_name++, name++) {
+        char a = *table_name == '-' ? '_' : *table_name;
+        char b = *name == '-' ? '_' : *name;
+        if (a != b)
+            return false;
+    }
+    return *table_name == *name;
+}
+
+int sp_param_lookup(const char *name)
+{
+    for (int i = 0; name && i < SP_PARAM_COUNT_; i++)
+        if (name_matches(param_table[i].name, name))
+            return i;
+    return SP_ENOENT;
+}
+
+sp_params *sp_params_create(void)
+{
+    sp_params *p = sp_malloc(sizeof *p);
+    if (!p)
+        return NULL;
+    for (int i = 0; i < SP_PARAM_COUNT_; i++)
+        p->v[i] = param_table[i].def;
+    return p;
+}
+
+void sp_params_destroy(sp_params *p) { sp_free(p); }
+
+int64_t sp_params_get(const sp_params *p, int key)
+{
+    if (key < 0 || key >= SP_PARAM_COUNT_)
+        return 0;
+    return p ? p->v[key] : param_table[key].def;
+}
+
+static int out_of_range(const sp_param_info *pi, int64_t value)
+{
+    if (pi->type == SP_PTYPE_ENUM)
+        return sp_fail(NULL, SP_ERANGE, "parameter %s: %lld is not one of %s", pi->name,
+                       (long long)value, pi->choices);
+    return sp_fail(NULL, SP_ERANGE, "parameter %s: %lld is outside [%lld, %lld]", pi->name,
+                   (long long)value, (long long)pi->min, (long long)pi->max);
+}
+
+int sp_params_set(sp_params *p, int key, int64_t value)
+{
+    sp_clear_error();
+    if (!p || key < 0 || key >= SP_PARAM_COUNT_)
+        return sp_fail(NULL, SP_EINVAL, "unknown parameter key %d", key);
+    const sp_param_info *pi = &param_table[key];
+    if (value < pi->min || value > pi->max)
+        return out_of_range(pi, value);
+    p->v[key] = value;
+    return SP_OK;
+}
+
+static int parse_int(const char *s, int64_t *out, bool size_suffix)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || errno == ERANGE)
+        return SP_EINVAL;
+    if (size_suffix && *end) {
+        int shift = 0;
+        switch (toupper((unsigned char)*end)) {
+        case 'K': shift = 10; break;
+        case 'M': shift = 20; break;
+        case 'G': shift = 30; break;
+        case 'T': shift = 40; break;
+        default: return SP_EINVAL;
+        }
+        end++;
+        if (*end == 'i' || *end == 'I')
+            end++;
+        if (*end == 'B' || *end == 'b')
+            end++;
+        if (v > (INT64_MAX >> shift) || v < -(INT64_MAX >> shift))
+            return SP_ERANGE;
+        v *= 1LL << shift;
+    }
+    if (*end)
+        return SP_EINVAL;
+    *out = v;
+    return SP_OK;
+}
+
+static int parse_bool(const char *s, int64_t *out)
+{
+    static const char *const yes[] = { "1", "true", "yes", "on" };
+    static const char *const no[] = { "0", "false", "no", "off" };
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0)
+            return *out = 1, SP_OK;
+        if (strcasecmp(s, no[i]) == 0)
+            return *out = 0, SP_OK;
+    }
+    return SP_EINVAL;
+}
+
+/* The index of value among the '|'-separated choices, or -1. */
+static int64_t parse_choice(const char *choices, const char *value)
+{
+    size_t n = strlen(value);
+    int64_t idx = 0;
+    for (const char *c = choices; *c; idx++) {
+        const char *bar = strchr(c, '|');
+        size_t len = bar ? (size_t)(bar - c) : strlen(c);
+        if (len == n && strncmp(c, value, n) == 0)
+            return idx;
+        if (!bar)
+            break;
+        c = bar + 1;
+    }
+    return -1;
+}
+
+int sp_params_set_str(sp_params *p, const char *name, const char *value)
+{
+    sp_clear_error();
+    int key = sp_param_lookup(name);
+    if (key < 0)
+        return sp_fail(NULL, SP_ENOENT, "unknown parameter '%s'", name ? name : "(null)");
+    if (!p || !value)
+        return sp_fail(NULL, SP_EINVAL, "parameter %s: no value", name);
+    const sp_param_info *pi = &param_table[key];
+    int64_t v = 0;
+    int rc;
+    switch (pi->type) {
+    case SP_PTYPE_BOOL:
+        rc = parse_bool(value, &v);
+        if (rc)
+            return sp_fail(NULL, rc, "parameter %s: '%s' is not a boolean (true/false)", pi->name, value);
+        break;
+    case SP_PTYPE_ENUM:
+        v = parse_choice(pi->choices, value);
+        if (v < 0)
+            return sp_fail(NULL, SP_EINVAL, "parameter %s: '%s' is not one of %s", pi->name, value,
+                           pi->choices);
+        break;
+    default:
+        rc = parse_int(value, &v, pi->type == SP_PTYPE_SIZE);
+        if (rc == SP_EINVAL)
+            return sp_fail(NULL, rc, "parameter %s: '%s' is not %s", pi->name, value,
+                           pi->type == SP_PTYPE_SIZE ? "a size (e.g. 4096, 64K, 1M, 2G)" : "an integer");
+        if (rc)
+            return sp_fail(NULL, rc, "parameter %s: '%s' is too large", pi->name, value);
+        break;
+    }
+    return sp_params_set(p, key, v);
+}

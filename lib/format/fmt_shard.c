@@ -1,0 +1,422 @@
+/* fmt_shard.c - shard header, trailer and index: encoding, checked decoding, and opening a shard
+ * file with one read of its tail. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fmt.h"
+#include "sp_file.h"
+
+int fmt_errf(fmt_err *e, int code, uint64_t offset, const char *fmt, ...)
+{
+    if (e) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e->why, sizeof e->why, fmt, ap);
+        va_end(ap);
+        e->offset = offset;
+    }
+    return code;
+}
+
+void fmt_limits_from_params(fmt_limits *l, const sp_params *p)
+{
+    l->max_block_bytes = (uint64_t)sp_params_get(p, SP_PARAM_MAX_BLOCK_BYTES);
+    l->max_shards = (uint64_t)sp_params_get(p, SP_PARAM_MAX_SHARDS);
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return false;
+    return true;
+}
+
+static bool align_ok(uint32_t a) { return a >= FMT_ALIGN_MIN && a <= FMT_ALIGN_MAX && (a & (a - 1)) == 0; }
+
+void fmt_header_encode(uint8_t out[FMT_HEADER_BYTES], const fmt_header *h)
+{
+    memset(out, 0, FMT_HEADER_BYTES);
+    memcpy(out, FMT_MAGIC_SHARD, FMT_MAGIC_LEN);
+    sp_st16(out + 8, FMT_VERSION_MAJOR);
+    sp_st16(out + 10, FMT_VERSION_MINOR);
+    sp_st32(out + 12, FMT_HEADER_BYTES);
+    sp_st32(out + 16, h->align);
+    sp_st64(out + 24, h->dataset_id);
+    sp_st32(out + 32, h->shard_no);
+    sp_st64(out + 56, sp_checksum64(out, 56));
+}
+
+int fmt_header_decode(const uint8_t *p, size_t n, fmt_header *h, fmt_err *e)
+{
+    if (n < FMT_HEADER_BYTES)
+        return fmt_errf(e, SP_ETRUNC, n, "file ends inside the %u-byte header", FMT_HEADER_BYTES);
+    if (memcmp(p, FMT_MAGIC_SHARD, FMT_MAGIC_LEN) != 0)
+        return fmt_errf(e, SP_EFORMAT, 0, "bad magic at start: not a shardpack shard");
+    if (sp_ld16(p + 8) != FMT_VERSION_MAJOR)
+        return fmt_errf(e, SP_EVERSION, 8, "format version %u.%u; this library reads %u.x",
+                        sp_ld16(p + 8), sp_ld16(p + 10), FMT_VERSION_MAJOR);
+    if (sp_ld64(p + 56) != sp_checksum64(p, 56))
+        return fmt_errf(e, SP_ECHECKSUM, 56, "header checksum mismatch");
+    h->align = sp_ld32(p + 16);
+    h->dataset_id = sp_ld64(p + 24);
+    h->shard_no = sp_ld32(p + 32);
+    if (sp_ld32(p + 12) != FMT_HEADER_BYTES || !align_ok(h->align) || sp_ld32(p + 20) != 0 ||
+        !all_zero(p + 36, 20))
+        return fmt_errf(e, SP_ECORRUPT, 12, "header fields out of range");
+    return SP_OK;
+}
+
+static uint32_t trailer_check(const uint8_t *p) { return (uint32_t)sp_checksum64(p, 52); }
+
+void fmt_trailer_encode(uint8_t out[FMT_TRAILER_BYTES], const fmt_trailer *t)
+{
+    memset(out, 0, FMT_TRAILER_BYTES);
+    sp_st64(out + 0, t->index_offset);
+    sp_st64(out + 8, t->index_size);
+    sp_st64(out + 16, t->index_checksum);
+    sp_st64(out + 24, t->file_size);
+    sp_st64(out + 32, t->nblocks);
+    sp_st64(out + 40, t->nsamples);
+    sp_st16(out + 48, FMT_VERSION_MAJOR);
+    sp_st16(out + 50, FMT_VERSION_MINOR);
+    sp_st32(out + 52, trailer_check(out));
+    memcpy(out + 56, FMT_MAGIC_SHARD, FMT_MAGIC_LEN);
+}
+
+int fmt_trailer_decode(const uint8_t *p, uint64_t file_size, fmt_trailer *t, fmt_err *e)
+{
+    uint64_t at = file_size - FMT_TRAILER_BYTES;
+    if (memcmp(p + 56, FMT_MAGIC_SHARD, FMT_MAGIC_LEN) != 0)
+        return fmt_errf(e, SP_ETRUNC, at + 56,
+                        "no trailer magic at the end: the file is truncated or not a shard");
+    if (sp_ld16(p + 48) != FMT_VERSION_MAJOR)
+        return fmt_errf(e, SP_EVERSION, at + 48, "format version %u.%u; this library reads %u.x",
+                        sp_ld16(p + 48), sp_ld16(p + 50), FMT_VERSION_MAJOR);
+    if (sp_ld32(p + 52) != trailer_check(p))
+        return fmt_errf(e, SP_ECHECKSUM, at + 52, "trailer checksum mismatch");
+    *t = (fmt_trailer){ sp_ld64(p), sp_ld64(p + 8), sp_ld64(p + 16), sp_ld64(p + 24), sp_ld64(p + 32),
+                        sp_ld64(p + 40) };
+    if (t->file_size != file_size)
+        return fmt_errf(e, t->file_size > file_size ? SP_ETRUNC : SP_ECORRUPT, at + 24,
+                        "trailer says the file has %llu bytes, it has %llu",
+                        (unsigned long long)t->file_size, (unsigned long long)file_size);
+    uint64_t end;
+    if (t->index_size > FMT_MAX_INDEX_BYTES)
+        return fmt_errf(e, SP_ELIMIT, at + 8, "index of %llu bytes exceeds the %u-byte limit",
+                        (unsigned long long)t->index_size, FMT_MAX_INDEX_BYTES);
+    if (t->index_size < FMT_INDEX_HEADER_BYTES || sp_add_overflow(t->index_offset, t->index_size, &end) ||
+        end != at || t->index_offset < FMT_HEADER_BYTES)
+        return fmt_errf(e, SP_ECORRUPT, at, "trailer places the index at %llu+%llu, outside the file",
+                        (unsigned long long)t->index_offset, (unsigned long long)t->index_size);
+    return SP_OK;
+}
+
+void fmt_index_encode(const fmt_header *h, const sp_schema *s, const fmt_meta *m,
+                      const fmt_block_entry *blocks, uint64_t nblocks, uint64_t nsamples, sp_buf *b)
+{
+    sp_buf sch = { 0 }, met = { 0 };
+    fmt_schema_encode(s, &sch);
+    fmt_meta_encode(m, &met);
+    size_t start = b->len;
+    sp_buf_put(b, FMT_MAGIC_INDEX, 4);
+    sp_buf_u32(b, h->align);
+    sp_buf_u64(b, nblocks);
+    sp_buf_u64(b, nsamples);
+    sp_buf_u64(b, h->dataset_id);
+    sp_buf_u32(b, h->shard_no);
+    sp_buf_u32(b, (uint32_t)sch.len);
+    sp_buf_u32(b, (uint32_t)met.len);
+    sp_buf_u32(b, 0);
+    sp_buf_put(b, sch.data, sch.len);
+    sp_buf_put(b, met.data, met.len);
+    while (!b->failed && (b->len - start) % 8)
+        sp_buf_u8(b, 0);
+    for (uint64_t i = 0; i < nblocks; i++) {
+        const fmt_block_entry *be = &blocks[i];
+        sp_buf_u64(b, be->offset);
+        sp_buf_u64(b, be->first_sample);
+        sp_buf_u32(b, be->stored_size);
+        sp_buf_u32(b, be->raw_size);
+        sp_buf_u32(b, be->nsamples);
+        sp_buf_u8(b, be->codec);
+        sp_buf_u8(b, 0);
+        sp_buf_u16(b, 0);
+        sp_buf_u64(b, be->checksum);
+        sp_buf_u64(b, be->raw_checksum);
+    }
+    sp_buf_free(&sch);
+    sp_buf_free(&met);
+}
+
+void fmt_index_free(fmt_index *ix)
+{
+    fmt_meta_free(&ix->meta);
+    sp_free(ix->blocks);
+    ix->blocks = NULL;
+}
+
+/* Checks one block entry against its predecessor's end and the shard's limits. */
+static int block_entry_check(const fmt_block_entry *be, uint64_t i, uint64_t expect_offset,
+                             uint64_t expect_first, uint64_t index_offset, uint64_t min_sample,
+                             const fmt_limits *lim, uint64_t at, fmt_err *e)
+{
+    e->block = (int64_t)i;
+    if (be->offset != expect_offset)
+        return fmt_errf(e, SP_ECORRUPT, at, "block %llu starts at %llu, expected %llu", (unsigned long long)i,
+                        (unsigned long long)be->offset, (unsigned long long)expect_offset);
+    if (be->first_sample != expect_first)
+        return fmt_errf(e, SP_ECORRUPT, at + 8, "block %llu first sample is %llu, expected %llu",
+                        (unsigned long long)i, (unsigned long long)be->first_sample,
+                        (unsigned long long)expect_first);
+    if (be->nsamples == 0 || be->nsamples > FMT_MAX_BLOCK_SAMPLES)
+        return fmt_errf(e, SP_ECORRUPT, at + 24, "block %llu holds %u samples (allowed 1..%u)",
+                        (unsigned long long)i, be->nsamples, FMT_MAX_BLOCK_SAMPLES);
+    if (be->raw_size > lim->max_block_bytes)
+        return fmt_errf(e, SP_ELIMIT, at + 20, "block %llu is %u bytes raw, above max_block_bytes %llu",
+                        (unsigned long long)i, be->raw_size, (unsigned long long)lim->max_block_bytes);
+    if ((uint64_t)be->raw_size < (uint64_t)be->nsamples * min_sample)
+        return fmt_errf(e, SP_ECORRUPT, at + 20, "block %llu: %u raw bytes cannot hold %u samples",
+                        (unsigned long long)i, be->raw_size, be->nsamples);
+    bool size_ok = be->codec == SP_CODEC_STORED ? be->stored_size == be->raw_size &&
+                                                      be->checksum == be->raw_checksum
+                 : be->codec == SP_CODEC_ZSTD   ? be->stored_size > 0 &&
+                                                    be->stored_size <= ZSTD_compressBound(be->raw_size)
+                                                : false;
+    if (!size_ok)
+        return fmt_errf(e, SP_ECORRUPT, at + 16, "block %llu: codec %u with %u stored and %u raw bytes",
+                        (unsigned long long)i, be->codec, be->stored_size, be->raw_size);
+    if (be->offset + be->stored_size > index_offset)
+        return fmt_errf(e, SP_ECORRUPT, at, "block %llu runs past the index", (unsigned long long)i);
+    e->block = -1;
+    return SP_OK;
+}
+
+static int index_header_decode(sp_cursor *c, const fmt_trailer *t, fmt_index *out,
+                               uint32_t *schema_bytes, uint32_t *meta_bytes, fmt_err *e)
+{
+    uint64_t at = t->index_offset;
+    const uint8_t *magic = sp_cursor_take(c, 4);
+    if (!magic || memcmp(magic, FMT_MAGIC_INDEX, 4) != 0)
+        return fmt_errf(e, SP_ECORRUPT, at, "bad index magic");
+    out->id.align = sp_cursor_u32(c);
+    out->nblocks = sp_cursor_u64(c);
+    out->nsamples = sp_cursor_u64(c);
+    out->id.dataset_id = sp_cursor_u64(c);
+    out->id.shard_no = sp_cursor_u32(c);
+    *schema_bytes = sp_cursor_u32(c);
+    *meta_bytes = sp_cursor_u32(c);
+    uint32_t reserved = sp_cursor_u32(c);
+    if (!align_ok(out->id.align) || reserved)
+        return fmt_errf(e, SP_ECORRUPT, at + 4, "index header fields out of range");
+    if (out->nblocks != t->nblocks || out->nsamples != t->nsamples)
+        return fmt_errf(e, SP_ECORRUPT, at + 8, "index counts (%llu blocks, %llu samples) differ from the trailer's",
+                        (unsigned long long)out->nblocks, (unsigned long long)out->nsamples);
+    if (out->nblocks == 0)
+        return fmt_errf(e, SP_ECORRUPT, at + 8, "shard has no blocks");
+    if (t->index_offset % out->id.align)
+        return fmt_errf(e, SP_ECORRUPT, at, "index offset is not aligned to %u", out->id.align);
+    return SP_OK;
+}
+
+int fmt_index_decode(const uint8_t *p, size_t n, const fmt_trailer *t, const fmt_limits *lim,
+                     fmt_index *out, fmt_err *e)
+{
+    memset(out, 0, sizeof *out);
+    e->block = -1;
+    sp_cursor c = sp_cursor_make(p, n);
+    uint32_t schema_bytes = 0, meta_bytes = 0;
+    int rc = index_header_decode(&c, t, out, &schema_bytes, &meta_bytes, e);
+    if (rc)
+        return rc;
+    uint64_t at = t->index_offset + FMT_INDEX_HEADER_BYTES;
+    sp_cursor sc = sp_cursor_make(sp_cursor_take(&c, schema_bytes), schema_bytes);
+    sp_cursor mc = sp_cursor_make(sp_cursor_take(&c, meta_bytes), meta_bytes);
+    if (!c.ok)
+        return fmt_errf(e, SP_ECORRUPT, at, "schema and metadata sizes run past the index");
+    if ((rc = fmt_schema_decode(&sc, at, &out->schema, e)))
+        return rc;
+    if (sc.left)
+        return fmt_errf(e, SP_ECORRUPT, at, "schema has %zu trailing bytes", sc.left);
+    if ((rc = fmt_meta_decode(&mc, at + schema_bytes, &out->meta, e)))
+        return rc;
+    size_t table = sp_align_up(FMT_INDEX_HEADER_BYTES + (uint64_t)schema_bytes + meta_bytes, 8);
+    uint64_t want;
+    /* The block table must fill the rest of the index exactly; checking this before allocating
+     * bounds the allocation by the bytes actually present. */
+    if (mc.left || sp_mul_overflow(out->nblocks, FMT_BLOCK_ENTRY_BYTES, &want) || table > n ||
+        n - table != want) {
+        fmt_index_free(out);
+        return fmt_errf(e, SP_ECORRUPT, t->index_offset + table,
+                        "index is %zu bytes, not what %llu block entries need", n,
+                        (unsigned long long)out->nblocks);
+    }
+    out->blocks = sp_calloc(out->nblocks, sizeof *out->blocks);
+    if (!out->blocks) {
+        fmt_index_free(out);
+        return fmt_errf(e, SP_ENOMEM, t->index_offset, "out of memory for %llu block entries",
+                        (unsigned long long)out->nblocks);
+    }
+    uint64_t offset = out->id.align, first = 0, min_sample = fmt_schema_min_sample_bytes(&out->schema);
+    for (uint64_t i = 0; i < out->nblocks; i++) {
+        const uint8_t *q = p + table + i * FMT_BLOCK_ENTRY_BYTES;
+        fmt_block_entry *be = &out->blocks[i];
+        *be = (fmt_block_entry){ sp_ld64(q), sp_ld64(q + 8), sp_ld32(q + 16), sp_ld32(q + 20),
+                                 sp_ld32(q + 24), q[28], sp_ld64(q + 32), sp_ld64(q + 40) };
+        uint64_t q_at = t->index_offset + table + i * FMT_BLOCK_ENTRY_BYTES;
+        if (q[29] || sp_ld16(q + 30))
+            rc = fmt_errf(e, SP_ECORRUPT, q_at + 29, "block %llu entry has nonzero reserved bytes",
+                          (unsigned long long)i);
+        else
+            rc = block_entry_check(be, i, offset, first, t->index_offset, min_sample, lim, q_at, e);
+        if (rc) {
+            fmt_index_free(out);
+            return rc;
+        }
+        offset = sp_align_up(be->offset + be->stored_size, out->id.align);
+        first += be->nsamples;
+    }
+    if (offset != t->index_offset || first != out->nsamples) {
+        fmt_index_free(out);
+        return fmt_errf(e, SP_ECORRUPT, t->index_offset,
+                        "blocks end at %llu holding %llu samples; index is at %llu and counts %llu",
+                        (unsigned long long)offset, (unsigned long long)first,
+                        (unsigned long long)t->index_offset, (unsigned long long)out->nsamples);
+    }
+    return SP_OK;
+}
+
+void fmt_shard_close(fmt_shard *s)
+{
+    if (!s)
+        return;
+    if (s->fd >= 0)
+        close(s->fd);
+    fmt_index_free(&s->index);
+    sp_free(s->path);
+    sp_free(s);
+}
+
+/* The index checksum is checked before a single field of the index is trusted. */
+static int index_check_decode(const uint8_t *p, const fmt_trailer *t, const fmt_limits *lim,
+                              fmt_index *ix, fmt_err *e)
+{
+    if (sp_checksum64(p, t->index_size) != t->index_checksum)
+        return fmt_errf(e, SP_ECHECKSUM, t->index_offset, "index checksum mismatch");
+    return fmt_index_decode(p, t->index_size, t, lim, ix, e);
+}
+
+static int shard_read_index(fmt_shard *s, const fmt_limits *lim, uint8_t *tail, size_t tail_len,
+                            fmt_err *e)
+{
+    const fmt_trailer *t = &s->trailer;
+    uint64_t tail_start = s->file_size - tail_len;
+    if (t->index_offset >= tail_start)
+        return index_check_decode(tail + (t->index_offset - tail_start), t, lim, &s->index, e);
+    /* Index larger than the first read: one more read, bounded by the file's real size. */
+    uint8_t *ix = sp_malloc(t->index_size);
+    if (!ix)
+        return fmt_errf(e, SP_ENOMEM, t->index_offset, "out of memory for a %llu-byte index",
+                        (unsigned long long)t->index_size);
+    int rc = sp_pread_all(s->fd, ix, t->index_size, t->index_offset);
+    if (rc)
+        rc = fmt_errf(e, rc == SP_ETRUNC ? SP_ETRUNC : SP_EIO, t->index_offset, "cannot read the index: %s",
+                      rc == SP_ETRUNC ? "file shrank" : strerror(-rc));
+    else
+        rc = index_check_decode(ix, t, lim, &s->index, e);
+    sp_free(ix);
+    return rc;
+}
+
+int fmt_shard_open(const char *path, const fmt_limits *lim, fmt_shard **out, fmt_err *e)
+{
+    *out = NULL;
+    e->block = -1;
+    fmt_shard *s = sp_calloc(1, sizeof *s);
+    uint8_t *tail = sp_malloc(FMT_TAIL_READ);
+    int rc;
+    if (s)
+        s->fd = -1;
+    if (!s || !tail || !(s->path = sp_strdup(path))) {
+        rc = fmt_errf(e, SP_ENOMEM, 0, "out of memory");
+        goto fail;
+    }
+    s->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (s->fd < 0) {
+        rc = fmt_errf(e, errno == ENOENT ? SP_ENOENT : SP_EIO, 0, "cannot open: %s", strerror(errno));
+        goto fail;
+    }
+    struct stat st;
+    if (fstat(s->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        rc = fmt_errf(e, SP_EIO, 0, "not a regular file");
+        goto fail;
+    }
+    s->file_size = (uint64_t)st.st_size;
+    if (s->file_size < FMT_HEADER_BYTES + FMT_INDEX_HEADER_BYTES + FMT_TRAILER_BYTES) {
+        rc = fmt_errf(e, s->file_size ? SP_ETRUNC : SP_EFORMAT, s->file_size,
+                      "file is %llu bytes, too short for a shard", (unsigned long long)s->file_size);
+        goto fail;
+    }
+    size_t tail_len = s->file_size < FMT_TAIL_READ ? (size_t)s->file_size : FMT_TAIL_READ;
+    rc = sp_pread_all(s->fd, tail, tail_len, s->file_size - tail_len);
+    if (rc) {
+        rc = fmt_errf(e, rc == SP_ETRUNC ? SP_ETRUNC : SP_EIO, s->file_size - tail_len,
+                      "cannot read the trailer: %s", rc == SP_ETRUNC ? "file shrank" : strerror(-rc));
+        goto fail;
+    }
+    if (tail_len == s->file_size && memcmp(tail, FMT_MAGIC_SHARD, FMT_MAGIC_LEN) != 0) {
+        rc = fmt_errf(e, SP_EFORMAT, 0, "bad magic at start: not a shardpack shard");
+        goto fail;
+    }
+    rc = fmt_trailer_decode(tail + tail_len - FMT_TRAILER_BYTES, s->file_size, &s->trailer, e);
+    if (rc == SP_OK)
+        rc = shard_read_index(s, lim, tail, tail_len, e);
+    if (rc)
+        goto fail;
+    sp_free(tail);
+    *out = s;
+    return SP_OK;
+fail:
+    sp_free(tail);
+    fmt_shard_close(s);
+    return rc;
+}
+
+int fmt_shard_read_block(const fmt_shard *s, uint64_t i, ZSTD_DCtx *dctx, uint8_t **raw_out,
+                         fmt_block_view *v, fmt_err *e)
+{
+    const fmt_block_entry *be = &s->index.blocks[i];
+    e->block = (int64_t)i;
+    *raw_out = NULL;
+    /* A stored block is read straight into its final buffer; a compressed one needs both. */
+    uint8_t *raw = sp_malloc(be->raw_size);
+    uint8_t *stored = be->codec == SP_CODEC_STORED ? raw : sp_malloc(be->stored_size);
+    int rc;
+    if (!raw || !stored) {
+        rc = fmt_errf(e, SP_ENOMEM, be->offset, "out of memory for a %u-byte block", be->raw_size);
+        goto out;
+    }
+    rc = sp_pread_all(s->fd, stored, be->stored_size, be->offset);
+    if (rc) {
+        rc = fmt_errf(e, rc == SP_ETRUNC ? SP_ETRUNC : SP_EIO, be->offset, "cannot read: %s",
+                      rc == SP_ETRUNC ? "file ends early" : strerror(-rc));
+        goto out;
+    }
+    rc = fmt_block_decode(be, stored, raw, dctx, e);
+    if (rc == SP_OK) {
+        rc = fmt_block_parse(&s->index.schema, raw, be->raw_size, be->nsamples, v, e);
+        if (rc)
+            e->offset = be->offset; /* layout offsets are within the raw block; name the block */
+    }
+out:
+    if (stored != raw)
+        sp_free(stored);
+    if (rc)
+        sp_free(raw);
+    else
+        *raw_out = raw;
+    return rc;
+}

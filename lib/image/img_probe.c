@@ -1,0 +1,67 @@
+/* img_probe.c - JPEG header parsing without pixel decoding, for validation at pack time. */
+#include <turbojpeg.h>
+
+#include "sp_internal.h"
+
+/* TurboJPEG 2.x has no progressive flag in its header query, so the frame markers are scanned:
+ * the first SOFn marker tells baseline (SOF0/1) from progressive (SOF2). */
+static int scan_progressive(const uint8_t *p, size_t n)
+{
+    size_t i = 2;
+    while (i + 4 <= n) {
+        if (p[i] != 0xFF)
+            return -1;
+        uint8_t m = p[i + 1];
+        if (m == 0xFF) {
+            i++;
+            continue;
+        }
+        if (m == 0xD8 || (m >= 0xD0 && m <= 0xD7) || m == 0x01) {
+            i += 2;
+            continue;
+        }
+        if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC)
+            return m == 0xC2 || m == 0xC6 || m == 0xCA || m == 0xCE;
+        if (m == 0xDA || m == 0xD9)
+            return -1;
+        size_t len = ((size_t)p[i + 2] << 8) | p[i + 3];
+        if (len < 2)
+            return -1;
+        i += 2 + len;
+    }
+    return -1;
+}
+
+int sp_image_probe(const void *data, size_t size, uint64_t max_pixels, sp_image_info *out)
+{
+    sp_clear_error();
+    if (!data || !out)
+        return sp_fail(NULL, SP_EINVAL, "sp_image_probe: NULL argument");
+    const uint8_t *p = data;
+    if (size < 4 || p[0] != 0xFF || p[1] != 0xD8)
+        return sp_fail(NULL, SP_EBADINPUT, "not a JPEG (no SOI marker)");
+    if (size > 0xFFFFFFFFul)
+        return sp_fail(NULL, SP_ELIMIT, "JPEG of %zu bytes is too large", size);
+    tjhandle tj = tjInitDecompress();
+    if (!tj)
+        return sp_fail(NULL, SP_ENOMEM, "cannot create a TurboJPEG decompressor");
+    int w = 0, h = 0, samp = -1, cs = -1;
+    int r = tjDecompressHeader3(tj, p, (unsigned long)size, &w, &h, &samp, &cs);
+    int rc = SP_OK;
+    if (r != 0)
+        rc = sp_fail(NULL, SP_EBADINPUT, "damaged JPEG header: %s", tjGetErrorStr2(tj));
+    else if (w <= 0 || h <= 0)
+        rc = sp_fail(NULL, SP_EBADINPUT, "JPEG has no pixels (%dx%d)", w, h);
+    else if (max_pixels && (uint64_t)w * (uint64_t)h > max_pixels)
+        rc = sp_fail(NULL, SP_ELIMIT, "JPEG is %dx%d, above the %llu-pixel cap", w, h,
+                     (unsigned long long)max_pixels);
+    tjDestroy(tj);
+    if (rc)
+        return rc;
+    out->width = w;
+    out->height = h;
+    out->components = cs == TJCS_GRAY ? 1 : (cs == TJCS_CMYK || cs == TJCS_YCCK) ? 4 : 3;
+    out->subsampling = samp;
+    out->progressive = scan_progressive(p, size) == 1;
+    return SP_OK;
+}

@@ -1,0 +1,549 @@
+/* rd_dataset.c - a dataset opened from its manifest (shards opened on first use), from one shard,
+ * or from a list of shards; block reads and random access to samples. */
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "fmt.h"
+#include "rd.h"
+#include "sp_file.h"
+
+/* A manifest larger than this is refused before it is read. */
+#define MAX_MANIFEST_BYTES (1ull << 31)
+#define DCTX_POOL 16
+
+typedef struct rd_shard {
+    char *path;
+    fmt_shard *sh; /* NULL until first use */
+    uint64_t file_size, nblocks, nsamples, index_checksum;
+    uint64_t first_block, first_sample;
+} rd_shard;
+
+struct sp_dataset {
+    sp_errbuf eb;
+    fmt_limits lim;
+    sp_schema schema;
+    fmt_meta meta;
+    uint64_t dataset_id; /* 0 when opened from shards of mixed origin */
+    bool from_manifest;
+    uint64_t nshards, nblocks, nsamples, fingerprint;
+    rd_shard *shards;
+    uint64_t *block_first; /* nblocks + 1 cumulative sample counts */
+    pthread_mutex_t mu;    /* lazy shard opening and the context pool */
+    ZSTD_DCtx *dctx[DCTX_POOL];
+    int ndctx;
+};
+
+struct sp_block {
+    uint8_t *raw;
+    fmt_block_view view;
+};
+
+static int dfail(sp_dataset *d, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int dfail(sp_dataset *d, int code, const char *fmt, ...)
+{
+    char msg[SP_ERRMSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return sp_fail(d ? &d->eb : NULL, code, "%s", msg);
+}
+
+/* "PATH: block B at byte O: why", or without the block part when e->block < 0. */
+int rd_fail_at(sp_errbuf *eb, int code, const char *path, const fmt_err *e)
+{
+    if (e->block >= 0)
+        return sp_fail(eb, code, "%s: block %lld at byte %llu: %s", path, (long long)e->block,
+                       (unsigned long long)e->offset, e->why);
+    return sp_fail(eb, code, "%s: at byte %llu: %s", path, (unsigned long long)e->offset, e->why);
+}
+
+static sp_dataset *dataset_new(const sp_params *params)
+{
+    sp_dataset *d = sp_calloc(1, sizeof *d);
+    if (!d)
+        return NULL;
+    fmt_limits_from_params(&d->lim, params);
+    pthread_mutex_init(&d->mu, NULL);
+    return d;
+}
+
+void sp_dataset_close(sp_dataset *d)
+{
+    if (!d)
+        return;
+    for (uint64_t i = 0; d->shards && i < d->nshards; i++) {
+        fmt_shard_close(d->shards[i].sh);
+        sp_free(d->shards[i].path);
+    }
+    for (int i = 0; i < d->ndctx; i++)
+        ZSTD_freeDCtx(d->dctx[i]);
+    sp_free(d->shards);
+    sp_free(d->block_first);
+    fmt_meta_free(&d->meta);
+    pthread_mutex_destroy(&d->mu);
+    sp_free(d);
+}
+
+/* Cumulative sample counts per block, and the content fingerprint, from the shard table. */
+static int dataset_index(sp_dataset *d, const uint32_t *block_samples)
+{
+    d->block_first = sp_malloc((d->nblocks + 1) * sizeof *d->block_first);
+    if (!d->block_first)
+        return dfail(d, SP_ENOMEM, "out of memory for %llu blocks", (unsigned long long)d->nblocks);
+    uint64_t b = 0, s = 0, h[3];
+    d->fingerprint = 0;
+    for (uint64_t i = 0; i < d->nshards; i++) {
+        rd_shard *sh = &d->shards[i];
+        sh->first_block = b;
+        sh->first_sample = s;
+        for (uint64_t k = 0; k < sh->nblocks; k++, b++) {
+            d->block_first[b] = s;
+            s += block_samples ? block_samples[b] : sh->sh->index.blocks[k].nsamples;
+        }
+        h[0] = d->fingerprint;
+        h[1] = sh->index_checksum;
+        h[2] = sh->nsamples;
+        d->fingerprint = sp_checksum64(h, sizeof h);
+    }
+    d->block_first[b] = s;
+    return SP_OK;
+}
+
+static int open_manifest(sp_dataset *d, const char *mpath, const char *dir)
+{
+    uint8_t *buf;
+    size_t n;
+    int rc = sp_read_file(mpath, MAX_MANIFEST_BYTES, &buf, &n);
+    if (rc == SP_ELIMIT)
+        return dfail(d, rc, "%s: manifest larger than %llu bytes", mpath, (unsigned long long)MAX_MANIFEST_BYTES);
+    if (rc)
+        return dfail(d, rc == -ENOENT ? SP_ENOENT : rc == SP_ENOMEM ? rc : SP_EIO, "%s: cannot read: %s", mpath,
+                     rc == SP_ENOMEM ? "out of memory" : strerror(-rc));
+    fmt_manifest m;
+    fmt_err e;
+    rc = fmt_manifest_decode(buf, n, &d->lim, &m, &e);
+    sp_free(buf);
+    if (rc)
+        return rd_fail_at(&d->eb, rc, mpath, &e);
+    d->from_manifest = true;
+    d->dataset_id = m.dataset_id;
+    d->schema = m.schema;
+    d->meta = m.meta;
+    m.meta = (fmt_meta){ 0 };
+    d->nshards = m.nshards;
+    d->nblocks = m.nblocks;
+    d->nsamples = m.nsamples;
+    d->shards = sp_calloc(m.nshards, sizeof *d->shards);
+    rc = d->shards ? SP_OK : dfail(d, SP_ENOMEM, "%s: out of memory", mpath);
+    for (uint64_t i = 0; rc == SP_OK && i < m.nshards; i++) {
+        const fmt_manifest_shard *ms = &m.shards[i];
+        rd_shard *s = &d->shards[i];
+        size_t len = strlen(dir) + strlen(ms->name) + 2;
+        if (!(s->path = sp_malloc(len))) {
+            rc = dfail(d, SP_ENOMEM, "%s: out of memory", mpath);
+            break;
+        }
+        snprintf(s->path, len, "%s/%s", dir, ms->name);
+        s->file_size = ms->file_size;
+        s->nblocks = ms->nblocks;
+        s->nsamples = ms->nsamples;
+        s->index_checksum = ms->index_checksum;
+    }
+    if (rc == SP_OK)
+        rc = dataset_index(d, m.block_samples);
+    fmt_manifest_free(&m);
+    return rc;
+}
+
+/* Checks a shard opened lazily against what the manifest promised. */
+static int shard_matches(sp_dataset *d, const rd_shard *s, const fmt_shard *sh)
+{
+    const char *what = NULL;
+    if (sh->file_size != s->file_size)
+        what = "file size";
+    else if (sh->trailer.index_checksum != s->index_checksum)
+        what = "index checksum";
+    else if (sh->index.nblocks != s->nblocks || sh->index.nsamples != s->nsamples)
+        what = "block or sample count";
+    else if (!sp_schema_equal(&sh->index.schema, &d->schema))
+        what = "schema";
+    else if (sh->index.id.dataset_id != d->dataset_id)
+        what = "dataset id";
+    if (!what)
+        return SP_OK;
+    return dfail(d, SP_ECORRUPT, "%s: %s differs from the manifest (shard replaced or damaged)", s->path, what);
+}
+
+/* Opens shard i on first use. Safe from several threads. */
+static int shard_get(sp_dataset *d, uint64_t i, fmt_shard **out)
+{
+    rd_shard *s = &d->shards[i];
+    pthread_mutex_lock(&d->mu);
+    int rc = SP_OK;
+    if (!s->sh) {
+        fmt_err e;
+        fmt_shard *sh;
+        rc = fmt_shard_open(s->path, &d->lim, &sh, &e);
+        if (rc)
+            rd_fail_at(&d->eb, rc, s->path, &e);
+        else if ((rc = shard_matches(d, s, sh)))
+            fmt_shard_close(sh);
+        else
+            s->sh = sh;
+    }
+    *out = s->sh;
+    pthread_mutex_unlock(&d->mu);
+    return rc;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Every *.sps file of dir, sorted by name; for directories without a manifest. */
+static int list_shards(sp_dataset *d, const char *dir, char ***out, size_t *n)
+{
+    DIR *dh = opendir(dir);
+    if (!dh)
+        return dfail(d, SP_EIO, "%s: cannot list: %s", dir, strerror(errno));
+    char **v = NULL;
+    size_t cnt = 0, cap = 0;
+    int rc = SP_OK;
+    struct dirent *de;
+    while (rc == SP_OK && (de = readdir(dh))) {
+        size_t len = strlen(de->d_name);
+        if (len < 5 || de->d_name[0] == '.' || strcmp(de->d_name + len - 4, ".sps") != 0)
+            continue;
+        if (cnt == cap) {
+            cap = cap ? cap * 2 : 64;
+            char **nv = sp_realloc(v, cap * sizeof *v);
+            if (!nv) {
+                rc = dfail(d, SP_ENOMEM, "%s: out of memory", dir);
+                break;
+            }
+            v = nv;
+        }
+        size_t plen = strlen(dir) + len + 2;
+        if (!(v[cnt] = sp_malloc(plen))) {
+            rc = dfail(d, SP_ENOMEM, "%s: out of memory", dir);
+            break;
+        }
+        snprintf(v[cnt++], plen, "%s/%s", dir, de->d_name);
+    }
+    closedir(dh);
+    if (rc == SP_OK && cnt == 0)
+        rc = dfail(d, SP_ENOENT, "%s: no %s and no *.sps shard files", dir, MANIFEST_NAME);
+    if (rc == SP_OK && cnt > d->lim.max_shards)
+        rc = dfail(d, SP_ELIMIT, "%s: %zu shards exceed max_shards %llu", dir, cnt,
+                   (unsigned long long)d->lim.max_shards);
+    if (rc) {
+        for (size_t i = 0; i < cnt; i++)
+            sp_free(v[i]);
+        sp_free(v);
+        return rc;
+    }
+    qsort(v, cnt, sizeof *v, cmp_str);
+    *out = v;
+    *n = cnt;
+    return SP_OK;
+}
+
+static int open_shard_list(sp_dataset *d, const char *const *paths, size_t n)
+{
+    if (n == 0)
+        return dfail(d, SP_EINVAL, "no shard files given");
+    if (n > d->lim.max_shards)
+        return dfail(d, SP_ELIMIT, "%zu shards exceed max_shards %llu", n, (unsigned long long)d->lim.max_shards);
+    d->shards = sp_calloc(n, sizeof *d->shards);
+    if (!d->shards)
+        return dfail(d, SP_ENOMEM, "out of memory");
+    d->nshards = n;
+    for (size_t i = 0; i < n; i++) {
+        rd_shard *s = &d->shards[i];
+        fmt_err e;
+        if (!(s->path = sp_strdup(paths[i])))
+            return dfail(d, SP_ENOMEM, "out of memory");
+        int rc = fmt_shard_open(paths[i], &d->lim, &s->sh, &e);
+        if (rc)
+            return rd_fail_at(&d->eb, rc, paths[i], &e);
+        const fmt_index *ix = &s->sh->index;
+        if (i == 0) {
+            d->schema = ix->schema;
+            d->dataset_id = ix->id.dataset_id;
+            for (size_t k = 0; k < ix->meta.n; k++)
+                if (fmt_meta_set(&d->meta, ix->meta.e[k].key, ix->meta.e[k].value, ix->meta.e[k].len))
+                    return dfail(d, SP_ENOMEM, "out of memory");
+        } else if (!sp_schema_equal(&ix->schema, &d->schema)) {
+            return dfail(d, SP_ESCHEMA, "%s: schema differs from %s", paths[i], paths[0]);
+        }
+        if (ix->id.dataset_id != d->dataset_id)
+            d->dataset_id = 0;
+        s->file_size = s->sh->file_size;
+        s->nblocks = ix->nblocks;
+        s->nsamples = ix->nsamples;
+        s->index_checksum = s->sh->trailer.index_checksum;
+        d->nblocks += ix->nblocks;
+        d->nsamples += ix->nsamples;
+    }
+    return dataset_index(d, NULL);
+}
+
+static int open_dir(sp_dataset *d, const char *dir)
+{
+    size_t len = strlen(dir) + sizeof(MANIFEST_NAME) + 1;
+    char *mpath = sp_malloc(len);
+    if (!mpath)
+        return dfail(d, SP_ENOMEM, "out of memory");
+    snprintf(mpath, len, "%s/%s", dir, MANIFEST_NAME);
+    int rc;
+    if (access(mpath, F_OK) == 0) {
+        rc = open_manifest(d, mpath, dir);
+    } else {
+        char **paths = NULL;
+        size_t n = 0;
+        rc = list_shards(d, dir, &paths, &n);
+        if (rc == SP_OK)
+            rc = open_shard_list(d, (const char *const *)paths, n);
+        for (size_t i = 0; i < n; i++)
+            sp_free(paths[i]);
+        sp_free(paths);
+    }
+    sp_free(mpath);
+    return rc;
+}
+
+/* A manifest file is told from a shard by its magic. */
+static int open_file(sp_dataset *d, const char *path)
+{
+    uint8_t magic[FMT_MAGIC_LEN] = { 0 };
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return dfail(d, errno == ENOENT ? SP_ENOENT : SP_EIO, "%s: cannot open: %s", path, strerror(errno));
+    size_t got = fread(magic, 1, sizeof magic, f);
+    fclose(f);
+    if (got == sizeof magic && memcmp(magic, FMT_MAGIC_MANIFEST, FMT_MAGIC_LEN) == 0) {
+        char *dir = sp_strdup(path);
+        if (!dir)
+            return dfail(d, SP_ENOMEM, "out of memory");
+        char *slash = strrchr(dir, '/');
+        if (slash)
+            *slash = '\0';
+        int rc = open_manifest(d, path, slash ? (slash == dir ? "/" : dir) : ".");
+        sp_free(dir);
+        return rc;
+    }
+    return open_shard_list(d, &path, 1);
+}
+
+int sp_dataset_open(const char *path, const sp_params *params, sp_dataset **out)
+{
+    sp_clear_error();
+    if (!out || !path)
+        return sp_fail(NULL, SP_EINVAL, "sp_dataset_open: NULL argument");
+    *out = NULL;
+    sp_dataset *d = dataset_new(params);
+    if (!d)
+        return sp_fail(NULL, SP_ENOMEM, "%s: out of memory", path);
+    int rc = sp_path_is_dir(path) ? open_dir(d, path) : open_file(d, path);
+    if (rc) {
+        sp_dataset_close(d);
+        return rc;
+    }
+    *out = d;
+    return SP_OK;
+}
+
+int sp_dataset_open_shards(const char *const *paths, size_t n, const sp_params *params, sp_dataset **out)
+{
+    sp_clear_error();
+    if (!out || (!paths && n))
+        return sp_fail(NULL, SP_EINVAL, "sp_dataset_open_shards: NULL argument");
+    *out = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (!paths[i])
+            return sp_fail(NULL, SP_EINVAL, "sp_dataset_open_shards: path %zu is NULL", i);
+    sp_dataset *d = dataset_new(params);
+    if (!d)
+        return sp_fail(NULL, SP_ENOMEM, "out of memory");
+    int rc = open_shard_list(d, paths, n);
+    if (rc) {
+        sp_dataset_close(d);
+        return rc;
+    }
+    *out = d;
+    return SP_OK;
+}
+
+const char *sp_dataset_errmsg(const sp_dataset *d) { return d ? d->eb.msg : ""; }
+const sp_schema *sp_dataset_schema(const sp_dataset *d) { return d ? &d->schema : NULL; }
+uint64_t sp_dataset_num_samples(const sp_dataset *d) { return d ? d->nsamples : 0; }
+uint64_t sp_dataset_num_blocks(const sp_dataset *d) { return d ? d->nblocks : 0; }
+uint64_t sp_dataset_num_shards(const sp_dataset *d) { return d ? d->nshards : 0; }
+uint64_t sp_dataset_fingerprint(const sp_dataset *d) { return d ? d->fingerprint : 0; }
+size_t sp_dataset_meta_count(const sp_dataset *d) { return d ? d->meta.n : 0; }
+
+int sp_dataset_meta_at(const sp_dataset *d, size_t i, const char **key, const void **value, size_t *len)
+{
+    if (!d || i >= d->meta.n)
+        return SP_ERANGE;
+    if (key)
+        *key = d->meta.e[i].key;
+    if (value)
+        *value = d->meta.e[i].value;
+    if (len)
+        *len = d->meta.e[i].len;
+    return SP_OK;
+}
+
+int sp_dataset_meta_get(const sp_dataset *d, const char *key, const void **value, size_t *len)
+{
+    const fmt_meta_entry *e = d && key ? fmt_meta_find(&d->meta, key) : NULL;
+    if (!e)
+        return SP_ENOENT;
+    if (value)
+        *value = e->value;
+    if (len)
+        *len = e->len;
+    return SP_OK;
+}
+
+int sp_dataset_shard_info(sp_dataset *d, uint64_t shard, sp_shard_info *out)
+{
+    if (!d || !out || shard >= d->nshards)
+        return SP_ERANGE;
+    const rd_shard *s = &d->shards[shard];
+    *out = (sp_shard_info){ s->path, s->file_size, s->nblocks, s->nsamples, s->first_block, s->first_sample };
+    return SP_OK;
+}
+
+/* The shard holding global block b: binary search over first blocks. */
+static uint64_t shard_of_block(const sp_dataset *d, uint64_t b)
+{
+    uint64_t lo = 0, hi = d->nshards;
+    while (hi - lo > 1) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (d->shards[mid].first_block <= b)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+int sp_dataset_block_info(sp_dataset *d, uint64_t block, sp_block_info *out)
+{
+    sp_clear_error();
+    if (!d || !out)
+        return SP_EINVAL;
+    if (block >= d->nblocks)
+        return dfail(d, SP_ERANGE, "block %llu out of range (%llu blocks)", (unsigned long long)block,
+                     (unsigned long long)d->nblocks);
+    uint64_t si = shard_of_block(d, block);
+    fmt_shard *sh;
+    int rc = shard_get(d, si, &sh);
+    if (rc)
+        return rc;
+    uint64_t local = block - d->shards[si].first_block;
+    const fmt_block_entry *be = &sh->index.blocks[local];
+    *out = (sp_block_info){ si, local, be->offset, be->stored_size, be->raw_size, be->nsamples,
+                            d->shards[si].first_sample + be->first_sample, be->checksum, be->raw_checksum,
+                            be->codec };
+    return SP_OK;
+}
+
+int sp_dataset_locate(const sp_dataset *d, uint64_t sample, uint64_t *block, uint32_t *row)
+{
+    if (!d || !block || !row)
+        return SP_EINVAL;
+    if (sample >= d->nsamples)
+        return sp_fail(NULL, SP_ERANGE, "sample %llu out of range (%llu samples)", (unsigned long long)sample,
+                       (unsigned long long)d->nsamples);
+    uint64_t lo = 0, hi = d->nblocks;
+    while (hi - lo > 1) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (d->block_first[mid] <= sample)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    *block = lo;
+    *row = (uint32_t)(sample - d->block_first[lo]);
+    return SP_OK;
+}
+
+static ZSTD_DCtx *dctx_get(sp_dataset *d)
+{
+    pthread_mutex_lock(&d->mu);
+    ZSTD_DCtx *c = d->ndctx ? d->dctx[--d->ndctx] : NULL;
+    pthread_mutex_unlock(&d->mu);
+    return c ? c : ZSTD_createDCtx();
+}
+
+static void dctx_put(sp_dataset *d, ZSTD_DCtx *c)
+{
+    pthread_mutex_lock(&d->mu);
+    if (d->ndctx < DCTX_POOL) {
+        d->dctx[d->ndctx++] = c;
+        c = NULL;
+    }
+    pthread_mutex_unlock(&d->mu);
+    ZSTD_freeDCtx(c);
+}
+
+int sp_dataset_read_block(sp_dataset *d, uint64_t block, sp_block **out)
+{
+    sp_clear_error();
+    if (!d || !out)
+        return sp_fail(NULL, SP_EINVAL, "sp_dataset_read_block: NULL argument");
+    *out = NULL;
+    if (block >= d->nblocks)
+        return dfail(d, SP_ERANGE, "block %llu out of range (%llu blocks)", (unsigned long long)block,
+                     (unsigned long long)d->nblocks);
+    uint64_t si = shard_of_block(d, block);
+    fmt_shard *sh;
+    int rc = shard_get(d, si, &sh);
+    if (rc)
+        return rc;
+    sp_block *b = sp_calloc(1, sizeof *b);
+    ZSTD_DCtx *dctx = dctx_get(d);
+    if (!b || !dctx) {
+        sp_free(b);
+        ZSTD_freeDCtx(dctx);
+        return dfail(d, SP_ENOMEM, "%s: out of memory", d->shards[si].path);
+    }
+    fmt_err e;
+    rc = fmt_shard_read_block(sh, block - d->shards[si].first_block, dctx, &b->raw, &b->view, &e);
+    dctx_put(d, dctx);
+    if (rc) {
+        sp_free(b);
+        return rd_fail_at(&d->eb, rc, d->shards[si].path, &e);
+    }
+    /* The view must not point into the shard, which a block may outlive until the dataset closes. */
+    b->view.schema = &d->schema;
+    *out = b;
+    return SP_OK;
+}
+
+void sp_block_free(sp_block *b)
+{
+    if (!b)
+        return;
+    sp_free(b->raw);
+    sp_free(b);
+}
+
+uint32_t sp_block_num_samples(const sp_block *b) { return b ? b->view.n : 0; }
+
+int sp_block_get(const sp_block *b, uint32_t row, size_t field, const void **data, size_t *size)
+{
+    if (!b || !data || !size || row >= b->view.n || field >= b->view.schema->n)
+        return SP_ERANGE;
+    const uint8_t *p;
+    fmt_block_get(&b->view, row, field, &p, size);
+    *data = p;
+    return SP_OK;
+}

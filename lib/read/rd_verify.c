@@ -1,0 +1,235 @@
+/* rd_verify.c - checks a dataset or shard completely and reports every fault, not only the first:
+ * header, trailer, index, every block's checksums and layout, and the manifest's promises. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "fmt.h"
+#include "rd.h"
+#include "sp_file.h"
+
+typedef struct vr_ctx {
+    sp_fault_fn fn;
+    void *user;
+    sp_verify_report *rep;
+    fmt_limits lim;
+    ZSTD_DCtx *dctx;
+} vr_ctx;
+
+static void fault(vr_ctx *v, const char *file, int64_t block, uint64_t offset, int code, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+static void fault(vr_ctx *v, const char *file, int64_t block, uint64_t offset, int code, const char *fmt, ...)
+{
+    char msg[SP_ERRMSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    v->rep->faults++;
+    if (v->fn)
+        v->fn(&(sp_fault){ file, block, offset, code, msg }, v->user);
+}
+
+static void fault_at(vr_ctx *v, const char *file, int code, const fmt_err *e)
+{
+    fault(v, file, e->block, e->offset, code, "%s", e->why);
+}
+
+/* The header is not needed to open a shard, so only verification reads and cross-checks it. */
+static void check_header(vr_ctx *v, const fmt_shard *sh)
+{
+    uint8_t buf[FMT_HEADER_BYTES];
+    fmt_header h;
+    fmt_err e = { .block = -1 };
+    int rc = sp_pread_all(sh->fd, buf, sizeof buf, 0);
+    if (rc) {
+        fault(v, sh->path, -1, 0, SP_EIO, "cannot read the header");
+        return;
+    }
+    if ((rc = fmt_header_decode(buf, sizeof buf, &h, &e))) {
+        fault_at(v, sh->path, rc, &e);
+        return;
+    }
+    const fmt_header *id = &sh->index.id;
+    if (h.align != id->align || h.dataset_id != id->dataset_id || h.shard_no != id->shard_no)
+        fault(v, sh->path, -1, 16, SP_ECORRUPT, "header (align %u, dataset %016llx, shard %u) disagrees with the index",
+              h.align, (unsigned long long)h.dataset_id, h.shard_no);
+}
+
+static void check_blocks(vr_ctx *v, const fmt_shard *sh)
+{
+    for (uint64_t i = 0; i < sh->index.nblocks; i++) {
+        uint8_t *raw;
+        fmt_block_view view;
+        fmt_err e = { .block = -1 };
+        int rc = fmt_shard_read_block(sh, i, v->dctx, &raw, &view, &e);
+        if (rc)
+            fault_at(v, sh->path, rc, &e);
+        else
+            sp_free(raw);
+        v->rep->blocks++;
+        v->rep->bytes += sh->index.blocks[i].stored_size;
+    }
+    v->rep->samples += sh->index.nsamples;
+}
+
+/* Verifies one shard; returns it open (for manifest cross-checks) or NULL when it cannot open. */
+static fmt_shard *verify_shard(vr_ctx *v, const char *path)
+{
+    fmt_shard *sh;
+    fmt_err e = { .block = -1 };
+    int rc = fmt_shard_open(path, &v->lim, &sh, &e);
+    v->rep->shards++;
+    if (rc) {
+        fault_at(v, path, rc, &e);
+        return NULL;
+    }
+    check_header(v, sh);
+    check_blocks(v, sh);
+    return sh;
+}
+
+static void check_against_manifest(vr_ctx *v, const fmt_manifest *m, uint64_t i, const fmt_shard *sh,
+                                   uint64_t first_block)
+{
+    const fmt_manifest_shard *ms = &m->shards[i];
+    const char *what = sh->file_size != ms->file_size                          ? "file size"
+                       : sh->trailer.index_checksum != ms->index_checksum      ? "index checksum"
+                       : sh->index.nblocks != ms->nblocks                      ? "block count"
+                       : sh->index.nsamples != ms->nsamples                    ? "sample count"
+                       : !sp_schema_equal(&sh->index.schema, &m->schema)       ? "schema"
+                       : sh->index.id.dataset_id != m->dataset_id              ? "dataset id"
+                                                                               : NULL;
+    for (uint64_t k = 0; !what && k < sh->index.nblocks; k++)
+        if (sh->index.blocks[k].nsamples != m->block_samples[first_block + k])
+            what = "per-block sample count";
+    if (what)
+        fault(v, sh->path, -1, 0, SP_ECORRUPT, "%s differs from the manifest's entry %llu", what,
+              (unsigned long long)i);
+}
+
+static int verify_manifest(vr_ctx *v, const char *mpath, const char *dir)
+{
+    uint8_t *buf;
+    size_t n;
+    int rc = sp_read_file(mpath, 1ull << 31, &buf, &n);
+    if (rc)
+        return sp_fail(NULL, rc < 0 ? SP_EIO : rc, "%s: cannot read: %s", mpath,
+                       rc < 0 ? strerror(-rc) : sp_strerror(rc));
+    fmt_manifest m;
+    fmt_err e = { .block = -1 };
+    rc = fmt_manifest_decode(buf, n, &v->lim, &m, &e);
+    sp_free(buf);
+    if (rc) {
+        fault_at(v, mpath, rc, &e);
+        return SP_OK;
+    }
+    uint64_t first_block = 0;
+    for (uint64_t i = 0; i < m.nshards; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, m.shards[i].name);
+        fmt_shard *sh = verify_shard(v, path);
+        if (sh)
+            check_against_manifest(v, &m, i, sh, first_block);
+        first_block += m.shards[i].nblocks;
+        fmt_shard_close(sh);
+    }
+    fmt_manifest_free(&m);
+    return SP_OK;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int verify_dir_shards(vr_ctx *v, const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return sp_fail(NULL, SP_EIO, "%s: cannot list: %s", dir, strerror(errno));
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    int rc = SP_OK;
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        if (len < 5 || de->d_name[0] == '.' || strcmp(de->d_name + len - 4, ".sps"))
+            continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 64;
+            char **nn = sp_realloc(names, cap * sizeof *nn);
+            if (!nn) {
+                rc = sp_fail(NULL, SP_ENOMEM, "%s: out of memory", dir);
+                break;
+            }
+            names = nn;
+        }
+        if (!(names[n] = sp_strdup(de->d_name))) {
+            rc = sp_fail(NULL, SP_ENOMEM, "%s: out of memory", dir);
+            break;
+        }
+        n++;
+    }
+    closedir(d);
+    if (rc == SP_OK && n == 0)
+        rc = sp_fail(NULL, SP_ENOENT, "%s: no %s and no *.sps shard files", dir, MANIFEST_NAME);
+    if (rc == SP_OK)
+        qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; rc == SP_OK && i < n; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        fmt_shard_close(verify_shard(v, path));
+    }
+    for (size_t i = 0; i < n; i++)
+        sp_free(names[i]);
+    sp_free(names);
+    return rc;
+}
+
+static int verify_file(vr_ctx *v, const char *path)
+{
+    uint8_t magic[FMT_MAGIC_LEN] = { 0 };
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return sp_fail(NULL, errno == ENOENT ? SP_ENOENT : SP_EIO, "%s: cannot open: %s", path, strerror(errno));
+    size_t got = fread(magic, 1, sizeof magic, f);
+    fclose(f);
+    if (got == sizeof magic && memcmp(magic, FMT_MAGIC_MANIFEST, FMT_MAGIC_LEN) == 0) {
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s", path);
+        char *slash = strrchr(dir, '/');
+        if (slash)
+            *slash = '\0';
+        return verify_manifest(v, path, slash ? (slash == dir ? "/" : dir) : ".");
+    }
+    fmt_shard_close(verify_shard(v, path));
+    return SP_OK;
+}
+
+int sp_verify(const char *path, const sp_params *params, sp_fault_fn fn, void *user, sp_verify_report *report)
+{
+    sp_clear_error();
+    sp_verify_report local;
+    vr_ctx v = { fn, user, report ? report : &local, { 0 }, NULL };
+    *v.rep = (sp_verify_report){ 0 };
+    if (!path)
+        return sp_fail(NULL, SP_EINVAL, "sp_verify: NULL path");
+    fmt_limits_from_params(&v.lim, params);
+    if (!(v.dctx = ZSTD_createDCtx()))
+        return sp_fail(NULL, SP_ENOMEM, "out of memory");
+    int rc;
+    if (sp_path_is_dir(path)) {
+        char mpath[4096];
+        snprintf(mpath, sizeof mpath, "%s/%s", path, MANIFEST_NAME);
+        rc = access(mpath, F_OK) == 0 ? verify_manifest(&v, mpath, path) : verify_dir_shards(&v, path);
+    } else {
+        rc = verify_file(&v, path);
+    }
+    ZSTD_freeDCtx(v.dctx);
+    if (rc)
+        return rc;
+    return v.rep->faults ? sp_fail(NULL, SP_ECORRUPT, "%s: %llu fault(s) found", path,
+                                   (unsigned long long)v.rep->faults)
+                         : SP_OK;
+}

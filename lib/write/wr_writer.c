@@ -1,0 +1,754 @@
+/* wr_writer.c - builds blocks from samples, compresses them on a pool of threads, writes them in
+ * order into shards that rotate at a target size, and publishes the dataset atomically.
+ *
+ * Threads: the caller's thread owns the block builder, the shard file and everything written to
+ * disk; worker threads only turn a sealed raw block into its stored form. Jobs travel through a
+ * fixed ring, so memory is bounded by (ring size) x (block size) whatever the input size. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "fmt.h"
+#include "sp_file.h"
+
+enum { JOB_FREE, JOB_PENDING, JOB_TAKEN, JOB_DONE };
+
+typedef struct wr_job {
+    int state;
+    int rc;
+    uint8_t *raw;    /* sealed raw block */
+    uint8_t *stored; /* compressed form, or NULL when stored raw */
+    uint64_t raw_size, stored_size;
+    uint32_t nsamples;
+    int codec;
+    uint64_t checksum, raw_checksum;
+    char err[160];
+} wr_job;
+
+/* One field's column while a block is being built. */
+typedef struct wr_column {
+    sp_buf data;
+    sp_buf offsets; /* uint32 per sample end, variable fields only */
+} wr_column;
+
+typedef struct wr_shard_rec {
+    char tmp[4096], final[4096];
+} wr_shard_rec;
+
+struct sp_writer {
+    sp_errbuf eb;
+    char *dir;
+    sp_schema schema;
+    fmt_meta meta;
+    uint64_t meta_bytes; /* encoded size, for the shard size estimate */
+    int64_t shard_size, block_size, max_block;
+    int level, compress, overwrite;
+    uint64_t dataset_id;
+    int lock_fd;
+    bool failed, finished;
+
+    /* block builder */
+    wr_column col[SP_MAX_FIELDS];
+    uint32_t nrows;
+    uint64_t var_bytes;
+
+    /* compression pool */
+    pthread_mutex_t mu;
+    pthread_cond_t work, done;
+    wr_job *ring;
+    size_t ring_cap, head, tail, next_take;
+    bool stop;
+    pthread_t *threads;
+    int nthreads;
+
+    /* current shard */
+    int fd;
+    uint64_t offset;
+    fmt_block_entry *blocks;
+    size_t nblocks, blocks_cap;
+    uint64_t shard_samples;
+
+    /* published so far */
+    fmt_manifest man;
+    size_t man_shards_cap, man_blocks_cap;
+    wr_shard_rec *recs;
+
+    sp_write_stats st;
+};
+
+static int wfail(sp_writer *w, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int wfail(sp_writer *w, int code, const char *fmt, ...)
+{
+    char msg[SP_ERRMSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return sp_fail(&w->eb, code, "%s: %s", w->dir, msg);
+}
+
+/* ---------------------------------------------------------------- compression workers */
+
+static void job_compress(sp_writer *w, wr_job *j, ZSTD_CCtx *cctx)
+{
+    j->raw_checksum = sp_checksum64(j->raw, j->raw_size);
+    j->codec = SP_CODEC_STORED;
+    j->stored_size = j->raw_size;
+    if (w->compress != SP_COMPRESS_NONE) {
+        size_t bound = ZSTD_compressBound(j->raw_size);
+        j->stored = sp_malloc(bound);
+        if (!j->stored) {
+            j->rc = SP_ENOMEM;
+            snprintf(j->err, sizeof j->err, "out of memory for a %zu-byte compression buffer", bound);
+            return;
+        }
+        size_t r = ZSTD_compressCCtx(cctx, j->stored, bound, j->raw, j->raw_size, w->level);
+        if (ZSTD_isError(r)) {
+            j->rc = SP_EIO;
+            snprintf(j->err, sizeof j->err, "zstd: %s", ZSTD_getErrorName(r));
+            return;
+        }
+        /* auto keeps zstd only when it saves at least 3%: JPEG bytes barely compress, and storing
+         * them raw spares every reader a decompression pass. */
+        bool keep = w->compress == SP_COMPRESS_ZSTD ? r < j->raw_size : r * 100 <= j->raw_size * 97;
+        if (keep) {
+            j->codec = SP_CODEC_ZSTD;
+            j->stored_size = r;
+        } else {
+            sp_free(j->stored);
+            j->stored = NULL;
+        }
+    }
+    j->checksum = j->codec == SP_CODEC_ZSTD ? sp_checksum64(j->stored, j->stored_size) : j->raw_checksum;
+}
+
+static void *worker_main(void *arg)
+{
+    sp_writer *w = arg;
+    ZSTD_CCtx *cctx = ZSTD_createCCtx();
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->stop && w->next_take == w->tail)
+            pthread_cond_wait(&w->work, &w->mu);
+        if (w->stop)
+            break;
+        wr_job *j = &w->ring[w->next_take % w->ring_cap];
+        w->next_take++;
+        j->state = JOB_TAKEN;
+        pthread_mutex_unlock(&w->mu);
+        if (cctx)
+            job_compress(w, j, cctx);
+        else {
+            j->rc = SP_ENOMEM;
+            snprintf(j->err, sizeof j->err, "out of memory for a zstd context");
+        }
+        pthread_mutex_lock(&w->mu);
+        j->state = JOB_DONE;
+        pthread_cond_broadcast(&w->done);
+    }
+    pthread_mutex_unlock(&w->mu);
+    ZSTD_freeCCtx(cctx);
+    return NULL;
+}
+
+static int pool_start(sp_writer *w, int n)
+{
+    w->ring_cap = (size_t)n * 2 + 1;
+    w->ring = sp_calloc(w->ring_cap, sizeof *w->ring);
+    w->threads = sp_calloc((size_t)n, sizeof *w->threads);
+    if (!w->ring || !w->threads)
+        return wfail(w, SP_ENOMEM, "out of memory for %d compression threads", n);
+    for (; w->nthreads < n; w->nthreads++) {
+        int e = pthread_create(&w->threads[w->nthreads], NULL, worker_main, w);
+        if (e)
+            return wfail(w, SP_ESYS, "cannot start compression thread: %s", strerror(e));
+    }
+    return SP_OK;
+}
+
+static void pool_stop(sp_writer *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->stop = true;
+    pthread_cond_broadcast(&w->work);
+    pthread_mutex_unlock(&w->mu);
+    for (int i = 0; i < w->nthreads; i++)
+        pthread_join(w->threads[i], NULL);
+    w->nthreads = 0;
+    for (size_t i = 0; w->ring && i < w->ring_cap; i++) {
+        sp_free(w->ring[i].raw);
+        sp_free(w->ring[i].stored);
+    }
+    sp_free(w->ring);
+    sp_free(w->threads);
+    w->ring = NULL;
+    w->threads = NULL;
+}
+
+/* ---------------------------------------------------------------- shard files */
+
+static void shard_paths(sp_writer *w, uint64_t no, wr_shard_rec *r)
+{
+    char name[64];
+    snprintf(name, sizeof name, SHARD_NAME_FMT, (unsigned long long)no);
+    snprintf(r->final, sizeof r->final, "%s/%s", w->dir, name);
+    snprintf(r->tmp, sizeof r->tmp, "%s/.%s.tmp", w->dir, name);
+}
+
+static int shard_begin(sp_writer *w)
+{
+    uint64_t no = w->man.nshards;
+    if (no >= w->man_shards_cap) {
+        size_t cap = w->man_shards_cap ? w->man_shards_cap * 2 : 16;
+        fmt_manifest_shard *s = sp_realloc(w->man.shards, cap * sizeof *s);
+        if (s)
+            w->man.shards = s;
+        wr_shard_rec *r = sp_realloc(w->recs, cap * sizeof *r);
+        if (r)
+            w->recs = r;
+        if (!s || !r)
+            return wfail(w, SP_ENOMEM, "out of memory for the shard list");
+        w->man_shards_cap = cap;
+    }
+    wr_shard_rec *rec = &w->recs[no];
+    shard_paths(w, no, rec);
+    w->fd = open(rec->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (w->fd < 0)
+        return wfail(w, SP_EIO, "cannot create %s: %s", rec->tmp, strerror(errno));
+    uint8_t *page = sp_calloc(1, FMT_ALIGN);
+    if (!page)
+        return wfail(w, SP_ENOMEM, "out of memory");
+    fmt_header_encode(page, &(fmt_header){ w->dataset_id, (uint32_t)no, FMT_ALIGN });
+    int rc = sp_write_all(w->fd, page, FMT_ALIGN);
+    sp_free(page);
+    if (rc)
+        return wfail(w, SP_EIO, "cannot write %s: %s", rec->tmp, strerror(-rc));
+    w->offset = FMT_ALIGN;
+    w->nblocks = 0;
+    w->shard_samples = 0;
+    return SP_OK;
+}
+
+static int manifest_add_blocks(sp_writer *w)
+{
+    size_t need = w->man.nblocks + w->nblocks;
+    if (need > w->man_blocks_cap) {
+        size_t cap = w->man_blocks_cap ? w->man_blocks_cap : 256;
+        while (cap < need)
+            cap *= 2;
+        uint32_t *b = sp_realloc(w->man.block_samples, cap * sizeof *b);
+        if (!b)
+            return wfail(w, SP_ENOMEM, "out of memory for the block list");
+        w->man.block_samples = b;
+        w->man_blocks_cap = cap;
+    }
+    for (size_t i = 0; i < w->nblocks; i++)
+        w->man.block_samples[w->man.nblocks++] = w->blocks[i].nsamples;
+    return SP_OK;
+}
+
+/* Writes the index and trailer, fsyncs and closes the shard; it keeps its temporary name until
+ * the whole dataset is published. */
+static int shard_end(sp_writer *w)
+{
+    uint64_t no = w->man.nshards;
+    const char *tmp = w->recs[no].tmp;
+    sp_buf b = { 0 };
+    fmt_index_encode(&(fmt_header){ w->dataset_id, (uint32_t)no, FMT_ALIGN }, &w->schema, &w->meta,
+                     w->blocks, w->nblocks, w->shard_samples, &b);
+    if (b.failed) {
+        sp_buf_free(&b);
+        return wfail(w, SP_ENOMEM, "out of memory for the index");
+    }
+    fmt_trailer t = { w->offset, b.len, sp_checksum64(b.data, b.len), w->offset + b.len + FMT_TRAILER_BYTES,
+                      w->nblocks, w->shard_samples };
+    uint8_t tr[FMT_TRAILER_BYTES];
+    fmt_trailer_encode(tr, &t);
+    int rc = sp_write_all(w->fd, b.data, b.len);
+    if (!rc)
+        rc = sp_write_all(w->fd, tr, sizeof tr);
+    if (!rc && fsync(w->fd) != 0)
+        rc = -errno;
+    sp_buf_free(&b);
+    if (close(w->fd) != 0 && !rc)
+        rc = -errno;
+    w->fd = -1;
+    if (rc)
+        return wfail(w, SP_EIO, "cannot write %s: %s", tmp, strerror(-rc));
+    w->man.shards[no] = (fmt_manifest_shard){ NULL, t.file_size, w->nblocks, w->shard_samples, t.index_checksum };
+    if ((rc = manifest_add_blocks(w)))
+        return rc;
+    w->man.nshards++;
+    w->man.nsamples += w->shard_samples;
+    w->st.shards++;
+    w->st.file_bytes += t.index_size + FMT_TRAILER_BYTES;
+    return SP_OK;
+}
+
+/* Room the index will take: the schema and metadata (bounded by their encodings) plus entries. */
+static uint64_t index_estimate(size_t nblocks)
+{
+    return FMT_ALIGN + (uint64_t)nblocks * FMT_BLOCK_ENTRY_BYTES;
+}
+
+static int shard_put_block(sp_writer *w, wr_job *j)
+{
+    int rc;
+    uint64_t padded = sp_align_up(j->stored_size, FMT_ALIGN);
+    if (w->fd >= 0 && w->nblocks > 0 &&
+        w->offset + padded + index_estimate(w->nblocks + 1) + w->meta_bytes + FMT_TRAILER_BYTES > (uint64_t)w->shard_size &&
+        (rc = shard_end(w)))
+        return rc;
+    if (w->fd < 0 && (rc = shard_begin(w)))
+        return rc;
+    if (w->nblocks == w->blocks_cap) {
+        size_t cap = w->blocks_cap ? w->blocks_cap * 2 : 64;
+        fmt_block_entry *b = sp_realloc(w->blocks, cap * sizeof *b);
+        if (!b)
+            return wfail(w, SP_ENOMEM, "out of memory for block entries");
+        w->blocks = b;
+        w->blocks_cap = cap;
+    }
+    static const uint8_t zeros[FMT_ALIGN];
+    struct iovec iov[2] = { { j->codec == SP_CODEC_ZSTD ? j->stored : j->raw, j->stored_size },
+                            { (void *)zeros, padded - j->stored_size } };
+    for (int i = 0; i < 2; i++)
+        if ((rc = sp_write_all(w->fd, iov[i].iov_base, iov[i].iov_len)))
+            return wfail(w, SP_EIO, "cannot write %s: %s", w->recs[w->man.nshards].tmp, strerror(-rc));
+    w->blocks[w->nblocks++] = (fmt_block_entry){ w->offset, w->shard_samples, (uint32_t)j->stored_size,
+                                                 (uint32_t)j->raw_size, j->nsamples, (uint8_t)j->codec,
+                                                 j->checksum, j->raw_checksum };
+    w->offset += padded;
+    w->shard_samples += j->nsamples;
+    w->st.blocks++;
+    w->st.blocks_stored_raw += j->codec == SP_CODEC_STORED;
+    w->st.stored_bytes += j->stored_size;
+    w->st.file_bytes += padded + (w->nblocks == 1 ? FMT_ALIGN : 0);
+    return SP_OK;
+}
+
+enum { DRAIN_READY, DRAIN_ONE, DRAIN_ALL };
+
+/* Writes finished jobs at the head of the ring, in order: those ready now (DRAIN_READY), at least
+ * one, waiting for it (DRAIN_ONE, when the ring is full), or every queued job (DRAIN_ALL). */
+static int drain(sp_writer *w, int mode)
+{
+    int rc = SP_OK;
+    bool wait = mode != DRAIN_READY;
+    pthread_mutex_lock(&w->mu);
+    while (w->head != w->tail) {
+        wr_job *j = &w->ring[w->head % w->ring_cap];
+        if (j->state != JOB_DONE && !wait)
+            break;
+        while (j->state != JOB_DONE)
+            pthread_cond_wait(&w->done, &w->mu);
+        pthread_mutex_unlock(&w->mu);
+        rc = j->rc ? wfail(w, j->rc, "%s", j->err) : shard_put_block(w, j);
+        sp_free(j->raw);
+        sp_free(j->stored);
+        *j = (wr_job){ .state = JOB_FREE };
+        pthread_mutex_lock(&w->mu);
+        w->head++;
+        if (rc)
+            break;
+        wait = mode == DRAIN_ALL;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- block builder */
+
+/* Exact raw size of the block being built, with the sample `add` appended when it is not NULL. */
+static uint64_t builder_raw_size(const sp_writer *w, const sp_value *add)
+{
+    uint64_t n = 0, rows = (uint64_t)w->nrows + (add != NULL);
+    for (size_t f = 0; f < w->schema.n; f++) {
+        n = sp_align_up(n, 8);
+        const sp_field *fd = &w->schema.f[f];
+        if (fd->fixed_bytes)
+            n += fd->fixed_bytes * rows;
+        else
+            n += 4 * (rows + 1) + w->col[f].data.len + (add ? add[f].size : 0);
+    }
+    return n;
+}
+
+/* Raw size of a block holding only the sample v. */
+static uint64_t single_sample_size(const sp_writer *w, const sp_value *v)
+{
+    uint64_t n = 0;
+    for (size_t f = 0; f < w->schema.n; f++) {
+        n = sp_align_up(n, 8);
+        n += w->schema.f[f].fixed_bytes ? w->schema.f[f].fixed_bytes : 8 + v[f].size;
+    }
+    return n;
+}
+
+/* Lays the columns out as the format prescribes (fmt_block_parse reads exactly this). */
+static int builder_seal(sp_writer *w, wr_job *j)
+{
+    uint64_t size = builder_raw_size(w, NULL);
+    uint8_t *raw = sp_malloc(size);
+    if (!raw)
+        return wfail(w, SP_ENOMEM, "out of memory for a %llu-byte block", (unsigned long long)size);
+    uint64_t pos = 0;
+    for (size_t f = 0; f < w->schema.n; f++) {
+        uint64_t start = sp_align_up(pos, 8);
+        memset(raw + pos, 0, start - pos);
+        pos = start;
+        wr_column *c = &w->col[f];
+        if (!w->schema.f[f].fixed_bytes) {
+            sp_st32(raw + pos, 0);
+            memcpy(raw + pos + 4, c->offsets.data, c->offsets.len);
+            pos += 4 + c->offsets.len;
+        }
+        if (c->data.len)
+            memcpy(raw + pos, c->data.data, c->data.len);
+        pos += c->data.len;
+        c->data.len = 0;
+        c->offsets.len = 0;
+    }
+    if (pos != size) {
+        sp_free(raw);
+        return wfail(w, SP_EIO, "internal error: block layout %llu != %llu", (unsigned long long)pos,
+                     (unsigned long long)size);
+    }
+    *j = (wr_job){ .state = JOB_PENDING, .raw = raw, .raw_size = size, .nsamples = w->nrows };
+    w->st.raw_bytes += size;
+    w->nrows = 0;
+    w->var_bytes = 0;
+    return SP_OK;
+}
+
+/* Seals the current block and queues it, writing finished blocks while the ring is full. */
+static int flush_block(sp_writer *w)
+{
+    if (w->nrows == 0)
+        return SP_OK;
+    int rc;
+    if (w->tail - w->head == w->ring_cap && (rc = drain(w, DRAIN_ONE)))
+        return rc;
+    wr_job j;
+    if ((rc = builder_seal(w, &j)))
+        return rc;
+    pthread_mutex_lock(&w->mu);
+    w->ring[w->tail % w->ring_cap] = j;
+    w->tail++;
+    pthread_cond_signal(&w->work);
+    pthread_mutex_unlock(&w->mu);
+    return drain(w, DRAIN_READY);
+}
+
+static int check_values(sp_writer *w, const sp_value *v, size_t nv, uint64_t *var)
+{
+    if (nv != w->schema.n)
+        return wfail(w, SP_ESCHEMA, "sample %llu has %zu values, the schema has %zu fields",
+                     (unsigned long long)w->st.samples, nv, w->schema.n);
+    *var = 0;
+    for (size_t f = 0; f < nv; f++) {
+        const sp_field *fd = &w->schema.f[f];
+        if (v[f].size && !v[f].data)
+            return wfail(w, SP_EINVAL, "sample %llu field '%s': NULL data", (unsigned long long)w->st.samples,
+                         fd->name);
+        if (fd->fixed_bytes && v[f].size != fd->fixed_bytes)
+            return wfail(w, SP_ESCHEMA, "sample %llu field '%s': %zu bytes, the schema says %llu",
+                         (unsigned long long)w->st.samples, fd->name, v[f].size,
+                         (unsigned long long)fd->fixed_bytes);
+        if (!fd->fixed_bytes)
+            *var += v[f].size;
+    }
+    uint64_t one = single_sample_size(w, v);
+    if (one > (uint64_t)w->max_block)
+        return wfail(w, SP_ELIMIT, "sample %llu is %llu bytes, above max_block_bytes %lld",
+                     (unsigned long long)w->st.samples, (unsigned long long)one, (long long)w->max_block);
+    return SP_OK;
+}
+
+int sp_writer_add(sp_writer *w, const sp_value *values, size_t nvalues)
+{
+    sp_clear_error();
+    if (!w || (!values && nvalues))
+        return sp_fail(NULL, SP_EINVAL, "sp_writer_add: NULL argument");
+    if (w->failed || w->finished)
+        return wfail(w, SP_ESTATE, "writer has %s", w->finished ? "finished" : "failed");
+    uint64_t var = 0;
+    int rc = check_values(w, values, nvalues, &var);
+    if (rc)
+        return rc;
+    if (w->nrows && (builder_raw_size(w, values) > (uint64_t)w->block_size ||
+                     w->var_bytes + var > UINT32_MAX || w->nrows == FMT_MAX_BLOCK_SAMPLES) &&
+        (rc = flush_block(w))) {
+        w->failed = true;
+        return rc;
+    }
+    for (size_t f = 0; f < nvalues; f++) {
+        wr_column *c = &w->col[f];
+        sp_buf_put(&c->data, values[f].data, values[f].size);
+        if (!w->schema.f[f].fixed_bytes)
+            sp_buf_u32(&c->offsets, (uint32_t)c->data.len);
+        if (c->data.failed || c->offsets.failed) {
+            w->failed = true;
+            return wfail(w, SP_ENOMEM, "out of memory building a block");
+        }
+        w->st.field_raw_bytes[f] += values[f].size;
+    }
+    w->nrows++;
+    w->var_bytes += var;
+    w->st.samples++;
+    return SP_OK;
+}
+
+/* ---------------------------------------------------------------- open, finish, destroy */
+
+static bool is_dataset_file(const char *name)
+{
+    unsigned long long no;
+    char tail[8];
+    return strcmp(name, MANIFEST_NAME) == 0 || sscanf(name, "shard-%llu.sp%1s", &no, tail) == 2;
+}
+
+static bool is_our_temp(const char *name)
+{
+    size_t n = strlen(name);
+    return name[0] == '.' && n > 4 && strcmp(name + n - 4, ".tmp") == 0 &&
+           (strncmp(name, ".shard-", 7) == 0 || strncmp(name, "." MANIFEST_NAME, strlen(MANIFEST_NAME) + 1) == 0);
+}
+
+/* Refuses a directory that holds a dataset (unless overwrite) and removes temporaries left by a
+ * writer that was killed; the lock taken before makes sure no live writer owns them. */
+static int dir_prepare(sp_writer *w)
+{
+    DIR *d = opendir(w->dir);
+    if (!d)
+        return wfail(w, SP_EIO, "cannot list directory: %s", strerror(errno));
+    int rc = SP_OK;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", w->dir, de->d_name);
+        if (is_our_temp(de->d_name))
+            unlink(path);
+        else if (!w->overwrite && is_dataset_file(de->d_name) && rc == SP_OK)
+            rc = wfail(w, SP_EEXIST, "already holds a dataset (%s); choose another directory or overwrite",
+                       de->d_name);
+    }
+    closedir(d);
+    return rc;
+}
+
+static int dir_open(sp_writer *w)
+{
+    if (mkdir(w->dir, 0755) != 0 && errno != EEXIST)
+        return wfail(w, SP_EIO, "cannot create directory: %s", strerror(errno));
+    if (!sp_path_is_dir(w->dir))
+        return wfail(w, SP_EIO, "exists and is not a directory");
+    /* The directory itself is the lock, so nothing is left behind in it. */
+    w->lock_fd = open(w->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (w->lock_fd < 0)
+        return wfail(w, SP_EIO, "cannot open directory: %s", strerror(errno));
+    if (flock(w->lock_fd, LOCK_EX | LOCK_NB) != 0)
+        return wfail(w, SP_EBUSY, "another writer is writing into this directory");
+    return dir_prepare(w);
+}
+
+int sp_writer_open(const char *dir, const sp_schema *schema, const sp_params *params, sp_writer **out)
+{
+    sp_clear_error();
+    if (!out)
+        return sp_fail(NULL, SP_EINVAL, "sp_writer_open: NULL out");
+    *out = NULL;
+    if (!dir || !*dir || !schema || schema->n == 0)
+        return sp_fail(NULL, SP_EINVAL, "sp_writer_open: a directory and a schema with fields are required");
+    sp_writer *w = sp_calloc(1, sizeof *w);
+    if (!w || !(w->dir = sp_strdup(dir))) {
+        sp_free(w);
+        return sp_fail(NULL, SP_ENOMEM, "%s: out of memory", dir);
+    }
+    w->fd = w->lock_fd = -1;
+    w->schema = *schema;
+    w->shard_size = sp_params_get(params, SP_PARAM_SHARD_SIZE);
+    w->block_size = sp_params_get(params, SP_PARAM_BLOCK_SIZE);
+    w->max_block = sp_params_get(params, SP_PARAM_MAX_BLOCK_BYTES);
+    if (w->block_size > w->max_block)
+        w->block_size = w->max_block; /* a block past max_block_bytes would be refused by readers */
+    w->level = (int)sp_params_get(params, SP_PARAM_LEVEL);
+    w->compress = (int)sp_params_get(params, SP_PARAM_COMPRESS);
+    w->overwrite = (int)sp_params_get(params, SP_PARAM_OVERWRITE);
+    int nthreads = (int)sp_params_get(params, SP_PARAM_THREADS);
+    if (nthreads == 0)
+        nthreads = sp_online_cores();
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->work, NULL);
+    pthread_cond_init(&w->done, NULL);
+    if (getrandom(&w->dataset_id, sizeof w->dataset_id, 0) != sizeof w->dataset_id)
+        w->dataset_id = (uint64_t)getpid() * 0x9E3779B97F4A7C15ull ^ (uint64_t)(sp_now() * 1e9);
+    int rc = dir_open(w);
+    if (rc == SP_OK)
+        rc = pool_start(w, nthreads);
+    if (rc) {
+        sp_writer_destroy(w);
+        return rc;
+    }
+    *out = w;
+    return SP_OK;
+}
+
+int sp_writer_set_meta(sp_writer *w, const char *key, const void *value, size_t len)
+{
+    sp_clear_error();
+    if (!w || !key || (len && !value))
+        return sp_fail(NULL, SP_EINVAL, "sp_writer_set_meta: NULL argument");
+    if (w->finished)
+        return wfail(w, SP_ESTATE, "writer has finished");
+    int rc = fmt_meta_set(&w->meta, key, value, len);
+    if (rc == SP_OK) {
+        sp_buf b = { 0 };
+        fmt_meta_encode(&w->meta, &b);
+        w->meta_bytes = b.len;
+        sp_buf_free(&b);
+    }
+    if (rc == SP_EINVAL)
+        return wfail(w, rc, "metadata key '%s' must be 1..255 bytes and its value at most %u bytes", key,
+                     FMT_MAX_META_VALUE);
+    if (rc)
+        return wfail(w, rc, "metadata '%s': %s", key, sp_strerror(rc));
+    return SP_OK;
+}
+
+int sp_writer_stats(const sp_writer *w, sp_write_stats *out)
+{
+    if (!w || !out)
+        return SP_EINVAL;
+    *out = w->st;
+    return SP_OK;
+}
+
+static int publish_manifest(sp_writer *w)
+{
+    w->man.dataset_id = w->dataset_id;
+    w->man.schema = w->schema;
+    w->man.meta = w->meta;
+    char names[64];
+    for (uint64_t i = 0; i < w->man.nshards; i++) {
+        snprintf(names, sizeof names, SHARD_NAME_FMT, (unsigned long long)i);
+        if (!(w->man.shards[i].name = sp_strdup(names)))
+            return wfail(w, SP_ENOMEM, "out of memory");
+    }
+    sp_buf b = { 0 };
+    fmt_manifest_encode(&w->man, &b);
+    w->man.meta = (fmt_meta){ 0 }; /* owned by w->meta */
+    if (b.failed) {
+        sp_buf_free(&b);
+        return wfail(w, SP_ENOMEM, "out of memory for the manifest");
+    }
+    char tmp[4096], final[4096];
+    snprintf(tmp, sizeof tmp, "%s/." MANIFEST_NAME ".tmp", w->dir);
+    snprintf(final, sizeof final, "%s/" MANIFEST_NAME, w->dir);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int rc = fd < 0 ? -errno : sp_write_all(fd, b.data, b.len);
+    if (!rc && fsync(fd) != 0)
+        rc = -errno;
+    if (fd >= 0 && close(fd) != 0 && !rc)
+        rc = -errno;
+    sp_buf_free(&b);
+    if (!rc && rename(tmp, final) != 0)
+        rc = -errno;
+    if (!rc)
+        rc = sp_fsync_dir(w->dir);
+    if (rc) {
+        unlink(tmp);
+        return wfail(w, SP_EIO, "cannot write %s: %s", final, strerror(-rc));
+    }
+    return SP_OK;
+}
+
+/* After the new manifest is in place, shards of an older, larger dataset are no longer named by
+ * anything and are removed. */
+static void remove_stale_shards(sp_writer *w)
+{
+    DIR *d = opendir(w->dir);
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        unsigned long long no;
+        char end[8];
+        if (sscanf(de->d_name, "shard-%llu.sp%1s", &no, end) == 2 && no >= w->man.nshards) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%s", w->dir, de->d_name);
+            unlink(path);
+        }
+    }
+    if (d)
+        closedir(d);
+}
+
+int sp_writer_finish(sp_writer *w)
+{
+    sp_clear_error();
+    if (!w)
+        return sp_fail(NULL, SP_EINVAL, "sp_writer_finish: NULL writer");
+    if (w->failed || w->finished)
+        return wfail(w, SP_ESTATE, "writer has %s", w->finished ? "finished" : "failed");
+    if (w->st.samples == 0)
+        return wfail(w, SP_EINVAL, "no samples were added; an empty dataset is not published");
+    int rc = flush_block(w);
+    if (!rc)
+        rc = drain(w, DRAIN_ALL);
+    if (!rc && w->fd >= 0)
+        rc = shard_end(w);
+    for (uint64_t i = 0; !rc && i < w->man.nshards; i++)
+        if (rename(w->recs[i].tmp, w->recs[i].final) != 0)
+            rc = wfail(w, SP_EIO, "cannot rename %s: %s", w->recs[i].tmp, strerror(errno));
+    if (!rc && (rc = sp_fsync_dir(w->dir)))
+        rc = wfail(w, SP_EIO, "cannot sync directory: %s", strerror(-rc));
+    if (!rc)
+        rc = publish_manifest(w);
+    if (rc) {
+        w->failed = true;
+        return rc;
+    }
+    remove_stale_shards(w);
+    w->finished = true;
+    return SP_OK;
+}
+
+void sp_writer_destroy(sp_writer *w)
+{
+    if (!w)
+        return;
+    pool_stop(w);
+    if (w->fd >= 0)
+        close(w->fd);
+    if (!w->finished) {
+        /* Shards still under their temporary names, including the one being written. */
+        uint64_t n = w->man.nshards + (w->fd >= 0);
+        for (uint64_t i = 0; w->recs && i < n; i++)
+            unlink(w->recs[i].tmp);
+    }
+    if (w->lock_fd >= 0)
+        close(w->lock_fd);
+    for (size_t f = 0; f < SP_MAX_FIELDS; f++) {
+        sp_buf_free(&w->col[f].data);
+        sp_buf_free(&w->col[f].offsets);
+    }
+    fmt_meta_free(&w->meta);
+    fmt_manifest_free(&w->man);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->work);
+    pthread_cond_destroy(&w->done);
+    sp_free(w->blocks);
+    sp_free(w->recs);
+    sp_free(w->dir);
+    sp_free(w);
+}
+
+const char *sp_writer_errmsg(const sp_writer *w) { return w ? w->eb.msg : ""; }
