@@ -66,7 +66,8 @@ SP_API int sp_abi_version(void);
     X(SP_EEPOCH, -17, "end of epoch")                                                              \
     X(SP_ESYS, -18, "system resource unavailable")                                                 \
     X(SP_EBADINPUT, -19, "bad input data")                                                         \
-    X(SP_ESTATE, -20, "call not valid in this state")
+    X(SP_ESTATE, -20, "call not valid in this state")                                             \
+    X(SP_EDONE, -21, "all epochs delivered")
 
 typedef enum sp_error {
 #define SP_X_(name, value, msg) name = value,
@@ -147,33 +148,68 @@ typedef enum sp_param_type {
 #define SP_MIB (1024LL * 1024)
 #define SP_GIB (1024LL * 1024 * 1024)
 
-/* X(KEY, name, type, default, min, max, choices, doc) */
+/* Which parts of the library read a parameter (sp_param_info.scope, a bit set). */
+enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4 };
+#define SP_SCOPE_ALL_ (SP_SCOPE_WRITE | SP_SCOPE_READ | SP_SCOPE_LOAD)
+
+/* X(KEY, name, type, default, min, max, choices, scope, doc) */
 #define SP_PARAM_TABLE(X)                                                                          \
     X(SHARD_SIZE, "shard_size", SP_PTYPE_SIZE, 256 * SP_MIB, 64 * SP_KIB, 1024 * SP_GIB, NULL,      \
-      "target size of one shard file; the writer starts a new shard before passing it")           \
+      SP_SCOPE_WRITE, "target size of one shard file; the writer starts a new shard before passing it") \
     X(BLOCK_SIZE, "block_size", SP_PTYPE_SIZE, 1 * SP_MIB, 4 * SP_KIB, 256 * SP_MIB, NULL,          \
-      "target uncompressed bytes per block (the unit of reading, checking and shuffling)")        \
-    X(LEVEL, "level", SP_PTYPE_INT, 3, -7, 22, NULL, "zstd compression level")                      \
-    X(THREADS, "threads", SP_PTYPE_INT, 0, 0, 256, NULL,                                            \
-      "worker threads (0: one per online core)")                                                  \
-    X(COMPRESS, "compress", SP_PTYPE_ENUM, 0, 0, 2, "auto|zstd|none",                               \
+      SP_SCOPE_WRITE, "target uncompressed bytes per block (the unit of reading, checking and shuffling)") \
+    X(LEVEL, "level", SP_PTYPE_INT, 3, -7, 22, NULL, SP_SCOPE_WRITE, "zstd compression level")      \
+    X(THREADS, "threads", SP_PTYPE_INT, 0, 0, 256, NULL, SP_SCOPE_WRITE | SP_SCOPE_LOAD,           \
+      "worker threads: compression when writing, decoding when loading (0: one per online core)") \
+    X(COMPRESS, "compress", SP_PTYPE_ENUM, 0, 0, 2, "auto|zstd|none", SP_SCOPE_WRITE,              \
       "block codec: auto stores a block raw when zstd saves under 3%")                            \
-    X(OVERWRITE, "overwrite", SP_PTYPE_BOOL, 0, 0, 1, NULL,                                         \
+    X(OVERWRITE, "overwrite", SP_PTYPE_BOOL, 0, 0, 1, NULL, SP_SCOPE_WRITE,                         \
       "replace an existing dataset in the output directory")                                      \
     X(MAX_BLOCK_BYTES, "max_block_bytes", SP_PTYPE_SIZE, 256 * SP_MIB, 4 * SP_KIB, 2 * SP_GIB - 1, \
-      NULL, "largest uncompressed block a reader accepts or a writer produces")                   \
+      NULL, SP_SCOPE_ALL_, "largest uncompressed block a reader accepts or a writer produces")    \
     X(MAX_SHARDS, "max_shards", SP_PTYPE_INT, 1000000, 1, 100000000, NULL,                          \
-      "largest number of shards a dataset may name")
+      SP_SCOPE_READ | SP_SCOPE_LOAD, "largest number of shards a dataset may name")              \
+    X(BATCH_SIZE, "batch_size", SP_PTYPE_INT, 32, 1, 1 << 20, NULL, SP_SCOPE_LOAD,                  \
+      "samples per batch")                                                                        \
+    X(SEED, "seed", SP_PTYPE_INT, 0, 0, INT64_MAX, NULL, SP_SCOPE_LOAD,                             \
+      "seed of the shuffle; with the epoch, rank and world size it fixes every batch")            \
+    X(SHUFFLE, "shuffle", SP_PTYPE_BOOL, 1, 0, 1, NULL, SP_SCOPE_LOAD,                              \
+      "permute blocks each epoch and samples within each window")                                \
+    X(SHUFFLE_WINDOW, "shuffle_window", SP_PTYPE_INT, 8, 1, 1 << 16, NULL, SP_SCOPE_LOAD,           \
+      "blocks per shuffle window; samples are permuted across a window")                         \
+    X(EPOCHS, "epochs", SP_PTYPE_INT, 1, 0, INT32_MAX, NULL, SP_SCOPE_LOAD,                         \
+      "epochs to deliver (0: endless)")                                                           \
+    X(DROP_LAST, "drop_last", SP_PTYPE_BOOL, 0, 0, 1, NULL, SP_SCOPE_LOAD,                          \
+      "drop the last partial batch of each epoch instead of delivering it short")                \
+    X(RANK, "rank", SP_PTYPE_INT, -1, -1, (1 << 20) - 1, NULL, SP_SCOPE_LOAD,                      \
+      "this process's rank (-1: the RANK environment variable, else 0)")                         \
+    X(WORLD_SIZE, "world_size", SP_PTYPE_INT, 0, 0, 1 << 20, NULL, SP_SCOPE_LOAD,                   \
+      "number of ranks sharing the dataset (0: the WORLD_SIZE environment variable, else 1)")    \
+    X(HOST_MEMORY, "host_memory", SP_PTYPE_SIZE, 0, 0, 1024 * SP_GIB, NULL, SP_SCOPE_LOAD,          \
+      "host memory budget for every loader buffer (0: 1/8 of available memory, at most 2 GiB)")  \
+    X(IO, "io", SP_PTYPE_ENUM, 0, 0, 2, "auto|uring|pread", SP_SCOPE_LOAD,                          \
+      "read path: io_uring with registered buffers, or pread; auto falls back to pread")         \
+    X(DIRECT_IO, "direct_io", SP_PTYPE_BOOL, 1, 0, 1, NULL, SP_SCOPE_LOAD,                          \
+      "read with O_DIRECT where the file system allows it (bypasses the page cache)")            \
+    X(ON_ERROR, "on_error", SP_PTYPE_ENUM, 0, 0, 1, "fail|skip", SP_SCOPE_LOAD,                     \
+      "a corrupt block fails the batch, or is skipped and its rows filled from the same batch")  \
+    X(TOKEN_DTYPE, "token_dtype", SP_PTYPE_ENUM, 0, 0, 1, "stored|int32", SP_SCOPE_LOAD,            \
+      "dtype of token fields in batches: as stored (uint16/uint32) or int32 for llm.c-style trainers") \
+    X(PREFETCH, "prefetch", SP_PTYPE_INT, 0, 0, 4096, NULL, SP_SCOPE_LOAD,                          \
+      "batches buffered ahead of the consumer beyond one window (0: as the memory budget allows)")
 
 typedef enum sp_param {
-#define SP_X_(key, name, type, def, lo, hi, choices, doc) SP_PARAM_##key,
+#define SP_X_(key, name, type, def, lo, hi, choices, scope, doc) SP_PARAM_##key,
     SP_PARAM_TABLE(SP_X_)
 #undef SP_X_
     SP_PARAM_COUNT_
 } sp_param;
 
-/* Values of SP_PARAM_COMPRESS. */
+/* Values of the enum parameters, in the order of their choices. */
 enum { SP_COMPRESS_AUTO = 0, SP_COMPRESS_ZSTD = 1, SP_COMPRESS_NONE = 2 };
+enum { SP_IO_AUTO = 0, SP_IO_URING = 1, SP_IO_PREAD = 2 };
+enum { SP_ON_ERROR_FAIL = 0, SP_ON_ERROR_SKIP = 1 };
+enum { SP_TOKEN_DTYPE_STORED = 0, SP_TOKEN_DTYPE_INT32 = 1 };
 
 /* Description of one parameter; all strings are static. */
 typedef struct sp_param_info {
@@ -183,6 +219,7 @@ typedef struct sp_param_info {
     int64_t def, min, max;
     const char *choices; /* "auto|zstd|none" for SP_PTYPE_ENUM, else NULL */
     const char *doc;
+    int scope;           /* SP_SCOPE_* bits: which parts read it */
 } sp_param_info;
 
 /* Number of parameters (SP_PARAM_COUNT_ of the loaded library). */
@@ -389,6 +426,103 @@ typedef struct sp_verify_report {
  * cannot be examined at all. */
 SP_API int sp_verify(const char *path, const sp_params *params, sp_fault_fn fn, void *user,
                      sp_verify_report *report);
+
+/* ------------------------------------------------------------------------------------------------
+ * Loader: batches streamed from a dataset with bounded memory.
+ *
+ * Pipeline: one reader thread (io_uring, or pread) fills a ring of page-aligned buffers with whole
+ * compressed blocks; `threads` decode workers verify, decompress and write each sample straight into
+ * its row of a fixed-size batch; batches leave in order. Every buffer is allocated at open from
+ * host_memory and never grows.
+ *
+ * Order: for epoch e the order is a pure function of (seed, e, rank, world_size) and the dataset:
+ * blocks are permuted, dealt to ranks so each rank holds the same number of samples, grouped into
+ * windows of shuffle_window blocks, and samples are permuted within a window. Output is
+ * bit-identical for any thread count and timing; resuming starts at a batch, replaying nothing.
+ *
+ * Fields delivered: label ([B] int64), tokens ([B, T+1]), tensor ([B, ...]). Variable-length
+ * fields (image, bytes) are not part of loader batches (images are decoded by the image stage).
+ *
+ * Threads: one consumer thread calls next/release/stats/state; sp_loader_stats may be called from
+ * any thread.
+ * ---------------------------------------------------------------------------------------------- */
+typedef struct sp_loader sp_loader;
+typedef struct sp_batch sp_batch;
+struct DLTensor;
+
+/* Opens a loader over path (as sp_dataset_open: directory, manifest or shard). params may be NULL.
+ * SP_ELIMIT when host_memory cannot hold one window and two batches (the message names the
+ * minimum); SP_EINVAL when rank >= world_size or the dataset has fewer blocks than ranks; the
+ * dataset open codes otherwise. Nothing is read until the first sp_loader_next. */
+SP_API int sp_loader_open(const char *path, const sp_params *params, sp_loader **out);
+/* Opens a loader over an explicit list of shard files. */
+SP_API int sp_loader_open_shards(const char *const *paths, size_t n, const sp_params *params,
+                                 sp_loader **out);
+/* Stops the pipeline and frees everything. SP_EBUSY (and nothing is freed) while batches are
+ * leased: release them first. NULL is accepted. */
+SP_API int sp_loader_close(sp_loader *l);
+SP_API const char *sp_loader_errmsg(const sp_loader *l);
+
+/* The next batch, leased to the caller until sp_loader_release. timeout_ms < 0 waits without limit.
+ * Returns 0; SP_EEPOCH once at the end of each epoch (the next call starts the next epoch);
+ * SP_EDONE after the last epoch; SP_ETIMEDOUT; SP_EBUSY when the ring cannot advance because the
+ * caller holds too many batches; or the error of a corrupt or unreadable block (on_error=fail),
+ * whose message names shard, block and sample. */
+SP_API int sp_loader_next(sp_loader *l, sp_batch **out, int timeout_ms);
+/* Returns a batch's memory to the ring. SP_EINVAL for a batch not leased from l. */
+SP_API int sp_loader_release(sp_loader *l, sp_batch *b);
+/* Restarts at the beginning of epoch (0-based), as if it had just begun. SP_EBUSY with leases out. */
+SP_API int sp_loader_set_epoch(sp_loader *l, uint64_t epoch);
+/* Batches and samples per epoch for this rank (equal on every rank; see stats for those dropped). */
+SP_API uint64_t sp_loader_batches_per_epoch(const sp_loader *l);
+SP_API uint64_t sp_loader_samples_per_epoch(const sp_loader *l);
+
+/* Batch accessors; pointers are valid until the batch is released. */
+SP_API uint64_t sp_batch_epoch(const sp_batch *b);
+SP_API uint64_t sp_batch_index(const sp_batch *b);  /* within its epoch */
+SP_API uint32_t sp_batch_size(const sp_batch *b);   /* rows: batch_size, or fewer for a last batch */
+SP_API size_t sp_batch_num_fields(const sp_batch *b);
+SP_API const char *sp_batch_field_name(const sp_batch *b, size_t i);
+/* Field i as a DLPack tensor (dlpack/dlpack.h): compact row-major, byte_offset 0, shape[0] rows.
+ * NULL past the last field. */
+SP_API const struct DLTensor *sp_batch_tensor(const sp_batch *b, size_t i);
+/* Index of the field named name, or SP_ENOENT. */
+SP_API int sp_batch_find(const sp_batch *b, const char *name);
+/* Global sample index (in the dataset) of row `row`, for checking coverage; UINT64_MAX when the
+ * row was filled in for a skipped corrupt sample. */
+SP_API uint64_t sp_batch_sample_id(const sp_batch *b, uint32_t row);
+
+typedef struct sp_loader_stats {
+    uint64_t epoch, batches, samples;       /* delivered */
+    uint64_t bytes_read;                    /* compressed bytes read from files */
+    uint64_t bytes_decompressed;            /* raw bytes produced by decoding */
+    uint64_t blocks_read, blocks_skipped, samples_skipped;
+    uint64_t samples_dropped_per_epoch;     /* to give every rank the same batch count */
+    double stall_s;                         /* consumer time spent waiting inside next() */
+    double read_busy_s, decode_busy_s;      /* busy time of the reader and of all workers */
+    double elapsed_s;                       /* since the first next() */
+    uint64_t read_ring_bytes, read_ring_peak;   /* pool size and peak bytes in use */
+    uint64_t batch_ring_bytes, batch_ring_slots, batch_ring_peak_slots;
+    uint64_t batches_ready;                 /* decoded, waiting for the consumer, now */
+    uint64_t scratch_bytes;                 /* per-worker decompression buffers, all workers */
+    uint64_t host_memory_bytes;             /* the budget */
+    uint64_t host_allocated_bytes;          /* every pool together (never above the budget) */
+    int threads;
+    int io;                                 /* SP_IO_URING or SP_IO_PREAD: the path in use */
+    int direct_io;                          /* 1 when O_DIRECT reads are in use */
+    char io_note[128];                      /* why the fallback happened, or "" */
+} sp_loader_stats;
+
+SP_API int sp_loader_stats_get(sp_loader *l, sp_loader_stats *out);
+
+/* Resume state: seed, epoch, next batch, world size, rank, batch size and a dataset fingerprint,
+ * in SP_LOADER_STATE_BYTES bytes. save writes it to buf (cap >= SP_LOADER_STATE_BYTES). load, on a
+ * loader with no batch leased, makes the next batch the one that would have followed; a different
+ * dataset, world size, rank, batch size or seed is refused (SP_EINVAL) with a message saying which. */
+#define SP_LOADER_STATE_BYTES 64
+SP_API int sp_loader_state_size(void);
+SP_API int sp_loader_save_state(sp_loader *l, void *buf, size_t cap);
+SP_API int sp_loader_load_state(sp_loader *l, const void *buf, size_t len);
 
 /* ------------------------------------------------------------------------------------------------
  * Images

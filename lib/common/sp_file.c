@@ -51,26 +51,34 @@ int sp_fsync_dir(const char *dir)
     return rc == -EINVAL ? 0 : rc;
 }
 
-int sp_read_file(const char *path, size_t max, uint8_t **out, size_t *n)
+int sp_read_file(const char *path, size_t max, uint8_t **out, size_t *n, int *err)
 {
     *out = NULL;
     *n = 0;
+    *err = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
+    if (fd < 0) {
+        *err = errno;
+        return errno == ENOENT ? SP_ENOENT : SP_EIO;
+    }
     struct stat st;
-    int rc = 0;
+    int rc = SP_OK;
     if (fstat(fd, &st) != 0)
-        rc = -errno;
+        *err = errno, rc = SP_EIO;
     else if (!S_ISREG(st.st_mode))
-        rc = -EISDIR;
+        *err = EISDIR, rc = SP_EIO;
     else if ((uint64_t)st.st_size > max)
         rc = SP_ELIMIT;
     uint8_t *buf = rc ? NULL : sp_malloc((size_t)st.st_size);
     if (!rc && !buf)
         rc = SP_ENOMEM;
-    if (!rc)
-        rc = sp_pread_all(fd, buf, (size_t)st.st_size, 0);
+    if (!rc) {
+        int r = sp_pread_all(fd, buf, (size_t)st.st_size, 0);
+        if (r == SP_ETRUNC)
+            rc = SP_ETRUNC;
+        else if (r)
+            *err = -r, rc = SP_EIO;
+    }
     close(fd);
     if (rc) {
         sp_free(buf);
@@ -78,7 +86,13 @@ int sp_read_file(const char *path, size_t max, uint8_t **out, size_t *n)
     }
     *out = buf;
     *n = (size_t)st.st_size;
-    return 0;
+    return SP_OK;
+}
+
+/* The message for a failed sp_read_file. */
+const char *sp_read_file_why(int rc, int err)
+{
+    return err ? strerror(err) : sp_strerror(rc);
 }
 
 bool sp_path_is_dir(const char *path)

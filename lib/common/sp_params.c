@@ -7,8 +7,8 @@
 #include "sp_internal.h"
 
 static const sp_param_info param_table[SP_PARAM_COUNT_] = {
-#define SP_X_(key, name, type, def, lo, hi, choices, doc)                                          \
-    { SP_PARAM_##key, name, type, def, lo, hi, choices, doc },
+#define SP_X_(key, name, type, def, lo, hi, choices, scope, doc)                                   \
+    { SP_PARAM_##key, name, type, def, lo, hi, choices, doc, scope },
     SP_PARAM_TABLE(SP_X_)
 #undef SP_X_
 };

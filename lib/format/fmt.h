@@ -126,8 +126,9 @@ int fmt_index_decode(const uint8_t *p, size_t n, const fmt_trailer *t, const fmt
                      fmt_index *out, fmt_err *e);
 void fmt_index_free(fmt_index *ix);
 
-/* An open shard file: descriptor plus its decoded trailer and index. The header is not read at
- * open (that would be a second read); verification reads it and checks it against the index. */
+/* An open shard: its decoded trailer and index, and a descriptor opened on the first block read
+ * (fd is -1 until then). The header is not read at open (that would be a second read);
+ * verification reads it and checks it against the index. */
 typedef struct fmt_shard {
     char *path;
     int fd;
@@ -155,15 +156,17 @@ int fmt_block_parse(const sp_schema *s, const uint8_t *raw, uint64_t raw_size, u
                     fmt_block_view *v, fmt_err *e);
 void fmt_block_get(const fmt_block_view *v, uint32_t row, size_t field, const uint8_t **data,
                    size_t *size);
-/* Verifies the stored checksum, decompresses into raw (raw_size bytes of capacity), and verifies
- * the raw checksum. base is the block's file offset for messages. */
+/* Verifies the stored checksum, decompresses into raw (raw_size bytes of capacity; raw may equal
+ * stored for a stored block), and verifies the raw checksum. Offsets in e are the block's. */
 int fmt_block_decode(const fmt_block_entry *be, const uint8_t *stored, uint8_t *raw,
                      ZSTD_DCtx *dctx, fmt_err *e);
 
 /* Reads block i of s, verifies and decompresses it into a new buffer (*raw_out, sp_free) and
  * checks its layout into *v. */
-int fmt_shard_read_block(const fmt_shard *s, uint64_t i, ZSTD_DCtx *dctx, uint8_t **raw_out,
+int fmt_shard_read_block(fmt_shard *s, uint64_t i, ZSTD_DCtx *dctx, uint8_t **raw_out,
                          fmt_block_view *v, fmt_err *e);
+/* The shard's read descriptor, opened on first use (thread-safe); -errno on failure. */
+int fmt_shard_fd(fmt_shard *s);
 
 /* ---- manifest (fmt_manifest.c) ---- */
 typedef struct fmt_manifest_shard {

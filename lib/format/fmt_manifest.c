@@ -179,6 +179,12 @@ int fmt_manifest_decode(const uint8_t *p, size_t n, const fmt_limits *lim, fmt_m
         m->nshards = 0;
         return rc;
     }
+    if (sc.left || mc.left) {
+        fmt_meta_free(&m->meta);
+        m->nshards = 0;
+        return fmt_errf(e, SP_ECORRUPT, MANIFEST_HEADER_BYTES, "manifest %s section has trailing bytes",
+                        sc.left ? "schema" : "metadata");
+    }
     m->shards = sp_calloc(m->nshards, sizeof *m->shards);
     m->block_samples = sp_calloc(m->nblocks ? m->nblocks : 1, sizeof *m->block_samples);
     if (!m->shards || !m->block_samples)

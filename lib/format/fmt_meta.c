@@ -97,6 +97,12 @@ int fmt_meta_decode(sp_cursor *c, uint64_t base, fmt_meta *out, fmt_err *e)
             fmt_meta_free(out);
             return fmt_errf(e, SP_ECORRUPT, at, "metadata entry %u is cut short", i);
         }
+        for (size_t j = 0; j < out->n; j++) {
+            if (strlen(out->e[j].key) == klen && memcmp(out->e[j].key, k, klen) == 0) {
+                fmt_meta_free(out);
+                return fmt_errf(e, SP_ECORRUPT, at, "metadata key '%.*s' appears twice", (int)klen, (const char *)k);
+            }
+        }
         int rc = meta_set_n(out, (const char *)k, klen, v, vlen);
         if (rc) {
             fmt_meta_free(out);

@@ -377,6 +377,10 @@ int fmt_shard_open(const char *path, const fmt_limits *lim, fmt_shard **out, fmt
     if (rc)
         goto fail;
     sp_free(tail);
+    /* The index is all an open shard needs; the descriptor is reopened on the first block read,
+     * so a dataset of 10,000 shards does not hold 10,000 descriptors after planning. */
+    close(s->fd);
+    s->fd = -1;
     *out = s;
     return SP_OK;
 fail:
@@ -385,12 +389,32 @@ fail:
     return rc;
 }
 
-int fmt_shard_read_block(const fmt_shard *s, uint64_t i, ZSTD_DCtx *dctx, uint8_t **raw_out,
+int fmt_shard_fd(fmt_shard *s)
+{
+    int fd = __atomic_load_n(&s->fd, __ATOMIC_ACQUIRE);
+    if (fd >= 0)
+        return fd;
+    fd = open(s->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int expected = -1;
+    /* Two threads may race to open; one descriptor wins, the other is closed. */
+    if (!__atomic_compare_exchange_n(&s->fd, &expected, fd, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        close(fd);
+        return expected;
+    }
+    return fd;
+}
+
+int fmt_shard_read_block(fmt_shard *s, uint64_t i, ZSTD_DCtx *dctx, uint8_t **raw_out,
                          fmt_block_view *v, fmt_err *e)
 {
     const fmt_block_entry *be = &s->index.blocks[i];
     e->block = (int64_t)i;
     *raw_out = NULL;
+    int fd = fmt_shard_fd(s);
+    if (fd < 0)
+        return fmt_errf(e, fd == -ENOENT ? SP_ENOENT : SP_EIO, be->offset, "cannot reopen: %s", strerror(-fd));
     /* A stored block is read straight into its final buffer; a compressed one needs both. */
     uint8_t *raw = sp_malloc(be->raw_size);
     uint8_t *stored = be->codec == SP_CODEC_STORED ? raw : sp_malloc(be->stored_size);
@@ -399,7 +423,7 @@ int fmt_shard_read_block(const fmt_shard *s, uint64_t i, ZSTD_DCtx *dctx, uint8_
         rc = fmt_errf(e, SP_ENOMEM, be->offset, "out of memory for a %u-byte block", be->raw_size);
         goto out;
     }
-    rc = sp_pread_all(s->fd, stored, be->stored_size, be->offset);
+    rc = sp_pread_all(fd, stored, be->stored_size, be->offset);
     if (rc) {
         rc = fmt_errf(e, rc == SP_ETRUNC ? SP_ETRUNC : SP_EIO, be->offset, "cannot read: %s",
                       rc == SP_ETRUNC ? "file ends early" : strerror(-rc));

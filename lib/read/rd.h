@@ -7,4 +7,12 @@
 /* Sets eb and the thread's last error to "PATH: [block B ]at byte O: why"; returns code. */
 int rd_fail_at(sp_errbuf *eb, int code, const char *path, const fmt_err *e);
 
+/* Shard i of d, opened on first use and checked against the manifest (thread-safe). The shard
+ * stays owned by d. */
+int rd_shard_get(sp_dataset *d, uint64_t i, fmt_shard **out);
+
+/* Every *.sps file in dir (no manifest), in natural name order; free with rd_free_list. */
+int rd_list_shards(const char *dir, uint64_t max, char ***out, size_t *n, sp_errbuf *eb);
+void rd_free_list(char **v, size_t n);
+
 #endif

@@ -96,7 +96,8 @@ static int dataset_index(sp_dataset *d, const uint32_t *block_samples)
     d->block_first = sp_malloc((d->nblocks + 1) * sizeof *d->block_first);
     if (!d->block_first)
         return dfail(d, SP_ENOMEM, "out of memory for %llu blocks", (unsigned long long)d->nblocks);
-    uint64_t b = 0, s = 0, h[3];
+    uint64_t b = 0, s = 0;
+    uint8_t h[24];
     d->fingerprint = 0;
     for (uint64_t i = 0; i < d->nshards; i++) {
         rd_shard *sh = &d->shards[i];
@@ -106,9 +107,9 @@ static int dataset_index(sp_dataset *d, const uint32_t *block_samples)
             d->block_first[b] = s;
             s += block_samples ? block_samples[b] : sh->sh->index.blocks[k].nsamples;
         }
-        h[0] = d->fingerprint;
-        h[1] = sh->index_checksum;
-        h[2] = sh->nsamples;
+        sp_st64(h, d->fingerprint); /* bytes, not host integers: the same on every machine */
+        sp_st64(h + 8, sh->index_checksum);
+        sp_st64(h + 16, sh->nsamples);
         d->fingerprint = sp_checksum64(h, sizeof h);
     }
     d->block_first[b] = s;
@@ -119,12 +120,12 @@ static int open_manifest(sp_dataset *d, const char *mpath, const char *dir)
 {
     uint8_t *buf;
     size_t n;
-    int rc = sp_read_file(mpath, MAX_MANIFEST_BYTES, &buf, &n);
+    int err;
+    int rc = sp_read_file(mpath, MAX_MANIFEST_BYTES, &buf, &n, &err);
     if (rc == SP_ELIMIT)
         return dfail(d, rc, "%s: manifest larger than %llu bytes", mpath, (unsigned long long)MAX_MANIFEST_BYTES);
     if (rc)
-        return dfail(d, rc == -ENOENT ? SP_ENOENT : rc == SP_ENOMEM ? rc : SP_EIO, "%s: cannot read: %s", mpath,
-                     rc == SP_ENOMEM ? "out of memory" : strerror(-rc));
+        return dfail(d, rc, "%s: cannot read: %s", mpath, sp_read_file_why(rc, err));
     fmt_manifest m;
     fmt_err e;
     rc = fmt_manifest_decode(buf, n, &d->lim, &m, &e);
@@ -161,10 +162,13 @@ static int open_manifest(sp_dataset *d, const char *mpath, const char *dir)
     return rc;
 }
 
-/* Checks a shard opened lazily against what the manifest promised. */
-static int shard_matches(sp_dataset *d, const rd_shard *s, const fmt_shard *sh)
+/* Checks a shard opened lazily against what the manifest promised, down to each block's sample
+ * count, since sp_dataset_locate maps samples to rows from the manifest alone. */
+static int shard_matches(sp_dataset *d, uint64_t i, const rd_shard *s, const fmt_shard *sh)
 {
     const char *what = NULL;
+    if (sh->index.id.shard_no != i)
+        what = "shard number";
     if (sh->file_size != s->file_size)
         what = "file size";
     else if (sh->trailer.index_checksum != s->index_checksum)
@@ -175,24 +179,31 @@ static int shard_matches(sp_dataset *d, const rd_shard *s, const fmt_shard *sh)
         what = "schema";
     else if (sh->index.id.dataset_id != d->dataset_id)
         what = "dataset id";
+    for (uint64_t k = 0; !what && k < s->nblocks; k++) {
+        uint64_t b = s->first_block + k;
+        if (sh->index.blocks[k].nsamples != d->block_first[b + 1] - d->block_first[b])
+            what = "per-block sample count";
+    }
     if (!what)
         return SP_OK;
     return dfail(d, SP_ECORRUPT, "%s: %s differs from the manifest (shard replaced or damaged)", s->path, what);
 }
 
 /* Opens shard i on first use. Safe from several threads. */
-static int shard_get(sp_dataset *d, uint64_t i, fmt_shard **out)
+int rd_shard_get(sp_dataset *d, uint64_t i, fmt_shard **out)
 {
     rd_shard *s = &d->shards[i];
     pthread_mutex_lock(&d->mu);
     int rc = SP_OK;
     if (!s->sh) {
+        /* Shards named by a manifest are checked against it; a list of shards has nothing to
+         * check against (every one was opened and read at open). */
         fmt_err e;
         fmt_shard *sh;
         rc = fmt_shard_open(s->path, &d->lim, &sh, &e);
         if (rc)
             rd_fail_at(&d->eb, rc, s->path, &e);
-        else if ((rc = shard_matches(d, s, sh)))
+        else if (d->from_manifest && (rc = shard_matches(d, i, s, sh)))
             fmt_shard_close(sh);
         else
             s->sh = sh;
@@ -202,14 +213,23 @@ static int shard_get(sp_dataset *d, uint64_t i, fmt_shard **out)
     return rc;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+/* Natural order, so shard-1000000 follows shard-999999. */
+static int cmp_str(const void *a, const void *b) { return strverscmp(*(char *const *)a, *(char *const *)b); }
 
-/* Every *.sps file of dir, sorted by name; for directories without a manifest. */
-static int list_shards(sp_dataset *d, const char *dir, char ***out, size_t *n)
+void rd_free_list(char **v, size_t n)
 {
+    for (size_t i = 0; i < n; i++)
+        sp_free(v[i]);
+    sp_free(v);
+}
+
+int rd_list_shards(const char *dir, uint64_t max, char ***out, size_t *n, sp_errbuf *eb)
+{
+    *out = NULL;
+    *n = 0;
     DIR *dh = opendir(dir);
     if (!dh)
-        return dfail(d, SP_EIO, "%s: cannot list: %s", dir, strerror(errno));
+        return sp_fail(eb, SP_EIO, "%s: cannot list: %s", dir, strerror(errno));
     char **v = NULL;
     size_t cnt = 0, cap = 0;
     int rc = SP_OK;
@@ -222,28 +242,25 @@ static int list_shards(sp_dataset *d, const char *dir, char ***out, size_t *n)
             cap = cap ? cap * 2 : 64;
             char **nv = sp_realloc(v, cap * sizeof *v);
             if (!nv) {
-                rc = dfail(d, SP_ENOMEM, "%s: out of memory", dir);
+                rc = sp_fail(eb, SP_ENOMEM, "%s: out of memory", dir);
                 break;
             }
             v = nv;
         }
         size_t plen = strlen(dir) + len + 2;
         if (!(v[cnt] = sp_malloc(plen))) {
-            rc = dfail(d, SP_ENOMEM, "%s: out of memory", dir);
+            rc = sp_fail(eb, SP_ENOMEM, "%s: out of memory", dir);
             break;
         }
         snprintf(v[cnt++], plen, "%s/%s", dir, de->d_name);
     }
     closedir(dh);
     if (rc == SP_OK && cnt == 0)
-        rc = dfail(d, SP_ENOENT, "%s: no %s and no *.sps shard files", dir, MANIFEST_NAME);
-    if (rc == SP_OK && cnt > d->lim.max_shards)
-        rc = dfail(d, SP_ELIMIT, "%s: %zu shards exceed max_shards %llu", dir, cnt,
-                   (unsigned long long)d->lim.max_shards);
+        rc = sp_fail(eb, SP_ENOENT, "%s: no %s and no *.sps shard files", dir, MANIFEST_NAME);
+    if (rc == SP_OK && cnt > max)
+        rc = sp_fail(eb, SP_ELIMIT, "%s: %zu shards exceed max_shards %llu", dir, cnt, (unsigned long long)max);
     if (rc) {
-        for (size_t i = 0; i < cnt; i++)
-            sp_free(v[i]);
-        sp_free(v);
+        rd_free_list(v, cnt);
         return rc;
     }
     qsort(v, cnt, sizeof *v, cmp_str);
@@ -305,12 +322,10 @@ static int open_dir(sp_dataset *d, const char *dir)
     } else {
         char **paths = NULL;
         size_t n = 0;
-        rc = list_shards(d, dir, &paths, &n);
+        rc = rd_list_shards(dir, d->lim.max_shards, &paths, &n, &d->eb);
         if (rc == SP_OK)
             rc = open_shard_list(d, (const char *const *)paths, n);
-        for (size_t i = 0; i < n; i++)
-            sp_free(paths[i]);
-        sp_free(paths);
+        rd_free_list(paths, n);
     }
     sp_free(mpath);
     return rc;
@@ -444,7 +459,7 @@ int sp_dataset_block_info(sp_dataset *d, uint64_t block, sp_block_info *out)
                      (unsigned long long)d->nblocks);
     uint64_t si = shard_of_block(d, block);
     fmt_shard *sh;
-    int rc = shard_get(d, si, &sh);
+    int rc = rd_shard_get(d, si, &sh);
     if (rc)
         return rc;
     uint64_t local = block - d->shards[si].first_block;
@@ -505,7 +520,7 @@ int sp_dataset_read_block(sp_dataset *d, uint64_t block, sp_block **out)
                      (unsigned long long)d->nblocks);
     uint64_t si = shard_of_block(d, block);
     fmt_shard *sh;
-    int rc = shard_get(d, si, &sh);
+    int rc = rd_shard_get(d, si, &sh);
     if (rc)
         return rc;
     sp_block *b = sp_calloc(1, sizeof *b);

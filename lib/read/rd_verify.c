@@ -39,12 +39,13 @@ static void fault_at(vr_ctx *v, const char *file, int code, const fmt_err *e)
 }
 
 /* The header is not needed to open a shard, so only verification reads and cross-checks it. */
-static void check_header(vr_ctx *v, const fmt_shard *sh)
+static void check_header(vr_ctx *v, fmt_shard *sh)
 {
     uint8_t buf[FMT_HEADER_BYTES];
     fmt_header h;
     fmt_err e = { .block = -1 };
-    int rc = sp_pread_all(sh->fd, buf, sizeof buf, 0);
+    int fd = fmt_shard_fd(sh);
+    int rc = fd < 0 ? fd : sp_pread_all(fd, buf, sizeof buf, 0);
     if (rc) {
         fault(v, sh->path, -1, 0, SP_EIO, "cannot read the header");
         return;
@@ -59,7 +60,7 @@ static void check_header(vr_ctx *v, const fmt_shard *sh)
               h.align, (unsigned long long)h.dataset_id, h.shard_no);
 }
 
-static void check_blocks(vr_ctx *v, const fmt_shard *sh)
+static void check_blocks(vr_ctx *v, fmt_shard *sh)
 {
     for (uint64_t i = 0; i < sh->index.nblocks; i++) {
         uint8_t *raw;
@@ -96,7 +97,8 @@ static void check_against_manifest(vr_ctx *v, const fmt_manifest *m, uint64_t i,
                                    uint64_t first_block)
 {
     const fmt_manifest_shard *ms = &m->shards[i];
-    const char *what = sh->file_size != ms->file_size                          ? "file size"
+    const char *what = sh->index.id.shard_no != i                             ? "shard number"
+                       : sh->file_size != ms->file_size                        ? "file size"
                        : sh->trailer.index_checksum != ms->index_checksum      ? "index checksum"
                        : sh->index.nblocks != ms->nblocks                      ? "block count"
                        : sh->index.nsamples != ms->nsamples                    ? "sample count"
@@ -115,10 +117,10 @@ static int verify_manifest(vr_ctx *v, const char *mpath, const char *dir)
 {
     uint8_t *buf;
     size_t n;
-    int rc = sp_read_file(mpath, 1ull << 31, &buf, &n);
+    int err;
+    int rc = sp_read_file(mpath, 1ull << 31, &buf, &n, &err);
     if (rc)
-        return sp_fail(NULL, rc < 0 ? SP_EIO : rc, "%s: cannot read: %s", mpath,
-                       rc < 0 ? strerror(-rc) : sp_strerror(rc));
+        return sp_fail(NULL, rc, "%s: cannot read: %s", mpath, sp_read_file_why(rc, err));
     fmt_manifest m;
     fmt_err e = { .block = -1 };
     rc = fmt_manifest_decode(buf, n, &v->lim, &m, &e);
@@ -141,49 +143,15 @@ static int verify_manifest(vr_ctx *v, const char *mpath, const char *dir)
     return SP_OK;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
 static int verify_dir_shards(vr_ctx *v, const char *dir)
 {
-    DIR *d = opendir(dir);
-    if (!d)
-        return sp_fail(NULL, SP_EIO, "%s: cannot list: %s", dir, strerror(errno));
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    struct dirent *de;
-    int rc = SP_OK;
-    while ((de = readdir(d))) {
-        size_t len = strlen(de->d_name);
-        if (len < 5 || de->d_name[0] == '.' || strcmp(de->d_name + len - 4, ".sps"))
-            continue;
-        if (n == cap) {
-            cap = cap ? 2 * cap : 64;
-            char **nn = sp_realloc(names, cap * sizeof *nn);
-            if (!nn) {
-                rc = sp_fail(NULL, SP_ENOMEM, "%s: out of memory", dir);
-                break;
-            }
-            names = nn;
-        }
-        if (!(names[n] = sp_strdup(de->d_name))) {
-            rc = sp_fail(NULL, SP_ENOMEM, "%s: out of memory", dir);
-            break;
-        }
-        n++;
-    }
-    closedir(d);
-    if (rc == SP_OK && n == 0)
-        rc = sp_fail(NULL, SP_ENOENT, "%s: no %s and no *.sps shard files", dir, MANIFEST_NAME);
+    char **paths;
+    size_t n;
+    int rc = rd_list_shards(dir, v->lim.max_shards, &paths, &n, NULL);
+    for (size_t i = 0; rc == SP_OK && i < n; i++)
+        fmt_shard_close(verify_shard(v, paths[i]));
     if (rc == SP_OK)
-        qsort(names, n, sizeof *names, cmp_str);
-    for (size_t i = 0; rc == SP_OK && i < n; i++) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        fmt_shard_close(verify_shard(v, path));
-    }
-    for (size_t i = 0; i < n; i++)
-        sp_free(names[i]);
-    sp_free(names);
+        rd_free_list(paths, n);
     return rc;
 }
 

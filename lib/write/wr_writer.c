@@ -18,6 +18,7 @@
 
 #include "fmt.h"
 #include "sp_file.h"
+#include "wr.h"
 
 enum { JOB_FREE, JOB_PENDING, JOB_TAKEN, JOB_DONE };
 
@@ -39,10 +40,6 @@ typedef struct wr_column {
     sp_buf offsets; /* uint32 per sample end, variable fields only */
 } wr_column;
 
-typedef struct wr_shard_rec {
-    char tmp[4096], final[4096];
-} wr_shard_rec;
-
 struct sp_writer {
     sp_errbuf eb;
     char *dir;
@@ -52,7 +49,8 @@ struct sp_writer {
     int64_t shard_size, block_size, max_block;
     int level, compress, overwrite;
     uint64_t dataset_id;
-    int lock_fd;
+    int64_t max_shards;
+    wr_stage stage;
     bool failed, finished;
 
     /* block builder */
@@ -79,7 +77,7 @@ struct sp_writer {
     /* published so far */
     fmt_manifest man;
     size_t man_shards_cap, man_blocks_cap;
-    wr_shard_rec *recs;
+    char shard_path[4096]; /* the shard being written */
 
     sp_write_stats st;
 };
@@ -196,34 +194,28 @@ static void pool_stop(sp_writer *w)
 
 /* ---------------------------------------------------------------- shard files */
 
-static void shard_paths(sp_writer *w, uint64_t no, wr_shard_rec *r)
-{
-    char name[64];
-    snprintf(name, sizeof name, SHARD_NAME_FMT, (unsigned long long)no);
-    snprintf(r->final, sizeof r->final, "%s/%s", w->dir, name);
-    snprintf(r->tmp, sizeof r->tmp, "%s/.%s.tmp", w->dir, name);
-}
-
+/* Shards are written under their final names inside the staging directory; the trailer, written
+ * last, is what makes one readable, and the directory is published only when all are done. */
 static int shard_begin(sp_writer *w)
 {
     uint64_t no = w->man.nshards;
+    if (no >= (uint64_t)w->max_shards)
+        return wfail(w, SP_ELIMIT, "more than max_shards (%lld) shards; raise shard_size", (long long)w->max_shards);
     if (no >= w->man_shards_cap) {
         size_t cap = w->man_shards_cap ? w->man_shards_cap * 2 : 16;
         fmt_manifest_shard *s = sp_realloc(w->man.shards, cap * sizeof *s);
-        if (s)
-            w->man.shards = s;
-        wr_shard_rec *r = sp_realloc(w->recs, cap * sizeof *r);
-        if (r)
-            w->recs = r;
-        if (!s || !r)
+        if (!s)
             return wfail(w, SP_ENOMEM, "out of memory for the shard list");
+        w->man.shards = s;
         w->man_shards_cap = cap;
     }
-    wr_shard_rec *rec = &w->recs[no];
-    shard_paths(w, no, rec);
-    w->fd = open(rec->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    w->man.shards[no] = (fmt_manifest_shard){ 0 };
+    char name[64];
+    snprintf(name, sizeof name, SHARD_NAME_FMT, (unsigned long long)no);
+    wr_stage_path(&w->stage, name, w->shard_path, sizeof w->shard_path);
+    w->fd = open(w->shard_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (w->fd < 0)
-        return wfail(w, SP_EIO, "cannot create %s: %s", rec->tmp, strerror(errno));
+        return wfail(w, SP_EIO, "cannot create %s: %s", w->shard_path, strerror(errno));
     uint8_t *page = sp_calloc(1, FMT_ALIGN);
     if (!page)
         return wfail(w, SP_ENOMEM, "out of memory");
@@ -231,7 +223,7 @@ static int shard_begin(sp_writer *w)
     int rc = sp_write_all(w->fd, page, FMT_ALIGN);
     sp_free(page);
     if (rc)
-        return wfail(w, SP_EIO, "cannot write %s: %s", rec->tmp, strerror(-rc));
+        return wfail(w, SP_EIO, "cannot write %s: %s", w->shard_path, strerror(-rc));
     w->offset = FMT_ALIGN;
     w->nblocks = 0;
     w->shard_samples = 0;
@@ -256,12 +248,11 @@ static int manifest_add_blocks(sp_writer *w)
     return SP_OK;
 }
 
-/* Writes the index and trailer, fsyncs and closes the shard; it keeps its temporary name until
- * the whole dataset is published. */
+/* Writes the index and trailer, fsyncs and closes the shard. */
 static int shard_end(sp_writer *w)
 {
     uint64_t no = w->man.nshards;
-    const char *tmp = w->recs[no].tmp;
+    const char *tmp = w->shard_path;
     sp_buf b = { 0 };
     fmt_index_encode(&(fmt_header){ w->dataset_id, (uint32_t)no, FMT_ALIGN }, &w->schema, &w->meta,
                      w->blocks, w->nblocks, w->shard_samples, &b);
@@ -323,7 +314,7 @@ static int shard_put_block(sp_writer *w, wr_job *j)
                             { (void *)zeros, padded - j->stored_size } };
     for (int i = 0; i < 2; i++)
         if ((rc = sp_write_all(w->fd, iov[i].iov_base, iov[i].iov_len)))
-            return wfail(w, SP_EIO, "cannot write %s: %s", w->recs[w->man.nshards].tmp, strerror(-rc));
+            return wfail(w, SP_EIO, "cannot write %s: %s", w->shard_path, strerror(-rc));
     w->blocks[w->nblocks++] = (fmt_block_entry){ w->offset, w->shard_samples, (uint32_t)j->stored_size,
                                                  (uint32_t)j->raw_size, j->nsamples, (uint8_t)j->codec,
                                                  j->checksum, j->raw_checksum };
@@ -510,57 +501,6 @@ int sp_writer_add(sp_writer *w, const sp_value *values, size_t nvalues)
 
 /* ---------------------------------------------------------------- open, finish, destroy */
 
-static bool is_dataset_file(const char *name)
-{
-    unsigned long long no;
-    char tail[8];
-    return strcmp(name, MANIFEST_NAME) == 0 || sscanf(name, "shard-%llu.sp%1s", &no, tail) == 2;
-}
-
-static bool is_our_temp(const char *name)
-{
-    size_t n = strlen(name);
-    return name[0] == '.' && n > 4 && strcmp(name + n - 4, ".tmp") == 0 &&
-           (strncmp(name, ".shard-", 7) == 0 || strncmp(name, "." MANIFEST_NAME, strlen(MANIFEST_NAME) + 1) == 0);
-}
-
-/* Refuses a directory that holds a dataset (unless overwrite) and removes temporaries left by a
- * writer that was killed; the lock taken before makes sure no live writer owns them. */
-static int dir_prepare(sp_writer *w)
-{
-    DIR *d = opendir(w->dir);
-    if (!d)
-        return wfail(w, SP_EIO, "cannot list directory: %s", strerror(errno));
-    int rc = SP_OK;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s", w->dir, de->d_name);
-        if (is_our_temp(de->d_name))
-            unlink(path);
-        else if (!w->overwrite && is_dataset_file(de->d_name) && rc == SP_OK)
-            rc = wfail(w, SP_EEXIST, "already holds a dataset (%s); choose another directory or overwrite",
-                       de->d_name);
-    }
-    closedir(d);
-    return rc;
-}
-
-static int dir_open(sp_writer *w)
-{
-    if (mkdir(w->dir, 0755) != 0 && errno != EEXIST)
-        return wfail(w, SP_EIO, "cannot create directory: %s", strerror(errno));
-    if (!sp_path_is_dir(w->dir))
-        return wfail(w, SP_EIO, "exists and is not a directory");
-    /* The directory itself is the lock, so nothing is left behind in it. */
-    w->lock_fd = open(w->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (w->lock_fd < 0)
-        return wfail(w, SP_EIO, "cannot open directory: %s", strerror(errno));
-    if (flock(w->lock_fd, LOCK_EX | LOCK_NB) != 0)
-        return wfail(w, SP_EBUSY, "another writer is writing into this directory");
-    return dir_prepare(w);
-}
-
 int sp_writer_open(const char *dir, const sp_schema *schema, const sp_params *params, sp_writer **out)
 {
     sp_clear_error();
@@ -574,7 +514,8 @@ int sp_writer_open(const char *dir, const sp_schema *schema, const sp_params *pa
         sp_free(w);
         return sp_fail(NULL, SP_ENOMEM, "%s: out of memory", dir);
     }
-    w->fd = w->lock_fd = -1;
+    w->fd = -1;
+    w->stage.lock_fd = -1;
     w->schema = *schema;
     w->shard_size = sp_params_get(params, SP_PARAM_SHARD_SIZE);
     w->block_size = sp_params_get(params, SP_PARAM_BLOCK_SIZE);
@@ -584,6 +525,7 @@ int sp_writer_open(const char *dir, const sp_schema *schema, const sp_params *pa
     w->level = (int)sp_params_get(params, SP_PARAM_LEVEL);
     w->compress = (int)sp_params_get(params, SP_PARAM_COMPRESS);
     w->overwrite = (int)sp_params_get(params, SP_PARAM_OVERWRITE);
+    w->max_shards = sp_params_get(params, SP_PARAM_MAX_SHARDS);
     int nthreads = (int)sp_params_get(params, SP_PARAM_THREADS);
     if (nthreads == 0)
         nthreads = sp_online_cores();
@@ -592,7 +534,7 @@ int sp_writer_open(const char *dir, const sp_schema *schema, const sp_params *pa
     pthread_cond_init(&w->done, NULL);
     if (getrandom(&w->dataset_id, sizeof w->dataset_id, 0) != sizeof w->dataset_id)
         w->dataset_id = (uint64_t)getpid() * 0x9E3779B97F4A7C15ull ^ (uint64_t)(sp_now() * 1e9);
-    int rc = dir_open(w);
+    int rc = wr_stage_open(&w->stage, dir, w->overwrite, &w->eb);
     if (rc == SP_OK)
         rc = pool_start(w, nthreads);
     if (rc) {
@@ -608,8 +550,8 @@ int sp_writer_set_meta(sp_writer *w, const char *key, const void *value, size_t 
     sp_clear_error();
     if (!w || !key || (len && !value))
         return sp_fail(NULL, SP_EINVAL, "sp_writer_set_meta: NULL argument");
-    if (w->finished)
-        return wfail(w, SP_ESTATE, "writer has finished");
+    if (w->finished || w->man.nshards > 0)
+        return wfail(w, SP_ESTATE, "metadata '%s' must be set before the first shard is complete", key);
     int rc = fmt_meta_set(&w->meta, key, value, len);
     if (rc == SP_OK) {
         sp_buf b = { 0 };
@@ -651,44 +593,18 @@ static int publish_manifest(sp_writer *w)
         sp_buf_free(&b);
         return wfail(w, SP_ENOMEM, "out of memory for the manifest");
     }
-    char tmp[4096], final[4096];
-    snprintf(tmp, sizeof tmp, "%s/." MANIFEST_NAME ".tmp", w->dir);
-    snprintf(final, sizeof final, "%s/" MANIFEST_NAME, w->dir);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    char final[4096];
+    wr_stage_path(&w->stage, MANIFEST_NAME, final, sizeof final);
+    int fd = open(final, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     int rc = fd < 0 ? -errno : sp_write_all(fd, b.data, b.len);
     if (!rc && fsync(fd) != 0)
         rc = -errno;
     if (fd >= 0 && close(fd) != 0 && !rc)
         rc = -errno;
     sp_buf_free(&b);
-    if (!rc && rename(tmp, final) != 0)
-        rc = -errno;
-    if (!rc)
-        rc = sp_fsync_dir(w->dir);
-    if (rc) {
-        unlink(tmp);
+    if (rc)
         return wfail(w, SP_EIO, "cannot write %s: %s", final, strerror(-rc));
-    }
     return SP_OK;
-}
-
-/* After the new manifest is in place, shards of an older, larger dataset are no longer named by
- * anything and are removed. */
-static void remove_stale_shards(sp_writer *w)
-{
-    DIR *d = opendir(w->dir);
-    struct dirent *de;
-    while (d && (de = readdir(d))) {
-        unsigned long long no;
-        char end[8];
-        if (sscanf(de->d_name, "shard-%llu.sp%1s", &no, end) == 2 && no >= w->man.nshards) {
-            char path[4096];
-            snprintf(path, sizeof path, "%s/%s", w->dir, de->d_name);
-            unlink(path);
-        }
-    }
-    if (d)
-        closedir(d);
 }
 
 int sp_writer_finish(sp_writer *w)
@@ -705,18 +621,14 @@ int sp_writer_finish(sp_writer *w)
         rc = drain(w, DRAIN_ALL);
     if (!rc && w->fd >= 0)
         rc = shard_end(w);
-    for (uint64_t i = 0; !rc && i < w->man.nshards; i++)
-        if (rename(w->recs[i].tmp, w->recs[i].final) != 0)
-            rc = wfail(w, SP_EIO, "cannot rename %s: %s", w->recs[i].tmp, strerror(errno));
-    if (!rc && (rc = sp_fsync_dir(w->dir)))
-        rc = wfail(w, SP_EIO, "cannot sync directory: %s", strerror(-rc));
     if (!rc)
         rc = publish_manifest(w);
+    if (!rc)
+        rc = wr_stage_publish(&w->stage, &w->eb);
     if (rc) {
         w->failed = true;
         return rc;
     }
-    remove_stale_shards(w);
     w->finished = true;
     return SP_OK;
 }
@@ -728,14 +640,7 @@ void sp_writer_destroy(sp_writer *w)
     pool_stop(w);
     if (w->fd >= 0)
         close(w->fd);
-    if (!w->finished) {
-        /* Shards still under their temporary names, including the one being written. */
-        uint64_t n = w->man.nshards + (w->fd >= 0);
-        for (uint64_t i = 0; w->recs && i < n; i++)
-            unlink(w->recs[i].tmp);
-    }
-    if (w->lock_fd >= 0)
-        close(w->lock_fd);
+    wr_stage_close(&w->stage); /* removes everything staged unless it was published */
     for (size_t f = 0; f < SP_MAX_FIELDS; f++) {
         sp_buf_free(&w->col[f].data);
         sp_buf_free(&w->col[f].offsets);
@@ -746,7 +651,6 @@ void sp_writer_destroy(sp_writer *w)
     pthread_cond_destroy(&w->work);
     pthread_cond_destroy(&w->done);
     sp_free(w->blocks);
-    sp_free(w->recs);
     sp_free(w->dir);
     sp_free(w);
 }

@@ -1,0 +1,154 @@
+/* ld_internal.h - the loader object, shared by its API (ld_loader.c) and its threads
+ * (ld_pipeline.c). Lock order: only `mu`; no lock is held across I/O or decoding. */
+#ifndef SP_LD_INTERNAL_H
+#define SP_LD_INTERNAL_H
+
+#include <dlpack/dlpack.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "ld.h"
+#include "ld_io.h"
+
+#define LD_PAGE 4096u
+#define LD_FIELD_ALIGN 256u
+#define LD_IO_DEPTH 32u
+#define LD_MAX_FDS 64u
+#define LD_READ_RING_MAX (1ull << 30) /* one registered buffer: the kernel's limit */
+
+enum { SLOT_FREE, SLOT_FILLING, SLOT_READY, SLOT_LEASED };
+enum { CONVERT_COPY, CONVERT_U16_I32, CONVERT_U32_I32 };
+
+struct sp_batch {
+    sp_loader *owner;
+    uint32_t slot;
+    uint64_t epoch, index;
+    uint32_t rows;
+    size_t nfields;
+    const char *names[SP_MAX_FIELDS];
+    DLTensor t[SP_MAX_FIELDS];
+    int64_t shape[SP_MAX_FIELDS][SP_MAX_DIMS + 1];
+    uint64_t *ids;
+};
+
+typedef struct ld_slot {
+    sp_batch b;
+    uint8_t *mem;
+    uint64_t k; /* batch held, UINT64_MAX for none */
+    int state;
+    atomic_uint rows_done;
+    uint32_t rows_expected;
+    uint8_t *bad; /* per row: filled in for a skipped corrupt sample */
+} ld_slot;
+
+/* How one schema field becomes one batch tensor. */
+typedef struct ld_out {
+    size_t field;       /* schema index */
+    uint64_t src_bytes; /* per sample in a block */
+    uint64_t row_bytes; /* per row in the batch */
+    uint64_t offset;    /* of the tensor in a slot's memory */
+    int convert;
+    DLDataType dt;
+    int ndim;
+    int64_t shape[SP_MAX_DIMS + 1];
+} ld_out;
+
+typedef struct ld_job {
+    uint64_t block;  /* global */
+    uint32_t win;    /* window slot 0/1 */
+    uint32_t kblock; /* block index within the window */
+    uint8_t *buf;
+    uint32_t region;
+    int64_t result;  /* bytes read, or -errno */
+} ld_job;
+
+typedef struct ld_region {
+    uint64_t pos, len;
+    bool done;
+} ld_region;
+
+struct sp_loader {
+    sp_errbuf eb;
+    sp_dataset *ds;
+
+    /* configuration */
+    uint32_t batch, window_blocks, rank, world;
+    int threads, io_mode, on_error, token_dtype;
+    bool shuffle, drop_last, direct;
+    uint64_t seed, epochs, host_memory;
+
+    /* the dataset, flattened per global block */
+    const sp_schema *schema;
+    uint64_t nblocks, nshards;
+    uint32_t *block_samples;
+    uint64_t *block_first;
+    uint32_t *block_shard;
+    const fmt_block_entry **block_entry;
+    fmt_shard **shards;
+    uint32_t max_block_samples;
+    uint64_t max_raw, max_read;
+
+    /* batch layout */
+    ld_out out[SP_MAX_FIELDS];
+    size_t nout;
+    uint64_t batch_bytes;
+
+    /* pools, allocated at open */
+    uint8_t *read_ring;
+    uint64_t read_ring_bytes;
+    uint8_t *batch_mem;
+    ld_slot *slots;
+    uint64_t nslots;
+    uint8_t **scratch;
+    ZSTD_DCtx **dctx;
+    uint64_t scratch_bytes;
+    ld_window win[2];
+    uint32_t *win_perm;
+    uint32_t win_cap;
+    uint32_t win_remaining[2];
+    ld_region *regions;
+    uint32_t nregions, reg_head, reg_count;
+    uint64_t ring_head, ring_tail, ring_used_peak;
+    ld_job *jobs;
+    uint32_t jobs_cap, job_head, job_count;
+    uint64_t allocated;
+
+    /* descriptors, reader thread only */
+    int *fd;
+    bool *fd_direct;
+    uint64_t *fd_tick;
+    uint64_t tick;
+    uint32_t fds_open;
+
+    /* threads */
+    pthread_mutex_t mu;
+    pthread_cond_t c_reader, c_worker, c_consumer;
+    pthread_t reader;
+    pthread_t *workers;
+    int nworkers;
+    bool reader_up, reader_done, stop, running;
+    ld_io *io;
+    uint64_t pending; /* blocks handed to I/O or workers and not yet decoded */
+    int64_t blocked_slot;
+
+    /* epoch position */
+    ld_plan plan;
+    bool plan_valid;
+    uint64_t epoch, start_k, next_k, next_assign;
+    bool done;
+    uint64_t leases;
+
+    /* the first failure of this epoch, by batch */
+    uint64_t err_batch;
+    int err_code;
+    char err_msg[SP_ERRMSG_MAX];
+
+    sp_loader_stats st;
+    double t_first;
+};
+
+/* ld_pipeline.c */
+int ld_pipeline_start(sp_loader *l);
+void ld_pipeline_stop(sp_loader *l);
+
+#endif

@@ -1,0 +1,32 @@
+/* ld_io.h - whole-range reads through io_uring (fixed or plain buffers) or pread. Used by the
+ * reader thread only. */
+#ifndef SP_LD_IO_H
+#define SP_LD_IO_H
+
+#include "sp_internal.h"
+
+typedef struct ld_io ld_io;
+
+/* mode: SP_IO_AUTO, SP_IO_URING (fail with SP_ENOTSUP instead of falling back) or SP_IO_PREAD.
+ * base/base_len is the read ring, registered with the kernel when possible. note receives why a
+ * fallback happened, or "". */
+int ld_io_open(ld_io **out, int mode, uint8_t *base, size_t base_len, unsigned depth, char *note,
+               size_t notelen);
+/* Waits for requests still in flight, then frees everything. */
+void ld_io_close(ld_io *io);
+int ld_io_mode(const ld_io *io);
+bool ld_io_fixed(const ld_io *io);
+unsigned ld_io_inflight(const ld_io *io);
+unsigned ld_io_depth(const ld_io *io);
+
+/* Queues a read of len bytes at off into buf (inside the ring). SP_EBUSY when depth is reached. */
+int ld_io_submit(ld_io *io, int fd, uint8_t *buf, uint64_t len, uint64_t off, uint64_t tag);
+/* Returns 1 with a finished request's tag and result (len, or -errno), 0 when none is finished
+ * (and !wait, or nothing is in flight), or SP_EIO when the ring itself failed. */
+int ld_io_reap(ld_io *io, bool wait, uint64_t *tag, int64_t *result);
+
+/* Test hooks: nonzero makes io_uring setup / buffer registration fail as a kernel would. */
+extern int ld_io_refuse_uring;
+extern int ld_io_refuse_register;
+
+#endif

@@ -1,0 +1,26 @@
+/* wr.h - the writer's staging directory (wr_stage.c). */
+#ifndef SP_WR_H
+#define SP_WR_H
+
+#include "sp_internal.h"
+
+typedef struct wr_stage {
+    char final[4096]; /* the destination directory (shorter than 3000 bytes) */
+    char parent[4096];
+    char stage[4096];  /* PARENT/.NAME.shardpack-tmp, locked while writing */
+    int lock_fd;
+    int dest_kind;
+    bool overwrite, active;
+} wr_stage;
+
+/* Checks the destination (missing, empty, or a dataset when overwrite) and creates and locks the
+ * staging directory, clearing what a killed writer left there. SP_EEXIST, SP_EBUSY, SP_EIO. */
+int wr_stage_open(wr_stage *s, const char *dir, bool overwrite, sp_errbuf *eb);
+/* out = staging path of a file name. */
+void wr_stage_path(const wr_stage *s, const char *name, char *out, size_t outlen);
+/* Makes the staged dataset appear at the destination in one rename. */
+int wr_stage_publish(wr_stage *s, sp_errbuf *eb);
+/* Unlocks; removes the staging directory unless it was published. */
+void wr_stage_close(wr_stage *s);
+
+#endif
