@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <dlpack/dlpack.h> /* Debian: libdlpack-dev */
+
 #include "shardpack_version.h"
 
 #ifdef __cplusplus
@@ -168,7 +170,7 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4 };
     X(MAX_BLOCK_BYTES, "max_block_bytes", SP_PTYPE_SIZE, 256 * SP_MIB, 4 * SP_KIB, 2 * SP_GIB - 1, \
       NULL, SP_SCOPE_ALL_, "largest uncompressed block a reader accepts or a writer produces")    \
     X(MAX_SHARDS, "max_shards", SP_PTYPE_INT, 1000000, 1, 100000000, NULL,                          \
-      SP_SCOPE_READ | SP_SCOPE_LOAD, "largest number of shards a dataset may name")              \
+      SP_SCOPE_ALL_, "largest number of shards a dataset may name or a writer produce")              \
     X(BATCH_SIZE, "batch_size", SP_PTYPE_INT, 32, 1, 1 << 20, NULL, SP_SCOPE_LOAD,                  \
       "samples per batch")                                                                        \
     X(SEED, "seed", SP_PTYPE_INT, 0, 0, INT64_MAX, NULL, SP_SCOPE_LOAD,                             \
@@ -448,7 +450,6 @@ SP_API int sp_verify(const char *path, const sp_params *params, sp_fault_fn fn, 
  * ---------------------------------------------------------------------------------------------- */
 typedef struct sp_loader sp_loader;
 typedef struct sp_batch sp_batch;
-struct DLTensor;
 
 /* Opens a loader over path (as sp_dataset_open: directory, manifest or shard). params may be NULL.
  * SP_ELIMIT when host_memory cannot hold one window and two batches (the message names the
@@ -485,7 +486,7 @@ SP_API size_t sp_batch_num_fields(const sp_batch *b);
 SP_API const char *sp_batch_field_name(const sp_batch *b, size_t i);
 /* Field i as a DLPack tensor (dlpack/dlpack.h): compact row-major, byte_offset 0, shape[0] rows.
  * NULL past the last field. */
-SP_API const struct DLTensor *sp_batch_tensor(const sp_batch *b, size_t i);
+SP_API const DLTensor *sp_batch_tensor(const sp_batch *b, size_t i);
 /* Index of the field named name, or SP_ENOENT. */
 SP_API int sp_batch_find(const sp_batch *b, const char *name);
 /* Global sample index (in the dataset) of row `row`, for checking coverage; UINT64_MAX when the

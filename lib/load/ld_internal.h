@@ -75,7 +75,7 @@ struct sp_loader {
     uint32_t batch, window_blocks, rank, world;
     int threads, io_mode, on_error, token_dtype;
     bool shuffle, drop_last, direct;
-    uint64_t seed, epochs, host_memory;
+    uint64_t seed, epochs, host_memory, prefetch;
 
     /* the dataset, flattened per global block */
     const sp_schema *schema;

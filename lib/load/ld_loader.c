@@ -1,0 +1,732 @@
+/* ld_loader.c - the loader's API: open (tables, memory budget, pools), the consumer's
+ * next/release, epochs, resume state and statistics. The threads live in ld_pipeline.c. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/sysinfo.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ld_internal.h"
+#include "rd.h"
+
+static int lfail(sp_loader *l, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int lfail(sp_loader *l, int code, const char *fmt, ...)
+{
+    char msg[SP_ERRMSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return sp_fail(&l->eb, code, "%s", msg);
+}
+
+/* "1.5 GiB" style sizes for messages. */
+static const char *human(uint64_t n, char *buf, size_t len)
+{
+    static const char *const unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+    double v = (double)n;
+    int u = 0;
+    while (v >= 1024 && u < 4)
+        v /= 1024, u++;
+    snprintf(buf, len, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
+    return buf;
+}
+
+static int64_t env_int(const char *name, int64_t def)
+{
+    const char *s = getenv(name);
+    if (!s || !*s)
+        return def;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    return *end ? -1 : v;
+}
+
+/* ---------------------------------------------------------------- configuration */
+
+static int read_config(sp_loader *l, const sp_params *p)
+{
+    l->batch = (uint32_t)sp_params_get(p, SP_PARAM_BATCH_SIZE);
+    l->threads = (int)sp_params_get(p, SP_PARAM_THREADS);
+    if (l->threads == 0)
+        l->threads = sp_online_cores();
+    l->seed = (uint64_t)sp_params_get(p, SP_PARAM_SEED);
+    l->shuffle = sp_params_get(p, SP_PARAM_SHUFFLE) != 0;
+    l->window_blocks = (uint32_t)sp_params_get(p, SP_PARAM_SHUFFLE_WINDOW);
+    l->epochs = (uint64_t)sp_params_get(p, SP_PARAM_EPOCHS);
+    l->drop_last = sp_params_get(p, SP_PARAM_DROP_LAST) != 0;
+    l->io_mode = (int)sp_params_get(p, SP_PARAM_IO);
+    l->direct = sp_params_get(p, SP_PARAM_DIRECT_IO) != 0;
+    l->on_error = (int)sp_params_get(p, SP_PARAM_ON_ERROR);
+    l->token_dtype = (int)sp_params_get(p, SP_PARAM_TOKEN_DTYPE);
+    /* Launchers (torchrun, Slurm wrappers, MPI) export RANK and WORLD_SIZE. */
+    int64_t rank = sp_params_get(p, SP_PARAM_RANK), world = sp_params_get(p, SP_PARAM_WORLD_SIZE);
+    if (rank < 0)
+        rank = env_int("RANK", 0);
+    if (world == 0)
+        world = env_int("WORLD_SIZE", 1);
+    if (rank < 0 || world < 1 || world > (1 << 20) || rank >= world)
+        return lfail(l, SP_EINVAL, "rank %lld and world size %lld are not valid (check RANK and WORLD_SIZE)",
+                     (long long)rank, (long long)world);
+    l->rank = (uint32_t)rank;
+    l->world = (uint32_t)world;
+    uint64_t budget = (uint64_t)sp_params_get(p, SP_PARAM_HOST_MEMORY);
+    if (budget == 0) {
+        /* Follow the memory the machine has: an eighth of what is available, at most 2 GiB. */
+        struct sysinfo si;
+        uint64_t avail = sysinfo(&si) == 0 ? (uint64_t)si.freeram * si.mem_unit : (1ull << 30);
+        budget = avail / 8 < (2ull << 30) ? avail / 8 : (2ull << 30);
+    }
+    l->host_memory = budget;
+    l->st.host_memory_bytes = budget;
+    l->st.threads = l->threads;
+    return SP_OK;
+}
+
+/* One batch tensor per fixed-size field; variable-length fields stay out of loader batches. */
+static int plan_outputs(sp_loader *l)
+{
+    uint64_t off = 0;
+    for (size_t f = 0; f < l->schema->n; f++) {
+        const sp_field *fd = &l->schema->f[f];
+        if (!fd->fixed_bytes)
+            continue;
+        ld_out *o = &l->out[l->nout++];
+        o->field = f;
+        o->src_bytes = fd->fixed_bytes;
+        int dtype = fd->dtype;
+        o->convert = CONVERT_COPY;
+        if (fd->kind == SP_FIELD_TOKENS && l->token_dtype == SP_TOKEN_DTYPE_INT32) {
+            o->convert = fd->dtype == SP_DTYPE_U16 ? CONVERT_U16_I32 : CONVERT_U32_I32;
+            dtype = SP_DTYPE_I32;
+        }
+        uint64_t elems = fd->fixed_bytes / sp_dtype_size(fd->dtype);
+        o->row_bytes = elems * sp_dtype_size(dtype);
+        static const uint8_t codes[] = {
+            [SP_DTYPE_U8] = kDLUInt, [SP_DTYPE_I8] = kDLInt, [SP_DTYPE_U16] = kDLUInt, [SP_DTYPE_I16] = kDLInt,
+            [SP_DTYPE_U32] = kDLUInt, [SP_DTYPE_I32] = kDLInt, [SP_DTYPE_U64] = kDLUInt, [SP_DTYPE_I64] = kDLInt,
+            [SP_DTYPE_F16] = kDLFloat, [SP_DTYPE_BF16] = kDLBfloat, [SP_DTYPE_F32] = kDLFloat,
+            [SP_DTYPE_F64] = kDLFloat, [SP_DTYPE_BOOL] = kDLUInt, /* DLPack before 0.8 has no kDLBool */
+        };
+        o->dt = (DLDataType){ codes[dtype], (uint8_t)(8 * sp_dtype_size(dtype)), 1 };
+        o->ndim = (int)fd->ndim + 1;
+        o->shape[0] = l->batch;
+        for (uint32_t d = 0; d < fd->ndim; d++)
+            o->shape[d + 1] = (int64_t)fd->shape[d];
+        o->offset = off;
+        off = sp_align_up(off + o->row_bytes * l->batch, LD_FIELD_ALIGN);
+    }
+    if (l->nout == 0)
+        return lfail(l, SP_ENOTSUP, "the dataset has no fixed-size field (label, tokens, tensor) to batch");
+    l->batch_bytes = off;
+    return SP_OK;
+}
+
+/* Opens every shard's index (one tail read each) and flattens the block tables. */
+static int load_tables(sp_loader *l)
+{
+    sp_dataset *d = l->ds;
+    l->nshards = sp_dataset_num_shards(d);
+    l->nblocks = sp_dataset_num_blocks(d);
+    l->shards = sp_calloc(l->nshards, sizeof *l->shards);
+    l->block_samples = sp_malloc(l->nblocks * sizeof *l->block_samples);
+    l->block_first = sp_malloc(l->nblocks * sizeof *l->block_first);
+    l->block_shard = sp_malloc(l->nblocks * sizeof *l->block_shard);
+    l->block_entry = sp_malloc(l->nblocks * sizeof *l->block_entry);
+    l->fd = sp_malloc(l->nshards * sizeof *l->fd);
+    l->fd_direct = sp_calloc(l->nshards, sizeof *l->fd_direct);
+    l->fd_tick = sp_calloc(l->nshards, sizeof *l->fd_tick);
+    if (!l->shards || !l->block_samples || !l->block_first || !l->block_shard || !l->block_entry || !l->fd ||
+        !l->fd_direct || !l->fd_tick)
+        return lfail(l, SP_ENOMEM, "out of memory for the tables of %llu blocks", (unsigned long long)l->nblocks);
+    uint64_t b = 0, first = 0;
+    for (uint64_t i = 0; i < l->nshards; i++) {
+        l->fd[i] = -1;
+        int rc = rd_shard_get(d, i, &l->shards[i]);
+        if (rc)
+            return lfail(l, rc, "%s", sp_dataset_errmsg(d));
+        const fmt_index *ix = &l->shards[i]->index;
+        for (uint64_t k = 0; k < ix->nblocks; k++, b++) {
+            const fmt_block_entry *be = &ix->blocks[k];
+            l->block_samples[b] = be->nsamples;
+            l->block_first[b] = first;
+            l->block_shard[b] = (uint32_t)i;
+            l->block_entry[b] = be;
+            first += be->nsamples;
+            if (be->nsamples > l->max_block_samples)
+                l->max_block_samples = be->nsamples;
+            if (sp_align_up(be->stored_size, LD_PAGE) > l->max_read)
+                l->max_read = sp_align_up(be->stored_size, LD_PAGE);
+            if (be->codec != SP_CODEC_STORED && be->raw_size > l->max_raw)
+                l->max_raw = be->raw_size;
+        }
+    }
+    return SP_OK;
+}
+
+/* ---------------------------------------------------------------- memory budget */
+
+typedef struct ld_sizes {
+    uint64_t win_cap, slots, read, scratch, windows, total;
+} ld_sizes;
+
+static uint64_t sizes_total(const sp_loader *l, ld_sizes *z)
+{
+    z->windows = (3ull * z->win_cap + 2ull * l->window_blocks) * sizeof(uint32_t);
+    z->total = z->slots * (l->batch_bytes + l->batch * (sizeof(uint64_t) + 1)) + z->read + z->scratch + z->windows;
+    return z->total;
+}
+
+/* The smallest pools that work, then more read-ahead and more batches while the budget allows:
+ * at most two windows of blocks in the read ring, and one more window of batches. */
+static int size_pools(sp_loader *l, ld_sizes *z)
+{
+    uint64_t total_samples = sp_dataset_num_samples(l->ds);
+    uint64_t cap = (uint64_t)l->window_blocks * l->max_block_samples;
+    z->win_cap = cap < total_samples ? cap : total_samples;
+    uint64_t bpw = (z->win_cap + l->batch - 1) / l->batch + 1; /* batches one window can touch */
+    z->slots = 2 * bpw + 2;
+    z->read = 2 * l->max_read;
+    z->scratch = (uint64_t)l->threads * l->max_raw;
+    uint64_t min = sizes_total(l, z);
+    if (min > l->host_memory) {
+        char a[32], b[32], c[32], e[32], f[32];
+        return lfail(l, SP_ELIMIT,
+                     "host_memory %s cannot hold one shuffle window and its batches: need at least %s "
+                     "(%llu batch slots of %s for a window of %u blocks, 2 read buffers of %s, %d worker buffers of %s); "
+                     "raise host_memory, or lower batch_size, shuffle_window or threads",
+                     human(l->host_memory, a, sizeof a), human(min, b, sizeof b), (unsigned long long)z->slots,
+                     human(l->batch_bytes, c, sizeof c), l->window_blocks, human(l->max_read, e, sizeof e), l->threads,
+                     human(l->max_raw, f, sizeof f));
+    }
+    uint64_t spare = l->host_memory - min;
+    uint64_t read_goal = 2ull * l->window_blocks * l->max_read;
+    if (read_goal > LD_READ_RING_MAX)
+        read_goal = LD_READ_RING_MAX;
+    if (read_goal > z->read) {
+        uint64_t add = read_goal - z->read < spare / 2 ? read_goal - z->read : spare / 2;
+        add -= add % LD_PAGE;
+        z->read += add;
+        spare -= add;
+    }
+    uint64_t slot_bytes = l->batch_bytes + l->batch * (sizeof(uint64_t) + 1);
+    uint64_t extra = l->prefetch ? l->prefetch : bpw;
+    if (extra * slot_bytes > spare) {
+        if (l->prefetch) {
+            char a[32], b[32];
+            return lfail(l, SP_ELIMIT, "prefetch %llu needs %s more than host_memory leaves (%s spare)",
+                         (unsigned long long)l->prefetch, human(extra * slot_bytes, a, sizeof a),
+                         human(spare, b, sizeof b));
+        }
+        extra = spare / slot_bytes;
+    }
+    z->slots += extra;
+    sizes_total(l, z);
+    return SP_OK;
+}
+
+static void init_slot(sp_loader *l, ld_slot *s, uint32_t i, uint8_t *mem, uint64_t *ids, uint8_t *bad)
+{
+    s->mem = mem;
+    s->bad = bad;
+    s->k = UINT64_MAX;
+    s->state = SLOT_FREE;
+    s->b.owner = l;
+    s->b.slot = i;
+    s->b.ids = ids;
+    s->b.nfields = l->nout;
+    for (size_t f = 0; f < l->nout; f++) {
+        const ld_out *o = &l->out[f];
+        s->b.names[f] = l->schema->f[o->field].name;
+        memcpy(s->b.shape[f], o->shape, sizeof o->shape);
+        s->b.t[f] = (DLTensor){ .data = mem + o->offset, .device = { kDLCPU, 0 }, .ndim = o->ndim, .dtype = o->dt,
+                                .shape = s->b.shape[f], .strides = NULL, .byte_offset = 0 };
+    }
+}
+
+static int alloc_pools(sp_loader *l, const ld_sizes *z)
+{
+    l->nslots = z->slots;
+    l->read_ring_bytes = z->read;
+    l->win_cap = (uint32_t)z->win_cap;
+    l->nregions = (uint32_t)(z->read / LD_PAGE);
+    l->jobs_cap = l->nregions;
+    l->read_ring = sp_aligned_alloc(LD_PAGE, z->read);
+    l->batch_mem = sp_aligned_alloc(LD_PAGE, z->slots * l->batch_bytes);
+    l->slots = sp_calloc(z->slots, sizeof *l->slots);
+    uint64_t *ids = sp_malloc(z->slots * l->batch * sizeof *ids);
+    uint8_t *bad = sp_calloc(z->slots * l->batch, 1);
+    l->regions = sp_calloc(l->nregions, sizeof *l->regions);
+    l->jobs = sp_calloc(l->jobs_cap, sizeof *l->jobs);
+    l->win_perm = sp_malloc((size_t)z->win_cap * sizeof *l->win_perm);
+    l->scratch = sp_calloc((size_t)l->threads, sizeof *l->scratch);
+    l->dctx = sp_calloc((size_t)l->threads, sizeof *l->dctx);
+    l->workers = sp_calloc((size_t)l->threads, sizeof *l->workers);
+    bool ok = l->read_ring && l->batch_mem && l->slots && ids && bad && l->regions && l->jobs && l->win_perm &&
+              l->scratch && l->dctx && l->workers;
+    for (int w = 0; ok && w < 2; w++) {
+        l->win[w].pos = sp_malloc((size_t)z->win_cap * sizeof(uint32_t));
+        l->win[w].row_base = sp_malloc((size_t)l->window_blocks * sizeof(uint32_t));
+        ok = l->win[w].pos && l->win[w].row_base;
+    }
+    for (int t = 0; ok && t < l->threads; t++) {
+        l->scratch[t] = l->max_raw ? sp_malloc(l->max_raw) : NULL;
+        l->dctx[t] = ZSTD_createDCtx();
+        ok = (l->scratch[t] || !l->max_raw) && l->dctx[t];
+    }
+    if (!ok) {
+        sp_free(ids);
+        sp_free(bad);
+        return lfail(l, SP_ENOMEM, "out of memory allocating %llu bytes of loader pools", (unsigned long long)z->total);
+    }
+    for (uint64_t i = 0; i < z->slots; i++)
+        init_slot(l, &l->slots[i], (uint32_t)i, l->batch_mem + i * l->batch_bytes, ids + i * l->batch,
+                  bad + i * l->batch);
+    l->allocated = z->total;
+    l->st.read_ring_bytes = z->read;
+    l->st.batch_ring_bytes = z->slots * l->batch_bytes;
+    l->st.batch_ring_slots = z->slots;
+    l->st.scratch_bytes = z->scratch;
+    l->st.host_allocated_bytes = z->total;
+    return SP_OK;
+}
+
+static int open_io(sp_loader *l)
+{
+    char note[128];
+    int rc = ld_io_open(&l->io, l->io_mode, l->read_ring, l->read_ring_bytes, LD_IO_DEPTH, note, sizeof note);
+    if (rc == SP_ENOTSUP)
+        return lfail(l, rc, "io=uring was requested but %s", note);
+    if (rc)
+        return lfail(l, rc, "out of memory setting up I/O");
+    l->st.io = ld_io_mode(l->io);
+    l->st.direct_io = l->direct;
+    snprintf(l->st.io_note, sizeof l->st.io_note, "%s", note);
+    return SP_OK;
+}
+
+static void loader_free(sp_loader *l)
+{
+    if (!l)
+        return;
+    ld_io_close(l->io);
+    for (uint64_t i = 0; l->fd && i < l->nshards; i++)
+        if (l->fd[i] >= 0)
+            close(l->fd[i]);
+    for (int t = 0; t < l->threads; t++) {
+        if (l->scratch)
+            sp_free(l->scratch[t]);
+        if (l->dctx)
+            ZSTD_freeDCtx(l->dctx[t]);
+    }
+    if (l->slots) {
+        sp_free(l->slots[0].b.ids);
+        sp_free(l->slots[0].bad);
+    }
+    for (int w = 0; w < 2; w++) {
+        sp_free(l->win[w].pos);
+        sp_free(l->win[w].row_base);
+    }
+    ld_plan_free(&l->plan);
+    sp_free(l->scratch);
+    sp_free(l->dctx);
+    sp_free(l->workers);
+    sp_free(l->win_perm);
+    sp_free(l->jobs);
+    sp_free(l->regions);
+    sp_free(l->slots);
+    sp_free(l->batch_mem);
+    sp_free(l->read_ring);
+    sp_free(l->fd);
+    sp_free(l->fd_direct);
+    sp_free(l->fd_tick);
+    sp_free(l->block_entry);
+    sp_free(l->block_shard);
+    sp_free(l->block_first);
+    sp_free(l->block_samples);
+    sp_free(l->shards);
+    sp_dataset_close(l->ds);
+    pthread_mutex_destroy(&l->mu);
+    pthread_cond_destroy(&l->c_reader);
+    pthread_cond_destroy(&l->c_worker);
+    pthread_cond_destroy(&l->c_consumer);
+    sp_free(l);
+}
+
+static sp_loader *loader_new(void)
+{
+    sp_loader *l = sp_calloc(1, sizeof *l);
+    if (!l)
+        return NULL;
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&l->c_consumer, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_cond_init(&l->c_reader, NULL);
+    pthread_cond_init(&l->c_worker, NULL);
+    l->blocked_slot = -1;
+    return l;
+}
+
+/* Everything after the dataset is open: tables, budget, pools, I/O. */
+static int loader_setup(sp_loader *l, const sp_params *params)
+{
+    l->schema = sp_dataset_schema(l->ds);
+    l->prefetch = (uint64_t)sp_params_get(params, SP_PARAM_PREFETCH);
+    int rc = read_config(l, params);
+    if (rc == SP_OK)
+        rc = plan_outputs(l);
+    if (rc == SP_OK)
+        rc = load_tables(l);
+    if (rc == SP_OK && l->nblocks < l->world)
+        rc = lfail(l, SP_EINVAL, "the dataset has %llu blocks, fewer than world size %u; repack it with a smaller "
+                   "block_size", (unsigned long long)l->nblocks, l->world);
+    ld_sizes z;
+    if (rc == SP_OK)
+        rc = size_pools(l, &z);
+    if (rc == SP_OK)
+        rc = alloc_pools(l, &z);
+    if (rc == SP_OK)
+        rc = open_io(l);
+    l->done = l->epochs != 0 && l->epoch >= l->epochs;
+    return rc;
+}
+
+static int loader_finish_open(sp_loader *l, int rc, const sp_params *params, sp_loader **out)
+{
+    if (rc == SP_OK)
+        rc = loader_setup(l, params);
+    if (rc) {
+        loader_free(l);
+        return rc;
+    }
+    *out = l;
+    return SP_OK;
+}
+
+int sp_loader_open(const char *path, const sp_params *params, sp_loader **out)
+{
+    sp_clear_error();
+    if (!out || !path)
+        return sp_fail(NULL, SP_EINVAL, "sp_loader_open: NULL argument");
+    *out = NULL;
+    sp_loader *l = loader_new();
+    if (!l)
+        return sp_fail(NULL, SP_ENOMEM, "%s: out of memory", path);
+    int rc = sp_dataset_open(path, params, &l->ds);
+    if (rc)
+        sp_fail(&l->eb, rc, "%s", sp_last_error());
+    return loader_finish_open(l, rc, params, out);
+}
+
+int sp_loader_open_shards(const char *const *paths, size_t n, const sp_params *params, sp_loader **out)
+{
+    sp_clear_error();
+    if (!out)
+        return sp_fail(NULL, SP_EINVAL, "sp_loader_open_shards: NULL argument");
+    *out = NULL;
+    sp_loader *l = loader_new();
+    if (!l)
+        return sp_fail(NULL, SP_ENOMEM, "out of memory");
+    int rc = sp_dataset_open_shards(paths, n, params, &l->ds);
+    if (rc)
+        sp_fail(&l->eb, rc, "%s", sp_last_error());
+    return loader_finish_open(l, rc, params, out);
+}
+
+int sp_loader_close(sp_loader *l)
+{
+    sp_clear_error();
+    if (!l)
+        return SP_OK;
+    if (l->leases)
+        return lfail(l, SP_EBUSY, "%llu batch(es) still leased; release them before closing",
+                     (unsigned long long)l->leases);
+    if (l->running)
+        ld_pipeline_stop(l);
+    loader_free(l);
+    return SP_OK;
+}
+
+const char *sp_loader_errmsg(const sp_loader *l) { return l ? l->eb.msg : ""; }
+
+/* ---------------------------------------------------------------- epochs */
+
+static int ensure_plan(sp_loader *l)
+{
+    if (l->plan_valid && l->plan.cfg.epoch == l->epoch)
+        return SP_OK;
+    ld_plan_free(&l->plan);
+    l->plan_valid = false;
+    ld_plan_cfg cfg = { l->seed, l->epoch, l->rank, l->world, l->batch, l->window_blocks, l->shuffle, l->drop_last };
+    char why[256];
+    int rc = ld_plan_build(&l->plan, &cfg, l->block_samples, l->nblocks, why, sizeof why);
+    if (rc)
+        return lfail(l, rc, "%s", why);
+    l->plan_valid = true;
+    l->st.samples_dropped_per_epoch = l->plan.dropped;
+    return SP_OK;
+}
+
+static int start_epoch(sp_loader *l)
+{
+    int rc = ensure_plan(l);
+    if (rc)
+        return rc;
+    if (l->start_k > l->plan.nbatches)
+        return lfail(l, SP_ERANGE, "resume batch %llu is past the epoch's %llu batches",
+                     (unsigned long long)l->start_k, (unsigned long long)l->plan.nbatches);
+    l->next_k = l->start_k;
+    l->st.epoch = l->epoch;
+    if (l->t_first == 0)
+        l->t_first = sp_now();
+    rc = ld_pipeline_start(l);
+    if (rc) {
+        ld_pipeline_stop(l);
+        return rc;
+    }
+    return SP_OK;
+}
+
+/* Moves to epoch e at batch k; the pipeline restarts lazily on the next call to next(). */
+static void reposition(sp_loader *l, uint64_t e, uint64_t k)
+{
+    if (l->running)
+        ld_pipeline_stop(l);
+    l->epoch = e;
+    l->start_k = k;
+    l->next_k = k;
+    l->done = l->epochs != 0 && e >= l->epochs;
+}
+
+int sp_loader_set_epoch(sp_loader *l, uint64_t epoch)
+{
+    sp_clear_error();
+    if (!l)
+        return sp_fail(NULL, SP_EINVAL, "sp_loader_set_epoch: NULL loader");
+    if (l->leases)
+        return lfail(l, SP_EBUSY, "release every batch before changing the epoch");
+    reposition(l, epoch, 0);
+    return SP_OK;
+}
+
+uint64_t sp_loader_batches_per_epoch(const sp_loader *l)
+{
+    if (!l)
+        return 0;
+    sp_loader *m = (sp_loader *)l; /* planning caches; the observable state does not change */
+    return ensure_plan(m) == SP_OK ? m->plan.nbatches : 0;
+}
+
+uint64_t sp_loader_samples_per_epoch(const sp_loader *l)
+{
+    if (!l)
+        return 0;
+    sp_loader *m = (sp_loader *)l;
+    return ensure_plan(m) == SP_OK ? m->plan.samples : 0;
+}
+
+/* ---------------------------------------------------------------- the consumer */
+
+static bool stuck_locked(const sp_loader *l)
+{
+    return l->blocked_slot >= 0 && l->slots[l->blocked_slot].state == SLOT_LEASED && l->pending == 0 &&
+           l->job_count == 0;
+}
+
+static void deadline_after(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* Waits for batch next_k with mu held. */
+static int wait_ready(sp_loader *l, ld_slot *s, int timeout_ms)
+{
+    struct timespec dl;
+    if (timeout_ms >= 0)
+        deadline_after(&dl, timeout_ms);
+    double t0 = sp_now();
+    int rc = SP_OK;
+    while (!(s->k == l->next_k && s->state == SLOT_READY)) {
+        if (l->err_batch <= l->next_k) {
+            rc = sp_fail(&l->eb, l->err_code, "%s", l->err_msg);
+            break;
+        }
+        if (stuck_locked(l)) {
+            rc = sp_fail(&l->eb, SP_EBUSY, "batch %llu cannot be produced while batch %llu is leased (the ring has "
+                         "%llu slots); release older batches", (unsigned long long)l->next_k,
+                         (unsigned long long)l->slots[l->blocked_slot].k, (unsigned long long)l->nslots);
+            break;
+        }
+        if (timeout_ms < 0) {
+            pthread_cond_wait(&l->c_consumer, &l->mu);
+        } else if (pthread_cond_timedwait(&l->c_consumer, &l->mu, &dl) == ETIMEDOUT &&
+                   !(s->k == l->next_k && s->state == SLOT_READY)) {
+            rc = sp_fail(&l->eb, SP_ETIMEDOUT, "batch %llu not ready within %d ms", (unsigned long long)l->next_k,
+                         timeout_ms);
+            break;
+        }
+    }
+    l->st.stall_s += sp_now() - t0;
+    return rc;
+}
+
+int sp_loader_next(sp_loader *l, sp_batch **out, int timeout_ms)
+{
+    sp_clear_error();
+    if (!l || !out)
+        return sp_fail(NULL, SP_EINVAL, "sp_loader_next: NULL argument");
+    *out = NULL;
+    if (l->done)
+        return sp_fail(&l->eb, SP_EDONE, "all %llu epoch(s) delivered", (unsigned long long)l->epochs);
+    int rc;
+    if (!l->running && (rc = start_epoch(l)))
+        return rc;
+    if (l->next_k == l->plan.nbatches) {
+        if (l->leases)
+            return lfail(l, SP_EBUSY, "end of epoch %llu: release every batch before the next epoch starts",
+                         (unsigned long long)l->epoch);
+        reposition(l, l->epoch + 1, 0);
+        return sp_fail(&l->eb, SP_EEPOCH, "end of epoch %llu", (unsigned long long)(l->epoch - 1));
+    }
+    pthread_mutex_lock(&l->mu);
+    ld_slot *s = &l->slots[l->next_k % l->nslots];
+    rc = wait_ready(l, s, timeout_ms);
+    if (rc == SP_OK) {
+        s->state = SLOT_LEASED;
+        l->leases++;
+        l->next_k++;
+        l->st.batches++;
+        l->st.samples += s->rows_expected;
+        l->st.batches_ready--;
+        *out = &s->b;
+    }
+    pthread_mutex_unlock(&l->mu);
+    return rc;
+}
+
+int sp_loader_release(sp_loader *l, sp_batch *b)
+{
+    sp_clear_error();
+    if (!l || !b || b->owner != l || b->slot >= l->nslots || &l->slots[b->slot].b != b)
+        return sp_fail(l ? &l->eb : NULL, SP_EINVAL, "sp_loader_release: not a batch of this loader");
+    pthread_mutex_lock(&l->mu);
+    ld_slot *s = &l->slots[b->slot];
+    int rc = SP_OK;
+    if (s->state != SLOT_LEASED) {
+        rc = sp_fail(&l->eb, SP_EINVAL, "batch %llu is not leased (released twice?)", (unsigned long long)b->index);
+    } else {
+        s->state = SLOT_FREE;
+        l->leases--;
+        pthread_cond_broadcast(&l->c_reader);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return rc;
+}
+
+int sp_loader_stats_get(sp_loader *l, sp_loader_stats *out)
+{
+    if (!l || !out)
+        return SP_EINVAL;
+    pthread_mutex_lock(&l->mu);
+    *out = l->st;
+    out->elapsed_s = l->t_first ? sp_now() - l->t_first : 0;
+    pthread_mutex_unlock(&l->mu);
+    return SP_OK;
+}
+
+/* ---------------------------------------------------------------- batches */
+
+uint64_t sp_batch_epoch(const sp_batch *b) { return b ? b->epoch : 0; }
+uint64_t sp_batch_index(const sp_batch *b) { return b ? b->index : 0; }
+uint32_t sp_batch_size(const sp_batch *b) { return b ? b->rows : 0; }
+size_t sp_batch_num_fields(const sp_batch *b) { return b ? b->nfields : 0; }
+
+const char *sp_batch_field_name(const sp_batch *b, size_t i) { return b && i < b->nfields ? b->names[i] : NULL; }
+
+const DLTensor *sp_batch_tensor(const sp_batch *b, size_t i)
+{
+    if (!b || i >= b->nfields)
+        return NULL;
+    /* The leading dimension follows the rows actually delivered (a short last batch). */
+    ((sp_batch *)b)->shape[i][0] = b->rows;
+    return &b->t[i];
+}
+
+int sp_batch_find(const sp_batch *b, const char *name)
+{
+    for (size_t i = 0; b && name && i < b->nfields; i++)
+        if (strcmp(b->names[i], name) == 0)
+            return (int)i;
+    return SP_ENOENT;
+}
+
+uint64_t sp_batch_sample_id(const sp_batch *b, uint32_t row)
+{
+    return b && row < b->rows ? b->ids[row] : UINT64_MAX;
+}
+
+/* ---------------------------------------------------------------- resume state */
+
+#define STATE_MAGIC 0x54535053u /* "SPST" */
+#define STATE_VERSION 1u
+
+int sp_loader_state_size(void) { return SP_LOADER_STATE_BYTES; }
+
+int sp_loader_save_state(sp_loader *l, void *buf, size_t cap)
+{
+    sp_clear_error();
+    if (!l || !buf || cap < SP_LOADER_STATE_BYTES)
+        return sp_fail(NULL, SP_EINVAL, "sp_loader_save_state: need a buffer of %d bytes", SP_LOADER_STATE_BYTES);
+    uint8_t *p = buf;
+    memset(p, 0, SP_LOADER_STATE_BYTES);
+    sp_st32(p, STATE_MAGIC);
+    sp_st32(p + 4, STATE_VERSION);
+    sp_st64(p + 8, l->seed);
+    sp_st64(p + 16, l->epoch);
+    sp_st64(p + 24, l->next_k);
+    sp_st32(p + 32, l->world);
+    sp_st32(p + 36, l->rank);
+    sp_st32(p + 40, l->batch);
+    sp_st32(p + 44, l->window_blocks);
+    sp_st64(p + 48, sp_dataset_fingerprint(l->ds));
+    sp_st16(p + 56, (uint16_t)(l->shuffle | l->drop_last << 1));
+    sp_st32(p + 60, (uint32_t)sp_checksum64(p, 60));
+    return SP_OK;
+}
+
+int sp_loader_load_state(sp_loader *l, const void *buf, size_t len)
+{
+    sp_clear_error();
+    if (!l || !buf)
+        return sp_fail(NULL, SP_EINVAL, "sp_loader_load_state: NULL argument");
+    const uint8_t *p = buf;
+    if (len != SP_LOADER_STATE_BYTES || sp_ld32(p) != STATE_MAGIC || sp_ld32(p + 60) != (uint32_t)sp_checksum64(p, 60))
+        return lfail(l, SP_EINVAL, "not a loader state (%zu bytes, bad magic or checksum)", len);
+    if (sp_ld32(p + 4) != STATE_VERSION)
+        return lfail(l, SP_EVERSION, "loader state version %u; this library reads %u", sp_ld32(p + 4), STATE_VERSION);
+    const char *what = sp_ld64(p + 48) != sp_dataset_fingerprint(l->ds) ? "dataset (its content differs)"
+                       : sp_ld32(p + 32) != l->world                    ? "world size"
+                       : sp_ld32(p + 36) != l->rank                     ? "rank"
+                       : sp_ld32(p + 40) != l->batch                    ? "batch size"
+                       : sp_ld64(p + 8) != l->seed                      ? "seed"
+                       : sp_ld32(p + 44) != l->window_blocks            ? "shuffle window"
+                       : sp_ld16(p + 56) != (l->shuffle | l->drop_last << 1) ? "shuffle or drop_last"
+                                                                        : NULL;
+    if (what)
+        return lfail(l, SP_EINVAL, "the saved state was taken with a different %s", what);
+    if (l->leases)
+        return lfail(l, SP_EBUSY, "release every batch before loading a state");
+    reposition(l, sp_ld64(p + 16), sp_ld64(p + 24));
+    return SP_OK;
+}

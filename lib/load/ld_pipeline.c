@@ -1,0 +1,578 @@
+/* ld_pipeline.c - the loader's threads: one reader that plans windows, claims batch slots and
+ * reads whole compressed blocks into the read ring, and N workers that verify, decompress and
+ * scatter each sample into its row. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "ld_internal.h"
+
+/* ---------------------------------------------------------------- descriptors (reader only) */
+
+static void fd_evict_one(sp_loader *l)
+{
+    uint64_t best = UINT64_MAX;
+    uint64_t victim = UINT64_MAX;
+    for (uint64_t i = 0; i < l->nshards; i++)
+        if (l->fd[i] >= 0 && l->fd_tick[i] < best)
+            best = l->fd_tick[i], victim = i;
+    if (victim != UINT64_MAX) {
+        close(l->fd[victim]); /* reads in flight keep their own reference to the file */
+        l->fd[victim] = -1;
+        l->fds_open--;
+    }
+}
+
+/* The shard's descriptor, O_DIRECT when allowed; at most LD_MAX_FDS stay open. -errno on error. */
+static int shard_fd(sp_loader *l, uint32_t shard, bool direct)
+{
+    if (l->fd[shard] >= 0 && l->fd_direct[shard] == direct) {
+        l->fd_tick[shard] = ++l->tick;
+        return l->fd[shard];
+    }
+    if (l->fd[shard] >= 0) {
+        close(l->fd[shard]);
+        l->fd[shard] = -1;
+        l->fds_open--;
+    }
+    if (l->fds_open >= LD_MAX_FDS)
+        fd_evict_one(l);
+    const char *path = l->shards[shard]->path;
+    int fd = direct ? open(path, O_RDONLY | O_CLOEXEC | O_DIRECT) : -1;
+    if (fd < 0) {
+        direct = false;
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
+    if (fd < 0)
+        return -errno;
+    l->fd[shard] = fd;
+    l->fd_direct[shard] = direct;
+    l->fd_tick[shard] = ++l->tick;
+    l->fds_open++;
+    return fd;
+}
+
+/* ---------------------------------------------------------------- errors */
+
+static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+
+/* Records a failure that makes batch k and every later one fail, if it is the earliest so far. */
+static void fail_batch_locked(sp_loader *l, uint64_t k, int code, const char *msg)
+{
+    if (k < l->err_batch) {
+        l->err_batch = k;
+        l->err_code = code;
+        size_t n = strlen(msg) < sizeof l->err_msg - 1 ? strlen(msg) : sizeof l->err_msg - 1;
+        memcpy(l->err_msg, msg, n);
+        l->err_msg[n] = '\0';
+        pthread_cond_broadcast(&l->c_consumer);
+    }
+}
+
+/* ---------------------------------------------------------------- batch completion */
+
+static void copy_row(const sp_loader *l, ld_slot *to, uint32_t dst, const ld_slot *from, uint32_t src)
+{
+    for (size_t f = 0; f < l->nout; f++) {
+        const ld_out *o = &l->out[f];
+        memcpy(to->mem + o->offset + dst * o->row_bytes, from->mem + o->offset + src * o->row_bytes, o->row_bytes);
+    }
+}
+
+/* Rows of skipped corrupt samples take a copy of the next good row of the same batch: the choice
+ * depends only on which rows are bad, so it is as deterministic as the rest of the batch. */
+static bool fill_bad_rows(sp_loader *l, ld_slot *s)
+{
+    uint32_t n = s->rows_expected;
+    for (uint32_t i = 0; i < n; i++) {
+        if (!s->bad[i])
+            continue;
+        uint32_t j = (i + 1) % n;
+        while (j != i && s->bad[j])
+            j = (j + 1) % n;
+        if (j == i)
+            return false;
+        copy_row(l, s, i, s, j);
+    }
+    return true;
+}
+
+static void rows_done(sp_loader *l, ld_slot *s, unsigned n)
+{
+    unsigned before = atomic_fetch_add_explicit(&s->rows_done, n, memory_order_acq_rel);
+    if (before + n != s->rows_expected)
+        return;
+    bool any_bad = false;
+    for (uint32_t i = 0; i < s->rows_expected && !any_bad; i++)
+        any_bad = s->bad[i];
+    bool ok = !any_bad || fill_bad_rows(l, s);
+    pthread_mutex_lock(&l->mu);
+    if (ok) {
+        s->state = SLOT_READY;
+        l->st.batches_ready++;
+        pthread_cond_broadcast(&l->c_consumer);
+    } else {
+        char msg[200];
+        snprintf(msg, sizeof msg, "batch %llu: every sample in it is corrupt; nothing to fill it with",
+                 (unsigned long long)s->k);
+        fail_batch_locked(l, s->k, SP_ECORRUPT, msg);
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* ---------------------------------------------------------------- decode workers */
+
+typedef struct ld_worker {
+    sp_loader *l;
+    int id;
+} ld_worker;
+
+static void convert_tokens(uint8_t *dst, const uint8_t *src, uint64_t count, int convert)
+{
+    int32_t *d = (int32_t *)(void *)dst;
+    if (convert == CONVERT_U16_I32)
+        for (uint64_t i = 0; i < count; i++)
+            d[i] = (int32_t)sp_ld16(src + 2 * i);
+    else
+        for (uint64_t i = 0; i < count; i++)
+            d[i] = (int32_t)sp_ld32(src + 4 * i);
+}
+
+/* Writes every sample of a decoded block into its row; rows outside this rank's kept range or
+ * before the resume point are not part of any batch. */
+static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v)
+{
+    const ld_window *w = &l->win[j->win];
+    uint64_t lo = l->start_k * l->batch, hi = l->plan.samples;
+    uint32_t base = w->row_base[j->kblock];
+    for (uint32_t r = 0; r < v->n; r++) {
+        uint64_t p = w->start + w->pos[base + r];
+        if (p < lo || p >= hi)
+            continue;
+        uint64_t k = p / l->batch;
+        uint32_t row = (uint32_t)(p % l->batch);
+        ld_slot *s = &l->slots[k % l->nslots];
+        for (size_t f = 0; f < l->nout; f++) {
+            const ld_out *o = &l->out[f];
+            const uint8_t *src;
+            size_t size;
+            fmt_block_get(v, r, o->field, &src, &size);
+            uint8_t *dst = s->mem + o->offset + row * o->row_bytes;
+            if (o->convert == CONVERT_COPY)
+                memcpy(dst, src, o->row_bytes);
+            else
+                convert_tokens(dst, src, o->row_bytes / 4, o->convert);
+        }
+        s->b.ids[row] = l->block_first[j->block] + r;
+        rows_done(l, s, 1);
+    }
+}
+
+/* A block that cannot be used: fail its batches, or (on_error=skip) mark its rows for filling. */
+static void block_failed(sp_loader *l, const ld_job *j, int code, const char *why)
+{
+    const ld_window *w = &l->win[j->win];
+    uint64_t lo = l->start_k * l->batch, hi = l->plan.samples;
+    uint32_t base = w->row_base[j->kblock], n = l->block_samples[j->block];
+    const fmt_block_entry *be = l->block_entry[j->block];
+    char msg[SP_ERRMSG_MAX + 512];
+    snprintf(msg, sizeof msg, "%s: block %llu at byte %llu (samples %llu..%llu): %s",
+             l->shards[l->block_shard[j->block]]->path,
+             (unsigned long long)(be - l->shards[l->block_shard[j->block]]->index.blocks),
+             (unsigned long long)be->offset, (unsigned long long)l->block_first[j->block],
+             (unsigned long long)(l->block_first[j->block] + n - 1), why);
+    uint64_t first = UINT64_MAX, skipped = 0;
+    for (uint32_t r = 0; r < n; r++) {
+        uint64_t p = w->start + w->pos[base + r];
+        if (p < lo || p >= hi)
+            continue;
+        first = min_u64(first, p / l->batch);
+        if (l->on_error == SP_ON_ERROR_SKIP) {
+            ld_slot *s = &l->slots[(p / l->batch) % l->nslots];
+            uint32_t row = (uint32_t)(p % l->batch);
+            s->bad[row] = 1;
+            s->b.ids[row] = UINT64_MAX;
+            skipped++;
+            rows_done(l, s, 1);
+        }
+    }
+    pthread_mutex_lock(&l->mu);
+    if (l->on_error == SP_ON_ERROR_SKIP) {
+        l->st.blocks_skipped++;
+        l->st.samples_skipped += skipped;
+    } else if (first != UINT64_MAX) {
+        fail_batch_locked(l, first, code, msg);
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+static int job_decode(sp_loader *l, const ld_job *j, int id, fmt_block_view *v, char *why, size_t whylen)
+{
+    const fmt_block_entry *be = l->block_entry[j->block];
+    if (j->result < 0)
+        return snprintf(why, whylen, "read failed: %s",
+                        j->result == -ENODATA ? "the file is shorter than its index says" : strerror((int)-j->result)),
+               j->result == -ENODATA ? SP_ETRUNC : SP_EIO;
+    /* A stored block is used where it was read; only zstd blocks need the worker's buffer. */
+    uint8_t *raw = be->codec == SP_CODEC_STORED ? j->buf : l->scratch[id];
+    fmt_err e = { .block = -1 };
+    int rc = fmt_block_decode(be, j->buf, raw, l->dctx[id], &e);
+    if (rc == SP_OK)
+        rc = fmt_block_parse(l->schema, raw, be->raw_size, be->nsamples, v, &e);
+    if (rc)
+        snprintf(why, whylen, "%s", e.why);
+    return rc;
+}
+
+static void job_run(sp_loader *l, const ld_job *j, int id)
+{
+    fmt_block_view v;
+    char why[SP_ERRMSG_MAX];
+    double t0 = sp_now();
+    int rc = job_decode(l, j, id, &v, why, sizeof why);
+    if (rc)
+        block_failed(l, j, rc, why);
+    else
+        scatter(l, j, &v);
+    double busy = sp_now() - t0;
+    const fmt_block_entry *be = l->block_entry[j->block];
+    pthread_mutex_lock(&l->mu);
+    l->regions[j->region].done = true;
+    if (--l->win_remaining[j->win] == 0)
+        pthread_cond_broadcast(&l->c_reader);
+    l->pending--;
+    l->st.decode_busy_s += busy;
+    l->st.blocks_read++;
+    if (!rc)
+        l->st.bytes_decompressed += be->raw_size;
+    pthread_cond_broadcast(&l->c_reader);
+    pthread_cond_broadcast(&l->c_consumer);
+    pthread_mutex_unlock(&l->mu);
+}
+
+static void *worker_main(void *arg)
+{
+    ld_worker *wk = arg;
+    sp_loader *l = wk->l;
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        while (!l->stop && l->job_count == 0 && !l->reader_done)
+            pthread_cond_wait(&l->c_worker, &l->mu);
+        if (l->stop || (l->job_count == 0 && l->reader_done))
+            break;
+        ld_job j = l->jobs[l->job_head];
+        l->job_head = (l->job_head + 1) % l->jobs_cap;
+        l->job_count--;
+        pthread_mutex_unlock(&l->mu);
+        job_run(l, &j, wk->id);
+        pthread_mutex_lock(&l->mu);
+    }
+    pthread_mutex_unlock(&l->mu);
+    sp_free(wk);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- reader */
+
+/* Reclaims read-ring space freed by workers, oldest first. Called with mu held. */
+static void ring_reclaim(sp_loader *l)
+{
+    while (l->reg_count) {
+        ld_region *r = &l->regions[l->reg_head];
+        if (!r->done)
+            break;
+        l->ring_tail = r->pos + r->len;
+        l->reg_head = (l->reg_head + 1) % l->nregions;
+        l->reg_count--;
+    }
+    if (l->reg_count == 0)
+        l->ring_tail = l->ring_head;
+}
+
+/* Tries to carve len bytes from the ring; a region never wraps, so the tail of the buffer may be
+ * skipped. Returns the region index, or -1 when there is no room yet. Called with mu held. */
+static int64_t ring_alloc(sp_loader *l, uint64_t len, uint8_t **buf)
+{
+    ring_reclaim(l);
+    uint64_t pos = l->ring_head, phys = pos % l->read_ring_bytes;
+    if (phys + len > l->read_ring_bytes)
+        pos += l->read_ring_bytes - phys;
+    if (pos + len - l->ring_tail > l->read_ring_bytes || l->reg_count == l->nregions)
+        return -1;
+    uint32_t idx = (l->reg_head + l->reg_count) % l->nregions;
+    l->regions[idx] = (ld_region){ pos, len, false };
+    l->reg_count++;
+    l->ring_head = pos + len;
+    uint64_t used = l->ring_head - l->ring_tail;
+    if (used > l->st.read_ring_peak)
+        l->st.read_ring_peak = used;
+    *buf = l->read_ring + pos % l->read_ring_bytes;
+    return idx;
+}
+
+/* Queues a job for the workers. The queue has a slot per ring region, so it cannot overflow. */
+static void push_job_locked(sp_loader *l, const ld_job *j)
+{
+    l->jobs[(l->job_head + l->job_count) % l->jobs_cap] = *j;
+    l->job_count++;
+    pthread_cond_signal(&l->c_worker);
+}
+
+typedef struct ld_reader {
+    ld_job inflight[LD_IO_DEPTH];
+    double wait_s;
+} ld_reader;
+
+static uint64_t read_len(const sp_loader *l, uint64_t block, bool direct)
+{
+    uint64_t n = l->block_entry[block]->stored_size;
+    return direct ? sp_align_up(n, LD_PAGE) : n;
+}
+
+/* Submits job's read; a job whose file cannot be opened goes straight to the workers as failed. */
+static void submit(sp_loader *l, ld_reader *rd, ld_job *j)
+{
+    uint32_t shard = l->block_shard[j->block];
+    int fd = shard_fd(l, shard, l->direct);
+    if (fd >= 0) {
+        unsigned tag = 0;
+        while (rd->inflight[tag].buf)
+            tag++;
+        bool direct = l->fd_direct[shard];
+        rd->inflight[tag] = *j;
+        if (ld_io_submit(l->io, fd, j->buf, read_len(l, j->block, direct), l->block_entry[j->block]->offset, tag) ==
+            SP_OK)
+            return;
+        rd->inflight[tag].buf = NULL;
+        fd = -EIO;
+    }
+    j->result = fd;
+    pthread_mutex_lock(&l->mu);
+    push_job_locked(l, j);
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* Takes one finished read (waiting for it when wait) and hands it to the workers. */
+static int reap(sp_loader *l, ld_reader *rd, bool wait)
+{
+    uint64_t tag;
+    int64_t res;
+    int got = ld_io_reap(l->io, wait, &tag, &res);
+    if (got <= 0)
+        return got;
+    ld_job j = rd->inflight[tag];
+    rd->inflight[tag].buf = NULL;
+    uint32_t shard = l->block_shard[j.block];
+    if (res == -EINVAL && l->fd_direct[shard]) {
+        /* The file system refused O_DIRECT at read time: read buffered from now on. */
+        pthread_mutex_lock(&l->mu);
+        l->direct = false;
+        l->st.direct_io = 0;
+        snprintf(l->st.io_note, sizeof l->st.io_note, "O_DIRECT refused by the file system; buffered reads");
+        pthread_mutex_unlock(&l->mu);
+        submit(l, rd, &j);
+        return 1;
+    }
+    j.result = res;
+    pthread_mutex_lock(&l->mu);
+    if (res > 0)
+        l->st.bytes_read += (uint64_t)res;
+    push_job_locked(l, &j);
+    pthread_mutex_unlock(&l->mu);
+    return 1;
+}
+
+/* Waits for progress: a read to finish when any is in flight, else a wake-up from a worker or the
+ * consumer. Called with mu held; returns with it held. */
+static void reader_wait(sp_loader *l, ld_reader *rd)
+{
+    double t0 = sp_now();
+    if (ld_io_inflight(l->io)) {
+        pthread_mutex_unlock(&l->mu);
+        reap(l, rd, true);
+        pthread_mutex_lock(&l->mu);
+    } else {
+        pthread_cond_wait(&l->c_reader, &l->mu);
+    }
+    rd->wait_s += sp_now() - t0;
+}
+
+/* Claims the slots of batches [from, to] for this window, waiting for the consumer to release the
+ * batches that held them. Called with mu held. */
+static bool claim_batches(sp_loader *l, ld_reader *rd, uint64_t from, uint64_t to)
+{
+    for (uint64_t k = from > l->next_assign ? from : l->next_assign; k <= to; k++) {
+        ld_slot *s = &l->slots[k % l->nslots];
+        while (!l->stop && s->state != SLOT_FREE) {
+            l->blocked_slot = (int64_t)(k % l->nslots);
+            reader_wait(l, rd);
+        }
+        l->blocked_slot = -1;
+        if (l->stop)
+            return false;
+        uint64_t rows = l->plan.samples - k * l->batch;
+        s->k = k;
+        s->state = SLOT_FILLING;
+        s->rows_expected = (uint32_t)(rows < l->batch ? rows : l->batch);
+        atomic_store(&s->rows_done, 0);
+        memset(s->bad, 0, l->batch);
+        s->b.epoch = l->epoch;
+        s->b.index = k;
+        s->b.rows = s->rows_expected;
+        l->next_assign = k + 1;
+        uint64_t in_use = 0;
+        for (uint64_t i = 0; i < l->nslots; i++)
+            in_use += l->slots[i].state != SLOT_FREE;
+        if (in_use > l->st.batch_ring_peak_slots)
+            l->st.batch_ring_peak_slots = in_use;
+    }
+    return true;
+}
+
+/* Whether block kblock of window w has any row this epoch delivers. */
+static bool block_needed(const sp_loader *l, const ld_window *w, uint32_t kblock, uint64_t lo, uint64_t hi)
+{
+    uint32_t base = w->row_base[kblock], n = l->block_samples[l->plan.blocks[w->first_block + kblock]];
+    for (uint32_t r = 0; r < n; r++) {
+        uint64_t p = w->start + w->pos[base + r];
+        if (p >= lo && p < hi)
+            return true;
+    }
+    return false;
+}
+
+static bool read_window(sp_loader *l, ld_reader *rd, uint64_t wi, uint64_t lo, uint64_t hi)
+{
+    uint32_t ws = (uint32_t)(wi % 2);
+    pthread_mutex_lock(&l->mu);
+    while (!l->stop && l->win_remaining[ws] > 0)
+        reader_wait(l, rd);
+    pthread_mutex_unlock(&l->mu);
+    if (l->stop)
+        return false;
+    ld_window *w = &l->win[ws];
+    if (ld_window_build(&l->plan, l->block_samples, wi, w, l->win_cap, l->win_perm) != SP_OK)
+        return false; /* cannot happen: win_cap bounds every window */
+    uint64_t end = l->plan.window_start[wi + 1] < hi ? l->plan.window_start[wi + 1] : hi;
+    uint64_t first = (w->start > lo ? w->start : lo) / l->batch, last = (end - 1) / l->batch;
+    uint32_t count = 0;
+    for (uint32_t k = 0; k < w->nblocks; k++)
+        count += block_needed(l, w, k, lo, hi);
+    pthread_mutex_lock(&l->mu);
+    bool ok = claim_batches(l, rd, first, last);
+    l->win_remaining[ws] = count;
+    pthread_mutex_unlock(&l->mu);
+    for (uint32_t k = 0; ok && k < w->nblocks; k++) {
+        if (!block_needed(l, w, k, lo, hi))
+            continue;
+        ld_job j = { .block = l->plan.blocks[w->first_block + k], .win = ws, .kblock = k };
+        pthread_mutex_lock(&l->mu);
+        int64_t idx;
+        while (!l->stop && (idx = ring_alloc(l, sp_align_up(l->block_entry[j.block]->stored_size, LD_PAGE), &j.buf)) < 0)
+            reader_wait(l, rd);
+        if (l->stop) {
+            pthread_mutex_unlock(&l->mu);
+            return false;
+        }
+        j.region = (uint32_t)idx;
+        l->pending++;
+        pthread_mutex_unlock(&l->mu);
+        while (ld_io_inflight(l->io) == ld_io_depth(l->io))
+            reap(l, rd, true);
+        submit(l, rd, &j);
+        while (reap(l, rd, false) > 0)
+            ;
+    }
+    return ok;
+}
+
+static void *reader_main(void *arg)
+{
+    sp_loader *l = arg;
+    ld_reader *rd = sp_calloc(1, sizeof *rd);
+    double t0 = sp_now();
+    uint64_t lo = l->start_k * l->batch, hi = l->plan.samples;
+    if (rd) {
+        uint64_t wi = lo < hi ? ld_plan_window_of(&l->plan, lo) : l->plan.nwindows;
+        for (; wi < l->plan.nwindows && l->plan.window_start[wi] < hi; wi++)
+            if (!read_window(l, rd, wi, lo, hi))
+                break;
+        while (ld_io_inflight(l->io))
+            reap(l, rd, true);
+    }
+    pthread_mutex_lock(&l->mu);
+    if (!rd)
+        fail_batch_locked(l, l->start_k, SP_ENOMEM, "out of memory starting the reader");
+    l->st.read_busy_s += sp_now() - t0 - (rd ? rd->wait_s : 0);
+    l->reader_done = true;
+    pthread_cond_broadcast(&l->c_worker);
+    pthread_cond_broadcast(&l->c_consumer);
+    pthread_mutex_unlock(&l->mu);
+    sp_free(rd);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- start and stop */
+
+static void reset_epoch_state(sp_loader *l)
+{
+    for (uint64_t i = 0; i < l->nslots; i++) {
+        l->slots[i].state = SLOT_FREE;
+        l->slots[i].k = UINT64_MAX;
+    }
+    l->win_remaining[0] = l->win_remaining[1] = 0;
+    l->reg_head = l->reg_count = 0;
+    l->ring_head = l->ring_tail = 0;
+    l->job_head = l->job_count = 0;
+    l->pending = 0;
+    l->blocked_slot = -1;
+    l->next_assign = l->start_k;
+    l->err_batch = UINT64_MAX;
+    l->err_code = 0;
+    l->err_msg[0] = '\0';
+    l->reader_done = false;
+    l->stop = false;
+    l->st.batches_ready = 0;
+}
+
+int ld_pipeline_start(sp_loader *l)
+{
+    reset_epoch_state(l);
+    for (int i = 0; i < l->threads; i++) {
+        ld_worker *wk = sp_malloc(sizeof *wk);
+        if (!wk)
+            return sp_fail(&l->eb, SP_ENOMEM, "out of memory starting workers");
+        *wk = (ld_worker){ l, i };
+        int e = pthread_create(&l->workers[i], NULL, worker_main, wk);
+        if (e) {
+            sp_free(wk);
+            return sp_fail(&l->eb, SP_ESYS, "cannot start decode worker %d: %s", i, strerror(e));
+        }
+        l->nworkers++;
+    }
+    int e = pthread_create(&l->reader, NULL, reader_main, l);
+    if (e)
+        return sp_fail(&l->eb, SP_ESYS, "cannot start the reader thread: %s", strerror(e));
+    l->reader_up = true;
+    l->running = true;
+    return SP_OK;
+}
+
+/* Joins every thread; called without mu held. In-flight reads finish before the reader exits. */
+void ld_pipeline_stop(sp_loader *l)
+{
+    pthread_mutex_lock(&l->mu);
+    l->stop = true;
+    pthread_cond_broadcast(&l->c_reader);
+    pthread_cond_broadcast(&l->c_worker);
+    pthread_mutex_unlock(&l->mu);
+    if (l->reader_up)
+        pthread_join(l->reader, NULL);
+    for (int i = 0; i < l->nworkers; i++)
+        pthread_join(l->workers[i], NULL);
+    l->reader_up = false;
+    l->nworkers = 0;
+    l->running = false;
+    l->stop = false;
+}
