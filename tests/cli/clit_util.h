@@ -1,0 +1,47 @@
+/* clit_util.h - helpers of the CLI tests: run the shardpack binary, make inputs in a temp dir. */
+#ifndef CLIT_UTIL_H
+#define CLIT_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* What one run of the tool produced. */
+typedef struct clit_result {
+    int status;  /* exit status, or 128 + signal number */
+    char *out;   /* stdout, NUL-terminated (binary safe with outlen) */
+    size_t outlen;
+    char *err;   /* stderr, NUL-terminated */
+} clit_result;
+
+/* Runs $SHARDPACK_CLI with the NULL-terminated arguments; stdin is /dev/null. */
+clit_result clit_run(const char *arg, ...);
+void clit_result_free(clit_result *r);
+
+/* A fresh temporary directory (removed by clit_rmrf). */
+char *clit_tmpdir(void);
+void clit_rmrf(const char *path);
+/* Formatted path, allocated. */
+char *clit_path(const char *fmt, ...);
+void clit_mkdir(const char *path);
+void clit_write(const char *path, const void *data, size_t len);
+/* Whole file, allocated; NULL when it cannot be read. */
+unsigned char *clit_read(const char *path, size_t *len);
+int clit_exists(const char *path);
+
+/* A small baseline JPEG of w x h pixels whose content depends on seed (malloc'd). */
+unsigned char *clit_jpeg(int w, int h, unsigned seed, size_t *size);
+
+/* Tar writer: regular members; names over 100 bytes get a GNU 'L' record, or a pax 'path'
+ * record when pax is set. */
+void clit_tar_add(FILE *f, const char *name, const void *data, size_t len, int pax);
+void clit_tar_end(FILE *f);
+
+/* 1 when s is one syntactically valid JSON value (followed by optional whitespace). */
+int clit_json_valid(const char *s);
+/* 1 when the JSON text contains the key (as "key":). */
+int clit_json_has_key(const char *s, const char *key);
+/* The unsigned number after "key": (first occurrence), or UINT64_MAX. */
+uint64_t clit_json_u64(const char *s, const char *key);
+
+#endif

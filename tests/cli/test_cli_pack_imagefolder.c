@@ -1,0 +1,142 @@
+/* test_cli_pack_imagefolder.c - pack an ImageFolder tree; cat returns each JPEG byte-identical. */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clit_util.h"
+
+static char *tmp;
+
+static void setup(void) { tmp = clit_tmpdir(); }
+static void teardown(void)
+{
+    clit_rmrf(tmp);
+    free(tmp);
+}
+
+/* Writes tmp/in/CLASS/NAME as a JPEG and returns its bytes. */
+static unsigned char *put_jpeg(const char *cls, const char *name, unsigned seed, size_t *size)
+{
+    char *dir = clit_path("%s/in/%s", tmp, cls);
+    clit_mkdir(dir);
+    char *path = clit_path("%s/%s", dir, name);
+    unsigned char *j = clit_jpeg(16 + (int)seed, 12, seed, size);
+    clit_write(path, j, *size);
+    free(dir);
+    free(path);
+    return j;
+}
+
+START_TEST(test_pack_and_cat_identity)
+{
+    char *in = clit_path("%s/in", tmp), *out = clit_path("%s/out", tmp);
+    clit_mkdir(in);
+    /* Classes in byte order: "Zebra" < "cat" < "dog"; files sorted within a class. */
+    struct {
+        const char *cls, *name;
+        long label;
+    } order[] = {
+        {"Zebra", "z.jpeg", 0}, {"cat", "a.JPG", 1}, {"cat", "b.jpg", 1}, {"dog", "1.jpg", 2},
+    };
+    unsigned char *jpegs[4];
+    size_t sizes[4];
+    /* Create in another order than the expected one. */
+    jpegs[3] = put_jpeg("dog", "1.jpg", 4, &sizes[3]);
+    jpegs[2] = put_jpeg("cat", "b.jpg", 3, &sizes[2]);
+    jpegs[0] = put_jpeg("Zebra", "z.jpeg", 1, &sizes[0]);
+    jpegs[1] = put_jpeg("cat", "a.JPG", 2, &sizes[1]);
+    char *notes = clit_path("%s/cat/notes.txt", in);
+    clit_write(notes, "not an image", 12);
+
+    clit_result r = clit_run("pack", in, "-o", out, "--quiet", NULL);
+    ck_assert_msg(r.status == 0, "pack failed: %s", r.err);
+    clit_result_free(&r);
+    char *manifest = clit_path("%s/manifest.spm", out);
+    ck_assert(clit_exists(manifest));
+
+    for (int i = 0; i < 4; i++) {
+        char idx[16];
+        snprintf(idx, sizeof idx, "%d", i);
+        r = clit_run("cat", out, "--index", idx, NULL);
+        ck_assert_msg(r.status == 0, "cat %d failed: %s", i, r.err);
+        ck_assert_msg(r.outlen == sizes[i] && memcmp(r.out, jpegs[i], sizes[i]) == 0,
+                      "sample %d (%s/%s) is not byte-identical", i, order[i].cls, order[i].name);
+        clit_result_free(&r);
+
+        r = clit_run("cat", out, "--index", idx, "--field", "label", "--text", NULL);
+        ck_assert_int_eq(r.status, 0);
+        ck_assert_int_eq(atol(r.out), order[i].label);
+        clit_result_free(&r);
+
+        r = clit_run("cat", out, "--index", idx, "--field", "label", NULL);
+        ck_assert_int_eq(r.status, 0);
+        ck_assert_uint_eq(r.outlen, 8);
+        ck_assert_int_eq((unsigned char)r.out[0], order[i].label);
+        clit_result_free(&r);
+        free(jpegs[i]);
+    }
+
+    r = clit_run("inspect", out, "--json", NULL);
+    ck_assert_msg(r.status == 0, "inspect: %s", r.err);
+    ck_assert(clit_json_valid(r.out));
+    ck_assert_uint_eq(clit_json_u64(r.out, "samples"), 4);
+    ck_assert_msg(strstr(r.out, "\"class_names\":\"Zebra\\ncat\\ndog\"") != NULL, "%s", r.out);
+    ck_assert(strstr(r.out, "\"created_by\":") != NULL);
+    clit_result_free(&r);
+
+    r = clit_run("inspect", out, NULL);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert(strstr(r.out, "class_names (3 classes): Zebra, cat, dog") != NULL);
+    clit_result_free(&r);
+
+    r = clit_run("cat", out, "--index", "4", NULL);
+    ck_assert_int_eq(r.status, 2); /* out of range */
+    clit_result_free(&r);
+    r = clit_run("cat", out, "--index", "0", "--field", "nope", NULL);
+    ck_assert_int_eq(r.status, 2);
+    ck_assert(strstr(r.err, "image, label") != NULL);
+    clit_result_free(&r);
+
+    free(notes);
+    free(manifest);
+    free(in);
+    free(out);
+}
+END_TEST
+
+START_TEST(test_overwrite)
+{
+    char *in = clit_path("%s/in", tmp), *out = clit_path("%s/out", tmp);
+    clit_mkdir(in);
+    size_t n;
+    free(put_jpeg("a", "x.jpg", 1, &n));
+    clit_result r = clit_run("pack", in, "-o", out, "-q", NULL);
+    ck_assert_int_eq(r.status, 0);
+    clit_result_free(&r);
+    r = clit_run("pack", in, "-o", out, "-q", NULL);
+    ck_assert_int_eq(r.status, 1);
+    ck_assert(strstr(r.err, "--overwrite") != NULL);
+    clit_result_free(&r);
+    r = clit_run("pack", in, "-o", out, "-q", "--overwrite", NULL);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    clit_result_free(&r);
+    free(in);
+    free(out);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cli-pack-imagefolder");
+    TCase *tc = tcase_create("imagefolder");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 100);
+    tcase_add_test(tc, test_pack_and_cat_identity);
+    tcase_add_test(tc, test_overwrite);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

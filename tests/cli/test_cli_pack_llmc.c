@@ -1,0 +1,159 @@
+/* test_cli_pack_llmc.c - pack llm.c token files (uint16 and uint32) into T+1-token samples. */
+#include <check.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clit_util.h"
+
+static char *tmp;
+
+static void setup(void) { tmp = clit_tmpdir(); }
+static void teardown(void)
+{
+    clit_rmrf(tmp);
+    free(tmp);
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* Writes an llm.c file of count tokens (token k = base + k) of the given width. */
+static char *write_tokens(const char *name, unsigned width, uint32_t count, uint32_t base,
+                          long size_delta)
+{
+    size_t size = 1024 + (size_t)count * width;
+    unsigned char *buf = calloc(1, size + 16);
+    put32(buf, width == 2 ? 20240520 : 20240801);
+    put32(buf + 4, width == 2 ? 1 : 7);
+    put32(buf + 8, count);
+    for (uint32_t k = 0; k < count; k++) {
+        uint32_t t = base + k;
+        for (unsigned b = 0; b < width; b++)
+            buf[1024 + (size_t)k * width + b] = (unsigned char)(t >> (8 * b));
+    }
+    char *path = clit_path("%s/%s", tmp, name);
+    clit_write(path, buf, (size_t)((long)size + size_delta));
+    free(buf);
+    return path;
+}
+
+static void check_sample(const char *ds, int index, uint32_t first, int n)
+{
+    char idx[16];
+    snprintf(idx, sizeof idx, "%d", index);
+    clit_result r = clit_run("cat", ds, "--index", idx, "--text", NULL);
+    ck_assert_msg(r.status == 0, "cat: %s", r.err);
+    char *p = r.out;
+    for (int k = 0; k < n; k++) {
+        char *end;
+        unsigned long v = strtoul(p, &end, 10);
+        ck_assert_msg(end != p, "sample %d: only %d tokens", index, k);
+        ck_assert_uint_eq(v, first + (uint32_t)k);
+        p = end;
+    }
+    while (*p == '\n')
+        p++;
+    ck_assert_msg(*p == 0, "sample %d has more than %d tokens", index, n);
+    clit_result_free(&r);
+}
+
+START_TEST(test_uint16)
+{
+    /* 23 tokens, T = 4: samples while i*4+4 < 23, i.e. i = 0..4 (5 samples); the second file
+     * adds (9-1)/4 = 2. */
+    char *a = write_tokens("a.bin", 2, 23, 100, 0);
+    char *b = write_tokens("b.bin", 2, 9, 60000, 0);
+    char *out = clit_path("%s/out", tmp);
+    clit_result r = clit_run("pack", a, b, "-o", out, "--seq-len", "4", "--json", NULL);
+    ck_assert_msg(r.status == 0, "pack: %s", r.err);
+    ck_assert_uint_eq(clit_json_u64(r.out, "samples"), 7);
+    clit_result_free(&r);
+    check_sample(out, 0, 100, 5);
+    check_sample(out, 4, 116, 5);
+    check_sample(out, 5, 60000, 5);
+    check_sample(out, 6, 60004, 5);
+    r = clit_run("inspect", out, "--json", NULL);
+    ck_assert(strstr(r.out, "\"dtype\":\"uint16\"") != NULL);
+    ck_assert(strstr(r.out, "\"shape\":[5]") != NULL);
+    clit_result_free(&r);
+    free(a);
+    free(b);
+    free(out);
+}
+END_TEST
+
+START_TEST(test_uint32)
+{
+    char *a = write_tokens("big.bin", 4, 3000, 70000, 0);
+    char *out = clit_path("%s/out", tmp);
+    clit_result r = clit_run("pack", a, "-o", out, "--seq-len=64", "-q", NULL);
+    ck_assert_msg(r.status == 0, "pack: %s", r.err);
+    clit_result_free(&r);
+    r = clit_run("inspect", out, "--json", NULL);
+    ck_assert_uint_eq(clit_json_u64(r.out, "samples"), (3000 - 1) / 64);
+    ck_assert(strstr(r.out, "\"dtype\":\"uint32\"") != NULL);
+    clit_result_free(&r);
+    check_sample(out, 0, 70000, 65);
+    check_sample(out, 45, 70000 + 45 * 64, 65);
+    free(a);
+    free(out);
+}
+END_TEST
+
+START_TEST(test_errors)
+{
+    char *a = write_tokens("a.bin", 2, 100, 0, 0);
+    char *out = clit_path("%s/out", tmp);
+    clit_result r = clit_run("pack", a, "-o", out, NULL);
+    ck_assert_int_eq(r.status, 2); /* --seq-len missing */
+    ck_assert(strstr(r.err, "--seq-len") != NULL);
+    clit_result_free(&r);
+
+    char *t = write_tokens("trunc.bin", 2, 100, 0, -3);
+    r = clit_run("pack", t, "-o", out, "--seq-len", "8", NULL);
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_msg(strstr(r.err, "trunc.bin") && strstr(r.err, "does not match"), "%s", r.err);
+    clit_result_free(&r);
+
+    char *w = write_tokens("wide.bin", 4, 100, 0, 0);
+    r = clit_run("pack", a, w, "-o", out, "--seq-len", "8", NULL);
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_msg(strstr(r.err, "width"), "%s", r.err);
+    clit_result_free(&r);
+
+    char *s = write_tokens("short.bin", 2, 5, 0, 0);
+    r = clit_run("pack", s, "-o", out, "--seq-len", "8", NULL);
+    ck_assert_int_eq(r.status, 1); /* no samples */
+    clit_result_free(&r);
+    char *m = clit_path("%s/manifest.spm", out);
+    ck_assert(!clit_exists(m));
+
+    free(m);
+    free(s);
+    free(w);
+    free(t);
+    free(a);
+    free(out);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cli-pack-llmc");
+    TCase *tc = tcase_create("llmc");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 100);
+    tcase_add_test(tc, test_uint16);
+    tcase_add_test(tc, test_uint32);
+    tcase_add_test(tc, test_errors);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

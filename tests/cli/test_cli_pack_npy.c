@@ -1,0 +1,153 @@
+/* test_cli_pack_npy.c - pack .npy arrays as tensor fields; refuse big-endian, Fortran, mismatches. */
+#include <check.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clit_util.h"
+
+static char *tmp;
+
+static void setup(void) { tmp = clit_tmpdir(); }
+static void teardown(void)
+{
+    clit_rmrf(tmp);
+    free(tmp);
+}
+
+/* Writes a version-1.0 .npy with the given header dict and data. */
+static char *write_npy(const char *name, const char *dict, const void *data, size_t len, int v2)
+{
+    size_t pre = v2 ? 12 : 10;
+    size_t hlen = strlen(dict) + 1;
+    size_t total = (pre + hlen + 63) / 64 * 64;
+    hlen = total - pre;
+    unsigned char *buf = calloc(1, total + len);
+    memcpy(buf, "\x93NUMPY", 6);
+    buf[6] = v2 ? 2 : 1;
+    buf[7] = 0;
+    buf[8] = (unsigned char)(hlen & 0xFF);
+    buf[9] = (unsigned char)(hlen >> 8);
+    memset(buf + pre, ' ', hlen);
+    memcpy(buf + pre, dict, strlen(dict));
+    buf[total - 1] = '\n';
+    memcpy(buf + total, data, len);
+    char *path = clit_path("%s/%s", tmp, name);
+    clit_write(path, buf, total + len);
+    free(buf);
+    return path;
+}
+
+START_TEST(test_npy)
+{
+    float x[4][2][3];
+    for (int i = 0; i < 24; i++)
+        (&x[0][0][0])[i] = (float)i * 0.5f;
+    int64_t labels[4] = {5, -2, 9, 0};
+    uint16_t h[4] = {1, 2, 3, 65535};
+    char *xp = write_npy("feat ures.npy", "{'descr': '<f4', 'fortran_order': False, "
+                                          "'shape': (4, 2, 3), }", x, sizeof x, 0);
+    char *lp = write_npy("labels.npy", "{'descr': '<i8', 'fortran_order': False, 'shape': (4,), }",
+                         labels, sizeof labels, 1);
+    char *hp = write_npy("h.npy", "{\"descr\": \"<u2\", \"fortran_order\": True, \"shape\": (4L,)}",
+                         h, sizeof h, 0);
+    char *out = clit_path("%s/out", tmp);
+    clit_result r = clit_run("pack", xp, lp, hp, "-o", out, "--json", NULL);
+    ck_assert_msg(r.status == 0, "pack: %s", r.err);
+    ck_assert_uint_eq(clit_json_u64(r.out, "samples"), 4);
+    clit_result_free(&r);
+
+    r = clit_run("inspect", out, "--json", NULL);
+    ck_assert(clit_json_valid(r.out));
+    ck_assert_msg(strstr(r.out, "\"name\":\"feat_ures\",\"kind\":\"tensor\",\"dtype\":\"float32\","
+                                "\"shape\":[2,3]"),
+                  "%s", r.out);
+    ck_assert(strstr(r.out, "\"name\":\"labels\",\"kind\":\"tensor\",\"dtype\":\"int64\","
+                            "\"shape\":[]"));
+    clit_result_free(&r);
+
+    r = clit_run("cat", out, "--index", "2", "--field", "feat_ures", "--text", NULL);
+    ck_assert_int_eq(r.status, 0);
+    char *p = r.out;
+    for (int k = 0; k < 6; k++) {
+        char *end;
+        double v = strtod(p, &end);
+        ck_assert(end != p);
+        ck_assert(v == (double)(12 + k) * 0.5);
+        p = end;
+    }
+    clit_result_free(&r);
+    r = clit_run("cat", out, "--index", "1", "--field", "labels", "--text", NULL);
+    ck_assert_int_eq(atol(r.out), -2);
+    clit_result_free(&r);
+    r = clit_run("cat", out, "--index", "3", "--field", "2", "--text", NULL);
+    ck_assert_int_eq(atol(r.out), 65535);
+    clit_result_free(&r);
+    free(xp);
+    free(lp);
+    free(hp);
+    free(out);
+}
+END_TEST
+
+START_TEST(test_npy_refused)
+{
+    float x[6] = {0};
+    char *out = clit_path("%s/out", tmp);
+    char *be = write_npy("be.npy", "{'descr': '>f4', 'fortran_order': False, 'shape': (6,), }",
+                         x, sizeof x, 0);
+    clit_result r = clit_run("pack", be, "-o", out, NULL);
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_msg(strstr(r.err, "be.npy") && strstr(r.err, "big-endian"), "%s", r.err);
+    clit_result_free(&r);
+
+    char *fo = write_npy("fo.npy", "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }",
+                         x, sizeof x, 0);
+    r = clit_run("pack", fo, "-o", out, NULL);
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_msg(strstr(r.err, "fortran"), "%s", r.err);
+    clit_result_free(&r);
+
+    char *sz = write_npy("sz.npy", "{'descr': '<f4', 'fortran_order': False, 'shape': (7,), }",
+                         x, sizeof x, 0);
+    r = clit_run("pack", sz, "-o", out, NULL);
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_msg(strstr(r.err, "sz.npy") && strstr(r.err, "size"), "%s", r.err);
+    clit_result_free(&r);
+
+    char *a = write_npy("a.npy", "{'descr': '<f4', 'fortran_order': False, 'shape': (6,), }",
+                        x, sizeof x, 0);
+    char *b = write_npy("b.npy", "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }",
+                        x, sizeof x, 0);
+    r = clit_run("pack", a, b, "-o", out, NULL);
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_msg(strstr(r.err, "first axis"), "%s", r.err);
+    clit_result_free(&r);
+
+    char *m = clit_path("%s/manifest.spm", out);
+    ck_assert(!clit_exists(m));
+    free(m);
+    free(a);
+    free(b);
+    free(sz);
+    free(fo);
+    free(be);
+    free(out);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cli-pack-npy");
+    TCase *tc = tcase_create("npy");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 100);
+    tcase_add_test(tc, test_npy);
+    tcase_add_test(tc, test_npy_refused);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

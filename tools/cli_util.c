@@ -1,0 +1,324 @@
+/* cli_util.c - messages, checked allocation, string, number and file helpers of the CLI. */
+#include "cli.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static void (*exit_cleanup)(void);
+
+void cli_set_exit_cleanup(void (*fn)(void)) { exit_cleanup = fn; }
+
+void cli_err(const char *fmt, ...)
+{
+    va_list ap;
+    cli_progress_clear_active();
+    fflush(stdout);
+    fputs("shardpack: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+int cli_lib_err(const char *what, int rc, const char *msg)
+{
+    if (!msg || !*msg)
+        msg = sp_strerror(rc);
+    /* Library messages usually start with the file's name; do not say it twice. */
+    if (what && *what && strncmp(msg, what, strlen(what)) != 0)
+        cli_err("%s: %s", what, msg);
+    else
+        cli_err("%s", msg);
+    return CLI_EDATA;
+}
+
+static CLI_NORETURN void out_of_memory(size_t n)
+{
+    cli_err("out of memory (allocating %zu bytes)", n);
+    if (exit_cleanup)
+        exit_cleanup();
+    exit(CLI_EDATA);
+}
+
+void *cli_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        out_of_memory(n);
+    return p;
+}
+
+void *cli_xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p)
+        out_of_memory(n * size);
+    return p;
+}
+
+void *cli_xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        out_of_memory(n);
+    return q;
+}
+
+char *cli_xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = cli_xmalloc(n);
+    memcpy(p, s, n);
+    return p;
+}
+
+char *cli_xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        out_of_memory(0);
+    char *s = cli_xmalloc((size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+void cli_buf_reserve(cli_buf *b, size_t cap)
+{
+    if (cap <= b->cap)
+        return;
+    size_t ncap = b->cap ? b->cap : 4096;
+    while (ncap < cap)
+        ncap = ncap > SIZE_MAX / 2 ? cap : ncap * 2;
+    b->data = cli_xrealloc(b->data, ncap);
+    b->cap = ncap;
+}
+
+void cli_buf_append(cli_buf *b, const void *data, size_t n)
+{
+    cli_buf_reserve(b, b->len + n);
+    if (n)
+        memcpy(b->data + b->len, data, n);
+    b->len += n;
+}
+
+void cli_buf_free(cli_buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+int cli_parse_u64(const char *s, uint64_t *out)
+{
+    if (!s || !isdigit((unsigned char)*s))
+        return -1;
+    uint64_t v = 0;
+    for (; *s; s++) {
+        if (!isdigit((unsigned char)*s))
+            return -1;
+        unsigned d = (unsigned)(*s - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_parse_i64_trim(const char *s, size_t len, int64_t *out)
+{
+    size_t i = 0;
+    while (i < len && isspace((unsigned char)s[i]))
+        i++;
+    while (len > i && isspace((unsigned char)s[len - 1]))
+        len--;
+    int neg = 0;
+    if (i < len && (s[i] == '-' || s[i] == '+'))
+        neg = s[i++] == '-';
+    if (i == len)
+        return -1;
+    uint64_t v = 0, lim = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+    for (; i < len; i++) {
+        if (!isdigit((unsigned char)s[i]))
+            return -1;
+        unsigned d = (unsigned)(s[i] - '0');
+        if (v > (lim - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
+    return 0;
+}
+
+const char *cli_basename(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+int cli_ends_with_ci(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcasecmp(s + n - m, suffix) == 0;
+}
+
+char *cli_path_join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir);
+    if (n && dir[n - 1] == '/')
+        return cli_xasprintf("%s%s", dir, name);
+    return cli_xasprintf("%s/%s", dir, name);
+}
+
+void cli_fmt_bytes(char *buf, size_t n, uint64_t bytes)
+{
+    static const char *const units[] = {"B", "kB", "MB", "GB", "TB", "PB"};
+    double v = (double)bytes;
+    size_t u = 0;
+    while (v >= 1000.0 && u + 1 < sizeof units / sizeof units[0]) {
+        v /= 1000.0;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, n, "%llu B", (unsigned long long)bytes);
+    else
+        snprintf(buf, n, "%.*f %s", v < 10 ? 2 : v < 100 ? 1 : 0, v, units[u]);
+}
+
+double cli_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int cli_pread_full(int fd, void *buf, size_t n, uint64_t off)
+{
+    unsigned char *p = buf;
+    while (n) {
+        ssize_t r = pread(fd, p, n, (off_t)off);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (r == 0) {
+            errno = 0;
+            return -1;
+        }
+        p += r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+static _Thread_local char reason_buf[256];
+
+int cli_read_file(const char *path, uint64_t cap, cli_buf *b, const char **reason)
+{
+    b->len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(reason_buf, sizeof reason_buf, "cannot open: %s", strerror(errno));
+        *reason = reason_buf;
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        snprintf(reason_buf, sizeof reason_buf, "cannot stat: %s", strerror(errno));
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(reason_buf, sizeof reason_buf, "not a regular file");
+        goto fail;
+    }
+    if ((uint64_t)st.st_size > cap) {
+        snprintf(reason_buf, sizeof reason_buf, "file too large (%llu bytes, limit %llu)",
+                 (unsigned long long)st.st_size, (unsigned long long)cap);
+        goto fail;
+    }
+    /* Read to end of file, not to st_size: the file may change under us; the cap still holds. */
+    cli_buf_reserve(b, (size_t)st.st_size + 1);
+    for (;;) {
+        if (b->len == b->cap) {
+            if (b->len >= cap) {
+                snprintf(reason_buf, sizeof reason_buf, "file too large (limit %llu bytes)",
+                         (unsigned long long)cap);
+                goto fail;
+            }
+            cli_buf_reserve(b, b->cap + 1);
+        }
+        size_t want = b->cap - b->len;
+        if (want > cap + 1 - b->len)
+            want = (size_t)(cap + 1 - b->len);
+        ssize_t r = read(fd, b->data + b->len, want);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            snprintf(reason_buf, sizeof reason_buf, "read error: %s", strerror(errno));
+            goto fail;
+        }
+        if (r == 0)
+            break;
+        b->len += (size_t)r;
+        if (b->len > cap) {
+            snprintf(reason_buf, sizeof reason_buf, "file too large (limit %llu bytes)",
+                     (unsigned long long)cap);
+            goto fail;
+        }
+    }
+    close(fd);
+    return 0;
+fail:
+    *reason = reason_buf;
+    close(fd);
+    b->len = 0;
+    return -1;
+}
+
+static int needs_quote(const char *s)
+{
+    if (!*s)
+        return 1;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr("-_./=:,+@%", *s))
+            return 1;
+    return 0;
+}
+
+char *cli_command_line(int argc, char **argv)
+{
+    cli_buf b = {0};
+    cli_buf_append(&b, "shardpack", 9);
+    for (int i = 0; i < argc; i++) {
+        cli_buf_append(&b, " ", 1);
+        const char *a = argv[i];
+        if (!needs_quote(a)) {
+            cli_buf_append(&b, a, strlen(a));
+            continue;
+        }
+        cli_buf_append(&b, "'", 1);
+        for (; *a; a++) {
+            if (*a == '\'')
+                cli_buf_append(&b, "'\\''", 4);
+            else
+                cli_buf_append(&b, a, 1);
+        }
+        cli_buf_append(&b, "'", 1);
+    }
+    cli_buf_append(&b, "", 1);
+    return (char *)b.data;
+}
