@@ -38,6 +38,27 @@ static void fault_at(vr_ctx *v, const char *file, int code, const fmt_err *e)
     fault(v, file, e->block, e->offset, code, "%s", e->why);
 }
 
+/* Padding carries no data, but a nonzero byte there is damage all the same: verification reads
+ * it and reports it, so that every byte of a shard is covered by some check. */
+static void check_zero(vr_ctx *v, fmt_shard *sh, int64_t block, uint64_t from, uint64_t to)
+{
+    uint8_t buf[4096];
+    int fd = fmt_shard_fd(sh);
+    for (uint64_t off = from; fd >= 0 && off < to; off += sizeof buf) {
+        size_t n = to - off < sizeof buf ? (size_t)(to - off) : sizeof buf;
+        if (sp_pread_all(fd, buf, n, off) != 0) {
+            fault(v, sh->path, block, off, SP_EIO, "cannot read padding");
+            return;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (buf[i]) {
+                fault(v, sh->path, block, off + i, SP_ECORRUPT, "nonzero byte in padding");
+                return;
+            }
+        }
+    }
+}
+
 /* The header is not needed to open a shard, so only verification reads and cross-checks it. */
 static void check_header(vr_ctx *v, fmt_shard *sh)
 {
@@ -50,6 +71,7 @@ static void check_header(vr_ctx *v, fmt_shard *sh)
         fault(v, sh->path, -1, 0, SP_EIO, "cannot read the header");
         return;
     }
+    check_zero(v, sh, -1, FMT_HEADER_BYTES, sh->index.id.align);
     if ((rc = fmt_header_decode(buf, sizeof buf, &h, &e))) {
         fault_at(v, sh->path, rc, &e);
         return;
@@ -71,6 +93,9 @@ static void check_blocks(vr_ctx *v, fmt_shard *sh)
             fault_at(v, sh->path, rc, &e);
         else
             sp_free(raw);
+        const fmt_block_entry *be = &sh->index.blocks[i];
+        check_zero(v, sh, (int64_t)i, be->offset + be->stored_size,
+                   sp_align_up(be->offset + be->stored_size, sh->index.id.align));
         v->rep->blocks++;
         v->rep->bytes += sh->index.blocks[i].stored_size;
     }

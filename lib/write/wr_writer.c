@@ -45,7 +45,7 @@ struct sp_writer {
     char *dir;
     sp_schema schema;
     fmt_meta meta;
-    uint64_t meta_bytes; /* encoded size, for the shard size estimate */
+    uint64_t schema_bytes, meta_bytes; /* encoded sizes, for the shard size */
     int64_t shard_size, block_size, max_block;
     int level, compress, overwrite;
     uint64_t dataset_id;
@@ -285,10 +285,11 @@ static int shard_end(sp_writer *w)
     return SP_OK;
 }
 
-/* Room the index will take: the schema and metadata (bounded by their encodings) plus entries. */
-static uint64_t index_estimate(size_t nblocks)
+/* Exact size of the index of a shard of nblocks blocks (fmt_index_encode's layout). */
+static uint64_t index_bytes(const sp_writer *w, size_t nblocks)
 {
-    return FMT_ALIGN + (uint64_t)nblocks * FMT_BLOCK_ENTRY_BYTES;
+    return sp_align_up(FMT_INDEX_HEADER_BYTES + w->schema_bytes + w->meta_bytes, 8) +
+           (uint64_t)nblocks * FMT_BLOCK_ENTRY_BYTES;
 }
 
 static int shard_put_block(sp_writer *w, wr_job *j)
@@ -296,7 +297,7 @@ static int shard_put_block(sp_writer *w, wr_job *j)
     int rc;
     uint64_t padded = sp_align_up(j->stored_size, FMT_ALIGN);
     if (w->fd >= 0 && w->nblocks > 0 &&
-        w->offset + padded + index_estimate(w->nblocks + 1) + w->meta_bytes + FMT_TRAILER_BYTES > (uint64_t)w->shard_size &&
+        w->offset + padded + index_bytes(w, w->nblocks + 1) + FMT_TRAILER_BYTES > (uint64_t)w->shard_size &&
         (rc = shard_end(w)))
         return rc;
     if (w->fd < 0 && (rc = shard_begin(w)))
@@ -517,6 +518,13 @@ int sp_writer_open(const char *dir, const sp_schema *schema, const sp_params *pa
     w->fd = -1;
     w->stage.lock_fd = -1;
     w->schema = *schema;
+    sp_buf enc = { 0 };
+    fmt_schema_encode(&w->schema, &enc);
+    w->schema_bytes = enc.len;
+    sp_buf_free(&enc);
+    fmt_meta_encode(&w->meta, &enc);
+    w->meta_bytes = enc.len;
+    sp_buf_free(&enc);
     w->shard_size = sp_params_get(params, SP_PARAM_SHARD_SIZE);
     w->block_size = sp_params_get(params, SP_PARAM_BLOCK_SIZE);
     w->max_block = sp_params_get(params, SP_PARAM_MAX_BLOCK_BYTES);
