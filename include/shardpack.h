@@ -472,7 +472,8 @@ SP_API const char *sp_loader_errmsg(const sp_loader *l);
 SP_API int sp_loader_next(sp_loader *l, sp_batch **out, int timeout_ms);
 /* Returns a batch's memory to the ring. SP_EINVAL for a batch not leased from l. */
 SP_API int sp_loader_release(sp_loader *l, sp_batch *b);
-/* Restarts at the beginning of epoch (0-based), as if it had just begun. SP_EBUSY with leases out. */
+/* Restarts at the beginning of epoch (0-based), as if it had just begun. Batches still leased stay
+ * valid until released. */
 SP_API int sp_loader_set_epoch(sp_loader *l, uint64_t epoch);
 /* Batches and samples per epoch for this rank (equal on every rank; see stats for those dropped). */
 SP_API uint64_t sp_loader_batches_per_epoch(const sp_loader *l);
@@ -517,8 +518,8 @@ typedef struct sp_loader_stats {
 SP_API int sp_loader_stats_get(sp_loader *l, sp_loader_stats *out);
 
 /* Resume state: seed, epoch, next batch, world size, rank, batch size and a dataset fingerprint,
- * in SP_LOADER_STATE_BYTES bytes. save writes it to buf (cap >= SP_LOADER_STATE_BYTES). load, on a
- * loader with no batch leased, makes the next batch the one that would have followed; a different
+ * in SP_LOADER_STATE_BYTES bytes. save writes it to buf (cap >= SP_LOADER_STATE_BYTES). load makes
+ * the next batch the one that would have followed the saved point; a different
  * dataset, world size, rank, batch size or seed is refused (SP_EINVAL) with a message saying which. */
 #define SP_LOADER_STATE_BYTES 64
 SP_API int sp_loader_state_size(void);

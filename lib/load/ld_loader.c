@@ -508,8 +508,6 @@ int sp_loader_set_epoch(sp_loader *l, uint64_t epoch)
     sp_clear_error();
     if (!l)
         return sp_fail(NULL, SP_EINVAL, "sp_loader_set_epoch: NULL loader");
-    if (l->leases)
-        return lfail(l, SP_EBUSY, "release every batch before changing the epoch");
     reposition(l, epoch, 0);
     return SP_OK;
 }
@@ -593,9 +591,6 @@ int sp_loader_next(sp_loader *l, sp_batch **out, int timeout_ms)
     if (!l->running && (rc = start_epoch(l)))
         return rc;
     if (l->next_k == l->plan.nbatches) {
-        if (l->leases)
-            return lfail(l, SP_EBUSY, "end of epoch %llu: release every batch before the next epoch starts",
-                         (unsigned long long)l->epoch);
         reposition(l, l->epoch + 1, 0);
         return sp_fail(&l->eb, SP_EEPOCH, "end of epoch %llu", (unsigned long long)(l->epoch - 1));
     }
@@ -725,8 +720,6 @@ int sp_loader_load_state(sp_loader *l, const void *buf, size_t len)
                                                                         : NULL;
     if (what)
         return lfail(l, SP_EINVAL, "the saved state was taken with a different %s", what);
-    if (l->leases)
-        return lfail(l, SP_EBUSY, "release every batch before loading a state");
     reposition(l, sp_ld64(p + 16), sp_ld64(p + 24));
     return SP_OK;
 }

@@ -517,8 +517,10 @@ static void *reader_main(void *arg)
 
 static void reset_epoch_state(sp_loader *l)
 {
+    /* A batch the consumer still holds stays leased: its slot is reused only after release. */
     for (uint64_t i = 0; i < l->nslots; i++) {
-        l->slots[i].state = SLOT_FREE;
+        if (l->slots[i].state != SLOT_LEASED)
+            l->slots[i].state = SLOT_FREE;
         l->slots[i].k = UINT64_MAX;
     }
     l->win_remaining[0] = l->win_remaining[1] = 0;
