@@ -156,7 +156,7 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4 };
 
 /* X(KEY, name, type, default, min, max, choices, scope, doc) */
 #define SP_PARAM_TABLE(X)                                                                          \
-    X(SHARD_SIZE, "shard_size", SP_PTYPE_SIZE, 256 * SP_MIB, 64 * SP_KIB, 1024 * SP_GIB, NULL,      \
+    X(SHARD_SIZE, "shard_size", SP_PTYPE_SIZE, 256 * SP_MIB, 8 * SP_KIB, 1024 * SP_GIB, NULL,       \
       SP_SCOPE_WRITE, "target size of one shard file; the writer starts a new shard before passing it") \
     X(BLOCK_SIZE, "block_size", SP_PTYPE_SIZE, 1 * SP_MIB, 4 * SP_KIB, 256 * SP_MIB, NULL,          \
       SP_SCOPE_WRITE, "target uncompressed bytes per block (the unit of reading, checking and shuffling)") \
@@ -451,7 +451,8 @@ SP_API int sp_verify(const char *path, const sp_params *params, sp_fault_fn fn, 
 typedef struct sp_loader sp_loader;
 typedef struct sp_batch sp_batch;
 
-/* Opens a loader over path (as sp_dataset_open: directory, manifest or shard). params may be NULL.
+/* Opens a loader over path (as sp_dataset_open: directory, manifest or shard; or a glob pattern
+ * such as "data/shard-0*.sps" naming shard files, taken in sorted order). params may be NULL.
  * SP_ELIMIT when host_memory cannot hold one window and two batches (the message names the
  * minimum); SP_EINVAL when rank >= world_size or the dataset has fewer blocks than ranks; the
  * dataset open codes otherwise. Nothing is read until the first sp_loader_next. */

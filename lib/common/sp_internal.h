@@ -99,6 +99,20 @@ void sp_buf_u32(sp_buf *b, uint32_t v);
 void sp_buf_u64(sp_buf *b, uint64_t v);
 void sp_buf_pad(sp_buf *b, size_t align);
 
+/* The last index i in [0, n) with a[i] <= key, for a sorted a with a[0] <= key; n > 0. */
+static inline uint64_t sp_floor_index(const uint64_t *a, uint64_t n, uint64_t key)
+{
+    uint64_t lo = 0, hi = n;
+    while (hi - lo > 1) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (a[mid] <= key)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 /* Online cores, at least 1. */
 int sp_online_cores(void);
 

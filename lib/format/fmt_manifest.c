@@ -34,6 +34,8 @@ void fmt_manifest_encode(const fmt_manifest *m, sp_buf *b)
         sp_buf_u16(&names, (uint16_t)len);
         sp_buf_put(&names, m->shards[i].name, len);
     }
+    if (sch.failed || met.failed || names.failed)
+        b->failed = true; /* a part cut short by a failed allocation must not be written */
     sp_buf_put(b, FMT_MAGIC_MANIFEST, FMT_MAGIC_LEN);
     sp_buf_u16(b, FMT_VERSION_MAJOR);
     sp_buf_u16(b, FMT_VERSION_MINOR);

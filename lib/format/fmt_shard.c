@@ -121,6 +121,8 @@ void fmt_index_encode(const fmt_header *h, const sp_schema *s, const fmt_meta *m
     sp_buf sch = { 0 }, met = { 0 };
     fmt_schema_encode(s, &sch);
     fmt_meta_encode(m, &met);
+    if (sch.failed || met.failed)
+        b->failed = true; /* a part cut short by a failed allocation must not be written */
     size_t start = b->len;
     sp_buf_put(b, FMT_MAGIC_INDEX, 4);
     sp_buf_u32(b, h->align);

@@ -1,6 +1,7 @@
 /* ld_loader.c - the loader's API: open (tables, memory budget, pools), the consumer's
  * next/release, epochs, resume state and statistics. The threads live in ld_pipeline.c. */
 #include <errno.h>
+#include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/sysinfo.h>
@@ -408,6 +409,20 @@ static int loader_finish_open(sp_loader *l, int rc, const sp_params *params, sp_
     return SP_OK;
 }
 
+/* A path that names nothing but contains a wildcard is a glob of shard files, in sorted order. */
+static int open_glob(const char *pattern, const sp_params *params, sp_dataset **out)
+{
+    glob_t g;
+    int r = glob(pattern, 0, NULL, &g);
+    if (r == GLOB_NOMATCH)
+        return sp_fail(NULL, SP_ENOENT, "%s: no file matches", pattern);
+    if (r != 0)
+        return sp_fail(NULL, r == GLOB_NOSPACE ? SP_ENOMEM : SP_EIO, "%s: cannot expand", pattern);
+    int rc = sp_dataset_open_shards((const char *const *)g.gl_pathv, g.gl_pathc, params, out);
+    globfree(&g);
+    return rc;
+}
+
 int sp_loader_open(const char *path, const sp_params *params, sp_loader **out)
 {
     sp_clear_error();
@@ -417,7 +432,8 @@ int sp_loader_open(const char *path, const sp_params *params, sp_loader **out)
     sp_loader *l = loader_new();
     if (!l)
         return sp_fail(NULL, SP_ENOMEM, "%s: out of memory", path);
-    int rc = sp_dataset_open(path, params, &l->ds);
+    bool is_glob = strpbrk(path, "*?[") && access(path, F_OK) != 0;
+    int rc = is_glob ? open_glob(path, params, &l->ds) : sp_dataset_open(path, params, &l->ds);
     if (rc)
         sp_fail(&l->eb, rc, "%s", sp_last_error());
     return loader_finish_open(l, rc, params, out);

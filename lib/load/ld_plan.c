@@ -187,15 +187,7 @@ int ld_plan_build(ld_plan *p, const ld_plan_cfg *cfg, const uint32_t *block_samp
 
 uint64_t ld_plan_window_of(const ld_plan *p, uint64_t pos)
 {
-    uint64_t lo = 0, hi = p->nwindows;
-    while (hi - lo > 1) {
-        uint64_t mid = lo + (hi - lo) / 2;
-        if (p->window_start[mid] <= pos)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    return lo;
+    return sp_floor_index(p->window_start, p->nwindows, pos);
 }
 
 int ld_window_build(const ld_plan *p, const uint32_t *block_samples, uint64_t index, ld_window *w,

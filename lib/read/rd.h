@@ -15,4 +15,8 @@ int rd_shard_get(sp_dataset *d, uint64_t i, fmt_shard **out);
 int rd_list_shards(const char *dir, uint64_t max, char ***out, size_t *n, sp_errbuf *eb);
 void rd_free_list(char **v, size_t n);
 
+/* 1 when path starts with the manifest magic (dir = its directory), 0 when it does not, or a
+ * negative code when it cannot be read. */
+int rd_sniff_manifest(const char *path, char *dir, size_t dirlen, sp_errbuf *eb);
+
 #endif

@@ -331,27 +331,32 @@ static int open_dir(sp_dataset *d, const char *dir)
     return rc;
 }
 
-/* A manifest file is told from a shard by its magic. */
-static int open_file(sp_dataset *d, const char *path)
+int rd_sniff_manifest(const char *path, char *dir, size_t dirlen, sp_errbuf *eb)
 {
     uint8_t magic[FMT_MAGIC_LEN] = { 0 };
     FILE *f = fopen(path, "rb");
     if (!f)
-        return dfail(d, errno == ENOENT ? SP_ENOENT : SP_EIO, "%s: cannot open: %s", path, strerror(errno));
+        return sp_fail(eb, errno == ENOENT ? SP_ENOENT : SP_EIO, "%s: cannot open: %s", path, strerror(errno));
     size_t got = fread(magic, 1, sizeof magic, f);
     fclose(f);
-    if (got == sizeof magic && memcmp(magic, FMT_MAGIC_MANIFEST, FMT_MAGIC_LEN) == 0) {
-        char *dir = sp_strdup(path);
-        if (!dir)
-            return dfail(d, SP_ENOMEM, "out of memory");
-        char *slash = strrchr(dir, '/');
-        if (slash)
-            *slash = '\0';
-        int rc = open_manifest(d, path, slash ? (slash == dir ? "/" : dir) : ".");
-        sp_free(dir);
+    if (got != sizeof magic || memcmp(magic, FMT_MAGIC_MANIFEST, FMT_MAGIC_LEN) != 0)
+        return 0;
+    const char *slash = strrchr(path, '/');
+    int n = !slash ? snprintf(dir, dirlen, ".") : slash == path ? snprintf(dir, dirlen, "/")
+                                                                : snprintf(dir, dirlen, "%.*s", (int)(slash - path), path);
+    if (n < 0 || (size_t)n >= dirlen)
+        return sp_fail(eb, SP_EINVAL, "%s: path too long", path);
+    return 1;
+}
+
+/* A manifest file is told from a shard by its magic. */
+static int open_file(sp_dataset *d, const char *path)
+{
+    char dir[4096];
+    int rc = rd_sniff_manifest(path, dir, sizeof dir, &d->eb);
+    if (rc < 0)
         return rc;
-    }
-    return open_shard_list(d, &path, 1);
+    return rc ? open_manifest(d, path, dir) : open_shard_list(d, &path, 1);
 }
 
 int sp_dataset_open(const char *path, const sp_params *params, sp_dataset **out)
@@ -449,17 +454,24 @@ static uint64_t shard_of_block(const sp_dataset *d, uint64_t b)
     return lo;
 }
 
+/* The shard holding global block `block`, opened. */
+static int block_shard(sp_dataset *d, uint64_t block, uint64_t *si, fmt_shard **sh)
+{
+    if (block >= d->nblocks)
+        return dfail(d, SP_ERANGE, "block %llu out of range (%llu blocks)", (unsigned long long)block,
+                     (unsigned long long)d->nblocks);
+    *si = shard_of_block(d, block);
+    return rd_shard_get(d, *si, sh);
+}
+
 int sp_dataset_block_info(sp_dataset *d, uint64_t block, sp_block_info *out)
 {
     sp_clear_error();
     if (!d || !out)
         return SP_EINVAL;
-    if (block >= d->nblocks)
-        return dfail(d, SP_ERANGE, "block %llu out of range (%llu blocks)", (unsigned long long)block,
-                     (unsigned long long)d->nblocks);
-    uint64_t si = shard_of_block(d, block);
+    uint64_t si = 0;
     fmt_shard *sh;
-    int rc = rd_shard_get(d, si, &sh);
+    int rc = block_shard(d, block, &si, &sh);
     if (rc)
         return rc;
     uint64_t local = block - d->shards[si].first_block;
@@ -477,16 +489,8 @@ int sp_dataset_locate(const sp_dataset *d, uint64_t sample, uint64_t *block, uin
     if (sample >= d->nsamples)
         return sp_fail(NULL, SP_ERANGE, "sample %llu out of range (%llu samples)", (unsigned long long)sample,
                        (unsigned long long)d->nsamples);
-    uint64_t lo = 0, hi = d->nblocks;
-    while (hi - lo > 1) {
-        uint64_t mid = lo + (hi - lo) / 2;
-        if (d->block_first[mid] <= sample)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    *block = lo;
-    *row = (uint32_t)(sample - d->block_first[lo]);
+    *block = sp_floor_index(d->block_first, d->nblocks, sample);
+    *row = (uint32_t)(sample - d->block_first[*block]);
     return SP_OK;
 }
 
@@ -515,12 +519,9 @@ int sp_dataset_read_block(sp_dataset *d, uint64_t block, sp_block **out)
     if (!d || !out)
         return sp_fail(NULL, SP_EINVAL, "sp_dataset_read_block: NULL argument");
     *out = NULL;
-    if (block >= d->nblocks)
-        return dfail(d, SP_ERANGE, "block %llu out of range (%llu blocks)", (unsigned long long)block,
-                     (unsigned long long)d->nblocks);
-    uint64_t si = shard_of_block(d, block);
+    uint64_t si = 0;
     fmt_shard *sh;
-    int rc = rd_shard_get(d, si, &sh);
+    int rc = block_shard(d, block, &si, &sh);
     if (rc)
         return rc;
     sp_block *b = sp_calloc(1, sizeof *b);

@@ -182,20 +182,12 @@ static int verify_dir_shards(vr_ctx *v, const char *dir)
 
 static int verify_file(vr_ctx *v, const char *path)
 {
-    uint8_t magic[FMT_MAGIC_LEN] = { 0 };
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return sp_fail(NULL, errno == ENOENT ? SP_ENOENT : SP_EIO, "%s: cannot open: %s", path, strerror(errno));
-    size_t got = fread(magic, 1, sizeof magic, f);
-    fclose(f);
-    if (got == sizeof magic && memcmp(magic, FMT_MAGIC_MANIFEST, FMT_MAGIC_LEN) == 0) {
-        char dir[4096];
-        snprintf(dir, sizeof dir, "%s", path);
-        char *slash = strrchr(dir, '/');
-        if (slash)
-            *slash = '\0';
-        return verify_manifest(v, path, slash ? (slash == dir ? "/" : dir) : ".");
-    }
+    char dir[4096];
+    int rc = rd_sniff_manifest(path, dir, sizeof dir, NULL);
+    if (rc < 0)
+        return rc;
+    if (rc)
+        return verify_manifest(v, path, dir);
     fmt_shard_close(verify_shard(v, path));
     return SP_OK;
 }

@@ -319,6 +319,9 @@ static int shard_put_block(sp_writer *w, wr_job *j)
     w->blocks[w->nblocks++] = (fmt_block_entry){ w->offset, w->shard_samples, (uint32_t)j->stored_size,
                                                  (uint32_t)j->raw_size, j->nsamples, (uint8_t)j->codec,
                                                  j->checksum, j->raw_checksum };
+    /* Start writeback now, block by block, so the fsync that publishes the shard finds little
+     * left to do instead of flushing the whole shard at once. */
+    sync_file_range(w->fd, (off_t)w->offset, (off_t)padded, SYNC_FILE_RANGE_WRITE);
     w->offset += padded;
     w->shard_samples += j->nsamples;
     w->st.blocks++;
@@ -587,7 +590,6 @@ static int publish_manifest(sp_writer *w)
 {
     w->man.dataset_id = w->dataset_id;
     w->man.schema = w->schema;
-    w->man.meta = w->meta;
     char names[64];
     for (uint64_t i = 0; i < w->man.nshards; i++) {
         snprintf(names, sizeof names, SHARD_NAME_FMT, (unsigned long long)i);
@@ -595,6 +597,9 @@ static int publish_manifest(sp_writer *w)
             return wfail(w, SP_ENOMEM, "out of memory");
     }
     sp_buf b = { 0 };
+    /* Borrowed only for the encode: an early return above must not leave w->man owning it too,
+     * or sp_writer_destroy frees the metadata twice. */
+    w->man.meta = w->meta;
     fmt_manifest_encode(&w->man, &b);
     w->man.meta = (fmt_meta){ 0 }; /* owned by w->meta */
     if (b.failed) {
