@@ -13,6 +13,7 @@ static const command commands[] = {
     {&cli_cmd_inspect, cli_inspect_main},
     {&cli_cmd_verify, cli_verify_main},
     {&cli_cmd_cat, cli_cat_main},
+    {&cli_cmd_bench, cli_bench_main},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
@@ -87,9 +88,8 @@ int main(int argc, char **argv)
     if (!c) {
         if (cmd[0] == '-')
             return cli_usage_err(NULL, "unknown option '%s' (a command comes first)", cmd);
-        if (strcmp(cmd, "bench") == 0)
-            return cli_usage_err(NULL, "'bench' is not part of this build yet");
-        return cli_usage_err(NULL, "unknown command '%s' (commands: pack, inspect, verify, cat)",
+        return cli_usage_err(NULL,
+                             "unknown command '%s' (commands: pack, inspect, verify, cat, bench)",
                              cmd);
     }
     int rc = c->main(argc - 1, argv + 1);

@@ -123,23 +123,8 @@ static char *slurp_fd(int fd, size_t *len)
     return buf;
 }
 
-clit_result clit_run(const char *arg, ...)
+clit_result clit_run_prog(const char *bin, const char *const *env, const char *const *argv)
 {
-    const char *bin = getenv("SHARDPACK_CLI");
-    if (!bin || !*bin) {
-        fprintf(stderr, "clit: SHARDPACK_CLI is not set\n");
-        exit(99);
-    }
-    const char *argv[64];
-    int argc = 0;
-    argv[argc++] = bin;
-    va_list ap;
-    va_start(ap, arg);
-    for (const char *a = arg; a && argc < 63; a = va_arg(ap, const char *))
-        argv[argc++] = a;
-    va_end(ap);
-    argv[argc] = NULL;
-
     FILE *out = tmpfile(), *err = tmpfile();
     if (!out || !err)
         die("tmpfile");
@@ -148,6 +133,8 @@ clit_result clit_run(const char *arg, ...)
     if (pid < 0)
         die("fork");
     if (pid == 0) {
+        for (size_t i = 0; env && env[i]; i++)
+            putenv((char *)env[i]);
         int in = open("/dev/null", O_RDONLY);
         dup2(in, 0);
         dup2(fileno(out), 1);
@@ -166,6 +153,25 @@ clit_result clit_run(const char *arg, ...)
     fclose(out);
     fclose(err);
     return r;
+}
+
+clit_result clit_run(const char *arg, ...)
+{
+    const char *bin = getenv("SHARDPACK_CLI");
+    if (!bin || !*bin) {
+        fprintf(stderr, "clit: SHARDPACK_CLI is not set\n");
+        exit(99);
+    }
+    const char *argv[64];
+    int argc = 0;
+    argv[argc++] = bin;
+    va_list ap;
+    va_start(ap, arg);
+    for (const char *a = arg; a && argc < 63; a = va_arg(ap, const char *))
+        argv[argc++] = a;
+    va_end(ap);
+    argv[argc] = NULL;
+    return clit_run_prog(bin, NULL, argv);
 }
 
 void clit_result_free(clit_result *r)

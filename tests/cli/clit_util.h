@@ -16,6 +16,9 @@ typedef struct clit_result {
 
 /* Runs $SHARDPACK_CLI with the NULL-terminated arguments; stdin is /dev/null. */
 clit_result clit_run(const char *arg, ...);
+/* Runs bin with argv (argv[0] included, NULL-terminated) and, in the child only, the
+ * "NAME=VALUE" entries of env (NULL-terminated, may be NULL) added to the environment. */
+clit_result clit_run_prog(const char *bin, const char *const *env, const char *const *argv);
 void clit_result_free(clit_result *r);
 
 /* A fresh temporary directory (removed by clit_rmrf). */

@@ -1,0 +1,260 @@
+/* test_cli_bench.c - `shardpack bench`: JSON keys and values on a packed llm.c dataset, loader
+ * parameters as options, usage and data errors. */
+#include <check.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clit_util.h"
+#include "shardpack.h"
+
+#define T 32
+#define NTOK (T * 600 + 1) /* 600 samples of T+1 tokens */
+
+static char *tmp, *ds;
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* An llm.c uint16 token file of NTOK tokens, packed with --seq-len T into small blocks. */
+static void setup(void)
+{
+    tmp = clit_tmpdir();
+    size_t size = 1024 + (size_t)NTOK * 2;
+    unsigned char *buf = calloc(1, size);
+    put32(buf, 20240520);
+    put32(buf + 4, 1);
+    put32(buf + 8, NTOK);
+    for (uint32_t k = 0; k < NTOK; k++) {
+        uint32_t t = (k * 2654435761u) >> 17; /* not constant, so blocks compress unevenly */
+        buf[1024 + 2 * k] = (unsigned char)t;
+        buf[1024 + 2 * k + 1] = (unsigned char)(t >> 8);
+    }
+    char *bin = clit_path("%s/tok.bin", tmp);
+    clit_write(bin, buf, size);
+    free(buf);
+    ds = clit_path("%s/ds", tmp);
+    clit_result r = clit_run("pack", bin, "-o", ds, "--seq-len", "32", "--block-size", "4K", "-q",
+                             NULL);
+    ck_assert_msg(r.status == 0, "pack: %s", r.err);
+    clit_result_free(&r);
+    free(bin);
+}
+
+static void teardown(void)
+{
+    clit_rmrf(tmp);
+    free(tmp);
+    free(ds);
+}
+
+/* The number after "key": parsed as a double; NaN when absent. */
+static double json_double(const char *s, const char *key)
+{
+    char *pat = clit_path("\"%s\":", key);
+    const char *at = strstr(s, pat);
+    size_t plen = strlen(pat);
+    free(pat);
+    if (!at)
+        return NAN;
+    char *end;
+    double v = strtod(at + plen, &end);
+    return end == at + plen ? NAN : v;
+}
+
+START_TEST(test_json)
+{
+    clit_result r = clit_run("bench", ds, "--epochs", "1", "--json", "--threads", "2",
+                             "--batch-size", "8", "--io", "pread", "--no-direct-io", NULL);
+    ck_assert_msg(r.status == 0, "bench: %s", r.err);
+    ck_assert_msg(clit_json_valid(r.out), "invalid JSON: %s", r.out);
+    ck_assert_uint_eq(r.err[0], 0); /* --json: nothing on stderr */
+    const char *keys[] = {"samples_per_s", "bytes_per_s", "limit_ratio",
+                          "single_thread_samples_per_s", "peak_rss_bytes", "host_memory_bytes",
+                          "host_allocated_bytes", "stall_s", "io", "direct_io", "threads",
+                          "batches", "samples", "epochs", "seconds", "io_note", "batch_size"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        ck_assert_msg(clit_json_has_key(r.out, keys[i]), "no key '%s' in %s", keys[i], r.out);
+
+    ck_assert_uint_eq(clit_json_u64(r.out, "samples"), 600);
+    ck_assert_uint_eq(clit_json_u64(r.out, "batches"), 75);
+    ck_assert_uint_eq(clit_json_u64(r.out, "epochs"), 1);
+    ck_assert_uint_eq(clit_json_u64(r.out, "threads"), 2);
+    ck_assert_uint_eq(clit_json_u64(r.out, "batch_size"), 8);
+    ck_assert_msg(strstr(r.out, "\"io\":\"pread\"") != NULL, "%s", r.out);
+    ck_assert_msg(strstr(r.out, "\"direct_io\":false") != NULL, "%s", r.out);
+    ck_assert_msg(json_double(r.out, "limit_ratio") > 0, "%s", r.out);
+    ck_assert_msg(json_double(r.out, "samples_per_s") > 0, "%s", r.out);
+    ck_assert_msg(json_double(r.out, "single_thread_samples_per_s") > 0, "%s", r.out);
+    ck_assert_msg(json_double(r.out, "seconds") > 0, "%s", r.out);
+    ck_assert_msg(json_double(r.out, "stall_s") >= 0, "%s", r.out);
+    /* Batch bytes: 600 rows of T+1 uint16 tokens. */
+    double bps = json_double(r.out, "bytes_per_s"), sec = json_double(r.out, "seconds");
+    ck_assert_msg(bps * sec > 600 * (T + 1) * 2 * 0.99 && bps * sec < 600 * (T + 1) * 2 * 1.01,
+                  "%s", r.out);
+    uint64_t rss = clit_json_u64(r.out, "peak_rss_bytes");
+    ck_assert_msg(rss > 0 && rss != UINT64_MAX, "%s", r.out);
+    uint64_t budget = clit_json_u64(r.out, "host_memory_bytes");
+    uint64_t alloc = clit_json_u64(r.out, "host_allocated_bytes");
+    ck_assert_msg(alloc > 0 && alloc <= budget, "%s", r.out);
+    clit_result_free(&r);
+
+    /* Two ranks: equal sample counts; with what each drops to stay equal, they cover the data. */
+    uint64_t total = 0, first = 0;
+    for (int rank = 0; rank < 2; rank++) {
+        const char *rk = rank ? "1" : "0";
+        r = clit_run("bench", ds, "--epochs=2", "--json", "--token-dtype", "int32",
+                     "--world-size", "2", "--rank", rk, "--batch-size", "10", "--host-memory",
+                     "8M", NULL);
+        ck_assert_msg(r.status == 0, "bench: %s", r.err);
+        ck_assert_uint_eq(clit_json_u64(r.out, "epochs"), 2);
+        ck_assert_uint_eq(clit_json_u64(r.out, "host_memory_bytes"), 8u << 20);
+        uint64_t n = clit_json_u64(r.out, "samples");
+        if (rank == 0)
+            first = n;
+        ck_assert_uint_eq(n, first);
+        total += n + 2 * clit_json_u64(r.out, "samples_dropped_per_epoch");
+        /* int32 tokens: 4 bytes a token in the batches. */
+        double bytes = json_double(r.out, "bytes_per_s") * json_double(r.out, "seconds");
+        ck_assert_msg(bytes > (double)n * (T + 1) * 4 * 0.99 &&
+                          bytes < (double)n * (T + 1) * 4 * 1.01,
+                      "%s", r.out);
+        clit_result_free(&r);
+    }
+    ck_assert_uint_eq(total, 2 * 600);
+}
+END_TEST
+
+START_TEST(test_summary)
+{
+    /* No --epochs: whole epochs until 2 s have passed. */
+    clit_result r = clit_run("bench", ds, "--threads", "1", NULL);
+    ck_assert_msg(r.status == 0, "bench: %s", r.err);
+    const char *words[] = {"samples/s", "of the limit", "peak RSS", "host_memory", "stall",
+                           "batch tensors", "1 thread"};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        ck_assert_msg(strstr(r.out, words[i]) != NULL, "no '%s' in %s", words[i], r.out);
+    ck_assert_msg(strstr(r.out, "io_uring") || strstr(r.out, "pread"), "%s", r.out);
+    clit_result_free(&r);
+}
+END_TEST
+
+START_TEST(test_errors)
+{
+    clit_result r = clit_run("bench", NULL);
+    ck_assert_int_eq(r.status, 2);
+    clit_result_free(&r);
+    r = clit_run("bench", ds, "--epochs", "0", NULL);
+    ck_assert_int_eq(r.status, 2);
+    clit_result_free(&r);
+    r = clit_run("bench", ds, "--batch-size", "0", NULL);
+    ck_assert_int_eq(r.status, 2);
+    ck_assert_msg(strstr(r.err, "batch"), "%s", r.err);
+    clit_result_free(&r);
+    r = clit_run("bench", ds, "--level", "3", NULL); /* a writer parameter */
+    ck_assert_int_eq(r.status, 2);
+    clit_result_free(&r);
+    r = clit_run("bench", ds, ds, NULL);
+    ck_assert_int_eq(r.status, 2);
+    clit_result_free(&r);
+
+    char *missing = clit_path("%s/nope", tmp);
+    r = clit_run("bench", missing, NULL);
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_msg(strncmp(r.err, "shardpack: ", 11) == 0 && strstr(r.err, "nope"), "%s", r.err);
+    clit_result_free(&r);
+    free(missing);
+
+    /* A budget below one window and two batches: refused with the minimum named. */
+    r = clit_run("bench", ds, "--host-memory", "4K", NULL);
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_msg(strstr(r.err, "shardpack: "), "%s", r.err);
+    clit_result_free(&r);
+
+    /* A damaged block: a data error naming the shard. */
+    sp_dataset *d;
+    ck_assert_int_eq(sp_dataset_open(ds, NULL, &d), 0);
+    sp_block_info bi;
+    ck_assert_int_eq(sp_dataset_block_info(d, 3, &bi), 0);
+    sp_shard_info si;
+    ck_assert_int_eq(sp_dataset_shard_info(d, bi.shard, &si), 0);
+    char *shard = clit_path("%s", si.path);
+    sp_dataset_close(d);
+    size_t len;
+    unsigned char *bytes = clit_read(shard, &len);
+    ck_assert(bytes && bi.offset + 8 < len);
+    bytes[bi.offset + 8] ^= 0x5a;
+    clit_write(shard, bytes, len);
+    free(bytes);
+    r = clit_run("bench", ds, "--epochs", "1", "--json", NULL);
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_msg(strstr(r.err, "shard-") && strstr(r.err, "block"), "%s", r.err);
+    ck_assert_uint_eq(r.out[0], 0);
+    clit_result_free(&r);
+    free(shard);
+}
+END_TEST
+
+START_TEST(test_help_and_man)
+{
+    /* Every loader parameter of the library's table is an option of bench and is in the man page. */
+    clit_result r = clit_run("bench", "--help", NULL);
+    ck_assert_int_eq(r.status, 0);
+    clit_result h = clit_run("help", NULL);
+    ck_assert_msg(strstr(h.out, "bench"), "%s", h.out);
+    clit_result_free(&h);
+    const char *man_path = getenv("SHARDPACK_MAN");
+    size_t len = 0;
+    char *man = man_path && *man_path ? (char *)clit_read(man_path, &len) : NULL;
+    if (man)
+        ck_assert_msg(strstr(man, ".SS bench"), "shardpack.1 has no bench section");
+    for (int k = 0; k < sp_param_count(); k++) {
+        sp_param_info info;
+        ck_assert_int_eq(sp_param_describe(k, &info), 0);
+        if (!(info.scope & SP_SCOPE_LOAD))
+            continue;
+        char opt[96], roff[128] = "\\-\\-";
+        size_t i = 0, n = 4;
+        for (; info.name[i]; i++) {
+            opt[i] = info.name[i] == '_' ? '-' : info.name[i];
+            if (info.name[i] == '_') {
+                roff[n++] = '\\';
+                roff[n++] = '-';
+            } else {
+                roff[n++] = info.name[i];
+            }
+        }
+        opt[i] = 0;
+        roff[n] = 0;
+        char *want = clit_path("--%s", opt);
+        ck_assert_msg(strstr(r.out, want) != NULL, "bench --help lacks %s", want);
+        free(want);
+        if (man)
+            ck_assert_msg(strstr(man, roff) != NULL, "shardpack.1 does not document %s", roff);
+    }
+    free(man);
+    clit_result_free(&r);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cli-bench");
+    TCase *tc = tcase_create("bench");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 100);
+    tcase_add_test(tc, test_json);
+    tcase_add_test(tc, test_summary);
+    tcase_add_test(tc, test_errors);
+    tcase_add_test(tc, test_help_and_man);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,546 @@
+/* cli_bench.c - `shardpack bench`: loader throughput against its limit, memory, stalls, io path.
+ *
+ * Two measurements taken in one run on the same data (docs: DESIGN.md, "how it is measured"):
+ *  1. the limit: on this thread, for blocks spread over the dataset, the per-block work the
+ *     loader's workers do (read, verify, decompress, check the layout, then copy every fixed-size
+ *     field of every row into a batch-sized buffer), in samples/s, times the worker threads;
+ *  2. the loader: the dataset streamed through sp_loader for E epochs, every batch touched and
+ *     released at once, as a trainer that is never the bottleneck would.
+ * Their ratio says how close the pipeline comes to what its threads could do.
+ */
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#define LIMIT_MIN_S 1.0   /* the limit is timed over at least this long (or every block) */
+#define STREAM_MIN_S 2.0  /* without --epochs, epochs are repeated until this much streaming */
+#define TOUCH_STRIDE 4096 /* one byte read per page of every batch */
+/* --epochs left unset: the parameter is preset to this value, which no one asks for. */
+#define EPOCHS_UNSET INT32_MAX
+
+/* One fixed-size field as the loader writes it into a batch. */
+typedef struct bench_field {
+    size_t field;       /* index in the schema */
+    uint64_t src_bytes; /* stored bytes per row */
+    uint64_t row_bytes; /* bytes per row in the batch */
+    int widen;          /* token width (2 or 4) converted to int32, or 0 for a plain copy */
+    uint64_t offset;    /* of the field's rows in the batch buffer */
+} bench_field;
+
+typedef struct bench_limit {
+    double samples_per_s; /* single thread */
+    double seconds;       /* timed */
+    uint64_t blocks;      /* distinct blocks in the sample */
+    uint64_t samples;     /* rows processed while timed (passes included) */
+    unsigned passes;
+} bench_limit;
+
+typedef struct bench_run {
+    uint64_t batches, samples, batch_bytes;
+    uint64_t epochs;
+    double seconds;
+    uint64_t touch_sum;
+} bench_run;
+
+/* ---- the limit ------------------------------------------------------------------------------ */
+
+static uint64_t gcd_u64(uint64_t a, uint64_t b)
+{
+    while (b) {
+        uint64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* A stride coprime with n near n/phi: visiting i*stride mod n spreads any prefix of the visit order
+ * evenly over the dataset (every shard, start and end), and visits each block once. */
+static uint64_t spread_stride(uint64_t n)
+{
+    if (n < 3)
+        return 1;
+    uint64_t s = (uint64_t)((double)n * 0.6180339887498949);
+    if (s == 0)
+        s = 1;
+    while (gcd_u64(s, n) != 1)
+        s++;
+    return s;
+}
+
+/* The fields a loader batch holds (fixed-size ones), laid out in a buffer of batch rows. */
+static size_t plan_fields(const sp_schema *schema, int token_i32, uint64_t batch, bench_field *out,
+                          uint64_t *buf_bytes)
+{
+    size_t n = 0;
+    uint64_t off = 0;
+    size_t nf = sp_schema_num_fields(schema);
+    for (size_t i = 0; i < nf && n < SP_MAX_FIELDS; i++) {
+        sp_field_info fi;
+        if (sp_schema_field(schema, i, &fi) != 0 || fi.fixed_bytes == 0)
+            continue;
+        bench_field *f = &out[n++];
+        f->field = i;
+        f->src_bytes = fi.fixed_bytes;
+        f->widen = 0;
+        f->row_bytes = fi.fixed_bytes;
+        if (fi.kind == SP_FIELD_TOKENS && token_i32) {
+            f->widen = (int)sp_dtype_size(fi.dtype);
+            f->row_bytes = fi.fixed_bytes / (uint64_t)f->widen * 4;
+        }
+        f->offset = off;
+        off += (f->row_bytes * batch + 63) & ~(uint64_t)63;
+    }
+    *buf_bytes = off;
+    return n;
+}
+
+static void widen_tokens(int32_t *dst, const unsigned char *src, uint64_t count, int width)
+{
+    if (width == 2)
+        for (uint64_t i = 0; i < count; i++)
+            dst[i] = (int32_t)((uint32_t)src[2 * i] | (uint32_t)src[2 * i + 1] << 8);
+    else
+        for (uint64_t i = 0; i < count; i++)
+            dst[i] = (int32_t)((uint32_t)src[4 * i] | (uint32_t)src[4 * i + 1] << 8 |
+                               (uint32_t)src[4 * i + 2] << 16 | (uint32_t)src[4 * i + 3] << 24);
+}
+
+/* Reads block (and, when buf is set, scatters its rows into buf as a worker would: row r of the
+ * block goes to batch row (*row)++ mod batch). Adds its rows to *samples. */
+static int limit_block(sp_dataset *d, uint64_t block, const bench_field *fields, size_t nfields,
+                       unsigned char *buf, uint64_t batch, uint64_t *row, uint64_t *samples)
+{
+    sp_block *b;
+    int rc = sp_dataset_read_block(d, block, &b);
+    if (rc != 0)
+        return rc;
+    uint32_t n = sp_block_num_samples(b);
+    for (uint32_t r = 0; buf && r < n; r++) {
+        uint64_t dst_row = (*row)++ % batch;
+        for (size_t i = 0; i < nfields; i++) {
+            const bench_field *f = &fields[i];
+            const void *src;
+            size_t size;
+            rc = sp_block_get(b, r, f->field, &src, &size);
+            if (rc != 0 || size != f->src_bytes) {
+                sp_block_free(b);
+                return rc != 0 ? rc : SP_ECORRUPT;
+            }
+            unsigned char *dst = buf + f->offset + dst_row * f->row_bytes;
+            if (f->widen)
+                widen_tokens((int32_t *)(void *)dst, src, f->row_bytes / 4, f->widen);
+            else
+                memcpy(dst, src, f->row_bytes);
+        }
+    }
+    *samples += n;
+    sp_block_free(b);
+    return 0;
+}
+
+/* Measures the single-thread rate of the workers' per-block work; see the top of the file. */
+static int measure_limit(const char *path, const sp_params *params, bench_limit *out)
+{
+    sp_dataset *d = NULL;
+    unsigned char *buf = NULL;
+    memset(out, 0, sizeof *out);
+    int rc = sp_dataset_open(path, params, &d);
+    if (rc != 0)
+        return cli_lib_err(path, rc, sp_last_error());
+
+    bench_field fields[SP_MAX_FIELDS];
+    uint64_t buf_bytes;
+    uint64_t batch = (uint64_t)sp_params_get(params, SP_PARAM_BATCH_SIZE);
+    int token_i32 = sp_params_get(params, SP_PARAM_TOKEN_DTYPE) == SP_TOKEN_DTYPE_INT32;
+    size_t nfields = plan_fields(sp_dataset_schema(d), token_i32, batch, fields, &buf_bytes);
+    buf = cli_xmalloc(buf_bytes);
+    memset(buf, 0, buf_bytes); /* fault its pages in now, not while timed */
+
+    uint64_t nblocks = sp_dataset_num_blocks(d), stride = spread_stride(nblocks);
+    uint64_t row = 0, warm_samples = 0, m = 0;
+
+    /* Warm-up: the same blocks, read once, so the timed passes find the page cache as warm as the
+     * loader will; its length fixes how many blocks are sampled. */
+    double t0 = cli_now();
+    while (m < nblocks && (m == 0 || cli_now() - t0 < LIMIT_MIN_S)) {
+        rc = limit_block(d, m * stride % nblocks, fields, nfields, NULL, batch, &row, &warm_samples);
+        if (rc)
+            goto fail;
+        m++;
+    }
+
+    /* Timed passes over the m blocks until LIMIT_MIN_S has passed. */
+    t0 = cli_now();
+    double elapsed;
+    do {
+        for (uint64_t i = 0; i < m; i++) {
+            rc = limit_block(d, i * stride % nblocks, fields, nfields, buf, batch, &row,
+                             &out->samples);
+            if (rc)
+                goto fail;
+        }
+        out->passes++;
+        elapsed = cli_now() - t0;
+    } while (elapsed < LIMIT_MIN_S && out->passes < 1000000);
+    out->seconds = elapsed;
+    out->blocks = m;
+    out->samples_per_s = elapsed > 0 ? (double)out->samples / elapsed : 0;
+    free(buf);
+    sp_dataset_close(d);
+    return CLI_OK;
+
+fail:;
+    const char *msg = sp_dataset_errmsg(d);
+    if (!msg || !*msg)
+        msg = sp_last_error();
+    cli_lib_err(path, rc, msg);
+    free(buf);
+    sp_dataset_close(d);
+    return CLI_EDATA;
+}
+
+/* ---- the loader ----------------------------------------------------------------------------- */
+
+static uint64_t tensor_bytes(const DLTensor *t)
+{
+    uint64_t n = (uint64_t)t->dtype.bits * t->dtype.lanes / 8;
+    for (int d = 0; d < t->ndim; d++)
+        n *= (uint64_t)t->shape[d];
+    return n;
+}
+
+/* Reads one byte per page of every field (so a lazily produced batch cannot look free) and adds the
+ * batch's bytes to *bytes. */
+static uint64_t touch_batch(const sp_batch *b, uint64_t *bytes)
+{
+    uint64_t sum = 0;
+    size_t n = sp_batch_num_fields(b);
+    for (size_t i = 0; i < n; i++) {
+        const DLTensor *t = sp_batch_tensor(b, i);
+        if (!t)
+            continue;
+        uint64_t len = tensor_bytes(t);
+        const volatile unsigned char *p = (const unsigned char *)t->data + t->byte_offset;
+        for (uint64_t off = 0; off < len; off += TOUCH_STRIDE)
+            sum += p[off];
+        if (len)
+            sum += p[len - 1];
+        *bytes += len;
+    }
+    return sum;
+}
+
+/* Streams epochs (epochs == 0: until STREAM_MIN_S has passed, whole epochs). */
+static int stream(const char *path, sp_loader *l, uint64_t epochs, int quiet, bench_run *run,
+                  sp_loader_stats *st)
+{
+    cli_progress prog;
+    cli_progress_init(&prog, quiet);
+    uint64_t per_epoch = sp_loader_samples_per_epoch(l);
+    prog.total_items = epochs ? per_epoch * epochs : 0;
+    sp_write_stats shown; /* the progress line's "out": the bytes delivered */
+    memset(&shown, 0, sizeof shown);
+
+    int rc = CLI_OK;
+    double t0 = cli_now();
+    for (;;) {
+        sp_batch *b;
+        int r = sp_loader_next(l, &b, -1);
+        if (r == 0) {
+            run->touch_sum += touch_batch(b, &run->batch_bytes);
+            run->batches++;
+            run->samples += sp_batch_size(b);
+            if ((r = sp_loader_release(l, b)) != 0) {
+                rc = cli_lib_err(path, r, sp_loader_errmsg(l));
+                break;
+            }
+            shown.file_bytes = run->batch_bytes;
+            cli_progress_update(&prog, run->samples, run->batch_bytes, &shown, 0);
+            continue;
+        }
+        if (r == SP_EEPOCH) {
+            run->epochs++;
+            if (epochs ? run->epochs >= epochs : cli_now() - t0 >= STREAM_MIN_S)
+                break;
+            continue;
+        }
+        if (r == SP_EDONE) /* the library's epochs ran out first (it was told the same number) */
+            break;
+        rc = cli_lib_err(path, r, sp_loader_errmsg(l));
+        break;
+    }
+    run->seconds = cli_now() - t0;
+    cli_progress_clear(&prog);
+    sp_loader_stats_get(l, st);
+    return rc;
+}
+
+/* ---- output --------------------------------------------------------------------------------- */
+
+static double rate(double n, double s) { return s > 0 ? n / s : 0; }
+
+static void fmt_mib(char *buf, size_t n, uint64_t bytes)
+{
+    snprintf(buf, n, "%.1f MiB", (double)bytes / (1024.0 * 1024.0));
+}
+
+typedef struct bench_report {
+    const char *path;
+    const bench_limit *lim;
+    const bench_run *run;
+    const sp_loader_stats *st;
+    uint64_t batch_size;
+    uint64_t peak_rss, rss_before;
+    int epochs_given;
+} bench_report;
+
+static double limit_ratio(const bench_report *r)
+{
+    double lim = r->lim->samples_per_s * (r->st->threads > 0 ? r->st->threads : 1);
+    return lim > 0 ? rate((double)r->run->samples, r->run->seconds) / lim : 0;
+}
+
+static void print_json(const bench_report *r)
+{
+    const bench_run *run = r->run;
+    const sp_loader_stats *st = r->st;
+    cli_json j;
+    cli_json_init(&j, stdout);
+    cli_json_object(&j);
+    cli_json_key(&j, "path");
+    cli_json_str(&j, r->path);
+    cli_json_key(&j, "samples_per_s");
+    cli_json_double(&j, rate((double)run->samples, run->seconds));
+    cli_json_key(&j, "bytes_per_s");
+    cli_json_double(&j, rate((double)run->batch_bytes, run->seconds));
+    cli_json_key(&j, "bytes_counted");
+    cli_json_str(&j, "batch"); /* bytes of the batch tensors handed out */
+    cli_json_key(&j, "decompressed_bytes_per_s");
+    cli_json_double(&j, rate((double)st->bytes_decompressed, run->seconds));
+    cli_json_key(&j, "read_bytes_per_s");
+    cli_json_double(&j, rate((double)st->bytes_read, run->seconds));
+    cli_json_key(&j, "limit_ratio");
+    cli_json_double(&j, limit_ratio(r));
+    cli_json_key(&j, "single_thread_samples_per_s");
+    cli_json_double(&j, r->lim->samples_per_s);
+    cli_json_key(&j, "limit_samples_per_s");
+    cli_json_double(&j, r->lim->samples_per_s * st->threads);
+    cli_json_key(&j, "limit_blocks");
+    cli_json_u64(&j, r->lim->blocks);
+    cli_json_key(&j, "limit_seconds");
+    cli_json_double(&j, r->lim->seconds);
+    cli_json_key(&j, "peak_rss_bytes");
+    cli_json_u64(&j, r->peak_rss);
+    cli_json_key(&j, "rss_before_loader_bytes");
+    cli_json_u64(&j, r->rss_before);
+    cli_json_key(&j, "host_memory_bytes");
+    cli_json_u64(&j, st->host_memory_bytes);
+    cli_json_key(&j, "host_allocated_bytes");
+    cli_json_u64(&j, st->host_allocated_bytes);
+    cli_json_key(&j, "stall_s");
+    cli_json_double(&j, st->stall_s);
+    cli_json_key(&j, "read_busy_s");
+    cli_json_double(&j, st->read_busy_s);
+    cli_json_key(&j, "decode_busy_s");
+    cli_json_double(&j, st->decode_busy_s);
+    cli_json_key(&j, "io");
+    cli_json_str(&j, st->io == SP_IO_URING ? "uring" : "pread");
+    cli_json_key(&j, "direct_io");
+    cli_json_bool(&j, st->direct_io);
+    cli_json_key(&j, "io_note");
+    cli_json_str(&j, st->io_note);
+    cli_json_key(&j, "threads");
+    cli_json_i64(&j, st->threads);
+    cli_json_key(&j, "batch_size");
+    cli_json_u64(&j, r->batch_size);
+    cli_json_key(&j, "batches");
+    cli_json_u64(&j, run->batches);
+    cli_json_key(&j, "samples");
+    cli_json_u64(&j, run->samples);
+    cli_json_key(&j, "samples_skipped");
+    cli_json_u64(&j, st->samples_skipped);
+    cli_json_key(&j, "samples_dropped_per_epoch");
+    cli_json_u64(&j, st->samples_dropped_per_epoch);
+    cli_json_key(&j, "epochs");
+    cli_json_u64(&j, run->epochs);
+    cli_json_key(&j, "epochs_given");
+    cli_json_bool(&j, r->epochs_given);
+    cli_json_key(&j, "seconds");
+    cli_json_double(&j, run->seconds);
+    cli_json_end_object(&j);
+    cli_json_finish(&j);
+}
+
+static void print_summary(const bench_report *r)
+{
+    const bench_run *run = r->run;
+    const sp_loader_stats *st = r->st;
+    char deliv[32], decomp[32], rss[32], before[32], budget[32], alloc[32];
+    cli_fmt_bytes(deliv, sizeof deliv, (uint64_t)rate((double)run->batch_bytes, run->seconds));
+    cli_fmt_bytes(decomp, sizeof decomp,
+                  (uint64_t)rate((double)st->bytes_decompressed, run->seconds));
+    fmt_mib(rss, sizeof rss, r->peak_rss);
+    fmt_mib(before, sizeof before, r->rss_before);
+    fmt_mib(budget, sizeof budget, st->host_memory_bytes);
+    fmt_mib(alloc, sizeof alloc, st->host_allocated_bytes);
+    double sps = rate((double)run->samples, run->seconds);
+
+    printf("%s: %.0f samples/s, %s/s, %.2f of the limit\n", r->path, sps, deliv, limit_ratio(r));
+    printf("  streamed   %llu samples in %llu batches of %llu, %llu epoch%s, %.2f s\n",
+           (unsigned long long)run->samples, (unsigned long long)run->batches,
+           (unsigned long long)r->batch_size, (unsigned long long)run->epochs,
+           run->epochs == 1 ? "" : "s", run->seconds);
+    printf("  bytes      %s/s of batch tensors delivered (%s/s decompressed from blocks)\n", deliv,
+           decomp);
+    printf("  limit      %.0f samples/s on one thread x %d thread%s = %.0f samples/s "
+           "(%llu blocks, %.2f s)\n",
+           r->lim->samples_per_s, st->threads, st->threads == 1 ? "" : "s",
+           r->lim->samples_per_s * st->threads, (unsigned long long)r->lim->blocks,
+           r->lim->seconds);
+    printf("  memory     peak RSS %s (%s before the loader ran); host_memory %s, %s allocated\n",
+           rss, before, budget, alloc);
+    printf("  stall      %.3f s waiting in next() (%.1f%% of the run)\n", st->stall_s,
+           run->seconds > 0 ? 100.0 * st->stall_s / run->seconds : 0.0);
+    printf("  io         %s, %s%s%s\n", st->io == SP_IO_URING ? "io_uring" : "pread",
+           st->direct_io ? "O_DIRECT" : "page cache", st->io_note[0] ? "; " : "", st->io_note);
+    if (st->samples_skipped || st->samples_dropped_per_epoch)
+        printf("  samples    %llu skipped (corrupt), %llu dropped per epoch (equal batches per "
+               "rank)\n",
+               (unsigned long long)st->samples_skipped,
+               (unsigned long long)st->samples_dropped_per_epoch);
+    if (run->seconds < STREAM_MIN_S)
+        printf("  note       the run took under %.0f s; %s\n", STREAM_MIN_S,
+               r->epochs_given ? "pass more --epochs (or omit it) for steadier numbers"
+                               : "the numbers are noisy");
+}
+
+static uint64_t peak_rss_bytes(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (uint64_t)ru.ru_maxrss * 1024; /* Linux reports KiB */
+}
+
+/* ---- the command ---------------------------------------------------------------------------- */
+
+enum { OPT_JSON = 1, OPT_QUIET };
+
+static const cli_opt bench_opts[] = {
+    {"json", 0, 0, OPT_JSON, NULL, "print one JSON object to stdout instead of the summary"},
+    {"quiet", 'q', 0, OPT_QUIET, NULL, "no progress line"},
+    {NULL, 0, 0, 0, NULL, NULL},
+};
+
+const cli_cmd cli_cmd_bench = {
+    "bench",
+    "bench PATH [--epochs E] [--json] [--quiet] [loader parameters]",
+    "Measures the loader on a dataset: samples/s and bytes/s against the single-thread limit.",
+    "First the limit: on one thread, for blocks spread over the dataset (at least 1 s of work, or\n"
+    "every block, after a warm-up read of the same blocks), the work of a loader worker: read,\n"
+    "verify, decompress and copy every fixed-size field of every row into a batch. Its rate times\n"
+    "--threads is the limit. Then the dataset is streamed through the loader for --epochs epochs\n"
+    "(default: whole epochs until 2 s have passed), each batch touched and released at once.\n"
+    "Reported: samples/s, bytes/s of batch tensors, the ratio to the limit, peak RSS against\n"
+    "--host-memory, time stalled in next(), and the read path in use.\n"
+    "Exit status: 0 ok, 1 data error, 2 usage.\n",
+    bench_opts,
+    SP_SCOPE_LOAD,
+};
+
+int cli_bench_main(int argc, char **argv)
+{
+    const char *path = NULL;
+    int json = 0, quiet = 0, rc = CLI_OK;
+    sp_loader *l = NULL;
+    sp_params *params = sp_params_create();
+    if (!params) {
+        cli_err("out of memory");
+        return CLI_EDATA;
+    }
+    sp_params_set(params, SP_PARAM_EPOCHS, EPOCHS_UNSET);
+    cli_getopt g;
+    cli_getopt_init(&g, &cli_cmd_bench, argc, argv, params);
+    for (int id; (id = cli_next(&g)) != CLI_ARG_END;) {
+        if (id == CLI_ARG_ERR) {
+            rc = CLI_EUSAGE;
+            goto out;
+        } else if (id == CLI_ARG_HELP) {
+            cli_print_help(stdout, &cli_cmd_bench);
+            goto out;
+        } else if (id == CLI_ARG_POS) {
+            if (path) {
+                rc = cli_usage_err(&cli_cmd_bench, "one PATH only (got '%s' and '%s')", path,
+                                   g.value);
+                goto out;
+            }
+            path = g.value;
+        } else if (id == OPT_JSON) {
+            json = 1;
+        } else if (id == OPT_QUIET) {
+            quiet = 1;
+        }
+    }
+    if (!path) {
+        rc = cli_usage_err(&cli_cmd_bench, "no dataset PATH given");
+        goto out;
+    }
+    int64_t epochs = sp_params_get(params, SP_PARAM_EPOCHS);
+    int epochs_given = epochs != EPOCHS_UNSET;
+    if (epochs == 0) {
+        rc = cli_usage_err(&cli_cmd_bench, "--epochs 0 (endless) cannot be timed; give a count "
+                                           "or leave it out");
+        goto out;
+    }
+    /* Unset: endless for the library, and whole epochs are counted here until 2 s have passed. */
+    sp_params_set(params, SP_PARAM_EPOCHS, epochs_given ? epochs : 0);
+
+    /* The loader is opened first so that a bad budget or rank is refused before a second is
+     * spent on the limit; it reads nothing until the first next(). */
+    int r = sp_loader_open(path, params, &l);
+    if (r != 0) {
+        rc = cli_lib_err(path, r, sp_last_error());
+        goto out;
+    }
+    if (sp_loader_batches_per_epoch(l) == 0) {
+        rc = cli_lib_err(path, SP_EINVAL,
+                         *sp_loader_errmsg(l) ? sp_loader_errmsg(l)
+                                              : "no batch to deliver (fewer samples than one "
+                                                "batch per rank, with --drop-last?)");
+        goto out;
+    }
+
+    bench_limit lim;
+    if ((rc = measure_limit(path, params, &lim)) != CLI_OK)
+        goto out;
+    uint64_t rss_before = peak_rss_bytes();
+
+    bench_run run;
+    memset(&run, 0, sizeof run);
+    sp_loader_stats st;
+    memset(&st, 0, sizeof st);
+    rc = stream(path, l, epochs_given ? (uint64_t)epochs : 0, quiet || json, &run, &st);
+    if (rc != CLI_OK)
+        goto out;
+
+    bench_report rep = {path,
+                        &lim,
+                        &run,
+                        &st,
+                        (uint64_t)sp_params_get(params, SP_PARAM_BATCH_SIZE),
+                        peak_rss_bytes(),
+                        rss_before,
+                        epochs_given};
+    if (json)
+        print_json(&rep);
+    else
+        print_summary(&rep);
+out:
+    if (l && (r = sp_loader_close(l)) != 0 && rc == CLI_OK)
+        rc = cli_lib_err(path, r, sp_last_error());
+    sp_params_destroy(params);
+    return rc;
+}
