@@ -92,8 +92,10 @@ static int parse_int(const char *s, int64_t *out, bool size_suffix)
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
-    if (end == s || errno == ERANGE)
+    if (end == s)
         return SP_EINVAL;
+    if (errno == ERANGE)
+        return SP_ERANGE; /* a number, only beyond int64: out of bounds like any other */
     if (size_suffix && *end) {
         int shift = 0;
         switch (toupper((unsigned char)*end)) {
@@ -177,7 +179,8 @@ int sp_params_set_str(sp_params *p, const char *name, const char *value)
             return sp_fail(NULL, rc, "parameter %s: '%s' is not %s", pi->name, value,
                            pi->type == SP_PTYPE_SIZE ? "a size (e.g. 4096, 64K, 1M, 2G)" : "an integer");
         if (rc)
-            return sp_fail(NULL, rc, "parameter %s: '%s' is too large", pi->name, value);
+            return sp_fail(NULL, rc, "parameter %s: '%s' is outside [%lld, %lld]", pi->name, value,
+                           (long long)pi->min, (long long)pi->max);
         break;
     }
     return sp_params_set(p, key, v);

@@ -36,7 +36,8 @@ static int meta_set_n(fmt_meta *m, const char *key, size_t klen, const void *val
         sp_free(k);
         return SP_ENOMEM;
     }
-    memcpy(v, value, len);
+    if (len)
+        memcpy(v, value, len); /* value may be NULL for an empty entry */
     memcpy(k, key, klen);
     k[klen] = '\0';
     for (size_t i = 0; i < m->n; i++) {

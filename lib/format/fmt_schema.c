@@ -92,6 +92,13 @@ static int schema_append(sp_schema *s, const char *name, size_t len, int kind, i
     int rc = field_check(&f, why, whylen);
     if (rc)
         return rc;
+    /* The limit is on the whole sample, not only on each field. */
+    uint64_t total = f.fixed_bytes;
+    for (size_t i = 0; i < s->n; i++)
+        total += s->f[i].fixed_bytes; /* each <= 1 GiB, at most 64 of them: no overflow */
+    if (total > MAX_FIXED_SAMPLE_BYTES)
+        return snprintf(why, whylen, "one sample exceeds %llu bytes",
+                        (unsigned long long)MAX_FIXED_SAMPLE_BYTES), SP_ELIMIT;
     s->f[s->n++] = f;
     return SP_OK;
 }

@@ -129,16 +129,26 @@ struct sp_loader {
     bool reader_up, reader_done, stop, running;
     ld_io *io;
     uint64_t pending; /* blocks handed to I/O or workers and not yet decoded */
+    uint64_t slots_in_use; /* batch slots not free */
     int64_t blocked_slot;
 
-    /* epoch position */
+    /* The reader's plans: it runs on into the next epoch while the consumer finishes this one, so
+     * two plans may be live. Batches are numbered globally within a run: epoch-local batch k of
+     * plan slot i is global batch rbase[i] + k, held in slot (global % nslots). */
+    ld_plan rplan[2];
+    uint64_t rbase[2], rlo[2], rpending[2];
+    uint32_t win_plan[2]; /* plan slot of each window slot */
+    uint64_t run_epoch;   /* the epoch a run starts at, and its first batch */
+    uint64_t run_k;
+
+    /* the consumer's position; `plan` is its own copy of its epoch's plan */
     ld_plan plan;
     bool plan_valid;
-    uint64_t epoch, start_k, next_k, next_assign;
+    uint64_t epoch, start_k, next_k, cons_base, next_assign;
     bool done;
     uint64_t leases;
 
-    /* the first failure of this epoch, by batch */
+    /* the first failure of this run, by global batch */
     uint64_t err_batch;
     int err_code;
     char err_msg[SP_ERRMSG_MAX];

@@ -331,6 +331,8 @@ static void loader_free(sp_loader *l)
         sp_free(l->win[w].row_base);
     }
     ld_plan_free(&l->plan);
+    ld_plan_free(&l->rplan[0]);
+    ld_plan_free(&l->rplan[1]);
     sp_free(l->scratch);
     sp_free(l->dctx);
     sp_free(l->workers);
@@ -488,7 +490,8 @@ static int ensure_plan(sp_loader *l)
     return SP_OK;
 }
 
-static int start_epoch(sp_loader *l)
+/* Starts the threads at (epoch, start_k); they then run on through every later epoch. */
+static int start_run(sp_loader *l)
 {
     int rc = ensure_plan(l);
     if (rc)
@@ -508,7 +511,7 @@ static int start_epoch(sp_loader *l)
     return SP_OK;
 }
 
-/* Moves to epoch e at batch k; the pipeline restarts lazily on the next call to next(). */
+/* Moves to epoch e at batch k; the pipeline restarts there on the next call to next(). */
 static void reposition(sp_loader *l, uint64_t e, uint64_t k)
 {
     if (l->running)
@@ -516,7 +519,22 @@ static void reposition(sp_loader *l, uint64_t e, uint64_t k)
     l->epoch = e;
     l->start_k = k;
     l->next_k = k;
+    l->cons_base = 0;
     l->done = l->epochs != 0 && e >= l->epochs;
+}
+
+/* The consumer reached the end of its epoch: the threads go on (they are already reading the
+ * next one) unless that was the last epoch. */
+static void end_epoch(sp_loader *l)
+{
+    l->cons_base += l->plan.nbatches;
+    l->epoch++;
+    l->st.epoch = l->epoch;
+    l->start_k = 0;
+    l->next_k = 0;
+    l->done = l->epochs != 0 && l->epoch >= l->epochs;
+    if (l->done && l->running)
+        ld_pipeline_stop(l);
 }
 
 int sp_loader_set_epoch(sp_loader *l, uint64_t epoch)
@@ -563,29 +581,29 @@ static void deadline_after(struct timespec *ts, int ms)
     }
 }
 
-/* Waits for batch next_k with mu held. */
-static int wait_ready(sp_loader *l, ld_slot *s, int timeout_ms)
+/* Waits for global batch g in slot s, with mu held. */
+static int wait_ready(sp_loader *l, ld_slot *s, uint64_t g, int timeout_ms)
 {
     struct timespec dl;
     if (timeout_ms >= 0)
         deadline_after(&dl, timeout_ms);
     double t0 = sp_now();
     int rc = SP_OK;
-    while (!(s->k == l->next_k && s->state == SLOT_READY)) {
-        if (l->err_batch <= l->next_k) {
+    while (!(s->k == g && s->state == SLOT_READY)) {
+        if (l->err_batch <= g) {
             rc = sp_fail(&l->eb, l->err_code, "%s", l->err_msg);
             break;
         }
         if (stuck_locked(l)) {
-            rc = sp_fail(&l->eb, SP_EBUSY, "batch %llu cannot be produced while batch %llu is leased (the ring has "
-                         "%llu slots); release older batches", (unsigned long long)l->next_k,
-                         (unsigned long long)l->slots[l->blocked_slot].k, (unsigned long long)l->nslots);
+            rc = sp_fail(&l->eb, SP_EBUSY, "batch %llu cannot be produced while an older batch is still leased "
+                         "(the ring has %llu slots); release older batches", (unsigned long long)l->next_k,
+                         (unsigned long long)l->nslots);
             break;
         }
         if (timeout_ms < 0) {
             pthread_cond_wait(&l->c_consumer, &l->mu);
         } else if (pthread_cond_timedwait(&l->c_consumer, &l->mu, &dl) == ETIMEDOUT &&
-                   !(s->k == l->next_k && s->state == SLOT_READY)) {
+                   !(s->k == g && s->state == SLOT_READY)) {
             rc = sp_fail(&l->eb, SP_ETIMEDOUT, "batch %llu not ready within %d ms", (unsigned long long)l->next_k,
                          timeout_ms);
             break;
@@ -604,15 +622,18 @@ int sp_loader_next(sp_loader *l, sp_batch **out, int timeout_ms)
     if (l->done)
         return sp_fail(&l->eb, SP_EDONE, "all %llu epoch(s) delivered", (unsigned long long)l->epochs);
     int rc;
-    if (!l->running && (rc = start_epoch(l)))
+    if (!l->running && (rc = start_run(l)))
+        return rc;
+    if ((rc = ensure_plan(l)))
         return rc;
     if (l->next_k == l->plan.nbatches) {
-        reposition(l, l->epoch + 1, 0);
+        end_epoch(l);
         return sp_fail(&l->eb, SP_EEPOCH, "end of epoch %llu", (unsigned long long)(l->epoch - 1));
     }
     pthread_mutex_lock(&l->mu);
-    ld_slot *s = &l->slots[l->next_k % l->nslots];
-    rc = wait_ready(l, s, timeout_ms);
+    uint64_t g = l->cons_base + l->next_k;
+    ld_slot *s = &l->slots[g % l->nslots];
+    rc = wait_ready(l, s, g, timeout_ms);
     if (rc == SP_OK) {
         s->state = SLOT_LEASED;
         l->leases++;
@@ -639,7 +660,8 @@ int sp_loader_release(sp_loader *l, sp_batch *b)
     } else {
         s->state = SLOT_FREE;
         l->leases--;
-        pthread_cond_broadcast(&l->c_reader);
+        l->slots_in_use--;
+        pthread_cond_signal(&l->c_reader);
     }
     pthread_mutex_unlock(&l->mu);
     return rc;

@@ -111,7 +111,7 @@ static void rows_done(sp_loader *l, ld_slot *s, unsigned n)
     if (ok) {
         s->state = SLOT_READY;
         l->st.batches_ready++;
-        pthread_cond_broadcast(&l->c_consumer);
+        pthread_cond_signal(&l->c_consumer); /* one consumer thread */
     } else {
         char msg[200];
         snprintf(msg, sizeof msg, "batch %llu: every sample in it is corrupt; nothing to fill it with",
@@ -144,15 +144,16 @@ static void convert_tokens(uint8_t *dst, const uint8_t *src, uint64_t count, int
 static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v)
 {
     const ld_window *w = &l->win[j->win];
-    uint64_t lo = l->start_k * l->batch, hi = l->plan.samples;
+    uint32_t pi = l->win_plan[j->win];
+    uint64_t lo = l->rlo[pi], hi = l->rplan[pi].samples, gbase = l->rbase[pi];
     uint32_t base = w->row_base[j->kblock];
     for (uint32_t r = 0; r < v->n; r++) {
         uint64_t p = w->start + w->pos[base + r];
         if (p < lo || p >= hi)
             continue;
-        uint64_t k = p / l->batch;
+        uint64_t g = gbase + p / l->batch;
         uint32_t row = (uint32_t)(p % l->batch);
-        ld_slot *s = &l->slots[k % l->nslots];
+        ld_slot *s = &l->slots[g % l->nslots];
         for (size_t f = 0; f < l->nout; f++) {
             const ld_out *o = &l->out[f];
             const uint8_t *src;
@@ -173,7 +174,8 @@ static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v)
 static void block_failed(sp_loader *l, const ld_job *j, int code, const char *why)
 {
     const ld_window *w = &l->win[j->win];
-    uint64_t lo = l->start_k * l->batch, hi = l->plan.samples;
+    uint32_t pi = l->win_plan[j->win];
+    uint64_t lo = l->rlo[pi], hi = l->rplan[pi].samples, gbase = l->rbase[pi];
     uint32_t base = w->row_base[j->kblock], n = l->block_samples[j->block];
     const fmt_block_entry *be = l->block_entry[j->block];
     char msg[SP_ERRMSG_MAX + 512];
@@ -187,9 +189,9 @@ static void block_failed(sp_loader *l, const ld_job *j, int code, const char *wh
         uint64_t p = w->start + w->pos[base + r];
         if (p < lo || p >= hi)
             continue;
-        first = min_u64(first, p / l->batch);
+        first = min_u64(first, gbase + p / l->batch);
         if (l->on_error == SP_ON_ERROR_SKIP) {
-            ld_slot *s = &l->slots[(p / l->batch) % l->nslots];
+            ld_slot *s = &l->slots[(gbase + p / l->batch) % l->nslots];
             uint32_t row = (uint32_t)(p % l->batch);
             s->bad[row] = 1;
             s->b.ids[row] = UINT64_MAX;
@@ -239,15 +241,16 @@ static void job_run(sp_loader *l, const ld_job *j, int id)
     const fmt_block_entry *be = l->block_entry[j->block];
     pthread_mutex_lock(&l->mu);
     l->regions[j->region].done = true;
-    if (--l->win_remaining[j->win] == 0)
-        pthread_cond_broadcast(&l->c_reader);
+    l->win_remaining[j->win]--;
+    l->rpending[l->win_plan[j->win]]--;
     l->pending--;
     l->st.decode_busy_s += busy;
     l->st.blocks_read++;
     if (!rc)
         l->st.bytes_decompressed += be->raw_size;
-    pthread_cond_broadcast(&l->c_reader);
-    pthread_cond_broadcast(&l->c_consumer);
+    pthread_cond_signal(&l->c_reader); /* ring space or a window slot may have come free */
+    if (l->pending == 0 && l->blocked_slot >= 0)
+        pthread_cond_signal(&l->c_consumer); /* lets next() see a ring that cannot advance */
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -398,42 +401,42 @@ static void reader_wait(sp_loader *l, ld_reader *rd)
     rd->wait_s += sp_now() - t0;
 }
 
-/* Claims the slots of batches [from, to] for this window, waiting for the consumer to release the
- * batches that held them. Called with mu held. */
-static bool claim_batches(sp_loader *l, ld_reader *rd, uint64_t from, uint64_t to)
+/* Claims the slots of plan pi's batches [from, to] (epoch-local) for a window, waiting for the
+ * consumer to release the batches that held them. Called with mu held. */
+static bool claim_batches(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t from, uint64_t to)
 {
-    for (uint64_t k = from > l->next_assign ? from : l->next_assign; k <= to; k++) {
-        ld_slot *s = &l->slots[k % l->nslots];
+    uint64_t gbase = l->rbase[pi];
+    for (uint64_t g = gbase + from > l->next_assign ? gbase + from : l->next_assign; g <= gbase + to; g++) {
+        uint64_t k = g - gbase;
+        ld_slot *s = &l->slots[g % l->nslots];
         while (!l->stop && s->state != SLOT_FREE) {
-            l->blocked_slot = (int64_t)(k % l->nslots);
+            l->blocked_slot = (int64_t)(g % l->nslots);
             reader_wait(l, rd);
         }
         l->blocked_slot = -1;
         if (l->stop)
             return false;
-        uint64_t rows = l->plan.samples - k * l->batch;
-        s->k = k;
+        uint64_t rows = l->rplan[pi].samples - k * l->batch;
+        s->k = g;
         s->state = SLOT_FILLING;
         s->rows_expected = (uint32_t)(rows < l->batch ? rows : l->batch);
         atomic_store(&s->rows_done, 0);
         memset(s->bad, 0, l->batch);
-        s->b.epoch = l->epoch;
+        s->b.epoch = l->rplan[pi].cfg.epoch;
         s->b.index = k;
         s->b.rows = s->rows_expected;
-        l->next_assign = k + 1;
-        uint64_t in_use = 0;
-        for (uint64_t i = 0; i < l->nslots; i++)
-            in_use += l->slots[i].state != SLOT_FREE;
-        if (in_use > l->st.batch_ring_peak_slots)
-            l->st.batch_ring_peak_slots = in_use;
+        l->next_assign = g + 1;
+        if (++l->slots_in_use > l->st.batch_ring_peak_slots)
+            l->st.batch_ring_peak_slots = l->slots_in_use;
     }
     return true;
 }
 
 /* Whether block kblock of window w has any row this epoch delivers. */
-static bool block_needed(const sp_loader *l, const ld_window *w, uint32_t kblock, uint64_t lo, uint64_t hi)
+static bool block_needed(const sp_loader *l, const ld_plan *plan, const ld_window *w, uint32_t kblock,
+                         uint64_t lo, uint64_t hi)
 {
-    uint32_t base = w->row_base[kblock], n = l->block_samples[l->plan.blocks[w->first_block + kblock]];
+    uint32_t base = w->row_base[kblock], n = l->block_samples[plan->blocks[w->first_block + kblock]];
     for (uint32_t r = 0; r < n; r++) {
         uint64_t p = w->start + w->pos[base + r];
         if (p >= lo && p < hi)
@@ -442,8 +445,10 @@ static bool block_needed(const sp_loader *l, const ld_window *w, uint32_t kblock
     return false;
 }
 
-static bool read_window(sp_loader *l, ld_reader *rd, uint64_t wi, uint64_t lo, uint64_t hi)
+static bool read_window(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi)
 {
+    const ld_plan *plan = &l->rplan[pi];
+    uint64_t lo = l->rlo[pi], hi = plan->samples;
     uint32_t ws = (uint32_t)(wi % 2);
     pthread_mutex_lock(&l->mu);
     while (!l->stop && l->win_remaining[ws] > 0)
@@ -452,21 +457,22 @@ static bool read_window(sp_loader *l, ld_reader *rd, uint64_t wi, uint64_t lo, u
     if (l->stop)
         return false;
     ld_window *w = &l->win[ws];
-    if (ld_window_build(&l->plan, l->block_samples, wi, w, l->win_cap, l->win_perm) != SP_OK)
+    l->win_plan[ws] = pi;
+    if (ld_window_build(plan, l->block_samples, wi, w, l->win_cap, l->win_perm) != SP_OK)
         return false; /* cannot happen: win_cap bounds every window */
-    uint64_t end = l->plan.window_start[wi + 1] < hi ? l->plan.window_start[wi + 1] : hi;
+    uint64_t end = plan->window_start[wi + 1] < hi ? plan->window_start[wi + 1] : hi;
     uint64_t first = (w->start > lo ? w->start : lo) / l->batch, last = (end - 1) / l->batch;
     uint32_t count = 0;
     for (uint32_t k = 0; k < w->nblocks; k++)
-        count += block_needed(l, w, k, lo, hi);
+        count += block_needed(l, plan, w, k, lo, hi);
     pthread_mutex_lock(&l->mu);
-    bool ok = claim_batches(l, rd, first, last);
+    bool ok = claim_batches(l, rd, pi, first, last);
     l->win_remaining[ws] = count;
     pthread_mutex_unlock(&l->mu);
     for (uint32_t k = 0; ok && k < w->nblocks; k++) {
-        if (!block_needed(l, w, k, lo, hi))
+        if (!block_needed(l, plan, w, k, lo, hi))
             continue;
-        ld_job j = { .block = l->plan.blocks[w->first_block + k], .win = ws, .kblock = k };
+        ld_job j = { .block = plan->blocks[w->first_block + k], .win = ws, .kblock = k };
         pthread_mutex_lock(&l->mu);
         int64_t idx;
         while (!l->stop && (idx = ring_alloc(l, sp_align_up(l->block_entry[j.block]->stored_size, LD_PAGE), &j.buf)) < 0)
@@ -477,6 +483,7 @@ static bool read_window(sp_loader *l, ld_reader *rd, uint64_t wi, uint64_t lo, u
         }
         j.region = (uint32_t)idx;
         l->pending++;
+        l->rpending[pi]++;
         pthread_mutex_unlock(&l->mu);
         while (ld_io_inflight(l->io) == ld_io_depth(l->io))
             reap(l, rd, true);
@@ -487,23 +494,61 @@ static bool read_window(sp_loader *l, ld_reader *rd, uint64_t wi, uint64_t lo, u
     return ok;
 }
 
+/* Plans epoch e into plan slot pi once the blocks of the plan it held are all decoded. */
+static bool plan_epoch(sp_loader *l, ld_reader *rd, uint64_t e, uint64_t base)
+{
+    uint32_t pi = (uint32_t)(e % 2);
+    pthread_mutex_lock(&l->mu);
+    while (!l->stop && l->rpending[pi] > 0)
+        reader_wait(l, rd);
+    pthread_mutex_unlock(&l->mu);
+    if (l->stop)
+        return false;
+    ld_plan_free(&l->rplan[pi]);
+    ld_plan_cfg cfg = { l->seed, e, l->rank, l->world, l->batch, l->window_blocks, l->shuffle, l->drop_last };
+    char why[256];
+    int rc = ld_plan_build(&l->rplan[pi], &cfg, l->block_samples, l->nblocks, why, sizeof why);
+    pthread_mutex_lock(&l->mu);
+    if (rc)
+        fail_batch_locked(l, base, rc, why);
+    l->rbase[pi] = base;
+    l->rlo[pi] = e == l->run_epoch ? l->run_k * l->batch : 0;
+    pthread_mutex_unlock(&l->mu);
+    return rc == SP_OK;
+}
+
+/* Reads epoch after epoch, from (run_epoch, run_k), until the last epoch or a stop: the next
+ * epoch's first windows are read while the consumer still works through this one's batches. */
+static void read_epochs(sp_loader *l, ld_reader *rd)
+{
+    uint64_t base = 0;
+    for (uint64_t e = l->run_epoch; l->epochs == 0 || e < l->epochs; e++) {
+        if (!plan_epoch(l, rd, e, base))
+            return;
+        uint32_t pi = (uint32_t)(e % 2);
+        const ld_plan *plan = &l->rplan[pi];
+        uint64_t lo = l->rlo[pi], hi = plan->samples;
+        uint64_t wi = lo < hi ? ld_plan_window_of(plan, lo) : plan->nwindows;
+        for (; wi < plan->nwindows && plan->window_start[wi] < hi; wi++)
+            if (!read_window(l, rd, pi, wi))
+                return;
+        base += plan->nbatches;
+    }
+}
+
 static void *reader_main(void *arg)
 {
     sp_loader *l = arg;
     ld_reader *rd = sp_calloc(1, sizeof *rd);
     double t0 = sp_now();
-    uint64_t lo = l->start_k * l->batch, hi = l->plan.samples;
     if (rd) {
-        uint64_t wi = lo < hi ? ld_plan_window_of(&l->plan, lo) : l->plan.nwindows;
-        for (; wi < l->plan.nwindows && l->plan.window_start[wi] < hi; wi++)
-            if (!read_window(l, rd, wi, lo, hi))
-                break;
+        read_epochs(l, rd);
         while (ld_io_inflight(l->io))
             reap(l, rd, true);
     }
     pthread_mutex_lock(&l->mu);
     if (!rd)
-        fail_batch_locked(l, l->start_k, SP_ENOMEM, "out of memory starting the reader");
+        fail_batch_locked(l, 0, SP_ENOMEM, "out of memory starting the reader");
     l->st.read_busy_s += sp_now() - t0 - (rd ? rd->wait_s : 0);
     l->reader_done = true;
     pthread_cond_broadcast(&l->c_worker);
@@ -528,8 +573,15 @@ static void reset_epoch_state(sp_loader *l)
     l->ring_head = l->ring_tail = 0;
     l->job_head = l->job_count = 0;
     l->pending = 0;
+    l->slots_in_use = 0;
+    for (uint64_t i = 0; i < l->nslots; i++)
+        l->slots_in_use += l->slots[i].state != SLOT_FREE;
     l->blocked_slot = -1;
+    l->run_epoch = l->epoch;
+    l->run_k = l->start_k;
+    l->cons_base = 0;
     l->next_assign = l->start_k;
+    l->rpending[0] = l->rpending[1] = 0;
     l->err_batch = UINT64_MAX;
     l->err_code = 0;
     l->err_msg[0] = '\0';
