@@ -2,7 +2,9 @@
 #include "cli.h"
 
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
+#include <strings.h>
 
 void cli_getopt_init(cli_getopt *g, const cli_cmd *cmd, int argc, char **argv, sp_params *params)
 {
@@ -40,6 +42,15 @@ static void dash_name(const char *name, char *out, size_t n)
 }
 
 /* Finds the table entry of one of the scopes whose CLI spelling is name (length len). */
+static bool is_bool_word(const char *s)
+{
+    static const char *const words[] = { "true", "false", "yes", "no", "on", "off", "1", "0" };
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (strcasecmp(s, words[i]) == 0)
+            return true;
+    return false;
+}
+
 static int find_param(int scopes, const char *name, size_t len, sp_param_info *info)
 {
     int count = sp_param_count();
@@ -173,7 +184,11 @@ static int long_option(cli_getopt *g, const char *arg)
             if (eq) {
                 value = eq + 1;
             } else if (info.type == SP_PTYPE_BOOL) {
+                /* A following true/false word is the value ("--direct-io false"); anything else
+                 * is the next argument and the flag alone means true. */
                 value = "1";
+                if (g->i < g->argc && is_bool_word(g->argv[g->i]))
+                    value = g->argv[g->i++];
             } else if (g->i < g->argc) {
                 value = g->argv[g->i++];
             } else {

@@ -437,7 +437,7 @@ int sp_loader_open(const char *path, const sp_params *params, sp_loader **out)
     bool is_glob = strpbrk(path, "*?[") && access(path, F_OK) != 0;
     int rc = is_glob ? open_glob(path, params, &l->ds) : sp_dataset_open(path, params, &l->ds);
     if (rc)
-        sp_fail(&l->eb, rc, "%s", sp_last_error());
+        sp_fail_keep(&l->eb, rc); /* "%s" of sp_last_error() into itself was undefined */
     return loader_finish_open(l, rc, params, out);
 }
 
@@ -452,7 +452,7 @@ int sp_loader_open_shards(const char *const *paths, size_t n, const sp_params *p
         return sp_fail(NULL, SP_ENOMEM, "out of memory");
     int rc = sp_dataset_open_shards(paths, n, params, &l->ds);
     if (rc)
-        sp_fail(&l->eb, rc, "%s", sp_last_error());
+        sp_fail_keep(&l->eb, rc); /* "%s" of sp_last_error() into itself was undefined */
     return loader_finish_open(l, rc, params, out);
 }
 
@@ -486,7 +486,9 @@ static int ensure_plan(sp_loader *l)
     if (rc)
         return lfail(l, rc, "%s", why);
     l->plan_valid = true;
+    pthread_mutex_lock(&l->mu); /* sp_loader_stats_get may read st from any thread */
     l->st.samples_dropped_per_epoch = l->plan.dropped;
+    pthread_mutex_unlock(&l->mu);
     return SP_OK;
 }
 
@@ -500,9 +502,11 @@ static int start_run(sp_loader *l)
         return lfail(l, SP_ERANGE, "resume batch %llu is past the epoch's %llu batches",
                      (unsigned long long)l->start_k, (unsigned long long)l->plan.nbatches);
     l->next_k = l->start_k;
+    pthread_mutex_lock(&l->mu);
     l->st.epoch = l->epoch;
     if (l->t_first == 0)
         l->t_first = sp_now();
+    pthread_mutex_unlock(&l->mu);
     rc = ld_pipeline_start(l);
     if (rc) {
         ld_pipeline_stop(l);
@@ -529,7 +533,9 @@ static void end_epoch(sp_loader *l)
 {
     l->cons_base += l->plan.nbatches;
     l->epoch++;
+    pthread_mutex_lock(&l->mu);
     l->st.epoch = l->epoch;
+    pthread_mutex_unlock(&l->mu);
     l->start_k = 0;
     l->next_k = 0;
     l->done = l->epochs != 0 && l->epoch >= l->epochs;

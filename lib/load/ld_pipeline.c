@@ -411,6 +411,9 @@ static bool claim_batches(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t fro
         ld_slot *s = &l->slots[g % l->nslots];
         while (!l->stop && s->state != SLOT_FREE) {
             l->blocked_slot = (int64_t)(g % l->nslots);
+            /* When no block is pending, no worker will wake next() to see that the ring is
+             * stuck: do it here, or a consumer waiting without timeout never returns SP_EBUSY. */
+            pthread_cond_signal(&l->c_consumer);
             reader_wait(l, rd);
         }
         l->blocked_slot = -1;
@@ -453,8 +456,9 @@ static bool read_window(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi)
     pthread_mutex_lock(&l->mu);
     while (!l->stop && l->win_remaining[ws] > 0)
         reader_wait(l, rd);
+    bool stop = l->stop; /* read under mu: ld_pipeline_stop sets it from another thread */
     pthread_mutex_unlock(&l->mu);
-    if (l->stop)
+    if (stop)
         return false;
     ld_window *w = &l->win[ws];
     l->win_plan[ws] = pi;
@@ -501,8 +505,9 @@ static bool plan_epoch(sp_loader *l, ld_reader *rd, uint64_t e, uint64_t base)
     pthread_mutex_lock(&l->mu);
     while (!l->stop && l->rpending[pi] > 0)
         reader_wait(l, rd);
+    bool stop = l->stop; /* read under mu: ld_pipeline_stop sets it from another thread */
     pthread_mutex_unlock(&l->mu);
-    if (l->stop)
+    if (stop)
         return false;
     ld_plan_free(&l->rplan[pi]);
     ld_plan_cfg cfg = { l->seed, e, l->rank, l->world, l->batch, l->window_blocks, l->shuffle, l->drop_last };
