@@ -24,9 +24,23 @@ static void fd_evict_one(sp_loader *l)
     }
 }
 
+/* Stops using O_DIRECT for the rest of the loader's life, saying why in the stats. */
+static void direct_off(sp_loader *l, const char *why)
+{
+    pthread_mutex_lock(&l->mu);
+    l->direct = false;
+    l->st.direct_io = 0;
+    snprintf(l->st.io_note, sizeof l->st.io_note, "%s; buffered reads", why);
+    pthread_mutex_unlock(&l->mu);
+}
+
 /* The shard's descriptor, O_DIRECT when allowed; at most LD_MAX_FDS stay open. -errno on error. */
 static int shard_fd(sp_loader *l, uint32_t shard, bool direct)
 {
+    /* O_DIRECT needs page-aligned offsets and lengths; shards with a smaller alignment are read
+     * through the page cache, and their last block is never read past its stored size. */
+    if (l->shards[shard]->index.id.align % LD_PAGE)
+        direct = false;
     if (l->fd[shard] >= 0 && l->fd_direct[shard] == direct) {
         l->fd_tick[shard] = ++l->tick;
         return l->fd[shard];
@@ -40,10 +54,12 @@ static int shard_fd(sp_loader *l, uint32_t shard, bool direct)
         fd_evict_one(l);
     const char *path = l->shards[shard]->path;
     int fd = direct ? open(path, O_RDONLY | O_CLOEXEC | O_DIRECT) : -1;
-    if (fd < 0) {
+    if (direct && fd < 0) {
+        direct_off(l, "O_DIRECT refused at open by the file system");
         direct = false;
-        fd = open(path, O_RDONLY | O_CLOEXEC);
     }
+    if (fd < 0)
+        fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
     l->fd[shard] = fd;
@@ -368,12 +384,7 @@ static int reap(sp_loader *l, ld_reader *rd, bool wait)
     rd->inflight[tag].buf = NULL;
     uint32_t shard = l->block_shard[j.block];
     if (res == -EINVAL && l->fd_direct[shard]) {
-        /* The file system refused O_DIRECT at read time: read buffered from now on. */
-        pthread_mutex_lock(&l->mu);
-        l->direct = false;
-        l->st.direct_io = 0;
-        snprintf(l->st.io_note, sizeof l->st.io_note, "O_DIRECT refused by the file system; buffered reads");
-        pthread_mutex_unlock(&l->mu);
+        direct_off(l, "O_DIRECT refused at read time by the file system");
         submit(l, rd, &j);
         return 1;
     }
@@ -478,7 +489,7 @@ static bool read_window(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi)
             continue;
         ld_job j = { .block = plan->blocks[w->first_block + k], .win = ws, .kblock = k };
         pthread_mutex_lock(&l->mu);
-        int64_t idx;
+        int64_t idx = -1; /* set by ring_alloc unless stop */
         while (!l->stop && (idx = ring_alloc(l, sp_align_up(l->block_entry[j.block]->stored_size, LD_PAGE), &j.buf)) < 0)
             reader_wait(l, rd);
         if (l->stop) {

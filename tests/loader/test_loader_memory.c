@@ -1,0 +1,335 @@
+/* test_loader_memory.c - the host_memory budget: too small is refused naming the true minimum, the minimum itself streams, pools are reported and stay inside the budget, and peak RSS stays near the budget however large the dataset. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "lt_util.h"
+#include "test_util.h"
+
+#if defined(__SANITIZE_THREAD__)
+#define LT_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define LT_TSAN 1
+#endif
+#endif
+
+static uint64_t g_seed;
+static lt_ds g_ds;
+
+#define N_SAMPLES 3000
+
+static int open_budget(const lt_ds *d, uint64_t budget, const char *threads, sp_loader **l)
+{
+    char b[32];
+    snprintf(b, sizeof b, "%llu", (unsigned long long)budget);
+    return lt_open(d->dir, l, "host_memory", b, "threads", threads, NULL);
+}
+
+/* "need at least 1.2 MiB" -> bytes; 0 when the message has no such phrase. */
+static double parse_need(const char *msg)
+{
+    const char *p = strstr(msg, "need at least ");
+    if (!p)
+        return 0;
+    double v;
+    char unit[8];
+    if (sscanf(p + 14, "%lf %7s", &v, unit) != 2)
+        return 0;
+    static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+    for (int u = 0; u < 5; u++) {
+        if (!strncmp(unit, units[u], strlen(units[u])) && (unit[strlen(units[u])] == '\0' || unit[strlen(units[u])] == ' '))
+            return v * (double)(1ull << (10 * u));
+    }
+    return 0;
+}
+
+static void check_stats(sp_loader *l, uint64_t budget)
+{
+    sp_loader_stats st;
+    ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+    ck_assert_uint_eq(st.host_memory_bytes, budget);
+    ck_assert_msg(st.host_allocated_bytes <= st.host_memory_bytes, "allocated %llu > budget %llu",
+                  (unsigned long long)st.host_allocated_bytes, (unsigned long long)st.host_memory_bytes);
+    ck_assert_uint_gt(st.read_ring_bytes, 0);
+    ck_assert_uint_gt(st.batch_ring_bytes, 0);
+    ck_assert_uint_ge(st.batch_ring_slots, 2);
+    ck_assert_uint_gt(st.scratch_bytes, 0); /* the blocks are zstd: workers need buffers */
+    ck_assert_msg(st.read_ring_bytes + st.batch_ring_bytes + st.scratch_bytes <= st.host_allocated_bytes,
+                  "pools %llu + %llu + %llu exceed the %llu bytes reported allocated",
+                  (unsigned long long)st.read_ring_bytes, (unsigned long long)st.batch_ring_bytes,
+                  (unsigned long long)st.scratch_bytes, (unsigned long long)st.host_allocated_bytes);
+    ck_assert_uint_le(st.read_ring_peak, st.read_ring_bytes);
+    ck_assert_uint_le(st.batch_ring_peak_slots, st.batch_ring_slots);
+    ck_assert_uint_le(st.batches_ready, st.batch_ring_slots);
+}
+
+/* One epoch, checked, then the pools' peaks are checked against their sizes. */
+static void stream_checked(sp_loader *l, uint64_t budget)
+{
+    check_stats(l, budget);
+    lt_rec r = { 0 };
+    int rc = lt_epoch(l, &g_ds, &r);
+    ck_assert_msg(rc == SP_EEPOCH, "budget %llu: %s: %s", (unsigned long long)budget, sp_error_name(rc),
+                  sp_last_error());
+    ck_assert_msg(r.bad == 0, "%s", r.why);
+    ck_assert_uint_eq(r.ni, N_SAMPLES);
+    check_stats(l, budget);
+    sp_loader_stats st;
+    sp_loader_stats_get(l, &st);
+    ck_assert_uint_gt(st.read_ring_peak, 0);
+    ck_assert_uint_gt(st.batch_ring_peak_slots, 0);
+    ck_assert_uint_gt(st.bytes_read, 0);
+    /* Every block decoded once: at least the samples' bytes (with O_DIRECT, bytes_read counts
+     * whole pages, so it is not compared with them). */
+    ck_assert_uint_ge(st.bytes_decompressed, (uint64_t)N_SAMPLES * (64 * 2 + 8 + 12));
+    ck_assert_uint_eq(st.blocks_read, g_ds.blocks);
+    lt_rec_free(&r);
+}
+
+START_TEST(minimum_is_named_and_works)
+{
+    sp_loader *l;
+    int rc = open_budget(&g_ds, 64 * 1024, "2", &l);
+    ck_assert_msg(rc == SP_ELIMIT, "64 KiB: %s", sp_error_name(rc));
+    ck_assert_ptr_null(l);
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", sp_last_error());
+    ck_assert_msg(strstr(msg, "need at least"), "message: %s", msg);
+    double named = parse_need(msg);
+    ck_assert_msg(named > 64 * 1024, "cannot read the minimum from: %s", msg);
+
+    /* The smallest budget that opens, by bisection, is the minimum the message names (it prints
+     * one decimal: within 5%). */
+    uint64_t lo = 64 * 1024, hi = 64ull << 20; /* lo refused, hi accepted */
+    ck_assert_int_eq(open_budget(&g_ds, hi, "2", &l), 0);
+    sp_loader_close(l);
+    while (hi - lo > 1) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        rc = open_budget(&g_ds, mid, "2", &l);
+        ck_assert_msg(rc == 0 || rc == SP_ELIMIT, "budget %llu: %s", (unsigned long long)mid, sp_error_name(rc));
+        if (rc == 0) {
+            hi = mid;
+            sp_loader_close(l);
+        } else {
+            lo = mid;
+            ck_assert_msg(strstr(sp_last_error(), "need at least"), "message: %s", sp_last_error());
+        }
+    }
+    fprintf(stderr, "memory: minimum host_memory %llu bytes; message: %s\n", (unsigned long long)hi, msg);
+    ck_assert_msg((double)hi >= named * 0.95 && (double)hi <= named * 1.05,
+                  "the message names %.0f bytes, the true minimum is %llu", named, (unsigned long long)hi);
+
+    /* The minimum streams a whole epoch, correctly, within itself. */
+    ck_assert_int_eq(open_budget(&g_ds, hi, "2", &l), 0);
+    stream_checked(l, hi);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+
+    /* More threads need more: the same budget is now refused. */
+    rc = open_budget(&g_ds, hi, "4", &l);
+    ck_assert_msg(rc == SP_ELIMIT, "4 threads on the 2-thread minimum: %s", sp_error_name(rc));
+}
+END_TEST
+
+START_TEST(pools_inside_budget)
+{
+    static const uint64_t budgets[] = { 1ull << 20, 3ull << 20, 16ull << 20, 256ull << 20 };
+    for (size_t i = 0; i < sizeof budgets / sizeof budgets[0]; i++) {
+        sp_loader *l;
+        int rc = open_budget(&g_ds, budgets[i], "2", &l);
+        ck_assert_msg(rc == 0, "budget %llu: %s", (unsigned long long)budgets[i], sp_last_error());
+        stream_checked(l, budgets[i]);
+        ck_assert_int_eq(sp_loader_close(l), 0);
+    }
+    /* The default budget follows the machine, capped at 2 GiB. */
+    sp_loader *l;
+    ck_assert_int_eq(lt_open(g_ds.dir, &l, "host_memory", "0", NULL), 0);
+    sp_loader_stats st;
+    sp_loader_stats_get(l, &st);
+    ck_assert_uint_gt(st.host_memory_bytes, 0);
+    ck_assert_uint_le(st.host_memory_bytes, 2ull << 30);
+    ck_assert_uint_le(st.host_allocated_bytes, st.host_memory_bytes);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    /* An explicit prefetch that does not fit is refused, naming it. */
+    int rc = lt_open(g_ds.dir, &l, "host_memory", "1M", "prefetch", "4096", NULL);
+    ck_assert_msg(rc == SP_ELIMIT, "prefetch 4096 in 1 MiB: %s", sp_error_name(rc));
+    ck_assert_msg(strstr(sp_last_error(), "prefetch"), "message: %s", sp_last_error());
+    /* One that fits gives that many extra slots. */
+    ck_assert_int_eq(lt_open(g_ds.dir, &l, "host_memory", "64M", "prefetch", "3", NULL), 0);
+    sp_loader_stats a;
+    sp_loader_stats_get(l, &a);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    ck_assert_int_eq(lt_open(g_ds.dir, &l, "host_memory", "64M", "prefetch", "7", NULL), 0);
+    sp_loader_stats_get(l, &st);
+    ck_assert_uint_eq(st.batch_ring_slots, a.batch_ring_slots + 4);
+    lt_rec r = { 0 };
+    ck_assert_int_eq(lt_epoch(l, &g_ds, &r), SP_EEPOCH);
+    ck_assert_uint_eq(r.bad, 0);
+    lt_rec_free(&r);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+}
+END_TEST
+
+/* sp_loader_stats_get may be called from any thread: a monitor polls while the consumer streams
+ * three epochs (ThreadSanitizer checks the rest). */
+typedef struct monitor {
+    sp_loader *l;
+    atomic_int stop;
+    uint64_t polls, last_batches;
+    int bad;
+} monitor;
+
+static void *monitor_main(void *arg)
+{
+    monitor *m = arg;
+    while (!atomic_load(&m->stop)) {
+        sp_loader_stats st;
+        if (sp_loader_stats_get(m->l, &st) || st.batches < m->last_batches ||
+            st.host_allocated_bytes > st.host_memory_bytes || st.batches_ready > st.batch_ring_slots)
+            m->bad++;
+        m->last_batches = st.batches;
+        m->polls++;
+    }
+    return NULL;
+}
+
+START_TEST(stats_from_another_thread)
+{
+    sp_loader *l;
+    ck_assert_int_eq(lt_open(g_ds.dir, &l, "epochs", "3", "threads", "3", NULL), 0);
+    monitor m = { .l = l };
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, monitor_main, &m), 0);
+    uint64_t batches = 0;
+    for (int e = 0; e < 3; e++) {
+        lt_rec r = { 0 };
+        ck_assert_int_eq(lt_epoch(l, &g_ds, &r), SP_EEPOCH);
+        ck_assert_uint_eq(r.bad, 0);
+        batches += r.nb;
+        lt_rec_free(&r);
+    }
+    sp_batch *b;
+    ck_assert_int_eq(sp_loader_next(l, &b, 1000), SP_EDONE);
+    atomic_store(&m.stop, 1);
+    pthread_join(t, NULL);
+    ck_assert_msg(m.bad == 0, "%d inconsistent snapshots of %llu", m.bad, (unsigned long long)m.polls);
+    sp_loader_stats st;
+    sp_loader_stats_get(l, &st);
+    ck_assert_uint_eq(st.batches, batches);
+    ck_assert_uint_eq(st.samples, 3 * N_SAMPLES);
+    ck_assert_uint_eq(st.blocks_read, 3 * g_ds.blocks);
+    ck_assert(st.elapsed_s > 0 && st.stall_s >= 0 && st.decode_busy_s > 0 && st.read_busy_s >= 0);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------------ peak RSS */
+
+/* The streaming child: a fresh process (exec'd), so its peak RSS is its own. Exit 0 when it
+ * streamed every sample of every epoch with correct labels. */
+static int stream_child(const char *dir, const char *budget, const char *epochs, uint64_t n)
+{
+    const char *kv[] = { "host_memory", budget, "threads", "2", "epochs", epochs, "batch_size", "64", NULL };
+    sp_params *p = lt_params_v(kv);
+    sp_loader *l;
+    if (!p || sp_loader_open(dir, p, &l)) {
+        fprintf(stderr, "rss child: open: %s\n", sp_last_error());
+        return 2;
+    }
+    sp_params_destroy(p);
+    uint64_t got = 0, want = n * (uint64_t)atoi(epochs);
+    for (;;) {
+        sp_batch *b;
+        int rc = sp_loader_next(l, &b, 60000);
+        if (rc == SP_EEPOCH)
+            continue;
+        if (rc == SP_EDONE)
+            break;
+        if (rc) {
+            fprintf(stderr, "rss child: next: %s\n", sp_last_error());
+            return 3;
+        }
+        const int64_t *label = sp_batch_tensor(b, (size_t)sp_batch_find(b, "label"))->data;
+        for (uint32_t r = 0; r < sp_batch_size(b); r++)
+            if ((uint64_t)label[r] != sp_batch_sample_id(b, r))
+                return 4;
+        got += sp_batch_size(b);
+        sp_loader_release(l, b);
+    }
+    sp_loader_close(l);
+    return got == want ? 0 : 5;
+}
+
+/* Runs the child on dir; returns its peak RSS in bytes. */
+static uint64_t child_rss(const char *dir, const char *budget, const char *epochs, uint64_t n)
+{
+    char ns[32];
+    snprintf(ns, sizeof ns, "%llu", (unsigned long long)n);
+    pid_t pid = fork();
+    ck_assert(pid >= 0);
+    if (pid == 0) {
+        execl("/proc/self/exe", "test_loader_memory", "--stream", dir, budget, epochs, ns, (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    struct rusage ru;
+    ck_assert(wait4(pid, &status, 0, &ru) == pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "streaming child failed: status %d", status);
+    return (uint64_t)ru.ru_maxrss * 1024;
+}
+
+START_TEST(peak_rss_bounded)
+{
+    if (tu_asan()) {
+        fprintf(stderr, "memory: peak RSS not measured under AddressSanitizer (shadow memory and quarantine)\n");
+        return;
+    }
+#ifdef LT_TSAN
+    fprintf(stderr, "memory: peak RSS not measured under ThreadSanitizer (shadow memory)\n");
+    return;
+#endif
+    /* ~50 MB of raw samples (2 KiB each, 64 KiB blocks), streamed with a 4 MiB budget. */
+    lt_ds big;
+    const uint64_t n = 24000;
+    ck_assert_int_eq(lt_make(&big, "memory-big", n, 1023, g_seed, "64K", "4M"), 0);
+    const uint64_t budget = 4ull << 20, raw = n * (1023 * 2 + 8 + 12);
+    ck_assert_uint_ge(raw, 10 * budget);
+    uint64_t one = child_rss(big.dir, "4M", "1", n);
+    uint64_t three = child_rss(big.dir, "4M", "3", n);
+    fprintf(stderr, "memory: %.1f MiB of samples, budget 4 MiB: peak RSS %.1f MiB (1 epoch), %.1f MiB (3 epochs)\n",
+            (double)raw / (1 << 20), (double)one / (1 << 20), (double)three / (1 << 20));
+    ck_assert_msg(one < budget + (24ull << 20), "peak RSS %llu bytes with a 4 MiB budget", (unsigned long long)one);
+    ck_assert_msg(three < budget + (24ull << 20), "peak RSS %llu bytes with a 4 MiB budget, 3 epochs",
+                  (unsigned long long)three);
+    /* Epochs do not add memory (2 MiB of allocator noise allowed). */
+    ck_assert_msg(three < one + (2ull << 20), "RSS grows with epochs: %llu then %llu", (unsigned long long)one,
+                  (unsigned long long)three);
+    lt_ds_free(&big);
+}
+END_TEST
+
+int main(int argc, char **argv)
+{
+    if (argc == 6 && !strcmp(argv[1], "--stream"))
+        return stream_child(argv[2], argv[3], argv[4], strtoull(argv[5], NULL, 10));
+    g_seed = tu_seed(0x3e3);
+    if (lt_make(&g_ds, "memory", N_SAMPLES, 64, g_seed, "4K", "64K")) {
+        fprintf(stderr, "cannot write the test dataset\n");
+        return 99;
+    }
+    Suite *s = suite_create("loader_memory");
+    TCase *tc = tu_tcase(s, "memory", 60);
+    tcase_add_test(tc, minimum_is_named_and_works);
+    tcase_add_test(tc, pools_inside_budget);
+    tcase_add_test(tc, stats_from_another_thread);
+    tcase_add_test(tc, peak_rss_bounded);
+    int rc = tu_run(s, g_seed);
+    lt_ds_free(&g_ds);
+    return rc;
+}

@@ -1,0 +1,245 @@
+/* test_loader_ranks.c - world sizes 1..8, one process per rank: ranks never overlap, all get the same batch count, and seen + dropped covers the dataset; too few blocks for the ranks is refused. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "lt_util.h"
+#include "test_util.h"
+
+static uint64_t g_seed;
+static char g_seedstr[32];
+static lt_ds g_ds;
+static uint32_t g_max_block; /* most samples in one block */
+
+#define N_SAMPLES 5000
+
+/* What a rank reports to the parent, followed by `nids` sample ids. */
+typedef struct rank_report {
+    int status; /* 0, or the failing step */
+    uint32_t rank, world;
+    uint64_t batches, batches_per_epoch, samples_per_epoch, dropped, nids, bad;
+    char why[256];
+} rank_report;
+
+static char *report_path(int rank)
+{
+    char name[32];
+    snprintf(name, sizeof name, "rank-%d", rank);
+    return tu_join(g_ds.root, name);
+}
+
+/* The child's whole life: open, stream one epoch, write the report, exit. No Check calls here. */
+static void run_rank(int rank, int world, bool use_env, const char *batch, const char *drop_last)
+{
+    char rs[16], ws[16];
+    snprintf(rs, sizeof rs, "%d", rank);
+    snprintf(ws, sizeof ws, "%d", world);
+    rank_report rep = { .rank = (uint32_t)rank, .world = (uint32_t)world };
+    sp_loader *l = NULL;
+    int rc;
+    if (use_env) {
+        setenv("RANK", rs, 1);
+        setenv("WORLD_SIZE", ws, 1);
+        rc = lt_open(g_ds.dir, &l, "seed", g_seedstr, "batch_size", batch, "drop_last", drop_last, NULL);
+    } else {
+        unsetenv("RANK");
+        unsetenv("WORLD_SIZE");
+        rc = lt_open(g_ds.dir, &l, "seed", g_seedstr, "batch_size", batch, "drop_last", drop_last, "rank", rs,
+                     "world_size", ws, NULL);
+    }
+    lt_rec r = { 0 };
+    if (rc) {
+        rep.status = 1;
+        snprintf(rep.why, sizeof rep.why, "open: %s", sp_last_error());
+    } else {
+        rep.batches_per_epoch = sp_loader_batches_per_epoch(l);
+        rep.samples_per_epoch = sp_loader_samples_per_epoch(l);
+        rc = lt_epoch(l, &g_ds, &r);
+        sp_loader_stats st;
+        sp_loader_stats_get(l, &st);
+        rep.dropped = st.samples_dropped_per_epoch;
+        rep.batches = r.nb;
+        rep.nids = r.ni;
+        rep.bad = r.bad;
+        if (rc != SP_EEPOCH) {
+            rep.status = 2;
+            snprintf(rep.why, sizeof rep.why, "epoch ended with %s: %s", sp_error_name(rc), sp_last_error());
+        } else if (r.bad) {
+            rep.status = 3;
+            snprintf(rep.why, sizeof rep.why, "%s", r.why);
+        } else if (st.io == 0 || (uint32_t)st.threads == 0) {
+            rep.status = 4;
+        }
+        if (sp_loader_close(l))
+            rep.status = 5;
+    }
+    char *path = report_path(rank);
+    FILE *f = fopen(path, "wb");
+    int ok = f && fwrite(&rep, sizeof rep, 1, f) == 1 && (r.ni == 0 || fwrite(r.ids, 8, r.ni, f) == r.ni);
+    ok = f && fclose(f) == 0 && ok;
+    _exit(ok ? 0 : 9);
+}
+
+/* Runs world ranks as processes and checks what they report together. */
+static void check_world(int world, bool use_env, const char *batch, const char *drop_last)
+{
+    pid_t pids[16];
+    for (int r = 0; r < world; r++) {
+        pids[r] = fork();
+        ck_assert_msg(pids[r] >= 0, "fork: %s", strerror(errno));
+        if (pids[r] == 0)
+            run_rank(r, world, use_env, batch, drop_last);
+    }
+    for (int r = 0; r < world; r++) {
+        int st;
+        ck_assert(waitpid(pids[r], &st, 0) == pids[r]);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "world %d rank %d: child status %d", world, r, st);
+    }
+    uint8_t *seen = calloc(N_SAMPLES, 1);
+    ck_assert_ptr_nonnull(seen);
+    uint64_t total_seen = 0, total_dropped = 0, batches = 0, per_rank = 0;
+    for (int r = 0; r < world; r++) {
+        char *path = report_path(r);
+        size_t n;
+        uint8_t *buf = tu_read_file(path, &n);
+        rank_report rep;
+        ck_assert(n >= sizeof rep);
+        memcpy(&rep, buf, sizeof rep);
+        ck_assert_msg(rep.status == 0, "world %d rank %d failed at step %d: %s", world, r, rep.status, rep.why);
+        ck_assert_uint_eq(n, sizeof rep + rep.nids * 8);
+        /* Every rank has the same number of batches, the one the loader announces. */
+        ck_assert_msg(rep.batches == rep.batches_per_epoch, "world %d rank %d: %llu batches, announced %llu", world,
+                      r, (unsigned long long)rep.batches, (unsigned long long)rep.batches_per_epoch);
+        if (r == 0) {
+            batches = rep.batches;
+            per_rank = rep.samples_per_epoch;
+        }
+        ck_assert_msg(rep.batches == batches, "world %d: rank %d has %llu batches, rank 0 %llu", world, r,
+                      (unsigned long long)rep.batches, (unsigned long long)batches);
+        ck_assert_uint_eq(rep.samples_per_epoch, per_rank);
+        ck_assert_uint_eq(rep.nids, per_rank);
+        /* Dealing blocks to the rank with fewest samples keeps ranks within a block of each
+         * other; drop_last may drop up to a batch more. */
+        uint64_t slack = g_max_block + (strcmp(drop_last, "true") == 0 ? (uint64_t)atoi(batch) : 0);
+        ck_assert_msg(rep.dropped <= slack, "world %d rank %d drops %llu samples", world, r,
+                      (unsigned long long)rep.dropped);
+        uint64_t ids[1];
+        for (uint64_t i = 0; i < rep.nids; i++) {
+            memcpy(ids, buf + sizeof rep + i * 8, 8);
+            ck_assert_msg(ids[0] < N_SAMPLES, "world %d rank %d: id %llu", world, r, (unsigned long long)ids[0]);
+            ck_assert_msg(!seen[ids[0]], "world %d: sample %llu seen twice (rank %d)", world,
+                          (unsigned long long)ids[0], r);
+            seen[ids[0]] = 1;
+        }
+        total_seen += rep.nids;
+        total_dropped += rep.dropped;
+        free(buf);
+        unlink(path);
+        free(path);
+    }
+    ck_assert_msg(total_seen + total_dropped == N_SAMPLES, "world %d: %llu seen + %llu dropped != %d", world,
+                  (unsigned long long)total_seen, (unsigned long long)total_dropped, N_SAMPLES);
+    if (world == 1 && strcmp(drop_last, "false") == 0)
+        ck_assert_uint_eq(total_dropped, 0);
+    free(seen);
+}
+
+START_TEST(worlds_1_to_8)
+{
+    for (int w = 1; w <= 8; w++)
+        check_world(w, false, "32", "false");
+}
+END_TEST
+
+START_TEST(worlds_drop_last)
+{
+    check_world(3, false, "50", "true");
+    check_world(7, false, "16", "true");
+}
+END_TEST
+
+START_TEST(world_from_environment)
+{
+    check_world(4, true, "32", "false");
+}
+END_TEST
+
+START_TEST(too_few_blocks)
+{
+    lt_ds small;
+    ck_assert_int_eq(lt_make(&small, "ranks-small", 60, 64, g_seed, "4K", "64K"), 0);
+    ck_assert_msg(small.blocks >= 2 && small.blocks < 8, "the small dataset has %llu blocks",
+                  (unsigned long long)small.blocks);
+    char ws[16], rs[16];
+    snprintf(ws, sizeof ws, "%llu", (unsigned long long)small.blocks + 1);
+    sp_loader *l;
+    int rc = lt_open(small.dir, &l, "rank", "0", "world_size", ws, NULL);
+    ck_assert_msg(rc == SP_EINVAL, "world %s over %llu blocks: %s", ws, (unsigned long long)small.blocks,
+                  sp_error_name(rc));
+    ck_assert_ptr_null(l);
+    ck_assert_msg(strstr(sp_last_error(), "fewer than world size"), "message: %s", sp_last_error());
+    /* As many ranks as blocks works: one block each. */
+    snprintf(ws, sizeof ws, "%llu", (unsigned long long)small.blocks);
+    snprintf(rs, sizeof rs, "%llu", (unsigned long long)small.blocks - 1);
+    rc = lt_open(small.dir, &l, "rank", rs, "world_size", ws, NULL);
+    ck_assert_msg(rc == 0, "world %s: %s", ws, sp_last_error());
+    lt_rec r = { 0 };
+    ck_assert_int_eq(lt_epoch(l, &small, &r), SP_EEPOCH);
+    ck_assert_uint_eq(r.bad, 0);
+    ck_assert_uint_eq(r.ni, sp_loader_samples_per_epoch(l));
+    ck_assert_uint_gt(r.ni, 0);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    lt_rec_free(&r);
+    /* A rank outside the world, by parameter or by environment. */
+    rc = lt_open(small.dir, &l, "rank", "2", "world_size", "2", NULL);
+    ck_assert_int_eq(rc, SP_EINVAL);
+    ck_assert_msg(strstr(sp_last_error(), "rank"), "message: %s", sp_last_error());
+    setenv("RANK", "3", 1);
+    setenv("WORLD_SIZE", "2", 1);
+    rc = lt_open(small.dir, &l, NULL);
+    ck_assert_int_eq(rc, SP_EINVAL);
+    ck_assert_msg(strstr(sp_last_error(), "RANK"), "message: %s", sp_last_error());
+    setenv("RANK", "x", 1);
+    rc = lt_open(small.dir, &l, NULL);
+    ck_assert_int_eq(rc, SP_EINVAL);
+    unsetenv("RANK");
+    unsetenv("WORLD_SIZE");
+    lt_ds_free(&small);
+}
+END_TEST
+
+int main(void)
+{
+    g_seed = tu_seed(0x4a4b5);
+    snprintf(g_seedstr, sizeof g_seedstr, "%llu", (unsigned long long)g_seed);
+    /* Block sizes vary: shards end in short blocks, so dealing by samples matters. */
+    if (lt_make(&g_ds, "ranks", N_SAMPLES, 64, g_seed, "4K", "24K")) {
+        fprintf(stderr, "cannot write the test dataset\n");
+        return 99;
+    }
+    sp_dataset *ds;
+    if (sp_dataset_open(g_ds.dir, NULL, &ds))
+        return 99;
+    for (uint64_t b = 0; b < sp_dataset_num_blocks(ds); b++) {
+        sp_block_info bi;
+        if (sp_dataset_block_info(ds, b, &bi))
+            return 99;
+        g_max_block = bi.samples > g_max_block ? (uint32_t)bi.samples : g_max_block;
+    }
+    sp_dataset_close(ds);
+    unsetenv("RANK");
+    unsetenv("WORLD_SIZE");
+
+    Suite *s = suite_create("loader_ranks");
+    TCase *tc = tu_tcase(s, "ranks", 60);
+    tcase_add_test(tc, worlds_1_to_8);
+    tcase_add_test(tc, worlds_drop_last);
+    tcase_add_test(tc, world_from_environment);
+    tcase_add_test(tc, too_few_blocks);
+    int rc = tu_run(s, g_seed);
+    lt_ds_free(&g_ds);
+    return rc;
+}
