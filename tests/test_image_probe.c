@@ -1,0 +1,154 @@
+/* test_image_probe.c - sp_image_probe on JPEGs made in-process (4:2:0, 4:4:4, gray, progressive), on non-JPEG bytes, truncated headers and a pixel cap. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <turbojpeg.h>
+
+#include "test_util.h"
+
+typedef struct jpeg {
+    unsigned char *data;
+    unsigned long size;
+} jpeg;
+
+static jpeg make_jpeg(int w, int h, int samp, int flags)
+{
+    int gray = samp == TJSAMP_GRAY;
+    int pf = gray ? TJPF_GRAY : TJPF_RGB;
+    size_t n = (size_t)w * (size_t)h * (gray ? 1 : 3);
+    unsigned char *px = malloc(n);
+    ck_assert_ptr_nonnull(px);
+    for (size_t i = 0; i < n; i++)
+        px[i] = (unsigned char)(i * 7 + i / 97);
+    tjhandle tj = tjInitCompress();
+    ck_assert_ptr_nonnull(tj);
+    jpeg j = { NULL, 0 };
+    int rc = tjCompress2(tj, px, w, 0, h, pf, &j.data, &j.size, samp, 85, flags);
+    ck_assert_msg(rc == 0, "tjCompress2: %s", tjGetErrorStr2(tj));
+    tjDestroy(tj);
+    free(px);
+    return j;
+}
+
+/* Offset just past the SOS segment: the whole header a probe may need. */
+static size_t header_end(const jpeg *j)
+{
+    for (size_t i = 2; i + 4 <= j->size;) {
+        ck_assert(j->data[i] == 0xFF);
+        unsigned m = j->data[i + 1];
+        size_t len = ((size_t)j->data[i + 2] << 8) | j->data[i + 3];
+        if (m == 0xDA)
+            return i + 2 + len;
+        i += 2 + len;
+    }
+    ck_abort_msg("no SOS marker");
+    return 0;
+}
+
+START_TEST(subsamplings)
+{
+    struct {
+        int samp, flags, comps, progressive;
+    } cases[] = {
+        { TJSAMP_420, 0, 3, 0 },
+        { TJSAMP_444, 0, 3, 0 },
+        { TJSAMP_422, 0, 3, 0 },
+        { TJSAMP_GRAY, 0, 1, 0 },
+        { TJSAMP_420, TJFLAG_PROGRESSIVE, 3, 1 },
+        { TJSAMP_GRAY, TJFLAG_PROGRESSIVE, 1, 1 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        jpeg j = make_jpeg(37, 23, cases[i].samp, cases[i].flags);
+        sp_image_info info;
+        memset(&info, 0xAA, sizeof info);
+        int rc = sp_image_probe(j.data, j.size, 0, &info);
+        ck_assert_msg(rc == 0, "case %zu: %s", i, sp_last_error());
+        ck_assert_int_eq(info.width, 37);
+        ck_assert_int_eq(info.height, 23);
+        ck_assert_int_eq(info.components, cases[i].comps);
+        ck_assert_int_eq(info.subsampling, cases[i].samp);
+        ck_assert_int_eq(info.progressive, cases[i].progressive);
+        tjFree(j.data);
+    }
+}
+END_TEST
+
+START_TEST(pixel_cap)
+{
+    jpeg j = make_jpeg(64, 48, TJSAMP_420, 0);
+    sp_image_info info;
+    ck_assert_int_eq(sp_image_probe(j.data, j.size, 64 * 48, &info), 0);
+    ck_assert_int_eq(sp_image_probe(j.data, j.size, 0, &info), 0);
+    ck_assert_int_eq(sp_image_probe(j.data, j.size, UINT64_MAX, &info), 0);
+    ck_assert_int_eq(sp_image_probe(j.data, j.size, 64 * 48 - 1, &info), SP_ELIMIT);
+    ck_assert_msg(strstr(sp_last_error(), "64x48"), "%s", sp_last_error());
+    ck_assert_int_eq(sp_image_probe(j.data, j.size, 1, &info), SP_ELIMIT);
+    tjFree(j.data);
+}
+END_TEST
+
+START_TEST(not_jpeg)
+{
+    sp_image_info info;
+    static const unsigned char png[] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13 };
+    ck_assert_int_eq(sp_image_probe(png, sizeof png, 0, &info), SP_EBADINPUT);
+    ck_assert_int_eq(sp_image_probe("", 0, 0, &info), SP_EBADINPUT);
+    static const unsigned char soi_only[] = { 0xFF, 0xD8 };
+    ck_assert_int_eq(sp_image_probe(soi_only, 2, 0, &info), SP_EBADINPUT);
+    static const unsigned char soi_eoi[] = { 0xFF, 0xD8, 0xFF, 0xD9 };
+    ck_assert_int_eq(sp_image_probe(soi_eoi, 4, 0, &info), SP_EBADINPUT);
+    static const unsigned char soi_junk[] = { 0xFF, 0xD8, 0x00, 0x00, 0x12, 0x34, 0x56, 0x78 };
+    ck_assert_int_eq(sp_image_probe(soi_junk, sizeof soi_junk, 0, &info), SP_EBADINPUT);
+    tu_rng r = { 42 };
+    unsigned char noise[512];
+    for (int k = 0; k < 200; k++) {
+        tu_fill_random(&r, noise, sizeof noise);
+        noise[0] = 0xFF;
+        noise[1] = 0xD8; /* a JPEG start, then noise */
+        int rc = sp_image_probe(noise, sizeof noise, 0, &info);
+        ck_assert_msg(rc == SP_EBADINPUT || rc == 0, "noise %d: %s", k, sp_error_name(rc));
+    }
+    ck_assert_int_eq(sp_image_probe(NULL, 10, 0, &info), SP_EINVAL);
+    ck_assert_int_eq(sp_image_probe(png, sizeof png, 0, NULL), SP_EINVAL);
+}
+END_TEST
+
+/* Every cut shorter than the header fails; from the end of the header on, the probe succeeds. */
+START_TEST(truncated_headers)
+{
+    const int samps[] = { TJSAMP_420, TJSAMP_GRAY };
+    for (int s = 0; s < 2; s++) {
+        for (int prog = 0; prog < 2; prog++) {
+            jpeg j = make_jpeg(40, 30, samps[s], prog ? TJFLAG_PROGRESSIVE : 0);
+            size_t end = header_end(&j);
+            sp_image_info info;
+            for (size_t len = 0; len < end; len++) {
+                unsigned char *copy = malloc(len ? len : 1); /* exact size, so ASan sees any overread */
+                memcpy(copy, j.data, len);
+                int rc = sp_image_probe(copy, len, 0, &info);
+                ck_assert_msg(rc == SP_EBADINPUT, "cut to %zu of %zu header bytes: %s", len, end, sp_error_name(rc));
+                free(copy);
+            }
+            for (size_t len = end; len <= j.size; len += (len < end + 16 ? 1 : 97)) {
+                unsigned char *copy = malloc(len);
+                memcpy(copy, j.data, len);
+                int rc = sp_image_probe(copy, len, 0, &info);
+                ck_assert_msg(rc == 0, "cut to %zu (header %zu): %s", len, end, sp_last_error());
+                ck_assert_int_eq(info.progressive, prog);
+                free(copy);
+            }
+            tjFree(j.data);
+        }
+    }
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("image_probe");
+    TCase *tc = tu_tcase(s, "probe", 30);
+    tcase_add_test(tc, subsamplings);
+    tcase_add_test(tc, pixel_cap);
+    tcase_add_test(tc, not_jpeg);
+    tcase_add_test(tc, truncated_headers);
+    return tu_run(s, 0);
+}

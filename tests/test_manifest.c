@@ -1,0 +1,248 @@
+/* test_manifest.c - the manifest: lazy shard opening, agreement with its shards, replaced or missing shards, fingerprints, limits. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "test_util.h"
+
+static uint64_t g_seed;
+
+static tu_data make_data(uint64_t seed, uint64_t n)
+{
+    tu_data d = { 0 };
+    d.schema = sp_schema_create();
+    uint64_t shape[2] = { 4, 4 };
+    ck_assert(sp_schema_add(d.schema, "x", SP_FIELD_TENSOR, SP_DTYPE_F32, 2, shape) == 0);
+    ck_assert(sp_schema_add(d.schema, "b", SP_FIELD_BYTES, SP_DTYPE_U8, 0, NULL) == 0);
+    d.seed = seed;
+    d.nsamples = n;
+    d.var_max = 500;
+    return d;
+}
+
+static char *write_data(const tu_data *d, const char *tag)
+{
+    char *dir = tu_tmpdir(tag);
+    sp_params *p = tu_params("shard_size", "64K", "block_size", "4K", NULL);
+    ck_assert_msg(tu_write_dataset(dir, d, p, NULL) == 0, "%s", sp_last_error());
+    sp_params_destroy(p);
+    return dir;
+}
+
+/* Opening through the manifest reads only the manifest: the shards may even be gone. */
+START_TEST(opens_lazily)
+{
+    tu_data d = make_data(g_seed, 800);
+    char *dir = write_data(&d, "manifest");
+    sp_dataset *ds;
+    ck_assert(sp_dataset_open(dir, NULL, &ds) == 0);
+    uint64_t nshards = sp_dataset_num_shards(ds), nblocks = sp_dataset_num_blocks(ds);
+    ck_assert_uint_gt(nshards, 3);
+    sp_dataset_close(ds);
+    size_t n;
+    char **paths = tu_list_shards(dir, &n);
+    ck_assert_uint_eq(n, nshards);
+    for (size_t i = 0; i < n; i++)
+        ck_assert(unlink(paths[i]) == 0);
+    ck_assert_msg(sp_dataset_open(dir, NULL, &ds) == 0, "%s", sp_last_error());
+    ck_assert_uint_eq(sp_dataset_num_samples(ds), d.nsamples);
+    ck_assert_uint_eq(sp_dataset_num_blocks(ds), nblocks);
+    ck_assert_uint_eq(sp_dataset_num_shards(ds), nshards);
+    ck_assert(sp_schema_equal(sp_dataset_schema(ds), d.schema));
+    uint64_t blk;
+    uint32_t row;
+    ck_assert(sp_dataset_locate(ds, d.nsamples - 1, &blk, &row) == 0);
+    ck_assert_uint_eq(blk, nblocks - 1);
+    sp_shard_info si;
+    ck_assert(sp_dataset_shard_info(ds, nshards - 1, &si) == 0);
+    ck_assert_uint_eq(si.first_sample + si.samples, d.nsamples);
+    ck_assert_int_eq(sp_dataset_shard_info(ds, nshards, &si), SP_ERANGE);
+    /* the first read of a missing shard names it */
+    sp_block *b = NULL;
+    ck_assert_int_eq(sp_dataset_read_block(ds, 0, &b), SP_ENOENT);
+    ck_assert_msg(strstr(sp_last_error(), paths[0]), "%s", sp_last_error());
+    sp_block_info bi;
+    ck_assert_int_eq(sp_dataset_block_info(ds, nblocks - 1, &bi), SP_ENOENT);
+    sp_dataset_close(ds);
+    /* verify names each missing shard */
+    sp_verify_report rep;
+    ck_assert_int_eq(sp_verify(dir, NULL, NULL, NULL, &rep), SP_ECORRUPT);
+    ck_assert_uint_eq(rep.faults, nshards);
+    tu_free_list(paths, n);
+    tu_rmtree(dir);
+    free(dir);
+    sp_schema_destroy(d.schema);
+}
+END_TEST
+
+/* A shard swapped for another dataset's shard of the same name and schema is caught. */
+START_TEST(replaced_shard)
+{
+    tu_data a = make_data(g_seed + 1, 400), b = make_data(g_seed + 2, 400);
+    char *da = write_data(&a, "manifest"), *db = write_data(&b, "manifest");
+    char *sa = tu_join(da, "shard-000001.sps"), *sb = tu_join(db, "shard-000001.sps");
+    tu_copy_file(sb, sa);
+    sp_dataset *ds;
+    ck_assert(sp_dataset_open(da, NULL, &ds) == 0);
+    sp_shard_info si;
+    ck_assert(sp_dataset_shard_info(ds, 1, &si) == 0);
+    sp_block *blk = NULL;
+    int rc = sp_dataset_read_block(ds, si.first_block, &blk);
+    ck_assert_msg(rc == SP_ECORRUPT, "%s", sp_error_name(rc));
+    ck_assert_msg(strstr(sp_last_error(), sa), "%s", sp_last_error());
+    ck_assert(sp_dataset_read_block(ds, 0, &blk) == 0); /* shard 0 is fine */
+    sp_block_free(blk);
+    sp_dataset_close(ds);
+    sp_verify_report rep;
+    ck_assert_int_eq(sp_verify(da, NULL, NULL, NULL, &rep), SP_ECORRUPT);
+    ck_assert_uint_eq(rep.faults, 1);
+    /* Without the manifest the swapped shard is just a shard: the directory opens. */
+    char *man = tu_join(da, "manifest.spm");
+    unlink(man);
+    ck_assert(sp_dataset_open(da, NULL, &ds) == 0);
+    sp_dataset_close(ds);
+    free(man);
+    free(sa);
+    free(sb);
+    tu_rmtree(da);
+    tu_rmtree(db);
+    free(da);
+    free(db);
+    sp_schema_destroy(a.schema);
+    sp_schema_destroy(b.schema);
+}
+END_TEST
+
+START_TEST(fingerprint)
+{
+    tu_data a = make_data(g_seed + 3, 300), b = make_data(g_seed + 4, 300);
+    char *da = write_data(&a, "manifest"), *db = write_data(&b, "manifest");
+    sp_dataset *ds;
+    ck_assert(sp_dataset_open(da, NULL, &ds) == 0);
+    uint64_t fa = sp_dataset_fingerprint(ds);
+    sp_dataset_close(ds);
+    ck_assert(sp_dataset_open(da, NULL, &ds) == 0);
+    ck_assert_uint_eq(sp_dataset_fingerprint(ds), fa);
+    sp_dataset_close(ds);
+    char *man = tu_join(da, "manifest.spm");
+    ck_assert(sp_dataset_open(man, NULL, &ds) == 0);
+    ck_assert_uint_eq(sp_dataset_fingerprint(ds), fa);
+    sp_dataset_close(ds);
+    size_t n;
+    char **paths = tu_list_shards(da, &n);
+    ck_assert(sp_dataset_open_shards((const char *const *)paths, n, NULL, &ds) == 0);
+    ck_assert_uint_eq(sp_dataset_fingerprint(ds), fa);
+    sp_dataset_close(ds);
+    tu_free_list(paths, n);
+    ck_assert(sp_dataset_open(db, NULL, &ds) == 0);
+    ck_assert_uint_ne(sp_dataset_fingerprint(ds), fa);
+    sp_dataset_close(ds);
+    ck_assert_uint_eq(sp_dataset_fingerprint(NULL), 0);
+    free(man);
+    tu_rmtree(da);
+    tu_rmtree(db);
+    free(da);
+    free(db);
+    sp_schema_destroy(a.schema);
+    sp_schema_destroy(b.schema);
+}
+END_TEST
+
+START_TEST(shard_limit)
+{
+    tu_data d = make_data(g_seed + 5, 600);
+    char *dir = write_data(&d, "manifest");
+    sp_dataset *ds = NULL;
+    ck_assert(sp_dataset_open(dir, NULL, &ds) == 0);
+    uint64_t nshards = sp_dataset_num_shards(ds);
+    sp_dataset_close(ds);
+    char lim[32];
+    snprintf(lim, sizeof lim, "%llu", (unsigned long long)nshards);
+    sp_params *p = tu_params("max_shards", lim, NULL);
+    ck_assert(sp_dataset_open(dir, p, &ds) == 0);
+    sp_dataset_close(ds);
+    snprintf(lim, sizeof lim, "%llu", (unsigned long long)nshards - 1);
+    ck_assert(sp_params_set_str(p, "max_shards", lim) == 0);
+    ck_assert_int_eq(sp_dataset_open(dir, p, &ds), SP_ELIMIT);
+    ck_assert_ptr_null(ds);
+    size_t n;
+    char **paths = tu_list_shards(dir, &n);
+    ck_assert_int_eq(sp_dataset_open_shards((const char *const *)paths, n, p, &ds), SP_ELIMIT);
+    char *man = tu_join(dir, "manifest.spm");
+    unlink(man);
+    ck_assert_int_eq(sp_dataset_open(dir, p, &ds), SP_ELIMIT);
+    tu_free_list(paths, n);
+    free(man);
+    sp_params_destroy(p);
+    tu_rmtree(dir);
+    free(dir);
+    sp_schema_destroy(d.schema);
+}
+END_TEST
+
+START_TEST(shard_lists)
+{
+    tu_data a = make_data(g_seed + 6, 300);
+    char *da = write_data(&a, "manifest");
+    size_t n;
+    char **paths = tu_list_shards(da, &n);
+    ck_assert_uint_gt(n, 1);
+    sp_dataset *ds = NULL;
+    /* any order, and repeats, are the caller's business */
+    const char *rev[2] = { paths[1], paths[0] };
+    ck_assert(sp_dataset_open_shards(rev, 2, NULL, &ds) == 0);
+    ck_assert_uint_eq(sp_dataset_num_shards(ds), 2);
+    sp_dataset_close(ds);
+    ck_assert_int_eq(sp_dataset_open_shards((const char *const *)paths, 0, NULL, &ds), SP_EINVAL);
+    ck_assert_int_eq(sp_dataset_open_shards(NULL, 1, NULL, &ds), SP_EINVAL);
+    const char *withnull[2] = { paths[0], NULL };
+    ck_assert_int_eq(sp_dataset_open_shards(withnull, 2, NULL, &ds), SP_EINVAL);
+    ck_assert_int_eq(sp_dataset_open_shards((const char *const *)paths, n, NULL, NULL), SP_EINVAL);
+    /* a shard of another schema */
+    tu_data other = { 0 };
+    other.schema = sp_schema_create();
+    ck_assert(sp_schema_add(other.schema, "only", SP_FIELD_LABEL, SP_DTYPE_I64, 0, NULL) == 0);
+    other.seed = 1;
+    other.nsamples = 10;
+    char *dother = tu_tmpdir("manifest");
+    ck_assert(tu_write_dataset(dother, &other, NULL, NULL) == 0);
+    char *so = tu_join(dother, "shard-000000.sps");
+    const char *mixed[2] = { paths[0], so };
+    ck_assert_int_eq(sp_dataset_open_shards(mixed, 2, NULL, &ds), SP_ESCHEMA);
+    ck_assert_msg(strstr(sp_last_error(), so), "%s", sp_last_error());
+    const char *missing[2] = { paths[0], "/nonexistent/shard-000009.sps" };
+    ck_assert_int_eq(sp_dataset_open_shards(missing, 2, NULL, &ds), SP_ENOENT);
+    ck_assert_int_eq(sp_dataset_open("/nonexistent/x", NULL, &ds), SP_ENOENT);
+    ck_assert_int_eq(sp_dataset_open(NULL, NULL, &ds), SP_EINVAL);
+    /* a directory with neither manifest nor shards */
+    char *empty = tu_tmpdir("manifest");
+    ck_assert_int_eq(sp_dataset_open(empty, NULL, &ds), SP_ENOENT);
+    ck_assert_msg(strstr(sp_last_error(), empty), "%s", sp_last_error());
+    sp_dataset_close(NULL);
+    ck_assert_str_eq(sp_dataset_errmsg(NULL), "");
+    ck_assert_uint_eq(sp_dataset_num_samples(NULL), 0);
+    tu_rmtree(empty);
+    free(empty);
+    free(so);
+    tu_rmtree(dother);
+    free(dother);
+    sp_schema_destroy(other.schema);
+    tu_free_list(paths, n);
+    tu_rmtree(da);
+    free(da);
+    sp_schema_destroy(a.schema);
+}
+END_TEST
+
+int main(void)
+{
+    g_seed = tu_seed(0x5eed0008);
+    Suite *s = suite_create("manifest");
+    TCase *tc = tu_tcase(s, "manifest", 60);
+    tcase_add_test(tc, opens_lazily);
+    tcase_add_test(tc, replaced_shard);
+    tcase_add_test(tc, fingerprint);
+    tcase_add_test(tc, shard_limit);
+    tcase_add_test(tc, shard_lists);
+    return tu_run(s, g_seed);
+}

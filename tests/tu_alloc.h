@@ -1,0 +1,16 @@
+/* tu_alloc.h - allocation accounting for tests linked with -Wl,--wrap=malloc,calloc,realloc,free,
+ * posix_memalign: every allocation made by the test program and the static library is counted
+ * (those made inside shared libraries such as libzstd are not). */
+#ifndef SP_TU_ALLOC_H
+#define SP_TU_ALLOC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Live allocations (made and not yet freed) since the program started. */
+long tu_alloc_live(void);
+/* The largest single request since the last reset. */
+size_t tu_alloc_max(void);
+void tu_alloc_reset_max(void);
+
+#endif
