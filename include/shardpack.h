@@ -283,10 +283,13 @@ SP_API int sp_schema_equal(const sp_schema *a, const sp_schema *b);
 /* ------------------------------------------------------------------------------------------------
  * Writer: samples in, a dataset directory out.
  *
- * Shards are written under temporary names and published at sp_writer_finish(): each shard is
- * fsynced and renamed to its final name, then the manifest, the dataset's commit point, is written
- * the same way. A writer destroyed before finish, or a process killed at any moment, never leaves a
- * file under a final name that opens as a complete shard or a manifest naming one.
+ * The dataset is written into a hidden staging directory beside the destination
+ * (PARENT/.NAME.shardpack-tmp), every shard fsynced with its trailer written last, then the manifest;
+ * sp_writer_finish() makes it appear at the destination in one rename (or one atomic exchange with
+ * the dataset it replaces). A writer destroyed before finish, or a process killed at any moment,
+ * leaves the destination as it was: never a file that opens as a complete shard, never a manifest
+ * naming one. The destination must be missing, empty, or (with overwrite) a dataset; a directory
+ * holding other files is refused, so a writer never deletes files it did not write.
  * ---------------------------------------------------------------------------------------------- */
 typedef struct sp_writer sp_writer;
 
@@ -308,14 +311,16 @@ typedef struct sp_write_stats {
     uint64_t field_raw_bytes[SP_MAX_FIELDS]; /* raw bytes per field, in schema order */
 } sp_write_stats;
 
-/* Creates dir if needed and prepares to write a dataset of the given schema there (copied).
- * params may be NULL for defaults (shard_size, block_size, level, threads, compress, overwrite,
- * max_block_bytes). SP_EEXIST when dir already holds a dataset and overwrite is off; SP_EIO when
- * dir cannot be created or written; SP_ESYS when threads cannot be started. */
+/* Prepares to write a dataset of the given schema (copied) to dir. params may be NULL for defaults
+ * (shard_size, block_size, level, threads, compress, overwrite, max_block_bytes, max_shards).
+ * SP_EEXIST when dir holds a dataset and overwrite is off, or holds other files; SP_EBUSY when
+ * another writer is writing it; SP_EIO when the staging directory cannot be created; SP_ESYS when
+ * threads cannot be started. */
 SP_API int sp_writer_open(const char *dir, const sp_schema *schema, const sp_params *params,
                           sp_writer **out);
 /* Sets a dataset metadata entry (key 1..255 bytes, value up to 16 MiB), replacing an earlier one.
- * Conventional keys: "class_names" (names separated by '\n'), "source", "created_by". */
+ * Only until the first shard is complete (SP_ESTATE after), so every shard carries the same
+ * metadata. Conventional keys: "class_names" (names separated by '\n'), "source", "created_by". */
 SP_API int sp_writer_set_meta(sp_writer *w, const char *key, const void *value, size_t len);
 /* Adds one sample; values[i] is field i of the schema, nvalues must equal the field count.
  * SP_ESCHEMA when a size does not match; SP_ELIMIT when one sample exceeds max_block_bytes.
@@ -324,10 +329,11 @@ SP_API int sp_writer_set_meta(sp_writer *w, const char *key, const void *value, 
 SP_API int sp_writer_add(sp_writer *w, const sp_value *values, size_t nvalues);
 /* Progress so far; safe to call between adds. */
 SP_API int sp_writer_stats(const sp_writer *w, sp_write_stats *out);
-/* Flushes, publishes every shard and the manifest. After it only stats and destroy are valid.
- * SP_EINVAL when no sample was added (an empty dataset is not published). */
+/* Flushes, writes the manifest and publishes the dataset at its destination. After it only stats
+ * and destroy are valid. SP_EINVAL when no sample was added (an empty dataset is not published);
+ * SP_EEXIST when the destination gained foreign files meanwhile. */
 SP_API int sp_writer_finish(sp_writer *w);
-/* Frees w; unless finish succeeded, removes every temporary file it wrote. */
+/* Frees w; unless finish succeeded, removes the staging directory and everything in it. */
 SP_API void sp_writer_destroy(sp_writer *w);
 SP_API const char *sp_writer_errmsg(const sp_writer *w);
 

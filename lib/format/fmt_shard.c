@@ -417,28 +417,34 @@ int fmt_shard_read_block(fmt_shard *s, uint64_t i, ZSTD_DCtx *dctx, uint8_t **ra
     int fd = fmt_shard_fd(s);
     if (fd < 0)
         return fmt_errf(e, fd == -ENOENT ? SP_ENOENT : SP_EIO, be->offset, "cannot reopen: %s", strerror(-fd));
-    /* A stored block is read straight into its final buffer; a compressed one needs both. */
-    uint8_t *raw = sp_malloc(be->raw_size);
-    uint8_t *stored = be->codec == SP_CODEC_STORED ? raw : sp_malloc(be->stored_size);
-    int rc;
-    if (!raw || !stored) {
+    /* A stored block is read straight into its final buffer. A zstd block gets its raw buffer only
+     * once its frame is seen to declare the raw size the index claims, so a damaged index cannot
+     * make a reader allocate up to max_block_bytes for a few stored bytes. */
+    uint8_t *stored = sp_malloc(be->stored_size), *raw = NULL;
+    int rc = stored ? sp_pread_all(fd, stored, be->stored_size, be->offset) : SP_ENOMEM;
+    if (rc) {
+        rc = rc == SP_ENOMEM ? fmt_errf(e, rc, be->offset, "out of memory for a %u-byte block", be->stored_size)
+                             : fmt_errf(e, rc == SP_ETRUNC ? SP_ETRUNC : SP_EIO, be->offset, "cannot read: %s",
+                                        rc == SP_ETRUNC ? "file ends early" : strerror(-rc));
+        goto out;
+    }
+    if (be->codec == SP_CODEC_STORED) {
+        raw = stored;
+    } else if (ZSTD_getFrameContentSize(stored, be->stored_size) != be->raw_size) {
+        rc = sp_checksum64(stored, be->stored_size) != be->checksum
+                 ? fmt_errf(e, SP_ECHECKSUM, be->offset, "checksum mismatch in the stored bytes")
+                 : fmt_errf(e, SP_ECORRUPT, be->offset, "zstd frame does not declare the %u raw bytes of the index",
+                            be->raw_size);
+        goto out;
+    } else if (!(raw = sp_malloc(be->raw_size))) {
         rc = fmt_errf(e, SP_ENOMEM, be->offset, "out of memory for a %u-byte block", be->raw_size);
         goto out;
     }
-    rc = sp_pread_all(fd, stored, be->stored_size, be->offset);
-    if (rc) {
-        rc = fmt_errf(e, rc == SP_ETRUNC ? SP_ETRUNC : SP_EIO, be->offset, "cannot read: %s",
-                      rc == SP_ETRUNC ? "file ends early" : strerror(-rc));
-        goto out;
-    }
     rc = fmt_block_decode(be, stored, raw, dctx, e);
-    if (rc == SP_OK) {
-        rc = fmt_block_parse(&s->index.schema, raw, be->raw_size, be->nsamples, v, e);
-        if (rc)
-            e->offset = be->offset; /* layout offsets are within the raw block; name the block */
-    }
+    if (rc == SP_OK && (rc = fmt_block_parse(&s->index.schema, raw, be->raw_size, be->nsamples, v, e)))
+        e->offset = be->offset; /* layout offsets are within the raw block; name the block */
 out:
-    if (stored != raw)
+    if (raw != stored)
         sp_free(stored);
     if (rc)
         sp_free(raw);
