@@ -3,7 +3,10 @@
  * Two measurements taken in one run on the same data (docs: DESIGN.md, "how it is measured"):
  *  1. the limit: on this thread, for blocks spread over the dataset, the per-block work the
  *     loader's workers do (read, verify, decompress, check the layout, then copy every fixed-size
- *     field of every row into a batch-sized buffer), in samples/s, times the worker threads;
+ *     field of every row into its batch), in samples/s, times the worker threads. Rows go where a
+ *     worker's rows go: spread over a buffer as large as the loader's batch ring (a shuffled
+ *     window scatters a block's rows over hundreds of batches), not into one batch that stays in
+ *     cache, which would time a cheaper copy than the loader has to make;
  *  2. the loader: the dataset streamed through sp_loader for E epochs, every batch touched and
  *     released at once, as a trainer that is never the bottleneck would.
  * Their ratio says how close the pipeline comes to what its threads could do.
@@ -108,10 +111,20 @@ static void widen_tokens(int32_t *dst, const unsigned char *src, uint64_t count,
                                (uint32_t)src[4 * i + 2] << 16 | (uint32_t)src[4 * i + 3] << 24);
 }
 
-/* Reads block (and, when buf is set, scatters its rows into buf as a worker would: row r of the
- * block goes to batch row (*row)++ mod batch). Adds its rows to *samples. */
+/* Where the n-th row goes: a batch picked by a mixing hash among `slots` (as shuffled rows land
+ * anywhere in the ring), and the row within it. */
+static unsigned char *row_batch(unsigned char *buf, uint64_t n, uint64_t slots, uint64_t batch_bytes)
+{
+    uint64_t z = (n / 8 + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 31)) * 0xBF58476D1CE4E5B9ull;
+    return buf + (z ^ (z >> 29)) % slots * batch_bytes;
+}
+
+/* Reads block (and, when buf is set, scatters its rows into buf as a worker would: the n-th row
+ * goes to row n mod batch of a batch among `slots`). Adds its rows to *samples. */
 static int limit_block(sp_dataset *d, uint64_t block, const bench_field *fields, size_t nfields,
-                       unsigned char *buf, uint64_t batch, uint64_t *row, uint64_t *samples)
+                       unsigned char *buf, uint64_t batch, uint64_t slots, uint64_t batch_bytes,
+                       uint64_t *row, uint64_t *samples)
 {
     sp_block *b;
     int rc = sp_dataset_read_block(d, block, &b);
@@ -119,6 +132,7 @@ static int limit_block(sp_dataset *d, uint64_t block, const bench_field *fields,
         return rc;
     uint32_t n = sp_block_num_samples(b);
     for (uint32_t r = 0; buf && r < n; r++) {
+        unsigned char *dst_batch = row_batch(buf, *row, slots, batch_bytes);
         uint64_t dst_row = (*row)++ % batch;
         for (size_t i = 0; i < nfields; i++) {
             const bench_field *f = &fields[i];
@@ -129,7 +143,7 @@ static int limit_block(sp_dataset *d, uint64_t block, const bench_field *fields,
                 sp_block_free(b);
                 return rc != 0 ? rc : SP_ECORRUPT;
             }
-            unsigned char *dst = buf + f->offset + dst_row * f->row_bytes;
+            unsigned char *dst = dst_batch + f->offset + dst_row * f->row_bytes;
             if (f->widen)
                 widen_tokens((int32_t *)(void *)dst, src, f->row_bytes / 4, f->widen);
             else
@@ -142,7 +156,7 @@ static int limit_block(sp_dataset *d, uint64_t block, const bench_field *fields,
 }
 
 /* Measures the single-thread rate of the workers' per-block work; see the top of the file. */
-static int measure_limit(const char *path, const sp_params *params, bench_limit *out)
+static int measure_limit(const char *path, const sp_params *params, uint64_t slots, bench_limit *out)
 {
     sp_dataset *d = NULL;
     unsigned char *buf = NULL;
@@ -156,8 +170,10 @@ static int measure_limit(const char *path, const sp_params *params, bench_limit 
     uint64_t batch = (uint64_t)sp_params_get(params, SP_PARAM_BATCH_SIZE);
     int token_i32 = sp_params_get(params, SP_PARAM_TOKEN_DTYPE) == SP_TOKEN_DTYPE_INT32;
     size_t nfields = plan_fields(sp_dataset_schema(d), token_i32, batch, fields, &buf_bytes);
-    buf = cli_xmalloc(buf_bytes);
-    memset(buf, 0, buf_bytes); /* fault its pages in now, not while timed */
+    if (slots == 0)
+        slots = 1;
+    buf = cli_xmalloc(buf_bytes * slots);
+    memset(buf, 0, buf_bytes * slots); /* fault its pages in now, not while timed */
 
     uint64_t nblocks = sp_dataset_num_blocks(d), stride = spread_stride(nblocks);
     uint64_t row = 0, warm_samples = 0, m = 0;
@@ -166,7 +182,8 @@ static int measure_limit(const char *path, const sp_params *params, bench_limit 
      * loader will; its length fixes how many blocks are sampled. */
     double t0 = cli_now();
     while (m < nblocks && (m == 0 || cli_now() - t0 < LIMIT_MIN_S)) {
-        rc = limit_block(d, m * stride % nblocks, fields, nfields, NULL, batch, &row, &warm_samples);
+        rc = limit_block(d, m * stride % nblocks, fields, nfields, NULL, batch, slots, buf_bytes, &row,
+                         &warm_samples);
         if (rc)
             goto fail;
         m++;
@@ -177,7 +194,7 @@ static int measure_limit(const char *path, const sp_params *params, bench_limit 
     double elapsed;
     do {
         for (uint64_t i = 0; i < m; i++) {
-            rc = limit_block(d, i * stride % nblocks, fields, nfields, buf, batch, &row,
+            rc = limit_block(d, i * stride % nblocks, fields, nfields, buf, batch, slots, buf_bytes, &row,
                              &out->samples);
             if (rc)
                 goto fail;
@@ -441,8 +458,9 @@ const cli_cmd cli_cmd_bench = {
     "Measures the loader on a dataset: samples/s and bytes/s against the single-thread limit.",
     "First the limit: on one thread, for blocks spread over the dataset (at least 1 s of work, or\n"
     "every block, after a warm-up read of the same blocks), the work of a loader worker: read,\n"
-    "verify, decompress and copy every fixed-size field of every row into a batch. Its rate times\n"
-    "--threads is the limit. Then the dataset is streamed through the loader for --epochs epochs\n"
+    "verify, decompress and copy every fixed-size field of every row into its batch, the batches\n"
+    "spread over a buffer the size of the loader's batch ring. Its rate times --threads is the\n"
+    "limit. Then the dataset is streamed through the loader for --epochs epochs\n"
     "(default: whole epochs until 2 s have passed), each batch touched and released at once.\n"
     "Reported: samples/s, bytes/s of batch tensors, the ratio to the limit, peak RSS against\n"
     "--host-memory, time stalled in next(), and the read path in use.\n"
@@ -514,7 +532,9 @@ int cli_bench_main(int argc, char **argv)
     }
 
     bench_limit lim;
-    if ((rc = measure_limit(path, params, &lim)) != CLI_OK)
+    sp_loader_stats pools;
+    sp_loader_stats_get(l, &pools);
+    if ((rc = measure_limit(path, params, pools.batch_ring_slots, &lim)) != CLI_OK)
         goto out;
     uint64_t rss_before = peak_rss_bytes();
 

@@ -100,6 +100,8 @@ struct sp_loader {
     ld_slot *slots;
     uint64_t nslots;
     uint8_t **scratch;
+    uint32_t **row_counts; /* per worker: rows per batch of the block being scattered */
+    uint64_t bpw;          /* most batches one window's samples can touch */
     ZSTD_DCtx **dctx;
     uint64_t scratch_bytes;
     ld_window win[2];
@@ -130,6 +132,7 @@ struct sp_loader {
     ld_io *io;
     uint64_t pending; /* blocks handed to I/O or workers and not yet decoded */
     uint64_t slots_in_use; /* batch slots not free */
+    uint64_t waiting_for;  /* global batch the consumer sleeps on, UINT64_MAX when awake */
     int64_t blocked_slot;
 
     /* The reader's plans: it runs on into the next epoch while the consumer finishes this one, so

@@ -170,12 +170,12 @@ static int load_tables(sp_loader *l)
 /* ---------------------------------------------------------------- memory budget */
 
 typedef struct ld_sizes {
-    uint64_t win_cap, slots, read, scratch, windows, total;
+    uint64_t win_cap, bpw, slots, read, scratch, windows, total;
 } ld_sizes;
 
 static uint64_t sizes_total(const sp_loader *l, ld_sizes *z)
 {
-    z->windows = (3ull * z->win_cap + 2ull * l->window_blocks) * sizeof(uint32_t);
+    z->windows = (3ull * z->win_cap + 2ull * l->window_blocks + (uint64_t)l->threads * z->bpw) * sizeof(uint32_t);
     z->total = z->slots * (l->batch_bytes + l->batch * (sizeof(uint64_t) + 1)) + z->read + z->scratch + z->windows;
     return z->total;
 }
@@ -188,6 +188,7 @@ static int size_pools(sp_loader *l, ld_sizes *z)
     uint64_t cap = (uint64_t)l->window_blocks * l->max_block_samples;
     z->win_cap = cap < total_samples ? cap : total_samples;
     uint64_t bpw = (z->win_cap + l->batch - 1) / l->batch + 1; /* batches one window can touch */
+    z->bpw = bpw;
     z->slots = 2 * bpw + 2;
     z->read = 2 * l->max_read;
     z->scratch = (uint64_t)l->threads * l->max_raw;
@@ -263,10 +264,12 @@ static int alloc_pools(sp_loader *l, const ld_sizes *z)
     l->jobs = sp_calloc(l->jobs_cap, sizeof *l->jobs);
     l->win_perm = sp_malloc((size_t)z->win_cap * sizeof *l->win_perm);
     l->scratch = sp_calloc((size_t)l->threads, sizeof *l->scratch);
+    l->row_counts = sp_calloc((size_t)l->threads, sizeof *l->row_counts);
+    l->bpw = z->bpw;
     l->dctx = sp_calloc((size_t)l->threads, sizeof *l->dctx);
     l->workers = sp_calloc((size_t)l->threads, sizeof *l->workers);
     bool ok = l->read_ring && l->batch_mem && l->slots && ids && bad && l->regions && l->jobs && l->win_perm &&
-              l->scratch && l->dctx && l->workers;
+              l->scratch && l->row_counts && l->dctx && l->workers;
     for (int w = 0; ok && w < 2; w++) {
         l->win[w].pos = sp_malloc((size_t)z->win_cap * sizeof(uint32_t));
         l->win[w].row_base = sp_malloc((size_t)l->window_blocks * sizeof(uint32_t));
@@ -274,8 +277,9 @@ static int alloc_pools(sp_loader *l, const ld_sizes *z)
     }
     for (int t = 0; ok && t < l->threads; t++) {
         l->scratch[t] = l->max_raw ? sp_malloc(l->max_raw) : NULL;
+        l->row_counts[t] = sp_malloc(z->bpw * sizeof(uint32_t));
         l->dctx[t] = ZSTD_createDCtx();
-        ok = (l->scratch[t] || !l->max_raw) && l->dctx[t];
+        ok = (l->scratch[t] || !l->max_raw) && l->row_counts[t] && l->dctx[t];
     }
     if (!ok) {
         sp_free(ids);
@@ -319,6 +323,8 @@ static void loader_free(sp_loader *l)
     for (int t = 0; t < l->threads; t++) {
         if (l->scratch)
             sp_free(l->scratch[t]);
+        if (l->row_counts)
+            sp_free(l->row_counts[t]);
         if (l->dctx)
             ZSTD_freeDCtx(l->dctx[t]);
     }
@@ -334,6 +340,7 @@ static void loader_free(sp_loader *l)
     ld_plan_free(&l->rplan[0]);
     ld_plan_free(&l->rplan[1]);
     sp_free(l->scratch);
+    sp_free(l->row_counts);
     sp_free(l->dctx);
     sp_free(l->workers);
     sp_free(l->win_perm);
@@ -372,6 +379,7 @@ static sp_loader *loader_new(void)
     pthread_cond_init(&l->c_reader, NULL);
     pthread_cond_init(&l->c_worker, NULL);
     l->blocked_slot = -1;
+    l->waiting_for = UINT64_MAX;
     return l;
 }
 
@@ -606,10 +614,11 @@ static int wait_ready(sp_loader *l, ld_slot *s, uint64_t g, int timeout_ms)
                          (unsigned long long)l->nslots);
             break;
         }
-        if (timeout_ms < 0) {
-            pthread_cond_wait(&l->c_consumer, &l->mu);
-        } else if (pthread_cond_timedwait(&l->c_consumer, &l->mu, &dl) == ETIMEDOUT &&
-                   !(s->k == g && s->state == SLOT_READY)) {
+        l->waiting_for = g;
+        int w = timeout_ms < 0 ? pthread_cond_wait(&l->c_consumer, &l->mu)
+                               : pthread_cond_timedwait(&l->c_consumer, &l->mu, &dl);
+        l->waiting_for = UINT64_MAX;
+        if (w == ETIMEDOUT && !(s->k == g && s->state == SLOT_READY)) {
             rc = sp_fail(&l->eb, SP_ETIMEDOUT, "batch %llu not ready within %d ms", (unsigned long long)l->next_k,
                          timeout_ms);
             break;

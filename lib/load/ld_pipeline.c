@@ -1,12 +1,14 @@
 /* ld_pipeline.c - the loader's threads: one reader that plans windows, claims batch slots and
  * reads whole compressed blocks into the read ring, and N workers that verify, decompress and
  * scatter each sample into its row. */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <unistd.h>
 
 #include "ld_internal.h"
+#include "ld_rows.h"
 
 /* ---------------------------------------------------------------- descriptors (reader only) */
 
@@ -127,7 +129,10 @@ static void rows_done(sp_loader *l, ld_slot *s, unsigned n)
     if (ok) {
         s->state = SLOT_READY;
         l->st.batches_ready++;
-        pthread_cond_signal(&l->c_consumer); /* one consumer thread */
+        /* Only the batch the consumer is waiting for wakes it: batches of a window complete in
+         * bursts, and waking it for each would cost a system call per batch. */
+        if (l->waiting_for == s->k)
+            pthread_cond_signal(&l->c_consumer);
     } else {
         char msg[200];
         snprintf(msg, sizeof msg, "batch %llu: every sample in it is corrupt; nothing to fill it with",
@@ -144,25 +149,20 @@ typedef struct ld_worker {
     int id;
 } ld_worker;
 
-static void convert_tokens(uint8_t *dst, const uint8_t *src, uint64_t count, int convert)
-{
-    int32_t *d = (int32_t *)(void *)dst;
-    if (convert == CONVERT_U16_I32)
-        for (uint64_t i = 0; i < count; i++)
-            d[i] = (int32_t)sp_ld16(src + 2 * i);
-    else
-        for (uint64_t i = 0; i < count; i++)
-            d[i] = (int32_t)sp_ld32(src + 4 * i);
-}
-
 /* Writes every sample of a decoded block into its row; rows outside this rank's kept range or
  * before the resume point are not part of any batch. */
-static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v)
+static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v, int id)
 {
     const ld_window *w = &l->win[j->win];
     uint32_t pi = l->win_plan[j->win];
     uint64_t lo = l->rlo[pi], hi = l->rplan[pi].samples, gbase = l->rbase[pi];
     uint32_t base = w->row_base[j->kblock];
+    /* Rows are counted per batch here and published once per block: a locked add after every
+     * row would wait each time for the row's stores to drain. The window's batches are a range
+     * of at most bpw batches starting at gfirst. */
+    uint64_t gfirst = gbase + (w->start > lo ? w->start : lo) / l->batch, glast = gfirst;
+    uint32_t *count = l->row_counts[id];
+    memset(count, 0, l->bpw * sizeof *count);
     for (uint32_t r = 0; r < v->n; r++) {
         uint64_t p = w->start + w->pos[base + r];
         if (p < lo || p >= hi)
@@ -177,13 +177,21 @@ static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v)
             fmt_block_get(v, r, o->field, &src, &size);
             uint8_t *dst = s->mem + o->offset + row * o->row_bytes;
             if (o->convert == CONVERT_COPY)
-                memcpy(dst, src, o->row_bytes);
+                ld_row_copy(dst, src, o->row_bytes);
+            else if (o->convert == CONVERT_U16_I32)
+                ld_row_widen16(dst, src, o->row_bytes / 4);
             else
-                convert_tokens(dst, src, o->row_bytes / 4, o->convert);
+                ld_row_widen32(dst, src, o->row_bytes / 4);
         }
         s->b.ids[row] = l->block_first[j->block] + r;
-        rows_done(l, s, 1);
+        assert(g - gfirst < l->bpw);
+        count[g - gfirst]++;
+        glast = g > glast ? g : glast;
     }
+    ld_rows_fence();
+    for (uint64_t g = gfirst; g <= glast; g++)
+        if (count[g - gfirst])
+            rows_done(l, &l->slots[g % l->nslots], count[g - gfirst]);
 }
 
 /* A block that cannot be used: fail its batches, or (on_error=skip) mark its rows for filling. */
@@ -252,7 +260,7 @@ static void job_run(sp_loader *l, const ld_job *j, int id)
     if (rc)
         block_failed(l, j, rc, why);
     else
-        scatter(l, j, &v);
+        scatter(l, j, &v, id);
     double busy = sp_now() - t0;
     const fmt_block_entry *be = l->block_entry[j->block];
     pthread_mutex_lock(&l->mu);
