@@ -142,7 +142,8 @@ SP_API int sp_field_kind_from_name(const char *name);
 typedef enum sp_param_type {
     SP_PTYPE_INT = 1,  /* integer */
     SP_PTYPE_SIZE = 2, /* byte count; strings accept K, M, G, T suffixes (powers of 1024) */
-    SP_PTYPE_BOOL = 3, /* 0 or 1; strings accept true/false/yes/no/on/off/1/0 */
+    SP_PTYPE_BOOL = 3, /* 0 or 1, and -1 (auto) where min is -1; strings accept true/false/yes/no/
+                        * on/off/1/0, and auto */
     SP_PTYPE_ENUM = 4, /* index into the '|'-separated choices */
 } sp_param_type;
 
@@ -191,8 +192,8 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4 };
       "host memory budget for every loader buffer (0: 1/8 of available memory, at most 2 GiB)")  \
     X(IO, "io", SP_PTYPE_ENUM, 0, 0, 2, "auto|uring|pread", SP_SCOPE_LOAD,                          \
       "read path: io_uring with registered buffers, or pread; auto falls back to pread")         \
-    X(DIRECT_IO, "direct_io", SP_PTYPE_BOOL, 1, 0, 1, NULL, SP_SCOPE_LOAD,                          \
-      "read with O_DIRECT where the file system allows it (bypasses the page cache)")            \
+    X(DIRECT_IO, "direct_io", SP_PTYPE_BOOL, -1, -1, 1, NULL, SP_SCOPE_LOAD,                        \
+      "read with O_DIRECT, bypassing the page cache; auto: only for a dataset larger than half the available memory") \
     X(ON_ERROR, "on_error", SP_PTYPE_ENUM, 0, 0, 1, "fail|skip", SP_SCOPE_LOAD,                     \
       "a corrupt block fails the batch, or is skipped and its rows filled from the same batch")  \
     X(TOKEN_DTYPE, "token_dtype", SP_PTYPE_ENUM, 0, 0, 1, "stored|int32", SP_SCOPE_LOAD,            \

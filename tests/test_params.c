@@ -19,8 +19,8 @@ START_TEST(table_is_well_formed)
         ck_assert(pi.type >= SP_PTYPE_INT && pi.type <= SP_PTYPE_ENUM);
         ck_assert_msg(pi.min <= pi.def && pi.def <= pi.max, "%s: default outside its bounds", pi.name);
         ck_assert_int_eq(sp_param_lookup(pi.name), k);
-        if (pi.type == SP_PTYPE_BOOL)
-            ck_assert(pi.min == 0 && pi.max == 1);
+        if (pi.type == SP_PTYPE_BOOL) /* -1 is "auto" where a boolean has one */
+            ck_assert((pi.min == 0 || pi.min == -1) && pi.max == 1);
         if (pi.type == SP_PTYPE_ENUM) {
             ck_assert_ptr_nonnull(pi.choices);
             int choices = 1;

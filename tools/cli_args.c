@@ -44,7 +44,7 @@ static void dash_name(const char *name, char *out, size_t n)
 /* Finds the table entry of one of the scopes whose CLI spelling is name (length len). */
 static bool is_bool_word(const char *s)
 {
-    static const char *const words[] = { "true", "false", "yes", "no", "on", "off", "1", "0" };
+    static const char *const words[] = { "true", "false", "yes", "no", "on", "off", "1", "0", "auto" };
     for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
         if (strcasecmp(s, words[i]) == 0)
             return true;
@@ -289,7 +289,7 @@ static void fmt_value(char *buf, size_t n, const sp_param_info *info, int64_t v)
         fmt_size(buf, n, v);
         break;
     case SP_PTYPE_BOOL:
-        snprintf(buf, n, "%s", v ? "on" : "off");
+        snprintf(buf, n, "%s", v < 0 ? "auto" : v ? "on" : "off");
         break;
     case SP_PTYPE_ENUM: {
         const char *c = info->choices ? info->choices : "";

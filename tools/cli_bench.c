@@ -13,6 +13,11 @@
  */
 #include "cli.h"
 
+#include <errno.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -33,6 +38,7 @@ typedef struct bench_field {
 } bench_field;
 
 typedef struct bench_limit {
+    double parallel_samples_per_s; /* the same loop on `threads` threads at once, no pipeline */
     double samples_per_s; /* single thread */
     double seconds;       /* timed */
     uint64_t blocks;      /* distinct blocks in the sample */
@@ -155,8 +161,79 @@ static int limit_block(sp_dataset *d, uint64_t block, const bench_field *fields,
     return 0;
 }
 
+/* One thread's timed passes over the sampled blocks. */
+typedef struct limit_pass {
+    sp_dataset *d;
+    const bench_field *fields;
+    size_t nfields;
+    uint64_t batch, slots, batch_bytes;
+    unsigned char *buf;
+    uint64_t m, stride, nblocks;
+    uint64_t samples, row;
+    unsigned passes;
+    double seconds;
+} limit_pass;
+
+static int timed_passes(limit_pass *lp)
+{
+    double t0 = cli_now();
+    do {
+        for (uint64_t i = 0; i < lp->m; i++) {
+            int rc = limit_block(lp->d, i * lp->stride % lp->nblocks, lp->fields, lp->nfields, lp->buf, lp->batch,
+                                 lp->slots, lp->batch_bytes, &lp->row, &lp->samples);
+            if (rc)
+                return rc;
+        }
+        lp->passes++;
+        lp->seconds = cli_now() - t0;
+    } while (lp->seconds < LIMIT_MIN_S && lp->passes < 1000000);
+    return 0;
+}
+
+static void *parallel_main(void *arg)
+{
+    limit_pass *lp = arg;
+    return (void *)(intptr_t)timed_passes(lp);
+}
+
+/* The single-thread loop run on `threads` threads at once, each scattering into its share of the
+ * ring: what this machine gives for that work in parallel, with no pipeline around it. Set
+ * beside the loader, it separates the pipeline's own cost from the machine's scaling. */
+static int measure_parallel(const limit_pass *proto, int threads, bench_limit *out)
+{
+    limit_pass lp[256];
+    pthread_t th[256];
+    int n = threads < 256 ? threads : 256, started = 0, rc = 0;
+    uint64_t share = proto->slots / (uint64_t)n ? proto->slots / (uint64_t)n : 1;
+    for (int t = 0; t < n; t++) {
+        lp[t] = *proto;
+        lp[t].slots = share;
+        lp[t].samples = lp[t].row = 0;
+        lp[t].passes = 0;
+        lp[t].buf = cli_xmalloc(share * proto->batch_bytes);
+        memset(lp[t].buf, 0, share * proto->batch_bytes);
+    }
+    for (; started < n; started++)
+        if (pthread_create(&th[started], NULL, parallel_main, &lp[started]) != 0)
+            break;
+    double samples = 0, slowest = 0;
+    for (int t = 0; t < started; t++) {
+        void *ret;
+        pthread_join(th[t], &ret);
+        if (ret)
+            rc = (int)(intptr_t)ret;
+        samples += (double)lp[t].samples;
+        slowest = lp[t].seconds > slowest ? lp[t].seconds : slowest;
+    }
+    for (int t = 0; t < n; t++)
+        free(lp[t].buf);
+    out->parallel_samples_per_s = slowest > 0 && started == n ? samples / slowest : 0;
+    return rc;
+}
+
 /* Measures the single-thread rate of the workers' per-block work; see the top of the file. */
-static int measure_limit(const char *path, const sp_params *params, uint64_t slots, bench_limit *out)
+static int measure_limit(const char *path, const sp_params *params, uint64_t slots, int threads,
+                         bench_limit *out)
 {
     sp_dataset *d = NULL;
     unsigned char *buf = NULL;
@@ -190,22 +267,18 @@ static int measure_limit(const char *path, const sp_params *params, uint64_t slo
     }
 
     /* Timed passes over the m blocks until LIMIT_MIN_S has passed. */
-    t0 = cli_now();
-    double elapsed;
-    do {
-        for (uint64_t i = 0; i < m; i++) {
-            rc = limit_block(d, i * stride % nblocks, fields, nfields, buf, batch, slots, buf_bytes, &row,
-                             &out->samples);
-            if (rc)
-                goto fail;
-        }
-        out->passes++;
-        elapsed = cli_now() - t0;
-    } while (elapsed < LIMIT_MIN_S && out->passes < 1000000);
-    out->seconds = elapsed;
+    limit_pass lp = { d, fields, nfields, batch, slots, buf_bytes, buf, m, stride, nblocks, 0, 0, 0, 0 };
+    if ((rc = timed_passes(&lp)))
+        goto fail;
+    out->samples = lp.samples;
+    out->passes = lp.passes;
+    out->seconds = lp.seconds;
     out->blocks = m;
-    out->samples_per_s = elapsed > 0 ? (double)out->samples / elapsed : 0;
+    out->samples_per_s = lp.seconds > 0 ? (double)lp.samples / lp.seconds : 0;
     free(buf);
+    buf = NULL;
+    if (threads > 1 && (rc = measure_parallel(&lp, threads, out)))
+        goto fail;
     sp_dataset_close(d);
     return CLI_OK;
 
@@ -217,6 +290,43 @@ fail:;
     free(buf);
     sp_dataset_close(d);
     return CLI_EDATA;
+}
+
+/* Runs measure_limit in a child process, so that its buffers (as large as the loader's batch ring)
+ * never count in the peak RSS reported for the loader. The loader has started no thread yet, so
+ * the fork is safe. */
+static int measure_limit_apart(const char *path, const sp_params *params, uint64_t slots, int threads,
+                               bench_limit *out)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        return measure_limit(path, params, slots, threads, out);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return measure_limit(path, params, slots, threads, out);
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        int rc = measure_limit(path, params, slots, threads, out);
+        if (rc == CLI_OK && write(fds[1], out, sizeof *out) != (ssize_t)sizeof *out)
+            rc = CLI_EDATA;
+        _exit(rc);
+    }
+    close(fds[1]);
+    ssize_t got = read(fds[0], out, sizeof *out);
+    close(fds[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (!WIFEXITED(status))
+        return cli_err("%s: the limit measurement died (signal %d)", path, WTERMSIG(status)), CLI_EDATA;
+    if (WEXITSTATUS(status) != CLI_OK)
+        return WEXITSTATUS(status); /* the child already said why */
+    return got == (ssize_t)sizeof *out ? CLI_OK : (cli_err("%s: the limit measurement sent no result", path), CLI_EDATA);
 }
 
 /* ---- the loader ----------------------------------------------------------------------------- */
@@ -320,6 +430,13 @@ static double limit_ratio(const bench_report *r)
     return lim > 0 ? rate((double)r->run->samples, r->run->seconds) / lim : 0;
 }
 
+/* Loader throughput over the same loop run on `threads` threads at once (1 thread: the limit). */
+static double parallel_ratio(const bench_report *r)
+{
+    double par = r->st->threads > 1 ? r->lim->parallel_samples_per_s : r->lim->samples_per_s;
+    return par > 0 ? rate((double)r->run->samples, r->run->seconds) / par : 0;
+}
+
 static void print_json(const bench_report *r)
 {
     const bench_run *run = r->run;
@@ -345,6 +462,10 @@ static void print_json(const bench_report *r)
     cli_json_double(&j, r->lim->samples_per_s);
     cli_json_key(&j, "limit_samples_per_s");
     cli_json_double(&j, r->lim->samples_per_s * st->threads);
+    cli_json_key(&j, "parallel_samples_per_s");
+    cli_json_double(&j, r->lim->parallel_samples_per_s);
+    cli_json_key(&j, "parallel_ratio");
+    cli_json_double(&j, parallel_ratio(r));
     cli_json_key(&j, "limit_blocks");
     cli_json_u64(&j, r->lim->blocks);
     cli_json_key(&j, "limit_seconds");
@@ -417,6 +538,10 @@ static void print_summary(const bench_report *r)
            r->lim->samples_per_s, st->threads, st->threads == 1 ? "" : "s",
            r->lim->samples_per_s * st->threads, (unsigned long long)r->lim->blocks,
            r->lim->seconds);
+    if (st->threads > 1)
+        printf("  parallel   %.0f samples/s with the same loop on %d threads at once (no pipeline): "
+               "the loader reaches %.2f of it\n",
+               r->lim->parallel_samples_per_s, st->threads, parallel_ratio(r));
     printf("  memory     peak RSS %s (%s before the loader ran); host_memory %s, %s allocated\n",
            rss, before, budget, alloc);
     printf("  stall      %.3f s waiting in next() (%.1f%% of the run)\n", st->stall_s,
@@ -534,7 +659,7 @@ int cli_bench_main(int argc, char **argv)
     bench_limit lim;
     sp_loader_stats pools;
     sp_loader_stats_get(l, &pools);
-    if ((rc = measure_limit(path, params, pools.batch_ring_slots, &lim)) != CLI_OK)
+    if ((rc = measure_limit_apart(path, params, pools.batch_ring_slots, pools.threads, &lim)) != CLI_OK)
         goto out;
     uint64_t rss_before = peak_rss_bytes();
 

@@ -120,8 +120,10 @@ static int parse_int(const char *s, int64_t *out, bool size_suffix)
     return SP_OK;
 }
 
-static int parse_bool(const char *s, int64_t *out)
+static int parse_bool(const char *s, int64_t *out, bool has_auto)
 {
+    if (has_auto && strcasecmp(s, "auto") == 0)
+        return *out = -1, SP_OK;
     static const char *const yes[] = { "1", "true", "yes", "on" };
     static const char *const no[] = { "0", "false", "no", "off" };
     for (size_t i = 0; i < 4; i++) {
@@ -163,9 +165,10 @@ int sp_params_set_str(sp_params *p, const char *name, const char *value)
     int rc;
     switch (pi->type) {
     case SP_PTYPE_BOOL:
-        rc = parse_bool(value, &v);
+        rc = parse_bool(value, &v, pi->min < 0);
         if (rc)
-            return sp_fail(NULL, rc, "parameter %s: '%s' is not a boolean (true/false)", pi->name, value);
+            return sp_fail(NULL, rc, "parameter %s: '%s' is not a boolean (true/false%s)", pi->name, value,
+                           pi->min < 0 ? "/auto" : "");
         break;
     case SP_PTYPE_ENUM:
         v = parse_choice(pi->choices, value);

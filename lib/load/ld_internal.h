@@ -74,6 +74,7 @@ struct sp_loader {
     /* configuration */
     uint32_t batch, window_blocks, rank, world;
     int threads, io_mode, on_error, token_dtype;
+    int direct_mode; /* the direct_io parameter: 1, 0, or -1 for auto */
     bool shuffle, drop_last, direct;
     uint64_t seed, epochs, host_memory, prefetch;
 

@@ -59,7 +59,7 @@ static int read_config(sp_loader *l, const sp_params *p)
     l->epochs = (uint64_t)sp_params_get(p, SP_PARAM_EPOCHS);
     l->drop_last = sp_params_get(p, SP_PARAM_DROP_LAST) != 0;
     l->io_mode = (int)sp_params_get(p, SP_PARAM_IO);
-    l->direct = sp_params_get(p, SP_PARAM_DIRECT_IO) != 0;
+    l->direct_mode = (int)sp_params_get(p, SP_PARAM_DIRECT_IO);
     l->on_error = (int)sp_params_get(p, SP_PARAM_ON_ERROR);
     l->token_dtype = (int)sp_params_get(p, SP_PARAM_TOKEN_DTYPE);
     /* Launchers (torchrun, Slurm wrappers, MPI) export RANK and WORLD_SIZE. */
@@ -298,8 +298,37 @@ static int alloc_pools(sp_loader *l, const ld_sizes *z)
     return SP_OK;
 }
 
+/* MemAvailable from /proc/meminfo (free memory plus what the page cache could give back), or 0. */
+static uint64_t mem_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[128];
+    unsigned long long kib = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return (uint64_t)kib * 1024;
+}
+
+/* direct_io=auto: O_DIRECT only for a dataset the page cache could not keep anyway. A dataset that
+ * fits stays cached across epochs, and reading it through the cache measured 1.3x faster than
+ * O_DIRECT from disk on every epoch (docs/performance.md). */
+static bool want_direct(const sp_loader *l)
+{
+    if (l->direct_mode >= 0)
+        return l->direct_mode == 1;
+    uint64_t bytes = 0;
+    for (uint64_t i = 0; i < l->nshards; i++)
+        bytes += l->shards[i]->file_size;
+    uint64_t avail = mem_available();
+    return avail && bytes > avail / 2;
+}
+
 static int open_io(sp_loader *l)
 {
+    l->direct = want_direct(l);
     char note[128];
     int rc = ld_io_open(&l->io, l->io_mode, l->read_ring, l->read_ring_bytes, LD_IO_DEPTH, note, sizeof note);
     if (rc == SP_ENOTSUP)

@@ -611,7 +611,9 @@ static void reset_epoch_state(sp_loader *l)
     l->err_msg[0] = '\0';
     l->reader_done = false;
     l->stop = false;
+    pthread_mutex_lock(&l->mu); /* stats are read from any thread */
     l->st.batches_ready = 0;
+    pthread_mutex_unlock(&l->mu);
 }
 
 int ld_pipeline_start(sp_loader *l)
