@@ -20,4 +20,4 @@ mkdir -p "$WORK"
 [ -f "$WORK/tokens.bin" ] ||
     "$HERE/measure.py" "$BUILD/datasets/sp-gen-tokens" --out "$WORK/tokens.bin" --tokens 20000000 --seed 1
 "$HERE/measure.py" "$SP" pack "$WORK/tokens.bin" --seq-len 1024 -o "$WORK/tokens.sp" --overwrite
-"$HERE/measure.py" "$SP" bench "$WORK/tokens.sp" --batch-size 8 --token-dtype int32 --epochs 3
+"$HERE/measure.py" "$SP" bench "$WORK/tokens.sp" --batch-size 8 --token-dtype int32
