@@ -23,6 +23,7 @@
 #include <turbojpeg.h>
 #include <unistd.h>
 
+#include "gen_args.h"
 #include "gen_rng.h"
 
 #define PROG "sp-gen-imagefolder"
@@ -787,19 +788,6 @@ static void usage(FILE *f)
             MAX_COUNT, MAX_CLASSES, MAX_THREADS);
 }
 
-static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
-{
-    char *end;
-    if (!s || !*s || *s == '-')
-        return -1;
-    errno = 0;
-    const unsigned long long v = strtoull(s, &end, 0);
-    if (errno != 0 || *end != '\0' || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static int parse_args(int argc, char **argv, gen_opts *o)
 {
     static const struct option longopts[] = {
@@ -817,21 +805,21 @@ static int parse_args(int argc, char **argv, gen_opts *o)
         switch (ch) {
         case 'o': o->out = optarg; break;
         case 'n':
-            if (parse_u64(optarg, 1, MAX_COUNT, &count) != 0)
+            if (gen_parse_u64(optarg, 1, MAX_COUNT, &count) != 0)
                 goto bad_value;
             have_count = 1;
             break;
         case 'c':
-            if (parse_u64(optarg, 1, MAX_CLASSES, &v) != 0)
+            if (gen_parse_u64(optarg, 1, MAX_CLASSES, &v) != 0)
                 goto bad_value;
             o->classes = (uint32_t)v;
             break;
         case 's':
-            if (parse_u64(optarg, 0, UINT64_MAX, &o->seed) != 0)
+            if (gen_parse_u64(optarg, 0, UINT64_MAX, &o->seed) != 0)
                 goto bad_value;
             break;
         case 't':
-            if (parse_u64(optarg, 1, MAX_THREADS, &v) != 0)
+            if (gen_parse_u64(optarg, 1, MAX_THREADS, &v) != 0)
                 goto bad_value;
             o->threads = (uint32_t)v;
             break;

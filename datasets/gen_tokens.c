@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "gen_args.h"
 #include "gen_rng.h"
 
 #define PROG "sp-gen-tokens"
@@ -322,19 +323,6 @@ static void usage(FILE *f)
             INT32_MAX);
 }
 
-static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
-{
-    char *end;
-    if (!s || !*s || *s == '-')
-        return -1;
-    errno = 0;
-    const unsigned long long v = strtoull(s, &end, 0);
-    if (errno != 0 || *end != '\0' || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static int check_opts(const tok_opts *o, int have_tokens)
 {
     if (!o->out || !*o->out || !have_tokens) {
@@ -364,23 +352,23 @@ static int parse_args(int argc, char **argv, tok_opts *o)
         switch (ch) {
         case 'o': o->out = optarg; break;
         case 'n':
-            if (parse_u64(optarg, 1, INT32_MAX, &v) != 0) /* the header's count is an int32 */
+            if (gen_parse_u64(optarg, 1, INT32_MAX, &v) != 0) /* the header's count is an int32 */
                 goto bad_value;
             o->tokens = (uint32_t)v;
             have_tokens = 1;
             break;
         case 'w':
-            if (parse_u64(optarg, 16, 32, &v) != 0 || (v != 16 && v != 32))
+            if (gen_parse_u64(optarg, 16, 32, &v) != 0 || (v != 16 && v != 32))
                 goto bad_value;
             o->width = (int)v;
             break;
         case 'v':
-            if (parse_u64(optarg, 2, UINT64_C(1) << 31, &v) != 0)
+            if (gen_parse_u64(optarg, 2, UINT64_C(1) << 31, &v) != 0)
                 goto bad_value;
             o->vocab = (uint32_t)v;
             break;
         case 's':
-            if (parse_u64(optarg, 0, UINT64_MAX, &o->seed) != 0)
+            if (gen_parse_u64(optarg, 0, UINT64_MAX, &o->seed) != 0)
                 goto bad_value;
             break;
         case 'h': usage(stdout); exit(EXIT_OK);

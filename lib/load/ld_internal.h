@@ -108,7 +108,7 @@ struct sp_loader {
     ld_window win[2];
     uint32_t *win_perm;
     uint32_t win_cap;
-    uint32_t win_remaining[2];
+    uint64_t win_remaining[2];
     ld_region *regions;
     uint32_t nregions, reg_head, reg_count;
     uint64_t ring_head, ring_tail, ring_used_peak;

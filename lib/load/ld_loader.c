@@ -11,18 +11,6 @@
 #include "ld_internal.h"
 #include "rd.h"
 
-static int lfail(sp_loader *l, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static int lfail(sp_loader *l, int code, const char *fmt, ...)
-{
-    char msg[SP_ERRMSG_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return sp_fail(&l->eb, code, "%s", msg);
-}
-
 /* "1.5 GiB" style sizes for messages. */
 static const char *human(uint64_t n, char *buf, size_t len)
 {
@@ -69,7 +57,7 @@ static int read_config(sp_loader *l, const sp_params *p)
     if (world == 0)
         world = env_int("WORLD_SIZE", 1);
     if (rank < 0 || world < 1 || world > (1 << 20) || rank >= world)
-        return lfail(l, SP_EINVAL, "rank %lld and world size %lld are not valid (check RANK and WORLD_SIZE)",
+        return sp_fail(&l->eb, SP_EINVAL, "rank %lld and world size %lld are not valid (check RANK and WORLD_SIZE)",
                      (long long)rank, (long long)world);
     l->rank = (uint32_t)rank;
     l->world = (uint32_t)world;
@@ -120,7 +108,7 @@ static int plan_outputs(sp_loader *l)
         off = sp_align_up(off + o->row_bytes * l->batch, LD_FIELD_ALIGN);
     }
     if (l->nout == 0)
-        return lfail(l, SP_ENOTSUP, "the dataset has no fixed-size field (label, tokens, tensor) to batch");
+        return sp_fail(&l->eb, SP_ENOTSUP, "the dataset has no fixed-size field (label, tokens, tensor) to batch");
     l->batch_bytes = off;
     return SP_OK;
 }
@@ -141,13 +129,13 @@ static int load_tables(sp_loader *l)
     l->fd_tick = sp_calloc(l->nshards, sizeof *l->fd_tick);
     if (!l->shards || !l->block_samples || !l->block_first || !l->block_shard || !l->block_entry || !l->fd ||
         !l->fd_direct || !l->fd_tick)
-        return lfail(l, SP_ENOMEM, "out of memory for the tables of %llu blocks", (unsigned long long)l->nblocks);
+        return sp_fail(&l->eb, SP_ENOMEM, "out of memory for the tables of %llu blocks", (unsigned long long)l->nblocks);
     uint64_t b = 0, first = 0;
     for (uint64_t i = 0; i < l->nshards; i++) {
         l->fd[i] = -1;
         int rc = rd_shard_get(d, i, &l->shards[i]);
         if (rc)
-            return lfail(l, rc, "%s", sp_dataset_errmsg(d));
+            return sp_fail(&l->eb, rc, "%s", sp_dataset_errmsg(d));
         const fmt_index *ix = &l->shards[i]->index;
         for (uint64_t k = 0; k < ix->nblocks; k++, b++) {
             const fmt_block_entry *be = &ix->blocks[k];
@@ -195,7 +183,7 @@ static int size_pools(sp_loader *l, ld_sizes *z)
     uint64_t min = sizes_total(l, z);
     if (min > l->host_memory) {
         char a[32], b[32], c[32], e[32], f[32];
-        return lfail(l, SP_ELIMIT,
+        return sp_fail(&l->eb, SP_ELIMIT,
                      "host_memory %s cannot hold one shuffle window and its batches: need at least %s "
                      "(%llu batch slots of %s for a window of %u blocks, 2 read buffers of %s, %d worker buffers of %s); "
                      "raise host_memory, or lower batch_size, shuffle_window or threads",
@@ -218,7 +206,7 @@ static int size_pools(sp_loader *l, ld_sizes *z)
     if (extra * slot_bytes > spare) {
         if (l->prefetch) {
             char a[32], b[32];
-            return lfail(l, SP_ELIMIT, "prefetch %llu needs %s more than host_memory leaves (%s spare)",
+            return sp_fail(&l->eb, SP_ELIMIT, "prefetch %llu needs %s more than host_memory leaves (%s spare)",
                          (unsigned long long)l->prefetch, human(extra * slot_bytes, a, sizeof a),
                          human(spare, b, sizeof b));
         }
@@ -284,7 +272,7 @@ static int alloc_pools(sp_loader *l, const ld_sizes *z)
     if (!ok) {
         sp_free(ids);
         sp_free(bad);
-        return lfail(l, SP_ENOMEM, "out of memory allocating %llu bytes of loader pools", (unsigned long long)z->total);
+        return sp_fail(&l->eb, SP_ENOMEM, "out of memory allocating %llu bytes of loader pools", (unsigned long long)z->total);
     }
     for (uint64_t i = 0; i < z->slots; i++)
         init_slot(l, &l->slots[i], (uint32_t)i, l->batch_mem + i * l->batch_bytes, ids + i * l->batch,
@@ -332,9 +320,9 @@ static int open_io(sp_loader *l)
     char note[128];
     int rc = ld_io_open(&l->io, l->io_mode, l->read_ring, l->read_ring_bytes, LD_IO_DEPTH, note, sizeof note);
     if (rc == SP_ENOTSUP)
-        return lfail(l, rc, "io=uring was requested but %s", note);
+        return sp_fail(&l->eb, rc, "io=uring was requested but %s", note);
     if (rc)
-        return lfail(l, rc, "out of memory setting up I/O");
+        return sp_fail(&l->eb, rc, "out of memory setting up I/O");
     l->st.io = ld_io_mode(l->io);
     l->st.direct_io = l->direct;
     snprintf(l->st.io_note, sizeof l->st.io_note, "%s", note);
@@ -423,7 +411,7 @@ static int loader_setup(sp_loader *l, const sp_params *params)
     if (rc == SP_OK)
         rc = load_tables(l);
     if (rc == SP_OK && l->nblocks < l->world)
-        rc = lfail(l, SP_EINVAL, "the dataset has %llu blocks, fewer than world size %u; repack it with a smaller "
+        rc = sp_fail(&l->eb, SP_EINVAL, "the dataset has %llu blocks, fewer than world size %u; repack it with a smaller "
                    "block_size", (unsigned long long)l->nblocks, l->world);
     ld_sizes z;
     if (rc == SP_OK)
@@ -499,7 +487,7 @@ int sp_loader_close(sp_loader *l)
     if (!l)
         return SP_OK;
     if (l->leases)
-        return lfail(l, SP_EBUSY, "%llu batch(es) still leased; release them before closing",
+        return sp_fail(&l->eb, SP_EBUSY, "%llu batch(es) still leased; release them before closing",
                      (unsigned long long)l->leases);
     if (l->running)
         ld_pipeline_stop(l);
@@ -521,7 +509,7 @@ static int ensure_plan(sp_loader *l)
     char why[256];
     int rc = ld_plan_build(&l->plan, &cfg, l->block_samples, l->nblocks, why, sizeof why);
     if (rc)
-        return lfail(l, rc, "%s", why);
+        return sp_fail(&l->eb, rc, "%s", why);
     l->plan_valid = true;
     pthread_mutex_lock(&l->mu); /* sp_loader_stats_get may read st from any thread */
     l->st.samples_dropped_per_epoch = l->plan.dropped;
@@ -536,7 +524,7 @@ static int start_run(sp_loader *l)
     if (rc)
         return rc;
     if (l->start_k > l->plan.nbatches)
-        return lfail(l, SP_ERANGE, "resume batch %llu is past the epoch's %llu batches",
+        return sp_fail(&l->eb, SP_ERANGE, "resume batch %llu is past the epoch's %llu batches",
                      (unsigned long long)l->start_k, (unsigned long long)l->plan.nbatches);
     l->next_k = l->start_k;
     pthread_mutex_lock(&l->mu);
@@ -789,9 +777,9 @@ int sp_loader_load_state(sp_loader *l, const void *buf, size_t len)
         return sp_fail(NULL, SP_EINVAL, "sp_loader_load_state: NULL argument");
     const uint8_t *p = buf;
     if (len != SP_LOADER_STATE_BYTES || sp_ld32(p) != STATE_MAGIC || sp_ld32(p + 60) != (uint32_t)sp_checksum64(p, 60))
-        return lfail(l, SP_EINVAL, "not a loader state (%zu bytes, bad magic or checksum)", len);
+        return sp_fail(&l->eb, SP_EINVAL, "not a loader state (%zu bytes, bad magic or checksum)", len);
     if (sp_ld32(p + 4) != STATE_VERSION)
-        return lfail(l, SP_EVERSION, "loader state version %u; this library reads %u", sp_ld32(p + 4), STATE_VERSION);
+        return sp_fail(&l->eb, SP_EVERSION, "loader state version %u; this library reads %u", sp_ld32(p + 4), STATE_VERSION);
     const char *what = sp_ld64(p + 48) != sp_dataset_fingerprint(l->ds) ? "dataset (its content differs)"
                        : sp_ld32(p + 32) != l->world                    ? "world size"
                        : sp_ld32(p + 36) != l->rank                     ? "rank"
@@ -801,7 +789,7 @@ int sp_loader_load_state(sp_loader *l, const void *buf, size_t len)
                        : sp_ld16(p + 56) != (l->shuffle | l->drop_last << 1) ? "shuffle or drop_last"
                                                                         : NULL;
     if (what)
-        return lfail(l, SP_EINVAL, "the saved state was taken with a different %s", what);
+        return sp_fail(&l->eb, SP_EINVAL, "the saved state was taken with a different %s", what);
     reposition(l, sp_ld64(p + 16), sp_ld64(p + 24));
     return SP_OK;
 }

@@ -211,18 +211,13 @@ static void block_failed(sp_loader *l, const ld_job *j, int code, const char *wh
     uint64_t first = UINT64_MAX, skipped = 0;
     for (uint32_t r = 0; r < n; r++) {
         uint64_t p = w->start + w->pos[base + r];
-        if (p < lo || p >= hi)
-            continue;
-        first = min_u64(first, gbase + p / l->batch);
-        if (l->on_error == SP_ON_ERROR_SKIP) {
-            ld_slot *s = &l->slots[(gbase + p / l->batch) % l->nslots];
-            uint32_t row = (uint32_t)(p % l->batch);
-            s->bad[row] = 1;
-            s->b.ids[row] = UINT64_MAX;
+        if (p >= lo && p < hi) {
+            first = min_u64(first, gbase + p / l->batch);
             skipped++;
-            rows_done(l, s, 1);
         }
     }
+    /* Counted (or failed) before any row is published, so a consumer that sees the batches sees
+     * the statistics that explain them. */
     pthread_mutex_lock(&l->mu);
     if (l->on_error == SP_ON_ERROR_SKIP) {
         l->st.blocks_skipped++;
@@ -231,6 +226,16 @@ static void block_failed(sp_loader *l, const ld_job *j, int code, const char *wh
         fail_batch_locked(l, first, code, msg);
     }
     pthread_mutex_unlock(&l->mu);
+    for (uint32_t r = 0; l->on_error == SP_ON_ERROR_SKIP && r < n; r++) {
+        uint64_t p = w->start + w->pos[base + r];
+        if (p < lo || p >= hi)
+            continue;
+        ld_slot *s = &l->slots[(gbase + p / l->batch) % l->nslots];
+        uint32_t row = (uint32_t)(p % l->batch);
+        s->bad[row] = 1;
+        s->b.ids[row] = UINT64_MAX;
+        rows_done(l, s, 1);
+    }
 }
 
 static int job_decode(sp_loader *l, const ld_job *j, int id, fmt_block_view *v, char *why, size_t whylen)
@@ -257,21 +262,24 @@ static void job_run(sp_loader *l, const ld_job *j, int id)
     char why[SP_ERRMSG_MAX];
     double t0 = sp_now();
     int rc = job_decode(l, j, id, &v, why, sizeof why);
+    /* Counted before the rows are published: a consumer that has seen the block's batches then
+     * sees the block in the statistics too. */
+    pthread_mutex_lock(&l->mu);
+    l->st.blocks_read++;
+    if (!rc)
+        l->st.bytes_decompressed += l->block_entry[j->block]->raw_size;
+    pthread_mutex_unlock(&l->mu);
     if (rc)
         block_failed(l, j, rc, why);
     else
         scatter(l, j, &v, id);
     double busy = sp_now() - t0;
-    const fmt_block_entry *be = l->block_entry[j->block];
     pthread_mutex_lock(&l->mu);
     l->regions[j->region].done = true;
     l->win_remaining[j->win]--;
     l->rpending[l->win_plan[j->win]]--;
     l->pending--;
     l->st.decode_busy_s += busy;
-    l->st.blocks_read++;
-    if (!rc)
-        l->st.bytes_decompressed += be->raw_size;
     pthread_cond_signal(&l->c_reader); /* ring space or a window slot may have come free */
     if (l->pending == 0 && l->blocked_slot >= 0)
         pthread_cond_signal(&l->c_consumer); /* lets next() see a ring that cannot advance */
@@ -467,17 +475,23 @@ static bool block_needed(const sp_loader *l, const ld_plan *plan, const ld_windo
     return false;
 }
 
+/* Waits until *count (a window's or a plan's blocks still to decode) is zero; false on a stop. */
+static bool wait_drained(sp_loader *l, ld_reader *rd, const uint64_t *count)
+{
+    pthread_mutex_lock(&l->mu);
+    while (!l->stop && *count > 0)
+        reader_wait(l, rd);
+    bool stop = l->stop; /* read under mu: ld_pipeline_stop sets it from another thread */
+    pthread_mutex_unlock(&l->mu);
+    return !stop;
+}
+
 static bool read_window(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi)
 {
     const ld_plan *plan = &l->rplan[pi];
     uint64_t lo = l->rlo[pi], hi = plan->samples;
     uint32_t ws = (uint32_t)(wi % 2);
-    pthread_mutex_lock(&l->mu);
-    while (!l->stop && l->win_remaining[ws] > 0)
-        reader_wait(l, rd);
-    bool stop = l->stop; /* read under mu: ld_pipeline_stop sets it from another thread */
-    pthread_mutex_unlock(&l->mu);
-    if (stop)
+    if (!wait_drained(l, rd, &l->win_remaining[ws]))
         return false;
     ld_window *w = &l->win[ws];
     l->win_plan[ws] = pi;
@@ -521,12 +535,7 @@ static bool read_window(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi)
 static bool plan_epoch(sp_loader *l, ld_reader *rd, uint64_t e, uint64_t base)
 {
     uint32_t pi = (uint32_t)(e % 2);
-    pthread_mutex_lock(&l->mu);
-    while (!l->stop && l->rpending[pi] > 0)
-        reader_wait(l, rd);
-    bool stop = l->stop; /* read under mu: ld_pipeline_stop sets it from another thread */
-    pthread_mutex_unlock(&l->mu);
-    if (stop)
+    if (!wait_drained(l, rd, &l->rpending[pi]))
         return false;
     ld_plan_free(&l->rplan[pi]);
     ld_plan_cfg cfg = { l->seed, e, l->rank, l->world, l->batch, l->window_blocks, l->shuffle, l->drop_last };

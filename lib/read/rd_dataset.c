@@ -42,18 +42,6 @@ struct sp_block {
     fmt_block_view view;
 };
 
-static int dfail(sp_dataset *d, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static int dfail(sp_dataset *d, int code, const char *fmt, ...)
-{
-    char msg[SP_ERRMSG_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return sp_fail(d ? &d->eb : NULL, code, "%s", msg);
-}
-
 /* "PATH: block B at byte O: why", or without the block part when e->block < 0. */
 int rd_fail_at(sp_errbuf *eb, int code, const char *path, const fmt_err *e)
 {
@@ -95,7 +83,7 @@ static int dataset_index(sp_dataset *d, const uint32_t *block_samples)
 {
     d->block_first = sp_malloc((d->nblocks + 1) * sizeof *d->block_first);
     if (!d->block_first)
-        return dfail(d, SP_ENOMEM, "out of memory for %llu blocks", (unsigned long long)d->nblocks);
+        return sp_fail(&d->eb, SP_ENOMEM, "out of memory for %llu blocks", (unsigned long long)d->nblocks);
     uint64_t b = 0, s = 0;
     uint8_t h[24];
     d->fingerprint = 0;
@@ -123,9 +111,9 @@ static int open_manifest(sp_dataset *d, const char *mpath, const char *dir)
     int err;
     int rc = sp_read_file(mpath, MAX_MANIFEST_BYTES, &buf, &n, &err);
     if (rc == SP_ELIMIT)
-        return dfail(d, rc, "%s: manifest larger than %llu bytes", mpath, (unsigned long long)MAX_MANIFEST_BYTES);
+        return sp_fail(&d->eb, rc, "%s: manifest larger than %llu bytes", mpath, (unsigned long long)MAX_MANIFEST_BYTES);
     if (rc)
-        return dfail(d, rc, "%s: cannot read: %s", mpath, sp_read_file_why(rc, err));
+        return sp_fail(&d->eb, rc, "%s: cannot read: %s", mpath, sp_read_file_why(rc, err));
     fmt_manifest m;
     fmt_err e;
     rc = fmt_manifest_decode(buf, n, &d->lim, &m, &e);
@@ -141,13 +129,13 @@ static int open_manifest(sp_dataset *d, const char *mpath, const char *dir)
     d->nblocks = m.nblocks;
     d->nsamples = m.nsamples;
     d->shards = sp_calloc(m.nshards, sizeof *d->shards);
-    rc = d->shards ? SP_OK : dfail(d, SP_ENOMEM, "%s: out of memory", mpath);
+    rc = d->shards ? SP_OK : sp_fail(&d->eb, SP_ENOMEM, "%s: out of memory", mpath);
     for (uint64_t i = 0; rc == SP_OK && i < m.nshards; i++) {
         const fmt_manifest_shard *ms = &m.shards[i];
         rd_shard *s = &d->shards[i];
         size_t len = strlen(dir) + strlen(ms->name) + 2;
         if (!(s->path = sp_malloc(len))) {
-            rc = dfail(d, SP_ENOMEM, "%s: out of memory", mpath);
+            rc = sp_fail(&d->eb, SP_ENOMEM, "%s: out of memory", mpath);
             break;
         }
         snprintf(s->path, len, "%s/%s", dir, ms->name);
@@ -186,7 +174,7 @@ static int shard_matches(sp_dataset *d, uint64_t i, const rd_shard *s, const fmt
     }
     if (!what)
         return SP_OK;
-    return dfail(d, SP_ECORRUPT, "%s: %s differs from the manifest (shard replaced or damaged)", s->path, what);
+    return sp_fail(&d->eb, SP_ECORRUPT, "%s: %s differs from the manifest (shard replaced or damaged)", s->path, what);
 }
 
 /* Opens shard i on first use. Safe from several threads. */
@@ -272,18 +260,18 @@ int rd_list_shards(const char *dir, uint64_t max, char ***out, size_t *n, sp_err
 static int open_shard_list(sp_dataset *d, const char *const *paths, size_t n)
 {
     if (n == 0)
-        return dfail(d, SP_EINVAL, "no shard files given");
+        return sp_fail(&d->eb, SP_EINVAL, "no shard files given");
     if (n > d->lim.max_shards)
-        return dfail(d, SP_ELIMIT, "%zu shards exceed max_shards %llu", n, (unsigned long long)d->lim.max_shards);
+        return sp_fail(&d->eb, SP_ELIMIT, "%zu shards exceed max_shards %llu", n, (unsigned long long)d->lim.max_shards);
     d->shards = sp_calloc(n, sizeof *d->shards);
     if (!d->shards)
-        return dfail(d, SP_ENOMEM, "out of memory");
+        return sp_fail(&d->eb, SP_ENOMEM, "out of memory");
     d->nshards = n;
     for (size_t i = 0; i < n; i++) {
         rd_shard *s = &d->shards[i];
         fmt_err e;
         if (!(s->path = sp_strdup(paths[i])))
-            return dfail(d, SP_ENOMEM, "out of memory");
+            return sp_fail(&d->eb, SP_ENOMEM, "out of memory");
         int rc = fmt_shard_open(paths[i], &d->lim, &s->sh, &e);
         if (rc)
             return rd_fail_at(&d->eb, rc, paths[i], &e);
@@ -293,9 +281,9 @@ static int open_shard_list(sp_dataset *d, const char *const *paths, size_t n)
             d->dataset_id = ix->id.dataset_id;
             for (size_t k = 0; k < ix->meta.n; k++)
                 if (fmt_meta_set(&d->meta, ix->meta.e[k].key, ix->meta.e[k].value, ix->meta.e[k].len))
-                    return dfail(d, SP_ENOMEM, "out of memory");
+                    return sp_fail(&d->eb, SP_ENOMEM, "out of memory");
         } else if (!sp_schema_equal(&ix->schema, &d->schema)) {
-            return dfail(d, SP_ESCHEMA, "%s: schema differs from %s", paths[i], paths[0]);
+            return sp_fail(&d->eb, SP_ESCHEMA, "%s: schema differs from %s", paths[i], paths[0]);
         }
         if (ix->id.dataset_id != d->dataset_id)
             d->dataset_id = 0;
@@ -314,7 +302,7 @@ static int open_dir(sp_dataset *d, const char *dir)
     size_t len = strlen(dir) + sizeof(MANIFEST_NAME) + 1;
     char *mpath = sp_malloc(len);
     if (!mpath)
-        return dfail(d, SP_ENOMEM, "out of memory");
+        return sp_fail(&d->eb, SP_ENOMEM, "out of memory");
     snprintf(mpath, len, "%s/%s", dir, MANIFEST_NAME);
     int rc;
     if (access(mpath, F_OK) == 0) {
@@ -458,7 +446,7 @@ static uint64_t shard_of_block(const sp_dataset *d, uint64_t b)
 static int block_shard(sp_dataset *d, uint64_t block, uint64_t *si, fmt_shard **sh)
 {
     if (block >= d->nblocks)
-        return dfail(d, SP_ERANGE, "block %llu out of range (%llu blocks)", (unsigned long long)block,
+        return sp_fail(&d->eb, SP_ERANGE, "block %llu out of range (%llu blocks)", (unsigned long long)block,
                      (unsigned long long)d->nblocks);
     *si = shard_of_block(d, block);
     return rd_shard_get(d, *si, sh);
@@ -529,7 +517,7 @@ int sp_dataset_read_block(sp_dataset *d, uint64_t block, sp_block **out)
     if (!b || !dctx) {
         sp_free(b);
         ZSTD_freeDCtx(dctx);
-        return dfail(d, SP_ENOMEM, "%s: out of memory", d->shards[si].path);
+        return sp_fail(&d->eb, SP_ENOMEM, "%s: out of memory", d->shards[si].path);
     }
     fmt_err e;
     rc = fmt_shard_read_block(sh, block - d->shards[si].first_block, dctx, &b->raw, &b->view, &e);
