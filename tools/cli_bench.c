@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,6 +129,13 @@ static unsigned char *row_batch(unsigned char *buf, uint64_t n, uint64_t slots, 
 
 /* Reads block (and, when buf is set, scatters its rows into buf as a worker would: the n-th row
  * goes to row n mod batch of a batch among `slots`). Adds its rows to *samples. */
+static bool g_skip_bad; /* on_error=skip: a damaged block is left out of the limit, as the loader skips it */
+
+static bool data_error(int rc)
+{
+    return rc == SP_ECHECKSUM || rc == SP_ECORRUPT || rc == SP_ETRUNC || rc == SP_EIO;
+}
+
 static int limit_block(sp_dataset *d, uint64_t block, const bench_field *fields, size_t nfields,
                        unsigned char *buf, uint64_t batch, uint64_t slots, uint64_t batch_bytes,
                        uint64_t *row, uint64_t *samples)
@@ -135,7 +143,7 @@ static int limit_block(sp_dataset *d, uint64_t block, const bench_field *fields,
     sp_block *b;
     int rc = sp_dataset_read_block(d, block, &b);
     if (rc != 0)
-        return rc;
+        return g_skip_bad && data_error(rc) ? 0 : rc;
     uint32_t n = sp_block_num_samples(b);
     for (uint32_t r = 0; buf && r < n; r++) {
         unsigned char *dst_batch = row_batch(buf, *row, slots, batch_bytes);
@@ -241,6 +249,7 @@ static int measure_limit(const char *path, const sp_params *params, uint64_t slo
     int rc = sp_dataset_open(path, params, &d);
     if (rc != 0)
         return cli_lib_err(path, rc, sp_last_error());
+    g_skip_bad = sp_params_get(params, SP_PARAM_ON_ERROR) == SP_ON_ERROR_SKIP;
 
     bench_field fields[SP_MAX_FIELDS];
     uint64_t buf_bytes;
