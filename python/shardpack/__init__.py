@@ -1,0 +1,24 @@
+"""shardpack: Python bindings of libshardpack over ctypes (standard library only).
+
+    import shardpack
+    with shardpack.Loader("fineweb.sp", batch_size=8, token_dtype="int32") as loader:
+        for batch in loader:                      # one epoch
+            tokens = torch.from_dlpack(batch["tokens"])   # no copy; numpy.asarray works too
+
+Loader keywords come from the library's parameter table (shardpack.params()). Batches map field
+names to Tensors implementing __dlpack__, __dlpack_device__ and __array_interface__ (or
+__cuda_array_interface__ for device memory). See loader.py for the lifetime rules and
+shardpack.torch for a PyTorch adapter.
+"""
+
+from ._lib import ABI_VERSION, version as library_version, path as library_path
+from ._errors import ShardpackError
+from ._params import ParamInfo, params
+from ._dlpack import Tensor
+from .loader import Batch, Loader
+from .writer import Dataset, Field, Writer
+
+__version__ = library_version
+
+__all__ = ["ABI_VERSION", "Batch", "Dataset", "Field", "Loader", "ParamInfo", "ShardpackError",
+           "Tensor", "Writer", "library_path", "library_version", "params"]

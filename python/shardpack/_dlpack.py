@@ -1,0 +1,239 @@
+"""Zero-copy tensor views of leased batch memory: DLPack capsules and the array interfaces.
+
+A Tensor describes one field of one batch (the DLTensor the library hands out) and holds a
+reference to the batch's lease. Every consumer keeps the Tensor (or a DLPack capsule made from it)
+alive for as long as it uses the memory:
+
+- numpy.asarray(t) goes through __array_interface__ and keeps t as the array's base;
+- cupy/numba go through __cuda_array_interface__ and keep t alive the same way;
+- torch.from_dlpack(t), numpy.from_dlpack(t), jax.dlpack.from_dlpack(t) and cupy.from_dlpack(t)
+  call __dlpack__, which returns a PyCapsule named "dltensor" over a DLManagedTensor; its deleter,
+  called by the consumer when its tensor dies (or by the capsule's destructor when the capsule was
+  never consumed), drops the reference to t.
+
+So the lease goes back to the loader only when the batch and every view of it are gone.
+"""
+
+import ctypes
+import threading
+from ctypes import POINTER, c_char_p, c_int, c_int64, c_void_p, py_object
+
+from . import _lib
+from ._lib import DLDeleter, DLManagedTensor
+
+# ------------------------------------------------------------------------------ capsule plumbing
+
+_pyapi = ctypes.pythonapi
+_PyCapsule_New = _pyapi.PyCapsule_New
+_PyCapsule_New.restype = py_object
+_PyCapsule_New.argtypes = [c_void_p, c_void_p, c_void_p]
+_PyCapsule_IsValid = _pyapi.PyCapsule_IsValid
+_PyCapsule_IsValid.restype = c_int
+_PyCapsule_IsValid.argtypes = [c_void_p, c_char_p]
+_PyCapsule_GetPointer = _pyapi.PyCapsule_GetPointer
+_PyCapsule_GetPointer.restype = c_void_p
+_PyCapsule_GetPointer.argtypes = [c_void_p, c_char_p]
+
+# PyCapsule keeps the name pointer, not a copy: it must outlive every capsule.
+_CAPSULE_NAME = ctypes.create_string_buffer(b"dltensor")
+
+# Address of each live DLManagedTensor -> (the struct, its shape/strides arrays, the Tensor).
+# A consumer may call the deleter from any thread (PyTorch frees tensors on autograd threads);
+# ctypes takes the GIL for the callback, and the lock keeps the table consistent regardless.
+_live = {}
+_live_lock = threading.Lock()
+
+
+def _managed_deleter(ptr):
+    addr = ctypes.cast(ptr, c_void_p).value
+    with _live_lock:
+        entry = _live.pop(addr, None)
+    del entry  # dropping the Tensor may release the lease, outside the lock
+
+
+def _capsule_destructor(cap):
+    # Still named "dltensor": nobody consumed it, so the producer's deleter runs here. A consumer
+    # renames it "used_dltensor" and becomes responsible for calling the deleter itself.
+    if _PyCapsule_IsValid(cap, _CAPSULE_NAME.value):
+        ptr = _PyCapsule_GetPointer(cap, _CAPSULE_NAME.value)
+        if ptr:
+            _managed_deleter(ctypes.cast(ptr, POINTER(DLManagedTensor)))
+
+
+_DELETER = DLDeleter(_managed_deleter)
+_DESTRUCTOR = ctypes.CFUNCTYPE(None, c_void_p)(_capsule_destructor)
+_DESTRUCTOR_ADDR = ctypes.cast(_DESTRUCTOR, c_void_p).value
+
+
+def live_capsules():
+    """Number of DLManagedTensors handed out and not yet deleted (for tests)."""
+    return len(_live)
+
+
+# ------------------------------------------------------------------------------------ dtypes
+
+_NUMPY_KIND = {_lib.kDLInt: "i", _lib.kDLUInt: "u", _lib.kDLFloat: "f", _lib.kDLComplex: "c",
+               _lib.kDLBool: "b"}
+_NAMES = {(_lib.kDLInt, 8): "int8", (_lib.kDLInt, 16): "int16", (_lib.kDLInt, 32): "int32",
+          (_lib.kDLInt, 64): "int64", (_lib.kDLUInt, 8): "uint8", (_lib.kDLUInt, 16): "uint16",
+          (_lib.kDLUInt, 32): "uint32", (_lib.kDLUInt, 64): "uint64",
+          (_lib.kDLFloat, 16): "float16", (_lib.kDLFloat, 32): "float32",
+          (_lib.kDLFloat, 64): "float64", (_lib.kDLBfloat, 16): "bfloat16",
+          (_lib.kDLBool, 8): "bool"}
+
+
+def _typestr(code, bits):
+    kind = _NUMPY_KIND.get(code)
+    if kind is None:  # bfloat16 and opaque types have no array-interface kind: raw bytes
+        return "|V%d" % (bits // 8)
+    return ("|" if bits == 8 else "<") + kind + str(bits // 8)
+
+
+_HOST_DEVICES = (_lib.kDLCPU, _lib.kDLCUDAHost, _lib.kDLROCMHost)
+_CUDA_DEVICES = (_lib.kDLCUDA, _lib.kDLCUDAManaged)
+
+
+# ------------------------------------------------------------------------------------- Tensor
+
+class Tensor:
+    """One field of a leased batch, viewed in place. Keeps the batch's lease while it lives."""
+
+    __slots__ = ("_lease", "_data", "_shape", "_code", "_bits", "_lanes", "_devtype", "_devid",
+                 "__weakref__")
+
+    def __init__(self, lease, dlt):
+        t = dlt.contents
+        self._lease = lease
+        self._data = (t.data or 0) + t.byte_offset
+        nd = t.ndim
+        self._shape = tuple(t.shape[i] for i in range(nd))
+        if t.strides:
+            # The library promises compact row-major; refuse anything else rather than misread it.
+            if tuple(t.strides[i] for i in range(nd)) != _compact(self._shape):
+                raise ValueError("shardpack: non-compact DLTensor strides are not supported")
+        dt = t.dtype
+        self._code, self._bits, self._lanes = dt.code, dt.bits, dt.lanes
+        self._devtype, self._devid = t.device.device_type, t.device.device_id
+
+    # -- description
+    @property
+    def shape(self):
+        return self._shape
+
+    @property
+    def ndim(self):
+        return len(self._shape)
+
+    @property
+    def dtype(self):
+        """The element type's name: 'int32', 'float16', 'bfloat16', ..."""
+        return _NAMES.get((self._code, self._bits), "dl(%d,%d)" % (self._code, self._bits))
+
+    @property
+    def itemsize(self):
+        return self._bits * self._lanes // 8
+
+    @property
+    def nbytes(self):
+        n = self.itemsize
+        for d in self._shape:
+            n *= d
+        return n
+
+    @property
+    def data_ptr(self):
+        """Address of the first element (as torch.Tensor.data_ptr())."""
+        return self._data
+
+    @property
+    def device(self):
+        return (self._devtype, self._devid)
+
+    def __len__(self):
+        return self._shape[0] if self._shape else 0
+
+    def __repr__(self):
+        return "<shardpack.Tensor %s %s on %s at 0x%x>" % (
+            self.dtype, list(self._shape), _device_name(self._devtype, self._devid), self._data)
+
+    def numpy(self):
+        """A NumPy array over the same memory (needs NumPy; host memory only)."""
+        import numpy
+        return numpy.asarray(self)
+
+    # -- DLPack
+    def __dlpack_device__(self):
+        return (self._devtype, self._devid)
+
+    def __dlpack__(self, stream=None):
+        """A "dltensor" PyCapsule over this memory; the consumer's deleter drops the reference.
+
+        stream: the consumer's stream (CUDA: an integer handle, 1 for the legacy default stream),
+        None for host memory. Batches are complete before next() hands them out, so there is
+        nothing to order on the host; for device memory the loader's copy is already finished on
+        the stream the batch was produced on when this is called (see shardpack.torch).
+        """
+        if stream is not None and self._devtype in _HOST_DEVICES and stream != -1:
+            raise ValueError("shardpack: stream must be None for host memory")
+        nd = len(self._shape)
+        arr = (c_int64 * (2 * nd if nd else 1))()
+        st = _compact(self._shape)
+        for i in range(nd):
+            arr[i] = self._shape[i]
+            arr[nd + i] = st[i]
+        m = DLManagedTensor()
+        t = m.dl_tensor
+        t.data = self._data
+        t.device.device_type = self._devtype
+        t.device.device_id = self._devid
+        t.ndim = nd
+        t.dtype.code, t.dtype.bits, t.dtype.lanes = self._code, self._bits, self._lanes
+        base = ctypes.addressof(arr)
+        t.shape = ctypes.cast(base, POINTER(c_int64))
+        t.strides = ctypes.cast(base + 8 * nd, POINTER(c_int64))
+        t.byte_offset = 0
+        addr = ctypes.addressof(m)
+        m.manager_ctx = addr
+        m.deleter = _DELETER
+        with _live_lock:
+            _live[addr] = (m, arr, self)
+        try:
+            return _PyCapsule_New(addr, ctypes.addressof(_CAPSULE_NAME), _DESTRUCTOR_ADDR)
+        except BaseException:
+            with _live_lock:
+                _live.pop(addr, None)
+            raise
+
+    # -- array interfaces
+    def _interface(self):
+        return {"shape": self._shape, "typestr": _typestr(self._code, self._bits),
+                "data": (self._data, False), "strides": None, "version": 3}
+
+    @property
+    def __array_interface__(self):
+        if self._devtype not in _HOST_DEVICES:
+            raise AttributeError("__array_interface__: the tensor is in device memory (%s)"
+                                 % _device_name(self._devtype, self._devid))
+        return self._interface()
+
+    @property
+    def __cuda_array_interface__(self):
+        if self._devtype not in _CUDA_DEVICES:
+            raise AttributeError("__cuda_array_interface__: the tensor is in host memory")
+        d = self._interface()
+        # The batch is complete (its copy synchronized with the loader's event) when handed out.
+        d["stream"] = None
+        return d
+
+
+def _compact(shape):
+    st = [1] * len(shape)
+    for i in range(len(shape) - 2, -1, -1):
+        st[i] = st[i + 1] * shape[i + 1]
+    return tuple(st)
+
+
+def _device_name(devtype, devid):
+    name = {_lib.kDLCPU: "cpu", _lib.kDLCUDA: "cuda", _lib.kDLCUDAHost: "cuda_host",
+            _lib.kDLCUDAManaged: "cuda_managed", _lib.kDLROCM: "rocm"}.get(devtype, str(devtype))
+    return name if devtype == _lib.kDLCPU else "%s:%d" % (name, devid)

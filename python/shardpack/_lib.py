@@ -1,0 +1,256 @@
+"""Finding, loading and declaring libshardpack over ctypes (standard library only).
+
+The library is searched, in order: the SHARDPACK_LIBRARY environment variable (a file), a
+libshardpack.so* next to this package, the build directory of a source tree this package sits in
+(BUILD/lib for every directory BUILD beside python/), then the system's search path. The library's
+ABI version must equal ABI_VERSION, else ImportError says which file was found and what it reports.
+"""
+
+import ctypes
+import glob
+import os
+from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_double, c_int, c_int32,
+                    c_int64, c_size_t, c_uint8, c_uint16, c_uint32, c_uint64, c_void_p)
+from ctypes.util import find_library
+
+# The ABI these bindings were written against (SP_ABI_VERSION in include/shardpack_version.h).
+ABI_VERSION = 1
+
+SONAME = "libshardpack.so.%d" % ABI_VERSION
+
+
+# ----------------------------------------------------------------------------------------- DLPack
+# dlpack.h 0.6 (DLPACK_VERSION 60): the layout the library describes batches with.
+
+kDLCPU = 1
+kDLCUDA = 2
+kDLCUDAHost = 3
+kDLROCM = 10
+kDLROCMHost = 11
+kDLCUDAManaged = 13
+
+kDLInt, kDLUInt, kDLFloat, kDLOpaqueHandle, kDLBfloat, kDLComplex, kDLBool = 0, 1, 2, 3, 4, 5, 6
+
+
+class DLDevice(Structure):
+    _fields_ = [("device_type", c_int), ("device_id", c_int32)]
+
+
+class DLDataType(Structure):
+    _fields_ = [("code", c_uint8), ("bits", c_uint8), ("lanes", c_uint16)]
+
+
+class DLTensor(Structure):
+    _fields_ = [("data", c_void_p), ("device", DLDevice), ("ndim", c_int32),
+                ("dtype", DLDataType), ("shape", POINTER(c_int64)),
+                ("strides", POINTER(c_int64)), ("byte_offset", c_uint64)]
+
+
+class DLManagedTensor(Structure):
+    pass
+
+
+DLDeleter = CFUNCTYPE(None, POINTER(DLManagedTensor))
+DLManagedTensor._fields_ = [("dl_tensor", DLTensor), ("manager_ctx", c_void_p),
+                            ("deleter", DLDeleter)]
+
+
+# ------------------------------------------------------------------------------- shardpack types
+
+SP_MAX_FIELDS = 64
+SP_MAX_DIMS = 8
+SP_PTYPE_INT, SP_PTYPE_SIZE, SP_PTYPE_BOOL, SP_PTYPE_ENUM = 1, 2, 3, 4
+SP_SCOPE_WRITE, SP_SCOPE_READ, SP_SCOPE_LOAD = 1, 2, 4
+SP_IO_NAMES = {0: "auto", 1: "uring", 2: "pread"}
+
+# Error codes the bindings act on (the rest come through sp_error_name/sp_strerror).
+SP_OK = 0
+SP_EINVAL = -1
+SP_ENOENT = -4
+SP_ERANGE = -11
+SP_EBUSY = -15
+SP_ETIMEDOUT = -16
+SP_EEPOCH = -17
+SP_EDONE = -21
+
+
+class sp_param_info(Structure):
+    _fields_ = [("key", c_int), ("name", c_char_p), ("type", c_int), ("default", c_int64),
+                ("min", c_int64), ("max", c_int64), ("choices", c_char_p), ("doc", c_char_p),
+                ("scope", c_int)]
+
+
+class sp_field_info(Structure):
+    _fields_ = [("name", c_char_p), ("kind", c_int), ("dtype", c_int), ("ndim", c_uint32),
+                ("shape", c_uint64 * SP_MAX_DIMS), ("fixed_bytes", c_uint64)]
+
+
+class sp_value(Structure):
+    _fields_ = [("data", c_void_p), ("size", c_size_t)]
+
+
+class sp_write_stats(Structure):
+    _fields_ = [("samples", c_uint64), ("raw_bytes", c_uint64), ("stored_bytes", c_uint64),
+                ("file_bytes", c_uint64), ("blocks", c_uint64), ("blocks_stored_raw", c_uint64),
+                ("shards", c_uint64), ("field_raw_bytes", c_uint64 * SP_MAX_FIELDS)]
+
+
+class sp_block_info(Structure):
+    _fields_ = [("shard", c_uint64), ("index", c_uint64), ("offset", c_uint64),
+                ("stored_bytes", c_uint64), ("raw_bytes", c_uint64), ("samples", c_uint64),
+                ("first_sample", c_uint64), ("checksum", c_uint64), ("raw_checksum", c_uint64),
+                ("codec", c_int)]
+
+
+class sp_loader_stats(Structure):
+    _fields_ = [("epoch", c_uint64), ("batches", c_uint64), ("samples", c_uint64),
+                ("bytes_read", c_uint64), ("bytes_decompressed", c_uint64),
+                ("blocks_read", c_uint64), ("blocks_skipped", c_uint64),
+                ("samples_skipped", c_uint64), ("samples_dropped_per_epoch", c_uint64),
+                ("stall_s", c_double), ("read_busy_s", c_double), ("decode_busy_s", c_double),
+                ("elapsed_s", c_double),
+                ("read_ring_bytes", c_uint64), ("read_ring_peak", c_uint64),
+                ("batch_ring_bytes", c_uint64), ("batch_ring_slots", c_uint64),
+                ("batch_ring_peak_slots", c_uint64), ("batches_ready", c_uint64),
+                ("scratch_bytes", c_uint64), ("host_memory_bytes", c_uint64),
+                ("host_allocated_bytes", c_uint64),
+                ("threads", c_int), ("io", c_int), ("direct_io", c_int),
+                ("io_note", c_char * 128)]
+
+
+# (name, restype, argtypes) of every function the bindings call.
+_P = c_void_p
+_PROTOTYPES = [
+    ("sp_version", c_char_p, []),
+    ("sp_abi_version", c_int, []),
+    ("sp_strerror", c_char_p, [c_int]),
+    ("sp_error_name", c_char_p, [c_int]),
+    ("sp_last_error", c_char_p, []),
+    ("sp_dtype_name", c_char_p, [c_int]),
+    ("sp_dtype_size", c_size_t, [c_int]),
+    ("sp_dtype_from_name", c_int, [c_char_p]),
+    ("sp_field_kind_name", c_char_p, [c_int]),
+    ("sp_field_kind_from_name", c_int, [c_char_p]),
+    ("sp_param_count", c_int, []),
+    ("sp_param_describe", c_int, [c_int, POINTER(sp_param_info)]),
+    ("sp_param_lookup", c_int, [c_char_p]),
+    ("sp_params_create", _P, []),
+    ("sp_params_destroy", None, [_P]),
+    ("sp_params_set", c_int, [_P, c_int, c_int64]),
+    ("sp_params_set_str", c_int, [_P, c_char_p, c_char_p]),
+    ("sp_params_get", c_int64, [_P, c_int]),
+    ("sp_schema_create", _P, []),
+    ("sp_schema_destroy", None, [_P]),
+    ("sp_schema_add", c_int, [_P, c_char_p, c_int, c_int, c_uint32, POINTER(c_uint64)]),
+    ("sp_schema_num_fields", c_size_t, [_P]),
+    ("sp_schema_field", c_int, [_P, c_size_t, POINTER(sp_field_info)]),
+    ("sp_writer_open", c_int, [c_char_p, _P, _P, POINTER(_P)]),
+    ("sp_writer_set_meta", c_int, [_P, c_char_p, c_void_p, c_size_t]),
+    ("sp_writer_add", c_int, [_P, POINTER(sp_value), c_size_t]),
+    ("sp_writer_stats", c_int, [_P, POINTER(sp_write_stats)]),
+    ("sp_writer_finish", c_int, [_P]),
+    ("sp_writer_destroy", None, [_P]),
+    ("sp_writer_errmsg", c_char_p, [_P]),
+    ("sp_dataset_open", c_int, [c_char_p, _P, POINTER(_P)]),
+    ("sp_dataset_close", None, [_P]),
+    ("sp_dataset_schema", _P, [_P]),
+    ("sp_dataset_num_samples", c_uint64, [_P]),
+    ("sp_dataset_num_blocks", c_uint64, [_P]),
+    ("sp_dataset_num_shards", c_uint64, [_P]),
+    ("sp_dataset_fingerprint", c_uint64, [_P]),
+    ("sp_dataset_meta_count", c_size_t, [_P]),
+    ("sp_dataset_meta_at", c_int, [_P, c_size_t, POINTER(c_char_p), POINTER(c_void_p),
+                                   POINTER(c_size_t)]),
+    ("sp_dataset_block_info", c_int, [_P, c_uint64, POINTER(sp_block_info)]),
+    ("sp_dataset_locate", c_int, [_P, c_uint64, POINTER(c_uint64), POINTER(c_uint32)]),
+    ("sp_dataset_read_block", c_int, [_P, c_uint64, POINTER(_P)]),
+    ("sp_block_free", None, [_P]),
+    ("sp_block_num_samples", c_uint32, [_P]),
+    ("sp_block_get", c_int, [_P, c_uint32, c_size_t, POINTER(c_void_p), POINTER(c_size_t)]),
+    ("sp_loader_open", c_int, [c_char_p, _P, POINTER(_P)]),
+    ("sp_loader_close", c_int, [_P]),
+    ("sp_loader_errmsg", c_char_p, [_P]),
+    ("sp_loader_next", c_int, [_P, POINTER(_P), c_int]),
+    ("sp_loader_release", c_int, [_P, _P]),
+    ("sp_loader_set_epoch", c_int, [_P, c_uint64]),
+    ("sp_loader_batches_per_epoch", c_uint64, [_P]),
+    ("sp_loader_samples_per_epoch", c_uint64, [_P]),
+    ("sp_loader_stats_get", c_int, [_P, POINTER(sp_loader_stats)]),
+    ("sp_loader_state_size", c_int, []),
+    ("sp_loader_save_state", c_int, [_P, c_void_p, c_size_t]),
+    ("sp_loader_load_state", c_int, [_P, c_void_p, c_size_t]),
+    ("sp_batch_epoch", c_uint64, [_P]),
+    ("sp_batch_index", c_uint64, [_P]),
+    ("sp_batch_size", c_uint32, [_P]),
+    ("sp_batch_num_fields", c_size_t, [_P]),
+    ("sp_batch_field_name", c_char_p, [_P, c_size_t]),
+    ("sp_batch_tensor", POINTER(DLTensor), [_P, c_size_t]),
+    ("sp_batch_find", c_int, [_P, c_char_p]),
+    ("sp_batch_sample_id", c_uint64, [_P, c_uint32]),
+]
+
+
+def _candidates():
+    env = os.environ.get("SHARDPACK_LIBRARY")
+    if env:
+        # An explicit choice is the only one tried: a wrong path must not silently pick another.
+        return [env], True
+    here = os.path.dirname(os.path.abspath(__file__))
+    found = []
+    for pattern in ("libshardpack.so.%d" % ABI_VERSION, "libshardpack.so*"):
+        found += sorted(glob.glob(os.path.join(here, pattern)))
+    # A source tree: python/shardpack/ sits two levels below the root; builds are ROOT/*/lib.
+    root = os.path.dirname(os.path.dirname(here))
+    if os.path.isfile(os.path.join(root, "include", "shardpack.h")):
+        builds = sorted(glob.glob(os.path.join(root, "*", "lib", SONAME)),
+                        key=lambda p: -os.path.getmtime(p))
+        found += builds
+    found.append(SONAME)
+    sys_name = find_library("shardpack")
+    if sys_name:
+        found.append(sys_name)
+    return found, False
+
+
+def _load():
+    cands, explicit = _candidates()
+    errors = []
+    for cand in cands:
+        try:
+            lib = ctypes.CDLL(cand)
+        except OSError as e:
+            errors.append("%s: %s" % (cand, e))
+            if explicit:
+                break
+            continue
+        return lib, cand
+    raise ImportError("shardpack: cannot load libshardpack (set SHARDPACK_LIBRARY to the path of "
+                      "libshardpack.so, or build the project: meson setup build && ninja -C build)."
+                      " Tried:\n  " + "\n  ".join(errors))
+
+
+def _declare(lib):
+    for name, restype, argtypes in _PROTOTYPES:
+        fn = getattr(lib, name)  # AttributeError names a symbol this library lacks
+        fn.restype = restype
+        fn.argtypes = argtypes
+
+
+lib, path = _load()
+try:
+    lib.sp_abi_version.restype = c_int
+    lib.sp_abi_version.argtypes = []
+    _abi = lib.sp_abi_version()
+except AttributeError:
+    raise ImportError("shardpack: %s is not libshardpack (no sp_abi_version)" % path) from None
+if _abi != ABI_VERSION:
+    raise ImportError("shardpack: ABI mismatch: %s reports ABI version %d, these bindings need %d; "
+                      "point SHARDPACK_LIBRARY at a libshardpack.so.%d"
+                      % (path, _abi, ABI_VERSION, ABI_VERSION))
+_declare(lib)
+
+version = lib.sp_version().decode()
+
+
+def last_error():
+    return (lib.sp_last_error() or b"").decode("utf-8", "replace")

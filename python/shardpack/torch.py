@@ -1,0 +1,103 @@
+"""PyTorch adapter: (inputs, labels) torch tensors on the loader's device, without a copy.
+
+    from shardpack.torch import TorchLoader
+    for inputs, labels in TorchLoader("fineweb.sp", batch_size=8):   # tokens: next-token pairs
+        ...
+    for inputs, labels in TorchLoader("feats.sp", inputs="x", labels="label", batch_size=64):
+        ...
+
+With labels=None and a token field, inputs are tokens[:, :-1] and labels tokens[:, 1:] (views of
+one [B, T+1] batch, as llm.c trains). Given a path, token_dtype defaults to "int32" (PyTorch has no
+uint16). The tensors keep the batch's lease: the slot goes back to the loader when they are gone.
+
+Streams: for device batches the current CUDA stream is passed to __dlpack__ so the consumer's
+stream is ordered after the batch's copy, and is recorded on the batch for its release. Host
+batches (the only kind today) need neither and pass straight through.
+"""
+
+import torch as _torch
+
+from .loader import Loader
+
+
+def _current_stream(view):
+    devtype, devid = view.__dlpack_device__()
+    if devtype in (2, 13) and _torch.cuda.is_available():  # kDLCUDA, kDLCUDAManaged
+        s = _torch.cuda.current_stream(devid)
+        return s.cuda_stream or 1  # 1: the legacy default stream, as DLPack asks
+    return None
+
+
+def to_torch(view):
+    """A torch tensor over a shardpack Tensor's memory (no copy)."""
+    stream = _current_stream(view)
+    if stream is None:
+        return _torch.utils.dlpack.from_dlpack(view.__dlpack__())
+    return _torch.utils.dlpack.from_dlpack(view.__dlpack__(stream=stream))
+
+
+class TorchLoader:
+    """Iterates one epoch at a time, yielding (inputs, labels); labels may be None.
+
+    TorchLoader(loader_or_path, inputs=None, labels=None, **params): inputs is the field name
+    (default: the only token field, else the first field), labels a field name, or None for
+    next-token pairs from a token field. with_ids=True yields (inputs, labels, sample_ids).
+    """
+
+    def __init__(self, source, inputs=None, labels=None, with_ids=False, **params):
+        if isinstance(source, Loader):
+            if params:
+                raise TypeError("parameters go to the Loader itself when one is given")
+            self.loader = source
+        else:
+            params.setdefault("token_dtype", "int32")
+            self.loader = Loader(source, **params)
+        self.inputs, self.labels, self.with_ids = inputs, labels, with_ids
+
+    def __iter__(self):
+        for batch in self.loader:
+            name = self.inputs or next(iter(batch))
+            x = to_torch(batch[name])
+            if self.labels:
+                inputs, labels = x, to_torch(batch[self.labels])
+            elif _is_tokens(batch, name):
+                inputs, labels = x[:, :-1], x[:, 1:]
+            else:
+                inputs, labels = x, None
+            if self.with_ids:
+                ids = batch.sample_ids()
+                batch.release()
+                yield inputs, labels, ids
+            else:
+                batch.release()  # the tensors keep the lease; the Batch object is done
+                yield inputs, labels
+
+    def __len__(self):
+        return len(self.loader)
+
+    def set_epoch(self, epoch):
+        self.loader.set_epoch(epoch)
+
+    def state_dict(self):
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state):
+        self.loader.load_state_dict(state)
+
+    def stats(self):
+        return self.loader.stats()
+
+    def close(self):
+        self.loader.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _is_tokens(batch, name):
+    # A token field is [B, T+1] of an integer type; tensors of other kinds are passed whole.
+    t = batch[name]
+    return t.ndim == 2 and t.dtype in ("int32", "uint16", "uint32", "int64")
