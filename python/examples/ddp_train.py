@@ -79,6 +79,9 @@ def train(args):
     gathered = [None] * world
     dist.all_gather_object(gathered, {"rank": rank, "steps": steps, "ids": seen,
                                       "dropped": dropped, "loss": float(loss)})
+    # The DDP reducer holds the process group: drop it first, or torch 1.13 tears gloo down at
+    # interpreter exit, where its worker thread waits for the GIL the destructor holds (a hang).
+    del model, opt
     dist.destroy_process_group()
     if rank != 0:
         return 0
@@ -122,4 +125,9 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Leave without the interpreter's teardown: torch 1.13's distributed objects can deadlock in
+    # their destructors at exit. Everything this script writes is already flushed and closed.
+    os._exit(code)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,8 +35,21 @@ class TestDDP(unittest.TestCase):
                    EXAMPLE, "--data", data, "--samples", str(n), "--out", out, "--timeout", "120"]
             # Generous limits: on a fresh 2-core machine four processes import torch from a cold
             # cache at once; the run itself takes about 15 s once warm.
-            r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-            self.assertEqual(r.returncode, 0, r.stdout[-3000:] + r.stderr[-3000:])
+            # Its own session, so that a timeout kills every rank, not only torchrun.
+            p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 start_new_session=True)
+            try:
+                stdout, stderr = p.communicate(timeout=300)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                stdout, stderr = p.communicate()
+                self.fail("torchrun did not finish in 300 s (a hang):\n" + stdout[-3000:] + stderr[-3000:])
+            finally:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)  # nothing may outlive the test
+                except ProcessLookupError:
+                    pass
+            self.assertEqual(p.returncode, 0, stdout[-3000:] + stderr[-3000:])
             with open(out) as f:
                 res = json.load(f)
             self.assertTrue(res["ok"], res)
