@@ -160,6 +160,9 @@ static int uring_queue(ld_io *io, unsigned i)
     else
         io_uring_prep_read(sqe, r->fd, p, len, r->off + r->done);
     io_uring_sqe_set_data64(sqe, i);
+    /* Served from the page cache, a read would otherwise be copied inline by the submitting reader
+     * thread, one block after the other; in the kernel's worker pool the copies run in parallel. */
+    io_uring_sqe_set_flags(sqe, IOSQE_ASYNC);
     int rc = io_uring_submit(&io->ring);
     return rc < 0 ? SP_EIO : SP_OK;
 }

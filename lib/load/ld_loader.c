@@ -693,7 +693,10 @@ int sp_loader_release(sp_loader *l, sp_batch *b)
         s->state = SLOT_FREE;
         l->leases--;
         l->slots_in_use--;
-        pthread_cond_signal(&l->c_reader);
+        /* Wake the reader only when it waits for this very slot: a system call per batch would
+         * otherwise cost more than the batch itself at small batch sizes. */
+        if (l->blocked_slot == (int64_t)b->slot)
+            pthread_cond_signal(&l->c_reader);
     }
     pthread_mutex_unlock(&l->mu);
     return rc;
