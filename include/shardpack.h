@@ -452,8 +452,9 @@ SP_API int sp_verify(const char *path, const sp_params *params, sp_fault_fn fn, 
  * Fields delivered: label ([B] int64), tokens ([B, T+1]), tensor ([B, ...]). Variable-length
  * fields (image, bytes) are not part of loader batches (images are decoded by the image stage).
  *
- * Threads: one consumer thread calls next/release/stats/state; sp_loader_stats may be called from
- * any thread.
+ * Threads: one consumer thread calls next, set_epoch and the state functions; sp_loader_release
+ * and sp_loader_stats_get may be called from any thread (bindings release a batch wherever its
+ * last view dies).
  * ---------------------------------------------------------------------------------------------- */
 typedef struct sp_loader sp_loader;
 typedef struct sp_batch sp_batch;
