@@ -422,3 +422,25 @@ uint64_t clit_json_u64(const char *s, const char *key)
         return UINT64_MAX;
     return strtoull(at + plen, NULL, 10);
 }
+
+static void put_le(unsigned char *p, uint32_t v, unsigned width)
+{
+    for (unsigned b = 0; b < width; b++)
+        p[b] = (unsigned char)(v >> (8 * b));
+}
+
+void clit_write_llmc(const char *path, unsigned width, uint32_t count, uint32_t (*token)(uint32_t k, uint32_t arg),
+                     uint32_t arg, long size_delta)
+{
+    size_t size = 1024 + (size_t)count * width;
+    unsigned char *buf = calloc(1, size + (size_delta > 0 ? (size_t)size_delta : 0));
+    if (!buf)
+        die("calloc");
+    put_le(buf, width == 2 ? 20240520 : 20240801, 4);
+    put_le(buf + 4, width == 2 ? 1 : 7, 4);
+    put_le(buf + 8, count, 4);
+    for (uint32_t k = 0; k < count; k++)
+        put_le(buf + 1024 + (size_t)k * width, token(k, arg), width);
+    clit_write(path, buf, (size_t)((long)size + size_delta));
+    free(buf);
+}

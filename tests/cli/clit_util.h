@@ -28,6 +28,11 @@ void clit_rmrf(const char *path);
 char *clit_path(const char *fmt, ...);
 void clit_mkdir(const char *path);
 void clit_write(const char *path, const void *data, size_t len);
+/* Writes an llm.c token file: width 2 (magic 20240520, version 1) or 4 (20240801, version 7), count
+ * tokens named in the header, token k = token(k, arg); size_delta bytes are added to (or, negative,
+ * cut from) the file's proper length, to make broken files. */
+void clit_write_llmc(const char *path, unsigned width, uint32_t count, uint32_t (*token)(uint32_t k, uint32_t arg),
+                     uint32_t arg, long size_delta);
 /* Whole file, allocated; NULL when it cannot be read. */
 unsigned char *clit_read(const char *path, size_t *len);
 int clit_exists(const char *path);

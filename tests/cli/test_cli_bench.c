@@ -14,29 +14,19 @@
 
 static char *tmp, *ds;
 
-static void put32(unsigned char *p, uint32_t v)
+/* Not constant, so blocks compress unevenly. */
+static uint32_t hashed(uint32_t k, uint32_t unused)
 {
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
+    (void)unused;
+    return (k * 2654435761u) >> 17;
 }
 
 /* An llm.c uint16 token file of NTOK tokens, packed with --seq-len T into small blocks. */
 static void setup(void)
 {
     tmp = clit_tmpdir();
-    size_t size = 1024 + (size_t)NTOK * 2;
-    unsigned char *buf = calloc(1, size);
-    put32(buf, 20240520);
-    put32(buf + 4, 1);
-    put32(buf + 8, NTOK);
-    for (uint32_t k = 0; k < NTOK; k++) {
-        uint32_t t = (k * 2654435761u) >> 17; /* not constant, so blocks compress unevenly */
-        buf[1024 + 2 * k] = (unsigned char)t;
-        buf[1024 + 2 * k + 1] = (unsigned char)(t >> 8);
-    }
     char *bin = clit_path("%s/tok.bin", tmp);
-    clit_write(bin, buf, size);
-    free(buf);
+    clit_write_llmc(bin, 2, NTOK, hashed, 0, 0);
     ds = clit_path("%s/ds", tmp);
     clit_result r = clit_run("pack", bin, "-o", ds, "--seq-len", "32", "--block-size", "4K", "-q",
                              NULL);

@@ -16,26 +16,18 @@
 
 static char *tmp, *ds;
 
-static void put32(unsigned char *p, uint32_t v)
+static uint32_t identity(uint32_t k, uint32_t unused)
 {
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
+    (void)unused;
+    return k;
 }
 
 /* Token k of the stream is k (uint32 llm.c file), so sample s holds s*T .. s*T+T. */
 static void setup(void)
 {
     tmp = clit_tmpdir();
-    size_t size = 1024 + (size_t)NTOK * 4;
-    unsigned char *buf = calloc(1, size);
-    put32(buf, 20240801);
-    put32(buf + 4, 7);
-    put32(buf + 8, NTOK);
-    for (uint32_t k = 0; k < NTOK; k++)
-        put32(buf + 1024 + 4 * (size_t)k, k);
     char *bin = clit_path("%s/tok.bin", tmp);
-    clit_write(bin, buf, size);
-    free(buf);
+    clit_write_llmc(bin, 4, NTOK, identity, 0, 0);
     ds = clit_path("%s/ds", tmp);
     clit_result r = clit_run("pack", bin, "-o", ds, "--seq-len", "16", "--block-size", "4K", "-q",
                              NULL);

@@ -15,29 +15,14 @@ static void teardown(void)
     free(tmp);
 }
 
-static void put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
+static uint32_t base_plus_k(uint32_t k, uint32_t base) { return base + k; }
 
 /* Writes an llm.c file of count tokens (token k = base + k) of the given width. */
 static char *write_tokens(const char *name, unsigned width, uint32_t count, uint32_t base,
                           long size_delta)
 {
-    size_t size = 1024 + (size_t)count * width;
-    unsigned char *buf = calloc(1, size + 16);
-    put32(buf, width == 2 ? 20240520 : 20240801);
-    put32(buf + 4, width == 2 ? 1 : 7);
-    put32(buf + 8, count);
-    for (uint32_t k = 0; k < count; k++) {
-        uint32_t t = base + k;
-        for (unsigned b = 0; b < width; b++)
-            buf[1024 + (size_t)k * width + b] = (unsigned char)(t >> (8 * b));
-    }
     char *path = clit_path("%s/%s", tmp, name);
-    clit_write(path, buf, (size_t)((long)size + size_delta));
-    free(buf);
+    clit_write_llmc(path, width, count, base_plus_k, base, size_delta);
     return path;
 }
 
