@@ -1,6 +1,7 @@
 /* clit_util.c - helpers of the CLI tests: running the tool, temp files, JPEGs, tars, JSON. */
 #include "clit_util.h"
 
+#include <check.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -443,4 +444,17 @@ void clit_write_llmc(const char *path, unsigned width, uint32_t count, uint32_t 
         put_le(buf + 1024 + (size_t)k * width, token(k, arg), width);
     clit_write(path, buf, (size_t)((long)size + size_delta));
     free(buf);
+}
+
+char *clit_pack_llmc(const char *dir, unsigned width, uint32_t count, uint32_t (*token)(uint32_t k, uint32_t arg),
+                     const char *seq_len)
+{
+    char *bin = clit_path("%s/tok.bin", dir);
+    clit_write_llmc(bin, width, count, token, 0, 0);
+    char *ds = clit_path("%s/ds", dir);
+    clit_result r = clit_run("pack", bin, "-o", ds, "--seq-len", seq_len, "--block-size", "4K", "-q", NULL);
+    ck_assert_msg(r.status == 0, "pack: %s", r.err);
+    clit_result_free(&r);
+    free(bin);
+    return ds;
 }

@@ -25,14 +25,7 @@ static uint32_t hashed(uint32_t k, uint32_t unused)
 static void setup(void)
 {
     tmp = clit_tmpdir();
-    char *bin = clit_path("%s/tok.bin", tmp);
-    clit_write_llmc(bin, 2, NTOK, hashed, 0, 0);
-    ds = clit_path("%s/ds", tmp);
-    clit_result r = clit_run("pack", bin, "-o", ds, "--seq-len", "32", "--block-size", "4K", "-q",
-                             NULL);
-    ck_assert_msg(r.status == 0, "pack: %s", r.err);
-    clit_result_free(&r);
-    free(bin);
+    ds = clit_pack_llmc(tmp, 2, NTOK, hashed, "32");
 }
 
 static void teardown(void)
