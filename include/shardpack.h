@@ -145,6 +145,9 @@ typedef enum sp_param_type {
     SP_PTYPE_BOOL = 3, /* 0 or 1, and -1 (auto) where min is -1; strings accept true/false/yes/no/
                         * on/off/1/0, and auto */
     SP_PTYPE_ENUM = 4, /* index into the '|'-separated choices */
+    SP_PTYPE_FLOAT3 = 5, /* three real numbers, one per colour channel, written "a,b,c"; the default
+                          * is the string in `choices`, and min/max bound each number in
+                          * thousandths; read with sp_params_get_float3 */
 } sp_param_type;
 
 #define SP_KIB (1024LL)
@@ -195,11 +198,27 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4 };
     X(DIRECT_IO, "direct_io", SP_PTYPE_BOOL, -1, -1, 1, NULL, SP_SCOPE_LOAD,                        \
       "read with O_DIRECT, bypassing the page cache; auto: only for a dataset larger than half the available memory") \
     X(ON_ERROR, "on_error", SP_PTYPE_ENUM, 0, 0, 1, "fail|skip", SP_SCOPE_LOAD,                     \
-      "a corrupt block fails the batch, or is skipped and its rows filled from the same batch")  \
+      "a corrupt block or image fails the batch, or is skipped and its rows filled from the same batch") \
     X(TOKEN_DTYPE, "token_dtype", SP_PTYPE_ENUM, 0, 0, 1, "stored|int32", SP_SCOPE_LOAD,            \
       "dtype of token fields in batches: as stored (uint16/uint32) or int32 for llm.c-style trainers") \
     X(PREFETCH, "prefetch", SP_PTYPE_INT, 0, 0, 4096, NULL, SP_SCOPE_LOAD,                          \
-      "batches buffered ahead of the consumer beyond one window (0: as the memory budget allows)")
+      "batches buffered ahead of the consumer beyond one window (0: as the memory budget allows)") \
+    X(TRANSFORM, "transform", SP_PTYPE_ENUM, 0, 0, 1, "train|eval", SP_SCOPE_LOAD,                  \
+      "image fields: train (random-resized crop, random flip) or eval (resize, centre crop)")    \
+    X(IMAGE_SIZE, "image_size", SP_PTYPE_INT, 224, 8, 4096, NULL, SP_SCOPE_LOAD,                    \
+      "side in pixels of the square image every image field becomes")                            \
+    X(RESIZE, "resize", SP_PTYPE_INT, 0, 0, 16384, NULL, SP_SCOPE_LOAD,                             \
+      "eval: the shorter side is resized to this before the centre crop (0: image_size / 0.875)") \
+    X(IMAGE_DTYPE, "image_dtype", SP_PTYPE_ENUM, 0, 0, 3, "uint8|float16|bfloat16|float32",         \
+      SP_SCOPE_LOAD, "dtype of image tensors: uint8 pixels, or floats normalized by mean and std") \
+    X(IMAGE_LAYOUT, "image_layout", SP_PTYPE_ENUM, 0, 0, 1, "nhwc|nchw", SP_SCOPE_LOAD,             \
+      "layout of image tensors: [B, H, W, 3] or [B, 3, H, W]")                                    \
+    X(MEAN, "mean", SP_PTYPE_FLOAT3, 0, -10000, 10000, "0.485,0.456,0.406", SP_SCOPE_LOAD,          \
+      "per-channel mean subtracted from pixels scaled to [0, 1] (float image dtypes)")            \
+    X(STD, "std", SP_PTYPE_FLOAT3, 0, 1, 10000, "0.229,0.224,0.225", SP_SCOPE_LOAD,                 \
+      "per-channel standard deviation the centred pixels are divided by (float image dtypes)")   \
+    X(MAX_PIXELS, "max_pixels", SP_PTYPE_INT, 1 << 25, 1, 1LL << 32, NULL, SP_SCOPE_LOAD,            \
+      "largest image (width x height) decoded; a larger one is a bad sample, handled by on_error")
 
 typedef enum sp_param {
 #define SP_X_(key, name, type, def, lo, hi, choices, scope, doc) SP_PARAM_##key,
@@ -213,6 +232,9 @@ enum { SP_COMPRESS_AUTO = 0, SP_COMPRESS_ZSTD = 1, SP_COMPRESS_NONE = 2 };
 enum { SP_IO_AUTO = 0, SP_IO_URING = 1, SP_IO_PREAD = 2 };
 enum { SP_ON_ERROR_FAIL = 0, SP_ON_ERROR_SKIP = 1 };
 enum { SP_TOKEN_DTYPE_STORED = 0, SP_TOKEN_DTYPE_INT32 = 1 };
+enum { SP_TRANSFORM_TRAIN = 0, SP_TRANSFORM_EVAL = 1 };
+enum { SP_IMAGE_UINT8 = 0, SP_IMAGE_FLOAT16 = 1, SP_IMAGE_BFLOAT16 = 2, SP_IMAGE_FLOAT32 = 3 };
+enum { SP_LAYOUT_NHWC = 0, SP_LAYOUT_NCHW = 1 };
 
 /* Description of one parameter; all strings are static. */
 typedef struct sp_param_info {
@@ -243,8 +265,13 @@ SP_API int sp_params_set(sp_params *p, int key, int64_t value);
  * SP_ENOENT for an unknown name, SP_EINVAL for an unparsable value, SP_ERANGE out of bounds; the
  * message (sp_last_error) names the parameter and its bounds or choices. */
 SP_API int sp_params_set_str(sp_params *p, const char *name, const char *value);
-/* The current value of key; the default when p is NULL; 0 for an unknown key. */
+/* The current value of key; the default when p is NULL; 0 for an unknown key or a FLOAT3 one. */
 SP_API int64_t sp_params_get(const sp_params *p, int key);
+/* A FLOAT3 parameter's three numbers (the default when p is NULL). SP_EINVAL when key is not one. */
+SP_API int sp_params_get_float3(const sp_params *p, int key, double out[3]);
+/* Sets a FLOAT3 parameter. SP_EINVAL when key is not one or a number is not finite, SP_ERANGE
+ * outside the parameter's bounds. */
+SP_API int sp_params_set_float3(sp_params *p, int key, const double v[3]);
 
 /* ------------------------------------------------------------------------------------------------
  * Schema: the named, typed fields of a sample
@@ -449,8 +476,11 @@ SP_API int sp_verify(const char *path, const sp_params *params, sp_fault_fn fn, 
  * windows of shuffle_window blocks, and samples are permuted within a window. Output is
  * bit-identical for any thread count and timing; resuming starts at a batch, replaying nothing.
  *
- * Fields delivered: label ([B] int64), tokens ([B, T+1]), tensor ([B, ...]). Variable-length
- * fields (image, bytes) are not part of loader batches (images are decoded by the image stage).
+ * Fields delivered: label ([B] int64), tokens ([B, T+1]), tensor ([B, ...]), and image fields
+ * decoded and transformed ([B, S, S, 3] or [B, 3, S, S] by image_layout, S = image_size, in
+ * image_dtype; see sp_image_transform below for the transform). Bytes fields are not batched.
+ * An image that cannot be decoded (corrupt, libjpeg warning, beyond max_pixels) is handled like a
+ * corrupt block, by on_error: it fails its batch, or its row is filled from the same batch.
  *
  * Threads: one consumer thread calls next, set_epoch and the state functions; sp_loader_release
  * and sp_loader_stats_get may be called from any thread (bindings release a batch wherever its
@@ -522,6 +552,11 @@ typedef struct sp_loader_stats {
     int io;                                 /* SP_IO_URING or SP_IO_PREAD: the path in use */
     int direct_io;                          /* 1 when O_DIRECT reads are in use */
     char io_note[128];                      /* why the fallback happened, or "" */
+    uint64_t images_decoded;                /* images decoded into rows */
+    uint64_t images_bad;                    /* images refused: corrupt, warned about or too large */
+    uint64_t image_scratch_bytes;           /* per-worker decoder buffers, all workers (in scratch_bytes) */
+    char bad_note[512];                     /* the latest corrupt block or refused image, naming its
+                                             * shard, block and sample, or "" */
 } sp_loader_stats;
 
 SP_API int sp_loader_stats_get(sp_loader *l, sp_loader_stats *out);
@@ -548,6 +583,35 @@ typedef struct sp_image_info {
 /* Parses a JPEG's headers without decoding pixels. SP_EBADINPUT when data is not a JPEG or its
  * header is damaged, SP_ELIMIT when width*height exceeds max_pixels (0: no cap). */
 SP_API int sp_image_probe(const void *data, size_t size, uint64_t max_pixels, sp_image_info *out);
+
+/* The loader's image stage on its own: decode a JPEG and apply the train or eval transform, as the
+ * loader does for an image field. Parameters read: transform, image_size, resize, image_dtype,
+ * image_layout, mean, std, max_pixels and seed. The random draws of the train transform depend
+ * only on (seed, epoch, sample), so apply() with a sample's global index and epoch gives, bit for
+ * bit, the row the loader delivers for it. A transform is for one thread at a time. */
+typedef struct sp_image_transform sp_image_transform;
+
+typedef struct sp_image_crop {
+    double x0, y0, x1, y1; /* the source rectangle, in pixels of the full image */
+    int flip;              /* 1 when mirrored left to right */
+    int scale;             /* the image was decoded at scale/8 of its size (DCT scaling) */
+    int width, height;     /* of the source image */
+} sp_image_crop;
+
+/* SP_EINVAL (message naming the parameter) when the parameters do not fit; SP_ENOMEM. */
+SP_API int sp_image_transform_create(const sp_params *params, sp_image_transform **out);
+SP_API void sp_image_transform_destroy(sp_image_transform *t);
+SP_API const char *sp_image_transform_errmsg(const sp_image_transform *t);
+/* Bytes of one output image: image_size^2 * 3 * the dtype's size. */
+SP_API size_t sp_image_transform_bytes(const sp_image_transform *t);
+/* Writes the transformed image to out (sp_image_transform_bytes bytes; on failure out may hold
+ * partial data). crop (may be NULL) receives what was done. SP_EBADINPUT for data that is not a
+ * JPEG libjpeg decodes cleanly (a warning counts as corrupt), SP_ELIMIT beyond max_pixels. */
+SP_API int sp_image_transform_apply(sp_image_transform *t, const void *jpeg, size_t size, uint64_t epoch,
+                                    uint64_t sample, void *out, sp_image_crop *crop);
+/* The crop the transform takes of a width x height image for (epoch, sample), without decoding. */
+SP_API int sp_image_transform_crop(const sp_image_transform *t, int width, int height, uint64_t epoch,
+                                   uint64_t sample, sp_image_crop *crop);
 
 /* ------------------------------------------------------------------------------------------------
  * Checksums (exposed so tools and bindings compute what the format stores)

@@ -16,8 +16,9 @@ START_TEST(table_is_well_formed)
         ck_assert_int_eq(pi.key, k);
         ck_assert_msg(pi.name && pi.name[0], "parameter %d has no name", k);
         ck_assert_msg(pi.doc && strlen(pi.doc) > 10, "parameter %s has no doc", pi.name);
-        ck_assert(pi.type >= SP_PTYPE_INT && pi.type <= SP_PTYPE_ENUM);
-        ck_assert_msg(pi.min <= pi.def && pi.def <= pi.max, "%s: default outside its bounds", pi.name);
+        ck_assert(pi.type >= SP_PTYPE_INT && pi.type <= SP_PTYPE_FLOAT3);
+        ck_assert_msg(pi.type == SP_PTYPE_FLOAT3 || (pi.min <= pi.def && pi.def <= pi.max),
+                      "%s: default outside its bounds", pi.name);
         ck_assert_int_eq(sp_param_lookup(pi.name), k);
         if (pi.type == SP_PTYPE_BOOL) /* -1 is "auto" where a boolean has one */
             ck_assert((pi.min == 0 || pi.min == -1) && pi.max == 1);
@@ -28,6 +29,12 @@ START_TEST(table_is_well_formed)
                 choices += *c == '|';
             ck_assert_int_eq(pi.min, 0);
             ck_assert_int_eq(pi.max, choices - 1);
+        } else if (pi.type == SP_PTYPE_FLOAT3) { /* the default, written a,b,c, inside the bounds */
+            double v[3];
+            ck_assert_ptr_nonnull(pi.choices);
+            ck_assert_int_eq(sp_params_get_float3(NULL, k, v), 0);
+            for (int i = 0; i < 3; i++)
+                ck_assert(v[i] * 1000 >= (double)pi.min && v[i] * 1000 <= (double)pi.max);
         } else {
             ck_assert_ptr_null(pi.choices);
         }
@@ -71,6 +78,10 @@ START_TEST(bounds)
     for (int k = 0; k < sp_param_count(); k++) {
         sp_param_info pi;
         ck_assert(sp_param_describe(k, &pi) == 0);
+        if (pi.type == SP_PTYPE_FLOAT3) { /* integers are refused; see float3 */
+            ck_assert_int_eq(sp_params_set(p, k, 0), SP_EINVAL);
+            continue;
+        }
         ck_assert_int_eq(sp_params_set(p, k, pi.min), 0);
         ck_assert_int_eq(sp_params_get(p, k), pi.min);
         ck_assert_int_eq(sp_params_set(p, k, pi.max), 0);
@@ -237,6 +248,36 @@ START_TEST(unknown_names)
 }
 END_TEST
 
+START_TEST(float3)
+{
+    sp_params *p = sp_params_create();
+    double v[3];
+    ck_assert_int_eq(sp_params_get_float3(p, SP_PARAM_MEAN, v), 0);
+    ck_assert(v[0] == 0.485 && v[1] == 0.456 && v[2] == 0.406);
+    ck_assert_int_eq(sp_params_get_float3(p, SP_PARAM_STD, v), 0);
+    ck_assert(v[0] == 0.229 && v[1] == 0.224 && v[2] == 0.225);
+    ck_assert_int_eq(sp_params_set_str(p, "mean", "0.5, 0.25 ,1"), 0);
+    ck_assert_int_eq(sp_params_get_float3(p, SP_PARAM_MEAN, v), 0);
+    ck_assert(v[0] == 0.5 && v[1] == 0.25 && v[2] == 1);
+    static const char *const bad[] = { "", "1", "1,2", "1,2,3,4", "a,b,c", "1;2;3", "nan,1,1", "inf,1,1", "1,2,3x" };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        ck_assert_msg(sp_params_set_str(p, "std", bad[i]) == SP_EINVAL, "'%s' accepted", bad[i]);
+        ck_assert_msg(strstr(sp_last_error(), "std"), "message: %s", sp_last_error());
+    }
+    ck_assert_int_eq(sp_params_set_str(p, "std", "0,1,1"), SP_ERANGE); /* a zero std divides by zero */
+    ck_assert_msg(strstr(sp_last_error(), "std") && strstr(sp_last_error(), "0.001"), "message: %s", sp_last_error());
+    ck_assert_int_eq(sp_params_set_str(p, "mean", "11,0,0"), SP_ERANGE);
+    const double ok[3] = { 0.1, 0.2, 0.3 };
+    ck_assert_int_eq(sp_params_set_float3(p, SP_PARAM_STD, ok), 0);
+    ck_assert_int_eq(sp_params_get_float3(p, SP_PARAM_STD, v), 0);
+    ck_assert(v[0] == 0.1 && v[1] == 0.2 && v[2] == 0.3);
+    ck_assert_int_eq(sp_params_set_float3(p, SP_PARAM_SEED, ok), SP_EINVAL);
+    ck_assert_int_eq(sp_params_get_float3(p, SP_PARAM_SEED, v), SP_EINVAL);
+    ck_assert_int_eq(sp_params_get(p, SP_PARAM_MEAN), 0);
+    sp_params_destroy(p);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("params");
@@ -244,6 +285,7 @@ int main(void)
     tcase_add_test(tc, table_is_well_formed);
     tcase_add_test(tc, defaults);
     tcase_add_test(tc, bounds);
+    tcase_add_test(tc, float3);
     tcase_add_test(tc, parse_sizes);
     tcase_add_test(tc, parse_bools_and_enums);
     tcase_add_test(tc, unknown_names);

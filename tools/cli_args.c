@@ -291,6 +291,12 @@ static void fmt_value(char *buf, size_t n, const sp_param_info *info, int64_t v)
     case SP_PTYPE_BOOL:
         snprintf(buf, n, "%s", v < 0 ? "auto" : v ? "on" : "off");
         break;
+    case SP_PTYPE_FLOAT3: /* the default is written in choices; bounds are in thousandths */
+        if (v == info->def)
+            snprintf(buf, n, "%s", info->choices);
+        else
+            snprintf(buf, n, "%g", (double)v / 1000);
+        break;
     case SP_PTYPE_ENUM: {
         const char *c = info->choices ? info->choices : "";
         for (int64_t i = 0; i < v && c; i++) {
@@ -369,13 +375,14 @@ void cli_print_help(FILE *f, const cli_cmd *cmd)
         const char *meta = info.type == SP_PTYPE_SIZE ? "SIZE"
                            : info.type == SP_PTYPE_INT ? "N"
                            : info.type == SP_PTYPE_ENUM ? info.choices
+                           : info.type == SP_PTYPE_FLOAT3 ? "R,G,B"
                                                         : NULL;
         if (meta)
             snprintf(left, sizeof left, "--%s %s", name, meta);
         else
             snprintf(left, sizeof left, "--%s, --no-%s", name, name);
         char *help;
-        if (info.type == SP_PTYPE_INT || info.type == SP_PTYPE_SIZE)
+        if (info.type == SP_PTYPE_INT || info.type == SP_PTYPE_SIZE || info.type == SP_PTYPE_FLOAT3)
             help = cli_xasprintf("%s (default %s; %s..%s)", info.doc, def, lo, hi);
         else
             help = cli_xasprintf("%s (default %s)", info.doc, def);

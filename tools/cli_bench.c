@@ -35,6 +35,7 @@ typedef struct bench_field {
     uint64_t src_bytes; /* stored bytes per row */
     uint64_t row_bytes; /* bytes per row in the batch */
     int widen;          /* token width (2 or 4) converted to int32, or 0 for a plain copy */
+    int image;          /* an image field: decoded and transformed as the loader does */
     uint64_t offset;    /* of the field's rows in the batch buffer */
 } bench_field;
 
@@ -80,22 +81,24 @@ static uint64_t spread_stride(uint64_t n)
     return s;
 }
 
-/* The fields a loader batch holds (fixed-size ones), laid out in a buffer of batch rows. */
-static size_t plan_fields(const sp_schema *schema, int token_i32, uint64_t batch, bench_field *out,
-                          uint64_t *buf_bytes)
+/* The fields a loader batch holds (fixed-size and image ones), laid out in a buffer of batch rows;
+ * image_bytes is the size of one transformed image. */
+static size_t plan_fields(const sp_schema *schema, int token_i32, uint64_t batch, size_t image_bytes,
+                          bench_field *out, uint64_t *buf_bytes)
 {
     size_t n = 0;
     uint64_t off = 0;
     size_t nf = sp_schema_num_fields(schema);
     for (size_t i = 0; i < nf && n < SP_MAX_FIELDS; i++) {
         sp_field_info fi;
-        if (sp_schema_field(schema, i, &fi) != 0 || fi.fixed_bytes == 0)
+        if (sp_schema_field(schema, i, &fi) != 0 || (fi.fixed_bytes == 0 && fi.kind != SP_FIELD_IMAGE))
             continue;
         bench_field *f = &out[n++];
         f->field = i;
         f->src_bytes = fi.fixed_bytes;
         f->widen = 0;
-        f->row_bytes = fi.fixed_bytes;
+        f->image = fi.kind == SP_FIELD_IMAGE;
+        f->row_bytes = f->image ? image_bytes : fi.fixed_bytes;
         if (fi.kind == SP_FIELD_TOKENS && token_i32) {
             f->widen = (int)sp_dtype_size(fi.dtype);
             f->row_bytes = fi.fixed_bytes / (uint64_t)f->widen * 4;
@@ -137,11 +140,14 @@ static bool data_error(int rc)
 }
 
 static int limit_block(sp_dataset *d, uint64_t block, const bench_field *fields, size_t nfields,
-                       unsigned char *buf, uint64_t batch, uint64_t slots, uint64_t batch_bytes,
-                       uint64_t *row, uint64_t *samples)
+                       sp_image_transform *xf, unsigned char *buf, uint64_t batch, uint64_t slots,
+                       uint64_t batch_bytes, uint64_t *row, uint64_t *samples)
 {
     sp_block *b;
+    sp_block_info bi = { 0 };
     int rc = sp_dataset_read_block(d, block, &b);
+    if (rc == 0 && xf)
+        rc = sp_dataset_block_info(d, block, &bi);
     if (rc != 0)
         return g_skip_bad && data_error(rc) ? 0 : rc;
     uint32_t n = sp_block_num_samples(b);
@@ -153,12 +159,18 @@ static int limit_block(sp_dataset *d, uint64_t block, const bench_field *fields,
             const void *src;
             size_t size;
             rc = sp_block_get(b, r, f->field, &src, &size);
-            if (rc != 0 || size != f->src_bytes) {
+            if (rc != 0 || (size != f->src_bytes && !f->image)) {
                 sp_block_free(b);
                 return rc != 0 ? rc : SP_ECORRUPT;
             }
             unsigned char *dst = dst_batch + f->offset + dst_row * f->row_bytes;
-            if (f->widen)
+            if (f->image) {
+                rc = sp_image_transform_apply(xf, src, size, 0, bi.first_sample + r, dst, NULL);
+                if (rc != 0 && !g_skip_bad) {
+                    sp_block_free(b);
+                    return rc;
+                }
+            } else if (f->widen)
                 widen_tokens((int32_t *)(void *)dst, src, f->row_bytes / 4, f->widen);
             else
                 memcpy(dst, src, f->row_bytes);
@@ -174,6 +186,7 @@ typedef struct limit_pass {
     sp_dataset *d;
     const bench_field *fields;
     size_t nfields;
+    sp_image_transform *xf; /* this thread's, when the dataset has an image field */
     uint64_t batch, slots, batch_bytes;
     unsigned char *buf;
     uint64_t m, stride, nblocks;
@@ -187,8 +200,8 @@ static int timed_passes(limit_pass *lp)
     double t0 = cli_now();
     do {
         for (uint64_t i = 0; i < lp->m; i++) {
-            int rc = limit_block(lp->d, i * lp->stride % lp->nblocks, lp->fields, lp->nfields, lp->buf, lp->batch,
-                                 lp->slots, lp->batch_bytes, &lp->row, &lp->samples);
+            int rc = limit_block(lp->d, i * lp->stride % lp->nblocks, lp->fields, lp->nfields, lp->xf, lp->buf,
+                                 lp->batch, lp->slots, lp->batch_bytes, &lp->row, &lp->samples);
             if (rc)
                 return rc;
         }
@@ -207,7 +220,7 @@ static void *parallel_main(void *arg)
 /* The single-thread loop run on `threads` threads at once, each scattering into its share of the
  * ring: what this machine gives for that work in parallel, with no pipeline around it. Set
  * beside the loader, it separates the pipeline's own cost from the machine's scaling. */
-static int measure_parallel(const limit_pass *proto, int threads, bench_limit *out)
+static int measure_parallel(const limit_pass *proto, const sp_params *params, int threads, bench_limit *out)
 {
     limit_pass lp[256];
     pthread_t th[256];
@@ -220,6 +233,9 @@ static int measure_parallel(const limit_pass *proto, int threads, bench_limit *o
         lp[t].passes = 0;
         lp[t].buf = cli_xmalloc(share * proto->batch_bytes);
         memset(lp[t].buf, 0, share * proto->batch_bytes);
+        lp[t].xf = NULL;
+        if (proto->xf && (rc = sp_image_transform_create(params, &lp[t].xf)) != 0)
+            n = t; /* cannot happen: the same parameters made proto's */
     }
     for (; started < n; started++)
         if (pthread_create(&th[started], NULL, parallel_main, &lp[started]) != 0)
@@ -233,8 +249,10 @@ static int measure_parallel(const limit_pass *proto, int threads, bench_limit *o
         samples += (double)lp[t].samples;
         slowest = lp[t].seconds > slowest ? lp[t].seconds : slowest;
     }
-    for (int t = 0; t < n; t++)
+    for (int t = 0; t < n; t++) {
         free(lp[t].buf);
+        sp_image_transform_destroy(lp[t].xf);
+    }
     out->parallel_samples_per_s = slowest > 0 && started == n ? samples / slowest : 0;
     return rc;
 }
@@ -244,18 +262,32 @@ static int measure_limit(const char *path, const sp_params *params, uint64_t slo
                          bench_limit *out)
 {
     sp_dataset *d = NULL;
+    sp_image_transform *xf = NULL;
     unsigned char *buf = NULL;
     memset(out, 0, sizeof *out);
     int rc = sp_dataset_open(path, params, &d);
     if (rc != 0)
         return cli_lib_err(path, rc, sp_last_error());
+    if ((rc = sp_image_transform_create(params, &xf)) != 0) {
+        cli_lib_err(path, rc, sp_last_error());
+        sp_dataset_close(d);
+        return CLI_EDATA;
+    }
     g_skip_bad = sp_params_get(params, SP_PARAM_ON_ERROR) == SP_ON_ERROR_SKIP;
 
     bench_field fields[SP_MAX_FIELDS];
     uint64_t buf_bytes;
     uint64_t batch = (uint64_t)sp_params_get(params, SP_PARAM_BATCH_SIZE);
     int token_i32 = sp_params_get(params, SP_PARAM_TOKEN_DTYPE) == SP_TOKEN_DTYPE_INT32;
-    size_t nfields = plan_fields(sp_dataset_schema(d), token_i32, batch, fields, &buf_bytes);
+    size_t nfields = plan_fields(sp_dataset_schema(d), token_i32, batch, sp_image_transform_bytes(xf), fields,
+                                 &buf_bytes);
+    bool images = false;
+    for (size_t i = 0; i < nfields; i++)
+        images |= fields[i].image != 0;
+    if (!images) {
+        sp_image_transform_destroy(xf);
+        xf = NULL;
+    }
     if (slots == 0)
         slots = 1;
     buf = cli_xmalloc(buf_bytes * slots);
@@ -268,7 +300,7 @@ static int measure_limit(const char *path, const sp_params *params, uint64_t slo
      * loader will; its length fixes how many blocks are sampled. */
     double t0 = cli_now();
     while (m < nblocks && (m == 0 || cli_now() - t0 < LIMIT_MIN_S)) {
-        rc = limit_block(d, m * stride % nblocks, fields, nfields, NULL, batch, slots, buf_bytes, &row,
+        rc = limit_block(d, m * stride % nblocks, fields, nfields, xf, NULL, batch, slots, buf_bytes, &row,
                          &warm_samples);
         if (rc)
             goto fail;
@@ -276,7 +308,7 @@ static int measure_limit(const char *path, const sp_params *params, uint64_t slo
     }
 
     /* Timed passes over the m blocks until LIMIT_MIN_S has passed. */
-    limit_pass lp = { d, fields, nfields, batch, slots, buf_bytes, buf, m, stride, nblocks, 0, 0, 0, 0 };
+    limit_pass lp = { d, fields, nfields, xf, batch, slots, buf_bytes, buf, m, stride, nblocks, 0, 0, 0, 0 };
     if ((rc = timed_passes(&lp)))
         goto fail;
     out->samples = lp.samples;
@@ -286,8 +318,9 @@ static int measure_limit(const char *path, const sp_params *params, uint64_t slo
     out->samples_per_s = lp.seconds > 0 ? (double)lp.samples / lp.seconds : 0;
     free(buf);
     buf = NULL;
-    if (threads > 1 && (rc = measure_parallel(&lp, threads, out)))
+    if (threads > 1 && (rc = measure_parallel(&lp, params, threads, out)))
         goto fail;
+    sp_image_transform_destroy(xf);
     sp_dataset_close(d);
     return CLI_OK;
 
@@ -297,6 +330,7 @@ fail:;
         msg = sp_last_error();
     cli_lib_err(path, rc, msg);
     free(buf);
+    sp_image_transform_destroy(xf);
     sp_dataset_close(d);
     return CLI_EDATA;
 }

@@ -1,6 +1,7 @@
 /* sp_params.c - the parameter table: descriptions, lookup by name, parsing and bounds. */
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <strings.h>
 
@@ -15,7 +16,28 @@ static const sp_param_info param_table[SP_PARAM_COUNT_] = {
 
 struct sp_params {
     int64_t v[SP_PARAM_COUNT_];
+    double f[SP_PARAM_COUNT_][3]; /* FLOAT3 parameters */
 };
+
+/* Parses "a,b,c" (spaces allowed around the numbers); SP_EINVAL when it is not three finite
+ * numbers. */
+static int parse_float3(const char *s, double out[3])
+{
+    for (int i = 0; i < 3; i++) {
+        char *end;
+        errno = 0;
+        double v = strtod(s, &end);
+        if (end == s || errno == ERANGE || !isfinite(v))
+            return SP_EINVAL;
+        while (*end == ' ')
+            end++;
+        if (*end != (i < 2 ? ',' : '\0'))
+            return SP_EINVAL;
+        out[i] = v;
+        s = end + (i < 2);
+    }
+    return SP_OK;
+}
 
 int sp_param_count(void) { return SP_PARAM_COUNT_; }
 
@@ -52,8 +74,11 @@ sp_params *sp_params_create(void)
     sp_params *p = sp_malloc(sizeof *p);
     if (!p)
         return NULL;
-    for (int i = 0; i < SP_PARAM_COUNT_; i++)
+    for (int i = 0; i < SP_PARAM_COUNT_; i++) {
         p->v[i] = param_table[i].def;
+        if (param_table[i].type == SP_PTYPE_FLOAT3 && parse_float3(param_table[i].choices, p->f[i]) != SP_OK)
+            p->f[i][0] = p->f[i][1] = p->f[i][2] = 0; /* cannot happen: the table's defaults parse */
+    }
     return p;
 }
 
@@ -64,6 +89,35 @@ int64_t sp_params_get(const sp_params *p, int key)
     if (key < 0 || key >= SP_PARAM_COUNT_)
         return 0;
     return p ? p->v[key] : param_table[key].def;
+}
+
+int sp_params_get_float3(const sp_params *p, int key, double out[3])
+{
+    sp_clear_error();
+    if (key < 0 || key >= SP_PARAM_COUNT_ || param_table[key].type != SP_PTYPE_FLOAT3 || !out)
+        return sp_fail(NULL, SP_EINVAL, "parameter key %d does not take three numbers", key);
+    if (p) {
+        memcpy(out, p->f[key], sizeof p->f[key]);
+        return SP_OK;
+    }
+    return parse_float3(param_table[key].choices, out);
+}
+
+int sp_params_set_float3(sp_params *p, int key, const double v[3])
+{
+    sp_clear_error();
+    if (!p || !v || key < 0 || key >= SP_PARAM_COUNT_ || param_table[key].type != SP_PTYPE_FLOAT3)
+        return sp_fail(NULL, SP_EINVAL, "parameter key %d does not take three numbers", key);
+    const sp_param_info *pi = &param_table[key];
+    for (int i = 0; i < 3; i++) {
+        if (!isfinite(v[i]))
+            return sp_fail(NULL, SP_EINVAL, "parameter %s: number %d is not finite", pi->name, i + 1);
+        if (v[i] * 1000 < (double)pi->min || v[i] * 1000 > (double)pi->max)
+            return sp_fail(NULL, SP_ERANGE, "parameter %s: %g is outside [%g, %g]", pi->name, v[i],
+                           (double)pi->min / 1000, (double)pi->max / 1000);
+    }
+    memcpy(p->f[key], v, sizeof p->f[key]);
+    return SP_OK;
 }
 
 static int out_of_range(const sp_param_info *pi, int64_t value)
@@ -81,6 +135,8 @@ int sp_params_set(sp_params *p, int key, int64_t value)
     if (!p || key < 0 || key >= SP_PARAM_COUNT_)
         return sp_fail(NULL, SP_EINVAL, "unknown parameter key %d", key);
     const sp_param_info *pi = &param_table[key];
+    if (pi->type == SP_PTYPE_FLOAT3)
+        return sp_fail(NULL, SP_EINVAL, "parameter %s takes three numbers (sp_params_set_float3)", pi->name);
     if (value < pi->min || value > pi->max)
         return out_of_range(pi, value);
     p->v[key] = value;
@@ -170,6 +226,13 @@ int sp_params_set_str(sp_params *p, const char *name, const char *value)
             return sp_fail(NULL, rc, "parameter %s: '%s' is not a boolean (true/false%s)", pi->name, value,
                            pi->min < 0 ? "/auto" : "");
         break;
+    case SP_PTYPE_FLOAT3: {
+        double f[3];
+        if (parse_float3(value, f) != SP_OK)
+            return sp_fail(NULL, SP_EINVAL, "parameter %s: '%s' is not three numbers written a,b,c", pi->name,
+                           value);
+        return sp_params_set_float3(p, key, f);
+    }
     case SP_PTYPE_ENUM:
         v = parse_choice(pi->choices, value);
         if (v < 0)

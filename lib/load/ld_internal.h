@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "img.h"
 #include "ld.h"
 #include "ld_io.h"
 
@@ -17,7 +18,7 @@
 #define LD_READ_RING_MAX (1ull << 30) /* one registered buffer: the kernel's limit */
 
 enum { SLOT_FREE, SLOT_FILLING, SLOT_READY, SLOT_LEASED };
-enum { CONVERT_COPY, CONVERT_U16_I32, CONVERT_U32_I32 };
+enum { CONVERT_COPY, CONVERT_U16_I32, CONVERT_U32_I32, CONVERT_IMAGE };
 
 struct sp_batch {
     sp_loader *owner;
@@ -44,7 +45,7 @@ typedef struct ld_slot {
 /* How one schema field becomes one batch tensor. */
 typedef struct ld_out {
     size_t field;       /* schema index */
-    uint64_t src_bytes; /* per sample in a block */
+    uint64_t src_bytes; /* per sample in a block; 0 for an image (variable) */
     uint64_t row_bytes; /* per row in the batch */
     uint64_t offset;    /* of the tensor in a slot's memory */
     int convert;
@@ -104,6 +105,9 @@ struct sp_loader {
     uint32_t **row_counts; /* per worker: rows per batch of the block being scattered */
     uint64_t bpw;          /* most batches one window's samples can touch */
     ZSTD_DCtx **dctx;
+    img_cfg img;       /* the image transform, when an image field is batched */
+    bool has_image;
+    img_ctx **imgc;    /* per worker */
     uint64_t scratch_bytes;
     ld_window win[2];
     uint32_t *win_perm;

@@ -50,6 +50,8 @@ static int read_config(sp_loader *l, const sp_params *p)
     l->direct_mode = (int)sp_params_get(p, SP_PARAM_DIRECT_IO);
     l->on_error = (int)sp_params_get(p, SP_PARAM_ON_ERROR);
     l->token_dtype = (int)sp_params_get(p, SP_PARAM_TOKEN_DTYPE);
+    if (img_cfg_from_params(&l->img, p) != SP_OK)
+        return sp_fail_keep(&l->eb, SP_EINVAL);
     /* Launchers (torchrun, Slurm wrappers, MPI) export RANK and WORLD_SIZE. */
     int64_t rank = sp_params_get(p, SP_PARAM_RANK), world = sp_params_get(p, SP_PARAM_WORLD_SIZE);
     if (rank < 0)
@@ -74,12 +76,41 @@ static int read_config(sp_loader *l, const sp_params *p)
     return SP_OK;
 }
 
-/* One batch tensor per fixed-size field; variable-length fields stay out of loader batches. */
+/* An image field becomes [B, S, S, 3] (or [B, 3, S, S]) in the image dtype. */
+static void plan_image(sp_loader *l, ld_out *o)
+{
+    static const DLDataType dts[] = {
+        [SP_IMAGE_UINT8] = { kDLUInt, 8, 1 }, [SP_IMAGE_FLOAT16] = { kDLFloat, 16, 1 },
+        [SP_IMAGE_BFLOAT16] = { kDLBfloat, 16, 1 }, [SP_IMAGE_FLOAT32] = { kDLFloat, 32, 1 },
+    };
+    int64_t s = l->img.size;
+    o->convert = CONVERT_IMAGE;
+    o->src_bytes = 0;
+    o->row_bytes = img_out_bytes(&l->img);
+    o->dt = dts[l->img.dtype];
+    o->ndim = 4;
+    o->shape[0] = l->batch;
+    bool nchw = l->img.layout == SP_LAYOUT_NCHW;
+    o->shape[1] = nchw ? 3 : s;
+    o->shape[2] = nchw ? s : s;
+    o->shape[3] = nchw ? s : 3;
+    l->has_image = true;
+}
+
+/* One batch tensor per fixed-size or image field; bytes fields stay out of loader batches. */
 static int plan_outputs(sp_loader *l)
 {
     uint64_t off = 0;
     for (size_t f = 0; f < l->schema->n; f++) {
         const sp_field *fd = &l->schema->f[f];
+        if (fd->kind == SP_FIELD_IMAGE) {
+            ld_out *o = &l->out[l->nout++];
+            o->field = f;
+            plan_image(l, o);
+            o->offset = off;
+            off = sp_align_up(off + o->row_bytes * l->batch, LD_FIELD_ALIGN);
+            continue;
+        }
         if (!fd->fixed_bytes)
             continue;
         ld_out *o = &l->out[l->nout++];
@@ -108,7 +139,7 @@ static int plan_outputs(sp_loader *l)
         off = sp_align_up(off + o->row_bytes * l->batch, LD_FIELD_ALIGN);
     }
     if (l->nout == 0)
-        return sp_fail(&l->eb, SP_ENOTSUP, "the dataset has no fixed-size field (label, tokens, tensor) to batch");
+        return sp_fail(&l->eb, SP_ENOTSUP, "the dataset has no field the loader batches (image, label, tokens, tensor)");
     l->batch_bytes = off;
     return SP_OK;
 }
@@ -179,7 +210,7 @@ static int size_pools(sp_loader *l, ld_sizes *z)
     z->bpw = bpw;
     z->slots = 2 * bpw + 2;
     z->read = 2 * l->max_read;
-    z->scratch = (uint64_t)l->threads * l->max_raw;
+    z->scratch = (uint64_t)l->threads * (l->max_raw + (l->has_image ? img_ctx_bytes(&l->img) : 0));
     uint64_t min = sizes_total(l, z);
     if (min > l->host_memory) {
         char a[32], b[32], c[32], e[32], f[32];
@@ -189,7 +220,7 @@ static int size_pools(sp_loader *l, ld_sizes *z)
                      "raise host_memory, or lower batch_size, shuffle_window or threads",
                      human(l->host_memory, a, sizeof a), human(min, b, sizeof b), (unsigned long long)z->slots,
                      human(l->batch_bytes, c, sizeof c), l->window_blocks, human(l->max_read, e, sizeof e), l->threads,
-                     human(l->max_raw, f, sizeof f));
+                     human(z->scratch / (uint64_t)l->threads, f, sizeof f));
     }
     uint64_t spare = l->host_memory - min;
     uint64_t read_goal = 2ull * l->window_blocks * l->max_read;
@@ -255,9 +286,10 @@ static int alloc_pools(sp_loader *l, const ld_sizes *z)
     l->row_counts = sp_calloc((size_t)l->threads, sizeof *l->row_counts);
     l->bpw = z->bpw;
     l->dctx = sp_calloc((size_t)l->threads, sizeof *l->dctx);
+    l->imgc = sp_calloc((size_t)l->threads, sizeof *l->imgc);
     l->workers = sp_calloc((size_t)l->threads, sizeof *l->workers);
     bool ok = l->read_ring && l->batch_mem && l->slots && ids && bad && l->regions && l->jobs && l->win_perm &&
-              l->scratch && l->row_counts && l->dctx && l->workers;
+              l->scratch && l->row_counts && l->dctx && l->imgc && l->workers;
     for (int w = 0; ok && w < 2; w++) {
         l->win[w].pos = sp_malloc((size_t)z->win_cap * sizeof(uint32_t));
         l->win[w].row_base = sp_malloc((size_t)l->window_blocks * sizeof(uint32_t));
@@ -268,6 +300,8 @@ static int alloc_pools(sp_loader *l, const ld_sizes *z)
         l->row_counts[t] = sp_malloc(z->bpw * sizeof(uint32_t));
         l->dctx[t] = ZSTD_createDCtx();
         ok = (l->scratch[t] || !l->max_raw) && l->row_counts[t] && l->dctx[t];
+        if (ok && l->has_image)
+            ok = img_ctx_create(&l->img, &l->imgc[t]) == SP_OK;
     }
     if (!ok) {
         sp_free(ids);
@@ -282,6 +316,7 @@ static int alloc_pools(sp_loader *l, const ld_sizes *z)
     l->st.batch_ring_bytes = z->slots * l->batch_bytes;
     l->st.batch_ring_slots = z->slots;
     l->st.scratch_bytes = z->scratch;
+    l->st.image_scratch_bytes = l->has_image ? (uint64_t)l->threads * img_ctx_bytes(&l->img) : 0;
     l->st.host_allocated_bytes = z->total;
     return SP_OK;
 }
@@ -344,6 +379,8 @@ static void loader_free(sp_loader *l)
             sp_free(l->row_counts[t]);
         if (l->dctx)
             ZSTD_freeDCtx(l->dctx[t]);
+        if (l->imgc)
+            img_ctx_destroy(l->imgc[t]);
     }
     if (l->slots) {
         sp_free(l->slots[0].b.ids);
@@ -359,6 +396,7 @@ static void loader_free(sp_loader *l)
     sp_free(l->scratch);
     sp_free(l->row_counts);
     sp_free(l->dctx);
+    sp_free(l->imgc);
     sp_free(l->workers);
     sp_free(l->win_perm);
     sp_free(l->jobs);

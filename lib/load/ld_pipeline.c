@@ -88,6 +88,14 @@ static void fail_batch_locked(sp_loader *l, uint64_t k, int code, const char *ms
     }
 }
 
+/* Keeps msg (truncated) as the stats' latest bad block or image. Called with mu held. */
+static void note_bad(sp_loader *l, const char *msg)
+{
+    size_t n = strlen(msg) < sizeof l->st.bad_note - 1 ? strlen(msg) : sizeof l->st.bad_note - 1;
+    memcpy(l->st.bad_note, msg, n);
+    l->st.bad_note[n] = '\0';
+}
+
 /* ---------------------------------------------------------------- batch completion */
 
 static void copy_row(const sp_loader *l, ld_slot *to, uint32_t dst, const ld_slot *from, uint32_t src)
@@ -149,6 +157,30 @@ typedef struct ld_worker {
     int id;
 } ld_worker;
 
+/* An image that could not be decoded: its batch fails, or (on_error=skip) its row is marked for
+ * filling. Returns true when the row was marked bad. */
+static bool image_failed(sp_loader *l, const ld_job *j, uint32_t r, uint64_t g, ld_slot *s, uint32_t row, int code,
+                         const char *why)
+{
+    const fmt_block_entry *be = l->block_entry[j->block];
+    const fmt_shard *sh = l->shards[l->block_shard[j->block]];
+    char msg[SP_ERRMSG_MAX + 512];
+    snprintf(msg, sizeof msg, "%s: block %llu, sample %llu (row %u of the block): image: %s", sh->path,
+             (unsigned long long)(be - sh->index.blocks), (unsigned long long)(l->block_first[j->block] + r), r, why);
+    pthread_mutex_lock(&l->mu);
+    l->st.images_bad++;
+    note_bad(l, msg);
+    if (l->on_error == SP_ON_ERROR_SKIP)
+        l->st.samples_skipped++;
+    else
+        fail_batch_locked(l, g, code, msg);
+    pthread_mutex_unlock(&l->mu);
+    if (l->on_error != SP_ON_ERROR_SKIP)
+        return false;
+    s->bad[row] = 1;
+    return true;
+}
+
 /* Writes every sample of a decoded block into its row; rows outside this rank's kept range or
  * before the resume point are not part of any batch. */
 static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v, int id)
@@ -163,6 +195,7 @@ static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v, int 
     uint64_t gfirst = gbase + (w->start > lo ? w->start : lo) / l->batch, glast = gfirst;
     uint32_t *count = l->row_counts[id];
     memset(count, 0, l->bpw * sizeof *count);
+    uint64_t epoch = l->rplan[pi].cfg.epoch, images = 0;
     for (uint32_t r = 0; r < v->n; r++) {
         uint64_t p = w->start + w->pos[base + r];
         if (p < lo || p >= hi)
@@ -170,23 +203,37 @@ static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v, int 
         uint64_t g = gbase + p / l->batch;
         uint32_t row = (uint32_t)(p % l->batch);
         ld_slot *s = &l->slots[g % l->nslots];
-        for (size_t f = 0; f < l->nout; f++) {
+        uint64_t sample = l->block_first[j->block] + r;
+        bool bad = false;
+        for (size_t f = 0; f < l->nout && !bad; f++) {
             const ld_out *o = &l->out[f];
             const uint8_t *src;
             size_t size;
             fmt_block_get(v, r, o->field, &src, &size);
             uint8_t *dst = s->mem + o->offset + row * o->row_bytes;
-            if (o->convert == CONVERT_COPY)
+            if (o->convert == CONVERT_IMAGE) {
+                char why[SP_ERRMSG_MAX];
+                int rc = img_process(l->imgc[id], src, size, epoch, sample, dst, NULL, why, sizeof why);
+                if (rc)
+                    bad = image_failed(l, j, r, g, s, row, rc, why);
+                else
+                    images++;
+            } else if (o->convert == CONVERT_COPY)
                 ld_row_copy(dst, src, o->row_bytes);
             else if (o->convert == CONVERT_U16_I32)
                 ld_row_widen16(dst, src, o->row_bytes / 4);
             else
                 ld_row_widen32(dst, src, o->row_bytes / 4);
         }
-        s->b.ids[row] = l->block_first[j->block] + r;
+        s->b.ids[row] = bad ? UINT64_MAX : sample;
         assert(g - gfirst < l->bpw);
         count[g - gfirst]++;
         glast = g > glast ? g : glast;
+    }
+    if (images) {
+        pthread_mutex_lock(&l->mu);
+        l->st.images_decoded += images;
+        pthread_mutex_unlock(&l->mu);
     }
     ld_rows_fence();
     for (uint64_t g = gfirst; g <= glast; g++)
@@ -219,6 +266,7 @@ static void block_failed(sp_loader *l, const ld_job *j, int code, const char *wh
     /* Counted (or failed) before any row is published, so a consumer that sees the batches sees
      * the statistics that explain them. */
     pthread_mutex_lock(&l->mu);
+    note_bad(l, msg);
     if (l->on_error == SP_ON_ERROR_SKIP) {
         l->st.blocks_skipped++;
         l->st.samples_skipped += skipped;

@@ -59,7 +59,7 @@ DLManagedTensor._fields_ = [("dl_tensor", DLTensor), ("manager_ctx", c_void_p),
 
 SP_MAX_FIELDS = 64
 SP_MAX_DIMS = 8
-SP_PTYPE_INT, SP_PTYPE_SIZE, SP_PTYPE_BOOL, SP_PTYPE_ENUM = 1, 2, 3, 4
+SP_PTYPE_INT, SP_PTYPE_SIZE, SP_PTYPE_BOOL, SP_PTYPE_ENUM, SP_PTYPE_FLOAT3 = 1, 2, 3, 4, 5
 SP_SCOPE_WRITE, SP_SCOPE_READ, SP_SCOPE_LOAD = 1, 2, 4
 SP_IO_NAMES = {0: "auto", 1: "uring", 2: "pread"}
 
@@ -115,7 +115,9 @@ class sp_loader_stats(Structure):
                 ("scratch_bytes", c_uint64), ("host_memory_bytes", c_uint64),
                 ("host_allocated_bytes", c_uint64),
                 ("threads", c_int), ("io", c_int), ("direct_io", c_int),
-                ("io_note", c_char * 128)]
+                ("io_note", c_char * 128),
+                ("images_decoded", c_uint64), ("images_bad", c_uint64),
+                ("image_scratch_bytes", c_uint64), ("bad_note", c_char * 512)]
 
 
 # (name, restype, argtypes) of every function the bindings call.
@@ -139,6 +141,7 @@ _PROTOTYPES = [
     ("sp_params_set", c_int, [_P, c_int, c_int64]),
     ("sp_params_set_str", c_int, [_P, c_char_p, c_char_p]),
     ("sp_params_get", c_int64, [_P, c_int]),
+    ("sp_params_get_float3", c_int, [_P, c_int, POINTER(c_double)]),
     ("sp_schema_create", _P, []),
     ("sp_schema_destroy", None, [_P]),
     ("sp_schema_add", c_int, [_P, c_char_p, c_int, c_int, c_uint32, POINTER(c_uint64)]),

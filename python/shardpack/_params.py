@@ -11,7 +11,7 @@ ParamInfo = collections.namedtuple(
     "ParamInfo", "key name type default min max choices doc scope")
 
 _TYPE_NAMES = {_lib.SP_PTYPE_INT: "int", _lib.SP_PTYPE_SIZE: "size", _lib.SP_PTYPE_BOOL: "bool",
-               _lib.SP_PTYPE_ENUM: "enum"}
+               _lib.SP_PTYPE_ENUM: "enum", _lib.SP_PTYPE_FLOAT3: "float3"}
 
 
 def _read_table():
@@ -20,8 +20,14 @@ def _read_table():
         info = _lib.sp_param_info()
         check(lib.sp_param_describe(key, ctypes.byref(info)))
         choices = tuple(info.choices.decode().split("|")) if info.choices else None
+        default, lo, hi = info.default, info.min, info.max
+        if info.type == _lib.SP_PTYPE_FLOAT3:
+            # three numbers per colour channel: the default is written in choices, the bounds of
+            # each number are in thousandths
+            default = tuple(float(x) for x in info.choices.decode().split(","))
+            choices, lo, hi = None, info.min / 1000, info.max / 1000
         p = ParamInfo(info.key, info.name.decode(), _TYPE_NAMES.get(info.type, str(info.type)),
-                      info.default, info.min, info.max, choices, info.doc.decode(), info.scope)
+                      default, lo, hi, choices, info.doc.decode(), info.scope)
         table[p.name] = p
     return table
 
@@ -41,6 +47,8 @@ def bounds(p):
         return "one of " + ", ".join(repr(c) for c in p.choices)
     if p.type == "bool":
         return "True, False" + (" or None (auto)" if p.min == -1 else "")
+    if p.type == "float3":
+        return "three numbers in [%g, %g], one per colour channel" % (p.min, p.max)
     return "an integer in [%d, %d]" % (p.min, p.max) + (
         " (bytes; strings take K, M, G, T suffixes)" if p.type == "size" else "")
 
@@ -54,6 +62,15 @@ def _as_string(p, value):
             return "1" if value else "0"
         if isinstance(value, str):
             return value
+    elif p.type == "float3":
+        if isinstance(value, str):
+            return value
+        try:
+            vals = [float(v) for v in value]
+        except (TypeError, ValueError):
+            vals = None
+        if vals is not None and len(vals) == 3:
+            return ",".join(repr(v) for v in vals)
     elif p.type == "enum":
         if isinstance(value, str):
             return value
@@ -105,7 +122,12 @@ class Params:
             raise ValueError("%s (it takes %s)" % (msg, bounds(p)))
 
     def get(self, name):
-        return lib.sp_params_get(self._ptr, PARAMS[name].key)
+        p = PARAMS[name]
+        if p.type == "float3":
+            out = (ctypes.c_double * 3)()
+            check(lib.sp_params_get_float3(self._ptr, p.key, out))
+            return tuple(out)
+        return lib.sp_params_get(self._ptr, p.key)
 
     @property
     def ptr(self):

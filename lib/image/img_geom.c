@@ -1,0 +1,102 @@
+/* img_geom.c - where the transform crops, and at which DCT scale the crop is decoded. */
+#include <math.h>
+
+#include "img.h"
+#include "ld.h"
+
+int img_cfg_from_params(img_cfg *cfg, const sp_params *p)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->transform = (int)sp_params_get(p, SP_PARAM_TRANSFORM);
+    cfg->size = (uint32_t)sp_params_get(p, SP_PARAM_IMAGE_SIZE);
+    cfg->resize = (uint32_t)sp_params_get(p, SP_PARAM_RESIZE);
+    if (cfg->resize == 0)
+        cfg->resize = (uint32_t)floor(cfg->size / 0.875 + 0.5);
+    cfg->dtype = (int)sp_params_get(p, SP_PARAM_IMAGE_DTYPE);
+    cfg->layout = (int)sp_params_get(p, SP_PARAM_IMAGE_LAYOUT);
+    cfg->max_pixels = (uint64_t)sp_params_get(p, SP_PARAM_MAX_PIXELS);
+    cfg->seed = (uint64_t)sp_params_get(p, SP_PARAM_SEED);
+    double mean[3], std[3];
+    sp_params_get_float3(p, SP_PARAM_MEAN, mean);
+    sp_params_get_float3(p, SP_PARAM_STD, std);
+    for (int c = 0; c < 3; c++) {
+        cfg->mean[c] = (float)mean[c];
+        cfg->std[c] = (float)std[c];
+    }
+    if (cfg->transform == SP_TRANSFORM_EVAL && cfg->resize < cfg->size)
+        return sp_fail(NULL, SP_EINVAL, "resize %u is smaller than image_size %u: the centre crop would not fit",
+                       cfg->resize, cfg->size);
+    return SP_OK;
+}
+
+/* A uniform double in [0, 1) with 53 random bits. */
+static double uniform(ld_rng *r) { return (double)(ld_rng_next(r) >> 11) * 0x1.0p-53; }
+
+/* torchvision's RandomResizedCrop draw: ten tries at an area fraction in [0.08, 1] and a
+ * log-uniform aspect ratio in [3/4, 4/3], then the centre crop with the ratio clamped. */
+static void random_resized_crop(ld_rng *r, uint32_t w, uint32_t h, img_box *b)
+{
+    const double area = (double)w * h, lo = log(3.0 / 4.0), hi = log(4.0 / 3.0);
+    for (int t = 0; t < 10; t++) {
+        double target = area * (0.08 + uniform(r) * (1.0 - 0.08));
+        double ratio = exp(lo + uniform(r) * (hi - lo));
+        double cw = floor(sqrt(target * ratio) + 0.5), ch = floor(sqrt(target / ratio) + 0.5);
+        if (cw >= 1 && ch >= 1 && cw <= w && ch <= h) {
+            double y = (double)ld_rng_below(r, (uint64_t)(h - ch) + 1);
+            double x = (double)ld_rng_below(r, (uint64_t)(w - cw) + 1);
+            *b = (img_box){ x, y, x + cw, y + ch, false };
+            return;
+        }
+    }
+    double in_ratio = (double)w / h, cw = w, ch = h;
+    if (in_ratio < 3.0 / 4.0)
+        ch = floor(cw / (3.0 / 4.0) + 0.5);
+    else if (in_ratio > 4.0 / 3.0)
+        cw = floor(ch * (4.0 / 3.0) + 0.5);
+    if (ch > h)
+        ch = h;
+    if (cw > w)
+        cw = w;
+    double x = floor((w - cw) / 2), y = floor((h - ch) / 2);
+    *b = (img_box){ x, y, x + cw, y + ch, false };
+}
+
+void img_crop(const img_cfg *cfg, uint32_t w, uint32_t h, uint64_t epoch, uint64_t sample, img_box *out)
+{
+    if (cfg->transform == SP_TRANSFORM_TRAIN) {
+        ld_rng r;
+        ld_rng_seed(&r, cfg->seed, epoch, sample, 0x696d616765ull /* "image" */);
+        random_resized_crop(&r, w, h, out);
+        out->flip = uniform(&r) < 0.5;
+        return;
+    }
+    /* Resize the shorter side to `resize` (the longer one truncated, as torchvision does), then take
+     * the centre size x size of that, mapped back to source pixels. */
+    double nw, nh;
+    if (w <= h) {
+        nw = cfg->resize;
+        nh = floor((double)cfg->resize * h / w);
+    } else {
+        nh = cfg->resize;
+        nw = floor((double)cfg->resize * w / h);
+    }
+    double left = floor((nw - cfg->size) / 2 + 0.5), top = floor((nh - cfg->size) / 2 + 0.5);
+    double sx = w / nw, sy = h / nh;
+    *out = (img_box){ left * sx, top * sy, (left + cfg->size) * sx, (top + cfg->size) * sy, false };
+}
+
+/* DCT scales worth decoding at (m of m/8): libjpeg-turbo has SIMD inverse DCTs for 1/8, 1/4, 1/2
+ * and 1 only, and the scalar ones in between measured slower than the next larger SIMD scale
+ * (docs/performance.md, "DCT scaling"), so only these are used. */
+static const int fast_scales[] = { 1, 2, 4, 8 };
+
+int img_pick_scale(const img_box *b, uint32_t size)
+{
+    double bw = b->x1 - b->x0, bh = b->y1 - b->y0;
+    for (size_t i = 0; i < sizeof fast_scales / sizeof *fast_scales; i++) {
+        int m = fast_scales[i];
+        if (bw * m / 8 >= size && bh * m / 8 >= size)
+            return m;
+    }
+    return 8;
+}

@@ -1,0 +1,333 @@
+/* img_jpeg.c - decodes only the rows and columns a crop needs, at the smallest useful DCT scale
+ * (libjpeg's scale_num/scale_denom, jpeg_crop_scanline and jpeg_skip_scanlines), then resizes and
+ * writes one batch row in the configured dtype and layout. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdio.h>
+
+#include <jpeglib.h>
+
+#include "img.h"
+
+/* Pixels of margin decoded around the scaled box, beyond the filter's reach. */
+#define MARGIN 4
+
+typedef struct img_err {
+    struct jpeg_error_mgr pub;
+    jmp_buf jb;
+    int warnings;
+    char msg[JMSG_LENGTH_MAX];
+} img_err;
+
+struct img_ctx {
+    img_cfg cfg;
+    struct jpeg_decompress_struct dec;
+    img_err err;
+    bool dec_ready;
+    uint8_t *region; /* decoded crop rows, up to 4 bytes per pixel */
+    uint64_t region_cap;
+    JSAMPROW *rowp;
+    uint32_t rows_cap;
+    void *tmp;       /* the resampler's */
+    uint32_t tmp_rows;
+    uint8_t *rgb;    /* one resized image, RGB */
+    float lut32[3][256];
+    uint16_t lut16[3][256]; /* float16 or bfloat16 bits */
+};
+
+/* ---------------------------------------------------------------- libjpeg error handling */
+
+static void on_error_exit(j_common_ptr cinfo)
+{
+    img_err *e = (img_err *)cinfo->err;
+    (*cinfo->err->format_message)(cinfo, e->msg);
+    longjmp(e->jb, 1);
+}
+
+/* Warnings (level -1) mean corrupt data that libjpeg papered over: counted, the first kept. */
+static void on_emit_message(j_common_ptr cinfo, int level)
+{
+    img_err *e = (img_err *)cinfo->err;
+    if (level >= 0)
+        return;
+    if (e->warnings++ == 0)
+        (*cinfo->err->format_message)(cinfo, e->msg);
+}
+
+static void on_output_message(j_common_ptr cinfo) { (void)cinfo; }
+
+/* ---------------------------------------------------------------- conversions */
+
+/* IEEE binary16 bits of f, rounded to nearest even. */
+static uint16_t to_f16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u, mag = x & 0x7fffffffu;
+    if (mag >= 0x7f800000u)
+        return (uint16_t)(sign | 0x7c00u | (mag > 0x7f800000u ? 0x200u : 0));
+    if (mag >= 0x477ff000u) /* rounds to beyond 65504 */
+        return (uint16_t)(sign | 0x7c00u);
+    if (mag < 0x38800000u) { /* subnormal half */
+        float a;
+        memcpy(&a, &mag, 4);
+        return (uint16_t)(sign | (uint32_t)lrintf(a * 16777216.0f)); /* a / 2^-24 */
+    }
+    uint32_t r = mag - 0x38000000u; /* rebias 127 -> 15, still with 23 mantissa bits */
+    r = (r + 0xfffu + ((r >> 13) & 1u)) >> 13;
+    return (uint16_t)(sign | r);
+}
+
+/* bfloat16 bits of f, rounded to nearest even. */
+static uint16_t to_bf16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((x >> 16) | 0x40u);
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+static void build_luts(img_ctx *c)
+{
+    for (int ch = 0; ch < 3; ch++)
+        for (int v = 0; v < 256; v++) {
+            float f = ((float)v / 255.0f - c->cfg.mean[ch]) / c->cfg.std[ch];
+            c->lut32[ch][v] = f;
+            c->lut16[ch][v] = c->cfg.dtype == SP_IMAGE_BFLOAT16 ? to_bf16(f) : to_f16(f);
+        }
+}
+
+static size_t dtype_bytes(int dtype)
+{
+    return dtype == SP_IMAGE_UINT8 ? 1 : dtype == SP_IMAGE_FLOAT32 ? 4 : 2;
+}
+
+uint64_t img_out_bytes(const img_cfg *cfg) { return (uint64_t)cfg->size * cfg->size * 3 * dtype_bytes(cfg->dtype); }
+
+void img_emit_row(const img_ctx *c, const uint8_t *rgb, uint32_t y, void *out)
+{
+    const uint32_t s = c->cfg.size;
+    const size_t plane = (size_t)s * s;
+    if (c->cfg.dtype == SP_IMAGE_UINT8) {
+        uint8_t *o = out;
+        if (c->cfg.layout == SP_LAYOUT_NHWC) {
+            memcpy(o + (size_t)y * s * 3, rgb, (size_t)s * 3);
+            return;
+        }
+        for (int ch = 0; ch < 3; ch++)
+            for (uint32_t x = 0; x < s; x++)
+                o[ch * plane + (size_t)y * s + x] = rgb[3 * x + ch];
+    } else if (c->cfg.dtype == SP_IMAGE_FLOAT32) {
+        float *o = out;
+        if (c->cfg.layout == SP_LAYOUT_NHWC) {
+            o += (size_t)y * s * 3;
+            for (uint32_t x = 0; x < s; x++)
+                for (int ch = 0; ch < 3; ch++)
+                    o[3 * x + ch] = c->lut32[ch][rgb[3 * x + ch]];
+            return;
+        }
+        for (int ch = 0; ch < 3; ch++)
+            for (uint32_t x = 0; x < s; x++)
+                o[ch * plane + (size_t)y * s + x] = c->lut32[ch][rgb[3 * x + ch]];
+    } else {
+        uint16_t *o = out;
+        if (c->cfg.layout == SP_LAYOUT_NHWC) {
+            o += (size_t)y * s * 3;
+            for (uint32_t x = 0; x < s; x++)
+                for (int ch = 0; ch < 3; ch++)
+                    o[3 * x + ch] = c->lut16[ch][rgb[3 * x + ch]];
+            return;
+        }
+        for (int ch = 0; ch < 3; ch++)
+            for (uint32_t x = 0; x < s; x++)
+                o[ch * plane + (size_t)y * s + x] = c->lut16[ch][rgb[3 * x + ch]];
+    }
+}
+
+/* CMYK (or YCCK, which libjpeg turns into CMYK) rows to RGB, in place. Adobe's files store the
+ * inks inverted, which is what almost every CMYK JPEG is. */
+static void cmyk_to_rgb(uint8_t *p, size_t pixels, bool inverted)
+{
+    for (size_t i = 0; i < pixels; i++) {
+        unsigned cy = p[4 * i], m = p[4 * i + 1], ye = p[4 * i + 2], k = p[4 * i + 3];
+        if (!inverted)
+            cy = 255 - cy, m = 255 - m, ye = 255 - ye, k = 255 - k;
+        p[3 * i] = (uint8_t)((cy * k + 127) / 255);
+        p[3 * i + 1] = (uint8_t)((m * k + 127) / 255);
+        p[3 * i + 2] = (uint8_t)((ye * k + 127) / 255);
+    }
+}
+
+/* ---------------------------------------------------------------- context */
+
+/* The largest decoded region (pixels) a crop can need; see img_pick_scale. A box keeps its aspect
+ * within [3/4, 4/3]. When scale m > 1 was needed, the box at m/2 missed `size` on its shorter
+ * side, so at m it is under 2*size by 8/3*size; with m = 1 it is the whole image at 1/8. Margins
+ * and the alignment of crop_scanline (up to one iMCU, 32 pixels) come on top. */
+static uint64_t region_pixels(const img_cfg *cfg, uint32_t *max_rows)
+{
+    uint64_t s = cfg->size, edge = 2 * MARGIN + 2 + 32;
+    uint64_t small = (2 * s + edge) * ((8 * s + 2) / 3 + edge);
+    uint64_t whole = cfg->max_pixels / 64 + 2 * (65535 / 8 + 2) + 1;
+    uint64_t rows = (8 * s + 2) / 3 + edge;
+    *max_rows = (uint32_t)(rows > 65535 / 8 + 2 ? rows : 65535 / 8 + 2);
+    return small > whole ? small : whole;
+}
+
+uint64_t img_ctx_bytes(const img_cfg *cfg)
+{
+    uint32_t rows;
+    uint64_t px = region_pixels(cfg, &rows);
+    return sizeof(img_ctx) + 4 * px + (uint64_t)rows * sizeof(JSAMPROW) + img_resize_tmp_bytes(cfg->size, rows) +
+           (uint64_t)cfg->size * cfg->size * 3;
+}
+
+int img_ctx_create(const img_cfg *cfg, img_ctx **out)
+{
+    *out = NULL;
+    img_ctx *c = sp_calloc(1, sizeof *c);
+    if (!c)
+        return sp_fail(NULL, SP_ENOMEM, "out of memory for an image decoder");
+    c->cfg = *cfg;
+    uint32_t rows;
+    c->region_cap = 4 * region_pixels(cfg, &rows);
+    c->rows_cap = rows;
+    c->tmp_rows = rows;
+    c->region = sp_malloc(c->region_cap);
+    c->rowp = sp_malloc(rows * sizeof *c->rowp);
+    c->tmp = sp_malloc(img_resize_tmp_bytes(cfg->size, rows));
+    c->rgb = sp_malloc((size_t)cfg->size * cfg->size * 3);
+    if (!c->region || !c->rowp || !c->tmp || !c->rgb) {
+        img_ctx_destroy(c);
+        return sp_fail(NULL, SP_ENOMEM, "out of memory for an image decoder's %llu bytes",
+                       (unsigned long long)img_ctx_bytes(cfg));
+    }
+    c->dec.err = jpeg_std_error(&c->err.pub);
+    c->err.pub.error_exit = on_error_exit;
+    c->err.pub.emit_message = on_emit_message;
+    c->err.pub.output_message = on_output_message;
+    if (setjmp(c->err.jb)) {
+        img_ctx_destroy(c);
+        return sp_fail(NULL, SP_ENOMEM, "cannot create a JPEG decoder");
+    }
+    jpeg_create_decompress(&c->dec);
+    c->dec_ready = true;
+    /* Progressive images keep every coefficient in memory (2 bytes per sample, up to 3 full-size
+     * components): bound it by max_pixels, so a lying header cannot make libjpeg allocate more. */
+    c->dec.mem->max_memory_to_use = (long)(cfg->max_pixels * 6 + (16 << 20));
+    build_luts(c);
+    *out = c;
+    return SP_OK;
+}
+
+void img_ctx_destroy(img_ctx *c)
+{
+    if (!c)
+        return;
+    if (c->dec_ready)
+        jpeg_destroy_decompress(&c->dec);
+    sp_free(c->region);
+    sp_free(c->rowp);
+    sp_free(c->tmp);
+    sp_free(c->rgb);
+    sp_free(c);
+}
+
+/* ---------------------------------------------------------------- decode */
+
+static int clampi(double v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : (int)v; }
+
+/* The decode itself; libjpeg errors longjmp back to img_process. Returns SP_OK or an error code
+ * with why filled; the caller aborts the decompressor either way. */
+static int decode(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, uint64_t sample, void *out,
+                  img_result *res, char *why, size_t whylen)
+{
+    struct jpeg_decompress_struct *d = &c->dec;
+    jpeg_mem_src(d, data, (unsigned long)size);
+    jpeg_read_header(d, TRUE);
+    uint64_t w = d->image_width, h = d->image_height;
+    res->width = (uint32_t)w;
+    res->height = (uint32_t)h;
+    if (w * h > c->cfg.max_pixels)
+        return snprintf(why, whylen, "%llux%llu pixels is more than max_pixels %llu", (unsigned long long)w,
+                        (unsigned long long)h, (unsigned long long)c->cfg.max_pixels),
+               SP_ELIMIT;
+    if (d->data_precision != 8)
+        return snprintf(why, whylen, "%d-bit samples are not supported", d->data_precision), SP_EBADINPUT;
+
+    img_crop(&c->cfg, (uint32_t)w, (uint32_t)h, epoch, sample, &res->box);
+    int m = img_pick_scale(&res->box, c->cfg.size);
+    res->scale = m;
+    bool cmyk = d->jpeg_color_space == JCS_CMYK || d->jpeg_color_space == JCS_YCCK;
+    d->out_color_space = cmyk ? JCS_CMYK : JCS_EXT_RGB;
+    d->scale_num = (unsigned)m;
+    d->scale_denom = 8;
+    d->dct_method = JDCT_ISLOW;
+    jpeg_start_decompress(d);
+
+    /* The box at this scale, and the rows and columns around it the filter reads. */
+    double f = m / 8.0;
+    img_box b = { res->box.x0 * f, res->box.y0 * f, res->box.x1 * f, res->box.y1 * f, res->box.flip };
+    double reach_x = (b.x1 - b.x0) / c->cfg.size, reach_y = (b.y1 - b.y0) / c->cfg.size;
+    reach_x = reach_x > 1 ? reach_x : 1;
+    reach_y = reach_y > 1 ? reach_y : 1;
+    int ow = (int)d->output_width, oh = (int)d->output_height;
+    int x0 = clampi(floor(b.x0 - reach_x) - MARGIN, 0, ow - 1), x1 = clampi(ceil(b.x1 + reach_x) + MARGIN, 1, ow);
+    int y0 = clampi(floor(b.y0 - reach_y) - MARGIN, 0, oh - 1), y1 = clampi(ceil(b.y1 + reach_y) + MARGIN, 1, oh);
+    JDIMENSION cx = (JDIMENSION)x0, cw = (JDIMENSION)(x1 - x0);
+    if (cw < d->output_width)
+        jpeg_crop_scanline(d, &cx, &cw); /* widens to whole iMCUs */
+    int comps = cmyk ? 4 : 3;
+    uint32_t rows = (uint32_t)(y1 - y0);
+    if ((uint64_t)cw * rows * (uint64_t)comps > c->region_cap || rows > c->rows_cap || rows > c->tmp_rows)
+        return snprintf(why, whylen, "a %ux%u crop region is beyond the decoder's buffers", (unsigned)cw, rows),
+               SP_ELIMIT;
+    size_t stride = (size_t)cw * comps;
+    for (uint32_t r = 0; r < rows; r++)
+        c->rowp[r] = c->region + r * stride;
+    if (y0 > 0 && jpeg_skip_scanlines(d, (JDIMENSION)y0) != (JDIMENSION)y0)
+        return snprintf(why, whylen, "the image data ends early"), SP_EBADINPUT;
+    for (uint32_t r = 0; r < rows;) {
+        JDIMENSION got = jpeg_read_scanlines(d, c->rowp + r, rows - r);
+        if (got == 0)
+            return snprintf(why, whylen, "the image data ends early"), SP_EBADINPUT;
+        r += got;
+    }
+    if (c->err.warnings)
+        return snprintf(why, whylen, "corrupt JPEG data: %s", c->err.msg), SP_EBADINPUT;
+    if (cmyk) {
+        cmyk_to_rgb(c->region, (size_t)cw * rows, d->saw_Adobe_marker);
+        stride = (size_t)cw * 3;
+    }
+    b.x0 -= cx, b.x1 -= cx, b.y0 -= y0, b.y1 -= y0;
+    bool direct = c->cfg.dtype == SP_IMAGE_UINT8 && c->cfg.layout == SP_LAYOUT_NHWC;
+    img_resize(c->region, cw, rows, stride, &b, c->cfg.size, direct ? out : c->rgb, c->tmp);
+    if (!direct)
+        for (uint32_t y = 0; y < c->cfg.size; y++)
+            img_emit_row(c, c->rgb + (size_t)y * c->cfg.size * 3, y, out);
+    return SP_OK;
+}
+
+int img_process(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, uint64_t sample, void *out,
+                img_result *res, char *why, size_t whylen)
+{
+    img_result local;
+    img_result *volatile r = res ? res : &local;
+    memset(r, 0, sizeof *r);
+    c->err.warnings = 0;
+    c->err.msg[0] = '\0';
+    if (!data || size < 4 || data[0] != 0xFF || data[1] != 0xD8) {
+        snprintf(why, whylen, "not a JPEG (%zu bytes, no start-of-image marker)", size);
+        return SP_EBADINPUT;
+    }
+    int rc;
+    if (setjmp(c->err.jb)) {
+        snprintf(why, whylen, "corrupt JPEG: %s", c->err.msg);
+        rc = SP_EBADINPUT;
+    } else {
+        rc = decode(c, data, size, epoch, sample, out, r, why, whylen);
+    }
+    jpeg_abort_decompress(&c->dec); /* ready for the next image, whatever state this one left */
+    return rc;
+}
