@@ -39,13 +39,13 @@ int img_pick_scale(const img_box *box, uint32_t size);
 
 /* ---- resampling (img_resize.c) ---- */
 
-/* Resamples the box (coordinates relative to src, which holds w x h RGB pixels with stride bytes
- * per row) to size x size RGB into dst (3*size bytes per row): a triangle filter widened by the
- * shrink factor (antialiased area-like shrinking, bilinear growing), flipped when box->flip.
- * tmp holds img_resize_tmp_bytes(size, h) bytes. */
+/* Resamples the box (coordinates relative to src, which holds w x h RGBX pixels, 4 bytes each,
+ * with stride bytes per row) to size x size RGB into dst (3*size bytes per row): a triangle
+ * filter widened by the shrink factor (antialiased area-like shrinking, bilinear growing),
+ * flipped when box->flip. tmp holds img_resize_tmp_bytes(size, w) bytes. */
 void img_resize(const uint8_t *src, uint32_t w, uint32_t h, size_t stride, const img_box *box, uint32_t size,
                 uint8_t *dst, void *tmp);
-size_t img_resize_tmp_bytes(uint32_t size, uint32_t h);
+size_t img_resize_tmp_bytes(uint32_t size, uint32_t max_w);
 
 /* ---- decode and transform (img_jpeg.c) ---- */
 

@@ -24,12 +24,12 @@ struct img_ctx {
     struct jpeg_decompress_struct dec;
     img_err err;
     bool dec_ready;
-    uint8_t *region; /* decoded crop rows, up to 4 bytes per pixel */
+    uint8_t *region; /* decoded crop rows, RGBX (or CMYK) */
     uint64_t region_cap;
     JSAMPROW *rowp;
     uint32_t rows_cap;
     void *tmp;       /* the resampler's */
-    uint32_t tmp_rows;
+    uint32_t tmp_cols; /* widest region the resampler's buffer takes */
     uint8_t *rgb;    /* one resized image, RGB */
     float lut32[3][256];
     uint16_t lut16[3][256]; /* float16 or bfloat16 bits */
@@ -145,17 +145,18 @@ void img_emit_row(const img_ctx *c, const uint8_t *rgb, uint32_t y, void *out)
     }
 }
 
-/* CMYK (or YCCK, which libjpeg turns into CMYK) rows to RGB, in place. Adobe's files store the
- * inks inverted, which is what almost every CMYK JPEG is. */
-static void cmyk_to_rgb(uint8_t *p, size_t pixels, bool inverted)
+/* CMYK (or YCCK, which libjpeg turns into CMYK) pixels to RGBX, in place. Adobe's files store
+ * the inks inverted, which is what almost every CMYK JPEG is. */
+static void cmyk_to_rgbx(uint8_t *p, size_t pixels, bool inverted)
 {
     for (size_t i = 0; i < pixels; i++) {
         unsigned cy = p[4 * i], m = p[4 * i + 1], ye = p[4 * i + 2], k = p[4 * i + 3];
         if (!inverted)
             cy = 255 - cy, m = 255 - m, ye = 255 - ye, k = 255 - k;
-        p[3 * i] = (uint8_t)((cy * k + 127) / 255);
-        p[3 * i + 1] = (uint8_t)((m * k + 127) / 255);
-        p[3 * i + 2] = (uint8_t)((ye * k + 127) / 255);
+        p[4 * i] = (uint8_t)((cy * k + 127) / 255);
+        p[4 * i + 1] = (uint8_t)((m * k + 127) / 255);
+        p[4 * i + 2] = (uint8_t)((ye * k + 127) / 255);
+        p[4 * i + 3] = 255;
     }
 }
 
@@ -165,13 +166,13 @@ static void cmyk_to_rgb(uint8_t *p, size_t pixels, bool inverted)
  * within [3/4, 4/3]. When scale m > 1 was needed, the box at m/2 missed `size` on its shorter
  * side, so at m it is under 2*size by 8/3*size; with m = 1 it is the whole image at 1/8. Margins
  * and the alignment of crop_scanline (up to one iMCU, 32 pixels) come on top. */
-static uint64_t region_pixels(const img_cfg *cfg, uint32_t *max_rows)
+static uint64_t region_pixels(const img_cfg *cfg, uint32_t *max_side)
 {
     uint64_t s = cfg->size, edge = 2 * MARGIN + 2 + 32;
     uint64_t small = (2 * s + edge) * ((8 * s + 2) / 3 + edge);
     uint64_t whole = cfg->max_pixels / 64 + 2 * (65535 / 8 + 2) + 1;
-    uint64_t rows = (8 * s + 2) / 3 + edge;
-    *max_rows = (uint32_t)(rows > 65535 / 8 + 2 ? rows : 65535 / 8 + 2);
+    uint64_t side = (8 * s + 2) / 3 + edge;
+    *max_side = (uint32_t)(side > 65535 / 8 + 2 ? side : 65535 / 8 + 2);
     return small > whole ? small : whole;
 }
 
@@ -193,7 +194,7 @@ int img_ctx_create(const img_cfg *cfg, img_ctx **out)
     uint32_t rows;
     c->region_cap = 4 * region_pixels(cfg, &rows);
     c->rows_cap = rows;
-    c->tmp_rows = rows;
+    c->tmp_cols = rows;
     c->region = sp_malloc(c->region_cap);
     c->rowp = sp_malloc(rows * sizeof *c->rowp);
     c->tmp = sp_malloc(img_resize_tmp_bytes(cfg->size, rows));
@@ -260,7 +261,7 @@ static int decode(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, 
     int m = img_pick_scale(&res->box, c->cfg.size);
     res->scale = m;
     bool cmyk = d->jpeg_color_space == JCS_CMYK || d->jpeg_color_space == JCS_YCCK;
-    d->out_color_space = cmyk ? JCS_CMYK : JCS_EXT_RGB;
+    d->out_color_space = cmyk ? JCS_CMYK : JCS_EXT_RGBX;
     d->scale_num = (unsigned)m;
     d->scale_denom = 8;
     d->dct_method = JDCT_ISLOW;
@@ -278,12 +279,11 @@ static int decode(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, 
     JDIMENSION cx = (JDIMENSION)x0, cw = (JDIMENSION)(x1 - x0);
     if (cw < d->output_width)
         jpeg_crop_scanline(d, &cx, &cw); /* widens to whole iMCUs */
-    int comps = cmyk ? 4 : 3;
     uint32_t rows = (uint32_t)(y1 - y0);
-    if ((uint64_t)cw * rows * (uint64_t)comps > c->region_cap || rows > c->rows_cap || rows > c->tmp_rows)
+    if ((uint64_t)cw * rows * 4 > c->region_cap || rows > c->rows_cap || cw > c->tmp_cols)
         return snprintf(why, whylen, "a %ux%u crop region is beyond the decoder's buffers", (unsigned)cw, rows),
                SP_ELIMIT;
-    size_t stride = (size_t)cw * comps;
+    size_t stride = (size_t)cw * 4;
     for (uint32_t r = 0; r < rows; r++)
         c->rowp[r] = c->region + r * stride;
     if (y0 > 0 && jpeg_skip_scanlines(d, (JDIMENSION)y0) != (JDIMENSION)y0)
@@ -296,10 +296,8 @@ static int decode(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, 
     }
     if (c->err.warnings)
         return snprintf(why, whylen, "corrupt JPEG data: %s", c->err.msg), SP_EBADINPUT;
-    if (cmyk) {
-        cmyk_to_rgb(c->region, (size_t)cw * rows, d->saw_Adobe_marker);
-        stride = (size_t)cw * 3;
-    }
+    if (cmyk)
+        cmyk_to_rgbx(c->region, (size_t)cw * rows, d->saw_Adobe_marker);
     b.x0 -= cx, b.x1 -= cx, b.y0 -= y0, b.y1 -= y0;
     bool direct = c->cfg.dtype == SP_IMAGE_UINT8 && c->cfg.layout == SP_LAYOUT_NHWC;
     img_resize(c->region, cw, rows, stride, &b, c->cfg.size, direct ? out : c->rgb, c->tmp);

@@ -71,6 +71,8 @@ def _as_string(p, value):
             vals = None
         if vals is not None and len(vals) == 3:
             return ",".join(repr(v) for v in vals)
+        if vals is not None:
+            raise ValueError("parameter %r: %d numbers given; it takes %s" % (p.name, len(vals), bounds(p)))
     elif p.type == "enum":
         if isinstance(value, str):
             return value

@@ -41,7 +41,7 @@ class TorchLoader:
 
     TorchLoader(loader_or_path, inputs=None, labels=None, **params): inputs is the field name
     (default: the only token field, else the first field), labels a field name, or None for
-    next-token pairs from a token field. with_ids=True yields (inputs, labels, sample_ids).
+    next-token pairs from a token field, or the field named "label" beside any other input. with_ids=True yields (inputs, labels, sample_ids).
     """
 
     def __init__(self, source, inputs=None, labels=None, with_ids=False, **params):
@@ -62,6 +62,8 @@ class TorchLoader:
                 inputs, labels = x, to_torch(batch[self.labels])
             elif _is_tokens(batch, name):
                 inputs, labels = x[:, :-1], x[:, 1:]
+            elif name != "label" and "label" in batch:  # an image or tensor with its class
+                inputs, labels = x, to_torch(batch["label"])
             else:
                 inputs, labels = x, None
             if self.with_ids:
