@@ -217,11 +217,13 @@ int imp_npy(pack_ctx *pc, const char *const *srcs, size_t n);
 
 /* ---- subcommands ------------------------------------------------------------------------------- */
 
-extern const cli_cmd cli_cmd_pack, cli_cmd_inspect, cli_cmd_verify, cli_cmd_cat, cli_cmd_bench;
+extern const cli_cmd cli_cmd_pack, cli_cmd_inspect, cli_cmd_verify, cli_cmd_cat, cli_cmd_bench,
+    cli_cmd_preview;
 int cli_pack_main(int argc, char **argv);
 int cli_inspect_main(int argc, char **argv);
 int cli_verify_main(int argc, char **argv);
 int cli_cat_main(int argc, char **argv);
 int cli_bench_main(int argc, char **argv);
+int cli_preview_main(int argc, char **argv);
 
 #endif

@@ -14,6 +14,7 @@ static const command commands[] = {
     {&cli_cmd_verify, cli_verify_main},
     {&cli_cmd_cat, cli_cat_main},
     {&cli_cmd_bench, cli_bench_main},
+    {&cli_cmd_preview, cli_preview_main},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
@@ -89,7 +90,8 @@ int main(int argc, char **argv)
         if (cmd[0] == '-')
             return cli_usage_err(NULL, "unknown option '%s' (a command comes first)", cmd);
         return cli_usage_err(NULL,
-                             "unknown command '%s' (commands: pack, inspect, verify, cat, bench)",
+                             "unknown command '%s' (commands: pack, inspect, verify, cat, bench, "
+                             "preview)",
                              cmd);
     }
     int rc = c->main(argc - 1, argv + 1);
