@@ -1,6 +1,8 @@
 #!/bin/sh
 # The main job, end to end, on generated data:
-#  1. an ImageNet-like set of 2,000 JPEGs: pack it, inspect it, verify every block;
+#  1. an ImageNet-like set of 2,000 JPEGs: pack it, inspect it, verify every block, draw a contact
+#     sheet of training crops, and stream it through the loader decoding every JPEG with the train
+#     transform to 224x224 (images/s, peak RSS, the limit ratio);
 #  2. llm.c-style token files (20M tokens): pack them into 1024-token samples and stream them through
 #     the loader with `shardpack bench`, which prints samples/s, MB/s, peak RSS against the memory
 #     budget, stall time and the limit ratio.
@@ -16,6 +18,8 @@ mkdir -p "$WORK"
 "$HERE/measure.py" "$SP" pack "$WORK/imagenet" -o "$WORK/imagenet.sp" --overwrite
 "$HERE/measure.py" "$SP" inspect "$WORK/imagenet.sp"
 "$HERE/measure.py" "$SP" verify "$WORK/imagenet.sp"
+"$HERE/measure.py" "$SP" preview "$WORK/imagenet.sp" -o "$WORK/preview.jpg" --transform train
+"$HERE/measure.py" "$SP" bench "$WORK/imagenet.sp" --transform train --image-size 224 --batch-size 64 --epochs 1
 
 [ -f "$WORK/tokens.bin" ] ||
     "$HERE/measure.py" "$BUILD/datasets/sp-gen-tokens" --out "$WORK/tokens.bin" --tokens 20000000 --seed 1
