@@ -18,7 +18,7 @@ cd "$src"
 if [ ! -d "$build" ]; then
     CC=clang meson setup "$build" -Dfuzzing=true -Dtools=false -Dbuildtype=debugoptimized -Db_lundef=false
 fi
-ninja -C "$build" tests/fuzz/fuzz_shard tests/fuzz/fuzz_manifest
+ninja -C "$build" tests/fuzz/fuzz_shard tests/fuzz/fuzz_manifest tests/fuzz/fuzz_jpeg
 
 run_one() {
     t=$1
@@ -33,7 +33,7 @@ run_one() {
 }
 
 n=0
-for t in shard manifest; do
+for t in shard manifest jpeg; do
     run_one "$t" &
     n=$((n + 1))
     if [ "$n" -ge "$jobs" ]; then
