@@ -606,7 +606,9 @@ SP_API const char *sp_image_transform_errmsg(const sp_image_transform *t);
 SP_API size_t sp_image_transform_bytes(const sp_image_transform *t);
 /* Writes the transformed image to out (sp_image_transform_bytes bytes; on failure out may hold
  * partial data). crop (may be NULL) receives what was done. SP_EBADINPUT for data that is not a
- * JPEG libjpeg decodes cleanly (a warning counts as corrupt), SP_ELIMIT beyond max_pixels. */
+ * JPEG, or whose part the crop needs libjpeg cannot decode cleanly (a warning counts as corrupt):
+ * only the crop's rows are decoded, so a baseline file cut short below its crop still gives a
+ * correct image. SP_ELIMIT beyond max_pixels. */
 SP_API int sp_image_transform_apply(sp_image_transform *t, const void *jpeg, size_t size, uint64_t epoch,
                                     uint64_t sample, void *out, sp_image_crop *crop);
 /* The crop the transform takes of a width x height image for (epoch, sample), without decoding. */

@@ -80,7 +80,8 @@ void img_crop(const img_cfg *cfg, uint32_t w, uint32_t h, uint64_t epoch, uint64
         nh = cfg->resize;
         nw = floor((double)cfg->resize * w / h);
     }
-    double left = floor((nw - cfg->size) / 2 + 0.5), top = floor((nh - cfg->size) / 2 + 0.5);
+    /* Offsets rounded half to even, as torchvision's center_crop (Python's round) does. */
+    double left = rint((nw - cfg->size) / 2), top = rint((nh - cfg->size) / 2);
     double sx = w / nw, sy = h / nh;
     *out = (img_box){ left * sx, top * sy, (left + cfg->size) * sx, (top + cfg->size) * sy, false };
 }

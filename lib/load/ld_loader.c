@@ -658,11 +658,15 @@ static int wait_ready(sp_loader *l, ld_slot *s, uint64_t g, int timeout_ms)
         deadline_after(&dl, timeout_ms);
     double t0 = sp_now();
     int rc = SP_OK;
-    while (!(s->k == g && s->state == SLOT_READY)) {
+    for (;;) {
+        /* A failure recorded for this batch wins even when its rows all arrived: a bad image's
+         * row is written (partly) before its failure is known. */
         if (l->err_batch <= g) {
             rc = sp_fail(&l->eb, l->err_code, "%s", l->err_msg);
             break;
         }
+        if (s->k == g && s->state == SLOT_READY)
+            break;
         if (stuck_locked(l)) {
             rc = sp_fail(&l->eb, SP_EBUSY, "batch %llu cannot be produced while an older batch is still leased "
                          "(the ring has %llu slots); release older batches", (unsigned long long)l->next_k,

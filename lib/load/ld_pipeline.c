@@ -158,7 +158,7 @@ typedef struct ld_worker {
 } ld_worker;
 
 /* An image that could not be decoded: its batch fails, or (on_error=skip) its row is marked for
- * filling. Returns true when the row was marked bad. */
+ * filling. Returns true: the row is bad either way. */
 static bool image_failed(sp_loader *l, const ld_job *j, uint32_t r, uint64_t g, ld_slot *s, uint32_t row, int code,
                          const char *why)
 {
@@ -175,9 +175,7 @@ static bool image_failed(sp_loader *l, const ld_job *j, uint32_t r, uint64_t g, 
     else
         fail_batch_locked(l, g, code, msg);
     pthread_mutex_unlock(&l->mu);
-    if (l->on_error != SP_ON_ERROR_SKIP)
-        return false;
-    s->bad[row] = 1;
+    s->bad[row] = 1; /* under fail the row is never published: its batch cannot complete */
     return true;
 }
 
@@ -227,6 +225,8 @@ static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v, int 
         }
         s->b.ids[row] = bad ? UINT64_MAX : sample;
         assert(g - gfirst < l->bpw);
+        if (bad && l->on_error != SP_ON_ERROR_SKIP)
+            continue; /* the batch has failed; like a failed block's, its rows are not counted */
         count[g - gfirst]++;
         glast = g > glast ? g : glast;
     }

@@ -1,0 +1,60 @@
+/* jpeg_gen.h - test JPEGs made in memory with libjpeg's compress API (not TurboJPEG handles), from
+ * a synthetic picture that is a pure function of (width, height, seed), and a plain whole-image
+ * decoder used as the reference the image stage is compared against. Nothing here calls Check, so
+ * it may be used anywhere; failures return NULL / nonzero with a message in err. */
+#ifndef SP_JPEG_GEN_H
+#define SP_JPEG_GEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Chroma subsampling of a colour JPEG: luma sampling factors (h x v) against 1x1 chroma. */
+enum { JG_444 = 0, JG_422 = 1, JG_420 = 2, JG_440 = 3 };
+
+/* How the pixels are stored. */
+enum {
+    JG_YCC = 0,     /* 3-component YCbCr (the usual JPEG) */
+    JG_GRAY = 1,    /* 1 component: the picture's luma (jg_luma) */
+    JG_CMYK = 2,    /* 4 components stored as CMYK, Adobe marker, inverted inks (Adobe convention) */
+    JG_YCCK = 3,    /* 4 components stored as YCCK (transformed inverted CMYK), Adobe marker */
+    JG_CMYK_RAW = 4 /* 4 components stored as CMYK without an Adobe marker, ink values as they are */
+};
+
+typedef struct jg_opts {
+    int quality;          /* 1..100; 0 means 95 */
+    int samp;             /* JG_444 .. JG_440 (colour only; JG_YCCK uses libjpeg's defaults) */
+    int color;            /* JG_YCC .. JG_CMYK_RAW */
+    int progressive;      /* jpeg_simple_progression */
+    int restart_interval; /* MCUs between restart markers; 0: none */
+} jg_opts;
+
+/* The synthetic picture, w*h*3 RGB bytes (malloc'd): a horizontal ramp in red, a vertical ramp
+ * in green, a slow diagonal wave in blue, and a few flat rectangles (hard edges) whose places and
+ * colours come from seed. Every channel differs from the others, so a swap, a mirror or a shift
+ * shows. */
+uint8_t *jg_picture(int w, int h, uint64_t seed);
+/* Ramps only: red and green as in jg_picture, blue falling along the diagonal; no wave, no
+ * rectangles (for pictures of a few pixels, where JPEG would smear anything sharper). */
+uint8_t *jg_smooth(int w, int h, uint64_t seed);
+/* A picture of one colour (malloc'd). */
+uint8_t *jg_flat(int w, int h, uint8_t r, uint8_t g, uint8_t b);
+/* The luma the gray encoder stores for an RGB pixel (BT.601, rounded). */
+uint8_t jg_luma(const uint8_t *rgb);
+/* An RGB picture whose three channels are each the luma of rgb (what a gray JPEG should become). */
+uint8_t *jg_gray_rgb(const uint8_t *rgb, int w, int h);
+
+/* Encodes rgb (w x h, 3 bytes per pixel) as opts says into *out (malloc'd, free()), *size bytes.
+ * Returns 0, or -1 with err filled. */
+int jg_encode(const uint8_t *rgb, int w, int h, const jg_opts *opts, uint8_t **out, size_t *size, char *err,
+              size_t errlen);
+
+/* Decodes the whole image with libjpeg at scale m/8 (m in 1..8), the accurate integer IDCT and the
+ * default (fancy) upsampling, into RGB (malloc'd). A gray image becomes three equal channels; CMYK
+ * and YCCK become RGB, inverted inks assumed when the file has an Adobe marker and plain inks when
+ * not. A libjpeg warning counts as a failure. Returns NULL with err filled on failure. */
+uint8_t *jg_decode(const uint8_t *jpeg, size_t size, int m, int *w, int *h, char *err, size_t errlen);
+
+/* Width and height from the JPEG's frame header; 0 when absent. */
+int jg_dims(const uint8_t *jpeg, size_t size, int *w, int *h);
+
+#endif
