@@ -218,7 +218,9 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4 };
     X(STD, "std", SP_PTYPE_FLOAT3, 0, 1, 10000, "0.229,0.224,0.225", SP_SCOPE_LOAD,                 \
       "per-channel standard deviation the centred pixels are divided by (float image dtypes)")   \
     X(MAX_PIXELS, "max_pixels", SP_PTYPE_INT, 1 << 25, 1, 1LL << 32, NULL, SP_SCOPE_LOAD,            \
-      "largest image (width x height) decoded; a larger one is a bad sample, handled by on_error")
+      "largest image (width x height) decoded; a larger one is a bad sample, handled by on_error") \
+    X(MAX_IMAGE_MEMORY, "max_image_memory", SP_PTYPE_SIZE, 48 * SP_MIB, 1 * SP_MIB, 16 * SP_GIB, NULL, \
+      SP_SCOPE_LOAD, "libjpeg's whole-image memory per decode worker (progressive JPEGs: 3 bytes a pixel at 4:2:0), reserved in host_memory; an image needing more is a bad sample")
 
 typedef enum sp_param {
 #define SP_X_(key, name, type, def, lo, hi, choices, scope, doc) SP_PARAM_##key,

@@ -22,6 +22,7 @@ typedef struct img_cfg {
     int layout;      /* SP_LAYOUT_* */
     float mean[3], std[3];
     uint64_t max_pixels;
+    uint64_t max_image_memory; /* libjpeg's whole-image arrays (progressive coefficients) */
     uint64_t seed;
 } img_cfg;
 
@@ -42,16 +43,17 @@ int img_pick_scale(const img_box *box, uint32_t size);
 /* Resamples the box (coordinates relative to src, which holds w x h RGBX pixels, 4 bytes each,
  * with stride bytes per row) to size x size RGB into dst (3*size bytes per row): a triangle
  * filter widened by the shrink factor (antialiased area-like shrinking, bilinear growing),
- * flipped when box->flip. tmp holds img_resize_tmp_bytes(size, w) bytes. */
+ * flipped when box->flip. tmp holds img_resize_tmp_bytes(size, max(w, h)) bytes. */
 void img_resize(const uint8_t *src, uint32_t w, uint32_t h, size_t stride, const img_box *box, uint32_t size,
                 uint8_t *dst, void *tmp);
-size_t img_resize_tmp_bytes(uint32_t size, uint32_t max_w);
+size_t img_resize_tmp_bytes(uint32_t size, uint32_t max_side);
 
 /* ---- decode and transform (img_jpeg.c) ---- */
 
 typedef struct img_ctx img_ctx;
 
-/* Bytes one context allocates for cfg, whatever the image (the loader counts it in its budget). */
+/* Bytes one context allocates for cfg, whatever the image, plus what libjpeg may allocate for it:
+ * max_image_memory and its row buffers (the loader reserves all of it in its budget). */
 uint64_t img_ctx_bytes(const img_cfg *cfg);
 int img_ctx_create(const img_cfg *cfg, img_ctx **out);
 void img_ctx_destroy(img_ctx *c);

@@ -15,6 +15,7 @@ int img_cfg_from_params(img_cfg *cfg, const sp_params *p)
     cfg->dtype = (int)sp_params_get(p, SP_PARAM_IMAGE_DTYPE);
     cfg->layout = (int)sp_params_get(p, SP_PARAM_IMAGE_LAYOUT);
     cfg->max_pixels = (uint64_t)sp_params_get(p, SP_PARAM_MAX_PIXELS);
+    cfg->max_image_memory = (uint64_t)sp_params_get(p, SP_PARAM_MAX_IMAGE_MEMORY);
     cfg->seed = (uint64_t)sp_params_get(p, SP_PARAM_SEED);
     double mean[3], std[3];
     sp_params_get_float3(p, SP_PARAM_MEAN, mean);

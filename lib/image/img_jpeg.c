@@ -6,8 +6,13 @@
 #include <stdio.h>
 
 #include <jpeglib.h>
+#include <jerror.h>
 
 #include "img.h"
+
+/* libjpeg's own row buffers, tables and state for one image, beyond its whole-image arrays: a
+ * few iMCU rows of the widest image (65535 pixels x 4 components x 2 x 16 rows) and headroom. */
+#define LIBJPEG_ROWS (12ull << 20)
 
 /* Pixels of margin decoded around the scaled box, beyond the filter's reach. */
 #define MARGIN 4
@@ -168,7 +173,9 @@ static void cmyk_to_rgbx(uint8_t *p, size_t pixels, bool inverted)
  * and the alignment of crop_scanline (up to one iMCU, 32 pixels) come on top. */
 static uint64_t region_pixels(const img_cfg *cfg, uint32_t *max_side)
 {
-    uint64_t s = cfg->size, edge = 2 * MARGIN + 2 + 32;
+    /* The filter's reach (up to 8/3 pixels a side), floor/ceil, the margins and up to 31 pixels of
+     * iMCU alignment. */
+    uint64_t s = cfg->size, edge = 2 * MARGIN + 2 * 3 + 2 + 31 + 8;
     uint64_t small = (2 * s + edge) * ((8 * s + 2) / 3 + edge);
     uint64_t whole = cfg->max_pixels / 64 + 2 * (65535 / 8 + 2) + 1;
     uint64_t side = (8 * s + 2) / 3 + edge;
@@ -181,7 +188,7 @@ uint64_t img_ctx_bytes(const img_cfg *cfg)
     uint32_t rows;
     uint64_t px = region_pixels(cfg, &rows);
     return sizeof(img_ctx) + 4 * px + (uint64_t)rows * sizeof(JSAMPROW) + img_resize_tmp_bytes(cfg->size, rows) +
-           (uint64_t)cfg->size * cfg->size * 3;
+           (uint64_t)cfg->size * cfg->size * 3 + cfg->max_image_memory + LIBJPEG_ROWS;
 }
 
 int img_ctx_create(const img_cfg *cfg, img_ctx **out)
@@ -208,15 +215,15 @@ int img_ctx_create(const img_cfg *cfg, img_ctx **out)
     c->err.pub.error_exit = on_error_exit;
     c->err.pub.emit_message = on_emit_message;
     c->err.pub.output_message = on_output_message;
+    c->dec_ready = true; /* destroying a zeroed, half-created decompressor is safe */
     if (setjmp(c->err.jb)) {
         img_ctx_destroy(c);
         return sp_fail(NULL, SP_ENOMEM, "cannot create a JPEG decoder");
     }
     jpeg_create_decompress(&c->dec);
-    c->dec_ready = true;
-    /* Progressive images keep every coefficient in memory (2 bytes per sample, up to 3 full-size
-     * components): bound it by max_pixels, so a lying header cannot make libjpeg allocate more. */
-    c->dec.mem->max_memory_to_use = (long)(cfg->max_pixels * 6 + (16 << 20));
+    /* Progressive images keep every coefficient in memory (2 bytes per sample): libjpeg's
+     * whole-image arrays are capped, and an image needing more fails (JERR_NO_BACKING_STORE). */
+    c->dec.mem->max_memory_to_use = (long)cfg->max_image_memory;
     build_luts(c);
     *out = c;
     return SP_OK;
@@ -238,6 +245,29 @@ void img_ctx_destroy(img_ctx *c)
 /* ---------------------------------------------------------------- decode */
 
 static int clampi(double v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : (int)v; }
+
+/* libjpeg-turbo 2.1's jpeg_crop_scanline miscomputes the width of a component that it decodes at
+ * a larger DCT size than the smallest and still upsamples (4:1:0 and 2x4 samplings at a reduced
+ * scale): part of each of its rows comes out unconverted. Such images are decoded at full width. */
+#if JPEG_LIB_VERSION >= 70
+#define DCT_SIZE_OF(ci) ((ci)->DCT_h_scaled_size)
+#define MIN_DCT_SIZE(d) ((d)->min_DCT_h_scaled_size)
+#else
+#define DCT_SIZE_OF(ci) ((ci)->DCT_scaled_size)
+#define MIN_DCT_SIZE(d) ((d)->min_DCT_scaled_size)
+#endif
+static bool crop_safe(const struct jpeg_decompress_struct *d)
+{
+    for (int i = 0; i < d->num_components; i++) {
+        const jpeg_component_info *ci = &d->comp_info[i];
+        int size = DCT_SIZE_OF(ci), min = MIN_DCT_SIZE(d);
+        bool upsampled = ci->h_samp_factor * size != d->max_h_samp_factor * min ||
+                         ci->v_samp_factor * size != d->max_v_samp_factor * min;
+        if (size != min && upsampled)
+            return false;
+    }
+    return true;
+}
 
 /* The decode itself; libjpeg errors longjmp back to img_process. Returns SP_OK or an error code
  * with why filled; the caller aborts the decompressor either way. */
@@ -277,8 +307,10 @@ static int decode(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, 
     int x0 = clampi(floor(b.x0 - reach_x) - MARGIN, 0, ow - 1), x1 = clampi(ceil(b.x1 + reach_x) + MARGIN, 1, ow);
     int y0 = clampi(floor(b.y0 - reach_y) - MARGIN, 0, oh - 1), y1 = clampi(ceil(b.y1 + reach_y) + MARGIN, 1, oh);
     JDIMENSION cx = (JDIMENSION)x0, cw = (JDIMENSION)(x1 - x0);
-    if (cw < d->output_width)
+    if (cw < d->output_width && crop_safe(d))
         jpeg_crop_scanline(d, &cx, &cw); /* widens to whole iMCUs */
+    else
+        cx = 0, cw = d->output_width;
     uint32_t rows = (uint32_t)(y1 - y0);
     if ((uint64_t)cw * rows * 4 > c->region_cap || rows > c->rows_cap || cw > c->tmp_cols)
         return snprintf(why, whylen, "a %ux%u crop region is beyond the decoder's buffers", (unsigned)cw, rows),
@@ -321,8 +353,18 @@ int img_process(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, ui
     }
     int rc;
     if (setjmp(c->err.jb)) {
-        snprintf(why, whylen, "corrupt JPEG: %s", c->err.msg);
-        rc = SP_EBADINPUT;
+        int code = c->err.pub.msg_code;
+        if (code == JERR_NO_BACKING_STORE) {
+            snprintf(why, whylen, "decoding it needs more than max_image_memory (%llu MiB): a progressive JPEG "
+                     "keeps every coefficient of the image in memory", (unsigned long long)(c->cfg.max_image_memory >> 20));
+            rc = SP_ELIMIT;
+        } else if (code == JERR_OUT_OF_MEMORY) {
+            snprintf(why, whylen, "out of memory decoding it: %s", c->err.msg);
+            rc = SP_ENOMEM;
+        } else {
+            snprintf(why, whylen, "corrupt JPEG: %s", c->err.msg);
+            rc = SP_EBADINPUT;
+        }
     } else {
         rc = decode(c, data, size, epoch, sample, out, r, why, whylen);
     }

@@ -19,7 +19,6 @@
 
 #define W_BITS 14
 #define W_ONE (1 << W_BITS)
-#define MAX_TAPS_CAP 64 /* a box shrunk by more than ~31x is first reduced by the DCT scale */
 
 /* The taps of one output axis: output i reads src[start[i] .. start[i] + n[i]) with weights
  * w[i * taps ...]. */
@@ -34,8 +33,7 @@ typedef struct axis {
 static int taps_for(double scale)
 {
     double support = scale > 1 ? scale : 1;
-    int t = (int)ceil(support) * 2 + 2;
-    return t < MAX_TAPS_CAP ? t : MAX_TAPS_CAP;
+    return (int)ceil(support) * 2 + 2;
 }
 
 static double triangle(double x)
@@ -48,7 +46,6 @@ static double triangle(double x)
 static void axis_build(axis *a, double b0, double b1, uint32_t in, uint32_t out, bool flip)
 {
     double scale = (b1 - b0) / out, fs = scale > 1 ? scale : 1, support = fs;
-    double k[MAX_TAPS_CAP];
     for (uint32_t i = 0; i < out; i++) {
         double centre = b0 + (i + 0.5) * scale;
         int lo = (int)floor(centre - support + 0.5), hi = (int)floor(centre + support + 0.5);
@@ -56,9 +53,8 @@ static void axis_build(axis *a, double b0, double b1, uint32_t in, uint32_t out,
             lo = 0;
         if (hi > (int)in)
             hi = (int)in;
-        if (hi - lo > a->taps) { /* only when the support was capped: keep the centre taps */
-            int mid = (int)floor(centre);
-            lo = mid - a->taps / 2;
+        if (hi - lo > a->taps) { /* cannot happen (taps_for bounds the support); keep the centre taps */
+            lo = (int)floor(centre) - a->taps / 2;
             lo = lo < 0 ? 0 : lo;
             hi = lo + a->taps <= (int)in ? lo + a->taps : (int)in;
         }
@@ -68,18 +64,20 @@ static void axis_build(axis *a, double b0, double b1, uint32_t in, uint32_t out,
         }
         double sum = 0;
         for (int j = lo; j < hi; j++)
-            sum += k[j - lo] = triangle((j + 0.5 - centre) / fs);
+            sum += triangle((j + 0.5 - centre) / fs);
         uint32_t o = flip ? out - 1 - i : i;
         int16_t *w = a->w + (size_t)o * a->taps;
         int total = 0, n = hi - lo;
         if (sum <= 0) { /* every tap at weight zero: the nearest pixel */
-            for (int j = 0; j < n; j++)
-                k[j] = 0;
             int c = (int)floor(centre) - lo;
-            k[c < 0 ? 0 : c >= n ? n - 1 : c] = sum = 1;
+            c = c < 0 ? 0 : c >= n ? n - 1 : c;
+            for (int j = 0; j < n; j++)
+                w[j] = (int16_t)(j == c ? W_ONE : 0);
+            total = W_ONE;
+        } else {
+            for (int j = 0; j < n; j++)
+                total += w[j] = (int16_t)lrint(triangle((lo + j + 0.5 - centre) / fs) / sum * W_ONE);
         }
-        for (int j = 0; j < n; j++)
-            total += w[j] = (int16_t)lrint(k[j] / sum * W_ONE);
         /* Rounding can leave the sum a little off one: put the rest on the largest tap. */
         int big = 0;
         for (int j = 1; j < n; j++)
@@ -100,7 +98,10 @@ static inline uint8_t clamp8(int32_t v)
 
 size_t img_resize_tmp_bytes(uint32_t size, uint32_t max_w)
 {
-    return 2 * (size_t)size * (sizeof(int32_t) * 2 + sizeof(int16_t) * MAX_TAPS_CAP) +
+    /* Taps per output on either axis: at most the whole source side over size, doubled, plus the
+     * pair padding (taps_for of the largest shrink). */
+    size_t taps = 2 * (((size_t)max_w + size - 1) / size) + 4;
+    return 2 * (size_t)size * (sizeof(int32_t) * 2 + sizeof(int16_t) * taps) + 16 +
            ((size_t)max_w + 2) * 4 * sizeof(int32_t) + (size_t)size * ((size_t)max_w + 2) * 4 + 64;
 }
 

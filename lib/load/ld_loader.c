@@ -217,10 +217,11 @@ static int size_pools(sp_loader *l, ld_sizes *z)
         return sp_fail(&l->eb, SP_ELIMIT,
                      "host_memory %s cannot hold one shuffle window and its batches: need at least %s "
                      "(%llu batch slots of %s for a window of %u blocks, 2 read buffers of %s, %d worker buffers of %s); "
-                     "raise host_memory, or lower batch_size, shuffle_window or threads",
+                     "raise host_memory, or lower batch_size, shuffle_window or threads%s",
                      human(l->host_memory, a, sizeof a), human(min, b, sizeof b), (unsigned long long)z->slots,
                      human(l->batch_bytes, c, sizeof c), l->window_blocks, human(l->max_read, e, sizeof e), l->threads,
-                     human(z->scratch / (uint64_t)l->threads, f, sizeof f));
+                     human(z->scratch / (uint64_t)l->threads, f, sizeof f),
+                     l->has_image ? " (or max_image_memory, which each worker reserves)" : "");
     }
     uint64_t spare = l->host_memory - min;
     uint64_t read_goal = 2ull * l->window_blocks * l->max_read;

@@ -23,6 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .mean = { 0.485f, 0.456f, 0.406f },
         .std = { 0.229f, 0.224f, 0.225f },
         .max_pixels = 1u << 22,
+        .max_image_memory = 16u << 20,
         .seed = pick,
     };
     cfg.resize = cfg.size + cfg.size / 7;

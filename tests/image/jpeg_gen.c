@@ -136,7 +136,7 @@ static void rgb_to_inverted_cmyk(const uint8_t *rgb, uint8_t *cmyk)
 int jg_encode(const uint8_t *rgb, int w, int h, const jg_opts *o, uint8_t **out, size_t *size, char *err,
               size_t errlen)
 {
-    static const int samp[4][2] = { { 1, 1 }, { 2, 1 }, { 2, 2 }, { 1, 2 } };
+    static const int samp[6][2] = { { 1, 1 }, { 2, 1 }, { 2, 2 }, { 1, 2 }, { 4, 2 }, { 2, 4 } };
     struct jpeg_compress_struct c;
     jg_err e;
     jg_err_init(&e);

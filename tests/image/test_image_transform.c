@@ -66,7 +66,7 @@ static uint64_t name_hash(const char *s)
 static void resize_rgb(const uint8_t *rgb, int w, int h, const img_box *b, int size, uint8_t *out)
 {
     uint8_t *x = malloc((size_t)w * h * 4);
-    void *tmp = malloc(img_resize_tmp_bytes((uint32_t)size, (uint32_t)w));
+    void *tmp = malloc(img_resize_tmp_bytes((uint32_t)size, (uint32_t)(w > h ? w : h)));
     ck_assert(x && tmp);
     for (size_t i = 0; i < (size_t)w * h; i++) {
         memcpy(x + 4 * i, rgb + 3 * i, 3);
@@ -261,6 +261,15 @@ END_TEST
 START_TEST(baseline_420) { check_both_sizes("base420", (jg_opts){ 95, JG_420, JG_YCC, 0, 0 }, vdef()); }
 END_TEST
 START_TEST(baseline_440) { check_both_sizes("base440", (jg_opts){ 95, JG_440, JG_YCC, 0, 0 }, vdef()); }
+END_TEST
+/* Luma at 4x2 or 2x4 against 1x1 chroma: at a reduced DCT scale libjpeg decodes the chroma at a
+ * larger DCT size and still upsamples it, which its column crop gets wrong (the stage then decodes
+ * the full width). */
+START_TEST(baseline_410) { check_both_sizes("base410", (jg_opts){ 95, JG_410, JG_YCC, 0, 0 }, vdef()); }
+END_TEST
+START_TEST(baseline_24) { check_both_sizes("base24", (jg_opts){ 95, JG_24, JG_YCC, 0, 0 }, vdef()); }
+END_TEST
+START_TEST(progressive_410) { check_both_sizes("prog410", (jg_opts){ 90, JG_410, JG_YCC, 1, 0 }, vdef()); }
 END_TEST
 
 /* Progressive files hold the same quantized coefficients as baseline ones of the same quality, so
@@ -549,14 +558,14 @@ START_TEST(resampler_model)
                     q[0] = (uint8_t)(255 * x / w), q[1] = (uint8_t)(255 * y / h), q[2] = (uint8_t)((x * 7 + y * 3) & 255);
                     q[3] = 255;
                 }
-        /* A box inside the image, shrinking by at most 8 (within the resampler's tap cap). */
+        /* A box inside the image, shrinking by at most 8. */
         double bw = 0.5 + (double)tu_below(&r, 1000) / 1000 * (w - 0.5), bh = 0.5 + (double)tu_below(&r, 1000) / 1000 * (h - 0.5);
         bw = bw > 8.0 * size ? 8.0 * size : bw;
         bh = bh > 8.0 * size ? 8.0 * size : bh;
         double x0 = (double)tu_below(&r, 1000) / 1000 * (w - bw), y0 = (double)tu_below(&r, 1000) / 1000 * (h - bh);
         img_box b = { x0, y0, x0 + bw, y0 + bh, tu_below(&r, 2) == 1 };
         uint8_t *out = malloc((size_t)size * size * 3);
-        void *tmp = malloc(img_resize_tmp_bytes((uint32_t)size, (uint32_t)w));
+        void *tmp = malloc(img_resize_tmp_bytes((uint32_t)size, (uint32_t)(w > h ? w : h)));
         img_resize(src, (uint32_t)w, (uint32_t)h, (size_t)w * 4, &b, (uint32_t)size, out, tmp);
         double *wx = malloc(sizeof(double) * (size_t)w * size), *wy = malloc(sizeof(double) * (size_t)h * size);
         int *xlo = malloc(sizeof(int) * size * 4), *xhi = xlo + size, *ylo = xlo + 2 * size, *yhi = xlo + 3 * size;
@@ -1018,6 +1027,32 @@ START_TEST(bad_input)
 }
 END_TEST
 
+/* A progressive JPEG keeps every coefficient in libjpeg's memory: beyond max_image_memory it is
+ * refused with SP_ELIMIT and a message naming the parameter, the baseline file of the same picture
+ * still decodes, and so does the progressive one under a larger cap. */
+START_TEST(decoder_memory_cap)
+{
+    const int w = 1200, h = 1000; /* 4:4:4 progressive: 3 x 1200 x 1000 x 2 bytes = 6.9 MB */
+    uint8_t *pic = jg_picture(w, h, g_seed ^ 0x3e3);
+    enc base = encode(pic, w, h, (jg_opts){ 90, JG_444, JG_YCC, 0, 0 });
+    enc prog = encode(pic, w, h, (jg_opts){ 90, JG_444, JG_YCC, 1, 0 });
+    uint8_t out[32 * 32 * 3];
+    sp_image_transform *t = mk("image_size", "32", "max_image_memory", "4M", NULL);
+    ck_assert_int_eq(sp_image_transform_apply(t, base.data, base.size, 0, 5, out, NULL), 0);
+    int rc = sp_image_transform_apply(t, prog.data, prog.size, 0, 5, out, NULL);
+    ck_assert_msg(rc == SP_ELIMIT, "%s: %s", sp_error_name(rc), sp_image_transform_errmsg(t));
+    ck_assert_msg(strstr(sp_image_transform_errmsg(t), "max_image_memory"), "%s", sp_image_transform_errmsg(t));
+    ck_assert_int_eq(sp_image_transform_apply(t, base.data, base.size, 0, 5, out, NULL), 0); /* still usable */
+    sp_image_transform_destroy(t);
+    t = mk("image_size", "32", "max_image_memory", "16M", NULL);
+    ck_assert_int_eq(sp_image_transform_apply(t, prog.data, prog.size, 0, 5, out, NULL), 0);
+    sp_image_transform_destroy(t);
+    free(base.data);
+    free(prog.data);
+    free(pic);
+}
+END_TEST
+
 int main(void)
 {
     g_seed = tu_seed(20240611);
@@ -1030,6 +1065,9 @@ int main(void)
     tcase_add_test(tv, baseline_422);
     tcase_add_test(tv, baseline_420);
     tcase_add_test(tv, baseline_440);
+    tcase_add_test(tv, baseline_410);
+    tcase_add_test(tv, baseline_24);
+    tcase_add_test(tv, progressive_410);
     tcase_add_test(tv, progressive);
     tcase_add_test(tv, restart_markers);
     tcase_add_test(tv, grayscale);
@@ -1052,5 +1090,6 @@ int main(void)
     TCase *te = tu_tcase(s, "errors", 60);
     tcase_add_test(te, eval_resize_refused);
     tcase_add_test(te, bad_input);
+    tcase_add_test(te, decoder_memory_cap);
     return tu_run(s, g_seed);
 }

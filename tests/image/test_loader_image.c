@@ -177,7 +177,7 @@ static bool names_sample(const char *msg, uint64_t id)
 static sp_params *params_v(va_list ap)
 {
     sp_params *p = sp_params_create();
-    const char *def[] = { "host_memory", "64M", "threads", "2", "batch_size", "8", "image_size", "32", "seed", g_seedstr,
+    const char *def[] = { "host_memory", "64M", "max_image_memory", "4M", "threads", "2", "batch_size", "8", "image_size", "32", "seed", g_seedstr,
                           "max_pixels", "40000", NULL };
     for (size_t i = 0; def[i]; i += 2)
         ck_assert_int_eq(sp_params_set_str(p, def[i], def[i + 1]), 0);
