@@ -220,7 +220,9 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4 };
     X(MAX_PIXELS, "max_pixels", SP_PTYPE_INT, 1 << 25, 1, 1LL << 32, NULL, SP_SCOPE_LOAD,            \
       "largest image (width x height) decoded; a larger one is a bad sample, handled by on_error") \
     X(MAX_IMAGE_MEMORY, "max_image_memory", SP_PTYPE_SIZE, 48 * SP_MIB, 1 * SP_MIB, 16 * SP_GIB, NULL, \
-      SP_SCOPE_LOAD, "libjpeg's whole-image memory per decode worker (progressive JPEGs: 3 bytes a pixel at 4:2:0), reserved in host_memory; an image needing more is a bad sample")
+      SP_SCOPE_LOAD, "libjpeg's whole-image memory per decode worker (progressive JPEGs: 3 bytes a pixel at 4:2:0), reserved in host_memory; an image needing more is a bad sample") \
+    X(MAX_SAMPLE_BYTES, "max_sample_bytes", SP_PTYPE_SIZE, 64 * SP_MIB, 1 * SP_KIB, 2 * SP_GIB - 1, NULL, \
+      SP_SCOPE_WRITE | SP_SCOPE_LOAD, "largest sample (its bytes in a block) a writer accepts or the loader decodes; a larger one is refused, or a bad sample")
 
 typedef enum sp_param {
 #define SP_X_(key, name, type, def, lo, hi, choices, scope, doc) SP_PARAM_##key,
@@ -353,7 +355,8 @@ SP_API int sp_writer_open(const char *dir, const sp_schema *schema, const sp_par
  * metadata. Conventional keys: "class_names" (names separated by '\n'), "source", "created_by". */
 SP_API int sp_writer_set_meta(sp_writer *w, const char *key, const void *value, size_t len);
 /* Adds one sample; values[i] is field i of the schema, nvalues must equal the field count.
- * SP_ESCHEMA when a size does not match; SP_ELIMIT when one sample exceeds max_block_bytes.
+ * SP_ESCHEMA when a size does not match; SP_ELIMIT when one sample exceeds max_sample_bytes or
+ * max_block_bytes.
  * May block while compression threads catch up (bounded memory). A failure other than
  * SP_ESCHEMA/SP_ELIMIT/SP_EINVAL leaves the writer failed: only destroy is then valid. */
 SP_API int sp_writer_add(sp_writer *w, const sp_value *values, size_t nvalues);

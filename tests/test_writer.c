@@ -59,7 +59,7 @@ START_TEST(refused_samples_leave_writer_usable)
     sp_schema *s = make_schema();
     char *parent;
     char *dir = tu_dataset_dir("writer", &parent);
-    sp_params *p = tu_params("max_block_bytes", "8K", "block_size", "4K", NULL);
+    sp_params *p = tu_params("max_block_bytes", "8K", "block_size", "4K", "max_sample_bytes", "6K", NULL);
     sp_writer *w;
     ck_assert(sp_writer_open(dir, s, p, &w) == 0);
     uint64_t good = 0;
@@ -87,10 +87,17 @@ START_TEST(refused_samples_leave_writer_usable)
         ck_assert_msg(strstr(sp_last_error(), "label"), "'%s' does not name the field", sp_last_error());
         v[2].size = 8;
         add_valid(w, good++);
-        /* a sample larger than max_block_bytes */
+        /* a sample larger than max_sample_bytes (6K), then one that is also above max_block_bytes */
+        v[1] = (sp_value){ big, 6500 };
+        ck_assert_int_eq(sp_writer_add(w, v, 3), SP_ELIMIT);
+        ck_assert_msg(strstr(sp_last_error(), "max_sample_bytes"), "%s", sp_last_error());
+        v[1] = (sp_value){ big, 3000 }; /* under both limits (and the block size): accepted */
+        ck_assert_int_eq(sp_writer_add(w, v, 3), 0);
+        good++;
         v[1] = (sp_value){ big, sizeof big };
         ck_assert_int_eq(sp_writer_add(w, v, 3), SP_ELIMIT);
-        ck_assert_msg(strstr(sp_last_error(), "max_block_bytes"), "%s", sp_last_error());
+        ck_assert_msg(strstr(sp_last_error(), "max_sample_bytes") || strstr(sp_last_error(), "max_block_bytes"), "%s",
+                      sp_last_error());
         /* NULL data with a size */
         v[1] = (sp_value){ NULL, 5 };
         ck_assert_int_eq(sp_writer_add(w, v, 3), SP_EINVAL);

@@ -77,7 +77,7 @@ struct sp_loader {
     int threads, io_mode, on_error, token_dtype;
     int direct_mode; /* the direct_io parameter: 1, 0, or -1 for auto */
     bool shuffle, drop_last, direct;
-    uint64_t seed, epochs, host_memory, prefetch;
+    uint64_t seed, epochs, host_memory, prefetch, max_sample;
 
     /* the dataset, flattened per global block */
     const sp_schema *schema;

@@ -50,6 +50,7 @@ static int read_config(sp_loader *l, const sp_params *p)
     l->direct_mode = (int)sp_params_get(p, SP_PARAM_DIRECT_IO);
     l->on_error = (int)sp_params_get(p, SP_PARAM_ON_ERROR);
     l->token_dtype = (int)sp_params_get(p, SP_PARAM_TOKEN_DTYPE);
+    l->max_sample = (uint64_t)sp_params_get(p, SP_PARAM_MAX_SAMPLE_BYTES);
     if (img_cfg_from_params(&l->img, p) != SP_OK)
         return sp_fail_keep(&l->eb, SP_EINVAL);
     /* Launchers (torchrun, Slurm wrappers, MPI) export RANK and WORLD_SIZE. */

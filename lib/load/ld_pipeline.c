@@ -211,7 +211,12 @@ static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v, int 
             uint8_t *dst = s->mem + o->offset + row * o->row_bytes;
             if (o->convert == CONVERT_IMAGE) {
                 char why[SP_ERRMSG_MAX];
-                int rc = img_process(l->imgc[id], src, size, epoch, sample, dst, NULL, why, sizeof why);
+                int rc = SP_ELIMIT;
+                if (size > l->max_sample) /* checked before libjpeg sees a byte of it */
+                    snprintf(why, sizeof why, "%zu bytes is more than max_sample_bytes %llu", size,
+                             (unsigned long long)l->max_sample);
+                else
+                    rc = img_process(l->imgc[id], src, size, epoch, sample, dst, NULL, why, sizeof why);
                 if (rc)
                     bad = image_failed(l, j, r, g, s, row, rc, why);
                 else

@@ -47,6 +47,7 @@ struct sp_writer {
     fmt_meta meta;
     uint64_t schema_bytes, meta_bytes; /* encoded sizes, for the shard size */
     int64_t shard_size, block_size, max_block;
+    uint64_t max_sample; /* max_sample_bytes */
     int level, compress, overwrite;
     uint64_t dataset_id;
     int64_t max_shards;
@@ -463,6 +464,9 @@ static int check_values(sp_writer *w, const sp_value *v, size_t nv, uint64_t *va
             *var += v[f].size;
     }
     uint64_t one = single_sample_size(w, v);
+    if (one > w->max_sample)
+        return wfail(w, SP_ELIMIT, "sample %llu is %llu bytes, above max_sample_bytes %llu",
+                     (unsigned long long)w->st.samples, (unsigned long long)one, (unsigned long long)w->max_sample);
     if (one > (uint64_t)w->max_block)
         return wfail(w, SP_ELIMIT, "sample %llu is %llu bytes, above max_block_bytes %lld",
                      (unsigned long long)w->st.samples, (unsigned long long)one, (long long)w->max_block);
@@ -531,6 +535,7 @@ int sp_writer_open(const char *dir, const sp_schema *schema, const sp_params *pa
     w->shard_size = sp_params_get(params, SP_PARAM_SHARD_SIZE);
     w->block_size = sp_params_get(params, SP_PARAM_BLOCK_SIZE);
     w->max_block = sp_params_get(params, SP_PARAM_MAX_BLOCK_BYTES);
+    w->max_sample = (uint64_t)sp_params_get(params, SP_PARAM_MAX_SAMPLE_BYTES);
     if (w->block_size > w->max_block)
         w->block_size = w->max_block; /* a block past max_block_bytes would be refused by readers */
     w->level = (int)sp_params_get(params, SP_PARAM_LEVEL);

@@ -109,6 +109,16 @@ class ImageTests(unittest.TestCase):
         with self.assertRaisesRegex(shardpack.ShardpackError, "resize"):
             shardpack.Loader(self.path, transform="eval", image_size=224, resize=200)
 
+    def test_max_sample_bytes(self):
+        # Every image here is over 1 KiB: the first batch fails before libjpeg sees a byte, and
+        # the message names the shard, the sample and the limit.
+        with shardpack.Loader(self.path, batch_size=8, image_size=SIZE, max_sample_bytes="1K") as loader:
+            with self.assertRaisesRegex(shardpack.ShardpackError, "max_sample_bytes.*|.*sample") as cm:
+                next(iter(loader))
+            self.assertIn("max_sample_bytes", str(cm.exception))
+            self.assertIn(".sps", str(cm.exception))
+            self.assertGreater(loader.stats()["images_bad"], 0)
+
     def test_torch_adapter_pairs_images_with_labels(self):
         seen = 0
         for inputs, labels in TorchLoader(self.path, batch_size=16, image_size=SIZE, shuffle=False):
