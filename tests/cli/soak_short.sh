@@ -1,0 +1,17 @@
+#!/bin/sh
+# soak_short.sh - the soak of bench/soak.py, short enough for every CI run: the loader streams a
+# small JPEG dataset without end (train transform, 2 threads) for 40 s while its RSS and open
+# descriptors are sampled each second; fails when RSS grows more than 2% after the warm-up or the
+# descriptor count moves. The 30-minute run is in docs/performance.md.
+#   soak_short.sh PYTHON SOAK_PY BUILD_ROOT SP_GEN_IMAGEFOLDER
+set -eu
+PY=$1
+SOAK=$2
+BUILD=$3
+GEN_IMG=$4
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/sp-soak.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+"$GEN_IMG" --out "$WORK/images" --count 96 --classes 4 --seed 9 >/dev/null
+"$BUILD/tools/shardpack" pack "$WORK/images" -o "$WORK/img.sp" --block-size 256K --quiet >/dev/null
+exec "$PY" "$SOAK" "$WORK/img.sp" --build "$BUILD" --seconds 40 --warmup 12 --threads 2 --batch-size 16 \
+    --image-size 96 --transform train
