@@ -6,6 +6,7 @@
  * pointers tells the two apart. */
 #include "tu_alloc.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -120,9 +121,13 @@ void __wrap_free(void *p)
     __real_free(p);
 }
 
+atomic_long tu_alloc_fail_memalign;
+
 int __wrap_posix_memalign(void **p, size_t align, size_t n)
 {
     note(n);
+    if (atomic_load(&tu_alloc_fail_memalign) > 0 && atomic_fetch_sub(&tu_alloc_fail_memalign, 1) == 1)
+        return ENOMEM;
     int rc = __real_posix_memalign(p, align, n);
     if (rc == 0)
         insert(*p);

@@ -4,6 +4,7 @@
 #ifndef SP_TU_ALLOC_H
 #define SP_TU_ALLOC_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -12,5 +13,8 @@ long tu_alloc_live(void);
 /* The largest single request since the last reset. */
 size_t tu_alloc_max(void);
 void tu_alloc_reset_max(void);
+/* Fault injection below the library's own hook: when positive, the n-th following call of
+ * posix_memalign (which only the library makes) fails with ENOMEM. */
+extern atomic_long tu_alloc_fail_memalign;
 
 #endif

@@ -5,6 +5,7 @@
  * real errors reach the caller, as -errno (-ENODATA when the file ended before the range did). */
 #include <errno.h>
 #include <stdio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ld_io.h"
@@ -32,7 +33,25 @@ typedef struct io_req {
     uint8_t *buf;
     uint64_t len, off, done;
     uint64_t tag;
+    unsigned idle; /* EINTR/EAGAIN in a row without a byte read */
 } io_req;
+
+/* A read that keeps failing with EINTR or EAGAIN without progress is retried this often (with a
+ * millisecond's pause from the eighth try), about a second in all, then given up with -EAGAIN:
+ * a file that never becomes readable must end in an error, not in a reader spinning forever. */
+#define IO_MAX_IDLE 1000u
+
+/* Whether req may be tried again after EINTR/EAGAIN; pauses when it has been idle a while. */
+static bool retry_idle(io_req *r)
+{
+    if (++r->idle > IO_MAX_IDLE)
+        return false;
+    if (r->idle >= 8) {
+        struct timespec ts = { 0, 1000000L };
+        nanosleep(&ts, NULL);
+    }
+    return true;
+}
 
 struct ld_io {
     int mode; /* SP_IO_URING or SP_IO_PREAD */
@@ -54,6 +73,7 @@ struct ld_io {
  * would refuse it. */
 int ld_io_refuse_uring;
 int ld_io_refuse_register;
+int (*ld_io_uring_result_hook)(int fd, uint64_t off, uint8_t *buf, unsigned len, int res);
 
 int ld_io_mode(const ld_io *io) { return io->mode; }
 bool ld_io_fixed(const ld_io *io) { return io->fixed; }
@@ -172,13 +192,17 @@ static int64_t pread_rest(io_req *r)
 {
     while (r->done < r->len) {
         ssize_t n = pread(r->fd, r->buf + r->done, r->len - r->done, (off_t)(r->off + r->done));
-        if (n < 0 && (errno == EINTR || errno == EAGAIN))
-            continue;
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
+            if (retry_idle(r))
+                continue;
+            return -EAGAIN;
+        }
         if (n < 0)
             return -errno;
         if (n == 0)
             return -ENODATA;
         r->done += (uint64_t)n;
+        r->idle = 0;
     }
     return (int64_t)r->len;
 }
@@ -240,9 +264,17 @@ int ld_io_reap(ld_io *io, bool wait, uint64_t *tag, int64_t *result)
         int res = cqe->res;
         io_uring_cqe_seen(&io->ring, cqe);
         io_req *r = &io->req[i];
+        if (ld_io_uring_result_hook) /* tests only */
+            res = ld_io_uring_result_hook(r->fd, r->off + r->done, r->buf + r->done, (unsigned)(r->len - r->done),
+                                          res);
         if (res == -EAGAIN || res == -EINTR || (res > 0 && r->done + (uint64_t)res < r->len)) {
-            if (res > 0)
+            if (res > 0) {
                 r->done += (uint64_t)res; /* a short read: continue where it stopped */
+                r->idle = 0;
+            } else if (!retry_idle(r)) {
+                finish(io, i, -EAGAIN, tag, result);
+                return 1;
+            }
             if (uring_queue(io, i) == SP_OK)
                 continue;
             finish(io, i, -EIO, tag, result);

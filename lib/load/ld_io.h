@@ -28,5 +28,11 @@ int ld_io_reap(ld_io *io, bool wait, uint64_t *tag, int64_t *result);
 /* Test hooks: nonzero makes io_uring setup / buffer registration fail as a kernel would. */
 extern int ld_io_refuse_uring;
 extern int ld_io_refuse_register;
+/* Test hook: when set, the result of every io_uring read completion passes through it before it is
+ * acted on, as if the kernel had returned that instead (fd, off, buf, len: the read that submission
+ * asked for; res: bytes read or -errno). Lets tests inject short reads (the hook may scribble over
+ * the bytes it says were not read), EINTR/EAGAIN and EIO on the io_uring path; the pread path is
+ * faulted by wrapping pread. Never set by the library. */
+extern int (*ld_io_uring_result_hook)(int fd, uint64_t off, uint8_t *buf, unsigned len, int res);
 
 #endif

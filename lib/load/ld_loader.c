@@ -159,12 +159,14 @@ static int load_tables(sp_loader *l)
     l->fd = sp_malloc(l->nshards * sizeof *l->fd);
     l->fd_direct = sp_calloc(l->nshards, sizeof *l->fd_direct);
     l->fd_tick = sp_calloc(l->nshards, sizeof *l->fd_tick);
+    /* Before any early return: loader_free closes every descriptor that is not -1. */
+    for (uint64_t i = 0; l->fd && i < l->nshards; i++)
+        l->fd[i] = -1;
     if (!l->shards || !l->block_samples || !l->block_first || !l->block_shard || !l->block_entry || !l->fd ||
         !l->fd_direct || !l->fd_tick)
         return sp_fail(&l->eb, SP_ENOMEM, "out of memory for the tables of %llu blocks", (unsigned long long)l->nblocks);
     uint64_t b = 0, first = 0;
     for (uint64_t i = 0; i < l->nshards; i++) {
-        l->fd[i] = -1;
         int rc = rd_shard_get(d, i, &l->shards[i]);
         if (rc)
             return sp_fail(&l->eb, rc, "%s", sp_dataset_errmsg(d));
