@@ -215,6 +215,11 @@ int img_ctx_create(const img_cfg *cfg, img_ctx **out)
     c->err.pub.error_exit = on_error_exit;
     c->err.pub.emit_message = on_emit_message;
     c->err.pub.output_message = on_output_message;
+    /* Touched now, so the decoder's memory is resident from the start: RSS then shows the budget,
+     * not a high-water mark that creeps up as larger crops come along. */
+    memset(c->region, 0, c->region_cap);
+    memset(c->tmp, 0, img_resize_tmp_bytes(cfg->size, rows));
+    memset(c->rgb, 0, (size_t)cfg->size * cfg->size * 3);
     c->dec_ready = true; /* destroying a zeroed, half-created decompressor is safe */
     if (setjmp(c->err.jb)) {
         img_ctx_destroy(c);
