@@ -8,6 +8,7 @@
 
 #include "test_util.h"
 #include "tu_alloc.h"
+#include "tu_thread.h"
 
 static uint64_t g_seed;
 
@@ -96,43 +97,7 @@ static bool sync_fails(int fd)
 int __wrap_fsync(int fd) { return sync_fails(fd) ? -1 : __real_fsync(fd); }
 int __wrap_fdatasync(int fd) { return sync_fails(fd) ? -1 : __real_fdatasync(fd); }
 
-/* pthread_create: the n-th call after arming fails with EAGAIN; started threads are counted when
- * they start and when their function returns. */
-int __real_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg);
-int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg);
-
-static atomic_long g_thr_calls, g_thr_fail_at, g_thr_started, g_thr_exited;
-
-typedef struct thr_start {
-    void *(*fn)(void *);
-    void *arg;
-} thr_start;
-
-static void *thr_trampoline(void *p)
-{
-    thr_start s = *(thr_start *)p;
-    free(p);
-    void *r = s.fn(s.arg);
-    atomic_fetch_add(&g_thr_exited, 1);
-    return r;
-}
-
-int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg)
-{
-    long n = atomic_fetch_add(&g_thr_calls, 1) + 1;
-    if (n == atomic_load(&g_thr_fail_at))
-        return EAGAIN;
-    thr_start *s = malloc(sizeof *s);
-    if (!s)
-        return EAGAIN;
-    *s = (thr_start){ fn, arg };
-    int e = __real_pthread_create(t, a, thr_trampoline, s);
-    if (e)
-        free(s);
-    else
-        atomic_fetch_add(&g_thr_started, 1);
-    return e;
-}
+/* pthread_create faults: tu_thread.c (--wrap=pthread_create). */
 
 /* ------------------------------------------------------------------------------------ helpers */
 
@@ -379,11 +344,11 @@ START_TEST(compression_thread_refused)
             long live = tu_alloc_live();
             sp_params *p = writer_params(over, "3");
             sp_writer *w = (sp_writer *)1;
-            atomic_store(&g_thr_calls, 0);
-            atomic_store(&g_thr_fail_at, n);
+            atomic_store(&tu_thr_calls, 0);
+            atomic_store(&tu_thr_fail_at, n);
             int rc = sp_writer_open(dir, d.schema, p, &w);
-            long calls = atomic_load(&g_thr_calls);
-            atomic_store(&g_thr_fail_at, 0);
+            long calls = atomic_load(&tu_thr_calls);
+            atomic_store(&tu_thr_fail_at, 0);
             sp_params_destroy(p);
             ck_assert_msg(rc == SP_ESYS, "%s: %s (%s)", when, sp_error_name(rc), sp_last_error());
             ck_assert_ptr_null(w);
@@ -393,8 +358,8 @@ START_TEST(compression_thread_refused)
                           "%s: message '%s'", when, sp_last_error());
             if (n == 2)
                 printf("%s: %s\n", when, sp_last_error());
-            ck_assert_msg(atomic_load(&g_thr_started) == atomic_load(&g_thr_exited), "%s: %ld thread(s) not joined",
-                          when, atomic_load(&g_thr_started) - atomic_load(&g_thr_exited));
+            ck_assert_msg(atomic_load(&tu_thr_started) == atomic_load(&tu_thr_exited), "%s: %ld thread(s) not joined",
+                          when, atomic_load(&tu_thr_started) - atomic_load(&tu_thr_exited));
             ck_assert_msg(tu_alloc_live() == live, "%s: %ld allocation(s) leaked", when, tu_alloc_live() - live);
             check_untouched(parent, dir, over ? &old : NULL, old_fp, when);
             check_retry(parent, dir, &d, over, when);

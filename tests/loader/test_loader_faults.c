@@ -14,6 +14,7 @@
 #include "lt_util.h"
 #include "test_util.h"
 #include "tu_alloc.h"
+#include "tu_thread.h"
 
 /* The library's allocation fault hook (lib/common/sp_error.c): when positive, the n-th following
  * allocation fails. */
@@ -28,47 +29,7 @@ static bool g_direct; /* O_DIRECT opens work where the dataset lives */
 #define N_SAMPLES 1200
 #define WAIT_MS 20000
 
-/* ------------------------------------------------------------------------------------ pthread_create
- * Linked with -Wl,--wrap=pthread_create: the n-th call after arming fails with EAGAIN (as when
- * RLIMIT_NPROC or the memory for a stack runs out), and every thread that does start is counted
- * when it starts and when its function returns, so a test can tell that all of them were stopped
- * and joined. */
-
-int __real_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg);
-int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg);
-
-static atomic_long g_thr_calls, g_thr_fail_at, g_thr_started, g_thr_exited;
-
-typedef struct thr_start {
-    void *(*fn)(void *);
-    void *arg;
-} thr_start;
-
-static void *thr_trampoline(void *p)
-{
-    thr_start s = *(thr_start *)p;
-    free(p);
-    void *r = s.fn(s.arg);
-    atomic_fetch_add(&g_thr_exited, 1);
-    return r;
-}
-
-int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg)
-{
-    long n = atomic_fetch_add(&g_thr_calls, 1) + 1;
-    if (n == atomic_load(&g_thr_fail_at))
-        return EAGAIN;
-    thr_start *s = malloc(sizeof *s);
-    if (!s)
-        return EAGAIN;
-    *s = (thr_start){ fn, arg };
-    int e = __real_pthread_create(t, a, thr_trampoline, s);
-    if (e)
-        free(s);
-    else
-        atomic_fetch_add(&g_thr_started, 1);
-    return e;
-}
+/* pthread_create faults: tu_thread.c (--wrap=pthread_create). */
 
 /* ------------------------------------------------------------------------------------ read faults
  * The pread path is faulted through -Wl,--wrap=pread,pread64 (the library calls pread64 where off_t
@@ -539,21 +500,21 @@ static void thread_case(long fail_at, const char *want, bool restart, bool recov
         ck_assert_int_eq(sp_loader_set_epoch(l, 0), 0);
         lt_rec_free(&r);
     }
-    atomic_store(&g_thr_calls, 0);
-    atomic_store(&g_thr_fail_at, fail_at);
+    atomic_store(&tu_thr_calls, 0);
+    atomic_store(&tu_thr_fail_at, fail_at);
     sp_batch *b = (sp_batch *)1;
     int rc = sp_loader_next(l, &b, WAIT_MS);
-    long calls = atomic_load(&g_thr_calls);
-    atomic_store(&g_thr_fail_at, 0);
+    long calls = atomic_load(&tu_thr_calls);
+    atomic_store(&tu_thr_fail_at, 0);
     ck_assert_msg(rc == SP_ESYS, "%s: next returned %s (%s)", what, sp_error_name(rc), sp_last_error());
     ck_assert_ptr_null(b);
     ck_assert_int_eq(calls, fail_at); /* nothing was started after the refusal */
     ck_assert_msg(strstr(sp_last_error(), want) && strstr(sp_last_error(), strerror(EAGAIN)), "%s: message '%s'",
                   what, sp_last_error());
     ck_assert_str_eq(sp_loader_errmsg(l), sp_last_error());
-    ck_assert_msg(atomic_load(&g_thr_started) == atomic_load(&g_thr_exited),
+    ck_assert_msg(atomic_load(&tu_thr_started) == atomic_load(&tu_thr_exited),
                   "%s: %ld thread(s) still running after the failed start", what,
-                  atomic_load(&g_thr_started) - atomic_load(&g_thr_exited));
+                  atomic_load(&tu_thr_started) - atomic_load(&tu_thr_exited));
     if (recover) {
         /* Nothing broken is left behind: the next call starts the pipeline and streams the epoch. */
         rc = lt_epoch(l, &g_ds, &r);
@@ -562,8 +523,8 @@ static void thread_case(long fail_at, const char *want, bool restart, bool recov
         lt_rec_free(&r);
     }
     ck_assert_int_eq(sp_loader_close(l), 0);
-    ck_assert_msg(atomic_load(&g_thr_started) == atomic_load(&g_thr_exited), "%s: %ld thread(s) not joined by close",
-                  what, atomic_load(&g_thr_started) - atomic_load(&g_thr_exited));
+    ck_assert_msg(atomic_load(&tu_thr_started) == atomic_load(&tu_thr_exited), "%s: %ld thread(s) not joined by close",
+                  what, atomic_load(&tu_thr_started) - atomic_load(&tu_thr_exited));
     ck_assert_msg(tu_alloc_live() == live, "%s: %ld allocation(s) leaked", what, tu_alloc_live() - live);
     same_fds(&fds, what, fail_at);
 }
