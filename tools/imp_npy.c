@@ -365,6 +365,11 @@ int imp_npy(pack_ctx *pc, const char *const *srcs, size_t n)
         goto out;
     const uint64_t rows = files[0].shape[0];
     pack_set_totals(pc, rows, rows * row_bytes);
+    /* Without rows there is nothing to read: no row buffers, which a header may make as large as
+     * the schema allows (1 GiB) while the file holds no data. The pack then reports the empty
+     * input. */
+    if (rows == 0)
+        goto out;
 
     for (size_t i = 0; i < n; i++) {
         files[i].row = cli_xmalloc((size_t)files[i].row_bytes);

@@ -271,14 +271,24 @@ static int next_member(tar_reader *t, tar_member *m)
     }
 }
 
-/* Reads the current member's data (size bytes, already bounded by the caller). */
+/* Reads the current member's data (size bytes, already bounded by the caller). From a stream, whose
+ * size is unknown, the buffer grows as the data arrives (1 MiB at a time): a header that lies about
+ * its member's size (up to 256 MiB for an image) then costs memory in proportion to the bytes
+ * really there, not a reservation of the size it claims. */
 static int read_member(tar_reader *t, tar_member *m, cli_buf *b)
 {
+    const size_t step = t->file_size ? (size_t)m->size : (size_t)1 << 20;
     b->len = 0;
-    cli_buf_reserve(b, (size_t)m->size + 1);
-    if (read_exact(t, b->data, (size_t)m->size, m->name) != 0)
-        return -1;
-    b->len = (size_t)m->size;
+    cli_buf_reserve(b, (size_t)(m->size < step ? m->size : step) + 1);
+    while (b->len < m->size) {
+        size_t want = (size_t)m->size - b->len;
+        if (want > step)
+            want = step;
+        cli_buf_reserve(b, b->len + want + 1);
+        if (read_exact(t, b->data + b->len, want, m->name) != 0)
+            return -1;
+        b->len += want;
+    }
     t->skip_next = padded(m->size) - m->size;
     return 0;
 }
