@@ -390,7 +390,7 @@ static void print_json(pack_ctx *pc, const sp_write_stats *st, double secs)
     cli_json_finish(&j);
 }
 
-static int finish(pack_ctx *pc)
+static int finish(pack_ctx *pc, const char *const *srcs, size_t nsrcs)
 {
     cli_progress_clear(&pc->progress);
     if (pc->added == 0) {
@@ -399,8 +399,11 @@ static int finish(pack_ctx *pc)
                     "nothing was written to %s",
                     (unsigned long long)pc->skipped, pc->skips[0].path, pc->skips[0].reason,
                     pc->outdir);
+        else if (nsrcs > 1)
+            cli_err("no samples to pack: %s and the %zu other inputs hold none; nothing was written to %s",
+                    srcs[0], nsrcs - 1, pc->outdir);
         else
-            cli_err("no samples to pack: the input is empty; nothing was written to %s",
+            cli_err("no samples to pack: %s holds none; nothing was written to %s", nsrcs ? srcs[0] : "the input",
                     pc->outdir);
         return CLI_EDATA;
     }
@@ -584,17 +587,18 @@ int cli_pack_main(int argc, char **argv)
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    struct sigaction old_int, old_term;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
 
     cli_progress_init(&pc.progress, pc.quiet || pc.json);
     pc.start = cli_now();
     rc = run(&pc, kind, srcs, nsrcs);
     if (rc == CLI_OK)
-        rc = finish(&pc);
+        rc = finish(&pc, srcs, nsrcs);
     cli_progress_clear(&pc.progress);
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
+    sigaction(SIGINT, &old_int, NULL); /* the caller's handlers, not the defaults */
+    sigaction(SIGTERM, &old_term, NULL);
 out:
     ctx_free(&pc);
     active_ctx = NULL;

@@ -72,6 +72,17 @@ START_TEST(test_tsv)
     char *m2 = clit_path("%s/manifest.spm", out2);
     ck_assert(!clit_exists(m2));
 
+    /* A list with no lines: a data error naming the list, and nothing published. */
+    char *empty = clit_path("%s/empty.tsv", tmp), *out3 = clit_path("%s/out3", tmp);
+    clit_write(empty, "", 0);
+    r = clit_run("pack", empty, "-o", out3, NULL);
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_msg(strstr(r.err, "empty.tsv") && strstr(r.err, "no samples"), "%s", r.err);
+    ck_assert(!clit_exists(out3));
+    clit_result_free(&r);
+    free(empty);
+    free(out3);
+
     free(m2);
     free(out2);
     free(text);
