@@ -84,8 +84,8 @@ START_TEST(test_help_and_version)
 
     EXPECT(0, "help");
     EXPECT(0, "--help");
-    const char *cmds[] = {"pack", "inspect", "verify", "cat"};
-    for (int i = 0; i < 4; i++) {
+    const char *cmds[] = {"pack", "inspect", "verify", "cat", "bench", "preview"};
+    for (int i = 0; i < 6; i++) {
         EXPECT(0, "help", cmds[i]);
         EXPECT(0, cmds[i], "--help");
     }
@@ -112,6 +112,25 @@ START_TEST(test_help_and_version)
         free(want);
     }
     clit_result_free(&r);
+
+    /* Every loader parameter (the image stage's included) is an option of bench. */
+    r = clit_run("bench", "--help", NULL);
+    ck_assert_int_eq(r.status, 0);
+    for (int k = 0; k < sp_param_count(); k++) {
+        sp_param_info info;
+        ck_assert_int_eq(sp_param_describe(k, &info), 0);
+        if (!(info.scope & SP_SCOPE_LOAD))
+            continue;
+        char opt[96];
+        size_t i = 0;
+        for (; info.name[i]; i++)
+            opt[i] = info.name[i] == '_' ? '-' : info.name[i];
+        opt[i] = 0;
+        char *want = clit_path("--%s", opt);
+        ck_assert_msg(strstr(r.out, want) != NULL, "bench --help lacks %s", want);
+        free(want);
+    }
+    clit_result_free(&r);
 }
 END_TEST
 
@@ -126,8 +145,7 @@ START_TEST(test_man_page_lists_parameters)
     for (int k = 0; k < sp_param_count(); k++) {
         sp_param_info info;
         ck_assert_int_eq(sp_param_describe(k, &info), 0);
-        if (!(info.scope & (SP_SCOPE_WRITE | SP_SCOPE_READ)))
-            continue; /* loader parameters are not options of the tool */
+        /* every parameter: pack takes the writer's, bench and preview the loader's */
         /* roff spells "--shard-size" as "\-\-shard\-size". */
         char want[128] = "\\-\\-";
         size_t n = 4;
