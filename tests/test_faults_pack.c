@@ -101,17 +101,7 @@ int __wrap_fdatasync(int fd) { return sync_fails(fd) ? -1 : __real_fdatasync(fd)
 
 /* ------------------------------------------------------------------------------------ helpers */
 
-static tu_data make_data(uint64_t n, uint64_t seed)
-{
-    tu_data d = { 0 };
-    d.schema = sp_schema_create();
-    ck_assert(sp_schema_add(d.schema, "img", SP_FIELD_IMAGE, SP_DTYPE_U8, 0, NULL) == 0);
-    ck_assert(sp_schema_add(d.schema, "label", SP_FIELD_LABEL, SP_DTYPE_I64, 0, NULL) == 0);
-    d.seed = seed;
-    d.nsamples = n;
-    d.var_max = 1200;
-    return d;
-}
+static tu_data make_data(uint64_t n, uint64_t seed) { return tu_image_data(n, seed, 1200); }
 
 static sp_params *writer_params(bool overwrite, const char *threads)
 {

@@ -55,17 +55,7 @@ WRAP(int, mkdir, (const char *a, mode_t m), (a, m))
 
 /* ------------------------------------------------------------------------------------ helpers */
 
-static tu_data make_data(uint64_t n, uint64_t seed)
-{
-    tu_data d = { 0 };
-    d.schema = sp_schema_create();
-    ck_assert(sp_schema_add(d.schema, "img", SP_FIELD_IMAGE, SP_DTYPE_U8, 0, NULL) == 0);
-    ck_assert(sp_schema_add(d.schema, "label", SP_FIELD_LABEL, SP_DTYPE_I64, 0, NULL) == 0);
-    d.seed = seed;
-    d.nsamples = n;
-    d.var_max = 1000;
-    return d;
-}
+static tu_data make_data(uint64_t n, uint64_t seed) { return tu_image_data(n, seed, 1000); }
 
 static sp_params *small_shards(bool overwrite)
 {

@@ -498,3 +498,15 @@ bool tu_asan(void)
     return false;
 #endif
 }
+
+tu_data tu_image_data(uint64_t n, uint64_t seed, size_t var_max)
+{
+    tu_data d = { 0 };
+    d.schema = sp_schema_create();
+    ck_assert(sp_schema_add(d.schema, "img", SP_FIELD_IMAGE, SP_DTYPE_U8, 0, NULL) == 0);
+    ck_assert(sp_schema_add(d.schema, "label", SP_FIELD_LABEL, SP_DTYPE_I64, 0, NULL) == 0);
+    d.seed = seed;
+    d.nsamples = n;
+    d.var_max = var_max;
+    return d;
+}

@@ -71,6 +71,9 @@ typedef struct tu_data {
     bool compressible; /* low-entropy bytes instead of random ones */
 } tu_data;
 
+/* Samples of an image field "img" (random bytes, 0..var_max of them) and a label: the writer-side
+ * dataset of the interruption and fault tests. Free its schema with sp_schema_destroy. */
+tu_data tu_image_data(uint64_t n, uint64_t seed, size_t var_max);
 /* A random schema of 1..max_fields fields over every kind, dtype and a range of shapes. */
 sp_schema *tu_random_schema(tu_rng *r, size_t max_fields);
 /* Size of value (sample, field). */

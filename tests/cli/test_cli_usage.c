@@ -1,5 +1,6 @@
 /* test_cli_usage.c - usage errors exit 2 with a hint; help and --version; table-derived options. */
 #include <check.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,6 +76,33 @@ START_TEST(test_usage_errors)
 }
 END_TEST
 
+/* `shardpack CMD --help` lists every parameter of the given scope as --its-name, and (with_doc)
+ * the start of its doc. */
+static void check_param_options(const char *cmd, int scope, bool with_doc)
+{
+    clit_result r = clit_run(cmd, "--help", NULL);
+    ck_assert_int_eq(r.status, 0);
+    for (int k = 0; k < sp_param_count(); k++) {
+        sp_param_info info;
+        ck_assert_int_eq(sp_param_describe(k, &info), 0);
+        if (!(info.scope & scope))
+            continue;
+        char opt[96];
+        size_t i = 0;
+        for (; info.name[i]; i++)
+            opt[i] = info.name[i] == '_' ? '-' : info.name[i];
+        opt[i] = 0;
+        char *want = clit_path("--%s", opt);
+        ck_assert_msg(strstr(r.out, want) != NULL, "%s --help lacks %s", cmd, want);
+        /* The help wraps long docs; their start is on the option's line. */
+        char start[13];
+        snprintf(start, sizeof start, "%s", info.doc);
+        ck_assert_msg(!with_doc || strstr(r.out, start) != NULL, "%s --help lacks the doc of %s", cmd, want);
+        free(want);
+    }
+    clit_result_free(&r);
+}
+
 START_TEST(test_help_and_version)
 {
     clit_result r = clit_run("--version", NULL);
@@ -90,47 +118,10 @@ START_TEST(test_help_and_version)
         EXPECT(0, cmds[i], "--help");
     }
 
-    /* Every writer parameter of the library's table is an option of pack, with its doc. */
-    r = clit_run("pack", "--help", NULL);
-    ck_assert_int_eq(r.status, 0);
-    for (int k = 0; k < sp_param_count(); k++) {
-        sp_param_info info;
-        ck_assert_int_eq(sp_param_describe(k, &info), 0);
-        if (!(info.scope & SP_SCOPE_WRITE))
-            continue;
-        char opt[96];
-        size_t i = 0;
-        for (; info.name[i]; i++)
-            opt[i] = info.name[i] == '_' ? '-' : info.name[i];
-        opt[i] = 0;
-        char *want = clit_path("--%s", opt);
-        ck_assert_msg(strstr(r.out, want) != NULL, "pack --help lacks %s", want);
-        /* The help wraps long docs; their start is on the option's line. */
-        char start[13];
-        snprintf(start, sizeof start, "%s", info.doc);
-        ck_assert_msg(strstr(r.out, start) != NULL, "pack --help lacks the doc of %s", want);
-        free(want);
-    }
-    clit_result_free(&r);
-
-    /* Every loader parameter (the image stage's included) is an option of bench. */
-    r = clit_run("bench", "--help", NULL);
-    ck_assert_int_eq(r.status, 0);
-    for (int k = 0; k < sp_param_count(); k++) {
-        sp_param_info info;
-        ck_assert_int_eq(sp_param_describe(k, &info), 0);
-        if (!(info.scope & SP_SCOPE_LOAD))
-            continue;
-        char opt[96];
-        size_t i = 0;
-        for (; info.name[i]; i++)
-            opt[i] = info.name[i] == '_' ? '-' : info.name[i];
-        opt[i] = 0;
-        char *want = clit_path("--%s", opt);
-        ck_assert_msg(strstr(r.out, want) != NULL, "bench --help lacks %s", want);
-        free(want);
-    }
-    clit_result_free(&r);
+    /* Every writer parameter of the library's table is an option of pack, with its doc; every
+     * loader parameter (the image stage's included) is an option of bench. */
+    check_param_options("pack", SP_SCOPE_WRITE, true);
+    check_param_options("bench", SP_SCOPE_LOAD, false);
 }
 END_TEST
 

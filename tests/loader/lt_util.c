@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -373,3 +374,16 @@ int lt_drain(sp_loader *l, const lt_ds *d, lt_rec *r, uint64_t max, int timeout_
 }
 
 int lt_epoch(sp_loader *l, const lt_ds *d, lt_rec *r) { return lt_drain(l, d, r, UINT64_MAX, 30000); }
+
+void lt_probe_io(const lt_ds *d, bool *uring, bool *direct)
+{
+    sp_loader *l;
+    *uring = lt_open(d->dir, &l, "io", "uring", NULL) == 0;
+    sp_loader_close(l);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/shard-000000.sps", d->dir);
+    int fd = open(path, O_RDONLY | O_DIRECT);
+    *direct = fd >= 0;
+    if (fd >= 0)
+        close(fd);
+}

@@ -64,5 +64,8 @@ int lt_drain(sp_loader *l, const lt_ds *d, lt_rec *r, uint64_t max, int timeout_
 int lt_epoch(sp_loader *l, const lt_ds *d, lt_rec *r);
 
 double lt_now(void);
+/* What this machine gives the dataset's files: io_uring (a loader opens with io=uring) and
+ * O_DIRECT (its first shard opens with it); tests check that the loader reports what it does. */
+void lt_probe_io(const lt_ds *d, bool *uring, bool *direct);
 
 #endif

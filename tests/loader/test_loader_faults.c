@@ -706,15 +706,7 @@ int main(void)
         fprintf(stderr, "cannot write the test dataset\n");
         return 99;
     }
-    sp_loader *l;
-    g_uring = lt_open(g_ds.dir, &l, "io", "uring", NULL) == 0;
-    sp_loader_close(l);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/shard-000000.sps", g_ds.dir);
-    int fd = open(path, O_RDONLY | O_DIRECT);
-    g_direct = fd >= 0;
-    if (fd >= 0)
-        close(fd);
+    lt_probe_io(&g_ds, &g_uring, &g_direct);
     fprintf(stderr, "loader_faults: %llu blocks in %llu shards; io_uring %s, O_DIRECT %s\n",
             (unsigned long long)g_ds.blocks, (unsigned long long)g_ds.shards, g_uring ? "available" : "refused",
             g_direct ? "accepted" : "refused");

@@ -189,16 +189,7 @@ int main(void)
         fprintf(stderr, "cannot write the test dataset\n");
         return 99;
     }
-    sp_loader *l;
-    g_uring = lt_open(g_ds.dir, &l, "io", "uring", NULL) == 0;
-    sp_loader_close(l);
-    /* Whether this file system takes O_DIRECT: the loader's stats must say what it really does. */
-    char path[4096];
-    snprintf(path, sizeof path, "%s/shard-000000.sps", g_ds.dir);
-    int fd = open(path, O_RDONLY | O_DIRECT);
-    g_direct = fd >= 0;
-    if (fd >= 0)
-        close(fd);
+    lt_probe_io(&g_ds, &g_uring, &g_direct);
     fprintf(stderr, "io: io_uring %s, O_DIRECT %s on %s\n", g_uring ? "available" : "refused",
             g_direct ? "accepted" : "refused", g_ds.dir);
     Suite *s = suite_create("loader_io");
