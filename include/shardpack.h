@@ -69,7 +69,8 @@ SP_API int sp_abi_version(void);
     X(SP_ESYS, -18, "system resource unavailable")                                                 \
     X(SP_EBADINPUT, -19, "bad input data")                                                         \
     X(SP_ESTATE, -20, "call not valid in this state")                                             \
-    X(SP_EDONE, -21, "all epochs delivered")
+    X(SP_EDONE, -21, "all epochs delivered")                                                       \
+    X(SP_EDEVICE, -22, "CUDA device error")
 
 typedef enum sp_error {
 #define SP_X_(name, value, msg) name = value,
@@ -148,6 +149,8 @@ typedef enum sp_param_type {
     SP_PTYPE_FLOAT3 = 5, /* three real numbers, one per colour channel, written "a,b,c"; the default
                           * is the string in `choices`, and min/max bound each number in
                           * thousandths; read with sp_params_get_float3 */
+    SP_PTYPE_DEVICE = 6, /* where batches go: SP_DEVICE_AUTO (-2, "auto"), SP_DEVICE_CPU (-1, "cpu"),
+                          * or N >= 0 ("cuda:N"; "cuda" is cuda:0) */
 } sp_param_type;
 
 #define SP_KIB (1024LL)
@@ -222,7 +225,15 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4 };
     X(MAX_IMAGE_MEMORY, "max_image_memory", SP_PTYPE_SIZE, 48 * SP_MIB, 1 * SP_MIB, 16 * SP_GIB, NULL, \
       SP_SCOPE_LOAD, "libjpeg's whole-image memory per decode worker (progressive JPEGs: 3 bytes a pixel at 4:2:0), reserved in host_memory; an image needing more is a bad sample") \
     X(MAX_SAMPLE_BYTES, "max_sample_bytes", SP_PTYPE_SIZE, 64 * SP_MIB, 1 * SP_KIB, 2 * SP_GIB - 1, NULL, \
-      SP_SCOPE_WRITE | SP_SCOPE_LOAD, "largest sample (its bytes in a block) a writer accepts or the loader decodes; a larger one is refused, or a bad sample")
+      SP_SCOPE_WRITE | SP_SCOPE_LOAD, "largest sample (its bytes in a block) a writer accepts or the loader decodes; a larger one is refused, or a bad sample") \
+    X(DEVICE, "device", SP_PTYPE_DEVICE, -1, -2, 1023, NULL, SP_SCOPE_LOAD,                         \
+      "where batches are delivered: cpu, cuda:N (an error without that device), or auto (the current CUDA device, else cpu, saying why in stats)") \
+    X(DEVICE_MEMORY, "device_memory", SP_PTYPE_SIZE, 0, 0, 1024 * SP_GIB, NULL, SP_SCOPE_LOAD,     \
+      "device memory budget of the device ring (0: room for 4 batches, at most a quarter of the free device memory)") \
+    X(DEVICE_DTYPE, "device_dtype", SP_PTYPE_ENUM, 0, 0, 3, "none|float16|bfloat16|float32",        \
+      SP_SCOPE_LOAD, "image fields cross PCIe as uint8 and are normalized by mean and std into this dtype on the device (none: as image_dtype; on the host it acts as image_dtype)") \
+    X(DEVICE_LAYOUT, "device_layout", SP_PTYPE_ENUM, 0, 0, 1, "nchw|nhwc", SP_SCOPE_LOAD,           \
+      "layout of the image tensors device_dtype makes: [B, 3, H, W] or [B, H, W, 3]")
 
 typedef enum sp_param {
 #define SP_X_(key, name, type, def, lo, hi, choices, scope, doc) SP_PARAM_##key,
@@ -239,6 +250,10 @@ enum { SP_TOKEN_DTYPE_STORED = 0, SP_TOKEN_DTYPE_INT32 = 1 };
 enum { SP_TRANSFORM_TRAIN = 0, SP_TRANSFORM_EVAL = 1 };
 enum { SP_IMAGE_UINT8 = 0, SP_IMAGE_FLOAT16 = 1, SP_IMAGE_BFLOAT16 = 2, SP_IMAGE_FLOAT32 = 3 };
 enum { SP_LAYOUT_NHWC = 0, SP_LAYOUT_NCHW = 1 };
+enum { SP_DEVICE_AUTO = -2, SP_DEVICE_CPU = -1 };
+enum { SP_DEVICE_DTYPE_NONE = 0, SP_DEVICE_DTYPE_FLOAT16 = 1, SP_DEVICE_DTYPE_BFLOAT16 = 2,
+       SP_DEVICE_DTYPE_FLOAT32 = 3 };
+enum { SP_DEVICE_LAYOUT_NCHW = 0, SP_DEVICE_LAYOUT_NHWC = 1 };
 
 /* Description of one parameter; all strings are static. */
 typedef struct sp_param_info {
@@ -562,9 +577,53 @@ typedef struct sp_loader_stats {
     uint64_t image_scratch_bytes;           /* per-worker decoder buffers, all workers (in scratch_bytes) */
     char bad_note[512];                     /* the latest corrupt block or refused image, naming its
                                              * shard, block and sample, or "" */
+    /* The device stage (device=cuda:N or auto); zero for host batches. */
+    int device;                             /* CUDA device of the batches, or -1 for host batches */
+    int host_pinned;                        /* 1 when the batch ring is page-locked for the copies */
+    char device_note[192];                  /* device=auto: why batches stay in host memory, or "" */
+    uint64_t device_memory_bytes;           /* the device budget */
+    uint64_t device_ring_bytes, device_ring_slots; /* the device ring, allocated at the first next() */
+    uint64_t device_bytes, device_bytes_peak;      /* bytes of device slots holding a batch, now and peak */
+    uint64_t device_batches;                /* batches copied to the device */
+    uint64_t bytes_copied;                  /* host-to-device bytes */
+    double copy_s;                          /* GPU time of the copies and conversions (CUDA events) */
+    double device_empty_s;                  /* consumer time in next() with no batch ready on the device */
 } sp_loader_stats;
 
 SP_API int sp_loader_stats_get(sp_loader *l, sp_loader_stats *out);
+
+/* ------------------------------------------------------------------------------------------------
+ * Device batches (device=cuda:N, or auto with a CUDA device; see docs/gpu.md).
+ *
+ * The batch ring is page-locked; a copy thread issues each ready batch's host-to-device copy (and
+ * the device_dtype conversion) on its own non-blocking stream into a ring of device slots sized
+ * from device_memory, and records an event. sp_loader_next then hands out batches whose tensors
+ * have device {kDLCUDA, N}. Nothing on the host waits for the GPU:
+ *  - sp_batch_wait(b, stream) makes the consumer's stream wait for the batch's copy;
+ *  - sp_loader_release_on(l, b, stream) records an event on the consumer's stream, and the copy
+ *    stream waits for that event before it writes the slot again.
+ * `stream` is a cudaStream_t passed as void *: NULL is the legacy default stream, (void *)1 is
+ * cudaStreamLegacy and (void *)2 cudaStreamPerThread, the values DLPack's __dlpack__(stream=)
+ * uses. sp_loader_release(l, b) on a device batch is sp_loader_release_on(l, b, NULL).
+ * For a host batch both functions behave as for host memory (wait does nothing).
+ * sp_loader_close waits for the GPU to finish with every slot before it frees device memory.
+ * ---------------------------------------------------------------------------------------------- */
+
+/* The CUDA device b's tensors are on, or -1 when they are in host memory. */
+SP_API int sp_batch_device(const sp_batch *b);
+/* Makes stream wait (on the GPU) until b is in device memory. 0 at once for a host batch;
+ * SP_EINVAL for NULL; SP_EDEVICE when CUDA refuses (the message says why). */
+SP_API int sp_batch_wait(const sp_batch *b, void *stream);
+/* Blocks the calling thread until b is in device memory (for consumers that take no stream, such
+ * as __cuda_array_interface__ readers). 0 at once for a host batch; SP_EDEVICE when CUDA refuses. */
+SP_API int sp_batch_sync(const sp_batch *b);
+/* Releases b once the work queued on stream so far is done, without waiting for it. SP_EINVAL
+ * for a batch not leased from l; SP_EDEVICE when CUDA refuses (the batch is still released, after
+ * the host waited for stream). */
+SP_API int sp_loader_release_on(sp_loader *l, sp_batch *b, void *stream);
+/* Number of CUDA devices this library can use: 0 when built without CUDA or when the driver
+ * finds none (why then goes to sp_last_error). */
+SP_API int sp_cuda_device_count(void);
 
 /* Resume state: seed, epoch, next batch, world size, rank, batch size and a dataset fingerprint,
  * in SP_LOADER_STATE_BYTES bytes. save writes it to buf (cap >= SP_LOADER_STATE_BYTES). load makes

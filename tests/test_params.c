@@ -16,7 +16,7 @@ START_TEST(table_is_well_formed)
         ck_assert_int_eq(pi.key, k);
         ck_assert_msg(pi.name && pi.name[0], "parameter %d has no name", k);
         ck_assert_msg(pi.doc && strlen(pi.doc) > 10, "parameter %s has no doc", pi.name);
-        ck_assert(pi.type >= SP_PTYPE_INT && pi.type <= SP_PTYPE_FLOAT3);
+        ck_assert(pi.type >= SP_PTYPE_INT && pi.type <= SP_PTYPE_DEVICE);
         ck_assert_msg(pi.type == SP_PTYPE_FLOAT3 || (pi.min <= pi.def && pi.def <= pi.max),
                       "%s: default outside its bounds", pi.name);
         ck_assert_int_eq(sp_param_lookup(pi.name), k);
@@ -248,6 +248,32 @@ START_TEST(unknown_names)
 }
 END_TEST
 
+/* device: auto, cpu, cuda, cuda:N; anything else refused with the forms it takes. */
+START_TEST(device)
+{
+    sp_params *p = sp_params_create();
+    ck_assert_int_eq(sp_params_get(p, SP_PARAM_DEVICE), SP_DEVICE_CPU);
+    static const struct {
+        const char *s;
+        int64_t v;
+    } ok[] = { { "auto", SP_DEVICE_AUTO }, { "cpu", SP_DEVICE_CPU }, { "cuda", 0 }, { "cuda:0", 0 },
+               { "CUDA:7", 7 }, { "cuda:1023", 1023 } };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        ck_assert_msg(sp_params_set_str(p, "device", ok[i].s) == 0, "%s: %s", ok[i].s, sp_last_error());
+        ck_assert_int_eq(sp_params_get(p, SP_PARAM_DEVICE), ok[i].v);
+    }
+    static const char *const bad[] = { "gpu", "cuda:", "cuda:-1", "cuda:x", "cuda0", "cuda:1 ", "-1", "" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_int_eq(sp_params_set_str(p, "device", bad[i]), SP_EINVAL);
+        ck_assert_msg(strstr(sp_last_error(), "cuda:N"), "'%s' does not say what device takes", sp_last_error());
+    }
+    ck_assert_int_eq(sp_params_set_str(p, "device", "cuda:1024"), SP_ERANGE);
+    ck_assert_int_eq(sp_params_set_str(p, "device", "cuda:99999999999999999999"), SP_ERANGE);
+    ck_assert_int_eq(sp_params_get(p, SP_PARAM_DEVICE), 1023); /* a refused value changes nothing */
+    sp_params_destroy(p);
+}
+END_TEST
+
 START_TEST(float3)
 {
     sp_params *p = sp_params_create();
@@ -286,6 +312,7 @@ int main(void)
     tcase_add_test(tc, defaults);
     tcase_add_test(tc, bounds);
     tcase_add_test(tc, float3);
+    tcase_add_test(tc, device);
     tcase_add_test(tc, parse_sizes);
     tcase_add_test(tc, parse_bools_and_enums);
     tcase_add_test(tc, unknown_names);

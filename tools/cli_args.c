@@ -297,6 +297,12 @@ static void fmt_value(char *buf, size_t n, const sp_param_info *info, int64_t v)
         else
             snprintf(buf, n, "%g", (double)v / 1000);
         break;
+    case SP_PTYPE_DEVICE:
+        if (v < 0)
+            snprintf(buf, n, "%s", v == SP_DEVICE_AUTO ? "auto" : "cpu");
+        else
+            snprintf(buf, n, "cuda:%lld", (long long)v);
+        break;
     case SP_PTYPE_ENUM: {
         const char *c = info->choices ? info->choices : "";
         for (int64_t i = 0; i < v && c; i++) {
@@ -376,6 +382,7 @@ void cli_print_help(FILE *f, const cli_cmd *cmd)
                            : info.type == SP_PTYPE_INT ? "N"
                            : info.type == SP_PTYPE_ENUM ? info.choices
                            : info.type == SP_PTYPE_FLOAT3 ? "R,G,B"
+                           : info.type == SP_PTYPE_DEVICE ? "auto|cpu|cuda:N"
                                                         : NULL;
         if (meta)
             snprintf(left, sizeof left, "--%s %s", name, meta);

@@ -388,11 +388,19 @@ static uint64_t touch_batch(const sp_batch *b, uint64_t *bytes)
 {
     uint64_t sum = 0;
     size_t n = sp_batch_num_fields(b);
+    /* A device batch cannot be read from here: the host waits until it is in device memory. */
+    bool on_device = sp_batch_device(b) >= 0;
+    if (on_device)
+        sp_batch_sync(b);
     for (size_t i = 0; i < n; i++) {
         const DLTensor *t = sp_batch_tensor(b, i);
         if (!t)
             continue;
         uint64_t len = tensor_bytes(t);
+        if (on_device) {
+            *bytes += len;
+            continue;
+        }
         const volatile unsigned char *p = (const unsigned char *)t->data + t->byte_offset;
         for (uint64_t off = 0; off < len; off += TOUCH_STRIDE)
             sum += p[off];
@@ -533,6 +541,22 @@ static void print_json(const bench_report *r)
     cli_json_bool(&j, st->direct_io);
     cli_json_key(&j, "io_note");
     cli_json_str(&j, st->io_note);
+    cli_json_key(&j, "device");
+    cli_json_i64(&j, st->device);
+    cli_json_key(&j, "device_note");
+    cli_json_str(&j, st->device_note);
+    cli_json_key(&j, "host_pinned");
+    cli_json_bool(&j, st->host_pinned);
+    cli_json_key(&j, "device_ring_bytes");
+    cli_json_u64(&j, st->device_ring_bytes);
+    cli_json_key(&j, "device_bytes_peak");
+    cli_json_u64(&j, st->device_bytes_peak);
+    cli_json_key(&j, "bytes_copied");
+    cli_json_u64(&j, st->bytes_copied);
+    cli_json_key(&j, "copy_s");
+    cli_json_double(&j, st->copy_s);
+    cli_json_key(&j, "device_empty_s");
+    cli_json_double(&j, st->device_empty_s);
     cli_json_key(&j, "threads");
     cli_json_i64(&j, st->threads);
     cli_json_key(&j, "batch_size");
@@ -591,6 +615,18 @@ static void print_summary(const bench_report *r)
            run->seconds > 0 ? 100.0 * st->stall_s / run->seconds : 0.0);
     printf("  io         %s, %s%s%s\n", st->io == SP_IO_URING ? "io_uring" : "pread",
            st->direct_io ? "O_DIRECT" : "page cache", st->io_note[0] ? "; " : "", st->io_note);
+    if (st->device >= 0) {
+        char ring[32], peak[32];
+        fmt_mib(ring, sizeof ring, st->device_ring_bytes);
+        fmt_mib(peak, sizeof peak, st->device_bytes_peak);
+        printf("  device     cuda:%d, ring %s in %llu slots (peak %s in use), %s batch ring; copies %.2f GB/s "
+               "of GPU time, %.3f s waiting with the device ring empty\n",
+               st->device, ring, (unsigned long long)st->device_ring_slots, peak,
+               st->host_pinned ? "page-locked" : "pageable", rate((double)st->bytes_copied, st->copy_s) / 1e9,
+               st->device_empty_s);
+    }
+    if (st->device_note[0])
+        printf("  device     %s\n", st->device_note);
     if (st->samples_skipped || st->samples_dropped_per_epoch)
         printf("  samples    %llu skipped (corrupt), %llu dropped per epoch (equal batches per "
                "rank)\n",

@@ -208,6 +208,22 @@ static int64_t parse_choice(const char *choices, const char *value)
     return -1;
 }
 
+/* "auto", "cpu", "cuda" or "cuda:N" (N decimal, no sign). */
+static int parse_device(const char *s, int64_t *out)
+{
+    if (strcasecmp(s, "auto") == 0)
+        return *out = SP_DEVICE_AUTO, SP_OK;
+    if (strcasecmp(s, "cpu") == 0)
+        return *out = SP_DEVICE_CPU, SP_OK;
+    if (strncasecmp(s, "cuda", 4) != 0)
+        return SP_EINVAL;
+    if (s[4] == 0)
+        return *out = 0, SP_OK;
+    if (s[4] != ':' || !isdigit((unsigned char)s[5]))
+        return SP_EINVAL;
+    return parse_int(s + 5, out, false);
+}
+
 int sp_params_set_str(sp_params *p, const char *name, const char *value)
 {
     sp_clear_error();
@@ -233,6 +249,14 @@ int sp_params_set_str(sp_params *p, const char *name, const char *value)
                            value);
         return sp_params_set_float3(p, key, f);
     }
+    case SP_PTYPE_DEVICE:
+        rc = parse_device(value, &v);
+        if (rc == SP_EINVAL)
+            return sp_fail(NULL, rc, "parameter %s: '%s' is not auto, cpu, cuda or cuda:N", pi->name, value);
+        if (rc || v > pi->max)
+            return sp_fail(NULL, SP_ERANGE, "parameter %s: '%s' is past cuda:%lld", pi->name, value,
+                           (long long)pi->max);
+        break;
     case SP_PTYPE_ENUM:
         v = parse_choice(pi->choices, value);
         if (v < 0)

@@ -72,6 +72,11 @@ typedef struct img_result {
 int img_process(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, uint64_t sample, void *out,
                 img_result *res, char *why, size_t whylen);
 
+/* The conversion table of dtype (SP_IMAGE_FLOAT16/BFLOAT16: 2-byte bits, FLOAT32: floats) for cfg's
+ * mean and std: out[c * 256 + v] is pixel value v of channel c, normalized. The device stage's
+ * kernels use the same table, so host and device give the same bits. */
+void img_lut(const img_cfg *cfg, int dtype, void *out);
+
 /* Converts one row of size RGB pixels to the configured dtype and layout, as row y of out. */
 void img_emit_row(const img_ctx *c, const uint8_t *rgb, uint32_t y, void *out);
 

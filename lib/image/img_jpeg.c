@@ -93,14 +93,25 @@ static uint16_t to_bf16(float f)
     return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
 
-static void build_luts(img_ctx *c)
+void img_lut(const img_cfg *cfg, int dtype, void *out)
 {
+    float *f32 = out;
+    uint16_t *b16 = out;
     for (int ch = 0; ch < 3; ch++)
         for (int v = 0; v < 256; v++) {
-            float f = ((float)v / 255.0f - c->cfg.mean[ch]) / c->cfg.std[ch];
-            c->lut32[ch][v] = f;
-            c->lut16[ch][v] = c->cfg.dtype == SP_IMAGE_BFLOAT16 ? to_bf16(f) : to_f16(f);
+            float f = ((float)v / 255.0f - cfg->mean[ch]) / cfg->std[ch];
+            if (dtype == SP_IMAGE_FLOAT32)
+                f32[ch * 256 + v] = f;
+            else
+                b16[ch * 256 + v] = dtype == SP_IMAGE_BFLOAT16 ? to_bf16(f) : to_f16(f);
         }
+}
+
+static void build_luts(img_ctx *c)
+{
+    img_lut(&c->cfg, SP_IMAGE_FLOAT32, c->lut32);
+    if (c->cfg.dtype == SP_IMAGE_FLOAT16 || c->cfg.dtype == SP_IMAGE_BFLOAT16)
+        img_lut(&c->cfg, c->cfg.dtype, c->lut16);
 }
 
 static size_t dtype_bytes(int dtype)

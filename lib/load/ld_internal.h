@@ -22,7 +22,8 @@ enum { CONVERT_COPY, CONVERT_U16_I32, CONVERT_U32_I32, CONVERT_IMAGE };
 
 struct sp_batch {
     sp_loader *owner;
-    uint32_t slot;
+    uint32_t slot;   /* in the host ring, or in the device ring when on_device */
+    bool on_device;
     uint64_t epoch, index;
     uint32_t rows;
     size_t nfields;
@@ -31,6 +32,8 @@ struct sp_batch {
     int64_t shape[SP_MAX_FIELDS][SP_MAX_DIMS + 1];
     uint64_t *ids;
 };
+
+typedef struct cu_stage cu_stage;
 
 typedef struct ld_slot {
     sp_batch b;
@@ -70,6 +73,9 @@ typedef struct ld_region {
 
 struct sp_loader {
     sp_errbuf eb;
+    sp_errbuf *ceb;       /* where the host stage's consumer writes its errors: eb, or the
+                           * device stage's own buffer while its copy thread is the consumer */
+    bool consumer_abort;  /* under mu: the host consumer's wait returns at once (device stage halt) */
     sp_dataset *ds;
 
     /* configuration */
@@ -161,9 +167,19 @@ struct sp_loader {
     int err_code;
     char err_msg[SP_ERRMSG_MAX];
 
+    /* the device stage (cu.h): device >= 0 when batches go to CUDA device `device` */
+    int device;
+    int dev_dtype, dev_layout; /* device_dtype, device_layout */
+    uint64_t dev_budget;       /* device_memory */
+    cu_stage *dev;
+
     sp_loader_stats st;
     double t_first;
 };
+
+/* ld_loader.c: the host stage's consumer side, for the caller's thread or the device stage */
+int ld_host_next(sp_loader *l, sp_batch **out, int timeout_ms);
+int ld_host_release(sp_loader *l, sp_batch *b);
 
 /* ld_pipeline.c */
 int ld_pipeline_start(sp_loader *l);

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cu.h"
 #include "ld_internal.h"
 #include "rd.h"
 
@@ -34,6 +35,31 @@ static int64_t env_int(const char *name, int64_t def)
 }
 
 /* ---------------------------------------------------------------- configuration */
+
+/* Where batches go. On the host, device_dtype and device_layout act as image_dtype and
+ * image_layout, so code written for a GPU gets the same tensors, in host memory, without one. */
+static int read_device_config(sp_loader *l, const sp_params *p)
+{
+    l->dev_budget = (uint64_t)sp_params_get(p, SP_PARAM_DEVICE_MEMORY);
+    l->dev_dtype = (int)sp_params_get(p, SP_PARAM_DEVICE_DTYPE);
+    l->dev_layout = (int)sp_params_get(p, SP_PARAM_DEVICE_LAYOUT);
+    int rc = cu_resolve(l, sp_params_get(p, SP_PARAM_DEVICE));
+    l->st.device = l->device;
+    if (rc || l->dev_dtype == SP_DEVICE_DTYPE_NONE)
+        return rc;
+    if (l->img.dtype != SP_IMAGE_UINT8 || l->img.layout != SP_LAYOUT_NHWC)
+        return sp_fail(&l->eb, SP_EINVAL,
+                       "device_dtype converts images from the uint8 NHWC pixels the host makes: leave image_dtype "
+                       "and image_layout at uint8 and nhwc (device_layout sets the layout)");
+    if (l->device < 0) {
+        static const int dt[] = { [SP_DEVICE_DTYPE_FLOAT16] = SP_IMAGE_FLOAT16,
+                                  [SP_DEVICE_DTYPE_BFLOAT16] = SP_IMAGE_BFLOAT16,
+                                  [SP_DEVICE_DTYPE_FLOAT32] = SP_IMAGE_FLOAT32 };
+        l->img.dtype = dt[l->dev_dtype];
+        l->img.layout = l->dev_layout == SP_DEVICE_LAYOUT_NCHW ? SP_LAYOUT_NCHW : SP_LAYOUT_NHWC;
+    }
+    return SP_OK;
+}
 
 static int read_config(sp_loader *l, const sp_params *p)
 {
@@ -74,7 +100,7 @@ static int read_config(sp_loader *l, const sp_params *p)
     l->host_memory = budget;
     l->st.host_memory_bytes = budget;
     l->st.threads = l->threads;
-    return SP_OK;
+    return read_device_config(l, p);
 }
 
 /* An image field becomes [B, S, S, 3] (or [B, 3, S, S]) in the image dtype. */
@@ -372,6 +398,8 @@ static void loader_free(sp_loader *l)
 {
     if (!l)
         return;
+    cu_close(l->dev); /* before the batch ring it pinned */
+    l->dev = NULL;
     ld_io_close(l->io);
     for (uint64_t i = 0; l->fd && i < l->nshards; i++)
         if (l->fd[i] >= 0)
@@ -439,6 +467,8 @@ static sp_loader *loader_new(void)
     pthread_cond_init(&l->c_worker, NULL);
     l->blocked_slot = -1;
     l->waiting_for = UINT64_MAX;
+    l->ceb = &l->eb;
+    l->device = -1;
     return l;
 }
 
@@ -462,6 +492,8 @@ static int loader_setup(sp_loader *l, const sp_params *params)
         rc = alloc_pools(l, &z);
     if (rc == SP_OK)
         rc = open_io(l);
+    if (rc == SP_OK && l->device >= 0)
+        rc = cu_open(l, l->dev_budget, &l->dev);
     l->done = l->epochs != 0 && l->epoch >= l->epochs;
     return rc;
 }
@@ -528,9 +560,12 @@ int sp_loader_close(sp_loader *l)
     sp_clear_error();
     if (!l)
         return SP_OK;
-    if (l->leases)
+    uint64_t leased = l->dev ? cu_leases(l->dev) : l->leases;
+    if (leased)
         return sp_fail(&l->eb, SP_EBUSY, "%llu batch(es) still leased; release them before closing",
-                     (unsigned long long)l->leases);
+                     (unsigned long long)leased);
+    cu_close(l->dev); /* its copy thread gives the host stage its batches back; the GPU is done */
+    l->dev = NULL;
     if (l->running)
         ld_pipeline_stop(l);
     loader_free(l);
@@ -551,7 +586,7 @@ static int ensure_plan(sp_loader *l)
     char why[256];
     int rc = ld_plan_build(&l->plan, &cfg, l->block_samples, l->nblocks, why, sizeof why);
     if (rc)
-        return sp_fail(&l->eb, rc, "%s", why);
+        return sp_fail(l->ceb, rc, "%s", why);
     l->plan_valid = true;
     pthread_mutex_lock(&l->mu); /* sp_loader_stats_get may read st from any thread */
     l->st.samples_dropped_per_epoch = l->plan.dropped;
@@ -566,7 +601,7 @@ static int start_run(sp_loader *l)
     if (rc)
         return rc;
     if (l->start_k > l->plan.nbatches)
-        return sp_fail(&l->eb, SP_ERANGE, "resume batch %llu is past the epoch's %llu batches",
+        return sp_fail(l->ceb, SP_ERANGE, "resume batch %llu is past the epoch's %llu batches",
                      (unsigned long long)l->start_k, (unsigned long long)l->plan.nbatches);
     l->next_k = l->start_k;
     pthread_mutex_lock(&l->mu);
@@ -594,6 +629,16 @@ static void reposition(sp_loader *l, uint64_t e, uint64_t k)
     l->done = l->epochs != 0 && e >= l->epochs;
 }
 
+/* Moves the consumer to epoch e at batch k, whichever stage it takes batches from. */
+static void seek(sp_loader *l, uint64_t e, uint64_t k)
+{
+    if (l->dev)
+        cu_halt(l->dev);
+    reposition(l, e, k);
+    if (l->dev)
+        cu_seek(l->dev, e, k);
+}
+
 /* The consumer reached the end of its epoch: the threads go on (they are already reading the
  * next one) unless that was the last epoch. */
 static void end_epoch(sp_loader *l)
@@ -615,24 +660,47 @@ int sp_loader_set_epoch(sp_loader *l, uint64_t epoch)
     sp_clear_error();
     if (!l)
         return sp_fail(NULL, SP_EINVAL, "sp_loader_set_epoch: NULL loader");
-    reposition(l, epoch, 0);
+    seek(l, epoch, 0);
     return SP_OK;
+}
+
+/* The consumer's epoch's plan, for the counting functions. With a device stage its copy thread
+ * owns l->plan (it runs ahead), so the count comes from a plan of the caller's own. */
+static int count_plan(const sp_loader *l, uint64_t *batches, uint64_t *samples)
+{
+    sp_loader *m = (sp_loader *)l; /* planning caches; the observable state does not change */
+    if (!l->dev) {
+        int rc = ensure_plan(m);
+        *batches = rc ? 0 : m->plan.nbatches;
+        *samples = rc ? 0 : m->plan.samples;
+        return rc;
+    }
+    uint64_t epoch, k;
+    cu_position(l->dev, &epoch, &k);
+    ld_plan plan = { 0 };
+    ld_plan_cfg cfg = { l->seed, epoch, l->rank, l->world, l->batch, l->window_blocks, l->shuffle, l->drop_last };
+    char why[256];
+    int rc = ld_plan_build(&plan, &cfg, l->block_samples, l->nblocks, why, sizeof why);
+    *batches = rc ? 0 : plan.nbatches;
+    *samples = rc ? 0 : plan.samples;
+    ld_plan_free(&plan);
+    return rc;
 }
 
 uint64_t sp_loader_batches_per_epoch(const sp_loader *l)
 {
-    if (!l)
-        return 0;
-    sp_loader *m = (sp_loader *)l; /* planning caches; the observable state does not change */
-    return ensure_plan(m) == SP_OK ? m->plan.nbatches : 0;
+    uint64_t b = 0, s = 0;
+    if (l)
+        count_plan(l, &b, &s);
+    return b;
 }
 
 uint64_t sp_loader_samples_per_epoch(const sp_loader *l)
 {
-    if (!l)
-        return 0;
-    sp_loader *m = (sp_loader *)l;
-    return ensure_plan(m) == SP_OK ? m->plan.samples : 0;
+    uint64_t b = 0, s = 0;
+    if (l)
+        count_plan(l, &b, &s);
+    return s;
 }
 
 /* ---------------------------------------------------------------- the consumer */
@@ -663,16 +731,20 @@ static int wait_ready(sp_loader *l, ld_slot *s, uint64_t g, int timeout_ms)
     double t0 = sp_now();
     int rc = SP_OK;
     for (;;) {
+        if (l->consumer_abort) { /* the device stage is halting its copy thread */
+            rc = sp_fail(l->ceb, SP_ETIMEDOUT, "interrupted");
+            break;
+        }
         /* A failure recorded for this batch wins even when its rows all arrived: a bad image's
          * row is written (partly) before its failure is known. */
         if (l->err_batch <= g) {
-            rc = sp_fail(&l->eb, l->err_code, "%s", l->err_msg);
+            rc = sp_fail(l->ceb, l->err_code, "%s", l->err_msg);
             break;
         }
         if (s->k == g && s->state == SLOT_READY)
             break;
         if (stuck_locked(l)) {
-            rc = sp_fail(&l->eb, SP_EBUSY, "batch %llu cannot be produced while an older batch is still leased "
+            rc = sp_fail(l->ceb, SP_EBUSY, "batch %llu cannot be produced while an older batch is still leased "
                          "(the ring has %llu slots); release older batches", (unsigned long long)l->next_k,
                          (unsigned long long)l->nslots);
             break;
@@ -682,7 +754,7 @@ static int wait_ready(sp_loader *l, ld_slot *s, uint64_t g, int timeout_ms)
                                : pthread_cond_timedwait(&l->c_consumer, &l->mu, &dl);
         l->waiting_for = UINT64_MAX;
         if (w == ETIMEDOUT && !(s->k == g && s->state == SLOT_READY)) {
-            rc = sp_fail(&l->eb, SP_ETIMEDOUT, "batch %llu not ready within %d ms", (unsigned long long)l->next_k,
+            rc = sp_fail(l->ceb, SP_ETIMEDOUT, "batch %llu not ready within %d ms", (unsigned long long)l->next_k,
                          timeout_ms);
             break;
         }
@@ -691,14 +763,12 @@ static int wait_ready(sp_loader *l, ld_slot *s, uint64_t g, int timeout_ms)
     return rc;
 }
 
-int sp_loader_next(sp_loader *l, sp_batch **out, int timeout_ms)
+/* The host stage's consumer: the caller's thread, or the device stage's copy thread. */
+int ld_host_next(sp_loader *l, sp_batch **out, int timeout_ms)
 {
-    sp_clear_error();
-    if (!l || !out)
-        return sp_fail(NULL, SP_EINVAL, "sp_loader_next: NULL argument");
     *out = NULL;
     if (l->done)
-        return sp_fail(&l->eb, SP_EDONE, "all %llu epoch(s) delivered", (unsigned long long)l->epochs);
+        return sp_fail(l->ceb, SP_EDONE, "all %llu epoch(s) delivered", (unsigned long long)l->epochs);
     int rc;
     if (!l->running && (rc = start_run(l)))
         return rc;
@@ -706,7 +776,7 @@ int sp_loader_next(sp_loader *l, sp_batch **out, int timeout_ms)
         return rc;
     if (l->next_k == l->plan.nbatches) {
         end_epoch(l);
-        return sp_fail(&l->eb, SP_EEPOCH, "end of epoch %llu", (unsigned long long)(l->epoch - 1));
+        return sp_fail(l->ceb, SP_EEPOCH, "end of epoch %llu", (unsigned long long)(l->epoch - 1));
     }
     pthread_mutex_lock(&l->mu);
     uint64_t g = l->cons_base + l->next_k;
@@ -725,16 +795,13 @@ int sp_loader_next(sp_loader *l, sp_batch **out, int timeout_ms)
     return rc;
 }
 
-int sp_loader_release(sp_loader *l, sp_batch *b)
+int ld_host_release(sp_loader *l, sp_batch *b)
 {
-    sp_clear_error();
-    if (!l || !b || b->owner != l || b->slot >= l->nslots || &l->slots[b->slot].b != b)
-        return sp_fail(l ? &l->eb : NULL, SP_EINVAL, "sp_loader_release: not a batch of this loader");
     pthread_mutex_lock(&l->mu);
     ld_slot *s = &l->slots[b->slot];
     int rc = SP_OK;
     if (s->state != SLOT_LEASED) {
-        rc = sp_fail(&l->eb, SP_EINVAL, "batch %llu is not leased (released twice?)", (unsigned long long)b->index);
+        rc = sp_fail(l->ceb, SP_EINVAL, "batch %llu is not leased (released twice?)", (unsigned long long)b->index);
     } else {
         s->state = SLOT_FREE;
         l->leases--;
@@ -748,6 +815,58 @@ int sp_loader_release(sp_loader *l, sp_batch *b)
     return rc;
 }
 
+int sp_loader_next(sp_loader *l, sp_batch **out, int timeout_ms)
+{
+    sp_clear_error();
+    if (!l || !out)
+        return sp_fail(NULL, SP_EINVAL, "sp_loader_next: NULL argument");
+    *out = NULL;
+    if (l->dev)
+        return cu_next(l->dev, out, timeout_ms);
+    return ld_host_next(l, out, timeout_ms);
+}
+
+static bool host_batch_of(const sp_loader *l, const sp_batch *b)
+{
+    return b && b->owner == l && !b->on_device && b->slot < l->nslots && &l->slots[b->slot].b == b;
+}
+
+int sp_loader_release(sp_loader *l, sp_batch *b)
+{
+    return sp_loader_release_on(l, b, NULL);
+}
+
+int sp_loader_release_on(sp_loader *l, sp_batch *b, void *stream)
+{
+    sp_clear_error();
+    if (l && b && b->owner == l && b->on_device && l->dev)
+        return cu_release(l->dev, b, stream);
+    if (!l || !host_batch_of(l, b))
+        return sp_fail(l ? &l->eb : NULL, SP_EINVAL, "sp_loader_release: not a batch of this loader");
+    return ld_host_release(l, b);
+}
+
+int sp_batch_device(const sp_batch *b)
+{
+    return b && b->on_device ? b->owner->device : -1;
+}
+
+int sp_batch_wait(const sp_batch *b, void *stream)
+{
+    sp_clear_error();
+    if (!b)
+        return sp_fail(NULL, SP_EINVAL, "sp_batch_wait: NULL batch");
+    return b->on_device ? cu_batch_wait(b->owner->dev, b, stream) : SP_OK;
+}
+
+int sp_batch_sync(const sp_batch *b)
+{
+    sp_clear_error();
+    if (!b)
+        return sp_fail(NULL, SP_EINVAL, "sp_batch_sync: NULL batch");
+    return b->on_device ? cu_batch_sync(b->owner->dev, b) : SP_OK;
+}
+
 int sp_loader_stats_get(sp_loader *l, sp_loader_stats *out)
 {
     if (!l || !out)
@@ -756,6 +875,8 @@ int sp_loader_stats_get(sp_loader *l, sp_loader_stats *out)
     *out = l->st;
     out->elapsed_s = l->t_first ? sp_now() - l->t_first : 0;
     pthread_mutex_unlock(&l->mu);
+    if (l->dev)
+        cu_stats(l->dev, out);
     return SP_OK;
 }
 
@@ -807,8 +928,11 @@ int sp_loader_save_state(sp_loader *l, void *buf, size_t cap)
     sp_st32(p, STATE_MAGIC);
     sp_st32(p + 4, STATE_VERSION);
     sp_st64(p + 8, l->seed);
-    sp_st64(p + 16, l->epoch);
-    sp_st64(p + 24, l->next_k);
+    uint64_t epoch = l->epoch, next_k = l->next_k;
+    if (l->dev) /* its copy thread runs ahead of the consumer */
+        cu_position(l->dev, &epoch, &next_k);
+    sp_st64(p + 16, epoch);
+    sp_st64(p + 24, next_k);
     sp_st32(p + 32, l->world);
     sp_st32(p + 36, l->rank);
     sp_st32(p + 40, l->batch);
@@ -839,6 +963,6 @@ int sp_loader_load_state(sp_loader *l, const void *buf, size_t len)
                                                                         : NULL;
     if (what)
         return sp_fail(&l->eb, SP_EINVAL, "the saved state was taken with a different %s", what);
-    reposition(l, sp_ld64(p + 16), sp_ld64(p + 24));
+    seek(l, sp_ld64(p + 16), sp_ld64(p + 24));
     return SP_OK;
 }

@@ -684,18 +684,18 @@ int ld_pipeline_start(sp_loader *l)
     for (int i = 0; i < l->threads; i++) {
         ld_worker *wk = sp_malloc(sizeof *wk);
         if (!wk)
-            return sp_fail(&l->eb, SP_ENOMEM, "out of memory starting workers");
+            return sp_fail(l->ceb, SP_ENOMEM, "out of memory starting workers");
         *wk = (ld_worker){ l, i };
         int e = pthread_create(&l->workers[i], NULL, worker_main, wk);
         if (e) {
             sp_free(wk);
-            return sp_fail(&l->eb, SP_ESYS, "cannot start decode worker %d: %s", i, strerror(e));
+            return sp_fail(l->ceb, SP_ESYS, "cannot start decode worker %d: %s", i, strerror(e));
         }
         l->nworkers++;
     }
     int e = pthread_create(&l->reader, NULL, reader_main, l);
     if (e)
-        return sp_fail(&l->eb, SP_ESYS, "cannot start the reader thread: %s", strerror(e));
+        return sp_fail(l->ceb, SP_ESYS, "cannot start the reader thread: %s", strerror(e));
     l->reader_up = true;
     l->running = true;
     return SP_OK;

@@ -19,7 +19,8 @@ import threading
 from ctypes import POINTER, c_char_p, c_int, c_int64, c_void_p, py_object
 
 from . import _lib
-from ._lib import DLDeleter, DLManagedTensor
+from ._errors import check as _check
+from ._lib import DLDeleter, DLManagedTensor, lib
 
 # ------------------------------------------------------------------------------ capsule plumbing
 
@@ -168,13 +169,21 @@ class Tensor:
     def __dlpack__(self, stream=None):
         """A "dltensor" PyCapsule over this memory; the consumer's deleter drops the reference.
 
-        stream: the consumer's stream (CUDA: an integer handle, 1 for the legacy default stream),
-        None for host memory. Batches are complete before next() hands them out, so there is
-        nothing to order on the host; for device memory the loader's copy is already finished on
-        the stream the batch was produced on when this is called (see shardpack.torch).
+        stream: the consumer's stream (CUDA: an integer handle, 1 for the legacy default stream,
+        2 for the per-thread one; None means 1), None for host memory. Host batches are complete
+        before next() hands them out. For device memory the consumer's stream is made to wait,
+        on the GPU, for the batch's copy, and the batch is later released on that stream (the
+        loader reuses its memory only after the work queued there at release).
         """
         if stream is not None and self._devtype in _HOST_DEVICES and stream != -1:
             raise ValueError("shardpack: stream must be None for host memory")
+        if self._devtype in _CUDA_DEVICES:
+            if stream == 0 or stream == -1:
+                raise ValueError("shardpack: stream %d is not a CUDA stream (1: legacy default, 2: per-thread)"
+                                 % stream)
+            s = 1 if stream is None else stream
+            _check(lib.sp_batch_wait(self._lease.bptr, stream_handle(s)))
+            self._lease.stream = s
         nd = len(self._shape)
         arr = (c_int64 * (2 * nd if nd else 1))()
         st = _compact(self._shape)
@@ -221,9 +230,19 @@ class Tensor:
         if self._devtype not in _CUDA_DEVICES:
             raise AttributeError("__cuda_array_interface__: the tensor is in host memory")
         d = self._interface()
-        # The batch is complete (its copy synchronized with the loader's event) when handed out.
+        # Readers of this interface take no stream: the host waits here for the batch's copy,
+        # so the data is complete on every stream ("stream": None). The release then orders on
+        # the legacy default stream.
+        _check(lib.sp_batch_sync(self._lease.bptr))
         d["stream"] = None
         return d
+
+
+def stream_handle(stream):
+    """The cudaStream_t (as a void pointer) of a DLPack stream number: None for the legacy
+    default stream (NULL), else the integer itself (1 is cudaStreamLegacy, 2 cudaStreamPerThread,
+    anything else a stream's address)."""
+    return None if stream is None else c_void_p(stream)
 
 
 def _compact(shape):

@@ -59,7 +59,8 @@ DLManagedTensor._fields_ = [("dl_tensor", DLTensor), ("manager_ctx", c_void_p),
 
 SP_MAX_FIELDS = 64
 SP_MAX_DIMS = 8
-SP_PTYPE_INT, SP_PTYPE_SIZE, SP_PTYPE_BOOL, SP_PTYPE_ENUM, SP_PTYPE_FLOAT3 = 1, 2, 3, 4, 5
+SP_PTYPE_INT, SP_PTYPE_SIZE, SP_PTYPE_BOOL, SP_PTYPE_ENUM, SP_PTYPE_FLOAT3, SP_PTYPE_DEVICE = 1, 2, 3, 4, 5, 6
+SP_DEVICE_AUTO, SP_DEVICE_CPU = -2, -1
 SP_SCOPE_WRITE, SP_SCOPE_READ, SP_SCOPE_LOAD = 1, 2, 4
 SP_IO_NAMES = {0: "auto", 1: "uring", 2: "pread"}
 
@@ -117,7 +118,13 @@ class sp_loader_stats(Structure):
                 ("threads", c_int), ("io", c_int), ("direct_io", c_int),
                 ("io_note", c_char * 128),
                 ("images_decoded", c_uint64), ("images_bad", c_uint64),
-                ("image_scratch_bytes", c_uint64), ("bad_note", c_char * 512)]
+                ("image_scratch_bytes", c_uint64), ("bad_note", c_char * 512),
+                ("device", c_int), ("host_pinned", c_int), ("device_note", c_char * 192),
+                ("device_memory_bytes", c_uint64),
+                ("device_ring_bytes", c_uint64), ("device_ring_slots", c_uint64),
+                ("device_bytes", c_uint64), ("device_bytes_peak", c_uint64),
+                ("device_batches", c_uint64), ("bytes_copied", c_uint64),
+                ("copy_s", c_double), ("device_empty_s", c_double)]
 
 
 # (name, restype, argtypes) of every function the bindings call.
@@ -175,6 +182,11 @@ _PROTOTYPES = [
     ("sp_loader_errmsg", c_char_p, [_P]),
     ("sp_loader_next", c_int, [_P, POINTER(_P), c_int]),
     ("sp_loader_release", c_int, [_P, _P]),
+    ("sp_loader_release_on", c_int, [_P, _P, _P]),
+    ("sp_batch_device", c_int, [_P]),
+    ("sp_batch_wait", c_int, [_P, _P]),
+    ("sp_batch_sync", c_int, [_P]),
+    ("sp_cuda_device_count", c_int, []),
     ("sp_loader_set_epoch", c_int, [_P, c_uint64]),
     ("sp_loader_batches_per_epoch", c_uint64, [_P]),
     ("sp_loader_samples_per_epoch", c_uint64, [_P]),

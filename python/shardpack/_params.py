@@ -11,7 +11,8 @@ ParamInfo = collections.namedtuple(
     "ParamInfo", "key name type default min max choices doc scope")
 
 _TYPE_NAMES = {_lib.SP_PTYPE_INT: "int", _lib.SP_PTYPE_SIZE: "size", _lib.SP_PTYPE_BOOL: "bool",
-               _lib.SP_PTYPE_ENUM: "enum", _lib.SP_PTYPE_FLOAT3: "float3"}
+               _lib.SP_PTYPE_ENUM: "enum", _lib.SP_PTYPE_FLOAT3: "float3",
+               _lib.SP_PTYPE_DEVICE: "device"}
 
 
 def _read_table():
@@ -49,6 +50,8 @@ def bounds(p):
         return "True, False" + (" or None (auto)" if p.min == -1 else "")
     if p.type == "float3":
         return "three numbers in [%g, %g], one per colour channel" % (p.min, p.max)
+    if p.type == "device":
+        return "'auto', 'cpu', 'cuda' or 'cuda:N' (N in [0, %d]), or a torch.device" % p.max
     return "an integer in [%d, %d]" % (p.min, p.max) + (
         " (bytes; strings take K, M, G, T suffixes)" if p.type == "size" else "")
 
@@ -73,6 +76,16 @@ def _as_string(p, value):
             return ",".join(repr(v) for v in vals)
         if vals is not None:
             raise ValueError("parameter %r: %d numbers given; it takes %s" % (p.name, len(vals), bounds(p)))
+    elif p.type == "device":
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return "auto" if value == _lib.SP_DEVICE_AUTO else "cpu" if value == _lib.SP_DEVICE_CPU \
+                else "cuda:%d" % value
+        if hasattr(value, "type") and hasattr(value, "index"):  # torch.device
+            if value.type == "cuda":
+                return "cuda" if value.index is None else "cuda:%d" % value.index
+            return str(value.type)
     elif p.type == "enum":
         if isinstance(value, str):
             return value
@@ -158,6 +171,8 @@ def doc_table(scope):
 
 
 def _default(p):
+    if p.type == "device":
+        return {_lib.SP_DEVICE_AUTO: "auto", _lib.SP_DEVICE_CPU: "cpu"}.get(p.default, "cuda:%d" % p.default)
     if p.type == "enum":
         return p.choices[p.default]
     if p.type == "bool":

@@ -13,7 +13,7 @@ import gc
 import threading
 from ctypes import byref, c_uint32, c_void_p
 
-from . import _lib
+from . import _dlpack, _lib
 from ._dlpack import Tensor
 from ._errors import ShardpackError, check, error
 from ._lib import lib
@@ -35,14 +35,16 @@ class _Handle:
         self.names = None  # field names: the same for every batch of a loader
         self.index = None
 
-    def release(self, bptr):
+    def release(self, bptr, stream=None):
         # May run on any thread (a consumer frees its tensor there); sp_loader_release takes the
-        # loader's mutex, and the lock orders it against the deferred close.
+        # loader's mutex, and the lock orders it against the deferred close. A device batch is
+        # released on the last stream a consumer named (__dlpack__(stream=...)): the loader's
+        # copy stream waits, on the GPU, for the work queued there before it reuses the slot.
         with self.lock:
             ptr = self.ptr
             if ptr is None:
                 return
-            lib.sp_loader_release(ptr, bptr)
+            lib.sp_loader_release_on(ptr, bptr, _dlpack.stream_handle(stream))
             self.leases -= 1
             if self.closing and self.leases == 0:
                 self._close_locked()
@@ -69,18 +71,19 @@ class _Handle:
 class _Lease:
     """One leased sp_batch; returns it to the ring when the last reference goes."""
 
-    __slots__ = ("handle", "bptr", "__weakref__")
+    __slots__ = ("handle", "bptr", "stream", "__weakref__")
 
     def __init__(self, handle, bptr):
         self.handle = handle
         self.bptr = bptr
+        self.stream = None  # the consumer's CUDA stream, for a device batch's release
 
     def __del__(self):
         h = self.handle
         if h is not None:
             self.handle = None
             try:
-                h.release(self.bptr)
+                h.release(self.bptr, self.stream)
             except Exception:
                 pass
 

@@ -10,9 +10,10 @@ With labels=None and a token field, inputs are tokens[:, :-1] and labels tokens[
 one [B, T+1] batch, as llm.c trains). Given a path, token_dtype defaults to "int32" (PyTorch has no
 uint16). The tensors keep the batch's lease: the slot goes back to the loader when they are gone.
 
-Streams: for device batches the current CUDA stream is passed to __dlpack__ so the consumer's
-stream is ordered after the batch's copy, and is recorded on the batch for its release. Host
-batches (the only kind today) need neither and pass straight through.
+Device batches (device="cuda:N" or "auto"): the current CUDA stream is passed to __dlpack__, so
+that stream waits, on the GPU, for the batch's copy, and the batch is released on it when the
+tensors are gone: the loader overwrites the memory only after the work queued there. Nothing on
+the host waits. Host batches need neither and pass straight through.
 """
 
 import torch as _torch

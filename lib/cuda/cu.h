@@ -1,0 +1,40 @@
+/* cu.h - the device stage: the last hop of the pipeline, from the pinned batch ring to a ring of
+ * device slots on the loader's own CUDA stream (cu_stage.c), or its host-only stand-in when the
+ * library is built without CUDA (cu_none.c). ld_loader.c calls it; it drives the host stage
+ * through ld_host_next/ld_host_release from its copy thread.
+ *
+ * Threads: cu_next, cu_halt, cu_open and cu_close are called by the consumer's thread;
+ * cu_release, cu_batch_wait and cu_stats by any thread. Lock order: the stage's mutex, then the
+ * loader's `mu` (taken inside ld_host_*); never the other way round. */
+#ifndef SP_CU_H
+#define SP_CU_H
+
+#include "ld_internal.h"
+
+/* Resolves the device parameter into l->device (-1: host batches), writing why into
+ * l->st.device_note when auto falls back to the host. SP_EDEVICE for cuda:N when that device
+ * cannot be used, SP_ENOTSUP when the library has no CUDA. */
+int cu_resolve(sp_loader *l, int64_t param);
+/* Pins the batch ring and creates the stream, the events and the device ring within budget
+ * (0: auto). SP_ELIMIT (naming the minimum) when the budget holds fewer than two batches. */
+int cu_open(sp_loader *l, uint64_t budget, cu_stage **out);
+/* Stops the copy thread, waits for the GPU to finish with every slot, frees everything. */
+void cu_close(cu_stage *c);
+/* Batches still leased to the consumer. */
+uint64_t cu_leases(cu_stage *c);
+int cu_next(cu_stage *c, sp_batch **out, int timeout_ms);
+int cu_release(cu_stage *c, sp_batch *b, void *stream);
+int cu_batch_wait(cu_stage *c, const sp_batch *b, void *stream);
+int cu_batch_sync(cu_stage *c, const sp_batch *b);
+/* Stops the copy thread and drops the batches it prepared that were not handed out (it ran ahead
+ * of the consumer: the host stage must then be repositioned, see cu_position). Leased batches
+ * stay valid. */
+void cu_halt(cu_stage *c);
+/* The consumer's position: the epoch and batch it will be handed next. */
+void cu_position(cu_stage *c, uint64_t *epoch, uint64_t *next_k);
+/* Sets that position (after the host stage was repositioned). */
+void cu_seek(cu_stage *c, uint64_t epoch, uint64_t next_k);
+/* Fills the device fields of *st. */
+void cu_stats(cu_stage *c, sp_loader_stats *st);
+
+#endif

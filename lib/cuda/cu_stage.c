@@ -1,0 +1,801 @@
+/* cu_stage.c - the device stage. One copy thread takes ready batches from the host ring (it is
+ * the host stage's consumer), issues each one's host-to-device copy and conversion on the
+ * loader's own non-blocking stream into a ring of device slots, records an event, and hands the
+ * slot to the caller's next(). The host never waits for the GPU on the caller's behalf: the
+ * caller's stream waits for a batch's event, and a released slot is written again only after the
+ * copy stream has waited (on the GPU) for the event recorded on the caller's stream at release. */
+#include <cuda_runtime_api.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "cu.h"
+#include "cu_kern.h"
+
+#define CU_MAX_SLOTS 4u  /* one leased, one in the caller's stream, two ahead: enough to hide a copy */
+#define CU_MIN_SLOTS 2u
+#define CU_ALIGN 256u
+#define CU_POLL_MS 50    /* how often the copy thread looks up from a wait on the host ring */
+
+enum { CS_FREE, CS_COPYING, CS_READY, CS_LEASED };
+
+typedef struct cu_slot {
+    sp_batch b;
+    int64_t shape[SP_MAX_FIELDS][SP_MAX_DIMS + 1];
+    uint8_t *dmem;
+    uint64_t *ids;          /* host copy of the batch's sample ids */
+    cudaEvent_t start, ready; /* around the copy and conversion, on the copy stream */
+    cudaEvent_t released;   /* on the caller's stream at release */
+    bool release_pending;   /* released was recorded and the copy stream has not waited on it */
+    int state;
+} cu_slot;
+
+/* What the caller's next() receives, in order: a batch (code 0) or a code with its message. */
+typedef struct cu_entry {
+    int code;
+    uint32_t slot;
+    char msg[SP_ERRMSG_MAX];
+} cu_entry;
+
+/* A copy issued whose host batch is held until the GPU has read it. */
+typedef struct cu_flight {
+    sp_batch *hb;
+    uint32_t slot;
+} cu_flight;
+
+struct cu_stage {
+    sp_loader *l;
+    int dev;
+    sp_errbuf eb; /* the copy thread's: the host stage's consumer errors land here */
+    cudaStream_t stream;
+    cu_slot slots[CU_MAX_SLOTS];
+    uint32_t nslots;
+    uint64_t slot_bytes;
+    uint64_t conv_off[SP_MAX_FIELDS]; /* per batch field: offset of its converted tensor, 0: none */
+    void *lut;                        /* device copy of the conversion table */
+    int lut_elem;
+    bool registered;
+
+    pthread_mutex_t mu;
+    pthread_cond_t c_user, c_copy;
+    pthread_t thread;
+    bool thread_up, stop, finished;
+    int final_code;
+    char final_msg[SP_ERRMSG_MAX];
+    cu_entry *q;
+    uint32_t qcap, qhead, qcount;
+    uint64_t seq;               /* batches issued since the thread started */
+    cu_flight flight[2];
+    uint32_t nflight;
+    uint64_t pos_epoch, pos_k;  /* the caller's position */
+    uint64_t leases;
+    uint64_t in_use;            /* slots not free */
+
+    /* statistics, under mu */
+    uint64_t bytes_peak, batches, bytes_copied;
+    double copy_s, empty_s;
+    char note[192];
+};
+
+static int cu_fail(sp_errbuf *eb, cudaError_t e, const char *what)
+{
+    return sp_fail(eb, SP_EDEVICE, "%s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
+/* Runs on the stage's device and puts the caller's current device back afterwards: the library
+ * must not change a trainer's device under it. */
+typedef struct cu_dev_guard {
+    int old;
+    bool switched;
+} cu_dev_guard;
+
+static cudaError_t guard_enter(cu_dev_guard *g, int dev)
+{
+    g->switched = false;
+    cudaError_t e = cudaGetDevice(&g->old);
+    if (e != cudaSuccess)
+        return e;
+    if (g->old == dev)
+        return cudaSuccess;
+    g->switched = true;
+    return cudaSetDevice(dev);
+}
+
+static void guard_leave(const cu_dev_guard *g)
+{
+    if (g->switched)
+        cudaSetDevice(g->old);
+}
+
+/* ---------------------------------------------------------------- device choice */
+
+int sp_cuda_device_count(void)
+{
+    sp_clear_error();
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        cu_fail(NULL, e, "cudaGetDeviceCount");
+        cudaGetLastError(); /* not sticky: a later call may find a device */
+        return 0;
+    }
+    return n;
+}
+
+int cu_resolve(sp_loader *l, int64_t param)
+{
+    l->device = -1;
+    if (param == SP_DEVICE_CPU)
+        return SP_OK;
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess)
+        cudaGetLastError();
+    if (param == SP_DEVICE_AUTO) {
+        int cur = 0;
+        if (e != cudaSuccess || n == 0) {
+            snprintf(l->st.device_note, sizeof l->st.device_note,
+                     "device=auto: no usable CUDA device (%s); batches stay in host memory",
+                     e != cudaSuccess ? cudaGetErrorString(e) : "the driver lists none");
+            return SP_OK;
+        }
+        if (cudaGetDevice(&cur) != cudaSuccess)
+            cur = 0; /* the thread's current device, which torch.cuda.set_device sets */
+        l->device = cur;
+        return SP_OK;
+    }
+    if (e != cudaSuccess)
+        return sp_fail(&l->eb, SP_EDEVICE, "device=cuda:%lld: no usable CUDA device: %s (%s)", (long long)param,
+                       cudaGetErrorString(e), cudaGetErrorName(e));
+    if (param >= n)
+        return sp_fail(&l->eb, SP_EDEVICE, "device=cuda:%lld: this machine has %d CUDA device(s) (cuda:0..cuda:%d)",
+                       (long long)param, n, n - 1);
+    l->device = (int)param;
+    return SP_OK;
+}
+
+/* ---------------------------------------------------------------- layout of a device slot */
+
+static const DLDataType conv_dt[] = {
+    [SP_DEVICE_DTYPE_FLOAT16] = { kDLFloat, 16, 1 },
+    [SP_DEVICE_DTYPE_BFLOAT16] = { kDLBfloat, 16, 1 },
+    [SP_DEVICE_DTYPE_FLOAT32] = { kDLFloat, 32, 1 },
+};
+
+/* The staged copy of the host slot first, then each image field's converted tensor. */
+static uint64_t plan_slot(cu_stage *c)
+{
+    const sp_loader *l = c->l;
+    uint64_t off = sp_align_up(l->batch_bytes, CU_ALIGN);
+    for (size_t f = 0; f < l->nout; f++) {
+        c->conv_off[f] = 0;
+        if (l->out[f].convert != CONVERT_IMAGE || l->dev_dtype == SP_DEVICE_DTYPE_NONE)
+            continue;
+        c->conv_off[f] = off;
+        off = sp_align_up(off + (uint64_t)l->batch * 3 * l->img.size * l->img.size * (conv_dt[l->dev_dtype].bits / 8),
+                          CU_ALIGN);
+    }
+    return off;
+}
+
+static void init_batch(cu_stage *c, cu_slot *s, uint32_t i)
+{
+    const sp_loader *l = c->l;
+    s->b.owner = (sp_loader *)l;
+    s->b.slot = i;
+    s->b.on_device = true;
+    s->b.ids = s->ids;
+    s->b.nfields = l->nout;
+    bool nchw = l->dev_layout == SP_DEVICE_LAYOUT_NCHW;
+    for (size_t f = 0; f < l->nout; f++) {
+        const ld_out *o = &l->out[f];
+        s->b.names[f] = l->schema->f[o->field].name;
+        memcpy(s->b.shape[f], o->shape, sizeof o->shape);
+        DLDataType dt = o->dt;
+        uint64_t off = o->offset;
+        if (c->conv_off[f]) {
+            int64_t sz = l->img.size;
+            s->b.shape[f][1] = nchw ? 3 : sz;
+            s->b.shape[f][2] = sz;
+            s->b.shape[f][3] = nchw ? sz : 3;
+            dt = conv_dt[l->dev_dtype];
+            off = c->conv_off[f];
+        }
+        s->b.t[f] = (DLTensor){ .data = s->dmem + off, .device = { kDLCUDA, c->dev }, .ndim = o->ndim, .dtype = dt,
+                                .shape = s->b.shape[f], .strides = NULL, .byte_offset = 0 };
+    }
+}
+
+/* ---------------------------------------------------------------- open and close */
+
+static int make_lut(cu_stage *c)
+{
+    const sp_loader *l = c->l;
+    if (l->dev_dtype == SP_DEVICE_DTYPE_NONE || !l->has_image)
+        return SP_OK;
+    static const int img_dtype[] = { [SP_DEVICE_DTYPE_FLOAT16] = SP_IMAGE_FLOAT16,
+                                     [SP_DEVICE_DTYPE_BFLOAT16] = SP_IMAGE_BFLOAT16,
+                                     [SP_DEVICE_DTYPE_FLOAT32] = SP_IMAGE_FLOAT32 };
+    int dt = img_dtype[l->dev_dtype];
+    c->lut_elem = dt == SP_IMAGE_FLOAT32 ? 4 : 2;
+    uint32_t host[3 * 256]; /* big enough for either element size */
+    img_lut(&l->img, dt, host);
+    cudaError_t e = cudaMalloc(&c->lut, 3 * 256 * (size_t)c->lut_elem);
+    if (e == cudaSuccess)
+        e = cudaMemcpy(c->lut, host, 3 * 256 * (size_t)c->lut_elem, cudaMemcpyHostToDevice);
+    return e == cudaSuccess ? SP_OK : cu_fail(&c->l->eb, e, "the device conversion table");
+}
+
+/* How many slots the budget holds, at most CU_MAX_SLOTS. */
+static int size_ring(cu_stage *c, uint64_t budget)
+{
+    sp_loader *l = c->l;
+    uint64_t fixed = c->lut_elem ? 3 * 256 * (uint64_t)c->lut_elem : 0;
+    if (budget == 0) {
+        size_t free_b = 0, total_b = 0;
+        cudaError_t e = cudaMemGetInfo(&free_b, &total_b);
+        if (e != cudaSuccess)
+            return cu_fail(&l->eb, e, "cudaMemGetInfo");
+        budget = (uint64_t)free_b / 4;
+        if (budget > CU_MAX_SLOTS * c->slot_bytes + fixed)
+            budget = CU_MAX_SLOTS * c->slot_bytes + fixed;
+    }
+    l->st.device_memory_bytes = budget;
+    uint64_t n = budget > fixed ? (budget - fixed) / c->slot_bytes : 0;
+    if (n < CU_MIN_SLOTS)
+        return sp_fail(&l->eb, SP_ELIMIT,
+                       "device_memory %llu bytes cannot hold two batches on cuda:%d: need at least %llu bytes "
+                       "(2 slots of %llu); raise device_memory or lower batch_size",
+                       (unsigned long long)budget, c->dev, (unsigned long long)(CU_MIN_SLOTS * c->slot_bytes + fixed),
+                       (unsigned long long)c->slot_bytes);
+    c->nslots = n > CU_MAX_SLOTS ? CU_MAX_SLOTS : (uint32_t)n;
+    return SP_OK;
+}
+
+static int make_slots(cu_stage *c)
+{
+    sp_loader *l = c->l;
+    for (uint32_t i = 0; i < c->nslots; i++) {
+        cu_slot *s = &c->slots[i];
+        s->ids = sp_calloc(l->batch, sizeof *s->ids);
+        if (!s->ids)
+            return sp_fail(&l->eb, SP_ENOMEM, "out of memory for the device ring's sample ids");
+        cudaError_t e = cudaMalloc((void **)&s->dmem, c->slot_bytes);
+        if (e == cudaSuccess)
+            e = cudaEventCreate(&s->start);
+        if (e == cudaSuccess) /* the copy thread sleeps on it rather than spin beside the workers */
+            e = cudaEventCreateWithFlags(&s->ready, cudaEventBlockingSync);
+        if (e == cudaSuccess)
+            e = cudaEventCreateWithFlags(&s->released, cudaEventDisableTiming);
+        if (e != cudaSuccess)
+            return cu_fail(&l->eb, e, "allocating the device ring");
+        init_batch(c, s, i);
+    }
+    return SP_OK;
+}
+
+/* Page-locks the batch ring so copies run at the link's speed and asynchronously. Registering
+ * the ring the host stage already owns keeps one allocation, counted once in host_memory. */
+static void pin_ring(cu_stage *c)
+{
+    sp_loader *l = c->l;
+    cudaError_t e = cudaHostRegister(l->batch_mem, l->nslots * l->batch_bytes, cudaHostRegisterPortable);
+    if (e == cudaSuccess) {
+        c->registered = true;
+        return;
+    }
+    cudaGetLastError();
+    snprintf(c->note, sizeof c->note, "cudaHostRegister of the batch ring failed (%s): copies are from pageable memory",
+             cudaGetErrorString(e));
+}
+
+int cu_open(sp_loader *l, uint64_t budget, cu_stage **out)
+{
+    *out = NULL;
+    cu_stage *c = sp_calloc(1, sizeof *c);
+    if (!c)
+        return sp_fail(&l->eb, SP_ENOMEM, "out of memory for the device stage");
+    c->l = l;
+    c->dev = l->device;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->c_user, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_cond_init(&c->c_copy, NULL);
+    *out = c; /* cu_close frees whatever was made before a failure */
+    cu_dev_guard g;
+    cudaError_t e = guard_enter(&g, c->dev);
+    if (e != cudaSuccess)
+        return cu_fail(&l->eb, e, "selecting the CUDA device");
+    int rc = SP_OK;
+    c->slot_bytes = plan_slot(c);
+    e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
+    if (e != cudaSuccess)
+        rc = cu_fail(&l->eb, e, "creating the copy stream");
+    if (rc == SP_OK)
+        rc = make_lut(c);
+    if (rc == SP_OK)
+        rc = size_ring(c, budget);
+    if (rc == SP_OK)
+        rc = make_slots(c);
+    if (rc == SP_OK) {
+        c->qcap = c->nslots + 8;
+        c->q = sp_calloc(c->qcap, sizeof *c->q);
+        if (!c->q)
+            rc = sp_fail(&l->eb, SP_ENOMEM, "out of memory for the device stage's queue");
+    }
+    if (rc == SP_OK)
+        pin_ring(c);
+    guard_leave(&g);
+    c->pos_epoch = l->epoch;
+    c->pos_k = l->next_k;
+    return rc;
+}
+
+static void wait_slots_idle(cu_stage *c)
+{
+    if (c->stream)
+        cudaStreamSynchronize(c->stream);
+    for (uint32_t i = 0; i < c->nslots; i++)
+        if (c->slots[i].release_pending) {
+            /* the caller's work on the slot: it may still read it when close is called */
+            cudaEventSynchronize(c->slots[i].released);
+            c->slots[i].release_pending = false;
+        }
+}
+
+void cu_close(cu_stage *c)
+{
+    if (!c)
+        return;
+    cu_halt(c);
+    cu_dev_guard g;
+    bool on = guard_enter(&g, c->dev) == cudaSuccess;
+    if (on) {
+        wait_slots_idle(c);
+        for (uint32_t i = 0; i < CU_MAX_SLOTS; i++) {
+            cu_slot *s = &c->slots[i];
+            if (s->dmem)
+                cudaFree(s->dmem);
+            if (s->start)
+                cudaEventDestroy(s->start);
+            if (s->ready)
+                cudaEventDestroy(s->ready);
+            if (s->released)
+                cudaEventDestroy(s->released);
+        }
+        if (c->lut)
+            cudaFree(c->lut);
+        if (c->stream)
+            cudaStreamDestroy(c->stream);
+        if (c->registered)
+            cudaHostUnregister(c->l->batch_mem);
+        guard_leave(&g);
+    }
+    for (uint32_t i = 0; i < CU_MAX_SLOTS; i++)
+        sp_free(c->slots[i].ids);
+    sp_free(c->q);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->c_user);
+    pthread_cond_destroy(&c->c_copy);
+    sp_free(c);
+}
+
+/* ---------------------------------------------------------------- the copy thread */
+
+/* Queues an entry for the caller, waiting while the queue is full. False when stopped. */
+static bool push(cu_stage *c, int code, uint32_t slot, const char *msg)
+{
+    pthread_mutex_lock(&c->mu);
+    while (c->qcount == c->qcap && !c->stop)
+        pthread_cond_wait(&c->c_copy, &c->mu);
+    bool ok = !c->stop;
+    if (ok) {
+        cu_entry *en = &c->q[(c->qhead + c->qcount) % c->qcap];
+        en->code = code;
+        en->slot = slot;
+        snprintf(en->msg, sizeof en->msg, "%s", msg ? msg : "");
+        c->qcount++;
+        if (code == SP_OK)
+            c->slots[slot].state = CS_READY;
+        pthread_cond_signal(&c->c_user);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return ok;
+}
+
+/* Waits for the oldest copy in flight, then gives its host batch back to the host ring. */
+static void retire_one(cu_stage *c)
+{
+    cu_flight f = c->flight[0];
+    c->flight[0] = c->flight[1];
+    c->nflight--;
+    cu_slot *s = &c->slots[f.slot];
+    cudaEventSynchronize(s->ready);
+    float ms = 0;
+    if (cudaEventElapsedTime(&ms, s->start, s->ready) != cudaSuccess)
+        ms = 0;
+    ld_host_release(c->l, f.hb);
+    pthread_mutex_lock(&c->mu);
+    c->copy_s += ms / 1e3;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void retire_all(cu_stage *c)
+{
+    while (c->nflight)
+        retire_one(c);
+}
+
+/* The next free slot in ring order (slots are handed out and come back in any order, but a batch
+ * always goes to seq % nslots so the caller sees a plain ring). False when stopped. */
+static bool take_slot(cu_stage *c, cu_slot **out, bool *wait_release)
+{
+    cu_slot *s = &c->slots[c->seq % c->nslots];
+    pthread_mutex_lock(&c->mu);
+    if (s->state != CS_FREE && !c->stop) {
+        /* About to block on the caller: give the host ring back every batch already copied. */
+        pthread_mutex_unlock(&c->mu);
+        retire_all(c);
+        pthread_mutex_lock(&c->mu);
+        while (s->state != CS_FREE && !c->stop)
+            pthread_cond_wait(&c->c_copy, &c->mu);
+    }
+    bool ok = !c->stop;
+    if (ok) {
+        s->state = CS_COPYING;
+        *wait_release = s->release_pending;
+        s->release_pending = false;
+        c->in_use++;
+        uint64_t bytes = c->in_use * c->slot_bytes;
+        if (bytes > c->bytes_peak)
+            c->bytes_peak = bytes;
+    }
+    pthread_mutex_unlock(&c->mu);
+    *out = s;
+    return ok;
+}
+
+static void give_back_slot(cu_stage *c, cu_slot *s)
+{
+    pthread_mutex_lock(&c->mu);
+    s->state = CS_FREE;
+    c->in_use--;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Queues the copy of host batch hb into slot s, and its conversion, on the copy stream. */
+static cudaError_t issue(cu_stage *c, cu_slot *s, const sp_batch *hb, bool wait_release)
+{
+    const sp_loader *l = c->l;
+    const ld_slot *hs = &l->slots[hb->slot];
+    cudaError_t e = cudaSuccess;
+    if (wait_release)
+        e = cudaStreamWaitEvent(c->stream, s->released, 0);
+    if (e == cudaSuccess)
+        e = cudaEventRecord(s->start, c->stream);
+    if (e == cudaSuccess)
+        e = cudaMemcpyAsync(s->dmem, hs->mem, l->batch_bytes, cudaMemcpyHostToDevice, c->stream);
+    for (size_t f = 0; e == cudaSuccess && f < l->nout; f++)
+        if (c->conv_off[f])
+            e = (cudaError_t)cu_launch_convert(s->dmem + l->out[f].offset, s->dmem + c->conv_off[f], c->lut,
+                                               c->lut_elem, hb->rows, l->img.size,
+                                               l->dev_layout == SP_DEVICE_LAYOUT_NCHW, c->stream);
+    if (e == cudaSuccess)
+        e = cudaEventRecord(s->ready, c->stream);
+    if (e == cudaSuccess) {
+        s->b.epoch = hb->epoch;
+        s->b.index = hb->index;
+        s->b.rows = hb->rows;
+        memcpy(s->ids, hb->ids, hb->rows * sizeof *s->ids);
+    }
+    return e;
+}
+
+/* One host batch to the device. False when the thread must end. */
+static bool copy_one(cu_stage *c, sp_batch *hb)
+{
+    cu_slot *s;
+    bool wait_release;
+    if (!take_slot(c, &s, &wait_release)) {
+        ld_host_release(c->l, hb);
+        return false;
+    }
+    cudaError_t e = issue(c, s, hb, wait_release);
+    if (e != cudaSuccess) {
+        cudaStreamSynchronize(c->stream); /* nothing may still read hb */
+        ld_host_release(c->l, hb);
+        give_back_slot(c, s);
+        char msg[SP_ERRMSG_MAX];
+        snprintf(msg, sizeof msg, "copying batch %llu of epoch %llu to cuda:%d: %s (%s)",
+                 (unsigned long long)hb->index, (unsigned long long)hb->epoch, c->dev, cudaGetErrorString(e),
+                 cudaGetErrorName(e));
+        push(c, SP_EDEVICE, 0, msg);
+        return false;
+    }
+    c->flight[c->nflight++] = (cu_flight){ hb, s->b.slot };
+    c->seq++;
+    pthread_mutex_lock(&c->mu);
+    c->batches++;
+    c->bytes_copied += c->l->batch_bytes;
+    pthread_mutex_unlock(&c->mu);
+    bool ok = push(c, SP_OK, s->b.slot, NULL);
+    /* Keep the copy engine fed: the newest copy stays queued while the older one is retired. */
+    while (c->nflight > 1)
+        retire_one(c);
+    return ok;
+}
+
+static void *copy_main(void *arg)
+{
+    cu_stage *c = arg;
+    sp_loader *l = c->l;
+    cudaError_t e = cudaSetDevice(c->dev);
+    if (e != cudaSuccess) {
+        char msg[SP_ERRMSG_MAX];
+        snprintf(msg, sizeof msg, "the copy thread cannot use cuda:%d: %s", c->dev, cudaGetErrorString(e));
+        push(c, SP_EDEVICE, 0, msg);
+        goto done;
+    }
+    for (;;) {
+        sp_batch *hb = NULL;
+        int rc = ld_host_next(l, &hb, CU_POLL_MS);
+        if (rc == SP_ETIMEDOUT) {
+            pthread_mutex_lock(&c->mu);
+            bool stop = c->stop;
+            pthread_mutex_unlock(&c->mu);
+            if (stop)
+                break;
+            retire_all(c); /* the host is slow: nothing gains from holding its batches */
+            continue;
+        }
+        if (rc == SP_EEPOCH) {
+            if (!push(c, rc, 0, c->eb.msg))
+                break;
+            continue;
+        }
+        if (rc != SP_OK) {
+            retire_all(c);
+            push(c, rc, 0, c->eb.msg);
+            break;
+        }
+        if (!copy_one(c, hb))
+            break;
+    }
+done:
+    retire_all(c);
+    pthread_mutex_lock(&c->mu);
+    c->finished = true;
+    pthread_cond_broadcast(&c->c_user);
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static int start_thread(cu_stage *c)
+{
+    sp_loader *l = c->l;
+    l->ceb = &c->eb;
+    c->stop = false;
+    c->finished = false;
+    c->seq = 0;
+    int e = pthread_create(&c->thread, NULL, copy_main, c);
+    if (e) {
+        l->ceb = &l->eb;
+        return sp_fail(&l->eb, SP_ESYS, "cannot start the device copy thread: %s", strerror(e));
+    }
+    c->thread_up = true;
+    return SP_OK;
+}
+
+void cu_halt(cu_stage *c)
+{
+    sp_loader *l = c->l;
+    pthread_mutex_lock(&c->mu);
+    bool up = c->thread_up;
+    c->stop = true;
+    pthread_cond_broadcast(&c->c_copy);
+    pthread_mutex_unlock(&c->mu);
+    if (up) {
+        pthread_mutex_lock(&l->mu);
+        l->consumer_abort = true;
+        pthread_cond_broadcast(&l->c_consumer);
+        pthread_mutex_unlock(&l->mu);
+        pthread_join(c->thread, NULL);
+        pthread_mutex_lock(&l->mu);
+        l->consumer_abort = false;
+        pthread_mutex_unlock(&l->mu);
+        l->ceb = &l->eb;
+    }
+    /* Batches prepared and not handed out are dropped; their copies may still be running. */
+    if (c->stream)
+        cudaStreamSynchronize(c->stream);
+    pthread_mutex_lock(&c->mu);
+    for (; c->qcount; c->qcount--, c->qhead = (c->qhead + 1) % c->qcap) {
+        const cu_entry *en = &c->q[c->qhead];
+        if (en->code == SP_OK) {
+            c->slots[en->slot].state = CS_FREE;
+            c->in_use--;
+        }
+    }
+    c->thread_up = false;
+    c->finished = false;
+    c->stop = false;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void cu_seek(cu_stage *c, uint64_t epoch, uint64_t next_k)
+{
+    pthread_mutex_lock(&c->mu);
+    c->pos_epoch = epoch;
+    c->pos_k = next_k;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void cu_position(cu_stage *c, uint64_t *epoch, uint64_t *next_k)
+{
+    pthread_mutex_lock(&c->mu);
+    *epoch = c->pos_epoch;
+    *next_k = c->pos_k;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ---------------------------------------------------------------- the caller's side */
+
+static void deadline(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* Hands out what the front entry says, with mu held. */
+static int take_entry(cu_stage *c, sp_batch **out)
+{
+    cu_entry *en = &c->q[c->qhead];
+    c->qhead = (c->qhead + 1) % c->qcap;
+    c->qcount--;
+    pthread_cond_signal(&c->c_copy);
+    if (en->code == SP_EEPOCH) {
+        c->pos_epoch++;
+        c->pos_k = 0;
+    }
+    if (en->code != SP_OK)
+        return sp_fail(&c->l->eb, en->code, "%s", en->msg);
+    cu_slot *s = &c->slots[en->slot];
+    s->state = CS_LEASED;
+    c->leases++;
+    c->pos_epoch = s->b.epoch;
+    c->pos_k = s->b.index + 1;
+    *out = &s->b;
+    return SP_OK;
+}
+
+int cu_next(cu_stage *c, sp_batch **out, int timeout_ms)
+{
+    struct timespec dl;
+    if (timeout_ms >= 0)
+        deadline(&dl, timeout_ms);
+    double t0 = sp_now();
+    int rc = SP_OK;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        if (c->qcount) {
+            rc = take_entry(c, out);
+            break;
+        }
+        if (c->finished) { /* the thread ended on a code the caller has already been given */
+            rc = sp_fail(&c->l->eb, c->final_code, "%s", c->final_msg);
+            break;
+        }
+        if (!c->thread_up && (rc = start_thread(c)))
+            break;
+        int w = timeout_ms < 0 ? pthread_cond_wait(&c->c_user, &c->mu)
+                               : pthread_cond_timedwait(&c->c_user, &c->mu, &dl);
+        if (w == ETIMEDOUT && !c->qcount) {
+            rc = sp_fail(&c->l->eb, SP_ETIMEDOUT, "batch %llu of epoch %llu not on cuda:%d within %d ms",
+                         (unsigned long long)c->pos_k, (unsigned long long)c->pos_epoch, c->dev, timeout_ms);
+            break;
+        }
+    }
+    if (rc != SP_OK && rc != SP_ETIMEDOUT) {
+        c->final_code = rc; /* repeated when the thread has ended on it */
+        snprintf(c->final_msg, sizeof c->final_msg, "%s", c->l->eb.msg);
+    }
+    c->empty_s += sp_now() - t0;
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+static cu_slot *leased_slot(cu_stage *c, const sp_batch *b)
+{
+    if (!c || b->slot >= c->nslots || &c->slots[b->slot].b != b)
+        return NULL;
+    return &c->slots[b->slot];
+}
+
+int cu_batch_wait(cu_stage *c, const sp_batch *b, void *stream)
+{
+    cu_slot *s = leased_slot(c, b);
+    if (!s)
+        return sp_fail(NULL, SP_EINVAL, "sp_batch_wait: not a device batch of a loader");
+    cu_dev_guard g;
+    cudaError_t e = guard_enter(&g, c->dev);
+    if (e == cudaSuccess)
+        e = cudaStreamWaitEvent((cudaStream_t)stream, s->ready, 0);
+    guard_leave(&g);
+    return e == cudaSuccess ? SP_OK : cu_fail(NULL, e, "sp_batch_wait: cudaStreamWaitEvent");
+}
+
+int cu_batch_sync(cu_stage *c, const sp_batch *b)
+{
+    cu_slot *s = leased_slot(c, b);
+    if (!s)
+        return sp_fail(NULL, SP_EINVAL, "sp_batch_sync: not a device batch of a loader");
+    cudaError_t e = cudaEventSynchronize(s->ready);
+    return e == cudaSuccess ? SP_OK : cu_fail(NULL, e, "sp_batch_sync: cudaEventSynchronize");
+}
+
+int cu_release(cu_stage *c, sp_batch *b, void *stream)
+{
+    sp_loader *l = c->l;
+    cu_slot *s = leased_slot(c, b);
+    if (!s)
+        return sp_fail(&l->eb, SP_EINVAL, "sp_loader_release: not a batch of this loader");
+    pthread_mutex_lock(&c->mu);
+    int rc = SP_OK;
+    if (s->state != CS_LEASED) {
+        pthread_mutex_unlock(&c->mu);
+        return sp_fail(&l->eb, SP_EINVAL, "batch %llu is not leased (released twice?)", (unsigned long long)b->index);
+    }
+    cu_dev_guard g;
+    cudaError_t e = guard_enter(&g, c->dev);
+    if (e == cudaSuccess)
+        e = cudaEventRecord(s->released, (cudaStream_t)stream);
+    if (e == cudaSuccess) {
+        s->release_pending = true;
+    } else {
+        /* No event to order the reuse on: the host waits for the stream instead. */
+        rc = cu_fail(&l->eb, e, "sp_loader_release_on: cudaEventRecord on the caller's stream");
+        cudaStreamSynchronize((cudaStream_t)stream);
+        cudaGetLastError();
+    }
+    guard_leave(&g);
+    s->state = CS_FREE;
+    c->leases--;
+    c->in_use--;
+    pthread_cond_signal(&c->c_copy);
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+uint64_t cu_leases(cu_stage *c)
+{
+    pthread_mutex_lock(&c->mu);
+    uint64_t n = c->leases;
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
+void cu_stats(cu_stage *c, sp_loader_stats *st)
+{
+    pthread_mutex_lock(&c->mu);
+    st->host_pinned = c->registered;
+    if (c->note[0])
+        snprintf(st->device_note, sizeof st->device_note, "%s", c->note);
+    st->device_ring_bytes = c->nslots * c->slot_bytes + (c->lut ? 3 * 256 * (uint64_t)c->lut_elem : 0);
+    st->device_ring_slots = c->nslots;
+    st->device_bytes = c->in_use * c->slot_bytes;
+    st->device_bytes_peak = c->bytes_peak;
+    st->device_batches = c->batches;
+    st->bytes_copied = c->bytes_copied;
+    st->copy_s = c->copy_s;
+    st->device_empty_s = c->empty_s;
+    pthread_mutex_unlock(&c->mu);
+}
