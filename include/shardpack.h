@@ -227,7 +227,7 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4 };
     X(MAX_SAMPLE_BYTES, "max_sample_bytes", SP_PTYPE_SIZE, 64 * SP_MIB, 1 * SP_KIB, 2 * SP_GIB - 1, NULL, \
       SP_SCOPE_WRITE | SP_SCOPE_LOAD, "largest sample (its bytes in a block) a writer accepts or the loader decodes; a larger one is refused, or a bad sample") \
     X(DEVICE, "device", SP_PTYPE_DEVICE, -1, -2, 1023, NULL, SP_SCOPE_LOAD,                         \
-      "where batches are delivered: cpu, cuda:N (an error without that device), or auto (the current CUDA device, else cpu, saying why in stats)") \
+      "where batches are delivered: cpu, cuda:N (an error without that device), or auto (the current CUDA device when the loader opens, else cpu, saying why in stats)") \
     X(DEVICE_MEMORY, "device_memory", SP_PTYPE_SIZE, 0, 0, 1024 * SP_GIB, NULL, SP_SCOPE_LOAD,     \
       "device memory budget of the device ring (0: room for 4 batches, at most a quarter of the free device memory)") \
     X(DEVICE_DTYPE, "device_dtype", SP_PTYPE_ENUM, 0, 0, 3, "none|float16|bfloat16|float32",        \
@@ -511,9 +511,10 @@ typedef struct sp_batch sp_batch;
 
 /* Opens a loader over path (as sp_dataset_open: directory, manifest or shard; or a glob pattern
  * such as "data/shard-0*.sps" naming shard files, taken in sorted order). params may be NULL.
- * SP_ELIMIT when host_memory cannot hold one window and two batches (the message names the
- * minimum); SP_EINVAL when rank >= world_size or the dataset has fewer blocks than ranks; the
- * dataset open codes otherwise. Nothing is read until the first sp_loader_next. */
+ * SP_ELIMIT when host_memory cannot hold one window and two batches, or device_memory two device
+ * batches (the message names the minimum); SP_EINVAL when rank >= world_size or the dataset has
+ * fewer blocks than ranks; SP_EDEVICE when device=cuda:N cannot be used (SP_ENOTSUP in a library
+ * built without CUDA); the dataset open codes otherwise. Nothing is read until the first sp_loader_next. */
 SP_API int sp_loader_open(const char *path, const sp_params *params, sp_loader **out);
 /* Opens a loader over an explicit list of shard files. */
 SP_API int sp_loader_open_shards(const char *const *paths, size_t n, const sp_params *params,
@@ -577,12 +578,15 @@ typedef struct sp_loader_stats {
     uint64_t image_scratch_bytes;           /* per-worker decoder buffers, all workers (in scratch_bytes) */
     char bad_note[512];                     /* the latest corrupt block or refused image, naming its
                                              * shard, block and sample, or "" */
-    /* The device stage (device=cuda:N or auto); zero for host batches. */
+    /* The device stage (device=cuda:N or auto); zero for host batches. With it, the fields above
+     * describe the host stage, whose consumer is the copy thread: it runs up to a few batches (and
+     * across an epoch's end) ahead of the caller, so epoch, batches, samples and stall_s count what
+     * reached the copy thread; device_empty_s is the caller's own wait. */
     int device;                             /* CUDA device of the batches, or -1 for host batches */
     int host_pinned;                        /* 1 when the batch ring is page-locked for the copies */
     char device_note[192];                  /* device=auto: why batches stay in host memory, or "" */
     uint64_t device_memory_bytes;           /* the device budget */
-    uint64_t device_ring_bytes, device_ring_slots; /* the device ring, allocated at the first next() */
+    uint64_t device_ring_bytes, device_ring_slots; /* the device ring (and its tables), allocated at open */
     uint64_t device_bytes, device_bytes_peak;      /* bytes of device slots holding a batch, now and peak */
     uint64_t device_batches;                /* batches copied to the device */
     uint64_t bytes_copied;                  /* host-to-device bytes */
@@ -602,11 +606,20 @@ SP_API int sp_loader_stats_get(sp_loader *l, sp_loader_stats *out);
  *  - sp_batch_wait(b, stream) makes the consumer's stream wait for the batch's copy;
  *  - sp_loader_release_on(l, b, stream) records an event on the consumer's stream, and the copy
  *    stream waits for that event before it writes the slot again.
- * `stream` is a cudaStream_t passed as void *: NULL is the legacy default stream, (void *)1 is
- * cudaStreamLegacy and (void *)2 cudaStreamPerThread, the values DLPack's __dlpack__(stream=)
- * uses. sp_loader_release(l, b) on a device batch is sp_loader_release_on(l, b, NULL).
- * For a host batch both functions behave as for host memory (wait does nothing).
- * sp_loader_close waits for the GPU to finish with every slot before it frees device memory.
+ * `stream` is a cudaStream_t passed as void *, on the batch's device: NULL is the legacy default
+ * stream, (void *)1 is cudaStreamLegacy and (void *)2 cudaStreamPerThread, the values DLPack's
+ * __dlpack__(stream=) uses. As everywhere in CUDA, those three name the default stream of the
+ * calling thread's current device, and 2 names the calling thread's own stream: release on 2
+ * from the thread that queued the work.
+ * sp_loader_release(l, b) on a device batch is sp_loader_release_on(l, b, NULL): it orders the
+ * reuse after work on the legacy default stream and on every blocking stream, but NOT after work
+ * on non-blocking streams (cudaStreamNonBlocking, as PyTorch's side streams are): release on
+ * that stream instead, or synchronize first.
+ * The device ring holds at most 4 batches (fewer when device_memory says so); a caller holding
+ * them all gets SP_EBUSY from next(), as with the host ring.
+ * For a host batch these functions behave as for host memory (wait does nothing).
+ * The library never changes the calling thread's current device. sp_loader_close waits for the
+ * GPU to finish with every slot before it frees device memory.
  * ---------------------------------------------------------------------------------------------- */
 
 /* The CUDA device b's tensors are on, or -1 when they are in host memory. */

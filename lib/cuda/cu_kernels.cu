@@ -41,6 +41,7 @@ cudaError_t launch(const uint8_t *src, void *dst, const void *lut, uint64_t n, u
     const uint64_t plane = (uint64_t)size * size, pixels = n * plane;
     if (pixels == 0)
         return cudaSuccess;
+    (void)cudaGetLastError(); // what is returned below is this launch's error, not an older one
     const unsigned threads = 256;
     uint64_t blocks = (pixels + threads - 1) / threads;
     if (blocks > 8192) // enough to fill any current GPU; the grid-stride loop does the rest

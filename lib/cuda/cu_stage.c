@@ -18,11 +18,10 @@
 #define CU_ALIGN 256u
 #define CU_POLL_MS 50    /* how often the copy thread looks up from a wait on the host ring */
 
-enum { CS_FREE, CS_COPYING, CS_READY, CS_LEASED };
+enum { CS_FREE, CS_COPYING, CS_READY, CS_LEASED, CS_RELEASING };
 
 typedef struct cu_slot {
     sp_batch b;
-    int64_t shape[SP_MAX_FIELDS][SP_MAX_DIMS + 1];
     uint8_t *dmem;
     uint64_t *ids;          /* host copy of the batch's sample ids */
     cudaEvent_t start, ready; /* around the copy and conversion, on the copy stream */
@@ -42,6 +41,7 @@ typedef struct cu_entry {
 typedef struct cu_flight {
     sp_batch *hb;
     uint32_t slot;
+    uint64_t epoch, index;
 } cu_flight;
 
 struct cu_stage {
@@ -56,13 +56,17 @@ struct cu_stage {
     void *lut;                        /* device copy of the conversion table */
     int lut_elem;
     bool registered;
+    uint64_t budget; /* device_memory, 0: auto */
 
     pthread_mutex_t mu;
     pthread_cond_t c_user, c_copy;
     pthread_t thread;
     bool thread_up, stop, finished;
+    bool starved; /* the copy thread waits for a slot and every slot is leased */
     int final_code;
     char final_msg[SP_ERRMSG_MAX];
+    bool fault; /* the GPU failed a copy: every later next() returns SP_EDEVICE with fault_msg */
+    char fault_msg[SP_ERRMSG_MAX];
     cu_entry *q;
     uint32_t qcap, qhead, qcount;
     uint64_t seq;               /* batches issued since the thread started */
@@ -83,29 +87,32 @@ static int cu_fail(sp_errbuf *eb, cudaError_t e, const char *what)
     return sp_fail(eb, SP_EDEVICE, "%s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
 }
 
-/* Runs on the stage's device and puts the caller's current device back afterwards: the library
- * must not change a trainer's device under it. */
-typedef struct cu_dev_guard {
-    int old;
-    bool switched;
-} cu_dev_guard;
+/* Runs fn(c) on a short-lived thread whose current device is the stage's. The caller's own thread
+ * is never switched: cudaSetDevice there would change a trainer's device under it, or create a
+ * context on a GPU it does not use. */
+typedef struct cu_call {
+    cu_stage *c;
+    int (*fn)(cu_stage *c);
+    int rc;
+} cu_call;
 
-static cudaError_t guard_enter(cu_dev_guard *g, int dev)
+static void *call_main(void *arg)
 {
-    g->switched = false;
-    cudaError_t e = cudaGetDevice(&g->old);
-    if (e != cudaSuccess)
-        return e;
-    if (g->old == dev)
-        return cudaSuccess;
-    g->switched = true;
-    return cudaSetDevice(dev);
+    cu_call *k = arg;
+    cudaError_t e = cudaSetDevice(k->c->dev);
+    k->rc = e == cudaSuccess ? k->fn(k->c) : cu_fail(&k->c->l->eb, e, "selecting the CUDA device");
+    return NULL;
 }
 
-static void guard_leave(const cu_dev_guard *g)
+static int on_device(cu_stage *c, int (*fn)(cu_stage *c))
 {
-    if (g->switched)
-        cudaSetDevice(g->old);
+    cu_call k = { c, fn, SP_OK };
+    pthread_t t;
+    int e = pthread_create(&t, NULL, call_main, &k);
+    if (e)
+        return sp_fail(&c->l->eb, SP_ESYS, "cannot start a thread for cuda:%d: %s", c->dev, strerror(e));
+    pthread_join(t, NULL);
+    return k.rc;
 }
 
 /* ---------------------------------------------------------------- device choice */
@@ -245,10 +252,12 @@ static int size_ring(cu_stage *c, uint64_t budget)
     uint64_t n = budget > fixed ? (budget - fixed) / c->slot_bytes : 0;
     if (n < CU_MIN_SLOTS)
         return sp_fail(&l->eb, SP_ELIMIT,
-                       "device_memory %llu bytes cannot hold two batches on cuda:%d: need at least %llu bytes "
-                       "(2 slots of %llu); raise device_memory or lower batch_size",
-                       (unsigned long long)budget, c->dev, (unsigned long long)(CU_MIN_SLOTS * c->slot_bytes + fixed),
-                       (unsigned long long)c->slot_bytes);
+                       "%s %llu bytes cannot hold two batches on cuda:%d: need at least %llu bytes "
+                       "(2 slots of %llu); %s",
+                       c->budget ? "device_memory" : "a quarter of the free device memory,", (unsigned long long)budget,
+                       c->dev, (unsigned long long)(CU_MIN_SLOTS * c->slot_bytes + fixed),
+                       (unsigned long long)c->slot_bytes,
+                       c->budget ? "raise device_memory or lower batch_size" : "free device memory or lower batch_size");
     c->nslots = n > CU_MAX_SLOTS ? CU_MAX_SLOTS : (uint32_t)n;
     return SP_OK;
 }
@@ -290,6 +299,23 @@ static void pin_ring(cu_stage *c)
              cudaGetErrorString(e));
 }
 
+/* Everything on the device, on the stage's device (see on_device). */
+static int open_on_device(cu_stage *c)
+{
+    sp_loader *l = c->l;
+    cudaError_t e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
+    if (e != cudaSuccess)
+        return cu_fail(&l->eb, e, "creating the copy stream");
+    int rc = make_lut(c);
+    if (rc == SP_OK)
+        rc = size_ring(c, c->budget);
+    if (rc == SP_OK)
+        rc = make_slots(c);
+    if (rc == SP_OK)
+        pin_ring(c);
+    return rc;
+}
+
 int cu_open(sp_loader *l, uint64_t budget, cu_stage **out)
 {
     *out = NULL;
@@ -298,6 +324,7 @@ int cu_open(sp_loader *l, uint64_t budget, cu_stage **out)
         return sp_fail(&l->eb, SP_ENOMEM, "out of memory for the device stage");
     c->l = l;
     c->dev = l->device;
+    c->budget = budget;
     pthread_mutex_init(&c->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -306,30 +333,14 @@ int cu_open(sp_loader *l, uint64_t budget, cu_stage **out)
     pthread_condattr_destroy(&ca);
     pthread_cond_init(&c->c_copy, NULL);
     *out = c; /* cu_close frees whatever was made before a failure */
-    cu_dev_guard g;
-    cudaError_t e = guard_enter(&g, c->dev);
-    if (e != cudaSuccess)
-        return cu_fail(&l->eb, e, "selecting the CUDA device");
-    int rc = SP_OK;
     c->slot_bytes = plan_slot(c);
-    e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
-    if (e != cudaSuccess)
-        rc = cu_fail(&l->eb, e, "creating the copy stream");
-    if (rc == SP_OK)
-        rc = make_lut(c);
-    if (rc == SP_OK)
-        rc = size_ring(c, budget);
-    if (rc == SP_OK)
-        rc = make_slots(c);
+    int rc = on_device(c, open_on_device);
     if (rc == SP_OK) {
         c->qcap = c->nslots + 8;
         c->q = sp_calloc(c->qcap, sizeof *c->q);
         if (!c->q)
             rc = sp_fail(&l->eb, SP_ENOMEM, "out of memory for the device stage's queue");
     }
-    if (rc == SP_OK)
-        pin_ring(c);
-    guard_leave(&g);
     c->pos_epoch = l->epoch;
     c->pos_k = l->next_k;
     return rc;
@@ -347,34 +358,35 @@ static void wait_slots_idle(cu_stage *c)
         }
 }
 
+static int close_on_device(cu_stage *c)
+{
+    wait_slots_idle(c);
+    for (uint32_t i = 0; i < CU_MAX_SLOTS; i++) {
+        cu_slot *s = &c->slots[i];
+        if (s->dmem)
+            cudaFree(s->dmem);
+        if (s->start)
+            cudaEventDestroy(s->start);
+        if (s->ready)
+            cudaEventDestroy(s->ready);
+        if (s->released)
+            cudaEventDestroy(s->released);
+    }
+    if (c->lut)
+        cudaFree(c->lut);
+    if (c->stream)
+        cudaStreamDestroy(c->stream);
+    return SP_OK;
+}
+
 void cu_close(cu_stage *c)
 {
     if (!c)
         return;
     cu_halt(c);
-    cu_dev_guard g;
-    bool on = guard_enter(&g, c->dev) == cudaSuccess;
-    if (on) {
-        wait_slots_idle(c);
-        for (uint32_t i = 0; i < CU_MAX_SLOTS; i++) {
-            cu_slot *s = &c->slots[i];
-            if (s->dmem)
-                cudaFree(s->dmem);
-            if (s->start)
-                cudaEventDestroy(s->start);
-            if (s->ready)
-                cudaEventDestroy(s->ready);
-            if (s->released)
-                cudaEventDestroy(s->released);
-        }
-        if (c->lut)
-            cudaFree(c->lut);
-        if (c->stream)
-            cudaStreamDestroy(c->stream);
-        if (c->registered)
-            cudaHostUnregister(c->l->batch_mem);
-        guard_leave(&g);
-    }
+    on_device(c, close_on_device);
+    if (c->registered) /* whatever happened above: the host stage frees this memory next */
+        cudaHostUnregister(c->l->batch_mem);
     for (uint32_t i = 0; i < CU_MAX_SLOTS; i++)
         sp_free(c->slots[i].ids);
     sp_free(c->q);
@@ -407,44 +419,84 @@ static bool push(cu_stage *c, int code, uint32_t slot, const char *msg)
     return ok;
 }
 
-/* Waits for the oldest copy in flight, then gives its host batch back to the host ring. */
-static void retire_one(cu_stage *c)
+/* Waits for the oldest copy in flight, then gives its host batch back to the host ring. False
+ * when the GPU reports a failure: the batch, already handed out, may be wrong, and the device
+ * is unusable; the caller ends the thread with the error. */
+static bool retire_one(cu_stage *c)
 {
     cu_flight f = c->flight[0];
     c->flight[0] = c->flight[1];
     c->nflight--;
     cu_slot *s = &c->slots[f.slot];
-    cudaEventSynchronize(s->ready);
+    cudaError_t e = cudaEventSynchronize(s->ready);
     float ms = 0;
-    if (cudaEventElapsedTime(&ms, s->start, s->ready) != cudaSuccess)
+    if (e == cudaSuccess && cudaEventElapsedTime(&ms, s->start, s->ready) != cudaSuccess) {
+        cudaGetLastError(); /* only the timing is lost */
         ms = 0;
+    }
+    if (e != cudaSuccess)
+        cudaStreamSynchronize(c->stream); /* whatever the fault, nothing may still read the batch */
     ld_host_release(c->l, f.hb);
     pthread_mutex_lock(&c->mu);
     c->copy_s += ms / 1e3;
+    if (e != cudaSuccess && !c->fault) {
+        c->fault = true;
+        snprintf(c->fault_msg, sizeof c->fault_msg, "the copy or conversion of batch %llu of epoch %llu on cuda:%d "
+                 "failed: %s (%s)", (unsigned long long)f.index, (unsigned long long)f.epoch, c->dev,
+                 cudaGetErrorString(e), cudaGetErrorName(e));
+    }
     pthread_mutex_unlock(&c->mu);
+    return e == cudaSuccess;
 }
 
-static void retire_all(cu_stage *c)
+static bool retire_all(cu_stage *c)
 {
+    bool ok = true;
     while (c->nflight)
-        retire_one(c);
+        ok = retire_one(c) && ok;
+    return ok;
 }
 
-/* The next free slot in ring order (slots are handed out and come back in any order, but a batch
- * always goes to seq % nslots so the caller sees a plain ring). False when stopped. */
+static bool in_flight(const cu_stage *c, uint32_t slot)
+{
+    for (uint32_t i = 0; i < c->nflight; i++)
+        if (c->flight[i].slot == slot)
+            return true;
+    return false;
+}
+
+/* A free slot, with mu held: the next in ring order when free (so a consumer that releases in
+ * order sees a plain ring), else any; NULL when none. */
+static cu_slot *free_slot(cu_stage *c)
+{
+    for (uint32_t i = 0; i < c->nslots; i++) {
+        cu_slot *s = &c->slots[(c->seq + i) % c->nslots];
+        if (s->state == CS_FREE)
+            return s;
+    }
+    return NULL;
+}
+
+/* Waits for a free slot and claims it. When every slot is leased the caller holds them all and
+ * only it can free one: next() then says so (SP_EBUSY) instead of waiting. False when stopped. */
 static bool take_slot(cu_stage *c, cu_slot **out, bool *wait_release)
 {
-    cu_slot *s = &c->slots[c->seq % c->nslots];
     pthread_mutex_lock(&c->mu);
-    if (s->state != CS_FREE && !c->stop) {
+    cu_slot *s = free_slot(c);
+    if (!s && !c->stop) {
         /* About to block on the caller: give the host ring back every batch already copied. */
         pthread_mutex_unlock(&c->mu);
         retire_all(c);
         pthread_mutex_lock(&c->mu);
-        while (s->state != CS_FREE && !c->stop)
+        while (!(s = free_slot(c)) && !c->stop) {
+            c->starved = c->leases == c->nslots;
+            if (c->starved)
+                pthread_cond_signal(&c->c_user);
             pthread_cond_wait(&c->c_copy, &c->mu);
+        }
+        c->starved = false;
     }
-    bool ok = !c->stop;
+    bool ok = !c->stop && s;
     if (ok) {
         s->state = CS_COPYING;
         *wait_release = s->release_pending;
@@ -455,6 +507,8 @@ static bool take_slot(cu_stage *c, cu_slot **out, bool *wait_release)
             c->bytes_peak = bytes;
     }
     pthread_mutex_unlock(&c->mu);
+    if (ok && in_flight(c, s->b.slot)) /* its last copy must be retired before its events are reused */
+        ok = retire_all(c);
     *out = s;
     return ok;
 }
@@ -473,8 +527,8 @@ static cudaError_t issue(cu_stage *c, cu_slot *s, const sp_batch *hb, bool wait_
     const sp_loader *l = c->l;
     const ld_slot *hs = &l->slots[hb->slot];
     cudaError_t e = cudaSuccess;
-    if (wait_release)
-        e = cudaStreamWaitEvent(c->stream, s->released, 0);
+    if (wait_release && (e = cudaStreamWaitEvent(c->stream, s->released, 0)) != cudaSuccess)
+        s->release_pending = true; /* the next use of the slot must still wait */
     if (e == cudaSuccess)
         e = cudaEventRecord(s->start, c->stream);
     if (e == cudaSuccess)
@@ -501,7 +555,7 @@ static bool copy_one(cu_stage *c, sp_batch *hb)
     cu_slot *s;
     bool wait_release;
     if (!take_slot(c, &s, &wait_release)) {
-        ld_host_release(c->l, hb);
+        ld_host_release(c->l, hb); /* a slot taken before a failed retire is freed by cu_halt */
         return false;
     }
     cudaError_t e = issue(c, s, hb, wait_release);
@@ -516,16 +570,16 @@ static bool copy_one(cu_stage *c, sp_batch *hb)
         push(c, SP_EDEVICE, 0, msg);
         return false;
     }
-    c->flight[c->nflight++] = (cu_flight){ hb, s->b.slot };
+    c->flight[c->nflight++] = (cu_flight){ hb, s->b.slot, hb->epoch, hb->index };
     c->seq++;
     pthread_mutex_lock(&c->mu);
     c->batches++;
     c->bytes_copied += c->l->batch_bytes;
     pthread_mutex_unlock(&c->mu);
-    bool ok = push(c, SP_OK, s->b.slot, NULL);
+    bool ok = push(c, SP_OK, s->b.slot, NULL); /* when stopped, cu_halt frees the slot */
     /* Keep the copy engine fed: the newest copy stays queued while the older one is retired. */
-    while (c->nflight > 1)
-        retire_one(c);
+    while (ok && c->nflight > 1)
+        ok = retire_one(c);
     return ok;
 }
 
@@ -613,13 +667,14 @@ void cu_halt(cu_stage *c)
     if (c->stream)
         cudaStreamSynchronize(c->stream);
     pthread_mutex_lock(&c->mu);
-    for (; c->qcount; c->qcount--, c->qhead = (c->qhead + 1) % c->qcap) {
-        const cu_entry *en = &c->q[c->qhead];
-        if (en->code == SP_OK) {
-            c->slots[en->slot].state = CS_FREE;
-            c->in_use--;
-        }
-    }
+    c->qcount = 0;
+    c->qhead = 0;
+    /* Every slot not leased is free again: queued ones, and one the thread held when stopped. */
+    for (uint32_t i = 0; i < c->nslots; i++)
+        if (c->slots[i].state != CS_LEASED && c->slots[i].state != CS_RELEASING)
+            c->slots[i].state = CS_FREE;
+    c->in_use = c->leases;
+    c->starved = false;
     c->thread_up = false;
     c->finished = false;
     c->stop = false;
@@ -686,8 +741,17 @@ int cu_next(cu_stage *c, sp_batch **out, int timeout_ms)
     int rc = SP_OK;
     pthread_mutex_lock(&c->mu);
     for (;;) {
+        if (c->fault) {
+            rc = sp_fail(&c->l->eb, SP_EDEVICE, "%s", c->fault_msg);
+            break;
+        }
         if (c->qcount) {
             rc = take_entry(c, out);
+            break;
+        }
+        if (c->starved) {
+            rc = sp_fail(&c->l->eb, SP_EBUSY, "all %u device slots are leased: release a batch before taking "
+                         "another (the device ring holds %u batches; device_memory sets it)", c->nslots, c->nslots);
             break;
         }
         if (c->finished) { /* the thread ended on a code the caller has already been given */
@@ -704,7 +768,7 @@ int cu_next(cu_stage *c, sp_batch **out, int timeout_ms)
             break;
         }
     }
-    if (rc != SP_OK && rc != SP_ETIMEDOUT) {
+    if (rc != SP_OK && rc != SP_ETIMEDOUT && rc != SP_EBUSY) {
         c->final_code = rc; /* repeated when the thread has ended on it */
         snprintf(c->final_msg, sizeof c->final_msg, "%s", c->l->eb.msg);
     }
@@ -725,11 +789,11 @@ int cu_batch_wait(cu_stage *c, const sp_batch *b, void *stream)
     cu_slot *s = leased_slot(c, b);
     if (!s)
         return sp_fail(NULL, SP_EINVAL, "sp_batch_wait: not a device batch of a loader");
-    cu_dev_guard g;
-    cudaError_t e = guard_enter(&g, c->dev);
-    if (e == cudaSuccess)
-        e = cudaStreamWaitEvent((cudaStream_t)stream, s->ready, 0);
-    guard_leave(&g);
+    /* The stream names its device; a default-stream handle (NULL, 1, 2) is the calling thread's
+     * current device's, as everywhere in CUDA. */
+    cudaError_t e = cudaStreamWaitEvent((cudaStream_t)stream, s->ready, 0);
+    if (e != cudaSuccess)
+        cudaGetLastError();
     return e == cudaSuccess ? SP_OK : cu_fail(NULL, e, "sp_batch_wait: cudaStreamWaitEvent");
 }
 
@@ -742,6 +806,13 @@ int cu_batch_sync(cu_stage *c, const sp_batch *b)
     return e == cudaSuccess ? SP_OK : cu_fail(NULL, e, "sp_batch_sync: cudaEventSynchronize");
 }
 
+static int sync_device(cu_stage *c)
+{
+    (void)c;
+    cudaDeviceSynchronize();
+    return SP_OK;
+}
+
 int cu_release(cu_stage *c, sp_batch *b, void *stream)
 {
     sp_loader *l = c->l;
@@ -749,27 +820,31 @@ int cu_release(cu_stage *c, sp_batch *b, void *stream)
     if (!s)
         return sp_fail(&l->eb, SP_EINVAL, "sp_loader_release: not a batch of this loader");
     pthread_mutex_lock(&c->mu);
-    int rc = SP_OK;
     if (s->state != CS_LEASED) {
         pthread_mutex_unlock(&c->mu);
         return sp_fail(&l->eb, SP_EINVAL, "batch %llu is not leased (released twice?)", (unsigned long long)b->index);
     }
-    cu_dev_guard g;
-    cudaError_t e = guard_enter(&g, c->dev);
-    if (e == cudaSuccess)
-        e = cudaEventRecord(s->released, (cudaStream_t)stream);
-    if (e == cudaSuccess) {
-        s->release_pending = true;
-    } else {
-        /* No event to order the reuse on: the host waits for the stream instead. */
-        rc = cu_fail(&l->eb, e, "sp_loader_release_on: cudaEventRecord on the caller's stream");
-        cudaStreamSynchronize((cudaStream_t)stream);
+    s->state = CS_RELEASING; /* still unusable by the copy thread; CUDA runs without the lock */
+    pthread_mutex_unlock(&c->mu);
+    int rc = SP_OK;
+    cudaError_t e = cudaEventRecord(s->released, (cudaStream_t)stream);
+    if (e != cudaSuccess) {
+        /* No event to order the reuse on (a stream of another device, say): the host waits for the
+         * stream instead, or for the whole device when even that fails. */
+        rc = cu_fail(&l->eb, e, "sp_loader_release_on: cudaEventRecord on the caller's stream (the batch is "
+                     "released after a host wait)");
         cudaGetLastError();
+        if (cudaStreamSynchronize((cudaStream_t)stream) != cudaSuccess) {
+            cudaGetLastError();
+            on_device(c, sync_device);
+        }
     }
-    guard_leave(&g);
+    pthread_mutex_lock(&c->mu);
+    s->release_pending = e == cudaSuccess;
     s->state = CS_FREE;
     c->leases--;
     c->in_use--;
+    c->starved = false;
     pthread_cond_signal(&c->c_copy);
     pthread_mutex_unlock(&c->mu);
     return rc;

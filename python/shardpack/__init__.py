@@ -20,5 +20,13 @@ from .writer import Dataset, Field, Writer
 
 __version__ = library_version
 
+
+def cuda_device_count():
+    """CUDA devices the library can deliver batches to (device="cuda:N"): 0 when it was built
+    without CUDA or the driver finds none."""
+    from ._lib import lib
+    return lib.sp_cuda_device_count()
+
+
 __all__ = ["ABI_VERSION", "Batch", "Dataset", "Field", "Loader", "ParamInfo", "ShardpackError",
-           "Tensor", "Writer", "library_path", "library_version", "params"]
+           "Tensor", "Writer", "cuda_device_count", "library_path", "library_version", "params"]
