@@ -49,10 +49,7 @@ static opts parse(int argc, char **argv)
 
 static void cu_check(cudaError_t e, const char *what)
 {
-    if (e != cudaSuccess) {
-        fprintf(stderr, PROG ": %s: %s\n", what, cudaGetErrorString(e));
-        exit(1);
-    }
+    bn_cuda_check(PROG, (int)e, what);
 }
 
 /* Takes one batch, makes stream wait for it and releases it behind that wait: the consumer does

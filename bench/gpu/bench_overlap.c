@@ -53,10 +53,7 @@ static opts parse(int argc, char **argv)
 
 static void cu_check(cudaError_t e, const char *what)
 {
-    if (e != cudaSuccess) {
-        fprintf(stderr, PROG ": %s: %s\n", what, cudaGetErrorString(e));
-        exit(1);
-    }
+    bn_cuda_check(PROG, (int)e, what);
 }
 
 typedef struct gpu {

@@ -1,6 +1,7 @@
 /* bn_util.c - helpers of the device benchmarks (see bn_util.h). */
 #include "bn_util.h"
 
+#include <cuda_runtime_api.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -10,6 +11,14 @@
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
+
+void bn_cuda_check(const char *prog, int e, const char *what)
+{
+    if (e == (int)cudaSuccess)
+        return;
+    fprintf(stderr, "%s: %s: %s\n", prog, what, cudaGetErrorString((cudaError_t)e));
+    exit(1);
+}
 
 double bn_now(void)
 {

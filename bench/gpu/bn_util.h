@@ -27,6 +27,8 @@ int bn_make(bn_ds *d, const char *tag, uint64_t samples, uint32_t elems);
 void bn_free(bn_ds *d);
 /* Opens a loader on path with NULL-terminated name/value pairs; exits 1 with a message on failure. */
 sp_loader *bn_open(const char *prog, const char *path, const char *const *kv);
+/* Exits 1 with "PROG: WHAT: CUDA's message" when e (a cudaError_t) is not cudaSuccess. */
+void bn_cuda_check(const char *prog, int e, const char *what);
 /* Monotonic seconds. */
 double bn_now(void);
 /* Parses an integer option value of at least min; exits 2 (usage) when it is not one. */

@@ -118,5 +118,9 @@ int sp_online_cores(void);
 
 /* Monotonic seconds. */
 double sp_now(void);
+/* The CLOCK_MONOTONIC time ms milliseconds from now, for pthread_cond_timedwait on a condition
+ * variable created with that clock. */
+struct timespec;
+void sp_deadline_after(struct timespec *ts, int ms);
 
 #endif

@@ -663,9 +663,9 @@ void cu_halt(cu_stage *c)
         pthread_mutex_unlock(&l->mu);
         l->ceb = &l->eb;
     }
-    /* Batches prepared and not handed out are dropped; their copies may still be running. */
-    if (c->stream)
-        cudaStreamSynchronize(c->stream);
+    /* Batches prepared and not handed out are dropped. Their copies are complete: the thread
+     * waits for every copy in flight before it ends (and no CUDA call here may touch the
+     * caller's thread, which may have no context on this device). */
     pthread_mutex_lock(&c->mu);
     c->qcount = 0;
     c->qhead = 0;
@@ -699,17 +699,6 @@ void cu_position(cu_stage *c, uint64_t *epoch, uint64_t *next_k)
 
 /* ---------------------------------------------------------------- the caller's side */
 
-static void deadline(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 /* Hands out what the front entry says, with mu held. */
 static int take_entry(cu_stage *c, sp_batch **out)
 {
@@ -736,7 +725,7 @@ int cu_next(cu_stage *c, sp_batch **out, int timeout_ms)
 {
     struct timespec dl;
     if (timeout_ms >= 0)
-        deadline(&dl, timeout_ms);
+        sp_deadline_after(&dl, timeout_ms);
     double t0 = sp_now();
     int rc = SP_OK;
     pthread_mutex_lock(&c->mu);

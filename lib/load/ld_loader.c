@@ -711,23 +711,12 @@ static bool stuck_locked(const sp_loader *l)
            l->job_count == 0;
 }
 
-static void deadline_after(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 /* Waits for global batch g in slot s, with mu held. */
 static int wait_ready(sp_loader *l, ld_slot *s, uint64_t g, int timeout_ms)
 {
     struct timespec dl;
     if (timeout_ms >= 0)
-        deadline_after(&dl, timeout_ms);
+        sp_deadline_after(&dl, timeout_ms);
     double t0 = sp_now();
     int rc = SP_OK;
     for (;;) {

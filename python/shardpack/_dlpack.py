@@ -183,7 +183,10 @@ class Tensor:
                                  % stream)
             s = 1 if stream is None else stream
             _check(lib.sp_batch_wait(self._lease.bptr, stream_handle(s)))
-            self._lease.stream = s
+            # The release may run on another thread (wherever the last view dies), where 2 would
+            # name that thread's own stream: release on the legacy stream instead, which orders
+            # after every blocking stream, per-thread default streams included.
+            self._lease.stream = 1 if s == 2 else s
         nd = len(self._shape)
         arr = (c_int64 * (2 * nd if nd else 1))()
         st = _compact(self._shape)

@@ -7,48 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../image/jpeg_gen.h"
 #include "../test_util.h"
-
-/* A small JPEG dataset (image, label) in a private directory. */
-typedef struct fb_ds {
-    char *dir, *parent;
-} fb_ds;
-
-static void make_images(fb_ds *d, uint64_t n)
-{
-    d->dir = tu_dataset_dir("fallback", &d->parent);
-    sp_schema *s = sp_schema_create();
-    ck_assert_int_eq(sp_schema_add(s, "image", SP_FIELD_IMAGE, SP_DTYPE_U8, 0, NULL), 0);
-    ck_assert_int_eq(sp_schema_add(s, "label", SP_FIELD_LABEL, SP_DTYPE_I64, 0, NULL), 0);
-    sp_params *p = tu_params("block_size", "16K", NULL);
-    sp_writer *w;
-    ck_assert_msg(sp_writer_open(d->dir, s, p, &w) == 0, "%s", sp_last_error());
-    for (uint64_t i = 0; i < n; i++) {
-        int wd = 48 + (int)(i * 7 % 60), ht = 40 + (int)(i * 13 % 50);
-        uint8_t *pic = jg_picture(wd, ht, i + 1), *jpg;
-        size_t size;
-        char err[256];
-        jg_opts o = { 85, (int)(i % 4), JG_YCC, 0, 0 };
-        ck_assert_msg(jg_encode(pic, wd, ht, &o, &jpg, &size, err, sizeof err) == 0, "%s", err);
-        int64_t label = (int64_t)i;
-        sp_value v[2] = { { jpg, size }, { &label, sizeof label } };
-        ck_assert_msg(sp_writer_add(w, v, 2) == 0, "%s", sp_last_error());
-        free(pic);
-        free(jpg);
-    }
-    ck_assert_msg(sp_writer_finish(w) == 0, "%s", sp_last_error());
-    sp_writer_destroy(w);
-    sp_params_destroy(p);
-    sp_schema_destroy(s);
-}
-
-static void free_images(fb_ds *d)
-{
-    tu_rmtree(d->parent);
-    free(d->parent);
-    free(d->dir);
-}
+#include "tg_images.h"
 
 /* Opens a loader on dir with small test defaults and the given NULL-terminated name/value pairs. */
 static int open_with(const char *dir, sp_loader **out, const char *const *kv)
@@ -74,8 +34,8 @@ START_TEST(auto_stays_on_host)
 {
     if (gpu_present())
         return;
-    fb_ds d;
-    make_images(&d, 40);
+    tg_images d;
+    tg_make_images(&d, 40, 1);
     sp_loader *l;
     const char *kv[] = { "device", "auto", NULL };
     ck_assert_msg(open_with(d.dir, &l, kv) == 0, "%s", sp_last_error());
@@ -93,7 +53,7 @@ START_TEST(auto_stays_on_host)
     ck_assert_uint_eq(st.bytes_copied, 0);
     ck_assert_int_eq(sp_loader_release(l, b), 0);
     ck_assert_int_eq(sp_loader_close(l), 0);
-    free_images(&d);
+    tg_free_images(&d);
 }
 END_TEST
 
@@ -103,8 +63,8 @@ START_TEST(cuda_refused)
     int n = sp_cuda_device_count();
     char dev[32];
     snprintf(dev, sizeof dev, "cuda:%d", n); /* one past the last device there is */
-    fb_ds d;
-    make_images(&d, 16);
+    tg_images d;
+    tg_make_images(&d, 16, 1);
     sp_loader *l = NULL;
     const char *kv[] = { "device", dev, NULL };
     int rc = open_with(d.dir, &l, kv);
@@ -113,7 +73,7 @@ START_TEST(cuda_refused)
     ck_assert_msg(strstr(sp_last_error(), dev), "'%s' does not name %s", sp_last_error(), dev);
     if (rc == SP_ENOTSUP)
         ck_assert_msg(strstr(sp_last_error(), "without CUDA"), "'%s'", sp_last_error());
-    free_images(&d);
+    tg_free_images(&d);
 }
 END_TEST
 
@@ -122,8 +82,8 @@ START_TEST(device_dtype_on_host)
 {
     static const char *const dtypes[] = { "float16", "bfloat16", "float32" };
     static const char *const layouts[] = { "nchw", "nhwc" };
-    fb_ds d;
-    make_images(&d, 24);
+    tg_images d;
+    tg_make_images(&d, 24, 1);
     for (int i = 0; i < 3; i++)
         for (int j = 0; j < 2; j++) {
             sp_loader *a, *b;
@@ -153,15 +113,15 @@ START_TEST(device_dtype_on_host)
             ck_assert_int_eq(sp_loader_close(a), 0);
             ck_assert_int_eq(sp_loader_close(b), 0);
         }
-    free_images(&d);
+    tg_free_images(&d);
 }
 END_TEST
 
 /* device_dtype converts from uint8 NHWC: another image dtype or layout beside it is refused. */
 START_TEST(device_dtype_conflict)
 {
-    fb_ds d;
-    make_images(&d, 8);
+    tg_images d;
+    tg_make_images(&d, 8, 1);
     sp_loader *l = NULL;
     const char *kv[] = { "device_dtype", "float16", "image_dtype", "float32", NULL };
     ck_assert_int_eq(open_with(d.dir, &l, kv), SP_EINVAL);
@@ -170,15 +130,15 @@ START_TEST(device_dtype_conflict)
                   sp_last_error());
     const char *kv2[] = { "device_dtype", "float32", "image_layout", "nchw", NULL };
     ck_assert_int_eq(open_with(d.dir, &l, kv2), SP_EINVAL);
-    free_images(&d);
+    tg_free_images(&d);
 }
 END_TEST
 
 /* The stream-ordered calls accept host batches: nothing to wait for, the stream is not used. */
 START_TEST(stream_calls_on_host_batches)
 {
-    fb_ds d;
-    make_images(&d, 16);
+    tg_images d;
+    tg_make_images(&d, 16, 1);
     sp_loader *l;
     ck_assert_msg(open_with(d.dir, &l, NULL) == 0, "%s", sp_last_error());
     sp_batch *b;
@@ -193,7 +153,7 @@ START_TEST(stream_calls_on_host_batches)
     ck_assert_int_eq(sp_loader_release_on(l, b, NULL), SP_EINVAL); /* released twice */
     ck_assert_int_eq(sp_loader_release_on(NULL, b, NULL), SP_EINVAL);
     ck_assert_int_eq(sp_loader_close(l), 0);
-    free_images(&d);
+    tg_free_images(&d);
 }
 END_TEST
 
