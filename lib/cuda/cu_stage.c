@@ -376,6 +376,8 @@ static int close_on_device(cu_stage *c)
         cudaFree(c->lut);
     if (c->stream)
         cudaStreamDestroy(c->stream);
+    if (c->registered && cudaHostUnregister(c->l->batch_mem) == cudaSuccess)
+        c->registered = false;
     return SP_OK;
 }
 
@@ -385,7 +387,7 @@ void cu_close(cu_stage *c)
         return;
     cu_halt(c);
     on_device(c, close_on_device);
-    if (c->registered) /* whatever happened above: the host stage frees this memory next */
+    if (c->registered) /* the thread above could not do it, and the host stage frees this memory next */
         cudaHostUnregister(c->l->batch_mem);
     for (uint32_t i = 0; i < CU_MAX_SLOTS; i++)
         sp_free(c->slots[i].ids);
