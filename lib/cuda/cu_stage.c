@@ -813,7 +813,8 @@ int cu_release(cu_stage *c, sp_batch *b, void *stream)
     pthread_mutex_lock(&c->mu);
     if (s->state != CS_LEASED) {
         pthread_mutex_unlock(&c->mu);
-        return sp_fail(&l->eb, SP_EINVAL, "batch %llu is not leased (released twice?)", (unsigned long long)b->index);
+        /* Not b->index: a slot released already may be being refilled by the copy thread. */
+        return sp_fail(&l->eb, SP_EINVAL, "device batch in slot %u is not leased (released twice?)", s->b.slot);
     }
     s->state = CS_RELEASING; /* still unusable by the copy thread; CUDA runs without the lock */
     pthread_mutex_unlock(&c->mu);

@@ -917,9 +917,11 @@ int sp_loader_save_state(sp_loader *l, void *buf, size_t cap)
     sp_st32(p, STATE_MAGIC);
     sp_st32(p + 4, STATE_VERSION);
     sp_st64(p + 8, l->seed);
-    uint64_t epoch = l->epoch, next_k = l->next_k;
-    if (l->dev) /* its copy thread runs ahead of the consumer */
+    uint64_t epoch, next_k;
+    if (l->dev) /* its copy thread is the host stage's consumer, and runs ahead of the caller */
         cu_position(l->dev, &epoch, &next_k);
+    else
+        epoch = l->epoch, next_k = l->next_k;
     sp_st64(p + 16, epoch);
     sp_st64(p + 24, next_k);
     sp_st32(p + 32, l->world);
