@@ -608,9 +608,10 @@ SP_API int sp_loader_stats_get(sp_loader *l, sp_loader_stats *out);
  *    stream waits for that event before it writes the slot again.
  * `stream` is a cudaStream_t passed as void *, on the batch's device: NULL is the legacy default
  * stream, (void *)1 is cudaStreamLegacy and (void *)2 cudaStreamPerThread, the values DLPack's
- * __dlpack__(stream=) uses. As everywhere in CUDA, those three name the default stream of the
- * calling thread's current device, and 2 names the calling thread's own stream: release on 2
- * from the thread that queued the work.
+ * __dlpack__(stream=) uses. As in DLPack, those three name a default stream of the batch's
+ * device, whatever device the calling thread has current (the call then runs on a thread of the
+ * batch's device, where 2 becomes the legacy stream); 2 names the calling thread's own stream,
+ * so release on 2 from the thread that queued the work.
  * sp_loader_release(l, b) on a device batch is sp_loader_release_on(l, b, NULL): it orders the
  * reuse after work on the legacy default stream and on every blocking stream, but NOT after work
  * on non-blocking streams (cudaStreamNonBlocking, as PyTorch's side streams are): release on

@@ -87,12 +87,14 @@ static int cu_fail(sp_errbuf *eb, cudaError_t e, const char *what)
     return sp_fail(eb, SP_EDEVICE, "%s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
 }
 
-/* Runs fn(c) on a short-lived thread whose current device is the stage's. The caller's own thread
- * is never switched: cudaSetDevice there would change a trainer's device under it, or create a
- * context on a GPU it does not use. */
+/* Runs fn(c, arg) on a short-lived thread whose current device is the stage's. The caller's own
+ * thread is never switched: cudaSetDevice there would change a trainer's device under it, or
+ * create a context on a GPU it does not use. A failure's message is the loader's, and the
+ * caller's thread's last error too. */
 typedef struct cu_call {
     cu_stage *c;
-    int (*fn)(cu_stage *c);
+    int (*fn)(cu_stage *c, void *arg);
+    void *arg;
     int rc;
 } cu_call;
 
@@ -100,19 +102,34 @@ static void *call_main(void *arg)
 {
     cu_call *k = arg;
     cudaError_t e = cudaSetDevice(k->c->dev);
-    k->rc = e == cudaSuccess ? k->fn(k->c) : cu_fail(&k->c->l->eb, e, "selecting the CUDA device");
+    k->rc = e == cudaSuccess ? k->fn(k->c, k->arg) : cu_fail(&k->c->l->eb, e, "selecting the CUDA device");
     return NULL;
 }
 
-static int on_device(cu_stage *c, int (*fn)(cu_stage *c))
+static int on_device(cu_stage *c, int (*fn)(cu_stage *c, void *arg), void *arg)
 {
-    cu_call k = { c, fn, SP_OK };
+    cu_call k = { c, fn, arg, SP_OK };
     pthread_t t;
     int e = pthread_create(&t, NULL, call_main, &k);
     if (e)
         return sp_fail(&c->l->eb, SP_ESYS, "cannot start a thread for cuda:%d: %s", c->dev, strerror(e));
     pthread_join(t, NULL);
+    if (k.rc != SP_OK) { /* the helper's last error died with it */
+        char msg[SP_ERRMSG_MAX];
+        memcpy(msg, c->l->eb.msg, sizeof msg);
+        sp_fail(&c->l->eb, k.rc, "%s", msg);
+    }
     return k.rc;
+}
+
+/* True when a call on stream can run on the calling thread: an explicit stream names its own
+ * device, and a default-stream handle (NULL, cudaStreamLegacy, cudaStreamPerThread) names the
+ * calling thread's current device's, which must then be the stage's. cudaGetDevice creates no
+ * context. */
+static bool here(const cu_stage *c, void *stream)
+{
+    int cur = -1;
+    return (uintptr_t)stream > 2 || (cudaGetDevice(&cur) == cudaSuccess && cur == c->dev);
 }
 
 /* ---------------------------------------------------------------- device choice */
@@ -300,8 +317,9 @@ static void pin_ring(cu_stage *c)
 }
 
 /* Everything on the device, on the stage's device (see on_device). */
-static int open_on_device(cu_stage *c)
+static int open_on_device(cu_stage *c, void *unused)
 {
+    (void)unused;
     sp_loader *l = c->l;
     cudaError_t e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
     if (e != cudaSuccess)
@@ -334,7 +352,7 @@ int cu_open(sp_loader *l, uint64_t budget, cu_stage **out)
     pthread_cond_init(&c->c_copy, NULL);
     *out = c; /* cu_close frees whatever was made before a failure */
     c->slot_bytes = plan_slot(c);
-    int rc = on_device(c, open_on_device);
+    int rc = on_device(c, open_on_device, NULL);
     if (rc == SP_OK) {
         c->qcap = c->nslots + 8;
         c->q = sp_calloc(c->qcap, sizeof *c->q);
@@ -358,8 +376,9 @@ static void wait_slots_idle(cu_stage *c)
         }
 }
 
-static int close_on_device(cu_stage *c)
+static int close_on_device(cu_stage *c, void *unused)
 {
+    (void)unused;
     wait_slots_idle(c);
     for (uint32_t i = 0; i < CU_MAX_SLOTS; i++) {
         cu_slot *s = &c->slots[i];
@@ -386,9 +405,9 @@ void cu_close(cu_stage *c)
     if (!c)
         return;
     cu_halt(c);
-    on_device(c, close_on_device);
-    if (c->registered) /* the thread above could not do it, and the host stage frees this memory next */
-        cudaHostUnregister(c->l->batch_mem);
+    /* When that failed, CUDA is unusable here too: the registration goes with the context, and no
+     * call is made on the caller's thread. */
+    on_device(c, close_on_device, NULL);
     for (uint32_t i = 0; i < CU_MAX_SLOTS; i++)
         sp_free(c->slots[i].ids);
     sp_free(c->q);
@@ -415,6 +434,10 @@ static bool push(cu_stage *c, int code, uint32_t slot, const char *msg)
         c->qcount++;
         if (code == SP_OK)
             c->slots[slot].state = CS_READY;
+        if (code != SP_OK && code != SP_EEPOCH) { /* the thread ends on it: repeated by later calls */
+            c->final_code = code;
+            snprintf(c->final_msg, sizeof c->final_msg, "%s", en->msg);
+        }
         pthread_cond_signal(&c->c_user);
     }
     pthread_mutex_unlock(&c->mu);
@@ -467,6 +490,14 @@ static bool in_flight(const cu_stage *c, uint32_t slot)
     return false;
 }
 
+static uint32_t leased_count(const cu_stage *c)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < c->nslots; i++)
+        n += c->slots[i].state == CS_LEASED;
+    return n;
+}
+
 /* A free slot, with mu held: the next in ring order when free (so a consumer that releases in
  * order sees a plain ring), else any; NULL when none. */
 static cu_slot *free_slot(cu_stage *c)
@@ -488,21 +519,20 @@ static bool take_slot(cu_stage *c, cu_slot **out, bool *wait_release)
     if (!s && !c->stop) {
         /* About to block on the caller: give the host ring back every batch already copied. */
         pthread_mutex_unlock(&c->mu);
-        retire_all(c);
+        bool retired = retire_all(c);
         pthread_mutex_lock(&c->mu);
-        while (!(s = free_slot(c)) && !c->stop) {
-            c->starved = c->leases == c->nslots;
+        while (retired && !(s = free_slot(c)) && !c->stop) {
+            c->starved = leased_count(c) == c->nslots; /* a slot being released is not: it comes back */
             if (c->starved)
                 pthread_cond_signal(&c->c_user);
             pthread_cond_wait(&c->c_copy, &c->mu);
         }
         c->starved = false;
     }
-    bool ok = !c->stop && s;
+    bool ok = !c->stop && !c->fault && s;
     if (ok) {
         s->state = CS_COPYING;
-        *wait_release = s->release_pending;
-        s->release_pending = false;
+        *wait_release = s->release_pending; /* cleared by issue() once the wait is queued */
         c->in_use++;
         uint64_t bytes = c->in_use * c->slot_bytes;
         if (bytes > c->bytes_peak)
@@ -529,8 +559,8 @@ static cudaError_t issue(cu_stage *c, cu_slot *s, const sp_batch *hb, bool wait_
     const sp_loader *l = c->l;
     const ld_slot *hs = &l->slots[hb->slot];
     cudaError_t e = cudaSuccess;
-    if (wait_release && (e = cudaStreamWaitEvent(c->stream, s->released, 0)) != cudaSuccess)
-        s->release_pending = true; /* the next use of the slot must still wait */
+    if (wait_release && (e = cudaStreamWaitEvent(c->stream, s->released, 0)) == cudaSuccess)
+        s->release_pending = false; /* else the next use of the slot, or close, must still wait */
     if (e == cudaSuccess)
         e = cudaEventRecord(s->start, c->stream);
     if (e == cudaSuccess)
@@ -605,7 +635,8 @@ static void *copy_main(void *arg)
             pthread_mutex_unlock(&c->mu);
             if (stop)
                 break;
-            retire_all(c); /* the host is slow: nothing gains from holding its batches */
+            if (!retire_all(c)) /* the host is slow: nothing gains from holding its batches */
+                break;
             continue;
         }
         if (rc == SP_EEPOCH) {
@@ -679,6 +710,7 @@ void cu_halt(cu_stage *c)
     c->starved = false;
     c->thread_up = false;
     c->finished = false;
+    c->final_code = 0;
     c->stop = false;
     pthread_mutex_unlock(&c->mu);
 }
@@ -746,7 +778,8 @@ int cu_next(cu_stage *c, sp_batch **out, int timeout_ms)
             break;
         }
         if (c->finished) { /* the thread ended on a code the caller has already been given */
-            rc = sp_fail(&c->l->eb, c->final_code, "%s", c->final_msg);
+            rc = c->final_code ? sp_fail(&c->l->eb, c->final_code, "%s", c->final_msg)
+                               : sp_fail(&c->l->eb, SP_EDEVICE, "the copy thread of cuda:%d has ended", c->dev);
             break;
         }
         if (!c->thread_up && (rc = start_thread(c)))
@@ -758,10 +791,6 @@ int cu_next(cu_stage *c, sp_batch **out, int timeout_ms)
                          (unsigned long long)c->pos_k, (unsigned long long)c->pos_epoch, c->dev, timeout_ms);
             break;
         }
-    }
-    if (rc != SP_OK && rc != SP_ETIMEDOUT && rc != SP_EBUSY) {
-        c->final_code = rc; /* repeated when the thread has ended on it */
-        snprintf(c->final_msg, sizeof c->final_msg, "%s", c->l->eb.msg);
     }
     c->empty_s += sp_now() - t0;
     pthread_mutex_unlock(&c->mu);
@@ -775,16 +804,53 @@ static cu_slot *leased_slot(cu_stage *c, const sp_batch *b)
     return &c->slots[b->slot];
 }
 
+/* One event operation on a stream, run where `here` says it may. */
+typedef struct cu_evop {
+    enum { EV_WAIT, EV_RECORD, EV_SYNC, EV_STREAM_SYNC, EV_DEVICE_SYNC } op;
+    cudaEvent_t ev;
+    cudaStream_t stream;
+    cudaError_t e;
+} cu_evop;
+
+static int evop_run(cu_stage *c, void *arg)
+{
+    (void)c;
+    cu_evop *k = arg;
+    switch (k->op) {
+    case EV_WAIT: k->e = cudaStreamWaitEvent(k->stream, k->ev, 0); break;
+    case EV_RECORD: k->e = cudaEventRecord(k->ev, k->stream); break;
+    case EV_SYNC: k->e = cudaEventSynchronize(k->ev); break;
+    case EV_STREAM_SYNC: k->e = cudaStreamSynchronize(k->stream); break;
+    case EV_DEVICE_SYNC: k->e = cudaDeviceSynchronize(); break;
+    }
+    if (k->e != cudaSuccess)
+        cudaGetLastError();
+    return SP_OK;
+}
+
+/* Runs op on the calling thread when it may, else on the stage's device, where a default-stream
+ * handle then names the stage's device's default stream: the batch's, as DLPack means it (a
+ * per-thread handle from another thread is the legacy stream there, which orders after it). */
+static cudaError_t evop(cu_stage *c, int op, cudaEvent_t ev, void *stream)
+{
+    cu_evop k = { op, ev, (cudaStream_t)stream, cudaSuccess };
+    if (op == EV_DEVICE_SYNC || !here(c, stream)) {
+        if ((uintptr_t)stream == 2)
+            k.stream = cudaStreamLegacy;
+        if (on_device(c, evop_run, &k) != SP_OK)
+            return cudaErrorUnknown;
+    } else {
+        evop_run(c, &k);
+    }
+    return k.e;
+}
+
 int cu_batch_wait(cu_stage *c, const sp_batch *b, void *stream)
 {
     cu_slot *s = leased_slot(c, b);
     if (!s)
         return sp_fail(NULL, SP_EINVAL, "sp_batch_wait: not a device batch of a loader");
-    /* The stream names its device; a default-stream handle (NULL, 1, 2) is the calling thread's
-     * current device's, as everywhere in CUDA. */
-    cudaError_t e = cudaStreamWaitEvent((cudaStream_t)stream, s->ready, 0);
-    if (e != cudaSuccess)
-        cudaGetLastError();
+    cudaError_t e = evop(c, EV_WAIT, s->ready, stream);
     return e == cudaSuccess ? SP_OK : cu_fail(NULL, e, "sp_batch_wait: cudaStreamWaitEvent");
 }
 
@@ -793,15 +859,8 @@ int cu_batch_sync(cu_stage *c, const sp_batch *b)
     cu_slot *s = leased_slot(c, b);
     if (!s)
         return sp_fail(NULL, SP_EINVAL, "sp_batch_sync: not a device batch of a loader");
-    cudaError_t e = cudaEventSynchronize(s->ready);
+    cudaError_t e = evop(c, EV_SYNC, s->ready, (void *)cudaStreamLegacy);
     return e == cudaSuccess ? SP_OK : cu_fail(NULL, e, "sp_batch_sync: cudaEventSynchronize");
-}
-
-static int sync_device(cu_stage *c)
-{
-    (void)c;
-    cudaDeviceSynchronize();
-    return SP_OK;
 }
 
 int cu_release(cu_stage *c, sp_batch *b, void *stream)
@@ -819,17 +878,14 @@ int cu_release(cu_stage *c, sp_batch *b, void *stream)
     s->state = CS_RELEASING; /* still unusable by the copy thread; CUDA runs without the lock */
     pthread_mutex_unlock(&c->mu);
     int rc = SP_OK;
-    cudaError_t e = cudaEventRecord(s->released, (cudaStream_t)stream);
+    cudaError_t e = evop(c, EV_RECORD, s->released, stream);
     if (e != cudaSuccess) {
-        /* No event to order the reuse on (a stream of another device, say): the host waits for the
-         * stream instead, or for the whole device when even that fails. */
+        /* No event to order the reuse on (a stream of another device, say): the host waits for
+         * that stream, or for the whole device when even that fails. */
         rc = cu_fail(&l->eb, e, "sp_loader_release_on: cudaEventRecord on the caller's stream (the batch is "
                      "released after a host wait)");
-        cudaGetLastError();
-        if (cudaStreamSynchronize((cudaStream_t)stream) != cudaSuccess) {
-            cudaGetLastError();
-            on_device(c, sync_device);
-        }
+        if ((uintptr_t)stream <= 2 || evop(c, EV_STREAM_SYNC, NULL, stream) != cudaSuccess)
+            evop(c, EV_DEVICE_SYNC, NULL, NULL);
     }
     pthread_mutex_lock(&c->mu);
     s->release_pending = e == cudaSuccess;

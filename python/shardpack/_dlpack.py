@@ -173,7 +173,10 @@ class Tensor:
         2 for the per-thread one; None means 1), None for host memory. Host batches are complete
         before next() hands them out. For device memory the consumer's stream is made to wait,
         on the GPU, for the batch's copy, and the batch is later released on that stream (the
-        loader reuses its memory only after the work queued there at release).
+        loader reuses its memory only after the work queued there at release). One stream is
+        kept per batch: the last one named. Work on a batch from two streams must be joined
+        into the last one (or synchronized) before its views die, and that stream must outlive
+        them.
         """
         if stream is not None and self._devtype in _HOST_DEVICES and stream != -1:
             raise ValueError("shardpack: stream must be None for host memory")

@@ -1,7 +1,9 @@
 /* emu_cudart.c - the CPU CUDA runtime of emu_cudart.h. Ordering rules kept from CUDA: work on a
  * stream runs in order; cudaEventRecord captures the work queued before it; cudaStreamWaitEvent
  * and cudaEventSynchronize wait for the latest record made before the call (none: no wait); the
- * handles NULL, cudaStreamLegacy and cudaStreamPerThread name one default stream. */
+ * handles NULL, cudaStreamLegacy and cudaStreamPerThread name the default stream of the calling
+ * thread's current device; streams and events belong to the device current when they were made,
+ * and recording an event on another device's stream fails. */
 #include "emu_cudart.h"
 
 #include <pthread.h>
@@ -16,7 +18,10 @@
 
 enum { OP_COPY, OP_HOST, OP_RECORD, OP_WAIT };
 
+#define EMU_MAX_DEVICES 4
+
 struct CUevent_st {
+    int dev;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     uint64_t recorded, completed; /* generations */
@@ -36,6 +41,7 @@ typedef struct emu_op {
 } emu_op;
 
 struct CUstream_st {
+    int dev;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pthread_t thread;
@@ -45,14 +51,14 @@ struct CUstream_st {
 };
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct CUstream_st *g_default;
+static struct CUstream_st *g_default[EMU_MAX_DEVICES];
 static atomic_int g_devices = 1, g_fail_sync, g_streams, g_events, g_registered;
 static atomic_uint g_copy_delay_us;
 static atomic_ullong g_device_bytes;
 static _Thread_local cudaError_t t_last;
 static _Thread_local int t_device;
 
-void emu_set_devices(int n) { g_devices = n; }
+void emu_set_devices(int n) { g_devices = n < EMU_MAX_DEVICES ? n : EMU_MAX_DEVICES; }
 void emu_set_copy_delay_us(uint32_t us) { g_copy_delay_us = us; }
 void emu_fail_event_sync(int n) { g_fail_sync = n; }
 int emu_live_streams(void) { return g_streams; }
@@ -143,6 +149,7 @@ static struct CUstream_st *stream_new(void)
     struct CUstream_st *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
+    s->dev = t_device;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     if (pthread_create(&s->thread, NULL, stream_main, s)) {
@@ -159,11 +166,11 @@ static struct CUstream_st *resolve(cudaStream_t h)
     if ((uintptr_t)h > 2)
         return h;
     pthread_mutex_lock(&g_mu);
-    if (!g_default) {
-        g_default = stream_new();
+    if (!g_default[t_device]) {
+        g_default[t_device] = stream_new();
         g_streams--; /* lives as long as the process, like the real one */
     }
-    struct CUstream_st *s = g_default;
+    struct CUstream_st *s = g_default[t_device];
     pthread_mutex_unlock(&g_mu);
     return s;
 }
@@ -248,6 +255,7 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *out, unsigned int flags)
     struct CUevent_st *e = calloc(1, sizeof *e);
     if (!e)
         return fail(cudaErrorMemoryAllocation);
+    e->dev = t_device;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     g_events++;
@@ -268,6 +276,9 @@ cudaError_t cudaEventDestroy(cudaEvent_t e)
 
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t stream)
 {
+    struct CUstream_st *s = resolve(stream);
+    if (s && s->dev != e->dev)
+        return fail(cudaErrorInvalidResourceHandle);
     pthread_mutex_lock(&e->mu);
     uint64_t gen = ++e->recorded;
     pthread_mutex_unlock(&e->mu);

@@ -123,20 +123,22 @@ START_TEST(batches_equal_host)
 }
 END_TEST
 
-/* A two-slot ring, opened to learn a slot's size first. */
-static sp_loader *open_two_slots(const char *epochs)
+/* A two-slot ring on dev, opened to learn a slot's size first. */
+static sp_loader *open_two_slots_on(const char *dev, const char *epochs)
 {
-    sp_loader *l = open_ok(g_ds.dir, "device", "cuda:0", "epochs", epochs, NULL, NULL);
+    sp_loader *l = open_ok(g_ds.dir, "device", dev, "epochs", epochs, NULL, NULL);
     sp_loader_stats st;
     ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
     ck_assert_int_eq(sp_loader_close(l), 0);
     char mem[32];
     snprintf(mem, sizeof mem, "%llu", (unsigned long long)(2 * st.device_ring_bytes / st.device_ring_slots));
-    l = open_ok(g_ds.dir, "device", "cuda:0", "epochs", epochs, "device_memory", mem);
+    l = open_ok(g_ds.dir, "device", dev, "epochs", epochs, "device_memory", mem);
     ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
     ck_assert_uint_eq(st.device_ring_slots, 2);
     return l;
 }
+
+static sp_loader *open_two_slots(const char *epochs) { return open_two_slots_on("cuda:0", epochs); }
 
 typedef struct slow_copy {
     const void *src;
@@ -153,9 +155,11 @@ static void slow_copy_fn(void *arg)
     memcpy(k->dst, k->src, k->n);
 }
 
-static void reuse_on(cudaStream_t s, int nbatches)
+/* dev: the loader's device; launch_dev: the device current while the consumer's work is queued
+ * (-1: the thread's own, unchanged). The thread's current device is 0 for every library call. */
+static void reuse_on_dev(const char *dev, int launch_dev, cudaStream_t s, int nbatches)
 {
-    sp_loader *g = open_two_slots("0");
+    sp_loader *g = open_two_slots_on(dev, "0");
     size_t tok = 16 * 65 * 2;
     uint8_t *out = calloc((size_t)nbatches, tok);
     slow_copy *k = calloc((size_t)nbatches, sizeof *k); /* k[i].n: the rows delivered, not the slot */
@@ -170,11 +174,18 @@ static void reuse_on(cudaStream_t s, int nbatches)
         ck_assert_int_eq(sp_batch_wait(b, s), 0);
         k[i] = (slow_copy){ sp_batch_tensor(b, (size_t)f)->data, out + (size_t)i * tok, lt_field_bytes(b, (size_t)f),
                             300 };
+        if (launch_dev >= 0)
+            ck_assert_int_eq(cudaSetDevice(launch_dev), cudaSuccess);
         ck_assert_int_eq(emu_launch_host(s, slow_copy_fn, &k[i]), cudaSuccess);
+        if (launch_dev >= 0)
+            ck_assert_int_eq(cudaSetDevice(0), cudaSuccess);
         ck_assert_int_eq(sp_loader_release_on(g, b, s), 0); /* at once: only the event protects it */
         i++;
     }
+    if (launch_dev >= 0)
+        ck_assert_int_eq(cudaSetDevice(launch_dev), cudaSuccess);
     ck_assert_int_eq(cudaStreamSynchronize(s), cudaSuccess);
+    ck_assert_int_eq(cudaSetDevice(0), cudaSuccess);
     ck_assert_int_eq(sp_loader_close(g), 0);
     sp_loader *h = open_ok(g_ds.dir, "device", "cpu", "epochs", "0", NULL, NULL);
     for (int i = 0; i < nbatches;) {
@@ -194,6 +205,20 @@ static void reuse_on(cudaStream_t s, int nbatches)
     free(out);
     free(k);
 }
+
+static void reuse_on(cudaStream_t s, int nbatches) { reuse_on_dev("cuda:0", -1, s, nbatches); }
+
+/* A default-stream handle means the batch's device's default stream (DLPack's sense), whatever
+ * device the calling thread has current: the consumer's work queued on cuda:1's legacy stream is
+ * waited for although every library call comes from a thread whose current device is 0. */
+START_TEST(default_stream_is_the_batch_device)
+{
+    emu_set_devices(2);
+    reuse_on_dev("cuda:1", 1, NULL, 40);
+    reuse_on_dev("cuda:1", 1, cudaStreamLegacy, 20);
+    emu_set_devices(1);
+}
+END_TEST
 
 START_TEST(reuse_waits_for_release_event)
 {
@@ -378,6 +403,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, batches_equal_host);
     tcase_add_test(tc, reuse_waits_for_release_event);
+    tcase_add_test(tc, default_stream_is_the_batch_device);
     tcase_add_test(tc, ebusy_when_all_slots_leased);
     tcase_add_test(tc, resume_and_set_epoch_with_a_batch_held);
     tcase_add_test(tc, close_waits_for_the_consumer);
