@@ -375,6 +375,20 @@ START_TEST(gpu_fault_ends_the_stream)
 }
 END_TEST
 
+/* The budget is checked on the device's own thread; its message still reaches the caller. */
+START_TEST(budget_too_small)
+{
+    sp_loader *l;
+    ck_assert_int_eq(lt_open(g_ds.dir, &l, "device", "cuda:0", "device_memory", "1K", NULL), SP_ELIMIT);
+    ck_assert_ptr_null(l);
+    ck_assert_msg(strstr(sp_last_error(), "device_memory") && strstr(sp_last_error(), "need at least"), "'%s'",
+                  sp_last_error());
+    ck_assert_int_eq(emu_live_streams(), 0);
+    ck_assert_uint_eq(emu_device_bytes(), 0);
+    ck_assert_int_eq(emu_registered(), 0);
+}
+END_TEST
+
 START_TEST(no_device)
 {
     emu_set_devices(0);
@@ -409,6 +423,7 @@ int main(void)
     tcase_add_test(tc, close_waits_for_the_consumer);
     tcase_add_test(tc, images_converted_as_on_the_host);
     tcase_add_test(tc, gpu_fault_ends_the_stream);
+    tcase_add_test(tc, budget_too_small);
     tcase_add_test(tc, no_device);
     suite_add_tcase(su, tc);
     SRunner *sr = srunner_create(su);
