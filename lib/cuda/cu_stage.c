@@ -73,8 +73,6 @@ struct cu_stage {
     cu_flight flight[2];
     uint32_t nflight;
     uint64_t pos_epoch, pos_k;  /* the caller's position */
-    uint64_t leases;
-    uint64_t in_use;            /* slots not free */
 
     /* statistics, under mu */
     uint64_t bytes_peak, batches, bytes_copied;
@@ -181,12 +179,6 @@ int cu_resolve(sp_loader *l, int64_t param)
 
 /* ---------------------------------------------------------------- layout of a device slot */
 
-static const DLDataType conv_dt[] = {
-    [SP_DEVICE_DTYPE_FLOAT16] = { kDLFloat, 16, 1 },
-    [SP_DEVICE_DTYPE_BFLOAT16] = { kDLBfloat, 16, 1 },
-    [SP_DEVICE_DTYPE_FLOAT32] = { kDLFloat, 32, 1 },
-};
-
 /* The staged copy of the host slot first, then each image field's converted tensor. */
 static uint64_t plan_slot(cu_stage *c)
 {
@@ -197,7 +189,8 @@ static uint64_t plan_slot(cu_stage *c)
         if (l->out[f].convert != CONVERT_IMAGE || l->dev_dtype == SP_DEVICE_DTYPE_NONE)
             continue;
         c->conv_off[f] = off;
-        off = sp_align_up(off + (uint64_t)l->batch * 3 * l->img.size * l->img.size * (conv_dt[l->dev_dtype].bits / 8),
+        off = sp_align_up(off + (uint64_t)l->batch * 3 * l->img.size * l->img.size *
+                                    (ld_image_dltype(l->dev_img_dtype).bits / 8u),
                           CU_ALIGN);
     }
     return off;
@@ -223,7 +216,7 @@ static void init_batch(cu_stage *c, cu_slot *s, uint32_t i)
             s->b.shape[f][1] = nchw ? 3 : sz;
             s->b.shape[f][2] = sz;
             s->b.shape[f][3] = nchw ? sz : 3;
-            dt = conv_dt[l->dev_dtype];
+            dt = ld_image_dltype(l->dev_img_dtype);
             off = c->conv_off[f];
         }
         s->b.t[f] = (DLTensor){ .data = s->dmem + off, .device = { kDLCUDA, c->dev }, .ndim = o->ndim, .dtype = dt,
@@ -238,10 +231,7 @@ static int make_lut(cu_stage *c)
     const sp_loader *l = c->l;
     if (l->dev_dtype == SP_DEVICE_DTYPE_NONE || !l->has_image)
         return SP_OK;
-    static const int img_dtype[] = { [SP_DEVICE_DTYPE_FLOAT16] = SP_IMAGE_FLOAT16,
-                                     [SP_DEVICE_DTYPE_BFLOAT16] = SP_IMAGE_BFLOAT16,
-                                     [SP_DEVICE_DTYPE_FLOAT32] = SP_IMAGE_FLOAT32 };
-    int dt = img_dtype[l->dev_dtype];
+    int dt = l->dev_img_dtype;
     c->lut_elem = dt == SP_IMAGE_FLOAT32 ? 4 : 2;
     uint32_t host[3 * 256]; /* big enough for either element size */
     img_lut(&l->img, dt, host);
@@ -490,13 +480,21 @@ static bool in_flight(const cu_stage *c, uint32_t slot)
     return false;
 }
 
-static uint32_t leased_count(const cu_stage *c)
+/* Slots in one of two states, with mu held: counted rather than kept, so no path can let a count
+ * drift from the slots (a ring has at most CU_MAX_SLOTS). */
+static uint32_t count_slots(const cu_stage *c, int state, int or_state)
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < c->nslots; i++)
-        n += c->slots[i].state == CS_LEASED;
+        n += c->slots[i].state == state || c->slots[i].state == or_state;
     return n;
 }
+
+/* Leased to the caller, a release in progress included. */
+static uint32_t leased(const cu_stage *c) { return count_slots(c, CS_LEASED, CS_RELEASING); }
+
+/* Holding a batch: being copied, ready, or leased. */
+static uint32_t in_use(const cu_stage *c) { return c->nslots - count_slots(c, CS_FREE, CS_FREE); }
 
 /* A free slot, with mu held: the next in ring order when free (so a consumer that releases in
  * order sees a plain ring), else any; NULL when none. */
@@ -522,7 +520,7 @@ static bool take_slot(cu_stage *c, cu_slot **out, bool *wait_release)
         bool retired = retire_all(c);
         pthread_mutex_lock(&c->mu);
         while (retired && !(s = free_slot(c)) && !c->stop) {
-            c->starved = leased_count(c) == c->nslots; /* a slot being released is not: it comes back */
+            c->starved = count_slots(c, CS_LEASED, CS_LEASED) == c->nslots; /* a slot being released comes back */
             if (c->starved)
                 pthread_cond_signal(&c->c_user);
             pthread_cond_wait(&c->c_copy, &c->mu);
@@ -533,8 +531,7 @@ static bool take_slot(cu_stage *c, cu_slot **out, bool *wait_release)
     if (ok) {
         s->state = CS_COPYING;
         *wait_release = s->release_pending; /* cleared by issue() once the wait is queued */
-        c->in_use++;
-        uint64_t bytes = c->in_use * c->slot_bytes;
+        uint64_t bytes = in_use(c) * c->slot_bytes;
         if (bytes > c->bytes_peak)
             c->bytes_peak = bytes;
     }
@@ -549,7 +546,6 @@ static void give_back_slot(cu_stage *c, cu_slot *s)
 {
     pthread_mutex_lock(&c->mu);
     s->state = CS_FREE;
-    c->in_use--;
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -706,7 +702,6 @@ void cu_halt(cu_stage *c)
     for (uint32_t i = 0; i < c->nslots; i++)
         if (c->slots[i].state != CS_LEASED && c->slots[i].state != CS_RELEASING)
             c->slots[i].state = CS_FREE;
-    c->in_use = c->leases;
     c->starved = false;
     c->thread_up = false;
     c->finished = false;
@@ -748,7 +743,6 @@ static int take_entry(cu_stage *c, sp_batch **out)
         return sp_fail(&c->l->eb, en->code, "%s", en->msg);
     cu_slot *s = &c->slots[en->slot];
     s->state = CS_LEASED;
-    c->leases++;
     c->pos_epoch = s->b.epoch;
     c->pos_k = s->b.index + 1;
     *out = &s->b;
@@ -890,8 +884,6 @@ int cu_release(cu_stage *c, sp_batch *b, void *stream)
     pthread_mutex_lock(&c->mu);
     s->release_pending = e == cudaSuccess;
     s->state = CS_FREE;
-    c->leases--;
-    c->in_use--;
     c->starved = false;
     pthread_cond_signal(&c->c_copy);
     pthread_mutex_unlock(&c->mu);
@@ -901,7 +893,7 @@ int cu_release(cu_stage *c, sp_batch *b, void *stream)
 uint64_t cu_leases(cu_stage *c)
 {
     pthread_mutex_lock(&c->mu);
-    uint64_t n = c->leases;
+    uint64_t n = leased(c);
     pthread_mutex_unlock(&c->mu);
     return n;
 }
@@ -914,7 +906,7 @@ void cu_stats(cu_stage *c, sp_loader_stats *st)
         snprintf(st->device_note, sizeof st->device_note, "%s", c->note);
     st->device_ring_bytes = c->nslots * c->slot_bytes + (c->lut ? 3 * 256 * (uint64_t)c->lut_elem : 0);
     st->device_ring_slots = c->nslots;
-    st->device_bytes = c->in_use * c->slot_bytes;
+    st->device_bytes = in_use(c) * c->slot_bytes;
     st->device_bytes_peak = c->bytes_peak;
     st->device_batches = c->batches;
     st->bytes_copied = c->bytes_copied;

@@ -170,6 +170,7 @@ struct sp_loader {
     /* the device stage (cu.h): device >= 0 when batches go to CUDA device `device` */
     int device;
     int dev_dtype, dev_layout; /* device_dtype, device_layout */
+    int dev_img_dtype;         /* the SP_IMAGE_* dtype device_dtype converts to (uint8: none) */
     uint64_t dev_budget;       /* device_memory */
     cu_stage *dev;
 
@@ -177,6 +178,8 @@ struct sp_loader {
     double t_first;
 };
 
+/* ld_loader.c: the DLPack dtype of an image tensor of image dtype SP_IMAGE_* */
+DLDataType ld_image_dltype(int image_dtype);
 /* ld_loader.c: the host stage's consumer side, for the caller's thread or the device stage */
 int ld_host_next(sp_loader *l, sp_batch **out, int timeout_ms);
 int ld_host_release(sp_loader *l, sp_batch *b);

@@ -43,6 +43,9 @@ static int read_device_config(sp_loader *l, const sp_params *p)
     l->dev_budget = (uint64_t)sp_params_get(p, SP_PARAM_DEVICE_MEMORY);
     l->dev_dtype = (int)sp_params_get(p, SP_PARAM_DEVICE_DTYPE);
     l->dev_layout = (int)sp_params_get(p, SP_PARAM_DEVICE_LAYOUT);
+    /* device_dtype's choices after none are image_dtype's after uint8, in the same order */
+    l->dev_img_dtype = l->dev_dtype == SP_DEVICE_DTYPE_NONE ? SP_IMAGE_UINT8
+                                                            : SP_IMAGE_FLOAT16 + (l->dev_dtype - SP_DEVICE_DTYPE_FLOAT16);
     int rc = cu_resolve(l, sp_params_get(p, SP_PARAM_DEVICE));
     l->st.device = l->device;
     if (rc || l->dev_dtype == SP_DEVICE_DTYPE_NONE)
@@ -52,10 +55,7 @@ static int read_device_config(sp_loader *l, const sp_params *p)
                        "device_dtype converts images from the uint8 NHWC pixels the host makes: leave image_dtype "
                        "and image_layout at uint8 and nhwc (device_layout sets the layout)");
     if (l->device < 0) {
-        static const int dt[] = { [SP_DEVICE_DTYPE_FLOAT16] = SP_IMAGE_FLOAT16,
-                                  [SP_DEVICE_DTYPE_BFLOAT16] = SP_IMAGE_BFLOAT16,
-                                  [SP_DEVICE_DTYPE_FLOAT32] = SP_IMAGE_FLOAT32 };
-        l->img.dtype = dt[l->dev_dtype];
+        l->img.dtype = l->dev_img_dtype;
         l->img.layout = l->dev_layout == SP_DEVICE_LAYOUT_NCHW ? SP_LAYOUT_NCHW : SP_LAYOUT_NHWC;
     }
     return SP_OK;
@@ -103,18 +103,23 @@ static int read_config(sp_loader *l, const sp_params *p)
     return read_device_config(l, p);
 }
 
-/* An image field becomes [B, S, S, 3] (or [B, 3, S, S]) in the image dtype. */
-static void plan_image(sp_loader *l, ld_out *o)
+DLDataType ld_image_dltype(int image_dtype)
 {
     static const DLDataType dts[] = {
         [SP_IMAGE_UINT8] = { kDLUInt, 8, 1 }, [SP_IMAGE_FLOAT16] = { kDLFloat, 16, 1 },
         [SP_IMAGE_BFLOAT16] = { kDLBfloat, 16, 1 }, [SP_IMAGE_FLOAT32] = { kDLFloat, 32, 1 },
     };
+    return dts[image_dtype];
+}
+
+/* An image field becomes [B, S, S, 3] (or [B, 3, S, S]) in the image dtype. */
+static void plan_image(sp_loader *l, ld_out *o)
+{
     int64_t s = l->img.size;
     o->convert = CONVERT_IMAGE;
     o->src_bytes = 0;
     o->row_bytes = img_out_bytes(&l->img);
-    o->dt = dts[l->img.dtype];
+    o->dt = ld_image_dltype(l->img.dtype);
     o->ndim = 4;
     o->shape[0] = l->batch;
     bool nchw = l->img.layout == SP_LAYOUT_NCHW;
