@@ -68,6 +68,14 @@ static void step(const gpu *g, const void *data, size_t bytes)
     cu_check((cudaError_t)bn_launch_step(data, bytes, g->step_us, g->sink, g->blocks, g->stream), "step launch");
 }
 
+static size_t tensor_bytes(const DLTensor *t)
+{
+    size_t n = t->dtype.bits / 8;
+    for (int d = 0; d < t->ndim; d++)
+        n *= (size_t)t->shape[d];
+    return n;
+}
+
 /* The largest field: the one a trainer would spend its step on. */
 static const DLTensor *largest(const sp_batch *b)
 {
@@ -75,21 +83,10 @@ static const DLTensor *largest(const sp_batch *b)
     size_t best_bytes = 0;
     for (size_t i = 0; i < sp_batch_num_fields(b); i++) {
         const DLTensor *t = sp_batch_tensor(b, i);
-        size_t n = t->dtype.bits / 8;
-        for (int d = 0; d < t->ndim; d++)
-            n *= (size_t)t->shape[d];
-        if (n > best_bytes)
-            best = t, best_bytes = n;
+        if (tensor_bytes(t) > best_bytes)
+            best = t, best_bytes = tensor_bytes(t);
     }
     return best;
-}
-
-static size_t tensor_bytes(const DLTensor *t)
-{
-    size_t n = t->dtype.bits / 8;
-    for (int d = 0; d < t->ndim; d++)
-        n *= (size_t)t->shape[d];
-    return n;
 }
 
 /* One training step fed by the loader: wait for the batch on the trainer's stream, run the step on
