@@ -293,6 +293,16 @@ const uint8_t *fimp_field(const sp_block *blk, uint32_t row, size_t f, size_t *s
     return data;
 }
 
+const uint8_t *fimp_image_of(const sp_block *blk, uint32_t row, uint64_t sample, size_t *size)
+{
+    size_t lsize;
+    const uint8_t *img = fimp_field(blk, row, 0, size);
+    fimp_field(blk, row, 1, &lsize);
+    if (lsize != 8)
+        fimp_fail("sample %llu: a label of %zu bytes", (unsigned long long)sample, lsize);
+    return img;
+}
+
 void fimp_each_sample(sp_dataset *ds, fimp_sample_fn fn, void *user)
 {
     uint64_t nblocks = sp_dataset_num_blocks(ds), s = 0;

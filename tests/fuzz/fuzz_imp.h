@@ -73,6 +73,9 @@ typedef void (*fimp_sample_fn)(void *user, uint64_t sample, const sp_block *blk,
 void fimp_each_sample(sp_dataset *ds, fimp_sample_fn fn, void *user);
 /* Field f of a row (aborts when the reader refuses what it was just given). */
 const uint8_t *fimp_field(const sp_block *blk, uint32_t row, size_t f, size_t *size);
+/* The image of a row of an (image, label) dataset, as the image importers write it; aborts when
+ * the label is not 8 bytes. */
+const uint8_t *fimp_image_of(const sp_block *blk, uint32_t row, uint64_t sample, size_t *size);
 
 /* Ends a run: removes the run directory and everything in it. */
 void fimp_end(void);

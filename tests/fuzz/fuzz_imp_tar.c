@@ -124,11 +124,8 @@ static int filled_pipe(const uint8_t *data, size_t n)
 static void check_sample(void *user, uint64_t s, const sp_block *blk, uint32_t row)
 {
     const fimp_input *in = user;
-    size_t isize, lsize;
-    const uint8_t *img = fimp_field(blk, row, 0, &isize);
-    fimp_field(blk, row, 1, &lsize);
-    if (lsize != 8)
-        fimp_fail("sample %llu: a label of %zu bytes", (unsigned long long)s, lsize);
+    size_t isize;
+    const uint8_t *img = fimp_image_of(blk, row, s, &isize);
     for (size_t k = 0; k < in->nparts; k++)
         if (isize && memmem(in->part[k], in->len[k], img, isize))
             return;
