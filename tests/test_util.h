@@ -34,6 +34,7 @@ uint64_t tu_seed(uint64_t def);
 /* ---- scratch files ---- */
 /* A new empty directory (malloc'd path) under $TMPDIR, /dev/shm or /tmp. */
 char *tu_tmpdir(const char *tag);
+/* Removes path and everything under it; makes no Check call, so main() may use it. */
 void tu_rmtree(const char *path);
 /* A dataset directory that does not exist yet, inside a new private parent (*parent, malloc'd),
  * so that a writer's temporaries beside or inside it can be found afterwards. */

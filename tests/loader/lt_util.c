@@ -1,5 +1,6 @@
 /* lt_util.c - helpers for the loader tests (see lt_util.h). */
 #include "lt_util.h"
+#include "test_util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -130,34 +131,10 @@ int lt_make(lt_ds *d, const char *tag, uint64_t n, uint32_t seq, uint64_t salt, 
     return rc;
 }
 
-/* Like tu_rmtree, but without Check calls, so that main() may use it. */
-static void rmtree(const char *path)
-{
-    DIR *dd = opendir(path);
-    if (!dd) {
-        unlink(path);
-        return;
-    }
-    struct dirent *de;
-    while ((de = readdir(dd))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-            continue;
-        char *p = join(path, de->d_name);
-        struct stat st;
-        if (p && lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
-            rmtree(p);
-        else if (p)
-            unlink(p);
-        free(p);
-    }
-    closedir(dd);
-    rmdir(path);
-}
-
 void lt_ds_free(lt_ds *d)
 {
     if (d->root)
-        rmtree(d->root);
+        tu_rmtree(d->root);
     free(d->root);
     free(d->dir);
     memset(d, 0, sizeof *d);
