@@ -10,6 +10,8 @@
 #include "../test_util.h"
 #include "tg_images.h"
 
+static uint64_t g_seed; /* of the generated images */
+
 /* Opens a loader on dir with small test defaults and the given NULL-terminated name/value pairs. */
 static int open_with(const char *dir, sp_loader **out, const char *const *kv)
 {
@@ -35,7 +37,7 @@ START_TEST(auto_stays_on_host)
     if (gpu_present())
         return;
     tg_images d;
-    tg_make_images(&d, 40, 1);
+    tg_make_images(&d, 40, g_seed);
     sp_loader *l;
     const char *kv[] = { "device", "auto", NULL };
     ck_assert_msg(open_with(d.dir, &l, kv) == 0, "%s", sp_last_error());
@@ -64,7 +66,7 @@ START_TEST(cuda_refused)
     char dev[32];
     snprintf(dev, sizeof dev, "cuda:%d", n); /* one past the last device there is */
     tg_images d;
-    tg_make_images(&d, 16, 1);
+    tg_make_images(&d, 16, g_seed);
     sp_loader *l = NULL;
     const char *kv[] = { "device", dev, NULL };
     int rc = open_with(d.dir, &l, kv);
@@ -83,7 +85,7 @@ START_TEST(device_dtype_on_host)
     static const char *const dtypes[] = { "float16", "bfloat16", "float32" };
     static const char *const layouts[] = { "nchw", "nhwc" };
     tg_images d;
-    tg_make_images(&d, 24, 1);
+    tg_make_images(&d, 24, g_seed);
     for (int i = 0; i < 3; i++)
         for (int j = 0; j < 2; j++) {
             sp_loader *a, *b;
@@ -121,7 +123,7 @@ END_TEST
 START_TEST(device_dtype_conflict)
 {
     tg_images d;
-    tg_make_images(&d, 8, 1);
+    tg_make_images(&d, 8, g_seed);
     sp_loader *l = NULL;
     const char *kv[] = { "device_dtype", "float16", "image_dtype", "float32", NULL };
     ck_assert_int_eq(open_with(d.dir, &l, kv), SP_EINVAL);
@@ -138,7 +140,7 @@ END_TEST
 START_TEST(stream_calls_on_host_batches)
 {
     tg_images d;
-    tg_make_images(&d, 16, 1);
+    tg_make_images(&d, 16, g_seed);
     sp_loader *l;
     ck_assert_msg(open_with(d.dir, &l, NULL) == 0, "%s", sp_last_error());
     sp_batch *b;
@@ -159,18 +161,13 @@ END_TEST
 
 int main(void)
 {
+    g_seed = tu_seed(1);
     Suite *s = suite_create("device_fallback");
-    TCase *tc = tcase_create("fallback");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = tu_tcase(s, "fallback", 60);
     tcase_add_test(tc, auto_stays_on_host);
     tcase_add_test(tc, cuda_refused);
     tcase_add_test(tc, device_dtype_on_host);
     tcase_add_test(tc, device_dtype_conflict);
     tcase_add_test(tc, stream_calls_on_host_batches);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run(s, g_seed);
 }

@@ -19,10 +19,11 @@
 #define WAIT_MS 20000
 
 static lt_ds g_ds;
+static uint64_t g_seed;
 
 static void setup(void)
 {
-    ck_assert_int_eq(lt_make(&g_ds, "emu", 700, 65, 7, "4K", "64K"), 0);
+    ck_assert_int_eq(lt_make(&g_ds, "emu", 700, 65, g_seed, "4K", "64K"), 0);
     emu_set_devices(1);
     emu_set_copy_delay_us(0);
     emu_fail_event_sync(0);
@@ -327,7 +328,7 @@ START_TEST(images_converted_as_on_the_host)
     static const char *const dt[] = { "float16", "bfloat16", "float32" };
     static const char *const lay[] = { "nchw", "nhwc" };
     tg_images d;
-    tg_make_images(&d, 40, 3);
+    tg_make_images(&d, 40, g_seed);
     for (int i = 0; i < 3; i++)
         for (int j = 0; j < 2; j++) {
             sp_loader *h, *g;
@@ -411,10 +412,10 @@ END_TEST
 
 int main(void)
 {
+    g_seed = tu_seed(7);
     Suite *su = suite_create("device_stage_emu");
-    TCase *tc = tcase_create("emu");
+    TCase *tc = tu_tcase(su, "emu", 120);
     tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 120);
     tcase_add_test(tc, batches_equal_host);
     tcase_add_test(tc, reuse_waits_for_release_event);
     tcase_add_test(tc, default_stream_is_the_batch_device);
@@ -425,10 +426,5 @@ int main(void)
     tcase_add_test(tc, gpu_fault_ends_the_stream);
     tcase_add_test(tc, budget_too_small);
     tcase_add_test(tc, no_device);
-    suite_add_tcase(su, tc);
-    SRunner *sr = srunner_create(su);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run(su, g_seed);
 }
