@@ -360,8 +360,10 @@ typedef struct sp_write_stats {
 
 /* Prepares to write a dataset of the given schema (copied) to dir. params may be NULL for defaults
  * (shard_size, block_size, level, threads, compress, overwrite, max_block_bytes, max_shards).
- * SP_EEXIST when dir holds a dataset and overwrite is off, or holds other files; SP_EBUSY when
- * another writer is writing it; SP_EIO when the staging directory cannot be created; SP_ESYS when
+ * SP_EEXIST when dir holds a dataset and overwrite is off, or holds other files, or when dir or its
+ * staging name is a symbolic link or not a directory, or the staging directory belongs to another
+ * user (nothing is written through a link: name the real directory); SP_EBUSY when another
+ * writer is writing it; SP_EIO when the staging directory cannot be created; SP_ESYS when
  * threads cannot be started. */
 SP_API int sp_writer_open(const char *dir, const sp_schema *schema, const sp_params *params,
                           sp_writer **out);

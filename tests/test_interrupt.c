@@ -50,8 +50,10 @@ WRAP(int, rename, (const char *a, const char *b), (a, b))
 WRAP(int, renameat, (int fa, const char *a, int fb, const char *b), (fa, a, fb, b))
 WRAP(int, renameat2, (int fa, const char *a, int fb, const char *b, unsigned f), (fa, a, fb, b, f))
 WRAP(int, unlink, (const char *a), (a))
+WRAP(int, unlinkat, (int fd, const char *a, int f), (fd, a, f))
 WRAP(int, rmdir, (const char *a), (a))
 WRAP(int, mkdir, (const char *a, mode_t m), (a, m))
+WRAP(int, mkdirat, (int fd, const char *a, mode_t m), (fd, a, m))
 
 /* ------------------------------------------------------------------------------------ helpers */
 

@@ -123,10 +123,9 @@ static int open_writer(pack_ctx *pc)
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", sp_last_error());
         pc->writer = NULL;
-        if (rc == SP_EEXIST)
-            cli_err("%s: already holds a dataset; pass --overwrite to replace it", pc->outdir);
-        else
-            cli_lib_err(pc->outdir, rc, msg);
+        /* SP_EEXIST covers more than an existing dataset (other files, a symbolic link, a staging
+         * directory in the way): the library's message says which. */
+        cli_lib_err(pc->outdir, rc, msg);
         return CLI_EDATA;
     }
     for (size_t i = 0; i < pc->nmeta; i++) {
@@ -439,10 +438,17 @@ static void ctx_free(pack_ctx *pc)
     sp_params_destroy(pc->params);
 }
 
-/* Fails early, before a long scan, when OUTDIR holds a dataset and --overwrite is off. The
- * writer checks again when it opens. */
+/* Fails early, before a long scan, when OUTDIR is a symbolic link (the writer refuses to write
+ * through one, --overwrite or not) or holds a dataset and --overwrite is off. The writer checks
+ * again when it opens. */
 static int precheck_output(pack_ctx *pc)
 {
+    struct stat st;
+    if (lstat(pc->outdir, &st) == 0 && S_ISLNK(st.st_mode)) {
+        cli_err("%s: is a symbolic link; a writer does not write through links: name the real directory",
+                pc->outdir);
+        return CLI_EDATA;
+    }
     if (sp_params_get(pc->params, SP_PARAM_OVERWRITE))
         return CLI_OK;
     char *manifest = cli_path_join(pc->outdir, "manifest.spm");

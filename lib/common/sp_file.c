@@ -40,13 +40,9 @@ int sp_write_all(int fd, const void *buf, size_t n)
     return 0;
 }
 
-int sp_fsync_dir(const char *dir)
+int sp_fsync_dirfd(int fd)
 {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
     int rc = fsync(fd) ? -errno : 0;
-    close(fd);
     /* Some file systems refuse fsync on a directory; the rename is then as durable as they allow. */
     return rc == -EINVAL ? 0 : rc;
 }

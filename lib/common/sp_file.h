@@ -8,7 +8,8 @@
 
 int sp_pread_all(int fd, void *buf, size_t n, uint64_t off);
 int sp_write_all(int fd, const void *buf, size_t n);
-int sp_fsync_dir(const char *dir);
+/* fsync of an open directory; 0 also where the file system refuses it (EINVAL), else -errno. */
+int sp_fsync_dirfd(int fd);
 /* Reads a whole regular file of at most max bytes into a new buffer (sp_free). Returns an SP code
  * (SP_ENOENT, SP_EIO, SP_ELIMIT, SP_ENOMEM, SP_ETRUNC); *err holds the errno behind SP_EIO. */
 int sp_read_file(const char *path, size_t max, uint8_t **out, size_t *n, int *err);

@@ -8,16 +8,23 @@ typedef struct wr_stage {
     char final[4096]; /* the destination directory (shorter than 3000 bytes) */
     char parent[4096];
     char stage[4096];  /* PARENT/.NAME.shardpack-tmp, locked while writing */
-    int lock_fd;
+    const char *final_name, *stage_name; /* the last components of final and stage */
+    int parent_fd;                       /* every name is resolved relative to it */
+    int dir_fd;                          /* the staging directory, locked while writing */
     int dest_kind;
     bool overwrite, active;
 } wr_stage;
 
 /* Checks the destination (missing, empty, or a dataset when overwrite) and creates and locks the
- * staging directory, clearing what a killed writer left there. SP_EEXIST, SP_EBUSY, SP_EIO. */
+ * staging directory, clearing what a killed writer left there. SP_EEXIST also when either name is
+ * a symbolic link or not a directory, or the staging directory is another user's; SP_EBUSY,
+ * SP_EIO. */
 int wr_stage_open(wr_stage *s, const char *dir, bool overwrite, sp_errbuf *eb);
-/* out = staging path of a file name. */
+/* out = staging path of a file name, for messages. */
 void wr_stage_path(const wr_stage *s, const char *name, char *out, size_t outlen);
+/* Creates the file name in the staging directory, through its descriptor and never through a
+ * link: a descriptor open for writing, or -errno. */
+int wr_stage_create(const wr_stage *s, const char *name);
 /* Makes the staged dataset appear at the destination in one rename. */
 int wr_stage_publish(wr_stage *s, sp_errbuf *eb);
 /* Unlocks; removes the staging directory unless it was published. */

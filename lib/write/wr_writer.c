@@ -214,9 +214,12 @@ static int shard_begin(sp_writer *w)
     char name[64];
     snprintf(name, sizeof name, SHARD_NAME_FMT, (unsigned long long)no);
     wr_stage_path(&w->stage, name, w->shard_path, sizeof w->shard_path);
-    w->fd = open(w->shard_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (w->fd < 0)
-        return wfail(w, SP_EIO, "cannot create %s: %s", w->shard_path, strerror(errno));
+    w->fd = wr_stage_create(&w->stage, name);
+    if (w->fd < 0) {
+        int e = -w->fd;
+        w->fd = -1;
+        return wfail(w, SP_EIO, "cannot create %s: %s", w->shard_path, strerror(e));
+    }
     uint8_t *page = sp_calloc(1, FMT_ALIGN);
     if (!page)
         return wfail(w, SP_ENOMEM, "out of memory");
@@ -523,7 +526,7 @@ int sp_writer_open(const char *dir, const sp_schema *schema, const sp_params *pa
         return sp_fail(NULL, SP_ENOMEM, "%s: out of memory", dir);
     }
     w->fd = -1;
-    w->stage.lock_fd = -1;
+    w->stage.parent_fd = w->stage.dir_fd = -1;
     w->schema = *schema;
     sp_buf enc = { 0 };
     fmt_schema_encode(&w->schema, &enc);
@@ -613,8 +616,8 @@ static int publish_manifest(sp_writer *w)
     }
     char final[4096];
     wr_stage_path(&w->stage, MANIFEST_NAME, final, sizeof final);
-    int fd = open(final, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    int rc = fd < 0 ? -errno : sp_write_all(fd, b.data, b.len);
+    int fd = wr_stage_create(&w->stage, MANIFEST_NAME);
+    int rc = fd < 0 ? fd : sp_write_all(fd, b.data, b.len);
     if (!rc && fsync(fd) != 0)
         rc = -errno;
     if (fd >= 0 && close(fd) != 0 && !rc)
