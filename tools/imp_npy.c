@@ -207,6 +207,20 @@ bad:
     return CLI_EDATA;
 }
 
+/* A |b1 row holds only 0 and 1 (what the format's bool means); otherwise an error naming the
+ * first other byte by its element index in the whole array. */
+static int check_bool_row(const npy_file *nf, uint64_t r)
+{
+    for (uint64_t j = 0; j < nf->row_bytes; j++) {
+        if (nf->row[j] > 1) {
+            cli_err("%s: element %llu (row %llu) is %u; a bool (|b1) array holds only 0 and 1", nf->path,
+                    (unsigned long long)(r * nf->row_bytes + j), (unsigned long long)r, nf->row[j]);
+            return CLI_EDATA;
+        }
+    }
+    return CLI_OK;
+}
+
 static uint32_t rd_le(const unsigned char *p, int n)
 {
     uint32_t v = 0;
@@ -392,6 +406,8 @@ int imp_npy(pack_ctx *pc, const char *const *srcs, size_t n)
                 rc = CLI_EDATA;
                 break;
             }
+            if (files[i].dtype == SP_DTYPE_BOOL && (rc = check_bool_row(&files[i], r)) != CLI_OK)
+                break;
         }
         if (rc == CLI_OK) {
             char what[512];

@@ -1,4 +1,5 @@
-/* imp_tsv.c - TSV importer: lines "PATH<TAB>LABEL"; relative paths from the TSV's directory. */
+/* imp_tsv.c - TSV importer: lines "PATH<TAB>LABEL"; relative paths from the TSV's directory; a leading
+ * UTF-8 byte order mark is ignored, a line holding a NUL byte is a bad line. */
 #include "cli.h"
 
 #include <errno.h>
@@ -15,12 +16,25 @@ static int is_blank(const char *s)
     return 1;
 }
 
-/* Strips the line ending; 1 when the line carries an entry (not blank, not a comment). */
+/* The first line without the UTF-8 byte order mark that some editors put at the start of a file. */
+static char *skip_bom(char *line, ssize_t *len)
+{
+    if (*len >= 3 && memcmp(line, "\xEF\xBB\xBF", 3) == 0) {
+        *len -= 3;
+        return line + 3;
+    }
+    return line;
+}
+
+/* Strips the line ending; 1 when the line carries an entry (not blank, not a comment). A line
+ * holding a NUL byte counts as an entry, so that it is reported rather than cut short. */
 static int entry_line(char *line, ssize_t *len)
 {
     while (*len > 0 && (line[*len - 1] == '\n' || line[*len - 1] == '\r'))
         line[--*len] = 0;
-    return line[0] != '#' && !is_blank(line);
+    if (line[0] == '#')
+        return 0;
+    return memchr(line, 0, (size_t)*len) != NULL || !is_blank(line);
 }
 
 /* Number of entry lines of one file, for the progress line. */
@@ -34,8 +48,8 @@ static int count_entries(const char *path, uint64_t *count)
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
-    while ((len = getline(&line, &cap, f)) >= 0)
-        *count += entry_line(line, &len) ? 1 : 0;
+    for (int first = 1; (len = getline(&line, &cap, f)) >= 0; first = 0)
+        *count += entry_line(first ? skip_bom(line, &len) : line, &len) ? 1 : 0;
     int err = ferror(f) ? errno : 0;
     free(line);
     fclose(f);
@@ -59,10 +73,14 @@ static int one_line(pack_ctx *pc, const char *tsv, size_t dirlen, unsigned long 
         free(what);
         return rc;
     }
+    const char *nul = memchr(line, 0, len);
     char *tab = strchr(line, '\t');
     int64_t label;
     const char *reason = NULL;
-    if (!tab)
+    if (nul) {
+        snprintf(where, sizeof where, "NUL byte at column %zu", (size_t)(nul - line) + 1);
+        reason = where;
+    } else if (!tab)
         reason = "expected PATH<TAB>LABEL (no tab)";
     else if (tab == line)
         reason = "empty path";
@@ -101,8 +119,9 @@ static int one_file(pack_ctx *pc, const char *tsv)
     int rc = CLI_OK;
     while (rc == CLI_OK && (len = getline(&line, &cap, f)) >= 0) {
         lineno++;
-        if (entry_line(line, &len))
-            rc = one_line(pc, tsv, dirlen, lineno, line, (size_t)len);
+        char *text = lineno == 1 ? skip_bom(line, &len) : line;
+        if (entry_line(text, &len))
+            rc = one_line(pc, tsv, dirlen, lineno, text, (size_t)len);
     }
     if (rc == CLI_OK && ferror(f)) {
         cli_err("%s: read error: %s", tsv, strerror(errno));

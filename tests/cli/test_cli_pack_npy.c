@@ -1,4 +1,4 @@
-/* test_cli_pack_npy.c - pack .npy arrays as tensor fields; refuse big-endian, Fortran, mismatches. */
+/* test_cli_pack_npy.c - pack .npy arrays as tensor fields; refuse big-endian, Fortran, mismatches, bools other than 0 and 1. */
 #include <check.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -136,6 +136,52 @@ START_TEST(test_npy_refused)
 }
 END_TEST
 
+/* |b1 arrays: 0 and 1 are packed as they are; any other byte refuses the pack, naming the file and
+ * the element's index in the whole array. */
+START_TEST(test_npy_bool)
+{
+    uint8_t flags[3][4] = {{0, 1, 1, 0}, {1, 1, 1, 1}, {0, 0, 0, 1}};
+    char *ok = write_npy("flags.npy", "{'descr': '|b1', 'fortran_order': False, 'shape': (3, 4), }", flags,
+                         sizeof flags, 0);
+    char *out = clit_path("%s/out", tmp);
+    clit_result r = clit_run("pack", ok, "-o", out, NULL);
+    ck_assert_msg(r.status == 0, "pack: %s", r.err);
+    clit_result_free(&r);
+    r = clit_run("cat", out, "--index", "2", "--field", "flags", "--text", NULL);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_str_eq(r.out, "0\n0\n0\n1\n");
+    clit_result_free(&r);
+    r = clit_run("verify", out, NULL);
+    ck_assert_msg(r.status == 0, "verify: %s", r.err);
+    clit_result_free(&r);
+
+    static const struct {
+        uint8_t value;
+        int row, col;
+        const char *want;
+    } bad[] = { { 2, 1, 2, "element 6 (row 1) is 2" }, { 255, 2, 3, "element 11 (row 2) is 255" } };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        uint8_t evil[3][4];
+        memcpy(evil, flags, sizeof evil);
+        evil[bad[k].row][bad[k].col] = bad[k].value;
+        char *path = write_npy("evil.npy", "{'descr': '|b1', 'fortran_order': False, 'shape': (3, 4), }", evil,
+                               sizeof evil, 0);
+        char *out2 = clit_path("%s/out%zu", tmp, k + 2);
+        r = clit_run("pack", path, "-o", out2, NULL);
+        ck_assert_msg(r.status == 1, "value %u packed: %s", bad[k].value, r.err);
+        ck_assert_msg(strstr(r.err, "evil.npy") && strstr(r.err, bad[k].want), "%s", r.err);
+        clit_result_free(&r);
+        char *m = clit_path("%s/manifest.spm", out2);
+        ck_assert(!clit_exists(m));
+        free(m);
+        free(out2);
+        free(path);
+    }
+    free(ok);
+    free(out);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cli-pack-npy");
@@ -144,6 +190,7 @@ int main(void)
     tcase_set_timeout(tc, 100);
     tcase_add_test(tc, test_npy);
     tcase_add_test(tc, test_npy_refused);
+    tcase_add_test(tc, test_npy_bool);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -1,4 +1,4 @@
-/* test_cli_pack_tsv.c - pack a PATH<TAB>LABEL list: relative/absolute paths, comments, bad lines. */
+/* test_cli_pack_tsv.c - pack a PATH<TAB>LABEL list: relative/absolute paths, comments, bad lines, a UTF-8 BOM, NUL bytes. */
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +93,50 @@ START_TEST(test_tsv)
 }
 END_TEST
 
+/* A list saved with a UTF-8 byte order mark keeps its first entry; a line holding a NUL byte is a
+ * bad line, wherever the NUL is, never cut short or taken for blank. */
+START_TEST(test_tsv_bom_nul)
+{
+    char *img = clit_path("%s/img.jpg", tmp), *tsv = clit_path("%s/bom.tsv", tmp);
+    size_t n;
+    unsigned char *jpg = clit_jpeg(8, 8, 3, &n);
+    clit_write(img, jpg, n);
+    free(jpg);
+    static const char text[] = "\xEF\xBB\xBFimg.jpg\t7\n"
+                               "img.jpg\t5\0 and the rest\n"
+                               "\0img.jpg\t6\n"
+                               "img.jpg\t8\n";
+    clit_write(tsv, text, sizeof text - 1);
+
+    char *out = clit_path("%s/out", tmp);
+    clit_result r = clit_run("pack", tsv, "-o", out, "--json", NULL);
+    ck_assert_msg(r.status == 0, "pack: %s", r.err);
+    ck_assert_uint_eq(clit_json_u64(r.out, "samples"), 2);
+    ck_assert_uint_eq(clit_json_u64(r.out, "skipped"), 2);
+    ck_assert_msg(strstr(r.out, "bom.tsv:2") && strstr(r.out, "NUL byte at column 10\""), "%s", r.out);
+    ck_assert_msg(strstr(r.out, "bom.tsv:3") && strstr(r.out, "NUL byte at column 1\""), "%s", r.out);
+    clit_result_free(&r);
+    static const char *const labels[] = { "7", "8" };
+    for (int i = 0; i < 2; i++) {
+        r = clit_run("cat", out, "--index", i ? "1" : "0", "--field", "label", "--text", NULL);
+        ck_assert_int_eq(r.status, 0);
+        ck_assert_int_eq(atol(r.out), atol(labels[i]));
+        clit_result_free(&r);
+    }
+
+    char *out2 = clit_path("%s/out2", tmp);
+    r = clit_run("pack", tsv, "-o", out2, "--strict", NULL);
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_msg(strstr(r.err, "bom.tsv:2") && strstr(r.err, "NUL byte"), "%s", r.err);
+    ck_assert(!clit_exists(out2));
+    clit_result_free(&r);
+    free(out2);
+    free(out);
+    free(tsv);
+    free(img);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cli-pack-tsv");
@@ -100,6 +144,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 100);
     tcase_add_test(tc, test_tsv);
+    tcase_add_test(tc, test_tsv_bom_nul);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
