@@ -178,6 +178,7 @@ int jg_encode(const uint8_t *rgb, int w, int h, const jg_opts *o, uint8_t **out,
     if (o->progressive)
         jpeg_simple_progression(&c);
     c.restart_interval = (unsigned)o->restart_interval;
+    c.arith_code = o->arithmetic ? TRUE : FALSE;
     row = malloc((size_t)w * 4);
     if (!row) {
         snprintf(err, errlen, "out of memory");

@@ -26,6 +26,7 @@ typedef struct jg_opts {
     int color;            /* JG_YCC .. JG_CMYK_RAW */
     int progressive;      /* jpeg_simple_progression */
     int restart_interval; /* MCUs between restart markers; 0: none */
+    int arithmetic;       /* arithmetic entropy coding instead of Huffman (SOF9/SOF10) */
 } jg_opts;
 
 /* The synthetic picture, w*h*3 RGB bytes (malloc'd): a horizontal ramp in red, a vertical ramp

@@ -1,6 +1,6 @@
 /* test_image_transform.c - sp_image_transform on its own: every JPEG variant (baseline and
- * progressive, 4:4:4 / 4:2:2 / 4:2:0 / 4:4:0, gray, CMYK and YCCK, restart markers, smaller than
- * the output, large enough for DCT scaling) compared with a reference made here (a whole-image
+ * progressive, 4:4:4 / 4:2:2 / 4:2:0 / 4:4:0, gray, CMYK and YCCK, restart markers, arithmetic
+ * coding, smaller than the output, large enough for DCT scaling) compared with a reference made here (a whole-image
  * libjpeg decode resized by img_resize over the same box) and with the known synthetic picture;
  * img_resize against a floating-point model of its contract; crop geometry over thousands of
  * draws; dtypes and layouts; parameter and input errors. */
@@ -315,6 +315,39 @@ START_TEST(restart_markers)
                 ck_assert_msg(memcmp(a + k * nb, b + k * nb, nb) == 0,
                               "restart interval %d (progressive %d) output %zu: differs from the file without markers",
                               intervals[i], prog, k);
+        }
+    }
+    free(a);
+    free(b);
+}
+END_TEST
+
+/* Arithmetic coding, too, changes only the entropy coding: such files decode (libjpeg-turbo reads
+ * them), and bit-identically to the same picture Huffman-coded. */
+START_TEST(arithmetic_coding)
+{
+    vopt v = vdef();
+    size_t nb = (size_t)v.size * v.size * 3, n = 1 + (size_t)v.samples;
+    uint8_t *a = malloc(nb * n), *b = malloc(nb * n);
+    ck_assert(a && b);
+    /* The encoder does write arithmetic-coded frames: SOF9, SOF10 when progressive. */
+    for (int prog = 0; prog < 2; prog++) {
+        uint8_t *pic = jg_picture(64, 48, 1);
+        enc j = encode(pic, 64, 48, (jg_opts){ 92, JG_420, JG_YCC, prog, 0, 1 });
+        const uint8_t sof[2] = { 0xFF, (uint8_t)(prog ? 0xCA : 0xC9) };
+        ck_assert_msg(memmem(j.data, j.size, sof, 2) != NULL, "no SOF%d marker", prog ? 10 : 9);
+        free(j.data);
+        free(pic);
+    }
+    const int samps[] = { JG_420, JG_444 };
+    for (int i = 0; i < 2; i++) {
+        for (int prog = 0; prog < 2; prog++) {
+            check_variant("arith", 517, 389, (jg_opts){ 92, samps[i], JG_YCC, prog, 0, 0 }, v, a);
+            check_variant("arith", 517, 389, (jg_opts){ 92, samps[i], JG_YCC, prog, 0, 1 }, v, b);
+            for (size_t k = 0; k < n; k++)
+                ck_assert_msg(memcmp(a + k * nb, b + k * nb, nb) == 0,
+                              "arithmetic coding (progressive %d) output %zu: differs from the Huffman-coded file",
+                              prog, k);
         }
     }
     free(a);
@@ -1070,6 +1103,7 @@ int main(void)
     tcase_add_test(tv, progressive_410);
     tcase_add_test(tv, progressive);
     tcase_add_test(tv, restart_markers);
+    tcase_add_test(tv, arithmetic_coding);
     tcase_add_test(tv, grayscale);
     tcase_add_test(tv, cmyk_adobe);
     tcase_add_test(tv, ycck_adobe);
