@@ -1,4 +1,4 @@
-/* test_hostile.c - well-formed files with valid checksums but evil counts, sizes and offsets are refused cleanly, without large allocations. */
+/* test_hostile.c - well-formed files with valid checksums but evil counts, sizes, offsets and zstd framing are refused cleanly, without large allocations. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -560,6 +560,119 @@ START_TEST(evil_block_layout)
 }
 END_TEST
 
+/* Block 0 (zstd) replaced by the given stored bytes, zero-padded, with its index entry and
+ * checksum made to match; the bytes must fit the block's slot. */
+static void replace_block0(craft *c, const uint8_t *stored, size_t n)
+{
+    build b;
+    build_init(c, &b);
+    const fmt_block_entry *be = &c->sh->index.blocks[0];
+    size_t slot = (size_t)(b.blocks[1].offset - be->offset);
+    ck_assert_uint_le(n, slot);
+    uint8_t *saved = malloc(slot);
+    memcpy(saved, c->file + be->offset, slot);
+    memset(c->file + be->offset, 0, slot);
+    memcpy(c->file + be->offset, stored, n);
+    b.blocks[0].stored_size = (uint32_t)n;
+    b.blocks[0].checksum = sp_checksum64(stored, n);
+    emit(c, &b, c->evil);
+    memcpy(c->file + be->offset, saved, slot);
+    free(saved);
+}
+
+/* Every reader of block 0 refuses it with SP_ECORRUPT: a block read, verify, and the loader's
+ * first batch (which holds the block's first rows). */
+static void expect_block0_refused(const craft *c, const char *what)
+{
+    sp_dataset *ds;
+    ck_assert_msg(sp_dataset_open(c->evil, NULL, &ds) == 0, "%s: %s", what, sp_last_error());
+    sp_block *blk = NULL;
+    int rc = sp_dataset_read_block(ds, 0, &blk);
+    ck_assert_msg(rc == SP_ECORRUPT, "%s: read gave %s (%s)", what, sp_error_name(rc), sp_last_error());
+    ck_assert_msg(strstr(sp_last_error(), "block 0"), "%s: %s", what, sp_last_error());
+    ck_assert(sp_dataset_read_block(ds, 1, &blk) == 0);
+    sp_block_free(blk);
+    sp_dataset_close(ds);
+    rc = sp_verify(c->evil, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == SP_ECORRUPT, "%s: verify gave %s", what, sp_error_name(rc));
+    sp_params *p = tu_params("shuffle", "0", "batch_size", "1", "threads", "1", NULL);
+    sp_loader *l;
+    ck_assert_msg(sp_loader_open(c->evil, p, &l) == 0, "%s: %s", what, sp_last_error());
+    sp_batch *batch = NULL;
+    rc = sp_loader_next(l, &batch, 10000);
+    ck_assert_msg(rc == SP_ECORRUPT, "%s: the loader gave %s (%s)", what, sp_error_name(rc), sp_loader_errmsg(l));
+    ck_assert_ptr_null(batch);
+    ck_assert(sp_loader_close(l) == 0);
+    sp_params_destroy(p);
+}
+
+/* A zstd block is exactly one frame that declares its raw size: the bytes of a valid block split
+ * into two frames, a valid frame followed by an empty one or by a skippable frame, and a frame
+ * without its content size all decompress to the right bytes, yet every reader refuses them alike
+ * (the loader once took what verify refused). */
+START_TEST(zstd_not_one_frame)
+{
+    craft c;
+    craft_make(&c);
+    const fmt_block_entry *be = &c.sh->index.blocks[0];
+    size_t raw_n = be->raw_size, half = raw_n / 2;
+    uint8_t *raw = malloc(raw_n);
+    ZSTD_DCtx *dctx = ZSTD_createDCtx();
+    ck_assert(ZSTD_decompressDCtx(dctx, raw, raw_n, c.file + be->offset, be->stored_size) == raw_n);
+    ZSTD_freeDCtx(dctx);
+    size_t cap = ZSTD_compressBound(raw_n) * 2 + 64, n;
+    uint8_t *out = malloc(cap);
+
+    /* two frames, one per half */
+    n = ZSTD_compress(out, cap, raw, half, 3);
+    ck_assert(!ZSTD_isError(n));
+    size_t m = ZSTD_compress(out + n, cap - n, raw + half, raw_n - half, 3);
+    ck_assert(!ZSTD_isError(m));
+    replace_block0(&c, out, n + m);
+    expect_block0_refused(&c, "two frames");
+
+    /* the whole block, then an empty frame */
+    n = ZSTD_compress(out, cap, raw, raw_n, 3);
+    ck_assert(!ZSTD_isError(n));
+    m = ZSTD_compress(out + n, cap - n, raw, 0, 3);
+    ck_assert(!ZSTD_isError(m));
+    replace_block0(&c, out, n + m);
+    expect_block0_refused(&c, "a trailing empty frame");
+
+    /* the whole block, then a skippable frame of 4 bytes */
+    static const uint8_t skippable[12] = { 0x50, 0x2A, 0x4D, 0x18, 4, 0, 0, 0, 1, 2, 3, 4 };
+    memcpy(out + n, skippable, sizeof skippable);
+    replace_block0(&c, out, n + sizeof skippable);
+    expect_block0_refused(&c, "a trailing skippable frame");
+
+    /* one frame that does not record its content size */
+    ZSTD_CCtx *cctx = ZSTD_createCCtx();
+    ck_assert(!ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 0)));
+    ZSTD_inBuffer in = { raw, raw_n, 0 };
+    ZSTD_outBuffer ob = { out, cap, 0 };
+    ck_assert(ZSTD_compressStream2(cctx, &ob, &in, ZSTD_e_end) == 0);
+    ZSTD_freeCCtx(cctx);
+    ck_assert(ZSTD_getFrameContentSize(out, ob.pos) == ZSTD_CONTENTSIZE_UNKNOWN);
+    replace_block0(&c, out, ob.pos);
+    expect_block0_refused(&c, "no content size");
+
+    /* the same block as one frame, as the writer makes it: read by all */
+    n = ZSTD_compress(out, cap, raw, raw_n, 3);
+    replace_block0(&c, out, n);
+    sp_dataset *ds;
+    sp_block *blk;
+    ck_assert(sp_dataset_open(c.evil, NULL, &ds) == 0);
+    ck_assert_msg(sp_dataset_read_block(ds, 0, &blk) == 0, "%s", sp_last_error());
+    sp_block_free(blk);
+    sp_dataset_close(ds);
+    ck_assert_msg(sp_verify(c.evil, NULL, NULL, NULL, NULL) == 0, "%s", sp_last_error());
+
+    free(out);
+    free(raw);
+    craft_free(&c);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------------------ manifests */
 
 static void reseal(uint8_t *m, size_t n) { sp_st64(m + n - 8, sp_checksum64(m, n - 8)); }
@@ -706,6 +819,7 @@ int main(void)
     tcase_add_test(tc, evil_schema);
     tcase_add_test(tc, evil_meta);
     tcase_add_test(tc, evil_block_layout);
+    tcase_add_test(tc, zstd_not_one_frame);
     tc = tu_tcase(s, "manifest", 60);
     tcase_add_test(tc, evil_manifest_counts);
     tcase_add_test(tc, evil_manifest_tables);

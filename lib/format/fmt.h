@@ -156,8 +156,12 @@ int fmt_block_parse(const sp_schema *s, const uint8_t *raw, uint64_t raw_size, u
                     fmt_block_view *v, fmt_err *e);
 void fmt_block_get(const fmt_block_view *v, uint32_t row, size_t field, const uint8_t **data,
                    size_t *size);
-/* Verifies the stored checksum, decompresses into raw (raw_size bytes of capacity; raw may equal
- * stored for a stored block), and verifies the raw checksum. Offsets in e are the block's. */
+/* Whether the stored bytes of a zstd block are what the format allows: exactly one frame, which
+ * declares the block's raw_size as its content size. SP_OK, or SP_ECORRUPT with e filled. */
+int fmt_zstd_frame_check(const fmt_block_entry *be, const uint8_t *stored, fmt_err *e);
+/* Verifies the stored checksum and, for zstd, the framing (fmt_zstd_frame_check), decompresses
+ * into raw (raw_size bytes of capacity; raw may equal stored for a stored block), and verifies the
+ * raw checksum. Offsets in e are the block's. */
 int fmt_block_decode(const fmt_block_entry *be, const uint8_t *stored, uint8_t *raw,
                      ZSTD_DCtx *dctx, fmt_err *e);
 

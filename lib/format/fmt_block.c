@@ -59,6 +59,22 @@ void fmt_block_get(const fmt_block_view *v, uint32_t row, size_t field, const ui
     *size = b - a;
 }
 
+int fmt_zstd_frame_check(const fmt_block_entry *be, const uint8_t *stored, fmt_err *e)
+{
+    /* ZSTD_decompressDCtx alone would also take frames concatenated, or followed by an empty or a
+     * skippable one: every reader (loader, block reads, verify) must agree on what a block is. */
+    size_t frame = ZSTD_findFrameCompressedSize(stored, be->stored_size);
+    if (ZSTD_isError(frame))
+        return fmt_errf(e, SP_ECORRUPT, be->offset, "zstd: %s", ZSTD_getErrorName(frame));
+    if (frame != be->stored_size)
+        return fmt_errf(e, SP_ECORRUPT, be->offset, "%u stored bytes hold a %zu-byte zstd frame and more; a block is "
+                        "exactly one frame", be->stored_size, frame);
+    if (ZSTD_getFrameContentSize(stored, frame) != be->raw_size)
+        return fmt_errf(e, SP_ECORRUPT, be->offset, "zstd frame does not declare the %u raw bytes of the index",
+                        be->raw_size);
+    return SP_OK;
+}
+
 int fmt_block_decode(const fmt_block_entry *be, const uint8_t *stored, uint8_t *raw,
                      ZSTD_DCtx *dctx, fmt_err *e)
 {
@@ -68,6 +84,9 @@ int fmt_block_decode(const fmt_block_entry *be, const uint8_t *stored, uint8_t *
         if (raw != stored)
             memcpy(raw, stored, be->raw_size);
     } else {
+        int rc = fmt_zstd_frame_check(be, stored, e);
+        if (rc)
+            return rc;
         size_t r = ZSTD_decompressDCtx(dctx, raw, be->raw_size, stored, be->stored_size);
         if (ZSTD_isError(r))
             return fmt_errf(e, SP_ECORRUPT, be->offset, "zstd: %s", ZSTD_getErrorName(r));

@@ -430,11 +430,9 @@ int fmt_shard_read_block(fmt_shard *s, uint64_t i, ZSTD_DCtx *dctx, uint8_t **ra
     }
     if (be->codec == SP_CODEC_STORED) {
         raw = stored;
-    } else if (ZSTD_getFrameContentSize(stored, be->stored_size) != be->raw_size) {
-        rc = sp_checksum64(stored, be->stored_size) != be->checksum
-                 ? fmt_errf(e, SP_ECHECKSUM, be->offset, "checksum mismatch in the stored bytes")
-                 : fmt_errf(e, SP_ECORRUPT, be->offset, "zstd frame does not declare the %u raw bytes of the index",
-                            be->raw_size);
+    } else if ((rc = fmt_zstd_frame_check(be, stored, e)) != SP_OK) {
+        if (sp_checksum64(stored, be->stored_size) != be->checksum) /* damaged bytes: say so */
+            rc = fmt_errf(e, SP_ECHECKSUM, be->offset, "checksum mismatch in the stored bytes");
         goto out;
     } else if (!(raw = sp_malloc(be->raw_size))) {
         rc = fmt_errf(e, SP_ENOMEM, be->offset, "out of memory for a %u-byte block", be->raw_size);
