@@ -9,7 +9,7 @@
  *             sanitised), 2 a stem longer than SP_MAX_NAME, 3 an empty stem (".npy").
  *
  * When the pack succeeds, every field's rows, concatenated in sample order, must be the tail of
- * its file (the data after the header), byte for byte. */
+ * its file (the data after the header), byte for byte, and a bool field holds only 0 and 1. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +25,7 @@ typedef struct expect {
     uint64_t nsamples;
     size_t row[FIMP_MAX_SRCS];
     size_t start[FIMP_MAX_SRCS];
+    int bool_field[FIMP_MAX_SRCS];
 } expect;
 
 static void check_sample(void *user, uint64_t s, const sp_block *blk, uint32_t row)
@@ -48,6 +49,9 @@ static void check_sample(void *user, uint64_t s, const sp_block *blk, uint32_t r
         if (memcmp(got, e->in->part[k] + e->start[k] + s * size, size) != 0)
             fimp_fail("field %zu of sample %llu differs from row %llu of the file", k,
                       (unsigned long long)s, (unsigned long long)s);
+        for (size_t i = 0; e->bool_field[k] && i < size; i++)
+            if (got[i] > 1)
+                fimp_fail("bool field %zu of sample %llu holds %u", k, (unsigned long long)s, got[i]);
     }
 }
 
@@ -57,7 +61,11 @@ static void check_output(const fimp_input *in)
     if (sp_schema_num_fields(sp_dataset_schema(ds)) != in->nparts)
         fimp_fail("%zu fields from %zu .npy files", sp_schema_num_fields(sp_dataset_schema(ds)),
                   in->nparts);
-    expect e = {in, sp_dataset_num_samples(ds), {0}, {0}};
+    expect e = {in, sp_dataset_num_samples(ds), {0}, {0}, {0}};
+    for (size_t k = 0; k < in->nparts; k++) {
+        sp_field_info fi;
+        e.bool_field[k] = sp_schema_field(sp_dataset_schema(ds), k, &fi) == 0 && fi.dtype == SP_DTYPE_BOOL;
+    }
     fimp_each_sample(ds, check_sample, &e);
     sp_dataset_close(ds);
 }

@@ -9,8 +9,8 @@
  *
  * The run directory holds fixtures the lines can name: a.jpg (a small JPEG), big.jpg (a JPEG over
  * 1 KiB), cut.jpg (its first half), empty.jpg, bad.jpg (text), d/ (a directory) and d/c.jpg (a
- * grey JPEG). Inputs with a line that starts with '/' or with ".." anywhere are refused (-1), so a
- * line never names a file outside the run directory.
+ * grey JPEG). Inputs with a line that starts with '/' (after a byte order mark, for the first) or
+ * with ".." anywhere are refused (-1), so a line never names a file outside the run directory.
  *
  * When the pack succeeds, every sample's image must be the bytes of a fixture (or of a TSV) and its
  * label 8 bytes; there cannot be more samples than lines. */
@@ -83,13 +83,15 @@ static void make_fixtures(void)
     atexit(free_fixtures);
 }
 
-/* 1 when a line could name a file outside the run directory. */
+/* 1 when a line could name a file outside the run directory (the importer drops a UTF-8 byte
+ * order mark before the first line's path). */
 static int escapes(const uint8_t *p, size_t n)
 {
     if (memmem(p, n, "..", 2))
         return 1;
+    size_t bom = n >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
     for (size_t i = 0; i < n; i++)
-        if (p[i] == '/' && (i == 0 || p[i - 1] == '\n'))
+        if (p[i] == '/' && (i == bom || i == 0 || p[i - 1] == '\n'))
             return 1;
     return 0;
 }

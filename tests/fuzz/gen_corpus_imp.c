@@ -478,7 +478,13 @@ static void gen_npy(void)
     npy(&a, 1, "{'descr': '<f8', 'fortran_order': True, 'shape': (2, 3), }", 48);
     emit(k, "f8-fortran-2d", 0, &a, NULL);
     npy(&a, 1, "{'descr': '|b1', 'fortran_order': False, 'shape': (5, 2), }", 10);
-    emit(k, "b1", 0, &a, NULL);
+    emit(k, "b1", 0, &a, NULL); /* bytes other than 0 and 1: refused */
+    npy(&a, 1, "{'descr': '|b1', 'fortran_order': False, 'shape': (5, 2), }", 0);
+    for (int i = 0; i < 10; i++) {
+        unsigned char c = (unsigned char)(i % 3 == 0);
+        put(&a, &c, 1);
+    }
+    emit(k, "b1-01", 0, &a, NULL);
     npy(&a, 2, "{'descr': '<u8', 'fortran_order': False, 'shape': (4, 2, 3), }", 192);
     emit(k, "u8-3d-v2", 0, &a, NULL);
     npy(&a, 3, "{'descr': '<f2', 'fortran_order': False, 'shape': (6,), }", 12);
@@ -592,6 +598,12 @@ static void gen_tsv(void)
     reset(&a);
     put(&a, "a.jpg\t1\n\0\xff\xfe\t2\n", 14);
     emit(k, "binary", 0, &a, NULL);
+    text(&a, "\xEF\xBB\xBF" "a.jpg\t0\nd/c.jpg\t1\n");
+    emit(k, "bom", 0, &a, NULL);
+    reset(&a);
+    put(&a, "a.jpg\t1\0tail\n\0a.jpg\t2\na.jpg\t3\n", 30);
+    emit(k, "nul", 0, &a, NULL);
+    emit(k, "nul-strict", FIMP_STRICT, &a, NULL);
     free(a.p);
     free(b.p);
 }
