@@ -504,9 +504,15 @@ SP_API int sp_verify(const char *path, const sp_params *params, sp_fault_fn fn, 
  * An image that cannot be decoded (corrupt, libjpeg warning, beyond max_pixels) is handled like a
  * corrupt block, by on_error: it fails its batch, or its row is filled from the same batch.
  *
- * Threads: one consumer thread calls next, set_epoch and the state functions; sp_loader_release
- * and sp_loader_stats_get may be called from any thread (bindings release a batch wherever its
- * last view dies).
+ * Threads: the consumer calls are sp_loader_next, sp_loader_set_epoch, sp_loader_save_state,
+ * sp_loader_load_state, sp_loader_batches_per_epoch, sp_loader_samples_per_epoch and
+ * sp_loader_close. They take turns: one may run at a time per loader, from any thread. A consumer
+ * call made while another thread is inside one returns SP_EBUSY at once, without waiting and
+ * without reading or writing anything of the loader or its out arguments (its message is in
+ * sp_last_error() only; the counting functions return 0). sp_loader_release, sp_loader_release_on
+ * and sp_loader_stats_get may be called from any thread at any time before close (bindings release
+ * a batch wherever its last view dies). No call may start once sp_loader_close has returned 0:
+ * a caller that shares a loader between threads must make sure of that itself.
  * ---------------------------------------------------------------------------------------------- */
 typedef struct sp_loader sp_loader;
 typedef struct sp_batch sp_batch;
@@ -521,23 +527,27 @@ SP_API int sp_loader_open(const char *path, const sp_params *params, sp_loader *
 /* Opens a loader over an explicit list of shard files. */
 SP_API int sp_loader_open_shards(const char *const *paths, size_t n, const sp_params *params,
                                  sp_loader **out);
-/* Stops the pipeline and frees everything. SP_EBUSY (and nothing is freed) while batches are
- * leased: release them first. NULL is accepted. */
+/* Stops the pipeline and frees everything. SP_EBUSY, and nothing is freed or changed, while
+ * batches are leased (release them first) or while another thread is inside a consumer call
+ * (close is refused rather than waiting, as that thread would use the loader again when its call
+ * returns; close once it has returned). NULL is accepted. */
 SP_API int sp_loader_close(sp_loader *l);
 SP_API const char *sp_loader_errmsg(const sp_loader *l);
 
 /* The next batch, leased to the caller until sp_loader_release. timeout_ms < 0 waits without limit.
  * Returns 0; SP_EEPOCH once at the end of each epoch (the next call starts the next epoch);
  * SP_EDONE after the last epoch; SP_ETIMEDOUT; SP_EBUSY when the ring cannot advance because the
- * caller holds too many batches; or the error of a corrupt or unreadable block (on_error=fail),
- * whose message names shard, block and sample. */
+ * caller holds too many batches, or at once (leaving *out as it was) when another thread is inside
+ * a consumer call; or the error of a corrupt or unreadable block (on_error=fail), whose message
+ * names shard, block and sample. *out is NULL on every other failure. */
 SP_API int sp_loader_next(sp_loader *l, sp_batch **out, int timeout_ms);
 /* Returns a batch's memory to the ring. SP_EINVAL for a batch not leased from l. */
 SP_API int sp_loader_release(sp_loader *l, sp_batch *b);
 /* Restarts at the beginning of epoch (0-based), as if it had just begun. Batches still leased stay
- * valid until released. */
+ * valid until released. SP_EBUSY when another thread is inside a consumer call. */
 SP_API int sp_loader_set_epoch(sp_loader *l, uint64_t epoch);
-/* Batches and samples per epoch for this rank (equal on every rank; see stats for those dropped). */
+/* Batches and samples per epoch for this rank (equal on every rank; see stats for those dropped).
+ * Consumer calls: 0, with SP_EBUSY's message in sp_last_error(), while another thread is inside one. */
 SP_API uint64_t sp_loader_batches_per_epoch(const sp_loader *l);
 SP_API uint64_t sp_loader_samples_per_epoch(const sp_loader *l);
 
@@ -644,7 +654,8 @@ SP_API int sp_cuda_device_count(void);
 /* Resume state: seed, epoch, next batch, world size, rank, batch size and a dataset fingerprint,
  * in SP_LOADER_STATE_BYTES bytes. save writes it to buf (cap >= SP_LOADER_STATE_BYTES). load makes
  * the next batch the one that would have followed the saved point; a different
- * dataset, world size, rank, batch size or seed is refused (SP_EINVAL) with a message saying which. */
+ * dataset, world size, rank, batch size or seed is refused (SP_EINVAL) with a message saying which.
+ * Both are consumer calls: SP_EBUSY while another thread is inside one. */
 #define SP_LOADER_STATE_BYTES 64
 SP_API int sp_loader_state_size(void);
 SP_API int sp_loader_save_state(sp_loader *l, void *buf, size_t cap);

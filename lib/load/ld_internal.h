@@ -155,6 +155,11 @@ struct sp_loader {
     uint64_t run_epoch;   /* the epoch a run starts at, and its first batch */
     uint64_t run_k;
 
+    /* The consumer contract (shardpack.h): 1 while a consumer call (next, set_epoch, the state
+     * and count functions, close) runs. Taken by compare-exchange at entry, so a second thread
+     * gets SP_EBUSY before it reads or writes anything below. */
+    atomic_int consumer_busy;
+
     /* the consumer's position; `plan` is its own copy of its epoch's plan */
     ld_plan plan;
     bool plan_valid;

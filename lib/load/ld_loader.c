@@ -560,15 +560,51 @@ int sp_loader_open_shards(const char *const *paths, size_t n, const sp_params *p
     return loader_finish_open(l, rc, params, out);
 }
 
+/* ---------------------------------------------------------------- the consumer contract */
+
+/* Enters a consumer call (shardpack.h: one at a time per loader), or returns SP_EBUSY when another
+ * thread is inside one. Refusing reads and writes nothing of the loader: its error buffer belongs
+ * to the call in flight, so the message goes to this thread's sp_last_error() only. */
+static int consumer_enter(const sp_loader *l, const char *fn)
+{
+    int idle = 0;
+    if (atomic_compare_exchange_strong_explicit(&((sp_loader *)l)->consumer_busy, &idle, 1, memory_order_acquire,
+                                                memory_order_relaxed))
+        return SP_OK;
+    return sp_fail(NULL, SP_EBUSY,
+                   "%s: another thread is inside a call on this loader (next, set_epoch, the state and count "
+                   "functions and close take turns: one consumer thread at a time)", fn);
+}
+
+/* Leaves a consumer call, passing its result through. */
+static int consumer_leave(const sp_loader *l, int rc)
+{
+    atomic_store_explicit(&((sp_loader *)l)->consumer_busy, 0, memory_order_release);
+    return rc;
+}
+
+/* Batches leased to the caller. Under mu: a release on another thread may be returning the last
+ * one, and close must not free the loader before that release has let go of mu. */
+static uint64_t host_leases(sp_loader *l)
+{
+    pthread_mutex_lock(&l->mu);
+    uint64_t n = l->leases;
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}
+
 int sp_loader_close(sp_loader *l)
 {
     sp_clear_error();
     if (!l)
         return SP_OK;
-    uint64_t leased = l->dev ? cu_leases(l->dev) : l->leases;
+    int rc = consumer_enter(l, "sp_loader_close");
+    if (rc)
+        return rc; /* the call in flight still uses the loader: nothing is freed */
+    uint64_t leased = l->dev ? cu_leases(l->dev) : host_leases(l);
     if (leased)
-        return sp_fail(&l->eb, SP_EBUSY, "%llu batch(es) still leased; release them before closing",
-                     (unsigned long long)leased);
+        return consumer_leave(l, sp_fail(&l->eb, SP_EBUSY, "%llu batch(es) still leased; release them before closing",
+                                         (unsigned long long)leased));
     cu_close(l->dev); /* its copy thread gives the host stage its batches back; the GPU is done */
     l->dev = NULL;
     if (l->running)
@@ -665,8 +701,11 @@ int sp_loader_set_epoch(sp_loader *l, uint64_t epoch)
     sp_clear_error();
     if (!l)
         return sp_fail(NULL, SP_EINVAL, "sp_loader_set_epoch: NULL loader");
+    int rc = consumer_enter(l, "sp_loader_set_epoch");
+    if (rc)
+        return rc;
     seek(l, epoch, 0);
-    return SP_OK;
+    return consumer_leave(l, SP_OK);
 }
 
 /* The consumer's epoch's plan, for the counting functions. With a device stage its copy thread
@@ -695,16 +734,16 @@ static int count_plan(const sp_loader *l, uint64_t *batches, uint64_t *samples)
 uint64_t sp_loader_batches_per_epoch(const sp_loader *l)
 {
     uint64_t b = 0, s = 0;
-    if (l)
-        count_plan(l, &b, &s);
+    if (l && consumer_enter(l, "sp_loader_batches_per_epoch") == SP_OK)
+        consumer_leave(l, count_plan(l, &b, &s));
     return b;
 }
 
 uint64_t sp_loader_samples_per_epoch(const sp_loader *l)
 {
     uint64_t b = 0, s = 0;
-    if (l)
-        count_plan(l, &b, &s);
+    if (l && consumer_enter(l, "sp_loader_samples_per_epoch") == SP_OK)
+        consumer_leave(l, count_plan(l, &b, &s));
     return s;
 }
 
@@ -814,10 +853,12 @@ int sp_loader_next(sp_loader *l, sp_batch **out, int timeout_ms)
     sp_clear_error();
     if (!l || !out)
         return sp_fail(NULL, SP_EINVAL, "sp_loader_next: NULL argument");
+    int rc = consumer_enter(l, "sp_loader_next");
+    if (rc)
+        return rc; /* *out is not written either: it may be the slot of the call in flight */
     *out = NULL;
-    if (l->dev)
-        return cu_next(l->dev, out, timeout_ms);
-    return ld_host_next(l, out, timeout_ms);
+    rc = l->dev ? cu_next(l->dev, out, timeout_ms) : ld_host_next(l, out, timeout_ms);
+    return consumer_leave(l, rc);
 }
 
 static bool host_batch_of(const sp_loader *l, const sp_batch *b)
@@ -917,6 +958,9 @@ int sp_loader_save_state(sp_loader *l, void *buf, size_t cap)
     sp_clear_error();
     if (!l || !buf || cap < SP_LOADER_STATE_BYTES)
         return sp_fail(NULL, SP_EINVAL, "sp_loader_save_state: need a buffer of %d bytes", SP_LOADER_STATE_BYTES);
+    int rc = consumer_enter(l, "sp_loader_save_state");
+    if (rc)
+        return rc;
     uint8_t *p = buf;
     memset(p, 0, SP_LOADER_STATE_BYTES);
     sp_st32(p, STATE_MAGIC);
@@ -936,15 +980,12 @@ int sp_loader_save_state(sp_loader *l, void *buf, size_t cap)
     sp_st64(p + 48, sp_dataset_fingerprint(l->ds));
     sp_st16(p + 56, (uint16_t)(l->shuffle | l->drop_last << 1));
     sp_st32(p + 60, (uint32_t)sp_checksum64(p, 60));
-    return SP_OK;
+    return consumer_leave(l, SP_OK);
 }
 
-int sp_loader_load_state(sp_loader *l, const void *buf, size_t len)
+/* Checks a saved state against this loader and seeks to it; the consumer's call. */
+static int load_state(sp_loader *l, const uint8_t *p, size_t len)
 {
-    sp_clear_error();
-    if (!l || !buf)
-        return sp_fail(NULL, SP_EINVAL, "sp_loader_load_state: NULL argument");
-    const uint8_t *p = buf;
     if (len != SP_LOADER_STATE_BYTES || sp_ld32(p) != STATE_MAGIC || sp_ld32(p + 60) != (uint32_t)sp_checksum64(p, 60))
         return sp_fail(&l->eb, SP_EINVAL, "not a loader state (%zu bytes, bad magic or checksum)", len);
     if (sp_ld32(p + 4) != STATE_VERSION)
@@ -961,4 +1002,15 @@ int sp_loader_load_state(sp_loader *l, const void *buf, size_t len)
         return sp_fail(&l->eb, SP_EINVAL, "the saved state was taken with a different %s", what);
     seek(l, sp_ld64(p + 16), sp_ld64(p + 24));
     return SP_OK;
+}
+
+int sp_loader_load_state(sp_loader *l, const void *buf, size_t len)
+{
+    sp_clear_error();
+    if (!l || !buf)
+        return sp_fail(NULL, SP_EINVAL, "sp_loader_load_state: NULL argument");
+    int rc = consumer_enter(l, "sp_loader_load_state");
+    if (rc)
+        return rc;
+    return consumer_leave(l, load_state(l, buf, len));
 }
