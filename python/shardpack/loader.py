@@ -10,6 +10,7 @@ last lease comes back. Nothing can free memory that a live view points into.
 import collections.abc
 import ctypes
 import gc
+import re
 import threading
 from ctypes import byref, c_uint32, c_void_p
 
@@ -19,46 +20,101 @@ from ._errors import ShardpackError, check, error
 from ._lib import lib
 from ._params import Params, doc_table
 
-_POLL_MS = 200  # next() waits in slices this long so that Ctrl-C is seen
+_POLL_MS = 200  # next() waits in slices this long so that Ctrl-C (and close) is seen
 
 
 class _Handle:
-    """The C loader, shared by the Loader and every lease; freed when the last of them goes."""
+    """The C loader, shared by the Loader and every lease; freed when the last of them goes.
 
-    __slots__ = ("ptr", "lock", "leases", "closing", "names", "index", "__weakref__")
+    The library takes one consumer call (next, set_epoch, the state and count functions, close) at
+    a time and refuses a second with SP_EBUSY; here they take turns instead: `caller` is the thread
+    inside one, and the others wait on `turn`. Releases may come from any thread at any time."""
+
+    __slots__ = ("ptr", "lock", "turn", "caller", "leases", "closing", "names", "index", "__weakref__")
 
     def __init__(self, ptr):
         self.ptr = ptr
-        self.lock = threading.Lock()
-        self.leases = 0
+        self.lock = threading.Lock()  # ptr, caller, leases, closing
+        self.turn = threading.Condition(self.lock)
+        self.caller = None  # ident of the thread inside a consumer call
+        self.leases = 0  # leases holding a batch and counted (see _Lease)
         self.closing = False
         self.names = None  # field names: the same for every batch of a loader
         self.index = None
 
-    def release(self, bptr, stream=None):
-        # May run on any thread (a consumer frees its tensor there); sp_loader_release takes the
-        # loader's mutex, and the lock orders it against the deferred close. A device batch is
-        # released on the last stream a consumer named (__dlpack__(stream=...)): the loader's
-        # copy stream waits, on the GPU, for the work queued there before it reuses the slot.
+    def enter(self):
+        """Waits for this thread's turn at a consumer call; returns the C loader."""
+        me = threading.get_ident()
         with self.lock:
-            ptr = self.ptr
-            if ptr is None:
-                return
-            lib.sp_loader_release_on(ptr, bptr, _dlpack.stream_handle(stream))
-            self.leases -= 1
+            while True:
+                if self.closing or self.ptr is None:
+                    raise ValueError("shardpack: the loader is closed")
+                if self.caller is None:
+                    self.caller = me
+                    return self.ptr
+                if self.caller == me:  # a signal handler or finalizer called in from inside a call
+                    raise RuntimeError("shardpack: Loader call made from inside another call on the same thread")
+                self.turn.wait()
+
+    def leave(self):
+        with self.lock:
+            self.caller = None
+            self.turn.notify_all()
             if self.closing and self.leases == 0:
-                self._close_locked()
+                self._close_locked()  # close() was called from inside the call (a signal handler)
+
+    def count(self, lease):
+        """The batch sp_loader_next put in lease's slot is now counted as leased."""
+        with self.lock:
+            # No call between the two statements: an asynchronous exception (Ctrl-C) cannot land
+            # between them, so the count and the lease's flag always agree.
+            self.leases += 1
+            lease.counted = True
+
+    def give_back(self, lease, stream=None):
+        """Returns lease's batch, if it holds one; may run on any thread, any number of times.
+
+        sp_loader_release takes the loader's mutex; the lock orders it against the deferred close.
+        A device batch is released on the last stream a consumer named (__dlpack__(stream=...)):
+        the loader's copy stream waits, on the GPU, for the work queued there before it reuses the
+        slot."""
+        sh = _dlpack.stream_handle(stream)
+        with self.lock:
+            # Taken out of the lease without a call in between, so a second give_back (its
+            # finalizer after an interrupted one) finds nothing to return.
+            bptr = lease.slot.value
+            lease.slot.value = None
+            counted = lease.counted
+            lease.counted = False
+            try:
+                if bptr and self.ptr is not None:
+                    lib.sp_loader_release_on(self.ptr, bptr, sh)
+            finally:
+                if counted:
+                    self.leases -= 1
+                if self.closing and self.leases == 0 and self.caller is None:
+                    self._close_locked()
 
     def close(self):
+        """Marks the loader closed and closes the C loader once no lease is out: waits for a call in
+        flight on another thread (it sees `closing` within one poll slice and ends)."""
+        me = threading.get_ident()
         with self.lock:
             self.closing = True
-            if self.leases == 0:
+            self.turn.notify_all()
+            while self.caller is not None and self.caller != me:
+                self.turn.wait()
+            if self.caller is None and self.leases == 0:
                 self._close_locked()
 
     def _close_locked(self):
-        ptr, self.ptr = self.ptr, None
-        if ptr is not None:
-            lib.sp_loader_close(ptr)
+        ptr = self.ptr
+        if ptr is None:
+            return
+        rc = lib.sp_loader_close(ptr)
+        if rc:  # a batch is out that no lease accounts for: keep the loader, say so
+            raise error(rc, lib.sp_loader_errmsg(ptr))
+        self.ptr = None
 
     def __del__(self):
         # Every lease holds the handle, so none is out here.
@@ -69,23 +125,36 @@ class _Handle:
 
 
 class _Lease:
-    """One leased sp_batch; returns it to the ring when the last reference goes."""
+    """One leased sp_batch; returns it to the ring when the last reference goes.
 
-    __slots__ = ("handle", "bptr", "stream", "__weakref__")
+    It exists before the batch does: sp_loader_next writes the batch into its slot, so a Ctrl-C
+    landing anywhere after that call returns finds the batch already owned by an object whose
+    finalizer gives it back. `counted` says whether the handle's lease count includes it."""
 
-    def __init__(self, handle, bptr):
-        self.handle = handle
-        self.bptr = bptr
+    __slots__ = ("handle", "slot", "counted", "stream", "__weakref__")
+
+    def __init__(self, handle):
+        self.slot = c_void_p()
+        self.counted = False
         self.stream = None  # the consumer's CUDA stream, for a device batch's release
+        self.handle = handle
 
-    def __del__(self):
+    @property
+    def bptr(self):
+        return self.slot.value
+
+    def give_back(self):
         h = self.handle
         if h is not None:
-            self.handle = None
-            try:
-                h.release(self.bptr, self.stream)
-            except Exception:
-                pass
+            h.give_back(self, self.stream)
+
+    def __del__(self):
+        # A finalizer cannot raise: Ctrl-C landing in here is dropped, as CPython would drop it,
+        # after give_back's finally has returned the batch and its count.
+        try:
+            self.give_back()
+        except BaseException:
+            pass
 
 
 class Batch(collections.abc.Mapping):
@@ -93,8 +162,9 @@ class Batch(collections.abc.Mapping):
 
     __slots__ = ("_lease", "_handle", "_bptr", "_views", "epoch", "index", "size")
 
-    def __init__(self, handle, bptr):
-        self._lease = _Lease(handle, bptr)
+    def __init__(self, handle, lease):
+        bptr = lease.bptr
+        self._lease = lease
         self._handle = handle
         self._bptr = bptr
         self._views = {}
@@ -180,48 +250,69 @@ class Loader:
             raise error(rc)
         self._h = _Handle(ptr.value)
         self._timeout_ms = -1 if timeout is None else max(0, int(timeout * 1000))
-        self._out = c_void_p()
         self._done = False
         self.path = str(path)
 
     # -- iteration
-    def _ptr(self):
+    def _call(self, fn, *args):
+        """fn(C loader, *args) as a consumer call, in this thread's turn."""
         h = self._h
-        if h.closing or h.ptr is None:
-            raise ValueError("shardpack: the loader is closed")
-        return h.ptr
+        ptr = h.enter()
+        try:
+            return fn(ptr, *args)
+        finally:
+            h.leave()
 
     def next(self, timeout=None):
-        """The next Batch of the current epoch, or None at its end (and after the last epoch)."""
-        ptr = self._ptr()
+        """The next Batch of the current epoch, or None at its end (and after the last epoch).
+
+        Safe from several threads: calls take turns (each batch goes to one of them). close() from
+        another thread makes a waiting next() raise ValueError within one poll slice."""
         ms = self._timeout_ms if timeout is None else max(0, int(timeout * 1000))
-        out = self._out
         h = self._h
+        ptr = h.enter()
+        try:
+            return self._next(h, ptr, ms)
+        finally:
+            h.leave()
+
+    def _next(self, h, ptr, ms):
+        limit = ms
         retried = False
-        while True:
-            wait = _POLL_MS if ms < 0 or ms > _POLL_MS else ms
-            rc = lib.sp_loader_next(ptr, byref(out), wait)
-            if rc == 0:
-                with h.lock:
-                    h.leases += 1
-                if h.names is None:
-                    self._learn_fields(out.value)
-                return Batch(h, out.value)
-            if rc == _lib.SP_EEPOCH:
-                return None
-            if rc == _lib.SP_EDONE:
-                self._done = True
-                return None
-            if rc == _lib.SP_ETIMEDOUT and (ms < 0 or ms > wait):
-                if ms > 0:
-                    ms -= wait
-                continue
-            if rc == _lib.SP_EBUSY and not retried:
-                # Views caught in reference cycles hold leases until the collector runs.
-                retried = True
-                gc.collect()
-                continue
-            raise error(rc, lib.sp_loader_errmsg(ptr))
+        lease = _Lease(h)  # sp_loader_next writes the batch straight into it
+        try:
+            while True:
+                if h.closing:
+                    raise ValueError("shardpack: the loader was closed while next() waited")
+                wait = _POLL_MS if ms < 0 or ms > _POLL_MS else ms
+                rc = lib.sp_loader_next(ptr, byref(lease.slot), wait)
+                if rc == 0:
+                    h.count(lease)
+                    if h.names is None:
+                        self._learn_fields(lease.bptr)
+                    return Batch(h, lease)
+                if rc == _lib.SP_EEPOCH:
+                    return None
+                if rc == _lib.SP_EDONE:
+                    self._done = True
+                    return None
+                if rc == _lib.SP_ETIMEDOUT and (ms < 0 or ms > wait):
+                    if ms > 0:
+                        ms -= wait
+                    continue
+                if rc == _lib.SP_EBUSY and not retried:
+                    # Views caught in reference cycles hold leases until the collector runs.
+                    retried = True
+                    gc.collect()
+                    continue
+                e = error(rc, lib.sp_loader_errmsg(ptr))
+                if rc == _lib.SP_ETIMEDOUT:
+                    # The library saw one poll slice; the caller asked for `limit`.
+                    e = ShardpackError(rc, _timeout_message(e.message, limit))
+                raise e
+        except BaseException:
+            lease.give_back()  # whatever landed after sp_loader_next returned, no batch is lost
+            raise
 
     def _learn_fields(self, bptr):
         n = lib.sp_batch_num_fields(bptr)
@@ -244,23 +335,25 @@ class Loader:
     # -- control
     def set_epoch(self, epoch):
         """Restarts at the beginning of epoch (0-based); leased batches stay valid."""
-        ptr = self._ptr()
-        check(lib.sp_loader_set_epoch(ptr, int(epoch)), lib.sp_loader_errmsg(ptr))
+        self._call(lambda ptr: check(lib.sp_loader_set_epoch(ptr, int(epoch)), lib.sp_loader_errmsg(ptr)))
         self._done = False
 
     def __len__(self):
         """Batches per epoch on this rank."""
-        return lib.sp_loader_batches_per_epoch(self._ptr())
+        return self._call(lib.sp_loader_batches_per_epoch)
 
     @property
     def samples_per_epoch(self):
-        return lib.sp_loader_samples_per_epoch(self._ptr())
+        return self._call(lib.sp_loader_samples_per_epoch)
 
     def stats(self):
         """The loader's statistics as a dict (sp_loader_stats)."""
         st = _lib.sp_loader_stats()
-        ptr = self._ptr()
-        check(lib.sp_loader_stats_get(ptr, byref(st)), lib.sp_loader_errmsg(ptr))
+        h = self._h
+        with h.lock:  # any thread, any time: only the close waits for it
+            if h.closing or h.ptr is None:
+                raise ValueError("shardpack: the loader is closed")
+            check(lib.sp_loader_stats_get(h.ptr, byref(st)), lib.sp_loader_errmsg(h.ptr))
         d = {}
         for name, _ in _lib.sp_loader_stats._fields_:
             d[name] = getattr(st, name)
@@ -275,10 +368,9 @@ class Loader:
     # -- resume, in the style of torchdata's StatefulDataLoader
     def state_dict(self):
         """{'shardpack_state': bytes, 'abi': int}: where the next batch would start."""
-        ptr = self._ptr()
         n = lib.sp_loader_state_size()
         buf = ctypes.create_string_buffer(n)
-        check(lib.sp_loader_save_state(ptr, buf, n), lib.sp_loader_errmsg(ptr))
+        self._call(lambda ptr: check(lib.sp_loader_save_state(ptr, buf, n), lib.sp_loader_errmsg(ptr)))
         return {"shardpack_state": buf.raw, "abi": _lib.ABI_VERSION}
 
     def load_state_dict(self, state):
@@ -287,13 +379,16 @@ class Loader:
         if not isinstance(state, dict) or "shardpack_state" not in state:
             raise TypeError("load_state_dict takes the dict state_dict() returned")
         raw = bytes(state["shardpack_state"])
-        ptr = self._ptr()
-        check(lib.sp_loader_load_state(ptr, raw, len(raw)), lib.sp_loader_errmsg(ptr))
+        self._call(lambda ptr: check(lib.sp_loader_load_state(ptr, raw, len(raw)), lib.sp_loader_errmsg(ptr)))
         self._done = False
 
     # -- closing
     def close(self):
-        """Stops the loader. Memory under live views stays valid until the last one is gone."""
+        """Stops the loader. Memory under live views stays valid until the last one is gone.
+
+        A next() waiting on another thread raises ValueError within one poll slice, and close()
+        waits for it to end. ShardpackError when the library still counts a batch as leased
+        that no Batch or view accounts for (the loader then stays open, not leaked silently)."""
         self._h.close()
 
     @property
@@ -310,6 +405,13 @@ class Loader:
         h = getattr(self, "_h", None)
         if h is not None:
             h.close()
+
+
+def _timeout_message(msg, limit_ms):
+    """The library's timeout message restated for the caller's own limit, not the poll slice."""
+    said = "within %g s" % (limit_ms / 1000.0)
+    out, n = re.subn(r"within \d+ ms", said, msg)
+    return out if n else "%s (next() waited %s)" % (msg, said[len("within "):])
 
 
 Loader.__doc__ = Loader.__doc__.format(params=doc_table(_lib.SP_SCOPE_LOAD))
