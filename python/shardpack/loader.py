@@ -34,7 +34,9 @@ class _Handle:
 
     def __init__(self, ptr):
         self.ptr = ptr
-        self.lock = threading.Lock()  # ptr, caller, leases, closing
+        # ptr, caller, leases, closing. Reentrant: a collection run while it is held may finalize
+        # another lease of this loader on the same thread, whose give_back takes it again.
+        self.lock = threading.RLock()
         self.turn = threading.Condition(self.lock)
         self.caller = None  # ident of the thread inside a consumer call
         self.leases = 0  # leases holding a batch and counted (see _Lease)
