@@ -10,11 +10,13 @@ last lease comes back. Nothing can free memory that a live view points into.
 import collections.abc
 import ctypes
 import gc
+import os
 import re
 import threading
 from ctypes import byref, c_uint32, c_void_p
 
 from . import _dlpack, _lib
+from ._args import fs_path, timeout_ms
 from ._dlpack import Tensor
 from ._errors import ShardpackError, check, error
 from ._lib import lib
@@ -236,8 +238,10 @@ class Loader:
 
 {params}
 
+    path: str, bytes or os.PathLike (a name that is not UTF-8 works, as with open()).
     timeout: seconds next() may wait for a batch before raising ShardpackError(SP_ETIMEDOUT);
-    None waits without limit (Ctrl-C still interrupts).
+    0 does not wait; None (or math.inf) waits without limit (Ctrl-C still interrupts). A negative
+    or NaN timeout is a ValueError.
 
     Iterating yields the batches of the current epoch and stops at its end; iterate again for the
     next epoch (until `epochs` have been delivered; epochs=0 never ends). A Batch maps field names
@@ -246,14 +250,15 @@ class Loader:
 
     def __init__(self, path, *, timeout=None, **params):
         self._params = Params(params, _lib.SP_SCOPE_LOAD | _lib.SP_SCOPE_READ, "Loader()")
+        cpath = fs_path(path, "Loader() path")
+        self._timeout_ms = timeout_ms(timeout, "Loader()")
         ptr = c_void_p()
-        rc = lib.sp_loader_open(str(path).encode(), self._params.ptr, byref(ptr))
+        rc = lib.sp_loader_open(cpath, self._params.ptr, byref(ptr))
         if rc:
             raise error(rc)
         self._h = _Handle(ptr.value)
-        self._timeout_ms = -1 if timeout is None else max(0, int(timeout * 1000))
         self._done = False
-        self.path = str(path)
+        self.path = os.fspath(path)
 
     # -- iteration
     def _call(self, fn, *args):
@@ -269,8 +274,9 @@ class Loader:
         """The next Batch of the current epoch, or None at its end (and after the last epoch).
 
         Safe from several threads: calls take turns (each batch goes to one of them). close() from
-        another thread makes a waiting next() raise ValueError within one poll slice."""
-        ms = self._timeout_ms if timeout is None else max(0, int(timeout * 1000))
+        another thread makes a waiting next() raise ValueError within one poll slice.
+        timeout: seconds, as Loader()'s; None uses the Loader's own."""
+        ms = self._timeout_ms if timeout is None else timeout_ms(timeout, "next()")
         h = self._h
         ptr = h.enter()
         try:

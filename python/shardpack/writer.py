@@ -8,15 +8,18 @@ Schema: a list of fields, each a Field or a tuple (name, kind[, dtype[, shape]])
 Values: bytes-like objects (bytes, bytearray, memoryview, array.array, NumPy arrays: read in place
 when C-contiguous), ints (a label, or a one-element tensor), or sequences of numbers (converted to
 the field's dtype).
+Paths (Writer, Dataset) are str, bytes or os.PathLike; names that are not UTF-8 work, as with open().
 """
 
 import array
 import collections
 import ctypes
+import os
 import struct
 from ctypes import byref, c_size_t, c_uint32, c_uint64, c_void_p
 
 from . import _lib
+from ._args import fs_path
 from ._errors import ShardpackError, check, error
 from ._lib import lib
 from ._params import Params
@@ -92,13 +95,13 @@ class Writer:
         try:
             self.fields = _fields_of(s)
             w = c_void_p()
-            rc = lib.sp_writer_open(str(path).encode(), s, self._params.ptr, byref(w))
+            rc = lib.sp_writer_open(fs_path(path, "Writer() path"), s, self._params.ptr, byref(w))
             if rc:
                 raise error(rc)
             self._w = w.value
         finally:
             lib.sp_schema_destroy(s)
-        self.path = str(path)
+        self.path = os.fspath(path)
         self._names = {f.name: i for i, (f, _) in enumerate(self.fields)}
         self._vals = (_lib.sp_value * len(self.fields))()
 
@@ -245,8 +248,9 @@ class Dataset:
 
     def __init__(self, path, **params):
         self._params = Params(params, _lib.SP_SCOPE_READ, "Dataset()")
+        cpath = fs_path(path, "Dataset() path")
         d = c_void_p()
-        rc = lib.sp_dataset_open(str(path).encode(), self._params.ptr, byref(d))
+        rc = lib.sp_dataset_open(cpath, self._params.ptr, byref(d))
         if rc:
             raise error(rc)
         self._d = d.value

@@ -1,0 +1,39 @@
+"""Arguments as the C library takes them: paths as file-system bytes, timeouts as milliseconds."""
+
+import math
+import numbers
+import os
+
+
+def fs_path(path, what):
+    """path (str, bytes or os.PathLike) as the bytes the C library opens.
+
+    The encoding is os.fsencode's, so a name os.listdir returned with surrogate escapes (a name
+    that is not valid UTF-8) becomes its original bytes again, and bytes pass through unchanged.
+    what names the argument in errors ("Loader() path")."""
+    try:
+        p = os.fspath(path)
+    except TypeError:
+        raise TypeError("%s takes str, bytes or os.PathLike, not %s"
+                        % (what, type(path).__name__)) from None
+    b = os.fsencode(p)
+    if b"\0" in b:
+        raise ValueError("%s %r holds a NUL byte" % (what, p))
+    return b
+
+
+def timeout_ms(timeout, what):
+    """A timeout in seconds as sp_loader_next's milliseconds: None (or infinity) waits without
+    limit (-1), 0 does not wait; a negative, NaN or non-numeric timeout is refused."""
+    if timeout is None:
+        return -1
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError("%s: timeout takes seconds (a number >= 0) or None, not %s %r"
+                        % (what, type(timeout).__name__, timeout))
+    t = float(timeout)
+    if not t >= 0:  # also NaN
+        raise ValueError("%s: timeout %r is not valid: give seconds >= 0 (0: do not wait), "
+                         "or None to wait without limit" % (what, timeout))
+    if math.isinf(t):
+        return -1
+    return int(t * 1000)
