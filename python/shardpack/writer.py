@@ -5,17 +5,29 @@ Schema: a list of fields, each a Field or a tuple (name, kind[, dtype[, shape]])
     kind 'tokens' -> dtype 'uint16' or 'uint32', shape (sequence length,)
     kind 'tensor' -> any numeric dtype, shape of 0..8 dims
     kind 'bytes' / 'image' -> variable-length bytes (image: JPEG)
-Values: bytes-like objects (bytes, bytearray, memoryview, array.array, NumPy arrays: read in place
-when C-contiguous), ints (a label, or a one-element tensor), or sequences of numbers (converted to
-the field's dtype).
+Values, for each field in schema order (Writer.add):
+    bytes, bytearray, or any buffer of format 'B' -> the field's raw bytes, taken as they are
+        (little-endian). A bytes or image field takes any buffer (NumPy arrays too) as raw bytes.
+    typed data of a label, tokens or tensor field -> NumPy arrays (read in place when
+        C-contiguous), array.array, ctypes arrays, typed memoryviews. Its element type must be the
+        field's dtype, else TypeError naming the field (convert it first, e.g. a.astype("float32"));
+        data of that dtype in big-endian byte order (NumPy '>f4', memoryview '>f') is converted,
+        one copy. The element count must be the field's (ShardpackError SP_ESCHEMA naming it).
+    numbers -> ints and floats, NumPy scalars, or sequences of them, packed as the field's dtype: a
+        label takes one integer, a tensor field as many numbers as it holds. A value the dtype
+        cannot hold (a label outside int64, 70000 for int16, 2.5 for an integer) is refused
+        (ValueError, or TypeError for the wrong kind of number) naming the field and its range. A
+        bool field takes only True/False (or 0/1); any other field refuses a bool scalar.
 Paths (Writer, Dataset) are str, bytes or os.PathLike; names that are not UTF-8 work, as with open().
 """
 
-import array
 import collections
 import ctypes
+import numbers
 import os
+import re
 import struct
+import sys
 from ctypes import byref, c_size_t, c_uint32, c_uint64, c_void_p
 
 from . import _lib
@@ -27,12 +39,18 @@ from ._params import Params
 Field = collections.namedtuple("Field", "name kind dtype shape")
 Field.__new__.__defaults__ = (None, ())
 
-_ARRAY_CODES = {"uint8": "B", "int8": "b", "uint16": "H", "int16": "h", "uint32": "I",
-                "int32": "i", "uint64": "Q", "int64": "q", "float32": "f", "float64": "d",
-                "bool": "B"}
-_STRUCT_CODES = {"uint8": "<B", "int8": "<b", "uint16": "<H", "int16": "<h", "uint32": "<I",
-                 "int32": "<i", "uint64": "<Q", "int64": "<q", "float32": "<f", "float64": "<d",
-                 "float16": "<e", "bool": "<?"}
+# dtype name -> (kind, bytes per element); kind as in NumPy typestrs ('i' signed integer,
+# 'u' unsigned, 'f' float, 'b' bool), and 'bf16' for bfloat16, which has no letter of its own.
+_DTYPES = {"uint8": ("u", 1), "int8": ("i", 1), "uint16": ("u", 2), "int16": ("i", 2),
+           "uint32": ("u", 4), "int32": ("i", 4), "uint64": ("u", 8), "int64": ("i", 8),
+           "float16": ("f", 2), "bfloat16": ("bf16", 2), "float32": ("f", 4), "float64": ("f", 8),
+           "bool": ("b", 1)}
+# struct codes packing Python numbers as each dtype (bool as a byte, so that 2 is refused)
+_PACK = {"uint8": "B", "int8": "b", "uint16": "H", "int16": "h", "uint32": "I", "int32": "i",
+         "uint64": "Q", "int64": "q", "float16": "e", "float32": "f", "float64": "d", "bool": "B"}
+_TYPED_KINDS = ("label", "tokens", "tensor")
+_RAW_FORMATS = ("B", "c")  # buffers of these formats (bytes, bytearray) are raw bytes
+_ONE_NUMBER = re.compile(r"([@=<>!]?)([bBhHiIlLqQnNefd?])$")
 _DEFAULT_DTYPE = {"label": "int64", "image": "uint8", "bytes": "uint8"}
 
 
@@ -190,57 +208,179 @@ def _buffer(v, f, fixed, keep):
     """(address, size) of v's bytes as field f stores them; keep holds what must stay alive."""
     if isinstance(v, bytes):
         keep.append(v)
-        return ctypes.cast(ctypes.c_char_p(v), c_void_p).value, len(v)
-    if isinstance(v, (int, float)) and not isinstance(v, bool) or isinstance(v, bool):
-        code = _STRUCT_CODES.get(f.dtype)
-        if code is None:
-            raise TypeError("field %r (%s): cannot take a scalar" % (f.name, f.dtype))
-        b = struct.pack(code, v)
-        keep.append(b)
-        return ctypes.cast(ctypes.c_char_p(b), c_void_p).value, len(b)
+        return _address(v), len(v)
+    if isinstance(v, numbers.Number):  # Python and NumPy scalars
+        if isinstance(v, bool) and f.dtype != "bool":
+            raise TypeError("%s takes numbers, not the bool %r (pass int(value) if you mean %d)"
+                            % (_what(f), v, v))
+        return _pack((v,), f, fixed, keep, scalar=True)
+    typed = f.kind in _TYPED_KINDS  # bytes and image fields take any buffer as its raw bytes
     ai = getattr(v, "__array_interface__", None)
     if ai is not None:  # NumPy (and anything else speaking the array interface)
-        dt = getattr(v, "dtype", None)
-        if dt is not None and f.kind in ("tokens", "tensor", "label") and \
-                _dtype_name(dt) != f.dtype:
-            raise TypeError("field %r: array of %s, the field stores %s"
-                            % (f.name, _dtype_name(dt), f.dtype))
-        if ai.get("strides") is None and ai["data"] is not None:
+        swap = typed and _check_typed(f, fixed, _typestr_type(v, ai["typestr"]),
+                                      _prod(ai["shape"]), "an array of " + _array_dtype(v, ai))
+        contiguous = ai.get("strides") is None and ai["data"] is not None
+        if contiguous and not swap:
             keep.append(v)
             size = getattr(v, "nbytes", None)
             if size is None:
                 size = len(memoryview(v).cast("B"))
             return ai["data"][0], size
-        v = memoryview(v).tobytes()  # not contiguous: one copy
-        keep.append(v)
-        return ctypes.cast(ctypes.c_char_p(v), c_void_p).value, len(v)
+        b = memoryview(v).tobytes()  # not contiguous, or big-endian: one copy
+        if swap:
+            b = _swapped(b, _DTYPES[f.dtype][1])
+        keep.append(b)
+        return _address(b), len(b)
     try:
         mv = memoryview(v)
     except TypeError:
         mv = None
     if mv is not None:
+        if typed and mv.format.lstrip("@=<>!") not in _RAW_FORMATS:
+            got = _format_type(mv.format)
+            count = mv.nbytes // mv.itemsize if mv.itemsize else 0
+            if _check_typed(f, fixed, got, count, "a buffer of format %r" % mv.format):
+                b = _swapped(mv.tobytes(), mv.itemsize)
+                keep.append(b)
+                return _address(b), len(b)
         if not mv.c_contiguous:
             b = mv.tobytes()
             keep.append(b)
-            return ctypes.cast(ctypes.c_char_p(b), c_void_p).value, len(b)
+            return _address(b), len(b)
         mv = mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
         if mv.readonly:
             b = mv.tobytes()
             keep.append(b)
-            return ctypes.cast(ctypes.c_char_p(b), c_void_p).value, len(b)
+            return _address(b), len(b)
         keep.append(mv)
         if len(mv) == 0:
             return None, 0
         return ctypes.addressof(ctypes.c_char.from_buffer(mv)), len(mv)
     if isinstance(v, str):
         raise TypeError("field %r: str is not bytes; encode it" % f.name)
-    code = _ARRAY_CODES.get(f.dtype)
+    try:
+        values = v if isinstance(v, (list, tuple)) else list(v)
+    except TypeError:
+        raise TypeError("%s cannot take %s" % (_what(f), type(v).__name__)) from None
+    return _pack(values, f, fixed, keep)
+
+
+def _address(b):
+    return ctypes.cast(ctypes.c_char_p(b), c_void_p).value
+
+
+def _what(f):
+    """'field 'x' (float32 [2, 3])' for messages."""
+    if f.kind == "label":
+        return "field %r (label)" % f.name
+    kind = "" if f.kind == "tensor" else f.kind + " "
+    shape = " [%s]" % ", ".join(str(d) for d in f.shape) if f.shape else ""
+    return "field %r (%s%s%s)" % (f.name, kind, f.dtype, shape)
+
+
+def _prod(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _count_error(f, fixed, count):
+    return ShardpackError(_lib.SP_ESCHEMA, "%s takes %d values, got %d"
+                          % (_what(f), fixed // _DTYPES[f.dtype][1], count))
+
+
+def _check_typed(f, fixed, got, count, what):
+    """Refuses typed data (an array, a typed buffer) whose element type or count is not field f's;
+    returns True when it is f's type but big-endian, so that it must be byte-swapped."""
+    kind, size = _DTYPES[f.dtype]
+    if got is None or got[:2] != (kind, size):
+        how = "ml_dtypes.bfloat16" if kind == "bf16" else "NumPy: a.astype(%r)" % f.dtype
+        raise TypeError("%s: got %s; convert it to %s first (%s)" % (_what(f), what, f.dtype, how))
+    if fixed and count * size != fixed:
+        raise _count_error(f, fixed, count)
+    return got[2] and size > 1
+
+
+def _typestr_type(v, typestr):
+    """(kind, size, big-endian) of an array interface's typestr ('<f4', '>i2', '|b1')."""
+    if getattr(getattr(v, "dtype", None), "name", None) == "bfloat16":  # ml_dtypes: '<V2'
+        kind = "bf16"
+    else:
+        kind = typestr[1]
+    try:
+        size = int(typestr[2:])
+    except ValueError:
+        return None
+    return kind, size, typestr[0] == ">" or (typestr[0] == "=" and sys.byteorder == "big")
+
+
+def _array_dtype(v, ai):
+    name = getattr(getattr(v, "dtype", None), "name", None)
+    return "%s (%r)" % (name, ai["typestr"]) if name else repr(ai["typestr"])
+
+
+def _format_type(fmt):
+    """(kind, size, big-endian) of a buffer whose struct format is one number, else None."""
+    m = _ONE_NUMBER.match(fmt)
+    if m is None:
+        return None
+    order, code = m.groups()
+    if code in "efd":
+        kind = "f"
+    elif code == "?":
+        kind = "b"
+    else:
+        kind = "u" if code.isupper() else "i"
+    big = order in (">", "!") or (order in ("", "@", "=") and sys.byteorder == "big")
+    return kind, struct.calcsize(fmt), big
+
+
+def _swapped(b, size):
+    """b with the bytes of every size-byte element reversed (big-endian to little)."""
+    out = bytearray(len(b))
+    for k in range(size):
+        out[k::size] = b[size - 1 - k::size]
+    return bytes(out)
+
+
+def _pack(values, f, fixed, keep, scalar=False):
+    """Python numbers as field f's little-endian bytes; refuses values the dtype cannot hold."""
+    code = _PACK.get(f.dtype)
     if code is None:
-        raise TypeError("field %r (%s): cannot convert %s" % (f.name, f.dtype, type(v).__name__))
-    a = array.array(code, v)
-    keep.append(a)
-    addr, n = a.buffer_info()
-    return addr, n * a.itemsize
+        raise TypeError("%s cannot take Python numbers; pass an array of %s or its raw bytes"
+                        % (_what(f), f.dtype))
+    if fixed and len(values) * _DTYPES[f.dtype][1] != fixed:
+        raise _count_error(f, fixed, len(values))
+    try:
+        b = struct.pack("<%d%s" % (len(values), code), *values)
+    except (struct.error, OverflowError, TypeError, ValueError):
+        for i, x in enumerate(values):
+            try:
+                struct.pack("<" + code, x)
+            except (struct.error, OverflowError, TypeError, ValueError):
+                raise _value_error(f, x, "" if scalar else " (item %d)" % i) from None
+        raise
+    if f.dtype == "bool" and b and max(b) > 1:
+        i = next(i for i, x in enumerate(b) if x > 1)
+        raise ValueError("%s takes True or False (or 0 and 1), not %r%s"
+                         % (_what(f), values[i], "" if scalar else " (item %d)" % i))
+    keep.append(b)
+    return _address(b), len(b)
+
+
+def _value_error(f, x, where):
+    kind, size = _DTYPES[f.dtype]
+    if kind == "f":
+        if not isinstance(x, numbers.Real):
+            return TypeError("%s takes real numbers, not %s %r%s"
+                             % (_what(f), type(x).__name__, x, where))
+        return ValueError("%s: %r%s is too large for %s" % (_what(f), x, where, f.dtype))
+    if not isinstance(x, numbers.Integral):
+        return TypeError("%s takes integers, not %s %r%s" % (_what(f), type(x).__name__, x, where))
+    lo, hi = (0, (1 << 8 * size) - 1) if kind in "ub" else (-(1 << 8 * size - 1),
+                                                             (1 << 8 * size - 1) - 1)
+    return ValueError("%s: %d%s is out of range [%d, %d]" % (_what(f), x, where, lo, hi))
 
 
 class Dataset:
