@@ -806,6 +806,89 @@ START_TEST(evil_manifest_tables)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------------------ loader */
+
+/* A shard of one block holding FMT_MAX_BLOCK_SAMPLES one-byte samples: a few KiB on disk, yet a
+ * loader needs a batch slot for every batch that one shuffle window of it can touch. */
+static char *many_samples_shard(void)
+{
+    char *dir = tu_tmpdir("hostile-many");
+    sp_schema *sc = sp_schema_create();
+    ck_assert(sp_schema_add(sc, "b", SP_FIELD_TENSOR, SP_DTYPE_U8, 0, NULL) == 0);
+    sp_params *p = tu_params("block_size", "16M", "compress", "zstd", NULL);
+    sp_writer *w;
+    ck_assert(sp_writer_open(dir, sc, p, &w) == 0);
+    int rc = 0; /* each ck_assert writes to Check's pipe: not one per sample */
+    for (uint32_t i = 0; i < FMT_MAX_BLOCK_SAMPLES && rc == 0; i++) {
+        uint8_t v = (uint8_t)i;
+        sp_value val = { &v, 1 };
+        rc = sp_writer_add(w, &val, 1);
+    }
+    ck_assert_int_eq(rc, 0);
+    ck_assert(sp_writer_finish(w) == 0);
+    sp_writer_destroy(w);
+    sp_params_destroy(p);
+    sp_schema_destroy(sc);
+    char *shard = tu_join(dir, "shard-000000.sps");
+    ck_assert_msg(tu_file_size(shard) < 64 * 1024, "%llu bytes", (unsigned long long)tu_file_size(shard));
+    free(shard);
+    return dir;
+}
+
+static int loader_open(const char *dir, const char *budget, const char *batch, sp_loader **l)
+{
+    sp_params *p = tu_params("host_memory", budget, "batch_size", batch, "threads", "1", NULL);
+    int rc = sp_loader_open(dir, p, l);
+    sp_params_destroy(p);
+    return rc;
+}
+
+START_TEST(loader_many_samples_per_block)
+{
+    limit_address_space();
+    char *dir = many_samples_shard();
+    /* Batches of 2: the minimum (a slot per 2 samples of the window, each with its descriptor) is
+     * beyond 1.5 GiB, and is refused at open with nothing large asked for. */
+    tu_alloc_reset_max();
+    sp_loader *l = NULL;
+    int rc = loader_open(dir, "1536M", "2", &l);
+    ck_assert_msg(rc == SP_ELIMIT, "batch 2: %s: %s", sp_error_name(rc), sp_last_error());
+    ck_assert_ptr_null(l);
+    ck_assert_msg(strstr(sp_last_error(), "need at least"), "%s", sp_last_error());
+    ck_assert_msg(tu_alloc_max() <= ALLOC_BOUND, "refused open asked for %zu bytes at once", tu_alloc_max());
+    fprintf(stderr, "hostile: %s\n", sp_last_error());
+    /* Batches of 32 fit in 400 MiB: everything the loader allocates, at its peak while it streams
+     * the whole block, is inside what it reports, which is inside the budget. */
+    size_t before = tu_alloc_reset_peak();
+    rc = loader_open(dir, "400M", "32", &l);
+    ck_assert_msg(rc == 0, "batch 32: %s: %s", sp_error_name(rc), sp_last_error());
+    sp_loader_stats st;
+    ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+    uint64_t rows = 0, wrong = 0;
+    sp_batch *b;
+    while ((rc = sp_loader_next(l, &b, 60000)) == 0) {
+        const uint8_t *v = sp_batch_tensor(b, 0)->data;
+        for (uint32_t r = 0; r < sp_batch_size(b); r++)
+            wrong += v[r] != (uint8_t)sp_batch_sample_id(b, r);
+        rows += sp_batch_size(b);
+        if ((rc = sp_loader_release(l, b)) != 0)
+            break;
+    }
+    ck_assert_msg(rc == SP_EEPOCH, "%s: %s", sp_error_name(rc), sp_last_error());
+    ck_assert_uint_eq(rows, FMT_MAX_BLOCK_SAMPLES);
+    ck_assert_uint_eq(wrong, 0);
+    size_t peak = tu_alloc_peak_bytes() - before;
+    fprintf(stderr, "hostile: %u one-byte samples in one block, batch 32: %llu bytes counted, %zu allocated at "
+            "the peak, budget 400 MiB\n", FMT_MAX_BLOCK_SAMPLES, (unsigned long long)st.host_allocated_bytes, peak);
+    ck_assert_uint_le(st.host_allocated_bytes, st.host_memory_bytes);
+    ck_assert_msg(peak <= st.host_allocated_bytes + (1u << 20), "%zu bytes allocated, %llu counted", peak,
+                  (unsigned long long)st.host_allocated_bytes);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    tu_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     g_seed = tu_seed(0x5eed0006);
@@ -823,5 +906,7 @@ int main(void)
     tc = tu_tcase(s, "manifest", 60);
     tcase_add_test(tc, evil_manifest_counts);
     tcase_add_test(tc, evil_manifest_tables);
+    tc = tu_tcase(s, "loader", 60);
+    tcase_add_test(tc, loader_many_samples_per_block);
     return tu_run(s, g_seed);
 }

@@ -29,13 +29,15 @@ int __wrap_posix_memalign(void **p, size_t align, size_t n);
 #define TMASK ((1u << TBITS) - 1)
 
 static uintptr_t table[1u << TBITS]; /* linear probing, 0 = empty */
+static size_t sizes[1u << TBITS];    /* of each entry's block */
 static long live;
+static size_t live_bytes, peak_bytes;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static atomic_size_t max_request;
 
 static size_t slot(uintptr_t p) { return (size_t)(((uint64_t)p >> 4) * 0x9E3779B97F4A7C15ull >> (64 - TBITS)); }
 
-static void insert(void *ptr)
+static void insert(void *ptr, size_t n)
 {
     if (!ptr)
         return;
@@ -45,12 +47,16 @@ static void insert(void *ptr)
     while (table[i])
         i = (i + 1) & TMASK;
     table[i] = p;
+    sizes[i] = n;
     live++;
+    live_bytes += n;
+    if (live_bytes > peak_bytes)
+        peak_bytes = live_bytes;
     pthread_mutex_unlock(&mu);
 }
 
 /* Removes ptr (backward-shift deletion); false when it was not allocated through the hooks. */
-static bool erase(void *ptr)
+static bool erase(void *ptr, size_t *n)
 {
     uintptr_t p = (uintptr_t)ptr;
     pthread_mutex_lock(&mu);
@@ -61,6 +67,9 @@ static bool erase(void *ptr)
         pthread_mutex_unlock(&mu);
         return false;
     }
+    live_bytes -= sizes[i];
+    if (n)
+        *n = sizes[i];
     for (size_t j = i;;) {
         j = (j + 1) & TMASK;
         if (!table[j])
@@ -70,6 +79,7 @@ static bool erase(void *ptr)
         if (stays)
             continue;
         table[i] = table[j];
+        sizes[i] = sizes[j];
         i = j;
     }
     table[i] = 0;
@@ -89,7 +99,7 @@ void *__wrap_malloc(size_t n)
 {
     note(n);
     void *p = __real_malloc(n);
-    insert(p);
+    insert(p, n);
     return p;
 }
 
@@ -98,26 +108,27 @@ void *__wrap_calloc(size_t n, size_t size)
     size_t total;
     note(__builtin_mul_overflow(n, size, &total) ? SIZE_MAX : total);
     void *p = __real_calloc(n, size);
-    insert(p);
+    insert(p, n * size);
     return p;
 }
 
 void *__wrap_realloc(void *old, size_t n)
 {
     note(n);
-    bool ours = old && erase(old);
+    size_t old_n = 0;
+    bool ours = old && erase(old, &old_n);
     void *p = __real_realloc(old, n);
     if (p && (ours || !old))
-        insert(p);
+        insert(p, n);
     else if (!p && ours)
-        insert(old); /* a failed realloc leaves the old block allocated */
+        insert(old, old_n); /* a failed realloc leaves the old block allocated */
     return p;
 }
 
 void __wrap_free(void *p)
 {
     if (p)
-        erase(p);
+        erase(p, NULL);
     __real_free(p);
 }
 
@@ -130,7 +141,7 @@ int __wrap_posix_memalign(void **p, size_t align, size_t n)
         return ENOMEM;
     int rc = __real_posix_memalign(p, align, n);
     if (rc == 0)
-        insert(*p);
+        insert(*p, n);
     return rc;
 }
 
@@ -143,4 +154,20 @@ long tu_alloc_live(void)
 }
 
 size_t tu_alloc_max(void) { return atomic_load(&max_request); }
+
+size_t tu_alloc_peak_bytes(void)
+{
+    pthread_mutex_lock(&mu);
+    size_t n = peak_bytes;
+    pthread_mutex_unlock(&mu);
+    return n;
+}
+
+size_t tu_alloc_reset_peak(void)
+{
+    pthread_mutex_lock(&mu);
+    size_t n = peak_bytes = live_bytes;
+    pthread_mutex_unlock(&mu);
+    return n;
+}
 void tu_alloc_reset_max(void) { atomic_store(&max_request, 0); }

@@ -22,6 +22,8 @@ enum { CS_FREE, CS_COPYING, CS_READY, CS_LEASED, CS_RELEASING };
 
 typedef struct cu_slot {
     sp_batch b;
+    DLTensor t[SP_MAX_FIELDS]; /* b's tensors: a few device slots, so room for any schema */
+    int64_t shape[SP_MAX_FIELDS][SP_MAX_DIMS + 1];
     uint8_t *dmem;
     uint64_t *ids;          /* host copy of the batch's sample ids */
     cudaEvent_t start, ready; /* around the copy and conversion, on the copy stream */
@@ -204,23 +206,24 @@ static void init_batch(cu_stage *c, cu_slot *s, uint32_t i)
     s->b.on_device = true;
     s->b.ids = s->ids;
     s->b.nfields = l->nout;
+    s->b.names = l->names;
+    s->b.t = s->t;
     bool nchw = l->dev_layout == SP_DEVICE_LAYOUT_NCHW;
     for (size_t f = 0; f < l->nout; f++) {
         const ld_out *o = &l->out[f];
-        s->b.names[f] = l->schema->f[o->field].name;
-        memcpy(s->b.shape[f], o->shape, sizeof o->shape);
+        memcpy(s->shape[f], o->shape, sizeof o->shape);
         DLDataType dt = o->dt;
         uint64_t off = o->offset;
         if (c->conv_off[f]) {
             int64_t sz = l->img.size;
-            s->b.shape[f][1] = nchw ? 3 : sz;
-            s->b.shape[f][2] = sz;
-            s->b.shape[f][3] = nchw ? sz : 3;
+            s->shape[f][1] = nchw ? 3 : sz;
+            s->shape[f][2] = sz;
+            s->shape[f][3] = nchw ? sz : 3;
             dt = ld_image_dltype(l->dev_img_dtype);
             off = c->conv_off[f];
         }
         s->b.t[f] = (DLTensor){ .data = s->dmem + off, .device = { kDLCUDA, c->dev }, .ndim = o->ndim, .dtype = dt,
-                                .shape = s->b.shape[f], .strides = NULL, .byte_offset = 0 };
+                                .shape = s->shape[f], .strides = NULL, .byte_offset = 0 };
     }
 }
 

@@ -27,9 +27,8 @@ struct sp_batch {
     uint64_t epoch, index;
     uint32_t rows;
     size_t nfields;
-    const char *names[SP_MAX_FIELDS];
-    DLTensor t[SP_MAX_FIELDS];
-    int64_t shape[SP_MAX_FIELDS][SP_MAX_DIMS + 1];
+    const char *const *names; /* nfields names, shared by every batch of the loader */
+    DLTensor *t;              /* nfields tensors, each with a shape array of its own */
     uint64_t *ids;
 };
 
@@ -100,6 +99,8 @@ struct sp_loader {
     ld_out out[SP_MAX_FIELDS];
     size_t nout;
     uint64_t batch_bytes;
+    const char *names[SP_MAX_FIELDS]; /* of the batch tensors, for every batch */
+    uint64_t ndims;                    /* dimensions of all batch tensors together */
 
     /* pools, allocated at open */
     uint8_t *read_ring;
@@ -107,6 +108,8 @@ struct sp_loader {
     uint8_t *batch_mem;
     ld_slot *slots;
     uint64_t nslots;
+    DLTensor *tensors; /* nout per slot */
+    int64_t *shapes;   /* ndims per slot */
     uint8_t **scratch;
     uint32_t **row_counts; /* per worker: rows per batch of the block being scattered */
     uint64_t bpw;          /* most batches one window's samples can touch */

@@ -1,5 +1,6 @@
 /* ld_loader.c - the loader's API: open (tables, memory budget, pools), the consumer's
  * next/release, epochs, resume state and statistics. The threads live in ld_pipeline.c. */
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_estimateDCtxSize, to count each worker's context */
 #include <errno.h>
 #include <glob.h>
 #include <stdio.h>
@@ -172,6 +173,10 @@ static int plan_outputs(sp_loader *l)
     }
     if (l->nout == 0)
         return sp_fail(&l->eb, SP_ENOTSUP, "the dataset has no field the loader batches (image, label, tokens, tensor)");
+    for (size_t f = 0; f < l->nout; f++) {
+        l->names[f] = l->schema->f[l->out[f].field].name;
+        l->ndims += (uint64_t)l->out[f].ndim;
+    }
     l->batch_bytes = off;
     return SP_OK;
 }
@@ -222,15 +227,70 @@ static int load_tables(sp_loader *l)
 
 /* ---------------------------------------------------------------- memory budget */
 
+/* Every allocation the loader makes is counted here, before any is made, so that host_memory
+ * bounds them all; what depends on a dataset's counts (samples per block, blocks) is sized from
+ * those counts and refused when it does not fit. */
 typedef struct ld_sizes {
-    uint64_t win_cap, bpw, slots, read, scratch, windows, total;
+    uint64_t win_cap, bpw, slots, slot_bytes, read, scratch, windows, tables, total;
 } ld_sizes;
+
+/* a * b, or UINT64_MAX when that does not fit (then it fits no budget either). */
+static uint64_t mul_sat(uint64_t a, uint64_t b)
+{
+    uint64_t r;
+    return sp_mul_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+
+static uint64_t add_sat(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
+
+/* One batch slot: its rows, their sample ids and bad-row marks, and its descriptor (the slot
+ * itself, a DLTensor per field and the tensors' shapes). */
+static uint64_t slot_bytes(const sp_loader *l)
+{
+    return l->batch_bytes + (uint64_t)l->batch * (sizeof(uint64_t) + 1) + sizeof(ld_slot) +
+           l->nout * sizeof(DLTensor) + l->ndims * sizeof(int64_t);
+}
+
+/* A read ring of n bytes with its bookkeeping: at most one region and one job per page. */
+static uint64_t read_cost(uint64_t n) { return n + n / LD_PAGE * (sizeof(ld_region) + sizeof(ld_job)); }
+
+/* Per worker beside its buffers: a zstd context and the worker's handles. */
+#define LD_WORKER_HANDLES 64u
+static uint64_t worker_fixed(void) { return ZSTD_estimateDCtxSize() + LD_WORKER_HANDLES; }
+
+/* The flattened block and shard tables (already allocated) and the plans: the consumer's, the
+ * reader's two, and one more while it is built, with its shuffled order. */
+static uint64_t tables_bytes(const sp_loader *l)
+{
+    uint64_t per_block = 2 * sizeof(uint32_t) + sizeof(uint64_t) + sizeof(void *);
+    uint64_t per_shard = sizeof(void *) + sizeof(int) + sizeof(bool) + sizeof(uint64_t);
+    uint64_t rank_blocks = l->nblocks / l->world + 1;
+    uint64_t plan = (rank_blocks + rank_blocks / l->window_blocks + 2) * sizeof(uint64_t);
+    uint64_t building = l->nblocks * sizeof(uint64_t) + (uint64_t)l->world * (sizeof(uint64_t) + 16);
+    return l->nblocks * per_block + l->nshards * per_shard + 4 * plan + building;
+}
 
 static uint64_t sizes_total(const sp_loader *l, ld_sizes *z)
 {
     z->windows = (3ull * z->win_cap + 2ull * l->window_blocks + (uint64_t)l->threads * z->bpw) * sizeof(uint32_t);
-    z->total = z->slots * (l->batch_bytes + l->batch * (sizeof(uint64_t) + 1)) + z->read + z->scratch + z->windows;
+    z->total = add_sat(mul_sat(z->slots, z->slot_bytes), read_cost(z->read) + z->scratch + z->windows + z->tables);
     return z->total;
+}
+
+static int refuse_minimum(sp_loader *l, const ld_sizes *z)
+{
+    char a[32], b[32], c[32], d[32], e[32], f[32];
+    uint64_t worker = z->scratch / (uint64_t)l->threads;
+    return sp_fail(&l->eb, SP_ELIMIT,
+                   "host_memory %s cannot hold one shuffle window and its batches: need at least %s "
+                   "(%llu batch slots of %s, each %s of rows and %llu bytes of ids and descriptors, for a window of "
+                   "%u blocks of up to %u samples; 2 read buffers of %s; %d worker buffers of %s); "
+                   "raise host_memory, or lower batch_size, shuffle_window or threads%s",
+                   human(l->host_memory, a, sizeof a), human(z->total, b, sizeof b), (unsigned long long)z->slots,
+                   human(z->slot_bytes, c, sizeof c), human(l->batch_bytes, d, sizeof d),
+                   (unsigned long long)(z->slot_bytes - l->batch_bytes), l->window_blocks, l->max_block_samples,
+                   human(l->max_read, e, sizeof e), l->threads, human(worker, f, sizeof f),
+                   l->has_image ? " (or max_image_memory, which each worker reserves)" : "");
 }
 
 /* The smallest pools that work, then more read-ahead and more batches while the budget allows:
@@ -243,46 +303,40 @@ static int size_pools(sp_loader *l, ld_sizes *z)
     uint64_t bpw = (z->win_cap + l->batch - 1) / l->batch + 1; /* batches one window can touch */
     z->bpw = bpw;
     z->slots = 2 * bpw + 2;
+    z->slot_bytes = slot_bytes(l);
     z->read = 2 * l->max_read;
-    z->scratch = (uint64_t)l->threads * (l->max_raw + (l->has_image ? img_ctx_bytes(&l->img) : 0));
+    z->scratch = (uint64_t)l->threads * (l->max_raw + (l->has_image ? img_ctx_bytes(&l->img) : 0) + worker_fixed());
+    z->tables = tables_bytes(l);
     uint64_t min = sizes_total(l, z);
-    if (min > l->host_memory) {
-        char a[32], b[32], c[32], e[32], f[32];
-        return sp_fail(&l->eb, SP_ELIMIT,
-                     "host_memory %s cannot hold one shuffle window and its batches: need at least %s "
-                     "(%llu batch slots of %s for a window of %u blocks, 2 read buffers of %s, %d worker buffers of %s); "
-                     "raise host_memory, or lower batch_size, shuffle_window or threads%s",
-                     human(l->host_memory, a, sizeof a), human(min, b, sizeof b), (unsigned long long)z->slots,
-                     human(l->batch_bytes, c, sizeof c), l->window_blocks, human(l->max_read, e, sizeof e), l->threads,
-                     human(z->scratch / (uint64_t)l->threads, f, sizeof f),
-                     l->has_image ? " (or max_image_memory, which each worker reserves)" : "");
-    }
+    if (min > l->host_memory || z->win_cap > UINT32_MAX)
+        return refuse_minimum(l, z);
     uint64_t spare = l->host_memory - min;
     uint64_t read_goal = 2ull * l->window_blocks * l->max_read;
     if (read_goal > LD_READ_RING_MAX)
         read_goal = LD_READ_RING_MAX;
     if (read_goal > z->read) {
-        uint64_t add = read_goal - z->read < spare / 2 ? read_goal - z->read : spare / 2;
+        uint64_t fits = spare / 2 / (read_cost(LD_PAGE)) * LD_PAGE; /* ring bytes half the spare pays for */
+        uint64_t add = read_goal - z->read < fits ? read_goal - z->read : fits;
         add -= add % LD_PAGE;
+        spare -= read_cost(z->read + add) - read_cost(z->read);
         z->read += add;
-        spare -= add;
     }
-    uint64_t slot_bytes = l->batch_bytes + l->batch * (sizeof(uint64_t) + 1);
     uint64_t extra = l->prefetch ? l->prefetch : bpw;
-    if (extra * slot_bytes > spare) {
+    if (mul_sat(extra, z->slot_bytes) > spare) {
         if (l->prefetch) {
             char a[32], b[32];
             return sp_fail(&l->eb, SP_ELIMIT, "prefetch %llu needs %s more than host_memory leaves (%s spare)",
-                         (unsigned long long)l->prefetch, human(extra * slot_bytes, a, sizeof a),
+                         (unsigned long long)l->prefetch, human(mul_sat(extra, z->slot_bytes), a, sizeof a),
                          human(spare, b, sizeof b));
         }
-        extra = spare / slot_bytes;
+        extra = spare / z->slot_bytes;
     }
     z->slots += extra;
     sizes_total(l, z);
     return SP_OK;
 }
 
+/* Points slot i's batch at its rows, ids, bad-row marks and its share of the descriptor pools. */
 static void init_slot(sp_loader *l, ld_slot *s, uint32_t i, uint8_t *mem, uint64_t *ids, uint8_t *bad)
 {
     s->mem = mem;
@@ -293,55 +347,105 @@ static void init_slot(sp_loader *l, ld_slot *s, uint32_t i, uint8_t *mem, uint64
     s->b.slot = i;
     s->b.ids = ids;
     s->b.nfields = l->nout;
+    s->b.names = l->names;
+    s->b.t = l->tensors + (size_t)i * l->nout;
+    int64_t *shape = l->shapes + (size_t)i * l->ndims;
     for (size_t f = 0; f < l->nout; f++) {
         const ld_out *o = &l->out[f];
-        s->b.names[f] = l->schema->f[o->field].name;
-        memcpy(s->b.shape[f], o->shape, sizeof o->shape);
+        memcpy(shape, o->shape, (size_t)o->ndim * sizeof *shape);
         s->b.t[f] = (DLTensor){ .data = mem + o->offset, .device = { kDLCPU, 0 }, .ndim = o->ndim, .dtype = o->dt,
-                                .shape = s->b.shape[f], .strides = NULL, .byte_offset = 0 };
+                                .shape = shape, .strides = NULL, .byte_offset = 0 };
+        shape += o->ndim;
     }
+}
+
+/* The first pool that could not be allocated, for the message. */
+typedef struct ld_oom {
+    const char *what;
+    uint64_t bytes;
+} ld_oom;
+
+static void *pool(ld_oom *o, void *p, const char *what, uint64_t bytes)
+{
+    if (!p && !o->what)
+        *o = (ld_oom){ what, bytes };
+    return p;
+}
+
+/* Where this loader reads from, for messages: its first shard, and how many more. */
+static void loader_where(const sp_loader *l, char *buf, size_t len)
+{
+    if (l->nshards > 1)
+        snprintf(buf, len, "%s and %llu more shards", l->shards[0]->path, (unsigned long long)(l->nshards - 1));
+    else
+        snprintf(buf, len, "%s", l->nshards ? l->shards[0]->path : "the dataset");
+}
+
+static int pools_failed(sp_loader *l, const ld_oom *o, const ld_sizes *z)
+{
+    char where[SP_ERRMSG_MAX / 2], a[32], b[32], c[32];
+    loader_where(l, where, sizeof where);
+    return sp_fail(&l->eb, SP_ENOMEM,
+                   "%s: out of memory allocating the loader's %s (%s, %llu bytes; %s of pools in all, host_memory %s): "
+                   "the system has less memory than host_memory promises (check ulimit -v and the memory of "
+                   "this process or container); lower host_memory, threads or batch_size",
+                   where, o->what, human(o->bytes, a, sizeof a), (unsigned long long)o->bytes,
+                   human(z->total, b, sizeof b), human(l->host_memory, c, sizeof c));
 }
 
 static int alloc_pools(sp_loader *l, const ld_sizes *z)
 {
+    ld_oom o = { 0 };
     l->nslots = z->slots;
     l->read_ring_bytes = z->read;
     l->win_cap = (uint32_t)z->win_cap;
     l->nregions = (uint32_t)(z->read / LD_PAGE);
     l->jobs_cap = l->nregions;
-    l->read_ring = sp_aligned_alloc(LD_PAGE, z->read);
-    l->batch_mem = sp_aligned_alloc(LD_PAGE, z->slots * l->batch_bytes);
-    l->slots = sp_calloc(z->slots, sizeof *l->slots);
-    uint64_t *ids = sp_malloc(z->slots * l->batch * sizeof *ids);
-    uint8_t *bad = sp_calloc(z->slots * l->batch, 1);
-    l->regions = sp_calloc(l->nregions, sizeof *l->regions);
-    l->jobs = sp_calloc(l->jobs_cap, sizeof *l->jobs);
-    l->win_perm = sp_malloc((size_t)z->win_cap * sizeof *l->win_perm);
-    l->scratch = sp_calloc((size_t)l->threads, sizeof *l->scratch);
-    l->row_counts = sp_calloc((size_t)l->threads, sizeof *l->row_counts);
+    l->read_ring = pool(&o, sp_aligned_alloc(LD_PAGE, z->read), "read ring", z->read);
+    l->batch_mem = pool(&o, sp_aligned_alloc(LD_PAGE, z->slots * l->batch_bytes), "batch ring",
+                        z->slots * l->batch_bytes);
+    l->slots = pool(&o, sp_calloc(z->slots, sizeof *l->slots), "batch slots", z->slots * sizeof *l->slots);
+    l->tensors = pool(&o, sp_calloc(z->slots * l->nout, sizeof *l->tensors), "batch tensor descriptors",
+                      z->slots * l->nout * sizeof *l->tensors);
+    l->shapes = pool(&o, sp_calloc(z->slots * l->ndims, sizeof *l->shapes), "batch tensor shapes",
+                     z->slots * l->ndims * sizeof *l->shapes);
+    uint64_t *ids = pool(&o, sp_malloc(z->slots * l->batch * sizeof *ids), "batch sample ids",
+                         z->slots * l->batch * sizeof *ids);
+    uint8_t *bad = pool(&o, sp_calloc(z->slots * l->batch, 1), "batch row marks", z->slots * l->batch);
+    l->regions = pool(&o, sp_calloc(l->nregions, sizeof *l->regions), "read regions", l->nregions * sizeof *l->regions);
+    l->jobs = pool(&o, sp_calloc(l->jobs_cap, sizeof *l->jobs), "read jobs", l->jobs_cap * sizeof *l->jobs);
+    l->win_perm = pool(&o, sp_malloc((size_t)z->win_cap * sizeof *l->win_perm), "window permutation",
+                       z->win_cap * sizeof *l->win_perm);
+    l->scratch = pool(&o, sp_calloc((size_t)l->threads, sizeof *l->scratch), "worker table", l->threads * sizeof(void *));
+    l->row_counts = pool(&o, sp_calloc((size_t)l->threads, sizeof *l->row_counts), "worker table",
+                         l->threads * sizeof(void *));
     l->bpw = z->bpw;
-    l->dctx = sp_calloc((size_t)l->threads, sizeof *l->dctx);
-    l->imgc = sp_calloc((size_t)l->threads, sizeof *l->imgc);
-    l->workers = sp_calloc((size_t)l->threads, sizeof *l->workers);
-    bool ok = l->read_ring && l->batch_mem && l->slots && ids && bad && l->regions && l->jobs && l->win_perm &&
-              l->scratch && l->row_counts && l->dctx && l->imgc && l->workers;
+    l->dctx = pool(&o, sp_calloc((size_t)l->threads, sizeof *l->dctx), "worker table", l->threads * sizeof(void *));
+    l->imgc = pool(&o, sp_calloc((size_t)l->threads, sizeof *l->imgc), "worker table", l->threads * sizeof(void *));
+    l->workers = pool(&o, sp_calloc((size_t)l->threads, sizeof *l->workers), "worker table",
+                      l->threads * sizeof(pthread_t));
+    bool ok = !o.what;
     for (int w = 0; ok && w < 2; w++) {
-        l->win[w].pos = sp_malloc((size_t)z->win_cap * sizeof(uint32_t));
-        l->win[w].row_base = sp_malloc((size_t)l->window_blocks * sizeof(uint32_t));
-        ok = l->win[w].pos && l->win[w].row_base;
+        l->win[w].pos = pool(&o, sp_malloc((size_t)z->win_cap * sizeof(uint32_t)), "window rows",
+                             z->win_cap * sizeof(uint32_t));
+        l->win[w].row_base = pool(&o, sp_malloc((size_t)l->window_blocks * sizeof(uint32_t)), "window blocks",
+                                  l->window_blocks * sizeof(uint32_t));
+        ok = !o.what;
     }
     for (int t = 0; ok && t < l->threads; t++) {
-        l->scratch[t] = l->max_raw ? sp_malloc(l->max_raw) : NULL;
-        l->row_counts[t] = sp_malloc(z->bpw * sizeof(uint32_t));
-        l->dctx[t] = ZSTD_createDCtx();
-        ok = (l->scratch[t] || !l->max_raw) && l->row_counts[t] && l->dctx[t];
-        if (ok && l->has_image)
-            ok = img_ctx_create(&l->img, &l->imgc[t]) == SP_OK;
+        l->scratch[t] = l->max_raw ? pool(&o, sp_malloc(l->max_raw), "decompression buffer", l->max_raw) : NULL;
+        l->row_counts[t] = pool(&o, sp_malloc(z->bpw * sizeof(uint32_t)), "row counters", z->bpw * sizeof(uint32_t));
+        l->dctx[t] = pool(&o, ZSTD_createDCtx(), "zstd context", ZSTD_estimateDCtxSize());
+        ok = !o.what;
+        if (ok && l->has_image && img_ctx_create(&l->img, &l->imgc[t]) != SP_OK) {
+            pool(&o, NULL, "image decoder", img_ctx_bytes(&l->img));
+            ok = false;
+        }
     }
     if (!ok) {
         sp_free(ids);
         sp_free(bad);
-        return sp_fail(&l->eb, SP_ENOMEM, "out of memory allocating %llu bytes of loader pools", (unsigned long long)z->total);
+        return pools_failed(l, &o, z);
     }
     for (uint64_t i = 0; i < z->slots; i++)
         init_slot(l, &l->slots[i], (uint32_t)i, l->batch_mem + i * l->batch_bytes, ids + i * l->batch,
@@ -439,6 +543,8 @@ static void loader_free(sp_loader *l)
     sp_free(l->jobs);
     sp_free(l->regions);
     sp_free(l->slots);
+    sp_free(l->tensors);
+    sp_free(l->shapes);
     sp_free(l->batch_mem);
     sp_free(l->read_ring);
     sp_free(l->fd);
@@ -929,7 +1035,7 @@ const DLTensor *sp_batch_tensor(const sp_batch *b, size_t i)
     if (!b || i >= b->nfields)
         return NULL;
     /* The leading dimension follows the rows actually delivered (a short last batch). */
-    ((sp_batch *)b)->shape[i][0] = b->rows;
+    b->t[i].shape[0] = b->rows;
     return &b->t[i];
 }
 

@@ -1,5 +1,6 @@
 /* test_loader_memory.c - the host_memory budget: too small is refused naming the true minimum, the minimum itself streams, pools are reported and stay inside the budget, and peak RSS stays near the budget however large the dataset. */
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -231,18 +232,47 @@ END_TEST
 
 /* ------------------------------------------------------------------------------ peak RSS */
 
-/* The streaming child: a fresh process (exec'd), so its peak RSS is its own. Exit 0 when it
- * streamed every sample of every epoch with correct labels. */
-static int stream_child(const char *dir, const char *budget, const char *epochs, uint64_t n)
+/* Bytes the process has from malloc now (glibc: in use in the arenas, plus mmapped blocks). */
+static uint64_t heap_in_use(void)
 {
-    const char *kv[] = { "host_memory", budget, "threads", "2", "epochs", epochs, "batch_size", "64", NULL };
+    struct mallinfo2 mi = mallinfo2();
+    return (uint64_t)mi.uordblks + (uint64_t)mi.hblkhd;
+}
+
+/* Whether row r of b holds its sample's values: a label equal to the sample id, or (the "xy"
+ * float32[2] dataset) the id and its negation. */
+static bool row_values_ok(const sp_batch *b, uint32_t r)
+{
+    int f = sp_batch_find(b, "label");
+    if (f >= 0)
+        return (uint64_t)((const int64_t *)sp_batch_tensor(b, (size_t)f)->data)[r] == sp_batch_sample_id(b, r);
+    const float *xy = sp_batch_tensor(b, (size_t)sp_batch_find(b, "xy"))->data;
+    float id = (float)sp_batch_sample_id(b, r);
+    return xy[2 * r] == id && xy[2 * r + 1] == -id;
+}
+
+/* The streaming child: a fresh process (exec'd), so its peak RSS is its own. Exit 0 when it
+ * streamed every sample of every epoch with correct values, and the loader's open allocated no
+ * more than it reports (1 MiB allowed for what the dataset itself holds). */
+static int stream_child(const char *dir, const char *budget, const char *epochs, uint64_t n, const char *batch)
+{
+    const char *kv[] = { "host_memory", budget, "threads", "2", "epochs", epochs, "batch_size", batch, NULL };
     sp_params *p = lt_params_v(kv);
     sp_loader *l;
+    uint64_t heap0 = heap_in_use();
     if (!p || sp_loader_open(dir, p, &l)) {
         fprintf(stderr, "rss child: open: %s\n", sp_last_error());
         return 2;
     }
     sp_params_destroy(p);
+    uint64_t heap = heap_in_use() - heap0;
+    sp_loader_stats st;
+    sp_loader_stats_get(l, &st);
+    if (heap > st.host_allocated_bytes + (1u << 20)) {
+        fprintf(stderr, "rss child: open allocated %llu bytes, stats count %llu\n", (unsigned long long)heap,
+                (unsigned long long)st.host_allocated_bytes);
+        return 6;
+    }
     uint64_t got = 0, want = n * (uint64_t)atoi(epochs);
     for (;;) {
         sp_batch *b;
@@ -255,9 +285,8 @@ static int stream_child(const char *dir, const char *budget, const char *epochs,
             fprintf(stderr, "rss child: next: %s\n", sp_last_error());
             return 3;
         }
-        const int64_t *label = sp_batch_tensor(b, (size_t)sp_batch_find(b, "label"))->data;
         for (uint32_t r = 0; r < sp_batch_size(b); r++)
-            if ((uint64_t)label[r] != sp_batch_sample_id(b, r))
+            if (!row_values_ok(b, r))
                 return 4;
         got += sp_batch_size(b);
         sp_loader_release(l, b);
@@ -267,14 +296,14 @@ static int stream_child(const char *dir, const char *budget, const char *epochs,
 }
 
 /* Runs the child on dir; returns its peak RSS in bytes. */
-static uint64_t child_rss(const char *dir, const char *budget, const char *epochs, uint64_t n)
+static uint64_t child_rss_batch(const char *dir, const char *budget, const char *epochs, uint64_t n, const char *batch)
 {
     char ns[32];
     snprintf(ns, sizeof ns, "%llu", (unsigned long long)n);
     pid_t pid = fork();
     ck_assert(pid >= 0);
     if (pid == 0) {
-        execl("/proc/self/exe", "test_loader_memory", "--stream", dir, budget, epochs, ns, (char *)NULL);
+        execl("/proc/self/exe", "test_loader_memory", "--stream", dir, budget, epochs, ns, batch, (char *)NULL);
         _exit(127);
     }
     int status;
@@ -282,6 +311,11 @@ static uint64_t child_rss(const char *dir, const char *budget, const char *epoch
     ck_assert(wait4(pid, &status, 0, &ru) == pid);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "streaming child failed: status %d", status);
     return (uint64_t)ru.ru_maxrss * 1024;
+}
+
+static uint64_t child_rss(const char *dir, const char *budget, const char *epochs, uint64_t n)
+{
+    return child_rss_batch(dir, budget, epochs, n, "64");
 }
 
 START_TEST(peak_rss_bounded)
@@ -314,10 +348,61 @@ START_TEST(peak_rss_bounded)
 }
 END_TEST
 
+/* Many tiny rows, as `shardpack pack` makes of an .npy array of float32 pairs: a window of 8
+ * blocks holds 262,144 rows, so the ring needs 16,000 batch slots of 32, and each slot's
+ * descriptor (its DLTensors and shapes) is as large as its rows. Everything must still fit the
+ * budget: the peak RSS of a child streaming it stays within host_memory and a fixed slack. */
+static void make_pairs(const char *dir, uint32_t n)
+{
+    sp_schema *sc = sp_schema_create();
+    const uint64_t shape[] = { 2 };
+    ck_assert_int_eq(sp_schema_add(sc, "xy", SP_FIELD_TENSOR, SP_DTYPE_F32, 1, shape), 0);
+    const char *kv[] = { "block_size", "256K", "shard_size", "64M", NULL };
+    sp_params *p = lt_params_v(kv);
+    sp_writer *w;
+    ck_assert_int_eq(sp_writer_open(dir, sc, p, &w), 0);
+    int rc = 0; /* no ck_assert per row: each writes to Check's pipe */
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
+        float xy[2] = { (float)i, -(float)i };
+        sp_value v = { xy, sizeof xy };
+        rc = sp_writer_add(w, &v, 1);
+    }
+    ck_assert_int_eq(rc, 0);
+    ck_assert_int_eq(sp_writer_finish(w), 0);
+    sp_writer_destroy(w);
+    sp_params_destroy(p);
+    sp_schema_destroy(sc);
+}
+
+START_TEST(tiny_rows_descriptors_counted)
+{
+    if (tu_asan()) {
+        fprintf(stderr, "memory: peak RSS not measured under AddressSanitizer (shadow memory and quarantine)\n");
+        return;
+    }
+#ifdef LT_TSAN
+    fprintf(stderr, "memory: peak RSS not measured under ThreadSanitizer (shadow memory)\n");
+    return;
+#endif
+    const uint32_t n = 1u << 18;
+    char *root = tu_tmpdir("memory-pairs");
+    char *dir = tu_join(root, "data");
+    make_pairs(dir, n);
+    const uint64_t budget = 24ull << 20;
+    uint64_t rss = child_rss_batch(dir, "24M", "1", n, "32");
+    fprintf(stderr, "memory: %u float32[2] rows, batch 32, budget 24 MiB: peak RSS %.1f MiB\n", n,
+            (double)rss / (1 << 20));
+    ck_assert_msg(rss < budget + (24ull << 20), "peak RSS %llu bytes with a 24 MiB budget", (unsigned long long)rss);
+    tu_rmtree(root);
+    free(dir);
+    free(root);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
-    if (argc == 6 && !strcmp(argv[1], "--stream"))
-        return stream_child(argv[2], argv[3], argv[4], strtoull(argv[5], NULL, 10));
+    if (argc == 7 && !strcmp(argv[1], "--stream"))
+        return stream_child(argv[2], argv[3], argv[4], strtoull(argv[5], NULL, 10), argv[6]);
     g_seed = tu_seed(0x3e3);
     if (lt_make(&g_ds, "memory", N_SAMPLES, 64, g_seed, "4K", "64K")) {
         fprintf(stderr, "cannot write the test dataset\n");
@@ -329,6 +414,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, pools_inside_budget);
     tcase_add_test(tc, stats_from_another_thread);
     tcase_add_test(tc, peak_rss_bounded);
+    tcase_add_test(tc, tiny_rows_descriptors_counted);
     int rc = tu_run(s, g_seed);
     lt_ds_free(&g_ds);
     return rc;
