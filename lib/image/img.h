@@ -50,6 +50,12 @@ size_t img_resize_tmp_bytes(uint32_t size, uint32_t max_side);
 
 /* ---- decode and transform (img_jpeg.c) ---- */
 
+/* Most scans a JPEG may have. Each scan of a progressive file is a pass over the whole image, and
+ * a file may hold as many as it likes (a scan repeated 50,000 times in 850 KB costs a minute of
+ * CPU to decode). Encoders write about ten; libjpeg-turbo advises a limit of 500 (its
+ * TJPARAM_SCANLIMIT). The decoder stops past it, and sp_image_probe refuses such a file. */
+#define IMG_MAX_SCANS 500
+
 typedef struct img_ctx img_ctx;
 
 /* Bytes one context allocates for cfg, whatever the image, plus what libjpeg may allocate for it:
@@ -67,8 +73,9 @@ typedef struct img_result {
 } img_result;
 
 /* Decodes a JPEG and writes its transformed image to out (img_out_bytes). SP_EBADINPUT when the
- * data is not a JPEG libjpeg decodes without a warning, SP_ELIMIT beyond max_pixels; why then says
- * what is wrong. res may be NULL. */
+ * data is not a JPEG libjpeg decodes without a warning (the decode stops at the first one),
+ * SP_ELIMIT beyond max_pixels, max_image_memory or IMG_MAX_SCANS scans; why then says what is
+ * wrong. res may be NULL. */
 int img_process(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, uint64_t sample, void *out,
                 img_result *res, char *why, size_t whylen);
 

@@ -21,6 +21,7 @@ typedef struct img_err {
     struct jpeg_error_mgr pub;
     jmp_buf jb;
     int warnings;
+    bool too_many_scans; /* the progress monitor stopped the decode */
     char msg[JMSG_LENGTH_MAX];
 } img_err;
 
@@ -28,6 +29,7 @@ struct img_ctx {
     img_cfg cfg;
     struct jpeg_decompress_struct dec;
     img_err err;
+    struct jpeg_progress_mgr progress;
     bool dec_ready;
     uint8_t *region; /* decoded crop rows, RGBX (or CMYK) */
     uint64_t region_cap;
@@ -49,14 +51,28 @@ static void on_error_exit(j_common_ptr cinfo)
     longjmp(e->jb, 1);
 }
 
-/* Warnings (level -1) mean corrupt data that libjpeg papered over: counted, the first kept. */
+/* Warnings (level -1) mean corrupt data that libjpeg papered over. The image is refused for the
+ * first one, so the decode stops there rather than go on through the rest of a hostile file. */
 static void on_emit_message(j_common_ptr cinfo, int level)
 {
     img_err *e = (img_err *)cinfo->err;
     if (level >= 0)
         return;
-    if (e->warnings++ == 0)
-        (*cinfo->err->format_message)(cinfo, e->msg);
+    e->warnings++;
+    (*cinfo->err->format_message)(cinfo, e->msg);
+    longjmp(e->jb, 1);
+}
+
+/* Called as libjpeg takes in each row of a scan (while jpeg_start_decompress reads every scan of
+ * a progressive or multi-scan file): past IMG_MAX_SCANS the decode stops. */
+static void on_progress(j_common_ptr cinfo)
+{
+    j_decompress_ptr d = (j_decompress_ptr)cinfo;
+    img_err *e = (img_err *)cinfo->err;
+    if (d->input_scan_number > IMG_MAX_SCANS) {
+        e->too_many_scans = true;
+        longjmp(e->jb, 1);
+    }
 }
 
 static void on_output_message(j_common_ptr cinfo) { (void)cinfo; }
@@ -226,6 +242,7 @@ int img_ctx_create(const img_cfg *cfg, img_ctx **out)
     c->err.pub.error_exit = on_error_exit;
     c->err.pub.emit_message = on_emit_message;
     c->err.pub.output_message = on_output_message;
+    c->progress.progress_monitor = on_progress;
     /* Touched now, so the decoder's memory is resident from the start: RSS then shows the budget,
      * not a high-water mark that creeps up as larger crops come along. */
     memset(c->region, 0, c->region_cap);
@@ -237,6 +254,7 @@ int img_ctx_create(const img_cfg *cfg, img_ctx **out)
         return sp_fail(NULL, SP_ENOMEM, "cannot create a JPEG decoder");
     }
     jpeg_create_decompress(&c->dec);
+    c->dec.progress = &c->progress;
     /* Progressive images keep every coefficient in memory (2 bytes per sample): libjpeg's
      * whole-image arrays are capped, and an image needing more fails (JERR_NO_BACKING_STORE). */
     c->dec.mem->max_memory_to_use = (long)cfg->max_image_memory;
@@ -342,8 +360,6 @@ static int decode(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, 
             return snprintf(why, whylen, "the image data ends early"), SP_EBADINPUT;
         r += got;
     }
-    if (c->err.warnings)
-        return snprintf(why, whylen, "corrupt JPEG data: %s", c->err.msg), SP_EBADINPUT;
     if (cmyk)
         cmyk_to_rgbx(c->region, (size_t)cw * rows, d->saw_Adobe_marker);
     b.x0 -= cx, b.x1 -= cx, b.y0 -= y0, b.y1 -= y0;
@@ -362,6 +378,7 @@ int img_process(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, ui
     img_result *volatile r = res ? res : &local;
     memset(r, 0, sizeof *r);
     c->err.warnings = 0;
+    c->err.too_many_scans = false;
     c->err.msg[0] = '\0';
     if (!data || size < 4 || data[0] != 0xFF || data[1] != 0xD8) {
         snprintf(why, whylen, "not a JPEG (%zu bytes, no start-of-image marker)", size);
@@ -370,7 +387,14 @@ int img_process(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, ui
     int rc;
     if (setjmp(c->err.jb)) {
         int code = c->err.pub.msg_code;
-        if (code == JERR_NO_BACKING_STORE) {
+        if (c->err.too_many_scans) {
+            snprintf(why, whylen, "JPEG has more than %d scans (a progressive file needs a few dozen at most)",
+                     IMG_MAX_SCANS);
+            rc = SP_ELIMIT;
+        } else if (c->err.warnings) {
+            snprintf(why, whylen, "corrupt JPEG data: %s", c->err.msg);
+            rc = SP_EBADINPUT;
+        } else if (code == JERR_NO_BACKING_STORE) {
             snprintf(why, whylen, "decoding it needs more than max_image_memory (%llu MiB): a progressive JPEG "
                      "keeps every coefficient of the image in memory", (unsigned long long)(c->cfg.max_image_memory >> 20));
             rc = SP_ELIMIT;

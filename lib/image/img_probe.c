@@ -1,16 +1,21 @@
 /* img_probe.c - JPEG header parsing without pixel decoding, for validation at pack time. */
 #include <turbojpeg.h>
 
-#include "sp_internal.h"
+#include "img.h"
 
-/* TurboJPEG 2.x has no progressive flag in its header query, so the frame markers are scanned:
- * the first SOFn marker tells baseline (SOF0/1) from progressive (SOF2). */
-static int scan_progressive(const uint8_t *p, size_t n)
+/* The markers of a JPEG, walked without decoding: whether the first frame marker (SOFn) says
+ * progressive (SOF2, 6, 10, 14; TurboJPEG 2.x's header query does not), and how many scans (SOS)
+ * there are, counted up to IMG_MAX_SCANS + 1. Entropy-coded data is skipped to the next marker
+ * (0xFF followed by neither a stuffed 0x00 nor a restart marker). The walk stops at EOI and at
+ * anything malformed, which the decode judges. */
+static void walk_markers(const uint8_t *p, size_t n, int *progressive, uint32_t *scans)
 {
+    *progressive = -1;
+    *scans = 0;
     size_t i = 2;
     while (i + 4 <= n) {
         if (p[i] != 0xFF)
-            return -1;
+            return;
         uint8_t m = p[i + 1];
         if (m == 0xFF) {
             i++;
@@ -20,16 +25,29 @@ static int scan_progressive(const uint8_t *p, size_t n)
             i += 2;
             continue;
         }
-        if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC)
-            return m == 0xC2 || m == 0xC6 || m == 0xCA || m == 0xCE;
-        if (m == 0xDA || m == 0xD9)
-            return -1;
+        if (m == 0xD9)
+            return;
         size_t len = ((size_t)p[i + 2] << 8) | p[i + 3];
         if (len < 2)
-            return -1;
+            return;
+        if (*progressive < 0 && m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC)
+            *progressive = m == 0xC2 || m == 0xC6 || m == 0xCA || m == 0xCE;
         i += 2 + len;
+        if (m != 0xDA)
+            continue;
+        if (++*scans > IMG_MAX_SCANS)
+            return;
+        for (;;) {
+            const uint8_t *ff = i < n ? memchr(p + i, 0xFF, n - i) : NULL;
+            if (!ff || (size_t)(ff - p) + 1 >= n)
+                return;
+            i = (size_t)(ff - p);
+            uint8_t next = p[i + 1];
+            if (next != 0x00 && !(next >= 0xD0 && next <= 0xD7))
+                break;
+            i += 2;
+        }
     }
-    return -1;
 }
 
 int sp_image_probe(const void *data, size_t size, uint64_t max_pixels, sp_image_info *out)
@@ -58,10 +76,16 @@ int sp_image_probe(const void *data, size_t size, uint64_t max_pixels, sp_image_
     tjDestroy(tj);
     if (rc)
         return rc;
+    int progressive;
+    uint32_t scans;
+    walk_markers(p, size, &progressive, &scans);
+    if (scans > IMG_MAX_SCANS)
+        return sp_fail(NULL, SP_ELIMIT, "JPEG has more than %d scans (a progressive file needs a few dozen at most)",
+                       IMG_MAX_SCANS);
     out->width = w;
     out->height = h;
     out->components = cs == TJCS_GRAY ? 1 : (cs == TJCS_CMYK || cs == TJCS_YCCK) ? 4 : 3;
     out->subsampling = samp;
-    out->progressive = scan_progressive(p, size) == 1;
+    out->progressive = progressive == 1;
     return SP_OK;
 }

@@ -133,9 +133,27 @@ static void rgb_to_inverted_cmyk(const uint8_t *rgb, uint8_t *cmyk)
     cmyk[3] = (uint8_t)mx;
 }
 
+/* A long scan script libjpeg accepts without a warning: each coefficient of each component in
+ * scans of its own, its first at point transform al (at most 10 for 8-bit data), then one
+ * refinement per bit. Returns the number of scans written to s: comps * 64 * (al + 1). */
+static int many_scans(jpeg_scan_info *s, int comps, int al)
+{
+    const int AL = al;
+    int n = 0;
+    for (int ci = 0; ci < comps; ci++)
+        for (int k = 0; k < 64; k++)
+            for (int ah = 0; ah <= AL; ah++) {
+                s[n] = (jpeg_scan_info){ .comps_in_scan = 1, .component_index = { ci }, .Ss = k, .Se = k,
+                                         .Ah = ah == 0 ? 0 : AL - ah + 1, .Al = AL - ah };
+                n++;
+            }
+    return n;
+}
+
 int jg_encode(const uint8_t *rgb, int w, int h, const jg_opts *o, uint8_t **out, size_t *size, char *err,
               size_t errlen)
 {
+    static jpeg_scan_info scans[4 * 64 * 11]; /* read by libjpeg until finish_compress */
     static const int samp[6][2] = { { 1, 1 }, { 2, 1 }, { 2, 2 }, { 1, 2 }, { 4, 2 }, { 2, 4 } };
     struct jpeg_compress_struct c;
     jg_err e;
@@ -177,6 +195,10 @@ int jg_encode(const uint8_t *rgb, int w, int h, const jg_opts *o, uint8_t **out,
     }
     if (o->progressive)
         jpeg_simple_progression(&c);
+    if (o->many_scans) {
+        c.num_scans = many_scans(scans, comps, o->many_scans);
+        c.scan_info = scans;
+    }
     c.restart_interval = (unsigned)o->restart_interval;
     c.arith_code = o->arithmetic ? TRUE : FALSE;
     row = malloc((size_t)w * 4);
@@ -209,6 +231,29 @@ int jg_encode(const uint8_t *rgb, int w, int h, const jg_opts *o, uint8_t **out,
     *out = buf;
     *size = len;
     return 0;
+}
+
+uint8_t *jg_repeat_last_scan(const uint8_t *jpeg, size_t size, unsigned copies, size_t *out_size)
+{
+    /* The last SOS: entropy-coded data stuffs every 0xFF, so from the end the first FF DA found
+     * is a marker. */
+    size_t sos = 0;
+    for (size_t i = size - 2; i > 2 && !sos; i--)
+        if (jpeg[i] == 0xFF && jpeg[i + 1] == 0xDA)
+            sos = i;
+    if (!sos || size < 4 || jpeg[size - 2] != 0xFF || jpeg[size - 1] != 0xD9)
+        return NULL;
+    size_t scan = size - 2 - sos, n = size + (size_t)copies * scan;
+    uint8_t *o = malloc(n);
+    if (!o)
+        return NULL;
+    memcpy(o, jpeg, size - 2);
+    for (unsigned k = 0; k < copies; k++)
+        memcpy(o + size - 2 + (size_t)k * scan, jpeg + sos, scan);
+    o[n - 2] = 0xFF;
+    o[n - 1] = 0xD9;
+    *out_size = n;
+    return o;
 }
 
 /* ------------------------------------------------------------------------------- decoder */

@@ -27,6 +27,9 @@ typedef struct jg_opts {
     int progressive;      /* jpeg_simple_progression */
     int restart_interval; /* MCUs between restart markers; 0: none */
     int arithmetic;       /* arithmetic entropy coding instead of Huffman (SOF9/SOF10) */
+    int many_scans;       /* 1..10: progressive with a scan per coefficient, component and bit,
+                           * the first at this point transform: 64 x (many_scans + 1) scans per
+                           * component, all valid; 0: no */
 } jg_opts;
 
 /* The synthetic picture, w*h*3 RGB bytes (malloc'd): a horizontal ramp in red, a vertical ramp
@@ -48,6 +51,11 @@ uint8_t *jg_gray_rgb(const uint8_t *rgb, int w, int h);
  * Returns 0, or -1 with err filled. */
 int jg_encode(const uint8_t *rgb, int w, int h, const jg_opts *opts, uint8_t **out, size_t *size, char *err,
               size_t errlen);
+
+/* A copy of jpeg (a progressive file ending in EOI) whose last scan, its SOS marker and data,
+ * comes `copies` more times before the EOI (malloc'd, *out_size bytes); NULL when jpeg has no
+ * scan or does not end in EOI. Each copy repeats a refinement libjpeg has already applied. */
+uint8_t *jg_repeat_last_scan(const uint8_t *jpeg, size_t size, unsigned copies, size_t *out_size);
 
 /* Decodes the whole image with libjpeg at scale m/8 (m in 1..8), the accurate integer IDCT and the
  * default (fancy) upsampling, into RGB (malloc'd). A gray image becomes three equal channels; CMYK

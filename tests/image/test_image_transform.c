@@ -6,6 +6,7 @@
  * draws; dtypes and layouts; parameter and input errors. */
 #include <math.h>
 #include <stdarg.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1086,6 +1087,98 @@ START_TEST(decoder_memory_cap)
 }
 END_TEST
 
+/* CPU seconds this process has used. */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Decodes j with t and returns the CPU seconds it took; the code in *rc. */
+static double timed_apply(sp_image_transform *t, const enc *j, uint8_t *out, int *rc)
+{
+    double t0 = cpu_now();
+    *rc = sp_image_transform_apply(t, j->data, j->size, 0, 3, out, NULL);
+    return cpu_now() - t0;
+}
+
+/* A progressive JPEG whose last scan comes again 1,000 times: every copy is a pass over the whole
+ * 2048x2048 image, yet of a flat picture each is a few bytes. The decode stops at the first copy
+ * (libjpeg warns that the progression is inconsistent, and the first warning ends it) instead of
+ * running through them all; the file is refused as corrupt, and the decoder stays usable. Its
+ * scans are also too many for sp_image_probe, which counts them without decoding. */
+START_TEST(repeated_scan_stops_early)
+{
+    const int w = 2048, h = 2048, copies = 1000;
+    uint8_t *pic = jg_flat(w, h, 90, 140, 200);
+    enc prog = encode(pic, w, h, (jg_opts){ 90, JG_420, JG_YCC, 1, 0, 0 });
+    enc evil;
+    evil.data = jg_repeat_last_scan(prog.data, prog.size, copies, &evil.size);
+    ck_assert_ptr_nonnull(evil.data);
+    uint8_t out[32 * 32 * 3];
+    sp_image_transform *t = mk("image_size", "32", NULL);
+    int rc;
+    double good = timed_apply(t, &prog, out, &rc);
+    ck_assert_int_eq(rc, 0);
+    double bad = timed_apply(t, &evil, out, &rc);
+    fprintf(stderr, "image: %dx%d progressive, %zu bytes: %.3f s of CPU; last scan repeated %d times, %zu bytes: "
+            "%.3f s, %s: %s\n", w, h, prog.size, good, copies, evil.size, bad, sp_error_name(rc),
+            sp_image_transform_errmsg(t));
+    ck_assert_msg(rc == SP_EBADINPUT, "%s: %s", sp_error_name(rc), sp_image_transform_errmsg(t));
+    ck_assert_msg(strstr(sp_image_transform_errmsg(t), "corrupt JPEG data"), "%s", sp_image_transform_errmsg(t));
+    /* All the passes would take hundreds of times the good file's decode. */
+    ck_assert_msg(bad < 0.2 + 4 * good, "refusing it took %.3f s of CPU (the file itself: %.3f s)", bad, good);
+    ck_assert_int_eq(timed_apply(t, &prog, out, &rc) >= 0, 1);
+    ck_assert_int_eq(rc, 0); /* still usable */
+    sp_image_info info;
+    rc = sp_image_probe(evil.data, evil.size, 0, &info);
+    ck_assert_msg(rc == SP_ELIMIT && strstr(sp_last_error(), "scans"), "probe: %s: %s", sp_error_name(rc),
+                  sp_last_error());
+    ck_assert_int_eq(sp_image_probe(prog.data, prog.size, 0, &info), 0);
+    ck_assert_int_eq(info.progressive, 1);
+    sp_image_transform_destroy(t);
+    free(evil.data);
+    free(prog.data);
+    free(pic);
+}
+END_TEST
+
+/* A progressive JPEG with a scan for every coefficient, component and bit (3 x 64 x 11 = 2,112
+ * scans, each a valid refinement, no warning): past IMG_MAX_SCANS the decode stops, with
+ * SP_ELIMIT and a message naming the limit; sp_image_probe refuses it too. A gray one of 64 x 7 =
+ * 448 scans is inside the limit and decodes. */
+START_TEST(scan_limit)
+{
+    const int w = 256, h = 256;
+    uint8_t *pic = jg_picture(w, h, g_seed ^ 0x5ca1);
+    enc colour = encode(pic, w, h, (jg_opts){ 90, JG_444, JG_YCC, 0, 0, 10 });
+    enc gray = encode(pic, w, h, (jg_opts){ 90, JG_444, JG_GRAY, 0, 0, 6 });
+    uint8_t out[32 * 32 * 3];
+    sp_image_transform *t = mk("image_size", "32", NULL);
+    int rc;
+    double cpu = timed_apply(t, &colour, out, &rc);
+    fprintf(stderr, "image: %d scans: %.3f s of CPU, %s: %s\n", 3 * 64 * 11, cpu, sp_error_name(rc),
+            sp_image_transform_errmsg(t));
+    ck_assert_msg(rc == SP_ELIMIT, "%s: %s", sp_error_name(rc), sp_image_transform_errmsg(t));
+    char want[64];
+    snprintf(want, sizeof want, "more than %d scans", IMG_MAX_SCANS);
+    ck_assert_msg(strstr(sp_image_transform_errmsg(t), want), "%s", sp_image_transform_errmsg(t));
+    timed_apply(t, &gray, out, &rc);
+    ck_assert_msg(rc == 0, "%d scans: %s: %s", 64 * 7, sp_error_name(rc), sp_image_transform_errmsg(t));
+    sp_image_info info;
+    rc = sp_image_probe(colour.data, colour.size, 0, &info);
+    ck_assert_msg(rc == SP_ELIMIT && strstr(sp_last_error(), want), "probe: %s: %s", sp_error_name(rc),
+                  sp_last_error());
+    ck_assert_int_eq(sp_image_probe(gray.data, gray.size, 0, &info), 0);
+    ck_assert_int_eq(info.progressive, 1);
+    sp_image_transform_destroy(t);
+    free(colour.data);
+    free(gray.data);
+    free(pic);
+}
+END_TEST
+
 int main(void)
 {
     g_seed = tu_seed(20240611);
@@ -1125,5 +1218,7 @@ int main(void)
     tcase_add_test(te, eval_resize_refused);
     tcase_add_test(te, bad_input);
     tcase_add_test(te, decoder_memory_cap);
+    tcase_add_test(te, repeated_scan_stops_early);
+    tcase_add_test(te, scan_limit);
     return tu_run(s, g_seed);
 }
