@@ -35,8 +35,19 @@ enum { CLI_OK = 0, CLI_EDATA = 1, CLI_EUSAGE = 2 };
 
 /* ---- cli_util.c: messages, memory, strings, numbers, files ----------------------------------- */
 
-/* "shardpack: " + message + newline, on stderr. */
+/* "shardpack: " + message + newline, on stderr, the message escaped as cli_put_escaped does:
+ * it often quotes names from input files. */
 void cli_err(const char *fmt, ...) CLI_PRINTF(1, 2);
+/* The formatted text, escaped, and a newline, on f: for every line that prints a path or a name
+ * taken from input (a tar member, a file name, dataset metadata). */
+void cli_line(FILE *f, const char *fmt, ...) CLI_PRINTF(2, 3);
+/* Writes n bytes of s to f with everything a terminal could act on escaped: newline, tab and
+ * carriage return as \n, \t, \r, a backslash as \\, other C0 controls, DEL and bytes that are
+ * not UTF-8 as \xHH, C1 controls as \u00HH; valid UTF-8 text passes unchanged. Returns the
+ * characters written, counting each UTF-8 character as one (for padding). */
+size_t cli_put_escaped(FILE *f, const char *s, size_t n);
+/* Length of the valid UTF-8 sequence at s (n bytes available), or 0 when invalid. */
+size_t cli_utf8_len(const unsigned char *s, size_t n);
 /* Reports a library failure of rc: "shardpack: WHAT: MESSAGE", MESSAGE being msg (the library's
  * message, may be NULL or empty: then sp_strerror(rc)). Returns CLI_EDATA. */
 int cli_lib_err(const char *what, int rc, const char *msg);
@@ -47,6 +58,9 @@ void *cli_xcalloc(size_t n, size_t size);
 void *cli_xrealloc(void *p, size_t n);
 char *cli_xstrdup(const char *s);
 char *cli_xasprintf(const char *fmt, ...) CLI_PRINTF(1, 2);
+/* What the command is doing, for the message when memory runs out ("packing x.tar into out",
+ * "benchmarking data"): the message names it, the size asked for and what to lower. */
+void cli_oom_context(const char *fmt, ...) CLI_PRINTF(1, 2);
 /* Called before exit on out-of-memory so half-written outputs are cleaned up. */
 void cli_set_exit_cleanup(void (*fn)(void));
 

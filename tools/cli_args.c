@@ -20,11 +20,11 @@ int cli_usage_err(const cli_cmd *cmd, const char *fmt, ...)
 {
     va_list ap;
     fflush(stdout);
-    fputs("shardpack: ", stderr);
+    char msg[1024];
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    cli_line(stderr, "shardpack: %s", msg); /* it may quote a path from the command line */
     if (cmd)
         fprintf(stderr, "Try 'shardpack %s --help' for more information.\n", cmd->name);
     else

@@ -593,7 +593,7 @@ static void print_summary(const bench_report *r)
     fmt_mib(alloc, sizeof alloc, st->host_allocated_bytes);
     double sps = rate((double)run->samples, run->seconds);
 
-    printf("%s: %.0f samples/s, %s/s, %.2f of the limit\n", r->path, sps, deliv, limit_ratio(r));
+    cli_line(stdout, "%s: %.0f samples/s, %s/s, %.2f of the limit", r->path, sps, deliv, limit_ratio(r));
     printf("  streamed   %llu samples in %llu batches of %llu, %llu epoch%s, %.2f s\n",
            (unsigned long long)run->samples, (unsigned long long)run->batches,
            (unsigned long long)r->batch_size, (unsigned long long)run->epochs,
@@ -723,6 +723,7 @@ int cli_bench_main(int argc, char **argv)
 
     /* The loader is opened first so that a bad budget or rank is refused before a second is
      * spent on the limit; it reads nothing until the first next(). */
+    cli_oom_context("benchmarking %s", path);
     int r = sp_loader_open(path, params, &l);
     if (r != 0) {
         rc = cli_lib_err(path, r, sp_last_error());

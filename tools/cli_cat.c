@@ -159,6 +159,7 @@ int cli_cat_main(int argc, char **argv)
         goto out;
     }
 
+    cli_oom_context("reading %s", path);
     int r = sp_dataset_open(path, params, &d);
     if (r != 0) {
         d = NULL;

@@ -267,7 +267,7 @@ static int is_text(const void *v, size_t len)
 static void print_text(const inspect *in, int full)
 {
     char a[32], b[32];
-    printf("dataset      %s\n", in->path);
+    cli_line(stdout, "dataset      %s", in->path);
     printf("samples      %llu\n", (unsigned long long)in->samples);
     printf("shards       %llu\n", (unsigned long long)in->shards);
     printf("blocks       %llu (%llu stored uncompressed)\n", (unsigned long long)in->blocks,
@@ -313,26 +313,17 @@ static void print_text(const inspect *in, int full)
                     printf(" ... and %zu more", in->nclasses - 64);
                     break;
                 }
-                printf("%s %s", c ? "," : "", in->class_names[c]);
+                fputs(c ? ", " : " ", stdout);
+                cli_put_escaped(stdout, in->class_names[c], strlen(in->class_names[c]));
             }
             printf("\n");
         } else if (is_text(v, len) && len <= 240 && !memchr(v, '\n', len)) {
-            printf("  %s: %.*s\n", key, (int)len, (const char *)v);
+            cli_line(stdout, "  %s: %.*s", key, (int)len, (const char *)v);
         } else if (is_text(v, len)) {
             size_t show = len > 240 ? 240 : len;
-            printf("  %s (%zu bytes): ", key, len);
-            for (size_t k = 0; k < show; k++) {
-                char c = ((const char *)v)[k];
-                if (c == '\n')
-                    fputs("\\n", stdout);
-                else if (c == '\t')
-                    fputs("\\t", stdout);
-                else
-                    putchar(c);
-            }
-            printf("%s\n", len > show ? "..." : "");
+            cli_line(stdout, "  %s (%zu bytes): %.*s%s", key, len, (int)show, (const char *)v, len > show ? "..." : "");
         } else {
-            printf("  %s: <%zu bytes of binary data>\n", key, len);
+            cli_line(stdout, "  %s: <%zu bytes of binary data>", key, len);
         }
     }
 
@@ -350,8 +341,9 @@ static void print_text(const inspect *in, int full)
             printf("  (top %d by count)\n", TOP_LABELS);
         for (size_t i = 0; i < show; i++) {
             const char *name = class_name(in, v[i].label);
-            printf("  %8lld  %-24s %llu\n", (long long)v[i].label, name ? name : "",
-                   (unsigned long long)v[i].count);
+            printf("  %8lld  ", (long long)v[i].label);
+            size_t wide = name ? cli_put_escaped(stdout, name, strlen(name)) : 0;
+            printf("%*s %llu\n", wide < 24 ? (int)(24 - wide) : 0, "", (unsigned long long)v[i].count);
         }
         if (show < fs->labels.used)
             printf("  ... %zu more labels\n", fs->labels.used - show);
@@ -528,6 +520,7 @@ int cli_inspect_main(int argc, char **argv)
         rc = cli_usage_err(&cli_cmd_inspect, "no dataset PATH given");
         goto out;
     }
+    cli_oom_context("inspecting %s", in.path);
     int r = sp_dataset_open(in.path, params, &in.d);
     if (r != 0) {
         rc = cli_lib_err(in.path, r, sp_last_error());

@@ -46,39 +46,6 @@ void cli_json_end_object(cli_json *j) { close_container(j, '}'); }
 void cli_json_array(cli_json *j) { open_container(j, '['); }
 void cli_json_end_array(cli_json *j) { close_container(j, ']'); }
 
-/* Length of the valid UTF-8 sequence at s (n bytes available), or 0 when invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    size_t len;
-    uint32_t cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-        cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0; /* overlong, out of range or a surrogate */
-    return len;
-}
-
 static void write_string(FILE *f, const char *str, size_t n)
 {
     const unsigned char *s = (const unsigned char *)str;
@@ -101,7 +68,7 @@ static void write_string(FILE *f, const char *str, size_t n)
             i++;
             continue;
         }
-        size_t len = utf8_len(s + i, n - i);
+        size_t len = cli_utf8_len(s + i, n - i);
         if (len == 0) {
             fputs("\xEF\xBF\xBD", f); /* U+FFFD for a byte that is not UTF-8 */
             i++;

@@ -227,6 +227,7 @@ int pack_add_jpeg(pack_ctx *pc, const char *what, const void *data, size_t size,
 int pack_add_jpeg_file(pack_ctx *pc, const char *path, int64_t label)
 {
     const char *reason;
+    cli_oom_context("packing %s into %s", path, pc->outdir);
     if (cli_read_file(path, CLI_MAX_ITEM_BYTES, &pc->filebuf, &reason) != 0)
         return pack_skip(pc, path, reason, 0);
     return pack_add_jpeg(pc, path, pc->filebuf.data, pc->filebuf.len, label);
@@ -319,14 +320,14 @@ static void print_summary(pack_ctx *pc, const sp_write_stats *st, double secs)
     cli_fmt_bytes(out, sizeof out, st->file_bytes);
     cli_fmt_bytes(rate, sizeof rate, secs > 0 ? (uint64_t)((double)pc->in_bytes / secs) : 0);
     double ratio = st->file_bytes ? (double)pc->in_bytes / (double)st->file_bytes : 0;
-    fprintf(stderr,
+    cli_line(stderr,
             "shardpack: %s: %llu samples, %llu shards, %llu blocks; %s in, %s out (ratio %.2f); "
-            "%.2f s, %s/s; %llu skipped\n",
+            "%.2f s, %s/s; %llu skipped",
             pc->outdir, (unsigned long long)st->samples, (unsigned long long)st->shards,
             (unsigned long long)st->blocks, in, out, ratio, secs, rate,
             (unsigned long long)pc->skipped);
     for (size_t i = 0; i < pc->nskips; i++)
-        fprintf(stderr, "shardpack: skipped %s: %s\n", pc->skips[i].path, pc->skips[i].reason);
+        cli_line(stderr, "shardpack: skipped %s: %s", pc->skips[i].path, pc->skips[i].reason);
     if (pc->skipped > pc->nskips)
         fprintf(stderr, "shardpack: ... and %llu more skipped\n",
                 (unsigned long long)(pc->skipped - pc->nskips));
@@ -575,6 +576,7 @@ int cli_pack_main(int argc, char **argv)
     }
     if ((rc = precheck_output(&pc)) != CLI_OK)
         goto out;
+    cli_oom_context("packing %s%s into %s", nsrcs ? srcs[0] : "", nsrcs > 1 ? " and more" : "", pc.outdir);
 
     char *created_by = cli_command_line(argc, argv);
     pack_set_meta(&pc, "created_by", created_by, strlen(created_by));

@@ -634,6 +634,7 @@ int cli_preview_main(int argc, char **argv)
     if ((rc = check_output(a.out)) != CLI_OK)
         goto out;
 
+    cli_oom_context("previewing %s", a.path);
     int r = sp_dataset_open(a.path, params, &p.d);
     if (r != 0) {
         p.d = NULL;
@@ -692,8 +693,8 @@ int cli_preview_main(int argc, char **argv)
         goto out;
     if ((rc = write_atomic(a.out, p.jpeg, jpeg_size)) != CLI_OK)
         goto out;
-    printf("%s: %llu samples, %llux%llu pixels\n", a.out, (unsigned long long)n,
-           (unsigned long long)p.L.width, (unsigned long long)p.L.height);
+    cli_line(stdout, "%s: %llu samples, %llux%llu pixels", a.out, (unsigned long long)n,
+             (unsigned long long)p.L.width, (unsigned long long)p.L.height);
     if (p.bad) {
         if (p.bad > PREVIEW_MAX_BAD_SHOWN)
             cli_err("%s: ... and %llu more", a.path,

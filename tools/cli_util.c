@@ -15,16 +15,105 @@ static void (*exit_cleanup)(void);
 
 void cli_set_exit_cleanup(void (*fn)(void)) { exit_cleanup = fn; }
 
+size_t cli_utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t len;
+    uint32_t cp;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+        cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0; /* overlong, out of range or a surrogate */
+    return len;
+}
+
+size_t cli_put_escaped(FILE *f, const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    static const char hex[] = "0123456789abcdef";
+    size_t out = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        const char *named = c == '\n' ? "\\n" : c == '\t' ? "\\t" : c == '\r' ? "\\r" : c == '\\' ? "\\\\" : NULL;
+        size_t len = c < 0x20 || c == 0x7F ? 0 : cli_utf8_len(s + i, n - i);
+        if (named) {
+            fputs(named, f);
+            out += 2;
+            i++;
+        } else if (len == 2 && c == 0xC2 && s[i + 1] < 0xA0) { /* C1 controls (CSI, OSC...) */
+            fprintf(f, "\\u00%c%c", hex[s[i + 1] >> 4], hex[s[i + 1] & 15]);
+            out += 6;
+            i += 2;
+        } else if (len == 0) { /* another C0 control, DEL, or a byte that is not UTF-8 */
+            fprintf(f, "\\x%c%c", hex[c >> 4], hex[c & 15]);
+            out += 4;
+            i++;
+        } else {
+            fwrite(s + i, 1, len, f);
+            out += 1; /* one character wide, near enough for padding */
+            i += len;
+        }
+    }
+    return out;
+}
+
+/* Writes prefix, the formatted text escaped, and a newline to f. No allocation beyond one for a
+ * message over 1 KiB: this also reports running out of memory. */
+static void vline(FILE *f, const char *prefix, const char *fmt, va_list ap)
+{
+    char small[1024];
+    va_list aq;
+    va_copy(aq, ap);
+    int n = vsnprintf(small, sizeof small, fmt, aq);
+    va_end(aq);
+    char *text = small;
+    if (n >= (int)sizeof small && (text = malloc((size_t)n + 1)) != NULL)
+        vsnprintf(text, (size_t)n + 1, fmt, ap);
+    if (!text) /* no memory for all of it: its start will do */
+        text = small;
+    fputs(prefix, f);
+    cli_put_escaped(f, text, strlen(text));
+    fputc('\n', f);
+    if (text != small)
+        free(text);
+}
+
+void cli_line(FILE *f, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vline(f, "", fmt, ap);
+    va_end(ap);
+}
+
 void cli_err(const char *fmt, ...)
 {
     va_list ap;
     cli_progress_clear_active();
     fflush(stdout);
-    fputs("shardpack: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vline(stderr, "shardpack: ", fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
 }
 
 int cli_lib_err(const char *what, int rc, const char *msg)
@@ -39,9 +128,21 @@ int cli_lib_err(const char *what, int rc, const char *msg)
     return CLI_EDATA;
 }
 
+static char oom_context[512];
+
+void cli_oom_context(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(oom_context, sizeof oom_context, fmt, ap);
+    va_end(ap);
+}
+
 static CLI_NORETURN void out_of_memory(size_t n)
 {
-    cli_err("out of memory (allocating %zu bytes)", n);
+    cli_err("%s%sout of memory allocating %zu bytes: the process may use less memory than that (ulimit -v, a "
+            "container's limit, or the machine's); raise the limit, or lower threads, host_memory or block_size",
+            oom_context, *oom_context ? ": " : "", n);
     if (exit_cleanup)
         exit_cleanup();
     exit(CLI_EDATA);
@@ -59,7 +160,7 @@ void *cli_xcalloc(size_t n, size_t size)
 {
     void *p = calloc(n ? n : 1, size ? size : 1);
     if (!p)
-        out_of_memory(n * size);
+        out_of_memory(n > SIZE_MAX / (size ? size : 1) ? SIZE_MAX : n * size);
     return p;
 }
 

@@ -29,10 +29,10 @@ static void on_fault(const sp_fault *f, void *user)
     const char *msg = f->message && *f->message ? f->message : sp_strerror(f->code);
     if (!v->json) {
         if (f->block >= 0)
-            printf("%s: block %lld at byte %llu: %s\n", file, (long long)f->block,
-                   (unsigned long long)f->offset, msg);
+            cli_line(stdout, "%s: block %lld at byte %llu: %s", file, (long long)f->block,
+                     (unsigned long long)f->offset, msg);
         else
-            printf("%s: at byte %llu: %s\n", file, (unsigned long long)f->offset, msg);
+            cli_line(stdout, "%s: at byte %llu: %s", file, (unsigned long long)f->offset, msg);
         return;
     }
     if (v->nfaults == MAX_JSON_FAULTS)
@@ -153,6 +153,7 @@ int cli_verify_main(int argc, char **argv)
 
     sp_verify_report r;
     memset(&r, 0, sizeof r);
+    cli_oom_context("verifying %s", path);
     int vr = sp_verify(path, params, on_fault, &v, &r);
     if (vr != 0 && vr != SP_ECORRUPT && v.seen == 0) {
         /* PATH could not be examined at all. */
@@ -168,12 +169,12 @@ int cli_verify_main(int argc, char **argv)
     } else if (!quiet) {
         char b[32];
         cli_fmt_bytes(b, sizeof b, r.bytes);
-        printf("%s: %s: %llu shards, %llu blocks, %llu samples, %s checked", path,
-               faults ? "FAULTY" : "OK", (unsigned long long)r.shards,
-               (unsigned long long)r.blocks, (unsigned long long)r.samples, b);
+        char tail[64] = "";
         if (faults)
-            printf("; %llu fault%s", (unsigned long long)faults, faults == 1 ? "" : "s");
-        printf("\n");
+            snprintf(tail, sizeof tail, "; %llu fault%s", (unsigned long long)faults, faults == 1 ? "" : "s");
+        cli_line(stdout, "%s: %s: %llu shards, %llu blocks, %llu samples, %s checked%s", path,
+                 faults ? "FAULTY" : "OK", (unsigned long long)r.shards, (unsigned long long)r.blocks,
+                 (unsigned long long)r.samples, b, tail);
     }
     fflush(stdout);
 out:
