@@ -313,6 +313,20 @@ static uint64_t child_rss_batch(const char *dir, const char *budget, const char 
     return (uint64_t)ru.ru_maxrss * 1024;
 }
 
+/* Whether peak RSS means anything here; says why not when it does not. */
+static bool rss_measurable(void)
+{
+    if (tu_asan()) {
+        fprintf(stderr, "memory: peak RSS not measured under AddressSanitizer (shadow memory and quarantine)\n");
+        return false;
+    }
+#ifdef LT_TSAN
+    fprintf(stderr, "memory: peak RSS not measured under ThreadSanitizer (shadow memory)\n");
+    return false;
+#endif
+    return true;
+}
+
 static uint64_t child_rss(const char *dir, const char *budget, const char *epochs, uint64_t n)
 {
     return child_rss_batch(dir, budget, epochs, n, "64");
@@ -320,14 +334,8 @@ static uint64_t child_rss(const char *dir, const char *budget, const char *epoch
 
 START_TEST(peak_rss_bounded)
 {
-    if (tu_asan()) {
-        fprintf(stderr, "memory: peak RSS not measured under AddressSanitizer (shadow memory and quarantine)\n");
+    if (!rss_measurable())
         return;
-    }
-#ifdef LT_TSAN
-    fprintf(stderr, "memory: peak RSS not measured under ThreadSanitizer (shadow memory)\n");
-    return;
-#endif
     /* ~50 MB of raw samples (2 KiB each, 64 KiB blocks), streamed with a 4 MiB budget. */
     lt_ds big;
     const uint64_t n = 24000;
@@ -376,14 +384,8 @@ static void make_pairs(const char *dir, uint32_t n)
 
 START_TEST(tiny_rows_descriptors_counted)
 {
-    if (tu_asan()) {
-        fprintf(stderr, "memory: peak RSS not measured under AddressSanitizer (shadow memory and quarantine)\n");
+    if (!rss_measurable())
         return;
-    }
-#ifdef LT_TSAN
-    fprintf(stderr, "memory: peak RSS not measured under ThreadSanitizer (shadow memory)\n");
-    return;
-#endif
     const uint32_t n = 1u << 18;
     char *root = tu_tmpdir("memory-pairs");
     char *dir = tu_join(root, "data");
