@@ -334,7 +334,7 @@ START_TEST(arithmetic_coding)
     /* The encoder does write arithmetic-coded frames: SOF9, SOF10 when progressive. */
     for (int prog = 0; prog < 2; prog++) {
         uint8_t *pic = jg_picture(64, 48, 1);
-        enc j = encode(pic, 64, 48, (jg_opts){ 92, JG_420, JG_YCC, prog, 0, 1 });
+        enc j = encode(pic, 64, 48, (jg_opts){ 92, JG_420, JG_YCC, prog, 0, .arithmetic = 1 });
         const uint8_t sof[2] = { 0xFF, (uint8_t)(prog ? 0xCA : 0xC9) };
         ck_assert_msg(memmem(j.data, j.size, sof, 2) != NULL, "no SOF%d marker", prog ? 10 : 9);
         free(j.data);
@@ -343,8 +343,8 @@ START_TEST(arithmetic_coding)
     const int samps[] = { JG_420, JG_444 };
     for (int i = 0; i < 2; i++) {
         for (int prog = 0; prog < 2; prog++) {
-            check_variant("arith", 517, 389, (jg_opts){ 92, samps[i], JG_YCC, prog, 0, 0 }, v, a);
-            check_variant("arith", 517, 389, (jg_opts){ 92, samps[i], JG_YCC, prog, 0, 1 }, v, b);
+            check_variant("arith", 517, 389, (jg_opts){ 92, samps[i], JG_YCC, prog, 0 }, v, a);
+            check_variant("arith", 517, 389, (jg_opts){ 92, samps[i], JG_YCC, prog, 0, .arithmetic = 1 }, v, b);
             for (size_t k = 0; k < n; k++)
                 ck_assert_msg(memcmp(a + k * nb, b + k * nb, nb) == 0,
                               "arithmetic coding (progressive %d) output %zu: differs from the Huffman-coded file",
@@ -1160,8 +1160,8 @@ START_TEST(scan_limit)
 {
     const int w = 256, h = 256;
     uint8_t *pic = jg_picture(w, h, g_seed ^ 0x5ca1);
-    enc colour = encode(pic, w, h, (jg_opts){ 90, JG_444, JG_YCC, 0, 0, 10 });
-    enc gray = encode(pic, w, h, (jg_opts){ 90, JG_444, JG_GRAY, 0, 0, 6 });
+    enc colour = encode(pic, w, h, (jg_opts){ 90, JG_444, JG_YCC, 0, 0, .many_scans = 10 });
+    enc gray = encode(pic, w, h, (jg_opts){ 90, JG_444, JG_GRAY, 0, 0, .many_scans = 6 });
     uint8_t out[32 * 32 * 3];
     sp_image_transform *t = mk("image_size", "32", NULL);
     int rc;
