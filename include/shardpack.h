@@ -70,7 +70,8 @@ SP_API int sp_abi_version(void);
     X(SP_EBADINPUT, -19, "bad input data")                                                         \
     X(SP_ESTATE, -20, "call not valid in this state")                                             \
     X(SP_EDONE, -21, "all epochs delivered")                                                       \
-    X(SP_EDEVICE, -22, "CUDA device error")
+    X(SP_EDEVICE, -22, "CUDA device error")                                                        \
+    X(SP_ECHANGED, -23, "file replaced since it was opened")
 
 typedef enum sp_error {
 #define SP_X_(name, value, msg) name = value,

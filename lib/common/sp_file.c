@@ -1,11 +1,67 @@
-/* sp_file.c - whole reads and writes that survive EINTR and short transfers, and the fsync of a
- * directory that makes a rename durable. Return 0, SP_ETRUNC for an early end of file, or -errno. */
+/* sp_file.c - opening a data file without blocking on a FIFO, whole reads and writes that survive
+ * EINTR and short transfers, and the fsync of a directory that makes a rename durable. The reads
+ * and writes return 0, SP_ETRUNC for an early end of file, or -errno. */
 #include <errno.h>
 #include <fcntl.h>
-#include <sys/stat.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include "sp_file.h"
+
+int sp_open_regular(const char *path, int flags, struct stat *st)
+{
+    /* Without O_NONBLOCK, open() of a FIFO waits for a writer, forever if none comes. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | flags);
+    if (fd < 0)
+        return -errno;
+    int rc = fstat(fd, st) != 0 ? -errno : !S_ISREG(st->st_mode) ? SP_NOT_REGULAR : 0;
+    int fl = rc ? 0 : fcntl(fd, F_GETFL);
+    /* No effect on a regular file today, but reads are meant to block: say so. */
+    if (!rc && (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0))
+        rc = -errno;
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+static const char *not_regular_why(mode_t mode)
+{
+    switch (mode & S_IFMT) {
+    case S_IFIFO: return "not a regular file (a FIFO)";
+    case S_IFDIR: return "not a regular file (a directory)";
+    case S_IFCHR: return "not a regular file (a character device)";
+    case S_IFBLK: return "not a regular file (a block device)";
+    case S_IFSOCK: return "not a regular file (a socket)";
+    default: return "not a regular file";
+    }
+}
+
+const char *sp_open_why(int rc, const struct stat *st)
+{
+    return rc == SP_NOT_REGULAR ? not_regular_why(st->st_mode) : strerror(-rc);
+}
+
+int sp_open_code(int rc) { return rc == -ENOENT ? SP_ENOENT : SP_EIO; }
+
+sp_file_id sp_file_id_of(const struct stat *st)
+{
+    return (sp_file_id){ (uint64_t)st->st_dev, (uint64_t)st->st_ino, (uint64_t)st->st_size,
+                         (int64_t)st->st_mtim.tv_sec, (int64_t)st->st_mtim.tv_nsec };
+}
+
+bool sp_file_id_equal(const sp_file_id *a, const sp_file_id *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size && a->mtime_sec == b->mtime_sec &&
+           a->mtime_nsec == b->mtime_nsec;
+}
+
+void sp_file_id_describe(const sp_file_id *id, char *buf, size_t n)
+{
+    snprintf(buf, n, "inode %llu, %llu bytes, modified %lld.%09lld", (unsigned long long)id->ino,
+             (unsigned long long)id->size, (long long)id->mtime_sec, (long long)id->mtime_nsec);
+}
 
 int sp_pread_all(int fd, void *buf, size_t n, uint64_t off)
 {
@@ -52,18 +108,18 @@ int sp_read_file(const char *path, size_t max, uint8_t **out, size_t *n, int *er
     *out = NULL;
     *n = 0;
     *err = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        *err = errno;
-        return errno == ENOENT ? SP_ENOENT : SP_EIO;
-    }
     struct stat st;
+    int fd = sp_open_regular(path, 0, &st);
+    if (fd == SP_NOT_REGULAR) {
+        *err = -(int)(st.st_mode & S_IFMT);
+        return SP_EIO;
+    }
+    if (fd < 0) {
+        *err = -fd;
+        return sp_open_code(fd);
+    }
     int rc = SP_OK;
-    if (fstat(fd, &st) != 0)
-        *err = errno, rc = SP_EIO;
-    else if (!S_ISREG(st.st_mode))
-        *err = EISDIR, rc = SP_EIO;
-    else if ((uint64_t)st.st_size > max)
+    if ((uint64_t)st.st_size > max)
         rc = SP_ELIMIT;
     uint8_t *buf = rc ? NULL : sp_malloc((size_t)st.st_size);
     if (!rc && !buf)
@@ -88,6 +144,8 @@ int sp_read_file(const char *path, size_t max, uint8_t **out, size_t *n, int *er
 /* The message for a failed sp_read_file. */
 const char *sp_read_file_why(int rc, int err)
 {
+    if (err < 0)
+        return not_regular_why((mode_t)-err);
     return err ? strerror(err) : sp_strerror(rc);
 }
 

@@ -5,6 +5,7 @@
 
 #include <zstd.h>
 
+#include "sp_file.h"
 #include "sp_internal.h"
 
 #define FMT_MAGIC_SHARD "\x89SPK\r\n\x1a\n"
@@ -126,12 +127,14 @@ int fmt_index_decode(const uint8_t *p, size_t n, const fmt_trailer *t, const fmt
                      fmt_index *out, fmt_err *e);
 void fmt_index_free(fmt_index *ix);
 
-/* An open shard: its decoded trailer and index, and a descriptor opened on the first block read
- * (fd is -1 until then). The header is not read at open (that would be a second read);
- * verification reads it and checks it against the index. */
+/* An open shard: its decoded trailer and index, the identity of the file they were read from, and
+ * a descriptor kept only when fmt_shard_fd asks for one (fd is -1 until then). The header is not
+ * read at open (that would be a second read); verification reads it and checks it against the
+ * index. */
 typedef struct fmt_shard {
     char *path;
     int fd;
+    sp_file_id id; /* of the file at open: a later open of path must find the same one */
     uint64_t file_size;
     fmt_trailer trailer;
     fmt_index index;
@@ -166,11 +169,23 @@ int fmt_block_decode(const fmt_block_entry *be, const uint8_t *stored, uint8_t *
                      ZSTD_DCtx *dctx, fmt_err *e);
 
 /* Reads block i of s, verifies and decompresses it into a new buffer (*raw_out, sp_free) and
- * checks its layout into *v. */
+ * checks its layout into *v. Reads through fmt_shard_fd's descriptor when there is one, else
+ * through one opened for this read alone, so a dataset of 10,000 shards holds no descriptor
+ * between reads. SP_ECHANGED when the file at s->path is no longer the one opened. */
 int fmt_shard_read_block(fmt_shard *s, uint64_t i, ZSTD_DCtx *dctx, uint8_t **raw_out,
                          fmt_block_view *v, fmt_err *e);
-/* The shard's read descriptor, opened on first use (thread-safe); -errno on failure. */
-int fmt_shard_fd(fmt_shard *s);
+/* The shard's read descriptor, opened on first use and kept until close (thread-safe); a negative
+ * code (SP_ENOENT, SP_EIO, SP_ECHANGED) when it cannot be opened, with e->why saying why. */
+int fmt_shard_fd(fmt_shard *s, fmt_err *e);
+/* Checks that fd, a new descriptor of s->path, and `now`, its fstat, are the file fmt_shard_open
+ * read: SP_OK, or SP_ECHANGED with e->why "replaced since it was opened (was ..., now ...); ..."
+ * when it is another file (another inode, or the same inode holding another shard). The same
+ * file changed in place is SP_OK: damage, for the reads of its blocks to report. */
+int fmt_shard_check_file(const fmt_shard *s, int fd, const struct stat *now, fmt_err *e);
+/* After a block of s failed its checks with rc: SP_ECHANGED (e->why rewritten) when s->path now
+ * names another file than the one opened, so that a replaced dataset is not reported as damaged;
+ * else rc, e untouched. */
+int fmt_shard_recheck(const fmt_shard *s, int rc, fmt_err *e);
 
 /* ---- manifest (fmt_manifest.c) ---- */
 typedef struct fmt_manifest_shard {

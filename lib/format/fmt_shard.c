@@ -346,16 +346,14 @@ int fmt_shard_open(const char *path, const fmt_limits *lim, fmt_shard **out, fmt
         rc = fmt_errf(e, SP_ENOMEM, 0, "out of memory");
         goto fail;
     }
-    s->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (s->fd < 0) {
-        rc = fmt_errf(e, errno == ENOENT ? SP_ENOENT : SP_EIO, 0, "cannot open: %s", strerror(errno));
-        goto fail;
-    }
     struct stat st;
-    if (fstat(s->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        rc = fmt_errf(e, SP_EIO, 0, "not a regular file");
+    s->fd = sp_open_regular(path, 0, &st);
+    if (s->fd < 0) {
+        rc = fmt_errf(e, sp_open_code(s->fd), 0, "cannot open: %s", sp_open_why(s->fd, &st));
+        s->fd = -1;
         goto fail;
     }
+    s->id = sp_file_id_of(&st);
     s->file_size = (uint64_t)st.st_size;
     if (s->file_size < FMT_HEADER_BYTES + FMT_INDEX_HEADER_BYTES + FMT_TRAILER_BYTES) {
         rc = fmt_errf(e, s->file_size ? SP_ETRUNC : SP_EFORMAT, s->file_size,
@@ -391,14 +389,79 @@ fail:
     return rc;
 }
 
-int fmt_shard_fd(fmt_shard *s)
+/* Whether the header at fd names another dataset or shard than s's index: a file written in place
+ * of s (its inode number reused) rather than s itself, damaged. */
+static bool other_shard_header(const fmt_shard *s, int fd, fmt_header *h)
+{
+    uint8_t buf[FMT_HEADER_BYTES];
+    return sp_pread_all(fd, buf, sizeof buf, 0) == 0 && fmt_header_decode(buf, sizeof buf, h, NULL) == SP_OK &&
+           (h->dataset_id != s->index.id.dataset_id || h->shard_no != s->index.id.shard_no);
+}
+
+int fmt_shard_check_file(const fmt_shard *s, int fd, const struct stat *now, fmt_err *e)
+{
+    sp_file_id id = sp_file_id_of(now);
+    if (sp_file_id_equal(&id, &s->id))
+        return SP_OK;
+    char was[96], is[96];
+    sp_file_id_describe(&s->id, was, sizeof was);
+    sp_file_id_describe(&id, is, sizeof is);
+    fmt_header h;
+    if (id.dev != s->id.dev || id.ino != s->id.ino)
+        return fmt_errf(e, SP_ECHANGED, 0, "replaced since it was opened (was %s; now %s); reopen the dataset",
+                        was, is);
+    /* The same inode, changed: damage to the file the index came from, for the reads to report,
+     * unless its header shows another shard written under the same inode number. */
+    if (!other_shard_header(s, fd, &h))
+        return SP_OK;
+    return fmt_errf(e, SP_ECHANGED, 0,
+                    "replaced since it was opened by shard %u of dataset %016llx (was shard %u of dataset %016llx, %s; "
+                    "now %s); reopen the dataset",
+                    h.shard_no, (unsigned long long)h.dataset_id, s->index.id.shard_no,
+                    (unsigned long long)s->index.id.dataset_id, was, is);
+}
+
+int fmt_shard_recheck(const fmt_shard *s, int rc, fmt_err *e)
+{
+    if (rc != SP_ECHECKSUM && rc != SP_ECORRUPT && rc != SP_ETRUNC)
+        return rc;
+    struct stat now;
+    int fd = sp_open_regular(s->path, 0, &now);
+    if (fd < 0)
+        return rc;
+    uint64_t offset = e->offset;
+    fmt_err why;
+    int changed = fmt_shard_check_file(s, fd, &now, &why);
+    close(fd);
+    if (changed == SP_OK)
+        return rc;
+    memcpy(e->why, why.why, sizeof e->why);
+    e->offset = offset;
+    return changed;
+}
+
+/* A new descriptor of s->path, checked to be the file opened: the descriptor, or a negative code. */
+static int shard_reopen(const fmt_shard *s, fmt_err *e)
+{
+    struct stat st;
+    int fd = sp_open_regular(s->path, 0, &st);
+    if (fd < 0)
+        return fmt_errf(e, sp_open_code(fd), 0, "cannot reopen: %s", sp_open_why(fd, &st));
+    int rc = fmt_shard_check_file(s, fd, &st, e);
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+int fmt_shard_fd(fmt_shard *s, fmt_err *e)
 {
     int fd = __atomic_load_n(&s->fd, __ATOMIC_ACQUIRE);
     if (fd >= 0)
         return fd;
-    fd = open(s->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
+    if ((fd = shard_reopen(s, e)) < 0)
+        return fd;
     int expected = -1;
     /* Two threads may race to open; one descriptor wins, the other is closed. */
     if (!__atomic_compare_exchange_n(&s->fd, &expected, fd, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
@@ -414,9 +477,12 @@ int fmt_shard_read_block(fmt_shard *s, uint64_t i, ZSTD_DCtx *dctx, uint8_t **ra
     const fmt_block_entry *be = &s->index.blocks[i];
     e->block = (int64_t)i;
     *raw_out = NULL;
-    int fd = fmt_shard_fd(s);
-    if (fd < 0)
-        return fmt_errf(e, fd == -ENOENT ? SP_ENOENT : SP_EIO, be->offset, "cannot reopen: %s", strerror(-fd));
+    int fd = __atomic_load_n(&s->fd, __ATOMIC_ACQUIRE);
+    bool own_fd = fd < 0;
+    if (own_fd && (fd = shard_reopen(s, e)) < 0) {
+        e->offset = be->offset;
+        return fd;
+    }
     /* A stored block is read straight into its final buffer. A zstd block gets its raw buffer only
      * once its frame is seen to declare the raw size the index claims, so a damaged index cannot
      * make a reader allocate up to max_block_bytes for a few stored bytes. */
@@ -442,6 +508,10 @@ int fmt_shard_read_block(fmt_shard *s, uint64_t i, ZSTD_DCtx *dctx, uint8_t **ra
     if (rc == SP_OK && (rc = fmt_block_parse(&s->index.schema, raw, be->raw_size, be->nsamples, v, e)))
         e->offset = be->offset; /* layout offsets are within the raw block; name the block */
 out:
+    if (rc)
+        rc = fmt_shard_recheck(s, rc, e);
+    if (own_fd)
+        close(fd);
     if (raw != stored)
         sp_free(stored);
     if (rc)

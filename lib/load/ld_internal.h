@@ -14,7 +14,8 @@
 #define LD_PAGE 4096u
 #define LD_FIELD_ALIGN 256u
 #define LD_IO_DEPTH 32u
-#define LD_MAX_FDS 64u
+#define LD_MAX_FDS 64u /* shard descriptors kept open: a quarter of RLIMIT_NOFILE, within these */
+#define LD_MIN_FDS 4u
 #define LD_READ_RING_MAX (1ull << 30) /* one registered buffer: the kernel's limit */
 
 enum { SLOT_FREE, SLOT_FILLING, SLOT_READY, SLOT_LEASED };

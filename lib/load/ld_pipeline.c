@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "ld_internal.h"
@@ -12,18 +13,46 @@
 
 /* ---------------------------------------------------------------- descriptors (reader only) */
 
-static void fd_evict_one(sp_loader *l)
+typedef struct ld_reader {
+    ld_job inflight[LD_IO_DEPTH];
+    double wait_s;
+} ld_reader;
+
+/* How many shard descriptors stay open: a quarter of the soft RLIMIT_NOFILE, leaving the rest to
+ * the application, within [LD_MIN_FDS, LD_MAX_FDS]. Read at each open, so a limit lowered while
+ * the loader runs is honoured too. */
+static uint32_t fd_budget(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur / 4 >= LD_MAX_FDS)
+        return LD_MAX_FDS;
+    return rl.rlim_cur / 4 < LD_MIN_FDS ? LD_MIN_FDS : (uint32_t)(rl.rlim_cur / 4);
+}
+
+/* Whether a read in flight uses shard's descriptor: pread mode reads only when the request is
+ * reaped, and io_uring resubmits a short read on the same descriptor number. */
+static bool fd_busy(const sp_loader *l, const ld_reader *rd, uint64_t shard)
+{
+    for (unsigned t = 0; t < LD_IO_DEPTH; t++)
+        if (rd->inflight[t].buf && l->block_shard[rd->inflight[t].block] == shard)
+            return true;
+    return false;
+}
+
+/* Closes the least recently used descriptor no read in flight uses; false when there is none. */
+static bool fd_evict_one(sp_loader *l, const ld_reader *rd)
 {
     uint64_t best = UINT64_MAX;
     uint64_t victim = UINT64_MAX;
     for (uint64_t i = 0; i < l->nshards; i++)
-        if (l->fd[i] >= 0 && l->fd_tick[i] < best)
+        if (l->fd[i] >= 0 && l->fd_tick[i] < best && !fd_busy(l, rd, i))
             best = l->fd_tick[i], victim = i;
-    if (victim != UINT64_MAX) {
-        close(l->fd[victim]); /* reads in flight keep their own reference to the file */
-        l->fd[victim] = -1;
-        l->fds_open--;
-    }
+    if (victim == UINT64_MAX)
+        return false;
+    close(l->fd[victim]);
+    l->fd[victim] = -1;
+    l->fds_open--;
+    return true;
 }
 
 /* Stops using O_DIRECT for the rest of the loader's life, saying why in the stats. */
@@ -36,12 +65,27 @@ static void direct_off(sp_loader *l, const char *why)
     pthread_mutex_unlock(&l->mu);
 }
 
-/* The shard's descriptor, O_DIRECT when allowed; at most LD_MAX_FDS stay open. -errno on error. */
-static int shard_fd(sp_loader *l, uint32_t shard, bool direct)
+static bool out_of_fds(int rc) { return rc == -EMFILE || rc == -ENFILE; }
+
+/* sp_open_regular, closing idle cached descriptors while the process is out of them. */
+static int open_evicting(sp_loader *l, const ld_reader *rd, const char *path, int flags, struct stat *st)
 {
+    int fd;
+    while (out_of_fds(fd = sp_open_regular(path, flags, st)) && fd_evict_one(l, rd))
+        ;
+    return fd;
+}
+
+/* The shard's descriptor, O_DIRECT when allowed, checked to be the file the loader opened; about
+ * fd_budget() stay open. A negative code with e->why on failure; *starved when the process is out
+ * of descriptors and every cached one is in use by a read in flight. */
+static int shard_fd(sp_loader *l, const ld_reader *rd, uint32_t shard, bool direct, fmt_err *e, bool *starved)
+{
+    const fmt_shard *sh = l->shards[shard];
+    *starved = false;
     /* O_DIRECT needs page-aligned offsets and lengths; shards with a smaller alignment are read
      * through the page cache, and their last block is never read past its stored size. */
-    if (l->shards[shard]->index.id.align % LD_PAGE)
+    if (sh->index.id.align % LD_PAGE)
         direct = false;
     if (l->fd[shard] >= 0 && l->fd_direct[shard] == direct) {
         l->fd_tick[shard] = ++l->tick;
@@ -52,18 +96,27 @@ static int shard_fd(sp_loader *l, uint32_t shard, bool direct)
         l->fd[shard] = -1;
         l->fds_open--;
     }
-    if (l->fds_open >= LD_MAX_FDS)
-        fd_evict_one(l);
-    const char *path = l->shards[shard]->path;
-    int fd = direct ? open(path, O_RDONLY | O_CLOEXEC | O_DIRECT) : -1;
+    /* A soft bound: while every cached descriptor serves a read in flight, one more is opened. */
+    if (l->fds_open >= fd_budget())
+        fd_evict_one(l, rd);
+    struct stat st;
+    int fd = open_evicting(l, rd, sh->path, direct ? O_DIRECT : 0, &st);
     if (direct && fd < 0) {
-        direct_off(l, "O_DIRECT refused at open by the file system");
+        bool short_of_fds = out_of_fds(fd);
+        fd = open_evicting(l, rd, sh->path, 0, &st);
+        if (fd >= 0 && !short_of_fds)
+            direct_off(l, "O_DIRECT refused at open by the file system");
         direct = false;
     }
-    if (fd < 0)
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
+    if (fd < 0) {
+        *starved = out_of_fds(fd);
+        return fmt_errf(e, sp_open_code(fd), 0, "cannot reopen: %s", sp_open_why(fd, &st));
+    }
+    int rc = fmt_shard_check_file(sh, fd, &st, e);
+    if (rc) {
+        close(fd);
+        return rc;
+    }
     l->fd[shard] = fd;
     l->fd_direct[shard] = direct;
     l->fd_tick[shard] = ++l->tick;
@@ -294,39 +347,29 @@ static void block_failed(sp_loader *l, const ld_job *j, int code, const char *wh
 static int job_decode(sp_loader *l, const ld_job *j, int id, fmt_block_view *v, char *why, size_t whylen)
 {
     const fmt_block_entry *be = l->block_entry[j->block];
-    if (j->result < 0)
-        return snprintf(why, whylen, "read failed: %s",
-                        j->result == -ENODATA ? "the file is shorter than its index says" : strerror((int)-j->result)),
-               j->result == -ENODATA ? SP_ETRUNC : SP_EIO;
-    /* A stored block is used where it was read; only zstd blocks need the worker's buffer. */
-    uint8_t *raw = be->codec == SP_CODEC_STORED ? j->buf : l->scratch[id];
     fmt_err e = { .block = -1 };
-    int rc = fmt_block_decode(be, j->buf, raw, l->dctx[id], &e);
-    if (rc == SP_OK)
-        rc = fmt_block_parse(l->schema, raw, be->raw_size, be->nsamples, v, &e);
+    int rc;
+    if (j->result < 0) {
+        rc = fmt_errf(&e, j->result == -ENODATA ? SP_ETRUNC : SP_EIO, be->offset, "read failed: %s",
+                      j->result == -ENODATA ? "the file is shorter than its index says" : strerror((int)-j->result));
+    } else {
+        /* A stored block is used where it was read; only zstd blocks need the worker's buffer. */
+        uint8_t *raw = be->codec == SP_CODEC_STORED ? j->buf : l->scratch[id];
+        rc = fmt_block_decode(be, j->buf, raw, l->dctx[id], &e);
+        if (rc == SP_OK)
+            rc = fmt_block_parse(l->schema, raw, be->raw_size, be->nsamples, v, &e);
+    }
+    /* Damage in a file that is no longer the one the loader opened is a replaced dataset. */
+    if (rc)
+        rc = fmt_shard_recheck(l->shards[l->block_shard[j->block]], rc, &e);
     if (rc)
         snprintf(why, whylen, "%s", e.why);
     return rc;
 }
 
-static void job_run(sp_loader *l, const ld_job *j, int id)
+/* The block is decoded, or failed: its ring region and its place in the counts are given back. */
+static void job_done(sp_loader *l, const ld_job *j, double busy)
 {
-    fmt_block_view v;
-    char why[SP_ERRMSG_MAX];
-    double t0 = sp_now();
-    int rc = job_decode(l, j, id, &v, why, sizeof why);
-    /* Counted before the rows are published: a consumer that has seen the block's batches then
-     * sees the block in the statistics too. */
-    pthread_mutex_lock(&l->mu);
-    l->st.blocks_read++;
-    if (!rc)
-        l->st.bytes_decompressed += l->block_entry[j->block]->raw_size;
-    pthread_mutex_unlock(&l->mu);
-    if (rc)
-        block_failed(l, j, rc, why);
-    else
-        scatter(l, j, &v, id);
-    double busy = sp_now() - t0;
     pthread_mutex_lock(&l->mu);
     l->regions[j->region].done = true;
     l->win_remaining[j->win]--;
@@ -337,6 +380,31 @@ static void job_run(sp_loader *l, const ld_job *j, int id)
     if (l->pending == 0 && l->blocked_slot >= 0)
         pthread_cond_signal(&l->c_consumer); /* lets next() see a ring that cannot advance */
     pthread_mutex_unlock(&l->mu);
+}
+
+/* Counted before the rows are published: a consumer that has seen the block's batches then sees
+ * the block in the statistics too. */
+static void count_block(sp_loader *l, const ld_job *j, int rc)
+{
+    pthread_mutex_lock(&l->mu);
+    l->st.blocks_read++;
+    if (!rc)
+        l->st.bytes_decompressed += l->block_entry[j->block]->raw_size;
+    pthread_mutex_unlock(&l->mu);
+}
+
+static void job_run(sp_loader *l, const ld_job *j, int id)
+{
+    fmt_block_view v;
+    char why[SP_ERRMSG_MAX];
+    double t0 = sp_now();
+    int rc = job_decode(l, j, id, &v, why, sizeof why);
+    count_block(l, j, rc);
+    if (rc)
+        block_failed(l, j, rc, why);
+    else
+        scatter(l, j, &v, id);
+    job_done(l, j, sp_now() - t0);
 }
 
 static void *worker_main(void *arg)
@@ -407,35 +475,40 @@ static void push_job_locked(sp_loader *l, const ld_job *j)
     pthread_cond_signal(&l->c_worker);
 }
 
-typedef struct ld_reader {
-    ld_job inflight[LD_IO_DEPTH];
-    double wait_s;
-} ld_reader;
-
 static uint64_t read_len(const sp_loader *l, uint64_t block, bool direct)
 {
     uint64_t n = l->block_entry[block]->stored_size;
     return direct ? sp_align_up(n, LD_PAGE) : n;
 }
 
-/* Submits job's read; a job whose file cannot be opened goes straight to the workers as failed. */
+static int reap(sp_loader *l, ld_reader *rd, bool wait);
+
+/* Submits job's read; a job whose file cannot be opened fails here, with the reason. */
 static void submit(sp_loader *l, ld_reader *rd, ld_job *j)
 {
     uint32_t shard = l->block_shard[j->block];
-    int fd = shard_fd(l, shard, l->direct);
-    if (fd >= 0) {
-        unsigned tag = 0;
-        while (rd->inflight[tag].buf)
-            tag++;
-        bool direct = l->fd_direct[shard];
-        rd->inflight[tag] = *j;
-        if (ld_io_submit(l->io, fd, j->buf, read_len(l, j->block, direct), l->block_entry[j->block]->offset, tag) ==
-            SP_OK)
-            return;
-        rd->inflight[tag].buf = NULL;
-        fd = -EIO;
+    fmt_err e = { .block = -1 };
+    bool starved;
+    int fd;
+    /* Out of descriptors with every cached one serving a read in flight: wait for one to finish. */
+    while ((fd = shard_fd(l, rd, shard, l->direct, &e, &starved)) < 0 && starved && ld_io_inflight(l->io))
+        reap(l, rd, true);
+    if (fd < 0) {
+        count_block(l, j, fd);
+        block_failed(l, j, fd, e.why);
+        job_done(l, j, 0);
+        return;
     }
-    j->result = fd;
+    unsigned tag = 0;
+    while (rd->inflight[tag].buf)
+        tag++;
+    bool direct = l->fd_direct[shard];
+    rd->inflight[tag] = *j;
+    if (ld_io_submit(l->io, fd, j->buf, read_len(l, j->block, direct), l->block_entry[j->block]->offset, tag) ==
+        SP_OK)
+        return;
+    rd->inflight[tag].buf = NULL;
+    j->result = -EIO;
     pthread_mutex_lock(&l->mu);
     push_job_locked(l, j);
     pthread_mutex_unlock(&l->mu);

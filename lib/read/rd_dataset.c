@@ -322,12 +322,13 @@ static int open_dir(sp_dataset *d, const char *dir)
 int rd_sniff_manifest(const char *path, char *dir, size_t dirlen, sp_errbuf *eb)
 {
     uint8_t magic[FMT_MAGIC_LEN] = { 0 };
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return sp_fail(eb, errno == ENOENT ? SP_ENOENT : SP_EIO, "%s: cannot open: %s", path, strerror(errno));
-    size_t got = fread(magic, 1, sizeof magic, f);
-    fclose(f);
-    if (got != sizeof magic || memcmp(magic, FMT_MAGIC_MANIFEST, FMT_MAGIC_LEN) != 0)
+    struct stat st;
+    int fd = sp_open_regular(path, 0, &st);
+    if (fd < 0)
+        return sp_fail(eb, sp_open_code(fd), "%s: cannot open: %s", path, sp_open_why(fd, &st));
+    int got = sp_pread_all(fd, magic, sizeof magic, 0);
+    close(fd);
+    if (got != 0 || memcmp(magic, FMT_MAGIC_MANIFEST, FMT_MAGIC_LEN) != 0)
         return 0;
     const char *slash = strrchr(path, '/');
     int n = !slash ? snprintf(dir, dirlen, ".") : slash == path ? snprintf(dir, dirlen, "/")

@@ -43,7 +43,8 @@ static void fault_at(vr_ctx *v, const char *file, int code, const fmt_err *e)
 static void check_zero(vr_ctx *v, fmt_shard *sh, int64_t block, uint64_t from, uint64_t to)
 {
     uint8_t buf[4096];
-    int fd = fmt_shard_fd(sh);
+    fmt_err e = { .block = -1 };
+    int fd = fmt_shard_fd(sh, &e); /* a failure is check_header's to report */
     for (uint64_t off = from; fd >= 0 && off < to; off += sizeof buf) {
         size_t n = to - off < sizeof buf ? (size_t)(to - off) : sizeof buf;
         if (sp_pread_all(fd, buf, n, off) != 0) {
@@ -65,8 +66,12 @@ static void check_header(vr_ctx *v, fmt_shard *sh)
     uint8_t buf[FMT_HEADER_BYTES];
     fmt_header h;
     fmt_err e = { .block = -1 };
-    int fd = fmt_shard_fd(sh);
-    int rc = fd < 0 ? fd : sp_pread_all(fd, buf, sizeof buf, 0);
+    int fd = fmt_shard_fd(sh, &e);
+    if (fd < 0) {
+        fault_at(v, sh->path, fd, &e);
+        return;
+    }
+    int rc = sp_pread_all(fd, buf, sizeof buf, 0);
     if (rc) {
         fault(v, sh->path, -1, 0, SP_EIO, "cannot read the header");
         return;
