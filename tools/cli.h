@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include "shardpack.h"
 
@@ -89,6 +90,13 @@ void cli_fmt_bytes(char *buf, size_t n, uint64_t bytes);
 /* Seconds from a monotonic clock. */
 double cli_now(void);
 
+/* Opens path for reading (flags added to O_RDONLY | O_CLOEXEC) without blocking on a FIFO or a
+ * device, and refuses anything but a regular file: the descriptor, in blocking mode, with *st its
+ * fstat; or -1 with *reason ("not a regular file (a FIFO)", "cannot open: ...", valid until the
+ * thread's next call of these). */
+int cli_open_regular(const char *path, int flags, struct stat *st, const char **reason);
+/* The same as a read-only stdio stream; NULL with *reason. */
+FILE *cli_fopen_regular(const char *path, struct stat *st, const char **reason);
 /* Reads the whole regular file at path into b (b->len = its size). Refuses files over cap bytes.
  * Returns 0, or -1 with *reason set to a static or thread-local description. */
 int cli_read_file(const char *path, uint64_t cap, cli_buf *b, const char **reason);

@@ -328,24 +328,61 @@ int cli_pread_full(int fd, void *buf, size_t n, uint64_t off)
 
 static _Thread_local char reason_buf[256];
 
+static const char *file_type(mode_t mode)
+{
+    switch (mode & S_IFMT) {
+    case S_IFIFO: return " (a FIFO)";
+    case S_IFDIR: return " (a directory)";
+    case S_IFCHR: return " (a character device)";
+    case S_IFBLK: return " (a block device)";
+    case S_IFSOCK: return " (a socket)";
+    default: return "";
+    }
+}
+
+int cli_open_regular(const char *path, int flags, struct stat *st, const char **reason)
+{
+    /* O_NONBLOCK: open() of a FIFO would otherwise wait for a writer, forever if none comes. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | flags);
+    const char *step = "cannot open";
+    int fl = -1;
+    if (fd >= 0 && fstat(fd, st) != 0)
+        step = "cannot stat";
+    else if (fd >= 0 && !S_ISREG(st->st_mode))
+        step = NULL;
+    else if (fd >= 0 && ((fl = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0))
+        step = "cannot clear O_NONBLOCK";
+    else if (fd >= 0)
+        return fd; /* blocking reads, as for any regular file */
+    if (step)
+        snprintf(reason_buf, sizeof reason_buf, "%s: %s", step, strerror(errno));
+    else
+        snprintf(reason_buf, sizeof reason_buf, "not a regular file%s", file_type(st->st_mode));
+    if (fd >= 0)
+        close(fd);
+    *reason = reason_buf;
+    return -1;
+}
+
+FILE *cli_fopen_regular(const char *path, struct stat *st, const char **reason)
+{
+    int fd = cli_open_regular(path, 0, st, reason);
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+    if (fd >= 0 && !f) {
+        snprintf(reason_buf, sizeof reason_buf, "cannot open: %s", strerror(errno));
+        *reason = reason_buf;
+        close(fd);
+    }
+    return f;
+}
+
 int cli_read_file(const char *path, uint64_t cap, cli_buf *b, const char **reason)
 {
     b->len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(reason_buf, sizeof reason_buf, "cannot open: %s", strerror(errno));
-        *reason = reason_buf;
-        return -1;
-    }
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        snprintf(reason_buf, sizeof reason_buf, "cannot stat: %s", strerror(errno));
-        goto fail;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        snprintf(reason_buf, sizeof reason_buf, "not a regular file");
-        goto fail;
-    }
+    int fd = cli_open_regular(path, 0, &st, reason);
+    if (fd < 0)
+        return -1;
     if ((uint64_t)st.st_size > cap) {
         snprintf(reason_buf, sizeof reason_buf, "file too large (%llu bytes, limit %llu)",
                  (unsigned long long)st.st_size, (unsigned long long)cap);

@@ -30,7 +30,9 @@ static int32_t le32(const unsigned char *p)
 int imp_llmc_sniff(const char *path)
 {
     unsigned char h[4];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    const char *why;
+    int fd = cli_open_regular(path, 0, &st, &why);
     if (fd < 0)
         return 0;
     int ok = cli_pread_full(fd, h, sizeof h, 0) == 0;
@@ -43,15 +45,11 @@ int imp_llmc_sniff(const char *path)
 static int read_header(token_file *tf, uint64_t seq_len)
 {
     unsigned char h[HEADER_BYTES];
-    int fd = open(tf->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        cli_err("%s: %s", tf->path, strerror(errno));
-        return CLI_EDATA;
-    }
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        cli_err("%s: %s", tf->path, strerror(errno));
-        close(fd);
+    const char *why;
+    int fd = cli_open_regular(tf->path, 0, &st, &why);
+    if (fd < 0) {
+        cli_err("%s: %s", tf->path, why);
         return CLI_EDATA;
     }
     if (cli_pread_full(fd, h, sizeof h, 0) != 0) {
@@ -101,9 +99,11 @@ static int pack_file(pack_ctx *pc, const token_file *tf, uint64_t seq_len, cli_b
 {
     if (tf->samples == 0)
         return CLI_OK;
-    int fd = open(tf->path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    const char *why;
+    int fd = cli_open_regular(tf->path, 0, &st, &why);
     if (fd < 0) {
-        cli_err("%s: %s", tf->path, strerror(errno));
+        cli_err("%s: %s", tf->path, why);
         return CLI_EDATA;
     }
     const uint64_t stride = seq_len * tf->width;     /* bytes between sample starts */

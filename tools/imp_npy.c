@@ -231,14 +231,11 @@ static uint32_t rd_le(const unsigned char *p, int n)
 
 static int open_npy(npy_file *nf)
 {
-    nf->f = fopen(nf->path, "rb");
-    if (!nf->f) {
-        cli_err("%s: %s", nf->path, strerror(errno));
-        return CLI_EDATA;
-    }
     struct stat st;
-    if (fstat(fileno(nf->f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        cli_err("%s: not a regular file", nf->path);
+    const char *why;
+    nf->f = cli_fopen_regular(nf->path, &st, &why);
+    if (!nf->f) {
+        cli_err("%s: %s", nf->path, why);
         return CLI_EDATA;
     }
     unsigned char pre[12];

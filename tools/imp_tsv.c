@@ -40,9 +40,11 @@ static int entry_line(char *line, ssize_t *len)
 /* Number of entry lines of one file, for the progress line. */
 static int count_entries(const char *path, uint64_t *count)
 {
-    FILE *f = fopen(path, "r");
+    struct stat st;
+    const char *why;
+    FILE *f = cli_fopen_regular(path, &st, &why);
     if (!f) {
-        cli_err("%s: %s", path, strerror(errno));
+        cli_err("%s: %s", path, why);
         return CLI_EDATA;
     }
     char *line = NULL;
@@ -103,9 +105,11 @@ static int one_line(pack_ctx *pc, const char *tsv, size_t dirlen, unsigned long 
 
 static int one_file(pack_ctx *pc, const char *tsv)
 {
-    FILE *f = fopen(tsv, "r");
+    struct stat st;
+    const char *why;
+    FILE *f = cli_fopen_regular(tsv, &st, &why);
     if (!f) {
-        cli_err("%s: %s", tsv, strerror(errno));
+        cli_err("%s: %s", tsv, why);
         return CLI_EDATA;
     }
     const char *slash = strrchr(tsv, '/');
