@@ -6,11 +6,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <turbojpeg.h>
 #include <unistd.h>
 
@@ -124,6 +126,34 @@ static char *slurp_fd(int fd, size_t *len)
     return buf;
 }
 
+static double g_timeout_s;
+
+void clit_set_timeout(double seconds) { g_timeout_s = seconds; }
+
+/* Waits for pid; past the deadline set by clit_set_timeout, kills it (status 128 + SIGKILL). */
+static int wait_child(pid_t pid)
+{
+    struct timespec t0, now, nap = { 0, 5 * 1000 * 1000 };
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int status;
+    int killed = 0;
+    for (;;) {
+        pid_t got = waitpid(pid, &status, g_timeout_s > 0 && !killed ? WNOHANG : 0);
+        if (got == pid)
+            return status;
+        if (got < 0 && errno != EINTR)
+            die("waitpid");
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (got == 0 && (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9 > g_timeout_s) {
+            fprintf(stderr, "clit: killing pid %d after %.0f s\n", (int)pid, g_timeout_s);
+            kill(pid, SIGKILL);
+            killed = 1;
+        } else if (got == 0) {
+            nanosleep(&nap, NULL);
+        }
+    }
+}
+
 clit_result clit_run_prog(const char *bin, const char *const *env, const char *const *argv)
 {
     FILE *out = tmpfile(), *err = tmpfile();
@@ -143,10 +173,7 @@ clit_result clit_run_prog(const char *bin, const char *const *env, const char *c
         execv(bin, (char *const *)argv);
         _exit(127);
     }
-    int status;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR)
-            die("waitpid");
+    int status = wait_child(pid);
     clit_result r;
     r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     r.out = slurp_fd(fileno(out), &r.outlen);

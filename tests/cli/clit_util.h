@@ -20,6 +20,9 @@ clit_result clit_run(const char *arg, ...);
  * "NAME=VALUE" entries of env (NULL-terminated, may be NULL) added to the environment. */
 clit_result clit_run_prog(const char *bin, const char *const *env, const char *const *argv);
 void clit_result_free(clit_result *r);
+/* From now on, a run still going after seconds is killed (status 128 + SIGKILL), so a hang fails
+ * the test at once; 0 (the default) waits as long as it takes. */
+void clit_set_timeout(double seconds);
 
 /* A fresh temporary directory (removed by clit_rmrf). */
 char *clit_tmpdir(void);
