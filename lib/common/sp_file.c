@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "sp_file.h"
@@ -44,6 +45,14 @@ const char *sp_open_why(int rc, const struct stat *st)
 }
 
 int sp_open_code(int rc) { return rc == -ENOENT ? SP_ENOENT : SP_EIO; }
+
+uint32_t sp_fd_budget(uint32_t lo, uint32_t hi)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur / 4 >= hi)
+        return hi;
+    return rl.rlim_cur / 4 < lo ? lo : (uint32_t)(rl.rlim_cur / 4);
+}
 
 sp_file_id sp_file_id_of(const struct stat *st)
 {

@@ -2,6 +2,7 @@
 #ifndef SP_FILE_H
 #define SP_FILE_H
 
+#include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -20,6 +21,12 @@ int sp_open_regular(const char *path, int flags, struct stat *st);
 const char *sp_open_why(int rc, const struct stat *st);
 /* The SP code for sp_open_regular's failure rc: SP_ENOENT for a missing file, else SP_EIO. */
 int sp_open_code(int rc);
+/* Whether sp_open_regular failed for want of descriptors (EMFILE, ENFILE): a cache may close one. */
+static inline bool sp_out_of_fds(int rc) { return rc == -EMFILE || rc == -ENFILE; }
+/* How many descriptors a cache of data files keeps open: a quarter of the soft RLIMIT_NOFILE,
+ * leaving the rest to the application, within [lo, hi]. Read at each call, so a limit lowered
+ * while a cache is in use is honoured from its next open on. */
+uint32_t sp_fd_budget(uint32_t lo, uint32_t hi);
 
 /* What identifies the file a path named when it was opened: a file renamed over it, or rewritten
  * in place, differs in at least one of these. */

@@ -168,11 +168,11 @@ int fmt_zstd_frame_check(const fmt_block_entry *be, const uint8_t *stored, fmt_e
 int fmt_block_decode(const fmt_block_entry *be, const uint8_t *stored, uint8_t *raw,
                      ZSTD_DCtx *dctx, fmt_err *e);
 
-/* Reads block i of s, verifies and decompresses it into a new buffer (*raw_out, sp_free) and
- * checks its layout into *v. Reads through fmt_shard_fd's descriptor when there is one, else
- * through one opened for this read alone, so a dataset of 10,000 shards holds no descriptor
- * between reads. SP_ECHANGED when the file at s->path is no longer the one opened. */
-int fmt_shard_read_block(fmt_shard *s, uint64_t i, ZSTD_DCtx *dctx, uint8_t **raw_out,
+/* Reads block i of s through fd (the caller's descriptor of s->path, checked by
+ * fmt_shard_check_file), verifies and decompresses it into a new buffer (*raw_out, sp_free) and
+ * checks its layout into *v. SP_ECHANGED when a failed block turns out to come from a file that is
+ * no longer the one opened. */
+int fmt_shard_read_block(fmt_shard *s, int fd, uint64_t i, ZSTD_DCtx *dctx, uint8_t **raw_out,
                          fmt_block_view *v, fmt_err *e);
 /* The shard's read descriptor, opened on first use and kept until close (thread-safe); a negative
  * code (SP_ENOENT, SP_EIO, SP_ECHANGED) when it cannot be opened, with e->why saying why. */

@@ -471,18 +471,12 @@ int fmt_shard_fd(fmt_shard *s, fmt_err *e)
     return fd;
 }
 
-int fmt_shard_read_block(fmt_shard *s, uint64_t i, ZSTD_DCtx *dctx, uint8_t **raw_out,
+int fmt_shard_read_block(fmt_shard *s, int fd, uint64_t i, ZSTD_DCtx *dctx, uint8_t **raw_out,
                          fmt_block_view *v, fmt_err *e)
 {
     const fmt_block_entry *be = &s->index.blocks[i];
     e->block = (int64_t)i;
     *raw_out = NULL;
-    int fd = __atomic_load_n(&s->fd, __ATOMIC_ACQUIRE);
-    bool own_fd = fd < 0;
-    if (own_fd && (fd = shard_reopen(s, e)) < 0) {
-        e->offset = be->offset;
-        return fd;
-    }
     /* A stored block is read straight into its final buffer. A zstd block gets its raw buffer only
      * once its frame is seen to declare the raw size the index claims, so a damaged index cannot
      * make a reader allocate up to max_block_bytes for a few stored bytes. */
@@ -510,8 +504,6 @@ int fmt_shard_read_block(fmt_shard *s, uint64_t i, ZSTD_DCtx *dctx, uint8_t **ra
 out:
     if (rc)
         rc = fmt_shard_recheck(s, rc, e);
-    if (own_fd)
-        close(fd);
     if (raw != stored)
         sp_free(stored);
     if (rc)

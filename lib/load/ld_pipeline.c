@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include "ld_internal.h"
@@ -17,17 +16,6 @@ typedef struct ld_reader {
     ld_job inflight[LD_IO_DEPTH];
     double wait_s;
 } ld_reader;
-
-/* How many shard descriptors stay open: a quarter of the soft RLIMIT_NOFILE, leaving the rest to
- * the application, within [LD_MIN_FDS, LD_MAX_FDS]. Read at each open, so a limit lowered while
- * the loader runs is honoured too. */
-static uint32_t fd_budget(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur / 4 >= LD_MAX_FDS)
-        return LD_MAX_FDS;
-    return rl.rlim_cur / 4 < LD_MIN_FDS ? LD_MIN_FDS : (uint32_t)(rl.rlim_cur / 4);
-}
 
 /* Whether a read in flight uses shard's descriptor: pread mode reads only when the request is
  * reaped, and io_uring resubmits a short read on the same descriptor number. */
@@ -65,20 +53,18 @@ static void direct_off(sp_loader *l, const char *why)
     pthread_mutex_unlock(&l->mu);
 }
 
-static bool out_of_fds(int rc) { return rc == -EMFILE || rc == -ENFILE; }
-
 /* sp_open_regular, closing idle cached descriptors while the process is out of them. */
 static int open_evicting(sp_loader *l, const ld_reader *rd, const char *path, int flags, struct stat *st)
 {
     int fd;
-    while (out_of_fds(fd = sp_open_regular(path, flags, st)) && fd_evict_one(l, rd))
+    while (sp_out_of_fds(fd = sp_open_regular(path, flags, st)) && fd_evict_one(l, rd))
         ;
     return fd;
 }
 
 /* The shard's descriptor, O_DIRECT when allowed, checked to be the file the loader opened; about
- * fd_budget() stay open. A negative code with e->why on failure; *starved when the process is out
- * of descriptors and every cached one is in use by a read in flight. */
+ * sp_fd_budget() stay open. A negative code with e->why on failure; *starved when the process is
+ * out of descriptors and every cached one is in use by a read in flight. */
 static int shard_fd(sp_loader *l, const ld_reader *rd, uint32_t shard, bool direct, fmt_err *e, bool *starved)
 {
     const fmt_shard *sh = l->shards[shard];
@@ -97,19 +83,19 @@ static int shard_fd(sp_loader *l, const ld_reader *rd, uint32_t shard, bool dire
         l->fds_open--;
     }
     /* A soft bound: while every cached descriptor serves a read in flight, one more is opened. */
-    if (l->fds_open >= fd_budget())
+    if (l->fds_open >= sp_fd_budget(LD_MIN_FDS, LD_MAX_FDS))
         fd_evict_one(l, rd);
     struct stat st;
     int fd = open_evicting(l, rd, sh->path, direct ? O_DIRECT : 0, &st);
     if (direct && fd < 0) {
-        bool short_of_fds = out_of_fds(fd);
+        bool short_of_fds = sp_out_of_fds(fd);
         fd = open_evicting(l, rd, sh->path, 0, &st);
         if (fd >= 0 && !short_of_fds)
             direct_off(l, "O_DIRECT refused at open by the file system");
         direct = false;
     }
     if (fd < 0) {
-        *starved = out_of_fds(fd);
+        *starved = sp_out_of_fds(fd);
         return fmt_errf(e, sp_open_code(fd), 0, "cannot reopen: %s", sp_open_why(fd, &st));
     }
     int rc = fmt_shard_check_file(sh, fd, &st, e);

@@ -14,10 +14,16 @@
 /* A manifest larger than this is refused before it is read. */
 #define MAX_MANIFEST_BYTES (1ull << 31)
 #define DCTX_POOL 16
+/* Block reads keep up to a quarter of RLIMIT_NOFILE shard descriptors open, within these. */
+#define RD_MIN_FDS 4u
+#define RD_MAX_FDS 64u
 
 typedef struct rd_shard {
     char *path;
     fmt_shard *sh; /* NULL until first use */
+    int fd;        /* cached for block reads, -1 when closed; under the dataset's mu */
+    uint32_t fd_users; /* reads using fd now: it is not closed under them */
+    uint64_t fd_tick;  /* last use, for eviction */
     uint64_t file_size, nblocks, nsamples, index_checksum;
     uint64_t first_block, first_sample;
 } rd_shard;
@@ -32,7 +38,9 @@ struct sp_dataset {
     uint64_t nshards, nblocks, nsamples, fingerprint;
     rd_shard *shards;
     uint64_t *block_first; /* nblocks + 1 cumulative sample counts */
-    pthread_mutex_t mu;    /* lazy shard opening and the context pool */
+    pthread_mutex_t mu;    /* lazy shard opening, the descriptor cache and the context pool */
+    uint32_t fds_open;
+    uint64_t fd_clock;
     ZSTD_DCtx *dctx[DCTX_POOL];
     int ndctx;
 };
@@ -66,6 +74,8 @@ void sp_dataset_close(sp_dataset *d)
     if (!d)
         return;
     for (uint64_t i = 0; d->shards && i < d->nshards; i++) {
+        if (d->shards[i].fd >= 0)
+            close(d->shards[i].fd);
         fmt_shard_close(d->shards[i].sh);
         sp_free(d->shards[i].path);
     }
@@ -76,6 +86,15 @@ void sp_dataset_close(sp_dataset *d)
     fmt_meta_free(&d->meta);
     pthread_mutex_destroy(&d->mu);
     sp_free(d);
+}
+
+/* The shard table, every descriptor closed. */
+static rd_shard *shards_new(uint64_t n)
+{
+    rd_shard *v = sp_calloc(n, sizeof *v);
+    for (uint64_t i = 0; v && i < n; i++)
+        v[i].fd = -1;
+    return v;
 }
 
 /* Cumulative sample counts per block, and the content fingerprint, from the shard table. */
@@ -128,7 +147,7 @@ static int open_manifest(sp_dataset *d, const char *mpath, const char *dir)
     d->nshards = m.nshards;
     d->nblocks = m.nblocks;
     d->nsamples = m.nsamples;
-    d->shards = sp_calloc(m.nshards, sizeof *d->shards);
+    d->shards = shards_new(m.nshards);
     rc = d->shards ? SP_OK : sp_fail(&d->eb, SP_ENOMEM, "%s: out of memory", mpath);
     for (uint64_t i = 0; rc == SP_OK && i < m.nshards; i++) {
         const fmt_manifest_shard *ms = &m.shards[i];
@@ -263,7 +282,7 @@ static int open_shard_list(sp_dataset *d, const char *const *paths, size_t n)
         return sp_fail(&d->eb, SP_EINVAL, "no shard files given");
     if (n > d->lim.max_shards)
         return sp_fail(&d->eb, SP_ELIMIT, "%zu shards exceed max_shards %llu", n, (unsigned long long)d->lim.max_shards);
-    d->shards = sp_calloc(n, sizeof *d->shards);
+    d->shards = shards_new(n);
     if (!d->shards)
         return sp_fail(&d->eb, SP_ENOMEM, "out of memory");
     d->nshards = n;
@@ -502,6 +521,61 @@ static void dctx_put(sp_dataset *d, ZSTD_DCtx *c)
     ZSTD_freeDCtx(c);
 }
 
+/* Closes the least recently used cached descriptor no read is using; false when there is none.
+ * Called with mu held. */
+static bool fd_evict_locked(sp_dataset *d)
+{
+    uint64_t victim = UINT64_MAX, best = UINT64_MAX;
+    for (uint64_t i = 0; i < d->nshards; i++) {
+        const rd_shard *s = &d->shards[i];
+        if (s->fd >= 0 && s->fd_users == 0 && s->fd_tick < best)
+            best = s->fd_tick, victim = i;
+    }
+    if (victim == UINT64_MAX)
+        return false;
+    close(d->shards[victim].fd);
+    d->shards[victim].fd = -1;
+    d->fds_open--;
+    return true;
+}
+
+/* Shard si's descriptor for a block read, held until fd_put: the cached one, or a new one checked
+ * to be the file the shard was opened from. A negative code with e->why on failure. */
+static int fd_get(sp_dataset *d, uint64_t si, const fmt_shard *sh, fmt_err *e)
+{
+    rd_shard *s = &d->shards[si];
+    pthread_mutex_lock(&d->mu);
+    int fd = s->fd;
+    if (fd < 0) {
+        if (d->fds_open >= sp_fd_budget(RD_MIN_FDS, RD_MAX_FDS))
+            fd_evict_locked(d);
+        struct stat st;
+        while (sp_out_of_fds(fd = sp_open_regular(s->path, 0, &st)) && fd_evict_locked(d))
+            ;
+        int rc = fd < 0 ? fmt_errf(e, sp_open_code(fd), 0, "cannot reopen: %s", sp_open_why(fd, &st))
+                        : fmt_shard_check_file(sh, fd, &st, e);
+        if (rc && fd >= 0)
+            close(fd);
+        if (rc)
+            fd = rc;
+        else
+            s->fd = fd, d->fds_open++;
+    }
+    if (fd >= 0) {
+        s->fd_users++;
+        s->fd_tick = ++d->fd_clock;
+    }
+    pthread_mutex_unlock(&d->mu);
+    return fd;
+}
+
+static void fd_put(sp_dataset *d, uint64_t si)
+{
+    pthread_mutex_lock(&d->mu);
+    d->shards[si].fd_users--;
+    pthread_mutex_unlock(&d->mu);
+}
+
 int sp_dataset_read_block(sp_dataset *d, uint64_t block, sp_block **out)
 {
     sp_clear_error();
@@ -520,8 +594,15 @@ int sp_dataset_read_block(sp_dataset *d, uint64_t block, sp_block **out)
         ZSTD_freeDCtx(dctx);
         return sp_fail(&d->eb, SP_ENOMEM, "%s: out of memory", d->shards[si].path);
     }
-    fmt_err e;
-    rc = fmt_shard_read_block(sh, block - d->shards[si].first_block, dctx, &b->raw, &b->view, &e);
+    fmt_err e = { .block = (int64_t)(block - d->shards[si].first_block) };
+    int fd = fd_get(d, si, sh, &e);
+    if (fd >= 0) {
+        rc = fmt_shard_read_block(sh, fd, block - d->shards[si].first_block, dctx, &b->raw, &b->view, &e);
+        fd_put(d, si);
+    } else {
+        rc = fd;
+        e.offset = sh->index.blocks[e.block].offset;
+    }
     dctx_put(d, dctx);
     if (rc) {
         sp_free(b);

@@ -89,11 +89,15 @@ static void check_header(vr_ctx *v, fmt_shard *sh)
 
 static void check_blocks(vr_ctx *v, fmt_shard *sh)
 {
+    fmt_err fe = { .block = -1 };
+    int fd = fmt_shard_fd(sh, &fe);
+    if (fd < 0) /* check_header has reported why */
+        return;
     for (uint64_t i = 0; i < sh->index.nblocks; i++) {
         uint8_t *raw;
         fmt_block_view view;
         fmt_err e = { .block = -1 };
-        int rc = fmt_shard_read_block(sh, i, v->dctx, &raw, &view, &e);
+        int rc = fmt_shard_read_block(sh, fd, i, v->dctx, &raw, &view, &e);
         if (rc)
             fault_at(v, sh->path, rc, &e);
         else

@@ -117,7 +117,9 @@ START_TEST(shard_becomes_fifo)
 }
 END_TEST
 
-/* Reads through a dataset handle see the same: the file is replaced, not damaged. */
+/* Reads through a dataset handle see the same: a shard whose index was read before the change and
+ * whose blocks are read after it is replaced, not damaged (a shard already read keeps reading the
+ * file it opened; one not opened at all is checked against the manifest). */
 START_TEST(dataset_read_after_replace)
 {
     lt_ds c, o;
@@ -126,10 +128,16 @@ START_TEST(dataset_read_after_replace)
     sp_dataset *ds;
     ck_assert_int_eq(sp_dataset_open(c.dir, NULL, &ds), 0);
     sp_block *b;
-    ck_assert_int_eq(sp_dataset_read_block(ds, 0, &b), 0); /* the first shard is open now */
+    ck_assert_int_eq(sp_dataset_read_block(ds, 0, &b), 0); /* the first shard is read now */
     sp_block_free(b);
+    uint64_t last = sp_dataset_num_blocks(ds) - 1;
+    sp_block_info bi;
+    ck_assert_int_eq(sp_dataset_block_info(ds, last, &bi), 0); /* its shard's index is read */
+    ck_assert_uint_ne(bi.shard, 0);
     ck_assert_int_eq(renameat2(AT_FDCWD, o.dir, AT_FDCWD, c.dir, RENAME_EXCHANGE), 0);
-    int rc = sp_dataset_read_block(ds, 0, &b);
+    ck_assert_int_eq(sp_dataset_read_block(ds, 0, &b), 0);
+    sp_block_free(b);
+    int rc = sp_dataset_read_block(ds, last, &b);
     ck_assert_msg(rc == SP_ECHANGED, "%s: %s", sp_error_name(rc), sp_dataset_errmsg(ds));
     ck_assert_msg(strstr(sp_dataset_errmsg(ds), "replaced since it was opened"), "%s", sp_dataset_errmsg(ds));
     sp_dataset_close(ds);
