@@ -44,31 +44,25 @@ static void expect_fifo_error(const char *cmd, const char *arg, const char *path
     clit_result_free(&r);
 }
 
-START_TEST(shard_is_fifo)
+/* bench, verify and inspect of a packed dataset whose file `name` is a FIFO. */
+static void dataset_file_is_fifo(const char *name, uint32_t tokens, int inspect_file)
 {
-    char *ds = clit_pack_llmc(tmp, 2, 40000, tok, "64");
-    char *shard = clit_path("%s/shard-000000.sps", ds);
-    fifo_at(shard);
-    expect_fifo_error("bench", ds, shard);
-    expect_fifo_error("verify", ds, shard);
-    expect_fifo_error("inspect", ds, shard);
-    free(shard);
+    char *ds = clit_pack_llmc(tmp, 2, tokens, tok, "64");
+    char *path = clit_path("%s/%s", ds, name);
+    fifo_at(path);
+    expect_fifo_error("bench", ds, path);
+    expect_fifo_error("verify", ds, path);
+    expect_fifo_error("inspect", ds, path);
+    if (inspect_file)
+        expect_fifo_error("inspect", path, path);
+    free(path);
     free(ds);
 }
+
+START_TEST(shard_is_fifo) { dataset_file_is_fifo("shard-000000.sps", 40000, 0); }
 END_TEST
 
-START_TEST(manifest_is_fifo)
-{
-    char *ds = clit_pack_llmc(tmp, 2, 4000, tok, "64");
-    char *man = clit_path("%s/manifest.spm", ds);
-    fifo_at(man);
-    expect_fifo_error("bench", ds, man);
-    expect_fifo_error("verify", ds, man);
-    expect_fifo_error("inspect", ds, man);
-    expect_fifo_error("inspect", man, man);
-    free(man);
-    free(ds);
-}
+START_TEST(manifest_is_fifo) { dataset_file_is_fifo("manifest.spm", 4000, 1); }
 END_TEST
 
 /* A class directory with one good JPEG and one FIFO named like a JPEG. */
