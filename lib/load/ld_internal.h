@@ -158,6 +158,7 @@ struct sp_loader {
     uint32_t win_plan[2]; /* plan slot of each window slot */
     uint64_t run_epoch;   /* the epoch a run starts at, and its first batch */
     uint64_t run_k;
+    uint64_t run_base;    /* global number of run_epoch's batch 0 (below nslots; see run_base_locked) */
 
     /* The consumer contract (shardpack.h): 1 while a consumer call (next, set_epoch, the state
      * and count functions, close) runs. Taken by compare-exchange at entry, so a second thread

@@ -772,7 +772,6 @@ static void reposition(sp_loader *l, uint64_t e, uint64_t k)
     l->epoch = e;
     l->start_k = k;
     l->next_k = k;
-    l->cons_base = 0;
     l->done = l->epochs != 0 && e >= l->epochs;
 }
 
@@ -883,9 +882,11 @@ static int wait_ready(sp_loader *l, ld_slot *s, uint64_t g, int timeout_ms)
         if (s->k == g && s->state == SLOT_READY)
             break;
         if (stuck_locked(l)) {
-            rc = sp_fail(l->ceb, SP_EBUSY, "batch %llu cannot be produced while an older batch is still leased "
-                         "(the ring has %llu slots); release older batches", (unsigned long long)l->next_k,
-                         (unsigned long long)l->nslots);
+            const sp_batch *held = &l->slots[l->blocked_slot].b;
+            rc = sp_fail(l->ceb, SP_EBUSY, "batch %llu of epoch %llu cannot be produced while batch %llu of epoch %llu "
+                         "is still leased: the ring has %llu slots and needs that one; release it, or hold fewer batches",
+                         (unsigned long long)l->next_k, (unsigned long long)l->epoch, (unsigned long long)held->index,
+                         (unsigned long long)held->epoch, (unsigned long long)l->nslots);
             break;
         }
         l->waiting_for = g;

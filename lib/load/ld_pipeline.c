@@ -666,7 +666,7 @@ static bool plan_epoch(sp_loader *l, ld_reader *rd, uint64_t e, uint64_t base)
  * epoch's first windows are read while the consumer still works through this one's batches. */
 static void read_epochs(sp_loader *l, ld_reader *rd)
 {
-    uint64_t base = 0;
+    uint64_t base = l->run_base;
     for (uint64_t e = l->run_epoch; l->epochs == 0 || e < l->epochs; e++) {
         if (!plan_epoch(l, rd, e, base))
             return;
@@ -705,27 +705,61 @@ static void *reader_main(void *arg)
 
 /* ---------------------------------------------------------------- start and stop */
 
+/* Where a new run's numbering starts. Batch g of a run lives in slot g % nslots and the reader
+ * claims slots in that order, so a batch the consumer still holds from before a seek blocks the
+ * new run once the run reaches its slot. The run therefore begins at the first slot of the longest
+ * stretch of free slots (cyclically): held slots come last, and when the consumer held the batches
+ * it took last, they come in the order it took them, as if the old run had gone on. With nothing
+ * leased the run starts at slot start_k % nslots, as a fresh loader does. Returns the global number
+ * of run_epoch's batch 0. Called with mu held, the threads stopped. */
+static uint64_t run_base_locked(const sp_loader *l)
+{
+    uint64_t n = l->nslots, held = n;
+    for (uint64_t i = 0; i < n && held == n; i++)
+        if (l->slots[i].state == SLOT_LEASED)
+            held = i;
+    if (held == n)
+        return 0;
+    uint64_t best = 0, best_len = 0, start = 0, len = 0;
+    for (uint64_t d = 1; d <= n; d++) {
+        uint64_t i = (held + d) % n;
+        if (l->slots[i].state != SLOT_LEASED) {
+            start = len ? start : i;
+            len++;
+            continue;
+        }
+        if (len > best_len)
+            best = start, best_len = len;
+        len = 0;
+    }
+    return (best + n - l->start_k % n) % n;
+}
+
 static void reset_epoch_state(sp_loader *l)
 {
-    /* A batch the consumer still holds stays leased: its slot is reused only after release. */
+    /* A batch the consumer still holds stays leased: its slot is reused only after release (which
+     * may come from any thread, hence mu). */
+    pthread_mutex_lock(&l->mu);
     for (uint64_t i = 0; i < l->nslots; i++) {
         if (l->slots[i].state != SLOT_LEASED)
             l->slots[i].state = SLOT_FREE;
         l->slots[i].k = UINT64_MAX;
     }
+    l->slots_in_use = 0;
+    for (uint64_t i = 0; i < l->nslots; i++)
+        l->slots_in_use += l->slots[i].state != SLOT_FREE;
+    l->run_base = run_base_locked(l);
+    pthread_mutex_unlock(&l->mu);
     l->win_remaining[0] = l->win_remaining[1] = 0;
     l->reg_head = l->reg_count = 0;
     l->ring_head = l->ring_tail = 0;
     l->job_head = l->job_count = 0;
     l->pending = 0;
-    l->slots_in_use = 0;
-    for (uint64_t i = 0; i < l->nslots; i++)
-        l->slots_in_use += l->slots[i].state != SLOT_FREE;
     l->blocked_slot = -1;
     l->run_epoch = l->epoch;
     l->run_k = l->start_k;
-    l->cons_base = 0;
-    l->next_assign = l->start_k;
+    l->cons_base = l->run_base;
+    l->next_assign = l->run_base + l->start_k;
     l->rpending[0] = l->rpending[1] = 0;
     l->err_batch = UINT64_MAX;
     l->err_code = 0;

@@ -232,6 +232,42 @@ class TestBatches(unittest.TestCase):
             self.assertEqual(len(l), 12)
             self.assertEqual(l.samples_per_epoch, 600)
 
+    def test_seek_with_previous_batch_alive(self):
+        """The usual epoch loop keeps the last batch alive across set_epoch and load_state_dict;
+        the new position must not wait for it (small ring: the held slot is needed early)."""
+        params = dict(batch_size=8, seed=1, epochs=0, host_memory="4M", prefetch=1)
+        with shardpack.Loader(DS, **params) as l:
+            want = py_batches(l, 3)
+        n = len(want) // 3
+
+        def epoch_of(l):
+            got = []
+            for b in l:  # rebinds the caller's kind of loop variable, as a training loop does
+                got.append((tuple(tensor_bytes(b[f]) for f in b), b.sample_ids()))
+            return got, b
+
+        with shardpack.Loader(DS, timeout=20, **params) as l:
+            state = l.state_dict()
+            b = None
+            for epoch in range(3):
+                l.set_epoch(epoch)
+                got, b = epoch_of(l)
+                self.assertEqual(got, want[epoch * n:(epoch + 1) * n], "epoch %d" % epoch)
+            # Break out early, holding a batch, and seek again: by set_epoch and by a state.
+            for b in l:
+                break
+            self.assertEqual((b.epoch, b.index), (3, 0))
+            l.set_epoch(1)
+            got, b = epoch_of(l)
+            self.assertEqual(got, want[n:2 * n])
+            for b in l:
+                break
+            self.assertEqual((b.epoch, b.index), (2, 0))
+            l.load_state_dict(state)
+            got, b = epoch_of(l)
+            self.assertEqual(got, want[:n])
+            del b
+
 
 class TestLifetime(unittest.TestCase):
     def test_view_outlives_batch_loader_and_ring(self):

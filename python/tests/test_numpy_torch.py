@@ -75,6 +75,28 @@ class TestZeroCopy(unittest.TestCase):
                 self.assertEqual(y.dtype, torch.int64)
                 break
 
+    def test_torch_epoch_loop_with_set_epoch(self):
+        """for epoch: set_epoch(epoch); for x, y in tl: the last x, y are still alive at set_epoch,
+        and the new epoch must not wait for them (small ring: their slot is needed early)."""
+        params = dict(batch_size=8, seed=1, epochs=0, host_memory="4M", prefetch=1)
+        with shardpack.Loader(DS, **params) as l:
+            want = [[b.sample_ids() for b in l] for _ in range(3)]
+        with TorchLoader(DS, with_ids=True, timeout=20, **params) as tl:
+            for epoch in range(3):
+                tl.set_epoch(epoch)
+                got = []
+                for x, y, ids in tl:
+                    got.append(list(ids))
+                self.assertEqual(got, want[epoch], "epoch %d" % epoch)
+            for x, y, ids in tl:  # leave an epoch at once, holding its first batch
+                break
+            tl.set_epoch(1)
+            got = []
+            for x, y, ids in tl:
+                got.append(list(ids))
+            self.assertEqual(got, want[1], "epoch 1 again")
+            del x, y
+
     def test_writer_takes_numpy(self):
         path = os.path.join(TMP.path, "np.sp")
         with shardpack.Writer(path, [("x", "tensor", "float16", (3, 2)), ("label", "label")]) as w:

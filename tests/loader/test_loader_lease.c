@@ -1,4 +1,5 @@
-/* test_loader_lease.c - batch leases and flow control: close refuses leased batches, release checks ownership, hoarding gives SP_EBUSY (not a hang), timeout 0 polls, SP_EEPOCH/SP_EDONE, set_epoch, and batches leased across an epoch end stay intact. */
+/* test_loader_lease.c - batch leases and flow control: close refuses leased batches, release checks ownership, hoarding gives SP_EBUSY (not a hang), timeout 0 polls, SP_EEPOCH/SP_EDONE, set_epoch, batches leased across an epoch end stay intact, and batches leased across set_epoch or load_state do not hold up the new position. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -403,6 +404,225 @@ START_TEST(lease_across_epoch_end)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- seeks with batches leased */
+
+/* One block per shuffle window and batches larger than a block: a window touches at most two
+ * batches, so a consumer may hold all but two of the ring's slots. */
+#define SEEK_NB ((N_SAMPLES + 63) / 64)
+
+static sp_loader *open_seek(void)
+{
+    sp_loader *l;
+    int rc = lt_open(g_ds.dir, &l, "seed", g_seedstr, "epochs", "0", "batch_size", "64", "shuffle_window", "1", NULL);
+    ck_assert_msg(rc == 0, "open: %s", sp_last_error());
+    return l;
+}
+
+static uint64_t ring_slots(sp_loader *l)
+{
+    sp_loader_stats st;
+    ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+    return st.batch_ring_slots;
+}
+
+/* Epochs 0 and 1 of a fresh loader with open_seek's configuration. */
+static void seek_reference(lt_rec ref[2])
+{
+    sp_loader *l = open_seek();
+    for (int e = 0; e < 2; e++) {
+        ck_assert_int_eq(lt_epoch(l, &g_ds, &ref[e]), SP_EEPOCH);
+        ck_assert_uint_eq(ref[e].bad, 0);
+        ck_assert_uint_eq(ref[e].nb, SEEK_NB);
+    }
+    ck_assert_int_eq(sp_loader_close(l), 0);
+}
+
+/* Batches still leased from before a seek, with copies of their contents and when each goes back:
+ * rel[j] is the batch of the new position after which held[j] is released (-1: before the first). */
+typedef struct held_set {
+    sp_batch *b[64];
+    snap s[64];
+    long rel[64];
+    size_t n;
+} held_set;
+
+/* Takes batches 0..last of epoch 0, keeping those at the indices in keep[] leased. */
+static void take_keeping(sp_loader *l, size_t last, const size_t *keep, size_t nkeep, held_set *h)
+{
+    h->n = 0;
+    for (size_t k = 0, i = 0; k <= last; k++) {
+        sp_batch *b = next_ok(l);
+        ck_assert_uint_eq(sp_batch_index(b), k);
+        if (i < nkeep && keep[i] == k) {
+            h->b[h->n] = b;
+            h->s[h->n++] = take(b);
+            i++;
+        } else {
+            ck_assert_int_eq(sp_loader_release(l, b), 0);
+        }
+    }
+}
+
+static void release_due(sp_loader *l, held_set *h, long after)
+{
+    for (size_t j = 0; j < h->n; j++) {
+        if (h->b[j] && h->rel[j] == after) {
+            same_as(&h->s[j], h->b[j], "after a seek");
+            ck_assert_int_eq(sp_loader_release(l, h->b[j]), 0);
+            h->b[j] = NULL;
+        }
+    }
+}
+
+/* After a seek to (e, from): every batch of the rest of epoch e comes at once (no SP_EBUSY), the
+ * same as ref's, while the held batches go back on h's schedule, unchanged until then. */
+static void run_after_seek(sp_loader *l, const lt_rec *ref, uint64_t e, size_t from, held_set *h, const char *what)
+{
+    release_due(l, h, -1);
+    for (size_t k = from; k < SEEK_NB; k++) {
+        sp_batch *b;
+        int rc = sp_loader_next(l, &b, 20000);
+        ck_assert_msg(rc == 0, "%s: epoch %llu batch %zu with %zu held: %s: %s", what, (unsigned long long)e, k, h->n,
+                      sp_error_name(rc), sp_last_error());
+        ck_assert_uint_eq(sp_batch_epoch(b), e);
+        ck_assert_uint_eq(sp_batch_index(b), k);
+        ck_assert_msg(lt_batch_hash(b) == ref->hash[k], "%s: epoch %llu batch %zu differs from a fresh loader's", what,
+                      (unsigned long long)e, k);
+        ck_assert_int_eq(sp_loader_release(l, b), 0);
+        release_due(l, h, (long)(k - from));
+    }
+    sp_batch *b;
+    ck_assert_int_eq(sp_loader_next(l, &b, 20000), SP_EEPOCH);
+    release_due(l, h, LONG_MAX);
+    for (size_t j = 0; j < h->n; j++) {
+        ck_assert_ptr_null(h->b[j]);
+        free(h->s[j].bytes);
+    }
+}
+
+enum { REL_AT_ONCE, REL_JUST_IN_TIME, REL_RANDOM, REL_AFTER_EPOCH, REL_SCHEDULES };
+
+/* When each of n held batches goes back. The new run reaches the held slots last, oldest first,
+ * and a window claims at most two batches: held[j]'s slot is needed for new batch free + j - 1,
+ * where free is the number of slots nothing holds. */
+static void schedule(held_set *h, int how, uint64_t slots, tu_rng *r)
+{
+    for (size_t j = 0; j < h->n; j++) {
+        long due = (long)(slots - h->n + j) - 2; /* released after this new batch at the latest */
+        h->rel[j] = how == REL_AT_ONCE        ? -1
+                    : how == REL_JUST_IN_TIME ? due
+                    : how == REL_RANDOM       ? (long)tu_below(r, (uint64_t)(due + 2)) - 1
+                                              : LONG_MAX;
+    }
+}
+
+START_TEST(set_epoch_with_held_batches)
+{
+    lt_rec ref[2] = { { 0 } };
+    seek_reference(ref);
+    tu_rng r = { tu_mix(g_seed ^ 0x5e7e) };
+    sp_loader *probe = open_seek();
+    uint64_t slots = ring_slots(probe);
+    ck_assert_int_eq(sp_loader_close(probe), 0);
+    fprintf(stderr, "lease: seeks with batches held, ring of %llu slots\n", (unsigned long long)slots);
+    ck_assert_msg(slots >= 4 && slots + 20 < SEEK_NB && slots - 2 <= 64, "a ring of %llu slots", (unsigned long long)slots);
+    /* The last h batches taken, for h = 1, 2 and every slot but two, held across set_epoch. */
+    const size_t hs[] = { 1, 2, slots - 2 };
+    for (size_t hi = 0; hi < 3; hi++) {
+        for (int how = 0; how < REL_SCHEDULES; how++) {
+            size_t h = hs[hi], last = 19 + hi; /* ends at several slots of the ring */
+            if (how == REL_AFTER_EPOCH && h > 1)
+                continue; /* one batch held for the whole epoch: the ring must go round it */
+            size_t keep[64];
+            for (size_t j = 0; j < h; j++)
+                keep[j] = last + 1 - h + j;
+            sp_loader *l = open_seek();
+            held_set hb;
+            take_keeping(l, last, keep, h, &hb);
+            schedule(&hb, how, slots, &r);
+            ck_assert_int_eq(sp_loader_set_epoch(l, 1), 0);
+            if (how == REL_AFTER_EPOCH) {
+                /* Not enough slots to go round it without a release: SP_EBUSY names the held batch. */
+                size_t k = 0;
+                sp_batch *b;
+                int rc;
+                while ((rc = sp_loader_next(l, &b, 20000)) == 0) {
+                    ck_assert_uint_eq(sp_batch_index(b), k++);
+                    ck_assert_int_eq(sp_loader_release(l, b), 0);
+                }
+                ck_assert_msg(rc == SP_EBUSY, "%s: %s", sp_error_name(rc), sp_last_error());
+                ck_assert_uint_ge(k, slots - 2);
+                char want[64];
+                snprintf(want, sizeof want, "batch %zu of epoch 0 is still leased", keep[0]);
+                ck_assert_msg(strstr(sp_last_error(), want), "message: %s", sp_last_error());
+                ck_assert_msg(strstr(sp_last_error(), "of epoch 1 cannot be produced"), "message: %s", sp_last_error());
+                same_as(&hb.s[0], hb.b[0], "at SP_EBUSY");
+                ck_assert_int_eq(sp_loader_release(l, hb.b[0]), 0);
+                free(hb.s[0].bytes);
+                ck_assert_int_eq(sp_loader_set_epoch(l, 1), 0);
+                hb.n = 0;
+            }
+            char what[64];
+            snprintf(what, sizeof what, "set_epoch holding %zu, schedule %d", h, how);
+            run_after_seek(l, &ref[1], 1, 0, &hb, what);
+            ck_assert_int_eq(sp_loader_close(l), 0);
+        }
+    }
+    /* The oldest batch the ring allows held, the rest released: the new run uses every other slot
+     * before it needs that one. */
+    sp_loader *l = open_seek();
+    held_set hb;
+    const size_t first[] = { 0 };
+    take_keeping(l, slots - 2, first, 1, &hb);
+    hb.rel[0] = (long)slots - 3;
+    ck_assert_int_eq(sp_loader_set_epoch(l, 1), 0);
+    run_after_seek(l, &ref[1], 1, 0, &hb, "set_epoch holding the oldest");
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    lt_rec_free(&ref[0]);
+    lt_rec_free(&ref[1]);
+}
+END_TEST
+
+START_TEST(load_state_with_held_batches)
+{
+    lt_rec ref[2] = { { 0 } };
+    seek_reference(ref);
+    tu_rng r = { tu_mix(g_seed ^ 0x10ad) };
+    for (int how = 0; how < REL_AFTER_EPOCH; how++) {
+        sp_loader *l = open_seek();
+        uint64_t slots = ring_slots(l);
+        ck_assert(slots >= 4 && slots - 2 <= 20);
+        /* A state saved at batch 10 of epoch 0, loaded back while holding every slot but two. */
+        held_set hb;
+        take_keeping(l, 9, NULL, 0, &hb);
+        uint8_t state[SP_LOADER_STATE_BYTES];
+        ck_assert_int_eq(sp_loader_save_state(l, state, sizeof state), 0);
+        size_t keep[64] = { 0 };
+        for (size_t j = 0; j < slots - 2; j++)
+            keep[j] = 30 - (slots - 2) + 1 + j;
+        sp_batch *b;
+        for (size_t k = 10; k < keep[0]; k++) {
+            ck_assert_int_eq(sp_loader_next(l, &b, 20000), 0);
+            ck_assert_int_eq(sp_loader_release(l, b), 0);
+        }
+        for (size_t j = 0; j < slots - 2; j++) {
+            hb.b[j] = next_ok(l);
+            ck_assert_uint_eq(sp_batch_index(hb.b[j]), keep[j]);
+            hb.s[j] = take(hb.b[j]);
+        }
+        hb.n = slots - 2;
+        schedule(&hb, how, slots, &r);
+        ck_assert_int_eq(sp_loader_load_state(l, state, sizeof state), 0);
+        char what[64];
+        snprintf(what, sizeof what, "load_state holding %zu, schedule %d", hb.n, how);
+        run_after_seek(l, &ref[0], 0, 10, &hb, what);
+        ck_assert_int_eq(sp_loader_close(l), 0);
+    }
+    lt_rec_free(&ref[0]);
+    lt_rec_free(&ref[1]);
+}
+END_TEST
+
 int main(void)
 {
     g_seed = tu_seed(0x1ea5e);
@@ -421,6 +641,8 @@ int main(void)
     tcase_add_test(tc, epoch_codes);
     tcase_add_test(tc, set_epoch_restarts);
     tcase_add_test(tc, lease_across_epoch_end);
+    tcase_add_test(tc, set_epoch_with_held_batches);
+    tcase_add_test(tc, load_state_with_held_batches);
     int rc = tu_run(s, g_seed);
     lt_ds_free(&g_ds);
     return rc;
