@@ -43,6 +43,8 @@ typedef struct ld_slot {
     atomic_uint rows_done;
     uint32_t rows_expected;
     uint8_t *bad; /* per row: filled in for a skipped corrupt sample */
+    uint32_t note_row;       /* under mu: the lowest bad row, UINT32_MAX for none */
+    char note[SP_ERRMSG_MAX]; /* under mu: why that row is bad */
 } ld_slot;
 
 /* How one schema field becomes one batch tensor. */
@@ -73,6 +75,7 @@ typedef struct ld_region {
 
 struct sp_loader {
     sp_errbuf eb;
+    char name[256];       /* what was opened (a path, a glob, the first of the shards), for messages */
     sp_errbuf *ceb;       /* where the host stage's consumer writes its errors: eb, or the
                            * device stage's own buffer while its copy thread is the consumer */
     bool consumer_abort;  /* under mu: the host consumer's wait returns at once (device stage halt) */

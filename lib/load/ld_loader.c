@@ -644,6 +644,7 @@ int sp_loader_open(const char *path, const sp_params *params, sp_loader **out)
     sp_loader *l = loader_new();
     if (!l)
         return sp_fail(NULL, SP_ENOMEM, "%s: out of memory", path);
+    snprintf(l->name, sizeof l->name, "%s", path);
     bool is_glob = strpbrk(path, "*?[") && access(path, F_OK) != 0;
     int rc = is_glob ? open_glob(path, params, &l->ds) : sp_dataset_open(path, params, &l->ds);
     if (rc)
@@ -660,6 +661,8 @@ int sp_loader_open_shards(const char *const *paths, size_t n, const sp_params *p
     sp_loader *l = loader_new();
     if (!l)
         return sp_fail(NULL, SP_ENOMEM, "out of memory");
+    if (n && paths && paths[0])
+        snprintf(l->name, sizeof l->name, n > 1 ? "%s and %zu more shards" : "%s", paths[0], n - 1);
     int rc = sp_dataset_open_shards(paths, n, params, &l->ds);
     if (rc)
         sp_fail_keep(&l->eb, rc); /* "%s" of sp_last_error() into itself was undefined */

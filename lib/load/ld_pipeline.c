@@ -114,25 +114,40 @@ static int shard_fd(sp_loader *l, const ld_reader *rd, uint32_t shard, bool dire
 
 static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 
+/* src into dst[cap], cut short when longer. */
+static void copy_cut(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src) < cap - 1 ? strlen(src) : cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 /* Records a failure that makes batch k and every later one fail, if it is the earliest so far. */
 static void fail_batch_locked(sp_loader *l, uint64_t k, int code, const char *msg)
 {
     if (k < l->err_batch) {
         l->err_batch = k;
         l->err_code = code;
-        size_t n = strlen(msg) < sizeof l->err_msg - 1 ? strlen(msg) : sizeof l->err_msg - 1;
-        memcpy(l->err_msg, msg, n);
-        l->err_msg[n] = '\0';
+        copy_cut(l->err_msg, sizeof l->err_msg, msg);
         pthread_cond_broadcast(&l->c_consumer);
+    }
+}
+
+/* Keeps msg as the reason of the slot's lowest bad row, for the message of a batch with no good row
+ * to fill the bad ones from: the lowest row, so the message does not depend on thread timing.
+ * Called with mu held. */
+static void note_row_locked(ld_slot *s, uint32_t row, const char *msg)
+{
+    if (row < s->note_row) {
+        s->note_row = row;
+        copy_cut(s->note, sizeof s->note, msg);
     }
 }
 
 /* Keeps msg (truncated) as the stats' latest bad block or image. Called with mu held. */
 static void note_bad(sp_loader *l, const char *msg)
 {
-    size_t n = strlen(msg) < sizeof l->st.bad_note - 1 ? strlen(msg) : sizeof l->st.bad_note - 1;
-    memcpy(l->st.bad_note, msg, n);
-    l->st.bad_note[n] = '\0';
+    copy_cut(l->st.bad_note, sizeof l->st.bad_note, msg);
 }
 
 /* ---------------------------------------------------------------- batch completion */
@@ -181,9 +196,11 @@ static void rows_done(sp_loader *l, ld_slot *s, unsigned n)
         if (l->waiting_for == s->k)
             pthread_cond_signal(&l->c_consumer);
     } else {
-        char msg[200];
-        snprintf(msg, sizeof msg, "batch %llu: every sample in it is corrupt; nothing to fill it with",
-                 (unsigned long long)s->k);
+        char msg[SP_ERRMSG_MAX + 512]; /* cut to SP_ERRMSG_MAX when recorded */
+        snprintf(msg, sizeof msg,
+                 "%s: epoch %llu, batch %llu: every sample in it is bad, so on_error=skip has no good row to fill it "
+                 "with; the first (row %u): %s",
+                 l->name, (unsigned long long)s->b.epoch, (unsigned long long)s->b.index, s->note_row, s->note);
         fail_batch_locked(l, s->k, SP_ECORRUPT, msg);
     }
     pthread_mutex_unlock(&l->mu);
@@ -196,19 +213,24 @@ typedef struct ld_worker {
     int id;
 } ld_worker;
 
-/* An image that could not be decoded: its batch fails, or (on_error=skip) its row is marked for
- * filling. Returns true: the row is bad either way. */
-static bool image_failed(sp_loader *l, const ld_job *j, uint32_t r, uint64_t g, ld_slot *s, uint32_t row, int code,
-                         const char *why)
+/* A sample whose value for output o cannot be delivered (an image that could not be decoded, a
+ * token that does not fit int32): its batch fails, or (on_error=skip) its row is marked for filling.
+ * Returns true: the row is bad either way. */
+static bool row_failed(sp_loader *l, const ld_job *j, uint32_t r, uint64_t g, ld_slot *s, uint32_t row,
+                       const ld_out *o, int code, const char *why)
 {
+    bool image = o->convert == CONVERT_IMAGE;
     const fmt_block_entry *be = l->block_entry[j->block];
     const fmt_shard *sh = l->shards[l->block_shard[j->block]];
     char msg[SP_ERRMSG_MAX + 512];
-    snprintf(msg, sizeof msg, "%s: block %llu, sample %llu (row %u of the block): image: %s", sh->path,
-             (unsigned long long)(be - sh->index.blocks), (unsigned long long)(l->block_first[j->block] + r), r, why);
+    snprintf(msg, sizeof msg, "%s: block %llu, sample %llu (row %u of the block): %s: %s", sh->path,
+             (unsigned long long)(be - sh->index.blocks), (unsigned long long)(l->block_first[j->block] + r), r,
+             image ? "image" : l->schema->f[o->field].name, why);
     pthread_mutex_lock(&l->mu);
-    l->st.images_bad++;
+    if (image)
+        l->st.images_bad++;
     note_bad(l, msg);
+    note_row_locked(s, row, msg);
     if (l->on_error == SP_ON_ERROR_SKIP)
         l->st.samples_skipped++;
     else
@@ -257,15 +279,20 @@ static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v, int 
                 else
                     rc = img_process(l->imgc[id], src, size, epoch, sample, dst, NULL, why, sizeof why);
                 if (rc)
-                    bad = image_failed(l, j, r, g, s, row, rc, why);
+                    bad = row_failed(l, j, r, g, s, row, o, rc, why);
                 else
                     images++;
-            } else if (o->convert == CONVERT_COPY)
+            } else if (o->convert == CONVERT_COPY) {
                 ld_row_copy(dst, src, o->row_bytes);
-            else if (o->convert == CONVERT_U16_I32)
+            } else if (o->convert == CONVERT_U16_I32) {
                 ld_row_widen16(dst, src, o->row_bytes / 4);
-            else
-                ld_row_widen32(dst, src, o->row_bytes / 4);
+            } else if (!ld_row_widen32(dst, src, o->row_bytes / 4)) {
+                size_t at = ld_row_first_big32(src, o->row_bytes / 4);
+                char why[160];
+                snprintf(why, sizeof why, "token %u (position %zu) does not fit int32 (token_dtype=int32)",
+                         sp_ld32(src + 4 * at), at);
+                bad = row_failed(l, j, r, g, s, row, o, SP_ERANGE, why);
+            }
         }
         s->b.ids[row] = bad ? UINT64_MAX : sample;
         assert(g - gfirst < l->bpw);
@@ -324,6 +351,9 @@ static void block_failed(sp_loader *l, const ld_job *j, int code, const char *wh
             continue;
         ld_slot *s = &l->slots[(gbase + p / l->batch) % l->nslots];
         uint32_t row = (uint32_t)(p % l->batch);
+        pthread_mutex_lock(&l->mu);
+        note_row_locked(s, row, msg);
+        pthread_mutex_unlock(&l->mu);
         s->bad[row] = 1;
         s->b.ids[row] = UINT64_MAX;
         rows_done(l, s, 1);
@@ -564,6 +594,7 @@ static bool claim_batches(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t fro
         s->rows_expected = (uint32_t)(rows < l->batch ? rows : l->batch);
         atomic_store(&s->rows_done, 0);
         memset(s->bad, 0, l->batch);
+        s->note_row = UINT32_MAX;
         s->b.epoch = l->rplan[pi].cfg.epoch;
         s->b.index = k;
         s->b.rows = s->rows_expected;

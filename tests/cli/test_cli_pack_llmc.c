@@ -89,6 +89,39 @@ START_TEST(test_uint32)
 }
 END_TEST
 
+/* Token 3 is 2^32 - 1 and token 4 is 2^31: packed as they are, refused by token_dtype=int32. */
+static uint32_t big_at_3(uint32_t k, uint32_t unused)
+{
+    (void)unused;
+    return k == 3 ? 0xFFFFFFFFu : k == 4 ? 0x80000000u : k;
+}
+
+START_TEST(test_uint32_beyond_int32)
+{
+    char *a = clit_path("%s/big.bin", tmp);
+    clit_write_llmc(a, 4, 8, big_at_3, 0, 0);
+    char *out = clit_path("%s/out", tmp);
+    clit_result r = clit_run("pack", a, "-o", out, "--seq-len", "3", "-q", NULL);
+    ck_assert_msg(r.status == 0, "pack: %s", r.err);
+    clit_result_free(&r);
+    r = clit_run("cat", out, "--index", "0", "--text", NULL);
+    ck_assert_msg(r.status == 0 && strstr(r.out, "4294967295"), "cat: %s%s", r.out, r.err);
+    clit_result_free(&r);
+    /* Loading them as int32 would give ids -1 and -2147483648: the sample is bad instead. */
+    r = clit_run("bench", out, "--token-dtype", "int32", "--batch-size", "1", "--epochs", "1", "-q", NULL);
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_msg(strstr(r.err, "shard-000000.sps: block 0, sample 0 (") &&
+                      strstr(r.err, "tokens: token 4294967295 (position 3) does not fit int32"),
+                  "bench: %s", r.err);
+    clit_result_free(&r);
+    r = clit_run("bench", out, "--batch-size", "1", "--epochs", "1", "-q", NULL);
+    ck_assert_msg(r.status == 0, "bench, tokens stored: %s", r.err);
+    clit_result_free(&r);
+    free(a);
+    free(out);
+}
+END_TEST
+
 START_TEST(test_errors)
 {
     char *a = write_tokens("a.bin", 2, 100, 0, 0);
@@ -134,6 +167,7 @@ int main(void)
     tcase_set_timeout(tc, 100);
     tcase_add_test(tc, test_uint16);
     tcase_add_test(tc, test_uint32);
+    tcase_add_test(tc, test_uint32_beyond_int32);
     tcase_add_test(tc, test_errors);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

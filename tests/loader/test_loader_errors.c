@@ -1,9 +1,11 @@
-/* test_loader_errors.c - damaged data while streaming: a corrupt block fails at exactly its first batch naming shard and block (on_error=fail), or is skipped with its rows filled deterministically (on_error=skip); shards truncated or removed after open end in a clean error, never a hang. */
+/* test_loader_errors.c - damaged data while streaming: a corrupt block fails at exactly its first batch naming shard and block (on_error=fail), or is skipped with its rows filled deterministically (on_error=skip); shards truncated or removed after open end in a clean error, never a hang; uint32 tokens past int32 under token_dtype=int32 are bad samples; a batch with no good row names its first bad one. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <dlpack/dlpack.h>
 
 #include "lt_util.h"
 #include "test_util.h"
@@ -280,6 +282,216 @@ START_TEST(shard_removed_after_open)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- tokens beyond int32 */
+
+/* A dataset of uint32 tokens (what llm.c's uint32 files pack into), some of them 2^31 or more:
+ * sample id holds tok32(id, i); a bad id holds a big token at position id % T32_SEQ. */
+#define T32_N 240
+#define T32_SEQ 11
+static const uint64_t t32_bad[] = { 17, 48, 49, 50, 51, 77, 87, 100, 239 };
+#define T32_NBAD (sizeof t32_bad / sizeof t32_bad[0])
+static char *g_t32_root, *g_t32;
+
+static bool t32_is_bad(uint64_t id)
+{
+    for (size_t i = 0; i < T32_NBAD; i++)
+        if (t32_bad[i] == id)
+            return true;
+    return false;
+}
+
+static uint32_t tok32(uint64_t id, uint32_t i)
+{
+    if (t32_is_bad(id) && i == id % T32_SEQ)
+        return id % 2 ? 0x80000000u : 0xFFFFFFFFu;
+    return (uint32_t)((id * 131 + i * 7) % 50000);
+}
+
+static void make_t32(void)
+{
+    g_t32_root = tu_tmpdir("t32");
+    g_t32 = tu_join(g_t32_root, "data");
+    sp_schema *s = sp_schema_create();
+    uint64_t shape[1] = { T32_SEQ };
+    ck_assert_int_eq(sp_schema_add(s, "label", SP_FIELD_LABEL, SP_DTYPE_I64, 0, NULL), 0);
+    ck_assert_int_eq(sp_schema_add(s, "tokens", SP_FIELD_TOKENS, SP_DTYPE_U32, 1, shape), 0);
+    sp_params *p = tu_params("block_size", "4K", NULL);
+    sp_writer *w;
+    ck_assert_int_eq(sp_writer_open(g_t32, s, p, &w), 0);
+    for (uint64_t id = 0; id < T32_N; id++) {
+        int64_t label = (int64_t)id;
+        uint32_t tok[T32_SEQ];
+        for (uint32_t i = 0; i < T32_SEQ; i++)
+            tok[i] = tok32(id, i);
+        sp_value v[2] = { { &label, sizeof label }, { tok, sizeof tok } };
+        ck_assert_int_eq(sp_writer_add(w, v, 2), 0);
+    }
+    ck_assert_int_eq(sp_writer_finish(w), 0);
+    sp_writer_destroy(w);
+    sp_params_destroy(p);
+    sp_schema_destroy(s);
+}
+
+static void free_t32(void)
+{
+    tu_rmtree(g_t32_root);
+    free(g_t32_root);
+    free(g_t32);
+}
+
+static sp_loader *open_t32(const char *dtype, const char *on_error, const char *shuffle, const char *batch,
+                           const char *threads, const char *epochs)
+{
+    sp_loader *l;
+    int rc = lt_open(g_t32, &l, "token_dtype", dtype, "on_error", on_error, "shuffle", shuffle, "batch_size", batch,
+                     "threads", threads, "seed", g_seedstr, "epochs", epochs, NULL);
+    ck_assert_msg(rc == 0, "open: %s", sp_last_error());
+    return l;
+}
+
+/* The shard file and block of sample id. */
+static void t32_where(uint64_t id, char **shard, uint64_t *block)
+{
+    sp_dataset *ds;
+    ck_assert_int_eq(sp_dataset_open(g_t32, NULL, &ds), 0);
+    uint64_t gb;
+    uint32_t row;
+    ck_assert_int_eq(sp_dataset_locate(ds, id, &gb, &row), 0);
+    sp_block_info bi;
+    ck_assert_int_eq(sp_dataset_block_info(ds, gb, &bi), 0);
+    sp_shard_info si;
+    ck_assert_int_eq(sp_dataset_shard_info(ds, bi.shard, &si), 0);
+    *shard = strdup(si.path);
+    *block = bi.index;
+    sp_dataset_close(ds);
+}
+
+/* Checks a batch's good rows against tok32 (as int32 or as stored); returns its filled rows. */
+static uint32_t t32_check(const sp_batch *b, bool int32)
+{
+    const DLTensor *t = sp_batch_tensor(b, (size_t)sp_batch_find(b, "tokens"));
+    ck_assert_int_eq(t->dtype.bits, 32);
+    ck_assert_int_eq(t->dtype.code, int32 ? kDLInt : kDLUInt);
+    uint32_t filled = 0;
+    for (uint32_t r = 0; r < sp_batch_size(b); r++) {
+        uint64_t id = sp_batch_sample_id(b, r);
+        if (id == UINT64_MAX) {
+            filled++;
+            continue;
+        }
+        ck_assert_msg(!int32 || !t32_is_bad(id), "sample %llu, holding a token past int32, delivered",
+                      (unsigned long long)id);
+        const uint32_t *row = (const uint32_t *)t->data + (size_t)r * T32_SEQ;
+        for (uint32_t i = 0; i < T32_SEQ; i++)
+            ck_assert_msg(row[i] == tok32(id, i), "sample %llu token %u: %u", (unsigned long long)id, i, row[i]);
+    }
+    return filled;
+}
+
+START_TEST(tokens_beyond_int32_fail)
+{
+    make_t32();
+    char *shard;
+    uint64_t block;
+    t32_where(17, &shard, &block);
+    static const char *const threads[] = { "1", "3" };
+    for (int t = 0; t < 2; t++) {
+        /* In order, batches of 4: samples 0..15 come, then batch 4 (sample 17) fails. */
+        sp_loader *l = open_t32("int32", "fail", "false", "4", threads[t], "1");
+        sp_batch *b;
+        for (uint64_t k = 0; k < 4; k++) {
+            ck_assert_int_eq(sp_loader_next(l, &b, 20000), 0);
+            ck_assert_uint_eq(t32_check(b, true), 0);
+            ck_assert_int_eq(sp_loader_release(l, b), 0);
+        }
+        int rc = sp_loader_next(l, &b, 20000);
+        ck_assert_msg(rc == SP_ERANGE, "%s: %s", sp_error_name(rc), sp_last_error());
+        char want[128];
+        snprintf(want, sizeof want, "block %llu, sample 17 (", (unsigned long long)block);
+        const char *msg = sp_last_error();
+        ck_assert_msg(strstr(msg, shard) && strstr(msg, want) &&
+                          strstr(msg, "tokens: token 2147483648 (position 6) does not fit int32"),
+                      "message: %s", msg);
+        ck_assert_int_eq(sp_loader_next(l, &b, 20000), SP_ERANGE);
+        ck_assert_int_eq(sp_loader_close(l), 0);
+    }
+    /* Stored as they are, the same tokens are delivered unchanged. */
+    sp_loader *l = open_t32("stored", "fail", "true", "8", "2", "1");
+    sp_batch *b;
+    uint64_t n = 0;
+    int rc;
+    while ((rc = sp_loader_next(l, &b, 20000)) == 0) {
+        ck_assert_uint_eq(t32_check(b, false), 0);
+        n += sp_batch_size(b);
+        ck_assert_int_eq(sp_loader_release(l, b), 0);
+    }
+    ck_assert_msg(rc == SP_EEPOCH, "%s: %s", sp_error_name(rc), sp_last_error());
+    ck_assert_uint_eq(n, T32_N);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    free(shard);
+    free_t32();
+}
+END_TEST
+
+START_TEST(tokens_beyond_int32_skipped)
+{
+    make_t32();
+    static const char *const threads[] = { "1", "3" };
+    for (int t = 0; t < 2; t++) {
+        sp_loader *l = open_t32("int32", "skip", "true", "8", threads[t], "1");
+        sp_batch *b;
+        uint64_t rows = 0, filled = 0;
+        int rc;
+        while ((rc = sp_loader_next(l, &b, 20000)) == 0) {
+            filled += t32_check(b, true);
+            rows += sp_batch_size(b);
+            ck_assert_int_eq(sp_loader_release(l, b), 0);
+        }
+        ck_assert_msg(rc == SP_EEPOCH, "%s: %s", sp_error_name(rc), sp_last_error());
+        ck_assert_uint_eq(rows, T32_N);
+        ck_assert_uint_eq(filled, T32_NBAD);
+        sp_loader_stats st;
+        ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+        ck_assert_uint_eq(st.samples_skipped, T32_NBAD);
+        ck_assert_uint_eq(st.images_bad, 0);
+        ck_assert_msg(strstr(st.bad_note, "does not fit int32"), "bad_note: %s", st.bad_note);
+        ck_assert_int_eq(sp_loader_close(l), 0);
+    }
+    free_t32();
+}
+END_TEST
+
+/* on_error=skip and a batch whose every sample is bad (samples 48..51, in order, batches of 4):
+ * it fails, naming the dataset, the epoch and batch, and the first bad row's sample and reason. */
+START_TEST(all_bad_batch_named)
+{
+    make_t32();
+    char *shard;
+    uint64_t block;
+    t32_where(48, &shard, &block);
+    sp_loader *l = open_t32("int32", "skip", "false", "4", "2", "0");
+    ck_assert_int_eq(sp_loader_set_epoch(l, 3), 0);
+    sp_batch *b;
+    for (uint64_t k = 0; k < 12; k++) {
+        ck_assert_int_eq(sp_loader_next(l, &b, 20000), 0);
+        ck_assert_uint_eq(t32_check(b, true), k == 4 ? 1 : 0);
+        ck_assert_int_eq(sp_loader_release(l, b), 0);
+    }
+    int rc = sp_loader_next(l, &b, 20000);
+    ck_assert_msg(rc == SP_ECORRUPT, "%s: %s", sp_error_name(rc), sp_last_error());
+    char want[512];
+    snprintf(want, sizeof want, "%s: epoch 3, batch 12: every sample in it is bad", g_t32);
+    const char *msg = sp_last_error();
+    ck_assert_msg(strstr(msg, want), "message: %s", msg);
+    snprintf(want, sizeof want, "(row 0): %s: block %llu, sample 48 (", shard, (unsigned long long)block);
+    ck_assert_msg(strstr(msg, want), "message: %s", msg);
+    ck_assert_msg(strstr(msg, "token 4294967295 (position 4) does not fit int32"), "message: %s", msg);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    free(shard);
+    free_t32();
+}
+END_TEST
+
 int main(void)
 {
     g_seed = tu_seed(0xe2202);
@@ -294,6 +506,9 @@ int main(void)
     tcase_add_test(tc, corrupt_block_skipped);
     tcase_add_test(tc, shard_truncated_after_open);
     tcase_add_test(tc, shard_removed_after_open);
+    tcase_add_test(tc, tokens_beyond_int32_fail);
+    tcase_add_test(tc, tokens_beyond_int32_skipped);
+    tcase_add_test(tc, all_bad_batch_named);
     int rc = tu_run(s, g_seed);
     lt_ds_free(&g_ds);
     return rc;
