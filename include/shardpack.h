@@ -545,7 +545,8 @@ SP_API int sp_loader_next(sp_loader *l, sp_batch **out, int timeout_ms);
 /* Returns a batch's memory to the ring. SP_EINVAL for a batch not leased from l. */
 SP_API int sp_loader_release(sp_loader *l, sp_batch *b);
 /* Restarts at the beginning of epoch (0-based), as if it had just begun. Batches still leased stay
- * valid until released. SP_EBUSY when another thread is inside a consumer call. */
+ * valid until released, and the new epoch reaches their slots last. SP_ERANGE past epoch 2^63 - 1.
+ * SP_EBUSY when another thread is inside a consumer call. */
 SP_API int sp_loader_set_epoch(sp_loader *l, uint64_t epoch);
 /* Batches and samples per epoch for this rank (equal on every rank; see stats for those dropped).
  * Consumer calls: 0, with SP_EBUSY's message in sp_last_error(), while another thread is inside one. */
@@ -655,8 +656,11 @@ SP_API int sp_cuda_device_count(void);
 /* Resume state: seed, epoch, next batch, world size, rank, batch size and a dataset fingerprint,
  * in SP_LOADER_STATE_BYTES bytes. save writes it to buf (cap >= SP_LOADER_STATE_BYTES). load makes
  * the next batch the one that would have followed the saved point; a different
- * dataset, world size, rank, batch size or seed is refused (SP_EINVAL) with a message saying which.
- * Both are consumer calls: SP_EBUSY while another thread is inside one. */
+ * dataset, world size, rank, batch size or seed is refused (SP_EINVAL) with a message saying which,
+ * and a position this loader cannot be at (a batch past its epoch's end, a batch past the last epoch,
+ * an epoch past 2^63 - 1) with SP_ERANGE; a refused state leaves the loader where it was. Batches
+ * still leased stay valid, as with set_epoch. Both are consumer calls: SP_EBUSY while another
+ * thread is inside one. */
 #define SP_LOADER_STATE_BYTES 64
 SP_API int sp_loader_state_size(void);
 SP_API int sp_loader_save_state(sp_loader *l, void *buf, size_t cap);

@@ -804,6 +804,39 @@ static void end_epoch(sp_loader *l)
         ld_pipeline_stop(l);
 }
 
+/* Epochs are counted in 64 bits and the reader plans one epoch ahead: a position past this one
+ * could wrap to epoch 0. Even at a billion one-batch epochs a second, nothing reaches it. */
+#define LD_EPOCH_MAX ((uint64_t)INT64_MAX)
+
+/* Whether batch k of epoch e is a position this loader could be at: an epoch it counts to, and a
+ * batch of that epoch or its end; past the last epoch, only its start (where a finished loader is). */
+static int check_position(sp_loader *l, uint64_t e, uint64_t k, const char *what)
+{
+    if (e > LD_EPOCH_MAX)
+        return sp_fail(&l->eb, SP_ERANGE, "%s epoch %llu is past the largest epoch, 2^63 - 1", what,
+                       (unsigned long long)e);
+    if (l->epochs != 0 && e >= l->epochs) {
+        if (k == 0)
+            return SP_OK;
+        return sp_fail(&l->eb, SP_ERANGE, "%s position, batch %llu of epoch %llu, is past the last epoch (epochs=%llu)",
+                       what, (unsigned long long)k, (unsigned long long)e, (unsigned long long)l->epochs);
+    }
+    if (k == 0)
+        return SP_OK;
+    ld_plan plan = { 0 };
+    ld_plan_cfg cfg = { l->seed, e, l->rank, l->world, l->batch, l->window_blocks, l->shuffle, l->drop_last };
+    char why[256];
+    int rc = ld_plan_build(&plan, &cfg, l->block_samples, l->nblocks, why, sizeof why);
+    uint64_t n = plan.nbatches;
+    ld_plan_free(&plan);
+    if (rc)
+        return sp_fail(&l->eb, rc, "%s", why);
+    if (k > n)
+        return sp_fail(&l->eb, SP_ERANGE, "%s position, batch %llu of epoch %llu, is past the epoch's %llu batches", what,
+                       (unsigned long long)k, (unsigned long long)e, (unsigned long long)n);
+    return SP_OK;
+}
+
 int sp_loader_set_epoch(sp_loader *l, uint64_t epoch)
 {
     sp_clear_error();
@@ -812,6 +845,9 @@ int sp_loader_set_epoch(sp_loader *l, uint64_t epoch)
     int rc = consumer_enter(l, "sp_loader_set_epoch");
     if (rc)
         return rc;
+    rc = check_position(l, epoch, 0, "set_epoch:");
+    if (rc)
+        return consumer_leave(l, rc);
     seek(l, epoch, 0);
     return consumer_leave(l, SP_OK);
 }
@@ -1110,6 +1146,9 @@ static int load_state(sp_loader *l, const uint8_t *p, size_t len)
                                                                         : NULL;
     if (what)
         return sp_fail(&l->eb, SP_EINVAL, "the saved state was taken with a different %s", what);
+    int rc = check_position(l, sp_ld64(p + 16), sp_ld64(p + 24), "the saved state's");
+    if (rc)
+        return rc;
     seek(l, sp_ld64(p + 16), sp_ld64(p + 24));
     return SP_OK;
 }

@@ -1,9 +1,10 @@
-/* test_loader_resume.c - save_state, close, open, load_state continues with exactly the batches an uninterrupted run gives (mid-epoch, at 0, at an epoch's end), and a state from another configuration or dataset, or garbage, is refused. */
+/* test_loader_resume.c - save_state, close, open, load_state continues with exactly the batches an uninterrupted run gives (mid-epoch, at 0, at an epoch's end), and a state from another configuration or dataset, garbage, or a position the loader cannot be at is refused. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lt_util.h"
+#include "sp_internal.h" /* sp_st64, sp_checksum64: states forged as a tool could write them */
 #include "test_util.h"
 
 static uint64_t g_seed;
@@ -236,6 +237,79 @@ START_TEST(refuse_garbage)
 }
 END_TEST
 
+/* The state with another position, its checksum made right again: what a tool could write. */
+static void forge(const uint8_t *state, uint8_t *out, uint64_t epoch, uint64_t k)
+{
+    memcpy(out, state, SP_LOADER_STATE_BYTES);
+    sp_st64(out + 16, epoch);
+    sp_st64(out + 24, k);
+    sp_st32(out + 60, (uint32_t)sp_checksum64(out, 60));
+}
+
+static void expect_range(sp_loader *l, const uint8_t *state, const char *want)
+{
+    int rc = sp_loader_load_state(l, state, SP_LOADER_STATE_BYTES);
+    ck_assert_msg(rc == SP_ERANGE, "%s: %s: %s", want, sp_error_name(rc), sp_last_error());
+    ck_assert_msg(strstr(sp_last_error(), want), "message: '%s', wanted '%s'", sp_last_error(), want);
+}
+
+/* A state at a position the loader can never be at is refused at load, with a message, and the
+ * loader stays where it was; the positions it can be at (an epoch's end, past the last epoch) load. */
+START_TEST(refuse_unreachable_positions)
+{
+    const uint64_t nb = (N_SAMPLES + 31) / 32;
+    sp_loader *l = open_default("2");
+    uint8_t state[SP_LOADER_STATE_BYTES], f[SP_LOADER_STATE_BYTES];
+    events e = { 0 };
+    run(l, &e, 3);
+    ck_assert_int_eq(sp_loader_save_state(l, state, sizeof state), 0);
+    char want[160];
+    forge(state, f, 0, nb + 1);
+    snprintf(want, sizeof want, "position, batch %llu of epoch 0, is past the epoch's %llu batches",
+             (unsigned long long)nb + 1, (unsigned long long)nb);
+    expect_range(l, f, want);
+    forge(state, f, 1, UINT64_MAX - 1);
+    expect_range(l, f, "is past the epoch's");
+    forge(state, f, 2, 1); /* epochs=2: epoch 2 is where a finished loader is, at batch 0 only */
+    expect_range(l, f, "batch 1 of epoch 2, is past the last epoch (epochs=2)");
+    forge(state, f, UINT64_MAX, 0);
+    expect_range(l, f, "epoch 18446744073709551615 is past the largest epoch");
+    ck_assert_int_eq(sp_loader_set_epoch(l, UINT64_MAX), SP_ERANGE);
+    ck_assert_int_eq(sp_loader_set_epoch(l, (uint64_t)INT64_MAX + 1), SP_ERANGE);
+    /* None of them moved the loader. */
+    run(l, &e, SIZE_MAX);
+    reference();
+    ck_assert_uint_eq(e.n, g_ref.n);
+    for (size_t i = 0; i < e.n; i++)
+        ck_assert_msg(e.v[i] == g_ref.v[i], "result %zu differs after refused states", i);
+    /* Reachable: the end of an epoch, and past the last epoch at its start. */
+    sp_batch *b;
+    forge(state, f, 1, nb);
+    ck_assert_int_eq(sp_loader_load_state(l, f, sizeof f), 0);
+    ck_assert_int_eq(sp_loader_next(l, &b, 30000), SP_EEPOCH);
+    ck_assert_int_eq(sp_loader_next(l, &b, 30000), SP_EDONE);
+    forge(state, f, 7, 0);
+    ck_assert_int_eq(sp_loader_load_state(l, f, sizeof f), 0);
+    ck_assert_int_eq(sp_loader_next(l, &b, 30000), SP_EDONE);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    /* Endless: any epoch up to 2^63 - 1. */
+    sp_loader *m;
+    ck_assert_int_eq(lt_open(g_ds.dir, &m, "seed", g_seedstr, "epochs", "0", NULL), 0);
+    ck_assert_int_eq(sp_loader_save_state(m, state, sizeof state), 0);
+    forge(state, f, UINT64_MAX, 0);
+    expect_range(m, f, "past the largest epoch, 2^63 - 1");
+    forge(state, f, (uint64_t)INT64_MAX, 2);
+    ck_assert_int_eq(sp_loader_load_state(m, f, sizeof f), 0);
+    ck_assert_int_eq(sp_loader_next(m, &b, 30000), 0);
+    ck_assert_uint_eq(sp_batch_epoch(b), (uint64_t)INT64_MAX);
+    ck_assert_uint_eq(sp_batch_index(b), 2);
+    ck_assert_int_eq(sp_loader_release(m, b), 0);
+    ck_assert_int_eq(sp_loader_close(m), 0);
+    free(e.v);
+    free(g_ref.v);
+}
+END_TEST
+
 int main(void)
 {
     g_seed = tu_seed(0x7e5u);
@@ -251,6 +325,7 @@ int main(void)
     tcase_add_test(tc, resume_same_loader);
     tcase_add_test(tc, refuse_foreign_states);
     tcase_add_test(tc, refuse_garbage);
+    tcase_add_test(tc, refuse_unreachable_positions);
     int rc = tu_run(s, g_seed);
     lt_ds_free(&g_ds);
     lt_ds_free(&g_other);
