@@ -25,14 +25,25 @@ static const char *human(uint64_t n, char *buf, size_t len)
     return buf;
 }
 
-static int64_t env_int(const char *name, int64_t def)
+/* A count a launcher exports (RANK, WORLD_SIZE): *out is its value, or def when it is unset or
+ * empty. SP_EINVAL, naming the variable and its value, for anything but a non-negative decimal
+ * integer; the caller checks the range. */
+static int env_count(sp_errbuf *eb, const char *name, int64_t def, int64_t *out)
 {
     const char *s = getenv(name);
+    *out = def;
     if (!s || !*s)
-        return def;
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    return *end ? -1 : v;
+        return SP_OK;
+    int64_t v = 0;
+    for (const char *c = s; *c; c++) {
+        if (*c < '0' || *c > '9')
+            return sp_fail(eb, SP_EINVAL, "%s='%s' is not a non-negative integer", name, s);
+        if (v > (INT64_MAX - (*c - '0')) / 10)
+            return sp_fail(eb, SP_EINVAL, "%s='%s' is too large", name, s);
+        v = v * 10 + (*c - '0');
+    }
+    *out = v;
+    return SP_OK;
 }
 
 /* ---------------------------------------------------------------- configuration */
@@ -82,10 +93,10 @@ static int read_config(sp_loader *l, const sp_params *p)
         return sp_fail_keep(&l->eb, SP_EINVAL);
     /* Launchers (torchrun, Slurm wrappers, MPI) export RANK and WORLD_SIZE. */
     int64_t rank = sp_params_get(p, SP_PARAM_RANK), world = sp_params_get(p, SP_PARAM_WORLD_SIZE);
-    if (rank < 0)
-        rank = env_int("RANK", 0);
-    if (world == 0)
-        world = env_int("WORLD_SIZE", 1);
+    if (rank < 0 && env_count(&l->eb, "RANK", 0, &rank))
+        return SP_EINVAL;
+    if (world == 0 && env_count(&l->eb, "WORLD_SIZE", 1, &world))
+        return SP_EINVAL;
     if (rank < 0 || world < 1 || world > (1 << 20) || rank >= world)
         return sp_fail(&l->eb, SP_EINVAL, "rank %lld and world size %lld are not valid (check RANK and WORLD_SIZE)",
                      (long long)rank, (long long)world);

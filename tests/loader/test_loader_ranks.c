@@ -202,9 +202,28 @@ START_TEST(too_few_blocks)
     rc = lt_open(small.dir, &l, NULL);
     ck_assert_int_eq(rc, SP_EINVAL);
     ck_assert_msg(strstr(sp_last_error(), "RANK"), "message: %s", sp_last_error());
-    setenv("RANK", "x", 1);
-    rc = lt_open(small.dir, &l, NULL);
-    ck_assert_int_eq(rc, SP_EINVAL);
+    /* Values that are not counts: the message names the variable and its value. */
+    static const char *const junk[][2] = {
+        { "RANK", "x" },          { "RANK", "abc" },       { "RANK", "1x" },  { "RANK", "-1" },
+        { "RANK", " 1" },         { "WORLD_SIZE", "2.0" }, { "WORLD_SIZE", "two" },
+        { "WORLD_SIZE", "+2" },   { "RANK", "99999999999999999999" },
+    };
+    for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
+        setenv("RANK", "0", 1);
+        setenv("WORLD_SIZE", "2", 1);
+        setenv(junk[i][0], junk[i][1], 1);
+        rc = lt_open(small.dir, &l, NULL);
+        ck_assert_int_eq(rc, SP_EINVAL);
+        char want[96];
+        snprintf(want, sizeof want, "%s='%s' is %s", junk[i][0], junk[i][1],
+                 strlen(junk[i][1]) > 19 ? "too large" : "not a non-negative integer");
+        ck_assert_msg(strstr(sp_last_error(), want), "%s=%s: message: %s", junk[i][0], junk[i][1], sp_last_error());
+    }
+    /* Parameters win over the environment, which is then not read. */
+    setenv("RANK", "abc", 1);
+    rc = lt_open(small.dir, &l, "rank", "0", "world_size", "2", NULL);
+    ck_assert_msg(rc == 0, "rank and world_size given: %s", sp_last_error());
+    ck_assert_int_eq(sp_loader_close(l), 0);
     unsetenv("RANK");
     unsetenv("WORLD_SIZE");
     lt_ds_free(&small);
