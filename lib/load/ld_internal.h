@@ -43,6 +43,7 @@ typedef struct ld_slot {
     atomic_uint rows_done;
     uint32_t rows_expected;
     uint8_t *bad; /* per row: filled in for a skipped corrupt sample */
+    uint64_t taken;          /* under mu: when the consumer took it (sp_loader.taken then) */
     uint32_t note_row;       /* under mu: the lowest bad row, UINT32_MAX for none */
     char note[SP_ERRMSG_MAX]; /* under mu: why that row is bad */
 } ld_slot;
@@ -174,6 +175,7 @@ struct sp_loader {
     uint64_t epoch, start_k, next_k, cons_base, next_assign;
     bool done;
     uint64_t leases;
+    uint64_t taken; /* under mu: batches the host consumer has taken, ever (orders the leases) */
 
     /* the first failure of this run, by global batch */
     uint64_t err_batch;

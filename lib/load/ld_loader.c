@@ -974,6 +974,7 @@ int ld_host_next(sp_loader *l, sp_batch **out, int timeout_ms)
     rc = wait_ready(l, s, g, timeout_ms);
     if (rc == SP_OK) {
         s->state = SLOT_LEASED;
+        s->taken = ++l->taken;
         l->leases++;
         l->next_k++;
         l->st.batches++;

@@ -738,32 +738,20 @@ static void *reader_main(void *arg)
 
 /* Where a new run's numbering starts. Batch g of a run lives in slot g % nslots and the reader
  * claims slots in that order, so a batch the consumer still holds from before a seek blocks the
- * new run once the run reaches its slot. The run therefore begins at the first slot of the longest
- * stretch of free slots (cyclically): held slots come last, and when the consumer held the batches
- * it took last, they come in the order it took them, as if the old run had gone on. With nothing
- * leased the run starts at slot start_k % nslots, as a fresh loader does. Returns the global number
- * of run_epoch's batch 0. Called with mu held, the threads stopped. */
+ * new run once the run reaches its slot. The run therefore begins right after the slot of the
+ * newest batch still held, as if the old run had gone on: the free slots come first, then the held
+ * ones, oldest first, the order in which a consumer that keeps its latest batches gives them back.
+ * With nothing leased the run starts at slot start_k % nslots, as a fresh loader does. Returns the
+ * global number of run_epoch's batch 0. Called with mu held, the threads stopped. */
 static uint64_t run_base_locked(const sp_loader *l)
 {
-    uint64_t n = l->nslots, held = n;
-    for (uint64_t i = 0; i < n && held == n; i++)
-        if (l->slots[i].state == SLOT_LEASED)
-            held = i;
-    if (held == n)
+    uint64_t n = l->nslots, newest = n;
+    for (uint64_t i = 0; i < n; i++)
+        if (l->slots[i].state == SLOT_LEASED && (newest == n || l->slots[i].taken > l->slots[newest].taken))
+            newest = i;
+    if (newest == n)
         return 0;
-    uint64_t best = 0, best_len = 0, start = 0, len = 0;
-    for (uint64_t d = 1; d <= n; d++) {
-        uint64_t i = (held + d) % n;
-        if (l->slots[i].state != SLOT_LEASED) {
-            start = len ? start : i;
-            len++;
-            continue;
-        }
-        if (len > best_len)
-            best = start, best_len = len;
-        len = 0;
-    }
-    return (best + n - l->start_k % n) % n;
+    return (newest + 1 + n - l->start_k % n) % n;
 }
 
 static void reset_epoch_state(sp_loader *l)
