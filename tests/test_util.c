@@ -354,6 +354,24 @@ int tu_write_dataset(const char *dir, const tu_data *d, const sp_params *params,
     return rc;
 }
 
+char *tu_shard_of(const char *dir, uint64_t sample, uint64_t *block)
+{
+    sp_dataset *ds;
+    ck_assert_int_eq(sp_dataset_open(dir, NULL, &ds), 0);
+    uint64_t global;
+    uint32_t row;
+    ck_assert_int_eq(sp_dataset_locate(ds, sample, &global, &row), 0);
+    sp_block_info bi;
+    ck_assert_int_eq(sp_dataset_block_info(ds, global, &bi), 0);
+    sp_shard_info si;
+    ck_assert_int_eq(sp_dataset_shard_info(ds, bi.shard, &si), 0);
+    char *path = strdup(si.path);
+    if (block)
+        *block = bi.index;
+    sp_dataset_close(ds);
+    return path;
+}
+
 void tu_check_dataset(sp_dataset *ds, const tu_data *d, uint64_t first)
 {
     const unsigned long long seed = (unsigned long long)d->seed;

@@ -58,6 +58,9 @@ size_t tu_count_files(const char *dir, bool (*pred)(const char *name));
 /* Sorted list of shard-*.sps paths in dir (malloc'd array of malloc'd strings). */
 char **tu_list_shards(const char *dir, size_t *n);
 void tu_free_list(char **v, size_t n);
+/* Path of the shard file holding global sample `sample` of the dataset at dir (malloc'd), and when
+ * block is not NULL, the block's index within that shard. */
+char *tu_shard_of(const char *dir, uint64_t sample, uint64_t *block);
 
 /* ---- generated datasets ---- */
 /* Describes a dataset whose every value is a pure function of (seed, sample, field), so it can be

@@ -143,23 +143,6 @@ static void free_ds(ids *d)
     free(d->kind);
 }
 
-/* Path of the shard holding sample (malloc'd). */
-static char *shard_of(const ids *d, uint64_t sample)
-{
-    sp_dataset *ds;
-    ck_assert_int_eq(sp_dataset_open(d->dir, NULL, &ds), 0);
-    uint64_t block;
-    uint32_t row;
-    ck_assert_int_eq(sp_dataset_locate(ds, sample, &block, &row), 0);
-    sp_block_info bi;
-    ck_assert_int_eq(sp_dataset_block_info(ds, block, &bi), 0);
-    sp_shard_info si;
-    ck_assert_int_eq(sp_dataset_shard_info(ds, bi.shard, &si), 0);
-    char *p = strdup(si.path);
-    sp_dataset_close(ds);
-    return p;
-}
-
 /* Whether msg names "sample N" with N exactly id. */
 static bool names_sample(const char *msg, uint64_t id)
 {
@@ -430,7 +413,7 @@ static size_t skip_epoch(const ids *d, const char *threads, sp_image_transform *
     for (uint64_t i = 0; i < d->n && !named; i++) {
         if (d->kind[i] == GOOD || !names_sample(st.bad_note, i))
             continue;
-        char *shard = shard_of(d, i);
+        char *shard = tu_shard_of(d->dir, i, NULL);
         named = strstr(st.bad_note, shard) != NULL;
         free(shard);
     }
@@ -493,7 +476,7 @@ static void fail_epoch(const ids *d, const char *threads, const run *skip, size_
     for (size_t k = 0; k < skip->nb; k++)
         for (uint32_t i = 0; i < skip->rows[k]; i++)
             ck_assert(skip->ids[k][i] != named);
-    char *shard = shard_of(d, named);
+    char *shard = tu_shard_of(d->dir, named, NULL);
     ck_assert_msg(strstr(msg, shard), "message does not name shard %s: %s", shard, msg);
     free(shard);
     /* The failure stays: asking again does not deliver the failed batch. */

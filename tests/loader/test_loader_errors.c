@@ -349,23 +349,6 @@ static sp_loader *open_t32(const char *dtype, const char *on_error, const char *
     return l;
 }
 
-/* The shard file and block of sample id. */
-static void t32_where(uint64_t id, char **shard, uint64_t *block)
-{
-    sp_dataset *ds;
-    ck_assert_int_eq(sp_dataset_open(g_t32, NULL, &ds), 0);
-    uint64_t gb;
-    uint32_t row;
-    ck_assert_int_eq(sp_dataset_locate(ds, id, &gb, &row), 0);
-    sp_block_info bi;
-    ck_assert_int_eq(sp_dataset_block_info(ds, gb, &bi), 0);
-    sp_shard_info si;
-    ck_assert_int_eq(sp_dataset_shard_info(ds, bi.shard, &si), 0);
-    *shard = strdup(si.path);
-    *block = bi.index;
-    sp_dataset_close(ds);
-}
-
 /* Checks a batch's good rows against tok32 (as int32 or as stored); returns its filled rows. */
 static uint32_t t32_check(const sp_batch *b, bool int32)
 {
@@ -391,9 +374,8 @@ static uint32_t t32_check(const sp_batch *b, bool int32)
 START_TEST(tokens_beyond_int32_fail)
 {
     make_t32();
-    char *shard;
     uint64_t block;
-    t32_where(17, &shard, &block);
+    char *shard = tu_shard_of(g_t32, 17, &block);
     static const char *const threads[] = { "1", "3" };
     for (int t = 0; t < 2; t++) {
         /* In order, batches of 4: samples 0..15 come, then batch 4 (sample 17) fails. */
@@ -466,9 +448,8 @@ END_TEST
 START_TEST(all_bad_batch_named)
 {
     make_t32();
-    char *shard;
     uint64_t block;
-    t32_where(48, &shard, &block);
+    char *shard = tu_shard_of(g_t32, 48, &block);
     sp_loader *l = open_t32("int32", "skip", "false", "4", "2", "0");
     ck_assert_int_eq(sp_loader_set_epoch(l, 3), 0);
     sp_batch *b;
