@@ -71,7 +71,8 @@ SP_API int sp_abi_version(void);
     X(SP_ESTATE, -20, "call not valid in this state")                                             \
     X(SP_EDONE, -21, "all epochs delivered")                                                       \
     X(SP_EDEVICE, -22, "CUDA device error")                                                        \
-    X(SP_ECHANGED, -23, "file replaced since it was opened")
+    X(SP_ECHANGED, -23, "file replaced since it was opened")                                      \
+    X(SP_ECANCELED, -24, "cancelled")
 
 typedef enum sp_error {
 #define SP_X_(name, value, msg) name = value,
@@ -374,16 +375,32 @@ SP_API int sp_writer_open(const char *dir, const sp_schema *schema, const sp_par
 SP_API int sp_writer_set_meta(sp_writer *w, const char *key, const void *value, size_t len);
 /* Adds one sample; values[i] is field i of the schema, nvalues must equal the field count.
  * SP_ESCHEMA when a size does not match; SP_ELIMIT when one sample exceeds max_sample_bytes or
- * max_block_bytes.
- * May block while compression threads catch up (bounded memory). A failure other than
- * SP_ESCHEMA/SP_ELIMIT/SP_EINVAL leaves the writer failed: only destroy is then valid. */
+ * max_block_bytes; SP_EINVAL for a NULL value: the sample is refused and the writer goes on.
+ * May block while compression threads catch up (bounded memory), writing finished blocks; a failure
+ * there (SP_EIO, SP_ENOMEM, SP_ELIMIT past max_shards, SP_ECANCELED after sp_writer_abort) leaves
+ * the writer failed: only destroy is then valid. sp_writer_failed tells the two apart. */
 SP_API int sp_writer_add(sp_writer *w, const sp_value *values, size_t nvalues);
 /* Progress so far; safe to call between adds. */
 SP_API int sp_writer_stats(const sp_writer *w, sp_write_stats *out);
 /* Flushes, writes the manifest and publishes the dataset at its destination. After it only stats
  * and destroy are valid. SP_EINVAL when no sample was added (an empty dataset is not published);
- * SP_EEXIST when the destination gained foreign files meanwhile. */
+ * SP_EEXIST when the destination gained foreign files meanwhile; SP_ECANCELED when
+ * sp_writer_abort was called before the moment of publication (nothing is published). */
 SP_API int sp_writer_finish(sp_writer *w);
+/* Asks w to stop: the add or finish running now, or the next one, fails with SP_ECANCELED and
+ * leaves the writer failed, so nothing is published; destroy then removes what was staged.
+ * finish looks at the request before writing each block and once more just before the rename that
+ * publishes; a request that comes after that rename changes nothing (finish returns 0).
+ * Threads: the one call that may run concurrently with the thread using w, and
+ * async-signal-safe: it only sets a flag, so a signal handler may call it (on the thread that owns
+ * w, or any thread, as long as w is not being destroyed meanwhile). The writer's own threads block
+ * every signal, so a process's handlers never run on them. */
+SP_API void sp_writer_abort(sp_writer *w);
+/* 1 when w takes no more samples: a call failed for a reason of the writer's own (a write error,
+ * max_shards reached, out of memory) or sp_writer_abort was called, and only destroy is left;
+ * 0 otherwise, also after a refused sample (SP_ESCHEMA, SP_ELIMIT, SP_EINVAL of that sample),
+ * after which adding goes on. Tells a bad input item from a writer that cannot go on. */
+SP_API int sp_writer_failed(const sp_writer *w);
 /* Frees w; unless finish succeeded, removes the staging directory and everything in it. */
 SP_API void sp_writer_destroy(sp_writer *w);
 SP_API const char *sp_writer_errmsg(const sp_writer *w);

@@ -8,6 +8,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/file.h>
@@ -53,6 +55,7 @@ struct sp_writer {
     int64_t max_shards;
     wr_stage stage;
     bool failed, finished;
+    atomic_int abort_req; /* sp_writer_abort: set from any thread or a signal handler */
 
     /* block builder */
     wr_column col[SP_MAX_FIELDS];
@@ -159,6 +162,9 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* The workers start with every signal blocked (a thread inherits its creator's mask), so the
+ * process's handlers run on the application's threads only: a handler calling sp_writer_abort
+ * never runs on a thread that sp_writer_destroy is about to join. */
 static int pool_start(sp_writer *w, int n)
 {
     w->ring_cap = (size_t)n * 2 + 1;
@@ -166,11 +172,16 @@ static int pool_start(sp_writer *w, int n)
     w->threads = sp_calloc((size_t)n, sizeof *w->threads);
     if (!w->ring || !w->threads)
         return wfail(w, SP_ENOMEM, "out of memory for %d compression threads", n);
-    for (; w->nthreads < n; w->nthreads++) {
-        int e = pthread_create(&w->threads[w->nthreads], NULL, worker_main, w);
-        if (e)
-            return wfail(w, SP_ESYS, "cannot start compression thread: %s", strerror(e));
-    }
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int e = 0;
+    for (; w->nthreads < n; w->nthreads++)
+        if ((e = pthread_create(&w->threads[w->nthreads], NULL, worker_main, w)))
+            break;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (e)
+        return wfail(w, SP_ESYS, "cannot start compression thread: %s", strerror(e));
     return SP_OK;
 }
 
@@ -335,6 +346,15 @@ static int shard_put_block(sp_writer *w, wr_job *j)
     return SP_OK;
 }
 
+/* SP_ECANCELED once sp_writer_abort was called; the writer is failed from then on. */
+static int check_abort(sp_writer *w)
+{
+    if (!atomic_load(&w->abort_req))
+        return SP_OK;
+    w->failed = true;
+    return wfail(w, SP_ECANCELED, "stopped by sp_writer_abort; nothing was published");
+}
+
 enum { DRAIN_READY, DRAIN_ONE, DRAIN_ALL };
 
 /* Writes finished jobs at the head of the ring, in order: those ready now (DRAIN_READY), at least
@@ -351,7 +371,9 @@ static int drain(sp_writer *w, int mode)
         while (j->state != JOB_DONE)
             pthread_cond_wait(&w->done, &w->mu);
         pthread_mutex_unlock(&w->mu);
-        rc = j->rc ? wfail(w, j->rc, "%s", j->err) : shard_put_block(w, j);
+        rc = check_abort(w);
+        if (!rc)
+            rc = j->rc ? wfail(w, j->rc, "%s", j->err) : shard_put_block(w, j);
         sp_free(j->raw);
         sp_free(j->stored);
         *j = (wr_job){ .state = JOB_FREE };
@@ -483,8 +505,11 @@ int sp_writer_add(sp_writer *w, const sp_value *values, size_t nvalues)
         return sp_fail(NULL, SP_EINVAL, "sp_writer_add: NULL argument");
     if (w->failed || w->finished)
         return wfail(w, SP_ESTATE, "writer has %s", w->finished ? "finished" : "failed");
+    int rc = check_abort(w);
+    if (rc)
+        return rc;
     uint64_t var = 0;
-    int rc = check_values(w, values, nvalues, &var);
+    rc = check_values(w, values, nvalues, &var);
     if (rc)
         return rc;
     if (w->nrows && (builder_raw_size(w, values) > (uint64_t)w->block_size ||
@@ -526,6 +551,7 @@ int sp_writer_open(const char *dir, const sp_schema *schema, const sp_params *pa
         return sp_fail(NULL, SP_ENOMEM, "%s: out of memory", dir);
     }
     w->fd = -1;
+    atomic_init(&w->abort_req, 0);
     w->stage.parent_fd = w->stage.dir_fd = -1;
     w->schema = *schema;
     sp_buf enc = { 0 };
@@ -637,13 +663,18 @@ int sp_writer_finish(sp_writer *w)
         return wfail(w, SP_ESTATE, "writer has %s", w->finished ? "finished" : "failed");
     if (w->st.samples == 0)
         return wfail(w, SP_EINVAL, "no samples were added; an empty dataset is not published");
-    int rc = flush_block(w);
+    int rc = check_abort(w);
+    if (!rc)
+        rc = flush_block(w);
     if (!rc)
         rc = drain(w, DRAIN_ALL);
     if (!rc && w->fd >= 0)
         rc = shard_end(w);
     if (!rc)
         rc = publish_manifest(w);
+    /* The last moment an abort can still keep the dataset from appearing. */
+    if (!rc)
+        rc = check_abort(w);
     if (!rc)
         rc = wr_stage_publish(&w->stage, &w->eb);
     if (rc) {
@@ -674,6 +705,17 @@ void sp_writer_destroy(sp_writer *w)
     sp_free(w->blocks);
     sp_free(w->dir);
     sp_free(w);
+}
+
+void sp_writer_abort(sp_writer *w)
+{
+    if (w)
+        atomic_store(&w->abort_req, 1);
+}
+
+int sp_writer_failed(const sp_writer *w)
+{
+    return w && (w->failed || atomic_load(&w->abort_req));
 }
 
 const char *sp_writer_errmsg(const sp_writer *w) { return w ? w->eb.msg : ""; }
