@@ -47,11 +47,26 @@ struct pack_ctx {
 
 static volatile sig_atomic_t interrupted;
 static pack_ctx *active_ctx;
+/* The open writer, for the signal handler: set once the writer is open, cleared before it is
+ * destroyed. The handler runs on this thread only (the writer's threads block signals), so it never
+ * sees a writer being destroyed. */
+static sp_writer *volatile signal_writer;
 
+/* SIGINT/SIGTERM: stop at the next sample, or make sp_writer_finish stop short of publishing. */
 static void on_signal(int sig)
 {
     interrupted = 1;
+    sp_writer *w = signal_writer;
+    if (w)
+        sp_writer_abort(w); /* async-signal-safe: sets a flag */
     signal(sig, SIG_DFL); /* a second signal ends the process at once */
+}
+
+static void drop_writer(pack_ctx *pc)
+{
+    signal_writer = NULL;
+    sp_writer_destroy(pc->writer);
+    pc->writer = NULL;
 }
 
 int pack_interrupted(void) { return interrupted != 0; }
@@ -59,10 +74,8 @@ int pack_interrupted(void) { return interrupted != 0; }
 /* On an exit from deep inside (out of memory): drop the writer, which removes its temporary files. */
 static void exit_cleanup(void)
 {
-    if (active_ctx && active_ctx->writer) {
-        sp_writer_destroy(active_ctx->writer);
-        active_ctx->writer = NULL;
-    }
+    if (active_ctx && active_ctx->writer)
+        drop_writer(active_ctx);
 }
 
 int pack_strict(const pack_ctx *pc) { return pc->strict; }
@@ -128,6 +141,9 @@ static int open_writer(pack_ctx *pc)
         cli_lib_err(pc->outdir, rc, msg);
         return CLI_EDATA;
     }
+    signal_writer = pc->writer;
+    if (interrupted) /* the signal came while the writer was opening */
+        sp_writer_abort(pc->writer);
     for (size_t i = 0; i < pc->nmeta; i++) {
         rc = sp_writer_set_meta(pc->writer, pc->meta[i].key, pc->meta[i].value, pc->meta[i].len);
         if (rc != 0)
@@ -144,6 +160,15 @@ static int check_interrupt(void)
     return CLI_EDATA;
 }
 
+/* A failure of the writer itself (a write error, max_shards reached, an abort): never an input
+ * item's fault, so the pack stops here, whatever --strict says, with the writer's own message. */
+static int writer_failed(pack_ctx *pc, int rc)
+{
+    if (rc == SP_ECANCELED && interrupted)
+        return check_interrupt();
+    return cli_lib_err(pc->outdir, rc, sp_writer_errmsg(pc->writer));
+}
+
 int pack_add(pack_ctx *pc, const sp_value *values, size_t n, uint64_t in_bytes, const char *what)
 {
     int rc = check_interrupt();
@@ -152,7 +177,7 @@ int pack_add(pack_ctx *pc, const sp_value *values, size_t n, uint64_t in_bytes, 
     if (!pc->writer && (rc = open_writer(pc)) != CLI_OK)
         return rc;
     rc = sp_writer_add(pc->writer, values, n);
-    if (rc == SP_ELIMIT || rc == SP_ESCHEMA) {
+    if ((rc == SP_ELIMIT || rc == SP_ESCHEMA) && !sp_writer_failed(pc->writer)) {
         /* The sample is refused, the writer goes on: treat it as a bad input item. */
         char reason[512];
         snprintf(reason, sizeof reason, "%s", sp_writer_errmsg(pc->writer));
@@ -161,7 +186,7 @@ int pack_add(pack_ctx *pc, const sp_value *values, size_t n, uint64_t in_bytes, 
         return pack_skip(pc, what, reason, in_bytes);
     }
     if (rc != 0)
-        return cli_lib_err(pc->outdir, rc, sp_writer_errmsg(pc->writer));
+        return writer_failed(pc, rc);
     pc->added++;
     pc->in_bytes += in_bytes;
     tick(pc, 0);
@@ -409,7 +434,7 @@ static int finish(pack_ctx *pc, const char *const *srcs, size_t nsrcs)
     }
     int rc = sp_writer_finish(pc->writer);
     if (rc != 0)
-        return cli_lib_err(pc->outdir, rc, sp_writer_errmsg(pc->writer));
+        return writer_failed(pc, rc);
     sp_write_stats st;
     memset(&st, 0, sizeof st);
     sp_writer_stats(pc->writer, &st);
@@ -423,8 +448,7 @@ static int finish(pack_ctx *pc, const char *const *srcs, size_t nsrcs)
 
 static void ctx_free(pack_ctx *pc)
 {
-    sp_writer_destroy(pc->writer);
-    pc->writer = NULL;
+    drop_writer(pc);
     sp_schema_destroy(pc->schema);
     for (size_t i = 0; i < pc->nmeta; i++) {
         free(pc->meta[i].key);
@@ -605,6 +629,9 @@ int cli_pack_main(int argc, char **argv)
     if (rc == CLI_OK)
         rc = finish(&pc, srcs, nsrcs);
     cli_progress_clear(&pc.progress);
+    /* The dataset is complete and in place: a stop request now has nothing left to stop. */
+    if (rc == CLI_OK && interrupted)
+        cli_err("%s: interrupted after the dataset was published; it is complete", pc.outdir);
     sigaction(SIGINT, &old_int, NULL); /* the caller's handlers, not the defaults */
     sigaction(SIGTERM, &old_term, NULL);
 out:

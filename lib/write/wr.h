@@ -2,6 +2,8 @@
 #ifndef SP_WR_H
 #define SP_WR_H
 
+#include <stdatomic.h>
+
 #include "sp_internal.h"
 
 typedef struct wr_stage {
@@ -25,8 +27,9 @@ void wr_stage_path(const wr_stage *s, const char *name, char *out, size_t outlen
 /* Creates the file name in the staging directory, through its descriptor and never through a
  * link: a descriptor open for writing, or -errno. */
 int wr_stage_create(const wr_stage *s, const char *name);
-/* Makes the staged dataset appear at the destination in one rename. */
-int wr_stage_publish(wr_stage *s, sp_errbuf *eb);
+/* Makes the staged dataset appear at the destination in one rename. When *cancel is set just
+ * before that rename, nothing is published: SP_ECANCELED. */
+int wr_stage_publish(wr_stage *s, const atomic_int *cancel, sp_errbuf *eb);
 /* Unlocks; removes the staging directory unless it was published. */
 void wr_stage_close(wr_stage *s);
 

@@ -242,7 +242,7 @@ static bool stage_is_ours(const wr_stage *s)
            a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
-int wr_stage_publish(wr_stage *s, sp_errbuf *eb)
+int wr_stage_publish(wr_stage *s, const atomic_int *cancel, sp_errbuf *eb)
 {
     int rc = check_destination(s, eb); /* again: the destination may have changed meanwhile */
     if (rc)
@@ -251,6 +251,9 @@ int wr_stage_publish(wr_stage *s, sp_errbuf *eb)
         return sp_fail(eb, SP_EIO, "%s: was replaced while the dataset was written; nothing published", s->stage);
     if ((rc = sp_fsync_dirfd(s->dir_fd)))
         return sp_fail(eb, SP_EIO, "%s: cannot sync: %s", s->stage, strerror(-rc));
+    /* The last moment a cancellation can keep the dataset from appearing. */
+    if (atomic_load(cancel))
+        return sp_fail(eb, SP_ECANCELED, "%s: stopped by sp_writer_abort; nothing was published", s->final);
     const int pfd = s->parent_fd;
     if (s->dest_kind != DIR_DATASET) {
         if (renameat(pfd, s->stage_name, pfd, s->final_name) != 0)

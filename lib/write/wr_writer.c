@@ -671,12 +671,11 @@ int sp_writer_finish(sp_writer *w)
     if (!rc && w->fd >= 0)
         rc = shard_end(w);
     if (!rc)
-        rc = publish_manifest(w);
-    /* The last moment an abort can still keep the dataset from appearing. */
-    if (!rc)
         rc = check_abort(w);
     if (!rc)
-        rc = wr_stage_publish(&w->stage, &w->eb);
+        rc = publish_manifest(w);
+    if (!rc)
+        rc = wr_stage_publish(&w->stage, &w->abort_req, &w->eb); /* checks it once more */
     if (rc) {
         w->failed = true;
         return rc;

@@ -1,13 +1,19 @@
-/* clit_fault_preload.c - an LD_PRELOAD shim that fills the disk under the shardpack binary, for
- * test_cli_faults. write() and pwrite() calls on a descriptor inside a writer's staging directory
- * (a path containing ".shardpack-tmp") are counted; everything else passes through untouched.
- *   SP_FAULT_ENOSPC_AT=n  the n-th such call and every later one fail with ENOSPC (a full disk
- *                         stays full)
- *   SP_FAULT_COUNT=path   the number of such calls is written to path when the process exits
- * The library reaches write() through its PLT, so the shim's definitions take its calls. */
+/* clit_fault_preload.c - an LD_PRELOAD shim that fills the disk under the shardpack binary, or
+ * interrupts it at a chosen moment, for test_cli_faults. write() and pwrite() calls on a descriptor
+ * inside a writer's staging directory (a path containing ".shardpack-tmp") are counted; everything
+ * else passes through untouched.
+ *   SP_FAULT_ENOSPC_AT=n        the n-th such call and every later one fail with ENOSPC (a full
+ *                               disk stays full)
+ *   SP_FAULT_COUNT=path         the number of such calls is written to path when the process exits
+ *   SP_FAULT_SIGINT_AT_FSYNC=n  the n-th fsync() of the process (any descriptor) first sends
+ *                               SIGINT to the process, as a Ctrl-C at that moment would; a signal
+ *                               a process sends itself is delivered before kill() returns
+ * The library reaches write() and fsync() through its PLT, so the shim's definitions take its
+ * calls. */
 #undef _FILE_OFFSET_BITS /* define pwrite and pwrite64 themselves, not one renamed to the other */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +24,9 @@
 ssize_t write(int fd, const void *buf, size_t n);
 ssize_t pwrite(int fd, const void *buf, size_t n, off_t off);
 ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off);
+int fsync(int fd);
 
-static long g_count;
+static long g_count, g_fsyncs;
 
 static int staged(int fd)
 {
@@ -61,6 +68,15 @@ ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
 }
 
 ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off) { return pwrite(fd, buf, n, off); }
+
+int fsync(int fd)
+{
+    long k = __atomic_add_fetch(&g_fsyncs, 1, __ATOMIC_SEQ_CST);
+    const char *at = getenv("SP_FAULT_SIGINT_AT_FSYNC");
+    if (at && *at && k == atol(at))
+        kill(getpid(), SIGINT);
+    return (int)syscall(SYS_fsync, fd);
+}
 
 __attribute__((destructor)) static void report(void)
 {

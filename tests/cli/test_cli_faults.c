@@ -1,4 +1,4 @@
-/* test_cli_faults.c - `shardpack pack` meeting a full disk (ENOSPC at every n-th write into its staging directory, through an LD_PRELOAD shim) and killed with SIGKILL at random moments: a clear error naming the file, no temporaries left, the destination as it was (a previous dataset there still opens and verifies) or complete, and a rerun succeeds. */
+/* test_cli_faults.c - `shardpack pack` meeting a full disk (ENOSPC at every n-th write into its staging directory, through an LD_PRELOAD shim), killed with SIGKILL at random moments, and interrupted (SIGINT) at each fsync of its final flush: a clear error naming the file, no temporaries left, the destination as it was (a previous dataset there still opens and verifies) or complete, and a rerun succeeds. */
 #include <check.h>
 #include <dirent.h>
 #include <errno.h>
@@ -104,10 +104,11 @@ static const char *preload(void)
     return p;
 }
 
-/* Runs `shardpack pack SRC -o OUT [--overwrite]` with the shim preloaded and the given fault
- * variables ("NAME=VALUE", NULL-terminated). Under ASan the shim comes before the runtime in the
+/* Runs `shardpack pack SRC -o OUT --shard-size SHARD_SIZE [--overwrite]` with the shim preloaded
+ * and the given fault variables ("NAME=VALUE", NULL-terminated). Under ASan the shim comes before the runtime in the
  * library list, which ASan would refuse by default. */
-static clit_result pack_shimmed(const char *src, const char *out, int overwrite, const char *const *vars)
+static clit_result pack_shimmed(const char *src, const char *out, int overwrite, const char *shard_size,
+                                const char *const *vars)
 {
     const char *bin = getenv("SHARDPACK_CLI");
     ck_assert_ptr_nonnull(bin);
@@ -122,7 +123,7 @@ static clit_result pack_shimmed(const char *src, const char *out, int overwrite,
     for (size_t i = 0; vars && vars[i] && ne < 7; i++)
         env[ne++] = vars[i];
     env[ne] = NULL;
-    const char *argv[] = { bin, "pack", src, "-o", out, "--block-size", "4K", "--shard-size", "16K", "--threads", "2",
+    const char *argv[] = { bin, "pack", src, "-o", out, "--block-size", "4K", "--shard-size", shard_size, "--threads", "2",
                            "--quiet", overwrite ? "--overwrite" : NULL, NULL };
     clit_result r = clit_run_prog(bin, env, argv);
     free(ld);
@@ -139,7 +140,7 @@ START_TEST(disk_full)
 
     /* A full run through the shim, counting the writes into the staging directory. */
     const char *vars_count[] = { count_var, NULL };
-    clit_result r = pack_shimmed(src, fresh, 0, vars_count);
+    clit_result r = pack_shimmed(src, fresh, 0, "16K", vars_count);
     ck_assert_msg(r.status == 0, "pack through the shim: %s", r.err);
     clit_result_free(&r);
     size_t len;
@@ -168,7 +169,7 @@ START_TEST(disk_full)
         for (int over = 0; over < 2; over++) {
             snprintf(when, sizeof when, "ENOSPC from write %ld of %ld, %s", n, writes,
                      over ? "overwriting a dataset" : "into a new directory");
-            r = pack_shimmed(src, over ? out : fresh, over, vars);
+            r = pack_shimmed(src, over ? out : fresh, over, "16K", vars);
             ck_assert_msg(r.status == 1, "%s: exit status %d, stderr: %s", when, r.status, r.err);
             ck_assert_msg(strncmp(r.err, "shardpack: ", 11) == 0, "%s: %s", when, r.err);
             ck_assert_msg(strstr(r.err, "No space left on device"), "%s: the cause is not said: %s", when, r.err);
@@ -200,6 +201,41 @@ START_TEST(disk_full)
     free(fresh);
     free(count);
     free(count_var);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------------------ SIGINT */
+
+/* One shard, so the first fsync is the shard's, in sp_writer_finish after the last sample was
+ * added; then the manifest's, the staging directory's, and the parent's after the rename. A SIGINT
+ * at any of the first three keeps the dataset from appearing; at the fourth it is already there. */
+START_TEST(interrupted_in_final_flush)
+{
+    char *src = make_images("src", 24, 5);
+    char *parent = clit_path("%s/o", tmp), *out = clit_path("%s/ds", parent);
+    clit_mkdir(parent);
+    for (int k = 1; k <= 5; k++) {
+        char at[48];
+        snprintf(at, sizeof at, "SP_FAULT_SIGINT_AT_FSYNC=%d", k);
+        const char *vars[] = { at, NULL };
+        clit_result r = pack_shimmed(src, out, 0, "64M", vars);
+        if (k <= 3) {
+            ck_assert_msg(r.status == 1, "SIGINT at fsync %d: exit %d, stderr: %s", k, r.status, r.err);
+            ck_assert_msg(strstr(r.err, "shardpack: interrupted; nothing was published"), "fsync %d: %s", k, r.err);
+            ck_assert_msg(!clit_exists(out), "SIGINT at fsync %d: the dataset was published", k);
+            ck_assert_msg(others_in(parent, NULL) == 0, "SIGINT at fsync %d: temporaries left", k);
+        } else {
+            ck_assert_msg(r.status == 0, "SIGINT at fsync %d: exit %d, stderr: %s", k, r.status, r.err);
+            int late = strstr(r.err, "interrupted after the dataset was published") != NULL;
+            ck_assert_msg(late == (k == 4), "SIGINT at fsync %d: %s", k, r.err);
+            check_complete(out, 24, "published before the SIGINT");
+            clit_rmrf(out);
+        }
+        clit_result_free(&r);
+    }
+    free(src);
+    free(parent);
+    free(out);
 }
 END_TEST
 
@@ -329,6 +365,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, disk_full);
     tcase_add_test(tc, killed_at_random_moments);
+    tcase_add_test(tc, interrupted_in_final_flush);
     suite_add_tcase(suite, tc);
     SRunner *sr = srunner_create(suite);
     srunner_run_all(sr, CK_NORMAL);

@@ -1,6 +1,8 @@
 /* test_cli_skip.c - bad items (non-JPEG .jpg, empty file) are skipped, or fatal with --strict;
- * an input without samples fails and publishes nothing. */
+ * an input without samples fails and publishes nothing; a failure of the writer itself (max_shards
+ * reached) is never a skipped item. */
 #include <check.h>
+#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -111,6 +113,56 @@ START_TEST(test_empty_inputs)
 }
 END_TEST
 
+/* Entries of dir other than "in". */
+static int others_than_input(const char *dir)
+{
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        n += strcmp(de->d_name, ".") && strcmp(de->d_name, "..") && strcmp(de->d_name, "in");
+    closedir(d);
+    return n;
+}
+
+START_TEST(test_writer_failure_is_not_a_skip)
+{
+    char *in = clit_path("%s/in", tmp), *cls = clit_path("%s/in/c", tmp);
+    clit_mkdir(in);
+    clit_mkdir(cls);
+    for (int i = 0; i < 40; i++) {
+        size_t n;
+        unsigned char *j = clit_jpeg(64, 48, (unsigned)i, &n);
+        char *p = clit_path("%s/img%02d.jpg", cls, i);
+        clit_write(p, j, n);
+        free(p);
+        free(j);
+    }
+    char *out = clit_path("%s/x.sp", tmp);
+    for (int strict = 0; strict < 2; strict++) {
+        clit_result r = clit_run("pack", in, "-o", out, "--max-shards", "3", "--shard-size", "8K",
+                                 "--block-size", "4K", strict ? "--strict" : NULL, NULL);
+        ck_assert_msg(r.status == 1, "exit %d: %s", r.status, r.err);
+        /* The writer's own message, naming OUTDIR, and nothing blamed on an input item. */
+        ck_assert_msg(strstr(r.err, "shardpack: ") == r.err && strstr(r.err, out) &&
+                          strstr(r.err, "max_shards (3)"),
+                      "%s", r.err);
+        ck_assert_msg(!strstr(r.err, "writer has failed") && !strstr(r.err, "skipped") &&
+                          !strstr(r.err, ".jpg") && !strstr(r.err, "--strict"),
+                      "%s", r.err);
+        ck_assert_msg(strchr(r.err, '\n') == r.err + strlen(r.err) - 1, "more than one message: %s",
+                      r.err);
+        clit_result_free(&r);
+        ck_assert(!clit_exists(out));
+        ck_assert_int_eq(others_than_input(tmp), 0);
+    }
+    free(out);
+    free(in);
+    free(cls);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cli-skip");
@@ -119,6 +171,7 @@ int main(void)
     tcase_set_timeout(tc, 100);
     tcase_add_test(tc, test_skip_and_strict);
     tcase_add_test(tc, test_empty_inputs);
+    tcase_add_test(tc, test_writer_failure_is_not_a_skip);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
