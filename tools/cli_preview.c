@@ -13,7 +13,8 @@
  *                field, "LABEL CLASS-NAME"
  *   grid         columns x rows cells with GAP pixels between and around them
  * A tile that cannot be read or decoded is drawn mid-grey; the command goes on and exits 1.
- * The JPEG is written to a temporary file beside the output, synced, then renamed over it.
+ * The JPEG is written to a temporary file beside the output, synced, then renamed over it; into
+ * standard output for "-o -", and straight into a character device or FIFO (see plan_output).
  */
 #include "cli.h"
 #include "cli_font.h"
@@ -167,40 +168,88 @@ static void fill_rect(unsigned char *img, uint64_t width, int x, int y, int w, i
 
 /* ---- writing the JPEG ------------------------------------------------------------------------- */
 
-/* The directory a file path names its file in ("." for a bare name), allocated. */
-static char *parent_dir(const char *path)
+/* Where the JPEG goes, decided from what FILE is before any work is done:
+ *   "-"                              standard output
+ *   a character device or a FIFO     written straight into (/dev/null, a pipe), never replaced
+ *   a regular file, or nothing yet   a temporary file beside it, renamed over it when complete
+ * A symbolic link is refused (a rename would replace the link, not what it points to), and so is
+ * anything else: a directory, a block device, a socket. */
+enum { OUT_STDOUT, OUT_DIRECT, OUT_REPLACE };
+
+typedef struct out_target {
+    const char *path;
+    int how;
+    char *dir;        /* OUT_REPLACE: the directory holding the file ("." for a bare name) */
+    const char *name; /* OUT_REPLACE: its last component, inside path */
+} out_target;
+
+static int refuse_output(const char *out, const struct stat *st)
 {
-    const char *slash = strrchr(path, '/');
-    if (!slash)
-        return cli_xstrdup(".");
-    if (slash == path)
-        return cli_xstrdup("/");
-    return cli_xasprintf("%.*s", (int)(slash - path), path);
+    if (S_ISLNK(st->st_mode))
+        cli_err("%s: is a symbolic link; name the real file (or -o - for standard output)", out);
+    else if (S_ISDIR(st->st_mode))
+        cli_err("%s: is a directory; -o names the JPEG file to write", out);
+    else
+        cli_err("%s: is not a regular file, a character device or a FIFO; preview does not write "
+                "there",
+                out);
+    return CLI_EDATA;
 }
 
-/* Refuses, before any work, an output that could never be written: a directory, or a file in a
- * directory that is missing or not writable. */
-static int check_output(const char *out)
+/* Decides how to write out, refusing before any work an output that could never be written.
+ * Fills *t on CLI_OK; release with out_target_free. */
+static int plan_output(const char *out, out_target *t)
 {
+    memset(t, 0, sizeof *t);
+    t->path = out;
+    if (strcmp(out, "-") == 0) {
+        if (isatty(STDOUT_FILENO)) {
+            cli_err("standard output is a terminal; redirect it, or name a file with -o");
+            return CLI_EDATA;
+        }
+        t->how = OUT_STDOUT;
+        return CLI_OK;
+    }
     struct stat st;
-    if (stat(out, &st) == 0 && S_ISDIR(st.st_mode)) {
-        cli_err("%s: is a directory; -o names the JPEG file to write", out);
+    if (lstat(out, &st) == 0) {
+        if (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode)) {
+            t->how = OUT_DIRECT;
+            return CLI_OK;
+        }
+        if (!S_ISREG(st.st_mode))
+            return refuse_output(out, &st);
+    } else if (errno != ENOENT) {
+        cli_err("%s: cannot examine: %s", out, strerror(errno));
         return CLI_EDATA;
     }
-    char *dir = parent_dir(out);
-    int rc = CLI_OK;
-    if (stat(dir, &st) != 0) {
-        cli_err("%s: cannot write there: %s: %s", out, dir, strerror(errno));
-        rc = CLI_EDATA;
-    } else if (!S_ISDIR(st.st_mode)) {
-        cli_err("%s: cannot write there: %s is not a directory", out, dir);
-        rc = CLI_EDATA;
-    } else if (access(dir, W_OK | X_OK) != 0) {
-        cli_err("%s: cannot write there: %s: %s", out, dir, strerror(errno));
-        rc = CLI_EDATA;
+    t->how = OUT_REPLACE;
+    const char *slash = strrchr(out, '/');
+    t->name = slash ? slash + 1 : out;
+    if (!*t->name || !strcmp(t->name, ".") || !strcmp(t->name, "..")) {
+        cli_err("%s: names a directory; -o names the JPEG file to write", out);
+        return CLI_EDATA;
     }
-    free(dir);
-    return rc;
+    t->dir = !slash ? cli_xstrdup(".") : slash == out ? cli_xstrdup("/")
+                                                      : cli_xasprintf("%.*s", (int)(slash - out), out);
+    if (stat(t->dir, &st) != 0) {
+        cli_err("%s: cannot write there: %s: %s", out, t->dir, strerror(errno));
+        return CLI_EDATA;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        cli_err("%s: cannot write there: %s is not a directory", out, t->dir);
+        return CLI_EDATA;
+    }
+    if (access(t->dir, W_OK | X_OK) != 0) {
+        cli_err("%s: cannot write there: %s: %s", out, t->dir, strerror(errno));
+        return CLI_EDATA;
+    }
+    return CLI_OK;
+}
+
+static void out_target_free(out_target *t)
+{
+    free(t->dir);
+    t->dir = NULL;
 }
 
 static int write_full(int fd, const unsigned char *data, size_t size)
@@ -220,12 +269,77 @@ static int write_full(int fd, const unsigned char *data, size_t size)
     return 0;
 }
 
-/* Writes data to a temporary file in out's directory, syncs it and renames it over out. Signals
- * that would end the process are held meanwhile, so no temporary file is left behind. */
-static int write_atomic(const char *out, const unsigned char *data, size_t size)
+/* Standard output, or a character device or FIFO written in place. The open does not block (a
+ * FIFO with no reader fails with ENXIO instead of waiting for one, a device with no carrier does
+ * not hang), nor follow a link planted since plan_output; the writes then block as usual. */
+static int write_direct(const out_target *t, const unsigned char *data, size_t size)
 {
-    char *dir = parent_dir(out);
-    char *tmp = cli_xasprintf("%s/.shardpack-preview.XXXXXX", dir);
+    const char *name = t->how == OUT_STDOUT ? "standard output" : t->path;
+    int fd = STDOUT_FILENO;
+    if (t->how == OUT_DIRECT) {
+        fd = open(t->path, O_WRONLY | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+            if (errno == ENXIO)
+                cli_err("%s: cannot write: no process is reading this FIFO", name);
+            else
+                cli_err("%s: cannot open: %s", name, strerror(errno));
+            return CLI_EDATA;
+        }
+        struct stat st;
+        int flags = fcntl(fd, F_GETFL);
+        if (fstat(fd, &st) != 0 || !(S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode))) {
+            cli_err("%s: was replaced by something else than a character device or a FIFO; "
+                    "nothing written",
+                    name);
+            close(fd);
+            return CLI_EDATA;
+        }
+        if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+            cli_err("%s: cannot write: %s", name, strerror(errno));
+            close(fd);
+            return CLI_EDATA;
+        }
+    }
+    int rc = CLI_OK;
+    if (write_full(fd, data, size) != 0) {
+        cli_err("%s: cannot write: %s", name, strerror(errno));
+        rc = CLI_EDATA;
+    }
+    if (t->how == OUT_DIRECT && close(fd) != 0 && rc == CLI_OK) {
+        cli_err("%s: cannot write: %s", name, strerror(errno));
+        rc = CLI_EDATA;
+    }
+    return rc;
+}
+
+/* A temporary file in the directory dfd: created there, never through a link, never over an
+ * existing name; mode 0666 less the umask, as for any new file. Returns its descriptor or -1. */
+static int create_temp(int dfd, char *name, size_t len)
+{
+    for (int attempt = 0; attempt < 100; attempt++) {
+        unsigned char r[6];
+        if (getentropy(r, sizeof r) != 0)
+            return -1;
+        static const char chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        char suffix[7];
+        for (size_t i = 0; i < sizeof r; i++)
+            suffix[i] = chars[r[i] % (sizeof chars - 1)];
+        suffix[6] = '\0';
+        snprintf(name, len, ".shardpack-preview.%s", suffix);
+        int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+        if (fd >= 0 || errno != EEXIST)
+            return fd;
+    }
+    errno = EEXIST;
+    return -1;
+}
+
+/* Writes data to a temporary file in the output's directory, syncs it and renames it over the
+ * output, every name resolved relative to one descriptor of that directory. Signals that would
+ * end the process are held meanwhile, so no temporary file is left behind. */
+static int write_replace(const out_target *t, const unsigned char *data, size_t size)
+{
+    const char *out = t->path;
     sigset_t hold, old;
     sigemptyset(&hold);
     sigaddset(&hold, SIGINT);
@@ -234,56 +348,57 @@ static int write_atomic(const char *out, const unsigned char *data, size_t size)
     sigaddset(&hold, SIGQUIT);
     sigprocmask(SIG_BLOCK, &hold, &old);
 
-    int rc = CLI_OK;
-    const char *step = "cannot create a temporary file";
-    int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        cli_err("%s: %s in %s: %s", out, step, dir, strerror(errno));
-        rc = CLI_EDATA;
+    int rc = CLI_EDATA;
+    char tmp[64] = "";
+    int fd = -1, dfd = open(t->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        cli_err("%s: cannot open its directory %s: %s", out, t->dir, strerror(errno));
         goto done;
     }
-    /* mkostemp makes the file 0600; give it the mode a new file gets. */
-    mode_t mask = umask(0);
-    umask(mask);
-    int failed = 0;
-    if (fchmod(fd, 0666 & ~mask) != 0) {
-        step = "cannot set the mode of";
-        failed = 1;
-    } else if (write_full(fd, data, size) != 0) {
-        step = "cannot write";
-        failed = 1;
-    } else if (fsync(fd) != 0) {
-        step = "cannot sync";
-        failed = 1;
+    if ((fd = create_temp(dfd, tmp, sizeof tmp)) < 0) {
+        cli_err("%s: cannot create a temporary file in %s: %s", out, t->dir, strerror(errno));
+        goto done;
     }
+    const char *step = NULL;
+    if (write_full(fd, data, size) != 0)
+        step = "cannot write";
+    else if (fsync(fd) != 0)
+        step = "cannot sync";
     int saved = errno;
-    if (close(fd) != 0 && !failed) {
+    if (close(fd) != 0 && !step) {
         saved = errno;
         step = "cannot write";
-        failed = 1;
     }
-    if (!failed && rename(tmp, out) != 0) {
+    fd = -1;
+    /* Once more just before the rename: it must still replace a regular file or nothing. */
+    struct stat st;
+    if (!step && fstatat(dfd, t->name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(st.st_mode)) {
+        unlinkat(dfd, tmp, 0);
+        refuse_output(out, &st);
+        goto done;
+    }
+    if (!step && renameat(dfd, tmp, dfd, t->name) != 0) {
         saved = errno;
         step = "cannot rename into place";
-        failed = 1;
     }
-    if (failed) {
-        unlink(tmp);
-        cli_err("%s: %s %s: %s", out, step, tmp, strerror(saved));
-        rc = CLI_EDATA;
+    if (step) {
+        unlinkat(dfd, tmp, 0);
+        cli_err("%s: %s %s/%s: %s", out, step, t->dir, tmp, strerror(saved));
         goto done;
     }
     /* Make the rename durable; some file systems refuse fsync on a directory, which is harmless. */
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
+    (void)fsync(dfd);
+    rc = CLI_OK;
 done:
+    if (dfd >= 0)
+        close(dfd);
     sigprocmask(SIG_SETMASK, &old, NULL);
-    free(tmp);
-    free(dir);
     return rc;
+}
+
+static int write_output(const out_target *t, const unsigned char *data, size_t size)
+{
+    return t->how == OUT_REPLACE ? write_replace(t, data, size) : write_direct(t, data, size);
 }
 
 static int encode_jpeg(const unsigned char *rgb, int width, int height, unsigned char **jpeg,
@@ -314,7 +429,7 @@ static int encode_jpeg(const unsigned char *rgb, int width, int height, unsigned
 enum { OPT_OUTPUT = 1, OPT_COUNT, OPT_EPOCH, OPT_COLUMNS, OPT_FIELD };
 
 static const cli_opt preview_opts[] = {
-    {"output", 'o', 1, OPT_OUTPUT, "FILE", "the JPEG file to write (required)"},
+    {"output", 'o', 1, OPT_OUTPUT, "FILE", "the JPEG file to write, or - for stdout (required)"},
     {"count", 'n', 1, OPT_COUNT, "N", "samples to show, 1..1024 (default 16)"},
     {"epoch", 0, 1, OPT_EPOCH, "E", "epoch whose train crops are shown (default 0)"},
     {"columns", 0, 1, OPT_COLUMNS, "C",
@@ -335,7 +450,9 @@ const cli_cmd cli_cmd_preview = {
     "Under each tile: the sample's index and, when the dataset has a label field, the label and\n"
     "its class name (from the \"class_names\" metadata). A tile that cannot be decoded is drawn\n"
     "grey with the caption \"bad: SAMPLE\"; the rest are still drawn. The file is written under a\n"
-    "temporary name beside FILE and renamed over it when complete.\n"
+    "temporary name beside FILE and renamed over it when complete. -o - writes the JPEG to\n"
+    "standard output; a character device or FIFO is written into, never replaced; a symbolic\n"
+    "link is refused (name the real file).\n"
     "Exit status: 0 ok, 1 data error (any tile bad included), 2 usage.\n",
     preview_opts,
     SP_SCOPE_LOAD,
@@ -615,6 +732,7 @@ int cli_preview_main(int argc, char **argv)
     preview p;
     memset(&p, 0, sizeof p);
     preview_args a;
+    out_target target = {0};
     int help, rc;
     sp_params *params = sp_params_create();
     if (!params) {
@@ -631,7 +749,7 @@ int cli_preview_main(int argc, char **argv)
     /* Tiles are pixels to look at, whatever dtype and layout a trainer asks the loader for. */
     sp_params_set(params, SP_PARAM_IMAGE_DTYPE, SP_IMAGE_UINT8);
     sp_params_set(params, SP_PARAM_IMAGE_LAYOUT, SP_LAYOUT_NHWC);
-    if ((rc = check_output(a.out)) != CLI_OK)
+    if ((rc = plan_output(a.out, &target)) != CLI_OK)
         goto out;
 
     cli_oom_context("previewing %s", a.path);
@@ -691,9 +809,11 @@ int cli_preview_main(int argc, char **argv)
     if ((rc = encode_jpeg(p.grid, (int)p.L.width, (int)p.L.height, &p.jpeg, &jpeg_size)) !=
         CLI_OK)
         goto out;
-    if ((rc = write_atomic(a.out, p.jpeg, jpeg_size)) != CLI_OK)
+    if ((rc = write_output(&target, p.jpeg, jpeg_size)) != CLI_OK)
         goto out;
-    cli_line(stdout, "%s: %llu samples, %llux%llu pixels", a.out, (unsigned long long)n,
+    /* With -o - the JPEG has standard output to itself. */
+    cli_line(target.how == OUT_STDOUT ? stderr : stdout, "%s: %llu samples, %llux%llu pixels",
+             target.how == OUT_STDOUT ? "standard output" : a.out, (unsigned long long)n,
              (unsigned long long)p.L.width, (unsigned long long)p.L.height);
     if (p.bad) {
         if (p.bad > PREVIEW_MAX_BAD_SHOWN)
@@ -704,6 +824,7 @@ int cli_preview_main(int argc, char **argv)
         rc = CLI_EDATA;
     }
 out:
+    out_target_free(&target);
     preview_free(&p);
     sp_params_destroy(params);
     return rc;
