@@ -441,7 +441,9 @@ typedef struct sp_block_info {
 } sp_block_info;
 
 /* Opens path: a dataset directory (its manifest.spm, or every *.sps in it when it has none), a
- * manifest file, or one shard file. params may be NULL (limits: max_block_bytes, max_shards).
+ * manifest file, one shard file, or a glob pattern such as "data/shard-0*.sps" naming shard files
+ * (taken when path names nothing itself; the matches in natural name order, as in a directory).
+ * params may be NULL (limits: max_block_bytes, max_shards).
  * SP_ENOENT, SP_EFORMAT, SP_EVERSION, SP_ETRUNC, SP_ECORRUPT, SP_ECHECKSUM, SP_ELIMIT, SP_EIO. */
 SP_API int sp_dataset_open(const char *path, const sp_params *params, sp_dataset **out);
 /* Opens the listed shard files as one dataset, in the given order; they must share a schema. */
@@ -497,7 +499,8 @@ typedef struct sp_verify_report {
     uint64_t faults;
 } sp_verify_report;
 
-/* Verifies the dataset or shard at path; fn (may be NULL) is called once per fault, on the calling
+/* Verifies the dataset or shard at path (any path sp_dataset_open takes, a glob of shards
+ * included: each match is verified as a shard); fn (may be NULL) is called once per fault, on the calling
  * thread. Returns 0 when sound, SP_ECORRUPT when any fault was found, or another code when path
  * cannot be examined at all. */
 SP_API int sp_verify(const char *path, const sp_params *params, sp_fault_fn fn, void *user,
@@ -535,8 +538,8 @@ SP_API int sp_verify(const char *path, const sp_params *params, sp_fault_fn fn, 
 typedef struct sp_loader sp_loader;
 typedef struct sp_batch sp_batch;
 
-/* Opens a loader over path (as sp_dataset_open: directory, manifest or shard; or a glob pattern
- * such as "data/shard-0*.sps" naming shard files, taken in sorted order). params may be NULL.
+/* Opens a loader over path (as sp_dataset_open: directory, manifest, shard, or a glob pattern
+ * such as "data/shard-0*.sps" naming shard files). params may be NULL.
  * SP_ELIMIT when host_memory cannot hold one window and two batches, or device_memory two device
  * batches (the message names the minimum); SP_EINVAL when rank >= world_size or the dataset has
  * fewer blocks than ranks; SP_EDEVICE when device=cuda:N cannot be used (SP_ENOTSUP in a library

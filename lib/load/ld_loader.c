@@ -2,7 +2,6 @@
  * next/release, epochs, resume state and statistics. The threads live in ld_pipeline.c. */
 #define ZSTD_STATIC_LINKING_ONLY /* ZSTD_estimateDCtxSize, to count each worker's context */
 #include <errno.h>
-#include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/sysinfo.h>
@@ -632,20 +631,6 @@ static int loader_finish_open(sp_loader *l, int rc, const sp_params *params, sp_
     return SP_OK;
 }
 
-/* A path that names nothing but contains a wildcard is a glob of shard files, in sorted order. */
-static int open_glob(const char *pattern, const sp_params *params, sp_dataset **out)
-{
-    glob_t g;
-    int r = glob(pattern, 0, NULL, &g);
-    if (r == GLOB_NOMATCH)
-        return sp_fail(NULL, SP_ENOENT, "%s: no file matches", pattern);
-    if (r != 0)
-        return sp_fail(NULL, r == GLOB_NOSPACE ? SP_ENOMEM : SP_EIO, "%s: cannot expand", pattern);
-    int rc = sp_dataset_open_shards((const char *const *)g.gl_pathv, g.gl_pathc, params, out);
-    globfree(&g);
-    return rc;
-}
-
 int sp_loader_open(const char *path, const sp_params *params, sp_loader **out)
 {
     sp_clear_error();
@@ -656,8 +641,7 @@ int sp_loader_open(const char *path, const sp_params *params, sp_loader **out)
     if (!l)
         return sp_fail(NULL, SP_ENOMEM, "%s: out of memory", path);
     snprintf(l->name, sizeof l->name, "%s", path);
-    bool is_glob = strpbrk(path, "*?[") && access(path, F_OK) != 0;
-    int rc = is_glob ? open_glob(path, params, &l->ds) : sp_dataset_open(path, params, &l->ds);
+    int rc = sp_dataset_open(path, params, &l->ds); /* a glob of shards too */
     if (rc)
         sp_fail_keep(&l->eb, rc); /* "%s" of sp_last_error() into itself was undefined */
     return loader_finish_open(l, rc, params, out);

@@ -14,6 +14,11 @@ int rd_shard_get(sp_dataset *d, uint64_t i, fmt_shard **out);
 /* Every *.sps file in dir (no manifest), in natural name order; free with rd_free_list. */
 int rd_list_shards(const char *dir, uint64_t max, char ***out, size_t *n, sp_errbuf *eb);
 void rd_free_list(char **v, size_t n);
+/* The one rule every path-taking entry point follows for wildcards: a path that names nothing
+ * but holds *, ? or [ is a glob of shard files. 0 when path is not such a glob (open it as a
+ * path); 1 with its matches in natural name order (as rd_list_shards; free with rd_free_list);
+ * or SP_ENOENT (nothing matches), SP_ELIMIT (more than max), SP_ENOMEM, SP_EIO. */
+int rd_glob_shards(const char *path, uint64_t max, char ***out, size_t *n, sp_errbuf *eb);
 
 /* 1 when path starts with the manifest magic (dir = its directory), 0 when it does not, or a
  * negative code when it cannot be read. */

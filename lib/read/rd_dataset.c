@@ -2,6 +2,7 @@
  * or from a list of shards; block reads and random access to samples. */
 #include <dirent.h>
 #include <errno.h>
+#include <glob.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -276,6 +277,40 @@ int rd_list_shards(const char *dir, uint64_t max, char ***out, size_t *n, sp_err
     return SP_OK;
 }
 
+int rd_glob_shards(const char *path, uint64_t max, char ***out, size_t *n, sp_errbuf *eb)
+{
+    *out = NULL;
+    *n = 0;
+    if (!strpbrk(path, "*?[") || access(path, F_OK) == 0)
+        return 0;
+    glob_t g;
+    int r = glob(path, GLOB_NOSORT, NULL, &g);
+    int rc = SP_OK;
+    if (r == GLOB_NOMATCH)
+        rc = sp_fail(eb, SP_ENOENT, "%s: no file matches", path);
+    else if (r != 0)
+        rc = sp_fail(eb, r == GLOB_NOSPACE ? SP_ENOMEM : SP_EIO, "%s: cannot expand the pattern", path);
+    else if (g.gl_pathc > max)
+        rc = sp_fail(eb, SP_ELIMIT, "%s: %zu files match, above max_shards %llu", path, (size_t)g.gl_pathc,
+                     (unsigned long long)max);
+    char **v = NULL;
+    size_t cnt = 0;
+    if (rc == SP_OK && !(v = sp_calloc(g.gl_pathc, sizeof *v)))
+        rc = sp_fail(eb, SP_ENOMEM, "%s: out of memory", path);
+    for (; rc == SP_OK && cnt < g.gl_pathc; cnt++)
+        if (!(v[cnt] = sp_strdup(g.gl_pathv[cnt])))
+            rc = sp_fail(eb, SP_ENOMEM, "%s: out of memory", path);
+    globfree(&g);
+    if (rc) {
+        rd_free_list(v, cnt);
+        return rc;
+    }
+    qsort(v, cnt, sizeof *v, cmp_str);
+    *out = v;
+    *n = cnt;
+    return 1;
+}
+
 static int open_shard_list(sp_dataset *d, const char *const *paths, size_t n)
 {
     if (n == 0)
@@ -376,7 +411,15 @@ int sp_dataset_open(const char *path, const sp_params *params, sp_dataset **out)
     sp_dataset *d = dataset_new(params);
     if (!d)
         return sp_fail(NULL, SP_ENOMEM, "%s: out of memory", path);
-    int rc = sp_path_is_dir(path) ? open_dir(d, path) : open_file(d, path);
+    char **paths;
+    size_t n;
+    int rc = rd_glob_shards(path, d->lim.max_shards, &paths, &n, &d->eb);
+    if (rc > 0) {
+        rc = open_shard_list(d, (const char *const *)paths, n);
+        rd_free_list(paths, n);
+    } else if (rc == 0) {
+        rc = sp_path_is_dir(path) ? open_dir(d, path) : open_file(d, path);
+    }
     if (rc) {
         sp_dataset_close(d);
         return rc;

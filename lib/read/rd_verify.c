@@ -189,6 +189,20 @@ static int verify_dir_shards(vr_ctx *v, const char *dir)
     return rc;
 }
 
+/* Shards matching a glob (rd_glob_shards): 0 when path is no glob, else 1 or a code. */
+static int verify_glob(vr_ctx *v, const char *path)
+{
+    char **paths;
+    size_t n;
+    int rc = rd_glob_shards(path, v->lim.max_shards, &paths, &n, NULL);
+    if (rc <= 0)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        fmt_shard_close(verify_shard(v, paths[i]));
+    rd_free_list(paths, n);
+    return 1;
+}
+
 static int verify_file(vr_ctx *v, const char *path)
 {
     char dir[4096];
@@ -212,8 +226,10 @@ int sp_verify(const char *path, const sp_params *params, sp_fault_fn fn, void *u
     fmt_limits_from_params(&v.lim, params);
     if (!(v.dctx = ZSTD_createDCtx()))
         return sp_fail(NULL, SP_ENOMEM, "out of memory");
-    int rc;
-    if (sp_path_is_dir(path)) {
+    int rc = verify_glob(&v, path);
+    if (rc != 0) {
+        rc = rc < 0 ? rc : SP_OK;
+    } else if (sp_path_is_dir(path)) {
         char mpath[4096];
         snprintf(mpath, sizeof mpath, "%s/%s", path, MANIFEST_NAME);
         rc = access(mpath, F_OK) == 0 ? verify_manifest(&v, mpath, path) : verify_dir_shards(&v, path);

@@ -238,6 +238,16 @@ START_TEST(glob_paths)
     ck_assert_uint_eq(epoch_ids(l, seen, N_SAMPLES), N_SAMPLES);
     ck_assert_int_eq(sp_loader_close(l), 0);
 
+    /* sp_dataset_open and sp_verify take the same glob, through the same rule. */
+    ck_assert_msg(sp_dataset_open(pat, NULL, &ds) == 0, "%s", sp_last_error());
+    ck_assert_uint_eq(sp_dataset_num_samples(ds), N_SAMPLES);
+    ck_assert_uint_eq(sp_dataset_num_shards(ds), g_ds.shards);
+    sp_dataset_close(ds);
+    sp_verify_report rep;
+    ck_assert_msg(sp_verify(pat, NULL, NULL, NULL, &rep) == 0, "%s", sp_last_error());
+    ck_assert_uint_eq(rep.shards, g_ds.shards);
+    ck_assert_uint_eq(rep.samples, N_SAMPLES);
+
     /* Only the first shard: exactly its samples. */
     snprintf(pat, sizeof pat, "%s/shard-00000[0].sps", g_ds.dir);
     ck_assert_int_eq(lt_open(pat, &l, NULL), 0);
