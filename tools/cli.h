@@ -205,6 +205,8 @@ typedef struct pack_ctx pack_ctx;
 /* Options the importers read. */
 int pack_strict(const pack_ctx *pc);
 uint64_t pack_seq_len(const pack_ctx *pc);
+/* OUTDIR, as given with -o. */
+const char *pack_outdir(const pack_ctx *pc);
 /* Declares the schema (ownership passes to the context) and the expected totals for the progress
  * line (0 when unknown). The writer is opened at the first sample, so an empty input creates
  * nothing. */

@@ -80,6 +80,7 @@ static void exit_cleanup(void)
 
 int pack_strict(const pack_ctx *pc) { return pc->strict; }
 uint64_t pack_seq_len(const pack_ctx *pc) { return pc->seq_len; }
+const char *pack_outdir(const pack_ctx *pc) { return pc->outdir; }
 
 void pack_set_schema(pack_ctx *pc, sp_schema *schema)
 {

@@ -1,4 +1,10 @@
-/* imp_imagefolder.c - ImageFolder importer: DIR/CLASS/NAME.jpg, label = index of CLASS (sorted). */
+/* imp_imagefolder.c - ImageFolder importer: DIR/CLASS/NAME.jpg, label = index of CLASS (sorted).
+ *
+ * Classes are the subdirectories, as torchvision's ImageFolder finds them, less two kinds that are
+ * the pack's own output rather than data: OUTDIR itself when it lies inside DIR (so packing twice
+ * with --overwrite gives the same classes), and writers' staging directories (.NAME.shardpack-tmp).
+ * A class directory without a .jpg or .jpeg file is refused, as torchvision refuses a class with no
+ * valid file: its label would belong to no sample. */
 #include "cli.h"
 
 #include <dirent.h>
@@ -33,8 +39,16 @@ static int is_jpeg_name(const char *name)
     return cli_ends_with_ci(name, ".jpg") || cli_ends_with_ci(name, ".jpeg");
 }
 
-/* Sorted names of the subdirectories of root. */
-static int list_classes(const char *root, char ***out, size_t *nout)
+/* A writer's staging directory (.NAME.shardpack-tmp, or .NAME.shardpack-tmp.old while a dataset
+ * is replaced without an atomic exchange). */
+static int is_staging_name(const char *name)
+{
+    return name[0] == '.' && (cli_ends_with_ci(name, ".shardpack-tmp") || cli_ends_with_ci(name, ".shardpack-tmp.old"));
+}
+
+/* Sorted names of the subdirectories of root that are classes: not the output directory (out,
+ * from stat of OUTDIR, when it exists) nor a staging directory. */
+static int list_classes(const char *root, const struct stat *out, char ***out_names, size_t *nout)
 {
     DIR *d = opendir(root);
     if (!d) {
@@ -52,7 +66,8 @@ static int list_classes(const char *root, char ***out, size_t *nout)
         struct stat st;
         int is_dir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
         free(path);
-        if (!is_dir)
+        if (!is_dir || is_staging_name(e->d_name) ||
+            (out && st.st_dev == out->st_dev && st.st_ino == out->st_ino))
             continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 64;
@@ -72,7 +87,7 @@ static int list_classes(const char *root, char ***out, size_t *nout)
     }
     if (n > 1)
         qsort(names, n, sizeof *names, cmp_str);
-    *out = names;
+    *out_names = names;
     *nout = n;
     return CLI_OK;
 }
@@ -146,7 +161,9 @@ int imp_imagefolder(pack_ctx *pc, const char *const *srcs, size_t n)
     const char *root = srcs[0];
     char **names = NULL;
     size_t nclasses = 0;
-    int rc = list_classes(root, &names, &nclasses);
+    struct stat out_st;
+    int out_exists = stat(pack_outdir(pc), &out_st) == 0;
+    int rc = list_classes(root, out_exists ? &out_st : NULL, &names, &nclasses);
     if (rc)
         return rc;
     if (nclasses == 0) {
@@ -182,6 +199,14 @@ int imp_imagefolder(pack_ctx *pc, const char *const *srcs, size_t n)
         rc = CLI_EDATA;
         goto out;
     }
+    for (size_t i = 0; i < nclasses; i++)
+        if (classes[i].nitems == 0) {
+            cli_err("%s/%s: no .jpg or .jpeg file in this class directory; its label would belong "
+                    "to no sample (torchvision's ImageFolder refuses it too): remove it or add images",
+                    root, classes[i].name);
+            rc = CLI_EDATA;
+            goto out;
+        }
 
     sp_schema *schema = pack_image_label_schema();
     if (!schema) {

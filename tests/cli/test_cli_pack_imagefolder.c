@@ -1,4 +1,4 @@
-/* test_cli_pack_imagefolder.c - pack an ImageFolder tree; cat returns each JPEG byte-identical. */
+/* test_cli_pack_imagefolder.c - pack an ImageFolder tree; cat returns each JPEG byte-identical; OUTDIR inside the tree and staging directories are not classes; an empty class directory is refused as torchvision refuses it. */
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,6 +125,64 @@ START_TEST(test_overwrite)
 }
 END_TEST
 
+/* The class line of `inspect PATH`, e.g. "class_names (2 classes): b, c". */
+static void check_classes(const char *ds, const char *want)
+{
+    clit_result r = clit_run("inspect", ds, NULL);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    ck_assert_msg(strstr(r.out, want) != NULL, "want '%s' in:\n%s", want, r.out);
+    clit_result_free(&r);
+}
+
+START_TEST(test_output_inside_input)
+{
+    char *in = clit_path("%s/in", tmp), *out = clit_path("%s/in/a.sp", tmp);
+    char *stale = clit_path("%s/in/.old.sp.shardpack-tmp", tmp), *stale_file = clit_path("%s/x.jpg", stale);
+    clit_mkdir(in);
+    size_t n;
+    free(put_jpeg("b", "x.jpg", 1, &n));
+    free(put_jpeg("c", "y.jpg", 2, &n));
+    /* A killed writer's staging directory, holding a file with an image's name. */
+    clit_mkdir(stale);
+    clit_write(stale_file, "staged", 6);
+    for (int again = 0; again < 2; again++) {
+        clit_result r = clit_run("pack", in, "-o", out, "-q", again ? "--overwrite" : NULL, NULL);
+        ck_assert_msg(r.status == 0, "pack %d: %s", again, r.err);
+        clit_result_free(&r);
+        /* "a.sp" sorts first: were it a class, every label would shift by one. */
+        check_classes(out, "class_names (2 classes): b, c");
+        r = clit_run("cat", out, "--index", "0", "--field", "label", "--text", NULL);
+        ck_assert_msg(r.status == 0 && strcmp(r.out, "0\n") == 0, "label of sample 0: %s%s", r.out, r.err);
+        clit_result_free(&r);
+    }
+    free(stale_file);
+    free(stale);
+    free(in);
+    free(out);
+}
+END_TEST
+
+START_TEST(test_empty_class_refused)
+{
+    char *in = clit_path("%s/in", tmp), *out = clit_path("%s/out", tmp), *empty = clit_path("%s/in/a", tmp);
+    clit_mkdir(in);
+    clit_mkdir(empty);
+    size_t n;
+    free(put_jpeg("b", "x.jpg", 1, &n));
+    char *txt = clit_path("%s/readme.txt", empty);
+    clit_write(txt, "no images here", 14);
+    clit_result r = clit_run("pack", in, "-o", out, NULL);
+    ck_assert_msg(r.status == 1, "exit %d: %s", r.status, r.err);
+    ck_assert_msg(strstr(r.err, empty) && strstr(r.err, "no .jpg or .jpeg file"), "%s", r.err);
+    clit_result_free(&r);
+    ck_assert(!clit_exists(out));
+    free(txt);
+    free(empty);
+    free(in);
+    free(out);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cli-pack-imagefolder");
@@ -133,6 +191,8 @@ int main(void)
     tcase_set_timeout(tc, 100);
     tcase_add_test(tc, test_pack_and_cat_identity);
     tcase_add_test(tc, test_overwrite);
+    tcase_add_test(tc, test_output_inside_input);
+    tcase_add_test(tc, test_empty_class_refused);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
