@@ -101,7 +101,8 @@ const cli_cmd cli_cmd_cat = {
     "Writes the stored bytes of field F of sample I to stdout, exactly as packed.",
     "A packed JPEG comes out byte-identical to its source file. A label is 8 bytes, a\n"
     "little-endian int64, unless --text prints it in decimal. Tokens and tensors print one\n"
-    "element per line with --text.\n",
+    "element per line with --text. There is no --json: the output is the field itself;\n"
+    "'shardpack inspect PATH --json' describes the dataset.\n",
     cat_opts,
     SP_SCOPE_READ,
 };

@@ -465,14 +465,18 @@ static void ctx_free(pack_ctx *pc)
 }
 
 /* Fails early, before a long scan, when OUTDIR is a symbolic link (the writer refuses to write
- * through one, --overwrite or not) or holds a dataset and --overwrite is off. The writer checks
- * again when it opens. */
+ * through one, --overwrite or not), is not a directory, or holds a dataset and --overwrite is off.
+ * The writer checks again when it opens. */
 static int precheck_output(pack_ctx *pc)
 {
     struct stat st;
     if (lstat(pc->outdir, &st) == 0 && S_ISLNK(st.st_mode)) {
         cli_err("%s: is a symbolic link; a writer does not write through links: name the real directory",
                 pc->outdir);
+        return CLI_EDATA;
+    }
+    if (lstat(pc->outdir, &st) == 0 && !S_ISDIR(st.st_mode)) {
+        cli_err("%s: exists and is not a directory; -o names the dataset directory to write", pc->outdir);
         return CLI_EDATA;
     }
     if (sp_params_get(pc->params, SP_PARAM_OVERWRITE))

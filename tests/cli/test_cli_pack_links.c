@@ -1,4 +1,4 @@
-/* test_cli_pack_links.c - `shardpack pack` refuses a symbolic link at -o or at its staging name, naming it, and leaves the linked dataset byte-identical. */
+/* test_cli_pack_links.c - `shardpack pack` refuses a symbolic link at -o or at its staging name, naming it, and leaves the linked dataset byte-identical; an -o that exists and is not a directory is refused before any input is read. */
 #include <check.h>
 #include <dirent.h>
 #include <stdlib.h>
@@ -132,6 +132,43 @@ START_TEST(test_links)
 }
 END_TEST
 
+START_TEST(test_output_not_a_directory)
+{
+    char *dir = clit_path("%s/in", tmp);
+    clit_mkdir(dir);
+    char *bin = clit_pack_llmc(dir, 2, 3000, token_of, "8");
+    free(bin);
+    bin = clit_path("%s/tok.bin", dir);
+    size_t len0, len1;
+    unsigned char *before = clit_read(bin, &len0);
+    /* The source itself as the output. */
+    clit_result r = clit_run("pack", bin, "--seq-len", "8", "-o", bin, NULL);
+    ck_assert_msg(r.status == 1, "status %d: %s", r.status, r.err);
+    char *want = clit_path("%s: exists and is not a directory", bin);
+    ck_assert_msg(strstr(r.err, want), "%s", r.err);
+    clit_result_free(&r);
+    unsigned char *after = clit_read(bin, &len1);
+    ck_assert(len0 == len1 && memcmp(before, after, len0) == 0);
+
+    /* Said before any input item is read: an empty first image under --strict is not reached. */
+    char *in = clit_path("%s/imgs", tmp), *cls = clit_path("%s/imgs/c", tmp), *img = clit_path("%s/a.jpg", cls);
+    clit_mkdir(in);
+    clit_mkdir(cls);
+    clit_write(img, "", 0);
+    r = clit_run("pack", in, "-o", bin, "--strict", NULL);
+    ck_assert_msg(r.status == 1 && strstr(r.err, want) && !strstr(r.err, "a.jpg"), "status %d: %s", r.status, r.err);
+    clit_result_free(&r);
+    free(want);
+    free(before);
+    free(after);
+    free(img);
+    free(cls);
+    free(in);
+    free(bin);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cli_pack_links");
@@ -139,6 +176,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 100);
     tcase_add_test(tc, test_links);
+    tcase_add_test(tc, test_output_not_a_directory);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

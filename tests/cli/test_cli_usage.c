@@ -125,6 +125,26 @@ START_TEST(test_help_and_version)
 }
 END_TEST
 
+/* The commands README.md says take --json do; cat, which does not, says so in its help. */
+START_TEST(test_json_option)
+{
+    const char *with[] = {"pack", "inspect", "verify", "bench"};
+    for (size_t i = 0; i < 4; i++) {
+        clit_result r = clit_run(with[i], "--help", NULL);
+        ck_assert_msg(r.status == 0 && strstr(r.out, "  --json"), "%s --help: %s", with[i], r.out);
+        clit_result_free(&r);
+    }
+    clit_result r = clit_run("cat", "--help", NULL);
+    ck_assert_msg(!strstr(r.out, "  --json") && strstr(r.out, "There is no --json") &&
+                      strstr(r.out, "inspect PATH --json"),
+                  "%s", r.out);
+    clit_result_free(&r);
+    r = clit_run("cat", "x", "--json", NULL);
+    ck_assert_msg(r.status == 2 && strstr(r.err, "'--json'") && strstr(r.err, "cat --help"), "%s", r.err);
+    clit_result_free(&r);
+}
+END_TEST
+
 START_TEST(test_man_page_lists_parameters)
 {
     const char *man = getenv("SHARDPACK_MAN");
@@ -164,6 +184,7 @@ int main(void)
     tcase_add_test(tc, test_usage_errors);
     tcase_add_test(tc, test_help_and_version);
     tcase_add_test(tc, test_man_page_lists_parameters);
+    tcase_add_test(tc, test_json_option);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
