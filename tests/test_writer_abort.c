@@ -29,6 +29,18 @@ static void check_nothing_published(const char *dir, const char *parent)
     ck_assert_uint_eq(tu_count_others(parent, "ds"), 0);
 }
 
+/* Destroys w, checks that nothing was published, and frees what one case held. */
+static void end_unpublished(sp_writer *w, sp_params *p, char *dir, char *parent, tu_data *d)
+{
+    sp_writer_destroy(w);
+    check_nothing_published(dir, parent);
+    sp_params_destroy(p);
+    tu_rmtree(parent);
+    free(parent);
+    free(dir);
+    sp_schema_destroy(d->schema);
+}
+
 START_TEST(abort_before_finish)
 {
     tu_data d = tu_image_data(50, 7, 300);
@@ -155,13 +167,7 @@ static void abort_during_finish(int by_signal)
     uint64_t total_blocks = (after.raw_bytes + (1u << 20) - 1) >> 20;
     ck_assert_msg(after.blocks < total_blocks, "finish wrote all %llu blocks before stopping",
                   (unsigned long long)after.blocks);
-    sp_writer_destroy(w);
-    check_nothing_published(dir, parent);
-    sp_params_destroy(p);
-    tu_rmtree(parent);
-    free(parent);
-    free(dir);
-    sp_schema_destroy(d.schema);
+    end_unpublished(w, p, dir, parent, &d);
 }
 
 START_TEST(abort_from_thread_during_finish)
@@ -246,13 +252,7 @@ START_TEST(failed_tells_refusal_from_writer_failure)
     ck_assert_msg(rc == SP_ELIMIT, "adding past max_shards: %s", sp_error_name(rc));
     ck_assert_msg(strstr(sp_writer_errmsg(w), "max_shards"), "%s", sp_writer_errmsg(w));
     ck_assert_int_eq(sp_writer_failed(w), 1);
-    sp_writer_destroy(w);
-    check_nothing_published(dir, parent);
-    sp_params_destroy(p);
-    tu_rmtree(parent);
-    free(parent);
-    free(dir);
-    sp_schema_destroy(d.schema);
+    end_unpublished(w, p, dir, parent, &d);
 }
 END_TEST
 

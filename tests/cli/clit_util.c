@@ -240,6 +240,22 @@ unsigned char *clit_jpeg(int w, int h, unsigned seed, size_t *size)
     return copy;
 }
 
+void clit_write_images(const char *dir, int n, int w, int h)
+{
+    char *cls = clit_path("%s/c", dir);
+    clit_mkdir(dir);
+    clit_mkdir(cls);
+    for (int i = 0; i < n; i++) {
+        size_t size;
+        unsigned char *j = clit_jpeg(w, h, (unsigned)i, &size);
+        char *p = clit_path("%s/%03d.jpg", cls, i);
+        clit_write(p, j, size);
+        free(p);
+        free(j);
+    }
+    free(cls);
+}
+
 /* ---- tar ----------------------------------------------------------------------------------- */
 
 static void tar_header(FILE *f, const char *name, size_t size, char type)

@@ -46,6 +46,9 @@ int clit_exists(const char *path);
 
 /* A small baseline JPEG of w x h pixels whose content depends on seed (malloc'd). */
 unsigned char *clit_jpeg(int w, int h, unsigned seed, size_t *size);
+/* An ImageFolder of one class: DIR/c/000.jpg ... n JPEGs of w x h pixels, image i of seed i
+ * (DIR and DIR/c are created). */
+void clit_write_images(const char *dir, int n, int w, int h);
 
 /* Tar writer: regular members; names over 100 bytes get a GNU 'L' record, or a pax 'path'
  * record when pax is set. */

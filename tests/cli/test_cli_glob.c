@@ -11,17 +11,8 @@ static char *tmp, *ds, *glob_all, *glob_two;
 static void setup(void)
 {
     tmp = clit_tmpdir();
-    char *in = clit_path("%s/in", tmp), *cls = clit_path("%s/in/c", tmp);
-    clit_mkdir(in);
-    clit_mkdir(cls);
-    for (int i = 0; i < 30; i++) {
-        size_t n;
-        unsigned char *j = clit_jpeg(48, 40, (unsigned)i, &n);
-        char *p = clit_path("%s/%03d.jpg", cls, i);
-        clit_write(p, j, n);
-        free(p);
-        free(j);
-    }
+    char *in = clit_path("%s/in", tmp);
+    clit_write_images(in, 30, 48, 40);
     ds = clit_path("%s/ds", tmp);
     clit_result r = clit_run("pack", in, "-o", ds, "-q", "--block-size", "4K", "--shard-size", "16K", NULL);
     ck_assert_msg(r.status == 0, "pack: %s", r.err);
@@ -29,7 +20,6 @@ static void setup(void)
     glob_all = clit_path("%s/shard-*.sps", ds);
     glob_two = clit_path("%s/shard-00000[01].sps", ds);
     free(in);
-    free(cls);
 }
 
 static void teardown(void)

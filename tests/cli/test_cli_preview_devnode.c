@@ -34,13 +34,8 @@ static const char *make_node(void)
 
 START_TEST(test_char_device_kept)
 {
-    char *in = clit_path("%s/in", tmp), *cls = clit_path("%s/in/c", tmp), *ds = clit_path("%s/ds", tmp);
-    clit_mkdir(in);
-    clit_mkdir(cls);
-    size_t n;
-    unsigned char *j = clit_jpeg(40, 32, 1, &n);
-    char *img = clit_path("%s/a.jpg", cls);
-    clit_write(img, j, n);
+    char *in = clit_path("%s/in", tmp), *ds = clit_path("%s/ds", tmp);
+    clit_write_images(in, 1, 40, 32);
     clit_result r = clit_run("pack", in, "-o", ds, "-q", NULL);
     ck_assert_msg(r.status == 0, "pack: %s", r.err);
     clit_result_free(&r);
@@ -53,10 +48,7 @@ START_TEST(test_char_device_kept)
     ck_assert(lstat(node, &st) == 0);
     ck_assert_msg(S_ISCHR(st.st_mode) && major(st.st_rdev) == 1 && minor(st.st_rdev) == 3,
                   "the device node was replaced (mode %o, size %lld)", (unsigned)st.st_mode, (long long)st.st_size);
-    free(j);
-    free(img);
     free(in);
-    free(cls);
     free(ds);
 }
 END_TEST

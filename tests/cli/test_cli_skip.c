@@ -128,17 +128,8 @@ static int others_than_input(const char *dir)
 
 START_TEST(test_writer_failure_is_not_a_skip)
 {
-    char *in = clit_path("%s/in", tmp), *cls = clit_path("%s/in/c", tmp);
-    clit_mkdir(in);
-    clit_mkdir(cls);
-    for (int i = 0; i < 40; i++) {
-        size_t n;
-        unsigned char *j = clit_jpeg(64, 48, (unsigned)i, &n);
-        char *p = clit_path("%s/img%02d.jpg", cls, i);
-        clit_write(p, j, n);
-        free(p);
-        free(j);
-    }
+    char *in = clit_path("%s/in", tmp);
+    clit_write_images(in, 40, 64, 48);
     char *out = clit_path("%s/x.sp", tmp);
     for (int strict = 0; strict < 2; strict++) {
         clit_result r = clit_run("pack", in, "-o", out, "--max-shards", "3", "--shard-size", "8K",
@@ -159,7 +150,6 @@ START_TEST(test_writer_failure_is_not_a_skip)
     }
     free(out);
     free(in);
-    free(cls);
 }
 END_TEST
 

@@ -18,23 +18,13 @@ static void teardown(void)
 /* Packs 40 images into out with small blocks, so there are several. */
 static char *make_dataset(void)
 {
-    char *in = clit_path("%s/in", tmp), *cls = clit_path("%s/in/c", tmp);
-    clit_mkdir(in);
-    clit_mkdir(cls);
-    for (int i = 0; i < 40; i++) {
-        size_t n;
-        unsigned char *j = clit_jpeg(32, 32, (unsigned)i, &n);
-        char *p = clit_path("%s/%03d.jpg", cls, i);
-        clit_write(p, j, n);
-        free(p);
-        free(j);
-    }
+    char *in = clit_path("%s/in", tmp);
+    clit_write_images(in, 40, 32, 32);
     char *out = clit_path("%s/out", tmp);
     clit_result r = clit_run("pack", in, "-o", out, "-q", "--block-size", "4K", NULL);
     ck_assert_msg(r.status == 0, "pack: %s", r.err);
     clit_result_free(&r);
     free(in);
-    free(cls);
     return out;
 }
 
