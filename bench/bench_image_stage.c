@@ -320,7 +320,7 @@ static void bench_resize(const file *files, int n)
         unsigned char *full = decode(&files[i], 8, 0, &w, &h);
         if (!full)
             continue;
-        sp_image_crop cr;
+        sp_image_crop cr = { .struct_size = sizeof cr };
         sp_image_transform_crop(t, w, h, 0, (uint64_t)i, &cr);
         free(full);
         unsigned char *px = decode(&files[i], cr.scale, 0, &w, &h);

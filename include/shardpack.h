@@ -4,8 +4,32 @@
  * Conventions, true of every function below unless its comment says otherwise:
  *  - Every call that can fail returns 0 (SP_OK) or a negative sp_error code. Functions that return
  *    a count or a pointer say so.
- *  - On failure a message naming the file, block and sample involved is available from
- *    sp_last_error() on the calling thread, and from the handle's own *_errmsg() function.
+ *  - Errors: every call that fails sets the calling thread's message (sp_last_error()), naming
+ *    the function or the file, block, sample or parameter involved; a call on a handle sets the
+ *    handle's own *_errmsg() too. A failure is a negative sp_error code, or the NULL, 0 or -1 that
+ *    a function's comment names as its failure. Queries leave the message as it was unless they
+ *    fail, so a caller can read statistics or infos after a failure and still report it: the
+ *    getters, the lookups (sp_param_lookup, sp_schema_find, sp_batch_find, the *_from_name
+ *    functions), sp_param_describe, sp_params_get_float3, sp_schema_field, sp_writer_stats,
+ *    sp_dataset_meta_at, sp_dataset_meta_get, sp_dataset_shard_info, sp_dataset_block_info,
+ *    sp_dataset_locate, sp_block_get, sp_loader_stats_get, sp_struct_layout and sp_struct_field.
+ *    Every other call that returns 0 (SP_OK) or an error code clears the message when it starts,
+ *    so after it returns 0 sp_last_error() is "". Destroy functions never touch it. Every message,
+ *    and every note in a struct below, fits in SP_ERRMSG_MAX bytes with its terminating NUL.
+ *  - Structs: every public struct but sp_value begins with `size_t struct_size`, set to its sizeof
+ *    by whoever allocates it. A struct the caller allocates and the library fills (stats, infos,
+ *    reports, crops) needs struct_size set before the call, e.g.
+ *        sp_loader_stats st = { .struct_size = sizeof st };
+ *    The library writes only the first struct_size bytes, and leaves struct_size as the caller set
+ *    it: a caller built against an older, shorter layout gets the fields it knows and nothing is
+ *    written past its struct; one built against a newer, longer layout keeps what it had in the
+ *    fields this library does not know (zero them). A struct_size below the layout of ABI 2 (the
+ *    first with struct_size) is refused with SP_EINVAL, the struct untouched. Fields are only ever
+ *    appended, so a struct grows without an ABI bump. A struct the library allocates (sp_fault)
+ *    carries the library's sizeof: fields past it do not exist. sp_value is an input array whose
+ *    layout is fixed for good (a pointer and a size, like struct iovec); it has no struct_size.
+ *    sp_struct_name, sp_struct_layout and sp_struct_field describe every public struct's layout as
+ *    this library was built, so a binding can check its mirrors.
  *  - The library never prints, never exits and never aborts on bad input.
  *  - Handles are opaque. Every destroy/close/free function accepts NULL.
  *  - Ownership: a pointer returned by a getter is owned by the handle it came from and stays valid
@@ -42,6 +66,20 @@ extern "C" {
 SP_API const char *sp_version(void);
 /* SP_ABI_VERSION of the library actually loaded; bindings refuse a mismatch. */
 SP_API int sp_abi_version(void);
+
+/* The layout of every public struct as this library was built, so that a binding mirroring them
+ * (ctypes, cffi) can check its copies: each struct's sizeof, smallest accepted struct_size, and
+ * every member's name, offsetof and sizeof (an array member's whole size), in declaration order.
+ * Names are the C type names ("sp_loader_stats"); the DLPack structs batches are described with
+ * ("DLTensor", "DLDevice", "DLDataType", "DLManagedTensor") are listed too. */
+/* The name of the i-th struct described, or NULL past the last (with a message). */
+SP_API const char *sp_struct_name(size_t i);
+/* *size: sizeof; *min_size: the smallest struct_size accepted (0 for a struct without one);
+ * *nfields: its member count. Any of them may be NULL. SP_ENOENT for a name not described. */
+SP_API int sp_struct_layout(const char *name, size_t *size, size_t *min_size, size_t *nfields);
+/* Member i of struct name: *field its name (static), *offset, *size. Any of them may be NULL.
+ * SP_ENOENT for a name not described, SP_ERANGE past the last member. */
+SP_API int sp_struct_field(const char *name, size_t i, const char **field, size_t *offset, size_t *size);
 
 /* ------------------------------------------------------------------------------------------------
  * Errors. One table: the codes, their names and their messages. Released numbers never change;
@@ -84,6 +122,10 @@ typedef enum sp_error {
 SP_API const char *sp_strerror(int code);
 /* The code's name ("SP_ECHECKSUM"), or "SP_UNKNOWN". */
 SP_API const char *sp_error_name(int code);
+/* Bytes of every error message and note, its terminating NUL included: sp_last_error(), the
+ * *_errmsg() strings, and the io_note, bad_note and device_note of sp_loader_stats. */
+#define SP_ERRMSG_MAX 512
+
 /* The message of the last failing call on this thread (naming file, block, sample), or "" if none.
  * Valid until the next library call on this thread. */
 SP_API const char *sp_last_error(void);
@@ -259,6 +301,7 @@ enum { SP_DEVICE_LAYOUT_NCHW = 0, SP_DEVICE_LAYOUT_NHWC = 1 };
 
 /* Description of one parameter; all strings are static. */
 typedef struct sp_param_info {
+    size_t struct_size;  /* sizeof(sp_param_info), set by the caller (see the conventions at the top) */
     int key;             /* sp_param */
     const char *name;    /* "block_size" */
     int type;            /* sp_param_type */
@@ -304,6 +347,7 @@ SP_API int sp_params_set_float3(sp_params *p, int key, const double v[3]);
 typedef struct sp_schema sp_schema;
 
 typedef struct sp_field_info {
+    size_t struct_size;  /* sizeof(sp_field_info), set by the caller (see the conventions at the top) */
     const char *name;          /* owned by the schema */
     int kind;                  /* sp_field_kind */
     int dtype;                 /* sp_dtype of one element */
@@ -322,7 +366,8 @@ SP_API void sp_schema_destroy(sp_schema *s);
 SP_API int sp_schema_add(sp_schema *s, const char *name, int kind, int dtype, uint32_t ndim,
                          const uint64_t *shape);
 SP_API size_t sp_schema_num_fields(const sp_schema *s);
-/* Fills *out for field i. SP_ERANGE past the last field. */
+/* Fills *out for field i. SP_ERANGE past the last field; SP_EINVAL for a NULL out or a struct_size
+ * below the first layout (as every function filling a struct). */
 SP_API int sp_schema_field(const sp_schema *s, size_t i, sp_field_info *out);
 /* Index of the field named name, or SP_ENOENT. */
 SP_API int sp_schema_find(const sp_schema *s, const char *name);
@@ -350,6 +395,7 @@ typedef struct sp_value {
 } sp_value;
 
 typedef struct sp_write_stats {
+    size_t struct_size;  /* sizeof(sp_write_stats), set by the caller (see the conventions at the top) */
     uint64_t samples;      /* samples added */
     uint64_t raw_bytes;    /* uncompressed block bytes produced */
     uint64_t stored_bytes; /* block bytes written to shards (compressed or stored) */
@@ -417,6 +463,7 @@ typedef struct sp_dataset sp_dataset;
 typedef struct sp_block sp_block;
 
 typedef struct sp_shard_info {
+    size_t struct_size;  /* sizeof(sp_shard_info), set by the caller (see the conventions at the top) */
     const char *path;      /* owned by the dataset */
     uint64_t file_bytes;
     uint64_t blocks;
@@ -428,6 +475,7 @@ typedef struct sp_shard_info {
 enum { SP_CODEC_STORED = 0, SP_CODEC_ZSTD = 1 };
 
 typedef struct sp_block_info {
+    size_t struct_size;  /* sizeof(sp_block_info), set by the caller (see the conventions at the top) */
     uint64_t shard;        /* shard index */
     uint64_t index;        /* block index within the shard */
     uint64_t offset;       /* byte offset in the shard file */
@@ -465,6 +513,7 @@ SP_API int sp_dataset_meta_at(const sp_dataset *d, size_t i, const char **key, c
 SP_API int sp_dataset_meta_get(const sp_dataset *d, const char *key, const void **value,
                                size_t *len);
 
+/* SP_ERANGE past the last shard. */
 SP_API int sp_dataset_shard_info(sp_dataset *d, uint64_t shard, sp_shard_info *out);
 /* Needs the block's shard opened (done here, lazily). SP_ERANGE past the last block. */
 SP_API int sp_dataset_block_info(sp_dataset *d, uint64_t block, sp_block_info *out);
@@ -485,6 +534,7 @@ SP_API int sp_block_get(const sp_block *b, uint32_t row, size_t field, const voi
  * Verification: every checksum and every index invariant, reporting each fault and going on.
  * ---------------------------------------------------------------------------------------------- */
 typedef struct sp_fault {
+    size_t struct_size; /* sizeof(sp_fault) of the library: fields past it do not exist */
     const char *file;   /* the shard or manifest */
     int64_t block;      /* block index within the shard, -1 when the fault is not in a block */
     uint64_t offset;    /* byte offset in file where the fault lies */
@@ -495,6 +545,7 @@ typedef struct sp_fault {
 typedef void (*sp_fault_fn)(const sp_fault *fault, void *user);
 
 typedef struct sp_verify_report {
+    size_t struct_size;  /* sizeof(sp_verify_report), set by the caller (see the conventions at the top) */
     uint64_t shards, blocks, samples, bytes; /* checked */
     uint64_t faults;
 } sp_verify_report;
@@ -589,6 +640,7 @@ SP_API int sp_batch_find(const sp_batch *b, const char *name);
 SP_API uint64_t sp_batch_sample_id(const sp_batch *b, uint32_t row);
 
 typedef struct sp_loader_stats {
+    size_t struct_size;  /* sizeof(sp_loader_stats), set by the caller (see the conventions at the top) */
     uint64_t epoch, batches, samples;       /* delivered */
     uint64_t bytes_read;                    /* compressed bytes read from files */
     uint64_t bytes_decompressed;            /* raw bytes produced by decoding */
@@ -606,11 +658,11 @@ typedef struct sp_loader_stats {
     int threads;
     int io;                                 /* SP_IO_URING or SP_IO_PREAD: the path in use */
     int direct_io;                          /* 1 when O_DIRECT reads are in use */
-    char io_note[128];                      /* why the fallback happened, or "" */
+    char io_note[SP_ERRMSG_MAX];                    /* why the fallback happened, or "" */
     uint64_t images_decoded;                /* images decoded into rows */
     uint64_t images_bad;                    /* images refused: corrupt, warned about or too large */
     uint64_t image_scratch_bytes;           /* per-worker decoder buffers, all workers (in scratch_bytes) */
-    char bad_note[512];                     /* the latest corrupt block or refused image, naming its
+    char bad_note[SP_ERRMSG_MAX];                   /* the latest corrupt block or refused image, naming its
                                              * shard, block and sample, or "" */
     /* The device stage (device=cuda:N or auto); zero for host batches. With it, the fields above
      * describe the host stage, whose consumer is the copy thread: it runs up to a few batches (and
@@ -618,7 +670,7 @@ typedef struct sp_loader_stats {
      * reached the copy thread; device_empty_s is the caller's own wait. */
     int device;                             /* CUDA device of the batches, or -1 for host batches */
     int host_pinned;                        /* 1 when the batch ring is page-locked for the copies */
-    char device_note[192];                  /* device=auto: why batches stay in host memory, or "" */
+    char device_note[SP_ERRMSG_MAX];                /* device=auto: why batches stay in host memory, or "" */
     uint64_t device_memory_bytes;           /* the device budget */
     uint64_t device_ring_bytes, device_ring_slots; /* the device ring (and its tables), allocated at open */
     uint64_t device_bytes, device_bytes_peak;      /* bytes of device slots holding a batch, now and peak */
@@ -628,6 +680,8 @@ typedef struct sp_loader_stats {
     double device_empty_s;                  /* consumer time in next() with no batch ready on the device */
 } sp_loader_stats;
 
+/* Fills *out (its struct_size set by the caller). SP_EINVAL for a NULL argument or a struct_size
+ * below the first layout. From any thread, at any time before close. */
 SP_API int sp_loader_stats_get(sp_loader *l, sp_loader_stats *out);
 
 /* ------------------------------------------------------------------------------------------------
@@ -690,6 +744,7 @@ SP_API int sp_loader_load_state(sp_loader *l, const void *buf, size_t len);
  * Images
  * ---------------------------------------------------------------------------------------------- */
 typedef struct sp_image_info {
+    size_t struct_size;  /* sizeof(sp_image_info), set by the caller (see the conventions at the top) */
     int width, height;
     int components;  /* 1 gray, 3 colour, 4 CMYK/YCCK */
     int subsampling; /* TurboJPEG's TJSAMP_* value, -1 unknown */
@@ -708,6 +763,7 @@ SP_API int sp_image_probe(const void *data, size_t size, uint64_t max_pixels, sp
 typedef struct sp_image_transform sp_image_transform;
 
 typedef struct sp_image_crop {
+    size_t struct_size;  /* sizeof(sp_image_crop), set by the caller (see the conventions at the top) */
     double x0, y0, x1, y1; /* the source rectangle, in pixels of the full image */
     int flip;              /* 1 when mirrored left to right */
     int scale;             /* the image was decoded at scale/8 of its size (DCT scaling) */

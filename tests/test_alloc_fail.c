@@ -83,7 +83,7 @@ static int read_all(ctx *c, sp_dataset *ds)
 {
     (void)c;
     for (uint64_t b = 0; b < sp_dataset_num_blocks(ds); b++) {
-        sp_block_info bi;
+        sp_block_info bi = { .struct_size = sizeof bi };
         int rc = sp_dataset_block_info(ds, b, &bi);
         if (rc)
             return rc;
@@ -140,7 +140,7 @@ static int op_read_shard(ctx *c)
 
 static int op_verify(ctx *c)
 {
-    sp_verify_report rep;
+    sp_verify_report rep = { .struct_size = sizeof rep };
     int rc = sp_verify(c->src, NULL, NULL, NULL, &rep);
     return rc == SP_ECORRUPT ? SP_ENOMEM : rc; /* see sweep: a fault counted for a failed allocation */
 }

@@ -17,9 +17,9 @@ static codec_count count_codecs(const char *dir, const tu_data *d)
     ck_assert_msg(sp_dataset_open(dir, NULL, &ds) == 0, "%s", sp_last_error());
     codec_count c = { 0, 0 };
     for (uint64_t b = 0; b < sp_dataset_num_blocks(ds); b++) {
-        sp_block_info bi;
+        sp_block_info bi = { .struct_size = sizeof bi };
         ck_assert(sp_dataset_block_info(ds, b, &bi) == 0);
-        sp_shard_info si;
+        sp_shard_info si = { .struct_size = sizeof si };
         ck_assert(sp_dataset_shard_info(ds, bi.shard, &si) == 0);
         size_t n;
         uint8_t *file = tu_read_file(si.path, &n);
@@ -71,7 +71,7 @@ static tu_data make_data(bool compressible, uint64_t seed)
 START_TEST(auto_stores_random_raw)
 {
     tu_data d = make_data(false, g_seed);
-    sp_write_stats st;
+    sp_write_stats st = { .struct_size = sizeof st };
     codec_count c = write_and_count(&d, "auto", &st);
     ck_assert_uint_gt(c.stored, 3);
     ck_assert_uint_eq(c.zstd, 0);
@@ -86,7 +86,7 @@ END_TEST
 START_TEST(auto_compresses_text)
 {
     tu_data d = make_data(true, g_seed + 1);
-    sp_write_stats st;
+    sp_write_stats st = { .struct_size = sizeof st };
     codec_count c = write_and_count(&d, "auto", &st);
     ck_assert_uint_gt(c.zstd, 3);
     ck_assert_uint_eq(c.stored, 0);
@@ -118,7 +118,7 @@ START_TEST(auto_threshold)
         sp_value v = { buf, sizeof buf };
         ck_assert(sp_writer_add(w, &v, 1) == 0);
         ck_assert(sp_writer_finish(w) == 0);
-        sp_write_stats st;
+        sp_write_stats st = { .struct_size = sizeof st };
         ck_assert(sp_writer_stats(w, &st) == 0);
         sp_writer_destroy(w);
         ck_assert_uint_eq(st.blocks, 1);

@@ -55,8 +55,10 @@ static void fixture_make(fixture *fx, uint64_t nsamples)
     ck_assert_uint_eq(sp_dataset_num_shards(ds), 1);
     fx->nblocks = sp_dataset_num_blocks(ds);
     ck_assert(fx->nblocks >= 2 && fx->nblocks <= 16);
-    for (uint64_t b = 0; b < fx->nblocks; b++)
+    for (uint64_t b = 0; b < fx->nblocks; b++) {
+        fx->blocks[b].struct_size = sizeof fx->blocks[b];
         ck_assert(sp_dataset_block_info(ds, b, &fx->blocks[b]) == 0);
+    }
     sp_dataset_close(ds);
 }
 
@@ -101,7 +103,7 @@ static void on_fault(const sp_fault *f, void *user)
 static void expect_fault(const char *path, const char *file, int64_t block, uint64_t lo, uint64_t hi)
 {
     faults fs = { 0 };
-    sp_verify_report rep;
+    sp_verify_report rep = { .struct_size = sizeof rep };
     int rc = sp_verify(path, NULL, on_fault, &fs, &rep);
     ck_assert_msg(rc == SP_ECORRUPT, "verify returned %s for damage in [%llu, %llu)", sp_error_name(rc),
                   (unsigned long long)lo, (unsigned long long)hi);
@@ -256,7 +258,7 @@ START_TEST(reports_every_fault)
     for (uint64_t b = 0; b < fx.nblocks; b++)
         tu_xor_byte(fx.shard, fx.blocks[b].offset + 3, 1);
     faults fs = { 0 };
-    sp_verify_report rep;
+    sp_verify_report rep = { .struct_size = sizeof rep };
     ck_assert(sp_verify(fx.dir, NULL, on_fault, &fs, &rep) == SP_ECORRUPT);
     ck_assert_uint_eq(rep.faults, fx.nblocks + 1);
     ck_assert_uint_eq(rep.blocks, fx.nblocks);

@@ -17,7 +17,7 @@ static char *make_dataset(void)
     tu_data d = tu_image_data(300, g_seed, 200);
     char *dir = tu_tmpdir("fifo");
     sp_params *p = tu_params("shard_size", "16K", "block_size", "4K", NULL);
-    sp_write_stats st;
+    sp_write_stats st = { .struct_size = sizeof st };
     ck_assert_int_eq(tu_write_dataset(dir, &d, p, &st), 0);
     ck_assert_uint_gt(st.shards, 2);
     sp_params_destroy(p);
@@ -59,7 +59,7 @@ START_TEST(path_is_fifo)
     const char *paths[] = { path };
     ck_assert_int_eq(sp_dataset_open_shards(paths, 1, NULL, &ds), SP_EIO);
     expect_fifo_msg(sp_last_error(), path);
-    sp_verify_report rep;
+    sp_verify_report rep = { .struct_size = sizeof rep };
     g_fault[0] = 0;
     int rc = sp_verify(path, NULL, keep_fault, NULL, &rep);
     ck_assert_msg(rc != 0, "verify passed a FIFO");
@@ -79,7 +79,7 @@ START_TEST(manifest_is_fifo)
     expect_fifo_msg(sp_last_error(), man);
     ck_assert_int_eq(sp_dataset_open(man, NULL, &ds), SP_EIO);
     expect_fifo_msg(sp_last_error(), man);
-    sp_verify_report rep;
+    sp_verify_report rep = { .struct_size = sizeof rep };
     g_fault[0] = 0;
     ck_assert_int_ne(sp_verify(dir, NULL, keep_fault, NULL, &rep), 0);
     expect_fifo_msg(g_fault[0] ? g_fault : sp_last_error(), man);
@@ -106,7 +106,7 @@ START_TEST(shard_is_fifo)
     ck_assert_int_eq(rc, SP_EIO);
     expect_fifo_msg(sp_dataset_errmsg(ds), shard);
     sp_dataset_close(ds);
-    sp_verify_report rep;
+    sp_verify_report rep = { .struct_size = sizeof rep };
     g_fault[0] = 0;
     ck_assert_int_eq(sp_verify(dir, NULL, keep_fault, NULL, &rep), SP_ECORRUPT);
     expect_fifo_msg(g_fault, shard);

@@ -862,7 +862,7 @@ START_TEST(loader_many_samples_per_block)
     size_t before = tu_alloc_reset_peak();
     rc = loader_open(dir, "400M", "32", &l);
     ck_assert_msg(rc == 0, "batch 32: %s: %s", sp_error_name(rc), sp_last_error());
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
     uint64_t rows = 0, wrong = 0;
     sp_batch *b;

@@ -58,8 +58,9 @@ START_TEST(subsamplings)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         jpeg j = make_jpeg(37, 23, cases[i].samp, cases[i].flags);
-        sp_image_info info;
+        sp_image_info info = { .struct_size = sizeof info };
         memset(&info, 0xAA, sizeof info);
+        info.struct_size = sizeof info;
         int rc = sp_image_probe(j.data, j.size, 0, &info);
         ck_assert_msg(rc == 0, "case %zu: %s", i, sp_last_error());
         ck_assert_int_eq(info.width, 37);
@@ -75,7 +76,7 @@ END_TEST
 START_TEST(pixel_cap)
 {
     jpeg j = make_jpeg(64, 48, TJSAMP_420, 0);
-    sp_image_info info;
+    sp_image_info info = { .struct_size = sizeof info };
     ck_assert_int_eq(sp_image_probe(j.data, j.size, 64 * 48, &info), 0);
     ck_assert_int_eq(sp_image_probe(j.data, j.size, 0, &info), 0);
     ck_assert_int_eq(sp_image_probe(j.data, j.size, UINT64_MAX, &info), 0);
@@ -88,7 +89,7 @@ END_TEST
 
 START_TEST(not_jpeg)
 {
-    sp_image_info info;
+    sp_image_info info = { .struct_size = sizeof info };
     static const unsigned char png[] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13 };
     ck_assert_int_eq(sp_image_probe(png, sizeof png, 0, &info), SP_EBADINPUT);
     ck_assert_int_eq(sp_image_probe("", 0, 0, &info), SP_EBADINPUT);
@@ -120,7 +121,7 @@ START_TEST(truncated_headers)
         for (int prog = 0; prog < 2; prog++) {
             jpeg j = make_jpeg(40, 30, samps[s], prog ? TJFLAG_PROGRESSIVE : 0);
             size_t end = header_end(&j);
-            sp_image_info info;
+            sp_image_info info = { .struct_size = sizeof info };
             for (size_t len = 0; len < end; len++) {
                 unsigned char *copy = malloc(len ? len : 1); /* exact size, so ASan sees any overread */
                 memcpy(copy, j.data, len);

@@ -231,7 +231,7 @@ START_TEST(destroy_without_finish)
     sp_writer *w;
     ck_assert(sp_writer_open(dir, d.schema, p, &w) == 0);
     ck_assert(tu_add_samples(w, &d, 0, d.nsamples) == 0);
-    sp_write_stats st;
+    sp_write_stats st = { .struct_size = sizeof st };
     ck_assert(sp_writer_stats(w, &st) == 0);
     ck_assert_uint_gt(st.blocks, 4); /* blocks, probably shards, are on disk by now */
     sp_writer_destroy(w);
@@ -269,7 +269,7 @@ START_TEST(overwrite_rules)
     char *parent;
     char *dir = tu_dataset_dir("overwrite", &parent);
     sp_params *keep = small_shards(false), *over = small_shards(true);
-    sp_write_stats st_big, st_small;
+    sp_write_stats st_big = { .struct_size = sizeof st_big }, st_small = { .struct_size = sizeof st_small };
     ck_assert(tu_write_dataset(dir, &big, keep, &st_big) == 0);
     ck_assert_uint_gt(st_big.shards, 3);
     /* overwrite off: refused at open, the dataset untouched */

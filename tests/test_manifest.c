@@ -53,7 +53,7 @@ START_TEST(opens_lazily)
     uint32_t row;
     ck_assert(sp_dataset_locate(ds, d.nsamples - 1, &blk, &row) == 0);
     ck_assert_uint_eq(blk, nblocks - 1);
-    sp_shard_info si;
+    sp_shard_info si = { .struct_size = sizeof si };
     ck_assert(sp_dataset_shard_info(ds, nshards - 1, &si) == 0);
     ck_assert_uint_eq(si.first_sample + si.samples, d.nsamples);
     ck_assert_int_eq(sp_dataset_shard_info(ds, nshards, &si), SP_ERANGE);
@@ -61,11 +61,11 @@ START_TEST(opens_lazily)
     sp_block *b = NULL;
     ck_assert_int_eq(sp_dataset_read_block(ds, 0, &b), SP_ENOENT);
     ck_assert_msg(strstr(sp_last_error(), paths[0]), "%s", sp_last_error());
-    sp_block_info bi;
+    sp_block_info bi = { .struct_size = sizeof bi };
     ck_assert_int_eq(sp_dataset_block_info(ds, nblocks - 1, &bi), SP_ENOENT);
     sp_dataset_close(ds);
     /* verify names each missing shard */
-    sp_verify_report rep;
+    sp_verify_report rep = { .struct_size = sizeof rep };
     ck_assert_int_eq(sp_verify(dir, NULL, NULL, NULL, &rep), SP_ECORRUPT);
     ck_assert_uint_eq(rep.faults, nshards);
     tu_free_list(paths, n);
@@ -84,7 +84,7 @@ START_TEST(replaced_shard)
     tu_copy_file(sb, sa);
     sp_dataset *ds;
     ck_assert(sp_dataset_open(da, NULL, &ds) == 0);
-    sp_shard_info si;
+    sp_shard_info si = { .struct_size = sizeof si };
     ck_assert(sp_dataset_shard_info(ds, 1, &si) == 0);
     sp_block *blk = NULL;
     int rc = sp_dataset_read_block(ds, si.first_block, &blk);
@@ -93,7 +93,7 @@ START_TEST(replaced_shard)
     ck_assert(sp_dataset_read_block(ds, 0, &blk) == 0); /* shard 0 is fine */
     sp_block_free(blk);
     sp_dataset_close(ds);
-    sp_verify_report rep;
+    sp_verify_report rep = { .struct_size = sizeof rep };
     ck_assert_int_eq(sp_verify(da, NULL, NULL, NULL, &rep), SP_ECORRUPT);
     ck_assert_uint_eq(rep.faults, 1);
     /* Without the manifest the swapped shard is just a shard: the directory opens. */

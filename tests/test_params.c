@@ -11,7 +11,7 @@ START_TEST(table_is_well_formed)
     ck_assert_int_eq(n, SP_PARAM_COUNT_);
     ck_assert_int_gt(n, 0);
     for (int k = 0; k < n; k++) {
-        sp_param_info pi;
+        sp_param_info pi = { .struct_size = sizeof pi };
         ck_assert(sp_param_describe(k, &pi) == 0);
         ck_assert_int_eq(pi.key, k);
         ck_assert_msg(pi.name && pi.name[0], "parameter %d has no name", k);
@@ -39,12 +39,12 @@ START_TEST(table_is_well_formed)
             ck_assert_ptr_null(pi.choices);
         }
         for (int j = 0; j < k; j++) {
-            sp_param_info pj;
+            sp_param_info pj = { .struct_size = sizeof pj };
             ck_assert(sp_param_describe(j, &pj) == 0);
             ck_assert_str_ne(pi.name, pj.name);
         }
     }
-    sp_param_info pi;
+    sp_param_info pi = { .struct_size = sizeof pi };
     ck_assert_int_eq(sp_param_describe(-1, &pi), SP_EINVAL);
     ck_assert_int_eq(sp_param_describe(n, &pi), SP_EINVAL);
     ck_assert_int_eq(sp_param_describe(0, NULL), SP_EINVAL);
@@ -56,7 +56,7 @@ START_TEST(defaults)
     sp_params *p = sp_params_create();
     ck_assert_ptr_nonnull(p);
     for (int k = 0; k < sp_param_count(); k++) {
-        sp_param_info pi;
+        sp_param_info pi = { .struct_size = sizeof pi };
         ck_assert(sp_param_describe(k, &pi) == 0);
         ck_assert_int_eq(sp_params_get(p, k), pi.def);
         ck_assert_int_eq(sp_params_get(NULL, k), pi.def);
@@ -76,7 +76,7 @@ START_TEST(bounds)
 {
     sp_params *p = sp_params_create();
     for (int k = 0; k < sp_param_count(); k++) {
-        sp_param_info pi;
+        sp_param_info pi = { .struct_size = sizeof pi };
         ck_assert(sp_param_describe(k, &pi) == 0);
         if (pi.type == SP_PTYPE_FLOAT3) { /* integers are refused; see float3 */
             ck_assert_int_eq(sp_params_set(p, k, 0), SP_EINVAL);
@@ -147,7 +147,7 @@ START_TEST(parse_sizes)
         { "1MiB", SP_MIB },       { "1mb", SP_MIB },      { "2G", 2 * SP_GIB },   { "1T", 1024 * SP_GIB },
         { "1024G", 1024 * SP_GIB }, { "1kib", SP_KIB },
     };
-    sp_param_info pi;
+    sp_param_info pi = { .struct_size = sizeof pi };
     ck_assert(sp_param_describe(SP_PARAM_SHARD_SIZE, &pi) == 0);
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         int expect = ok[i].v < pi.min || ok[i].v > pi.max ? SP_ERANGE : 0;

@@ -19,7 +19,7 @@ static void check_shards(const char *dir, const tu_data *d, uint64_t shard_size,
     ck_assert_uint_eq(sp_dataset_num_samples(ds), d->nsamples);
     uint64_t blocks = 0, samples = 0, bytes = 0;
     for (uint64_t s = 0; s < nshards; s++) {
-        sp_shard_info si;
+        sp_shard_info si = { .struct_size = sizeof si };
         ck_assert(sp_dataset_shard_info(ds, s, &si) == 0);
         ck_assert_uint_eq(si.first_block, blocks);
         ck_assert_uint_eq(si.first_sample, samples);
@@ -32,7 +32,7 @@ static void check_shards(const char *dir, const tu_data *d, uint64_t shard_size,
                           (unsigned long long)d->seed);
         }
         /* Each shard is a valid dataset on its own. */
-        sp_verify_report rep;
+        sp_verify_report rep = { .struct_size = sizeof rep };
         ck_assert_msg(sp_verify(si.path, NULL, NULL, NULL, &rep) == 0, "%s", sp_last_error());
         ck_assert_uint_eq(rep.samples, si.samples);
         ck_assert_uint_eq(rep.blocks, si.blocks);
@@ -64,7 +64,7 @@ START_TEST(many_small_shards)
     d.var_max = 700;
     sp_params *p = tu_params("shard_size", "64K", "block_size", "4K", "compress", "auto", NULL);
     char *dir = tu_tmpdir("rotation");
-    sp_write_stats st;
+    sp_write_stats st = { .struct_size = sizeof st };
     ck_assert_msg(tu_write_dataset(dir, &d, p, &st) == 0, "%s", sp_last_error());
     check_shards(dir, &d, 64 * 1024, &st, 10);
     ck_assert_uint_eq(tu_count_files(dir, NULL), st.shards + 1);
@@ -87,7 +87,7 @@ START_TEST(blocks_larger_than_shards)
     d.var_large = 100 * 1024;
     sp_params *p = tu_params("shard_size", "64K", "block_size", "8K", "compress", "none", NULL);
     char *dir = tu_tmpdir("rotation");
-    sp_write_stats st;
+    sp_write_stats st = { .struct_size = sizeof st };
     ck_assert_msg(tu_write_dataset(dir, &d, p, &st) == 0, "%s", sp_last_error());
     check_shards(dir, &d, 64 * 1024, &st, 5);
     tu_rmtree(dir);
@@ -124,7 +124,7 @@ START_TEST(large_index_stays_within_bound)
     ck_assert(sp_writer_set_meta(w, "class_names", meta, sizeof meta) == 0);
     ck_assert(tu_add_samples(w, &d, 0, d.nsamples) == 0);
     ck_assert(sp_writer_finish(w) == 0);
-    sp_write_stats st;
+    sp_write_stats st = { .struct_size = sizeof st };
     ck_assert(sp_writer_stats(w, &st) == 0);
     sp_writer_destroy(w);
     check_shards(dir, &d, 64 * 1024, &st, 4);

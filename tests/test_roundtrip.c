@@ -26,8 +26,10 @@ static void check_all_opens(const char *dir, const tu_data *d, const char *meta_
     uint64_t nshards = sp_dataset_num_shards(ds), nblocks = sp_dataset_num_blocks(ds);
     sp_shard_info *si = calloc(nshards, sizeof *si);
     ck_assert_ptr_nonnull(si);
-    for (uint64_t s = 0; s < nshards; s++)
+    for (uint64_t s = 0; s < nshards; s++) {
+        si[s].struct_size = sizeof si[s];
         ck_assert(sp_dataset_shard_info(ds, s, &si[s]) == 0);
+    }
     sp_dataset_close(ds);
 
     char *mpath = tu_join(dir, "manifest.spm");
@@ -103,7 +105,7 @@ START_TEST(random_roundtrip)
     int rc = tu_add_samples(w, &d, 0, d.nsamples);
     ck_assert_msg(rc == 0, "seed %llu: add: %s", (unsigned long long)d.seed, sp_last_error());
     ck_assert_msg(sp_writer_finish(w) == 0, "seed %llu: finish: %s", (unsigned long long)d.seed, sp_last_error());
-    sp_write_stats st;
+    sp_write_stats st = { .struct_size = sizeof st };
     ck_assert(sp_writer_stats(w, &st) == 0);
     ck_assert_uint_eq(st.samples, d.nsamples);
     if (compress == SP_COMPRESS_NONE)
@@ -199,7 +201,7 @@ START_TEST(edge_sizes)
     ck_assert(sp_dataset_open(dir, NULL, &ds) == 0);
     ck_assert_uint_eq(sp_dataset_num_blocks(ds), 3);
     for (uint64_t b = 0; b < 3; b++) {
-        sp_block_info bi;
+        sp_block_info bi = { .struct_size = sizeof bi };
         ck_assert(sp_dataset_block_info(ds, b, &bi) == 0);
         ck_assert_uint_eq(bi.raw_bytes, 4096);
         sp_block *blk;

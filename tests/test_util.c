@@ -287,7 +287,7 @@ static tu_rng value_rng(const tu_data *d, uint64_t sample, size_t field)
 
 static size_t size_from(const tu_data *d, tu_rng *r, size_t field)
 {
-    sp_field_info fi;
+    sp_field_info fi = { .struct_size = sizeof fi };
     TU_CHECK(sp_schema_field(d->schema, field, &fi) == 0, "sp_schema_field(d->schema, field, &fi) == 0");
     if (fi.fixed_bytes)
         return (size_t)fi.fixed_bytes;
@@ -361,9 +361,9 @@ char *tu_shard_of(const char *dir, uint64_t sample, uint64_t *block)
     uint64_t global;
     uint32_t row;
     ck_assert_int_eq(sp_dataset_locate(ds, sample, &global, &row), 0);
-    sp_block_info bi;
+    sp_block_info bi = { .struct_size = sizeof bi };
     ck_assert_int_eq(sp_dataset_block_info(ds, global, &bi), 0);
-    sp_shard_info si;
+    sp_shard_info si = { .struct_size = sizeof si };
     ck_assert_int_eq(sp_dataset_shard_info(ds, bi.shard, &si), 0);
     char *path = strdup(si.path);
     if (block)
@@ -397,7 +397,7 @@ void tu_check_dataset(sp_dataset *ds, const tu_data *d, uint64_t first)
             rc = sp_dataset_read_block(ds, blk, &b);
             TU_CHECK(rc == 0, "seed %llu: read_block(%llu): %s (%s)", seed, (unsigned long long)blk,
                           sp_error_name(rc), sp_last_error());
-            sp_block_info bi;
+            sp_block_info bi = { .struct_size = sizeof bi };
             TU_CHECK(sp_dataset_block_info(ds, blk, &bi) == 0, "sp_dataset_block_info(ds, blk, &bi) == 0");
             TU_CHECK(bi.first_sample == j && bi.samples == sp_block_num_samples(b),
                           "seed %llu: block %llu info disagrees", seed, (unsigned long long)blk);

@@ -28,11 +28,11 @@ START_TEST(report_totals)
     d.compressible = true;
     char *dir = tu_tmpdir("verify");
     sp_params *p = tu_params("shard_size", "64K", "block_size", "4K", NULL);
-    sp_write_stats st;
+    sp_write_stats st = { .struct_size = sizeof st };
     ck_assert(tu_write_dataset(dir, &d, p, &st) == 0);
     ck_assert_uint_gt(st.shards, 1);
 
-    sp_verify_report rep;
+    sp_verify_report rep = { .struct_size = sizeof rep };
     g_calls = 0;
     ck_assert_int_eq(sp_verify(dir, NULL, count_fault, NULL, &rep), 0);
     ck_assert_int_eq(g_calls, 0);
@@ -84,7 +84,7 @@ END_TEST
 
 START_TEST(unexaminable_paths)
 {
-    sp_verify_report rep;
+    sp_verify_report rep = { .struct_size = sizeof rep };
     g_calls = 0;
     ck_assert_int_eq(sp_verify("/nonexistent/shardpack", NULL, count_fault, NULL, &rep), SP_ENOENT);
     ck_assert_msg(strstr(sp_last_error(), "/nonexistent/shardpack"), "%s", sp_last_error());

@@ -110,7 +110,7 @@ START_TEST(refused_samples_leave_writer_usable)
             add_valid(w, good++);
     }
     ck_assert_int_eq(sp_writer_add(NULL, NULL, 0), SP_EINVAL);
-    sp_write_stats st;
+    sp_write_stats st = { .struct_size = sizeof st };
     ck_assert(sp_writer_stats(w, &st) == 0);
     ck_assert_uint_eq(st.samples, good);
     ck_assert_int_eq(sp_writer_stats(w, NULL), SP_EINVAL);
@@ -130,7 +130,7 @@ START_TEST(refused_samples_leave_writer_usable)
     uint64_t blocks = sp_dataset_num_blocks(ds);
     ck_assert_uint_gt(blocks, 1);
     for (uint64_t b = 0; b < blocks; b++) {
-        sp_block_info bi;
+        sp_block_info bi = { .struct_size = sizeof bi };
         ck_assert(sp_dataset_block_info(ds, b, &bi) == 0);
         ck_assert_uint_le(bi.raw_bytes, 4096);
     }

@@ -113,7 +113,7 @@ static const char *suggest(const cli_cmd *cmd, const char *name, size_t len, cha
     if (cmd->params) {
         int count = sp_param_count();
         for (int k = 0; k < count; k++) {
-            sp_param_info info;
+            sp_param_info info = { .struct_size = sizeof info };
             if (sp_param_describe(k, &info) != 0 || !(info.scope & cmd->params))
                 continue;
             dash_name(info.name, buf, n);
@@ -176,7 +176,7 @@ static int long_option(cli_getopt *g, const char *arg)
     }
 
     if (g->cmd->params) {
-        sp_param_info info;
+        sp_param_info info = { .struct_size = sizeof info };
         char opt[96];
         if (find_param(g->cmd->params, name, len, &info) >= 0) {
             dash_name(info.name, opt, sizeof opt);
@@ -370,7 +370,7 @@ void cli_print_help(FILE *f, const cli_cmd *cmd)
     fputs("\nLibrary parameters (from libshardpack's parameter table):\n", f);
     int count = sp_param_count();
     for (int k = 0; k < count; k++) {
-        sp_param_info info;
+        sp_param_info info = { .struct_size = sizeof info };
         if (sp_param_describe(k, &info) != 0 || !(info.scope & cmd->params))
             continue;
         char name[96], left[256], def[48], lo[48], hi[48];

@@ -90,7 +90,7 @@ static size_t plan_fields(const sp_schema *schema, int token_i32, uint64_t batch
     uint64_t off = 0;
     size_t nf = sp_schema_num_fields(schema);
     for (size_t i = 0; i < nf && n < SP_MAX_FIELDS; i++) {
-        sp_field_info fi;
+        sp_field_info fi = { .struct_size = sizeof fi };
         if (sp_schema_field(schema, i, &fi) != 0 || (fi.fixed_bytes == 0 && fi.kind != SP_FIELD_IMAGE))
             continue;
         bench_field *f = &out[n++];
@@ -144,7 +144,7 @@ static int limit_block(sp_dataset *d, uint64_t block, const bench_field *fields,
                        uint64_t batch_bytes, uint64_t *row, uint64_t *samples)
 {
     sp_block *b;
-    sp_block_info bi = { 0 };
+    sp_block_info bi = { .struct_size = sizeof bi };
     int rc = sp_dataset_read_block(d, block, &b);
     if (rc == 0 && xf)
         rc = sp_dataset_block_info(d, block, &bi);
@@ -738,7 +738,7 @@ int cli_bench_main(int argc, char **argv)
     }
 
     bench_limit lim;
-    sp_loader_stats pools;
+    sp_loader_stats pools = { .struct_size = sizeof pools };
     sp_loader_stats_get(l, &pools);
     if ((rc = measure_limit_apart(path, params, pools.batch_ring_slots, pools.threads, &lim)) != CLI_OK)
         goto out;
@@ -746,8 +746,7 @@ int cli_bench_main(int argc, char **argv)
 
     bench_run run;
     memset(&run, 0, sizeof run);
-    sp_loader_stats st;
-    memset(&st, 0, sizeof st);
+    sp_loader_stats st = { .struct_size = sizeof st };
     rc = stream(path, l, epochs_given ? (uint64_t)epochs : 0, quiet || json, &run, &st);
     if (rc != CLI_OK)
         goto out;

@@ -180,7 +180,7 @@ int cli_cat_main(int argc, char **argv)
         else {
             cli_buf names = {0};
             for (size_t i = 0; i < nfields; i++) {
-                sp_field_info fi;
+                sp_field_info fi = { .struct_size = sizeof fi };
                 if (sp_schema_field(schema, i, &fi) == 0) {
                     if (names.len)
                         cli_buf_append(&names, ", ", 2);
@@ -194,7 +194,7 @@ int cli_cat_main(int argc, char **argv)
             goto out;
         }
     }
-    sp_field_info fi;
+    sp_field_info fi = { .struct_size = sizeof fi };
     if (sp_schema_field(schema, field, &fi) != 0) {
         rc = cli_usage_err(&cli_cmd_cat, "%s: the dataset has no fields", path);
         goto out;

@@ -108,14 +108,14 @@ typedef struct inspect {
 static int read_sizes(inspect *in)
 {
     for (uint64_t s = 0; s < in->shards; s++) {
-        sp_shard_info si;
+        sp_shard_info si = { .struct_size = sizeof si };
         int rc = sp_dataset_shard_info(in->d, s, &si);
         if (rc != 0)
             return cli_lib_err(in->path, rc, sp_dataset_errmsg(in->d));
         in->file_bytes += si.file_bytes;
     }
     for (uint64_t b = 0; b < in->blocks; b++) {
-        sp_block_info bi;
+        sp_block_info bi = { .struct_size = sizeof bi };
         int rc = sp_dataset_block_info(in->d, b, &bi);
         if (rc != 0)
             return cli_lib_err(in->path, rc, sp_dataset_errmsg(in->d));
@@ -530,8 +530,10 @@ int cli_inspect_main(int argc, char **argv)
     const sp_schema *schema = sp_dataset_schema(in.d);
     in.nfields = sp_schema_num_fields(schema);
     in.fields = cli_xcalloc(in.nfields, sizeof *in.fields);
-    for (size_t f = 0; f < in.nfields; f++)
+    for (size_t f = 0; f < in.nfields; f++) {
+        in.fields[f].info.struct_size = sizeof in.fields[f].info;
         sp_schema_field(schema, f, &in.fields[f].info);
+    }
     in.samples = sp_dataset_num_samples(in.d);
     in.shards = sp_dataset_num_shards(in.d);
     in.blocks = sp_dataset_num_blocks(in.d);

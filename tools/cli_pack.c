@@ -119,8 +119,7 @@ static void tick(pack_ctx *pc, int force)
 {
     if (!pc->progress.enabled)
         return;
-    sp_write_stats st;
-    memset(&st, 0, sizeof st);
+    sp_write_stats st = { .struct_size = sizeof st };
     if (pc->writer)
         sp_writer_stats(pc->writer, &st);
     cli_progress_update(&pc->progress, pc->added + pc->skipped, pc->in_bytes, &st, force);
@@ -233,7 +232,7 @@ int pack_add_jpeg(pack_ctx *pc, const char *what, const void *data, size_t size,
 {
     if (size == 0)
         return pack_skip(pc, what, "empty file", 0);
-    sp_image_info info;
+    sp_image_info info = { .struct_size = sizeof info };
     int rc = sp_image_probe(data, size, 0, &info);
     if (rc != 0) {
         const char *msg = sp_last_error();
@@ -388,7 +387,7 @@ static void print_json(pack_ctx *pc, const sp_write_stats *st, double secs)
     cli_json_array(&j);
     size_t nf = sp_schema_num_fields(pc->schema);
     for (size_t i = 0; i < nf && i < SP_MAX_FIELDS; i++) {
-        sp_field_info fi;
+        sp_field_info fi = { .struct_size = sizeof fi };
         if (sp_schema_field(pc->schema, i, &fi) != 0)
             continue;
         cli_json_object(&j);
@@ -436,8 +435,7 @@ static int finish(pack_ctx *pc, const char *const *srcs, size_t nsrcs)
     int rc = sp_writer_finish(pc->writer);
     if (rc != 0)
         return writer_failed(pc, rc);
-    sp_write_stats st;
-    memset(&st, 0, sizeof st);
+    sp_write_stats st = { .struct_size = sizeof st };
     sp_writer_stats(pc->writer, &st);
     double secs = cli_now() - pc->start;
     if (pc->json)

@@ -464,7 +464,7 @@ static int pick_image_field(const char *path, const sp_schema *schema, const cha
                             size_t *field)
 {
     size_t nfields = sp_schema_num_fields(schema);
-    sp_field_info fi;
+    sp_field_info fi = { .struct_size = sizeof fi };
     if (!field_arg) {
         for (size_t i = 0; i < nfields; i++)
             if (sp_schema_field(schema, i, &fi) == 0 && fi.kind == SP_FIELD_IMAGE) {
@@ -503,7 +503,7 @@ static long first_label_field(const sp_schema *schema)
 {
     size_t nfields = sp_schema_num_fields(schema);
     for (size_t i = 0; i < nfields; i++) {
-        sp_field_info fi;
+        sp_field_info fi = { .struct_size = sizeof fi };
         if (sp_schema_field(schema, i, &fi) == 0 && fi.kind == SP_FIELD_LABEL)
             return (long)i;
     }

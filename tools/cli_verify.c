@@ -151,8 +151,7 @@ int cli_verify_main(int argc, char **argv)
         goto out;
     }
 
-    sp_verify_report r;
-    memset(&r, 0, sizeof r);
+    sp_verify_report r = { .struct_size = sizeof r };
     cli_oom_context("verifying %s", path);
     int vr = sp_verify(path, params, on_fault, &v, &r);
     if (vr != 0 && vr != SP_ECORRUPT && v.seen == 0) {

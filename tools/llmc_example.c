@@ -58,7 +58,7 @@ static int dataset_seq_len(const char *path, const sp_params *params, size_t *T)
     }
     const sp_schema *s = sp_dataset_schema(d);
     int f = sp_schema_find(s, "tokens");
-    sp_field_info fi;
+    sp_field_info fi = { .struct_size = sizeof fi };
     if (f < 0 || sp_schema_field(s, (size_t)f, &fi) != 0 || fi.kind != SP_FIELD_TOKENS ||
         fi.shape[0] < 2) {
         fprintf(stderr, PROG ": %s: no field 'tokens' of T+1 tokens (pack llm.c files with "

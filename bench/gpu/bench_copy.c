@@ -90,7 +90,7 @@ static result run_loader(const opts *o, const char *path)
     cu_check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
     /* Differences between two snapshots taken in the same steady state: copies still in flight at
      * either end then count alike, whether the loader adds bytes at issue or at completion. */
-    sp_loader_stats a, z;
+    sp_loader_stats a = { .struct_size = sizeof a }, z = { .struct_size = sizeof z };
     sp_loader_stats_get(l, &a);
     double t0 = bn_now();
     for (uint64_t k = 0; k < o->batches; k++)

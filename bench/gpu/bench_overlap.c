@@ -122,7 +122,7 @@ static double run_fed(const opts *o, const char *path, const gpu *g, size_t *byt
     for (uint64_t k = 0; k < o->warmup; k++)
         *bytes = fed_step(l, g);
     cu_check(cudaStreamSynchronize(g->stream), "cudaStreamSynchronize");
-    sp_loader_stats a, z;
+    sp_loader_stats a = { .struct_size = sizeof a }, z = { .struct_size = sizeof z };
     sp_loader_stats_get(l, &a);
     double t0 = bn_now();
     for (uint64_t k = 0; k < o->steps; k++)

@@ -11,8 +11,6 @@
 
 #include "shardpack.h"
 
-#define SP_ERRMSG_MAX 512
-
 /* A message buffer owned by a handle; errors are also mirrored to the thread's last error. */
 typedef struct sp_errbuf {
     char msg[SP_ERRMSG_MAX];
@@ -25,6 +23,14 @@ int sp_fail(sp_errbuf *eb, int code, const char *fmt, ...) __attribute__((format
 int sp_fail_keep(sp_errbuf *eb, int code);
 /* Clears the thread's last error at the start of a public call. */
 void sp_clear_error(void);
+
+/* The struct_size contract (shardpack.h) of a struct the caller allocates for the library to fill:
+ * sp_out_check refuses (SP_EINVAL, naming fn and type) a NULL out or a struct_size below the
+ * type's first layout; sp_out_put then copies into out as much of full (the library's complete
+ * struct, full_size bytes) as the caller's struct_size holds, keeping the caller's struct_size.
+ * type is the struct's C name, as sp_struct_layout knows it. */
+int sp_out_check(const char *fn, const char *type, const void *out);
+void sp_out_put(void *out, const void *full, size_t full_size);
 
 /* Allocation goes through these so fault injection can fail them on purpose. */
 void *sp_malloc(size_t n);

@@ -9,7 +9,7 @@
 
 static const sp_param_info param_table[SP_PARAM_COUNT_] = {
 #define SP_X_(key, name, type, def, lo, hi, choices, scope, doc)                                   \
-    { SP_PARAM_##key, name, type, def, lo, hi, choices, doc, scope },
+    { sizeof(sp_param_info), SP_PARAM_##key, name, type, def, lo, hi, choices, doc, scope },
     SP_PARAM_TABLE(SP_X_)
 #undef SP_X_
 };
@@ -43,9 +43,13 @@ int sp_param_count(void) { return SP_PARAM_COUNT_; }
 
 int sp_param_describe(int key, sp_param_info *out)
 {
-    if (key < 0 || key >= SP_PARAM_COUNT_ || !out)
-        return SP_EINVAL;
-    *out = param_table[key];
+    int rc = sp_out_check("sp_param_describe", "sp_param_info", out);
+    if (rc)
+        return rc;
+    if (key < 0 || key >= SP_PARAM_COUNT_)
+        return sp_fail(NULL, SP_EINVAL, "sp_param_describe: no parameter has key %d (keys are 0..%d)", key,
+                       SP_PARAM_COUNT_ - 1);
+    sp_out_put(out, &param_table[key], sizeof param_table[key]);
     return SP_OK;
 }
 
@@ -66,14 +70,16 @@ int sp_param_lookup(const char *name)
     for (int i = 0; name && i < SP_PARAM_COUNT_; i++)
         if (name_matches(param_table[i].name, name))
             return i;
-    return SP_ENOENT;
+    return sp_fail(NULL, SP_ENOENT, "sp_param_lookup: no parameter is named '%s'", name ? name : "(null)");
 }
 
 sp_params *sp_params_create(void)
 {
     sp_params *p = sp_malloc(sizeof *p);
-    if (!p)
+    if (!p) {
+        sp_fail(NULL, SP_ENOMEM, "sp_params_create: out of memory");
         return NULL;
+    }
     for (int i = 0; i < SP_PARAM_COUNT_; i++) {
         p->v[i] = param_table[i].def;
         if (param_table[i].type == SP_PTYPE_FLOAT3 && parse_float3(param_table[i].choices, p->f[i]) != SP_OK)
@@ -86,16 +92,18 @@ void sp_params_destroy(sp_params *p) { sp_free(p); }
 
 int64_t sp_params_get(const sp_params *p, int key)
 {
-    if (key < 0 || key >= SP_PARAM_COUNT_)
+    if (key < 0 || key >= SP_PARAM_COUNT_) {
+        sp_fail(NULL, SP_EINVAL, "sp_params_get: unknown parameter key %d", key);
         return 0;
+    }
     return p ? p->v[key] : param_table[key].def;
 }
 
 int sp_params_get_float3(const sp_params *p, int key, double out[3])
 {
-    sp_clear_error();
     if (key < 0 || key >= SP_PARAM_COUNT_ || param_table[key].type != SP_PTYPE_FLOAT3 || !out)
-        return sp_fail(NULL, SP_EINVAL, "parameter key %d does not take three numbers", key);
+        return sp_fail(NULL, SP_EINVAL, "sp_params_get_float3: parameter key %d does not take three numbers%s", key,
+                       out ? "" : " (NULL out)");
     if (p) {
         memcpy(out, p->f[key], sizeof p->f[key]);
         return SP_OK;
@@ -107,7 +115,8 @@ int sp_params_set_float3(sp_params *p, int key, const double v[3])
 {
     sp_clear_error();
     if (!p || !v || key < 0 || key >= SP_PARAM_COUNT_ || param_table[key].type != SP_PTYPE_FLOAT3)
-        return sp_fail(NULL, SP_EINVAL, "parameter key %d does not take three numbers", key);
+        return sp_fail(NULL, SP_EINVAL, "sp_params_set_float3: parameter key %d does not take three numbers%s", key,
+                       p && v ? "" : " (NULL argument)");
     const sp_param_info *pi = &param_table[key];
     for (int i = 0; i < 3; i++) {
         if (!isfinite(v[i]))
@@ -132,8 +141,10 @@ static int out_of_range(const sp_param_info *pi, int64_t value)
 int sp_params_set(sp_params *p, int key, int64_t value)
 {
     sp_clear_error();
-    if (!p || key < 0 || key >= SP_PARAM_COUNT_)
-        return sp_fail(NULL, SP_EINVAL, "unknown parameter key %d", key);
+    if (!p)
+        return sp_fail(NULL, SP_EINVAL, "sp_params_set: NULL parameter set");
+    if (key < 0 || key >= SP_PARAM_COUNT_)
+        return sp_fail(NULL, SP_EINVAL, "sp_params_set: unknown parameter key %d", key);
     const sp_param_info *pi = &param_table[key];
     if (pi->type == SP_PTYPE_FLOAT3)
         return sp_fail(NULL, SP_EINVAL, "parameter %s takes three numbers (sp_params_set_float3)", pi->name);
@@ -231,7 +242,8 @@ int sp_params_set_str(sp_params *p, const char *name, const char *value)
     if (key < 0)
         return sp_fail(NULL, SP_ENOENT, "unknown parameter '%s'", name ? name : "(null)");
     if (!p || !value)
-        return sp_fail(NULL, SP_EINVAL, "parameter %s: no value", name);
+        return sp_fail(NULL, SP_EINVAL, "sp_params_set_str: parameter %s: %s", name,
+                       p ? "no value" : "NULL parameter set");
     const sp_param_info *pi = &param_table[key];
     int64_t v = 0;
     int rc;

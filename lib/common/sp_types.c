@@ -22,6 +22,7 @@ const char *sp_dtype_name(int dtype)
         SP_DTYPE_TABLE(SP_X_)
 #undef SP_X_
     }
+    sp_fail(NULL, SP_EINVAL, "sp_dtype_name: %d is not a dtype", dtype);
     return NULL;
 }
 
@@ -34,6 +35,7 @@ size_t sp_dtype_size(int dtype)
         SP_DTYPE_TABLE(SP_X_)
 #undef SP_X_
     }
+    sp_fail(NULL, SP_EINVAL, "sp_dtype_size: %d is not a dtype", dtype);
     return 0;
 }
 
@@ -44,7 +46,7 @@ int sp_dtype_from_name(const char *name)
         return value;
     SP_DTYPE_TABLE(SP_X_)
 #undef SP_X_
-    return SP_EINVAL;
+    return sp_fail(NULL, SP_EINVAL, "sp_dtype_from_name: '%s' is not a dtype name", name ? name : "(null)");
 }
 
 const char *sp_field_kind_name(int kind)
@@ -56,6 +58,7 @@ const char *sp_field_kind_name(int kind)
         SP_FIELD_KIND_TABLE(SP_X_)
 #undef SP_X_
     }
+    sp_fail(NULL, SP_EINVAL, "sp_field_kind_name: %d is not a field kind", kind);
     return NULL;
 }
 
@@ -66,5 +69,5 @@ int sp_field_kind_from_name(const char *name)
         return value;
     SP_FIELD_KIND_TABLE(SP_X_)
 #undef SP_X_
-    return SP_EINVAL;
+    return sp_fail(NULL, SP_EINVAL, "sp_field_kind_from_name: '%s' is not a field kind name", name ? name : "(null)");
 }

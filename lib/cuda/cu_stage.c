@@ -79,7 +79,7 @@ struct cu_stage {
     /* statistics, under mu */
     uint64_t bytes_peak, batches, bytes_copied;
     double copy_s, empty_s;
-    char note[192];
+    char note[SP_ERRMSG_MAX];
 };
 
 static int cu_fail(sp_errbuf *eb, cudaError_t e, const char *what)

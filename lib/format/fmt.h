@@ -37,7 +37,7 @@
 typedef struct fmt_err {
     uint64_t offset;
     int64_t block; /* -1 when not in a block */
-    char why[320];
+    char why[SP_ERRMSG_MAX];
 } fmt_err;
 
 int fmt_errf(fmt_err *e, int code, uint64_t offset, const char *fmt, ...) __attribute__((format(printf, 4, 5)));

@@ -103,14 +103,20 @@ static int schema_append(sp_schema *s, const char *name, size_t len, int kind, i
     return SP_OK;
 }
 
-sp_schema *sp_schema_create(void) { return sp_calloc(1, sizeof(sp_schema)); }
+sp_schema *sp_schema_create(void)
+{
+    sp_schema *s = sp_calloc(1, sizeof(sp_schema));
+    if (!s)
+        sp_fail(NULL, SP_ENOMEM, "sp_schema_create: out of memory");
+    return s;
+}
 
 void sp_schema_destroy(sp_schema *s) { sp_free(s); }
 
 int sp_schema_add(sp_schema *s, const char *name, int kind, int dtype, uint32_t ndim,
                   const uint64_t *shape)
 {
-    char why[200];
+    char why[SP_ERRMSG_MAX];
     sp_clear_error();
     if (!s || !name || (ndim && !shape))
         return sp_fail(NULL, SP_EINVAL, "sp_schema_add: NULL argument");
@@ -124,20 +130,29 @@ size_t sp_schema_num_fields(const sp_schema *s) { return s ? s->n : 0; }
 
 int sp_schema_field(const sp_schema *s, size_t i, sp_field_info *out)
 {
-    if (!s || !out || i >= s->n)
-        return SP_ERANGE;
+    int rc = sp_out_check("sp_schema_field", "sp_field_info", out);
+    if (rc)
+        return rc;
+    if (!s)
+        return sp_fail(NULL, SP_ERANGE, "sp_schema_field: NULL schema");
+    if (i >= s->n)
+        return sp_fail(NULL, SP_ERANGE, "sp_schema_field: field %zu is past the schema's %zu fields", i, s->n);
     const sp_field *f = &s->f[i];
-    *out = (sp_field_info){ .name = f->name, .kind = f->kind, .dtype = f->dtype, .ndim = f->ndim,
-                            .fixed_bytes = f->fixed_bytes };
-    memcpy(out->shape, f->shape, sizeof out->shape);
+    sp_field_info fi = { .struct_size = sizeof fi, .name = f->name, .kind = f->kind, .dtype = f->dtype,
+                         .ndim = f->ndim, .fixed_bytes = f->fixed_bytes };
+    memcpy(fi.shape, f->shape, sizeof fi.shape);
+    sp_out_put(out, &fi, sizeof fi);
     return SP_OK;
 }
 
 int sp_schema_find(const sp_schema *s, const char *name)
 {
     if (!s || !name)
-        return SP_EINVAL;
-    return schema_find_n(s, name, strlen(name));
+        return sp_fail(NULL, SP_EINVAL, "sp_schema_find: NULL %s", s ? "name" : "schema");
+    int i = schema_find_n(s, name, strlen(name));
+    if (i < 0)
+        return sp_fail(NULL, i, "sp_schema_find: the schema has no field '%s'", name);
+    return i;
 }
 
 int sp_schema_equal(const sp_schema *a, const sp_schema *b)
@@ -198,7 +213,7 @@ int fmt_schema_decode(sp_cursor *c, uint64_t base, sp_schema *out, fmt_err *e)
             shape[d] = sp_cursor_u64(c);
         if (!c->ok)
             return fmt_errf(e, SP_ECORRUPT, at, "schema field %u is cut short", i);
-        char why[200];
+        char why[SP_ERRMSG_MAX];
         int rc = schema_append(out, (const char *)name, len, kind, dtype, ndim, shape, why, sizeof why);
         if (rc)
             return fmt_errf(e, SP_ECORRUPT, at, "schema field %u: %s", i, why);

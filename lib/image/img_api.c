@@ -41,7 +41,8 @@ size_t sp_image_transform_bytes(const sp_image_transform *t) { return t ? (size_
 
 static void fill_crop(sp_image_crop *c, const img_box *b, int scale, int w, int h)
 {
-    *c = (sp_image_crop){ b->x0, b->y0, b->x1, b->y1, b->flip, scale, w, h };
+    sp_image_crop full = { sizeof full, b->x0, b->y0, b->x1, b->y1, b->flip, scale, w, h };
+    sp_out_put(c, &full, sizeof full);
 }
 
 int sp_image_transform_apply(sp_image_transform *t, const void *jpeg, size_t size, uint64_t epoch, uint64_t sample,
@@ -50,9 +51,12 @@ int sp_image_transform_apply(sp_image_transform *t, const void *jpeg, size_t siz
     sp_clear_error();
     if (!t || (!jpeg && size) || !out)
         return sp_fail(t ? &t->eb : NULL, SP_EINVAL, "sp_image_transform_apply: NULL argument");
+    int rc = crop ? sp_out_check("sp_image_transform_apply", "sp_image_crop", crop) : SP_OK;
+    if (rc)
+        return sp_fail_keep(&t->eb, rc);
     char why[SP_ERRMSG_MAX - 64];
     img_result r;
-    int rc = img_process(t->ctx, jpeg, size, epoch, sample, out, &r, why, sizeof why);
+    rc = img_process(t->ctx, jpeg, size, epoch, sample, out, &r, why, sizeof why);
     if (crop)
         fill_crop(crop, &r.box, r.scale, (int)r.width, (int)r.height);
     if (rc)
@@ -64,8 +68,12 @@ int sp_image_transform_crop(const sp_image_transform *t, int width, int height, 
                             sp_image_crop *crop)
 {
     sp_clear_error();
-    if (!t || !crop || width < 1 || height < 1)
-        return sp_fail(NULL, SP_EINVAL, "sp_image_transform_crop: bad argument");
+    if (!t || width < 1 || height < 1)
+        return sp_fail(NULL, SP_EINVAL, "sp_image_transform_crop: %s", t ? "width and height must be at least 1"
+                                                                           : "NULL transform");
+    int rc = sp_out_check("sp_image_transform_crop", "sp_image_crop", crop);
+    if (rc)
+        return rc;
     img_box b;
     img_crop(&t->cfg, (uint32_t)width, (uint32_t)height, epoch, sample, &b);
     fill_crop(crop, &b, img_pick_scale(&b, t->cfg.size), width, height);

@@ -53,8 +53,11 @@ static void walk_markers(const uint8_t *p, size_t n, int *progressive, uint32_t 
 int sp_image_probe(const void *data, size_t size, uint64_t max_pixels, sp_image_info *out)
 {
     sp_clear_error();
-    if (!data || !out)
-        return sp_fail(NULL, SP_EINVAL, "sp_image_probe: NULL argument");
+    int rc = sp_out_check("sp_image_probe", "sp_image_info", out);
+    if (rc)
+        return rc;
+    if (!data)
+        return sp_fail(NULL, SP_EINVAL, "sp_image_probe: NULL data");
     const uint8_t *p = data;
     if (size < 4 || p[0] != 0xFF || p[1] != 0xD8)
         return sp_fail(NULL, SP_EBADINPUT, "not a JPEG (no SOI marker)");
@@ -65,7 +68,6 @@ int sp_image_probe(const void *data, size_t size, uint64_t max_pixels, sp_image_
         return sp_fail(NULL, SP_ENOMEM, "cannot create a TurboJPEG decompressor");
     int w = 0, h = 0, samp = -1, cs = -1;
     int r = tjDecompressHeader3(tj, p, (unsigned long)size, &w, &h, &samp, &cs);
-    int rc = SP_OK;
     if (r != 0)
         rc = sp_fail(NULL, SP_EBADINPUT, "damaged JPEG header: %s", tjGetErrorStr2(tj));
     else if (w <= 0 || h <= 0)
@@ -82,10 +84,9 @@ int sp_image_probe(const void *data, size_t size, uint64_t max_pixels, sp_image_
     if (scans > IMG_MAX_SCANS)
         return sp_fail(NULL, SP_ELIMIT, "JPEG has more than %d scans (a progressive file needs a few dozen at most)",
                        IMG_MAX_SCANS);
-    out->width = w;
-    out->height = h;
-    out->components = cs == TJCS_GRAY ? 1 : (cs == TJCS_CMYK || cs == TJCS_YCCK) ? 4 : 3;
-    out->subsampling = samp;
-    out->progressive = progressive == 1;
+    sp_image_info info = { .struct_size = sizeof info, .width = w, .height = h,
+                           .components = cs == TJCS_GRAY ? 1 : (cs == TJCS_CMYK || cs == TJCS_YCCK) ? 4 : 3,
+                           .subsampling = samp, .progressive = progressive == 1 };
+    sp_out_put(out, &info, sizeof info);
     return SP_OK;
 }

@@ -501,7 +501,7 @@ static bool want_direct(const sp_loader *l)
 static int open_io(sp_loader *l)
 {
     l->direct = want_direct(l);
-    char note[128];
+    char note[SP_ERRMSG_MAX];
     int rc = ld_io_open(&l->io, l->io_mode, l->read_ring, l->read_ring_bytes, LD_IO_DEPTH, note, sizeof note);
     if (rc == SP_ENOTSUP)
         return sp_fail(&l->eb, rc, "io=uring was requested but %s", note);
@@ -650,12 +650,12 @@ int sp_loader_open(const char *path, const sp_params *params, sp_loader **out)
 int sp_loader_open_shards(const char *const *paths, size_t n, const sp_params *params, sp_loader **out)
 {
     sp_clear_error();
-    if (!out)
+    if (!out || (!paths && n))
         return sp_fail(NULL, SP_EINVAL, "sp_loader_open_shards: NULL argument");
     *out = NULL;
     sp_loader *l = loader_new();
     if (!l)
-        return sp_fail(NULL, SP_ENOMEM, "out of memory");
+        return sp_fail(NULL, SP_ENOMEM, "sp_loader_open_shards: out of memory");
     if (n && paths && paths[0])
         snprintf(l->name, sizeof l->name, n > 1 ? "%s and %zu more shards" : "%s", paths[0], n - 1);
     int rc = sp_dataset_open_shards(paths, n, params, &l->ds);
@@ -707,7 +707,8 @@ int sp_loader_close(sp_loader *l)
         return rc; /* the call in flight still uses the loader: nothing is freed */
     uint64_t leased = l->dev ? cu_leases(l->dev) : host_leases(l);
     if (leased)
-        return consumer_leave(l, sp_fail(&l->eb, SP_EBUSY, "%llu batch(es) still leased; release them before closing",
+        return consumer_leave(l, sp_fail(&l->eb, SP_EBUSY,
+                                         "sp_loader_close: %llu batch(es) still leased; release them before closing",
                                          (unsigned long long)leased));
     cu_close(l->dev); /* its copy thread gives the host stage its batches back; the GPU is done */
     l->dev = NULL;
@@ -728,7 +729,7 @@ static int ensure_plan(sp_loader *l)
     ld_plan_free(&l->plan);
     l->plan_valid = false;
     ld_plan_cfg cfg = { l->seed, l->epoch, l->rank, l->world, l->batch, l->window_blocks, l->shuffle, l->drop_last };
-    char why[256];
+    char why[SP_ERRMSG_MAX];
     int rc = ld_plan_build(&l->plan, &cfg, l->block_samples, l->nblocks, why, sizeof why);
     if (rc)
         return sp_fail(l->ceb, rc, "%s", why);
@@ -820,7 +821,7 @@ static int check_position(sp_loader *l, uint64_t e, uint64_t k, const char *what
         return SP_OK;
     ld_plan plan = { 0 };
     ld_plan_cfg cfg = { l->seed, e, l->rank, l->world, l->batch, l->window_blocks, l->shuffle, l->drop_last };
-    char why[256];
+    char why[SP_ERRMSG_MAX];
     int rc = ld_plan_build(&plan, &cfg, l->block_samples, l->nblocks, why, sizeof why);
     uint64_t n = plan.nbatches;
     ld_plan_free(&plan);
@@ -840,7 +841,7 @@ int sp_loader_set_epoch(sp_loader *l, uint64_t epoch)
     int rc = consumer_enter(l, "sp_loader_set_epoch");
     if (rc)
         return rc;
-    rc = check_position(l, epoch, 0, "set_epoch:");
+    rc = check_position(l, epoch, 0, "sp_loader_set_epoch:");
     if (rc)
         return consumer_leave(l, rc);
     seek(l, epoch, 0);
@@ -862,7 +863,7 @@ static int count_plan(const sp_loader *l, uint64_t *batches, uint64_t *samples)
     cu_position(l->dev, &epoch, &k);
     ld_plan plan = { 0 };
     ld_plan_cfg cfg = { l->seed, epoch, l->rank, l->world, l->batch, l->window_blocks, l->shuffle, l->drop_last };
-    char why[256];
+    char why[SP_ERRMSG_MAX];
     int rc = ld_plan_build(&plan, &cfg, l->block_samples, l->nblocks, why, sizeof why);
     *batches = rc ? 0 : plan.nbatches;
     *samples = rc ? 0 : plan.samples;
@@ -873,7 +874,9 @@ static int count_plan(const sp_loader *l, uint64_t *batches, uint64_t *samples)
 uint64_t sp_loader_batches_per_epoch(const sp_loader *l)
 {
     uint64_t b = 0, s = 0;
-    if (l && consumer_enter(l, "sp_loader_batches_per_epoch") == SP_OK)
+    if (!l)
+        sp_fail(NULL, SP_EINVAL, "sp_loader_batches_per_epoch: NULL loader");
+    else if (consumer_enter(l, "sp_loader_batches_per_epoch") == SP_OK)
         consumer_leave(l, count_plan(l, &b, &s));
     return b;
 }
@@ -881,7 +884,9 @@ uint64_t sp_loader_batches_per_epoch(const sp_loader *l)
 uint64_t sp_loader_samples_per_epoch(const sp_loader *l)
 {
     uint64_t b = 0, s = 0;
-    if (l && consumer_enter(l, "sp_loader_samples_per_epoch") == SP_OK)
+    if (!l)
+        sp_fail(NULL, SP_EINVAL, "sp_loader_samples_per_epoch: NULL loader");
+    else if (consumer_enter(l, "sp_loader_samples_per_epoch") == SP_OK)
         consumer_leave(l, count_plan(l, &b, &s));
     return s;
 }
@@ -1008,19 +1013,22 @@ static bool host_batch_of(const sp_loader *l, const sp_batch *b)
     return b && b->owner == l && !b->on_device && b->slot < l->nslots && &l->slots[b->slot].b == b;
 }
 
-int sp_loader_release(sp_loader *l, sp_batch *b)
-{
-    return sp_loader_release_on(l, b, NULL);
-}
-
-int sp_loader_release_on(sp_loader *l, sp_batch *b, void *stream)
+static int release(const char *fn, sp_loader *l, sp_batch *b, void *stream)
 {
     sp_clear_error();
     if (l && b && b->owner == l && b->on_device && l->dev)
         return cu_release(l->dev, b, stream);
     if (!l || !host_batch_of(l, b))
-        return sp_fail(l ? &l->eb : NULL, SP_EINVAL, "sp_loader_release: not a batch of this loader");
+        return sp_fail(l ? &l->eb : NULL, SP_EINVAL, "%s: %s", fn,
+                       !l ? "NULL loader" : !b ? "NULL batch" : "not a batch of this loader");
     return ld_host_release(l, b);
+}
+
+int sp_loader_release(sp_loader *l, sp_batch *b) { return release("sp_loader_release", l, b, NULL); }
+
+int sp_loader_release_on(sp_loader *l, sp_batch *b, void *stream)
+{
+    return release("sp_loader_release_on", l, b, stream);
 }
 
 int sp_batch_device(const sp_batch *b)
@@ -1046,14 +1054,19 @@ int sp_batch_sync(const sp_batch *b)
 
 int sp_loader_stats_get(sp_loader *l, sp_loader_stats *out)
 {
-    if (!l || !out)
-        return SP_EINVAL;
+    if (!l)
+        return sp_fail(NULL, SP_EINVAL, "sp_loader_stats_get: NULL loader");
+    int rc = sp_out_check("sp_loader_stats_get", "sp_loader_stats", out);
+    if (rc)
+        return rc;
+    sp_loader_stats st;
     pthread_mutex_lock(&l->mu);
-    *out = l->st;
-    out->elapsed_s = l->t_first ? sp_now() - l->t_first : 0;
+    st = l->st;
+    st.elapsed_s = l->t_first ? sp_now() - l->t_first : 0;
     pthread_mutex_unlock(&l->mu);
     if (l->dev)
-        cu_stats(l->dev, out);
+        cu_stats(l->dev, &st);
+    sp_out_put(out, &st, sizeof st);
     return SP_OK;
 }
 
@@ -1064,12 +1077,30 @@ uint64_t sp_batch_index(const sp_batch *b) { return b ? b->index : 0; }
 uint32_t sp_batch_size(const sp_batch *b) { return b ? b->rows : 0; }
 size_t sp_batch_num_fields(const sp_batch *b) { return b ? b->nfields : 0; }
 
-const char *sp_batch_field_name(const sp_batch *b, size_t i) { return b && i < b->nfields ? b->names[i] : NULL; }
+/* The message of an accessor given no batch, or a field past the batch's last. */
+static void batch_field_fail(const char *fn, const sp_batch *b, size_t i)
+{
+    if (!b)
+        sp_fail(NULL, SP_EINVAL, "%s: NULL batch", fn);
+    else
+        sp_fail(NULL, SP_ERANGE, "%s: field %zu is past the batch's %zu fields", fn, i, b->nfields);
+}
+
+const char *sp_batch_field_name(const sp_batch *b, size_t i)
+{
+    if (!b || i >= b->nfields) {
+        batch_field_fail("sp_batch_field_name", b, i);
+        return NULL;
+    }
+    return b->names[i];
+}
 
 const DLTensor *sp_batch_tensor(const sp_batch *b, size_t i)
 {
-    if (!b || i >= b->nfields)
+    if (!b || i >= b->nfields) {
+        batch_field_fail("sp_batch_tensor", b, i);
         return NULL;
+    }
     /* The leading dimension follows the rows actually delivered (a short last batch). */
     b->t[i].shape[0] = b->rows;
     return &b->t[i];
@@ -1080,12 +1111,21 @@ int sp_batch_find(const sp_batch *b, const char *name)
     for (size_t i = 0; b && name && i < b->nfields; i++)
         if (strcmp(b->names[i], name) == 0)
             return (int)i;
-    return SP_ENOENT;
+    if (!b || !name)
+        return sp_fail(NULL, SP_ENOENT, "sp_batch_find: NULL %s", b ? "name" : "batch");
+    return sp_fail(NULL, SP_ENOENT, "sp_batch_find: the batch has no field '%s'", name);
 }
 
 uint64_t sp_batch_sample_id(const sp_batch *b, uint32_t row)
 {
-    return b && row < b->rows ? b->ids[row] : UINT64_MAX;
+    if (!b || row >= b->rows) {
+        if (!b)
+            sp_fail(NULL, SP_EINVAL, "sp_batch_sample_id: NULL batch");
+        else
+            sp_fail(NULL, SP_ERANGE, "sp_batch_sample_id: row %u is past the batch's %u rows", row, b->rows);
+        return UINT64_MAX;
+    }
+    return b->ids[row];
 }
 
 /* ---------------------------------------------------------------- resume state */

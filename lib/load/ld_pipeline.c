@@ -288,7 +288,7 @@ static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v, int 
                 ld_row_widen16(dst, src, o->row_bytes / 4);
             } else if (!ld_row_widen32(dst, src, o->row_bytes / 4)) {
                 size_t at = ld_row_first_big32(src, o->row_bytes / 4);
-                char why[160];
+                char why[SP_ERRMSG_MAX];
                 snprintf(why, sizeof why, "token %u (position %zu) does not fit int32 (token_dtype=int32)",
                          sp_ld32(src + 4 * at), at);
                 bad = row_failed(l, j, r, g, s, row, o, SP_ERANGE, why);
@@ -682,7 +682,7 @@ static bool plan_epoch(sp_loader *l, ld_reader *rd, uint64_t e, uint64_t base)
         return false;
     ld_plan_free(&l->rplan[pi]);
     ld_plan_cfg cfg = { l->seed, e, l->rank, l->world, l->batch, l->window_blocks, l->shuffle, l->drop_last };
-    char why[256];
+    char why[SP_ERRMSG_MAX];
     int rc = ld_plan_build(&l->rplan[pi], &cfg, l->block_samples, l->nblocks, why, sizeof why);
     pthread_mutex_lock(&l->mu);
     if (rc)

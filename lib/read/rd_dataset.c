@@ -459,8 +459,11 @@ size_t sp_dataset_meta_count(const sp_dataset *d) { return d ? d->meta.n : 0; }
 
 int sp_dataset_meta_at(const sp_dataset *d, size_t i, const char **key, const void **value, size_t *len)
 {
-    if (!d || i >= d->meta.n)
-        return SP_ERANGE;
+    if (!d)
+        return sp_fail(NULL, SP_ERANGE, "sp_dataset_meta_at: NULL dataset");
+    if (i >= d->meta.n)
+        return sp_fail(NULL, SP_ERANGE, "sp_dataset_meta_at: entry %zu is past the dataset's %zu metadata entries", i,
+                       d->meta.n);
     if (key)
         *key = d->meta.e[i].key;
     if (value)
@@ -472,9 +475,11 @@ int sp_dataset_meta_at(const sp_dataset *d, size_t i, const char **key, const vo
 
 int sp_dataset_meta_get(const sp_dataset *d, const char *key, const void **value, size_t *len)
 {
-    const fmt_meta_entry *e = d && key ? fmt_meta_find(&d->meta, key) : NULL;
+    if (!d || !key)
+        return sp_fail(NULL, SP_ENOENT, "sp_dataset_meta_get: NULL %s", d ? "key" : "dataset");
+    const fmt_meta_entry *e = fmt_meta_find(&d->meta, key);
     if (!e)
-        return SP_ENOENT;
+        return sp_fail(NULL, SP_ENOENT, "sp_dataset_meta_get: the dataset has no metadata '%s'", key);
     if (value)
         *value = e->value;
     if (len)
@@ -484,10 +489,17 @@ int sp_dataset_meta_get(const sp_dataset *d, const char *key, const void **value
 
 int sp_dataset_shard_info(sp_dataset *d, uint64_t shard, sp_shard_info *out)
 {
-    if (!d || !out || shard >= d->nshards)
-        return SP_ERANGE;
+    if (!d)
+        return sp_fail(NULL, SP_ERANGE, "sp_dataset_shard_info: NULL dataset");
+    int rc = sp_out_check("sp_dataset_shard_info", "sp_shard_info", out);
+    if (rc)
+        return rc;
+    if (shard >= d->nshards)
+        return sp_fail(NULL, SP_ERANGE, "sp_dataset_shard_info: shard %llu is past the dataset's %llu shards",
+                       (unsigned long long)shard, (unsigned long long)d->nshards);
     const rd_shard *s = &d->shards[shard];
-    *out = (sp_shard_info){ s->path, s->file_size, s->nblocks, s->nsamples, s->first_block, s->first_sample };
+    sp_shard_info si = { sizeof si, s->path, s->file_size, s->nblocks, s->nsamples, s->first_block, s->first_sample };
+    sp_out_put(out, &si, sizeof si);
     return SP_OK;
 }
 
@@ -506,10 +518,10 @@ static uint64_t shard_of_block(const sp_dataset *d, uint64_t b)
 }
 
 /* The shard holding global block `block`, opened. */
-static int block_shard(sp_dataset *d, uint64_t block, uint64_t *si, fmt_shard **sh)
+static int block_shard(const char *fn, sp_dataset *d, uint64_t block, uint64_t *si, fmt_shard **sh)
 {
     if (block >= d->nblocks)
-        return sp_fail(&d->eb, SP_ERANGE, "block %llu out of range (%llu blocks)", (unsigned long long)block,
+        return sp_fail(&d->eb, SP_ERANGE, "%s: block %llu out of range (%llu blocks)", fn, (unsigned long long)block,
                      (unsigned long long)d->nblocks);
     *si = shard_of_block(d, block);
     return rd_shard_get(d, *si, sh);
@@ -517,29 +529,32 @@ static int block_shard(sp_dataset *d, uint64_t block, uint64_t *si, fmt_shard **
 
 int sp_dataset_block_info(sp_dataset *d, uint64_t block, sp_block_info *out)
 {
-    sp_clear_error();
-    if (!d || !out)
-        return SP_EINVAL;
+    if (!d)
+        return sp_fail(NULL, SP_EINVAL, "sp_dataset_block_info: NULL dataset");
+    int rc = sp_out_check("sp_dataset_block_info", "sp_block_info", out);
+    if (rc)
+        return rc;
     uint64_t si = 0;
     fmt_shard *sh;
-    int rc = block_shard(d, block, &si, &sh);
+    rc = block_shard("sp_dataset_block_info", d, block, &si, &sh);
     if (rc)
         return rc;
     uint64_t local = block - d->shards[si].first_block;
     const fmt_block_entry *be = &sh->index.blocks[local];
-    *out = (sp_block_info){ si, local, be->offset, be->stored_size, be->raw_size, be->nsamples,
-                            d->shards[si].first_sample + be->first_sample, be->checksum, be->raw_checksum,
-                            be->codec };
+    sp_block_info bi = { sizeof bi, si, local, be->offset, be->stored_size, be->raw_size, be->nsamples,
+                         d->shards[si].first_sample + be->first_sample, be->checksum, be->raw_checksum,
+                         be->codec };
+    sp_out_put(out, &bi, sizeof bi);
     return SP_OK;
 }
 
 int sp_dataset_locate(const sp_dataset *d, uint64_t sample, uint64_t *block, uint32_t *row)
 {
     if (!d || !block || !row)
-        return SP_EINVAL;
+        return sp_fail(NULL, SP_EINVAL, "sp_dataset_locate: NULL argument");
     if (sample >= d->nsamples)
-        return sp_fail(NULL, SP_ERANGE, "sample %llu out of range (%llu samples)", (unsigned long long)sample,
-                       (unsigned long long)d->nsamples);
+        return sp_fail(NULL, SP_ERANGE, "sp_dataset_locate: sample %llu out of range (%llu samples)",
+                       (unsigned long long)sample, (unsigned long long)d->nsamples);
     *block = sp_floor_index(d->block_first, d->nblocks, sample);
     *row = (uint32_t)(sample - d->block_first[*block]);
     return SP_OK;
@@ -627,7 +642,7 @@ int sp_dataset_read_block(sp_dataset *d, uint64_t block, sp_block **out)
     *out = NULL;
     uint64_t si = 0;
     fmt_shard *sh;
-    int rc = block_shard(d, block, &si, &sh);
+    int rc = block_shard("sp_dataset_read_block", d, block, &si, &sh);
     if (rc)
         return rc;
     sp_block *b = sp_calloc(1, sizeof *b);
@@ -669,8 +684,13 @@ uint32_t sp_block_num_samples(const sp_block *b) { return b ? b->view.n : 0; }
 
 int sp_block_get(const sp_block *b, uint32_t row, size_t field, const void **data, size_t *size)
 {
-    if (!b || !data || !size || row >= b->view.n || field >= b->view.schema->n)
-        return SP_ERANGE;
+    if (!b || !data || !size)
+        return sp_fail(NULL, SP_ERANGE, "sp_block_get: NULL %s", b ? "out pointer" : "block");
+    if (row >= b->view.n)
+        return sp_fail(NULL, SP_ERANGE, "sp_block_get: row %u is past the block's %u rows", row, b->view.n);
+    if (field >= b->view.schema->n)
+        return sp_fail(NULL, SP_ERANGE, "sp_block_get: field %zu is past the schema's %zu fields", field,
+                       b->view.schema->n);
     const uint8_t *p;
     fmt_block_get(&b->view, row, field, &p, size);
     *data = p;

@@ -30,7 +30,7 @@ static void fault(vr_ctx *v, const char *file, int64_t block, uint64_t offset, i
     va_end(ap);
     v->rep->faults++;
     if (v->fn)
-        v->fn(&(sp_fault){ file, block, offset, code, msg }, v->user);
+        v->fn(&(sp_fault){ sizeof(sp_fault), file, block, offset, code, msg }, v->user);
 }
 
 static void fault_at(vr_ctx *v, const char *file, int code, const fmt_err *e)
@@ -218,14 +218,20 @@ static int verify_file(vr_ctx *v, const char *path)
 int sp_verify(const char *path, const sp_params *params, sp_fault_fn fn, void *user, sp_verify_report *report)
 {
     sp_clear_error();
-    sp_verify_report local;
-    vr_ctx v = { fn, user, report ? report : &local, { 0 }, NULL };
-    *v.rep = (sp_verify_report){ 0 };
+    if (report) {
+        int rc = sp_out_check("sp_verify", "sp_verify_report", report);
+        if (rc)
+            return rc;
+    }
+    sp_verify_report rep = { .struct_size = sizeof rep };
+    vr_ctx v = { fn, user, &rep, { 0 }, NULL };
+    if (report)
+        sp_out_put(report, &rep, sizeof rep);
     if (!path)
         return sp_fail(NULL, SP_EINVAL, "sp_verify: NULL path");
     fmt_limits_from_params(&v.lim, params);
     if (!(v.dctx = ZSTD_createDCtx()))
-        return sp_fail(NULL, SP_ENOMEM, "out of memory");
+        return sp_fail(NULL, SP_ENOMEM, "sp_verify: %s: out of memory", path);
     int rc = verify_glob(&v, path);
     if (rc != 0) {
         rc = rc < 0 ? rc : SP_OK;
@@ -237,6 +243,8 @@ int sp_verify(const char *path, const sp_params *params, sp_fault_fn fn, void *u
         rc = verify_file(&v, path);
     }
     ZSTD_freeDCtx(v.dctx);
+    if (report)
+        sp_out_put(report, &rep, sizeof rep);
     if (rc)
         return rc;
     return v.rep->faults ? sp_fail(NULL, SP_ECORRUPT, "%s: %llu fault(s) found", path,

@@ -33,7 +33,7 @@ typedef struct wr_job {
     uint32_t nsamples;
     int codec;
     uint64_t checksum, raw_checksum;
-    char err[160];
+    char err[SP_ERRMSG_MAX];
 } wr_job;
 
 /* One field's column while a block is being built. */
@@ -614,9 +614,12 @@ int sp_writer_set_meta(sp_writer *w, const char *key, const void *value, size_t 
 
 int sp_writer_stats(const sp_writer *w, sp_write_stats *out)
 {
-    if (!w || !out)
-        return SP_EINVAL;
-    *out = w->st;
+    if (!w)
+        return sp_fail(NULL, SP_EINVAL, "sp_writer_stats: NULL writer");
+    int rc = sp_out_check("sp_writer_stats", "sp_write_stats", out);
+    if (rc)
+        return rc;
+    sp_out_put(out, &w->st, sizeof w->st);
     return SP_OK;
 }
 

@@ -14,7 +14,7 @@ from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_double, c
 from ctypes.util import find_library
 
 # The ABI these bindings were written against (SP_ABI_VERSION in include/shardpack_version.h).
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 SONAME = "libshardpack.so.%d" % ABI_VERSION
 
@@ -76,14 +76,30 @@ SP_EEPOCH = -17
 SP_EDONE = -21
 
 
-class sp_param_info(Structure):
-    _fields_ = [("key", c_int), ("name", c_char_p), ("type", c_int), ("default", c_int64),
+SP_ERRMSG_MAX = 512
+
+
+class _Sized(Structure):
+    """A struct that begins with struct_size (shardpack.h's conventions): every new instance carries
+    its own size, so the library fills exactly the fields declared here."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.struct_size = ctypes.sizeof(self)
+
+
+# Each mirror below is checked against the library's own layout (sp_struct_layout/sp_struct_field)
+# by python/tests/test_layout.py. _c_names_ maps a member renamed here to its C name.
+
+class sp_param_info(_Sized):
+    _c_names_ = {"default": "def"}  # def is a Python keyword
+    _fields_ = [("struct_size", c_size_t), ("key", c_int), ("name", c_char_p), ("type", c_int), ("default", c_int64),
                 ("min", c_int64), ("max", c_int64), ("choices", c_char_p), ("doc", c_char_p),
                 ("scope", c_int)]
 
 
-class sp_field_info(Structure):
-    _fields_ = [("name", c_char_p), ("kind", c_int), ("dtype", c_int), ("ndim", c_uint32),
+class sp_field_info(_Sized):
+    _fields_ = [("struct_size", c_size_t), ("name", c_char_p), ("kind", c_int), ("dtype", c_int), ("ndim", c_uint32),
                 ("shape", c_uint64 * SP_MAX_DIMS), ("fixed_bytes", c_uint64)]
 
 
@@ -91,21 +107,21 @@ class sp_value(Structure):
     _fields_ = [("data", c_void_p), ("size", c_size_t)]
 
 
-class sp_write_stats(Structure):
-    _fields_ = [("samples", c_uint64), ("raw_bytes", c_uint64), ("stored_bytes", c_uint64),
+class sp_write_stats(_Sized):
+    _fields_ = [("struct_size", c_size_t), ("samples", c_uint64), ("raw_bytes", c_uint64), ("stored_bytes", c_uint64),
                 ("file_bytes", c_uint64), ("blocks", c_uint64), ("blocks_stored_raw", c_uint64),
                 ("shards", c_uint64), ("field_raw_bytes", c_uint64 * SP_MAX_FIELDS)]
 
 
-class sp_block_info(Structure):
-    _fields_ = [("shard", c_uint64), ("index", c_uint64), ("offset", c_uint64),
+class sp_block_info(_Sized):
+    _fields_ = [("struct_size", c_size_t), ("shard", c_uint64), ("index", c_uint64), ("offset", c_uint64),
                 ("stored_bytes", c_uint64), ("raw_bytes", c_uint64), ("samples", c_uint64),
                 ("first_sample", c_uint64), ("checksum", c_uint64), ("raw_checksum", c_uint64),
                 ("codec", c_int)]
 
 
-class sp_loader_stats(Structure):
-    _fields_ = [("epoch", c_uint64), ("batches", c_uint64), ("samples", c_uint64),
+class sp_loader_stats(_Sized):
+    _fields_ = [("struct_size", c_size_t), ("epoch", c_uint64), ("batches", c_uint64), ("samples", c_uint64),
                 ("bytes_read", c_uint64), ("bytes_decompressed", c_uint64),
                 ("blocks_read", c_uint64), ("blocks_skipped", c_uint64),
                 ("samples_skipped", c_uint64), ("samples_dropped_per_epoch", c_uint64),
@@ -117,10 +133,10 @@ class sp_loader_stats(Structure):
                 ("scratch_bytes", c_uint64), ("host_memory_bytes", c_uint64),
                 ("host_allocated_bytes", c_uint64),
                 ("threads", c_int), ("io", c_int), ("direct_io", c_int),
-                ("io_note", c_char * 128),
+                ("io_note", c_char * SP_ERRMSG_MAX),
                 ("images_decoded", c_uint64), ("images_bad", c_uint64),
-                ("image_scratch_bytes", c_uint64), ("bad_note", c_char * 512),
-                ("device", c_int), ("host_pinned", c_int), ("device_note", c_char * 192),
+                ("image_scratch_bytes", c_uint64), ("bad_note", c_char * SP_ERRMSG_MAX),
+                ("device", c_int), ("host_pinned", c_int), ("device_note", c_char * SP_ERRMSG_MAX),
                 ("device_memory_bytes", c_uint64),
                 ("device_ring_bytes", c_uint64), ("device_ring_slots", c_uint64),
                 ("device_bytes", c_uint64), ("device_bytes_peak", c_uint64),
@@ -133,6 +149,9 @@ _P = c_void_p
 _PROTOTYPES = [
     ("sp_version", c_char_p, []),
     ("sp_abi_version", c_int, []),
+    ("sp_struct_name", c_char_p, [c_size_t]),
+    ("sp_struct_layout", c_int, [c_char_p, POINTER(c_size_t), POINTER(c_size_t), POINTER(c_size_t)]),
+    ("sp_struct_field", c_int, [c_char_p, c_size_t, POINTER(c_char_p), POINTER(c_size_t), POINTER(c_size_t)]),
     ("sp_strerror", c_char_p, [c_int]),
     ("sp_error_name", c_char_p, [c_int]),
     ("sp_last_error", c_char_p, []),

@@ -363,7 +363,7 @@ class Loader:
                 raise ValueError("shardpack: the loader is closed")
             check(lib.sp_loader_stats_get(h.ptr, byref(st)), lib.sp_loader_errmsg(h.ptr))
         d = {}
-        for name, _ in _lib.sp_loader_stats._fields_:
+        for name, _ in _lib.sp_loader_stats._fields_[1:]:  # all but struct_size
             d[name] = getattr(st, name)
         d["io"] = _lib.SP_IO_NAMES.get(st.io, str(st.io))
         d["direct_io"] = bool(st.direct_io)

@@ -199,7 +199,7 @@ class Writer:
 
 
 def _stats_dict(st, fields):
-    d = {n: getattr(st, n) for n, _ in _lib.sp_write_stats._fields_ if n != "field_raw_bytes"}
+    d = {n: getattr(st, n) for n, _ in _lib.sp_write_stats._fields_ if n not in ("struct_size", "field_raw_bytes")}
     d["field_raw_bytes"] = {f.name: st.field_raw_bytes[i] for i, (f, _) in enumerate(fields)}
     return d
 

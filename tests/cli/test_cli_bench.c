@@ -161,9 +161,9 @@ START_TEST(test_errors)
     /* A damaged block: a data error naming the shard. */
     sp_dataset *d;
     ck_assert_int_eq(sp_dataset_open(ds, NULL, &d), 0);
-    sp_block_info bi;
+    sp_block_info bi = { .struct_size = sizeof bi };
     ck_assert_int_eq(sp_dataset_block_info(d, 3, &bi), 0);
-    sp_shard_info si;
+    sp_shard_info si = { .struct_size = sizeof si };
     ck_assert_int_eq(sp_dataset_shard_info(d, bi.shard, &si), 0);
     char *shard = clit_path("%s", si.path);
     sp_dataset_close(d);
@@ -196,7 +196,7 @@ START_TEST(test_help_and_man)
     if (man)
         ck_assert_msg(strstr(man, ".SS bench"), "shardpack.1 has no bench section");
     for (int k = 0; k < sp_param_count(); k++) {
-        sp_param_info info;
+        sp_param_info info = { .struct_size = sizeof info };
         ck_assert_int_eq(sp_param_describe(k, &info), 0);
         if (!(info.scope & SP_SCOPE_LOAD))
             continue;

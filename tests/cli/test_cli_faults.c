@@ -89,7 +89,7 @@ static uint64_t check_complete(const char *dir, uint64_t samples, const char *wh
                   (unsigned long long)sp_dataset_num_samples(ds), (unsigned long long)samples);
     uint64_t fp = sp_dataset_fingerprint(ds);
     sp_dataset_close(ds);
-    sp_verify_report rep;
+    sp_verify_report rep = { .struct_size = sizeof rep };
     rc = sp_verify(dir, NULL, NULL, NULL, &rep);
     ck_assert_msg(rc == 0, "%s: %s fails verify: %s", when, dir, sp_last_error());
     return fp;

@@ -83,7 +83,7 @@ static void check_param_options(const char *cmd, int scope, bool with_doc)
     clit_result r = clit_run(cmd, "--help", NULL);
     ck_assert_int_eq(r.status, 0);
     for (int k = 0; k < sp_param_count(); k++) {
-        sp_param_info info;
+        sp_param_info info = { .struct_size = sizeof info };
         ck_assert_int_eq(sp_param_describe(k, &info), 0);
         if (!(info.scope & scope))
             continue;
@@ -154,7 +154,7 @@ START_TEST(test_man_page_lists_parameters)
     char *text = (char *)clit_read(man, &len);
     ck_assert_msg(text != NULL, "cannot read %s", man);
     for (int k = 0; k < sp_param_count(); k++) {
-        sp_param_info info;
+        sp_param_info info = { .struct_size = sizeof info };
         ck_assert_int_eq(sp_param_describe(k, &info), 0);
         /* every parameter: pack takes the writer's, bench and preview the loader's */
         /* roff spells "--shard-size" as "\-\-shard\-size". */

@@ -55,9 +55,9 @@ START_TEST(test_flipped_byte)
     sp_dataset *d = NULL;
     ck_assert_int_eq(sp_dataset_open(out, NULL, &d), 0);
     ck_assert(sp_dataset_num_blocks(d) >= 2);
-    sp_block_info bi;
+    sp_block_info bi = { .struct_size = sizeof bi };
     ck_assert_int_eq(sp_dataset_block_info(d, 1, &bi), 0);
-    sp_shard_info si;
+    sp_shard_info si = { .struct_size = sizeof si };
     ck_assert_int_eq(sp_dataset_shard_info(d, bi.shard, &si), 0);
     char *shard = strdup(si.path);
     uint64_t at = bi.offset + bi.stored_bytes / 2, index = bi.index, sample = bi.first_sample;

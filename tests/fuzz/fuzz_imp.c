@@ -263,8 +263,7 @@ int fimp_pack(unsigned mode, const char *from, const char *const *srcs, size_t n
             fimp_fail("the pack succeeded without publishing %s", manifest);
         if (exists(g_stage))
             fimp_fail("the pack succeeded and left its staging directory %s", g_stage);
-        sp_verify_report rep;
-        memset(&rep, 0, sizeof rep);
+        sp_verify_report rep = { .struct_size = sizeof rep };
         int vr = sp_verify(g_out, NULL, NULL, NULL, &rep);
         if (vr != 0 || rep.faults)
             fimp_fail("the packed dataset fails sp_verify (%d, %llu faults): %s", vr,

@@ -63,7 +63,7 @@ static void check_output(const fimp_input *in)
                   in->nparts);
     expect e = {in, sp_dataset_num_samples(ds), {0}, {0}, {0}};
     for (size_t k = 0; k < in->nparts; k++) {
-        sp_field_info fi;
+        sp_field_info fi = { .struct_size = sizeof fi };
         e.bool_field[k] = sp_schema_field(sp_dataset_schema(ds), k, &fi) == 0 && fi.dtype == SP_DTYPE_BOOL;
     }
     fimp_each_sample(ds, check_sample, &e);

@@ -114,7 +114,7 @@ static void exercise(sp_dataset *ds)
             g_sink ^= (uint8_t)(k[0] ^ ((const uint8_t *)v)[len - 1]);
     }
     for (uint64_t s = 0; s < sp_dataset_num_shards(ds); s++) {
-        sp_shard_info si;
+        sp_shard_info si = { .struct_size = sizeof si };
         if (sp_dataset_shard_info(ds, s, &si) != 0)
             abort(); /* in range by construction */
     }
@@ -125,7 +125,7 @@ static void exercise(sp_dataset *ds)
             abort();
     }
     for (uint64_t b = 0; b < nblocks && b < MAX_BLOCKS; b++) {
-        sp_block_info bi;
+        sp_block_info bi = { .struct_size = sizeof bi };
         if (sp_dataset_block_info(ds, b, &bi) != 0)
             continue;
         sp_block *blk;
@@ -173,7 +173,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else if (ds != NULL || sp_last_error()[0] == '\0') {
         abort(); /* a failed open hands out nothing and always says why */
     }
-    sp_verify_report rep;
+    sp_verify_report rep = { .struct_size = sizeof rep };
     int rc = sp_verify(g_path, g_params, NULL, NULL, &rep);
     if (rc == 0 && rep.faults)
         abort();

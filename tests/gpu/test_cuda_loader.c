@@ -353,7 +353,7 @@ START_TEST(tokens_match_host)
         sp_batch *b = (sp_batch *)(uintptr_t)1;
         ck_assert_int_eq(sp_loader_next(g, &b, TIMEOUT_MS), SP_EDONE);
         ck_assert_ptr_null(b);
-        sp_loader_stats st;
+        sp_loader_stats st = { .struct_size = sizeof st };
         ck_assert_int_eq(sp_loader_stats_get(g, &st), 0);
         ck_assert_int_eq(st.device, 0);
         ck_assert_msg(st.host_pinned == 1, "the batch ring is not page-locked");
@@ -522,7 +522,7 @@ START_TEST(images_match_host)
             else
                 ck_assert(memcmp(s->data[0], ref.b[i].data[0], s->bytes[0]) == 0);
         }
-        sp_loader_stats st;
+        sp_loader_stats st = { .struct_size = sizeof st };
         ck_assert_int_eq(sp_loader_stats_get(g, &st), 0);
         ck_assert_int_eq(st.device, 0);
         ck_assert_uint_eq(st.device_batches, r.nb);
@@ -545,7 +545,7 @@ static uint64_t slot_bytes(const char *dir, const char *const *base)
     sp_batch *b;
     int rc = sp_loader_next(l, &b, TIMEOUT_MS);
     ck_assert_msg(rc == 0, "%s: %s", sp_error_name(rc), sp_loader_errmsg(l));
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
     ck_assert_int_eq(sp_loader_release(l, b), 0);
     close_ok(l);
@@ -589,7 +589,7 @@ static void stress(const lt_ds *d, const char *const *base, cudaStream_t stream,
         TU_CHECK(sp_loader_release_on(l, b, (void *)stream) == 0, "%s: release_on: %s", what, sp_last_error());
     }
     double queued = lt_now() - t0;
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
     ck_assert_msg(st.device_ring_slots == 2, "%s: device_memory=%s gave %llu slots, want 2", what, mem,
                   (unsigned long long)st.device_ring_slots);
@@ -816,7 +816,7 @@ START_TEST(absent_device_refused)
     take(l, NULL, &s);
     ck_assert_int_eq(s.rc, 0);
     check_place(&s, 0, "device=auto");
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
     ck_assert_int_eq(st.device, 0);
     ck_assert_str_eq(st.device_note, "");

@@ -41,7 +41,7 @@ START_TEST(auto_stays_on_host)
     sp_loader *l;
     const char *kv[] = { "device", "auto", NULL };
     ck_assert_msg(open_with(d.dir, &l, kv) == 0, "%s", sp_last_error());
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
     ck_assert_int_eq(st.device, -1);
     ck_assert_msg(strstr(st.device_note, "device=auto") && strstr(st.device_note, "host memory"),

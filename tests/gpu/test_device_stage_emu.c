@@ -104,7 +104,7 @@ START_TEST(batches_equal_host)
     ck_assert_uint_eq(epochs, 2);
     ck_assert_uint_eq(batches, 2 * sp_loader_batches_per_epoch(g));
     ck_assert_int_eq(sp_loader_next(g, &(sp_batch *){ NULL }, 0), SP_EDONE); /* repeated */
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     ck_assert_int_eq(sp_loader_stats_get(g, &st), 0);
     ck_assert_int_eq(st.device, 0);
     ck_assert_int_eq(st.host_pinned, 1);
@@ -128,7 +128,7 @@ END_TEST
 static sp_loader *open_two_slots_on(const char *dev, const char *epochs)
 {
     sp_loader *l = open_ok(g_ds.dir, "device", dev, "epochs", epochs, NULL, NULL);
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
     ck_assert_int_eq(sp_loader_close(l), 0);
     char mem[32];
@@ -398,7 +398,7 @@ START_TEST(no_device)
     ck_assert_msg(strstr(sp_last_error(), "cuda:0") && strstr(sp_last_error(), "no CUDA-capable device"), "'%s'",
                   sp_last_error());
     ck_assert_int_eq(lt_open(g_ds.dir, &l, "device", "auto", NULL), 0);
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
     ck_assert_int_eq(st.device, -1);
     ck_assert_msg(strstr(st.device_note, "no usable CUDA device"), "'%s'", st.device_note);

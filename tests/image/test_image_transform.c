@@ -189,8 +189,9 @@ static void check_variant(const char *name, int w, int h, jg_opts o, vopt v, uin
         int n = tr ? v.samples : 1;
         for (int k = 0; k < n; k++) {
             uint64_t sample = (uint64_t)k * 7919 + 3, epoch = (uint64_t)k % 3;
-            sp_image_crop c, c2;
+            sp_image_crop c = { .struct_size = sizeof c }, c2 = { .struct_size = sizeof c2 };
             memset(&c, 0xAB, sizeof c);
+            c.struct_size = sizeof c;
             int rc = sp_image_transform_apply(t, j.data, j.size, epoch, sample, out, &c);
             ck_assert_msg(rc == 0, "%s %dx%d %s sample %llu: %s (%s)", name, w, h, tr ? "train" : "eval",
                           (unsigned long long)sample, sp_error_name(rc), sp_image_transform_errmsg(t));
@@ -388,7 +389,7 @@ START_TEST(small_image)
         free(outs);
         sp_image_transform *t = mk("transform", "train", "image_size", "64", NULL);
         for (uint64_t k = 0; k < 200; k++) {
-            sp_image_crop c;
+            sp_image_crop c = { .struct_size = sizeof c };
             ck_assert_int_eq(sp_image_transform_crop(t, 17, 11, 0, k, &c), 0);
             ck_assert_int_eq(c.scale, 8);
         }
@@ -418,7 +419,7 @@ START_TEST(large_image)
             sp_image_transform *t = mk("transform", tr ? "train" : "eval", "image_size", "64", NULL);
             int n = tr ? 4 : 1, below8 = 0;
             for (int k = 0; k < n; k++) {
-                sp_image_crop c, c2;
+                sp_image_crop c = { .struct_size = sizeof c }, c2 = { .struct_size = sizeof c2 };
                 ck_assert_int_eq(sp_image_transform_apply(t, j.data, j.size, 1, (uint64_t)k, out, &c), 0);
                 ck_assert_int_eq(sp_image_transform_crop(t, w, h, 1, (uint64_t)k, &c2), 0);
                 ck_assert(crop_eq(&c, &c2));
@@ -523,7 +524,7 @@ START_TEST(eval_reference_scale8)
         sp_image_transform *t = mk("transform", "eval", "image_size", sz, NULL);
         size_t nb = (size_t)size * size * 3;
         uint8_t *out = malloc(nb), *ref = malloc(nb);
-        sp_image_crop c;
+        sp_image_crop c = { .struct_size = sizeof c };
         ck_assert_int_eq(sp_image_transform_apply(t, j.data, j.size, 0, i, out, &c), 0);
         ck_assert_msg(c.scale == 8, "case %zu: eval crop decoded at %d/8", i, c.scale);
         /* The reference: the whole image, decoded here at full size. */
@@ -681,7 +682,7 @@ START_TEST(train_crop_properties)
     for (int i = 0; i < N; i++) {
         int w = rand_side(&r), h = rand_side(&r);
         uint64_t sample = tu_next(&r) >> 20, epoch = tu_below(&r, 100);
-        sp_image_crop c;
+        sp_image_crop c = { .struct_size = sizeof c };
         ck_assert_int_eq(sp_image_transform_crop(t, w, h, epoch, sample, &c), 0);
         ck_assert_int_eq(c.width, w);
         ck_assert_int_eq(c.height, h);
@@ -765,12 +766,16 @@ START_TEST(train_crop_determinism)
          * centre crop) is left out of the comparison below. */
         int w = 64 + (int)tu_below(&r, 2000), h = (int)(w * (0.6 + (double)tu_below(&r, 1100) / 1000.0));
         uint64_t e = tu_below(&r, 1000), s = tu_next(&r) >> 16;
-        sp_image_crop c1, c2, c3, c4, c5;
+        sp_image_crop c1 = { .struct_size = sizeof c1 };
+        sp_image_crop c2 = { .struct_size = sizeof c2 };
+        sp_image_crop c3 = { .struct_size = sizeof c3 };
+        sp_image_crop c4 = { .struct_size = sizeof c4 };
+        sp_image_crop c5 = { .struct_size = sizeof c5 };
         ck_assert_int_eq(sp_image_transform_crop(a, w, h, e, s, &c1), 0);
         ck_assert_int_eq(sp_image_transform_crop(b, w, h, e, s, &c2), 0);
         /* Interleaved calls on a: no state carried between draws. */
         ck_assert_int_eq(sp_image_transform_crop(a, w, h, e + 1, s, &c3), 0);
-        sp_image_crop again;
+        sp_image_crop again = { .struct_size = sizeof again };
         ck_assert_int_eq(sp_image_transform_crop(a, w, h, e, s, &again), 0);
         TU_CHECK(crop_eq(&c1, &c2) && crop_eq(&c1, &again), "%dx%d e %llu s %llu: two draws differ", w, h,
                  (unsigned long long)e, (unsigned long long)s);
@@ -810,7 +815,7 @@ START_TEST(eval_crop_geometry)
         const double S = cfgs[k].S, R = cfgs[k].R;
         for (int i = 0; i < 3000; i++) {
             int w = 1 + (int)tu_below(&r, i % 3 ? 3000 : 60), h = 1 + (int)tu_below(&r, i % 2 ? 3000 : 60);
-            sp_image_crop c, c2;
+            sp_image_crop c = { .struct_size = sizeof c }, c2 = { .struct_size = sizeof c2 };
             ck_assert_int_eq(sp_image_transform_crop(t, w, h, tu_below(&r, 9), tu_next(&r), &c), 0);
             ck_assert_int_eq(sp_image_transform_crop(t, w, h, 0, 0, &c2), 0);
             TU_CHECK(crop_eq(&c, &c2), "eval crop of %dx%d depends on epoch or sample", w, h);
@@ -1038,7 +1043,7 @@ START_TEST(bad_input)
     /* Above max_pixels. */
     uint8_t *big = jg_picture(250, 170, 3);
     enc jb = encode(big, 250, 170, (jg_opts){ 80, JG_444, JG_YCC, 0, 0 });
-    sp_image_crop c;
+    sp_image_crop c = { .struct_size = sizeof c };
     int rc = sp_image_transform_apply(t, jb.data, jb.size, 0, 4242, out, &c);
     ck_assert_msg(rc == SP_ELIMIT, "%s", sp_error_name(rc));
     ck_assert_msg(strstr(sp_image_transform_errmsg(t), "4242") && strstr(sp_image_transform_errmsg(t), "max_pixels"),
@@ -1108,7 +1113,7 @@ static void probe_scans(const enc *bad, const enc *good)
 {
     char want[64];
     snprintf(want, sizeof want, "more than %d scans", IMG_MAX_SCANS);
-    sp_image_info info;
+    sp_image_info info = { .struct_size = sizeof info };
     int rc = sp_image_probe(bad->data, bad->size, 0, &info);
     ck_assert_msg(rc == SP_ELIMIT && strstr(sp_last_error(), want), "probe: %s: %s", sp_error_name(rc),
                   sp_last_error());

@@ -290,7 +290,7 @@ START_TEST(threads_bit_identical)
             ck_assert_int_eq(sp_loader_release(l, b), 0);
         }
         ck_assert_int_eq(eepoch, 2);
-        sp_loader_stats st;
+        sp_loader_stats st = { .struct_size = sizeof st };
         ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
         ck_assert_uint_eq(st.images_decoded, 2 * 48);
         ck_assert_uint_eq(st.images_bad, 0);
@@ -329,7 +329,7 @@ START_TEST(threads_bit_identical)
              * (a picture of ramps and edges never looks the same through two crops). */
             int w, h;
             ck_assert_int_eq(jg_dims(d.img[id], d.size[id], &w, &h), 0);
-            sp_image_crop c0, c1;
+            sp_image_crop c0 = { .struct_size = sizeof c0 }, c1 = { .struct_size = sizeof c1 };
             ck_assert_int_eq(sp_image_transform_crop(t, w, h, 0, id, &c0), 0);
             ck_assert_int_eq(sp_image_transform_crop(t, w, h, 1, id, &c1), 0);
             bool same_crop = c0.x0 == c1.x0 && c0.y0 == c1.y0 && c0.x1 == c1.x1 && c0.y1 == c1.y1 && c0.flip == c1.flip;
@@ -403,7 +403,7 @@ static size_t skip_epoch(const ids *d, const char *threads, sp_image_transform *
     ck_assert_uint_eq(filled, nbad);
     for (uint64_t i = 0; i < d->n; i++)
         ck_assert_msg(seen[i] == (d->kind[i] == GOOD), "sample %llu delivered %u times", (unsigned long long)i, seen[i]);
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
     ck_assert_uint_eq(st.images_bad, nbad);
     ck_assert_uint_eq(st.samples_skipped, nbad);
@@ -429,7 +429,7 @@ static size_t skip_epoch(const ids *d, const char *threads, sp_image_transform *
  * the case where it must still fail (a consumer that waits for the batch is the easy case). */
 static void wait_refused(sp_loader *l)
 {
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     for (int i = 0; i < 1000; i++) {
         ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
         if (st.images_bad > 0)
@@ -487,7 +487,7 @@ static void fail_epoch(const ids *d, const char *threads, const run *skip, size_
                       again == 0 ? " and delivered the failed batch" : "");
         ck_assert_ptr_null(b);
     }
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
     ck_assert_uint_ge(st.images_bad, 1);
     ck_assert_int_eq(sp_loader_close(l), 0);

@@ -135,7 +135,7 @@ START_TEST(last_batch)
         }
         ck_assert_uint_eq(nb, want_b);
         ck_assert_uint_eq(rows, sp_loader_samples_per_epoch(l));
-        sp_loader_stats st;
+        sp_loader_stats st = { .struct_size = sizeof st };
         sp_loader_stats_get(l, &st);
         ck_assert_uint_eq(st.samples_dropped_per_epoch, drop ? N_SAMPLES % 32 : 0);
         /* The next epoch's first batch is full again: shape[0] follows the rows of each batch. */
@@ -224,7 +224,7 @@ START_TEST(glob_paths)
     ck_assert_uint_gt(g_ds.shards, 2);
     sp_dataset *ds;
     ck_assert_int_eq(sp_dataset_open(g_ds.dir, NULL, &ds), 0);
-    sp_shard_info s0;
+    sp_shard_info s0 = { .struct_size = sizeof s0 };
     ck_assert_int_eq(sp_dataset_shard_info(ds, 0, &s0), 0);
     sp_dataset_close(ds);
 

@@ -26,8 +26,9 @@ static void block_of(const lt_ds *d, uint64_t block, bad_block *out)
 {
     sp_dataset *ds;
     ck_assert_int_eq(sp_dataset_open(d->dir, NULL, &ds), 0);
+    out->bi.struct_size = sizeof out->bi;
     ck_assert_int_eq(sp_dataset_block_info(ds, block, &out->bi), 0);
-    sp_shard_info si;
+    sp_shard_info si = { .struct_size = sizeof si };
     ck_assert_int_eq(sp_dataset_shard_info(ds, out->bi.shard, &si), 0);
     out->shard = strdup(si.path);
     sp_dataset_close(ds);
@@ -174,7 +175,7 @@ static void skip_epoch(const lt_ds *c, const bad_block *bb, const char *threads,
     ck_assert_uint_eq(out->nb, clean->nb);
     ck_assert_uint_eq(filled, bb->bi.samples);
     ck_assert_uint_eq(good + filled, N_SAMPLES);
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
     ck_assert_uint_eq(st.blocks_skipped, 1);
     ck_assert_uint_eq(st.samples_skipped, bb->bi.samples);
@@ -218,7 +219,7 @@ static void truncate_case(const char *on_error, const char *io)
     ck_assert_int_eq(sp_dataset_open(g_ds.dir, NULL, &ds), 0);
     uint64_t lost = 0, lost_samples = 0;
     for (uint64_t b = 0; b < sp_dataset_num_blocks(ds); b++) {
-        sp_block_info bi;
+        sp_block_info bi = { .struct_size = sizeof bi };
         ck_assert_int_eq(sp_dataset_block_info(ds, b, &bi), 0);
         if (bi.shard == bb.bi.shard && bi.index >= bb.bi.index) {
             lost++;
@@ -231,7 +232,7 @@ static void truncate_case(const char *on_error, const char *io)
     int rc = lt_drain(l, &c, &r, UINT64_MAX, 20000);
     ck_assert_msg(lt_now() - t0 < 15, "took %.1f s", lt_now() - t0);
     ck_assert_msg(r.bad == 0, "%s", r.why);
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     sp_loader_stats_get(l, &st);
     if (!strcmp(on_error, "fail")) {
         ck_assert_msg(rc == SP_ETRUNC || rc == SP_EIO, "io=%s: truncated shard: %s: %s", io, sp_error_name(rc),
@@ -432,7 +433,7 @@ START_TEST(tokens_beyond_int32_skipped)
         ck_assert_msg(rc == SP_EEPOCH, "%s: %s", sp_error_name(rc), sp_last_error());
         ck_assert_uint_eq(rows, T32_N);
         ck_assert_uint_eq(filled, T32_NBAD);
-        sp_loader_stats st;
+        sp_loader_stats st = { .struct_size = sizeof st };
         ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
         ck_assert_uint_eq(st.samples_skipped, T32_NBAD);
         ck_assert_uint_eq(st.images_bad, 0);

@@ -177,7 +177,7 @@ static char *block_of(const char *dir, uint64_t block, sp_block_info *bi)
     sp_dataset *ds;
     ck_assert_int_eq(sp_dataset_open(dir, NULL, &ds), 0);
     ck_assert_int_eq(sp_dataset_block_info(ds, block, bi), 0);
-    sp_shard_info si;
+    sp_shard_info si = { .struct_size = sizeof si };
     ck_assert_int_eq(sp_dataset_shard_info(ds, bi->shard, &si), 0);
     char *path = strdup(si.path);
     sp_dataset_close(ds);
@@ -552,7 +552,7 @@ static sp_loader *open_reads(const char *io, const char *direct, const char *on_
     sp_loader *l;
     int rc = lt_open(g_ds.dir, &l, LT_COMMON, "io", io, "direct_io", direct, "on_error", on_error, NULL);
     ck_assert_msg(rc == 0, "open io=%s: %s", io, sp_last_error());
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     sp_loader_stats_get(l, &st);
     ck_assert_int_eq(st.io, strcmp(io, "pread") ? SP_IO_URING : SP_IO_PREAD);
     return l;
@@ -573,7 +573,7 @@ static void absorbed(const char *io, const char *direct, int mode)
     ck_assert_msg(injected > 0, "%s: no fault was injected", what);
     ck_assert_msg(lt_now() - t0 < 15, "%s: took %.1f s", what, lt_now() - t0);
     same_as_reference(&r, what);
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     sp_loader_stats_get(l, &st);
     ck_assert_uint_eq(st.blocks_skipped, 0);
     printf("%s: %ld faults injected, epoch intact\n", what, injected);
@@ -591,7 +591,7 @@ static void eio_case_mode(const char *io, const char *on_error, uint64_t block, 
     int cause = mode == F_EIO ? EIO : EAGAIN;
     snprintf(what, sizeof what, "io=%s on_error=%s, %s on block %llu", io, on_error, fault_names[mode],
              (unsigned long long)block);
-    sp_block_info bi;
+    sp_block_info bi = { .struct_size = sizeof bi };
     char *shard = block_of(g_ds.dir, block, &bi);
     struct stat st;
     ck_assert_int_eq(stat(shard, &st), 0);
@@ -609,7 +609,7 @@ static void eio_case_mode(const char *io, const char *on_error, uint64_t block, 
     long injected = disarm_reads();
     ck_assert_msg(injected > 0, "%s: the block was never read", what);
     ck_assert_msg(r.bad == 0, "%s: %s", what, r.why);
-    sp_loader_stats stats;
+    sp_loader_stats stats = { .struct_size = sizeof stats };
     sp_loader_stats_get(l, &stats);
     char blk[96];
     snprintf(blk, sizeof blk, "block %llu at byte %llu", (unsigned long long)bi.index, (unsigned long long)bi.offset);

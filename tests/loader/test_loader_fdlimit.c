@@ -90,7 +90,7 @@ END_TEST
 START_TEST(verify)
 {
     limit_fds();
-    sp_verify_report rep;
+    sp_verify_report rep = { .struct_size = sizeof rep };
     int rc = sp_verify(g_ds.dir, NULL, NULL, NULL, &rep);
     ck_assert_msg(rc == 0 && rep.faults == 0, "%s: %llu faults: %s", sp_error_name(rc),
                   (unsigned long long)rep.faults, sp_last_error());

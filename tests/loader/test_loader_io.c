@@ -38,7 +38,7 @@ static sp_loader_stats stream_same(sp_loader *l, const char *what)
     for (size_t b = 0; b < r.nb; b++)
         ck_assert_msg(r.hash[b] == g_ref.hash[b], "%s: batch %zu differs from io=pread", what, b);
     lt_rec_free(&r);
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
     /* Every block once; the reader may have run on into the next epoch (epochs=0). */
     ck_assert_uint_ge(st.blocks_read, g_ds.blocks);
@@ -60,7 +60,7 @@ START_TEST(pread_path)
 {
     reference();
     sp_loader *l = open_io("pread", "true");
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     sp_loader_stats_get(l, &st);
     ck_assert_int_eq(st.io, SP_IO_PREAD);
     ck_assert_str_eq(st.io_note, "");
@@ -93,7 +93,7 @@ START_TEST(uring_path)
             char what[64];
             snprintf(what, sizeof what, "io=%s direct_io=%s", ios[i], directs[d]);
             sp_loader *l = open_io(ios[i], directs[d]);
-            sp_loader_stats st;
+            sp_loader_stats st = { .struct_size = sizeof st };
             sp_loader_stats_get(l, &st);
             ck_assert_msg(st.io == SP_IO_URING, "%s: io %d", what, st.io);
             ck_assert_msg(st.io_note[0] == '\0', "%s: note '%s' (RLIMIT_MEMLOCK?)", what, st.io_note);
@@ -112,7 +112,7 @@ START_TEST(uring_refused)
     /* auto falls back to pread and says why. */
     for (int d = 0; d < 2; d++) {
         sp_loader *l = open_io("auto", d ? "true" : "false");
-        sp_loader_stats st;
+        sp_loader_stats st = { .struct_size = sizeof st };
         sp_loader_stats_get(l, &st);
         ck_assert_int_eq(st.io, SP_IO_PREAD);
         ck_assert_msg(strstr(st.io_note, "io_uring") && strstr(st.io_note, "pread"), "note: '%s'", st.io_note);
@@ -145,7 +145,7 @@ START_TEST(register_refused)
             char what[80];
             snprintf(what, sizeof what, "io=%s direct_io=%d, registration refused", ios[i], !d);
             sp_loader *l = open_io(ios[i], d ? "false" : "true");
-            sp_loader_stats st;
+            sp_loader_stats st = { .struct_size = sizeof st };
             sp_loader_stats_get(l, &st);
             ck_assert_msg(st.io == SP_IO_URING, "%s: io %d", what, st.io);
             ck_assert_msg(strstr(st.io_note, "without fixed buffers"), "%s: note '%s'", what, st.io_note);
@@ -168,7 +168,7 @@ START_TEST(direct_and_buffered_agree)
         ck_assert_int_eq(sp_loader_set_epoch(l, 1), 0);
         ck_assert_int_eq(lt_epoch(l, &g_ds, r), SP_EEPOCH);
         ck_assert_msg(r->bad == 0, "%s", r->why);
-        sp_loader_stats st;
+        sp_loader_stats st = { .struct_size = sizeof st };
         sp_loader_stats_get(l, &st);
         ck_assert_int_eq(st.direct_io, d == 0 && g_direct);
         ck_assert_int_eq(sp_loader_close(l), 0);

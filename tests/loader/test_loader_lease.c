@@ -112,7 +112,7 @@ START_TEST(hoarding_gives_ebusy)
      * contexts, about 96 KiB, counts in it too). */
     sp_loader *l;
     ck_assert_int_eq(lt_open(g_ds.dir, &l, "seed", g_seedstr, "epochs", "0", "host_memory", "360K", NULL), 0);
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     sp_loader_stats_get(l, &st);
     uint64_t slots = st.batch_ring_slots;
     ck_assert_uint_lt(slots, NB / 2);
@@ -245,13 +245,13 @@ START_TEST(epoch_codes)
             expect_ref(b);
             ck_assert_int_eq(sp_loader_release(l, b), 0);
         }
-        sp_loader_stats st;
+        sp_loader_stats st = { .struct_size = sizeof st };
         sp_loader_stats_get(l, &st);
         ck_assert_uint_eq(st.epoch, e);
         ck_assert_int_eq(sp_loader_next(l, &b, 1000), SP_EEPOCH);
     }
     ck_assert_int_eq(sp_loader_next(l, &b, 1000), SP_EDONE);
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     sp_loader_stats_get(l, &st);
     ck_assert_uint_eq(st.batches, 2 * NB);
     ck_assert_uint_eq(st.samples, 2 * N_SAMPLES);
@@ -420,7 +420,7 @@ static sp_loader *open_seek(void)
 
 static uint64_t ring_slots(sp_loader *l)
 {
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
     return st.batch_ring_slots;
 }

@@ -53,7 +53,7 @@ static double parse_need(const char *msg)
 
 static void check_stats(sp_loader *l, uint64_t budget)
 {
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
     ck_assert_uint_eq(st.host_memory_bytes, budget);
     ck_assert_msg(st.host_allocated_bytes <= st.host_memory_bytes, "allocated %llu > budget %llu",
@@ -82,7 +82,7 @@ static void stream_checked(sp_loader *l, uint64_t budget)
     ck_assert_msg(r.bad == 0, "%s", r.why);
     ck_assert_uint_eq(r.ni, N_SAMPLES);
     check_stats(l, budget);
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     sp_loader_stats_get(l, &st);
     ck_assert_uint_gt(st.read_ring_peak, 0);
     ck_assert_uint_gt(st.batch_ring_peak_slots, 0);
@@ -151,7 +151,7 @@ START_TEST(pools_inside_budget)
     /* The default budget follows the machine, capped at 2 GiB. */
     sp_loader *l;
     ck_assert_int_eq(lt_open(g_ds.dir, &l, "host_memory", "0", NULL), 0);
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     sp_loader_stats_get(l, &st);
     ck_assert_uint_gt(st.host_memory_bytes, 0);
     ck_assert_uint_le(st.host_memory_bytes, 2ull << 30);
@@ -163,7 +163,7 @@ START_TEST(pools_inside_budget)
     ck_assert_msg(strstr(sp_last_error(), "prefetch"), "message: %s", sp_last_error());
     /* One that fits gives that many extra slots. */
     ck_assert_int_eq(lt_open(g_ds.dir, &l, "host_memory", "64M", "prefetch", "3", NULL), 0);
-    sp_loader_stats a;
+    sp_loader_stats a = { .struct_size = sizeof a };
     sp_loader_stats_get(l, &a);
     ck_assert_int_eq(sp_loader_close(l), 0);
     ck_assert_int_eq(lt_open(g_ds.dir, &l, "host_memory", "64M", "prefetch", "7", NULL), 0);
@@ -190,7 +190,7 @@ static void *monitor_main(void *arg)
 {
     monitor *m = arg;
     while (!atomic_load(&m->stop)) {
-        sp_loader_stats st;
+        sp_loader_stats st = { .struct_size = sizeof st };
         if (sp_loader_stats_get(m->l, &st) || st.batches < m->last_batches ||
             st.host_allocated_bytes > st.host_memory_bytes || st.batches_ready > st.batch_ring_slots)
             m->bad++;
@@ -220,7 +220,7 @@ START_TEST(stats_from_another_thread)
     atomic_store(&m.stop, 1);
     pthread_join(t, NULL);
     ck_assert_msg(m.bad == 0, "%d inconsistent snapshots of %llu", m.bad, (unsigned long long)m.polls);
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     sp_loader_stats_get(l, &st);
     ck_assert_uint_eq(st.batches, batches);
     ck_assert_uint_eq(st.samples, 3 * N_SAMPLES);
@@ -266,7 +266,7 @@ static int stream_child(const char *dir, const char *budget, const char *epochs,
     }
     sp_params_destroy(p);
     uint64_t heap = heap_in_use() - heap0;
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     sp_loader_stats_get(l, &st);
     if (heap > st.host_allocated_bytes + (1u << 20)) {
         fprintf(stderr, "rss child: open allocated %llu bytes, stats count %llu\n", (unsigned long long)heap,

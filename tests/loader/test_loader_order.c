@@ -50,7 +50,7 @@ START_TEST(every_sample_once)
     for (size_t b = 0; b + 1 < r.nb; b++)
         ck_assert_uint_eq(r.rows[b], 32);
     ck_assert_uint_eq(r.rows[r.nb - 1], N_SAMPLES % 32);
-    sp_loader_stats st;
+    sp_loader_stats st = { .struct_size = sizeof st };
     ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
     ck_assert_uint_eq(st.batches, r.nb);
     ck_assert_uint_eq(st.samples, N_SAMPLES);
@@ -90,7 +90,7 @@ START_TEST(identical_across_threads_and_io)
             snprintf(what, sizeof what, "io=%s threads=%d", ios[io], t);
             lt_rec r = { 0 };
             l = open_or_fail(ios[io], ts, "true", g_seedstr);
-            sp_loader_stats st;
+            sp_loader_stats st = { .struct_size = sizeof st };
             ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
             ck_assert_int_eq(st.io, io == 0 ? SP_IO_PREAD : SP_IO_URING);
             ck_assert_int_eq(st.threads, t);

@@ -58,7 +58,7 @@ static void run_rank(int rank, int world, bool use_env, const char *batch, const
         rep.batches_per_epoch = sp_loader_batches_per_epoch(l);
         rep.samples_per_epoch = sp_loader_samples_per_epoch(l);
         rc = lt_epoch(l, &g_ds, &r);
-        sp_loader_stats st;
+        sp_loader_stats st = { .struct_size = sizeof st };
         sp_loader_stats_get(l, &st);
         rep.dropped = st.samples_dropped_per_epoch;
         rep.batches = r.nb;
@@ -243,7 +243,7 @@ int main(void)
     if (sp_dataset_open(g_ds.dir, NULL, &ds))
         return 99;
     for (uint64_t b = 0; b < sp_dataset_num_blocks(ds); b++) {
-        sp_block_info bi;
+        sp_block_info bi = { .struct_size = sizeof bi };
         if (sp_dataset_block_info(ds, b, &bi))
             return 99;
         g_max_block = bi.samples > g_max_block ? (uint32_t)bi.samples : g_max_block;

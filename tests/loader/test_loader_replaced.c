@@ -131,7 +131,7 @@ START_TEST(dataset_read_after_replace)
     ck_assert_int_eq(sp_dataset_read_block(ds, 0, &b), 0); /* the first shard is read now */
     sp_block_free(b);
     uint64_t last = sp_dataset_num_blocks(ds) - 1;
-    sp_block_info bi;
+    sp_block_info bi = { .struct_size = sizeof bi };
     ck_assert_int_eq(sp_dataset_block_info(ds, last, &bi), 0); /* its shard's index is read */
     ck_assert_uint_ne(bi.shard, 0);
     ck_assert_int_eq(renameat2(AT_FDCWD, o.dir, AT_FDCWD, c.dir, RENAME_EXCHANGE), 0);
