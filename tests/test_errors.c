@@ -77,7 +77,7 @@ static void check_message(const char *fn, bool failed, const char *expect, int l
 static const char *const cannot_fail[] = {
     "sp_version", "sp_abi_version", "sp_strerror", "sp_error_name", "sp_last_error", "sp_param_count",
     "sp_params_destroy", "sp_schema_destroy", "sp_schema_num_fields", "sp_schema_equal",
-    "sp_writer_destroy", "sp_writer_errmsg", "sp_dataset_close", "sp_dataset_errmsg", "sp_dataset_schema",
+    "sp_writer_destroy", "sp_writer_errmsg", "sp_writer_abort", "sp_writer_failed", "sp_dataset_close", "sp_dataset_errmsg", "sp_dataset_schema",
     "sp_dataset_num_samples", "sp_dataset_num_blocks", "sp_dataset_num_shards", "sp_dataset_fingerprint",
     "sp_dataset_meta_count", "sp_block_free", "sp_block_num_samples", "sp_loader_errmsg", "sp_batch_epoch",
     "sp_batch_index", "sp_batch_size", "sp_batch_num_fields", "sp_batch_device", "sp_loader_state_size",

@@ -132,7 +132,7 @@ static void abort_during_finish(int by_signal)
     sp_writer *w = NULL;
     ck_assert_msg(sp_writer_open(dir, d.schema, p, &w) == 0, "%s", sp_last_error());
     ck_assert_int_eq(tu_add_samples(w, &d, 0, BIG_SAMPLES), 0);
-    sp_write_stats before;
+    sp_write_stats before = { .struct_size = sizeof before };
     sp_writer_stats(w, &before);
 
     g_writer = w;
@@ -162,7 +162,7 @@ static void abort_during_finish(int by_signal)
         ck_assert_msg(!atomic_load(&g_handler_off_main), "the handler ran on one of the writer's threads");
     }
     /* It stopped at a block, not after compressing everything queued. */
-    sp_write_stats after;
+    sp_write_stats after = { .struct_size = sizeof after };
     sp_writer_stats(w, &after);
     uint64_t total_blocks = (after.raw_bytes + (1u << 20) - 1) >> 20;
     ck_assert_msg(after.blocks < total_blocks, "finish wrote all %llu blocks before stopping",

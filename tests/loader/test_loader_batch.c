@@ -243,7 +243,7 @@ START_TEST(glob_paths)
     ck_assert_uint_eq(sp_dataset_num_samples(ds), N_SAMPLES);
     ck_assert_uint_eq(sp_dataset_num_shards(ds), g_ds.shards);
     sp_dataset_close(ds);
-    sp_verify_report rep;
+    sp_verify_report rep = { .struct_size = sizeof rep };
     ck_assert_msg(sp_verify(pat, NULL, NULL, NULL, &rep) == 0, "%s", sp_last_error());
     ck_assert_uint_eq(rep.shards, g_ds.shards);
     ck_assert_uint_eq(rep.samples, N_SAMPLES);
