@@ -202,7 +202,7 @@ typedef enum sp_param_type {
 #define SP_GIB (1024LL * 1024 * 1024)
 
 /* Which parts of the library read a parameter (sp_param_info.scope, a bit set). */
-enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4 };
+enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT = 8 /* sp_import_* */ };
 #define SP_SCOPE_ALL_ (SP_SCOPE_WRITE | SP_SCOPE_READ | SP_SCOPE_LOAD)
 
 /* X(KEY, name, type, default, min, max, choices, scope, doc) */
@@ -277,7 +277,15 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4 };
     X(DEVICE_DTYPE, "device_dtype", SP_PTYPE_ENUM, 0, 0, 3, "none|float16|bfloat16|float32",        \
       SP_SCOPE_LOAD, "image fields cross PCIe as uint8 and are normalized by mean and std into this dtype on the device (none: as image_dtype; on the host it acts as image_dtype)") \
     X(DEVICE_LAYOUT, "device_layout", SP_PTYPE_ENUM, 0, 0, 1, "nchw|nhwc", SP_SCOPE_LOAD,           \
-      "layout of the image tensors device_dtype makes: [B, 3, H, W] or [B, H, W, 3]")
+      "layout of the image tensors device_dtype makes: [B, 3, H, W] or [B, H, W, 3]")             \
+    X(DATASET_ID, "dataset_id", SP_PTYPE_INT, 0, 0, INT64_MAX, NULL, SP_SCOPE_WRITE,               \
+      "identity stamped into every shard and the manifest (0: drawn at random); a fixed id makes the same input give the same files byte for byte") \
+    X(VALIDATE_IMAGES, "validate_images", SP_PTYPE_BOOL, 1, 0, 1, NULL, SP_SCOPE_WRITE,            \
+      "image fields take only a decodable image (a JPEG whose headers sp_image_probe accepts); other bytes are a refused sample") \
+    X(STRICT, "strict", SP_PTYPE_BOOL, 0, 0, 1, NULL, SP_SCOPE_IMPORT,                              \
+      "fail at the first bad input item instead of skipping it")                                  \
+    X(SEQ_LEN, "seq_len", SP_PTYPE_INT, 0, 0, 1 << 30, NULL, SP_SCOPE_IMPORT,                       \
+      "llm.c tokens: samples of T+1 tokens taken with stride T (required for llmc, and only there)")
 
 typedef enum sp_param {
 #define SP_X_(key, name, type, def, lo, hi, choices, scope, doc) SP_PARAM_##key,
@@ -407,7 +415,10 @@ typedef struct sp_write_stats {
 } sp_write_stats;
 
 /* Prepares to write a dataset of the given schema (copied) to dir. params may be NULL for defaults
- * (shard_size, block_size, level, threads, compress, overwrite, max_block_bytes, max_shards).
+ * (shard_size, block_size, level, threads, compress, overwrite, max_block_bytes, max_shards,
+ * max_sample_bytes, dataset_id, validate_images). Everything a writer produces is a function of
+ * its samples, metadata and parameters except the dataset id, drawn at random unless dataset_id
+ * sets it: with a fixed dataset_id the same input gives the same files, byte for byte.
  * SP_EEXIST when dir holds a dataset and overwrite is off, or holds other files, or when dir or its
  * staging name is a symbolic link or not a directory, or the staging directory belongs to another
  * user (nothing is written through a link: name the real directory); SP_EBUSY when another
@@ -421,7 +432,10 @@ SP_API int sp_writer_open(const char *dir, const sp_schema *schema, const sp_par
 SP_API int sp_writer_set_meta(sp_writer *w, const char *key, const void *value, size_t len);
 /* Adds one sample; values[i] is field i of the schema, nvalues must equal the field count.
  * SP_ESCHEMA when a size does not match; SP_ELIMIT when one sample exceeds max_sample_bytes or
- * max_block_bytes; SP_EINVAL for a NULL value: the sample is refused and the writer goes on.
+ * max_block_bytes; SP_EINVAL for a NULL value; SP_EBADINPUT, with validate_images on (the
+ * default), when an image field's bytes are not an image the loader can decode (sp_image_probe
+ * refuses them: a PNG, an empty value, a damaged JPEG header; the message names the sample, the
+ * field and the cause): the sample is refused and the writer goes on.
  * May block while compression threads catch up (bounded memory), writing finished blocks; a failure
  * there (SP_EIO, SP_ENOMEM, SP_ELIMIT past max_shards, SP_ECANCELED after sp_writer_abort) leaves
  * the writer failed: only destroy is then valid. sp_writer_failed tells the two apart. */

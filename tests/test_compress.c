@@ -43,7 +43,7 @@ static codec_count count_codecs(const char *dir, const tu_data *d)
 
 static codec_count write_and_count(tu_data *d, const char *compress, sp_write_stats *st)
 {
-    sp_params *p = tu_params("block_size", "16K", "compress", compress, NULL);
+    sp_params *p = tu_params("validate_images", "0", "block_size", "16K", "compress", compress, NULL);
     char *dir = tu_tmpdir("compress");
     ck_assert_msg(tu_write_dataset(dir, d, p, st) == 0, "%s", sp_last_error());
     codec_count c = count_codecs(dir, d);
@@ -107,7 +107,7 @@ START_TEST(auto_threshold)
     ck_assert(sp_schema_add(s, "b", SP_FIELD_BYTES, SP_DTYPE_U8, 0, NULL) == 0);
     const char *modes[2] = { "auto", "zstd" };
     for (int m = 0; m < 2; m++) {
-        sp_params *p = tu_params("block_size", "64K", "compress", modes[m], NULL);
+        sp_params *p = tu_params("validate_images", "0", "block_size", "64K", "compress", modes[m], NULL);
         char *dir = tu_tmpdir("compress");
         sp_writer *w;
         ck_assert(sp_writer_open(dir, s, p, &w) == 0);

@@ -37,7 +37,7 @@ static void fixture_make(fixture *fx, uint64_t nsamples)
     fx->d.nsamples = nsamples;
     fx->d.var_max = 400;
     fx->d.compressible = true;
-    sp_params *p = tu_params("block_size", "4K", NULL);
+    sp_params *p = tu_params("validate_images", "0", "block_size", "4K", NULL);
     fx->dir = tu_tmpdir("corrupt");
     ck_assert_msg(tu_write_dataset(fx->dir, &fx->d, p, NULL) == 0, "%s", sp_last_error());
     sp_params_destroy(p);
@@ -339,7 +339,7 @@ START_TEST(strided_large_shard)
     fx.d.seed = g_seed + 9;
     fx.d.nsamples = 400;
     fx.d.var_max = 1000;
-    sp_params *p = tu_params("block_size", "16K", "compress", "none", NULL);
+    sp_params *p = tu_params("validate_images", "0", "block_size", "16K", "compress", "none", NULL);
     fx.dir = tu_tmpdir("corrupt");
     ck_assert(tu_write_dataset(fx.dir, &fx.d, p, NULL) == 0);
     sp_params_destroy(p);

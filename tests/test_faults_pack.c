@@ -105,7 +105,7 @@ static tu_data make_data(uint64_t n, uint64_t seed) { return tu_image_data(n, se
 
 static sp_params *writer_params(bool overwrite, const char *threads)
 {
-    return tu_params("shard_size", "48K", "block_size", "8K", "threads", threads, "overwrite", overwrite ? "1" : "0",
+    return tu_params("validate_images", "0", "shard_size", "48K", "block_size", "8K", "threads", threads, "overwrite", overwrite ? "1" : "0",
                      NULL);
 }
 
@@ -328,7 +328,7 @@ START_TEST(compression_thread_refused)
             char *dir = tu_dataset_dir("faults-thr", &parent);
             uint64_t old_fp = 0;
             if (over) {
-                ck_assert_int_eq(tu_write_dataset(dir, &old, NULL, NULL), 0);
+                ck_assert_int_eq(tu_write_dataset(dir, &old, tu_synthetic_images(), NULL), 0);
                 old_fp = fingerprint(dir);
             }
             long live = tu_alloc_live();

@@ -16,7 +16,7 @@ static char *make_dataset(void)
 {
     tu_data d = tu_image_data(300, g_seed, 200);
     char *dir = tu_tmpdir("fifo");
-    sp_params *p = tu_params("shard_size", "16K", "block_size", "4K", NULL);
+    sp_params *p = tu_params("validate_images", "0", "shard_size", "16K", "block_size", "4K", NULL);
     sp_write_stats st = { .struct_size = sizeof st };
     ck_assert_int_eq(tu_write_dataset(dir, &d, p, &st), 0);
     ck_assert_uint_gt(st.shards, 2);

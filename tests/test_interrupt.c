@@ -61,7 +61,7 @@ static tu_data make_data(uint64_t n, uint64_t seed) { return tu_image_data(n, se
 
 static sp_params *small_shards(bool overwrite)
 {
-    return tu_params("shard_size", "64K", "block_size", "8K", "threads", "2", "overwrite", overwrite ? "1" : "0",
+    return tu_params("validate_images", "0", "shard_size", "64K", "block_size", "8K", "threads", "2", "overwrite", overwrite ? "1" : "0",
                      NULL);
 }
 

@@ -62,7 +62,7 @@ START_TEST(many_small_shards)
     d.seed = g_seed;
     d.nsamples = 3000;
     d.var_max = 700;
-    sp_params *p = tu_params("shard_size", "64K", "block_size", "4K", "compress", "auto", NULL);
+    sp_params *p = tu_params("validate_images", "0", "shard_size", "64K", "block_size", "4K", "compress", "auto", NULL);
     char *dir = tu_tmpdir("rotation");
     sp_write_stats st = { .struct_size = sizeof st };
     ck_assert_msg(tu_write_dataset(dir, &d, p, &st) == 0, "%s", sp_last_error());
@@ -85,7 +85,7 @@ START_TEST(blocks_larger_than_shards)
     d.nsamples = 400;
     d.var_max = 2000;
     d.var_large = 100 * 1024;
-    sp_params *p = tu_params("shard_size", "64K", "block_size", "8K", "compress", "none", NULL);
+    sp_params *p = tu_params("validate_images", "0", "shard_size", "64K", "block_size", "8K", "compress", "none", NULL);
     char *dir = tu_tmpdir("rotation");
     sp_write_stats st = { .struct_size = sizeof st };
     ck_assert_msg(tu_write_dataset(dir, &d, p, &st) == 0, "%s", sp_last_error());
@@ -115,7 +115,7 @@ START_TEST(large_index_stays_within_bound)
     }
     d.seed = g_seed + 2;
     d.nsamples = 6000;
-    sp_params *p = tu_params("shard_size", "64K", "block_size", "4K", "compress", "none", NULL);
+    sp_params *p = tu_params("validate_images", "0", "shard_size", "64K", "block_size", "4K", "compress", "none", NULL);
     char *dir = tu_tmpdir("rotation");
     sp_writer *w;
     ck_assert(sp_writer_open(dir, d.schema, p, &w) == 0);

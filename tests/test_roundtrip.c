@@ -92,7 +92,7 @@ START_TEST(random_roundtrip)
     char threads[16], level[16];
     snprintf(threads, sizeof threads, "%d", 1 + (int)tu_below(&r, 3));
     snprintf(level, sizeof level, "%d", (int)tu_below(&r, 7) - 2);
-    sp_params *p = tu_params("block_size", bs, "shard_size", shard_sizes[tu_below(&r, 3)], "compress",
+    sp_params *p = tu_params("validate_images", "0", "block_size", bs, "shard_size", shard_sizes[tu_below(&r, 3)], "compress",
                              compress_names[compress], "threads", threads, "level", level, NULL);
 
     char *dir = tu_tmpdir("roundtrip");
@@ -145,7 +145,7 @@ START_TEST(every_kind_and_dtype)
         d.var_large = 3 * 4096 + 5;
         d.empty_pct = 25;
         d.compressible = c == 1;
-        sp_params *p = tu_params("block_size", "4K", "shard_size", "64K", "compress", compress_names[c], NULL);
+        sp_params *p = tu_params("validate_images", "0", "block_size", "4K", "shard_size", "64K", "compress", compress_names[c], NULL);
         char *dir = tu_tmpdir("kinds");
         ck_assert_msg(tu_write_dataset(dir, &d, p, NULL) == 0, "%s", sp_last_error());
         sp_dataset *ds;
@@ -173,7 +173,7 @@ START_TEST(edge_sizes)
         d.nsamples = counts[c];
         d.var_max = 0;
         char *dir = tu_tmpdir("edge");
-        ck_assert_msg(tu_write_dataset(dir, &d, NULL, NULL) == 0, "%s", sp_last_error());
+        ck_assert_msg(tu_write_dataset(dir, &d, tu_synthetic_images(), NULL) == 0, "%s", sp_last_error());
         sp_dataset *ds;
         ck_assert(sp_dataset_open(dir, NULL, &ds) == 0);
         ck_assert_uint_eq(sp_dataset_num_blocks(ds), 1);
@@ -185,7 +185,7 @@ START_TEST(edge_sizes)
     /* A sample whose raw block is exactly block_size: 8 (offsets) + 4088 bytes in one field. */
     sp_schema *one = sp_schema_create();
     ck_assert(sp_schema_add(one, "x", SP_FIELD_BYTES, SP_DTYPE_U8, 0, NULL) == 0);
-    sp_params *p = tu_params("block_size", "4K", NULL);
+    sp_params *p = tu_params("validate_images", "0", "block_size", "4K", NULL);
     char *dir = tu_tmpdir("edge");
     sp_writer *w;
     ck_assert(sp_writer_open(dir, one, p, &w) == 0);

@@ -45,7 +45,7 @@ static victim victim_make(void)
     v.root = tu_tmpdir("stagelink");
     v.dir = tu_join(v.root, "victim");
     tu_data d = tu_image_data(60, 7, 1000);
-    sp_params *p = tu_params("shard_size", "16K", "block_size", "4K", NULL);
+    sp_params *p = tu_params("validate_images", "0", "shard_size", "16K", "block_size", "4K", NULL);
     ck_assert_msg(tu_write_dataset(v.dir, &d, p, NULL) == 0, "victim: %s", sp_last_error());
     sp_params_destroy(p);
     sp_schema_destroy(d.schema);
@@ -113,7 +113,7 @@ static char *make_parent(const victim *v, char **dest, char **stage)
 static void check_refused_open(const char *dest, bool overwrite, const char *path)
 {
     tu_data d = tu_image_data(10, 3, 100);
-    sp_params *p = tu_params("overwrite", overwrite ? "1" : "0", NULL);
+    sp_params *p = tu_params("validate_images", "0", "overwrite", overwrite ? "1" : "0", NULL);
     sp_writer *w = NULL;
     int rc = sp_writer_open(dest, d.schema, p, &w);
     ck_assert_msg(rc == SP_EEXIST, "%s: open gave %s (%s)", dest, sp_error_name(rc), sp_last_error());
@@ -140,7 +140,7 @@ START_TEST(link_at_staging_name)
     /* Over an existing dataset: the same, and that dataset is untouched as well. */
     tu_data d = tu_image_data(10, 3, 100);
     ck_assert(unlink(stage) == 0);
-    ck_assert(tu_write_dataset(dest, &d, NULL, NULL) == 0);
+    ck_assert(tu_write_dataset(dest, &d, tu_synthetic_images(), NULL) == 0);
     ck_assert(symlink(v.dir, stage) == 0);
     check_refused_open(dest, true, stage);
     victim_check(&v, "link at the staging name, over a dataset");
@@ -210,7 +210,7 @@ END_TEST
 /* Opens a writer on dest and adds samples; the caller plants something, then finishes. */
 static sp_writer *start_writer(const char *dest, const tu_data *d, bool overwrite)
 {
-    sp_params *p = tu_params("overwrite", overwrite ? "1" : "0", "block_size", "4K", NULL);
+    sp_params *p = tu_params("validate_images", "0", "overwrite", overwrite ? "1" : "0", "block_size", "4K", NULL);
     sp_writer *w = NULL;
     ck_assert_msg(sp_writer_open(dest, d->schema, p, &w) == 0, "%s", sp_last_error());
     ck_assert(tu_add_samples(w, d, 0, d->nsamples) == 0);
@@ -274,12 +274,12 @@ START_TEST(staging_dir_of_another_user)
     ck_assert(chown(stage, 4242, 4242) == 0);
     tu_data d = tu_image_data(10, 3, 100);
     sp_writer *w = NULL;
-    ck_assert_int_eq(sp_writer_open(dest, d.schema, NULL, &w), SP_EEXIST);
+    ck_assert_int_eq(sp_writer_open(dest, d.schema, tu_synthetic_images(), &w), SP_EEXIST);
     ck_assert_msg(strstr(sp_last_error(), "belongs to another user"), "%s", sp_last_error());
     ck_assert(!tu_exists(dest));
     /* Once it is gone, the same writer succeeds. */
     ck_assert(rmdir(stage) == 0);
-    ck_assert(tu_write_dataset(dest, &d, NULL, NULL) == 0);
+    ck_assert(tu_write_dataset(dest, &d, tu_synthetic_images(), NULL) == 0);
     ck_assert(!tu_exists(stage));
     sp_schema_destroy(d.schema);
     free(parent);

@@ -21,7 +21,7 @@ static char *make_dataset(const char *tag, uint64_t nsamples, const char *block_
     d.seed = g_seed;
     d.nsamples = nsamples;
     d.var_max = 600;
-    sp_params *p = tu_params("block_size", block_size, NULL);
+    sp_params *p = tu_params("validate_images", "0", "block_size", block_size, NULL);
     char *dir = tu_tmpdir(tag);
     ck_assert_msg(tu_write_dataset(dir, &d, p, NULL) == 0, "%s", sp_last_error());
     sp_params_destroy(p);

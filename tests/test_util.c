@@ -532,3 +532,11 @@ tu_data tu_image_data(uint64_t n, uint64_t seed, size_t var_max)
     d.var_max = var_max;
     return d;
 }
+
+const sp_params *tu_synthetic_images(void)
+{
+    static sp_params *p;
+    if (!p)
+        p = tu_params("validate_images", "0", NULL);
+    return p;
+}

@@ -93,6 +93,9 @@ int tu_write_dataset(const char *dir, const tu_data *d, const sp_params *params,
 void tu_check_dataset(sp_dataset *ds, const tu_data *d, uint64_t first);
 /* A writer parameter set; NULL-terminated name/value string pairs, e.g. "block_size", "4K". */
 sp_params *tu_params(const char *name, ...);
+/* Writer parameters for tu_data's image fields, which hold synthetic bytes rather than JPEGs:
+ * the defaults with validate_images off. One set shared by the process; do not destroy it. */
+const sp_params *tu_synthetic_images(void);
 
 /* ---- check glue ---- */
 /* A test case with a timeout in seconds. */

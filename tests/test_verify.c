@@ -27,7 +27,7 @@ START_TEST(report_totals)
     d.var_max = 900;
     d.compressible = true;
     char *dir = tu_tmpdir("verify");
-    sp_params *p = tu_params("shard_size", "64K", "block_size", "4K", NULL);
+    sp_params *p = tu_params("validate_images", "0", "shard_size", "64K", "block_size", "4K", NULL);
     sp_write_stats st = { .struct_size = sizeof st };
     ck_assert(tu_write_dataset(dir, &d, p, &st) == 0);
     ck_assert_uint_gt(st.shards, 1);

@@ -18,7 +18,7 @@
 
 static sp_params *slow_params(void)
 {
-    return tu_params("level", "19", "threads", "1", "block_size", "1M", NULL);
+    return tu_params("validate_images", "0", "level", "19", "threads", "1", "block_size", "1M", NULL);
 }
 
 static void check_nothing_published(const char *dir, const char *parent)
@@ -46,7 +46,7 @@ START_TEST(abort_before_finish)
     tu_data d = tu_image_data(50, 7, 300);
     char *parent, *dir = tu_dataset_dir("abort", &parent);
     sp_writer *w = NULL;
-    ck_assert_msg(sp_writer_open(dir, d.schema, NULL, &w) == 0, "%s", sp_last_error());
+    ck_assert_msg(sp_writer_open(dir, d.schema, tu_synthetic_images(), &w) == 0, "%s", sp_last_error());
     ck_assert_int_eq(tu_add_samples(w, &d, 0, 50), 0);
     ck_assert_int_eq(sp_writer_failed(w), 0);
     sp_writer_abort(w);
@@ -57,7 +57,7 @@ START_TEST(abort_before_finish)
     check_nothing_published(dir, parent);
 
     /* Straight to finish after the abort. */
-    ck_assert(sp_writer_open(dir, d.schema, NULL, &w) == 0);
+    ck_assert(sp_writer_open(dir, d.schema, tu_synthetic_images(), &w) == 0);
     ck_assert_int_eq(tu_add_samples(w, &d, 0, 50), 0);
     sp_writer_abort(w);
     ck_assert_int_eq(sp_writer_finish(w), SP_ECANCELED);
@@ -70,7 +70,7 @@ START_TEST(abort_before_finish)
     /* NULL is accepted; an abort after a successful finish changes nothing. */
     sp_writer_abort(NULL);
     ck_assert_int_eq(sp_writer_failed(NULL), 0);
-    ck_assert(sp_writer_open(dir, d.schema, NULL, &w) == 0);
+    ck_assert(sp_writer_open(dir, d.schema, tu_synthetic_images(), &w) == 0);
     ck_assert_int_eq(tu_add_samples(w, &d, 0, 50), 0);
     ck_assert_int_eq(sp_writer_finish(w), 0);
     sp_writer_abort(w);
@@ -187,7 +187,7 @@ START_TEST(workers_block_signals)
 {
     tu_data d = tu_image_data(10, 3, 100);
     char *parent, *dir = tu_dataset_dir("abort", &parent);
-    sp_params *p = tu_params("threads", "4", NULL);
+    sp_params *p = tu_params("validate_images", "0", "threads", "4", NULL);
     sp_writer *w = NULL;
     ck_assert(sp_writer_open(dir, d.schema, p, &w) == 0);
     /* glibc starts a thread with every signal blocked and sets the inherited mask from inside it:
@@ -235,7 +235,7 @@ START_TEST(failed_tells_refusal_from_writer_failure)
 {
     tu_data d = tu_image_data(400, 5, 2000);
     char *parent, *dir = tu_dataset_dir("abort", &parent);
-    sp_params *p = tu_params("max_shards", "2", "shard_size", "8K", "block_size", "4K", "max_sample_bytes", "1M",
+    sp_params *p = tu_params("validate_images", "0", "max_shards", "2", "shard_size", "8K", "block_size", "4K", "max_sample_bytes", "1M",
                              NULL);
     sp_writer *w = NULL;
     ck_assert(sp_writer_open(dir, d.schema, p, &w) == 0);

@@ -119,6 +119,10 @@ static inline uint64_t sp_floor_index(const uint64_t *a, uint64_t n, uint64_t ke
     return lo;
 }
 
+/* A copy of p (the defaults when p is NULL), for a module that adjusts parameters for a stage it
+ * drives; NULL when out of memory. */
+sp_params *sp_params_dup(const sp_params *p);
+
 /* Online cores, at least 1. */
 int sp_online_cores(void);
 

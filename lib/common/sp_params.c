@@ -90,6 +90,14 @@ sp_params *sp_params_create(void)
 
 void sp_params_destroy(sp_params *p) { sp_free(p); }
 
+sp_params *sp_params_dup(const sp_params *p)
+{
+    sp_params *d = p ? sp_malloc(sizeof *d) : sp_params_create();
+    if (d && p)
+        memcpy(d, p, sizeof *d);
+    return d;
+}
+
 int64_t sp_params_get(const sp_params *p, int key)
 {
     if (key < 0 || key >= SP_PARAM_COUNT_) {

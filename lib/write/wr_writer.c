@@ -51,6 +51,7 @@ struct sp_writer {
     int64_t shard_size, block_size, max_block;
     uint64_t max_sample; /* max_sample_bytes */
     int level, compress, overwrite;
+    bool validate_images; /* image fields must pass sp_image_probe */
     uint64_t dataset_id;
     int64_t max_shards;
     wr_stage stage;
@@ -470,6 +471,22 @@ static int flush_block(sp_writer *w)
     return drain(w, DRAIN_READY);
 }
 
+/* An image field takes only what the loader can decode: a PNG or a damaged header stored as an
+ * image would pass verify (its checksums are right) and fail every epoch of training instead. */
+static int check_image(sp_writer *w, const sp_field *fd, const sp_value *v)
+{
+    sp_image_info info = { .struct_size = sizeof info };
+    int rc = v->size ? sp_image_probe(v->data, v->size, 0, &info) : SP_EBADINPUT;
+    if (rc == SP_OK)
+        return SP_OK;
+    char why[SP_ERRMSG_MAX];
+    snprintf(why, sizeof why, "%s", v->size ? sp_last_error() : "empty");
+    if (rc == SP_ENOMEM)
+        return wfail(w, rc, "sample %llu field '%s': %s", (unsigned long long)w->st.samples, fd->name, why);
+    return wfail(w, SP_EBADINPUT, "sample %llu field '%s': not a valid JPEG (validate_images): %s",
+                 (unsigned long long)w->st.samples, fd->name, why);
+}
+
 static int check_values(sp_writer *w, const sp_value *v, size_t nv, uint64_t *var)
 {
     if (nv != w->schema.n)
@@ -487,6 +504,9 @@ static int check_values(sp_writer *w, const sp_value *v, size_t nv, uint64_t *va
                          (unsigned long long)fd->fixed_bytes);
         if (!fd->fixed_bytes)
             *var += v[f].size;
+        int rc = fd->kind == SP_FIELD_IMAGE && w->validate_images ? check_image(w, fd, &v[f]) : SP_OK;
+        if (rc)
+            return rc;
     }
     uint64_t one = single_sample_size(w, v);
     if (one > w->max_sample)
@@ -577,7 +597,9 @@ int sp_writer_open(const char *dir, const sp_schema *schema, const sp_params *pa
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->work, NULL);
     pthread_cond_init(&w->done, NULL);
-    if (getrandom(&w->dataset_id, sizeof w->dataset_id, 0) != sizeof w->dataset_id)
+    w->validate_images = sp_params_get(params, SP_PARAM_VALIDATE_IMAGES) != 0;
+    w->dataset_id = (uint64_t)sp_params_get(params, SP_PARAM_DATASET_ID);
+    if (w->dataset_id == 0 && getrandom(&w->dataset_id, sizeof w->dataset_id, 0) != sizeof w->dataset_id)
         w->dataset_id = (uint64_t)getpid() * 0x9E3779B97F4A7C15ull ^ (uint64_t)(sp_now() * 1e9);
     int rc = wr_stage_open(&w->stage, dir, w->overwrite, &w->eb);
     if (rc == SP_OK)
