@@ -202,7 +202,7 @@ typedef enum sp_param_type {
 #define SP_GIB (1024LL * 1024 * 1024)
 
 /* Which parts of the library read a parameter (sp_param_info.scope, a bit set). */
-enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT = 8 /* sp_import_* */ };
+enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT = 8 };
 #define SP_SCOPE_ALL_ (SP_SCOPE_WRITE | SP_SCOPE_READ | SP_SCOPE_LOAD)
 
 /* X(KEY, name, type, default, min, max, choices, scope, doc) */
@@ -464,6 +464,114 @@ SP_API int sp_writer_failed(const sp_writer *w);
 /* Frees w; unless finish succeeded, removes the staging directory and everything in it. */
 SP_API void sp_writer_destroy(sp_writer *w);
 SP_API const char *sp_writer_errmsg(const sp_writer *w);
+
+/* ------------------------------------------------------------------------------------------------
+ * Import: a dataset built from files of another format.
+ *
+ * Each source kind is one entry of the library's table; the kinds, by name:
+ *   "imagefolder"  a directory DIR/CLASS/NAME.jpg|.jpeg; label = index of CLASS in sorted order
+ *                  (the output directory and writers' staging directories are not classes; a class
+ *                  without a .jpg/.jpeg file is refused); metadata class_names. One source.
+ *   "tsv"          lines PATH<TAB>LABEL naming JPEG files (relative to the list's directory)
+ *   "llmc"         llm.c token files (uint16 or uint32 tokens): samples of seq_len + 1 tokens
+ *                  taken with stride seq_len (the parameter is required); metadata seq_len
+ *   "wds"          WebDataset tar files ("webdataset", "tar"): members KEY.jpg|.jpeg and KEY.cls
+ *   "npy"          NumPy .npy files, one tensor field each (named after the file's stem); rows
+ *                  are samples, and every file must have as many
+ * The image kinds write the schema (image: image, label: label). An input item that cannot be used
+ * (unreadable, empty, not a decodable image under validate_images, a bad TSV line, a tar sample
+ * missing a member, a sample the writer refuses) is skipped: it goes to the skip callback, never
+ * to stdout or stderr, and the import goes on; with strict it ends the import (SP_EBADINPUT, the
+ * message naming the item and the cause). Anything wrong with a source as a whole (a truncated
+ * tar, a .npy header that does not parse, a token file whose size does not match its header), and
+ * any failure of the writer itself (a write error, max_shards), ends the import.
+ *
+ * The writer is opened at the first sample, so an import that yields none creates nothing, and its
+ * dataset is published only when every item was read: a failed or cancelled import leaves the
+ * output directory as it was. Metadata written: the caller's (sp_import_set_meta), "source" (the
+ * sources, one per line, as given), then the kind's. Parameters read: strict and seq_len, and
+ * every writer parameter (validate_images is applied by the import itself, naming the item).
+ * Threads: an import is used by one thread at a time; only sp_import_abort may be called from
+ * another thread or a signal handler meanwhile. The callbacks run on the thread inside sp_import_run.
+ * ---------------------------------------------------------------------------------------------- */
+typedef struct sp_import sp_import;
+
+/* Where an import stands. Caller-allocated for sp_import_progress_get: set struct_size to
+ * sizeof(sp_import_progress) first (later versions may append fields, and fill only the ones a
+ * caller's size covers). The progress callback receives one the library filled. */
+typedef struct sp_import_progress {
+    size_t struct_size;
+    uint64_t samples;     /* input items written as samples */
+    uint64_t skipped;     /* input items skipped */
+    uint64_t bytes;       /* input bytes of the items handled (written or skipped) */
+    uint64_t total_items; /* items the sources hold, when the kind can tell ahead (else 0) */
+    uint64_t total_bytes; /* input bytes the sources hold, when known (else 0) */
+} sp_import_progress;
+
+/* Called once per skipped input item: what names it (a path, "list.tsv:7", "x.tar:KEY",
+ * "a.npy row 3"), reason says why, bytes is its input size. The strings are valid during the call. */
+typedef void (*sp_import_skip_fn)(void *user, const char *what, const char *reason, uint64_t bytes);
+/* Called after every item handled (the caller rate-limits any drawing itself). */
+typedef void (*sp_import_progress_fn)(void *user, const sp_import_progress *progress);
+
+/* Number of source kinds; sp_import_kind_name(i) for i below it names each ("imagefolder"...);
+ * NULL past the last. */
+SP_API int sp_import_kind_count(void);
+SP_API const char *sp_import_kind_name(int kind);
+/* The kind named name (or one of its aliases: "webdataset" and "tar" for "wds"), or SP_ENOENT. */
+SP_API int sp_import_kind_lookup(const char *name);
+/* The kind of source path, from what it is (a directory is an ImageFolder) and its name (.tsv,
+ * .tar, .npy, .bin with an llm.c magic). SP_ENOENT / SP_EIO when path cannot be examined;
+ * SP_EFORMAT for a .bin without an llm.c magic; SP_ENOTSUP when nothing tells (name the kind). */
+SP_API int sp_import_detect(const char *path);
+
+/* Opens an import of n sources (copied) of one kind into the dataset directory outdir: kind is a
+ * name sp_import_kind_lookup takes, or NULL to detect it from every source (all must agree).
+ * Examines the sources far enough to fix the schema, the totals and the metadata (an ImageFolder's
+ * class list, a .npy header, an llm.c header), reading no sample yet. params may be NULL.
+ * SP_EINVAL for what the request itself gets wrong (no source, sources of several kinds, two
+ * ImageFolders, an unknown kind, llmc without seq_len or seq_len given to another kind);
+ * SP_ENOTSUP / SP_EFORMAT as sp_import_detect; a source that cannot be used at all: SP_ENOENT,
+ * SP_EIO, SP_EFORMAT (not of its kind), SP_EBADINPUT (an ImageFolder without images, a class
+ * without any, token files too short for one sample); SP_ENOMEM. The message names the file. *out is NULL on failure. */
+SP_API int sp_import_open(const char *kind, const char *const *sources, size_t n, const char *outdir,
+                          const sp_params *params, sp_import **out);
+/* Frees imp; an import not run to success removes what its writer staged. NULL is accepted. */
+SP_API void sp_import_destroy(sp_import *imp);
+SP_API const char *sp_import_errmsg(const sp_import *imp);
+/* The kind chosen (a name from the table). */
+SP_API const char *sp_import_kind(const sp_import *imp);
+/* The schema the dataset will have; owned by imp. */
+SP_API const sp_schema *sp_import_schema(const sp_import *imp);
+/* Callbacks (each may be NULL) and the pointer they receive; before sp_import_run. Without an
+ * on_skip, skipped items are only counted. SP_EINVAL for a NULL imp. */
+SP_API int sp_import_set_callbacks(sp_import *imp, sp_import_skip_fn on_skip,
+                                   sp_import_progress_fn on_progress, void *user);
+/* A metadata entry of the caller's ("created_by", ...), written before the library's own; before
+ * sp_import_run. Limits as sp_writer_set_meta; SP_EINVAL, SP_ENOMEM, SP_ESTATE once run. */
+SP_API int sp_import_set_meta(sp_import *imp, const char *key, const void *value, size_t len);
+/* Reads every item, writes the samples and publishes the dataset. Once per import. 0 when the
+ * dataset is in place. SP_EBADINPUT when no sample came out of the input (every item skipped, or
+ * none there; nothing is written), with a message naming the first skipped item or the source,
+ * and for a bad item under strict; SP_ECANCELED after sp_import_abort (nothing
+ * published); a source's read error (SP_EIO, SP_ETRUNC, SP_EFORMAT...); or the writer's own
+ * failure (sp_writer_open's and sp_writer_finish's codes, SP_EIO, SP_ELIMIT past max_shards). */
+SP_API int sp_import_run(sp_import *imp);
+/* Asks a running import to stop: the current item is its last, and its writer stops short of
+ * publishing (sp_writer_abort); sp_import_run then returns SP_ECANCELED. Async-signal-safe (it
+ * only sets flags), so a signal handler may call it; a request that comes after the dataset was
+ * published changes nothing. */
+SP_API void sp_import_abort(sp_import *imp);
+/* Fills *out (struct_size set by the caller; SP_EINVAL when it is 0 or out is NULL). */
+SP_API int sp_import_progress_get(const sp_import *imp, sp_import_progress *out);
+/* The import's writer, for sp_writer_stats: NULL before the first sample; owned by imp, valid
+ * until sp_import_destroy. */
+SP_API const sp_writer *sp_import_writer(const sp_import *imp);
+
+/* The whole import in one call: open (kind NULL: detected), callbacks, run, destroy. Returns what
+ * the failing step returned; the message is in sp_last_error(). on_skip and user may be NULL. */
+SP_API int sp_pack(const char *kind, const char *const *sources, size_t n, const char *outdir,
+                   const sp_params *params, sp_import_skip_fn on_skip, void *user);
 
 /* ------------------------------------------------------------------------------------------------
  * Dataset reader: a dataset directory (manifest), a manifest file, a single shard, or a list of

@@ -6,8 +6,8 @@
  *
  * Error convention inside the tool: functions that can fail print one message to stderr
  * ("shardpack: FILE: cause") and return an exit status (CLI_EDATA or CLI_EUSAGE); CLI_OK (0) on
- * success. Memory exhaustion is reported and ends the process (cli_xmalloc and friends); the pack
- * command registers its writer so an exit still removes the writer's temporary files.
+ * success. Memory exhaustion is reported and ends the process (cli_xmalloc and friends), except
+ * where a writer is open (the pack command's callbacks), which never exit.
  */
 #ifndef SHARDPACK_CLI_H
 #define SHARDPACK_CLI_H
@@ -30,9 +30,6 @@ enum { CLI_OK = 0, CLI_EDATA = 1, CLI_EUSAGE = 2 };
 #define CLI_PRINTF(a, b)
 #define CLI_NORETURN
 #endif
-
-/* Largest single input member or file the importers read into memory. */
-#define CLI_MAX_ITEM_BYTES (256ull * 1024 * 1024)
 
 /* ---- cli_util.c: messages, memory, strings, numbers, files ----------------------------------- */
 
@@ -62,8 +59,6 @@ char *cli_xasprintf(const char *fmt, ...) CLI_PRINTF(1, 2);
 /* What the command is doing, for the message when memory runs out ("packing x.tar into out",
  * "benchmarking data"): the message names it, the size asked for and what to lower. */
 void cli_oom_context(const char *fmt, ...) CLI_PRINTF(1, 2);
-/* Called before exit on out-of-memory so half-written outputs are cleaned up. */
-void cli_set_exit_cleanup(void (*fn)(void));
 
 /* Growable byte buffer. */
 typedef struct cli_buf {
@@ -74,35 +69,15 @@ void cli_buf_reserve(cli_buf *b, size_t cap);
 void cli_buf_append(cli_buf *b, const void *data, size_t n);
 void cli_buf_free(cli_buf *b);
 
-/* Strict unsigned / signed decimal parse of the whole string (surrounding blanks allowed for
- * cli_parse_i64_trim). Return 0 on success, -1 otherwise. */
+/* Strict unsigned decimal parse of the whole string. Returns 0 on success, -1 otherwise. */
 int cli_parse_u64(const char *s, uint64_t *out);
-int cli_parse_i64_trim(const char *s, size_t len, int64_t *out);
 
-/* Last path component (no allocation; trailing slashes not stripped). */
-const char *cli_basename(const char *path);
-/* 1 when s ends with suffix, ASCII case-insensitively. */
-int cli_ends_with_ci(const char *s, const char *suffix);
 /* dir + "/" + name, allocated. */
 char *cli_path_join(const char *dir, const char *name);
 /* "12.3 MB" (powers of 1000, as throughput is shown). */
 void cli_fmt_bytes(char *buf, size_t n, uint64_t bytes);
 /* Seconds from a monotonic clock. */
 double cli_now(void);
-
-/* Opens path for reading (flags added to O_RDONLY | O_CLOEXEC) without blocking on a FIFO or a
- * device, and refuses anything but a regular file: the descriptor, in blocking mode, with *st its
- * fstat; or -1 with *reason ("not a regular file (a FIFO)", "cannot open: ...", valid until the
- * thread's next call of these). */
-int cli_open_regular(const char *path, int flags, struct stat *st, const char **reason);
-/* The same as a read-only stdio stream; NULL with *reason. */
-FILE *cli_fopen_regular(const char *path, struct stat *st, const char **reason);
-/* Reads the whole regular file at path into b (b->len = its size). Refuses files over cap bytes.
- * Returns 0, or -1 with *reason set to a static or thread-local description. */
-int cli_read_file(const char *path, uint64_t cap, cli_buf *b, const char **reason);
-/* pread loop: returns 0 when exactly n bytes were read, -1 on error (errno) or short read
- * (errno 0). */
-int cli_pread_full(int fd, void *buf, size_t n, uint64_t off);
 
 /* Shell-quoted command line, allocated (for the "created_by" metadata). */
 char *cli_command_line(int argc, char **argv);
@@ -197,47 +172,6 @@ void cli_progress_update(cli_progress *p, uint64_t items, uint64_t in_bytes,
 void cli_progress_clear(cli_progress *p);
 /* Erases the line of the progress being drawn, if any (cli_err calls it before printing). */
 void cli_progress_clear_active(void);
-
-/* ---- cli_pack.c: the pack context that importers feed ---------------------------------------- */
-
-typedef struct pack_ctx pack_ctx;
-
-/* Options the importers read. */
-int pack_strict(const pack_ctx *pc);
-uint64_t pack_seq_len(const pack_ctx *pc);
-/* OUTDIR, as given with -o. */
-const char *pack_outdir(const pack_ctx *pc);
-/* Declares the schema (ownership passes to the context) and the expected totals for the progress
- * line (0 when unknown). The writer is opened at the first sample, so an empty input creates
- * nothing. */
-void pack_set_schema(pack_ctx *pc, sp_schema *schema);
-void pack_set_totals(pack_ctx *pc, uint64_t items, uint64_t bytes);
-/* Queues a metadata entry (copied). */
-void pack_set_meta(pack_ctx *pc, const char *key, const void *value, size_t len);
-/* Adds one sample built from in_bytes input bytes. what names it in messages. Returns CLI_OK,
- * or an exit status after printing why (write failure, or a rejected sample under --strict). */
-int pack_add(pack_ctx *pc, const sp_value *values, size_t n, uint64_t in_bytes, const char *what);
-/* Records a skipped input item (path, reason). Returns CLI_OK, or CLI_EDATA under --strict after
- * printing "shardpack: PATH: REASON". */
-int pack_skip(pack_ctx *pc, const char *path, const char *reason, uint64_t in_bytes);
-/* Validates JPEG bytes (sp_image_probe) and adds them with label; a bad image is skipped. */
-int pack_add_jpeg(pack_ctx *pc, const char *what, const void *data, size_t size, int64_t label);
-/* Reads a JPEG file and adds it (pack_add_jpeg); unreadable/empty files are skipped. */
-int pack_add_jpeg_file(pack_ctx *pc, const char *path, int64_t label);
-/* The image+label schema shared by imagefolder, tsv and wds. */
-sp_schema *pack_image_label_schema(void);
-/* 1 when the user interrupted (SIGINT/SIGTERM); importers stop and return CLI_EDATA. */
-int pack_interrupted(void);
-
-/* ---- importers: each returns an exit status ---------------------------------------------------- */
-
-int imp_imagefolder(pack_ctx *pc, const char *const *srcs, size_t n);
-int imp_tsv(pack_ctx *pc, const char *const *srcs, size_t n);
-int imp_llmc(pack_ctx *pc, const char *const *srcs, size_t n);
-/* 1 when the file at path starts with an llm.c token-file magic. */
-int imp_llmc_sniff(const char *path);
-int imp_tar(pack_ctx *pc, const char *const *srcs, size_t n);
-int imp_npy(pack_ctx *pc, const char *const *srcs, size_t n);
 
 /* ---- subcommands ------------------------------------------------------------------------------- */
 

@@ -11,9 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static void (*exit_cleanup)(void);
 
-void cli_set_exit_cleanup(void (*fn)(void)) { exit_cleanup = fn; }
 
 size_t cli_utf8_len(const unsigned char *s, size_t n)
 {
@@ -143,8 +141,6 @@ static CLI_NORETURN void out_of_memory(size_t n)
     cli_err("%s%sout of memory allocating %zu bytes: the process may use less memory than that (ulimit -v, a "
             "container's limit, or the machine's); raise the limit, or lower threads, host_memory or block_size",
             oom_context, *oom_context ? ": " : "", n);
-    if (exit_cleanup)
-        exit_cleanup();
     exit(CLI_EDATA);
 }
 
@@ -238,43 +234,6 @@ int cli_parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
-int cli_parse_i64_trim(const char *s, size_t len, int64_t *out)
-{
-    size_t i = 0;
-    while (i < len && isspace((unsigned char)s[i]))
-        i++;
-    while (len > i && isspace((unsigned char)s[len - 1]))
-        len--;
-    int neg = 0;
-    if (i < len && (s[i] == '-' || s[i] == '+'))
-        neg = s[i++] == '-';
-    if (i == len)
-        return -1;
-    uint64_t v = 0, lim = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
-    for (; i < len; i++) {
-        if (!isdigit((unsigned char)s[i]))
-            return -1;
-        unsigned d = (unsigned)(s[i] - '0');
-        if (v > (lim - d) / 10)
-            return -1;
-        v = v * 10 + d;
-    }
-    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
-    return 0;
-}
-
-const char *cli_basename(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    return slash ? slash + 1 : path;
-}
-
-int cli_ends_with_ci(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcasecmp(s + n - m, suffix) == 0;
-}
-
 char *cli_path_join(const char *dir, const char *name)
 {
     size_t n = strlen(dir);
@@ -303,128 +262,6 @@ double cli_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-int cli_pread_full(int fd, void *buf, size_t n, uint64_t off)
-{
-    unsigned char *p = buf;
-    while (n) {
-        ssize_t r = pread(fd, p, n, (off_t)off);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        if (r == 0) {
-            errno = 0;
-            return -1;
-        }
-        p += r;
-        n -= (size_t)r;
-        off += (uint64_t)r;
-    }
-    return 0;
-}
-
-static _Thread_local char reason_buf[256];
-
-static const char *file_type(mode_t mode)
-{
-    switch (mode & S_IFMT) {
-    case S_IFIFO: return " (a FIFO)";
-    case S_IFDIR: return " (a directory)";
-    case S_IFCHR: return " (a character device)";
-    case S_IFBLK: return " (a block device)";
-    case S_IFSOCK: return " (a socket)";
-    default: return "";
-    }
-}
-
-int cli_open_regular(const char *path, int flags, struct stat *st, const char **reason)
-{
-    /* O_NONBLOCK: open() of a FIFO would otherwise wait for a writer, forever if none comes. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | flags);
-    const char *step = "cannot open";
-    int fl = -1;
-    if (fd >= 0 && fstat(fd, st) != 0)
-        step = "cannot stat";
-    else if (fd >= 0 && !S_ISREG(st->st_mode))
-        step = NULL;
-    else if (fd >= 0 && ((fl = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0))
-        step = "cannot clear O_NONBLOCK";
-    else if (fd >= 0)
-        return fd; /* blocking reads, as for any regular file */
-    if (step)
-        snprintf(reason_buf, sizeof reason_buf, "%s: %s", step, strerror(errno));
-    else
-        snprintf(reason_buf, sizeof reason_buf, "not a regular file%s", file_type(st->st_mode));
-    if (fd >= 0)
-        close(fd);
-    *reason = reason_buf;
-    return -1;
-}
-
-FILE *cli_fopen_regular(const char *path, struct stat *st, const char **reason)
-{
-    int fd = cli_open_regular(path, 0, st, reason);
-    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
-    if (fd >= 0 && !f) {
-        snprintf(reason_buf, sizeof reason_buf, "cannot open: %s", strerror(errno));
-        *reason = reason_buf;
-        close(fd);
-    }
-    return f;
-}
-
-int cli_read_file(const char *path, uint64_t cap, cli_buf *b, const char **reason)
-{
-    b->len = 0;
-    struct stat st;
-    int fd = cli_open_regular(path, 0, &st, reason);
-    if (fd < 0)
-        return -1;
-    if ((uint64_t)st.st_size > cap) {
-        snprintf(reason_buf, sizeof reason_buf, "file too large (%llu bytes, limit %llu)",
-                 (unsigned long long)st.st_size, (unsigned long long)cap);
-        goto fail;
-    }
-    /* Read to end of file, not to st_size: the file may change under us; the cap still holds. */
-    cli_buf_reserve(b, (size_t)st.st_size + 1);
-    for (;;) {
-        if (b->len == b->cap) {
-            if (b->len >= cap) {
-                snprintf(reason_buf, sizeof reason_buf, "file too large (limit %llu bytes)",
-                         (unsigned long long)cap);
-                goto fail;
-            }
-            cli_buf_reserve(b, b->cap + 1);
-        }
-        size_t want = b->cap - b->len;
-        if (want > cap + 1 - b->len)
-            want = (size_t)(cap + 1 - b->len);
-        ssize_t r = read(fd, b->data + b->len, want);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            snprintf(reason_buf, sizeof reason_buf, "read error: %s", strerror(errno));
-            goto fail;
-        }
-        if (r == 0)
-            break;
-        b->len += (size_t)r;
-        if (b->len > cap) {
-            snprintf(reason_buf, sizeof reason_buf, "file too large (limit %llu bytes)",
-                     (unsigned long long)cap);
-            goto fail;
-        }
-    }
-    close(fd);
-    return 0;
-fail:
-    *reason = reason_buf;
-    close(fd);
-    b->len = 0;
-    return -1;
 }
 
 static int needs_quote(const char *s)

@@ -5,13 +5,13 @@
  * with --overwrite gives the same classes), and writers' staging directories (.NAME.shardpack-tmp).
  * A class directory without a .jpg or .jpeg file is refused, as torchvision refuses a class with no
  * valid file: its label would belong to no sample. */
-#include "cli.h"
-
 #include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include "imp.h"
 
 typedef struct item {
     char *name; /* file name within its class directory */
@@ -23,6 +23,17 @@ typedef struct class_dir {
     item *items;
     size_t nitems, cap;
 } class_dir;
+
+/* The state of one ImageFolder import: the sorted listing, and where next() stands in it. */
+typedef struct folder {
+    const char *root;
+    class_dir *classes;
+    size_t nclasses;
+    size_t ci, ii; /* the next image: item ii of class ci */
+    char *path;    /* of the image last yielded */
+    imp_buf file;
+    imp_image_label sample;
+} folder;
 
 static int cmp_str(const void *a, const void *b)
 {
@@ -36,198 +47,246 @@ static int cmp_item(const void *a, const void *b)
 
 static int is_jpeg_name(const char *name)
 {
-    return cli_ends_with_ci(name, ".jpg") || cli_ends_with_ci(name, ".jpeg");
+    return imp_ends_with_ci(name, ".jpg") || imp_ends_with_ci(name, ".jpeg");
 }
 
 /* A writer's staging directory (.NAME.shardpack-tmp, or .NAME.shardpack-tmp.old while a dataset
  * is replaced without an atomic exchange). */
 static int is_staging_name(const char *name)
 {
-    return name[0] == '.' && (cli_ends_with_ci(name, ".shardpack-tmp") || cli_ends_with_ci(name, ".shardpack-tmp.old"));
+    return name[0] == '.' && (imp_ends_with_ci(name, ".shardpack-tmp") || imp_ends_with_ci(name, ".shardpack-tmp.old"));
 }
 
-/* Sorted names of the subdirectories of root that are classes: not the output directory (out,
- * from stat of OUTDIR, when it exists) nor a staging directory. */
-static int list_classes(const char *root, const struct stat *out, char ***out_names, size_t *nout)
+/* Whether entry name of root is a class: a directory, not the output directory (out, from stat of
+ * OUTDIR, when it exists) nor a staging directory. -1 when memory runs out. */
+static int is_class(const char *root, const char *name, const struct stat *out)
 {
-    DIR *d = opendir(root);
-    if (!d) {
-        cli_err("%s: cannot open directory: %s", root, strerror(errno));
-        return CLI_EDATA;
-    }
-    char **names = NULL;
-    size_t n = 0, cap = 0;
+    if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || is_staging_name(name))
+        return 0;
+    char *path = imp_path_join(root, name);
+    if (!path)
+        return -1;
+    struct stat st;
+    int is_dir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    sp_free(path);
+    return is_dir && !(out && st.st_dev == out->st_dev && st.st_ino == out->st_ino);
+}
+
+/* Sorted names of the subdirectories of root that are classes, into f->classes. */
+static int list_classes(imp_ctx *c, folder *f, const struct stat *out)
+{
+    DIR *d = opendir(f->root);
+    if (!d)
+        return imp_fail(c, errno == ENOENT ? SP_ENOENT : SP_EIO, "%s: cannot open directory: %s", f->root,
+                        strerror(errno));
+    size_t cap = 0;
     struct dirent *e;
+    int rc = SP_OK;
     errno = 0;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        char *path = cli_path_join(root, e->d_name);
-        struct stat st;
-        int is_dir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-        free(path);
-        if (!is_dir || is_staging_name(e->d_name) ||
-            (out && st.st_dev == out->st_dev && st.st_ino == out->st_ino))
-            continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 64;
-            names = cli_xrealloc(names, cap * sizeof *names);
+    while (rc == SP_OK && (e = readdir(d)) != NULL) {
+        int yes = is_class(f->root, e->d_name, out);
+        if (yes < 0) {
+            rc = imp_oom(c, f->root, strlen(e->d_name));
+            break;
         }
-        names[n++] = cli_xstrdup(e->d_name);
+        if (yes && f->nclasses == cap) {
+            class_dir *grown = sp_realloc(f->classes, (cap ? cap * 2 : 64) * sizeof *grown);
+            if (!grown) {
+                rc = imp_oom(c, f->root, (cap ? cap * 2 : 64) * sizeof *grown);
+                break;
+            }
+            memset(grown + cap, 0, (cap ? cap : 64) * sizeof *grown);
+            f->classes = grown;
+            cap = cap ? cap * 2 : 64;
+        }
+        if (yes && !(f->classes[f->nclasses++].name = sp_strdup(e->d_name)))
+            rc = imp_oom(c, f->root, strlen(e->d_name) + 1);
         errno = 0;
     }
     int err = errno;
     closedir(d);
-    if (err) {
-        cli_err("%s: cannot read directory: %s", root, strerror(err));
-        for (size_t i = 0; i < n; i++)
-            free(names[i]);
-        free(names);
-        return CLI_EDATA;
-    }
-    if (n > 1)
-        qsort(names, n, sizeof *names, cmp_str);
-    *out_names = names;
-    *nout = n;
-    return CLI_OK;
+    if (rc == SP_OK && err)
+        rc = imp_fail(c, SP_EIO, "%s: cannot read directory: %s", f->root, strerror(err));
+    if (rc == SP_OK && f->nclasses > 1)
+        qsort(f->classes, f->nclasses, sizeof *f->classes, cmp_str);
+    return rc;
 }
 
 /* Sorted .jpg/.jpeg entries of one class directory, with their sizes. */
-static int list_images(const char *root, class_dir *c, uint64_t *total_bytes)
+static int list_images(imp_ctx *c, const char *root, class_dir *cd, uint64_t *total_bytes)
 {
-    char *dir = cli_path_join(root, c->name);
+    char *dir = imp_path_join(root, cd->name);
+    if (!dir)
+        return imp_oom(c, root, strlen(cd->name));
     DIR *d = opendir(dir);
     if (!d) {
-        cli_err("%s: cannot open class directory: %s", dir, strerror(errno));
-        free(dir);
-        return CLI_EDATA;
+        int rc = imp_fail(c, SP_EIO, "%s: cannot open class directory: %s", dir, strerror(errno));
+        sp_free(dir);
+        return rc;
     }
     struct dirent *e;
+    int rc = SP_OK;
     errno = 0;
-    while ((e = readdir(d)) != NULL) {
+    while (rc == SP_OK && (e = readdir(d)) != NULL) {
         if (!is_jpeg_name(e->d_name)) {
             errno = 0;
             continue;
         }
-        char *path = cli_path_join(dir, e->d_name);
+        char *path = imp_path_join(dir, e->d_name);
         struct stat st;
         /* A name that fails stat is kept: reading it later reports the cause as a skip. */
-        int ok = stat(path, &st);
-        free(path);
+        int ok = path ? stat(path, &st) : -1;
+        sp_free(path);
         if (ok == 0 && S_ISDIR(st.st_mode)) {
             errno = 0;
             continue;
         }
-        if (c->nitems == c->cap) {
-            c->cap = c->cap ? c->cap * 2 : 256;
-            c->items = cli_xrealloc(c->items, c->cap * sizeof *c->items);
+        if (cd->nitems == cd->cap) {
+            size_t cap = cd->cap ? cd->cap * 2 : 256;
+            item *grown = sp_realloc(cd->items, cap * sizeof *grown);
+            if (!grown) {
+                rc = imp_oom(c, dir, cap * sizeof *grown);
+                break;
+            }
+            cd->items = grown;
+            cd->cap = cap;
         }
-        c->items[c->nitems].name = cli_xstrdup(e->d_name);
-        c->items[c->nitems].size = ok == 0 ? (uint64_t)st.st_size : 0;
-        *total_bytes += c->items[c->nitems].size;
-        c->nitems++;
+        char *name = path ? sp_strdup(e->d_name) : NULL;
+        if (!name) {
+            rc = imp_oom(c, dir, strlen(e->d_name) + 1);
+            break;
+        }
+        cd->items[cd->nitems].name = name;
+        cd->items[cd->nitems].size = ok == 0 ? (uint64_t)st.st_size : 0;
+        *total_bytes += cd->items[cd->nitems].size;
+        cd->nitems++;
         errno = 0;
     }
     int err = errno;
     closedir(d);
-    if (err) {
-        cli_err("%s: cannot read directory: %s", dir, strerror(err));
-        free(dir);
-        return CLI_EDATA;
-    }
-    free(dir);
-    if (c->nitems > 1)
-        qsort(c->items, c->nitems, sizeof *c->items, cmp_item);
-    return CLI_OK;
-}
-
-static void free_classes(class_dir *classes, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        for (size_t k = 0; k < classes[i].nitems; k++)
-            free(classes[i].items[k].name);
-        free(classes[i].items);
-        free(classes[i].name);
-    }
-    free(classes);
-}
-
-int imp_imagefolder(pack_ctx *pc, const char *const *srcs, size_t n)
-{
-    if (n != 1) {
-        cli_err("an ImageFolder pack takes exactly one directory");
-        return CLI_EUSAGE;
-    }
-    const char *root = srcs[0];
-    char **names = NULL;
-    size_t nclasses = 0;
-    struct stat out_st;
-    int out_exists = stat(pack_outdir(pc), &out_st) == 0;
-    int rc = list_classes(root, out_exists ? &out_st : NULL, &names, &nclasses);
-    if (rc)
-        return rc;
-    if (nclasses == 0) {
-        cli_err("%s: no class subdirectories (expected %s/CLASS/*.jpg)", root, root);
-        free(names);
-        return CLI_EDATA;
-    }
-
-    class_dir *classes = cli_xcalloc(nclasses, sizeof *classes);
-    cli_buf class_names = {0};
-    uint64_t total_items = 0, total_bytes = 0;
-    for (size_t i = 0; i < nclasses; i++) {
-        classes[i].name = names[i];
-        if (strchr(names[i], '\n')) {
-            cli_err("%s: class directory name contains a newline, which class_names cannot hold",
-                    root);
-            rc = CLI_EDATA;
-        }
-    }
-    free(names);
-    for (size_t i = 0; i < nclasses && rc == CLI_OK; i++) {
-        rc = list_images(root, &classes[i], &total_bytes);
-        total_items += classes[i].nitems;
-        if (i)
-            cli_buf_append(&class_names, "\n", 1);
-        cli_buf_append(&class_names, classes[i].name, strlen(classes[i].name));
-    }
-    if (rc)
-        goto out;
-    if (total_items == 0) {
-        cli_err("%s: no .jpg or .jpeg files in its %zu class directories; nothing was written",
-                root, nclasses);
-        rc = CLI_EDATA;
-        goto out;
-    }
-    for (size_t i = 0; i < nclasses; i++)
-        if (classes[i].nitems == 0) {
-            cli_err("%s/%s: no .jpg or .jpeg file in this class directory; its label would belong "
-                    "to no sample (torchvision's ImageFolder refuses it too): remove it or add images",
-                    root, classes[i].name);
-            rc = CLI_EDATA;
-            goto out;
-        }
-
-    sp_schema *schema = pack_image_label_schema();
-    if (!schema) {
-        rc = CLI_EDATA;
-        goto out;
-    }
-    pack_set_schema(pc, schema);
-    pack_set_meta(pc, "class_names", class_names.data, class_names.len);
-    pack_set_totals(pc, total_items, total_bytes);
-
-    for (size_t i = 0; i < nclasses && rc == CLI_OK; i++) {
-        char *dir = cli_path_join(root, classes[i].name);
-        for (size_t k = 0; k < classes[i].nitems && rc == CLI_OK; k++) {
-            char *path = cli_path_join(dir, classes[i].items[k].name);
-            rc = pack_add_jpeg_file(pc, path, (int64_t)i);
-            free(path);
-        }
-        free(dir);
-    }
-out:
-    cli_buf_free(&class_names);
-    free_classes(classes, nclasses);
+    if (rc == SP_OK && err)
+        rc = imp_fail(c, SP_EIO, "%s: cannot read directory: %s", dir, strerror(err));
+    sp_free(dir);
+    if (rc == SP_OK && cd->nitems > 1)
+        qsort(cd->items, cd->nitems, sizeof *cd->items, cmp_item);
     return rc;
 }
+
+static int folder_check(imp_ctx *c, const char *const *srcs, size_t n)
+{
+    if (n != 1)
+        return imp_fail(c, SP_EINVAL, "an ImageFolder pack takes exactly one directory (%s and %zu more given)",
+                        srcs[0], n - 1);
+    return SP_OK;
+}
+
+/* class_names: the classes in label order, one per line. */
+static int class_names_meta(imp_ctx *c, const folder *f)
+{
+    imp_buf names = { 0 };
+    int rc = SP_OK;
+    for (size_t i = 0; i < f->nclasses && rc == SP_OK; i++) {
+        if (i)
+            rc = imp_buf_append(c, &names, "\n", 1, f->root);
+        if (rc == SP_OK)
+            rc = imp_buf_append(c, &names, f->classes[i].name, strlen(f->classes[i].name), f->root);
+    }
+    if (rc == SP_OK)
+        rc = imp_set_meta(c, "class_names", names.data, names.len);
+    imp_buf_free(&names);
+    return rc;
+}
+
+static int folder_open(imp_ctx *c, void *priv, const char *const *srcs, size_t n)
+{
+    (void)n;
+    folder *f = priv;
+    f->root = srcs[0];
+    struct stat out_st;
+    int out_exists = stat(imp_outdir(c), &out_st) == 0;
+    int rc = list_classes(c, f, out_exists ? &out_st : NULL);
+    if (rc)
+        return rc;
+    if (f->nclasses == 0)
+        return imp_fail(c, SP_EBADINPUT, "%s: no class subdirectories (expected %s/CLASS/*.jpg)", f->root, f->root);
+    for (size_t i = 0; i < f->nclasses; i++)
+        if (strchr(f->classes[i].name, '\n'))
+            return imp_fail(c, SP_EBADINPUT, "%s: class directory name contains a newline, which class_names "
+                            "cannot hold", f->root);
+    uint64_t total_items = 0, total_bytes = 0;
+    for (size_t i = 0; i < f->nclasses; i++) {
+        if ((rc = list_images(c, f->root, &f->classes[i], &total_bytes)) != SP_OK)
+            return rc;
+        total_items += f->classes[i].nitems;
+    }
+    if (total_items == 0)
+        return imp_fail(c, SP_EBADINPUT, "%s: no .jpg or .jpeg files in its %zu class directories; nothing was "
+                        "written", f->root, f->nclasses);
+    for (size_t i = 0; i < f->nclasses; i++)
+        if (f->classes[i].nitems == 0)
+            return imp_fail(c, SP_EBADINPUT, "%s/%s: no .jpg or .jpeg file in this class directory; its label "
+                            "would belong to no sample (torchvision's ImageFolder refuses it too): remove it or "
+                            "add images", f->root, f->classes[i].name);
+    if ((rc = imp_set_image_label_schema(c)) != SP_OK || (rc = class_names_meta(c, f)) != SP_OK)
+        return rc;
+    imp_set_totals(c, total_items, total_bytes);
+    return SP_OK;
+}
+
+static int folder_next(imp_ctx *c, void *priv, imp_sample *out)
+{
+    folder *f = priv;
+    for (;;) {
+        while (f->ci < f->nclasses && f->ii == f->classes[f->ci].nitems) {
+            f->ci++;
+            f->ii = 0;
+        }
+        if (f->ci == f->nclasses)
+            return 0;
+        const class_dir *cd = &f->classes[f->ci];
+        sp_free(f->path);
+        f->path = imp_asprintf("%s%s%s/%s", f->root, f->root[strlen(f->root) - 1] == '/' ? "" : "/", cd->name,
+                               cd->items[f->ii].name);
+        f->ii++;
+        if (!f->path)
+            return imp_oom(c, f->root, strlen(cd->name) + strlen(cd->items[f->ii - 1].name) + 2);
+        int rc = imp_read_item(c, f->path, &f->file);
+        if (rc < 0)
+            return rc;
+        if (rc == 1) {
+            imp_image_label_sample(&f->sample, f->file.data, f->file.len, (int64_t)f->ci, f->path, out);
+            return 1;
+        }
+    }
+}
+
+static void folder_close(void *priv)
+{
+    folder *f = priv;
+    for (size_t i = 0; i < f->nclasses; i++) {
+        for (size_t k = 0; k < f->classes[i].nitems; k++)
+            sp_free(f->classes[i].items[k].name);
+        sp_free(f->classes[i].items);
+        sp_free(f->classes[i].name);
+    }
+    sp_free(f->classes);
+    sp_free(f->path);
+    imp_buf_free(&f->file);
+}
+
+static int folder_sniff(const char *path, const struct stat *st, const char **why)
+{
+    (void)path;
+    (void)why;
+    return S_ISDIR(st->st_mode);
+}
+
+const imp_kind imp_kind_imagefolder = {
+    .name = "imagefolder",
+    .sniff = folder_sniff,
+    .priv_size = sizeof(folder),
+    .check = folder_check,
+    .open = folder_open,
+    .next = folder_next,
+    .close = folder_close,
+};

@@ -1,12 +1,13 @@
 /* imp_npy.c - NumPy .npy importer: each file is one tensor field named after its stem; samples
  * are rows (the first axis), which every file must share. The header is parsed here. */
-#include "cli.h"
-
 #include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include "imp.h"
 
 #define MAX_HEADER (1u << 20)
 #define MAX_NDIM (SP_MAX_DIMS + 1) /* the first axis plus a field's dims */
@@ -133,7 +134,7 @@ static int map_descr(const char *d, const char **why)
     return -1;
 }
 
-static int parse_header(npy_file *nf, const char *text, size_t len)
+static int parse_header(imp_ctx *c, npy_file *nf, const char *text, size_t len)
 {
     parser p = {text, text + len};
     char key[32], descr[32] = "";
@@ -149,8 +150,7 @@ static int parse_header(npy_file *nf, const char *text, size_t len)
         if (strcmp(key, "descr") == 0) {
             skip_ws(&p);
             if (p.s < p.end && *p.s == '[') {
-                cli_err("%s: structured (record) dtypes are not supported", nf->path);
-                return CLI_EDATA;
+                return imp_fail(c, SP_ENOTSUP, "%s: structured (record) dtypes are not supported", nf->path);
             }
             if (parse_str(&p, descr, sizeof descr) != 0)
                 goto bad;
@@ -164,15 +164,13 @@ static int parse_header(npy_file *nf, const char *text, size_t len)
         } else if (strcmp(key, "shape") == 0) {
             int rc = parse_shape(&p, nf);
             if (rc == -2) {
-                cli_err("%s: more than %d dimensions", nf->path, MAX_NDIM);
-                return CLI_EDATA;
+                return imp_fail(c, SP_ELIMIT, "%s: more than %d dimensions", nf->path, MAX_NDIM);
             }
             if (rc != 0)
                 goto bad;
             have_shape = 1;
         } else {
-            cli_err("%s: unexpected key '%s' in the .npy header", nf->path, key);
-            return CLI_EDATA;
+            return imp_fail(c, SP_EFORMAT, "%s: unexpected key '%s' in the .npy header", nf->path, key);
         }
         skip_ws(&p);
         if (p.s < p.end && *p.s == ',')
@@ -180,45 +178,33 @@ static int parse_header(npy_file *nf, const char *text, size_t len)
         else if (p.s >= p.end || *p.s != '}')
             goto bad;
     }
-    if (!have_descr || !have_order || !have_shape) {
-        cli_err("%s: .npy header lacks %s", nf->path,
-                !have_descr ? "'descr'" : !have_order ? "'fortran_order'" : "'shape'");
-        return CLI_EDATA;
-    }
+    if (!have_descr || !have_order || !have_shape)
+        return imp_fail(c, SP_EFORMAT, "%s: .npy header lacks %s", nf->path,
+                        !have_descr ? "'descr'" : !have_order ? "'fortran_order'" : "'shape'");
     const char *why;
     nf->dtype = map_descr(descr, &why);
-    if (nf->dtype < 0) {
-        cli_err("%s: dtype '%s': %s", nf->path, descr, why);
-        return CLI_EDATA;
-    }
+    if (nf->dtype < 0)
+        return imp_fail(c, SP_ENOTSUP, "%s: dtype '%s': %s", nf->path, descr, why);
     /* Fortran order differs from C order only with two or more dimensions. */
-    if (fortran && nf->ndim > 1) {
-        cli_err("%s: fortran_order arrays are not supported (save with np.ascontiguousarray)",
-                nf->path);
-        return CLI_EDATA;
-    }
-    if (nf->ndim == 0) {
-        cli_err("%s: a 0-d array has no rows to make samples of", nf->path);
-        return CLI_EDATA;
-    }
-    return CLI_OK;
+    if (fortran && nf->ndim > 1)
+        return imp_fail(c, SP_ENOTSUP, "%s: fortran_order arrays are not supported (save with np.ascontiguousarray)",
+                        nf->path);
+    if (nf->ndim == 0)
+        return imp_fail(c, SP_EFORMAT, "%s: a 0-d array has no rows to make samples of", nf->path);
+    return SP_OK;
 bad:
-    cli_err("%s: malformed .npy header near offset %zu", nf->path, (size_t)(p.s - text));
-    return CLI_EDATA;
+    return imp_fail(c, SP_EFORMAT, "%s: malformed .npy header near offset %zu", nf->path, (size_t)(p.s - text));
 }
 
 /* A |b1 row holds only 0 and 1 (what the format's bool means); otherwise an error naming the
  * first other byte by its element index in the whole array. */
-static int check_bool_row(const npy_file *nf, uint64_t r)
+static int check_bool_row(imp_ctx *c, const npy_file *nf, uint64_t r)
 {
-    for (uint64_t j = 0; j < nf->row_bytes; j++) {
-        if (nf->row[j] > 1) {
-            cli_err("%s: element %llu (row %llu) is %u; a bool (|b1) array holds only 0 and 1", nf->path,
-                    (unsigned long long)(r * nf->row_bytes + j), (unsigned long long)r, nf->row[j]);
-            return CLI_EDATA;
-        }
-    }
-    return CLI_OK;
+    for (uint64_t j = 0; j < nf->row_bytes; j++)
+        if (nf->row[j] > 1)
+            return imp_fail(c, SP_EBADINPUT, "%s: element %llu (row %llu) is %u; a bool (|b1) array holds only 0 and 1",
+                            nf->path, (unsigned long long)(r * nf->row_bytes + j), (unsigned long long)r, nf->row[j]);
+    return SP_OK;
 }
 
 static uint32_t rd_le(const unsigned char *p, int n)
@@ -229,58 +215,48 @@ static uint32_t rd_le(const unsigned char *p, int n)
     return v;
 }
 
-static int open_npy(npy_file *nf)
+static int open_npy(imp_ctx *c, npy_file *nf)
 {
     struct stat st;
     const char *why;
-    nf->f = cli_fopen_regular(nf->path, &st, &why);
-    if (!nf->f) {
-        cli_err("%s: %s", nf->path, why);
-        return CLI_EDATA;
-    }
+    nf->f = imp_fopen_regular(nf->path, &st, &why);
+    if (!nf->f)
+        return imp_fail(c, SP_EIO, "%s: %s", nf->path, why);
     unsigned char pre[12];
-    if (fread(pre, 1, 10, nf->f) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0) {
-        cli_err("%s: not a .npy file (no \\x93NUMPY magic)", nf->path);
-        return CLI_EDATA;
-    }
+    if (fread(pre, 1, 10, nf->f) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0)
+        return imp_fail(c, SP_EFORMAT, "%s: not a .npy file (no \\x93NUMPY magic)", nf->path);
     uint32_t hlen;
     if (pre[6] == 1) {
         hlen = rd_le(pre + 8, 2);
         nf->data_offset = 10;
     } else if (pre[6] == 2 || pre[6] == 3) {
-        if (fread(pre + 10, 1, 2, nf->f) != 2) {
-            cli_err("%s: truncated .npy header", nf->path);
-            return CLI_EDATA;
-        }
+        if (fread(pre + 10, 1, 2, nf->f) != 2)
+            return imp_fail(c, SP_ETRUNC, "%s: truncated .npy header", nf->path);
         hlen = rd_le(pre + 8, 4);
         nf->data_offset = 12;
     } else {
-        cli_err("%s: unsupported .npy format version %u.%u", nf->path, pre[6], pre[7]);
-        return CLI_EDATA;
+        return imp_fail(c, SP_EVERSION, "%s: unsupported .npy format version %u.%u", nf->path, pre[6], pre[7]);
     }
-    if (hlen > MAX_HEADER) {
-        cli_err("%s: .npy header of %u bytes is larger than 1 MiB", nf->path, hlen);
-        return CLI_EDATA;
-    }
-    char *text = cli_xmalloc(hlen + 1);
+    if (hlen > MAX_HEADER)
+        return imp_fail(c, SP_ELIMIT, "%s: .npy header of %u bytes is larger than 1 MiB", nf->path, hlen);
+    char *text = sp_malloc(hlen + 1);
+    if (!text)
+        return imp_oom(c, nf->path, hlen + 1);
     if (fread(text, 1, hlen, nf->f) != hlen) {
-        cli_err("%s: truncated .npy header", nf->path);
-        free(text);
-        return CLI_EDATA;
+        sp_free(text);
+        return imp_fail(c, SP_ETRUNC, "%s: truncated .npy header", nf->path);
     }
     text[hlen] = 0;
     nf->data_offset += hlen;
-    int rc = parse_header(nf, text, hlen);
-    free(text);
+    int rc = parse_header(c, nf, text, hlen);
+    sp_free(text);
     if (rc)
         return rc;
 
     uint64_t row_elems = 1;
     for (uint32_t i = 1; i < nf->ndim; i++) {
-        if (nf->shape[i] == 0) {
-            cli_err("%s: dimension %u has size 0", nf->path, i);
-            return CLI_EDATA;
-        }
+        if (nf->shape[i] == 0)
+            return imp_fail(c, SP_EFORMAT, "%s: dimension %u has size 0", nf->path, i);
         if (row_elems > UINT64_MAX / nf->shape[i])
             goto too_big;
         row_elems *= nf->shape[i];
@@ -292,133 +268,155 @@ static int open_npy(npy_file *nf)
     if (nf->shape[0] && nf->row_bytes > UINT64_MAX / nf->shape[0])
         goto too_big;
     uint64_t data = nf->shape[0] * nf->row_bytes;
-    if ((uint64_t)st.st_size < nf->data_offset || (uint64_t)st.st_size - nf->data_offset != data) {
-        cli_err("%s: data size does not match the header: shape and dtype need %llu bytes after "
-                "the %llu-byte header, the file has %lld bytes",
-                nf->path, (unsigned long long)data, (unsigned long long)nf->data_offset,
-                (long long)st.st_size);
-        return CLI_EDATA;
-    }
-    return CLI_OK;
+    if ((uint64_t)st.st_size < nf->data_offset || (uint64_t)st.st_size - nf->data_offset != data)
+        return imp_fail(c, SP_ETRUNC, "%s: data size does not match the header: shape and dtype need %llu bytes "
+                        "after the %llu-byte header, the file has %lld bytes", nf->path, (unsigned long long)data,
+                        (unsigned long long)nf->data_offset, (long long)st.st_size);
+    return SP_OK;
 too_big:
-    cli_err("%s: array size overflows", nf->path);
-    return CLI_EDATA;
+    return imp_fail(c, SP_ELIMIT, "%s: array size overflows", nf->path);
 }
 
 /* Field name: the file's stem, reduced to [A-Za-z0-9_.-]. */
 static void field_name(const char *path, char *out)
 {
-    const char *base = cli_basename(path);
+    const char *base = imp_basename(path);
     size_t n = strlen(base);
-    if (cli_ends_with_ci(base, ".npy"))
+    if (imp_ends_with_ci(base, ".npy"))
         n -= 4;
     if (n > SP_MAX_NAME)
         n = SP_MAX_NAME;
     for (size_t i = 0; i < n; i++) {
-        char c = base[i];
-        out[i] = (isalnum((unsigned char)c) || c == '_' || c == '.' || c == '-') ? c : '_';
+        char ch = base[i];
+        out[i] = (isalnum((unsigned char)ch) || ch == '_' || ch == '.' || ch == '-') ? ch : '_';
     }
     out[n] = 0;
     if (n == 0)
         strcpy(out, "tensor");
 }
 
-static int build_schema(pack_ctx *pc, npy_file *files, size_t n)
+typedef struct npy {
+    npy_file *files;
+    size_t n;
+    uint64_t rows, row, row_bytes; /* rows of every file, the next row, bytes of one sample */
+    sp_value *values;
+    char what[512];
+} npy;
+
+static int build_schema(imp_ctx *c, const npy *np)
 {
     sp_schema *schema = sp_schema_create();
-    if (!schema) {
-        cli_err("out of memory");
-        return CLI_EDATA;
-    }
-    for (size_t i = 0; i < n; i++) {
-        int rc = sp_schema_add(schema, files[i].name, SP_FIELD_TENSOR, files[i].dtype,
-                               files[i].ndim - 1, files[i].shape + 1);
+    if (!schema)
+        return imp_oom(c, np->files[0].path, sizeof(sp_field_info));
+    for (size_t i = 0; i < np->n; i++) {
+        const npy_file *f = &np->files[i];
+        int rc = sp_schema_add(schema, f->name, SP_FIELD_TENSOR, f->dtype, f->ndim - 1, f->shape + 1);
         if (rc != 0) {
-            if (rc == SP_EEXIST)
-                cli_err("%s: its field name '%s' is taken by another source; rename one file",
-                        files[i].path, files[i].name);
-            else
-                cli_lib_err(files[i].path, rc, sp_last_error());
             sp_schema_destroy(schema);
-            return CLI_EDATA;
+            if (rc == SP_EEXIST)
+                return imp_fail(c, rc, "%s: its field name '%s' is taken by another source; rename one file",
+                                f->path, f->name);
+            return imp_fail(c, rc, "%s: %s", f->path, *sp_last_error() ? sp_last_error() : sp_strerror(rc));
         }
     }
-    pack_set_schema(pc, schema);
-    return CLI_OK;
+    imp_set_schema(c, schema);
+    return SP_OK;
 }
 
-int imp_npy(pack_ctx *pc, const char *const *srcs, size_t n)
+/* Row buffers and the read position of every file, once there are rows to read. */
+static int start_rows(imp_ctx *c, npy *np)
 {
-    if (n > SP_MAX_FIELDS) {
-        cli_err("%zu .npy sources: a schema holds at most %d fields", n, SP_MAX_FIELDS);
-        return CLI_EDATA;
+    for (size_t i = 0; i < np->n; i++) {
+        npy_file *f = &np->files[i];
+        if (!(f->row = sp_malloc((size_t)f->row_bytes)))
+            return imp_oom(c, f->path, (size_t)f->row_bytes);
+        setvbuf(f->f, NULL, _IOFBF, 1 << 20);
+        if (fseeko(f->f, (off_t)f->data_offset, SEEK_SET) != 0)
+            return imp_fail(c, SP_EIO, "%s: seek failed: %s", f->path, strerror(errno));
+        np->values[i] = (sp_value){ f->row, (size_t)f->row_bytes };
     }
-    npy_file *files = cli_xcalloc(n, sizeof *files);
-    sp_value *values = cli_xcalloc(n, sizeof *values);
-    int rc = CLI_OK;
-    uint64_t row_bytes = 0;
-    for (size_t i = 0; i < n && rc == CLI_OK; i++) {
-        files[i].path = srcs[i];
-        field_name(srcs[i], files[i].name);
-        rc = open_npy(&files[i]);
-        if (rc == CLI_OK && files[i].shape[0] != files[0].shape[0]) {
-            cli_err("%s: has %llu rows but %s has %llu; all .npy sources must share the first "
-                    "axis",
-                    srcs[i], (unsigned long long)files[i].shape[0], srcs[0],
-                    (unsigned long long)files[0].shape[0]);
-            rc = CLI_EDATA;
-        }
-        row_bytes += files[i].row_bytes;
-    }
-    if (rc == CLI_OK)
-        rc = build_schema(pc, files, n);
-    if (rc)
-        goto out;
-    const uint64_t rows = files[0].shape[0];
-    pack_set_totals(pc, rows, rows * row_bytes);
-    /* Without rows there is nothing to read: no row buffers, which a header may make as large as
-     * the schema allows (1 GiB) while the file holds no data. The pack then reports the empty
-     * input. */
-    if (rows == 0)
-        goto out;
-
-    for (size_t i = 0; i < n; i++) {
-        files[i].row = cli_xmalloc((size_t)files[i].row_bytes);
-        setvbuf(files[i].f, NULL, _IOFBF, 1 << 20);
-        if (fseeko(files[i].f, (off_t)files[i].data_offset, SEEK_SET) != 0) {
-            cli_err("%s: seek failed: %s", files[i].path, strerror(errno));
-            rc = CLI_EDATA;
-            goto out;
-        }
-        values[i].data = files[i].row;
-        values[i].size = (size_t)files[i].row_bytes;
-    }
-    for (uint64_t r = 0; r < rows && rc == CLI_OK; r++) {
-        for (size_t i = 0; i < n; i++) {
-            if (fread(files[i].row, 1, (size_t)files[i].row_bytes, files[i].f) !=
-                files[i].row_bytes) {
-                cli_err("%s: %s reading row %llu", files[i].path,
-                        ferror(files[i].f) ? strerror(errno) : "file shrank",
-                        (unsigned long long)r);
-                rc = CLI_EDATA;
-                break;
-            }
-            if (files[i].dtype == SP_DTYPE_BOOL && (rc = check_bool_row(&files[i], r)) != CLI_OK)
-                break;
-        }
-        if (rc == CLI_OK) {
-            char what[512];
-            snprintf(what, sizeof what, "%s row %llu", srcs[0], (unsigned long long)r);
-            rc = pack_add(pc, values, n, row_bytes, what);
-        }
-    }
-out:
-    for (size_t i = 0; i < n; i++) {
-        if (files[i].f)
-            fclose(files[i].f);
-        free(files[i].row);
-    }
-    free(files);
-    free(values);
-    return rc;
+    return SP_OK;
 }
+
+static int npy_open(imp_ctx *c, void *priv, const char *const *srcs, size_t n)
+{
+    npy *np = priv;
+    if (n > SP_MAX_FIELDS)
+        return imp_fail(c, SP_ELIMIT, "%zu .npy sources (%s...): a schema holds at most %d fields", n, srcs[0],
+                        SP_MAX_FIELDS);
+    np->files = sp_calloc(n, sizeof *np->files);
+    np->values = sp_calloc(n, sizeof *np->values);
+    if (!np->files || !np->values)
+        return imp_oom(c, srcs[0], n * (sizeof *np->files + sizeof *np->values));
+    np->n = n;
+    for (size_t i = 0; i < n; i++) {
+        npy_file *f = &np->files[i];
+        f->path = srcs[i];
+        field_name(srcs[i], f->name);
+        int rc = open_npy(c, f);
+        if (rc)
+            return rc;
+        if (f->shape[0] != np->files[0].shape[0])
+            return imp_fail(c, SP_ESCHEMA, "%s: has %llu rows but %s has %llu; all .npy sources must share the "
+                            "first axis", srcs[i], (unsigned long long)f->shape[0], srcs[0],
+                            (unsigned long long)np->files[0].shape[0]);
+        np->row_bytes += f->row_bytes;
+    }
+    int rc = build_schema(c, np);
+    if (rc)
+        return rc;
+    np->rows = np->files[0].shape[0];
+    imp_set_totals(c, np->rows, np->rows * np->row_bytes);
+    /* Without rows there is nothing to read: no row buffers, which a header may make as large as
+     * the schema allows (1 GiB) while the file holds no data. The import then reports the empty
+     * input. */
+    return np->rows ? start_rows(c, np) : SP_OK;
+}
+
+static int npy_next(imp_ctx *c, void *priv, imp_sample *out)
+{
+    npy *np = priv;
+    if (np->row == np->rows)
+        return 0;
+    const uint64_t r = np->row++;
+    for (size_t i = 0; i < np->n; i++) {
+        npy_file *f = &np->files[i];
+        if (fread(f->row, 1, (size_t)f->row_bytes, f->f) != f->row_bytes)
+            return imp_fail(c, ferror(f->f) ? SP_EIO : SP_ETRUNC, "%s: %s reading row %llu", f->path,
+                            ferror(f->f) ? strerror(errno) : "file shrank", (unsigned long long)r);
+        int rc = f->dtype == SP_DTYPE_BOOL ? check_bool_row(c, f, r) : SP_OK;
+        if (rc)
+            return rc;
+    }
+    snprintf(np->what, sizeof np->what, "%s row %llu", np->files[0].path, (unsigned long long)r);
+    *out = (imp_sample){ np->values, np->n, np->row_bytes, np->what };
+    return 1;
+}
+
+static void npy_close(void *priv)
+{
+    npy *np = priv;
+    for (size_t i = 0; np->files && i < np->n; i++) {
+        if (np->files[i].f)
+            fclose(np->files[i].f);
+        sp_free(np->files[i].row);
+    }
+    sp_free(np->files);
+    sp_free(np->values);
+}
+
+static int npy_sniff(const char *path, const struct stat *st, const char **why)
+{
+    (void)st;
+    (void)why;
+    return imp_ends_with_ci(path, ".npy");
+}
+
+const imp_kind imp_kind_npy = {
+    .name = "npy",
+    .sniff = npy_sniff,
+    .priv_size = sizeof(npy),
+    .open = npy_open,
+    .next = npy_next,
+    .close = npy_close,
+};

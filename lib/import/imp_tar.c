@@ -1,18 +1,21 @@
 /* imp_tar.c - WebDataset importer: a ustar/GNU/pax tar read as a stream; consecutive members that
  * share a key (path up to the first '.' of the basename) form one sample: KEY.jpg + KEY.cls. */
-#include "cli.h"
-
 #include <ctype.h>
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include "imp.h"
 
 #define BLOCK 512
 #define MAX_META_BYTES (1u << 20) /* GNU long names and pax headers */
 #define MAX_LABEL_BYTES 4096
 
 typedef struct tar_reader {
+    imp_ctx *c;
     const char *path;
     FILE *f;
     uint64_t pos;        /* bytes consumed */
@@ -31,24 +34,21 @@ typedef struct tar_member {
     char type;
 } tar_member;
 
-static int tar_fail(const tar_reader *t, uint64_t at, const char *what)
+static int tar_fail(const tar_reader *t, int code, uint64_t at, const char *what)
 {
-    cli_err("%s: %s at byte %llu", t->path, what, (unsigned long long)at);
-    return -1;
+    return imp_fail(t->c, code, "%s: %s at byte %llu", t->path, what, (unsigned long long)at);
 }
 
-/* Reads exactly n bytes; 0, or -1 after a message. */
+/* Reads exactly n bytes; 0, or a negative code with the message set. */
 static int read_exact(tar_reader *t, void *buf, size_t n, const char *what)
 {
     size_t got = fread(buf, 1, n, t->f);
     if (got != n) {
         if (ferror(t->f))
-            cli_err("%s: read error at byte %llu: %s", t->path,
-                    (unsigned long long)(t->pos + got), strerror(errno));
-        else
-            cli_err("%s: truncated: %s ends at byte %llu", t->path, what,
-                    (unsigned long long)(t->pos + got));
-        return -1;
+            return imp_fail(t->c, SP_EIO, "%s: read error at byte %llu: %s", t->path,
+                            (unsigned long long)(t->pos + got), strerror(errno));
+        return imp_fail(t->c, SP_ETRUNC, "%s: truncated: %s ends at byte %llu", t->path, what,
+                        (unsigned long long)(t->pos + got));
     }
     t->pos += n;
     return 0;
@@ -60,7 +60,7 @@ static int skip_bytes(tar_reader *t, uint64_t n)
         return 0;
     if (t->seekable) {
         if (t->file_size && t->pos + n > t->file_size)
-            return tar_fail(t, t->pos, "truncated: member data runs past the end of the file");
+            return tar_fail(t, SP_ETRUNC, t->pos, "truncated: member data runs past the end of the file");
         if (fseeko(t->f, (off_t)n, SEEK_CUR) == 0) {
             t->pos += n;
             return 0;
@@ -70,8 +70,9 @@ static int skip_bytes(tar_reader *t, uint64_t n)
     char buf[16384];
     while (n) {
         size_t k = n < sizeof buf ? (size_t)n : sizeof buf;
-        if (read_exact(t, buf, k, "member data") != 0)
-            return -1;
+        int rc = read_exact(t, buf, k, "member data");
+        if (rc)
+            return rc;
         n -= k;
     }
     return 0;
@@ -129,11 +130,14 @@ static int checksum_ok(const unsigned char *h)
 static int read_meta_body(tar_reader *t, uint64_t size, char **out)
 {
     if (size > MAX_META_BYTES)
-        return tar_fail(t, t->pos, "extended header larger than 1 MiB");
-    char *body = cli_xmalloc((size_t)size + 1);
-    if (read_exact(t, body, (size_t)size, "extended header") != 0) {
-        free(body);
-        return -1;
+        return tar_fail(t, SP_ELIMIT, t->pos, "extended header larger than 1 MiB");
+    char *body = sp_malloc((size_t)size + 1);
+    if (!body)
+        return imp_oom(t->c, t->path, (size_t)size + 1);
+    int rc = read_exact(t, body, (size_t)size, "extended header");
+    if (rc) {
+        sp_free(body);
+        return rc;
     }
     body[size] = 0;
     *out = body;
@@ -151,26 +155,27 @@ static int apply_pax(tar_reader *t, const char *body, size_t n, uint64_t at)
             len = len * 10 + (size_t)(body[j++] - '0');
         if (j == i || j >= n || body[j] != ' ' || len <= j - i + 1 || len > n - i ||
             body[i + len - 1] != '\n')
-            return tar_fail(t, at, "malformed pax extended header");
+            return tar_fail(t, SP_ECORRUPT, at, "malformed pax extended header");
         const char *kv = body + j + 1, *end = body + i + len - 1;
         const char *eq = memchr(kv, '=', (size_t)(end - kv));
         if (!eq)
-            return tar_fail(t, at, "malformed pax record (no '=')");
+            return tar_fail(t, SP_ECORRUPT, at, "malformed pax record (no '=')");
         size_t klen = (size_t)(eq - kv), vlen = (size_t)(end - eq - 1);
         if (klen == 4 && memcmp(kv, "path", 4) == 0) {
-            free(t->pending_name);
-            t->pending_name = cli_xmalloc(vlen + 1);
+            sp_free(t->pending_name);
+            if (!(t->pending_name = sp_malloc(vlen + 1)))
+                return imp_oom(t->c, t->path, vlen + 1);
             memcpy(t->pending_name, eq + 1, vlen);
             t->pending_name[vlen] = 0;
         } else if (klen == 4 && memcmp(kv, "size", 4) == 0) {
             char num[32];
             uint64_t v;
             if (vlen == 0 || vlen >= sizeof num)
-                return tar_fail(t, at, "bad pax size record");
+                return tar_fail(t, SP_ECORRUPT, at, "bad pax size record");
             memcpy(num, eq + 1, vlen);
             num[vlen] = 0;
-            if (cli_parse_u64(num, &v) != 0)
-                return tar_fail(t, at, "bad pax size record");
+            if (imp_parse_u64(num, &v) != 0)
+                return tar_fail(t, SP_ECORRUPT, at, "bad pax size record");
             t->pending_size = v;
             t->has_pending_size = 1;
         }
@@ -179,91 +184,104 @@ static int apply_pax(tar_reader *t, const char *body, size_t n, uint64_t at)
     return 0;
 }
 
-/* The next member: 1, 0 at the end of the archive, -1 after a message. */
+/* The member's name from its header (prefix/name of ustar), or the pending long name. */
+static int member_name(tar_reader *t, const unsigned char *h, tar_member *m)
+{
+    sp_free(m->name);
+    m->name = NULL;
+    if (t->pending_name) {
+        m->name = t->pending_name;
+        t->pending_name = NULL;
+        return 0;
+    }
+    size_t nlen = strnlen((const char *)h, 100);
+    int posix = memcmp(h + 257, "ustar\0", 6) == 0;
+    size_t plen = posix ? strnlen((const char *)h + 345, 155) : 0;
+    if (!(m->name = sp_malloc(plen + nlen + 2)))
+        return imp_oom(t->c, t->path, plen + nlen + 2);
+    if (plen) {
+        memcpy(m->name, h + 345, plen);
+        m->name[plen] = '/';
+        memcpy(m->name + plen + 1, h, nlen);
+        m->name[plen + 1 + nlen] = 0;
+    } else {
+        memcpy(m->name, h, nlen);
+        m->name[nlen] = 0;
+    }
+    return 0;
+}
+
+/* Reads one header block: 1, 0 at the end of the archive, or a negative code. */
+static int read_header(tar_reader *t, unsigned char *h)
+{
+    size_t got = fread(h, 1, BLOCK, t->f);
+    if (got == 0 && !ferror(t->f))
+        return 0; /* end of file without the end-of-archive blocks: accepted */
+    if (got != BLOCK) {
+        if (ferror(t->f))
+            return imp_fail(t->c, SP_EIO, "%s: read error at byte %llu: %s", t->path, (unsigned long long)t->pos,
+                            strerror(errno));
+        return imp_fail(t->c, SP_ETRUNC, "%s: truncated: a header block ends at byte %llu", t->path,
+                        (unsigned long long)(t->pos + got));
+    }
+    t->pos += BLOCK;
+    for (int i = 0; i < BLOCK; i++)
+        if (h[i])
+            return 1;
+    return 0;
+}
+
+/* The next member: 1, 0 at the end of the archive, or a negative code. */
 static int next_member(tar_reader *t, tar_member *m)
 {
     unsigned char h[BLOCK];
     for (;;) {
-        if (skip_bytes(t, t->skip_next) != 0)
-            return -1;
+        int rc = skip_bytes(t, t->skip_next);
+        if (rc)
+            return rc;
         t->skip_next = 0;
-        size_t got = fread(h, 1, BLOCK, t->f);
-        if (got == 0 && !ferror(t->f))
-            return 0; /* end of file without the end-of-archive blocks: accepted */
-        if (got != BLOCK) {
-            if (ferror(t->f))
-                cli_err("%s: read error at byte %llu: %s", t->path, (unsigned long long)t->pos,
-                        strerror(errno));
-            else
-                cli_err("%s: truncated: a header block ends at byte %llu", t->path,
-                        (unsigned long long)(t->pos + got));
-            return -1;
-        }
         uint64_t at = t->pos;
-        t->pos += BLOCK;
-        int zero = 1;
-        for (int i = 0; i < BLOCK && zero; i++)
-            zero = h[i] == 0;
-        if (zero)
-            return 0;
+        if ((rc = read_header(t, h)) <= 0)
+            return rc;
         if (!checksum_ok(h))
-            return tar_fail(t, at, "bad tar header checksum (not a tar file, or corrupt)");
+            return tar_fail(t, SP_EFORMAT, at, "bad tar header checksum (not a tar file, or corrupt)");
         uint64_t size;
         if (parse_num(h + 124, 12, &size) != 0)
-            return tar_fail(t, at, "bad size field in tar header");
+            return tar_fail(t, SP_ECORRUPT, at, "bad size field in tar header");
         char type = (char)h[156];
         if (t->has_pending_size && type != 'L' && type != 'x') {
             size = t->pending_size;
             t->has_pending_size = 0;
         }
         if (size > (UINT64_MAX >> 2))
-            return tar_fail(t, at, "member size out of range");
+            return tar_fail(t, SP_ECORRUPT, at, "member size out of range");
         if (t->file_size && size > t->file_size - t->pos)
-            return tar_fail(t, at, "truncated: member data runs past the end of the file");
+            return tar_fail(t, SP_ETRUNC, at, "truncated: member data runs past the end of the file");
 
         if (type == 'L' || type == 'x') {
-            char *body;
-            if (read_meta_body(t, size, &body) != 0)
-                return -1;
-            int rc = 0;
+            char *body = NULL;
+            if ((rc = read_meta_body(t, size, &body)) != 0)
+                return rc;
             if (type == 'L') {
-                free(t->pending_name);
+                sp_free(t->pending_name);
                 t->pending_name = body;
                 body = NULL;
             } else {
                 rc = apply_pax(t, body, (size_t)size, at);
             }
-            free(body);
+            sp_free(body);
             if (rc != 0)
-                return -1;
+                return rc;
             continue;
         }
         t->skip_next = padded(size);
-
-        free(m->name);
-        if (t->pending_name) {
-            m->name = t->pending_name;
-            t->pending_name = NULL;
-        } else {
-            size_t nlen = strnlen((const char *)h, 100);
-            int posix = memcmp(h + 257, "ustar\0", 6) == 0;
-            size_t plen = posix ? strnlen((const char *)h + 345, 155) : 0;
-            m->name = cli_xmalloc(plen + nlen + 2);
-            if (plen) {
-                memcpy(m->name, h + 345, plen);
-                m->name[plen] = '/';
-                memcpy(m->name + plen + 1, h, nlen);
-                m->name[plen + 1 + nlen] = 0;
-            } else {
-                memcpy(m->name, h, nlen);
-                m->name[nlen] = 0;
-            }
-        }
+        if ((rc = member_name(t, h, m)) != 0)
+            return rc;
         m->size = size;
         m->offset = t->pos;
         m->type = type;
         if (type == 'g' || type == 'K') {
-            free(m->name);
+            sp_free(m->name);
             m->name = NULL;
             continue; /* global pax header, GNU long link name: nothing to import */
         }
@@ -275,22 +293,22 @@ static int next_member(tar_reader *t, tar_member *m)
  * size is unknown, the buffer grows as the data arrives (1 MiB at a time): a header that lies about
  * its member's size (up to 256 MiB for an image) then costs memory in proportion to the bytes
  * really there, not a reservation of the size it claims. */
-static int read_member(tar_reader *t, tar_member *m, cli_buf *b)
+static int read_member(tar_reader *t, tar_member *m, imp_buf *b)
 {
     const size_t step = t->file_size ? (size_t)m->size : (size_t)1 << 20;
     b->len = 0;
-    cli_buf_reserve(b, (size_t)(m->size < step ? m->size : step) + 1);
-    while (b->len < m->size) {
+    int rc = imp_buf_reserve(t->c, b, (size_t)(m->size < step ? m->size : step) + 1, t->path);
+    while (rc == 0 && b->len < m->size) {
         size_t want = (size_t)m->size - b->len;
         if (want > step)
             want = step;
-        cli_buf_reserve(b, b->len + want + 1);
-        if (read_exact(t, b->data + b->len, want, m->name) != 0)
-            return -1;
-        b->len += want;
+        if ((rc = imp_buf_reserve(t->c, b, b->len + want + 1, t->path)) == 0 &&
+            (rc = read_exact(t, b->data + b->len, want, m->name)) == 0)
+            b->len += want;
     }
-    t->skip_next = padded(m->size) - m->size;
-    return 0;
+    if (rc == 0)
+        t->skip_next = padded(m->size) - m->size;
+    return rc;
 }
 
 /* ---- samples -------------------------------------------------------------------------------- */
@@ -302,25 +320,42 @@ typedef struct group {
     const char *bad; /* static reason, or NULL */
     char bad_buf[160];
     uint64_t bytes;
-    cli_buf image;
+    imp_buf image;
 } group;
 
-static int flush_group(pack_ctx *pc, const char *tar, group *g)
+typedef struct wds {
+    const char *const *srcs;
+    size_t n, i;       /* the archive being read: srcs[i] */
+    tar_reader t;      /* t.f open on srcs[i], or NULL between archives */
+    int at_end;        /* srcs[i] has no member left: its last group is still to flush */
+    tar_member m;
+    int pending;       /* m was read and belongs to no group yet */
+    group g;
+    imp_buf label_buf;
+    char *what;        /* "TAR:KEY" of the group last flushed */
+    imp_image_label sample;
+} wds;
+
+/* Ends the current group: 1 with its sample in *out, 0 when there was none or it was skipped, or
+ * a negative code. */
+static int flush_group(imp_ctx *c, wds *w, imp_sample *out)
 {
+    group *g = &w->g;
     if (!g->key)
-        return CLI_OK;
-    char *what = cli_xasprintf("%s:%s", tar, g->key);
-    int rc;
+        return 0;
+    sp_free(w->what);
+    if (!(w->what = imp_asprintf("%s:%s", w->srcs[w->i], g->key)))
+        return imp_oom(c, w->srcs[w->i], strlen(g->key) + 2);
+    int rc = 1;
     if (g->bad)
-        rc = pack_skip(pc, what, g->bad, g->bytes);
+        rc = imp_skip(c, w->what, g->bad, g->bytes);
     else if (!g->has_image)
-        rc = pack_skip(pc, what, "no .jpg/.jpeg member in this sample", g->bytes);
+        rc = imp_skip(c, w->what, "no .jpg/.jpeg member in this sample", g->bytes);
     else if (!g->has_label)
-        rc = pack_skip(pc, what, "no .cls member in this sample", g->bytes);
+        rc = imp_skip(c, w->what, "no .cls member in this sample", g->bytes);
     else
-        rc = pack_add_jpeg(pc, what, g->image.data, g->image.len, g->label);
-    free(what);
-    free(g->key);
+        imp_image_label_sample(&w->sample, g->image.data, g->image.len, g->label, w->what, out);
+    sp_free(g->key);
     g->key = NULL;
     g->has_image = g->has_label = 0;
     g->bad = NULL;
@@ -328,7 +363,7 @@ static int flush_group(pack_ctx *pc, const char *tar, group *g)
     return rc;
 }
 
-static void set_bad(group *g, const char *fmt, ...) CLI_PRINTF(2, 3);
+static void set_bad(group *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void set_bad(group *g, const char *fmt, ...)
 {
@@ -341,10 +376,10 @@ static void set_bad(group *g, const char *fmt, ...)
     g->bad = g->bad_buf;
 }
 
-/* Handles one regular member: 0, or -1 when the archive cannot be read on. */
-static int add_member(tar_reader *t, tar_member *m, group *g, cli_buf *label_buf)
+/* Handles one regular member: 0, or a negative code when the archive cannot be read on. */
+static int add_member(tar_reader *t, tar_member *m, group *g, imp_buf *label_buf)
 {
-    const char *base = cli_basename(m->name);
+    const char *base = imp_basename(m->name);
     const char *dot = strchr(base, '.');
     char ext[16] = "";
     if (dot) {
@@ -356,17 +391,18 @@ static int add_member(tar_reader *t, tar_member *m, group *g, cli_buf *label_buf
             ext[0] = 0; /* a long extension is none we know */
     }
     g->bytes += m->size;
+    int rc;
     if (strcmp(ext, "jpg") == 0 || strcmp(ext, "jpeg") == 0) {
         if (g->has_image) {
             set_bad(g, "two image members (%s)", base);
             return 0;
         }
-        if (m->size > CLI_MAX_ITEM_BYTES) {
+        if (m->size > IMP_MAX_ITEM_BYTES) {
             set_bad(g, "image member %s is larger than 256 MiB", base);
             return 0;
         }
-        if (read_member(t, m, &g->image) != 0)
-            return -1;
+        if ((rc = read_member(t, m, &g->image)) != 0)
+            return rc;
         g->has_image = 1;
     } else if (strcmp(ext, "cls") == 0) {
         if (g->has_label) {
@@ -377,9 +413,9 @@ static int add_member(tar_reader *t, tar_member *m, group *g, cli_buf *label_buf
             set_bad(g, "label member %s is larger than 4 KiB", base);
             return 0;
         }
-        if (read_member(t, m, label_buf) != 0)
-            return -1;
-        if (cli_parse_i64_trim((const char *)label_buf->data, label_buf->len, &g->label) != 0)
+        if ((rc = read_member(t, m, label_buf)) != 0)
+            return rc;
+        if (imp_parse_i64_trim((const char *)label_buf->data, label_buf->len, &g->label) != 0)
             set_bad(g, "label member %s does not hold an integer", base);
         else
             g->has_label = 1;
@@ -387,79 +423,132 @@ static int add_member(tar_reader *t, tar_member *m, group *g, cli_buf *label_buf
     return 0;
 }
 
-static int one_tar(pack_ctx *pc, const char *path)
+static int open_tar(imp_ctx *c, wds *w)
 {
-    tar_reader t;
-    memset(&t, 0, sizeof t);
-    t.path = path;
-    t.f = fopen(path, "rb");
-    if (!t.f) {
-        cli_err("%s: %s", path, strerror(errno));
-        return CLI_EDATA;
-    }
+    tar_reader *t = &w->t;
+    const char *path = w->srcs[w->i];
+    memset(t, 0, sizeof *t);
+    t->c = c;
+    t->path = path;
+    t->f = fopen(path, "rb");
+    if (!t->f)
+        return imp_fail(c, errno == ENOENT ? SP_ENOENT : SP_EIO, "%s: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fileno(t.f), &st) == 0 && S_ISREG(st.st_mode)) {
-        t.seekable = 1;
-        t.file_size = (uint64_t)st.st_size;
+    if (fstat(fileno(t->f), &st) == 0 && S_ISREG(st.st_mode)) {
+        t->seekable = 1;
+        t->file_size = (uint64_t)st.st_size;
     }
-    setvbuf(t.f, NULL, _IOFBF, 1 << 20);
-
-    tar_member m;
-    memset(&m, 0, sizeof m);
-    group g;
-    memset(&g, 0, sizeof g);
-    cli_buf label_buf = {0};
-    int rc = CLI_OK, r = 0;
-    while (rc == CLI_OK && (r = next_member(&t, &m)) == 1) {
-        if (m.type != '0' && m.type != '\0' && m.type != '7')
-            continue; /* directories, links, devices: not sample data */
-        const char *base = cli_basename(m.name);
-        const char *dot = strchr(base, '.');
-        size_t keylen = dot ? (size_t)(dot - m.name) : strlen(m.name);
-        if (!g.key || strlen(g.key) != keylen || memcmp(g.key, m.name, keylen) != 0) {
-            rc = flush_group(pc, path, &g);
-            if (rc)
-                break;
-            g.key = cli_xmalloc(keylen + 1);
-            memcpy(g.key, m.name, keylen);
-            g.key[keylen] = 0;
-        }
-        if (add_member(&t, &m, &g, &label_buf) != 0)
-            rc = CLI_EDATA;
-    }
-    if (rc == CLI_OK && r < 0)
-        rc = CLI_EDATA;
-    if (rc == CLI_OK)
-        rc = flush_group(pc, path, &g);
-    free(g.key);
-    free(m.name);
-    free(t.pending_name);
-    cli_buf_free(&g.image);
-    cli_buf_free(&label_buf);
-    fclose(t.f);
-    return rc;
+    setvbuf(t->f, NULL, _IOFBF, 1 << 20);
+    w->at_end = 0;
+    w->pending = 0;
+    return SP_OK;
 }
 
-int imp_tar(pack_ctx *pc, const char *const *srcs, size_t n)
+static void close_tar(wds *w)
 {
+    if (w->t.f)
+        fclose(w->t.f);
+    sp_free(w->t.pending_name);
+    memset(&w->t, 0, sizeof w->t);
+}
+
+/* Puts the pending member into its group; a member with another key first ends the group before
+ * it (1 with a sample then, the member still pending). */
+static int take_pending(imp_ctx *c, wds *w, imp_sample *out)
+{
+    const char *base = imp_basename(w->m.name);
+    const char *dot = strchr(base, '.');
+    size_t keylen = dot ? (size_t)(dot - w->m.name) : strlen(w->m.name);
+    group *g = &w->g;
+    if (g->key && (strlen(g->key) != keylen || memcmp(g->key, w->m.name, keylen) != 0))
+        return flush_group(c, w, out);
+    if (!g->key) {
+        if (!(g->key = sp_malloc(keylen + 1)))
+            return imp_oom(c, w->t.path, keylen + 1);
+        memcpy(g->key, w->m.name, keylen);
+        g->key[keylen] = 0;
+    }
+    w->pending = 0;
+    return add_member(&w->t, &w->m, g, &w->label_buf);
+}
+
+static int wds_next(imp_ctx *c, void *priv, imp_sample *out)
+{
+    wds *w = priv;
+    for (;;) {
+        int rc;
+        if (!w->t.f) {
+            if (w->i == w->n)
+                return 0;
+            if ((rc = open_tar(c, w)) != SP_OK)
+                return rc;
+        }
+        if (w->pending) {
+            if ((rc = take_pending(c, w, out)) != 0)
+                return rc;
+            continue;
+        }
+        if (w->at_end) {
+            rc = flush_group(c, w, out);
+            close_tar(w);
+            w->i++;
+            if (rc)
+                return rc;
+            continue;
+        }
+        rc = next_member(&w->t, &w->m);
+        if (rc < 0)
+            return rc;
+        if (rc == 0)
+            w->at_end = 1;
+        else if (w->m.type == '0' || w->m.type == '\0' || w->m.type == '7')
+            w->pending = 1; /* directories, links, devices are not sample data */
+    }
+}
+
+static int wds_open(imp_ctx *c, void *priv, const char *const *srcs, size_t n)
+{
+    wds *w = priv;
+    w->srcs = srcs;
+    w->n = n;
     uint64_t total = 0;
     for (size_t i = 0; i < n; i++) {
         struct stat st;
-        if (stat(srcs[i], &st) != 0) {
-            cli_err("%s: %s", srcs[i], strerror(errno));
-            return CLI_EDATA;
-        }
+        if (stat(srcs[i], &st) != 0)
+            return imp_fail(c, errno == ENOENT ? SP_ENOENT : SP_EIO, "%s: %s", srcs[i], strerror(errno));
         total += (uint64_t)st.st_size;
     }
-    sp_schema *schema = pack_image_label_schema();
-    if (!schema)
-        return CLI_EDATA;
-    pack_set_schema(pc, schema);
-    pack_set_totals(pc, 0, total);
-    for (size_t i = 0; i < n; i++) {
-        int rc = one_tar(pc, srcs[i]);
-        if (rc)
-            return rc;
-    }
-    return CLI_OK;
+    int rc = imp_set_image_label_schema(c);
+    if (rc)
+        return rc;
+    imp_set_totals(c, 0, total);
+    return SP_OK;
 }
+
+static void wds_close(void *priv)
+{
+    wds *w = priv;
+    close_tar(w);
+    sp_free(w->g.key);
+    sp_free(w->m.name);
+    sp_free(w->what);
+    imp_buf_free(&w->g.image);
+    imp_buf_free(&w->label_buf);
+}
+
+static int wds_sniff(const char *path, const struct stat *st, const char **why)
+{
+    (void)st;
+    (void)why;
+    return imp_ends_with_ci(path, ".tar");
+}
+
+const imp_kind imp_kind_wds = {
+    .name = "wds",
+    .aliases = "webdataset|tar",
+    .sniff = wds_sniff,
+    .priv_size = sizeof(wds),
+    .open = wds_open,
+    .next = wds_next,
+    .close = wds_close,
+};

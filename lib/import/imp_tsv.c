@@ -1,12 +1,26 @@
 /* imp_tsv.c - TSV importer: lines "PATH<TAB>LABEL"; relative paths from the TSV's directory; a leading
  * UTF-8 byte order mark is ignored, a line holding a NUL byte is a bad line. */
-#include "cli.h"
-
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "imp.h"
+
 #define MAX_LINE (1u << 20)
+
+typedef struct tsv {
+    const char *const *srcs;
+    size_t n, i;       /* the list being read: srcs[i] */
+    FILE *f;           /* open on srcs[i], or NULL between lists */
+    size_t dirlen;     /* of srcs[i]'s directory, for relative paths */
+    unsigned long lineno;
+    char *line;
+    size_t cap;
+    char *what;        /* the item last reported or yielded */
+    imp_buf file;
+    imp_image_label sample;
+} tsv;
 
 static int is_blank(const char *s)
 {
@@ -37,43 +51,66 @@ static int entry_line(char *line, ssize_t *len)
     return memchr(line, 0, (size_t)*len) != NULL || !is_blank(line);
 }
 
-/* Number of entry lines of one file, for the progress line. */
-static int count_entries(const char *path, uint64_t *count)
+static int open_list(imp_ctx *c, const char *path, FILE **f)
 {
     struct stat st;
     const char *why;
-    FILE *f = cli_fopen_regular(path, &st, &why);
-    if (!f) {
-        cli_err("%s: %s", path, why);
-        return CLI_EDATA;
-    }
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    for (int first = 1; (len = getline(&line, &cap, f)) >= 0; first = 0)
-        *count += entry_line(first ? skip_bom(line, &len) : line, &len) ? 1 : 0;
-    int err = ferror(f) ? errno : 0;
-    free(line);
-    fclose(f);
-    if (err) {
-        cli_err("%s: read error: %s", path, strerror(err));
-        return CLI_EDATA;
-    }
-    return CLI_OK;
+    *f = imp_fopen_regular(path, &st, &why);
+    return *f ? SP_OK : imp_fail(c, SP_EIO, "%s: %s", path, why);
 }
 
-static int one_line(pack_ctx *pc, const char *tsv, size_t dirlen, unsigned long lineno,
-                    char *line, size_t len)
+/* Number of entry lines of one file, for the progress line. */
+static int count_entries(imp_ctx *c, tsv *t, const char *path, uint64_t *count)
+{
+    FILE *f;
+    int rc = open_list(c, path, &f);
+    if (rc)
+        return rc;
+    ssize_t len;
+    for (int first = 1; (len = getline(&t->line, &t->cap, f)) >= 0; first = 0)
+        *count += entry_line(first ? skip_bom(t->line, &len) : t->line, &len) ? 1 : 0;
+    int err = ferror(f) ? errno : 0;
+    fclose(f);
+    if (err)
+        return imp_fail(c, err == ENOMEM ? SP_ENOMEM : SP_EIO, "%s: read error: %s", path, strerror(err));
+    return SP_OK;
+}
+
+static int tsv_open(imp_ctx *c, void *priv, const char *const *srcs, size_t n)
+{
+    tsv *t = priv;
+    t->srcs = srcs;
+    t->n = n;
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        int rc = count_entries(c, t, srcs[i], &total);
+        if (rc)
+            return rc;
+    }
+    int rc = imp_set_image_label_schema(c);
+    if (rc)
+        return rc;
+    imp_set_totals(c, total, 0);
+    return SP_OK;
+}
+
+/* Reports line lineno of the current list as a bad item. */
+static int bad_line(imp_ctx *c, tsv *t, const char *reason)
+{
+    sp_free(t->what);
+    t->what = imp_asprintf("%s:%lu", t->srcs[t->i], t->lineno);
+    if (!t->what)
+        return imp_oom(c, t->srcs[t->i], 32);
+    return imp_skip(c, t->what, reason, 0);
+}
+
+/* One entry line: 1 with a sample in *out, 0 when it was skipped, or a negative code. */
+static int one_line(imp_ctx *c, tsv *t, char *line, size_t len, imp_sample *out)
 {
     char where[64];
-    char *what = NULL;
-    int rc;
     if (len > MAX_LINE) {
-        what = cli_xasprintf("%s:%lu", tsv, lineno);
         snprintf(where, sizeof where, "line longer than %u bytes", MAX_LINE);
-        rc = pack_skip(pc, what, where, 0);
-        free(what);
-        return rc;
+        return bad_line(c, t, where);
     }
     const char *nul = memchr(line, 0, len);
     char *tab = strchr(line, '\t');
@@ -86,73 +123,80 @@ static int one_line(pack_ctx *pc, const char *tsv, size_t dirlen, unsigned long 
         reason = "expected PATH<TAB>LABEL (no tab)";
     else if (tab == line)
         reason = "empty path";
-    else if (cli_parse_i64_trim(tab + 1, strlen(tab + 1), &label) != 0)
+    else if (imp_parse_i64_trim(tab + 1, strlen(tab + 1), &label) != 0)
         reason = "label is not an integer";
-    if (reason) {
-        what = cli_xasprintf("%s:%lu", tsv, lineno);
-        rc = pack_skip(pc, what, reason, 0);
-        free(what);
-        return rc;
-    }
+    if (reason)
+        return bad_line(c, t, reason);
     *tab = 0;
-    char *path = line[0] == '/' || dirlen == 0
-                     ? cli_xstrdup(line)
-                     : cli_xasprintf("%.*s/%s", (int)dirlen, tsv, line);
-    rc = pack_add_jpeg_file(pc, path, label);
-    free(path);
+    sp_free(t->what);
+    t->what = line[0] == '/' || t->dirlen == 0 ? sp_strdup(line)
+                                               : imp_asprintf("%.*s/%s", (int)t->dirlen, t->srcs[t->i], line);
+    if (!t->what)
+        return imp_oom(c, t->srcs[t->i], len + t->dirlen + 2);
+    int rc = imp_read_item(c, t->what, &t->file);
+    if (rc == 1)
+        imp_image_label_sample(&t->sample, t->file.data, t->file.len, label, t->what, out);
     return rc;
 }
 
-static int one_file(pack_ctx *pc, const char *tsv)
+static int tsv_next(imp_ctx *c, void *priv, imp_sample *out)
 {
-    struct stat st;
-    const char *why;
-    FILE *f = cli_fopen_regular(tsv, &st, &why);
-    if (!f) {
-        cli_err("%s: %s", tsv, why);
-        return CLI_EDATA;
+    tsv *t = priv;
+    for (;;) {
+        if (!t->f) {
+            if (t->i == t->n)
+                return 0;
+            int rc = open_list(c, t->srcs[t->i], &t->f);
+            if (rc)
+                return rc;
+            const char *slash = strrchr(t->srcs[t->i], '/');
+            t->dirlen = slash ? (size_t)(slash - t->srcs[t->i]) : 0;
+            if (slash == t->srcs[t->i])
+                t->dirlen = 1; /* "/list.tsv": the root directory */
+            t->lineno = 0;
+        }
+        ssize_t len = getline(&t->line, &t->cap, t->f);
+        if (len < 0) {
+            int err = ferror(t->f) ? errno : 0;
+            fclose(t->f);
+            t->f = NULL;
+            if (err)
+                return imp_fail(c, SP_EIO, "%s: read error: %s", t->srcs[t->i], strerror(err));
+            t->i++;
+            continue;
+        }
+        t->lineno++;
+        char *text = t->lineno == 1 ? skip_bom(t->line, &len) : t->line;
+        if (!entry_line(text, &len))
+            continue;
+        int rc = one_line(c, t, text, (size_t)len, out);
+        if (rc)
+            return rc;
     }
-    const char *slash = strrchr(tsv, '/');
-    size_t dirlen = slash ? (size_t)(slash - tsv) : 0;
-    if (slash == tsv)
-        dirlen = 1; /* "/list.tsv": the root directory */
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    unsigned long lineno = 0;
-    int rc = CLI_OK;
-    while (rc == CLI_OK && (len = getline(&line, &cap, f)) >= 0) {
-        lineno++;
-        char *text = lineno == 1 ? skip_bom(line, &len) : line;
-        if (entry_line(text, &len))
-            rc = one_line(pc, tsv, dirlen, lineno, text, (size_t)len);
-    }
-    if (rc == CLI_OK && ferror(f)) {
-        cli_err("%s: read error: %s", tsv, strerror(errno));
-        rc = CLI_EDATA;
-    }
-    free(line);
-    fclose(f);
-    return rc;
 }
 
-int imp_tsv(pack_ctx *pc, const char *const *srcs, size_t n)
+static void tsv_close(void *priv)
 {
-    uint64_t total = 0;
-    for (size_t i = 0; i < n; i++) {
-        int rc = count_entries(srcs[i], &total);
-        if (rc)
-            return rc;
-    }
-    sp_schema *schema = pack_image_label_schema();
-    if (!schema)
-        return CLI_EDATA;
-    pack_set_schema(pc, schema);
-    pack_set_totals(pc, total, 0);
-    for (size_t i = 0; i < n; i++) {
-        int rc = one_file(pc, srcs[i]);
-        if (rc)
-            return rc;
-    }
-    return CLI_OK;
+    tsv *t = priv;
+    if (t->f)
+        fclose(t->f);
+    free(t->line); /* getline's */
+    sp_free(t->what);
+    imp_buf_free(&t->file);
 }
+
+static int tsv_sniff(const char *path, const struct stat *st, const char **why)
+{
+    (void)st;
+    (void)why;
+    return imp_ends_with_ci(path, ".tsv");
+}
+
+const imp_kind imp_kind_tsv = {
+    .name = "tsv",
+    .sniff = tsv_sniff,
+    .priv_size = sizeof(tsv),
+    .open = tsv_open,
+    .next = tsv_next,
+    .close = tsv_close,
+};

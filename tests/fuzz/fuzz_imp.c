@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +11,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cli.h"
 
 #define MAX_PATHS 16
 #define PATH_BYTES 512
@@ -20,7 +18,7 @@
 static char g_scratch[256], g_run[300], g_out[320], g_stage[340];
 static char g_paths[MAX_PATHS][PATH_BYTES];
 static int g_npaths;
-static char *g_msg; /* the CLI's messages of the last pack */
+static char *g_msg; /* the import's skipped items and message of the last run */
 static size_t g_msglen;
 static int g_verbose;
 
@@ -77,7 +75,7 @@ void fimp_fail(const char *fmt, ...)
     va_end(ap);
     fputc('\n', stderr);
     if (g_msg)
-        fprintf(stderr, "fuzz_imp: the pack printed:\n%.*s\n", (int)g_msglen, g_msg);
+        fprintf(stderr, "fuzz_imp: the import reported:\n%.*s\n", (int)g_msglen, g_msg);
     abort();
 }
 
@@ -171,105 +169,111 @@ static int exists(const char *path)
     return lstat(path, &st) == 0;
 }
 
-/* Runs cli_pack_main with stderr captured and the signal dispositions it changes restored. */
-static int run_pack(int argc, char **argv)
+/* Every skipped item goes to the report, and must name itself and a reason. */
+static void on_skip(void *user, const char *what, const char *reason, uint64_t bytes)
 {
-    struct sigaction old_int, old_term;
-    sigaction(SIGINT, NULL, &old_int);
-    sigaction(SIGTERM, NULL, &old_term);
+    FILE *log = user;
+    if (!what || !*what || !reason || !*reason)
+        fimp_fail("a skipped item without a name or a reason (%s: %s)", what ? what : "(null)",
+                  reason ? reason : "(null)");
+    fprintf(log, "skipped %s: %s (%llu bytes)\n", what, reason, (unsigned long long)bytes);
+}
+
+static void set(sp_params *p, const char *name, const char *value)
+{
+    if (sp_params_set_str(p, name, value) != 0)
+        fimp_fail("parameter %s=%s refused: %s", name, value, sp_last_error());
+}
+
+static sp_params *mode_params(unsigned mode, uint64_t seq_len)
+{
+    sp_params *p = sp_params_create();
+    if (!p)
+        abort();
+    set(p, "block_size", "4K");
+    set(p, "threads", "1");
+    set(p, "level", "1");
+    if (mode & FIMP_STRICT)
+        set(p, "strict", "1");
+    if (mode & FIMP_TIGHT) {
+        set(p, "shard_size", "8K");
+        set(p, "max_sample_bytes", "1K");
+        set(p, "compress", "none");
+    } else {
+        set(p, "compress", "auto");
+    }
+    if (seq_len && sp_params_set(p, SP_PARAM_SEQ_LEN, (int64_t)seq_len) != 0)
+        fimp_fail("seq_len %llu refused: %s", (unsigned long long)seq_len, sp_last_error());
+    return p;
+}
+
+/* Opens and runs the import, its skipped items and message written to the report. */
+static int run_import(unsigned mode, const char *kind, const char *const *srcs, size_t nsrcs,
+                      const sp_params *params)
+{
     free(g_msg);
     g_msg = NULL;
     g_msglen = 0;
-    fflush(stderr);
-    FILE *real = stderr;
-    FILE *mem = open_memstream(&g_msg, &g_msglen);
-    if (!mem)
+    FILE *log = open_memstream(&g_msg, &g_msglen);
+    if (!log)
         abort();
-    stderr = mem;
-    int rc = cli_pack_main(argc, argv);
-    stderr = real;
-    if (fclose(mem) != 0)
+    sp_import *imp = NULL;
+    int rc = sp_import_open(kind, srcs, nsrcs, g_out, params, &imp);
+    if (rc == 0) {
+        sp_import_set_callbacks(imp, on_skip, NULL, log);
+        rc = sp_import_run(imp);
+        fprintf(log, "%s\n", rc ? sp_import_errmsg(imp) : "published");
+    } else {
+        fprintf(log, "%s\n", sp_last_error());
+    }
+    sp_import_destroy(imp);
+    if (fclose(log) != 0)
         abort();
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
     if (g_verbose) {
-        fprintf(stderr, "fuzz_imp: pack");
-        for (int i = 1; i < argc; i++)
-            fprintf(stderr, " %s", argv[i]);
+        fprintf(stderr, "fuzz_imp: import (mode 0x%02x, %s)", mode, kind ? kind : "detected");
+        for (size_t i = 0; i < nsrcs; i++)
+            fprintf(stderr, " %s", srcs[i]);
         fprintf(stderr, " -> %d\n%.*s", rc, (int)g_msglen, g_msg ? g_msg : "");
     }
     return rc;
 }
 
-int fimp_pack(unsigned mode, const char *from, const char *const *srcs, size_t nsrcs,
-              const char *const *extra, size_t nextra)
+int fimp_pack(unsigned mode, const char *from, const char *const *srcs, size_t nsrcs, uint64_t seq_len)
 {
-    char *argv[48];
-    int argc = 0;
-    if (nsrcs > FIMP_MAX_SRCS || nextra > 8)
+    if (nsrcs > FIMP_MAX_SRCS)
         abort();
-    argv[argc++] = "pack";
-    for (size_t i = 0; i < nsrcs; i++)
-        argv[argc++] = (char *)srcs[i];
-    argv[argc++] = "-o";
-    argv[argc++] = g_out;
-    if (mode & FIMP_FROM) {
-        argv[argc++] = "--from";
-        argv[argc++] = (char *)from;
-    }
-    if (mode & FIMP_STRICT)
-        argv[argc++] = "--strict";
-    static const char *const common[] = {"--quiet", "--block-size", "4K", "--threads", "1",
-                                          "--level", "1"};
-    for (size_t i = 0; i < sizeof common / sizeof common[0]; i++)
-        argv[argc++] = (char *)common[i];
-    if (mode & FIMP_TIGHT) {
-        static const char *const tight[] = {"--shard-size", "8K", "--max-sample-bytes", "1K",
-                                            "--compress", "none"};
-        for (size_t i = 0; i < sizeof tight / sizeof tight[0]; i++)
-            argv[argc++] = (char *)tight[i];
-    } else {
-        argv[argc++] = "--compress";
-        argv[argc++] = "auto";
-    }
-    for (size_t i = 0; i < nextra; i++)
-        argv[argc++] = (char *)extra[i];
-    argv[argc] = NULL;
+    sp_params *params = mode_params(mode, seq_len);
+    int rc = run_import(mode, (mode & FIMP_FROM) ? from : NULL, srcs, nsrcs, params);
+    sp_params_destroy(params);
 
-    int rc = run_pack(argc, argv);
-
-    if (rc != CLI_OK && rc != CLI_EDATA)
-        fimp_fail("exit status %d (a usage error) from data", rc);
-    if (rc == CLI_EDATA) {
-        if (!g_msg || g_msglen == 0)
-            fimp_fail("the pack failed without a message");
-        if (strncmp(g_msg, "shardpack: ", 11) != 0)
-            fimp_fail("a message does not start with 'shardpack: '");
+    if (rc == SP_EINVAL)
+        fimp_fail("SP_EINVAL (a request error) from data");
+    if (rc != 0) {
         /* A source, the output, or an item a source names (a TSV's image: all in the run
          * directory). */
-        int named = strstr(g_msg, g_run) != NULL;
+        int named = g_msg && strstr(g_msg, g_run) != NULL;
         for (size_t i = 0; i < nsrcs && !named; i++)
-            named = strstr(g_msg, srcs[i]) != NULL;
+            named = g_msg && strstr(g_msg, srcs[i]) != NULL;
         if (!named)
             fimp_fail("the failure message names no file");
         if (exists(g_out))
-            fimp_fail("the pack failed but %s exists", g_out);
+            fimp_fail("the import failed but %s exists", g_out);
         if (exists(g_stage))
-            fimp_fail("the pack failed and left its staging directory %s", g_stage);
+            fimp_fail("the import failed and left its staging directory %s", g_stage);
     } else {
         char manifest[400];
         snprintf(manifest, sizeof manifest, "%s/manifest.spm", g_out);
         if (!exists(manifest))
-            fimp_fail("the pack succeeded without publishing %s", manifest);
+            fimp_fail("the import succeeded without publishing %s", manifest);
         if (exists(g_stage))
-            fimp_fail("the pack succeeded and left its staging directory %s", g_stage);
+            fimp_fail("the import succeeded and left its staging directory %s", g_stage);
         sp_verify_report rep = { .struct_size = sizeof rep };
         int vr = sp_verify(g_out, NULL, NULL, NULL, &rep);
         if (vr != 0 || rep.faults)
-            fimp_fail("the packed dataset fails sp_verify (%d, %llu faults): %s", vr,
+            fimp_fail("the imported dataset fails sp_verify (%d, %llu faults): %s", vr,
                       (unsigned long long)rep.faults, sp_last_error());
         if (rep.samples == 0)
-            fimp_fail("the pack succeeded with no sample");
+            fimp_fail("the import succeeded with no sample");
     }
     return rc;
 }

@@ -1,20 +1,21 @@
 /* fuzz_imp.h - what the importer targets (fuzz_imp_*.c) share.
  *
- * Each target writes its input as one or two source files into a fresh run directory, runs
- * `shardpack pack SRC... -o RUN/out` through the CLI's own entry point (cli_pack_main, so the real
- * pack context and a real sp_writer do the writing), and then checks the outcome:
+ * Each target writes its input as one or two source files into a fresh run directory, runs the
+ * library's import over them into RUN/out (sp_import_open and sp_import_run, so the real import
+ * and a real sp_writer do the writing), and then checks the outcome:
  *
- *   - the exit status is 0 or 1 (usage errors cannot come from data);
- *   - on failure, a message was printed, it starts with "shardpack: ", it names a file (a source,
- *     the output directory, or an item a source names, such as a TSV line's image), and nothing
- *     was published or left behind (no RUN/out, no staging directory);
+ *   - a failure is never SP_EINVAL (what the request gets wrong cannot come from data);
+ *   - on failure, the import's message names a file (a source, the output directory, or an item
+ *     a source names, such as a TSV line's image), and nothing was published or left behind (no
+ *     RUN/out, no staging directory);
+ *   - every skipped item reached the skip callback with a name and a reason;
  *   - on success, RUN/out is a dataset that opens, passes sp_verify without a fault and holds at
  *     least one sample; the target then compares the samples with its input.
  *
  * The run directory lives in a per-process scratch directory under $TMPDIR, else /dev/shm, else
  * /tmp (tmpfs keeps the writer's fsyncs cheap); it is emptied after every input and the scratch
- * directory is removed at exit. The CLI's messages are captured (stderr is swapped for a memory
- * stream during the call); set FUZZ_IMP_VERBOSE=1 to see them.
+ * directory is removed at exit. The import's message and skipped items are kept for a failure's
+ * report; set FUZZ_IMP_VERBOSE=1 to see them for every input.
  *
  * Mode byte (the input's first byte), bits shared by all importer targets: */
 #ifndef SP_FUZZ_IMP_H
@@ -25,15 +26,15 @@
 
 #include "shardpack.h"
 
-/* Name the kind with --from, and give the sources names without the kind's extension. */
+/* Name the kind, and give the sources names without the kind's extension. */
 #define FIMP_FROM 0x01u
-/* --strict: the first bad item ends the pack. */
+/* strict: the first bad item ends the import. */
 #define FIMP_STRICT 0x02u
 /* Two sources: the two bytes after the mode (little-endian) are the first one's length (clamped),
  * the rest is the second one. Without this bit the rest of the input is the only source. */
 #define FIMP_SPLIT 0x04u
-/* Tight writer limits: --shard-size 8K --max-sample-bytes 1K --compress none (many shards,
- * refused samples). Otherwise --compress auto. Always: --block-size 4K --threads 1 --level 1. */
+/* Tight writer limits: shard_size 8K, max_sample_bytes 1K, compress none (many shards, refused
+ * samples). Otherwise compress auto. Always: block_size 4K, threads 1, level 1. */
 #define FIMP_TIGHT 0x08u
 /* Bits 4-7 belong to the target (see its header comment). */
 #define FIMP_OWN_SHIFT 4
@@ -59,11 +60,10 @@ void fimp_mkdir(const char *name);
 /* Writes n bytes to RUN/name; returns its path (as fimp_path). */
 const char *fimp_write(const char *name, const void *data, size_t n);
 
-/* Runs `shardpack pack SRCS... -o RUN/out` with --from from when the mode has FIMP_FROM (from may
- * then not be NULL), the mode's common options and the target's extra arguments. Checks the
- * common expectations above and returns the exit status. */
-int fimp_pack(unsigned mode, const char *from, const char *const *srcs, size_t nsrcs,
-              const char *const *extra, size_t nextra);
+/* Imports SRCS... into RUN/out, the kind named from (not NULL then) when the mode has FIMP_FROM,
+ * else detected, with the mode's common parameters and seq_len (0: none). Checks the common
+ * expectations above and returns sp_import_open's or sp_import_run's code. */
+int fimp_pack(unsigned mode, const char *from, const char *const *srcs, size_t nsrcs, uint64_t seq_len);
 
 /* After a successful fimp_pack: the dataset RUN/out, opened (the caller closes it). */
 sp_dataset *fimp_open_output(void);

@@ -1,10 +1,10 @@
-/* fuzz_imp_llmc.c - libFuzzer target: the llm.c token-file importer (tools/imp_llmc.c) on
- * arbitrary bytes, driven by `shardpack pack` into a real writer (fuzz_imp.h).
+/* fuzz_imp_llmc.c - libFuzzer target: the llm.c token-file importer (lib/import/imp_llmc.c) on
+ * arbitrary bytes, run by the library's import into a real writer (fuzz_imp.h).
  *
  * Input: a mode byte, then the token file (or two, with FIMP_SPLIT). Mode bits 0-3 are the common
- * ones of fuzz_imp.h (--from llmc with sources "tokens-a"/"tokens-b" instead of detection by the
- * ".bin" name and its magic; --strict; two sources; tight writer limits). Own bits:
- *   bits 4-6  --seq-len, one of {1, 2, 3, 5, 8, 16, 256, 1000};
+ * ones of fuzz_imp.h (kind llmc with sources "tokens-a"/"tokens-b" instead of detection by the
+ * ".bin" name and its magic; strict; two sources; tight writer limits). Own bits:
+ *   bits 4-6  seq_len, one of {1, 2, 3, 5, 8, 16, 256, 1000};
  *   bit 7     the target sets each file's token count (header bytes 8-11) to what its size holds
  *             when the magic is known, so mutated files get past the size test.
  *
@@ -107,10 +107,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const char *name = from ? (k ? "tokens-b" : "tokens-a") : (k ? "tokens2.bin" : "tokens.bin");
         srcs[k] = fimp_write(name, in.part[k], in.len[k]);
     }
-    char t[16];
-    snprintf(t, sizeof t, "%u", seq_len);
-    const char *extra[] = {"--seq-len", t};
-    int rc = fimp_pack(in.mode, "llmc", srcs, in.nparts, extra, 2);
+    int rc = fimp_pack(in.mode, "llmc", srcs, in.nparts, seq_len);
     if (rc == 0)
         check_output(&in, seq_len);
     fimp_end();

@@ -1,9 +1,9 @@
-/* fuzz_imp_npy.c - libFuzzer target: the .npy importer (tools/imp_npy.c) on arbitrary bytes,
- * driven by `shardpack pack` into a real writer (fuzz_imp.h).
+/* fuzz_imp_npy.c - libFuzzer target: the .npy importer (lib/import/imp_npy.c) on arbitrary bytes,
+ * run by the library's import into a real writer (fuzz_imp.h).
  *
  * Input: a mode byte, then the .npy file (or two, with FIMP_SPLIT: two fields that must share the
- * first axis). Mode bits 0-3 are the common ones of fuzz_imp.h (--from npy and names without
- * ".npy"; --strict; two sources; tight writer limits). Own bits:
+ * first axis). Mode bits 0-3 are the common ones of fuzz_imp.h (kind npy and names without
+ * ".npy"; strict; two sources; tight writer limits). Own bits:
  *   bit 4     the second source has the first one's name, in a subdirectory (field names clash);
  *   bits 5-6  the name's stem, which becomes the field name: 0 "a" (second "b"), 1 "x y+z" (to be
  *             sanitised), 2 a stem longer than SP_MAX_NAME, 3 an empty stem (".npy").
@@ -88,7 +88,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         default: names[k][0] = 0; break;
         }
-        /* An empty stem needs the extension even with --from: a file name cannot be empty. */
+        /* An empty stem needs the extension even with the kind named: a file name cannot be empty. */
         if (!from || stem == 3)
             strcat(names[k], ".npy");
     }
@@ -104,7 +104,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *srcs[FIMP_MAX_SRCS];
     for (size_t k = 0; k < in.nparts; k++)
         srcs[k] = fimp_write(names[k], in.part[k], in.len[k]);
-    if (fimp_pack(in.mode, "npy", srcs, in.nparts, NULL, 0) == 0)
+    if (fimp_pack(in.mode, "npy", srcs, in.nparts, 0) == 0)
         check_output(&in);
     fimp_end();
     return 0;

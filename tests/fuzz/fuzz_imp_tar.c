@@ -1,12 +1,12 @@
-/* fuzz_imp_tar.c - libFuzzer target: the WebDataset tar importer (tools/imp_tar.c: ustar, GNU long
- * names, pax headers) on arbitrary bytes, driven by `shardpack pack` into a real writer
+/* fuzz_imp_tar.c - libFuzzer target: the WebDataset tar importer (lib/import/imp_tar.c: ustar, GNU long
+ * names, pax headers) on arbitrary bytes, run by the library's import into a real writer
  * (fuzz_imp.h).
  *
  * Input: a mode byte, then the tar (or two, with FIMP_SPLIT). Mode bits 0-3 are the common ones of
- * fuzz_imp.h (--from wds and names without ".tar"; --strict; two sources; tight writer limits).
+ * fuzz_imp.h (kind wds and names without ".tar"; strict; two sources; tight writer limits).
  * Own bits:
  *   bit 4  the first source is a pipe (/proc/self/fd/N, filled beforehand), so the reader cannot
- *          seek or know the size and skips member data by reading it; implies --from wds;
+ *          seek or know the size and skips member data by reading it; implies kind wds;
  *   bit 5  the target rewrites the checksum of every header block it finds (following member
  *          sizes, pax 'size' records included) before the pack, so mutated headers get past the
  *          checksum test to the parsing behind it.
@@ -166,7 +166,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                               : (k ? "shard2.tar" : "shard.tar");
         srcs[k] = fimp_write(name, in.part[k], in.len[k]);
     }
-    if (fimp_pack(mode, "wds", srcs, in.nparts, NULL, 0) == 0) {
+    if (fimp_pack(mode, "wds", srcs, in.nparts, 0) == 0) {
         sp_dataset *ds = fimp_open_output();
         fimp_each_sample(ds, check_sample, &in);
         sp_dataset_close(ds);

@@ -1,9 +1,9 @@
-/* fuzz_imp_tsv.c - libFuzzer target: the TSV importer (tools/imp_tsv.c: lines PATH<TAB>LABEL,
- * relative paths from the TSV's directory) on arbitrary bytes, driven by `shardpack pack` into a
+/* fuzz_imp_tsv.c - libFuzzer target: the TSV importer (lib/import/imp_tsv.c: lines PATH<TAB>LABEL,
+ * relative paths from the TSV's directory) on arbitrary bytes, run by the library's import into a
  * real writer (fuzz_imp.h).
  *
  * Input: a mode byte, then the TSV text (or two, with FIMP_SPLIT). Mode bits 0-3 are the common
- * ones of fuzz_imp.h (--from tsv and names without ".tsv"; --strict; two sources; tight writer
+ * ones of fuzz_imp.h (kind tsv and names without ".tsv"; strict; two sources; tight writer
  * limits: big.jpg is then refused by the writer). Own bit:
  *   bit 4  the first TSV lies in the subdirectory d/ (so "c.jpg" resolves there).
  *
@@ -144,7 +144,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                  k ? "list2" : "list", from ? "" : ".tsv");
         srcs[k] = fimp_write(name, in.part[k], in.len[k]);
     }
-    if (fimp_pack(in.mode, "tsv", srcs, in.nparts, NULL, 0) == 0) {
+    if (fimp_pack(in.mode, "tsv", srcs, in.nparts, 0) == 0) {
         sp_dataset *ds = fimp_open_output();
         if (sp_dataset_num_samples(ds) > lines)
             fimp_fail("%llu samples from %zu lines", (unsigned long long)sp_dataset_num_samples(ds),
