@@ -61,7 +61,7 @@ SP_MAX_FIELDS = 64
 SP_MAX_DIMS = 8
 SP_PTYPE_INT, SP_PTYPE_SIZE, SP_PTYPE_BOOL, SP_PTYPE_ENUM, SP_PTYPE_FLOAT3, SP_PTYPE_DEVICE = 1, 2, 3, 4, 5, 6
 SP_DEVICE_AUTO, SP_DEVICE_CPU = -2, -1
-SP_SCOPE_WRITE, SP_SCOPE_READ, SP_SCOPE_LOAD = 1, 2, 4
+SP_SCOPE_WRITE, SP_SCOPE_READ, SP_SCOPE_LOAD, SP_SCOPE_IMPORT = 1, 2, 4, 8
 SP_IO_NAMES = {0: "auto", 1: "uring", 2: "pread"}
 
 # Error codes the bindings act on (the rest come through sp_error_name/sp_strerror).
@@ -111,6 +111,17 @@ class sp_write_stats(_Sized):
     _fields_ = [("struct_size", c_size_t), ("samples", c_uint64), ("raw_bytes", c_uint64), ("stored_bytes", c_uint64),
                 ("file_bytes", c_uint64), ("blocks", c_uint64), ("blocks_stored_raw", c_uint64),
                 ("shards", c_uint64), ("field_raw_bytes", c_uint64 * SP_MAX_FIELDS)]
+
+
+class sp_import_progress(_Sized):
+    _fields_ = [("struct_size", c_size_t), ("samples", c_uint64), ("skipped", c_uint64),
+                ("bytes", c_uint64), ("total_items", c_uint64), ("total_bytes", c_uint64)]
+
+
+# void (*)(void *user, const char *what, const char *reason, uint64_t bytes)
+sp_import_skip_fn = CFUNCTYPE(None, c_void_p, c_char_p, c_char_p, c_uint64)
+# void (*)(void *user, const sp_import_progress *progress)
+sp_import_progress_fn = CFUNCTYPE(None, c_void_p, POINTER(sp_import_progress))
 
 
 class sp_block_info(_Sized):
@@ -181,6 +192,21 @@ _PROTOTYPES = [
     ("sp_writer_finish", c_int, [_P]),
     ("sp_writer_destroy", None, [_P]),
     ("sp_writer_errmsg", c_char_p, [_P]),
+    ("sp_import_kind_count", c_int, []),
+    ("sp_import_kind_name", c_char_p, [c_int]),
+    ("sp_import_kind_lookup", c_int, [c_char_p]),
+    ("sp_import_detect", c_int, [c_char_p]),
+    ("sp_import_open", c_int, [c_char_p, POINTER(c_char_p), c_size_t, c_char_p, _P, POINTER(_P)]),
+    ("sp_import_destroy", None, [_P]),
+    ("sp_import_errmsg", c_char_p, [_P]),
+    ("sp_import_kind", c_char_p, [_P]),
+    ("sp_import_schema", _P, [_P]),
+    ("sp_import_set_callbacks", c_int, [_P, sp_import_skip_fn, sp_import_progress_fn, c_void_p]),
+    ("sp_import_set_meta", c_int, [_P, c_char_p, c_void_p, c_size_t]),
+    ("sp_import_run", c_int, [_P]),
+    ("sp_import_abort", None, [_P]),
+    ("sp_import_progress_get", c_int, [_P, POINTER(sp_import_progress)]),
+    ("sp_import_writer", _P, [_P]),
     ("sp_dataset_open", c_int, [c_char_p, _P, POINTER(_P)]),
     ("sp_dataset_close", None, [_P]),
     ("sp_dataset_schema", _P, [_P]),

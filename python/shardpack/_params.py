@@ -156,7 +156,8 @@ class Params:
 
 def _scope_names(scope):
     names = [n for bit, n in ((_lib.SP_SCOPE_WRITE, "the writer"), (_lib.SP_SCOPE_READ, "the reader"),
-                              (_lib.SP_SCOPE_LOAD, "the loader")) if scope & bit]
+                              (_lib.SP_SCOPE_LOAD, "the loader"), (_lib.SP_SCOPE_IMPORT, "the import"))
+             if scope & bit]
     return " and ".join(names)
 
 

@@ -4,7 +4,9 @@ Schema: a list of fields, each a Field or a tuple (name, kind[, dtype[, shape]])
     kind 'label'  -> one int64 (dtype and shape not needed)
     kind 'tokens' -> dtype 'uint16' or 'uint32', shape (sequence length,)
     kind 'tensor' -> any numeric dtype, shape of 0..8 dims
-    kind 'bytes' / 'image' -> variable-length bytes (image: JPEG)
+    kind 'bytes' / 'image' -> variable-length bytes (image: a JPEG; with validate_images on, the
+        default, add() refuses bytes the loader could not decode, a PNG included, with
+        ShardpackError SP_EBADINPUT naming the field, and the writer goes on)
 Values, for each field in schema order (Writer.add):
     bytes, bytearray, or any buffer of format 'B' -> the field's raw bytes, taken as they are
         (little-endian). A bytes or image field takes any buffer (NumPy arrays too) as raw bytes.
@@ -102,8 +104,10 @@ class Writer:
     """Writes a dataset directory; the dataset appears at path only when finish() succeeds.
 
     Writer(path, fields, **params): params from the library's table (shard_size, block_size,
-    level, threads, compress, overwrite, max_block_bytes, max_shards). As a context manager it
-    finishes on a clean exit and discards everything on an exception.
+    level, threads, compress, overwrite, max_block_bytes, max_shards, max_sample_bytes,
+    dataset_id, validate_images). As a context manager it finishes on a clean exit and discards
+    everything on an exception. A fixed dataset_id makes the files a function of the samples,
+    metadata and parameters alone (byte-identical to shardpack.pack()'s for the same samples).
     """
 
     def __init__(self, path, fields, **params):
