@@ -36,6 +36,15 @@ static int add(sp_writer *w, const void *img, size_t size)
     return sp_writer_add(w, v, 2);
 }
 
+static uint64_t samples_in(const char *dir)
+{
+    sp_dataset *ds;
+    ck_assert_msg(sp_dataset_open(dir, NULL, &ds) == 0, "%s", sp_last_error());
+    uint64_t n = sp_dataset_num_samples(ds);
+    sp_dataset_close(ds);
+    return n;
+}
+
 START_TEST(refused_by_default)
 {
     sp_schema *s = image_label();
@@ -63,10 +72,7 @@ START_TEST(refused_by_default)
     ck_assert_int_eq(add(w, jpeg, jsize), 0); /* the writer went on */
     ck_assert_int_eq(sp_writer_finish(w), 0);
     sp_writer_destroy(w);
-    sp_dataset *ds;
-    ck_assert(sp_dataset_open(dir, NULL, &ds) == 0);
-    ck_assert_int_eq(sp_dataset_num_samples(ds), 2);
-    sp_dataset_close(ds);
+    ck_assert_uint_eq(samples_in(dir), 2);
     tjFree(jpeg);
     sp_schema_destroy(s);
     tu_rmtree(parent);
@@ -85,10 +91,7 @@ START_TEST(unchecked_when_off)
     ck_assert_int_eq(add(w, png, sizeof png), 0);
     ck_assert_int_eq(sp_writer_finish(w), 0);
     sp_writer_destroy(w);
-    sp_dataset *ds;
-    ck_assert(sp_dataset_open(dir, NULL, &ds) == 0);
-    ck_assert_int_eq(sp_dataset_num_samples(ds), 1);
-    sp_dataset_close(ds);
+    ck_assert_uint_eq(samples_in(dir), 1);
     sp_params_destroy(p);
     sp_schema_destroy(s);
     tu_rmtree(parent);

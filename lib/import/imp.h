@@ -1,7 +1,8 @@
 /* imp.h - the import stage: source kinds as a table, and what every kind may ask of the import that
  * runs it.
  *
- * A kind is one imp_kind entry (imp_kinds.c lists them): a name, a sniff that recognises a path, and
+ * A kind is one imp_kind entry (imp_kinds.c lists them): a name, a suffix or a sniff that recognises
+ * a path, and
  * open / next / close over a private state of priv_size bytes. open reads what it must to declare
  * the schema (imp_set_schema), the expected totals and the metadata; next yields one sample at a
  * time, reporting the input items it cannot use through imp_skip on the way; close frees the state.
@@ -36,6 +37,7 @@ typedef struct imp_sample {
 typedef struct imp_kind {
     const char *name;    /* "imagefolder": what --from and sp_import_kind_lookup take */
     const char *aliases; /* other names it answers to, '|'-separated, or NULL */
+    const char *suffix;  /* a path ending so (any case) is of this kind, when sniff is NULL */
     /* 1 when path (st its stat) is of this kind; 0 when not. May set *why (a static string) to say
      * why a path of this kind's shape is still not one (an llm.c .bin without its magic). */
     int (*sniff)(const char *path, const struct stat *st, const char **why);

@@ -405,16 +405,9 @@ static void npy_close(void *priv)
     sp_free(np->values);
 }
 
-static int npy_sniff(const char *path, const struct stat *st, const char **why)
-{
-    (void)st;
-    (void)why;
-    return imp_ends_with_ci(path, ".npy");
-}
-
 const imp_kind imp_kind_npy = {
     .name = "npy",
-    .sniff = npy_sniff,
+    .suffix = ".npy",
     .priv_size = sizeof(npy),
     .open = npy_open,
     .next = npy_next,

@@ -317,7 +317,8 @@ static int detect(sp_errbuf *eb, const char *path)
         return sp_fail(eb, errno == ENOENT ? SP_ENOENT : SP_EIO, "%s: %s", path, strerror(errno));
     for (size_t i = 0; i < imp_nkinds; i++) {
         const char *why = NULL;
-        if (imp_kinds[i]->sniff(path, &st, &why))
+        const imp_kind *k = imp_kinds[i];
+        if (k->sniff ? k->sniff(path, &st, &why) : !S_ISDIR(st.st_mode) && imp_ends_with_ci(path, k->suffix))
             return (int)i;
         if (why)
             return sp_fail(eb, SP_EFORMAT, "%s: %s", path, why);

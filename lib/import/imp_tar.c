@@ -536,17 +536,10 @@ static void wds_close(void *priv)
     imp_buf_free(&w->label_buf);
 }
 
-static int wds_sniff(const char *path, const struct stat *st, const char **why)
-{
-    (void)st;
-    (void)why;
-    return imp_ends_with_ci(path, ".tar");
-}
-
 const imp_kind imp_kind_wds = {
     .name = "wds",
     .aliases = "webdataset|tar",
-    .sniff = wds_sniff,
+    .suffix = ".tar",
     .priv_size = sizeof(wds),
     .open = wds_open,
     .next = wds_next,

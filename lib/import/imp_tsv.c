@@ -185,16 +185,9 @@ static void tsv_close(void *priv)
     imp_buf_free(&t->file);
 }
 
-static int tsv_sniff(const char *path, const struct stat *st, const char **why)
-{
-    (void)st;
-    (void)why;
-    return imp_ends_with_ci(path, ".tsv");
-}
-
 const imp_kind imp_kind_tsv = {
     .name = "tsv",
-    .sniff = tsv_sniff,
+    .suffix = ".tsv",
     .priv_size = sizeof(tsv),
     .open = tsv_open,
     .next = tsv_next,
