@@ -2,10 +2,9 @@
  * runs it.
  *
  * A kind is one imp_kind entry (imp_kinds.c lists them): a name, a suffix or a sniff that recognises
- * a path, and
- * open / next / close over a private state of priv_size bytes. open reads what it must to declare
- * the schema (imp_set_schema), the expected totals and the metadata; next yields one sample at a
- * time, reporting the input items it cannot use through imp_skip on the way; close frees the state.
+ * a path, and open / next / close over a private state of priv_size bytes. open reads what it must
+ * to declare the schema (imp_set_schema), the expected totals and the metadata; next yields one
+ * sample at a time, reporting the input items it cannot use through imp_skip on the way; close frees the state.
  * The import (imp_run.c) owns everything else: the writer, opened at the first sample so an empty
  * input creates nothing; the validation of image fields; strict; the callbacks; cancellation.
  *
