@@ -496,9 +496,9 @@ SP_API const char *sp_writer_errmsg(const sp_writer *w);
  * ---------------------------------------------------------------------------------------------- */
 typedef struct sp_import sp_import;
 
-/* Where an import stands. Caller-allocated for sp_import_progress_get: set struct_size to
- * sizeof(sp_import_progress) first (later versions may append fields, and fill only the ones a
- * caller's size covers). The progress callback receives one the library filled. */
+/* Where an import stands. Caller-allocated for sp_import_progress_get, with struct_size set as
+ * for every public struct (see the conventions at the top). The progress callback receives one the
+ * library filled (struct_size: the library's sizeof). */
 typedef struct sp_import_progress {
     size_t struct_size;
     uint64_t samples;     /* input items written as samples */
@@ -515,10 +515,11 @@ typedef void (*sp_import_skip_fn)(void *user, const char *what, const char *reas
 typedef void (*sp_import_progress_fn)(void *user, const sp_import_progress *progress);
 
 /* Number of source kinds; sp_import_kind_name(i) for i below it names each ("imagefolder"...);
- * NULL past the last. */
+ * NULL (SP_ERANGE's message) past the last. */
 SP_API int sp_import_kind_count(void);
 SP_API const char *sp_import_kind_name(int kind);
-/* The kind named name (or one of its aliases: "webdataset" and "tar" for "wds"), or SP_ENOENT. */
+/* The kind named name (or one of its aliases: "webdataset" and "tar" for "wds"), or SP_ENOENT
+ * with a message listing the kinds. */
 SP_API int sp_import_kind_lookup(const char *name);
 /* The kind of source path, from what it is (a directory is an ImageFolder) and its name (.tsv,
  * .tar, .npy, .bin with an llm.c magic). SP_ENOENT / SP_EIO when path cannot be examined;
@@ -539,9 +540,9 @@ SP_API int sp_import_open(const char *kind, const char *const *sources, size_t n
 /* Frees imp; an import not run to success removes what its writer staged. NULL is accepted. */
 SP_API void sp_import_destroy(sp_import *imp);
 SP_API const char *sp_import_errmsg(const sp_import *imp);
-/* The kind chosen (a name from the table). */
+/* The kind chosen (a name from the table); NULL for a NULL imp. */
 SP_API const char *sp_import_kind(const sp_import *imp);
-/* The schema the dataset will have; owned by imp. */
+/* The schema the dataset will have; owned by imp. NULL for a NULL imp. */
 SP_API const sp_schema *sp_import_schema(const sp_import *imp);
 /* Callbacks (each may be NULL) and the pointer they receive; before sp_import_run. Without an
  * on_skip, skipped items are only counted. SP_EINVAL for a NULL imp. */
@@ -562,7 +563,8 @@ SP_API int sp_import_run(sp_import *imp);
  * only sets flags), so a signal handler may call it; a request that comes after the dataset was
  * published changes nothing. */
 SP_API void sp_import_abort(sp_import *imp);
-/* Fills *out (struct_size set by the caller; SP_EINVAL when it is 0 or out is NULL). */
+/* Fills *out up to its struct_size. SP_EINVAL for a NULL argument or a struct_size below the
+ * first layout. A query: success leaves sp_last_error() as it was. */
 SP_API int sp_import_progress_get(const sp_import *imp, sp_import_progress *out);
 /* The import's writer, for sp_writer_stats: NULL before the first sample; owned by imp, valid
  * until sp_import_destroy. */

@@ -82,6 +82,7 @@ static const char *const cannot_fail[] = {
     "sp_dataset_meta_count", "sp_block_free", "sp_block_num_samples", "sp_loader_errmsg", "sp_batch_epoch",
     "sp_batch_index", "sp_batch_size", "sp_batch_num_fields", "sp_batch_device", "sp_loader_state_size",
     "sp_image_transform_destroy", "sp_image_transform_errmsg", "sp_image_transform_bytes", "sp_checksum64",
+    "sp_import_kind_count", "sp_import_destroy", "sp_import_errmsg", "sp_import_abort",
 };
 static const char *const oom_only[] = { "sp_params_create", "sp_schema_create" };
 
@@ -342,6 +343,43 @@ static void loader(fixture *fx)
     free(missing);
 }
 
+/* The import: request errors, a source that is not one, a run over input without samples. */
+static void import(const fixture *fx)
+{
+    FAILS_NULL(sp_import_kind_name, (99), "sp_import_kind_name");
+    FAILS_RC(sp_import_kind_lookup, ("png"), "'png'");
+    char *odd = tu_join(fx->parent, "list.xyz"), *out = tu_join(fx->parent, "imp-out");
+    tu_write_file(odd, "x", 1);
+    FAILS_RC(sp_import_detect, (odd), odd);
+    FAILS_RC(sp_import_detect, (NULL), "sp_import_detect");
+    sp_import *imp = NULL;
+    const char *srcs[] = { odd };
+    FAILS_RC(sp_import_open, (NULL, srcs, 1, out, NULL, &imp), odd);
+    FAILS_RC(sp_import_open, ("tsv", srcs, 1, out, NULL, NULL), "sp_import_open");
+    FAILS_RC(sp_import_open, ("tsv", srcs, 0, out, NULL, &imp), "sp_import_open");
+    FAILS_RC(sp_pack, ("tsv", srcs, 0, out, NULL, NULL, NULL), "sp_import_open");
+    FAILS_NULL(sp_import_kind, (NULL), "sp_import_kind");
+    FAILS_NULL(sp_import_schema, (NULL), "sp_import_schema");
+    FAILS_NULL(sp_import_writer, (NULL), "sp_import_writer");
+    FAILS_RC(sp_import_set_callbacks, (NULL, NULL, NULL, NULL), "sp_import_set_callbacks");
+    FAILS_RC(sp_import_set_meta, (NULL, "k", "v", 1), "sp_import_set_meta");
+    FAILS_RC(sp_import_run, (NULL), "sp_import_run");
+    sp_import_progress pr = { .struct_size = sizeof pr }, pr0 = { 0 };
+    FAILS_RC(sp_import_progress_get, (NULL, &pr), "sp_import_progress_get");
+
+    /* A list whose one line is not an entry: opened, then nothing to pack. */
+    ck_assert_int_eq(sp_import_open("tsv", srcs, 1, out, NULL, &imp), 0);
+    FAILS_RC(sp_import_set_meta, (imp, "", "v", 1), out);
+    FAILS_RC(sp_import_progress_get, (imp, &pr0), "sp_import_progress.struct_size");
+    KEEPS(sp_import_progress_get(imp, &pr));
+    CLEARS(sp_import_set_meta(imp, "created_by", "test_errors", 11));
+    FAILS_RC(sp_import_run, (imp), odd);
+    ck_assert_int_eq(pr.skipped, 0);
+    sp_import_destroy(imp);
+    free(odd);
+    free(out);
+}
+
 static void images_and_layouts(void)
 {
     static const uint8_t junk[] = "certainly not a JPEG";
@@ -380,6 +418,7 @@ START_TEST(every_function_fails_with_a_fresh_message)
     schema_and_writer(&fx);
     dataset(&fx);
     loader(&fx);
+    import(&fx);
     images_and_layouts();
     fixture_free(&fx);
 

@@ -94,13 +94,13 @@ START_TEST(filled_structs_honour_struct_size)
 {
     char *parent, *dir = tu_dataset_dir("struct_size", &parent);
     tu_data d = tu_image_data(200, 9, 200);
-    sp_params *wp = tu_params("block_size", "4K", NULL), *lp = tu_params("batch_size", "4", NULL);
+    sp_params *wp = tu_params("validate_images", "0", "block_size", "4K", NULL), *lp = tu_params("batch_size", "4", NULL);
     ck_assert_msg(tu_write_dataset(dir, &d, wp, NULL) == 0, "%s", sp_last_error());
     ctx c = { .dir = dir };
     ck_assert_int_eq(sp_dataset_open(dir, NULL, &c.ds), 0);
     ck_assert_uint_ge(sp_dataset_num_blocks(c.ds), 2);
     char *wdir = tu_join(parent, "w");
-    ck_assert_int_eq(sp_writer_open(wdir, d.schema, NULL, &c.w), 0);
+    ck_assert_int_eq(sp_writer_open(wdir, d.schema, tu_synthetic_images(), &c.w), 0);
     ck_assert_int_eq(tu_add_samples(c.w, &d, 0, 5), 0);
     ck_assert_int_eq(sp_loader_open(dir, lp, &c.l), 0);
 
@@ -152,7 +152,7 @@ START_TEST(crops_and_faults)
 
     char *parent, *dir = tu_dataset_dir("struct_size", &parent);
     tu_data d = tu_image_data(10, 3, 50);
-    ck_assert_int_eq(tu_write_dataset(dir, &d, NULL, NULL), 0);
+    ck_assert_int_eq(tu_write_dataset(dir, &d, tu_synthetic_images(), NULL), 0);
     char *shard = tu_shard_of(dir, 0, NULL);
     tu_xor_byte(shard, 100, 0x10);
     size_t seen = 0;

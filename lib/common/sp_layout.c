@@ -88,6 +88,10 @@ static const layout_field image_crop_f[] = {
     M_(sp_image_crop, y1), M_(sp_image_crop, flip), M_(sp_image_crop, scale), M_(sp_image_crop, width),
     M_(sp_image_crop, height),
 };
+static const layout_field import_progress_f[] = {
+    M_(sp_import_progress, struct_size), M_(sp_import_progress, samples), M_(sp_import_progress, skipped),
+    M_(sp_import_progress, bytes), M_(sp_import_progress, total_items), M_(sp_import_progress, total_bytes),
+};
 static const layout_field dl_device_f[] = { M_(DLDevice, device_type), M_(DLDevice, device_id) };
 static const layout_field dl_data_type_f[] = { M_(DLDataType, code), M_(DLDataType, bits), M_(DLDataType, lanes) };
 static const layout_field dl_tensor_f[] = {
@@ -111,6 +115,7 @@ static const layout layouts[] = {
     L_(sp_loader_stats, END_(sp_loader_stats, device_empty_s), loader_stats_f),
     L_(sp_image_info, END_(sp_image_info, progressive), image_info_f),
     L_(sp_image_crop, END_(sp_image_crop, height), image_crop_f),
+    L_(sp_import_progress, END_(sp_import_progress, total_bytes), import_progress_f),
     L_(DLDevice, 0, dl_device_f),
     L_(DLDataType, 0, dl_data_type_f),
     L_(DLTensor, 0, dl_tensor_f),

@@ -275,6 +275,7 @@ int sp_import_run(sp_import *imp)
     if (r)
         return sp_fail(&imp->eb, r, "%s", sp_writer_errmsg(imp->writer));
     imp->published = true;
+    sp_clear_error(); /* skipped items' probes left messages; the run succeeded */
     return SP_OK;
 }
 
@@ -284,7 +285,10 @@ int sp_import_kind_count(void) { return (int)imp_nkinds; }
 
 const char *sp_import_kind_name(int kind)
 {
-    return kind >= 0 && (size_t)kind < imp_nkinds ? imp_kinds[kind]->name : NULL;
+    if (kind >= 0 && (size_t)kind < imp_nkinds)
+        return imp_kinds[kind]->name;
+    sp_fail(NULL, SP_ERANGE, "sp_import_kind_name: kind %d is not one of the %zu kinds", kind, imp_nkinds);
+    return NULL;
 }
 
 static bool alias_of(const char *aliases, const char *name)
@@ -300,12 +304,15 @@ static bool alias_of(const char *aliases, const char *name)
     return false;
 }
 
+static const char *kind_list(void) { return "imagefolder, tsv, llmc, wds or npy"; }
+
 int sp_import_kind_lookup(const char *name)
 {
     for (size_t i = 0; name && i < imp_nkinds; i++)
         if (strcmp(imp_kinds[i]->name, name) == 0 || alias_of(imp_kinds[i]->aliases, name))
             return (int)i;
-    return SP_ENOENT;
+    return sp_fail(NULL, SP_ENOENT, "sp_import_kind_lookup: no source kind is named '%s' (%s)",
+                   name ? name : "(null)", kind_list());
 }
 
 static int detect(sp_errbuf *eb, const char *path)
@@ -331,8 +338,6 @@ int sp_import_detect(const char *path)
     sp_clear_error();
     return detect(NULL, path);
 }
-
-static const char *kind_list(void) { return "imagefolder, tsv, llmc, wds or npy"; }
 
 /* The kind of every source: named, or detected and the same for all. */
 static int choose_kind(sp_errbuf *eb, const char *name, const char *const *srcs, size_t n)
@@ -445,6 +450,7 @@ int sp_import_open(const char *kind, const char *const *sources, size_t n, const
         return sp_fail(NULL, rc, "%s", msg);
     }
     *out = imp;
+    sp_clear_error();
     return SP_OK;
 }
 
@@ -471,9 +477,28 @@ void sp_import_destroy(sp_import *imp)
 }
 
 const char *sp_import_errmsg(const sp_import *imp) { return imp ? imp->eb.msg : "NULL import"; }
-const char *sp_import_kind(const sp_import *imp) { return imp ? imp->kind->name : NULL; }
-const sp_schema *sp_import_schema(const sp_import *imp) { return imp ? imp->schema : NULL; }
-const sp_writer *sp_import_writer(const sp_import *imp) { return imp ? imp->writer : NULL; }
+
+/* The getters are queries: a failure sets the message, a success leaves an earlier one. */
+const char *sp_import_kind(const sp_import *imp)
+{
+    if (!imp)
+        sp_fail(NULL, SP_EINVAL, "sp_import_kind: NULL import");
+    return imp ? imp->kind->name : NULL;
+}
+
+const sp_schema *sp_import_schema(const sp_import *imp)
+{
+    if (!imp)
+        sp_fail(NULL, SP_EINVAL, "sp_import_schema: NULL import");
+    return imp ? imp->schema : NULL;
+}
+
+const sp_writer *sp_import_writer(const sp_import *imp)
+{
+    if (!imp)
+        sp_fail(NULL, SP_EINVAL, "sp_import_writer: NULL import");
+    return imp ? imp->writer : NULL;
+}
 
 int sp_import_set_callbacks(sp_import *imp, sp_import_skip_fn on_skip, sp_import_progress_fn on_progress,
                             void *user)
@@ -511,13 +536,12 @@ void sp_import_abort(sp_import *imp)
 
 int sp_import_progress_get(const sp_import *imp, sp_import_progress *out)
 {
-    sp_clear_error();
-    if (!imp || !out || out->struct_size == 0)
-        return sp_fail(NULL, SP_EINVAL, "sp_import_progress_get: NULL argument or struct_size 0");
-    size_t n = out->struct_size < sizeof *out ? out->struct_size : sizeof *out;
-    size_t caller = out->struct_size;
-    memcpy(out, &imp->prog, n);
-    out->struct_size = caller < sizeof *out ? caller : sizeof *out;
+    if (!imp)
+        return sp_fail(NULL, SP_EINVAL, "sp_import_progress_get: NULL import");
+    int rc = sp_out_check("sp_import_progress_get", "sp_import_progress", out);
+    if (rc)
+        return rc;
+    sp_out_put(out, &imp->prog, sizeof imp->prog);
     return SP_OK;
 }
 
@@ -533,5 +557,8 @@ int sp_pack(const char *kind, const char *const *sources, size_t n, const char *
     char msg[SP_ERRMSG_MAX];
     memcpy(msg, imp->eb.msg, sizeof msg);
     sp_import_destroy(imp);
-    return rc ? sp_fail(NULL, rc, "%s", msg) : SP_OK;
+    if (rc)
+        return sp_fail(NULL, rc, "%s", msg);
+    sp_clear_error();
+    return SP_OK;
 }

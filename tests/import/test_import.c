@@ -132,11 +132,17 @@ START_TEST(abort_progress_and_pack)
     ck_assert_uint_eq(pr.samples, 2000);
     ck_assert_uint_eq(pr.total_items, 2000);
     ck_assert_uint_eq(pr.skipped, 0);
-    /* A caller built against a shorter struct gets only what its size covers. */
-    struct { size_t struct_size; uint64_t samples; uint64_t guard; } old = { 2 * sizeof(uint64_t), 0, 77 };
-    ck_assert_int_eq(sp_import_progress_get(imp, (sp_import_progress *)&old), 0);
-    ck_assert_uint_eq(old.samples, 2000);
-    ck_assert_uint_eq(old.guard, 77);
+    /* A struct below the first layout is refused untouched; a caller's larger struct gets what the
+     * library knows and keeps its struct_size. */
+    struct { size_t struct_size; uint64_t samples; uint64_t guard; } small = { 2 * sizeof(uint64_t), 0, 77 };
+    ck_assert_int_eq(sp_import_progress_get(imp, (sp_import_progress *)&small), SP_EINVAL);
+    ck_assert_msg(strstr(sp_last_error(), "sp_import_progress.struct_size"), "%s", sp_last_error());
+    ck_assert_uint_eq(small.samples, 0);
+    struct { sp_import_progress p; uint64_t later; } big = { .p.struct_size = sizeof big, .later = 77 };
+    ck_assert_int_eq(sp_import_progress_get(imp, &big.p), 0);
+    ck_assert_uint_eq(big.p.samples, 2000);
+    ck_assert_uint_eq(big.p.struct_size, sizeof big);
+    ck_assert_uint_eq(big.later, 77);
     sp_write_stats st = { .struct_size = sizeof st };
     ck_assert_int_eq(sp_writer_stats(sp_import_writer(imp), &st), 0);
     ck_assert_uint_eq(st.samples, 2000);
