@@ -1,23 +1,35 @@
 /* cu.h - the device stage: the last hop of the pipeline, from the pinned batch ring to a ring of
  * device slots on the loader's own CUDA stream (cu_stage.c), or its host-only stand-in when the
  * library is built without CUDA (cu_none.c). ld_loader.c calls it; it drives the host stage
- * through ld_host_next/ld_host_release from its copy thread.
+ * only through ld_host.h, from its copy thread.
  *
- * Threads: cu_next, cu_halt, cu_open and cu_close are called by the consumer's thread;
- * cu_release, cu_batch_wait and cu_stats by any thread. Lock order: the stage's mutex, then the
- * loader's `mu` (taken inside ld_host_*); never the other way round. */
+ * Threads: cu_next, cu_halt, cu_seek, cu_open and cu_close are called by the consumer's thread;
+ * cu_release, cu_batch_wait, cu_position, cu_leases and cu_stats by any thread. Lock order:
+ * ld_internal.h. */
 #ifndef SP_CU_H
 #define SP_CU_H
 
-#include "ld_internal.h"
+#include "ld_host.h"
 
-/* Resolves the device parameter into l->device (-1: host batches), writing why into
- * l->st.device_note when auto falls back to the host. SP_EDEVICE for cuda:N when that device
- * cannot be used, SP_ENOTSUP when the library has no CUDA. */
-int cu_resolve(sp_loader *l, int64_t param);
-/* Pins the batch ring and creates the stream, the events and the device ring within budget
- * (0: auto). SP_ELIMIT (naming the minimum) when the budget holds fewer than two batches. */
-int cu_open(sp_loader *l, uint64_t budget, cu_stage **out);
+typedef struct cu_stage cu_stage;
+
+/* The device parameters, read by the loader at open. */
+typedef struct cu_config {
+    int device;     /* the CUDA device (cu_resolve) */
+    int dtype;      /* device_dtype: SP_DEVICE_DTYPE_* */
+    int layout;     /* device_layout: SP_DEVICE_LAYOUT_* */
+    int img_dtype;  /* the SP_IMAGE_* dtype device_dtype converts images to (uint8: none) */
+    uint64_t budget; /* device_memory, 0: auto */
+} cu_config;
+
+/* Resolves the device parameter into *device (-1: host batches), writing why into note when auto
+ * falls back to the host. SP_EDEVICE (into eb) for cuda:N when that device cannot be used,
+ * SP_ENOTSUP when the library has no CUDA. */
+int cu_resolve(int64_t param, int *device, char *note, size_t notelen, sp_errbuf *eb);
+/* Pins the host batch ring of loader `host` and creates the stream, the events and the device
+ * ring within cfg->budget. SP_ELIMIT (naming the minimum) when the budget holds fewer than two
+ * batches. Messages go to the loader's buffer (ld_host_geom.eb). */
+int cu_open(sp_loader *host, const cu_config *cfg, cu_stage **out);
 /* Stops the copy thread, waits for the GPU to finish with every slot, frees everything. */
 void cu_close(cu_stage *c);
 /* Batches still leased to the consumer. */

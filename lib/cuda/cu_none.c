@@ -11,25 +11,26 @@ int sp_cuda_device_count(void)
     return 0;
 }
 
-int cu_resolve(sp_loader *l, int64_t param)
+int cu_resolve(int64_t param, int *device, char *note, size_t notelen, sp_errbuf *eb)
 {
-    l->device = -1;
+    *device = -1;
     if (param == SP_DEVICE_AUTO)
-        snprintf(l->st.device_note, sizeof l->st.device_note,
-                 "device=auto: this libshardpack was built without CUDA; batches stay in host memory");
+        snprintf(note, notelen, "device=auto: this libshardpack was built without CUDA; batches stay in host memory");
     if (param >= 0)
-        return sp_fail(&l->eb, SP_ENOTSUP,
+        return sp_fail(eb, SP_ENOTSUP,
                        "device=cuda:%lld: this libshardpack was built without CUDA (rebuild it where the CUDA "
                        "toolkit is installed, with meson -Dcuda=enabled)", (long long)param);
     return SP_OK;
 }
 
-/* Never reached: l->device stays -1, so the loader makes no device stage. */
-int cu_open(sp_loader *l, uint64_t budget, cu_stage **out)
+/* Never reached: the device stays -1, so the loader makes no device stage. */
+int cu_open(sp_loader *host, const cu_config *cfg, cu_stage **out)
 {
-    (void)budget;
+    (void)cfg;
+    ld_host_geom g;
+    ld_host_geometry(host, &g);
     *out = NULL;
-    return sp_fail(&l->eb, SP_ENOTSUP, "built without CUDA");
+    return sp_fail(g.eb, SP_ENOTSUP, "built without CUDA");
 }
 
 void cu_close(cu_stage *c) { (void)c; }

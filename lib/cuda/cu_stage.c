@@ -12,6 +12,7 @@
 
 #include "cu.h"
 #include "cu_kern.h"
+#include "img.h"
 
 #define CU_MAX_SLOTS 4u  /* one leased, one in the caller's stream, two ahead: enough to hide a copy */
 #define CU_MIN_SLOTS 2u
@@ -47,9 +48,12 @@ typedef struct cu_flight {
 } cu_flight;
 
 struct cu_stage {
-    sp_loader *l;
+    sp_loader *host; /* reached only through ld_host.h */
+    ld_host_geom g;  /* host batches' layout, copied at open */
+    cu_config cfg;
     int dev;
-    sp_errbuf eb; /* the copy thread's: the host stage's consumer errors land here */
+    sp_errbuf *leb; /* the loader's error buffer: messages for the API's caller */
+    sp_errbuf eb;   /* the copy thread's: the host stage's consumer errors land here */
     cudaStream_t stream;
     cu_slot slots[CU_MAX_SLOTS];
     uint32_t nslots;
@@ -58,7 +62,8 @@ struct cu_stage {
     void *lut;                        /* device copy of the conversion table */
     int lut_elem;
     bool registered;
-    uint64_t budget; /* device_memory, 0: auto */
+    uint64_t budget;      /* device_memory, 0: auto */
+    uint64_t budget_used; /* the device memory the ring was sized from */
 
     pthread_mutex_t mu;
     pthread_cond_t c_user, c_copy;
@@ -102,7 +107,7 @@ static void *call_main(void *arg)
 {
     cu_call *k = arg;
     cudaError_t e = cudaSetDevice(k->c->dev);
-    k->rc = e == cudaSuccess ? k->fn(k->c, k->arg) : cu_fail(&k->c->l->eb, e, "selecting the CUDA device");
+    k->rc = e == cudaSuccess ? k->fn(k->c, k->arg) : cu_fail(k->c->leb, e, "selecting the CUDA device");
     return NULL;
 }
 
@@ -112,12 +117,12 @@ static int on_device(cu_stage *c, int (*fn)(cu_stage *c, void *arg), void *arg)
     pthread_t t;
     int e = pthread_create(&t, NULL, call_main, &k);
     if (e)
-        return sp_fail(&c->l->eb, SP_ESYS, "cannot start a thread for cuda:%d: %s", c->dev, strerror(e));
+        return sp_fail(c->leb, SP_ESYS, "cannot start a thread for cuda:%d: %s", c->dev, strerror(e));
     pthread_join(t, NULL);
     if (k.rc != SP_OK) { /* the helper's last error died with it */
         char msg[SP_ERRMSG_MAX];
-        memcpy(msg, c->l->eb.msg, sizeof msg);
-        sp_fail(&c->l->eb, k.rc, "%s", msg);
+        memcpy(msg, c->leb->msg, sizeof msg);
+        sp_fail(c->leb, k.rc, "%s", msg);
     }
     return k.rc;
 }
@@ -147,9 +152,9 @@ int sp_cuda_device_count(void)
     return n;
 }
 
-int cu_resolve(sp_loader *l, int64_t param)
+int cu_resolve(int64_t param, int *device, char *note, size_t notelen, sp_errbuf *eb)
 {
-    l->device = -1;
+    *device = -1;
     if (param == SP_DEVICE_CPU)
         return SP_OK;
     int n = 0;
@@ -159,23 +164,23 @@ int cu_resolve(sp_loader *l, int64_t param)
     if (param == SP_DEVICE_AUTO) {
         int cur = 0;
         if (e != cudaSuccess || n == 0) {
-            snprintf(l->st.device_note, sizeof l->st.device_note,
+            snprintf(note, notelen,
                      "device=auto: no usable CUDA device (%s); batches stay in host memory",
                      e != cudaSuccess ? cudaGetErrorString(e) : "the driver lists none");
             return SP_OK;
         }
         if (cudaGetDevice(&cur) != cudaSuccess)
             cur = 0; /* the thread's current device, which torch.cuda.set_device sets */
-        l->device = cur;
+        *device = cur;
         return SP_OK;
     }
     if (e != cudaSuccess)
-        return sp_fail(&l->eb, SP_EDEVICE, "device=cuda:%lld: no usable CUDA device: %s (%s)", (long long)param,
+        return sp_fail(eb, SP_EDEVICE, "device=cuda:%lld: no usable CUDA device: %s (%s)", (long long)param,
                        cudaGetErrorString(e), cudaGetErrorName(e));
     if (param >= n)
-        return sp_fail(&l->eb, SP_EDEVICE, "device=cuda:%lld: this machine has %d CUDA device(s) (cuda:0..cuda:%d)",
+        return sp_fail(eb, SP_EDEVICE, "device=cuda:%lld: this machine has %d CUDA device(s) (cuda:0..cuda:%d)",
                        (long long)param, n, n - 1);
-    l->device = (int)param;
+    *device = (int)param;
     return SP_OK;
 }
 
@@ -184,15 +189,15 @@ int cu_resolve(sp_loader *l, int64_t param)
 /* The staged copy of the host slot first, then each image field's converted tensor. */
 static uint64_t plan_slot(cu_stage *c)
 {
-    const sp_loader *l = c->l;
-    uint64_t off = sp_align_up(l->batch_bytes, CU_ALIGN);
-    for (size_t f = 0; f < l->nout; f++) {
+    const ld_host_geom *g = &c->g;
+    uint64_t off = sp_align_up(g->slot_bytes, CU_ALIGN);
+    for (size_t f = 0; f < g->nfields; f++) {
         c->conv_off[f] = 0;
-        if (l->out[f].convert != CONVERT_IMAGE || l->dev_dtype == SP_DEVICE_DTYPE_NONE)
+        if (!g->field[f].image || c->cfg.dtype == SP_DEVICE_DTYPE_NONE)
             continue;
         c->conv_off[f] = off;
-        off = sp_align_up(off + (uint64_t)l->batch * 3 * l->img.size * l->img.size *
-                                    (ld_image_dltype(l->dev_img_dtype).bits / 8u),
+        off = sp_align_up(off + (uint64_t)g->batch * 3 * g->img->size * g->img->size *
+                                    (ld_image_dltype(c->cfg.img_dtype).bits / 8u),
                           CU_ALIGN);
     }
     return off;
@@ -200,26 +205,26 @@ static uint64_t plan_slot(cu_stage *c)
 
 static void init_batch(cu_stage *c, cu_slot *s, uint32_t i)
 {
-    const sp_loader *l = c->l;
-    s->b.owner = (sp_loader *)l;
+    const ld_host_geom *g = &c->g;
+    s->b.owner = c->host;
     s->b.slot = i;
     s->b.on_device = true;
     s->b.ids = s->ids;
-    s->b.nfields = l->nout;
-    s->b.names = l->names;
+    s->b.nfields = g->nfields;
+    s->b.names = g->names;
     s->b.t = s->t;
-    bool nchw = l->dev_layout == SP_DEVICE_LAYOUT_NCHW;
-    for (size_t f = 0; f < l->nout; f++) {
-        const ld_out *o = &l->out[f];
+    bool nchw = c->cfg.layout == SP_DEVICE_LAYOUT_NCHW;
+    for (size_t f = 0; f < g->nfields; f++) {
+        const ld_host_field *o = &g->field[f];
         memcpy(s->shape[f], o->shape, sizeof o->shape);
         DLDataType dt = o->dt;
         uint64_t off = o->offset;
         if (c->conv_off[f]) {
-            int64_t sz = l->img.size;
+            int64_t sz = g->img->size;
             s->shape[f][1] = nchw ? 3 : sz;
             s->shape[f][2] = sz;
             s->shape[f][3] = nchw ? sz : 3;
-            dt = ld_image_dltype(l->dev_img_dtype);
+            dt = ld_image_dltype(c->cfg.img_dtype);
             off = c->conv_off[f];
         }
         s->b.t[f] = (DLTensor){ .data = s->dmem + off, .device = { kDLCUDA, c->dev }, .ndim = o->ndim, .dtype = dt,
@@ -231,37 +236,35 @@ static void init_batch(cu_stage *c, cu_slot *s, uint32_t i)
 
 static int make_lut(cu_stage *c)
 {
-    const sp_loader *l = c->l;
-    if (l->dev_dtype == SP_DEVICE_DTYPE_NONE || !l->has_image)
+    if (c->cfg.dtype == SP_DEVICE_DTYPE_NONE || !c->g.img)
         return SP_OK;
-    int dt = l->dev_img_dtype;
+    int dt = c->cfg.img_dtype;
     c->lut_elem = dt == SP_IMAGE_FLOAT32 ? 4 : 2;
     uint32_t host[3 * 256]; /* big enough for either element size */
-    img_lut(&l->img, dt, host);
+    img_lut(c->g.img, dt, host);
     cudaError_t e = cudaMalloc(&c->lut, 3 * 256 * (size_t)c->lut_elem);
     if (e == cudaSuccess)
         e = cudaMemcpy(c->lut, host, 3 * 256 * (size_t)c->lut_elem, cudaMemcpyHostToDevice);
-    return e == cudaSuccess ? SP_OK : cu_fail(&c->l->eb, e, "the device conversion table");
+    return e == cudaSuccess ? SP_OK : cu_fail(c->leb, e, "the device conversion table");
 }
 
 /* How many slots the budget holds, at most CU_MAX_SLOTS. */
 static int size_ring(cu_stage *c, uint64_t budget)
 {
-    sp_loader *l = c->l;
     uint64_t fixed = c->lut_elem ? 3 * 256 * (uint64_t)c->lut_elem : 0;
     if (budget == 0) {
         size_t free_b = 0, total_b = 0;
         cudaError_t e = cudaMemGetInfo(&free_b, &total_b);
         if (e != cudaSuccess)
-            return cu_fail(&l->eb, e, "cudaMemGetInfo");
+            return cu_fail(c->leb, e, "cudaMemGetInfo");
         budget = (uint64_t)free_b / 4;
         if (budget > CU_MAX_SLOTS * c->slot_bytes + fixed)
             budget = CU_MAX_SLOTS * c->slot_bytes + fixed;
     }
-    l->st.device_memory_bytes = budget;
+    c->budget_used = budget;
     uint64_t n = budget > fixed ? (budget - fixed) / c->slot_bytes : 0;
     if (n < CU_MIN_SLOTS)
-        return sp_fail(&l->eb, SP_ELIMIT,
+        return sp_fail(c->leb, SP_ELIMIT,
                        "%s %llu bytes cannot hold two batches on cuda:%d: need at least %llu bytes "
                        "(2 slots of %llu); %s",
                        c->budget ? "device_memory" : "a quarter of the free device memory,", (unsigned long long)budget,
@@ -274,12 +277,11 @@ static int size_ring(cu_stage *c, uint64_t budget)
 
 static int make_slots(cu_stage *c)
 {
-    sp_loader *l = c->l;
     for (uint32_t i = 0; i < c->nslots; i++) {
         cu_slot *s = &c->slots[i];
-        s->ids = sp_calloc(l->batch, sizeof *s->ids);
+        s->ids = sp_calloc(c->g.batch, sizeof *s->ids);
         if (!s->ids)
-            return sp_fail(&l->eb, SP_ENOMEM, "out of memory for the device ring's sample ids");
+            return sp_fail(c->leb, SP_ENOMEM, "out of memory for the device ring's sample ids");
         cudaError_t e = cudaMalloc((void **)&s->dmem, c->slot_bytes);
         if (e == cudaSuccess)
             e = cudaEventCreate(&s->start);
@@ -288,7 +290,7 @@ static int make_slots(cu_stage *c)
         if (e == cudaSuccess)
             e = cudaEventCreateWithFlags(&s->released, cudaEventDisableTiming);
         if (e != cudaSuccess)
-            return cu_fail(&l->eb, e, "allocating the device ring");
+            return cu_fail(c->leb, e, "allocating the device ring");
         init_batch(c, s, i);
     }
     return SP_OK;
@@ -298,8 +300,7 @@ static int make_slots(cu_stage *c)
  * the ring the host stage already owns keeps one allocation, counted once in host_memory. */
 static void pin_ring(cu_stage *c)
 {
-    sp_loader *l = c->l;
-    cudaError_t e = cudaHostRegister(l->batch_mem, l->nslots * l->batch_bytes, cudaHostRegisterPortable);
+    cudaError_t e = cudaHostRegister(c->g.ring, c->g.ring_bytes, cudaHostRegisterPortable);
     if (e == cudaSuccess) {
         c->registered = true;
         return;
@@ -313,10 +314,9 @@ static void pin_ring(cu_stage *c)
 static int open_on_device(cu_stage *c, void *unused)
 {
     (void)unused;
-    sp_loader *l = c->l;
     cudaError_t e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
     if (e != cudaSuccess)
-        return cu_fail(&l->eb, e, "creating the copy stream");
+        return cu_fail(c->leb, e, "creating the copy stream");
     int rc = make_lut(c);
     if (rc == SP_OK)
         rc = size_ring(c, c->budget);
@@ -327,15 +327,20 @@ static int open_on_device(cu_stage *c, void *unused)
     return rc;
 }
 
-int cu_open(sp_loader *l, uint64_t budget, cu_stage **out)
+int cu_open(sp_loader *host, const cu_config *cfg, cu_stage **out)
 {
     *out = NULL;
+    ld_host_geom g;
+    ld_host_geometry(host, &g);
     cu_stage *c = sp_calloc(1, sizeof *c);
     if (!c)
-        return sp_fail(&l->eb, SP_ENOMEM, "out of memory for the device stage");
-    c->l = l;
-    c->dev = l->device;
-    c->budget = budget;
+        return sp_fail(g.eb, SP_ENOMEM, "out of memory for the device stage");
+    c->host = host;
+    c->g = g;
+    c->cfg = *cfg;
+    c->leb = g.eb;
+    c->dev = cfg->device;
+    c->budget = cfg->budget;
     pthread_mutex_init(&c->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -350,10 +355,11 @@ int cu_open(sp_loader *l, uint64_t budget, cu_stage **out)
         c->qcap = c->nslots + 8;
         c->q = sp_calloc(c->qcap, sizeof *c->q);
         if (!c->q)
-            rc = sp_fail(&l->eb, SP_ENOMEM, "out of memory for the device stage's queue");
+            rc = sp_fail(c->leb, SP_ENOMEM, "out of memory for the device stage's queue");
     }
-    c->pos_epoch = l->epoch;
-    c->pos_k = l->next_k;
+    /* The loader opens its stage before any batch: the caller is at batch 0 of epoch 0. */
+    c->pos_epoch = 0;
+    c->pos_k = 0;
     return rc;
 }
 
@@ -388,7 +394,7 @@ static int close_on_device(cu_stage *c, void *unused)
         cudaFree(c->lut);
     if (c->stream)
         cudaStreamDestroy(c->stream);
-    if (c->registered && cudaHostUnregister(c->l->batch_mem) == cudaSuccess)
+    if (c->registered && cudaHostUnregister(c->g.ring) == cudaSuccess)
         c->registered = false;
     return SP_OK;
 }
@@ -454,7 +460,7 @@ static bool retire_one(cu_stage *c)
     }
     if (e != cudaSuccess)
         cudaStreamSynchronize(c->stream); /* whatever the fault, nothing may still read the batch */
-    ld_host_release(c->l, f.hb);
+    ld_host_release(c->host, f.hb);
     pthread_mutex_lock(&c->mu);
     c->copy_s += ms / 1e3;
     if (e != cudaSuccess && !c->fault) {
@@ -555,20 +561,19 @@ static void give_back_slot(cu_stage *c, cu_slot *s)
 /* Queues the copy of host batch hb into slot s, and its conversion, on the copy stream. */
 static cudaError_t issue(cu_stage *c, cu_slot *s, const sp_batch *hb, bool wait_release)
 {
-    const sp_loader *l = c->l;
-    const ld_slot *hs = &l->slots[hb->slot];
+    const ld_host_geom *g = &c->g;
     cudaError_t e = cudaSuccess;
     if (wait_release && (e = cudaStreamWaitEvent(c->stream, s->released, 0)) == cudaSuccess)
         s->release_pending = false; /* else the next use of the slot, or close, must still wait */
     if (e == cudaSuccess)
         e = cudaEventRecord(s->start, c->stream);
     if (e == cudaSuccess)
-        e = cudaMemcpyAsync(s->dmem, hs->mem, l->batch_bytes, cudaMemcpyHostToDevice, c->stream);
-    for (size_t f = 0; e == cudaSuccess && f < l->nout; f++)
+        e = cudaMemcpyAsync(s->dmem, ld_host_rows(c->host, hb), g->slot_bytes, cudaMemcpyHostToDevice, c->stream);
+    for (size_t f = 0; e == cudaSuccess && f < g->nfields; f++)
         if (c->conv_off[f])
-            e = (cudaError_t)cu_launch_convert(s->dmem + l->out[f].offset, s->dmem + c->conv_off[f], c->lut,
-                                               c->lut_elem, hb->rows, l->img.size,
-                                               l->dev_layout == SP_DEVICE_LAYOUT_NCHW, c->stream);
+            e = (cudaError_t)cu_launch_convert(s->dmem + g->field[f].offset, s->dmem + c->conv_off[f], c->lut,
+                                               c->lut_elem, hb->rows, g->img->size,
+                                               c->cfg.layout == SP_DEVICE_LAYOUT_NCHW, c->stream);
     if (e == cudaSuccess)
         e = cudaEventRecord(s->ready, c->stream);
     if (e == cudaSuccess) {
@@ -586,13 +591,13 @@ static bool copy_one(cu_stage *c, sp_batch *hb)
     cu_slot *s;
     bool wait_release;
     if (!take_slot(c, &s, &wait_release)) {
-        ld_host_release(c->l, hb); /* a slot taken before a failed retire is freed by cu_halt */
+        ld_host_release(c->host, hb); /* a slot taken before a failed retire is freed by cu_halt */
         return false;
     }
     cudaError_t e = issue(c, s, hb, wait_release);
     if (e != cudaSuccess) {
         cudaStreamSynchronize(c->stream); /* nothing may still read hb */
-        ld_host_release(c->l, hb);
+        ld_host_release(c->host, hb);
         give_back_slot(c, s);
         char msg[SP_ERRMSG_MAX];
         snprintf(msg, sizeof msg, "copying batch %llu of epoch %llu to cuda:%d: %s (%s)",
@@ -605,7 +610,7 @@ static bool copy_one(cu_stage *c, sp_batch *hb)
     c->seq++;
     pthread_mutex_lock(&c->mu);
     c->batches++;
-    c->bytes_copied += c->l->batch_bytes;
+    c->bytes_copied += c->g.slot_bytes;
     pthread_mutex_unlock(&c->mu);
     bool ok = push(c, SP_OK, s->b.slot, NULL); /* when stopped, cu_halt frees the slot */
     /* Keep the copy engine fed: the newest copy stays queued while the older one is retired. */
@@ -617,7 +622,6 @@ static bool copy_one(cu_stage *c, sp_batch *hb)
 static void *copy_main(void *arg)
 {
     cu_stage *c = arg;
-    sp_loader *l = c->l;
     cudaError_t e = cudaSetDevice(c->dev);
     if (e != cudaSuccess) {
         char msg[SP_ERRMSG_MAX];
@@ -627,7 +631,7 @@ static void *copy_main(void *arg)
     }
     for (;;) {
         sp_batch *hb = NULL;
-        int rc = ld_host_next(l, &hb, CU_POLL_MS);
+        int rc = ld_host_next(c->host, &hb, CU_POLL_MS);
         if (rc == SP_ETIMEDOUT) {
             pthread_mutex_lock(&c->mu);
             bool stop = c->stop;
@@ -662,15 +666,14 @@ done:
 
 static int start_thread(cu_stage *c)
 {
-    sp_loader *l = c->l;
-    l->ceb = &c->eb;
+    ld_host_attach(c->host, &c->eb);
     c->stop = false;
     c->finished = false;
     c->seq = 0;
     int e = pthread_create(&c->thread, NULL, copy_main, c);
     if (e) {
-        l->ceb = &l->eb;
-        return sp_fail(&l->eb, SP_ESYS, "cannot start the device copy thread: %s", strerror(e));
+        ld_host_attach(c->host, NULL);
+        return sp_fail(c->leb, SP_ESYS, "cannot start the device copy thread: %s", strerror(e));
     }
     c->thread_up = true;
     return SP_OK;
@@ -678,22 +681,16 @@ static int start_thread(cu_stage *c)
 
 void cu_halt(cu_stage *c)
 {
-    sp_loader *l = c->l;
     pthread_mutex_lock(&c->mu);
     bool up = c->thread_up;
     c->stop = true;
     pthread_cond_broadcast(&c->c_copy);
     pthread_mutex_unlock(&c->mu);
     if (up) {
-        pthread_mutex_lock(&l->mu);
-        l->consumer_abort = true;
-        pthread_cond_broadcast(&l->c_consumer);
-        pthread_mutex_unlock(&l->mu);
+        ld_host_interrupt(c->host, true);
         pthread_join(c->thread, NULL);
-        pthread_mutex_lock(&l->mu);
-        l->consumer_abort = false;
-        pthread_mutex_unlock(&l->mu);
-        l->ceb = &l->eb;
+        ld_host_interrupt(c->host, false);
+        ld_host_attach(c->host, NULL);
     }
     /* Batches prepared and not handed out are dropped. Their copies are complete: the thread
      * waits for every copy in flight before it ends (and no CUDA call here may touch the
@@ -743,7 +740,7 @@ static int take_entry(cu_stage *c, sp_batch **out)
         c->pos_k = 0;
     }
     if (en->code != SP_OK)
-        return sp_fail(&c->l->eb, en->code, "%s", en->msg);
+        return sp_fail(c->leb, en->code, "%s", en->msg);
     cu_slot *s = &c->slots[en->slot];
     s->state = CS_LEASED;
     c->pos_epoch = s->b.epoch;
@@ -762,7 +759,7 @@ int cu_next(cu_stage *c, sp_batch **out, int timeout_ms)
     pthread_mutex_lock(&c->mu);
     for (;;) {
         if (c->fault) {
-            rc = sp_fail(&c->l->eb, SP_EDEVICE, "%s", c->fault_msg);
+            rc = sp_fail(c->leb, SP_EDEVICE, "%s", c->fault_msg);
             break;
         }
         if (c->qcount) {
@@ -770,13 +767,13 @@ int cu_next(cu_stage *c, sp_batch **out, int timeout_ms)
             break;
         }
         if (c->starved) {
-            rc = sp_fail(&c->l->eb, SP_EBUSY, "all %u device slots are leased: release a batch before taking "
+            rc = sp_fail(c->leb, SP_EBUSY, "all %u device slots are leased: release a batch before taking "
                          "another (the device ring holds %u batches; device_memory sets it)", c->nslots, c->nslots);
             break;
         }
         if (c->finished) { /* the thread ended on a code the caller has already been given */
-            rc = c->final_code ? sp_fail(&c->l->eb, c->final_code, "%s", c->final_msg)
-                               : sp_fail(&c->l->eb, SP_EDEVICE, "the copy thread of cuda:%d has ended", c->dev);
+            rc = c->final_code ? sp_fail(c->leb, c->final_code, "%s", c->final_msg)
+                               : sp_fail(c->leb, SP_EDEVICE, "the copy thread of cuda:%d has ended", c->dev);
             break;
         }
         if (!c->thread_up && (rc = start_thread(c)))
@@ -784,7 +781,7 @@ int cu_next(cu_stage *c, sp_batch **out, int timeout_ms)
         int w = timeout_ms < 0 ? pthread_cond_wait(&c->c_user, &c->mu)
                                : pthread_cond_timedwait(&c->c_user, &c->mu, &dl);
         if (w == ETIMEDOUT && !c->qcount) {
-            rc = sp_fail(&c->l->eb, SP_ETIMEDOUT, "batch %llu of epoch %llu not on cuda:%d within %d ms",
+            rc = sp_fail(c->leb, SP_ETIMEDOUT, "batch %llu of epoch %llu not on cuda:%d within %d ms",
                          (unsigned long long)c->pos_k, (unsigned long long)c->pos_epoch, c->dev, timeout_ms);
             break;
         }
@@ -862,15 +859,14 @@ int cu_batch_sync(cu_stage *c, const sp_batch *b)
 
 int cu_release(cu_stage *c, sp_batch *b, void *stream)
 {
-    sp_loader *l = c->l;
     cu_slot *s = leased_slot(c, b);
     if (!s)
-        return sp_fail(&l->eb, SP_EINVAL, "sp_loader_release: not a batch of this loader");
+        return sp_fail(c->leb, SP_EINVAL, "sp_loader_release: not a batch of this loader");
     pthread_mutex_lock(&c->mu);
     if (s->state != CS_LEASED) {
         pthread_mutex_unlock(&c->mu);
         /* Not b->index: a slot released already may be being refilled by the copy thread. */
-        return sp_fail(&l->eb, SP_EINVAL, "device batch in slot %u is not leased (released twice?)", s->b.slot);
+        return sp_fail(c->leb, SP_EINVAL, "device batch in slot %u is not leased (released twice?)", s->b.slot);
     }
     s->state = CS_RELEASING; /* still unusable by the copy thread; CUDA runs without the lock */
     pthread_mutex_unlock(&c->mu);
@@ -879,7 +875,7 @@ int cu_release(cu_stage *c, sp_batch *b, void *stream)
     if (e != cudaSuccess) {
         /* No event to order the reuse on (a stream of another device, say): the host waits for
          * that stream, or for the whole device when even that fails. */
-        rc = cu_fail(&l->eb, e, "sp_loader_release_on: cudaEventRecord on the caller's stream (the batch is "
+        rc = cu_fail(c->leb, e, "sp_loader_release_on: cudaEventRecord on the caller's stream (the batch is "
                      "released after a host wait)");
         if ((uintptr_t)stream <= 2 || evop(c, EV_STREAM_SYNC, NULL, stream) != cudaSuccess)
             evop(c, EV_DEVICE_SYNC, NULL, NULL);
@@ -905,6 +901,7 @@ void cu_stats(cu_stage *c, sp_loader_stats *st)
 {
     pthread_mutex_lock(&c->mu);
     st->host_pinned = c->registered;
+    st->device_memory_bytes = c->budget_used;
     if (c->note[0])
         snprintf(st->device_note, sizeof st->device_note, "%s", c->note);
     st->device_ring_bytes = c->nslots * c->slot_bytes + (c->lut ? 3 * 256 * (uint64_t)c->lut_elem : 0);

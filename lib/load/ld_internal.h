@@ -9,6 +9,7 @@
 
 #include "img.h"
 #include "ld.h"
+#include "ld_host.h"
 #include "ld_io.h"
 
 #define LD_PAGE 4096u
@@ -20,18 +21,6 @@
 
 enum { SLOT_FREE, SLOT_FILLING, SLOT_READY, SLOT_LEASED };
 enum { CONVERT_COPY, CONVERT_U16_I32, CONVERT_U32_I32, CONVERT_IMAGE };
-
-struct sp_batch {
-    sp_loader *owner;
-    uint32_t slot;   /* in the host ring, or in the device ring when on_device */
-    bool on_device;
-    uint64_t epoch, index;
-    uint32_t rows;
-    size_t nfields;
-    const char *const *names; /* nfields names, shared by every batch of the loader */
-    DLTensor *t;              /* nfields tensors, each with a shape array of its own */
-    uint64_t *ids;
-};
 
 typedef struct cu_stage cu_stage;
 
@@ -192,12 +181,6 @@ struct sp_loader {
     sp_loader_stats st;
     double t_first;
 };
-
-/* ld_loader.c: the DLPack dtype of an image tensor of image dtype SP_IMAGE_* */
-DLDataType ld_image_dltype(int image_dtype);
-/* ld_loader.c: the host stage's consumer side, for the caller's thread or the device stage */
-int ld_host_next(sp_loader *l, sp_batch **out, int timeout_ms);
-int ld_host_release(sp_loader *l, sp_batch *b);
 
 /* ld_pipeline.c */
 int ld_pipeline_start(sp_loader *l);

@@ -57,7 +57,8 @@ static int read_device_config(sp_loader *l, const sp_params *p)
     /* device_dtype's choices after none are image_dtype's after uint8, in the same order */
     l->dev_img_dtype = l->dev_dtype == SP_DEVICE_DTYPE_NONE ? SP_IMAGE_UINT8
                                                             : SP_IMAGE_FLOAT16 + (l->dev_dtype - SP_DEVICE_DTYPE_FLOAT16);
-    int rc = cu_resolve(l, sp_params_get(p, SP_PARAM_DEVICE));
+    int rc = cu_resolve(sp_params_get(p, SP_PARAM_DEVICE), &l->device, l->st.device_note, sizeof l->st.device_note,
+                        &l->eb);
     l->st.device = l->device;
     if (rc || l->dev_dtype == SP_DEVICE_DTYPE_NONE)
         return rc;
@@ -613,8 +614,10 @@ static int loader_setup(sp_loader *l, const sp_params *params)
         rc = alloc_pools(l, &z);
     if (rc == SP_OK)
         rc = open_io(l);
-    if (rc == SP_OK && l->device >= 0)
-        rc = cu_open(l, l->dev_budget, &l->dev);
+    if (rc == SP_OK && l->device >= 0) {
+        cu_config cfg = { l->device, l->dev_dtype, l->dev_layout, l->dev_img_dtype, l->dev_budget };
+        rc = cu_open(l, &cfg, &l->dev);
+    }
     l->done = l->epochs != 0 && l->epoch >= l->epochs;
     return rc;
 }
@@ -993,6 +996,35 @@ int ld_host_release(sp_loader *l, sp_batch *b)
     }
     pthread_mutex_unlock(&l->mu);
     return rc;
+}
+
+void ld_host_geometry(const sp_loader *l, ld_host_geom *g)
+{
+    *g = (ld_host_geom){ .batch = l->batch, .slot_bytes = l->batch_bytes, .nfields = l->nout, .names = l->names,
+                         .ring = l->batch_mem, .ring_bytes = l->nslots * l->batch_bytes,
+                         .img = l->has_image ? &l->img : NULL, .eb = (sp_errbuf *)&l->eb };
+    for (size_t f = 0; f < l->nout; f++) {
+        const ld_out *o = &l->out[f];
+        ld_host_field *h = &g->field[f];
+        h->offset = o->offset;
+        h->dt = o->dt;
+        h->ndim = o->ndim;
+        memcpy(h->shape, o->shape, sizeof h->shape);
+        h->image = o->convert == CONVERT_IMAGE;
+    }
+}
+
+const uint8_t *ld_host_rows(const sp_loader *l, const sp_batch *b) { return l->slots[b->slot].mem; }
+
+void ld_host_attach(sp_loader *l, sp_errbuf *eb) { l->ceb = eb ? eb : &l->eb; }
+
+void ld_host_interrupt(sp_loader *l, bool on)
+{
+    pthread_mutex_lock(&l->mu);
+    l->consumer_abort = on;
+    if (on)
+        pthread_cond_broadcast(&l->c_consumer);
+    pthread_mutex_unlock(&l->mu);
 }
 
 int sp_loader_next(sp_loader *l, sp_batch **out, int timeout_ms)
