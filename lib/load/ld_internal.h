@@ -1,5 +1,5 @@
 /* ld_internal.h - the loader object, shared by its API (ld_loader.c) and its threads
- * (ld_pipeline.c). Lock order: only `mu`; no lock is held across I/O or decoding. */
+ * (ld_pipeline.c), split into parts by the thread or lock that owns each. */
 #ifndef SP_LD_INTERNAL_H
 #define SP_LD_INTERNAL_H
 
@@ -63,22 +63,30 @@ typedef struct ld_region {
     bool done;
 } ld_region;
 
-struct sp_loader {
-    sp_errbuf eb;
-    char name[256];       /* what was opened (a path, a glob, the first of the shards), for messages */
-    sp_errbuf *ceb;       /* where the host stage's consumer writes its errors: eb, or the
-                           * device stage's own buffer while its copy thread is the consumer */
-    bool consumer_abort;  /* under mu: the host consumer's wait returns at once (device stage halt) */
-    sp_dataset *ds;
+/* ---- the loader, split by owner ----
+ * Each part below is written by one owner, named at the top of its struct; everything else only
+ * reads it, as that comment allows. "The consumer" is the thread inside a consumer call
+ * (shardpack.h: next, set_epoch, the state and count functions, close), or the device stage's
+ * copy thread while it runs (it calls ld_host_next). The lock order is in ld_host.h. */
 
-    /* configuration */
+/* Configuration: written by open, read-only afterwards by every thread. */
+typedef struct ld_config {
     uint32_t batch, window_blocks, rank, world;
     int threads, io_mode, on_error, token_dtype;
     int direct_mode; /* the direct_io parameter: 1, 0, or -1 for auto */
-    bool shuffle, drop_last, direct;
+    bool shuffle, drop_last;
     uint64_t seed, epochs, host_memory, prefetch, max_sample;
+    img_cfg img;    /* the image transform, when an image field is batched */
+    bool has_image;
+    /* the device stage (cu.h): device >= 0 when batches go to CUDA device `device` */
+    int device;
+    int dev_dtype, dev_layout; /* device_dtype, device_layout */
+    int dev_img_dtype;         /* the SP_IMAGE_* dtype device_dtype converts to (uint8: none) */
+    uint64_t dev_budget;       /* device_memory */
+} ld_config;
 
-    /* the dataset, flattened per global block */
+/* The dataset, flattened per global block: written by open, read-only afterwards. */
+typedef struct ld_tables {
     const sp_schema *schema;
     uint64_t nblocks, nshards;
     uint32_t *block_samples;
@@ -88,99 +96,143 @@ struct sp_loader {
     fmt_shard **shards;
     uint32_t max_block_samples;
     uint64_t max_raw, max_read;
+} ld_tables;
 
-    /* batch layout */
+/* The batch layout: written by open, read-only afterwards. */
+typedef struct ld_layout {
     ld_out out[SP_MAX_FIELDS];
     size_t nout;
     uint64_t batch_bytes;
     const char *names[SP_MAX_FIELDS]; /* of the batch tensors, for every batch */
     uint64_t ndims;                    /* dimensions of all batch tensors together */
+} ld_layout;
 
-    /* pools, allocated at open */
+/* Memory allocated at open; the pointers never change. What they hold belongs to: the read ring's
+ * bytes, to the region they were carved for (ld_ring); batch_mem, tensors and shapes, to their
+ * slot; the per-worker arrays, to worker [i] (and to a caller of sp_loader_bench_block while no
+ * worker runs). */
+typedef struct ld_pools {
     uint8_t *read_ring;
     uint64_t read_ring_bytes;
     uint8_t *batch_mem;
-    ld_slot *slots;
-    uint64_t nslots;
     DLTensor *tensors; /* nout per slot */
     int64_t *shapes;   /* ndims per slot */
     uint8_t **scratch;
     uint32_t **row_counts; /* per worker: rows per batch of the block being scattered */
     uint64_t bpw;          /* most batches one window's samples can touch */
     ZSTD_DCtx **dctx;
-    img_cfg img;       /* the image transform, when an image field is batched */
-    bool has_image;
-    img_ctx **imgc;    /* per worker */
-    uint64_t scratch_bytes;
-    ld_window win[2];
-    uint32_t *win_perm;
-    uint32_t win_cap;
-    uint64_t win_remaining[2];
-    ld_region *regions;
-    uint32_t nregions, reg_head, reg_count;
-    uint64_t ring_head, ring_tail, ring_used_peak;
-    ld_job *jobs;
-    uint32_t jobs_cap, job_head, job_count;
-    uint64_t allocated;
+    img_ctx **imgc;        /* per worker */
+} ld_pools;
 
-    /* descriptors, reader thread only */
+/* The reader's state: the reader thread while a run is on; the consumer between runs (open,
+ * ld_pipeline_start, after ld_pipeline_stop). The workers read the windows and plans of the jobs
+ * the reader has queued (published by ring.mu). */
+typedef struct ld_reader_state {
+    ld_io *io;
+    bool direct;     /* O_DIRECT reads; switched off under ring.mu (the stats say why) */
+    /* descriptors */
     int *fd;
     bool *fd_direct;
     uint64_t *fd_tick;
     uint64_t tick;
     uint32_t fds_open;
-
-    /* threads */
-    pthread_mutex_t mu;
-    pthread_cond_t c_reader, c_worker, c_consumer;
-    pthread_t reader;
-    pthread_t *workers;
-    int nworkers;
-    bool reader_up, reader_done, stop, running;
-    ld_io *io;
-    uint64_t pending; /* blocks handed to I/O or workers and not yet decoded */
-    uint64_t slots_in_use; /* batch slots not free */
-    uint64_t waiting_for;  /* global batch the consumer sleeps on, UINT64_MAX when awake */
-    int64_t blocked_slot;
-
+    /* windows */
+    ld_window win[2];
+    uint32_t *win_perm;
+    uint32_t win_cap;
+    uint32_t win_plan[2]; /* plan slot of each window slot */
     /* The reader's plans: it runs on into the next epoch while the consumer finishes this one, so
      * two plans may be live. Batches are numbered globally within a run: epoch-local batch k of
      * plan slot i is global batch rbase[i] + k, held in slot (global % nslots). */
     ld_plan rplan[2];
-    uint64_t rbase[2], rlo[2], rpending[2];
-    uint32_t win_plan[2]; /* plan slot of each window slot */
-    uint64_t run_epoch;   /* the epoch a run starts at, and its first batch */
-    uint64_t run_k;
-    uint64_t run_base;    /* global number of run_epoch's batch 0 (below nslots; see run_base_locked) */
+    uint64_t rbase[2], rlo[2];
+    uint64_t next_assign; /* the next global batch whose slot the reader claims */
+    /* where a run starts, set by the consumer before it starts the reader */
+    uint64_t run_epoch, run_k;
+    uint64_t run_base; /* global number of run_epoch's batch 0 (below nslots; see run_base_locked) */
+} ld_reader_state;
 
-    /* The consumer contract (shardpack.h): 1 while a consumer call (next, set_epoch, the state
-     * and count functions, close) runs. Taken by compare-exchange at entry, so a second thread
-     * gets SP_EBUSY before it reads or writes anything below. */
-    atomic_int consumer_busy;
+/* The rings shared by the reader, the workers and the consumer: everything here is read and
+ * written under `mu`, except the slots' rows (written by the workers that own their rows while
+ * a slot is SLOT_FILLING, read by the consumer once it is SLOT_READY) and what open sets once. */
+typedef struct ld_ring {
+    pthread_mutex_t mu;
+    pthread_cond_t c_reader, c_worker, c_consumer;
+    bool stop, reader_done;
+    /* batch slots */
+    ld_slot *slots;
+    uint64_t nslots;       /* fixed at open */
+    uint64_t slots_in_use; /* batch slots not free */
+    uint64_t waiting_for;  /* global batch the consumer sleeps on, UINT64_MAX when awake */
+    int64_t blocked_slot;  /* the slot the reader waits for, -1 when none */
+    uint64_t leases;
+    uint64_t taken; /* batches the host consumer has taken, ever (orders the leases) */
+    bool consumer_abort; /* the host consumer's wait returns at once (device stage halt) */
+    /* regions of the read ring, and the decode jobs queued on them */
+    ld_region *regions;
+    uint32_t nregions, reg_head, reg_count;
+    uint64_t ring_head, ring_tail;
+    ld_job *jobs;
+    uint32_t jobs_cap, job_head, job_count;
+    uint64_t pending;            /* blocks handed to I/O or workers and not yet decoded */
+    uint64_t win_remaining[2];   /* blocks of each window slot still to decode */
+    uint64_t rpending[2];        /* blocks of each plan slot still to decode */
+} ld_ring;
 
-    /* the consumer's position; `plan` is its own copy of its epoch's plan */
+/* The first failure of this run, by global batch: under ring.mu; reset by the consumer between
+ * runs. */
+typedef struct ld_failure {
+    uint64_t batch;
+    int code;
+    char msg[SP_ERRMSG_MAX];
+} ld_failure;
+
+/* The threads of a run: the consumer's (ld_pipeline_start, ld_pipeline_stop). */
+typedef struct ld_threads {
+    pthread_t reader;
+    pthread_t *workers;
+    int nworkers;
+    bool reader_up, running;
+} ld_threads;
+
+/* The consumer's position: the consumer's. `plan` is its own copy of its epoch's plan. */
+typedef struct ld_consumer {
+    /* 1 while a consumer call runs. Taken by compare-exchange at entry, so a second thread gets
+     * SP_EBUSY before it reads or writes anything else of the loader. */
+    atomic_int busy;
+    sp_errbuf *eb; /* where the host stage's consumer writes its errors: the loader's eb, or the
+                    * device stage's own buffer while its copy thread is the consumer */
     ld_plan plan;
     bool plan_valid;
-    uint64_t epoch, start_k, next_k, cons_base, next_assign;
+    uint64_t epoch, start_k, next_k, cons_base;
     bool done;
-    uint64_t leases;
-    uint64_t taken; /* under mu: batches the host consumer has taken, ever (orders the leases) */
+} ld_consumer;
 
-    /* the first failure of this run, by global batch */
-    uint64_t err_batch;
-    int err_code;
-    char err_msg[SP_ERRMSG_MAX];
-
-    /* the device stage (cu.h): device >= 0 when batches go to CUDA device `device` */
-    int device;
-    int dev_dtype, dev_layout; /* device_dtype, device_layout */
-    int dev_img_dtype;         /* the SP_IMAGE_* dtype device_dtype converts to (uint8: none) */
-    uint64_t dev_budget;       /* device_memory */
-    cu_stage *dev;
-
-    sp_loader_stats st;
+/* Statistics: under ring.mu (sp_loader_stats_get reads them from any thread). */
+typedef struct ld_stats {
+    sp_loader_stats s;
     double t_first;
+} ld_stats;
+
+struct sp_loader {
+    sp_errbuf eb;  /* the API caller's messages */
+    char name[256]; /* what was opened (a path, a glob, the first of the shards), for messages */
+    sp_dataset *ds;
+    cu_stage *dev; /* the device stage (cu.h), or NULL: the consumer's */
+    ld_config cfg;
+    ld_tables tab;
+    ld_layout lay;
+    ld_pools pool;
+    ld_reader_state rdr;
+    ld_ring ring;
+    ld_failure fail;
+    ld_threads thr;
+    ld_consumer cons;
+    ld_stats stats;
 };
+
+/* ld_loader.c: builds the plan of `epoch` for this loader's rank into p. */
+int ld_epoch_plan(const sp_loader *l, uint64_t epoch, ld_plan *p, char *why, size_t whylen);
 
 /* ld_pipeline.c */
 int ld_pipeline_start(sp_loader *l);

@@ -51,45 +51,46 @@ static int env_count(sp_errbuf *eb, const char *name, int64_t def, int64_t *out)
  * image_layout, so code written for a GPU gets the same tensors, in host memory, without one. */
 static int read_device_config(sp_loader *l, const sp_params *p)
 {
-    l->dev_budget = (uint64_t)sp_params_get(p, SP_PARAM_DEVICE_MEMORY);
-    l->dev_dtype = (int)sp_params_get(p, SP_PARAM_DEVICE_DTYPE);
-    l->dev_layout = (int)sp_params_get(p, SP_PARAM_DEVICE_LAYOUT);
+    l->cfg.dev_budget = (uint64_t)sp_params_get(p, SP_PARAM_DEVICE_MEMORY);
+    l->cfg.dev_dtype = (int)sp_params_get(p, SP_PARAM_DEVICE_DTYPE);
+    l->cfg.dev_layout = (int)sp_params_get(p, SP_PARAM_DEVICE_LAYOUT);
     /* device_dtype's choices after none are image_dtype's after uint8, in the same order */
-    l->dev_img_dtype = l->dev_dtype == SP_DEVICE_DTYPE_NONE ? SP_IMAGE_UINT8
-                                                            : SP_IMAGE_FLOAT16 + (l->dev_dtype - SP_DEVICE_DTYPE_FLOAT16);
-    int rc = cu_resolve(sp_params_get(p, SP_PARAM_DEVICE), &l->device, l->st.device_note, sizeof l->st.device_note,
-                        &l->eb);
-    l->st.device = l->device;
-    if (rc || l->dev_dtype == SP_DEVICE_DTYPE_NONE)
+    l->cfg.dev_img_dtype = l->cfg.dev_dtype == SP_DEVICE_DTYPE_NONE
+                               ? SP_IMAGE_UINT8
+                               : SP_IMAGE_FLOAT16 + (l->cfg.dev_dtype - SP_DEVICE_DTYPE_FLOAT16);
+    int rc = cu_resolve(sp_params_get(p, SP_PARAM_DEVICE), &l->cfg.device, l->stats.s.device_note,
+                        sizeof l->stats.s.device_note, &l->eb);
+    l->stats.s.device = l->cfg.device;
+    if (rc || l->cfg.dev_dtype == SP_DEVICE_DTYPE_NONE)
         return rc;
-    if (l->img.dtype != SP_IMAGE_UINT8 || l->img.layout != SP_LAYOUT_NHWC)
+    if (l->cfg.img.dtype != SP_IMAGE_UINT8 || l->cfg.img.layout != SP_LAYOUT_NHWC)
         return sp_fail(&l->eb, SP_EINVAL,
                        "device_dtype converts images from the uint8 NHWC pixels the host makes: leave image_dtype "
                        "and image_layout at uint8 and nhwc (device_layout sets the layout)");
-    if (l->device < 0) {
-        l->img.dtype = l->dev_img_dtype;
-        l->img.layout = l->dev_layout == SP_DEVICE_LAYOUT_NCHW ? SP_LAYOUT_NCHW : SP_LAYOUT_NHWC;
+    if (l->cfg.device < 0) {
+        l->cfg.img.dtype = l->cfg.dev_img_dtype;
+        l->cfg.img.layout = l->cfg.dev_layout == SP_DEVICE_LAYOUT_NCHW ? SP_LAYOUT_NCHW : SP_LAYOUT_NHWC;
     }
     return SP_OK;
 }
 
 static int read_config(sp_loader *l, const sp_params *p)
 {
-    l->batch = (uint32_t)sp_params_get(p, SP_PARAM_BATCH_SIZE);
-    l->threads = (int)sp_params_get(p, SP_PARAM_THREADS);
-    if (l->threads == 0)
-        l->threads = sp_online_cores();
-    l->seed = (uint64_t)sp_params_get(p, SP_PARAM_SEED);
-    l->shuffle = sp_params_get(p, SP_PARAM_SHUFFLE) != 0;
-    l->window_blocks = (uint32_t)sp_params_get(p, SP_PARAM_SHUFFLE_WINDOW);
-    l->epochs = (uint64_t)sp_params_get(p, SP_PARAM_EPOCHS);
-    l->drop_last = sp_params_get(p, SP_PARAM_DROP_LAST) != 0;
-    l->io_mode = (int)sp_params_get(p, SP_PARAM_IO);
-    l->direct_mode = (int)sp_params_get(p, SP_PARAM_DIRECT_IO);
-    l->on_error = (int)sp_params_get(p, SP_PARAM_ON_ERROR);
-    l->token_dtype = (int)sp_params_get(p, SP_PARAM_TOKEN_DTYPE);
-    l->max_sample = (uint64_t)sp_params_get(p, SP_PARAM_MAX_SAMPLE_BYTES);
-    if (img_cfg_from_params(&l->img, p) != SP_OK)
+    l->cfg.batch = (uint32_t)sp_params_get(p, SP_PARAM_BATCH_SIZE);
+    l->cfg.threads = (int)sp_params_get(p, SP_PARAM_THREADS);
+    if (l->cfg.threads == 0)
+        l->cfg.threads = sp_online_cores();
+    l->cfg.seed = (uint64_t)sp_params_get(p, SP_PARAM_SEED);
+    l->cfg.shuffle = sp_params_get(p, SP_PARAM_SHUFFLE) != 0;
+    l->cfg.window_blocks = (uint32_t)sp_params_get(p, SP_PARAM_SHUFFLE_WINDOW);
+    l->cfg.epochs = (uint64_t)sp_params_get(p, SP_PARAM_EPOCHS);
+    l->cfg.drop_last = sp_params_get(p, SP_PARAM_DROP_LAST) != 0;
+    l->cfg.io_mode = (int)sp_params_get(p, SP_PARAM_IO);
+    l->cfg.direct_mode = (int)sp_params_get(p, SP_PARAM_DIRECT_IO);
+    l->cfg.on_error = (int)sp_params_get(p, SP_PARAM_ON_ERROR);
+    l->cfg.token_dtype = (int)sp_params_get(p, SP_PARAM_TOKEN_DTYPE);
+    l->cfg.max_sample = (uint64_t)sp_params_get(p, SP_PARAM_MAX_SAMPLE_BYTES);
+    if (img_cfg_from_params(&l->cfg.img, p) != SP_OK)
         return sp_fail_keep(&l->eb, SP_EINVAL);
     /* Launchers (torchrun, Slurm wrappers, MPI) export RANK and WORLD_SIZE. */
     int64_t rank = sp_params_get(p, SP_PARAM_RANK), world = sp_params_get(p, SP_PARAM_WORLD_SIZE);
@@ -100,8 +101,8 @@ static int read_config(sp_loader *l, const sp_params *p)
     if (rank < 0 || world < 1 || world > (1 << 20) || rank >= world)
         return sp_fail(&l->eb, SP_EINVAL, "rank %lld and world size %lld are not valid (check RANK and WORLD_SIZE)",
                      (long long)rank, (long long)world);
-    l->rank = (uint32_t)rank;
-    l->world = (uint32_t)world;
+    l->cfg.rank = (uint32_t)rank;
+    l->cfg.world = (uint32_t)world;
     uint64_t budget = (uint64_t)sp_params_get(p, SP_PARAM_HOST_MEMORY);
     if (budget == 0) {
         /* Follow the memory the machine has: an eighth of what is available, at most 2 GiB. */
@@ -109,9 +110,9 @@ static int read_config(sp_loader *l, const sp_params *p)
         uint64_t avail = sysinfo(&si) == 0 ? (uint64_t)si.freeram * si.mem_unit : (1ull << 30);
         budget = avail / 8 < (2ull << 30) ? avail / 8 : (2ull << 30);
     }
-    l->host_memory = budget;
-    l->st.host_memory_bytes = budget;
-    l->st.threads = l->threads;
+    l->cfg.host_memory = budget;
+    l->stats.s.host_memory_bytes = budget;
+    l->stats.s.threads = l->cfg.threads;
     return read_device_config(l, p);
 }
 
@@ -127,42 +128,42 @@ DLDataType ld_image_dltype(int image_dtype)
 /* An image field becomes [B, S, S, 3] (or [B, 3, S, S]) in the image dtype. */
 static void plan_image(sp_loader *l, ld_out *o)
 {
-    int64_t s = l->img.size;
+    int64_t s = l->cfg.img.size;
     o->convert = CONVERT_IMAGE;
     o->src_bytes = 0;
-    o->row_bytes = img_out_bytes(&l->img);
-    o->dt = ld_image_dltype(l->img.dtype);
+    o->row_bytes = img_out_bytes(&l->cfg.img);
+    o->dt = ld_image_dltype(l->cfg.img.dtype);
     o->ndim = 4;
-    o->shape[0] = l->batch;
-    bool nchw = l->img.layout == SP_LAYOUT_NCHW;
+    o->shape[0] = l->cfg.batch;
+    bool nchw = l->cfg.img.layout == SP_LAYOUT_NCHW;
     o->shape[1] = nchw ? 3 : s;
     o->shape[2] = nchw ? s : s;
     o->shape[3] = nchw ? s : 3;
-    l->has_image = true;
+    l->cfg.has_image = true;
 }
 
 /* One batch tensor per fixed-size or image field; bytes fields stay out of loader batches. */
 static int plan_outputs(sp_loader *l)
 {
     uint64_t off = 0;
-    for (size_t f = 0; f < l->schema->n; f++) {
-        const sp_field *fd = &l->schema->f[f];
+    for (size_t f = 0; f < l->tab.schema->n; f++) {
+        const sp_field *fd = &l->tab.schema->f[f];
         if (fd->kind == SP_FIELD_IMAGE) {
-            ld_out *o = &l->out[l->nout++];
+            ld_out *o = &l->lay.out[l->lay.nout++];
             o->field = f;
             plan_image(l, o);
             o->offset = off;
-            off = sp_align_up(off + o->row_bytes * l->batch, LD_FIELD_ALIGN);
+            off = sp_align_up(off + o->row_bytes * l->cfg.batch, LD_FIELD_ALIGN);
             continue;
         }
         if (!fd->fixed_bytes)
             continue;
-        ld_out *o = &l->out[l->nout++];
+        ld_out *o = &l->lay.out[l->lay.nout++];
         o->field = f;
         o->src_bytes = fd->fixed_bytes;
         int dtype = fd->dtype;
         o->convert = CONVERT_COPY;
-        if (fd->kind == SP_FIELD_TOKENS && l->token_dtype == SP_TOKEN_DTYPE_INT32) {
+        if (fd->kind == SP_FIELD_TOKENS && l->cfg.token_dtype == SP_TOKEN_DTYPE_INT32) {
             o->convert = fd->dtype == SP_DTYPE_U16 ? CONVERT_U16_I32 : CONVERT_U32_I32;
             dtype = SP_DTYPE_I32;
         }
@@ -176,19 +177,19 @@ static int plan_outputs(sp_loader *l)
         };
         o->dt = (DLDataType){ codes[dtype], (uint8_t)(8 * sp_dtype_size(dtype)), 1 };
         o->ndim = (int)fd->ndim + 1;
-        o->shape[0] = l->batch;
+        o->shape[0] = l->cfg.batch;
         for (uint32_t d = 0; d < fd->ndim; d++)
             o->shape[d + 1] = (int64_t)fd->shape[d];
         o->offset = off;
-        off = sp_align_up(off + o->row_bytes * l->batch, LD_FIELD_ALIGN);
+        off = sp_align_up(off + o->row_bytes * l->cfg.batch, LD_FIELD_ALIGN);
     }
-    if (l->nout == 0)
+    if (l->lay.nout == 0)
         return sp_fail(&l->eb, SP_ENOTSUP, "the dataset has no field the loader batches (image, label, tokens, tensor)");
-    for (size_t f = 0; f < l->nout; f++) {
-        l->names[f] = l->schema->f[l->out[f].field].name;
-        l->ndims += (uint64_t)l->out[f].ndim;
+    for (size_t f = 0; f < l->lay.nout; f++) {
+        l->lay.names[f] = l->tab.schema->f[l->lay.out[f].field].name;
+        l->lay.ndims += (uint64_t)l->lay.out[f].ndim;
     }
-    l->batch_bytes = off;
+    l->lay.batch_bytes = off;
     return SP_OK;
 }
 
@@ -196,41 +197,42 @@ static int plan_outputs(sp_loader *l)
 static int load_tables(sp_loader *l)
 {
     sp_dataset *d = l->ds;
-    l->nshards = sp_dataset_num_shards(d);
-    l->nblocks = sp_dataset_num_blocks(d);
-    l->shards = sp_calloc(l->nshards, sizeof *l->shards);
-    l->block_samples = sp_malloc(l->nblocks * sizeof *l->block_samples);
-    l->block_first = sp_malloc(l->nblocks * sizeof *l->block_first);
-    l->block_shard = sp_malloc(l->nblocks * sizeof *l->block_shard);
-    l->block_entry = sp_malloc(l->nblocks * sizeof *l->block_entry);
-    l->fd = sp_malloc(l->nshards * sizeof *l->fd);
-    l->fd_direct = sp_calloc(l->nshards, sizeof *l->fd_direct);
-    l->fd_tick = sp_calloc(l->nshards, sizeof *l->fd_tick);
+    l->tab.nshards = sp_dataset_num_shards(d);
+    l->tab.nblocks = sp_dataset_num_blocks(d);
+    l->tab.shards = sp_calloc(l->tab.nshards, sizeof *l->tab.shards);
+    l->tab.block_samples = sp_malloc(l->tab.nblocks * sizeof *l->tab.block_samples);
+    l->tab.block_first = sp_malloc(l->tab.nblocks * sizeof *l->tab.block_first);
+    l->tab.block_shard = sp_malloc(l->tab.nblocks * sizeof *l->tab.block_shard);
+    l->tab.block_entry = sp_malloc(l->tab.nblocks * sizeof *l->tab.block_entry);
+    l->rdr.fd = sp_malloc(l->tab.nshards * sizeof *l->rdr.fd);
+    l->rdr.fd_direct = sp_calloc(l->tab.nshards, sizeof *l->rdr.fd_direct);
+    l->rdr.fd_tick = sp_calloc(l->tab.nshards, sizeof *l->rdr.fd_tick);
     /* Before any early return: loader_free closes every descriptor that is not -1. */
-    for (uint64_t i = 0; l->fd && i < l->nshards; i++)
-        l->fd[i] = -1;
-    if (!l->shards || !l->block_samples || !l->block_first || !l->block_shard || !l->block_entry || !l->fd ||
-        !l->fd_direct || !l->fd_tick)
-        return sp_fail(&l->eb, SP_ENOMEM, "out of memory for the tables of %llu blocks", (unsigned long long)l->nblocks);
+    for (uint64_t i = 0; l->rdr.fd && i < l->tab.nshards; i++)
+        l->rdr.fd[i] = -1;
+    if (!l->tab.shards || !l->tab.block_samples || !l->tab.block_first || !l->tab.block_shard || !l->tab.block_entry ||
+        !l->rdr.fd || !l->rdr.fd_direct || !l->rdr.fd_tick)
+        return sp_fail(&l->eb, SP_ENOMEM, "out of memory for the tables of %llu blocks",
+                       (unsigned long long)l->tab.nblocks);
     uint64_t b = 0, first = 0;
-    for (uint64_t i = 0; i < l->nshards; i++) {
-        int rc = rd_shard_get(d, i, &l->shards[i]);
+    for (uint64_t i = 0; i < l->tab.nshards; i++) {
+        int rc = rd_shard_get(d, i, &l->tab.shards[i]);
         if (rc)
             return sp_fail(&l->eb, rc, "%s", sp_dataset_errmsg(d));
-        const fmt_index *ix = &l->shards[i]->index;
+        const fmt_index *ix = &l->tab.shards[i]->index;
         for (uint64_t k = 0; k < ix->nblocks; k++, b++) {
             const fmt_block_entry *be = &ix->blocks[k];
-            l->block_samples[b] = be->nsamples;
-            l->block_first[b] = first;
-            l->block_shard[b] = (uint32_t)i;
-            l->block_entry[b] = be;
+            l->tab.block_samples[b] = be->nsamples;
+            l->tab.block_first[b] = first;
+            l->tab.block_shard[b] = (uint32_t)i;
+            l->tab.block_entry[b] = be;
             first += be->nsamples;
-            if (be->nsamples > l->max_block_samples)
-                l->max_block_samples = be->nsamples;
-            if (sp_align_up(be->stored_size, LD_PAGE) > l->max_read)
-                l->max_read = sp_align_up(be->stored_size, LD_PAGE);
-            if (be->codec != SP_CODEC_STORED && be->raw_size > l->max_raw)
-                l->max_raw = be->raw_size;
+            if (be->nsamples > l->tab.max_block_samples)
+                l->tab.max_block_samples = be->nsamples;
+            if (sp_align_up(be->stored_size, LD_PAGE) > l->tab.max_read)
+                l->tab.max_read = sp_align_up(be->stored_size, LD_PAGE);
+            if (be->codec != SP_CODEC_STORED && be->raw_size > l->tab.max_raw)
+                l->tab.max_raw = be->raw_size;
         }
     }
     return SP_OK;
@@ -258,8 +260,8 @@ static uint64_t add_sat(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UI
  * itself, a DLTensor per field and the tensors' shapes). */
 static uint64_t slot_bytes(const sp_loader *l)
 {
-    return l->batch_bytes + (uint64_t)l->batch * (sizeof(uint64_t) + 1) + sizeof(ld_slot) +
-           l->nout * sizeof(DLTensor) + l->ndims * sizeof(int64_t);
+    return l->lay.batch_bytes + (uint64_t)l->cfg.batch * (sizeof(uint64_t) + 1) + sizeof(ld_slot) +
+           l->lay.nout * sizeof(DLTensor) + l->lay.ndims * sizeof(int64_t);
 }
 
 /* A read ring of n bytes with its bookkeeping: at most one region and one job per page. */
@@ -275,15 +277,16 @@ static uint64_t tables_bytes(const sp_loader *l)
 {
     uint64_t per_block = 2 * sizeof(uint32_t) + sizeof(uint64_t) + sizeof(void *);
     uint64_t per_shard = sizeof(void *) + sizeof(int) + sizeof(bool) + sizeof(uint64_t);
-    uint64_t rank_blocks = l->nblocks / l->world + 1;
-    uint64_t plan = (rank_blocks + rank_blocks / l->window_blocks + 2) * sizeof(uint64_t);
-    uint64_t building = l->nblocks * sizeof(uint64_t) + (uint64_t)l->world * (sizeof(uint64_t) + 16);
-    return l->nblocks * per_block + l->nshards * per_shard + 4 * plan + building;
+    uint64_t rank_blocks = l->tab.nblocks / l->cfg.world + 1;
+    uint64_t plan = (rank_blocks + rank_blocks / l->cfg.window_blocks + 2) * sizeof(uint64_t);
+    uint64_t building = l->tab.nblocks * sizeof(uint64_t) + (uint64_t)l->cfg.world * (sizeof(uint64_t) + 16);
+    return l->tab.nblocks * per_block + l->tab.nshards * per_shard + 4 * plan + building;
 }
 
 static uint64_t sizes_total(const sp_loader *l, ld_sizes *z)
 {
-    z->windows = (3ull * z->win_cap + 2ull * l->window_blocks + (uint64_t)l->threads * z->bpw) * sizeof(uint32_t);
+    z->windows =
+        (3ull * z->win_cap + 2ull * l->cfg.window_blocks + (uint64_t)l->cfg.threads * z->bpw) * sizeof(uint32_t);
     z->total = add_sat(mul_sat(z->slots, z->slot_bytes), read_cost(z->read) + z->scratch + z->windows + z->tables);
     return z->total;
 }
@@ -291,17 +294,18 @@ static uint64_t sizes_total(const sp_loader *l, ld_sizes *z)
 static int refuse_minimum(sp_loader *l, const ld_sizes *z)
 {
     char a[32], b[32], c[32], d[32], e[32], f[32];
-    uint64_t worker = z->scratch / (uint64_t)l->threads;
+    uint64_t worker = z->scratch / (uint64_t)l->cfg.threads;
     return sp_fail(&l->eb, SP_ELIMIT,
                    "host_memory %s cannot hold one shuffle window and its batches: need at least %s "
                    "(%llu batch slots of %s, each %s of rows and %llu bytes of ids and descriptors, for a window of "
                    "%u blocks of up to %u samples; 2 read buffers of %s; %d worker buffers of %s); "
                    "raise host_memory, or lower batch_size, shuffle_window or threads%s",
-                   human(l->host_memory, a, sizeof a), human(z->total, b, sizeof b), (unsigned long long)z->slots,
-                   human(z->slot_bytes, c, sizeof c), human(l->batch_bytes, d, sizeof d),
-                   (unsigned long long)(z->slot_bytes - l->batch_bytes), l->window_blocks, l->max_block_samples,
-                   human(l->max_read, e, sizeof e), l->threads, human(worker, f, sizeof f),
-                   l->has_image ? " (or max_image_memory, which each worker reserves)" : "");
+                   human(l->cfg.host_memory, a, sizeof a), human(z->total, b, sizeof b), (unsigned long long)z->slots,
+                   human(z->slot_bytes, c, sizeof c), human(l->lay.batch_bytes, d, sizeof d),
+                   (unsigned long long)(z->slot_bytes - l->lay.batch_bytes), l->cfg.window_blocks,
+                   l->tab.max_block_samples, human(l->tab.max_read, e, sizeof e), l->cfg.threads,
+                   human(worker, f, sizeof f),
+                   l->cfg.has_image ? " (or max_image_memory, which each worker reserves)" : "");
 }
 
 /* The smallest pools that work, then more read-ahead and more batches while the budget allows:
@@ -309,20 +313,21 @@ static int refuse_minimum(sp_loader *l, const ld_sizes *z)
 static int size_pools(sp_loader *l, ld_sizes *z)
 {
     uint64_t total_samples = sp_dataset_num_samples(l->ds);
-    uint64_t cap = (uint64_t)l->window_blocks * l->max_block_samples;
+    uint64_t cap = (uint64_t)l->cfg.window_blocks * l->tab.max_block_samples;
     z->win_cap = cap < total_samples ? cap : total_samples;
-    uint64_t bpw = (z->win_cap + l->batch - 1) / l->batch + 1; /* batches one window can touch */
+    uint64_t bpw = (z->win_cap + l->cfg.batch - 1) / l->cfg.batch + 1; /* batches one window can touch */
     z->bpw = bpw;
     z->slots = 2 * bpw + 2;
     z->slot_bytes = slot_bytes(l);
-    z->read = 2 * l->max_read;
-    z->scratch = (uint64_t)l->threads * (l->max_raw + (l->has_image ? img_ctx_bytes(&l->img) : 0) + worker_fixed());
+    z->read = 2 * l->tab.max_read;
+    z->scratch = (uint64_t)l->cfg.threads *
+                 (l->tab.max_raw + (l->cfg.has_image ? img_ctx_bytes(&l->cfg.img) : 0) + worker_fixed());
     z->tables = tables_bytes(l);
     uint64_t min = sizes_total(l, z);
-    if (min > l->host_memory || z->win_cap > UINT32_MAX)
+    if (min > l->cfg.host_memory || z->win_cap > UINT32_MAX)
         return refuse_minimum(l, z);
-    uint64_t spare = l->host_memory - min;
-    uint64_t read_goal = 2ull * l->window_blocks * l->max_read;
+    uint64_t spare = l->cfg.host_memory - min;
+    uint64_t read_goal = 2ull * l->cfg.window_blocks * l->tab.max_read;
     if (read_goal > LD_READ_RING_MAX)
         read_goal = LD_READ_RING_MAX;
     if (read_goal > z->read) {
@@ -332,13 +337,13 @@ static int size_pools(sp_loader *l, ld_sizes *z)
         spare -= read_cost(z->read + add) - read_cost(z->read);
         z->read += add;
     }
-    uint64_t extra = l->prefetch ? l->prefetch : bpw;
+    uint64_t extra = l->cfg.prefetch ? l->cfg.prefetch : bpw;
     if (mul_sat(extra, z->slot_bytes) > spare) {
-        if (l->prefetch) {
+        if (l->cfg.prefetch) {
             char a[32], b[32];
             return sp_fail(&l->eb, SP_ELIMIT, "prefetch %llu needs %s more than host_memory leaves (%s spare)",
-                         (unsigned long long)l->prefetch, human(mul_sat(extra, z->slot_bytes), a, sizeof a),
-                         human(spare, b, sizeof b));
+                           (unsigned long long)l->cfg.prefetch, human(mul_sat(extra, z->slot_bytes), a, sizeof a),
+                           human(spare, b, sizeof b));
         }
         extra = spare / z->slot_bytes;
     }
@@ -357,12 +362,12 @@ static void init_slot(sp_loader *l, ld_slot *s, uint32_t i, uint8_t *mem, uint64
     s->b.owner = l;
     s->b.slot = i;
     s->b.ids = ids;
-    s->b.nfields = l->nout;
-    s->b.names = l->names;
-    s->b.t = l->tensors + (size_t)i * l->nout;
-    int64_t *shape = l->shapes + (size_t)i * l->ndims;
-    for (size_t f = 0; f < l->nout; f++) {
-        const ld_out *o = &l->out[f];
+    s->b.nfields = l->lay.nout;
+    s->b.names = l->lay.names;
+    s->b.t = l->pool.tensors + (size_t)i * l->lay.nout;
+    int64_t *shape = l->pool.shapes + (size_t)i * l->lay.ndims;
+    for (size_t f = 0; f < l->lay.nout; f++) {
+        const ld_out *o = &l->lay.out[f];
         memcpy(shape, o->shape, (size_t)o->ndim * sizeof *shape);
         s->b.t[f] = (DLTensor){ .data = mem + o->offset, .device = { kDLCPU, 0 }, .ndim = o->ndim, .dtype = o->dt,
                                 .shape = shape, .strides = NULL, .byte_offset = 0 };
@@ -386,10 +391,10 @@ static void *pool(ld_oom *o, void *p, const char *what, uint64_t bytes)
 /* Where this loader reads from, for messages: its first shard, and how many more. */
 static void loader_where(const sp_loader *l, char *buf, size_t len)
 {
-    if (l->nshards > 1)
-        snprintf(buf, len, "%s and %llu more shards", l->shards[0]->path, (unsigned long long)(l->nshards - 1));
+    if (l->tab.nshards > 1)
+        snprintf(buf, len, "%s and %llu more shards", l->tab.shards[0]->path, (unsigned long long)(l->tab.nshards - 1));
     else
-        snprintf(buf, len, "%s", l->nshards ? l->shards[0]->path : "the dataset");
+        snprintf(buf, len, "%s", l->tab.nshards ? l->tab.shards[0]->path : "the dataset");
 }
 
 static int pools_failed(sp_loader *l, const ld_oom *o, const ld_sizes *z)
@@ -401,55 +406,63 @@ static int pools_failed(sp_loader *l, const ld_oom *o, const ld_sizes *z)
                    "the system has less memory than host_memory promises (check ulimit -v and the memory of "
                    "this process or container); lower host_memory, threads or batch_size",
                    where, o->what, human(o->bytes, a, sizeof a), (unsigned long long)o->bytes,
-                   human(z->total, b, sizeof b), human(l->host_memory, c, sizeof c));
+                   human(z->total, b, sizeof b), human(l->cfg.host_memory, c, sizeof c));
 }
 
 static int alloc_pools(sp_loader *l, const ld_sizes *z)
 {
     ld_oom o = { 0 };
-    l->nslots = z->slots;
-    l->read_ring_bytes = z->read;
-    l->win_cap = (uint32_t)z->win_cap;
-    l->nregions = (uint32_t)(z->read / LD_PAGE);
-    l->jobs_cap = l->nregions;
-    l->read_ring = pool(&o, sp_aligned_alloc(LD_PAGE, z->read), "read ring", z->read);
-    l->batch_mem = pool(&o, sp_aligned_alloc(LD_PAGE, z->slots * l->batch_bytes), "batch ring",
-                        z->slots * l->batch_bytes);
-    l->slots = pool(&o, sp_calloc(z->slots, sizeof *l->slots), "batch slots", z->slots * sizeof *l->slots);
-    l->tensors = pool(&o, sp_calloc(z->slots * l->nout, sizeof *l->tensors), "batch tensor descriptors",
-                      z->slots * l->nout * sizeof *l->tensors);
-    l->shapes = pool(&o, sp_calloc(z->slots * l->ndims, sizeof *l->shapes), "batch tensor shapes",
-                     z->slots * l->ndims * sizeof *l->shapes);
-    uint64_t *ids = pool(&o, sp_malloc(z->slots * l->batch * sizeof *ids), "batch sample ids",
-                         z->slots * l->batch * sizeof *ids);
-    uint8_t *bad = pool(&o, sp_calloc(z->slots * l->batch, 1), "batch row marks", z->slots * l->batch);
-    l->regions = pool(&o, sp_calloc(l->nregions, sizeof *l->regions), "read regions", l->nregions * sizeof *l->regions);
-    l->jobs = pool(&o, sp_calloc(l->jobs_cap, sizeof *l->jobs), "read jobs", l->jobs_cap * sizeof *l->jobs);
-    l->win_perm = pool(&o, sp_malloc((size_t)z->win_cap * sizeof *l->win_perm), "window permutation",
-                       z->win_cap * sizeof *l->win_perm);
-    l->scratch = pool(&o, sp_calloc((size_t)l->threads, sizeof *l->scratch), "worker table", l->threads * sizeof(void *));
-    l->row_counts = pool(&o, sp_calloc((size_t)l->threads, sizeof *l->row_counts), "worker table",
-                         l->threads * sizeof(void *));
-    l->bpw = z->bpw;
-    l->dctx = pool(&o, sp_calloc((size_t)l->threads, sizeof *l->dctx), "worker table", l->threads * sizeof(void *));
-    l->imgc = pool(&o, sp_calloc((size_t)l->threads, sizeof *l->imgc), "worker table", l->threads * sizeof(void *));
-    l->workers = pool(&o, sp_calloc((size_t)l->threads, sizeof *l->workers), "worker table",
-                      l->threads * sizeof(pthread_t));
+    l->ring.nslots = z->slots;
+    l->pool.read_ring_bytes = z->read;
+    l->rdr.win_cap = (uint32_t)z->win_cap;
+    l->ring.nregions = (uint32_t)(z->read / LD_PAGE);
+    l->ring.jobs_cap = l->ring.nregions;
+    l->pool.read_ring = pool(&o, sp_aligned_alloc(LD_PAGE, z->read), "read ring", z->read);
+    l->pool.batch_mem =
+        pool(&o, sp_aligned_alloc(LD_PAGE, z->slots * l->lay.batch_bytes), "batch ring", z->slots * l->lay.batch_bytes);
+    l->ring.slots =
+        pool(&o, sp_calloc(z->slots, sizeof *l->ring.slots), "batch slots", z->slots * sizeof *l->ring.slots);
+    l->pool.tensors = pool(&o, sp_calloc(z->slots * l->lay.nout, sizeof *l->pool.tensors), "batch tensor descriptors",
+                           z->slots * l->lay.nout * sizeof *l->pool.tensors);
+    l->pool.shapes = pool(&o, sp_calloc(z->slots * l->lay.ndims, sizeof *l->pool.shapes), "batch tensor shapes",
+                          z->slots * l->lay.ndims * sizeof *l->pool.shapes);
+    uint64_t *ids = pool(&o, sp_malloc(z->slots * l->cfg.batch * sizeof *ids), "batch sample ids",
+                         z->slots * l->cfg.batch * sizeof *ids);
+    uint8_t *bad = pool(&o, sp_calloc(z->slots * l->cfg.batch, 1), "batch row marks", z->slots * l->cfg.batch);
+    l->ring.regions = pool(&o, sp_calloc(l->ring.nregions, sizeof *l->ring.regions), "read regions",
+                           l->ring.nregions * sizeof *l->ring.regions);
+    l->ring.jobs = pool(&o, sp_calloc(l->ring.jobs_cap, sizeof *l->ring.jobs), "read jobs",
+                        l->ring.jobs_cap * sizeof *l->ring.jobs);
+    l->rdr.win_perm = pool(&o, sp_malloc((size_t)z->win_cap * sizeof *l->rdr.win_perm), "window permutation",
+                           z->win_cap * sizeof *l->rdr.win_perm);
+    l->pool.scratch = pool(&o, sp_calloc((size_t)l->cfg.threads, sizeof *l->pool.scratch), "worker table",
+                           l->cfg.threads * sizeof(void *));
+    l->pool.row_counts = pool(&o, sp_calloc((size_t)l->cfg.threads, sizeof *l->pool.row_counts), "worker table",
+                              l->cfg.threads * sizeof(void *));
+    l->pool.bpw = z->bpw;
+    l->pool.dctx = pool(&o, sp_calloc((size_t)l->cfg.threads, sizeof *l->pool.dctx), "worker table",
+                        l->cfg.threads * sizeof(void *));
+    l->pool.imgc = pool(&o, sp_calloc((size_t)l->cfg.threads, sizeof *l->pool.imgc), "worker table",
+                        l->cfg.threads * sizeof(void *));
+    l->thr.workers = pool(&o, sp_calloc((size_t)l->cfg.threads, sizeof *l->thr.workers), "worker table",
+                          l->cfg.threads * sizeof(pthread_t));
     bool ok = !o.what;
     for (int w = 0; ok && w < 2; w++) {
-        l->win[w].pos = pool(&o, sp_malloc((size_t)z->win_cap * sizeof(uint32_t)), "window rows",
-                             z->win_cap * sizeof(uint32_t));
-        l->win[w].row_base = pool(&o, sp_malloc((size_t)l->window_blocks * sizeof(uint32_t)), "window blocks",
-                                  l->window_blocks * sizeof(uint32_t));
+        l->rdr.win[w].pos =
+            pool(&o, sp_malloc((size_t)z->win_cap * sizeof(uint32_t)), "window rows", z->win_cap * sizeof(uint32_t));
+        l->rdr.win[w].row_base = pool(&o, sp_malloc((size_t)l->cfg.window_blocks * sizeof(uint32_t)), "window blocks",
+                                      l->cfg.window_blocks * sizeof(uint32_t));
         ok = !o.what;
     }
-    for (int t = 0; ok && t < l->threads; t++) {
-        l->scratch[t] = l->max_raw ? pool(&o, sp_malloc(l->max_raw), "decompression buffer", l->max_raw) : NULL;
-        l->row_counts[t] = pool(&o, sp_malloc(z->bpw * sizeof(uint32_t)), "row counters", z->bpw * sizeof(uint32_t));
-        l->dctx[t] = pool(&o, ZSTD_createDCtx(), "zstd context", ZSTD_estimateDCtxSize());
+    for (int t = 0; ok && t < l->cfg.threads; t++) {
+        l->pool.scratch[t] =
+            l->tab.max_raw ? pool(&o, sp_malloc(l->tab.max_raw), "decompression buffer", l->tab.max_raw) : NULL;
+        l->pool.row_counts[t] =
+            pool(&o, sp_malloc(z->bpw * sizeof(uint32_t)), "row counters", z->bpw * sizeof(uint32_t));
+        l->pool.dctx[t] = pool(&o, ZSTD_createDCtx(), "zstd context", ZSTD_estimateDCtxSize());
         ok = !o.what;
-        if (ok && l->has_image && img_ctx_create(&l->img, &l->imgc[t]) != SP_OK) {
-            pool(&o, NULL, "image decoder", img_ctx_bytes(&l->img));
+        if (ok && l->cfg.has_image && img_ctx_create(&l->cfg.img, &l->pool.imgc[t]) != SP_OK) {
+            pool(&o, NULL, "image decoder", img_ctx_bytes(&l->cfg.img));
             ok = false;
         }
     }
@@ -459,15 +472,14 @@ static int alloc_pools(sp_loader *l, const ld_sizes *z)
         return pools_failed(l, &o, z);
     }
     for (uint64_t i = 0; i < z->slots; i++)
-        init_slot(l, &l->slots[i], (uint32_t)i, l->batch_mem + i * l->batch_bytes, ids + i * l->batch,
-                  bad + i * l->batch);
-    l->allocated = z->total;
-    l->st.read_ring_bytes = z->read;
-    l->st.batch_ring_bytes = z->slots * l->batch_bytes;
-    l->st.batch_ring_slots = z->slots;
-    l->st.scratch_bytes = z->scratch;
-    l->st.image_scratch_bytes = l->has_image ? (uint64_t)l->threads * img_ctx_bytes(&l->img) : 0;
-    l->st.host_allocated_bytes = z->total;
+        init_slot(l, &l->ring.slots[i], (uint32_t)i, l->pool.batch_mem + i * l->lay.batch_bytes, ids + i * l->cfg.batch,
+                  bad + i * l->cfg.batch);
+    l->stats.s.read_ring_bytes = z->read;
+    l->stats.s.batch_ring_bytes = z->slots * l->lay.batch_bytes;
+    l->stats.s.batch_ring_slots = z->slots;
+    l->stats.s.scratch_bytes = z->scratch;
+    l->stats.s.image_scratch_bytes = l->cfg.has_image ? (uint64_t)l->cfg.threads * img_ctx_bytes(&l->cfg.img) : 0;
+    l->stats.s.host_allocated_bytes = z->total;
     return SP_OK;
 }
 
@@ -490,27 +502,28 @@ static uint64_t mem_available(void)
  * O_DIRECT from disk on every epoch (docs/performance.md). */
 static bool want_direct(const sp_loader *l)
 {
-    if (l->direct_mode >= 0)
-        return l->direct_mode == 1;
+    if (l->cfg.direct_mode >= 0)
+        return l->cfg.direct_mode == 1;
     uint64_t bytes = 0;
-    for (uint64_t i = 0; i < l->nshards; i++)
-        bytes += l->shards[i]->file_size;
+    for (uint64_t i = 0; i < l->tab.nshards; i++)
+        bytes += l->tab.shards[i]->file_size;
     uint64_t avail = mem_available();
     return avail && bytes > avail / 2;
 }
 
 static int open_io(sp_loader *l)
 {
-    l->direct = want_direct(l);
+    l->rdr.direct = want_direct(l);
     char note[SP_ERRMSG_MAX];
-    int rc = ld_io_open(&l->io, l->io_mode, l->read_ring, l->read_ring_bytes, LD_IO_DEPTH, note, sizeof note);
+    int rc = ld_io_open(&l->rdr.io, l->cfg.io_mode, l->pool.read_ring, l->pool.read_ring_bytes, LD_IO_DEPTH, note,
+                        sizeof note);
     if (rc == SP_ENOTSUP)
         return sp_fail(&l->eb, rc, "io=uring was requested but %s", note);
     if (rc)
         return sp_fail(&l->eb, rc, "out of memory setting up I/O");
-    l->st.io = ld_io_mode(l->io);
-    l->st.direct_io = l->direct;
-    snprintf(l->st.io_note, sizeof l->st.io_note, "%s", note);
+    l->stats.s.io = ld_io_mode(l->rdr.io);
+    l->stats.s.direct_io = l->rdr.direct;
+    snprintf(l->stats.s.io_note, sizeof l->stats.s.io_note, "%s", note);
     return SP_OK;
 }
 
@@ -520,57 +533,57 @@ static void loader_free(sp_loader *l)
         return;
     cu_close(l->dev); /* before the batch ring it pinned */
     l->dev = NULL;
-    ld_io_close(l->io);
-    for (uint64_t i = 0; l->fd && i < l->nshards; i++)
-        if (l->fd[i] >= 0)
-            close(l->fd[i]);
-    for (int t = 0; t < l->threads; t++) {
-        if (l->scratch)
-            sp_free(l->scratch[t]);
-        if (l->row_counts)
-            sp_free(l->row_counts[t]);
-        if (l->dctx)
-            ZSTD_freeDCtx(l->dctx[t]);
-        if (l->imgc)
-            img_ctx_destroy(l->imgc[t]);
+    ld_io_close(l->rdr.io);
+    for (uint64_t i = 0; l->rdr.fd && i < l->tab.nshards; i++)
+        if (l->rdr.fd[i] >= 0)
+            close(l->rdr.fd[i]);
+    for (int t = 0; t < l->cfg.threads; t++) {
+        if (l->pool.scratch)
+            sp_free(l->pool.scratch[t]);
+        if (l->pool.row_counts)
+            sp_free(l->pool.row_counts[t]);
+        if (l->pool.dctx)
+            ZSTD_freeDCtx(l->pool.dctx[t]);
+        if (l->pool.imgc)
+            img_ctx_destroy(l->pool.imgc[t]);
     }
-    if (l->slots) {
-        sp_free(l->slots[0].b.ids);
-        sp_free(l->slots[0].bad);
+    if (l->ring.slots) {
+        sp_free(l->ring.slots[0].b.ids);
+        sp_free(l->ring.slots[0].bad);
     }
     for (int w = 0; w < 2; w++) {
-        sp_free(l->win[w].pos);
-        sp_free(l->win[w].row_base);
+        sp_free(l->rdr.win[w].pos);
+        sp_free(l->rdr.win[w].row_base);
     }
-    ld_plan_free(&l->plan);
-    ld_plan_free(&l->rplan[0]);
-    ld_plan_free(&l->rplan[1]);
-    sp_free(l->scratch);
-    sp_free(l->row_counts);
-    sp_free(l->dctx);
-    sp_free(l->imgc);
-    sp_free(l->workers);
-    sp_free(l->win_perm);
-    sp_free(l->jobs);
-    sp_free(l->regions);
-    sp_free(l->slots);
-    sp_free(l->tensors);
-    sp_free(l->shapes);
-    sp_free(l->batch_mem);
-    sp_free(l->read_ring);
-    sp_free(l->fd);
-    sp_free(l->fd_direct);
-    sp_free(l->fd_tick);
-    sp_free(l->block_entry);
-    sp_free(l->block_shard);
-    sp_free(l->block_first);
-    sp_free(l->block_samples);
-    sp_free(l->shards);
+    ld_plan_free(&l->cons.plan);
+    ld_plan_free(&l->rdr.rplan[0]);
+    ld_plan_free(&l->rdr.rplan[1]);
+    sp_free(l->pool.scratch);
+    sp_free(l->pool.row_counts);
+    sp_free(l->pool.dctx);
+    sp_free(l->pool.imgc);
+    sp_free(l->thr.workers);
+    sp_free(l->rdr.win_perm);
+    sp_free(l->ring.jobs);
+    sp_free(l->ring.regions);
+    sp_free(l->ring.slots);
+    sp_free(l->pool.tensors);
+    sp_free(l->pool.shapes);
+    sp_free(l->pool.batch_mem);
+    sp_free(l->pool.read_ring);
+    sp_free(l->rdr.fd);
+    sp_free(l->rdr.fd_direct);
+    sp_free(l->rdr.fd_tick);
+    sp_free(l->tab.block_entry);
+    sp_free(l->tab.block_shard);
+    sp_free(l->tab.block_first);
+    sp_free(l->tab.block_samples);
+    sp_free(l->tab.shards);
     sp_dataset_close(l->ds);
-    pthread_mutex_destroy(&l->mu);
-    pthread_cond_destroy(&l->c_reader);
-    pthread_cond_destroy(&l->c_worker);
-    pthread_cond_destroy(&l->c_consumer);
+    pthread_mutex_destroy(&l->ring.mu);
+    pthread_cond_destroy(&l->ring.c_reader);
+    pthread_cond_destroy(&l->ring.c_worker);
+    pthread_cond_destroy(&l->ring.c_consumer);
     sp_free(l);
 }
 
@@ -579,34 +592,36 @@ static sp_loader *loader_new(void)
     sp_loader *l = sp_calloc(1, sizeof *l);
     if (!l)
         return NULL;
-    pthread_mutex_init(&l->mu, NULL);
+    pthread_mutex_init(&l->ring.mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&l->c_consumer, &ca);
+    pthread_cond_init(&l->ring.c_consumer, &ca);
     pthread_condattr_destroy(&ca);
-    pthread_cond_init(&l->c_reader, NULL);
-    pthread_cond_init(&l->c_worker, NULL);
-    l->blocked_slot = -1;
-    l->waiting_for = UINT64_MAX;
-    l->ceb = &l->eb;
-    l->device = -1;
+    pthread_cond_init(&l->ring.c_reader, NULL);
+    pthread_cond_init(&l->ring.c_worker, NULL);
+    l->ring.blocked_slot = -1;
+    l->ring.waiting_for = UINT64_MAX;
+    l->cons.eb = &l->eb;
+    l->cfg.device = -1;
     return l;
 }
 
 /* Everything after the dataset is open: tables, budget, pools, I/O. */
 static int loader_setup(sp_loader *l, const sp_params *params)
 {
-    l->schema = sp_dataset_schema(l->ds);
-    l->prefetch = (uint64_t)sp_params_get(params, SP_PARAM_PREFETCH);
+    l->tab.schema = sp_dataset_schema(l->ds);
+    l->cfg.prefetch = (uint64_t)sp_params_get(params, SP_PARAM_PREFETCH);
     int rc = read_config(l, params);
     if (rc == SP_OK)
         rc = plan_outputs(l);
     if (rc == SP_OK)
         rc = load_tables(l);
-    if (rc == SP_OK && l->nblocks < l->world)
-        rc = sp_fail(&l->eb, SP_EINVAL, "the dataset has %llu blocks, fewer than world size %u; repack it with a smaller "
-                   "block_size", (unsigned long long)l->nblocks, l->world);
+    if (rc == SP_OK && l->tab.nblocks < l->cfg.world)
+        rc = sp_fail(&l->eb, SP_EINVAL,
+                     "the dataset has %llu blocks, fewer than world size %u; repack it with a smaller "
+                     "block_size",
+                     (unsigned long long)l->tab.nblocks, l->cfg.world);
     ld_sizes z;
     if (rc == SP_OK)
         rc = size_pools(l, &z);
@@ -614,11 +629,11 @@ static int loader_setup(sp_loader *l, const sp_params *params)
         rc = alloc_pools(l, &z);
     if (rc == SP_OK)
         rc = open_io(l);
-    if (rc == SP_OK && l->device >= 0) {
-        cu_config cfg = { l->device, l->dev_dtype, l->dev_layout, l->dev_img_dtype, l->dev_budget };
+    if (rc == SP_OK && l->cfg.device >= 0) {
+        cu_config cfg = { l->cfg.device, l->cfg.dev_dtype, l->cfg.dev_layout, l->cfg.dev_img_dtype, l->cfg.dev_budget };
         rc = cu_open(l, &cfg, &l->dev);
     }
-    l->done = l->epochs != 0 && l->epoch >= l->epochs;
+    l->cons.done = l->cfg.epochs != 0 && l->cons.epoch >= l->cfg.epochs;
     return rc;
 }
 
@@ -675,7 +690,7 @@ int sp_loader_open_shards(const char *const *paths, size_t n, const sp_params *p
 static int consumer_enter(const sp_loader *l, const char *fn)
 {
     int idle = 0;
-    if (atomic_compare_exchange_strong_explicit(&((sp_loader *)l)->consumer_busy, &idle, 1, memory_order_acquire,
+    if (atomic_compare_exchange_strong_explicit(&((sp_loader *)l)->cons.busy, &idle, 1, memory_order_acquire,
                                                 memory_order_relaxed))
         return SP_OK;
     return sp_fail(NULL, SP_EBUSY,
@@ -686,7 +701,7 @@ static int consumer_enter(const sp_loader *l, const char *fn)
 /* Leaves a consumer call, passing its result through. */
 static int consumer_leave(const sp_loader *l, int rc)
 {
-    atomic_store_explicit(&((sp_loader *)l)->consumer_busy, 0, memory_order_release);
+    atomic_store_explicit(&((sp_loader *)l)->cons.busy, 0, memory_order_release);
     return rc;
 }
 
@@ -694,9 +709,9 @@ static int consumer_leave(const sp_loader *l, int rc)
  * one, and close must not free the loader before that release has let go of mu. */
 static uint64_t host_leases(sp_loader *l)
 {
-    pthread_mutex_lock(&l->mu);
-    uint64_t n = l->leases;
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_lock(&l->ring.mu);
+    uint64_t n = l->ring.leases;
+    pthread_mutex_unlock(&l->ring.mu);
     return n;
 }
 
@@ -715,7 +730,7 @@ int sp_loader_close(sp_loader *l)
                                          (unsigned long long)leased));
     cu_close(l->dev); /* its copy thread gives the host stage its batches back; the GPU is done */
     l->dev = NULL;
-    if (l->running)
+    if (l->thr.running)
         ld_pipeline_stop(l);
     loader_free(l);
     return SP_OK;
@@ -725,21 +740,27 @@ const char *sp_loader_errmsg(const sp_loader *l) { return l ? l->eb.msg : ""; }
 
 /* ---------------------------------------------------------------- epochs */
 
+int ld_epoch_plan(const sp_loader *l, uint64_t epoch, ld_plan *p, char *why, size_t whylen)
+{
+    const ld_config *c = &l->cfg;
+    ld_plan_cfg cfg = { c->seed, epoch, c->rank, c->world, c->batch, c->window_blocks, c->shuffle, c->drop_last };
+    return ld_plan_build(p, &cfg, l->tab.block_samples, l->tab.nblocks, why, whylen);
+}
+
 static int ensure_plan(sp_loader *l)
 {
-    if (l->plan_valid && l->plan.cfg.epoch == l->epoch)
+    if (l->cons.plan_valid && l->cons.plan.cfg.epoch == l->cons.epoch)
         return SP_OK;
-    ld_plan_free(&l->plan);
-    l->plan_valid = false;
-    ld_plan_cfg cfg = { l->seed, l->epoch, l->rank, l->world, l->batch, l->window_blocks, l->shuffle, l->drop_last };
+    ld_plan_free(&l->cons.plan);
+    l->cons.plan_valid = false;
     char why[SP_ERRMSG_MAX];
-    int rc = ld_plan_build(&l->plan, &cfg, l->block_samples, l->nblocks, why, sizeof why);
+    int rc = ld_epoch_plan(l, l->cons.epoch, &l->cons.plan, why, sizeof why);
     if (rc)
-        return sp_fail(l->ceb, rc, "%s", why);
-    l->plan_valid = true;
-    pthread_mutex_lock(&l->mu); /* sp_loader_stats_get may read st from any thread */
-    l->st.samples_dropped_per_epoch = l->plan.dropped;
-    pthread_mutex_unlock(&l->mu);
+        return sp_fail(l->cons.eb, rc, "%s", why);
+    l->cons.plan_valid = true;
+    pthread_mutex_lock(&l->ring.mu); /* sp_loader_stats_get may read st from any thread */
+    l->stats.s.samples_dropped_per_epoch = l->cons.plan.dropped;
+    pthread_mutex_unlock(&l->ring.mu);
     return SP_OK;
 }
 
@@ -749,15 +770,15 @@ static int start_run(sp_loader *l)
     int rc = ensure_plan(l);
     if (rc)
         return rc;
-    if (l->start_k > l->plan.nbatches)
-        return sp_fail(l->ceb, SP_ERANGE, "resume batch %llu is past the epoch's %llu batches",
-                     (unsigned long long)l->start_k, (unsigned long long)l->plan.nbatches);
-    l->next_k = l->start_k;
-    pthread_mutex_lock(&l->mu);
-    l->st.epoch = l->epoch;
-    if (l->t_first == 0)
-        l->t_first = sp_now();
-    pthread_mutex_unlock(&l->mu);
+    if (l->cons.start_k > l->cons.plan.nbatches)
+        return sp_fail(l->cons.eb, SP_ERANGE, "resume batch %llu is past the epoch's %llu batches",
+                       (unsigned long long)l->cons.start_k, (unsigned long long)l->cons.plan.nbatches);
+    l->cons.next_k = l->cons.start_k;
+    pthread_mutex_lock(&l->ring.mu);
+    l->stats.s.epoch = l->cons.epoch;
+    if (l->stats.t_first == 0)
+        l->stats.t_first = sp_now();
+    pthread_mutex_unlock(&l->ring.mu);
     rc = ld_pipeline_start(l);
     if (rc) {
         ld_pipeline_stop(l);
@@ -769,12 +790,12 @@ static int start_run(sp_loader *l)
 /* Moves to epoch e at batch k; the pipeline restarts there on the next call to next(). */
 static void reposition(sp_loader *l, uint64_t e, uint64_t k)
 {
-    if (l->running)
+    if (l->thr.running)
         ld_pipeline_stop(l);
-    l->epoch = e;
-    l->start_k = k;
-    l->next_k = k;
-    l->done = l->epochs != 0 && e >= l->epochs;
+    l->cons.epoch = e;
+    l->cons.start_k = k;
+    l->cons.next_k = k;
+    l->cons.done = l->cfg.epochs != 0 && e >= l->cfg.epochs;
 }
 
 /* Moves the consumer to epoch e at batch k, whichever stage it takes batches from. */
@@ -791,15 +812,15 @@ static void seek(sp_loader *l, uint64_t e, uint64_t k)
  * next one) unless that was the last epoch. */
 static void end_epoch(sp_loader *l)
 {
-    l->cons_base += l->plan.nbatches;
-    l->epoch++;
-    pthread_mutex_lock(&l->mu);
-    l->st.epoch = l->epoch;
-    pthread_mutex_unlock(&l->mu);
-    l->start_k = 0;
-    l->next_k = 0;
-    l->done = l->epochs != 0 && l->epoch >= l->epochs;
-    if (l->done && l->running)
+    l->cons.cons_base += l->cons.plan.nbatches;
+    l->cons.epoch++;
+    pthread_mutex_lock(&l->ring.mu);
+    l->stats.s.epoch = l->cons.epoch;
+    pthread_mutex_unlock(&l->ring.mu);
+    l->cons.start_k = 0;
+    l->cons.next_k = 0;
+    l->cons.done = l->cfg.epochs != 0 && l->cons.epoch >= l->cfg.epochs;
+    if (l->cons.done && l->thr.running)
         ld_pipeline_stop(l);
 }
 
@@ -814,18 +835,17 @@ static int check_position(sp_loader *l, uint64_t e, uint64_t k, const char *what
     if (e > LD_EPOCH_MAX)
         return sp_fail(&l->eb, SP_ERANGE, "%s epoch %llu is past the largest epoch, 2^63 - 1", what,
                        (unsigned long long)e);
-    if (l->epochs != 0 && e >= l->epochs) {
+    if (l->cfg.epochs != 0 && e >= l->cfg.epochs) {
         if (k == 0)
             return SP_OK;
         return sp_fail(&l->eb, SP_ERANGE, "%s position, batch %llu of epoch %llu, is past the last epoch (epochs=%llu)",
-                       what, (unsigned long long)k, (unsigned long long)e, (unsigned long long)l->epochs);
+                       what, (unsigned long long)k, (unsigned long long)e, (unsigned long long)l->cfg.epochs);
     }
     if (k == 0)
         return SP_OK;
     ld_plan plan = { 0 };
-    ld_plan_cfg cfg = { l->seed, e, l->rank, l->world, l->batch, l->window_blocks, l->shuffle, l->drop_last };
     char why[SP_ERRMSG_MAX];
-    int rc = ld_plan_build(&plan, &cfg, l->block_samples, l->nblocks, why, sizeof why);
+    int rc = ld_epoch_plan(l, e, &plan, why, sizeof why);
     uint64_t n = plan.nbatches;
     ld_plan_free(&plan);
     if (rc)
@@ -852,22 +872,21 @@ int sp_loader_set_epoch(sp_loader *l, uint64_t epoch)
 }
 
 /* The consumer's epoch's plan, for the counting functions. With a device stage its copy thread
- * owns l->plan (it runs ahead), so the count comes from a plan of the caller's own. */
+ * owns l->cons.plan (it runs ahead), so the count comes from a plan of the caller's own. */
 static int count_plan(const sp_loader *l, uint64_t *batches, uint64_t *samples)
 {
     sp_loader *m = (sp_loader *)l; /* planning caches; the observable state does not change */
     if (!l->dev) {
         int rc = ensure_plan(m);
-        *batches = rc ? 0 : m->plan.nbatches;
-        *samples = rc ? 0 : m->plan.samples;
+        *batches = rc ? 0 : m->cons.plan.nbatches;
+        *samples = rc ? 0 : m->cons.plan.samples;
         return rc;
     }
     uint64_t epoch, k;
     cu_position(l->dev, &epoch, &k);
     ld_plan plan = { 0 };
-    ld_plan_cfg cfg = { l->seed, epoch, l->rank, l->world, l->batch, l->window_blocks, l->shuffle, l->drop_last };
     char why[SP_ERRMSG_MAX];
-    int rc = ld_plan_build(&plan, &cfg, l->block_samples, l->nblocks, why, sizeof why);
+    int rc = ld_epoch_plan(l, epoch, &plan, why, sizeof why);
     *batches = rc ? 0 : plan.nbatches;
     *samples = rc ? 0 : plan.samples;
     ld_plan_free(&plan);
@@ -898,8 +917,8 @@ uint64_t sp_loader_samples_per_epoch(const sp_loader *l)
 
 static bool stuck_locked(const sp_loader *l)
 {
-    return l->blocked_slot >= 0 && l->slots[l->blocked_slot].state == SLOT_LEASED && l->pending == 0 &&
-           l->job_count == 0;
+    return l->ring.blocked_slot >= 0 && l->ring.slots[l->ring.blocked_slot].state == SLOT_LEASED &&
+           l->ring.pending == 0 && l->ring.job_count == 0;
 }
 
 /* Waits for global batch g in slot s, with mu held. */
@@ -911,37 +930,39 @@ static int wait_ready(sp_loader *l, ld_slot *s, uint64_t g, int timeout_ms)
     double t0 = sp_now();
     int rc = SP_OK;
     for (;;) {
-        if (l->consumer_abort) { /* the device stage is halting its copy thread */
-            rc = sp_fail(l->ceb, SP_ETIMEDOUT, "interrupted");
+        if (l->ring.consumer_abort) { /* the device stage is halting its copy thread */
+            rc = sp_fail(l->cons.eb, SP_ETIMEDOUT, "interrupted");
             break;
         }
         /* A failure recorded for this batch wins even when its rows all arrived: a bad image's
          * row is written (partly) before its failure is known. */
-        if (l->err_batch <= g) {
-            rc = sp_fail(l->ceb, l->err_code, "%s", l->err_msg);
+        if (l->fail.batch <= g) {
+            rc = sp_fail(l->cons.eb, l->fail.code, "%s", l->fail.msg);
             break;
         }
         if (s->k == g && s->state == SLOT_READY)
             break;
         if (stuck_locked(l)) {
-            const sp_batch *held = &l->slots[l->blocked_slot].b;
-            rc = sp_fail(l->ceb, SP_EBUSY, "batch %llu of epoch %llu cannot be produced while batch %llu of epoch %llu "
-                         "is still leased: the ring has %llu slots and needs that one; release it, or hold fewer batches",
-                         (unsigned long long)l->next_k, (unsigned long long)l->epoch, (unsigned long long)held->index,
-                         (unsigned long long)held->epoch, (unsigned long long)l->nslots);
+            const sp_batch *held = &l->ring.slots[l->ring.blocked_slot].b;
+            rc = sp_fail(
+                l->cons.eb, SP_EBUSY,
+                "batch %llu of epoch %llu cannot be produced while batch %llu of epoch %llu "
+                "is still leased: the ring has %llu slots and needs that one; release it, or hold fewer batches",
+                (unsigned long long)l->cons.next_k, (unsigned long long)l->cons.epoch, (unsigned long long)held->index,
+                (unsigned long long)held->epoch, (unsigned long long)l->ring.nslots);
             break;
         }
-        l->waiting_for = g;
-        int w = timeout_ms < 0 ? pthread_cond_wait(&l->c_consumer, &l->mu)
-                               : pthread_cond_timedwait(&l->c_consumer, &l->mu, &dl);
-        l->waiting_for = UINT64_MAX;
+        l->ring.waiting_for = g;
+        int w = timeout_ms < 0 ? pthread_cond_wait(&l->ring.c_consumer, &l->ring.mu)
+                               : pthread_cond_timedwait(&l->ring.c_consumer, &l->ring.mu, &dl);
+        l->ring.waiting_for = UINT64_MAX;
         if (w == ETIMEDOUT && !(s->k == g && s->state == SLOT_READY)) {
-            rc = sp_fail(l->ceb, SP_ETIMEDOUT, "batch %llu not ready within %d ms", (unsigned long long)l->next_k,
-                         timeout_ms);
+            rc = sp_fail(l->cons.eb, SP_ETIMEDOUT, "batch %llu not ready within %d ms",
+                         (unsigned long long)l->cons.next_k, timeout_ms);
             break;
         }
     }
-    l->st.stall_s += sp_now() - t0;
+    l->stats.s.stall_s += sp_now() - t0;
     return rc;
 }
 
@@ -949,62 +970,67 @@ static int wait_ready(sp_loader *l, ld_slot *s, uint64_t g, int timeout_ms)
 int ld_host_next(sp_loader *l, sp_batch **out, int timeout_ms)
 {
     *out = NULL;
-    if (l->done)
-        return sp_fail(l->ceb, SP_EDONE, "all %llu epoch(s) delivered", (unsigned long long)l->epochs);
+    if (l->cons.done)
+        return sp_fail(l->cons.eb, SP_EDONE, "all %llu epoch(s) delivered", (unsigned long long)l->cfg.epochs);
     int rc;
-    if (!l->running && (rc = start_run(l)))
+    if (!l->thr.running && (rc = start_run(l)))
         return rc;
     if ((rc = ensure_plan(l)))
         return rc;
-    if (l->next_k == l->plan.nbatches) {
+    if (l->cons.next_k == l->cons.plan.nbatches) {
         end_epoch(l);
-        return sp_fail(l->ceb, SP_EEPOCH, "end of epoch %llu", (unsigned long long)(l->epoch - 1));
+        return sp_fail(l->cons.eb, SP_EEPOCH, "end of epoch %llu", (unsigned long long)(l->cons.epoch - 1));
     }
-    pthread_mutex_lock(&l->mu);
-    uint64_t g = l->cons_base + l->next_k;
-    ld_slot *s = &l->slots[g % l->nslots];
+    pthread_mutex_lock(&l->ring.mu);
+    uint64_t g = l->cons.cons_base + l->cons.next_k;
+    ld_slot *s = &l->ring.slots[g % l->ring.nslots];
     rc = wait_ready(l, s, g, timeout_ms);
     if (rc == SP_OK) {
         s->state = SLOT_LEASED;
-        s->taken = ++l->taken;
-        l->leases++;
-        l->next_k++;
-        l->st.batches++;
-        l->st.samples += s->rows_expected;
-        l->st.batches_ready--;
+        s->taken = ++l->ring.taken;
+        l->ring.leases++;
+        l->cons.next_k++;
+        l->stats.s.batches++;
+        l->stats.s.samples += s->rows_expected;
+        l->stats.s.batches_ready--;
         *out = &s->b;
     }
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->ring.mu);
     return rc;
 }
 
 int ld_host_release(sp_loader *l, sp_batch *b)
 {
-    pthread_mutex_lock(&l->mu);
-    ld_slot *s = &l->slots[b->slot];
+    pthread_mutex_lock(&l->ring.mu);
+    ld_slot *s = &l->ring.slots[b->slot];
     int rc = SP_OK;
     if (s->state != SLOT_LEASED) {
-        rc = sp_fail(l->ceb, SP_EINVAL, "batch %llu is not leased (released twice?)", (unsigned long long)b->index);
+        rc = sp_fail(l->cons.eb, SP_EINVAL, "batch %llu is not leased (released twice?)", (unsigned long long)b->index);
     } else {
         s->state = SLOT_FREE;
-        l->leases--;
-        l->slots_in_use--;
+        l->ring.leases--;
+        l->ring.slots_in_use--;
         /* Wake the reader only when it waits for this very slot: a system call per batch would
          * otherwise cost more than the batch itself at small batch sizes. */
-        if (l->blocked_slot == (int64_t)b->slot)
-            pthread_cond_signal(&l->c_reader);
+        if (l->ring.blocked_slot == (int64_t)b->slot)
+            pthread_cond_signal(&l->ring.c_reader);
     }
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->ring.mu);
     return rc;
 }
 
 void ld_host_geometry(const sp_loader *l, ld_host_geom *g)
 {
-    *g = (ld_host_geom){ .batch = l->batch, .slot_bytes = l->batch_bytes, .nfields = l->nout, .names = l->names,
-                         .ring = l->batch_mem, .ring_bytes = l->nslots * l->batch_bytes,
-                         .img = l->has_image ? &l->img : NULL, .eb = (sp_errbuf *)&l->eb };
-    for (size_t f = 0; f < l->nout; f++) {
-        const ld_out *o = &l->out[f];
+    *g = (ld_host_geom){ .batch = l->cfg.batch,
+                         .slot_bytes = l->lay.batch_bytes,
+                         .nfields = l->lay.nout,
+                         .names = l->lay.names,
+                         .ring = l->pool.batch_mem,
+                         .ring_bytes = l->ring.nslots * l->lay.batch_bytes,
+                         .img = l->cfg.has_image ? &l->cfg.img : NULL,
+                         .eb = (sp_errbuf *)&l->eb };
+    for (size_t f = 0; f < l->lay.nout; f++) {
+        const ld_out *o = &l->lay.out[f];
         ld_host_field *h = &g->field[f];
         h->offset = o->offset;
         h->dt = o->dt;
@@ -1014,17 +1040,17 @@ void ld_host_geometry(const sp_loader *l, ld_host_geom *g)
     }
 }
 
-const uint8_t *ld_host_rows(const sp_loader *l, const sp_batch *b) { return l->slots[b->slot].mem; }
+const uint8_t *ld_host_rows(const sp_loader *l, const sp_batch *b) { return l->ring.slots[b->slot].mem; }
 
-void ld_host_attach(sp_loader *l, sp_errbuf *eb) { l->ceb = eb ? eb : &l->eb; }
+void ld_host_attach(sp_loader *l, sp_errbuf *eb) { l->cons.eb = eb ? eb : &l->eb; }
 
 void ld_host_interrupt(sp_loader *l, bool on)
 {
-    pthread_mutex_lock(&l->mu);
-    l->consumer_abort = on;
+    pthread_mutex_lock(&l->ring.mu);
+    l->ring.consumer_abort = on;
     if (on)
-        pthread_cond_broadcast(&l->c_consumer);
-    pthread_mutex_unlock(&l->mu);
+        pthread_cond_broadcast(&l->ring.c_consumer);
+    pthread_mutex_unlock(&l->ring.mu);
 }
 
 int sp_loader_next(sp_loader *l, sp_batch **out, int timeout_ms)
@@ -1042,7 +1068,7 @@ int sp_loader_next(sp_loader *l, sp_batch **out, int timeout_ms)
 
 static bool host_batch_of(const sp_loader *l, const sp_batch *b)
 {
-    return b && b->owner == l && !b->on_device && b->slot < l->nslots && &l->slots[b->slot].b == b;
+    return b && b->owner == l && !b->on_device && b->slot < l->ring.nslots && &l->ring.slots[b->slot].b == b;
 }
 
 static int release(const char *fn, sp_loader *l, sp_batch *b, void *stream)
@@ -1063,10 +1089,7 @@ int sp_loader_release_on(sp_loader *l, sp_batch *b, void *stream)
     return release("sp_loader_release_on", l, b, stream);
 }
 
-int sp_batch_device(const sp_batch *b)
-{
-    return b && b->on_device ? b->owner->device : -1;
-}
+int sp_batch_device(const sp_batch *b) { return b && b->on_device ? b->owner->cfg.device : -1; }
 
 int sp_batch_wait(const sp_batch *b, void *stream)
 {
@@ -1092,10 +1115,10 @@ int sp_loader_stats_get(sp_loader *l, sp_loader_stats *out)
     if (rc)
         return rc;
     sp_loader_stats st;
-    pthread_mutex_lock(&l->mu);
-    st = l->st;
-    st.elapsed_s = l->t_first ? sp_now() - l->t_first : 0;
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_lock(&l->ring.mu);
+    st = l->stats.s;
+    st.elapsed_s = l->stats.t_first ? sp_now() - l->stats.t_first : 0;
+    pthread_mutex_unlock(&l->ring.mu);
     if (l->dev)
         cu_stats(l->dev, &st);
     sp_out_put(out, &st, sizeof st);
@@ -1179,20 +1202,20 @@ int sp_loader_save_state(sp_loader *l, void *buf, size_t cap)
     memset(p, 0, SP_LOADER_STATE_BYTES);
     sp_st32(p, STATE_MAGIC);
     sp_st32(p + 4, STATE_VERSION);
-    sp_st64(p + 8, l->seed);
+    sp_st64(p + 8, l->cfg.seed);
     uint64_t epoch, next_k;
     if (l->dev) /* its copy thread is the host stage's consumer, and runs ahead of the caller */
         cu_position(l->dev, &epoch, &next_k);
     else
-        epoch = l->epoch, next_k = l->next_k;
+        epoch = l->cons.epoch, next_k = l->cons.next_k;
     sp_st64(p + 16, epoch);
     sp_st64(p + 24, next_k);
-    sp_st32(p + 32, l->world);
-    sp_st32(p + 36, l->rank);
-    sp_st32(p + 40, l->batch);
-    sp_st32(p + 44, l->window_blocks);
+    sp_st32(p + 32, l->cfg.world);
+    sp_st32(p + 36, l->cfg.rank);
+    sp_st32(p + 40, l->cfg.batch);
+    sp_st32(p + 44, l->cfg.window_blocks);
     sp_st64(p + 48, sp_dataset_fingerprint(l->ds));
-    sp_st16(p + 56, (uint16_t)(l->shuffle | l->drop_last << 1));
+    sp_st16(p + 56, (uint16_t)(l->cfg.shuffle | l->cfg.drop_last << 1));
     sp_st32(p + 60, (uint32_t)sp_checksum64(p, 60));
     return consumer_leave(l, SP_OK);
 }
@@ -1204,14 +1227,14 @@ static int load_state(sp_loader *l, const uint8_t *p, size_t len)
         return sp_fail(&l->eb, SP_EINVAL, "not a loader state (%zu bytes, bad magic or checksum)", len);
     if (sp_ld32(p + 4) != STATE_VERSION)
         return sp_fail(&l->eb, SP_EVERSION, "loader state version %u; this library reads %u", sp_ld32(p + 4), STATE_VERSION);
-    const char *what = sp_ld64(p + 48) != sp_dataset_fingerprint(l->ds) ? "dataset (its content differs)"
-                       : sp_ld32(p + 32) != l->world                    ? "world size"
-                       : sp_ld32(p + 36) != l->rank                     ? "rank"
-                       : sp_ld32(p + 40) != l->batch                    ? "batch size"
-                       : sp_ld64(p + 8) != l->seed                      ? "seed"
-                       : sp_ld32(p + 44) != l->window_blocks            ? "shuffle window"
-                       : sp_ld16(p + 56) != (l->shuffle | l->drop_last << 1) ? "shuffle or drop_last"
-                                                                        : NULL;
+    const char *what = sp_ld64(p + 48) != sp_dataset_fingerprint(l->ds)              ? "dataset (its content differs)"
+                       : sp_ld32(p + 32) != l->cfg.world                             ? "world size"
+                       : sp_ld32(p + 36) != l->cfg.rank                              ? "rank"
+                       : sp_ld32(p + 40) != l->cfg.batch                             ? "batch size"
+                       : sp_ld64(p + 8) != l->cfg.seed                               ? "seed"
+                       : sp_ld32(p + 44) != l->cfg.window_blocks                     ? "shuffle window"
+                       : sp_ld16(p + 56) != (l->cfg.shuffle | l->cfg.drop_last << 1) ? "shuffle or drop_last"
+                                                                                     : NULL;
     if (what)
         return sp_fail(&l->eb, SP_EINVAL, "the saved state was taken with a different %s", what);
     int rc = check_position(l, sp_ld64(p + 16), sp_ld64(p + 24), "the saved state's");

@@ -22,7 +22,7 @@ typedef struct ld_reader {
 static bool fd_busy(const sp_loader *l, const ld_reader *rd, uint64_t shard)
 {
     for (unsigned t = 0; t < LD_IO_DEPTH; t++)
-        if (rd->inflight[t].buf && l->block_shard[rd->inflight[t].block] == shard)
+        if (rd->inflight[t].buf && l->tab.block_shard[rd->inflight[t].block] == shard)
             return true;
     return false;
 }
@@ -32,25 +32,25 @@ static bool fd_evict_one(sp_loader *l, const ld_reader *rd)
 {
     uint64_t best = UINT64_MAX;
     uint64_t victim = UINT64_MAX;
-    for (uint64_t i = 0; i < l->nshards; i++)
-        if (l->fd[i] >= 0 && l->fd_tick[i] < best && !fd_busy(l, rd, i))
-            best = l->fd_tick[i], victim = i;
+    for (uint64_t i = 0; i < l->tab.nshards; i++)
+        if (l->rdr.fd[i] >= 0 && l->rdr.fd_tick[i] < best && !fd_busy(l, rd, i))
+            best = l->rdr.fd_tick[i], victim = i;
     if (victim == UINT64_MAX)
         return false;
-    close(l->fd[victim]);
-    l->fd[victim] = -1;
-    l->fds_open--;
+    close(l->rdr.fd[victim]);
+    l->rdr.fd[victim] = -1;
+    l->rdr.fds_open--;
     return true;
 }
 
 /* Stops using O_DIRECT for the rest of the loader's life, saying why in the stats. */
 static void direct_off(sp_loader *l, const char *why)
 {
-    pthread_mutex_lock(&l->mu);
-    l->direct = false;
-    l->st.direct_io = 0;
-    snprintf(l->st.io_note, sizeof l->st.io_note, "%s; buffered reads", why);
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_lock(&l->ring.mu);
+    l->rdr.direct = false;
+    l->stats.s.direct_io = 0;
+    snprintf(l->stats.s.io_note, sizeof l->stats.s.io_note, "%s; buffered reads", why);
+    pthread_mutex_unlock(&l->ring.mu);
 }
 
 /* sp_open_regular, closing idle cached descriptors while the process is out of them. */
@@ -67,23 +67,23 @@ static int open_evicting(sp_loader *l, const ld_reader *rd, const char *path, in
  * out of descriptors and every cached one is in use by a read in flight. */
 static int shard_fd(sp_loader *l, const ld_reader *rd, uint32_t shard, bool direct, fmt_err *e, bool *starved)
 {
-    const fmt_shard *sh = l->shards[shard];
+    const fmt_shard *sh = l->tab.shards[shard];
     *starved = false;
     /* O_DIRECT needs page-aligned offsets and lengths; shards with a smaller alignment are read
      * through the page cache, and their last block is never read past its stored size. */
     if (sh->index.id.align % LD_PAGE)
         direct = false;
-    if (l->fd[shard] >= 0 && l->fd_direct[shard] == direct) {
-        l->fd_tick[shard] = ++l->tick;
-        return l->fd[shard];
+    if (l->rdr.fd[shard] >= 0 && l->rdr.fd_direct[shard] == direct) {
+        l->rdr.fd_tick[shard] = ++l->rdr.tick;
+        return l->rdr.fd[shard];
     }
-    if (l->fd[shard] >= 0) {
-        close(l->fd[shard]);
-        l->fd[shard] = -1;
-        l->fds_open--;
+    if (l->rdr.fd[shard] >= 0) {
+        close(l->rdr.fd[shard]);
+        l->rdr.fd[shard] = -1;
+        l->rdr.fds_open--;
     }
     /* A soft bound: while every cached descriptor serves a read in flight, one more is opened. */
-    if (l->fds_open >= sp_fd_budget(LD_MIN_FDS, LD_MAX_FDS))
+    if (l->rdr.fds_open >= sp_fd_budget(LD_MIN_FDS, LD_MAX_FDS))
         fd_evict_one(l, rd);
     struct stat st;
     int fd = open_evicting(l, rd, sh->path, direct ? O_DIRECT : 0, &st);
@@ -103,10 +103,10 @@ static int shard_fd(sp_loader *l, const ld_reader *rd, uint32_t shard, bool dire
         close(fd);
         return rc;
     }
-    l->fd[shard] = fd;
-    l->fd_direct[shard] = direct;
-    l->fd_tick[shard] = ++l->tick;
-    l->fds_open++;
+    l->rdr.fd[shard] = fd;
+    l->rdr.fd_direct[shard] = direct;
+    l->rdr.fd_tick[shard] = ++l->rdr.tick;
+    l->rdr.fds_open++;
     return fd;
 }
 
@@ -125,11 +125,11 @@ static void copy_cut(char *dst, size_t cap, const char *src)
 /* Records a failure that makes batch k and every later one fail, if it is the earliest so far. */
 static void fail_batch_locked(sp_loader *l, uint64_t k, int code, const char *msg)
 {
-    if (k < l->err_batch) {
-        l->err_batch = k;
-        l->err_code = code;
-        copy_cut(l->err_msg, sizeof l->err_msg, msg);
-        pthread_cond_broadcast(&l->c_consumer);
+    if (k < l->fail.batch) {
+        l->fail.batch = k;
+        l->fail.code = code;
+        copy_cut(l->fail.msg, sizeof l->fail.msg, msg);
+        pthread_cond_broadcast(&l->ring.c_consumer);
     }
 }
 
@@ -145,17 +145,14 @@ static void note_row_locked(ld_slot *s, uint32_t row, const char *msg)
 }
 
 /* Keeps msg (truncated) as the stats' latest bad block or image. Called with mu held. */
-static void note_bad(sp_loader *l, const char *msg)
-{
-    copy_cut(l->st.bad_note, sizeof l->st.bad_note, msg);
-}
+static void note_bad(sp_loader *l, const char *msg) { copy_cut(l->stats.s.bad_note, sizeof l->stats.s.bad_note, msg); }
 
 /* ---------------------------------------------------------------- batch completion */
 
 static void copy_row(const sp_loader *l, ld_slot *to, uint32_t dst, const ld_slot *from, uint32_t src)
 {
-    for (size_t f = 0; f < l->nout; f++) {
-        const ld_out *o = &l->out[f];
+    for (size_t f = 0; f < l->lay.nout; f++) {
+        const ld_out *o = &l->lay.out[f];
         memcpy(to->mem + o->offset + dst * o->row_bytes, from->mem + o->offset + src * o->row_bytes, o->row_bytes);
     }
 }
@@ -187,14 +184,14 @@ static void rows_done(sp_loader *l, ld_slot *s, unsigned n)
     for (uint32_t i = 0; i < s->rows_expected && !any_bad; i++)
         any_bad = s->bad[i];
     bool ok = !any_bad || fill_bad_rows(l, s);
-    pthread_mutex_lock(&l->mu);
+    pthread_mutex_lock(&l->ring.mu);
     if (ok) {
         s->state = SLOT_READY;
-        l->st.batches_ready++;
+        l->stats.s.batches_ready++;
         /* Only the batch the consumer is waiting for wakes it: batches of a window complete in
          * bursts, and waking it for each would cost a system call per batch. */
-        if (l->waiting_for == s->k)
-            pthread_cond_signal(&l->c_consumer);
+        if (l->ring.waiting_for == s->k)
+            pthread_cond_signal(&l->ring.c_consumer);
     } else {
         char msg[SP_ERRMSG_MAX + 512]; /* cut to SP_ERRMSG_MAX when recorded */
         snprintf(msg, sizeof msg,
@@ -203,7 +200,7 @@ static void rows_done(sp_loader *l, ld_slot *s, unsigned n)
                  l->name, (unsigned long long)s->b.epoch, (unsigned long long)s->b.index, s->note_row, s->note);
         fail_batch_locked(l, s->k, SP_ECORRUPT, msg);
     }
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->ring.mu);
 }
 
 /* ---------------------------------------------------------------- decode workers */
@@ -220,22 +217,22 @@ static bool row_failed(sp_loader *l, const ld_job *j, uint32_t r, uint64_t g, ld
                        const ld_out *o, int code, const char *why)
 {
     bool image = o->convert == CONVERT_IMAGE;
-    const fmt_block_entry *be = l->block_entry[j->block];
-    const fmt_shard *sh = l->shards[l->block_shard[j->block]];
+    const fmt_block_entry *be = l->tab.block_entry[j->block];
+    const fmt_shard *sh = l->tab.shards[l->tab.block_shard[j->block]];
     char msg[SP_ERRMSG_MAX + 512];
     snprintf(msg, sizeof msg, "%s: block %llu, sample %llu (row %u of the block): %s: %s", sh->path,
-             (unsigned long long)(be - sh->index.blocks), (unsigned long long)(l->block_first[j->block] + r), r,
-             image ? "image" : l->schema->f[o->field].name, why);
-    pthread_mutex_lock(&l->mu);
+             (unsigned long long)(be - sh->index.blocks), (unsigned long long)(l->tab.block_first[j->block] + r), r,
+             image ? "image" : l->tab.schema->f[o->field].name, why);
+    pthread_mutex_lock(&l->ring.mu);
     if (image)
-        l->st.images_bad++;
+        l->stats.s.images_bad++;
     note_bad(l, msg);
     note_row_locked(s, row, msg);
-    if (l->on_error == SP_ON_ERROR_SKIP)
-        l->st.samples_skipped++;
+    if (l->cfg.on_error == SP_ON_ERROR_SKIP)
+        l->stats.s.samples_skipped++;
     else
         fail_batch_locked(l, g, code, msg);
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->ring.mu);
     s->bad[row] = 1; /* under fail the row is never published: its batch cannot complete */
     return true;
 }
@@ -244,28 +241,28 @@ static bool row_failed(sp_loader *l, const ld_job *j, uint32_t r, uint64_t g, ld
  * before the resume point are not part of any batch. */
 static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v, int id)
 {
-    const ld_window *w = &l->win[j->win];
-    uint32_t pi = l->win_plan[j->win];
-    uint64_t lo = l->rlo[pi], hi = l->rplan[pi].samples, gbase = l->rbase[pi];
+    const ld_window *w = &l->rdr.win[j->win];
+    uint32_t pi = l->rdr.win_plan[j->win];
+    uint64_t lo = l->rdr.rlo[pi], hi = l->rdr.rplan[pi].samples, gbase = l->rdr.rbase[pi];
     uint32_t base = w->row_base[j->kblock];
     /* Rows are counted per batch here and published once per block: a locked add after every
      * row would wait each time for the row's stores to drain. The window's batches are a range
      * of at most bpw batches starting at gfirst. */
-    uint64_t gfirst = gbase + (w->start > lo ? w->start : lo) / l->batch, glast = gfirst;
-    uint32_t *count = l->row_counts[id];
-    memset(count, 0, l->bpw * sizeof *count);
-    uint64_t epoch = l->rplan[pi].cfg.epoch, images = 0;
+    uint64_t gfirst = gbase + (w->start > lo ? w->start : lo) / l->cfg.batch, glast = gfirst;
+    uint32_t *count = l->pool.row_counts[id];
+    memset(count, 0, l->pool.bpw * sizeof *count);
+    uint64_t epoch = l->rdr.rplan[pi].cfg.epoch, images = 0;
     for (uint32_t r = 0; r < v->n; r++) {
         uint64_t p = w->start + w->pos[base + r];
         if (p < lo || p >= hi)
             continue;
-        uint64_t g = gbase + p / l->batch;
-        uint32_t row = (uint32_t)(p % l->batch);
-        ld_slot *s = &l->slots[g % l->nslots];
-        uint64_t sample = l->block_first[j->block] + r;
+        uint64_t g = gbase + p / l->cfg.batch;
+        uint32_t row = (uint32_t)(p % l->cfg.batch);
+        ld_slot *s = &l->ring.slots[g % l->ring.nslots];
+        uint64_t sample = l->tab.block_first[j->block] + r;
         bool bad = false;
-        for (size_t f = 0; f < l->nout && !bad; f++) {
-            const ld_out *o = &l->out[f];
+        for (size_t f = 0; f < l->lay.nout && !bad; f++) {
+            const ld_out *o = &l->lay.out[f];
             const uint8_t *src;
             size_t size;
             fmt_block_get(v, r, o->field, &src, &size);
@@ -273,11 +270,11 @@ static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v, int 
             if (o->convert == CONVERT_IMAGE) {
                 char why[SP_ERRMSG_MAX];
                 int rc = SP_ELIMIT;
-                if (size > l->max_sample) /* checked before libjpeg sees a byte of it */
+                if (size > l->cfg.max_sample) /* checked before libjpeg sees a byte of it */
                     snprintf(why, sizeof why, "%zu bytes is more than max_sample_bytes %llu", size,
-                             (unsigned long long)l->max_sample);
+                             (unsigned long long)l->cfg.max_sample);
                 else
-                    rc = img_process(l->imgc[id], src, size, epoch, sample, dst, NULL, why, sizeof why);
+                    rc = img_process(l->pool.imgc[id], src, size, epoch, sample, dst, NULL, why, sizeof why);
                 if (rc)
                     bad = row_failed(l, j, r, g, s, row, o, rc, why);
                 else
@@ -295,65 +292,65 @@ static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v, int 
             }
         }
         s->b.ids[row] = bad ? UINT64_MAX : sample;
-        assert(g - gfirst < l->bpw);
-        if (bad && l->on_error != SP_ON_ERROR_SKIP)
+        assert(g - gfirst < l->pool.bpw);
+        if (bad && l->cfg.on_error != SP_ON_ERROR_SKIP)
             continue; /* the batch has failed; like a failed block's, its rows are not counted */
         count[g - gfirst]++;
         glast = g > glast ? g : glast;
     }
     if (images) {
-        pthread_mutex_lock(&l->mu);
-        l->st.images_decoded += images;
-        pthread_mutex_unlock(&l->mu);
+        pthread_mutex_lock(&l->ring.mu);
+        l->stats.s.images_decoded += images;
+        pthread_mutex_unlock(&l->ring.mu);
     }
     ld_rows_fence();
     for (uint64_t g = gfirst; g <= glast; g++)
         if (count[g - gfirst])
-            rows_done(l, &l->slots[g % l->nslots], count[g - gfirst]);
+            rows_done(l, &l->ring.slots[g % l->ring.nslots], count[g - gfirst]);
 }
 
 /* A block that cannot be used: fail its batches, or (on_error=skip) mark its rows for filling. */
 static void block_failed(sp_loader *l, const ld_job *j, int code, const char *why)
 {
-    const ld_window *w = &l->win[j->win];
-    uint32_t pi = l->win_plan[j->win];
-    uint64_t lo = l->rlo[pi], hi = l->rplan[pi].samples, gbase = l->rbase[pi];
-    uint32_t base = w->row_base[j->kblock], n = l->block_samples[j->block];
-    const fmt_block_entry *be = l->block_entry[j->block];
+    const ld_window *w = &l->rdr.win[j->win];
+    uint32_t pi = l->rdr.win_plan[j->win];
+    uint64_t lo = l->rdr.rlo[pi], hi = l->rdr.rplan[pi].samples, gbase = l->rdr.rbase[pi];
+    uint32_t base = w->row_base[j->kblock], n = l->tab.block_samples[j->block];
+    const fmt_block_entry *be = l->tab.block_entry[j->block];
     char msg[SP_ERRMSG_MAX + 512];
     snprintf(msg, sizeof msg, "%s: block %llu at byte %llu (samples %llu..%llu): %s",
-             l->shards[l->block_shard[j->block]]->path,
-             (unsigned long long)(be - l->shards[l->block_shard[j->block]]->index.blocks),
-             (unsigned long long)be->offset, (unsigned long long)l->block_first[j->block],
-             (unsigned long long)(l->block_first[j->block] + n - 1), why);
+             l->tab.shards[l->tab.block_shard[j->block]]->path,
+             (unsigned long long)(be - l->tab.shards[l->tab.block_shard[j->block]]->index.blocks),
+             (unsigned long long)be->offset, (unsigned long long)l->tab.block_first[j->block],
+             (unsigned long long)(l->tab.block_first[j->block] + n - 1), why);
     uint64_t first = UINT64_MAX, skipped = 0;
     for (uint32_t r = 0; r < n; r++) {
         uint64_t p = w->start + w->pos[base + r];
         if (p >= lo && p < hi) {
-            first = min_u64(first, gbase + p / l->batch);
+            first = min_u64(first, gbase + p / l->cfg.batch);
             skipped++;
         }
     }
     /* Counted (or failed) before any row is published, so a consumer that sees the batches sees
      * the statistics that explain them. */
-    pthread_mutex_lock(&l->mu);
+    pthread_mutex_lock(&l->ring.mu);
     note_bad(l, msg);
-    if (l->on_error == SP_ON_ERROR_SKIP) {
-        l->st.blocks_skipped++;
-        l->st.samples_skipped += skipped;
+    if (l->cfg.on_error == SP_ON_ERROR_SKIP) {
+        l->stats.s.blocks_skipped++;
+        l->stats.s.samples_skipped += skipped;
     } else if (first != UINT64_MAX) {
         fail_batch_locked(l, first, code, msg);
     }
-    pthread_mutex_unlock(&l->mu);
-    for (uint32_t r = 0; l->on_error == SP_ON_ERROR_SKIP && r < n; r++) {
+    pthread_mutex_unlock(&l->ring.mu);
+    for (uint32_t r = 0; l->cfg.on_error == SP_ON_ERROR_SKIP && r < n; r++) {
         uint64_t p = w->start + w->pos[base + r];
         if (p < lo || p >= hi)
             continue;
-        ld_slot *s = &l->slots[(gbase + p / l->batch) % l->nslots];
-        uint32_t row = (uint32_t)(p % l->batch);
-        pthread_mutex_lock(&l->mu);
+        ld_slot *s = &l->ring.slots[(gbase + p / l->cfg.batch) % l->ring.nslots];
+        uint32_t row = (uint32_t)(p % l->cfg.batch);
+        pthread_mutex_lock(&l->ring.mu);
         note_row_locked(s, row, msg);
-        pthread_mutex_unlock(&l->mu);
+        pthread_mutex_unlock(&l->ring.mu);
         s->bad[row] = 1;
         s->b.ids[row] = UINT64_MAX;
         rows_done(l, s, 1);
@@ -362,7 +359,7 @@ static void block_failed(sp_loader *l, const ld_job *j, int code, const char *wh
 
 static int job_decode(sp_loader *l, const ld_job *j, int id, fmt_block_view *v, char *why, size_t whylen)
 {
-    const fmt_block_entry *be = l->block_entry[j->block];
+    const fmt_block_entry *be = l->tab.block_entry[j->block];
     fmt_err e = { .block = -1 };
     int rc;
     if (j->result < 0) {
@@ -370,14 +367,14 @@ static int job_decode(sp_loader *l, const ld_job *j, int id, fmt_block_view *v, 
                       j->result == -ENODATA ? "the file is shorter than its index says" : strerror((int)-j->result));
     } else {
         /* A stored block is used where it was read; only zstd blocks need the worker's buffer. */
-        uint8_t *raw = be->codec == SP_CODEC_STORED ? j->buf : l->scratch[id];
-        rc = fmt_block_decode(be, j->buf, raw, l->dctx[id], &e);
+        uint8_t *raw = be->codec == SP_CODEC_STORED ? j->buf : l->pool.scratch[id];
+        rc = fmt_block_decode(be, j->buf, raw, l->pool.dctx[id], &e);
         if (rc == SP_OK)
-            rc = fmt_block_parse(l->schema, raw, be->raw_size, be->nsamples, v, &e);
+            rc = fmt_block_parse(l->tab.schema, raw, be->raw_size, be->nsamples, v, &e);
     }
     /* Damage in a file that is no longer the one the loader opened is a replaced dataset. */
     if (rc)
-        rc = fmt_shard_recheck(l->shards[l->block_shard[j->block]], rc, &e);
+        rc = fmt_shard_recheck(l->tab.shards[l->tab.block_shard[j->block]], rc, &e);
     if (rc)
         snprintf(why, whylen, "%s", e.why);
     return rc;
@@ -386,27 +383,27 @@ static int job_decode(sp_loader *l, const ld_job *j, int id, fmt_block_view *v, 
 /* The block is decoded, or failed: its ring region and its place in the counts are given back. */
 static void job_done(sp_loader *l, const ld_job *j, double busy)
 {
-    pthread_mutex_lock(&l->mu);
-    l->regions[j->region].done = true;
-    l->win_remaining[j->win]--;
-    l->rpending[l->win_plan[j->win]]--;
-    l->pending--;
-    l->st.decode_busy_s += busy;
-    pthread_cond_signal(&l->c_reader); /* ring space or a window slot may have come free */
-    if (l->pending == 0 && l->blocked_slot >= 0)
-        pthread_cond_signal(&l->c_consumer); /* lets next() see a ring that cannot advance */
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_lock(&l->ring.mu);
+    l->ring.regions[j->region].done = true;
+    l->ring.win_remaining[j->win]--;
+    l->ring.rpending[l->rdr.win_plan[j->win]]--;
+    l->ring.pending--;
+    l->stats.s.decode_busy_s += busy;
+    pthread_cond_signal(&l->ring.c_reader); /* ring space or a window slot may have come free */
+    if (l->ring.pending == 0 && l->ring.blocked_slot >= 0)
+        pthread_cond_signal(&l->ring.c_consumer); /* lets next() see a ring that cannot advance */
+    pthread_mutex_unlock(&l->ring.mu);
 }
 
 /* Counted before the rows are published: a consumer that has seen the block's batches then sees
  * the block in the statistics too. */
 static void count_block(sp_loader *l, const ld_job *j, int rc)
 {
-    pthread_mutex_lock(&l->mu);
-    l->st.blocks_read++;
+    pthread_mutex_lock(&l->ring.mu);
+    l->stats.s.blocks_read++;
     if (!rc)
-        l->st.bytes_decompressed += l->block_entry[j->block]->raw_size;
-    pthread_mutex_unlock(&l->mu);
+        l->stats.s.bytes_decompressed += l->tab.block_entry[j->block]->raw_size;
+    pthread_mutex_unlock(&l->ring.mu);
 }
 
 static void job_run(sp_loader *l, const ld_job *j, int id)
@@ -427,20 +424,20 @@ static void *worker_main(void *arg)
 {
     ld_worker *wk = arg;
     sp_loader *l = wk->l;
-    pthread_mutex_lock(&l->mu);
+    pthread_mutex_lock(&l->ring.mu);
     for (;;) {
-        while (!l->stop && l->job_count == 0 && !l->reader_done)
-            pthread_cond_wait(&l->c_worker, &l->mu);
-        if (l->stop || (l->job_count == 0 && l->reader_done))
+        while (!l->ring.stop && l->ring.job_count == 0 && !l->ring.reader_done)
+            pthread_cond_wait(&l->ring.c_worker, &l->ring.mu);
+        if (l->ring.stop || (l->ring.job_count == 0 && l->ring.reader_done))
             break;
-        ld_job j = l->jobs[l->job_head];
-        l->job_head = (l->job_head + 1) % l->jobs_cap;
-        l->job_count--;
-        pthread_mutex_unlock(&l->mu);
+        ld_job j = l->ring.jobs[l->ring.job_head];
+        l->ring.job_head = (l->ring.job_head + 1) % l->ring.jobs_cap;
+        l->ring.job_count--;
+        pthread_mutex_unlock(&l->ring.mu);
         job_run(l, &j, wk->id);
-        pthread_mutex_lock(&l->mu);
+        pthread_mutex_lock(&l->ring.mu);
     }
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->ring.mu);
     sp_free(wk);
     return NULL;
 }
@@ -450,16 +447,16 @@ static void *worker_main(void *arg)
 /* Reclaims read-ring space freed by workers, oldest first. Called with mu held. */
 static void ring_reclaim(sp_loader *l)
 {
-    while (l->reg_count) {
-        ld_region *r = &l->regions[l->reg_head];
+    while (l->ring.reg_count) {
+        ld_region *r = &l->ring.regions[l->ring.reg_head];
         if (!r->done)
             break;
-        l->ring_tail = r->pos + r->len;
-        l->reg_head = (l->reg_head + 1) % l->nregions;
-        l->reg_count--;
+        l->ring.ring_tail = r->pos + r->len;
+        l->ring.reg_head = (l->ring.reg_head + 1) % l->ring.nregions;
+        l->ring.reg_count--;
     }
-    if (l->reg_count == 0)
-        l->ring_tail = l->ring_head;
+    if (l->ring.reg_count == 0)
+        l->ring.ring_tail = l->ring.ring_head;
 }
 
 /* Tries to carve len bytes from the ring; a region never wraps, so the tail of the buffer may be
@@ -467,33 +464,33 @@ static void ring_reclaim(sp_loader *l)
 static int64_t ring_alloc(sp_loader *l, uint64_t len, uint8_t **buf)
 {
     ring_reclaim(l);
-    uint64_t pos = l->ring_head, phys = pos % l->read_ring_bytes;
-    if (phys + len > l->read_ring_bytes)
-        pos += l->read_ring_bytes - phys;
-    if (pos + len - l->ring_tail > l->read_ring_bytes || l->reg_count == l->nregions)
+    uint64_t pos = l->ring.ring_head, phys = pos % l->pool.read_ring_bytes;
+    if (phys + len > l->pool.read_ring_bytes)
+        pos += l->pool.read_ring_bytes - phys;
+    if (pos + len - l->ring.ring_tail > l->pool.read_ring_bytes || l->ring.reg_count == l->ring.nregions)
         return -1;
-    uint32_t idx = (l->reg_head + l->reg_count) % l->nregions;
-    l->regions[idx] = (ld_region){ pos, len, false };
-    l->reg_count++;
-    l->ring_head = pos + len;
-    uint64_t used = l->ring_head - l->ring_tail;
-    if (used > l->st.read_ring_peak)
-        l->st.read_ring_peak = used;
-    *buf = l->read_ring + pos % l->read_ring_bytes;
+    uint32_t idx = (l->ring.reg_head + l->ring.reg_count) % l->ring.nregions;
+    l->ring.regions[idx] = (ld_region){ pos, len, false };
+    l->ring.reg_count++;
+    l->ring.ring_head = pos + len;
+    uint64_t used = l->ring.ring_head - l->ring.ring_tail;
+    if (used > l->stats.s.read_ring_peak)
+        l->stats.s.read_ring_peak = used;
+    *buf = l->pool.read_ring + pos % l->pool.read_ring_bytes;
     return idx;
 }
 
 /* Queues a job for the workers. The queue has a slot per ring region, so it cannot overflow. */
 static void push_job_locked(sp_loader *l, const ld_job *j)
 {
-    l->jobs[(l->job_head + l->job_count) % l->jobs_cap] = *j;
-    l->job_count++;
-    pthread_cond_signal(&l->c_worker);
+    l->ring.jobs[(l->ring.job_head + l->ring.job_count) % l->ring.jobs_cap] = *j;
+    l->ring.job_count++;
+    pthread_cond_signal(&l->ring.c_worker);
 }
 
 static uint64_t read_len(const sp_loader *l, uint64_t block, bool direct)
 {
-    uint64_t n = l->block_entry[block]->stored_size;
+    uint64_t n = l->tab.block_entry[block]->stored_size;
     return direct ? sp_align_up(n, LD_PAGE) : n;
 }
 
@@ -502,12 +499,12 @@ static int reap(sp_loader *l, ld_reader *rd, bool wait);
 /* Submits job's read; a job whose file cannot be opened fails here, with the reason. */
 static void submit(sp_loader *l, ld_reader *rd, ld_job *j)
 {
-    uint32_t shard = l->block_shard[j->block];
+    uint32_t shard = l->tab.block_shard[j->block];
     fmt_err e = { .block = -1 };
     bool starved;
     int fd;
     /* Out of descriptors with every cached one serving a read in flight: wait for one to finish. */
-    while ((fd = shard_fd(l, rd, shard, l->direct, &e, &starved)) < 0 && starved && ld_io_inflight(l->io))
+    while ((fd = shard_fd(l, rd, shard, l->rdr.direct, &e, &starved)) < 0 && starved && ld_io_inflight(l->rdr.io))
         reap(l, rd, true);
     if (fd < 0) {
         count_block(l, j, fd);
@@ -518,16 +515,16 @@ static void submit(sp_loader *l, ld_reader *rd, ld_job *j)
     unsigned tag = 0;
     while (rd->inflight[tag].buf)
         tag++;
-    bool direct = l->fd_direct[shard];
+    bool direct = l->rdr.fd_direct[shard];
     rd->inflight[tag] = *j;
-    if (ld_io_submit(l->io, fd, j->buf, read_len(l, j->block, direct), l->block_entry[j->block]->offset, tag) ==
+    if (ld_io_submit(l->rdr.io, fd, j->buf, read_len(l, j->block, direct), l->tab.block_entry[j->block]->offset, tag) ==
         SP_OK)
         return;
     rd->inflight[tag].buf = NULL;
     j->result = -EIO;
-    pthread_mutex_lock(&l->mu);
+    pthread_mutex_lock(&l->ring.mu);
     push_job_locked(l, j);
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->ring.mu);
 }
 
 /* Takes one finished read (waiting for it when wait) and hands it to the workers. */
@@ -535,23 +532,23 @@ static int reap(sp_loader *l, ld_reader *rd, bool wait)
 {
     uint64_t tag;
     int64_t res;
-    int got = ld_io_reap(l->io, wait, &tag, &res);
+    int got = ld_io_reap(l->rdr.io, wait, &tag, &res);
     if (got <= 0)
         return got;
     ld_job j = rd->inflight[tag];
     rd->inflight[tag].buf = NULL;
-    uint32_t shard = l->block_shard[j.block];
-    if (res == -EINVAL && l->fd_direct[shard]) {
+    uint32_t shard = l->tab.block_shard[j.block];
+    if (res == -EINVAL && l->rdr.fd_direct[shard]) {
         direct_off(l, "O_DIRECT refused at read time by the file system");
         submit(l, rd, &j);
         return 1;
     }
     j.result = res;
-    pthread_mutex_lock(&l->mu);
+    pthread_mutex_lock(&l->ring.mu);
     if (res > 0)
-        l->st.bytes_read += (uint64_t)res;
+        l->stats.s.bytes_read += (uint64_t)res;
     push_job_locked(l, &j);
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->ring.mu);
     return 1;
 }
 
@@ -560,12 +557,12 @@ static int reap(sp_loader *l, ld_reader *rd, bool wait)
 static void reader_wait(sp_loader *l, ld_reader *rd)
 {
     double t0 = sp_now();
-    if (ld_io_inflight(l->io)) {
-        pthread_mutex_unlock(&l->mu);
+    if (ld_io_inflight(l->rdr.io)) {
+        pthread_mutex_unlock(&l->ring.mu);
         reap(l, rd, true);
-        pthread_mutex_lock(&l->mu);
+        pthread_mutex_lock(&l->ring.mu);
     } else {
-        pthread_cond_wait(&l->c_reader, &l->mu);
+        pthread_cond_wait(&l->ring.c_reader, &l->ring.mu);
     }
     rd->wait_s += sp_now() - t0;
 }
@@ -574,33 +571,33 @@ static void reader_wait(sp_loader *l, ld_reader *rd)
  * consumer to release the batches that held them. Called with mu held. */
 static bool claim_batches(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t from, uint64_t to)
 {
-    uint64_t gbase = l->rbase[pi];
-    for (uint64_t g = gbase + from > l->next_assign ? gbase + from : l->next_assign; g <= gbase + to; g++) {
+    uint64_t gbase = l->rdr.rbase[pi];
+    for (uint64_t g = gbase + from > l->rdr.next_assign ? gbase + from : l->rdr.next_assign; g <= gbase + to; g++) {
         uint64_t k = g - gbase;
-        ld_slot *s = &l->slots[g % l->nslots];
-        while (!l->stop && s->state != SLOT_FREE) {
-            l->blocked_slot = (int64_t)(g % l->nslots);
+        ld_slot *s = &l->ring.slots[g % l->ring.nslots];
+        while (!l->ring.stop && s->state != SLOT_FREE) {
+            l->ring.blocked_slot = (int64_t)(g % l->ring.nslots);
             /* When no block is pending, no worker will wake next() to see that the ring is
              * stuck: do it here, or a consumer waiting without timeout never returns SP_EBUSY. */
-            pthread_cond_signal(&l->c_consumer);
+            pthread_cond_signal(&l->ring.c_consumer);
             reader_wait(l, rd);
         }
-        l->blocked_slot = -1;
-        if (l->stop)
+        l->ring.blocked_slot = -1;
+        if (l->ring.stop)
             return false;
-        uint64_t rows = l->rplan[pi].samples - k * l->batch;
+        uint64_t rows = l->rdr.rplan[pi].samples - k * l->cfg.batch;
         s->k = g;
         s->state = SLOT_FILLING;
-        s->rows_expected = (uint32_t)(rows < l->batch ? rows : l->batch);
+        s->rows_expected = (uint32_t)(rows < l->cfg.batch ? rows : l->cfg.batch);
         atomic_store(&s->rows_done, 0);
-        memset(s->bad, 0, l->batch);
+        memset(s->bad, 0, l->cfg.batch);
         s->note_row = UINT32_MAX;
-        s->b.epoch = l->rplan[pi].cfg.epoch;
+        s->b.epoch = l->rdr.rplan[pi].cfg.epoch;
         s->b.index = k;
         s->b.rows = s->rows_expected;
-        l->next_assign = g + 1;
-        if (++l->slots_in_use > l->st.batch_ring_peak_slots)
-            l->st.batch_ring_peak_slots = l->slots_in_use;
+        l->rdr.next_assign = g + 1;
+        if (++l->ring.slots_in_use > l->stats.s.batch_ring_peak_slots)
+            l->stats.s.batch_ring_peak_slots = l->ring.slots_in_use;
     }
     return true;
 }
@@ -609,7 +606,7 @@ static bool claim_batches(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t fro
 static bool block_needed(const sp_loader *l, const ld_plan *plan, const ld_window *w, uint32_t kblock,
                          uint64_t lo, uint64_t hi)
 {
-    uint32_t base = w->row_base[kblock], n = l->block_samples[plan->blocks[w->first_block + kblock]];
+    uint32_t base = w->row_base[kblock], n = l->tab.block_samples[plan->blocks[w->first_block + kblock]];
     for (uint32_t r = 0; r < n; r++) {
         uint64_t p = w->start + w->pos[base + r];
         if (p >= lo && p < hi)
@@ -621,51 +618,52 @@ static bool block_needed(const sp_loader *l, const ld_plan *plan, const ld_windo
 /* Waits until *count (a window's or a plan's blocks still to decode) is zero; false on a stop. */
 static bool wait_drained(sp_loader *l, ld_reader *rd, const uint64_t *count)
 {
-    pthread_mutex_lock(&l->mu);
-    while (!l->stop && *count > 0)
+    pthread_mutex_lock(&l->ring.mu);
+    while (!l->ring.stop && *count > 0)
         reader_wait(l, rd);
-    bool stop = l->stop; /* read under mu: ld_pipeline_stop sets it from another thread */
-    pthread_mutex_unlock(&l->mu);
+    bool stop = l->ring.stop; /* read under mu: ld_pipeline_stop sets it from another thread */
+    pthread_mutex_unlock(&l->ring.mu);
     return !stop;
 }
 
 static bool read_window(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi)
 {
-    const ld_plan *plan = &l->rplan[pi];
-    uint64_t lo = l->rlo[pi], hi = plan->samples;
+    const ld_plan *plan = &l->rdr.rplan[pi];
+    uint64_t lo = l->rdr.rlo[pi], hi = plan->samples;
     uint32_t ws = (uint32_t)(wi % 2);
-    if (!wait_drained(l, rd, &l->win_remaining[ws]))
+    if (!wait_drained(l, rd, &l->ring.win_remaining[ws]))
         return false;
-    ld_window *w = &l->win[ws];
-    l->win_plan[ws] = pi;
-    if (ld_window_build(plan, l->block_samples, wi, w, l->win_cap, l->win_perm) != SP_OK)
+    ld_window *w = &l->rdr.win[ws];
+    l->rdr.win_plan[ws] = pi;
+    if (ld_window_build(plan, l->tab.block_samples, wi, w, l->rdr.win_cap, l->rdr.win_perm) != SP_OK)
         return false; /* cannot happen: win_cap bounds every window */
     uint64_t end = plan->window_start[wi + 1] < hi ? plan->window_start[wi + 1] : hi;
-    uint64_t first = (w->start > lo ? w->start : lo) / l->batch, last = (end - 1) / l->batch;
+    uint64_t first = (w->start > lo ? w->start : lo) / l->cfg.batch, last = (end - 1) / l->cfg.batch;
     uint32_t count = 0;
     for (uint32_t k = 0; k < w->nblocks; k++)
         count += block_needed(l, plan, w, k, lo, hi);
-    pthread_mutex_lock(&l->mu);
+    pthread_mutex_lock(&l->ring.mu);
     bool ok = claim_batches(l, rd, pi, first, last);
-    l->win_remaining[ws] = count;
-    pthread_mutex_unlock(&l->mu);
+    l->ring.win_remaining[ws] = count;
+    pthread_mutex_unlock(&l->ring.mu);
     for (uint32_t k = 0; ok && k < w->nblocks; k++) {
         if (!block_needed(l, plan, w, k, lo, hi))
             continue;
         ld_job j = { .block = plan->blocks[w->first_block + k], .win = ws, .kblock = k };
-        pthread_mutex_lock(&l->mu);
+        pthread_mutex_lock(&l->ring.mu);
         int64_t idx = -1; /* set by ring_alloc unless stop */
-        while (!l->stop && (idx = ring_alloc(l, sp_align_up(l->block_entry[j.block]->stored_size, LD_PAGE), &j.buf)) < 0)
+        while (!l->ring.stop &&
+               (idx = ring_alloc(l, sp_align_up(l->tab.block_entry[j.block]->stored_size, LD_PAGE), &j.buf)) < 0)
             reader_wait(l, rd);
-        if (l->stop) {
-            pthread_mutex_unlock(&l->mu);
+        if (l->ring.stop) {
+            pthread_mutex_unlock(&l->ring.mu);
             return false;
         }
         j.region = (uint32_t)idx;
-        l->pending++;
-        l->rpending[pi]++;
-        pthread_mutex_unlock(&l->mu);
-        while (ld_io_inflight(l->io) == ld_io_depth(l->io))
+        l->ring.pending++;
+        l->ring.rpending[pi]++;
+        pthread_mutex_unlock(&l->ring.mu);
+        while (ld_io_inflight(l->rdr.io) == ld_io_depth(l->rdr.io))
             reap(l, rd, true);
         submit(l, rd, &j);
         while (reap(l, rd, false) > 0)
@@ -678,18 +676,17 @@ static bool read_window(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi)
 static bool plan_epoch(sp_loader *l, ld_reader *rd, uint64_t e, uint64_t base)
 {
     uint32_t pi = (uint32_t)(e % 2);
-    if (!wait_drained(l, rd, &l->rpending[pi]))
+    if (!wait_drained(l, rd, &l->ring.rpending[pi]))
         return false;
-    ld_plan_free(&l->rplan[pi]);
-    ld_plan_cfg cfg = { l->seed, e, l->rank, l->world, l->batch, l->window_blocks, l->shuffle, l->drop_last };
+    ld_plan_free(&l->rdr.rplan[pi]);
     char why[SP_ERRMSG_MAX];
-    int rc = ld_plan_build(&l->rplan[pi], &cfg, l->block_samples, l->nblocks, why, sizeof why);
-    pthread_mutex_lock(&l->mu);
+    int rc = ld_epoch_plan(l, e, &l->rdr.rplan[pi], why, sizeof why);
+    pthread_mutex_lock(&l->ring.mu);
     if (rc)
         fail_batch_locked(l, base, rc, why);
-    l->rbase[pi] = base;
-    l->rlo[pi] = e == l->run_epoch ? l->run_k * l->batch : 0;
-    pthread_mutex_unlock(&l->mu);
+    l->rdr.rbase[pi] = base;
+    l->rdr.rlo[pi] = e == l->rdr.run_epoch ? l->rdr.run_k * l->cfg.batch : 0;
+    pthread_mutex_unlock(&l->ring.mu);
     return rc == SP_OK;
 }
 
@@ -697,13 +694,13 @@ static bool plan_epoch(sp_loader *l, ld_reader *rd, uint64_t e, uint64_t base)
  * epoch's first windows are read while the consumer still works through this one's batches. */
 static void read_epochs(sp_loader *l, ld_reader *rd)
 {
-    uint64_t base = l->run_base;
-    for (uint64_t e = l->run_epoch; l->epochs == 0 || e < l->epochs; e++) {
+    uint64_t base = l->rdr.run_base;
+    for (uint64_t e = l->rdr.run_epoch; l->cfg.epochs == 0 || e < l->cfg.epochs; e++) {
         if (!plan_epoch(l, rd, e, base))
             return;
         uint32_t pi = (uint32_t)(e % 2);
-        const ld_plan *plan = &l->rplan[pi];
-        uint64_t lo = l->rlo[pi], hi = plan->samples;
+        const ld_plan *plan = &l->rdr.rplan[pi];
+        uint64_t lo = l->rdr.rlo[pi], hi = plan->samples;
         uint64_t wi = lo < hi ? ld_plan_window_of(plan, lo) : plan->nwindows;
         for (; wi < plan->nwindows && plan->window_start[wi] < hi; wi++)
             if (!read_window(l, rd, pi, wi))
@@ -719,17 +716,17 @@ static void *reader_main(void *arg)
     double t0 = sp_now();
     if (rd) {
         read_epochs(l, rd);
-        while (ld_io_inflight(l->io))
+        while (ld_io_inflight(l->rdr.io))
             reap(l, rd, true);
     }
-    pthread_mutex_lock(&l->mu);
+    pthread_mutex_lock(&l->ring.mu);
     if (!rd)
         fail_batch_locked(l, 0, SP_ENOMEM, "out of memory starting the reader");
-    l->st.read_busy_s += sp_now() - t0 - (rd ? rd->wait_s : 0);
-    l->reader_done = true;
-    pthread_cond_broadcast(&l->c_worker);
-    pthread_cond_broadcast(&l->c_consumer);
-    pthread_mutex_unlock(&l->mu);
+    l->stats.s.read_busy_s += sp_now() - t0 - (rd ? rd->wait_s : 0);
+    l->ring.reader_done = true;
+    pthread_cond_broadcast(&l->ring.c_worker);
+    pthread_cond_broadcast(&l->ring.c_consumer);
+    pthread_mutex_unlock(&l->ring.mu);
     sp_free(rd);
     return NULL;
 }
@@ -745,88 +742,89 @@ static void *reader_main(void *arg)
  * global number of run_epoch's batch 0. Called with mu held, the threads stopped. */
 static uint64_t run_base_locked(const sp_loader *l)
 {
-    uint64_t n = l->nslots, newest = n;
+    uint64_t n = l->ring.nslots, newest = n;
     for (uint64_t i = 0; i < n; i++)
-        if (l->slots[i].state == SLOT_LEASED && (newest == n || l->slots[i].taken > l->slots[newest].taken))
+        if (l->ring.slots[i].state == SLOT_LEASED &&
+            (newest == n || l->ring.slots[i].taken > l->ring.slots[newest].taken))
             newest = i;
     if (newest == n)
         return 0;
-    return (newest + 1 + n - l->start_k % n) % n;
+    return (newest + 1 + n - l->cons.start_k % n) % n;
 }
 
 static void reset_epoch_state(sp_loader *l)
 {
     /* A batch the consumer still holds stays leased: its slot is reused only after release (which
      * may come from any thread, hence mu). */
-    pthread_mutex_lock(&l->mu);
-    for (uint64_t i = 0; i < l->nslots; i++) {
-        if (l->slots[i].state != SLOT_LEASED)
-            l->slots[i].state = SLOT_FREE;
-        l->slots[i].k = UINT64_MAX;
+    pthread_mutex_lock(&l->ring.mu);
+    for (uint64_t i = 0; i < l->ring.nslots; i++) {
+        if (l->ring.slots[i].state != SLOT_LEASED)
+            l->ring.slots[i].state = SLOT_FREE;
+        l->ring.slots[i].k = UINT64_MAX;
     }
-    l->slots_in_use = 0;
-    for (uint64_t i = 0; i < l->nslots; i++)
-        l->slots_in_use += l->slots[i].state != SLOT_FREE;
-    l->run_base = run_base_locked(l);
-    pthread_mutex_unlock(&l->mu);
-    l->win_remaining[0] = l->win_remaining[1] = 0;
-    l->reg_head = l->reg_count = 0;
-    l->ring_head = l->ring_tail = 0;
-    l->job_head = l->job_count = 0;
-    l->pending = 0;
-    l->blocked_slot = -1;
-    l->run_epoch = l->epoch;
-    l->run_k = l->start_k;
-    l->cons_base = l->run_base;
-    l->next_assign = l->run_base + l->start_k;
-    l->rpending[0] = l->rpending[1] = 0;
-    l->err_batch = UINT64_MAX;
-    l->err_code = 0;
-    l->err_msg[0] = '\0';
-    l->reader_done = false;
-    l->stop = false;
-    pthread_mutex_lock(&l->mu); /* stats are read from any thread */
-    l->st.batches_ready = 0;
-    pthread_mutex_unlock(&l->mu);
+    l->ring.slots_in_use = 0;
+    for (uint64_t i = 0; i < l->ring.nslots; i++)
+        l->ring.slots_in_use += l->ring.slots[i].state != SLOT_FREE;
+    l->rdr.run_base = run_base_locked(l);
+    pthread_mutex_unlock(&l->ring.mu);
+    l->ring.win_remaining[0] = l->ring.win_remaining[1] = 0;
+    l->ring.reg_head = l->ring.reg_count = 0;
+    l->ring.ring_head = l->ring.ring_tail = 0;
+    l->ring.job_head = l->ring.job_count = 0;
+    l->ring.pending = 0;
+    l->ring.blocked_slot = -1;
+    l->rdr.run_epoch = l->cons.epoch;
+    l->rdr.run_k = l->cons.start_k;
+    l->cons.cons_base = l->rdr.run_base;
+    l->rdr.next_assign = l->rdr.run_base + l->cons.start_k;
+    l->ring.rpending[0] = l->ring.rpending[1] = 0;
+    l->fail.batch = UINT64_MAX;
+    l->fail.code = 0;
+    l->fail.msg[0] = '\0';
+    l->ring.reader_done = false;
+    l->ring.stop = false;
+    pthread_mutex_lock(&l->ring.mu); /* stats are read from any thread */
+    l->stats.s.batches_ready = 0;
+    pthread_mutex_unlock(&l->ring.mu);
 }
 
 int ld_pipeline_start(sp_loader *l)
 {
     reset_epoch_state(l);
-    for (int i = 0; i < l->threads; i++) {
+    for (int i = 0; i < l->cfg.threads; i++) {
         ld_worker *wk = sp_malloc(sizeof *wk);
         if (!wk)
-            return sp_fail(l->ceb, SP_ENOMEM, "out of memory starting workers");
+            return sp_fail(l->cons.eb, SP_ENOMEM, "out of memory starting workers");
         *wk = (ld_worker){ l, i };
-        int e = pthread_create(&l->workers[i], NULL, worker_main, wk);
+        int e = pthread_create(&l->thr.workers[i], NULL, worker_main, wk);
         if (e) {
             sp_free(wk);
-            return sp_fail(l->ceb, SP_ESYS, "cannot start decode worker %d: %s", i, strerror(e));
+            return sp_fail(l->cons.eb, SP_ESYS, "cannot start decode worker %d: %s", i, strerror(e));
         }
-        l->nworkers++;
+        l->thr.nworkers++;
     }
-    int e = pthread_create(&l->reader, NULL, reader_main, l);
+    int e = pthread_create(&l->thr.reader, NULL, reader_main, l);
     if (e)
-        return sp_fail(l->ceb, SP_ESYS, "cannot start the reader thread: %s", strerror(e));
-    l->reader_up = true;
-    l->running = true;
+        return sp_fail(l->cons.eb, SP_ESYS, "cannot start the reader thread: %s", strerror(e));
+    l->thr.reader_up = true;
+    l->thr.running = true;
     return SP_OK;
 }
 
 /* Joins every thread; called without mu held. In-flight reads finish before the reader exits. */
 void ld_pipeline_stop(sp_loader *l)
 {
-    pthread_mutex_lock(&l->mu);
-    l->stop = true;
-    pthread_cond_broadcast(&l->c_reader);
-    pthread_cond_broadcast(&l->c_worker);
-    pthread_mutex_unlock(&l->mu);
-    if (l->reader_up)
-        pthread_join(l->reader, NULL);
-    for (int i = 0; i < l->nworkers; i++)
-        pthread_join(l->workers[i], NULL);
-    l->reader_up = false;
-    l->nworkers = 0;
-    l->running = false;
-    l->stop = false;
+    pthread_mutex_lock(&l->ring.mu);
+    l->ring.stop = true;
+    pthread_cond_broadcast(&l->ring.c_reader);
+    pthread_cond_broadcast(&l->ring.c_worker);
+    pthread_mutex_unlock(&l->ring.mu);
+    if (l->thr.reader_up)
+        pthread_join(l->thr.reader, NULL);
+    for (int i = 0; i < l->thr.nworkers; i++)
+        pthread_join(l->thr.workers[i], NULL);
+    l->thr.reader_up = false;
+    l->thr.nworkers = 0;
+    l->thr.running = false;
+    l->ring.stop = false;
 }
