@@ -5,7 +5,7 @@
  *
  * Threads: cu_next, cu_halt, cu_seek, cu_open and cu_close are called by the consumer's thread;
  * cu_release, cu_batch_wait, cu_position, cu_leases and cu_stats by any thread. Lock order:
- * ld_internal.h. */
+ * ld_host.h. */
 #ifndef SP_CU_H
 #define SP_CU_H
 

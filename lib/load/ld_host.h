@@ -4,8 +4,17 @@
  *
  * Threads: ld_host_next is a consumer call of the host stage, made by one thread at a time (the
  * caller's, or the device stage's copy thread while it runs); ld_host_release and
- * ld_host_interrupt may be called from any thread. Each takes the host ring's mutex inside and
- * returns with it released (lock order: ld_internal.h). */
+ * ld_host_interrupt may be called from any thread.
+ *
+ * The loader's locks, for both stages, in the only order in which they may nest:
+ *   1. the consumer's turn (ld_consumer.busy): not a lock that waits, a compare-exchange that
+ *      refuses a second caller with SP_EBUSY; held for the whole of a consumer call;
+ *   2. the device stage's mutex (cu_stage.mu, cu_stage.c): its slots, queue and position;
+ *   3. the host ring's mutex (ld_ring.mu, ld_internal.h): the batch slots' states, the read
+ *      ring's regions, the job queue, the failure record and the statistics.
+ * No path takes 3 while holding 2: the device stage lets go of its mutex before every ld_host_*
+ * call (each takes 3 inside and returns with it released), and nothing under 3 calls into the
+ * device stage. No lock is held across I/O, decoding, or a wait for the GPU. */
 #ifndef SP_LD_HOST_H
 #define SP_LD_HOST_H
 

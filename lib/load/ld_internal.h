@@ -32,9 +32,9 @@ typedef struct ld_slot {
     atomic_uint rows_done;
     uint32_t rows_expected;
     uint8_t *bad; /* per row: filled in for a skipped corrupt sample */
-    uint64_t taken;          /* under mu: when the consumer took it (sp_loader.taken then) */
-    uint32_t note_row;       /* under mu: the lowest bad row, UINT32_MAX for none */
-    char note[SP_ERRMSG_MAX]; /* under mu: why that row is bad */
+    uint64_t taken;          /* under ring.mu: when the consumer took it (ring.taken then) */
+    uint32_t note_row;       /* under ring.mu: the lowest bad row, UINT32_MAX for none */
+    char note[SP_ERRMSG_MAX]; /* under ring.mu: why that row is bad */
 } ld_slot;
 
 /* How one schema field becomes one batch tensor. */
