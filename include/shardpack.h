@@ -808,6 +808,22 @@ typedef struct sp_loader_stats {
  * below the first layout. From any thread, at any time before close. */
 SP_API int sp_loader_stats_get(sp_loader *l, sp_loader_stats *out);
 
+/* Limit mode: the per-block work of one of the loader's decode workers, on the calling thread, with
+ * no pipeline around it: block `block` (global index, 0..sp_dataset_num_blocks - 1) is read,
+ * verified, decompressed and every row of it written into the loader's batch ring by the workers'
+ * own code (same layout, conversions, image transform and copies), using the buffers of worker
+ * `worker`. Rows are spread as a shuffled window spreads them: the n-th row of a caller, with
+ * n = (*cursor)++, goes to row n mod batch_size of a batch picked by a hash of n among the ring's
+ * slots, split into `workers` equal shares of which this call uses share `worker`.
+ * `shardpack bench` times it to measure the limit the loader is held against. Calls with
+ * distinct `worker` (0 <= worker < workers <= the threads parameter) may run at once; none may
+ * run while the loader delivers batches: call it before the first sp_loader_next (afterwards it
+ * may fail with SP_EBUSY, or race). Nothing it does changes what the loader delivers later.
+ * Returns the samples of the block (0 for a damaged block, or one that cannot be read, under
+ * on_error=skip), or SP_EINVAL, SP_ERANGE (no such block), SP_EBUSY, SP_ENOMEM, or the block's
+ * error (its message, in sp_last_error() only, names the shard, block and sample). */
+SP_API int64_t sp_loader_bench_block(sp_loader *l, int worker, int workers, uint64_t block, uint64_t *cursor);
+
 /* ------------------------------------------------------------------------------------------------
  * Device batches (device=cuda:N, or auto with a CUDA device; see docs/gpu.md).
  *

@@ -310,6 +310,9 @@ static void loader(fixture *fx)
     FAILS_RC(sp_loader_set_epoch, (fx->l, UINT64_MAX), "sp_loader_set_epoch");
     FAILS_ZERO(sp_loader_batches_per_epoch, (NULL), "sp_loader_batches_per_epoch");
     FAILS_ZERO(sp_loader_samples_per_epoch, (NULL), "sp_loader_samples_per_epoch");
+    uint64_t cursor = 0;
+    FAILS_RC(sp_loader_bench_block, (NULL, 0, 1, 0, &cursor), "sp_loader_bench_block");
+    FAILS_RC(sp_loader_bench_block, (fx->l, 0, 1, 0, &cursor), "sp_loader_bench_block"); /* delivering */
 
     FAILS_NULL(sp_batch_field_name, (fx->b, 99), "sp_batch_field_name");
     FAILS_NULL(sp_batch_tensor, (fx->b, 99), "sp_batch_tensor");

@@ -2,11 +2,11 @@
  *
  * Two measurements taken in one run on the same data (docs: DESIGN.md, "how it is measured"):
  *  1. the limit: on this thread, for blocks spread over the dataset, the per-block work the
- *     loader's workers do (read, verify, decompress, check the layout, then copy every fixed-size
- *     field of every row into its batch), in samples/s, times the worker threads. Rows go where a
- *     worker's rows go: spread over a buffer as large as the loader's batch ring (a shuffled
- *     window scatters a block's rows over hundreds of batches), not into one batch that stays in
- *     cache, which would time a cheaper copy than the loader has to make;
+ *     loader's workers do, run by the loader's own code (sp_loader_bench_block: read, verify,
+ *     decompress, then write every row into the batch ring as a worker does), in samples/s, times
+ *     the worker threads. Rows go where a worker's rows go: spread over the loader's batch ring (a
+ *     shuffled window scatters a block's rows over hundreds of batches), not into one batch that
+ *     stays in cache, which would time a cheaper copy than the loader has to make;
  *  2. the loader: the dataset streamed through sp_loader for E epochs, every batch touched and
  *     released at once, as a trainer that is never the bottleneck would.
  * Their ratio says how close the pipeline comes to what its threads could do.
@@ -28,16 +28,6 @@
 #define TOUCH_STRIDE 4096 /* one byte read per page of every batch */
 /* --epochs left unset: the parameter is preset to this value, which no one asks for. */
 #define EPOCHS_UNSET INT32_MAX
-
-/* One fixed-size field as the loader writes it into a batch. */
-typedef struct bench_field {
-    size_t field;       /* index in the schema */
-    uint64_t src_bytes; /* stored bytes per row */
-    uint64_t row_bytes; /* bytes per row in the batch */
-    int widen;          /* token width (2 or 4) converted to int32, or 0 for a plain copy */
-    int image;          /* an image field: decoded and transformed as the loader does */
-    uint64_t offset;    /* of the field's rows in the batch buffer */
-} bench_field;
 
 typedef struct bench_limit {
     double parallel_samples_per_s; /* the same loop on `threads` threads at once, no pipeline */
@@ -81,130 +71,36 @@ static uint64_t spread_stride(uint64_t n)
     return s;
 }
 
-/* The fields a loader batch holds (fixed-size and image ones), laid out in a buffer of batch rows;
- * image_bytes is the size of one transformed image. */
-static size_t plan_fields(const sp_schema *schema, int token_i32, uint64_t batch, size_t image_bytes,
-                          bench_field *out, uint64_t *buf_bytes)
-{
-    size_t n = 0;
-    uint64_t off = 0;
-    size_t nf = sp_schema_num_fields(schema);
-    for (size_t i = 0; i < nf && n < SP_MAX_FIELDS; i++) {
-        sp_field_info fi = { .struct_size = sizeof fi };
-        if (sp_schema_field(schema, i, &fi) != 0 || (fi.fixed_bytes == 0 && fi.kind != SP_FIELD_IMAGE))
-            continue;
-        bench_field *f = &out[n++];
-        f->field = i;
-        f->src_bytes = fi.fixed_bytes;
-        f->widen = 0;
-        f->image = fi.kind == SP_FIELD_IMAGE;
-        f->row_bytes = f->image ? image_bytes : fi.fixed_bytes;
-        if (fi.kind == SP_FIELD_TOKENS && token_i32) {
-            f->widen = (int)sp_dtype_size(fi.dtype);
-            f->row_bytes = fi.fixed_bytes / (uint64_t)f->widen * 4;
-        }
-        f->offset = off;
-        off += (f->row_bytes * batch + 63) & ~(uint64_t)63;
-    }
-    *buf_bytes = off;
-    return n;
-}
-
-static void widen_tokens(int32_t *dst, const unsigned char *src, uint64_t count, int width)
-{
-    if (width == 2)
-        for (uint64_t i = 0; i < count; i++)
-            dst[i] = (int32_t)((uint32_t)src[2 * i] | (uint32_t)src[2 * i + 1] << 8);
-    else
-        for (uint64_t i = 0; i < count; i++)
-            dst[i] = (int32_t)((uint32_t)src[4 * i] | (uint32_t)src[4 * i + 1] << 8 |
-                               (uint32_t)src[4 * i + 2] << 16 | (uint32_t)src[4 * i + 3] << 24);
-}
-
-/* Where the n-th row goes: a batch picked by a mixing hash among `slots` (as shuffled rows land
- * anywhere in the ring), and the row within it. */
-static unsigned char *row_batch(unsigned char *buf, uint64_t n, uint64_t slots, uint64_t batch_bytes)
-{
-    uint64_t z = (n / 8 + 1) * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 31)) * 0xBF58476D1CE4E5B9ull;
-    return buf + (z ^ (z >> 29)) % slots * batch_bytes;
-}
-
-/* Reads block (and, when buf is set, scatters its rows into buf as a worker would: the n-th row
- * goes to row n mod batch of a batch among `slots`). Adds its rows to *samples. */
-static bool g_skip_bad; /* on_error=skip: a damaged block is left out of the limit, as the loader skips it */
-
-static bool data_error(int rc)
-{
-    return rc == SP_ECHECKSUM || rc == SP_ECORRUPT || rc == SP_ETRUNC || rc == SP_EIO;
-}
-
-static int limit_block(sp_dataset *d, uint64_t block, const bench_field *fields, size_t nfields,
-                       sp_image_transform *xf, unsigned char *buf, uint64_t batch, uint64_t slots,
-                       uint64_t batch_bytes, uint64_t *row, uint64_t *samples)
-{
-    sp_block *b;
-    sp_block_info bi = { .struct_size = sizeof bi };
-    int rc = sp_dataset_read_block(d, block, &b);
-    if (rc == 0 && xf)
-        rc = sp_dataset_block_info(d, block, &bi);
-    if (rc != 0)
-        return g_skip_bad && data_error(rc) ? 0 : rc;
-    uint32_t n = sp_block_num_samples(b);
-    for (uint32_t r = 0; buf && r < n; r++) {
-        unsigned char *dst_batch = row_batch(buf, *row, slots, batch_bytes);
-        uint64_t dst_row = (*row)++ % batch;
-        for (size_t i = 0; i < nfields; i++) {
-            const bench_field *f = &fields[i];
-            const void *src;
-            size_t size;
-            rc = sp_block_get(b, r, f->field, &src, &size);
-            if (rc != 0 || (size != f->src_bytes && !f->image)) {
-                sp_block_free(b);
-                return rc != 0 ? rc : SP_ECORRUPT;
-            }
-            unsigned char *dst = dst_batch + f->offset + dst_row * f->row_bytes;
-            if (f->image) {
-                rc = sp_image_transform_apply(xf, src, size, 0, bi.first_sample + r, dst, NULL);
-                if (rc != 0 && !g_skip_bad) {
-                    sp_block_free(b);
-                    return rc;
-                }
-            } else if (f->widen)
-                widen_tokens((int32_t *)(void *)dst, src, f->row_bytes / 4, f->widen);
-            else
-                memcpy(dst, src, f->row_bytes);
-        }
-    }
-    *samples += n;
-    sp_block_free(b);
-    return 0;
-}
-
-/* One thread's timed passes over the sampled blocks. */
+/* One thread's timed passes over the sampled blocks, through the loader's own worker code. */
 typedef struct limit_pass {
-    sp_dataset *d;
-    const bench_field *fields;
-    size_t nfields;
-    sp_image_transform *xf; /* this thread's, when the dataset has an image field */
-    uint64_t batch, slots, batch_bytes;
-    unsigned char *buf;
+    sp_loader *l;
+    int worker, workers;
     uint64_t m, stride, nblocks;
-    uint64_t samples, row;
+    uint64_t samples, cursor;
     unsigned passes;
     double seconds;
+    char why[512]; /* a failure's message, taken from the thread that saw it */
 } limit_pass;
+
+/* One pass over the m sampled blocks; their samples are added to lp->samples. */
+static int limit_pass_once(limit_pass *lp)
+{
+    for (uint64_t i = 0; i < lp->m; i++) {
+        int64_t n = sp_loader_bench_block(lp->l, lp->worker, lp->workers, i * lp->stride % lp->nblocks, &lp->cursor);
+        if (n < 0)
+            return (int)n;
+        lp->samples += (uint64_t)n;
+    }
+    return 0;
+}
 
 static int timed_passes(limit_pass *lp)
 {
     double t0 = cli_now();
     do {
-        for (uint64_t i = 0; i < lp->m; i++) {
-            int rc = limit_block(lp->d, i * lp->stride % lp->nblocks, lp->fields, lp->nfields, lp->xf, lp->buf,
-                                 lp->batch, lp->slots, lp->batch_bytes, &lp->row, &lp->samples);
-            if (rc)
-                return rc;
-        }
+        int rc = limit_pass_once(lp);
+        if (rc)
+            return rc;
         lp->passes++;
         lp->seconds = cli_now() - t0;
     } while (lp->seconds < LIMIT_MIN_S && lp->passes < 1000000);
@@ -214,28 +110,26 @@ static int timed_passes(limit_pass *lp)
 static void *parallel_main(void *arg)
 {
     limit_pass *lp = arg;
-    return (void *)(intptr_t)timed_passes(lp);
+    int rc = timed_passes(lp);
+    if (rc)
+        snprintf(lp->why, sizeof lp->why, "%s", sp_last_error());
+    return (void *)(intptr_t)rc;
 }
 
-/* The single-thread loop run on `threads` threads at once, each scattering into its share of the
- * ring: what this machine gives for that work in parallel, with no pipeline around it. Set
- * beside the loader, it separates the pipeline's own cost from the machine's scaling. */
-static int measure_parallel(const limit_pass *proto, const sp_params *params, int threads, bench_limit *out)
+/* The single-thread loop run on `threads` threads at once, each with a worker's buffers and its
+ * share of the ring: what this machine gives for that work in parallel, with no pipeline around
+ * it. Set beside the loader, it separates the pipeline's own cost from the machine's scaling. */
+static int measure_parallel(limit_pass *proto, int threads, bench_limit *out)
 {
     limit_pass lp[256];
     pthread_t th[256];
     int n = threads < 256 ? threads : 256, started = 0, rc = 0;
-    uint64_t share = proto->slots / (uint64_t)n ? proto->slots / (uint64_t)n : 1;
     for (int t = 0; t < n; t++) {
         lp[t] = *proto;
-        lp[t].slots = share;
-        lp[t].samples = lp[t].row = 0;
+        lp[t].worker = t;
+        lp[t].workers = n;
+        lp[t].samples = lp[t].cursor = 0;
         lp[t].passes = 0;
-        lp[t].buf = cli_xmalloc(share * proto->batch_bytes);
-        memset(lp[t].buf, 0, share * proto->batch_bytes);
-        lp[t].xf = NULL;
-        if (proto->xf && (rc = sp_image_transform_create(params, &lp[t].xf)) != 0)
-            n = t; /* cannot happen: the same parameters made proto's */
     }
     for (; started < n; started++)
         if (pthread_create(&th[started], NULL, parallel_main, &lp[started]) != 0)
@@ -244,117 +138,101 @@ static int measure_parallel(const limit_pass *proto, const sp_params *params, in
     for (int t = 0; t < started; t++) {
         void *ret;
         pthread_join(th[t], &ret);
-        if (ret)
+        if (ret && !rc) {
             rc = (int)(intptr_t)ret;
+            memcpy(proto->why, lp[t].why, sizeof proto->why);
+        }
         samples += (double)lp[t].samples;
         slowest = lp[t].seconds > slowest ? lp[t].seconds : slowest;
-    }
-    for (int t = 0; t < n; t++) {
-        free(lp[t].buf);
-        sp_image_transform_destroy(lp[t].xf);
     }
     out->parallel_samples_per_s = slowest > 0 && started == n ? samples / slowest : 0;
     return rc;
 }
 
+/* The loader the limit is measured on: the caller's parameters, with batches kept in host memory
+ * (this process may not touch the GPU), and images left uint8 when the caller's batches go to a
+ * device, which converts them there, so that its workers do what the caller's do. */
+static int open_limit_loader(const char *path, sp_params *params, int device, sp_loader **out)
+{
+    int64_t dev = sp_params_get(params, SP_PARAM_DEVICE), dtype = sp_params_get(params, SP_PARAM_DEVICE_DTYPE);
+    sp_params_set(params, SP_PARAM_DEVICE, SP_DEVICE_CPU);
+    if (device >= 0)
+        sp_params_set(params, SP_PARAM_DEVICE_DTYPE, SP_DEVICE_DTYPE_NONE);
+    int rc = sp_loader_open(path, params, out);
+    sp_params_set(params, SP_PARAM_DEVICE, dev);
+    sp_params_set(params, SP_PARAM_DEVICE_DTYPE, dtype);
+    return rc;
+}
+
 /* Measures the single-thread rate of the workers' per-block work; see the top of the file. */
-static int measure_limit(const char *path, const sp_params *params, uint64_t slots, int threads,
-                         bench_limit *out)
+static int measure_limit(const char *path, sp_params *params, int device, int threads, bench_limit *out)
 {
     sp_dataset *d = NULL;
-    sp_image_transform *xf = NULL;
-    unsigned char *buf = NULL;
+    sp_loader *l = NULL;
     memset(out, 0, sizeof *out);
     int rc = sp_dataset_open(path, params, &d);
-    if (rc != 0)
-        return cli_lib_err(path, rc, sp_last_error());
-    if ((rc = sp_image_transform_create(params, &xf)) != 0) {
+    if (rc == 0)
+        rc = open_limit_loader(path, params, device, &l);
+    if (rc != 0) {
         cli_lib_err(path, rc, sp_last_error());
         sp_dataset_close(d);
         return CLI_EDATA;
     }
-    g_skip_bad = sp_params_get(params, SP_PARAM_ON_ERROR) == SP_ON_ERROR_SKIP;
+    uint64_t nblocks = sp_dataset_num_blocks(d);
+    sp_dataset_close(d);
+    limit_pass lp = { l, 0, 1, 0, spread_stride(nblocks), nblocks, 0, 0, 0, 0, "" };
 
-    bench_field fields[SP_MAX_FIELDS];
-    uint64_t buf_bytes;
-    uint64_t batch = (uint64_t)sp_params_get(params, SP_PARAM_BATCH_SIZE);
-    int token_i32 = sp_params_get(params, SP_PARAM_TOKEN_DTYPE) == SP_TOKEN_DTYPE_INT32;
-    size_t nfields = plan_fields(sp_dataset_schema(d), token_i32, batch, sp_image_transform_bytes(xf), fields,
-                                 &buf_bytes);
-    bool images = false;
-    for (size_t i = 0; i < nfields; i++)
-        images |= fields[i].image != 0;
-    if (!images) {
-        sp_image_transform_destroy(xf);
-        xf = NULL;
-    }
-    if (slots == 0)
-        slots = 1;
-    buf = cli_xmalloc(buf_bytes * slots);
-    memset(buf, 0, buf_bytes * slots); /* fault its pages in now, not while timed */
-
-    uint64_t nblocks = sp_dataset_num_blocks(d), stride = spread_stride(nblocks);
-    uint64_t row = 0, warm_samples = 0, m = 0;
-
-    /* Warm-up: the same blocks, read once, so the timed passes find the page cache as warm as the
-     * loader will; its length fixes how many blocks are sampled. */
+    /* Warm-up: blocks read and written once, so the timed passes find the page cache and the
+     * batch ring as warm as the loader will; its length fixes how many blocks are sampled. */
     double t0 = cli_now();
-    while (m < nblocks && (m == 0 || cli_now() - t0 < LIMIT_MIN_S)) {
-        rc = limit_block(d, m * stride % nblocks, fields, nfields, xf, NULL, batch, slots, buf_bytes, &row,
-                         &warm_samples);
-        if (rc)
+    while (lp.m < nblocks && (lp.m == 0 || cli_now() - t0 < LIMIT_MIN_S)) {
+        int64_t n = sp_loader_bench_block(l, 0, 1, lp.m * lp.stride % nblocks, &lp.cursor);
+        if (n < 0) {
+            rc = (int)n;
             goto fail;
-        m++;
+        }
+        lp.m++;
     }
 
     /* Timed passes over the m blocks until LIMIT_MIN_S has passed. */
-    limit_pass lp = { d, fields, nfields, xf, batch, slots, buf_bytes, buf, m, stride, nblocks, 0, 0, 0, 0 };
+    lp.cursor = 0;
     if ((rc = timed_passes(&lp)))
         goto fail;
     out->samples = lp.samples;
     out->passes = lp.passes;
     out->seconds = lp.seconds;
-    out->blocks = m;
+    out->blocks = lp.m;
     out->samples_per_s = lp.seconds > 0 ? (double)lp.samples / lp.seconds : 0;
-    free(buf);
-    buf = NULL;
-    if (threads > 1 && (rc = measure_parallel(&lp, params, threads, out)))
+    if (threads > 1 && (rc = measure_parallel(&lp, threads, out)))
         goto fail;
-    sp_image_transform_destroy(xf);
-    sp_dataset_close(d);
+    sp_loader_close(l);
     return CLI_OK;
 
-fail:;
-    const char *msg = sp_dataset_errmsg(d);
-    if (!msg || !*msg)
-        msg = sp_last_error();
-    cli_lib_err(path, rc, msg);
-    free(buf);
-    sp_image_transform_destroy(xf);
-    sp_dataset_close(d);
+fail:
+    cli_lib_err(path, rc, lp.why[0] ? lp.why : sp_last_error());
+    sp_loader_close(l);
     return CLI_EDATA;
 }
 
 /* Runs measure_limit in a child process, so that its buffers (as large as the loader's batch ring)
  * never count in the peak RSS reported for the loader. The loader has started no thread yet, so
  * the fork is safe. */
-static int measure_limit_apart(const char *path, const sp_params *params, uint64_t slots, int threads,
-                               bench_limit *out)
+static int measure_limit_apart(const char *path, sp_params *params, int device, int threads, bench_limit *out)
 {
     int fds[2];
     if (pipe(fds) != 0)
-        return measure_limit(path, params, slots, threads, out);
+        return measure_limit(path, params, device, threads, out);
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
     if (pid < 0) {
         close(fds[0]);
         close(fds[1]);
-        return measure_limit(path, params, slots, threads, out);
+        return measure_limit(path, params, device, threads, out);
     }
     if (pid == 0) {
         close(fds[0]);
-        int rc = measure_limit(path, params, slots, threads, out);
+        int rc = measure_limit(path, params, device, threads, out);
         if (rc == CLI_OK && write(fds[1], out, sizeof *out) != (ssize_t)sizeof *out)
             rc = CLI_EDATA;
         _exit(rc);
@@ -740,7 +618,7 @@ int cli_bench_main(int argc, char **argv)
     bench_limit lim;
     sp_loader_stats pools = { .struct_size = sizeof pools };
     sp_loader_stats_get(l, &pools);
-    if ((rc = measure_limit_apart(path, params, pools.batch_ring_slots, pools.threads, &lim)) != CLI_OK)
+    if ((rc = measure_limit_apart(path, params, pools.device, pools.threads, &lim)) != CLI_OK)
         goto out;
     uint64_t rss_before = peak_rss_bytes();
 

@@ -237,5 +237,11 @@ int ld_epoch_plan(const sp_loader *l, uint64_t epoch, ld_plan *p, char *why, siz
 /* ld_pipeline.c */
 int ld_pipeline_start(sp_loader *l);
 void ld_pipeline_stop(sp_loader *l);
+/* Limit mode (sp_loader_bench_block): block's stored bytes, already in buf, verified, decompressed
+ * and written row by row as decode worker id writes them; the n-th row (n = (*cursor)++) goes to
+ * row n % batch of a slot among [first, first + nslots). Touches nothing the pipeline shares; a
+ * failure's message goes to the calling thread only. The samples written, or a negative code. */
+int64_t ld_bench_block(sp_loader *l, int id, uint64_t block, uint8_t *buf, uint64_t first, uint64_t nslots,
+                       uint64_t *cursor);
 
 #endif

@@ -1125,6 +1125,43 @@ int sp_loader_stats_get(sp_loader *l, sp_loader_stats *out)
     return SP_OK;
 }
 
+/* ---------------------------------------------------------------- limit mode */
+
+int64_t sp_loader_bench_block(sp_loader *l, int worker, int workers, uint64_t block, uint64_t *cursor)
+{
+    sp_clear_error();
+    if (!l || !cursor)
+        return sp_fail(NULL, SP_EINVAL, "sp_loader_bench_block: NULL argument");
+    if (workers < 1 || workers > l->cfg.threads || worker < 0 || worker >= workers)
+        return sp_fail(NULL, SP_EINVAL, "%s: sp_loader_bench_block: worker %d of %d, but the loader has %d decode workers",
+                       l->name, worker, workers, l->cfg.threads);
+    if (block >= l->tab.nblocks)
+        return sp_fail(NULL, SP_ERANGE, "%s: sp_loader_bench_block: block %llu out of range (%llu blocks)", l->name,
+                       (unsigned long long)block, (unsigned long long)l->tab.nblocks);
+    pthread_mutex_lock(&l->ring.mu);
+    bool busy = l->thr.running || l->ring.leases;
+    pthread_mutex_unlock(&l->ring.mu);
+    if (busy)
+        return sp_fail(NULL, SP_EBUSY,
+                       "%s: sp_loader_bench_block: the loader is delivering batches (its workers' buffers and the "
+                       "batch ring are in use); measure before the first sp_loader_next", l->name);
+    const fmt_block_entry *be = l->tab.block_entry[block];
+    uint8_t *buf = sp_aligned_alloc(LD_PAGE, sp_align_up(be->stored_size, LD_PAGE));
+    if (!buf)
+        return sp_fail(NULL, SP_ENOMEM, "%s: out of memory for a %u-byte block", l->name, be->stored_size);
+    fmt_err e = { .block = -1 };
+    int64_t n = rd_pread_block(l->ds, block, buf, &e);
+    if (n) {
+        const fmt_shard *sh = l->tab.shards[l->tab.block_shard[block]];
+        n = l->cfg.on_error == SP_ON_ERROR_SKIP ? 0 : rd_fail_at(NULL, (int)n, sh->path, &e);
+    } else {
+        uint64_t share = l->ring.nslots / (uint64_t)workers;
+        n = ld_bench_block(l, worker, block, buf, (uint64_t)worker * share, share, cursor);
+    }
+    sp_free(buf);
+    return n;
+}
+
 /* ---------------------------------------------------------------- batches */
 
 uint64_t sp_batch_epoch(const sp_batch *b) { return b ? b->epoch : 0; }

@@ -213,16 +213,35 @@ typedef struct ld_worker {
 /* A sample whose value for output o cannot be delivered (an image that could not be decoded, a
  * token that does not fit int32): its batch fails, or (on_error=skip) its row is marked for filling.
  * Returns true: the row is bad either way. */
+/* "SHARD: block B, sample S (row r of the block): FIELD: why", for a sample whose value for output
+ * o cannot be delivered. */
+static void row_message(const sp_loader *l, uint64_t block, uint32_t r, const ld_out *o, const char *why, char *msg,
+                        size_t len)
+{
+    const fmt_block_entry *be = l->tab.block_entry[block];
+    const fmt_shard *sh = l->tab.shards[l->tab.block_shard[block]];
+    snprintf(msg, len, "%s: block %llu, sample %llu (row %u of the block): %s: %s", sh->path,
+             (unsigned long long)(be - sh->index.blocks), (unsigned long long)(l->tab.block_first[block] + r), r,
+             o->convert == CONVERT_IMAGE ? "image" : l->tab.schema->f[o->field].name, why);
+}
+
+/* "SHARD: block B at byte O (samples F..L): why", for a block that cannot be used. */
+static void block_message(const sp_loader *l, uint64_t block, const char *why, char *msg, size_t len)
+{
+    const fmt_block_entry *be = l->tab.block_entry[block];
+    const fmt_shard *sh = l->tab.shards[l->tab.block_shard[block]];
+    snprintf(msg, len, "%s: block %llu at byte %llu (samples %llu..%llu): %s", sh->path,
+             (unsigned long long)(be - sh->index.blocks), (unsigned long long)be->offset,
+             (unsigned long long)l->tab.block_first[block],
+             (unsigned long long)(l->tab.block_first[block] + l->tab.block_samples[block] - 1), why);
+}
+
 static bool row_failed(sp_loader *l, const ld_job *j, uint32_t r, uint64_t g, ld_slot *s, uint32_t row,
                        const ld_out *o, int code, const char *why)
 {
     bool image = o->convert == CONVERT_IMAGE;
-    const fmt_block_entry *be = l->tab.block_entry[j->block];
-    const fmt_shard *sh = l->tab.shards[l->tab.block_shard[j->block]];
     char msg[SP_ERRMSG_MAX + 512];
-    snprintf(msg, sizeof msg, "%s: block %llu, sample %llu (row %u of the block): %s: %s", sh->path,
-             (unsigned long long)(be - sh->index.blocks), (unsigned long long)(l->tab.block_first[j->block] + r), r,
-             image ? "image" : l->tab.schema->f[o->field].name, why);
+    row_message(l, j->block, r, o, why, msg, sizeof msg);
     pthread_mutex_lock(&l->ring.mu);
     if (image)
         l->stats.s.images_bad++;
@@ -235,6 +254,46 @@ static bool row_failed(sp_loader *l, const ld_job *j, uint32_t r, uint64_t g, ld
     pthread_mutex_unlock(&l->ring.mu);
     s->bad[row] = 1; /* under fail the row is never published: its batch cannot complete */
     return true;
+}
+
+/* The work of a decode worker on one row: row r of decoded block v, sample `sample`, written
+ * into every batch tensor at row `row` of the slot rows at mem. Returns SP_OK, or the code of the
+ * first field that cannot be delivered (an image that cannot be decoded, a token that does not fit
+ * int32), with *field its output and why the reason. *images counts the images decoded. */
+static int fill_row(const sp_loader *l, int id, const fmt_block_view *v, uint32_t r, uint64_t epoch, uint64_t sample,
+                    uint8_t *mem, uint32_t row, uint64_t *images, size_t *field, char *why, size_t whylen)
+{
+    for (size_t f = 0; f < l->lay.nout; f++) {
+        const ld_out *o = &l->lay.out[f];
+        const uint8_t *src;
+        size_t size;
+        fmt_block_get(v, r, o->field, &src, &size);
+        uint8_t *dst = mem + o->offset + row * o->row_bytes;
+        int rc = SP_OK;
+        if (o->convert == CONVERT_IMAGE) {
+            rc = SP_ELIMIT;
+            if (size > l->cfg.max_sample) /* checked before libjpeg sees a byte of it */
+                snprintf(why, whylen, "%zu bytes is more than max_sample_bytes %llu", size,
+                         (unsigned long long)l->cfg.max_sample);
+            else
+                rc = img_process(l->pool.imgc[id], src, size, epoch, sample, dst, NULL, why, whylen);
+            *images += rc == SP_OK;
+        } else if (o->convert == CONVERT_COPY) {
+            ld_row_copy(dst, src, o->row_bytes);
+        } else if (o->convert == CONVERT_U16_I32) {
+            ld_row_widen16(dst, src, o->row_bytes / 4);
+        } else if (!ld_row_widen32(dst, src, o->row_bytes / 4)) {
+            size_t at = ld_row_first_big32(src, o->row_bytes / 4);
+            snprintf(why, whylen, "token %u (position %zu) does not fit int32 (token_dtype=int32)",
+                     sp_ld32(src + 4 * at), at);
+            rc = SP_ERANGE;
+        }
+        if (rc) {
+            *field = f;
+            return rc;
+        }
+    }
+    return SP_OK;
 }
 
 /* Writes every sample of a decoded block into its row; rows outside this rank's kept range or
@@ -260,37 +319,10 @@ static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v, int 
         uint32_t row = (uint32_t)(p % l->cfg.batch);
         ld_slot *s = &l->ring.slots[g % l->ring.nslots];
         uint64_t sample = l->tab.block_first[j->block] + r;
-        bool bad = false;
-        for (size_t f = 0; f < l->lay.nout && !bad; f++) {
-            const ld_out *o = &l->lay.out[f];
-            const uint8_t *src;
-            size_t size;
-            fmt_block_get(v, r, o->field, &src, &size);
-            uint8_t *dst = s->mem + o->offset + row * o->row_bytes;
-            if (o->convert == CONVERT_IMAGE) {
-                char why[SP_ERRMSG_MAX];
-                int rc = SP_ELIMIT;
-                if (size > l->cfg.max_sample) /* checked before libjpeg sees a byte of it */
-                    snprintf(why, sizeof why, "%zu bytes is more than max_sample_bytes %llu", size,
-                             (unsigned long long)l->cfg.max_sample);
-                else
-                    rc = img_process(l->pool.imgc[id], src, size, epoch, sample, dst, NULL, why, sizeof why);
-                if (rc)
-                    bad = row_failed(l, j, r, g, s, row, o, rc, why);
-                else
-                    images++;
-            } else if (o->convert == CONVERT_COPY) {
-                ld_row_copy(dst, src, o->row_bytes);
-            } else if (o->convert == CONVERT_U16_I32) {
-                ld_row_widen16(dst, src, o->row_bytes / 4);
-            } else if (!ld_row_widen32(dst, src, o->row_bytes / 4)) {
-                size_t at = ld_row_first_big32(src, o->row_bytes / 4);
-                char why[SP_ERRMSG_MAX];
-                snprintf(why, sizeof why, "token %u (position %zu) does not fit int32 (token_dtype=int32)",
-                         sp_ld32(src + 4 * at), at);
-                bad = row_failed(l, j, r, g, s, row, o, SP_ERANGE, why);
-            }
-        }
+        char why[SP_ERRMSG_MAX];
+        size_t f;
+        int rc = fill_row(l, id, v, r, epoch, sample, s->mem, row, &images, &f, why, sizeof why);
+        bool bad = rc != SP_OK && row_failed(l, j, r, g, s, row, &l->lay.out[f], rc, why);
         s->b.ids[row] = bad ? UINT64_MAX : sample;
         assert(g - gfirst < l->pool.bpw);
         if (bad && l->cfg.on_error != SP_ON_ERROR_SKIP)
@@ -316,13 +348,8 @@ static void block_failed(sp_loader *l, const ld_job *j, int code, const char *wh
     uint32_t pi = l->rdr.win_plan[j->win];
     uint64_t lo = l->rdr.rlo[pi], hi = l->rdr.rplan[pi].samples, gbase = l->rdr.rbase[pi];
     uint32_t base = w->row_base[j->kblock], n = l->tab.block_samples[j->block];
-    const fmt_block_entry *be = l->tab.block_entry[j->block];
     char msg[SP_ERRMSG_MAX + 512];
-    snprintf(msg, sizeof msg, "%s: block %llu at byte %llu (samples %llu..%llu): %s",
-             l->tab.shards[l->tab.block_shard[j->block]]->path,
-             (unsigned long long)(be - l->tab.shards[l->tab.block_shard[j->block]]->index.blocks),
-             (unsigned long long)be->offset, (unsigned long long)l->tab.block_first[j->block],
-             (unsigned long long)(l->tab.block_first[j->block] + n - 1), why);
+    block_message(l, j->block, why, msg, sizeof msg);
     uint64_t first = UINT64_MAX, skipped = 0;
     for (uint32_t r = 0; r < n; r++) {
         uint64_t p = w->start + w->pos[base + r];
@@ -440,6 +467,39 @@ static void *worker_main(void *arg)
     pthread_mutex_unlock(&l->ring.mu);
     sp_free(wk);
     return NULL;
+}
+
+/* ---------------------------------------------------------------- limit mode */
+
+int64_t ld_bench_block(sp_loader *l, int id, uint64_t block, uint8_t *buf, uint64_t first, uint64_t nslots,
+                       uint64_t *cursor)
+{
+    ld_job j = { .block = block, .buf = buf, .result = l->tab.block_entry[block]->stored_size };
+    fmt_block_view v;
+    char why[SP_ERRMSG_MAX], msg[SP_ERRMSG_MAX + 512];
+    int rc = job_decode(l, &j, id, &v, why, sizeof why);
+    if (rc && l->cfg.on_error == SP_ON_ERROR_SKIP)
+        return 0; /* as the workers skip it */
+    if (rc) {
+        block_message(l, block, why, msg, sizeof msg);
+        return sp_fail(NULL, rc, "%s", msg);
+    }
+    uint64_t images = 0;
+    for (uint32_t r = 0; r < v.n; r++) {
+        /* a batch among the share by a mixing hash: a shuffled window's rows land anywhere in the ring */
+        uint64_t n = (*cursor)++, z = (n / 8 + 1) * 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 31)) * 0xBF58476D1CE4E5B9ull;
+        ld_slot *s = &l->ring.slots[first + (z ^ (z >> 29)) % nslots];
+        size_t f;
+        rc = fill_row(l, id, &v, r, 0, l->tab.block_first[block] + r, s->mem, (uint32_t)(n % l->cfg.batch), &images,
+                      &f, why, sizeof why);
+        if (rc && l->cfg.on_error != SP_ON_ERROR_SKIP) {
+            row_message(l, block, r, &l->lay.out[f], why, msg, sizeof msg);
+            return sp_fail(NULL, rc, "%s", msg);
+        }
+    }
+    ld_rows_fence();
+    return v.n;
 }
 
 /* ---------------------------------------------------------------- reader */

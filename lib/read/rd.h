@@ -11,6 +11,11 @@ int rd_fail_at(sp_errbuf *eb, int code, const char *path, const fmt_err *e);
  * stays owned by d. */
 int rd_shard_get(sp_dataset *d, uint64_t i, fmt_shard **out);
 
+/* Reads the stored bytes of global block `block` into buf (its stored_size), through d's cached
+ * descriptors (thread-safe). SP_OK, or a negative code with e->why (and e->offset) set: the file
+ * cannot be reopened, or the read fails or ends early. */
+int rd_pread_block(sp_dataset *d, uint64_t block, uint8_t *buf, fmt_err *e);
+
 /* Every *.sps file in dir (no manifest), in natural name order; free with rd_free_list. */
 int rd_list_shards(const char *dir, uint64_t max, char ***out, size_t *n, sp_errbuf *eb);
 void rd_free_list(char **v, size_t n);

@@ -634,6 +634,26 @@ static void fd_put(sp_dataset *d, uint64_t si)
     pthread_mutex_unlock(&d->mu);
 }
 
+int rd_pread_block(sp_dataset *d, uint64_t block, uint8_t *buf, fmt_err *e)
+{
+    uint64_t si = 0;
+    fmt_shard *sh;
+    int rc = block_shard("rd_pread_block", d, block, &si, &sh);
+    if (rc)
+        return fmt_errf(e, rc, 0, "%s", d->eb.msg);
+    const fmt_block_entry *be = &sh->index.blocks[block - d->shards[si].first_block];
+    e->block = (int64_t)(block - d->shards[si].first_block);
+    int fd = fd_get(d, si, sh, e);
+    if (fd < 0)
+        return fd;
+    rc = sp_pread_all(fd, buf, be->stored_size, be->offset);
+    fd_put(d, si);
+    if (rc)
+        return fmt_errf(e, rc == SP_ETRUNC ? SP_ETRUNC : SP_EIO, be->offset, "cannot read: %s",
+                        rc == SP_ETRUNC ? "file ends early" : strerror(-rc));
+    return SP_OK;
+}
+
 int sp_dataset_read_block(sp_dataset *d, uint64_t block, sp_block **out)
 {
     sp_clear_error();
