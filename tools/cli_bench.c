@@ -539,12 +539,12 @@ const cli_cmd cli_cmd_bench = {
     "bench PATH [--epochs E] [--json] [--quiet] [loader parameters]",
     "Measures the loader on a dataset: samples/s and bytes/s against the single-thread limit.",
     "First the limit: on one thread, for blocks spread over the dataset (at least 1 s of work, or\n"
-    "every block, after a warm-up read of the same blocks), the work of a loader worker: read,\n"
-    "verify, decompress and copy every fixed-size field of every row into its batch (decoding and\n"
-    "transforming image fields as the workers do), the batches spread over a buffer the size of\n"
-    "the loader's batch ring. Its rate times --threads is the limit. Then the dataset is\n"
-    "streamed through the loader for --epochs epochs (default: whole epochs until 2 s have\n"
-    "passed), each batch touched and released at once.\n"
+    "every block, after a warm-up pass over the same blocks), the work of a loader worker, by the\n"
+    "loader's own worker code: read, verify, decompress and write every row into the loader's\n"
+    "batch ring (decoding and transforming image fields as the workers do), the rows spread over\n"
+    "the ring as a shuffled window spreads them. Its rate times --threads is the limit. Then the\n"
+    "dataset is streamed through the loader for --epochs epochs (default: whole epochs until 2 s\n"
+    "have passed), each batch touched and released at once.\n"
     "Reported: samples/s, bytes/s of batch tensors, the ratio to the limit, peak RSS against\n"
     "--host-memory, time stalled in next(), and the read path in use.\n"
     "Exit status: 0 ok, 1 data error, 2 usage.\n",

@@ -409,6 +409,39 @@ static int pools_failed(sp_loader *l, const ld_oom *o, const ld_sizes *z)
                    human(z->total, b, sizeof b), human(l->cfg.host_memory, c, sizeof c));
 }
 
+/* The reader's two window slots. False when one allocation failed (named in *o). */
+static bool alloc_windows(sp_loader *l, const ld_sizes *z, ld_oom *o)
+{
+    for (int w = 0; w < 2; w++) {
+        l->rdr.win[w].pos =
+            pool(o, sp_malloc((size_t)z->win_cap * sizeof(uint32_t)), "window rows", z->win_cap * sizeof(uint32_t));
+        l->rdr.win[w].row_base = pool(o, sp_malloc((size_t)l->cfg.window_blocks * sizeof(uint32_t)), "window blocks",
+                                      l->cfg.window_blocks * sizeof(uint32_t));
+        if (o->what)
+            return false;
+    }
+    return true;
+}
+
+/* Each decode worker's buffers: decompression, row counters, zstd and image decoder contexts. */
+static bool alloc_worker_buffers(sp_loader *l, const ld_sizes *z, ld_oom *o)
+{
+    for (int t = 0; t < l->cfg.threads; t++) {
+        l->pool.scratch[t] =
+            l->tab.max_raw ? pool(o, sp_malloc(l->tab.max_raw), "decompression buffer", l->tab.max_raw) : NULL;
+        l->pool.row_counts[t] =
+            pool(o, sp_malloc(z->bpw * sizeof(uint32_t)), "row counters", z->bpw * sizeof(uint32_t));
+        l->pool.dctx[t] = pool(o, ZSTD_createDCtx(), "zstd context", ZSTD_estimateDCtxSize());
+        if (o->what)
+            return false;
+        if (l->cfg.has_image && img_ctx_create(&l->cfg.img, &l->pool.imgc[t]) != SP_OK) {
+            pool(o, NULL, "image decoder", img_ctx_bytes(&l->cfg.img));
+            return false;
+        }
+    }
+    return true;
+}
+
 static int alloc_pools(sp_loader *l, const ld_sizes *z)
 {
     ld_oom o = { 0 };
@@ -446,26 +479,7 @@ static int alloc_pools(sp_loader *l, const ld_sizes *z)
                         l->cfg.threads * sizeof(void *));
     l->thr.workers = pool(&o, sp_calloc((size_t)l->cfg.threads, sizeof *l->thr.workers), "worker table",
                           l->cfg.threads * sizeof(pthread_t));
-    bool ok = !o.what;
-    for (int w = 0; ok && w < 2; w++) {
-        l->rdr.win[w].pos =
-            pool(&o, sp_malloc((size_t)z->win_cap * sizeof(uint32_t)), "window rows", z->win_cap * sizeof(uint32_t));
-        l->rdr.win[w].row_base = pool(&o, sp_malloc((size_t)l->cfg.window_blocks * sizeof(uint32_t)), "window blocks",
-                                      l->cfg.window_blocks * sizeof(uint32_t));
-        ok = !o.what;
-    }
-    for (int t = 0; ok && t < l->cfg.threads; t++) {
-        l->pool.scratch[t] =
-            l->tab.max_raw ? pool(&o, sp_malloc(l->tab.max_raw), "decompression buffer", l->tab.max_raw) : NULL;
-        l->pool.row_counts[t] =
-            pool(&o, sp_malloc(z->bpw * sizeof(uint32_t)), "row counters", z->bpw * sizeof(uint32_t));
-        l->pool.dctx[t] = pool(&o, ZSTD_createDCtx(), "zstd context", ZSTD_estimateDCtxSize());
-        ok = !o.what;
-        if (ok && l->cfg.has_image && img_ctx_create(&l->cfg.img, &l->pool.imgc[t]) != SP_OK) {
-            pool(&o, NULL, "image decoder", img_ctx_bytes(&l->cfg.img));
-            ok = false;
-        }
-    }
+    bool ok = !o.what && alloc_windows(l, z, &o) && alloc_worker_buffers(l, z, &o);
     if (!ok) {
         sp_free(ids);
         sp_free(bad);
