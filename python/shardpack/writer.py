@@ -30,6 +30,7 @@ import os
 import re
 import struct
 import sys
+import threading
 from ctypes import byref, c_size_t, c_uint32, c_uint64, c_void_p
 
 from . import _lib
@@ -108,9 +109,16 @@ class Writer:
     dataset_id, validate_images). As a context manager it finishes on a clean exit and discards
     everything on an exception. A fixed dataset_id makes the files a function of the samples,
     metadata and parameters alone (byte-identical to shardpack.pack()'s for the same samples).
+
+    Threads: any thread may call it; calls take turns (the C writer takes one at a time), so
+    samples added from several threads each land once, whole, in the order their add() calls got
+    their turn. A call made from inside another on the same thread (a signal handler) is refused.
     """
 
     def __init__(self, path, fields, **params):
+        # Held through every call on _w (and _vals); first: close() (from __del__) needs it even
+        # when __init__ fails.
+        self._lock = threading.RLock()
         self._w = None
         self._params = Params(params, _lib.SP_SCOPE_WRITE, "Writer()")
         s = _schema_ptr(fields)
@@ -127,20 +135,30 @@ class Writer:
         self._names = {f.name: i for i, (f, _) in enumerate(self.fields)}
         self._vals = (_lib.sp_value * len(self.fields))()
 
+    def _turn(self):
+        """The lock, for `with self._turn():` around a call. Refuses a call made from inside another
+        on the same thread (a signal handler or finalizer) rather than letting it free or change
+        what that call uses. (The with statement takes the lock atomically: an interrupt cannot
+        leave it held.)"""
+        if self._lock._is_owned():
+            raise RuntimeError("shardpack: Writer call made from inside another call on the same thread")
+        return self._lock
+
     def _ptr(self):
+        """The C writer; called holding the lock."""
         if self._w is None:
             raise ValueError("shardpack: the writer is finished or closed")
         return self._w
 
     def set_meta(self, key, value):
         """Dataset metadata (str or bytes value), before the first shard is complete."""
-        w = self._ptr()
         v = value.encode() if isinstance(value, str) else bytes(value)
-        check(lib.sp_writer_set_meta(w, str(key).encode(), v, len(v)), lib.sp_writer_errmsg(w))
+        with self._turn():
+            w = self._ptr()
+            check(lib.sp_writer_set_meta(w, str(key).encode(), v, len(v)), lib.sp_writer_errmsg(w))
 
     def add(self, *values, **named):
         """Adds one sample: the fields' values in schema order, or by name (or one dict)."""
-        w = self._ptr()
         if len(values) == 1 and isinstance(values[0], dict) and not named:
             named, values = values[0], ()
         if named:
@@ -155,36 +173,44 @@ class Writer:
             raise TypeError("add() takes %d values (%s), got %d" % (
                 len(self.fields), ", ".join(f.name for f, _ in self.fields), len(values)))
         keep = []  # objects whose memory the sp_values point into, alive until the call returns
-        for i, v in enumerate(values):
-            f, fixed = self.fields[i]
-            addr, size = _buffer(v, f, fixed, keep)
-            self._vals[i].data = addr
-            self._vals[i].size = size
-        rc = lib.sp_writer_add(w, self._vals, len(self.fields))
-        if rc:
-            raise error(rc, lib.sp_writer_errmsg(w))
+        bufs = [_buffer(v, f, fixed, keep) for v, (f, fixed) in zip(values, self.fields)]
+        with self._turn():  # the shared sp_value array and the C call, as one
+            w = self._ptr()
+            for i, (addr, size) in enumerate(bufs):
+                self._vals[i].data = addr
+                self._vals[i].size = size
+            rc = lib.sp_writer_add(w, self._vals, len(self.fields))
+            if rc:
+                raise error(rc, lib.sp_writer_errmsg(w))
 
     def stats(self):
         st = _lib.sp_write_stats()
-        w = self._ptr()
-        check(lib.sp_writer_stats(w, byref(st)), lib.sp_writer_errmsg(w))
+        with self._turn():
+            w = self._ptr()
+            check(lib.sp_writer_stats(w, byref(st)), lib.sp_writer_errmsg(w))
         return _stats_dict(st, self.fields)
 
     def finish(self):
         """Publishes the dataset; returns the final stats. The writer is closed after."""
-        w = self._ptr()
-        rc = lib.sp_writer_finish(w)
-        if rc:
-            e = error(rc, lib.sp_writer_errmsg(w))
-            self.close()
-            raise e
-        st = _lib.sp_write_stats()
-        lib.sp_writer_stats(w, byref(st))
-        self.close()
+        with self._turn():
+            w = self._ptr()
+            rc = lib.sp_writer_finish(w)
+            if rc:
+                e = error(rc, lib.sp_writer_errmsg(w))
+                self._close_in_turn()
+                raise e
+            st = _lib.sp_write_stats()
+            lib.sp_writer_stats(w, byref(st))
+            self._close_in_turn()
         return _stats_dict(st, self.fields)
 
     def close(self):
-        """Discards an unfinished dataset (nothing appears at path); frees the writer."""
+        """Discards an unfinished dataset (nothing appears at path); frees the writer. Waits for
+        a call in flight on another thread."""
+        with self._turn():
+            self._close_in_turn()
+
+    def _close_in_turn(self):
         w, self._w = self._w, None
         if w is not None:
             lib.sp_writer_destroy(w)
@@ -388,9 +414,19 @@ def _value_error(f, x, where):
 
 
 class Dataset:
-    """Random access to a dataset's samples (for inspection and tests; train with Loader)."""
+    """Random access to a dataset's samples (for inspection and tests; train with Loader).
+
+    Threads: any number of threads may read samples at once (D[i] keeps the last block read,
+    shared, and frees a block only once no thread reads from it). After close() every call raises
+    ValueError; calls already in flight on other threads finish, and the last closes the files.
+    """
 
     def __init__(self, path, **params):
+        self._lock = threading.Lock()  # _d, _closed, _calls, _cache and its pins
+        self._d = None
+        self._closed = True  # until the open succeeds
+        self._calls = 0  # threads inside a call on _d
+        self._cache = None  # the _Block read last
         self._params = Params(params, _lib.SP_SCOPE_READ, "Dataset()")
         cpath = fs_path(path, "Dataset() path")
         d = c_void_p()
@@ -398,68 +434,122 @@ class Dataset:
         if rc:
             raise error(rc)
         self._d = d.value
+        self._closed = False
         self.fields = [f for f, _ in _fields_of(lib.sp_dataset_schema(self._d))]
-        self._cache = (None, None)
+
+    def _enter(self):
+        """The C dataset, counted as in use until _leave(): it is not closed before."""
+        with self._lock:
+            if self._closed:
+                raise ValueError("shardpack: the dataset is closed")
+            self._calls += 1
+            return self._d
+
+    def _leave(self):
+        with self._lock:
+            self._calls -= 1
+            if self._closed and self._calls == 0:
+                self._close_locked()
+
+    def _query(self, fn):
+        d = self._enter()
+        try:
+            return fn(d)
+        finally:
+            self._leave()
 
     def __len__(self):
-        return lib.sp_dataset_num_samples(self._d)
+        return self._query(lib.sp_dataset_num_samples)
 
     @property
     def num_blocks(self):
-        return lib.sp_dataset_num_blocks(self._d)
+        return self._query(lib.sp_dataset_num_blocks)
 
     @property
     def num_shards(self):
-        return lib.sp_dataset_num_shards(self._d)
+        return self._query(lib.sp_dataset_num_shards)
 
     @property
     def fingerprint(self):
-        return lib.sp_dataset_fingerprint(self._d)
+        return self._query(lib.sp_dataset_fingerprint)
 
     def meta(self):
-        out = {}
-        for i in range(lib.sp_dataset_meta_count(self._d)):
-            k, v, n = ctypes.c_char_p(), c_void_p(), c_size_t()
-            check(lib.sp_dataset_meta_at(self._d, i, byref(k), byref(v), byref(n)))
-            out[k.value.decode()] = ctypes.string_at(v.value, n.value) if n.value else b""
-        return out
+        """The metadata as {key: bytes}. Keys are decoded as UTF-8 with errors="surrogateescape": a
+        key written by another tool that is not UTF-8 comes back as a str holding its bytes as lone
+        surrogates (key.encode("utf-8", "surrogateescape") gives them back) instead of making
+        every entry unreadable."""
+        return self._query(_meta_of)
 
     def block_samples(self):
         """Sample count of every block, in order."""
-        out = []
-        for b in range(self.num_blocks):
-            bi = _lib.sp_block_info()
-            check(lib.sp_dataset_block_info(self._d, b, byref(bi)))
-            out.append(bi.samples)
-        return out
+        def counts(d):
+            out = []
+            for b in range(lib.sp_dataset_num_blocks(d)):
+                bi = _lib.sp_block_info()
+                check(lib.sp_dataset_block_info(d, b, byref(bi)))
+                out.append(bi.samples)
+            return out
+        return self._query(counts)
 
     def __getitem__(self, i):
         """Sample i as {field name: bytes} (copies)."""
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        blk, row = c_uint64(), c_uint32()
-        check(lib.sp_dataset_locate(self._d, i, byref(blk), byref(row)))
-        if self._cache[0] != blk.value:
-            b = c_void_p()
-            check(lib.sp_dataset_read_block(self._d, blk.value, byref(b)))
-            old = self._cache[1]
-            self._cache = (blk.value, b.value)
-            if old:
-                lib.sp_block_free(old)
-        bptr = self._cache[1]
-        out = {}
-        for fi, f in enumerate(self.fields):
-            p, n = c_void_p(), c_size_t()
-            check(lib.sp_block_get(bptr, row.value, fi, byref(p), byref(n)))
-            out[f.name] = ctypes.string_at(p.value, n.value) if n.value else b""
-        return out
+        d = self._enter()
+        try:
+            if not 0 <= i < lib.sp_dataset_num_samples(d):
+                raise IndexError(i)
+            blk, row = c_uint64(), c_uint32()
+            check(lib.sp_dataset_locate(d, i, byref(blk), byref(row)))
+            b = self._pin(d, blk.value)
+            try:
+                out = {}
+                for fi, f in enumerate(self.fields):
+                    p, n = c_void_p(), c_size_t()
+                    check(lib.sp_block_get(b.ptr, row.value, fi, byref(p), byref(n)))
+                    out[f.name] = ctypes.string_at(p.value, n.value) if n.value else b""
+                return out
+            finally:
+                self._unpin(b)
+        finally:
+            self._leave()
+
+    def _pin(self, d, index):
+        """Block `index`, pinned: the cached one, or read now and cached in its place."""
+        with self._lock:
+            b = self._cache
+            if b is not None and b.index == index:
+                b.pins += 1
+                return b
+        ptr = c_void_p()  # read outside the lock: sp_dataset_read_block may run on many threads
+        check(lib.sp_dataset_read_block(d, index, byref(ptr)))
+        b = _Block(index, ptr.value)
+        with self._lock:
+            old, self._cache = self._cache, b
+            if old is not None and old.pins == 0:
+                old.free()
+        return b
+
+    def _unpin(self, b):
+        with self._lock:
+            b.pins -= 1
+            if b.pins == 0 and b is not self._cache:
+                b.free()
 
     def close(self):
-        d, self._d = getattr(self, "_d", None), None
-        old = getattr(self, "_cache", (None, None))[1]
-        self._cache = (None, None)
-        if old:
-            lib.sp_block_free(old)
+        """Closes the dataset; every later call raises ValueError. A call in flight on another
+        thread finishes first: the dataset is closed when the last of them returns."""
+        lock = getattr(self, "_lock", None)
+        if lock is None:  # __init__ failed before anything was opened
+            return
+        with lock:
+            self._closed = True
+            if self._calls == 0:
+                self._close_locked()
+
+    def _close_locked(self):
+        d, self._d = self._d, None
+        b, self._cache = self._cache, None
+        if b is not None and b.pins == 0:
+            b.free()
         if d:
             lib.sp_dataset_close(d)
 
@@ -471,6 +561,35 @@ class Dataset:
 
     def __del__(self):
         self.close()
+
+
+class _Block:
+    """A block read by Dataset.__getitem__: freed when uncached and no thread reads from it."""
+
+    __slots__ = ("index", "ptr", "pins")
+
+    def __init__(self, index, ptr):
+        self.index, self.ptr, self.pins = index, ptr, 1
+
+    def free(self):
+        ptr, self.ptr = self.ptr, None
+        if ptr:
+            lib.sp_block_free(ptr)
+
+
+def _meta_of(d):
+    out = {}
+    for i in range(lib.sp_dataset_meta_count(d)):
+        k, v, n = ctypes.c_char_p(), c_void_p(), c_size_t()
+        check(lib.sp_dataset_meta_at(d, i, byref(k), byref(v), byref(n)))
+        out[_meta_key(k.value)] = ctypes.string_at(v.value, n.value) if n.value else b""
+    return out
+
+
+def _meta_key(raw):
+    """A metadata key (bytes as stored) as str: UTF-8, any other byte kept as a lone surrogate
+    (errors="surrogateescape"), so that raw == _meta_key(raw).encode("utf-8", "surrogateescape")."""
+    return raw.decode("utf-8", "surrogateescape")
 
 
 __all__ = ["Writer", "Dataset", "Field", "ShardpackError"]
