@@ -6,9 +6,12 @@
     for inputs, labels in TorchLoader("feats.sp", inputs="x", labels="label", batch_size=64):
         ...
 
-With labels=None and a token field, inputs are tokens[:, :-1] and labels tokens[:, 1:] (views of
-one [B, T+1] batch, as llm.c trains). Given a path, token_dtype defaults to "int32" (PyTorch has no
-uint16). The tensors keep the batch's lease: the slot goes back to the loader when they are gone.
+With labels=None and a token field (kind "tokens" in the dataset's schema), inputs are
+tokens[:, :-1] and labels tokens[:, 1:] (views of one [B, T+1] batch, as llm.c trains); any other
+input is passed whole, with the field named "label" as its labels when there is one. Given a path,
+token_dtype defaults to "int32"; a Loader given whole must have been opened with
+token_dtype="int32" for its token fields, else TypeError saying so (PyTorch cannot take uint16 or
+uint32). The tensors keep the batch's lease: the slot goes back to the loader when they are gone.
 
 Device batches (device="cuda:N" or "auto"): the current CUDA stream is passed to __dlpack__, so
 that stream waits, on the GPU, for the batch's copy, and the batch is released on it when the
@@ -19,6 +22,7 @@ the host waits. Host batches need neither and pass straight through.
 import torch as _torch
 
 from .loader import Loader
+from .writer import Dataset
 
 
 def _current_stream(view):
@@ -54,17 +58,31 @@ class TorchLoader:
             params.setdefault("token_dtype", "int32")
             self.loader = Loader(source, **params)
         self.inputs, self.labels, self.with_ids = inputs, labels, with_ids
+        try:
+            self._kinds = _field_kinds(self.loader)
+        except BaseException:
+            if self.loader is not source:  # opened here: not left to the collector
+                self.loader.close()
+            raise
+
+    def _tensor(self, batch, name):
+        """Field name of batch as a torch tensor (no copy); refuses token dtypes torch lacks."""
+        view = batch[name]
+        if self._kinds.get(name) == "tokens" and view.dtype in ("uint16", "uint32"):
+            raise TypeError("TorchLoader: token field %r arrives as %s, which PyTorch cannot take; "
+                            "pass token_dtype='int32' to the Loader" % (name, view.dtype))
+        return to_torch(view)
 
     def __iter__(self):
         for batch in self.loader:
             name = self.inputs or next(iter(batch))
-            x = to_torch(batch[name])
+            x = self._tensor(batch, name)
             if self.labels:
-                inputs, labels = x, to_torch(batch[self.labels])
-            elif _is_tokens(batch, name):
+                inputs, labels = x, self._tensor(batch, self.labels)
+            elif self._kinds.get(name) == "tokens":
                 inputs, labels = x[:, :-1], x[:, 1:]
             elif name != "label" and "label" in batch:  # an image or tensor with its class
-                inputs, labels = x, to_torch(batch["label"])
+                inputs, labels = x, self._tensor(batch, "label")
             else:
                 inputs, labels = x, None
             if self.with_ids:
@@ -100,7 +118,8 @@ class TorchLoader:
         self.close()
 
 
-def _is_tokens(batch, name):
-    # A token field is [B, T+1] of an integer type; tensors of other kinds are passed whole.
-    t = batch[name]
-    return t.ndim == 2 and t.dtype in ("int32", "uint16", "uint32", "int64")
+def _field_kinds(loader):
+    """{field name: kind} of the loader's dataset, from its schema (a batch does not say whether
+    an integer [B, N] field holds tokens or a tensor)."""
+    with Dataset(loader.path) as d:
+        return {f.name: f.kind for f in d.fields}
