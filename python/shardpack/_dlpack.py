@@ -94,11 +94,32 @@ _HOST_DEVICES = (_lib.kDLCPU, _lib.kDLCUDAHost, _lib.kDLROCMHost)
 _CUDA_DEVICES = (_lib.kDLCUDA, _lib.kDLCUDAManaged)
 
 
+# ------------------------------------------------------------------------------ copy and pickle
+
+class NoCopy:
+    """Refuses copy.copy, copy.deepcopy and pickle: the object stands for a lease on loader memory,
+    and a copy would either share the lease (and return it twice) or mean nothing in another
+    process. _NO_COPY names what the object is; the message says what to copy instead."""
+
+    __slots__ = ()
+    _NO_COPY = "object"
+
+    def _refuse(self, *args):
+        raise TypeError("a shardpack %s is a lease on loader memory and cannot be copied or pickled; "
+                        "copy its arrays instead, e.g. np.array(batch['x']) or "
+                        "torch.from_dlpack(batch['x']).clone()" % self._NO_COPY)
+
+    __copy__ = __deepcopy__ = __reduce__ = __reduce_ex__ = _refuse
+
+
 # ------------------------------------------------------------------------------------- Tensor
 
-class Tensor:
-    """One field of a leased batch, viewed in place. Keeps the batch's lease while it lives."""
+class Tensor(NoCopy):
+    """One field of a leased batch, viewed in place. Keeps the batch's lease while it lives.
+    It cannot be copied or pickled (TypeError); copies of its data can: np.array(t),
+    torch.from_dlpack(t).clone()."""
 
+    _NO_COPY = "Tensor"
     __slots__ = ("_lease", "_data", "_shape", "_code", "_bits", "_lanes", "_devtype", "_devid",
                  "__weakref__")
 

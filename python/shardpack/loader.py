@@ -13,11 +13,12 @@ import gc
 import os
 import re
 import threading
+import time
 from ctypes import byref, c_uint32, c_void_p
 
 from . import _dlpack, _lib
 from ._args import fs_path, timeout_ms
-from ._dlpack import Tensor
+from ._dlpack import NoCopy, Tensor
 from ._errors import ShardpackError, check, error
 from ._lib import lib
 from ._params import Params, doc_table
@@ -46,8 +47,10 @@ class _Handle:
         self.names = None  # field names: the same for every batch of a loader
         self.index = None
 
-    def enter(self):
-        """Waits for this thread's turn at a consumer call; returns the C loader."""
+    def enter(self, deadline=None, limit_ms=0):
+        """Waits for this thread's turn at a consumer call; returns the C loader. deadline: the
+        time.monotonic() by which the turn must come (None: no limit), else SP_ETIMEDOUT naming
+        limit_ms, the caller's timeout."""
         me = threading.get_ident()
         with self.lock:
             while True:
@@ -58,7 +61,14 @@ class _Handle:
                     return self.ptr
                 if self.caller == me:  # a signal handler or finalizer called in from inside a call
                     raise RuntimeError("shardpack: Loader call made from inside another call on the same thread")
-                self.turn.wait()
+                if deadline is None:
+                    self.turn.wait()
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ShardpackError(_lib.SP_ETIMEDOUT, "not ready within %g s: another thread's "
+                                         "call held the loader" % (limit_ms / 1000.0))
+                self.turn.wait(left)
 
     def leave(self):
         with self.lock:
@@ -128,13 +138,15 @@ class _Handle:
             pass
 
 
-class _Lease:
-    """One leased sp_batch; returns it to the ring when the last reference goes.
+class _Lease(NoCopy):
+    """One leased sp_batch; returns it to the ring when the last reference goes. Never copied: a
+    copy would give the batch back twice.
 
     It exists before the batch does: sp_loader_next writes the batch into its slot, so a Ctrl-C
     landing anywhere after that call returns finds the batch already owned by an object whose
     finalizer gives it back. `counted` says whether the handle's lease count includes it."""
 
+    _NO_COPY = "batch lease"
     __slots__ = ("handle", "slot", "counted", "stream", "__weakref__")
 
     def __init__(self, handle):
@@ -161,9 +173,11 @@ class _Lease:
             pass
 
 
-class Batch(collections.abc.Mapping):
-    """One batch: field name -> Tensor (zero-copy), plus epoch, index, size and sample ids."""
+class Batch(NoCopy, collections.abc.Mapping):
+    """One batch: field name -> Tensor (zero-copy), plus epoch, index, size and sample ids.
+    It cannot be copied or pickled (TypeError); copies of its arrays can (np.array(b["x"]))."""
 
+    _NO_COPY = "Batch"
     __slots__ = ("_lease", "_handle", "_bptr", "_views", "epoch", "index", "size")
 
     def __init__(self, handle, lease):
@@ -278,14 +292,19 @@ class Loader:
         timeout: seconds, as Loader()'s; None uses the Loader's own."""
         ms = self._timeout_ms if timeout is None else timeout_ms(timeout, "next()")
         h = self._h
-        ptr = h.enter()
+        if ms < 0:
+            ptr = h.enter()
+            left = ms
+        else:  # the wait for the turn counts against the timeout
+            start = time.monotonic()
+            ptr = h.enter(start + ms / 1000.0, ms)
+            left = max(0, ms - int((time.monotonic() - start) * 1000))
         try:
-            return self._next(h, ptr, ms)
+            return self._next(h, ptr, left, ms)
         finally:
             h.leave()
 
-    def _next(self, h, ptr, ms):
-        limit = ms
+    def _next(self, h, ptr, ms, limit):
         retried = False
         lease = _Lease(h)  # sp_loader_next writes the batch straight into it
         try:

@@ -1,4 +1,4 @@
-"""Zero copy into NumPy and PyTorch, views outliving batch and loader, and the torch adapter."""
+"""Zero copy into NumPy and PyTorch, views outliving batch and loader, the torch adapter (token fields told apart by kind), and leases that refuse copy and pickle."""
 
 import gc
 import os
@@ -109,6 +109,70 @@ class TestZeroCopy(unittest.TestCase):
             x = np.asarray(b["x"])
             self.assertEqual(x.dtype, np.float16)
             self.assertTrue((x[:, 0, 0] == np.arange(50)).all())
+
+
+
+class TestTorchFieldKinds(unittest.TestCase):
+    def test_integer_tensor_with_a_label_is_not_split_as_tokens(self):
+        # A 2-D int32 tensor field looks like a token batch; the schema says it is a tensor, so it
+        # passes whole, with the real label field as labels.
+        path = os.path.join(TMP.path, "feat.sp")
+        feats = np.arange(40 * 6, dtype=np.int32).reshape(40, 6)
+        with shardpack.Writer(path, [("feat", "tensor", "int32", (6,)), ("label", "label")]) as w:
+            for i in range(40):
+                w.add(feats[i], 1000 + i)
+        with TorchLoader(path, batch_size=4, shuffle=False, with_ids=True) as tl:
+            n = 0
+            for x, y, ids in tl:
+                self.assertEqual(tuple(x.shape), (4, 6))
+                self.assertEqual(y.dtype, torch.int64)
+                self.assertEqual(y.tolist(), [1000 + i for i in ids])
+                self.assertTrue(torch.equal(x, torch.from_numpy(feats[ids])))
+                n += 1
+            self.assertEqual(n, 10)
+            del x, y
+
+    def test_uint16_tokens_loader_says_to_ask_for_int32(self):
+        with shardpack.Loader(DS, batch_size=8) as l:  # tokens as stored: uint16
+            tl = TorchLoader(l)
+            with self.assertRaises(TypeError) as cm:
+                next(iter(tl))
+            self.assertIn("token_dtype='int32'", str(cm.exception))
+            self.assertIn("'tokens'", str(cm.exception))
+            self.assertEqual(l.stats()["leases"], 0)
+            with self.assertRaises(TypeError):  # named as inputs too
+                next(iter(TorchLoader(l, inputs="tokens", labels="label")))
+
+
+class TestNoCopy(unittest.TestCase):
+    def test_leases_refuse_copy_and_pickle(self):
+        import copy
+        import pickle
+        with shardpack.Loader(DS, batch_size=8, token_dtype="int32") as l:
+            b = l.next()
+            for obj in (b, b["tokens"], b._lease):
+                for how in (copy.copy, copy.deepcopy, pickle.dumps):
+                    with self.assertRaises(TypeError, msg="%s of %s" % (how.__name__, type(obj).__name__)) as cm:
+                        how(obj)
+                    self.assertIn("lease on loader memory", str(cm.exception))
+                    self.assertIn("np.array(", str(cm.exception))
+            self.assertEqual(l.stats()["leases"], 1)  # no copy of the lease was made
+
+            # What the message suggests works, and arrays made from the views copy and pickle.
+            ref = bytes(np.asarray(b["tokens"]).tobytes())
+            owned = np.array(b["tokens"])
+            view = np.asarray(b["tokens"])
+            t = torch.from_dlpack(b["tokens"])
+            copies = [owned, copy.deepcopy(view), pickle.loads(pickle.dumps(view)),
+                      t.clone().numpy(), copy.deepcopy(t).numpy(),
+                      pickle.loads(pickle.dumps(t.clone())).numpy()]
+            del b, view, t, obj, cm  # the last exception's traceback holds the lease too
+            gc.collect()
+            self.assertEqual(l.stats()["leases"], 0)
+            for _ in range(30):  # the ring reuses the slot; the copies keep their data
+                l.next()
+            for c in copies:
+                self.assertEqual(c.tobytes(), ref)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Loader calls from several threads and interrupted calls: next() from many threads hands out each batch once, close() from another thread ends a waiting next(), a Ctrl-C landing right after the C call returns loses no lease, and a timeout message states the caller's timeout."""
+"""Loader calls from several threads and interrupted calls: next() from many threads hands out each batch once, close() from another thread ends a waiting next(), a Ctrl-C landing right after the C call returns loses no lease, and a timeout message states the caller's timeout, which also bounds the wait for another thread's turn."""
 
 import os
 import random
@@ -284,6 +284,42 @@ class TestTimeout(unittest.TestCase):
         self.assertEqual(e.name, "SP_ETIMEDOUT")
         self.assertIn("within 1 s", e.message)
         self.assertNotIn("ms", e.message)
+
+    def test_timeout_bounds_the_wait_for_another_threads_turn(self):
+        # Thread A sits inside next() (its C call held for 1.5 s); B's next(timeout=0.05) must give
+        # up at its own limit, not wait for A's call to end, and not consume a batch.
+        inside, go_on = threading.Event(), threading.Event()
+
+        def slow(real):
+            def next_(ptr, out, ms):
+                if threading.current_thread() is a_thread:
+                    inside.set()
+                    go_on.wait(1.5)
+                return real(ptr, out, ms)
+            return next_
+
+        got = {}
+        with shardpack.Loader(DS, batch_size=BATCH, shuffle=False) as l:
+            with Patched("sp_loader_next", slow):
+                a_thread = threading.Thread(target=lambda: got.update(a=l.next()))
+                a_thread.start()
+                self.assertTrue(inside.wait(10))
+                for timeout in (0.05, 0):
+                    t0 = time.monotonic()
+                    with self.assertRaises(shardpack.ShardpackError) as cm:
+                        l.next(timeout=timeout)
+                    waited = time.monotonic() - t0
+                    self.assertLess(waited, 0.5, "next(timeout=%g) waited %.2f s" % (timeout, waited))
+                    e = cm.exception
+                    self.assertEqual(e.name, "SP_ETIMEDOUT")
+                    self.assertIn("within %g s" % timeout, e.message)
+                    self.assertIn("another thread", e.message)
+                go_on.set()
+                a_thread.join(10)
+            self.assertEqual(got["a"].index, 0)
+            b = l.next(timeout=10)  # the loader goes on where A left it
+            self.assertEqual(b.index, 1)
+            del got["a"], b
 
 
 if __name__ == "__main__":
