@@ -887,12 +887,13 @@ typedef struct sp_image_info {
     size_t struct_size;  /* sizeof(sp_image_info), set by the caller (see the conventions at the top) */
     int width, height;
     int components;  /* 1 gray, 3 colour, 4 CMYK/YCCK */
-    int subsampling; /* TurboJPEG's TJSAMP_* value, -1 unknown */
+    int subsampling; /* TurboJPEG's TJSAMP_* value; -1 for a sampling it has no name for (4x2, 1x4, ...) */
     int progressive; /* 1 when progressive (SOF2) */
 } sp_image_info;
 
 /* Parses a JPEG's headers without decoding pixels. SP_EBADINPUT when data is not a JPEG or its
- * header is damaged, SP_ELIMIT when width*height exceeds max_pixels (0: no cap). */
+ * header is damaged (libjpeg, which the image stage decodes with, cannot read it), SP_ELIMIT when
+ * width*height exceeds max_pixels (0: no cap). */
 SP_API int sp_image_probe(const void *data, size_t size, uint64_t max_pixels, sp_image_info *out);
 
 /* The loader's image stage on its own: decode a JPEG and apply the train or eval transform, as the

@@ -1,8 +1,9 @@
-/* test_image_probe.c - sp_image_probe on JPEGs made in-process (4:2:0, 4:4:4, gray, progressive), on non-JPEG bytes, truncated headers and a pixel cap. */
+/* test_image_probe.c - sp_image_probe on JPEGs made in-process (4:2:0, 4:4:4, gray, progressive, samplings TurboJPEG has no name for), on non-JPEG bytes, truncated or damaged headers and a pixel cap. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <turbojpeg.h>
 
+#include "image/jpeg_gen.h"
 #include "test_util.h"
 
 typedef struct jpeg {
@@ -70,6 +71,64 @@ START_TEST(subsamplings)
         ck_assert_int_eq(info.progressive, cases[i].progressive);
         tjFree(j.data);
     }
+}
+END_TEST
+
+/* Luma sampled 4x2, 2x4 or 1x4 against 1x1 chroma: TurboJPEG's header query cannot name these
+ * and fails, but libjpeg (and so the loader) decodes them. The probe accepts them with subsampling
+ * -1 ("unknown"), the transform decodes them, and the same files with a damaged or cut header are
+ * still refused. */
+START_TEST(unnamed_samplings)
+{
+    const int samps[] = { JG_410, JG_24, JG_14 };
+    uint8_t *rgb = jg_picture(61, 45, 3);
+    ck_assert_ptr_nonnull(rgb);
+    sp_params *p = tu_params("image_size", "16", NULL);
+    sp_image_transform *t;
+    ck_assert_msg(sp_image_transform_create(p, &t) == 0, "%s", sp_last_error());
+    void *out = malloc(sp_image_transform_bytes(t));
+    for (size_t k = 0; k < sizeof samps / sizeof samps[0]; k++) {
+        for (int prog = 0; prog < 2; prog++) {
+            jpeg j;
+            size_t size;
+            char err[256];
+            jg_opts o = { .quality = 90, .samp = samps[k], .color = JG_YCC, .progressive = prog };
+            ck_assert_msg(jg_encode(rgb, 61, 45, &o, &j.data, &size, err, sizeof err) == 0, "%s", err);
+            j.size = size;
+            sp_image_info info = { .struct_size = sizeof info };
+            int rc = sp_image_probe(j.data, size, 0, &info);
+            ck_assert_msg(rc == 0, "sampling %d, progressive %d: %s: %s", samps[k], prog, sp_error_name(rc),
+                          sp_last_error());
+            ck_assert_int_eq(info.width, 61);
+            ck_assert_int_eq(info.height, 45);
+            ck_assert_int_eq(info.components, 3);
+            ck_assert_int_eq(info.subsampling, -1);
+            ck_assert_int_eq(info.progressive, prog);
+            ck_assert_int_eq(sp_image_probe(j.data, size, 61 * 45 - 1, &info), SP_ELIMIT);
+            for (uint64_t sample = 0; sample < 4; sample++)
+                ck_assert_msg(sp_image_transform_apply(t, j.data, size, 0, sample, out, NULL) == 0, "%s",
+                              sp_last_error());
+            /* Cut inside the header: refused. */
+            size_t end = header_end(&j);
+            for (size_t len = 4; len < end; len++) {
+                rc = sp_image_probe(j.data, len, 0, &info);
+                ck_assert_msg(rc == SP_EBADINPUT, "cut to %zu of %zu: %s", len, end, sp_error_name(rc));
+            }
+            /* A sampling factor of 0 in the frame header: damaged, whoever parses it. */
+            size_t i = 2;
+            while (!(j.data[i + 1] >= 0xC0 && j.data[i + 1] <= 0xC2))
+                i += 2 + (((size_t)j.data[i + 2] << 8) | j.data[i + 3]);
+            j.data[i + 11] = 0x00; /* SOF: marker, length, precision, height, width, count, then id, factors */
+            rc = sp_image_probe(j.data, size, 0, &info);
+            ck_assert_msg(rc == SP_EBADINPUT, "zero sampling factor: %s", sp_error_name(rc));
+            ck_assert_msg(strstr(sp_last_error(), "damaged JPEG header"), "%s", sp_last_error());
+            free(j.data);
+        }
+    }
+    free(out);
+    sp_image_transform_destroy(t);
+    sp_params_destroy(p);
+    free(rgb);
 }
 END_TEST
 
@@ -148,6 +207,7 @@ int main(void)
     Suite *s = suite_create("image_probe");
     TCase *tc = tu_tcase(s, "probe", 30);
     tcase_add_test(tc, subsamplings);
+    tcase_add_test(tc, unnamed_samplings);
     tcase_add_test(tc, pixel_cap);
     tcase_add_test(tc, not_jpeg);
     tcase_add_test(tc, truncated_headers);

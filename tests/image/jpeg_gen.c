@@ -154,7 +154,7 @@ int jg_encode(const uint8_t *rgb, int w, int h, const jg_opts *o, uint8_t **out,
               size_t errlen)
 {
     static jpeg_scan_info scans[4 * 64 * 11]; /* read by libjpeg until finish_compress */
-    static const int samp[6][2] = { { 1, 1 }, { 2, 1 }, { 2, 2 }, { 1, 2 }, { 4, 2 }, { 2, 4 } };
+    static const int samp[7][2] = { { 1, 1 }, { 2, 1 }, { 2, 2 }, { 1, 2 }, { 4, 2 }, { 2, 4 }, { 1, 4 } };
     struct jpeg_compress_struct c;
     jg_err e;
     jg_err_init(&e);

@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 /* Chroma subsampling of a colour JPEG: luma sampling factors (h x v) against 1x1 chroma. */
-enum { JG_444 = 0, JG_422 = 1, JG_420 = 2, JG_440 = 3, JG_410 = 4 /* 4x2 */, JG_24 = 5 /* 2x4 */ };
+enum { JG_444 = 0, JG_422 = 1, JG_420 = 2, JG_440 = 3, JG_410 = 4 /* 4x2 */, JG_24 = 5 /* 2x4 */, JG_14 = 6 /* 1x4 */ };
 
 /* How the pixels are stored. */
 enum {
@@ -22,7 +22,7 @@ enum {
 
 typedef struct jg_opts {
     int quality;          /* 1..100; 0 means 95 */
-    int samp;             /* JG_444 .. JG_24 (colour only; JG_YCCK uses libjpeg's defaults) */
+    int samp;             /* JG_444 .. JG_14 (colour only; JG_YCCK uses libjpeg's defaults) */
     int color;            /* JG_YCC .. JG_CMYK_RAW */
     int progressive;      /* jpeg_simple_progression */
     int restart_interval; /* MCUs between restart markers; 0: none */
