@@ -14,7 +14,8 @@
  *    sp_dataset_meta_at, sp_dataset_meta_get, sp_dataset_shard_info, sp_dataset_block_info,
  *    sp_dataset_locate, sp_block_get, sp_loader_stats_get, sp_struct_layout and sp_struct_field.
  *    Every other call that returns 0 (SP_OK) or an error code clears the message when it starts,
- *    so after it returns 0 sp_last_error() is "". Destroy functions never touch it. Every message,
+ *    so after it returns 0 sp_last_error() is "" (and so is sp_writer_errmsg() of a writer it was
+ *    called on). Destroy functions never touch it. Every message,
  *    and every note in a struct below, fits in SP_ERRMSG_MAX bytes with its terminating NUL.
  *  - Structs: every public struct but sp_value begins with `size_t struct_size`, set to its sizeof
  *    by whoever allocates it. A struct the caller allocates and the library fills (stats, infos,
@@ -426,9 +427,13 @@ typedef struct sp_write_stats {
  * threads cannot be started. */
 SP_API int sp_writer_open(const char *dir, const sp_schema *schema, const sp_params *params,
                           sp_writer **out);
-/* Sets a dataset metadata entry (key 1..255 bytes, value up to 16 MiB), replacing an earlier one.
- * Only until the first shard is complete (SP_ESTATE after), so every shard carries the same
- * metadata. Conventional keys: "class_names" (names separated by '\n'), "source", "created_by". */
+/* Sets a dataset metadata entry (value up to 16 MiB), replacing an earlier one. A key is 1..255
+ * bytes of UTF-8 text (shortest forms, no surrogates) without control characters (U+0000..U+001F,
+ * U+007F..U+009F); any other key is refused with SP_EINVAL, the message showing it escaped.
+ * Readers accept every key the format allows (docs/format.md), so files from elsewhere may hold
+ * others. Only until the first shard is complete (SP_ESTATE after), so every shard carries the
+ * same metadata. Conventional keys: "class_names" (names separated by '\n'), "source",
+ * "created_by". */
 SP_API int sp_writer_set_meta(sp_writer *w, const char *key, const void *value, size_t len);
 /* Adds one sample; values[i] is field i of the schema, nvalues must equal the field count.
  * SP_ESCHEMA when a size does not match; SP_ELIMIT when one sample exceeds max_sample_bytes or

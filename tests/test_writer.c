@@ -1,4 +1,4 @@
-/* test_writer.c - writer input errors: empty datasets are not published, schema mismatches and oversized samples are refused and the writer stays usable, metadata rules, calls after finish. */
+/* test_writer.c - writer input errors: empty datasets are not published, schema mismatches and oversized samples are refused and the writer stays usable, metadata rules (keys are UTF-8 text without control characters), the writer's message cleared by a call that succeeds, calls after finish. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -220,6 +220,82 @@ START_TEST(metadata_rules)
 }
 END_TEST
 
+/* Whether msg holds a raw control character or a byte that cannot be UTF-8 (0xC0, 0xC1, 0xF5..0xFF). */
+static bool raw_bytes_in(const char *msg)
+{
+    for (const unsigned char *p = (const unsigned char *)msg; *p; p++)
+        if (*p < 0x20 || *p == 0x7F || *p == 0xC0 || *p == 0xC1 || *p >= 0xF5)
+            return true;
+    return false;
+}
+
+/* Keys are 1..255 bytes of UTF-8 text without control characters: anything else is refused with
+ * SP_EINVAL and a message showing the key escaped. A refusal leaves the writer usable, and the next
+ * call that succeeds clears the writer's message as it clears sp_last_error(). */
+START_TEST(metadata_key_text)
+{
+    sp_schema *s = make_schema();
+    char *parent;
+    char *dir = tu_dataset_dir("writer", &parent);
+    sp_writer *w;
+    ck_assert(sp_writer_open(dir, s, NULL, &w) == 0);
+    static const struct {
+        const char *key, *shown;
+    } refused[] = {
+        { "\xff\x1b]0;pwned\x07\nkey", "\\xff\\x1b]0;pwned\\x07\\x0akey" },
+        { "tab\there", "tab\\x09here" },
+        { "del\x7f", "del\\x7f" },
+        { "c1\xc2\x85", "c1\\xc2\\x85" },          /* U+0085, NEXT LINE */
+        { "c1\xc2\x9b[31m", "c1\\xc2\\x9b[31m" },  /* U+009B, the 8-bit CSI */
+        { "over\xc0\xaf", "over\\xc0\\xaf" },      /* '/' in two bytes */
+        { "sur\xed\xa0\x80", "sur\\xed\\xa0\\x80" }, /* U+D800 */
+        { "big\xf4\x90\x80\x80", "big\\xf4\\x90\\x80\\x80" },
+        { "cut\xe2\x82", "cut\\xe2\\x82" },
+        { "", "" },
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        ck_assert_msg(sp_writer_set_meta(w, refused[i].key, "v", 1) == SP_EINVAL, "key %zu accepted", i);
+        const char *msg = sp_writer_errmsg(w);
+        ck_assert_str_eq(msg, sp_last_error());
+        ck_assert_msg(!raw_bytes_in(msg), "key %zu: raw bytes in the message '%s'", i, msg);
+        char want[128];
+        snprintf(want, sizeof want, "metadata key '%s' refused", refused[i].shown);
+        ck_assert_msg(strstr(msg, want), "key %zu: '%s' lacks '%s'", i, msg, want);
+        /* the next call that succeeds clears both messages */
+        ck_assert_int_eq(sp_writer_set_meta(w, "ok", "v", 1), 0);
+        ck_assert_str_eq(sp_writer_errmsg(w), "");
+        ck_assert_str_eq(sp_last_error(), "");
+    }
+    static const char *const accepted[] = { "na\xc3\xafve", "\xe6\x97\xa5\xe6\x9c\xac", "smile \xf0\x9f\x98\x80",
+                                            "back\\slash", "~!@#$%^&*()" };
+    for (size_t i = 0; i < sizeof accepted / sizeof accepted[0]; i++)
+        ck_assert_msg(sp_writer_set_meta(w, accepted[i], "v", 1) == 0, "%s", sp_last_error());
+    /* after a refusal, a sample and finish succeed with no message left over */
+    ck_assert_int_eq(sp_writer_set_meta(w, "bad\x1b", "v", 1), SP_EINVAL);
+    add_valid(w, 0);
+    ck_assert_str_eq(sp_writer_errmsg(w), "");
+    ck_assert_int_eq(sp_writer_set_meta(w, "", "v", 1), SP_EINVAL);
+    ck_assert_int_eq(sp_writer_finish(w), 0);
+    ck_assert_str_eq(sp_writer_errmsg(w), "");
+    ck_assert_str_eq(sp_last_error(), "");
+    /* after finish, a refusal names the key escaped too */
+    ck_assert_int_eq(sp_writer_set_meta(w, "late\x1b[2J", "v", 1), SP_ESTATE);
+    ck_assert_msg(strstr(sp_writer_errmsg(w), "'late\\x1b[2J'"), "%s", sp_writer_errmsg(w));
+    sp_writer_destroy(w);
+
+    sp_dataset *ds;
+    ck_assert(sp_dataset_open(dir, NULL, &ds) == 0);
+    ck_assert_uint_eq(sp_dataset_meta_count(ds), 1 + sizeof accepted / sizeof accepted[0]);
+    for (size_t i = 0; i < sizeof accepted / sizeof accepted[0]; i++)
+        ck_assert(sp_dataset_meta_get(ds, accepted[i], NULL, NULL) == 0);
+    sp_dataset_close(ds);
+    tu_rmtree(parent);
+    free(parent);
+    free(dir);
+    sp_schema_destroy(s);
+}
+END_TEST
+
 START_TEST(open_arguments)
 {
     sp_schema *s = make_schema();
@@ -266,6 +342,7 @@ int main(void)
     tcase_add_test(tc, empty_dataset_not_published);
     tcase_add_test(tc, refused_samples_leave_writer_usable);
     tcase_add_test(tc, metadata_rules);
+    tcase_add_test(tc, metadata_key_text);
     tcase_add_test(tc, open_arguments);
     return tu_run(s, 0);
 }

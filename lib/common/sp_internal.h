@@ -24,6 +24,15 @@ int sp_fail_keep(sp_errbuf *eb, int code);
 /* Clears the thread's last error at the start of a public call. */
 void sp_clear_error(void);
 
+/* Length of the character at s (n > 0 bytes available) when it is text a name may hold: a valid
+ * UTF-8 sequence (shortest form, no surrogate, at most U+10FFFF) that is not a control character
+ * (C0, DEL or C1); 0 when it is not. */
+size_t sp_text_char_len(const char *s, size_t n);
+/* s[0..n) for a message, NUL-terminated in out (outlen > 0 bytes, cut to fit): characters
+ * sp_text_char_len accepts as they are, a backslash doubled, every other byte as \xHH, so that
+ * a name from a caller or a file cannot put control sequences into a terminal or a log. */
+void sp_text_escape(const char *s, size_t n, char *out, size_t outlen);
+
 /* The struct_size contract (shardpack.h) of a struct the caller allocates for the library to fill:
  * sp_out_check refuses (SP_EINVAL, naming fn and type) a NULL out or a struct_size below the
  * type's first layout; sp_out_put then copies into out as much of full (the library's complete

@@ -25,6 +25,7 @@
 #define FMT_MAX_BLOCK_SAMPLES (1u << 22)
 #define FMT_MAX_META_ENTRIES 4096u
 #define FMT_MAX_META_VALUE (16u << 20)
+#define FMT_MAX_META_KEY 255u
 #define FMT_MAX_SHARD_NAME 255u
 #define FMT_MAX_INDEX_BYTES (256u << 20)
 /* One read at open fetches this much of the file's tail: trailer plus, usually, the whole index. */

@@ -27,7 +27,7 @@ const fmt_meta_entry *fmt_meta_find(const fmt_meta *m, const char *key)
 
 static int meta_set_n(fmt_meta *m, const char *key, size_t klen, const void *value, size_t len)
 {
-    if (klen == 0 || klen > 255 || memchr(key, '\0', klen) || len > FMT_MAX_META_VALUE)
+    if (klen == 0 || klen > FMT_MAX_META_KEY || memchr(key, '\0', klen) || len > FMT_MAX_META_VALUE)
         return SP_EINVAL;
     uint8_t *v = sp_malloc(len);
     char *k = sp_malloc(klen + 1);

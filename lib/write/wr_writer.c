@@ -523,6 +523,7 @@ int sp_writer_add(sp_writer *w, const sp_value *values, size_t nvalues)
     sp_clear_error();
     if (!w || (!values && nvalues))
         return sp_fail(NULL, SP_EINVAL, "sp_writer_add: NULL argument");
+    w->eb.msg[0] = '\0';
     if (w->failed || w->finished)
         return wfail(w, SP_ESTATE, "writer has %s", w->finished ? "finished" : "failed");
     int rc = check_abort(w);
@@ -612,13 +613,35 @@ int sp_writer_open(const char *dir, const sp_schema *schema, const sp_params *pa
     return SP_OK;
 }
 
+/* What is wrong with a metadata key (shardpack.h: 1..255 bytes of UTF-8 text without control
+ * characters) into why; false when nothing is. */
+static bool meta_key_bad(const char *key, size_t n, char *why, size_t whylen)
+{
+    if (n == 0 || n > FMT_MAX_META_KEY)
+        return snprintf(why, whylen, "it is %zu bytes, not 1..%u", n, FMT_MAX_META_KEY), true;
+    for (size_t i = 0, len; i < n; i += len)
+        if ((len = sp_text_char_len(key + i, n - i)) == 0)
+            return snprintf(why, whylen, "byte %zu (0x%02x) is %s", i, (unsigned)(uint8_t)key[i],
+                            (uint8_t)key[i] < 0x20 || key[i] == 0x7F ? "a control character"
+                                                                      : "not UTF-8 text or a control character"),
+                   true;
+    return false;
+}
+
 int sp_writer_set_meta(sp_writer *w, const char *key, const void *value, size_t len)
 {
     sp_clear_error();
     if (!w || !key || (len && !value))
         return sp_fail(NULL, SP_EINVAL, "sp_writer_set_meta: NULL argument");
+    w->eb.msg[0] = '\0';
+    char shown[4 * FMT_MAX_META_KEY + 1], why[96];
+    size_t klen = strlen(key);
+    sp_text_escape(key, klen, shown, sizeof shown);
     if (w->finished || w->man.nshards > 0)
-        return wfail(w, SP_ESTATE, "metadata '%s' must be set before the first shard is complete", key);
+        return wfail(w, SP_ESTATE, "metadata '%s' must be set before the first shard is complete", shown);
+    if (meta_key_bad(key, klen, why, sizeof why))
+        return wfail(w, SP_EINVAL, "metadata key '%s' refused: %s; a key is 1..%u bytes of UTF-8 text without "
+                     "control characters", shown, why, FMT_MAX_META_KEY);
     int rc = fmt_meta_set(&w->meta, key, value, len);
     if (rc == SP_OK) {
         sp_buf b = { 0 };
@@ -627,10 +650,9 @@ int sp_writer_set_meta(sp_writer *w, const char *key, const void *value, size_t 
         sp_buf_free(&b);
     }
     if (rc == SP_EINVAL)
-        return wfail(w, rc, "metadata key '%s' must be 1..255 bytes and its value at most %u bytes", key,
-                     FMT_MAX_META_VALUE);
+        return wfail(w, rc, "metadata '%s': a value is at most %u bytes, not %zu", shown, FMT_MAX_META_VALUE, len);
     if (rc)
-        return wfail(w, rc, "metadata '%s': %s", key, sp_strerror(rc));
+        return wfail(w, rc, "metadata '%s': %s", shown, sp_strerror(rc));
     return SP_OK;
 }
 
@@ -684,6 +706,7 @@ int sp_writer_finish(sp_writer *w)
     sp_clear_error();
     if (!w)
         return sp_fail(NULL, SP_EINVAL, "sp_writer_finish: NULL writer");
+    w->eb.msg[0] = '\0';
     if (w->failed || w->finished)
         return wfail(w, SP_ESTATE, "writer has %s", w->finished ? "finished" : "failed");
     if (w->st.samples == 0)

@@ -151,7 +151,8 @@ class Writer:
         return self._w
 
     def set_meta(self, key, value):
-        """Dataset metadata (str or bytes value), before the first shard is complete."""
+        """Dataset metadata (str or bytes value), before the first shard is complete. The key is
+        text of 1..255 bytes as UTF-8, without control characters (ShardpackError otherwise)."""
         v = value.encode() if isinstance(value, str) else bytes(value)
         with self._turn():
             w = self._ptr()
