@@ -422,7 +422,9 @@ typedef struct sp_write_stats {
  * sets it: with a fixed dataset_id the same input gives the same files, byte for byte.
  * SP_EEXIST when dir holds a dataset and overwrite is off, or holds other files, or when dir or its
  * staging name is a symbolic link or not a directory, or the staging directory belongs to another
- * user (nothing is written through a link: name the real directory); SP_EBUSY when another
+ * user (nothing is written through a link: name the real directory), or dir is a mount point (the
+ * dataset is staged beside dir and renamed into place, which a mount point refuses: name a new
+ * directory inside it; finish refuses one that appeared meanwhile the same way); SP_EBUSY when another
  * writer is writing it; SP_EIO when the staging directory cannot be created; SP_ESYS when
  * threads cannot be started. */
 SP_API int sp_writer_open(const char *dir, const sp_schema *schema, const sp_params *params,

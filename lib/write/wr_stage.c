@@ -116,6 +116,19 @@ static int refuse_non_dir(sp_errbuf *eb, const char *path, const struct stat *st
 
 static const char dest_link_advice[] = "a writer does not write through links: name the real directory";
 
+/* Whether name under parent_fd (st, its lstat) is the root of a mount, which no rename can move or
+ * replace (EBUSY). The kernel says so where it can (statx's STATX_ATTR_MOUNT_ROOT, which also
+ * catches a bind mount within one file system); elsewhere a device other than the parent's does. */
+static bool is_mount_root(int parent_fd, const char *name, const struct stat *st)
+{
+    struct statx sx;
+    if (statx(parent_fd, name, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_BASIC_STATS, &sx) == 0 &&
+        (sx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT))
+        return (sx.stx_attributes & STATX_ATTR_MOUNT_ROOT) != 0;
+    struct stat parent;
+    return fstat(parent_fd, &parent) == 0 && parent.st_dev != st->st_dev;
+}
+
 static int check_destination(wr_stage *s, sp_errbuf *eb)
 {
     struct stat st;
@@ -127,6 +140,10 @@ static int check_destination(wr_stage *s, sp_errbuf *eb)
     }
     if (!S_ISDIR(st.st_mode))
         return refuse_non_dir(eb, s->final, &st, dest_link_advice);
+    if (is_mount_root(s->parent_fd, s->final_name, &st))
+        return sp_fail(eb, SP_EEXIST, "%s: is a mount point: the writer stages beside the destination and renames "
+                       "it into place, which cannot be done to a mount point; name a new directory inside it (%s/NAME)",
+                       s->final, s->final);
     int fd = open_dir_at(s->parent_fd, s->final_name);
     if (fd < 0)
         return sp_fail(eb, SP_EIO, "%s: cannot open: %s", s->final, strerror(errno));
