@@ -585,7 +585,10 @@ SP_API int sp_pack(const char *kind, const char *const *sources, size_t n, const
 /* ------------------------------------------------------------------------------------------------
  * Dataset reader: a dataset directory (manifest), a manifest file, a single shard, or a list of
  * shards. Shards are opened lazily, so opening a dataset of 10,000 shards reads only its manifest.
- * Every size and offset read from a file is checked before use.
+ * Every size and offset read from a file is checked before use. A shard that disagrees with the
+ * manifest, cannot be opened or fails a read while the manifest's path names another file than
+ * the one read (a writer published a new dataset there) gives SP_ECHANGED, "the dataset was
+ * replaced while being read ...; reopen the dataset", not a corruption code.
  *
  * Threads: after open, sp_dataset_read_block, sp_dataset_block_info and sp_dataset_shard_info may be
  * called from several threads at once; the rest is for one thread at a time.
@@ -684,7 +687,11 @@ typedef struct sp_verify_report {
 /* Verifies the dataset or shard at path (any path sp_dataset_open takes, a glob of shards
  * included: each match is verified as a shard); fn (may be NULL) is called once per fault, on the calling
  * thread. Returns 0 when sound, SP_ECORRUPT when any fault was found, or another code when path
- * cannot be examined at all. */
+ * cannot be examined at all. SP_ECHANGED when the dataset was replaced while being verified (a
+ * writer published another at path, e.g. pack --overwrite): a shard that disagreed with the
+ * manifest, or could not be opened, came with the manifest path naming another file than the one
+ * read; that is not reported as a fault, verification stops there, and running it again checks
+ * the new dataset. Faults found before it stand. */
 SP_API int sp_verify(const char *path, const sp_params *params, sp_fault_fn fn, void *user,
                      sp_verify_report *report);
 

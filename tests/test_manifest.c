@@ -1,4 +1,6 @@
-/* test_manifest.c - the manifest: lazy shard opening, agreement with its shards, replaced or missing shards, fingerprints, limits. */
+/* test_manifest.c - the manifest: lazy shard opening, agreement with its shards, replaced or missing shards, a whole dataset replaced while being read or verified (SP_ECHANGED, not corruption), fingerprints, limits. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -104,6 +106,124 @@ START_TEST(replaced_shard)
     free(man);
     free(sa);
     free(sb);
+    tu_rmtree(da);
+    tu_rmtree(db);
+    free(da);
+    free(db);
+    sp_schema_destroy(a.schema);
+    sp_schema_destroy(b.schema);
+}
+END_TEST
+
+static void exchange(const char *a, const char *b)
+{
+    ck_assert_msg(renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE) == 0, "RENAME_EXCHANGE: %s", strerror(errno));
+}
+
+static void expect_replaced(int rc, const char *msg, const char *advice)
+{
+    ck_assert_msg(rc == SP_ECHANGED, "%s: %s", sp_error_name(rc), msg);
+    ck_assert_msg(strstr(msg, "the dataset was replaced") && strstr(msg, advice), "%s", msg);
+}
+
+/* A dataset handle opened (manifest read, shards not yet) before another dataset is published at
+ * its path, as pack --overwrite does with RENAME_EXCHANGE: the shards its path now names are the
+ * new dataset's, or missing. Reads say the dataset was replaced (SP_ECHANGED), not that it is
+ * damaged; reopening reads the new one. */
+START_TEST(dataset_replaced_after_open)
+{
+    tu_data a = make_data(g_seed + 5, 800), b = make_data(g_seed + 6, 300);
+    char *da = write_data(&a, "manifest"), *db = write_data(&b, "manifest");
+    sp_dataset *ds;
+    ck_assert(sp_dataset_open(da, NULL, &ds) == 0);
+    uint64_t nshards = sp_dataset_num_shards(ds), nblocks = sp_dataset_num_blocks(ds);
+    size_t nb;
+    char **bshards = tu_list_shards(db, &nb);
+    ck_assert_uint_gt(nb, 1);
+    ck_assert_uint_gt(nshards, nb);
+    exchange(db, da);
+    sp_shard_info si = { .struct_size = sizeof si };
+    ck_assert(sp_dataset_shard_info(ds, 1, &si) == 0);
+    sp_block *blk = NULL;
+    /* shard 1 exists in both: it is the new dataset's */
+    expect_replaced(sp_dataset_read_block(ds, si.first_block, &blk), sp_dataset_errmsg(ds), "reopen the dataset");
+    ck_assert_str_eq(sp_last_error(), sp_dataset_errmsg(ds));
+    ck_assert_msg(strstr(sp_last_error(), si.path), "%s", sp_last_error());
+    /* the last shard exists only in the old one, gone with it */
+    sp_block_info bi = { .struct_size = sizeof bi };
+    expect_replaced(sp_dataset_block_info(ds, nblocks - 1, &bi), sp_last_error(), "reopen the dataset");
+    expect_replaced(sp_dataset_read_block(ds, nblocks - 1, &blk), sp_last_error(), "reopen the dataset");
+    sp_dataset_close(ds);
+    /* reopened, the path is the new dataset, whole */
+    ck_assert(sp_dataset_open(da, NULL, &ds) == 0);
+    tu_check_dataset(ds, &b, 0);
+    sp_dataset_close(ds);
+    tu_free_list(bshards, nb);
+    tu_rmtree(da);
+    tu_rmtree(db);
+    free(da);
+    free(db);
+    sp_schema_destroy(a.schema);
+    sp_schema_destroy(b.schema);
+}
+END_TEST
+
+typedef struct swap_ctx {
+    const char *a, *b;
+    int faults, swaps;
+    int code;
+    char file[512];
+} swap_ctx;
+
+/* Records each fault; the first one publishes the other dataset at the verified path. */
+static void swap_on_fault(const sp_fault *f, void *user)
+{
+    swap_ctx *c = user;
+    if (c->faults++ == 0) {
+        c->code = f->code;
+        snprintf(c->file, sizeof c->file, "%s", f->file);
+        exchange(c->a, c->b);
+        c->swaps++;
+    }
+}
+
+/* sp_verify while another dataset is published at its path (between two shards, deterministically:
+ * from the fault callback of a real fault in the first shard). The real fault stands; the shards
+ * of the new dataset are not faults; verify returns SP_ECHANGED ("verify it again"), and verifying
+ * again checks the new dataset. Damage without a replacement is still SP_ECORRUPT. */
+START_TEST(verify_replaced_midway)
+{
+    tu_data a = make_data(g_seed + 7, 800), b = make_data(g_seed + 8, 300);
+    char *da = write_data(&a, "manifest"), *db = write_data(&b, "manifest");
+    sp_dataset *ds;
+    ck_assert(sp_dataset_open(da, NULL, &ds) == 0);
+    sp_block_info bi = { .struct_size = sizeof bi };
+    ck_assert(sp_dataset_block_info(ds, 0, &bi) == 0);
+    sp_shard_info si = { .struct_size = sizeof si };
+    ck_assert(sp_dataset_shard_info(ds, 0, &si) == 0);
+    ck_assert_uint_gt(sp_dataset_num_shards(ds), 3);
+    char *shard0 = strdup(si.path);
+    sp_dataset_close(ds);
+    tu_xor_byte(shard0, bi.offset + 3, 0x40); /* real damage in block 0 of shard 0 */
+
+    swap_ctx c = { .a = db, .b = da };
+    sp_verify_report rep = { .struct_size = sizeof rep };
+    int rc = sp_verify(da, NULL, swap_on_fault, &c, &rep);
+    ck_assert_int_eq(c.swaps, 1);
+    expect_replaced(rc, sp_last_error(), "verify it again");
+    ck_assert_msg(strstr(sp_last_error(), da), "%s", sp_last_error());
+    ck_assert_int_eq(c.faults, 1); /* the damage only */
+    ck_assert_uint_eq(rep.faults, 1);
+    ck_assert_str_eq(c.file, shard0);
+    ck_assert_int_eq(c.code, SP_ECHECKSUM);
+    /* again: the new dataset, sound */
+    ck_assert_msg(sp_verify(da, NULL, NULL, NULL, NULL) == 0, "%s", sp_last_error());
+    /* the damaged dataset, now at db, with nothing replaced: a fault, SP_ECORRUPT */
+    swap_ctx none = { 0 };
+    rep = (sp_verify_report){ .struct_size = sizeof rep };
+    ck_assert_int_eq(sp_verify(db, NULL, NULL, &none, &rep), SP_ECORRUPT);
+    ck_assert_uint_eq(rep.faults, 1);
+    free(shard0);
     tu_rmtree(da);
     tu_rmtree(db);
     free(da);
@@ -241,6 +361,8 @@ int main(void)
     TCase *tc = tu_tcase(s, "manifest", 60);
     tcase_add_test(tc, opens_lazily);
     tcase_add_test(tc, replaced_shard);
+    tcase_add_test(tc, dataset_replaced_after_open);
+    tcase_add_test(tc, verify_replaced_midway);
     tcase_add_test(tc, fingerprint);
     tcase_add_test(tc, shard_limit);
     tcase_add_test(tc, shard_lists);

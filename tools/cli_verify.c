@@ -154,8 +154,8 @@ int cli_verify_main(int argc, char **argv)
     sp_verify_report r = { .struct_size = sizeof r };
     cli_oom_context("verifying %s", path);
     int vr = sp_verify(path, params, on_fault, &v, &r);
-    if (vr != 0 && vr != SP_ECORRUPT && v.seen == 0) {
-        /* PATH could not be examined at all. */
+    if (vr == SP_ECHANGED || (vr != 0 && vr != SP_ECORRUPT && v.seen == 0)) {
+        /* PATH could not be examined at all, or was replaced while being examined. */
         rc = cli_lib_err(path, vr, sp_last_error());
         goto out;
     }

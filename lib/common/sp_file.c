@@ -112,7 +112,7 @@ int sp_fsync_dirfd(int fd)
     return rc == -EINVAL ? 0 : rc;
 }
 
-int sp_read_file(const char *path, size_t max, uint8_t **out, size_t *n, int *err)
+int sp_read_file(const char *path, size_t max, uint8_t **out, size_t *n, int *err, sp_file_id *id)
 {
     *out = NULL;
     *n = 0;
@@ -147,6 +147,8 @@ int sp_read_file(const char *path, size_t max, uint8_t **out, size_t *n, int *er
     }
     *out = buf;
     *n = (size_t)st.st_size;
+    if (id)
+        *id = sp_file_id_of(&st);
     return SP_OK;
 }
 

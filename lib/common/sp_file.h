@@ -46,8 +46,9 @@ int sp_write_all(int fd, const void *buf, size_t n);
 int sp_fsync_dirfd(int fd);
 /* Reads a whole regular file of at most max bytes into a new buffer (sp_free). Returns an SP code
  * (SP_ENOENT, SP_EIO, SP_ELIMIT, SP_ENOMEM, SP_ETRUNC); *err holds the errno behind SP_EIO, or,
- * negative, the file type bits (S_IFMT) of a path that is not a regular file. */
-int sp_read_file(const char *path, size_t max, uint8_t **out, size_t *n, int *err);
+ * negative, the file type bits (S_IFMT) of a path that is not a regular file. id (may be NULL)
+ * receives the identity of the file read. */
+int sp_read_file(const char *path, size_t max, uint8_t **out, size_t *n, int *err, sp_file_id *id);
 const char *sp_read_file_why(int rc, int err);
 bool sp_path_is_dir(const char *path);
 

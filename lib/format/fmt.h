@@ -209,5 +209,10 @@ int fmt_manifest_decode(const uint8_t *p, size_t n, const fmt_limits *lim, fmt_m
 void fmt_manifest_free(fmt_manifest *m);
 /* A shard name the manifest may contain: a plain file name, no '/', not "." or "..". */
 bool fmt_shard_name_ok(const char *name, size_t len);
+/* After a shard named by the manifest at mpath failed to open or to agree with it: whether mpath
+ * now names another file than the one read (identity *read), or none, so that the shard came from
+ * a dataset published in its place (a rename or RENAME_EXCHANGE of the directory) rather than
+ * being damaged. true with why filled ("the dataset was replaced while being read (...)"). */
+bool fmt_manifest_replaced(const char *mpath, const sp_file_id *read, char *why, size_t whylen);
 
 #endif

@@ -1,5 +1,6 @@
 /* fmt_manifest.c - the dataset manifest: schema, metadata, shard list and per-block sample counts,
  * so a loader can plan an epoch over thousands of shards after reading one file. */
+#include <errno.h>
 #include <stdio.h>
 
 #include "fmt.h"
@@ -198,4 +199,24 @@ int fmt_manifest_decode(const uint8_t *p, size_t n, const fmt_limits *lim, fmt_m
     if (rc)
         fmt_manifest_free(m);
     return rc;
+}
+
+bool fmt_manifest_replaced(const char *mpath, const sp_file_id *read, char *why, size_t whylen)
+{
+    struct stat st;
+    if (stat(mpath, &st) != 0) {
+        if (errno != ENOENT && errno != ENOTDIR)
+            return false; /* cannot tell (EACCES, EIO): no sign of a replacement */
+        snprintf(why, whylen, "the dataset was removed or replaced while being read (%s is gone)", mpath);
+        return true;
+    }
+    sp_file_id now = sp_file_id_of(&st);
+    if (sp_file_id_equal(&now, read))
+        return false;
+    char was[96], is[96];
+    sp_file_id_describe(read, was, sizeof was);
+    sp_file_id_describe(&now, is, sizeof is);
+    snprintf(why, whylen, "the dataset was replaced while being read (its manifest %s was %s; now %s)", mpath, was,
+             is);
+    return true;
 }

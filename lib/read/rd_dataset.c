@@ -36,6 +36,8 @@ struct sp_dataset {
     fmt_meta meta;
     uint64_t dataset_id; /* 0 when opened from shards of mixed origin */
     bool from_manifest;
+    char *mpath;         /* the manifest read, when from_manifest */
+    sp_file_id mid;      /* its identity then */
     uint64_t nshards, nblocks, nsamples, fingerprint;
     rd_shard *shards;
     uint64_t *block_first; /* nblocks + 1 cumulative sample counts */
@@ -85,6 +87,7 @@ void sp_dataset_close(sp_dataset *d)
     sp_free(d->shards);
     sp_free(d->block_first);
     fmt_meta_free(&d->meta);
+    sp_free(d->mpath);
     pthread_mutex_destroy(&d->mu);
     sp_free(d);
 }
@@ -129,7 +132,7 @@ static int open_manifest(sp_dataset *d, const char *mpath, const char *dir)
     uint8_t *buf;
     size_t n;
     int err;
-    int rc = sp_read_file(mpath, MAX_MANIFEST_BYTES, &buf, &n, &err);
+    int rc = sp_read_file(mpath, MAX_MANIFEST_BYTES, &buf, &n, &err, &d->mid);
     if (rc == SP_ELIMIT)
         return sp_fail(&d->eb, rc, "%s: manifest larger than %llu bytes", mpath, (unsigned long long)MAX_MANIFEST_BYTES);
     if (rc)
@@ -141,6 +144,10 @@ static int open_manifest(sp_dataset *d, const char *mpath, const char *dir)
     if (rc)
         return rd_fail_at(&d->eb, rc, mpath, &e);
     d->from_manifest = true;
+    if (!(d->mpath = sp_strdup(mpath))) {
+        fmt_manifest_free(&m);
+        return sp_fail(&d->eb, SP_ENOMEM, "%s: out of memory", mpath);
+    }
     d->dataset_id = m.dataset_id;
     d->schema = m.schema;
     d->meta = m.meta;
@@ -197,6 +204,19 @@ static int shard_matches(sp_dataset *d, uint64_t i, const rd_shard *s, const fmt
     return sp_fail(&d->eb, SP_ECORRUPT, "%s: %s differs from the manifest (shard replaced or damaged)", s->path, what);
 }
 
+/* After shard path of a dataset opened from its manifest failed with rc: SP_ECHANGED, with a
+ * message saying so, when the manifest path now names another dataset (the shard is the new one's,
+ * or is gone with the old one), so that a dataset replaced while being read is not reported as
+ * damaged; else rc, the message as it was (also an SP_ECHANGED of the shard's own). */
+static int replaced_or(sp_dataset *d, const char *path, int rc)
+{
+    char why[SP_ERRMSG_MAX / 2];
+    if (!d->from_manifest || rc == SP_OK || rc == SP_ENOMEM || rc == SP_ECHANGED ||
+        !fmt_manifest_replaced(d->mpath, &d->mid, why, sizeof why))
+        return rc;
+    return sp_fail(&d->eb, SP_ECHANGED, "%s: %s; reopen the dataset", path, why);
+}
+
 /* Opens shard i on first use. Safe from several threads. */
 int rd_shard_get(sp_dataset *d, uint64_t i, fmt_shard **out)
 {
@@ -215,6 +235,7 @@ int rd_shard_get(sp_dataset *d, uint64_t i, fmt_shard **out)
             fmt_shard_close(sh);
         else
             s->sh = sh;
+        rc = replaced_or(d, s->path, rc);
     }
     *out = s->sh;
     pthread_mutex_unlock(&d->mu);
@@ -684,7 +705,7 @@ int sp_dataset_read_block(sp_dataset *d, uint64_t block, sp_block **out)
     dctx_put(d, dctx);
     if (rc) {
         sp_free(b);
-        return rd_fail_at(&d->eb, rc, d->shards[si].path, &e);
+        return replaced_or(d, d->shards[si].path, rd_fail_at(&d->eb, rc, d->shards[si].path, &e));
     }
     /* The view must not point into the shard, which a block may outlive until the dataset closes. */
     b->view.schema = &d->schema;

@@ -16,6 +16,10 @@ typedef struct vr_ctx {
     sp_verify_report *rep;
     fmt_limits lim;
     ZSTD_DCtx *dctx;
+    const char *mpath; /* while the shards of a manifest are checked: the manifest, */
+    sp_file_id mid;    /* the identity of the file read, */
+    bool replaced;     /* and whether mpath was found to name another since */
+    char replaced_why[SP_ERRMSG_MAX / 2];
 } vr_ctx;
 
 static void fault(vr_ctx *v, const char *file, int64_t block, uint64_t offset, int code, const char *fmt, ...)
@@ -24,6 +28,12 @@ static void fault(vr_ctx *v, const char *file, int64_t block, uint64_t offset, i
 static void fault(vr_ctx *v, const char *file, int64_t block, uint64_t offset, int code, const char *fmt, ...)
 {
     char msg[SP_ERRMSG_MAX];
+    /* A shard that disagrees with the manifest, or cannot be opened, because the dataset was
+     * replaced meanwhile is no fault: verification stops, and sp_verify says so. */
+    if (v->replaced || (v->mpath && fmt_manifest_replaced(v->mpath, &v->mid, v->replaced_why, sizeof v->replaced_why))) {
+        v->replaced = true;
+        return;
+    }
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
@@ -93,7 +103,7 @@ static void check_blocks(vr_ctx *v, fmt_shard *sh)
     int fd = fmt_shard_fd(sh, &fe);
     if (fd < 0) /* check_header has reported why */
         return;
-    for (uint64_t i = 0; i < sh->index.nblocks; i++) {
+    for (uint64_t i = 0; i < sh->index.nblocks && !v->replaced; i++) {
         uint8_t *raw;
         fmt_block_view view;
         fmt_err e = { .block = -1 };
@@ -152,7 +162,7 @@ static int verify_manifest(vr_ctx *v, const char *mpath, const char *dir)
     uint8_t *buf;
     size_t n;
     int err;
-    int rc = sp_read_file(mpath, 1ull << 31, &buf, &n, &err);
+    int rc = sp_read_file(mpath, 1ull << 31, &buf, &n, &err, &v->mid);
     if (rc)
         return sp_fail(NULL, rc, "%s: cannot read: %s", mpath, sp_read_file_why(rc, err));
     fmt_manifest m;
@@ -164,7 +174,8 @@ static int verify_manifest(vr_ctx *v, const char *mpath, const char *dir)
         return SP_OK;
     }
     uint64_t first_block = 0;
-    for (uint64_t i = 0; i < m.nshards; i++) {
+    v->mpath = mpath;
+    for (uint64_t i = 0; i < m.nshards && !v->replaced; i++) {
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, m.shards[i].name);
         fmt_shard *sh = verify_shard(v, path);
@@ -173,6 +184,7 @@ static int verify_manifest(vr_ctx *v, const char *mpath, const char *dir)
         first_block += m.shards[i].nblocks;
         fmt_shard_close(sh);
     }
+    v->mpath = NULL;
     fmt_manifest_free(&m);
     return SP_OK;
 }
@@ -224,7 +236,7 @@ int sp_verify(const char *path, const sp_params *params, sp_fault_fn fn, void *u
             return rc;
     }
     sp_verify_report rep = { .struct_size = sizeof rep };
-    vr_ctx v = { fn, user, &rep, { 0 }, NULL };
+    vr_ctx v = { .fn = fn, .user = user, .rep = &rep };
     if (report)
         sp_out_put(report, &rep, sizeof rep);
     if (!path)
@@ -247,6 +259,8 @@ int sp_verify(const char *path, const sp_params *params, sp_fault_fn fn, void *u
         sp_out_put(report, &rep, sizeof rep);
     if (rc)
         return rc;
+    if (v.replaced)
+        return sp_fail(NULL, SP_ECHANGED, "%s: %s; verify it again", path, v.replaced_why);
     return v.rep->faults ? sp_fail(NULL, SP_ECORRUPT, "%s: %llu fault(s) found", path,
                                    (unsigned long long)v.rep->faults)
                          : SP_OK;
