@@ -18,6 +18,7 @@
 #define LD_MAX_FDS 64u /* shard descriptors kept open: a quarter of RLIMIT_NOFILE, within these */
 #define LD_MIN_FDS 4u
 #define LD_READ_RING_MAX (1ull << 30) /* one registered buffer: the kernel's limit */
+#define LD_NOTE_WHY 128u /* a slot's reason for its lowest bad row, cut to this */
 
 enum { SLOT_FREE, SLOT_FILLING, SLOT_READY, SLOT_LEASED };
 enum { CONVERT_COPY, CONVERT_U16_I32, CONVERT_U32_I32, CONVERT_IMAGE };
@@ -33,8 +34,14 @@ typedef struct ld_slot {
     uint32_t rows_expected;
     uint8_t *bad; /* per row: filled in for a skipped corrupt sample */
     uint64_t taken;          /* under ring.mu: when the consumer took it (ring.taken then) */
-    uint32_t note_row;       /* under ring.mu: the lowest bad row, UINT32_MAX for none */
-    char note[SP_ERRMSG_MAX]; /* under ring.mu: why that row is bad */
+    /* Under ring.mu: the lowest bad row (UINT32_MAX for none) and where and why it went bad, kept
+     * as numbers and a short reason so that every slot does not carry a whole message; the
+     * message is built only for a batch with no good row. */
+    uint32_t note_row;
+    uint32_t note_r;            /* its row within its block */
+    uint64_t note_block;
+    const struct ld_out *note_out; /* the field whose value was bad; NULL: the whole block */
+    char note_why[LD_NOTE_WHY];
 } ld_slot;
 
 /* How one schema field becomes one batch tensor. */

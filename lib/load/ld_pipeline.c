@@ -133,14 +133,17 @@ static void fail_batch_locked(sp_loader *l, uint64_t k, int code, const char *ms
     }
 }
 
-/* Keeps msg as the reason of the slot's lowest bad row, for the message of a batch with no good row
- * to fill the bad ones from: the lowest row, so the message does not depend on thread timing.
- * Called with mu held. */
-static void note_row_locked(ld_slot *s, uint32_t row, const char *msg)
+/* Keeps where and why the slot's lowest bad row went bad (o NULL: its whole block), for the
+ * message of a batch with no good row to fill the bad ones from: the lowest row, so the message
+ * does not depend on thread timing. Called with mu held. */
+static void note_row_locked(ld_slot *s, uint32_t row, uint64_t block, uint32_t r, const ld_out *o, const char *why)
 {
     if (row < s->note_row) {
         s->note_row = row;
-        copy_cut(s->note, sizeof s->note, msg);
+        s->note_block = block;
+        s->note_r = r;
+        s->note_out = o;
+        copy_cut(s->note_why, sizeof s->note_why, why);
     }
 }
 
@@ -175,44 +178,6 @@ static bool fill_bad_rows(sp_loader *l, ld_slot *s)
     return true;
 }
 
-static void rows_done(sp_loader *l, ld_slot *s, unsigned n)
-{
-    unsigned before = atomic_fetch_add_explicit(&s->rows_done, n, memory_order_acq_rel);
-    if (before + n != s->rows_expected)
-        return;
-    bool any_bad = false;
-    for (uint32_t i = 0; i < s->rows_expected && !any_bad; i++)
-        any_bad = s->bad[i];
-    bool ok = !any_bad || fill_bad_rows(l, s);
-    pthread_mutex_lock(&l->ring.mu);
-    if (ok) {
-        s->state = SLOT_READY;
-        l->stats.s.batches_ready++;
-        /* Only the batch the consumer is waiting for wakes it: batches of a window complete in
-         * bursts, and waking it for each would cost a system call per batch. */
-        if (l->ring.waiting_for == s->k)
-            pthread_cond_signal(&l->ring.c_consumer);
-    } else {
-        char msg[SP_ERRMSG_MAX + 512]; /* cut to SP_ERRMSG_MAX when recorded */
-        snprintf(msg, sizeof msg,
-                 "%s: epoch %llu, batch %llu: every sample in it is bad, so on_error=skip has no good row to fill it "
-                 "with; the first (row %u): %s",
-                 l->name, (unsigned long long)s->b.epoch, (unsigned long long)s->b.index, s->note_row, s->note);
-        fail_batch_locked(l, s->k, SP_ECORRUPT, msg);
-    }
-    pthread_mutex_unlock(&l->ring.mu);
-}
-
-/* ---------------------------------------------------------------- decode workers */
-
-typedef struct ld_worker {
-    sp_loader *l;
-    int id;
-} ld_worker;
-
-/* A sample whose value for output o cannot be delivered (an image that could not be decoded, a
- * token that does not fit int32): its batch fails, or (on_error=skip) its row is marked for filling.
- * Returns true: the row is bad either way. */
 /* "SHARD: block B, sample S (row r of the block): FIELD: why", for a sample whose value for output
  * o cannot be delivered. */
 static void row_message(const sp_loader *l, uint64_t block, uint32_t r, const ld_out *o, const char *why, char *msg,
@@ -236,6 +201,48 @@ static void block_message(const sp_loader *l, uint64_t block, const char *why, c
              (unsigned long long)(l->tab.block_first[block] + l->tab.block_samples[block] - 1), why);
 }
 
+static void rows_done(sp_loader *l, ld_slot *s, unsigned n)
+{
+    unsigned before = atomic_fetch_add_explicit(&s->rows_done, n, memory_order_acq_rel);
+    if (before + n != s->rows_expected)
+        return;
+    bool any_bad = false;
+    for (uint32_t i = 0; i < s->rows_expected && !any_bad; i++)
+        any_bad = s->bad[i];
+    bool ok = !any_bad || fill_bad_rows(l, s);
+    pthread_mutex_lock(&l->ring.mu);
+    if (ok) {
+        s->state = SLOT_READY;
+        l->stats.s.batches_ready++;
+        /* Only the batch the consumer is waiting for wakes it: batches of a window complete in
+         * bursts, and waking it for each would cost a system call per batch. */
+        if (l->ring.waiting_for == s->k)
+            pthread_cond_signal(&l->ring.c_consumer);
+    } else {
+        char why[SP_ERRMSG_MAX], msg[SP_ERRMSG_MAX + 512]; /* cut to SP_ERRMSG_MAX when recorded */
+        if (s->note_out)
+            row_message(l, s->note_block, s->note_r, s->note_out, s->note_why, why, sizeof why);
+        else
+            block_message(l, s->note_block, s->note_why, why, sizeof why);
+        snprintf(msg, sizeof msg,
+                 "%s: epoch %llu, batch %llu: every sample in it is bad, so on_error=skip has no good row to fill it "
+                 "with; the first (row %u): %s",
+                 l->name, (unsigned long long)s->b.epoch, (unsigned long long)s->b.index, s->note_row, why);
+        fail_batch_locked(l, s->k, SP_ECORRUPT, msg);
+    }
+    pthread_mutex_unlock(&l->ring.mu);
+}
+
+/* ---------------------------------------------------------------- decode workers */
+
+typedef struct ld_worker {
+    sp_loader *l;
+    int id;
+} ld_worker;
+
+/* A sample whose value for output o cannot be delivered (an image that could not be decoded, a
+ * token that does not fit int32): its batch fails, or (on_error=skip) its row is marked for filling.
+ * Returns true: the row is bad either way. */
 static bool row_failed(sp_loader *l, const ld_job *j, uint32_t r, uint64_t g, ld_slot *s, uint32_t row,
                        const ld_out *o, int code, const char *why)
 {
@@ -246,7 +253,7 @@ static bool row_failed(sp_loader *l, const ld_job *j, uint32_t r, uint64_t g, ld
     if (image)
         l->stats.s.images_bad++;
     note_bad(l, msg);
-    note_row_locked(s, row, msg);
+    note_row_locked(s, row, j->block, r, o, why);
     if (l->cfg.on_error == SP_ON_ERROR_SKIP)
         l->stats.s.samples_skipped++;
     else
@@ -376,7 +383,7 @@ static void block_failed(sp_loader *l, const ld_job *j, int code, const char *wh
         ld_slot *s = &l->ring.slots[(gbase + p / l->cfg.batch) % l->ring.nslots];
         uint32_t row = (uint32_t)(p % l->cfg.batch);
         pthread_mutex_lock(&l->ring.mu);
-        note_row_locked(s, row, msg);
+        note_row_locked(s, row, j->block, r, NULL, why);
         pthread_mutex_unlock(&l->ring.mu);
         s->bad[row] = 1;
         s->b.ids[row] = UINT64_MAX;
