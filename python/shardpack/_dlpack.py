@@ -11,10 +11,14 @@ alive for as long as it uses the memory:
   called by the consumer when its tensor dies (or by the capsule's destructor when the capsule was
   never consumed), drops the reference to t.
 
-So the lease goes back to the loader only when the batch and every view of it are gone.
+So the lease goes back to the loader only when the batch and every view of it are gone. Views
+still alive when the interpreter exits keep their lease: from the exit hook on, their deleter is
+NULL, so a consumer freeing them during or after shutdown calls nothing (see _KEPT).
 """
 
+import atexit
 import ctypes
+import sys
 import threading
 from ctypes import POINTER, c_char_p, c_int, c_int64, c_void_p, py_object
 
@@ -43,27 +47,65 @@ _CAPSULE_NAME = ctypes.create_string_buffer(b"dltensor")
 # ctypes takes the GIL for the callback, and the lock keeps the table consistent regardless.
 _live = {}
 _live_lock = threading.Lock()
+_NULL_DELETER = DLDeleter()  # DLPack allows a NULL deleter: consumers then call nothing
 
 
-def _managed_deleter(ptr):
-    addr = ctypes.cast(ptr, c_void_p).value
-    with _live_lock:
-        entry = _live.pop(addr, None)
-    del entry  # dropping the Tensor may release the lease, outside the lock
+def _make_callbacks(live, lock, is_finalizing, cast, c_void_p, POINTER, DLManagedTensor,
+                    is_valid, get_pointer, name):
+    """The DLPack deleter and the capsule destructor. They use only what they are given here,
+    never this module's globals, which interpreter shutdown clears while consumers still hold
+    views (a view in a reference cycle dies in the last collection, after that)."""
+
+    def deleter(ptr):
+        if is_finalizing():  # the process is ending: leave the view's memory and lease as they are
+            return
+        addr = cast(ptr, c_void_p).value
+        with lock:
+            entry = live.pop(addr, None)
+        del entry  # dropping the Tensor may release the lease, outside the lock
+
+    def destructor(cap):
+        # Still named "dltensor": nobody consumed it, so the producer's deleter runs here. A
+        # consumer renames it "used_dltensor" and becomes responsible for calling the deleter.
+        if is_finalizing():
+            return
+        if is_valid(cap, name.value):
+            ptr = get_pointer(cap, name.value)
+            if ptr:
+                deleter(cast(ptr, POINTER(DLManagedTensor)))
+
+    return deleter, destructor
 
 
-def _capsule_destructor(cap):
-    # Still named "dltensor": nobody consumed it, so the producer's deleter runs here. A consumer
-    # renames it "used_dltensor" and becomes responsible for calling the deleter itself.
-    if _PyCapsule_IsValid(cap, _CAPSULE_NAME.value):
-        ptr = _PyCapsule_GetPointer(cap, _CAPSULE_NAME.value)
-        if ptr:
-            _managed_deleter(ctypes.cast(ptr, POINTER(DLManagedTensor)))
-
-
+_managed_deleter, _capsule_destructor = _make_callbacks(
+    _live, _live_lock, sys.is_finalizing, ctypes.cast, c_void_p, POINTER, DLManagedTensor,
+    _PyCapsule_IsValid, _PyCapsule_GetPointer, _CAPSULE_NAME)
 _DELETER = DLDeleter(_managed_deleter)
 _DESTRUCTOR = ctypes.CFUNCTYPE(None, c_void_p)(_capsule_destructor)
 _DESTRUCTOR_ADDR = ctypes.cast(_DESTRUCTOR, c_void_p).value
+
+# Interpreter shutdown must not free what a consumer may still call or read: the ctypes
+# trampolines (their code is freed with the CFUNCTYPE objects), the DLManagedTensor structs of
+# live views (their deleter field is read) and the capsule name. One reference to all of them is
+# never dropped, so they stay until the process ends. And at exit, before the last collections,
+# every live struct's deleter is set to NULL: a view dying after that (in a cycle collected at
+# shutdown, on a daemon thread, or in a C++ destructor after Python is gone) calls nothing, so
+# no Python code runs while or after the interpreter is torn down. Leases still out then are
+# left to the ending process.
+_exiting = []  # non-empty once the exit hook ran: new structs get no deleter either
+_KEPT = (_DELETER, _DESTRUCTOR, _CAPSULE_NAME, _NULL_DELETER, _live, _live_lock, _exiting,
+         _managed_deleter, _capsule_destructor)
+_pyapi.Py_IncRef(py_object(_KEPT))
+
+
+def _at_exit(live=_live, lock=_live_lock, exiting=_exiting, null=_NULL_DELETER):
+    with lock:
+        exiting.append(True)
+        for m, _arr, _t in live.values():
+            m.deleter = null
+
+
+atexit.register(_at_exit)
 
 
 def live_capsules():
@@ -230,8 +272,8 @@ class Tensor(NoCopy):
         t.byte_offset = 0
         addr = ctypes.addressof(m)
         m.manager_ctx = addr
-        m.deleter = _DELETER
         with _live_lock:
+            m.deleter = _NULL_DELETER if _exiting else _DELETER
             _live[addr] = (m, arr, self)
         try:
             return _PyCapsule_New(addr, ctypes.addressof(_CAPSULE_NAME), _DESTRUCTOR_ADDR)

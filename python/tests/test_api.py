@@ -327,6 +327,60 @@ class TestLifetime(unittest.TestCase):
             self.assertEqual(l.stats()["leases"], 0)
 
 
+# Views of a batch that a reference cycle keeps until the interpreter's last collection at exit;
+# each mode ends the script with the cycle alive. The consumers' deleters then run during (or
+# after) shutdown.
+_EXIT_SCRIPT = """
+import gc, sys, shardpack
+mode = sys.argv[2]
+L = shardpack.Loader(sys.argv[1], batch_size=8, token_dtype="int32")
+class Holder: pass
+h = Holder(); h.me = h
+b = L.next()
+if mode == "capsule":  # never consumed: the capsule's destructor calls the deleter
+    h.view = b["tokens"].__dlpack__()
+elif mode == "numpy":
+    import numpy; h.view = numpy.from_dlpack(b["tokens"])
+elif mode == "torch":
+    import torch; h.view = torch.from_dlpack(b["tokens"])
+elif mode == "torch_list":
+    import torch; lst = [torch.from_dlpack(b["label"])]; lst.append(lst)
+elif mode == "torch_gc_off":
+    import torch; gc.disable(); h.view = torch.from_dlpack(b["tokens"])
+del b
+"""
+
+
+def _importable(name):
+    import importlib.util
+    return importlib.util.find_spec(name) is not None
+
+
+class TestExit(unittest.TestCase):
+    def test_views_in_cycles_at_exit(self):
+        """A DLPack view (or an unconsumed capsule) alive in a cycle at exit: the process ends with
+        status 0 and says nothing (it used to call a freed ctypes trampoline: SIGSEGV)."""
+        modes = ["capsule"]
+        if _importable("numpy"):
+            modes.append("numpy")
+        if _importable("torch"):
+            modes += ["torch", "torch_list", "torch_gc_off"]
+        for mode in modes:
+            with self.subTest(mode=mode):
+                r = subprocess.run([sys.executable, "-c", _EXIT_SCRIPT, DS, mode],
+                                   capture_output=True, text=True, timeout=120,
+                                   cwd=os.path.dirname(shardpack.__path__[0]))
+                self.assertEqual((r.returncode, r.stderr), (0, ""))
+
+    def test_deleters_work_before_exit(self):
+        """The exit-safe deleter still returns the lease at once while the program runs."""
+        with shardpack.Loader(DS, batch_size=8) as l:
+            cap = l.next()["tokens"].__dlpack__()
+            self.assertEqual(l.stats()["leases"], 1)
+            del cap
+            self.assertEqual(l.stats()["leases"], 0)
+
+
 class TestWriter(unittest.TestCase):
     def test_round_trip(self):
         path = os.path.join(TMP.path, "rt.sp")
