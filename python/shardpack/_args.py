@@ -37,3 +37,16 @@ def timeout_ms(timeout, what):
     if math.isinf(t):
         return -1
     return int(t * 1000)
+
+
+def index_arg(value, what, hi):
+    """value as an int in [0, hi] for a C integer argument, which ctypes would otherwise wrap or
+    truncate (2**64 -> 0, -1 -> 2**64 - 1, 1.5 -> 1) or take from a string: any numbers.Integral
+    but bool, else TypeError; out of range, ValueError. what names the argument ("set_epoch()
+    epoch")."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError("%s takes an integer, not %s %r" % (what, type(value).__name__, value))
+    v = int(value)
+    if not 0 <= v <= hi:
+        raise ValueError("%s %d is out of range: it takes 0 to %d" % (what, v, hi))
+    return v

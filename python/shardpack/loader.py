@@ -17,7 +17,7 @@ import time
 from ctypes import byref, c_uint32, c_void_p
 
 from . import _dlpack, _lib
-from ._args import fs_path, timeout_ms
+from ._args import fs_path, index_arg, timeout_ms
 from ._dlpack import NoCopy, Tensor
 from ._errors import ShardpackError, check, error
 from ._lib import lib
@@ -361,8 +361,10 @@ class Loader:
 
     # -- control
     def set_epoch(self, epoch):
-        """Restarts at the beginning of epoch (0-based); leased batches stay valid."""
-        self._call(lambda ptr: check(lib.sp_loader_set_epoch(ptr, int(epoch)), lib.sp_loader_errmsg(ptr)))
+        """Restarts at the beginning of epoch (0-based); leased batches stay valid. epoch: an
+        integer from 0 to 2**63 - 1 (TypeError for another type, ValueError out of range)."""
+        e = index_arg(epoch, "set_epoch() epoch", (1 << 63) - 1)
+        self._call(lambda ptr: check(lib.sp_loader_set_epoch(ptr, e), lib.sp_loader_errmsg(ptr)))
         self._done = False
 
     def __len__(self):
@@ -405,7 +407,11 @@ class Loader:
         from another dataset, seed, batch size, rank or world size (ShardpackError SP_EINVAL)."""
         if not isinstance(state, dict) or "shardpack_state" not in state:
             raise TypeError("load_state_dict takes the dict state_dict() returned")
-        raw = bytes(state["shardpack_state"])
+        raw = state["shardpack_state"]
+        if isinstance(raw, (int, str)):  # bytes(64) would be 64 zero bytes
+            raise TypeError("load_state_dict: 'shardpack_state' holds the bytes state_dict() "
+                            "returned, not %s %r" % (type(raw).__name__, raw))
+        raw = bytes(raw)
         self._call(lambda ptr: check(lib.sp_loader_load_state(ptr, raw, len(raw)), lib.sp_loader_errmsg(ptr)))
         self._done = False
 

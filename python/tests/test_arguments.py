@@ -1,6 +1,7 @@
-"""Path and timeout arguments: bytes, os.PathLike and non-UTF-8 paths reach C intact; bad timeouts are refused."""
+"""Path, timeout and integer arguments: bytes, os.PathLike and non-UTF-8 paths reach C intact; bad timeouts, epochs and states are refused."""
 
 import math
+import numbers
 import os
 import pathlib
 import unittest
@@ -106,6 +107,54 @@ class TestTimeouts(unittest.TestCase):
                 self.assertEqual(b.size, 8)
             rows = sum(b.size for b in iter(lambda: l.next(timeout=60), None))
             self.assertIn(rows, (56, 64))
+
+
+class _Index:
+    """An integral type that is not int (as numpy.int64 is)."""
+
+    def __init__(self, v):
+        self.v = v
+
+    def __index__(self):
+        return self.v
+
+    def __int__(self):
+        return self.v
+
+
+numbers.Integral.register(_Index)
+
+
+class TestIntegerArguments(unittest.TestCase):
+    def test_set_epoch_takes_integers_in_range(self):
+        with shardpack.Loader(DS, batch_size=8, seed=3, epochs=0) as l:
+            l.set_epoch(1)
+            b = l.next(timeout=60)
+            self.assertEqual((b.epoch, b.index), (1, 0))
+            # Values ctypes used to wrap or truncate: 2**64 restarted epoch 0, -1 became
+            # 2**64 - 1, 1.5 and '3' were taken as 1 and 3.
+            for bad in (1 << 64, 1 << 63, -1):
+                with self.assertRaises(ValueError) as cm:
+                    l.set_epoch(bad)
+                self.assertIn("set_epoch() epoch %d" % bad, str(cm.exception))
+            for bad in (1.5, "3", True, None, 1.0):
+                with self.assertRaises(TypeError) as cm:
+                    l.set_epoch(bad)
+                self.assertIn(repr(bad), str(cm.exception))
+            b = l.next(timeout=60)  # the refusals left the loader where it was
+            self.assertEqual((b.epoch, b.index), (1, 1))
+            l.set_epoch((1 << 63) - 1)  # the largest epoch is taken
+            l.set_epoch(_Index(2))  # and any integral type
+            b = l.next(timeout=60)
+            self.assertEqual((b.epoch, b.index), (2, 0))
+
+    def test_load_state_dict_refuses_a_number(self):
+        with shardpack.Loader(DS, batch_size=8) as l:
+            state = l.state_dict()
+            with self.assertRaises(TypeError) as cm:
+                l.load_state_dict({"shardpack_state": len(state["shardpack_state"])})
+            self.assertIn("shardpack_state", str(cm.exception))
+            l.load_state_dict({"shardpack_state": list(state["shardpack_state"])})
 
 
 if __name__ == "__main__":
