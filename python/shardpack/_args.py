@@ -50,3 +50,23 @@ def index_arg(value, what, hi):
     if not 0 <= v <= hi:
         raise ValueError("%s %d is out of range: it takes 0 to %d" % (what, v, hi))
     return v
+
+
+def meta_item(key, value, what):
+    """A metadata entry as the bytes the library stores: key str (encoded as UTF-8; a key that
+    Dataset.meta() decoded with surrogate escapes becomes its stored bytes again) or bytes (as
+    they are), any other type a TypeError rather than its str() (b'k' is not the key "b'k'");
+    value str (UTF-8) or bytes-like, a number a TypeError (bytes(5) would be five zero bytes).
+    The library checks the key's text. what names the call ("set_meta()")."""
+    if isinstance(key, str):
+        k = key.encode("utf-8", "surrogateescape")
+    elif isinstance(key, bytes):
+        k = key
+    else:
+        raise TypeError("%s: a metadata key is str or bytes, not %s %r" % (what, type(key).__name__, key))
+    if isinstance(value, str):
+        return k, value.encode()
+    if isinstance(value, numbers.Number):
+        raise TypeError("%s: the value of metadata key %r is str or bytes, not %s %r (give str(%r) "
+                        "for its text)" % (what, key, type(value).__name__, value, value))
+    return k, bytes(value)

@@ -8,7 +8,7 @@ import os
 from ctypes import byref, c_char_p, c_void_p
 
 from . import _lib
-from ._args import fs_path
+from ._args import fs_path, meta_item
 from ._errors import ShardpackError, error
 from ._lib import lib
 from ._params import Params, doc_table
@@ -26,8 +26,8 @@ def pack(sources, out, kind=None, meta=None, on_skip=None, on_progress=None, **p
     sources: one path (str, bytes, os.PathLike) or a list of them, all of one kind. kind: one of
     kinds() (or 'webdataset'/'tar' for 'wds'), or None to detect it from every path (a directory
     is an ImageFolder; .tsv, .tar, .npy, and .bin with an llm.c magic).
-    meta: {key: str or bytes} written before the library's own entries ("source", and the kind's:
-    class_names, seq_len).
+    meta: {key: value}, keys and values str (UTF-8) or bytes, as Writer.set_meta takes them,
+    written before the library's own entries ("source", and the kind's: class_names, seq_len).
     on_skip(what, reason, nbytes): called for every input item that is skipped (unreadable, empty,
     not a decodable image, a bad line...); without it they are listed in the result.
     on_progress(dict): called after every item with samples, skipped, bytes, total_items and
@@ -93,8 +93,8 @@ def pack(sources, out, kind=None, meta=None, on_skip=None, on_progress=None, **p
         else ctypes.cast(None, _lib.sp_import_progress_fn)
     try:
         for k, v in (meta or {}).items():
-            b = v.encode() if isinstance(v, str) else bytes(v)
-            rc = lib.sp_import_set_meta(imp, str(k).encode(), b, len(b))
+            kb, b = meta_item(k, v, "pack() meta")
+            rc = lib.sp_import_set_meta(imp, kb, b, len(b))
             if rc:
                 raise error(rc, lib.sp_import_errmsg(imp))
         lib.sp_import_set_callbacks(imp, skip_cb, progress_cb, None)

@@ -34,7 +34,7 @@ import threading
 from ctypes import byref, c_size_t, c_uint32, c_uint64, c_void_p
 
 from . import _lib
-from ._args import fs_path
+from ._args import fs_path, meta_item
 from ._errors import ShardpackError, check, error
 from ._lib import lib
 from ._params import Params
@@ -151,12 +151,14 @@ class Writer:
         return self._w
 
     def set_meta(self, key, value):
-        """Dataset metadata (str or bytes value), before the first shard is complete. The key is
-        text of 1..255 bytes as UTF-8, without control characters (ShardpackError otherwise)."""
-        v = value.encode() if isinstance(value, str) else bytes(value)
+        """Dataset metadata, before the first shard is complete. The key (str, stored as UTF-8,
+        or bytes, stored as they are) is text of 1..255 bytes as UTF-8, without control
+        characters (ShardpackError otherwise); the value is str (stored as UTF-8) or bytes.
+        Another type of key or value is a TypeError."""
+        k, v = meta_item(key, value, "set_meta()")
         with self._turn():
             w = self._ptr()
-            check(lib.sp_writer_set_meta(w, str(key).encode(), v, len(v)), lib.sp_writer_errmsg(w))
+            check(lib.sp_writer_set_meta(w, k, v, len(v)), lib.sp_writer_errmsg(w))
 
     def add(self, *values, **named):
         """Adds one sample: the fields' values in schema order, or by name (or one dict)."""

@@ -239,6 +239,25 @@ class PackAPI(unittest.TestCase):
             shardpack.pack(d, out, strict=True)
         self.assertFalse(os.path.exists(out))
 
+    def test_meta_keys_and_values(self):
+        # bytes keys are stored as they are (str(b'k') was stored as the key "b'k'"); other key
+        # types and numeric values are refused before anything is written.
+        out = os.path.join(self.tmp.path, "o")
+        shardpack.pack(self.bin, out, seq_len=8,
+                       meta={b"class_names": b"cat\ndog", "caf\u00e9": "x", "note": bytearray(b"n")})
+        with shardpack.Dataset(out) as d:
+            meta = d.meta()
+        self.assertEqual(meta["class_names"], b"cat\ndog")
+        self.assertEqual(meta["caf\u00e9"], b"x")
+        self.assertEqual(meta["note"], b"n")
+        self.assertNotIn("b'class_names'", meta)
+        out2 = os.path.join(self.tmp.path, "o2")
+        for bad in ({7: "seven"}, {None: "x"}, {("a",): "x"}, {"n": 5}, {"n": 1.5}):
+            with self.assertRaises(TypeError) as cm:
+                shardpack.pack(self.bin, out2, seq_len=8, meta=bad)
+            self.assertIn("pack() meta", str(cm.exception))
+        self.assertFalse(os.path.exists(out2))
+
 
 if __name__ == "__main__":
     unittest.main()

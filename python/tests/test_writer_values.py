@@ -1,4 +1,4 @@
-"""Writer values: typed data must be of the field's dtype (big-endian is converted), numbers must fit."""
+"""Writer values: typed data must be of the field's dtype (big-endian is converted), numbers must fit; metadata keys and values are str or bytes."""
 
 import array
 import ctypes
@@ -137,6 +137,26 @@ class TestNumPy(WriterCase):
         self.assertRefused(TypeError, (f32(1, 2), i16(1, 2), np.bool_(True)), "'lab'")
         self.assertRefused(TypeError, (f32(1, 2), i16(1, 2), np.float64(1.0)), "'lab'")
         self.assertEqual([s[2] for s in self.read_back()], [-5, 2 ** 63 - 1])
+
+
+class TestMetaArguments(unittest.TestCase):
+    def test_bytes_and_str_keys(self):
+        path = os.path.join(TMP.path, "meta.sp")
+        with shardpack.Writer(path, [("lab", "label")]) as w:
+            w.set_meta(b"class_names", b"cat\ndog")  # was stored as the key "b'class_names'"
+            w.set_meta("caf\u00e9", "na\u00efve")
+            w.set_meta("view", memoryview(b"mv"))
+            for key, value in ((7, "x"), (None, "x"), (bytearray(b"k"), "x"), ("n", 5),
+                               ("n", 2.5), ("n", True)):
+                with self.assertRaises(TypeError) as cm:
+                    w.set_meta(key, value)
+                self.assertIn("set_meta()", str(cm.exception))
+                self.assertIn(repr(value) if isinstance(key, str) else repr(key), str(cm.exception))
+            w.add(1)  # the refusals left the writer usable
+        with shardpack.Dataset(path) as d:
+            meta = d.meta()
+        self.assertEqual(meta, {"class_names": b"cat\ndog", "caf\u00e9": "na\u00efve".encode(),
+                                "view": b"mv"})
 
 
 if __name__ == "__main__":
