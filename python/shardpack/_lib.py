@@ -1,9 +1,13 @@
 """Finding, loading and declaring libshardpack over ctypes (standard library only).
 
-The library is searched, in order: the SHARDPACK_LIBRARY environment variable (a file), a
-libshardpack.so* next to this package, the build directory of a source tree this package sits in
-(BUILD/lib for every directory BUILD beside python/), then the system's search path. The library's
-ABI version must equal ABI_VERSION, else ImportError says which file was found and what it reports.
+The library is searched, in order: the SHARDPACK_LIBRARY environment variable (a file, or a
+directory holding it or a build directory; then nothing else is tried), a libshardpack.so* next
+to this package, the build directories of a source tree this package sits in (ROOT/build/lib
+first, then ROOT/*/lib by name), then the system's search path (find_library only when nothing
+before loaded). A library linked against a sanitizer runtime that must come first (ASan, TSan...)
+is skipped unless that runtime is already loaded: loading it would end the process. The
+library's ABI version must equal ABI_VERSION, else ImportError says which file was found and
+what it reports.
 """
 
 import ctypes
@@ -251,32 +255,134 @@ _PROTOTYPES = [
 ]
 
 
+# Sanitizer runtimes that must be loaded before any other library: dlopen of a library linked
+# against one, in a process started without it, ends the process (ASan: "runtime does not come
+# first", exit 1) or fails. Such a library is tried only when its runtime is already loaded.
+_FIRST_RUNTIMES = ("libasan.so", "libtsan.so", "libhwasan.so", "liblsan.so", "libmsan.so")
+
+
+def _elf_needed(path):
+    """The DT_NEEDED names of the ELF shared object at path (from its dynamic segment), or []
+    when it cannot be read as one (dlopen then says what is wrong with it)."""
+    import struct
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return []
+    if data[:4] != b"\x7fELF" or len(data) < 64 or data[4] not in (1, 2) or data[5] not in (1, 2):
+        return []
+    wide = data[4] == 2
+    end = "<" if data[5] == 1 else ">"
+    addr = "Q" if wide else "I"
+    try:
+        if wide:
+            phoff, = struct.unpack_from(end + "Q", data, 32)
+            phentsize, phnum = struct.unpack_from(end + "HH", data, 54)
+        else:
+            phoff, = struct.unpack_from(end + "I", data, 28)
+            phentsize, phnum = struct.unpack_from(end + "HH", data, 42)
+        loads, dyn = [], None
+        for i in range(phnum):
+            at = phoff + i * phentsize
+            if wide:  # type, flags, offset, vaddr, paddr, filesz
+                ptype, _, off, vaddr, _, filesz = struct.unpack_from(end + "IIQQQQ", data, at)
+            else:  # type, offset, vaddr, paddr, filesz
+                ptype, off, vaddr, _, filesz = struct.unpack_from(end + "IIIII", data, at)
+            if ptype == 1:  # PT_LOAD
+                loads.append((vaddr, off, filesz))
+            elif ptype == 2:  # PT_DYNAMIC
+                dyn = (off, filesz)
+        if dyn is None:
+            return []
+        entry = struct.Struct(end + (("q" if wide else "i") + addr))
+        needed, strtab = [], None
+        for at in range(dyn[0], dyn[0] + dyn[1] - entry.size + 1, entry.size):
+            tag, val = entry.unpack_from(data, at)
+            if tag == 0:  # DT_NULL
+                break
+            if tag == 1:  # DT_NEEDED: an offset into the string table
+                needed.append(val)
+            elif tag == 5:  # DT_STRTAB: an address, found in the file through the PT_LOADs
+                strtab = next((off + val - vaddr for vaddr, off, size in loads
+                               if vaddr <= val < vaddr + size), None)
+        if strtab is None:
+            return []
+        names = []
+        for n in needed:
+            stop = data.index(b"\0", strtab + n)
+            names.append(data[strtab + n:stop].decode("utf-8", "replace"))
+        return names
+    except (struct.error, ValueError):
+        return []
+
+
+def _loaded_runtimes():
+    """Basenames of the sanitizer runtimes mapped into this process."""
+    try:
+        with open("/proc/self/maps") as f:
+            maps = f.read()
+    except OSError:
+        return set()
+    return {os.path.basename(line.split()[-1]) for line in maps.splitlines()
+            if line.split() and os.path.basename(line.split()[-1]).startswith(_FIRST_RUNTIMES)}
+
+
+def _missing_runtime(path):
+    """The sanitizer runtime path needs that is not loaded, or None when it can be loaded."""
+    needs = [n for n in _elf_needed(path) if n.startswith(_FIRST_RUNTIMES)]
+    if not needs:
+        return None
+    loaded = _loaded_runtimes()  # file names: the soname, or the soname with more version digits
+    missing = [n for n in needs if not any(f == n or f.startswith(n + ".") for f in loaded)]
+    return missing[0] if missing else None
+
+
 def _candidates():
+    """(candidate, explicit) in the order they are tried; lazily, so that the system search
+    (find_library, which runs ldconfig or a compiler) happens only when nothing before loads."""
     env = os.environ.get("SHARDPACK_LIBRARY")
     if env:
         # An explicit choice is the only one tried: a wrong path must not silently pick another.
-        return [env], True
+        # A directory names the library in it, or in its lib/ (a build directory).
+        if os.path.isdir(env):
+            inside = [os.path.join(env, SONAME), os.path.join(env, "lib", SONAME)]
+            yield next((c for c in inside if os.path.exists(c)), inside[0]), True
+        else:
+            yield env, True
+        return
     here = os.path.dirname(os.path.abspath(__file__))
-    found = []
+    seen = set()
     for pattern in ("libshardpack.so.%d" % ABI_VERSION, "libshardpack.so*"):
-        found += sorted(glob.glob(os.path.join(here, pattern)))
+        for c in sorted(glob.glob(os.path.join(here, pattern))):
+            if c not in seen:
+                seen.add(c)
+                yield c, False
     # A source tree: python/shardpack/ sits two levels below the root; builds are ROOT/*/lib.
+    # A fixed order, not the newest: build/ (the README's), then the others by name (a sanitizer
+    # build among them is skipped unless its runtime is loaded; see _load).
     root = os.path.dirname(os.path.dirname(here))
     if os.path.isfile(os.path.join(root, "include", "shardpack.h")):
         builds = sorted(glob.glob(os.path.join(root, "*", "lib", SONAME)),
-                        key=lambda p: -os.path.getmtime(p))
-        found += builds
-    found.append(SONAME)
+                        key=lambda p: (os.path.basename(os.path.dirname(os.path.dirname(p))) != "build", p))
+        for c in builds:
+            yield c, False
+    yield SONAME, False
     sys_name = find_library("shardpack")
     if sys_name:
-        found.append(sys_name)
-    return found, False
+        yield sys_name, False
 
 
 def _load():
-    cands, explicit = _candidates()
     errors = []
-    for cand in cands:
+    for cand, explicit in _candidates():
+        runtime = _missing_runtime(cand) if os.sep in cand else None
+        if runtime is not None:
+            errors.append("%s: skipped: it is linked against the sanitizer runtime %s, which is not "
+                          "loaded (LD_PRELOAD it, or use a build without sanitizers)" % (cand, runtime))
+            if explicit:
+                break
+            continue
         try:
             lib = ctypes.CDLL(cand)
         except OSError as e:

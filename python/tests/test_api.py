@@ -5,6 +5,7 @@ import ctypes.util
 import gc
 import glob
 import os
+import shutil
 import subprocess
 import sys
 import unittest
@@ -78,6 +79,98 @@ class TestLibrary(unittest.TestCase):
             self.assertNotEqual(r.returncode, 0)
             self.assertIn("ImportError", r.stderr)
             self.assertIn(expect, r.stderr)
+
+
+# Imports shardpack from the tree given, with ctypes.util.find_library refusing to run: it must
+# not be reached while a library of the tree loads. Prints the library loaded.
+_TREE_IMPORT = """
+import ctypes.util, sys
+def refuse(name):
+    raise AssertionError("find_library(%r) was called" % name)
+ctypes.util.find_library = refuse
+sys.path.insert(0, sys.argv[1])
+import shardpack
+print(shardpack.library_path)
+"""
+
+
+class TestLibrarySearch(unittest.TestCase):
+    """Which library `import shardpack` picks in a source tree holding several builds."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.real = shardpack.library_path
+        if not os.path.isfile(cls.real):
+            raise unittest.SkipTest("the library under test is not a file path: %s" % cls.real)
+        with open(cls.real, "rb") as f:
+            if any(rt in f.read() for rt in (b"libasan.so", b"libtsan.so")):
+                raise unittest.SkipTest("the library under test is a sanitizer build")
+        cls.tmp = TempDir()
+        # A library linked against the ASan runtime: loading it in a process started without
+        # that runtime ends the process ("ASan runtime does not come first").
+        src = os.path.join(cls.tmp.path, "fake.c")
+        with open(src, "w") as f:
+            f.write("int sp_fake(int x) { return x + 1; }\n")
+        cls.fake = os.path.join(cls.tmp.path, "fake-asan.so")
+        cc = shutil.which("cc") or shutil.which("gcc")
+        r = subprocess.run([cc or "cc", "-shared", "-fPIC", "-fsanitize=address", "-o", cls.fake, src],
+                           capture_output=True) if cc else None
+        if r is None or r.returncode != 0 or not os.path.isfile(cls.fake):
+            cls.tmp.cleanup()
+            raise unittest.SkipTest("no C compiler with -fsanitize=address to make a sanitizer library")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def tree(self, name, builds):
+        """A source tree: include/shardpack.h, python/shardpack, and BUILD/lib/libshardpack.so.N
+        for each (BUILD, library) of builds, the later ones newer."""
+        root = os.path.join(self.tmp.path, name)
+        os.makedirs(os.path.join(root, "include"))
+        open(os.path.join(root, "include", "shardpack.h"), "w").close()
+        shutil.copytree(os.path.dirname(shardpack.__file__), os.path.join(root, "python", "shardpack"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for age, (build, lib) in enumerate(builds):
+            dest = os.path.join(root, build, "lib", _lib.SONAME)
+            os.makedirs(os.path.dirname(dest))
+            shutil.copy(lib, dest)
+            os.utime(dest, (1e9 + age * 1000, 1e9 + age * 1000))
+        return root
+
+    def run_import(self, root, library=None):
+        env = {k: v for k, v in os.environ.items() if k not in ("SHARDPACK_LIBRARY", "LD_PRELOAD")}
+        if library is not None:
+            env["SHARDPACK_LIBRARY"] = library
+        return subprocess.run([sys.executable, "-c", _TREE_IMPORT, os.path.join(root, "python")],
+                              env=env, capture_output=True, text=True, timeout=60, cwd=self.tmp.path)
+
+    def test_build_first_and_sanitizer_builds_skipped(self):
+        # build/ is taken although a sanitizer build is newer (it was the newest that was tried).
+        root = self.tree("t1", [("build", self.real), ("build-asan", self.fake)])
+        r = self.run_import(root)
+        self.assertEqual((r.returncode, r.stderr), (0, ""))
+        self.assertEqual(r.stdout.strip(), os.path.join(root, "build", "lib", _lib.SONAME))
+        # Without build/, the sanitizer build (first by name, and newest) is skipped.
+        root = self.tree("t2", [("release", self.real), ("build-asan", self.fake)])
+        r = self.run_import(root)
+        self.assertEqual((r.returncode, r.stderr), (0, ""))
+        self.assertEqual(r.stdout.strip(), os.path.join(root, "release", "lib", _lib.SONAME))
+
+    def test_only_a_sanitizer_build(self):
+        root = self.tree("t3", [("build-asan", self.fake)])
+        r = self.run_import(root, library=os.path.join(root, "build-asan", "lib", _lib.SONAME))
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("ImportError", r.stderr)
+        self.assertIn("sanitizer runtime libasan", r.stderr)
+        self.assertNotIn("runtime does not come first", r.stderr)
+
+    def test_library_variable_names_a_directory(self):
+        root = self.tree("t4", [("build", self.real)])
+        for d in (os.path.join(root, "build"), os.path.join(root, "build", "lib")):
+            r = self.run_import(root, library=d)
+            self.assertEqual((r.returncode, r.stderr), (0, ""))
+            self.assertEqual(r.stdout.strip(), os.path.join(root, "build", "lib", _lib.SONAME))
 
 
 class TestParams(unittest.TestCase):
