@@ -1,4 +1,4 @@
-/* test_writer.c - writer input errors: empty datasets are not published, schema mismatches and oversized samples are refused and the writer stays usable, metadata rules (keys are UTF-8 text without control characters), the writer's message cleared by a call that succeeds, calls after finish. */
+/* test_writer.c - writer input errors: empty datasets are not published, schema mismatches and oversized samples (sizes near SIZE_MAX too) are refused and the writer stays usable, metadata rules (keys are UTF-8 text without control characters), the writer's message cleared by a call that succeeds, calls after finish. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -154,6 +154,51 @@ START_TEST(refused_samples_leave_writer_usable)
     free(parent);
     free(dir);
     sp_params_destroy(p);
+    sp_schema_destroy(s);
+}
+END_TEST
+
+/* A size near SIZE_MAX (a caller's -1 from ftell or read) is refused naming the field, the writer
+ * going on: summed with the other values it must not wrap past 2^64 and slip under the limit. */
+START_TEST(size_near_size_max)
+{
+    sp_schema *s = sp_schema_create();
+    ck_assert(sp_schema_add(s, "b", SP_FIELD_BYTES, SP_DTYPE_U8, 0, NULL) == 0);
+    ck_assert(sp_schema_add(s, "c", SP_FIELD_BYTES, SP_DTYPE_U8, 0, NULL) == 0);
+    ck_assert(sp_schema_add(s, "label", SP_FIELD_LABEL, SP_DTYPE_I64, 0, NULL) == 0);
+    char *parent;
+    char *dir = tu_dataset_dir("writer", &parent);
+    sp_writer *w;
+    ck_assert(sp_writer_open(dir, s, NULL, &w) == 0);
+    static char x[64] = "abc";
+    int64_t label = 1;
+    const size_t sizes[] = { SIZE_MAX, SIZE_MAX - 7, SIZE_MAX - 8, SIZE_MAX - 15, SIZE_MAX - 16, SIZE_MAX - 100,
+                             (size_t)1 << 63, SIZE_MAX / 2 + 1 };
+    uint64_t good = 0;
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+        for (int in_c = 0; in_c < 2; in_c++) {
+            sp_value v[3] = { { x, in_c ? 16 : sizes[k] }, { x, in_c ? sizes[k] : 16 }, { &label, 8 } };
+            int rc = sp_writer_add(w, v, 3);
+            ck_assert_msg(rc == SP_ELIMIT, "size %zu: %s: %s", sizes[k], sp_error_name(rc), sp_last_error());
+            ck_assert_msg(strstr(sp_last_error(), in_c ? "'c'" : "'b'") && strstr(sp_last_error(), "max_sample_bytes"),
+                          "'%s' does not name the field and the limit", sp_last_error());
+            sp_value ok[3] = { { x, 3 }, { x, 3 }, { &label, 8 } };
+            ck_assert_msg(sp_writer_add(w, ok, 3) == 0, "after size %zu: %s", sizes[k], sp_last_error());
+            good++;
+        }
+    }
+    /* two halves that together wrap */
+    sp_value v[3] = { { x, SIZE_MAX / 2 + 1 }, { x, SIZE_MAX / 2 + 1 }, { &label, 8 } };
+    ck_assert_int_eq(sp_writer_add(w, v, 3), SP_ELIMIT);
+    ck_assert_msg(sp_writer_finish(w) == 0, "%s", sp_last_error());
+    sp_writer_destroy(w);
+    sp_dataset *ds;
+    ck_assert(sp_dataset_open(dir, NULL, &ds) == 0);
+    ck_assert_uint_eq(sp_dataset_num_samples(ds), good);
+    sp_dataset_close(ds);
+    tu_rmtree(parent);
+    free(parent);
+    free(dir);
     sp_schema_destroy(s);
 }
 END_TEST
@@ -341,6 +386,7 @@ int main(void)
     TCase *tc = tu_tcase(s, "writer", 60);
     tcase_add_test(tc, empty_dataset_not_published);
     tcase_add_test(tc, refused_samples_leave_writer_usable);
+    tcase_add_test(tc, size_near_size_max);
     tcase_add_test(tc, metadata_rules);
     tcase_add_test(tc, metadata_key_text);
     tcase_add_test(tc, open_arguments);

@@ -502,6 +502,12 @@ static int check_values(sp_writer *w, const sp_value *v, size_t nv, uint64_t *va
             return wfail(w, SP_ESCHEMA, "sample %llu field '%s': %zu bytes, the schema says %llu",
                          (unsigned long long)w->st.samples, fd->name, v[f].size,
                          (unsigned long long)fd->fixed_bytes);
+        /* One value above the limit is refused before it is summed: a caller's (size_t)-1 added to
+         * the other sizes would wrap past 2^64 and slip under it. With every value at most
+         * max_sample_bytes (under 2^31) the sums below cannot wrap. */
+        if (!fd->fixed_bytes && v[f].size > w->max_sample)
+            return wfail(w, SP_ELIMIT, "sample %llu field '%s': %zu bytes, above max_sample_bytes %llu",
+                         (unsigned long long)w->st.samples, fd->name, v[f].size, (unsigned long long)w->max_sample);
         if (!fd->fixed_bytes)
             *var += v[f].size;
         int rc = fd->kind == SP_FIELD_IMAGE && w->validate_images ? check_image(w, fd, &v[f]) : SP_OK;
