@@ -423,6 +423,29 @@ static int open_file(sp_dataset *d, const char *path)
     return rc ? open_manifest(d, path, dir) : open_shard_list(d, &path, 1);
 }
 
+/* A missing dataset directory whose old contents a publication without RENAME_EXCHANGE set aside
+ * (PARENT/.NAME.shardpack-tmp.old, wr_stage.c) and did not finish: the message says where it is. */
+static void name_set_aside(const char *path, sp_errbuf *eb)
+{
+    char aside[4200];
+    size_t len = strlen(path);
+    while (len > 1 && path[len - 1] == '/')
+        len--;
+    const char *slash = memrchr(path, '/', len);
+    int n = slash ? snprintf(aside, sizeof aside, "%.*s/.%.*s.shardpack-tmp.old", (int)(slash - path), path,
+                             (int)(len - (size_t)(slash - path) - 1), slash + 1)
+                  : snprintf(aside, sizeof aside, ".%.*s.shardpack-tmp.old", (int)len, path);
+    struct stat st;
+    if (n < 0 || (size_t)n >= sizeof aside || lstat(path, &st) == 0 || errno != ENOENT ||
+        lstat(aside, &st) != 0 || !S_ISDIR(st.st_mode))
+        return;
+    char was[SP_ERRMSG_MAX];
+    snprintf(was, sizeof was, "%s", eb->msg);
+    sp_fail(eb, SP_ENOENT, "%s; the dataset that was there is in %s, set aside by a publication interrupted on a "
+            "file system without RENAME_EXCHANGE: the next writer on %s moves it back, or move it back by hand",
+            was, aside, path);
+}
+
 int sp_dataset_open(const char *path, const sp_params *params, sp_dataset **out)
 {
     sp_clear_error();
@@ -441,6 +464,8 @@ int sp_dataset_open(const char *path, const sp_params *params, sp_dataset **out)
     } else if (rc == 0) {
         rc = sp_path_is_dir(path) ? open_dir(d, path) : open_file(d, path);
     }
+    if (rc == SP_ENOENT)
+        name_set_aside(path, &d->eb);
     if (rc) {
         sp_dataset_close(d);
         return rc;

@@ -18,7 +18,8 @@ typedef struct wr_stage {
 } wr_stage;
 
 /* Checks the destination (missing, empty, or a dataset when overwrite) and creates and locks the
- * staging directory, clearing what a killed writer left there. SP_EEXIST also when either name is
+ * staging directory, clearing what a killed writer left there; a dataset that a publication without
+ * RENAME_EXCHANGE set aside and did not replace is moved back to the destination first. SP_EEXIST also when either name is
  * a symbolic link or not a directory, or the staging directory is another user's; SP_EBUSY,
  * SP_EIO. */
 int wr_stage_open(wr_stage *s, const char *dir, bool overwrite, sp_errbuf *eb);

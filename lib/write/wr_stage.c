@@ -6,6 +6,12 @@
  * writer is killed at, the destination holds either nothing, or the old dataset, or the new one;
  * never a mix, never a half-written shard or a manifest naming one.
  *
+ * A file system without RENAME_EXCHANGE (NFS, some FUSE and overlay ones) gets two renames instead:
+ * the old dataset steps aside to PARENT/.NAME.shardpack-tmp.old, then the new one takes its name.
+ * Killed between them, the destination is missing and the old dataset sits under the aside name;
+ * the next writer on the destination moves it back before anything else. The aside directory is
+ * deleted only once a new dataset has taken the destination's name.
+ *
  * The parent may be shared with other users, who can leave anything under the names a writer uses.
  * So every name is resolved once, relative to a descriptor of the parent, and never through a
  * symbolic link: the destination and the staging name must be real directories, the staging
@@ -212,6 +218,71 @@ static int make_stage(wr_stage *s, sp_errbuf *eb)
     return SP_OK;
 }
 
+/* The name a publication without RENAME_EXCHANGE moves the replaced dataset to, under the parent. */
+static void aside_name(const wr_stage *s, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s.old", s->stage_name);
+}
+
+/* Whether the directory name under parent_fd holds a whole dataset: its manifest decodes and every
+ * shard it names is there, a regular file of the size the manifest records. The blocks are not
+ * read: this tells a dataset set aside whole from the remains of one being deleted. */
+static bool holds_whole_dataset(const wr_stage *s, const char *name)
+{
+    int fd = open_dir_at(s->parent_fd, name);
+    if (fd < 0)
+        return false;
+    char mpath[sizeof s->parent + 300];
+    snprintf(mpath, sizeof mpath, "%s/%s/%s", s->parent, name, MANIFEST_NAME);
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    int err;
+    fmt_manifest m;
+    fmt_err e;
+    fmt_limits lim;
+    fmt_limits_from_params(&lim, NULL);
+    bool whole = false;
+    struct stat st;
+    if (fstatat(fd, MANIFEST_NAME, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+        sp_read_file(mpath, (size_t)st.st_size, &buf, &n, &err, NULL) == SP_OK &&
+        fmt_manifest_decode(buf, n, &lim, &m, &e) == SP_OK) {
+        whole = true;
+        for (uint64_t i = 0; whole && i < m.nshards; i++)
+            whole = fstatat(fd, m.shards[i].name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+                    (uint64_t)st.st_size == m.shards[i].file_size;
+        fmt_manifest_free(&m);
+    }
+    sp_free(buf);
+    close(fd);
+    return whole;
+}
+
+/* A publication without RENAME_EXCHANGE killed between its two renames left the destination
+ * missing and the old dataset under the aside name: moves it back, and says so in *restored.
+ * Called with the staging directory locked, so no live writer is between those renames. When the
+ * destination holds a dataset the aside directory is a finished publication's and stays for
+ * publish; when it holds no whole dataset it is left alone (it is the remains of one). */
+static int restore_aside(wr_stage *s, bool *restored, sp_errbuf *eb)
+{
+    *restored = false;
+    char old[sizeof s->stage];
+    aside_name(s, old, sizeof old);
+    struct stat st;
+    if (fstatat(s->parent_fd, old, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
+        return SP_OK;
+    int rc = check_destination(s, eb);
+    if (rc || s->dest_kind == DIR_DATASET || !holds_whole_dataset(s, old))
+        return rc;
+    /* renameat replaces the destination only when it is missing or an empty directory */
+    if (renameat(s->parent_fd, old, s->parent_fd, s->final_name) != 0)
+        return sp_fail(eb, SP_EIO, "%s: is missing, and the dataset an interrupted publication set aside in %s/%s "
+                       "cannot be moved back: %s; move it back by hand", s->final, s->parent, old, strerror(errno));
+    if ((rc = sp_fsync_dirfd(s->parent_fd)))
+        return sp_fail(eb, SP_EIO, "%s: cannot sync: %s", s->parent, strerror(-rc));
+    *restored = true;
+    return check_destination(s, eb);
+}
+
 int wr_stage_open(wr_stage *s, const char *dir, bool overwrite, sp_errbuf *eb)
 {
     memset(s, 0, sizeof *s);
@@ -227,6 +298,15 @@ int wr_stage_open(wr_stage *s, const char *dir, bool overwrite, sp_errbuf *eb)
         return rc;
     if (flock(s->dir_fd, LOCK_EX | LOCK_NB) != 0)
         return sp_fail(eb, SP_EBUSY, "%s: another writer is writing this dataset", s->final);
+    bool restored;
+    if ((rc = restore_aside(s, &restored, eb))) {
+        s->active = true; /* the staging directory is ours and locked: close removes it */
+        if (restored && rc == SP_EEXIST)
+            sp_fail(eb, rc, "%s: already holds a dataset (moved back from %s.old, where a publication interrupted "
+                    "without RENAME_EXCHANGE had set it aside); choose another directory or overwrite it",
+                    s->final, s->stage);
+        return rc;
+    }
     /* Unlocked leftovers are a killed writer's: never published, safe to clear. */
     char name[256];
     int kind = classify(s->dir_fd, name, sizeof name);
@@ -259,6 +339,38 @@ static bool stage_is_ours(const wr_stage *s)
            a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
+/* Publication where the file system has no RENAME_EXCHANGE: the old dataset steps aside, then the
+ * new one takes the destination's name; the destination is briefly missing but never mixed. A
+ * failure of the second rename moves the old dataset back. */
+static int publish_aside(wr_stage *s, sp_errbuf *eb)
+{
+    const int pfd = s->parent_fd;
+    char old[sizeof s->stage];
+    aside_name(s, old, sizeof old);
+    struct stat st;
+    if (fstatat(pfd, old, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        /* Left by an earlier publication: the remains of a replaced dataset being deleted are
+         * debris, but a whole one may be the only copy of something, and is not deleted. */
+        if (!S_ISDIR(st.st_mode) || holds_whole_dataset(s, old))
+            return sp_fail(eb, SP_EEXIST, "%s: cannot publish: %s/%s holds %s left by an interrupted publication; "
+                           "nothing was published. Move it away or remove it", s->final, s->parent, old,
+                           S_ISDIR(st.st_mode) ? "a dataset" : "something");
+        remove_dataset_dir(pfd, old);
+    }
+    if (renameat(pfd, s->final_name, pfd, old) != 0)
+        return sp_fail(eb, SP_EIO, "%s: cannot publish (moving the old dataset aside to %s/%s): %s", s->final,
+                       s->parent, old, strerror(errno));
+    if (renameat(pfd, s->stage_name, pfd, s->final_name) != 0) {
+        int e = errno;
+        if (renameat(pfd, old, pfd, s->final_name) != 0)
+            return sp_fail(eb, SP_EIO, "%s: cannot publish: %s; the old dataset is in %s/%s and could not be moved "
+                           "back: %s", s->final, strerror(e), s->parent, old, strerror(errno));
+        return sp_fail(eb, SP_EIO, "%s: cannot publish: %s; the old dataset is in place", s->final, strerror(e));
+    }
+    remove_dataset_dir(pfd, old); /* the new dataset has the name now */
+    return SP_OK;
+}
+
 int wr_stage_publish(wr_stage *s, const atomic_int *cancel, sp_errbuf *eb)
 {
     int rc = check_destination(s, eb); /* again: the destination may have changed meanwhile */
@@ -277,15 +389,11 @@ int wr_stage_publish(wr_stage *s, const atomic_int *cancel, sp_errbuf *eb)
             return sp_fail(eb, SP_EIO, "%s: cannot publish: %s", s->final, strerror(errno));
     } else if (renameat2(pfd, s->stage_name, pfd, s->final_name, RENAME_EXCHANGE) == 0) {
         remove_dataset_dir(pfd, s->stage_name); /* the replaced dataset, now under the staging name */
-    } else {
-        /* No atomic exchange on this file system: the old dataset steps aside first, so the
-         * destination is briefly missing but never mixed. */
-        char old[sizeof s->stage + 8];
-        snprintf(old, sizeof old, "%s.old", s->stage_name);
-        remove_dataset_dir(pfd, old);
-        if (renameat(pfd, s->final_name, pfd, old) != 0 || renameat(pfd, s->stage_name, pfd, s->final_name) != 0)
-            return sp_fail(eb, SP_EIO, "%s: cannot publish: %s", s->final, strerror(errno));
-        remove_dataset_dir(pfd, old);
+    } else if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) { /* ENOTSUP == EOPNOTSUPP here */
+        return sp_fail(eb, SP_EIO, "%s: cannot publish (exchanging it with the dataset it replaces): %s", s->final,
+                       strerror(errno));
+    } else if ((rc = publish_aside(s, eb))) {
+        return rc;
     }
     s->active = false;
     if ((rc = sp_fsync_dirfd(pfd)))
