@@ -104,10 +104,37 @@ static int bad_line(imp_ctx *c, tsv *t, const char *reason)
     return imp_skip(c, t->what, reason, 0);
 }
 
+/* Why the label column s (len bytes, after the tab) is refused, in buf; NULL when it is an int64
+ * in *label. A label column holding another tab is a column count, and a signed run of digits
+ * that does not fit is a range, not "not an integer". */
+static const char *label_reason(const char *s, size_t len, int64_t *label, char *buf, size_t buflen)
+{
+    if (imp_parse_i64_trim(s, len, label) == 0)
+        return NULL;
+    const char *tab = memchr(s, '\t', len);
+    if (tab) {
+        size_t cols = 2;
+        for (; tab; tab = memchr(tab + 1, '\t', len - (size_t)(tab + 1 - s)))
+            cols++;
+        snprintf(buf, buflen, "%zu columns, expected 2 (PATH<TAB>LABEL)", cols);
+        return buf;
+    }
+    while (len && (*s == ' ' || *s == '\r'))
+        s++, len--;
+    while (len && (s[len - 1] == ' ' || s[len - 1] == '\r'))
+        len--;
+    size_t sign = len && (*s == '-' || *s == '+');
+    if (len > sign && strspn(s + sign, "0123456789") == len - sign) {
+        snprintf(buf, buflen, "label %.*s is out of the int64 range", len > 40 ? 40 : (int)len, s);
+        return buf;
+    }
+    return "label is not an integer";
+}
+
 /* One entry line: 1 with a sample in *out, 0 when it was skipped, or a negative code. */
 static int one_line(imp_ctx *c, tsv *t, char *line, size_t len, imp_sample *out)
 {
-    char where[64];
+    char where[96];
     if (len > MAX_LINE) {
         snprintf(where, sizeof where, "line longer than %u bytes", MAX_LINE);
         return bad_line(c, t, where);
@@ -123,8 +150,8 @@ static int one_line(imp_ctx *c, tsv *t, char *line, size_t len, imp_sample *out)
         reason = "expected PATH<TAB>LABEL (no tab)";
     else if (tab == line)
         reason = "empty path";
-    else if (imp_parse_i64_trim(tab + 1, strlen(tab + 1), &label) != 0)
-        reason = "label is not an integer";
+    else
+        reason = label_reason(tab + 1, strlen(tab + 1), &label, where, sizeof where);
     if (reason)
         return bad_line(c, t, reason);
     *tab = 0;
@@ -133,10 +160,18 @@ static int one_line(imp_ctx *c, tsv *t, char *line, size_t len, imp_sample *out)
                                                : imp_asprintf("%.*s/%s", (int)t->dirlen, t->srcs[t->i], line);
     if (!t->what)
         return imp_oom(c, t->srcs[t->i], len + t->dirlen + 2);
-    int rc = imp_read_item(c, t->what, &t->file);
-    if (rc == 1)
-        imp_image_label_sample(&t->sample, t->file.data, t->file.len, label, t->what, out);
-    return rc;
+    /* An image that cannot be read is reported with the list line that named it. */
+    const char *why;
+    int rc = imp_read_file(c, t->what, IMP_MAX_ITEM_BYTES, &t->file, &why);
+    if (rc < 0)
+        return rc;
+    if (rc == 1) {
+        char named[SP_ERRMSG_MAX];
+        snprintf(named, sizeof named, "%s (named by %s:%lu)", why, t->srcs[t->i], t->lineno);
+        return (rc = imp_skip(c, t->what, named, 0)) < 0 ? rc : 0;
+    }
+    imp_image_label_sample(&t->sample, t->file.data, t->file.len, label, t->what, out);
+    return 1;
 }
 
 static int tsv_next(imp_ctx *c, void *priv, imp_sample *out)

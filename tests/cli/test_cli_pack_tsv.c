@@ -1,4 +1,4 @@
-/* test_cli_pack_tsv.c - pack a PATH<TAB>LABEL list: relative/absolute paths, comments, bad lines, a UTF-8 BOM, NUL bytes. */
+/* test_cli_pack_tsv.c - pack a PATH<TAB>LABEL list: relative/absolute paths, comments, bad lines (each saying what is wrong: label range, column count, the line naming a missing image), a UTF-8 BOM, NUL bytes. */
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,6 +137,42 @@ START_TEST(test_tsv_bom_nul)
 }
 END_TEST
 
+/* Each bad line says what is wrong with it: a label out of int64 range is not "not an integer",
+ * a third column is a column count, and a missing image names the list line that named it. */
+START_TEST(test_tsv_messages)
+{
+    char *img = clit_path("%s/img.jpg", tmp), *tsv = clit_path("%s/msg.tsv", tmp);
+    size_t n;
+    unsigned char *jpg = clit_jpeg(8, 8, 3, &n);
+    clit_write(img, jpg, n);
+    free(jpg);
+    static const char text[] = "img.jpg\t9223372036854775807\n"
+                               "img.jpg\t9223372036854775808\n"
+                               "img.jpg\t-99999999999999999999\n"
+                               "img.jpg\t1\tx\n"
+                               "missing.jpg\t2\n"
+                               "img.jpg\tseven\n";
+    clit_write(tsv, text, sizeof text - 1);
+    char *out = clit_path("%s/out", tmp);
+    clit_result r = clit_run("pack", tsv, "-o", out, "--json", NULL);
+    ck_assert_msg(r.status == 0, "pack: %s", r.err);
+    ck_assert_uint_eq(clit_json_u64(r.out, "samples"), 1);
+    ck_assert_uint_eq(clit_json_u64(r.out, "skipped"), 5);
+    ck_assert_msg(strstr(r.out, "msg.tsv:2") && strstr(r.out, "label 9223372036854775808 is out of the int64 range"),
+                  "%s", r.out);
+    ck_assert_msg(strstr(r.out, "msg.tsv:3") && strstr(r.out, "label -99999999999999999999 is out of the int64 range"),
+                  "%s", r.out);
+    ck_assert_msg(strstr(r.out, "msg.tsv:4") && strstr(r.out, "3 columns, expected 2 (PATH<TAB>LABEL)"), "%s", r.out);
+    ck_assert_msg(strstr(r.out, "missing.jpg") && strstr(r.out, "(named by ") && strstr(r.out, "msg.tsv:5)"), "%s",
+                  r.out);
+    ck_assert_msg(strstr(r.out, "msg.tsv:6") && strstr(r.out, "label is not an integer"), "%s", r.out);
+    clit_result_free(&r);
+    free(out);
+    free(tsv);
+    free(img);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cli-pack-tsv");
@@ -145,6 +181,7 @@ int main(void)
     tcase_set_timeout(tc, 100);
     tcase_add_test(tc, test_tsv);
     tcase_add_test(tc, test_tsv_bom_nul);
+    tcase_add_test(tc, test_tsv_messages);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
