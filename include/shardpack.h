@@ -628,7 +628,9 @@ typedef struct sp_block_info {
  * params may be NULL (limits: max_block_bytes, max_shards).
  * SP_ENOENT, SP_EFORMAT, SP_EVERSION, SP_ETRUNC, SP_ECORRUPT, SP_ECHECKSUM, SP_ELIMIT, SP_EIO. */
 SP_API int sp_dataset_open(const char *path, const sp_params *params, sp_dataset **out);
-/* Opens the listed shard files as one dataset, in the given order; they must share a schema. */
+/* Opens the listed shard files as one dataset, in the given order; they must share a schema. A
+ * shard given twice (one file under two names, or a copy: the same dataset id, shard number and
+ * index checksum) is refused with SP_EINVAL naming both; so is it by sp_loader_open_shards. */
 SP_API int sp_dataset_open_shards(const char *const *paths, size_t n, const sp_params *params,
                                   sp_dataset **out);
 SP_API void sp_dataset_close(sp_dataset *d);

@@ -1,4 +1,4 @@
-/* test_manifest.c - the manifest: lazy shard opening, agreement with its shards, replaced or missing shards, a whole dataset replaced while being read or verified (SP_ECHANGED, not corruption), fingerprints, limits. */
+/* test_manifest.c - the manifest: lazy shard opening, agreement with its shards, replaced or missing shards, a whole dataset replaced while being read or verified (SP_ECHANGED, not corruption), fingerprints, limits, shard lists (a shard given twice is refused). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -308,11 +308,35 @@ START_TEST(shard_lists)
     char **paths = tu_list_shards(da, &n);
     ck_assert_uint_gt(n, 1);
     sp_dataset *ds = NULL;
-    /* any order, and repeats, are the caller's business */
+    /* any order is the caller's business */
     const char *rev[2] = { paths[1], paths[0] };
     ck_assert(sp_dataset_open_shards(rev, 2, NULL, &ds) == 0);
     ck_assert_uint_eq(sp_dataset_num_shards(ds), 2);
     sp_dataset_close(ds);
+    /* a shard given twice (the same path, a hard link to it, a copy of it) would double its
+     * samples: refused naming both, by the dataset and the loader */
+    char *dupdir = tu_tmpdir("manifest");
+    char *hard = tu_join(dupdir, "hard.sps"), *copy = tu_join(dupdir, "copy.sps");
+    ck_assert(link(paths[1], hard) == 0);
+    tu_copy_file(paths[1], copy);
+    const char *dups[3][3] = { { paths[0], paths[1], paths[1] }, { hard, paths[0], paths[1] }, { paths[1], paths[0], copy } };
+    for (int k = 0; k < 3; k++) {
+        ds = NULL;
+        ck_assert_int_eq(sp_dataset_open_shards(dups[k], 3, NULL, &ds), SP_EINVAL);
+        ck_assert_ptr_null(ds);
+        const char *first = k == 1 ? hard : paths[1], *second = k == 2 ? copy : paths[1];
+        ck_assert_msg(strstr(sp_last_error(), first) && strstr(sp_last_error(), second) && strstr(sp_last_error(), "same shard") &&
+                          strstr(sp_last_error(), k == 2 ? "a copy" : "one file"),
+                      "%s", sp_last_error());
+        sp_loader *l = NULL;
+        ck_assert_int_eq(sp_loader_open_shards(dups[k], 3, NULL, &l), SP_EINVAL);
+        ck_assert_ptr_null(l);
+        ck_assert_msg(strstr(sp_last_error(), "same shard"), "%s", sp_last_error());
+    }
+    tu_rmtree(dupdir);
+    free(dupdir);
+    free(hard);
+    free(copy);
     ck_assert_int_eq(sp_dataset_open_shards((const char *const *)paths, 0, NULL, &ds), SP_EINVAL);
     ck_assert_int_eq(sp_dataset_open_shards(NULL, 1, NULL, &ds), SP_EINVAL);
     const char *withnull[2] = { paths[0], NULL };

@@ -332,6 +332,53 @@ int rd_glob_shards(const char *path, uint64_t max, char ***out, size_t *n, sp_er
     return 1;
 }
 
+/* What makes two opened shards the same one: its dataset id, number and index checksum (a copy
+ * of a shard file has all three), then its position in the list. */
+typedef struct shard_key {
+    uint64_t dataset_id, index_checksum;
+    uint32_t shard_no;
+    size_t i;
+} shard_key;
+
+static int cmp_shard_key(const void *pa, const void *pb)
+{
+    const shard_key *a = pa, *b = pb;
+    if (a->dataset_id != b->dataset_id)
+        return a->dataset_id < b->dataset_id ? -1 : 1;
+    if (a->shard_no != b->shard_no)
+        return a->shard_no < b->shard_no ? -1 : 1;
+    if (a->index_checksum != b->index_checksum)
+        return a->index_checksum < b->index_checksum ? -1 : 1;
+    return a->i < b->i ? -1 : a->i > b->i;
+}
+
+/* A shard given twice (the same file under two names, or a copy of it) would deliver its samples
+ * twice: SP_EINVAL naming both. */
+static int refuse_duplicate_shards(sp_dataset *d)
+{
+    shard_key *k = sp_malloc(d->nshards * sizeof *k);
+    if (!k)
+        return sp_fail(&d->eb, SP_ENOMEM, "out of memory");
+    for (size_t i = 0; i < d->nshards; i++) {
+        const fmt_shard *sh = d->shards[i].sh;
+        k[i] = (shard_key){ sh->index.id.dataset_id, sh->trailer.index_checksum, sh->index.id.shard_no, i };
+    }
+    qsort(k, d->nshards, sizeof *k, cmp_shard_key);
+    int rc = SP_OK;
+    for (size_t j = 1; rc == SP_OK && j < d->nshards; j++) {
+        if (k[j - 1].dataset_id != k[j].dataset_id || k[j - 1].shard_no != k[j].shard_no ||
+            k[j - 1].index_checksum != k[j].index_checksum)
+            continue;
+        const rd_shard *a = &d->shards[k[j - 1].i], *b = &d->shards[k[j].i];
+        bool same_file = a->sh->id.dev == b->sh->id.dev && a->sh->id.ino == b->sh->id.ino;
+        rc = sp_fail(&d->eb, SP_EINVAL, "%s and %s are the same shard (%s; dataset %016llx, shard %u): each shard "
+                     "may be given once", a->path, b->path, same_file ? "one file" : "a copy",
+                     (unsigned long long)k[j].dataset_id, k[j].shard_no);
+    }
+    sp_free(k);
+    return rc;
+}
+
 static int open_shard_list(sp_dataset *d, const char *const *paths, size_t n)
 {
     if (n == 0)
@@ -369,7 +416,8 @@ static int open_shard_list(sp_dataset *d, const char *const *paths, size_t n)
         d->nblocks += ix->nblocks;
         d->nsamples += ix->nsamples;
     }
-    return dataset_index(d, NULL);
+    int rc = refuse_duplicate_shards(d);
+    return rc ? rc : dataset_index(d, NULL);
 }
 
 static int open_dir(sp_dataset *d, const char *dir)
