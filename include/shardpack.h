@@ -530,7 +530,8 @@ SP_API const char *sp_import_kind_name(int kind);
 SP_API int sp_import_kind_lookup(const char *name);
 /* The kind of source path, from what it is (a directory is an ImageFolder) and its name (.tsv,
  * .tar, .npy, .bin with an llm.c magic). SP_ENOENT / SP_EIO when path cannot be examined;
- * SP_EFORMAT for a .bin without an llm.c magic; SP_ENOTSUP when nothing tells (name the kind). */
+ * SP_EFORMAT for a .bin without an llm.c magic; SP_EEXIST for a shardpack dataset (its directory,
+ * manifest or a shard), which is not a source; SP_ENOTSUP when nothing tells (name the kind). */
 SP_API int sp_import_detect(const char *path);
 
 /* Opens an import of n sources (copied) of one kind into the dataset directory outdir: kind is a

@@ -5,7 +5,10 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
+#include "fmt.h"
 #include "imp.h"
 
 typedef struct imp_meta {
@@ -315,6 +318,25 @@ int sp_import_kind_lookup(const char *name)
                    name ? name : "(null)", kind_list());
 }
 
+/* Whether path is a shardpack dataset already: a directory holding a manifest, or a manifest or
+ * shard file (told by its magic). */
+static bool is_shardpack(const char *path, const struct stat *st)
+{
+    char buf[4096];
+    if (S_ISDIR(st->st_mode)) {
+        int n = snprintf(buf, sizeof buf, "%s/%s", path, MANIFEST_NAME);
+        return n > 0 && (size_t)n < sizeof buf && access(buf, F_OK) == 0;
+    }
+    if (!S_ISREG(st->st_mode))
+        return false;
+    FILE *f = fopen(path, "rb");
+    size_t got = f ? fread(buf, 1, FMT_MAGIC_LEN, f) : 0;
+    if (f)
+        fclose(f);
+    return got == FMT_MAGIC_LEN && (memcmp(buf, FMT_MAGIC_SHARD, FMT_MAGIC_LEN) == 0 ||
+                                    memcmp(buf, FMT_MAGIC_MANIFEST, FMT_MAGIC_LEN) == 0);
+}
+
 static int detect(sp_errbuf *eb, const char *path)
 {
     struct stat st;
@@ -322,6 +344,9 @@ static int detect(sp_errbuf *eb, const char *path)
         return sp_fail(eb, SP_EINVAL, "sp_import_detect: NULL path");
     if (stat(path, &st) != 0)
         return sp_fail(eb, errno == ENOENT ? SP_ENOENT : SP_EIO, "%s: %s", path, strerror(errno));
+    if (is_shardpack(path, &st))
+        return sp_fail(eb, SP_EEXIST, "%s: is already a shardpack dataset (read it with sp_dataset_open or "
+                       "shardpack inspect/cat; it is not a source to pack)", path);
     for (size_t i = 0; i < imp_nkinds; i++) {
         const char *why = NULL;
         const imp_kind *k = imp_kinds[i];

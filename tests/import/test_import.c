@@ -1,4 +1,4 @@
-/* test_import.c - the import API from C: kinds by name and alias, detection codes, an abort before or during the run publishes nothing (SP_ECANCELED), progress through the callback and sp_import_progress_get (struct_size), sp_pack in one call, refusals of the request itself (SP_EINVAL). */
+/* test_import.c - the import API from C: kinds by name and alias, detection codes (a shardpack dataset as a source named as one), an abort before or during the run publishes nothing (SP_ECANCELED), progress through the callback and sp_import_progress_get (struct_size), sp_pack in one call, refusals of the request itself (SP_EINVAL). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +44,22 @@ START_TEST(kinds_and_detection)
     ck_assert_msg(strstr(sp_last_error(), "no magic"), "%s", sp_last_error());
     char *missing = tu_join(dir, "missing.tsv");
     ck_assert_int_eq(sp_import_detect(missing), SP_ENOENT);
+    /* A shardpack dataset as a source (its directory, manifest or a shard) is named as one, not
+     * taken for an ImageFolder without classes or an unknown kind. */
+    char *ds = tu_join(dir, "ds.sp");
+    tu_data d = tu_image_data(20, 7, 100);
+    ck_assert(tu_write_dataset(ds, &d, tu_synthetic_images(), NULL) == 0);
+    sp_schema_destroy(d.schema);
+    char *man = tu_join(ds, "manifest.spm"), *shard = tu_join(ds, "shard-000000.sps");
+    const char *const as_src[] = { ds, man, shard };
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(sp_import_detect(as_src[i]), SP_EEXIST);
+        ck_assert_msg(strstr(sp_last_error(), as_src[i]) && strstr(sp_last_error(), "is already a shardpack dataset"),
+                      "%s", sp_last_error());
+    }
+    free(man);
+    free(shard);
+    free(ds);
 
     /* The request itself: SP_EINVAL, naming what is wrong. */
     sp_import *imp = (sp_import *)1;
