@@ -308,7 +308,9 @@ int rd_glob_shards(const char *path, uint64_t max, char ***out, size_t *n, sp_er
     int r = glob(path, GLOB_NOSORT, NULL, &g);
     int rc = SP_OK;
     if (r == GLOB_NOMATCH)
-        rc = sp_fail(eb, SP_ENOENT, "%s: no file matches", path);
+        rc = sp_fail(eb, SP_ENOENT, "%s: no file matches%s", path,
+                     strchr(path, '[') ? " ('[' and ']' are pattern characters: to match a name holding them, "
+                                         "write \\[ and \\])" : "");
     else if (r != 0)
         rc = sp_fail(eb, r == GLOB_NOSPACE ? SP_ENOMEM : SP_EIO, "%s: cannot expand the pattern", path);
     else if (g.gl_pathc > max)

@@ -1,5 +1,6 @@
-/* test_cli_glob.c - every command that reads a dataset (inspect, verify, cat, bench, preview) takes a glob of shard files as the loader does, with the same samples as the dataset directory; a glob matching nothing says so. */
+/* test_cli_glob.c - every command that reads a dataset (inspect, verify, cat, bench, preview) takes a glob of shard files as the loader does, with the same samples as the dataset directory; a glob matching nothing says so (and that brackets in a directory name are pattern characters). */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,6 +86,23 @@ START_TEST(test_no_match)
         clit_result_free(&r);
     }
     free(none);
+    /* A directory named with brackets: the brackets are pattern characters, and the message says
+     * so; escaped, the glob matches. */
+    char *bdir = clit_path("%s/ds[1]", tmp);
+    ck_assert(rename(ds, bdir) == 0);
+    char *bglob = clit_path("%s/ds[1]/shard-*.sps", tmp), *escaped = clit_path("%s/ds\\[1\\]/shard-*.sps", tmp);
+    clit_result r = clit_run("inspect", bglob, NULL);
+    ck_assert_msg(r.status == 1 && strstr(r.err, "no file matches") && strstr(r.err, "pattern characters") &&
+                      strstr(r.err, "\\["),
+                  "exit %d: %s", r.status, r.err);
+    clit_result_free(&r);
+    r = clit_run("inspect", escaped, NULL);
+    ck_assert_msg(r.status == 0, "exit %d: %s", r.status, r.err);
+    clit_result_free(&r);
+    ck_assert(rename(bdir, ds) == 0);
+    free(bdir);
+    free(bglob);
+    free(escaped);
 }
 END_TEST
 
