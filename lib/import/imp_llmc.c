@@ -183,6 +183,14 @@ static int llmc_next(imp_ctx *c, void *priv, imp_sample *out)
         if (l->fi == l->n)
             return 0;
         const token_file *tf = &l->files[l->fi];
+        if (tf->samples == 0) { /* contributes nothing: a bad input item, said so */
+            char why[96];
+            snprintf(why, sizeof why, "%llu tokens, fewer than seq_len + 1 = %llu: no sample",
+                     (unsigned long long)tf->tokens, (unsigned long long)l->seq_len + 1);
+            int rc = imp_skip(c, tf->path, why, 0);
+            if (rc < 0)
+                return rc;
+        }
         if (l->next == tf->samples) {
             if (l->fd >= 0)
                 close(l->fd);

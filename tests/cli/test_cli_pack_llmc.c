@@ -1,4 +1,4 @@
-/* test_cli_pack_llmc.c - pack llm.c token files (uint16 and uint32) into T+1-token samples. */
+/* test_cli_pack_llmc.c - pack llm.c token files (uint16 and uint32) into T+1-token samples; a file too short for one sample is listed as skipped. */
 #include <check.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -149,6 +149,20 @@ START_TEST(test_errors)
     clit_result_free(&r);
     char *m = clit_path("%s/manifest.spm", out);
     ck_assert(!clit_exists(m));
+
+    /* A file too short for one sample beside one that has samples: listed as skipped, with why. */
+    r = clit_run("pack", a, s, "-o", out, "--seq-len", "8", "--json", NULL);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    ck_assert_uint_eq(clit_json_u64(r.out, "samples"), 12);
+    ck_assert_uint_eq(clit_json_u64(r.out, "skipped"), 1);
+    ck_assert_msg(strstr(r.out, "short.bin") && strstr(r.out, "5 tokens, fewer than seq_len + 1 = 9"), "%s", r.out);
+    clit_result_free(&r);
+    char *out2 = clit_path("%s/out2", tmp);
+    r = clit_run("pack", a, s, "-o", out2, "--seq-len", "8", "--strict", NULL);
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_msg(strstr(r.err, "short.bin"), "%s", r.err);
+    clit_result_free(&r);
+    free(out2);
 
     free(m);
     free(s);
