@@ -124,7 +124,7 @@ SP_API const char *sp_strerror(int code);
 /* The code's name ("SP_ECHECKSUM"), or "SP_UNKNOWN". */
 SP_API const char *sp_error_name(int code);
 /* Bytes of every error message and note, its terminating NUL included: sp_last_error(), the
- * *_errmsg() strings, and the io_note, bad_note and device_note of sp_loader_stats. */
+ * *_errmsg() strings, and the io_note, bad_note, device_note and threads_note of sp_loader_stats. */
 #define SP_ERRMSG_MAX 512
 
 /* The message of the last failing call on this thread (naming file, block, sample), or "" if none.
@@ -214,7 +214,8 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT
       SP_SCOPE_WRITE, "target uncompressed bytes per block (the unit of reading, checking and shuffling)") \
     X(LEVEL, "level", SP_PTYPE_INT, 3, -7, 22, NULL, SP_SCOPE_WRITE, "zstd compression level")      \
     X(THREADS, "threads", SP_PTYPE_INT, 0, 0, 256, NULL, SP_SCOPE_WRITE | SP_SCOPE_LOAD,           \
-      "worker threads: compression when writing, decoding when loading (0: one per online core)") \
+      "worker threads: compression when writing, decoding when loading (0: one per online core; " \
+      "loading: per usable core, within CPU affinity, cgroup CPU quota and host_memory)")          \
     X(COMPRESS, "compress", SP_PTYPE_ENUM, 0, 0, 2, "auto|zstd|none", SP_SCOPE_WRITE,              \
       "block codec: auto stores a block raw when zstd saves under 3%")                            \
     X(OVERWRITE, "overwrite", SP_PTYPE_BOOL, 0, 0, 1, NULL, SP_SCOPE_WRITE,                         \
@@ -240,7 +241,8 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT
     X(WORLD_SIZE, "world_size", SP_PTYPE_INT, 0, 0, 1 << 20, NULL, SP_SCOPE_LOAD,                   \
       "number of ranks sharing the dataset (0: the WORLD_SIZE environment variable, else 1)")    \
     X(HOST_MEMORY, "host_memory", SP_PTYPE_SIZE, 0, 0, 1024 * SP_GIB, NULL, SP_SCOPE_LOAD,          \
-      "host memory budget for every loader buffer (0: 1/8 of available memory, at most 2 GiB)")  \
+      "host memory budget for every loader buffer (0: 1/8 of available memory, within the "       \
+      "cgroup memory limit, at most 2 GiB)")                                                        \
     X(IO, "io", SP_PTYPE_ENUM, 0, 0, 2, "auto|uring|pread", SP_SCOPE_LOAD,                          \
       "read path: io_uring with registered buffers, or pread; auto falls back to pread")         \
     X(DIRECT_IO, "direct_io", SP_PTYPE_BOOL, -1, -1, 1, NULL, SP_SCOPE_LOAD,                        \
@@ -819,6 +821,8 @@ typedef struct sp_loader_stats {
     uint64_t bytes_copied;                  /* host-to-device bytes */
     double copy_s;                          /* GPU time of the copies and conversions (CUDA events) */
     double device_empty_s;                  /* consumer time in next() with no batch ready on the device */
+    char threads_note[SP_ERRMSG_MAX];       /* threads=0: how the worker count was derived (usable
+                                             * cores, then what host_memory holds); "" when given */
 } sp_loader_stats;
 
 /* Fills *out (its struct_size set by the caller). SP_EINVAL for a NULL argument or a struct_size

@@ -458,6 +458,7 @@ START_TEST(messages_are_cut_at_one_size)
     ck_assert_uint_eq(sizeof st.io_note, SP_ERRMSG_MAX);
     ck_assert_uint_eq(sizeof st.bad_note, SP_ERRMSG_MAX);
     ck_assert_uint_eq(sizeof st.device_note, SP_ERRMSG_MAX);
+    ck_assert_uint_eq(sizeof st.threads_note, SP_ERRMSG_MAX);
 }
 END_TEST
 

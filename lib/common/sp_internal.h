@@ -135,6 +135,24 @@ sp_params *sp_params_dup(const sp_params *p);
 /* Online cores, at least 1. */
 int sp_online_cores(void);
 
+/* sp_system.c: what this process may use of the machine, for the defaults that follow it. */
+/* The cores it may run on: the smallest of the online cores, the CPU affinity mask and the cgroup
+ * CPU quota (v2 cpu.max, v1 cpu.cfs_quota_us, rounded up, every level up to the root); at least
+ * 1. why (may be NULL) says which set it and what each was. */
+int sp_usable_cores(char *why, size_t len);
+/* MemAvailable of /proc/meminfo, or 0. */
+uint64_t sp_meminfo_available(void);
+/* The memory it may still take: MemAvailable, or less where its cgroup's memory limit (v2
+ * memory.max, v1 memory.limit_in_bytes, every level up to the root) leaves less beside what the
+ * cgroup already uses (less its inactive page cache, which the kernel drops first); 0 when nothing can be read. why (may be NULL) names the source. */
+uint64_t sp_memory_available(char *why, size_t len);
+/* Test hooks, never set by the library: a core count that stands for the online cores and the
+ * affinity mask (when > 0); the cgroup file system's mount ("/sys/fs/cgroup") and the file naming
+ * the process's cgroups ("/proc/self/cgroup"), when not NULL. */
+extern int sp_sys_cores_hook;
+extern const char *sp_sys_cgroup_root;
+extern const char *sp_sys_self_cgroup;
+
 /* Monotonic seconds. */
 double sp_now(void);
 /* The CLOCK_MONOTONIC time ms milliseconds from now, for pthread_cond_timedwait on a condition

@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -74,12 +73,25 @@ static int read_device_config(sp_loader *l, const sp_params *p)
     return SP_OK;
 }
 
+/* host_memory, or for 0 the memory this process may take (MemAvailable, or what its cgroup's
+ * limit leaves when that is less): an eighth of it, at most 2 GiB. */
+static uint64_t default_host_memory(uint64_t param)
+{
+    if (param)
+        return param;
+    uint64_t avail = sp_memory_available(NULL, 0);
+    if (!avail)
+        avail = 1ull << 30; /* nothing to read: assume a small machine */
+    return avail / 8 < (2ull << 30) ? avail / 8 : (2ull << 30);
+}
+
 static int read_config(sp_loader *l, const sp_params *p)
 {
     l->cfg.batch = (uint32_t)sp_params_get(p, SP_PARAM_BATCH_SIZE);
     l->cfg.threads = (int)sp_params_get(p, SP_PARAM_THREADS);
-    if (l->cfg.threads == 0)
-        l->cfg.threads = sp_online_cores();
+    l->cfg.threads_auto = l->cfg.threads == 0;
+    if (l->cfg.threads_auto)
+        l->cfg.threads = sp_usable_cores(l->stats.s.threads_note, sizeof l->stats.s.threads_note);
     l->cfg.seed = (uint64_t)sp_params_get(p, SP_PARAM_SEED);
     l->cfg.shuffle = sp_params_get(p, SP_PARAM_SHUFFLE) != 0;
     l->cfg.window_blocks = (uint32_t)sp_params_get(p, SP_PARAM_SHUFFLE_WINDOW);
@@ -103,15 +115,8 @@ static int read_config(sp_loader *l, const sp_params *p)
                      (long long)rank, (long long)world);
     l->cfg.rank = (uint32_t)rank;
     l->cfg.world = (uint32_t)world;
-    uint64_t budget = (uint64_t)sp_params_get(p, SP_PARAM_HOST_MEMORY);
-    if (budget == 0) {
-        /* Follow the memory the machine has: an eighth of what is available, at most 2 GiB. */
-        struct sysinfo si;
-        uint64_t avail = sysinfo(&si) == 0 ? (uint64_t)si.freeram * si.mem_unit : (1ull << 30);
-        budget = avail / 8 < (2ull << 30) ? avail / 8 : (2ull << 30);
-    }
-    l->cfg.host_memory = budget;
-    l->stats.s.host_memory_bytes = budget;
+    l->cfg.host_memory = default_host_memory((uint64_t)sp_params_get(p, SP_PARAM_HOST_MEMORY));
+    l->stats.s.host_memory_bytes = l->cfg.host_memory;
     l->stats.s.threads = l->cfg.threads;
     return read_device_config(l, p);
 }
@@ -308,6 +313,31 @@ static int refuse_minimum(sp_loader *l, const ld_sizes *z)
                    l->cfg.has_image ? " (or max_image_memory, which each worker reserves)" : "");
 }
 
+/* threads=0 and the usable cores' workers do not fit host_memory beside the smallest pools: as
+ * many as fit (at least one), leaving a window of batches of read-ahead where that still leaves
+ * one; the threads note says so. The new minimum. */
+static uint64_t fit_auto_threads(sp_loader *l, ld_sizes *z, uint64_t per_worker)
+{
+    uint64_t each = per_worker + z->bpw * sizeof(uint32_t); /* its buffers and its row counters */
+    uint64_t others = z->total - (uint64_t)l->cfg.threads * each;
+    uint64_t room = l->cfg.host_memory > others ? l->cfg.host_memory - others : 0;
+    uint64_t ahead = mul_sat(z->bpw, z->slot_bytes);
+    uint64_t n = room > ahead && (room - ahead) / each >= 1 ? (room - ahead) / each : room / each;
+    if (n < 1)
+        n = 1;
+    if (n >= (uint64_t)l->cfg.threads)
+        return z->total;
+    char a[32], b[32];
+    size_t len = strlen(l->stats.s.threads_note);
+    snprintf(l->stats.s.threads_note + len, sizeof l->stats.s.threads_note - len,
+             "; %llu of those %d workers fit host_memory %s (%s each): threads=%llu", (unsigned long long)n,
+             l->cfg.threads, human(l->cfg.host_memory, a, sizeof a), human(each, b, sizeof b), (unsigned long long)n);
+    l->cfg.threads = (int)n;
+    l->stats.s.threads = (int)n;
+    z->scratch = n * per_worker;
+    return sizes_total(l, z);
+}
+
 /* The smallest pools that work, then more read-ahead and more batches while the budget allows:
  * at most two windows of blocks in the read ring, and one more window of batches. */
 static int size_pools(sp_loader *l, ld_sizes *z)
@@ -320,10 +350,12 @@ static int size_pools(sp_loader *l, ld_sizes *z)
     z->slots = 2 * bpw + 2;
     z->slot_bytes = slot_bytes(l);
     z->read = 2 * l->tab.max_read;
-    z->scratch = (uint64_t)l->cfg.threads *
-                 (l->tab.max_raw + (l->cfg.has_image ? img_ctx_bytes(&l->cfg.img) : 0) + worker_fixed());
+    uint64_t per_worker = l->tab.max_raw + (l->cfg.has_image ? img_ctx_bytes(&l->cfg.img) : 0) + worker_fixed();
+    z->scratch = (uint64_t)l->cfg.threads * per_worker;
     z->tables = tables_bytes(l);
     uint64_t min = sizes_total(l, z);
+    if (min > l->cfg.host_memory && l->cfg.threads_auto)
+        min = fit_auto_threads(l, z, per_worker);
     if (min > l->cfg.host_memory || z->win_cap > UINT32_MAX)
         return refuse_minimum(l, z);
     uint64_t spare = l->cfg.host_memory - min;
@@ -497,20 +529,6 @@ static int alloc_pools(sp_loader *l, const ld_sizes *z)
     return SP_OK;
 }
 
-/* MemAvailable from /proc/meminfo (free memory plus what the page cache could give back), or 0. */
-static uint64_t mem_available(void)
-{
-    FILE *f = fopen("/proc/meminfo", "r");
-    char line[128];
-    unsigned long long kib = 0;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return (uint64_t)kib * 1024;
-}
-
 /* direct_io=auto: O_DIRECT only for a dataset the page cache could not keep anyway. A dataset that
  * fits stays cached across epochs, and reading it through the cache measured 1.3x faster than
  * O_DIRECT from disk on every epoch (docs/performance.md). */
@@ -521,7 +539,7 @@ static bool want_direct(const sp_loader *l)
     uint64_t bytes = 0;
     for (uint64_t i = 0; i < l->tab.nshards; i++)
         bytes += l->tab.shards[i]->file_size;
-    uint64_t avail = mem_available();
+    uint64_t avail = sp_memory_available(NULL, 0);
     return avail && bytes > avail / 2;
 }
 

@@ -156,7 +156,8 @@ class sp_loader_stats(_Sized):
                 ("device_ring_bytes", c_uint64), ("device_ring_slots", c_uint64),
                 ("device_bytes", c_uint64), ("device_bytes_peak", c_uint64),
                 ("device_batches", c_uint64), ("bytes_copied", c_uint64),
-                ("copy_s", c_double), ("device_empty_s", c_double)]
+                ("copy_s", c_double), ("device_empty_s", c_double),
+                ("threads_note", c_char * SP_ERRMSG_MAX)]
 
 
 # (name, restype, argtypes) of every function the bindings call.

@@ -1,0 +1,281 @@
+/* test_loader_defaults.c - threads=0 and host_memory=0 follow what the process may use: workers for the usable cores (online, CPU affinity, cgroup v2/v1 CPU quota) cut to what host_memory holds, with a threads note saying how; an explicit threads that does not fit is still refused; the default budget follows the cgroup memory limit (v2 and v1). Machine sizes come from the sp_system test hooks and a fake cgroup tree. */
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "jpeg_gen.h"
+#include "sp_internal.h"
+#include "test_util.h"
+
+#define N 24
+
+static char *g_parent, *g_dir; /* an image dataset: N JPEGs of 64x48 and a label */
+
+static void make_images(void)
+{
+    g_dir = tu_dataset_dir("defaults", &g_parent);
+    sp_schema *s = sp_schema_create();
+    ck_assert_int_eq(sp_schema_add(s, "image", SP_FIELD_IMAGE, SP_DTYPE_U8, 0, NULL), 0);
+    ck_assert_int_eq(sp_schema_add(s, "label", SP_FIELD_LABEL, SP_DTYPE_I64, 0, NULL), 0);
+    sp_params *p = tu_params("block_size", "8K", NULL);
+    sp_writer *w;
+    ck_assert_msg(sp_writer_open(g_dir, s, p, &w) == 0, "%s", sp_last_error());
+    for (int64_t i = 0; i < N; i++) {
+        uint8_t *pic = jg_picture(64, 48, (uint64_t)i), *jpeg;
+        size_t size;
+        char err[256];
+        jg_opts o = { 90, JG_420, JG_YCC, 0, 0, 0, 0 };
+        ck_assert_msg(jg_encode(pic, 64, 48, &o, &jpeg, &size, err, sizeof err) == 0, "%s", err);
+        sp_value v[2] = { { jpeg, size }, { &i, sizeof i } };
+        ck_assert_msg(sp_writer_add(w, v, 2) == 0, "%s", sp_last_error());
+        free(pic);
+        free(jpeg);
+    }
+    ck_assert_msg(sp_writer_finish(w) == 0, "%s", sp_last_error());
+    sp_writer_destroy(w);
+    sp_params_destroy(p);
+    sp_schema_destroy(s);
+}
+
+static void setup(void) { make_images(); }
+
+static char *g_root;
+
+static void teardown(void)
+{
+    if (g_root)
+        tu_rmtree(g_root);
+    free(g_root);
+    tu_rmtree(g_parent);
+    free(g_parent);
+    free(g_dir);
+}
+
+/* A fake cgroup tree under a temporary directory: files written by put(), /proc/self/cgroup's
+ * stand-in holding `self`. The hooks point the library at it. */
+static void put(const char *rel, const char *text)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", g_root, rel);
+    for (char *s = strchr(path + strlen(g_root) + 1, '/'); s; s = strchr(s + 1, '/')) {
+        *s = '\0';
+        mkdir(path, 0755);
+        *s = '/';
+    }
+    tu_write_file(path, text, strlen(text));
+}
+
+static void fake_cgroups(const char *self)
+{
+    g_root = tu_tmpdir("cgroup");
+    put("self_cgroup", self);
+    static char self_path[1024], fs[1024];
+    snprintf(self_path, sizeof self_path, "%s/self_cgroup", g_root);
+    snprintf(fs, sizeof fs, "%s/fs", g_root);
+    mkdir(fs, 0755);
+    sp_sys_self_cgroup = self_path;
+    sp_sys_cgroup_root = fs;
+}
+
+/* Opens the dataset with the defaults but for the NULL-terminated overrides; *rc its result. */
+static sp_loader *open_with(int *rc, ...)
+{
+    sp_params *p = sp_params_create();
+    va_list ap;
+    va_start(ap, rc);
+    for (const char *k; (k = va_arg(ap, const char *));)
+        ck_assert_int_eq(sp_params_set_str(p, k, va_arg(ap, const char *)), 0);
+    va_end(ap);
+    sp_loader *l = NULL;
+    *rc = sp_loader_open(g_dir, p, &l);
+    sp_params_destroy(p);
+    return l;
+}
+
+static sp_loader_stats stats_of(sp_loader *l)
+{
+    sp_loader_stats st = { .struct_size = sizeof st };
+    ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+    return st;
+}
+
+static void one_batch(sp_loader *l)
+{
+    sp_batch *b;
+    ck_assert_msg(sp_loader_next(l, &b, 30000) == 0, "%s", sp_loader_errmsg(l));
+    ck_assert_int_eq(sp_loader_release(l, b), 0);
+}
+
+/* 64 cores, every default: 64 image workers of ~70 MiB do not fit the default budget (at most
+ * 2 GiB); the loader opens with as many as fit, delivers, and says how it got there. */
+START_TEST(many_cores_defaults)
+{
+    fake_cgroups("0::/\n");
+    put("fs/cgroup.controllers", "cpu memory\n");
+    sp_sys_cores_hook = 64;
+    int rc;
+    sp_loader *l = open_with(&rc, NULL);
+    ck_assert_msg(rc == 0, "defaults on 64 cores: %s", sp_last_error());
+    sp_loader_stats st = stats_of(l);
+    ck_assert_int_ge(st.threads, 1);
+    ck_assert_int_lt(st.threads, 64);
+    ck_assert_uint_le(st.host_allocated_bytes, st.host_memory_bytes);
+    ck_assert_msg(strstr(st.threads_note, "64 online") && strstr(st.threads_note, "fit host_memory"), "note: %s",
+                  st.threads_note);
+    char want[32];
+    snprintf(want, sizeof want, "threads=%d", st.threads);
+    ck_assert_msg(strstr(st.threads_note, want), "note: %s", st.threads_note);
+    one_batch(l);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    /* a budget that holds them all: no cut */
+    l = open_with(&rc, "host_memory", "8G", NULL);
+    ck_assert_msg(rc == 0, "%s", sp_last_error());
+    st = stats_of(l);
+    ck_assert_int_eq(st.threads, 64);
+    ck_assert_msg(strstr(st.threads_note, "64 usable cores") && !strstr(st.threads_note, "fit"), "note: %s",
+                  st.threads_note);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+}
+END_TEST
+
+/* threads=64 given: the budget does not hold it, and that is still an error naming the minimum. */
+START_TEST(explicit_threads_refused)
+{
+    int rc;
+    sp_loader *l = open_with(&rc, "threads", "64", "host_memory", "1G", NULL);
+    ck_assert_ptr_null(l);
+    ck_assert_int_eq(rc, SP_ELIMIT);
+    ck_assert_msg(strstr(sp_last_error(), "need at least") && strstr(sp_last_error(), "64 worker"), "%s",
+                  sp_last_error());
+    l = open_with(&rc, "threads", "3", NULL);
+    ck_assert_msg(rc == 0, "%s", sp_last_error());
+    sp_loader_stats st = stats_of(l);
+    ck_assert_int_eq(st.threads, 3);
+    ck_assert_str_eq(st.threads_note, "");
+    ck_assert_int_eq(sp_loader_close(l), 0);
+}
+END_TEST
+
+static int threads_under(const char *self)
+{
+    int rc;
+    sp_loader *l = open_with(&rc, "host_memory", "8G", NULL);
+    ck_assert_msg(rc == 0, "%s: %s", self, sp_last_error());
+    sp_loader_stats st = stats_of(l);
+    ck_assert_msg(strstr(st.threads_note, "cgroup CPU quota") && !strstr(st.threads_note, "no cgroup"), "note: %s",
+                  st.threads_note);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    return st.threads;
+}
+
+/* cgroup v2: cpu.max "200000 100000" on the process's cgroup's parent allows 2 CPUs of 64. */
+START_TEST(cgroup_v2_cpu_quota)
+{
+    fake_cgroups("0::/job/step\n");
+    put("fs/cgroup.controllers", "cpu memory\n");
+    put("fs/job/cpu.max", "200000 100000\n");
+    put("fs/job/step/cpu.max", "max 100000\n");
+    sp_sys_cores_hook = 64;
+    ck_assert_int_eq(threads_under("v2"), 2);
+}
+END_TEST
+
+/* cgroup v1: cpu.cfs_quota_us 150000 over cpu.cfs_period_us 100000 is 1.5 CPUs: 2 workers. On a
+ * hybrid system the v2 tree (unified/) holds no quota. */
+START_TEST(cgroup_v1_cpu_quota)
+{
+    fake_cgroups("5:memory:/\n4:cpu,cpuacct:/job\n0::/\n");
+    put("fs/unified/cgroup.controllers", "\n");
+    put("fs/cpu,cpuacct/job/cpu.cfs_quota_us", "150000\n");
+    put("fs/cpu,cpuacct/job/cpu.cfs_period_us", "100000\n");
+    put("fs/cpu,cpuacct/cpu.cfs_quota_us", "-1\n");
+    put("fs/cpu,cpuacct/cpu.cfs_period_us", "100000\n");
+    sp_sys_cores_hook = 64;
+    ck_assert_int_eq(threads_under("v1"), 2);
+}
+END_TEST
+
+/* A real affinity mask of one CPU (sched_setaffinity, as taskset -c does): one worker. */
+START_TEST(affinity_one_cpu)
+{
+    fake_cgroups("0::/\n"); /* no quota from the machine this runs on */
+    cpu_set_t set;
+    ck_assert_int_eq(sched_getaffinity(0, sizeof set, &set), 0);
+    int first = 0;
+    while (!CPU_ISSET(first, &set))
+        first++;
+    CPU_ZERO(&set);
+    CPU_SET(first, &set);
+    ck_assert_int_eq(sched_setaffinity(0, sizeof set, &set), 0);
+    int rc;
+    sp_loader *l = open_with(&rc, NULL);
+    ck_assert_msg(rc == 0, "%s", sp_last_error());
+    sp_loader_stats st = stats_of(l);
+    ck_assert_msg(st.threads == 1, "%d workers on one allowed CPU (%s)", st.threads, st.threads_note);
+    ck_assert_msg(strstr(st.threads_note, "1 in the affinity mask"), "note: %s", st.threads_note);
+    one_batch(l);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+}
+END_TEST
+
+/* The default budget: an eighth of what the cgroup's limit leaves (limit - usage + inactive page
+ * cache), when that is less than MemAvailable. */
+static uint64_t default_budget(void)
+{
+    int rc;
+    sp_loader *l = open_with(&rc, "max_image_memory", "4M", "image_size", "32", "threads", "1", NULL);
+    ck_assert_msg(rc == 0, "%s", sp_last_error());
+    uint64_t b = stats_of(l).host_memory_bytes;
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    return b;
+}
+
+START_TEST(cgroup_v2_memory)
+{
+    uint64_t mib = 1 << 20;
+    ck_assert_uint_gt(sp_meminfo_available(), 800 * mib);
+    fake_cgroups("0::/job/step\n");
+    put("fs/cgroup.controllers", "cpu memory\n");
+    put("fs/job/memory.max", "1073741824\n");    /* 1 GiB */
+    put("fs/job/memory.current", "536870912\n"); /* 512 MiB in use, of which */
+    put("fs/job/memory.stat", "anon 100\nfile 268435456\ninactive_file 268435456\n"); /* 256 MiB idle cache */
+    put("fs/job/step/memory.max", "max\n");
+    put("fs/job/step/memory.current", "1000\n");
+    ck_assert_uint_eq(default_budget(), 768 * mib / 8);
+}
+END_TEST
+
+START_TEST(cgroup_v1_memory)
+{
+    uint64_t mib = 1 << 20;
+    ck_assert_uint_gt(sp_meminfo_available(), 800 * mib);
+    fake_cgroups("4:memory:/a/b\n3:cpu:/\n0::/\n");
+    put("fs/memory/a/memory.limit_in_bytes", "671088640\n"); /* 640 MiB */
+    put("fs/memory/a/memory.usage_in_bytes", "0\n");
+    put("fs/memory/a/b/memory.limit_in_bytes", "9223372036854771712\n");
+    put("fs/memory/a/b/memory.usage_in_bytes", "67108864\n");
+    ck_assert_uint_eq(default_budget(), 640 * mib / 8);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("loader_defaults");
+    TCase *tc = tu_tcase(s, "threads", 60);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, many_cores_defaults);
+    tcase_add_test(tc, explicit_threads_refused);
+    tcase_add_test(tc, cgroup_v2_cpu_quota);
+    tcase_add_test(tc, cgroup_v1_cpu_quota);
+    tcase_add_test(tc, affinity_one_cpu);
+    tc = tu_tcase(s, "host_memory", 60);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, cgroup_v2_memory);
+    tcase_add_test(tc, cgroup_v1_memory);
+    return tu_run(s, tu_seed(0));
+}
