@@ -834,7 +834,7 @@ SP_API int sp_loader_stats_get(sp_loader *l, sp_loader_stats *out);
  * verified, decompressed and every row of it written into the loader's batch ring by the workers'
  * own code (same layout, conversions, image transform and copies), using the buffers of worker
  * `worker`. Rows are spread as a shuffled window spreads them: the n-th row of a caller, with
- * n = (*cursor)++, goes to row n mod batch_size of a batch picked by a hash of n among the ring's
+ * n = (*cursor)++, goes to row n mod batch_size (mod the rows a batch holds, when an epoch has fewer) of a batch picked by a hash of n among the ring's
  * slots, split into `workers` equal shares of which this call uses share `worker`.
  * `shardpack bench` times it to measure the limit the loader is held against. Calls with
  * distinct `worker` (0 <= worker < workers <= the threads parameter) may run at once; none may

@@ -47,7 +47,7 @@ typedef struct ld_host_field {
 
 /* What a later stage needs to know of host batches; fixed once the loader is open. */
 typedef struct ld_host_geom {
-    uint32_t batch;       /* rows per batch */
+    uint32_t batch;       /* rows a batch slot holds (batch_size, or fewer when no epoch fills it) */
     uint64_t slot_bytes;  /* one slot's rows, every tensor of the batch */
     size_t nfields;
     const char *const *names;

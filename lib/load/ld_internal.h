@@ -108,6 +108,7 @@ typedef struct ld_tables {
 
 /* The batch layout: written by open, read-only afterwards. */
 typedef struct ld_layout {
+    uint32_t rows; /* rows a batch slot holds: batch_size, or the most an epoch of a rank can fill */
     ld_out out[SP_MAX_FIELDS];
     size_t nout;
     uint64_t batch_bytes;

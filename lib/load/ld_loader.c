@@ -139,7 +139,7 @@ static void plan_image(sp_loader *l, ld_out *o)
     o->row_bytes = img_out_bytes(&l->cfg.img);
     o->dt = ld_image_dltype(l->cfg.img.dtype);
     o->ndim = 4;
-    o->shape[0] = l->cfg.batch;
+    o->shape[0] = l->lay.rows;
     bool nchw = l->cfg.img.layout == SP_LAYOUT_NCHW;
     o->shape[1] = nchw ? 3 : s;
     o->shape[2] = nchw ? s : s;
@@ -150,6 +150,10 @@ static void plan_image(sp_loader *l, ld_out *o)
 /* One batch tensor per fixed-size or image field; bytes fields stay out of loader batches. */
 static int plan_outputs(sp_loader *l)
 {
+    /* A batch holds at most the samples a rank keeps in an epoch: the fewest any rank is dealt,
+     * at most an even share of the dataset. A batch_size beyond that needs no rows it cannot fill. */
+    uint64_t share = sp_dataset_num_samples(l->ds) / l->cfg.world;
+    l->lay.rows = share && share < l->cfg.batch ? (uint32_t)share : l->cfg.batch;
     uint64_t off = 0;
     for (size_t f = 0; f < l->tab.schema->n; f++) {
         const sp_field *fd = &l->tab.schema->f[f];
@@ -158,7 +162,7 @@ static int plan_outputs(sp_loader *l)
             o->field = f;
             plan_image(l, o);
             o->offset = off;
-            off = sp_align_up(off + o->row_bytes * l->cfg.batch, LD_FIELD_ALIGN);
+            off = sp_align_up(off + o->row_bytes * l->lay.rows, LD_FIELD_ALIGN);
             continue;
         }
         if (!fd->fixed_bytes)
@@ -182,11 +186,11 @@ static int plan_outputs(sp_loader *l)
         };
         o->dt = (DLDataType){ codes[dtype], (uint8_t)(8 * sp_dtype_size(dtype)), 1 };
         o->ndim = (int)fd->ndim + 1;
-        o->shape[0] = l->cfg.batch;
+        o->shape[0] = l->lay.rows;
         for (uint32_t d = 0; d < fd->ndim; d++)
             o->shape[d + 1] = (int64_t)fd->shape[d];
         o->offset = off;
-        off = sp_align_up(off + o->row_bytes * l->cfg.batch, LD_FIELD_ALIGN);
+        off = sp_align_up(off + o->row_bytes * l->lay.rows, LD_FIELD_ALIGN);
     }
     if (l->lay.nout == 0)
         return sp_fail(&l->eb, SP_ENOTSUP, "the dataset has no field the loader batches (image, label, tokens, tensor)");
@@ -250,6 +254,7 @@ static int load_tables(sp_loader *l)
  * those counts and refused when it does not fit. */
 typedef struct ld_sizes {
     uint64_t win_cap, bpw, slots, slot_bytes, read, scratch, windows, tables, total;
+    uint32_t win_blocks; /* blocks a window can hold: shuffle_window, or the most a rank is dealt */
 } ld_sizes;
 
 /* a * b, or UINT64_MAX when that does not fit (then it fits no budget either). */
@@ -265,7 +270,7 @@ static uint64_t add_sat(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UI
  * itself, a DLTensor per field and the tensors' shapes). */
 static uint64_t slot_bytes(const sp_loader *l)
 {
-    return l->lay.batch_bytes + (uint64_t)l->cfg.batch * (sizeof(uint64_t) + 1) + sizeof(ld_slot) +
+    return l->lay.batch_bytes + (uint64_t)l->lay.rows * (sizeof(uint64_t) + 1) + sizeof(ld_slot) +
            l->lay.nout * sizeof(DLTensor) + l->lay.ndims * sizeof(int64_t);
 }
 
@@ -291,7 +296,7 @@ static uint64_t tables_bytes(const sp_loader *l)
 static uint64_t sizes_total(const sp_loader *l, ld_sizes *z)
 {
     z->windows =
-        (3ull * z->win_cap + 2ull * l->cfg.window_blocks + (uint64_t)l->cfg.threads * z->bpw) * sizeof(uint32_t);
+        (3ull * z->win_cap + 2ull * z->win_blocks + (uint64_t)l->cfg.threads * z->bpw) * sizeof(uint32_t);
     z->total = add_sat(mul_sat(z->slots, z->slot_bytes), read_cost(z->read) + z->scratch + z->windows + z->tables);
     return z->total;
 }
@@ -307,7 +312,7 @@ static int refuse_minimum(sp_loader *l, const ld_sizes *z)
                    "raise host_memory, or lower batch_size, shuffle_window or threads%s",
                    human(l->cfg.host_memory, a, sizeof a), human(z->total, b, sizeof b), (unsigned long long)z->slots,
                    human(z->slot_bytes, c, sizeof c), human(l->lay.batch_bytes, d, sizeof d),
-                   (unsigned long long)(z->slot_bytes - l->lay.batch_bytes), l->cfg.window_blocks,
+                   (unsigned long long)(z->slot_bytes - l->lay.batch_bytes), z->win_blocks,
                    l->tab.max_block_samples, human(l->tab.max_read, e, sizeof e), l->cfg.threads,
                    human(worker, f, sizeof f),
                    l->cfg.has_image ? " (or max_image_memory, which each worker reserves)" : "");
@@ -343,7 +348,12 @@ static uint64_t fit_auto_threads(sp_loader *l, ld_sizes *z, uint64_t per_worker)
 static int size_pools(sp_loader *l, ld_sizes *z)
 {
     uint64_t total_samples = sp_dataset_num_samples(l->ds);
-    uint64_t cap = (uint64_t)l->cfg.window_blocks * l->tab.max_block_samples;
+    /* A window holds at most the blocks one rank is dealt in an epoch: every rank gets one at
+     * least, so no more than nblocks - world + 1. The plan keeps shuffle_window as given (the
+     * order does not depend on this); only the memory stops at what a window can hold. */
+    uint64_t rank_max = l->tab.nblocks - l->cfg.world + 1;
+    z->win_blocks = l->cfg.window_blocks < rank_max ? l->cfg.window_blocks : (uint32_t)rank_max;
+    uint64_t cap = (uint64_t)z->win_blocks * l->tab.max_block_samples;
     z->win_cap = cap < total_samples ? cap : total_samples;
     uint64_t bpw = (z->win_cap + l->cfg.batch - 1) / l->cfg.batch + 1; /* batches one window can touch */
     z->bpw = bpw;
@@ -359,7 +369,7 @@ static int size_pools(sp_loader *l, ld_sizes *z)
     if (min > l->cfg.host_memory || z->win_cap > UINT32_MAX)
         return refuse_minimum(l, z);
     uint64_t spare = l->cfg.host_memory - min;
-    uint64_t read_goal = 2ull * l->cfg.window_blocks * l->tab.max_read;
+    uint64_t read_goal = 2ull * z->win_blocks * l->tab.max_read;
     if (read_goal > LD_READ_RING_MAX)
         read_goal = LD_READ_RING_MAX;
     if (read_goal > z->read) {
@@ -447,8 +457,8 @@ static bool alloc_windows(sp_loader *l, const ld_sizes *z, ld_oom *o)
     for (int w = 0; w < 2; w++) {
         l->rdr.win[w].pos =
             pool(o, sp_malloc((size_t)z->win_cap * sizeof(uint32_t)), "window rows", z->win_cap * sizeof(uint32_t));
-        l->rdr.win[w].row_base = pool(o, sp_malloc((size_t)l->cfg.window_blocks * sizeof(uint32_t)), "window blocks",
-                                      l->cfg.window_blocks * sizeof(uint32_t));
+        l->rdr.win[w].row_base = pool(o, sp_malloc((size_t)z->win_blocks * sizeof(uint32_t)), "window blocks",
+                                      z->win_blocks * sizeof(uint32_t));
         if (o->what)
             return false;
     }
@@ -491,9 +501,9 @@ static int alloc_pools(sp_loader *l, const ld_sizes *z)
                            z->slots * l->lay.nout * sizeof *l->pool.tensors);
     l->pool.shapes = pool(&o, sp_calloc(z->slots * l->lay.ndims, sizeof *l->pool.shapes), "batch tensor shapes",
                           z->slots * l->lay.ndims * sizeof *l->pool.shapes);
-    uint64_t *ids = pool(&o, sp_malloc(z->slots * l->cfg.batch * sizeof *ids), "batch sample ids",
-                         z->slots * l->cfg.batch * sizeof *ids);
-    uint8_t *bad = pool(&o, sp_calloc(z->slots * l->cfg.batch, 1), "batch row marks", z->slots * l->cfg.batch);
+    uint64_t *ids = pool(&o, sp_malloc(z->slots * l->lay.rows * sizeof *ids), "batch sample ids",
+                         z->slots * l->lay.rows * sizeof *ids);
+    uint8_t *bad = pool(&o, sp_calloc(z->slots * l->lay.rows, 1), "batch row marks", z->slots * l->lay.rows);
     l->ring.regions = pool(&o, sp_calloc(l->ring.nregions, sizeof *l->ring.regions), "read regions",
                            l->ring.nregions * sizeof *l->ring.regions);
     l->ring.jobs = pool(&o, sp_calloc(l->ring.jobs_cap, sizeof *l->ring.jobs), "read jobs",
@@ -518,8 +528,8 @@ static int alloc_pools(sp_loader *l, const ld_sizes *z)
         return pools_failed(l, &o, z);
     }
     for (uint64_t i = 0; i < z->slots; i++)
-        init_slot(l, &l->ring.slots[i], (uint32_t)i, l->pool.batch_mem + i * l->lay.batch_bytes, ids + i * l->cfg.batch,
-                  bad + i * l->cfg.batch);
+        init_slot(l, &l->ring.slots[i], (uint32_t)i, l->pool.batch_mem + i * l->lay.batch_bytes, ids + i * l->lay.rows,
+                  bad + i * l->lay.rows);
     l->stats.s.read_ring_bytes = z->read;
     l->stats.s.batch_ring_bytes = z->slots * l->lay.batch_bytes;
     l->stats.s.batch_ring_slots = z->slots;
@@ -1053,7 +1063,7 @@ int ld_host_release(sp_loader *l, sp_batch *b)
 
 void ld_host_geometry(const sp_loader *l, ld_host_geom *g)
 {
-    *g = (ld_host_geom){ .batch = l->cfg.batch,
+    *g = (ld_host_geom){ .batch = l->lay.rows,
                          .slot_bytes = l->lay.batch_bytes,
                          .nfields = l->lay.nout,
                          .names = l->lay.names,

@@ -498,7 +498,7 @@ int64_t ld_bench_block(sp_loader *l, int id, uint64_t block, uint8_t *buf, uint6
         z = (z ^ (z >> 31)) * 0xBF58476D1CE4E5B9ull;
         ld_slot *s = &l->ring.slots[first + (z ^ (z >> 29)) % nslots];
         size_t f;
-        rc = fill_row(l, id, &v, r, 0, l->tab.block_first[block] + r, s->mem, (uint32_t)(n % l->cfg.batch), &images,
+        rc = fill_row(l, id, &v, r, 0, l->tab.block_first[block] + r, s->mem, (uint32_t)(n % l->lay.rows), &images,
                       &f, why, sizeof why);
         if (rc && l->cfg.on_error != SP_ON_ERROR_SKIP) {
             row_message(l, block, r, &l->lay.out[f], why, msg, sizeof msg);
@@ -657,7 +657,7 @@ static bool claim_batches(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t fro
         s->state = SLOT_FILLING;
         s->rows_expected = (uint32_t)(rows < l->cfg.batch ? rows : l->cfg.batch);
         atomic_store(&s->rows_done, 0);
-        memset(s->bad, 0, l->cfg.batch);
+        memset(s->bad, 0, l->lay.rows);
         s->note_row = UINT32_MAX;
         s->b.epoch = l->rdr.rplan[pi].cfg.epoch;
         s->b.index = k;

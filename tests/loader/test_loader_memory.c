@@ -401,6 +401,53 @@ START_TEST(tiny_rows_descriptors_counted)
 }
 END_TEST
 
+/* One epoch's sample ids and the memory the loader took for it, with the given overrides. */
+static uint64_t epoch_memory(lt_rec *r, const char *k1, const char *v1, const char *k2, const char *v2)
+{
+    sp_loader *l;
+    int rc = lt_open(g_ds.dir, &l, "host_memory", "4G", "seed", "7", k1, v1, k2, v2, NULL);
+    ck_assert_msg(rc == 0, "%s=%s %s=%s: %s", k1, v1, k2, v2, sp_last_error());
+    sp_loader_stats st = { .struct_size = sizeof st };
+    ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+    ck_assert_int_eq(lt_epoch(l, &g_ds, r), SP_EEPOCH);
+    ck_assert_uint_eq(r->bad, 0);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    return st.host_allocated_bytes;
+}
+
+static void same_epoch(const lt_rec *a, const lt_rec *b)
+{
+    ck_assert_uint_eq(a->ni, b->ni);
+    ck_assert_msg(!memcmp(a->ids, b->ids, a->ni * sizeof *a->ids), "the epoch's order changed");
+}
+
+/* A shuffle window beyond the rank's blocks, or a batch beyond its epoch, asks for no memory the
+ * dataset cannot fill, and delivers the same epoch as the window of all blocks / the batch of all
+ * samples. */
+START_TEST(sized_by_dataset)
+{
+    char nb[32], ns[32];
+    snprintf(nb, sizeof nb, "%llu", (unsigned long long)g_ds.blocks);
+    snprintf(ns, sizeof ns, "%llu", (unsigned long long)g_ds.n);
+    lt_rec huge = { 0 }, exact = { 0 };
+    uint64_t m_huge = epoch_memory(&huge, "shuffle_window", "65536", "batch_size", "32");
+    uint64_t m_exact = epoch_memory(&exact, "shuffle_window", nb, "batch_size", "32");
+    same_epoch(&huge, &exact);
+    ck_assert_msg(m_huge <= m_exact + 4096, "shuffle_window 65536 on %s blocks: %llu bytes, %llu for the window of all",
+                  nb, (unsigned long long)m_huge, (unsigned long long)m_exact);
+    lt_rec_free(&huge);
+    lt_rec_free(&exact);
+    m_huge = epoch_memory(&huge, "batch_size", "1048576", "shuffle_window", "4");
+    m_exact = epoch_memory(&exact, "batch_size", ns, "shuffle_window", "4");
+    same_epoch(&huge, &exact);
+    ck_assert_uint_eq(huge.nb, 1);
+    ck_assert_msg(m_huge <= m_exact + 4096, "batch_size 2^20 on %s samples: %llu bytes, %llu for the batch of all", ns,
+                  (unsigned long long)m_huge, (unsigned long long)m_exact);
+    lt_rec_free(&huge);
+    lt_rec_free(&exact);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     if (argc == 7 && !strcmp(argv[1], "--stream"))
@@ -417,6 +464,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, stats_from_another_thread);
     tcase_add_test(tc, peak_rss_bounded);
     tcase_add_test(tc, tiny_rows_descriptors_counted);
+    tcase_add_test(tc, sized_by_dataset);
     int rc = tu_run(s, g_seed);
     lt_ds_free(&g_ds);
     return rc;
