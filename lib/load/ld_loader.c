@@ -287,7 +287,7 @@ static uint64_t tables_bytes(const sp_loader *l)
 {
     uint64_t per_block = 2 * sizeof(uint32_t) + sizeof(uint64_t) + sizeof(void *);
     uint64_t per_shard = sizeof(void *) + sizeof(int) + sizeof(bool) + sizeof(uint64_t);
-    uint64_t rank_blocks = l->tab.nblocks / l->cfg.world + 1;
+    uint64_t rank_blocks = l->tab.nblocks - l->cfg.world + 1; /* the most one rank is dealt (ld_plan.c) */
     uint64_t plan = (rank_blocks + rank_blocks / l->cfg.window_blocks + 2) * sizeof(uint64_t);
     uint64_t building = l->tab.nblocks * sizeof(uint64_t) + (uint64_t)l->cfg.world * (sizeof(uint64_t) + 16);
     return l->tab.nblocks * per_block + l->tab.nshards * per_shard + 4 * plan + building;

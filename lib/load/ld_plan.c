@@ -100,9 +100,10 @@ static void heap_down(heap_item *h, uint32_t n, uint32_t i)
     }
 }
 
-/* Deals the permuted blocks; fills counts[rank] and, for cfg->rank, the block list. */
+/* Deals the permuted blocks; fills counts[rank] and, for cfg->rank, the block list (room for cap:
+ * ranks are dealt by samples, so one holding small blocks gets more of them than an even share). */
 static int deal_blocks(ld_plan *p, const uint64_t *order, const uint32_t *block_samples, uint64_t nblocks,
-                       uint64_t *counts)
+                       uint64_t *counts, uint64_t cap)
 {
     uint32_t world = p->cfg.world;
     heap_item *h = sp_malloc((size_t)world * sizeof *h);
@@ -112,8 +113,13 @@ static int deal_blocks(ld_plan *p, const uint64_t *order, const uint32_t *block_
         h[r] = (heap_item){ 0, r };
     for (uint64_t i = 0; i < nblocks; i++) {
         uint64_t b = order[i];
-        if (h[0].rank == p->cfg.rank)
+        if (h[0].rank == p->cfg.rank) {
+            if (p->nblocks == cap) { /* a block of no samples: the format has none */
+                sp_free(h);
+                return SP_EINVAL;
+            }
             p->blocks[p->nblocks++] = b;
+        }
         h[0].samples += block_samples[b];
         heap_down(h, world, 0);
     }
@@ -152,7 +158,10 @@ int ld_plan_build(ld_plan *p, const ld_plan_cfg *cfg, const uint32_t *block_samp
                         "smaller block_size", (unsigned long long)nblocks, cfg->world), SP_EINVAL;
     uint64_t *order = sp_malloc(nblocks * sizeof *order);
     uint64_t *counts = sp_calloc(cfg->world, sizeof *counts);
-    p->blocks = sp_malloc((nblocks / cfg->world + 1) * sizeof *p->blocks);
+    /* Every rank is dealt one block at least (the first `world` go one to each, as a block has a
+     * sample at least), so one rank holds at most nblocks - world + 1. */
+    uint64_t cap = nblocks - cfg->world + 1;
+    p->blocks = sp_malloc(cap * sizeof *p->blocks);
     int rc = order && counts && p->blocks ? SP_OK : SP_ENOMEM;
     if (rc == SP_OK) {
         for (uint64_t i = 0; i < nblocks; i++)
@@ -162,7 +171,9 @@ int ld_plan_build(ld_plan *p, const ld_plan_cfg *cfg, const uint32_t *block_samp
             ld_rng_seed(&r, cfg->seed, cfg->epoch, 0x626c6f636b73ull /* "blocks" */, 0);
             shuffle_u64(&r, order, nblocks);
         }
-        rc = deal_blocks(p, order, block_samples, nblocks, counts);
+        rc = deal_blocks(p, order, block_samples, nblocks, counts, cap);
+        if (rc == SP_EINVAL)
+            snprintf(why, whylen, "a block of no samples cannot be dealt");
     }
     if (rc == SP_OK) {
         uint64_t keep = UINT64_MAX;

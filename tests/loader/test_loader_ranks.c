@@ -230,6 +230,48 @@ START_TEST(too_few_blocks)
 }
 END_TEST
 
+/* One block of many samples and many blocks of one: the rank dealt the small blocks holds far
+ * more than an even share of the blocks, and its epoch is whole. */
+START_TEST(uneven_blocks)
+{
+    char *root = tu_tmpdir("ranks-uneven");
+    char *dir = tu_join(root, "data");
+    sp_schema *sc = sp_schema_create();
+    ck_assert_int_eq(sp_schema_add(sc, "label", SP_FIELD_LABEL, SP_DTYPE_I64, 0, NULL), 0);
+    ck_assert_int_eq(sp_schema_add(sc, "blob", SP_FIELD_BYTES, SP_DTYPE_U8, 0, NULL), 0);
+    sp_params *p = tu_params("block_size", "4K", "compress", "none", NULL);
+    sp_writer *w;
+    ck_assert_msg(sp_writer_open(dir, sc, p, &w) == 0, "%s", sp_last_error());
+    static uint8_t blob[6000];
+    const int64_t small = 200, big = 40;
+    for (int64_t i = 0; i < small + big; i++) {
+        sp_value v[2] = { { &i, sizeof i }, { blob, i < small ? 0 : sizeof blob } };
+        ck_assert_msg(sp_writer_add(w, v, 2) == 0, "%s", sp_last_error());
+    }
+    ck_assert_msg(sp_writer_finish(w) == 0, "%s", sp_last_error());
+    sp_writer_destroy(w);
+    sp_params_destroy(p);
+    sp_schema_destroy(sc);
+    for (int rank = 0; rank < 2; rank++) {
+        char rs[8];
+        snprintf(rs, sizeof rs, "%d", rank);
+        sp_loader *l;
+        ck_assert_msg(lt_open(dir, &l, "rank", rs, "world_size", "2", "batch_size", "4", NULL) == 0, "%s",
+                      sp_last_error());
+        uint64_t want = sp_loader_samples_per_epoch(l); /* epoch 0's: each epoch deals anew */
+        lt_rec r = { 0 };
+        ck_assert_msg(lt_epoch(l, NULL, &r) == SP_EEPOCH, "%s", sp_loader_errmsg(l));
+        ck_assert_uint_eq(r.ni, want);
+        ck_assert_uint_gt(r.ni, 0);
+        ck_assert_int_eq(sp_loader_close(l), 0);
+        lt_rec_free(&r);
+    }
+    tu_rmtree(root);
+    free(dir);
+    free(root);
+}
+END_TEST
+
 int main(void)
 {
     g_seed = tu_seed(0x4a4b5);
@@ -258,6 +300,7 @@ int main(void)
     tcase_add_test(tc, worlds_drop_last);
     tcase_add_test(tc, world_from_environment);
     tcase_add_test(tc, too_few_blocks);
+    tcase_add_test(tc, uneven_blocks);
     int rc = tu_run(s, g_seed);
     lt_ds_free(&g_ds);
     return rc;
