@@ -17,6 +17,7 @@
 #define LD_IO_DEPTH 32u
 #define LD_MAX_FDS 64u /* shard descriptors kept open: a quarter of RLIMIT_NOFILE, within these */
 #define LD_MIN_FDS 4u
+#define LD_FD_WAIT_S 1.0 /* out of descriptors with none of its own to close: the reader waits this long */
 #define LD_READ_RING_MAX (1ull << 30) /* one registered buffer: the kernel's limit */
 #define LD_NOTE_WHY 128u /* a slot's reason for its lowest bad row, cut to this */
 

@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ld_internal.h"
@@ -41,6 +43,15 @@ static bool fd_evict_one(sp_loader *l, const ld_reader *rd)
     l->rdr.fd[victim] = -1;
     l->rdr.fds_open--;
     return true;
+}
+
+/* Whether ld_pipeline_stop has asked the threads to end (it sets ring.stop under mu). */
+static bool reader_stopping(sp_loader *l)
+{
+    pthread_mutex_lock(&l->ring.mu);
+    bool stop = l->ring.stop;
+    pthread_mutex_unlock(&l->ring.mu);
+    return stop;
 }
 
 /* Stops using O_DIRECT for the rest of the loader's life, saying why in the stats. */
@@ -570,9 +581,27 @@ static void submit(sp_loader *l, ld_reader *rd, ld_job *j)
     fmt_err e = { .block = -1 };
     bool starved;
     int fd;
-    /* Out of descriptors with every cached one serving a read in flight: wait for one to finish. */
-    while ((fd = shard_fd(l, rd, shard, l->rdr.direct, &e, &starved)) < 0 && starved && ld_io_inflight(l->rdr.io))
-        reap(l, rd, true);
+    double give_up = 0;
+    while ((fd = shard_fd(l, rd, shard, l->rdr.direct, &e, &starved)) < 0 && starved) {
+        /* Out of descriptors with every cached one serving a read in flight: wait for one. */
+        if (ld_io_inflight(l->rdr.io)) {
+            reap(l, rd, true);
+            continue;
+        }
+        /* None of ours to close: someone else in the process holds them (another loader, a
+         * checkpoint being written). Wait for them a while, as a read that keeps failing with
+         * EAGAIN is retried, before the block fails. */
+        double now = sp_now();
+        if (!give_up)
+            give_up = now + LD_FD_WAIT_S;
+        if (now >= give_up || reader_stopping(l)) {
+            snprintf(e.why + strlen(e.why), sizeof e.why - strlen(e.why),
+                     " (the process had no descriptor free for %.0f s)", LD_FD_WAIT_S);
+            break;
+        }
+        struct timespec pause = { 0, 2000000L };
+        nanosleep(&pause, NULL);
+    }
     if (fd < 0) {
         count_block(l, j, fd);
         block_failed(l, j, fd, e.why);

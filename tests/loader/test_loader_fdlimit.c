@@ -1,8 +1,10 @@
-/* test_loader_fdlimit.c - a dataset of 300+ shards under RLIMIT_NOFILE 32: the loader (io_uring and pread, two shuffled epochs), sp_dataset_read_block over every block and sp_verify complete and give exactly what they give without the limit. */
+/* test_loader_fdlimit.c - a dataset of 300+ shards under RLIMIT_NOFILE 32: the loader (io_uring and pread, two shuffled epochs), sp_dataset_read_block over every block and sp_verify complete and give exactly what they give without the limit; a loader with no descriptor of its own to close waits out a table filled by someone else for a moment. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "lt_util.h"
 #include "test_util.h"
@@ -53,6 +55,62 @@ START_TEST(loader_pread) { loader_case("pread"); }
 END_TEST
 
 START_TEST(loader_auto) { loader_case("auto"); }
+END_TEST
+
+/* Another part of the process holds every free descriptor for 200 ms. */
+typedef struct hog {
+    int fds[FD_LIMIT];
+    int n;
+} hog;
+
+static void *release_later(void *arg)
+{
+    hog *h = arg;
+    usleep(200 * 1000);
+    for (int i = 0; i < h->n; i++)
+        close(h->fds[i]);
+    return NULL;
+}
+
+/* The loader's first read needs a descriptor while the table is full and it holds none of its own
+ * to close: it waits until they come back, and the batch is good. */
+START_TEST(transient_emfile)
+{
+    limit_fds();
+    sp_loader *l;
+    int rc = lt_open(g_ds.dir, &l, "io", "pread", "seed", g_seedstr, "batch_size", "64", NULL);
+    ck_assert_msg(rc == 0, "open: %s", sp_last_error());
+    hog h = { .n = 0 };
+    int fd;
+    while (h.n < FD_LIMIT && (fd = dup(0)) >= 0)
+        h.fds[h.n++] = fd;
+    ck_assert_int_lt(h.n, FD_LIMIT); /* the table is full */
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, release_later, &h), 0);
+    double t0 = lt_now();
+    lt_rec r = { 0 };
+    rc = lt_drain(l, &g_ds, &r, 3, 30000);
+    ck_assert_msg(rc == 0, "%s: %s", sp_error_name(rc), sp_loader_errmsg(l));
+    fprintf(stderr, "fdlimit: first batches after %.0f ms with the descriptor table full for 200 ms\n",
+            (lt_now() - t0) * 1000);
+    ck_assert_uint_eq(r.bad, 0);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    lt_rec_free(&r);
+    /* held for good: the batch fails after the wait, saying so */
+    ck_assert_int_eq(lt_open(g_ds.dir, &l, "io", "pread", "batch_size", "64", NULL), 0);
+    for (h.n = 0; h.n < FD_LIMIT && (fd = dup(0)) >= 0;)
+        h.fds[h.n++] = fd;
+    t0 = lt_now();
+    sp_batch *b;
+    rc = sp_loader_next(l, &b, 30000);
+    double waited = lt_now() - t0;
+    ck_assert_int_eq(rc, SP_EIO);
+    ck_assert_msg(strstr(sp_loader_errmsg(l), "no descriptor free for 1 s"), "%s", sp_loader_errmsg(l));
+    ck_assert_msg(waited > 0.9 && waited < 10, "failed after %.2f s", waited);
+    release_later(&h);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+}
 END_TEST
 
 /* A hash of every block's every value, read through one dataset handle. */
@@ -118,6 +176,7 @@ int main(void)
     tcase_add_test(tc, loader_auto);
     tcase_add_test(tc, dataset_reads);
     tcase_add_test(tc, verify);
+    tcase_add_test(tc, transient_emfile);
     int rc = tu_run(s, g_seed);
     lt_ds_free(&g_ds);
     return rc;
