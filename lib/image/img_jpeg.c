@@ -371,6 +371,21 @@ static int decode(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, 
     return SP_OK;
 }
 
+/* What libjpeg keeps of a multi-scan image (a progressive one): every coefficient block of every
+ * component, each component's blocks padded to whole MCUs (sampling factor multiples), 128 bytes a
+ * block. From the header read into d. The decoder's other buffers come on top, under a MiB. */
+static uint64_t coef_bytes(const struct jpeg_decompress_struct *d)
+{
+    uint64_t n = 0;
+    for (int i = 0; d->comp_info && i < d->num_components; i++) {
+        const jpeg_component_info *ci = &d->comp_info[i];
+        uint64_t wb = ci->width_in_blocks, hb = ci->height_in_blocks;
+        uint64_t hs = (uint64_t)ci->h_samp_factor, vs = (uint64_t)ci->v_samp_factor;
+        n += (hs ? (wb + hs - 1) / hs * hs : wb) * (vs ? (hb + vs - 1) / vs * vs : hb) * sizeof(JBLOCK);
+    }
+    return n;
+}
+
 int img_process(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, uint64_t sample, void *out,
                 img_result *res, char *why, size_t whylen)
 {
@@ -396,7 +411,9 @@ int img_process(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, ui
             rc = SP_EBADINPUT;
         } else if (code == JERR_NO_BACKING_STORE) {
             snprintf(why, whylen, "decoding it needs more than max_image_memory (%llu MiB): a progressive JPEG "
-                     "keeps every coefficient of the image in memory", (unsigned long long)(c->cfg.max_image_memory >> 20));
+                     "keeps every coefficient of the image in memory (%.1f MiB for this one); set max_image_memory "
+                     ">= %lluM", (unsigned long long)(c->cfg.max_image_memory >> 20),
+                     (double)coef_bytes(&c->dec) / (1 << 20), (unsigned long long)(coef_bytes(&c->dec) >> 20) + 2);
             rc = SP_ELIMIT;
         } else if (code == JERR_OUT_OF_MEMORY) {
             snprintf(why, whylen, "out of memory decoding it: %s", c->err.msg);

@@ -1082,6 +1082,21 @@ START_TEST(decoder_memory_cap)
     ck_assert_msg(rc == SP_ELIMIT, "%s: %s", sp_error_name(rc), sp_image_transform_errmsg(t));
     ck_assert_msg(strstr(sp_image_transform_errmsg(t), "max_image_memory"), "%s", sp_image_transform_errmsg(t));
     ck_assert_int_eq(sp_image_transform_apply(t, base.data, base.size, 0, 5, out, NULL), 0); /* still usable */
+    /* the message names a value that decodes it, within a couple of MiB of what it needs */
+    const char *set = strstr(sp_image_transform_errmsg(t), "set max_image_memory >= ");
+    ck_assert_msg(set, "no value named: %s", sp_image_transform_errmsg(t));
+    unsigned mib = 0;
+    ck_assert_int_eq(sscanf(set + 24, "%uM", &mib), 1);
+    ck_assert_uint_eq(mib, 8); /* 150 x 125 blocks x 3 components x 128 bytes = 6.9 MiB */
+    sp_image_transform_destroy(t);
+    char v[16];
+    snprintf(v, sizeof v, "%uM", mib);
+    t = mk("image_size", "32", "max_image_memory", v, NULL);
+    ck_assert_msg(sp_image_transform_apply(t, prog.data, prog.size, 0, 5, out, NULL) == 0, "at %s: %s", v,
+                  sp_image_transform_errmsg(t));
+    sp_image_transform_destroy(t);
+    t = mk("image_size", "32", "max_image_memory", "6M", NULL);
+    ck_assert_int_eq(sp_image_transform_apply(t, prog.data, prog.size, 0, 5, out, NULL), SP_ELIMIT);
     sp_image_transform_destroy(t);
     t = mk("image_size", "32", "max_image_memory", "16M", NULL);
     ck_assert_int_eq(sp_image_transform_apply(t, prog.data, prog.size, 0, 5, out, NULL), 0);
