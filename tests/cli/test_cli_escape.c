@@ -144,16 +144,17 @@ START_TEST(out_of_memory_says_what_and_why)
     clit_result_free(&r);
     free(args);
 
-    /* The library's: a loader whose batch ring (6 slots of a million 260-byte samples) is more
-     * than a 1 GiB limit holds, though host_memory promises 8 GiB. */
+    /* The library's: a loader whose batch ring (4104 slots of a batch of all 4032 260-byte
+     * samples: a batch holds no more than the epoch) is more than a 1 GiB limit holds, though
+     * host_memory promises 8 GiB. */
     char *ds = clit_path("%s/ds", tmp), *bin = clit_path("%s/t.bin", tmp);
-    clit_write_llmc(bin, 2, 4096, token, 0, 0);
+    clit_write_llmc(bin, 2, 65 * 4032 + 1, token, 0, 0);
     args = clit_path("pack '%s' --seq-len 64 -o '%s' -q", bin, ds);
     r = run_limited(1 << 20, args);
     ck_assert_msg(r.status == 0, "%s", r.err);
     clit_result_free(&r);
     free(args);
-    args = clit_path("bench '%s' --host-memory 8G --batch-size 1048576 --threads 1", ds);
+    args = clit_path("bench '%s' --host-memory 8G --batch-size 1048576 --prefetch 4096 --threads 1", ds);
     r = run_limited(1 << 20, args);
     ck_assert_int_eq(r.status, 1);
     ck_assert_msg(strstr(r.err, "shard-000000.sps: out of memory allocating the loader's batch ring") &&
