@@ -23,15 +23,17 @@ static const char *human(uint64_t n, char *buf, size_t len)
     return buf;
 }
 
-/* A count a launcher exports (RANK, WORLD_SIZE): *out is its value, or def when it is unset or
- * empty. SP_EINVAL, naming the variable and its value, for anything but a non-negative decimal
- * integer; the caller checks the range. */
-static int env_count(sp_errbuf *eb, const char *name, int64_t def, int64_t *out)
+/* A count a launcher exports (RANK, WORLD_SIZE): *out is its value, left as it was when the
+ * variable is not set. SP_EINVAL, naming the variable and its value, for anything but a
+ * non-negative decimal integer, the empty string included (a launcher's template that left it
+ * blank); the caller checks the range. */
+static int env_count(sp_errbuf *eb, const char *name, int64_t *out)
 {
     const char *s = getenv(name);
-    *out = def;
-    if (!s || !*s)
+    if (!s)
         return SP_OK;
+    if (!*s)
+        return sp_fail(eb, SP_EINVAL, "%s is set but empty; it must be a non-negative integer (or unset)", name);
     int64_t v = 0;
     for (const char *c = s; *c; c++) {
         if (*c < '0' || *c > '9')
@@ -85,6 +87,38 @@ static uint64_t default_host_memory(uint64_t param)
     return avail / 8 < (2ull << 30) ? avail / 8 : (2ull << 30);
 }
 
+/* This process's rank and the world size: the parameters, else the RANK and WORLD_SIZE that
+ * launchers (torchrun, Slurm wrappers, MPI) export. Several ranks with no rank given is refused:
+ * every process would read rank 0's share, and the others' would never be read. Messages say where
+ * each value came from. */
+static int read_ranks(sp_loader *l, const sp_params *p)
+{
+    int64_t rank = sp_params_get(p, SP_PARAM_RANK), world = sp_params_get(p, SP_PARAM_WORLD_SIZE);
+    bool rank_env = rank < 0, world_env = world == 0;
+    if (world_env)
+        world = -1; /* stays so while WORLD_SIZE is unset */
+    if (rank_env && env_count(&l->eb, "RANK", &rank))
+        return SP_EINVAL;
+    if (world_env && env_count(&l->eb, "WORLD_SIZE", &world))
+        return SP_EINVAL;
+    const char *world_from = !world_env ? "the world_size parameter" : world >= 0 ? "WORLD_SIZE" : "WORLD_SIZE unset";
+    if (world < 0)
+        world = 1;
+    if (rank < 0 && world > 1)
+        return sp_fail(&l->eb, SP_EINVAL, "%s=%lld but no rank: set rank= or RANK (each process its own, 0 to %lld)",
+                       world_env ? "WORLD_SIZE" : "world_size", (long long)world, (long long)world - 1);
+    if (rank < 0)
+        rank = 0;
+    if (world < 1 || world > (1 << 20) || rank >= world)
+        return sp_fail(&l->eb, SP_EINVAL,
+                       "rank %lld (%s) and world size %lld (%s) are not valid: a world size is 1 to 2^20 "
+                       "and a rank is below it",
+                       (long long)rank, rank_env ? "RANK" : "the rank parameter", (long long)world, world_from);
+    l->cfg.rank = (uint32_t)rank;
+    l->cfg.world = (uint32_t)world;
+    return SP_OK;
+}
+
 static int read_config(sp_loader *l, const sp_params *p)
 {
     l->cfg.batch = (uint32_t)sp_params_get(p, SP_PARAM_BATCH_SIZE);
@@ -104,17 +138,9 @@ static int read_config(sp_loader *l, const sp_params *p)
     l->cfg.max_sample = (uint64_t)sp_params_get(p, SP_PARAM_MAX_SAMPLE_BYTES);
     if (img_cfg_from_params(&l->cfg.img, p) != SP_OK)
         return sp_fail_keep(&l->eb, SP_EINVAL);
-    /* Launchers (torchrun, Slurm wrappers, MPI) export RANK and WORLD_SIZE. */
-    int64_t rank = sp_params_get(p, SP_PARAM_RANK), world = sp_params_get(p, SP_PARAM_WORLD_SIZE);
-    if (rank < 0 && env_count(&l->eb, "RANK", 0, &rank))
-        return SP_EINVAL;
-    if (world == 0 && env_count(&l->eb, "WORLD_SIZE", 1, &world))
-        return SP_EINVAL;
-    if (rank < 0 || world < 1 || world > (1 << 20) || rank >= world)
-        return sp_fail(&l->eb, SP_EINVAL, "rank %lld and world size %lld are not valid (check RANK and WORLD_SIZE)",
-                     (long long)rank, (long long)world);
-    l->cfg.rank = (uint32_t)rank;
-    l->cfg.world = (uint32_t)world;
+    int rc = read_ranks(l, p);
+    if (rc)
+        return rc;
     l->cfg.host_memory = default_host_memory((uint64_t)sp_params_get(p, SP_PARAM_HOST_MEMORY));
     l->stats.s.host_memory_bytes = l->cfg.host_memory;
     l->stats.s.threads = l->cfg.threads;

@@ -1,4 +1,4 @@
-/* test_loader_ranks.c - world sizes 1..8, one process per rank: ranks never overlap, all get the same batch count, and seen + dropped covers the dataset; too few blocks for the ranks is refused. */
+/* test_loader_ranks.c - world sizes 1..8, one process per rank: ranks never overlap, all get the same batch count, and seen + dropped covers the dataset; too few blocks for the ranks, several ranks with no rank given, and empty RANK/WORLD_SIZE are refused. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -272,6 +272,74 @@ START_TEST(uneven_blocks)
 }
 END_TEST
 
+/* Opens g_ds under the given RANK and WORLD_SIZE (NULL: unset) and up to two parameters (k NULL:
+ * none); closes what opened and returns the code, the message in sp_last_error(). */
+static int open_with_env(const char *rank, const char *world, const char *k1, const char *v1, const char *k2,
+                         const char *v2)
+{
+    unsetenv("RANK");
+    unsetenv("WORLD_SIZE");
+    if (rank)
+        setenv("RANK", rank, 1);
+    if (world)
+        setenv("WORLD_SIZE", world, 1);
+    sp_loader *l = NULL;
+    int rc = lt_open(g_ds.dir, &l, k1, v1, k2, v2, NULL);
+    if (rc == 0)
+        ck_assert_int_eq(sp_loader_close(l), 0);
+    else
+        ck_assert_ptr_null(l);
+    unsetenv("RANK");
+    unsetenv("WORLD_SIZE");
+    return rc;
+}
+
+static void expect_refused(int rc, const char *want, const char *what)
+{
+    ck_assert_msg(rc == SP_EINVAL, "%s: %s (%s)", what, sp_error_name(rc), sp_last_error());
+    ck_assert_msg(strstr(sp_last_error(), want), "%s: message '%s' lacks '%s'", what, sp_last_error(), want);
+}
+
+START_TEST(world_without_rank)
+{
+    /* Several ranks and no rank: each process would silently be rank 0. */
+    expect_refused(open_with_env(NULL, "2", NULL, NULL, NULL, NULL), "WORLD_SIZE=2 but no rank: set rank= or RANK",
+                   "WORLD_SIZE=2");
+    expect_refused(open_with_env(NULL, NULL, "world_size", "3", NULL, NULL),
+                   "world_size=3 but no rank: set rank= or RANK", "world_size=3");
+    setenv("LOCAL_RANK", "1", 1); /* a launcher's other name for it is not RANK */
+    expect_refused(open_with_env(NULL, "2", NULL, NULL, NULL, NULL), "WORLD_SIZE=2 but no rank",
+                   "LOCAL_RANK=1 WORLD_SIZE=2");
+    unsetenv("LOCAL_RANK");
+    /* Empty is not unset: a launcher template that left it blank. */
+    expect_refused(open_with_env("", "2", NULL, NULL, NULL, NULL), "RANK is set but empty", "RANK= WORLD_SIZE=2");
+    expect_refused(open_with_env("", NULL, NULL, NULL, NULL, NULL), "RANK is set but empty", "RANK=");
+    expect_refused(open_with_env("1", "", NULL, NULL, NULL, NULL), "WORLD_SIZE is set but empty", "WORLD_SIZE=");
+    expect_refused(open_with_env("0", "0", NULL, NULL, NULL, NULL), "world size 0 (WORLD_SIZE)", "WORLD_SIZE=0");
+    /* Each value is named by where it came from. */
+    int rc = open_with_env(NULL, NULL, "rank", "3", "world_size", "2");
+    expect_refused(rc, "rank 3 (the rank parameter) and world size 2 (the world_size parameter)",
+                   "rank=3 world_size=2");
+    ck_assert_msg(!strstr(sp_last_error(), "RANK"), "message: %s", sp_last_error());
+    expect_refused(open_with_env("3", "2", NULL, NULL, NULL, NULL), "rank 3 (RANK) and world size 2 (WORLD_SIZE)",
+                   "RANK=3 WORLD_SIZE=2");
+    expect_refused(open_with_env("1", NULL, NULL, NULL, NULL, NULL),
+                   "rank 1 (RANK) and world size 1 (WORLD_SIZE unset)", "RANK=1");
+    expect_refused(open_with_env(NULL, "2", "rank", "2", NULL, NULL),
+                   "rank 2 (the rank parameter) and world size 2 (WORLD_SIZE)", "rank=2 WORLD_SIZE=2");
+    /* One process needs no rank; a rank given either way goes with a world size from the other. */
+    const char *ok[][6] = {
+        { NULL, NULL, NULL, NULL, NULL, NULL },         { NULL, "1", NULL, NULL, NULL, NULL },
+        { NULL, NULL, "world_size", "1", NULL, NULL }, { "1", NULL, "world_size", "2", NULL, NULL },
+        { NULL, "2", "rank", "1", NULL, NULL },
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        const char *const *a = ok[i];
+        ck_assert_msg(open_with_env(a[0], a[1], a[2], a[3], a[4], a[5]) == 0, "case %zu: %s", i, sp_last_error());
+    }
+}
+END_TEST
+
 int main(void)
 {
     g_seed = tu_seed(0x4a4b5);
@@ -301,6 +369,7 @@ int main(void)
     tcase_add_test(tc, world_from_environment);
     tcase_add_test(tc, too_few_blocks);
     tcase_add_test(tc, uneven_blocks);
+    tcase_add_test(tc, world_without_rank);
     int rc = tu_run(s, g_seed);
     lt_ds_free(&g_ds);
     return rc;
