@@ -37,6 +37,10 @@
  *    until that handle is destroyed. Strings passed in are copied; the caller keeps ownership.
  *  - Threads: a handle may be used by one thread at a time unless its section says otherwise.
  *    Separate handles are independent.
+ *  - Processes: a loader, writer or import belongs to the process that opened it (its threads live
+ *    there). In a fork() child every call on an inherited one fails at once with SP_ESTATE, "loader
+ *    opened in process P, used in child C; open it after fork"; close and destroy there free and
+ *    join nothing and leave the parent's files alone. Open a new one in the child.
  *  - Every helper a binding needs is a real exported function: no API is macro-only.
  */
 #ifndef SHARDPACK_H
@@ -237,7 +241,7 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT
     X(DROP_LAST, "drop_last", SP_PTYPE_BOOL, 0, 0, 1, NULL, SP_SCOPE_LOAD,                          \
       "drop the last partial batch of each epoch instead of delivering it short")                \
     X(RANK, "rank", SP_PTYPE_INT, -1, -1, (1 << 20) - 1, NULL, SP_SCOPE_LOAD,                      \
-      "this process's rank (-1: the RANK environment variable, else 0)")                         \
+      "this process's rank (-1: the RANK environment variable; needed when world_size > 1)")     \
     X(WORLD_SIZE, "world_size", SP_PTYPE_INT, 0, 0, 1 << 20, NULL, SP_SCOPE_LOAD,                   \
       "number of ranks sharing the dataset (0: the WORLD_SIZE environment variable, else 1)")    \
     X(HOST_MEMORY, "host_memory", SP_PTYPE_SIZE, 0, 0, 1024 * SP_GIB, NULL, SP_SCOPE_LOAD,          \
@@ -728,6 +732,9 @@ SP_API int sp_verify(const char *path, const sp_params *params, sp_fault_fn fn, 
  * and sp_loader_stats_get may be called from any thread at any time before close (bindings release
  * a batch wherever its last view dies). No call may start once sp_loader_close has returned 0:
  * a caller that shares a loader between threads must make sure of that itself.
+ * Processes: every call on a loader in a fork() child of the process that opened it returns
+ * SP_ESTATE (the counting functions 0), sp_loader_close included, which then frees nothing; the
+ * parent's loader is untouched (docs/loader.md, "Processes and fork()").
  * ---------------------------------------------------------------------------------------------- */
 typedef struct sp_loader sp_loader;
 typedef struct sp_batch sp_batch;

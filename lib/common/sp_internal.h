@@ -132,6 +132,14 @@ static inline uint64_t sp_floor_index(const uint64_t *a, uint64_t n, uint64_t ke
  * drives; NULL when out of memory. */
 sp_params *sp_params_dup(const sp_params *p);
 
+/* The process a loader, writer or import was opened in, so that a child that inherited one through
+ * fork() (without its threads) is refused. sp_proc_self() is this process's id: a load, kept up to
+ * date by a fork handler, not a system call. sp_proc_check is SP_OK when opened (sp_proc_self() at
+ * open) is this process, else SP_ESTATE, "FN: WHAT opened in process P, used in child C; open it
+ * after fork", in the thread's last error only. It frees, joins and locks nothing. */
+int sp_proc_self(void);
+int sp_proc_check(int opened, const char *fn, const char *what);
+
 /* Online cores, at least 1. */
 int sp_online_cores(void);
 

@@ -36,6 +36,7 @@ struct sp_import {
     sp_schema *schema;
     imp_meta_list user_meta, kind_meta;
     sp_writer *writer;
+    int pid; /* the process that opened it (sp_proc_self): its writer's threads are that process's */
     _Atomic(sp_writer *) live_writer; /* for sp_import_abort: set once the writer is open */
     atomic_int abort_req;
 
@@ -260,11 +261,13 @@ int sp_import_run(sp_import *imp)
     sp_clear_error();
     if (!imp)
         return sp_fail(NULL, SP_EINVAL, "sp_import_run: NULL import");
+    int r = sp_proc_check(imp->pid, "sp_import_run", "import");
+    if (r)
+        return r;
     if (imp->ran)
         return imp_fail(imp, SP_ESTATE, "%s: this import has run already", imp->outdir);
     imp->ran = true;
     imp_sample s;
-    int r;
     while ((r = check_abort(imp)) == SP_OK && (r = imp->kind->next(imp, imp->priv, &s)) == 1)
         if ((r = add_sample(imp, &s)) != SP_OK)
             break;
@@ -462,6 +465,7 @@ int sp_import_open(const char *kind, const char *const *sources, size_t n, const
     sp_import *imp = sp_calloc(1, sizeof *imp);
     if (!imp)
         return sp_fail(NULL, SP_ENOMEM, "%s: out of memory opening an import of %s", outdir, sources[0]);
+    imp->pid = sp_proc_self();
     atomic_init(&imp->abort_req, 0);
     atomic_init(&imp->live_writer, NULL);
     imp->prog.struct_size = sizeof imp->prog;
@@ -481,7 +485,8 @@ int sp_import_open(const char *kind, const char *const *sources, size_t n, const
 
 void sp_import_destroy(sp_import *imp)
 {
-    if (!imp)
+    /* In a forked child: nothing, as sp_writer_destroy (the parent may be running the import). */
+    if (!imp || sp_proc_check(imp->pid, "sp_import_destroy", "import"))
         return;
     atomic_store(&imp->live_writer, NULL);
     sp_writer_destroy(imp->writer);
@@ -531,6 +536,9 @@ int sp_import_set_callbacks(sp_import *imp, sp_import_skip_fn on_skip, sp_import
     sp_clear_error();
     if (!imp)
         return sp_fail(NULL, SP_EINVAL, "sp_import_set_callbacks: NULL import");
+    int rc = sp_proc_check(imp->pid, "sp_import_set_callbacks", "import");
+    if (rc)
+        return rc;
     imp->on_skip = on_skip;
     imp->on_progress = on_progress;
     imp->user = user;
@@ -542,6 +550,9 @@ int sp_import_set_meta(sp_import *imp, const char *key, const void *value, size_
     sp_clear_error();
     if (!imp || !key || (len && !value))
         return sp_fail(imp ? &imp->eb : NULL, SP_EINVAL, "sp_import_set_meta: NULL argument");
+    int rc = sp_proc_check(imp->pid, "sp_import_set_meta", "import");
+    if (rc)
+        return rc;
     if (imp->ran)
         return imp_fail(imp, SP_ESTATE, "%s: metadata '%s' must be set before sp_import_run", imp->outdir, key);
     if (!*key || strlen(key) > 255)
@@ -563,7 +574,9 @@ int sp_import_progress_get(const sp_import *imp, sp_import_progress *out)
 {
     if (!imp)
         return sp_fail(NULL, SP_EINVAL, "sp_import_progress_get: NULL import");
-    int rc = sp_out_check("sp_import_progress_get", "sp_import_progress", out);
+    int rc = sp_proc_check(imp->pid, "sp_import_progress_get", "import");
+    if (rc == SP_OK)
+        rc = sp_out_check("sp_import_progress_get", "sp_import_progress", out);
     if (rc)
         return rc;
     sp_out_put(out, &imp->prog, sizeof imp->prog);

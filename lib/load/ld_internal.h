@@ -227,6 +227,7 @@ typedef struct ld_stats {
 struct sp_loader {
     sp_errbuf eb;  /* the API caller's messages */
     char name[256]; /* what was opened (a path, a glob, the first of the shards), for messages */
+    int pid;        /* the process that opened it (sp_proc_self): a forked child has none of its threads */
     sp_dataset *ds;
     cu_stage *dev; /* the device stage (cu.h), or NULL: the consumer's */
     ld_config cfg;

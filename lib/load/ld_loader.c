@@ -672,6 +672,7 @@ static sp_loader *loader_new(void)
     l->ring.waiting_for = UINT64_MAX;
     l->cons.eb = &l->eb;
     l->cfg.device = -1;
+    l->pid = sp_proc_self();
     return l;
 }
 
@@ -752,11 +753,21 @@ int sp_loader_open_shards(const char *const *paths, size_t n, const sp_params *p
 
 /* ---------------------------------------------------------------- the consumer contract */
 
+/* SP_ESTATE when l was opened in another process: this one is a fork() child holding a copy of
+ * the loader without its threads, whose mutex and condition variables may have been copied in use.
+ * Nothing of the copy is touched (the ring, its registered buffers and the descriptors are the
+ * parent's too); the message goes to the thread's sp_last_error() only. */
+static int foreign(const sp_loader *l, const char *fn) { return sp_proc_check(l->pid, fn, "loader"); }
+
 /* Enters a consumer call (shardpack.h: one at a time per loader), or returns SP_EBUSY when another
  * thread is inside one. Refusing reads and writes nothing of the loader: its error buffer belongs
- * to the call in flight, so the message goes to this thread's sp_last_error() only. */
+ * to the call in flight, so the message goes to this thread's sp_last_error() only. In a forked
+ * child every consumer call is refused first: the busy flag may be a copy of a parent's call. */
 static int consumer_enter(const sp_loader *l, const char *fn)
 {
+    int rc = foreign(l, fn);
+    if (rc)
+        return rc;
     int idle = 0;
     if (atomic_compare_exchange_strong_explicit(&((sp_loader *)l)->cons.busy, &idle, 1, memory_order_acquire,
                                                 memory_order_relaxed))
@@ -1142,6 +1153,9 @@ static bool host_batch_of(const sp_loader *l, const sp_batch *b)
 static int release(const char *fn, sp_loader *l, sp_batch *b, void *stream)
 {
     sp_clear_error();
+    int rc = l ? foreign(l, fn) : SP_OK;
+    if (rc)
+        return rc;
     if (l && b && b->owner == l && b->on_device && l->dev)
         return cu_release(l->dev, b, stream);
     if (!l || !host_batch_of(l, b))
@@ -1164,6 +1178,9 @@ int sp_batch_wait(const sp_batch *b, void *stream)
     sp_clear_error();
     if (!b)
         return sp_fail(NULL, SP_EINVAL, "sp_batch_wait: NULL batch");
+    int rc = foreign(b->owner, "sp_batch_wait");
+    if (rc)
+        return rc;
     return b->on_device ? cu_batch_wait(b->owner->dev, b, stream) : SP_OK;
 }
 
@@ -1172,6 +1189,9 @@ int sp_batch_sync(const sp_batch *b)
     sp_clear_error();
     if (!b)
         return sp_fail(NULL, SP_EINVAL, "sp_batch_sync: NULL batch");
+    int rc = foreign(b->owner, "sp_batch_sync");
+    if (rc)
+        return rc;
     return b->on_device ? cu_batch_sync(b->owner->dev, b) : SP_OK;
 }
 
@@ -1179,7 +1199,9 @@ int sp_loader_stats_get(sp_loader *l, sp_loader_stats *out)
 {
     if (!l)
         return sp_fail(NULL, SP_EINVAL, "sp_loader_stats_get: NULL loader");
-    int rc = sp_out_check("sp_loader_stats_get", "sp_loader_stats", out);
+    int rc = foreign(l, "sp_loader_stats_get");
+    if (rc == SP_OK)
+        rc = sp_out_check("sp_loader_stats_get", "sp_loader_stats", out);
     if (rc)
         return rc;
     sp_loader_stats st;
@@ -1200,6 +1222,9 @@ int64_t sp_loader_bench_block(sp_loader *l, int worker, int workers, uint64_t bl
     sp_clear_error();
     if (!l || !cursor)
         return sp_fail(NULL, SP_EINVAL, "sp_loader_bench_block: NULL argument");
+    int rc = foreign(l, "sp_loader_bench_block");
+    if (rc)
+        return rc;
     if (workers < 1 || workers > l->cfg.threads || worker < 0 || worker >= workers)
         return sp_fail(NULL, SP_EINVAL, "%s: sp_loader_bench_block: worker %d of %d, but the loader has %d decode workers",
                        l->name, worker, workers, l->cfg.threads);

@@ -56,6 +56,7 @@ struct sp_writer {
     int64_t max_shards;
     wr_stage stage;
     bool failed, finished;
+    int pid; /* the process that opened it (sp_proc_self): a forked child has none of its threads */
     atomic_int abort_req; /* sp_writer_abort: set from any thread or a signal handler */
 
     /* block builder */
@@ -529,10 +530,13 @@ int sp_writer_add(sp_writer *w, const sp_value *values, size_t nvalues)
     sp_clear_error();
     if (!w || (!values && nvalues))
         return sp_fail(NULL, SP_EINVAL, "sp_writer_add: NULL argument");
+    int rc = sp_proc_check(w->pid, "sp_writer_add", "writer");
+    if (rc)
+        return rc;
     w->eb.msg[0] = '\0';
     if (w->failed || w->finished)
         return wfail(w, SP_ESTATE, "writer has %s", w->finished ? "finished" : "failed");
-    int rc = check_abort(w);
+    rc = check_abort(w);
     if (rc)
         return rc;
     uint64_t var = 0;
@@ -578,6 +582,7 @@ int sp_writer_open(const char *dir, const sp_schema *schema, const sp_params *pa
         return sp_fail(NULL, SP_ENOMEM, "%s: out of memory", dir);
     }
     w->fd = -1;
+    w->pid = sp_proc_self();
     atomic_init(&w->abort_req, 0);
     w->stage.parent_fd = w->stage.dir_fd = -1;
     w->schema = *schema;
@@ -639,6 +644,9 @@ int sp_writer_set_meta(sp_writer *w, const char *key, const void *value, size_t 
     sp_clear_error();
     if (!w || !key || (len && !value))
         return sp_fail(NULL, SP_EINVAL, "sp_writer_set_meta: NULL argument");
+    int rc = sp_proc_check(w->pid, "sp_writer_set_meta", "writer");
+    if (rc)
+        return rc;
     w->eb.msg[0] = '\0';
     char shown[4 * FMT_MAX_META_KEY + 1], why[96];
     size_t klen = strlen(key);
@@ -648,7 +656,7 @@ int sp_writer_set_meta(sp_writer *w, const char *key, const void *value, size_t 
     if (meta_key_bad(key, klen, why, sizeof why))
         return wfail(w, SP_EINVAL, "metadata key '%s' refused: %s; a key is 1..%u bytes of UTF-8 text without "
                      "control characters", shown, why, FMT_MAX_META_KEY);
-    int rc = fmt_meta_set(&w->meta, key, value, len);
+    rc = fmt_meta_set(&w->meta, key, value, len);
     if (rc == SP_OK) {
         sp_buf b = { 0 };
         fmt_meta_encode(&w->meta, &b);
@@ -666,7 +674,9 @@ int sp_writer_stats(const sp_writer *w, sp_write_stats *out)
 {
     if (!w)
         return sp_fail(NULL, SP_EINVAL, "sp_writer_stats: NULL writer");
-    int rc = sp_out_check("sp_writer_stats", "sp_write_stats", out);
+    int rc = sp_proc_check(w->pid, "sp_writer_stats", "writer");
+    if (rc == SP_OK)
+        rc = sp_out_check("sp_writer_stats", "sp_write_stats", out);
     if (rc)
         return rc;
     sp_out_put(out, &w->st, sizeof w->st);
@@ -712,12 +722,15 @@ int sp_writer_finish(sp_writer *w)
     sp_clear_error();
     if (!w)
         return sp_fail(NULL, SP_EINVAL, "sp_writer_finish: NULL writer");
+    int rc = sp_proc_check(w->pid, "sp_writer_finish", "writer");
+    if (rc)
+        return rc;
     w->eb.msg[0] = '\0';
     if (w->failed || w->finished)
         return wfail(w, SP_ESTATE, "writer has %s", w->finished ? "finished" : "failed");
     if (w->st.samples == 0)
         return wfail(w, SP_EINVAL, "no samples were added; an empty dataset is not published");
-    int rc = check_abort(w);
+    rc = check_abort(w);
     if (!rc)
         rc = flush_block(w);
     if (!rc)
@@ -740,7 +753,9 @@ int sp_writer_finish(sp_writer *w)
 
 void sp_writer_destroy(sp_writer *w)
 {
-    if (!w)
+    /* In a forked child: nothing, so that the parent's staging directory, compression threads and
+     * descriptors stay its own; the child's copy of the memory goes when the child exits. */
+    if (!w || sp_proc_check(w->pid, "sp_writer_destroy", "writer"))
         return;
     pool_stop(w);
     if (w->fd >= 0)
@@ -768,6 +783,8 @@ void sp_writer_abort(sp_writer *w)
 
 int sp_writer_failed(const sp_writer *w)
 {
+    if (w && sp_proc_check(w->pid, "sp_writer_failed", "writer"))
+        return 1; /* a forked child takes no samples with it */
     return w && (w->failed || atomic_load(&w->abort_req));
 }
 

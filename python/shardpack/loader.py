@@ -16,7 +16,7 @@ import threading
 import time
 from ctypes import byref, c_uint32, c_void_p
 
-from . import _dlpack, _lib
+from . import _dlpack, _fork, _lib
 from ._args import fs_path, index_arg, timeout_ms
 from ._dlpack import NoCopy, Tensor
 from ._errors import ShardpackError, check, error
@@ -33,7 +33,8 @@ class _Handle:
     a time and refuses a second with SP_EBUSY; here they take turns instead: `caller` is the thread
     inside one, and the others wait on `turn`. Releases may come from any thread at any time."""
 
-    __slots__ = ("ptr", "lock", "turn", "caller", "leases", "closing", "names", "index", "__weakref__")
+    __slots__ = ("ptr", "lock", "turn", "caller", "leases", "closing", "names", "index", "foreign",
+                 "__weakref__")
 
     def __init__(self, ptr):
         self.ptr = ptr
@@ -46,6 +47,16 @@ class _Handle:
         self.closing = False
         self.names = None  # field names: the same for every batch of a loader
         self.index = None
+        self.foreign = False  # in a forked child: the C loader is the parent's (see _fork)
+        _fork.track(self)
+
+    def _forked(self):
+        """In a child just forked: fresh locks (a parent thread may have held these), no caller,
+        and the C loader left alone from now on (calls on it raise SP_ESTATE)."""
+        self.lock = threading.RLock()
+        self.turn = threading.Condition(self.lock)
+        self.caller = None
+        self.foreign = True
 
     def enter(self, deadline=None, limit_ms=0):
         """Waits for this thread's turn at a consumer call; returns the C loader. deadline: the
@@ -101,7 +112,7 @@ class _Handle:
             counted = lease.counted
             lease.counted = False
             try:
-                if bptr and self.ptr is not None:
+                if bptr and self.ptr is not None and not self.foreign:
                     lib.sp_loader_release_on(self.ptr, bptr, sh)
             finally:
                 if counted:
@@ -124,6 +135,9 @@ class _Handle:
     def _close_locked(self):
         ptr = self.ptr
         if ptr is None:
+            return
+        if self.foreign:  # the parent's: only this process's hold on it goes
+            self.ptr = None
             return
         rc = lib.sp_loader_close(ptr)
         if rc:  # a batch is out that no lease accounts for: keep the loader, say so
@@ -260,6 +274,15 @@ class Loader:
     Iterating yields the batches of the current epoch and stops at its end; iterate again for the
     next epoch (until `epochs` have been delivered; epochs=0 never ends). A Batch maps field names
     to Tensors that NumPy, PyTorch, CuPy and JAX take without a copy.
+
+    Processes: a Loader belongs to the process that opened it. In a child made by os.fork()
+    (multiprocessing, DataLoader workers), every call on an inherited Loader raises
+    ShardpackError SP_ESTATE ("loader opened in process P, used in child C; open it after fork"),
+    and close() or its finalizer there only drop the child's reference: the parent's loader goes on
+    untouched. Open a Loader in each worker instead, splitting the data as ranks do:
+        info = torch.utils.data.get_worker_info()
+        Loader(path, rank=info.id, world_size=info.num_workers, ...)   # inside __iter__
+    (docs/loader.md, "Processes and fork()", shows the whole IterableDataset).
     """
 
     def __init__(self, path, *, timeout=None, **params):
@@ -367,13 +390,19 @@ class Loader:
         self._call(lambda ptr: check(lib.sp_loader_set_epoch(ptr, e), lib.sp_loader_errmsg(ptr)))
         self._done = False
 
+    def _count(self, fn):
+        n = self._call(fn)
+        if n == 0 and self._h.foreign:  # the library's refusal in a forked child, not a count
+            raise error(_lib.SP_ESTATE)
+        return n
+
     def __len__(self):
         """Batches per epoch on this rank."""
-        return self._call(lib.sp_loader_batches_per_epoch)
+        return self._count(lib.sp_loader_batches_per_epoch)
 
     @property
     def samples_per_epoch(self):
-        return self._call(lib.sp_loader_samples_per_epoch)
+        return self._count(lib.sp_loader_samples_per_epoch)
 
     def stats(self):
         """The loader's statistics as a dict (sp_loader_stats)."""

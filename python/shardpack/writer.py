@@ -33,7 +33,7 @@ import sys
 import threading
 from ctypes import byref, c_size_t, c_uint32, c_uint64, c_void_p
 
-from . import _lib
+from . import _fork, _lib
 from ._args import fs_path, meta_item
 from ._errors import ShardpackError, check, error
 from ._lib import lib
@@ -113,6 +113,11 @@ class Writer:
     Threads: any thread may call it; calls take turns (the C writer takes one at a time), so
     samples added from several threads each land once, whole, in the order their add() calls got
     their turn. A call made from inside another on the same thread (a signal handler) is refused.
+
+    Processes: in a child made by os.fork(), every call on an inherited Writer raises
+    ShardpackError SP_ESTATE ("writer opened in process P, used in child C; open it after fork"),
+    and close() or its finalizer there only drop the child's reference: the parent's writer, its
+    threads and its staging directory are untouched. Open a Writer (to another path) in the child.
     """
 
     def __init__(self, path, fields, **params):
@@ -120,6 +125,7 @@ class Writer:
         # when __init__ fails.
         self._lock = threading.RLock()
         self._w = None
+        self._foreign = False  # in a forked child: the C writer is the parent's (see _fork)
         self._params = Params(params, _lib.SP_SCOPE_WRITE, "Writer()")
         s = _schema_ptr(fields)
         try:
@@ -134,6 +140,13 @@ class Writer:
         self.path = os.fspath(path)
         self._names = {f.name: i for i, (f, _) in enumerate(self.fields)}
         self._vals = (_lib.sp_value * len(self.fields))()
+        _fork.track(self)
+
+    def _forked(self):
+        """In a child just forked: a fresh lock (a parent thread may have held it), and the C
+        writer left alone from now on (calls on it raise SP_ESTATE; close only lets go of it)."""
+        self._lock = threading.RLock()
+        self._foreign = True
 
     def _turn(self):
         """The lock, for `with self._turn():` around a call. Refuses a call made from inside another
@@ -215,7 +228,7 @@ class Writer:
 
     def _close_in_turn(self):
         w, self._w = self._w, None
-        if w is not None:
+        if w is not None and not self._foreign:
             lib.sp_writer_destroy(w)
 
     def __enter__(self):

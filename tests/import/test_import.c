@@ -1,8 +1,11 @@
-/* test_import.c - the import API from C: kinds by name and alias, detection codes (a shardpack dataset as a source named as one), an abort before or during the run publishes nothing (SP_ECANCELED), progress through the callback and sp_import_progress_get (struct_size), sp_pack in one call, refusals of the request itself (SP_EINVAL). */
+/* test_import.c - the import API from C: kinds by name and alias, detection codes (a shardpack dataset as a source named as one), an abort before or during the run publishes nothing (SP_ECANCELED), progress through the callback and sp_import_progress_get (struct_size), sp_pack in one call, refusals of the request itself (SP_EINVAL), an import refused in a fork() child (before and during the run) while the parent's goes on. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "test_util.h"
 
@@ -190,11 +193,106 @@ START_TEST(abort_progress_and_pack)
 }
 END_TEST
 
+/* In a fork() child (no Check calls): every call on the parent's import is refused with SP_ESTATE
+ * naming both processes, its writer's too, and destroy removes nothing. 0, or the failing step. */
+static int child_calls(sp_import *imp, pid_t parent, const char *stage)
+{
+    signal(SIGALRM, SIG_DFL); /* Check's handler would kill the whole test */
+    alarm(10); /* a hang is SIGALRM, and the test fails */
+    char want[160];
+    snprintf(want, sizeof want, "import opened in process %d, used in child %d; open it after fork", (int)parent,
+             (int)getpid());
+    if (sp_import_run(imp) != SP_ESTATE || !strstr(sp_last_error(), want))
+        return 1;
+    if (sp_import_set_meta(imp, "k", "v", 1) != SP_ESTATE || sp_import_set_callbacks(imp, NULL, NULL, NULL) != SP_ESTATE)
+        return 2;
+    sp_import_progress pr = { .struct_size = sizeof pr };
+    if (sp_import_progress_get(imp, &pr) != SP_ESTATE)
+        return 3;
+    sp_writer *w = (sp_writer *)sp_import_writer(imp);
+    uint8_t row[88] = { 0 };
+    sp_value v = { row, sizeof row };
+    if (w && (sp_writer_add(w, &v, 1) != SP_ESTATE || !strstr(sp_last_error(), "writer opened in process")))
+        return 4;
+    bool staged = tu_exists(stage);
+    sp_import_destroy(imp);
+    if (tu_exists(stage) != staged)
+        return 5;
+    return 0;
+}
+
+static void child_ok(pid_t pid)
+{
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(!WIFSIGNALED(status), "the child died of signal %d%s", WTERMSIG(status),
+                  WTERMSIG(status) == SIGALRM ? " (it hung)" : "");
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child failed at step %d", WEXITSTATUS(status));
+}
+
+typedef struct forker {
+    sp_import *imp;
+    const char *stage;
+    uint64_t at; /* the sample count at which to fork */
+    pid_t child;
+} forker;
+
+static void fork_on_progress(void *user, const sp_import_progress *pr)
+{
+    forker *f = user;
+    if (pr->samples != f->at)
+        return;
+    pid_t parent = getpid();
+    f->child = fork();
+    if (f->child == 0)
+        _exit(child_calls(f->imp, parent, f->stage));
+}
+
+START_TEST(used_in_child)
+{
+    char *dir = tu_tmpdir("imp-fork");
+    char *bin = tu_join(dir, "t.bin"), *out = tu_join(dir, "out"), *stage = tu_join(dir, ".out.shardpack-tmp");
+    write_tokens(bin, 20001);
+    const char *srcs[] = { bin };
+    sp_params *p = seq_len("10");
+    for (int during = 0; during < 2; during++) {
+        /* Forked before the run, and from the progress callback halfway (the writer's threads live). */
+        sp_import *imp;
+        ck_assert_msg(sp_import_open(NULL, srcs, 1, out, p, &imp) == 0, "%s", sp_last_error());
+        forker f = { .imp = imp, .stage = stage, .at = 1000, .child = -1 };
+        if (during) {
+            ck_assert_int_eq(sp_import_set_callbacks(imp, NULL, fork_on_progress, &f), 0);
+        } else {
+            pid_t parent = getpid();
+            f.child = fork();
+            if (f.child == 0)
+                _exit(child_calls(imp, parent, stage));
+        }
+        ck_assert_msg(sp_import_run(imp) == 0, "%s", sp_import_errmsg(imp));
+        ck_assert_int_gt(f.child, 0);
+        child_ok(f.child);
+        sp_import_destroy(imp);
+        sp_dataset *ds;
+        ck_assert_msg(sp_dataset_open(out, NULL, &ds) == 0, "%s", sp_last_error());
+        ck_assert_uint_eq(sp_dataset_num_samples(ds), 2000);
+        sp_dataset_close(ds);
+        tu_rmtree(out);
+    }
+    sp_params_destroy(p);
+    tu_rmtree(dir);
+    free(dir);
+    free(bin);
+    free(out);
+    free(stage);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("import");
     TCase *tc = tu_tcase(s, "import", 60);
     tcase_add_test(tc, kinds_and_detection);
     tcase_add_test(tc, abort_progress_and_pack);
+    tcase_add_test(tc, used_in_child);
     return tu_run(s, 0);
 }
