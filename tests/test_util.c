@@ -4,11 +4,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------------------------ randomness */
@@ -539,4 +541,20 @@ const sp_params *tu_synthetic_images(void)
     if (!p)
         p = tu_params("validate_images", "0", NULL);
     return p;
+}
+
+void tu_child_deadline(unsigned seconds)
+{
+    signal(SIGALRM, SIG_DFL);
+    alarm(seconds);
+}
+
+void tu_child_ok(int pid, const char *what)
+{
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(!WIFSIGNALED(status), "%s: the child died of signal %d%s", what, WTERMSIG(status),
+                  WTERMSIG(status) == SIGALRM ? " (it hung)" : "");
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: the child failed at step %d", what,
+                  WEXITSTATUS(status));
 }

@@ -109,4 +109,13 @@ bool tu_sanitized(void);
 /* True when built with AddressSanitizer. */
 bool tu_asan(void);
 
+/* ---- forked children ---- */
+/* In a child forked by a test (before Check calls in it are meaningless): SIGALRM back to its
+ * default and an alarm of `seconds`, so that a child that hangs dies of SIGALRM instead of waiting
+ * (Check's own SIGALRM handler would kill the whole test). */
+void tu_child_deadline(unsigned seconds);
+/* Waits for child pid and fails the test unless it exited 0: a signal (SIGALRM: it hung) or a
+ * nonzero status, the step it failed at, is named with `what`. */
+void tu_child_ok(int pid, const char *what);
+
 #endif

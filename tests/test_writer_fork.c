@@ -1,8 +1,6 @@
 /* test_writer_fork.c - a writer inherited through fork(): every call in the child fails at once with SP_ESTATE naming both processes, destroy there removes nothing, and the parent's writer goes on to publish every sample it added. */
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "test_util.h"
@@ -14,8 +12,7 @@
 /* The child's life with the inherited writer (no Check calls). Returns 0, or the failing step. */
 static int child_calls(sp_writer *w, const tu_data *d, pid_t parent, const char *parent_dir)
 {
-    signal(SIGALRM, SIG_DFL); /* Check's handler would kill the whole test */
-    alarm(10); /* a hang is SIGALRM, and the test fails */
+    tu_child_deadline(10);
     char want[160];
     snprintf(want, sizeof want, "writer opened in process %d, used in child %d; open it after fork", (int)parent,
              (int)getpid());
@@ -52,11 +49,7 @@ START_TEST(writer_in_child)
     ck_assert_int_ge(pid, 0);
     if (pid == 0)
         _exit(child_calls(w, &d, self, parent));
-    int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert_msg(!WIFSIGNALED(status), "the child died of signal %d%s", WTERMSIG(status),
-                  WTERMSIG(status) == SIGALRM ? " (it hung)" : "");
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child failed at step %d", WEXITSTATUS(status));
+    tu_child_ok(pid, "writer");
     /* The parent's writer is untouched: it takes more samples and publishes them all. */
     ck_assert_int_eq(sp_writer_failed(w), 0);
     ck_assert_int_eq(tu_add_samples(w, &d, BEFORE, BEFORE + AFTER), 0);

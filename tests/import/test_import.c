@@ -2,9 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <signal.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "test_util.h"
@@ -197,8 +195,7 @@ END_TEST
  * naming both processes, its writer's too, and destroy removes nothing. 0, or the failing step. */
 static int child_calls(sp_import *imp, pid_t parent, const char *stage)
 {
-    signal(SIGALRM, SIG_DFL); /* Check's handler would kill the whole test */
-    alarm(10); /* a hang is SIGALRM, and the test fails */
+    tu_child_deadline(10);
     char want[160];
     snprintf(want, sizeof want, "import opened in process %d, used in child %d; open it after fork", (int)parent,
              (int)getpid());
@@ -219,15 +216,6 @@ static int child_calls(sp_import *imp, pid_t parent, const char *stage)
     if (tu_exists(stage) != staged)
         return 5;
     return 0;
-}
-
-static void child_ok(pid_t pid)
-{
-    int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert_msg(!WIFSIGNALED(status), "the child died of signal %d%s", WTERMSIG(status),
-                  WTERMSIG(status) == SIGALRM ? " (it hung)" : "");
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child failed at step %d", WEXITSTATUS(status));
 }
 
 typedef struct forker {
@@ -270,7 +258,7 @@ START_TEST(used_in_child)
         }
         ck_assert_msg(sp_import_run(imp) == 0, "%s", sp_import_errmsg(imp));
         ck_assert_int_gt(f.child, 0);
-        child_ok(f.child);
+        tu_child_ok(f.child, during ? "forked during the run" : "forked before the run");
         sp_import_destroy(imp);
         sp_dataset *ds;
         ck_assert_msg(sp_dataset_open(out, NULL, &ds) == 0, "%s", sp_last_error());

@@ -1,11 +1,9 @@
 /* test_loader_fork.c - a loader inherited through fork(): every call in the child fails at once with SP_ESTATE naming both processes (before the first batch, after it, with a batch held, while the parent's consumer is inside next), close in the child frees nothing, and the parent's epoch goes on bit-identical to a reference, with pread and io_uring. */
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "lt_util.h"
@@ -33,8 +31,7 @@ static sp_loader *open_io(const char *io)
  * refused after that close (nothing was freed). Returns the exit status: 0, or the failing step. */
 static int child_calls(sp_loader *l, sp_batch *held, pid_t parent)
 {
-    signal(SIGALRM, SIG_DFL); /* Check's handler would kill the whole test */
-    alarm(CHILD_ALARM_S);
+    tu_child_deadline(CHILD_ALARM_S);
     char want[160];
     snprintf(want, sizeof want, "loader opened in process %d, used in child %d; open it after fork", (int)parent,
              (int)getpid());
@@ -63,17 +60,6 @@ static int child_calls(sp_loader *l, sp_batch *held, pid_t parent)
     if (lt_now() - t0 > 2.0)
         return 10;
     return 0;
-}
-
-/* Waits for the child and fails unless it exited 0. */
-static void child_ok(pid_t pid, const char *what)
-{
-    int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert_msg(!WIFSIGNALED(status), "%s: the child died of signal %d%s", what, WTERMSIG(status),
-                  WTERMSIG(status) == SIGALRM ? " (it hung)" : "");
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: the child failed at step %d", what,
-                  WEXITSTATUS(status));
 }
 
 /* The parent's batches of epoch 0 against the reference, bit for bit. */
@@ -109,7 +95,7 @@ START_TEST(fork_before_first_batch)
         lt_rec r = { 0 };
         int rc = lt_epoch(l, &g_ds, &r);
         ck_assert_msg(rc == SP_EEPOCH, "io=%s: %s: %s", io[i], sp_error_name(rc), sp_last_error());
-        child_ok(pid, io[i]);
+        tu_child_ok(pid, io[i]);
         same_as_reference(&r, io[i]);
         lt_rec_free(&r);
         ck_assert_int_eq(sp_loader_close(l), 0);
@@ -131,7 +117,7 @@ START_TEST(fork_after_first_batch)
         ck_assert_int_ge(pid, 0);
         if (pid == 0)
             _exit(child_calls(l, held, parent));
-        child_ok(pid, io[i]); /* first, so that the parent's ring is full and idle meanwhile */
+        tu_child_ok(pid, io[i]); /* first, so that the parent's ring is full and idle meanwhile */
         ck_assert_int_eq(sp_loader_release(l, held), 0);
         int rc = lt_epoch(l, &g_ds, &r);
         ck_assert_msg(rc == SP_EEPOCH, "io=%s: %s: %s", io[i], sp_error_name(rc), sp_last_error());
@@ -188,7 +174,7 @@ START_TEST(fork_during_next)
             ck_assert_int_ge(pid, 0);
             if (pid == 0)
                 _exit(child_calls(d.l, NULL, parent));
-            child_ok(pid, io[i]);
+            tu_child_ok(pid, io[i]);
         }
         atomic_store(&d.stop, true);
         pthread_join(t, NULL);
