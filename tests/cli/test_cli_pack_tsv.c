@@ -93,20 +93,29 @@ START_TEST(test_tsv)
 }
 END_TEST
 
-/* A list saved with a UTF-8 byte order mark keeps its first entry; a line holding a NUL byte is a
- * bad line, wherever the NUL is, never cut short or taken for blank. */
-START_TEST(test_tsv_bom_nul)
+/* TMP/img.jpg (an 8x8 JPEG) and TMP/NAME holding the len bytes of text: a list naming it. Returns
+ * the list's path (malloc'd). */
+static char *write_list(const char *name, const char *text, size_t len)
 {
-    char *img = clit_path("%s/img.jpg", tmp), *tsv = clit_path("%s/bom.tsv", tmp);
+    char *img = clit_path("%s/img.jpg", tmp), *tsv = clit_path("%s/%s", tmp, name);
     size_t n;
     unsigned char *jpg = clit_jpeg(8, 8, 3, &n);
     clit_write(img, jpg, n);
     free(jpg);
+    free(img);
+    clit_write(tsv, text, len);
+    return tsv;
+}
+
+/* A list saved with a UTF-8 byte order mark keeps its first entry; a line holding a NUL byte is a
+ * bad line, wherever the NUL is, never cut short or taken for blank. */
+START_TEST(test_tsv_bom_nul)
+{
     static const char text[] = "\xEF\xBB\xBFimg.jpg\t7\n"
                                "img.jpg\t5\0 and the rest\n"
                                "\0img.jpg\t6\n"
                                "img.jpg\t8\n";
-    clit_write(tsv, text, sizeof text - 1);
+    char *tsv = write_list("bom.tsv", text, sizeof text - 1);
 
     char *out = clit_path("%s/out", tmp);
     clit_result r = clit_run("pack", tsv, "-o", out, "--json", NULL);
@@ -133,7 +142,6 @@ START_TEST(test_tsv_bom_nul)
     free(out2);
     free(out);
     free(tsv);
-    free(img);
 }
 END_TEST
 
@@ -141,18 +149,13 @@ END_TEST
  * a third column is a column count, and a missing image names the list line that named it. */
 START_TEST(test_tsv_messages)
 {
-    char *img = clit_path("%s/img.jpg", tmp), *tsv = clit_path("%s/msg.tsv", tmp);
-    size_t n;
-    unsigned char *jpg = clit_jpeg(8, 8, 3, &n);
-    clit_write(img, jpg, n);
-    free(jpg);
     static const char text[] = "img.jpg\t9223372036854775807\n"
                                "img.jpg\t9223372036854775808\n"
                                "img.jpg\t-99999999999999999999\n"
                                "img.jpg\t1\tx\n"
                                "missing.jpg\t2\n"
                                "img.jpg\tseven\n";
-    clit_write(tsv, text, sizeof text - 1);
+    char *tsv = write_list("msg.tsv", text, sizeof text - 1);
     char *out = clit_path("%s/out", tmp);
     clit_result r = clit_run("pack", tsv, "-o", out, "--json", NULL);
     ck_assert_msg(r.status == 0, "pack: %s", r.err);
@@ -169,7 +172,6 @@ START_TEST(test_tsv_messages)
     clit_result_free(&r);
     free(out);
     free(tsv);
-    free(img);
 }
 END_TEST
 
