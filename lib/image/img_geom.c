@@ -2,7 +2,7 @@
 #include <math.h>
 
 #include "img.h"
-#include "ld.h"
+#include "sp_rng.h"
 
 int img_cfg_from_params(img_cfg *cfg, const sp_params *p)
 {
@@ -31,11 +31,11 @@ int img_cfg_from_params(img_cfg *cfg, const sp_params *p)
 }
 
 /* A uniform double in [0, 1) with 53 random bits. */
-static double uniform(ld_rng *r) { return (double)(ld_rng_next(r) >> 11) * 0x1.0p-53; }
+static double uniform(sp_rng *r) { return (double)(sp_rng_next(r) >> 11) * 0x1.0p-53; }
 
 /* torchvision's RandomResizedCrop draw: ten tries at an area fraction in [0.08, 1] and a
  * log-uniform aspect ratio in [3/4, 4/3], then the centre crop with the ratio clamped. */
-static void random_resized_crop(ld_rng *r, uint32_t w, uint32_t h, img_box *b)
+static void random_resized_crop(sp_rng *r, uint32_t w, uint32_t h, img_box *b)
 {
     const double area = (double)w * h, lo = log(3.0 / 4.0), hi = log(4.0 / 3.0);
     for (int t = 0; t < 10; t++) {
@@ -43,8 +43,8 @@ static void random_resized_crop(ld_rng *r, uint32_t w, uint32_t h, img_box *b)
         double ratio = exp(lo + uniform(r) * (hi - lo));
         double cw = floor(sqrt(target * ratio) + 0.5), ch = floor(sqrt(target / ratio) + 0.5);
         if (cw >= 1 && ch >= 1 && cw <= w && ch <= h) {
-            double y = (double)ld_rng_below(r, (uint64_t)(h - ch) + 1);
-            double x = (double)ld_rng_below(r, (uint64_t)(w - cw) + 1);
+            double y = (double)sp_rng_below(r, (uint64_t)(h - ch) + 1);
+            double x = (double)sp_rng_below(r, (uint64_t)(w - cw) + 1);
             *b = (img_box){ x, y, x + cw, y + ch, false };
             return;
         }
@@ -65,8 +65,8 @@ static void random_resized_crop(ld_rng *r, uint32_t w, uint32_t h, img_box *b)
 void img_crop(const img_cfg *cfg, uint32_t w, uint32_t h, uint64_t epoch, uint64_t sample, img_box *out)
 {
     if (cfg->transform == SP_TRANSFORM_TRAIN) {
-        ld_rng r;
-        ld_rng_seed(&r, cfg->seed, epoch, sample, 0x696d616765ull /* "image" */);
+        sp_rng r;
+        sp_rng_seed(&r, cfg->seed, epoch, sample, 0x696d616765ull /* "image" */);
         random_resized_crop(&r, w, h, out);
         out->flip = uniform(&r) < 0.5;
         return;

@@ -5,18 +5,9 @@
 #include <pthread.h>
 
 #include "fmt.h"
+#include "sp_rng.h"
 
 /* ---- planner (ld_plan.c): a pure function of (seed, epoch, rank, world, blocks) ---- */
-
-/* A small deterministic generator; the same seed gives the same stream on every machine. */
-typedef struct ld_rng {
-    uint64_t s[4];
-} ld_rng;
-
-void ld_rng_seed(ld_rng *r, uint64_t a, uint64_t b, uint64_t c, uint64_t d);
-uint64_t ld_rng_next(ld_rng *r);
-/* Uniform in [0, n), n > 0, without modulo bias. */
-uint64_t ld_rng_below(ld_rng *r, uint64_t n);
 
 typedef struct ld_plan_cfg {
     uint64_t seed, epoch;

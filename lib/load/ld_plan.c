@@ -5,59 +5,10 @@
 
 #include "ld.h"
 
-static uint64_t splitmix(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-void ld_rng_seed(ld_rng *r, uint64_t a, uint64_t b, uint64_t c, uint64_t d)
-{
-    /* Each input is folded in through its own splitmix step, so (a, b) and (b, a) differ. */
-    uint64_t x = a;
-    uint64_t h = splitmix(&x);
-    x = h ^ b;
-    h = splitmix(&x);
-    x = h ^ c;
-    h = splitmix(&x);
-    x = h ^ d;
-    for (int i = 0; i < 4; i++)
-        r->s[i] = splitmix(&x);
-}
-
-static uint64_t rotl(uint64_t v, int k) { return (v << k) | (v >> (64 - k)); }
-
-/* xoshiro256** */
-uint64_t ld_rng_next(ld_rng *r)
-{
-    uint64_t *s = r->s;
-    uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
-}
-
-/* Multiply-shift with rejection of the biased low range. */
-uint64_t ld_rng_below(ld_rng *r, uint64_t n)
-{
-    for (;;) {
-        unsigned __int128 m = (unsigned __int128)ld_rng_next(r) * n;
-        uint64_t low = (uint64_t)m;
-        if (low >= n || low >= (0 - n) % n)
-            return (uint64_t)(m >> 64);
-    }
-}
-
-static void shuffle_u64(ld_rng *r, uint64_t *v, uint64_t n)
+static void shuffle_u64(sp_rng *r, uint64_t *v, uint64_t n)
 {
     for (uint64_t i = n; i > 1; i--) {
-        uint64_t j = ld_rng_below(r, i);
+        uint64_t j = sp_rng_below(r, i);
         uint64_t t = v[i - 1];
         v[i - 1] = v[j];
         v[j] = t;
@@ -167,8 +118,8 @@ int ld_plan_build(ld_plan *p, const ld_plan_cfg *cfg, const uint32_t *block_samp
         for (uint64_t i = 0; i < nblocks; i++)
             order[i] = i;
         if (cfg->shuffle) {
-            ld_rng r;
-            ld_rng_seed(&r, cfg->seed, cfg->epoch, 0x626c6f636b73ull /* "blocks" */, 0);
+            sp_rng r;
+            sp_rng_seed(&r, cfg->seed, cfg->epoch, 0x626c6f636b73ull /* "blocks" */, 0);
             shuffle_u64(&r, order, nblocks);
         }
         rc = deal_blocks(p, order, block_samples, nblocks, counts, cap);
@@ -222,10 +173,10 @@ int ld_window_build(const ld_plan *p, const uint32_t *block_samples, uint64_t in
     for (uint32_t i = 0; i < w->nsamples; i++)
         scratch[i] = i;
     if (p->cfg.shuffle) {
-        ld_rng r;
-        ld_rng_seed(&r, p->cfg.seed, p->cfg.epoch, ((uint64_t)p->cfg.rank << 32) | p->cfg.world, index + 1);
+        sp_rng r;
+        sp_rng_seed(&r, p->cfg.seed, p->cfg.epoch, ((uint64_t)p->cfg.rank << 32) | p->cfg.world, index + 1);
         for (uint32_t i = w->nsamples; i > 1; i--) {
-            uint32_t j = (uint32_t)ld_rng_below(&r, i);
+            uint32_t j = (uint32_t)sp_rng_below(&r, i);
             uint32_t t = scratch[i - 1];
             scratch[i - 1] = scratch[j];
             scratch[j] = t;
