@@ -2,7 +2,7 @@
  * says why, device=cuda:N is refused with the way to get it. */
 #include <stdio.h>
 
-#include "cu.h"
+#include "ld_device.h"
 
 int sp_cuda_device_count(void)
 {

@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <time.h>
 
-#include "cu.h"
+#include "ld_device.h"
 #include "cu_kern.h"
 #include "img.h"
 

@@ -1,13 +1,14 @@
-/* cu.h - the device stage: the last hop of the pipeline, from the pinned batch ring to a ring of
- * device slots on the loader's own CUDA stream (cu_stage.c), or its host-only stand-in when the
- * library is built without CUDA (cu_none.c). ld_loader.c calls it; it drives the host stage
- * only through ld_host.h, from its copy thread.
+/* ld_device.h - the device stage as the loader sees it: the last hop of the pipeline, from the
+ * pinned batch ring to a ring of device slots on the loader's own CUDA stream. The loader owns this
+ * interface; lib/cuda/ implements it (cu_stage.c, or its host-only stand-in cu_none.c when the
+ * library is built without CUDA) and sees the host stage only through ld_host.h, from its copy
+ * thread. So load/ never includes a cuda/ header and the dependency runs one way.
  *
  * Threads: cu_next, cu_halt, cu_seek, cu_open and cu_close are called by the consumer's thread;
  * cu_release, cu_batch_wait, cu_position, cu_leases and cu_stats by any thread. Lock order:
  * ld_host.h. */
-#ifndef SP_CU_H
-#define SP_CU_H
+#ifndef SP_LD_DEVICE_H
+#define SP_LD_DEVICE_H
 
 #include "ld_host.h"
 

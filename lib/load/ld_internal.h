@@ -87,7 +87,7 @@ typedef struct ld_config {
     uint64_t seed, epochs, host_memory, prefetch, max_sample;
     img_cfg img;    /* the image transform, when an image field is batched */
     bool has_image;
-    /* the device stage (cu.h): device >= 0 when batches go to CUDA device `device` */
+    /* the device stage (ld_device.h): device >= 0 when batches go to CUDA device `device` */
     int device;
     int dev_dtype, dev_layout; /* device_dtype, device_layout */
     int dev_img_dtype;         /* the SP_IMAGE_* dtype device_dtype converts to (uint8: none) */
@@ -229,7 +229,7 @@ struct sp_loader {
     char name[256]; /* what was opened (a path, a glob, the first of the shards), for messages */
     int pid;        /* the process that opened it (sp_proc_self): a forked child has none of its threads */
     sp_dataset *ds;
-    cu_stage *dev; /* the device stage (cu.h), or NULL: the consumer's */
+    cu_stage *dev; /* the device stage (ld_device.h), or NULL: the consumer's */
     ld_config cfg;
     ld_tables tab;
     ld_layout lay;

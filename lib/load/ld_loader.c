@@ -7,7 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cu.h"
+#include "ld_device.h"
 #include "ld_internal.h"
 #include "rd.h"
 
