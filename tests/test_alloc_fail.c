@@ -6,7 +6,7 @@
 #include "test_util.h"
 #include "tu_alloc.h"
 
-/* The library's fault-injection hook (lib/common/sp_error.c): when positive, the n-th following
+/* The library's fault-injection hook (lib/common/sp_alloc.c): when positive, the n-th following
  * allocation fails. */
 extern atomic_long sp_alloc_fail_countdown;
 

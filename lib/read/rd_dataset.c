@@ -474,7 +474,7 @@ static int open_file(sp_dataset *d, const char *path)
 }
 
 /* A missing dataset directory whose old contents a publication without RENAME_EXCHANGE set aside
- * (PARENT/.NAME.shardpack-tmp.old, wr_stage.c) and did not finish: the message says where it is. */
+ * (PARENT/.NAME.shardpack-tmp.old, wr_staging.c) and did not finish: the message says where it is. */
 static void name_set_aside(const char *path, sp_errbuf *eb)
 {
     char aside[4200];

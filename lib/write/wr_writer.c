@@ -54,7 +54,7 @@ struct sp_writer {
     bool validate_images; /* image fields must pass sp_image_probe */
     uint64_t dataset_id;
     int64_t max_shards;
-    wr_stage stage;
+    wr_staging staging;
     bool failed, finished;
     int pid; /* the process that opened it (sp_proc_self): a forked child has none of its threads */
     atomic_int abort_req; /* sp_writer_abort: set from any thread or a signal handler */
@@ -226,8 +226,8 @@ static int shard_begin(sp_writer *w)
     w->man.shards[no] = (fmt_manifest_shard){ 0 };
     char name[64];
     snprintf(name, sizeof name, SHARD_NAME_FMT, (unsigned long long)no);
-    wr_stage_path(&w->stage, name, w->shard_path, sizeof w->shard_path);
-    w->fd = wr_stage_create(&w->stage, name);
+    wr_staging_path(&w->staging, name, w->shard_path, sizeof w->shard_path);
+    w->fd = wr_staging_create(&w->staging, name);
     if (w->fd < 0) {
         int e = -w->fd;
         w->fd = -1;
@@ -584,7 +584,7 @@ int sp_writer_open(const char *dir, const sp_schema *schema, const sp_params *pa
     w->fd = -1;
     w->pid = sp_proc_self();
     atomic_init(&w->abort_req, 0);
-    w->stage.parent_fd = w->stage.dir_fd = -1;
+    w->staging.parent_fd = w->staging.dir_fd = -1;
     w->schema = *schema;
     sp_buf enc = { 0 };
     fmt_schema_encode(&w->schema, &enc);
@@ -613,7 +613,7 @@ int sp_writer_open(const char *dir, const sp_schema *schema, const sp_params *pa
     w->dataset_id = (uint64_t)sp_params_get(params, SP_PARAM_DATASET_ID);
     if (w->dataset_id == 0 && getrandom(&w->dataset_id, sizeof w->dataset_id, 0) != sizeof w->dataset_id)
         w->dataset_id = (uint64_t)getpid() * 0x9E3779B97F4A7C15ull ^ (uint64_t)(sp_now() * 1e9);
-    int rc = wr_stage_open(&w->stage, dir, w->overwrite, &w->eb);
+    int rc = wr_staging_open(&w->staging, dir, w->overwrite, &w->eb);
     if (rc == SP_OK)
         rc = pool_start(w, nthreads);
     if (rc) {
@@ -704,8 +704,8 @@ static int publish_manifest(sp_writer *w)
         return wfail(w, SP_ENOMEM, "out of memory for the manifest");
     }
     char final[4096];
-    wr_stage_path(&w->stage, MANIFEST_NAME, final, sizeof final);
-    int fd = wr_stage_create(&w->stage, MANIFEST_NAME);
+    wr_staging_path(&w->staging, MANIFEST_NAME, final, sizeof final);
+    int fd = wr_staging_create(&w->staging, MANIFEST_NAME);
     int rc = fd < 0 ? fd : sp_write_all(fd, b.data, b.len);
     if (!rc && fsync(fd) != 0)
         rc = -errno;
@@ -742,7 +742,7 @@ int sp_writer_finish(sp_writer *w)
     if (!rc)
         rc = publish_manifest(w);
     if (!rc)
-        rc = wr_stage_publish(&w->stage, &w->abort_req, &w->eb); /* checks it once more */
+        rc = wr_staging_publish(&w->staging, &w->abort_req, &w->eb); /* checks it once more */
     if (rc) {
         w->failed = true;
         return rc;
@@ -760,7 +760,7 @@ void sp_writer_destroy(sp_writer *w)
     pool_stop(w);
     if (w->fd >= 0)
         close(w->fd);
-    wr_stage_close(&w->stage); /* removes everything staged unless it was published */
+    wr_staging_close(&w->staging); /* removes everything staged unless it was published */
     for (size_t f = 0; f < SP_MAX_FIELDS; f++) {
         sp_buf_free(&w->col[f].data);
         sp_buf_free(&w->col[f].offsets);

@@ -16,7 +16,7 @@
 #include "tu_alloc.h"
 #include "tu_thread.h"
 
-/* The library's allocation fault hook (lib/common/sp_error.c): when positive, the n-th following
+/* The library's allocation fault hook (lib/common/sp_alloc.c): when positive, the n-th following
  * allocation fails. */
 extern atomic_long sp_alloc_fail_countdown;
 

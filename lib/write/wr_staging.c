@@ -1,4 +1,4 @@
-/* wr_stage.c - atomic publication of a dataset directory.
+/* wr_staging.c - atomic publication of a dataset directory.
  *
  * A dataset is written into a hidden staging directory beside its destination
  * (PARENT/.NAME.shardpack-tmp) and appears at its destination in one rename: onto a missing or
@@ -135,7 +135,7 @@ static bool is_mount_root(int parent_fd, const char *name, const struct stat *st
     return fstat(parent_fd, &parent) == 0 && parent.st_dev != st->st_dev;
 }
 
-static int check_destination(wr_stage *s, sp_errbuf *eb)
+static int check_destination(wr_staging *s, sp_errbuf *eb)
 {
     struct stat st;
     if (fstatat(s->parent_fd, s->final_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
@@ -168,7 +168,7 @@ static int check_destination(wr_stage *s, sp_errbuf *eb)
     return SP_OK;
 }
 
-static int split_path(wr_stage *s, const char *dir, sp_errbuf *eb)
+static int split_path(wr_staging *s, const char *dir, sp_errbuf *eb)
 {
     size_t len = strlen(dir);
     while (len > 1 && dir[len - 1] == '/')
@@ -185,49 +185,49 @@ static int split_path(wr_stage *s, const char *dir, sp_errbuf *eb)
     else
         snprintf(s->parent, sizeof s->parent, ".");
     s->final_name = base;
-    int n = snprintf(s->stage, sizeof s->stage, "%s/.%s.shardpack-tmp", s->parent, base);
-    if (n < 0 || (size_t)n >= sizeof s->stage)
+    int n = snprintf(s->staging, sizeof s->staging, "%s/.%s.shardpack-tmp", s->parent, base);
+    if (n < 0 || (size_t)n >= sizeof s->staging)
         return sp_fail(eb, SP_EINVAL, "%s: path too long", dir);
-    s->stage_name = s->stage + strlen(s->parent) + 1;
+    s->staging_name = s->staging + strlen(s->parent) + 1;
     return SP_OK;
 }
 
 /* Creates the staging directory, or takes the one a killed writer left: it must be a real
  * directory that belongs to this user. */
-static int make_stage(wr_stage *s, sp_errbuf *eb)
+static int make_staging_dir(wr_staging *s, sp_errbuf *eb)
 {
     static const char advice[] = "a writer stages its files under this name; remove it";
-    if (mkdirat(s->parent_fd, s->stage_name, 0755) != 0 && errno != EEXIST)
-        return sp_fail(eb, SP_EIO, "%s: cannot create: %s", s->stage, strerror(errno));
+    if (mkdirat(s->parent_fd, s->staging_name, 0755) != 0 && errno != EEXIST)
+        return sp_fail(eb, SP_EIO, "%s: cannot create: %s", s->staging, strerror(errno));
     struct stat st;
-    if (fstatat(s->parent_fd, s->stage_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
-        return sp_fail(eb, SP_EIO, "%s: cannot examine: %s", s->stage, strerror(errno));
+    if (fstatat(s->parent_fd, s->staging_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return sp_fail(eb, SP_EIO, "%s: cannot examine: %s", s->staging, strerror(errno));
     if (!S_ISDIR(st.st_mode))
-        return refuse_non_dir(eb, s->stage, &st, advice);
-    s->dir_fd = open_dir_at(s->parent_fd, s->stage_name);
+        return refuse_non_dir(eb, s->staging, &st, advice);
+    s->dir_fd = open_dir_at(s->parent_fd, s->staging_name);
     if (s->dir_fd < 0) {
         if (errno == ELOOP || errno == ENOTDIR) /* replaced since the fstatat */
-            return sp_fail(eb, SP_EEXIST, "%s: is not a directory any more; %s", s->stage, advice);
-        return sp_fail(eb, SP_EIO, "%s: cannot open: %s", s->stage, strerror(errno));
+            return sp_fail(eb, SP_EEXIST, "%s: is not a directory any more; %s", s->staging, advice);
+        return sp_fail(eb, SP_EIO, "%s: cannot open: %s", s->staging, strerror(errno));
     }
     if (fstat(s->dir_fd, &st) != 0)
-        return sp_fail(eb, SP_EIO, "%s: cannot examine: %s", s->stage, strerror(errno));
+        return sp_fail(eb, SP_EIO, "%s: cannot examine: %s", s->staging, strerror(errno));
     if (st.st_uid != geteuid())
-        return sp_fail(eb, SP_EEXIST, "%s: belongs to another user (uid %u); %s", s->stage, (unsigned)st.st_uid,
+        return sp_fail(eb, SP_EEXIST, "%s: belongs to another user (uid %u); %s", s->staging, (unsigned)st.st_uid,
                        advice);
     return SP_OK;
 }
 
 /* The name a publication without RENAME_EXCHANGE moves the replaced dataset to, under the parent. */
-static void aside_name(const wr_stage *s, char *out, size_t outlen)
+static void aside_name(const wr_staging *s, char *out, size_t outlen)
 {
-    snprintf(out, outlen, "%s.old", s->stage_name);
+    snprintf(out, outlen, "%s.old", s->staging_name);
 }
 
 /* Whether the directory name under parent_fd holds a whole dataset: its manifest decodes and every
  * shard it names is there, a regular file of the size the manifest records. The blocks are not
  * read: this tells a dataset set aside whole from the remains of one being deleted. */
-static bool holds_whole_dataset(const wr_stage *s, const char *name)
+static bool holds_whole_dataset(const wr_staging *s, const char *name)
 {
     int fd = open_dir_at(s->parent_fd, name);
     if (fd < 0)
@@ -262,10 +262,10 @@ static bool holds_whole_dataset(const wr_stage *s, const char *name)
  * Called with the staging directory locked, so no live writer is between those renames. When the
  * destination holds a dataset the aside directory is a finished publication's and stays for
  * publish; when it holds no whole dataset it is left alone (it is the remains of one). */
-static int restore_aside(wr_stage *s, bool *restored, sp_errbuf *eb)
+static int restore_aside(wr_staging *s, bool *restored, sp_errbuf *eb)
 {
     *restored = false;
-    char old[sizeof s->stage];
+    char old[sizeof s->staging];
     aside_name(s, old, sizeof old);
     struct stat st;
     if (fstatat(s->parent_fd, old, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
@@ -283,7 +283,7 @@ static int restore_aside(wr_stage *s, bool *restored, sp_errbuf *eb)
     return check_destination(s, eb);
 }
 
-int wr_stage_open(wr_stage *s, const char *dir, bool overwrite, sp_errbuf *eb)
+int wr_staging_open(wr_staging *s, const char *dir, bool overwrite, sp_errbuf *eb)
 {
     memset(s, 0, sizeof *s);
     s->parent_fd = s->dir_fd = -1;
@@ -294,7 +294,7 @@ int wr_stage_open(wr_stage *s, const char *dir, bool overwrite, sp_errbuf *eb)
     s->parent_fd = open(s->parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (s->parent_fd < 0)
         return sp_fail(eb, SP_EIO, "%s: cannot open its directory %s: %s", s->final, s->parent, strerror(errno));
-    if ((rc = check_destination(s, eb)) || (rc = make_stage(s, eb)))
+    if ((rc = check_destination(s, eb)) || (rc = make_staging_dir(s, eb)))
         return rc;
     if (flock(s->dir_fd, LOCK_EX | LOCK_NB) != 0)
         return sp_fail(eb, SP_EBUSY, "%s: another writer is writing this dataset", s->final);
@@ -304,27 +304,27 @@ int wr_stage_open(wr_stage *s, const char *dir, bool overwrite, sp_errbuf *eb)
         if (restored && rc == SP_EEXIST)
             sp_fail(eb, rc, "%s: already holds a dataset (moved back from %s.old, where a publication interrupted "
                     "without RENAME_EXCHANGE had set it aside); choose another directory or overwrite it",
-                    s->final, s->stage);
+                    s->final, s->staging);
         return rc;
     }
     /* Unlocked leftovers are a killed writer's: never published, safe to clear. */
     char name[256];
     int kind = classify(s->dir_fd, name, sizeof name);
     if (kind < 0)
-        return sp_fail(eb, SP_EIO, "%s: cannot list: %s", s->stage, strerror(-kind));
+        return sp_fail(eb, SP_EIO, "%s: cannot list: %s", s->staging, strerror(-kind));
     if (kind == DIR_FOREIGN)
-        return sp_fail(eb, SP_EEXIST, "%s: holds '%s'; remove that directory", s->stage, name);
+        return sp_fail(eb, SP_EEXIST, "%s: holds '%s'; remove that directory", s->staging, name);
     remove_dataset_files(s->dir_fd);
     s->active = true;
     return SP_OK;
 }
 
-void wr_stage_path(const wr_stage *s, const char *name, char *out, size_t outlen)
+void wr_staging_path(const wr_staging *s, const char *name, char *out, size_t outlen)
 {
-    snprintf(out, outlen, "%s/%s", s->stage, name);
+    snprintf(out, outlen, "%s/%s", s->staging, name);
 }
 
-int wr_stage_create(const wr_stage *s, const char *name)
+int wr_staging_create(const wr_staging *s, const char *name)
 {
     /* O_EXCL: the directory was emptied at open, and a name that exists now is never reused. */
     int fd = openat(s->dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
@@ -332,20 +332,20 @@ int wr_stage_create(const wr_stage *s, const char *name)
 }
 
 /* Whether the staging name still names the directory this writer locked and filled. */
-static bool stage_is_ours(const wr_stage *s)
+static bool staging_is_ours(const wr_staging *s)
 {
     struct stat a, b;
-    return fstat(s->dir_fd, &a) == 0 && fstatat(s->parent_fd, s->stage_name, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+    return fstat(s->dir_fd, &a) == 0 && fstatat(s->parent_fd, s->staging_name, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
            a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
 /* Publication where the file system has no RENAME_EXCHANGE: the old dataset steps aside, then the
  * new one takes the destination's name; the destination is briefly missing but never mixed. A
  * failure of the second rename moves the old dataset back. */
-static int publish_aside(wr_stage *s, sp_errbuf *eb)
+static int publish_aside(wr_staging *s, sp_errbuf *eb)
 {
     const int pfd = s->parent_fd;
-    char old[sizeof s->stage];
+    char old[sizeof s->staging];
     aside_name(s, old, sizeof old);
     struct stat st;
     if (fstatat(pfd, old, &st, AT_SYMLINK_NOFOLLOW) == 0) {
@@ -360,7 +360,7 @@ static int publish_aside(wr_stage *s, sp_errbuf *eb)
     if (renameat(pfd, s->final_name, pfd, old) != 0)
         return sp_fail(eb, SP_EIO, "%s: cannot publish (moving the old dataset aside to %s/%s): %s", s->final,
                        s->parent, old, strerror(errno));
-    if (renameat(pfd, s->stage_name, pfd, s->final_name) != 0) {
+    if (renameat(pfd, s->staging_name, pfd, s->final_name) != 0) {
         int e = errno;
         if (renameat(pfd, old, pfd, s->final_name) != 0)
             return sp_fail(eb, SP_EIO, "%s: cannot publish: %s; the old dataset is in %s/%s and could not be moved "
@@ -371,24 +371,24 @@ static int publish_aside(wr_stage *s, sp_errbuf *eb)
     return SP_OK;
 }
 
-int wr_stage_publish(wr_stage *s, const atomic_int *cancel, sp_errbuf *eb)
+int wr_staging_publish(wr_staging *s, const atomic_int *cancel, sp_errbuf *eb)
 {
     int rc = check_destination(s, eb); /* again: the destination may have changed meanwhile */
     if (rc)
         return rc;
-    if (!stage_is_ours(s))
-        return sp_fail(eb, SP_EIO, "%s: was replaced while the dataset was written; nothing published", s->stage);
+    if (!staging_is_ours(s))
+        return sp_fail(eb, SP_EIO, "%s: was replaced while the dataset was written; nothing published", s->staging);
     if ((rc = sp_fsync_dirfd(s->dir_fd)))
-        return sp_fail(eb, SP_EIO, "%s: cannot sync: %s", s->stage, strerror(-rc));
+        return sp_fail(eb, SP_EIO, "%s: cannot sync: %s", s->staging, strerror(-rc));
     /* The last moment a cancellation can keep the dataset from appearing. */
     if (atomic_load(cancel))
         return sp_fail(eb, SP_ECANCELED, "%s: stopped by sp_writer_abort; nothing was published", s->final);
     const int pfd = s->parent_fd;
     if (s->dest_kind != DIR_DATASET) {
-        if (renameat(pfd, s->stage_name, pfd, s->final_name) != 0)
+        if (renameat(pfd, s->staging_name, pfd, s->final_name) != 0)
             return sp_fail(eb, SP_EIO, "%s: cannot publish: %s", s->final, strerror(errno));
-    } else if (renameat2(pfd, s->stage_name, pfd, s->final_name, RENAME_EXCHANGE) == 0) {
-        remove_dataset_dir(pfd, s->stage_name); /* the replaced dataset, now under the staging name */
+    } else if (renameat2(pfd, s->staging_name, pfd, s->final_name, RENAME_EXCHANGE) == 0) {
+        remove_dataset_dir(pfd, s->staging_name); /* the replaced dataset, now under the staging name */
     } else if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) { /* ENOTSUP == EOPNOTSUPP here */
         return sp_fail(eb, SP_EIO, "%s: cannot publish (exchanging it with the dataset it replaces): %s", s->final,
                        strerror(errno));
@@ -401,12 +401,12 @@ int wr_stage_publish(wr_stage *s, const atomic_int *cancel, sp_errbuf *eb)
     return SP_OK;
 }
 
-void wr_stage_close(wr_stage *s)
+void wr_staging_close(wr_staging *s)
 {
     if (s->active) {
         remove_dataset_files(s->dir_fd);
-        if (stage_is_ours(s))
-            unlinkat(s->parent_fd, s->stage_name, AT_REMOVEDIR);
+        if (staging_is_ours(s))
+            unlinkat(s->parent_fd, s->staging_name, AT_REMOVEDIR);
     }
     if (s->dir_fd >= 0)
         close(s->dir_fd);
