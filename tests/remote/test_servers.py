@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""The remote tests' real servers (servers.py) come up, serve byte ranges, check credentials, and stop leaving no process."""
+# usage: test_servers.py nginx|swift|stop   (exit 77 when the server's package is missing)
+
+import base64
+import hashlib
+import http.client
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import servers  # noqa: E402
+
+SKIP = 77
+
+
+def _gone(state, rows):
+    """True when none of the recorded processes, nor anything in their sessions, still runs."""
+    return not any(servers._alive(pid, t) or servers._session_members(pid) for _, _, pid, t in rows)
+
+
+def _get(url, headers=None, ca=None):
+    u = servers.urllib.parse.urlsplit(url)
+    if u.scheme == "https":
+        conn = http.client.HTTPSConnection(u.hostname, u.port, timeout=30,
+                                           context=ssl.create_default_context(cafile=ca))
+    else:
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    try:
+        conn.request("GET", u.path, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+class Nginx(unittest.TestCase):
+    def test_ranges_tls_auth_stop(self):
+        with tempfile.TemporaryDirectory(prefix="sp-nginx-") as tmp:
+            root, state = os.path.join(tmp, "www"), os.path.join(tmp, "state")
+            os.makedirs(os.path.join(root, "sub"))
+            data = os.urandom(3 << 20)
+            with open(os.path.join(root, "sub", "blob.bin"), "wb") as f:
+                f.write(data)
+            t0 = time.monotonic()
+            with servers.nginx_server(root, state) as env:
+                print("nginx ready in %.2f s" % (time.monotonic() - t0))
+                rows = servers._recorded(state)
+                self.assertEqual([r[1] for r in rows], ["nginx"])
+                self.assertEqual(servers.read_env(state, "nginx"), {k: str(v) for k, v in env.items()})
+                rng = {"Range": "bytes=1000-1999"}
+                for base in (env["SP_TEST_HTTP_URL"], env["SP_TEST_HTTPS_URL"]):
+                    st, h, body = _get(base + "/sub/blob.bin", rng, env["SP_TEST_CA"])
+                    self.assertEqual((st, body, h["content-range"]), (206, data[1000:2000], "bytes 1000-1999/%d" % len(data)), base)
+                    st, h, body = _get(base + "/sub/blob.bin", None, env["SP_TEST_CA"])
+                    self.assertEqual((st, len(body), body == data), (200, len(data), True))
+                    self.assertIn("etag", h)
+                    st, _, _ = _get(base + "/sub/missing", None, env["SP_TEST_CA"])
+                    self.assertEqual(st, 404)
+                # the CA is needed: the system's store does not trust the server
+                with self.assertRaises(ssl.SSLCertVerificationError):
+                    _get(env["SP_TEST_HTTPS_URL"] + "/sub/blob.bin", rng)
+                # basic and bearer auth on the same files
+                basic = "Basic " + base64.b64encode(("%s:%s" % (env["SP_TEST_HTTP_USER"], env["SP_TEST_HTTP_PASSWORD"])).encode()).decode()
+                url = env["SP_TEST_HTTP_URL"]
+                self.assertEqual(_get(url + "/basic/sub/blob.bin", rng)[0], 401)
+                self.assertEqual(_get(url + "/basic/sub/blob.bin", {"Authorization": "Basic eDp5"})[0], 401)
+                st, _, body = _get(url + "/basic/sub/blob.bin", dict(rng, Authorization=basic))
+                self.assertEqual((st, body), (206, data[1000:2000]))
+                st, h, _ = _get(url + "/bearer/sub/blob.bin", rng)
+                self.assertEqual(st, 401)
+                self.assertIn("Bearer", h.get("www-authenticate", ""))
+                self.assertEqual(_get(url + "/bearer/sub/blob.bin", {"Authorization": "Bearer nope"})[0], 401)
+                st, _, body = _get(url + "/bearer/sub/blob.bin", dict(rng, Authorization="Bearer " + env["SP_TEST_HTTP_TOKEN"]))
+                self.assertEqual((st, body), (206, data[1000:2000]))
+                if shutil.which("curl"):  # libcurl, as the library uses it, trusts the CA file
+                    out = subprocess.run(["curl", "-sS", "--cacert", env["SP_TEST_CA"], "-r", "0-9",
+                                          env["SP_TEST_HTTPS_URL"] + "/sub/blob.bin"],
+                                         capture_output=True, check=True).stdout
+                    self.assertEqual(out, data[:10])
+                # a second start from the same state is refused while the first runs
+                with self.assertRaises(servers.StartError):
+                    servers.start_nginx(root, state)
+            self.assertTrue(_gone(state, rows))
+            self.assertFalse(os.path.exists(os.path.join(state, "pids")))
+            with self.assertRaises(OSError):
+                _get(env["SP_TEST_HTTP_URL"] + "/sub/blob.bin")
+
+
+class Swift(unittest.TestCase):
+    def test_s3_put_range_auth_stop(self):
+        with tempfile.TemporaryDirectory(prefix="sp-swift-") as tmp:
+            state = os.path.join(tmp, "state")
+            with servers.swift_server(state) as env:
+                print("swift ready in %s s" % env["SP_TEST_SWIFT_READY_S"])
+                rows = servers._recorded(state)
+                self.assertEqual(sorted(r[1] for r in rows),
+                                 ["swift-account", "swift-container", "swift-object", "swift-proxy"])
+                ep, ak, sk, region = servers._s3_env(env)
+                servers.s3_make_bucket(env, "spbucket")
+                servers.s3_make_bucket(env, "spbucket")  # ours already: fine
+                src = os.path.join(tmp, "src")
+                os.makedirs(os.path.join(src, "d"))
+                data = os.urandom(20 << 20)
+                with open(os.path.join(src, "d", "big.bin"), "wb") as f:
+                    f.write(data)
+                with open(os.path.join(src, "small"), "wb") as f:
+                    f.write(b"hello")
+                self.assertEqual(servers.s3_put_dir(env, "spbucket", src, "ds/"), (2, len(data) + 5))
+                url = ep + "/spbucket/ds/d/big.bin"
+                st, h, body = servers.s3_request("HEAD", url, ak, sk, region)
+                self.assertEqual((st, h["content-length"], h["etag"].strip('"')),
+                                 (200, str(len(data)), hashlib.md5(data).hexdigest()))
+                st, h, body = servers.s3_request("GET", url, ak, sk, region, headers={"Range": "bytes=1000-1999"})
+                self.assertEqual((st, body, h["content-range"]), (206, data[1000:2000], "bytes 1000-1999/%d" % len(data)))
+                last = len(data) - 8
+                st, _, body = servers.s3_request("GET", url, ak, sk, region, headers={"Range": "bytes=%d-" % last})
+                self.assertEqual((st, body), (206, data[last:]))
+                st, _, body = servers.s3_request("GET", ep + "/spbucket/ds/small", ak, sk, region)
+                self.assertEqual((st, body), (200, b"hello"))
+                st, _, body = servers.s3_request("GET", url, ak, "wrong-secret", region, headers={"Range": "bytes=0-9"})
+                self.assertEqual(st, 403)
+                self.assertIn(b"SignatureDoesNotMatch", body)
+                st, _, body = servers.s3_request("GET", ep + "/spbucket/ds/none", ak, sk, region)
+                self.assertEqual(st, 404)
+                self.assertIn(b"NoSuchKey", body)
+                st, _, body = servers.s3_request("GET", ep + "/nobucket/x", ak, sk, region)
+                self.assertEqual(st, 404)
+                self.assertIn(b"NoSuchBucket", body)
+                st, _, body = servers.s3_request("GET", ep + "/spbucket?list-type=2&prefix=ds/", ak, sk, region)
+                self.assertEqual(st, 200)
+                self.assertIn(b"<Key>ds/d/big.bin</Key>", body)
+                if shutil.which("curl"):  # curl's own SigV4, the key's colon given through a netrc file
+                    netrc = os.path.join(tmp, "netrc")
+                    with open(netrc, "w") as f:
+                        f.write("machine 127.0.0.1 login %s password %s\n" % (ak, sk))
+                    out = subprocess.run(["curl", "-sS", "-f", "--netrc-file", netrc, "--aws-sigv4",
+                                          "aws:amz:%s:s3" % region, "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+                                          "-r", "5-14", url], capture_output=True, check=True).stdout
+                    self.assertEqual(out, data[5:15])
+            self.assertTrue(_gone(state, rows))
+            self.assertFalse(os.path.exists(os.path.join(state, "pids")))
+
+
+class Stop(unittest.TestCase):
+    def test_kills_what_ignores_sigterm(self):
+        with tempfile.TemporaryDirectory(prefix="sp-stop-") as state:
+            p = servers._spawn(state, "x", "stubborn", ["sh", "-c", "trap '' TERM; sleep 60 & sleep 60; wait"])
+            q = servers._spawn(state, "y", "polite", ["sleep", "60"])
+            time.sleep(0.2)
+            rows = servers._recorded(state)
+            self.assertEqual(servers.stop(state, "y"), [])
+            self.assertTrue(_gone(state, [r for r in rows if r[0] == "y"]))
+            self.assertTrue(servers._alive(p.pid))
+            t0 = time.monotonic()
+            self.assertEqual(servers.stop(state, bound=0.5), ["stubborn"])
+            self.assertLess(time.monotonic() - t0, 5)
+            self.assertTrue(_gone(state, rows))  # the sleep in its session too
+            p.wait()
+            q.wait()
+
+
+def main():
+    which = sys.argv[1] if len(sys.argv) > 1 else ""
+    cases = {"nginx": Nginx, "swift": Swift, "stop": Stop}
+    if which not in cases:
+        print("usage: test_servers.py nginx|swift|stop", file=sys.stderr)
+        return 2
+    try:
+        if which == "nginx":
+            if not shutil.which("nginx") and not os.access("/usr/sbin/nginx", os.X_OK):
+                raise servers.Missing("nginx not found (apt-get install nginx-light)")
+            if not shutil.which("openssl"):
+                raise servers.Missing("openssl not found (apt-get install openssl)")
+        elif which == "swift":
+            servers._swift_python()
+    except servers.Missing as e:
+        print("skip: %s" % e)
+        return SKIP
+    suite = unittest.defaultTestLoader.loadTestsFromTestCase(cases[which])
+    ok = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite).wasSuccessful()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
