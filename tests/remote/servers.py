@@ -249,12 +249,48 @@ def read_env(state, group):
 
 
 # ----------------------------------------------------------------------------------------------
+# Packages
+
+PACKAGES = {"nginx": "nginx-light", "openssl": "openssl", "curl": "curl",
+            "swift": "swift swift-proxy swift-object swift-container swift-account"}
+
+
+def require(what):
+    """The path of a program the servers or tests need ('nginx', 'openssl', 'curl'), or for
+    'swift' the interpreter command of Swift's servers; raises Missing naming the package."""
+    if what == "swift":
+        return _swift_python()
+    found = shutil.which(what) or next((p for p in ("/usr/sbin/" + what, "/usr/bin/" + what)
+                                        if os.access(p, os.X_OK)), None)
+    if found is None:
+        raise Missing("%s not found (apt-get install %s)" % (what, PACKAGES[what]))
+    return found
+
+
+def test_main(cases, needs, argv=None):
+    """main() of a remote test program: `PROG PART` runs the unittest case cases[PART] after
+    checking that needs[PART] are installed (exit 77 with the reason if one is not)."""
+    argv = sys.argv if argv is None else argv
+    which = argv[1] if len(argv) > 1 else ""
+    if which not in cases:
+        print("usage: %s %s" % (os.path.basename(argv[0]), "|".join(cases)), file=sys.stderr)
+        return 2
+    try:
+        for what in needs.get(which, ()):
+            require(what)
+    except Missing as e:
+        print("skip: %s" % e)
+        return SKIP
+    import unittest
+    suite = unittest.defaultTestLoader.loadTestsFromTestCase(cases[which])
+    return 0 if unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite).wasSuccessful() else 1
+
+
+# ----------------------------------------------------------------------------------------------
 # nginx
 
 def _make_certs(d):
     """A throwaway CA and a server certificate for 127.0.0.1 and localhost (EC P-256), signed by it."""
-    if shutil.which("openssl") is None:
-        raise Missing("openssl not found (apt-get install openssl)")
     os.makedirs(d, exist_ok=True)
     ca_key, ca, key, csr, crt = (os.path.join(d, n) for n in
                                  ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem"))
@@ -323,9 +359,8 @@ def start_nginx(root, state, workers=1, access_log=False, timeout=20.0):
     variables: SP_TEST_HTTP_URL, SP_TEST_HTTPS_URL (the same files at /, under /basic/ with
     SP_TEST_HTTP_USER and SP_TEST_HTTP_PASSWORD, under /bearer/ with SP_TEST_HTTP_TOKEN),
     SP_TEST_CA (the CA that signed the server's certificate), SP_TEST_NGINX_PID."""
-    nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
-    if nginx is None:
-        raise Missing("nginx not found (apt-get install nginx-light)")
+    nginx = require("nginx")
+    require("openssl")
     root = os.path.abspath(root)
     if not os.path.isdir(root):
         raise StartError("%s is not a directory" % root)
@@ -476,8 +511,7 @@ def _swift_python():
     for pkg in ("swift-proxy-server", "swift-object-server", "swift-container-server",
                 "swift-account-server"):
         if shutil.which(pkg) is None and not os.access("/usr/bin/" + pkg, os.X_OK):
-            raise Missing("%s not found (apt-get install swift swift-proxy swift-object "
-                          "swift-container swift-account)" % pkg)
+            raise Missing("%s not found (apt-get install %s)" % (pkg, PACKAGES["swift"]))
     with open(script, "rb") as f:
         line = f.readline().decode(errors="replace")
     argv = shlex.split(line[2:]) if line.startswith("#!") else ["python3"]

@@ -4,7 +4,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,7 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import faultproxy  # noqa: E402
 import servers  # noqa: E402
 
-SKIP = 77
+
 W = "%{http_code} %{size_download} %{num_connects}"
 
 
@@ -213,29 +212,6 @@ class S3(unittest.TestCase):
         self.assertEqual(body, bytes(b ^ 0xFF for b in data[:10]))
 
 
-def main():
-    which = sys.argv[1] if len(sys.argv) > 1 else ""
-    cases = {"http": Http, "s3": S3}
-    if which not in cases:
-        print("usage: test_faultproxy.py http|s3", file=sys.stderr)
-        return 2
-    try:
-        if shutil.which("curl") is None:
-            raise servers.Missing("curl not found (apt-get install curl)")
-        if which == "http":
-            if not shutil.which("nginx") and not os.access("/usr/sbin/nginx", os.X_OK):
-                raise servers.Missing("nginx not found (apt-get install nginx-light)")
-            if not shutil.which("openssl"):
-                raise servers.Missing("openssl not found (apt-get install openssl)")
-        else:
-            servers._swift_python()
-    except servers.Missing as e:
-        print("skip: %s" % e)
-        return SKIP
-    suite = unittest.defaultTestLoader.loadTestsFromTestCase(cases[which])
-    ok = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite).wasSuccessful()
-    return 0 if ok else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(servers.test_main({"http": Http, "s3": S3},
+                               {"http": ["curl", "nginx", "openssl"], "s3": ["curl", "swift"]}))

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import http.client
 import os
-import shutil
 import ssl
 import subprocess
 import sys
@@ -16,8 +15,6 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import servers  # noqa: E402
-
-SKIP = 77
 
 
 def _gone(state, rows):
@@ -79,11 +76,11 @@ class Nginx(unittest.TestCase):
                 self.assertEqual(_get(url + "/bearer/sub/blob.bin", {"Authorization": "Bearer nope"})[0], 401)
                 st, _, body = _get(url + "/bearer/sub/blob.bin", dict(rng, Authorization="Bearer " + env["SP_TEST_HTTP_TOKEN"]))
                 self.assertEqual((st, body), (206, data[1000:2000]))
-                if shutil.which("curl"):  # libcurl, as the library uses it, trusts the CA file
-                    out = subprocess.run(["curl", "-sS", "--cacert", env["SP_TEST_CA"], "-r", "0-9",
-                                          env["SP_TEST_HTTPS_URL"] + "/sub/blob.bin"],
-                                         capture_output=True, check=True).stdout
-                    self.assertEqual(out, data[:10])
+                # libcurl, as the library uses it, trusts the CA file
+                out = subprocess.run(["curl", "-sS", "--cacert", env["SP_TEST_CA"], "-r", "0-9",
+                                      env["SP_TEST_HTTPS_URL"] + "/sub/blob.bin"],
+                                     capture_output=True, check=True).stdout
+                self.assertEqual(out, data[:10])
                 # a second start from the same state is refused while the first runs
                 with self.assertRaises(servers.StartError):
                     servers.start_nginx(root, state)
@@ -136,14 +133,14 @@ class Swift(unittest.TestCase):
                 st, _, body = servers.s3_request("GET", ep + "/spbucket?list-type=2&prefix=ds/", ak, sk, region)
                 self.assertEqual(st, 200)
                 self.assertIn(b"<Key>ds/d/big.bin</Key>", body)
-                if shutil.which("curl"):  # curl's own SigV4, the key's colon given through a netrc file
-                    netrc = os.path.join(tmp, "netrc")
-                    with open(netrc, "w") as f:
-                        f.write("machine 127.0.0.1 login %s password %s\n" % (ak, sk))
-                    out = subprocess.run(["curl", "-sS", "-f", "--netrc-file", netrc, "--aws-sigv4",
-                                          "aws:amz:%s:s3" % region, "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD",
-                                          "-r", "5-14", url], capture_output=True, check=True).stdout
-                    self.assertEqual(out, data[5:15])
+                # curl's own SigV4, the key's colon given through a netrc file
+                netrc = os.path.join(tmp, "netrc")
+                with open(netrc, "w") as f:
+                    f.write("machine 127.0.0.1 login %s password %s\n" % (ak, sk))
+                out = subprocess.run(["curl", "-sS", "-f", "--netrc-file", netrc, "--aws-sigv4",
+                                      "aws:amz:%s:s3" % region, "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+                                      "-r", "5-14", url], capture_output=True, check=True).stdout
+                self.assertEqual(out, data[5:15])
             self.assertTrue(_gone(state, rows))
             self.assertFalse(os.path.exists(os.path.join(state, "pids")))
 
@@ -166,27 +163,6 @@ class Stop(unittest.TestCase):
             q.wait()
 
 
-def main():
-    which = sys.argv[1] if len(sys.argv) > 1 else ""
-    cases = {"nginx": Nginx, "swift": Swift, "stop": Stop}
-    if which not in cases:
-        print("usage: test_servers.py nginx|swift|stop", file=sys.stderr)
-        return 2
-    try:
-        if which == "nginx":
-            if not shutil.which("nginx") and not os.access("/usr/sbin/nginx", os.X_OK):
-                raise servers.Missing("nginx not found (apt-get install nginx-light)")
-            if not shutil.which("openssl"):
-                raise servers.Missing("openssl not found (apt-get install openssl)")
-        elif which == "swift":
-            servers._swift_python()
-    except servers.Missing as e:
-        print("skip: %s" % e)
-        return SKIP
-    suite = unittest.defaultTestLoader.loadTestsFromTestCase(cases[which])
-    ok = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite).wasSuccessful()
-    return 0 if ok else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(servers.test_main({"nginx": Nginx, "swift": Swift, "stop": Stop},
+                               {"nginx": ["nginx", "openssl", "curl"], "swift": ["swift", "curl"]}))
