@@ -145,11 +145,14 @@ def stop(state, group=None, bound=10.0):
         running = {}
         for g, name, pid, t in rows:
             _reap(pid)
+            st = _proc_stat(pid)
+            if st is not None and st[2] != t:
+                # The pid is another process's now: ours is gone, and so is everything of its
+                # session (Linux gives out no pid still in use as a session id).
+                continue
             procs = set(_session_members(pid))  # a session's id is its leader's pid
             if _alive(pid, t):
                 procs.add(pid)
-            else:
-                procs.discard(pid)  # the pid went to another process
             if procs:
                 running[name] = (pid, procs)
         if not running:

@@ -162,6 +162,23 @@ class Stop(unittest.TestCase):
             p.wait()
             q.wait()
 
+    def test_reused_pid_left_alone(self):
+        with tempfile.TemporaryDirectory(prefix="sp-stop-") as state:
+            # a session (a shell and its sleep) recorded with another start time: as if our
+            # server had exited and its pid gone to this process since
+            p = servers._spawn(state, "z", "reused", ["sh", "-c", "sleep 60 & wait"])
+            time.sleep(0.2)
+            (g, n, pid, t), = servers._recorded(state)
+            with open(servers._pids_file(state), "w") as f:
+                f.write("%s %s %d %d\n" % (g, n, pid, t - 1))
+            members = servers._session_members(pid)
+            self.assertEqual(len(members), 2)
+            self.assertEqual(servers.stop(state, bound=0.5), [])
+            self.assertEqual(sorted(servers._session_members(pid)), sorted(members))
+            for m in members:
+                os.kill(m, servers.signal.SIGKILL)
+            p.wait()
+
 
 if __name__ == "__main__":
     sys.exit(servers.test_main({"nginx": Nginx, "swift": Swift, "stop": Stop},
