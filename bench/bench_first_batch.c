@@ -2,8 +2,9 @@
  *
  * Writes a dataset of label samples with one small block per shard (once; reused when present),
  * then, on a warm page cache, times sp_loader_open + the first sp_loader_next, and the same for
- * sp_dataset_open alone. Prints the times and their ratio to the 1 s target.
- * usage: bench_first_batch [DIR] [SHARDS] */
+ * sp_dataset_open alone. Prints the times and their ratio to the 1 s target. DIR may be a URL
+ * (http(s)://, s3://) of such a dataset, made here before and uploaded (bench/remote_bench.py).
+ * usage: bench_first_batch [DIR|URL] [SHARDS] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,7 +79,7 @@ int main(int argc, char **argv)
     struct stat st;
     char manifest[4096];
     snprintf(manifest, sizeof manifest, "%s/manifest.spm", dir);
-    if (stat(manifest, &st) != 0) {
+    if (!strstr(dir, "://") && stat(manifest, &st) != 0) {
         double t0 = now();
         if (build(dir, shards))
             return 1;

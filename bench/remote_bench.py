@@ -18,6 +18,10 @@ and Swift (tests/remote/servers.py, state in WORK/state) and uploads both datase
     (curl's own --aws-sigv4); the fastest of 3 runs counts
   - the batches: one epoch through the Python Loader from each place, every batch hashed; the
     digests must be equal (bit for bit the same batches).
+  - time to first batch on a dataset of 10,000 one-block shards (bench/bench_first_batch, which
+    makes it), from each place (target: under 1 s).
+Swift's storage stays in WORK/state between runs: objects already uploaded with the same size
+and MD5 are not sent again (10,000 small objects take Swift over a minute).
 
 The last lines are the ratios the issue asks for: images ours-remote/ours-local (samples/s) and
 tokens ours-remote/curl (bytes/s), each with the target 0.9. Until libshardpack reads URLs the
@@ -26,7 +30,7 @@ numbers are still measured. Raw results: WORK/remote_bench.json.
 
 usage: bench/remote_bench.py [--build DIR] [--work DIR] [--images N] [--tokens N] [--threads T]
                              [--batch-size B] [--epochs E] [--parallel P] [--part-size SIZE]
-                             [--no-s3] [--no-http]
+                             [--first-batch-shards N] [--no-s3] [--no-http]
 """
 import argparse
 import json
@@ -114,6 +118,19 @@ print(json.dumps({"digest": h.hexdigest(), "batches": n}))
     return json.loads(r.stdout)
 
 
+def first_batch(exe, path, env):
+    """bench_first_batch on PATH: dataset_open_s, loader_open_s, first_batch_s (best of 5)."""
+    r = subprocess.run([str(exe), path], capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        return {"error": (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1]}
+    out = {}
+    for line in r.stdout.splitlines():
+        k, _, v = line.partition(" ")
+        if k.endswith("_s"):
+            out[k] = float(v)
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # the peer: curl --parallel over ranged GETs
 
@@ -168,13 +185,16 @@ def main():
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--parallel", type=int, default=16, help="transfers in flight, ours and curl's")
     ap.add_argument("--part-size", default="8M", help="bytes per ranged GET, ours and curl's")
+    ap.add_argument("--first-batch-shards", type=int, default=10000,
+                    help="shards of the time-to-first-batch dataset (0: leave that out)")
     ap.add_argument("--no-s3", action="store_true", help="leave Swift out")
     ap.add_argument("--no-http", action="store_true", help="leave nginx out")
     args = ap.parse_args()
     part = size_arg(args.part_size)
     build = pathlib.Path(args.build).resolve()
     sp = build / "tools" / "shardpack"
-    for f in (sp, build / "datasets" / "sp-gen-tokens", build / "datasets" / "sp-gen-imagefolder"):
+    first = build / "bench" / "bench_first_batch"
+    for f in (sp, build / "datasets" / "sp-gen-tokens", build / "datasets" / "sp-gen-imagefolder", first):
         if not f.exists():
             sys.exit("remote_bench: %s not found; build first (ninja -C %s)" % (f, build))
     if shutil.which("curl") is None:
@@ -198,6 +218,9 @@ def main():
             run([build / "datasets" / "sp-gen-imagefolder", "--out", img_dir, "--count", args.images,
                  "--classes", "100", "--seed", "1"], stdout=subprocess.DEVNULL)
         run([sp, "pack", img_dir, "-o", img_ds, "--strict", "--quiet"])
+    fb_ds = serve / ("first-batch-%d.sp" % args.first_batch_shards)
+    if args.first_batch_shards and not fb_ds.exists():
+        run([first, fb_ds, args.first_batch_shards], stdout=subprocess.DEVNULL)  # makes it
 
     help_text = run([sp, "bench", "--help"], capture_output=True, text=True).stdout
     common = ["--threads", args.threads, "--batch-size", args.batch_size, "--epochs", args.epochs, "--seed", "7"]
@@ -226,8 +249,8 @@ def main():
             results["swift_ready_s"] = round(time.perf_counter() - t0, 2)
             t0 = time.perf_counter()
             nbytes = 0
-            for ds, _ in sets.values():
-                nbytes += servers.s3_put_dir(sw, BUCKET, ds, ds.name + "/", jobs=4)[1]
+            for ds in [ds for ds, _ in sets.values()] + ([fb_ds] if args.first_batch_shards else []):
+                nbytes += servers.s3_put_dir(sw, BUCKET, ds, ds.name + "/", jobs=8, skip_same=True)[1]
             results["s3_upload_s"] = round(time.perf_counter() - t0, 2)
             results["s3_upload_bytes"] = nbytes
             s3_env = dict(base_env, **{k: v for k, v in sw.items() if k.startswith("AWS_")})
@@ -289,6 +312,15 @@ def main():
             same = len(ok) > 1 and None not in ok and len(set(ok)) == 1
             print("batches %-8s %s %s" % (name, "identical" if same else ("only local" if len(ok) == 1 else "DIFFER"),
                                          json.dumps(digests)))
+        if args.first_batch_shards:
+            warm(dataset_files(fb_ds))
+            for place, (url_of, env) in places.items():
+                key = "first_batch_%s" % place
+                if place in cannot:
+                    results["runs"][key] = {"error": "shardpack cannot read URLs yet: " + cannot[place]}
+                else:
+                    results["runs"][key] = first_batch(first, url_of("first-batch", fb_ds), env)
+                print("first %-14s %s" % (key, json.dumps(results["runs"][key])))
     finally:
         servers.stop(state)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -302,6 +334,10 @@ def main():
         lines.append(("images_%s_vs_local" % place, r, "samples/s, target >= 0.9"))
         r = ratio(runs.get("tokens_" + place), "read_bytes_per_s", runs.get("tokens_%s_curl" % place), "bytes_per_s")
         lines.append(("tokens_%s_vs_curl" % place, r, "read bytes/s, target >= 0.9"))
+    for place in places:
+        fb = runs.get("first_batch_" + place, {}).get("first_batch_s")
+        if args.first_batch_shards:
+            lines.append(("first_batch_%s_s" % place, fb, "%d shards, target < 1 s" % args.first_batch_shards))
     results["ratios"] = {k: v for k, v, _ in lines}
     with open(work / "remote_bench.json", "w") as f:
         json.dump(results, f, indent=1)

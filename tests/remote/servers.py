@@ -8,7 +8,7 @@ state directory given; `stop` ends by pid what was started there and removes not
     servers.py nginx start --root DIR --state STATE [--workers N]
     servers.py swift start --state STATE
     servers.py s3 mb --state STATE BUCKET
-    servers.py s3 put-dir --state STATE [--prefix P] [--jobs N] BUCKET DIR
+    servers.py s3 put-dir --state STATE [--prefix P] [--jobs N] [--skip-same] BUCKET DIR
     servers.py env --state STATE
     servers.py stop --state STATE
 
@@ -689,18 +689,54 @@ def s3_put_file(env, bucket, key, path):
     return headers.get("etag", "")
 
 
-def s3_put_dir(env, bucket, directory, prefix="", jobs=4):
+def s3_list(env, bucket, prefix=""):
+    """{key: (size, ETag without quotes)} of the objects under PREFIX (ListObjectsV2, every page)."""
+    import xml.etree.ElementTree as ET
+    endpoint, ak, sk, region = _s3_env(env)
+    out, token = {}, None
+    while True:
+        query = "list-type=2&prefix=" + _quote(prefix)
+        if token:
+            query += "&continuation-token=" + _quote(token)
+        status, _, body = s3_request("GET", "%s/%s?%s" % (endpoint, bucket, query), ak, sk, region)
+        if status != 200:
+            raise StartError("listing s3://%s/%s: %d %s" % (bucket, prefix, status, body[:300].decode(errors="replace")))
+        root = ET.fromstring(body)
+        ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+        for c in root.iter(ns + "Contents"):
+            out[c.findtext(ns + "Key")] = (int(c.findtext(ns + "Size")), c.findtext(ns + "ETag").strip('"'))
+        token = root.findtext(ns + "NextContinuationToken")
+        if root.findtext(ns + "IsTruncated") != "true" or not token:
+            return out
+
+
+def _md5_file(path):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def s3_put_dir(env, bucket, directory, prefix="", jobs=4, skip_same=False):
     """Creates BUCKET and uploads every file under DIRECTORY to PREFIX + its relative path
-    (JOBS uploads at a time); returns the number of files and bytes."""
+    (JOBS uploads at a time); with SKIP_SAME, objects already there with the same size and MD5
+    are left as they are (a Swift state directory kept from an earlier run). Returns the number
+    of files and bytes under DIRECTORY."""
     s3_make_bucket(env, bucket)
     files = []
     for dirpath, _, names in os.walk(directory):
         for n in sorted(names):
             p = os.path.join(dirpath, n)
             files.append((prefix + os.path.relpath(p, directory).replace(os.sep, "/"), p))
+    count, total = len(files), sum(os.path.getsize(p) for _, p in files)
+    if skip_same:
+        there = s3_list(env, bucket, prefix)
+        files = [(k, p) for k, p in files
+                 if there.get(k, (None,))[0] != os.path.getsize(p) or there[k][1] != _md5_file(p)]
     with ThreadPoolExecutor(max(1, jobs)) as ex:
         list(ex.map(lambda kp: s3_put_file(env, bucket, kp[0], kp[1]), files))
-    return len(files), sum(os.path.getsize(p) for _, p in files)
+    return count, total
 
 
 # ----------------------------------------------------------------------------------------------
@@ -743,6 +779,7 @@ def main(argv=None):
     pd.add_argument("--state", required=True)
     pd.add_argument("--prefix", default="")
     pd.add_argument("--jobs", type=int, default=4)
+    pd.add_argument("--skip-same", action="store_true", help="leave objects with the same size and MD5")
     pd.add_argument("bucket")
     pd.add_argument("dir")
     en = sub.add_parser("env")
@@ -760,7 +797,7 @@ def main(argv=None):
             if a.action == "mb":
                 s3_make_bucket(env, a.bucket)
             else:
-                n, size = s3_put_dir(env, a.bucket, a.dir, a.prefix, a.jobs)
+                n, size = s3_put_dir(env, a.bucket, a.dir, a.prefix, a.jobs, a.skip_same)
                 print("# uploaded %d files, %d bytes to s3://%s/%s" % (n, size, a.bucket, a.prefix))
             return 0
         elif a.cmd == "env":
