@@ -110,6 +110,19 @@ class Swift(unittest.TestCase):
                 with open(os.path.join(src, "small"), "wb") as f:
                     f.write(b"hello")
                 self.assertEqual(servers.s3_put_dir(env, "spbucket", src, "ds/"), (2, len(data) + 5))
+                self.assertEqual(servers.s3_list(env, "spbucket", "ds/"),
+                                 {"ds/d/big.bin": (len(data), hashlib.md5(data).hexdigest()),
+                                  "ds/small": (5, hashlib.md5(b"hello").hexdigest())})
+                with open(os.path.join(src, "small"), "wb") as f:
+                    f.write(b"HELLO")  # same size, other bytes: sent again; big.bin is not
+                sent = []
+                put = servers.s3_put_file
+                servers.s3_put_file = lambda *a: sent.append(a[2]) or put(*a)
+                try:
+                    self.assertEqual(servers.s3_put_dir(env, "spbucket", src, "ds/", skip_same=True), (2, len(data) + 5))
+                finally:
+                    servers.s3_put_file = put
+                self.assertEqual(sent, ["ds/small"])
                 url = ep + "/spbucket/ds/d/big.bin"
                 st, h, body = servers.s3_request("HEAD", url, ak, sk, region)
                 self.assertEqual((st, h["content-length"], h["etag"].strip('"')),
@@ -120,7 +133,7 @@ class Swift(unittest.TestCase):
                 st, _, body = servers.s3_request("GET", url, ak, sk, region, headers={"Range": "bytes=%d-" % last})
                 self.assertEqual((st, body), (206, data[last:]))
                 st, _, body = servers.s3_request("GET", ep + "/spbucket/ds/small", ak, sk, region)
-                self.assertEqual((st, body), (200, b"hello"))
+                self.assertEqual((st, body), (200, b"HELLO"))
                 st, _, body = servers.s3_request("GET", url, ak, "wrong-secret", region, headers={"Range": "bytes=0-9"})
                 self.assertEqual(st, 403)
                 self.assertIn(b"SignatureDoesNotMatch", body)
