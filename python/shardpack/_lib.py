@@ -2,7 +2,8 @@
 
 The library is searched, in order: the SHARDPACK_LIBRARY environment variable (a file, or a
 directory holding it or a build directory; then nothing else is tried), a libshardpack.so* next
-to this package, the build directories of a source tree this package sits in (ROOT/build/lib
+to this package (where `pip install .` puts it), the directory `meson install` installed it to
+(_install.py), the build directories of a source tree this package sits in (ROOT/build/lib
 first, then ROOT/*/lib by name), then the system's search path (find_library only when nothing
 before loaded). A library linked against a sanitizer runtime that must come first (ASan, TSan...)
 is skipped unless that runtime is already loaded: loading it would end the process. The
@@ -360,6 +361,13 @@ def _candidates():
             if c not in seen:
                 seen.add(c)
                 yield c, False
+    # Installed by `meson install`: the library's directory, as _install.py records it.
+    try:
+        from ._install import LIBDIR
+    except ImportError:
+        LIBDIR = None
+    if LIBDIR:
+        yield os.path.join(LIBDIR, SONAME), False
     # A source tree: python/shardpack/ sits two levels below the root; builds are ROOT/*/lib.
     # A fixed order, not the newest: build/ (the README's), then the others by name (a sanitizer
     # build among them is skipped unless its runtime is loaded; see _load).

@@ -10,6 +10,20 @@ import shardpack
 
 SEQ = 33  # tokens per sample (T+1)
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_ROOT = os.path.dirname(os.path.dirname(HERE))  # this source tree (tests, examples, headers)
+# run.py --installed: the package under test is the installed one, not this tree's python/.
+INSTALLED = os.environ.get("SP_TEST_INSTALLED") == "1"
+
+
+def child_env(**extra):
+    """os.environ for a Python child process that must import the shardpack under test: the
+    source tree's package on PYTHONPATH unless the installed one is tested."""
+    env = dict(os.environ, **extra)
+    if not INSTALLED:
+        env["PYTHONPATH"] = os.path.join(SOURCE_ROOT, "python")
+    return env
+
 
 def need(module, why=""):
     """Imports module or raises unittest.SkipTest with a reason."""

@@ -130,7 +130,7 @@ class TestLibrarySearch(unittest.TestCase):
         os.makedirs(os.path.join(root, "include"))
         open(os.path.join(root, "include", "shardpack.h"), "w").close()
         shutil.copytree(os.path.dirname(shardpack.__file__), os.path.join(root, "python", "shardpack"),
-                        ignore=shutil.ignore_patterns("__pycache__"))
+                        ignore=shutil.ignore_patterns("__pycache__", "libshardpack.so*", "_install.py"))
         for age, (build, lib) in enumerate(builds):
             dest = os.path.join(root, build, "lib", _lib.SONAME)
             os.makedirs(os.path.dirname(dest))

@@ -8,7 +8,7 @@ import sys
 import tempfile
 import unittest
 
-from sp_testutil import TempDir, need
+from sp_testutil import TempDir, child_env, need
 
 need("torch")
 import torch.distributed  # noqa: E402
@@ -25,7 +25,7 @@ class TestDDP(unittest.TestCase):
         tmp = TempDir()
         try:
             data, out = os.path.join(tmp.path, "ddp.sp"), os.path.join(tmp.path, "result.json")
-            env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE), OMP_NUM_THREADS="1")
+            env = child_env(OMP_NUM_THREADS="1")
             n = int(subprocess.run([sys.executable, EXAMPLE, "--make-data", data], env=env,
                                    check=True, capture_output=True, text=True, timeout=60).stdout)
             # --redirects/--tee 2: torch 1.13's parsing of the default "0" fails on Python 3.11.

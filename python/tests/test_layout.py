@@ -9,10 +9,11 @@ import unittest
 
 import shardpack
 from shardpack import _lib
+from sp_testutil import SOURCE_ROOT
 
 L = _lib.lib
 PKG = os.path.dirname(os.path.abspath(shardpack.__file__))
-HEADER = os.path.join(os.path.dirname(os.path.dirname(PKG)), "include", "shardpack.h")
+HEADER = os.path.join(SOURCE_ROOT, "include", "shardpack.h")
 
 
 def c_layout(name):
