@@ -271,9 +271,21 @@ class Loader:
     0 does not wait; None (or math.inf) waits without limit (Ctrl-C still interrupts). A negative
     or NaN timeout is a ValueError.
 
-    Iterating yields the batches of the current epoch and stops at its end; iterate again for the
-    next epoch (until `epochs` have been delivered; epochs=0 never ends). A Batch maps field names
-    to Tensors that NumPy, PyTorch, CuPy and JAX take without a copy.
+    Epochs, as with a PyTorch DataLoader: each `for` over the Loader is one whole epoch and the
+    next `for` the next epoch:
+        for epoch in range(2):
+            loader.set_epoch(epoch)        # optional, as DistributedSampler.set_epoch
+            for batch in loader: ...
+    epochs defaults to 0 here (no bound: as many `for`s as you run; the library's and the CLI's
+    default is 1); epochs=N ends after N epochs (a further `for` yields nothing, done is True).
+    set_epoch(n), any n >= 0, restarts at the beginning of epoch n, whose order depends only on
+    seed and n. A `for` left early (break, exception) leaves the rest of its epoch: the next `for`
+    starts the following epoch at its beginning. next() is the low-level call: it goes on where
+    the last batch was taken and returns None once at each epoch's end.
+    Resume: state_dict() records where the next batch would start; after load_state_dict() the
+    next `for` continues that epoch from there to its end (a state saved after a whole epoch
+    starts the next one). A Batch maps field names to Tensors that NumPy, PyTorch, CuPy and JAX
+    take without a copy.
 
     Processes: a Loader belongs to the process that opened it. In a child made by os.fork()
     (multiprocessing, DataLoader workers), every call on an inherited Loader raises
@@ -286,6 +298,9 @@ class Loader:
     """
 
     def __init__(self, path, *, timeout=None, **params):
+        # Unbounded unless asked: each `for` is one epoch (the library's and the CLI's default of
+        # one epoch would make a second `for` yield nothing).
+        params.setdefault("epochs", 0)
         self._params = Params(params, _lib.SP_SCOPE_LOAD | _lib.SP_SCOPE_READ, "Loader()")
         cpath = fs_path(path, "Loader() path")
         self._timeout_ms = timeout_ms(timeout, "Loader()")
@@ -295,6 +310,9 @@ class Loader:
             raise error(rc)
         self._h = _Handle(ptr.value)
         self._done = False
+        # The epoch a `for` left before its end (break, exception), else None: the next `for`
+        # starts the epoch after it.
+        self._left = None
         self.path = os.fspath(path)
 
     # -- iteration
@@ -371,10 +389,17 @@ class Loader:
         self._h.names = names
 
     def __iter__(self):
+        """One epoch: from where the loader stands (the start of an epoch, or the position
+        load_state_dict() restored) to the epoch's end. After a `for` that stopped early, the
+        next `for` starts the following epoch at its beginning."""
+        if self._left is not None:
+            self.set_epoch(self._left + 1)
         while True:
             b = self.next()
             if b is None:
+                self._left = None
                 return
+            self._left = b.epoch
             yield b
 
     @property
@@ -389,6 +414,7 @@ class Loader:
         e = index_arg(epoch, "set_epoch() epoch", (1 << 63) - 1)
         self._call(lambda ptr: check(lib.sp_loader_set_epoch(ptr, e), lib.sp_loader_errmsg(ptr)))
         self._done = False
+        self._left = None
 
     def _count(self, fn):
         n = self._call(fn)
@@ -443,6 +469,7 @@ class Loader:
         raw = bytes(raw)
         self._call(lambda ptr: check(lib.sp_loader_load_state(ptr, raw, len(raw)), lib.sp_loader_errmsg(ptr)))
         self._done = False
+        self._left = None
 
     # -- closing
     def close(self):
