@@ -156,16 +156,30 @@ class NoCopy:
 
 # ------------------------------------------------------------------------------------- Tensor
 
+class Owned:
+    """Host memory a Tensor owns (a copy of a small field): freed with the last view of it."""
+
+    __slots__ = ("buf", "__weakref__")
+    bptr = None  # no batch behind it
+
+    def __init__(self, nbytes):
+        # 8-byte words: aligned for every dtype a field can have (at most 8 bytes wide).
+        self.buf = (ctypes.c_uint64 * max(1, (nbytes + 7) // 8))()
+
+
 class Tensor(NoCopy):
-    """One field of a leased batch, viewed in place. Keeps the batch's lease while it lives.
-    It cannot be copied or pickled (TypeError); copies of its data can: np.array(t),
-    torch.from_dlpack(t).clone()."""
+    """One field of a batch. A large field is viewed in place and keeps the batch's lease while
+    it lives; a small one (Loader's small_field_bytes) is a copy in memory the Tensor owns and
+    keeps nothing of the batch. It cannot be copied or pickled (TypeError); copies of its data
+    can: np.array(t), torch.from_dlpack(t).clone()."""
 
     _NO_COPY = "Tensor"
     __slots__ = ("_lease", "_data", "_shape", "_code", "_bits", "_lanes", "_devtype", "_devid",
                  "__weakref__")
 
-    def __init__(self, lease, dlt):
+    def __init__(self, lease, dlt, copy_below=0):
+        """copy_below: a host field of at most this many bytes, or of one value per row, is
+        copied into memory of its own instead of keeping lease."""
         t = dlt.contents
         self._lease = lease
         self._data = (t.data or 0) + t.byte_offset
@@ -178,6 +192,19 @@ class Tensor(NoCopy):
         dt = t.dtype
         self._code, self._bits, self._lanes = dt.code, dt.bits, dt.lanes
         self._devtype, self._devid = t.device.device_type, t.device.device_id
+        if copy_below > 0 and self._devtype in _HOST_DEVICES:
+            n = self.nbytes
+            if n <= copy_below or nd <= 1:
+                own = Owned(n)
+                ctypes.memmove(own.buf, self._data, n)
+                self._lease = own
+                self._data = ctypes.addressof(own.buf)
+                self._devtype, self._devid = _lib.kDLCPU, 0
+
+    @property
+    def owns_memory(self):
+        """True for a copy the Tensor owns (a small field), False for a view of the batch."""
+        return isinstance(self._lease, Owned)
 
     # -- description
     @property

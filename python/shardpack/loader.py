@@ -2,7 +2,11 @@
 
 Lifetime. A batch is a lease on one slot of the loader's ring. The lease goes back to the ring
 when the Batch and every Tensor, NumPy array, PyTorch tensor, capsule... viewing it are gone, or,
-when no view of it is alive, as soon as Batch.release() is called. Loader.close() with views still
+when no view of it is alive, as soon as Batch.release() is called. Small fields are the exception:
+a host field of at most small_field_bytes (64 KiB) per batch, and any field of one value per row
+(labels, sample ids, per-sample scalars), is copied into memory its Tensor owns when first read,
+so keeping labels for metrics holds no slot; only large fields (images, tokens, tensors) are
+zero-copy views that hold the batch's slot while they live. Loader.close() with views still
 alive only marks the loader closed: the C loader (and the memory under the views) is freed when the
 last lease comes back. Nothing can free memory that a live view points into.
 """
@@ -25,6 +29,10 @@ from ._params import Params, doc_table
 
 _POLL_MS = 200  # next() waits in slices this long so that Ctrl-C (and close) is seen
 
+# Host fields of at most this many bytes per batch, and every field of one value per row (labels,
+# ids, scalars), are copied out of the ring when first read: keeping them holds no slot.
+SMALL_FIELD_BYTES = 64 << 10
+
 
 class _Handle:
     """The C loader, shared by the Loader and every lease; freed when the last of them goes.
@@ -34,10 +42,11 @@ class _Handle:
     inside one, and the others wait on `turn`. Releases may come from any thread at any time."""
 
     __slots__ = ("ptr", "lock", "turn", "caller", "leases", "closing", "names", "index", "foreign",
-                 "__weakref__")
+                 "small", "__weakref__")
 
-    def __init__(self, ptr):
+    def __init__(self, ptr, small=0):
         self.ptr = ptr
+        self.small = small  # fields up to this many bytes (or one value per row) are copied
         # ptr, caller, leases, closing. Reentrant: a collection run while it is held may finalize
         # another lease of this loader on the same thread, whose give_back takes it again.
         self.lock = threading.RLock()
@@ -217,7 +226,7 @@ class Batch(NoCopy, collections.abc.Mapping):
         i = self._handle.index.get(name)
         if i is None:
             raise KeyError(name)
-        v = self._views[name] = Tensor(self._lease, lib.sp_batch_tensor(bptr, i))
+        v = self._views[name] = Tensor(self._lease, lib.sp_batch_tensor(bptr, i), self._handle.small)
         return v
 
     def __iter__(self):
@@ -267,6 +276,11 @@ class Loader:
 {params}
 
     path: str, bytes or os.PathLike (a name that is not UTF-8 works, as with open()).
+    small_field_bytes: a host field of at most this many bytes per batch, or of one value per
+    row (a label, an id, a per-sample scalar), is copied out of the ring when first read, so
+    that keeping it (labels for metrics) holds no ring slot; larger fields are zero-copy views
+    that hold the batch's slot while they live (clone them to keep them). Default 64 KiB; 0
+    copies nothing.
     timeout: seconds next() may wait for a batch before raising ShardpackError(SP_ETIMEDOUT);
     0 does not wait; None (or math.inf) waits without limit (Ctrl-C still interrupts). A negative
     or NaN timeout is a ValueError.
@@ -297,18 +311,19 @@ class Loader:
     (docs/loader.md, "Processes and fork()", shows the whole IterableDataset).
     """
 
-    def __init__(self, path, *, timeout=None, **params):
+    def __init__(self, path, *, timeout=None, small_field_bytes=SMALL_FIELD_BYTES, **params):
         # Unbounded unless asked: each `for` is one epoch (the library's and the CLI's default of
         # one epoch would make a second `for` yield nothing).
         params.setdefault("epochs", 0)
         self._params = Params(params, _lib.SP_SCOPE_LOAD | _lib.SP_SCOPE_READ, "Loader()")
         cpath = fs_path(path, "Loader() path")
         self._timeout_ms = timeout_ms(timeout, "Loader()")
+        small = index_arg(small_field_bytes, "Loader() small_field_bytes", 1 << 40)
         ptr = c_void_p()
         rc = lib.sp_loader_open(cpath, self._params.ptr, byref(ptr))
         if rc:
             raise error(rc)
-        self._h = _Handle(ptr.value)
+        self._h = _Handle(ptr.value, small)
         self._done = False
         # The epoch a `for` left before its end (break, exception), else None: the next `for`
         # starts the epoch after it.

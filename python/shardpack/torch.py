@@ -11,7 +11,9 @@ tokens[:, :-1] and labels tokens[:, 1:] (views of one [B, T+1] batch, as llm.c t
 input is passed whole, with the field named "label" as its labels when there is one. Given a path,
 token_dtype defaults to "int32"; a Loader given whole must have been opened with
 token_dtype="int32" for its token fields, else TypeError saying so (PyTorch cannot take uint16 or
-uint32). The tensors keep the batch's lease: the slot goes back to the loader when they are gone.
+uint32). Large tensors (images, tokens) keep the batch's lease: the slot goes back to the loader
+when they are gone (clone one to keep it longer). Small ones (labels, and any field of at most
+small_field_bytes, 64 KiB, per batch) are copies the tensor owns: keeping them costs no slot.
 
 Device batches (device="cuda:N" or "auto"): the current CUDA stream is passed to __dlpack__, so
 that stream waits, on the GPU, for the batch's copy, and the batch is released on it when the

@@ -364,7 +364,8 @@ class TestBatches(unittest.TestCase):
 
 class TestLifetime(unittest.TestCase):
     def test_view_outlives_batch_loader_and_ring(self):
-        l = shardpack.Loader(DS, batch_size=8, seed=3, epochs=0, host_memory="4M", prefetch=1)
+        l = shardpack.Loader(DS, batch_size=8, seed=3, epochs=0, host_memory="4M", prefetch=1,
+                             small_field_bytes=0)  # the views hold the ring, as large fields do
         b = l.next()
         view = b["tokens"]
         before = tensor_bytes(view)
@@ -393,8 +394,43 @@ class TestLifetime(unittest.TestCase):
         del cap
         self.assertIsNone(l._h.ptr)  # the last reference went: the C loader is closed
 
+    def test_small_fields_hold_no_slot(self):
+        """Labels kept from every batch, for three times the ring's slots: no SP_EBUSY, the
+        copies right; a large field (over small_field_bytes) still views the slot in place."""
+        with shardpack.Loader(DS, batch_size=8, seed=4, host_memory="4M", prefetch=1) as l, \
+                shardpack.Loader(DS, batch_size=8, seed=4, small_field_bytes=0) as ref:
+            slots = l.stats()["batch_ring_slots"]
+            kept, want = [], []
+            for _ in range(3 * slots):
+                b = l.next()
+                if b is None:  # the next epoch
+                    b = l.next()
+                kept.append(b["label"])
+                self.assertTrue(kept[-1].owns_memory)
+                self.assertTrue(b["tokens"].owns_memory)  # 528 bytes: under 64 KiB
+                b.release()
+                r = ref.next() or ref.next()
+                want.append(tensor_bytes(r["label"]))
+                self.assertFalse(r["label"].owns_memory)
+                r.release()
+            self.assertGreater(3 * slots, len(l))
+            self.assertEqual([tensor_bytes(v) for v in kept], want)
+            self.assertEqual(l.stats()["leases"], 0)
+        with shardpack.Loader(DS, batch_size=8, small_field_bytes=256) as l:
+            b = l.next()
+            tok, lab = b["tokens"], b["label"]  # 528 bytes: a view; 64 bytes: a copy
+            self.assertEqual((tok.owns_memory, lab.owns_memory), (False, True))
+            b.release()
+            self.assertEqual(l.stats()["leases"], 1)
+            del tok
+            self.assertEqual(l.stats()["leases"], 0)
+            with self.assertRaises(TypeError):
+                shardpack.Loader(DS, small_field_bytes=1.5)
+            with self.assertRaises(ValueError):
+                shardpack.Loader(DS, small_field_bytes=-1)
+
     def test_explicit_release(self):
-        with shardpack.Loader(DS, batch_size=8) as l:
+        with shardpack.Loader(DS, batch_size=8, small_field_bytes=0) as l:
             b = l.next()
             v = b["label"]
             b.release()
@@ -426,7 +462,7 @@ class TestLifetime(unittest.TestCase):
 _EXIT_SCRIPT = """
 import gc, sys, shardpack
 mode = sys.argv[2]
-L = shardpack.Loader(sys.argv[1], batch_size=8, token_dtype="int32")
+L = shardpack.Loader(sys.argv[1], batch_size=8, token_dtype="int32", small_field_bytes=0)
 class Holder: pass
 h = Holder(); h.me = h
 b = L.next()
@@ -467,7 +503,7 @@ class TestExit(unittest.TestCase):
 
     def test_deleters_work_before_exit(self):
         """The exit-safe deleter still returns the lease at once while the program runs."""
-        with shardpack.Loader(DS, batch_size=8) as l:
+        with shardpack.Loader(DS, batch_size=8, small_field_bytes=0) as l:
             cap = l.next()["tokens"].__dlpack__()
             self.assertEqual(l.stats()["leases"], 1)
             del cap

@@ -40,7 +40,7 @@ class TestZeroCopy(unittest.TestCase):
             self.assertEqual(list(d), b.sample_ids())
 
     def test_views_outlive_batch_and_loader(self):
-        l = shardpack.Loader(DS, batch_size=8, seed=2, token_dtype="int32")
+        l = shardpack.Loader(DS, batch_size=8, seed=2, token_dtype="int32", small_field_bytes=0)
         b = l.next()
         a = np.asarray(b["tokens"])
         x = torch.from_dlpack(b["label"])
