@@ -21,8 +21,12 @@ tensors are gone: the loader overwrites the memory only after the work queued th
 the host waits. Host batches need neither and pass straight through.
 """
 
-import torch as _torch
+import os as _os
 
+import torch as _torch
+import torch.utils.data as _tud
+
+from ._args import index_arg
 from .loader import Loader
 from .writer import Dataset
 
@@ -43,8 +47,13 @@ def to_torch(view):
     return _torch.utils.dlpack.from_dlpack(view.__dlpack__(stream=stream))
 
 
-class TorchLoader:
+class TorchLoader(_tud.IterableDataset):
     """Iterates one epoch at a time, yielding (inputs, labels); labels may be None.
+
+    The fast path: the loader's C threads read and decode in parallel in this process and the
+    tensors are views of its ring. It is an IterableDataset, so DataLoader(tl, batch_size=None)
+    takes it as it is (num_workers=0); for DataLoader workers use ShardpackIterable, which opens
+    a loader in each worker (a loader opened here cannot be used in a forked worker).
 
     TorchLoader(loader_or_path, inputs=None, labels=None, **params): inputs is the field name
     (default: the only token field, else the first field), labels a field name, or None for
@@ -76,6 +85,11 @@ class TorchLoader:
         return to_torch(view)
 
     def __iter__(self):
+        if self.loader._h.foreign:
+            raise RuntimeError("TorchLoader: this loader was opened in process %d and cannot be used "
+                               "in a forked child such as a DataLoader worker; use "
+                               "shardpack.torch.ShardpackIterable, which opens one in each worker"
+                               % _os.getppid())
         for batch in self.loader:
             name = self.inputs or next(iter(batch))
             x = self._tensor(batch, name)
@@ -118,6 +132,91 @@ class TorchLoader:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class ShardpackIterable(_tud.IterableDataset):
+    """An IterableDataset for code that expects torch's DataLoader:
+
+        ds = ShardpackIterable("train.sp", batch_size=256, transform="train", image_size=224)
+        dl = DataLoader(ds, batch_size=None, num_workers=2, pin_memory=True)
+        for epoch in range(2):
+            ds.set_epoch(epoch)
+            for images, labels in dl: ...
+
+    ShardpackIterable(path, inputs=None, labels=None, with_ids=False, rank=None, world_size=None,
+    **params): yields what TorchLoader(path, inputs, labels, with_ids, **params) yields, whole
+    batches (so batch_size=None in the DataLoader; batch_size here is the loader's). Nothing is
+    opened here: each DataLoader worker opens its own Loader in __iter__ (a loader cannot cross a
+    fork), and the workers split the data as ranks do: rank = R * num_workers + worker id,
+    world_size = W * num_workers, where R and W are rank/world_size given here, else
+    torch.distributed's when it is initialized, else RANK and WORLD_SIZE, else 0 and 1. Every
+    sample is seen once per epoch across the workers (the dataset needs at least that many
+    blocks). Each worker's batches cross to the main process through shared memory (a copy made
+    by torch); pin_memory then copies them again into pinned memory.
+
+    Epochs: set_epoch(n) before each epoch, as with DistributedSampler, orders epoch n; with
+    num_workers=0, or persistent_workers=True, each further `for` without set_epoch goes on to
+    the next epoch (the workers' copies of the dataset count on their own; set_epoch after the
+    workers started does not reach them).
+
+    TorchLoader is the fast path: one process whose C threads decode in parallel and whose
+    tensors are views of the ring, with no copy and no worker processes; use this class where
+    code needs a DataLoader.
+    """
+
+    def __init__(self, path, inputs=None, labels=None, with_ids=False, rank=None, world_size=None,
+                 **params):
+        super().__init__()
+        for k in ("epochs",):
+            if k in params:
+                raise TypeError("ShardpackIterable: %r is not taken: each `for` over the "
+                                "DataLoader is one epoch" % k)
+        self.path = path
+        self.inputs, self.labels, self.with_ids = inputs, labels, with_ids
+        self.rank, self.world_size = rank, world_size
+        self.params = params
+        self._base, self._fors = 0, 0
+
+    def set_epoch(self, epoch):
+        """The next `for` delivers epoch `epoch` (any integer >= 0)."""
+        self._base = index_arg(epoch, "set_epoch() epoch", (1 << 63) - 1)
+        self._fors = 0
+
+    def _split(self):
+        info = _tud.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        rank, world = self.rank, self.world_size
+        if rank is None or world is None:
+            dist = _torch.distributed
+            if dist.is_available() and dist.is_initialized():
+                r, w = dist.get_rank(), dist.get_world_size()
+            else:
+                r, w = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
+            rank = r if rank is None else rank
+            world = w if world is None else world
+        return rank * nw + wid, world * nw
+
+    def __iter__(self):
+        rank, world = self._split()
+        epoch = self._base + self._fors
+        self._fors += 1
+        loader = Loader(self.path, rank=rank, world_size=world,
+                        **dict({"token_dtype": "int32"}, **self.params))
+        try:
+            loader.set_epoch(epoch)
+            yield from TorchLoader(loader, self.inputs, self.labels, self.with_ids)
+        finally:
+            loader.close()
+
+
+def _env_int(name, default):
+    v = _os.environ.get(name)
+    if v is None:
+        return default
+    try:
+        return int(v)
+    except ValueError:
+        raise ValueError("ShardpackIterable: %s=%r is not an integer" % (name, v)) from None
 
 
 def _field_kinds(loader):
