@@ -26,6 +26,11 @@ from ._dlpack import NoCopy, Tensor
 from ._errors import ShardpackError, check, error
 from ._lib import lib
 from ._params import Params, doc_table
+from ._sig import with_params
+
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+
+PathLike = Union[str, bytes, os.PathLike]
 
 _POLL_MS = 200  # next() waits in slices this long so that Ctrl-C (and close) is seen
 
@@ -218,7 +223,7 @@ class Batch(NoCopy, collections.abc.Mapping):
             raise ValueError("shardpack: batch %d of epoch %d was released" % (self.index, self.epoch))
         return self._bptr
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> Tensor:
         v = self._views.get(name)
         if v is not None:
             return v
@@ -229,16 +234,16 @@ class Batch(NoCopy, collections.abc.Mapping):
         v = self._views[name] = Tensor(self._lease, lib.sp_batch_tensor(bptr, i), self._handle.small)
         return v
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._handle.names)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._handle.names)
 
     def __contains__(self, name):
         return name in self._handle.index
 
-    def sample_ids(self):
+    def sample_ids(self) -> List[Optional[int]]:
         """Global dataset index of each row (None for a row filled in for a skipped sample)."""
         bptr = self._live()
         f = lib.sp_batch_sample_id
@@ -246,19 +251,19 @@ class Batch(NoCopy, collections.abc.Mapping):
         return [None if i == 0xFFFFFFFFFFFFFFFF else i for i in ids]
 
     @property
-    def released(self):
+    def released(self) -> bool:
         return self._lease is None
 
-    def release(self):
+    def release(self) -> None:
         """Gives up this object's hold on the batch: the slot goes back to the loader now if no
         view of the batch is alive, else as soon as the last one goes. The Batch is unusable after."""
         self._lease = None
         self._views = {}
 
-    def __enter__(self):
+    def __enter__(self) -> "Batch":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self.release()
 
     def __repr__(self):
@@ -311,7 +316,8 @@ class Loader:
     (docs/loader.md, "Processes and fork()", shows the whole IterableDataset).
     """
 
-    def __init__(self, path, *, timeout=None, small_field_bytes=SMALL_FIELD_BYTES, **params):
+    def __init__(self, path: PathLike, *, timeout: Optional[float] = None,
+                 small_field_bytes: int = SMALL_FIELD_BYTES, **params: Any) -> None:
         # Unbounded unless asked: each `for` is one epoch (the library's and the CLI's default of
         # one epoch would make a second `for` yield nothing).
         params.setdefault("epochs", 0)
@@ -340,7 +346,7 @@ class Loader:
         finally:
             h.leave()
 
-    def next(self, timeout=None):
+    def next(self, timeout: Optional[float] = None) -> Optional[Batch]:
         """The next Batch of the current epoch, or None at its end (and after the last epoch).
 
         Safe from several threads: calls take turns (each batch goes to one of them). close() from
@@ -403,7 +409,7 @@ class Loader:
         self._h.index = {nm: i for i, nm in enumerate(names)}
         self._h.names = names
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Batch]:
         """One epoch: from where the loader stands (the start of an epoch, or the position
         load_state_dict() restored) to the epoch's end. After a `for` that stopped early, the
         next `for` starts the following epoch at its beginning."""
@@ -418,12 +424,12 @@ class Loader:
             yield b
 
     @property
-    def done(self):
+    def done(self) -> bool:
         """True once every epoch has been delivered."""
         return self._done
 
     # -- control
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         """Restarts at the beginning of epoch (0-based); leased batches stay valid. epoch: an
         integer from 0 to 2**63 - 1 (TypeError for another type, ValueError out of range)."""
         e = index_arg(epoch, "set_epoch() epoch", (1 << 63) - 1)
@@ -437,15 +443,15 @@ class Loader:
             raise error(_lib.SP_ESTATE)
         return n
 
-    def __len__(self):
+    def __len__(self) -> int:
         """Batches per epoch on this rank."""
         return self._count(lib.sp_loader_batches_per_epoch)
 
     @property
-    def samples_per_epoch(self):
+    def samples_per_epoch(self) -> int:
         return self._count(lib.sp_loader_samples_per_epoch)
 
-    def stats(self):
+    def stats(self) -> Dict[str, Any]:
         """The loader's statistics as a dict (sp_loader_stats)."""
         st = _lib.sp_loader_stats()
         h = self._h
@@ -465,14 +471,14 @@ class Loader:
         return d
 
     # -- resume, in the style of torchdata's StatefulDataLoader
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         """{'shardpack_state': bytes, 'abi': int}: where the next batch would start."""
         n = lib.sp_loader_state_size()
         buf = ctypes.create_string_buffer(n)
         self._call(lambda ptr: check(lib.sp_loader_save_state(ptr, buf, n), lib.sp_loader_errmsg(ptr)))
         return {"shardpack_state": buf.raw, "abi": _lib.ABI_VERSION}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Makes the next batch the one that would have followed state_dict(); refuses a state
         from another dataset, seed, batch size, rank or world size (ShardpackError SP_EINVAL)."""
         if not isinstance(state, dict) or "shardpack_state" not in state:
@@ -487,7 +493,7 @@ class Loader:
         self._left = None
 
     # -- closing
-    def close(self):
+    def close(self) -> None:
         """Stops the loader. Memory under live views stays valid until the last one is gone.
 
         A next() waiting on another thread raises ValueError within one poll slice, and close()
@@ -496,13 +502,13 @@ class Loader:
         self._h.close()
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         return self._h.closing
 
-    def __enter__(self):
+    def __enter__(self) -> "Loader":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
     def __del__(self):
@@ -519,6 +525,7 @@ def _timeout_message(msg, limit_ms):
 
 
 Loader.__doc__ = Loader.__doc__.format(params=doc_table(_lib.SP_SCOPE_LOAD))
+with_params(Loader.__init__, _lib.SP_SCOPE_LOAD | _lib.SP_SCOPE_READ, defaults={"epochs": 0})
 
 # ShardpackError is re-exported here so `from shardpack.loader import *` is complete.
 __all__ = ["Loader", "Batch", "Tensor", "ShardpackError"]

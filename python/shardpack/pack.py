@@ -6,12 +6,14 @@ dataset_id, both give the same files byte for byte.
 import ctypes
 import os
 from ctypes import byref, c_char_p, c_void_p
+from typing import Any, Callable, Dict, Optional
 
 from . import _lib
 from ._args import fs_path, meta_item
 from ._errors import ShardpackError, error
 from ._lib import lib
 from ._params import Params, doc_table
+from ._sig import with_params
 from .writer import _fields_of, _stats_dict
 
 
@@ -20,7 +22,9 @@ def kinds():
     return [lib.sp_import_kind_name(i).decode() for i in range(lib.sp_import_kind_count())]
 
 
-def pack(sources, out, kind=None, meta=None, on_skip=None, on_progress=None, **params):
+def pack(sources: Any, out: Any, kind: Optional[str] = None, meta: Optional[Dict[Any, Any]] = None,
+         on_skip: Optional[Callable[[str, str, int], None]] = None,
+         on_progress: Optional[Callable[[Dict[str, int]], None]] = None, **params: Any) -> Dict[str, Any]:
     """Builds the dataset directory out from sources; returns its stats.
 
     sources: one path (str, bytes, os.PathLike) or a list of them, all of one kind. kind: one of
@@ -122,5 +126,6 @@ def _result(imp, skipped, listed):
 
 
 pack.__doc__ = pack.__doc__.replace("{params}", doc_table(_lib.SP_SCOPE_WRITE | _lib.SP_SCOPE_IMPORT))
+with_params(pack, _lib.SP_SCOPE_WRITE | _lib.SP_SCOPE_IMPORT)
 
 __all__ = ["kinds", "pack"]

@@ -1,10 +1,19 @@
 """PyTorch adapter: (inputs, labels) torch tensors on the loader's device, without a copy.
 
     from shardpack.torch import TorchLoader
+    for images, labels in TorchLoader("photos.sp", batch_size=256, transform="train",
+                                      image_size=224, image_dtype="bfloat16", image_layout="nchw"):
+        ...                                    # [256, 3, 224, 224] normalized bf16, int64 labels
     for inputs, labels in TorchLoader("fineweb.sp", batch_size=8):   # tokens: next-token pairs
         ...
     for inputs, labels in TorchLoader("feats.sp", inputs="x", labels="label", batch_size=64):
         ...
+
+Images are decoded, cropped, resized, flipped and normalized by the library's C workers:
+transform ("train": random-resized crop and flip; "eval": resize and centre crop), image_size,
+resize, image_dtype (uint8 pixels, or float16/bfloat16/float32 normalized by mean and std),
+image_layout (nhwc, nchw), max_pixels... (the table in help(TorchLoader)); device="cuda:N"
+delivers them on a GPU, device_dtype converting them there.
 
 With labels=None and a token field (kind "tokens" in the dataset's schema), inputs are
 tokens[:, :-1] and labels tokens[:, 1:] (views of one [B, T+1] batch, as llm.c trains); any other
@@ -22,12 +31,16 @@ the host waits. Host batches need neither and pass straight through.
 """
 
 import os as _os
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch as _torch
 import torch.utils.data as _tud
 
+from . import _lib
 from ._args import index_arg
-from .loader import Loader
+from ._params import doc_table
+from ._sig import with_params
+from .loader import Loader, PathLike
 from .writer import Dataset
 
 
@@ -39,7 +52,7 @@ def _current_stream(view):
     return None
 
 
-def to_torch(view):
+def to_torch(view: Any) -> "_torch.Tensor":
     """A torch tensor over a shardpack Tensor's memory (no copy)."""
     stream = _current_stream(view)
     if stream is None:
@@ -55,12 +68,18 @@ class TorchLoader(_tud.IterableDataset):
     takes it as it is (num_workers=0); for DataLoader workers use ShardpackIterable, which opens
     a loader in each worker (a loader opened here cannot be used in a forked worker).
 
-    TorchLoader(loader_or_path, inputs=None, labels=None, **params): inputs is the field name
-    (default: the only token field, else the first field), labels a field name, or None for
-    next-token pairs from a token field, or the field named "label" beside any other input. with_ids=True yields (inputs, labels, sample_ids).
+    TorchLoader(loader_or_path, inputs=None, labels=None, with_ids=False, **params): inputs is
+    the field name (default: the only token field, else the first field: the image of an
+    ImageFolder pack), labels a field name, or None for next-token pairs from a token field, or
+    the field named "label" beside any other input (images and their classes). with_ids=True
+    yields (inputs, labels, sample_ids). Given a path, params go to the Loader (token_dtype
+    defaults to "int32", epochs to 0: each `for` is one epoch); they are the library's:
+
+{params}
     """
 
-    def __init__(self, source, inputs=None, labels=None, with_ids=False, **params):
+    def __init__(self, source: "Loader | PathLike", inputs: Optional[str] = None,
+                 labels: Optional[str] = None, with_ids: bool = False, **params: Any) -> None:
         if isinstance(source, Loader):
             if params:
                 raise TypeError("parameters go to the Loader itself when one is given")
@@ -84,7 +103,7 @@ class TorchLoader(_tud.IterableDataset):
                             "pass token_dtype='int32' to the Loader" % (name, view.dtype))
         return to_torch(view)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Tuple[Any, ...]]:
         if self.loader._h.foreign:
             raise RuntimeError("TorchLoader: this loader was opened in process %d and cannot be used "
                                "in a forked child such as a DataLoader worker; use "
@@ -109,28 +128,29 @@ class TorchLoader(_tud.IterableDataset):
                 batch.release()  # the tensors keep the lease; the Batch object is done
                 yield inputs, labels
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.loader)
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
+        """As Loader.set_epoch: the next `for` delivers epoch `epoch` from its beginning."""
         self.loader.set_epoch(epoch)
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         return self.loader.state_dict()
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.loader.load_state_dict(state)
 
-    def stats(self):
+    def stats(self) -> Dict[str, Any]:
         return self.loader.stats()
 
-    def close(self):
+    def close(self) -> None:
         self.loader.close()
 
-    def __enter__(self):
+    def __enter__(self) -> "TorchLoader":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
 
@@ -164,8 +184,9 @@ class ShardpackIterable(_tud.IterableDataset):
     code needs a DataLoader.
     """
 
-    def __init__(self, path, inputs=None, labels=None, with_ids=False, rank=None, world_size=None,
-                 **params):
+    def __init__(self, path: PathLike, inputs: Optional[str] = None, labels: Optional[str] = None,
+                 with_ids: bool = False, rank: Optional[int] = None,
+                 world_size: Optional[int] = None, **params: Any) -> None:
         super().__init__()
         for k in ("epochs",):
             if k in params:
@@ -177,7 +198,7 @@ class ShardpackIterable(_tud.IterableDataset):
         self.params = params
         self._base, self._fors = 0, 0
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         """The next `for` delivers epoch `epoch` (any integer >= 0)."""
         self._base = index_arg(epoch, "set_epoch() epoch", (1 << 63) - 1)
         self._fors = 0
@@ -196,7 +217,7 @@ class ShardpackIterable(_tud.IterableDataset):
             world = w if world is None else world
         return rank * nw + wid, world * nw
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Tuple[Any, ...]]:
         rank, world = self._split()
         epoch = self._base + self._fors
         self._fors += 1
@@ -224,3 +245,10 @@ def _field_kinds(loader):
     an integer [B, N] field holds tokens or a tensor)."""
     with Dataset(loader.path) as d:
         return {f.name: f.kind for f in d.fields}
+
+
+TorchLoader.__doc__ = TorchLoader.__doc__.format(params=doc_table(_lib.SP_SCOPE_LOAD))
+with_params(TorchLoader.__init__, _lib.SP_SCOPE_LOAD | _lib.SP_SCOPE_READ,
+            defaults={"epochs": 0, "token_dtype": "int32"})
+with_params(ShardpackIterable.__init__, _lib.SP_SCOPE_LOAD | _lib.SP_SCOPE_READ,
+            skip=("epochs",), defaults={"token_dtype": "int32"})

@@ -28,6 +28,7 @@ import ctypes
 import numbers
 import os
 import re
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Union
 import struct
 import sys
 import threading
@@ -38,6 +39,10 @@ from ._args import fs_path, meta_item
 from ._errors import ShardpackError, check, error
 from ._lib import lib
 from ._params import Params
+from ._sig import with_params
+
+if TYPE_CHECKING:
+    from .loader import PathLike
 
 Field = collections.namedtuple("Field", "name kind dtype shape")
 Field.__new__.__defaults__ = (None, ())
@@ -120,7 +125,7 @@ class Writer:
     threads and its staging directory are untouched. Open a Writer (to another path) in the child.
     """
 
-    def __init__(self, path, fields, **params):
+    def __init__(self, path: "PathLike", fields: Sequence[Any], **params: Any) -> None:
         # Held through every call on _w (and _vals); first: close() (from __del__) needs it even
         # when __init__ fails.
         self._lock = threading.RLock()
@@ -163,7 +168,7 @@ class Writer:
             raise ValueError("shardpack: the writer is finished or closed")
         return self._w
 
-    def set_meta(self, key, value):
+    def set_meta(self, key: Union[str, bytes], value: Union[str, bytes]) -> None:
         """Dataset metadata, before the first shard is complete. The key (str, stored as UTF-8,
         or bytes, stored as they are) is text of 1..255 bytes as UTF-8, without control
         characters (ShardpackError otherwise); the value is str (stored as UTF-8) or bytes.
@@ -173,7 +178,7 @@ class Writer:
             w = self._ptr()
             check(lib.sp_writer_set_meta(w, k, v, len(v)), lib.sp_writer_errmsg(w))
 
-    def add(self, *values, **named):
+    def add(self, *values: Any, **named: Any) -> None:
         """Adds one sample: the fields' values in schema order, or by name (or one dict)."""
         if len(values) == 1 and isinstance(values[0], dict) and not named:
             named, values = values[0], ()
@@ -437,7 +442,7 @@ class Dataset:
     ValueError; calls already in flight on other threads finish, and the last closes the files.
     """
 
-    def __init__(self, path, **params):
+    def __init__(self, path: "PathLike", **params: Any) -> None:
         self._lock = threading.Lock()  # _d, _closed, _calls, _cache and its pins
         self._d = None
         self._closed = True  # until the open succeeds
@@ -474,29 +479,38 @@ class Dataset:
         finally:
             self._leave()
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self._query(lib.sp_dataset_num_samples)
 
     @property
-    def num_blocks(self):
+    def num_blocks(self) -> int:
         return self._query(lib.sp_dataset_num_blocks)
 
     @property
-    def num_shards(self):
+    def num_shards(self) -> int:
         return self._query(lib.sp_dataset_num_shards)
 
     @property
-    def fingerprint(self):
+    def fingerprint(self) -> int:
         return self._query(lib.sp_dataset_fingerprint)
 
-    def meta(self):
+    def meta(self) -> Dict[str, bytes]:
         """The metadata as {key: bytes}. Keys are decoded as UTF-8 with errors="surrogateescape": a
         key written by another tool that is not UTF-8 comes back as a str holding its bytes as lone
         surrogates (key.encode("utf-8", "surrogateescape") gives them back) instead of making
         every entry unreadable."""
         return self._query(_meta_of)
 
-    def block_samples(self):
+    @property
+    def class_names(self) -> List[str]:
+        """The class names in label order (label i is class_names[i]): the metadata entry
+        class_names that an ImageFolder pack writes, one name per line; [] when there is none."""
+        raw = self.meta().get("class_names")
+        if not raw:
+            return []
+        return raw.decode("utf-8", "replace").split("\n")
+
+    def block_samples(self) -> List[int]:
         """Sample count of every block, in order."""
         def counts(d):
             out = []
@@ -607,5 +621,8 @@ def _meta_key(raw):
     (errors="surrogateescape"), so that raw == _meta_key(raw).encode("utf-8", "surrogateescape")."""
     return raw.decode("utf-8", "surrogateescape")
 
+
+with_params(Writer.__init__, _lib.SP_SCOPE_WRITE)
+with_params(Dataset.__init__, _lib.SP_SCOPE_READ)
 
 __all__ = ["Writer", "Dataset", "Field", "ShardpackError"]

@@ -33,6 +33,7 @@ pkg = os.path.dirname(os.path.abspath(shardpack.__file__))
 lib = os.path.dirname(os.path.abspath(shardpack.library_path))
 assert pkg.startswith(sys.prefix), "shardpack imported from %s, outside the venv %s" % (pkg, sys.prefix)
 assert lib == pkg, "library %s is not the one inside the package %s" % (shardpack.library_path, pkg)
+assert os.path.isfile(os.path.join(pkg, "py.typed")), "no py.typed in %s" % pkg
 print("import shardpack from /: %s, library %s" % (pkg, shardpack.library_path))
 PY
 "$work/venv/bin/shardpack" --version
