@@ -25,13 +25,16 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))  # the package of the source tree, when not installed
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import shardpack  # noqa: E402
+try:
+    import shardpack
+except ImportError:  # not installed: the package of this source tree
+    sys.path.insert(0, os.path.dirname(HERE))
+    import shardpack
 from shardpack.torch import TorchLoader  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -159,7 +162,7 @@ def main():
               % (epoch, batches, loss_sum / max(batches, 1), acc, seconds), flush=True)
         save(epoch + 1)
 
-    summary = {"classes": classes, "steps": step, "epochs": history,
+    summary = {"classes": classes, "steps": step, "epochs": history, "shardpack": shardpack.__file__,
                "weights_checksum": sum(float(p.double().sum()) for p in model.parameters())}
     if args.out:
         with open(args.out, "w") as f:

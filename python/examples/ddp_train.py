@@ -16,9 +16,12 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))  # the package in the source tree, when not installed
 
-import shardpack  # noqa: E402
+try:
+    import shardpack
+except ImportError:  # not installed: the package of this source tree
+    sys.path.insert(0, os.path.dirname(HERE))
+    import shardpack
 
 FEATURES, CLASSES = 16, 4
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import unittest
 
-from sp_testutil import SOURCE_ROOT, TempDir, child_env, need
+from sp_testutil import INSTALLED, SOURCE_ROOT, TempDir, child_env, need
 
 need("torch")
 GEN = os.environ.get("SP_GEN_IMAGEFOLDER")
@@ -45,6 +45,9 @@ class CNNExample(unittest.TestCase):
     def test_two_epochs_then_stop_and_resume(self):
         whole = self.run_example(os.path.join(self.tmp.path, "whole"))
         self.assertEqual(whole["classes"], ["class_00", "class_01", "class_02"])
+        # The package under test: the installed one with run.py --installed, else this tree's.
+        self.assertEqual(whole["shardpack"].startswith(SOURCE_ROOT + os.sep), not INSTALLED,
+                         whole["shardpack"])
         self.assertEqual(whole["steps"], 12)  # 96 images, batches of 16, two epochs
         self.assertEqual([e["train_batches"] for e in whole["epochs"]], [6, 6])
         for e in whole["epochs"]:
