@@ -19,6 +19,7 @@ import re
 import threading
 import time
 from ctypes import byref, c_uint32, c_void_p
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 from . import _dlpack, _fork, _lib
 from ._args import fs_path, index_arg, timeout_ms
@@ -27,8 +28,6 @@ from ._errors import ShardpackError, check, error
 from ._lib import lib
 from ._params import Params, doc_table
 from ._sig import with_params
-
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 PathLike = Union[str, bytes, os.PathLike]
 
