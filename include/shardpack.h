@@ -170,7 +170,7 @@ SP_API int sp_dtype_from_name(const char *name);
 
 /* X(enum suffix, value, name) */
 #define SP_FIELD_KIND_TABLE(X)                                                                     \
-    X(IMAGE, 1, "image")   /* encoded image bytes (JPEG), variable length */                      \
+    X(IMAGE, 1, "image")   /* encoded image bytes (JPEG, PNG or WebP), variable length */                      \
     X(LABEL, 2, "label")   /* one int64 */                                                         \
     X(TOKENS, 3, "tokens") /* fixed-length sequence of uint16 or uint32 */                         \
     X(TENSOR, 4, "tensor") /* fixed shape, any numeric dtype */                                    \
@@ -911,17 +911,25 @@ SP_API int sp_loader_load_state(sp_loader *l, const void *buf, size_t len);
 /* ------------------------------------------------------------------------------------------------
  * Images
  * ---------------------------------------------------------------------------------------------- */
+/* Image formats the image stage decodes, found from the first bytes, never a file name. */
+enum { SP_IMAGE_FORMAT_JPEG = 1, SP_IMAGE_FORMAT_PNG = 2, SP_IMAGE_FORMAT_WEBP = 3 };
+
 typedef struct sp_image_info {
     size_t struct_size;  /* sizeof(sp_image_info), set by the caller (see the conventions at the top) */
     int width, height;
-    int components;  /* 1 gray, 3 colour, 4 CMYK/YCCK */
-    int subsampling; /* TurboJPEG's TJSAMP_* value; -1 for a sampling it has no name for (4x2, 1x4, ...) */
-    int progressive; /* 1 when progressive (SOF2) */
+    int components;  /* JPEG: 1 gray, 3 colour, 4 CMYK/YCCK; PNG: 1 gray, 2 gray+alpha, 3 colour or
+                        palette, 4 colour+alpha; WebP: 3, or 4 with alpha */
+    int subsampling; /* JPEG: TurboJPEG's TJSAMP_* value; -1 for a sampling it has no name for (4x2,
+                        1x4, ...), and for PNG and WebP */
+    int progressive; /* 1 when progressive (JPEG SOF2) or interlaced (PNG Adam7) */
+    int format;      /* SP_IMAGE_FORMAT_* */
+    int bit_depth;   /* bits per sample: 8 (JPEG, WebP), or PNG's 1, 2, 4, 8 or 16 */
 } sp_image_info;
 
-/* Parses a JPEG's headers without decoding pixels. SP_EBADINPUT when data is not a JPEG or its
- * header is damaged (libjpeg, which the image stage decodes with, cannot read it), SP_ELIMIT when
- * width*height exceeds max_pixels (0: no cap). */
+/* Parses an image's headers without decoding pixels: a JPEG, PNG or WebP, found from its bytes.
+ * SP_EBADINPUT when data is none of them or its header is damaged (the library the image stage
+ * decodes it with cannot read it; an animated WebP), SP_ELIMIT when width*height exceeds
+ * max_pixels (0: no cap) or a side is above 65535 (a PNG may declare up to 2^31 - 1). */
 SP_API int sp_image_probe(const void *data, size_t size, uint64_t max_pixels, sp_image_info *out);
 
 /* The loader's image stage on its own: decode a JPEG and apply the train or eval transform, as the

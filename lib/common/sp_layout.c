@@ -83,6 +83,7 @@ static const layout_field loader_stats_f[] = {
 static const layout_field image_info_f[] = {
     M_(sp_image_info, struct_size), M_(sp_image_info, width), M_(sp_image_info, height),
     M_(sp_image_info, components), M_(sp_image_info, subsampling), M_(sp_image_info, progressive),
+    M_(sp_image_info, format), M_(sp_image_info, bit_depth),
 };
 static const layout_field image_crop_f[] = {
     M_(sp_image_crop, struct_size), M_(sp_image_crop, x0), M_(sp_image_crop, y0), M_(sp_image_crop, x1),

@@ -1,7 +1,13 @@
-/* img.h - the image stage: JPEG decode of only the pixels a crop needs, a resampling resize, and
- * the conversion into a batch row. One img_ctx per decode worker; nothing in it is shared. */
+/* img.h - the image stage: JPEG, PNG and WebP decode of only the pixels a crop needs, a resampling
+ * resize, and the conversion into a batch row. One img_ctx per decode worker; nothing in it is
+ * shared. */
 #ifndef SP_IMG_H
 #define SP_IMG_H
+
+#include <setjmp.h>
+#include <stdio.h>
+
+#include <jpeglib.h>
 
 #include "sp_internal.h"
 
@@ -38,6 +44,29 @@ void img_crop(const img_cfg *cfg, uint32_t width, uint32_t height, uint64_t epoc
  * scaled box still covers size x size pixels, else 8. */
 int img_pick_scale(const img_box *box, uint32_t size);
 
+/* Pixels of margin decoded around the scaled box, beyond the filter's reach. */
+#define IMG_MARGIN 4
+
+/* The rows and columns of an ow x oh image (the source at the decode's scale) that resampling box
+ * b (in the same scale) to size x size reads: [r[0], r[2]) x [r[1], r[3]), the filter's reach and
+ * IMG_MARGIN around the box, clamped to the image. */
+void img_need(const img_box *b, uint32_t size, int ow, int oh, int r[4]);
+
+/* ---- formats (img_probe.c) ---- */
+
+/* Widest and tallest image any decoder takes (JPEG's own limit; a PNG may declare more). */
+#define IMG_MAX_SIDE 65535u
+
+/* The format of an image from its first bytes (magic numbers), never a name: SP_IMAGE_FORMAT_JPEG,
+ * _PNG, _WEBP, or 0 for none of them. */
+int img_format(const uint8_t *p, size_t n);
+/* "JPEG", "PNG", "WebP" or "unknown". */
+const char *img_format_name(int format);
+
+/* What decoding a WebP of this header needs beyond the output (libwebp's own buffers): for a
+ * lossless or alpha image, whole-image ARGB or alpha planes. Bytes, from WebPGetFeatures' view. */
+uint64_t img_webp_memory(uint32_t w, uint32_t h, bool lossless, bool alpha);
+
 /* ---- resampling (img_resize.c) ---- */
 
 /* Resamples the box (coordinates relative to src, which holds w x h RGBX pixels, 4 bytes each,
@@ -58,6 +87,34 @@ size_t img_resize_tmp_bytes(uint32_t size, uint32_t max_side);
 
 typedef struct img_ctx img_ctx;
 
+/* libjpeg's error manager with the stage's state (img_jpeg.c). */
+typedef struct img_err {
+    struct jpeg_error_mgr pub;
+    jmp_buf jb;
+    int warnings;
+    bool too_many_scans; /* the progress monitor stopped the decode */
+    char msg[JMSG_LENGTH_MAX];
+} img_err;
+
+struct img_ctx {
+    img_cfg cfg;
+    struct jpeg_decompress_struct dec;
+    img_err err;
+    struct jpeg_progress_mgr progress;
+    bool dec_ready;
+    uint8_t *region; /* decoded crop rows, RGBX (or CMYK) */
+    uint64_t region_cap;
+    JSAMPROW *rowp;
+    uint32_t rows_cap;
+    void *tmp;       /* the resampler's */
+    uint32_t tmp_cols; /* widest region the resampler's buffer takes */
+    uint8_t *rgb;    /* one resized image, RGB */
+    uint8_t *row;    /* PNG: one decoded row at full width, RGBA (IMG_MAX_SIDE pixels) */
+    uint32_t *acc;   /* PNG: sums of the row being reduced, 4 per region pixel (IMG_MAX_SIDE) */
+    float lut32[3][256];
+    uint16_t lut16[3][256]; /* float16 or bfloat16 bits */
+};
+
 /* Bytes one context allocates for cfg, whatever the image, plus what libjpeg may allocate for it:
  * max_image_memory and its row buffers (the loader reserves all of it in its budget). */
 uint64_t img_ctx_bytes(const img_cfg *cfg);
@@ -72,8 +129,38 @@ typedef struct img_result {
     img_box box;            /* the crop, in source pixels */
 } img_result;
 
-/* Decodes a JPEG and writes its transformed image to out (img_out_bytes). SP_EBADINPUT when the
- * data is not a JPEG libjpeg decodes without a warning (the decode stops at the first one),
+/* The buffers img_ctx_create allocates for the PNG row decode (row and acc). */
+#define IMG_ROW_BYTES ((uint64_t)IMG_MAX_SIDE * 4 * (1 + sizeof(uint32_t)))
+
+/* Resamples the decoded region (cw x rows pixels, RGBX, stride bytes a row) over box b (in region
+ * coordinates) and writes the batch row to out: the last step of every format's decode. */
+void img_finish(img_ctx *c, const uint8_t *region, uint32_t cw, uint32_t rows, size_t stride, const img_box *b,
+                void *out);
+
+/* Averages full-resolution rows into region rows at 1/k (img_png.c): columns [fx0, fx1) of every
+ * row, k rows (fewer at the end) and k columns (fewer at fx1) to a region pixel of cw, rounded;
+ * the sums are kept in c->acc, the rows written to c->region from its first. */
+typedef struct img_reducer {
+    img_ctx *c;
+    int k, fx0, fx1;
+    uint32_t cw, nrows, out_row;
+    size_t stride;
+} img_reducer;
+void img_reduce_init(img_reducer *r, img_ctx *c, int k, int fx0, int fx1, uint32_t cw);
+/* Takes row y of the rows [fy0, fy1) the region covers: src is its pixel fx0, RGBA. */
+void img_reduce_row(img_reducer *r, const uint8_t *src, int y, int fy0, int fy1);
+
+/* The PNG and WebP decodes (img_png.c, img_webp.c), as img_process's for a JPEG: SP_EBADINPUT,
+ * SP_ELIMIT (max_pixels, max_image_memory, or a side beyond IMG_MAX_SIDE, all from the header
+ * before any pixel is decoded), SP_ENOMEM; why says what is wrong. */
+int img_png(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, uint64_t sample, void *out,
+            img_result *res, char *why, size_t whylen);
+int img_webp(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, uint64_t sample, void *out,
+             img_result *res, char *why, size_t whylen);
+
+/* Decodes a JPEG, PNG or WebP (found from its bytes) and writes its transformed image to out
+ * (img_out_bytes). SP_EBADINPUT when the data is none of them, or not one its library decodes
+ * without a warning or error (the decode stops at the first one),
  * SP_ELIMIT beyond max_pixels, max_image_memory or IMG_MAX_SCANS scans; why then says what is
  * wrong. res may be NULL. */
 int img_process(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, uint64_t sample, void *out,

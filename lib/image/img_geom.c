@@ -103,3 +103,16 @@ int img_pick_scale(const img_box *b, uint32_t size)
     }
     return 8;
 }
+
+static int clampi(double v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : (int)v; }
+
+void img_need(const img_box *b, uint32_t size, int ow, int oh, int r[4])
+{
+    double reach_x = (b->x1 - b->x0) / size, reach_y = (b->y1 - b->y0) / size;
+    reach_x = reach_x > 1 ? reach_x : 1;
+    reach_y = reach_y > 1 ? reach_y : 1;
+    r[0] = clampi(floor(b->x0 - reach_x) - IMG_MARGIN, 0, ow - 1);
+    r[2] = clampi(ceil(b->x1 + reach_x) + IMG_MARGIN, 1, ow);
+    r[1] = clampi(floor(b->y0 - reach_y) - IMG_MARGIN, 0, oh - 1);
+    r[3] = clampi(ceil(b->y1 + reach_y) + IMG_MARGIN, 1, oh);
+}

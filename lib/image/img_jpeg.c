@@ -1,6 +1,7 @@
 /* img_jpeg.c - decodes only the rows and columns a crop needs, at the smallest useful DCT scale
  * (libjpeg's scale_num/scale_denom, jpeg_crop_scanline and jpeg_skip_scanlines), then resizes and
- * writes one batch row in the configured dtype and layout. */
+ * writes one batch row in the configured dtype and layout. img_process sends a PNG or a WebP to
+ * img_png.c or img_webp.c, which end in the same img_finish. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdio.h>
@@ -13,34 +14,6 @@
 /* libjpeg's own row buffers, tables and state for one image, beyond its whole-image arrays: a
  * few iMCU rows of the widest image (65535 pixels x 4 components x 2 x 16 rows) and headroom. */
 #define LIBJPEG_ROWS (12ull << 20)
-
-/* Pixels of margin decoded around the scaled box, beyond the filter's reach. */
-#define MARGIN 4
-
-typedef struct img_err {
-    struct jpeg_error_mgr pub;
-    jmp_buf jb;
-    int warnings;
-    bool too_many_scans; /* the progress monitor stopped the decode */
-    char msg[JMSG_LENGTH_MAX];
-} img_err;
-
-struct img_ctx {
-    img_cfg cfg;
-    struct jpeg_decompress_struct dec;
-    img_err err;
-    struct jpeg_progress_mgr progress;
-    bool dec_ready;
-    uint8_t *region; /* decoded crop rows, RGBX (or CMYK) */
-    uint64_t region_cap;
-    JSAMPROW *rowp;
-    uint32_t rows_cap;
-    void *tmp;       /* the resampler's */
-    uint32_t tmp_cols; /* widest region the resampler's buffer takes */
-    uint8_t *rgb;    /* one resized image, RGB */
-    float lut32[3][256];
-    uint16_t lut16[3][256]; /* float16 or bfloat16 bits */
-};
 
 /* ---------------------------------------------------------------- libjpeg error handling */
 
@@ -202,7 +175,7 @@ static uint64_t region_pixels(const img_cfg *cfg, uint32_t *max_side)
 {
     /* The filter's reach (up to 8/3 pixels a side), floor/ceil, the margins and up to 31 pixels of
      * iMCU alignment. */
-    uint64_t s = cfg->size, edge = 2 * MARGIN + 2 * 3 + 2 + 31 + 8;
+    uint64_t s = cfg->size, edge = 2 * IMG_MARGIN + 2 * 3 + 2 + 31 + 8;
     uint64_t small = (2 * s + edge) * ((8 * s + 2) / 3 + edge);
     uint64_t whole = cfg->max_pixels / 64 + 2 * (65535 / 8 + 2) + 1;
     uint64_t side = (8 * s + 2) / 3 + edge;
@@ -215,7 +188,7 @@ uint64_t img_ctx_bytes(const img_cfg *cfg)
     uint32_t rows;
     uint64_t px = region_pixels(cfg, &rows);
     return sizeof(img_ctx) + 4 * px + (uint64_t)rows * sizeof(JSAMPROW) + img_resize_tmp_bytes(cfg->size, rows) +
-           (uint64_t)cfg->size * cfg->size * 3 + cfg->max_image_memory + LIBJPEG_ROWS;
+           (uint64_t)cfg->size * cfg->size * 3 + cfg->max_image_memory + LIBJPEG_ROWS + IMG_ROW_BYTES;
 }
 
 int img_ctx_create(const img_cfg *cfg, img_ctx **out)
@@ -233,7 +206,9 @@ int img_ctx_create(const img_cfg *cfg, img_ctx **out)
     c->rowp = sp_malloc(rows * sizeof *c->rowp);
     c->tmp = sp_malloc(img_resize_tmp_bytes(cfg->size, rows));
     c->rgb = sp_malloc((size_t)cfg->size * cfg->size * 3);
-    if (!c->region || !c->rowp || !c->tmp || !c->rgb) {
+    c->row = sp_malloc((size_t)IMG_MAX_SIDE * 4);
+    c->acc = sp_malloc((size_t)IMG_MAX_SIDE * 4 * sizeof *c->acc);
+    if (!c->region || !c->rowp || !c->tmp || !c->rgb || !c->row || !c->acc) {
         img_ctx_destroy(c);
         return sp_fail(NULL, SP_ENOMEM, "out of memory for an image decoder's %llu bytes",
                        (unsigned long long)img_ctx_bytes(cfg));
@@ -273,12 +248,12 @@ void img_ctx_destroy(img_ctx *c)
     sp_free(c->rowp);
     sp_free(c->tmp);
     sp_free(c->rgb);
+    sp_free(c->row);
+    sp_free(c->acc);
     sp_free(c);
 }
 
 /* ---------------------------------------------------------------- decode */
-
-static int clampi(double v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : (int)v; }
 
 /* libjpeg-turbo 2.1's jpeg_crop_scanline miscomputes the width of a component that it decodes at
  * a larger DCT size than the smallest and still upsamples (4:1:0 and 2x4 samplings at a reduced
@@ -334,12 +309,9 @@ static int decode(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, 
     /* The box at this scale, and the rows and columns around it the filter reads. */
     double f = m / 8.0;
     img_box b = { res->box.x0 * f, res->box.y0 * f, res->box.x1 * f, res->box.y1 * f, res->box.flip };
-    double reach_x = (b.x1 - b.x0) / c->cfg.size, reach_y = (b.y1 - b.y0) / c->cfg.size;
-    reach_x = reach_x > 1 ? reach_x : 1;
-    reach_y = reach_y > 1 ? reach_y : 1;
-    int ow = (int)d->output_width, oh = (int)d->output_height;
-    int x0 = clampi(floor(b.x0 - reach_x) - MARGIN, 0, ow - 1), x1 = clampi(ceil(b.x1 + reach_x) + MARGIN, 1, ow);
-    int y0 = clampi(floor(b.y0 - reach_y) - MARGIN, 0, oh - 1), y1 = clampi(ceil(b.y1 + reach_y) + MARGIN, 1, oh);
+    int need[4];
+    img_need(&b, c->cfg.size, (int)d->output_width, (int)d->output_height, need);
+    int x0 = need[0], y0 = need[1], x1 = need[2], y1 = need[3];
     JDIMENSION cx = (JDIMENSION)x0, cw = (JDIMENSION)(x1 - x0);
     if (cw < d->output_width && crop_safe(d))
         jpeg_crop_scanline(d, &cx, &cw); /* widens to whole iMCUs */
@@ -363,12 +335,18 @@ static int decode(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, 
     if (cmyk)
         cmyk_to_rgbx(c->region, (size_t)cw * rows, d->saw_Adobe_marker);
     b.x0 -= cx, b.x1 -= cx, b.y0 -= y0, b.y1 -= y0;
+    img_finish(c, c->region, cw, rows, stride, &b, out);
+    return SP_OK;
+}
+
+void img_finish(img_ctx *c, const uint8_t *region, uint32_t cw, uint32_t rows, size_t stride, const img_box *b,
+                void *out)
+{
     bool direct = c->cfg.dtype == SP_IMAGE_UINT8 && c->cfg.layout == SP_LAYOUT_NHWC;
-    img_resize(c->region, cw, rows, stride, &b, c->cfg.size, direct ? out : c->rgb, c->tmp);
+    img_resize(region, cw, rows, stride, b, c->cfg.size, direct ? out : c->rgb, c->tmp);
     if (!direct)
         for (uint32_t y = 0; y < c->cfg.size; y++)
             img_emit_row(c, c->rgb + (size_t)y * c->cfg.size * 3, y, out);
-    return SP_OK;
 }
 
 /* What libjpeg keeps of a multi-scan image (a progressive one): every coefficient block of every
@@ -395,8 +373,14 @@ int img_process(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, ui
     c->err.warnings = 0;
     c->err.too_many_scans = false;
     c->err.msg[0] = '\0';
-    if (!data || size < 4 || data[0] != 0xFF || data[1] != 0xD8) {
-        snprintf(why, whylen, "not a JPEG (%zu bytes, no start-of-image marker)", size);
+    int format = data ? img_format(data, size) : 0;
+    if (format == SP_IMAGE_FORMAT_PNG)
+        return img_png(c, data, size, epoch, sample, out, r, why, whylen);
+    if (format == SP_IMAGE_FORMAT_WEBP)
+        return img_webp(c, data, size, epoch, sample, out, r, why, whylen);
+    if (format != SP_IMAGE_FORMAT_JPEG) {
+        snprintf(why, whylen, "not an image: %zu bytes that are neither JPEG, PNG nor WebP (by their first bytes)",
+                 size);
         return SP_EBADINPUT;
     }
     int rc;

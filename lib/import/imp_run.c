@@ -211,7 +211,7 @@ static int check_images(imp_ctx *c, const imp_sample *s, bool *bad)
             return imp_fail(c, rc, "%s: %s", s->what, sp_last_error());
         if (rc) {
             char reason[SP_ERRMSG_MAX];
-            snprintf(reason, sizeof reason, "not a valid JPEG: %s", *sp_last_error() ? sp_last_error() : sp_strerror(rc));
+            snprintf(reason, sizeof reason, "not a decodable image: %s", *sp_last_error() ? sp_last_error() : sp_strerror(rc));
             return imp_skip(c, s->what, reason, s->values[f].size);
         }
     }

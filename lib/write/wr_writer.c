@@ -472,7 +472,7 @@ static int flush_block(sp_writer *w)
     return drain(w, DRAIN_READY);
 }
 
-/* An image field takes only what the loader can decode: a PNG or a damaged header stored as an
+/* An image field takes only what the loader can decode: a GIF or a damaged header stored as an
  * image would pass verify (its checksums are right) and fail every epoch of training instead. */
 static int check_image(sp_writer *w, const sp_field *fd, const sp_value *v)
 {
@@ -484,7 +484,7 @@ static int check_image(sp_writer *w, const sp_field *fd, const sp_value *v)
     snprintf(why, sizeof why, "%s", v->size ? sp_last_error() : "empty");
     if (rc == SP_ENOMEM)
         return wfail(w, rc, "sample %llu field '%s': %s", (unsigned long long)w->st.samples, fd->name, why);
-    return wfail(w, SP_EBADINPUT, "sample %llu field '%s': not a valid JPEG (validate_images): %s",
+    return wfail(w, SP_EBADINPUT, "sample %llu field '%s': not a decodable image (validate_images): %s",
                  (unsigned long long)w->st.samples, fd->name, why);
 }
 

@@ -145,8 +145,8 @@ class Identity(unittest.TestCase):
         png = os.path.join(self.folder, "class_01", "img_999999.jpg")
         self.assertEqual(len(skipped), 1)
         self.assertEqual(skipped[0][0], png)
-        self.assertIn("not a valid JPEG", skipped[0][1])
-        self.assertIn("skipped %s: not a valid JPEG" % png, c_out)
+        self.assertIn("not a decodable image", skipped[0][1])
+        self.assertIn("skipped %s: not a decodable image" % png, c_out)
         self.assertEqual(st["samples"], 40)
         # Writer, fed the same images, metadata and parameters, writes the same files; the PNG it
         # refuses as the import skipped it.
@@ -235,7 +235,7 @@ class PackAPI(unittest.TestCase):
         out = os.path.join(self.tmp.path, "o")
         with self.assertRaisesRegex(shardpack.ShardpackError, "SP_EBADINPUT.*no samples to pack"):
             shardpack.pack(d, out)
-        with self.assertRaisesRegex(shardpack.ShardpackError, r"SP_EBADINPUT.*x\.jpg: not a valid JPEG.*\(strict\)"):
+        with self.assertRaisesRegex(shardpack.ShardpackError, r"SP_EBADINPUT.*x\.jpg: not a decodable image.*\(strict\)"):
             shardpack.pack(d, out, strict=True)
         self.assertFalse(os.path.exists(out))
 

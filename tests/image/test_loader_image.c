@@ -1,5 +1,6 @@
-/* test_loader_image.c - image fields in loader batches: the same bytes for any thread count, every
- * row equal to sp_image_transform_apply of its sample and epoch; corrupt images (truncated, random
+/* test_loader_image.c - image fields in loader batches, JPEG, PNG and WebP mixed in one field: the
+ * same bytes for any thread count, every row equal to sp_image_transform_apply of its sample and
+ * epoch; corrupt images (truncated, random
  * bytes, above max_pixels) failing their batch with a message naming shard and sample, or skipped
  * with the row filled from the same batch; DLPack dtype codes and shapes for every image dtype and
  * layout; eval's resize below image_size refused at open. */
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "jpeg_gen.h"
+#include "pw_gen.h"
 #include "test_util.h"
 
 static uint64_t g_seed;
@@ -52,8 +54,10 @@ static size_t sos_end(const uint8_t *j, size_t n)
     return 0;
 }
 
-/* Sample i's JPEG: sides 40..199 (under 40000 pixels), and a variant that cycles through
- * subsamplings, progressive, gray, CMYK/YCCK and restart markers. Bad kinds damage it. */
+/* Sample i's image: sides 40..199 (under 40000 pixels); a JPEG in a variant that cycles through
+ * subsamplings, progressive, gray, CMYK/YCCK and restart markers, or for one sample in four a PNG
+ * (any colour type, 8 or 16 bits, interlaced or not) and one in four a WebP (lossy or lossless,
+ * with alpha or not). Bad kinds damage a JPEG; BAD_BIG may be any format. */
 static void make_image(uint64_t salt, uint64_t i, int kind, uint8_t **out, size_t *size)
 {
     uint64_t h = mix(salt * 1000003u + i);
@@ -79,7 +83,19 @@ static void make_image(uint64_t salt, uint64_t i, int kind, uint8_t **out, size_
     uint8_t *pic = jg_picture(w, ht, h);
     ck_assert_ptr_nonnull(pic);
     char err[256];
-    ck_assert_msg(jg_encode(pic, w, ht, &o, out, size, err, sizeof err) == 0, "%s", err);
+    int format = (int)((h >> 40) % 4);
+    bool jpeg_only = kind != GOOD && kind != BAD_BIG;
+    if (format == 0 && !jpeg_only) {
+        pw_png_opts po = { (int)((h >> 42) % 5), (h >> 45) & 1 ? 16 : 8, (int)((h >> 46) & 1) };
+        if (po.color == PW_PALETTE)
+            po.depth = 8;
+        ck_assert_msg(pw_png(pic, w, ht, &po, out, size, err, sizeof err) == 0, "%s", err);
+    } else if (format == 1 && !jpeg_only) {
+        ck_assert_msg(pw_webp(pic, w, ht, 80, (int)((h >> 47) & 1), (int)((h >> 48) & 1), out, size, err, sizeof err) == 0,
+                      "%s", err);
+    } else {
+        ck_assert_msg(jg_encode(pic, w, ht, &o, out, size, err, sizeof err) == 0, "%s", err);
+    }
     free(pic);
     if (kind == BAD_TRUNC) /* cut 16 bytes into the scan: no crop's rows are all there */
         *size = sos_end(*out, *size) + 16;
@@ -328,8 +344,9 @@ START_TEST(threads_bit_identical)
             }
             /* The epoch enters only through the crop: the row changes exactly when the crop does
              * (a picture of ramps and edges never looks the same through two crops). */
-            int w, h;
-            ck_assert_int_eq(jg_dims(d.img[id], d.size[id], &w, &h), 0);
+            sp_image_info info = { .struct_size = sizeof info };
+            ck_assert_int_eq(sp_image_probe(d.img[id], d.size[id], 0, &info), 0);
+            int w = info.width, h = info.height;
             sp_image_crop c0 = { .struct_size = sizeof c0 }, c1 = { .struct_size = sizeof c1 };
             ck_assert_int_eq(sp_image_transform_crop(t, w, h, 0, id, &c0), 0);
             ck_assert_int_eq(sp_image_transform_crop(t, w, h, 1, id, &c1), 0);
