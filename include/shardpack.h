@@ -271,8 +271,8 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT
       "per-channel mean subtracted from pixels scaled to [0, 1] (float image dtypes)")            \
     X(STD, "std", SP_PTYPE_FLOAT3, 0, 1, 10000, "0.229,0.224,0.225", SP_SCOPE_LOAD,                 \
       "per-channel standard deviation the centred pixels are divided by (float image dtypes)")   \
-    X(MAX_PIXELS, "max_pixels", SP_PTYPE_INT, 1 << 25, 1, 1LL << 32, NULL, SP_SCOPE_LOAD,            \
-      "largest image (width x height) decoded; a larger one is a bad sample, handled by on_error") \
+    X(MAX_PIXELS, "max_pixels", SP_PTYPE_INT, 1 << 25, 1, 1LL << 32, NULL, SP_SCOPE_LOAD | SP_SCOPE_WRITE, \
+      "largest image (width x height) decoded; a larger one is a bad sample, handled by on_error (writer and pack, validate_images: a refused sample, so a decompression bomb is never stored)") \
     X(MAX_IMAGE_MEMORY, "max_image_memory", SP_PTYPE_SIZE, 48 * SP_MIB, 1 * SP_MIB, 16 * SP_GIB, NULL, \
       SP_SCOPE_LOAD, "libjpeg's whole-image memory per decode worker (progressive JPEGs: 3 bytes a pixel at 4:2:0), reserved in host_memory; an image needing more is a bad sample") \
     X(MAX_SAMPLE_BYTES, "max_sample_bytes", SP_PTYPE_SIZE, 64 * SP_MIB, 1 * SP_KIB, 2 * SP_GIB - 1, NULL, \
@@ -288,7 +288,7 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT
     X(DATASET_ID, "dataset_id", SP_PTYPE_INT, 0, 0, INT64_MAX, NULL, SP_SCOPE_WRITE,               \
       "identity stamped into every shard and the manifest (0: drawn at random); a fixed id makes the same input give the same files byte for byte") \
     X(VALIDATE_IMAGES, "validate_images", SP_PTYPE_BOOL, 1, 0, 1, NULL, SP_SCOPE_WRITE,            \
-      "image fields take only a decodable image (a JPEG whose headers sp_image_probe accepts); other bytes are a refused sample") \
+      "image fields take only a decodable image (a JPEG, PNG or WebP whose headers sp_image_probe accepts within max_pixels); other bytes are a refused sample") \
     X(STRICT, "strict", SP_PTYPE_BOOL, 0, 0, 1, NULL, SP_SCOPE_IMPORT,                              \
       "fail at the first bad input item instead of skipping it")                                  \
     X(SEQ_LEN, "seq_len", SP_PTYPE_INT, 0, 0, 1 << 30, NULL, SP_SCOPE_IMPORT,                       \

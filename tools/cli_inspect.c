@@ -1,4 +1,5 @@
-/* cli_inspect.c - `shardpack inspect`: schema, sizes, per-field compression, metadata, labels. */
+/* cli_inspect.c - `shardpack inspect`: schema, sizes, per-field compression, metadata, labels,
+ * image formats. */
 #include "cli.h"
 
 #include <stdlib.h>
@@ -91,7 +92,19 @@ typedef struct field_stats {
     uint64_t seen_zstd; /* the same, zstd level 3, column by column */
     uint64_t raw;       /* whole dataset: exact or estimated */
     label_map labels;
+    uint64_t formats[4]; /* image fields: [0] not decodable, else by SP_IMAGE_FORMAT_* (from the bytes) */
 } field_stats;
+
+static const char *const format_names[4] = { "undecodable", "JPEG", "PNG", "WebP" };
+
+/* The format slot of an image value: what sp_image_probe finds (its headers, no pixels). */
+static int image_format_of(const void *data, size_t size)
+{
+    sp_image_info info = { .struct_size = sizeof info };
+    if (!size || sp_image_probe(data, size, 0, &info) != 0 || info.format < 1 || info.format > 3)
+        return 0;
+    return info.format;
+}
 
 typedef struct inspect {
     const char *path;
@@ -157,6 +170,8 @@ static int examine_block(inspect *in, uint64_t block, ZSTD_CCtx *cctx, cli_buf *
             cli_buf_append(col, data, size);
             if (fs->info.kind == SP_FIELD_LABEL && size == 8)
                 label_add(&fs->labels, le_i64(data));
+            if (fs->info.kind == SP_FIELD_IMAGE)
+                fs->formats[image_format_of(data, size)]++;
         }
         fs->seen_raw += col->len;
         if (col->len) {
@@ -349,6 +364,18 @@ static void print_text(const inspect *in, int full)
             printf("  ... %zu more labels\n", fs->labels.used - show);
         free(v);
     }
+
+    for (size_t f = 0; f < in->nfields; f++) {
+        const field_stats *fs = &in->fields[f];
+        if (fs->info.kind != SP_FIELD_IMAGE)
+            continue;
+        printf("\nimages of '%s' by format", fs->info.name);
+        if (in->examined_blocks < in->blocks)
+            printf(" (counted in %llu sampled blocks)", (unsigned long long)in->examined_blocks);
+        printf(":");
+        for (int k = 1; k <= 4; k++)
+            printf(" %s %llu%s", format_names[k % 4], (unsigned long long)fs->formats[k % 4], k < 4 ? "," : "\n");
+    }
 }
 
 static void print_json(const inspect *in)
@@ -406,6 +433,15 @@ static void print_json(const inspect *in)
         cli_json_u64(&j, fs->raw);
         cli_json_key(&j, "compression_ratio");
         cli_json_double(&j, ratio(fs->seen_raw, fs->seen_zstd));
+        if (fs->info.kind == SP_FIELD_IMAGE) { /* counted in the examined blocks */
+            cli_json_key(&j, "formats");
+            cli_json_object(&j);
+            for (int k = 1; k <= 4; k++) {
+                cli_json_key(&j, format_names[k % 4]);
+                cli_json_u64(&j, fs->formats[k % 4]);
+            }
+            cli_json_end_object(&j);
+        }
         cli_json_end_object(&j);
     }
     cli_json_end_array(&j);

@@ -117,6 +117,10 @@ void imp_image_label_sample(imp_image_label *il, const void *data, size_t size, 
 const char *imp_basename(const char *path);
 /* 1 when s ends with suffix, ASCII case-insensitively. */
 int imp_ends_with_ci(const char *s, const char *suffix);
+/* 1 when name ends in an image file extension, case-insensitively: torchvision's ImageFolder's
+ * (.jpg .jpeg .png .webp .ppm .bmp .pgm .tif .tiff). The bytes decide the format; one the image
+ * stage does not decode is skipped as not a decodable image. */
+int imp_is_image_name(const char *name);
 /* dir + "/" + name, or NULL when memory runs out (sp_free). */
 char *imp_path_join(const char *dir, const char *name);
 /* Formatted, allocated (sp_free); NULL when memory runs out. */

@@ -1,9 +1,11 @@
-/* imp_imagefolder.c - ImageFolder importer: DIR/CLASS/NAME.jpg, label = index of CLASS (sorted).
+/* imp_imagefolder.c - ImageFolder importer: DIR/CLASS/NAME.jpg (or any image extension torchvision
+ * takes: .png, .webp, ...; the bytes, not the name, say which format), label = index of CLASS
+ * (sorted).
  *
  * Classes are the subdirectories, as torchvision's ImageFolder finds them, less two kinds that are
  * the pack's own output rather than data: OUTDIR itself when it lies inside DIR (so packing twice
  * with --overwrite gives the same classes), and writers' staging directories (.NAME.shardpack-tmp).
- * A class directory without a .jpg or .jpeg file is refused, as torchvision refuses a class with no
+ * A class directory without an image file is refused, as torchvision refuses a class with no
  * valid file: its label would belong to no sample. */
 #include <dirent.h>
 #include <errno.h>
@@ -43,11 +45,6 @@ static int cmp_str(const void *a, const void *b)
 static int cmp_item(const void *a, const void *b)
 {
     return strcmp(((const item *)a)->name, ((const item *)b)->name);
-}
-
-static int is_jpeg_name(const char *name)
-{
-    return imp_ends_with_ci(name, ".jpg") || imp_ends_with_ci(name, ".jpeg");
 }
 
 /* A writer's staging directory (.NAME.shardpack-tmp, or .NAME.shardpack-tmp.old while a dataset
@@ -112,7 +109,7 @@ static int list_classes(imp_ctx *c, folder *f, const struct stat *out)
     return rc;
 }
 
-/* Sorted .jpg/.jpeg entries of one class directory, with their sizes. */
+/* Sorted image entries (imp_is_image_name) of one class directory, with their sizes. */
 static int list_images(imp_ctx *c, const char *root, class_dir *cd, uint64_t *total_bytes)
 {
     char *dir = imp_path_join(root, cd->name);
@@ -128,7 +125,7 @@ static int list_images(imp_ctx *c, const char *root, class_dir *cd, uint64_t *to
     int rc = SP_OK;
     errno = 0;
     while (rc == SP_OK && (e = readdir(d)) != NULL) {
-        if (!is_jpeg_name(e->d_name)) {
+        if (!imp_is_image_name(e->d_name)) {
             errno = 0;
             continue;
         }
@@ -220,11 +217,11 @@ static int folder_open(imp_ctx *c, void *priv, const char *const *srcs, size_t n
         total_items += f->classes[i].nitems;
     }
     if (total_items == 0)
-        return imp_fail(c, SP_EBADINPUT, "%s: no .jpg or .jpeg files in its %zu class directories; nothing was "
-                        "written", f->root, f->nclasses);
+        return imp_fail(c, SP_EBADINPUT, "%s: no image files (.jpg, .jpeg, .png, .webp, ...) in its %zu class "
+                        "directories; nothing was written", f->root, f->nclasses);
     for (size_t i = 0; i < f->nclasses; i++)
         if (f->classes[i].nitems == 0)
-            return imp_fail(c, SP_EBADINPUT, "%s/%s: no .jpg or .jpeg file in this class directory; its label "
+            return imp_fail(c, SP_EBADINPUT, "%s/%s: no image file (.jpg, .jpeg, .png, .webp, ...) in this class directory; its label "
                             "would belong to no sample (torchvision's ImageFolder refuses it too): remove it or "
                             "add images", f->root, f->classes[i].name);
     if ((rc = imp_set_image_label_schema(c)) != SP_OK || (rc = class_names_meta(c, f)) != SP_OK)

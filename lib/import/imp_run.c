@@ -33,6 +33,7 @@ struct sp_import {
     sp_params *params;  /* the caller's, copied */
     sp_params *wparams; /* the writer's: validate_images off, as the import validates itself */
     bool strict, validate;
+    uint64_t max_pixels; /* validate: the probe's cap */
     sp_schema *schema;
     imp_meta_list user_meta, kind_meta;
     sp_writer *writer;
@@ -206,7 +207,7 @@ static int check_images(imp_ctx *c, const imp_sample *s, bool *bad)
         if (!c->validate)
             continue;
         sp_image_info info = { .struct_size = sizeof info };
-        int rc = sp_image_probe(s->values[f].data, s->values[f].size, 0, &info);
+        int rc = sp_image_probe(s->values[f].data, s->values[f].size, c->max_pixels, &info);
         if (rc == SP_ENOMEM)
             return imp_fail(c, rc, "%s: %s", s->what, sp_last_error());
         if (rc) {
@@ -403,6 +404,7 @@ static int copy_args(sp_import *imp, const char *const *srcs, size_t n, const ch
         return sp_fail(&imp->eb, SP_ENOMEM, "%s: out of memory opening an import of %s", outdir, srcs[0]);
     imp->strict = sp_params_get(params, SP_PARAM_STRICT) != 0;
     imp->validate = sp_params_get(params, SP_PARAM_VALIDATE_IMAGES) != 0;
+    imp->max_pixels = (uint64_t)sp_params_get(params, SP_PARAM_MAX_PIXELS);
     sp_params_set(imp->wparams, SP_PARAM_VALIDATE_IMAGES, 0);
     return SP_OK;
 }

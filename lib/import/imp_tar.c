@@ -350,7 +350,7 @@ static int flush_group(imp_ctx *c, wds *w, imp_sample *out)
     if (g->bad)
         rc = imp_skip(c, w->what, g->bad, g->bytes);
     else if (!g->has_image)
-        rc = imp_skip(c, w->what, "no .jpg/.jpeg member in this sample", g->bytes);
+        rc = imp_skip(c, w->what, "no image member (.jpg, .png, .webp, ...) in this sample", g->bytes);
     else if (!g->has_label)
         rc = imp_skip(c, w->what, "no .cls member in this sample", g->bytes);
     else
@@ -392,7 +392,7 @@ static int add_member(tar_reader *t, tar_member *m, group *g, imp_buf *label_buf
     }
     g->bytes += m->size;
     int rc;
-    if (strcmp(ext, "jpg") == 0 || strcmp(ext, "jpeg") == 0) {
+    if (ext[0] && !strchr(ext, '.') && imp_is_image_name(dot)) { /* .jpg, .png, .webp...: the bytes say which */
         if (g->has_image) {
             set_bad(g, "two image members (%s)", base);
             return 0;

@@ -164,6 +164,17 @@ int imp_ends_with_ci(const char *s, const char *suffix)
     return n >= m && strcasecmp(s + n - m, suffix) == 0;
 }
 
+/* torchvision's ImageFolder's list (IMG_EXTENSIONS). */
+static const char *const image_exts[] = { ".jpg", ".jpeg", ".png", ".webp", ".ppm", ".bmp", ".pgm", ".tif", ".tiff" };
+
+int imp_is_image_name(const char *name)
+{
+    for (size_t i = 0; i < sizeof image_exts / sizeof *image_exts; i++)
+        if (imp_ends_with_ci(name, image_exts[i]))
+            return 1;
+    return 0;
+}
+
 char *imp_asprintf(const char *fmt, ...)
 {
     va_list ap;

@@ -52,6 +52,7 @@ struct sp_writer {
     uint64_t max_sample; /* max_sample_bytes */
     int level, compress, overwrite;
     bool validate_images; /* image fields must pass sp_image_probe */
+    uint64_t max_pixels;  /* ... within this many pixels */
     uint64_t dataset_id;
     int64_t max_shards;
     wr_staging staging;
@@ -477,7 +478,7 @@ static int flush_block(sp_writer *w)
 static int check_image(sp_writer *w, const sp_field *fd, const sp_value *v)
 {
     sp_image_info info = { .struct_size = sizeof info };
-    int rc = v->size ? sp_image_probe(v->data, v->size, 0, &info) : SP_EBADINPUT;
+    int rc = v->size ? sp_image_probe(v->data, v->size, w->max_pixels, &info) : SP_EBADINPUT;
     if (rc == SP_OK)
         return SP_OK;
     char why[SP_ERRMSG_MAX];
@@ -610,6 +611,7 @@ int sp_writer_open(const char *dir, const sp_schema *schema, const sp_params *pa
     pthread_cond_init(&w->work, NULL);
     pthread_cond_init(&w->done, NULL);
     w->validate_images = sp_params_get(params, SP_PARAM_VALIDATE_IMAGES) != 0;
+    w->max_pixels = (uint64_t)sp_params_get(params, SP_PARAM_MAX_PIXELS);
     w->dataset_id = (uint64_t)sp_params_get(params, SP_PARAM_DATASET_ID);
     if (w->dataset_id == 0 && getrandom(&w->dataset_id, sizeof w->dataset_id, 0) != sizeof w->dataset_id)
         w->dataset_id = (uint64_t)getpid() * 0x9E3779B97F4A7C15ull ^ (uint64_t)(sp_now() * 1e9);

@@ -173,7 +173,7 @@ START_TEST(test_empty_class_refused)
     clit_write(txt, "no images here", 14);
     clit_result r = clit_run("pack", in, "-o", out, NULL);
     ck_assert_msg(r.status == 1, "exit %d: %s", r.status, r.err);
-    ck_assert_msg(strstr(r.err, empty) && strstr(r.err, "no .jpg or .jpeg file"), "%s", r.err);
+    ck_assert_msg(strstr(r.err, empty) && strstr(r.err, "no image file (.jpg, .jpeg, .png, .webp, ...)"), "%s", r.err);
     clit_result_free(&r);
     ck_assert(!clit_exists(out));
     free(txt);
