@@ -292,7 +292,13 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT
     X(STRICT, "strict", SP_PTYPE_BOOL, 0, 0, 1, NULL, SP_SCOPE_IMPORT,                              \
       "fail at the first bad input item instead of skipping it")                                  \
     X(SEQ_LEN, "seq_len", SP_PTYPE_INT, 0, 0, 1 << 30, NULL, SP_SCOPE_IMPORT,                       \
-      "llm.c tokens: samples of T+1 tokens taken with stride T (required for llmc, and only there)")
+      "llm.c tokens: samples of T+1 tokens taken with stride T (required for llmc, and only there)") \
+    X(MAX_SIDE, "max_side", SP_PTYPE_INT, 0, 0, 65535, NULL, SP_SCOPE_IMPORT,                       \
+      "pack: an image whose longer side is above this is resized to it and stored as JPEG (quality); smaller ones stay byte-identical (0: never resize)") \
+    X(QUALITY, "quality", SP_PTYPE_INT, 90, 1, 100, NULL, SP_SCOPE_IMPORT,                          \
+      "pack: JPEG quality of the images max_side or transcode re-encode")                         \
+    X(TRANSCODE, "transcode", SP_PTYPE_ENUM, 0, 0, 1, "none|jpeg", SP_SCOPE_IMPORT,                \
+      "pack: jpeg stores every PNG and WebP as JPEG (quality), for sets whose PNGs are photos; none keeps each format")
 
 typedef enum sp_param {
 #define SP_X_(key, name, type, def, lo, hi, choices, scope, doc) SP_PARAM_##key,
@@ -307,6 +313,7 @@ enum { SP_IO_AUTO = 0, SP_IO_URING = 1, SP_IO_PREAD = 2 };
 enum { SP_ON_ERROR_FAIL = 0, SP_ON_ERROR_SKIP = 1 };
 enum { SP_TOKEN_DTYPE_STORED = 0, SP_TOKEN_DTYPE_INT32 = 1 };
 enum { SP_TRANSFORM_TRAIN = 0, SP_TRANSFORM_EVAL = 1 };
+enum { SP_TRANSCODE_NONE = 0, SP_TRANSCODE_JPEG = 1 };
 enum { SP_IMAGE_UINT8 = 0, SP_IMAGE_FLOAT16 = 1, SP_IMAGE_BFLOAT16 = 2, SP_IMAGE_FLOAT32 = 3 };
 enum { SP_LAYOUT_NHWC = 0, SP_LAYOUT_NCHW = 1 };
 enum { SP_DEVICE_AUTO = -2, SP_DEVICE_CPU = -1 };

@@ -76,6 +76,10 @@ uint64_t img_webp_memory(uint32_t w, uint32_t h, bool lossless, bool alpha);
 void img_resize(const uint8_t *src, uint32_t w, uint32_t h, size_t stride, const img_box *box, uint32_t size,
                 uint8_t *dst, void *tmp);
 size_t img_resize_tmp_bytes(uint32_t size, uint32_t max_side);
+/* The same to ow x oh RGB (3*ow bytes per row); tmp holds img_resize_wh_tmp_bytes(ow, oh, w, h). */
+void img_resize_wh(const uint8_t *src, uint32_t w, uint32_t h, size_t stride, const img_box *box, uint32_t ow,
+                   uint32_t oh, uint8_t *dst, void *tmp);
+size_t img_resize_wh_tmp_bytes(uint32_t ow, uint32_t oh, uint32_t w, uint32_t h);
 
 /* ---- decode and transform (img_jpeg.c) ---- */
 
@@ -170,6 +174,34 @@ int img_process(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, ui
  * mean and std: out[c * 256 + v] is pixel value v of channel c, normalized. The device stage's
  * kernels use the same table, so host and device give the same bits. */
 void img_lut(const img_cfg *cfg, int dtype, void *out);
+
+/* CMYK (or YCCK, which libjpeg turns into CMYK) pixels to RGBX, in place; inverted for Adobe's
+ * files, which store the inks inverted (almost every CMYK JPEG). */
+void img_cmyk_to_rgbx(uint8_t *p, size_t pixels, bool inverted);
+
+/* ---- pack-time resizing and transcoding (img_shrink.c) ---- */
+
+typedef struct img_shrink_cfg {
+    uint32_t max_side; /* an image whose longer side is above this is resized to it (0: never) */
+    int quality;       /* of the JPEG written */
+    bool to_jpeg;      /* a PNG or WebP is written as JPEG even when not resized */
+} img_shrink_cfg;
+
+typedef struct img_shrink_out {
+    uint8_t *data; /* the new JPEG (sp_free), or NULL: the image is kept as it is */
+    size_t size;
+    int format;    /* of the input, SP_IMAGE_FORMAT_* */
+    bool resized;
+    uint32_t width, height; /* of the image written */
+} img_shrink_out;
+
+/* Decodes the whole image (JPEG at the DCT scale nearest above the target, CMYK converted; PNG or
+ * WebP, alpha dropped) when cfg asks for a change, resizes it with img_resize_wh's antialiasing
+ * filter so its longer side is max_side, and encodes it as JPEG (TurboJPEG, 4:2:0, quality).
+ * SP_EBADINPUT when the image does not decode cleanly, SP_ENOMEM; why says what. The input must
+ * have passed sp_image_probe (its size within max_pixels). */
+int img_shrink(const uint8_t *data, size_t size, const img_shrink_cfg *cfg, img_shrink_out *out, char *why,
+               size_t whylen);
 
 /* Converts one row of size RGB pixels to the configured dtype and layout, as row y of out. */
 void img_emit_row(const img_ctx *c, const uint8_t *rgb, uint32_t y, void *out);

@@ -152,7 +152,7 @@ void img_emit_row(const img_ctx *c, const uint8_t *rgb, uint32_t y, void *out)
 
 /* CMYK (or YCCK, which libjpeg turns into CMYK) pixels to RGBX, in place. Adobe's files store
  * the inks inverted, which is what almost every CMYK JPEG is. */
-static void cmyk_to_rgbx(uint8_t *p, size_t pixels, bool inverted)
+void img_cmyk_to_rgbx(uint8_t *p, size_t pixels, bool inverted)
 {
     for (size_t i = 0; i < pixels; i++) {
         unsigned cy = p[4 * i], m = p[4 * i + 1], ye = p[4 * i + 2], k = p[4 * i + 3];
@@ -333,7 +333,7 @@ static int decode(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, 
         r += got;
     }
     if (cmyk)
-        cmyk_to_rgbx(c->region, (size_t)cw * rows, d->saw_Adobe_marker);
+        img_cmyk_to_rgbx(c->region, (size_t)cw * rows, d->saw_Adobe_marker);
     b.x0 -= cx, b.x1 -= cx, b.y0 -= y0, b.y1 -= y0;
     img_finish(c, c->region, cw, rows, stride, &b, out);
     return SP_OK;

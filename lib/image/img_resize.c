@@ -241,39 +241,52 @@ __attribute__((noinline)) static void vpass(const uint8_t *base, size_t stride, 
         o[j] = clamp8(acc[j]);
 }
 
-void img_resize(const uint8_t *src, uint32_t w, uint32_t h, size_t stride, const img_box *box, uint32_t size,
-                uint8_t *dst, void *tmp)
+void img_resize_wh(const uint8_t *src, uint32_t w, uint32_t h, size_t stride, const img_box *box, uint32_t ow,
+                   uint32_t oh, uint8_t *dst, void *tmp)
 {
     axis ax, ay;
-    ax.taps = taps_for((box->x1 - box->x0) / size);
-    ay.taps = taps_for((box->y1 - box->y0) / size);
+    ax.taps = taps_for((box->x1 - box->x0) / ow);
+    ay.taps = taps_for((box->y1 - box->y0) / oh);
     uint8_t *p = tmp;
-    ax.start = (int32_t *)p, p += size * sizeof(int32_t);
-    ax.n = (int32_t *)p, p += size * sizeof(int32_t);
-    ay.start = (int32_t *)p, p += size * sizeof(int32_t);
-    ay.n = (int32_t *)p, p += size * sizeof(int32_t);
-    ax.w = (int16_t *)p, p += (size_t)size * ax.taps * sizeof(int16_t);
-    ay.w = (int16_t *)p, p += (size_t)size * ay.taps * sizeof(int16_t);
+    ax.start = (int32_t *)p, p += ow * sizeof(int32_t);
+    ax.n = (int32_t *)p, p += ow * sizeof(int32_t);
+    ay.start = (int32_t *)p, p += oh * sizeof(int32_t);
+    ay.n = (int32_t *)p, p += oh * sizeof(int32_t);
+    ax.w = (int16_t *)p, p += (size_t)ow * ax.taps * sizeof(int16_t);
+    ay.w = (int16_t *)p, p += (size_t)oh * ay.taps * sizeof(int16_t);
     p = (uint8_t *)sp_align_up((uintptr_t)p, 16);
-    axis_build(&ax, box->x0, box->x1, w, size, box->flip);
-    axis_build(&ay, box->y0, box->y1, h, size, false);
+    axis_build(&ax, box->x0, box->x1, w, ow, box->flip);
+    axis_build(&ay, box->y0, box->y1, h, oh, false);
 
     /* Only the source columns some output column reads go through the vertical pass. */
     int32_t xlo = ax.start[0], xhi = ax.start[0] + ax.n[0];
-    for (uint32_t i = 0; i < size; i++) {
+    for (uint32_t i = 0; i < ow; i++) {
         xlo = ax.start[i] < xlo ? ax.start[i] : xlo;
         xhi = ax.start[i] + ax.n[i] > xhi ? ax.start[i] + ax.n[i] : xhi;
     }
     const size_t cols = (size_t)(xhi - xlo), rb = (cols + 2) * 4; /* a zero pixel of slack for pairs */
     int32_t *acc = (int32_t *)(void *)p;
     p += rb * sizeof(int32_t);
-    uint8_t *rows = p; /* vertical pass output: size rows of cols RGBX pixels */
-    for (uint32_t y = 0; y < size; y++) {
+    uint8_t *rows = p; /* vertical pass output: oh rows of cols RGBX pixels */
+    for (uint32_t y = 0; y < oh; y++) {
         const int16_t *wt = ay.w + (size_t)y * ay.taps;
         const uint8_t *base = src + (size_t)ay.start[y] * stride + 4 * (size_t)xlo;
         uint8_t *o = rows + (size_t)y * rb;
         vpass(base, stride, wt, ay.n[y], cols * 4, acc, o);
         memset(o + cols * 4, 0, rb - cols * 4);
-        hpass(o, &ax, xlo, size, dst + (size_t)y * size * 3);
+        hpass(o, &ax, xlo, ow, dst + (size_t)y * ow * 3);
     }
+}
+
+void img_resize(const uint8_t *src, uint32_t w, uint32_t h, size_t stride, const img_box *box, uint32_t size,
+                uint8_t *dst, void *tmp)
+{
+    img_resize_wh(src, w, h, stride, box, size, size, dst, tmp);
+}
+
+size_t img_resize_wh_tmp_bytes(uint32_t ow, uint32_t oh, uint32_t w, uint32_t h)
+{
+    size_t tx = 2 * (((size_t)w + ow - 1) / ow) + 4, ty = 2 * (((size_t)h + oh - 1) / oh) + 4;
+    return ((size_t)ow + oh) * 2 * sizeof(int32_t) + ((size_t)ow * tx + (size_t)oh * ty) * sizeof(int16_t) + 16 +
+           ((size_t)w + 2) * 4 * sizeof(int32_t) + (size_t)oh * ((size_t)w + 2) * 4 + 64;
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "fmt.h"
+#include "img.h"
 #include "imp.h"
 
 typedef struct imp_meta {
@@ -34,6 +35,8 @@ struct sp_import {
     sp_params *wparams; /* the writer's: validate_images off, as the import validates itself */
     bool strict, validate;
     uint64_t max_pixels; /* validate: the probe's cap */
+    img_shrink_cfg shrink; /* max_side, quality, transcode */
+    bool shrink_on;
     sp_schema *schema;
     imp_meta_list user_meta, kind_meta;
     sp_writer *writer;
@@ -220,12 +223,71 @@ static int check_images(imp_ctx *c, const imp_sample *s, bool *bad)
     return SP_OK;
 }
 
+static int add_sample_as_is(imp_ctx *c, const imp_sample *s);
+
+/* max_side and transcode: the image fields of s that need it re-encoded (img_shrink), into vals (a
+ * copy of s's values) and owned (sp_free each). A probed image that does not decode is a skipped
+ * item (*bad); bytes that are no image, stored under validate_images=0, are kept as they are. */
+static int shrink_images(imp_ctx *c, const imp_sample *s, sp_value *vals, uint8_t **owned, bool *bad)
+{
+    size_t nf = sp_schema_num_fields(c->schema);
+    *bad = false;
+    for (size_t f = 0; f < s->nvalues; f++) {
+        vals[f] = s->values[f];
+        owned[f] = NULL;
+    }
+    for (size_t f = 0; f < nf && f < s->nvalues; f++) {
+        sp_field_info fi = { .struct_size = sizeof fi };
+        if (sp_schema_field(c->schema, f, &fi) != SP_OK || fi.kind != SP_FIELD_IMAGE || !s->values[f].size ||
+            !img_format(s->values[f].data, s->values[f].size))
+            continue;
+        img_shrink_out o;
+        char why[SP_ERRMSG_MAX - 128];
+        int rc = img_shrink(s->values[f].data, s->values[f].size, &c->shrink, &o, why, sizeof why);
+        if (rc == SP_ENOMEM)
+            return imp_fail(c, rc, "%s: %s", s->what, why);
+        if (rc && !c->validate)
+            continue;
+        if (rc) {
+            *bad = true;
+            char reason[SP_ERRMSG_MAX];
+            snprintf(reason, sizeof reason, "not a decodable image (max_side/transcode decode it whole): %s", why);
+            return imp_skip(c, s->what, reason, s->in_bytes);
+        }
+        if (o.data) {
+            owned[f] = o.data;
+            vals[f] = (sp_value){ o.data, o.size };
+        }
+    }
+    return SP_OK;
+}
+
 static int add_sample(imp_ctx *c, const imp_sample *s)
 {
     bool bad;
     int rc = check_images(c, s, &bad);
     if (rc || bad)
         return rc;
+    enum { SHRINK_FIELDS = 8 }; /* the image kinds have two fields: image and label */
+    sp_value vals[SHRINK_FIELDS];
+    uint8_t *owned[SHRINK_FIELDS] = { NULL };
+    imp_sample shrunk = *s;
+    if (c->shrink_on && s->nvalues <= SHRINK_FIELDS) {
+        rc = shrink_images(c, s, vals, owned, &bad);
+        if (rc || bad)
+            return rc;
+        shrunk.values = vals;
+        s = &shrunk;
+    }
+    rc = add_sample_as_is(c, s);
+    for (size_t f = 0; f < SHRINK_FIELDS; f++)
+        sp_free(owned[f]);
+    return rc;
+}
+
+static int add_sample_as_is(imp_ctx *c, const imp_sample *s)
+{
+    int rc;
     if ((rc = check_abort(c)) != SP_OK)
         return rc;
     if (!c->writer && (rc = open_writer(c)) != SP_OK)
@@ -405,6 +467,10 @@ static int copy_args(sp_import *imp, const char *const *srcs, size_t n, const ch
     imp->strict = sp_params_get(params, SP_PARAM_STRICT) != 0;
     imp->validate = sp_params_get(params, SP_PARAM_VALIDATE_IMAGES) != 0;
     imp->max_pixels = (uint64_t)sp_params_get(params, SP_PARAM_MAX_PIXELS);
+    imp->shrink.max_side = (uint32_t)sp_params_get(params, SP_PARAM_MAX_SIDE);
+    imp->shrink.quality = (int)sp_params_get(params, SP_PARAM_QUALITY);
+    imp->shrink.to_jpeg = sp_params_get(params, SP_PARAM_TRANSCODE) == SP_TRANSCODE_JPEG;
+    imp->shrink_on = imp->shrink.max_side || imp->shrink.to_jpeg;
     sp_params_set(imp->wparams, SP_PARAM_VALIDATE_IMAGES, 0);
     return SP_OK;
 }
@@ -423,6 +489,18 @@ static int source_meta(sp_import *imp)
     if (rc == SP_OK)
         rc = imp_set_meta(imp, "source", b.data, b.len);
     imp_buf_free(&b);
+    if (rc == SP_OK && imp->shrink_on) { /* what max_side and transcode did to the images */
+        char what[256];
+        int n = snprintf(what, sizeof what, "max_side=%u quality=%d transcode=%s: ", imp->shrink.max_side,
+                         imp->shrink.quality, imp->shrink.to_jpeg ? "jpeg" : "none");
+        if (imp->shrink.max_side)
+            n += snprintf(what + n, sizeof what - (size_t)n, "images whose longer side was above %u pixels were "
+                          "resized to %u and stored as JPEG%s", imp->shrink.max_side, imp->shrink.max_side,
+                          imp->shrink.to_jpeg ? "; " : "");
+        if (imp->shrink.to_jpeg)
+            snprintf(what + n, sizeof what - (size_t)n, "PNG and WebP images were stored as JPEG");
+        rc = imp_set_meta(imp, "image_resize", what, strlen(what));
+    }
     return rc;
 }
 

@@ -2,12 +2,16 @@
  * .jpg, a WebP named .png, a JPEG named .webp, a CMYK JPEG named .JPEG) packs every one of them,
  * the format found from the bytes; a PNG bomb (65535 x 65535 declared in 60 bytes) and a GIF are
  * skipped with messages naming them; inspect counts the images by format; bench decodes them all
- * with no bad image; preview draws them. */
+ * with no bad image; preview draws them. --max-side re-encodes the images above it as JPEG at that
+ * side and keeps smaller ones byte-identical, --transcode jpeg turns PNG and WebP into JPEG, and
+ * the metadata says what was done. */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "clit_util.h"
+#include "shardpack.h"
 #include "jpeg_gen.h"
 #include "pw_gen.h"
 
@@ -126,6 +130,88 @@ START_TEST(test_mixed_folder)
 }
 END_TEST
 
+/* Sample i of out (cat --index) into *size bytes (free). */
+static unsigned char *cat_sample(const char *out, int i, size_t *size)
+{
+    char idx[16];
+    snprintf(idx, sizeof idx, "%d", i);
+    clit_result r = clit_run("cat", out, "--index", idx, NULL);
+    ck_assert_msg(r.status == 0, "cat %d: %s", i, r.err);
+    unsigned char *p = malloc(r.outlen ? r.outlen : 1);
+    memcpy(p, r.out, r.outlen);
+    *size = r.outlen;
+    clit_result_free(&r);
+    return p;
+}
+
+static sp_image_info probe(const unsigned char *p, size_t n)
+{
+    sp_image_info info = { .struct_size = sizeof info };
+    ck_assert_msg(sp_image_probe(p, n, 0, &info) == 0, "%s", sp_last_error());
+    return info;
+}
+
+START_TEST(test_max_side_and_transcode)
+{
+    /* Sorted: a/big.jpg, a/big.png, a/small.jpg, a/small.png, a/tall.webp */
+    put_jpeg("a", "big.jpg", 1200, 900, JG_YCC);
+    put_png("a", "big.png", 700, 700, PW_RGB, 8, 0);
+    put_jpeg("a", "small.jpg", 300, 200, JG_YCC);
+    put_png("a", "small.png", 200, 100, PW_RGB, 8, 0);
+    put_webp("a", "tall.webp", 300, 1000, 0, 0);
+    char *in = clit_path("%s/in", tmp), *out = clit_path("%s/out", tmp), *out2 = clit_path("%s/out2", tmp);
+    clit_result r = clit_run("pack", in, "-o", out, "--max-side", "512", "--quality", "85", NULL);
+    ck_assert_msg(r.status == 0 && strstr(r.err, "5 samples"), "%s", r.err);
+    clit_result_free(&r);
+    static const struct {
+        int format, w, h;
+    } want[5] = { { SP_IMAGE_FORMAT_JPEG, 512, 384 }, { SP_IMAGE_FORMAT_JPEG, 512, 512 }, { SP_IMAGE_FORMAT_JPEG, 300, 200 },
+                  { SP_IMAGE_FORMAT_PNG, 200, 100 }, { SP_IMAGE_FORMAT_JPEG, 154, 512 } };
+    for (int i = 0; i < 5; i++) {
+        size_t n;
+        unsigned char *p = cat_sample(out, i, &n);
+        sp_image_info info = probe(p, n);
+        ck_assert_msg(info.format == want[i].format && info.width == want[i].w && info.height == want[i].h,
+                      "sample %d: format %d %dx%d", i, info.format, info.width, info.height);
+        if (i == 2 || i == 3) { /* not above 512: the file's own bytes */
+            size_t fn;
+            char *path = clit_path("%s/a/%s", in, i == 2 ? "small.jpg" : "small.png");
+            unsigned char *f = clit_read(path, &fn);
+            ck_assert_msg(fn == n && !memcmp(f, p, n), "sample %d is not byte-identical to %s", i, path);
+            free(f);
+            free(path);
+        }
+        free(p);
+    }
+    r = clit_run("inspect", out, NULL);
+    ck_assert_msg(strstr(r.out, "image_resize: max_side=512 quality=85 transcode=none: images whose longer side was "
+                                "above 512 pixels were resized to 512 and stored as JPEG"), "%s", r.out);
+    clit_result_free(&r);
+    r = clit_run("bench", out, "--epochs", "1", "--json", "--threads", "1", "--batch-size", "5", "--image-size", "64",
+                 NULL);
+    ck_assert_msg(r.status == 0 && clit_json_u64(r.out, "samples_skipped") == 0, "bench: %s%s", r.out, r.err);
+    clit_result_free(&r);
+
+    r = clit_run("pack", in, "-o", out2, "--transcode", "jpeg", NULL);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    clit_result_free(&r);
+    for (int i = 0; i < 5; i++) {
+        size_t n;
+        unsigned char *p = cat_sample(out2, i, &n);
+        sp_image_info info = probe(p, n);
+        ck_assert_msg(info.format == SP_IMAGE_FORMAT_JPEG, "sample %d: format %d", i, info.format);
+        free(p);
+    }
+    r = clit_run("inspect", out2, NULL);
+    ck_assert_msg(strstr(r.out, "JPEG 5, PNG 0, WebP 0") && strstr(r.out, "PNG and WebP images were stored as JPEG"),
+                  "%s", r.out);
+    clit_result_free(&r);
+    free(in);
+    free(out);
+    free(out2);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cli-pack-formats");
@@ -133,6 +219,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 100);
     tcase_add_test(tc, test_mixed_folder);
+    tcase_add_test(tc, test_max_side_and_transcode);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
