@@ -185,6 +185,7 @@ typedef struct img_shrink_cfg {
     uint32_t max_side; /* an image whose longer side is above this is resized to it (0: never) */
     int quality;       /* of the JPEG written */
     bool to_jpeg;      /* a PNG or WebP is written as JPEG even when not resized */
+    uint64_t max_pixels; /* an image declaring more is refused (SP_ELIMIT) before any decode */
 } img_shrink_cfg;
 
 typedef struct img_shrink_out {
@@ -198,8 +199,8 @@ typedef struct img_shrink_out {
 /* Decodes the whole image (JPEG at the DCT scale nearest above the target, CMYK converted; PNG or
  * WebP, alpha dropped) when cfg asks for a change, resizes it with img_resize_wh's antialiasing
  * filter so its longer side is max_side, and encodes it as JPEG (TurboJPEG, 4:2:0, quality).
- * SP_EBADINPUT when the image does not decode cleanly, SP_ENOMEM; why says what. The input must
- * have passed sp_image_probe (its size within max_pixels). */
+ * SP_EBADINPUT when the image does not decode cleanly, SP_ELIMIT above cfg->max_pixels (from the
+ * header), SP_ENOMEM; why says what. */
 int img_shrink(const uint8_t *data, size_t size, const img_shrink_cfg *cfg, img_shrink_out *out, char *why,
                size_t whylen);
 

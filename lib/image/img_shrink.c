@@ -137,7 +137,7 @@ int img_shrink(const uint8_t *data, size_t size, const img_shrink_cfg *cfg, img_
 {
     memset(out, 0, sizeof *out);
     sp_image_info info = { .struct_size = sizeof info };
-    int rc = sp_image_probe(data, size, 0, &info);
+    int rc = sp_image_probe(data, size, cfg->max_pixels, &info);
     if (rc)
         return snprintf(why, whylen, "%s", sp_last_error()), rc;
     out->format = info.format;

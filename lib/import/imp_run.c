@@ -470,6 +470,7 @@ static int copy_args(sp_import *imp, const char *const *srcs, size_t n, const ch
     imp->shrink.max_side = (uint32_t)sp_params_get(params, SP_PARAM_MAX_SIDE);
     imp->shrink.quality = (int)sp_params_get(params, SP_PARAM_QUALITY);
     imp->shrink.to_jpeg = sp_params_get(params, SP_PARAM_TRANSCODE) == SP_TRANSCODE_JPEG;
+    imp->shrink.max_pixels = imp->max_pixels;
     imp->shrink_on = imp->shrink.max_side || imp->shrink.to_jpeg;
     sp_params_set(imp->wparams, SP_PARAM_VALIDATE_IMAGES, 0);
     return SP_OK;

@@ -18,7 +18,7 @@ cd "$src"
 if [ ! -d "$build" ]; then
     CC=clang meson setup "$build" -Dfuzzing=true -Dtools=false -Dbuildtype=debugoptimized -Db_lundef=false
 fi
-ninja -C "$build" tests/fuzz/fuzz_shard tests/fuzz/fuzz_manifest tests/fuzz/fuzz_jpeg \
+ninja -C "$build" tests/fuzz/fuzz_shard tests/fuzz/fuzz_manifest tests/fuzz/fuzz_jpeg tests/fuzz/fuzz_png tests/fuzz/fuzz_webp \
     tests/fuzz/fuzz_imp_llmc tests/fuzz/fuzz_imp_tar tests/fuzz/fuzz_imp_npy tests/fuzz/fuzz_imp_tsv
 
 run_one() {
@@ -35,7 +35,7 @@ run_one() {
 }
 
 n=0
-for t in ${TARGETS:-shard manifest jpeg imp_llmc imp_tar imp_npy imp_tsv}; do
+for t in ${TARGETS:-shard manifest jpeg png webp imp_llmc imp_tar imp_npy imp_tsv}; do
     run_one "$t" &
     n=$((n + 1))
     if [ "$n" -ge "$jobs" ]; then
