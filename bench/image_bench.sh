@@ -1,9 +1,11 @@
 #!/bin/sh
 # image_bench.sh - the image loader benchmark: ours against its limit and against PyTorch, in one run
-# on the same JPEG files.
+# on the same image files (JPEG, or with --format the same photos as PNG or WebP).
 #
 #  1. sp-gen-imagefolder writes an ImageNet-like ImageFolder (COUNT JPEGs in CLASSES classes; kept
-#     in WORK and reused by later runs with the same count, classes and seed);
+#     in WORK and reused by later runs with the same count, classes and seed); --format png|webp
+#     converts it with bench/image_convert.py (Pillow: PNG at zlib level 6, lossy WebP at quality
+#     90), also kept;
 #  2. `shardpack pack --strict` packs it (byte-identical JPEGs, every file or nothing);
 #  3. ours: `shardpack bench DATASET --transform train --image-size 224 --image-layout nchw
 #     --drop-last --threads T --batch-size B --epochs E --json` (uint8 [B, 3, 224, 224] batches,
@@ -19,13 +21,13 @@
 # results: WORK/image_bench.json.
 #
 # usage: bench/image_bench.sh BUILD_DIR [--count N] [--threads T] [--batch-size B] [--epochs E]
-#                             [--work DIR] [--classes C] [--seed S]
+#                             [--work DIR] [--classes C] [--seed S] [--format jpeg|png|webp]
 set -eu
 
 usage() {
     echo "usage: $0 BUILD_DIR [--count N (>= 2000, default 2000)] [--threads T (default: cores)]" >&2
     echo "       [--batch-size B (default 64)] [--epochs E (default 2)] [--work DIR]" >&2
-    echo "       [--classes C (default 100)] [--seed S (default 1)]" >&2
+    echo "       [--classes C (default 100)] [--seed S (default 1)] [--format jpeg|png|webp]" >&2
     exit 2
 }
 
@@ -41,6 +43,7 @@ WORK=/tmp/shardpack-image-bench
 CLASSES=100
 SEED=1
 IMAGE_SIZE=224
+FORMAT=jpeg
 while [ $# -gt 0 ]; do
     [ $# -ge 2 ] || usage
     case $1 in
@@ -51,10 +54,12 @@ while [ $# -gt 0 ]; do
     --work) WORK=$2 ;;
     --classes) CLASSES=$2 ;;
     --seed) SEED=$2 ;;
+    --format) FORMAT=$2 ;;
     *) usage ;;
     esac
     shift 2
 done
+case $FORMAT in jpeg | png | webp) ;; *) usage ;; esac
 for v in "$COUNT" "$THREADS" "$BATCH" "$EPOCHS" "$CLASSES" "$SEED"; do
     case $v in '' | *[!0-9]*) echo "$0: '$v' is not a whole number" >&2 && exit 2 ;; esac
 done
@@ -75,7 +80,8 @@ mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 
 IMAGES="$WORK/imagefolder-n$COUNT-c$CLASSES-s$SEED"
-DATASET="$WORK/imagefolder-n$COUNT-c$CLASSES-s$SEED.sp"
+SUFFIX=$([ "$FORMAT" = jpeg ] && echo "" || echo "-$FORMAT")
+DATASET="$WORK/imagefolder-n$COUNT-c$CLASSES-s$SEED$SUFFIX.sp"
 OURS="$WORK/ours.json"
 OURS_MEM="$WORK/ours_tree_rss.json"
 PEER="$WORK/peer.json"
@@ -101,8 +107,16 @@ if [ ! -f "$IMAGES.complete" ]; then
 else
     echo "image_bench: reusing $IMAGES"
 fi
+if [ "$FORMAT" != jpeg ]; then # the same photos in another format
+    if [ ! -f "$IMAGES-$FORMAT.complete" ]; then
+        rm -rf "$IMAGES-$FORMAT"
+        "$PY" "$HERE/image_convert.py" "$IMAGES" "$IMAGES-$FORMAT" "$FORMAT"
+        touch "$IMAGES-$FORMAT.complete"
+    fi
+    IMAGES="$IMAGES-$FORMAT"
+fi
 
-# 2. The dataset: every JPEG or a failure (--strict), so both sides get the same files.
+# 2. The dataset: every image or a failure (--strict), so both sides get the same files.
 "$SP" pack "$IMAGES" -o "$DATASET" --overwrite --strict --quiet --json >"$PACK"
 
 # 3. Ours.
@@ -123,13 +137,14 @@ echo "image_bench: peer: torch DataLoader over torchvision ImageFolder ($EPOCHS 
 echo "after $(cut -d' ' -f1-3 /proc/loadavg)" >>"$LOAD"
 
 # 5. The report; its last three lines are the ratios.
-"$PY" - "$WORK" "$COUNT" "$CLASSES" "$SEED" "$THREADS" "$BATCH" "$EPOCHS" "$IMAGE_SIZE" <<'EOF'
+"$PY" - "$WORK" "$COUNT" "$CLASSES" "$SEED" "$THREADS" "$BATCH" "$EPOCHS" "$IMAGE_SIZE" "$FORMAT" <<'EOF'
 import json
 import os
 import sys
 
 work = sys.argv[1]
 count, classes, seed, threads, batch, epochs, size = map(int, sys.argv[2:9])
+fmt = sys.argv[9]
 
 
 def load(name):
@@ -181,7 +196,7 @@ if ours["samples"] != peer["images"]:
     checks.append("ours delivered %d images, the peer %d" % (ours["samples"], peer["images"]))
 
 result = {
-    "config": {"count": count, "classes": classes, "seed": seed, "threads": threads, "batch_size": batch,
+    "config": {"format": fmt, "count": count, "classes": classes, "seed": seed, "threads": threads, "batch_size": batch,
                "epochs": epochs, "image_size": size, "drop_last": True, "first_epoch_included": True,
                "cores": os.cpu_count(), "loadavg": loadavg, "rss_sample_interval_s": ours_mem["interval_s"]},
     "pack": pack,
@@ -207,8 +222,8 @@ def cpu(m):
 
 
 print()
-print("== image_bench: %d JPEGs (%.1f MB, %d classes) -> uint8 [%d, 3, %d, %d] batches, train transform,"
-      % (count, pack["input_bytes"] / 1e6, classes, batch, size, size))
+print("== image_bench: %d %s images (%.1f MB, %d classes) -> uint8 [%d, 3, %d, %d] batches, train transform,"
+      % (count, fmt.upper(), pack["input_bytes"] / 1e6, classes, batch, size, size))
 print("   %d epochs of %d images (drop_last), %d threads/workers, page cache warm; first epoch included"
       % (epochs, per_epoch_ours, threads))
 print("ours   shardpack bench --transform train --image-layout nchw --drop-last (load avg before: %s)"

@@ -939,8 +939,8 @@ typedef struct sp_image_info {
  * max_pixels (0: no cap) or a side is above 65535 (a PNG may declare up to 2^31 - 1). */
 SP_API int sp_image_probe(const void *data, size_t size, uint64_t max_pixels, sp_image_info *out);
 
-/* The loader's image stage on its own: decode a JPEG and apply the train or eval transform, as the
- * loader does for an image field. Parameters read: transform, image_size, resize, image_dtype,
+/* The loader's image stage on its own: decode a JPEG, PNG or WebP (the format found from its bytes)
+ * and apply the train or eval transform, as the loader does for an image field. Parameters read: transform, image_size, resize, image_dtype,
  * image_layout, mean, std, max_pixels and seed. The random draws of the train transform depend
  * only on (seed, epoch, sample), so apply() with a sample's global index and epoch gives, bit for
  * bit, the row the loader delivers for it. A transform is for one thread at a time. */
@@ -961,10 +961,12 @@ SP_API const char *sp_image_transform_errmsg(const sp_image_transform *t);
 /* Bytes of one output image: image_size^2 * 3 * the dtype's size. */
 SP_API size_t sp_image_transform_bytes(const sp_image_transform *t);
 /* Writes the transformed image to out (sp_image_transform_bytes bytes; on failure out may hold
- * partial data). crop (may be NULL) receives what was done. SP_EBADINPUT for data that is not a
- * JPEG, or whose part the crop needs libjpeg cannot decode cleanly (a warning counts as corrupt):
+ * partial data). crop (may be NULL) receives what was done (for a PNG or WebP, scale is the 8/k of
+ * the k x k block averaging that stands in for DCT scaling). SP_EBADINPUT for data that is none of
+ * the three, or whose part the crop needs its library cannot decode cleanly (a warning counts as
+ * corrupt):
  * only the crop's rows are decoded, so a baseline file cut short below its crop still gives a
- * correct image. SP_ELIMIT beyond max_pixels. */
+ * correct image. SP_ELIMIT beyond max_pixels or max_image_memory, judged from the header. */
 SP_API int sp_image_transform_apply(sp_image_transform *t, const void *jpeg, size_t size, uint64_t epoch,
                                     uint64_t sample, void *out, sp_image_crop *crop);
 /* The crop the transform takes of a width x height image for (epoch, sample), without decoding. */
