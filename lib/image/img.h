@@ -133,6 +133,16 @@ typedef struct img_result {
     img_box box;            /* the crop, in source pixels */
 } img_result;
 
+/* For the PNG and WebP decodes (img_geom.c): SP_ELIMIT with why when a w x h image (from its
+ * header) has a side above IMG_MAX_SIDE or more than max_pixels pixels, else SP_OK. */
+int img_size_check(const img_cfg *cfg, uint64_t w, uint64_t h, char *why, size_t whylen);
+/* The crop of a w x h image for (epoch, sample) into res (box, width, height, scale m), for a decode
+ * at 1/k (k = 8/m) by block averaging: b receives the box in reduced pixels, need[] the region of
+ * the reduced image the resampler reads ([need[0], need[2]) x [need[1], need[3])) and full[] the
+ * same in the image's pixels, clamped to it. Returns k. */
+int img_plan_reduced(const img_cfg *cfg, uint32_t w, uint32_t h, uint64_t epoch, uint64_t sample, img_result *res,
+                     img_box *b, int need[4], int full[4]);
+
 /* The buffers img_ctx_create allocates for the PNG row decode (row and acc). */
 #define IMG_ROW_BYTES ((uint64_t)IMG_MAX_SIDE * 4 * (1 + sizeof(uint32_t)))
 
@@ -178,6 +188,16 @@ void img_lut(const img_cfg *cfg, int dtype, void *out);
 /* CMYK (or YCCK, which libjpeg turns into CMYK) pixels to RGBX, in place; inverted for Adobe's
  * files, which store the inks inverted (almost every CMYK JPEG). */
 void img_cmyk_to_rgbx(uint8_t *p, size_t pixels, bool inverted);
+
+/* libjpeg's error manager for a parse or decode outside the loader (img_probe.c): an error or a
+ * warning (corrupt data libjpeg would paper over) longjmps to jb with its message in msg; nothing
+ * is printed. Returns &e->pub for cinfo.err. */
+typedef struct img_quiet_err {
+    struct jpeg_error_mgr pub;
+    jmp_buf jb;
+    char msg[JMSG_LENGTH_MAX];
+} img_quiet_err;
+struct jpeg_error_mgr *img_quiet_err_init(img_quiet_err *e);
 
 /* ---- pack-time resizing and transcoding (img_shrink.c) ---- */
 

@@ -1,5 +1,6 @@
 /* img_geom.c - where the transform crops, and at which DCT scale the crop is decoded. */
 #include <math.h>
+#include <stdio.h>
 
 #include "img.h"
 #include "sp_rng.h"
@@ -115,4 +116,36 @@ void img_need(const img_box *b, uint32_t size, int ow, int oh, int r[4])
     r[2] = clampi(ceil(b->x1 + reach_x) + IMG_MARGIN, 1, ow);
     r[1] = clampi(floor(b->y0 - reach_y) - IMG_MARGIN, 0, oh - 1);
     r[3] = clampi(ceil(b->y1 + reach_y) + IMG_MARGIN, 1, oh);
+}
+
+int img_size_check(const img_cfg *cfg, uint64_t w, uint64_t h, char *why, size_t whylen)
+{
+    if (w > IMG_MAX_SIDE || h > IMG_MAX_SIDE)
+        return snprintf(why, whylen, "%llux%llu pixels: a side above %u", (unsigned long long)w, (unsigned long long)h,
+                        IMG_MAX_SIDE),
+               SP_ELIMIT;
+    if (w * h > cfg->max_pixels)
+        return snprintf(why, whylen, "%llux%llu pixels is more than max_pixels %llu", (unsigned long long)w,
+                        (unsigned long long)h, (unsigned long long)cfg->max_pixels),
+               SP_ELIMIT;
+    return SP_OK;
+}
+
+int img_plan_reduced(const img_cfg *cfg, uint32_t w, uint32_t h, uint64_t epoch, uint64_t sample, img_result *res,
+                     img_box *b, int need[4], int full[4])
+{
+    res->width = w;
+    res->height = h;
+    img_crop(cfg, w, h, epoch, sample, &res->box);
+    int m = img_pick_scale(&res->box, cfg->size), k = 8 / m;
+    res->scale = m;
+    double f = 1.0 / k;
+    *b = (img_box){ res->box.x0 * f, res->box.y0 * f, res->box.x1 * f, res->box.y1 * f, res->box.flip };
+    img_need(b, cfg->size, (int)((w + (uint32_t)k - 1) / (uint32_t)k), (int)((h + (uint32_t)k - 1) / (uint32_t)k),
+             need);
+    full[0] = need[0] * k;
+    full[1] = need[1] * k;
+    full[2] = need[2] * k < (int)w ? need[2] * k : (int)w;
+    full[3] = need[3] * k < (int)h ? need[3] * k : (int)h;
+    return k;
 }

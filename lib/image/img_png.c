@@ -112,27 +112,16 @@ static int decode(img_ctx *c, spng_ctx *s, png_budget *bud, uint64_t epoch, uint
     uint64_t w = ih.width, h = ih.height;
     res->width = (uint32_t)w;
     res->height = (uint32_t)h;
-    if (w > IMG_MAX_SIDE || h > IMG_MAX_SIDE)
-        return snprintf(why, whylen, "PNG of %llux%llu pixels: a side above %u", (unsigned long long)w,
-                        (unsigned long long)h, IMG_MAX_SIDE),
-               SP_ELIMIT;
-    if (w * h > c->cfg.max_pixels)
-        return snprintf(why, whylen, "%llux%llu pixels is more than max_pixels %llu", (unsigned long long)w,
-                        (unsigned long long)h, (unsigned long long)c->cfg.max_pixels),
-               SP_ELIMIT;
-    img_crop(&c->cfg, (uint32_t)w, (uint32_t)h, epoch, sample, &res->box);
-    int m = img_pick_scale(&res->box, c->cfg.size), k = 8 / m;
-    res->scale = m;
-    int ow = (int)((w + (uint64_t)k - 1) / (uint64_t)k), oh = (int)((h + (uint64_t)k - 1) / (uint64_t)k);
-    double f = 1.0 / k;
-    img_box b = { res->box.x0 * f, res->box.y0 * f, res->box.x1 * f, res->box.y1 * f, res->box.flip };
-    int need[4];
-    img_need(&b, c->cfg.size, ow, oh, need);
+    int rc = img_size_check(&c->cfg, w, h, why, whylen);
+    if (rc)
+        return rc;
+    img_box b;
+    int need[4], fr[4];
+    int k = img_plan_reduced(&c->cfg, (uint32_t)w, (uint32_t)h, epoch, sample, res, &b, need, fr);
     uint32_t cw = (uint32_t)(need[2] - need[0]), rows = (uint32_t)(need[3] - need[1]);
     if ((uint64_t)cw * rows * 4 > c->region_cap || rows > c->rows_cap || cw > c->tmp_cols)
         return snprintf(why, whylen, "a %ux%u crop region is beyond the decoder's buffers", cw, rows), SP_ELIMIT;
-    int fx0 = need[0] * k, fx1 = need[2] * k < (int)w ? need[2] * k : (int)w;
-    int fy0 = need[1] * k, fy1 = need[3] * k < (int)h ? need[3] * k : (int)h;
+    int fx0 = fr[0], fy0 = fr[1], fx1 = fr[2], fy1 = fr[3];
     size_t full = (size_t)w * 4;
     uint8_t *keep = NULL; /* interlaced: rows fy0..fy1 at full width */
     if (ih.interlace_method) {

@@ -94,28 +94,30 @@ static void walk_markers(const uint8_t *p, size_t n, int *progressive, uint32_t 
     }
 }
 
-/* libjpeg's error manager for a header parse: an error or a warning (corrupt data libjpeg would
- * paper over) ends the parse with its message; nothing is printed. */
-typedef struct hdr_err {
-    struct jpeg_error_mgr pub;
-    jmp_buf jb;
-    char msg[JMSG_LENGTH_MAX];
-} hdr_err;
-
-static void hdr_fail(j_common_ptr c)
+static void quiet_fail(j_common_ptr c)
 {
-    hdr_err *e = (hdr_err *)c->err;
+    img_quiet_err *e = (img_quiet_err *)c->err;
     (*c->err->format_message)(c, e->msg);
     longjmp(e->jb, 1);
 }
 
-static void hdr_message(j_common_ptr c, int level)
+static void quiet_message(j_common_ptr c, int level)
 {
     if (level < 0)
-        hdr_fail(c);
+        quiet_fail(c);
 }
 
-static void hdr_quiet(j_common_ptr c) { (void)c; }
+static void quiet_output(j_common_ptr c) { (void)c; }
+
+struct jpeg_error_mgr *img_quiet_err_init(img_quiet_err *e)
+{
+    struct jpeg_error_mgr *m = jpeg_std_error(&e->pub);
+    e->pub.error_exit = quiet_fail;
+    e->pub.emit_message = quiet_message;
+    e->pub.output_message = quiet_output;
+    e->msg[0] = '\0';
+    return m;
+}
 
 /* The header as libjpeg reads it before a decode (jpeg_read_header, what the image stage calls),
  * for a file TurboJPEG's header query refused. That query also refuses a sound file whose chroma
@@ -124,12 +126,8 @@ static void hdr_quiet(j_common_ptr c) { (void)c; }
 static int libjpeg_header(const uint8_t *p, size_t size, int *w, int *h, int *components, char *why, size_t whylen)
 {
     struct jpeg_decompress_struct d;
-    hdr_err e;
-    d.err = jpeg_std_error(&e.pub);
-    e.pub.error_exit = hdr_fail;
-    e.pub.emit_message = hdr_message;
-    e.pub.output_message = hdr_quiet;
-    e.msg[0] = '\0';
+    img_quiet_err e;
+    d.err = img_quiet_err_init(&e);
     if (setjmp(e.jb)) {
         snprintf(why, whylen, "%s", e.msg);
         jpeg_destroy_decompress(&d);

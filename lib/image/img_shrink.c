@@ -5,7 +5,6 @@
 #include <setjmp.h>
 #include <stdio.h>
 
-#include <jerror.h>
 #include <jpeglib.h>
 #include <spng.h>
 #include <turbojpeg.h>
@@ -13,40 +12,14 @@
 
 #include "img.h"
 
-typedef struct shrink_err {
-    struct jpeg_error_mgr pub;
-    jmp_buf jb;
-    char msg[JMSG_LENGTH_MAX];
-} shrink_err;
-
-static void se_exit(j_common_ptr c)
-{
-    shrink_err *e = (shrink_err *)c->err;
-    (*c->err->format_message)(c, e->msg);
-    longjmp(e->jb, 1);
-}
-
-/* A warning is corrupt data, as in the loader: the image is refused, not stored damaged. */
-static void se_emit(j_common_ptr c, int level)
-{
-    if (level < 0)
-        se_exit(c);
-}
-
-static void se_quiet(j_common_ptr c) { (void)c; }
-
 /* The whole JPEG at scale m/8 into *px (RGBX, sp_malloc), *w x *h. */
 static int jpeg_whole(const uint8_t *data, size_t size, int m, uint8_t **px, uint32_t *w, uint32_t *h, char *why,
                       size_t whylen)
 {
     struct jpeg_decompress_struct d;
-    shrink_err e;
+    img_quiet_err e; /* a warning is corrupt data, as in the loader: the image is refused */
     uint8_t *volatile buf = NULL;
-    d.err = jpeg_std_error(&e.pub);
-    e.pub.error_exit = se_exit;
-    e.pub.emit_message = se_emit;
-    e.pub.output_message = se_quiet;
-    e.msg[0] = '\0';
+    d.err = img_quiet_err_init(&e);
     if (setjmp(e.jb)) {
         snprintf(why, whylen, "corrupt JPEG: %s", e.msg);
         jpeg_destroy_decompress(&d);

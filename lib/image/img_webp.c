@@ -42,13 +42,12 @@ int img_webp(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, uint6
     res->height = (uint32_t)h;
     if (ft->has_animation)
         return snprintf(why, whylen, "animated WebP: only still images are decoded"), SP_EBADINPUT;
-    if (w == 0 || h == 0 || w > IMG_MAX_SIDE || h > IMG_MAX_SIDE)
+    if (w == 0 || h == 0)
         return snprintf(why, whylen, "WebP of %llux%llu pixels", (unsigned long long)w, (unsigned long long)h),
                SP_EBADINPUT;
-    if (w * h > c->cfg.max_pixels)
-        return snprintf(why, whylen, "%llux%llu pixels is more than max_pixels %llu", (unsigned long long)w,
-                        (unsigned long long)h, (unsigned long long)c->cfg.max_pixels),
-               SP_ELIMIT;
+    int rc = img_size_check(&c->cfg, w, h, why, whylen);
+    if (rc)
+        return rc;
     bool lossless = ft->format == 2;
     uint64_t mem = img_webp_memory((uint32_t)w, (uint32_t)h, lossless, ft->has_alpha);
     if (mem > c->cfg.max_image_memory)
@@ -59,17 +58,11 @@ int img_webp(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, uint6
                         (unsigned long long)(mem >> 20) + 1),
                SP_ELIMIT;
 
-    img_crop(&c->cfg, (uint32_t)w, (uint32_t)h, epoch, sample, &res->box);
-    int m = img_pick_scale(&res->box, c->cfg.size), k = 8 / m;
-    res->scale = m;
-    int ow = (int)((w + (uint64_t)k - 1) / (uint64_t)k), oh = (int)((h + (uint64_t)k - 1) / (uint64_t)k);
-    double f = 1.0 / k;
-    img_box b = { res->box.x0 * f, res->box.y0 * f, res->box.x1 * f, res->box.y1 * f, res->box.flip };
-    int need[4];
-    img_need(&b, c->cfg.size, ow, oh, need);
+    img_box b;
+    int need[4], fr[4];
+    int k = img_plan_reduced(&c->cfg, (uint32_t)w, (uint32_t)h, epoch, sample, res, &b, need, fr);
     /* libwebp crops from even offsets (a multiple of k already when k > 1). */
-    int fx0 = need[0] * k & ~1, fy0 = need[1] * k & ~1;
-    int fx1 = need[2] * k < (int)w ? need[2] * k : (int)w, fy1 = need[3] * k < (int)h ? need[3] * k : (int)h;
+    int fx0 = fr[0] & ~1, fy0 = fr[1] & ~1, fx1 = fr[2], fy1 = fr[3];
     int cropw = fx1 - fx0, croph = fy1 - fy0;
     uint32_t cw = (uint32_t)((cropw + k - 1) / k), rows = (uint32_t)((croph + k - 1) / k);
     if ((uint64_t)cw * rows * 4 > c->region_cap || rows > c->rows_cap || cw > c->tmp_cols)

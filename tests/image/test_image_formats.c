@@ -14,6 +14,7 @@
 #include <zlib.h>
 
 #include "img.h" /* internal: img_box, img_resize (the reference path) */
+#include "it_util.h"
 #include "jpeg_gen.h"
 #include "pw_gen.h"
 #include "test_util.h"
@@ -30,19 +31,10 @@ static char g_seedstr[32];
 
 static sp_image_transform *mk(const char *name, ...)
 {
-    sp_params *p = sp_params_create();
-    ck_assert_ptr_nonnull(p);
-    ck_assert_int_eq(sp_params_set_str(p, "seed", g_seedstr), 0);
     va_list ap;
     va_start(ap, name);
-    for (const char *k = name; k; k = va_arg(ap, const char *)) {
-        const char *v = va_arg(ap, const char *);
-        ck_assert_msg(sp_params_set_str(p, k, v) == 0, "%s=%s: %s", k, v, sp_last_error());
-    }
+    sp_image_transform *t = it_transform_v(g_seedstr, name, ap);
     va_end(ap);
-    sp_image_transform *t = NULL;
-    ck_assert_msg(sp_image_transform_create(p, &t) == 0, "%s", sp_last_error());
-    sp_params_destroy(p);
     return t;
 }
 
@@ -68,21 +60,6 @@ static enc webp_of(const uint8_t *pic, int w, int h, int lossless, int alpha)
     return e;
 }
 
-/* img_resize over box of an RGB picture (w x h): the resampler takes RGBX. */
-static void resize_rgb(const uint8_t *rgb, int w, int h, const img_box *b, int size, uint8_t *out)
-{
-    uint8_t *x = malloc((size_t)w * h * 4);
-    void *tmp = malloc(img_resize_tmp_bytes((uint32_t)size, (uint32_t)(w > h ? w : h)));
-    ck_assert(x && tmp);
-    for (size_t i = 0; i < (size_t)w * h; i++) {
-        memcpy(x + 4 * i, rgb + 3 * i, 3);
-        x[4 * i + 3] = 255;
-    }
-    img_resize(x, (uint32_t)w, (uint32_t)h, (size_t)w * 4, b, (uint32_t)size, out, tmp);
-    free(tmp);
-    free(x);
-}
-
 /* The reference: the whole image decoded elsewhere, averaged in blocks of 8/scale, resized over
  * the crop's box at that scale. */
 static void reference(const enc *e, const sp_image_crop *c, int size, uint8_t *out)
@@ -98,7 +75,7 @@ static void reference(const enc *e, const sp_image_crop *c, int size, uint8_t *o
     ck_assert_ptr_nonnull(red);
     double f = 1.0 / k;
     img_box b = { c->x0 * f, c->y0 * f, c->x1 * f, c->y1 * f, c->flip != 0 };
-    resize_rgb(red, ow, oh, &b, size, out);
+    it_resize_rgb(red, ow, oh, &b, size, out);
     free(red);
     free(pix);
 }
@@ -155,7 +132,7 @@ static int check(const char *name, const enc *e, int w, int h, int size, int sam
                           d.nonzero, nb);
             if (expect) {
                 img_box b = { c.x0, c.y0, c.x1, c.y1, c.flip != 0 };
-                resize_rgb(expect, w, h, &b, size, pr);
+                it_resize_rgb(expect, w, h, &b, size, pr);
                 diff dp = diff_of(out, pr, nb);
                 ck_assert_msg(dp.mean_abs <= pic_mean, "%s %s sample %llu: mean error %.2f against the picture", name,
                               tr ? "train" : "eval", (unsigned long long)sample, dp.mean_abs);

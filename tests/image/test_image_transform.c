@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "img.h" /* internal: img_box, img_resize (the reference path) */
+#include "it_util.h"
 #include "jpeg_gen.h"
 #include "test_util.h"
 
@@ -24,21 +25,10 @@ static int g_verbose; /* SP_TEST_VERBOSE=1 prints the measured differences */
 /* A transform from NULL-terminated name/value pairs; fails the test when refused. */
 static sp_image_transform *mk(const char *name, ...)
 {
-    sp_params *p = sp_params_create();
-    ck_assert_ptr_nonnull(p);
-    ck_assert_int_eq(sp_params_set_str(p, "seed", g_seedstr), 0);
     va_list ap;
     va_start(ap, name);
-    for (const char *k = name; k; k = va_arg(ap, const char *)) {
-        const char *v = va_arg(ap, const char *);
-        ck_assert_msg(sp_params_set_str(p, k, v) == 0, "%s=%s: %s", k, v, sp_last_error());
-    }
+    sp_image_transform *t = it_transform_v(g_seedstr, name, ap);
     va_end(ap);
-    sp_image_transform *t = NULL;
-    int rc = sp_image_transform_create(p, &t);
-    ck_assert_msg(rc == 0, "sp_image_transform_create: %s", sp_last_error());
-    ck_assert_ptr_nonnull(t);
-    sp_params_destroy(p);
     return t;
 }
 
@@ -63,21 +53,6 @@ static uint64_t name_hash(const char *s)
     return h;
 }
 
-/* img_resize over box of an RGB picture (w x h, 3 bytes per pixel): the resampler takes RGBX. */
-static void resize_rgb(const uint8_t *rgb, int w, int h, const img_box *b, int size, uint8_t *out)
-{
-    uint8_t *x = malloc((size_t)w * h * 4);
-    void *tmp = malloc(img_resize_tmp_bytes((uint32_t)size, (uint32_t)(w > h ? w : h)));
-    ck_assert(x && tmp);
-    for (size_t i = 0; i < (size_t)w * h; i++) {
-        memcpy(x + 4 * i, rgb + 3 * i, 3);
-        x[4 * i + 3] = 255;
-    }
-    img_resize(x, (uint32_t)w, (uint32_t)h, (size_t)w * 4, b, (uint32_t)size, out, tmp);
-    free(tmp);
-    free(x);
-}
-
 /* The stage's output for crop, made here: the whole image decoded by libjpeg at the crop's DCT
  * scale, then img_resize over the box scaled the same way. */
 static void ref_decode_resize(const enc *j, const sp_image_crop *c, int size, uint8_t *out)
@@ -88,7 +63,7 @@ static void ref_decode_resize(const enc *j, const sp_image_crop *c, int size, ui
     ck_assert_msg(pix, "%s", err);
     double f = c->scale / 8.0;
     img_box b = { c->x0 * f, c->y0 * f, c->x1 * f, c->y1 * f, c->flip != 0 };
-    resize_rgb(pix, w, h, &b, size, out);
+    it_resize_rgb(pix, w, h, &b, size, out);
     free(pix);
 }
 
@@ -96,7 +71,7 @@ static void ref_decode_resize(const enc *j, const sp_image_crop *c, int size, ui
 static void ref_picture(const uint8_t *pic, int w, int h, const sp_image_crop *c, int size, uint8_t *out)
 {
     img_box b = { c->x0, c->y0, c->x1, c->y1, c->flip != 0 };
-    resize_rgb(pic, w, h, &b, size, out);
+    it_resize_rgb(pic, w, h, &b, size, out);
 }
 
 typedef struct dstat {
@@ -535,7 +510,7 @@ START_TEST(eval_reference_scale8)
         ck_assert_int_eq(dw, w);
         ck_assert_int_eq(dh, h);
         img_box b = { c.x0, c.y0, c.x1, c.y1, c.flip != 0 };
-        resize_rgb(full, w, h, &b, size, ref);
+        it_resize_rgb(full, w, h, &b, size, ref);
         dstat d = diff_rgb(out, ref, size);
         if (g_verbose)
             fprintf(stderr, "eval8 case %zu %dx%d@%d: max %d nonzero %zu mean %.4f\n", i, w, h, size, d.max, d.nonzero,

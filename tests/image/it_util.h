@@ -1,0 +1,19 @@
+/* it_util.h - helpers of the image-stage tests that link the internal library (the reference path
+ * uses img_resize). */
+#ifndef SP_IT_UTIL_H
+#define SP_IT_UTIL_H
+
+#include <stdarg.h>
+#include <stdint.h>
+
+#include "img.h"
+
+/* A transform with seed and the NULL-terminated name/value pairs of ap; fails the test when
+ * refused. */
+sp_image_transform *it_transform_v(const char *seed, const char *name, va_list ap);
+
+/* img_resize over box of an RGB picture (w x h, 3 bytes per pixel; the resampler takes RGBX) to
+ * size x size RGB in out. */
+void it_resize_rgb(const uint8_t *rgb, int w, int h, const img_box *b, int size, uint8_t *out);
+
+#endif
