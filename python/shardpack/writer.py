@@ -4,9 +4,10 @@ Schema: a list of fields, each a Field or a tuple (name, kind[, dtype[, shape]])
     kind 'label'  -> one int64 (dtype and shape not needed)
     kind 'tokens' -> dtype 'uint16' or 'uint32', shape (sequence length,)
     kind 'tensor' -> any numeric dtype, shape of 0..8 dims
-    kind 'bytes' / 'image' -> variable-length bytes (image: a JPEG; with validate_images on, the
-        default, add() refuses bytes the loader could not decode, a PNG included, with
-        ShardpackError SP_EBADINPUT naming the field, and the writer goes on)
+    kind 'bytes' / 'image' -> variable-length bytes (image: a JPEG, PNG or WebP; with
+        validate_images on, the default, add() refuses bytes the loader could not decode, or
+        declaring more than max_pixels, with ShardpackError SP_EBADINPUT naming the field, and the
+        writer goes on)
 Values, for each field in schema order (Writer.add):
     bytes, bytearray, or any buffer of format 'B' -> the field's raw bytes, taken as they are
         (little-endian). A bytes or image field takes any buffer (NumPy arrays too) as raw bytes.
