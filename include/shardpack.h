@@ -241,9 +241,9 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT
     X(DROP_LAST, "drop_last", SP_PTYPE_BOOL, 0, 0, 1, NULL, SP_SCOPE_LOAD,                          \
       "drop the last partial batch of each epoch instead of delivering it short")                \
     X(RANK, "rank", SP_PTYPE_INT, -1, -1, (1 << 20) - 1, NULL, SP_SCOPE_LOAD,                      \
-      "this process's rank (-1: the RANK environment variable; needed when world_size > 1)")     \
+      "this process's rank (-1: the launcher's RANK, OMPI_COMM_WORLD_RANK, PMI_RANK or SLURM_PROCID; needed when world_size > 1)")     \
     X(WORLD_SIZE, "world_size", SP_PTYPE_INT, 0, 0, 1 << 20, NULL, SP_SCOPE_LOAD,                   \
-      "number of ranks sharing the dataset (0: the WORLD_SIZE environment variable, else 1)")    \
+      "number of ranks sharing the dataset (0: the launcher's WORLD_SIZE, OMPI_COMM_WORLD_SIZE, PMI_SIZE or SLURM_NTASKS, else 1)")    \
     X(HOST_MEMORY, "host_memory", SP_PTYPE_SIZE, 0, 0, 1024 * SP_GIB, NULL, SP_SCOPE_LOAD,          \
       "host memory budget for every loader buffer (0: 1/8 of available memory, within the "       \
       "cgroup memory limit, at most 2 GiB)")                                                        \
@@ -837,6 +837,15 @@ typedef struct sp_loader_stats {
     double device_empty_s;                  /* consumer time in next() with no batch ready on the device */
     char threads_note[SP_ERRMSG_MAX];       /* threads=0: how the worker count was derived (usable
                                              * cores, then what host_memory holds); "" when given */
+    /* Which process of the job this is, and where each value came from (the parameters, or the
+     * launcher variables RANK/WORLD_SIZE, OMPI_COMM_WORLD_*, PMI_*, SLURM_PROCID/SLURM_NTASKS;
+     * LOCAL_RANK/LOCAL_WORLD_SIZE, OMPI_COMM_WORLD_LOCAL_*, MPI_LOCAL*, SLURM_LOCALID with
+     * SLURM_NTASKS_PER_NODE or SLURM_TASKS_PER_NODE). local_rank is -1 and local_world_size 0
+     * where no launcher says; the defaults (threads=0, host_memory=0) divide the node among the
+     * local world size's ranks. */
+    int rank, world_size, local_rank, local_world_size;
+    char rank_note[SP_ERRMSG_MAX];
+    char host_memory_note[SP_ERRMSG_MAX];   /* host_memory=0: how the budget was derived; "" when given */
 } sp_loader_stats;
 
 /* Fills *out (its struct_size set by the caller). SP_EINVAL for a NULL argument or a struct_size

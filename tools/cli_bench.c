@@ -437,6 +437,20 @@ static void print_json(const bench_report *r)
     cli_json_double(&j, st->device_empty_s);
     cli_json_key(&j, "threads");
     cli_json_i64(&j, st->threads);
+    cli_json_key(&j, "threads_note");
+    cli_json_str(&j, st->threads_note);
+    cli_json_key(&j, "host_memory_note");
+    cli_json_str(&j, st->host_memory_note);
+    cli_json_key(&j, "rank");
+    cli_json_i64(&j, st->rank);
+    cli_json_key(&j, "world_size");
+    cli_json_i64(&j, st->world_size);
+    cli_json_key(&j, "local_rank");
+    cli_json_i64(&j, st->local_rank);
+    cli_json_key(&j, "local_world_size");
+    cli_json_i64(&j, st->local_world_size);
+    cli_json_key(&j, "rank_note");
+    cli_json_str(&j, st->rank_note);
     cli_json_key(&j, "batch_size");
     cli_json_u64(&j, r->batch_size);
     cli_json_key(&j, "batches");
@@ -489,6 +503,11 @@ static void print_summary(const bench_report *r)
                r->lim->parallel_samples_per_s, st->threads, parallel_ratio(r));
     printf("  memory     peak RSS %s (%s before the loader ran); host_memory %s, %s allocated\n",
            rss, before, budget, alloc);
+    printf("  ranks      %s\n", st->rank_note);
+    if (st->threads_note[0])
+        printf("  threads    %s\n", st->threads_note);
+    if (st->host_memory_note[0])
+        printf("  budget     host_memory %s\n", st->host_memory_note);
     printf("  stall      %.3f s waiting in next() (%.1f%% of the run)\n", st->stall_s,
            run->seconds > 0 ? 100.0 * st->stall_s / run->seconds : 0.0);
     printf("  io         %s, %s%s%s\n", st->io == SP_IO_URING ? "io_uring" : "pread",

@@ -92,6 +92,7 @@ typedef struct ld_config {
     int dev_dtype, dev_layout; /* device_dtype, device_layout */
     int dev_img_dtype;         /* the SP_IMAGE_* dtype device_dtype converts to (uint8: none) */
     uint64_t dev_budget;       /* device_memory */
+    uint32_t local_world;      /* ranks on this node (1 when no launcher says), for the defaults */
 } ld_config;
 
 /* The dataset, flattened per global block: written by open, read-only afterwards. */
@@ -243,6 +244,10 @@ struct sp_loader {
 };
 
 /* ld_loader.c: builds the plan of `epoch` for this loader's rank into p. */
+/* ld_ranks.c: rank and world size from the parameters or the launchers' variables, the local
+ * world size, and stats' rank fields and rank_note; SP_EINVAL with a message naming the
+ * variables. */
+int ld_read_ranks(sp_loader *l, const sp_params *p);
 int ld_epoch_plan(const sp_loader *l, uint64_t epoch, ld_plan *p, char *why, size_t whylen);
 
 /* ld_pipeline.c */

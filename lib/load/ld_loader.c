@@ -23,29 +23,6 @@ static const char *human(uint64_t n, char *buf, size_t len)
     return buf;
 }
 
-/* A count a launcher exports (RANK, WORLD_SIZE): *out is its value, left as it was when the
- * variable is not set. SP_EINVAL, naming the variable and its value, for anything but a
- * non-negative decimal integer, the empty string included (a launcher's template that left it
- * blank); the caller checks the range. */
-static int env_count(sp_errbuf *eb, const char *name, int64_t *out)
-{
-    const char *s = getenv(name);
-    if (!s)
-        return SP_OK;
-    if (!*s)
-        return sp_fail(eb, SP_EINVAL, "%s is set but empty; it must be a non-negative integer (or unset)", name);
-    int64_t v = 0;
-    for (const char *c = s; *c; c++) {
-        if (*c < '0' || *c > '9')
-            return sp_fail(eb, SP_EINVAL, "%s='%s' is not a non-negative integer", name, s);
-        if (v > (INT64_MAX - (*c - '0')) / 10)
-            return sp_fail(eb, SP_EINVAL, "%s='%s' is too large", name, s);
-        v = v * 10 + (*c - '0');
-    }
-    *out = v;
-    return SP_OK;
-}
-
 /* ---------------------------------------------------------------- configuration */
 
 /* Where batches go. On the host, device_dtype and device_layout act as image_dtype and
@@ -75,48 +52,40 @@ static int read_device_config(sp_loader *l, const sp_params *p)
     return SP_OK;
 }
 
-/* host_memory, or for 0 the memory this process may take (MemAvailable, or what its cgroup's
- * limit leaves when that is less): an eighth of it, at most 2 GiB. */
-static uint64_t default_host_memory(uint64_t param)
+/* host_memory, or for 0 the node's share: an eighth of the memory this process may take
+ * (MemAvailable, or what its cgroup's limit leaves when that is less), divided among the local world
+ * size's ranks, at most 2 GiB each. note says how it was derived. */
+static uint64_t default_host_memory(uint64_t param, uint32_t local_world, char *note, size_t len)
 {
     if (param)
         return param;
-    uint64_t avail = sp_memory_available(NULL, 0);
-    if (!avail)
+    char src[SP_ERRMSG_MAX] = "";
+    uint64_t avail = sp_memory_available(src, sizeof src);
+    if (!avail) {
         avail = 1ull << 30; /* nothing to read: assume a small machine */
-    return avail / 8 < (2ull << 30) ? avail / 8 : (2ull << 30);
+        snprintf(src, sizeof src, "nothing readable, 1 GiB assumed");
+    }
+    uint64_t share = avail / 8 / local_world;
+    uint64_t v = share < (2ull << 30) ? share : (2ull << 30);
+    char a[32], b[32], c[48] = "";
+    if (local_world > 1)
+        snprintf(c, sizeof c, " shared by %u local ranks", local_world);
+    snprintf(note, len, "an eighth of %s (%s)%s%s: %s", human(avail, a, sizeof a), src, c,
+             share > v ? ", at most 2 GiB" : "", human(v, b, sizeof b));
+    return v;
 }
 
-/* This process's rank and the world size: the parameters, else the RANK and WORLD_SIZE that
- * launchers (torchrun, Slurm wrappers, MPI) export. Several ranks with no rank given is refused:
- * every process would read rank 0's share, and the others' would never be read. Messages say where
- * each value came from. */
-static int read_ranks(sp_loader *l, const sp_params *p)
+/* threads=0: the usable cores shared by the ranks of this node (at least one each); the note says
+ * how. */
+static int default_threads(uint32_t local_world, char *note, size_t len)
 {
-    int64_t rank = sp_params_get(p, SP_PARAM_RANK), world = sp_params_get(p, SP_PARAM_WORLD_SIZE);
-    bool rank_env = rank < 0, world_env = world == 0;
-    if (world_env)
-        world = -1; /* stays so while WORLD_SIZE is unset */
-    if (rank_env && env_count(&l->eb, "RANK", &rank))
-        return SP_EINVAL;
-    if (world_env && env_count(&l->eb, "WORLD_SIZE", &world))
-        return SP_EINVAL;
-    const char *world_from = !world_env ? "the world_size parameter" : world >= 0 ? "WORLD_SIZE" : "WORLD_SIZE unset";
-    if (world < 0)
-        world = 1;
-    if (rank < 0 && world > 1)
-        return sp_fail(&l->eb, SP_EINVAL, "%s=%lld but no rank: set rank= or RANK (each process its own, 0 to %lld)",
-                       world_env ? "WORLD_SIZE" : "world_size", (long long)world, (long long)world - 1);
-    if (rank < 0)
-        rank = 0;
-    if (world < 1 || world > (1 << 20) || rank >= world)
-        return sp_fail(&l->eb, SP_EINVAL,
-                       "rank %lld (%s) and world size %lld (%s) are not valid: a world size is 1 to 2^20 "
-                       "and a rank is below it",
-                       (long long)rank, rank_env ? "RANK" : "the rank parameter", (long long)world, world_from);
-    l->cfg.rank = (uint32_t)rank;
-    l->cfg.world = (uint32_t)world;
-    return SP_OK;
+    int n = sp_usable_cores(note, len);
+    if (local_world <= 1)
+        return n;
+    int each = n / (int)local_world > 1 ? n / (int)local_world : 1;
+    size_t k = strlen(note);
+    snprintf(note + k, len - k, "; shared by the local world size %u: threads=%d", local_world, each);
+    return each;
 }
 
 static int read_config(sp_loader *l, const sp_params *p)
@@ -124,8 +93,11 @@ static int read_config(sp_loader *l, const sp_params *p)
     l->cfg.batch = (uint32_t)sp_params_get(p, SP_PARAM_BATCH_SIZE);
     l->cfg.threads = (int)sp_params_get(p, SP_PARAM_THREADS);
     l->cfg.threads_auto = l->cfg.threads == 0;
+    int rc = ld_read_ranks(l, p);
+    if (rc)
+        return rc;
     if (l->cfg.threads_auto)
-        l->cfg.threads = sp_usable_cores(l->stats.s.threads_note, sizeof l->stats.s.threads_note);
+        l->cfg.threads = default_threads(l->cfg.local_world, l->stats.s.threads_note, sizeof l->stats.s.threads_note);
     l->cfg.seed = (uint64_t)sp_params_get(p, SP_PARAM_SEED);
     l->cfg.shuffle = sp_params_get(p, SP_PARAM_SHUFFLE) != 0;
     l->cfg.window_blocks = (uint32_t)sp_params_get(p, SP_PARAM_SHUFFLE_WINDOW);
@@ -138,10 +110,8 @@ static int read_config(sp_loader *l, const sp_params *p)
     l->cfg.max_sample = (uint64_t)sp_params_get(p, SP_PARAM_MAX_SAMPLE_BYTES);
     if (img_cfg_from_params(&l->cfg.img, p) != SP_OK)
         return sp_fail_keep(&l->eb, SP_EINVAL);
-    int rc = read_ranks(l, p);
-    if (rc)
-        return rc;
-    l->cfg.host_memory = default_host_memory((uint64_t)sp_params_get(p, SP_PARAM_HOST_MEMORY));
+    l->cfg.host_memory = default_host_memory((uint64_t)sp_params_get(p, SP_PARAM_HOST_MEMORY), l->cfg.local_world,
+                                             l->stats.s.host_memory_note, sizeof l->stats.s.host_memory_note);
     l->stats.s.host_memory_bytes = l->cfg.host_memory;
     l->stats.s.threads = l->cfg.threads;
     return read_device_config(l, p);

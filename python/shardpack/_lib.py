@@ -159,7 +159,9 @@ class sp_loader_stats(_Sized):
                 ("device_bytes", c_uint64), ("device_bytes_peak", c_uint64),
                 ("device_batches", c_uint64), ("bytes_copied", c_uint64),
                 ("copy_s", c_double), ("device_empty_s", c_double),
-                ("threads_note", c_char * SP_ERRMSG_MAX)]
+                ("threads_note", c_char * SP_ERRMSG_MAX),
+                ("rank", c_int), ("world_size", c_int), ("local_rank", c_int), ("local_world_size", c_int),
+                ("rank_note", c_char * SP_ERRMSG_MAX), ("host_memory_note", c_char * SP_ERRMSG_MAX)]
 
 
 # (name, restype, argtypes) of every function the bindings call.

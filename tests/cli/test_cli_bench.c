@@ -123,6 +123,17 @@ START_TEST(test_summary)
         ck_assert_msg(strstr(r.out, words[i]) != NULL, "no '%s' in %s", words[i], r.out);
     ck_assert_msg(strstr(r.out, "io_uring") || strstr(r.out, "pread"), "%s", r.out);
     clit_result_free(&r);
+    /* Under MPICH's mpiexec: the ranks line names the variables, and the threads line their share. */
+    const char *env[] = { "PMI_RANK=1", "PMI_SIZE=2", "MPI_LOCALRANKID=1", "MPI_LOCALNRANKS=2", NULL };
+    const char *argv[] = { "shardpack", "bench", ds, "--epochs", "1", NULL };
+    r = clit_run_prog(getenv("SHARDPACK_CLI"), env, argv);
+    ck_assert_msg(r.status == 0, "bench under PMI: %s", r.err);
+    ck_assert_msg(strstr(r.out, "ranks      rank 1 from PMI_RANK, world size 2 from PMI_SIZE; local rank 1 from "
+                                "MPI_LOCALRANKID, local world size 2 from MPI_LOCALNRANKS"),
+                  "%s", r.out);
+    ck_assert_msg(strstr(r.out, "threads    ") && strstr(r.out, "shared by the local world size 2"), "%s", r.out);
+    ck_assert_msg(strstr(r.out, "budget     host_memory an eighth of"), "%s", r.out);
+    clit_result_free(&r);
 }
 END_TEST
 

@@ -1,4 +1,4 @@
-/* test_loader_defaults.c - threads=0 and host_memory=0 follow what the process may use: workers for the usable cores (online, CPU affinity, cgroup v2/v1 CPU quota) cut to what host_memory holds, with a threads note saying how; an explicit threads that does not fit is still refused; the default budget follows the cgroup memory limit (v2 and v1). Machine sizes come from the sp_system test hooks and a fake cgroup tree. */
+/* test_loader_defaults.c - threads=0 and host_memory=0 follow what the process may use: workers for the usable cores (online, CPU affinity, cgroup v2/v1 CPU quota) cut to what host_memory holds, with a threads note saying how; an explicit threads that does not fit is still refused; the default budget follows the cgroup memory limit (v2 and v1). With a local world size (LOCAL_WORLD_SIZE, SLURM_TASKS_PER_NODE) both defaults are the node's share divided among its ranks, and the notes say so. Machine sizes come from the sp_system test hooks and a fake cgroup tree. */
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -263,8 +263,75 @@ START_TEST(cgroup_v1_memory)
 }
 END_TEST
 
+/* 8 ranks on a node of 64 cores and a 4 GiB cgroup: 8 workers each and an eighth of the node's
+ * budget, the notes naming the local world size; Slurm's tasks per node count the same way. */
+START_TEST(local_world_shares)
+{
+    uint64_t mib = 1 << 20;
+    ck_assert_uint_gt(sp_meminfo_available(), 800 * mib);
+    fake_cgroups("0::/job\n");
+    put("fs/cgroup.controllers", "cpu memory\n");
+    put("fs/job/memory.max", "4294967296\n");
+    put("fs/job/memory.current", "0\n");
+    sp_sys_cores_hook = 64;
+    uint64_t alone = default_budget();
+    ck_assert_uint_eq(alone, 512 * mib);
+    setenv("LOCAL_WORLD_SIZE", "8", 1);
+    setenv("LOCAL_RANK", "3", 1);
+    ck_assert_uint_eq(default_budget(), 64 * mib);
+    int rc;
+    sp_loader *l = open_with(&rc, "max_image_memory", "4M", "image_size", "32", "threads", "1", NULL);
+    ck_assert_msg(rc == 0, "%s", sp_last_error());
+    sp_loader_stats st = stats_of(l);
+    ck_assert_int_eq(st.local_rank, 3);
+    ck_assert_int_eq(st.local_world_size, 8);
+    ck_assert_msg(strstr(st.host_memory_note, "shared by 8 local ranks") && strstr(st.host_memory_note, "64.0 MiB"),
+                  "note: %s", st.host_memory_note);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    l = open_with(&rc, "max_image_memory", "4M", "image_size", "32", "host_memory", "2G", NULL);
+    ck_assert_msg(rc == 0, "%s", sp_last_error());
+    st = stats_of(l);
+    ck_assert_int_eq(st.threads, 8);
+    ck_assert_msg(strstr(st.threads_note, "64 usable cores") && strstr(st.threads_note, "local world size 8: threads=8"),
+                  "note: %s", st.threads_note);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    /* more ranks than cores: one worker each */
+    setenv("LOCAL_WORLD_SIZE", "100", 1);
+    l = open_with(&rc, "max_image_memory", "4M", "image_size", "32", "host_memory", "1G", NULL);
+    ck_assert_msg(rc == 0, "%s", sp_last_error());
+    st = stats_of(l);
+    ck_assert_int_eq(st.threads, 1);
+    ck_assert_str_eq(st.host_memory_note, "");
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    unsetenv("LOCAL_WORLD_SIZE");
+    unsetenv("LOCAL_RANK");
+    /* Slurm: this node (SLURM_NODEID 2) runs 4 of the tasks */
+    setenv("SLURM_TASKS_PER_NODE", "8(x2),4", 1);
+    setenv("SLURM_NODEID", "2", 1);
+    setenv("SLURM_LOCALID", "1", 1);
+    ck_assert_uint_eq(default_budget(), 128 * mib);
+    l = open_with(&rc, "max_image_memory", "4M", "image_size", "32", "host_memory", "2G", NULL);
+    ck_assert_msg(rc == 0, "%s", sp_last_error());
+    st = stats_of(l);
+    ck_assert_int_eq(st.threads, 16);
+    ck_assert_int_eq(st.local_world_size, 4);
+    ck_assert_msg(strstr(st.rank_note, "local rank 1 from SLURM_LOCALID, local world size 4 from SLURM_TASKS_PER_NODE"),
+                  "note: %s", st.rank_note);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    unsetenv("SLURM_TASKS_PER_NODE");
+    unsetenv("SLURM_NODEID");
+    unsetenv("SLURM_LOCALID");
+}
+END_TEST
+
 int main(void)
 {
+    static const char *const launch[] = { "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
+                                          "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE",
+                                          "MPI_LOCALRANKID", "MPI_LOCALNRANKS", "SLURM_LOCALID",
+                                          "SLURM_NTASKS_PER_NODE", "SLURM_TASKS_PER_NODE", "SLURM_NODEID" };
+    for (size_t i = 0; i < sizeof launch / sizeof launch[0]; i++)
+        unsetenv(launch[i]); /* the defaults here are those of a process alone on its machine */
     Suite *s = suite_create("loader_defaults");
     TCase *tc = tu_tcase(s, "threads", 60);
     tcase_add_checked_fixture(tc, setup, teardown);
@@ -277,5 +344,6 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, cgroup_v2_memory);
     tcase_add_test(tc, cgroup_v1_memory);
+    tcase_add_test(tc, local_world_shares);
     return tu_run(s, tu_seed(0));
 }

@@ -1,4 +1,4 @@
-/* test_loader_ranks.c - world sizes 1..8, one process per rank: ranks never overlap, all get the same batch count, and seen + dropped covers the dataset; too few blocks for the ranks, several ranks with no rank given, and empty RANK/WORLD_SIZE are refused. */
+/* test_loader_ranks.c - world sizes 1..8, one process per rank: ranks never overlap, all get the same batch count, and seen + dropped covers the dataset; too few blocks for the ranks, several ranks with no rank given, and empty RANK/WORLD_SIZE are refused; every launcher's variables (torchrun, Open MPI, PMI, Slurm) give the rank and world size, alone, agreeing or nested, and disagreeing ones are refused naming both. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -340,6 +340,154 @@ START_TEST(world_without_rank)
 }
 END_TEST
 
+static const char *const g_launch_vars[] = {
+    "RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_RANK", "PMI_SIZE", "SLURM_PROCID",
+    "SLURM_NTASKS", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE",
+    "MPI_LOCALRANKID", "MPI_LOCALNRANKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE", "SLURM_TASKS_PER_NODE",
+    "SLURM_NODEID",
+};
+
+static void clear_launch_env(void)
+{
+    for (size_t i = 0; i < sizeof g_launch_vars / sizeof g_launch_vars[0]; i++)
+        unsetenv(g_launch_vars[i]);
+}
+
+/* Opens g_ds with only the "NAME=VALUE" variables of env (NULL-terminated) set; on success fills
+ * *st and closes. Returns the open code. */
+static int open_launched(const char *const *env, sp_loader_stats *st)
+{
+    clear_launch_env();
+    for (; *env; env++) {
+        char name[64];
+        const char *eq = strchr(*env, '=');
+        snprintf(name, sizeof name, "%.*s", (int)(eq - *env), *env);
+        setenv(name, eq + 1, 1);
+    }
+    sp_loader *l = NULL;
+    int rc = lt_open(g_ds.dir, &l, NULL);
+    if (rc == 0) {
+        *st = (sp_loader_stats){ .struct_size = sizeof *st };
+        ck_assert_int_eq(sp_loader_stats_get(l, st), 0);
+        ck_assert_int_eq(sp_loader_close(l), 0);
+    }
+    clear_launch_env();
+    return rc;
+}
+
+START_TEST(launchers)
+{
+    /* Each launcher alone: its rank of its world, and the note names its variables. */
+    static const struct {
+        const char *env[5];
+        int rank, world, local_rank, local_world;
+        const char *note;
+    } ok[] = {
+        { { "RANK=2", "WORLD_SIZE=4", "LOCAL_RANK=0", "LOCAL_WORLD_SIZE=2", NULL }, 2, 4, 0, 2,
+          "rank 2 from RANK, world size 4 from WORLD_SIZE; local rank 0 from LOCAL_RANK, local world size 2 from "
+          "LOCAL_WORLD_SIZE" },
+        { { "OMPI_COMM_WORLD_RANK=2", "OMPI_COMM_WORLD_SIZE=4", "OMPI_COMM_WORLD_LOCAL_RANK=1",
+            "OMPI_COMM_WORLD_LOCAL_SIZE=2", NULL }, 2, 4, 1, 2,
+          "rank 2 from OMPI_COMM_WORLD_RANK, world size 4 from OMPI_COMM_WORLD_SIZE; local rank 1 from "
+          "OMPI_COMM_WORLD_LOCAL_RANK" },
+        { { "PMI_RANK=3", "PMI_SIZE=4", "MPI_LOCALRANKID=1", "MPI_LOCALNRANKS=2", NULL }, 3, 4, 1, 2,
+          "rank 3 from PMI_RANK, world size 4 from PMI_SIZE; local rank 1 from MPI_LOCALRANKID" },
+        { { "SLURM_PROCID=1", "SLURM_NTASKS=4", "SLURM_LOCALID=1", "SLURM_NTASKS_PER_NODE=2", NULL }, 1, 4, 1, 2,
+          "rank 1 from SLURM_PROCID, world size 4 from SLURM_NTASKS; local rank 1 from SLURM_LOCALID, local "
+          "world size 2 from SLURM_NTASKS_PER_NODE" },
+        { { "SLURM_PROCID=5", "SLURM_NTASKS=7", "SLURM_TASKS_PER_NODE=3(x2),1", "SLURM_NODEID=1", NULL }, 5, 7, -1,
+          3, "local rank -1 from none set, local world size 3 from SLURM_TASKS_PER_NODE" },
+        /* agreeing launchers: the first in the order names it */
+        { { "RANK=1", "WORLD_SIZE=4", "SLURM_PROCID=1", "SLURM_NTASKS=4", NULL }, 1, 4, -1, 0,
+          "rank 1 from RANK, world size 4 from WORLD_SIZE; no local rank" },
+        /* torchrun under srun, one task per node: the inner launcher holds */
+        { { "RANK=13", "WORLD_SIZE=16", "SLURM_PROCID=0", "SLURM_NTASKS=2", NULL }, 13, 16, -1, 0,
+          "rank 13 from RANK, world size 16 from WORLD_SIZE" },
+        { { "LOCAL_RANK=5", "LOCAL_WORLD_SIZE=8", "SLURM_LOCALID=0", "SLURM_NTASKS_PER_NODE=1", NULL }, 0, 1, 5, 8,
+          "rank 0 from no rank set, world size 1 from WORLD_SIZE unset; local rank 5 from LOCAL_RANK" },
+        { { NULL }, 0, 1, -1, 0, "rank 0 from no rank set, world size 1 from WORLD_SIZE unset; no local rank" },
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        sp_loader_stats st;
+        int rc = open_launched(ok[i].env, &st);
+        ck_assert_msg(rc == 0, "case %zu (%s): %s", i, ok[i].env[0] ? ok[i].env[0] : "none", sp_last_error());
+        ck_assert_int_eq(st.rank, ok[i].rank);
+        ck_assert_int_eq(st.world_size, ok[i].world);
+        ck_assert_int_eq(st.local_rank, ok[i].local_rank);
+        ck_assert_int_eq(st.local_world_size, ok[i].local_world);
+        ck_assert_msg(strstr(st.rank_note, ok[i].note), "case %zu: note '%s' lacks '%s'", i, st.rank_note,
+                      ok[i].note);
+    }
+    /* Disagreeing variables are refused, the message naming both. */
+    static const struct {
+        const char *env[5];
+        const char *want;
+    } bad[] = {
+        { { "RANK=1", "WORLD_SIZE=4", "SLURM_PROCID=3", "SLURM_NTASKS=4", NULL }, "RANK=1 and SLURM_PROCID=3 disagree" },
+        { { "OMPI_COMM_WORLD_RANK=0", "OMPI_COMM_WORLD_SIZE=4", "PMI_RANK=0", "PMI_SIZE=3", NULL },
+          "OMPI_COMM_WORLD_SIZE=4 and PMI_SIZE=3 disagree" },
+        { { "RANK=0", "WORLD_SIZE=2", "OMPI_COMM_WORLD_RANK=0", "OMPI_COMM_WORLD_SIZE=4", NULL },
+          "WORLD_SIZE=2 and OMPI_COMM_WORLD_SIZE=4 disagree" },
+        { { "LOCAL_RANK=1", "LOCAL_WORLD_SIZE=2", "SLURM_LOCALID=0", "SLURM_NTASKS_PER_NODE=2", NULL },
+          "LOCAL_RANK=1 and SLURM_LOCALID=0 disagree" },
+        { { "OMPI_COMM_WORLD_SIZE=4", NULL }, "OMPI_COMM_WORLD_SIZE=4 but no rank" },
+        { { "SLURM_PROCID=4", "SLURM_NTASKS=4", NULL }, "rank 4 (SLURM_PROCID) and world size 4 (SLURM_NTASKS)" },
+        { { "PMI_RANK=x", "PMI_SIZE=2", NULL }, "PMI_RANK='x' is not a non-negative integer" },
+        { { "SLURM_TASKS_PER_NODE=2(x2)", "SLURM_NODEID=2", NULL }, "SLURM_NODEID=2 is not among them" },
+        { { "SLURM_TASKS_PER_NODE=2(3)", NULL }, "SLURM_TASKS_PER_NODE='2(3)' is not a list" },
+        { { "LOCAL_RANK=2", "LOCAL_WORLD_SIZE=2", NULL }, "local rank 2 (LOCAL_RANK) is not below" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sp_loader_stats st;
+        int rc = open_launched(bad[i].env, &st);
+        ck_assert_msg(rc == SP_EINVAL, "bad case %zu: %s", i, sp_error_name(rc));
+        ck_assert_msg(strstr(sp_last_error(), bad[i].want), "bad case %zu: message '%s' lacks '%s'", i,
+                      sp_last_error(), bad[i].want);
+    }
+    /* Parameters win: the launchers' ranks are not read then. */
+    setenv("SLURM_PROCID", "1", 1);
+    setenv("RANK", "0", 1);
+    sp_loader *l;
+    ck_assert_msg(lt_open(g_ds.dir, &l, "rank", "1", "world_size", "2", NULL) == 0, "%s", sp_last_error());
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    clear_launch_env();
+}
+END_TEST
+
+/* Several launchers' ranks together (run_rank forks with each launcher's variables): the
+ * processes split the data as with RANK and WORLD_SIZE. */
+START_TEST(world_from_mpi_environment)
+{
+    for (int w = 0; w < 4; w++) {
+        pid_t pid = fork();
+        ck_assert(pid >= 0);
+        if (pid == 0) {
+            clear_launch_env();
+            char rs[8];
+            snprintf(rs, sizeof rs, "%d", w);
+            setenv("OMPI_COMM_WORLD_RANK", rs, 1);
+            setenv("OMPI_COMM_WORLD_SIZE", "4", 1);
+            sp_loader *l;
+            if (lt_open(g_ds.dir, &l, "seed", g_seedstr, NULL))
+                _exit(1);
+            sp_loader_stats st = { .struct_size = sizeof st };
+            sp_loader_stats_get(l, &st);
+            uint64_t want = sp_loader_samples_per_epoch(l);
+            lt_rec r = { 0 };
+            int rc = lt_epoch(l, &g_ds, &r);
+            _exit(st.rank == w && st.world_size == 4 && rc == SP_EEPOCH && r.ni == want && want < N_SAMPLES / 3 &&
+                          sp_loader_close(l) == 0
+                      ? 0
+                      : 2);
+        }
+        int status;
+        ck_assert(waitpid(pid, &status, 0) == pid);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "rank %d of 4 from OMPI_COMM_WORLD_*: %d", w,
+                      status);
+    }
+}
+END_TEST
+
 int main(void)
 {
     g_seed = tu_seed(0x4a4b5);
@@ -359,8 +507,7 @@ int main(void)
         g_max_block = bi.samples > g_max_block ? (uint32_t)bi.samples : g_max_block;
     }
     sp_dataset_close(ds);
-    unsetenv("RANK");
-    unsetenv("WORLD_SIZE");
+    clear_launch_env();
 
     Suite *s = suite_create("loader_ranks");
     TCase *tc = tu_tcase(s, "ranks", 60);
@@ -370,6 +517,8 @@ int main(void)
     tcase_add_test(tc, too_few_blocks);
     tcase_add_test(tc, uneven_blocks);
     tcase_add_test(tc, world_without_rank);
+    tcase_add_test(tc, launchers);
+    tcase_add_test(tc, world_from_mpi_environment);
     int rc = tu_run(s, g_seed);
     lt_ds_free(&g_ds);
     return rc;
