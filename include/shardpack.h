@@ -298,7 +298,9 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT
     X(QUALITY, "quality", SP_PTYPE_INT, 90, 1, 100, NULL, SP_SCOPE_IMPORT,                          \
       "pack: JPEG quality of the images max_side or transcode re-encode")                         \
     X(TRANSCODE, "transcode", SP_PTYPE_ENUM, 0, 0, 1, "none|jpeg", SP_SCOPE_IMPORT,                \
-      "pack: jpeg stores every PNG and WebP as JPEG (quality), for sets whose PNGs are photos; none keeps each format")
+      "pack: jpeg stores every PNG and WebP as JPEG (quality), for sets whose PNGs are photos; none keeps each format") \
+    X(PARTITIONS, "partitions", SP_PTYPE_INT, 0, 0, 1 << 20, NULL, SP_SCOPE_LOAD,                     \
+      "canonical partitions of the epoch order (0: the world size); a multiple of world_size dividing batch_size x world_size; a state resumes on any world size dividing it")
 
 typedef enum sp_param {
 #define SP_X_(key, name, type, def, lo, hi, choices, scope, doc) SP_PARAM_##key,
@@ -846,6 +848,7 @@ typedef struct sp_loader_stats {
     int rank, world_size, local_rank, local_world_size;
     char rank_note[SP_ERRMSG_MAX];
     char host_memory_note[SP_ERRMSG_MAX];   /* host_memory=0: how the budget was derived; "" when given */
+    int partitions;                         /* canonical partitions of the order (docs/loader.md, Order) */
 } sp_loader_stats;
 
 /* Fills *out (its struct_size set by the caller). SP_EINVAL for a NULL argument or a struct_size

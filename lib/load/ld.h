@@ -7,47 +7,72 @@
 #include "fmt.h"
 #include "sp_rng.h"
 
-/* ---- planner (ld_plan.c): a pure function of (seed, epoch, rank, world, blocks) ---- */
+/* ---- planner (ld_plan.c): a pure function of (seed, epoch, parts, rank, world, blocks) ---- */
 
 typedef struct ld_plan_cfg {
     uint64_t seed, epoch;
     uint32_t rank, world;
     uint32_t batch;
     uint32_t window_blocks;
+    uint32_t parts; /* canonical partitions: a multiple of world, dividing batch * world */
     bool shuffle, drop_last;
 } ld_plan_cfg;
 
-/* One rank's epoch: its blocks in stream order, and the sample count every rank keeps. */
+/* One window of the rank's plan: consecutive blocks of one partition (the first and last
+ * possibly shared with the partitions beside it), whose samples are permuted together. */
+typedef struct ld_pwin {
+    uint64_t first_block; /* index into plan->blocks */
+    uint32_t nblocks;
+    uint32_t part;        /* which of the rank's partitions (0 .. parts / world - 1) */
+    uint64_t q;           /* the partition's global index */
+    uint64_t skip;        /* rows of its first block before its first sample */
+    uint64_t n;           /* its samples */
+    uint64_t u;           /* the partition index of its first sample */
+    uint64_t index;       /* which window of its partition */
+    uint64_t start, end;  /* the rank stream positions it fills: smallest, and one past the largest */
+} ld_pwin;
+
+/* One rank's epoch. The epoch's order is a function of (seed, epoch, dataset, parts) alone: the
+ * blocks are permuted, their samples cut into parts equal ranges (partitions), each partition cut
+ * into windows of window_blocks blocks whose samples are permuted; global batch g takes indices
+ * [g*bp, (g+1)*bp) of every partition (bp = batch * world / parts), and rank r's batch g is its
+ * share of it: partitions r*parts/world .. (r+1)*parts/world - 1, each bp samples. */
 typedef struct ld_plan {
     ld_plan_cfg cfg;
-    uint64_t *blocks;       /* global block ids, stream order */
+    uint64_t *blocks;       /* global block ids of every window, window after window */
     uint64_t nblocks;
+    ld_pwin *win;           /* ordered by start */
+    uint64_t nwindows;
+    uint64_t bp;            /* samples of each partition in a batch */
+    uint64_t keep;          /* indices kept of every partition */
+    uint64_t tail_j;        /* first index of the short last batch, or UINT64_MAX */
     uint64_t samples;       /* kept by this rank (equal on all ranks) */
     uint64_t dropped;       /* this rank's samples past `samples` */
     uint64_t nbatches;
-    uint64_t nwindows;
-    uint64_t *window_start; /* stream position of each window's first sample; nwindows + 1 */
 } ld_plan;
 
-/* block_samples[b] for every global block b. SP_EINVAL when some rank would get no block. */
+/* block_samples[b] for every global block b. SP_EINVAL (why says so) for a world size that does
+ * not divide parts, a global batch parts does not divide, or fewer samples than parts. */
 int ld_plan_build(ld_plan *p, const ld_plan_cfg *cfg, const uint32_t *block_samples, uint64_t nblocks,
                   char *why, size_t whylen);
 void ld_plan_free(ld_plan *p);
-/* The window holding stream position pos. */
-uint64_t ld_plan_window_of(const ld_plan *p, uint64_t pos);
 
-/* A window's sample permutation: row r of the window's concatenated blocks lands at stream
- * position start + pos[r]. */
+/* pos[] of a row that this window does not deliver (another partition's, or dropped). */
+#define LD_POS_NONE UINT32_MAX
+
+/* A window's rows: row r of the window's concatenated blocks lands at stream position
+ * start + pos[r], or nowhere when pos[r] is LD_POS_NONE. */
 typedef struct ld_window {
     uint64_t index, start;
     uint64_t first_block;  /* index into plan->blocks */
     uint32_t nblocks;
-    uint32_t nsamples;
-    uint32_t *pos;         /* nsamples entries */
+    uint32_t nsamples;     /* its partition's samples */
+    uint32_t nrows;        /* rows of its blocks */
+    uint32_t *pos;         /* nrows entries */
     uint32_t *row_base;    /* nblocks entries: first window row of each block */
 } ld_window;
 
-/* Fills w (whose arrays hold at least cap samples and window_blocks blocks). */
+/* Fills w (whose arrays hold at least cap rows and window_blocks blocks). */
 int ld_window_build(const ld_plan *p, const uint32_t *block_samples, uint64_t index, ld_window *w,
                     uint32_t cap, uint32_t *scratch);
 

@@ -93,6 +93,7 @@ typedef struct ld_config {
     int dev_img_dtype;         /* the SP_IMAGE_* dtype device_dtype converts to (uint8: none) */
     uint64_t dev_budget;       /* device_memory */
     uint32_t local_world;      /* ranks on this node (1 when no launcher says), for the defaults */
+    uint32_t parts;            /* canonical partitions of the order (ld_plan.c) */
 } ld_config;
 
 /* The dataset, flattened per global block: written by open, read-only afterwards. */

@@ -88,6 +88,25 @@ static int default_threads(uint32_t local_world, char *note, size_t len)
     return each;
 }
 
+/* The canonical partitions: the parameter, else the world size. Each rank holds parts / world of
+ * them, and each global batch takes as many samples of every partition. */
+static int read_parts(sp_loader *l, const sp_params *p)
+{
+    int64_t parts = sp_params_get(p, SP_PARAM_PARTITIONS);
+    uint32_t world = l->cfg.world;
+    uint64_t global = (uint64_t)l->cfg.batch * world;
+    l->cfg.parts = parts ? (uint32_t)parts : world;
+    l->stats.s.partitions = (int)l->cfg.parts;
+    if (l->cfg.parts % world != 0)
+        return sp_fail(&l->eb, SP_EINVAL, "partitions=%u is not a multiple of the world size %u: each rank holds "
+                       "partitions / world_size of them", l->cfg.parts, world);
+    if (global % l->cfg.parts != 0)
+        return sp_fail(&l->eb, SP_EINVAL, "partitions=%u does not divide the global batch (batch_size %u x world size "
+                       "%u = %llu): every global batch takes as many samples of each partition", l->cfg.parts,
+                       l->cfg.batch, world, (unsigned long long)global);
+    return SP_OK;
+}
+
 static int read_config(sp_loader *l, const sp_params *p)
 {
     l->cfg.batch = (uint32_t)sp_params_get(p, SP_PARAM_BATCH_SIZE);
@@ -110,6 +129,9 @@ static int read_config(sp_loader *l, const sp_params *p)
     l->cfg.max_sample = (uint64_t)sp_params_get(p, SP_PARAM_MAX_SAMPLE_BYTES);
     if (img_cfg_from_params(&l->cfg.img, p) != SP_OK)
         return sp_fail_keep(&l->eb, SP_EINVAL);
+    rc = read_parts(l, p);
+    if (rc)
+        return rc;
     l->cfg.host_memory = default_host_memory((uint64_t)sp_params_get(p, SP_PARAM_HOST_MEMORY), l->cfg.local_world,
                                              l->stats.s.host_memory_note, sizeof l->stats.s.host_memory_note);
     l->stats.s.host_memory_bytes = l->cfg.host_memory;
@@ -283,9 +305,10 @@ static uint64_t tables_bytes(const sp_loader *l)
 {
     uint64_t per_block = 2 * sizeof(uint32_t) + sizeof(uint64_t) + sizeof(void *);
     uint64_t per_shard = sizeof(void *) + sizeof(int) + sizeof(bool) + sizeof(uint64_t);
-    uint64_t rank_blocks = l->tab.nblocks - l->cfg.world + 1; /* the most one rank is dealt (ld_plan.c) */
-    uint64_t plan = (rank_blocks + rank_blocks / l->cfg.window_blocks + 2) * sizeof(uint64_t);
-    uint64_t building = l->tab.nblocks * sizeof(uint64_t) + (uint64_t)l->cfg.world * (sizeof(uint64_t) + 16);
+    uint64_t per = l->cfg.parts / l->cfg.world;
+    uint64_t plan = (l->tab.nblocks + per) * sizeof(uint64_t) +
+                    (l->tab.nblocks / l->cfg.window_blocks + 2 * per + 1) * sizeof(ld_pwin); /* ld_plan_build */
+    uint64_t building = (2 * l->tab.nblocks + 1) * sizeof(uint64_t); /* the block order and its offsets */
     return l->tab.nblocks * per_block + l->tab.nshards * per_shard + 4 * plan + building;
 }
 
@@ -344,14 +367,16 @@ static uint64_t fit_auto_threads(sp_loader *l, ld_sizes *z, uint64_t per_worker)
 static int size_pools(sp_loader *l, ld_sizes *z)
 {
     uint64_t total_samples = sp_dataset_num_samples(l->ds);
-    /* A window holds at most the blocks one rank is dealt in an epoch: every rank gets one at
-     * least, so no more than nblocks - world + 1. The plan keeps shuffle_window as given (the
+    /* A window holds at most the dataset's blocks. The plan keeps shuffle_window as given (the
      * order does not depend on this); only the memory stops at what a window can hold. */
-    uint64_t rank_max = l->tab.nblocks - l->cfg.world + 1;
+    uint64_t rank_max = l->tab.nblocks;
     z->win_blocks = l->cfg.window_blocks < rank_max ? l->cfg.window_blocks : (uint32_t)rank_max;
     uint64_t cap = (uint64_t)z->win_blocks * l->tab.max_block_samples;
     z->win_cap = cap < total_samples ? cap : total_samples;
-    uint64_t bpw = (z->win_cap + l->cfg.batch - 1) / l->cfg.batch + 1; /* batches one window can touch */
+    /* A window's samples are one partition's, bp of them in each batch (bp = batch when each rank
+     * holds one partition): the batches one window can touch. */
+    uint64_t bp = (uint64_t)l->cfg.batch * l->cfg.world / l->cfg.parts;
+    uint64_t bpw = (z->win_cap + bp - 1) / bp + 1;
     z->bpw = bpw;
     z->slots = 2 * bpw + 2;
     z->slot_bytes = slot_bytes(l);
@@ -656,11 +681,9 @@ static int loader_setup(sp_loader *l, const sp_params *params)
         rc = plan_outputs(l);
     if (rc == SP_OK)
         rc = load_tables(l);
-    if (rc == SP_OK && l->tab.nblocks < l->cfg.world)
-        rc = sp_fail(&l->eb, SP_EINVAL,
-                     "the dataset has %llu blocks, fewer than world size %u; repack it with a smaller "
-                     "block_size",
-                     (unsigned long long)l->tab.nblocks, l->cfg.world);
+    if (rc == SP_OK && sp_dataset_num_samples(l->ds) < l->cfg.parts)
+        rc = sp_fail(&l->eb, SP_EINVAL, "the dataset has %llu samples, fewer than the %u partitions (world size %u)",
+                     (unsigned long long)sp_dataset_num_samples(l->ds), l->cfg.parts, l->cfg.world);
     ld_sizes z;
     if (rc == SP_OK)
         rc = size_pools(l, &z);
@@ -792,7 +815,8 @@ const char *sp_loader_errmsg(const sp_loader *l) { return l ? l->eb.msg : ""; }
 int ld_epoch_plan(const sp_loader *l, uint64_t epoch, ld_plan *p, char *why, size_t whylen)
 {
     const ld_config *c = &l->cfg;
-    ld_plan_cfg cfg = { c->seed, epoch, c->rank, c->world, c->batch, c->window_blocks, c->shuffle, c->drop_last };
+    ld_plan_cfg cfg = { c->seed, epoch, c->rank, c->world, c->batch, c->window_blocks, c->parts, c->shuffle,
+                        c->drop_last };
     return ld_plan_build(p, &cfg, l->tab.block_samples, l->tab.nblocks, why, whylen);
 }
 

@@ -330,6 +330,8 @@ static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v, int 
     memset(count, 0, l->pool.bpw * sizeof *count);
     uint64_t epoch = l->rdr.rplan[pi].cfg.epoch, images = 0;
     for (uint32_t r = 0; r < v->n; r++) {
+        if (w->pos[base + r] == LD_POS_NONE)
+            continue;
         uint64_t p = w->start + w->pos[base + r];
         if (p < lo || p >= hi)
             continue;
@@ -371,7 +373,7 @@ static void block_failed(sp_loader *l, const ld_job *j, int code, const char *wh
     uint64_t first = UINT64_MAX, skipped = 0;
     for (uint32_t r = 0; r < n; r++) {
         uint64_t p = w->start + w->pos[base + r];
-        if (p >= lo && p < hi) {
+        if (w->pos[base + r] != LD_POS_NONE && p >= lo && p < hi) {
             first = min_u64(first, gbase + p / l->cfg.batch);
             skipped++;
         }
@@ -389,7 +391,7 @@ static void block_failed(sp_loader *l, const ld_job *j, int code, const char *wh
     pthread_mutex_unlock(&l->ring.mu);
     for (uint32_t r = 0; l->cfg.on_error == SP_ON_ERROR_SKIP && r < n; r++) {
         uint64_t p = w->start + w->pos[base + r];
-        if (p < lo || p >= hi)
+        if (w->pos[base + r] == LD_POS_NONE || p < lo || p >= hi)
             continue;
         ld_slot *s = &l->ring.slots[(gbase + p / l->cfg.batch) % l->ring.nslots];
         uint32_t row = (uint32_t)(p % l->cfg.batch);
@@ -705,7 +707,7 @@ static bool block_needed(const sp_loader *l, const ld_plan *plan, const ld_windo
     uint32_t base = w->row_base[kblock], n = l->tab.block_samples[plan->blocks[w->first_block + kblock]];
     for (uint32_t r = 0; r < n; r++) {
         uint64_t p = w->start + w->pos[base + r];
-        if (p >= lo && p < hi)
+        if (w->pos[base + r] != LD_POS_NONE && p >= lo && p < hi)
             return true;
     }
     return false;
@@ -733,7 +735,7 @@ static bool read_window(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi)
     l->rdr.win_plan[ws] = pi;
     if (ld_window_build(plan, l->tab.block_samples, wi, w, l->rdr.win_cap, l->rdr.win_perm) != SP_OK)
         return false; /* cannot happen: win_cap bounds every window */
-    uint64_t end = plan->window_start[wi + 1] < hi ? plan->window_start[wi + 1] : hi;
+    uint64_t end = plan->win[wi].end < hi ? plan->win[wi].end : hi;
     uint64_t first = (w->start > lo ? w->start : lo) / l->cfg.batch, last = (end - 1) / l->cfg.batch;
     uint32_t count = 0;
     for (uint32_t k = 0; k < w->nblocks; k++)
@@ -797,9 +799,10 @@ static void read_epochs(sp_loader *l, ld_reader *rd)
         uint32_t pi = (uint32_t)(e % 2);
         const ld_plan *plan = &l->rdr.rplan[pi];
         uint64_t lo = l->rdr.rlo[pi], hi = plan->samples;
-        uint64_t wi = lo < hi ? ld_plan_window_of(plan, lo) : plan->nwindows;
-        for (; wi < plan->nwindows && plan->window_start[wi] < hi; wi++)
-            if (!read_window(l, rd, pi, wi))
+        /* Windows in order of their first position; with several partitions a rank's windows
+         * overlap, so every one that reaches past lo is read. */
+        for (uint64_t wi = 0; wi < plan->nwindows; wi++)
+            if (plan->win[wi].end > lo && plan->win[wi].start < hi && !read_window(l, rd, pi, wi))
                 return;
         base += plan->nbatches;
     }

@@ -2,6 +2,7 @@
  * lands. Everything here is a pure function of its inputs, which is what makes batches identical
  * across thread counts, runs and resumptions. */
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "ld.h"
 
@@ -18,83 +19,68 @@ static void shuffle_u64(sp_rng *r, uint64_t *v, uint64_t n)
 void ld_plan_free(ld_plan *p)
 {
     sp_free(p->blocks);
-    sp_free(p->window_start);
-    p->blocks = p->window_start = NULL;
+    sp_free(p->win);
+    p->blocks = NULL;
+    p->win = NULL;
 }
 
-/* A binary min-heap of (samples, rank): the next block goes to the rank holding fewest samples,
- * the lowest rank on ties, so ranks end within one block of each other. */
-typedef struct heap_item {
-    uint64_t samples;
-    uint32_t rank;
-} heap_item;
-
-static bool heap_less(heap_item a, heap_item b)
+/* The rank stream position of index j of the rank's partition o: batch j / bp takes bp samples of
+ * each of the rank's partitions, partition o's at rows o*bp ..; the short last batch (from index
+ * tail_j on) takes the same count of each, packed. */
+static uint64_t rank_pos(const ld_plan *p, uint32_t o, uint64_t j)
 {
-    return a.samples < b.samples || (a.samples == b.samples && a.rank < b.rank);
+    uint64_t bp = p->bp, b = p->cfg.batch;
+    if (j >= p->tail_j)
+        return p->tail_j / bp * b + o * (p->keep - p->tail_j) + (j - p->tail_j);
+    return j / bp * b + o * bp + j % bp;
 }
 
-static void heap_down(heap_item *h, uint32_t n, uint32_t i)
+/* The stream offset (in the epoch's block order) of sample n * q / parts: partition q's start. */
+static uint64_t part_start(uint64_t n, uint64_t q, uint64_t parts)
 {
-    for (;;) {
-        uint32_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < n && heap_less(h[l], h[m]))
-            m = l;
-        if (r < n && heap_less(h[r], h[m]))
-            m = r;
-        if (m == i)
-            return;
-        heap_item t = h[i];
-        h[i] = h[m];
-        h[m] = t;
-        i = m;
+    return (uint64_t)((unsigned __int128)n * q / parts);
+}
+
+static int win_cmp(const void *a, const void *b)
+{
+    const ld_pwin *x = a, *y = b;
+    if (x->start != y->start)
+        return x->start < y->start ? -1 : 1;
+    return x->part < y->part ? -1 : x->part > y->part;
+}
+
+/* Cuts partition q (the rank's o-th) into windows of window_blocks blocks, appending them and
+ * their blocks to p. order/off: the epoch's block order and each place's first stream offset. */
+static void plan_partition(ld_plan *p, const uint64_t *order, const uint64_t *off, uint64_t nblocks, uint64_t total,
+                           uint32_t o, uint64_t q)
+{
+    uint64_t a = part_start(total, q, p->cfg.parts), e = part_start(total, q + 1, p->cfg.parts);
+    /* the first place whose block reaches past a */
+    uint64_t lo = 0, hi = nblocks;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (off[mid + 1] > a)
+            hi = mid;
+        else
+            lo = mid + 1;
     }
-}
-
-/* Deals the permuted blocks; fills counts[rank] and, for cfg->rank, the block list (room for cap:
- * ranks are dealt by samples, so one holding small blocks gets more of them than an even share). */
-static int deal_blocks(ld_plan *p, const uint64_t *order, const uint32_t *block_samples, uint64_t nblocks,
-                       uint64_t *counts, uint64_t cap)
-{
-    uint32_t world = p->cfg.world;
-    heap_item *h = sp_malloc((size_t)world * sizeof *h);
-    if (!h)
-        return SP_ENOMEM;
-    for (uint32_t r = 0; r < world; r++)
-        h[r] = (heap_item){ 0, r };
-    for (uint64_t i = 0; i < nblocks; i++) {
-        uint64_t b = order[i];
-        if (h[0].rank == p->cfg.rank) {
-            if (p->nblocks == cap) { /* a block of no samples: the format has none */
-                sp_free(h);
-                return SP_EINVAL;
-            }
-            p->blocks[p->nblocks++] = b;
-        }
-        h[0].samples += block_samples[b];
-        heap_down(h, world, 0);
-    }
-    for (uint32_t r = 0; r < world; r++)
-        counts[h[r].rank] = h[r].samples;
-    sp_free(h);
-    return SP_OK;
-}
-
-static int plan_windows(ld_plan *p, const uint32_t *block_samples)
-{
     uint64_t wb = p->cfg.window_blocks;
-    p->nwindows = (p->nblocks + wb - 1) / wb;
-    p->window_start = sp_malloc((p->nwindows + 1) * sizeof *p->window_start);
-    if (!p->window_start)
-        return SP_ENOMEM;
-    uint64_t pos = 0;
-    for (uint64_t i = 0; i < p->nblocks; i++) {
-        if (i % wb == 0)
-            p->window_start[i / wb] = pos;
-        pos += block_samples[p->blocks[i]];
+    for (uint64_t i = lo, index = 0; i < nblocks && off[i] < e; i += wb, index++) {
+        uint64_t last = i + wb < nblocks ? i + wb : nblocks; /* one past */
+        while (last > i + 1 && off[last - 1] >= e)
+            last--;
+        uint64_t s0 = off[i] > a ? off[i] : a, s1 = off[last] < e ? off[last] : e;
+        uint64_t u = s0 - a;
+        if (u >= p->keep)
+            break;
+        uint64_t kept_end = u + (s1 - s0) < p->keep ? u + (s1 - s0) : p->keep;
+        ld_pwin *w = &p->win[p->nwindows++];
+        *w = (ld_pwin){ .first_block = p->nblocks, .nblocks = (uint32_t)(last - i), .part = o, .q = q,
+                        .skip = s0 - off[i], .n = s1 - s0, .u = u, .index = index,
+                        .start = rank_pos(p, o, u), .end = rank_pos(p, o, kept_end - 1) + 1 };
+        for (uint64_t k = i; k < last; k++)
+            p->blocks[p->nblocks++] = order[k];
     }
-    p->window_start[p->nwindows] = pos;
-    return SP_OK;
 }
 
 int ld_plan_build(ld_plan *p, const ld_plan_cfg *cfg, const uint32_t *block_samples, uint64_t nblocks,
@@ -102,18 +88,21 @@ int ld_plan_build(ld_plan *p, const ld_plan_cfg *cfg, const uint32_t *block_samp
 {
     memset(p, 0, sizeof *p);
     p->cfg = *cfg;
-    if (cfg->world == 0 || cfg->rank >= cfg->world || cfg->batch == 0 || cfg->window_blocks == 0)
-        return snprintf(why, whylen, "rank %u / world size %u is not valid", cfg->rank, cfg->world), SP_EINVAL;
-    if (nblocks < cfg->world)
-        return snprintf(why, whylen, "the dataset has %llu blocks, fewer than world size %u; repack it with a "
-                        "smaller block_size", (unsigned long long)nblocks, cfg->world), SP_EINVAL;
+    uint32_t parts = cfg->parts, world = cfg->world;
+    if (world == 0 || cfg->rank >= world || cfg->batch == 0 || cfg->window_blocks == 0 || parts == 0 ||
+        parts % world != 0)
+        return snprintf(why, whylen, "rank %u / world size %u / %u partitions is not valid", cfg->rank, world,
+                        parts), SP_EINVAL;
+    uint32_t per = parts / world; /* partitions per rank */
+    if (((uint64_t)cfg->batch * world) % parts != 0)
+        return snprintf(why, whylen, "the global batch (batch_size %u x world size %u) is not a multiple of the "
+                        "%u partitions", cfg->batch, world, parts), SP_EINVAL;
     uint64_t *order = sp_malloc(nblocks * sizeof *order);
-    uint64_t *counts = sp_calloc(cfg->world, sizeof *counts);
-    /* Every rank is dealt one block at least (the first `world` go one to each, as a block has a
-     * sample at least), so one rank holds at most nblocks - world + 1. */
-    uint64_t cap = nblocks - cfg->world + 1;
-    p->blocks = sp_malloc(cap * sizeof *p->blocks);
-    int rc = order && counts && p->blocks ? SP_OK : SP_ENOMEM;
+    uint64_t *off = sp_malloc((nblocks + 1) * sizeof *off);
+    uint64_t per_blocks = nblocks + per; /* a rank's partitions share at most per - 1 blocks among them */
+    p->blocks = sp_malloc(per_blocks * sizeof *p->blocks);
+    p->win = sp_malloc((nblocks / cfg->window_blocks + 2 * (uint64_t)per + 1) * sizeof *p->win);
+    int rc = order && off && p->blocks && p->win ? SP_OK : SP_ENOMEM;
     if (rc == SP_OK) {
         for (uint64_t i = 0; i < nblocks; i++)
             order[i] = i;
@@ -122,23 +111,43 @@ int ld_plan_build(ld_plan *p, const ld_plan_cfg *cfg, const uint32_t *block_samp
             sp_rng_seed(&r, cfg->seed, cfg->epoch, 0x626c6f636b73ull /* "blocks" */, 0);
             shuffle_u64(&r, order, nblocks);
         }
-        rc = deal_blocks(p, order, block_samples, nblocks, counts, cap);
-        if (rc == SP_EINVAL)
-            snprintf(why, whylen, "a block of no samples cannot be dealt");
+        off[0] = 0;
+        for (uint64_t i = 0; i < nblocks; i++) {
+            if (block_samples[order[i]] == 0) { /* the format has none */
+                snprintf(why, whylen, "a block of no samples cannot be planned");
+                rc = SP_EINVAL;
+                break;
+            }
+            off[i + 1] = off[i] + block_samples[order[i]];
+        }
+    }
+    uint64_t total = rc == SP_OK ? off[nblocks] : 0;
+    if (rc == SP_OK && total < parts) {
+        snprintf(why, whylen, "the dataset has %llu samples, fewer than the %u partitions (world size %u)",
+                 (unsigned long long)total, parts, world);
+        rc = SP_EINVAL;
     }
     if (rc == SP_OK) {
-        uint64_t keep = UINT64_MAX;
-        for (uint32_t r = 0; r < cfg->world; r++)
-            keep = counts[r] < keep ? counts[r] : keep;
+        /* Every partition keeps as many as the smallest holds (they differ by one at most):
+         * at most parts - 1 samples go per epoch, none with pad. */
+        p->bp = (uint64_t)cfg->batch * world / parts;
+        p->keep = total / parts;
         if (cfg->drop_last)
-            keep -= keep % cfg->batch;
-        p->samples = keep;
-        p->dropped = counts[cfg->rank] - keep;
-        p->nbatches = (keep + cfg->batch - 1) / cfg->batch;
-        rc = plan_windows(p, block_samples);
+            p->keep -= p->keep % p->bp;
+        p->tail_j = p->keep % p->bp ? p->keep - p->keep % p->bp : UINT64_MAX;
+        p->samples = p->keep * per;
+        uint64_t own = 0;
+        for (uint32_t o = 0; o < per; o++) {
+            uint64_t q = (uint64_t)cfg->rank * per + o;
+            own += part_start(total, q + 1, parts) - part_start(total, q, parts);
+            plan_partition(p, order, off, nblocks, total, o, q);
+        }
+        p->dropped = own - p->samples;
+        p->nbatches = (p->samples + cfg->batch - 1) / cfg->batch;
+        qsort(p->win, p->nwindows, sizeof *p->win, win_cmp);
     }
     sp_free(order);
-    sp_free(counts);
+    sp_free(off);
     if (rc) {
         ld_plan_free(p);
         if (rc == SP_ENOMEM)
@@ -147,34 +156,31 @@ int ld_plan_build(ld_plan *p, const ld_plan_cfg *cfg, const uint32_t *block_samp
     return rc;
 }
 
-uint64_t ld_plan_window_of(const ld_plan *p, uint64_t pos)
-{
-    return sp_floor_index(p->window_start, p->nwindows, pos);
-}
-
 int ld_window_build(const ld_plan *p, const uint32_t *block_samples, uint64_t index, ld_window *w,
                     uint32_t cap, uint32_t *scratch)
 {
-    uint64_t wb = p->cfg.window_blocks;
+    const ld_pwin *pw = &p->win[index];
     w->index = index;
-    w->start = p->window_start[index];
-    w->first_block = index * wb;
-    w->nblocks = (uint32_t)(p->nblocks - w->first_block < wb ? p->nblocks - w->first_block : wb);
-    uint64_t n = p->window_start[index + 1] - w->start;
-    if (n > cap)
-        return SP_ELIMIT;
-    w->nsamples = (uint32_t)n;
+    w->start = pw->start;
+    w->first_block = pw->first_block;
+    w->nblocks = pw->nblocks;
     uint32_t base = 0;
     for (uint32_t k = 0; k < w->nblocks; k++) {
         w->row_base[k] = base;
         base += block_samples[p->blocks[w->first_block + k]];
     }
-    /* scratch[i] = the window row placed at position i; pos is its inverse. */
+    if (base > cap)
+        return SP_ELIMIT;
+    w->nrows = base;
+    w->nsamples = (uint32_t)pw->n;
+    for (uint32_t r = 0; r < base; r++)
+        w->pos[r] = LD_POS_NONE; /* rows of the partial end blocks that are another partition's */
+    /* scratch[i] = the window sample placed at partition index u + i. */
     for (uint32_t i = 0; i < w->nsamples; i++)
         scratch[i] = i;
     if (p->cfg.shuffle) {
         sp_rng r;
-        sp_rng_seed(&r, p->cfg.seed, p->cfg.epoch, ((uint64_t)p->cfg.rank << 32) | p->cfg.world, index + 1);
+        sp_rng_seed(&r, p->cfg.seed, p->cfg.epoch, (pw->q << 32) | p->cfg.parts, pw->index + 1);
         for (uint32_t i = w->nsamples; i > 1; i--) {
             uint32_t j = (uint32_t)sp_rng_below(&r, i);
             uint32_t t = scratch[i - 1];
@@ -182,7 +188,7 @@ int ld_window_build(const ld_plan *p, const uint32_t *block_samples, uint64_t in
             scratch[j] = t;
         }
     }
-    for (uint32_t i = 0; i < w->nsamples; i++)
-        w->pos[scratch[i]] = i;
+    for (uint32_t i = 0; i < w->nsamples && pw->u + i < p->keep; i++)
+        w->pos[pw->skip + scratch[i]] = (uint32_t)(rank_pos(p, pw->part, pw->u + i) - pw->start);
     return SP_OK;
 }

@@ -161,7 +161,8 @@ class sp_loader_stats(_Sized):
                 ("copy_s", c_double), ("device_empty_s", c_double),
                 ("threads_note", c_char * SP_ERRMSG_MAX),
                 ("rank", c_int), ("world_size", c_int), ("local_rank", c_int), ("local_world_size", c_int),
-                ("rank_note", c_char * SP_ERRMSG_MAX), ("host_memory_note", c_char * SP_ERRMSG_MAX)]
+                ("rank_note", c_char * SP_ERRMSG_MAX), ("host_memory_note", c_char * SP_ERRMSG_MAX),
+                ("partitions", c_int)]
 
 
 # (name, restype, argtypes) of every function the bindings call.

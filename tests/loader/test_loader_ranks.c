@@ -1,4 +1,4 @@
-/* test_loader_ranks.c - world sizes 1..8, one process per rank: ranks never overlap, all get the same batch count, and seen + dropped covers the dataset; too few blocks for the ranks, several ranks with no rank given, and empty RANK/WORLD_SIZE are refused; every launcher's variables (torchrun, Open MPI, PMI, Slurm) give the rank and world size, alone, agreeing or nested, and disagreeing ones are refused naming both. */
+/* test_loader_ranks.c - world sizes 1..8, one process per rank: ranks never overlap, all get the same batch count, at most world_size - 1 samples are dropped, and seen + dropped covers the dataset; fewer samples than ranks, several ranks with no rank given, and empty RANK/WORLD_SIZE are refused; every launcher's variables (torchrun, Open MPI, PMI, Slurm) give the rank and world size, alone, agreeing or nested, and disagreeing ones are refused naming both. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,9 +121,9 @@ static void check_world(int world, bool use_env, const char *batch, const char *
                       (unsigned long long)rep.batches, (unsigned long long)batches);
         ck_assert_uint_eq(rep.samples_per_epoch, per_rank);
         ck_assert_uint_eq(rep.nids, per_rank);
-        /* Dealing blocks to the rank with fewest samples keeps ranks within a block of each
-         * other; drop_last may drop up to a batch more. */
-        uint64_t slack = g_max_block + (strcmp(drop_last, "true") == 0 ? (uint64_t)atoi(batch) : 0);
+        /* Partitions split the epoch's samples to within one: a rank drops one sample at most;
+         * drop_last may drop up to a batch more. */
+        uint64_t slack = 1 + (strcmp(drop_last, "true") == 0 ? (uint64_t)atoi(batch) : 0);
         ck_assert_msg(rep.dropped <= slack, "world %d rank %d drops %llu samples", world, r,
                       (unsigned long long)rep.dropped);
         uint64_t ids[1];
@@ -142,6 +142,9 @@ static void check_world(int world, bool use_env, const char *batch, const char *
     }
     ck_assert_msg(total_seen + total_dropped == N_SAMPLES, "world %d: %llu seen + %llu dropped != %d", world,
                   (unsigned long long)total_seen, (unsigned long long)total_dropped, N_SAMPLES);
+    if (strcmp(drop_last, "false") == 0)
+        ck_assert_msg(total_dropped <= (uint64_t)world - 1, "world %d drops %llu samples an epoch", world,
+                      (unsigned long long)total_dropped);
     if (world == 1 && strcmp(drop_last, "false") == 0)
         ck_assert_uint_eq(total_dropped, 0);
     free(seen);
@@ -174,23 +177,22 @@ START_TEST(too_few_blocks)
     ck_assert_msg(small.blocks >= 2 && small.blocks < 8, "the small dataset has %llu blocks",
                   (unsigned long long)small.blocks);
     char ws[16], rs[16];
-    snprintf(ws, sizeof ws, "%llu", (unsigned long long)small.blocks + 1);
     sp_loader *l;
-    int rc = lt_open(small.dir, &l, "rank", "0", "world_size", ws, NULL);
-    ck_assert_msg(rc == SP_EINVAL, "world %s over %llu blocks: %s", ws, (unsigned long long)small.blocks,
-                  sp_error_name(rc));
+    int rc = lt_open(small.dir, &l, "rank", "0", "world_size", "61", NULL);
+    ck_assert_msg(rc == SP_EINVAL, "world 61 over 60 samples: %s", sp_error_name(rc));
     ck_assert_ptr_null(l);
-    ck_assert_msg(strstr(sp_last_error(), "fewer than world size"), "message: %s", sp_last_error());
-    /* As many ranks as blocks works: one block each. */
-    snprintf(ws, sizeof ws, "%llu", (unsigned long long)small.blocks);
-    snprintf(rs, sizeof rs, "%llu", (unsigned long long)small.blocks - 1);
+    ck_assert_msg(strstr(sp_last_error(), "60 samples, fewer than the 61 partitions"), "message: %s",
+                  sp_last_error());
+    /* More ranks than blocks works: ranks share blocks, each reading its samples of them. */
+    snprintf(ws, sizeof ws, "%llu", (unsigned long long)small.blocks + 1);
+    snprintf(rs, sizeof rs, "%llu", (unsigned long long)small.blocks);
     rc = lt_open(small.dir, &l, "rank", rs, "world_size", ws, NULL);
     ck_assert_msg(rc == 0, "world %s: %s", ws, sp_last_error());
     lt_rec r = { 0 };
     ck_assert_int_eq(lt_epoch(l, &small, &r), SP_EEPOCH);
     ck_assert_uint_eq(r.bad, 0);
     ck_assert_uint_eq(r.ni, sp_loader_samples_per_epoch(l));
-    ck_assert_uint_gt(r.ni, 0);
+    ck_assert_uint_eq(r.ni, 60 / (small.blocks + 1));
     ck_assert_int_eq(sp_loader_close(l), 0);
     lt_rec_free(&r);
     /* A rank outside the world, by parameter or by environment. */
