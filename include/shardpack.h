@@ -914,14 +914,19 @@ SP_API int sp_loader_release_on(sp_loader *l, sp_batch *b, void *stream);
  * finds none (why then goes to sp_last_error). */
 SP_API int sp_cuda_device_count(void);
 
-/* Resume state: seed, epoch, next batch, world size, rank, batch size and a dataset fingerprint,
- * in SP_LOADER_STATE_BYTES bytes. save writes it to buf (cap >= SP_LOADER_STATE_BYTES). load makes
- * the next batch the one that would have followed the saved point; a different
- * dataset, world size, rank, batch size or seed is refused (SP_EINVAL) with a message saying which,
- * and a position this loader cannot be at (a batch past its epoch's end, a batch past the last epoch,
- * an epoch past 2^63 - 1) with SP_ERANGE; a refused state leaves the loader where it was. Batches
- * still leased stay valid, as with set_epoch. Both are consumer calls: SP_EBUSY while another
- * thread is inside one. */
+/* Resume state: seed, epoch, the next global batch, the partitions and global batch size
+ * (batch_size x world size), the shuffle window and a dataset fingerprint, in
+ * SP_LOADER_STATE_BYTES bytes; the same bytes on every rank. save writes it to buf (cap >=
+ * SP_LOADER_STATE_BYTES): the position after the last batch next() handed out, leased or not (with
+ * a device stage, after the last batch its copy thread took). load makes the next batch the one
+ * that would have followed the saved point, on this loader's world size: any world size dividing
+ * the state's partitions, with the same global batch size, continues the epoch so that every
+ * sample is delivered once (docs/loader.md, Elastic resume). Another dataset, seed, shuffle
+ * window, shuffle or drop_last, partition count or global batch size is refused (SP_EINVAL) with a
+ * message saying which (for partitions, the world sizes that work), and a position this loader
+ * cannot be at (a batch past its epoch's end, a batch past the last epoch, an epoch past 2^63 - 1)
+ * with SP_ERANGE; a refused state leaves the loader where it was. Batches still leased stay
+ * valid, as with set_epoch. Both are consumer calls: SP_EBUSY while another thread is inside one. */
 #define SP_LOADER_STATE_BYTES 64
 SP_API int sp_loader_state_size(void);
 SP_API int sp_loader_save_state(sp_loader *l, void *buf, size_t cap);

@@ -1310,7 +1310,7 @@ uint64_t sp_batch_sample_id(const sp_batch *b, uint32_t row)
 /* ---------------------------------------------------------------- resume state */
 
 #define STATE_MAGIC 0x54535053u /* "SPST" */
-#define STATE_VERSION 1u
+#define STATE_VERSION 2u
 
 int sp_loader_state_size(void) { return SP_LOADER_STATE_BYTES; }
 
@@ -1335,13 +1335,45 @@ int sp_loader_save_state(sp_loader *l, void *buf, size_t cap)
     sp_st64(p + 16, epoch);
     sp_st64(p + 24, next_k);
     sp_st32(p + 32, l->cfg.world);
-    sp_st32(p + 36, l->cfg.rank);
+    sp_st32(p + 36, l->cfg.parts); /* the same bytes on every rank: the position is global */
     sp_st32(p + 40, l->cfg.batch);
     sp_st32(p + 44, l->cfg.window_blocks);
     sp_st64(p + 48, sp_dataset_fingerprint(l->ds));
     sp_st16(p + 56, (uint16_t)(l->cfg.shuffle | l->cfg.drop_last << 1));
     sp_st32(p + 60, (uint32_t)sp_checksum64(p, 60));
     return consumer_leave(l, SP_OK);
+}
+
+/* The world sizes a state of `parts` partitions resumes on: those dividing it (comma-separated). */
+static void valid_worlds(uint32_t parts, char *buf, size_t len)
+{
+    size_t k = 0;
+    buf[0] = '\0';
+    for (uint32_t w = 1; w <= parts && k + 16 < len; w++)
+        if (parts % w == 0)
+            k += (size_t)snprintf(buf + k, len - k, "%s%u", k ? ", " : "", w);
+}
+
+/* A state resumes on any world size dividing its partitions, with the same global batch: the
+ * position (a global batch index) then names the same samples. */
+static int check_elastic(sp_loader *l, uint32_t parts, uint32_t world, uint32_t batch)
+{
+    char ok[256];
+    valid_worlds(parts, ok, sizeof ok);
+    uint64_t global = (uint64_t)world * batch, here = (uint64_t)l->cfg.world * l->cfg.batch;
+    if (parts != l->cfg.parts)
+        return sp_fail(&l->eb, SP_EINVAL,
+                       "the saved state was taken with partitions=%u (world size %u), this loader has %u: open it "
+                       "with partitions=%u, on a world size dividing it (%s) with batch_size x world size = %llu",
+                       parts, world, l->cfg.parts, parts, ok, (unsigned long long)global);
+    if (global != here)
+        return sp_fail(&l->eb, SP_EINVAL,
+                       "the saved state was taken with a different global batch size (batch_size %u x world size %u "
+                       "= %llu; here %u x %u = %llu): on %u ranks use batch_size %llu",
+                       batch, world, (unsigned long long)global, l->cfg.batch, l->cfg.world,
+                       (unsigned long long)here, l->cfg.world,
+                       (unsigned long long)(global % l->cfg.world ? 0 : global / l->cfg.world));
+    return SP_OK;
 }
 
 /* Checks a saved state against this loader and seeks to it; the consumer's call. */
@@ -1352,16 +1384,16 @@ static int load_state(sp_loader *l, const uint8_t *p, size_t len)
     if (sp_ld32(p + 4) != STATE_VERSION)
         return sp_fail(&l->eb, SP_EVERSION, "loader state version %u; this library reads %u", sp_ld32(p + 4), STATE_VERSION);
     const char *what = sp_ld64(p + 48) != sp_dataset_fingerprint(l->ds)              ? "dataset (its content differs)"
-                       : sp_ld32(p + 32) != l->cfg.world                             ? "world size"
-                       : sp_ld32(p + 36) != l->cfg.rank                              ? "rank"
-                       : sp_ld32(p + 40) != l->cfg.batch                             ? "batch size"
                        : sp_ld64(p + 8) != l->cfg.seed                               ? "seed"
                        : sp_ld32(p + 44) != l->cfg.window_blocks                     ? "shuffle window"
                        : sp_ld16(p + 56) != (l->cfg.shuffle | l->cfg.drop_last << 1) ? "shuffle or drop_last"
                                                                                      : NULL;
     if (what)
         return sp_fail(&l->eb, SP_EINVAL, "the saved state was taken with a different %s", what);
-    int rc = check_position(l, sp_ld64(p + 16), sp_ld64(p + 24), "the saved state's");
+    int rc = check_elastic(l, sp_ld32(p + 36), sp_ld32(p + 32), sp_ld32(p + 40));
+    if (rc)
+        return rc;
+    rc = check_position(l, sp_ld64(p + 16), sp_ld64(p + 24), "the saved state's");
     if (rc)
         return rc;
     seek(l, sp_ld64(p + 16), sp_ld64(p + 24));
