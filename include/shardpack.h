@@ -300,7 +300,11 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT
     X(TRANSCODE, "transcode", SP_PTYPE_ENUM, 0, 0, 1, "none|jpeg", SP_SCOPE_IMPORT,                \
       "pack: jpeg stores every PNG and WebP as JPEG (quality), for sets whose PNGs are photos; none keeps each format") \
     X(PARTITIONS, "partitions", SP_PTYPE_INT, 0, 0, 1 << 20, NULL, SP_SCOPE_LOAD,                     \
-      "canonical partitions of the epoch order (0: the world size); a multiple of world_size dividing batch_size x world_size; a state resumes on any world size dividing it")
+      "canonical partitions of the epoch order (0: the world size); a multiple of world_size dividing batch_size x world_size; a state resumes on any world size dividing it") \
+    X(ORDER, "order", SP_PTYPE_ENUM, 0, 0, 1, "shuffled|source", SP_SCOPE_IMPORT,                   \
+      "order pack writes samples in: shuffled (a seeded permutation of the input items, so blocks mix classes) or source (as listed; ImageFolder: class by class)") \
+    X(ORDER_SEED, "order_seed", SP_PTYPE_INT, 0, 0, INT64_MAX, NULL, SP_SCOPE_IMPORT,              \
+      "seed of pack's shuffled order; the same seed and inputs give the same files")
 
 typedef enum sp_param {
 #define SP_X_(key, name, type, def, lo, hi, choices, scope, doc) SP_PARAM_##key,
@@ -322,6 +326,7 @@ enum { SP_DEVICE_AUTO = -2, SP_DEVICE_CPU = -1 };
 enum { SP_DEVICE_DTYPE_NONE = 0, SP_DEVICE_DTYPE_FLOAT16 = 1, SP_DEVICE_DTYPE_BFLOAT16 = 2,
        SP_DEVICE_DTYPE_FLOAT32 = 3 };
 enum { SP_DEVICE_LAYOUT_NCHW = 0, SP_DEVICE_LAYOUT_NHWC = 1 };
+enum { SP_ORDER_SHUFFLED = 0, SP_ORDER_SOURCE = 1 }; /* the order parameter */
 
 /* Description of one parameter; all strings are static. */
 typedef struct sp_param_info {

@@ -173,6 +173,33 @@ void cli_progress_clear(cli_progress *p);
 /* Erases the line of the progress being drawn, if any (cli_err calls it before printing). */
 void cli_progress_clear_active(void);
 
+/* ---- shuffle quality (cli_mix.c) --------------------------------------------------------------- */
+
+/* Measured over the batches of one epoch given to cli_mix_batch. */
+typedef struct cli_mix {
+    uint32_t batch;                /* rows of a full batch */
+    uint64_t total;                /* samples of the dataset, for a uniform shuffle's distance */
+    uint64_t world, rank;          /* a rank's k-th sample stands at k * world + rank */
+    uint64_t samples, moved, batches, distinct_sum;
+    double move_sum;
+    int has_labels;                /* a field named label, int64 */
+    int64_t *keys, *scratch;
+    uint64_t *counts;
+    size_t cap, nlabels, scratch_len;
+} cli_mix;
+
+typedef struct cli_mix_result {
+    int has_labels;
+    double labels_per_batch, labels_uniform; /* mean distinct labels in a full batch; uniform's */
+    double move, move_uniform;               /* mean |position - stored index|; uniform's, (N^2-1)/3N */
+} cli_mix_result;
+
+void cli_mix_init(cli_mix *m, uint32_t batch, uint64_t total, uint32_t world, uint32_t rank);
+/* -1 when memory runs out. */
+int cli_mix_batch(cli_mix *m, const sp_batch *b);
+void cli_mix_get(const cli_mix *m, cli_mix_result *r);
+void cli_mix_free(cli_mix *m);
+
 /* ---- subcommands ------------------------------------------------------------------------------- */
 
 extern const cli_cmd cli_cmd_pack, cli_cmd_inspect, cli_cmd_verify, cli_cmd_cat, cli_cmd_bench,

@@ -43,6 +43,7 @@ typedef struct bench_run {
     uint64_t epochs;
     double seconds;
     uint64_t touch_sum;
+    cli_mix mix; /* the first epoch's order */
 } bench_run;
 
 /* ---- the limit ------------------------------------------------------------------------------ */
@@ -307,6 +308,11 @@ static int stream(const char *path, sp_loader *l, uint64_t epochs, int quiet, be
         int r = sp_loader_next(l, &b, -1);
         if (r == 0) {
             run->touch_sum += touch_batch(b, &run->batch_bytes);
+            if (run->epochs == 0 && cli_mix_batch(&run->mix, b) != 0) {
+                sp_loader_release(l, b);
+                rc = cli_lib_err(path, SP_ENOMEM, "out of memory measuring the order");
+                break;
+            }
             run->batches++;
             run->samples += sp_batch_size(b);
             if ((r = sp_loader_release(l, b)) != 0) {
@@ -451,6 +457,22 @@ static void print_json(const bench_report *r)
     cli_json_i64(&j, st->local_world_size);
     cli_json_key(&j, "rank_note");
     cli_json_str(&j, st->rank_note);
+    cli_json_key(&j, "partitions");
+    cli_json_i64(&j, st->partitions);
+    cli_mix_result mx;
+    cli_mix_get(&run->mix, &mx);
+    if (mx.has_labels) {
+        cli_json_key(&j, "labels_per_batch");
+        cli_json_double(&j, mx.labels_per_batch);
+        cli_json_key(&j, "labels_per_batch_uniform");
+        cli_json_double(&j, mx.labels_uniform);
+        cli_json_key(&j, "labels_per_batch_ratio");
+        cli_json_double(&j, mx.labels_uniform > 0 ? mx.labels_per_batch / mx.labels_uniform : 0);
+    }
+    cli_json_key(&j, "mean_move");
+    cli_json_double(&j, mx.move);
+    cli_json_key(&j, "mean_move_uniform");
+    cli_json_double(&j, mx.move_uniform);
     cli_json_key(&j, "batch_size");
     cli_json_u64(&j, r->batch_size);
     cli_json_key(&j, "batches");
@@ -529,6 +551,16 @@ static void print_summary(const bench_report *r)
                "rank)\n",
                (unsigned long long)st->samples_skipped,
                (unsigned long long)st->samples_dropped_per_epoch);
+    cli_mix_result mx;
+    cli_mix_get(&run->mix, &mx);
+    if (mx.has_labels)
+        printf("  shuffle    %.2f labels per batch of %llu (a uniform shuffle: %.2f, %.2f of it); ",
+               mx.labels_per_batch, (unsigned long long)r->batch_size, mx.labels_uniform,
+               mx.labels_uniform > 0 ? mx.labels_per_batch / mx.labels_uniform : 0);
+    else
+        printf("  shuffle    ");
+    printf("samples move %.0f places on average (uniform: %.0f, %.2f of it)\n", mx.move, mx.move_uniform,
+           mx.move_uniform > 0 ? mx.move / mx.move_uniform : 0);
     if (run->seconds < STREAM_MIN_S)
         printf("  note       the run took under %.0f s; %s\n", STREAM_MIN_S,
                r->epochs_given ? "pass more --epochs (or omit it) for steadier numbers"
@@ -643,6 +675,9 @@ int cli_bench_main(int argc, char **argv)
 
     bench_run run;
     memset(&run, 0, sizeof run);
+    cli_mix_init(&run.mix, (uint32_t)sp_params_get(params, SP_PARAM_BATCH_SIZE),
+                 sp_loader_samples_per_epoch(l) * (uint64_t)pools.world_size, (uint32_t)pools.world_size,
+                 (uint32_t)pools.rank);
     sp_loader_stats st = { .struct_size = sizeof st };
     rc = stream(path, l, epochs_given ? (uint64_t)epochs : 0, quiet || json, &run, &st);
     if (rc != CLI_OK)
@@ -660,6 +695,7 @@ int cli_bench_main(int argc, char **argv)
         print_json(&rep);
     else
         print_summary(&rep);
+    cli_mix_free(&run.mix);
 out:
     if (l && (r = sp_loader_close(l)) != 0 && rc == CLI_OK)
         rc = cli_lib_err(path, r, sp_last_error());

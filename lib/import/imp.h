@@ -113,6 +113,12 @@ typedef struct imp_image_label {
 void imp_image_label_sample(imp_image_label *il, const void *data, size_t size, int64_t label,
                             const char *what, imp_sample *out);
 
+/* The order pack writes the kind's input items in (parameters order and order_seed): perm[i] = the
+ * item written i-th, a seeded permutation of 0..n-1 under order=shuffled, the identity under
+ * order=source. perm is allocated (sp_free) and NULL with SP_ENOMEM (message) when memory runs out;
+ * 8 bytes an item, never the items' bytes. */
+int imp_item_order(imp_ctx *c, uint64_t n, uint64_t **perm);
+
 /* Last path component (trailing slashes not stripped). */
 const char *imp_basename(const char *path);
 /* 1 when s ends with suffix, ASCII case-insensitively. */

@@ -6,7 +6,8 @@
  * the pack's own output rather than data: OUTDIR itself when it lies inside DIR (so packing twice
  * with --overwrite gives the same classes), and writers' staging directories (.NAME.shardpack-tmp).
  * A class directory without an image file is refused, as torchvision refuses a class with no
- * valid file: its label would belong to no sample. */
+ * valid file: its label would belong to no sample. Images are written in the order imp_item_order
+ * gives: shuffled across classes by default, class by class (sorted) with order=source. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -31,7 +32,9 @@ typedef struct folder {
     const char *root;
     class_dir *classes;
     size_t nclasses;
-    size_t ci, ii; /* the next image: item ii of class ci */
+    uint64_t *first; /* nclasses + 1: items before each class, in the listing */
+    uint64_t *perm;  /* the order items are written in (imp_item_order) */
+    uint64_t next, total;
     char *path;    /* of the image last yielded */
     imp_buf file;
     imp_image_label sample;
@@ -227,34 +230,38 @@ static int folder_open(imp_ctx *c, void *priv, const char *const *srcs, size_t n
     if ((rc = imp_set_image_label_schema(c)) != SP_OK || (rc = class_names_meta(c, f)) != SP_OK)
         return rc;
     imp_set_totals(c, total_items, total_bytes);
-    return SP_OK;
+    f->first = sp_malloc((f->nclasses + 1) * sizeof *f->first);
+    if (!f->first)
+        return imp_oom(c, f->root, (f->nclasses + 1) * sizeof *f->first);
+    f->first[0] = 0;
+    for (size_t i = 0; i < f->nclasses; i++)
+        f->first[i + 1] = f->first[i] + f->classes[i].nitems;
+    f->total = total_items;
+    return imp_item_order(c, total_items, &f->perm);
 }
 
 static int folder_next(imp_ctx *c, void *priv, imp_sample *out)
 {
     folder *f = priv;
-    for (;;) {
-        while (f->ci < f->nclasses && f->ii == f->classes[f->ci].nitems) {
-            f->ci++;
-            f->ii = 0;
-        }
-        if (f->ci == f->nclasses)
-            return 0;
-        const class_dir *cd = &f->classes[f->ci];
+    while (f->next < f->total) {
+        uint64_t k = f->perm[f->next++];
+        size_t ci = (size_t)sp_floor_index(f->first, f->nclasses, k);
+        const class_dir *cd = &f->classes[ci];
+        const char *name = cd->items[k - f->first[ci]].name;
         sp_free(f->path);
         f->path = imp_asprintf("%s%s%s/%s", f->root, f->root[strlen(f->root) - 1] == '/' ? "" : "/", cd->name,
-                               cd->items[f->ii].name);
-        f->ii++;
+                               name);
         if (!f->path)
-            return imp_oom(c, f->root, strlen(cd->name) + strlen(cd->items[f->ii - 1].name) + 2);
+            return imp_oom(c, f->root, strlen(cd->name) + strlen(name) + 2);
         int rc = imp_read_item(c, f->path, &f->file);
         if (rc < 0)
             return rc;
         if (rc == 1) {
-            imp_image_label_sample(&f->sample, f->file.data, f->file.len, (int64_t)f->ci, f->path, out);
+            imp_image_label_sample(&f->sample, f->file.data, f->file.len, (int64_t)ci, f->path, out);
             return 1;
         }
     }
+    return 0;
 }
 
 static void folder_close(void *priv)
@@ -267,6 +274,8 @@ static void folder_close(void *priv)
         sp_free(f->classes[i].name);
     }
     sp_free(f->classes);
+    sp_free(f->first);
+    sp_free(f->perm);
     sp_free(f->path);
     imp_buf_free(&f->file);
 }

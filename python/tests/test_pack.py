@@ -140,8 +140,19 @@ class Identity(unittest.TestCase):
         self.assertSameFiles(cli, c)
         return cli, created_by, st, skipped, c_out
 
+    def test_imagefolder_shuffled(self):
+        # The default order: the same seeded permutation from all three, classes mixed.
+        cli = self.three_ways([self.folder])[0]
+        ds = shardpack.Dataset(cli)
+        labels = [int.from_bytes(ds[i]["label"], "little") for i in range(len(ds))]
+        ds.close()
+        self.assertEqual(len(labels), 40)
+        self.assertNotEqual(labels, sorted(labels))
+
     def test_imagefolder(self):
-        cli, created_by, st, skipped, c_out = self.three_ways([self.folder])
+        # order=source: class by class, as the Writer below is fed.
+        cli, created_by, st, skipped, c_out = self.three_ways([self.folder], cli_extra=["--order", "source"],
+                                                              c_extra=["--order=source"], order="source")
         png = os.path.join(self.folder, "class_01", "img_999999.jpg")
         self.assertEqual(len(skipped), 1)
         self.assertEqual(skipped[0][0], png)

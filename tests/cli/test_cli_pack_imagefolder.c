@@ -48,7 +48,7 @@ START_TEST(test_pack_and_cat_identity)
     char *notes = clit_path("%s/cat/notes.txt", in);
     clit_write(notes, "not an image", 12);
 
-    clit_result r = clit_run("pack", in, "-o", out, "--quiet", NULL);
+    clit_result r = clit_run("pack", in, "-o", out, "--quiet", "--order", "source", NULL); /* sample i = file i */
     ck_assert_msg(r.status == 0, "pack failed: %s", r.err);
     clit_result_free(&r);
     char *manifest = clit_path("%s/manifest.spm", out);

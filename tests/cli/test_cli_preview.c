@@ -46,7 +46,7 @@ static void setup(void)
     }
     ds = clit_path("%s/ds", tmp);
     /* Small blocks, so samples are spread over several of them. */
-    clit_result r = clit_run("pack", in, "-o", ds, "-q", "--block-size", "4K", NULL);
+    clit_result r = clit_run("pack", in, "-o", ds, "-q", "--block-size", "4K", "--order", "source", NULL);
     ck_assert_msg(r.status == 0, "pack: %s", r.err);
     clit_result_free(&r);
     free(in);
@@ -351,7 +351,7 @@ START_TEST(test_bad_tile)
         free(file);
     }
     char *bad = clit_path("%s/badds", tmp), *out = clit_path("%s/bad.jpg", tmp);
-    clit_result r = clit_run("pack", in, "-o", bad, "-q", NULL);
+    clit_result r = clit_run("pack", in, "-o", bad, "-q", "--order", "source", NULL);
     ck_assert_msg(r.status == 0, "pack: %s", r.err);
     clit_result_free(&r);
 

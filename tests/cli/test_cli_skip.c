@@ -46,7 +46,7 @@ START_TEST(test_skip_and_strict)
     clit_result_free(&r);
 
     char *out2 = clit_path("%s/out2", tmp);
-    r = clit_run("pack", in, "-o", out2, "--strict", NULL);
+    r = clit_run("pack", in, "-o", out2, "--strict", "--order", "source", NULL); /* b.jpg comes first */
     ck_assert_int_eq(r.status, 1);
     ck_assert_msg(strncmp(r.err, "shardpack: ", 11) == 0 && strstr(r.err, "b.jpg"), "%s", r.err);
     clit_result_free(&r);

@@ -1,0 +1,109 @@
+/* test_cli_pack_order.c - pack's order: an ImageFolder of 10 classes is written in a seeded shuffled order by default (the same seed gives the same files, another seed others), so that bench's shuffle metric, the mean distinct labels per batch, reaches 0.9 of a uniform shuffle's with small shuffle windows; --order source writes class by class and stays well below it. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clit_util.h"
+
+#define CLASSES 10
+#define PER_CLASS 40
+
+static char *tmp, *in;
+
+/* CLASSES class directories of PER_CLASS small JPEGs each. */
+static void setup(void)
+{
+    tmp = clit_tmpdir();
+    in = clit_path("%s/in", tmp);
+    clit_mkdir(in);
+    for (int c = 0; c < CLASSES; c++) {
+        char *cls = clit_path("%s/class%02d", in, c);
+        clit_mkdir(cls);
+        for (int i = 0; i < PER_CLASS; i++) {
+            size_t size;
+            unsigned char *j = clit_jpeg(32, 24, (unsigned)(c * PER_CLASS + i), &size);
+            char *p = clit_path("%s/%03d.jpg", cls, i);
+            clit_write(p, j, size);
+            free(p);
+            free(j);
+        }
+        free(cls);
+    }
+}
+
+static void teardown(void)
+{
+    clit_rmrf(tmp);
+    free(tmp);
+    free(in);
+}
+
+/* Packs into tmp/name (replacing it) and returns the first shard's bytes (the command line, kept in
+ * the metadata, is the same for the same arguments). */
+static unsigned char *pack(const char *name, const char *order, const char *seed, size_t *len)
+{
+    char *out = clit_path("%s/%s", tmp, name);
+    clit_result r = clit_run("pack", in, "-o", out, "-q", "--block-size", "8K", "--dataset-id", "5", "--order",
+                             order, "--order-seed", seed, "--overwrite", NULL);
+    ck_assert_msg(r.status == 0, "pack --order %s: %s", order, r.err);
+    clit_result_free(&r);
+    char *shard = clit_path("%s/shard-000000.sps", out);
+    unsigned char *bytes = clit_read(shard, len);
+    free(shard);
+    free(out);
+    return bytes;
+}
+
+/* bench's labels_per_batch_ratio over one epoch of batches of 32, windows of 2 blocks. */
+static double label_ratio(const char *ds)
+{
+    clit_result r = clit_run("bench", ds, "--epochs", "1", "--json", "--batch-size", "32", "--shuffle-window", "2",
+                             "--threads", "1", NULL);
+    ck_assert_msg(r.status == 0, "bench: %s", r.err);
+    ck_assert_msg(clit_json_has_key(r.out, "labels_per_batch_uniform") && clit_json_has_key(r.out, "mean_move"),
+                  "%s", r.out);
+    const char *k = strstr(r.out, "\"labels_per_batch_ratio\":");
+    ck_assert_ptr_nonnull(k);
+    double v = strtod(k + strlen("\"labels_per_batch_ratio\":"), NULL);
+    clit_result_free(&r);
+    return v;
+}
+
+START_TEST(test_shuffled_mixes_classes)
+{
+    size_t la, lb, lc;
+    unsigned char *a = pack("ds", "shuffled", "0", &la), *b = pack("ds", "shuffled", "0", &lb);
+    ck_assert_msg(la == lb && memcmp(a, b, la) == 0, "the same seed gave other files");
+    unsigned char *c = pack("ds", "shuffled", "1", &lc);
+    ck_assert_msg(la != lc || memcmp(a, c, la) != 0, "another seed gave the same files");
+    char *ds = clit_path("%s/ds", tmp);
+    double other = label_ratio(ds);
+    free(pack("ds", "shuffled", "0", &la));
+    double mixed = label_ratio(ds);
+    free(pack("ds", "source", "0", &la));
+    double sorted = label_ratio(ds);
+    ck_assert_msg(mixed >= 0.9 && other >= 0.9, "shuffled pack: %.3f (seed 1: %.3f) of a uniform shuffle's labels "
+                  "per batch", mixed, other);
+    ck_assert_msg(sorted < 0.8, "source order: %.3f of a uniform shuffle's labels per batch", sorted);
+    free(a);
+    free(b);
+    free(c);
+    free(ds);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cli_pack_order");
+    TCase *tc = tcase_create("order");
+    tcase_set_timeout(tc, 100);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_shuffled_mixes_classes);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
