@@ -1,4 +1,4 @@
-/* test_loader_lease.c - batch leases and flow control: close refuses leased batches, release checks ownership, hoarding gives SP_EBUSY (not a hang), timeout 0 polls, SP_EEPOCH/SP_EDONE, set_epoch, batches leased across an epoch end stay intact, and batches leased across set_epoch or load_state do not hold up the new position. */
+/* test_loader_lease.c - batch leases and flow control: close refuses leased batches, release checks ownership, hoarding gives SP_EBUSY (not a hang), timeout 0 polls, SP_EEPOCH/SP_EDONE, set_epoch, batches leased across an epoch end stay intact, and batches leased across set_epoch or load_state do not hold up the new position; save_state with batches leased saves the position after the last batch handed out. */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +56,33 @@ static void expect_ref(const sp_batch *b)
     ck_assert_msg(lt_batch_hash(b) == g_ref[e].hash[k], "epoch %llu batch %llu differs from the reference",
                   (unsigned long long)e, (unsigned long long)k);
 }
+
+/* save_state while batches are leased: the position after the last batch next() handed out, held
+ * or not; a loader resumed from it goes on with the batch after that one. */
+START_TEST(save_with_leases)
+{
+    reference();
+    sp_loader *l = open_ep("0", NULL, NULL);
+    sp_batch *b0 = next_ok(l), *b1 = next_ok(l), *b2 = next_ok(l);
+    ck_assert_int_eq(sp_loader_release(l, b0), 0);
+    uint8_t st[SP_LOADER_STATE_BYTES];
+    ck_assert_msg(sp_loader_save_state(l, st, sizeof st) == 0, "%s", sp_last_error());
+    expect_ref(b1); /* the leases are untouched */
+    expect_ref(b2);
+    ck_assert_int_eq(sp_loader_release(l, b2), 0);
+    ck_assert_int_eq(sp_loader_release(l, b1), 0);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    l = open_ep("0", NULL, NULL);
+    ck_assert_msg(sp_loader_load_state(l, st, sizeof st) == 0, "%s", sp_last_error());
+    sp_batch *b = next_ok(l);
+    ck_assert_uint_eq(sp_batch_epoch(b), 0);
+    ck_assert_uint_eq(sp_batch_index(b), 3);
+    expect_ref(b);
+    ck_assert_int_eq(sp_loader_release(l, b), 0);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    free_reference();
+}
+END_TEST
 
 START_TEST(close_refused_while_leased)
 {
@@ -634,6 +661,7 @@ int main(void)
     Suite *s = suite_create("loader_lease");
     TCase *tc = tu_tcase(s, "lease", 60);
     tcase_add_test(tc, close_refused_while_leased);
+    tcase_add_test(tc, save_with_leases);
     tcase_add_test(tc, release_checks);
     tcase_add_test(tc, hoarding_gives_ebusy);
     tcase_add_test(tc, hoarding_ebusy_is_prompt);
