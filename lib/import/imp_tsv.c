@@ -1,5 +1,8 @@
 /* imp_tsv.c - TSV importer: lines "PATH<TAB>LABEL"; relative paths from the TSV's directory; a leading
- * UTF-8 byte order mark is ignored, a line holding a NUL byte is a bad line. */
+ * UTF-8 byte order mark is ignored, a line holding a NUL byte is a bad line. Under order=shuffled
+ * (the default) the entry lines are read in the order imp_item_order gives, each found again by its
+ * byte offset (16 bytes an entry are kept, not the lines); under order=source, list by list, line
+ * by line. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +23,12 @@ typedef struct tsv {
     char *what;        /* the item last reported or yielded */
     imp_buf file;
     imp_image_label sample;
+    /* order=shuffled: every entry line's list, byte offset and line number, and the order */
+    bool shuffled;
+    uint64_t nent, capent, next;
+    uint64_t *ent_off, *ent_line, *perm;
+    uint32_t *ent_list;
+    FILE **lists; /* open on demand, one per list */
 } tsv;
 
 static int is_blank(const char *s)
@@ -59,16 +68,52 @@ static int open_list(imp_ctx *c, const char *path, FILE **f)
     return *f ? SP_OK : imp_fail(c, SP_EIO, "%s: %s", path, why);
 }
 
-/* Number of entry lines of one file, for the progress line. */
-static int count_entries(imp_ctx *c, tsv *t, const char *path, uint64_t *count)
+/* Keeps entry line lineno of list `list`, at byte offset off, for the shuffled order. */
+static int keep_entry(imp_ctx *c, tsv *t, uint32_t list, uint64_t off, uint64_t lineno)
 {
+    if (t->nent == t->capent) {
+        uint64_t cap = t->capent ? 2 * t->capent : 1024;
+        uint64_t *o = sp_realloc(t->ent_off, cap * sizeof *o);
+        if (o)
+            t->ent_off = o;
+        uint64_t *n = o ? sp_realloc(t->ent_line, cap * sizeof *n) : NULL;
+        if (n)
+            t->ent_line = n;
+        uint32_t *l = n ? sp_realloc(t->ent_list, cap * sizeof *l) : NULL;
+        if (!l)
+            return imp_oom(c, t->srcs[list], (size_t)cap * 20);
+        t->ent_list = l;
+        t->capent = cap;
+    }
+    t->ent_off[t->nent] = off;
+    t->ent_line[t->nent] = lineno;
+    t->ent_list[t->nent++] = list;
+    return SP_OK;
+}
+
+/* Number of entry lines of list `list`, for the progress line; under order=shuffled, where each
+ * is. */
+static int count_entries(imp_ctx *c, tsv *t, uint32_t list, uint64_t *count)
+{
+    const char *path = t->srcs[list];
     FILE *f;
     int rc = open_list(c, path, &f);
     if (rc)
         return rc;
     ssize_t len;
-    for (int first = 1; (len = getline(&t->line, &t->cap, f)) >= 0; first = 0)
-        *count += entry_line(first ? skip_bom(t->line, &len) : t->line, &len) ? 1 : 0;
+    uint64_t off = 0, lineno = 0;
+    for (int first = 1; (len = getline(&t->line, &t->cap, f)) >= 0; first = 0) {
+        uint64_t at = off;
+        off += (uint64_t)len;
+        lineno++;
+        if (!entry_line(first ? skip_bom(t->line, &len) : t->line, &len))
+            continue;
+        ++*count;
+        if (t->shuffled && (rc = keep_entry(c, t, list, at, lineno)) != SP_OK) {
+            fclose(f);
+            return rc;
+        }
+    }
     int err = ferror(f) ? errno : 0;
     fclose(f);
     if (err)
@@ -81,9 +126,10 @@ static int tsv_open(imp_ctx *c, void *priv, const char *const *srcs, size_t n)
     tsv *t = priv;
     t->srcs = srcs;
     t->n = n;
+    t->shuffled = sp_params_get(imp_params(c), SP_PARAM_ORDER) == SP_ORDER_SHUFFLED;
     uint64_t total = 0;
     for (size_t i = 0; i < n; i++) {
-        int rc = count_entries(c, t, srcs[i], &total);
+        int rc = count_entries(c, t, (uint32_t)i, &total);
         if (rc)
             return rc;
     }
@@ -91,7 +137,12 @@ static int tsv_open(imp_ctx *c, void *priv, const char *const *srcs, size_t n)
     if (rc)
         return rc;
     imp_set_totals(c, total, 0);
-    return SP_OK;
+    if (!t->shuffled)
+        return SP_OK;
+    t->lists = sp_calloc(n, sizeof *t->lists);
+    if (!t->lists)
+        return imp_oom(c, srcs[0], n * sizeof *t->lists);
+    return imp_item_order(c, t->nent, &t->perm);
 }
 
 /* Reports line lineno of the current list as a bad item. */
@@ -174,9 +225,51 @@ static int one_line(imp_ctx *c, tsv *t, char *line, size_t len, imp_sample *out)
     return 1;
 }
 
+/* Points t at list i: its directory, for relative paths. */
+static void set_list(tsv *t, size_t i)
+{
+    t->i = i;
+    const char *slash = strrchr(t->srcs[i], '/');
+    t->dirlen = slash ? (size_t)(slash - t->srcs[i]) : 0;
+    if (slash == t->srcs[i])
+        t->dirlen = 1; /* "/list.tsv": the root directory */
+}
+
+/* order=shuffled: the entry lines in imp_item_order's order, each read again at its offset. */
+static int next_shuffled(imp_ctx *c, tsv *t, imp_sample *out)
+{
+    while (t->next < t->nent) {
+        uint64_t k = t->perm[t->next++];
+        uint32_t list = t->ent_list[k];
+        set_list(t, list);
+        if (!t->lists[list]) {
+            int rc = open_list(c, t->srcs[list], &t->lists[list]);
+            if (rc)
+                return rc;
+        }
+        FILE *f = t->lists[list];
+        ssize_t len = -1;
+        if (fseeko(f, (off_t)t->ent_off[k], SEEK_SET) == 0)
+            len = getline(&t->line, &t->cap, f);
+        if (len < 0)
+            return imp_fail(c, SP_EIO, "%s: line %llu can no longer be read (the list changed while packing?)",
+                            t->srcs[list], (unsigned long long)t->ent_line[k]);
+        t->lineno = (unsigned long)t->ent_line[k];
+        char *text = t->lineno == 1 ? skip_bom(t->line, &len) : t->line;
+        if (!entry_line(text, &len))
+            return imp_fail(c, SP_EIO, "%s: line %lu changed while packing", t->srcs[list], t->lineno);
+        int rc = one_line(c, t, text, (size_t)len, out);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 static int tsv_next(imp_ctx *c, void *priv, imp_sample *out)
 {
     tsv *t = priv;
+    if (t->shuffled)
+        return next_shuffled(c, t, out);
     for (;;) {
         if (!t->f) {
             if (t->i == t->n)
@@ -184,10 +277,7 @@ static int tsv_next(imp_ctx *c, void *priv, imp_sample *out)
             int rc = open_list(c, t->srcs[t->i], &t->f);
             if (rc)
                 return rc;
-            const char *slash = strrchr(t->srcs[t->i], '/');
-            t->dirlen = slash ? (size_t)(slash - t->srcs[t->i]) : 0;
-            if (slash == t->srcs[t->i])
-                t->dirlen = 1; /* "/list.tsv": the root directory */
+            set_list(t, t->i);
             t->lineno = 0;
         }
         ssize_t len = getline(&t->line, &t->cap, t->f);
@@ -215,6 +305,14 @@ static void tsv_close(void *priv)
     tsv *t = priv;
     if (t->f)
         fclose(t->f);
+    for (size_t i = 0; t->lists && i < t->n; i++)
+        if (t->lists[i])
+            fclose(t->lists[i]);
+    sp_free(t->lists);
+    sp_free(t->ent_off);
+    sp_free(t->ent_line);
+    sp_free(t->ent_list);
+    sp_free(t->perm);
     free(t->line); /* getline's */
     sp_free(t->what);
     imp_buf_free(&t->file);

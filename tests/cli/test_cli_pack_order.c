@@ -1,4 +1,4 @@
-/* test_cli_pack_order.c - pack's order: an ImageFolder of 10 classes is written in a seeded shuffled order by default (the same seed gives the same files, another seed others), so that bench's shuffle metric, the mean distinct labels per batch, reaches 0.9 of a uniform shuffle's with small shuffle windows; --order source writes class by class and stays well below it. */
+/* test_cli_pack_order.c - pack's order: an ImageFolder (and a TSV list) of 10 classes is written in a seeded shuffled order by default (the same seed gives the same files, another seed others), so that bench's shuffle metric, the mean distinct labels per batch, reaches 0.9 of a uniform shuffle's with small shuffle windows; --order source writes class by class and stays well below it. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,6 +93,36 @@ START_TEST(test_shuffled_mixes_classes)
 }
 END_TEST
 
+/* A TSV list naming the same images class by class: shuffled by default as well. */
+START_TEST(test_tsv_shuffled)
+{
+    char *tsv = clit_path("%s/in/list.tsv", tmp);
+    FILE *f = fopen(tsv, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("\xEF\xBB\xBF" "class00/000.jpg\t0\n", f); /* a byte order mark on the first line */
+    for (int c = 0; c < CLASSES; c++)
+        for (int i = c ? 0 : 1; i < PER_CLASS; i++)
+            fprintf(f, "%sclass%02d/%03d.jpg\t%d\n", i % 7 ? "" : "# a comment\n", c, i, c);
+    ck_assert_int_eq(fclose(f), 0);
+    char *out = clit_path("%s/tsv", tmp);
+    double ratio[2];
+    for (int k = 0; k < 2; k++) {
+        clit_result r = clit_run("pack", tsv, "-o", out, "-q", "--block-size", "8K", "--overwrite", "--order",
+                                 k ? "source" : "shuffled", NULL);
+        ck_assert_msg(r.status == 0, "pack: %s", r.err);
+        clit_result_free(&r);
+        r = clit_run("inspect", out, "--json", NULL);
+        ck_assert_uint_eq(clit_json_u64(r.out, "samples"), CLASSES * PER_CLASS);
+        clit_result_free(&r);
+        ratio[k] = label_ratio(out);
+    }
+    ck_assert_msg(ratio[0] >= 0.9, "shuffled TSV pack: %.3f of a uniform shuffle's labels per batch", ratio[0]);
+    ck_assert_msg(ratio[1] < 0.8, "source-order TSV pack: %.3f", ratio[1]);
+    free(out);
+    free(tsv);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cli_pack_order");
@@ -100,6 +130,7 @@ int main(void)
     tcase_set_timeout(tc, 100);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_shuffled_mixes_classes);
+    tcase_add_test(tc, test_tsv_shuffled);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

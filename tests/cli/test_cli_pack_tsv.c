@@ -118,7 +118,7 @@ START_TEST(test_tsv_bom_nul)
     char *tsv = write_list("bom.tsv", text, sizeof text - 1);
 
     char *out = clit_path("%s/out", tmp);
-    clit_result r = clit_run("pack", tsv, "-o", out, "--json", NULL);
+    clit_result r = clit_run("pack", tsv, "-o", out, "--json", "--order", "source", NULL); /* samples in line order */
     ck_assert_msg(r.status == 0, "pack: %s", r.err);
     ck_assert_uint_eq(clit_json_u64(r.out, "samples"), 2);
     ck_assert_uint_eq(clit_json_u64(r.out, "skipped"), 2);
@@ -134,7 +134,7 @@ START_TEST(test_tsv_bom_nul)
     }
 
     char *out2 = clit_path("%s/out2", tmp);
-    r = clit_run("pack", tsv, "-o", out2, "--strict", NULL);
+    r = clit_run("pack", tsv, "-o", out2, "--strict", "--order", "source", NULL); /* line 2 is the first bad one */
     ck_assert_int_eq(r.status, 1);
     ck_assert_msg(strstr(r.err, "bom.tsv:2") && strstr(r.err, "NUL byte"), "%s", r.err);
     ck_assert(!clit_exists(out2));
