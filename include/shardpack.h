@@ -803,6 +803,8 @@ SP_API int sp_batch_find(const sp_batch *b, const char *name);
  * row was filled in for a skipped corrupt sample. */
 SP_API uint64_t sp_batch_sample_id(const sp_batch *b, uint32_t row);
 
+#define SP_MIX_MAX 16 /* sources of one mixture */
+
 typedef struct sp_loader_stats {
     size_t struct_size;  /* sizeof(sp_loader_stats), set by the caller (see the conventions at the top) */
     uint64_t epoch, batches, samples;       /* delivered */
@@ -854,6 +856,10 @@ typedef struct sp_loader_stats {
     char rank_note[SP_ERRMSG_MAX];
     char host_memory_note[SP_ERRMSG_MAX];   /* host_memory=0: how the budget was derived; "" when given */
     int partitions;                         /* canonical partitions of the order (docs/loader.md, Order) */
+    /* A mixture (sp_loader_open_mix): its sources, and the samples of each delivered (rows of the
+     * batches handed out); 0 sources for one dataset. */
+    int sources;
+    uint64_t source_samples[SP_MIX_MAX];
 } sp_loader_stats;
 
 /* Fills *out (its struct_size set by the caller). SP_EINVAL for a NULL argument or a struct_size
@@ -935,6 +941,18 @@ SP_API int sp_cuda_device_count(void);
 #define SP_LOADER_STATE_BYTES 64
 SP_API int sp_loader_state_size(void);
 SP_API int sp_loader_save_state(sp_loader *l, void *buf, size_t cap);
+/* A weighted mixture: one loader over n datasets (1 to SP_MIX_MAX), source d drawn with weight
+ * weights[d] (> 0; normalized to their sum). Every dataset must have the same schema. An epoch
+ * ends when the first source runs out: with w the normalized weights and N the sources' sample
+ * counts, it takes floor(w[d] * M) samples of source d, M = min over d of N[d] / w[d] (each source's
+ * blocks permuted on their own, every epoch a new draw; the sources' blocks interleaved by share),
+ * and then splits, shuffles, resumes and scales to other world sizes as one dataset does (the state
+ * names the mixture: its datasets and weights). Sample ids count the sources one after another
+ * (source d's from the sum of the earlier sources' samples); stats.source_samples counts what each
+ * source delivered. SP_EINVAL for no source, more than SP_MIX_MAX, a weight that is not a positive
+ * finite number or schemas that differ (naming the field). */
+SP_API int sp_loader_open_mix(const char *const *paths, const double *weights, size_t n, const sp_params *params,
+                              sp_loader **out);
 SP_API int sp_loader_load_state(sp_loader *l, const void *buf, size_t len);
 
 /* ------------------------------------------------------------------------------------------------

@@ -459,6 +459,13 @@ static void print_json(const bench_report *r)
     cli_json_str(&j, st->rank_note);
     cli_json_key(&j, "partitions");
     cli_json_i64(&j, st->partitions);
+    if (st->sources) {
+        cli_json_key(&j, "source_samples");
+        cli_json_array(&j);
+        for (int i = 0; i < st->sources; i++)
+            cli_json_u64(&j, st->source_samples[i]);
+        cli_json_end_array(&j);
+    }
     cli_mix_result mx;
     cli_mix_get(&run->mix, &mx);
     if (mx.has_labels) {
@@ -551,6 +558,12 @@ static void print_summary(const bench_report *r)
                "rank)\n",
                (unsigned long long)st->samples_skipped,
                (unsigned long long)st->samples_dropped_per_epoch);
+    if (st->sources) {
+        printf("  sources   ");
+        for (int i = 0; i < st->sources; i++)
+            printf(" %llu%s", (unsigned long long)st->source_samples[i], i + 1 < st->sources ? "," : "");
+        printf(" samples delivered from each source, in the order given\n");
+    }
     cli_mix_result mx;
     cli_mix_get(&run->mix, &mx);
     if (mx.has_labels)
@@ -587,7 +600,8 @@ static const cli_opt bench_opts[] = {
 
 const cli_cmd cli_cmd_bench = {
     "bench",
-    "bench PATH [--epochs E] [--json] [--quiet] [loader parameters]",
+    "bench PATH [--epochs E] [--json] [--quiet] [loader parameters]\n"
+    "       shardpack bench PATH:WEIGHT PATH:WEIGHT... [options]   (a weighted mixture)",
     "Measures the loader on a dataset: samples/s and bytes/s against the single-thread limit.",
     "First the limit: on one thread, for blocks spread over the dataset (at least 1 s of work, or\n"
     "every block, after a warm-up pass over the same blocks), the work of a loader worker, by the\n"
@@ -603,11 +617,29 @@ const cli_cmd cli_cmd_bench = {
     SP_SCOPE_LOAD,
 };
 
+/* "PATH:WEIGHT" (a mixture's source): path (allocated) and weight; 0 when arg has no weight. */
+static int split_weight(const char *arg, char **path, double *w)
+{
+    const char *colon = strrchr(arg, ':');
+    char *end;
+    if (!colon || !colon[1])
+        return 0;
+    double v = strtod(colon + 1, &end);
+    if (*end || !(v > 0) || v > 1e300)
+        return 0;
+    *path = strndup(arg, (size_t)(colon - arg));
+    *w = v;
+    return *path != NULL;
+}
+
 int cli_bench_main(int argc, char **argv)
 {
     const char *path = NULL;
+    const char *mix_args[SP_MIX_MAX];
+    size_t nmix = 0;
     int json = 0, quiet = 0, rc = CLI_OK;
     sp_loader *l = NULL;
+    char *mix_first = NULL;
     sp_params *params = sp_params_create();
     if (!params) {
         cli_err("out of memory");
@@ -624,12 +656,24 @@ int cli_bench_main(int argc, char **argv)
             cli_print_help(stdout, &cli_cmd_bench);
             goto out;
         } else if (id == CLI_ARG_POS) {
-            if (path) {
-                rc = cli_usage_err(&cli_cmd_bench, "one PATH only (got '%s' and '%s')", path,
-                                   g.value);
+            if (nmix == SP_MIX_MAX) {
+                rc = cli_usage_err(&cli_cmd_bench, "a mixture has at most %d sources", SP_MIX_MAX);
                 goto out;
             }
-            path = g.value;
+            mix_args[nmix++] = g.value;
+            if (path) {
+                char *p0 = NULL, *p1 = NULL;
+                double w;
+                int both = split_weight(mix_args[0], &p0, &w) && split_weight(g.value, &p1, &w);
+                free(p0);
+                free(p1);
+                if (!both) {
+                    rc = cli_usage_err(&cli_cmd_bench, "one PATH only (got '%s' and '%s'); a mixture names each "
+                                       "source with its weight, PATH:WEIGHT", path, g.value);
+                    goto out;
+                }
+            }
+            path = mix_args[0];
         } else if (id == OPT_JSON) {
             json = 1;
         } else if (id == OPT_QUIET) {
@@ -653,7 +697,27 @@ int cli_bench_main(int argc, char **argv)
     /* The loader is opened first so that a bad budget or rank is refused before a second is
      * spent on the limit; it reads nothing until the first next(). */
     cli_oom_context("benchmarking %s", path);
-    int r = sp_loader_open(path, params, &l);
+    char *mix_paths[SP_MIX_MAX] = { NULL };
+    double mix_w[SP_MIX_MAX];
+    int r;
+    if (nmix > 1 || split_weight(path, &mix_paths[0], &mix_w[0])) {
+        free(mix_paths[0]);
+        for (size_t i = 0; i < nmix; i++)
+            if (!split_weight(mix_args[i], &mix_paths[i], &mix_w[i])) {
+                rc = cli_usage_err(&cli_cmd_bench, "'%s' is not PATH:WEIGHT (a positive number)", mix_args[i]);
+                for (size_t k = 0; k < i; k++)
+                    free(mix_paths[k]);
+                goto out;
+            }
+        r = sp_loader_open_mix((const char *const *)mix_paths, mix_w, nmix, params, &l);
+        path = mix_args[0];
+        if (r == 0) /* the limit is measured on the first source */
+            mix_first = mix_paths[0], mix_paths[0] = NULL;
+        for (size_t i = 0; i < nmix; i++)
+            free(mix_paths[i]);
+    } else {
+        r = sp_loader_open(path, params, &l);
+    }
     if (r != 0) {
         rc = cli_lib_err(path, r, sp_last_error());
         goto out;
@@ -669,7 +733,7 @@ int cli_bench_main(int argc, char **argv)
     bench_limit lim;
     sp_loader_stats pools = { .struct_size = sizeof pools };
     sp_loader_stats_get(l, &pools);
-    if ((rc = measure_limit_apart(path, params, pools.device, pools.threads, &lim)) != CLI_OK)
+    if ((rc = measure_limit_apart(mix_first ? mix_first : path, params, pools.device, pools.threads, &lim)) != CLI_OK)
         goto out;
     uint64_t rss_before = peak_rss_bytes();
 
@@ -700,5 +764,6 @@ out:
     if (l && (r = sp_loader_close(l)) != 0 && rc == CLI_OK)
         rc = cli_lib_err(path, r, sp_last_error());
     sp_params_destroy(params);
+    free(mix_first);
     return rc;
 }

@@ -80,7 +80,8 @@ static const layout_field loader_stats_f[] = {
     M_(sp_loader_stats, bytes_copied), M_(sp_loader_stats, copy_s), M_(sp_loader_stats, device_empty_s),
     M_(sp_loader_stats, threads_note), M_(sp_loader_stats, rank), M_(sp_loader_stats, world_size),
     M_(sp_loader_stats, local_rank), M_(sp_loader_stats, local_world_size), M_(sp_loader_stats, rank_note),
-    M_(sp_loader_stats, host_memory_note), M_(sp_loader_stats, partitions),
+    M_(sp_loader_stats, host_memory_note), M_(sp_loader_stats, partitions), M_(sp_loader_stats, sources),
+    M_(sp_loader_stats, source_samples),
 };
 static const layout_field image_info_f[] = {
     M_(sp_image_info, struct_size), M_(sp_image_info, width), M_(sp_image_info, height),

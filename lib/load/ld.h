@@ -9,6 +9,16 @@
 
 /* ---- planner (ld_plan.c): a pure function of (seed, epoch, parts, rank, world, blocks) ---- */
 
+/* A weighted mixture of several datasets whose blocks follow each other in the block table:
+ * source d holds blocks first_block[d] .. first_block[d + 1] - 1, and an epoch takes take[d] of its
+ * samples (ld_mix_takes). */
+#define LD_MIX_MAX 16
+typedef struct ld_mix {
+    uint32_t n;
+    uint64_t first_block[LD_MIX_MAX + 1];
+    uint64_t take[LD_MIX_MAX];
+} ld_mix;
+
 typedef struct ld_plan_cfg {
     uint64_t seed, epoch;
     uint32_t rank, world;
@@ -16,6 +26,7 @@ typedef struct ld_plan_cfg {
     uint32_t window_blocks;
     uint32_t parts; /* canonical partitions: a multiple of world, dividing batch * world */
     bool shuffle, drop_last;
+    const ld_mix *mix; /* NULL: one dataset, every sample */
 } ld_plan_cfg;
 
 /* One window of the rank's plan: consecutive blocks of one partition (the first and last
@@ -25,7 +36,7 @@ typedef struct ld_pwin {
     uint32_t nblocks;
     uint32_t part;        /* which of the rank's partitions (0 .. parts / world - 1) */
     uint64_t q;           /* the partition's global index */
-    uint64_t skip;        /* rows of its first block before its first sample */
+    uint64_t s0;          /* the epoch stream offset of its first sample */
     uint64_t n;           /* its samples */
     uint64_t u;           /* the partition index of its first sample */
     uint64_t index;       /* which window of its partition */
@@ -40,6 +51,9 @@ typedef struct ld_pwin {
 typedef struct ld_plan {
     ld_plan_cfg cfg;
     uint64_t *blocks;       /* global block ids of every window, window after window */
+    uint64_t *boff;         /* the epoch stream offset of each one's first sample */
+    uint32_t *bcnt;         /* its samples in the stream: its first bcnt rows (a mixture's last
+                             * block of a source may be cut) */
     uint64_t nblocks;
     ld_pwin *win;           /* ordered by start */
     uint64_t nwindows;

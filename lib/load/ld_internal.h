@@ -231,6 +231,11 @@ struct sp_loader {
     char name[256]; /* what was opened (a path, a glob, the first of the shards), for messages */
     int pid;        /* the process that opened it (sp_proc_self): a forked child has none of its threads */
     sp_dataset *ds;
+    /* a weighted mixture (sp_loader_open_mix): ds is mix_ds[0]; mix.n is 0 for one dataset */
+    ld_mix mix;
+    sp_dataset *mix_ds[LD_MIX_MAX];
+    double mix_w[LD_MIX_MAX];
+    uint64_t mix_first_sample[LD_MIX_MAX + 1];
     cu_stage *dev; /* the device stage (ld_device.h), or NULL: the consumer's */
     ld_config cfg;
     ld_tables tab;

@@ -165,12 +165,40 @@ static void plan_image(sp_loader *l, ld_out *o)
     l->cfg.has_image = true;
 }
 
+/* The samples an epoch draws from: the dataset's, or a mixture's takes. */
+static uint64_t epoch_samples(const sp_loader *l)
+{
+    if (!l->mix.n)
+        return sp_dataset_num_samples(l->ds);
+    uint64_t n = 0;
+    for (uint32_t d = 0; d < l->mix.n; d++)
+        n += l->mix.take[d];
+    return n;
+}
+
+/* What a state is valid with: the dataset's fingerprint, or the mixture's datasets and weights. */
+static uint64_t loader_fingerprint(const sp_loader *l)
+{
+    uint64_t h = sp_dataset_fingerprint(l->ds);
+    for (uint32_t d = 1; d < l->mix.n; d++) {
+        uint64_t w;
+        memcpy(&w, &l->mix_w[d], sizeof w);
+        h = (h ^ sp_dataset_fingerprint(l->mix_ds[d])) * 0x100000001B3ull ^ w;
+    }
+    if (l->mix.n) {
+        uint64_t w;
+        memcpy(&w, &l->mix_w[0], sizeof w);
+        h ^= w * 0x9E3779B97F4A7C15ull;
+    }
+    return h;
+}
+
 /* One batch tensor per fixed-size or image field; bytes fields stay out of loader batches. */
 static int plan_outputs(sp_loader *l)
 {
     /* A batch holds at most the samples a rank keeps in an epoch: the fewest any rank is dealt,
      * at most an even share of the dataset. A batch_size beyond that needs no rows it cannot fill. */
-    uint64_t share = sp_dataset_num_samples(l->ds) / l->cfg.world;
+    uint64_t share = epoch_samples(l) / l->cfg.world;
     l->lay.rows = share && share < l->cfg.batch ? (uint32_t)share : l->cfg.batch;
     uint64_t off = 0;
     for (size_t f = 0; f < l->tab.schema->n; f++) {
@@ -220,12 +248,16 @@ static int plan_outputs(sp_loader *l)
     return SP_OK;
 }
 
-/* Opens every shard's index (one tail read each) and flattens the block tables. */
+/* Opens every shard's index (one tail read each) and flattens the block tables: of a mixture,
+ * its sources one after another. */
 static int load_tables(sp_loader *l)
 {
-    sp_dataset *d = l->ds;
-    l->tab.nshards = sp_dataset_num_shards(d);
-    l->tab.nblocks = sp_dataset_num_blocks(d);
+    uint32_t nds = l->mix.n ? l->mix.n : 1;
+    sp_dataset *const *dss = l->mix.n ? l->mix_ds : &l->ds;
+    for (uint32_t d = 0; d < nds; d++) {
+        l->tab.nshards += sp_dataset_num_shards(dss[d]);
+        l->tab.nblocks += sp_dataset_num_blocks(dss[d]);
+    }
     l->tab.shards = sp_calloc(l->tab.nshards, sizeof *l->tab.shards);
     l->tab.block_samples = sp_malloc(l->tab.nblocks * sizeof *l->tab.block_samples);
     l->tab.block_first = sp_malloc(l->tab.nblocks * sizeof *l->tab.block_first);
@@ -241,26 +273,37 @@ static int load_tables(sp_loader *l)
         !l->rdr.fd || !l->rdr.fd_direct || !l->rdr.fd_tick)
         return sp_fail(&l->eb, SP_ENOMEM, "out of memory for the tables of %llu blocks",
                        (unsigned long long)l->tab.nblocks);
-    uint64_t b = 0, first = 0;
-    for (uint64_t i = 0; i < l->tab.nshards; i++) {
-        int rc = rd_shard_get(d, i, &l->tab.shards[i]);
-        if (rc)
-            return sp_fail(&l->eb, rc, "%s", sp_dataset_errmsg(d));
-        const fmt_index *ix = &l->tab.shards[i]->index;
-        for (uint64_t k = 0; k < ix->nblocks; k++, b++) {
-            const fmt_block_entry *be = &ix->blocks[k];
-            l->tab.block_samples[b] = be->nsamples;
-            l->tab.block_first[b] = first;
-            l->tab.block_shard[b] = (uint32_t)i;
-            l->tab.block_entry[b] = be;
-            first += be->nsamples;
-            if (be->nsamples > l->tab.max_block_samples)
-                l->tab.max_block_samples = be->nsamples;
-            if (sp_align_up(be->stored_size, LD_PAGE) > l->tab.max_read)
-                l->tab.max_read = sp_align_up(be->stored_size, LD_PAGE);
-            if (be->codec != SP_CODEC_STORED && be->raw_size > l->tab.max_raw)
-                l->tab.max_raw = be->raw_size;
+    uint64_t b = 0, first = 0, i = 0;
+    for (uint32_t d = 0; d < nds; d++) {
+        sp_dataset *ds = dss[d];
+        if (l->mix.n) {
+            l->mix.first_block[d] = b;
+            l->mix_first_sample[d] = first;
         }
+        for (uint64_t si = 0; si < sp_dataset_num_shards(ds); si++, i++) {
+            int rc = rd_shard_get(ds, si, &l->tab.shards[i]);
+            if (rc)
+                return sp_fail(&l->eb, rc, "%s", sp_dataset_errmsg(ds));
+            const fmt_index *ix = &l->tab.shards[i]->index;
+            for (uint64_t k = 0; k < ix->nblocks; k++, b++) {
+                const fmt_block_entry *be = &ix->blocks[k];
+                l->tab.block_samples[b] = be->nsamples;
+                l->tab.block_first[b] = first;
+                l->tab.block_shard[b] = (uint32_t)i;
+                l->tab.block_entry[b] = be;
+                first += be->nsamples;
+                if (be->nsamples > l->tab.max_block_samples)
+                    l->tab.max_block_samples = be->nsamples;
+                if (sp_align_up(be->stored_size, LD_PAGE) > l->tab.max_read)
+                    l->tab.max_read = sp_align_up(be->stored_size, LD_PAGE);
+                if (be->codec != SP_CODEC_STORED && be->raw_size > l->tab.max_raw)
+                    l->tab.max_raw = be->raw_size;
+            }
+        }
+    }
+    if (l->mix.n) {
+        l->mix.first_block[nds] = b;
+        l->mix_first_sample[nds] = first;
     }
     return SP_OK;
 }
@@ -306,7 +349,7 @@ static uint64_t tables_bytes(const sp_loader *l)
     uint64_t per_block = 2 * sizeof(uint32_t) + sizeof(uint64_t) + sizeof(void *);
     uint64_t per_shard = sizeof(void *) + sizeof(int) + sizeof(bool) + sizeof(uint64_t);
     uint64_t per = l->cfg.parts / l->cfg.world;
-    uint64_t plan = (l->tab.nblocks + per) * sizeof(uint64_t) +
+    uint64_t plan = (l->tab.nblocks + per) * (2 * sizeof(uint64_t) + sizeof(uint32_t)) +
                     (l->tab.nblocks / l->cfg.window_blocks + 2 * per + 1) * sizeof(ld_pwin); /* ld_plan_build */
     uint64_t building = (2 * l->tab.nblocks + 1) * sizeof(uint64_t); /* the block order and its offsets */
     return l->tab.nblocks * per_block + l->tab.nshards * per_shard + 4 * plan + building;
@@ -366,7 +409,7 @@ static uint64_t fit_auto_threads(sp_loader *l, ld_sizes *z, uint64_t per_worker)
  * at most two windows of blocks in the read ring, and one more window of batches. */
 static int size_pools(sp_loader *l, ld_sizes *z)
 {
-    uint64_t total_samples = sp_dataset_num_samples(l->ds);
+    uint64_t total_samples = epoch_samples(l);
     /* A window holds at most the dataset's blocks. The plan keeps shuffle_window as given (the
      * order does not depend on this); only the memory stops at what a window can hold. */
     uint64_t rank_max = l->tab.nblocks;
@@ -642,6 +685,9 @@ static void loader_free(sp_loader *l)
     sp_free(l->tab.block_first);
     sp_free(l->tab.block_samples);
     sp_free(l->tab.shards);
+    if (l->mix.n)
+        for (uint32_t d = 1; d < l->mix.n; d++)
+            sp_dataset_close(l->mix_ds[d]);
     sp_dataset_close(l->ds);
     pthread_mutex_destroy(&l->ring.mu);
     pthread_cond_destroy(&l->ring.c_reader);
@@ -681,9 +727,10 @@ static int loader_setup(sp_loader *l, const sp_params *params)
         rc = plan_outputs(l);
     if (rc == SP_OK)
         rc = load_tables(l);
-    if (rc == SP_OK && sp_dataset_num_samples(l->ds) < l->cfg.parts)
-        rc = sp_fail(&l->eb, SP_EINVAL, "the dataset has %llu samples, fewer than the %u partitions (world size %u)",
-                     (unsigned long long)sp_dataset_num_samples(l->ds), l->cfg.parts, l->cfg.world);
+    if (rc == SP_OK && epoch_samples(l) < l->cfg.parts)
+        rc = sp_fail(&l->eb, SP_EINVAL, "the %s has %llu samples, fewer than the %u partitions (world size %u)",
+                     l->mix.n ? "mixture's epoch" : "dataset", (unsigned long long)epoch_samples(l), l->cfg.parts,
+                     l->cfg.world);
     ld_sizes z;
     if (rc == SP_OK)
         rc = size_pools(l, &z);
@@ -741,6 +788,77 @@ int sp_loader_open_shards(const char *const *paths, size_t n, const sp_params *p
     int rc = sp_dataset_open_shards(paths, n, params, &l->ds);
     if (rc)
         sp_fail_keep(&l->eb, rc); /* "%s" of sp_last_error() into itself was undefined */
+    return loader_finish_open(l, rc, params, out);
+}
+
+/* Sources' schemas must agree: the same fields, kinds, dtypes and shapes. */
+static int check_mix_schema(sp_loader *l, const char *const *paths, uint32_t d)
+{
+    const sp_schema *a = sp_dataset_schema(l->mix_ds[0]), *b = sp_dataset_schema(l->mix_ds[d]);
+    size_t n = a->n > b->n ? a->n : b->n;
+    for (size_t i = 0; i < n; i++) {
+        const sp_field *x = i < a->n ? &a->f[i] : NULL, *y = i < b->n ? &b->f[i] : NULL;
+        if (x && y && !strcmp(x->name, y->name) && x->kind == y->kind && x->dtype == y->dtype &&
+            x->ndim == y->ndim && !memcmp(x->shape, y->shape, x->ndim * sizeof *x->shape))
+            continue;
+        return sp_fail(&l->eb, SP_EINVAL, "mixture: %s and %s have different schemas: field %zu is %s in the first "
+                       "and %s in the other (sources must agree on every field, name, kind, dtype and shape)",
+                       paths[0], paths[d], i, x ? x->name : "missing", y ? y->name : "missing");
+    }
+    return SP_OK;
+}
+
+/* The epoch's draw (sp_loader_open_mix): floor(w[d] * M) of source d, M = min N[d] / w[d]. */
+static void mix_takes(sp_loader *l)
+{
+    double sum = 0, m = -1;
+    for (uint32_t d = 0; d < l->mix.n; d++)
+        sum += l->mix_w[d];
+    for (uint32_t d = 0; d < l->mix.n; d++) {
+        double v = (double)sp_dataset_num_samples(l->mix_ds[d]) / (l->mix_w[d] / sum);
+        m = m < 0 || v < m ? v : m;
+    }
+    for (uint32_t d = 0; d < l->mix.n; d++) {
+        uint64_t n = sp_dataset_num_samples(l->mix_ds[d]);
+        double t = l->mix_w[d] / sum * m + 1e-6; /* the source that runs out takes all of it */
+        l->mix.take[d] = (uint64_t)t < n ? (uint64_t)t : n;
+    }
+}
+
+int sp_loader_open_mix(const char *const *paths, const double *weights, size_t n, const sp_params *params,
+                       sp_loader **out)
+{
+    sp_clear_error();
+    if (!out || !paths || !weights)
+        return sp_fail(NULL, SP_EINVAL, "sp_loader_open_mix: NULL argument");
+    *out = NULL;
+    if (n < 1 || n > SP_MIX_MAX)
+        return sp_fail(NULL, SP_EINVAL, "sp_loader_open_mix: %zu sources; a mixture has 1 to %d", n, SP_MIX_MAX);
+    for (size_t d = 0; d < n; d++)
+        if (!paths[d] || !(weights[d] > 0) || weights[d] > 1e300)
+            return sp_fail(NULL, SP_EINVAL, "sp_loader_open_mix: source %zu (%s) has weight %g; weights are positive "
+                           "finite numbers", d, paths[d] ? paths[d] : "NULL", weights[d]);
+    sp_loader *l = loader_new();
+    if (!l)
+        return sp_fail(NULL, SP_ENOMEM, "sp_loader_open_mix: out of memory");
+    snprintf(l->name, sizeof l->name, n > 1 ? "%s and %zu more (a mixture)" : "%s", paths[0], n - 1);
+    int rc = SP_OK;
+    for (uint32_t d = 0; d < n && rc == SP_OK; d++) {
+        l->mix_w[d] = weights[d];
+        rc = sp_dataset_open(paths[d], params, &l->mix_ds[d]);
+        if (rc)
+            sp_fail_keep(&l->eb, rc);
+        else
+            l->mix.n = d + 1;
+        if (d == 0)
+            l->ds = l->mix_ds[0];
+        if (rc == SP_OK && d > 0)
+            rc = check_mix_schema(l, paths, d);
+    }
+    if (rc == SP_OK) {
+        mix_takes(l);
+        l->stats.s.sources = (int)n;
+    }
     return loader_finish_open(l, rc, params, out);
 }
 
@@ -816,7 +934,7 @@ int ld_epoch_plan(const sp_loader *l, uint64_t epoch, ld_plan *p, char *why, siz
 {
     const ld_config *c = &l->cfg;
     ld_plan_cfg cfg = { c->seed, epoch, c->rank, c->world, c->batch, c->window_blocks, c->parts, c->shuffle,
-                        c->drop_last };
+                        c->drop_last, l->mix.n ? &l->mix : NULL };
     return ld_plan_build(p, &cfg, l->tab.block_samples, l->tab.nblocks, why, whylen);
 }
 
@@ -1066,6 +1184,12 @@ int ld_host_next(sp_loader *l, sp_batch **out, int timeout_ms)
         l->stats.s.batches++;
         l->stats.s.samples += s->rows_expected;
         l->stats.s.batches_ready--;
+        for (uint32_t r = 0; l->mix.n && r < s->rows_expected; r++) {
+            uint32_t d = 0;
+            while (d + 1 < l->mix.n && s->b.ids[r] >= l->mix_first_sample[d + 1])
+                d++;
+            l->stats.s.source_samples[d] += s->b.ids[r] != UINT64_MAX;
+        }
         *out = &s->b;
     }
     pthread_mutex_unlock(&l->ring.mu);
@@ -1237,7 +1361,14 @@ int64_t sp_loader_bench_block(sp_loader *l, int worker, int workers, uint64_t bl
     if (!buf)
         return sp_fail(NULL, SP_ENOMEM, "%s: out of memory for a %u-byte block", l->name, be->stored_size);
     fmt_err e = { .block = -1 };
-    int64_t n = rd_pread_block(l->ds, block, buf, &e);
+    sp_dataset *ds = l->ds;
+    uint64_t local = block;
+    for (uint32_t d = 1; d < l->mix.n; d++) /* a mixture's block: its source's, numbered there */
+        if (block >= l->mix.first_block[d]) {
+            ds = l->mix_ds[d];
+            local = block - l->mix.first_block[d];
+        }
+    int64_t n = rd_pread_block(ds, local, buf, &e);
     if (n) {
         const fmt_shard *sh = l->tab.shards[l->tab.block_shard[block]];
         n = l->cfg.on_error == SP_ON_ERROR_SKIP ? 0 : rd_fail_at(NULL, (int)n, sh->path, &e);
@@ -1338,7 +1469,7 @@ int sp_loader_save_state(sp_loader *l, void *buf, size_t cap)
     sp_st32(p + 36, l->cfg.parts); /* the same bytes on every rank: the position is global */
     sp_st32(p + 40, l->cfg.batch);
     sp_st32(p + 44, l->cfg.window_blocks);
-    sp_st64(p + 48, sp_dataset_fingerprint(l->ds));
+    sp_st64(p + 48, loader_fingerprint(l));
     sp_st16(p + 56, (uint16_t)(l->cfg.shuffle | l->cfg.drop_last << 1));
     sp_st32(p + 60, (uint32_t)sp_checksum64(p, 60));
     return consumer_leave(l, SP_OK);
@@ -1383,7 +1514,7 @@ static int load_state(sp_loader *l, const uint8_t *p, size_t len)
         return sp_fail(&l->eb, SP_EINVAL, "not a loader state (%zu bytes, bad magic or checksum)", len);
     if (sp_ld32(p + 4) != STATE_VERSION)
         return sp_fail(&l->eb, SP_EVERSION, "loader state version %u; this library reads %u", sp_ld32(p + 4), STATE_VERSION);
-    const char *what = sp_ld64(p + 48) != sp_dataset_fingerprint(l->ds)              ? "dataset (its content differs)"
+    const char *what = sp_ld64(p + 48) != loader_fingerprint(l)                      ? "dataset (its content differs)"
                        : sp_ld64(p + 8) != l->cfg.seed                               ? "seed"
                        : sp_ld32(p + 44) != l->cfg.window_blocks                     ? "shuffle window"
                        : sp_ld16(p + 56) != (l->cfg.shuffle | l->cfg.drop_last << 1) ? "shuffle or drop_last"

@@ -19,8 +19,12 @@ static void shuffle_u64(sp_rng *r, uint64_t *v, uint64_t n)
 void ld_plan_free(ld_plan *p)
 {
     sp_free(p->blocks);
+    sp_free(p->boff);
+    sp_free(p->bcnt);
     sp_free(p->win);
     p->blocks = NULL;
+    p->boff = NULL;
+    p->bcnt = NULL;
     p->win = NULL;
 }
 
@@ -76,11 +80,73 @@ static void plan_partition(ld_plan *p, const uint64_t *order, const uint64_t *of
         uint64_t kept_end = u + (s1 - s0) < p->keep ? u + (s1 - s0) : p->keep;
         ld_pwin *w = &p->win[p->nwindows++];
         *w = (ld_pwin){ .first_block = p->nblocks, .nblocks = (uint32_t)(last - i), .part = o, .q = q,
-                        .skip = s0 - off[i], .n = s1 - s0, .u = u, .index = index,
+                        .s0 = s0, .n = s1 - s0, .u = u, .index = index,
                         .start = rank_pos(p, o, u), .end = rank_pos(p, o, kept_end - 1) + 1 };
-        for (uint64_t k = i; k < last; k++)
-            p->blocks[p->nblocks++] = order[k];
+        for (uint64_t k = i; k < last; k++) {
+            p->blocks[p->nblocks] = order[k];
+            p->boff[p->nblocks] = off[k];
+            p->bcnt[p->nblocks++] = (uint32_t)(off[k + 1] - off[k]);
+        }
     }
+}
+
+/* The epoch's stream of blocks: order[i] the i-th block, whose samples are stream offsets
+ * off[i] .. off[i + 1] - 1 (its first off[i + 1] - off[i] rows). One dataset: every block, permuted
+ * (unless shuffle is off). A mixture: each source's blocks permuted on their own, each taking its
+ * first take[d] samples (the last block cut), and the sources interleaved block by block, always
+ * the one furthest behind its share next. *n: the places. */
+static int order_blocks(const ld_plan_cfg *cfg, const uint32_t *block_samples, uint64_t nblocks, uint64_t *order,
+                        uint64_t *off, uint64_t *n, char *why, size_t whylen)
+{
+    for (uint64_t i = 0; i < nblocks; i++)
+        order[i] = i;
+    for (uint64_t i = 0; i < nblocks; i++)
+        if (block_samples[i] == 0) /* the format has none */
+            return snprintf(why, whylen, "a block of no samples cannot be planned"), SP_EINVAL;
+    const ld_mix *m = cfg->mix;
+    uint32_t nsrc = m ? m->n : 1;
+    for (uint32_t d = 0; d < nsrc && cfg->shuffle; d++) {
+        uint64_t a = m ? m->first_block[d] : 0, e = m ? m->first_block[d + 1] : nblocks;
+        sp_rng r;
+        sp_rng_seed(&r, cfg->seed, cfg->epoch, 0x626c6f636b73ull /* "blocks" */, d);
+        shuffle_u64(&r, order + a, e - a);
+    }
+    off[0] = 0;
+    if (!m) {
+        for (uint64_t i = 0; i < nblocks; i++)
+            off[i + 1] = off[i] + block_samples[order[i]];
+        *n = nblocks;
+        return SP_OK;
+    }
+    /* interleave: next[d] the source's next block, got[d] its samples so far */
+    uint64_t next[LD_MIX_MAX], got[LD_MIX_MAX] = { 0 }, k = 0;
+    uint64_t *src = sp_malloc(nblocks * sizeof *src);
+    if (!src)
+        return snprintf(why, whylen, "out of memory planning %llu blocks", (unsigned long long)nblocks), SP_ENOMEM;
+    memcpy(src, order, nblocks * sizeof *src);
+    for (uint32_t d = 0; d < nsrc; d++)
+        next[d] = m->first_block[d];
+    for (;;) {
+        int best = -1;
+        for (uint32_t d = 0; d < nsrc; d++) {
+            if (got[d] >= m->take[d])
+                continue;
+            /* got / take, compared without division */
+            if (best < 0 || (unsigned __int128)got[d] * m->take[best] < (unsigned __int128)got[best] * m->take[d])
+                best = (int)d;
+        }
+        if (best < 0)
+            break;
+        uint64_t b = src[next[best]++];
+        uint64_t c = block_samples[b] < m->take[best] - got[best] ? block_samples[b] : m->take[best] - got[best];
+        order[k] = b;
+        off[k + 1] = off[k] + c;
+        got[best] += c;
+        k++;
+    }
+    sp_free(src);
+    *n = k;
+    return SP_OK;
 }
 
 int ld_plan_build(ld_plan *p, const ld_plan_cfg *cfg, const uint32_t *block_samples, uint64_t nblocks,
@@ -101,26 +167,14 @@ int ld_plan_build(ld_plan *p, const ld_plan_cfg *cfg, const uint32_t *block_samp
     uint64_t *off = sp_malloc((nblocks + 1) * sizeof *off);
     uint64_t per_blocks = nblocks + per; /* a rank's partitions share at most per - 1 blocks among them */
     p->blocks = sp_malloc(per_blocks * sizeof *p->blocks);
+    p->boff = sp_malloc(per_blocks * sizeof *p->boff);
+    p->bcnt = sp_malloc(per_blocks * sizeof *p->bcnt);
     p->win = sp_malloc((nblocks / cfg->window_blocks + 2 * (uint64_t)per + 1) * sizeof *p->win);
-    int rc = order && off && p->blocks && p->win ? SP_OK : SP_ENOMEM;
-    if (rc == SP_OK) {
-        for (uint64_t i = 0; i < nblocks; i++)
-            order[i] = i;
-        if (cfg->shuffle) {
-            sp_rng r;
-            sp_rng_seed(&r, cfg->seed, cfg->epoch, 0x626c6f636b73ull /* "blocks" */, 0);
-            shuffle_u64(&r, order, nblocks);
-        }
-        off[0] = 0;
-        for (uint64_t i = 0; i < nblocks; i++) {
-            if (block_samples[order[i]] == 0) { /* the format has none */
-                snprintf(why, whylen, "a block of no samples cannot be planned");
-                rc = SP_EINVAL;
-                break;
-            }
-            off[i + 1] = off[i] + block_samples[order[i]];
-        }
-    }
+    int rc = order && off && p->blocks && p->boff && p->bcnt && p->win ? SP_OK : SP_ENOMEM;
+    uint64_t places = 0;
+    if (rc == SP_OK)
+        rc = order_blocks(cfg, block_samples, nblocks, order, off, &places, why, whylen);
+    nblocks = places;
     uint64_t total = rc == SP_OK ? off[nblocks] : 0;
     if (rc == SP_OK && total < parts) {
         snprintf(why, whylen, "the dataset has %llu samples, fewer than the %u partitions (world size %u)",
@@ -188,7 +242,20 @@ int ld_window_build(const ld_plan *p, const uint32_t *block_samples, uint64_t in
             scratch[j] = t;
         }
     }
-    for (uint32_t i = 0; i < w->nsamples && pw->u + i < p->keep; i++)
-        w->pos[pw->skip + scratch[i]] = (uint32_t)(rank_pos(p, pw->part, pw->u + i) - pw->start);
+    /* window sample s (stream offset s0 + s) is row off - boff of the last block starting at or
+     * before it */
+    const uint64_t *boff = p->boff + w->first_block;
+    for (uint32_t i = 0; i < w->nsamples && pw->u + i < p->keep; i++) {
+        uint64_t at = pw->s0 + scratch[i];
+        uint32_t lo = 0, hi = w->nblocks;
+        while (hi - lo > 1) {
+            uint32_t mid = lo + (hi - lo) / 2;
+            if (boff[mid] <= at)
+                lo = mid;
+            else
+                hi = mid;
+        }
+        w->pos[w->row_base[lo] + (at - boff[lo])] = (uint32_t)(rank_pos(p, pw->part, pw->u + i) - pw->start);
+    }
     return SP_OK;
 }

@@ -162,7 +162,7 @@ class sp_loader_stats(_Sized):
                 ("threads_note", c_char * SP_ERRMSG_MAX),
                 ("rank", c_int), ("world_size", c_int), ("local_rank", c_int), ("local_world_size", c_int),
                 ("rank_note", c_char * SP_ERRMSG_MAX), ("host_memory_note", c_char * SP_ERRMSG_MAX),
-                ("partitions", c_int)]
+                ("partitions", c_int), ("sources", c_int), ("source_samples", c_uint64 * 16)]
 
 
 # (name, restype, argtypes) of every function the bindings call.
@@ -234,6 +234,7 @@ _PROTOTYPES = [
     ("sp_block_num_samples", c_uint32, [_P]),
     ("sp_block_get", c_int, [_P, c_uint32, c_size_t, POINTER(c_void_p), POINTER(c_size_t)]),
     ("sp_loader_open", c_int, [c_char_p, _P, POINTER(_P)]),
+    ("sp_loader_open_mix", c_int, [POINTER(c_char_p), POINTER(c_double), c_size_t, _P, POINTER(_P)]),
     ("sp_loader_close", c_int, [_P]),
     ("sp_loader_errmsg", c_char_p, [_P]),
     ("sp_loader_next", c_int, [_P, POINTER(_P), c_int]),

@@ -279,7 +279,9 @@ class Loader:
 
 {params}
 
-    path: str, bytes or os.PathLike (a name that is not UTF-8 works, as with open()).
+    path: str, bytes or os.PathLike (a name that is not UTF-8 works, as with open()); or a
+    weighted mixture, a list of (path, weight) pairs: one loader over several datasets with the
+    same schema (sp_loader_open_mix; docs/loader.md, Mixtures).
     small_field_bytes: a host field of at most this many bytes per batch, or of one value per
     row (a label, an id, a per-sample scalar), is copied out of the ring when first read, so
     that keeping it (labels for metrics) holds no ring slot; larger fields are zero-copy views
@@ -321,11 +323,19 @@ class Loader:
         # one epoch would make a second `for` yield nothing).
         params.setdefault("epochs", 0)
         self._params = Params(params, _lib.SP_SCOPE_LOAD | _lib.SP_SCOPE_READ, "Loader()")
-        cpath = fs_path(path, "Loader() path")
         self._timeout_ms = timeout_ms(timeout, "Loader()")
         small = index_arg(small_field_bytes, "Loader() small_field_bytes", 1 << 40)
         ptr = c_void_p()
-        rc = lib.sp_loader_open(cpath, self._params.ptr, byref(ptr))
+        if isinstance(path, (list, tuple)):  # a mixture: [(path, weight), ...]
+            pairs = [(fs_path(p, "Loader() mixture path"), float(w)) for p, w in path]
+            paths = (ctypes.c_char_p * len(pairs))(*[p for p, _ in pairs])
+            weights = (ctypes.c_double * len(pairs))(*[w for _, w in pairs])
+            rc = lib.sp_loader_open_mix(paths, weights, len(pairs), self._params.ptr, byref(ptr))
+            self.path = [os.fspath(p) for p, _ in path]
+        else:
+            cpath = fs_path(path, "Loader() path")
+            rc = lib.sp_loader_open(cpath, self._params.ptr, byref(ptr))
+            self.path = os.fspath(path)
         if rc:
             raise error(rc)
         self._h = _Handle(ptr.value, small)
@@ -333,7 +343,6 @@ class Loader:
         # The epoch a `for` left before its end (break, exception), else None: the next `for`
         # starts the epoch after it.
         self._left = None
-        self.path = os.fspath(path)
 
     # -- iteration
     def _call(self, fn, *args):
@@ -467,6 +476,7 @@ class Loader:
                      "host_memory_note"):
             d[note] = getattr(st, note).decode("utf-8", "replace")
         d["host_pinned"] = bool(st.host_pinned)
+        d["source_samples"] = list(st.source_samples)[:st.sources]
         d["leases"] = self._h.leases
         return d
 

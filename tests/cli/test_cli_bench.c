@@ -137,6 +137,34 @@ START_TEST(test_summary)
 }
 END_TEST
 
+/* bench A:0.7 B:0.3: one loader over both, the samples from each reported. */
+START_TEST(test_mixture)
+{
+    char *dir = clit_path("%s/other", tmp);
+    clit_mkdir(dir);
+    char *other = clit_pack_llmc(dir, 2, T * 900 + 1, hashed, "32"); /* 900 samples */
+    char *a = clit_path("%s:0.7", ds), *b = clit_path("%s:0.3", other);
+    clit_result r = clit_run("bench", a, b, "--epochs", "1", "--json", "--batch-size", "10", NULL);
+    ck_assert_msg(r.status == 0, "bench: %s", r.err);
+    /* 600 samples of A at 0.7 run out first: M = 857.1, 0.3 M = 257 of B */
+    const char *k = strstr(r.out, "\"source_samples\":[");
+    ck_assert_msg(k != NULL, "%s", r.out);
+    unsigned long s0, s1;
+    ck_assert_int_eq(sscanf(k + strlen("\"source_samples\":["), "%lu,%lu", &s0, &s1), 2);
+    ck_assert_uint_eq(s0, 600);
+    ck_assert_uint_eq(s1, 257);
+    clit_result_free(&r);
+    r = clit_run("bench", a, other, NULL);
+    ck_assert_int_eq(r.status, 2);
+    ck_assert_msg(strstr(r.err, "PATH:WEIGHT"), "%s", r.err);
+    clit_result_free(&r);
+    free(a);
+    free(b);
+    free(other);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_errors)
 {
     clit_result r = clit_run("bench", NULL);
@@ -244,6 +272,7 @@ int main(void)
     tcase_add_test(tc, test_json);
     tcase_add_test(tc, test_summary);
     tcase_add_test(tc, test_errors);
+    tcase_add_test(tc, test_mixture);
     tcase_add_test(tc, test_help_and_man);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -1,0 +1,46 @@
+"""Loader over a weighted mixture: Loader([(path, weight), ...]) delivers each source's share, says
+how many came from each, and refuses sources of different schemas."""
+
+import os
+import unittest
+
+import shardpack
+from sp_testutil import TempDir, make_tokens
+
+
+class Mixture(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = TempDir()
+        cls.a = os.path.join(cls.tmp.path, "a")
+        cls.b = os.path.join(cls.tmp.path, "b")
+        make_tokens(cls.a, n=700)
+        make_tokens(cls.b, n=500, dataset_id=3)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def test_shares(self):
+        with shardpack.Loader([(self.a, 0.7), (self.b, 0.3)], batch_size=50, seed=5) as l:
+            ids = [i for b in l for i in b.sample_ids()]
+            st = l.stats()
+        # M = min(700 / 0.7, 500 / 0.3) = 1000: all 700 of a, 300 of b
+        self.assertEqual(len(ids), 1000)
+        self.assertEqual(len(set(ids)), 1000)
+        self.assertEqual(sum(1 for i in ids if i < 700), 700)
+        self.assertEqual(st["source_samples"], [700, 300])
+        self.assertEqual(l.path, [self.a, self.b])
+
+    def test_refused(self):
+        other = os.path.join(self.tmp.path, "other")
+        make_tokens(other, n=50, seq=5)
+        with self.assertRaises(shardpack.ShardpackError) as e:
+            shardpack.Loader([(self.a, 1), (other, 1)])
+        self.assertIn("different schemas", e.exception.message)
+        with self.assertRaises(shardpack.ShardpackError):
+            shardpack.Loader([(self.a, 1), (self.b, 0)])
+
+
+if __name__ == "__main__":
+    unittest.main()
