@@ -301,6 +301,9 @@ static void loader(fixture *fx)
     const char *paths[] = { missing };
     FAILS_RC(sp_loader_open_shards, (paths, 1, NULL, &l), missing);
     FAILS_RC(sp_loader_open_shards, (NULL, 1, NULL, &l), "sp_loader_open_shards");
+    const double one = 1;
+    FAILS_RC(sp_loader_open_mix, (paths, &one, 1, NULL, &l), missing);
+    FAILS_RC(sp_loader_open_mix, (NULL, &one, 1, NULL, &l), "sp_loader_open_mix");
     FAILS_RC(sp_loader_close, (fx->l), "sp_loader_close"); /* a batch is leased */
     sp_batch *b;
     FAILS_RC(sp_loader_next, (NULL, &b, 0), "sp_loader_next");

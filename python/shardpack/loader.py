@@ -327,6 +327,9 @@ class Loader:
         small = index_arg(small_field_bytes, "Loader() small_field_bytes", 1 << 40)
         ptr = c_void_p()
         if isinstance(path, (list, tuple)):  # a mixture: [(path, weight), ...]
+            if not path or not all(isinstance(e, (list, tuple)) and len(e) == 2 for e in path):
+                raise TypeError("Loader() path: a path, or a list of (path, weight) pairs for a mixture; got %r"
+                                % (path,))
             pairs = [(fs_path(p, "Loader() mixture path"), float(w)) for p, w in path]
             paths = (ctypes.c_char_p * len(pairs))(*[p for p, _ in pairs])
             weights = (ctypes.c_double * len(pairs))(*[w for _, w in pairs])
