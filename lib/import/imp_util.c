@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "imp.h"
-#include "ld.h"
+#include "sp_rng.h"
 #include "sp_file.h"
 
 int imp_buf_reserve(imp_ctx *c, imp_buf *b, size_t cap, const char *what)
@@ -246,10 +246,10 @@ int imp_item_order(imp_ctx *c, uint64_t n, uint64_t **perm)
         (*perm)[i] = i;
     if (sp_params_get(imp_params(c), SP_PARAM_ORDER) != SP_ORDER_SHUFFLED)
         return SP_OK;
-    ld_rng r; /* the loader's generator: the same seed gives the same order on every machine */
-    ld_rng_seed(&r, (uint64_t)sp_params_get(imp_params(c), SP_PARAM_ORDER_SEED), n, 0x7061636bull /* "pack" */, 0);
+    sp_rng r; /* the one generator (sp_rng.h): the same seed gives the same order on every machine */
+    sp_rng_seed(&r, (uint64_t)sp_params_get(imp_params(c), SP_PARAM_ORDER_SEED), n, 0x7061636bull /* "pack" */, 0);
     for (uint64_t i = n; i > 1; i--) {
-        uint64_t j = ld_rng_below(&r, i), t = (*perm)[i - 1];
+        uint64_t j = sp_rng_below(&r, i), t = (*perm)[i - 1];
         (*perm)[i - 1] = (*perm)[j];
         (*perm)[j] = t;
     }
