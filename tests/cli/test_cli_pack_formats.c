@@ -153,14 +153,14 @@ static sp_image_info probe(const unsigned char *p, size_t n)
 
 START_TEST(test_max_side_and_transcode)
 {
-    /* Sorted: a/big.jpg, a/big.png, a/small.jpg, a/small.png, a/tall.webp */
+    /* Sorted (--order source): a/big.jpg, a/big.png, a/small.jpg, a/small.png, a/tall.webp */
     put_jpeg("a", "big.jpg", 1200, 900, JG_YCC);
     put_png("a", "big.png", 700, 700, PW_RGB, 8, 0);
     put_jpeg("a", "small.jpg", 300, 200, JG_YCC);
     put_png("a", "small.png", 200, 100, PW_RGB, 8, 0);
     put_webp("a", "tall.webp", 300, 1000, 0, 0);
     char *in = clit_path("%s/in", tmp), *out = clit_path("%s/out", tmp), *out2 = clit_path("%s/out2", tmp);
-    clit_result r = clit_run("pack", in, "-o", out, "--max-side", "512", "--quality", "85", NULL);
+    clit_result r = clit_run("pack", in, "-o", out, "--order", "source", "--max-side", "512", "--quality", "85", NULL);
     ck_assert_msg(r.status == 0 && strstr(r.err, "5 samples"), "%s", r.err);
     clit_result_free(&r);
     static const struct {
