@@ -71,7 +71,8 @@ class TorchLoader(_tud.IterableDataset):
     TorchLoader(loader_or_path, inputs=None, labels=None, with_ids=False, **params): inputs is
     the field name (default: the only token field, else the first field: the image of an
     ImageFolder pack), labels a field name, or None for next-token pairs from a token field, or
-    the field named "label" beside any other input (images and their classes). with_ids=True
+    the field named "label" beside any other input (images and their classes). A name that is
+    not one of the dataset's fields is a ValueError listing them. with_ids=True
     yields (inputs, labels, sample_ids). Given a path, params go to the Loader (token_dtype
     defaults to "int32", epochs to 0: each `for` is one epoch); they are the library's:
 
@@ -90,6 +91,10 @@ class TorchLoader(_tud.IterableDataset):
         self.inputs, self.labels, self.with_ids = inputs, labels, with_ids
         try:
             self._kinds = _field_kinds(self.loader)
+            for what, name in (("inputs", inputs), ("labels", labels)):
+                if name is not None and name not in self._kinds:
+                    raise ValueError("TorchLoader: %s=%r is not a field of %s; its fields: %s"
+                                     % (what, name, self.loader.path, ", ".join(self._kinds)))
         except BaseException:
             if self.loader is not source:  # opened here: not left to the collector
                 self.loader.close()

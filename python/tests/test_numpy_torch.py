@@ -132,6 +132,22 @@ class TestTorchFieldKinds(unittest.TestCase):
             self.assertEqual(n, 10)
             del x, y
 
+    def test_unknown_field_names_are_refused_at_once(self):
+        # Not a bare KeyError at the first batch: the field, the dataset and its fields.
+        for kw, said in ((dict(inputs="tokenz"), "inputs='tokenz'"),
+                         (dict(inputs="tokens", labels="labl"), "labels='labl'")):
+            with self.assertRaises(ValueError) as cm:
+                TorchLoader(DS, batch_size=8, **kw)
+            msg = str(cm.exception)
+            self.assertIn(said, msg)
+            self.assertIn(DS, msg)
+            self.assertIn("its fields: tokens, label", msg)
+        with shardpack.Loader(DS, batch_size=8, token_dtype="int32") as l:
+            with self.assertRaises(ValueError):
+                TorchLoader(l, labels="labl")
+            self.assertFalse(l.closed)  # a Loader given whole is the caller's to close
+            self.assertEqual(len(list(TorchLoader(l, labels="label"))), len(l))
+
     def test_uint16_tokens_loader_says_to_ask_for_int32(self):
         with shardpack.Loader(DS, batch_size=8) as l:  # tokens as stored: uint16
             tl = TorchLoader(l)
