@@ -161,12 +161,15 @@ def _scope_names(scope):
     return " and ".join(names)
 
 
-def doc_table(scope):
-    """Lines describing every parameter read under scope (for docstrings)."""
+def doc_table(scope, defaults=None):
+    """Lines describing every parameter read under scope (for docstrings). defaults: {name:
+    default} where the documented function's default differs from the table's (as with_params)."""
+    defaults = defaults or {}
     lines = []
     for p in PARAMS.values():
         if p.scope & scope:
-            lines.append("    %s (%s, default %r; %s): %s" % (p.name, p.type, _default(p),
+            lines.append("    %s (%s, default %r; %s): %s" % (p.name, p.type,
+                                                             defaults.get(p.name, _default(p)),
                                                              bounds(p), p.doc))
     return "\n".join(lines)
 

@@ -537,8 +537,9 @@ def _timeout_message(msg, limit_ms):
     return out if n else "%s (next() waited %s)" % (msg, said[len("within "):])
 
 
-Loader.__doc__ = Loader.__doc__.format(params=doc_table(_lib.SP_SCOPE_LOAD))
-with_params(Loader.__init__, _lib.SP_SCOPE_LOAD | _lib.SP_SCOPE_READ, defaults={"epochs": 0})
+_DEFAULTS = {"epochs": 0}  # Python's, where the library's differ
+Loader.__doc__ = Loader.__doc__.format(params=doc_table(_lib.SP_SCOPE_LOAD, _DEFAULTS))
+with_params(Loader.__init__, _lib.SP_SCOPE_LOAD | _lib.SP_SCOPE_READ, defaults=_DEFAULTS)
 
 # ShardpackError is re-exported here so `from shardpack.loader import *` is complete.
 __all__ = ["Loader", "Batch", "Tensor", "ShardpackError"]

@@ -252,8 +252,8 @@ def _field_kinds(loader):
         return {f.name: f.kind for f in d.fields}
 
 
-TorchLoader.__doc__ = TorchLoader.__doc__.format(params=doc_table(_lib.SP_SCOPE_LOAD))
-with_params(TorchLoader.__init__, _lib.SP_SCOPE_LOAD | _lib.SP_SCOPE_READ,
-            defaults={"epochs": 0, "token_dtype": "int32"})
+_DEFAULTS = {"epochs": 0, "token_dtype": "int32"}  # TorchLoader's, where the library's differ
+TorchLoader.__doc__ = TorchLoader.__doc__.format(params=doc_table(_lib.SP_SCOPE_LOAD, _DEFAULTS))
+with_params(TorchLoader.__init__, _lib.SP_SCOPE_LOAD | _lib.SP_SCOPE_READ, defaults=_DEFAULTS)
 with_params(ShardpackIterable.__init__, _lib.SP_SCOPE_LOAD | _lib.SP_SCOPE_READ,
             skip=("epochs",), defaults={"token_dtype": "int32"})

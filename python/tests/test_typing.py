@@ -3,6 +3,7 @@
 import inspect
 import os
 import pydoc
+import re
 import typing
 import unittest
 
@@ -65,6 +66,22 @@ class Typing(unittest.TestCase):
         for word in ("image_size", "transform", "image_layout", "ShardpackIterable", "fast path"):
             self.assertIn(word, text)
         self.assertIn("fast path", pydoc.render_doc(ShardpackIterable))
+
+    def test_help_tables_give_the_signature_defaults(self):
+        # help() shows both the signature and the table of parameters; they must not disagree
+        # (the table once said epochs default 1 and token_dtype 'stored' where Python's are 0/int32).
+        objs = [shardpack.Loader, shardpack.pack]
+        try:
+            from shardpack.torch import TorchLoader
+            objs.append(TorchLoader)
+        except ImportError:
+            pass
+        for obj in objs:
+            k = kw(obj)
+            rows = re.findall(r"^ *(\w+) \(\w+, default (.*?); ", obj.__doc__, re.M)
+            self.assertGreater(len(rows), 10, obj)
+            for name, default in rows:
+                self.assertEqual(default, repr(k[name].default), "%s: %s" % (obj.__name__, name))
 
     def test_class_names(self):
         path = os.path.join(TMP.path, "cls.sp")
