@@ -38,6 +38,7 @@ import torch.utils.data as _tud
 
 from . import _lib
 from ._args import index_arg
+from ._errors import ShardpackError
 from ._params import doc_table
 from ._sig import with_params
 from .loader import Loader, PathLike
@@ -174,9 +175,13 @@ class ShardpackIterable(_tud.IterableDataset):
     opened here: each DataLoader worker opens its own Loader in __iter__ (a loader cannot cross a
     fork), and the workers split the data as ranks do: rank = R * num_workers + worker id,
     world_size = W * num_workers, where R and W are rank/world_size given here, else
-    torch.distributed's when it is initialized, else RANK and WORLD_SIZE, else 0 and 1. Every
-    sample is seen once per epoch across the workers (the dataset needs at least that many
-    blocks). Each worker's batches cross to the main process through shared memory (a copy made
+    torch.distributed's when it is initialized, else RANK and WORLD_SIZE, else 0 and 1. No
+    sample goes to two workers; as between ranks, every worker delivers the same number of
+    batches, so when the blocks do not share out evenly a few samples of each epoch are left out
+    (docs/loader.md, "Order"; a different few each epoch). Each worker opens
+    its loader as one of world_size x num_workers ranks: a dataset too small to split that many
+    ways (fewer blocks than that; a small pack is often one block) is a ShardpackError that says
+    so and names the workers; repack it with a smaller block_size or use fewer workers. Each worker's batches cross to the main process through shared memory (a copy made
     by torch); pin_memory then copies them again into pinned memory.
 
     Epochs: set_epoch(n) before each epoch, as with DistributedSampler, orders epoch n; with
@@ -222,12 +227,30 @@ class ShardpackIterable(_tud.IterableDataset):
             world = w if world is None else world
         return rank * nw + wid, world * nw
 
+    def _explain_world(self, e, world):
+        """Raises, in place of e, the library's refusal of this world size with the dataset and
+        where the world size came from: the caller may never have set one (num_workers=2 on one
+        rank is world size 2 here)."""
+        if e.code != _lib.SP_EINVAL or "world size" not in e.message:
+            return
+        info = _tud.get_worker_info()
+        nw = info.num_workers if info is not None else 1
+        raise ShardpackError(e.code, "ShardpackIterable over %s: %s; world size %d here is %d "
+                             "rank%s x num_workers=%d (each DataLoader worker opens a loader of "
+                             "its own, as a rank): use fewer workers or ranks"
+                             % (self.path, e.message, world, world // nw,
+                                "" if world // nw == 1 else "s", nw)) from e
+
     def __iter__(self) -> Iterator[Tuple[Any, ...]]:
         rank, world = self._split()
         epoch = self._base + self._fors
         self._fors += 1
-        loader = Loader(self.path, rank=rank, world_size=world,
-                        **dict({"token_dtype": "int32"}, **self.params))
+        try:
+            loader = Loader(self.path, rank=rank, world_size=world,
+                            **dict({"token_dtype": "int32"}, **self.params))
+        except ShardpackError as e:
+            self._explain_world(e, world)
+            raise
         try:
             loader.set_epoch(epoch)
             yield from TorchLoader(loader, self.inputs, self.labels, self.with_ids)
