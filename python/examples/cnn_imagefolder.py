@@ -11,9 +11,10 @@ A checkpoint (WORK/ckpt.pt: model, optimizer, the train loader's position, the e
 every --ckpt-every steps and at the end of each epoch; --resume continues from it exactly: the
 train loader goes on from the batch after the saved one, with the same crops, so an interrupted
 and resumed run ends with the same weights as one that was never stopped.
---stop-after N ends the process (without cleanup, as a kill would) right after the checkpoint of
-step N, to try that. --peer trains the same model on the same folders with torchvision's
-ImageFolder and DataLoader(num_workers=2) instead, for comparison.
+--stop-after N ends the process (without cleanup, as a kill would) right after step N and its
+checkpoint (written for step N even when N is not a multiple of --ckpt-every), to try that.
+--peer trains the same model on the same folders with torchvision's ImageFolder and
+DataLoader(num_workers=2) instead, for comparison.
 A JSON summary (per-epoch train loss, eval accuracy and seconds, and a checksum of the weights)
 goes to --out.
 """
@@ -110,7 +111,7 @@ def main():
     ap.add_argument("--ckpt-every", type=int, default=20, help="steps between checkpoints")
     ap.add_argument("--resume", action="store_true", help="continue from WORK/ckpt.pt if present")
     ap.add_argument("--stop-after", type=int, default=0,
-                    help="exit at once after the checkpoint of this step (to try --resume)")
+                    help="checkpoint this step, then exit at once (to try --resume)")
     ap.add_argument("--peer", action="store_true", help="torchvision ImageFolder + DataLoader instead")
     ap.add_argument("--out", help="write the JSON summary here")
     args = ap.parse_args()
@@ -148,11 +149,11 @@ def main():
             opt.step()
             step += 1
             loss_sum, batches = loss_sum + loss.item(), batches + 1
-            if step % args.ckpt_every == 0:
+            if step % args.ckpt_every == 0 or step == args.stop_after:
                 save(epoch)
-                if step == args.stop_after:
-                    print("stopping after step %d" % step, flush=True)
-                    os._exit(3)  # as a kill: no cleanup, no final checkpoint
+            if step == args.stop_after:  # also between two --ckpt-every steps: saved just above
+                print("stopping after step %d" % step, flush=True)
+                os._exit(3)  # as a kill: no cleanup, no final checkpoint
         seconds = time.perf_counter() - t0
         acc = evaluate(model, val)
         history.append({"epoch": epoch, "train_batches": batches,

@@ -1,4 +1,4 @@
-"""python/examples/cnn_imagefolder.py on a generated ImageFolder: two epochs with eval, a run stopped after a checkpoint and resumed with --resume ends with the same weights as a run never stopped."""
+"""python/examples/cnn_imagefolder.py on a generated ImageFolder: two epochs with eval, a run stopped after a checkpoint (or at a step between two of them) and resumed with --resume ends with the same weights as a run never stopped."""
 
 import json
 import os
@@ -40,10 +40,18 @@ class CNNExample(unittest.TestCase):
         if rc:
             return r.stdout
         with open(out) as f:
-            return json.load(f)
+            summary = json.load(f)
+        summary["_stdout"] = r.stdout
+        return summary
+
+    def whole(self):
+        """The summary of a run never stopped (run once, shared by the tests)."""
+        if not hasattr(CNNExample, "_whole"):
+            CNNExample._whole = self.run_example(os.path.join(self.tmp.path, "whole"))
+        return CNNExample._whole
 
     def test_two_epochs_then_stop_and_resume(self):
-        whole = self.run_example(os.path.join(self.tmp.path, "whole"))
+        whole = self.whole()
         self.assertEqual(whole["classes"], ["class_00", "class_01", "class_02"])
         # The package under test: the installed one with run.py --installed, else this tree's.
         self.assertEqual(whole["shardpack"].startswith(SOURCE_ROOT + os.sep), not INSTALLED,
@@ -60,6 +68,19 @@ class CNNExample(unittest.TestCase):
         self.assertEqual([e["train_batches"] for e in resumed["epochs"]], [2, 6])
         self.assertEqual(resumed["weights_checksum"], whole["weights_checksum"])
         self.assertEqual(resumed["epochs"][-1]["eval_accuracy"], whole["epochs"][-1]["eval_accuracy"])
+
+    def test_stop_between_checkpoints(self):
+        # Step 7 (epoch 1) is not a multiple of --ckpt-every 2: the run still stops there, with a
+        # checkpoint of that step, instead of running on to the end unstopped.
+        whole = self.whole()
+        work = os.path.join(self.tmp.path, "stopped7")
+        said = self.run_example(work, "--stop-after", "7", rc=3)
+        self.assertIn("stopping after step 7", said)
+        resumed = self.run_example(work, "--resume")
+        self.assertIn("resumed at epoch 1, step 7", resumed.pop("_stdout"))
+        self.assertEqual(resumed["steps"], 12)
+        self.assertEqual([e["train_batches"] for e in resumed["epochs"]], [6, 5])
+        self.assertEqual(resumed["weights_checksum"], whole["weights_checksum"])
 
 
 if __name__ == "__main__":
