@@ -521,6 +521,13 @@ class Loader:
     def __enter__(self) -> "Loader":
         return self
 
+    def __reduce_ex__(self, protocol):
+        # Not "cannot pickle '_thread.RLock' object": what is refused, why, and what to do.
+        raise TypeError("a shardpack Loader cannot be pickled or copied (a spawned DataLoader "
+                        "worker or multiprocessing child would need it): it belongs to the "
+                        "process that opened it. Send the path and open a Loader there; for "
+                        "DataLoader workers, shardpack.torch.ShardpackIterable does that")
+
     def __exit__(self, *exc: Any) -> None:
         self.close()
 

@@ -584,6 +584,11 @@ class Dataset:
         if d:
             lib.sp_dataset_close(d)
 
+    def __reduce_ex__(self, protocol):
+        raise TypeError("a shardpack Dataset cannot be pickled or copied (a spawned DataLoader "
+                        "worker or multiprocessing child would need it): send the path and open "
+                        "a Dataset there")
+
     def __enter__(self):
         return self
 

@@ -1,4 +1,4 @@
-"""fork() with a live Loader or Writer: the child gets ShardpackError SP_ESTATE at once on every use and closes nothing of the parent's, the parent goes on unchanged; and the working pattern, a torch DataLoader whose workers each open their own Loader with rank/world_size from get_worker_info()."""
+"""fork() with a live Loader or Writer: the child gets ShardpackError SP_ESTATE at once on every use and closes nothing of the parent's, the parent goes on unchanged; and the working pattern, a torch DataLoader whose workers each open their own Loader with rank/world_size from get_worker_info(); pickling or copying a Loader, TorchLoader or Dataset (a spawned worker) is a TypeError saying what to use instead."""
 
 import os
 import select
@@ -199,6 +199,29 @@ class TestDataLoaderWorkers(unittest.TestCase):
         rest, _ = epoch_of(mine)
         self.assertEqual(first + rest, reference()[0])
         mine.close()
+
+    def test_pickling_a_loader_says_what_to_do(self):
+        # What a spawned DataLoader worker (or multiprocessing) does to its dataset: the message
+        # says what cannot cross and what to use instead, not "cannot pickle '_thread.RLock'".
+        import copy
+        import pickle
+        with shardpack.Loader(DS, batch_size=8) as l, shardpack.Dataset(DS) as d:
+            for obj, said in ((l, "ShardpackIterable"), (d, "open a Dataset there")):
+                for fn in (pickle.dumps, copy.copy):
+                    with self.assertRaises(TypeError) as cm:
+                        fn(obj)
+                    self.assertIn("cannot be pickled", str(cm.exception))
+                    self.assertIn(said, str(cm.exception))
+            self.assertEqual(len(l.next().sample_ids()), 8)  # both still work
+            self.assertEqual(len(d), N)
+        try:
+            from shardpack.torch import TorchLoader
+        except ImportError:
+            return
+        with TorchLoader(DS, batch_size=8) as tl:
+            with self.assertRaises(TypeError) as cm:
+                pickle.dumps(tl)
+            self.assertIn("ShardpackIterable", str(cm.exception))
 
 
 if __name__ == "__main__":
