@@ -178,16 +178,22 @@ class ShardpackIterable(_tud.IterableDataset):
     torch.distributed's when it is initialized, else RANK and WORLD_SIZE, else 0 and 1. No
     sample goes to two workers; as between ranks, every worker delivers the same number of
     batches, so when the blocks do not share out evenly a few samples of each epoch are left out
-    (docs/loader.md, "Order"; a different few each epoch). Each worker opens
-    its loader as one of world_size x num_workers ranks: a dataset too small to split that many
-    ways (fewer blocks than that; a small pack is often one block) is a ShardpackError that says
-    so and names the workers; repack it with a smaller block_size or use fewer workers. Each worker's batches cross to the main process through shared memory (a copy made
-    by torch); pin_memory then copies them again into pinned memory.
+    (docs/loader.md, "Order"; a different few each epoch). Each worker opens its loader as one
+    of world_size x num_workers ranks: a dataset too small to split that many ways (fewer blocks
+    than that; a small pack is often one block) is a ShardpackError that says so and names the
+    workers; repack it with a smaller block_size or use fewer workers. Each worker's batches
+    cross to the main process through shared memory (a copy made by torch); pin_memory then
+    copies them again into pinned memory.
 
     Epochs: set_epoch(n) before each epoch, as with DistributedSampler, orders epoch n; with
     num_workers=0, or persistent_workers=True, each further `for` without set_epoch goes on to
     the next epoch (the workers' copies of the dataset count on their own; set_epoch after the
-    workers started does not reach them).
+    workers started does not reach them). Without set_epoch, DataLoader workers started afresh
+    for each `for` (the default) cannot see how many came before: on one rank (world_size 1)
+    each `for` then takes its epoch from the DataLoader's base seed (drawn from torch's
+    generator, so torch.manual_seed repeats the sequence), a new order and new crops each
+    time, as DataLoader(shuffle=True) reshuffles; across ranks, call set_epoch, which every
+    rank must agree on (without it each `for` repeats the same epoch, as DistributedSampler).
 
     TorchLoader is the fast path: one process whose C threads decode in parallel and whose
     tensors are views of the ring, with no copy and no worker processes; use this class where
@@ -206,12 +212,12 @@ class ShardpackIterable(_tud.IterableDataset):
         self.inputs, self.labels, self.with_ids = inputs, labels, with_ids
         self.rank, self.world_size = rank, world_size
         self.params = params
-        self._base, self._fors = 0, 0
+        self._base, self._fors, self._epoch_set = 0, 0, False
 
     def set_epoch(self, epoch: int) -> None:
         """The next `for` delivers epoch `epoch` (any integer >= 0)."""
         self._base = index_arg(epoch, "set_epoch() epoch", (1 << 63) - 1)
-        self._fors = 0
+        self._fors, self._epoch_set = 0, True
 
     def _split(self):
         info = _tud.get_worker_info()
@@ -244,6 +250,11 @@ class ShardpackIterable(_tud.IterableDataset):
     def __iter__(self) -> Iterator[Tuple[Any, ...]]:
         rank, world = self._split()
         epoch = self._base + self._fors
+        info = _tud.get_worker_info()
+        if not self._epoch_set and info is not None and world == info.num_workers:
+            # One rank, no set_epoch: fresh workers get a copy with _fors 0 on every `for`, which
+            # would repeat epoch 0; the base seed (the same in every worker) differs each time.
+            epoch = (info.seed - info.id + self._fors) % (1 << 63)
         self._fors += 1
         try:
             loader = Loader(self.path, rank=rank, world_size=world,

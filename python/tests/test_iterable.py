@@ -1,4 +1,4 @@
-"""shardpack.torch with torch's DataLoader: ShardpackIterable opens a loader in each worker and the workers split the data (every sample once per epoch, 2 workers, pin_memory); TorchLoader is taken as a dataset in-process, and names ShardpackIterable in a worker."""
+"""shardpack.torch with torch's DataLoader: ShardpackIterable opens a loader in each worker and the workers split the data (every sample once per epoch, 2 workers, pin_memory; a new epoch for each `for` without set_epoch; a dataset with fewer blocks than workers refused naming them); TorchLoader is taken as a dataset in-process, and names ShardpackIterable in a worker."""
 
 import os
 import unittest
@@ -46,6 +46,25 @@ class Iterable(unittest.TestCase):
         self.assertNotEqual(orders[0], orders[1])
         ds.set_epoch(0)
         self.assertEqual(epoch_ids(dl), orders[0])  # the same epoch, the same batches
+
+    def test_fors_without_set_epoch_are_new_epochs(self):
+        # Workers are started afresh for each `for` with a copy of the dataset: without set_epoch
+        # every `for` was epoch 0 again (the same order, the same crops). Now a new epoch each
+        # time, the same sequence again after torch.manual_seed; persistent workers go on too.
+        def run(**kw):
+            ds = ShardpackIterable(DS, with_ids=True, batch_size=BATCH, seed=7, threads=1)
+            dl = DataLoader(ds, batch_size=None, num_workers=2, **kw)
+            return [epoch_ids(dl) for _ in range(2)]
+        torch.manual_seed(5)
+        a = run()
+        for ids in a:
+            self.assertEqual(sorted(ids), list(range(N)))
+        self.assertTrue(a[0] != a[1], "the same order twice")
+        torch.manual_seed(5)
+        self.assertEqual(run(), a)
+        p = run(persistent_workers=True)
+        self.assertEqual(sorted(p[1]), list(range(N)))
+        self.assertTrue(p[0] != p[1], "the same order twice (persistent workers)")
 
     def test_ranks_and_workers_split(self):
         seen = []
