@@ -39,10 +39,21 @@ import torch.utils.data as _tud
 from . import _lib
 from ._args import index_arg
 from ._errors import ShardpackError
-from ._params import doc_table
+from ._params import Params, doc_table
 from ._sig import with_params
 from .loader import Loader, PathLike
 from .writer import Dataset
+
+
+_SCOPE = _lib.SP_SCOPE_LOAD | _lib.SP_SCOPE_READ  # the library's parameters a Loader takes
+_c = Loader.__init__.__code__
+_LOADER_OWN = frozenset(_c.co_varnames[:_c.co_argcount + _c.co_kwonlyargcount])  # timeout, ...
+del _c
+
+
+def _check_params(params, what):
+    """Refuses a keyword the Loader would refuse, naming what (the call the user made)."""
+    Params({k: v for k, v in params.items() if k not in _LOADER_OWN}, _SCOPE, what)
 
 
 def _current_stream(view):
@@ -88,6 +99,7 @@ class TorchLoader(_tud.IterableDataset):
             self.loader = source
         else:
             params.setdefault("token_dtype", "int32")
+            _check_params(params, "TorchLoader()")  # refusals named for this call, not Loader()
             self.loader = Loader(source, **params)
         self.inputs, self.labels, self.with_ids = inputs, labels, with_ids
         try:
@@ -208,6 +220,8 @@ class ShardpackIterable(_tud.IterableDataset):
             if k in params:
                 raise TypeError("ShardpackIterable: %r is not taken: each `for` over the "
                                 "DataLoader is one epoch" % k)
+        # Checked here, in the main process: not first in each worker, at the first batch.
+        _check_params(params, "ShardpackIterable()")
         self.path = path
         self.inputs, self.labels, self.with_ids = inputs, labels, with_ids
         self.rank, self.world_size = rank, world_size
@@ -288,6 +302,6 @@ def _field_kinds(loader):
 
 _DEFAULTS = {"epochs": 0, "token_dtype": "int32"}  # TorchLoader's, where the library's differ
 TorchLoader.__doc__ = TorchLoader.__doc__.format(params=doc_table(_lib.SP_SCOPE_LOAD, _DEFAULTS))
-with_params(TorchLoader.__init__, _lib.SP_SCOPE_LOAD | _lib.SP_SCOPE_READ, defaults=_DEFAULTS)
-with_params(ShardpackIterable.__init__, _lib.SP_SCOPE_LOAD | _lib.SP_SCOPE_READ,
+with_params(TorchLoader.__init__, _SCOPE, defaults=_DEFAULTS)
+with_params(ShardpackIterable.__init__, _SCOPE,
             skip=("epochs",), defaults={"token_dtype": "int32"})

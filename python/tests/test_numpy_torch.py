@@ -148,6 +148,19 @@ class TestTorchFieldKinds(unittest.TestCase):
             self.assertFalse(l.closed)  # a Loader given whole is the caller's to close
             self.assertEqual(len(list(TorchLoader(l, labels="label"))), len(l))
 
+    def test_bad_parameters_named_for_the_call_made(self):
+        # TorchLoader's refusals said "Loader() got an unexpected keyword argument"; and
+        # ShardpackIterable's came only from inside each DataLoader worker, at the first batch.
+        from shardpack.torch import ShardpackIterable
+        for cls in (TorchLoader, ShardpackIterable):
+            with self.assertRaises(TypeError) as cm:
+                cls(DS, batchsize=8)
+            self.assertTrue(str(cm.exception).startswith(
+                "%s() got an unexpected keyword argument 'batchsize'" % cls.__name__), cm.exception)
+            with self.assertRaises(ValueError) as cm:
+                cls(DS, batch_size=0)
+            self.assertIn("batch_size", str(cm.exception))
+
     def test_uint16_tokens_loader_says_to_ask_for_int32(self):
         with shardpack.Loader(DS, batch_size=8) as l:  # tokens as stored: uint16
             tl = TorchLoader(l)
