@@ -188,14 +188,12 @@ class ShardpackIterable(_tud.IterableDataset):
     fork), and the workers split the data as ranks do: rank = R * num_workers + worker id,
     world_size = W * num_workers, where R and W are rank/world_size given here, else
     torch.distributed's when it is initialized, else RANK and WORLD_SIZE, else 0 and 1. No
-    sample goes to two workers; as between ranks, every worker delivers the same number of
-    batches, so when the blocks do not share out evenly a few samples of each epoch are left out
-    (docs/loader.md, "Order"; a different few each epoch). Each worker opens its loader as one
-    of world_size x num_workers ranks: a dataset too small to split that many ways (fewer blocks
-    than that; a small pack is often one block) is a ShardpackError that says so and names the
-    workers; repack it with a smaller block_size or use fewer workers. Each worker's batches
-    cross to the main process through shared memory (a copy made by torch); pin_memory then
-    copies them again into pinned memory.
+    sample goes to two workers; the split is by sample, as between ranks (docs/loader.md,
+    "Order"), so every worker delivers the same number of batches and at most world_size x
+    num_workers - 1 samples of an epoch are left out, a different few each epoch; a dataset of
+    one block splits too. A world size the library refuses (partitions, batch sizes) is a
+    ShardpackError naming the workers. Each worker's batches cross to the main process through
+    shared memory (a copy made by torch); pin_memory then copies them again into pinned memory.
 
     Epochs: set_epoch(n) before each epoch, as with DistributedSampler, orders epoch n; with
     num_workers=0, or persistent_workers=True, each further `for` without set_epoch goes on to
