@@ -144,6 +144,14 @@ typedef struct fmt_shard {
 /* Opens and checks path with one tail read (two when the index exceeds FMT_TAIL_READ). */
 int fmt_shard_open(const char *path, const fmt_limits *lim, fmt_shard **out, fmt_err *e);
 void fmt_shard_close(fmt_shard *s);
+/* Reads len bytes at off of the shard's file into buf: SP_OK, or a code with e filled. */
+typedef int (*fmt_read_fn)(void *ctx, uint8_t *buf, uint64_t len, uint64_t off, fmt_err *e);
+/* A shard that is not read through a descriptor (a remote object): trailer and index decoded and
+ * checked from tail, the last tail_len bytes of its file_size (at least min(file_size,
+ * FMT_TAIL_READ)), with one call of read when the index begins before the tail. fd stays -1 and
+ * id holds only the size. */
+int fmt_shard_open_tail(const char *path, uint64_t file_size, const uint8_t *tail, size_t tail_len,
+                        fmt_read_fn read, void *ctx, const fmt_limits *lim, fmt_shard **out, fmt_err *e);
 
 /* ---- blocks (fmt_block.c) ---- */
 /* Columns of a decoded block: fixed fields are n * fixed_bytes; variable fields are
@@ -169,6 +177,11 @@ int fmt_zstd_frame_check(const fmt_block_entry *be, const uint8_t *stored, fmt_e
 int fmt_block_decode(const fmt_block_entry *be, const uint8_t *stored, uint8_t *raw,
                      ZSTD_DCtx *dctx, fmt_err *e);
 
+/* Block i of s from its stored bytes already read (stored_size of them, in `stored`): verified,
+ * decompressed into a new buffer (*raw_out: `stored` itself for a stored block, else a new one to
+ * sp_free) and its layout checked into *v. */
+int fmt_shard_decode_block(const fmt_shard *s, uint64_t i, uint8_t *stored, ZSTD_DCtx *dctx, uint8_t **raw_out,
+                           fmt_block_view *v, fmt_err *e);
 /* Reads block i of s through fd (the caller's descriptor of s->path, checked by
  * fmt_shard_check_file), verifies and decompresses it into a new buffer (*raw_out, sp_free) and
  * checks its layout into *v. SP_ECHANGED when a failed block turns out to come from a file that is

@@ -311,8 +311,18 @@ static int index_check_decode(const uint8_t *p, const fmt_trailer *t, const fmt_
     return fmt_index_decode(p, t->index_size, t, lim, ix, e);
 }
 
-static int shard_read_index(fmt_shard *s, const fmt_limits *lim, uint8_t *tail, size_t tail_len,
-                            fmt_err *e)
+/* The index through the shard's own descriptor, for fmt_shard_open. */
+static int read_fd(void *ctx, uint8_t *buf, uint64_t len, uint64_t off, fmt_err *e)
+{
+    int rc = sp_pread_all(*(const int *)ctx, buf, len, off);
+    if (rc)
+        return fmt_errf(e, rc == SP_ETRUNC ? SP_ETRUNC : SP_EIO, off, "cannot read the index: %s",
+                        rc == SP_ETRUNC ? "file shrank" : strerror(-rc));
+    return SP_OK;
+}
+
+static int shard_read_index(fmt_shard *s, const fmt_limits *lim, const uint8_t *tail, size_t tail_len,
+                            fmt_read_fn read, void *ctx, fmt_err *e)
 {
     const fmt_trailer *t = &s->trailer;
     uint64_t tail_start = s->file_size - tail_len;
@@ -323,14 +333,52 @@ static int shard_read_index(fmt_shard *s, const fmt_limits *lim, uint8_t *tail, 
     if (!ix)
         return fmt_errf(e, SP_ENOMEM, t->index_offset, "out of memory for a %llu-byte index",
                         (unsigned long long)t->index_size);
-    int rc = sp_pread_all(s->fd, ix, t->index_size, t->index_offset);
-    if (rc)
-        rc = fmt_errf(e, rc == SP_ETRUNC ? SP_ETRUNC : SP_EIO, t->index_offset, "cannot read the index: %s",
-                      rc == SP_ETRUNC ? "file shrank" : strerror(-rc));
-    else
+    int rc = read(ctx, ix, t->index_size, t->index_offset, e);
+    if (rc == SP_OK)
         rc = index_check_decode(ix, t, lim, &s->index, e);
     sp_free(ix);
     return rc;
+}
+
+/* Trailer and index from the tail bytes; s->file_size set. */
+static int shard_decode_tail(fmt_shard *s, const uint8_t *tail, size_t tail_len, fmt_read_fn read, void *ctx,
+                             const fmt_limits *lim, fmt_err *e)
+{
+    if (s->file_size < FMT_HEADER_BYTES + FMT_INDEX_HEADER_BYTES + FMT_TRAILER_BYTES)
+        return fmt_errf(e, s->file_size ? SP_ETRUNC : SP_EFORMAT, s->file_size,
+                        "file is %llu bytes, too short for a shard", (unsigned long long)s->file_size);
+    if (tail_len == s->file_size && memcmp(tail, FMT_MAGIC_SHARD, FMT_MAGIC_LEN) != 0)
+        return fmt_errf(e, SP_EFORMAT, 0, "bad magic at start: not a shardpack shard");
+    int rc = fmt_trailer_decode(tail + tail_len - FMT_TRAILER_BYTES, s->file_size, &s->trailer, e);
+    if (rc == SP_OK)
+        rc = shard_read_index(s, lim, tail, tail_len, read, ctx, e);
+    return rc;
+}
+
+int fmt_shard_open_tail(const char *path, uint64_t file_size, const uint8_t *tail, size_t tail_len,
+                        fmt_read_fn read, void *ctx, const fmt_limits *lim, fmt_shard **out, fmt_err *e)
+{
+    *out = NULL;
+    e->block = -1;
+    fmt_shard *s = sp_calloc(1, sizeof *s);
+    if (s)
+        s->fd = -1;
+    if (!s || !(s->path = sp_strdup(path))) {
+        fmt_shard_close(s);
+        return fmt_errf(e, SP_ENOMEM, 0, "out of memory");
+    }
+    s->file_size = file_size;
+    s->id.size = file_size;
+    int rc = tail_len > file_size || tail_len < (file_size < FMT_TAIL_READ ? file_size : FMT_TAIL_READ)
+                 ? fmt_errf(e, SP_EINVAL, 0, "fmt_shard_open_tail: %zu tail bytes of %llu", tail_len,
+                            (unsigned long long)file_size)
+                 : shard_decode_tail(s, tail, tail_len, read, ctx, lim, e);
+    if (rc) {
+        fmt_shard_close(s);
+        return rc;
+    }
+    *out = s;
+    return SP_OK;
 }
 
 int fmt_shard_open(const char *path, const fmt_limits *lim, fmt_shard **out, fmt_err *e)
@@ -355,25 +403,16 @@ int fmt_shard_open(const char *path, const fmt_limits *lim, fmt_shard **out, fmt
     }
     s->id = sp_file_id_of(&st);
     s->file_size = (uint64_t)st.st_size;
-    if (s->file_size < FMT_HEADER_BYTES + FMT_INDEX_HEADER_BYTES + FMT_TRAILER_BYTES) {
-        rc = fmt_errf(e, s->file_size ? SP_ETRUNC : SP_EFORMAT, s->file_size,
-                      "file is %llu bytes, too short for a shard", (unsigned long long)s->file_size);
-        goto fail;
-    }
     size_t tail_len = s->file_size < FMT_TAIL_READ ? (size_t)s->file_size : FMT_TAIL_READ;
-    rc = sp_pread_all(s->fd, tail, tail_len, s->file_size - tail_len);
+    rc = s->file_size < FMT_HEADER_BYTES + FMT_INDEX_HEADER_BYTES + FMT_TRAILER_BYTES
+             ? SP_OK
+             : sp_pread_all(s->fd, tail, tail_len, s->file_size - tail_len);
     if (rc) {
         rc = fmt_errf(e, rc == SP_ETRUNC ? SP_ETRUNC : SP_EIO, s->file_size - tail_len,
                       "cannot read the trailer: %s", rc == SP_ETRUNC ? "file shrank" : strerror(-rc));
         goto fail;
     }
-    if (tail_len == s->file_size && memcmp(tail, FMT_MAGIC_SHARD, FMT_MAGIC_LEN) != 0) {
-        rc = fmt_errf(e, SP_EFORMAT, 0, "bad magic at start: not a shardpack shard");
-        goto fail;
-    }
-    rc = fmt_trailer_decode(tail + tail_len - FMT_TRAILER_BYTES, s->file_size, &s->trailer, e);
-    if (rc == SP_OK)
-        rc = shard_read_index(s, lim, tail, tail_len, e);
+    rc = shard_decode_tail(s, tail, tail_len, read_fd, &s->fd, lim, e);
     if (rc)
         goto fail;
     sp_free(tail);
@@ -471,44 +510,54 @@ int fmt_shard_fd(fmt_shard *s, fmt_err *e)
     return fd;
 }
 
+int fmt_shard_decode_block(const fmt_shard *s, uint64_t i, uint8_t *stored, ZSTD_DCtx *dctx, uint8_t **raw_out,
+                           fmt_block_view *v, fmt_err *e)
+{
+    const fmt_block_entry *be = &s->index.blocks[i];
+    e->block = (int64_t)i;
+    *raw_out = NULL;
+    /* A stored block is decoded in place. A zstd block gets its raw buffer only once its frame is
+     * seen to declare the raw size the index claims, so a damaged index cannot make a reader
+     * allocate up to max_block_bytes for a few stored bytes. */
+    uint8_t *raw = NULL;
+    int rc;
+    if (be->codec == SP_CODEC_STORED) {
+        raw = stored;
+    } else if ((rc = fmt_zstd_frame_check(be, stored, e)) != SP_OK) {
+        if (sp_checksum64(stored, be->stored_size) != be->checksum) /* damaged bytes: say so */
+            rc = fmt_errf(e, SP_ECHECKSUM, be->offset, "checksum mismatch in the stored bytes");
+        return rc;
+    } else if (!(raw = sp_malloc(be->raw_size))) {
+        return fmt_errf(e, SP_ENOMEM, be->offset, "out of memory for a %u-byte block", be->raw_size);
+    }
+    rc = fmt_block_decode(be, stored, raw, dctx, e);
+    if (rc == SP_OK && (rc = fmt_block_parse(&s->index.schema, raw, be->raw_size, be->nsamples, v, e)))
+        e->offset = be->offset; /* layout offsets are within the raw block; name the block */
+    if (rc && raw != stored)
+        sp_free(raw);
+    else if (rc == SP_OK)
+        *raw_out = raw;
+    return rc;
+}
+
 int fmt_shard_read_block(fmt_shard *s, int fd, uint64_t i, ZSTD_DCtx *dctx, uint8_t **raw_out,
                          fmt_block_view *v, fmt_err *e)
 {
     const fmt_block_entry *be = &s->index.blocks[i];
     e->block = (int64_t)i;
     *raw_out = NULL;
-    /* A stored block is read straight into its final buffer. A zstd block gets its raw buffer only
-     * once its frame is seen to declare the raw size the index claims, so a damaged index cannot
-     * make a reader allocate up to max_block_bytes for a few stored bytes. */
-    uint8_t *stored = sp_malloc(be->stored_size), *raw = NULL;
+    uint8_t *stored = sp_malloc(be->stored_size);
     int rc = stored ? sp_pread_all(fd, stored, be->stored_size, be->offset) : SP_ENOMEM;
     if (rc) {
         rc = rc == SP_ENOMEM ? fmt_errf(e, rc, be->offset, "out of memory for a %u-byte block", be->stored_size)
                              : fmt_errf(e, rc == SP_ETRUNC ? SP_ETRUNC : SP_EIO, be->offset, "cannot read: %s",
                                         rc == SP_ETRUNC ? "file ends early" : strerror(-rc));
-        goto out;
+    } else {
+        rc = fmt_shard_decode_block(s, i, stored, dctx, raw_out, v, e);
     }
-    if (be->codec == SP_CODEC_STORED) {
-        raw = stored;
-    } else if ((rc = fmt_zstd_frame_check(be, stored, e)) != SP_OK) {
-        if (sp_checksum64(stored, be->stored_size) != be->checksum) /* damaged bytes: say so */
-            rc = fmt_errf(e, SP_ECHECKSUM, be->offset, "checksum mismatch in the stored bytes");
-        goto out;
-    } else if (!(raw = sp_malloc(be->raw_size))) {
-        rc = fmt_errf(e, SP_ENOMEM, be->offset, "out of memory for a %u-byte block", be->raw_size);
-        goto out;
-    }
-    rc = fmt_block_decode(be, stored, raw, dctx, e);
-    if (rc == SP_OK && (rc = fmt_block_parse(&s->index.schema, raw, be->raw_size, be->nsamples, v, e)))
-        e->offset = be->offset; /* layout offsets are within the raw block; name the block */
-out:
     if (rc)
         rc = fmt_shard_recheck(s, rc, e);
-    if (raw != stored)
+    if (*raw_out != stored)
         sp_free(stored);
-    if (rc)
-        sp_free(raw);
-    else
-        *raw_out = raw;
     return rc;
 }

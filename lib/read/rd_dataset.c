@@ -10,6 +10,7 @@
 
 #include "fmt.h"
 #include "rd.h"
+#include "rm.h"
 #include "sp_file.h"
 
 /* A manifest larger than this is refused before it is read. */
@@ -27,6 +28,7 @@ typedef struct rd_shard {
     uint64_t fd_tick;  /* last use, for eviction */
     uint64_t file_size, nblocks, nsamples, index_checksum;
     uint64_t first_block, first_sample;
+    rm_obj obj; /* a remote dataset's: the shard's object (size from the manifest, ETag once read) */
 } rd_shard;
 
 struct sp_dataset {
@@ -35,6 +37,7 @@ struct sp_dataset {
     sp_schema schema;
     fmt_meta meta;
     uint64_t dataset_id; /* 0 when opened from shards of mixed origin */
+    rm_site *site;       /* a remote dataset's (s3://, http(s)://), else NULL */
     bool from_manifest;
     char *mpath;         /* the manifest read, when from_manifest */
     sp_file_id mid;      /* its identity then */
@@ -81,6 +84,7 @@ void sp_dataset_close(sp_dataset *d)
             close(d->shards[i].fd);
         fmt_shard_close(d->shards[i].sh);
         sp_free(d->shards[i].path);
+        rm_obj_free(&d->shards[i].obj);
     }
     for (int i = 0; i < d->ndctx; i++)
         ZSTD_freeDCtx(d->dctx[i]);
@@ -88,6 +92,7 @@ void sp_dataset_close(sp_dataset *d)
     sp_free(d->block_first);
     fmt_meta_free(&d->meta);
     sp_free(d->mpath);
+    rm_site_free(d->site);
     pthread_mutex_destroy(&d->mu);
     sp_free(d);
 }
@@ -127,19 +132,12 @@ static int dataset_index(sp_dataset *d, const uint32_t *block_samples)
     return SP_OK;
 }
 
-static int open_manifest(sp_dataset *d, const char *mpath, const char *dir)
+/* The dataset named by the manifest bytes buf[0..n) (freed here) read from mpath in dir. */
+static int manifest_decode(sp_dataset *d, uint8_t *buf, size_t n, const char *mpath, const char *dir)
 {
-    uint8_t *buf;
-    size_t n;
-    int err;
-    int rc = sp_read_file(mpath, MAX_MANIFEST_BYTES, &buf, &n, &err, &d->mid);
-    if (rc == SP_ELIMIT)
-        return sp_fail(&d->eb, rc, "%s: manifest larger than %llu bytes", mpath, (unsigned long long)MAX_MANIFEST_BYTES);
-    if (rc)
-        return sp_fail(&d->eb, rc, "%s: cannot read: %s", mpath, sp_read_file_why(rc, err));
     fmt_manifest m;
     fmt_err e;
-    rc = fmt_manifest_decode(buf, n, &d->lim, &m, &e);
+    int rc = fmt_manifest_decode(buf, n, &d->lim, &m, &e);
     sp_free(buf);
     if (rc)
         return rd_fail_at(&d->eb, rc, mpath, &e);
@@ -166,6 +164,9 @@ static int open_manifest(sp_dataset *d, const char *mpath, const char *dir)
             break;
         }
         snprintf(s->path, len, "%s/%s", dir, ms->name);
+        if (d->site && (rc = rm_obj_init(d->site, s->path, &s->obj, &d->eb)))
+            break;
+        s->obj.size = ms->file_size; /* every response must agree with the manifest */
         s->file_size = ms->file_size;
         s->nblocks = ms->nblocks;
         s->nsamples = ms->nsamples;
@@ -174,6 +175,114 @@ static int open_manifest(sp_dataset *d, const char *mpath, const char *dir)
     if (rc == SP_OK)
         rc = dataset_index(d, m.block_samples);
     fmt_manifest_free(&m);
+    return rc;
+}
+
+static int open_manifest(sp_dataset *d, const char *mpath, const char *dir)
+{
+    uint8_t *buf;
+    size_t n;
+    int err;
+    int rc = sp_read_file(mpath, MAX_MANIFEST_BYTES, &buf, &n, &err, &d->mid);
+    if (rc == SP_ELIMIT)
+        return sp_fail(&d->eb, rc, "%s: manifest larger than %llu bytes", mpath, (unsigned long long)MAX_MANIFEST_BYTES);
+    if (rc)
+        return sp_fail(&d->eb, rc, "%s: cannot read: %s", mpath, sp_read_file_why(rc, err));
+    return manifest_decode(d, buf, n, mpath, dir);
+}
+
+/* ---------------------------------------------------------------- remote shards */
+
+typedef struct remote_ctx {
+    sp_dataset *d;
+    rd_shard *s;
+} remote_ctx;
+
+/* fmt_read_fn over a shard's object: the index when it begins before the tail read. */
+static int remote_read(void *ctx, uint8_t *buf, uint64_t len, uint64_t off, fmt_err *e)
+{
+    remote_ctx *c = ctx;
+    sp_errbuf eb;
+    int rc = rm_get(c->d->site, &c->s->obj, off, len, buf, false, &eb);
+    return rc ? fmt_errf(e, rc, off, "cannot read the index: %s", eb.msg) : SP_OK;
+}
+
+/* Shard s of a remote dataset from its tail bytes (tail_len of them, the last of its object). A
+ * failure goes to d->eb. */
+static int remote_shard_from_tail(sp_dataset *d, rd_shard *s, const uint8_t *tail, size_t tail_len, fmt_shard **out)
+{
+    fmt_err e;
+    remote_ctx c = { d, s };
+    int rc = fmt_shard_open_tail(s->path, s->obj.size, tail, tail_len, remote_read, &c, &d->lim, out, &e);
+    return rc ? rd_fail_at(&d->eb, rc, s->path, &e) : SP_OK;
+}
+
+/* Shard s of a remote dataset: one GET of its tail (two when its index is larger). */
+static int remote_shard_open(sp_dataset *d, rd_shard *s, fmt_shard **out)
+{
+    *out = NULL;
+    uint8_t *tail = sp_malloc(FMT_TAIL_READ);
+    if (!tail)
+        return sp_fail(&d->eb, SP_ENOMEM, "%s: out of memory", s->path);
+    uint64_t got;
+    int rc = rm_get_tail(d->site, &s->obj, FMT_TAIL_READ, tail, &got, &d->eb);
+    if (rc == SP_OK)
+        rc = remote_shard_from_tail(d, s, tail, (size_t)got, out);
+    sp_free(tail);
+    return rc;
+}
+
+/* Ends with '/'-less suffix sfx. */
+static bool ends_with(const char *s, const char *sfx)
+{
+    size_t n = strlen(s), k = strlen(sfx);
+    return n >= k && strcmp(s + n - k, sfx) == 0;
+}
+
+static int open_shard_list(sp_dataset *d, const char *const *paths, size_t n);
+
+/* A dataset on an HTTP(S) server or in S3: a manifest's URL, a prefix holding manifest.spm, or one
+ * shard's URL. The manifest is read once, whole; shards are opened on first use. */
+static int open_remote(sp_dataset *d, const char *url, const sp_params *params)
+{
+    int rc = rm_site_open(url, params, &d->site, &d->eb);
+    if (rc)
+        return rc;
+    if (ends_with(url, ".sps"))
+        return open_shard_list(d, &url, 1);
+    size_t n = strlen(url);
+    while (n > 0 && url[n - 1] == '/')
+        n--;
+    char *base = sp_malloc(n + 1);
+    if (!base)
+        return sp_fail(&d->eb, SP_ENOMEM, "%s: out of memory", url);
+    snprintf(base, n + 1, "%.*s", (int)n, url);
+    char *murl = ends_with(base, ".spm") ? sp_strdup(base) : rm_join(base, MANIFEST_NAME);
+    sp_free(base);
+    if (!murl)
+        return sp_fail(&d->eb, SP_ENOMEM, "%s: out of memory", url);
+    char *slash = strrchr(murl, '/');
+    rm_obj mo;
+    rc = rm_obj_init(d->site, murl, &mo, &d->eb);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (rc == SP_OK)
+        rc = rm_get_all(d->site, &mo, MAX_MANIFEST_BYTES, &buf, &len, &d->eb);
+    if (rc == SP_OK && (len < FMT_MAGIC_LEN || memcmp(buf, FMT_MAGIC_MANIFEST, FMT_MAGIC_LEN) != 0)) {
+        rc = sp_fail(&d->eb, SP_EFORMAT, "%s: not a shardpack manifest (%zu bytes, without its magic): %s is not a "
+                     "dataset", mo.url, len, url);
+        sp_free(buf);
+    } else if (rc == SP_ENOENT && !ends_with(url, ".spm")) {
+        char was[SP_ERRMSG_MAX];
+        snprintf(was, sizeof was, "%s", d->eb.msg);
+        sp_fail(&d->eb, rc, "%s: not a dataset: no %s there: %s", url, MANIFEST_NAME, was);
+    }
+    if (rc == SP_OK) {
+        *slash = '\0';
+        rc = manifest_decode(d, buf, len, mo.url, murl);
+    }
+    rm_obj_free(&mo);
+    sp_free(murl);
     return rc;
 }
 
@@ -211,7 +320,7 @@ static int shard_matches(sp_dataset *d, uint64_t i, const rd_shard *s, const fmt
 static int replaced_or(sp_dataset *d, const char *path, int rc)
 {
     char why[SP_ERRMSG_MAX / 2];
-    if (!d->from_manifest || rc == SP_OK || rc == SP_ENOMEM || rc == SP_ECHANGED ||
+    if (!d->from_manifest || d->site || rc == SP_OK || rc == SP_ENOMEM || rc == SP_ECHANGED ||
         !fmt_manifest_replaced(d->mpath, &d->mid, why, sizeof why))
         return rc;
     return sp_fail(&d->eb, SP_ECHANGED, "%s: %s; reopen the dataset", path, why);
@@ -228,12 +337,13 @@ int rd_shard_get(sp_dataset *d, uint64_t i, fmt_shard **out)
          * check against (every one was opened and read at open). */
         fmt_err e;
         fmt_shard *sh;
-        rc = fmt_shard_open(s->path, &d->lim, &sh, &e);
-        if (rc)
+        if (d->site)
+            rc = remote_shard_open(d, s, &sh);
+        else if ((rc = fmt_shard_open(s->path, &d->lim, &sh, &e)))
             rd_fail_at(&d->eb, rc, s->path, &e);
-        else if (d->from_manifest && (rc = shard_matches(d, i, s, sh)))
+        if (rc == SP_OK && d->from_manifest && (rc = shard_matches(d, i, s, sh)))
             fmt_shard_close(sh);
-        else
+        else if (rc == SP_OK)
             s->sh = sh;
         rc = replaced_or(d, s->path, rc);
     }
@@ -396,9 +506,16 @@ static int open_shard_list(sp_dataset *d, const char *const *paths, size_t n)
         fmt_err e;
         if (!(s->path = sp_strdup(paths[i])))
             return sp_fail(&d->eb, SP_ENOMEM, "out of memory");
-        int rc = fmt_shard_open(paths[i], &d->lim, &s->sh, &e);
-        if (rc)
+        int rc;
+        if (d->site) {
+            if (!rm_is_url(paths[i]))
+                return sp_fail(&d->eb, SP_EINVAL, "%s and %s: local and remote shards cannot be mixed", paths[0],
+                               paths[i]);
+            if ((rc = rm_obj_init(d->site, paths[i], &s->obj, &d->eb)) || (rc = remote_shard_open(d, s, &s->sh)))
+                return rc;
+        } else if ((rc = fmt_shard_open(paths[i], &d->lim, &s->sh, &e))) {
             return rd_fail_at(&d->eb, rc, paths[i], &e);
+        }
         const fmt_index *ix = &s->sh->index;
         if (i == 0) {
             d->schema = ix->schema;
@@ -507,14 +624,16 @@ int sp_dataset_open(const char *path, const sp_params *params, sp_dataset **out)
         return sp_fail(NULL, SP_ENOMEM, "%s: out of memory", path);
     char **paths;
     size_t n;
-    int rc = rd_glob_shards(path, d->lim.max_shards, &paths, &n, &d->eb);
-    if (rc > 0) {
+    int rc = rm_is_url(path) ? open_remote(d, path, params) : rd_glob_shards(path, d->lim.max_shards, &paths, &n, &d->eb);
+    if (rm_is_url(path)) {
+        /* opened above */
+    } else if (rc > 0) {
         rc = open_shard_list(d, (const char *const *)paths, n);
         rd_free_list(paths, n);
     } else if (rc == 0) {
         rc = sp_path_is_dir(path) ? open_dir(d, path) : open_file(d, path);
     }
-    if (rc == SP_ENOENT)
+    if (rc == SP_ENOENT && !rm_is_url(path))
         name_set_aside(path, &d->eb);
     if (rc) {
         sp_dataset_close(d);
@@ -536,7 +655,9 @@ int sp_dataset_open_shards(const char *const *paths, size_t n, const sp_params *
     sp_dataset *d = dataset_new(params);
     if (!d)
         return sp_fail(NULL, SP_ENOMEM, "out of memory");
-    int rc = open_shard_list(d, paths, n);
+    int rc = n && rm_is_url(paths[0]) ? rm_site_open(paths[0], params, &d->site, &d->eb) : SP_OK;
+    if (rc == SP_OK)
+        rc = open_shard_list(d, paths, n);
     if (rc) {
         sp_dataset_close(d);
         return rc;
@@ -739,6 +860,11 @@ int rd_pread_block(sp_dataset *d, uint64_t block, uint8_t *buf, fmt_err *e)
         return fmt_errf(e, rc, 0, "%s", d->eb.msg);
     const fmt_block_entry *be = &sh->index.blocks[block - d->shards[si].first_block];
     e->block = (int64_t)(block - d->shards[si].first_block);
+    if (d->site) {
+        sp_errbuf eb;
+        rc = rm_get(d->site, &d->shards[si].obj, be->offset, be->stored_size, buf, false, &eb);
+        return rc ? fmt_errf(e, rc, be->offset, "%s", eb.msg) : SP_OK;
+    }
     int fd = fd_get(d, si, sh, e);
     if (fd < 0)
         return fd;
@@ -748,6 +874,25 @@ int rd_pread_block(sp_dataset *d, uint64_t block, uint8_t *buf, fmt_err *e)
         return fmt_errf(e, rc == SP_ETRUNC ? SP_ETRUNC : SP_EIO, be->offset, "cannot read: %s",
                         rc == SP_ETRUNC ? "file ends early" : strerror(-rc));
     return SP_OK;
+}
+
+/* Block i of shard si of a remote dataset, read and decoded into b. */
+static int remote_block(sp_dataset *d, uint64_t si, fmt_shard *sh, uint64_t i, ZSTD_DCtx *dctx, sp_block *b,
+                        fmt_err *e)
+{
+    const fmt_block_entry *be = &sh->index.blocks[i];
+    uint8_t *stored = sp_malloc(be->stored_size);
+    if (!stored)
+        return fmt_errf(e, SP_ENOMEM, be->offset, "out of memory for a %u-byte block", be->stored_size);
+    sp_errbuf eb;
+    int rc = rm_get(d->site, &d->shards[si].obj, be->offset, be->stored_size, stored, false, &eb);
+    if (rc)
+        fmt_errf(e, rc, be->offset, "%s", eb.msg);
+    else
+        rc = fmt_shard_decode_block(sh, i, stored, dctx, &b->raw, &b->view, e);
+    if (b->raw != stored)
+        sp_free(stored);
+    return rc;
 }
 
 int sp_dataset_read_block(sp_dataset *d, uint64_t block, sp_block **out)
@@ -769,8 +914,10 @@ int sp_dataset_read_block(sp_dataset *d, uint64_t block, sp_block **out)
         return sp_fail(&d->eb, SP_ENOMEM, "%s: out of memory", d->shards[si].path);
     }
     fmt_err e = { .block = (int64_t)(block - d->shards[si].first_block) };
-    int fd = fd_get(d, si, sh, &e);
-    if (fd >= 0) {
+    int fd = d->site ? INT32_MAX : fd_get(d, si, sh, &e);
+    if (d->site) {
+        rc = remote_block(d, si, sh, (uint64_t)e.block, dctx, b, &e);
+    } else if (fd >= 0) {
         rc = fmt_shard_read_block(sh, fd, block - d->shards[si].first_block, dctx, &b->raw, &b->view, &e);
         fd_put(d, si);
     } else {

@@ -1,0 +1,77 @@
+/* rm.h - objects on HTTP(S) servers and S3-compatible stores, read by ranged GETs through libcurl:
+ * URLs and where a request goes (rm_site.c), one blocking request with retries (rm_get.c), and a
+ * driver of many transfers on one thread for the loader's reader (rm_fetch.c). Sees common/ and
+ * format/ only. */
+#ifndef SP_RM_H
+#define SP_RM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "sp_internal.h"
+
+/* Where the objects of one dataset live and how to ask for them: scheme, endpoint, bucket,
+ * addressing, credentials, TLS and the retry policy, all fixed when it is opened. Shared by
+ * every thread of a dataset; its handle pool has its own lock. */
+typedef struct rm_site rm_site;
+
+/* One object: the URL messages name (s3://bucket/key or http(s)://host/path) and, once a
+ * response has said so, its size and ETag. Every later response must agree with them: a
+ * different ETag or size is an object replaced since it was first read (SP_ECHANGED). */
+typedef struct rm_obj {
+    char *url;      /* as the user writes it */
+    char *http;     /* the URL requested */
+    uint64_t size;  /* UINT64_MAX until known */
+    char etag[128]; /* "" until known (a server may send none) */
+} rm_obj;
+
+/* Whether path is a URL this module reads: s3://, http:// or https://. */
+bool rm_is_url(const char *path);
+
+/* The site of url, from the parameters and the environment (AWS_* variables and ~/.aws files for
+ * s3://; SHARDPACK_HTTP_BEARER / SHARDPACK_HTTP_USER for http(s); CURL_CA_BUNDLE / SSL_CERT_FILE /
+ * AWS_CA_BUNDLE for TLS). SP_EINVAL naming url when it cannot be used. */
+int rm_site_open(const char *url, const sp_params *params, rm_site **out, sp_errbuf *eb);
+void rm_site_free(rm_site *s);
+/* Transfers the loader's driver keeps in flight, and its part size. */
+unsigned rm_site_inflight(const rm_site *s);
+uint64_t rm_site_part_size(const rm_site *s);
+
+/* o for url (which must be on s's scheme, and for s3 in any bucket). SP_EINVAL or SP_ENOMEM. */
+int rm_obj_init(const rm_site *s, const char *url, rm_obj *o, sp_errbuf *eb);
+void rm_obj_free(rm_obj *o);
+/* dir_url + "/" + name, in a new string (sp_free); NULL when out of memory. */
+char *rm_join(const char *dir_url, const char *name);
+
+/* Bytes [off, off + len) of o into buf, with retries. A response that disagrees with what o
+ * knows, or a body of another length, fails. SP_OK, or a code with eb set to one line naming
+ * the URL (unless !name_url, for a caller that names it itself), the range, the HTTP status and
+ * the server's own words. */
+int rm_get(rm_site *s, rm_obj *o, uint64_t off, uint64_t len, uint8_t *buf, bool name_url, sp_errbuf *eb);
+/* The last min(n, size) bytes of o into buf (n of capacity); *got their count. Learns o->size. */
+int rm_get_tail(rm_site *s, rm_obj *o, uint64_t n, uint8_t *buf, uint64_t *got, sp_errbuf *eb);
+/* The whole of o, at most max bytes, in a new buffer (sp_free). SP_ELIMIT when it is larger. */
+int rm_get_all(rm_site *s, rm_obj *o, uint64_t max, uint8_t **out, size_t *n, sp_errbuf *eb);
+
+/* ---- many transfers, driven by one thread (rm_fetch.c) ----
+ * Requests are queued by rm_fetch_submit and started by rm_fetch_reap, up to the site's
+ * transfers in flight; requests queued for the same object whose bytes follow each other in the
+ * file and in memory go out as one ranged GET of up to the part size. The data goes straight
+ * into the caller's buffers. Every request ends once, as one reaped result. */
+typedef struct rm_fetch rm_fetch;
+
+int rm_fetch_open(rm_site *s, unsigned depth, rm_fetch **out);
+/* Stops every transfer (their buffers are not written afterwards), then frees everything. */
+void rm_fetch_close(rm_fetch *f);
+/* Requests queued or in flight, and the most that may be. */
+unsigned rm_fetch_pending(const rm_fetch *f);
+unsigned rm_fetch_depth(const rm_fetch *f);
+/* Queues bytes [off, off + len) of o (which must outlive the request) into buf. SP_EBUSY when
+ * depth requests are pending. */
+int rm_fetch_submit(rm_fetch *f, rm_obj *o, uint8_t *buf, uint64_t len, uint64_t off, uint64_t tag);
+/* Drives the transfers. 1 with a finished request's tag and *code (SP_OK, or an SP code with why
+ * filled: one line as rm_get's without the URL, "bytes A-B: HTTP 503 (after 9 tries in 4.1 s)"),
+ * 0 when none has finished (and !wait, or nothing is pending). */
+int rm_fetch_reap(rm_fetch *f, bool wait, uint64_t *tag, int *code, char *why, size_t whylen);
+
+#endif

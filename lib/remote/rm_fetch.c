@@ -1,0 +1,247 @@
+/* rm_fetch.c - the loader's remote reads: one libcurl multi handle driven by the reader thread.
+ * Requests wait in a queue; when a transfer is free the head request goes out, joined by the
+ * requests queued behind it that continue it in the same object and in memory, up to the part
+ * size, as one ranged GET whose body lands in place. A transfer that fails in a way a later try
+ * may not is retried after a pause (backoff with jitter) within the site's bounds; then every
+ * request it carried ends with the same verdict. */
+#include <stdio.h>
+
+#include "rm_xfer.h"
+
+typedef struct rm_req {
+    rm_obj *obj;
+    uint8_t *buf;
+    uint64_t len, off, tag;
+    int code;
+    uint32_t next; /* the next request of the same transfer, UINT32_MAX at the end */
+    bool used;
+} rm_req;
+
+typedef struct rm_tx {
+    rm_xfer x;
+    uint32_t first; /* its requests, UINT32_MAX when the transfer is idle */
+    bool waiting;   /* between tries: out of the multi handle until x.not_before */
+} rm_tx;
+
+struct rm_fetch {
+    rm_site *site;
+    CURLM *m;
+    unsigned depth, ntx, pending;
+    uint64_t part;
+    rm_req *req;
+    char (*why)[SP_ERRMSG_MAX]; /* per request, for a failed one */
+    uint32_t *queue, q_head, q_n; /* requests not yet in a transfer, in order */
+    uint32_t *done, d_head, d_n;  /* requests finished, not yet reaped */
+    rm_tx *tx;
+};
+
+unsigned rm_fetch_pending(const rm_fetch *f) { return f->pending; }
+unsigned rm_fetch_depth(const rm_fetch *f) { return f->depth; }
+
+int rm_fetch_open(rm_site *s, unsigned depth, rm_fetch **out)
+{
+    *out = NULL;
+    rm_fetch *f = sp_calloc(1, sizeof *f);
+    if (!f)
+        return SP_ENOMEM;
+    f->site = s;
+    f->depth = depth;
+    f->ntx = rm_site_inflight(s) < depth ? rm_site_inflight(s) : depth;
+    f->part = rm_site_part_size(s);
+    f->m = curl_multi_init();
+    f->req = sp_calloc(depth, sizeof *f->req);
+    f->why = sp_calloc(depth, sizeof *f->why);
+    f->queue = sp_calloc(depth, sizeof *f->queue);
+    f->done = sp_calloc(depth, sizeof *f->done);
+    f->tx = sp_calloc(f->ntx, sizeof *f->tx);
+    if (!f->m || !f->req || !f->why || !f->queue || !f->done || !f->tx) {
+        rm_fetch_close(f);
+        return SP_ENOMEM;
+    }
+    for (unsigned i = 0; i < f->ntx; i++)
+        f->tx[i].first = UINT32_MAX;
+    curl_multi_setopt(f->m, CURLMOPT_MAX_HOST_CONNECTIONS, (long)f->ntx);
+    *out = f;
+    return SP_OK;
+}
+
+void rm_fetch_close(rm_fetch *f)
+{
+    if (!f)
+        return;
+    for (unsigned i = 0; f->tx && i < f->ntx; i++) {
+        rm_tx *t = &f->tx[i];
+        if (t->x.h) {
+            if (t->first != UINT32_MAX && !t->waiting)
+                curl_multi_remove_handle(f->m, t->x.h);
+            rm_xfer_release(&t->x);
+            curl_easy_cleanup(t->x.h);
+        }
+    }
+    if (f->m)
+        curl_multi_cleanup(f->m);
+    sp_free(f->req);
+    sp_free(f->why);
+    sp_free(f->queue);
+    sp_free(f->done);
+    sp_free(f->tx);
+    sp_free(f);
+}
+
+int rm_fetch_submit(rm_fetch *f, rm_obj *o, uint8_t *buf, uint64_t len, uint64_t off, uint64_t tag)
+{
+    if (f->pending == f->depth)
+        return SP_EBUSY;
+    uint32_t i = 0;
+    while (f->req[i].used)
+        i++;
+    rm_req *r = &f->req[i];
+    *r = (rm_req){ o, buf, len, off, tag, SP_OK, UINT32_MAX, true };
+    f->queue[(f->q_head + f->q_n++) % f->depth] = i;
+    f->pending++;
+    return SP_OK;
+}
+
+static void finish_req(rm_fetch *f, uint32_t i, int code, const char *why)
+{
+    f->req[i].code = code;
+    if (code)
+        snprintf(f->why[i], sizeof f->why[i], "%s", why);
+    f->done[(f->d_head + f->d_n++) % f->depth] = i;
+}
+
+/* Ends every request of transfer t with code, and frees t. */
+static void finish_tx(rm_fetch *f, rm_tx *t, int code, const char *why)
+{
+    for (uint32_t i = t->first, next; i != UINT32_MAX; i = next) {
+        next = f->req[i].next;
+        finish_req(f, i, code, why);
+    }
+    t->first = UINT32_MAX;
+    t->waiting = false;
+    rm_xfer_release(&t->x);
+}
+
+/* (Re)starts transfer t: SP_OK, or the request ends at once (out of memory). */
+static void launch(rm_fetch *f, rm_tx *t)
+{
+    t->waiting = false;
+    if (rm_xfer_prepare(&t->x) != SP_OK || curl_multi_add_handle(f->m, t->x.h) != CURLM_OK) {
+        char why[SP_ERRMSG_MAX];
+        snprintf(why, sizeof why, "%s: out of memory for a transfer", t->x.obj->url);
+        finish_tx(f, t, SP_ENOMEM, why);
+    }
+}
+
+/* Gives queued requests to idle transfers, joining those that continue each other. */
+static void start_queued(rm_fetch *f)
+{
+    for (unsigned k = 0; k < f->ntx && f->q_n; k++) {
+        rm_tx *t = &f->tx[k];
+        if (t->first != UINT32_MAX)
+            continue;
+        uint32_t i = f->queue[f->q_head];
+        f->q_head = (f->q_head + 1) % f->depth;
+        f->q_n--;
+        rm_req *head = &f->req[i], *last = head;
+        t->first = i;
+        uint64_t len = head->len;
+        while (f->q_n) {
+            rm_req *n = &f->req[f->queue[f->q_head]];
+            uint64_t gap = n->off - head->off;
+            if (n->obj != head->obj || n->off < head->off + len || n->buf < head->buf ||
+                (uint64_t)(n->buf - head->buf) != gap || gap + n->len > f->part)
+                break;
+            last->next = f->queue[f->q_head];
+            last = n;
+            len = gap + n->len;
+            f->q_head = (f->q_head + 1) % f->depth;
+            f->q_n--;
+        }
+        if (!t->x.h && !(t->x.h = curl_easy_init())) {
+            char why[SP_ERRMSG_MAX];
+            snprintf(why, sizeof why, "%s: out of memory for a transfer", head->obj->url);
+            finish_tx(f, t, SP_ENOMEM, why);
+            continue;
+        }
+        CURL *h = t->x.h;
+        t->x = (rm_xfer){ .h = h, .site = f->site, .obj = head->obj, .off = head->off, .len = len,
+                          .buf = head->buf, .cap = len };
+        launch(f, t);
+    }
+}
+
+/* Takes the verdicts of the transfers libcurl has finished. */
+static void collect(rm_fetch *f)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(f->m, &left))) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        rm_tx *t = NULL;
+        for (unsigned k = 0; k < f->ntx && !t; k++)
+            if (f->tx[k].x.h == msg->easy_handle && f->tx[k].first != UINT32_MAX)
+                t = &f->tx[k];
+        CURLcode cc = msg->data.result;
+        curl_multi_remove_handle(f->m, msg->easy_handle);
+        if (!t)
+            continue;
+        char why[SP_ERRMSG_MAX];
+        bool retry;
+        int rc = rm_xfer_verdict(&t->x, cc, false, why, sizeof why, &retry);
+        if (rc != SP_OK && retry && rm_xfer_retry_at(&t->x, why, sizeof why))
+            t->waiting = true;
+        else
+            finish_tx(f, t, rc, why);
+    }
+}
+
+/* Restarts waiting transfers whose pause is over; the seconds until the next one is due (or
+ * 1 when none waits). */
+static double restart_due(rm_fetch *f)
+{
+    double now = sp_now(), next = 1.0;
+    for (unsigned k = 0; k < f->ntx; k++) {
+        rm_tx *t = &f->tx[k];
+        if (!t->waiting)
+            continue;
+        if (t->x.not_before <= now)
+            launch(f, t);
+        else if (t->x.not_before - now < next)
+            next = t->x.not_before - now;
+    }
+    return next;
+}
+
+int rm_fetch_reap(rm_fetch *f, bool wait, uint64_t *tag, int *code, char *why, size_t whylen)
+{
+    for (;;) {
+        if (f->d_n) {
+            uint32_t i = f->done[f->d_head];
+            f->d_head = (f->d_head + 1) % f->depth;
+            f->d_n--;
+            rm_req *r = &f->req[i];
+            *tag = r->tag;
+            *code = r->code;
+            if (r->code)
+                snprintf(why, whylen, "%s", f->why[i]);
+            r->used = false;
+            f->pending--;
+            return 1;
+        }
+        if (f->pending == 0)
+            return 0;
+        start_queued(f);
+        double next = restart_due(f);
+        int running;
+        curl_multi_perform(f->m, &running);
+        collect(f);
+        if (f->d_n)
+            continue;
+        if (!wait)
+            return 0;
+        int ms = (int)(next * 1000) + 1;
+        curl_multi_poll(f->m, NULL, 0, ms < 1000 ? ms : 1000, NULL);
+    }
+}
