@@ -11,10 +11,12 @@
 #include "ld.h"
 #include "ld_host.h"
 #include "ld_io.h"
+#include "rd.h"
 
 #define LD_PAGE 4096u
 #define LD_FIELD_ALIGN 256u
 #define LD_IO_DEPTH 32u
+#define LD_RM_DEPTH 256u /* blocks queued or in flight on a remote dataset (rm_fetch) */
 #define LD_MAX_FDS 64u /* shard descriptors kept open: a quarter of RLIMIT_NOFILE, within these */
 #define LD_MIN_FDS 4u
 #define LD_FD_WAIT_S 1.0 /* out of descriptors with none of its own to close: the reader waits this long */
@@ -141,6 +143,7 @@ typedef struct ld_pools {
  * the reader has queued (published by ring.mu). */
 typedef struct ld_reader_state {
     ld_io *io;
+    rm_fetch *rf;    /* a remote dataset's driver, in io's place */
     bool direct;     /* O_DIRECT reads; switched off under ring.mu (the stats say why) */
     /* descriptors */
     int *fd;

@@ -276,6 +276,9 @@ static int load_tables(sp_loader *l)
     uint64_t b = 0, first = 0, i = 0;
     for (uint32_t d = 0; d < nds; d++) {
         sp_dataset *ds = dss[d];
+        int orc = rd_shard_open_all(ds); /* a remote dataset's shard tails, fetched together */
+        if (orc)
+            return sp_fail(&l->eb, orc, "%s", sp_dataset_errmsg(ds));
         if (l->mix.n) {
             l->mix.first_block[d] = b;
             l->mix_first_sample[d] = first;
@@ -608,6 +611,8 @@ static int alloc_pools(sp_loader *l, const ld_sizes *z)
  * O_DIRECT from disk on every epoch (docs/performance.md). */
 static bool want_direct(const sp_loader *l)
 {
+    if (rd_site(l->ds))
+        return false;
     if (l->cfg.direct_mode >= 0)
         return l->cfg.direct_mode == 1;
     uint64_t bytes = 0;
@@ -619,6 +624,16 @@ static bool want_direct(const sp_loader *l)
 
 static int open_io(sp_loader *l)
 {
+    rm_site *site = rd_site(l->ds);
+    if (site) {
+        if (rm_fetch_open(site, LD_RM_DEPTH, &l->rdr.rf))
+            return sp_fail(&l->eb, SP_ENOMEM, "out of memory setting up remote reads");
+        l->stats.s.io = SP_IO_PREAD;
+        snprintf(l->stats.s.io_note, sizeof l->stats.s.io_note,
+                 "remote: ranged GETs, %u in flight, adjacent blocks joined up to %llu KiB", rm_site_inflight(site),
+                 (unsigned long long)(rm_site_part_size(site) >> 10));
+        return SP_OK;
+    }
     l->rdr.direct = want_direct(l);
     char note[SP_ERRMSG_MAX];
     int rc = ld_io_open(&l->rdr.io, l->cfg.io_mode, l->pool.read_ring, l->pool.read_ring_bytes, LD_IO_DEPTH, note,
@@ -640,6 +655,7 @@ static void loader_free(sp_loader *l)
     cu_close(l->dev); /* before the batch ring it pinned */
     l->dev = NULL;
     ld_io_close(l->rdr.io);
+    rm_fetch_close(l->rdr.rf);
     for (uint64_t i = 0; l->rdr.fd && i < l->tab.nshards; i++)
         if (l->rdr.fd[i] >= 0)
             close(l->rdr.fd[i]);

@@ -15,9 +15,13 @@
 /* ---------------------------------------------------------------- descriptors (reader only) */
 
 typedef struct ld_reader {
-    ld_job inflight[LD_IO_DEPTH];
+    ld_job inflight[LD_RM_DEPTH]; /* by tag; a local dataset uses the first LD_IO_DEPTH */
     double wait_s;
 } ld_reader;
+
+/* Reads queued or in flight, and the most there may be, on whichever path the loader reads. */
+static unsigned io_inflight(const sp_loader *l) { return l->rdr.rf ? rm_fetch_pending(l->rdr.rf) : ld_io_inflight(l->rdr.io); }
+static unsigned io_depth(const sp_loader *l) { return l->rdr.rf ? rm_fetch_depth(l->rdr.rf) : ld_io_depth(l->rdr.io); }
 
 /* Whether a read in flight uses shard's descriptor: pread mode reads only when the request is
  * reaped, and io_uring resubmits a short read on the same descriptor number. */
@@ -576,9 +580,36 @@ static uint64_t read_len(const sp_loader *l, uint64_t block, bool direct)
 
 static int reap(sp_loader *l, ld_reader *rd, bool wait);
 
+/* A block whose read failed (the file cannot be opened, the server's answer) fails here. */
+static void read_failed(sp_loader *l, const ld_job *j, int code, const char *why)
+{
+    count_block(l, j, code);
+    block_failed(l, j, code, why);
+    job_done(l, j, 0);
+}
+
+/* Queues job's ranged GET on a remote dataset. */
+static void submit_remote(sp_loader *l, ld_reader *rd, ld_job *j)
+{
+    unsigned tag = 0;
+    while (rd->inflight[tag].buf)
+        tag++;
+    rd->inflight[tag] = *j;
+    const fmt_block_entry *be = l->tab.block_entry[j->block];
+    if (rm_fetch_submit(l->rdr.rf, rd_shard_obj(l->ds, l->tab.block_shard[j->block]), j->buf, be->stored_size,
+                        be->offset, tag) != SP_OK) {
+        rd->inflight[tag].buf = NULL;
+        read_failed(l, j, SP_EIO, "no room to queue the read");
+    }
+}
+
 /* Submits job's read; a job whose file cannot be opened fails here, with the reason. */
 static void submit(sp_loader *l, ld_reader *rd, ld_job *j)
 {
+    if (l->rdr.rf) {
+        submit_remote(l, rd, j);
+        return;
+    }
     uint32_t shard = l->tab.block_shard[j->block];
     fmt_err e = { .block = -1 };
     bool starved;
@@ -605,9 +636,7 @@ static void submit(sp_loader *l, ld_reader *rd, ld_job *j)
         nanosleep(&pause, NULL);
     }
     if (fd < 0) {
-        count_block(l, j, fd);
-        block_failed(l, j, fd, e.why);
-        job_done(l, j, 0);
+        read_failed(l, j, fd, e.why);
         return;
     }
     unsigned tag = 0;
@@ -626,8 +655,33 @@ static void submit(sp_loader *l, ld_reader *rd, ld_job *j)
 }
 
 /* Takes one finished read (waiting for it when wait) and hands it to the workers. */
+static int reap_remote(sp_loader *l, ld_reader *rd, bool wait)
+{
+    uint64_t tag;
+    int code;
+    char why[SP_ERRMSG_MAX];
+    int got = rm_fetch_reap(l->rdr.rf, wait, &tag, &code, why, sizeof why);
+    if (got <= 0)
+        return got;
+    ld_job j = rd->inflight[tag];
+    rd->inflight[tag].buf = NULL;
+    if (code) {
+        read_failed(l, &j, code, why);
+        return 1;
+    }
+    uint64_t n = l->tab.block_entry[j.block]->stored_size;
+    j.result = (int64_t)n;
+    pthread_mutex_lock(&l->ring.mu);
+    l->stats.s.bytes_read += n;
+    push_job_locked(l, &j);
+    pthread_mutex_unlock(&l->ring.mu);
+    return 1;
+}
+
 static int reap(sp_loader *l, ld_reader *rd, bool wait)
 {
+    if (l->rdr.rf)
+        return reap_remote(l, rd, wait);
     uint64_t tag;
     int64_t res;
     int got = ld_io_reap(l->rdr.io, wait, &tag, &res);
@@ -655,7 +709,7 @@ static int reap(sp_loader *l, ld_reader *rd, bool wait)
 static void reader_wait(sp_loader *l, ld_reader *rd)
 {
     double t0 = sp_now();
-    if (ld_io_inflight(l->rdr.io)) {
+    if (io_inflight(l)) {
         pthread_mutex_unlock(&l->ring.mu);
         reap(l, rd, true);
         pthread_mutex_lock(&l->ring.mu);
@@ -761,7 +815,7 @@ static bool read_window(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi)
         l->ring.pending++;
         l->ring.rpending[pi]++;
         pthread_mutex_unlock(&l->ring.mu);
-        while (ld_io_inflight(l->rdr.io) == ld_io_depth(l->rdr.io))
+        while (io_inflight(l) == io_depth(l))
             reap(l, rd, true);
         submit(l, rd, &j);
         while (reap(l, rd, false) > 0)
@@ -815,7 +869,7 @@ static void *reader_main(void *arg)
     double t0 = sp_now();
     if (rd) {
         read_epochs(l, rd);
-        while (ld_io_inflight(l->rdr.io))
+        while (io_inflight(l))
             reap(l, rd, true);
     }
     pthread_mutex_lock(&l->ring.mu);

@@ -275,7 +275,7 @@ static int open_remote(sp_dataset *d, const char *url, const sp_params *params)
     } else if (rc == SP_ENOENT && !ends_with(url, ".spm")) {
         char was[SP_ERRMSG_MAX];
         snprintf(was, sizeof was, "%s", d->eb.msg);
-        sp_fail(&d->eb, rc, "%s: not a dataset: no %s there: %s", url, MANIFEST_NAME, was);
+        sp_fail(&d->eb, rc, "%s: no dataset there (its %s cannot be read): %s", url, MANIFEST_NAME, was);
     }
     if (rc == SP_OK) {
         *slash = '\0';
@@ -349,6 +349,82 @@ int rd_shard_get(sp_dataset *d, uint64_t i, fmt_shard **out)
     }
     *out = s->sh;
     pthread_mutex_unlock(&d->mu);
+    return rc;
+}
+
+rm_site *rd_site(const sp_dataset *d) { return d->site; }
+rm_obj *rd_shard_obj(sp_dataset *d, uint64_t i) { return &d->shards[i].obj; }
+
+/* Tails fetched at once while a remote dataset's shards are opened together. */
+#define RD_TAILS_INFLIGHT 64u
+
+/* Opens the shards of a remote dataset not yet open: their tails go out RD_TAILS_INFLIGHT at a
+ * time on one multi driver, each checked as rd_shard_get checks it. */
+static int remote_open_all(sp_dataset *d)
+{
+    rm_fetch *f;
+    unsigned depth = RD_TAILS_INFLIGHT;
+    uint8_t *tails = sp_malloc((size_t)depth * FMT_TAIL_READ);
+    uint64_t *slot_shard = sp_malloc(depth * sizeof *slot_shard);
+    int rc = tails && slot_shard ? rm_fetch_open(d->site, depth, &f) : SP_ENOMEM;
+    if (rc) {
+        sp_free(tails);
+        sp_free(slot_shard);
+        return sp_fail(&d->eb, SP_ENOMEM, "out of memory opening %llu shards", (unsigned long long)d->nshards);
+    }
+    uint64_t next = 0;
+    unsigned free_slot = 0;
+    bool slot_busy[RD_TAILS_INFLIGHT] = { false };
+    while (rc == SP_OK) {
+        while (next < d->nshards && rm_fetch_pending(f) < depth) {
+            rd_shard *s = &d->shards[next];
+            if (s->sh || s->obj.size == UINT64_MAX) { /* open, or of unknown size: rd_shard_get's */
+                next++;
+                continue;
+            }
+            while (slot_busy[free_slot])
+                free_slot = (free_slot + 1) % depth;
+            uint64_t n = s->obj.size < FMT_TAIL_READ ? s->obj.size : FMT_TAIL_READ;
+            slot_busy[free_slot] = true;
+            slot_shard[free_slot] = next;
+            rm_fetch_submit(f, &s->obj, tails + (size_t)free_slot * FMT_TAIL_READ, n, s->obj.size - n, free_slot);
+            next++;
+        }
+        uint64_t tag;
+        int code;
+        char why[SP_ERRMSG_MAX];
+        int got = rm_fetch_reap(f, true, &tag, &code, why, sizeof why);
+        if (got == 0)
+            break;
+        slot_busy[tag] = false;
+        rd_shard *s = &d->shards[slot_shard[tag]];
+        if (code) {
+            rc = sp_fail(&d->eb, code, "%s: %s", s->path, why);
+            break;
+        }
+        uint64_t n = s->obj.size < FMT_TAIL_READ ? s->obj.size : FMT_TAIL_READ;
+        fmt_shard *sh;
+        pthread_mutex_lock(&d->mu);
+        rc = s->sh ? SP_OK : remote_shard_from_tail(d, s, tails + (size_t)tag * FMT_TAIL_READ, (size_t)n, &sh);
+        if (rc == SP_OK && !s->sh && d->from_manifest && (rc = shard_matches(d, slot_shard[tag], s, sh)))
+            fmt_shard_close(sh);
+        else if (rc == SP_OK && !s->sh)
+            s->sh = sh;
+        pthread_mutex_unlock(&d->mu);
+    }
+    rm_fetch_close(f);
+    sp_free(tails);
+    sp_free(slot_shard);
+    return rc;
+}
+
+int rd_shard_open_all(sp_dataset *d)
+{
+    int rc = d->site ? remote_open_all(d) : SP_OK;
+    for (uint64_t i = 0; rc == SP_OK && i < d->nshards; i++) {
+        fmt_shard *sh;
+        rc = rd_shard_get(d, i, &sh);
+    }
     return rc;
 }
 
