@@ -122,7 +122,11 @@ static int s3_setup(rm_site *s, const char *url, const sp_params *params, sp_err
     const char *profile = pv && *pv ? pv : "default";
     s->key_id = env_dup("AWS_ACCESS_KEY_ID");
     s->secret = env_dup("AWS_SECRET_ACCESS_KEY");
-    if (s->key_id && s->secret) {
+    if (!s->key_id != !s->secret)
+        return sp_fail(eb, SP_EINVAL, "%s: %s is set but %s is not", url,
+                       s->key_id ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY",
+                       s->key_id ? "AWS_SECRET_ACCESS_KEY" : "AWS_ACCESS_KEY_ID");
+    if (s->key_id) {
         s->token = env_dup("AWS_SESSION_TOKEN");
     } else {
         sp_free(s->key_id);

@@ -1,0 +1,112 @@
+/* rt_util.c - servers and runs for the remote tests (rt_util.h). */
+#include <check.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "rt_util.h"
+
+int rt_servers(const char *arg, ...)
+{
+    const char *py = getenv("SP_SERVERS_PY");
+    if (!py) {
+        fprintf(stderr, "SP_SERVERS_PY is not set (meson sets it to tests/remote/servers.py)\n");
+        return -1;
+    }
+    char cmd[8192];
+    size_t n = (size_t)snprintf(cmd, sizeof cmd, "python3 '%s'", py);
+    va_list ap;
+    va_start(ap, arg);
+    for (const char *a = arg; a && n < sizeof cmd; a = va_arg(ap, const char *))
+        n += (size_t)snprintf(cmd + n, sizeof cmd - n, " '%s'", a);
+    va_end(ap);
+    FILE *f = popen(cmd, "r");
+    if (!f)
+        return -1;
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        char *eq = strchr(line, '=');
+        if (line[0] == '#' || !eq)
+            continue;
+        *eq = '\0';
+        char *v = eq + 1;
+        size_t len = strlen(v);
+        if (len >= 2 && v[0] == '\'' && v[len - 1] == '\'') {
+            v[len - 1] = '\0';
+            v++;
+        }
+        setenv(line, v, 1);
+    }
+    int st = pclose(f);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        return 0;
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77)
+        return 77;
+    fprintf(stderr, "%s: failed (status %d)\n", cmd, st);
+    return -1;
+}
+
+void rt_stop(const char *state) { rt_servers("stop", "--state", state, NULL); }
+
+const char *rt_env(const char *name)
+{
+    const char *v = getenv(name);
+    ck_assert_msg(v != NULL, "%s is not set", name);
+    return v ? v : "";
+}
+
+const char *rt_url(const char *base, const char *rel)
+{
+    static char buf[4096];
+    snprintf(buf, sizeof buf, "%s/%s", base, rel);
+    return buf;
+}
+
+int rt_run(const lt_ds *d, const char *path, lt_rec *r, char *msg, size_t msglen, ...)
+{
+    const char *kv[64] = { "host_memory", "64M", "threads", "2", "epochs", "2", "batch_size", "7" };
+    size_t n = 8;
+    va_list ap;
+    va_start(ap, msglen);
+    for (const char *k; n + 2 < 64 && (k = va_arg(ap, const char *));) {
+        kv[n++] = k;
+        kv[n++] = va_arg(ap, const char *);
+    }
+    va_end(ap);
+    kv[n] = NULL;
+    msg[0] = '\0';
+    sp_params *p = lt_params_v(kv);
+    if (!p)
+        return SP_EINVAL;
+    sp_loader *l = NULL;
+    int rc = sp_loader_open(path, p, &l);
+    sp_params_destroy(p);
+    if (rc == 0) {
+        for (;;) {
+            rc = lt_drain(l, d, r, UINT64_MAX, 60000);
+            if (rc != SP_EEPOCH)
+                break;
+        }
+    }
+    snprintf(msg, msglen, "%s", l ? sp_loader_errmsg(l) : sp_last_error());
+    sp_loader_close(l);
+    return rc;
+}
+
+bool rt_same(const lt_rec *a, const lt_rec *b, char *why, size_t whylen)
+{
+    if (a->nb != b->nb) {
+        snprintf(why, whylen, "%zu batches against %zu", a->nb, b->nb);
+        return false;
+    }
+    for (size_t i = 0; i < a->nb; i++)
+        if (a->hash[i] != b->hash[i] || a->rows[i] != b->rows[i]) {
+            snprintf(why, whylen, "batch %zu differs", i);
+            return false;
+        }
+    return true;
+}

@@ -1,0 +1,28 @@
+/* rt_util.h - helpers for the remote tests: real servers started through servers.py (its
+ * path in SP_SERVERS_PY), their variables put into the environment, and the comparison of a
+ * remote loader's batches with a local one's. */
+#ifndef SP_RT_UTIL_H
+#define SP_RT_UTIL_H
+
+#include <stdbool.h>
+
+#include "lt_util.h"
+
+/* Runs `servers.py ARGS...` (NULL-terminated) and setenv()s every NAME=VALUE line it prints.
+ * 0 on success; 77 when a package is missing (the reason printed); -1 on another failure. */
+int rt_servers(const char *arg, ...);
+/* `servers.py stop --state STATE`. */
+void rt_stop(const char *state);
+/* getenv, or "" with a failed ck_assert when unset (test cases only). */
+const char *rt_env(const char *name);
+/* base + "/" + rel in a static buffer of 4096 bytes (one at a time). */
+const char *rt_url(const char *base, const char *rel);
+
+/* Batches of one run over path, recorded (rows checked against d), with the extra loader
+ * parameters (NULL-terminated name/value pairs). The code that ended the run (SP_EDONE after
+ * every epoch); *msg the loader's last message. */
+int rt_run(const lt_ds *d, const char *path, lt_rec *r, char *msg, size_t msglen, ...);
+/* Whether two runs delivered the same batches, bit for bit. */
+bool rt_same(const lt_rec *a, const lt_rec *b, char *why, size_t whylen);
+
+#endif

@@ -1,0 +1,238 @@
+/* test_remote_http.c - datasets read over HTTP and HTTPS from a real nginx on 127.0.0.1: the same blocks and the same batches, bit for bit, as from local disk (joined ranged GETs or not); TLS verified against the test CA and a wrong CA refused; basic and bearer auth; a missing object, a URL that is no dataset and an object changed under a running loader end in one-line errors naming the URL and the server's answer. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "rt_util.h"
+#include "test_util.h"
+
+static lt_ds g_ds;
+static char g_state[4096];
+static char g_url[4200], g_surl[4200];
+
+/* The batches of two epochs from local disk, for comparison. */
+static void local_run(lt_rec *r, const char *shuffle)
+{
+    char msg[SP_ERRMSG_MAX];
+    int rc = rt_run(&g_ds, g_ds.dir, r, msg, sizeof msg, "shuffle", shuffle, NULL);
+    ck_assert_msg(rc == SP_EDONE, "local: %d %s", rc, msg);
+    ck_assert_uint_eq(r->bad, 0);
+}
+
+static void expect_same_run(const char *url, const char *shuffle, const char *part)
+{
+    lt_rec a = { 0 }, b = { 0 };
+    local_run(&a, shuffle);
+    char msg[SP_ERRMSG_MAX], why[128];
+    int rc = rt_run(&g_ds, url, &b, msg, sizeof msg, "shuffle", shuffle, "remote_part_size", part, NULL);
+    ck_assert_msg(rc == SP_EDONE, "%s: %d %s", url, rc, msg);
+    ck_assert_msg(b.bad == 0, "%s: %s", url, b.why);
+    ck_assert_msg(rt_same(&a, &b, why, sizeof why), "%s: %s", url, why);
+    lt_rec_free(&a);
+    lt_rec_free(&b);
+}
+
+START_TEST(http_same_batches)
+{
+    expect_same_run(g_url, "true", "8M");
+    expect_same_run(g_url, "false", "8M");  /* in file order: blocks joined into one GET */
+    expect_same_run(g_url, "false", "64K"); /* parts of one or two blocks */
+}
+END_TEST
+
+START_TEST(http_same_blocks)
+{
+    sp_dataset *l, *r;
+    ck_assert_int_eq(sp_dataset_open(g_ds.dir, NULL, &l), 0);
+    int rc = sp_dataset_open(g_url, NULL, &r);
+    ck_assert_msg(rc == 0, "%s", sp_last_error());
+    ck_assert_uint_eq(sp_dataset_num_samples(l), sp_dataset_num_samples(r));
+    ck_assert_uint_eq(sp_dataset_num_blocks(l), sp_dataset_num_blocks(r));
+    ck_assert_uint_eq(sp_dataset_fingerprint(l), sp_dataset_fingerprint(r));
+    sp_shard_info si = { sizeof si };
+    ck_assert_int_eq(sp_dataset_shard_info(r, 1, &si), 0);
+    ck_assert_str_eq(si.path, rt_url(g_url, "shard-000001.sps"));
+    for (uint64_t b = 0; b < sp_dataset_num_blocks(l); b += 3) {
+        sp_block *x, *y;
+        ck_assert_int_eq(sp_dataset_read_block(l, b, &x), 0);
+        rc = sp_dataset_read_block(r, b, &y);
+        ck_assert_msg(rc == 0, "block %llu: %s", (unsigned long long)b, sp_last_error());
+        ck_assert_uint_eq(sp_block_num_samples(x), sp_block_num_samples(y));
+        for (uint32_t row = 0; row < sp_block_num_samples(x); row++)
+            for (size_t f = 0; f < 3; f++) {
+                const void *p, *q;
+                size_t n, m;
+                ck_assert_int_eq(sp_block_get(x, row, f, &p, &n), 0);
+                ck_assert_int_eq(sp_block_get(y, row, f, &q, &m), 0);
+                ck_assert(n == m && memcmp(p, q, n) == 0);
+            }
+        sp_block_free(x);
+        sp_block_free(y);
+    }
+    sp_dataset_close(l);
+    sp_dataset_close(r);
+}
+END_TEST
+
+START_TEST(https_verified)
+{
+    setenv("CURL_CA_BUNDLE", rt_env("SP_TEST_CA"), 1);
+    expect_same_run(g_surl, "true", "8M");
+}
+END_TEST
+
+START_TEST(https_wrong_ca)
+{
+    /* The system's bundle does not hold the test CA: the server's certificate is refused, at once. */
+    setenv("CURL_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt", 1);
+    if (!tu_exists("/etc/ssl/certs/ca-certificates.crt")) {
+        /* any other PEM certificate will do: a CA made for nothing */
+        setenv("CURL_CA_BUNDLE", rt_env("SP_TEST_CA"), 1);
+        ck_assert_msg(0, "no /etc/ssl/certs/ca-certificates.crt (install ca-certificates)");
+    }
+    sp_dataset *d;
+    double t0 = lt_now();
+    int rc = sp_dataset_open(g_surl, NULL, &d);
+    ck_assert_int_eq(rc, SP_EREMOTE);
+    const char *m = sp_last_error();
+    ck_assert_msg(strstr(m, g_surl) && strstr(m, "certificate"), "%s", m);
+    ck_assert_msg(lt_now() - t0 < 5, "a refused certificate was retried: %s", m);
+    /* and without any CA: the same */
+    unsetenv("CURL_CA_BUNDLE");
+    setenv("SSL_CERT_FILE", "/dev/null", 1);
+    ck_assert_int_ne(sp_dataset_open(g_surl, NULL, &d), 0);
+}
+END_TEST
+
+START_TEST(http_auth)
+{
+    char url[4300];
+    snprintf(url, sizeof url, "%s/basic/data", rt_env("SP_TEST_HTTP_URL"));
+    sp_dataset *d;
+    int rc = sp_dataset_open(url, NULL, &d);
+    ck_assert_int_eq(rc, SP_EDENIED);
+    ck_assert_msg(strstr(sp_last_error(), url) && strstr(sp_last_error(), "HTTP 401"), "%s", sp_last_error());
+    char up[512];
+    snprintf(up, sizeof up, "%s:%s", rt_env("SP_TEST_HTTP_USER"), rt_env("SP_TEST_HTTP_PASSWORD"));
+    setenv("SHARDPACK_HTTP_USER", up, 1);
+    expect_same_run(url, "true", "8M");
+    unsetenv("SHARDPACK_HTTP_USER");
+    snprintf(url, sizeof url, "%s/bearer/data", rt_env("SP_TEST_HTTP_URL"));
+    ck_assert_int_eq(sp_dataset_open(url, NULL, &d), SP_EDENIED);
+    setenv("SHARDPACK_HTTP_BEARER", "not-the-token", 1);
+    ck_assert_int_eq(sp_dataset_open(url, NULL, &d), SP_EDENIED);
+    setenv("SHARDPACK_HTTP_BEARER", rt_env("SP_TEST_HTTP_TOKEN"), 1);
+    expect_same_run(url, "true", "8M");
+}
+END_TEST
+
+START_TEST(http_missing_and_not_a_dataset)
+{
+    sp_dataset *d;
+    const char *url = rt_url(rt_env("SP_TEST_HTTP_URL"), "nothing-here");
+    ck_assert_int_eq(sp_dataset_open(url, NULL, &d), SP_ENOENT);
+    ck_assert_msg(strstr(sp_last_error(), "nothing-here") && strstr(sp_last_error(), "HTTP 404"), "%s",
+                  sp_last_error());
+    /* a text file where the manifest should be */
+    char *dir = tu_join(g_ds.root, "notds");
+    mkdir(dir, 0755);
+    char *m = tu_join(dir, "manifest.spm");
+    tu_write_file(m, "hello\n", 6);
+    url = rt_url(rt_env("SP_TEST_HTTP_URL"), "notds");
+    ck_assert_int_eq(sp_dataset_open(url, NULL, &d), SP_EFORMAT);
+    ck_assert_msg(strstr(sp_last_error(), "notds/manifest.spm") && strstr(sp_last_error(), "not a shardpack manifest"),
+                  "%s", sp_last_error());
+    /* a missing shard named by a manifest: the loader names it */
+    char *copy = tu_join(g_ds.root, "holed");
+    mkdir(copy, 0755);
+    char *from = tu_join(g_ds.dir, "manifest.spm"), *to = tu_join(copy, "manifest.spm");
+    tu_copy_file(from, to);
+    url = rt_url(rt_env("SP_TEST_HTTP_URL"), "holed");
+    sp_loader *l;
+    int rc = lt_open(url, &l, NULL);
+    ck_assert_int_eq(rc, SP_ENOENT);
+    ck_assert_msg(strstr(sp_last_error(), "holed/shard-000000.sps") && strstr(sp_last_error(), "HTTP 404"), "%s",
+                  sp_last_error());
+    free(dir), free(m), free(copy), free(from), free(to);
+}
+END_TEST
+
+/* A shard rewritten under a running loader (same size, other bytes, a new modification time and
+ * so a new ETag): the block read from it fails with SP_ECHANGED naming the URL, never delivering
+ * its bytes. */
+START_TEST(http_changed_object)
+{
+    lt_ds copy;
+    ck_assert_int_eq(lt_clone(&g_ds, &copy, "remote-changed"), 0);
+    /* served from under nginx's root: the clone lives beside g_ds */
+    char *link = tu_join(g_ds.root, "changed");
+    ck_assert_int_eq(symlink(copy.dir, link), 0);
+    const char *url = rt_url(rt_env("SP_TEST_HTTP_URL"), "changed");
+    sp_loader *l;
+    int rc = lt_open(url, &l, "shuffle", "false", "prefetch", "1", "shuffle_window", "1", "batch_size", "16", NULL);
+    ck_assert_msg(rc == 0, "%s", sp_last_error());
+    lt_rec r = { 0 };
+    ck_assert_int_eq(lt_drain(l, &copy, &r, 1, 20000), 0);
+    char *last = tu_join(copy.dir, "shard-000003.sps");
+    uint64_t size = tu_file_size(last);
+    tu_xor_byte(last, size / 2, 0x5a);
+    struct timeval tv[2];
+    gettimeofday(&tv[0], NULL);
+    tv[0].tv_sec += 100;
+    tv[1] = tv[0];
+    ck_assert_int_eq(utimes(last, tv), 0);
+    rc = lt_drain(l, &copy, &r, UINT64_MAX, 20000);
+    while (rc == SP_EEPOCH)
+        rc = lt_drain(l, &copy, &r, UINT64_MAX, 20000);
+    ck_assert_int_eq(rc, SP_ECHANGED);
+    const char *m = sp_loader_errmsg(l);
+    ck_assert_msg(strstr(m, "changed/shard-000003.sps") && strstr(m, "changed since it was opened") &&
+                  strstr(m, "ETag"), "%s", m);
+    ck_assert_uint_eq(r.bad, 0);
+    sp_loader_close(l);
+    unlink(link);
+    free(link);
+    free(last);
+    lt_rec_free(&r);
+    lt_ds_free(&copy);
+}
+END_TEST
+
+int main(void)
+{
+    uint64_t seed = tu_seed(16);
+    if (lt_make(&g_ds, "remote-http", 3000, 33, seed, "4K", "64K"))
+        return 1;
+    snprintf(g_state, sizeof g_state, "%s/servers", g_ds.root);
+    int rc = rt_servers("nginx", "start", "--root", g_ds.root, "--state", g_state, NULL);
+    if (rc) {
+        lt_ds_free(&g_ds);
+        return rc == 77 ? 77 : 1;
+    }
+    snprintf(g_url, sizeof g_url, "%s/data", getenv("SP_TEST_HTTP_URL"));
+    snprintf(g_surl, sizeof g_surl, "%s/data", getenv("SP_TEST_HTTPS_URL"));
+    /* the tests' own: no CA or credentials from the caller's environment */
+    unsetenv("CURL_CA_BUNDLE");
+    unsetenv("SSL_CERT_FILE");
+    unsetenv("SHARDPACK_HTTP_USER");
+    unsetenv("SHARDPACK_HTTP_BEARER");
+    Suite *s = suite_create("remote_http");
+    TCase *tc = tcase_create("http");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, http_same_batches);
+    tcase_add_test(tc, http_same_blocks);
+    tcase_add_test(tc, https_verified);
+    tcase_add_test(tc, https_wrong_ca);
+    tcase_add_test(tc, http_auth);
+    tcase_add_test(tc, http_missing_and_not_a_dataset);
+    tcase_add_test(tc, http_changed_object);
+    suite_add_tcase(s, tc);
+    rc = tu_run(s, seed);
+    rt_stop(g_state);
+    lt_ds_free(&g_ds);
+    return rc;
+}
