@@ -622,6 +622,8 @@ int rm_xfer_verdict(rm_xfer *x, CURLcode cc, bool name_url, char *why, size_t wh
         return SP_EREMOTE;
     }
     if (x->got != want || (x->clen >= 0 && (uint64_t)x->clen != x->got)) {
+        /* cut short on the way (a proxy, a reset): another try may get it whole */
+        *retry = true;
         snprintf(why, whylen, "%s: HTTP %ld: a body of %llu bytes (Content-Length %lld) where %llu were due", at,
                  x->status, (unsigned long long)x->got, (long long)x->clen, (unsigned long long)want);
         return SP_EREMOTE;

@@ -1,0 +1,186 @@
+/* test_remote_faults.c - the loader over HTTP through the fault proxy (tests/remote/faultproxy.py) in front of a real nginx: resets, stalls, 503 and 429 bursts and a body cut short once are retried and the run delivers the same batches as local disk; a body always cut short or announced with a wrong Content-Length ends, after the bounded tries, in an error naming the URL, the block and the answer; an object changed mid-run ends in SP_ECHANGED at once; on_error=skip skips what cannot be fetched; never a wrong batch, never a hang. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "rt_util.h"
+#include "test_util.h"
+
+static lt_ds g_ds;
+static char g_state[4096], g_url[4200];
+static lt_rec g_local;
+
+/* Replaces the proxy's rules (a new file renamed over the old, which it reads again). */
+static void rules(const char *json)
+{
+    const char *path = rt_env("SP_TEST_PROXY_RULES");
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.new", path);
+    tu_write_file(tmp, json, strlen(json));
+    ck_assert_int_eq(rename(tmp, path), 0);
+}
+
+/* A run through the proxy with quick retries; returns its end code, the message in msg. */
+static int run(lt_rec *r, char *msg, size_t len, const char *retries, const char *on_error)
+{
+    return rt_run(&g_ds, g_url, r, msg, len, "shuffle", "false", "remote_retries", retries, "remote_timeout", "1",
+                  "remote_retry_time", "20", "on_error", on_error, NULL);
+}
+
+/* The faults a retry gets past: the run is the local one, batch for batch. */
+static void expect_recovered(const char *json)
+{
+    rules(json);
+    lt_rec r = { 0 };
+    char msg[SP_ERRMSG_MAX], why[128];
+    double t0 = lt_now();
+    int rc = run(&r, msg, sizeof msg, "8", "fail");
+    ck_assert_msg(rc == SP_EDONE, "%s: %d %s", json, rc, msg);
+    ck_assert_msg(r.bad == 0, "%s: %s", json, r.why);
+    ck_assert_msg(rt_same(&g_local, &r, why, sizeof why), "%s: %s", json, why);
+    ck_assert_msg(lt_now() - t0 < 60, "%s: %.1f s", json, lt_now() - t0);
+    lt_rec_free(&r);
+}
+
+/* The faults that do not go away: code, with a message naming a shard's URL, a block and what. */
+static void expect_error(const char *json, int code, const char *what)
+{
+    rules(json);
+    lt_rec r = { 0 };
+    char msg[SP_ERRMSG_MAX];
+    double t0 = lt_now();
+    int rc = run(&r, msg, sizeof msg, "2", "fail");
+    ck_assert_msg(rc == code, "%s: %d (%s) %s", json, rc, sp_error_name(rc), msg);
+    ck_assert_msg(strstr(msg, "/data/shard-") && strstr(msg, "block") && strstr(msg, what), "%s: %s", json, msg);
+    ck_assert_msg(r.bad == 0, "%s: a wrong batch: %s", json, r.why);
+    ck_assert_msg(lt_now() - t0 < 60, "%s: %.1f s", json, lt_now() - t0);
+    lt_rec_free(&r);
+}
+
+START_TEST(resets_retried)
+{
+    expect_recovered("[{\"fault\": \"reset\", \"match\": \".sps\", \"after_bytes\": 100, \"count\": 4}]");
+    expect_recovered("[{\"fault\": \"reset\", \"match\": \".sps\", \"after_bytes\": 0, \"skip\": 3, \"count\": 2}]");
+}
+END_TEST
+
+START_TEST(stalls_retried)
+{
+    /* longer than remote_timeout (1 s), before the answer and inside its body */
+    expect_recovered("[{\"fault\": \"delay\", \"match\": \".sps\", \"seconds\": 4, \"skip\": 2, \"count\": 1}]");
+    expect_recovered("[{\"fault\": \"delay\", \"match\": \".sps\", \"seconds\": 4, \"after_bytes\": 1000, "
+                     "\"skip\": 5, \"count\": 1}]");
+}
+END_TEST
+
+START_TEST(bursts_retried)
+{
+    expect_recovered("[{\"fault\": \"status\", \"code\": 503, \"count\": 5}]");
+    expect_recovered("[{\"fault\": \"status\", \"code\": 429, \"retry_after\": 1, \"match\": \".sps\", \"skip\": 4, "
+                     "\"count\": 3}]");
+    expect_recovered("[{\"fault\": \"truncate\", \"match\": \".sps\", \"skip\": 2, \"count\": 1}]");
+}
+END_TEST
+
+START_TEST(short_body_fails)
+{
+    expect_error("[{\"fault\": \"truncate\", \"match\": \"shard-000002\", \"skip\": 1, \"count\": -1}]", SP_EREMOTE,
+                 "after 3 tries");
+    expect_error("[{\"fault\": \"wrong_length\", \"delta\": -100, \"match\": \"shard-000002\", \"skip\": 1, "
+                 "\"count\": -1}]", SP_EREMOTE, "after 3 tries");
+    expect_error("[{\"fault\": \"wrong_length\", \"delta\": 100, \"match\": \"shard-000002\", \"skip\": 1, "
+                 "\"count\": -1}]", SP_EREMOTE, "after 3 tries");
+}
+END_TEST
+
+START_TEST(changed_object_fails)
+{
+    expect_error("[{\"fault\": \"changed\", \"match\": \"shard-000002\", \"skip\": 1, \"count\": -1}]", SP_ECHANGED,
+                 "changed since it was opened");
+}
+END_TEST
+
+START_TEST(server_error_fails)
+{
+    expect_error("[{\"fault\": \"status\", \"code\": 500, \"match\": \"shard-000001\", \"skip\": 1, \"count\": -1}]",
+                 SP_EREMOTE, "HTTP 500");
+}
+END_TEST
+
+START_TEST(on_error_skip)
+{
+    rules("[{\"fault\": \"status\", \"code\": 503, \"match\": \"shard-000002\", \"skip\": 1, \"count\": -1}]");
+    lt_rec r = { 0 };
+    char msg[SP_ERRMSG_MAX];
+    /* shuffled over wide windows, so that every batch has rows from other shards to fill with */
+    int rc = rt_run(&g_ds, g_url, &r, msg, sizeof msg, "shuffle", "true", "shuffle_window", "64", "remote_retries",
+                    "1", "remote_timeout", "1", "on_error", "skip", NULL);
+    ck_assert_msg(rc == SP_EDONE, "%d %s", rc, msg);
+    ck_assert_msg(r.bad == 0, "%s", r.why);
+    ck_assert_uint_gt(r.filled, 0); /* the rows of shard 2's blocks, filled from their batches */
+    ck_assert_uint_eq(r.ni, g_local.ni);
+    lt_rec_free(&r);
+}
+END_TEST
+
+int main(void)
+{
+    uint64_t seed = tu_seed(16);
+    if (lt_make(&g_ds, "remote-faults", 1500, 17, seed, "4K", "32K"))
+        return 1;
+    snprintf(g_state, sizeof g_state, "%s/servers", g_ds.root);
+    int rc = rt_servers("nginx", "start", "--root", g_ds.root, "--state", g_state, NULL);
+    if (rc == 0) {
+        /* the proxy, through faultproxy.start_proxy: recorded in the state, stopped with the rest */
+        const char *py = getenv("SP_SERVERS_PY");
+        char dir[4096], code[8192 + 4096];
+        snprintf(dir, sizeof dir, "%.*s", (int)(strrchr(py, '/') - py), py);
+        snprintf(code, sizeof code, "import sys; sys.path.insert(0, '%s'); import faultproxy, servers; "
+                 "print(servers.format_env(faultproxy.start_proxy('%s', '%s')))", dir,
+                 getenv("SP_TEST_HTTP_URL"), g_state);
+        char cmd[sizeof code + 32];
+        snprintf(cmd, sizeof cmd, "python3 -c \"%s\"", code);
+        FILE *f = popen(cmd, "r");
+        char line[4096];
+        while (f && fgets(line, sizeof line, f)) {
+            line[strcspn(line, "\n")] = '\0';
+            char *eq = strchr(line, '=');
+            if (eq) {
+                *eq = '\0';
+                setenv(line, eq + 1, 1);
+            }
+        }
+        rc = f && pclose(f) == 0 && getenv("SP_TEST_PROXY_URL") ? 0 : -1;
+    }
+    if (rc) {
+        rt_stop(g_state);
+        lt_ds_free(&g_ds);
+        return rc == 77 ? 77 : 1;
+    }
+    snprintf(g_url, sizeof g_url, "%s/data", getenv("SP_TEST_PROXY_URL"));
+    char msg[SP_ERRMSG_MAX];
+    rc = rt_run(&g_ds, g_ds.dir, &g_local, msg, sizeof msg, "shuffle", "false", NULL);
+    if (rc != SP_EDONE) {
+        fprintf(stderr, "local run: %s\n", msg);
+        rt_stop(g_state);
+        return 1;
+    }
+    Suite *s = suite_create("remote_faults");
+    TCase *tc = tcase_create("faults");
+    tcase_set_timeout(tc, 200);
+    tcase_add_test(tc, resets_retried);
+    tcase_add_test(tc, stalls_retried);
+    tcase_add_test(tc, bursts_retried);
+    tcase_add_test(tc, short_body_fails);
+    tcase_add_test(tc, changed_object_fails);
+    tcase_add_test(tc, server_error_fails);
+    tcase_add_test(tc, on_error_skip);
+    suite_add_tcase(s, tc);
+    rc = tu_run(s, seed);
+    rt_stop(g_state);
+    lt_rec_free(&g_local);
+    lt_ds_free(&g_ds);
+    return rc;
+}
