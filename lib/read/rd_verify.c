@@ -227,6 +227,90 @@ static int verify_file(vr_ctx *v, const char *path)
     return SP_OK;
 }
 
+/* ---------------------------------------------------------------- remote datasets */
+
+/* Whether buf[from..to) is zero; a fault naming the first nonzero byte (at file offset base + i)
+ * when not. */
+static void check_zero_buf(vr_ctx *v, const char *path, int64_t block, const uint8_t *buf, uint64_t from,
+                           uint64_t to, uint64_t base)
+{
+    for (uint64_t i = from; i < to; i++)
+        if (buf[i]) {
+            fault(v, path, block, base + i, SP_ECORRUPT, "nonzero byte in padding");
+            return;
+        }
+}
+
+/* One shard of a remote dataset, opened through d (its index checked against the manifest): the
+ * header and every block with its padding, one ranged GET each. */
+static void verify_remote_shard(vr_ctx *v, sp_dataset *d, uint64_t i)
+{
+    rm_site *site = rd_site(d);
+    rm_obj *o = rd_shard_obj(d, i);
+    fmt_shard *sh;
+    v->rep->shards++;
+    int rc = rd_shard_get(d, i, &sh);
+    if (rc) {
+        fault(v, o->url, -1, 0, rc, "%s", sp_dataset_errmsg(d));
+        return;
+    }
+    uint32_t align = sh->index.id.align;
+    uint8_t *buf = sp_malloc(align > FMT_HEADER_BYTES ? align : FMT_HEADER_BYTES);
+    sp_errbuf eb;
+    fmt_err e = { .block = -1 };
+    fmt_header h;
+    if (!buf) {
+        fault(v, o->url, -1, 0, SP_ENOMEM, "out of memory");
+    } else if ((rc = rm_get(site, o, 0, align, buf, false, &eb))) {
+        fault(v, o->url, -1, 0, rc, "cannot read the header: %s", eb.msg);
+    } else if ((rc = fmt_header_decode(buf, FMT_HEADER_BYTES, &h, &e))) {
+        fault_at(v, o->url, rc, &e);
+    } else {
+        check_zero_buf(v, o->url, -1, buf, FMT_HEADER_BYTES, align, 0);
+        const fmt_header *id = &sh->index.id;
+        if (h.align != id->align || h.dataset_id != id->dataset_id || h.shard_no != id->shard_no)
+            fault(v, o->url, -1, 16, SP_ECORRUPT, "header (align %u, dataset %016llx, shard %u) disagrees with the "
+                  "index", h.align, (unsigned long long)h.dataset_id, h.shard_no);
+    }
+    sp_free(buf);
+    for (uint64_t k = 0; k < sh->index.nblocks; k++) {
+        const fmt_block_entry *be = &sh->index.blocks[k];
+        uint64_t end = sp_align_up(be->offset + be->stored_size, align);
+        uint8_t *stored = sp_malloc(end - be->offset), *raw = NULL;
+        fmt_block_view view;
+        e = (fmt_err){ .block = (int64_t)k };
+        if (!stored) {
+            fault(v, o->url, (int64_t)k, be->offset, SP_ENOMEM, "out of memory for a %u-byte block", be->stored_size);
+        } else if ((rc = rm_get(site, o, be->offset, end - be->offset, stored, false, &eb))) {
+            fault(v, o->url, (int64_t)k, be->offset, rc, "%s", eb.msg);
+        } else {
+            check_zero_buf(v, o->url, (int64_t)k, stored, be->stored_size, end - be->offset, be->offset);
+            if ((rc = fmt_shard_decode_block(sh, k, stored, v->dctx, &raw, &view, &e)))
+                fault_at(v, o->url, rc, &e);
+        }
+        if (raw != stored)
+            sp_free(raw);
+        sp_free(stored);
+        v->rep->blocks++;
+        v->rep->bytes += be->stored_size;
+    }
+    v->rep->samples += sh->index.nsamples;
+}
+
+/* A dataset at a URL: opened as sp_dataset_open opens it (a manifest that cannot be read or
+ * decoded is an error, as a missing local one is), then every shard. */
+static int verify_remote(vr_ctx *v, const char *url, const sp_params *params)
+{
+    sp_dataset *d;
+    int rc = sp_dataset_open(url, params, &d);
+    if (rc)
+        return rc;
+    for (uint64_t i = 0; i < sp_dataset_num_shards(d); i++)
+        verify_remote_shard(v, d, i);
+    sp_dataset_close(d);
+    return SP_OK;
+}
+
 int sp_verify(const char *path, const sp_params *params, sp_fault_fn fn, void *user, sp_verify_report *report)
 {
     sp_clear_error();
@@ -244,8 +328,10 @@ int sp_verify(const char *path, const sp_params *params, sp_fault_fn fn, void *u
     fmt_limits_from_params(&v.lim, params);
     if (!(v.dctx = ZSTD_createDCtx()))
         return sp_fail(NULL, SP_ENOMEM, "sp_verify: %s: out of memory", path);
-    int rc = verify_glob(&v, path);
-    if (rc != 0) {
+    int rc = rm_is_url(path) ? verify_remote(&v, path, params) : verify_glob(&v, path);
+    if (rm_is_url(path)) {
+        /* done above */
+    } else if (rc != 0) {
         rc = rc < 0 ? rc : SP_OK;
     } else if (sp_path_is_dir(path)) {
         char mpath[4096];

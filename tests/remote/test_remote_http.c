@@ -1,4 +1,4 @@
-/* test_remote_http.c - datasets read over HTTP and HTTPS from a real nginx on 127.0.0.1: the same blocks and the same batches, bit for bit, as from local disk (joined ranged GETs or not); TLS verified against the test CA and a wrong CA refused; basic and bearer auth; a missing object, a URL that is no dataset and an object changed under a running loader end in one-line errors naming the URL and the server's answer. */
+/* test_remote_http.c - datasets read over HTTP and HTTPS from a real nginx on 127.0.0.1: the same blocks and the same batches, bit for bit, as from local disk (joined ranged GETs or not); TLS verified against the test CA and a wrong CA refused; basic and bearer auth; a missing object, a URL that is no dataset and an object changed under a running loader end in one-line errors naming the URL and the server's answer; sp_verify over HTTP finds what it finds on local disk. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -202,6 +202,42 @@ START_TEST(http_changed_object)
 }
 END_TEST
 
+/* sp_verify over HTTP: a sound dataset passes with the local counts; a damaged copy gets the
+ * same faults, at the same places, as from local disk. */
+static void on_fault(const sp_fault *f, void *user)
+{
+    char *log = user;
+    const char *name = strrchr(f->file, '/');
+    size_t n = strlen(log);
+    snprintf(log + n, 4096 - n, "%s %lld %llu %d|", name ? name : f->file, (long long)f->block,
+             (unsigned long long)f->offset, f->code);
+}
+
+START_TEST(http_verify)
+{
+    sp_verify_report a = { sizeof a }, b = { sizeof b };
+    ck_assert_int_eq(sp_verify(g_ds.dir, NULL, NULL, NULL, &a), 0);
+    int rc = sp_verify(g_url, NULL, NULL, NULL, &b);
+    ck_assert_msg(rc == 0, "%s", sp_last_error());
+    ck_assert(a.shards == b.shards && a.blocks == b.blocks && a.samples == b.samples && a.bytes == b.bytes);
+    lt_ds copy;
+    ck_assert_int_eq(lt_clone(&g_ds, &copy, "remote-verify"), 0);
+    char *link = tu_join(g_ds.root, "damaged");
+    ck_assert_int_eq(symlink(copy.dir, link), 0);
+    char *shard = tu_join(copy.dir, "shard-000001.sps");
+    tu_xor_byte(shard, 4096 + 10, 0x01); /* in the first block */
+    tu_xor_byte(shard, 20, 0x01);        /* in the header */
+    static char la[4096], lb[4096];
+    ck_assert_int_eq(sp_verify(copy.dir, NULL, on_fault, la, NULL), SP_ECORRUPT);
+    ck_assert_int_eq(sp_verify(rt_url(rt_env("SP_TEST_HTTP_URL"), "damaged"), NULL, on_fault, lb, NULL), SP_ECORRUPT);
+    ck_assert_msg(la[0] && strcmp(la, lb) == 0, "local %s, http %s", la, lb);
+    unlink(link);
+    free(link);
+    free(shard);
+    lt_ds_free(&copy);
+}
+END_TEST
+
 int main(void)
 {
     uint64_t seed = tu_seed(16);
@@ -230,6 +266,7 @@ int main(void)
     tcase_add_test(tc, http_auth);
     tcase_add_test(tc, http_missing_and_not_a_dataset);
     tcase_add_test(tc, http_changed_object);
+    tcase_add_test(tc, http_verify);
     suite_add_tcase(s, tc);
     rc = tu_run(s, seed);
     rt_stop(g_state);
