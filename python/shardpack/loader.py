@@ -273,13 +273,15 @@ class Batch(NoCopy, collections.abc.Mapping):
 
 
 class Loader:
-    """Streams a dataset (directory, manifest, shard file or glob of shards) as Batches.
+    """Streams a dataset (directory, manifest, shard file, glob of shards, or URL) as Batches.
 
     Loader(path, *, timeout=None, **params). The keyword parameters come from the library's table:
 
 {params}
 
-    path: str, bytes or os.PathLike (a name that is not UTF-8 works, as with open()); or a
+    path: str, bytes or os.PathLike (a name that is not UTF-8 works, as with open()), or a URL:
+    s3://bucket/prefix or http(s)://host/path of the manifest, of the prefix holding it, or of
+    one shard (credentials and endpoints from the AWS_* variables; docs/remote.md); or a
     weighted mixture, a list of (path, weight) pairs: one loader over several datasets with the
     same schema (sp_loader_open_mix; docs/loader.md, Mixtures).
     small_field_bytes: a host field of at most this many bytes per batch, or of one value per
