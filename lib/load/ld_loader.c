@@ -345,6 +345,19 @@ static uint64_t read_cost(uint64_t n) { return n + n / LD_PAGE * (sizeof(ld_regi
 #define LD_WORKER_HANDLES 64u
 static uint64_t worker_fixed(void) { return ZSTD_estimateDCtxSize() + LD_WORKER_HANDLES; }
 
+/* What a remote dataset's reads hold beside the read ring: the reader's larger table of reads in
+ * flight, the driver's requests with room for a message each, and libcurl's buffers per
+ * connection (a receive buffer, TLS state: counted as 256 KiB). */
+#define LD_RM_PER_CONN (256u * 1024)
+static uint64_t remote_bytes(const sp_loader *l)
+{
+    rm_site *site = rd_site(l->ds);
+    if (!site)
+        return 0;
+    return (uint64_t)LD_RM_DEPTH * (sizeof(ld_job) + 64 + SP_ERRMSG_MAX + 3 * sizeof(uint32_t)) +
+           (uint64_t)rm_site_inflight(site) * LD_RM_PER_CONN;
+}
+
 /* The flattened block and shard tables (already allocated) and the plans: the consumer's, the
  * reader's two, and one more while it is built, with its shuffled order. */
 static uint64_t tables_bytes(const sp_loader *l)
@@ -355,7 +368,7 @@ static uint64_t tables_bytes(const sp_loader *l)
     uint64_t plan = (l->tab.nblocks + per) * (2 * sizeof(uint64_t) + sizeof(uint32_t)) +
                     (l->tab.nblocks / l->cfg.window_blocks + 2 * per + 1) * sizeof(ld_pwin); /* ld_plan_build */
     uint64_t building = (2 * l->tab.nblocks + 1) * sizeof(uint64_t); /* the block order and its offsets */
-    return l->tab.nblocks * per_block + l->tab.nshards * per_shard + 4 * plan + building;
+    return l->tab.nblocks * per_block + l->tab.nshards * per_shard + 4 * plan + building + remote_bytes(l);
 }
 
 static uint64_t sizes_total(const sp_loader *l, ld_sizes *z)
@@ -437,6 +450,10 @@ static int size_pools(sp_loader *l, ld_sizes *z)
         return refuse_minimum(l, z);
     uint64_t spare = l->cfg.host_memory - min;
     uint64_t read_goal = 2ull * z->win_blocks * l->tab.max_read;
+    rm_site *site = rd_site(l->ds);
+    /* remote: room for every transfer's part in flight, the bandwidth-latency product it aims at */
+    if (site && read_goal < mul_sat(rm_site_inflight(site), rm_site_part_size(site)))
+        read_goal = mul_sat(rm_site_inflight(site), rm_site_part_size(site));
     if (read_goal > LD_READ_RING_MAX)
         read_goal = LD_READ_RING_MAX;
     if (read_goal > z->read) {
