@@ -307,17 +307,17 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT
       "order pack writes samples in: shuffled (a seeded permutation of the input items, so blocks mix classes) or source (as listed; ImageFolder: class by class)") \
     X(ORDER_SEED, "order_seed", SP_PTYPE_INT, 0, 0, INT64_MAX, NULL, SP_SCOPE_IMPORT,              \
       "seed of pack's shuffled order; the same seed and inputs give the same files") \
-    X(REMOTE_RETRIES, "remote_retries", SP_PTYPE_INT, 8, 0, 1000, NULL, SP_SCOPE_READ | SP_SCOPE_LOAD, \
+    X(REMOTE_RETRIES, "remote_retries", SP_PTYPE_INT, 8, 0, 1000, NULL, SP_SCOPE_ALL_, \
       "http(s)/s3: tries after the first for a request failing with 408/429/5xx, a timeout or a reset") \
     X(REMOTE_RETRY_TIME, "remote_retry_time", SP_PTYPE_INT, 120, 1, 86400, NULL,                    \
-      SP_SCOPE_READ | SP_SCOPE_LOAD, "http(s)/s3: seconds one request may spend in retries before it fails") \
-    X(REMOTE_TIMEOUT, "remote_timeout", SP_PTYPE_INT, 30, 1, 3600, NULL, SP_SCOPE_READ | SP_SCOPE_LOAD, \
+      SP_SCOPE_ALL_, "http(s)/s3: seconds one request may spend in retries before it fails") \
+    X(REMOTE_TIMEOUT, "remote_timeout", SP_PTYPE_INT, 30, 1, 3600, NULL, SP_SCOPE_ALL_, \
       "http(s)/s3: seconds without a byte received (or to connect) before a request is retried") \
     X(REMOTE_PART_SIZE, "remote_part_size", SP_PTYPE_SIZE, 8 * SP_MIB, 64 * SP_KIB, 1 * SP_GIB, NULL, \
-      SP_SCOPE_LOAD, "http(s)/s3: adjacent blocks queued together are fetched by one ranged GET of up to this") \
+      SP_SCOPE_WRITE | SP_SCOPE_LOAD, "http(s)/s3: adjacent blocks queued together are fetched by one ranged GET of up to this; publishing: the part size of multipart uploads (at least 5M)") \
     X(REMOTE_INFLIGHT, "remote_inflight", SP_PTYPE_INT, 0, 0, 1024, NULL, SP_SCOPE_READ | SP_SCOPE_LOAD, \
       "http(s)/s3: ranged GETs in flight at once (0: 16, for about 10 Gb/s with 8 MiB parts)") \
-    X(S3_ADDRESSING, "s3_addressing", SP_PTYPE_ENUM, 0, 0, 2, "auto|path|virtual", SP_SCOPE_READ | SP_SCOPE_LOAD, \
+    X(S3_ADDRESSING, "s3_addressing", SP_PTYPE_ENUM, 0, 0, 2, "auto|path|virtual", SP_SCOPE_ALL_, \
       "s3: bucket in the path or in the host name; auto: virtual-host on AWS, path-style on a custom endpoint")
 
 typedef enum sp_param {

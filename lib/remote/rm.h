@@ -53,6 +53,17 @@ int rm_get_tail(rm_site *s, rm_obj *o, uint64_t n, uint8_t *buf, uint64_t *got, 
 /* The whole of o, at most max bytes, in a new buffer (sp_free). SP_ELIMIT when it is larger. */
 int rm_get_all(rm_site *s, rm_obj *o, uint64_t max, uint8_t **out, size_t *n, sp_errbuf *eb);
 
+/* ---- uploads (rm_put.c), s3:// only ----
+ * The file at path becomes object o: one PUT, or for a file over twice the part size a multipart
+ * upload of parts of that size (aborted when a part or the completion fails), each request with
+ * the site's retries. SP_OK, or a code with eb naming the URL and the server's answer. */
+int rm_put_file(rm_site *s, rm_obj *o, const char *path, sp_errbuf *eb);
+/* Whether o exists: 1, 0 (404), or a negative code with eb set (access denied, a missing bucket,
+ * a server error). */
+int rm_exists(rm_site *s, rm_obj *o, sp_errbuf *eb);
+/* Whether s is an S3 site (uploads are only to S3). */
+bool rm_site_is_s3(const rm_site *s);
+
 /* ---- many transfers, driven by one thread (rm_fetch.c) ----
  * Requests are queued by rm_fetch_submit and started by rm_fetch_reap, up to the site's
  * transfers in flight; requests queued for the same object whose bytes follow each other in the

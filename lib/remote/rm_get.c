@@ -13,8 +13,7 @@ static void pause_until(double t)
     nanosleep(&ts, NULL);
 }
 
-/* Runs x (prepared fields: obj, range, buf, cap, grow) to its verdict. */
-static int run(rm_site *s, rm_xfer *x, bool name_url, sp_errbuf *eb)
+int rm_xfer_run(rm_site *s, rm_xfer *x, bool name_url, sp_errbuf *eb)
 {
     x->site = s;
     x->h = rm_handle_get(s);
@@ -46,13 +45,13 @@ int rm_get(rm_site *s, rm_obj *o, uint64_t off, uint64_t len, uint8_t *buf, bool
     if (len == 0)
         return SP_OK;
     rm_xfer x = { .obj = o, .off = off, .len = len, .buf = buf, .cap = len };
-    return run(s, &x, name_url, eb);
+    return rm_xfer_run(s, &x, name_url, eb);
 }
 
 int rm_get_tail(rm_site *s, rm_obj *o, uint64_t n, uint8_t *buf, uint64_t *got, sp_errbuf *eb)
 {
     rm_xfer x = { .obj = o, .len = n, .tail = true, .buf = buf, .cap = n };
-    int rc = run(s, &x, true, eb);
+    int rc = rm_xfer_run(s, &x, true, eb);
     *got = rc ? 0 : x.got;
     return rc;
 }
@@ -62,7 +61,7 @@ int rm_get_all(rm_site *s, rm_obj *o, uint64_t max, uint8_t **out, size_t *n, sp
     *out = NULL;
     *n = 0;
     rm_xfer x = { .obj = o, .cap = max + 1, .grow = true };
-    int rc = run(s, &x, true, eb);
+    int rc = rm_xfer_run(s, &x, true, eb);
     if (rc == SP_OK && x.got > max)
         rc = sp_fail(eb, SP_ELIMIT, "%s: larger than %llu bytes", o->url, (unsigned long long)max);
     if (rc == SP_EREMOTE && x.overflow)

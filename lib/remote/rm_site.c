@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "rm_xfer.h"
+#include "sp_file.h"
 
 enum { RM_HTTP, RM_S3 };
 #define RM_POOL 16
@@ -236,6 +237,7 @@ void rm_site_free(rm_site *s)
 }
 
 unsigned rm_site_inflight(const rm_site *s) { return s->inflight; }
+bool rm_site_is_s3(const rm_site *s) { return s->scheme == RM_S3; }
 uint64_t rm_site_part_size(const rm_site *s) { return s->part; }
 
 CURL *rm_handle_get(rm_site *s)
@@ -405,7 +407,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *user)
 {
     rm_xfer *x = user;
     size_t n = size * nmemb;
-    if (x->status < 200 || x->status >= 300) {
+    if (x->status < 200 || x->status >= 300 || x->method) {
         size_t k = n < RM_ERRBODY - 1 - x->errlen ? n : RM_ERRBODY - 1 - x->errlen;
         memcpy(x->errbody + x->errlen, data, k);
         x->errlen += k;
@@ -427,6 +429,35 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *user)
     memcpy(x->buf + x->got, data, n);
     x->got += n;
     return n;
+}
+
+/* An upload's body, from its file or its memory. */
+static size_t on_read(char *data, size_t size, size_t nitems, void *user)
+{
+    rm_xfer *x = user;
+    size_t n = size * nitems;
+    uint64_t left = x->up_len - x->up_done;
+    if (n > left)
+        n = (size_t)left;
+    if (n == 0)
+        return 0;
+    if (x->up_mem) {
+        memcpy(data, x->up_mem + x->up_done, n);
+    } else if (sp_pread_all(x->up_fd, data, n, x->up_off + x->up_done) != 0) {
+        return CURL_READFUNC_ABORT;
+    }
+    x->up_done += n;
+    return n;
+}
+
+/* Rewinds an upload's body for a resend (a redirect, an auth round). */
+static int on_seek(void *user, curl_off_t offset, int origin)
+{
+    rm_xfer *x = user;
+    if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > x->up_len)
+        return CURL_SEEKFUNC_CANTSEEK;
+    x->up_done = (uint64_t)offset;
+    return CURL_SEEKFUNC_OK;
 }
 
 int rm_xfer_prepare(rm_xfer *x)
@@ -451,7 +482,31 @@ int rm_xfer_prepare(rm_xfer *x)
     else if (x->len)
         snprintf(range, sizeof range, "%llu-%llu", (unsigned long long)x->off,
                  (unsigned long long)(x->off + x->len - 1));
-    bool ok = curl_easy_setopt(h, CURLOPT_URL, x->obj->http) == CURLE_OK;
+    sp_free(x->url);
+    x->url = NULL;
+    if (x->query) {
+        size_t n = strlen(x->obj->http) + strlen(x->query) + 2;
+        if (!(x->url = sp_malloc(n)))
+            return SP_ENOMEM;
+        snprintf(x->url, n, "%s?%s", x->obj->http, x->query);
+    }
+    bool ok = curl_easy_setopt(h, CURLOPT_URL, x->url ? x->url : x->obj->http) == CURLE_OK;
+    if (x->method) {
+        x->up_done = 0;
+        if (strcmp(x->method, "PUT") == 0) {
+            curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+            curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)x->up_len);
+        } else if (strcmp(x->method, "POST") == 0) {
+            curl_easy_setopt(h, CURLOPT_POST, 1L);
+            curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->up_len);
+        } else {
+            curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, x->method);
+        }
+        curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(h, CURLOPT_READDATA, x);
+        curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
+        curl_easy_setopt(h, CURLOPT_SEEKDATA, x);
+    }
     if (x->tail || x->len)
         ok &= curl_easy_setopt(h, CURLOPT_RANGE, range) == CURLE_OK;
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -509,6 +564,8 @@ void rm_xfer_release(rm_xfer *x)
 {
     curl_slist_free_all(x->hdrs);
     x->hdrs = NULL;
+    sp_free(x->url);
+    x->url = NULL;
 }
 
 /* Copies the text between <tag> and </tag> of body into out, or "". */
@@ -538,8 +595,11 @@ static void status_words(const rm_xfer *x, char *out, size_t n)
 /* "URL (bytes A-B)", or "bytes A-B" without name_url. */
 static int where(const rm_xfer *x, bool name_url, char *out, size_t n)
 {
-    char range[80];
-    if (x->tail)
+    char range[128];
+    if (x->method)
+        snprintf(range, sizeof range, "%s%s%.40s, %llu bytes", x->method, x->query ? " ?" : "",
+                 x->query ? x->query : "", (unsigned long long)x->up_len);
+    else if (x->tail)
         snprintf(range, sizeof range, "last %llu bytes", (unsigned long long)x->len);
     else if (x->len)
         snprintf(range, sizeof range, "bytes %llu-%llu", (unsigned long long)x->off,
@@ -591,6 +651,15 @@ int rm_xfer_verdict(rm_xfer *x, CURLcode cc, bool name_url, char *why, size_t wh
         snprintf(why, whylen, "%s: %s: the object changed since it was opened (%llu bytes then)", at, words,
                  (unsigned long long)x->obj->size);
         return SP_ECHANGED;
+    }
+    if (x->method) {
+        /* an upload: any 2xx without an <Error> in its body (S3 may report a failed
+         * CompleteMultipartUpload so) */
+        if (x->status >= 200 && x->status < 300 && !strstr(x->errbody, "<Error>"))
+            return SP_OK;
+        *retry = x->status >= 200 && x->status < 300 && strstr(x->errbody, "InternalError");
+        snprintf(why, whylen, "%s: %s", at, words);
+        return SP_EREMOTE;
     }
     if (x->status != 200 && x->status != 206) {
         snprintf(why, whylen, "%s: %s", at, words);

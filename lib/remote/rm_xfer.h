@@ -31,6 +31,13 @@ typedef struct rm_xfer {
     char errbody[RM_ERRBODY];
     size_t errlen;
     char curlerr[CURL_ERROR_SIZE];
+    /* an upload or another method (NULL: GET): the URL's query, the body from up_fd at up_off or
+     * from up_mem, up_len bytes; the answer's body kept in errbody */
+    const char *method, *query;
+    int up_fd;
+    const uint8_t *up_mem;
+    uint64_t up_off, up_len, up_done;
+    char *url; /* obj->http + query, while a try runs */
     /* retries */
     unsigned tries;
     double first_try, not_before;
@@ -49,5 +56,8 @@ int rm_xfer_verdict(rm_xfer *x, CURLcode cc, bool name_url, char *why, size_t wh
  * (x->not_before, with backoff and jitter). On no, why gets " (after N tries in S s)". */
 bool rm_xfer_retry_at(rm_xfer *x, char *why, size_t whylen);
 void rm_xfer_release(rm_xfer *x);
+/* Runs x (its request fields set: obj, range or method and body, buf, cap, grow) on the calling
+ * thread, with the site's retries, to its verdict; a failure's message in eb. */
+int rm_xfer_run(rm_site *s, rm_xfer *x, bool name_url, sp_errbuf *eb);
 
 #endif

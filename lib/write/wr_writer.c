@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "fmt.h"
+#include "rm.h"
 #include "sp_file.h"
 #include "wr.h"
 
@@ -87,6 +88,12 @@ struct sp_writer {
     char shard_path[4096]; /* the shard being written */
 
     sp_write_stats st;
+
+    /* publishing to s3:// (dir is its URL): staged and published in a local directory first,
+     * then uploaded shard by shard, the manifest last */
+    rm_site *site;
+    char *upload_tmp; /* the private local directory; the dataset is its "ds" */
+    char local[4200]; /* upload_tmp/ds */
 };
 
 static int wfail(sp_writer *w, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -569,6 +576,106 @@ int sp_writer_add(sp_writer *w, const sp_value *values, size_t nvalues)
 
 /* ---------------------------------------------------------------- open, finish, destroy */
 
+/* ---------------------------------------------------------------- publishing to S3 */
+
+/* dir's URL without trailing '/' in w->dir; the site; a dataset already there refused unless
+ * overwrite (which also finds bad credentials before any work); the local directory. */
+static int remote_open(sp_writer *w, const sp_params *params)
+{
+    size_t n = strlen(w->dir);
+    while (n > 0 && w->dir[n - 1] == '/')
+        w->dir[--n] = '\0';
+    int rc = rm_site_open(w->dir, params, &w->site, &w->eb);
+    if (rc)
+        return rc;
+    if (!rm_site_is_s3(w->site))
+        return sp_fail(&w->eb, SP_ENOTSUP, "%s: a dataset is published to a directory or to s3://, not over http(s)",
+                       w->dir);
+    char *murl = rm_join(w->dir, MANIFEST_NAME);
+    rm_obj mo;
+    rc = murl ? rm_obj_init(w->site, murl, &mo, &w->eb) : sp_fail(&w->eb, SP_ENOMEM, "out of memory");
+    sp_free(murl);
+    if (rc)
+        return rc;
+    rc = rm_exists(w->site, &mo, &w->eb);
+    rm_obj_free(&mo);
+    if (rc < 0)
+        return rc;
+    if (rc == 1 && !w->overwrite)
+        return sp_fail(&w->eb, SP_EEXIST, "%s: a dataset is there already (its %s); set overwrite to replace it",
+                       w->dir, MANIFEST_NAME);
+    const char *tmp = getenv("TMPDIR");
+    char tmpl[4096];
+    snprintf(tmpl, sizeof tmpl, "%s/shardpack-upload-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(tmpl))
+        return sp_fail(&w->eb, SP_EIO, "%s: cannot make a local directory to stage it in (%s): %s", w->dir, tmpl,
+                       strerror(errno));
+    if (!(w->upload_tmp = sp_strdup(tmpl))) {
+        rmdir(tmpl);
+        return sp_fail(&w->eb, SP_ENOMEM, "out of memory");
+    }
+    snprintf(w->local, sizeof w->local, "%s/ds", tmpl);
+    return SP_OK;
+}
+
+/* Uploads the published local dataset: every shard, then the manifest, so that a reader never
+ * sees a manifest whose shards are not all there. */
+static int remote_publish(sp_writer *w)
+{
+    char name[64], path[4600];
+    int rc = SP_OK;
+    uint64_t i;
+    for (i = 0; rc == SP_OK && i <= w->man.nshards; i++) {
+        if (i < w->man.nshards)
+            snprintf(name, sizeof name, SHARD_NAME_FMT, (unsigned long long)i);
+        else
+            snprintf(name, sizeof name, "%s", MANIFEST_NAME);
+        snprintf(path, sizeof path, "%s/%s", w->local, name);
+        char *url = rm_join(w->dir, name);
+        rm_obj o;
+        rc = url ? rm_obj_init(w->site, url, &o, &w->eb) : sp_fail(&w->eb, SP_ENOMEM, "out of memory");
+        sp_free(url);
+        if (rc == SP_OK) {
+            rc = check_abort(w);
+            if (rc == SP_OK)
+                rc = rm_put_file(w->site, &o, path, &w->eb);
+            rm_obj_free(&o);
+        }
+    }
+    if (rc) {
+        char why[SP_ERRMSG_MAX];
+        snprintf(why, sizeof why, "%s", w->eb.msg);
+        uint64_t up = i - 1; /* shards uploaded before the failure */
+        if (up > w->man.nshards)
+            up = w->man.nshards;
+        return wfail(w, rc, "%s: publishing stopped at %s: %s; no %s was written, so readers do not see it; "
+                     "%llu shard(s) uploaded (%s/shard-000000.sps ...): delete them or publish again", w->dir, name, why,
+                     MANIFEST_NAME, (unsigned long long)up, w->dir);
+    }
+    return SP_OK;
+}
+
+/* Removes the local copy of a dataset published to S3 (files the writer made, in its own
+ * private directory). */
+static void remote_cleanup(sp_writer *w)
+{
+    if (!w->upload_tmp)
+        return;
+    DIR *dh = opendir(w->local);
+    struct dirent *de;
+    char path[4600];
+    while (dh && (de = readdir(dh))) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", w->local, de->d_name);
+        unlink(path);
+    }
+    if (dh)
+        closedir(dh);
+    rmdir(w->local);
+    rmdir(w->upload_tmp);
+}
+
 int sp_writer_open(const char *dir, const sp_schema *schema, const sp_params *params, sp_writer **out)
 {
     sp_clear_error();
@@ -615,7 +722,9 @@ int sp_writer_open(const char *dir, const sp_schema *schema, const sp_params *pa
     w->dataset_id = (uint64_t)sp_params_get(params, SP_PARAM_DATASET_ID);
     if (w->dataset_id == 0 && getrandom(&w->dataset_id, sizeof w->dataset_id, 0) != sizeof w->dataset_id)
         w->dataset_id = (uint64_t)getpid() * 0x9E3779B97F4A7C15ull ^ (uint64_t)(sp_now() * 1e9);
-    int rc = wr_staging_open(&w->staging, dir, w->overwrite, &w->eb);
+    int rc = rm_is_url(dir) ? remote_open(w, params) : SP_OK;
+    if (rc == SP_OK)
+        rc = wr_staging_open(&w->staging, w->site ? w->local : dir, w->overwrite, &w->eb);
     if (rc == SP_OK)
         rc = pool_start(w, nthreads);
     if (rc) {
@@ -745,6 +854,8 @@ int sp_writer_finish(sp_writer *w)
         rc = publish_manifest(w);
     if (!rc)
         rc = wr_staging_publish(&w->staging, &w->abort_req, &w->eb); /* checks it once more */
+    if (!rc && w->site)
+        rc = remote_publish(w);
     if (rc) {
         w->failed = true;
         return rc;
@@ -763,6 +874,9 @@ void sp_writer_destroy(sp_writer *w)
     if (w->fd >= 0)
         close(w->fd);
     wr_staging_close(&w->staging); /* removes everything staged unless it was published */
+    remote_cleanup(w);
+    rm_site_free(w->site);
+    sp_free(w->upload_tmp);
     for (size_t f = 0; f < SP_MAX_FIELDS; f++) {
         sp_buf_free(&w->col[f].data);
         sp_buf_free(&w->col[f].offsets);

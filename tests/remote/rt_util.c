@@ -50,6 +50,28 @@ int rt_servers(const char *arg, ...)
     return -1;
 }
 
+int rt_proxy(const char *upstream, const char *state)
+{
+    const char *py = getenv("SP_SERVERS_PY");
+    if (!py || !strrchr(py, '/'))
+        return -1;
+    char code[16384];
+    snprintf(code, sizeof code, "python3 -c \"import sys; sys.path.insert(0, '%.*s'); import faultproxy, servers; "
+             "print(servers.format_env(faultproxy.start_proxy('%s', '%s')))\"", (int)(strrchr(py, '/') - py), py,
+             upstream, state);
+    FILE *f = popen(code, "r");
+    char line[4096];
+    while (f && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        char *eq = strchr(line, '=');
+        if (eq) {
+            *eq = '\0';
+            setenv(line, eq + 1, 1);
+        }
+    }
+    return f && pclose(f) == 0 && getenv("SP_TEST_PROXY_URL") ? 0 : -1;
+}
+
 void rt_stop(const char *state) { rt_servers("stop", "--state", state, NULL); }
 
 const char *rt_env(const char *name)

@@ -11,6 +11,9 @@
 /* Runs `servers.py ARGS...` (NULL-terminated) and setenv()s every NAME=VALUE line it prints.
  * 0 on success; 77 when a package is missing (the reason printed); -1 on another failure. */
 int rt_servers(const char *arg, ...);
+/* Starts the fault proxy (faultproxy.start_proxy) in front of upstream, recorded in state (so
+ * rt_stop ends it), and setenv()s SP_TEST_PROXY_URL and SP_TEST_PROXY_RULES. 0 or -1. */
+int rt_proxy(const char *upstream, const char *state);
 /* `servers.py stop --state STATE`. */
 void rt_stop(const char *state);
 /* getenv, or "" with a failed ck_assert when unset (test cases only). */

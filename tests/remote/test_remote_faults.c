@@ -132,28 +132,8 @@ int main(void)
         return 1;
     snprintf(g_state, sizeof g_state, "%s/servers", g_ds.root);
     int rc = rt_servers("nginx", "start", "--root", g_ds.root, "--state", g_state, NULL);
-    if (rc == 0) {
-        /* the proxy, through faultproxy.start_proxy: recorded in the state, stopped with the rest */
-        const char *py = getenv("SP_SERVERS_PY");
-        char dir[4096], code[8192 + 4096];
-        snprintf(dir, sizeof dir, "%.*s", (int)(strrchr(py, '/') - py), py);
-        snprintf(code, sizeof code, "import sys; sys.path.insert(0, '%s'); import faultproxy, servers; "
-                 "print(servers.format_env(faultproxy.start_proxy('%s', '%s')))", dir,
-                 getenv("SP_TEST_HTTP_URL"), g_state);
-        char cmd[sizeof code + 32];
-        snprintf(cmd, sizeof cmd, "python3 -c \"%s\"", code);
-        FILE *f = popen(cmd, "r");
-        char line[4096];
-        while (f && fgets(line, sizeof line, f)) {
-            line[strcspn(line, "\n")] = '\0';
-            char *eq = strchr(line, '=');
-            if (eq) {
-                *eq = '\0';
-                setenv(line, eq + 1, 1);
-            }
-        }
-        rc = f && pclose(f) == 0 && getenv("SP_TEST_PROXY_URL") ? 0 : -1;
-    }
+    if (rc == 0)
+        rc = rt_proxy(getenv("SP_TEST_HTTP_URL"), g_state);
     if (rc) {
         rt_stop(g_state);
         lt_ds_free(&g_ds);
