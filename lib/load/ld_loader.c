@@ -347,8 +347,8 @@ static uint64_t worker_fixed(void) { return ZSTD_estimateDCtxSize() + LD_WORKER_
 
 /* What a remote dataset's reads hold beside the read ring: the reader's larger table of reads in
  * flight, the driver's requests with room for a message each, and libcurl's buffers per
- * connection (a receive buffer, TLS state: counted as 256 KiB). */
-#define LD_RM_PER_CONN (256u * 1024)
+ * connection (its 256 KiB receive buffer and TLS state: counted as 512 KiB). */
+#define LD_RM_PER_CONN (512u * 1024)
 static uint64_t remote_bytes(const sp_loader *l)
 {
     rm_site *site = rd_site(l->ds);

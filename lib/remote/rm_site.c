@@ -510,6 +510,7 @@ int rm_xfer_prepare(rm_xfer *x)
     if (x->tail || x->len)
         ok &= curl_easy_setopt(h, CURLOPT_RANGE, range) == CURLE_OK;
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 256L * 1024); /* fewer, larger copies into the ring */
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
