@@ -800,7 +800,9 @@ int sp_loader_open(const char *path, const sp_params *params, sp_loader **out)
     sp_loader *l = loader_new();
     if (!l)
         return sp_fail(NULL, SP_ENOMEM, "%s: out of memory", path);
-    snprintf(l->name, sizeof l->name, "%s", path);
+    char *shown = rm_is_url(path) ? rm_display_url(path) : NULL; /* no user:password@ in messages */
+    snprintf(l->name, sizeof l->name, "%s", shown ? shown : path);
+    sp_free(shown);
     int rc = sp_dataset_open(path, params, &l->ds); /* a glob of shards too */
     if (rc)
         sp_fail_keep(&l->eb, rc); /* "%s" of sp_last_error() into itself was undefined */

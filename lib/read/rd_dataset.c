@@ -132,8 +132,11 @@ static int dataset_index(sp_dataset *d, const uint32_t *block_samples)
     return SP_OK;
 }
 
-/* The dataset named by the manifest bytes buf[0..n) (freed here) read from mpath in dir. */
-static int manifest_decode(sp_dataset *d, uint8_t *buf, size_t n, const char *mpath, const char *dir)
+/* The dataset named by the manifest bytes buf[0..n) (freed here) read from mpath in dir; a remote
+ * one's shards are requested in req_dir (dir with the URL's user:password@, which dir, the one
+ * messages show, leaves out). */
+static int manifest_decode(sp_dataset *d, uint8_t *buf, size_t n, const char *mpath, const char *dir,
+                           const char *req_dir)
 {
     fmt_manifest m;
     fmt_err e;
@@ -164,8 +167,13 @@ static int manifest_decode(sp_dataset *d, uint8_t *buf, size_t n, const char *mp
             break;
         }
         snprintf(s->path, len, "%s/%s", dir, ms->name);
-        if (d->site && (rc = rm_obj_init(d->site, s->path, &s->obj, &d->eb)))
-            break;
+        if (d->site) {
+            char *req = rm_join(req_dir, ms->name);
+            rc = req ? rm_obj_init(d->site, req, &s->obj, &d->eb) : sp_fail(&d->eb, SP_ENOMEM, "out of memory");
+            sp_free(req);
+            if (rc)
+                break;
+        }
         s->obj.size = ms->file_size; /* every response must agree with the manifest */
         s->file_size = ms->file_size;
         s->nblocks = ms->nblocks;
@@ -188,7 +196,7 @@ static int open_manifest(sp_dataset *d, const char *mpath, const char *dir)
         return sp_fail(&d->eb, rc, "%s: manifest larger than %llu bytes", mpath, (unsigned long long)MAX_MANIFEST_BYTES);
     if (rc)
         return sp_fail(&d->eb, rc, "%s: cannot read: %s", mpath, sp_read_file_why(rc, err));
-    return manifest_decode(d, buf, n, mpath, dir);
+    return manifest_decode(d, buf, n, mpath, dir, NULL);
 }
 
 /* ---------------------------------------------------------------- remote shards */
@@ -243,7 +251,20 @@ static int open_shard_list(sp_dataset *d, const char *const *paths, size_t n);
 
 /* A dataset on an HTTP(S) server or in S3: a manifest's URL, a prefix holding manifest.spm, or one
  * shard's URL. The manifest is read once, whole; shards are opened on first use. */
+static int open_remote_shown(sp_dataset *d, const char *url, const char *shown, const sp_params *params);
+
 static int open_remote(sp_dataset *d, const char *url, const sp_params *params)
+{
+    char *shown = rm_display_url(url);
+    if (!shown)
+        return sp_fail(&d->eb, SP_ENOMEM, "out of memory");
+    int rc = open_remote_shown(d, url, shown, params);
+    sp_free(shown);
+    return rc;
+}
+
+/* open_remote, with url's form without user:password@ for messages. */
+static int open_remote_shown(sp_dataset *d, const char *url, const char *shown, const sp_params *params)
 {
     int rc = rm_site_open(url, params, &d->site, &d->eb);
     if (rc)
@@ -255,12 +276,12 @@ static int open_remote(sp_dataset *d, const char *url, const sp_params *params)
         n--;
     char *base = sp_malloc(n + 1);
     if (!base)
-        return sp_fail(&d->eb, SP_ENOMEM, "%s: out of memory", url);
+        return sp_fail(&d->eb, SP_ENOMEM, "%s: out of memory", shown);
     snprintf(base, n + 1, "%.*s", (int)n, url);
     char *murl = ends_with(base, ".spm") ? sp_strdup(base) : rm_join(base, MANIFEST_NAME);
     sp_free(base);
     if (!murl)
-        return sp_fail(&d->eb, SP_ENOMEM, "%s: out of memory", url);
+        return sp_fail(&d->eb, SP_ENOMEM, "%s: out of memory", shown);
     char *slash = strrchr(murl, '/');
     rm_obj mo;
     rc = rm_obj_init(d->site, murl, &mo, &d->eb);
@@ -270,16 +291,22 @@ static int open_remote(sp_dataset *d, const char *url, const sp_params *params)
         rc = rm_get_all(d->site, &mo, MAX_MANIFEST_BYTES, &buf, &len, &d->eb);
     if (rc == SP_OK && (len < FMT_MAGIC_LEN || memcmp(buf, FMT_MAGIC_MANIFEST, FMT_MAGIC_LEN) != 0)) {
         rc = sp_fail(&d->eb, SP_EFORMAT, "%s: not a shardpack manifest (%zu bytes, without its magic): %s is not a "
-                     "dataset", mo.url, len, url);
+                     "dataset", mo.url, len, shown);
         sp_free(buf);
     } else if (rc == SP_ENOENT && !ends_with(url, ".spm")) {
         char was[SP_ERRMSG_MAX];
         snprintf(was, sizeof was, "%s", d->eb.msg);
-        sp_fail(&d->eb, rc, "%s: no dataset there (its %s cannot be read): %s", url, MANIFEST_NAME, was);
+        sp_fail(&d->eb, rc, "%s: no dataset there (its %s cannot be read): %s", shown, MANIFEST_NAME, was);
     }
     if (rc == SP_OK) {
         *slash = '\0';
-        rc = manifest_decode(d, buf, len, mo.url, murl);
+        char *sdir = sp_strdup(mo.url); /* without user:password@ */
+        char *sslash = sdir ? strrchr(sdir, '/') : NULL;
+        if (sslash)
+            *sslash = '\0';
+        rc = sslash ? manifest_decode(d, buf, len, mo.url, sdir, murl)
+                    : (sp_free(buf), sp_fail(&d->eb, SP_ENOMEM, "%s: out of memory", shown));
+        sp_free(sdir);
     }
     rm_obj_free(&mo);
     sp_free(murl);
@@ -580,7 +607,7 @@ static int open_shard_list(sp_dataset *d, const char *const *paths, size_t n)
     for (size_t i = 0; i < n; i++) {
         rd_shard *s = &d->shards[i];
         fmt_err e;
-        if (!(s->path = sp_strdup(paths[i])))
+        if (!(s->path = d->site ? rm_display_url(paths[i]) : sp_strdup(paths[i])))
             return sp_fail(&d->eb, SP_ENOMEM, "out of memory");
         int rc;
         if (d->site) {

@@ -40,6 +40,9 @@ uint64_t rm_site_part_size(const rm_site *s);
 /* o for url (which must be on s's scheme, and for s3 in any bucket). SP_EINVAL or SP_ENOMEM. */
 int rm_obj_init(const rm_site *s, const char *url, rm_obj *o, sp_errbuf *eb);
 void rm_obj_free(rm_obj *o);
+/* url without its user:password@ part (for messages), in a new string (sp_free); NULL when out of
+ * memory. */
+char *rm_display_url(const char *url);
 /* dir_url + "/" + name, in a new string (sp_free); NULL when out of memory. */
 char *rm_join(const char *dir_url, const char *name);
 

@@ -280,8 +280,7 @@ static void put_escaped(sp_buf *b, const char *src)
 
 static void put_str(sp_buf *b, const char *s, size_t n) { sp_buf_put(b, s, n); }
 
-/* The URL without a user:password@ part, for messages. */
-static char *display_url(const char *url)
+char *rm_display_url(const char *url)
 {
     const char *sep = strstr(url, "://");
     const char *host = sep ? sep + 3 : url;
@@ -302,7 +301,7 @@ int rm_obj_init(const rm_site *s, const char *url, rm_obj *o, sp_errbuf *eb)
     if (s->scheme == RM_HTTP) {
         if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
             return sp_fail(eb, SP_EINVAL, "%s: not an http(s) URL", url);
-        o->url = display_url(url);
+        o->url = rm_display_url(url);
         o->http = sp_strdup(url);
     } else {
         if (strncmp(url, "s3://", 5) != 0)

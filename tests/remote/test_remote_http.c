@@ -1,4 +1,4 @@
-/* test_remote_http.c - datasets read over HTTP and HTTPS from a real nginx on 127.0.0.1: the same blocks and the same batches, bit for bit, as from local disk (joined ranged GETs or not); TLS verified against the test CA and a wrong CA refused; basic and bearer auth; a missing object, a URL that is no dataset and an object changed under a running loader end in one-line errors naming the URL and the server's answer; sp_verify over HTTP finds what it finds on local disk. */
+/* test_remote_http.c - datasets read over HTTP and HTTPS from a real nginx on 127.0.0.1: the same blocks and the same batches, bit for bit, as from local disk (joined ranged GETs or not); TLS verified against the test CA and a wrong CA refused; basic and bearer auth, a user:password@ in the URL never shown in a message; a missing object, a URL that is no dataset and an object changed under a running loader end in one-line errors naming the URL and the server's answer; sp_verify over HTTP finds what it finds on local disk. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,6 +121,28 @@ START_TEST(http_auth)
     setenv("SHARDPACK_HTTP_USER", up, 1);
     expect_same_run(url, "true", "8M");
     unsetenv("SHARDPACK_HTTP_USER");
+    /* the user and password in the URL: they work, and no message shows them */
+    const char *base = rt_env("SP_TEST_HTTP_URL");
+    char inurl[4400];
+    snprintf(inurl, sizeof inurl, "http://%s:wrong-pw@%s/basic/data", rt_env("SP_TEST_HTTP_USER"), base + 7);
+    ck_assert_int_eq(sp_dataset_open(inurl, NULL, &d), SP_EDENIED);
+    ck_assert_msg(!strstr(sp_last_error(), "wrong-pw") && strstr(sp_last_error(), "/basic/data"), "%s",
+                  sp_last_error());
+    snprintf(inurl, sizeof inurl, "http://%s:%s@%s/basic/data", rt_env("SP_TEST_HTTP_USER"),
+             rt_env("SP_TEST_HTTP_PASSWORD"), base + 7);
+    expect_same_run(inurl, "true", "8M");
+    sp_loader *l;
+    ck_assert_int_eq(lt_open(inurl, &l, NULL), 0);
+    uint64_t cursor = 0;
+    ck_assert_int_eq(sp_loader_bench_block(l, 0, 1, 1u << 30, &cursor), SP_ERANGE); /* names the loader */
+    ck_assert_msg(strstr(sp_last_error(), "/basic/data") && !strstr(sp_last_error(), rt_env("SP_TEST_HTTP_PASSWORD")),
+                  "%s", sp_last_error());
+    sp_shard_info si = { sizeof si };
+    ck_assert_int_eq(sp_dataset_open(inurl, NULL, &d), 0);
+    ck_assert_int_eq(sp_dataset_shard_info(d, 0, &si), 0);
+    ck_assert_msg(!strstr(si.path, rt_env("SP_TEST_HTTP_PASSWORD")), "%s", si.path);
+    sp_dataset_close(d);
+    sp_loader_close(l);
     snprintf(url, sizeof url, "%s/bearer/data", rt_env("SP_TEST_HTTP_URL"));
     ck_assert_int_eq(sp_dataset_open(url, NULL, &d), SP_EDENIED);
     setenv("SHARDPACK_HTTP_BEARER", "not-the-token", 1);
