@@ -643,7 +643,7 @@ static int open_io(sp_loader *l)
 {
     rm_site *site = rd_site(l->ds);
     if (site) {
-        if (rm_fetch_open(site, LD_RM_DEPTH, &l->rdr.rf))
+        if (rm_fetch_open(site, LD_RM_DEPTH, 0, &l->rdr.rf))
             return sp_fail(&l->eb, SP_ENOMEM, "out of memory setting up remote reads");
         l->stats.s.io = SP_IO_PREAD;
         snprintf(l->stats.s.io_note, sizeof l->stats.s.io_note,

@@ -598,8 +598,9 @@ static void submit_remote(sp_loader *l, ld_reader *rd, ld_job *j)
     const fmt_block_entry *be = l->tab.block_entry[j->block];
     if (rm_fetch_submit(l->rdr.rf, rd_shard_obj(l->ds, l->tab.block_shard[j->block]), j->buf, be->stored_size,
                         be->offset, tag) != SP_OK) {
+        /* full only when a stop cut the wait for room short: the block is given back */
         rd->inflight[tag].buf = NULL;
-        read_failed(l, j, SP_EIO, "no room to queue the read");
+        job_done(l, j, 0);
     }
 }
 
@@ -665,6 +666,10 @@ static int reap_remote(sp_loader *l, ld_reader *rd, bool wait)
         return got;
     ld_job j = rd->inflight[tag];
     rd->inflight[tag].buf = NULL;
+    if (code == SP_ECANCELED) { /* the run is stopping: the block is given back, not failed */
+        job_done(l, &j, 0);
+        return 1;
+    }
     if (code) {
         read_failed(l, &j, code, why);
         return 1;
@@ -815,7 +820,7 @@ static bool read_window(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi)
         l->ring.pending++;
         l->ring.rpending[pi]++;
         pthread_mutex_unlock(&l->ring.mu);
-        while (io_inflight(l) == io_depth(l))
+        while (io_inflight(l) == io_depth(l) && !reader_stopping(l))
             reap(l, rd, true);
         submit(l, rd, &j);
         while (reap(l, rd, false) > 0)
@@ -869,8 +874,11 @@ static void *reader_main(void *arg)
     double t0 = sp_now();
     if (rd) {
         read_epochs(l, rd);
-        while (io_inflight(l))
+        while (io_inflight(l)) {
+            if (l->rdr.rf && reader_stopping(l))
+                rm_fetch_cancel(l->rdr.rf); /* a stop does not wait for transfers and their retries */
             reap(l, rd, true);
+        }
     }
     pthread_mutex_lock(&l->ring.mu);
     if (!rd)
@@ -972,6 +980,8 @@ void ld_pipeline_stop(sp_loader *l)
     pthread_cond_broadcast(&l->ring.c_reader);
     pthread_cond_broadcast(&l->ring.c_worker);
     pthread_mutex_unlock(&l->ring.mu);
+    if (l->rdr.rf)
+        rm_fetch_wakeup(l->rdr.rf); /* the reader may be waiting in curl_multi_poll */
     if (l->thr.reader_up)
         pthread_join(l->thr.reader, NULL);
     for (int i = 0; i < l->thr.nworkers; i++)

@@ -393,7 +393,7 @@ static int remote_open_all(sp_dataset *d)
     unsigned depth = RD_TAILS_INFLIGHT;
     uint8_t *tails = sp_malloc((size_t)depth * FMT_TAIL_READ);
     uint64_t *slot_shard = sp_malloc(depth * sizeof *slot_shard);
-    int rc = tails && slot_shard ? rm_fetch_open(d->site, depth, &f) : SP_ENOMEM;
+    int rc = tails && slot_shard ? rm_fetch_open(d->site, depth, depth, &f) : SP_ENOMEM;
     if (rc) {
         sp_free(tails);
         sp_free(slot_shard);
@@ -421,8 +421,10 @@ static int remote_open_all(sp_dataset *d)
         int code;
         char why[SP_ERRMSG_MAX];
         int got = rm_fetch_reap(f, true, &tag, &code, why, sizeof why);
-        if (got == 0)
+        if (got == 0 && rm_fetch_pending(f) == 0 && next >= d->nshards)
             break;
+        if (got == 0)
+            continue;
         slot_busy[tag] = false;
         rd_shard *s = &d->shards[slot_shard[tag]];
         if (code) {

@@ -74,7 +74,8 @@ bool rm_site_is_s3(const rm_site *s);
  * into the caller's buffers. Every request ends once, as one reaped result. */
 typedef struct rm_fetch rm_fetch;
 
-int rm_fetch_open(rm_site *s, unsigned depth, rm_fetch **out);
+/* transfers: at once (0: the site's remote_inflight). */
+int rm_fetch_open(rm_site *s, unsigned depth, unsigned transfers, rm_fetch **out);
 /* Stops every transfer (their buffers are not written afterwards), then frees everything. */
 void rm_fetch_close(rm_fetch *f);
 /* Requests queued or in flight, and the most that may be. */
@@ -85,7 +86,13 @@ unsigned rm_fetch_depth(const rm_fetch *f);
 int rm_fetch_submit(rm_fetch *f, rm_obj *o, uint8_t *buf, uint64_t len, uint64_t off, uint64_t tag);
 /* Drives the transfers. 1 with a finished request's tag and *code (SP_OK, or an SP code with why
  * filled: one line as rm_get's without the URL, "bytes A-B: HTTP 503 (after 9 tries in 4.1 s)"),
- * 0 when none has finished (and !wait, or nothing is pending). */
+ * 0 when none has finished: at once without wait, else after waiting at most about a second (or
+ * until rm_fetch_wakeup), so that the caller may look at its own stop flag. */
 int rm_fetch_reap(rm_fetch *f, bool wait, uint64_t *tag, int *code, char *why, size_t whylen);
+/* Ends a wait in rm_fetch_reap early; any thread may call it. */
+void rm_fetch_wakeup(rm_fetch *f);
+/* Stops every transfer at once: each pending request ends with SP_ECANCELED, its buffer no longer
+ * written. */
+void rm_fetch_cancel(rm_fetch *f);
 
 #endif

@@ -38,7 +38,7 @@ struct rm_fetch {
 unsigned rm_fetch_pending(const rm_fetch *f) { return f->pending; }
 unsigned rm_fetch_depth(const rm_fetch *f) { return f->depth; }
 
-int rm_fetch_open(rm_site *s, unsigned depth, rm_fetch **out)
+int rm_fetch_open(rm_site *s, unsigned depth, unsigned transfers, rm_fetch **out)
 {
     *out = NULL;
     rm_fetch *f = sp_calloc(1, sizeof *f);
@@ -46,7 +46,9 @@ int rm_fetch_open(rm_site *s, unsigned depth, rm_fetch **out)
         return SP_ENOMEM;
     f->site = s;
     f->depth = depth;
-    f->ntx = rm_site_inflight(s) < depth ? rm_site_inflight(s) : depth;
+    f->ntx = transfers ? transfers : rm_site_inflight(s);
+    if (f->ntx > depth)
+        f->ntx = depth;
     f->part = rm_site_part_size(s);
     f->m = curl_multi_init();
     f->req = sp_calloc(depth, sizeof *f->req);
@@ -214,9 +216,29 @@ static double restart_due(rm_fetch *f)
     return next;
 }
 
+void rm_fetch_wakeup(rm_fetch *f) { curl_multi_wakeup(f->m); }
+
+void rm_fetch_cancel(rm_fetch *f)
+{
+    for (unsigned k = 0; k < f->ntx; k++) {
+        rm_tx *t = &f->tx[k];
+        if (t->first == UINT32_MAX)
+            continue;
+        if (!t->waiting)
+            curl_multi_remove_handle(f->m, t->x.h);
+        finish_tx(f, t, SP_ECANCELED, "cancelled");
+    }
+    while (f->q_n) {
+        uint32_t i = f->queue[f->q_head];
+        f->q_head = (f->q_head + 1) % f->depth;
+        f->q_n--;
+        finish_req(f, i, SP_ECANCELED, "cancelled");
+    }
+}
+
 int rm_fetch_reap(rm_fetch *f, bool wait, uint64_t *tag, int *code, char *why, size_t whylen)
 {
-    for (;;) {
+    for (bool waited = false;; waited = true) {
         if (f->d_n) {
             uint32_t i = f->done[f->d_head];
             f->d_head = (f->d_head + 1) % f->depth;
@@ -239,7 +261,7 @@ int rm_fetch_reap(rm_fetch *f, bool wait, uint64_t *tag, int *code, char *why, s
         collect(f);
         if (f->d_n)
             continue;
-        if (!wait)
+        if (!wait || waited)
             return 0;
         int ms = (int)(next * 1000) + 1;
         curl_multi_poll(f->m, NULL, 0, ms < 1000 ? ms : 1000, NULL);

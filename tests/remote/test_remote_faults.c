@@ -1,4 +1,4 @@
-/* test_remote_faults.c - the loader over HTTP through the fault proxy (tests/remote/faultproxy.py) in front of a real nginx: resets, stalls, 503 and 429 bursts and a body cut short once are retried and the run delivers the same batches as local disk; a body always cut short or announced with a wrong Content-Length ends, after the bounded tries, in an error naming the URL, the block and the answer; an object changed mid-run ends in SP_ECHANGED at once; on_error=skip skips what cannot be fetched; never a wrong batch, never a hang. */
+/* test_remote_faults.c - the loader over HTTP through the fault proxy (tests/remote/faultproxy.py) in front of a real nginx: resets, stalls, 503 and 429 bursts and a body cut short once are retried and the run delivers the same batches as local disk; a body always cut short or announced with a wrong Content-Length ends, after the bounded tries, in an error naming the URL, the block and the answer; an object changed mid-run ends in SP_ECHANGED at once; on_error=skip skips what cannot be fetched; close returns at once while transfers stall; never a wrong batch, never a hang. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +125,26 @@ START_TEST(on_error_skip)
 }
 END_TEST
 
+/* A server that stops answering mid-run (every block read stalls for 60 s, longer than the test
+ * lets anything take): next() times out as asked, and close returns at once, not after the
+ * transfers' timeouts and retries. */
+START_TEST(close_while_stalled)
+{
+    rules("[{\"fault\": \"delay\", \"match\": \".sps\", \"seconds\": 60, \"skip\": 12, \"count\": -1}]");
+    sp_loader *l;
+    int rc = lt_open(g_url, &l, "shuffle", "false", "remote_timeout", "30", "prefetch", "1", "batch_size", "7", NULL);
+    ck_assert_msg(rc == 0, "%s", sp_last_error());
+    lt_rec r = { 0 };
+    rc = lt_drain(l, &g_ds, &r, UINT64_MAX, 2000);
+    ck_assert_msg(rc == SP_ETIMEDOUT, "%d %s", rc, sp_loader_errmsg(l));
+    ck_assert_uint_eq(r.bad, 0);
+    double t0 = lt_now();
+    sp_loader_close(l);
+    ck_assert_msg(lt_now() - t0 < 3, "close took %.1f s", lt_now() - t0);
+    lt_rec_free(&r);
+}
+END_TEST
+
 int main(void)
 {
     uint64_t seed = tu_seed(16);
@@ -157,6 +177,7 @@ int main(void)
     tcase_add_test(tc, changed_object_fails);
     tcase_add_test(tc, server_error_fails);
     tcase_add_test(tc, on_error_skip);
+    tcase_add_test(tc, close_while_stalled);
     suite_add_tcase(s, tc);
     rc = tu_run(s, seed);
     rt_stop(g_state);
