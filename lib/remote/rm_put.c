@@ -10,19 +10,6 @@
 #define RM_PART_MIN (5ull << 20) /* S3's smallest part but the last */
 #define RM_PARTS_MAX 10000u
 
-/* The text of <tag> in x's answer, into out; false when it has none. */
-static bool answer_text(const rm_xfer *x, const char *tag, char *out, size_t n)
-{
-    char open[32], close[32];
-    snprintf(open, sizeof open, "<%s>", tag);
-    snprintf(close, sizeof close, "</%s>", tag);
-    const char *a = strstr(x->errbody, open), *b = a ? strstr(a, close) : NULL;
-    if (!a || !b || (size_t)(b - a - strlen(open)) >= n)
-        return false;
-    snprintf(out, n, "%.*s", (int)(b - a - strlen(open)), a + strlen(open));
-    return true;
-}
-
 int rm_exists(rm_site *s, rm_obj *o, sp_errbuf *eb)
 {
     uint8_t byte;
@@ -44,7 +31,7 @@ static int put_parts(rm_site *s, rm_obj *o, int fd, uint64_t size, uint64_t part
     rm_xfer x = { .obj = o, .method = "POST", .query = "uploads=", .up_mem = (const uint8_t *)"" };
     int rc = rm_xfer_run(s, &x, true, eb);
     char id[512];
-    if (rc == SP_OK && !answer_text(&x, "UploadId", id, sizeof id))
+    if (rc == SP_OK && !rm_xml_text(x.errbody, "UploadId", false, id, sizeof id))
         rc = sp_fail(eb, SP_EREMOTE, "%s: the answer to a multipart upload's start holds no UploadId", o->url);
     if (rc)
         return rc;

@@ -568,24 +568,33 @@ void rm_xfer_release(rm_xfer *x)
     x->url = NULL;
 }
 
-/* Copies the text between <tag> and </tag> of body into out, or "". */
-static void xml_text(const char *body, const char *tag, char *out, size_t n)
+bool rm_xml_text(const char *body, const char *tag, bool escape, char *out, size_t n)
 {
     char open[40], close[40];
     snprintf(open, sizeof open, "<%s>", tag);
     snprintf(close, sizeof close, "</%s>", tag);
     const char *a = strstr(body, open), *b = a ? strstr(a, close) : NULL;
     out[0] = '\0';
-    if (a && b)
-        sp_text_escape(a + strlen(open), (size_t)(b - a - strlen(open)), out, n);
+    if (!a || !b)
+        return false;
+    size_t len = (size_t)(b - a - strlen(open));
+    if (escape) {
+        sp_text_escape(a + strlen(open), len, out, n);
+        return true;
+    }
+    if (len >= n)
+        return false;
+    memcpy(out, a + strlen(open), len);
+    out[len] = '\0';
+    return true;
 }
 
 /* "HTTP 403: SignatureDoesNotMatch: The request signature ..." or "HTTP 404" and so on. */
 static void status_words(const rm_xfer *x, char *out, size_t n)
 {
     char code[128], msg[256];
-    xml_text(x->errbody, "Code", code, sizeof code);
-    xml_text(x->errbody, "Message", msg, sizeof msg);
+    rm_xml_text(x->errbody, "Code", true, code, sizeof code);
+    rm_xml_text(x->errbody, "Message", true, msg, sizeof msg);
     if (code[0])
         snprintf(out, n, "HTTP %ld: %s%s%s", x->status, code, msg[0] ? ": " : "", msg);
     else

@@ -56,6 +56,9 @@ int rm_xfer_verdict(rm_xfer *x, CURLcode cc, bool name_url, char *why, size_t wh
  * (x->not_before, with backoff and jitter). On no, why gets " (after N tries in S s)". */
 bool rm_xfer_retry_at(rm_xfer *x, char *why, size_t whylen);
 void rm_xfer_release(rm_xfer *x);
+/* The text between <tag> and </tag> of an XML answer into out (escaped for a message, or as it
+ * is; "" and false when there is none, or, unescaped, when it does not fit). */
+bool rm_xml_text(const char *body, const char *tag, bool escape, char *out, size_t n);
 /* Runs x (its request fields set: obj, range or method and body, buf, cap, grow) on the calling
  * thread, with the site's retries, to its verdict; a failure's message in eb. */
 int rm_xfer_run(rm_site *s, rm_xfer *x, bool name_url, sp_errbuf *eb);

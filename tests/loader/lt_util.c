@@ -201,8 +201,8 @@ sp_params *lt_params_v(const char *const *kv)
 
 int lt_open(const char *path, sp_loader **out, ...)
 {
-    const char *kv[64] = { "host_memory", "64M", "threads", "2" };
-    size_t n = 4;
+    const char *kv[64];
+    size_t n = 0;
     va_list ap;
     va_start(ap, out);
     for (const char *k; n + 2 < 64 && (k = va_arg(ap, const char *));) {
@@ -210,6 +210,18 @@ int lt_open(const char *path, sp_loader **out, ...)
         kv[n++] = va_arg(ap, const char *);
     }
     va_end(ap);
+    kv[n] = NULL;
+    return lt_open_kv(path, out, kv);
+}
+
+int lt_open_kv(const char *path, sp_loader **out, const char *const *extra)
+{
+    const char *kv[128] = { "host_memory", "64M", "threads", "2" };
+    size_t n = 4;
+    for (; extra && extra[0] && n + 2 < 128; extra += 2) {
+        kv[n++] = extra[0];
+        kv[n++] = extra[1];
+    }
     kv[n] = NULL;
     *out = NULL;
     sp_params *p = lt_params_v(kv);

@@ -36,6 +36,8 @@ sp_params *lt_params_v(const char *const *kv);
 /* Opens a loader on path with the test defaults (host_memory 64M, threads 2) overridden by the
  * NULL-terminated name/value pairs. Returns the open code; *out is NULL on failure. */
 int lt_open(const char *path, sp_loader **out, ...);
+/* The same with the pairs in a NULL-terminated array. */
+int lt_open_kv(const char *path, sp_loader **out, const char *const *kv);
 
 /* Whether row `row` holds exactly the values of its sample id. why gets a reason when not. */
 bool lt_row_ok(const lt_ds *d, const sp_batch *b, uint32_t row, char *why, size_t whylen);

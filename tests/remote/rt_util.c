@@ -88,35 +88,65 @@ const char *rt_url(const char *base, const char *rel)
     return buf;
 }
 
-int rt_run(const lt_ds *d, const char *path, lt_rec *r, char *msg, size_t msglen, ...)
+/* rt_run with the extra pairs in an array. */
+static int run_kv(const lt_ds *d, const char *path, lt_rec *r, char *msg, size_t msglen, const char *const *extra)
 {
-    const char *kv[64] = { "host_memory", "64M", "threads", "2", "epochs", "2", "batch_size", "7" };
-    size_t n = 8;
-    va_list ap;
-    va_start(ap, msglen);
-    for (const char *k; n + 2 < 64 && (k = va_arg(ap, const char *));) {
-        kv[n++] = k;
-        kv[n++] = va_arg(ap, const char *);
+    const char *kv[64] = { "epochs", "2", "batch_size", "7" };
+    size_t n = 4;
+    for (; extra && extra[0] && n + 2 < 64; extra += 2) {
+        kv[n++] = extra[0];
+        kv[n++] = extra[1];
     }
-    va_end(ap);
     kv[n] = NULL;
     msg[0] = '\0';
-    sp_params *p = lt_params_v(kv);
-    if (!p)
-        return SP_EINVAL;
     sp_loader *l = NULL;
-    int rc = sp_loader_open(path, p, &l);
-    sp_params_destroy(p);
+    int rc = lt_open_kv(path, &l, kv);
     if (rc == 0) {
-        for (;;) {
+        do
             rc = lt_drain(l, d, r, UINT64_MAX, 60000);
-            if (rc != SP_EEPOCH)
-                break;
-        }
+        while (rc == SP_EEPOCH);
     }
     snprintf(msg, msglen, "%s", l ? sp_loader_errmsg(l) : sp_last_error());
     sp_loader_close(l);
     return rc;
+}
+
+/* The extra name/value pairs of a call, into kv (room for 64 entries and the NULL). */
+#define RT_PAIRS(kv, last)                                                                         \
+    do {                                                                                           \
+        va_list ap_;                                                                               \
+        va_start(ap_, last);                                                                       \
+        size_t n_ = 0;                                                                             \
+        for (const char *k_; n_ + 2 < 64 && (k_ = va_arg(ap_, const char *));) {                   \
+            kv[n_++] = k_;                                                                         \
+            kv[n_++] = va_arg(ap_, const char *);                                                  \
+        }                                                                                          \
+        va_end(ap_);                                                                               \
+        kv[n_] = NULL;                                                                             \
+    } while (0)
+
+int rt_run(const lt_ds *d, const char *path, lt_rec *r, char *msg, size_t msglen, ...)
+{
+    const char *kv[65];
+    RT_PAIRS(kv, msglen);
+    return run_kv(d, path, r, msg, msglen, kv);
+}
+
+void rt_check_same(const lt_ds *d, const char *url, ...)
+{
+    const char *kv[65];
+    RT_PAIRS(kv, url);
+    lt_rec a = { 0 }, b = { 0 };
+    char msg[SP_ERRMSG_MAX], why[128];
+    int rc = run_kv(d, d->dir, &a, msg, sizeof msg, kv);
+    ck_assert_msg(rc == SP_EDONE, "local: %d %s", rc, msg);
+    ck_assert_msg(a.bad == 0, "local: %s", a.why);
+    rc = run_kv(d, url, &b, msg, sizeof msg, kv);
+    ck_assert_msg(rc == SP_EDONE, "%s: %d %s", url, rc, msg);
+    ck_assert_msg(b.bad == 0, "%s: %s", url, b.why);
+    ck_assert_msg(rt_same(&a, &b, why, sizeof why), "%s: %s", url, why);
+    lt_rec_free(&a);
+    lt_rec_free(&b);
 }
 
 bool rt_same(const lt_rec *a, const lt_rec *b, char *why, size_t whylen)

@@ -25,6 +25,9 @@ const char *rt_url(const char *base, const char *rel);
  * parameters (NULL-terminated name/value pairs). The code that ended the run (SP_EDONE after
  * every epoch); *msg the loader's last message. */
 int rt_run(const lt_ds *d, const char *path, lt_rec *r, char *msg, size_t msglen, ...);
+/* Checks that url delivers the same batches, bit for bit, as d's local directory, both runs with
+ * the extra pairs (NULL-terminated; ck_assert on a difference). */
+void rt_check_same(const lt_ds *d, const char *url, ...);
 /* Whether two runs delivered the same batches, bit for bit. */
 bool rt_same(const lt_rec *a, const lt_rec *b, char *why, size_t whylen);
 

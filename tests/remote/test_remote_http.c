@@ -14,26 +14,9 @@ static lt_ds g_ds;
 static char g_state[4096];
 static char g_url[4200], g_surl[4200];
 
-/* The batches of two epochs from local disk, for comparison. */
-static void local_run(lt_rec *r, const char *shuffle)
-{
-    char msg[SP_ERRMSG_MAX];
-    int rc = rt_run(&g_ds, g_ds.dir, r, msg, sizeof msg, "shuffle", shuffle, NULL);
-    ck_assert_msg(rc == SP_EDONE, "local: %d %s", rc, msg);
-    ck_assert_uint_eq(r->bad, 0);
-}
-
 static void expect_same_run(const char *url, const char *shuffle, const char *part)
 {
-    lt_rec a = { 0 }, b = { 0 };
-    local_run(&a, shuffle);
-    char msg[SP_ERRMSG_MAX], why[128];
-    int rc = rt_run(&g_ds, url, &b, msg, sizeof msg, "shuffle", shuffle, "remote_part_size", part, NULL);
-    ck_assert_msg(rc == SP_EDONE, "%s: %d %s", url, rc, msg);
-    ck_assert_msg(b.bad == 0, "%s: %s", url, b.why);
-    ck_assert_msg(rt_same(&a, &b, why, sizeof why), "%s: %s", url, why);
-    lt_rec_free(&a);
-    lt_rec_free(&b);
+    rt_check_same(&g_ds, url, "shuffle", shuffle, "remote_part_size", part, NULL);
 }
 
 START_TEST(http_same_batches)

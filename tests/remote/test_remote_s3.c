@@ -10,19 +10,7 @@
 static lt_ds g_ds;
 static char g_state[4096];
 
-static void expect_same_run(const char *url)
-{
-    lt_rec a = { 0 }, b = { 0 };
-    char msg[SP_ERRMSG_MAX], why[128];
-    int rc = rt_run(&g_ds, g_ds.dir, &a, msg, sizeof msg, NULL);
-    ck_assert_msg(rc == SP_EDONE, "local: %d %s", rc, msg);
-    rc = rt_run(&g_ds, url, &b, msg, sizeof msg, NULL);
-    ck_assert_msg(rc == SP_EDONE, "%s: %d %s", url, rc, msg);
-    ck_assert_msg(b.bad == 0, "%s: %s", url, b.why);
-    ck_assert_msg(rt_same(&a, &b, why, sizeof why), "%s: %s", url, why);
-    lt_rec_free(&a);
-    lt_rec_free(&b);
-}
+static void expect_same_run(const char *url) { rt_check_same(&g_ds, url, NULL); }
 
 START_TEST(s3_same_batches)
 {
