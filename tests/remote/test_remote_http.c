@@ -1,10 +1,11 @@
-/* test_remote_http.c - datasets read over HTTP and HTTPS from a real nginx on 127.0.0.1: the same blocks and the same batches, bit for bit, as from local disk (joined ranged GETs or not); TLS verified against the test CA and a wrong CA refused; basic and bearer auth, a user:password@ in the URL never shown in a message; a missing object, a URL that is no dataset and an object changed under a running loader end in one-line errors naming the URL and the server's answer; sp_verify over HTTP finds what it finds on local disk. */
+/* test_remote_http.c - datasets read over HTTP and HTTPS from a real nginx on 127.0.0.1: the same blocks and the same batches, bit for bit, as from local disk (joined ranged GETs or not); TLS verified against the test CA and a wrong CA refused; basic and bearer auth, a user:password@ in the URL never shown in a message; a missing object, a URL that is no dataset and an object changed under a running loader end in one-line errors naming the URL and the server's answer; sp_verify over HTTP finds what it finds on local disk; the CLI's inspect, verify, cat and bench take the URL. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "rt_util.h"
@@ -243,6 +244,59 @@ START_TEST(http_verify)
 }
 END_TEST
 
+/* The output of a shell command (stdout; stderr too with err), its exit status in *status. */
+static char *run_cmd(const char *cmd, bool err, int *status)
+{
+    char full[8192];
+    snprintf(full, sizeof full, "%s%s", cmd, err ? " 2>&1" : " 2>/dev/null");
+    FILE *f = popen(full, "r");
+    ck_assert_ptr_nonnull(f);
+    size_t cap = 1 << 20, n = 0;
+    char *out = malloc(cap + 1);
+    size_t got;
+    while ((got = fread(out + n, 1, cap - n, f)) > 0)
+        n += got;
+    out[n] = '\0';
+    int st = pclose(f);
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return out;
+}
+
+/* The CLI's commands that read a dataset take its URL: the same output as for the directory. */
+START_TEST(http_cli)
+{
+    const char *cli = rt_env("SHARDPACK_CLI");
+    char cmd[8192];
+    int st;
+    snprintf(cmd, sizeof cmd, "'%s' cat '%s' --index 1234 --field tokens", cli, g_url);
+    char *remote = run_cmd(cmd, false, &st);
+    ck_assert_int_eq(st, 0);
+    snprintf(cmd, sizeof cmd, "'%s' cat '%s' --index 1234 --field tokens", cli, g_ds.dir);
+    char *local = run_cmd(cmd, false, &st);
+    ck_assert(st == 0 && strlen(local) == strlen(remote) && memcmp(local, remote, strlen(local)) == 0);
+    free(remote), free(local);
+    snprintf(cmd, sizeof cmd, "'%s' inspect '%s'", cli, g_url);
+    char *out = run_cmd(cmd, false, &st);
+    ck_assert_msg(st == 0 && strstr(out, "3000"), "%d %s", st, out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "'%s' verify '%s'", cli, g_url);
+    out = run_cmd(cmd, true, &st);
+    ck_assert_msg(st == 0 && strstr(out, "OK"), "%d %s", st, out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "'%s' bench '%s' --epochs 1 --quiet --json", cli, g_url);
+    out = run_cmd(cmd, false, &st);
+    ck_assert_msg(st == 0 && strstr(out, "samples_per_s"), "%d %s", st, out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "'%s' inspect '%s/nothing'", cli, g_url);
+    out = run_cmd(cmd, true, &st);
+    size_t lines = 0;
+    for (const char *c = out; *c; c++)
+        lines += *c == '\n';
+    ck_assert_msg(st == 1 && strstr(out, "/data/nothing") && strstr(out, "HTTP 404") && lines == 1, "%d %s", st, out);
+    free(out);
+}
+END_TEST
+
 int main(void)
 {
     uint64_t seed = tu_seed(16);
@@ -272,6 +326,7 @@ int main(void)
     tcase_add_test(tc, http_missing_and_not_a_dataset);
     tcase_add_test(tc, http_changed_object);
     tcase_add_test(tc, http_verify);
+    tcase_add_test(tc, http_cli);
     suite_add_tcase(s, tc);
     rc = tu_run(s, seed);
     rt_stop(g_state);
