@@ -202,6 +202,8 @@ typedef enum sp_param_type {
                           * thousandths; read with sp_params_get_float3 */
     SP_PTYPE_DEVICE = 6, /* where batches go: SP_DEVICE_AUTO (-2, "auto"), SP_DEVICE_CPU (-1, "cpu"),
                           * or N >= 0 ("cuda:N"; "cuda" is cuda:0) */
+    SP_PTYPE_STRING = 7, /* text, such as a path; "" when unset (def, min and max are 0). Set with
+                          * sp_params_set_str, read with sp_params_get_str */
 } sp_param_type;
 
 #define SP_KIB (1024LL)
@@ -318,7 +320,9 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT
     X(REMOTE_INFLIGHT, "remote_inflight", SP_PTYPE_INT, 0, 0, 1024, NULL, SP_SCOPE_READ | SP_SCOPE_LOAD, \
       "http(s)/s3: ranged GETs in flight at once (0: 16, for about 10 Gb/s with 8 MiB parts)") \
     X(S3_ADDRESSING, "s3_addressing", SP_PTYPE_ENUM, 0, 0, 2, "auto|path|virtual", SP_SCOPE_ALL_, \
-      "s3: bucket in the path or in the host name; auto: virtual-host on AWS, path-style on a custom endpoint")
+      "s3: bucket in the path or in the host name; auto: virtual-host on AWS, path-style on a custom endpoint") \
+    X(TRACE, "trace", SP_PTYPE_STRING, 0, 0, 0, NULL, SP_SCOPE_LOAD,                               \
+      "write a timeline of the loader's threads to this file at close, as Chrome trace-event JSON (Perfetto, chrome://tracing); %p becomes the process id (\"\": the SHARDPACK_TRACE environment variable, else none)")
 
 typedef enum sp_param {
 #define SP_X_(key, name, type, def, lo, hi, choices, scope, doc) SP_PARAM_##key,
@@ -377,6 +381,9 @@ SP_API int sp_params_set_str(sp_params *p, const char *name, const char *value);
 SP_API int64_t sp_params_get(const sp_params *p, int key);
 /* A FLOAT3 parameter's three numbers (the default when p is NULL). SP_EINVAL when key is not one. */
 SP_API int sp_params_get_float3(const sp_params *p, int key, double out[3]);
+/* The value of a string parameter (SP_PTYPE_STRING): "" when unset; valid until p changes or is
+ * destroyed. NULL (SP_EINVAL in sp_last_error()) for a key that does not take a string. */
+SP_API const char *sp_params_get_str(const sp_params *p, int key);
 /* Sets a FLOAT3 parameter. SP_EINVAL when key is not one or a number is not finite, SP_ERANGE
  * outside the parameter's bounds. */
 SP_API int sp_params_set_float3(sp_params *p, int key, const double v[3]);
@@ -875,6 +882,9 @@ typedef struct sp_loader_stats {
      * batches handed out); 0 sources for one dataset. */
     int sources;
     uint64_t source_samples[SP_MIX_MAX];
+    uint64_t trace_events;                  /* trace events recorded (the trace parameter), and of them */
+    uint64_t trace_events_dropped;          /* those overwritten: each thread's ring keeps its latest */
+    uint64_t jobs_in_flight_peak;           /* most decode jobs run by workers at once */
 } sp_loader_stats;
 
 /* Fills *out (its struct_size set by the caller). SP_EINVAL for a NULL argument or a struct_size

@@ -196,6 +196,7 @@ static void tables_and_params(void)
     FAILS_ZERO(sp_params_get, (p, 9999), "sp_params_get");
     double f3[3] = { NAN, 0, 0 };
     FAILS_RC(sp_params_get_float3, (p, SP_PARAM_SEED, f3), "sp_params_get_float3");
+    FAILS_NULL(sp_params_get_str, (p, SP_PARAM_SEED), "sp_params_get_str");
     FAILS_RC(sp_params_set_float3, (p, SP_PARAM_MEAN, f3), "mean");
     FAILS_RC(sp_params_set_float3, (p, SP_PARAM_SEED, f3), "sp_params_set_float3");
     CLEARS(sp_params_set(p, SP_PARAM_SEED, 7));

@@ -16,7 +16,7 @@ START_TEST(table_is_well_formed)
         ck_assert_int_eq(pi.key, k);
         ck_assert_msg(pi.name && pi.name[0], "parameter %d has no name", k);
         ck_assert_msg(pi.doc && strlen(pi.doc) > 10, "parameter %s has no doc", pi.name);
-        ck_assert(pi.type >= SP_PTYPE_INT && pi.type <= SP_PTYPE_DEVICE);
+        ck_assert(pi.type >= SP_PTYPE_INT && pi.type <= SP_PTYPE_STRING);
         ck_assert_msg(pi.type == SP_PTYPE_FLOAT3 || (pi.min <= pi.def && pi.def <= pi.max),
                       "%s: default outside its bounds", pi.name);
         ck_assert_int_eq(sp_param_lookup(pi.name), k);
@@ -78,7 +78,7 @@ START_TEST(bounds)
     for (int k = 0; k < sp_param_count(); k++) {
         sp_param_info pi = { .struct_size = sizeof pi };
         ck_assert(sp_param_describe(k, &pi) == 0);
-        if (pi.type == SP_PTYPE_FLOAT3) { /* integers are refused; see float3 */
+        if (pi.type == SP_PTYPE_FLOAT3 || pi.type == SP_PTYPE_STRING) { /* integers are refused; see float3, strings */
             ck_assert_int_eq(sp_params_set(p, k, 0), SP_EINVAL);
             continue;
         }
@@ -304,6 +304,39 @@ START_TEST(float3)
 }
 END_TEST
 
+/* A string parameter: "" by default, an owned copy of what was set (a set's copy is its own), ""
+ * unsets it, a value too long is refused naming the limit; the other getters refuse it. */
+START_TEST(strings)
+{
+    sp_params *p = sp_params_create();
+    ck_assert_str_eq(sp_params_get_str(p, SP_PARAM_TRACE), "");
+    ck_assert_str_eq(sp_params_get_str(NULL, SP_PARAM_TRACE), "");
+    char value[64];
+    snprintf(value, sizeof value, "/tmp/a trace %%p.json");
+    ck_assert_int_eq(sp_params_set_str(p, "trace", value), 0);
+    value[0] = 'X'; /* the set keeps its own copy */
+    ck_assert_str_eq(sp_params_get_str(p, SP_PARAM_TRACE), "/tmp/a trace %p.json");
+    ck_assert_int_eq(sp_params_set_str(p, "trace", ""), 0);
+    ck_assert_str_eq(sp_params_get_str(p, SP_PARAM_TRACE), "");
+    char *longv = malloc(5000);
+    memset(longv, 'a', 4999);
+    longv[4999] = '\0';
+    ck_assert_int_eq(sp_params_set_str(p, "trace", longv), SP_ERANGE);
+    ck_assert_msg(strstr(sp_last_error(), "trace") && strstr(sp_last_error(), "4095"), "%s", sp_last_error());
+    longv[4096] = '\0';
+    ck_assert_int_eq(sp_params_set_str(p, "trace", longv), SP_ERANGE);
+    longv[4095] = '\0';
+    ck_assert_int_eq(sp_params_set_str(p, "trace", longv), 0);
+    ck_assert_uint_eq(strlen(sp_params_get_str(p, SP_PARAM_TRACE)), 4095);
+    free(longv);
+    ck_assert_ptr_null(sp_params_get_str(p, SP_PARAM_LEVEL));
+    ck_assert_ptr_null(sp_params_get_str(p, -1));
+    ck_assert_int_eq(sp_params_set(p, SP_PARAM_TRACE, 0), SP_EINVAL);
+    ck_assert_msg(strstr(sp_last_error(), "sp_params_set_str"), "%s", sp_last_error());
+    sp_params_destroy(p);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("params");
@@ -311,6 +344,7 @@ int main(void)
     tcase_add_test(tc, table_is_well_formed);
     tcase_add_test(tc, defaults);
     tcase_add_test(tc, bounds);
+    tcase_add_test(tc, strings);
     tcase_add_test(tc, float3);
     tcase_add_test(tc, device);
     tcase_add_test(tc, parse_sizes);

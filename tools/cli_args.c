@@ -297,6 +297,9 @@ static void fmt_value(char *buf, size_t n, const sp_param_info *info, int64_t v)
         else
             snprintf(buf, n, "%g", (double)v / 1000);
         break;
+    case SP_PTYPE_STRING:
+        snprintf(buf, n, "none");
+        break;
     case SP_PTYPE_DEVICE:
         if (v < 0)
             snprintf(buf, n, "%s", v == SP_DEVICE_AUTO ? "auto" : "cpu");
@@ -383,6 +386,7 @@ void cli_print_help(FILE *f, const cli_cmd *cmd)
                            : info.type == SP_PTYPE_ENUM ? info.choices
                            : info.type == SP_PTYPE_FLOAT3 ? "R,G,B"
                            : info.type == SP_PTYPE_DEVICE ? "auto|cpu|cuda:N"
+                           : info.type == SP_PTYPE_STRING ? "TEXT"
                                                         : NULL;
         if (meta)
             snprintf(left, sizeof left, "--%s %s", name, meta);

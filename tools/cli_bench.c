@@ -233,6 +233,9 @@ static int measure_limit_apart(const char *path, sp_params *params, int device, 
     }
     if (pid == 0) {
         close(fds[0]);
+        /* the trace is the streaming loader's: the limit's loader in this child leaves it alone */
+        unsetenv("SHARDPACK_TRACE");
+        sp_params_set_str(params, "trace", "");
         int rc = measure_limit(path, params, device, threads, out);
         if (rc == CLI_OK && write(fds[1], out, sizeof *out) != (ssize_t)sizeof *out)
             rc = CLI_EDATA;

@@ -82,6 +82,8 @@ static const layout_field loader_stats_f[] = {
     M_(sp_loader_stats, local_rank), M_(sp_loader_stats, local_world_size), M_(sp_loader_stats, rank_note),
     M_(sp_loader_stats, host_memory_note), M_(sp_loader_stats, partitions), M_(sp_loader_stats, sources),
     M_(sp_loader_stats, source_samples),
+    M_(sp_loader_stats, trace_events),
+    M_(sp_loader_stats, trace_events_dropped), M_(sp_loader_stats, jobs_in_flight_peak),
 };
 static const layout_field image_info_f[] = {
     M_(sp_image_info, struct_size), M_(sp_image_info, width), M_(sp_image_info, height),

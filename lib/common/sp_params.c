@@ -17,7 +17,10 @@ static const sp_param_info param_table[SP_PARAM_COUNT_] = {
 struct sp_params {
     int64_t v[SP_PARAM_COUNT_];
     double f[SP_PARAM_COUNT_][3]; /* FLOAT3 parameters */
+    char *s[SP_PARAM_COUNT_];     /* STRING parameters: owned copies, NULL when unset */
 };
+
+#define SP_PARAM_STR_MAX 4096 /* bytes of a string parameter's value, its NUL included */
 
 /* Parses "a,b,c" (spaces allowed around the numbers); SP_EINVAL when it is not three finite
  * numbers. */
@@ -82,20 +85,54 @@ sp_params *sp_params_create(void)
     }
     for (int i = 0; i < SP_PARAM_COUNT_; i++) {
         p->v[i] = param_table[i].def;
+        p->s[i] = NULL;
         if (param_table[i].type == SP_PTYPE_FLOAT3 && parse_float3(param_table[i].choices, p->f[i]) != SP_OK)
             p->f[i][0] = p->f[i][1] = p->f[i][2] = 0; /* cannot happen: the table's defaults parse */
     }
     return p;
 }
 
-void sp_params_destroy(sp_params *p) { sp_free(p); }
+void sp_params_destroy(sp_params *p)
+{
+    for (int i = 0; p && i < SP_PARAM_COUNT_; i++)
+        sp_free(p->s[i]);
+    sp_free(p);
+}
+
+/* A copy of s in memory of its own, or NULL. */
+static char *dup_str(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = sp_malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
 
 sp_params *sp_params_dup(const sp_params *p)
 {
     sp_params *d = p ? sp_malloc(sizeof *d) : sp_params_create();
-    if (d && p)
-        memcpy(d, p, sizeof *d);
+    if (!d || !p)
+        return d;
+    memcpy(d, p, sizeof *d);
+    for (int i = 0; i < SP_PARAM_COUNT_; i++) {
+        if (p->s[i] && !(d->s[i] = dup_str(p->s[i]))) {
+            while (i--)
+                sp_free(d->s[i]);
+            sp_free(d);
+            return NULL;
+        }
+    }
     return d;
+}
+
+const char *sp_params_get_str(const sp_params *p, int key)
+{
+    if (key < 0 || key >= SP_PARAM_COUNT_ || param_table[key].type != SP_PTYPE_STRING) {
+        sp_fail(NULL, SP_EINVAL, "sp_params_get_str: parameter key %d does not take a string", key);
+        return NULL;
+    }
+    return p && p->s[key] ? p->s[key] : "";
 }
 
 int64_t sp_params_get(const sp_params *p, int key)
@@ -156,6 +193,8 @@ int sp_params_set(sp_params *p, int key, int64_t value)
     const sp_param_info *pi = &param_table[key];
     if (pi->type == SP_PTYPE_FLOAT3)
         return sp_fail(NULL, SP_EINVAL, "parameter %s takes three numbers (sp_params_set_float3)", pi->name);
+    if (pi->type == SP_PTYPE_STRING)
+        return sp_fail(NULL, SP_EINVAL, "parameter %s takes a string (sp_params_set_str)", pi->name);
     if (value < pi->min || value > pi->max)
         return out_of_range(pi, value);
     p->v[key] = value;
@@ -256,6 +295,17 @@ int sp_params_set_str(sp_params *p, const char *name, const char *value)
     int64_t v = 0;
     int rc;
     switch (pi->type) {
+    case SP_PTYPE_STRING: {
+        if (strlen(value) >= SP_PARAM_STR_MAX)
+            return sp_fail(NULL, SP_ERANGE, "parameter %s: %zu bytes is longer than %d", pi->name, strlen(value),
+                           SP_PARAM_STR_MAX - 1);
+        char *copy = *value ? dup_str(value) : NULL;
+        if (*value && !copy)
+            return sp_fail(NULL, SP_ENOMEM, "parameter %s: out of memory", pi->name);
+        sp_free(p->s[key]);
+        p->s[key] = copy;
+        return SP_OK;
+    }
     case SP_PTYPE_BOOL:
         rc = parse_bool(value, &v, pi->min < 0);
         if (rc)

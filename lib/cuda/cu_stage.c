@@ -528,12 +528,14 @@ static bool take_slot(cu_stage *c, cu_slot **out, bool *wait_release)
         pthread_mutex_unlock(&c->mu);
         bool retired = retire_all(c);
         pthread_mutex_lock(&c->mu);
+        uint64_t t0 = sp_trace_begin(c->g.trace, SPT_COPY_WAIT);
         while (retired && !(s = free_slot(c)) && !c->stop) {
             c->starved = count_slots(c, CS_LEASED, CS_LEASED) == c->nslots; /* a slot being released comes back */
             if (c->starved)
                 pthread_cond_signal(&c->c_user);
             pthread_cond_wait(&c->c_copy, &c->mu);
         }
+        sp_trace_end(c->g.trace, LD_TRACK_COPY, SPT_COPY_WAIT, t0, UINT64_MAX);
         c->starved = false;
     }
     bool ok = !c->stop && !c->fault && s;
@@ -543,6 +545,7 @@ static bool take_slot(cu_stage *c, cu_slot **out, bool *wait_release)
         uint64_t bytes = in_use(c) * c->slot_bytes;
         if (bytes > c->bytes_peak)
             c->bytes_peak = bytes;
+        sp_trace_count(c->g.trace, SPC_DEVICE_BYTES, (int64_t)bytes);
     }
     pthread_mutex_unlock(&c->mu);
     if (ok && in_flight(c, s->b.slot)) /* its last copy must be retired before its events are reused */
@@ -555,6 +558,7 @@ static void give_back_slot(cu_stage *c, cu_slot *s)
 {
     pthread_mutex_lock(&c->mu);
     s->state = CS_FREE;
+    sp_trace_count(c->g.trace, SPC_DEVICE_BYTES, (int64_t)(in_use(c) * c->slot_bytes));
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -652,7 +656,10 @@ static void *copy_main(void *arg)
             push(c, rc, 0, c->eb.msg);
             break;
         }
-        if (!copy_one(c, hb))
+        uint64_t t0 = sp_trace_begin(c->g.trace, SPT_COPY), k = hb->index; /* hb may go back to the host */
+        bool more = copy_one(c, hb);
+        sp_trace_end(c->g.trace, LD_TRACK_COPY, SPT_COPY, t0, k);
+        if (!more)
             break;
     }
 done:
@@ -703,6 +710,7 @@ void cu_halt(cu_stage *c)
         if (c->slots[i].state != CS_LEASED && c->slots[i].state != CS_RELEASING)
             c->slots[i].state = CS_FREE;
     c->starved = false;
+    sp_trace_count(c->g.trace, SPC_DEVICE_BYTES, (int64_t)(in_use(c) * c->slot_bytes));
     c->thread_up = false;
     c->finished = false;
     c->final_code = 0;
@@ -778,8 +786,10 @@ int cu_next(cu_stage *c, sp_batch **out, int timeout_ms)
         }
         if (!c->thread_up && (rc = start_thread(c)))
             break;
+        uint64_t tw = sp_trace_begin(c->g.trace, SPT_CONSUMER_WAIT);
         int w = timeout_ms < 0 ? pthread_cond_wait(&c->c_user, &c->mu)
                                : pthread_cond_timedwait(&c->c_user, &c->mu, &dl);
+        sp_trace_end(c->g.trace, LD_TRACK_CONSUMER, SPT_CONSUMER_WAIT, tw, UINT64_MAX);
         if (w == ETIMEDOUT && !c->qcount) {
             rc = sp_fail(c->leb, SP_ETIMEDOUT, "batch %llu of epoch %llu not on cuda:%d within %d ms",
                          (unsigned long long)c->pos_k, (unsigned long long)c->pos_epoch, c->dev, timeout_ms);
@@ -883,6 +893,7 @@ int cu_release(cu_stage *c, sp_batch *b, void *stream)
     pthread_mutex_lock(&c->mu);
     s->release_pending = e == cudaSuccess;
     s->state = CS_FREE;
+    sp_trace_count(c->g.trace, SPC_DEVICE_BYTES, (int64_t)(in_use(c) * c->slot_bytes));
     c->starved = false;
     pthread_cond_signal(&c->c_copy);
     pthread_mutex_unlock(&c->mu);

@@ -14,7 +14,8 @@
  *      ring's regions, the job queue, the failure record and the statistics.
  * No path takes 3 while holding 2: the device stage lets go of its mutex before every ld_host_*
  * call (each takes 3 inside and returns with it released), and nothing under 3 calls into the
- * device stage. No lock is held across I/O, decoding, or a wait for the GPU. */
+ * device stage. No lock is held across I/O, decoding, or a wait for the GPU.
+ * The trace's counter mutex (sp_trace.h) is a leaf: taken under either, never holding another. */
 #ifndef SP_LD_HOST_H
 #define SP_LD_HOST_H
 
@@ -22,6 +23,11 @@
 
 #include "img.h"
 #include "sp_internal.h"
+#include "sp_trace.h"
+
+/* Trace tracks (sp_trace.h), one per thread: the caller inside next(), the reader, the device
+ * stage's copy thread, and worker i at LD_TRACK_WORKER + i. */
+enum { LD_TRACK_CONSUMER, LD_TRACK_READER, LD_TRACK_COPY, LD_TRACK_WORKER };
 
 /* A batch handed out: the descriptor every slot of either ring holds. */
 struct sp_batch {
@@ -56,6 +62,7 @@ typedef struct ld_host_geom {
     uint64_t ring_bytes;
     const img_cfg *img;   /* the image transform, NULL when no image field is batched */
     sp_errbuf *eb;        /* the loader's own error buffer: messages for the caller of the API */
+    sp_trace *trace;      /* the loader's timeline, or NULL (the device stage adds its spans) */
 } ld_host_geom;
 
 void ld_host_geometry(const sp_loader *l, ld_host_geom *g);

@@ -189,6 +189,7 @@ typedef struct ld_ring {
     uint64_t ring_head, ring_tail;
     ld_job *jobs;
     uint32_t jobs_cap, job_head, job_count;
+    uint32_t active;             /* jobs a worker is running now (the stats keep the peak) */
     uint64_t pending;            /* blocks handed to I/O or workers and not yet decoded */
     uint64_t win_remaining[2];   /* blocks of each window slot still to decode */
     uint64_t rpending[2];        /* blocks of each plan slot still to decode */
@@ -217,6 +218,7 @@ typedef struct ld_consumer {
     atomic_int busy;
     sp_errbuf *eb; /* where the host stage's consumer writes its errors: the loader's eb, or the
                     * device stage's own buffer while its copy thread is the consumer */
+    unsigned track; /* the host consumer's trace track: LD_TRACK_CONSUMER, or LD_TRACK_COPY */
     ld_plan plan;
     bool plan_valid;
     uint64_t epoch, start_k, next_k, cons_base;
@@ -250,7 +252,11 @@ struct sp_loader {
     ld_threads thr;
     ld_consumer cons;
     ld_stats stats;
+    sp_trace *trace; /* the timeline (the trace parameter), or NULL: open creates it, close writes it */
 };
+
+/* ld_pipeline.c: the trace's host counters from the ring's state. Called with ring.mu held. */
+void ld_trace_counters_locked(sp_loader *l);
 
 /* ld_loader.c: builds the plan of `epoch` for this loader's rank into p. */
 /* ld_ranks.c: rank and world size from the parameters or the launchers' variables, the local

@@ -671,6 +671,8 @@ static void loader_free(sp_loader *l)
         return;
     cu_close(l->dev); /* before the batch ring it pinned */
     l->dev = NULL;
+    sp_trace_close(l->trace, NULL, 0); /* an open that failed still leaves a valid trace */
+    l->trace = NULL;
     ld_io_close(l->rdr.io);
     rm_fetch_close(l->rdr.rf);
     for (uint64_t i = 0; l->rdr.fd && i < l->tab.nshards; i++)
@@ -745,9 +747,35 @@ static sp_loader *loader_new(void)
     l->ring.blocked_slot = -1;
     l->ring.waiting_for = UINT64_MAX;
     l->cons.eb = &l->eb;
+    l->cons.track = LD_TRACK_CONSUMER;
     l->cfg.device = -1;
     l->pid = sp_proc_self();
     return l;
+}
+
+/* The trace parameter, else SHARDPACK_TRACE: a timeline of every thread, written at close. */
+static int open_trace(sp_loader *l, const sp_params *params)
+{
+    const char *path = sp_params_get_str(params, SP_PARAM_TRACE);
+    if (!path || !*path)
+        path = getenv("SHARDPACK_TRACE");
+    if (!path || !*path)
+        return SP_OK;
+    unsigned tracks = LD_TRACK_WORKER + (unsigned)l->cfg.threads;
+    const char *cap = getenv("SHARDPACK_TRACE_EVENTS"); /* the events kept, all threads together */
+    int rc = sp_trace_open(&l->trace, path, tracks, cap ? strtoull(cap, NULL, 10) : 0, l->name, &l->eb);
+    if (rc)
+        return rc;
+    sp_trace_track(l->trace, LD_TRACK_CONSUMER, "consumer (next)");
+    sp_trace_track(l->trace, LD_TRACK_READER, "reader");
+    if (l->cfg.device >= 0)
+        sp_trace_track(l->trace, LD_TRACK_COPY, "device copy thread");
+    for (int i = 0; i < l->cfg.threads; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "worker %d", i);
+        sp_trace_track(l->trace, LD_TRACK_WORKER + (unsigned)i, name);
+    }
+    return SP_OK;
 }
 
 /* Everything after the dataset is open: tables, budget, pools, I/O. */
@@ -769,6 +797,8 @@ static int loader_setup(sp_loader *l, const sp_params *params)
         rc = size_pools(l, &z);
     if (rc == SP_OK)
         rc = alloc_pools(l, &z);
+    if (rc == SP_OK)
+        rc = open_trace(l, params);
     if (rc == SP_OK)
         rc = open_io(l);
     if (rc == SP_OK && l->cfg.device >= 0) {
@@ -957,8 +987,11 @@ int sp_loader_close(sp_loader *l)
     l->dev = NULL;
     if (l->thr.running)
         ld_pipeline_stop(l);
+    char why[SP_ERRMSG_MAX];
+    rc = sp_trace_close(l->trace, why, sizeof why);
+    l->trace = NULL;
     loader_free(l);
-    return SP_OK;
+    return rc ? sp_fail(NULL, rc, "sp_loader_close: the loader is closed, but %s", why) : SP_OK;
 }
 
 const char *sp_loader_errmsg(const sp_loader *l) { return l ? l->eb.msg : ""; }
@@ -1179,8 +1212,10 @@ static int wait_ready(sp_loader *l, ld_slot *s, uint64_t g, int timeout_ms)
             break;
         }
         l->ring.waiting_for = g;
+        uint64_t tw = sp_trace_begin(l->trace, SPT_CONSUMER_WAIT);
         int w = timeout_ms < 0 ? pthread_cond_wait(&l->ring.c_consumer, &l->ring.mu)
                                : pthread_cond_timedwait(&l->ring.c_consumer, &l->ring.mu, &dl);
+        sp_trace_end(l->trace, l->cons.track, SPT_CONSUMER_WAIT, tw, UINT64_MAX);
         l->ring.waiting_for = UINT64_MAX;
         if (w == ETIMEDOUT && !(s->k == g && s->state == SLOT_READY)) {
             rc = sp_fail(l->cons.eb, SP_ETIMEDOUT, "batch %llu not ready within %d ms",
@@ -1207,6 +1242,7 @@ int ld_host_next(sp_loader *l, sp_batch **out, int timeout_ms)
         end_epoch(l);
         return sp_fail(l->cons.eb, SP_EEPOCH, "end of epoch %llu", (unsigned long long)(l->cons.epoch - 1));
     }
+    uint64_t t0 = sp_trace_begin(l->trace, SPT_NEXT);
     pthread_mutex_lock(&l->ring.mu);
     uint64_t g = l->cons.cons_base + l->cons.next_k;
     ld_slot *s = &l->ring.slots[g % l->ring.nslots];
@@ -1226,8 +1262,11 @@ int ld_host_next(sp_loader *l, sp_batch **out, int timeout_ms)
             l->stats.s.source_samples[d] += s->b.ids[r] != UINT64_MAX;
         }
         *out = &s->b;
+        if (l->trace)
+            ld_trace_counters_locked(l);
     }
     pthread_mutex_unlock(&l->ring.mu);
+    sp_trace_end(l->trace, l->cons.track, SPT_NEXT, t0, g - l->cons.cons_base);
     return rc;
 }
 
@@ -1242,6 +1281,8 @@ int ld_host_release(sp_loader *l, sp_batch *b)
         s->state = SLOT_FREE;
         l->ring.leases--;
         l->ring.slots_in_use--;
+        if (l->trace)
+            ld_trace_counters_locked(l);
         /* Wake the reader only when it waits for this very slot: a system call per batch would
          * otherwise cost more than the batch itself at small batch sizes. */
         if (l->ring.blocked_slot == (int64_t)b->slot)
@@ -1260,7 +1301,8 @@ void ld_host_geometry(const sp_loader *l, ld_host_geom *g)
                          .ring = l->pool.batch_mem,
                          .ring_bytes = l->ring.nslots * l->lay.batch_bytes,
                          .img = l->cfg.has_image ? &l->cfg.img : NULL,
-                         .eb = (sp_errbuf *)&l->eb };
+                         .eb = (sp_errbuf *)&l->eb,
+                         .trace = l->trace };
     for (size_t f = 0; f < l->lay.nout; f++) {
         const ld_out *o = &l->lay.out[f];
         ld_host_field *h = &g->field[f];
@@ -1274,7 +1316,11 @@ void ld_host_geometry(const sp_loader *l, ld_host_geom *g)
 
 const uint8_t *ld_host_rows(const sp_loader *l, const sp_batch *b) { return l->ring.slots[b->slot].mem; }
 
-void ld_host_attach(sp_loader *l, sp_errbuf *eb) { l->cons.eb = eb ? eb : &l->eb; }
+void ld_host_attach(sp_loader *l, sp_errbuf *eb)
+{
+    l->cons.eb = eb ? eb : &l->eb;
+    l->cons.track = eb ? LD_TRACK_COPY : LD_TRACK_CONSUMER;
+}
 
 void ld_host_interrupt(sp_loader *l, bool on)
 {
@@ -1362,6 +1408,7 @@ int sp_loader_stats_get(sp_loader *l, sp_loader_stats *out)
     st = l->stats.s;
     st.elapsed_s = l->stats.t_first ? sp_now() - l->stats.t_first : 0;
     pthread_mutex_unlock(&l->ring.mu);
+    sp_trace_totals(l->trace, &st.trace_events, &st.trace_events_dropped);
     if (l->dev)
         cu_stats(l->dev, &st);
     sp_out_put(out, &st, sizeof st);

@@ -16,6 +16,7 @@
 
 typedef struct ld_reader {
     ld_job inflight[LD_RM_DEPTH]; /* by tag; a local dataset uses the first LD_IO_DEPTH */
+    uint64_t submitted[LD_RM_DEPTH]; /* trace clock at each read's submission */
     double wait_s;
 } ld_reader;
 
@@ -216,11 +217,12 @@ static void block_message(const sp_loader *l, uint64_t block, const char *why, c
              (unsigned long long)(l->tab.block_first[block] + l->tab.block_samples[block] - 1), why);
 }
 
-static void rows_done(sp_loader *l, ld_slot *s, unsigned n)
+static void rows_done(sp_loader *l, ld_slot *s, unsigned n, unsigned track)
 {
     unsigned before = atomic_fetch_add_explicit(&s->rows_done, n, memory_order_acq_rel);
     if (before + n != s->rows_expected)
         return;
+    uint64_t t0 = sp_trace_begin(l->trace, SPT_BATCH_DONE);
     bool any_bad = false;
     for (uint32_t i = 0; i < s->rows_expected && !any_bad; i++)
         any_bad = s->bad[i];
@@ -233,6 +235,8 @@ static void rows_done(sp_loader *l, ld_slot *s, unsigned n)
          * bursts, and waking it for each would cost a system call per batch. */
         if (l->ring.waiting_for == s->k)
             pthread_cond_signal(&l->ring.c_consumer);
+        if (l->trace)
+            ld_trace_counters_locked(l);
     } else {
         char why[SP_ERRMSG_MAX], msg[SP_ERRMSG_MAX + 512]; /* cut to SP_ERRMSG_MAX when recorded */
         if (s->note_out)
@@ -246,6 +250,21 @@ static void rows_done(sp_loader *l, ld_slot *s, unsigned n)
         fail_batch_locked(l, s->k, SP_ECORRUPT, msg);
     }
     pthread_mutex_unlock(&l->ring.mu);
+    sp_trace_end(l->trace, track, SPT_BATCH_DONE, t0, s->b.index);
+}
+
+/* ---------------------------------------------------------------- trace counters */
+
+void ld_trace_counters_locked(sp_loader *l)
+{
+    sp_trace_count(l->trace, SPC_SLOTS, (int64_t)l->ring.slots_in_use);
+    sp_trace_count(l->trace, SPC_READY, (int64_t)l->stats.s.batches_ready);
+    sp_trace_count(l->trace, SPC_INFLIGHT, (int64_t)l->ring.active);
+    /* what holds data now: the read ring's regions in use, the batch slots not free, and the
+     * workers' buffers (reserved while the loader is open) */
+    uint64_t host = l->ring.ring_head - l->ring.ring_tail + l->ring.slots_in_use * l->lay.batch_bytes +
+                    l->stats.s.scratch_bytes;
+    sp_trace_count(l->trace, SPC_HOST_BYTES, (int64_t)host);
 }
 
 /* ---------------------------------------------------------------- decode workers */
@@ -297,8 +316,11 @@ static int fill_row(const sp_loader *l, int id, const fmt_block_view *v, uint32_
             if (size > l->cfg.max_sample) /* checked before libjpeg sees a byte of it */
                 snprintf(why, whylen, "%zu bytes is more than max_sample_bytes %llu", size,
                          (unsigned long long)l->cfg.max_sample);
-            else
+            else {
+                uint64_t t0 = sp_trace_begin(l->trace, SPT_IMAGE);
                 rc = img_process(l->pool.imgc[id], src, size, epoch, sample, dst, NULL, why, whylen);
+                sp_trace_end(l->trace, LD_TRACK_WORKER + (unsigned)id, SPT_IMAGE, t0, sample);
+            }
             *images += rc == SP_OK;
         } else if (o->convert == CONVERT_COPY) {
             ld_row_copy(dst, src, o->row_bytes);
@@ -362,11 +384,11 @@ static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v, int 
     ld_rows_fence();
     for (uint64_t g = gfirst; g <= glast; g++)
         if (count[g - gfirst])
-            rows_done(l, &l->ring.slots[g % l->ring.nslots], count[g - gfirst]);
+            rows_done(l, &l->ring.slots[g % l->ring.nslots], count[g - gfirst], LD_TRACK_WORKER + (unsigned)id);
 }
 
 /* A block that cannot be used: fail its batches, or (on_error=skip) mark its rows for filling. */
-static void block_failed(sp_loader *l, const ld_job *j, int code, const char *why)
+static void block_failed(sp_loader *l, const ld_job *j, int code, const char *why, unsigned track)
 {
     const ld_window *w = &l->rdr.win[j->win];
     uint32_t pi = l->rdr.win_plan[j->win];
@@ -404,7 +426,7 @@ static void block_failed(sp_loader *l, const ld_job *j, int code, const char *wh
         pthread_mutex_unlock(&l->ring.mu);
         s->bad[row] = 1;
         s->b.ids[row] = UINT64_MAX;
-        rows_done(l, s, 1);
+        rows_done(l, s, 1, track);
     }
 }
 
@@ -462,12 +484,16 @@ static void job_run(sp_loader *l, const ld_job *j, int id)
     fmt_block_view v;
     char why[SP_ERRMSG_MAX];
     double t0 = sp_now();
+    unsigned track = LD_TRACK_WORKER + (unsigned)id;
+    uint64_t tb = sp_trace_begin(l->trace, SPT_BLOCK), td = sp_trace_begin(l->trace, SPT_DECODE);
     int rc = job_decode(l, j, id, &v, why, sizeof why);
+    sp_trace_end(l->trace, track, SPT_DECODE, td, j->block);
     count_block(l, j, rc);
     if (rc)
-        block_failed(l, j, rc, why);
+        block_failed(l, j, rc, why, track);
     else
         scatter(l, j, &v, id);
+    sp_trace_end(l->trace, track, SPT_BLOCK, tb, j->block);
     job_done(l, j, sp_now() - t0);
 }
 
@@ -475,18 +501,30 @@ static void *worker_main(void *arg)
 {
     ld_worker *wk = arg;
     sp_loader *l = wk->l;
+    unsigned track = LD_TRACK_WORKER + (unsigned)wk->id;
     pthread_mutex_lock(&l->ring.mu);
     for (;;) {
-        while (!l->ring.stop && l->ring.job_count == 0 && !l->ring.reader_done)
-            pthread_cond_wait(&l->ring.c_worker, &l->ring.mu);
+        if (!l->ring.stop && l->ring.job_count == 0 && !l->ring.reader_done) {
+            uint64_t t0 = sp_trace_begin(l->trace, SPT_IDLE);
+            while (!l->ring.stop && l->ring.job_count == 0 && !l->ring.reader_done)
+                pthread_cond_wait(&l->ring.c_worker, &l->ring.mu);
+            sp_trace_end(l->trace, track, SPT_IDLE, t0, UINT64_MAX);
+        }
         if (l->ring.stop || (l->ring.job_count == 0 && l->ring.reader_done))
             break;
         ld_job j = l->ring.jobs[l->ring.job_head];
         l->ring.job_head = (l->ring.job_head + 1) % l->ring.jobs_cap;
         l->ring.job_count--;
+        if (++l->ring.active > l->stats.s.jobs_in_flight_peak)
+            l->stats.s.jobs_in_flight_peak = l->ring.active;
+        if (l->trace)
+            ld_trace_counters_locked(l);
         pthread_mutex_unlock(&l->ring.mu);
         job_run(l, &j, wk->id);
         pthread_mutex_lock(&l->ring.mu);
+        l->ring.active--;
+        if (l->trace)
+            ld_trace_counters_locked(l);
     }
     pthread_mutex_unlock(&l->ring.mu);
     sp_free(wk);
@@ -561,6 +599,8 @@ static int64_t ring_alloc(sp_loader *l, uint64_t len, uint8_t **buf)
     if (used > l->stats.s.read_ring_peak)
         l->stats.s.read_ring_peak = used;
     *buf = l->pool.read_ring + pos % l->pool.read_ring_bytes;
+    if (l->trace)
+        ld_trace_counters_locked(l);
     return idx;
 }
 
@@ -584,7 +624,7 @@ static int reap(sp_loader *l, ld_reader *rd, bool wait);
 static void read_failed(sp_loader *l, const ld_job *j, int code, const char *why)
 {
     count_block(l, j, code);
-    block_failed(l, j, code, why);
+    block_failed(l, j, code, why, LD_TRACK_READER);
     job_done(l, j, 0);
 }
 
@@ -645,6 +685,7 @@ static void submit(sp_loader *l, ld_reader *rd, ld_job *j)
         tag++;
     bool direct = l->rdr.fd_direct[shard];
     rd->inflight[tag] = *j;
+    rd->submitted[tag] = l->trace ? sp_trace_clock() : 0;
     if (ld_io_submit(l->rdr.io, fd, j->buf, read_len(l, j->block, direct), l->tab.block_entry[j->block]->offset, tag) ==
         SP_OK)
         return;
@@ -694,6 +735,7 @@ static int reap(sp_loader *l, ld_reader *rd, bool wait)
         return got;
     ld_job j = rd->inflight[tag];
     rd->inflight[tag].buf = NULL;
+    sp_trace_async(l->trace, LD_TRACK_READER, SPT_READ, rd->submitted[tag], j.block);
     uint32_t shard = l->tab.block_shard[j.block];
     if (res == -EINVAL && l->rdr.fd_direct[shard]) {
         direct_off(l, "O_DIRECT refused at read time by the file system");
@@ -711,15 +753,19 @@ static int reap(sp_loader *l, ld_reader *rd, bool wait)
 
 /* Waits for progress: a read to finish when any is in flight, else a wake-up from a worker or the
  * consumer. Called with mu held; returns with it held. */
-static void reader_wait(sp_loader *l, ld_reader *rd)
+static void reader_wait(sp_loader *l, ld_reader *rd, sp_trace_name why)
 {
     double t0 = sp_now();
     if (io_inflight(l)) {
         pthread_mutex_unlock(&l->ring.mu);
+        uint64_t tt = sp_trace_begin(l->trace, SPT_READ_WAIT);
         reap(l, rd, true);
+        sp_trace_end(l->trace, LD_TRACK_READER, SPT_READ_WAIT, tt, UINT64_MAX);
         pthread_mutex_lock(&l->ring.mu);
     } else {
+        uint64_t tt = sp_trace_begin(l->trace, why);
         pthread_cond_wait(&l->ring.c_reader, &l->ring.mu);
+        sp_trace_end(l->trace, LD_TRACK_READER, why, tt, UINT64_MAX);
     }
     rd->wait_s += sp_now() - t0;
 }
@@ -737,7 +783,7 @@ static bool claim_batches(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t fro
             /* When no block is pending, no worker will wake next() to see that the ring is
              * stuck: do it here, or a consumer waiting without timeout never returns SP_EBUSY. */
             pthread_cond_signal(&l->ring.c_consumer);
-            reader_wait(l, rd);
+            reader_wait(l, rd, SPT_SLOT_WAIT);
         }
         l->ring.blocked_slot = -1;
         if (l->ring.stop)
@@ -755,6 +801,8 @@ static bool claim_batches(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t fro
         l->rdr.next_assign = g + 1;
         if (++l->ring.slots_in_use > l->stats.s.batch_ring_peak_slots)
             l->stats.s.batch_ring_peak_slots = l->ring.slots_in_use;
+        if (l->trace)
+            ld_trace_counters_locked(l);
     }
     return true;
 }
@@ -777,7 +825,7 @@ static bool wait_drained(sp_loader *l, ld_reader *rd, const uint64_t *count)
 {
     pthread_mutex_lock(&l->ring.mu);
     while (!l->ring.stop && *count > 0)
-        reader_wait(l, rd);
+        reader_wait(l, rd, SPT_SPACE_WAIT);
     bool stop = l->ring.stop; /* read under mu: ld_pipeline_stop sets it from another thread */
     pthread_mutex_unlock(&l->ring.mu);
     return !stop;
@@ -811,7 +859,7 @@ static bool read_window(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi)
         int64_t idx = -1; /* set by ring_alloc unless stop */
         while (!l->ring.stop &&
                (idx = ring_alloc(l, sp_align_up(l->tab.block_entry[j.block]->stored_size, LD_PAGE), &j.buf)) < 0)
-            reader_wait(l, rd);
+            reader_wait(l, rd, SPT_SPACE_WAIT);
         if (l->ring.stop) {
             pthread_mutex_unlock(&l->ring.mu);
             return false;
@@ -837,7 +885,9 @@ static bool plan_epoch(sp_loader *l, ld_reader *rd, uint64_t e, uint64_t base)
         return false;
     ld_plan_free(&l->rdr.rplan[pi]);
     char why[SP_ERRMSG_MAX];
+    uint64_t t0 = sp_trace_begin(l->trace, SPT_PLAN);
     int rc = ld_epoch_plan(l, e, &l->rdr.rplan[pi], why, sizeof why);
+    sp_trace_end(l->trace, LD_TRACK_READER, SPT_PLAN, t0, e);
     pthread_mutex_lock(&l->ring.mu);
     if (rc)
         fail_batch_locked(l, base, rc, why);

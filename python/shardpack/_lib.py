@@ -65,6 +65,7 @@ DLManagedTensor._fields_ = [("dl_tensor", DLTensor), ("manager_ctx", c_void_p),
 SP_MAX_FIELDS = 64
 SP_MAX_DIMS = 8
 SP_PTYPE_INT, SP_PTYPE_SIZE, SP_PTYPE_BOOL, SP_PTYPE_ENUM, SP_PTYPE_FLOAT3, SP_PTYPE_DEVICE = 1, 2, 3, 4, 5, 6
+SP_PTYPE_STRING = 7
 SP_DEVICE_AUTO, SP_DEVICE_CPU = -2, -1
 SP_SCOPE_WRITE, SP_SCOPE_READ, SP_SCOPE_LOAD, SP_SCOPE_IMPORT = 1, 2, 4, 8
 SP_IO_NAMES = {0: "auto", 1: "uring", 2: "pread"}
@@ -162,7 +163,9 @@ class sp_loader_stats(_Sized):
                 ("threads_note", c_char * SP_ERRMSG_MAX),
                 ("rank", c_int), ("world_size", c_int), ("local_rank", c_int), ("local_world_size", c_int),
                 ("rank_note", c_char * SP_ERRMSG_MAX), ("host_memory_note", c_char * SP_ERRMSG_MAX),
-                ("partitions", c_int), ("sources", c_int), ("source_samples", c_uint64 * 16)]
+                ("partitions", c_int), ("sources", c_int), ("source_samples", c_uint64 * 16),
+                ("trace_events", c_uint64), ("trace_events_dropped", c_uint64),
+                ("jobs_in_flight_peak", c_uint64)]
 
 
 # (name, restype, argtypes) of every function the bindings call.
@@ -190,6 +193,7 @@ _PROTOTYPES = [
     ("sp_params_set_str", c_int, [_P, c_char_p, c_char_p]),
     ("sp_params_get", c_int64, [_P, c_int]),
     ("sp_params_get_float3", c_int, [_P, c_int, POINTER(c_double)]),
+    ("sp_params_get_str", c_char_p, [_P, c_int]),
     ("sp_schema_create", _P, []),
     ("sp_schema_destroy", None, [_P]),
     ("sp_schema_add", c_int, [_P, c_char_p, c_int, c_int, c_uint32, POINTER(c_uint64)]),

@@ -2,6 +2,7 @@
 
 import collections
 import ctypes
+import os
 
 from . import _lib
 from ._errors import ShardpackError, check
@@ -12,7 +13,7 @@ ParamInfo = collections.namedtuple(
 
 _TYPE_NAMES = {_lib.SP_PTYPE_INT: "int", _lib.SP_PTYPE_SIZE: "size", _lib.SP_PTYPE_BOOL: "bool",
                _lib.SP_PTYPE_ENUM: "enum", _lib.SP_PTYPE_FLOAT3: "float3",
-               _lib.SP_PTYPE_DEVICE: "device"}
+               _lib.SP_PTYPE_DEVICE: "device", _lib.SP_PTYPE_STRING: "str"}
 
 
 def _read_table():
@@ -27,6 +28,8 @@ def _read_table():
             # each number are in thousandths
             default = tuple(float(x) for x in info.choices.decode().split(","))
             choices, lo, hi = None, info.min / 1000, info.max / 1000
+        elif info.type == _lib.SP_PTYPE_STRING:
+            default, lo, hi = None, None, None
         p = ParamInfo(info.key, info.name.decode(), _TYPE_NAMES.get(info.type, str(info.type)),
                       default, lo, hi, choices, info.doc.decode(), info.scope)
         table[p.name] = p
@@ -50,6 +53,8 @@ def bounds(p):
         return "True, False" + (" or None (auto)" if p.min == -1 else "")
     if p.type == "float3":
         return "three numbers in [%g, %g], one per colour channel" % (p.min, p.max)
+    if p.type == "str":
+        return "a string or path (None or '': unset)"
     if p.type == "device":
         return "'auto', 'cpu', 'cuda' or 'cuda:N' (N in [0, %d]), or a torch.device" % p.max
     return "an integer in [%d, %d]" % (p.min, p.max) + (
@@ -86,6 +91,11 @@ def _as_string(p, value):
             if value.type == "cuda":
                 return "cuda" if value.index is None else "cuda:%d" % value.index
             return str(value.type)
+    elif p.type == "str":
+        if value is None:
+            return ""
+        if isinstance(value, (str, os.PathLike)):
+            return os.fspath(value)
     elif p.type == "enum":
         if isinstance(value, str):
             return value
@@ -142,6 +152,8 @@ class Params:
             out = (ctypes.c_double * 3)()
             check(lib.sp_params_get_float3(self._ptr, p.key, out))
             return tuple(out)
+        if p.type == "str":
+            return lib.sp_params_get_str(self._ptr, p.key).decode()
         return lib.sp_params_get(self._ptr, p.key)
 
     @property
@@ -175,6 +187,8 @@ def doc_table(scope, defaults=None):
 
 
 def _default(p):
+    if p.type == "str":
+        return None
     if p.type == "device":
         return {_lib.SP_DEVICE_AUTO: "auto", _lib.SP_DEVICE_CPU: "cpu"}.get(p.default, "cuda:%d" % p.default)
     if p.type == "enum":

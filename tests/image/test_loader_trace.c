@@ -1,0 +1,235 @@
+/* test_loader_trace.c - the trace parameter and SHARDPACK_TRACE: a Chrome trace-event JSON timeline written at close (checked by check_trace.py: parses, one track per thread, spans nested, counters within the budget), dropped events counted, a valid file after a failed run, a path that cannot be written refused at open. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "jpeg_gen.h"
+#include "test_util.h"
+
+#define TIMEOUT_MS 20000
+#define BATCH 8
+#define THREADS 3
+#define N 160
+
+typedef struct tds {
+    char *parent, *dir;
+} tds;
+
+/* N small JPEGs (label = sample id); sample `bad` (if below N) is random bytes. */
+static void make_ds(tds *d, const char *tag, uint64_t bad)
+{
+    d->dir = tu_dataset_dir(tag, &d->parent);
+    sp_schema *s = sp_schema_create();
+    ck_assert_int_eq(sp_schema_add(s, "image", SP_FIELD_IMAGE, SP_DTYPE_U8, 0, NULL), 0);
+    ck_assert_int_eq(sp_schema_add(s, "label", SP_FIELD_LABEL, SP_DTYPE_I64, 0, NULL), 0);
+    sp_params *p = tu_params("block_size", "8K", "validate_images", "0", NULL);
+    sp_writer *w;
+    ck_assert_msg(sp_writer_open(d->dir, s, p, &w) == 0, "%s", sp_last_error());
+    for (uint64_t i = 0; i < N; i++) {
+        int side = 40 + (int)(i % 24);
+        uint8_t *pic = jg_picture(side, side, i), *jpg = NULL;
+        size_t size = 0;
+        char err[256];
+        jg_opts o = { 85, 0, JG_YCC, (int)(i % 3 == 0), 0 };
+        ck_assert_msg(jg_encode(pic, side, side, &o, &jpg, &size, err, sizeof err) == 0, "%s", err);
+        free(pic);
+        if (i == bad)
+            memset(jpg, 0x5A, size);
+        int64_t label = (int64_t)i;
+        sp_value v[2] = { { jpg, size }, { &label, sizeof label } };
+        ck_assert_msg(sp_writer_add(w, v, 2) == 0, "%s", sp_last_error());
+        free(jpg);
+    }
+    ck_assert_msg(sp_writer_finish(w) == 0, "%s", sp_last_error());
+    sp_writer_destroy(w);
+    sp_params_destroy(p);
+    sp_schema_destroy(s);
+}
+
+static void free_ds(tds *d)
+{
+    tu_rmtree(d->parent);
+    free(d->parent);
+    free(d->dir);
+}
+
+static sp_loader *open_loader(const tds *d, const char *trace, const char *on_error)
+{
+    sp_params *p = tu_params("batch_size", "8", "threads", "3", "image_size", "32", "host_memory", "256M",
+                             "epochs", "2", "on_error", on_error, NULL);
+    if (trace)
+        ck_assert_int_eq(sp_params_set_str(p, "trace", trace), 0);
+    sp_loader *l = NULL;
+    ck_assert_msg(sp_loader_open(d->dir, p, &l) == 0, "%s", sp_last_error());
+    sp_params_destroy(p);
+    return l;
+}
+
+/* Every batch of both epochs; returns the code that ended the run (SP_EDONE when all came). */
+static int drain(sp_loader *l)
+{
+    for (;;) {
+        sp_batch *b;
+        int rc = sp_loader_next(l, &b, TIMEOUT_MS);
+        if (rc == SP_EEPOCH)
+            continue;
+        if (rc)
+            return rc;
+        ck_assert_int_eq(sp_loader_release(l, b), 0);
+    }
+}
+
+/* Runs check_trace.py on path; its verdict, with the script's output on stderr when it fails. */
+static void check_file(const char *path, const sp_loader_stats *st, const char *extra)
+{
+    const char *script = getenv("SP_TRACE_CHECK");
+    ck_assert_msg(script && *script, "SP_TRACE_CHECK (set by meson) names check_trace.py");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "python3 '%s' '%s' --threads %d --budget %llu --slots %llu %s >&2", script, path,
+             st->threads, (unsigned long long)st->host_memory_bytes, (unsigned long long)st->batch_ring_slots,
+             extra);
+    int rc = system(cmd);
+    ck_assert_msg(rc != -1 && WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "check_trace.py failed on %s (%s)", path, cmd);
+}
+
+static const char *const NEED_ALL = "--need read --need 'block decode' --need 'image decode' --need block "
+                                    "--need 'batch completion' --need next --need 'plan epoch' "
+                                    "--need 'host bytes in use' --need 'batch slots in use' --need 'batches ready'";
+
+START_TEST(trace_param_writes_a_timeline)
+{
+    tds d;
+    make_ds(&d, "trace", UINT64_MAX);
+    char *path = tu_join(d.parent, "trace.json");
+    sp_loader *l = open_loader(&d, path, "fail");
+    /* created at open, already valid JSON */
+    ck_assert(tu_exists(path));
+    ck_assert_int_eq(drain(l), SP_EDONE);
+    sp_loader_stats st = { .struct_size = sizeof st };
+    ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+    ck_assert_uint_gt(st.trace_events, 2 * N); /* an image decode per sample and epoch, and more */
+    ck_assert_uint_eq(st.trace_events_dropped, 0);
+    ck_assert_int_eq(st.threads, THREADS);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    check_file(path, &st, NEED_ALL);
+    free(path);
+    free_ds(&d);
+}
+END_TEST
+
+START_TEST(no_trace_records_nothing)
+{
+    tds d;
+    make_ds(&d, "notrace", UINT64_MAX);
+    unsetenv("SHARDPACK_TRACE");
+    sp_loader *l = open_loader(&d, NULL, "fail");
+    ck_assert_int_eq(drain(l), SP_EDONE);
+    sp_loader_stats st = { .struct_size = sizeof st };
+    ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+    ck_assert_uint_eq(st.trace_events, 0);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    free_ds(&d);
+}
+END_TEST
+
+/* SHARDPACK_TRACE traces a program that sets no parameter; %p becomes the process id. */
+START_TEST(environment_variable)
+{
+    tds d;
+    make_ds(&d, "traceenv", UINT64_MAX);
+    char *pattern = tu_join(d.parent, "env-%p.json"), name[64];
+    snprintf(name, sizeof name, "env-%d.json", (int)getpid());
+    char *path = tu_join(d.parent, name);
+    setenv("SHARDPACK_TRACE", pattern, 1);
+    sp_loader *l = open_loader(&d, NULL, "fail");
+    unsetenv("SHARDPACK_TRACE");
+    ck_assert_int_eq(drain(l), SP_EDONE);
+    sp_loader_stats st = { .struct_size = sizeof st };
+    ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    ck_assert_msg(tu_exists(path), "no %s", path);
+    check_file(path, &st, NEED_ALL);
+    free(pattern);
+    free(path);
+    free_ds(&d);
+}
+END_TEST
+
+/* A cap smaller than the run: the oldest events go, the file says how many, and it stays valid. */
+START_TEST(dropped_events_are_counted)
+{
+    tds d;
+    make_ds(&d, "tracecap", UINT64_MAX);
+    char *path = tu_join(d.parent, "cap.json");
+    setenv("SHARDPACK_TRACE_EVENTS", "400", 1);
+    sp_loader *l = open_loader(&d, path, "fail");
+    unsetenv("SHARDPACK_TRACE_EVENTS");
+    ck_assert_int_eq(drain(l), SP_EDONE);
+    sp_loader_stats st = { .struct_size = sizeof st };
+    ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+    ck_assert_uint_gt(st.trace_events_dropped, 0);
+    ck_assert_uint_lt(st.trace_events_dropped, st.trace_events);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    check_file(path, &st, "--dropped");
+    free(path);
+    free_ds(&d);
+}
+END_TEST
+
+/* A run that ends in an error (a corrupt image, on_error=fail) still leaves a valid trace. */
+START_TEST(failed_run_leaves_a_valid_trace)
+{
+    tds d;
+    make_ds(&d, "tracebad", 37);
+    char *path = tu_join(d.parent, "bad.json");
+    sp_loader *l = open_loader(&d, path, "fail");
+    int rc = drain(l);
+    ck_assert_msg(rc == SP_EBADINPUT || rc == SP_ECORRUPT, "run ended with %d: %s", rc, sp_last_error());
+    sp_loader_stats st = { .struct_size = sizeof st };
+    ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    check_file(path, &st, "--need 'image decode'");
+    free(path);
+    free_ds(&d);
+}
+END_TEST
+
+START_TEST(unwritable_path_refused_at_open)
+{
+    tds d;
+    make_ds(&d, "tracepath", UINT64_MAX);
+    char *path = tu_join(d.parent, "no-such-dir/t.json");
+    sp_params *p = tu_params("threads", "2", "host_memory", "256M", "image_size", "32", NULL);
+    ck_assert_int_eq(sp_params_set_str(p, "trace", path), 0);
+    ck_assert_str_eq(sp_params_get_str(p, SP_PARAM_TRACE), path);
+    sp_loader *l = NULL;
+    ck_assert_int_eq(sp_loader_open(d.dir, p, &l), SP_EIO);
+    ck_assert_ptr_null(l);
+    ck_assert_msg(strstr(sp_last_error(), path) && strstr(sp_last_error(), "trace"), "%s", sp_last_error());
+    /* the parameter takes a string only */
+    ck_assert_int_eq(sp_params_set(p, SP_PARAM_TRACE, 1), SP_EINVAL);
+    ck_assert_ptr_null(sp_params_get_str(p, SP_PARAM_BATCH_SIZE));
+    sp_params_destroy(p);
+    free(path);
+    free_ds(&d);
+}
+END_TEST
+
+int main(void)
+{
+    if (system("python3 -c 'import json' >/dev/null 2>&1") != 0) {
+        printf("skip: python3 is needed to check the trace's JSON\n");
+        return 77;
+    }
+    Suite *s = suite_create("loader_trace");
+    TCase *tc = tu_tcase(s, "trace", 60);
+    tcase_add_test(tc, trace_param_writes_a_timeline);
+    tcase_add_test(tc, no_trace_records_nothing);
+    tcase_add_test(tc, environment_variable);
+    tcase_add_test(tc, dropped_events_are_counted);
+    tcase_add_test(tc, failed_run_leaves_a_valid_trace);
+    tcase_add_test(tc, unwritable_path_refused_at_open);
+    return tu_run(s, tu_seed(1));
+}
