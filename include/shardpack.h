@@ -322,7 +322,11 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT
     X(S3_ADDRESSING, "s3_addressing", SP_PTYPE_ENUM, 0, 0, 2, "auto|path|virtual", SP_SCOPE_ALL_, \
       "s3: bucket in the path or in the host name; auto: virtual-host on AWS, path-style on a custom endpoint") \
     X(TRACE, "trace", SP_PTYPE_STRING, 0, 0, 0, NULL, SP_SCOPE_LOAD,                               \
-      "write a timeline of the loader's threads to this file at close, as Chrome trace-event JSON (Perfetto, chrome://tracing); %p becomes the process id (\"\": the SHARDPACK_TRACE environment variable, else none)")
+      "write a timeline of the loader's threads to this file at close, as Chrome trace-event JSON (Perfetto, chrome://tracing); %p becomes the process id (\"\": the SHARDPACK_TRACE environment variable, else none)") \
+    X(SIM_SAMPLE_US, "sim_sample_us", SP_PTYPE_INT, 0, 0, 10000000, NULL, SP_SCOPE_LOAD,           \
+      "testing: every sample a worker writes first sleeps this many microseconds, a decode cost that uses no CPU (simulates many cores on a small machine; 0: off)") \
+    X(SIM_READ_US, "sim_read_us", SP_PTYPE_INT, 0, 0, 10000000, NULL, SP_SCOPE_LOAD,               \
+      "testing: the reader sleeps this many microseconds before each block read, as a slow disk would (0: off)")
 
 typedef enum sp_param {
 #define SP_X_(key, name, type, def, lo, hi, choices, scope, doc) SP_PARAM_##key,
@@ -885,6 +889,9 @@ typedef struct sp_loader_stats {
     uint64_t trace_events;                  /* trace events recorded (the trace parameter), and of them */
     uint64_t trace_events_dropped;          /* those overwritten: each thread's ring keeps its latest */
     uint64_t jobs_in_flight_peak;           /* most decode jobs run by workers at once */
+    double read_wait_io_s;                  /* reader time waiting for reads to complete */
+    double read_wait_slot_s;                /* reader time waiting for the consumer to free a batch slot */
+    double read_wait_space_s;               /* reader time waiting for read-ring space (blocks not yet decoded) */
 } sp_loader_stats;
 
 /* Fills *out (its struct_size set by the caller). SP_EINVAL for a NULL argument or a struct_size

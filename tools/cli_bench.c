@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #define LIMIT_MIN_S 1.0   /* the limit is timed over at least this long (or every block) */
 #define STREAM_MIN_S 2.0  /* without --epochs, epochs are repeated until this much streaming */
@@ -294,7 +295,7 @@ static uint64_t touch_batch(const sp_batch *b, uint64_t *bytes)
 }
 
 /* Streams epochs (epochs == 0: until STREAM_MIN_S has passed, whole epochs). */
-static int stream(const char *path, sp_loader *l, uint64_t epochs, int quiet, bench_run *run,
+static int stream(const char *path, sp_loader *l, uint64_t epochs, int quiet, double step_s, bench_run *run,
                   sp_loader_stats *st)
 {
     cli_progress prog;
@@ -315,6 +316,11 @@ static int stream(const char *path, sp_loader *l, uint64_t epochs, int quiet, be
                 sp_loader_release(l, b);
                 rc = cli_lib_err(path, SP_ENOMEM, "out of memory measuring the order");
                 break;
+            }
+            if (step_s > 0) { /* --step-ms: a training step holding the batch */
+                struct timespec ts = { (time_t)step_s, (long)((step_s - (double)(time_t)step_s) * 1e9) };
+                while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+                    ;
             }
             run->batches++;
             run->samples += sp_batch_size(b);
@@ -373,6 +379,80 @@ static double parallel_ratio(const bench_report *r)
 {
     double par = r->st->threads > 1 ? r->lim->parallel_samples_per_s : r->lim->samples_per_s;
     return par > 0 ? rate((double)r->run->samples, r->run->seconds) / par : 0;
+}
+
+/* What held the run back, from the loader's statistics: one of "consumer", "decode", "read",
+ * "memory", with the numbers behind it and what to change in line. In order:
+ *  - the consumer waited in next() under 10% of the run: the loader kept up (consumer-bound);
+ *  - the workers were busy 75% of the run or more: decoding (or memory, when host_memory cut
+ *    the number of workers below the usable cores: threads_note says so);
+ *  - the reader spent at least half the run reading (or waiting for reads), neither held up by
+ *    the consumer nor by memory: reading;
+ *  - the reader waited at least 30% of the run for read-ring space or free batch slots while
+ *    the workers were not busy: the budget's read-ahead or batch ring bounded the work in flight;
+ *  - else the largest of the three shares. */
+static const char *bottleneck(const bench_report *r, char *line, size_t n)
+{
+    const sp_loader_stats *st = r->st;
+    double t = r->run->seconds > 0 ? r->run->seconds : 1e-9;
+    double stall = (st->device >= 0 ? st->device_empty_s : st->stall_s) / t;
+    double busy = st->decode_busy_s / (t * (st->threads > 0 ? st->threads : 1));
+    double held = (st->read_wait_space_s + st->read_wait_slot_s) / t;
+    double reading = 1 - held;
+    if (busy > 1)
+        busy = 1;
+    if (reading < 0)
+        reading = 0;
+    bool cut = strstr(st->threads_note, "fit host_memory") != NULL;
+    char mib[32];
+    fmt_mib(mib, sizeof mib, st->host_memory_bytes);
+    if (stall < 0.10) {
+        snprintf(line, n,
+                 "consumer-bound: next() waited %.1f%% of the run and the %d workers were busy %.0f%%: the loader keeps "
+                 "up; it could do with fewer threads or less host_memory (%s)",
+                 100 * stall, st->threads, 100 * busy, mib);
+        return "consumer";
+    }
+    if (busy >= 0.75 && cut) {
+        snprintf(line, n,
+                 "memory-bound: the %d workers were busy %.0f%% and next() waited %.1f%%, but host_memory %s holds "
+                 "only %d workers (%s): raise host_memory for more",
+                 st->threads, 100 * busy, 100 * stall, mib, st->threads, st->threads_note);
+        return "memory";
+    }
+    if (busy >= 0.75) {
+        snprintf(line, n,
+                 "decode-bound: the %d workers were busy %.0f%% and next() waited %.1f%% of the run: more cores "
+                 "(threads), a smaller image_size, or smaller stored images",
+                 st->threads, 100 * busy, 100 * stall);
+        return "decode";
+    }
+    const char *kind = NULL;
+    if (reading >= 0.5)
+        kind = "read";
+    else if (held >= 0.3)
+        kind = "memory";
+    else /* no clear sign: the largest share */
+        kind = busy >= reading && busy >= held ? "decode" : reading >= held ? "read" : "memory";
+    if (strcmp(kind, "read") == 0)
+        snprintf(line, n,
+                 "read-bound: the reader was reading (or waiting for reads, %.1f%%) %.0f%% of the run while the "
+                 "%d workers were busy %.0f%% and next() waited %.1f%%: faster storage, the page cache "
+                 "(direct_io=false), io=uring, or larger blocks",
+                 100 * st->read_wait_io_s / t, 100 * reading, st->threads, 100 * busy, 100 * stall);
+    else if (strcmp(kind, "memory") == 0)
+        snprintf(line, n,
+                 "memory-bound: the reader waited %.0f%% of the run for read-ring space (%.0f%%) or free batch "
+                 "slots (%.0f%%) while the %d workers were busy %.0f%% (at most %llu jobs at once) and next() "
+                 "waited %.1f%%: raise host_memory (%s) for more read-ahead",
+                 100 * held, 100 * st->read_wait_space_s / t, 100 * st->read_wait_slot_s / t, st->threads, 100 * busy,
+                 (unsigned long long)st->jobs_in_flight_peak, 100 * stall, mib);
+    else
+        snprintf(line, n,
+                 "decode-bound: the %d workers were busy %.0f%% and next() waited %.1f%% of the run: more cores "
+                 "(threads), a smaller image_size, or smaller stored images",
+                 st->threads, 100 * busy, 100 * stall);
+    return kind;
 }
 
 static void print_json(const bench_report *r)
@@ -483,6 +563,26 @@ static void print_json(const bench_report *r)
     cli_json_double(&j, mx.move);
     cli_json_key(&j, "mean_move_uniform");
     cli_json_double(&j, mx.move_uniform);
+    char why[1024];
+    const char *kind = bottleneck(r, why, sizeof why);
+    cli_json_key(&j, "bottleneck");
+    cli_json_str(&j, kind);
+    cli_json_key(&j, "bottleneck_note");
+    cli_json_str(&j, why);
+    cli_json_key(&j, "decode_busy_share");
+    cli_json_double(&j, st->decode_busy_s / (run->seconds > 0 ? run->seconds : 1) / (st->threads > 0 ? st->threads : 1));
+    cli_json_key(&j, "jobs_in_flight_peak");
+    cli_json_u64(&j, st->jobs_in_flight_peak);
+    cli_json_key(&j, "read_wait_io_s");
+    cli_json_double(&j, st->read_wait_io_s);
+    cli_json_key(&j, "read_wait_space_s");
+    cli_json_double(&j, st->read_wait_space_s);
+    cli_json_key(&j, "read_wait_slot_s");
+    cli_json_double(&j, st->read_wait_slot_s);
+    cli_json_key(&j, "trace_events");
+    cli_json_u64(&j, st->trace_events);
+    cli_json_key(&j, "trace_events_dropped");
+    cli_json_u64(&j, st->trace_events_dropped);
     cli_json_key(&j, "batch_size");
     cli_json_u64(&j, r->batch_size);
     cli_json_key(&j, "batches");
@@ -577,6 +677,14 @@ static void print_summary(const bench_report *r)
         printf("  shuffle    ");
     printf("samples move %.0f places on average (uniform: %.0f, %.2f of it)\n", mx.move, mx.move_uniform,
            mx.move_uniform > 0 ? mx.move / mx.move_uniform : 0);
+    if (st->threads_note[0])
+        printf("  threads    %d: %s\n", st->threads, st->threads_note);
+    if (st->trace_events)
+        printf("  trace      %llu events recorded (%llu dropped), written when the loader closes\n",
+               (unsigned long long)st->trace_events, (unsigned long long)st->trace_events_dropped);
+    char why[1024];
+    bottleneck(r, why, sizeof why);
+    printf("  bottleneck %s\n", why);
     if (run->seconds < STREAM_MIN_S)
         printf("  note       the run took under %.0f s; %s\n", STREAM_MIN_S,
                r->epochs_given ? "pass more --epochs (or omit it) for steadier numbers"
@@ -593,11 +701,12 @@ static uint64_t peak_rss_bytes(void)
 
 /* ---- the command ---------------------------------------------------------------------------- */
 
-enum { OPT_JSON = 1, OPT_QUIET };
+enum { OPT_JSON = 1, OPT_QUIET, OPT_STEP_MS };
 
 static const cli_opt bench_opts[] = {
     {"json", 0, 0, OPT_JSON, NULL, "print one JSON object to stdout instead of the summary"},
     {"quiet", 'q', 0, OPT_QUIET, NULL, "no progress line"},
+    {"step-ms", 0, 1, OPT_STEP_MS, "MS", "hold each batch MS milliseconds before releasing it, as a training step would (default 0)"},
     {NULL, 0, 0, 0, NULL, NULL},
 };
 
@@ -641,6 +750,7 @@ int cli_bench_main(int argc, char **argv)
     const char *mix_args[SP_MIX_MAX];
     size_t nmix = 0;
     int json = 0, quiet = 0, rc = CLI_OK;
+    double step_ms = 0;
     sp_loader *l = NULL;
     char *mix_first = NULL;
     sp_params *params = sp_params_create();
@@ -681,6 +791,13 @@ int cli_bench_main(int argc, char **argv)
             json = 1;
         } else if (id == OPT_QUIET) {
             quiet = 1;
+        } else if (id == OPT_STEP_MS) {
+            char *end;
+            step_ms = strtod(g.value, &end);
+            if (end == g.value || *end || !(step_ms >= 0 && step_ms <= 600000)) {
+                rc = cli_usage_err(&cli_cmd_bench, "--step-ms '%s': a number of milliseconds, 0 to 600000", g.value);
+                goto out;
+            }
         }
     }
     if (!path) {
@@ -746,7 +863,7 @@ int cli_bench_main(int argc, char **argv)
                  sp_loader_samples_per_epoch(l) * (uint64_t)pools.world_size, (uint32_t)pools.world_size,
                  (uint32_t)pools.rank);
     sp_loader_stats st = { .struct_size = sizeof st };
-    rc = stream(path, l, epochs_given ? (uint64_t)epochs : 0, quiet || json, &run, &st);
+    rc = stream(path, l, epochs_given ? (uint64_t)epochs : 0, quiet || json, step_ms / 1000.0, &run, &st);
     if (rc != CLI_OK)
         goto out;
 

@@ -87,6 +87,7 @@ typedef struct ld_config {
     int direct_mode; /* the direct_io parameter: 1, 0, or -1 for auto */
     bool shuffle, drop_last;
     uint64_t seed, epochs, host_memory, prefetch, max_sample;
+    uint64_t sim_sample_ns, sim_read_ns; /* testing: sleeps per sample written, per block read */
     img_cfg img;    /* the image transform, when an image field is batched */
     bool has_image;
     /* the device stage (ld_device.h): device >= 0 when batches go to CUDA device `device` */

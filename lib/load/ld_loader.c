@@ -127,6 +127,8 @@ static int read_config(sp_loader *l, const sp_params *p)
     l->cfg.on_error = (int)sp_params_get(p, SP_PARAM_ON_ERROR);
     l->cfg.token_dtype = (int)sp_params_get(p, SP_PARAM_TOKEN_DTYPE);
     l->cfg.max_sample = (uint64_t)sp_params_get(p, SP_PARAM_MAX_SAMPLE_BYTES);
+    l->cfg.sim_sample_ns = 1000 * (uint64_t)sp_params_get(p, SP_PARAM_SIM_SAMPLE_US);
+    l->cfg.sim_read_ns = 1000 * (uint64_t)sp_params_get(p, SP_PARAM_SIM_READ_US);
     if (img_cfg_from_params(&l->cfg.img, p) != SP_OK)
         return sp_fail_keep(&l->eb, SP_EINVAL);
     rc = read_parts(l, p);

@@ -130,6 +130,14 @@ static int shard_fd(sp_loader *l, const ld_reader *rd, uint32_t shard, bool dire
 
 static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 
+/* Sleeps ns nanoseconds, signals notwithstanding (the simulated costs, sim_sample_us and sim_read_us). */
+static void sleep_ns(uint64_t ns)
+{
+    struct timespec t = { (time_t)(ns / 1000000000u), (long)(ns % 1000000000u) };
+    while (nanosleep(&t, &t) != 0 && errno == EINTR)
+        ;
+}
+
 /* src into dst[cap], cut short when longer. */
 static void copy_cut(char *dst, size_t cap, const char *src)
 {
@@ -304,6 +312,8 @@ static bool row_failed(sp_loader *l, const ld_job *j, uint32_t r, uint64_t g, ld
 static int fill_row(const sp_loader *l, int id, const fmt_block_view *v, uint32_t r, uint64_t epoch, uint64_t sample,
                     uint8_t *mem, uint32_t row, uint64_t *images, size_t *field, char *why, size_t whylen)
 {
+    if (l->cfg.sim_sample_ns)
+        sleep_ns(l->cfg.sim_sample_ns);
     for (size_t f = 0; f < l->lay.nout; f++) {
         const ld_out *o = &l->lay.out[f];
         const uint8_t *src;
@@ -680,6 +690,8 @@ static void submit(sp_loader *l, ld_reader *rd, ld_job *j)
         read_failed(l, j, fd, e.why);
         return;
     }
+    if (l->cfg.sim_read_ns)
+        sleep_ns(l->cfg.sim_read_ns);
     unsigned tag = 0;
     while (rd->inflight[tag].buf)
         tag++;
@@ -756,18 +768,23 @@ static int reap(sp_loader *l, ld_reader *rd, bool wait)
 static void reader_wait(sp_loader *l, ld_reader *rd, sp_trace_name why)
 {
     double t0 = sp_now();
+    double *stat;
     if (io_inflight(l)) {
         pthread_mutex_unlock(&l->ring.mu);
         uint64_t tt = sp_trace_begin(l->trace, SPT_READ_WAIT);
         reap(l, rd, true);
         sp_trace_end(l->trace, LD_TRACK_READER, SPT_READ_WAIT, tt, UINT64_MAX);
         pthread_mutex_lock(&l->ring.mu);
+        stat = &l->stats.s.read_wait_io_s;
     } else {
         uint64_t tt = sp_trace_begin(l->trace, why);
         pthread_cond_wait(&l->ring.c_reader, &l->ring.mu);
         sp_trace_end(l->trace, LD_TRACK_READER, why, tt, UINT64_MAX);
+        stat = why == SPT_SLOT_WAIT ? &l->stats.s.read_wait_slot_s : &l->stats.s.read_wait_space_s;
     }
-    rd->wait_s += sp_now() - t0;
+    double waited = sp_now() - t0;
+    rd->wait_s += waited;
+    *stat += waited; /* mu is held again */
 }
 
 /* Claims the slots of plan pi's batches [from, to] (epoch-local) for a window, waiting for the
