@@ -68,6 +68,17 @@ typedef struct ld_job {
     int64_t result;  /* bytes read, or -errno */
 } ld_job;
 
+/* A decoded block whose rows several workers write, a part each (image fields and other expensive
+ * ones): its stored bytes stay in the read ring and its decompressed bytes in scratch[k] (k: its
+ * index in pool.dec) until the last part is done. Under ring.mu, but for the view, which the decoding
+ * worker writes before it queues the block's parts and nobody writes after. */
+typedef struct ld_dec {
+    ld_job job;
+    fmt_block_view v;
+    uint32_t next, part; /* the next row to hand out; rows per part */
+    uint32_t left;       /* parts not finished */
+} ld_dec;
+
 typedef struct ld_region {
     uint64_t pos, len;
     bool done;
@@ -90,6 +101,7 @@ typedef struct ld_config {
     uint64_t sim_sample_ns, sim_read_ns; /* testing: sleeps per sample written, per block read */
     img_cfg img;    /* the image transform, when an image field is batched */
     bool has_image;
+    bool split;     /* a block's rows are written in parts by several workers (image fields, sim_sample_us) */
     /* the device stage (ld_device.h): device >= 0 when batches go to CUDA device `device` */
     int device;
     int dev_dtype, dev_layout; /* device_dtype, device_layout */
@@ -124,8 +136,9 @@ typedef struct ld_layout {
 
 /* Memory allocated at open; the pointers never change. What they hold belongs to: the read ring's
  * bytes, to the region they were carved for (ld_ring); batch_mem, tensors and shapes, to their
- * slot; the per-worker arrays, to worker [i] (and to a caller of sp_loader_bench_block while no
- * worker runs). */
+ * slot; scratch[k], to the block decoded-block entry dec[k] holds (taken from ring.dec_free); the
+ * other per-worker arrays, to worker [i] (and all of them to a caller of sp_loader_bench_block
+ * while no worker runs). */
 typedef struct ld_pools {
     uint8_t *read_ring;
     uint64_t read_ring_bytes;
@@ -137,6 +150,7 @@ typedef struct ld_pools {
     uint64_t bpw;          /* most batches one window's samples can touch */
     ZSTD_DCtx **dctx;
     img_ctx **imgc;        /* per worker */
+    ld_dec *dec;           /* threads of them; dec[k] decompresses into scratch[k] */
 } ld_pools;
 
 /* The reader's state: the reader thread while a run is on; the consumer between runs (open,
@@ -191,6 +205,8 @@ typedef struct ld_ring {
     ld_job *jobs;
     uint32_t jobs_cap, job_head, job_count;
     uint32_t active;             /* jobs a worker is running now (the stats keep the peak) */
+    uint32_t *dec_free, dec_nfree; /* pool.dec entries free (a stack) */
+    uint32_t *parts, part_head, part_count; /* pool.dec entries with parts still to hand out (a FIFO) */
     uint64_t pending;            /* blocks handed to I/O or workers and not yet decoded */
     uint64_t win_remaining[2];   /* blocks of each window slot still to decode */
     uint64_t rpending[2];        /* blocks of each plan slot still to decode */

@@ -138,6 +138,7 @@ static int read_config(sp_loader *l, const sp_params *p)
                                              l->stats.s.host_memory_note, sizeof l->stats.s.host_memory_note);
     l->stats.s.host_memory_bytes = l->cfg.host_memory;
     l->stats.s.threads = l->cfg.threads;
+    l->cfg.split = l->cfg.sim_sample_ns > 0; /* and image fields (plan_image) */
     return read_device_config(l, p);
 }
 
@@ -165,6 +166,7 @@ static void plan_image(sp_loader *l, ld_out *o)
     o->shape[2] = nchw ? s : s;
     o->shape[3] = nchw ? s : 3;
     l->cfg.has_image = true;
+    l->cfg.split = true; /* a block's images are decoded by several workers at once */
 }
 
 /* The samples an epoch draws from: the dataset's, or a mixture's takes. */
@@ -343,9 +345,12 @@ static uint64_t slot_bytes(const sp_loader *l)
 /* A read ring of n bytes with its bookkeeping: at most one region and one job per page. */
 static uint64_t read_cost(uint64_t n) { return n + n / LD_PAGE * (sizeof(ld_region) + sizeof(ld_job)); }
 
-/* Per worker beside its buffers: a zstd context and the worker's handles. */
+/* Per worker beside its buffers: a zstd context, the worker's handles, and its decoded-block entry. */
 #define LD_WORKER_HANDLES 64u
-static uint64_t worker_fixed(void) { return ZSTD_estimateDCtxSize() + LD_WORKER_HANDLES; }
+static uint64_t worker_fixed(void)
+{
+    return ZSTD_estimateDCtxSize() + LD_WORKER_HANDLES + sizeof(ld_dec) + 2 * sizeof(uint32_t);
+}
 
 /* What a remote dataset's reads hold beside the read ring: the reader's larger table of reads in
  * flight, the driver's requests with room for a message each, and libcurl's buffers per
@@ -607,6 +612,12 @@ static int alloc_pools(sp_loader *l, const ld_sizes *z)
                         l->cfg.threads * sizeof(void *));
     l->thr.workers = pool(&o, sp_calloc((size_t)l->cfg.threads, sizeof *l->thr.workers), "worker table",
                           l->cfg.threads * sizeof(pthread_t));
+    l->pool.dec = pool(&o, sp_calloc((size_t)l->cfg.threads, sizeof *l->pool.dec), "decoded-block table",
+                       l->cfg.threads * sizeof *l->pool.dec);
+    l->ring.dec_free = pool(&o, sp_calloc((size_t)l->cfg.threads, sizeof *l->ring.dec_free), "worker table",
+                            l->cfg.threads * sizeof(uint32_t));
+    l->ring.parts = pool(&o, sp_calloc((size_t)l->cfg.threads, sizeof *l->ring.parts), "worker table",
+                         l->cfg.threads * sizeof(uint32_t));
     bool ok = !o.what && alloc_windows(l, z, &o) && alloc_worker_buffers(l, z, &o);
     if (!ok) {
         sp_free(ids);
@@ -706,6 +717,9 @@ static void loader_free(sp_loader *l)
     sp_free(l->pool.dctx);
     sp_free(l->pool.imgc);
     sp_free(l->thr.workers);
+    sp_free(l->pool.dec);
+    sp_free(l->ring.dec_free);
+    sp_free(l->ring.parts);
     sp_free(l->rdr.win_perm);
     sp_free(l->ring.jobs);
     sp_free(l->ring.regions);

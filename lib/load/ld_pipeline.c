@@ -350,9 +350,9 @@ static int fill_row(const sp_loader *l, int id, const fmt_block_view *v, uint32_
     return SP_OK;
 }
 
-/* Writes every sample of a decoded block into its row; rows outside this rank's kept range or
- * before the resume point are not part of any batch. */
-static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v, int id)
+/* Writes samples [r0, r1) of a decoded block into their rows; rows outside this rank's kept range
+ * or before the resume point are not part of any batch. */
+static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v, int id, uint32_t r0, uint32_t r1)
 {
     const ld_window *w = &l->rdr.win[j->win];
     uint32_t pi = l->rdr.win_plan[j->win];
@@ -365,7 +365,7 @@ static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v, int 
     uint32_t *count = l->pool.row_counts[id];
     memset(count, 0, l->pool.bpw * sizeof *count);
     uint64_t epoch = l->rdr.rplan[pi].cfg.epoch, images = 0;
-    for (uint32_t r = 0; r < v->n; r++) {
+    for (uint32_t r = r0; r < r1; r++) {
         if (w->pos[base + r] == LD_POS_NONE)
             continue;
         uint64_t p = w->start + w->pos[base + r];
@@ -440,7 +440,10 @@ static void block_failed(sp_loader *l, const ld_job *j, int code, const char *wh
     }
 }
 
-static int job_decode(sp_loader *l, const ld_job *j, int id, fmt_block_view *v, char *why, size_t whylen)
+/* Verifies and decompresses j's block (into scratch, when it is compressed) and parses it into v, with
+ * worker id's zstd context. */
+static int job_decode(sp_loader *l, const ld_job *j, int id, uint8_t *scratch, fmt_block_view *v, char *why,
+                      size_t whylen)
 {
     const fmt_block_entry *be = l->tab.block_entry[j->block];
     fmt_err e = { .block = -1 };
@@ -450,7 +453,7 @@ static int job_decode(sp_loader *l, const ld_job *j, int id, fmt_block_view *v, 
                       j->result == -ENODATA ? "the file is shorter than its index says" : strerror((int)-j->result));
     } else {
         /* A stored block is used where it was read; only zstd blocks need the worker's buffer. */
-        uint8_t *raw = be->codec == SP_CODEC_STORED ? j->buf : l->pool.scratch[id];
+        uint8_t *raw = be->codec == SP_CODEC_STORED ? j->buf : scratch;
         rc = fmt_block_decode(be, j->buf, raw, l->pool.dctx[id], &e);
         if (rc == SP_OK)
             rc = fmt_block_parse(l->tab.schema, raw, be->raw_size, be->nsamples, v, &e);
@@ -489,22 +492,70 @@ static void count_block(sp_loader *l, const ld_job *j, int rc)
     pthread_mutex_unlock(&l->ring.mu);
 }
 
-static void job_run(sp_loader *l, const ld_job *j, int id)
+/* Gives decoded-block entry k back, with mu held. */
+static void dec_put_locked(sp_loader *l, uint32_t k)
 {
-    fmt_block_view v;
+    l->ring.dec_free[l->ring.dec_nfree++] = k;
+    pthread_cond_signal(&l->ring.c_worker); /* a block job may have waited for an entry */
+}
+
+/* A block job, with decoded-block entry k (its scratch). A block whose rows are expensive is
+ * split: its parts are queued for every worker (this one included) and the last part gives the
+ * block back; any other block is written here whole. */
+static void job_run(sp_loader *l, const ld_job *j, int id, uint32_t k)
+{
+    ld_dec *d = &l->pool.dec[k];
     char why[SP_ERRMSG_MAX];
     double t0 = sp_now();
     unsigned track = LD_TRACK_WORKER + (unsigned)id;
     uint64_t tb = sp_trace_begin(l->trace, SPT_BLOCK), td = sp_trace_begin(l->trace, SPT_DECODE);
-    int rc = job_decode(l, j, id, &v, why, sizeof why);
+    int rc = job_decode(l, j, id, l->pool.scratch[k], &d->v, why, sizeof why);
     sp_trace_end(l->trace, track, SPT_DECODE, td, j->block);
     count_block(l, j, rc);
+    uint32_t n = rc ? 0 : d->v.n, nparts = n < (uint32_t)l->cfg.threads ? n : (uint32_t)l->cfg.threads;
+    if (rc == SP_OK && l->cfg.split && nparts > 1) {
+        d->job = *j;
+        d->next = 0;
+        d->part = (n + nparts - 1) / nparts;
+        d->left = (n + d->part - 1) / d->part;
+        pthread_mutex_lock(&l->ring.mu);
+        l->ring.parts[(l->ring.part_head + l->ring.part_count) % (uint32_t)l->cfg.threads] = k;
+        l->ring.part_count++;
+        l->stats.s.decode_busy_s += sp_now() - t0;
+        if (d->left > 1)
+            pthread_cond_broadcast(&l->ring.c_worker);
+        pthread_mutex_unlock(&l->ring.mu);
+        sp_trace_end(l->trace, track, SPT_BLOCK, tb, j->block);
+        return;
+    }
     if (rc)
         block_failed(l, j, rc, why, track);
     else
-        scatter(l, j, &v, id);
+        scatter(l, j, &d->v, id, 0, n);
     sp_trace_end(l->trace, track, SPT_BLOCK, tb, j->block);
     job_done(l, j, sp_now() - t0);
+    pthread_mutex_lock(&l->ring.mu);
+    dec_put_locked(l, k);
+    pthread_mutex_unlock(&l->ring.mu);
+}
+
+/* Rows [r0, r1) of split block k; the last part to finish gives the block and its entry back. */
+static void part_run(sp_loader *l, int id, uint32_t k, uint32_t r0, uint32_t r1)
+{
+    ld_dec *d = &l->pool.dec[k];
+    double t0 = sp_now();
+    uint64_t tb = sp_trace_begin(l->trace, SPT_BLOCK);
+    scatter(l, &d->job, &d->v, id, r0, r1);
+    sp_trace_end(l->trace, LD_TRACK_WORKER + (unsigned)id, SPT_BLOCK, tb, d->job.block);
+    pthread_mutex_lock(&l->ring.mu);
+    bool last = --d->left == 0;
+    ld_job j = d->job;
+    l->stats.s.decode_busy_s += sp_now() - t0;
+    if (last)
+        dec_put_locked(l, k);
+    pthread_mutex_unlock(&l->ring.mu);
+    if (last)
+        job_done(l, &j, 0);
 }
 
 static void *worker_main(void *arg)
@@ -514,23 +565,42 @@ static void *worker_main(void *arg)
     unsigned track = LD_TRACK_WORKER + (unsigned)wk->id;
     pthread_mutex_lock(&l->ring.mu);
     for (;;) {
-        if (!l->ring.stop && l->ring.job_count == 0 && !l->ring.reader_done) {
+        if (!l->ring.stop && l->ring.job_count == 0 && l->ring.part_count == 0 && !l->ring.reader_done) {
             uint64_t t0 = sp_trace_begin(l->trace, SPT_IDLE);
-            while (!l->ring.stop && l->ring.job_count == 0 && !l->ring.reader_done)
+            while (!l->ring.stop && l->ring.job_count == 0 && l->ring.part_count == 0 && !l->ring.reader_done)
                 pthread_cond_wait(&l->ring.c_worker, &l->ring.mu);
             sp_trace_end(l->trace, track, SPT_IDLE, t0, UINT64_MAX);
         }
-        if (l->ring.stop || (l->ring.job_count == 0 && l->ring.reader_done))
+        if (l->ring.stop || (l->ring.job_count == 0 && l->ring.part_count == 0 && l->ring.reader_done))
             break;
-        ld_job j = l->ring.jobs[l->ring.job_head];
-        l->ring.job_head = (l->ring.job_head + 1) % l->ring.jobs_cap;
-        l->ring.job_count--;
+        if (l->ring.part_count == 0 && l->ring.dec_nfree == 0) {
+            /* every entry holds a split block whose last parts are being written: one comes back */
+            pthread_cond_wait(&l->ring.c_worker, &l->ring.mu);
+            continue;
+        }
         if (++l->ring.active > l->stats.s.jobs_in_flight_peak)
             l->stats.s.jobs_in_flight_peak = l->ring.active;
         if (l->trace)
             ld_trace_counters_locked(l);
-        pthread_mutex_unlock(&l->ring.mu);
-        job_run(l, &j, wk->id);
+        if (l->ring.part_count) { /* parts first: a started block finishes before another starts */
+            uint32_t k = l->ring.parts[l->ring.part_head];
+            ld_dec *d = &l->pool.dec[k];
+            uint32_t r0 = d->next, r1 = r0 + d->part < d->v.n ? r0 + d->part : d->v.n;
+            d->next = r1;
+            if (r1 == d->v.n) {
+                l->ring.part_head = (l->ring.part_head + 1) % (uint32_t)l->cfg.threads;
+                l->ring.part_count--;
+            }
+            pthread_mutex_unlock(&l->ring.mu);
+            part_run(l, wk->id, k, r0, r1);
+        } else {
+            ld_job j = l->ring.jobs[l->ring.job_head];
+            l->ring.job_head = (l->ring.job_head + 1) % l->ring.jobs_cap;
+            l->ring.job_count--;
+            uint32_t k = l->ring.dec_free[--l->ring.dec_nfree];
+            pthread_mutex_unlock(&l->ring.mu);
+            job_run(l, &j, wk->id, k);
+        }
         pthread_mutex_lock(&l->ring.mu);
         l->ring.active--;
         if (l->trace)
@@ -549,7 +619,7 @@ int64_t ld_bench_block(sp_loader *l, int id, uint64_t block, uint8_t *buf, uint6
     ld_job j = { .block = block, .buf = buf, .result = l->tab.block_entry[block]->stored_size };
     fmt_block_view v;
     char why[SP_ERRMSG_MAX], msg[SP_ERRMSG_MAX + 512];
-    int rc = job_decode(l, &j, id, &v, why, sizeof why);
+    int rc = job_decode(l, &j, id, l->pool.scratch[id], &v, why, sizeof why);
     if (rc && l->cfg.on_error == SP_ON_ERROR_SKIP)
         return 0; /* as the workers skip it */
     if (rc) {
@@ -999,6 +1069,11 @@ static void reset_epoch_state(sp_loader *l)
     l->ring.reg_head = l->ring.reg_count = 0;
     l->ring.ring_head = l->ring.ring_tail = 0;
     l->ring.job_head = l->ring.job_count = 0;
+    l->ring.part_head = l->ring.part_count = 0;
+    l->ring.dec_nfree = (uint32_t)l->cfg.threads;
+    for (uint32_t k = 0; k < l->ring.dec_nfree; k++)
+        l->ring.dec_free[k] = k;
+    l->ring.active = 0;
     l->ring.pending = 0;
     l->ring.blocked_slot = -1;
     l->rdr.run_epoch = l->cons.epoch;
