@@ -892,6 +892,7 @@ typedef struct sp_loader_stats {
     double read_wait_io_s;                  /* reader time waiting for reads to complete */
     double read_wait_slot_s;                /* reader time waiting for the consumer to free a batch slot */
     double read_wait_space_s;               /* reader time waiting for read-ring space (blocks not yet decoded) */
+    char memory_note[SP_ERRMSG_MAX];        /* host_memory=0: why the budget is not the default, or "" */
 } sp_loader_stats;
 
 /* Fills *out (its struct_size set by the caller). SP_EINVAL for a NULL argument or a struct_size
@@ -906,7 +907,8 @@ SP_API int sp_loader_stats_get(sp_loader *l, sp_loader_stats *out);
  * n = (*cursor)++, goes to row n mod batch_size (mod the rows a batch holds, when an epoch has fewer) of a batch picked by a hash of n among the ring's
  * slots, split into `workers` equal shares of which this call uses share `worker`.
  * `shardpack bench` times it to measure the limit the loader is held against. Calls with
- * distinct `worker` (0 <= worker < workers <= the threads parameter) may run at once; none may
+ * distinct `worker` (0 <= worker < workers <= the threads parameter, and at most
+ * the batch ring's slots, stats batch_ring_slots) may run at once; none may
  * run while the loader delivers batches: call it before the first sp_loader_next (afterwards it
  * may fail with SP_EBUSY, or race). Nothing it does changes what the loader delivers later.
  * Returns the samples of the block (0 for a damaged block, or one that cannot be read, under

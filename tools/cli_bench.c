@@ -32,6 +32,7 @@
 
 typedef struct bench_limit {
     double parallel_samples_per_s; /* the same loop on `threads` threads at once, no pipeline */
+    int parallel_threads;          /* threads, or fewer: one batch slot each at least */
     double samples_per_s; /* single thread */
     double seconds;       /* timed */
     uint64_t blocks;      /* distinct blocks in the sample */
@@ -126,6 +127,10 @@ static int measure_parallel(limit_pass *proto, int threads, bench_limit *out)
     limit_pass lp[256];
     pthread_t th[256];
     int n = threads < 256 ? threads : 256, started = 0, rc = 0;
+    sp_loader_stats st = { .struct_size = sizeof st };
+    if (sp_loader_stats_get(proto->l, &st) == 0 && st.batch_ring_slots < (uint64_t)n)
+        n = (int)st.batch_ring_slots; /* sp_loader_bench_block shares the ring out, a slot at least each */
+    out->parallel_threads = n;
     for (int t = 0; t < n; t++) {
         lp[t] = *proto;
         lp[t].worker = t;
@@ -444,7 +449,8 @@ static const char *bottleneck(const bench_report *r, char *line, size_t n)
         snprintf(line, n,
                  "memory-bound: the reader waited %.0f%% of the run for read-ring space (%.0f%%) or free batch "
                  "slots (%.0f%%) while the %d workers were busy %.0f%% (at most %llu jobs at once) and next() "
-                 "waited %.1f%%: raise host_memory (%s) for more read-ahead",
+                 "waited %.1f%%: raise host_memory (%s) for more read-ahead, or shuffle_window (two windows of blocks "
+                 "are read ahead at most)",
                  100 * held, 100 * st->read_wait_space_s / t, 100 * st->read_wait_slot_s / t, st->threads, 100 * busy,
                  (unsigned long long)st->jobs_in_flight_peak, 100 * stall, mib);
     else
@@ -563,6 +569,8 @@ static void print_json(const bench_report *r)
     cli_json_double(&j, mx.move);
     cli_json_key(&j, "mean_move_uniform");
     cli_json_double(&j, mx.move_uniform);
+    cli_json_key(&j, "memory_note");
+    cli_json_str(&j, st->memory_note);
     char why[1024];
     const char *kind = bottleneck(r, why, sizeof why);
     cli_json_key(&j, "bottleneck");
@@ -632,7 +640,7 @@ static void print_summary(const bench_report *r)
     if (st->threads > 1)
         printf("  parallel   %.0f samples/s with the same loop on %d threads at once (no pipeline): "
                "the loader reaches %.2f of it\n",
-               r->lim->parallel_samples_per_s, st->threads, parallel_ratio(r));
+               r->lim->parallel_samples_per_s, r->lim->parallel_threads, parallel_ratio(r));
     printf("  memory     peak RSS %s (%s before the loader ran); host_memory %s, %s allocated\n",
            rss, before, budget, alloc);
     printf("  ranks      %s\n", st->rank_note);
@@ -679,6 +687,8 @@ static void print_summary(const bench_report *r)
            mx.move_uniform > 0 ? mx.move / mx.move_uniform : 0);
     if (st->threads_note[0])
         printf("  threads    %d: %s\n", st->threads, st->threads_note);
+    if (st->memory_note[0])
+        printf("  memory     %s\n", st->memory_note);
     if (st->trace_events)
         printf("  trace      %llu events recorded (%llu dropped), written when the loader closes\n",
                (unsigned long long)st->trace_events, (unsigned long long)st->trace_events_dropped);

@@ -95,6 +95,7 @@ typedef struct ld_config {
     uint32_t batch, window_blocks, rank, world;
     int threads, io_mode, on_error, token_dtype;
     bool threads_auto; /* threads=0: as many as the usable cores, and as host_memory holds */
+    bool host_memory_auto; /* host_memory=0: the default, or what the configuration needs when more */
     int direct_mode; /* the direct_io parameter: 1, 0, or -1 for auto */
     bool shuffle, drop_last;
     uint64_t seed, epochs, host_memory, prefetch, max_sample;

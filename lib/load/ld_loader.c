@@ -134,6 +134,7 @@ static int read_config(sp_loader *l, const sp_params *p)
     rc = read_parts(l, p);
     if (rc)
         return rc;
+    l->cfg.host_memory_auto = sp_params_get(p, SP_PARAM_HOST_MEMORY) == 0;
     l->cfg.host_memory = default_host_memory((uint64_t)sp_params_get(p, SP_PARAM_HOST_MEMORY), l->cfg.local_world,
                                              l->stats.s.host_memory_note, sizeof l->stats.s.host_memory_note);
     l->stats.s.host_memory_bytes = l->cfg.host_memory;
@@ -391,11 +392,11 @@ static int refuse_minimum(sp_loader *l, const ld_sizes *z)
     char a[32], b[32], c[32], d[32], e[32], f[32];
     uint64_t worker = z->scratch / (uint64_t)l->cfg.threads;
     return sp_fail(&l->eb, SP_ELIMIT,
-                   "host_memory %s cannot hold one shuffle window and its batches: need at least %s "
+                   "%s%shost_memory %s cannot hold one shuffle window and its batches: need at least %s "
                    "(%llu batch slots of %s, each %s of rows and %llu bytes of ids and descriptors, for a window of "
                    "%u blocks of up to %u samples; 2 read buffers of %s; %d worker buffers of %s); "
                    "raise host_memory, or lower batch_size, shuffle_window or threads%s",
-                   human(l->cfg.host_memory, a, sizeof a), human(z->total, b, sizeof b), (unsigned long long)z->slots,
+                   l->stats.s.memory_note, l->stats.s.memory_note[0] ? "; " : "", human(l->cfg.host_memory, a, sizeof a), human(z->total, b, sizeof b), (unsigned long long)z->slots,
                    human(z->slot_bytes, c, sizeof c), human(l->lay.batch_bytes, d, sizeof d),
                    (unsigned long long)(z->slot_bytes - l->lay.batch_bytes), z->win_blocks,
                    l->tab.max_block_samples, human(l->tab.max_read, e, sizeof e), l->cfg.threads,
@@ -428,6 +429,27 @@ static uint64_t fit_auto_threads(sp_loader *l, ld_sizes *z, uint64_t per_worker)
     return sizes_total(l, z);
 }
 
+/* host_memory=0 and the default budget (an eighth of the memory this process may take) cannot hold
+ * the configuration's smallest pools: the budget becomes what they need, as long as that is at most
+ * three quarters of that memory (else that much, and the refusal names both). `one` is the need with
+ * a single worker: with threads=0 and room for it, the workers are cut first (fit_auto_threads), as
+ * they always were; only batches and windows larger than the default grow it. The memory note says
+ * so. */
+static void grow_auto_budget(sp_loader *l, uint64_t need, uint64_t one)
+{
+    if (l->cfg.threads_auto && one <= l->cfg.host_memory)
+        return;
+    uint64_t avail = sp_memory_available(NULL, 0);
+    uint64_t cap = avail ? avail / 4 * 3 : l->cfg.host_memory;
+    char a[32], b[32], c[32];
+    snprintf(l->stats.s.memory_note, sizeof l->stats.s.memory_note,
+             "host_memory=0: this configuration needs %s, more than the default %s (1/8 of %s available); %s",
+             human(need, c, sizeof c), human(l->cfg.host_memory, a, sizeof a), human(avail, b, sizeof b),
+             need <= cap ? "the budget is what it needs" : "that is more than 3/4 of the memory available");
+    l->cfg.host_memory = need <= cap ? need : cap > l->cfg.host_memory ? cap : l->cfg.host_memory;
+    l->stats.s.host_memory_bytes = l->cfg.host_memory;
+}
+
 /* The smallest pools that work, then more read-ahead and more batches while the budget allows:
  * at most two windows of blocks in the read ring, and one more window of batches. */
 static int size_pools(sp_loader *l, ld_sizes *z)
@@ -451,6 +473,8 @@ static int size_pools(sp_loader *l, ld_sizes *z)
     z->scratch = (uint64_t)l->cfg.threads * per_worker;
     z->tables = tables_bytes(l);
     uint64_t min = sizes_total(l, z);
+    if (min > l->cfg.host_memory && l->cfg.host_memory_auto)
+        grow_auto_budget(l, min, min - ((uint64_t)l->cfg.threads - 1) * (per_worker + z->bpw * sizeof(uint32_t)));
     if (min > l->cfg.host_memory && l->cfg.threads_auto)
         min = fit_auto_threads(l, z, per_worker);
     if (min > l->cfg.host_memory || z->win_cap > UINT32_MAX)
@@ -1441,9 +1465,11 @@ int64_t sp_loader_bench_block(sp_loader *l, int worker, int workers, uint64_t bl
     int rc = foreign(l, "sp_loader_bench_block");
     if (rc)
         return rc;
-    if (workers < 1 || workers > l->cfg.threads || worker < 0 || worker >= workers)
-        return sp_fail(NULL, SP_EINVAL, "%s: sp_loader_bench_block: worker %d of %d, but the loader has %d decode workers",
-                       l->name, worker, workers, l->cfg.threads);
+    if (workers < 1 || workers > l->cfg.threads || worker < 0 || worker >= workers || (uint64_t)workers > l->ring.nslots)
+        return sp_fail(NULL, SP_EINVAL,
+                       "%s: sp_loader_bench_block: worker %d of %d, but the loader has %d decode workers and %llu "
+                       "batch slots (one each at least)",
+                       l->name, worker, workers, l->cfg.threads, (unsigned long long)l->ring.nslots);
     if (block >= l->tab.nblocks)
         return sp_fail(NULL, SP_ERANGE, "%s: sp_loader_bench_block: block %llu out of range (%llu blocks)", l->name,
                        (unsigned long long)block, (unsigned long long)l->tab.nblocks);

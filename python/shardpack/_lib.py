@@ -166,7 +166,8 @@ class sp_loader_stats(_Sized):
                 ("partitions", c_int), ("sources", c_int), ("source_samples", c_uint64 * 16),
                 ("trace_events", c_uint64), ("trace_events_dropped", c_uint64),
                 ("jobs_in_flight_peak", c_uint64), ("read_wait_io_s", c_double),
-                ("read_wait_slot_s", c_double), ("read_wait_space_s", c_double)]
+                ("read_wait_slot_s", c_double), ("read_wait_space_s", c_double),
+                ("memory_note", c_char * SP_ERRMSG_MAX)]
 
 
 # (name, restype, argtypes) of every function the bindings call.

@@ -478,7 +478,7 @@ class Loader:
         d["io"] = _lib.SP_IO_NAMES.get(st.io, str(st.io))
         d["direct_io"] = bool(st.direct_io)
         for note in ("io_note", "bad_note", "device_note", "threads_note", "rank_note",
-                     "host_memory_note"):
+                     "host_memory_note", "memory_note"):
             d[note] = getattr(st, note).decode("utf-8", "replace")
         d["host_pinned"] = bool(st.host_pinned)
         d["source_samples"] = list(st.source_samples)[:st.sources]

@@ -69,21 +69,28 @@ START_TEST(test_read)
 }
 END_TEST
 
-/* The smallest budget that opens holds a few blocks: 64 slow workers have too little in flight. */
+/* The smallest budget that opens, with one block a window: two blocks (about 120 samples) are read
+ * ahead at most, and 256 slow workers wait for more (splitting a block among workers cannot help). */
 START_TEST(test_memory)
 {
-    clit_result r = clit_run("bench", ds, "--threads", "64", "--batch-size", "8", "--host-memory", "4K", NULL);
+    clit_result r = clit_run("bench", ds, "--threads", "256", "--batch-size", "8", "--shuffle-window", "1",
+                             "--host-memory", "4K", NULL);
     ck_assert_int_ne(r.status, 0);
     const char *at = strstr(r.err, "need at least ");
     ck_assert_msg(at, "%s", r.err);
     double v;
     char unit[8];
     ck_assert_msg(sscanf(at, "need at least %lf %7s", &v, unit) == 2, "%s", r.err);
-    double bytes = v * (strcmp(unit, "MiB") == 0 ? 1024.0 * 1024 : strcmp(unit, "KiB") == 0 ? 1024.0 : 1.0);
+    double scale = strcmp(unit, "MiB") == 0 ? 1024.0 * 1024 : strcmp(unit, "KiB") == 0 ? 1024.0 : 1.0;
     char budget[32];
-    snprintf(budget, sizeof budget, "%.0fK", bytes * 1.02 / 1024 + 1);
+    snprintf(budget, sizeof budget, "%.0fK", (v + 0.1) * scale / 1024 + 1); /* the message rounds to 0.1 */
     clit_result_free(&r);
-    expect("memory", "--threads", "64", "--host-memory", budget, "--sim-sample-us", "2000");
+    r = clit_run("bench", ds, "--json", "--quiet", "--batch-size", "8", "--threads", "256", "--shuffle-window", "1",
+                 "--host-memory", budget, "--sim-sample-us", "2000", NULL);
+    ck_assert_msg(r.status == 0, "bench: %s", r.err);
+    ck_assert_msg(strstr(r.out, "\"bottleneck\":\"memory\""), "expected memory-bound: %s", r.out);
+    ck_assert_msg(strstr(r.out, "\"bottleneck_note\":\"memory-bound: "), "%s", r.out);
+    clit_result_free(&r);
 }
 END_TEST
 

@@ -324,6 +324,48 @@ START_TEST(local_world_shares)
 }
 END_TEST
 
+/* host_memory=0 where the configuration needs more than the default (an eighth of the memory the
+ * cgroup leaves): 512-pixel float32 batches open with the budget they need, and say so; a machine
+ * that cannot hold them (over 3/4 of what is left) still refuses, naming both; an explicit budget
+ * never grows. */
+START_TEST(auto_budget_follows_need)
+{
+    uint64_t mib = 1 << 20;
+    ck_assert_uint_gt(sp_meminfo_available(), 2100 * mib);
+    fake_cgroups("0::/job\n");
+    put("fs/cgroup.controllers", "cpu memory\n");
+    put("fs/job/memory.max", "2147483648\n"); /* 2 GiB: a default budget of 256 MiB */
+    put("fs/job/memory.current", "0\n");
+    int rc;
+    sp_loader *l = open_with(&rc, "image_size", "512", "image_dtype", "float32", "batch_size", "64", NULL);
+    ck_assert_msg(rc == 0, "%s", sp_last_error());
+    sp_loader_stats st = stats_of(l);
+    ck_assert_uint_gt(st.host_memory_bytes, 256 * mib);
+    ck_assert_uint_le(st.host_memory_bytes, 1536 * mib);
+    ck_assert_uint_le(st.host_allocated_bytes, st.host_memory_bytes);
+    ck_assert_msg(strstr(st.memory_note, "host_memory=0") && strstr(st.memory_note, "what it needs"), "note: %s",
+                  st.memory_note);
+    one_batch(l);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    /* the default when it holds the configuration: no note */
+    l = open_with(&rc, "image_size", "32", NULL);
+    ck_assert_msg(rc == 0, "%s", sp_last_error());
+    st = stats_of(l);
+    ck_assert_uint_eq(st.host_memory_bytes, 256 * mib);
+    ck_assert_str_eq(st.memory_note, "");
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    /* an explicit budget is the user's */
+    l = open_with(&rc, "image_size", "512", "image_dtype", "float32", "batch_size", "64", "host_memory", "256M", NULL);
+    ck_assert_int_eq(rc, SP_ELIMIT);
+    ck_assert_ptr_null(l);
+    /* 600 MiB left: 3/4 of it cannot hold 512-pixel float32 batches */
+    put("fs/job/memory.max", "629145600\n");
+    l = open_with(&rc, "image_size", "512", "image_dtype", "float32", "batch_size", "64", NULL);
+    ck_assert_int_eq(rc, SP_ELIMIT);
+    ck_assert_msg(strstr(sp_last_error(), "3/4 of the memory available"), "%s", sp_last_error());
+}
+END_TEST
+
 int main(void)
 {
     static const char *const launch[] = { "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
@@ -345,5 +387,6 @@ int main(void)
     tcase_add_test(tc, cgroup_v2_memory);
     tcase_add_test(tc, cgroup_v1_memory);
     tcase_add_test(tc, local_world_shares);
+    tcase_add_test(tc, auto_budget_follows_need);
     return tu_run(s, tu_seed(0));
 }

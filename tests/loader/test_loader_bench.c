@@ -107,6 +107,16 @@ START_TEST(arguments_refused)
     ck_assert_ptr_nonnull(strstr(sp_last_error(), "out of range"));
     ck_assert_uint_eq(cursor, 0);
     ck_assert_int_eq(sp_loader_close(l), 0);
+    /* more workers than batch slots: each needs a share of the ring (a division by zero once) */
+    ck_assert_int_eq(lt_open(g_ds.dir, &l, "threads", "64", "batch_size", "3000", NULL), 0);
+    sp_loader_stats st = { .struct_size = sizeof st };
+    ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+    ck_assert_uint_lt(st.batch_ring_slots, 64);
+    int n = (int)st.batch_ring_slots;
+    ck_assert_int_eq(sp_loader_bench_block(l, n, n + 1, 0, &cursor), SP_EINVAL);
+    ck_assert_ptr_nonnull(strstr(sp_last_error(), "batch slots"));
+    ck_assert_int_ge(sp_loader_bench_block(l, n - 1, n, 0, &cursor), 0);
+    ck_assert_int_eq(sp_loader_close(l), 0);
 }
 END_TEST
 
