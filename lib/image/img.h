@@ -90,6 +90,7 @@ size_t img_resize_wh_tmp_bytes(uint32_t ow, uint32_t oh, uint32_t w, uint32_t h)
 #define IMG_MAX_SCANS 500
 
 typedef struct img_ctx img_ctx;
+typedef struct img_share img_share;
 
 /* libjpeg's error manager with the stage's state (img_jpeg.c). */
 typedef struct img_err {
@@ -117,6 +118,8 @@ struct img_ctx {
     uint32_t *acc;   /* PNG: sums of the row being reduced, 4 per region pixel (IMG_MAX_SIDE) */
     float lut32[3][256];
     uint16_t lut16[3][256]; /* float16 or bfloat16 bits */
+    img_share *share; /* whole-image memory shared with other contexts, or NULL: max_image_memory its own */
+    uint64_t held;    /* bytes of it this decode holds */
 };
 
 /* Bytes one context allocates for cfg, whatever the image, plus what libjpeg may allocate for it:
@@ -124,6 +127,24 @@ struct img_ctx {
 uint64_t img_ctx_bytes(const img_cfg *cfg);
 int img_ctx_create(const img_cfg *cfg, img_ctx **out);
 void img_ctx_destroy(img_ctx *c);
+
+/* libjpeg's whole-image memory (the coefficients of a progressive image) shared by several contexts:
+ * cfg's max_image_memory for all of them together instead of each. A context given one takes what
+ * an image needs before decoding it (waiting while others hold the rest) and gives it back after;
+ * an image needing more than the whole is a bad sample, as before. */
+int img_share_create(uint64_t bytes, img_share **out);
+void img_share_destroy(img_share *s);
+/* Makes c draw from s (which must outlive it). */
+void img_ctx_share(img_ctx *c, img_share *s);
+/* A decode's whole-image memory (max_image_memory's kind: a progressive JPEG's coefficients, an
+ * interlaced PNG's rows, libwebp's planes and full-size crop): taken from the context's share before
+ * it is allocated, waiting while other decodes hold it (n at most the share's total, once per
+ * decode), and given back by img_process after the decode. No-ops for a context without a share,
+ * whose own max_image_memory bounds it. */
+void img_mem_take(img_ctx *c, uint64_t n);
+void img_mem_give(img_ctx *c);
+/* img_ctx_bytes without max_image_memory: a context's part when the whole-image memory is shared. */
+uint64_t img_ctx_bytes_shared(const img_cfg *cfg);
 /* Bytes of one output image. */
 uint64_t img_out_bytes(const img_cfg *cfg);
 

@@ -3,6 +3,7 @@
  * writes one batch row in the configured dtype and layout. img_process sends a PNG or a WebP to
  * img_png.c or img_webp.c, which end in the same img_finish. */
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdio.h>
 
@@ -14,6 +15,12 @@
 /* libjpeg's own row buffers, tables and state for one image, beyond its whole-image arrays: a
  * few iMCU rows of the widest image (65535 pixels x 4 components x 2 x 16 rows) and headroom. */
 #define LIBJPEG_ROWS (12ull << 20)
+
+struct img_share {
+    pthread_mutex_t mu;
+    pthread_cond_t freed;
+    uint64_t total, left;
+};
 
 /* ---------------------------------------------------------------- libjpeg error handling */
 
@@ -183,6 +190,76 @@ static uint64_t region_pixels(const img_cfg *cfg, uint32_t *max_side)
     return small > whole ? small : whole;
 }
 
+uint64_t img_ctx_bytes_shared(const img_cfg *cfg)
+{
+    uint32_t rows;
+    uint64_t px = region_pixels(cfg, &rows);
+    return sizeof(img_ctx) + 4 * px + (uint64_t)rows * sizeof(JSAMPROW) + img_resize_tmp_bytes(cfg->size, rows) +
+           (uint64_t)cfg->size * cfg->size * 3 + LIBJPEG_ROWS;
+}
+
+int img_share_create(uint64_t bytes, img_share **out)
+{
+    *out = sp_calloc(1, sizeof **out);
+    if (!*out)
+        return sp_fail(NULL, SP_ENOMEM, "out of memory for the image decoders' shared memory");
+    pthread_mutex_init(&(*out)->mu, NULL);
+    pthread_cond_init(&(*out)->freed, NULL);
+    (*out)->total = (*out)->left = bytes;
+    return SP_OK;
+}
+
+void img_share_destroy(img_share *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->freed);
+    sp_free(s);
+}
+
+void img_ctx_share(img_ctx *c, img_share *s)
+{
+    c->share = s;
+    c->dec.mem->max_memory_to_use = (long)s->total;
+}
+
+/* Takes n bytes of the shared memory, waiting while other decodes hold them (n <= total). */
+static void share_take(img_share *s, uint64_t n)
+{
+    pthread_mutex_lock(&s->mu);
+    while (s->left < n)
+        pthread_cond_wait(&s->freed, &s->mu);
+    s->left -= n;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void share_give(img_share *s, uint64_t n);
+
+void img_mem_take(img_ctx *c, uint64_t n)
+{
+    if (c->share && n) {
+        share_take(c->share, n);
+        c->held += n;
+    }
+}
+
+void img_mem_give(img_ctx *c)
+{
+    if (c->held) {
+        share_give(c->share, c->held);
+        c->held = 0;
+    }
+}
+
+static void share_give(img_share *s, uint64_t n)
+{
+    pthread_mutex_lock(&s->mu);
+    s->left += n;
+    pthread_cond_broadcast(&s->freed);
+    pthread_mutex_unlock(&s->mu);
+}
+
 uint64_t img_ctx_bytes(const img_cfg *cfg)
 {
     uint32_t rows;
@@ -278,6 +355,8 @@ static bool crop_safe(const struct jpeg_decompress_struct *d)
     return true;
 }
 
+static uint64_t coef_bytes(const struct jpeg_decompress_struct *d);
+
 /* The decode itself; libjpeg errors longjmp back to img_process. Returns SP_OK or an error code
  * with why filled; the caller aborts the decompressor either way. */
 static int decode(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, uint64_t sample, void *out,
@@ -304,6 +383,20 @@ static int decode(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, 
     d->scale_num = (unsigned)m;
     d->scale_denom = 8;
     d->dct_method = JDCT_ISLOW;
+    if (c->share && jpeg_has_multiple_scans(d)) {
+        /* the coefficients of every scan stay in memory: taken from the shared whole, given back
+         * by img_process whatever happens next */
+        uint64_t need = coef_bytes(d) + (1u << 20); /* and the decoder's other arrays */
+        if (need > c->share->total)
+            return snprintf(why, whylen,
+                            "decoding it needs more than max_image_memory (%llu MiB, shared by the workers): a "
+                            "progressive JPEG keeps every coefficient of the image in memory (%.1f MiB for this "
+                            "one); set max_image_memory >= %lluM",
+                            (unsigned long long)(c->share->total >> 20), (double)coef_bytes(d) / (1 << 20),
+                            (unsigned long long)(coef_bytes(d) >> 20) + 2),
+                   SP_ELIMIT;
+        img_mem_take(c, need);
+    }
     jpeg_start_decompress(d);
 
     /* The box at this scale, and the rows and columns around it the filter reads. */
@@ -374,10 +467,12 @@ int img_process(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, ui
     c->err.too_many_scans = false;
     c->err.msg[0] = '\0';
     int format = data ? img_format(data, size) : 0;
-    if (format == SP_IMAGE_FORMAT_PNG)
-        return img_png(c, data, size, epoch, sample, out, r, why, whylen);
-    if (format == SP_IMAGE_FORMAT_WEBP)
-        return img_webp(c, data, size, epoch, sample, out, r, why, whylen);
+    if (format == SP_IMAGE_FORMAT_PNG || format == SP_IMAGE_FORMAT_WEBP) {
+        int rc = format == SP_IMAGE_FORMAT_PNG ? img_png(c, data, size, epoch, sample, out, r, why, whylen)
+                                               : img_webp(c, data, size, epoch, sample, out, r, why, whylen);
+        img_mem_give(c);
+        return rc;
+    }
     if (format != SP_IMAGE_FORMAT_JPEG) {
         snprintf(why, whylen, "not an image: %zu bytes that are neither JPEG, PNG nor WebP (by their first bytes)",
                  size);
@@ -410,5 +505,6 @@ int img_process(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, ui
         rc = decode(c, data, size, epoch, sample, out, r, why, whylen);
     }
     jpeg_abort_decompress(&c->dec); /* ready for the next image, whatever state this one left */
+    img_mem_give(c);
     return rc;
 }

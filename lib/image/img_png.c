@@ -132,6 +132,7 @@ static int decode(img_ctx *c, spng_ctx *s, png_budget *bud, uint64_t epoch, uint
                             "max_image_memory >= %lluM", (unsigned long long)(c->cfg.max_image_memory >> 20),
                             (double)bytes / (1 << 20), (unsigned long long)(bytes >> 20) + 1),
                    SP_ELIMIT;
+        img_mem_take(c, bytes); /* the workers' shared whole-image memory */
         keep = pa_malloc(bytes);
         if (!keep)
             return snprintf(why, whylen, "out of memory for an interlaced PNG's %llu bytes", (unsigned long long)bytes),

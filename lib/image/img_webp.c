@@ -74,7 +74,9 @@ int img_webp(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, uint6
     dc.options.crop_height = croph;
     uint64_t full = (uint64_t)cropw * croph * 4;
     uint8_t *buf = NULL; /* the crop at full resolution, to be reduced */
-    if (k > 1 && full + mem <= c->cfg.max_image_memory) {
+    bool whole = k > 1 && full + mem <= c->cfg.max_image_memory;
+    img_mem_take(c, whole ? full + mem : mem); /* the workers' shared whole-image memory */
+    if (whole) {
         buf = sp_malloc(full);
         if (!buf)
             return snprintf(why, whylen, "out of memory for a %dx%d WebP crop", cropw, croph), SP_ENOMEM;

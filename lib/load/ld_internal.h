@@ -152,6 +152,7 @@ typedef struct ld_pools {
     ZSTD_DCtx **dctx;
     img_ctx **imgc;        /* per worker */
     ld_dec *dec;           /* threads of them; dec[k] decompresses into scratch[k] */
+    img_share *img_share;  /* libjpeg's whole-image memory, max_image_memory for all the workers */
 } ld_pools;
 
 /* The reader's state: the reader thread while a run is on; the consumer between runs (open,

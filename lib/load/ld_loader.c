@@ -323,6 +323,7 @@ static int load_tables(sp_loader *l)
  * those counts and refused when it does not fit. */
 typedef struct ld_sizes {
     uint64_t win_cap, bpw, slots, slot_bytes, read, scratch, windows, tables, total;
+    uint64_t shared; /* libjpeg's whole-image memory, shared by the workers (max_image_memory) */
     uint32_t win_blocks; /* blocks a window can hold: shuffle_window, or the most a rank is dealt */
 } ld_sizes;
 
@@ -383,7 +384,8 @@ static uint64_t sizes_total(const sp_loader *l, ld_sizes *z)
 {
     z->windows =
         (3ull * z->win_cap + 2ull * z->win_blocks + (uint64_t)l->cfg.threads * z->bpw) * sizeof(uint32_t);
-    z->total = add_sat(mul_sat(z->slots, z->slot_bytes), read_cost(z->read) + z->scratch + z->windows + z->tables);
+    z->total = add_sat(mul_sat(z->slots, z->slot_bytes),
+                       read_cost(z->read) + z->scratch + z->shared + z->windows + z->tables);
     return z->total;
 }
 
@@ -401,7 +403,7 @@ static int refuse_minimum(sp_loader *l, const ld_sizes *z)
                    (unsigned long long)(z->slot_bytes - l->lay.batch_bytes), z->win_blocks,
                    l->tab.max_block_samples, human(l->tab.max_read, e, sizeof e), l->cfg.threads,
                    human(worker, f, sizeof f),
-                   l->cfg.has_image ? " (or max_image_memory, which each worker reserves)" : "");
+                   l->cfg.has_image ? " (or max_image_memory, which the workers share)" : "");
 }
 
 /* threads=0 and the usable cores' workers do not fit host_memory beside the smallest pools: as
@@ -469,7 +471,8 @@ static int size_pools(sp_loader *l, ld_sizes *z)
     z->slots = 2 * bpw + 2;
     z->slot_bytes = slot_bytes(l);
     z->read = 2 * l->tab.max_read;
-    uint64_t per_worker = l->tab.max_raw + (l->cfg.has_image ? img_ctx_bytes(&l->cfg.img) : 0) + worker_fixed();
+    uint64_t per_worker = l->tab.max_raw + (l->cfg.has_image ? img_ctx_bytes_shared(&l->cfg.img) : 0) + worker_fixed();
+    z->shared = l->cfg.has_image ? l->cfg.img.max_image_memory : 0;
     z->scratch = (uint64_t)l->cfg.threads * per_worker;
     z->tables = tables_bytes(l);
     uint64_t min = sizes_total(l, z);
@@ -592,9 +595,11 @@ static bool alloc_worker_buffers(sp_loader *l, const ld_sizes *z, ld_oom *o)
         if (o->what)
             return false;
         if (l->cfg.has_image && img_ctx_create(&l->cfg.img, &l->pool.imgc[t]) != SP_OK) {
-            pool(o, NULL, "image decoder", img_ctx_bytes(&l->cfg.img));
+            pool(o, NULL, "image decoder", img_ctx_bytes_shared(&l->cfg.img));
             return false;
         }
+        if (l->cfg.has_image)
+            img_ctx_share(l->pool.imgc[t], l->pool.img_share);
     }
     return true;
 }
@@ -642,6 +647,8 @@ static int alloc_pools(sp_loader *l, const ld_sizes *z)
                             l->cfg.threads * sizeof(uint32_t));
     l->ring.parts = pool(&o, sp_calloc((size_t)l->cfg.threads, sizeof *l->ring.parts), "worker table",
                          l->cfg.threads * sizeof(uint32_t));
+    if (l->cfg.has_image && !o.what && img_share_create(l->cfg.img.max_image_memory, &l->pool.img_share) != SP_OK)
+        pool(&o, NULL, "image decoders' shared memory", sizeof(void *));
     bool ok = !o.what && alloc_windows(l, z, &o) && alloc_worker_buffers(l, z, &o);
     if (!ok) {
         sp_free(ids);
@@ -654,8 +661,9 @@ static int alloc_pools(sp_loader *l, const ld_sizes *z)
     l->stats.s.read_ring_bytes = z->read;
     l->stats.s.batch_ring_bytes = z->slots * l->lay.batch_bytes;
     l->stats.s.batch_ring_slots = z->slots;
-    l->stats.s.scratch_bytes = z->scratch;
-    l->stats.s.image_scratch_bytes = l->cfg.has_image ? (uint64_t)l->cfg.threads * img_ctx_bytes(&l->cfg.img) : 0;
+    l->stats.s.scratch_bytes = z->scratch + z->shared;
+    l->stats.s.image_scratch_bytes =
+        l->cfg.has_image ? (uint64_t)l->cfg.threads * img_ctx_bytes_shared(&l->cfg.img) + z->shared : 0;
     l->stats.s.host_allocated_bytes = z->total;
     return SP_OK;
 }
@@ -742,6 +750,7 @@ static void loader_free(sp_loader *l)
     sp_free(l->pool.imgc);
     sp_free(l->thr.workers);
     sp_free(l->pool.dec);
+    img_share_destroy(l->pool.img_share); /* after the contexts that drew from it */
     sp_free(l->ring.dec_free);
     sp_free(l->ring.parts);
     sp_free(l->rdr.win_perm);

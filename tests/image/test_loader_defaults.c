@@ -111,12 +111,15 @@ static void one_batch(sp_loader *l)
     ck_assert_int_eq(sp_loader_release(l, b), 0);
 }
 
-/* 64 cores, every default: 64 image workers of ~70 MiB do not fit the default budget (at most
- * 2 GiB); the loader opens with as many as fit, delivers, and says how it got there. */
+/* 64 cores, every default: 64 image workers of ~22 MiB (libjpeg's whole-image memory shared) do not
+ * fit the default budget of a 4 GiB cgroup (512 MiB); the loader opens with as many as fit,
+ * delivers, and says how it got there. */
 START_TEST(many_cores_defaults)
 {
-    fake_cgroups("0::/\n");
+    fake_cgroups("0::/job\n");
     put("fs/cgroup.controllers", "cpu memory\n");
+    put("fs/job/memory.max", "4294967296\n");
+    put("fs/job/memory.current", "0\n");
     sp_sys_cores_hook = 64;
     int rc;
     sp_loader *l = open_with(&rc, NULL);
