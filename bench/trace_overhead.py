@@ -54,7 +54,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--out", default=None, help="where the trace goes (default: a temporary directory)")
     ap.add_argument("params", nargs="*", help="loader parameters, NAME=VALUE")
-    a = ap.parse_args()
+    a = ap.parse_intermixed_args()
     params = dict((k, value(v)) for k, v in (p.split("=", 1) for p in a.params))
     trace = os.path.join(a.out or tempfile.mkdtemp(prefix="sp-trace-overhead-"), "trace.json")
     rates = {False: [], True: []}

@@ -445,7 +445,8 @@ static void grow_auto_budget(sp_loader *l, uint64_t need, uint64_t one)
     uint64_t cap = avail ? avail / 4 * 3 : l->cfg.host_memory;
     char a[32], b[32], c[32];
     snprintf(l->stats.s.memory_note, sizeof l->stats.s.memory_note,
-             "host_memory=0: this configuration needs %s, more than the default %s (1/8 of %s available); %s",
+             "host_memory=0: this configuration needs %s, more than the default %s (1/8 of the %s available, at "
+             "most 2 GiB); %s",
              human(need, c, sizeof c), human(l->cfg.host_memory, a, sizeof a), human(avail, b, sizeof b),
              need <= cap ? "the budget is what it needs" : "that is more than 3/4 of the memory available");
     l->cfg.host_memory = need <= cap ? need : cap > l->cfg.host_memory ? cap : l->cfg.host_memory;
