@@ -10,6 +10,8 @@
 
 #include <jpeglib.h>
 
+#include "shardpack.h"
+
 /* ------------------------------------------------------------------------------- pictures */
 
 static uint64_t jg_mix(uint64_t x)
@@ -345,4 +347,44 @@ int jg_dims(const uint8_t *jpeg, size_t size, int *w, int *h)
     *h = (int)d.image_height;
     jpeg_destroy_decompress(&d);
     return 0;
+}
+
+int jg_write_dataset(const char *dir, const char *block_size, int64_t n,
+                     int (*make)(int64_t i, void *arg, uint8_t **bytes, size_t *size), void *arg, char *err,
+                     size_t errlen)
+{
+    sp_schema *s = sp_schema_create();
+    sp_params *p = sp_params_create();
+    sp_writer *w = NULL;
+    int rc = s && p ? 0 : SP_ENOMEM;
+    if (!rc)
+        rc = sp_schema_add(s, "image", SP_FIELD_IMAGE, SP_DTYPE_U8, 0, NULL);
+    if (!rc)
+        rc = sp_schema_add(s, "label", SP_FIELD_LABEL, SP_DTYPE_I64, 0, NULL);
+    if (!rc)
+        rc = sp_params_set_str(p, "block_size", block_size);
+    if (!rc)
+        rc = sp_params_set_str(p, "validate_images", "0");
+    if (!rc)
+        rc = sp_writer_open(dir, s, p, &w);
+    snprintf(err, errlen, "%s", "");
+    for (int64_t i = 0; !rc && i < n; i++) {
+        uint8_t *bytes = NULL;
+        size_t size = 0;
+        if ((rc = make(i, arg, &bytes, &size)) != 0) {
+            snprintf(err, errlen, "sample %lld could not be made", (long long)i);
+            break;
+        }
+        sp_value v[2] = { { bytes, size }, { &i, sizeof i } };
+        rc = sp_writer_add(w, v, 2);
+        free(bytes);
+    }
+    if (!rc)
+        rc = sp_writer_finish(w);
+    if (rc && !err[0])
+        snprintf(err, errlen, "%s", sp_last_error());
+    sp_writer_destroy(w);
+    sp_params_destroy(p);
+    sp_schema_destroy(s);
+    return rc;
 }

@@ -66,4 +66,11 @@ uint8_t *jg_decode(const uint8_t *jpeg, size_t size, int m, int *w, int *h, char
 /* Width and height from the JPEG's frame header; 0 when absent. */
 int jg_dims(const uint8_t *jpeg, size_t size, int *w, int *h);
 
+/* Writes a dataset of n samples (an image field "image" and a label "label" = i) to dir with the
+ * writer's block_size (and validate_images off): sample i's bytes come from make(i, arg, &bytes,
+ * &size) (malloc'd; freed here). 0, or the library's code with its message in err. */
+int jg_write_dataset(const char *dir, const char *block_size, int64_t n,
+                     int (*make)(int64_t i, void *arg, uint8_t **bytes, size_t *size), void *arg, char *err,
+                     size_t errlen);
+
 #endif

@@ -11,32 +11,24 @@
 
 static char *g_parent, *g_dir;
 
-/* N progressive JPEGs of SIDE x SIDE (sample `big`, if below N, is 2000 x 2000: 12 MiB). */
+/* Sample i: a progressive JPEG of SIDE x SIDE, or 2000 x 2000 (12 MiB of coefficients) for *big. */
+static int make_jpeg(int64_t i, void *arg, uint8_t **jpeg, size_t *size)
+{
+    int side = i == *(const int *)arg ? 2000 : SIDE;
+    uint8_t *pic = jg_smooth(side, side, (uint64_t)i);
+    char err[256];
+    jg_opts o = { 50, JG_420, JG_YCC, 1, 0, 0, 0 };
+    int rc = jg_encode(pic, side, side, &o, jpeg, size, err, sizeof err);
+    free(pic);
+    return rc;
+}
+
+/* N progressive JPEGs of SIDE x SIDE (sample `big`, if below N, is 2000 x 2000). */
 static void make_ds(const char *tag, int big)
 {
     g_dir = tu_dataset_dir(tag, &g_parent);
-    sp_schema *s = sp_schema_create();
-    ck_assert_int_eq(sp_schema_add(s, "image", SP_FIELD_IMAGE, SP_DTYPE_U8, 0, NULL), 0);
-    ck_assert_int_eq(sp_schema_add(s, "label", SP_FIELD_LABEL, SP_DTYPE_I64, 0, NULL), 0);
-    sp_params *p = tu_params("block_size", "64K", NULL);
-    sp_writer *w;
-    ck_assert_msg(sp_writer_open(g_dir, s, p, &w) == 0, "%s", sp_last_error());
-    for (int64_t i = 0; i < N; i++) {
-        int side = i == big ? 2000 : SIDE;
-        uint8_t *pic = jg_smooth(side, side, (uint64_t)i), *jpeg;
-        size_t size;
-        char err[256];
-        jg_opts o = { 50, JG_420, JG_YCC, 1, 0, 0, 0 };
-        ck_assert_msg(jg_encode(pic, side, side, &o, &jpeg, &size, err, sizeof err) == 0, "%s", err);
-        sp_value v[2] = { { jpeg, size }, { &i, sizeof i } };
-        ck_assert_msg(sp_writer_add(w, v, 2) == 0, "%s", sp_last_error());
-        free(pic);
-        free(jpeg);
-    }
-    ck_assert_msg(sp_writer_finish(w) == 0, "%s", sp_last_error());
-    sp_writer_destroy(w);
-    sp_params_destroy(p);
-    sp_schema_destroy(s);
+    char err[512];
+    ck_assert_msg(jg_write_dataset(g_dir, "64K", N, make_jpeg, &big, err, sizeof err) == 0, "%s", err);
 }
 
 static void free_ds(void)

@@ -17,35 +17,26 @@ typedef struct tds {
     char *parent, *dir;
 } tds;
 
+/* Sample i: a small JPEG, every third progressive; random bytes for sample *bad. */
+static int make_jpeg(int64_t i, void *arg, uint8_t **jpg, size_t *size)
+{
+    int side = 40 + (int)(i % 24);
+    uint8_t *pic = jg_picture(side, side, (uint64_t)i);
+    char err[256];
+    jg_opts o = { 85, 0, JG_YCC, (int)(i % 3 == 0), 0, 0, 0 };
+    int rc = jg_encode(pic, side, side, &o, jpg, size, err, sizeof err);
+    free(pic);
+    if (rc == 0 && (uint64_t)i == *(const uint64_t *)arg)
+        memset(*jpg, 0x5A, *size);
+    return rc;
+}
+
 /* N small JPEGs (label = sample id); sample `bad` (if below N) is random bytes. */
 static void make_ds(tds *d, const char *tag, uint64_t bad)
 {
     d->dir = tu_dataset_dir(tag, &d->parent);
-    sp_schema *s = sp_schema_create();
-    ck_assert_int_eq(sp_schema_add(s, "image", SP_FIELD_IMAGE, SP_DTYPE_U8, 0, NULL), 0);
-    ck_assert_int_eq(sp_schema_add(s, "label", SP_FIELD_LABEL, SP_DTYPE_I64, 0, NULL), 0);
-    sp_params *p = tu_params("block_size", "8K", "validate_images", "0", NULL);
-    sp_writer *w;
-    ck_assert_msg(sp_writer_open(d->dir, s, p, &w) == 0, "%s", sp_last_error());
-    for (uint64_t i = 0; i < N; i++) {
-        int side = 40 + (int)(i % 24);
-        uint8_t *pic = jg_picture(side, side, i), *jpg = NULL;
-        size_t size = 0;
-        char err[256];
-        jg_opts o = { 85, 0, JG_YCC, (int)(i % 3 == 0), 0 };
-        ck_assert_msg(jg_encode(pic, side, side, &o, &jpg, &size, err, sizeof err) == 0, "%s", err);
-        free(pic);
-        if (i == bad)
-            memset(jpg, 0x5A, size);
-        int64_t label = (int64_t)i;
-        sp_value v[2] = { { jpg, size }, { &label, sizeof label } };
-        ck_assert_msg(sp_writer_add(w, v, 2) == 0, "%s", sp_last_error());
-        free(jpg);
-    }
-    ck_assert_msg(sp_writer_finish(w) == 0, "%s", sp_last_error());
-    sp_writer_destroy(w);
-    sp_params_destroy(p);
-    sp_schema_destroy(s);
+    char err[512];
+    ck_assert_msg(jg_write_dataset(d->dir, "8K", N, make_jpeg, &bad, err, sizeof err) == 0, "%s", err);
 }
 
 static void free_ds(tds *d)
