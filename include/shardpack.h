@@ -889,9 +889,10 @@ typedef struct sp_loader_stats {
     uint64_t trace_events;                  /* trace events recorded (the trace parameter), and of them */
     uint64_t trace_events_dropped;          /* those overwritten: each thread's ring keeps its latest */
     uint64_t jobs_in_flight_peak;           /* most decode jobs run by workers at once */
-    double read_wait_io_s;                  /* reader time waiting for reads to complete */
-    double read_wait_slot_s;                /* reader time waiting for the consumer to free a batch slot */
-    double read_wait_space_s;               /* reader time waiting for read-ring space (blocks not yet decoded) */
+    double read_wait_io_s;                  /* reader time waiting for a read with every I/O slot in use */
+    double read_wait_slot_s;                /* reader time held up by a batch slot the consumer has not freed */
+    double read_wait_space_s;               /* reader time held up by read-ring space (blocks not yet decoded);
+                                             * reads that complete meanwhile are reaped within these two */
     char memory_note[SP_ERRMSG_MAX];        /* host_memory=0: why the budget is not the default, or "" */
 } sp_loader_stats;
 

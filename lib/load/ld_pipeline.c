@@ -838,23 +838,35 @@ static int reap(sp_loader *l, ld_reader *rd, bool wait)
 static void reader_wait(sp_loader *l, ld_reader *rd, sp_trace_name why)
 {
     double t0 = sp_now();
-    double *stat;
     if (io_inflight(l)) {
         pthread_mutex_unlock(&l->ring.mu);
         uint64_t tt = sp_trace_begin(l->trace, SPT_READ_WAIT);
         reap(l, rd, true);
         sp_trace_end(l->trace, LD_TRACK_READER, SPT_READ_WAIT, tt, UINT64_MAX);
         pthread_mutex_lock(&l->ring.mu);
-        stat = &l->stats.s.read_wait_io_s;
     } else {
         uint64_t tt = sp_trace_begin(l->trace, why);
         pthread_cond_wait(&l->ring.c_reader, &l->ring.mu);
         sp_trace_end(l->trace, LD_TRACK_READER, why, tt, UINT64_MAX);
-        stat = why == SPT_SLOT_WAIT ? &l->stats.s.read_wait_slot_s : &l->stats.s.read_wait_space_s;
     }
+    /* Counted to what holds the reader up, even while it reaps a read meanwhile: a read that
+     * completes does not give it a slot or ring space. */
     double waited = sp_now() - t0;
     rd->wait_s += waited;
-    *stat += waited; /* mu is held again */
+    *(why == SPT_SLOT_WAIT ? &l->stats.s.read_wait_slot_s : &l->stats.s.read_wait_space_s) += waited; /* mu held */
+}
+
+/* Waits for a read while every I/O slot is in use: the reader held up by the disk. */
+static void reader_wait_io(sp_loader *l, ld_reader *rd)
+{
+    double t0 = sp_now();
+    uint64_t tt = sp_trace_begin(l->trace, SPT_READ_WAIT);
+    reap(l, rd, true);
+    sp_trace_end(l->trace, LD_TRACK_READER, SPT_READ_WAIT, tt, UINT64_MAX);
+    double waited = sp_now() - t0; /* busy time for read_busy_s, as it always was */
+    pthread_mutex_lock(&l->ring.mu);
+    l->stats.s.read_wait_io_s += waited;
+    pthread_mutex_unlock(&l->ring.mu);
 }
 
 /* Claims the slots of plan pi's batches [from, to] (epoch-local) for a window, waiting for the
@@ -956,7 +968,7 @@ static bool read_window(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi)
         l->ring.rpending[pi]++;
         pthread_mutex_unlock(&l->ring.mu);
         while (io_inflight(l) == io_depth(l) && !reader_stopping(l))
-            reap(l, rd, true);
+            reader_wait_io(l, rd);
         submit(l, rd, &j);
         while (reap(l, rd, false) > 0)
             ;
