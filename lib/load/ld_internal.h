@@ -11,7 +11,7 @@
 #include "ld.h"
 #include "ld_host.h"
 #include "ld_io.h"
-#include "rd.h"
+#include "ds.h"
 
 #define LD_PAGE 4096u
 #define LD_FIELD_ALIGN 256u

@@ -9,7 +9,7 @@
 
 #include "ld_device.h"
 #include "ld_internal.h"
-#include "rd.h"
+#include "ds.h"
 
 /* "1.5 GiB" style sizes for messages. */
 static const char *human(uint64_t n, char *buf, size_t len)
@@ -281,7 +281,7 @@ static int load_tables(sp_loader *l)
     uint64_t b = 0, first = 0, i = 0;
     for (uint32_t d = 0; d < nds; d++) {
         sp_dataset *ds = dss[d];
-        int orc = rd_shard_open_all(ds); /* a remote dataset's shard tails, fetched together */
+        int orc = ds_shard_open_all(ds); /* a remote dataset's shard tails, fetched together */
         if (orc)
             return sp_fail(&l->eb, orc, "%s", sp_dataset_errmsg(ds));
         if (l->mix.n) {
@@ -289,7 +289,7 @@ static int load_tables(sp_loader *l)
             l->mix_first_sample[d] = first;
         }
         for (uint64_t si = 0; si < sp_dataset_num_shards(ds); si++, i++) {
-            int rc = rd_shard_get(ds, si, &l->tab.shards[i]);
+            int rc = ds_shard_get(ds, si, &l->tab.shards[i]);
             if (rc)
                 return sp_fail(&l->eb, rc, "%s", sp_dataset_errmsg(ds));
             const fmt_index *ix = &l->tab.shards[i]->index;
@@ -360,7 +360,7 @@ static uint64_t worker_fixed(void)
 #define LD_RM_PER_CONN (512u * 1024)
 static uint64_t remote_bytes(const sp_loader *l)
 {
-    rm_site *site = rd_site(l->ds);
+    rm_site *site = ds_site(l->ds);
     if (!site)
         return 0;
     return (uint64_t)LD_RM_DEPTH * (sizeof(ld_job) + 64 + SP_ERRMSG_MAX + 3 * sizeof(uint32_t)) +
@@ -485,7 +485,7 @@ static int size_pools(sp_loader *l, ld_sizes *z)
         return refuse_minimum(l, z);
     uint64_t spare = l->cfg.host_memory - min;
     uint64_t read_goal = 2ull * z->win_blocks * l->tab.max_read;
-    rm_site *site = rd_site(l->ds);
+    rm_site *site = ds_site(l->ds);
     /* remote: room for every transfer's part in flight, the bandwidth-latency product it aims at */
     if (site && read_goal < mul_sat(rm_site_inflight(site), rm_site_part_size(site)))
         read_goal = mul_sat(rm_site_inflight(site), rm_site_part_size(site));
@@ -674,7 +674,7 @@ static int alloc_pools(sp_loader *l, const ld_sizes *z)
  * O_DIRECT from disk on every epoch (docs/performance.md). */
 static bool want_direct(const sp_loader *l)
 {
-    if (rd_site(l->ds))
+    if (ds_site(l->ds))
         return false;
     if (l->cfg.direct_mode >= 0)
         return l->cfg.direct_mode == 1;
@@ -687,7 +687,7 @@ static bool want_direct(const sp_loader *l)
 
 static int open_io(sp_loader *l)
 {
-    rm_site *site = rd_site(l->ds);
+    rm_site *site = ds_site(l->ds);
     if (site) {
         if (rm_fetch_open(site, LD_RM_DEPTH, 0, &l->rdr.rf))
             return sp_fail(&l->eb, SP_ENOMEM, "out of memory setting up remote reads");
@@ -1502,10 +1502,10 @@ int64_t sp_loader_bench_block(sp_loader *l, int worker, int workers, uint64_t bl
             ds = l->mix_ds[d];
             local = block - l->mix.first_block[d];
         }
-    int64_t n = rd_pread_block(ds, local, buf, &e);
+    int64_t n = ds_pread_block(ds, local, buf, &e);
     if (n) {
         const fmt_shard *sh = l->tab.shards[l->tab.block_shard[block]];
-        n = l->cfg.on_error == SP_ON_ERROR_SKIP ? 0 : rd_fail_at(NULL, (int)n, sh->path, &e);
+        n = l->cfg.on_error == SP_ON_ERROR_SKIP ? 0 : ds_fail_at(NULL, (int)n, sh->path, &e);
     } else {
         uint64_t share = l->ring.nslots / (uint64_t)workers;
         n = ld_bench_block(l, worker, block, buf, (uint64_t)worker * share, share, cursor);

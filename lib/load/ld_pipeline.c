@@ -716,7 +716,7 @@ static void submit_remote(sp_loader *l, ld_reader *rd, ld_job *j)
         tag++;
     rd->inflight[tag] = *j;
     const fmt_block_entry *be = l->tab.block_entry[j->block];
-    if (rm_fetch_submit(l->rdr.rf, rd_shard_obj(l->ds, l->tab.block_shard[j->block]), j->buf, be->stored_size,
+    if (rm_fetch_submit(l->rdr.rf, ds_shard_obj(l->ds, l->tab.block_shard[j->block]), j->buf, be->stored_size,
                         be->offset, tag) != SP_OK) {
         /* full only when a stop cut the wait for room short: the block is given back */
         rd->inflight[tag].buf = NULL;

@@ -1,4 +1,4 @@
-/* rd_verify.c - checks a dataset or shard completely and reports every fault, not only the first:
+/* ds_verify.c - checks a dataset or shard completely and reports every fault, not only the first:
  * header, trailer, index, every block's checksums and layout, and the manifest's promises. */
 #include <dirent.h>
 #include <errno.h>
@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "fmt.h"
-#include "rd.h"
+#include "ds.h"
 #include "sp_file.h"
 
 typedef struct vr_ctx {
@@ -193,32 +193,32 @@ static int verify_dir_shards(vr_ctx *v, const char *dir)
 {
     char **paths;
     size_t n;
-    int rc = rd_list_shards(dir, v->lim.max_shards, &paths, &n, NULL);
+    int rc = ds_list_shards(dir, v->lim.max_shards, &paths, &n, NULL);
     for (size_t i = 0; rc == SP_OK && i < n; i++)
         fmt_shard_close(verify_shard(v, paths[i]));
     if (rc == SP_OK)
-        rd_free_list(paths, n);
+        ds_free_list(paths, n);
     return rc;
 }
 
-/* Shards matching a glob (rd_glob_shards): 0 when path is no glob, else 1 or a code. */
+/* Shards matching a glob (ds_glob_shards): 0 when path is no glob, else 1 or a code. */
 static int verify_glob(vr_ctx *v, const char *path)
 {
     char **paths;
     size_t n;
-    int rc = rd_glob_shards(path, v->lim.max_shards, &paths, &n, NULL);
+    int rc = ds_glob_shards(path, v->lim.max_shards, &paths, &n, NULL);
     if (rc <= 0)
         return rc;
     for (size_t i = 0; i < n; i++)
         fmt_shard_close(verify_shard(v, paths[i]));
-    rd_free_list(paths, n);
+    ds_free_list(paths, n);
     return 1;
 }
 
 static int verify_file(vr_ctx *v, const char *path)
 {
     char dir[4096];
-    int rc = rd_sniff_manifest(path, dir, sizeof dir, NULL);
+    int rc = ds_sniff_manifest(path, dir, sizeof dir, NULL);
     if (rc < 0)
         return rc;
     if (rc)
@@ -245,11 +245,11 @@ static void check_zero_buf(vr_ctx *v, const char *path, int64_t block, const uin
  * header and every block with its padding, one ranged GET each. */
 static void verify_remote_shard(vr_ctx *v, sp_dataset *d, uint64_t i)
 {
-    rm_site *site = rd_site(d);
-    rm_obj *o = rd_shard_obj(d, i);
+    rm_site *site = ds_site(d);
+    rm_obj *o = ds_shard_obj(d, i);
     fmt_shard *sh;
     v->rep->shards++;
-    int rc = rd_shard_get(d, i, &sh);
+    int rc = ds_shard_get(d, i, &sh);
     if (rc) {
         fault(v, o->url, -1, 0, rc, "%s", sp_dataset_errmsg(d));
         return;

@@ -1,4 +1,4 @@
-/* rd_dataset.c - a dataset opened from its manifest (shards opened on first use), from one shard,
+/* ds_dataset.c - a dataset opened from its manifest (shards opened on first use), from one shard,
  * or from a list of shards; block reads and random access to samples. */
 #include <dirent.h>
 #include <errno.h>
@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "fmt.h"
-#include "rd.h"
+#include "ds.h"
 #include "rm.h"
 #include "sp_file.h"
 
@@ -20,7 +20,7 @@
 #define RD_MIN_FDS 4u
 #define RD_MAX_FDS 64u
 
-typedef struct rd_shard {
+typedef struct ds_shard {
     char *path;
     fmt_shard *sh; /* NULL until first use */
     int fd;        /* cached for block reads, -1 when closed; under the dataset's mu */
@@ -29,7 +29,7 @@ typedef struct rd_shard {
     uint64_t file_size, nblocks, nsamples, index_checksum;
     uint64_t first_block, first_sample;
     rm_obj obj; /* a remote dataset's: the shard's object (size from the manifest, ETag once read) */
-} rd_shard;
+} ds_shard;
 
 struct sp_dataset {
     sp_errbuf eb;
@@ -42,7 +42,7 @@ struct sp_dataset {
     char *mpath;         /* the manifest read, when from_manifest */
     sp_file_id mid;      /* its identity then */
     uint64_t nshards, nblocks, nsamples, fingerprint;
-    rd_shard *shards;
+    ds_shard *shards;
     uint64_t *block_first; /* nblocks + 1 cumulative sample counts */
     pthread_mutex_t mu;    /* lazy shard opening, the descriptor cache and the context pool */
     uint32_t fds_open;
@@ -57,7 +57,7 @@ struct sp_block {
 };
 
 /* "PATH: block B at byte O: why", or without the block part when e->block < 0. */
-int rd_fail_at(sp_errbuf *eb, int code, const char *path, const fmt_err *e)
+int ds_fail_at(sp_errbuf *eb, int code, const char *path, const fmt_err *e)
 {
     if (e->block >= 0)
         return sp_fail(eb, code, "%s: block %lld at byte %llu: %s", path, (long long)e->block,
@@ -98,9 +98,9 @@ void sp_dataset_close(sp_dataset *d)
 }
 
 /* The shard table, every descriptor closed. */
-static rd_shard *shards_new(uint64_t n)
+static ds_shard *shards_new(uint64_t n)
 {
-    rd_shard *v = sp_calloc(n, sizeof *v);
+    ds_shard *v = sp_calloc(n, sizeof *v);
     for (uint64_t i = 0; v && i < n; i++)
         v[i].fd = -1;
     return v;
@@ -116,7 +116,7 @@ static int dataset_index(sp_dataset *d, const uint32_t *block_samples)
     uint8_t h[24];
     d->fingerprint = 0;
     for (uint64_t i = 0; i < d->nshards; i++) {
-        rd_shard *sh = &d->shards[i];
+        ds_shard *sh = &d->shards[i];
         sh->first_block = b;
         sh->first_sample = s;
         for (uint64_t k = 0; k < sh->nblocks; k++, b++) {
@@ -143,7 +143,7 @@ static int manifest_decode(sp_dataset *d, uint8_t *buf, size_t n, const char *mp
     int rc = fmt_manifest_decode(buf, n, &d->lim, &m, &e);
     sp_free(buf);
     if (rc)
-        return rd_fail_at(&d->eb, rc, mpath, &e);
+        return ds_fail_at(&d->eb, rc, mpath, &e);
     d->from_manifest = true;
     if (!(d->mpath = sp_strdup(mpath))) {
         fmt_manifest_free(&m);
@@ -160,7 +160,7 @@ static int manifest_decode(sp_dataset *d, uint8_t *buf, size_t n, const char *mp
     rc = d->shards ? SP_OK : sp_fail(&d->eb, SP_ENOMEM, "%s: out of memory", mpath);
     for (uint64_t i = 0; rc == SP_OK && i < m.nshards; i++) {
         const fmt_manifest_shard *ms = &m.shards[i];
-        rd_shard *s = &d->shards[i];
+        ds_shard *s = &d->shards[i];
         size_t len = strlen(dir) + strlen(ms->name) + 2;
         if (!(s->path = sp_malloc(len))) {
             rc = sp_fail(&d->eb, SP_ENOMEM, "%s: out of memory", mpath);
@@ -203,7 +203,7 @@ static int open_manifest(sp_dataset *d, const char *mpath, const char *dir)
 
 typedef struct remote_ctx {
     sp_dataset *d;
-    rd_shard *s;
+    ds_shard *s;
 } remote_ctx;
 
 /* fmt_read_fn over a shard's object: the index when it begins before the tail read. */
@@ -217,16 +217,16 @@ static int remote_read(void *ctx, uint8_t *buf, uint64_t len, uint64_t off, fmt_
 
 /* Shard s of a remote dataset from its tail bytes (tail_len of them, the last of its object). A
  * failure goes to d->eb. */
-static int remote_shard_from_tail(sp_dataset *d, rd_shard *s, const uint8_t *tail, size_t tail_len, fmt_shard **out)
+static int remote_shard_from_tail(sp_dataset *d, ds_shard *s, const uint8_t *tail, size_t tail_len, fmt_shard **out)
 {
     fmt_err e;
     remote_ctx c = { d, s };
     int rc = fmt_shard_open_tail(s->path, s->obj.size, tail, tail_len, remote_read, &c, &d->lim, out, &e);
-    return rc ? rd_fail_at(&d->eb, rc, s->path, &e) : SP_OK;
+    return rc ? ds_fail_at(&d->eb, rc, s->path, &e) : SP_OK;
 }
 
 /* Shard s of a remote dataset: one GET of its tail (two when its index is larger). */
-static int remote_shard_open(sp_dataset *d, rd_shard *s, fmt_shard **out)
+static int remote_shard_open(sp_dataset *d, ds_shard *s, fmt_shard **out)
 {
     *out = NULL;
     uint8_t *tail = sp_malloc(FMT_TAIL_READ);
@@ -315,7 +315,7 @@ static int open_remote_shown(sp_dataset *d, const char *url, const char *shown, 
 
 /* Checks a shard opened lazily against what the manifest promised, down to each block's sample
  * count, since sp_dataset_locate maps samples to rows from the manifest alone. */
-static int shard_matches(sp_dataset *d, uint64_t i, const rd_shard *s, const fmt_shard *sh)
+static int shard_matches(sp_dataset *d, uint64_t i, const ds_shard *s, const fmt_shard *sh)
 {
     const char *what = NULL;
     if (sh->index.id.shard_no != i)
@@ -354,9 +354,9 @@ static int replaced_or(sp_dataset *d, const char *path, int rc)
 }
 
 /* Opens shard i on first use. Safe from several threads. */
-int rd_shard_get(sp_dataset *d, uint64_t i, fmt_shard **out)
+int ds_shard_get(sp_dataset *d, uint64_t i, fmt_shard **out)
 {
-    rd_shard *s = &d->shards[i];
+    ds_shard *s = &d->shards[i];
     pthread_mutex_lock(&d->mu);
     int rc = SP_OK;
     if (!s->sh) {
@@ -367,7 +367,7 @@ int rd_shard_get(sp_dataset *d, uint64_t i, fmt_shard **out)
         if (d->site)
             rc = remote_shard_open(d, s, &sh);
         else if ((rc = fmt_shard_open(s->path, &d->lim, &sh, &e)))
-            rd_fail_at(&d->eb, rc, s->path, &e);
+            ds_fail_at(&d->eb, rc, s->path, &e);
         if (rc == SP_OK && d->from_manifest && (rc = shard_matches(d, i, s, sh)))
             fmt_shard_close(sh);
         else if (rc == SP_OK)
@@ -379,14 +379,14 @@ int rd_shard_get(sp_dataset *d, uint64_t i, fmt_shard **out)
     return rc;
 }
 
-rm_site *rd_site(const sp_dataset *d) { return d->site; }
-rm_obj *rd_shard_obj(sp_dataset *d, uint64_t i) { return &d->shards[i].obj; }
+rm_site *ds_site(const sp_dataset *d) { return d->site; }
+rm_obj *ds_shard_obj(sp_dataset *d, uint64_t i) { return &d->shards[i].obj; }
 
 /* Tails fetched at once while a remote dataset's shards are opened together. */
 #define RD_TAILS_INFLIGHT 64u
 
 /* Opens the shards of a remote dataset not yet open: their tails go out RD_TAILS_INFLIGHT at a
- * time on one multi driver, each checked as rd_shard_get checks it. */
+ * time on one multi driver, each checked as ds_shard_get checks it. */
 static int remote_open_all(sp_dataset *d)
 {
     rm_fetch *f;
@@ -404,8 +404,8 @@ static int remote_open_all(sp_dataset *d)
     bool slot_busy[RD_TAILS_INFLIGHT] = { false };
     while (rc == SP_OK) {
         while (next < d->nshards && rm_fetch_pending(f) < depth) {
-            rd_shard *s = &d->shards[next];
-            if (s->sh || s->obj.size == UINT64_MAX) { /* open, or of unknown size: rd_shard_get's */
+            ds_shard *s = &d->shards[next];
+            if (s->sh || s->obj.size == UINT64_MAX) { /* open, or of unknown size: ds_shard_get's */
                 next++;
                 continue;
             }
@@ -426,7 +426,7 @@ static int remote_open_all(sp_dataset *d)
         if (got == 0)
             continue;
         slot_busy[tag] = false;
-        rd_shard *s = &d->shards[slot_shard[tag]];
+        ds_shard *s = &d->shards[slot_shard[tag]];
         if (code) {
             rc = sp_fail(&d->eb, code, "%s: %s", s->path, why);
             break;
@@ -447,12 +447,12 @@ static int remote_open_all(sp_dataset *d)
     return rc;
 }
 
-int rd_shard_open_all(sp_dataset *d)
+int ds_shard_open_all(sp_dataset *d)
 {
     int rc = d->site ? remote_open_all(d) : SP_OK;
     for (uint64_t i = 0; rc == SP_OK && i < d->nshards; i++) {
         fmt_shard *sh;
-        rc = rd_shard_get(d, i, &sh);
+        rc = ds_shard_get(d, i, &sh);
     }
     return rc;
 }
@@ -460,14 +460,14 @@ int rd_shard_open_all(sp_dataset *d)
 /* Natural order, so shard-1000000 follows shard-999999. */
 static int cmp_str(const void *a, const void *b) { return strverscmp(*(char *const *)a, *(char *const *)b); }
 
-void rd_free_list(char **v, size_t n)
+void ds_free_list(char **v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         sp_free(v[i]);
     sp_free(v);
 }
 
-int rd_list_shards(const char *dir, uint64_t max, char ***out, size_t *n, sp_errbuf *eb)
+int ds_list_shards(const char *dir, uint64_t max, char ***out, size_t *n, sp_errbuf *eb)
 {
     *out = NULL;
     *n = 0;
@@ -504,7 +504,7 @@ int rd_list_shards(const char *dir, uint64_t max, char ***out, size_t *n, sp_err
     if (rc == SP_OK && cnt > max)
         rc = sp_fail(eb, SP_ELIMIT, "%s: %zu shards exceed max_shards %llu", dir, cnt, (unsigned long long)max);
     if (rc) {
-        rd_free_list(v, cnt);
+        ds_free_list(v, cnt);
         return rc;
     }
     qsort(v, cnt, sizeof *v, cmp_str);
@@ -513,7 +513,7 @@ int rd_list_shards(const char *dir, uint64_t max, char ***out, size_t *n, sp_err
     return SP_OK;
 }
 
-int rd_glob_shards(const char *path, uint64_t max, char ***out, size_t *n, sp_errbuf *eb)
+int ds_glob_shards(const char *path, uint64_t max, char ***out, size_t *n, sp_errbuf *eb)
 {
     *out = NULL;
     *n = 0;
@@ -540,7 +540,7 @@ int rd_glob_shards(const char *path, uint64_t max, char ***out, size_t *n, sp_er
             rc = sp_fail(eb, SP_ENOMEM, "%s: out of memory", path);
     globfree(&g);
     if (rc) {
-        rd_free_list(v, cnt);
+        ds_free_list(v, cnt);
         return rc;
     }
     qsort(v, cnt, sizeof *v, cmp_str);
@@ -586,7 +586,7 @@ static int refuse_duplicate_shards(sp_dataset *d)
         if (k[j - 1].dataset_id != k[j].dataset_id || k[j - 1].shard_no != k[j].shard_no ||
             k[j - 1].index_checksum != k[j].index_checksum)
             continue;
-        const rd_shard *a = &d->shards[k[j - 1].i], *b = &d->shards[k[j].i];
+        const ds_shard *a = &d->shards[k[j - 1].i], *b = &d->shards[k[j].i];
         bool same_file = a->sh->id.dev == b->sh->id.dev && a->sh->id.ino == b->sh->id.ino;
         rc = sp_fail(&d->eb, SP_EINVAL, "%s and %s are the same shard (%s; dataset %016llx, shard %u): each shard "
                      "may be given once", a->path, b->path, same_file ? "one file" : "a copy",
@@ -607,7 +607,7 @@ static int open_shard_list(sp_dataset *d, const char *const *paths, size_t n)
         return sp_fail(&d->eb, SP_ENOMEM, "out of memory");
     d->nshards = n;
     for (size_t i = 0; i < n; i++) {
-        rd_shard *s = &d->shards[i];
+        ds_shard *s = &d->shards[i];
         fmt_err e;
         if (!(s->path = d->site ? rm_display_url(paths[i]) : sp_strdup(paths[i])))
             return sp_fail(&d->eb, SP_ENOMEM, "out of memory");
@@ -619,7 +619,7 @@ static int open_shard_list(sp_dataset *d, const char *const *paths, size_t n)
             if ((rc = rm_obj_init(d->site, paths[i], &s->obj, &d->eb)) || (rc = remote_shard_open(d, s, &s->sh)))
                 return rc;
         } else if ((rc = fmt_shard_open(paths[i], &d->lim, &s->sh, &e))) {
-            return rd_fail_at(&d->eb, rc, paths[i], &e);
+            return ds_fail_at(&d->eb, rc, paths[i], &e);
         }
         const fmt_index *ix = &s->sh->index;
         if (i == 0) {
@@ -657,16 +657,16 @@ static int open_dir(sp_dataset *d, const char *dir)
     } else {
         char **paths = NULL;
         size_t n = 0;
-        rc = rd_list_shards(dir, d->lim.max_shards, &paths, &n, &d->eb);
+        rc = ds_list_shards(dir, d->lim.max_shards, &paths, &n, &d->eb);
         if (rc == SP_OK)
             rc = open_shard_list(d, (const char *const *)paths, n);
-        rd_free_list(paths, n);
+        ds_free_list(paths, n);
     }
     sp_free(mpath);
     return rc;
 }
 
-int rd_sniff_manifest(const char *path, char *dir, size_t dirlen, sp_errbuf *eb)
+int ds_sniff_manifest(const char *path, char *dir, size_t dirlen, sp_errbuf *eb)
 {
     uint8_t magic[FMT_MAGIC_LEN] = { 0 };
     struct stat st;
@@ -689,7 +689,7 @@ int rd_sniff_manifest(const char *path, char *dir, size_t dirlen, sp_errbuf *eb)
 static int open_file(sp_dataset *d, const char *path)
 {
     char dir[4096];
-    int rc = rd_sniff_manifest(path, dir, sizeof dir, &d->eb);
+    int rc = ds_sniff_manifest(path, dir, sizeof dir, &d->eb);
     if (rc < 0)
         return rc;
     return rc ? open_manifest(d, path, dir) : open_shard_list(d, &path, 1);
@@ -729,12 +729,12 @@ int sp_dataset_open(const char *path, const sp_params *params, sp_dataset **out)
         return sp_fail(NULL, SP_ENOMEM, "%s: out of memory", path);
     char **paths;
     size_t n;
-    int rc = rm_is_url(path) ? open_remote(d, path, params) : rd_glob_shards(path, d->lim.max_shards, &paths, &n, &d->eb);
+    int rc = rm_is_url(path) ? open_remote(d, path, params) : ds_glob_shards(path, d->lim.max_shards, &paths, &n, &d->eb);
     if (rm_is_url(path)) {
         /* opened above */
     } else if (rc > 0) {
         rc = open_shard_list(d, (const char *const *)paths, n);
-        rd_free_list(paths, n);
+        ds_free_list(paths, n);
     } else if (rc == 0) {
         rc = sp_path_is_dir(path) ? open_dir(d, path) : open_file(d, path);
     }
@@ -819,7 +819,7 @@ int sp_dataset_shard_info(sp_dataset *d, uint64_t shard, sp_shard_info *out)
     if (shard >= d->nshards)
         return sp_fail(NULL, SP_ERANGE, "sp_dataset_shard_info: shard %llu is past the dataset's %llu shards",
                        (unsigned long long)shard, (unsigned long long)d->nshards);
-    const rd_shard *s = &d->shards[shard];
+    const ds_shard *s = &d->shards[shard];
     sp_shard_info si = { sizeof si, s->path, s->file_size, s->nblocks, s->nsamples, s->first_block, s->first_sample };
     sp_out_put(out, &si, sizeof si);
     return SP_OK;
@@ -846,7 +846,7 @@ static int block_shard(const char *fn, sp_dataset *d, uint64_t block, uint64_t *
         return sp_fail(&d->eb, SP_ERANGE, "%s: block %llu out of range (%llu blocks)", fn, (unsigned long long)block,
                      (unsigned long long)d->nblocks);
     *si = shard_of_block(d, block);
-    return rd_shard_get(d, *si, sh);
+    return ds_shard_get(d, *si, sh);
 }
 
 int sp_dataset_block_info(sp_dataset *d, uint64_t block, sp_block_info *out)
@@ -907,7 +907,7 @@ static bool fd_evict_locked(sp_dataset *d)
 {
     uint64_t victim = UINT64_MAX, best = UINT64_MAX;
     for (uint64_t i = 0; i < d->nshards; i++) {
-        const rd_shard *s = &d->shards[i];
+        const ds_shard *s = &d->shards[i];
         if (s->fd >= 0 && s->fd_users == 0 && s->fd_tick < best)
             best = s->fd_tick, victim = i;
     }
@@ -923,7 +923,7 @@ static bool fd_evict_locked(sp_dataset *d)
  * to be the file the shard was opened from. A negative code with e->why on failure. */
 static int fd_get(sp_dataset *d, uint64_t si, const fmt_shard *sh, fmt_err *e)
 {
-    rd_shard *s = &d->shards[si];
+    ds_shard *s = &d->shards[si];
     pthread_mutex_lock(&d->mu);
     int fd = s->fd;
     if (fd < 0) {
@@ -956,11 +956,11 @@ static void fd_put(sp_dataset *d, uint64_t si)
     pthread_mutex_unlock(&d->mu);
 }
 
-int rd_pread_block(sp_dataset *d, uint64_t block, uint8_t *buf, fmt_err *e)
+int ds_pread_block(sp_dataset *d, uint64_t block, uint8_t *buf, fmt_err *e)
 {
     uint64_t si = 0;
     fmt_shard *sh;
-    int rc = block_shard("rd_pread_block", d, block, &si, &sh);
+    int rc = block_shard("ds_pread_block", d, block, &si, &sh);
     if (rc)
         return fmt_errf(e, rc, 0, "%s", d->eb.msg);
     const fmt_block_entry *be = &sh->index.blocks[block - d->shards[si].first_block];
@@ -1032,7 +1032,7 @@ int sp_dataset_read_block(sp_dataset *d, uint64_t block, sp_block **out)
     dctx_put(d, dctx);
     if (rc) {
         sp_free(b);
-        return replaced_or(d, d->shards[si].path, rd_fail_at(&d->eb, rc, d->shards[si].path, &e));
+        return replaced_or(d, d->shards[si].path, ds_fail_at(&d->eb, rc, d->shards[si].path, &e));
     }
     /* The view must not point into the shard, which a block may outlive until the dataset closes. */
     b->view.schema = &d->schema;
