@@ -326,7 +326,9 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT
     X(SIM_SAMPLE_US, "sim_sample_us", SP_PTYPE_INT, 0, 0, 10000000, NULL, SP_SCOPE_LOAD,           \
       "testing: every sample a worker writes first sleeps this many microseconds, a decode cost that uses no CPU (simulates many cores on a small machine; 0: off)") \
     X(SIM_READ_US, "sim_read_us", SP_PTYPE_INT, 0, 0, 10000000, NULL, SP_SCOPE_LOAD,               \
-      "testing: the reader sleeps this many microseconds before each block read, as a slow disk would (0: off)")
+      "testing: the reader sleeps this many microseconds before each block read, as a slow disk would (0: off)") \
+    X(RANK_PAD, "rank_pad", SP_PTYPE_BOOL, 0, 0, 1, NULL, SP_SCOPE_LOAD,                            \
+      "drop no sample to even the ranks' shares: the short partitions repeat a sample each (as DistributedSampler pads), marked by sp_batch_is_padding")
 
 typedef enum sp_param {
 #define SP_X_(key, name, type, def, lo, hi, choices, scope, doc) SP_PARAM_##key,
@@ -828,6 +830,10 @@ SP_API int sp_batch_find(const sp_batch *b, const char *name);
 /* Global sample index (in the dataset) of row `row`, for checking coverage; UINT64_MAX when the
  * row was filled in for a skipped corrupt sample. */
 SP_API uint64_t sp_batch_sample_id(const sp_batch *b, uint32_t row);
+/* 1 when row `row` repeats a sample to fill this rank's share of the epoch (rank_pad; its
+ * sample id is the sample repeated), else 0: leave such rows out of metrics. SP_EINVAL for NULL,
+ * SP_ERANGE for a row past the batch. */
+SP_API int sp_batch_is_padding(const sp_batch *b, uint32_t row);
 
 #define SP_MIX_MAX 16 /* sources of one mixture */
 

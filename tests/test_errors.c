@@ -323,6 +323,8 @@ static void loader(fixture *fx)
     FAILS_NULL(sp_batch_tensor, (NULL, 0), "sp_batch_tensor");
     FAILS_RC(sp_batch_find, (fx->b, "no_such_field"), "no_such_field");
     FAILS(sp_batch_sample_id, sp_batch_sample_id(fx->b, 1u << 20), r_ == UINT64_MAX, "sp_batch_sample_id");
+    FAILS_RC(sp_batch_is_padding, (fx->b, 1u << 20), "sp_batch_is_padding");
+    FAILS_RC(sp_batch_is_padding, (NULL, 0), "sp_batch_is_padding");
     FAILS_RC(sp_batch_wait, (NULL, NULL), "sp_batch_wait");
     FAILS_RC(sp_batch_sync, (NULL), "sp_batch_sync");
 

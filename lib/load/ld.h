@@ -26,6 +26,7 @@ typedef struct ld_plan_cfg {
     uint32_t window_blocks;
     uint32_t parts; /* canonical partitions: a multiple of world, dividing batch * world */
     bool shuffle, drop_last;
+    bool pad; /* rank_pad: short partitions repeat a sample instead of the others dropping one */
     const ld_mix *mix; /* NULL: one dataset, every sample */
 } ld_plan_cfg;
 
@@ -41,6 +42,7 @@ typedef struct ld_pwin {
     uint64_t u;           /* the partition index of its first sample */
     uint64_t index;       /* which window of its partition */
     uint64_t start, end;  /* the rank stream positions it fills: smallest, and one past the largest */
+    bool pad;             /* a padding window: one block, whose sample s0 repeats at index u (rank_pad) */
 } ld_pwin;
 
 /* One rank's epoch. The epoch's order is a function of (seed, epoch, dataset, parts) alone: the
@@ -62,6 +64,7 @@ typedef struct ld_plan {
     uint64_t tail_j;        /* first index of the short last batch, or UINT64_MAX */
     uint64_t samples;       /* kept by this rank (equal on all ranks) */
     uint64_t dropped;       /* this rank's samples past `samples` */
+    uint64_t padded;        /* this rank's padding rows (rank_pad): repeats filling short partitions */
     uint64_t nbatches;
 } ld_plan;
 
@@ -70,6 +73,10 @@ typedef struct ld_plan {
 int ld_plan_build(ld_plan *p, const ld_plan_cfg *cfg, const uint32_t *block_samples, uint64_t nblocks,
                   char *why, size_t whylen);
 void ld_plan_free(ld_plan *p);
+
+/* Set in a batch's sample id of a padding row (rank_pad); ids stay below 2^63, and UINT64_MAX (a
+ * skipped row) is not padding. */
+#define LD_ID_PAD (UINT64_C(1) << 63)
 
 /* pos[] of a row that this window does not deliver (another partition's, or dropped). */
 #define LD_POS_NONE UINT32_MAX
@@ -82,6 +89,7 @@ typedef struct ld_window {
     uint32_t nblocks;
     uint32_t nsamples;     /* its partition's samples */
     uint32_t nrows;        /* rows of its blocks */
+    bool pad;              /* its one sample is a repeat (rank_pad): its row's id is marked LD_ID_PAD */
     uint32_t *pos;         /* nrows entries */
     uint32_t *row_base;    /* nblocks entries: first window row of each block */
 } ld_window;

@@ -98,6 +98,7 @@ typedef struct ld_config {
     bool host_memory_auto; /* host_memory=0: the default, or what the configuration needs when more */
     int direct_mode; /* the direct_io parameter: 1, 0, or -1 for auto */
     bool shuffle, drop_last;
+    bool pad; /* rank_pad */
     uint64_t seed, epochs, host_memory, prefetch, max_sample;
     uint64_t sim_sample_ns, sim_read_ns; /* testing: sleeps per sample written, per block read */
     img_cfg img;    /* the image transform, when an image field is batched */

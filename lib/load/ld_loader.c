@@ -122,6 +122,7 @@ static int read_config(sp_loader *l, const sp_params *p)
     l->cfg.window_blocks = (uint32_t)sp_params_get(p, SP_PARAM_SHUFFLE_WINDOW);
     l->cfg.epochs = (uint64_t)sp_params_get(p, SP_PARAM_EPOCHS);
     l->cfg.drop_last = sp_params_get(p, SP_PARAM_DROP_LAST) != 0;
+    l->cfg.pad = sp_params_get(p, SP_PARAM_RANK_PAD) != 0;
     l->cfg.io_mode = (int)sp_params_get(p, SP_PARAM_IO);
     l->cfg.direct_mode = (int)sp_params_get(p, SP_PARAM_DIRECT_IO);
     l->cfg.on_error = (int)sp_params_get(p, SP_PARAM_ON_ERROR);
@@ -374,8 +375,9 @@ static uint64_t tables_bytes(const sp_loader *l)
     uint64_t per_block = 2 * sizeof(uint32_t) + sizeof(uint64_t) + sizeof(void *);
     uint64_t per_shard = sizeof(void *) + sizeof(int) + sizeof(bool) + sizeof(uint64_t);
     uint64_t per = l->cfg.parts / l->cfg.world;
-    uint64_t plan = (l->tab.nblocks + per) * (2 * sizeof(uint64_t) + sizeof(uint32_t)) +
-                    (l->tab.nblocks / l->cfg.window_blocks + 2 * per + 1) * sizeof(ld_pwin); /* ld_plan_build */
+    uint64_t pads = l->cfg.pad ? per : 0; /* rank_pad: a block and a window more a partition */
+    uint64_t plan = (l->tab.nblocks + per + pads) * (2 * sizeof(uint64_t) + sizeof(uint32_t)) +
+                    (l->tab.nblocks / l->cfg.window_blocks + 2 * per + pads + 1) * sizeof(ld_pwin); /* ld_plan_build */
     uint64_t building = (2 * l->tab.nblocks + 1) * sizeof(uint64_t); /* the block order and its offsets */
     return l->tab.nblocks * per_block + l->tab.nshards * per_shard + 4 * plan + building + remote_bytes(l);
 }
@@ -1052,7 +1054,7 @@ int ld_epoch_plan(const sp_loader *l, uint64_t epoch, ld_plan *p, char *why, siz
 {
     const ld_config *c = &l->cfg;
     ld_plan_cfg cfg = { c->seed, epoch, c->rank, c->world, c->batch, c->window_blocks, c->parts, c->shuffle,
-                        c->drop_last, l->mix.n ? &l->mix : NULL };
+                        c->drop_last, c->pad, l->mix.n ? &l->mix : NULL };
     return ld_plan_build(p, &cfg, l->tab.block_samples, l->tab.nblocks, why, whylen);
 }
 
@@ -1307,9 +1309,12 @@ int ld_host_next(sp_loader *l, sp_batch **out, int timeout_ms)
         l->stats.s.batches_ready--;
         for (uint32_t r = 0; l->mix.n && r < s->rows_expected; r++) {
             uint32_t d = 0;
-            while (d + 1 < l->mix.n && s->b.ids[r] >= l->mix_first_sample[d + 1])
+            uint64_t id = s->b.ids[r];
+            if (id != UINT64_MAX && (id & LD_ID_PAD)) /* a repeat (rank_pad) is not counted again */
+                continue;
+            while (d + 1 < l->mix.n && id >= l->mix_first_sample[d + 1])
                 d++;
-            l->stats.s.source_samples[d] += s->b.ids[r] != UINT64_MAX;
+            l->stats.s.source_samples[d] += id != UINT64_MAX;
         }
         *out = &s->b;
         if (l->trace)
@@ -1569,7 +1574,18 @@ uint64_t sp_batch_sample_id(const sp_batch *b, uint32_t row)
             sp_fail(NULL, SP_ERANGE, "sp_batch_sample_id: row %u is past the batch's %u rows", row, b->rows);
         return UINT64_MAX;
     }
-    return b->ids[row];
+    uint64_t id = b->ids[row];
+    return id == UINT64_MAX ? id : id & ~LD_ID_PAD;
+}
+
+int sp_batch_is_padding(const sp_batch *b, uint32_t row)
+{
+    if (!b)
+        return sp_fail(NULL, SP_EINVAL, "sp_batch_is_padding: NULL batch");
+    if (row >= b->rows)
+        return sp_fail(NULL, SP_ERANGE, "sp_batch_is_padding: row %u is past the batch's %u rows", row, b->rows);
+    uint64_t id = b->ids[row];
+    return id != UINT64_MAX && (id & LD_ID_PAD);
 }
 
 /* ---------------------------------------------------------------- resume state */
@@ -1604,7 +1620,7 @@ int sp_loader_save_state(sp_loader *l, void *buf, size_t cap)
     sp_st32(p + 40, l->cfg.batch);
     sp_st32(p + 44, l->cfg.window_blocks);
     sp_st64(p + 48, loader_fingerprint(l));
-    sp_st16(p + 56, (uint16_t)(l->cfg.shuffle | l->cfg.drop_last << 1));
+    sp_st16(p + 56, (uint16_t)(l->cfg.shuffle | l->cfg.drop_last << 1 | l->cfg.pad << 2));
     sp_st32(p + 60, (uint32_t)sp_checksum64(p, 60));
     return consumer_leave(l, SP_OK);
 }
@@ -1651,8 +1667,9 @@ static int load_state(sp_loader *l, const uint8_t *p, size_t len)
     const char *what = sp_ld64(p + 48) != loader_fingerprint(l)                      ? "dataset (its content differs)"
                        : sp_ld64(p + 8) != l->cfg.seed                               ? "seed"
                        : sp_ld32(p + 44) != l->cfg.window_blocks                     ? "shuffle window"
-                       : sp_ld16(p + 56) != (l->cfg.shuffle | l->cfg.drop_last << 1) ? "shuffle or drop_last"
-                                                                                     : NULL;
+                       : sp_ld16(p + 56) != (l->cfg.shuffle | l->cfg.drop_last << 1 | l->cfg.pad << 2)
+                           ? "shuffle, drop_last or rank_pad"
+                           : NULL;
     if (what)
         return sp_fail(&l->eb, SP_EINVAL, "the saved state was taken with a different %s", what);
     int rc = check_elastic(l, sp_ld32(p + 36), sp_ld32(p + 32), sp_ld32(p + 40));

@@ -379,7 +379,7 @@ static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v, int 
         size_t f;
         int rc = fill_row(l, id, v, r, epoch, sample, s->mem, row, &images, &f, why, sizeof why);
         bool bad = rc != SP_OK && row_failed(l, j, r, g, s, row, &l->lay.out[f], rc, why);
-        s->b.ids[row] = bad ? UINT64_MAX : sample;
+        s->b.ids[row] = bad ? UINT64_MAX : w->pad ? sample | LD_ID_PAD : sample;
         assert(g - gfirst < l->pool.bpw);
         if (bad && l->cfg.on_error != SP_ON_ERROR_SKIP)
             continue; /* the batch has failed; like a failed block's, its rows are not counted */

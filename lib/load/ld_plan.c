@@ -88,6 +88,18 @@ static void plan_partition(ld_plan *p, const uint64_t *order, const uint64_t *of
             p->bcnt[p->nblocks++] = (uint32_t)(off[k + 1] - off[k]);
         }
     }
+    /* rank_pad: a partition one short of keep repeats its first sample in the block order (at
+     * stream offset a, in place lo) as its last index, from a window of that one block. */
+    if (p->cfg.pad && e - a < p->keep) {
+        uint64_t u = e - a;
+        p->win[p->nwindows++] = (ld_pwin){ .first_block = p->nblocks, .nblocks = 1, .part = o, .q = q, .s0 = a,
+                                           .n = 1, .u = u, .index = UINT64_MAX, .start = rank_pos(p, o, u),
+                                           .end = rank_pos(p, o, u) + 1, .pad = true };
+        p->blocks[p->nblocks] = order[lo];
+        p->boff[p->nblocks] = off[lo];
+        p->bcnt[p->nblocks++] = (uint32_t)(off[lo + 1] - off[lo]);
+        p->padded++;
+    }
 }
 
 /* The epoch's stream of blocks: order[i] the i-th block, whose samples are stream offsets
@@ -165,11 +177,13 @@ int ld_plan_build(ld_plan *p, const ld_plan_cfg *cfg, const uint32_t *block_samp
                         "%u partitions", cfg->batch, world, parts), SP_EINVAL;
     uint64_t *order = sp_malloc(nblocks * sizeof *order);
     uint64_t *off = sp_malloc((nblocks + 1) * sizeof *off);
-    uint64_t per_blocks = nblocks + per; /* a rank's partitions share at most per - 1 blocks among them */
+    /* a rank's partitions share at most per - 1 blocks among them; rank_pad adds one each */
+    uint64_t pads = cfg->pad ? per : 0;
+    uint64_t per_blocks = nblocks + per + pads;
     p->blocks = sp_malloc(per_blocks * sizeof *p->blocks);
     p->boff = sp_malloc(per_blocks * sizeof *p->boff);
     p->bcnt = sp_malloc(per_blocks * sizeof *p->bcnt);
-    p->win = sp_malloc((nblocks / cfg->window_blocks + 2 * (uint64_t)per + 1) * sizeof *p->win);
+    p->win = sp_malloc((nblocks / cfg->window_blocks + 2 * (uint64_t)per + pads + 1) * sizeof *p->win);
     int rc = order && off && p->blocks && p->boff && p->bcnt && p->win ? SP_OK : SP_ENOMEM;
     uint64_t places = 0;
     if (rc == SP_OK)
@@ -183,9 +197,10 @@ int ld_plan_build(ld_plan *p, const ld_plan_cfg *cfg, const uint32_t *block_samp
     }
     if (rc == SP_OK) {
         /* Every partition keeps as many as the smallest holds (they differ by one at most):
-         * at most parts - 1 samples go per epoch, none with pad. */
+         * at most parts - 1 samples go per epoch; with pad, as many as the largest, the others
+         * repeating one sample each. */
         p->bp = (uint64_t)cfg->batch * world / parts;
-        p->keep = total / parts;
+        p->keep = cfg->pad ? (total + parts - 1) / parts : total / parts;
         if (cfg->drop_last)
             p->keep -= p->keep % p->bp;
         p->tail_j = p->keep % p->bp ? p->keep - p->keep % p->bp : UINT64_MAX;
@@ -196,7 +211,7 @@ int ld_plan_build(ld_plan *p, const ld_plan_cfg *cfg, const uint32_t *block_samp
             own += part_start(total, q + 1, parts) - part_start(total, q, parts);
             plan_partition(p, order, off, nblocks, total, o, q);
         }
-        p->dropped = own - p->samples;
+        p->dropped = own + p->padded - p->samples;
         p->nbatches = (p->samples + cfg->batch - 1) / cfg->batch;
         qsort(p->win, p->nwindows, sizeof *p->win, win_cmp);
     }
@@ -227,6 +242,7 @@ int ld_window_build(const ld_plan *p, const uint32_t *block_samples, uint64_t in
         return SP_ELIMIT;
     w->nrows = base;
     w->nsamples = (uint32_t)pw->n;
+    w->pad = pw->pad;
     for (uint32_t r = 0; r < base; r++)
         w->pos[r] = LD_POS_NONE; /* rows of the partial end blocks that are another partition's */
     /* scratch[i] = the window sample placed at partition index u + i. */

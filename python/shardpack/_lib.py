@@ -265,6 +265,7 @@ _PROTOTYPES = [
     ("sp_batch_tensor", POINTER(DLTensor), [_P, c_size_t]),
     ("sp_batch_find", c_int, [_P, c_char_p]),
     ("sp_batch_sample_id", c_uint64, [_P, c_uint32]),
+    ("sp_batch_is_padding", c_int, [_P, c_uint32]),
 ]
 
 

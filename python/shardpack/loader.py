@@ -249,6 +249,13 @@ class Batch(NoCopy, collections.abc.Mapping):
         ids = [f(bptr, r) for r in range(self.size)]
         return [None if i == 0xFFFFFFFFFFFFFFFF else i for i in ids]
 
+    def padding(self) -> List[bool]:
+        """For each row, whether it repeats a sample to fill this rank's share of the epoch
+        (rank_pad=True; its sample id is the sample repeated): leave such rows out of metrics."""
+        bptr = self._live()
+        f = lib.sp_batch_is_padding
+        return [f(bptr, r) == 1 for r in range(self.size)]
+
     @property
     def released(self) -> bool:
         return self._lease is None
