@@ -152,6 +152,18 @@ int sp_trace_open(sp_trace **out, const char *path, unsigned tracks, uint64_t ma
     return SP_OK;
 }
 
+#if SP_NVTX
+static pthread_once_t nvtx_once = PTHREAD_ONCE_INIT;
+static void nvtx_setup(void) { nvtxInitialize(NULL); }
+#endif
+
+void sp_trace_ready(void)
+{
+#if SP_NVTX
+    pthread_once(&nvtx_once, nvtx_setup);
+#endif
+}
+
 void sp_trace_track(sp_trace *t, unsigned track, const char *name)
 {
     if (t && track < t->ntracks)

@@ -55,6 +55,10 @@ typedef struct sp_trace sp_trace;
  * names the traced object in the file. */
 int sp_trace_open(sp_trace **out, const char *path, unsigned tracks, uint64_t max_events, const char *what,
                   sp_errbuf *eb);
+/* Runs NVTX's one-time setup (a CUDA build's ranges), at most once per process, so that threads
+ * started afterwards find it done: its own lazy setup, run by whichever thread pushes the first
+ * range, races with the others' reads. Call it before starting threads that trace. */
+void sp_trace_ready(void);
 /* Names track i (a thread): "reader", "worker 3". Before any event on it; a track never named is
  * left out of the file. */
 void sp_trace_track(sp_trace *t, unsigned track, const char *name);

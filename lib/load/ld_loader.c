@@ -808,6 +808,7 @@ static sp_loader *loader_new(void)
 /* The trace parameter, else SHARDPACK_TRACE: a timeline of every thread, written at close. */
 static int open_trace(sp_loader *l, const sp_params *params)
 {
+    sp_trace_ready(); /* NVTX set up here, before any of the loader's threads exists */
     const char *path = sp_params_get_str(params, SP_PARAM_TRACE);
     if (!path || !*path)
         path = getenv("SHARDPACK_TRACE");
