@@ -385,9 +385,11 @@ static int decode(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, 
     d->dct_method = JDCT_ISLOW;
     if (c->share && jpeg_has_multiple_scans(d)) {
         /* the coefficients of every scan stay in memory: taken from the shared whole, given back
-         * by img_process whatever happens next */
-        uint64_t need = coef_bytes(d) + (1u << 20); /* and the decoder's other arrays */
-        if (need > c->share->total)
+         * by img_process whatever happens next. Refused only where libjpeg, capped at the whole,
+         * would refuse it; the headroom for the decoder's other arrays is taken where it fits
+         * (at a total of 1 MiB, the least, a small image still decodes, as with its own cap). */
+        uint64_t need = coef_bytes(d) + (1u << 20);
+        if (coef_bytes(d) > c->share->total)
             return snprintf(why, whylen,
                             "decoding it needs more than max_image_memory (%llu MiB, shared by the workers): a "
                             "progressive JPEG keeps every coefficient of the image in memory (%.1f MiB for this "
@@ -395,7 +397,7 @@ static int decode(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, 
                             (unsigned long long)(c->share->total >> 20), (double)coef_bytes(d) / (1 << 20),
                             (unsigned long long)(coef_bytes(d) >> 20) + 2),
                    SP_ELIMIT;
-        img_mem_take(c, need);
+        img_mem_take(c, need < c->share->total ? need : c->share->total);
     }
     jpeg_start_decompress(d);
 
