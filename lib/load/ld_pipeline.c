@@ -715,6 +715,7 @@ static void submit_remote(sp_loader *l, ld_reader *rd, ld_job *j)
     while (rd->inflight[tag].buf)
         tag++;
     rd->inflight[tag] = *j;
+    rd->submitted[tag] = l->trace ? sp_trace_clock() : 0;
     const fmt_block_entry *be = l->tab.block_entry[j->block];
     if (rm_fetch_submit(l->rdr.rf, ds_shard_obj(l->ds, l->tab.block_shard[j->block]), j->buf, be->stored_size,
                         be->offset, tag) != SP_OK) {
@@ -789,6 +790,7 @@ static int reap_remote(sp_loader *l, ld_reader *rd, bool wait)
         return got;
     ld_job j = rd->inflight[tag];
     rd->inflight[tag].buf = NULL;
+    sp_trace_async(l->trace, LD_TRACK_READER, SPT_READ, rd->submitted[tag], j.block);
     if (code == SP_ECANCELED) { /* the run is stopping: the block is given back, not failed */
         job_done(l, &j, 0);
         return 1;

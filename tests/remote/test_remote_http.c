@@ -297,6 +297,36 @@ START_TEST(http_cli)
 }
 END_TEST
 
+/* The trace on a remote dataset: each block's ranged GET is a read span (submission to completion),
+ * as a local read is, and the file passes check_trace.py. */
+START_TEST(http_trace)
+{
+    const char *script = getenv("SP_TRACE_CHECK");
+    ck_assert_msg(script && *script, "SP_TRACE_CHECK (set by meson) names check_trace.py");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/trace.json", g_ds.root);
+    sp_loader *l;
+    int rc = lt_open(g_url, &l, "trace", path, "threads", "3", NULL);
+    ck_assert_msg(rc == 0, "%s", sp_last_error());
+    lt_rec r = { 0 };
+    ck_assert_int_eq(lt_epoch(l, &g_ds, &r), SP_EEPOCH);
+    ck_assert_uint_eq(r.ni, g_ds.n);
+    ck_assert_msg(r.bad == 0, "%s", r.why);
+    lt_rec_free(&r);
+    sp_loader_stats st = { .struct_size = sizeof st };
+    ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+    ck_assert_uint_eq(st.trace_events_dropped, 0);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    char cmd[8600];
+    snprintf(cmd, sizeof cmd, "python3 '%s' '%s' --threads %d --budget %llu --slots %llu --need read --need 'block decode' >&2",
+             script, path, st.threads, (unsigned long long)st.host_memory_bytes,
+             (unsigned long long)st.batch_ring_slots);
+    rc = system(cmd);
+    ck_assert_msg(rc != -1 && WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "check_trace.py failed on %s (%s)", path, cmd);
+    unlink(path);
+}
+END_TEST
+
 int main(void)
 {
     uint64_t seed = tu_seed(16);
@@ -327,6 +357,7 @@ int main(void)
     tcase_add_test(tc, http_changed_object);
     tcase_add_test(tc, http_verify);
     tcase_add_test(tc, http_cli);
+    tcase_add_test(tc, http_trace);
     suite_add_tcase(s, tc);
     rc = tu_run(s, seed);
     rt_stop(g_state);
