@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "jpeg_gen.h"
 #include "pw_gen.h"
@@ -10,7 +11,7 @@
 #define N 97
 #define SIZE 16
 
-static char *g_parent, *g_dir;
+static char *g_parent;
 static int g_bad = -1; /* a sample whose bytes are cut short */
 
 /* Sample i: a JPEG (every other one progressive), a PNG (every other one interlaced) or a WebP. */
@@ -326,6 +327,41 @@ START_TEST(small_progressive_at_least_memory)
 }
 END_TEST
 
+/* The trace of split image blocks on rank 1 of 2 with a corrupt image skipped: valid, nested spans
+ * on every worker's track (check_trace.py). */
+START_TEST(trace_of_split_blocks)
+{
+    const char *script = getenv("SP_TRACE_CHECK");
+    ck_assert_msg(script && *script, "SP_TRACE_CHECK (set by meson) names check_trace.py");
+    g_bad = 31;
+    char *dir = make_ds("intertrace", &g_parent);
+    g_bad = -1;
+    char *path = tu_join(g_parent, "trace.json");
+    sp_params *p = tu_params("threads", "5", "image_size", "16", "batch_size", "4", "rank", "1", "world_size", "2",
+                             "on_error", "skip", "trace", path, NULL);
+    sp_loader *l;
+    ck_assert_msg(sp_loader_open(dir, p, &l) == 0, "%s", sp_last_error());
+    sp_params_destroy(p);
+    run r = { 0 };
+    take(l, &r, UINT64_MAX);
+    sp_loader_stats st = { .struct_size = sizeof st };
+    ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "python3 '%s' '%s' --threads %d --budget %llu --slots %llu --need read --need 'image decode' --need block "
+             ">&2", script, path, st.threads, (unsigned long long)st.host_memory_bytes,
+             (unsigned long long)st.batch_ring_slots);
+    int rc = system(cmd);
+    ck_assert_msg(rc != -1 && WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "check_trace.py failed on %s (%s)", path, cmd);
+    run_free(&r);
+    free(path);
+    tu_rmtree(g_parent);
+    free(g_parent);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("loader_interplay");
@@ -335,5 +371,6 @@ int main(void)
     tcase_add_test(tc, mixture_elastic);
     tcase_add_test(tc, tiny_shared_memory);
     tcase_add_test(tc, small_progressive_at_least_memory);
+    tcase_add_test(tc, trace_of_split_blocks);
     return tu_run(s, tu_seed(1));
 }
