@@ -3,6 +3,7 @@
 #include "sp_trace.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -313,12 +314,19 @@ static void write_events(const sp_trace *t, FILE *f, int pid, bool *first)
 /* The whole file: metadata, every track's events, the counters, and how many were dropped. */
 static int write_file(const sp_trace *t, char *why, size_t whylen)
 {
+    /* A temporary of this writer's own, renamed over the path: loaders given one path (processes,
+     * or threads of one) closing at once each write a whole file, and the last rename wins. */
+    static atomic_uint seq;
     char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", t->path);
-    FILE *f = fopen(tmp, "w");
+    snprintf(tmp, sizeof tmp, "%s.%d.%u.tmp", t->path, (int)getpid(), atomic_fetch_add(&seq, 1));
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!f) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
         if (why)
-            snprintf(why, whylen, "trace '%s' cannot be written: %s", tmp, strerror(errno));
+            snprintf(why, whylen, "trace '%s' cannot be written: %s", tmp, strerror(e));
         return SP_EIO;
     }
     int pid = (int)getpid();

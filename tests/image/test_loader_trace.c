@@ -1,4 +1,5 @@
 /* test_loader_trace.c - the trace parameter and SHARDPACK_TRACE: a Chrome trace-event JSON timeline written at close (checked by check_trace.py: parses, one track per thread, spans nested, counters within the budget), dropped events counted, a valid file after a failed run, a path that cannot be written refused at open. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,6 +188,50 @@ START_TEST(failed_run_leaves_a_valid_trace)
 }
 END_TEST
 
+#define SAME 4
+
+static pthread_barrier_t g_at_once;
+
+static void *close_at_once(void *arg)
+{
+    pthread_barrier_wait(&g_at_once);
+    int rc = sp_loader_close(arg);
+    return rc ? strdup(sp_last_error()) : NULL;
+}
+
+/* Loaders given one trace path (DataLoader workers opened with the same trace=, ranks sharing a
+ * folder) closing at the same moment: each close succeeds and the file is one whole trace. */
+START_TEST(one_path_closed_at_once)
+{
+    tds d;
+    make_ds(&d, "tracesame", UINT64_MAX);
+    char *path = tu_join(d.parent, "trace.json");
+    pthread_barrier_init(&g_at_once, NULL, SAME);
+    for (int round = 0; round < 3; round++) {
+        sp_loader *l[SAME];
+        pthread_t th[SAME];
+        for (int i = 0; i < SAME; i++) {
+            l[i] = open_loader(&d, path, "fail");
+            ck_assert_int_eq(drain(l[i]), SP_EDONE);
+        }
+        sp_loader_stats st = { .struct_size = sizeof st };
+        ck_assert_int_eq(sp_loader_stats_get(l[0], &st), 0);
+        for (int i = 0; i < SAME; i++)
+            ck_assert_int_eq(pthread_create(&th[i], NULL, close_at_once, l[i]), 0);
+        for (int i = 0; i < SAME; i++) {
+            void *why;
+            pthread_join(th[i], &why);
+            ck_assert_msg(why == NULL, "round %d: close %d: %s", round, i, (char *)why);
+        }
+        check_file(path, &st, "--need read");
+    }
+    pthread_barrier_destroy(&g_at_once);
+    ck_assert_uint_eq(tu_count_others(d.parent, "trace.json"), 1); /* ds only: no temporary file left */
+    free(path);
+    free_ds(&d);
+}
+END_TEST
+
 START_TEST(unwritable_path_refused_at_open)
 {
     tds d;
@@ -222,5 +267,6 @@ int main(void)
     tcase_add_test(tc, dropped_events_are_counted);
     tcase_add_test(tc, failed_run_leaves_a_valid_trace);
     tcase_add_test(tc, unwritable_path_refused_at_open);
+    tcase_add_test(tc, one_path_closed_at_once);
     return tu_run(s, tu_seed(1));
 }
