@@ -66,7 +66,7 @@ static sp_loader *open_one(const char *const *paths, size_t npaths, const char *
     snprintf(ws, sizeof ws, "%d", world);
     sp_params *p = tu_params("threads", threads, "image_size", "16", "batch_size", "4", "shuffle", shuffle, "seed",
                              "7", "rank", rs, "world_size", ws, "partitions", parts, "on_error", on_error,
-                             "max_image_memory", maxmem, "host_memory", "256M", NULL);
+                             "max_image_memory", maxmem, "host_memory", "1G", NULL);
     sp_loader *l = NULL;
     double weights[2] = { 1, 2 };
     int rc = npaths == 1 ? sp_loader_open(paths[0], p, &l) : sp_loader_open_mix(paths, weights, npaths, p, &l);
@@ -124,7 +124,7 @@ START_TEST(split_blocks_with_ranks)
                 sp_loader *l = open_one(paths, 1, "1", rank, world, parts, shuffles[si], "fail", "64M");
                 take(l, &one, UINT64_MAX);
                 ck_assert_int_eq(sp_loader_close(l), 0);
-                l = open_one(paths, 1, "5", rank, world, parts, shuffles[si], "fail", "64M");
+                l = open_one(paths, 1, "9", rank, world, parts, shuffles[si], "fail", "64M");
                 take(l, &four, UINT64_MAX);
                 ck_assert_int_eq(sp_loader_close(l), 0);
                 char what[96];
