@@ -54,7 +54,7 @@ int img_webp(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, uint6
         return snprintf(why, whylen, "decoding it needs more than max_image_memory (%llu MiB): a %s WebP keeps "
                         "whole-image planes (%.1f MiB for this one); set max_image_memory >= %lluM",
                         (unsigned long long)(c->cfg.max_image_memory >> 20),
-                        lossless ? "lossless" : "lossy+alpha", (double)mem / (1 << 20),
+                        lossless ? "lossless" : ft->has_alpha ? "lossy+alpha" : "lossy", (double)mem / (1 << 20),
                         (unsigned long long)(mem >> 20) + 1),
                SP_ELIMIT;
 

@@ -372,6 +372,12 @@ START_TEST(webp_bombs)
     sp_image_info info = { .struct_size = sizeof info };
     ck_assert_int_eq(sp_image_probe(e.data, e.size, 1 << 25, &info), SP_ELIMIT);
     free(e.data);
+    /* a plain lossy one under the least max_image_memory: the message names what it is */
+    e = webp_of(pic, 16, 16, 0, 0);
+    t = mk("image_size", "32", "max_image_memory", "1M", NULL);
+    refused(t, e.data, e.size, SP_ELIMIT, "a lossy WebP keeps whole-image planes");
+    sp_image_transform_destroy(t);
+    free(e.data);
     free(pic);
 }
 END_TEST
