@@ -496,6 +496,18 @@ int tu_run(Suite *s, uint64_t seed)
 #define TU_SANITIZED 1
 #endif
 
+void tu_check_trace(const char *path, const sp_loader_stats *st, const char *extra)
+{
+    const char *script = getenv("SP_TRACE_CHECK");
+    ck_assert_msg(script && *script, "SP_TRACE_CHECK (set by meson) names check_trace.py");
+    char cmd[8800];
+    snprintf(cmd, sizeof cmd, "python3 '%s' '%s' --threads %d --budget %llu --slots %llu %s >&2", script, path,
+             st->threads, (unsigned long long)st->host_memory_bytes, (unsigned long long)st->batch_ring_slots,
+             extra);
+    int rc = system(cmd);
+    ck_assert_msg(rc != -1 && WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "check_trace.py failed on %s (%s)", path, cmd);
+}
+
 bool tu_sanitized(void)
 {
 #ifdef TU_SANITIZED

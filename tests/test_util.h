@@ -102,6 +102,10 @@ const sp_params *tu_synthetic_images(void);
 TCase *tu_tcase(Suite *s, const char *name, double timeout);
 /* Runs s (fork mode), prints the seed when something failed; returns the exit status. */
 int tu_run(Suite *s, uint64_t seed);
+/* Checks a loader's trace file with check_trace.py ($SP_TRACE_CHECK, set by meson) for st's
+ * threads, host budget and batch slots, plus the script's `extra` options (--need NAME ...);
+ * fails the test with the command when it does not pass (its reasons on stderr). */
+void tu_check_trace(const char *path, const sp_loader_stats *st, const char *extra);
 
 /* True when built with AddressSanitizer or ThreadSanitizer, which reserve terabytes of address
  * space for their shadow memory: an RLIMIT_AS cannot be used there. */

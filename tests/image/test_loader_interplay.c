@@ -2,7 +2,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include "jpeg_gen.h"
 #include "pw_gen.h"
@@ -331,8 +330,6 @@ END_TEST
  * on every worker's track (check_trace.py). */
 START_TEST(trace_of_split_blocks)
 {
-    const char *script = getenv("SP_TRACE_CHECK");
-    ck_assert_msg(script && *script, "SP_TRACE_CHECK (set by meson) names check_trace.py");
     g_bad = 31;
     char *dir = make_ds("intertrace", &g_parent);
     g_bad = -1;
@@ -347,13 +344,7 @@ START_TEST(trace_of_split_blocks)
     sp_loader_stats st = { .struct_size = sizeof st };
     ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
     ck_assert_int_eq(sp_loader_close(l), 0);
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd,
-             "python3 '%s' '%s' --threads %d --budget %llu --slots %llu --need read --need 'image decode' --need block "
-             ">&2", script, path, st.threads, (unsigned long long)st.host_memory_bytes,
-             (unsigned long long)st.batch_ring_slots);
-    int rc = system(cmd);
-    ck_assert_msg(rc != -1 && WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "check_trace.py failed on %s (%s)", path, cmd);
+    tu_check_trace(path, &st, "--need read --need 'image decode' --need block");
     run_free(&r);
     free(path);
     tu_rmtree(g_parent);

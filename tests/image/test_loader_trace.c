@@ -73,19 +73,6 @@ static int drain(sp_loader *l)
     }
 }
 
-/* Runs check_trace.py on path; its verdict, with the script's output on stderr when it fails. */
-static void check_file(const char *path, const sp_loader_stats *st, const char *extra)
-{
-    const char *script = getenv("SP_TRACE_CHECK");
-    ck_assert_msg(script && *script, "SP_TRACE_CHECK (set by meson) names check_trace.py");
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "python3 '%s' '%s' --threads %d --budget %llu --slots %llu %s >&2", script, path,
-             st->threads, (unsigned long long)st->host_memory_bytes, (unsigned long long)st->batch_ring_slots,
-             extra);
-    int rc = system(cmd);
-    ck_assert_msg(rc != -1 && WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "check_trace.py failed on %s (%s)", path, cmd);
-}
-
 static const char *const NEED_ALL = "--need read --need 'block decode' --need 'image decode' --need block "
                                     "--need 'batch completion' --need next --need 'plan epoch' "
                                     "--need 'host bytes in use' --need 'batch slots in use' --need 'batches ready'";
@@ -105,7 +92,7 @@ START_TEST(trace_param_writes_a_timeline)
     ck_assert_uint_eq(st.trace_events_dropped, 0);
     ck_assert_int_eq(st.threads, THREADS);
     ck_assert_int_eq(sp_loader_close(l), 0);
-    check_file(path, &st, NEED_ALL);
+    tu_check_trace(path, &st, NEED_ALL);
     free(path);
     free_ds(&d);
 }
@@ -142,7 +129,7 @@ START_TEST(environment_variable)
     ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
     ck_assert_int_eq(sp_loader_close(l), 0);
     ck_assert_msg(tu_exists(path), "no %s", path);
-    check_file(path, &st, NEED_ALL);
+    tu_check_trace(path, &st, NEED_ALL);
     free(pattern);
     free(path);
     free_ds(&d);
@@ -164,7 +151,7 @@ START_TEST(dropped_events_are_counted)
     ck_assert_uint_gt(st.trace_events_dropped, 0);
     ck_assert_uint_lt(st.trace_events_dropped, st.trace_events);
     ck_assert_int_eq(sp_loader_close(l), 0);
-    check_file(path, &st, "--dropped");
+    tu_check_trace(path, &st, "--dropped");
     free(path);
     free_ds(&d);
 }
@@ -182,7 +169,7 @@ START_TEST(failed_run_leaves_a_valid_trace)
     sp_loader_stats st = { .struct_size = sizeof st };
     ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
     ck_assert_int_eq(sp_loader_close(l), 0);
-    check_file(path, &st, "--need 'image decode'");
+    tu_check_trace(path, &st, "--need 'image decode'");
     free(path);
     free_ds(&d);
 }
@@ -223,7 +210,7 @@ START_TEST(one_path_closed_at_once)
             pthread_join(th[i], &why);
             ck_assert_msg(why == NULL, "round %d: close %d: %s", round, i, (char *)why);
         }
-        check_file(path, &st, "--need read");
+        tu_check_trace(path, &st, "--need read");
     }
     pthread_barrier_destroy(&g_at_once);
     ck_assert_uint_eq(tu_count_others(d.parent, "trace.json"), 1); /* ds only: no temporary file left */

@@ -301,8 +301,6 @@ END_TEST
  * as a local read is, and the file passes check_trace.py. */
 START_TEST(http_trace)
 {
-    const char *script = getenv("SP_TRACE_CHECK");
-    ck_assert_msg(script && *script, "SP_TRACE_CHECK (set by meson) names check_trace.py");
     char path[4200];
     snprintf(path, sizeof path, "%s/trace.json", g_ds.root);
     sp_loader *l;
@@ -317,12 +315,7 @@ START_TEST(http_trace)
     ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
     ck_assert_uint_eq(st.trace_events_dropped, 0);
     ck_assert_int_eq(sp_loader_close(l), 0);
-    char cmd[8600];
-    snprintf(cmd, sizeof cmd, "python3 '%s' '%s' --threads %d --budget %llu --slots %llu --need read --need 'block decode' >&2",
-             script, path, st.threads, (unsigned long long)st.host_memory_bytes,
-             (unsigned long long)st.batch_ring_slots);
-    rc = system(cmd);
-    ck_assert_msg(rc != -1 && WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "check_trace.py failed on %s (%s)", path, cmd);
+    tu_check_trace(path, &st, "--need read --need 'block decode'");
     unlink(path);
 }
 END_TEST
