@@ -11,7 +11,8 @@
 #define SIZE 16
 
 static char *g_parent;
-static int g_bad = -1; /* a sample whose bytes are cut short */
+static int g_bad = -1;             /* a sample whose bytes are cut short */
+static const char *g_epochs = "1"; /* the loaders' epochs */
 
 /* Sample i: a JPEG (every other one progressive), a PNG (every other one interlaced) or a WebP. */
 static int make_img(int64_t i, void *arg, uint8_t **bytes, size_t *size)
@@ -65,7 +66,7 @@ static sp_loader *open_one(const char *const *paths, size_t npaths, const char *
     snprintf(ws, sizeof ws, "%d", world);
     sp_params *p = tu_params("threads", threads, "image_size", "16", "batch_size", "4", "shuffle", shuffle, "seed",
                              "7", "rank", rs, "world_size", ws, "partitions", parts, "on_error", on_error,
-                             "max_image_memory", maxmem, "host_memory", "1G", NULL);
+                             "max_image_memory", maxmem, "host_memory", "1G", "epochs", g_epochs, NULL);
     sp_loader *l = NULL;
     double weights[2] = { 1, 2 };
     int rc = npaths == 1 ? sp_loader_open(paths[0], p, &l) : sp_loader_open_mix(paths, weights, npaths, p, &l);
@@ -141,6 +142,40 @@ START_TEST(split_blocks_with_ranks)
             ck_assert_uint_ge(total, N - 4 * world);
             free(seen);
         }
+    tu_rmtree(g_parent);
+    free(g_parent);
+    free(dir);
+}
+END_TEST
+
+/* set_epoch while split blocks are being written (batches of epoch 0 taken, one still leased):
+ * epoch 1 equals a fresh single worker's epoch 1. */
+START_TEST(seek_during_split_blocks)
+{
+    g_bad = -1;
+    char *dir = make_ds("interseek", &g_parent);
+    const char *paths[1] = { dir };
+    run one = { 0 }, many = { 0 }, skip = { 0 };
+    g_epochs = "2";
+    sp_loader *l = open_one(paths, 1, "1", 0, 1, "1", "true", "fail", "64M");
+    ck_assert_int_eq(sp_loader_set_epoch(l, 1), 0);
+    take(l, &one, UINT64_MAX);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    for (int rounds = 1; rounds <= 3; rounds++) {
+        l = open_one(paths, 1, "9", 0, 1, "1", "true", "fail", "64M");
+        take(l, &skip, (uint64_t)rounds);
+        sp_batch *held;
+        ck_assert_int_eq(sp_loader_next(l, &held, 60000), 0);
+        ck_assert_int_eq(sp_loader_set_epoch(l, 1), 0);
+        take(l, &many, UINT64_MAX);
+        ck_assert_int_eq(sp_loader_release(l, held), 0);
+        ck_assert_int_eq(sp_loader_close(l), 0);
+        same(&one, &many, "epoch 1 after a seek");
+        run_free(&many);
+        run_free(&skip);
+    }
+    run_free(&one);
+    g_epochs = "1";
     tu_rmtree(g_parent);
     free(g_parent);
     free(dir);
@@ -359,6 +394,7 @@ int main(void)
     TCase *tc = tu_tcase(s, "interplay", 300);
     tcase_add_test(tc, split_blocks_with_ranks);
     tcase_add_test(tc, corrupt_image_in_split_block);
+    tcase_add_test(tc, seek_during_split_blocks);
     tcase_add_test(tc, mixture_elastic);
     tcase_add_test(tc, tiny_shared_memory);
     tcase_add_test(tc, small_progressive_at_least_memory);
