@@ -1,4 +1,4 @@
-/* test_loader_interplay.c - the day's features together: split image blocks (JPEG, PNG, WebP, progressive and interlaced) under rank partitions, shuffle, mixtures, elastic resume, a corrupt image and a small shared max_image_memory give the same batches as one worker and every sample once. */
+/* test_loader_interplay.c - the day's features together: split image blocks (JPEG, PNG, WebP, progressive and interlaced) under rank partitions, shuffle, a seek, mixtures resumed elastically, a corrupt image skipped and a small shared max_image_memory give the same batches as one worker and every sample once; a progressive JPEG at the least shared allowance decodes; the trace of split blocks is valid. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +43,14 @@ static char *make_ds(const char *tag, char **parent)
     char err[512];
     ck_assert_msg(jg_write_dataset(dir, "16K", N, make_img, NULL, err, sizeof err) == 0, "%s", err);
     return dir;
+}
+
+/* Removes make_ds's dataset (dir, in g_parent). */
+static void drop_ds(char *dir)
+{
+    tu_rmtree(g_parent);
+    free(g_parent);
+    free(dir);
 }
 
 typedef struct run {
@@ -142,9 +150,7 @@ START_TEST(split_blocks_with_ranks)
             ck_assert_uint_ge(total, N - 4 * world);
             free(seen);
         }
-    tu_rmtree(g_parent);
-    free(g_parent);
-    free(dir);
+    drop_ds(dir);
 }
 END_TEST
 
@@ -176,9 +182,7 @@ START_TEST(seek_during_split_blocks)
     }
     run_free(&one);
     g_epochs = "1";
-    tu_rmtree(g_parent);
-    free(g_parent);
-    free(dir);
+    drop_ds(dir);
 }
 END_TEST
 
@@ -210,9 +214,7 @@ START_TEST(corrupt_image_in_split_block)
         ck_assert_uint_eq(bad, 1);
     }
     g_bad = -1;
-    tu_rmtree(g_parent);
-    free(g_parent);
-    free(dir);
+    drop_ds(dir);
 }
 END_TEST
 
@@ -305,9 +307,7 @@ START_TEST(tiny_shared_memory)
     same(&one, &many, "2M shared");
     run_free(&one);
     run_free(&many);
-    tu_rmtree(g_parent);
-    free(g_parent);
-    free(dir);
+    drop_ds(dir);
 }
 END_TEST
 
@@ -355,9 +355,7 @@ START_TEST(small_progressive_at_least_memory)
     }
     ck_assert_uint_eq(want.n, 8);
     run_free(&want);
-    tu_rmtree(g_parent);
-    free(g_parent);
-    free(dir);
+    drop_ds(dir);
 }
 END_TEST
 
@@ -382,9 +380,7 @@ START_TEST(trace_of_split_blocks)
     tu_check_trace(path, &st, "--need read --need 'image decode' --need block");
     run_free(&r);
     free(path);
-    tu_rmtree(g_parent);
-    free(g_parent);
-    free(dir);
+    drop_ds(dir);
 }
 END_TEST
 
