@@ -171,18 +171,6 @@ void sp_trace_track(sp_trace *t, unsigned track, const char *name)
         snprintf(t->tracks[track].name, TRACK_NAME, "%s", name);
 }
 
-#if SP_NVTX
-static pthread_once_t nvtx_once = PTHREAD_ONCE_INIT;
-static void nvtx_init(void) { nvtxInitialize(NULL); }
-#endif
-
-void sp_trace_init(void)
-{
-#if SP_NVTX
-    pthread_once(&nvtx_once, nvtx_init);
-#endif
-}
-
 uint64_t sp_trace_begin(const sp_trace *t, sp_trace_name name)
 {
 #if SP_NVTX

@@ -76,9 +76,6 @@ void sp_trace_count(sp_trace *t, sp_trace_counter c, int64_t value);
 void sp_trace_totals(const sp_trace *t, uint64_t *events, uint64_t *dropped);
 /* Writes the file and frees t. SP_OK, or SP_EIO with why. NULL is accepted. */
 int sp_trace_close(sp_trace *t, char *why, size_t whylen);
-/* Sets NVTX up (a CUDA build) once per process; called before a loader starts its threads, so
- * that NVTX's lazy set-up at the first range never runs on two threads at once. */
-void sp_trace_init(void);
 /* Nanoseconds on the trace's clock. */
 uint64_t sp_trace_clock(void);
 

@@ -788,7 +788,6 @@ static sp_loader *loader_new(void)
     sp_loader *l = sp_calloc(1, sizeof *l);
     if (!l)
         return NULL;
-    sp_trace_init(); /* before any of the loader's threads marks a range */
     pthread_mutex_init(&l->ring.mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
