@@ -685,8 +685,6 @@ static void print_summary(const bench_report *r)
         printf("  shuffle    ");
     printf("samples move %.0f places on average (uniform: %.0f, %.2f of it)\n", mx.move, mx.move_uniform,
            mx.move_uniform > 0 ? mx.move / mx.move_uniform : 0);
-    if (st->threads_note[0])
-        printf("  threads    %d: %s\n", st->threads, st->threads_note);
     if (st->memory_note[0])
         printf("  memory     %s\n", st->memory_note);
     if (st->trace_events)
