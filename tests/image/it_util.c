@@ -1,19 +1,30 @@
 /* it_util.c - see it_util.h. */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "it_util.h"
 
-sp_image_transform *it_transform_v(const char *seed, const char *name, va_list ap)
+static char seedstr[32] = "0";
+
+void it_set_seed(uint64_t seed)
+{
+    snprintf(seedstr, sizeof seedstr, "%llu", (unsigned long long)(seed & INT64_MAX));
+}
+
+sp_image_transform *it_transform(const char *name, ...)
 {
     sp_params *p = sp_params_create();
     ck_assert_ptr_nonnull(p);
-    ck_assert_int_eq(sp_params_set_str(p, "seed", seed), 0);
+    ck_assert_int_eq(sp_params_set_str(p, "seed", seedstr), 0);
+    va_list ap;
+    va_start(ap, name);
     for (const char *k = name; k; k = va_arg(ap, const char *)) {
         const char *v = va_arg(ap, const char *);
         ck_assert_msg(sp_params_set_str(p, k, v) == 0, "%s=%s: %s", k, v, sp_last_error());
     }
+    va_end(ap);
     sp_image_transform *t = NULL;
     int rc = sp_image_transform_create(p, &t);
     ck_assert_msg(rc == 0, "sp_image_transform_create: %s", sp_last_error());

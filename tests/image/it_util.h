@@ -8,9 +8,17 @@
 
 #include "img.h"
 
-/* A transform with seed and the NULL-terminated name/value pairs of ap; fails the test when
- * refused. */
-sp_image_transform *it_transform_v(const char *seed, const char *name, va_list ap);
+/* The seed of every it_transform (the test's, set once in main). */
+void it_set_seed(uint64_t seed);
+/* A transform with it_set_seed's seed and the NULL-terminated name/value pairs; fails the test
+ * when refused. */
+sp_image_transform *it_transform(const char *name, ...);
+
+/* An encoded image the test made (free data). */
+typedef struct it_enc {
+    uint8_t *data;
+    size_t size;
+} it_enc;
 
 /* img_resize over box of an RGB picture (w x h, 3 bytes per pixel; the resampler takes RGBX) to
  * size x size RGB in out. */

@@ -21,7 +21,6 @@
 #include "tu_alloc.h"
 
 static uint64_t g_seed;
-static char g_seedstr[32];
 
 /* The JPEG tests' tolerance against the reference decode (test_image_transform.c, REF_MAX and
  * REF_FRAC): the stage reduces and resamples the same pixels over the same box shifted by whole
@@ -29,32 +28,18 @@ static char g_seedstr[32];
 #define REF_MAX 1
 #define REF_FRAC 0.01
 
-static sp_image_transform *mk(const char *name, ...)
+static it_enc png_of(const uint8_t *pic, int w, int h, int color, int depth, int interlace)
 {
-    va_list ap;
-    va_start(ap, name);
-    sp_image_transform *t = it_transform_v(g_seedstr, name, ap);
-    va_end(ap);
-    return t;
-}
-
-typedef struct enc {
-    uint8_t *data;
-    size_t size;
-} enc;
-
-static enc png_of(const uint8_t *pic, int w, int h, int color, int depth, int interlace)
-{
-    enc e;
+    it_enc e;
     char err[256];
     pw_png_opts o = { color, depth, interlace };
     ck_assert_msg(pw_png(pic, w, h, &o, &e.data, &e.size, err, sizeof err) == 0, "%s", err);
     return e;
 }
 
-static enc webp_of(const uint8_t *pic, int w, int h, int lossless, int alpha)
+static it_enc webp_of(const uint8_t *pic, int w, int h, int lossless, int alpha)
 {
-    enc e;
+    it_enc e;
     char err[256];
     ck_assert_msg(pw_webp(pic, w, h, 90, lossless, alpha, &e.data, &e.size, err, sizeof err) == 0, "%s", err);
     return e;
@@ -62,7 +47,7 @@ static enc webp_of(const uint8_t *pic, int w, int h, int lossless, int alpha)
 
 /* The reference: the whole image decoded elsewhere, averaged in blocks of 8/scale, resized over
  * the crop's box at that scale. */
-static void reference(const enc *e, const sp_image_crop *c, int size, uint8_t *out)
+static void reference(const it_enc *e, const sp_image_crop *c, int size, uint8_t *out)
 {
     int w, h, ow, oh;
     char err[256];
@@ -109,7 +94,7 @@ typedef struct tol {
     const char *memory; /* max_image_memory, or NULL for the default */
 } tol;
 
-static int check(const char *name, const enc *e, int w, int h, int size, int samples, const uint8_t *expect, tol t0)
+static int check(const char *name, const it_enc *e, int w, int h, int size, int samples, const uint8_t *expect, tol t0)
 {
     char sz[16];
     snprintf(sz, sizeof sz, "%d", size);
@@ -118,9 +103,9 @@ static int check(const char *name, const enc *e, int w, int h, int size, int sam
     ck_assert(out && ref && pr);
     int min_scale = 8;
     for (int tr = 0; tr < 2; tr++) {
-        sp_image_transform *t = t0.memory ? mk("transform", tr ? "train" : "eval", "image_size", sz, "max_image_memory",
+        sp_image_transform *t = t0.memory ? it_transform("transform", tr ? "train" : "eval", "image_size", sz, "max_image_memory",
                                                t0.memory, NULL)
-                                          : mk("transform", tr ? "train" : "eval", "image_size", sz, NULL);
+                                          : it_transform("transform", tr ? "train" : "eval", "image_size", sz, NULL);
         for (int k = 0; k < (tr ? samples : 1); k++) {
             uint64_t sample = (uint64_t)k * 7919 + 11, epoch = (uint64_t)k % 2;
             sp_image_crop c = { .struct_size = sizeof c }, c2 = { .struct_size = sizeof c2 };
@@ -166,7 +151,7 @@ static void png_variant(const char *name, int color, int depth, int interlace, b
         int w = dims[i][0], h = dims[i][1];
         uint8_t *pic = jg_picture(w, h, g_seed ^ (uint64_t)(color * 131 + depth * 7 + interlace));
         uint8_t *expect = color == PW_GRAY || color == PW_GA ? jg_gray_rgb(pic, w, h) : pic;
-        enc e = png_of(pic, w, h, color, depth, interlace);
+        it_enc e = png_of(pic, w, h, color, depth, interlace);
         sp_image_info info = { .struct_size = sizeof info };
         ck_assert_msg(sp_image_probe(e.data, e.size, 0, &info) == 0, "%s", sp_last_error());
         ck_assert_int_eq(info.format, SP_IMAGE_FORMAT_PNG);
@@ -223,7 +208,7 @@ static void webp_variant(const char *name, int lossless, int alpha)
     for (int i = 0; i < 2; i++) {
         int w = dims[i][0], h = dims[i][1];
         uint8_t *pic = jg_picture(w, h, g_seed ^ (uint64_t)(lossless * 2 + alpha + 77));
-        enc e = webp_of(pic, w, h, lossless, alpha);
+        it_enc e = webp_of(pic, w, h, lossless, alpha);
         sp_image_info info = { .struct_size = sizeof info };
         ck_assert_msg(sp_image_probe(e.data, e.size, 0, &info) == 0, "%s", sp_last_error());
         ck_assert_int_eq(info.format, SP_IMAGE_FORMAT_WEBP);
@@ -245,7 +230,7 @@ START_TEST(webp_scaled_by_libwebp)
 {
     const int w = 400, h = 300;
     uint8_t *pic = jg_picture(w, h, g_seed ^ 0x5CA1Eull);
-    enc e = webp_of(pic, w, h, 1, 0);
+    it_enc e = webp_of(pic, w, h, 1, 0);
     /* libwebp's planes for a lossless 400x300 (img_webp_memory) take 2,139,776 bytes: a crop buffer
      * above 60 KB does not fit beside them */
     int scale = check("webp lossless, libwebp scaling", &e, w, h, 48, 12, pic, (tol){ 2, 0.5, 1.0, "2200000" });
@@ -271,15 +256,15 @@ START_TEST(mixed_formats_and_dtypes)
     enum { S = 32 };
     const int w = 120, h = 90;
     uint8_t *pic = jg_picture(w, h, g_seed ^ 0xF00D);
-    enc e[3];
+    it_enc e[3];
     char err[256];
     jg_opts jo = { 95, JG_444, JG_YCC, 0, 0, 0, 0 };
     ck_assert_msg(jg_encode(pic, w, h, &jo, &e[0].data, &e[0].size, err, sizeof err) == 0, "%s", err);
     e[1] = png_of(pic, w, h, PW_RGBA, 8, 0);
     e[2] = webp_of(pic, w, h, 1, 0);
-    sp_image_transform *u8 = mk("transform", "train", "image_size", "32", NULL);
+    sp_image_transform *u8 = it_transform("transform", "train", "image_size", "32", NULL);
     sp_image_transform *f32 =
-        mk("transform", "train", "image_size", "32", "image_dtype", "float32", "image_layout", "nchw", NULL);
+        it_transform("transform", "train", "image_size", "32", "image_dtype", "float32", "image_layout", "nchw", NULL);
     uint8_t a[S * S * 3];
     float f[S * S * 3];
     const float mean[3] = { 0.485f, 0.456f, 0.406f }, sd[3] = { 0.229f, 0.224f, 0.225f };
@@ -323,7 +308,7 @@ static size_t refused(sp_image_transform *t, const uint8_t *data, size_t size, i
  * max_image_memory is refused before any. probe refuses the first with the pixel cap. */
 START_TEST(png_bombs)
 {
-    sp_image_transform *t = mk("image_size", "32", "max_image_memory", "8M", NULL);
+    sp_image_transform *t = it_transform("image_size", "32", "max_image_memory", "8M", NULL);
     size_t n;
     uint8_t *bomb = pw_png_bomb(65535, 65535, &n);
     size_t big = refused(t, bomb, n, SP_ELIMIT, "65535x65535 pixels is more than max_pixels");
@@ -356,17 +341,17 @@ END_TEST
 START_TEST(webp_bombs)
 {
     uint8_t *pic = jg_flat(16, 16, 10, 20, 30);
-    enc e = webp_of(pic, 16, 16, 1, 0);
+    it_enc e = webp_of(pic, 16, 16, 1, 0);
     ck_assert(e.size > 25 && !memcmp(e.data + 12, "VP8L", 4) && e.data[20] == 0x2F);
     uint32_t bits = (uint32_t)e.data[21] | (uint32_t)e.data[22] << 8 | (uint32_t)e.data[23] << 16 |
                     (uint32_t)e.data[24] << 24;
     bits = (bits & ~0x0FFFFFFFu) | 16383u | 16383u << 14;
     for (int i = 0; i < 4; i++)
         e.data[21 + i] = (uint8_t)(bits >> (8 * i));
-    sp_image_transform *t = mk("image_size", "32", NULL);
+    sp_image_transform *t = it_transform("image_size", "32", NULL);
     refused(t, e.data, e.size, SP_ELIMIT, "16384x16384 pixels is more than max_pixels");
     sp_image_transform_destroy(t);
-    t = mk("image_size", "32", "max_pixels", "300000000", NULL);
+    t = it_transform("image_size", "32", "max_pixels", "300000000", NULL);
     refused(t, e.data, e.size, SP_ELIMIT, "needs more than max_image_memory");
     sp_image_transform_destroy(t);
     sp_image_info info = { .struct_size = sizeof info };
@@ -374,7 +359,7 @@ START_TEST(webp_bombs)
     free(e.data);
     /* a plain lossy one under the least max_image_memory: the message names what it is */
     e = webp_of(pic, 16, 16, 0, 0);
-    t = mk("image_size", "32", "max_image_memory", "1M", NULL);
+    t = it_transform("image_size", "32", "max_image_memory", "1M", NULL);
     refused(t, e.data, e.size, SP_ELIMIT, "a lossy WebP keeps whole-image planes");
     sp_image_transform_destroy(t);
     free(e.data);
@@ -388,8 +373,8 @@ START_TEST(corrupt)
 {
     const int w = 200, h = 150;
     uint8_t *pic = jg_picture(w, h, g_seed ^ 0xBAD);
-    enc p = png_of(pic, w, h, PW_RGB, 8, 0), wl = webp_of(pic, w, h, 0, 0);
-    sp_image_transform *t = mk("image_size", "32", NULL);
+    it_enc p = png_of(pic, w, h, PW_RGB, 8, 0), wl = webp_of(pic, w, h, 0, 0);
+    sp_image_transform *t = it_transform("image_size", "32", NULL);
     uint8_t out[32 * 32 * 3];
     /* the first IDAT: after the signature and IHDR */
     size_t idat = 8 + 25;
@@ -412,7 +397,7 @@ END_TEST
 int main(void)
 {
     g_seed = tu_seed(20261206);
-    snprintf(g_seedstr, sizeof g_seedstr, "%llu", (unsigned long long)(g_seed & INT64_MAX));
+    it_set_seed(g_seed);
     Suite *s = suite_create("image_formats");
     TCase *tp = tu_tcase(s, "png", 60);
     tcase_add_test(tp, png_rgb8);

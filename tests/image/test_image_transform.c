@@ -17,29 +17,13 @@
 #include "test_util.h"
 
 static uint64_t g_seed;
-static char g_seedstr[32];
 static int g_verbose; /* SP_TEST_VERBOSE=1 prints the measured differences */
 
 /* ------------------------------------------------------------------------------- helpers */
 
-/* A transform from NULL-terminated name/value pairs; fails the test when refused. */
-static sp_image_transform *mk(const char *name, ...)
+static it_enc encode(const uint8_t *pic, int w, int h, jg_opts o)
 {
-    va_list ap;
-    va_start(ap, name);
-    sp_image_transform *t = it_transform_v(g_seedstr, name, ap);
-    va_end(ap);
-    return t;
-}
-
-typedef struct enc {
-    uint8_t *data;
-    size_t size;
-} enc;
-
-static enc encode(const uint8_t *pic, int w, int h, jg_opts o)
-{
-    enc j;
+    it_enc j;
     char err[256];
     ck_assert_msg(jg_encode(pic, w, h, &o, &j.data, &j.size, err, sizeof err) == 0, "%s", err);
     return j;
@@ -55,7 +39,7 @@ static uint64_t name_hash(const char *s)
 
 /* The stage's output for crop, made here: the whole image decoded by libjpeg at the crop's DCT
  * scale, then img_resize over the box scaled the same way. */
-static void ref_decode_resize(const enc *j, const sp_image_crop *c, int size, uint8_t *out)
+static void ref_decode_resize(const it_enc *j, const sp_image_crop *c, int size, uint8_t *out)
 {
     int w, h;
     char err[256];
@@ -152,14 +136,14 @@ static void check_variant(const char *name, int w, int h, jg_opts o, vopt v, uin
     ck_assert_ptr_nonnull(pic);
     uint8_t *expect = v.gray ? jg_gray_rgb(pic, w, h) : pic;
     ck_assert_ptr_nonnull(expect);
-    enc j = encode(pic, w, h, o);
+    it_enc j = encode(pic, w, h, o);
     char sz[16];
     snprintf(sz, sizeof sz, "%d", v.size);
     size_t nb = (size_t)v.size * v.size * 3;
     uint8_t *out = malloc(nb), *ref = malloc(nb), *pr = malloc(nb);
     ck_assert(out && ref && pr);
     for (int tr = 0; tr < 2; tr++) {
-        sp_image_transform *t = mk("transform", tr ? "train" : "eval", "image_size", sz, NULL);
+        sp_image_transform *t = it_transform("transform", tr ? "train" : "eval", "image_size", sz, NULL);
         ck_assert_uint_eq(sp_image_transform_bytes(t), nb);
         int n = tr ? v.samples : 1;
         for (int k = 0; k < n; k++) {
@@ -310,7 +294,7 @@ START_TEST(arithmetic_coding)
     /* The encoder does write arithmetic-coded frames: SOF9, SOF10 when progressive. */
     for (int prog = 0; prog < 2; prog++) {
         uint8_t *pic = jg_picture(64, 48, 1);
-        enc j = encode(pic, 64, 48, (jg_opts){ 92, JG_420, JG_YCC, prog, 0, .arithmetic = 1 });
+        it_enc j = encode(pic, 64, 48, (jg_opts){ 92, JG_420, JG_YCC, prog, 0, .arithmetic = 1 });
         const uint8_t sof[2] = { 0xFF, (uint8_t)(prog ? 0xCA : 0xC9) };
         ck_assert_msg(memmem(j.data, j.size, sof, 2) != NULL, "no SOF%d marker", prog ? 10 : 9);
         free(j.data);
@@ -362,7 +346,7 @@ START_TEST(small_image)
         ck_assert_ptr_nonnull(outs);
         check_variant("small", 17, 11, (jg_opts){ 95, samps[s], JG_YCC, s & 1, 0 }, vsmall(), outs);
         free(outs);
-        sp_image_transform *t = mk("transform", "train", "image_size", "64", NULL);
+        sp_image_transform *t = it_transform("transform", "train", "image_size", "64", NULL);
         for (uint64_t k = 0; k < 200; k++) {
             sp_image_crop c = { .struct_size = sizeof c };
             ck_assert_int_eq(sp_image_transform_crop(t, 17, 11, 0, k, &c), 0);
@@ -387,11 +371,11 @@ START_TEST(large_image)
     ck_assert_ptr_nonnull(pic);
     const int samps[] = { JG_420, JG_444 };
     for (int s = 0; s < 2; s++) {
-        enc j = encode(pic, w, h, (jg_opts){ 90, samps[s], JG_YCC, s, 0 });
+        it_enc j = encode(pic, w, h, (jg_opts){ 90, samps[s], JG_YCC, s, 0 });
         size_t nb = 64 * 64 * 3;
         uint8_t out[64 * 64 * 3], ref[64 * 64 * 3], pr[64 * 64 * 3];
         for (int tr = 0; tr < 2; tr++) {
-            sp_image_transform *t = mk("transform", tr ? "train" : "eval", "image_size", "64", NULL);
+            sp_image_transform *t = it_transform("transform", tr ? "train" : "eval", "image_size", "64", NULL);
             int n = tr ? 4 : 1, below8 = 0;
             for (int k = 0; k < n; k++) {
                 sp_image_crop c = { .struct_size = sizeof c }, c2 = { .struct_size = sizeof c2 };
@@ -443,12 +427,12 @@ START_TEST(flat_colour)
         uint8_t *pic = jg_flat(203, 157, col[c][0], col[c][1], col[c][2]);
         ck_assert_ptr_nonnull(pic);
         for (size_t vi = 0; vi < sizeof vars / sizeof vars[0]; vi++) {
-            enc j = encode(pic, 203, 157, vars[vi]);
+            it_enc j = encode(pic, 203, 157, vars[vi]);
             uint8_t want[3];
             for (int ch = 0; ch < 3; ch++)
                 want[ch] = vars[vi].color == JG_GRAY ? jg_luma(col[c]) : col[c][ch];
             for (int tr = 0; tr < 2; tr++) {
-                sp_image_transform *t = mk("transform", tr ? "train" : "eval", "image_size", "48", NULL);
+                sp_image_transform *t = it_transform("transform", tr ? "train" : "eval", "image_size", "48", NULL);
                 for (uint64_t k = 0; k < 3; k++) {
                     ck_assert_int_eq(sp_image_transform_apply(t, j.data, j.size, 0, k, out, NULL), 0);
                     double mean[3] = { 0 };
@@ -493,10 +477,10 @@ START_TEST(eval_reference_scale8)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int w = cases[i].w, h = cases[i].h, size = cases[i].size;
         uint8_t *pic = jg_picture(w, h, g_seed + i);
-        enc j = encode(pic, w, h, cases[i].o);
+        it_enc j = encode(pic, w, h, cases[i].o);
         char sz[16];
         snprintf(sz, sizeof sz, "%d", size);
-        sp_image_transform *t = mk("transform", "eval", "image_size", sz, NULL);
+        sp_image_transform *t = it_transform("transform", "eval", "image_size", sz, NULL);
         size_t nb = (size_t)size * size * 3;
         uint8_t *out = malloc(nb), *ref = malloc(nb);
         sp_image_crop c = { .struct_size = sizeof c };
@@ -648,7 +632,7 @@ static int rand_side(tu_rng *r)
 
 START_TEST(train_crop_properties)
 {
-    sp_image_transform *t = mk("transform", "train", "image_size", "96", NULL);
+    sp_image_transform *t = it_transform("transform", "train", "image_size", "96", NULL);
     tu_rng r = { g_seed ^ 0xc409 };
     const int N = 20000;
     int flips = 0, fallbacks = 0, regular = 0;
@@ -728,11 +712,11 @@ END_TEST
 /* The draws are a function of (seed, epoch, sample) alone. */
 START_TEST(train_crop_determinism)
 {
-    sp_image_transform *a = mk("transform", "train", "image_size", "64", NULL);
-    sp_image_transform *b = mk("transform", "train", "image_size", "64", NULL);
+    sp_image_transform *a = it_transform("transform", "train", "image_size", "64", NULL);
+    sp_image_transform *b = it_transform("transform", "train", "image_size", "64", NULL);
     char other[32];
     snprintf(other, sizeof other, "%llu", (unsigned long long)(g_seed + 1));
-    sp_image_transform *s2 = mk("transform", "train", "image_size", "64", "seed", other, NULL);
+    sp_image_transform *s2 = it_transform("transform", "train", "image_size", "64", "seed", other, NULL);
     tu_rng r = { g_seed ^ 0xde7 };
     const int N = 5000;
     int same_epoch = 0, same_seed = 0, same_sample = 0, compared = 0;
@@ -786,7 +770,7 @@ START_TEST(eval_crop_geometry)
     } cfgs[] = { { "224", "0", 224, 256 }, { "64", "0", 64, 73 }, { "96", "96", 96, 96 }, { "32", "200", 32, 200 } };
     tu_rng r = { g_seed ^ 0xe7a1 };
     for (size_t k = 0; k < sizeof cfgs / sizeof cfgs[0]; k++) {
-        sp_image_transform *t = mk("transform", "eval", "image_size", cfgs[k].size, "resize", cfgs[k].resize, NULL);
+        sp_image_transform *t = it_transform("transform", "eval", "image_size", cfgs[k].size, "resize", cfgs[k].resize, NULL);
         const double S = cfgs[k].S, R = cfgs[k].R;
         for (int i = 0; i < 3000; i++) {
             int w = 1 + (int)tu_below(&r, i % 3 ? 3000 : 60), h = 1 + (int)tu_below(&r, i % 2 ? 3000 : 60);
@@ -858,7 +842,7 @@ static void check_dtypes(const char *mean_s, const char *std_s, const double mea
     const int S = 40;
     const int w = 211, h = 157;
     uint8_t *pic = jg_picture(w, h, g_seed ^ 0xd7);
-    enc j = encode(pic, w, h, (jg_opts){ 90, JG_420, JG_YCC, 0, 0 });
+    it_enc j = encode(pic, w, h, (jg_opts){ 90, JG_420, JG_YCC, 0, 0 });
     static const char *dtypes[] = { "uint8", "float16", "bfloat16", "float32" };
     static const size_t esz[] = { 1, 2, 2, 4 };
     static const char *layouts[] = { "nhwc", "nchw" };
@@ -868,7 +852,7 @@ static void check_dtypes(const char *mean_s, const char *std_s, const double mea
         for (uint64_t sample = 5; sample < 8; sample++) {
             for (int d = 0; d < 4; d++)
                 for (int L = 0; L < 2; L++) {
-                    sp_image_transform *t = mk("transform", tr ? "train" : "eval", "image_size", "40", "image_dtype",
+                    sp_image_transform *t = it_transform("transform", tr ? "train" : "eval", "image_size", "40", "image_dtype",
                                                dtypes[d], "image_layout", layouts[L], "mean", mean_s, "std", std_s, NULL);
                     ck_assert_uint_eq(sp_image_transform_bytes(t), n * esz[d]);
                     out[d][L] = malloc(n * esz[d]);
@@ -970,9 +954,9 @@ START_TEST(bad_input)
 {
     const int w = 200, h = 150;
     uint8_t *pic = jg_picture(w, h, g_seed ^ 0xbad);
-    enc j = encode(pic, w, h, (jg_opts){ 90, JG_420, JG_YCC, 0, 0 });
-    enc jp = encode(pic, w, h, (jg_opts){ 90, JG_420, JG_YCC, 1, 0 });
-    sp_image_transform *t = mk("transform", "train", "image_size", "32", "max_pixels", "40000", NULL);
+    it_enc j = encode(pic, w, h, (jg_opts){ 90, JG_420, JG_YCC, 0, 0 });
+    it_enc jp = encode(pic, w, h, (jg_opts){ 90, JG_420, JG_YCC, 1, 0 });
+    sp_image_transform *t = it_transform("transform", "train", "image_size", "32", "max_pixels", "40000", NULL);
     uint8_t good[32 * 32 * 3], out[32 * 32 * 3];
     ck_assert_int_eq(sp_image_transform_apply(t, j.data, j.size, 0, 1, good, NULL), 0);
     /* Random bytes, with and without a start-of-image marker. */
@@ -992,7 +976,7 @@ START_TEST(bad_input)
     /* Truncated: cut right after the scan header, every crop lacks its data; progressive files
      * need every scan, so any cut short of the end fails them. */
     for (int prog = 0; prog < 2; prog++) {
-        const enc *e = prog ? &jp : &j;
+        const it_enc *e = prog ? &jp : &j;
         size_t sos = 0;
         for (size_t i = 2; i + 4 <= e->size;) {
             size_t len = ((size_t)e->data[i + 2] << 8) | e->data[i + 3];
@@ -1017,7 +1001,7 @@ START_TEST(bad_input)
     }
     /* Above max_pixels. */
     uint8_t *big = jg_picture(250, 170, 3);
-    enc jb = encode(big, 250, 170, (jg_opts){ 80, JG_444, JG_YCC, 0, 0 });
+    it_enc jb = encode(big, 250, 170, (jg_opts){ 80, JG_444, JG_YCC, 0, 0 });
     sp_image_crop c = { .struct_size = sizeof c };
     int rc = sp_image_transform_apply(t, jb.data, jb.size, 0, 4242, out, &c);
     ck_assert_msg(rc == SP_ELIMIT, "%s", sp_error_name(rc));
@@ -1048,10 +1032,10 @@ START_TEST(decoder_memory_cap)
 {
     const int w = 1200, h = 1000; /* 4:4:4 progressive: 3 x 1200 x 1000 x 2 bytes = 6.9 MB */
     uint8_t *pic = jg_picture(w, h, g_seed ^ 0x3e3);
-    enc base = encode(pic, w, h, (jg_opts){ 90, JG_444, JG_YCC, 0, 0 });
-    enc prog = encode(pic, w, h, (jg_opts){ 90, JG_444, JG_YCC, 1, 0 });
+    it_enc base = encode(pic, w, h, (jg_opts){ 90, JG_444, JG_YCC, 0, 0 });
+    it_enc prog = encode(pic, w, h, (jg_opts){ 90, JG_444, JG_YCC, 1, 0 });
     uint8_t out[32 * 32 * 3];
-    sp_image_transform *t = mk("image_size", "32", "max_image_memory", "4M", NULL);
+    sp_image_transform *t = it_transform("image_size", "32", "max_image_memory", "4M", NULL);
     ck_assert_int_eq(sp_image_transform_apply(t, base.data, base.size, 0, 5, out, NULL), 0);
     int rc = sp_image_transform_apply(t, prog.data, prog.size, 0, 5, out, NULL);
     ck_assert_msg(rc == SP_ELIMIT, "%s: %s", sp_error_name(rc), sp_image_transform_errmsg(t));
@@ -1066,14 +1050,14 @@ START_TEST(decoder_memory_cap)
     sp_image_transform_destroy(t);
     char v[16];
     snprintf(v, sizeof v, "%uM", mib);
-    t = mk("image_size", "32", "max_image_memory", v, NULL);
+    t = it_transform("image_size", "32", "max_image_memory", v, NULL);
     ck_assert_msg(sp_image_transform_apply(t, prog.data, prog.size, 0, 5, out, NULL) == 0, "at %s: %s", v,
                   sp_image_transform_errmsg(t));
     sp_image_transform_destroy(t);
-    t = mk("image_size", "32", "max_image_memory", "6M", NULL);
+    t = it_transform("image_size", "32", "max_image_memory", "6M", NULL);
     ck_assert_int_eq(sp_image_transform_apply(t, prog.data, prog.size, 0, 5, out, NULL), SP_ELIMIT);
     sp_image_transform_destroy(t);
-    t = mk("image_size", "32", "max_image_memory", "16M", NULL);
+    t = it_transform("image_size", "32", "max_image_memory", "16M", NULL);
     ck_assert_int_eq(sp_image_transform_apply(t, prog.data, prog.size, 0, 5, out, NULL), 0);
     sp_image_transform_destroy(t);
     free(base.data);
@@ -1091,7 +1075,7 @@ static double cpu_now(void)
 }
 
 /* Decodes j with t and returns the CPU seconds it took; the code in *rc. */
-static double timed_apply(sp_image_transform *t, const enc *j, uint8_t *out, int *rc)
+static double timed_apply(sp_image_transform *t, const it_enc *j, uint8_t *out, int *rc)
 {
     double t0 = cpu_now();
     *rc = sp_image_transform_apply(t, j->data, j->size, 0, 3, out, NULL);
@@ -1099,7 +1083,7 @@ static double timed_apply(sp_image_transform *t, const enc *j, uint8_t *out, int
 }
 
 /* sp_image_probe refuses bad for its scans, naming the limit, and takes good, progressive. */
-static void probe_scans(const enc *bad, const enc *good)
+static void probe_scans(const it_enc *bad, const it_enc *good)
 {
     char want[64];
     snprintf(want, sizeof want, "more than %d scans", IMG_MAX_SCANS);
@@ -1120,12 +1104,12 @@ START_TEST(repeated_scan_stops_early)
 {
     const int w = 2048, h = 2048, copies = 1000;
     uint8_t *pic = jg_flat(w, h, 90, 140, 200);
-    enc prog = encode(pic, w, h, (jg_opts){ 90, JG_420, JG_YCC, 1, 0, 0 });
-    enc evil;
+    it_enc prog = encode(pic, w, h, (jg_opts){ 90, JG_420, JG_YCC, 1, 0, 0 });
+    it_enc evil;
     evil.data = jg_repeat_last_scan(prog.data, prog.size, copies, &evil.size);
     ck_assert_ptr_nonnull(evil.data);
     uint8_t out[32 * 32 * 3];
-    sp_image_transform *t = mk("image_size", "32", NULL);
+    sp_image_transform *t = it_transform("image_size", "32", NULL);
     int rc;
     double good = timed_apply(t, &prog, out, &rc);
     ck_assert_int_eq(rc, 0);
@@ -1155,10 +1139,10 @@ START_TEST(scan_limit)
 {
     const int w = 256, h = 256;
     uint8_t *pic = jg_picture(w, h, g_seed ^ 0x5ca1);
-    enc colour = encode(pic, w, h, (jg_opts){ 90, JG_444, JG_YCC, 0, 0, .many_scans = 10 });
-    enc gray = encode(pic, w, h, (jg_opts){ 90, JG_444, JG_GRAY, 0, 0, .many_scans = 6 });
+    it_enc colour = encode(pic, w, h, (jg_opts){ 90, JG_444, JG_YCC, 0, 0, .many_scans = 10 });
+    it_enc gray = encode(pic, w, h, (jg_opts){ 90, JG_444, JG_GRAY, 0, 0, .many_scans = 6 });
     uint8_t out[32 * 32 * 3];
-    sp_image_transform *t = mk("image_size", "32", NULL);
+    sp_image_transform *t = it_transform("image_size", "32", NULL);
     int rc;
     double cpu = timed_apply(t, &colour, out, &rc);
     fprintf(stderr, "image: %d scans: %.3f s of CPU, %s: %s\n", 3 * 64 * 11, cpu, sp_error_name(rc),
@@ -1180,7 +1164,7 @@ END_TEST
 int main(void)
 {
     g_seed = tu_seed(20240611);
-    snprintf(g_seedstr, sizeof g_seedstr, "%llu", (unsigned long long)(g_seed & INT64_MAX));
+    it_set_seed(g_seed);
     const char *v = getenv("SP_TEST_VERBOSE");
     g_verbose = v && *v && *v != '0';
     Suite *s = suite_create("image_transform");
