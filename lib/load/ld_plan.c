@@ -263,14 +263,7 @@ int ld_window_build(const ld_plan *p, const uint32_t *block_samples, uint64_t in
     const uint64_t *boff = p->boff + w->first_block;
     for (uint32_t i = 0; i < w->nsamples && pw->u + i < p->keep; i++) {
         uint64_t at = pw->s0 + scratch[i];
-        uint32_t lo = 0, hi = w->nblocks;
-        while (hi - lo > 1) {
-            uint32_t mid = lo + (hi - lo) / 2;
-            if (boff[mid] <= at)
-                lo = mid;
-            else
-                hi = mid;
-        }
+        uint32_t lo = (uint32_t)sp_floor_index(boff, w->nblocks, at); /* the block holding at */
         w->pos[w->row_base[lo] + (at - boff[lo])] = (uint32_t)(rank_pos(p, pw->part, pw->u + i) - pw->start);
     }
     return SP_OK;
