@@ -172,7 +172,8 @@ static int open_limit_loader(const char *path, sp_params *params, int device, sp
 }
 
 /* Measures the single-thread rate of the workers' per-block work; see the top of the file. */
-static int measure_limit(const char *path, sp_params *params, int device, int threads, bench_limit *out)
+static int measure_limit(const char *path, const char *shown, sp_params *params, int device, int threads,
+                         bench_limit *out)
 {
     sp_dataset *d = NULL;
     sp_loader *l = NULL;
@@ -181,7 +182,7 @@ static int measure_limit(const char *path, sp_params *params, int device, int th
     if (rc == 0)
         rc = open_limit_loader(path, params, device, &l);
     if (rc != 0) {
-        cli_lib_err(path, rc, sp_last_error());
+        cli_lib_err(shown, rc, sp_last_error());
         sp_dataset_close(d);
         return CLI_EDATA;
     }
@@ -216,7 +217,7 @@ static int measure_limit(const char *path, sp_params *params, int device, int th
     return CLI_OK;
 
 fail:
-    cli_lib_err(path, rc, lp.why[0] ? lp.why : sp_last_error());
+    cli_lib_err(shown, rc, lp.why[0] ? lp.why : sp_last_error());
     sp_loader_close(l);
     return CLI_EDATA;
 }
@@ -224,25 +225,26 @@ fail:
 /* Runs measure_limit in a child process, so that its buffers (as large as the loader's batch ring)
  * never count in the peak RSS reported for the loader. The loader has started no thread yet, so
  * the fork is safe. */
-static int measure_limit_apart(const char *path, sp_params *params, int device, int threads, bench_limit *out)
+static int measure_limit_apart(const char *path, const char *shown, sp_params *params, int device, int threads,
+                               bench_limit *out)
 {
     int fds[2];
     if (pipe(fds) != 0)
-        return measure_limit(path, params, device, threads, out);
+        return measure_limit(path, shown, params, device, threads, out);
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
     if (pid < 0) {
         close(fds[0]);
         close(fds[1]);
-        return measure_limit(path, params, device, threads, out);
+        return measure_limit(path, shown, params, device, threads, out);
     }
     if (pid == 0) {
         close(fds[0]);
         /* the trace is the streaming loader's: the limit's loader in this child leaves it alone */
         unsetenv("SHARDPACK_TRACE");
         sp_params_set_str(params, "trace", "");
-        int rc = measure_limit(path, params, device, threads, out);
+        int rc = measure_limit(path, shown, params, device, threads, out);
         if (rc == CLI_OK && write(fds[1], out, sizeof *out) != (ssize_t)sizeof *out)
             rc = CLI_EDATA;
         _exit(rc);
@@ -254,10 +256,10 @@ static int measure_limit_apart(const char *path, sp_params *params, int device, 
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
     if (!WIFEXITED(status))
-        return cli_err("%s: the limit measurement died (signal %d)", path, WTERMSIG(status)), CLI_EDATA;
+        return cli_err("%s: the limit measurement died (signal %d)", shown, WTERMSIG(status)), CLI_EDATA;
     if (WEXITSTATUS(status) != CLI_OK)
         return WEXITSTATUS(status); /* the child already said why */
-    return got == (ssize_t)sizeof *out ? CLI_OK : (cli_err("%s: the limit measurement sent no result", path), CLI_EDATA);
+    return got == (ssize_t)sizeof *out ? CLI_OK : (cli_err("%s: the limit measurement sent no result", shown), CLI_EDATA);
 }
 
 /* ---- the loader ----------------------------------------------------------------------------- */
@@ -846,6 +848,9 @@ int cli_bench_main(int argc, char **argv)
     } else {
         r = sp_loader_open(path, params, &l);
     }
+    const char *arg = mix_first ? mix_first : path; /* as typed, opened again for the limit */
+    char shown[4096], shown_arg[4096];
+    path = cli_shown(path, shown, sizeof shown); /* what is printed */
     if (r != 0) {
         rc = cli_lib_err(path, r, sp_last_error());
         goto out;
@@ -861,7 +866,7 @@ int cli_bench_main(int argc, char **argv)
     bench_limit lim;
     sp_loader_stats pools = { .struct_size = sizeof pools };
     sp_loader_stats_get(l, &pools);
-    if ((rc = measure_limit_apart(mix_first ? mix_first : path, params, pools.device, pools.threads, &lim)) != CLI_OK)
+    if ((rc = measure_limit_apart(arg, cli_shown(arg, shown_arg, sizeof shown_arg), params, pools.device, pools.threads, &lim)) != CLI_OK)
         goto out;
     uint64_t rss_before = peak_rss_bytes();
 

@@ -109,7 +109,8 @@ const cli_cmd cli_cmd_cat = {
 
 int cli_cat_main(int argc, char **argv)
 {
-    const char *path = NULL, *field_arg = NULL;
+    const char *path = NULL, *arg = NULL, *field_arg = NULL; /* path printed; arg as typed, opened */
+    char shown[4096];
     uint64_t index = 0;
     int have_index = 0, text = 0, force = 0, rc = CLI_OK;
     sp_dataset *d = NULL;
@@ -135,7 +136,8 @@ int cli_cat_main(int argc, char **argv)
                                    g.value);
                 goto out;
             }
-            path = g.value;
+            arg = g.value;
+            path = cli_shown(arg, shown, sizeof shown);
             break;
         case OPT_INDEX:
             if (cli_parse_u64(g.value, &index) != 0) {
@@ -161,7 +163,7 @@ int cli_cat_main(int argc, char **argv)
     }
 
     cli_oom_context("reading %s", path);
-    int r = sp_dataset_open(path, params, &d);
+    int r = sp_dataset_open(arg, params, &d);
     if (r != 0) {
         d = NULL;
         rc = cli_lib_err(path, r, sp_last_error());

@@ -524,6 +524,8 @@ int cli_inspect_main(int argc, char **argv)
 {
     inspect in;
     memset(&in, 0, sizeof in);
+    const char *arg = NULL; /* the PATH as typed, opened; in.path is what is printed */
+    char shown[4096];
     int json = 0, full = 0, rc = CLI_OK;
     sp_params *params = sp_params_create();
     if (!params) {
@@ -545,7 +547,8 @@ int cli_inspect_main(int argc, char **argv)
                                    in.path, g.value);
                 goto out;
             }
-            in.path = g.value;
+            arg = g.value;
+            in.path = cli_shown(arg, shown, sizeof shown);
         } else if (id == OPT_JSON) {
             json = 1;
         } else if (id == OPT_FULL) {
@@ -557,7 +560,7 @@ int cli_inspect_main(int argc, char **argv)
         goto out;
     }
     cli_oom_context("inspecting %s", in.path);
-    int r = sp_dataset_open(in.path, params, &in.d);
+    int r = sp_dataset_open(arg, params, &in.d);
     if (r != 0) {
         rc = cli_lib_err(in.path, r, sp_last_error());
         in.d = NULL;

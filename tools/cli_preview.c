@@ -744,6 +744,9 @@ int cli_preview_main(int argc, char **argv)
             cli_print_help(stdout, &cli_cmd_preview);
         goto out;
     }
+    const char *arg = a.path; /* as typed, opened; a.path is what is printed */
+    char shown[4096];
+    a.path = cli_shown(arg, shown, sizeof shown);
     p.path = a.path;
     p.epoch = a.epoch;
     /* Tiles are pixels to look at, whatever dtype and layout a trainer asks the loader for. */
@@ -753,7 +756,7 @@ int cli_preview_main(int argc, char **argv)
         goto out;
 
     cli_oom_context("previewing %s", a.path);
-    int r = sp_dataset_open(a.path, params, &p.d);
+    int r = sp_dataset_open(arg, params, &p.d);
     if (r != 0) {
         p.d = NULL;
         rc = cli_lib_err(a.path, r, sp_last_error());

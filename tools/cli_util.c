@@ -176,6 +176,20 @@ char *cli_xstrdup(const char *s)
     return p;
 }
 
+const char *cli_shown(const char *arg, char *buf, size_t len)
+{
+    const char *sep = strstr(arg, "://");
+    if (!sep || (strncmp(arg, "http", 4) != 0))
+        return arg;
+    const char *host = sep + 3;
+    size_t hostlen = strcspn(host, "/?#");
+    const char *at = memchr(host, '@', hostlen);
+    if (!at)
+        return arg;
+    snprintf(buf, len, "%.*s%s", (int)(host - arg), arg, at + 1);
+    return buf;
+}
+
 char *cli_xasprintf(const char *fmt, ...)
 {
     va_list ap;

@@ -117,7 +117,8 @@ int cli_verify_main(int argc, char **argv)
 {
     verify_ctx v;
     memset(&v, 0, sizeof v);
-    const char *path = NULL;
+    const char *path = NULL, *arg = NULL; /* printed; as typed, opened */
+    char shown[4096];
     int quiet = 0, rc = CLI_OK;
     sp_params *params = sp_params_create();
     if (!params) {
@@ -139,7 +140,8 @@ int cli_verify_main(int argc, char **argv)
                                    g.value);
                 goto out;
             }
-            path = g.value;
+            arg = g.value;
+            path = cli_shown(arg, shown, sizeof shown);
         } else if (id == OPT_JSON) {
             v.json = 1;
         } else if (id == OPT_QUIET) {
@@ -153,7 +155,7 @@ int cli_verify_main(int argc, char **argv)
 
     sp_verify_report r = { .struct_size = sizeof r };
     cli_oom_context("verifying %s", path);
-    int vr = sp_verify(path, params, on_fault, &v, &r);
+    int vr = sp_verify(arg, params, on_fault, &v, &r);
     if (vr == SP_ECHANGED || (vr != 0 && vr != SP_ECORRUPT && v.seen == 0)) {
         /* PATH could not be examined at all, or was replaced while being examined. */
         rc = cli_lib_err(path, vr, sp_last_error());

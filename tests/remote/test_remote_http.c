@@ -92,6 +92,8 @@ START_TEST(https_wrong_ca)
 }
 END_TEST
 
+static char *run_cmd(const char *cmd, bool err, int *status);
+
 START_TEST(http_auth)
 {
     char url[4300];
@@ -127,6 +129,26 @@ START_TEST(http_auth)
     ck_assert_msg(!strstr(si.path, rt_env("SP_TEST_HTTP_PASSWORD")), "%s", si.path);
     sp_dataset_close(d);
     sp_loader_close(l);
+    /* nor does the CLI, in its reports, JSON or errors (wrong password, then the right one) */
+    const char *pw = rt_env("SP_TEST_HTTP_PASSWORD");
+    const char *runs[][2] = { { "inspect", "" }, { "inspect", "--json" }, { "verify", "" }, { "verify", "--json" },
+                              { "cat", "--index 3 --field tokens" }, { "bench", "--epochs 1" },
+                              { "bench", "--epochs 1 --json" } };
+    for (int wrong = 0; wrong < 2; wrong++) {
+        snprintf(inurl, sizeof inurl, "http://%s:%s@%s/basic/data", rt_env("SP_TEST_HTTP_USER"),
+                 wrong ? "wrong-pw" : pw, base + 7);
+        for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
+            char cmd[6000];
+            int st;
+            snprintf(cmd, sizeof cmd, "'%s' %s '%s' %s", rt_env("SHARDPACK_CLI"), runs[i][0], inurl, runs[i][1]);
+            char *out = run_cmd(cmd, true, &st);
+            bool names = wrong || strcmp(runs[i][0], "cat") != 0; /* cat prints the sample's bytes */
+            ck_assert_msg(st == (wrong ? 1 : 0) && (!names || strstr(out, "/basic/data")) &&
+                              !strstr(out, wrong ? "wrong-pw" : pw),
+                          "%s %s: %d %s", runs[i][0], runs[i][1], st, out);
+            free(out);
+        }
+    }
     snprintf(url, sizeof url, "%s/bearer/data", rt_env("SP_TEST_HTTP_URL"));
     ck_assert_int_eq(sp_dataset_open(url, NULL, &d), SP_EDENIED);
     setenv("SHARDPACK_HTTP_BEARER", "not-the-token", 1);
