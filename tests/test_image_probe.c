@@ -158,6 +158,11 @@ START_TEST(not_jpeg)
     ck_assert_int_eq(sp_image_probe(soi_eoi, 4, 0, &info), SP_EBADINPUT);
     static const unsigned char soi_junk[] = { 0xFF, 0xD8, 0x00, 0x00, 0x12, 0x34, 0x56, 0x78 };
     ck_assert_int_eq(sp_image_probe(soi_junk, sizeof soi_junk, 0, &info), SP_EBADINPUT);
+    /* a start and an APP0 marker whose length runs past the end: why, not "no pixels (0x0)" */
+    static const unsigned char app0_junk[] = "\xFF\xD8\xFF\xE0garbagegarbage";
+    ck_assert_int_eq(sp_image_probe(app0_junk, sizeof app0_junk - 1, 0, &info), SP_EBADINPUT);
+    ck_assert_msg(strstr(sp_last_error(), "damaged JPEG header: ") && !strstr(sp_last_error(), "no pixels"), "%s",
+                  sp_last_error());
     tu_rng r = { 42 };
     unsigned char noise[512];
     for (int k = 0; k < 200; k++) {
@@ -186,6 +191,7 @@ START_TEST(truncated_headers)
                 memcpy(copy, j.data, len);
                 int rc = sp_image_probe(copy, len, 0, &info);
                 ck_assert_msg(rc == SP_EBADINPUT, "cut to %zu of %zu header bytes: %s", len, end, sp_error_name(rc));
+                ck_assert_msg(!strstr(sp_last_error(), "no pixels"), "cut to %zu: %s", len, sp_last_error());
                 free(copy);
             }
             for (size_t len = end; len <= j.size; len += (len < end + 16 ? 1 : 97)) {

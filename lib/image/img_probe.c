@@ -154,7 +154,9 @@ static int jpeg_probe(const uint8_t *p, size_t size, sp_image_info *info)
     int w = 0, h = 0, samp = -1, cs = -1, components = 0;
     int r = tjDecompressHeader3(tj, p, (unsigned long)size, &w, &h, &samp, &cs);
     tjDestroy(tj);
-    if (r == 0) {
+    /* TurboJPEG reports a file that ends before its frame header as a warning ("Premature end of
+     * JPEG file") with a size of 0x0: libjpeg's reading below says so instead. */
+    if (r == 0 && w > 0 && h > 0) {
         components = cs == TJCS_GRAY ? 1 : (cs == TJCS_CMYK || cs == TJCS_YCCK) ? 4 : 3;
     } else {
         char why[JMSG_LENGTH_MAX];
