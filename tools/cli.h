@@ -74,8 +74,8 @@ int cli_parse_u64(const char *s, uint64_t *out);
 
 /* dir + "/" + name, allocated. */
 char *cli_path_join(const char *dir, const char *name);
-/* What the CLI prints for a dataset argument: the argument itself, or for an http(s) URL with
- * user:password@ in it, the URL without them (written into buf), so credentials reach no message,
+/* What the CLI prints for a dataset argument: the argument itself, or for a URL (of any scheme)
+ * with user:password@ in it, the URL without them (written into buf), so credentials reach no message,
  * report or JSON; the library is given the argument as typed. */
 const char *cli_shown(const char *arg, char *buf, size_t len);
 /* "12.3 MB" (powers of 1000, as throughput is shown). */

@@ -179,7 +179,8 @@ char *cli_xstrdup(const char *s)
 const char *cli_shown(const char *arg, char *buf, size_t len)
 {
     const char *sep = strstr(arg, "://");
-    if (!sep || (strncmp(arg, "http", 4) != 0))
+    if (!sep || sep == arg || strspn(arg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-") !=
+                                  (size_t)(sep - arg)) /* a user:password@ in a URL of any scheme */
         return arg;
     const char *host = sep + 3;
     size_t hostlen = strcspn(host, "/?#");

@@ -35,6 +35,10 @@ void ds_free_list(char **v, size_t n);
  * or SP_ENOENT (nothing matches), SP_ELIMIT (more than max), SP_ENOMEM, SP_EIO. */
 int ds_glob_shards(const char *path, uint64_t max, char ***out, size_t *n, sp_errbuf *eb);
 
+/* SP_EINVAL naming path when it names nothing here and starts with a URL scheme ("ftp://")
+ * other than the s3://, http:// and https:// this library reads; else 0. */
+int ds_check_scheme(const char *path, sp_errbuf *eb);
+
 /* 1 when path starts with the manifest magic (dir = its directory), 0 when it does not, or a
  * negative code when it cannot be read. */
 int ds_sniff_manifest(const char *path, char *dir, size_t dirlen, sp_errbuf *eb);

@@ -697,6 +697,32 @@ static int open_file(sp_dataset *d, const char *path)
 
 /* A missing dataset directory whose old contents a publication without RENAME_EXCHANGE set aside
  * (PARENT/.NAME.shardpack-tmp.old, wr_staging.c) and did not finish: the message says where it is. */
+int ds_check_scheme(const char *path, sp_errbuf *eb)
+{
+    size_t n = strspn(path, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-");
+    if (n == 0 || strncmp(path + n, "://", 3) != 0 || rm_is_url(path) || access(path, F_OK) == 0)
+        return SP_OK;
+    char *shown = rm_display_url(path);
+    int rc = sp_fail(eb, SP_EINVAL, "%s: %.*s:// URLs are not supported: a dataset is a local path, or an s3://, "
+                     "http:// or https:// URL", shown ? shown : path, (int)n, path);
+    sp_free(shown);
+    return rc;
+}
+
+/* A URL is never a glob (docs/remote.md): when one holding a wildcard names no object, say so
+ * beside the server's 404. */
+static void name_url_glob(const char *url, sp_errbuf *eb)
+{
+    const char *host = strstr(url, "://") + 3;
+    const char *key = host + strcspn(host, "/");
+    if (!strpbrk(key, strncmp(url, "s3://", 5) == 0 ? "*?[" : "*["))
+        return;
+    char was[SP_ERRMSG_MAX];
+    snprintf(was, sizeof was, "%s", eb->msg);
+    sp_fail(eb, SP_ENOENT, "%s; wildcards (*, ?, [...]) are expanded in local paths only, not in URLs: name the "
+            "dataset's folder, its %s or one shard", was, MANIFEST_NAME);
+}
+
 static void name_set_aside(const char *path, sp_errbuf *eb)
 {
     char aside[4200];
@@ -729,7 +755,9 @@ int sp_dataset_open(const char *path, const sp_params *params, sp_dataset **out)
         return sp_fail(NULL, SP_ENOMEM, "%s: out of memory", path);
     char **paths;
     size_t n;
-    int rc = rm_is_url(path) ? open_remote(d, path, params) : ds_glob_shards(path, d->lim.max_shards, &paths, &n, &d->eb);
+    int rc = rm_is_url(path) ? open_remote(d, path, params) : ds_check_scheme(path, &d->eb);
+    if (!rm_is_url(path) && rc == SP_OK)
+        rc = ds_glob_shards(path, d->lim.max_shards, &paths, &n, &d->eb);
     if (rm_is_url(path)) {
         /* opened above */
     } else if (rc > 0) {
@@ -740,6 +768,8 @@ int sp_dataset_open(const char *path, const sp_params *params, sp_dataset **out)
     }
     if (rc == SP_ENOENT && !rm_is_url(path))
         name_set_aside(path, &d->eb);
+    else if (rc == SP_ENOENT)
+        name_url_glob(path, &d->eb);
     if (rc) {
         sp_dataset_close(d);
         return rc;

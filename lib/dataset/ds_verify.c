@@ -328,9 +328,11 @@ int sp_verify(const char *path, const sp_params *params, sp_fault_fn fn, void *u
     fmt_limits_from_params(&v.lim, params);
     if (!(v.dctx = ZSTD_createDCtx()))
         return sp_fail(NULL, SP_ENOMEM, "sp_verify: %s: out of memory", path);
-    int rc = rm_is_url(path) ? verify_remote(&v, path, params) : verify_glob(&v, path);
-    if (rm_is_url(path)) {
-        /* done above */
+    int rc = rm_is_url(path) ? verify_remote(&v, path, params) : ds_check_scheme(path, NULL);
+    if (rc == SP_OK && !rm_is_url(path))
+        rc = verify_glob(&v, path);
+    if (rm_is_url(path) || rc < 0) {
+        /* done above, or a URL of another scheme */
     } else if (rc != 0) {
         rc = rc < 0 ? rc : SP_OK;
     } else if (sp_path_is_dir(path)) {

@@ -165,6 +165,19 @@ START_TEST(http_missing_and_not_a_dataset)
     ck_assert_int_eq(sp_dataset_open(url, NULL, &d), SP_ENOENT);
     ck_assert_msg(strstr(sp_last_error(), "nothing-here") && strstr(sp_last_error(), "HTTP 404"), "%s",
                   sp_last_error());
+    /* a URL is no glob: a wildcard that names nothing says so beside the 404 */
+    char pat[4400];
+    const char *globs[] = { "shard-00000[0-3].sps", "*.sps", "*" };
+    for (int i = 0; i < 3; i++) {
+        snprintf(pat, sizeof pat, "%s/%s", g_url, globs[i]);
+        ck_assert_int_eq(sp_dataset_open(pat, NULL, &d), SP_ENOENT);
+        ck_assert_msg(strstr(sp_last_error(), "HTTP 404") && strstr(sp_last_error(), "in local paths only, not in URLs"),
+                      "%s", sp_last_error());
+        ck_assert_int_eq(sp_verify(pat, NULL, NULL, NULL, NULL), SP_ENOENT);
+        ck_assert_msg(strstr(sp_last_error(), "in local paths only"), "%s", sp_last_error());
+    }
+    ck_assert_int_eq(sp_dataset_open(url, NULL, &d), SP_ENOENT); /* none there: no word of wildcards */
+    ck_assert_msg(!strstr(sp_last_error(), "wildcard"), "%s", sp_last_error());
     /* a text file where the manifest should be */
     char *dir = tu_join(g_ds.root, "notds");
     mkdir(dir, 0755);

@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "lt_util.h"
 #include "rm.h"
@@ -131,6 +133,40 @@ START_TEST(retries_bounded)
 }
 END_TEST
 
+/* A URL of a scheme the library does not read is refused naming the scheme and the ones it
+ * reads (not "No such file"), by every entry point, without its password; a local path that
+ * happens to look like one still opens as a path. */
+START_TEST(other_schemes)
+{
+    clear_env();
+    sp_dataset *d = NULL;
+    sp_loader *l = NULL;
+    const char *urls[] = { "ftp://user:pw@example.org/ds", "file:///data/ds", "gs://bkt/ds" };
+    for (size_t i = 0; i < sizeof urls / sizeof *urls; i++) {
+        const char *u = urls[i];
+        for (int how = 0; how < 3; how++) {
+            int rc = how == 0 ? sp_dataset_open(u, NULL, &d) : how == 1 ? sp_verify(u, NULL, NULL, NULL, NULL)
+                                                                        : sp_loader_open(u, NULL, &l);
+            const char *m = sp_last_error();
+            ck_assert_msg(rc == SP_EINVAL, "%s (%d): %s: %s", u, how, sp_error_name(rc), m);
+            ck_assert_msg(strstr(m, "URLs are not supported") && strstr(m, "s3://, http:// or https://") &&
+                              !strstr(m, "pw@") && !strstr(m, "No such file"),
+                          "%s (%d): %s", u, how, m);
+        }
+    }
+    ck_assert_msg(strstr(sp_last_error(), "gs:// URLs"), "%s", sp_last_error());
+    char *tmp = tu_tmpdir("scheme");
+    ck_assert_int_eq(chdir(tmp), 0);
+    ck_assert_int_eq(mkdir("ftp:", 0755), 0);
+    ck_assert_int_eq(mkdir("ftp:/empty", 0755), 0);
+    ck_assert_int_eq(sp_dataset_open("ftp://empty", NULL, &d), SP_ENOENT); /* a folder, read as one */
+    ck_assert_msg(strstr(sp_last_error(), "no manifest.spm"), "%s", sp_last_error());
+    ck_assert_int_eq(chdir("/"), 0);
+    tu_rmtree(tmp);
+    free(tmp);
+}
+END_TEST
+
 int main(void)
 {
     uint64_t seed = tu_seed(16);
@@ -141,6 +177,7 @@ int main(void)
     tcase_add_test(tc, keys_and_urls);
     tcase_add_test(tc, credentials);
     tcase_add_test(tc, retries_bounded);
+    tcase_add_test(tc, other_schemes);
     suite_add_tcase(s, tc);
     return tu_run(s, seed);
 }
