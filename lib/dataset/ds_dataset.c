@@ -175,6 +175,7 @@ static int manifest_decode(sp_dataset *d, uint8_t *buf, size_t n, const char *mp
                 break;
         }
         s->obj.size = ms->file_size; /* every response must agree with the manifest */
+        s->obj.size_from = "the manifest";
         s->file_size = ms->file_size;
         s->nblocks = ms->nblocks;
         s->nsamples = ms->nsamples;

@@ -23,6 +23,9 @@ typedef struct rm_obj {
     char *http;     /* the URL requested */
     uint64_t size;  /* UINT64_MAX until known */
     char etag[128]; /* "" until known (a server may send none) */
+    /* Where size came from before any response agreed with it ("the manifest"), or NULL: then a
+     * first response of another size is a short or replaced object, not one changed since. */
+    const char *size_from;
 } rm_obj;
 
 /* Whether path is a URL this module reads: s3://, http:// or https://. */

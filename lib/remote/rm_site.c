@@ -656,6 +656,11 @@ int rm_xfer_verdict(rm_xfer *x, CURLcode cc, bool name_url, char *why, size_t wh
         snprintf(why, whylen, "%s: access denied (%s)", at, words);
         return SP_EDENIED;
     }
+    if (x->status == 416 && x->obj->size != UINT64_MAX && x->obj->size_from) {
+        snprintf(why, whylen, "%s: %s: the object is shorter than the %llu bytes %s records: truncated, or "
+                 "replaced since", at, words, (unsigned long long)x->obj->size, x->obj->size_from);
+        return SP_ETRUNC;
+    }
     if (x->status == 412 || (x->status == 416 && x->obj->size != UINT64_MAX)) {
         snprintf(why, whylen, "%s: %s: the object changed since it was opened (%llu bytes then)", at, words,
                  (unsigned long long)x->obj->size);
@@ -685,6 +690,12 @@ int rm_xfer_verdict(rm_xfer *x, CURLcode cc, bool name_url, char *why, size_t wh
                  (unsigned long long)x->got);
         return SP_EREMOTE;
     }
+    if (x->obj->size != UINT64_MAX && total != x->obj->size && x->obj->size_from) {
+        snprintf(why, whylen, "%s: HTTP %ld: the object is %llu bytes where %s records %llu: %s", at, x->status,
+                 (unsigned long long)total, x->obj->size_from, (unsigned long long)x->obj->size,
+                 total < x->obj->size ? "truncated, or replaced since" : "replaced or damaged since");
+        return total < x->obj->size ? SP_ETRUNC : SP_ECORRUPT;
+    }
     if ((x->obj->size != UINT64_MAX && total != x->obj->size) ||
         (x->obj->etag[0] && x->etag[0] && strcmp(x->obj->etag, x->etag) != 0)) {
         snprintf(why, whylen, "%s: HTTP %ld: the object changed since it was opened (was %llu bytes, ETag %s; "
@@ -706,6 +717,8 @@ int rm_xfer_verdict(rm_xfer *x, CURLcode cc, bool name_url, char *why, size_t wh
                  x->status, (unsigned long long)x->got, (long long)x->clen, (unsigned long long)want);
         return SP_EREMOTE;
     }
+    if (x->obj->size_from) /* a response agreed (the shard's tail, read once at its opening): from */
+        x->obj->size_from = NULL; /* now on another size is a change */
     if (x->obj->size == UINT64_MAX) {
         x->obj->size = total;
         snprintf(x->obj->etag, sizeof x->obj->etag, "%s", x->etag);

@@ -279,6 +279,46 @@ START_TEST(http_verify)
 }
 END_TEST
 
+/* A shard cut short on the server before it was ever read: the size the manifest records
+ * disagrees with the server's, which is a truncated shard (SP_ETRUNC, as from local disk), not
+ * an object changed since it was opened; one grown is replaced or damaged (SP_ECORRUPT). */
+START_TEST(http_truncated_shard)
+{
+    lt_ds copy;
+    ck_assert_int_eq(lt_clone(&g_ds, &copy, "remote-trunc"), 0);
+    char *link = tu_join(g_ds.root, "trunc");
+    ck_assert_int_eq(symlink(copy.dir, link), 0);
+    char *shard = tu_join(copy.dir, "shard-000001.sps");
+    uint64_t size = tu_file_size(shard);
+    ck_assert_int_eq(truncate(shard, 3000), 0);
+    const char *url = rt_url(rt_env("SP_TEST_HTTP_URL"), "trunc");
+    char want[128];
+    snprintf(want, sizeof want, "is 3000 bytes where the manifest records %llu: truncated", (unsigned long long)size);
+    sp_loader *l = NULL;
+    int rc = lt_open(url, &l, NULL);
+    ck_assert_msg(rc == SP_ETRUNC, "%s: %s", sp_error_name(rc), sp_last_error());
+    ck_assert_msg(strstr(sp_last_error(), "trunc/shard-000001.sps") && strstr(sp_last_error(), want) &&
+                      !strstr(sp_last_error(), "changed since"),
+                  "%s", sp_last_error());
+    static char lb[4096];
+    ck_assert_int_eq(sp_verify(copy.dir, NULL, NULL, NULL, NULL), SP_ECORRUPT);
+    ck_assert_int_eq(sp_verify(url, NULL, on_fault, lb, NULL), SP_ECORRUPT);
+    ck_assert_msg(strstr(lb, "shard-000001.sps -1 0 -") && !strstr(lb, "ECHANGED"), "%s", lb);
+    char code[16];
+    snprintf(code, sizeof code, " %d|", SP_ETRUNC);
+    ck_assert_msg(strstr(lb, code), "%s", lb);
+    /* longer than the manifest says */
+    ck_assert_int_eq(truncate(shard, (off_t)size + 100), 0);
+    ck_assert_int_eq(lt_open(url, &l, NULL), SP_ECORRUPT);
+    ck_assert_msg(strstr(sp_last_error(), "where the manifest records") && strstr(sp_last_error(), "replaced or damaged"),
+                  "%s", sp_last_error());
+    unlink(link);
+    free(link);
+    free(shard);
+    lt_ds_free(&copy);
+}
+END_TEST
+
 /* The output of a shell command (stdout; stderr too with err), its exit status in *status. */
 static char *run_cmd(const char *cmd, bool err, int *status)
 {
@@ -383,6 +423,7 @@ int main(void)
     tcase_add_test(tc, http_auth);
     tcase_add_test(tc, http_missing_and_not_a_dataset);
     tcase_add_test(tc, http_changed_object);
+    tcase_add_test(tc, http_truncated_shard);
     tcase_add_test(tc, http_verify);
     tcase_add_test(tc, http_cli);
     tcase_add_test(tc, http_trace);
