@@ -391,21 +391,31 @@ static uint64_t sizes_total(const sp_loader *l, ld_sizes *z)
     return z->total;
 }
 
+/* The refusal names the minimum as the sum of its parts, each part with its size, so that they
+ * add up to it (each rounded as printed). */
 static int refuse_minimum(sp_loader *l, const ld_sizes *z)
 {
-    char a[32], b[32], c[32], d[32], e[32], f[32];
-    uint64_t worker = z->scratch / (uint64_t)l->cfg.threads;
+    char a[32], b[32], c[32], d[32], e[32], f[32], g[32], h[32], i[32], k[32];
+    const int n = l->cfg.threads;
+    char image[96] = "";
+    if (l->cfg.has_image)
+        snprintf(image, sizeof image, " + %s for max_image_memory (shared by the workers)",
+                 human(z->shared, i, sizeof i));
     return sp_fail(&l->eb, SP_ELIMIT,
-                   "%s%shost_memory %s cannot hold one shuffle window and its batches: need at least %s "
-                   "(%llu batch slots of %s, each %s of rows and %llu bytes of ids and descriptors, for a window of "
-                   "%u blocks of up to %u samples; 2 read buffers of %s; %d worker buffers of %s); "
-                   "raise host_memory, or lower batch_size, shuffle_window or threads%s",
-                   l->stats.s.memory_note, l->stats.s.memory_note[0] ? "; " : "", human(l->cfg.host_memory, a, sizeof a), human(z->total, b, sizeof b), (unsigned long long)z->slots,
-                   human(z->slot_bytes, c, sizeof c), human(l->lay.batch_bytes, d, sizeof d),
-                   (unsigned long long)(z->slot_bytes - l->lay.batch_bytes), z->win_blocks,
-                   l->tab.max_block_samples, human(l->tab.max_read, e, sizeof e), l->cfg.threads,
-                   human(worker, f, sizeof f),
-                   l->cfg.has_image ? " (or max_image_memory, which the workers share)" : "");
+                   "%s%shost_memory %s cannot hold one shuffle window and its batches: need at least %s = %s for "
+                   "%llu batch slots (each %s of rows and %llu bytes of ids and descriptors, for a window of %u "
+                   "block%s of up to %u samples) + %s for the read ring (two of the largest block, %s) + %s for %d "
+                   "worker%s buffers of %s%s%s + %s for tables; raise host_memory, or lower batch_size%s%s%s",
+                   l->stats.s.memory_note, l->stats.s.memory_note[0] ? "; " : "",
+                   human(l->cfg.host_memory, a, sizeof a), human(z->total, b, sizeof b),
+                   human(mul_sat(z->slots, z->slot_bytes), c, sizeof c), (unsigned long long)z->slots,
+                   human(l->lay.batch_bytes, d, sizeof d), (unsigned long long)(z->slot_bytes - l->lay.batch_bytes),
+                   z->win_blocks, z->win_blocks == 1 ? "" : "s", l->tab.max_block_samples,
+                   human(read_cost(z->read), e, sizeof e), human(l->tab.max_read, f, sizeof f),
+                   human(z->scratch, g, sizeof g), n, n == 1 ? "'s" : "s'", human(z->scratch / (uint64_t)n, h, sizeof h),
+                   l->cfg.threads_auto ? " (threads=0, cut to what fits)" : "", image,
+                   human(z->windows + z->tables, k, sizeof k), z->win_blocks > 1 ? ", shuffle_window" : "",
+                   n > 1 && !l->cfg.threads_auto ? ", threads" : "", l->cfg.has_image ? " or max_image_memory" : "");
 }
 
 /* threads=0 and the usable cores' workers do not fit host_memory beside the smallest pools: as

@@ -1,4 +1,5 @@
 /* test_loader_defaults.c - threads=0 and host_memory=0 follow what the process may use: workers for the usable cores (online, CPU affinity, cgroup v2/v1 CPU quota) cut to what host_memory holds, with a threads note saying how; an explicit threads that does not fit is still refused; the default budget follows the cgroup memory limit (v2 and v1). With a local world size (LOCAL_WORLD_SIZE, SLURM_TASKS_PER_NODE) both defaults are the node's share divided among its ranks, and the notes say so. Machine sizes come from the sp_system test hooks and a fake cgroup tree. */
+#include <math.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -161,6 +162,56 @@ START_TEST(explicit_threads_refused)
     ck_assert_int_eq(st.threads, 3);
     ck_assert_str_eq(st.threads_note, "");
     ck_assert_int_eq(sp_loader_close(l), 0);
+}
+END_TEST
+
+/* "12.5 MiB" at p -> bytes (the half of the last printed digit in *slack); p moves past it. */
+static double size_at(const char **p, double *slack)
+{
+    double v;
+    char unit[8];
+    int used = 0;
+    ck_assert_msg(sscanf(*p, "%lf %7s%n", &v, unit, &used) == 2, "no size at: %s", *p);
+    static const char *const units[] = { "B", "KiB", "MiB", "GiB" };
+    double scale = 0;
+    for (int u = 0; u < 4; u++)
+        if (!strcmp(unit, units[u]))
+            scale = (double)(1ull << (10 * u));
+    ck_assert_msg(scale > 0, "unit %s", unit);
+    *slack += scale > 1 ? 0.05 * scale : 0.5;
+    *p += used;
+    return v * scale;
+}
+
+/* The refusal's parts add up to the minimum it names, max_image_memory among them, and its
+ * counts agree in number with their nouns. */
+static void parts_add_up(const char *threads, const char *workers)
+{
+    int rc;
+    sp_loader *l = open_with(&rc, "threads", threads, "host_memory", "4M", "shuffle_window", "1", NULL);
+    ck_assert_ptr_null(l);
+    ck_assert_int_eq(rc, SP_ELIMIT);
+    const char *m = sp_last_error(), *p = strstr(m, "need at least ");
+    ck_assert_msg(p, "%s", m);
+    p += strlen("need at least ");
+    double slack = 0, total = size_at(&p, &slack), sum = 0;
+    ck_assert_msg(!strncmp(p, " = ", 3), "%s", m);
+    for (p += 3;;) {
+        sum += size_at(&p, &slack);
+        const char *next = strstr(p, " + "), *end = strchr(p, ';');
+        if (!next || (end && next > end))
+            break;
+        p = next + 3;
+    }
+    ck_assert_msg(fabs(sum - total) <= slack, "parts %.0f, total %.0f (slack %.0f): %s", sum, total, slack, m);
+    ck_assert_msg(strstr(m, "48.0 MiB for max_image_memory") && strstr(m, workers) && strstr(m, " of 1 block of "),
+                  "%s", m);
+}
+
+START_TEST(minimum_parts_add_up)
+{
+    parts_add_up("1", " 1 worker's buffers");
+    parts_add_up("2", " 2 workers' buffers");
 }
 END_TEST
 
@@ -382,6 +433,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, many_cores_defaults);
     tcase_add_test(tc, explicit_threads_refused);
+    tcase_add_test(tc, minimum_parts_add_up);
     tcase_add_test(tc, cgroup_v2_cpu_quota);
     tcase_add_test(tc, cgroup_v1_cpu_quota);
     tcase_add_test(tc, affinity_one_cpu);
