@@ -8,7 +8,7 @@ state directory given; `stop` ends by pid what was started there and removes not
     servers.py nginx start --root DIR --state STATE [--workers N]
     servers.py swift start --state STATE
     servers.py s3 mb --state STATE BUCKET
-    servers.py s3 put-dir --state STATE [--prefix P] [--jobs N] [--skip-same] BUCKET DIR
+    servers.py s3 put-dir --state STATE [--prefix P] [--jobs N] [--skip-same] BUCKET DIR   (files go to P/...)
     servers.py env --state STATE
     servers.py stop --state STATE
 
@@ -718,11 +718,18 @@ def _md5_file(path):
     return h.hexdigest()
 
 
+def put_dir_prefix(prefix):
+    """The key prefix s3_put_dir puts files under: PREFIX as a folder (ending in "/"), or ""."""
+    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
 def s3_put_dir(env, bucket, directory, prefix="", jobs=4, skip_same=False):
-    """Creates BUCKET and uploads every file under DIRECTORY to PREFIX + its relative path
-    (JOBS uploads at a time); with SKIP_SAME, objects already there with the same size and MD5
-    are left as they are (a Swift state directory kept from an earlier run). Returns the number
-    of files and bytes under DIRECTORY."""
+    """Creates BUCKET and uploads every file under DIRECTORY to PREFIX/ + its relative path
+    (PREFIX is a folder: a "/" is added when it has none; "" is the bucket's top), JOBS uploads at
+    a time; with SKIP_SAME, objects already there with the same size and MD5 are left as they are
+    (a Swift state directory kept from an earlier run). Returns the number of files and bytes
+    under DIRECTORY."""
+    prefix = put_dir_prefix(prefix)
     s3_make_bucket(env, bucket)
     files = []
     for dirpath, _, names in os.walk(directory):
@@ -798,7 +805,7 @@ def main(argv=None):
                 s3_make_bucket(env, a.bucket)
             else:
                 n, size = s3_put_dir(env, a.bucket, a.dir, a.prefix, a.jobs, a.skip_same)
-                print("# uploaded %d files, %d bytes to s3://%s/%s" % (n, size, a.bucket, a.prefix))
+                print("# uploaded %d files, %d bytes to s3://%s/%s" % (n, size, a.bucket, put_dir_prefix(a.prefix)))
             return 0
         elif a.cmd == "env":
             env = {}

@@ -3,8 +3,10 @@
 # usage: test_servers.py nginx|swift|stop   (exit 77 when the server's package is missing)
 
 import base64
+import contextlib
 import hashlib
 import http.client
+import io
 import os
 import ssl
 import subprocess
@@ -123,6 +125,15 @@ class Swift(unittest.TestCase):
                 finally:
                     servers.s3_put_file = put
                 self.assertEqual(sent, ["ds/small"])
+                # a prefix without its "/" is still a folder, and the command line names the folder used
+                self.assertEqual(servers.s3_put_dir(env, "spbucket", src, "ds2"), (2, len(data) + 5))
+                self.assertEqual(sorted(servers.s3_list(env, "spbucket", "ds2")), ["ds2/d/big.bin", "ds2/small"])
+                out = io.StringIO()
+                with contextlib.redirect_stdout(out):
+                    self.assertEqual(servers.main(["s3", "put-dir", "--state", state, "--prefix", "ds3",
+                                                   "--skip-same", "spbucket", src]), 0)
+                self.assertIn("to s3://spbucket/ds3/\n", out.getvalue())
+                self.assertIn("ds3/small", servers.s3_list(env, "spbucket", "ds3/"))
                 url = ep + "/spbucket/ds/d/big.bin"
                 st, h, body = servers.s3_request("HEAD", url, ak, sk, region)
                 self.assertEqual((st, h["content-length"], h["etag"].strip('"')),
