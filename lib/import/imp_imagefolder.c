@@ -2,9 +2,11 @@
  * takes: .png, .webp, ...; the bytes, not the name, say which format), label = index of CLASS
  * (sorted).
  *
- * Classes are the subdirectories, as torchvision's ImageFolder finds them, less two kinds that are
- * the pack's own output rather than data: OUTDIR itself when it lies inside DIR (so packing twice
- * with --overwrite gives the same classes), and writers' staging directories (.NAME.shardpack-tmp).
+ * Classes are the subdirectories, as torchvision's ImageFolder finds them, less three kinds that
+ * are packs' output rather than data: OUTDIR itself when it lies inside DIR (so packing twice
+ * with --overwrite gives the same classes), any other shardpack dataset (a directory holding
+ * manifest.spm: an earlier pack's -o DIR/x.sp), and writers' staging directories
+ * (.NAME.shardpack-tmp).
  * A class directory without an image file is refused, as torchvision refuses a class with no
  * valid file: its label would belong to no sample. Images are written in the order imp_item_order
  * gives: shuffled across classes by default, class by class (sorted) with order=source. */
@@ -13,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "imp.h"
 
@@ -58,7 +61,7 @@ static int is_staging_name(const char *name)
 }
 
 /* Whether entry name of root is a class: a directory, not the output directory (out, from stat of
- * OUTDIR, when it exists) nor a staging directory. -1 when memory runs out. */
+ * OUTDIR, when it exists), another dataset nor a staging directory. -1 when memory runs out. */
 static int is_class(const char *root, const char *name, const struct stat *out)
 {
     if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || is_staging_name(name))
@@ -68,8 +71,13 @@ static int is_class(const char *root, const char *name, const struct stat *out)
         return -1;
     struct stat st;
     int is_dir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    char *manifest = is_dir ? imp_path_join(path, "manifest.spm") : NULL;
     sp_free(path);
-    return is_dir && !(out && st.st_dev == out->st_dev && st.st_ino == out->st_ino);
+    if (is_dir && !manifest)
+        return -1;
+    int dataset = manifest && access(manifest, F_OK) == 0;
+    sp_free(manifest);
+    return is_dir && !dataset && !(out && st.st_dev == out->st_dev && st.st_ino == out->st_ino);
 }
 
 /* Sorted names of the subdirectories of root that are classes, into f->classes. */

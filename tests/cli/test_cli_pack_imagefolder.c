@@ -1,4 +1,4 @@
-/* test_cli_pack_imagefolder.c - pack an ImageFolder tree; cat returns each JPEG byte-identical; OUTDIR inside the tree and staging directories are not classes; an empty class directory is refused as torchvision refuses it. */
+/* test_cli_pack_imagefolder.c - pack an ImageFolder tree; cat returns each JPEG byte-identical; OUTDIR inside the tree, an earlier pack's output inside it and staging directories are not classes; an empty class directory is refused as torchvision refuses it. */
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,6 +155,13 @@ START_TEST(test_output_inside_input)
         ck_assert_msg(r.status == 0 && strcmp(r.out, "0\n") == 0, "label of sample 0: %s%s", r.out, r.err);
         clit_result_free(&r);
     }
+    /* Packed again elsewhere: the dataset a.sp left inside the tree is still no class. */
+    char *elsewhere = clit_path("%s/b.sp", tmp);
+    clit_result r = clit_run("pack", in, "-o", elsewhere, "-q", NULL);
+    ck_assert_msg(r.status == 0, "pack to %s: %s", elsewhere, r.err);
+    clit_result_free(&r);
+    check_classes(elsewhere, "class_names (2 classes): b, c");
+    free(elsewhere);
     free(stale_file);
     free(stale);
     free(in);
