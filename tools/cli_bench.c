@@ -38,6 +38,7 @@ typedef struct bench_limit {
     uint64_t blocks;      /* distinct blocks in the sample */
     uint64_t samples;     /* rows processed while timed (passes included) */
     unsigned passes;
+    uint64_t nblocks;     /* the dataset's blocks (of the first source of a mixture) */
 } bench_limit;
 
 typedef struct bench_run {
@@ -187,6 +188,7 @@ static int measure_limit(const char *path, const char *shown, sp_params *params,
         return CLI_EDATA;
     }
     uint64_t nblocks = sp_dataset_num_blocks(d);
+    out->nblocks = nblocks;
     sp_dataset_close(d);
     limit_pass lp = { l, 0, 1, 0, spread_stride(nblocks), nblocks, 0, 0, 0, 0, "" };
 
@@ -373,6 +375,8 @@ typedef struct bench_report {
     uint64_t batch_size;
     uint64_t peak_rss, rss_before;
     int epochs_given;
+    uint64_t window;  /* shuffle_window, in blocks */
+    uint64_t nblocks; /* the dataset's blocks; 0 when unknown (a mixture) */
 } bench_report;
 
 static double limit_ratio(const bench_report *r)
@@ -386,6 +390,43 @@ static double parallel_ratio(const bench_report *r)
 {
     double par = r->st->threads > 1 ? r->lim->parallel_samples_per_s : r->lim->samples_per_s;
     return par > 0 ? rate((double)r->run->samples, r->run->seconds) / par : 0;
+}
+
+/* The memory-bound line, advising only what can add read-ahead. Two windows of blocks are read
+ * ahead at most: a larger shuffle_window helps only while it holds fewer blocks than the dataset.
+ * The loader grows its read ring with at most half of what host_memory leaves beside the smallest
+ * pools, then its batch slots: pools below half the budget mean each reached its goal, and a larger
+ * host_memory would add nothing. */
+static void memory_advice(const bench_report *r, char *line, size_t n, double held, double busy, double stall)
+{
+    const sp_loader_stats *st = r->st;
+    double t = r->run->seconds > 0 ? r->run->seconds : 1e-9;
+    char mib[32], used[32], what[512];
+    fmt_mib(mib, sizeof mib, st->host_memory_bytes);
+    fmt_mib(used, sizeof used, st->host_allocated_bytes);
+    bool budget = st->host_allocated_bytes * 2 >= st->host_memory_bytes;
+    bool window = r->nblocks == 0 || r->window < r->nblocks;
+    if (budget && window)
+        snprintf(what, sizeof what, "raise host_memory (%s) for more read-ahead, or shuffle_window (two windows of "
+                 "blocks are read ahead at most)", mib);
+    else if (budget)
+        snprintf(what, sizeof what, "raise host_memory (%s) for more read-ahead (shuffle_window %llu already spans "
+                 "the dataset's %llu blocks)", mib, (unsigned long long)r->window, (unsigned long long)r->nblocks);
+    else if (window)
+        snprintf(what, sizeof what, "raise shuffle_window (%llu of the dataset's %llu blocks; two windows are read "
+                 "ahead at most); host_memory is not the limit (%s of %s in use)", (unsigned long long)r->window,
+                 (unsigned long long)r->nblocks, used, mib);
+    else
+        snprintf(what, sizeof what, "neither host_memory (%s of %s in use) nor shuffle_window (%llu; the dataset "
+                 "has %llu block%s) can add read-ahead: every block is already read ahead, and what holds the reader "
+                 "is each window's end on a dataset this small", used, mib, (unsigned long long)r->window,
+                 (unsigned long long)r->nblocks, r->nblocks == 1 ? "" : "s");
+    snprintf(line, n,
+             "memory-bound: the reader waited %.0f%% of the run for read-ring space (%.0f%%) or free batch "
+             "slots (%.0f%%) while the %d workers were busy %.0f%% (at most %llu jobs at once) and next() "
+             "waited %.1f%%: %s",
+             100 * held, 100 * st->read_wait_space_s / t, 100 * st->read_wait_slot_s / t, st->threads, 100 * busy,
+             (unsigned long long)st->jobs_in_flight_peak, 100 * stall, what);
 }
 
 /* What held the run back, from the loader's statistics: one of "consumer", "decode", "read",
@@ -448,13 +489,7 @@ static const char *bottleneck(const bench_report *r, char *line, size_t n)
                  "(direct_io=false), io=uring, or larger blocks",
                  100 * st->read_wait_io_s / t, 100 * reading, st->threads, 100 * busy, 100 * stall);
     else if (strcmp(kind, "memory") == 0)
-        snprintf(line, n,
-                 "memory-bound: the reader waited %.0f%% of the run for read-ring space (%.0f%%) or free batch "
-                 "slots (%.0f%%) while the %d workers were busy %.0f%% (at most %llu jobs at once) and next() "
-                 "waited %.1f%%: raise host_memory (%s) for more read-ahead, or shuffle_window (two windows of blocks "
-                 "are read ahead at most)",
-                 100 * held, 100 * st->read_wait_space_s / t, 100 * st->read_wait_slot_s / t, st->threads, 100 * busy,
-                 (unsigned long long)st->jobs_in_flight_peak, 100 * stall, mib);
+        memory_advice(r, line, n, held, busy, stall);
     else
         snprintf(line, n,
                  "decode-bound: the %d workers were busy %.0f%% and next() waited %.1f%% of the run: more cores "
@@ -887,7 +922,9 @@ int cli_bench_main(int argc, char **argv)
                         (uint64_t)sp_params_get(params, SP_PARAM_BATCH_SIZE),
                         peak_rss_bytes(),
                         rss_before,
-                        epochs_given};
+                        epochs_given,
+                        (uint64_t)sp_params_get(params, SP_PARAM_SHUFFLE_WINDOW),
+                        mix_first ? 0 : lim.nblocks};
     if (json)
         print_json(&rep);
     else
