@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -62,6 +63,7 @@ typedef struct trk {
 
 struct sp_trace {
     char path[4096];
+    int lock_fd; /* the file at path, locked (flock) from open to close: this loader's claim on it */
     char what[256];
     uint64_t start;
     unsigned ntracks;
@@ -106,6 +108,50 @@ static bool expand_path(const char *path, char *out, size_t cap)
     return true;
 }
 
+/* The k-th name tried for a trace at path: path itself (k = 0), then path with ".PID" (k = 1) or
+ * ".PID.k" put before its extension (t.json: t.4242.json, t.4242.2.json). False when too long. */
+static bool claim_name(const char *path, unsigned k, char *out, size_t cap)
+{
+    if (k == 0)
+        return (size_t)snprintf(out, cap, "%s", path) < cap;
+    const char *slash = strrchr(path, '/'), *dot = strrchr(path, '.');
+    size_t stem = dot && dot > (slash ? slash : path) && dot[-1] != '/' ? (size_t)(dot - path) : strlen(path);
+    char tag[48];
+    if (k == 1)
+        snprintf(tag, sizeof tag, ".%d", (int)getpid());
+    else
+        snprintf(tag, sizeof tag, ".%d.%u", (int)getpid(), k);
+    return (size_t)snprintf(out, cap, "%.*s%s%s", (int)stem, path, tag, path + stem) < cap;
+}
+
+/* Claims a file for this trace and writes the empty trace into it: the first of claim_name's names
+ * that no other open trace holds (an exclusive flock, kept until close), so that loaders open at
+ * once with one path (DataLoader workers, ranks sharing a folder) each keep their own file. A file
+ * system without flock: the path itself, unlocked. SP_OK, or errno. */
+static int claim_path(sp_trace *t, const char *path)
+{
+    for (unsigned k = 0; k < 1000; k++) {
+        if (!claim_name(path, k, t->path, sizeof t->path))
+            return ENAMETOOLONG;
+        int fd = open(t->path, O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
+        if (fd < 0)
+            return errno;
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+            close(fd);
+            continue;
+        }
+        static const char empty[] = "{\"traceEvents\":[]}\n";
+        if (ftruncate(fd, 0) != 0 || write(fd, empty, sizeof empty - 1) != (ssize_t)(sizeof empty - 1)) {
+            int e = errno ? errno : EIO;
+            close(fd);
+            return e;
+        }
+        t->lock_fd = fd;
+        return 0;
+    }
+    return EBUSY;
+}
+
 int sp_trace_open(sp_trace **out, const char *path, unsigned tracks, uint64_t max_events, const char *what,
                   sp_errbuf *eb)
 {
@@ -113,6 +159,7 @@ int sp_trace_open(sp_trace **out, const char *path, unsigned tracks, uint64_t ma
     sp_trace *t = sp_calloc(1, sizeof *t);
     if (!t)
         return sp_fail(eb, SP_ENOMEM, "out of memory for the trace");
+    t->lock_fd = -1;
     if (!expand_path(path, t->path, sizeof t->path)) {
         sp_free(t);
         return sp_fail(eb, SP_EINVAL, "trace path '%.200s' is too long", path);
@@ -137,16 +184,16 @@ int sp_trace_open(sp_trace **out, const char *path, unsigned tracks, uint64_t ma
         return sp_fail(eb, SP_ENOMEM, "out of memory for the trace's event rings (%u tracks of %u events)", tracks,
                        (unsigned)cap);
     }
-    FILE *f = fopen(t->path, "w");
-    if (!f || fputs("{\"traceEvents\":[]}\n", f) < 0 || fclose(f) != 0) {
-        int e = errno;
-        if (f)
-            fclose(f);
+    char given[4096];
+    snprintf(given, sizeof given, "%s", t->path);
+    int e = claim_path(t, given);
+    if (e) {
         char path_copy[4096];
         snprintf(path_copy, sizeof path_copy, "%s", t->path);
         t->path[0] = '\0'; /* nothing to write at close */
         sp_trace_close(t, NULL, 0);
-        return sp_fail(eb, SP_EIO, "trace '%s' cannot be written: %s", path_copy, strerror(e));
+        return sp_fail(eb, SP_EIO, "trace '%s' cannot be written: %s", path_copy,
+                       e == EBUSY ? "1000 open loaders hold it and its numbered names" : strerror(e));
     }
     t->start = sp_trace_clock();
     *out = t;
@@ -360,6 +407,8 @@ int sp_trace_close(sp_trace *t, char *why, size_t whylen)
     if (!t)
         return SP_OK;
     int rc = t->path[0] && t->tracks && t->cev ? write_file(t, why, whylen) : SP_OK;
+    if (t->lock_fd >= 0) /* after the rename: the path is free for a later loader */
+        close(t->lock_fd);
     for (unsigned i = 0; t->tracks && i < t->ntracks; i++)
         sp_free(t->tracks[i].ev);
     sp_free(t->tracks);

@@ -1,4 +1,4 @@
-/* test_loader_trace.c - the trace parameter and SHARDPACK_TRACE: a Chrome trace-event JSON timeline written at close (checked by check_trace.py: parses, one track per thread, spans nested, counters within the budget), dropped events counted, a valid file after a failed run, a path that cannot be written refused at open. */
+/* test_loader_trace.c - the trace parameter and SHARDPACK_TRACE: a Chrome trace-event JSON timeline written at close (checked by check_trace.py: parses, one track per thread, spans nested, counters within the budget), dropped events counted, a valid file after a failed run, a path that cannot be written refused at open; loaders open at once with one path (threads or processes) each keep their own file. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,8 +186,24 @@ static void *close_at_once(void *arg)
     return rc ? strdup(sp_last_error()) : NULL;
 }
 
+/* The name of the i-th loader of this process open at once with trace path dir/trace.json (the
+ * first keeps the path; the others put .PID or .PID.i before .json). */
+static char *nth_name(const char *dir, int i, int pid)
+{
+    char name[64];
+    if (i == 0)
+        snprintf(name, sizeof name, "trace.json");
+    else if (i == 1)
+        snprintf(name, sizeof name, "trace.%d.json", pid);
+    else
+        snprintf(name, sizeof name, "trace.%d.%d.json", pid, i);
+    return tu_join(dir, name);
+}
+
 /* Loaders given one trace path (DataLoader workers opened with the same trace=, ranks sharing a
- * folder) closing at the same moment: each close succeeds and the file is one whole trace. */
+ * folder) open at once and closing at the same moment: each close succeeds, and each writes its
+ * own whole trace (the path, then the path with .PID and .PID.2, ... before its extension), none
+ * replacing another's; a later round reuses the names. */
 START_TEST(one_path_closed_at_once)
 {
     tds d;
@@ -210,10 +226,65 @@ START_TEST(one_path_closed_at_once)
             pthread_join(th[i], &why);
             ck_assert_msg(why == NULL, "round %d: close %d: %s", round, i, (char *)why);
         }
-        tu_check_trace(path, &st, "--need read");
+        for (int i = 0; i < SAME; i++) {
+            char *name = nth_name(d.parent, i, (int)getpid());
+            tu_check_trace(name, &st, "--need read"); /* the same configuration, the same bounds */
+            free(name);
+        }
     }
     pthread_barrier_destroy(&g_at_once);
-    ck_assert_uint_eq(tu_count_others(d.parent, "trace.json"), 1); /* ds only: no temporary file left */
+    /* ds and the three numbered traces: no temporary file left */
+    ck_assert_uint_eq(tu_count_others(d.parent, "trace.json"), 1 + SAME - 1);
+    free(path);
+    free_ds(&d);
+}
+END_TEST
+
+/* Two processes (DataLoader workers) with one trace path, both open: the second writes its own
+ * file, path.PID.json, and the first's stays at the path; a loader opened after both closed
+ * takes the path again. */
+START_TEST(second_process_keeps_its_own_file)
+{
+    tds d;
+    make_ds(&d, "traceproc", UINT64_MAX);
+    char *path = tu_join(d.parent, "trace.json");
+    int go[2], done[2];
+    ck_assert_int_eq(pipe(go), 0);
+    ck_assert_int_eq(pipe(done), 0);
+    pid_t child = fork(); /* before any loader thread runs */
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        char c;
+        if (read(go[0], &c, 1) != 1)
+            _exit(2);
+        sp_loader *l = open_loader(&d, path, "fail");
+        int rc = drain(l) == SP_EDONE && sp_loader_close(l) == 0 ? 0 : 3;
+        if (write(done[1], "x", 1) != 1)
+            _exit(4);
+        _exit(rc);
+    }
+    sp_loader *l = open_loader(&d, path, "fail");
+    ck_assert_int_eq(drain(l), SP_EDONE);
+    ck_assert_int_eq(write(go[1], "x", 1), 1);
+    char c;
+    ck_assert_int_eq(read(done[0], &c, 1), 1);
+    int status;
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    char *theirs = nth_name(d.parent, 1, (int)child);
+    sp_loader_stats st = { .struct_size = sizeof st };
+    ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+    tu_check_trace(theirs, &st, "--need read"); /* the same configuration, the same bounds */
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    tu_check_trace(path, &st, "--need read");
+    tu_check_trace(theirs, &st, "--need read"); /* not replaced by the first's close */
+    ck_assert_int_eq(unlink(theirs), 0);
+    l = open_loader(&d, path, "fail");
+    ck_assert_int_eq(drain(l), SP_EDONE);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    ck_assert_uint_eq(tu_count_others(d.parent, "trace.json"), 1); /* the path again, no other name */
+    close(go[0]), close(go[1]), close(done[0]), close(done[1]);
+    free(theirs);
     free(path);
     free_ds(&d);
 }
@@ -255,5 +326,6 @@ int main(void)
     tcase_add_test(tc, failed_run_leaves_a_valid_trace);
     tcase_add_test(tc, unwritable_path_refused_at_open);
     tcase_add_test(tc, one_path_closed_at_once);
+    tcase_add_test(tc, second_process_keeps_its_own_file);
     return tu_run(s, tu_seed(1));
 }
