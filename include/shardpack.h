@@ -815,6 +815,12 @@ SP_API int sp_loader_set_epoch(sp_loader *l, uint64_t epoch);
  * Consumer calls: 0, with SP_EBUSY's message in sp_last_error(), while another thread is inside one. */
 SP_API uint64_t sp_loader_batches_per_epoch(const sp_loader *l);
 SP_API uint64_t sp_loader_samples_per_epoch(const sp_loader *l);
+/* The sample ids this rank's epoch delivers, in order (batch after batch, row after row), as
+ * sp_batch_sample_id gives them, computed from the order alone: nothing is read and the loader's
+ * position does not move. Writes min(cap, samples of that epoch) ids and returns that count; with
+ * ids NULL and cap 0, returns the epoch's samples. A repeat (rank_pad) has bit 63 set. SP_EINVAL,
+ * SP_ERANGE, SP_ENOMEM. */
+SP_API int64_t sp_loader_epoch_order(sp_loader *l, uint64_t epoch, uint64_t *ids, uint64_t cap);
 
 /* Batch accessors; pointers are valid until the batch is released. */
 SP_API uint64_t sp_batch_epoch(const sp_batch *b);
@@ -900,6 +906,10 @@ typedef struct sp_loader_stats {
     double read_wait_space_s;               /* reader time held up by read-ring space (blocks not yet decoded);
                                              * reads that complete meanwhile are reaped within these two */
     char memory_note[SP_ERRMSG_MAX];        /* host_memory=0: why the budget is not the default, or "" */
+    /* rank_pad: this rank's rows per epoch that repeat a sample (sp_batch_is_padding), and those
+     * handed out so far (counted in samples too, never in source_samples); 0 without rank_pad. */
+    uint64_t samples_padded_per_epoch;
+    uint64_t samples_padded;
 } sp_loader_stats;
 
 /* Fills *out (its struct_size set by the caller). SP_EINVAL for a NULL argument or a struct_size

@@ -314,6 +314,9 @@ static void loader(fixture *fx)
     FAILS_RC(sp_loader_set_epoch, (fx->l, UINT64_MAX), "sp_loader_set_epoch");
     FAILS_ZERO(sp_loader_batches_per_epoch, (NULL), "sp_loader_batches_per_epoch");
     FAILS_ZERO(sp_loader_samples_per_epoch, (NULL), "sp_loader_samples_per_epoch");
+    FAILS_RC(sp_loader_epoch_order, (NULL, 0, NULL, 0), "sp_loader_epoch_order");
+    FAILS_RC(sp_loader_epoch_order, (fx->l, 0, NULL, 4), "sp_loader_epoch_order");
+    FAILS_RC(sp_loader_epoch_order, (fx->l, UINT64_MAX, NULL, 0), "sp_loader_epoch_order");
     uint64_t cursor = 0;
     FAILS_RC(sp_loader_bench_block, (NULL, 0, 1, 0, &cursor), "sp_loader_bench_block");
     FAILS_RC(sp_loader_bench_block, (fx->l, 0, 1, 0, &cursor), "sp_loader_bench_block"); /* delivering */

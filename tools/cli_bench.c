@@ -638,6 +638,10 @@ static void print_json(const bench_report *r)
     cli_json_u64(&j, st->samples_skipped);
     cli_json_key(&j, "samples_dropped_per_epoch");
     cli_json_u64(&j, st->samples_dropped_per_epoch);
+    cli_json_key(&j, "samples_padded_per_epoch");
+    cli_json_u64(&j, st->samples_padded_per_epoch);
+    cli_json_key(&j, "samples_padded");
+    cli_json_u64(&j, st->samples_padded);
     cli_json_key(&j, "epochs");
     cli_json_u64(&j, run->epochs);
     cli_json_key(&j, "epochs_given");
@@ -706,6 +710,9 @@ static void print_summary(const bench_report *r)
                "rank)\n",
                (unsigned long long)st->samples_skipped,
                (unsigned long long)st->samples_dropped_per_epoch);
+    if (st->samples_padded_per_epoch)
+        printf("  padding    %llu rows per epoch repeat a sample (rank_pad), %llu delivered\n",
+               (unsigned long long)st->samples_padded_per_epoch, (unsigned long long)st->samples_padded);
     if (st->sources) {
         printf("  sources   ");
         for (int i = 0; i < st->sources; i++)

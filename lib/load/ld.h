@@ -98,4 +98,10 @@ typedef struct ld_window {
 int ld_window_build(const ld_plan *p, const uint32_t *block_samples, uint64_t index, ld_window *w,
                     uint32_t cap, uint32_t *scratch);
 
+/* The rank's epoch as sample ids, without reading: ids[q] = the id of the sample at stream
+ * position q, for q < n (n at most p->samples); block_first[b] the id of global block b's first
+ * sample. A repeat (rank_pad) is its sample's id | LD_ID_PAD. SP_ENOMEM. */
+int ld_plan_ids(const ld_plan *p, const uint32_t *block_samples, const uint64_t *block_first, uint64_t *ids,
+                uint64_t n);
+
 #endif

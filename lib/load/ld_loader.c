@@ -1082,6 +1082,7 @@ static int ensure_plan(sp_loader *l)
     l->cons.plan_valid = true;
     pthread_mutex_lock(&l->ring.mu); /* sp_loader_stats_get may read st from any thread */
     l->stats.s.samples_dropped_per_epoch = l->cons.plan.dropped;
+    l->stats.s.samples_padded_per_epoch = l->cons.plan.padded;
     pthread_mutex_unlock(&l->ring.mu);
     return SP_OK;
 }
@@ -1235,6 +1236,29 @@ uint64_t sp_loader_samples_per_epoch(const sp_loader *l)
     return s;
 }
 
+int64_t sp_loader_epoch_order(sp_loader *l, uint64_t epoch, uint64_t *ids, uint64_t cap)
+{
+    sp_clear_error();
+    if (!l)
+        return sp_fail(NULL, SP_EINVAL, "sp_loader_epoch_order: NULL loader");
+    if (!ids && cap)
+        return sp_fail(&l->eb, SP_EINVAL, "sp_loader_epoch_order: NULL ids with cap %llu", (unsigned long long)cap);
+    if (epoch > LD_EPOCH_MAX)
+        return sp_fail(&l->eb, SP_ERANGE, "sp_loader_epoch_order: epoch %llu is past the largest epoch, 2^63 - 1",
+                       (unsigned long long)epoch);
+    ld_plan plan = { 0 };
+    char why[SP_ERRMSG_MAX];
+    int rc = ld_epoch_plan(l, epoch, &plan, why, sizeof why);
+    if (rc)
+        return sp_fail(&l->eb, rc, "sp_loader_epoch_order: %s", why);
+    uint64_t n = plan.samples < cap ? plan.samples : cap;
+    if (n && (rc = ld_plan_ids(&plan, l->tab.block_samples, l->tab.block_first, ids, n)) != SP_OK)
+        sp_fail(&l->eb, rc, "sp_loader_epoch_order: %s planning epoch %llu",
+                rc == SP_ENOMEM ? "out of memory" : "a window too large", (unsigned long long)epoch);
+    ld_plan_free(&plan);
+    return rc ? rc : (int64_t)(cap ? n : plan.samples);
+}
+
 /* ---------------------------------------------------------------- the consumer */
 
 static bool stuck_locked(const sp_loader *l)
@@ -1318,10 +1342,14 @@ int ld_host_next(sp_loader *l, sp_batch **out, int timeout_ms)
         l->stats.s.batches++;
         l->stats.s.samples += s->rows_expected;
         l->stats.s.batches_ready--;
-        for (uint32_t r = 0; l->mix.n && r < s->rows_expected; r++) {
+        for (uint32_t r = 0; (l->mix.n || l->cons.plan.cfg.pad) && r < s->rows_expected; r++) {
             uint32_t d = 0;
             uint64_t id = s->b.ids[r];
-            if (id != UINT64_MAX && (id & LD_ID_PAD)) /* a repeat (rank_pad) is not counted again */
+            if (id != UINT64_MAX && (id & LD_ID_PAD)) { /* a repeat (rank_pad): not counted again */
+                l->stats.s.samples_padded++;
+                continue;
+            }
+            if (!l->mix.n)
                 continue;
             while (d + 1 < l->mix.n && id >= l->mix_first_sample[d + 1])
                 d++;

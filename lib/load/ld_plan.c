@@ -268,3 +268,38 @@ int ld_window_build(const ld_plan *p, const uint32_t *block_samples, uint64_t in
     }
     return SP_OK;
 }
+
+int ld_plan_ids(const ld_plan *p, const uint32_t *block_samples, const uint64_t *block_first, uint64_t *ids,
+                uint64_t n)
+{
+    uint64_t rows = 0, nb = 0;
+    for (uint64_t i = 0; i < p->nwindows; i++) {
+        uint64_t r = 0;
+        for (uint32_t k = 0; k < p->win[i].nblocks; k++)
+            r += block_samples[p->blocks[p->win[i].first_block + k]];
+        rows = r > rows ? r : rows;
+        nb = p->win[i].nblocks > nb ? p->win[i].nblocks : nb;
+    }
+    if (rows > UINT32_MAX)
+        return SP_ELIMIT;
+    uint32_t *pos = sp_malloc((rows ? rows : 1) * sizeof *pos), *scratch = sp_malloc((rows ? rows : 1) * sizeof *scratch);
+    uint32_t *row_base = sp_malloc((nb ? nb : 1) * sizeof *row_base);
+    int rc = pos && scratch && row_base ? SP_OK : SP_ENOMEM;
+    for (uint64_t i = 0; rc == SP_OK && i < p->nwindows; i++) {
+        ld_window w = { .pos = pos, .row_base = row_base };
+        rc = ld_window_build(p, block_samples, i, &w, (uint32_t)rows, scratch);
+        for (uint32_t k = 0; rc == SP_OK && k < w.nblocks; k++) {
+            uint32_t end = k + 1 < w.nblocks ? w.row_base[k + 1] : w.nrows;
+            uint64_t first = block_first[p->blocks[w.first_block + k]];
+            for (uint32_t r = w.row_base[k]; r < end; r++) {
+                if (w.pos[r] == LD_POS_NONE || w.start + w.pos[r] >= n)
+                    continue;
+                ids[w.start + w.pos[r]] = (first + (r - w.row_base[k])) | (w.pad ? LD_ID_PAD : 0);
+            }
+        }
+    }
+    sp_free(pos);
+    sp_free(scratch);
+    sp_free(row_base);
+    return rc;
+}

@@ -23,12 +23,15 @@ class RankPad(unittest.TestCase):
         real, pads, counts = [], [], []
         for rank in range(world):
             with shardpack.Loader(self.path, batch_size=8, seed=3, rank=rank, world_size=world, **kw) as l:
-                n = 0
+                n, before = 0, len(pads)
                 for b in l:
                     for i, p in zip(b.sample_ids(), b.padding()):
                         (pads if p else real).append(i)
                     n += 1
                 counts.append(n)
+                st = l.stats()
+                self.assertEqual(st["samples_padded"], len(pads) - before)
+                self.assertEqual(st["samples_padded_per_epoch"], len(pads) - before)
         self.assertEqual(len(set(counts)), 1)
         return real, pads
 

@@ -114,6 +114,21 @@ START_TEST(test_json)
         clit_result_free(&r);
     }
     ck_assert_uint_eq(total, 2 * 600);
+
+    /* rank_pad: 600 samples in 7 partitions of 86, the 2 short ones repeating a sample each. */
+    r = clit_run("bench", ds, "--epochs=1", "--json", "--partitions", "7", "--batch-size", "7", "--rank-pad",
+                 "true", "--host-memory", "8M", NULL);
+    ck_assert_msg(r.status == 0, "bench: %s", r.err);
+    ck_assert_uint_eq(clit_json_u64(r.out, "samples"), 7 * 86);
+    ck_assert_uint_eq(clit_json_u64(r.out, "samples_dropped_per_epoch"), 0);
+    ck_assert_uint_eq(clit_json_u64(r.out, "samples_padded_per_epoch"), 2);
+    ck_assert_uint_eq(clit_json_u64(r.out, "samples_padded"), 2);
+    clit_result_free(&r);
+    r = clit_run("bench", ds, "--epochs=1", "--partitions", "7", "--batch-size", "7", "--rank-pad", "true",
+                 "--host-memory", "8M", NULL);
+    ck_assert_msg(r.status == 0 && strstr(r.out, "2 rows per epoch repeat a sample (rank_pad), 2 delivered"),
+                  "%s", r.out);
+    clit_result_free(&r);
 }
 END_TEST
 

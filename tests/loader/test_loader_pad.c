@@ -99,10 +99,11 @@ START_TEST(drops_none)
                     ck_assert_msg(nb == nb0, "%s: rank %d has %llu batches, rank 0 %llu", where, r,
                                   (unsigned long long)nb, (unsigned long long)nb0);
                     sp_batch *b;
-                    uint64_t k = 0;
+                    uint64_t k = 0, rank_pads = 0;
                     int rc;
                     while ((rc = sp_loader_next(l, &b, 30000)) == 0) {
                         uint32_t pads = tally_batch(&t, &d, b, where);
+                        rank_pads += pads;
                         /* one partition a rank here: its repeat closes the epoch */
                         ck_assert_msg(pads == 0 || k + 1 == nb, "%s: padding in batch %llu of %llu", where,
                                       (unsigned long long)k, (unsigned long long)nb);
@@ -114,6 +115,9 @@ START_TEST(drops_none)
                     sp_loader_stats st = { .struct_size = sizeof st };
                     ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
                     ck_assert_uint_eq(st.samples_dropped_per_epoch, 0);
+                    /* stats count the padding rows: planned and handed out */
+                    ck_assert_uint_eq(st.samples_padded, rank_pads);
+                    ck_assert_uint_eq(st.samples_padded_per_epoch, rank_pads);
                     ck_assert_int_eq(sp_loader_close(l), 0);
                 }
                 tally_check(&t, d.n, (uint64_t)world - 1, where);
