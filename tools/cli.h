@@ -179,7 +179,7 @@ void cli_progress_clear_active(void);
 
 /* ---- shuffle quality (cli_mix.c) --------------------------------------------------------------- */
 
-/* Measured over the batches of one epoch given to cli_mix_batch. */
+/* Measured over the rows of one epoch given to cli_mix_add (or cli_mix_batch). */
 typedef struct cli_mix {
     uint32_t batch;                /* rows of a full batch */
     uint64_t total;                /* samples of the dataset, for a uniform shuffle's distance */
@@ -188,8 +188,8 @@ typedef struct cli_mix {
     double move_sum;
     int has_labels;                /* a field named label, int64 */
     int64_t *keys, *scratch;
-    uint64_t *counts;
-    size_t cap, nlabels, scratch_len;
+    uint64_t *counts, *ids;
+    size_t cap, nlabels, scratch_len, ids_len;
 } cli_mix;
 
 typedef struct cli_mix_result {
@@ -199,7 +199,12 @@ typedef struct cli_mix_result {
 } cli_mix_result;
 
 void cli_mix_init(cli_mix *m, uint32_t batch, uint64_t total, uint32_t world, uint32_t rank);
-/* -1 when memory runs out. */
+/* Rows delivered one after another: ids[i] their sample ids (UINT64_MAX: none), labels[i] their
+ * labels, or labels NULL for a dataset without. A call of exactly batch rows is one batch of the
+ * labels figure (a shorter one is counted for the uniform expectation only). -1 when memory runs
+ * out. */
+int cli_mix_add(cli_mix *m, const uint64_t *ids, const int64_t *labels, uint32_t rows);
+/* One batch: its ids and its int64 field named label, if any. -1 when memory runs out. */
 int cli_mix_batch(cli_mix *m, const sp_batch *b);
 void cli_mix_get(const cli_mix *m, cli_mix_result *r);
 void cli_mix_free(cli_mix *m);

@@ -116,6 +116,12 @@ typedef struct inspect {
     char **class_names;
     size_t nclasses;
     char *class_text;
+    /* --order-check: how epoch 0 of the loader's order mixes (ord), and the stored order (stored) */
+    int order_check;
+    int64_t batch, seed, window;
+    const char *label_name; /* the label field measured, or NULL */
+    uint64_t order_samples;
+    cli_mix_result ord, stored;
 } inspect;
 
 static int read_sizes(inspect *in)
@@ -279,6 +285,163 @@ static int is_text(const void *v, size_t len)
     return 1;
 }
 
+/* ---- --order-check: the loader's order and the stored one, measured as bench does (cli_mix) -- */
+
+/* Every sample's label (field lf), by sample id: every block is read. */
+static int read_labels(inspect *in, size_t lf, int64_t *labels)
+{
+    uint64_t id = 0;
+    for (uint64_t blk = 0; blk < in->blocks; blk++) {
+        sp_block *b = NULL;
+        int rc = sp_dataset_read_block(in->d, blk, &b);
+        if (rc != 0)
+            return cli_lib_err(in->path, rc, sp_dataset_errmsg(in->d));
+        uint32_t rows = sp_block_num_samples(b);
+        for (uint32_t r = 0; r < rows && id < in->samples; r++, id++) {
+            const void *data;
+            size_t size;
+            if ((rc = sp_block_get(b, r, lf, &data, &size)) != 0) {
+                cli_lib_err(in->path, rc, sp_last_error());
+                sp_block_free(b);
+                return CLI_EDATA;
+            }
+            labels[id] = size == 8 ? le_i64(data) : 0;
+        }
+        sp_block_free(b);
+    }
+    return CLI_OK;
+}
+
+/* Feeds ids[0..n) to m batch by batch, with their labels when labels is not NULL. */
+static void mix_feed(cli_mix *m, const uint64_t *ids, uint64_t n, const int64_t *labels, uint32_t batch,
+                     int64_t *chunk)
+{
+    for (uint64_t at = 0; at < n; at += batch) {
+        uint32_t rows = n - at < batch ? (uint32_t)(n - at) : batch;
+        for (uint32_t i = 0; labels && i < rows; i++)
+            chunk[i] = labels[ids[at + i]];
+        if (cli_mix_add(m, ids + at, labels ? chunk : NULL, rows) != 0) {
+            cli_err("out of memory counting labels");
+            exit(CLI_EDATA);
+        }
+    }
+}
+
+static int check_order(inspect *in, const char *arg, sp_params *params)
+{
+    size_t lf = SIZE_MAX;
+    for (size_t f = 0; f < in->nfields && lf == SIZE_MAX; f++)
+        if (in->fields[f].info.kind == SP_FIELD_LABEL)
+            lf = f;
+    /* one process of one: the order inspect shows is the whole epoch's, whatever launched it */
+    sp_params_set(params, SP_PARAM_RANK, 0);
+    sp_params_set(params, SP_PARAM_WORLD_SIZE, 1);
+    in->batch = sp_params_get(params, SP_PARAM_BATCH_SIZE);
+    in->seed = sp_params_get(params, SP_PARAM_SEED);
+    in->window = sp_params_get(params, SP_PARAM_SHUFFLE_WINDOW);
+    sp_loader *l = NULL;
+    int r = sp_loader_open(arg, params, &l);
+    if (r != 0)
+        return cli_lib_err(in->path, r, sp_last_error());
+    int64_t n = sp_loader_epoch_order(l, 0, NULL, 0);
+    uint64_t *ids = n > 0 ? cli_xmalloc((size_t)n * sizeof *ids) : NULL;
+    if (n > 0)
+        n = sp_loader_epoch_order(l, 0, ids, (uint64_t)n);
+    if (n < 0) {
+        int rc = cli_lib_err(in->path, (int)n, sp_loader_errmsg(l));
+        sp_loader_close(l);
+        free(ids);
+        return rc;
+    }
+    sp_loader_close(l);
+    for (int64_t i = 0; i < n; i++)
+        ids[i] &= ~(UINT64_C(1) << 63); /* a rank_pad repeat is its sample again */
+    int64_t *labels = NULL;
+    int rc = CLI_OK;
+    if (lf != SIZE_MAX) {
+        in->label_name = in->fields[lf].info.name;
+        labels = cli_xmalloc((in->samples ? in->samples : 1) * sizeof *labels);
+        rc = read_labels(in, lf, labels);
+    }
+    if (rc == CLI_OK) {
+        uint32_t batch = (uint32_t)in->batch;
+        int64_t *chunk = cli_xmalloc(batch * sizeof *chunk);
+        cli_mix m;
+        cli_mix_init(&m, batch, in->samples, 1, 0);
+        mix_feed(&m, ids, (uint64_t)n, labels, batch, chunk);
+        cli_mix_get(&m, &in->ord);
+        cli_mix_free(&m);
+        /* the stored order: the samples as the files hold them, batch after batch */
+        uint64_t *seq = cli_xmalloc((in->samples ? in->samples : 1) * sizeof *seq);
+        for (uint64_t i = 0; i < in->samples; i++)
+            seq[i] = i;
+        cli_mix_init(&m, batch, in->samples, 1, 0);
+        mix_feed(&m, seq, in->samples, labels, batch, chunk);
+        cli_mix_get(&m, &in->stored);
+        cli_mix_free(&m);
+        free(seq);
+        free(chunk);
+        in->order_samples = (uint64_t)n;
+    }
+    free(labels);
+    free(ids);
+    return rc;
+}
+
+static double of(double a, double b) { return b > 0 ? a / b : 0; }
+
+static void print_order_text(const inspect *in)
+{
+    printf("\norder (epoch 0 as one process gets it: batch_size %lld, seed %lld, shuffle_window %lld; "
+           "%llu samples):\n", (long long)in->batch, (long long)in->seed, (long long)in->window,
+           (unsigned long long)in->order_samples);
+    if (in->ord.has_labels) {
+        printf("  labels per batch  %.2f distinct of '%s'; a uniform shuffle %.2f (ratio %.3f)\n",
+               in->ord.labels_per_batch, in->label_name, in->ord.labels_uniform,
+               of(in->ord.labels_per_batch, in->ord.labels_uniform));
+        printf("  stored order      %.2f distinct per %lld consecutive samples (ratio %.3f)\n",
+               in->stored.labels_per_batch, (long long)in->batch,
+               of(in->stored.labels_per_batch, in->stored.labels_uniform));
+    } else {
+        printf("  no label field: labels per batch not measured\n");
+    }
+    printf("  mean move         %.1f samples from the stored position; a uniform shuffle %.1f "
+           "(ratio %.3f)\n", in->ord.move, in->ord.move_uniform, of(in->ord.move, in->ord.move_uniform));
+}
+
+static void print_order_json(const inspect *in, cli_json *j)
+{
+    cli_json_key(j, "order");
+    cli_json_object(j);
+    cli_json_key(j, "batch_size");
+    cli_json_i64(j, in->batch);
+    cli_json_key(j, "seed");
+    cli_json_i64(j, in->seed);
+    cli_json_key(j, "shuffle_window");
+    cli_json_i64(j, in->window);
+    cli_json_key(j, "samples");
+    cli_json_u64(j, in->order_samples);
+    if (in->ord.has_labels) {
+        cli_json_key(j, "label_field");
+        cli_json_str(j, in->label_name);
+        cli_json_key(j, "labels_per_batch");
+        cli_json_double(j, in->ord.labels_per_batch);
+        cli_json_key(j, "labels_per_batch_uniform");
+        cli_json_double(j, in->ord.labels_uniform);
+        cli_json_key(j, "labels_per_batch_ratio");
+        cli_json_double(j, of(in->ord.labels_per_batch, in->ord.labels_uniform));
+        cli_json_key(j, "stored_labels_per_batch");
+        cli_json_double(j, in->stored.labels_per_batch);
+        cli_json_key(j, "stored_labels_per_batch_ratio");
+        cli_json_double(j, of(in->stored.labels_per_batch, in->stored.labels_uniform));
+    }
+    cli_json_key(j, "mean_move");
+    cli_json_double(j, in->ord.move);
+    cli_json_key(j, "mean_move_uniform");
+    cli_json_double(j, in->ord.move_uniform);
+    cli_json_end_object(j);
+}
+
 static void print_text(const inspect *in, int full)
 {
     char a[32], b[32];
@@ -376,6 +539,8 @@ static void print_text(const inspect *in, int full)
         for (int k = 1; k <= 4; k++)
             printf(" %s %llu%s", format_names[k % 4], (unsigned long long)fs->formats[k % 4], k < 4 ? "," : "\n");
     }
+    if (in->order_check)
+        print_order_text(in);
 }
 
 static void print_json(const inspect *in)
@@ -496,26 +661,42 @@ static void print_json(const inspect *in)
         cli_json_end_object(&j);
     }
     cli_json_end_object(&j);
+    if (in->order_check)
+        print_order_json(in, &j);
     cli_json_end_object(&j);
     cli_json_finish(&j);
 }
 
-enum { OPT_JSON = 1, OPT_FULL };
+enum { OPT_JSON = 1, OPT_FULL, OPT_ORDER, OPT_BATCH, OPT_SEED, OPT_WINDOW };
 
 static const cli_opt inspect_opts[] = {
     {"json", 0, 0, OPT_JSON, NULL, "print one JSON object to stdout"},
     {"full", 0, 0, OPT_FULL, NULL, "read every block (exact per-field sizes and label counts)"},
+    {"order-check", 0, 0, OPT_ORDER, NULL,
+     "measure how the loader's order mixes: distinct labels per batch and the distance samples move, "
+     "against a uniform shuffle (reads every block's labels)"},
+    {"batch-size", 0, 1, OPT_BATCH, "N", "--order-check: batch size (default 32)"},
+    {"seed", 0, 1, OPT_SEED, "N", "--order-check: the loader's seed (default 0)"},
+    {"shuffle-window", 0, 1, OPT_WINDOW, "N", "--order-check: the loader's shuffle_window (default 8)"},
     {NULL, 0, 0, 0, NULL, NULL},
 };
 
 const cli_cmd cli_cmd_inspect = {
     "inspect",
-    "inspect PATH [--json] [--full] [parameters]",
+    "inspect PATH [--json] [--full] [--order-check [--batch-size N] [--seed N] [--shuffle-window N]] "
+    "[parameters]",
     "Describes a dataset directory, manifest or shard: schema, sizes, compression, metadata, "
     "labels.",
     "Per-field compression ratios are measured by compressing each field's column of a block with\n"
     "zstd level 3. Without --full at most 64 evenly spread blocks are read, and the per-field\n"
-    "figures and label counts are estimates from those blocks.\n",
+    "figures and label counts are estimates from those blocks.\n"
+    "\n"
+    "--order-check plans epoch 0 of the loader's order for one process (sp_loader_epoch_order: no\n"
+    "sample is decoded) and reports, for the first label field, the mean number of distinct labels\n"
+    "in a full batch against what a uniform shuffle of the same samples gives, the same for the\n"
+    "stored order (batches of consecutive samples: low when pack wrote classes together), and the\n"
+    "mean distance a sample moves from its stored position against a uniform shuffle's (N^2-1)/3N.\n"
+    "It reads every block for the labels and holds 16 bytes a sample.\n",
     inspect_opts,
     SP_SCOPE_READ,
 };
@@ -526,7 +707,7 @@ int cli_inspect_main(int argc, char **argv)
     memset(&in, 0, sizeof in);
     const char *arg = NULL; /* the PATH as typed, opened; in.path is what is printed */
     char shown[4096];
-    int json = 0, full = 0, rc = CLI_OK;
+    int json = 0, full = 0, order_opts = 0, rc = CLI_OK;
     sp_params *params = sp_params_create();
     if (!params) {
         cli_err("out of memory");
@@ -553,10 +734,23 @@ int cli_inspect_main(int argc, char **argv)
             json = 1;
         } else if (id == OPT_FULL) {
             full = 1;
+        } else if (id == OPT_ORDER) {
+            in.order_check = 1;
+        } else if (id == OPT_BATCH || id == OPT_SEED || id == OPT_WINDOW) {
+            const char *name = id == OPT_BATCH ? "batch_size" : id == OPT_SEED ? "seed" : "shuffle_window";
+            if (sp_params_set_str(params, name, g.value) != 0) {
+                rc = cli_usage_err(&cli_cmd_inspect, "%s", sp_last_error());
+                goto out;
+            }
+            order_opts = 1;
         }
     }
     if (!in.path) {
         rc = cli_usage_err(&cli_cmd_inspect, "no dataset PATH given");
+        goto out;
+    }
+    if (order_opts && !in.order_check) {
+        rc = cli_usage_err(&cli_cmd_inspect, "--batch-size, --seed and --shuffle-window go with --order-check");
         goto out;
     }
     cli_oom_context("inspecting %s", in.path);
@@ -576,7 +770,8 @@ int cli_inspect_main(int argc, char **argv)
     in.samples = sp_dataset_num_samples(in.d);
     in.shards = sp_dataset_num_shards(in.d);
     in.blocks = sp_dataset_num_blocks(in.d);
-    if ((rc = read_sizes(&in)) != CLI_OK || (rc = examine(&in, full)) != CLI_OK)
+    if ((rc = read_sizes(&in)) != CLI_OK || (rc = examine(&in, full)) != CLI_OK ||
+        (in.order_check && (rc = check_order(&in, arg, params)) != CLI_OK))
         goto out;
     load_class_names(&in);
     if (json)

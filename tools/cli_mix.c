@@ -1,4 +1,5 @@
-/* cli_mix.c - how well an order mixes, from the batches a loader delivers: the mean number of
+/* cli_mix.c - how well an order mixes, from the rows a loader delivers (bench: its batches;
+ * inspect: sp_loader_epoch_order's ids with the labels read from the blocks): the mean number of
  * distinct labels in a full batch against what a uniform shuffle of the same samples gives, and
  * the mean distance a sample moves from its stored position against a uniform shuffle's. */
 #include "cli.h"
@@ -58,21 +59,17 @@ static int count_label(cli_mix *m, int64_t v)
     return 0;
 }
 
-int cli_mix_batch(cli_mix *m, const sp_batch *b)
+int cli_mix_add(cli_mix *m, const uint64_t *ids, const int64_t *labels, uint32_t rows)
 {
-    uint32_t rows = sp_batch_size(b);
     for (uint32_t i = 0; i < rows; i++) {
-        uint64_t id = sp_batch_sample_id(b, i);
-        if (id == UINT64_MAX)
+        if (ids[i] == UINT64_MAX)
             continue;
         double pos = (double)(m->samples + i) * m->world + m->rank;
-        m->move_sum += fabs(pos - (double)id);
+        m->move_sum += fabs(pos - (double)ids[i]);
         m->moved++;
     }
     m->samples += rows;
-    int f = sp_batch_find(b, "label");
-    const DLTensor *t = f >= 0 ? sp_batch_tensor(b, (size_t)f) : NULL;
-    if (!t || t->ndim != 1 || t->dtype.code != kDLInt || t->dtype.bits != 64)
+    if (!labels)
         return 0;
     m->has_labels = 1;
     if (rows > m->scratch_len) {
@@ -82,7 +79,7 @@ int cli_mix_batch(cli_mix *m, const sp_batch *b)
         m->scratch = s;
         m->scratch_len = rows;
     }
-    memcpy(m->scratch, t->data, rows * sizeof *m->scratch);
+    memcpy(m->scratch, labels, rows * sizeof *m->scratch);
     for (uint32_t i = 0; i < rows; i++)
         if (count_label(m, m->scratch[i]))
             return -1;
@@ -95,6 +92,24 @@ int cli_mix_batch(cli_mix *m, const sp_batch *b)
     m->distinct_sum += distinct;
     m->batches++;
     return 0;
+}
+
+int cli_mix_batch(cli_mix *m, const sp_batch *b)
+{
+    uint32_t rows = sp_batch_size(b);
+    if (rows > m->ids_len) {
+        uint64_t *v = realloc(m->ids, rows * sizeof *v);
+        if (!v)
+            return -1;
+        m->ids = v;
+        m->ids_len = rows;
+    }
+    for (uint32_t i = 0; i < rows; i++)
+        m->ids[i] = sp_batch_sample_id(b, i);
+    int f = sp_batch_find(b, "label");
+    const DLTensor *t = f >= 0 ? sp_batch_tensor(b, (size_t)f) : NULL;
+    int labelled = t && t->ndim == 1 && t->dtype.code == kDLInt && t->dtype.bits == 64;
+    return cli_mix_add(m, m->ids, labelled ? (const int64_t *)t->data : NULL, rows);
 }
 
 void cli_mix_get(const cli_mix *m, cli_mix_result *r)
@@ -126,5 +141,6 @@ void cli_mix_free(cli_mix *m)
     free(m->keys);
     free(m->counts);
     free(m->scratch);
+    free(m->ids);
     memset(m, 0, sizeof *m);
 }

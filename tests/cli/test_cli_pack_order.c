@@ -93,6 +93,64 @@ START_TEST(test_shuffled_mixes_classes)
 }
 END_TEST
 
+/* "KEY": NUMBER in a JSON text, as printed (the same double prints the same). */
+static const char *json_num(const char *json, const char *key, char *buf, size_t n)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *k = strstr(json, pat);
+    ck_assert_msg(k != NULL, "no %s in %s", key, json);
+    k += strlen(pat);
+    size_t len = strcspn(k, ",}");
+    ck_assert_uint_lt(len, n);
+    memcpy(buf, k, len);
+    buf[len] = 0;
+    return buf;
+}
+
+/* inspect --order-check measures the order bench delivers, from the plan alone: the same figures
+ * (one implementation), and the stored order's mixing tells a shuffled pack from a sorted one. */
+START_TEST(test_inspect_order_check)
+{
+    char *ds = clit_path("%s/ds", tmp);
+    for (int k = 0; k < 2; k++) {
+        free(pack("ds", k ? "source" : "shuffled", "0", &(size_t){ 0 }));
+        clit_result b = clit_run("bench", ds, "--epochs", "1", "--json", "--batch-size", "32", "--shuffle-window", "2",
+                                 "--seed", "7", "--threads", "1", NULL);
+        ck_assert_msg(b.status == 0, "bench: %s", b.err);
+        clit_result r = clit_run("inspect", ds, "--json", "--order-check", "--batch-size", "32", "--shuffle-window",
+                                 "2", "--seed", "7", NULL);
+        ck_assert_msg(r.status == 0, "inspect: %s", r.err);
+        const char *o = strstr(r.out, "\"order\":");
+        ck_assert_msg(o != NULL, "%s", r.out);
+        static const char *const same[] = { "labels_per_batch", "labels_per_batch_uniform", "mean_move",
+                                            "mean_move_uniform" };
+        for (size_t i = 0; i < sizeof same / sizeof *same; i++) {
+            char x[64], y[64];
+            ck_assert_msg(strcmp(json_num(o, same[i], x, sizeof x), json_num(b.out, same[i], y, sizeof y)) == 0,
+                          "%s: inspect %s, bench %s", same[i], x, y);
+        }
+        ck_assert_uint_eq(clit_json_u64(o, "samples"), CLASSES * PER_CLASS);
+        char v[64];
+        double stored = strtod(json_num(o, "stored_labels_per_batch_ratio", v, sizeof v), NULL);
+        if (k == 0)
+            ck_assert_msg(stored >= 0.9, "shuffled pack, stored order: %.3f", stored);
+        else
+            ck_assert_msg(stored < 0.5, "source pack, stored order: %.3f", stored);
+        clit_result_free(&r);
+        clit_result_free(&b);
+        r = clit_run("inspect", ds, "--order-check", "--shuffle-window", "2", NULL);
+        ck_assert_msg(r.status == 0 && strstr(r.out, "labels per batch") && strstr(r.out, "stored order") &&
+                          strstr(r.out, "mean move"), "%s", r.out);
+        clit_result_free(&r);
+    }
+    clit_result r = clit_run("inspect", ds, "--seed", "3", NULL); /* an order option without --order-check */
+    ck_assert_int_eq(r.status, 2);
+    clit_result_free(&r);
+    free(ds);
+}
+END_TEST
+
 /* A TSV list naming the same images class by class: shuffled by default as well. */
 START_TEST(test_tsv_shuffled)
 {
@@ -131,6 +189,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_shuffled_mixes_classes);
     tcase_add_test(tc, test_tsv_shuffled);
+    tcase_add_test(tc, test_inspect_order_check);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
