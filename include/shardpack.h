@@ -306,7 +306,7 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT
     X(PARTITIONS, "partitions", SP_PTYPE_INT, 0, 0, 1 << 20, NULL, SP_SCOPE_LOAD,                     \
       "canonical partitions of the epoch order (0: the world size); a multiple of world_size dividing batch_size x world_size; a state resumes on any world size dividing it") \
     X(ORDER, "order", SP_PTYPE_ENUM, 0, 0, 1, "shuffled|source", SP_SCOPE_IMPORT,                   \
-      "order pack writes samples in: shuffled (a seeded permutation of the input items, so blocks mix classes) or source (as listed; ImageFolder: class by class)") \
+      "order pack writes samples in: shuffled (a seeded permutation of the input items of every kind: images, TSV lines, tar samples, .npy rows, llm.c windows; the list is held, never the bytes; a tar must be a regular file) or source (as listed; ImageFolder: class by class)") \
     X(ORDER_SEED, "order_seed", SP_PTYPE_INT, 0, 0, INT64_MAX, NULL, SP_SCOPE_IMPORT,              \
       "seed of pack's shuffled order; the same seed and inputs give the same files") \
     X(REMOTE_RETRIES, "remote_retries", SP_PTYPE_INT, 8, 0, 1000, NULL, SP_SCOPE_ALL_, \

@@ -1,5 +1,8 @@
 /* imp_llmc.c - llm.c token files: a 1024-byte header of 256 int32, then uint16/uint32 tokens.
- * Samples are windows of T+1 tokens taken with stride T, read a chunk at a time. */
+ * Samples are windows of T+1 tokens taken with stride T. order=source: file by file, window by
+ * window, read a chunk at a time. order=shuffled (the default): the windows of all the files
+ * together in imp_item_order's permutation, each read by itself at its offset; the tokens are
+ * never held, only the permutation (8 bytes a window). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -31,6 +34,9 @@ typedef struct llmc {
     uint64_t chunk_first, chunk_n; /* samples chunk_first .. +chunk_n are in buf */
     imp_buf buf;
     sp_value value;
+    /* order=shuffled: window perm[k] of all the files' windows is written k-th; first[i] is the
+     * index of file i's first window among them; fd is open on file fi. */
+    uint64_t *perm, *first, k, total;
 } llmc;
 
 static int32_t le32(const unsigned char *p) { return (int32_t)sp_ld32(p); }
@@ -151,7 +157,67 @@ static int llmc_open(imp_ctx *c, void *priv, const char *const *srcs, size_t n)
     if ((rc = imp_set_meta(c, "seq_len", text, strlen(text))) != SP_OK)
         return rc;
     imp_set_totals(c, total_samples, total_samples * l->seq_len * l->files[0].width);
-    return SP_OK;
+    if (sp_params_get(imp_params(c), SP_PARAM_ORDER) != SP_ORDER_SHUFFLED)
+        return SP_OK;
+    if (!(l->first = sp_malloc((n + 1) * sizeof *l->first)))
+        return imp_oom(c, srcs[0], (n + 1) * sizeof *l->first);
+    l->first[0] = 0;
+    for (size_t i = 0; i < n; i++)
+        l->first[i + 1] = l->first[i] + l->files[i].samples;
+    l->total = total_samples;
+    return imp_item_order(c, total_samples, &l->perm);
+}
+
+/* The file an empty file is (no window): a bad input item, said so. */
+static int skip_empty(imp_ctx *c, const llmc *l, const token_file *tf)
+{
+    char why[96];
+    snprintf(why, sizeof why, "%llu tokens, fewer than seq_len + 1 = %llu: no sample", (unsigned long long)tf->tokens,
+             (unsigned long long)l->seq_len + 1);
+    int rc = imp_skip(c, tf->path, why, 0);
+    return rc < 0 ? rc : SP_OK;
+}
+
+/* order=shuffled: the k-th window of the permutation, read at its offset. */
+static int next_shuffled(imp_ctx *c, llmc *l, imp_sample *out)
+{
+    if (l->k == 0) /* the files that give nothing, said once before the first sample */
+        for (size_t i = 0; i < l->n; i++) {
+            int rc = l->files[i].samples ? SP_OK : skip_empty(c, l, &l->files[i]);
+            if (rc)
+                return rc;
+        }
+    if (l->k == l->total)
+        return 0;
+    uint64_t g = l->perm[l->k++];
+    /* the last file starting at or before g: an empty file shares its start with the next one */
+    size_t fi = sp_floor_index(l->first, l->n, g);
+    const token_file *tf = &l->files[fi];
+    if (l->fd < 0 || l->fi != fi) {
+        if (l->fd >= 0)
+            close(l->fd);
+        struct stat st;
+        const char *why;
+        l->fi = fi;
+        if ((l->fd = imp_open_regular(tf->path, &st, &why)) < 0)
+            return imp_fail(c, SP_EIO, "%s: %s", tf->path, why);
+#if defined(POSIX_FADV_RANDOM)
+        posix_fadvise(l->fd, 0, 0, POSIX_FADV_RANDOM);
+#endif
+    }
+    const uint64_t stride = l->seq_len * tf->width, i = g - l->first[fi];
+    size_t bytes = (size_t)(stride + tf->width);
+    int rc = imp_buf_reserve(c, &l->buf, bytes, tf->path);
+    if (rc)
+        return rc;
+    uint64_t at = HEADER_BYTES + i * stride;
+    int r = sp_pread_all(l->fd, l->buf.data, bytes, at);
+    if (r)
+        return imp_fail(c, r == SP_ETRUNC ? SP_ETRUNC : SP_EIO, "%s: read error at byte %llu: %s", tf->path,
+                        (unsigned long long)at, r == SP_ETRUNC ? "file shrank while reading" : strerror(-r));
+    l->value = (sp_value){ l->buf.data, bytes };
+    *out = (imp_sample){ &l->value, 1, stride, tf->path };
+    return 1;
 }
 
 /* Reads the chunk of samples starting at l->next of the current file. */
@@ -179,16 +245,15 @@ static int read_chunk(imp_ctx *c, llmc *l, const token_file *tf)
 static int llmc_next(imp_ctx *c, void *priv, imp_sample *out)
 {
     llmc *l = priv;
+    if (l->perm)
+        return next_shuffled(c, l, out);
     for (;;) {
         if (l->fi == l->n)
             return 0;
         const token_file *tf = &l->files[l->fi];
         if (tf->samples == 0) { /* contributes nothing: a bad input item, said so */
-            char why[96];
-            snprintf(why, sizeof why, "%llu tokens, fewer than seq_len + 1 = %llu: no sample",
-                     (unsigned long long)tf->tokens, (unsigned long long)l->seq_len + 1);
-            int rc = imp_skip(c, tf->path, why, 0);
-            if (rc < 0)
+            int rc = skip_empty(c, l, tf);
+            if (rc)
                 return rc;
         }
         if (l->next == tf->samples) {
@@ -227,6 +292,8 @@ static void llmc_close(void *priv)
     if (l->fd >= 0)
         close(l->fd);
     sp_free(l->files);
+    sp_free(l->perm);
+    sp_free(l->first);
     imp_buf_free(&l->buf);
 }
 

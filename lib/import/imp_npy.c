@@ -1,5 +1,8 @@
 /* imp_npy.c - NumPy .npy importer: each file is one tensor field named after its stem; samples
- * are rows (the first axis), which every file must share. The header is parsed here. */
+ * are rows (the first axis), which every file must share. The header is parsed here. Rows are
+ * written in imp_item_order's order: row by row (order=source, read through a 1 MiB buffer), or
+ * a seeded permutation of the row indices (order=shuffled, the default; each row read at its
+ * offset, unbuffered; 8 bytes a row held, never the rows). */
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -299,6 +302,7 @@ typedef struct npy {
     npy_file *files;
     size_t n;
     uint64_t rows, row, row_bytes; /* rows of every file, the next row, bytes of one sample */
+    uint64_t *perm;                /* order=shuffled: row perm[k] is written k-th; else NULL */
     sp_value *values;
     char what[512];
 } npy;
@@ -330,7 +334,8 @@ static int start_rows(imp_ctx *c, npy *np)
         npy_file *f = &np->files[i];
         if (!(f->row = sp_malloc((size_t)f->row_bytes)))
             return imp_oom(c, f->path, (size_t)f->row_bytes);
-        setvbuf(f->f, NULL, _IOFBF, 1 << 20);
+        /* shuffled: no buffer, which every seek would throw away after one row */
+        setvbuf(f->f, NULL, np->perm ? _IONBF : _IOFBF, np->perm ? 0 : 1 << 20);
         if (fseeko(f->f, (off_t)f->data_offset, SEEK_SET) != 0)
             return imp_fail(c, SP_EIO, "%s: seek failed: %s", f->path, strerror(errno));
         np->values[i] = (sp_value){ f->row, (size_t)f->row_bytes };
@@ -370,6 +375,9 @@ static int npy_open(imp_ctx *c, void *priv, const char *const *srcs, size_t n)
     /* Without rows there is nothing to read: no row buffers, which a header may make as large as
      * the schema allows (1 GiB) while the file holds no data. The import then reports the empty
      * input. */
+    if (np->rows && sp_params_get(imp_params(c), SP_PARAM_ORDER) == SP_ORDER_SHUFFLED &&
+        (rc = imp_item_order(c, np->rows, &np->perm)) != SP_OK)
+        return rc;
     return np->rows ? start_rows(c, np) : SP_OK;
 }
 
@@ -378,9 +386,12 @@ static int npy_next(imp_ctx *c, void *priv, imp_sample *out)
     npy *np = priv;
     if (np->row == np->rows)
         return 0;
-    const uint64_t r = np->row++;
+    const uint64_t r = np->perm ? np->perm[np->row++] : np->row++;
     for (size_t i = 0; i < np->n; i++) {
         npy_file *f = &np->files[i];
+        if (np->perm && fseeko(f->f, (off_t)(f->data_offset + r * f->row_bytes), SEEK_SET) != 0)
+            return imp_fail(c, SP_EIO, "%s: seek to row %llu failed: %s", f->path, (unsigned long long)r,
+                            strerror(errno));
         if (fread(f->row, 1, (size_t)f->row_bytes, f->f) != f->row_bytes)
             return imp_fail(c, ferror(f->f) ? SP_EIO : SP_ETRUNC, "%s: %s reading row %llu", f->path,
                             ferror(f->f) ? strerror(errno) : "file shrank", (unsigned long long)r);
@@ -403,6 +414,7 @@ static void npy_close(void *priv)
     }
     sp_free(np->files);
     sp_free(np->values);
+    sp_free(np->perm);
 }
 
 const imp_kind imp_kind_npy = {

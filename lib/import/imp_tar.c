@@ -1,5 +1,9 @@
 /* imp_tar.c - WebDataset importer: a ustar/GNU/pax tar read as a stream; consecutive members that
- * share a key (path up to the first '.' of the basename) form one sample: KEY.jpg + KEY.cls. */
+ * share a key (path up to the first '.' of the basename) form one sample: KEY.jpg + KEY.cls.
+ * order=source reads each archive once, front to back (a pipe will do). order=shuffled (the
+ * default) first reads every archive's headers (data skipped by seeking) to list its samples as
+ * byte ranges, 24 bytes a sample and 8 for the order, then reads the samples of all the archives
+ * in imp_item_order's permutation, each by seeking to its range: regular files only. */
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -31,6 +35,7 @@ typedef struct tar_member {
     char *name;      /* owned by the reader until the next call */
     uint64_t size;
     uint64_t offset; /* of its data in the file */
+    uint64_t start;  /* of its first header record (GNU long name and pax headers included) */
     char type;
 } tar_member;
 
@@ -235,12 +240,15 @@ static int read_header(tar_reader *t, unsigned char *h)
 static int next_member(tar_reader *t, tar_member *m)
 {
     unsigned char h[BLOCK];
+    m->start = UINT64_MAX;
     for (;;) {
         int rc = skip_bytes(t, t->skip_next);
         if (rc)
             return rc;
         t->skip_next = 0;
         uint64_t at = t->pos;
+        if (m->start == UINT64_MAX)
+            m->start = at;
         if ((rc = read_header(t, h)) <= 0)
             return rc;
         if (!checksum_ok(h))
@@ -283,6 +291,7 @@ static int next_member(tar_reader *t, tar_member *m)
         if (type == 'g' || type == 'K') {
             sp_free(m->name);
             m->name = NULL;
+            m->start = UINT64_MAX;
             continue; /* global pax header, GNU long link name: nothing to import */
         }
         return 1;
@@ -323,6 +332,12 @@ typedef struct group {
     imp_buf image;
 } group;
 
+/* order=shuffled: one sample's members, the byte range [start, end) of archive src */
+typedef struct tar_range {
+    uint64_t start, end;
+    uint64_t src;
+} tar_range;
+
 typedef struct wds {
     const char *const *srcs;
     size_t n, i;       /* the archive being read: srcs[i] */
@@ -334,7 +349,19 @@ typedef struct wds {
     imp_buf label_buf;
     char *what;        /* "TAR:KEY" of the group last flushed */
     imp_image_label sample;
+    tar_range *ranges; /* order=shuffled: every sample of every archive; range perm[k] is read k-th */
+    uint64_t nranges, cap, k, *perm;
 } wds;
+
+/* The length of a member's key: its path up to the first '.' of its basename. */
+static size_t key_length(const char *name)
+{
+    const char *dot = strchr(imp_basename(name), '.');
+    return dot ? (size_t)(dot - name) : strlen(name);
+}
+
+/* Members that are sample data: regular files (directories, links, devices are not). */
+static int is_data(char type) { return type == '0' || type == '\0' || type == '7'; }
 
 /* Ends the current group: 1 with its sample in *out, 0 when there was none or it was skipped, or
  * a negative code. */
@@ -456,9 +483,7 @@ static void close_tar(wds *w)
  * it (1 with a sample then, the member still pending). */
 static int take_pending(imp_ctx *c, wds *w, imp_sample *out)
 {
-    const char *base = imp_basename(w->m.name);
-    const char *dot = strchr(base, '.');
-    size_t keylen = dot ? (size_t)(dot - w->m.name) : strlen(w->m.name);
+    size_t keylen = key_length(w->m.name);
     group *g = &w->g;
     if (g->key && (strlen(g->key) != keylen || memcmp(g->key, w->m.name, keylen) != 0))
         return flush_group(c, w, out);
@@ -472,9 +497,96 @@ static int take_pending(imp_ctx *c, wds *w, imp_sample *out)
     return add_member(&w->t, &w->m, g, &w->label_buf);
 }
 
+/* order=shuffled, first pass: the byte range of every sample (a run of data members sharing a
+ * key, from its first member's first header to the next run's) of every archive. */
+static int list_samples(imp_ctx *c, wds *w)
+{
+    char *key = NULL;
+    size_t keylen = 0;
+    int rc = SP_OK;
+    for (w->i = 0; w->i < w->n && rc == SP_OK; w->i++) {
+        if ((rc = open_tar(c, w)) != SP_OK)
+            break;
+        if (!w->t.seekable) {
+            rc = imp_fail(c, SP_ENOTSUP, "%s: not a regular file: order=shuffled reads a tar's samples at their "
+                          "offsets; pack it with --order source", w->srcs[w->i]);
+            break;
+        }
+        uint64_t first = w->nranges;
+        while ((rc = next_member(&w->t, &w->m)) == 1) {
+            if (!is_data(w->m.type))
+                continue;
+            size_t len = key_length(w->m.name);
+            if (w->nranges > first && len == keylen && memcmp(key, w->m.name, len) == 0)
+                continue; /* the same sample */
+            if (w->nranges == w->cap) {
+                uint64_t cap = w->cap ? 2 * w->cap : 1024;
+                tar_range *r = sp_realloc(w->ranges, cap * sizeof *r);
+                if (!r) {
+                    rc = imp_oom(c, w->srcs[w->i], cap * sizeof *r);
+                    break;
+                }
+                w->ranges = r;
+                w->cap = cap;
+            }
+            if (w->nranges > first)
+                w->ranges[w->nranges - 1].end = w->m.start;
+            w->ranges[w->nranges++] = (tar_range){ w->m.start, UINT64_MAX, w->i };
+            sp_free(key);
+            if (!(key = sp_malloc(len + 1))) {
+                rc = imp_oom(c, w->srcs[w->i], len + 1);
+                break;
+            }
+            memcpy(key, w->m.name, len);
+            keylen = len;
+        }
+        close_tar(w);
+    }
+    sp_free(key);
+    w->i = 0;
+    if (rc < 0)
+        return rc;
+    return imp_item_order(c, w->nranges, &w->perm);
+}
+
+/* order=shuffled: the samples in the permutation, each read from its range. */
+static int next_shuffled(imp_ctx *c, wds *w, imp_sample *out)
+{
+    for (;;) {
+        if (w->k == w->nranges)
+            return 0;
+        const tar_range *r = &w->ranges[w->perm[w->k++]];
+        int rc;
+        if (!w->t.f || w->i != r->src) {
+            close_tar(w);
+            w->i = (size_t)r->src;
+            if ((rc = open_tar(c, w)) != SP_OK)
+                return rc;
+        }
+        if (fseeko(w->t.f, (off_t)r->start, SEEK_SET) != 0)
+            return imp_fail(c, SP_EIO, "%s: seek to byte %llu failed: %s", w->srcs[w->i],
+                            (unsigned long long)r->start, strerror(errno));
+        w->t.pos = r->start;
+        w->t.skip_next = 0;
+        while ((rc = next_member(&w->t, &w->m)) == 1 && w->m.start < r->end) {
+            if (!is_data(w->m.type))
+                continue;
+            w->pending = 1;
+            if ((rc = take_pending(c, w, out)) != 0)
+                return rc; /* the range holds one key: only a failure */
+        }
+        if (rc < 0)
+            return rc;
+        if ((rc = flush_group(c, w, out)) != 0)
+            return rc;
+    }
+}
+
 static int wds_next(imp_ctx *c, void *priv, imp_sample *out)
 {
     wds *w = priv;
+    if (w->perm)
+        return next_shuffled(c, w, out);
     for (;;) {
         int rc;
         if (!w->t.f) {
@@ -501,8 +613,8 @@ static int wds_next(imp_ctx *c, void *priv, imp_sample *out)
             return rc;
         if (rc == 0)
             w->at_end = 1;
-        else if (w->m.type == '0' || w->m.type == '\0' || w->m.type == '7')
-            w->pending = 1; /* directories, links, devices are not sample data */
+        else if (is_data(w->m.type))
+            w->pending = 1;
     }
 }
 
@@ -522,6 +634,8 @@ static int wds_open(imp_ctx *c, void *priv, const char *const *srcs, size_t n)
     if (rc)
         return rc;
     imp_set_totals(c, 0, total);
+    if (sp_params_get(imp_params(c), SP_PARAM_ORDER) == SP_ORDER_SHUFFLED)
+        return list_samples(c, w);
     return SP_OK;
 }
 
@@ -534,6 +648,8 @@ static void wds_close(void *priv)
     sp_free(w->what);
     imp_buf_free(&w->g.image);
     imp_buf_free(&w->label_buf);
+    sp_free(w->ranges);
+    sp_free(w->perm);
 }
 
 const imp_kind imp_kind_wds = {

@@ -184,9 +184,21 @@ class Identity(unittest.TestCase):
     def test_npy(self):
         self.three_ways(self.npy)
 
+    def test_llmc_shuffled(self):
+        # The default order: every window once, in the same seeded permutation from all three.
+        cli = self.three_ways([self.bin], cli_extra=["--seq-len", "64"], c_extra=["--seq_len=64"], seq_len=64)[0]
+        ds = shardpack.Dataset(cli)
+        got = [bytes(ds[i]["tokens"]) for i in range(len(ds))]
+        ds.close()
+        windows = [struct.pack("<65H", *self.tokens[i * 64:i * 64 + 65]) for i in range((len(self.tokens) - 1) // 64)]
+        self.assertEqual(sorted(got), sorted(windows))
+        self.assertNotEqual(got, windows)
+
     def test_llmc(self):
-        cli, created_by, st, _, _ = self.three_ways([self.bin], cli_extra=["--seq-len", "64"],
-                                                     c_extra=["--seq_len=64"], seq_len=64)
+        # order=source: window after window, as the Writer below is fed.
+        cli, created_by, st, _, _ = self.three_ways([self.bin], cli_extra=["--seq-len", "64", "--order", "source"],
+                                                     c_extra=["--seq_len=64", "--order=source"], seq_len=64,
+                                                     order="source")
         with shardpack.Writer(self.out(), [("tokens", "tokens", "uint16", (65,))], **PARAMS) as w:
             w.set_meta("created_by", created_by)
             w.set_meta("source", self.bin)

@@ -495,7 +495,8 @@ char *clit_pack_llmc(const char *dir, unsigned width, uint32_t count, uint32_t (
     char *bin = clit_path("%s/tok.bin", dir);
     clit_write_llmc(bin, width, count, token, 0, 0);
     char *ds = clit_path("%s/ds", dir);
-    clit_result r = clit_run("pack", bin, "-o", ds, "--seq-len", seq_len, "--block-size", "4K", "-q", NULL);
+    clit_result r = clit_run("pack", bin, "-o", ds, "--seq-len", seq_len, "--block-size", "4K", "-q", "--order", "source",
+                             NULL);
     ck_assert_msg(r.status == 0, "pack: %s", r.err);
     clit_result_free(&r);
     free(bin);

@@ -37,7 +37,8 @@ void clit_write(const char *path, const void *data, size_t len);
 void clit_write_llmc(const char *path, unsigned width, uint32_t count, uint32_t (*token)(uint32_t k, uint32_t arg),
                      uint32_t arg, long size_delta);
 /* Writes DIR/tok.bin as above (count tokens, token(k, 0)) and packs it into DIR/ds with --seq-len
- * seq_len and 4 KiB blocks; returns the dataset path (malloc'd). Fails the test if pack fails. */
+ * seq_len, 4 KiB blocks and --order source (sample i is window i); returns the dataset path
+ * (malloc'd). Fails the test if pack fails. */
 char *clit_pack_llmc(const char *dir, unsigned width, uint32_t count, uint32_t (*token)(uint32_t k, uint32_t arg),
                      const char *seq_len);
 /* Whole file, allocated; NULL when it cannot be read. */

@@ -1,4 +1,4 @@
-/* test_cli_pack_llmc.c - pack llm.c token files (uint16 and uint32) into T+1-token samples; a file too short for one sample is listed as skipped. */
+/* test_cli_pack_llmc.c - pack llm.c token files (uint16 and uint32) into T+1-token samples (by default the windows of all files in a seeded permutation, each whole and once); a file too short for one sample is listed as skipped. */
 #include <check.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -53,7 +53,7 @@ START_TEST(test_uint16)
     char *a = write_tokens("a.bin", 2, 23, 100, 0);
     char *b = write_tokens("b.bin", 2, 9, 60000, 0);
     char *out = clit_path("%s/out", tmp);
-    clit_result r = clit_run("pack", a, b, "-o", out, "--seq-len", "4", "--json", NULL);
+    clit_result r = clit_run("pack", a, b, "-o", out, "--seq-len", "4", "--json", "--order", "source", NULL);
     ck_assert_msg(r.status == 0, "pack: %s", r.err);
     ck_assert_uint_eq(clit_json_u64(r.out, "samples"), 7);
     clit_result_free(&r);
@@ -75,7 +75,7 @@ START_TEST(test_uint32)
 {
     char *a = write_tokens("big.bin", 4, 3000, 70000, 0);
     char *out = clit_path("%s/out", tmp);
-    clit_result r = clit_run("pack", a, "-o", out, "--seq-len=64", "-q", NULL);
+    clit_result r = clit_run("pack", a, "-o", out, "--seq-len=64", "-q", "--order", "source", NULL);
     ck_assert_msg(r.status == 0, "pack: %s", r.err);
     clit_result_free(&r);
     r = clit_run("inspect", out, "--json", NULL);
@@ -86,6 +86,50 @@ START_TEST(test_uint32)
     check_sample(out, 45, 70000 + 45 * 64, 65);
     free(a);
     free(out);
+}
+END_TEST
+
+/* The default order: the windows of both files permuted together, each whole, every one once;
+ * the same seed gives the same files. */
+START_TEST(test_shuffled)
+{
+    enum { NA = 124, NB = 2 }; /* (497 - 1) / 4 and (9 - 1) / 4 windows */
+    char *a = write_tokens("a.bin", 2, 497, 0, 0);
+    char *b = write_tokens("b.bin", 2, 9, 60000, 0);
+    char *out = clit_path("%s/out", tmp), *shard = clit_path("%s/out/shard-000000.sps", tmp);
+    int seen[NA + NB] = {0}, moved = 0;
+    unsigned char *bytes[2];
+    size_t len[2];
+    for (int k = 0; k < 2; k++) {
+        clit_result r = clit_run("pack", a, b, "-o", out, "--seq-len", "4", "-q", "--dataset-id", "3", "--overwrite",
+                                 NULL);
+        ck_assert_msg(r.status == 0, "pack: %s", r.err);
+        clit_result_free(&r);
+        bytes[k] = clit_read(shard, &len[k]);
+    }
+    ck_assert_msg(len[0] == len[1] && memcmp(bytes[0], bytes[1], len[0]) == 0, "the same seed gave other files");
+    for (int i = 0; i < NA + NB; i++) {
+        char idx[16];
+        snprintf(idx, sizeof idx, "%d", i);
+        clit_result r = clit_run("cat", out, "--index", idx, "--text", NULL);
+        ck_assert_msg(r.status == 0, "cat: %s", r.err);
+        unsigned long t0 = strtoul(r.out, NULL, 10);
+        int w = t0 >= 60000 ? NA + (int)(t0 - 60000) / 4 : (int)t0 / 4;
+        ck_assert_msg(t0 % 4 == 0 && w < NA + NB, "sample %d starts with token %lu", i, t0);
+        clit_result_free(&r);
+        check_sample(out, i, (uint32_t)t0, 5); /* the whole window, tokens t0 .. t0 + 4 */
+        seen[w]++;
+        moved += w != i;
+    }
+    for (int w = 0; w < NA + NB; w++)
+        ck_assert_msg(seen[w] == 1, "window %d packed %d times", w, seen[w]);
+    ck_assert_msg(moved > (NA + NB) / 2, "only %d windows moved", moved);
+    free(bytes[0]);
+    free(bytes[1]);
+    free(shard);
+    free(out);
+    free(a);
+    free(b);
 }
 END_TEST
 
@@ -101,7 +145,7 @@ START_TEST(test_uint32_beyond_int32)
     char *a = clit_path("%s/big.bin", tmp);
     clit_write_llmc(a, 4, 8, big_at_3, 0, 0);
     char *out = clit_path("%s/out", tmp);
-    clit_result r = clit_run("pack", a, "-o", out, "--seq-len", "3", "-q", NULL);
+    clit_result r = clit_run("pack", a, "-o", out, "--seq-len", "3", "-q", "--order", "source", NULL);
     ck_assert_msg(r.status == 0, "pack: %s", r.err);
     clit_result_free(&r);
     r = clit_run("cat", out, "--index", "0", "--text", NULL);
@@ -180,6 +224,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 100);
     tcase_add_test(tc, test_uint16);
+    tcase_add_test(tc, test_shuffled);
     tcase_add_test(tc, test_uint32);
     tcase_add_test(tc, test_uint32_beyond_int32);
     tcase_add_test(tc, test_errors);

@@ -1,4 +1,4 @@
-/* test_cli_pack_npy.c - pack .npy arrays as tensor fields; refuse big-endian, Fortran, mismatches, bools other than 0 and 1. */
+/* test_cli_pack_npy.c - pack .npy arrays as tensor fields (rows in a seeded permutation by default, every file's row k together); refuse big-endian, Fortran, mismatches, bools other than 0 and 1. */
 #include <check.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -52,7 +52,7 @@ START_TEST(test_npy)
     char *hp = write_npy("h.npy", "{\"descr\": \"<u2\", \"fortran_order\": True, \"shape\": (4L,)}",
                          h, sizeof h, 0);
     char *out = clit_path("%s/out", tmp);
-    clit_result r = clit_run("pack", xp, lp, hp, "-o", out, "--json", NULL);
+    clit_result r = clit_run("pack", xp, lp, hp, "-o", out, "--json", "--order", "source", NULL);
     ck_assert_msg(r.status == 0, "pack: %s", r.err);
     ck_assert_uint_eq(clit_json_u64(r.out, "samples"), 4);
     clit_result_free(&r);
@@ -86,6 +86,61 @@ START_TEST(test_npy)
     free(xp);
     free(lp);
     free(hp);
+    free(out);
+}
+END_TEST
+
+/* The default order: the rows of all the files permuted together (sample k holds row perm[k] of
+ * every file), seeded: the same seed gives the same files, another seed another order. */
+START_TEST(test_npy_shuffled)
+{
+    enum { ROWS = 200 };
+    int32_t x[ROWS][3], y[ROWS];
+    for (int i = 0; i < ROWS; i++) {
+        for (int k = 0; k < 3; k++)
+            x[i][k] = 1000 * i + k;
+        y[i] = -i;
+    }
+    char *xp = write_npy("x.npy", "{'descr': '<i4', 'fortran_order': False, 'shape': (200, 3), }", x, sizeof x, 0);
+    char *yp = write_npy("y.npy", "{'descr': '<i4', 'fortran_order': False, 'shape': (200,), }", y, sizeof y, 0);
+    int seen[ROWS] = {0}, moved = 0;
+    char *out = clit_path("%s/out", tmp), *shard = clit_path("%s/out/shard-000000.sps", tmp);
+    unsigned char *bytes[3];
+    size_t len[3];
+    for (int k = 0; k < 3; k++) { /* seeds 0, 0 and 1 into the same place: the same command line */
+        clit_result r = clit_run("pack", xp, yp, "-o", out, "-q", "--dataset-id", "9", "--overwrite", "--order-seed",
+                                 k == 2 ? "1" : "0", NULL);
+        ck_assert_msg(r.status == 0, "pack: %s", r.err);
+        clit_result_free(&r);
+        bytes[k] = clit_read(shard, &len[k]);
+        for (int i = 0; k == 0 && i < ROWS; i++) {
+            char idx[16];
+            snprintf(idx, sizeof idx, "%d", i);
+            r = clit_run("cat", out, "--index", idx, "--field", "x", "--text", NULL);
+            ck_assert_int_eq(r.status, 0);
+            long a, b, c;
+            ck_assert_int_eq(sscanf(r.out, "%ld %ld %ld", &a, &b, &c), 3);
+            clit_result_free(&r);
+            long row = a / 1000;
+            ck_assert_msg(row >= 0 && row < ROWS && b == a + 1 && c == a + 2 && a % 1000 == 0, "sample %d: %ld %ld %ld",
+                          i, a, b, c);
+            r = clit_run("cat", out, "--index", idx, "--field", "y", "--text", NULL);
+            ck_assert_msg(atol(r.out) == -row, "sample %d: x is row %ld, y is row %ld", i, row, -atol(r.out));
+            clit_result_free(&r);
+            seen[row]++;
+            moved += row != i;
+        }
+    }
+    for (int i = 0; i < ROWS; i++)
+        ck_assert_msg(seen[i] == 1, "row %d packed %d times", i, seen[i]);
+    ck_assert_msg(moved > ROWS / 2, "only %d of %d rows moved", moved, ROWS);
+    ck_assert_msg(len[0] == len[1] && memcmp(bytes[0], bytes[1], len[0]) == 0, "the same seed gave other files");
+    ck_assert_msg(len[0] != len[2] || memcmp(bytes[0], bytes[2], len[0]) != 0, "another seed gave the same files");
+    for (int k = 0; k < 3; k++)
+        free(bytes[k]);
+    free(shard);
+    free(xp);
+    free(yp);
     free(out);
 }
 END_TEST
@@ -144,7 +199,7 @@ START_TEST(test_npy_bool)
     char *ok = write_npy("flags.npy", "{'descr': '|b1', 'fortran_order': False, 'shape': (3, 4), }", flags,
                          sizeof flags, 0);
     char *out = clit_path("%s/out", tmp);
-    clit_result r = clit_run("pack", ok, "-o", out, NULL);
+    clit_result r = clit_run("pack", ok, "-o", out, "--order", "source", NULL);
     ck_assert_msg(r.status == 0, "pack: %s", r.err);
     clit_result_free(&r);
     r = clit_run("cat", out, "--index", "2", "--field", "flags", "--text", NULL);
@@ -189,6 +244,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 100);
     tcase_add_test(tc, test_npy);
+    tcase_add_test(tc, test_npy_shuffled);
     tcase_add_test(tc, test_npy_refused);
     tcase_add_test(tc, test_npy_bool);
     suite_add_tcase(s, tc);

@@ -1,7 +1,13 @@
-/* test_cli_pack_wds.c - pack WebDataset tars: GNU long names, pax paths, incomplete samples. */
+/* test_cli_pack_wds.c - pack WebDataset tars: GNU long names, pax paths, incomplete samples; the default order reads every sample back from its byte range in a seeded permutation, and refuses a pipe (which --order source reads). */
 #include <check.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "clit_util.h"
 
@@ -44,7 +50,7 @@ START_TEST(test_wds)
     clit_tar_end(f);
     fclose(f);
 
-    clit_result r = clit_run("pack", tar, "-o", out, "--json", NULL);
+    clit_result r = clit_run("pack", tar, "-o", out, "--json", "--order", "source", NULL);
     ck_assert_msg(r.status == 0, "pack: %s", r.err);
     ck_assert(clit_json_valid(r.out));
     ck_assert_uint_eq(clit_json_u64(r.out, "samples"), 3);
@@ -67,6 +73,38 @@ START_TEST(test_wds)
         ck_assert_int_eq(atol(r.out), labels[i]);
         clit_result_free(&r);
     }
+
+    /* The default order: the same samples (each read back from its byte range, long names and pax
+     * records included), each once, the same two skipped; seed 1 puts them in another order. */
+    int moved = 0;
+    for (int seed = 0; seed < 4; seed++) {
+        char sd[8];
+        snprintf(sd, sizeof sd, "%d", seed);
+        r = clit_run("pack", tar, "-o", out, "--json", "--overwrite", "--order-seed", sd, NULL);
+        ck_assert_msg(r.status == 0, "pack: %s", r.err);
+        ck_assert_uint_eq(clit_json_u64(r.out, "samples"), 3);
+        ck_assert_uint_eq(clit_json_u64(r.out, "skipped"), 2);
+        clit_result_free(&r);
+        int seen[3] = {0};
+        for (int i = 0; i < 3; i++) {
+            char idx[8];
+            snprintf(idx, sizeof idx, "%d", i);
+            r = clit_run("cat", out, "--index", idx, "--field", "label", "--text", NULL);
+            long label = atol(r.out);
+            clit_result_free(&r);
+            int k = label == 3 ? 0 : label == 42 ? 1 : label == -1 ? 2 : -1;
+            ck_assert_msg(k >= 0, "sample %d has label %ld", i, label);
+            r = clit_run("cat", out, "--index", idx, NULL);
+            ck_assert_msg(r.outlen == wantn[k] && memcmp(r.out, want[k], wantn[k]) == 0, "seed %d: sample %d differs",
+                          seed, i);
+            clit_result_free(&r);
+            seen[k]++;
+            moved += k != i;
+        }
+        ck_assert_msg(seen[0] == 1 && seen[1] == 1 && seen[2] == 1, "seed %d: %d %d %d", seed, seen[0], seen[1],
+                      seen[2]);
+    }
+    ck_assert_msg(moved > 0, "four seeds, always the source order");
 
     r = clit_run("pack", tar, "-o", out, "--overwrite", "--strict", NULL);
     ck_assert_int_eq(r.status, 1);
@@ -119,6 +157,65 @@ START_TEST(test_corrupt_tar)
 }
 END_TEST
 
+/* A child that writes the file at src into the FIFO at fifo, once a reader opens it. */
+static pid_t feed(const char *fifo, const char *src)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        signal(SIGPIPE, SIG_IGN);
+        size_t len;
+        unsigned char *b = clit_read(src, &len);
+        int fd = open(fifo, O_WRONLY);
+        for (size_t at = 0; fd >= 0 && at < len;) {
+            ssize_t w = write(fd, b + at, len - at);
+            if (w <= 0)
+                break;
+            at += (size_t)w;
+        }
+        _exit(0);
+    }
+    return pid;
+}
+
+/* order=shuffled seeks to each sample: a tar from a pipe is refused, saying to use --order source,
+ * which reads it front to back. */
+START_TEST(test_pipe)
+{
+    char *tar = clit_path("%s/a.tar", tmp), *fifo = clit_path("%s/p.tar", tmp), *out = clit_path("%s/out", tmp);
+    FILE *f = fopen(tar, "wb");
+    size_t n;
+    unsigned char *j = clit_jpeg(10, 10, 1, &n);
+    clit_tar_add(f, "a.jpg", j, n, 0);
+    clit_tar_add(f, "a.cls", "1", 1, 0);
+    clit_tar_end(f);
+    fclose(f);
+    free(j);
+    if (mkfifo(fifo, 0644) != 0) {
+        fprintf(stderr, "test_pipe: cannot make a FIFO here; not run\n");
+        goto done;
+    }
+    pid_t pid = feed(fifo, tar);
+    clit_result r = clit_run("pack", fifo, "--from", "wds", "-o", out, NULL);
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_msg(strstr(r.err, "p.tar") && strstr(r.err, "not a regular file") && strstr(r.err, "--order source"),
+                  "%s", r.err);
+    clit_result_free(&r);
+    kill(pid, SIGKILL); /* it may still wait for a reader */
+    waitpid(pid, NULL, 0);
+    pid = feed(fifo, tar);
+    r = clit_run("pack", fifo, "--from", "wds", "-o", out, "--order", "source", "--json", NULL);
+    ck_assert_msg(r.status == 0, "pack: %s", r.err);
+    ck_assert_uint_eq(clit_json_u64(r.out, "samples"), 1);
+    clit_result_free(&r);
+    waitpid(pid, NULL, 0);
+done:
+    free(tar);
+    free(fifo);
+    free(out);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cli-pack-wds");
@@ -127,6 +224,7 @@ int main(void)
     tcase_set_timeout(tc, 100);
     tcase_add_test(tc, test_wds);
     tcase_add_test(tc, test_corrupt_tar);
+    tcase_add_test(tc, test_pipe);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

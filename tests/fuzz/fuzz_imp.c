@@ -185,12 +185,16 @@ static void set(sp_params *p, const char *name, const char *value)
         fimp_fail("parameter %s=%s refused: %s", name, value, sp_last_error());
 }
 
-static sp_params *mode_params(unsigned mode, uint64_t seq_len)
+static sp_params *mode_params(unsigned mode, const char *from, uint64_t seq_len)
 {
     sp_params *p = sp_params_create();
     if (!p)
         abort();
     set(p, "block_size", "4K");
+    /* the llm.c and .npy targets check sample i against the source's i-th window or row; their
+     * shuffled order is checked in cli-pack-llmc and cli-pack-npy */
+    if (strcmp(from, "llmc") == 0 || strcmp(from, "npy") == 0)
+        set(p, "order", "source");
     set(p, "threads", "1");
     set(p, "level", "1");
     if (mode & FIMP_STRICT)
@@ -242,7 +246,7 @@ int fimp_pack(unsigned mode, const char *from, const char *const *srcs, size_t n
 {
     if (nsrcs > FIMP_MAX_SRCS)
         abort();
-    sp_params *params = mode_params(mode, seq_len);
+    sp_params *params = mode_params(mode, from, seq_len);
     int rc = run_import(mode, (mode & FIMP_FROM) ? from : NULL, srcs, nsrcs, params);
     sp_params_destroy(params);
 
