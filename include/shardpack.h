@@ -328,7 +328,9 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT
     X(SIM_READ_US, "sim_read_us", SP_PTYPE_INT, 0, 0, 10000000, NULL, SP_SCOPE_LOAD,               \
       "testing: the reader sleeps this many microseconds before each block read, as a slow disk would (0: off)") \
     X(RANK_PAD, "rank_pad", SP_PTYPE_BOOL, 0, 0, 1, NULL, SP_SCOPE_LOAD,                            \
-      "drop no sample to even the ranks' shares: the short partitions repeat a sample each (as DistributedSampler pads), marked by sp_batch_is_padding")
+      "drop no sample to even the ranks' shares: the short partitions repeat a sample each (as DistributedSampler pads), marked by sp_batch_is_padding") \
+    X(MIX_EPOCH_SAMPLES, "mix_epoch_samples", SP_PTYPE_INT, 0, 0, 1LL << 40, NULL, SP_SCOPE_LOAD,          \
+      "a mixture's epoch: this many samples, each source's share of them by weight (a source with fewer is repeated, one with more gives another part each epoch); 0: until the first source runs out")
 
 typedef enum sp_param {
 #define SP_X_(key, name, type, def, lo, hi, choices, scope, doc) SP_PARAM_##key,

@@ -163,12 +163,15 @@ static int measure_parallel(limit_pass *proto, int threads, bench_limit *out)
 static int open_limit_loader(const char *path, sp_params *params, int device, sp_loader **out)
 {
     int64_t dev = sp_params_get(params, SP_PARAM_DEVICE), dtype = sp_params_get(params, SP_PARAM_DEVICE_DTYPE);
+    int64_t mix_m = sp_params_get(params, SP_PARAM_MIX_EPOCH_SAMPLES); /* a mixture's; this is one dataset */
     sp_params_set(params, SP_PARAM_DEVICE, SP_DEVICE_CPU);
+    sp_params_set(params, SP_PARAM_MIX_EPOCH_SAMPLES, 0);
     if (device >= 0)
         sp_params_set(params, SP_PARAM_DEVICE_DTYPE, SP_DEVICE_DTYPE_NONE);
     int rc = sp_loader_open(path, params, out);
     sp_params_set(params, SP_PARAM_DEVICE, dev);
     sp_params_set(params, SP_PARAM_DEVICE_DTYPE, dtype);
+    sp_params_set(params, SP_PARAM_MIX_EPOCH_SAMPLES, mix_m);
     return rc;
 }
 

@@ -17,6 +17,9 @@ typedef struct ld_mix {
     uint32_t n;
     uint64_t first_block[LD_MIX_MAX + 1];
     uint64_t take[LD_MIX_MAX];
+    /* mix_epoch_samples: 0, or the epoch's samples (the takes add up to it; a source may take more
+     * than it holds: its blocks again, in another permutation each pass) */
+    uint64_t epoch_samples;
 } ld_mix;
 
 typedef struct ld_plan_cfg {
@@ -72,6 +75,9 @@ typedef struct ld_plan {
  * not divide parts, a global batch parts does not divide, or fewer samples than parts. */
 int ld_plan_build(ld_plan *p, const ld_plan_cfg *cfg, const uint32_t *block_samples, uint64_t nblocks,
                   char *why, size_t whylen);
+/* The most places (blocks, a block counted once per pass) an epoch's stream holds: nblocks for one
+ * dataset; for a mixture, each source's blocks times its passes, ceil(take / its samples). */
+uint64_t ld_plan_places(const ld_mix *m, const uint32_t *block_samples, uint64_t nblocks);
 void ld_plan_free(ld_plan *p);
 
 /* Set in a batch's sample id of a padding row (rank_pad); ids stay below 2^63, and UINT64_MAX (a

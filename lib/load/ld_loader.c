@@ -196,6 +196,8 @@ static uint64_t loader_fingerprint(const sp_loader *l)
         memcpy(&w, &l->mix_w[0], sizeof w);
         h ^= w * 0x9E3779B97F4A7C15ull;
     }
+    if (l->mix.epoch_samples) /* another epoch rule, another order (0 keeps the earlier fingerprints) */
+        h = (h ^ l->mix.epoch_samples) * 0xC2B2AE3D27D4EB4Full;
     return h;
 }
 
@@ -376,9 +378,12 @@ static uint64_t tables_bytes(const sp_loader *l)
     uint64_t per_shard = sizeof(void *) + sizeof(int) + sizeof(bool) + sizeof(uint64_t);
     uint64_t per = l->cfg.parts / l->cfg.world;
     uint64_t pads = l->cfg.pad ? per : 0; /* rank_pad: a block and a window more a partition */
-    uint64_t plan = (l->tab.nblocks + per + pads) * (2 * sizeof(uint64_t) + sizeof(uint32_t)) +
-                    (l->tab.nblocks / l->cfg.window_blocks + 2 * per + pads + 1) * sizeof(ld_pwin); /* ld_plan_build */
-    uint64_t building = (2 * l->tab.nblocks + 1) * sizeof(uint64_t); /* the block order and its offsets */
+    /* the epoch's places: its blocks, a mixture's repeated ones (mix_epoch_samples) again */
+    uint64_t places = ld_plan_places(l->mix.n ? &l->mix : NULL, l->tab.block_samples, l->tab.nblocks);
+    uint64_t plan = (places + per + pads) * (2 * sizeof(uint64_t) + sizeof(uint32_t)) +
+                    (places / l->cfg.window_blocks + 2 * per + pads + 1) * sizeof(ld_pwin); /* ld_plan_build */
+    /* the block order and its offsets; a mixture's passes over its sources */
+    uint64_t building = (2 * places + 1) * sizeof(uint64_t) + (l->mix.n ? l->tab.nblocks * sizeof(uint64_t) : 0);
     return l->tab.nblocks * per_block + l->tab.nshards * per_shard + 4 * plan + building + remote_bytes(l);
 }
 
@@ -874,6 +879,10 @@ static int loader_setup(sp_loader *l, const sp_params *params)
 
 static int loader_finish_open(sp_loader *l, int rc, const sp_params *params, sp_loader **out)
 {
+    if (rc == SP_OK && !l->mix.n && params && sp_params_get(params, SP_PARAM_MIX_EPOCH_SAMPLES))
+        rc = sp_fail(&l->eb, SP_EINVAL, "mix_epoch_samples=%lld: only a mixture (sp_loader_open_mix) has an epoch "
+                     "of a sample count; one dataset's epoch is all of it",
+                     (long long)sp_params_get(params, SP_PARAM_MIX_EPOCH_SAMPLES));
     if (rc == SP_OK)
         rc = loader_setup(l, params);
     if (rc) {
@@ -936,12 +945,46 @@ static int check_mix_schema(sp_loader *l, const char *const *paths, uint32_t d)
     return SP_OK;
 }
 
-/* The epoch's draw (sp_loader_open_mix): floor(w[d] * M) of source d, M = min N[d] / w[d]. */
-static void mix_takes(sp_loader *l)
+/* The epoch's draw (sp_loader_open_mix): floor(w[d] * M) of source d, M = min N[d] / w[d]; with
+ * mix_epoch_samples M, each source's share of M by weight, rounded so that they add up to M (the
+ * largest remainders get the samples left, the first source on a tie). */
+static void mix_takes(sp_loader *l, uint64_t epoch_samples)
 {
     double sum = 0, m = -1;
     for (uint32_t d = 0; d < l->mix.n; d++)
         sum += l->mix_w[d];
+    l->mix.epoch_samples = epoch_samples;
+    if (epoch_samples) {
+        double rest[LD_MIX_MAX];
+        uint64_t given = 0;
+        for (uint32_t d = 0; d < l->mix.n; d++) {
+            double share = l->mix_w[d] / sum * (double)epoch_samples;
+            l->mix.take[d] = (uint64_t)share;
+            if (l->mix.take[d] > epoch_samples)
+                l->mix.take[d] = epoch_samples;
+            rest[d] = share - (double)l->mix.take[d];
+            given += l->mix.take[d];
+        }
+        while (given < epoch_samples) {
+            uint32_t best = 0;
+            for (uint32_t d = 1; d < l->mix.n; d++)
+                if (rest[d] > rest[best])
+                    best = d;
+            l->mix.take[best]++;
+            rest[best] -= 1;
+            given++;
+        }
+        while (given > epoch_samples) { /* only from rounding of huge weights */
+            uint32_t worst = 0;
+            for (uint32_t d = 1; d < l->mix.n; d++)
+                if (l->mix.take[d] && (rest[d] < rest[worst] || !l->mix.take[worst]))
+                    worst = d;
+            l->mix.take[worst]--;
+            rest[worst] += 1;
+            given--;
+        }
+        return;
+    }
     for (uint32_t d = 0; d < l->mix.n; d++) {
         double v = (double)sp_dataset_num_samples(l->mix_ds[d]) / (l->mix_w[d] / sum);
         m = m < 0 || v < m ? v : m;
@@ -984,7 +1027,7 @@ int sp_loader_open_mix(const char *const *paths, const double *weights, size_t n
             rc = check_mix_schema(l, paths, d);
     }
     if (rc == SP_OK) {
-        mix_takes(l);
+        mix_takes(l, params ? (uint64_t)sp_params_get(params, SP_PARAM_MIX_EPOCH_SAMPLES) : 0);
         l->stats.s.sources = (int)n;
     }
     return loader_finish_open(l, rc, params, out);

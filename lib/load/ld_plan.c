@@ -102,42 +102,67 @@ static void plan_partition(ld_plan *p, const uint64_t *order, const uint64_t *of
     }
 }
 
+uint64_t ld_plan_places(const ld_mix *m, const uint32_t *block_samples, uint64_t nblocks)
+{
+    if (!m)
+        return nblocks;
+    uint64_t places = 0;
+    for (uint32_t d = 0; d < m->n; d++) {
+        uint64_t have = 0;
+        for (uint64_t b = m->first_block[d]; b < m->first_block[d + 1]; b++)
+            have += block_samples[b];
+        uint64_t passes = have ? (m->take[d] + have - 1) / have : 1;
+        places += (passes ? passes : 1) * (m->first_block[d + 1] - m->first_block[d]);
+    }
+    return places;
+}
+
+/* Pass `pass` over blocks a .. e - 1 (one source, or the dataset) into v[a .. e - 1]: in order, or
+ * permuted (shuffle) on the seed, the epoch, the source d and the pass; pass 0 is the epoch's
+ * permutation, a mixture's later passes (a source taking more than it holds) others. */
+static void block_pass(const ld_plan_cfg *cfg, uint64_t *v, uint64_t a, uint64_t e, uint32_t d, uint64_t pass)
+{
+    for (uint64_t i = a; i < e; i++)
+        v[i] = i;
+    if (!cfg->shuffle)
+        return;
+    sp_rng r;
+    sp_rng_seed(&r, cfg->seed, cfg->epoch, 0x626c6f636b73ull /* "blocks" */, d + pass * LD_MIX_MAX);
+    shuffle_u64(&r, v + a, e - a);
+}
+
 /* The epoch's stream of blocks: order[i] the i-th block, whose samples are stream offsets
  * off[i] .. off[i + 1] - 1 (its first off[i + 1] - off[i] rows). One dataset: every block, permuted
  * (unless shuffle is off). A mixture: each source's blocks permuted on their own, each taking its
- * first take[d] samples (the last block cut), and the sources interleaved block by block, always
- * the one furthest behind its share next. *n: the places. */
+ * first take[d] samples (the last block cut; past its end, another pass over its blocks in
+ * another permutation), and the sources interleaved block by block, always the one furthest
+ * behind its share next. *n: the places (at most ld_plan_places). */
 static int order_blocks(const ld_plan_cfg *cfg, const uint32_t *block_samples, uint64_t nblocks, uint64_t *order,
                         uint64_t *off, uint64_t *n, char *why, size_t whylen)
 {
     for (uint64_t i = 0; i < nblocks; i++)
-        order[i] = i;
-    for (uint64_t i = 0; i < nblocks; i++)
         if (block_samples[i] == 0) /* the format has none */
             return snprintf(why, whylen, "a block of no samples cannot be planned"), SP_EINVAL;
     const ld_mix *m = cfg->mix;
-    uint32_t nsrc = m ? m->n : 1;
-    for (uint32_t d = 0; d < nsrc && cfg->shuffle; d++) {
-        uint64_t a = m ? m->first_block[d] : 0, e = m ? m->first_block[d + 1] : nblocks;
-        sp_rng r;
-        sp_rng_seed(&r, cfg->seed, cfg->epoch, 0x626c6f636b73ull /* "blocks" */, d);
-        shuffle_u64(&r, order + a, e - a);
-    }
     off[0] = 0;
     if (!m) {
+        block_pass(cfg, order, 0, nblocks, 0, 0);
         for (uint64_t i = 0; i < nblocks; i++)
             off[i + 1] = off[i] + block_samples[order[i]];
         *n = nblocks;
         return SP_OK;
     }
-    /* interleave: next[d] the source's next block, got[d] its samples so far */
-    uint64_t next[LD_MIX_MAX], got[LD_MIX_MAX] = { 0 }, k = 0;
-    uint64_t *src = sp_malloc(nblocks * sizeof *src);
+    uint32_t nsrc = m->n;
+    /* interleave: src holds each source's current pass, next[d] its next block there, pass[d]
+     * which pass, got[d] its samples so far */
+    uint64_t next[LD_MIX_MAX], pass[LD_MIX_MAX] = { 0 }, got[LD_MIX_MAX] = { 0 }, k = 0;
+    uint64_t *src = sp_malloc((nblocks ? nblocks : 1) * sizeof *src);
     if (!src)
         return snprintf(why, whylen, "out of memory planning %llu blocks", (unsigned long long)nblocks), SP_ENOMEM;
-    memcpy(src, order, nblocks * sizeof *src);
-    for (uint32_t d = 0; d < nsrc; d++)
+    for (uint32_t d = 0; d < nsrc; d++) {
+        block_pass(cfg, src, m->first_block[d], m->first_block[d + 1], d, 0);
         next[d] = m->first_block[d];
+    }
     for (;;) {
         int best = -1;
         for (uint32_t d = 0; d < nsrc; d++) {
@@ -149,6 +174,10 @@ static int order_blocks(const ld_plan_cfg *cfg, const uint32_t *block_samples, u
         }
         if (best < 0)
             break;
+        if (next[best] == m->first_block[best + 1]) { /* the source again, in another permutation */
+            block_pass(cfg, src, m->first_block[best], m->first_block[best + 1], (uint32_t)best, ++pass[best]);
+            next[best] = m->first_block[best];
+        }
         uint64_t b = src[next[best]++];
         uint64_t c = block_samples[b] < m->take[best] - got[best] ? block_samples[b] : m->take[best] - got[best];
         order[k] = b;
@@ -175,17 +204,17 @@ int ld_plan_build(ld_plan *p, const ld_plan_cfg *cfg, const uint32_t *block_samp
     if (((uint64_t)cfg->batch * world) % parts != 0)
         return snprintf(why, whylen, "the global batch (batch_size %u x world size %u) is not a multiple of the "
                         "%u partitions", cfg->batch, world, parts), SP_EINVAL;
-    uint64_t *order = sp_malloc(nblocks * sizeof *order);
-    uint64_t *off = sp_malloc((nblocks + 1) * sizeof *off);
+    uint64_t places = ld_plan_places(cfg->mix, block_samples, nblocks); /* a mixture may repeat blocks */
+    uint64_t *order = sp_malloc((places ? places : 1) * sizeof *order);
+    uint64_t *off = sp_malloc((places + 1) * sizeof *off);
     /* a rank's partitions share at most per - 1 blocks among them; rank_pad adds one each */
     uint64_t pads = cfg->pad ? per : 0;
-    uint64_t per_blocks = nblocks + per + pads;
+    uint64_t per_blocks = places + per + pads;
     p->blocks = sp_malloc(per_blocks * sizeof *p->blocks);
     p->boff = sp_malloc(per_blocks * sizeof *p->boff);
     p->bcnt = sp_malloc(per_blocks * sizeof *p->bcnt);
-    p->win = sp_malloc((nblocks / cfg->window_blocks + 2 * (uint64_t)per + pads + 1) * sizeof *p->win);
+    p->win = sp_malloc((places / cfg->window_blocks + 2 * (uint64_t)per + pads + 1) * sizeof *p->win);
     int rc = order && off && p->blocks && p->boff && p->bcnt && p->win ? SP_OK : SP_ENOMEM;
-    uint64_t places = 0;
     if (rc == SP_OK)
         rc = order_blocks(cfg, block_samples, nblocks, order, off, &places, why, whylen);
     nblocks = places;

@@ -32,6 +32,17 @@ class Mixture(unittest.TestCase):
         self.assertEqual(st["source_samples"], [700, 300])
         self.assertEqual(l.path, [self.a, self.b])
 
+    def test_epoch_samples(self):
+        # mix_epoch_samples: 2,000 samples, 1,400 of a (all 700 twice) and 600 of b (500 and 100 again)
+        with shardpack.Loader([(self.a, 0.7), (self.b, 0.3)], batch_size=50, seed=5, mix_epoch_samples=2000) as l:
+            self.assertEqual(l.samples_per_epoch, 2000)
+            ids = [i for b in l for i in b.sample_ids()]
+            st = l.stats()
+        self.assertEqual(len(ids), 2000)
+        self.assertEqual(st["source_samples"], [1400, 600])
+        self.assertTrue(all(ids.count(i) == 2 for i in range(0, 700, 37)))
+        self.assertEqual(len(set(i for i in ids if i >= 700)), 500)
+
     def test_refused(self):
         other = os.path.join(self.tmp.path, "other")
         make_tokens(other, n=50, seq=5)

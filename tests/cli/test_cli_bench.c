@@ -174,6 +174,15 @@ START_TEST(test_mixture)
     ck_assert_uint_eq(s0, 600);
     ck_assert_uint_eq(s1, 257);
     clit_result_free(&r);
+    /* an epoch of 2,000 samples: 1,400 of A (its 600 more than twice), 600 of B */
+    r = clit_run("bench", a, b, "--epochs", "1", "--json", "--batch-size", "10", "--mix-epoch-samples", "2000", NULL);
+    ck_assert_msg(r.status == 0, "bench: %s", r.err);
+    k = strstr(r.out, "\"source_samples\":[");
+    ck_assert_msg(k != NULL, "%s", r.out);
+    ck_assert_int_eq(sscanf(k + strlen("\"source_samples\":["), "%lu,%lu", &s0, &s1), 2);
+    ck_assert_uint_eq(s0, 1400);
+    ck_assert_uint_eq(s1, 600);
+    clit_result_free(&r);
     r = clit_run("bench", a, other, NULL);
     ck_assert_int_eq(r.status, 2);
     ck_assert_msg(strstr(r.err, "PATH:WEIGHT"), "%s", r.err);

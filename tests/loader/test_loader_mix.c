@@ -1,4 +1,4 @@
-/* test_loader_mix.c - weighted mixtures (sp_loader_open_mix): over an epoch each source delivers its share within 1% of the weights (the epoch ends when the first source runs out), stats count samples per source, rows hold their source's values, the same seed gives the same batches and each epoch a new draw; resumed mid-epoch on another world size the epoch is the same samples once; different schemas, bad weights and another mixture's state are refused. */
+/* test_loader_mix.c - weighted mixtures (sp_loader_open_mix): over an epoch each source delivers its share within 1% of the weights (the epoch ends when the first source runs out, or after mix_epoch_samples, sources short of their share repeated evenly), stats count samples per source, rows hold their source's values, the same seed gives the same batches and each epoch a new draw; resumed mid-epoch on another world size the epoch is the same samples once; different schemas, bad weights and another mixture's state are refused. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,13 +103,74 @@ START_TEST(shares_and_determinism)
 }
 END_TEST
 
-/* partitions 4, global batch 64: 4 ranks for 10 batches, then 2 ranks to the end of the epoch, give
- * the samples of one rank's epoch, once each. */
-START_TEST(elastic_mixture)
+/* mix_epoch_samples M: the epoch is M samples, source d's share round(w[d] M) of them (the shares
+ * add up to M): a source holding fewer is repeated, each sample at most once more than the others
+ * of its source; one holding more gives a part; the same seed, the same batches; stats count the
+ * repeats. */
+static void check_epoch_samples(uint64_t m, uint64_t take_a)
 {
-    static const char *const one[] = { "batch_size", "64", "partitions", "4", NULL };
+    char ms[24];
+    snprintf(ms, sizeof ms, "%llu", (unsigned long long)m);
+    const char *kv[] = { "batch_size", "32", "epochs", "2", "mix_epoch_samples", ms, NULL };
+    sp_loader *l = open_mix(kv), *again = open_mix(kv);
+    uint64_t *ids = malloc(m * sizeof *ids), *ids2 = malloc(m * sizeof *ids2);
+    size_t n = 0, n2 = 0;
+    drain(l, UINT64_MAX, ids, &n);
+    drain(again, UINT64_MAX, ids2, &n2);
+    ck_assert_uint_eq(n, m);
+    ck_assert_uint_eq(sp_loader_samples_per_epoch(l), m);
+    ck_assert_uint_eq(n2, n);
+    ck_assert_msg(memcmp(ids, ids2, n * sizeof *ids) == 0, "M %llu: the same seed gave another order",
+                  (unsigned long long)m);
+    uint32_t *times = calloc(NA + NB, sizeof *times);
+    size_t from_a = 0;
+    for (size_t i = 0; i < n; i++) {
+        times[ids[i]]++;
+        from_a += ids[i] < NA;
+    }
+    ck_assert_msg(from_a == take_a, "M %llu: %zu from source 0, expected %llu", (unsigned long long)m, from_a,
+                  (unsigned long long)take_a);
+    ck_assert_msg(fabs((double)from_a / (double)n - g_w[0]) < 0.01, "source 0 gave %.4f", (double)from_a / (double)n);
+    /* within a source, repeats are even: every sample floor(take/N) or one more times (whole
+     * passes, then part of one) */
+    const uint64_t have[2] = { NA, NB }, take[2] = { take_a, m - take_a };
+    for (int d = 0; d < 2; d++) {
+        uint64_t lo = take[d] / have[d], first = d ? NA : 0;
+        for (uint64_t i = 0; i < have[d]; i++)
+            ck_assert_msg(times[first + i] == lo || times[first + i] == lo + 1, "M %llu: sample %llu came %u times",
+                          (unsigned long long)m, (unsigned long long)(first + i), times[first + i]);
+    }
+    sp_loader_stats st = { .struct_size = sizeof st };
+    ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+    ck_assert_uint_eq(st.source_samples[0], from_a);
+    ck_assert_uint_eq(st.source_samples[1], n - from_a);
+    /* epoch 1: M again, another draw */
+    size_t n3 = 0;
+    drain(l, UINT64_MAX, ids2, &n3);
+    ck_assert_uint_eq(n3, m);
+    ck_assert_msg(memcmp(ids, ids2, n * sizeof *ids) != 0, "epoch 1 repeats epoch 0");
+    free(times);
+    free(ids);
+    free(ids2);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    ck_assert_int_eq(sp_loader_close(again), 0);
+}
+
+START_TEST(epoch_samples)
+{
+    check_epoch_samples(8000, 5600); /* 5600 of A's 3000 (1 or 2 times each), 2400 of B's 2000 */
+    check_epoch_samples(1001, 701);  /* 700.7 and 300.3: the larger remainder gets the sample */
+    check_epoch_samples(20000, 14000);
+}
+END_TEST
+
+/* partitions 4, global batch 64: 4 ranks for 10 batches, then 2 ranks to the end of the epoch, give
+ * the samples of one rank's epoch, once each (under either epoch rule). */
+static void elastic_run(const char *rule)
+{
+    const char *one[] = { "batch_size", "64", "partitions", "4", "mix_epoch_samples", rule, NULL };
     sp_loader *ref = open_mix(one);
-    uint64_t *want = malloc((NA + NB) * sizeof *want), *got = malloc((NA + NB) * sizeof *got);
+    uint64_t *want = malloc(3 * (NA + NB) * sizeof *want), *got = malloc(3 * (NA + NB) * sizeof *got);
     size_t nw = 0, ng = 0;
     drain(ref, UINT64_MAX, want, &nw);
     ck_assert_int_eq(sp_loader_close(ref), 0);
@@ -123,7 +184,8 @@ START_TEST(elastic_mixture)
             snprintf(rs, sizeof rs, "%d", r);
             snprintf(ws, sizeof ws, "%d", world);
             snprintf(bs, sizeof bs, "%d", 64 / world);
-            const char *kv[] = { "batch_size", bs, "partitions", "4", "rank", rs, "world_size", ws, NULL };
+            const char *kv[] = { "batch_size", bs, "partitions", "4", "rank", rs, "world_size", ws,
+                                 "mix_epoch_samples", rule, NULL };
             l[r] = open_mix(kv);
             if (phase)
                 ck_assert_msg(sp_loader_load_state(l[r], st, sizeof st) == 0, "%s", sp_last_error());
@@ -138,9 +200,16 @@ START_TEST(elastic_mixture)
         }
     }
     ck_assert_uint_eq(ng, nw);
-    ck_assert_msg(memcmp(got, want, nw * sizeof *got) == 0, "the resumed epoch differs from one rank's");
+    ck_assert_msg(memcmp(got, want, nw * sizeof *got) == 0, "mix_epoch_samples %s: the resumed epoch differs from "
+                  "one rank's", rule);
     free(want);
     free(got);
+}
+
+START_TEST(elastic_mixture)
+{
+    elastic_run("0");
+    elastic_run("9000");
 }
 END_TEST
 
@@ -180,6 +249,16 @@ START_TEST(refused)
     sp_params_destroy(p);
     ck_assert_int_eq(sp_loader_load_state(l, st, sizeof st), SP_EINVAL);
     ck_assert_int_eq(sp_loader_close(l), 0);
+    /* nor under another epoch rule */
+    static const char *const kv2[] = { "batch_size", "32", "mix_epoch_samples", "6000", NULL };
+    m = open_mix(kv2);
+    ck_assert_int_eq(sp_loader_load_state(m, st, sizeof st), SP_EINVAL);
+    ck_assert_int_eq(sp_loader_close(m), 0);
+    /* one dataset has no epoch of a sample count */
+    rc = lt_open(g_a.dir, &l, "mix_epoch_samples", "100", NULL);
+    ck_assert_int_eq(rc, SP_EINVAL);
+    ck_assert_msg(strstr(sp_last_error(), "mix_epoch_samples=100") && strstr(sp_last_error(), "mixture"), "%s",
+                  sp_last_error());
     lt_ds_free(&other);
 }
 END_TEST
@@ -195,6 +274,7 @@ int main(void)
     Suite *s = suite_create("loader_mix");
     TCase *tc = tu_tcase(s, "mix", 120);
     tcase_add_test(tc, shares_and_determinism);
+    tcase_add_test(tc, epoch_samples);
     tcase_add_test(tc, elastic_mixture);
     tcase_add_test(tc, refused);
     int rc = tu_run(s, g_seed);
