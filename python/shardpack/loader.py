@@ -290,7 +290,8 @@ class Loader:
     s3://bucket/prefix or http(s)://host/path of the manifest, of the prefix holding it, or of
     one shard (credentials and endpoints from the AWS_* variables; docs/remote.md); or a
     weighted mixture, a list of (path, weight) pairs: one loader over several datasets with the
-    same schema (sp_loader_open_mix; docs/loader.md, Mixtures).
+    same schema (sp_loader_open_mix; docs/loader.md, Mixtures); an epoch ends when the first
+    source runs out, or after mix_epoch_samples=M samples, each source's share by weight.
     small_field_bytes: a host field of at most this many bytes per batch, or of one value per
     row (a label, an id, a per-sample scalar), is copied out of the ring when first read, so
     that keeping it (labels for metrics) holds no ring slot; larger fields are zero-copy views
