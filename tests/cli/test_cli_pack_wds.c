@@ -122,10 +122,11 @@ START_TEST(test_wds)
 }
 END_TEST
 
-START_TEST(test_corrupt_tar)
+/* A tar at path of one sample: a.jpg (a 10x10 JPEG) and a.cls ("1"). */
+static void write_one_sample(const char *path)
 {
-    char *tar = clit_path("%s/bad.tar", tmp), *out = clit_path("%s/out", tmp);
-    FILE *f = fopen(tar, "wb");
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
     size_t n;
     unsigned char *j = clit_jpeg(10, 10, 1, &n);
     clit_tar_add(f, "a.jpg", j, n, 0);
@@ -133,6 +134,12 @@ START_TEST(test_corrupt_tar)
     clit_tar_end(f);
     fclose(f);
     free(j);
+}
+
+START_TEST(test_corrupt_tar)
+{
+    char *tar = clit_path("%s/bad.tar", tmp), *out = clit_path("%s/out", tmp);
+    write_one_sample(tar);
 
     /* A damaged header checksum is a data error naming the file and the byte. */
     size_t len;
@@ -183,14 +190,7 @@ static pid_t feed(const char *fifo, const char *src)
 START_TEST(test_pipe)
 {
     char *tar = clit_path("%s/a.tar", tmp), *fifo = clit_path("%s/p.tar", tmp), *out = clit_path("%s/out", tmp);
-    FILE *f = fopen(tar, "wb");
-    size_t n;
-    unsigned char *j = clit_jpeg(10, 10, 1, &n);
-    clit_tar_add(f, "a.jpg", j, n, 0);
-    clit_tar_add(f, "a.cls", "1", 1, 0);
-    clit_tar_end(f);
-    fclose(f);
-    free(j);
+    write_one_sample(tar);
     if (mkfifo(fifo, 0644) != 0) {
         fprintf(stderr, "test_pipe: cannot make a FIFO here; not run\n");
         goto done;
