@@ -820,8 +820,8 @@ SP_API uint64_t sp_loader_samples_per_epoch(const sp_loader *l);
 /* The sample ids this rank's epoch delivers, in order (batch after batch, row after row), as
  * sp_batch_sample_id gives them, computed from the order alone: nothing is read and the loader's
  * position does not move. Writes min(cap, samples of that epoch) ids and returns that count; with
- * ids NULL and cap 0, returns the epoch's samples. A repeat (rank_pad) has bit 63 set. SP_EINVAL,
- * SP_ERANGE, SP_ENOMEM. */
+ * ids NULL and cap 0, returns the epoch's samples. A repeat (rank_pad) has bit 63 set. A consumer
+ * call (SP_EBUSY while another thread is inside one). SP_EINVAL, SP_ERANGE, SP_ENOMEM. */
 SP_API int64_t sp_loader_epoch_order(sp_loader *l, uint64_t epoch, uint64_t *ids, uint64_t cap);
 
 /* Batch accessors; pointers are valid until the batch is released. */

@@ -1284,22 +1284,26 @@ int64_t sp_loader_epoch_order(sp_loader *l, uint64_t epoch, uint64_t *ids, uint6
     sp_clear_error();
     if (!l)
         return sp_fail(NULL, SP_EINVAL, "sp_loader_epoch_order: NULL loader");
+    int rc = consumer_enter(l, "sp_loader_epoch_order"); /* its error buffer is the consumer's */
+    if (rc)
+        return rc;
     if (!ids && cap)
-        return sp_fail(&l->eb, SP_EINVAL, "sp_loader_epoch_order: NULL ids with cap %llu", (unsigned long long)cap);
+        return consumer_leave(l, sp_fail(&l->eb, SP_EINVAL, "sp_loader_epoch_order: NULL ids with cap %llu",
+                                         (unsigned long long)cap));
     if (epoch > LD_EPOCH_MAX)
-        return sp_fail(&l->eb, SP_ERANGE, "sp_loader_epoch_order: epoch %llu is past the largest epoch, 2^63 - 1",
-                       (unsigned long long)epoch);
+        return consumer_leave(l, sp_fail(&l->eb, SP_ERANGE, "sp_loader_epoch_order: epoch %llu is past the largest "
+                                         "epoch, 2^63 - 1", (unsigned long long)epoch));
     ld_plan plan = { 0 };
     char why[SP_ERRMSG_MAX];
-    int rc = ld_epoch_plan(l, epoch, &plan, why, sizeof why);
+    rc = ld_epoch_plan(l, epoch, &plan, why, sizeof why);
     if (rc)
-        return sp_fail(&l->eb, rc, "sp_loader_epoch_order: %s", why);
+        return consumer_leave(l, sp_fail(&l->eb, rc, "sp_loader_epoch_order: %s", why));
     uint64_t n = plan.samples < cap ? plan.samples : cap;
     if (n && (rc = ld_plan_ids(&plan, l->tab.block_samples, l->tab.block_first, ids, n)) != SP_OK)
         sp_fail(&l->eb, rc, "sp_loader_epoch_order: %s planning epoch %llu",
                 rc == SP_ENOMEM ? "out of memory" : "a window too large", (unsigned long long)epoch);
     ld_plan_free(&plan);
-    return rc ? rc : (int64_t)(cap ? n : plan.samples);
+    return consumer_leave(l, rc) ? rc : (int64_t)(cap ? n : plan.samples);
 }
 
 /* ---------------------------------------------------------------- the consumer */

@@ -177,6 +177,9 @@ START_TEST(second_caller_gets_ebusy)
     ck_assert(busy_message());
     ck_assert_uint_eq(sp_loader_samples_per_epoch(l), 0);
     ck_assert(busy_message());
+    uint64_t ids[4] = { 7, 7, 7, 7 };
+    ck_assert_int_eq(sp_loader_epoch_order(l, 0, ids, 4), SP_EBUSY);
+    ck_assert(busy_message() && ids[0] == 7);
     ck_assert_int_eq(sp_loader_close(l), SP_EBUSY);
     ck_assert(busy_message());
     double dt = lt_now() - t0;
