@@ -330,7 +330,11 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT
     X(RANK_PAD, "rank_pad", SP_PTYPE_BOOL, 0, 0, 1, NULL, SP_SCOPE_LOAD,                            \
       "drop no sample to even the ranks' shares: the short partitions repeat a sample each (as DistributedSampler pads), marked by sp_batch_is_padding") \
     X(MIX_EPOCH_SAMPLES, "mix_epoch_samples", SP_PTYPE_INT, 0, 0, 1LL << 40, NULL, SP_SCOPE_LOAD,          \
-      "a mixture's epoch: this many samples, each source's share of them by weight (a source with fewer is repeated, one with more gives another part each epoch); 0: until the first source runs out")
+      "a mixture's epoch: this many samples, each source's share of them by weight (a source with fewer is repeated, one with more gives another part each epoch); 0: until the first source runs out") \
+    X(CACHE_DIR, "cache_dir", SP_PTYPE_STRING, 0, 0, 0, NULL, SP_SCOPE_LOAD,                         \
+      "http(s)/s3: a local directory where fetched blocks are kept for later epochs (with cache_size; shared safely by processes; docs/remote.md)") \
+    X(CACHE_SIZE, "cache_size", SP_PTYPE_SIZE, 0, 0, INT64_MAX, NULL, SP_SCOPE_LOAD,                  \
+      "http(s)/s3: bytes cache_dir may hold, kept by next use in the planned order (0: no cache)")
 
 typedef enum sp_param {
 #define SP_X_(key, name, type, def, lo, hi, choices, scope, doc) SP_PARAM_##key,
@@ -912,6 +916,15 @@ typedef struct sp_loader_stats {
      * handed out so far (counted in samples too, never in source_samples); 0 without rank_pad. */
     uint64_t samples_padded_per_epoch;
     uint64_t samples_padded;
+    /* A remote dataset: the block bytes fetched from the server; with cache_dir and cache_size
+     * (docs/remote.md, "The cache"), the block reads the cache served and those it did not, the bytes
+     * it served, the blocks it took in, the entries evicted to make room (by any of this loader's
+     * reads), the damaged or cut entries removed, and the bytes the directory holds (every process's
+     * entries) and may hold. */
+    uint64_t remote_bytes;
+    uint64_t cache_hits, cache_misses, cache_hit_bytes;
+    uint64_t cache_admitted, cache_evictions, cache_discarded;
+    uint64_t cache_bytes, cache_size;
 } sp_loader_stats;
 
 /* Fills *out (its struct_size set by the caller). SP_EINVAL for a NULL argument or a struct_size

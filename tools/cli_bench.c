@@ -611,6 +611,23 @@ static void print_json(const bench_report *r)
     cli_json_double(&j, mx.move_uniform);
     cli_json_key(&j, "memory_note");
     cli_json_str(&j, st->memory_note);
+    cli_json_key(&j, "remote_bytes");
+    cli_json_u64(&j, st->remote_bytes);
+    if (st->cache_size) {
+        cli_json_key(&j, "cache");
+        cli_json_object(&j);
+        const struct { const char *k; uint64_t v; } c[] = {
+            { "hits", st->cache_hits },           { "misses", st->cache_misses },
+            { "hit_bytes", st->cache_hit_bytes }, { "admitted", st->cache_admitted },
+            { "evictions", st->cache_evictions }, { "discarded", st->cache_discarded },
+            { "bytes", st->cache_bytes },         { "size", st->cache_size },
+        };
+        for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+            cli_json_key(&j, c[i].k);
+            cli_json_u64(&j, c[i].v);
+        }
+        cli_json_end_object(&j);
+    }
     char why[1024];
     const char *kind = bottleneck(r, why, sizeof why);
     cli_json_key(&j, "bottleneck");
@@ -734,6 +751,21 @@ static void print_summary(const bench_report *r)
            mx.move_uniform > 0 ? mx.move / mx.move_uniform : 0);
     if (st->memory_note[0])
         printf("  memory     %s\n", st->memory_note);
+    if (st->remote_bytes || st->cache_size) {
+        char got[32], hit[32], held[32], size[32];
+        fmt_mib(got, sizeof got, st->remote_bytes);
+        fmt_mib(hit, sizeof hit, st->cache_hit_bytes);
+        fmt_mib(held, sizeof held, st->cache_bytes);
+        fmt_mib(size, sizeof size, st->cache_size);
+        printf("  remote     %s of blocks fetched", got);
+        if (st->cache_size)
+            printf("; cache %llu hits (%s), %llu misses, %llu blocks kept, %llu evicted, %llu damaged removed; "
+                   "holds %s of %s",
+                   (unsigned long long)st->cache_hits, hit, (unsigned long long)st->cache_misses,
+                   (unsigned long long)st->cache_admitted, (unsigned long long)st->cache_evictions,
+                   (unsigned long long)st->cache_discarded, held, size);
+        printf("\n");
+    }
     if (st->trace_events)
         printf("  trace      %llu events recorded (%llu dropped), written when the loader closes\n",
                (unsigned long long)st->trace_events, (unsigned long long)st->trace_events_dropped);

@@ -87,6 +87,9 @@ static const layout_field loader_stats_f[] = {
     M_(sp_loader_stats, read_wait_io_s), M_(sp_loader_stats, read_wait_slot_s),
     M_(sp_loader_stats, read_wait_space_s), M_(sp_loader_stats, memory_note),
     M_(sp_loader_stats, samples_padded_per_epoch), M_(sp_loader_stats, samples_padded),
+    M_(sp_loader_stats, remote_bytes), M_(sp_loader_stats, cache_hits), M_(sp_loader_stats, cache_misses),
+    M_(sp_loader_stats, cache_hit_bytes), M_(sp_loader_stats, cache_admitted), M_(sp_loader_stats, cache_evictions),
+    M_(sp_loader_stats, cache_discarded), M_(sp_loader_stats, cache_bytes), M_(sp_loader_stats, cache_size),
 };
 static const layout_field image_info_f[] = {
     M_(sp_image_info, struct_size), M_(sp_image_info, width), M_(sp_image_info, height),

@@ -27,6 +27,7 @@ enum { SLOT_FREE, SLOT_FILLING, SLOT_READY, SLOT_LEASED };
 enum { CONVERT_COPY, CONVERT_U16_I32, CONVERT_U32_I32, CONVERT_IMAGE };
 
 typedef struct cu_stage cu_stage;
+typedef struct ld_cache ld_cache;
 
 typedef struct ld_slot {
     sp_batch b;
@@ -273,6 +274,7 @@ struct sp_loader {
     ld_consumer cons;
     ld_stats stats;
     sp_trace *trace; /* the timeline (the trace parameter), or NULL: open creates it, close writes it */
+    ld_cache *cache; /* a remote dataset's local cache (ld_cache.c), or NULL */
 };
 
 /* ld_pipeline.c: the trace's host counters from the ring's state. Called with ring.mu held. */
@@ -284,6 +286,21 @@ void ld_trace_counters_locked(sp_loader *l);
  * variables. */
 int ld_read_ranks(sp_loader *l, const sp_params *p);
 int ld_epoch_plan(const sp_loader *l, uint64_t epoch, ld_plan *p, char *why, size_t whylen);
+/* The same for another rank of the job. */
+int ld_rank_plan(const sp_loader *l, uint64_t epoch, uint32_t rank, ld_plan *p, char *why, size_t whylen);
+
+/* ld_cache.c: the remote cache's side in the loader. config (after the ranks are read) notes
+ * cache_dir and cache_size for a remote dataset; bytes is what it holds in host_memory (plan: one
+ * plan's bytes); open (after the remote driver) opens the directory; plan (the reader, after it
+ * planned epoch into slot pi) notes when the next epoch reads each block; use (the reader, before
+ * a remote submit) tells the driver about job's read; stats fills the cache's fields. */
+int ld_cache_config(sp_loader *l, const sp_params *p);
+uint64_t ld_cache_bytes(const sp_loader *l, uint64_t plan);
+int ld_cache_open(sp_loader *l);
+void ld_cache_close(sp_loader *l);
+void ld_cache_plan(sp_loader *l, uint32_t pi, uint64_t epoch);
+void ld_cache_use(sp_loader *l, const ld_job *j);
+void ld_cache_stats(const sp_loader *l, sp_loader_stats *st);
 
 /* ld_pipeline.c */
 int ld_pipeline_start(sp_loader *l);

@@ -384,7 +384,8 @@ static uint64_t tables_bytes(const sp_loader *l)
                     (places / l->cfg.window_blocks + 2 * per + pads + 1) * sizeof(ld_pwin); /* ld_plan_build */
     /* the block order and its offsets; a mixture's passes over its sources */
     uint64_t building = (2 * places + 1) * sizeof(uint64_t) + (l->mix.n ? l->tab.nblocks * sizeof(uint64_t) : 0);
-    return l->tab.nblocks * per_block + l->tab.nshards * per_shard + 4 * plan + building + remote_bytes(l);
+    return l->tab.nblocks * per_block + l->tab.nshards * per_shard + 4 * plan + building + remote_bytes(l) +
+           ld_cache_bytes(l, plan);
 }
 
 static uint64_t sizes_total(const sp_loader *l, ld_sizes *z)
@@ -738,6 +739,7 @@ static void loader_free(sp_loader *l)
     l->trace = NULL;
     ld_io_close(l->rdr.io);
     rm_fetch_close(l->rdr.rf);
+    ld_cache_close(l);
     for (uint64_t i = 0; l->rdr.fd && i < l->tab.nshards; i++)
         if (l->rdr.fd[i] >= 0)
             close(l->rdr.fd[i]);
@@ -853,6 +855,8 @@ static int loader_setup(sp_loader *l, const sp_params *params)
     l->cfg.prefetch = (uint64_t)sp_params_get(params, SP_PARAM_PREFETCH);
     int rc = read_config(l, params);
     if (rc == SP_OK)
+        rc = ld_cache_config(l, params);
+    if (rc == SP_OK)
         rc = plan_outputs(l);
     if (rc == SP_OK)
         rc = load_tables(l);
@@ -869,6 +873,8 @@ static int loader_setup(sp_loader *l, const sp_params *params)
         rc = open_trace(l, params);
     if (rc == SP_OK)
         rc = open_io(l);
+    if (rc == SP_OK)
+        rc = ld_cache_open(l);
     if (rc == SP_OK && l->cfg.device >= 0) {
         cu_config cfg = { l->cfg.device, l->cfg.dev_dtype, l->cfg.dev_layout, l->cfg.dev_img_dtype, l->cfg.dev_budget };
         rc = cu_open(l, &cfg, &l->dev);
@@ -1106,8 +1112,13 @@ const char *sp_loader_errmsg(const sp_loader *l) { return l ? l->eb.msg : ""; }
 
 int ld_epoch_plan(const sp_loader *l, uint64_t epoch, ld_plan *p, char *why, size_t whylen)
 {
+    return ld_rank_plan(l, epoch, l->cfg.rank, p, why, whylen);
+}
+
+int ld_rank_plan(const sp_loader *l, uint64_t epoch, uint32_t rank, ld_plan *p, char *why, size_t whylen)
+{
     const ld_config *c = &l->cfg;
-    ld_plan_cfg cfg = { c->seed, epoch, c->rank, c->world, c->batch, c->window_blocks, c->parts, c->shuffle,
+    ld_plan_cfg cfg = { c->seed, epoch, rank, c->world, c->batch, c->window_blocks, c->parts, c->shuffle,
                         c->drop_last, c->pad, l->mix.n ? &l->mix : NULL };
     return ld_plan_build(p, &cfg, l->tab.block_samples, l->tab.nblocks, why, whylen);
 }
@@ -1550,6 +1561,7 @@ int sp_loader_stats_get(sp_loader *l, sp_loader_stats *out)
     st.elapsed_s = l->stats.t_first ? sp_now() - l->stats.t_first : 0;
     pthread_mutex_unlock(&l->ring.mu);
     sp_trace_totals(l->trace, &st.trace_events, &st.trace_events_dropped);
+    ld_cache_stats(l, &st);
     if (l->dev)
         cu_stats(l->dev, &st);
     sp_out_put(out, &st, sizeof st);

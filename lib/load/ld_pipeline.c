@@ -717,6 +717,7 @@ static void submit_remote(sp_loader *l, ld_reader *rd, ld_job *j)
     rd->inflight[tag] = *j;
     rd->submitted[tag] = l->trace ? sp_trace_clock() : 0;
     const fmt_block_entry *be = l->tab.block_entry[j->block];
+    ld_cache_use(l, j);
     if (rm_fetch_submit(l->rdr.rf, ds_shard_obj(l->ds, l->tab.block_shard[j->block]), j->buf, be->stored_size,
                         be->offset, tag) != SP_OK) {
         /* full only when a stop cut the wait for room short: the block is given back */
@@ -989,6 +990,8 @@ static bool plan_epoch(sp_loader *l, ld_reader *rd, uint64_t e, uint64_t base)
     uint64_t t0 = sp_trace_begin(l->trace, SPT_PLAN);
     int rc = ld_epoch_plan(l, e, &l->rdr.rplan[pi], why, sizeof why);
     sp_trace_end(l->trace, LD_TRACK_READER, SPT_PLAN, t0, e);
+    if (rc == SP_OK)
+        ld_cache_plan(l, pi, e);
     pthread_mutex_lock(&l->ring.mu);
     if (rc)
         fail_batch_locked(l, base, rc, why);

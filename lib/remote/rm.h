@@ -70,6 +70,38 @@ int rm_exists(rm_site *s, rm_obj *o, sp_errbuf *eb);
 /* Whether s is an S3 site (uploads are only to S3). */
 bool rm_site_is_s3(const rm_site *s);
 
+/* ---- the local cache of fetched blocks (rm_cache.c; docs/remote.md, "The cache") ----
+ * Blocks kept in a directory shared by the processes of a node, up to a limit of bytes, evicted by
+ * their next use in the reader's planned order (the furthest first). One thread uses a handle;
+ * rm_cache_counters may be called from any. */
+typedef struct rm_cache rm_cache;
+
+/* What the caller knows of one block read: its checksum (XXH3-64 of its bytes: a cached copy and
+ * a fetched one are kept and served only when they match it), when it is read (now) and when it
+ * will next be read (next; UINT64_MAX: not in the plan), on one clock for every process of the
+ * job. */
+typedef struct rm_use {
+    uint64_t sum, now, next;
+} rm_use;
+
+typedef struct rm_cache_stats {
+    uint64_t hits, misses, hit_bytes, admitted, evictions, discarded;
+    uint64_t bytes; /* in the directory, every process's entries, when last seen */
+} rm_cache_stats;
+
+/* Opens (creating it) the cache in dir, keeping at most limit bytes of entries: rebuilds the
+ * account of its bytes from the directory, removes what writers killed midway left, and what is
+ * over the limit. SP_ENOENT, SP_EIO or SP_ENOMEM with eb naming dir. */
+int rm_cache_open(const char *dir, uint64_t limit, rm_cache **out, sp_errbuf *eb);
+void rm_cache_close(rm_cache *c);
+/* Bytes [off, off + len) of o into buf from the cache: 1, or 0 when it has no whole copy that
+ * matches u->sum (a damaged one is removed). */
+int rm_cache_get(rm_cache *c, const rm_obj *o, uint64_t off, uint64_t len, uint8_t *buf, const rm_use *u);
+/* Offers bytes just fetched: kept when they match u->sum and room can be made by evicting only
+ * entries used after u->next. Failures only mean the bytes are not kept. */
+void rm_cache_put(rm_cache *c, const rm_obj *o, uint64_t off, uint64_t len, const uint8_t *buf, const rm_use *u);
+void rm_cache_counters(const rm_cache *c, rm_cache_stats *s);
+
 /* ---- many transfers, driven by one thread (rm_fetch.c) ----
  * Requests are queued by rm_fetch_submit and started by rm_fetch_reap, up to the site's
  * transfers in flight; requests queued for the same object whose bytes follow each other in the
@@ -92,6 +124,13 @@ int rm_fetch_submit(rm_fetch *f, rm_obj *o, uint8_t *buf, uint64_t len, uint64_t
  * 0 when none has finished: at once without wait, else after waiting at most about a second (or
  * until rm_fetch_wakeup), so that the caller may look at its own stop flag. */
 int rm_fetch_reap(rm_fetch *f, bool wait, uint64_t *tag, int *code, char *why, size_t whylen);
+/* Reads go through cache c (which must outlive f): each request submitted after an rm_fetch_use
+ * is served from it when it holds the block, and offered to it once fetched. */
+void rm_fetch_set_cache(rm_fetch *f, rm_cache *c);
+/* What the next rm_fetch_submit reads (for the cache; a submit without one bypasses it). */
+void rm_fetch_use(rm_fetch *f, const rm_use *u);
+/* Bytes of requests fetched from the server so far; any thread may call it. */
+uint64_t rm_fetch_bytes(const rm_fetch *f);
 /* Ends a wait in rm_fetch_reap early; any thread may call it. */
 void rm_fetch_wakeup(rm_fetch *f);
 /* Stops every transfer at once: each pending request ends with SP_ECANCELED, its buffer no longer

@@ -4,6 +4,7 @@
  * size, as one ranged GET whose body lands in place. A transfer that fails in a way a later try
  * may not is retried after a pause (backoff with jitter) within the site's bounds; then every
  * request it carried ends with the same verdict. */
+#include <stdatomic.h>
 #include <stdio.h>
 
 #include "rm_xfer.h"
@@ -15,6 +16,8 @@ typedef struct rm_req {
     int code;
     uint32_t next; /* the next request of the same transfer, UINT32_MAX at the end */
     bool used;
+    bool cached;   /* offered to the cache once fetched, as use says */
+    rm_use use;
 } rm_req;
 
 typedef struct rm_tx {
@@ -33,7 +36,20 @@ struct rm_fetch {
     uint32_t *queue, q_head, q_n; /* requests not yet in a transfer, in order */
     uint32_t *done, d_head, d_n;  /* requests finished, not yet reaped */
     rm_tx *tx;
+    rm_cache *cache;
+    rm_use use;
+    bool have_use;
+    _Atomic uint64_t fetched; /* bytes of requests fetched */
 };
+
+void rm_fetch_set_cache(rm_fetch *f, rm_cache *c) { f->cache = c; }
+uint64_t rm_fetch_bytes(const rm_fetch *f) { return atomic_load(&f->fetched); }
+
+void rm_fetch_use(rm_fetch *f, const rm_use *u)
+{
+    f->use = *u;
+    f->have_use = true;
+}
 
 unsigned rm_fetch_pending(const rm_fetch *f) { return f->pending; }
 unsigned rm_fetch_depth(const rm_fetch *f) { return f->depth; }
@@ -90,6 +106,8 @@ void rm_fetch_close(rm_fetch *f)
     sp_free(f);
 }
 
+static void finish_req(rm_fetch *f, uint32_t i, int code, const char *why);
+
 int rm_fetch_submit(rm_fetch *f, rm_obj *o, uint8_t *buf, uint64_t len, uint64_t off, uint64_t tag)
 {
     if (f->pending == f->depth)
@@ -98,9 +116,16 @@ int rm_fetch_submit(rm_fetch *f, rm_obj *o, uint8_t *buf, uint64_t len, uint64_t
     while (f->req[i].used)
         i++;
     rm_req *r = &f->req[i];
-    *r = (rm_req){ o, buf, len, off, tag, SP_OK, UINT32_MAX, true };
-    f->queue[(f->q_head + f->q_n++) % f->depth] = i;
+    bool cached = f->cache && f->have_use;
+    *r = (rm_req){ o, buf, len, off, tag, SP_OK, UINT32_MAX, true, cached, f->use };
+    f->have_use = false;
     f->pending++;
+    if (cached && rm_cache_get(f->cache, o, off, len, buf, &r->use)) {
+        r->cached = false;
+        finish_req(f, i, SP_OK, "");
+        return SP_OK;
+    }
+    f->queue[(f->q_head + f->q_n++) % f->depth] = i;
     return SP_OK;
 }
 
@@ -112,11 +137,18 @@ static void finish_req(rm_fetch *f, uint32_t i, int code, const char *why)
     f->done[(f->d_head + f->d_n++) % f->depth] = i;
 }
 
-/* Ends every request of transfer t with code, and frees t. */
+/* Ends every request of transfer t with code, and frees t. Fetched bytes are offered to the
+ * cache first, while their buffers are still the driver's. */
 static void finish_tx(rm_fetch *f, rm_tx *t, int code, const char *why)
 {
     for (uint32_t i = t->first, next; i != UINT32_MAX; i = next) {
-        next = f->req[i].next;
+        rm_req *r = &f->req[i];
+        next = r->next;
+        if (code == SP_OK) {
+            atomic_fetch_add(&f->fetched, r->len);
+            if (r->cached)
+                rm_cache_put(f->cache, r->obj, r->off, r->len, r->buf, &r->use);
+        }
         finish_req(f, i, code, why);
     }
     t->first = UINT32_MAX;

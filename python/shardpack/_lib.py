@@ -168,7 +168,10 @@ class sp_loader_stats(_Sized):
                 ("jobs_in_flight_peak", c_uint64), ("read_wait_io_s", c_double),
                 ("read_wait_slot_s", c_double), ("read_wait_space_s", c_double),
                 ("memory_note", c_char * SP_ERRMSG_MAX),
-                ("samples_padded_per_epoch", c_uint64), ("samples_padded", c_uint64)]
+                ("samples_padded_per_epoch", c_uint64), ("samples_padded", c_uint64),
+                ("remote_bytes", c_uint64), ("cache_hits", c_uint64), ("cache_misses", c_uint64),
+                ("cache_hit_bytes", c_uint64), ("cache_admitted", c_uint64), ("cache_evictions", c_uint64),
+                ("cache_discarded", c_uint64), ("cache_bytes", c_uint64), ("cache_size", c_uint64)]
 
 
 # (name, restype, argtypes) of every function the bindings call.

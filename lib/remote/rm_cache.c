@@ -1,0 +1,597 @@
+/* rm_cache.c - fetched blocks kept in a local directory for later epochs, evicted by next use.
+ *
+ * One file per block, named spc-<128-bit hash of its key>.blk: a 64-byte header (magic, key length,
+ * payload length and checksum), the key (URL, ETag, object size, offset, length, the block's
+ * checksum), then the block's bytes. A file is written as spc-<id>.<pid>-<n>.tmp, held under flock
+ * while it is written, and renamed into place without replacing anything: a reader opens only
+ * complete files, and a temporary file whose writer died (its flock gone) is removed at the next
+ * open. The directory's index (spc.index: every entry's id, bytes and next use) is mapped shared and
+ * touched only under flock on spc.lock, so several processes keep one account of the bytes; it is
+ * rebuilt from the directory at every open. Only names of this form that begin with the magic are
+ * ever removed: other files in the directory are left alone and not counted.
+ *
+ * Eviction is Belady's: the caller gives each block's next use in its planned order; room is made
+ * by evicting the entries used furthest in the future, and a block used later than every entry
+ * that would have to go is not admitted. A cache smaller than one block admits nothing.
+ *
+ * One thread uses a handle (the loader's reader); the counters may be read from any thread. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "rm.h"
+
+#define RC_MAGIC "SPCACHE1"
+#define RC_IMAGIC "SPCIDX01"
+#define RC_HDR 64u
+#define RC_KEYMAX 2048u
+#define RC_VERSION 1u
+/* An entry whose next use is this far (a quarter epoch) behind the reader has been missed: its
+ * reader is gone or its plan changed, so it is evicted first. */
+#define RC_STALE (UINT64_C(1) << 30)
+
+typedef struct rc_rec {
+    uint8_t id[16];
+    uint64_t bytes, next;
+} rc_rec;
+
+typedef struct rc_ihdr {
+    char magic[8];
+    uint64_t n, cap, total;
+} rc_ihdr;
+
+struct rm_cache {
+    int dfd, lockfd, idxfd;
+    uint64_t limit;
+    rc_ihdr *map;
+    size_t maplen;
+    unsigned seq;
+    _Atomic uint64_t hits, misses, hit_bytes, admitted, evictions, discarded, bytes_now;
+};
+
+static rc_rec *recs(const rm_cache *c) { return (rc_rec *)(c->map + 1); }
+static size_t idx_len(uint64_t cap) { return sizeof(rc_ihdr) + cap * sizeof(rc_rec); }
+
+static void id_name(const uint8_t id[16], const char *suffix, char *out, size_t n)
+{
+    int k = snprintf(out, n, "spc-");
+    for (int i = 0; i < 16; i++)
+        k += snprintf(out + k, n - (size_t)k, "%02x", id[i]);
+    snprintf(out + k, n - (size_t)k, "%s", suffix);
+}
+
+/* The id in a name spc-<32 lowercase hex digits>..., into id. */
+static bool name_id(const char *name, uint8_t id[16])
+{
+    if (strncmp(name, "spc-", 4))
+        return false;
+    for (int i = 0; i < 16; i++) {
+        unsigned v;
+        char h[3] = { name[4 + 2 * i], name[5 + 2 * i], 0 };
+        if (!strchr("0123456789abcdef", h[0]) || !strchr("0123456789abcdef", h[1]) || !h[0] || !h[1] ||
+            sscanf(h, "%2x", &v) != 1)
+            return false;
+        id[i] = (uint8_t)v;
+    }
+    return true;
+}
+
+static bool is_entry_name(const char *name, uint8_t id[16])
+{
+    return name_id(name, id) && strcmp(name + 36, ".blk") == 0;
+}
+
+/* spc-<id>.<digits>-<digits>.tmp */
+static bool is_tmp_name(const char *name)
+{
+    uint8_t id[16];
+    if (!name_id(name, id) || name[36] != '.')
+        return false;
+    const char *p = name + 37;
+    size_t a = strspn(p, "0123456789");
+    if (!a || p[a] != '-')
+        return false;
+    p += a + 1;
+    size_t b = strspn(p, "0123456789");
+    return b && strcmp(p + b, ".tmp") == 0;
+}
+
+static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static void put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static uint32_t get_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t get_u64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+static bool full_pread(int fd, void *buf, uint64_t n, uint64_t off)
+{
+    uint8_t *p = buf;
+    while (n) {
+        ssize_t r = pread(fd, p, n > (1u << 30) ? (1u << 30) : (size_t)n, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return false;
+        p += r;
+        n -= (uint64_t)r;
+        off += (uint64_t)r;
+    }
+    return true;
+}
+
+static bool full_pwrite(int fd, const void *buf, uint64_t n, uint64_t off)
+{
+    const uint8_t *p = buf;
+    while (n) {
+        ssize_t r = pwrite(fd, p, n > (1u << 30) ? (1u << 30) : (size_t)n, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return false;
+        p += r;
+        n -= (uint64_t)r;
+        off += (uint64_t)r;
+    }
+    return true;
+}
+
+static void id_of(const char *key, size_t n, uint8_t id[16])
+{
+    XXH128_hash_t h = XXH3_128bits(key, n);
+    for (int i = 0; i < 8; i++) {
+        id[i] = (uint8_t)(h.high64 >> (56 - 8 * i));
+        id[8 + i] = (uint8_t)(h.low64 >> (56 - 8 * i));
+    }
+}
+
+/* The key of bytes [off, off + len) of o whose checksum is sum, and its id. 0 when o cannot be
+ * cached: a server that sends no ETag could replace the object unseen. */
+static size_t make_key(const rm_obj *o, uint64_t off, uint64_t len, uint64_t sum, char *key, uint8_t id[16])
+{
+    if (!o->etag[0] || o->size == UINT64_MAX)
+        return 0;
+    char *url = rm_display_url(o->url); /* the same object whatever credentials reach it */
+    if (!url)
+        return 0;
+    int n = snprintf(key, RC_KEYMAX, "%s\n%s\n%llu\n%llu\n%llu\n%016llx", url, o->etag, (unsigned long long)o->size,
+                     (unsigned long long)off, (unsigned long long)len, (unsigned long long)sum);
+    sp_free(url);
+    if (n <= 0 || (size_t)n >= RC_KEYMAX)
+        return 0;
+    id_of(key, (size_t)n, id);
+    return (size_t)n;
+}
+
+/* ---------------------------------------------------------------- the index, under the lock */
+
+static bool map_index(rm_cache *c, size_t len)
+{
+    if (c->map && c->maplen == len)
+        return true;
+    if (c->map)
+        munmap(c->map, c->maplen);
+    c->map = NULL;
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, c->idxfd, 0);
+    if (m == MAP_FAILED)
+        return false;
+    c->map = m;
+    c->maplen = len;
+    return true;
+}
+
+static bool lock_dir(rm_cache *c)
+{
+    while (flock(c->lockfd, LOCK_EX) != 0)
+        if (errno != EINTR)
+            return false;
+    struct stat st;
+    if (fstat(c->idxfd, &st) == 0 && st.st_size >= (off_t)sizeof(rc_ihdr) && map_index(c, (size_t)st.st_size) &&
+        memcmp(c->map->magic, RC_IMAGIC, 8) == 0 && idx_len(c->map->cap) <= c->maplen && c->map->n <= c->map->cap)
+        return true;
+    flock(c->lockfd, LOCK_UN); /* an index that is not (yet) ours: the cache sits this one out */
+    return false;
+}
+
+static void unlock_dir(rm_cache *c)
+{
+    atomic_store(&c->bytes_now, c->map->total);
+    flock(c->lockfd, LOCK_UN);
+}
+
+static int64_t find(const rm_cache *c, const uint8_t id[16])
+{
+    const rc_rec *r = recs(c);
+    for (uint64_t i = 0; i < c->map->n; i++)
+        if (memcmp(r[i].id, id, 16) == 0)
+            return (int64_t)i;
+    return -1;
+}
+
+static void drop(rm_cache *c, uint64_t i)
+{
+    rc_rec *r = recs(c);
+    c->map->total -= r[i].bytes;
+    r[i] = r[--c->map->n];
+}
+
+static bool add(rm_cache *c, const uint8_t id[16], uint64_t bytes, uint64_t next)
+{
+    if (c->map->n == c->map->cap) {
+        uint64_t cap = c->map->cap ? 2 * c->map->cap : 64;
+        if (ftruncate(c->idxfd, (off_t)idx_len(cap)) != 0 || !map_index(c, idx_len(cap)))
+            return false;
+        c->map->cap = cap;
+    }
+    rc_rec *r = &recs(c)[c->map->n++];
+    memcpy(r->id, id, 16);
+    r->bytes = bytes;
+    r->next = next;
+    c->map->total += bytes;
+    return true;
+}
+
+/* When an entry will be used, as eviction sees it: one missed long ago counts as never. */
+static uint64_t due(const rc_rec *r, uint64_t now)
+{
+    return now > RC_STALE && r->next < now - RC_STALE ? UINT64_MAX : r->next;
+}
+
+static void evict(rm_cache *c, uint64_t i)
+{
+    char name[64];
+    id_name(recs(c)[i].id, ".blk", name, sizeof name);
+    unlinkat(c->dfd, name, 0);
+    drop(c, i);
+    atomic_fetch_add(&c->evictions, 1);
+}
+
+/* Room for bytes used at next: evicts the entries used furthest in the future, but only those
+ * used after next, and nothing at all unless that makes enough room. */
+static bool make_room(rm_cache *c, uint64_t bytes, uint64_t next, uint64_t now)
+{
+    if (c->map->total + bytes <= c->limit)
+        return true;
+    uint64_t freeable = 0;
+    for (uint64_t i = 0; i < c->map->n; i++)
+        if (due(&recs(c)[i], now) > next)
+            freeable += recs(c)[i].bytes;
+    if (c->map->total - freeable + bytes > c->limit)
+        return false;
+    while (c->map->total + bytes > c->limit) {
+        uint64_t best = 0;
+        for (uint64_t i = 1; i < c->map->n; i++)
+            if (due(&recs(c)[i], now) > due(&recs(c)[best], now))
+                best = i;
+        evict(c, best);
+    }
+    return true;
+}
+
+/* ---------------------------------------------------------------- open: the index from the directory */
+
+/* What an entry file holds, from its header: 1 a whole entry of ours (*bytes: its size), 0 one of
+ * ours that is cut or damaged, -1 not ours. */
+static int check_entry(int fd, const uint8_t id[16], uint64_t *bytes)
+{
+    uint8_t h[RC_HDR];
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !full_pread(fd, h, RC_HDR, 0) || memcmp(h, RC_MAGIC, 8) != 0)
+        return -1;
+    uint32_t klen = get_u32(h + 12);
+    uint64_t len = get_u64(h + 16);
+    if (get_u32(h + 8) != RC_VERSION || klen == 0 || klen >= RC_KEYMAX || (uint64_t)st.st_size != RC_HDR + klen + len)
+        return 0;
+    char key[RC_KEYMAX];
+    if (!full_pread(fd, key, klen, RC_HDR))
+        return 0;
+    uint8_t k[16];
+    id_of(key, klen, k);
+    if (memcmp(k, id, 16) != 0)
+        return 0;
+    *bytes = (uint64_t)st.st_size;
+    return 1;
+}
+
+/* A temporary file whose writer is gone (its flock is free) and that is empty or begins like ours. */
+static void clean_tmp(rm_cache *c, const char *name)
+{
+    int fd = openat(c->dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return;
+    struct stat st;
+    char magic[8];
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+        (st.st_size == 0 || (full_pread(fd, magic, 8, 0) && memcmp(magic, RC_MAGIC, 8) == 0)))
+        unlinkat(c->dfd, name, 0);
+    close(fd);
+}
+
+static int rebuild(rm_cache *c, sp_errbuf *eb, const char *dir)
+{
+    /* the next uses the index knew, kept for the entries still there */
+    rc_rec *old = NULL;
+    uint64_t nold = 0;
+    struct stat st;
+    if (fstat(c->idxfd, &st) == 0 && st.st_size >= (off_t)sizeof(rc_ihdr) && map_index(c, (size_t)st.st_size) &&
+        memcmp(c->map->magic, RC_IMAGIC, 8) == 0 && c->map->n <= c->map->cap && idx_len(c->map->cap) <= c->maplen) {
+        nold = c->map->n;
+        old = sp_malloc(nold * sizeof *old + 1);
+        if (!old)
+            return sp_fail(eb, SP_ENOMEM, "cache %s: out of memory reading its index", dir);
+        memcpy(old, recs(c), nold * sizeof *old);
+    }
+    int dfd2 = dup(c->dfd);
+    DIR *d = dfd2 >= 0 ? fdopendir(dfd2) : NULL;
+    if (!d) {
+        if (dfd2 >= 0)
+            close(dfd2);
+        sp_free(old);
+        return sp_fail(eb, SP_EIO, "cache %s: cannot list it: %s", dir, strerror(errno));
+    }
+    rewinddir(d);
+    uint64_t cap = 64;
+    if (ftruncate(c->idxfd, (off_t)idx_len(cap > nold ? cap : nold)) != 0 ||
+        !map_index(c, idx_len(cap > nold ? cap : nold))) {
+        closedir(d);
+        sp_free(old);
+        return sp_fail(eb, SP_EIO, "cache %s: cannot write spc.index: %s", dir, strerror(errno));
+    }
+    memcpy(c->map->magic, RC_IMAGIC, 8);
+    c->map->n = 0;
+    c->map->cap = (c->maplen - sizeof(rc_ihdr)) / sizeof(rc_rec);
+    c->map->total = 0;
+    int rc = SP_OK;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        uint8_t id[16];
+        if (is_tmp_name(e->d_name)) {
+            clean_tmp(c, e->d_name);
+            continue;
+        }
+        if (!is_entry_name(e->d_name, id))
+            continue;
+        int fd = openat(c->dfd, e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+            continue;
+        uint64_t bytes = 0;
+        int k = check_entry(fd, id, &bytes);
+        close(fd);
+        if (k == 0) {
+            unlinkat(c->dfd, e->d_name, 0); /* ours, cut by a crash or damaged */
+            atomic_fetch_add(&c->discarded, 1);
+        }
+        if (k != 1)
+            continue;
+        uint64_t next = 0; /* unknown: evicted first */
+        for (uint64_t i = 0; i < nold; i++)
+            if (memcmp(old[i].id, id, 16) == 0)
+                next = old[i].next;
+        if (!add(c, id, bytes, next)) {
+            rc = sp_fail(eb, SP_EIO, "cache %s: cannot grow spc.index: %s", dir, strerror(errno));
+            break;
+        }
+    }
+    closedir(d);
+    sp_free(old);
+    /* cache_size lowered since: the unknown (0) and the furthest go first */
+    while (rc == SP_OK && c->map->total > c->limit) {
+        uint64_t best = 0;
+        for (uint64_t i = 1; i < c->map->n; i++)
+            if (recs(c)[i].next - 1 > recs(c)[best].next - 1)
+                best = i;
+        evict(c, best);
+    }
+    return rc;
+}
+
+int rm_cache_open(const char *dir, uint64_t limit, rm_cache **out, sp_errbuf *eb)
+{
+    *out = NULL;
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+        return sp_fail(eb, errno == ENOENT ? SP_ENOENT : SP_EIO, "cache_dir %s: cannot create it: %s", dir,
+                       strerror(errno));
+    rm_cache *c = sp_calloc(1, sizeof *c);
+    if (!c)
+        return sp_fail(eb, SP_ENOMEM, "out of memory opening cache_dir %s", dir);
+    c->limit = limit;
+    c->lockfd = c->idxfd = -1;
+    c->dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = SP_OK;
+    if (c->dfd < 0) {
+        rc = sp_fail(eb, SP_EIO, "cache_dir %s: cannot open it: %s", dir, strerror(errno));
+        goto fail;
+    }
+    c->lockfd = openat(c->dfd, "spc.lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+    c->idxfd = openat(c->dfd, "spc.index", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+    if (c->lockfd < 0 || c->idxfd < 0) {
+        rc = sp_fail(eb, SP_EIO, "cache_dir %s: cannot create spc.lock and spc.index there: %s", dir,
+                     strerror(errno));
+        goto fail;
+    }
+    while (flock(c->lockfd, LOCK_EX) != 0) {
+        if (errno != EINTR) {
+            rc = sp_fail(eb, SP_EIO, "cache_dir %s: cannot lock spc.lock: %s", dir, strerror(errno));
+            goto fail;
+        }
+    }
+    rc = rebuild(c, eb, dir);
+    if (c->map)
+        atomic_store(&c->bytes_now, c->map->total);
+    flock(c->lockfd, LOCK_UN);
+    if (rc)
+        goto fail;
+    *out = c;
+    return SP_OK;
+fail:
+    rm_cache_close(c);
+    return rc;
+}
+
+void rm_cache_close(rm_cache *c)
+{
+    if (!c)
+        return;
+    if (c->map)
+        munmap(c->map, c->maplen);
+    if (c->idxfd >= 0)
+        close(c->idxfd);
+    if (c->lockfd >= 0)
+        close(c->lockfd);
+    if (c->dfd >= 0)
+        close(c->dfd);
+    sp_free(c);
+}
+
+/* ---------------------------------------------------------------- reads and writes */
+
+/* Whether the key in entry file fd (header h) is the one its id names: one whose key does not is
+ * damaged, one whose key does is another block's (a hash collision). */
+static bool own_key(int fd, const uint8_t h[RC_HDR], const uint8_t id[16])
+{
+    char key[RC_KEYMAX];
+    uint32_t klen = get_u32(h + 12);
+    if (klen == 0 || klen >= RC_KEYMAX || !full_pread(fd, key, klen, RC_HDR))
+        return false;
+    uint8_t k[16];
+    id_of(key, klen, k);
+    return memcmp(k, id, 16) == 0;
+}
+
+/* A damaged entry file (fd, at name) goes, unless another has replaced it meanwhile. */
+static void discard(rm_cache *c, int fd, const char *name, const uint8_t id[16])
+{
+    atomic_fetch_add(&c->discarded, 1);
+    if (!lock_dir(c))
+        return;
+    struct stat a, b;
+    if (fstat(fd, &a) == 0 && fstatat(c->dfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_ino == b.st_ino &&
+        a.st_dev == b.st_dev)
+        unlinkat(c->dfd, name, 0);
+    int64_t i = find(c, id);
+    if (i >= 0)
+        drop(c, (uint64_t)i);
+    unlock_dir(c);
+}
+
+int rm_cache_get(rm_cache *c, const rm_obj *o, uint64_t off, uint64_t len, uint8_t *buf, const rm_use *u)
+{
+    char key[RC_KEYMAX], name[64];
+    uint8_t id[16];
+    size_t klen = make_key(o, off, len, u->sum, key, id);
+    int fd = -1;
+    if (klen) {
+        id_name(id, ".blk", name, sizeof name);
+        fd = openat(c->dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    }
+    if (fd < 0) {
+        atomic_fetch_add(&c->misses, 1);
+        return 0;
+    }
+    uint8_t h[RC_HDR];
+    char got[RC_KEYMAX];
+    struct stat st;
+    bool ours = full_pread(fd, h, RC_HDR, 0) && memcmp(h, RC_MAGIC, 8) == 0;
+    /* the same id with another key (a hash collision) is another entry: a miss, nothing removed */
+    bool same = ours && get_u32(h + 12) == klen && full_pread(fd, got, klen, RC_HDR) && memcmp(got, key, klen) == 0;
+    bool whole = same && get_u32(h + 8) == RC_VERSION && get_u64(h + 16) == len && get_u64(h + 24) == u->sum &&
+                 fstat(fd, &st) == 0 && (uint64_t)st.st_size == RC_HDR + klen + len &&
+                 full_pread(fd, buf, len, RC_HDR + klen) && sp_checksum64(buf, len) == u->sum;
+    if (ours && (same ? !whole : !own_key(fd, h, id)))
+        discard(c, fd, name, id);
+    close(fd);
+    if (!whole) {
+        atomic_fetch_add(&c->misses, 1);
+        return 0;
+    }
+    if (lock_dir(c)) {
+        int64_t i = find(c, id);
+        if (i >= 0)
+            recs(c)[i].next = u->next;
+        unlock_dir(c);
+    }
+    atomic_fetch_add(&c->hits, 1);
+    atomic_fetch_add(&c->hit_bytes, len);
+    return 1;
+}
+
+/* Writes the entry as a temporary file and renames it to name, replacing nothing. */
+static bool write_entry(rm_cache *c, const char *name, const uint8_t id[16], const char *key, size_t klen,
+                        const uint8_t *buf, uint64_t len, uint64_t sum)
+{
+    char tmp[96], stem[64];
+    id_name(id, "", stem, sizeof stem);
+    snprintf(tmp, sizeof tmp, "%s.%ld-%u.tmp", stem, (long)getpid(), c->seq++);
+    int fd = openat(c->dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0666);
+    if (fd < 0)
+        return false;
+    uint8_t h[RC_HDR] = { 0 };
+    memcpy(h, RC_MAGIC, 8);
+    put_u32(h + 8, RC_VERSION);
+    put_u32(h + 12, (uint32_t)klen);
+    put_u64(h + 16, len);
+    put_u64(h + 24, sum);
+    bool ok = flock(fd, LOCK_EX | LOCK_NB) == 0 && full_pwrite(fd, h, RC_HDR, 0) &&
+              full_pwrite(fd, key, klen, RC_HDR) && full_pwrite(fd, buf, len, RC_HDR + klen);
+    if (ok && renameat2(c->dfd, tmp, c->dfd, name, RENAME_NOREPLACE) != 0) {
+        /* a file system without RENAME_NOREPLACE: link refuses an existing name as well */
+        ok = (errno == EINVAL || errno == ENOSYS) && linkat(c->dfd, tmp, c->dfd, name, 0) == 0;
+        unlinkat(c->dfd, tmp, 0);
+    } else if (!ok) {
+        unlinkat(c->dfd, tmp, 0);
+    }
+    close(fd);
+    return ok;
+}
+
+void rm_cache_put(rm_cache *c, const rm_obj *o, uint64_t off, uint64_t len, const uint8_t *buf, const rm_use *u)
+{
+    char key[RC_KEYMAX], name[64];
+    uint8_t id[16];
+    size_t klen = make_key(o, off, len, u->sum, key, id);
+    uint64_t bytes = RC_HDR + klen + len;
+    /* bytes that do not match the block's checksum are not kept: the reader reports them */
+    if (!klen || bytes > c->limit || sp_checksum64(buf, len) != u->sum)
+        return;
+    id_name(id, ".blk", name, sizeof name);
+    if (!lock_dir(c))
+        return;
+    int64_t i = find(c, id);
+    bool exists = faccessat(c->dfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+    if (i >= 0 && exists) { /* another process fetched it meanwhile */
+        if (u->next < recs(c)[i].next)
+            recs(c)[i].next = u->next;
+    } else if (i >= 0) {
+        drop(c, (uint64_t)i); /* its file went with a process killed between the two */
+        i = -1;
+    }
+    /* a file of that name outside the index is not ours to replace */
+    if (i < 0 && !exists && make_room(c, bytes, u->next, u->now) && add(c, id, bytes, u->next)) {
+        if (write_entry(c, name, id, key, klen, buf, len, u->sum)) {
+            atomic_fetch_add(&c->admitted, 1);
+        } else {
+            int64_t k = find(c, id);
+            if (k >= 0)
+                drop(c, (uint64_t)k);
+        }
+    }
+    unlock_dir(c);
+}
+
+void rm_cache_counters(const rm_cache *c, rm_cache_stats *s)
+{
+    s->hits = atomic_load(&c->hits);
+    s->misses = atomic_load(&c->misses);
+    s->hit_bytes = atomic_load(&c->hit_bytes);
+    s->admitted = atomic_load(&c->admitted);
+    s->evictions = atomic_load(&c->evictions);
+    s->discarded = atomic_load(&c->discarded);
+    s->bytes = atomic_load(&c->bytes_now);
+}
