@@ -1,0 +1,616 @@
+/* test_remote_cache.c - the local cache of a remote dataset (cache_dir, cache_size) against a real nginx: a cache that holds the dataset makes the second epoch fetch nothing (stats and nginx's access log), one of half the dataset at most about half; batches bit for bit as without it; a cache smaller than a block caches nothing and does not hang; files of other kinds in the directory are never touched; leftovers of killed writers are cleaned and the account rebuilt; two processes (two ranks of a node) share a directory within its size; damaged entries are refetched; a changed object is not served from the cache; and the same over S3 (Swift). */
+#include <check.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rt_util.h"
+#include "test_util.h"
+
+static lt_ds g_ds;
+static char g_state[4096], g_url[4200], g_log[4200];
+static uint64_t g_bytes;  /* block bytes of one epoch (fetched by an uncached run) */
+static uint64_t g_served; /* what nginx sent for that run: the blocks and the shards' tails */
+
+/* A fresh cache directory for this case (each runs in a child of its own). */
+static char *new_cache(const char *tag)
+{
+    char name[64];
+    snprintf(name, sizeof name, "cache-%s", tag);
+    return tu_join(g_ds.root, name);
+}
+
+typedef struct dir_sum {
+    uint64_t entries, bytes, tmp;
+} dir_sum;
+
+static dir_sum sum_dir(const char *dir)
+{
+    dir_sum s = { 0 };
+    DIR *d = opendir(dir);
+    if (!d)
+        return s;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (strncmp(e->d_name, "spc-", 4) != 0 || n < 8)
+            continue;
+        char *p = tu_join(dir, e->d_name);
+        if (strcmp(e->d_name + n - 4, ".blk") == 0) {
+            s.entries++;
+            s.bytes += tu_file_size(p);
+        } else if (strcmp(e->d_name + n - 4, ".tmp") == 0) {
+            s.tmp++;
+            s.bytes += tu_file_size(p);
+        }
+        free(p);
+    }
+    closedir(d);
+    return s;
+}
+
+static uint64_t log_size(void) { return tu_exists(g_log) ? tu_file_size(g_log) : 0; }
+
+/* Body bytes nginx sent for the requests logged from offset `from` on. */
+static uint64_t log_bytes(uint64_t from)
+{
+    size_t n;
+    uint8_t *t = tu_read_file(g_log, &n);
+    uint64_t sum = 0;
+    for (char *line = (char *)t + from, *end; line < (char *)t + n; line = end + 1) {
+        end = memchr(line, '\n', (size_t)((char *)t + n - line));
+        if (!end)
+            break;
+        *end = 0;
+        unsigned status;
+        unsigned long long bytes;
+        char *q = strstr(line, "\" ");
+        if (q && sscanf(q + 2, "%u %llu", &status, &bytes) == 2)
+            sum += bytes;
+    }
+    free(t);
+    return sum;
+}
+
+/* A run of `epochs` epochs over url, recorded; its stats in *st. */
+static void run(const char *url, const char *cache, const char *size, const char *epochs, lt_rec *r,
+                sp_loader_stats *st)
+{
+    sp_loader *l;
+    int rc = cache ? lt_open(url, &l, "epochs", epochs, "batch_size", "7", "cache_dir", cache, "cache_size", size, NULL)
+                   : lt_open(url, &l, "epochs", epochs, "batch_size", "7", NULL);
+    ck_assert_msg(rc == 0, "%s", sp_last_error());
+    do
+        rc = lt_drain(l, &g_ds, r, UINT64_MAX, 60000);
+    while (rc == SP_EEPOCH);
+    ck_assert_msg(rc == SP_EDONE, "%d %s", rc, sp_loader_errmsg(l));
+    ck_assert_msg(r->bad == 0, "%s", r->why);
+    *st = (sp_loader_stats){ .struct_size = sizeof *st };
+    ck_assert_int_eq(sp_loader_stats_get(l, st), 0);
+    ck_assert_uint_le(st->host_allocated_bytes, st->host_memory_bytes);
+    sp_loader_close(l);
+}
+
+static void check_same(const lt_rec *a, const lt_rec *b)
+{
+    char why[128];
+    ck_assert_msg(rt_same(a, b, why, sizeof why), "%s", why);
+}
+
+static lt_rec g_ref; /* two epochs, no cache */
+
+/* Cache larger than the dataset: the second epoch is served from it (nothing fetched, by the
+ * stats and by nginx's log); the batches are those of the uncached run. A second process then
+ * fetches nothing at all. */
+START_TEST(cache_whole)
+{
+    char *cache = new_cache("cache_whole");
+    char size[32];
+    snprintf(size, sizeof size, "%llu", (unsigned long long)(2 * g_bytes + (1 << 20)));
+    lt_rec r = { 0 };
+    sp_loader_stats st;
+    uint64_t at = log_size();
+    run(g_url, cache, size, "2", &r, &st);
+    uint64_t served = log_bytes(at);
+    check_same(&g_ref, &r);
+    /* the first epoch only, but for a block the second epoch asked for while the first one's fetch
+     * of it was still in flight */
+    ck_assert_uint_ge(st.remote_bytes, g_bytes);
+    ck_assert_uint_le(st.remote_bytes, g_bytes + g_bytes / 20);
+    ck_assert_uint_eq(st.cache_hit_bytes + st.remote_bytes, 2 * g_bytes);
+    ck_assert_uint_eq(st.cache_evictions, 0);
+    ck_assert_uint_le(st.cache_admitted, st.cache_misses); /* a miss twice (see above) is kept once */
+    dir_sum d = sum_dir(cache);
+    ck_assert_uint_eq(d.entries, st.cache_admitted);
+    ck_assert_uint_eq(d.bytes, st.cache_bytes);
+    ck_assert_uint_eq(d.tmp, 0);
+    /* nginx sent one epoch of blocks and the shards' tails, no more */
+    ck_assert_msg(served <= g_served + g_bytes / 20, "served %llu for %llu", (unsigned long long)served,
+                  (unsigned long long)g_served);
+    lt_rec r2 = { 0 };
+    at = log_size();
+    run(g_url, cache, size, "2", &r2, &st);
+    check_same(&g_ref, &r2);
+    ck_assert_uint_eq(st.remote_bytes, 0);
+    ck_assert_uint_eq(st.cache_misses, 0);
+    ck_assert_msg(log_bytes(at) <= g_served - g_bytes + 4096, "served %llu (tails: %llu)",
+                  (unsigned long long)log_bytes(at), (unsigned long long)(g_served - g_bytes));
+    lt_rec_free(&r);
+    lt_rec_free(&r2);
+    free(cache);
+}
+END_TEST
+
+/* Cache of half the dataset: it fills, then keeps what the next epoch reads first; the second
+ * epoch fetches at most about half; the directory never holds more than cache_size. */
+START_TEST(cache_half)
+{
+    char *cache = new_cache("cache_half");
+    char size[32];
+    uint64_t half = g_bytes / 2;
+    snprintf(size, sizeof size, "%llu", (unsigned long long)half);
+    lt_rec r = { 0 };
+    sp_loader_stats st;
+    uint64_t at = log_size();
+    run(g_url, cache, size, "2", &r, &st);
+    uint64_t served = log_bytes(at);
+    check_same(&g_ref, &r);
+    uint64_t second = st.remote_bytes - g_bytes;
+    ck_assert_msg(st.remote_bytes > g_bytes && second <= g_bytes * 6 / 10, "epoch 2 fetched %llu of %llu",
+                  (unsigned long long)second, (unsigned long long)g_bytes);
+    ck_assert_msg(served <= g_served + g_bytes * 6 / 10, "nginx served %llu for two epochs of %llu",
+                  (unsigned long long)served, (unsigned long long)g_bytes);
+    ck_assert_uint_gt(st.cache_hits, 0);
+    ck_assert_uint_le(st.cache_bytes, half);
+    ck_assert_uint_le(sum_dir(cache).bytes, half);
+    /* a third epoch in another process: it starts from what the cache kept */
+    lt_rec r3 = { 0 };
+    run(g_url, cache, size, "1", &r3, &st);
+    ck_assert_uint_le(st.remote_bytes, g_bytes * 6 / 10);
+    ck_assert_uint_le(sum_dir(cache).bytes, half);
+    lt_rec_free(&r);
+    lt_rec_free(&r3);
+    free(cache);
+}
+END_TEST
+
+/* A cache smaller than one block: nothing is kept, nothing waits, the batches are the same. */
+START_TEST(cache_tiny)
+{
+    char *cache = new_cache("cache_tiny");
+    lt_rec r = { 0 };
+    sp_loader_stats st;
+    run(g_url, cache, "100", "2", &r, &st);
+    check_same(&g_ref, &r);
+    ck_assert_uint_eq(st.remote_bytes, 2 * g_bytes);
+    ck_assert_uint_eq(st.cache_admitted, 0);
+    ck_assert_uint_eq(sum_dir(cache).entries, 0);
+    lt_rec_free(&r);
+    free(cache);
+}
+END_TEST
+
+/* Files of other kinds in the directory: never removed, changed or counted, whatever is evicted. */
+START_TEST(cache_foreign_files)
+{
+    char *cache = new_cache("cache_foreign_files");
+    ck_assert_int_eq(mkdir(cache, 0777), 0);
+    const char *names[] = { "notes.txt", "spc-0123456789abcdef0123456789abcdef.blk",
+                            "spc-0123456789abcdef0123456789abcdef.1-2.tmp", "spc.lock.bak", "SPC-X.blk",
+                            "spc-0123456789abcdef0123456789abcdef.blk.old" };
+    const char *body = "not a cache entry: someone else's data\n";
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        char *p = tu_join(cache, names[i]);
+        tu_write_file(p, body, strlen(body));
+        free(p);
+    }
+    char *sub = tu_join(cache, "sub");
+    ck_assert_int_eq(mkdir(sub, 0777), 0);
+    char size[32];
+    snprintf(size, sizeof size, "%llu", (unsigned long long)(g_bytes / 3));
+    for (int k = 0; k < 2; k++) { /* the second open rebuilds the index from the directory */
+        lt_rec r = { 0 };
+        sp_loader_stats st;
+        run(g_url, cache, size, "2", &r, &st);
+        check_same(&g_ref, &r);
+        ck_assert_uint_gt(st.cache_evictions, 0);
+        ck_assert_uint_eq(st.cache_bytes, sum_dir(cache).bytes - 2 * strlen(body)); /* the foreign spc-* */
+        lt_rec_free(&r);
+    }
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        char *p = tu_join(cache, names[i]);
+        size_t n;
+        uint8_t *t = tu_read_file(p, &n);
+        ck_assert_msg(t && n == strlen(body) && memcmp(t, body, n) == 0, "%s was changed", names[i]);
+        free(t);
+        free(p);
+    }
+    ck_assert(tu_exists(sub));
+    free(sub);
+    free(cache);
+}
+END_TEST
+
+/* Processes killed while they write: what they leave (temporary files, an index that lost track)
+ * is cleaned at the next open, which rebuilds the account from the directory; a temporary file a
+ * live writer holds is left alone. */
+START_TEST(cache_killed_writer)
+{
+    char *cache = new_cache("cache_killed_writer");
+    char size[32];
+    snprintf(size, sizeof size, "%llu", (unsigned long long)(g_bytes / 2));
+    for (int k = 0; k < 6; k++) {
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            tu_child_deadline(60);
+            sp_loader *l;
+            if (lt_open(g_url, &l, "epochs", "0", "batch_size", "7", "cache_dir", cache, "cache_size", size, NULL))
+                _exit(1);
+            for (;;) {
+                sp_batch *b;
+                int rc = sp_loader_next(l, &b, 60000);
+                if (rc == 0)
+                    sp_loader_release(l, b);
+                else if (rc != SP_EEPOCH)
+                    _exit(2);
+            }
+        }
+        struct timespec t = { 0, (long)(30 + 40 * k) * 1000000L };
+        nanosleep(&t, NULL);
+        kill(pid, SIGKILL);
+        int status;
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFSIGNALED(status), "the child ended before it was killed (%d)", status);
+    }
+    /* what a writer killed midway leaves: a temporary file of ours, and an entry cut short */
+    char *tmp = tu_join(cache, "spc-00112233445566778899aabbccddeeff.99999-1.tmp");
+    tu_write_file(tmp, "SPCACHE1\1\0\0\0", 12);
+    char *cut = tu_join(cache, "spc-ffeeddccbbaa99887766554433221100.blk");
+    tu_write_file(cut, "SPCACHE1\1\0\0\0\x20\0\0\0\xff\xff\0\0\0\0\0\0", 24);
+    /* and one a live writer holds (its flock): not touched */
+    char *held = tu_join(cache, "spc-0123456789abcdef0123456789abcdef.1-7.tmp");
+    tu_write_file(held, "SPCACHE1", 8);
+    int hfd = open(held, O_RDONLY);
+    ck_assert_int_eq(flock(hfd, LOCK_EX), 0);
+    lt_rec r = { 0 };
+    sp_loader_stats st;
+    run(g_url, cache, size, "2", &r, &st);
+    check_same(&g_ref, &r);
+    ck_assert(!tu_exists(tmp));
+    ck_assert(!tu_exists(cut));
+    ck_assert(tu_exists(held));
+    close(hfd);
+    dir_sum d = sum_dir(cache);
+    ck_assert_uint_eq(d.tmp, 1); /* the held one */
+    ck_assert_uint_eq(st.cache_bytes, d.bytes - 8);
+    ck_assert_uint_le(st.cache_bytes, g_bytes / 2);
+    unlink(held);
+    free(tmp);
+    free(cut);
+    free(held);
+    free(cache);
+}
+END_TEST
+
+/* Two processes at once, ranks 0 and 1 of a node, on one directory of a third of the dataset: it
+ * never holds more than that (sampled while they run), and each delivers its rank's batches. */
+START_TEST(cache_two_processes)
+{
+    char *cache = new_cache("cache_two_processes");
+    char size[32];
+    uint64_t limit = g_bytes / 3;
+    snprintf(size, sizeof size, "%llu", (unsigned long long)limit);
+    lt_rec ref[2] = { { 0 }, { 0 } };
+    for (int rank = 0; rank < 2; rank++) {
+        char rk[8];
+        snprintf(rk, sizeof rk, "%d", rank);
+        sp_loader *l;
+        ck_assert_int_eq(lt_open(g_ds.dir, &l, "epochs", "3", "batch_size", "7", "rank", rk, "world_size", "2", NULL), 0);
+        int rc;
+        do
+            rc = lt_drain(l, &g_ds, &ref[rank], UINT64_MAX, 60000);
+        while (rc == SP_EEPOCH);
+        ck_assert_int_eq(rc, SP_EDONE);
+        sp_loader_close(l);
+    }
+    pid_t pid[2];
+    for (int rank = 0; rank < 2; rank++) {
+        pid[rank] = fork();
+        ck_assert_int_ge(pid[rank], 0);
+        if (pid[rank] == 0) {
+            tu_child_deadline(120);
+            char rk[8];
+            snprintf(rk, sizeof rk, "%d", rank);
+            setenv("LOCAL_RANK", rk, 1);
+            setenv("LOCAL_WORLD_SIZE", "2", 1);
+            sp_loader *l;
+            if (lt_open(g_url, &l, "epochs", "3", "batch_size", "7", "rank", rk, "world_size", "2", "cache_dir", cache,
+                        "cache_size", size, NULL))
+                _exit(1);
+            lt_rec r = { 0 };
+            int rc;
+            do
+                rc = lt_drain(l, &g_ds, &r, UINT64_MAX, 60000);
+            while (rc == SP_EEPOCH);
+            if (rc != SP_EDONE || r.bad)
+                _exit(2);
+            char why[128];
+            if (!rt_same(&ref[rank], &r, why, sizeof why))
+                _exit(3);
+            sp_loader_stats st = { .struct_size = sizeof st };
+            if (sp_loader_stats_get(l, &st) || st.cache_hits == 0)
+                _exit(4);
+            sp_loader_close(l);
+            _exit(0);
+        }
+    }
+    uint64_t most = 0;
+    char *lock = tu_join(cache, "spc.lock");
+    for (int alive = 2; alive;) {
+        /* under the cache's own lock, so that no rename is seen halfway */
+        int fd = open(lock, O_RDONLY);
+        if (fd >= 0 && flock(fd, LOCK_EX) == 0) {
+            dir_sum d = sum_dir(cache);
+            if (d.bytes > most)
+                most = d.bytes;
+        }
+        if (fd >= 0)
+            close(fd);
+        alive = 0;
+        for (int k = 0; k < 2; k++)
+        {
+            siginfo_t si = { 0 };
+            if (waitid(P_PID, (id_t)pid[k], &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == 0)
+                alive++; /* still running: its status stays for tu_child_ok */
+        }
+        struct timespec t = { 0, 2000000L };
+        nanosleep(&t, NULL);
+    }
+    for (int k = 0; k < 2; k++)
+        tu_child_ok(pid[k], k ? "rank 1" : "rank 0");
+    ck_assert_msg(most <= limit && most > 0, "the directory held %llu of %llu", (unsigned long long)most,
+                  (unsigned long long)limit);
+    free(lock);
+    lt_rec_free(&ref[0]);
+    lt_rec_free(&ref[1]);
+    free(cache);
+}
+END_TEST
+
+/* Damaged entries (a flipped byte, a cut file) are removed and their blocks fetched again; the
+ * batches are right. */
+START_TEST(cache_damaged_entry)
+{
+    char *cache = new_cache("cache_damaged_entry");
+    char size[32];
+    snprintf(size, sizeof size, "%llu", (unsigned long long)(2 * g_bytes));
+    lt_rec r = { 0 };
+    sp_loader_stats st;
+    run(g_url, cache, size, "1", &r, &st);
+    lt_rec_free(&r);
+    DIR *d = opendir(cache);
+    struct dirent *e;
+    char *victim[2] = { NULL, NULL };
+    uint64_t lost = 0;
+    while ((e = readdir(d)) && !victim[1])
+        if (strstr(e->d_name, ".blk"))
+            victim[victim[0] ? 1 : 0] = tu_join(cache, e->d_name);
+    closedir(d);
+    ck_assert_ptr_nonnull(victim[1]);
+    for (int k = 0; k < 2; k++) {
+        uint64_t n = tu_file_size(victim[k]);
+        uint32_t klen;
+        int fd = open(victim[k], O_RDWR);
+        ck_assert_int_eq(pread(fd, &klen, 4, 12), 4);
+        lost += n - 64 - klen;
+        if (k == 0)
+            tu_xor_byte(victim[k], n - 3, 0x40);
+        else
+            ck_assert_int_eq(ftruncate(fd, (off_t)(n - 100)), 0);
+        close(fd);
+    }
+    lt_rec r2 = { 0 };
+    run(g_url, cache, size, "2", &r2, &st);
+    check_same(&g_ref, &r2);
+    ck_assert_uint_ge(st.remote_bytes, lost);
+    ck_assert_uint_le(st.remote_bytes, lost + g_bytes / 20);
+    ck_assert_uint_eq(st.cache_discarded, 2); /* the cut one goes at open, the flipped one when read */
+    ck_assert(tu_exists(victim[0]) && tu_exists(victim[1])); /* fetched and kept again */
+    lt_rec r3 = { 0 };
+    run(g_url, cache, size, "1", &r3, &st);
+    ck_assert_uint_eq(st.remote_bytes, 0);
+    ck_assert_uint_eq(st.cache_discarded, 0);
+    lt_rec_free(&r2);
+    lt_rec_free(&r3);
+    free(victim[0]);
+    free(victim[1]);
+    free(cache);
+}
+END_TEST
+
+/* An object replaced on the server (a new ETag) is fetched again, not served from the cache; a
+ * whole other dataset at the same URL gives its own batches. */
+START_TEST(cache_changed_object)
+{
+    lt_ds copy, other;
+    ck_assert_int_eq(lt_clone(&g_ds, &copy, "remote-cache-changed"), 0);
+    char *link = tu_join(g_ds.root, "changed");
+    ck_assert_int_eq(symlink(copy.dir, link), 0);
+    char url[4300];
+    snprintf(url, sizeof url, "%s/changed", rt_env("SP_TEST_HTTP_URL"));
+    char *cache = new_cache("cache_changed_object");
+    char size[32];
+    snprintf(size, sizeof size, "%llu", (unsigned long long)(2 * g_bytes));
+    lt_rec r = { 0 };
+    sp_loader_stats st;
+    run(url, cache, size, "1", &r, &st);
+    lt_rec_free(&r);
+    /* the same bytes under a new modification time: nginx gives a new ETag */
+    char *shard = tu_join(copy.dir, "shard-000001.sps");
+    struct timeval tv[2];
+    gettimeofday(&tv[0], NULL);
+    tv[0].tv_sec += 1000;
+    tv[1] = tv[0];
+    ck_assert_int_eq(utimes(shard, tv), 0);
+    run(url, cache, size, "1", &r, &st);
+    /* exactly that shard's blocks are fetched again */
+    sp_dataset *ds;
+    ck_assert_int_eq(sp_dataset_open(copy.dir, NULL, &ds), 0);
+    uint64_t shard1 = 0;
+    for (uint64_t b = 0; b < sp_dataset_num_blocks(ds); b++) {
+        sp_block_info bi = { .struct_size = sizeof bi };
+        ck_assert_int_eq(sp_dataset_block_info(ds, b, &bi), 0);
+        if (bi.shard == 1)
+            shard1 += bi.stored_bytes;
+    }
+    sp_dataset_close(ds);
+    ck_assert_uint_eq(st.remote_bytes, shard1);
+    ck_assert_uint_eq(st.cache_hit_bytes, g_bytes - shard1);
+    lt_rec_free(&r);
+    /* another dataset in its place (other values, the same layout) */
+    unlink(link);
+    ck_assert_int_eq(lt_make(&other, "remote-cache-other", g_ds.n, 33, 77, "4K", "64K"), 0);
+    ck_assert_int_eq(symlink(other.dir, link), 0);
+    sp_loader *l;
+    ck_assert_int_eq(lt_open(url, &l, "epochs", "2", "batch_size", "7", "cache_dir", cache, "cache_size", size, NULL), 0);
+    int rc;
+    do
+        rc = lt_drain(l, &other, &r, UINT64_MAX, 60000);
+    while (rc == SP_EEPOCH);
+    ck_assert_int_eq(rc, SP_EDONE);
+    ck_assert_msg(r.bad == 0, "%s", r.why);
+    sp_loader_close(l);
+    lt_rec_free(&r);
+    unlink(link);
+    free(link);
+    free(shard);
+    free(cache);
+    lt_ds_free(&copy);
+    lt_ds_free(&other);
+}
+END_TEST
+
+/* The CLI: bench takes --cache-dir and --cache-size and reports the cache, in text and JSON. */
+START_TEST(cache_cli)
+{
+    char *cache = new_cache("cache_cli");
+    char cmd[12000];
+    snprintf(cmd, sizeof cmd, "'%s' bench '%s' --epochs 2 --cache-dir '%s' --cache-size 64M --json > '%s/b.json'",
+             rt_env("SHARDPACK_CLI"), g_url, cache, g_ds.root);
+    ck_assert_int_eq(system(cmd), 0);
+    char *p = tu_join(g_ds.root, "b.json");
+    size_t n;
+    char *t = (char *)tu_read_file(p, &n);
+    ck_assert_msg(strstr(t, "\"cache\":") && strstr(t, "\"hits\":") && strstr(t, "\"remote_bytes\":"), "%s", t);
+    free(t);
+    snprintf(cmd, sizeof cmd, "'%s' bench '%s' --epochs 1 --cache-dir '%s' --cache-size 64M > '%s/b.txt'",
+             rt_env("SHARDPACK_CLI"), g_url, cache, g_ds.root);
+    ck_assert_int_eq(system(cmd), 0);
+    free(p);
+    p = tu_join(g_ds.root, "b.txt");
+    t = (char *)tu_read_file(p, &n);
+    ck_assert_msg(strstr(t, "remote     0.0 MiB of blocks fetched; cache "), "%s", t);
+    free(t);
+    free(p);
+    free(cache);
+}
+END_TEST
+
+/* Over S3 (Swift): the second epoch comes from the cache, the batches are the same. */
+START_TEST(cache_s3)
+{
+    char state[4200];
+    snprintf(state, sizeof state, "%s/swift", g_ds.root);
+    int rc = rt_servers("swift", "start", "--state", state, NULL);
+    if (rc == 77)
+        return; /* reason printed by servers.py */
+    ck_assert_int_eq(rc, 0);
+    ck_assert_int_eq(rt_servers("s3", "mb", "--state", state, "cachebkt", NULL), 0);
+    ck_assert_int_eq(rt_servers("s3", "put-dir", "--state", state, "cachebkt", g_ds.dir, "--prefix", "ds/", NULL), 0);
+    char *cache = new_cache("cache_s3");
+    char size[32];
+    snprintf(size, sizeof size, "%llu", (unsigned long long)(2 * g_bytes));
+    lt_rec r = { 0 };
+    sp_loader_stats st;
+    run("s3://cachebkt/ds", cache, size, "2", &r, &st);
+    rt_stop(state);
+    check_same(&g_ref, &r);
+    ck_assert_uint_le(st.remote_bytes, g_bytes + g_bytes / 20);
+    ck_assert_uint_eq(st.cache_hit_bytes + st.remote_bytes, 2 * g_bytes);
+    lt_rec_free(&r);
+    free(cache);
+}
+END_TEST
+
+int main(void)
+{
+    uint64_t seed = tu_seed(16);
+    if (lt_make(&g_ds, "remote-cache", 3000, 33, seed, "4K", "64K"))
+        return 1;
+    snprintf(g_state, sizeof g_state, "%s/servers", g_ds.root);
+    int rc = rt_servers("nginx", "start", "--root", g_ds.root, "--state", g_state, "--access-log", NULL);
+    if (rc) {
+        lt_ds_free(&g_ds);
+        return rc == 77 ? 77 : 1;
+    }
+    snprintf(g_url, sizeof g_url, "%s/data", getenv("SP_TEST_HTTP_URL"));
+    snprintf(g_log, sizeof g_log, "%s/logs/nginx-access.log", g_state);
+    unsetenv("LOCAL_RANK");
+    unsetenv("LOCAL_WORLD_SIZE");
+    /* the reference: two epochs from local disk; one uncached epoch's bytes over HTTP */
+    lt_rec local = { 0 }, one = { 0 };
+    sp_loader *l;
+    if (lt_open(g_ds.dir, &l, "epochs", "2", "batch_size", "7", NULL) == 0) {
+        do
+            rc = lt_drain(l, &g_ds, &local, UINT64_MAX, 60000);
+        while (rc == SP_EEPOCH);
+        sp_loader_close(l);
+    }
+    uint64_t at = log_size();
+    if (lt_open(g_url, &l, "epochs", "1", "batch_size", "7", NULL) == 0) {
+        do
+            rc = lt_drain(l, &g_ds, &one, UINT64_MAX, 60000);
+        while (rc == SP_EEPOCH);
+        sp_loader_stats st = { .struct_size = sizeof st };
+        sp_loader_stats_get(l, &st);
+        g_bytes = st.remote_bytes;
+        sp_loader_close(l);
+    }
+    g_served = log_bytes(at);
+    lt_rec_free(&one);
+    if (!g_bytes || local.nb == 0) {
+        fprintf(stderr, "the reference runs failed: %s\n", sp_last_error());
+        rt_stop(g_state);
+        return 1;
+    }
+    Suite *s = suite_create("remote_cache");
+    TCase *tc = tcase_create("cache");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, cache_whole);
+    tcase_add_test(tc, cache_half);
+    tcase_add_test(tc, cache_tiny);
+    tcase_add_test(tc, cache_foreign_files);
+    tcase_add_test(tc, cache_killed_writer);
+    tcase_add_test(tc, cache_two_processes);
+    tcase_add_test(tc, cache_damaged_entry);
+    tcase_add_test(tc, cache_changed_object);
+    tcase_add_test(tc, cache_cli);
+    tcase_add_test(tc, cache_s3);
+    suite_add_tcase(s, tc);
+    g_ref = local;
+    rc = tu_run(s, seed);
+    lt_rec_free(&g_ref);
+    rt_stop(g_state);
+    lt_ds_free(&g_ds);
+    return rc;
+}
