@@ -288,7 +288,9 @@ class Loader:
 
     path: str, bytes or os.PathLike (a name that is not UTF-8 works, as with open()), or a URL:
     s3://bucket/prefix or http(s)://host/path of the manifest, of the prefix holding it, or of
-    one shard (credentials and endpoints from the AWS_* variables; docs/remote.md); or a
+    one shard (credentials and endpoints from the AWS_* variables; docs/remote.md; with
+    cache_dir="/local/dir", cache_size="50G" its blocks are kept on local disk for later epochs,
+    evicted by next use: docs/remote.md, "The cache"; stats() counts remote_bytes and cache_*); or a
     weighted mixture, a list of (path, weight) pairs: one loader over several datasets with the
     same schema (sp_loader_open_mix; docs/loader.md, Mixtures); an epoch ends when the first
     source runs out, or after mix_epoch_samples=M samples, each source's share by weight.
