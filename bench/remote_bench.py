@@ -20,6 +20,11 @@ and Swift (tests/remote/servers.py, state in WORK/state) and uploads both datase
     digests must be equal (bit for bit the same batches).
   - time to first batch on a dataset of 10,000 one-block shards (bench/bench_first_batch, which
     makes it), from each place (target: under 1 s).
+  - with --cache F1,F2,...: for each remote place and set, two epochs through the Python Loader
+    without a cache and with cache_size = F x the dataset's size (a fresh cache_dir each), giving
+    per epoch the block bytes fetched (the loader's remote_bytes, and for http what nginx's access
+    log says it sent), cache hits and evictions, and each epoch's samples/s (the reader runs a
+    little ahead into the next epoch, so the split at the epoch's end is approximate).
 Swift's storage stays in WORK/state between runs: objects already uploaded with the same size
 and MD5 are not sent again (10,000 small objects take Swift over a minute).
 
@@ -30,7 +35,8 @@ numbers are still measured. Raw results: WORK/remote_bench.json.
 
 usage: bench/remote_bench.py [--build DIR] [--work DIR] [--images N] [--tokens N] [--threads T]
                              [--batch-size B] [--epochs E] [--parallel P] [--part-size SIZE]
-                             [--first-batch-shards N] [--no-s3] [--no-http]
+                             [--first-batch-shards N] [--no-s3] [--no-http] [--cache F,...]
+                             [--sets tokens,images]
 """
 import argparse
 import json
@@ -174,6 +180,61 @@ def ratio(a, akey, b, bkey):
     return round(a[akey] / b[bkey], 3)
 
 
+def cache_epochs(build, path, params, env, log):
+    """Two epochs through the Python Loader (params may name cache_dir/cache_size): per epoch its
+    seconds, samples, the loader's remote_bytes and cache counters, and the body bytes nginx's
+    access log (log, or None) shows for it."""
+    code = r"""
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+import shardpack
+log = sys.argv[4] or None
+def log_at():
+    return os.path.getsize(log) if log and os.path.exists(log) else 0
+def log_bytes(a, b):
+    if not log:
+        return None
+    with open(log, "rb") as f:
+        f.seek(a)
+        text = f.read(b - a).decode("utf-8", "replace")
+    n = 0
+    for line in text.splitlines():
+        parts = line.split('" ')
+        if len(parts) > 1:
+            f2 = parts[1].split()
+            if len(f2) >= 2 and f2[1].isdigit():
+                n += int(f2[1])
+    return n
+out = []
+keys = ("remote_bytes", "cache_hits", "cache_misses", "cache_hit_bytes", "cache_evictions", "cache_bytes")
+at = log_at()
+with shardpack.Loader(sys.argv[2], **json.loads(sys.argv[3])) as ld:
+    prev = {k: 0 for k in keys}
+    for e in range(2):
+        t0 = time.perf_counter()
+        n = 0
+        for batch in ld:
+            n += len(batch.sample_ids())
+            batch.release()
+        dt = time.perf_counter() - t0
+        st = ld.stats()
+        now = log_at()
+        row = {"epoch": e + 1, "seconds": round(dt, 3), "samples": n, "samples_per_s": round(n / dt, 1), "log_bytes": log_bytes(at, now)}
+        row.update({k: st[k] - prev[k] for k in keys if k != "cache_bytes"})
+        row["cache_bytes"] = st["cache_bytes"]
+        prev = {k: st[k] for k in keys}
+        at = now
+        out.append(row)
+print(json.dumps(out))
+"""
+    e = dict(env, SHARDPACK_LIBRARY=str(build))
+    r = subprocess.run(["/usr/bin/python3", "-c", code, str(ROOT / "python"), path, json.dumps(params), log or ""],
+                       capture_output=True, text=True, env=e)
+    if r.returncode != 0:
+        return {"error": (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1]}
+    return json.loads(r.stdout)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", default="build")
@@ -189,6 +250,12 @@ def main():
                     help="shards of the time-to-first-batch dataset (0: leave that out)")
     ap.add_argument("--no-s3", action="store_true", help="leave Swift out")
     ap.add_argument("--no-http", action="store_true", help="leave nginx out")
+    ap.add_argument("--cache", default="",
+                    help="comma-separated cache sizes as fractions of the dataset (e.g. 0.5,1): two epochs "
+                         "without and with a cache of each size, bytes fetched and samples/s per epoch")
+    ap.add_argument("--sets", default="tokens,images", help="which sets to run (tokens, images)")
+    ap.add_argument("--only-cache", action="store_true",
+                    help="with --cache: leave out the bench, curl, digest and first-batch runs")
     args = ap.parse_args()
     part = size_arg(args.part_size)
     build = pathlib.Path(args.build).resolve()
@@ -231,6 +298,10 @@ def main():
         remote_flags += ["--remote-part-size", part]
     image_flags = ["--transform", "train", "--image-size", "224", "--image-layout", "nchw", "--drop-last"]
     sets = {"tokens": (tok_ds, []), "images": (img_ds, image_flags)}
+    sets = {k: v for k, v in sets.items() if k in args.sets.split(",")}
+    fractions = [float(f) for f in args.cache.split(",") if f]
+    if args.only_cache:
+        args.first_batch_shards = 0
 
     results = {"machine": "%d cores" % os.cpu_count(), "threads": args.threads, "batch_size": args.batch_size,
                "epochs": args.epochs, "parallel": args.parallel, "part_size": part, "runs": {}}
@@ -240,7 +311,7 @@ def main():
     try:
         if not args.no_http:
             t0 = time.perf_counter()
-            ngx = servers.start_nginx(serve, state, workers=2)
+            ngx = servers.start_nginx(serve, state, workers=2, access_log=bool(fractions))
             results["nginx_ready_s"] = round(time.perf_counter() - t0, 2)
             places["http"] = (lambda name, ds: "%s/%s" % (ngx["SP_TEST_HTTP_URL"], ds.name), base_env)
         if not args.no_s3:
@@ -276,6 +347,27 @@ def main():
         for name, (ds, flags) in sets.items():
             files = dataset_files(ds)
             warm(files)
+            for place, (url_of, env) in places.items():
+                if place == "local" or place in cannot or not fractions:
+                    continue
+                size = sum(f.stat().st_size for f in files)
+                params = {"seed": 7, "batch_size": args.batch_size, "epochs": 2, "threads": args.threads,
+                          "remote_inflight": args.parallel, "remote_part_size": part}
+                if name == "images":
+                    params.update(transform="train", image_size=224, image_layout="nchw", drop_last=True)
+                log = os.path.join(state, "logs", "nginx-access.log") if place == "http" else None
+                for frac in [0.0] + fractions:
+                    p = dict(params)
+                    if frac:
+                        cdir = os.path.join(tmp, "cache-%s-%s-%g" % (name, place, frac))
+                        p.update(cache_dir=cdir, cache_size=int(frac * size))
+                    key = "%s_%s_cache_%g" % (name, place, frac)
+                    load = os.getloadavg()[0]
+                    res = cache_epochs(build, url_of(name, ds), p, env, log)
+                    results["runs"][key] = {"dataset_bytes": size, "load_avg_1m": round(load, 2), "epochs": res}
+                    print("cache %-24s %s" % (key, json.dumps(results["runs"][key])))
+            if args.only_cache:
+                continue
             for place, (url_of, env) in places.items():
                 key = "%s_%s" % (name, place)
                 if place in cannot:
@@ -328,7 +420,7 @@ def main():
     runs = results["runs"]
     lines = []
     for place in ("http", "s3"):
-        if place not in places:
+        if place not in places or args.only_cache:
             continue
         r = ratio(runs.get("images_" + place), "samples_per_s", runs.get("images_local"), "samples_per_s")
         lines.append(("images_%s_vs_local" % place, r, "samples/s, target >= 0.9"))

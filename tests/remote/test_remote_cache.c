@@ -183,7 +183,8 @@ START_TEST(cache_half)
 }
 END_TEST
 
-/* A cache smaller than one block: nothing is kept, nothing waits, the batches are the same. */
+/* A cache smaller than one block: nothing is kept, nothing waits, the batches are the same. A
+ * cache_dir that cannot be made fails the open. */
 START_TEST(cache_tiny)
 {
     char *cache = new_cache("cache_tiny");
@@ -195,6 +196,18 @@ START_TEST(cache_tiny)
     ck_assert_uint_eq(st.cache_admitted, 0);
     ck_assert_uint_eq(sum_dir(cache).entries, 0);
     lt_rec_free(&r);
+    /* a directory that cannot be made: the open fails, naming it */
+    char *file = tu_join(g_ds.root, "a-file");
+    tu_write_file(file, "x", 1);
+    char *bad = tu_join(file, "cache");
+    sp_loader *l;
+    ck_assert_int_eq(lt_open(g_url, &l, "cache_dir", bad, "cache_size", "1M", NULL), SP_EIO);
+    ck_assert_msg(strstr(sp_last_error(), bad) && strstr(sp_last_error(), "Not a directory"), "%s", sp_last_error());
+    /* a local dataset has nothing to cache: the parameters are ignored */
+    ck_assert_int_eq(lt_open(g_ds.dir, &l, "cache_dir", bad, "cache_size", "1M", NULL), 0);
+    sp_loader_close(l);
+    free(bad);
+    free(file);
     free(cache);
 }
 END_TEST
