@@ -30,6 +30,7 @@
 #include <xxhash.h>
 
 #include "rm.h"
+#include "sp_file.h"
 
 #define RC_MAGIC "SPCACHE1"
 #define RC_IMAGIC "SPCIDX01"
@@ -111,37 +112,7 @@ static void put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 static uint32_t get_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static uint64_t get_u64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
-static bool full_pread(int fd, void *buf, uint64_t n, uint64_t off)
-{
-    uint8_t *p = buf;
-    while (n) {
-        ssize_t r = pread(fd, p, n > (1u << 30) ? (1u << 30) : (size_t)n, (off_t)off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return false;
-        p += r;
-        n -= (uint64_t)r;
-        off += (uint64_t)r;
-    }
-    return true;
-}
-
-static bool full_pwrite(int fd, const void *buf, uint64_t n, uint64_t off)
-{
-    const uint8_t *p = buf;
-    while (n) {
-        ssize_t r = pwrite(fd, p, n > (1u << 30) ? (1u << 30) : (size_t)n, (off_t)off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return false;
-        p += r;
-        n -= (uint64_t)r;
-        off += (uint64_t)r;
-    }
-    return true;
-}
+static bool read_at(int fd, void *buf, uint64_t n, uint64_t off) { return sp_pread_all(fd, buf, n, off) == 0; }
 
 static void id_of(const char *key, size_t n, uint8_t id[16])
 {
@@ -283,14 +254,16 @@ static int check_entry(int fd, const uint8_t id[16], uint64_t *bytes)
 {
     uint8_t h[RC_HDR];
     struct stat st;
-    if (fstat(fd, &st) != 0 || !full_pread(fd, h, RC_HDR, 0) || memcmp(h, RC_MAGIC, 8) != 0)
+    if (fstat(fd, &st) != 0 || st.st_size < 8 || !read_at(fd, h, 8, 0) || memcmp(h, RC_MAGIC, 8) != 0)
         return -1;
+    if (st.st_size < RC_HDR || !read_at(fd, h, RC_HDR, 0))
+        return 0; /* ours, cut within its header */
     uint32_t klen = get_u32(h + 12);
     uint64_t len = get_u64(h + 16);
     if (get_u32(h + 8) != RC_VERSION || klen == 0 || klen >= RC_KEYMAX || (uint64_t)st.st_size != RC_HDR + klen + len)
         return 0;
     char key[RC_KEYMAX];
-    if (!full_pread(fd, key, klen, RC_HDR))
+    if (!read_at(fd, key, klen, RC_HDR))
         return 0;
     uint8_t k[16];
     id_of(key, klen, k);
@@ -309,7 +282,7 @@ static void clean_tmp(rm_cache *c, const char *name)
     struct stat st;
     char magic[8];
     if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-        (st.st_size == 0 || (full_pread(fd, magic, 8, 0) && memcmp(magic, RC_MAGIC, 8) == 0)))
+        (st.st_size == 0 || (read_at(fd, magic, 8, 0) && memcmp(magic, RC_MAGIC, 8) == 0)))
         unlinkat(c->dfd, name, 0);
     close(fd);
 }
@@ -458,7 +431,7 @@ static bool own_key(int fd, const uint8_t h[RC_HDR], const uint8_t id[16])
 {
     char key[RC_KEYMAX];
     uint32_t klen = get_u32(h + 12);
-    if (klen == 0 || klen >= RC_KEYMAX || !full_pread(fd, key, klen, RC_HDR))
+    if (klen == 0 || klen >= RC_KEYMAX || !read_at(fd, key, klen, RC_HDR))
         return false;
     uint8_t k[16];
     id_of(key, klen, k);
@@ -498,12 +471,12 @@ int rm_cache_get(rm_cache *c, const rm_obj *o, uint64_t off, uint64_t len, uint8
     uint8_t h[RC_HDR];
     char got[RC_KEYMAX];
     struct stat st;
-    bool ours = full_pread(fd, h, RC_HDR, 0) && memcmp(h, RC_MAGIC, 8) == 0;
+    bool ours = read_at(fd, h, RC_HDR, 0) && memcmp(h, RC_MAGIC, 8) == 0;
     /* the same id with another key (a hash collision) is another entry: a miss, nothing removed */
-    bool same = ours && get_u32(h + 12) == klen && full_pread(fd, got, klen, RC_HDR) && memcmp(got, key, klen) == 0;
+    bool same = ours && get_u32(h + 12) == klen && read_at(fd, got, klen, RC_HDR) && memcmp(got, key, klen) == 0;
     bool whole = same && get_u32(h + 8) == RC_VERSION && get_u64(h + 16) == len && get_u64(h + 24) == u->sum &&
                  fstat(fd, &st) == 0 && (uint64_t)st.st_size == RC_HDR + klen + len &&
-                 full_pread(fd, buf, len, RC_HDR + klen) && sp_checksum64(buf, len) == u->sum;
+                 read_at(fd, buf, len, RC_HDR + klen) && sp_checksum64(buf, len) == u->sum;
     if (ours && (same ? !whole : !own_key(fd, h, id)))
         discard(c, fd, name, id);
     close(fd);
@@ -538,8 +511,8 @@ static bool write_entry(rm_cache *c, const char *name, const uint8_t id[16], con
     put_u32(h + 12, (uint32_t)klen);
     put_u64(h + 16, len);
     put_u64(h + 24, sum);
-    bool ok = flock(fd, LOCK_EX | LOCK_NB) == 0 && full_pwrite(fd, h, RC_HDR, 0) &&
-              full_pwrite(fd, key, klen, RC_HDR) && full_pwrite(fd, buf, len, RC_HDR + klen);
+    bool ok = flock(fd, LOCK_EX | LOCK_NB) == 0 && sp_write_all(fd, h, RC_HDR) == 0 && sp_write_all(fd, key, klen) == 0 &&
+              sp_write_all(fd, buf, len) == 0;
     if (ok && renameat2(c->dfd, tmp, c->dfd, name, RENAME_NOREPLACE) != 0) {
         /* a file system without RENAME_NOREPLACE: link refuses an existing name as well */
         ok = (errno == EINVAL || errno == ENOSYS) && linkat(c->dfd, tmp, c->dfd, name, 0) == 0;
