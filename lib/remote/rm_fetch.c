@@ -6,6 +6,7 @@
  * request it carried ends with the same verdict. */
 #include <stdatomic.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "rm_xfer.h"
 
@@ -17,7 +18,11 @@ typedef struct rm_req {
     uint32_t next; /* the next request of the same transfer, UINT32_MAX at the end */
     bool used;
     bool cached;   /* offered to the cache once fetched, as use says */
+    bool finished; /* in the done queue */
     rm_use use;
+    /* A cached read of bytes another request is already fetching waits for that one (its
+     * leader) instead of fetching them again: followers, UINT32_MAX at the end. */
+    uint32_t followers, next_follower;
 } rm_req;
 
 typedef struct rm_tx {
@@ -117,7 +122,8 @@ int rm_fetch_submit(rm_fetch *f, rm_obj *o, uint8_t *buf, uint64_t len, uint64_t
         i++;
     rm_req *r = &f->req[i];
     bool cached = f->cache && f->have_use;
-    *r = (rm_req){ o, buf, len, off, tag, SP_OK, UINT32_MAX, true, cached, f->use };
+    *r = (rm_req){ .obj = o, .buf = buf, .len = len, .off = off, .tag = tag, .next = UINT32_MAX, .used = true,
+                   .cached = cached, .use = f->use, .followers = UINT32_MAX, .next_follower = UINT32_MAX };
     f->have_use = false;
     f->pending++;
     if (cached && rm_cache_get(f->cache, o, off, len, buf, &r->use)) {
@@ -125,16 +131,35 @@ int rm_fetch_submit(rm_fetch *f, rm_obj *o, uint8_t *buf, uint64_t len, uint64_t
         finish_req(f, i, SP_OK, "");
         return SP_OK;
     }
+    /* the next epoch may ask for a block while this one's fetch of it is still out */
+    for (uint32_t k = 0; cached && k < f->depth; k++) {
+        rm_req *l = &f->req[k];
+        if (k != i && l->used && !l->finished && l->cached && l->obj == o && l->off == off && l->len == len) {
+            r->cached = false;
+            r->next_follower = l->followers;
+            l->followers = i;
+            return SP_OK;
+        }
+    }
     f->queue[(f->q_head + f->q_n++) % f->depth] = i;
     return SP_OK;
 }
 
 static void finish_req(rm_fetch *f, uint32_t i, int code, const char *why)
 {
-    f->req[i].code = code;
+    rm_req *r = &f->req[i];
+    r->code = code;
+    r->finished = true;
     if (code)
         snprintf(f->why[i], sizeof f->why[i], "%s", why);
     f->done[(f->d_head + f->d_n++) % f->depth] = i;
+    for (uint32_t k = r->followers, next; k != UINT32_MAX; k = next) {
+        next = f->req[k].next_follower;
+        if (code == SP_OK)
+            memcpy(f->req[k].buf, r->buf, r->len);
+        finish_req(f, k, code, why);
+    }
+    r->followers = UINT32_MAX;
 }
 
 /* Ends every request of transfer t with code, and frees t. Fetched bytes are offered to the

@@ -140,19 +140,17 @@ START_TEST(cache_whole)
     run(g_url, cache, size, "2", &r, &st);
     uint64_t served = log_bytes(at);
     check_same(&g_ref, &r);
-    /* the first epoch only, but for a block the second epoch asked for while the first one's fetch
-     * of it was still in flight */
-    ck_assert_uint_ge(st.remote_bytes, g_bytes);
-    ck_assert_uint_le(st.remote_bytes, g_bytes + g_bytes / 20);
-    ck_assert_uint_eq(st.cache_hit_bytes + st.remote_bytes, 2 * g_bytes);
+    /* the first epoch only: a block the second epoch asks for while the first one's fetch of it is
+     * still out waits for that fetch */
+    ck_assert_uint_eq(st.remote_bytes, g_bytes);
     ck_assert_uint_eq(st.cache_evictions, 0);
-    ck_assert_uint_le(st.cache_admitted, st.cache_misses); /* a miss twice (see above) is kept once */
+    ck_assert_uint_le(st.cache_admitted, st.cache_misses); /* a miss that waited (see above) is kept once */
     dir_sum d = sum_dir(cache);
     ck_assert_uint_eq(d.entries, st.cache_admitted);
     ck_assert_uint_eq(d.bytes, st.cache_bytes);
     ck_assert_uint_eq(d.tmp, 0);
     /* nginx sent one epoch of blocks and the shards' tails, no more */
-    ck_assert_msg(served <= g_served + g_bytes / 20, "served %llu for %llu", (unsigned long long)served,
+    ck_assert_msg(served <= g_served + 4096, "served %llu for %llu", (unsigned long long)served,
                   (unsigned long long)g_served);
     lt_rec r2 = { 0 };
     at = log_size();
@@ -213,7 +211,9 @@ START_TEST(cache_tiny)
     sp_loader_stats st;
     run(g_url, cache, "100", "2", &r, &st);
     check_same(&g_ref, &r);
-    ck_assert_uint_eq(st.remote_bytes, 2 * g_bytes);
+    /* every block twice, but for one asked for again while its fetch was out (it waits for it) */
+    ck_assert_uint_le(st.remote_bytes, 2 * g_bytes);
+    ck_assert_uint_ge(st.remote_bytes, 2 * g_bytes - g_bytes / 10);
     ck_assert_uint_eq(st.cache_admitted, 0);
     ck_assert_uint_eq(sum_dir(cache).entries, 0);
     lt_rec_free(&r);
@@ -457,8 +457,7 @@ START_TEST(cache_damaged_entry)
     lt_rec r2 = { 0 };
     run(g_url, cache, size, "2", &r2, &st);
     check_same(&g_ref, &r2);
-    ck_assert_uint_ge(st.remote_bytes, lost);
-    ck_assert_uint_le(st.remote_bytes, lost + g_bytes / 20);
+    ck_assert_uint_eq(st.remote_bytes, lost);
     ck_assert_uint_eq(st.cache_discarded, 2); /* the cut one goes at open, the flipped one when read */
     ck_assert(tu_exists(victim[0]) && tu_exists(victim[1])); /* fetched and kept again */
     lt_rec r3 = { 0 };
@@ -579,8 +578,7 @@ START_TEST(cache_s3)
     run("s3://cachebkt/ds", cache, size, "2", &r, &st);
     rt_stop(state);
     check_same(&g_ref, &r);
-    ck_assert_uint_le(st.remote_bytes, g_bytes + g_bytes / 20);
-    ck_assert_uint_eq(st.cache_hit_bytes + st.remote_bytes, 2 * g_bytes);
+    ck_assert_uint_eq(st.remote_bytes, g_bytes);
     lt_rec_free(&r);
     free(cache);
 }
