@@ -13,8 +13,9 @@
  * right edge (no filter reads to its right) with SIMD Paeth and Average where the CPU has SSE2,
  * and the crop's columns written straight into the region. Its pixels are libspng's, bit for bit.
  * Neither the IDAT chunks' CRCs nor zlib's Adler-32 are checked on it (libspng checked both, and
- * they were a twentieth of the time): the shard block holding the image has its own checksum,
- * verified when it is read, and every other chunk's CRC is still checked by libspng. */
+ * they were a twentieth of the time): the shard block holding the image has its own checksums,
+ * which the loader verifies when it reads the block, and every chunk before the image data is
+ * still checked by libspng. */
 #include <stdio.h>
 #include <stdlib.h>
 
