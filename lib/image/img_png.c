@@ -133,12 +133,10 @@ static bool idat_first(idat_feed *f, const uint8_t *data, size_t size)
 {
     *f = (idat_feed){ data, size, 8, false };
     while (f->next + 8 <= size) {
-        uint32_t len = be32(data + f->next);
-        if (len > size - f->next - 8)
-            return false;
         if (!memcmp(data + f->next + 4, "IDAT", 4))
-            return true;
-        if (size - f->next - 8 - len < 4)
+            return true; /* one running past the file's end gives what there is (idat_next) */
+        uint32_t len = be32(data + f->next);
+        if (len > size - f->next - 8 || size - f->next - 8 - len < 4)
             return false;
         f->next += 12 + (size_t)len;
     }

@@ -186,8 +186,9 @@ static double crop_bottom(sp_image_transform *t, int w, int h, int s)
     return c.y1;
 }
 
-/* Rows below the crop are never read: a bad filter type there, or a stream that stops there, is
- * not seen; within the crop either is a bad sample naming what is wrong. */
+/* Rows below the crop are never read: a bad filter type there, a stream that stops there, or a
+ * file cut there (inside its last IDAT, whose length runs past the end) is not seen; within the
+ * crop each is a bad sample naming what is wrong. */
 START_TEST(stops_after_the_crop)
 {
     const int w = 200, h = 300, cut = 200, slack = 24;
@@ -195,15 +196,18 @@ START_TEST(stops_after_the_crop)
     it_enc good = hand_png(pic, w, h, &(hand){ 3, -1, -1, -1, 0, false, 0 });
     it_enc badrows = hand_png(pic, w, h, &(hand){ 3, -1, cut, -1, 0, false, 0 });
     it_enc shortz = hand_png(pic, w, h, &(hand){ 3, -1, -1, cut, 0, false, 0 });
+    /* the stream of the first cut rows, less its last 10 bytes (Adler-32 and the last codes), CRC
+     * and IEND: the IDAT says it is 10 bytes longer than what is left of the file */
+    it_enc cutfile = { shortz.data, shortz.size - 12 - 4 - 10 };
     sp_image_transform *t = it_transform("image_size", "64", NULL);
     uint8_t a[64 * 64 * 3], b[64 * 64 * 3];
     int above = 0, below = 0;
     for (int s = 0; s < 64; s++) {
         double y1 = crop_bottom(t, w, h, s);
         ck_assert_int_eq(sp_image_transform_apply(t, good.data, good.size, 0, (uint64_t)s, a, NULL), 0);
-        const it_enc *cases[] = { &badrows, &shortz };
-        const char *want[] = { "filter type 9", "image data ends at row" };
-        for (int i = 0; i < 2; i++) {
+        const it_enc *cases[] = { &badrows, &shortz, &cutfile };
+        const char *want[] = { "filter type 9", "image data ends at row", "image data ends at row" };
+        for (int i = 0; i < 3; i++) {
             int rc = sp_image_transform_apply(t, cases[i]->data, cases[i]->size, 0, (uint64_t)s, b, NULL);
             if (y1 + slack <= cut) {
                 ck_assert_msg(rc == 0, "sample %d (crop ends at row %.1f): %s", s, y1, sp_last_error());
