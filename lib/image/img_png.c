@@ -119,7 +119,10 @@ void img_reduce_row(img_reducer *r, const uint8_t *src, int y, int fy0, int fy1)
 
 /* ---- the fast path: 8-bit RGB or RGBA, not interlaced ---- */
 
-static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
 
 /* The IDAT chunks of a PNG in memory, fed to zlib one after another. */
 typedef struct idat_feed {
@@ -171,7 +174,7 @@ static bool idat_next(idat_feed *f, z_stream *z)
 static voidpf z_take(voidpf op, uInt items, uInt size)
 {
     (void)op;
-    return pa_calloc(items, size);
+    return (uint64_t)items * size > SIZE_MAX ? NULL : pa_malloc((size_t)items * size); /* zlib wants no zeroes */
 }
 static void z_give(voidpf op, voidpf p)
 {
@@ -184,6 +187,51 @@ static inline uint8_t paeth1(int a, int b, int c)
     int pa = abs(b - c), pb = abs(a - c), pc = abs(a + b - 2 * c);
     return (uint8_t)(pa <= pb && pa <= pc ? a : pb <= pc ? b : c);
 }
+
+#if defined(__SSE2__)
+/* Average (paeth false) or Paeth over whole pixels of bpp (3 or 4, a constant where inlined) bytes,
+ * one at a time in 16-bit lanes: each depends on the one to its left. Stops where a 4-byte load
+ * would pass n; returns the bytes done. */
+static inline __attribute__((always_inline)) size_t unfilter_sse2(uint8_t *row, const uint8_t *prev, size_t n,
+                                                                  const int bpp, const bool paeth)
+{
+    const __m128i zero = _mm_setzero_si128(), low = _mm_set1_epi16(0xff);
+    __m128i a = zero, c = zero;
+    size_t i = 0;
+    for (; i + 4 <= n; i += (size_t)bpp) {
+        uint32_t vx, vb;
+        memcpy(&vx, row + i, 4);
+        memcpy(&vb, prev + i, 4);
+        __m128i x = _mm_unpacklo_epi8(_mm_cvtsi32_si128((int)vx), zero);
+        __m128i b = _mm_unpacklo_epi8(_mm_cvtsi32_si128((int)vb), zero), pred;
+        if (paeth) {
+            __m128i bc = _mm_sub_epi16(b, c), ac = _mm_sub_epi16(a, c), abc = _mm_add_epi16(bc, ac);
+            __m128i pa = _mm_max_epi16(bc, _mm_sub_epi16(zero, bc));
+            __m128i pb = _mm_max_epi16(ac, _mm_sub_epi16(zero, ac));
+            __m128i pc = _mm_max_epi16(abc, _mm_sub_epi16(zero, abc));
+            __m128i least = _mm_min_epi16(pa, _mm_min_epi16(pb, pc));
+            __m128i use_a = _mm_cmpeq_epi16(pa, least);
+            __m128i use_b = _mm_andnot_si128(use_a, _mm_cmpeq_epi16(pb, least));
+            __m128i use_c = _mm_andnot_si128(_mm_or_si128(use_a, use_b), _mm_set1_epi16(-1));
+            pred = _mm_or_si128(_mm_or_si128(_mm_and_si128(use_a, a), _mm_and_si128(use_b, b)),
+                                _mm_and_si128(use_c, c));
+            c = b;
+        } else {
+            pred = _mm_srli_epi16(_mm_add_epi16(a, b), 1);
+        }
+        a = _mm_and_si128(_mm_add_epi16(x, pred), low);
+        uint32_t o = (uint32_t)_mm_cvtsi128_si32(_mm_packus_epi16(a, zero));
+        if (bpp == 3) { /* two stores: one of four bytes would overlap the next pixel's load */
+            uint16_t o2 = (uint16_t)o;
+            memcpy(row + i, &o2, 2);
+            row[i + 2] = (uint8_t)(o >> 16);
+        } else {
+            memcpy(row + i, &o, 4);
+        }
+    }
+    return i;
+}
+#endif
 
 /* Unfilters the first n bytes of row (filter byte already taken) against prev, bpp 3 or 4. */
 static void unfilter(int filter, uint8_t *row, const uint8_t *prev, size_t n, int bpp)
@@ -200,52 +248,14 @@ static void unfilter(int filter, uint8_t *row, const uint8_t *prev, size_t n, in
         return;
     case 3: /* Average */
 #if defined(__SSE2__)
-    {
-        /* One pixel at a time in 16-bit lanes: each depends on the one to its left. */
-        const __m128i zero = _mm_setzero_si128();
-        __m128i a = zero;
-        uint32_t v;
-        for (; i + 4 <= n; i += (size_t)bpp) {
-            memcpy(&v, row + i, 4);
-            __m128i x = _mm_unpacklo_epi8(_mm_cvtsi32_si128((int)v), zero);
-            memcpy(&v, prev + i, 4);
-            __m128i b = _mm_unpacklo_epi8(_mm_cvtsi32_si128((int)v), zero);
-            a = _mm_and_si128(_mm_add_epi16(x, _mm_srli_epi16(_mm_add_epi16(a, b), 1)), _mm_set1_epi16(0xff));
-            uint32_t o = (uint32_t)_mm_cvtsi128_si32(_mm_packus_epi16(a, zero));
-            memcpy(row + i, &o, (size_t)bpp);
-        }
-    }
+        i = bpp == 3 ? unfilter_sse2(row, prev, n, 3, false) : unfilter_sse2(row, prev, n, 4, false);
 #endif
         for (; i < n; i++)
             row[i] = (uint8_t)(row[i] + (((i >= (size_t)bpp ? row[i - bpp] : 0) + prev[i]) >> 1));
         return;
     case 4: /* Paeth */
 #if defined(__SSE2__)
-    {
-        const __m128i zero = _mm_setzero_si128();
-        __m128i a = zero, c = zero;
-        uint32_t v;
-        for (; i + 4 <= n; i += (size_t)bpp) {
-            memcpy(&v, row + i, 4);
-            __m128i x = _mm_unpacklo_epi8(_mm_cvtsi32_si128((int)v), zero);
-            memcpy(&v, prev + i, 4);
-            __m128i b = _mm_unpacklo_epi8(_mm_cvtsi32_si128((int)v), zero);
-            __m128i bc = _mm_sub_epi16(b, c), ac = _mm_sub_epi16(a, c), abc = _mm_add_epi16(bc, ac);
-            __m128i pa = _mm_max_epi16(bc, _mm_sub_epi16(zero, bc));
-            __m128i pb = _mm_max_epi16(ac, _mm_sub_epi16(zero, ac));
-            __m128i pc = _mm_max_epi16(abc, _mm_sub_epi16(zero, abc));
-            __m128i least = _mm_min_epi16(pa, _mm_min_epi16(pb, pc));
-            __m128i use_a = _mm_cmpeq_epi16(pa, least);
-            __m128i use_b = _mm_andnot_si128(use_a, _mm_cmpeq_epi16(pb, least));
-            __m128i use_c = _mm_andnot_si128(_mm_or_si128(use_a, use_b), _mm_set1_epi16(-1));
-            __m128i pred = _mm_or_si128(_mm_or_si128(_mm_and_si128(use_a, a), _mm_and_si128(use_b, b)),
-                                        _mm_and_si128(use_c, c));
-            a = _mm_and_si128(_mm_add_epi16(x, pred), _mm_set1_epi16(0xff));
-            c = b;
-            uint32_t o = (uint32_t)_mm_cvtsi128_si32(_mm_packus_epi16(a, zero));
-            memcpy(row + i, &o, (size_t)bpp);
-        }
-    }
+        i = bpp == 3 ? unfilter_sse2(row, prev, n, 3, true) : unfilter_sse2(row, prev, n, 4, true);
 #endif
         for (; i < n; i++) {
             bool left = i >= (size_t)bpp;
@@ -295,29 +305,25 @@ static int fast_rows(img_ctx *c, const struct spng_ihdr *ih, const uint8_t *data
         return snprintf(why, whylen, "out of memory for zlib"), SP_ENOMEM;
     inflateValidate(&z, 0); /* no Adler-32: see the top of the file */
     int rc = SP_OK;
-    bool ended = false;
     for (int y = 0; y < fy1 && !rc;) {
         size_t n = (size_t)(fy1 - y) < batch ? (size_t)(fy1 - y) : batch;
         z.next_out = buf + rb;
         z.avail_out = (uInt)(n * rb);
         while (z.avail_out && !rc) {
-            if (!z.avail_in && !idat_next(&f, &z)) {
-                ended = true;
+            if (!z.avail_in && !idat_next(&f, &z))
                 break;
-            }
             int e = inflate(&z, Z_NO_FLUSH);
-            if (e == Z_STREAM_END) {
-                ended = true;
+            if (e == Z_STREAM_END)
                 break;
-            }
             if (e == Z_MEM_ERROR)
                 rc = (snprintf(why, whylen, "out of memory decoding it"), SP_ENOMEM);
             else if (e != Z_OK && e != Z_BUF_ERROR)
                 rc = (snprintf(why, whylen, "corrupt PNG: %s", z.msg ? z.msg : "bad image data"), SP_EBADINPUT);
         }
         if (!rc && z.avail_out) /* the stream ended before the crop's last row */
-            rc = (snprintf(why, whylen, "corrupt PNG: the image data ends at row %d of %u", y + (int)(n * rb - z.avail_out) / (int)rb,
-                           ih->height), SP_EBADINPUT);
+            rc = (snprintf(why, whylen, "corrupt PNG: the image data ends at row %d of %u",
+                           y + (int)((n * rb - z.avail_out) / rb), ih->height),
+                  SP_EBADINPUT);
         for (size_t i = 0; i < n && !rc; i++, y++) {
             uint8_t *row = buf + (i + 1) * rb, *prev = buf + i * rb;
             if (row[0] > 4) {
@@ -346,14 +352,13 @@ static int fast_rows(img_ctx *c, const struct spng_ihdr *ih, const uint8_t *data
         if (!rc)
             memcpy(buf, buf + n * rb, rb); /* the last row becomes the row above */
     }
-    (void)ended;
     inflateEnd(&z);
     return rc;
 }
 
 /* The decode; libspng's context is freed by the caller. */
-static int decode(img_ctx *c, spng_ctx *s, const uint8_t *data, size_t size, png_budget *bud, uint64_t epoch, uint64_t sample, void *out,
-                  img_result *res, char *why, size_t whylen)
+static int decode(img_ctx *c, spng_ctx *s, const uint8_t *data, size_t size, png_budget *bud, uint64_t epoch,
+                  uint64_t sample, void *out, img_result *res, char *why, size_t whylen)
 {
     struct spng_ihdr ih;
     int e = spng_get_ihdr(s, &ih);
