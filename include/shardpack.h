@@ -925,6 +925,12 @@ typedef struct sp_loader_stats {
     uint64_t cache_hits, cache_misses, cache_hit_bytes;
     uint64_t cache_admitted, cache_evictions, cache_discarded;
     uint64_t cache_bytes, cache_size;
+    /* Prefetch that follows need: the batch ring (batch_ring_slots at most) starts with one shuffle
+     * window of batches and two more, and grows by a slot each time the consumer waits for a batch
+     * that limit held back; slots never used are never touched (not resident). */
+    uint64_t batch_ring_in_use;             /* slots holding a batch now (filling, ready or leased) */
+    uint64_t batch_ring_limit;              /* slots the ring may use now; all of them when prefetch is given */
+    uint64_t batch_ring_grown;              /* times the limit grew */
 } sp_loader_stats;
 
 /* Fills *out (its struct_size set by the caller). SP_EINVAL for a NULL argument or a struct_size

@@ -644,6 +644,14 @@ static void print_json(const bench_report *r)
     cli_json_double(&j, st->read_wait_space_s);
     cli_json_key(&j, "read_wait_slot_s");
     cli_json_double(&j, st->read_wait_slot_s);
+    cli_json_key(&j, "batch_ring_slots");
+    cli_json_u64(&j, st->batch_ring_slots);
+    cli_json_key(&j, "batch_ring_limit");
+    cli_json_u64(&j, st->batch_ring_limit);
+    cli_json_key(&j, "batch_ring_peak_slots");
+    cli_json_u64(&j, st->batch_ring_peak_slots);
+    cli_json_key(&j, "batch_ring_grown");
+    cli_json_u64(&j, st->batch_ring_grown);
     cli_json_key(&j, "trace_events");
     cli_json_u64(&j, st->trace_events);
     cli_json_key(&j, "trace_events_dropped");
@@ -704,6 +712,10 @@ static void print_summary(const bench_report *r)
                r->lim->parallel_samples_per_s, r->lim->parallel_threads, parallel_ratio(r));
     printf("  memory     peak RSS %s (%s before the loader ran); host_memory %s, %s allocated\n",
            rss, before, budget, alloc);
+    printf("  prefetch   %llu of %llu batch slots usable (grown %llu time%s while next() waited), peak %llu in use\n",
+           (unsigned long long)st->batch_ring_limit, (unsigned long long)st->batch_ring_slots,
+           (unsigned long long)st->batch_ring_grown, st->batch_ring_grown == 1 ? "" : "s",
+           (unsigned long long)st->batch_ring_peak_slots);
     printf("  ranks      %s\n", st->rank_note);
     if (st->threads_note[0])
         printf("  threads    %s\n", st->threads_note);

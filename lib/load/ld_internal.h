@@ -177,13 +177,13 @@ typedef struct ld_reader_state {
     uint32_t win_plan[2]; /* plan slot of each window slot */
     /* The reader's plans: it runs on into the next epoch while the consumer finishes this one, so
      * two plans may be live. Batches are numbered globally within a run: epoch-local batch k of
-     * plan slot i is global batch rbase[i] + k, held in slot (global % nslots). */
+     * plan slot i is global batch rbase[i] + k, held in slot ld_slot_of(global). */
     ld_plan rplan[2];
     uint64_t rbase[2], rlo[2];
     uint64_t next_assign; /* the next global batch whose slot the reader claims */
     /* where a run starts, set by the consumer before it starts the reader */
     uint64_t run_epoch, run_k;
-    uint64_t run_base; /* global number of run_epoch's batch 0 (below nslots; see run_base_locked) */
+    uint64_t run_base; /* global number of run_epoch's batch 0 */
 } ld_reader_state;
 
 /* The rings shared by the reader, the workers and the consumer: everything here is read and
@@ -195,10 +195,21 @@ typedef struct ld_ring {
     bool stop, reader_done;
     /* batch slots */
     ld_slot *slots;
-    uint64_t nslots;       /* fixed at open */
+    uint64_t nslots;       /* fixed at open: the most the ring may use (the budget's) */
     uint64_t slots_in_use; /* batch slots not free */
+    /* Which slot holds global batch g, at slot_of[g % nslots]: written when the reader claims g,
+     * read (by the consumer and the workers) until the consumer takes g. The batches claimed and
+     * not taken are consecutive and each holds a slot, so no two of them share an entry. */
+    uint32_t *slot_of;
+    uint32_t *free_slots, nfree; /* free slots, a stack: the one freed last is used first, so the
+                                  * ring touches only as many slots as it has used at once */
+    /* Prefetch that follows need: the reader uses at most slot_limit slots; it starts at one
+     * window of batches and two more (all nslots when prefetch is given) and grows by one, up to
+     * nslots, each time the consumer waits for a batch the limit keeps from being read. */
+    uint64_t slot_limit;
+    bool reader_blocked;   /* the reader waits for a slot (none free, or slot_limit in use) */
+    uint64_t claim_first;  /* then: the first global batch of the window it claims */
     uint64_t waiting_for;  /* global batch the consumer sleeps on, UINT64_MAX when awake */
-    int64_t blocked_slot;  /* the slot the reader waits for, -1 when none */
     uint64_t leases;
     uint64_t taken; /* batches the host consumer has taken, ever (orders the leases) */
     bool consumer_abort; /* the host consumer's wait returns at once (device stage halt) */
@@ -277,6 +288,16 @@ struct sp_loader {
     ld_cache *cache; /* a remote dataset's local cache (ld_cache.c), or NULL */
 };
 
+/* The slot of global batch g, claimed by the reader and not yet taken by the consumer (any other
+ * g gives a slot whose k is not g). */
+static inline ld_slot *ld_slot_of(const sp_loader *l, uint64_t g)
+{
+    return &l->ring.slots[l->ring.slot_of[g % l->ring.nslots]];
+}
+
+/* ld_pipeline.c: when the consumer waits for global batch g because the slot limit holds the
+ * reader back from it, the limit grows by one slot (true). Called with ring.mu held. */
+bool ld_grow_slots_locked(sp_loader *l, uint64_t g);
 /* ld_pipeline.c: the trace's host counters from the ring's state. Called with ring.mu held. */
 void ld_trace_counters_locked(sp_loader *l);
 

@@ -636,6 +636,10 @@ static int alloc_pools(sp_loader *l, const ld_sizes *z)
         pool(&o, sp_aligned_alloc(LD_PAGE, z->slots * l->lay.batch_bytes), "batch ring", z->slots * l->lay.batch_bytes);
     l->ring.slots =
         pool(&o, sp_calloc(z->slots, sizeof *l->ring.slots), "batch slots", z->slots * sizeof *l->ring.slots);
+    l->ring.slot_of = pool(&o, sp_calloc(z->slots, sizeof *l->ring.slot_of), "batch slot map",
+                           z->slots * sizeof *l->ring.slot_of);
+    l->ring.free_slots = pool(&o, sp_calloc(z->slots, sizeof *l->ring.free_slots), "batch slot map",
+                              z->slots * sizeof *l->ring.free_slots);
     l->pool.tensors = pool(&o, sp_calloc(z->slots * l->lay.nout, sizeof *l->pool.tensors), "batch tensor descriptors",
                            z->slots * l->lay.nout * sizeof *l->pool.tensors);
     l->pool.shapes = pool(&o, sp_calloc(z->slots * l->lay.ndims, sizeof *l->pool.shapes), "batch tensor shapes",
@@ -680,6 +684,11 @@ static int alloc_pools(sp_loader *l, const ld_sizes *z)
     l->stats.s.read_ring_bytes = z->read;
     l->stats.s.batch_ring_bytes = z->slots * l->lay.batch_bytes;
     l->stats.s.batch_ring_slots = z->slots;
+    /* Prefetch follows need: one window of batches and two more to start with (the rows of slots
+     * never used are never touched), growing while the consumer waits on the limit. A prefetch
+     * given asks for its slots at once. */
+    l->ring.slot_limit = l->cfg.prefetch || z->bpw + 2 > z->slots ? z->slots : z->bpw + 2;
+    l->stats.s.batch_ring_limit = l->ring.slot_limit;
     l->stats.s.scratch_bytes = z->scratch + z->shared;
     l->stats.s.image_scratch_bytes =
         l->cfg.has_image ? (uint64_t)l->cfg.threads * img_ctx_bytes_shared(&l->cfg.img) + z->shared : 0;
@@ -777,6 +786,8 @@ static void loader_free(sp_loader *l)
     sp_free(l->ring.jobs);
     sp_free(l->ring.regions);
     sp_free(l->ring.slots);
+    sp_free(l->ring.slot_of);
+    sp_free(l->ring.free_slots);
     sp_free(l->pool.tensors);
     sp_free(l->pool.shapes);
     sp_free(l->pool.batch_mem);
@@ -813,7 +824,6 @@ static sp_loader *loader_new(void)
     pthread_condattr_destroy(&ca);
     pthread_cond_init(&l->ring.c_reader, NULL);
     pthread_cond_init(&l->ring.c_worker, NULL);
-    l->ring.blocked_slot = -1;
     l->ring.waiting_for = UINT64_MAX;
     l->cons.eb = &l->eb;
     l->cons.track = LD_TRACK_CONSUMER;
@@ -1319,15 +1329,27 @@ int64_t sp_loader_epoch_order(sp_loader *l, uint64_t epoch, uint64_t *ids, uint6
 
 /* ---------------------------------------------------------------- the consumer */
 
+/* The ring cannot advance: the reader waits for a slot with every one in use (the limit cannot
+ * grow), and no block is left to decode: the slots it needs are leased. */
 static bool stuck_locked(const sp_loader *l)
 {
-    return l->ring.blocked_slot >= 0 && l->ring.slots[l->ring.blocked_slot].state == SLOT_LEASED &&
-           l->ring.pending == 0 && l->ring.job_count == 0;
+    return l->ring.reader_blocked && l->ring.nfree == 0 && l->ring.pending == 0 && l->ring.job_count == 0;
 }
 
-/* Waits for global batch g in slot s, with mu held. */
-static int wait_ready(sp_loader *l, ld_slot *s, uint64_t g, int timeout_ms)
+/* The batch held longest by the consumer (for the message of a stuck ring), or NULL. */
+static const sp_batch *oldest_lease_locked(const sp_loader *l)
 {
+    const ld_slot *old = NULL;
+    for (uint64_t i = 0; i < l->ring.nslots; i++)
+        if (l->ring.slots[i].state == SLOT_LEASED && (!old || l->ring.slots[i].taken < old->taken))
+            old = &l->ring.slots[i];
+    return old ? &old->b : NULL;
+}
+
+/* Waits for global batch g, with mu held; its slot in *out. */
+static int wait_ready(sp_loader *l, uint64_t g, int timeout_ms, ld_slot **out)
+{
+    ld_slot *s = ld_slot_of(l, g); /* looked up again after each wait: the reader may claim g meanwhile */
     struct timespec dl;
     if (timeout_ms >= 0)
         sp_deadline_after(&dl, timeout_ms);
@@ -1346,8 +1368,9 @@ static int wait_ready(sp_loader *l, ld_slot *s, uint64_t g, int timeout_ms)
         }
         if (s->k == g && s->state == SLOT_READY)
             break;
-        if (stuck_locked(l)) {
-            const sp_batch *held = &l->ring.slots[l->ring.blocked_slot].b;
+        ld_grow_slots_locked(l, g); /* the limit holds the reader back from g: one slot more */
+        const sp_batch *held = stuck_locked(l) ? oldest_lease_locked(l) : NULL;
+        if (held) {
             rc = sp_fail(
                 l->cons.eb, SP_EBUSY,
                 "batch %llu of epoch %llu cannot be produced while batch %llu of epoch %llu "
@@ -1362,6 +1385,7 @@ static int wait_ready(sp_loader *l, ld_slot *s, uint64_t g, int timeout_ms)
                                : pthread_cond_timedwait(&l->ring.c_consumer, &l->ring.mu, &dl);
         sp_trace_end(l->trace, l->cons.track, SPT_CONSUMER_WAIT, tw, UINT64_MAX);
         l->ring.waiting_for = UINT64_MAX;
+        s = ld_slot_of(l, g);
         if (w == ETIMEDOUT && !(s->k == g && s->state == SLOT_READY)) {
             rc = sp_fail(l->cons.eb, SP_ETIMEDOUT, "batch %llu not ready within %d ms",
                          (unsigned long long)l->cons.next_k, timeout_ms);
@@ -1369,6 +1393,7 @@ static int wait_ready(sp_loader *l, ld_slot *s, uint64_t g, int timeout_ms)
         }
     }
     l->stats.s.stall_s += sp_now() - t0;
+    *out = s;
     return rc;
 }
 
@@ -1390,8 +1415,8 @@ int ld_host_next(sp_loader *l, sp_batch **out, int timeout_ms)
     uint64_t t0 = sp_trace_begin(l->trace, SPT_NEXT);
     pthread_mutex_lock(&l->ring.mu);
     uint64_t g = l->cons.cons_base + l->cons.next_k;
-    ld_slot *s = &l->ring.slots[g % l->ring.nslots];
-    rc = wait_ready(l, s, g, timeout_ms);
+    ld_slot *s;
+    rc = wait_ready(l, g, timeout_ms, &s);
     if (rc == SP_OK) {
         s->state = SLOT_LEASED;
         s->taken = ++l->ring.taken;
@@ -1431,13 +1456,15 @@ int ld_host_release(sp_loader *l, sp_batch *b)
         rc = sp_fail(l->cons.eb, SP_EINVAL, "batch %llu is not leased (released twice?)", (unsigned long long)b->index);
     } else {
         s->state = SLOT_FREE;
+        l->ring.free_slots[l->ring.nfree++] = b->slot;
         l->ring.leases--;
         l->ring.slots_in_use--;
+        l->stats.s.batch_ring_in_use = l->ring.slots_in_use;
         if (l->trace)
             ld_trace_counters_locked(l);
-        /* Wake the reader only when it waits for this very slot: a system call per batch would
-         * otherwise cost more than the batch itself at small batch sizes. */
-        if (l->ring.blocked_slot == (int64_t)b->slot)
+        /* Wake the reader only when it waits for a slot: a system call per batch would otherwise
+         * cost more than the batch itself at small batch sizes. */
+        if (l->ring.reader_blocked && l->ring.slots_in_use < l->ring.slot_limit)
             pthread_cond_signal(&l->ring.c_reader);
     }
     pthread_mutex_unlock(&l->ring.mu);

@@ -373,7 +373,7 @@ static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v, int 
             continue;
         uint64_t g = gbase + p / l->cfg.batch;
         uint32_t row = (uint32_t)(p % l->cfg.batch);
-        ld_slot *s = &l->ring.slots[g % l->ring.nslots];
+        ld_slot *s = ld_slot_of(l, g);
         uint64_t sample = l->tab.block_first[j->block] + r;
         char why[SP_ERRMSG_MAX];
         size_t f;
@@ -394,7 +394,7 @@ static void scatter(sp_loader *l, const ld_job *j, const fmt_block_view *v, int 
     ld_rows_fence();
     for (uint64_t g = gfirst; g <= glast; g++)
         if (count[g - gfirst])
-            rows_done(l, &l->ring.slots[g % l->ring.nslots], count[g - gfirst], LD_TRACK_WORKER + (unsigned)id);
+            rows_done(l, ld_slot_of(l, g), count[g - gfirst], LD_TRACK_WORKER + (unsigned)id);
 }
 
 /* A block that cannot be used: fail its batches, or (on_error=skip) mark its rows for filling. */
@@ -429,7 +429,7 @@ static void block_failed(sp_loader *l, const ld_job *j, int code, const char *wh
         uint64_t p = w->start + w->pos[base + r];
         if (w->pos[base + r] == LD_POS_NONE || p < lo || p >= hi)
             continue;
-        ld_slot *s = &l->ring.slots[(gbase + p / l->cfg.batch) % l->ring.nslots];
+        ld_slot *s = ld_slot_of(l, gbase + p / l->cfg.batch);
         uint32_t row = (uint32_t)(p % l->cfg.batch);
         pthread_mutex_lock(&l->ring.mu);
         note_row_locked(s, row, j->block, r, NULL, why);
@@ -476,7 +476,7 @@ static void job_done(sp_loader *l, const ld_job *j, double busy)
     l->ring.pending--;
     l->stats.s.decode_busy_s += busy;
     pthread_cond_signal(&l->ring.c_reader); /* ring space or a window slot may have come free */
-    if (l->ring.pending == 0 && l->ring.blocked_slot >= 0)
+    if (l->ring.pending == 0 && l->ring.reader_blocked)
         pthread_cond_signal(&l->ring.c_consumer); /* lets next() see a ring that cannot advance */
     pthread_mutex_unlock(&l->ring.mu);
 }
@@ -872,24 +872,46 @@ static void reader_wait_io(sp_loader *l, ld_reader *rd)
     pthread_mutex_unlock(&l->ring.mu);
 }
 
-/* Claims the slots of plan pi's batches [from, to] (epoch-local) for a window, waiting for the
- * consumer to release the batches that held them. Called with mu held. */
+/* Whether the consumer, waiting for global batch g, waits because of the slot limit: the reader
+ * is held by it while claiming a window that g belongs to, or one before it. Then the limit grows
+ * by one slot (true). Called with mu held. */
+bool ld_grow_slots_locked(sp_loader *l, uint64_t g)
+{
+    if (!l->ring.reader_blocked || l->ring.claim_first > g || l->ring.slot_limit >= l->ring.nslots ||
+        l->ring.slots_in_use < l->ring.slot_limit)
+        return false;
+    l->ring.slot_limit++;
+    l->stats.s.batch_ring_limit = l->ring.slot_limit;
+    l->stats.s.batch_ring_grown++;
+    pthread_cond_signal(&l->ring.c_reader);
+    return true;
+}
+
+/* Claims slots for plan pi's batches [from, to] (epoch-local) for a window, waiting while none is
+ * free or slot_limit are in use: for the consumer to release a batch, or to wait for one the limit
+ * holds back (then the limit grows). Called with mu held. */
 static bool claim_batches(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t from, uint64_t to)
 {
     uint64_t gbase = l->rdr.rbase[pi];
     for (uint64_t g = gbase + from > l->rdr.next_assign ? gbase + from : l->rdr.next_assign; g <= gbase + to; g++) {
         uint64_t k = g - gbase;
-        ld_slot *s = &l->ring.slots[g % l->ring.nslots];
-        while (!l->ring.stop && s->state != SLOT_FREE) {
-            l->ring.blocked_slot = (int64_t)(g % l->ring.nslots);
+        while (!l->ring.stop && (l->ring.nfree == 0 || l->ring.slots_in_use >= l->ring.slot_limit)) {
+            l->ring.reader_blocked = true;
+            l->ring.claim_first = gbase + from;
+            /* A consumer already asleep on a batch this window holds gets the slot it needs now. */
+            if (l->ring.waiting_for != UINT64_MAX && ld_grow_slots_locked(l, l->ring.waiting_for))
+                continue;
             /* When no block is pending, no worker will wake next() to see that the ring is
              * stuck: do it here, or a consumer waiting without timeout never returns SP_EBUSY. */
             pthread_cond_signal(&l->ring.c_consumer);
             reader_wait(l, rd, SPT_SLOT_WAIT);
         }
-        l->ring.blocked_slot = -1;
+        l->ring.reader_blocked = false;
         if (l->ring.stop)
             return false;
+        uint32_t i = l->ring.free_slots[--l->ring.nfree];
+        ld_slot *s = &l->ring.slots[i];
+        l->ring.slot_of[g % l->ring.nslots] = i;
         uint64_t rows = l->rdr.rplan[pi].samples - k * l->cfg.batch;
         s->k = g;
         s->state = SLOT_FILLING;
@@ -903,6 +925,7 @@ static bool claim_batches(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t fro
         l->rdr.next_assign = g + 1;
         if (++l->ring.slots_in_use > l->stats.s.batch_ring_peak_slots)
             l->stats.s.batch_ring_peak_slots = l->ring.slots_in_use;
+        l->stats.s.batch_ring_in_use = l->ring.slots_in_use;
         if (l->trace)
             ld_trace_counters_locked(l);
     }
@@ -1048,39 +1071,24 @@ static void *reader_main(void *arg)
 
 /* ---------------------------------------------------------------- start and stop */
 
-/* Where a new run's numbering starts. Batch g of a run lives in slot g % nslots and the reader
- * claims slots in that order, so a batch the consumer still holds from before a seek blocks the
- * new run once the run reaches its slot. The run therefore begins right after the slot of the
- * newest batch still held, as if the old run had gone on: the free slots come first, then the held
- * ones, oldest first, the order in which a consumer that keeps its latest batches gives them back.
- * With nothing leased the run starts at slot start_k % nslots, as a fresh loader does. Returns the
- * global number of run_epoch's batch 0. Called with mu held, the threads stopped. */
-static uint64_t run_base_locked(const sp_loader *l)
-{
-    uint64_t n = l->ring.nslots, newest = n;
-    for (uint64_t i = 0; i < n; i++)
-        if (l->ring.slots[i].state == SLOT_LEASED &&
-            (newest == n || l->ring.slots[i].taken > l->ring.slots[newest].taken))
-            newest = i;
-    if (newest == n)
-        return 0;
-    return (newest + 1 + n - l->cons.start_k % n) % n;
-}
-
 static void reset_epoch_state(sp_loader *l)
 {
     /* A batch the consumer still holds stays leased: its slot is reused only after release (which
      * may come from any thread, hence mu). */
     pthread_mutex_lock(&l->ring.mu);
-    for (uint64_t i = 0; i < l->ring.nslots; i++) {
-        if (l->ring.slots[i].state != SLOT_LEASED)
+    l->ring.slots_in_use = 0;
+    l->ring.nfree = 0;
+    for (uint64_t i = l->ring.nslots; i-- > 0;) { /* slot 0 on top: the ring reuses its first slots */
+        if (l->ring.slots[i].state != SLOT_LEASED) {
             l->ring.slots[i].state = SLOT_FREE;
+            l->ring.free_slots[l->ring.nfree++] = (uint32_t)i;
+        } else {
+            l->ring.slots_in_use++;
+        }
         l->ring.slots[i].k = UINT64_MAX;
     }
-    l->ring.slots_in_use = 0;
-    for (uint64_t i = 0; i < l->ring.nslots; i++)
-        l->ring.slots_in_use += l->ring.slots[i].state != SLOT_FREE;
-    l->rdr.run_base = run_base_locked(l);
+    l->stats.s.batch_ring_in_use = l->ring.slots_in_use;
+    l->rdr.run_base = 0; /* any slot free serves any batch: the numbering need not dodge the held ones */
     pthread_mutex_unlock(&l->ring.mu);
     l->ring.win_remaining[0] = l->ring.win_remaining[1] = 0;
     l->ring.reg_head = l->ring.reg_count = 0;
@@ -1092,7 +1100,7 @@ static void reset_epoch_state(sp_loader *l)
         l->ring.dec_free[k] = k;
     l->ring.active = 0;
     l->ring.pending = 0;
-    l->ring.blocked_slot = -1;
+    l->ring.reader_blocked = false;
     l->rdr.run_epoch = l->cons.epoch;
     l->rdr.run_k = l->cons.start_k;
     l->cons.cons_base = l->rdr.run_base;

@@ -171,7 +171,9 @@ class sp_loader_stats(_Sized):
                 ("samples_padded_per_epoch", c_uint64), ("samples_padded", c_uint64),
                 ("remote_bytes", c_uint64), ("cache_hits", c_uint64), ("cache_misses", c_uint64),
                 ("cache_hit_bytes", c_uint64), ("cache_admitted", c_uint64), ("cache_evictions", c_uint64),
-                ("cache_discarded", c_uint64), ("cache_bytes", c_uint64), ("cache_size", c_uint64)]
+                ("cache_discarded", c_uint64), ("cache_bytes", c_uint64), ("cache_size", c_uint64),
+                ("batch_ring_in_use", c_uint64), ("batch_ring_limit", c_uint64),
+                ("batch_ring_grown", c_uint64)]
 
 
 # (name, restype, argtypes) of every function the bindings call.

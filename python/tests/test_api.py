@@ -372,16 +372,13 @@ class TestLifetime(unittest.TestCase):
         del b
         self.assertEqual(l.stats()["leases"], 1)
         slots = l.stats()["batch_ring_slots"]
-        # Most of a trip round the ring while the view holds its slot (a whole trip would be
-        # refused with SP_EBUSY: the slot is the view's until it goes).
+        # Twice round the ring while the view holds its slot: any free slot serves any batch, so
+        # the ring goes round the view's slot until the view goes.
         n = 0
-        with self.assertRaises(shardpack.ShardpackError) as cm:
-            while n < 2 * slots:
-                b2 = l.next()  # None at each end of epoch
-                n += b2 is not None
-                del b2
-        self.assertEqual(cm.exception.name, "SP_EBUSY")
-        self.assertGreaterEqual(n, 50)  # the rest of the epoch went through other slots
+        while n < 2 * slots:
+            b2 = l.next()  # None at each end of epoch
+            n += b2 is not None
+            del b2
         self.assertEqual(tensor_bytes(view), before)
         l.close()  # deferred: a lease is out
         self.assertTrue(l.closed)
