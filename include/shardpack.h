@@ -489,7 +489,11 @@ SP_API int sp_writer_open(const char *dir, const sp_schema *schema, const sp_par
  * Readers accept every key the format allows (docs/format.md), so files from elsewhere may hold
  * others. Only until the first shard is complete (SP_ESTATE after), so every shard carries the
  * same metadata. Conventional keys: "class_names" (names separated by '\n'), "source",
- * "created_by". */
+ * "created_by". At finish the writer adds "image_sizes" to the manifest (only: the shards are
+ * complete by then) when the schema has image fields: "image_sizes 1\n", then per image field whose
+ * every value is an image "INDEX WIDTH HEIGHT PIXELS WHOLE WEBP\n" (the largest width, height and
+ * width x height, the most whole-image bytes a JPEG's coefficients or an interlaced PNG's rows take,
+ * 1 when any value is a WebP); the loader sizes its image decoders by it. */
 SP_API int sp_writer_set_meta(sp_writer *w, const char *key, const void *value, size_t len);
 /* Adds one sample; values[i] is field i of the schema, nvalues must equal the field count.
  * SP_ESCHEMA when a size does not match; SP_ELIMIT when one sample exceeds max_sample_bytes or

@@ -30,6 +30,11 @@ typedef struct img_cfg {
     uint64_t max_pixels;
     uint64_t max_image_memory; /* libjpeg's whole-image arrays (progressive coefficients) */
     uint64_t seed;
+    /* The largest image the decoders will see, where the dataset says (its "image_sizes"): the
+     * longest side and the most pixels; 0: unknown, any image up to IMG_MAX_SIDE and max_pixels.
+     * Only the buffers' sizes follow them: a larger image finds them too small and is a bad
+     * sample, as one beyond max_pixels is. */
+    uint64_t data_side, data_pixels;
 } img_cfg;
 
 /* Reads the image parameters of p into *cfg; SP_EINVAL (message set) when they do not fit. */

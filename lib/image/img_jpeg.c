@@ -13,8 +13,13 @@
 #include "img.h"
 
 /* libjpeg's own row buffers, tables and state for one image, beyond its whole-image arrays: a
- * few iMCU rows of the widest image (65535 pixels x 4 components x 2 x 16 rows) and headroom. */
-#define LIBJPEG_ROWS (12ull << 20)
+ * few iMCU rows of the widest image (its longest side, where the dataset says, else 65535 pixels;
+ * x 4 components x 2 x 16 rows) and 4 MiB of headroom. */
+static uint64_t libjpeg_rows(const img_cfg *cfg)
+{
+    uint64_t longest = cfg->data_side && cfg->data_side < IMG_MAX_SIDE ? cfg->data_side : IMG_MAX_SIDE;
+    return longest * 4 * 2 * 16 + (4ull << 20);
+}
 
 struct img_share {
     pthread_mutex_t mu;
@@ -183,10 +188,13 @@ static uint64_t region_pixels(const img_cfg *cfg, uint32_t *max_side)
     /* The filter's reach (up to 8/3 pixels a side), floor/ceil, the margins and up to 31 pixels of
      * iMCU alignment. */
     uint64_t s = cfg->size, edge = 2 * IMG_MARGIN + 2 * 3 + 2 + 31 + 8;
+    /* the dataset's largest image where it is known (img_cfg.data_*), else any image allowed */
+    uint64_t px = cfg->data_pixels && cfg->data_pixels < cfg->max_pixels ? cfg->data_pixels : cfg->max_pixels;
+    uint64_t longest = cfg->data_side && cfg->data_side < IMG_MAX_SIDE ? cfg->data_side : IMG_MAX_SIDE;
     uint64_t small = (2 * s + edge) * ((8 * s + 2) / 3 + edge);
-    uint64_t whole = cfg->max_pixels / 64 + 2 * (65535 / 8 + 2) + 1;
+    uint64_t whole = px / 64 + 2 * (longest / 8 + 2) + 1;
     uint64_t side = (8 * s + 2) / 3 + edge;
-    *max_side = (uint32_t)(side > 65535 / 8 + 2 ? side : 65535 / 8 + 2);
+    *max_side = (uint32_t)(side > longest / 8 + 2 ? side : longest / 8 + 2);
     return small > whole ? small : whole;
 }
 
@@ -195,7 +203,7 @@ uint64_t img_ctx_bytes_shared(const img_cfg *cfg)
     uint32_t rows;
     uint64_t px = region_pixels(cfg, &rows);
     return sizeof(img_ctx) + 4 * px + (uint64_t)rows * sizeof(JSAMPROW) + img_resize_tmp_bytes(cfg->size, rows) +
-           (uint64_t)cfg->size * cfg->size * 3 + LIBJPEG_ROWS;
+           (uint64_t)cfg->size * cfg->size * 3 + libjpeg_rows(cfg);
 }
 
 int img_share_create(uint64_t bytes, img_share **out)
@@ -265,7 +273,7 @@ uint64_t img_ctx_bytes(const img_cfg *cfg)
     uint32_t rows;
     uint64_t px = region_pixels(cfg, &rows);
     return sizeof(img_ctx) + 4 * px + (uint64_t)rows * sizeof(JSAMPROW) + img_resize_tmp_bytes(cfg->size, rows) +
-           (uint64_t)cfg->size * cfg->size * 3 + cfg->max_image_memory + LIBJPEG_ROWS + IMG_ROW_BYTES;
+           (uint64_t)cfg->size * cfg->size * 3 + cfg->max_image_memory + libjpeg_rows(cfg) + IMG_ROW_BYTES;
 }
 
 int img_ctx_create(const img_cfg *cfg, img_ctx **out)

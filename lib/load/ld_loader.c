@@ -171,6 +171,68 @@ static void plan_image(sp_loader *l, ld_out *o)
     l->cfg.split = true; /* a block's images are decoded by several workers at once */
 }
 
+/* Headroom beside a JPEG's coefficients in libjpeg's whole-image memory (what img_jpeg.c takes). */
+#define LD_WHOLE_HEADROOM (1ull << 20)
+
+/* One dataset's "image_sizes" line for schema field f (shardpack.h): false when it has none. */
+static bool image_sizes_of(const sp_dataset *d, size_t f, uint64_t v[5])
+{
+    const void *val;
+    size_t len;
+    if (sp_dataset_meta_get(d, "image_sizes", &val, &len) != SP_OK) {
+        sp_clear_error(); /* an older dataset: not an error */
+        return false;
+    }
+    char text[64 * (SP_MAX_FIELDS + 1)];
+    if (len >= sizeof text)
+        return false;
+    memcpy(text, val, len);
+    text[len] = '\0';
+    if (strncmp(text, "image_sizes 1\n", 14) != 0)
+        return false;
+    for (const char *p = text + 14; *p; p = strchr(p, '\n') + 1) {
+        unsigned long long g, a[5];
+        if (sscanf(p, "%llu %llu %llu %llu %llu %llu", &g, &a[0], &a[1], &a[2], &a[3], &a[4]) == 6 && g == f) {
+            for (int i = 0; i < 5; i++)
+                v[i] = a[i];
+            return true;
+        }
+        if (!strchr(p, '\n'))
+            break;
+    }
+    return false;
+}
+
+/* The decoders sized for the largest image the dataset holds, as its "image_sizes" (written when
+ * it was packed) says, instead of any image the parameters allow: their crop and resampling
+ * buffers (touched at open) follow its longest side and pixels, and libjpeg's whole-image memory,
+ * shared by the workers, is its largest JPEG's coefficients (or interlaced PNG's rows) and 1 MiB,
+ * when that is less than max_image_memory (a WebP keeps max_image_memory: its planes and the
+ * full-resolution crop come from there). A dataset without it keeps the bounds of the parameters. */
+static void use_image_sizes(sp_loader *l)
+{
+    uint64_t side = 0, px = 0, whole = 0;
+    bool webp = false;
+    for (size_t d = 0; d < (l->mix.n ? l->mix.n : 1); d++) {
+        for (size_t i = 0; i < l->lay.nout; i++) {
+            uint64_t v[5]; /* width, height, pixels, whole, webp */
+            if (l->lay.out[i].convert != CONVERT_IMAGE)
+                continue;
+            if (!image_sizes_of(l->mix.n ? l->mix_ds[d] : l->ds, l->lay.out[i].field, v) || !v[2])
+                return;
+            side = v[0] > side ? v[0] : side;
+            side = v[1] > side ? v[1] : side;
+            px = v[2] > px ? v[2] : px;
+            whole = v[3] > whole ? v[3] : whole;
+            webp |= v[4] != 0;
+        }
+    }
+    l->cfg.img.data_side = side;
+    l->cfg.img.data_pixels = px;
+    if (!webp && whole + LD_WHOLE_HEADROOM < l->cfg.img.max_image_memory)
+        l->cfg.img.max_image_memory = whole + LD_WHOLE_HEADROOM;
+}
+
 /* The samples an epoch draws from: the dataset's, or a mixture's takes. */
 static uint64_t epoch_samples(const sp_loader *l)
 {
@@ -340,10 +402,12 @@ static uint64_t mul_sat(uint64_t a, uint64_t b)
 static uint64_t add_sat(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
 
 /* One batch slot: its rows, their sample ids and bad-row marks, and its descriptor (the slot
- * itself, a DLTensor per field and the tensors' shapes). */
+ * itself, its entries in the slot map and the free stack, a DLTensor per field and the tensors'
+ * shapes). */
 static uint64_t slot_bytes(const sp_loader *l)
 {
     return l->lay.batch_bytes + (uint64_t)l->lay.rows * (sizeof(uint64_t) + 1) + sizeof(ld_slot) +
+           2 * sizeof(uint32_t) +
            l->lay.nout * sizeof(DLTensor) + l->lay.ndims * sizeof(int64_t);
 }
 
@@ -868,6 +932,8 @@ static int loader_setup(sp_loader *l, const sp_params *params)
         rc = ld_cache_config(l, params);
     if (rc == SP_OK)
         rc = plan_outputs(l);
+    if (rc == SP_OK && l->cfg.has_image)
+        use_image_sizes(l);
     if (rc == SP_OK)
         rc = load_tables(l);
     if (rc == SP_OK && epoch_samples(l) < l->cfg.parts)

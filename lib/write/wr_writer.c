@@ -37,6 +37,16 @@ typedef struct wr_job {
     char err[SP_ERRMSG_MAX];
 } wr_job;
 
+/* The largest images of one image field, written at finish into the manifest's "image_sizes"
+ * (shardpack.h), from which the loader sizes its decoders' buffers. */
+typedef struct wr_img_sizes {
+    uint64_t width, height, pixels;
+    uint64_t whole; /* the most whole-image memory one needs: a JPEG's coefficients (were it
+                     * progressive), an interlaced PNG's rows */
+    bool webp;      /* libwebp's planes: the loader keeps max_image_memory for those */
+    bool unknown;   /* a value that is no image (validate_images=false): nothing is written */
+} wr_img_sizes;
+
 /* One field's column while a block is being built. */
 typedef struct wr_column {
     sp_buf data;
@@ -60,6 +70,8 @@ struct sp_writer {
     bool failed, finished;
     int pid; /* the process that opened it (sp_proc_self): a forked child has none of its threads */
     atomic_int abort_req; /* sp_writer_abort: set from any thread or a signal handler */
+
+    wr_img_sizes img[SP_MAX_FIELDS];
 
     /* block builder */
     wr_column col[SP_MAX_FIELDS];
@@ -480,14 +492,41 @@ static int flush_block(sp_writer *w)
     return drain(w, DRAIN_READY);
 }
 
+/* A JPEG's coefficients, 2 bytes a sample, every component counted at full size and padded to the
+ * largest MCU: what libjpeg keeps of it were it progressive (at least; the loader adds headroom). */
+static uint64_t jpeg_whole_bytes(const sp_image_info *in)
+{
+    return 2ull * (uint64_t)in->components * ((uint64_t)in->width + 31) * ((uint64_t)in->height + 31);
+}
+
+static void note_image(wr_img_sizes *z, const sp_image_info *in)
+{
+    uint64_t w = (uint64_t)in->width, h = (uint64_t)in->height;
+    uint64_t whole = in->format == SP_IMAGE_FORMAT_JPEG                      ? jpeg_whole_bytes(in)
+                     : in->format == SP_IMAGE_FORMAT_PNG && in->progressive ? w * h * 4
+                                                                             : 0;
+    z->width = w > z->width ? w : z->width;
+    z->height = h > z->height ? h : z->height;
+    z->pixels = w * h > z->pixels ? w * h : z->pixels;
+    z->whole = whole > z->whole ? whole : z->whole;
+    z->webp |= in->format == SP_IMAGE_FORMAT_WEBP;
+}
+
 /* An image field takes only what the loader can decode: a GIF or a damaged header stored as an
- * image would pass verify (its checksums are right) and fail every epoch of training instead. */
-static int check_image(sp_writer *w, const sp_field *fd, const sp_value *v)
+ * image would pass verify (its checksums are right) and fail every epoch of training instead.
+ * Without validate_images the value is only measured: one that is no image leaves the field's
+ * sizes unknown. */
+static int check_image(sp_writer *w, size_t f, const sp_field *fd, const sp_value *v)
 {
     sp_image_info info = { .struct_size = sizeof info };
     int rc = v->size ? sp_image_probe(v->data, v->size, w->max_pixels, &info) : SP_EBADINPUT;
     if (rc == SP_OK)
+        note_image(&w->img[f], &info);
+    if (rc == SP_OK || !w->validate_images) {
+        w->img[f].unknown |= rc != SP_OK;
+        sp_clear_error();
         return SP_OK;
+    }
     char why[SP_ERRMSG_MAX];
     snprintf(why, sizeof why, "%s", v->size ? sp_last_error() : "empty");
     if (rc == SP_ENOMEM)
@@ -519,7 +558,7 @@ static int check_values(sp_writer *w, const sp_value *v, size_t nv, uint64_t *va
                          (unsigned long long)w->st.samples, fd->name, v[f].size, (unsigned long long)w->max_sample);
         if (!fd->fixed_bytes)
             *var += v[f].size;
-        int rc = fd->kind == SP_FIELD_IMAGE && w->validate_images ? check_image(w, fd, &v[f]) : SP_OK;
+        int rc = fd->kind == SP_FIELD_IMAGE ? check_image(w, f, fd, &v[f]) : SP_OK;
         if (rc)
             return rc;
     }
@@ -794,8 +833,33 @@ int sp_writer_stats(const sp_writer *w, sp_write_stats *out)
     return SP_OK;
 }
 
+/* "image_sizes": a first line "image_sizes 1", then a line a measured image field: its schema
+ * index, the widest and tallest image, the most pixels, the most whole-image bytes, and 1 when
+ * any is a WebP. Only the manifest carries it: the shards were written before the sizes were
+ * known. */
+static int image_sizes_meta(sp_writer *w)
+{
+    char buf[64 * (SP_MAX_FIELDS + 1)];
+    size_t len = (size_t)snprintf(buf, sizeof buf, "image_sizes 1\n"), lines = 0;
+    for (size_t f = 0; f < w->schema.n; f++) {
+        const wr_img_sizes *z = &w->img[f];
+        if (w->schema.f[f].kind != SP_FIELD_IMAGE || z->unknown || !z->pixels)
+            continue;
+        len += (size_t)snprintf(buf + len, sizeof buf - len, "%zu %llu %llu %llu %llu %d\n", f,
+                                (unsigned long long)z->width, (unsigned long long)z->height,
+                                (unsigned long long)z->pixels, (unsigned long long)z->whole, z->webp);
+        lines++;
+    }
+    if (!lines)
+        return SP_OK;
+    int rc = fmt_meta_set(&w->meta, "image_sizes", buf, len);
+    return rc ? wfail(w, rc, "out of memory for the manifest's image sizes") : SP_OK;
+}
+
 static int publish_manifest(sp_writer *w)
 {
+    if (image_sizes_meta(w) != SP_OK)
+        return SP_ENOMEM;
     w->man.dataset_id = w->dataset_id;
     w->man.schema = w->schema;
     char names[64];

@@ -1,0 +1,199 @@
+/* test_loader_image_sizes.c - decode memory from pack-time sizes: a writer records each image field's largest image in the manifest ("image_sizes"), the loader sizes its decoders' buffers and libjpeg's shared whole-image memory by it (WebP keeps max_image_memory), a dataset without it (opened by its shards, as an older one) keeps the old bounds, and batches are the same bytes either way. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jpeg_gen.h"
+#include "pw_gen.h"
+#include "test_util.h"
+
+#define N 24
+
+static char *g_parent;
+
+/* What sample i of a dataset kind is. */
+enum { DS_JPEG_PNG, DS_WEBP, DS_NOT_IMAGE };
+
+/* Sample i: a 64 x 48 baseline JPEG, but a 320 x 200 progressive one at 5 and an interlaced
+ * 100 x 90 PNG at 7 (DS_WEBP: a lossy 90 x 60 WebP at 7; DS_NOT_IMAGE: text at 7). */
+static int make_sample(int64_t i, void *arg, uint8_t **bytes, size_t *size)
+{
+    int kind = *(const int *)arg;
+    char err[256];
+    if (i == 7 && kind == DS_NOT_IMAGE) {
+        *bytes = (uint8_t *)strdup("not an image");
+        *size = strlen("not an image");
+        return 0;
+    }
+    if (i == 7) {
+        int w = kind == DS_WEBP ? 90 : 100, h = kind == DS_WEBP ? 60 : 90;
+        uint8_t *pic = jg_picture(w, h, (uint64_t)i);
+        pw_png_opts po = { PW_RGB, 8, 1 };
+        int rc = kind == DS_WEBP ? pw_webp(pic, w, h, 80, 0, 0, bytes, size, err, sizeof err)
+                                 : pw_png(pic, w, h, &po, bytes, size, err, sizeof err);
+        free(pic);
+        return rc;
+    }
+    int w = i == 5 ? 320 : 64, h = i == 5 ? 200 : 48;
+    uint8_t *pic = jg_picture(w, h, (uint64_t)i);
+    jg_opts o = { 90, JG_420, JG_YCC, i == 5, 0, 0, 0 };
+    int rc = jg_encode(pic, w, h, &o, bytes, size, err, sizeof err);
+    free(pic);
+    return rc;
+}
+
+static char *make_ds(int kind)
+{
+    static const char *const tags[] = { "sizes_jpeg", "sizes_webp", "sizes_text" };
+    char *dir = tu_dataset_dir(tags[kind], &g_parent);
+    char err[512];
+    ck_assert_msg(jg_write_dataset(dir, "16K", N, make_sample, &kind, err, sizeof err) == 0, "%s", err);
+    return dir;
+}
+
+static void free_ds(char *dir)
+{
+    tu_rmtree(g_parent);
+    free(g_parent);
+    free(dir);
+}
+
+/* The dataset's "image_sizes" as a string ("" when it has none). */
+static void sizes_meta(const char *path, char *out, size_t len)
+{
+    sp_dataset *d;
+    ck_assert_msg(sp_dataset_open(path, NULL, &d) == 0, "%s", sp_last_error());
+    const void *v;
+    size_t n;
+    out[0] = '\0';
+    if (sp_dataset_meta_get(d, "image_sizes", &v, &n) == 0)
+        snprintf(out, len, "%.*s", (int)n, (const char *)v);
+    sp_dataset_close(d);
+}
+
+static sp_loader *open_loader(const char *path, const char *threads)
+{
+    sp_params *p = tu_params("threads", threads, "image_size", "32", "batch_size", "8", "shuffle", "false",
+                             "host_memory", "512M", NULL);
+    sp_loader *l = NULL;
+    int rc = sp_loader_open(path, p, &l);
+    sp_params_destroy(p);
+    ck_assert_msg(rc == 0, "open %s: %s", path, sp_last_error());
+    return l;
+}
+
+static sp_loader_stats stats_of(sp_loader *l)
+{
+    sp_loader_stats st = { .struct_size = sizeof st };
+    ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+    return st;
+}
+
+/* One epoch's image bytes, concatenated; closes the loader. */
+static uint8_t *epoch_bytes(sp_loader *l, size_t *len)
+{
+    uint8_t *all = NULL;
+    *len = 0;
+    sp_batch *b;
+    int rc;
+    while ((rc = sp_loader_next(l, &b, 30000)) == 0) {
+        const DLTensor *t = sp_batch_tensor(b, (size_t)sp_batch_find(b, "image"));
+        size_t n = (size_t)sp_batch_size(b) * 32 * 32 * 3;
+        all = realloc(all, *len + n);
+        ck_assert_ptr_nonnull(all);
+        memcpy(all + *len, t->data, n);
+        *len += n;
+        ck_assert_int_eq(sp_loader_release(l, b), 0);
+    }
+    ck_assert_msg(rc == SP_EEPOCH, "%s: %s", sp_error_name(rc), sp_last_error());
+    ck_assert_uint_eq(stats_of(l).images_bad, 0);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    return all;
+}
+
+/* The manifest says the largest image of the field: the widest, the tallest, the most pixels and
+ * the most whole-image bytes (the progressive JPEG's coefficients bound above the interlaced PNG's
+ * rows); a WebP is flagged; a value that is no image (validate_images off) leaves it unknown. */
+START_TEST(recorded_at_pack)
+{
+    char got[256], want[256];
+    char *dir = make_ds(DS_JPEG_PNG);
+    sizes_meta(dir, got, sizeof got);
+    snprintf(want, sizeof want, "image_sizes 1\n0 320 200 64000 %llu 0\n",
+             (unsigned long long)(2ull * 3 * (320 + 31) * (200 + 31)));
+    ck_assert_str_eq(got, want);
+    /* the shards were complete before the sizes were known: only the manifest has them */
+    char shards[4200];
+    snprintf(shards, sizeof shards, "%s/shard-*.sps", dir);
+    sizes_meta(shards, got, sizeof got);
+    ck_assert_str_eq(got, "");
+    free_ds(dir);
+    dir = make_ds(DS_WEBP);
+    sizes_meta(dir, got, sizeof got);
+    snprintf(want, sizeof want, "image_sizes 1\n0 320 200 64000 %llu 1\n",
+             (unsigned long long)(2ull * 3 * (320 + 31) * (200 + 31)));
+    ck_assert_str_eq(got, want);
+    free_ds(dir);
+    dir = make_ds(DS_NOT_IMAGE);
+    sizes_meta(dir, got, sizeof got);
+    ck_assert_str_eq(got, "");
+    free_ds(dir);
+}
+END_TEST
+
+/* With the sizes, the decoders take a fraction of the memory an older dataset's do (buffers for any
+ * image up to 65535 pixels a side, max_image_memory 48 MiB): here the crop buffers for a 320-pixel
+ * image and 1 MiB beyond the JPEG's coefficients. Same bytes either way, for 1 and 3 workers. */
+START_TEST(decoders_sized_by_dataset)
+{
+    char *dir = make_ds(DS_JPEG_PNG);
+    char shards[4200];
+    snprintf(shards, sizeof shards, "%s/shard-*.sps", dir);
+    sp_loader *old = open_loader(shards, "1");
+    sp_loader *now = open_loader(dir, "1");
+    sp_loader_stats so = stats_of(old), sn = stats_of(now);
+    fprintf(stderr, "image_sizes: decoder memory %llu bytes with the sizes, %llu without\n",
+            (unsigned long long)sn.image_scratch_bytes, (unsigned long long)so.image_scratch_bytes);
+    ck_assert_uint_ge(so.image_scratch_bytes, 48ull << 20);
+    ck_assert_uint_le(sn.image_scratch_bytes, 8ull << 20);
+    ck_assert_uint_lt(sn.host_allocated_bytes + (40ull << 20), so.host_allocated_bytes);
+    size_t lo, ln, l3;
+    uint8_t *bo = epoch_bytes(old, &lo), *bn = epoch_bytes(now, &ln);
+    uint8_t *b3 = epoch_bytes(open_loader(dir, "3"), &l3);
+    ck_assert_uint_eq(lo, (size_t)N * 32 * 32 * 3);
+    ck_assert_uint_eq(ln, lo);
+    ck_assert_uint_eq(l3, lo);
+    ck_assert_msg(memcmp(bo, bn, lo) == 0, "batches differ with the sizes");
+    ck_assert_msg(memcmp(b3, bn, lo) == 0, "batches differ with 3 workers");
+    free(bo);
+    free(bn);
+    free(b3);
+    free_ds(dir);
+}
+END_TEST
+
+/* A WebP's planes and full-resolution crop come from max_image_memory: a field with one keeps it
+ * whole, while its buffers still follow the sizes. */
+START_TEST(webp_keeps_allowance)
+{
+    char *dir = make_ds(DS_WEBP);
+    sp_loader *l = open_loader(dir, "1");
+    sp_loader_stats st = stats_of(l);
+    ck_assert_uint_ge(st.image_scratch_bytes, 48ull << 20);
+    ck_assert_uint_le(st.image_scratch_bytes, 56ull << 20);
+    size_t len;
+    free(epoch_bytes(l, &len));
+    ck_assert_uint_eq(len, (size_t)N * 32 * 32 * 3);
+    free_ds(dir);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("loader_image_sizes");
+    TCase *tc = tu_tcase(s, "image_sizes", 60);
+    tcase_add_test(tc, recorded_at_pack);
+    tcase_add_test(tc, decoders_sized_by_dataset);
+    tcase_add_test(tc, webp_keeps_allowance);
+    return tu_run(s, tu_seed(0x51e));
+}
