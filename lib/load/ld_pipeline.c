@@ -235,6 +235,7 @@ static void rows_done(sp_loader *l, ld_slot *s, unsigned n, unsigned track)
     for (uint32_t i = 0; i < s->rows_expected && !any_bad; i++)
         any_bad = s->bad[i];
     bool ok = !any_bad || fill_bad_rows(l, s);
+    uint64_t index = s->b.index; /* once ready, the slot may be taken, released and claimed again */
     pthread_mutex_lock(&l->ring.mu);
     if (ok) {
         s->state = SLOT_READY;
@@ -258,7 +259,7 @@ static void rows_done(sp_loader *l, ld_slot *s, unsigned n, unsigned track)
         fail_batch_locked(l, s->k, SP_ECORRUPT, msg);
     }
     pthread_mutex_unlock(&l->ring.mu);
-    sp_trace_end(l->trace, track, SPT_BATCH_DONE, t0, s->b.index);
+    sp_trace_end(l->trace, track, SPT_BATCH_DONE, t0, index);
 }
 
 /* ---------------------------------------------------------------- trace counters */
