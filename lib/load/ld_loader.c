@@ -535,6 +535,8 @@ static void grow_auto_budget(sp_loader *l, uint64_t need, uint64_t one)
     l->stats.s.host_memory_bytes = l->cfg.host_memory;
 }
 
+static bool want_direct(const sp_loader *l);
+
 /* The smallest pools that work, then more read-ahead and more batches while the budget allows:
  * at most two windows of blocks in the read ring, and one more window of batches. */
 static int size_pools(sp_loader *l, ld_sizes *z)
@@ -566,8 +568,12 @@ static int size_pools(sp_loader *l, ld_sizes *z)
     if (min > l->cfg.host_memory || z->win_cap > UINT32_MAX)
         return refuse_minimum(l, z);
     uint64_t spare = l->cfg.host_memory - min;
-    uint64_t read_goal = 2ull * z->win_blocks * l->tab.max_read;
     rm_site *site = ds_site(l->ds);
+    /* Read-ahead that follows need: a local dataset read through the page cache is read far faster
+     * than it is decoded, so one window of blocks ahead and two more keep the workers fed (every page
+     * of the ring is touched as it turns: more would only be resident memory); O_DIRECT and remote
+     * reads keep two windows. */
+    uint64_t read_goal = (site || want_direct(l) ? 2ull * z->win_blocks : z->win_blocks + 2ull) * l->tab.max_read;
     /* remote: room for every transfer's part in flight, the bandwidth-latency product it aims at */
     if (site && read_goal < mul_sat(rm_site_inflight(site), rm_site_part_size(site)))
         read_goal = mul_sat(rm_site_inflight(site), rm_site_part_size(site));

@@ -388,3 +388,27 @@ int jg_write_dataset(const char *dir, const char *block_size, int64_t n,
     sp_schema_destroy(s);
     return rc;
 }
+
+int jg_epoch_images(sp_loader *l, int side, uint8_t **out, size_t *len)
+{
+    *out = NULL;
+    *len = 0;
+    for (;;) {
+        sp_batch *b;
+        int rc = sp_loader_next(l, &b, 60000);
+        if (rc)
+            return rc;
+        const DLTensor *t = sp_batch_tensor(b, (size_t)sp_batch_find(b, "image"));
+        size_t n = (size_t)sp_batch_size(b) * (size_t)side * (size_t)side * 3;
+        uint8_t *grown = realloc(*out, *len + n);
+        if (!grown) {
+            sp_loader_release(l, b);
+            return -1;
+        }
+        *out = grown;
+        memcpy(*out + *len, t->data, n);
+        *len += n;
+        if ((rc = sp_loader_release(l, b)))
+            return rc;
+    }
+}

@@ -73,4 +73,10 @@ int jg_write_dataset(const char *dir, const char *block_size, int64_t n,
                      int (*make)(int64_t i, void *arg, uint8_t **bytes, size_t *size), void *arg, char *err,
                      size_t errlen);
 
+typedef struct sp_loader sp_loader;
+/* The rest of loader l's epoch: the "image" field of every batch (side x side x 3 bytes a row),
+ * concatenated into *out (malloc'd, *len bytes; each batch released). Returns the code that ended
+ * it: SP_EEPOCH, or a failure (-1 when out of memory). */
+int jg_epoch_images(sp_loader *l, int side, uint8_t **out, size_t *len);
+
 #endif

@@ -92,19 +92,8 @@ static sp_loader_stats stats_of(sp_loader *l)
 /* One epoch's image bytes, concatenated; closes the loader. */
 static uint8_t *epoch_bytes(sp_loader *l, size_t *len)
 {
-    uint8_t *all = NULL;
-    *len = 0;
-    sp_batch *b;
-    int rc;
-    while ((rc = sp_loader_next(l, &b, 30000)) == 0) {
-        const DLTensor *t = sp_batch_tensor(b, (size_t)sp_batch_find(b, "image"));
-        size_t n = (size_t)sp_batch_size(b) * 32 * 32 * 3;
-        all = realloc(all, *len + n);
-        ck_assert_ptr_nonnull(all);
-        memcpy(all + *len, t->data, n);
-        *len += n;
-        ck_assert_int_eq(sp_loader_release(l, b), 0);
-    }
+    uint8_t *all;
+    int rc = jg_epoch_images(l, 32, &all, len);
     ck_assert_msg(rc == SP_EEPOCH, "%s: %s", sp_error_name(rc), sp_last_error());
     ck_assert_uint_eq(stats_of(l).images_bad, 0);
     ck_assert_int_eq(sp_loader_close(l), 0);

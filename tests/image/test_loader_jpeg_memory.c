@@ -58,22 +58,9 @@ static sp_loader *open_loader(const char *threads, const char *max_image_memory,
 /* Every batch's image bytes, concatenated. */
 static uint8_t *epoch_bytes(sp_loader *l, size_t *len)
 {
-    uint8_t *all = NULL;
-    *len = 0;
-    for (;;) {
-        sp_batch *b;
-        int rc = sp_loader_next(l, &b, 60000);
-        if (rc == SP_EEPOCH)
-            break;
-        ck_assert_msg(rc == 0, "%s", sp_last_error());
-        const DLTensor *t = sp_batch_tensor(b, (size_t)sp_batch_find(b, "image"));
-        size_t n = (size_t)sp_batch_size(b) * 32 * 32 * 3;
-        all = realloc(all, *len + n);
-        ck_assert_ptr_nonnull(all);
-        memcpy(all + *len, t->data, n);
-        *len += n;
-        ck_assert_int_eq(sp_loader_release(l, b), 0);
-    }
+    uint8_t *all;
+    int rc = jg_epoch_images(l, 32, &all, len);
+    ck_assert_msg(rc == SP_EEPOCH, "%s: %s", sp_error_name(rc), sp_last_error());
     return all;
 }
 
