@@ -1,4 +1,4 @@
-/* test_loader_memory.c - the host_memory budget: too small is refused naming the true minimum, the minimum itself streams, pools are reported and stay inside the budget, and peak RSS stays near the budget however large the dataset. */
+/* test_loader_memory.c - the host_memory budget: too small is refused naming the true minimum, the minimum itself streams, pools are reported and stay inside the budget, peak RSS stays near the budget however large the dataset, and read-ahead follows the read path (a window and two blocks through the page cache, two windows with O_DIRECT). */
 #include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -448,6 +448,33 @@ START_TEST(sized_by_dataset)
 }
 END_TEST
 
+/* Read-ahead follows the read path: through the page cache a window of blocks and two more, with
+ * O_DIRECT two windows (the parameter decides the size, whether or not the file system then takes
+ * O_DIRECT); both epochs the same. */
+START_TEST(read_ahead_follows_io)
+{
+    uint64_t ring[2];
+    lt_rec rec[2] = { { 0 } };
+    const char *direct[] = { "false", "true" };
+    for (int d = 0; d < 2; d++) {
+        sp_loader *l;
+        ck_assert_int_eq(lt_open(g_ds.dir, &l, "shuffle_window", "8", "direct_io", direct[d], "host_memory", "256M",
+                                 NULL), 0);
+        sp_loader_stats st = { .struct_size = sizeof st };
+        ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+        ring[d] = st.read_ring_bytes;
+        ck_assert_int_eq(lt_epoch(l, &g_ds, &rec[d]), SP_EEPOCH);
+        ck_assert_int_eq(sp_loader_close(l), 0);
+    }
+    /* (8 + 2) blocks against 2 x 8, each the largest stored block rounded to pages */
+    ck_assert_msg(ring[0] * 16 == ring[1] * 10, "read ring %llu through the page cache, %llu with O_DIRECT",
+                  (unsigned long long)ring[0], (unsigned long long)ring[1]);
+    same_epoch(&rec[0], &rec[1]);
+    lt_rec_free(&rec[0]);
+    lt_rec_free(&rec[1]);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     if (argc == 7 && !strcmp(argv[1], "--stream"))
@@ -465,6 +492,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, peak_rss_bounded);
     tcase_add_test(tc, tiny_rows_descriptors_counted);
     tcase_add_test(tc, sized_by_dataset);
+    tcase_add_test(tc, read_ahead_follows_io);
     int rc = tu_run(s, g_seed);
     lt_ds_free(&g_ds);
     return rc;
