@@ -260,7 +260,7 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT
     X(TOKEN_DTYPE, "token_dtype", SP_PTYPE_ENUM, 0, 0, 1, "stored|int32", SP_SCOPE_LOAD,            \
       "dtype of token fields in batches: as stored (uint16/uint32) or int32 for llm.c-style trainers") \
     X(PREFETCH, "prefetch", SP_PTYPE_INT, 0, 0, 4096, NULL, SP_SCOPE_LOAD,                          \
-      "batches buffered ahead of the consumer beyond one window (0: as the memory budget allows)") \
+      "batches buffered ahead of the consumer beyond one window, all used from the start (0: as the memory budget allows, used only as the consumer needs: a window and two more at first, a batch slot more each time next() waits for one the ring held back)") \
     X(TRANSFORM, "transform", SP_PTYPE_ENUM, 0, 0, 1, "train|eval", SP_SCOPE_LOAD,                  \
       "image fields: train (random-resized crop, random flip) or eval (resize, centre crop)")    \
     X(IMAGE_SIZE, "image_size", SP_PTYPE_INT, 224, 8, 4096, NULL, SP_SCOPE_LOAD,                    \
