@@ -37,6 +37,15 @@ typedef struct img_cfg {
     uint64_t data_side, data_pixels;
 } img_cfg;
 
+/* What a refusal adds when the decoders were sized by the dataset's image_sizes: the image is larger
+ * than the dataset said when it was packed. */
+static inline const char *img_sizes_note(const img_cfg *cfg)
+{
+    return cfg->data_side ? " (sized by the dataset's image_sizes, written when it was packed, which say its images are "
+                            "smaller than this one: pack it again)"
+                          : "";
+}
+
 /* Reads the image parameters of p into *cfg; SP_EINVAL (message set) when they do not fit. */
 int img_cfg_from_params(img_cfg *cfg, const sp_params *p);
 

@@ -401,9 +401,9 @@ static int decode(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, 
             return snprintf(why, whylen,
                             "decoding it needs more than max_image_memory (%llu MiB, shared by the workers): a "
                             "progressive JPEG keeps every coefficient of the image in memory (%.1f MiB for this "
-                            "one); set max_image_memory >= %lluM",
+                            "one); set max_image_memory >= %lluM%s",
                             (unsigned long long)(c->share->total >> 20), (double)coef_bytes(d) / (1 << 20),
-                            (unsigned long long)(coef_bytes(d) >> 20) + 2),
+                            (unsigned long long)(coef_bytes(d) >> 20) + 2, img_sizes_note(&c->cfg)),
                    SP_ELIMIT;
         img_mem_take(c, need < c->share->total ? need : c->share->total);
     }
@@ -422,7 +422,8 @@ static int decode(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, 
         cx = 0, cw = d->output_width;
     uint32_t rows = (uint32_t)(y1 - y0);
     if ((uint64_t)cw * rows * 4 > c->region_cap || rows > c->rows_cap || cw > c->tmp_cols)
-        return snprintf(why, whylen, "a %ux%u crop region is beyond the decoder's buffers", (unsigned)cw, rows),
+        return snprintf(why, whylen, "a %ux%u crop region is beyond the decoder's buffers%s", (unsigned)cw, rows,
+                        img_sizes_note(&c->cfg)),
                SP_ELIMIT;
     size_t stride = (size_t)cw * 4;
     for (uint32_t r = 0; r < rows; r++)

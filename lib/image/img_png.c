@@ -375,7 +375,8 @@ static int decode(img_ctx *c, spng_ctx *s, const uint8_t *data, size_t size, png
     int k = img_plan_reduced(&c->cfg, (uint32_t)w, (uint32_t)h, epoch, sample, res, &b, need, fr);
     uint32_t cw = (uint32_t)(need[2] - need[0]), rows = (uint32_t)(need[3] - need[1]);
     if ((uint64_t)cw * rows * 4 > c->region_cap || rows > c->rows_cap || cw > c->tmp_cols)
-        return snprintf(why, whylen, "a %ux%u crop region is beyond the decoder's buffers", cw, rows), SP_ELIMIT;
+        return snprintf(why, whylen, "a %ux%u crop region is beyond the decoder's buffers%s", cw, rows,
+                        img_sizes_note(&c->cfg)), SP_ELIMIT;
     int fx0 = fr[0], fy0 = fr[1], fx1 = fr[2], fy1 = fr[3];
     size_t full = (size_t)w * 4;
     uint8_t *keep = NULL; /* interlaced: rows fy0..fy1 at full width */

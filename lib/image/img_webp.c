@@ -66,7 +66,8 @@ int img_webp(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, uint6
     int cropw = fx1 - fx0, croph = fy1 - fy0;
     uint32_t cw = (uint32_t)((cropw + k - 1) / k), rows = (uint32_t)((croph + k - 1) / k);
     if ((uint64_t)cw * rows * 4 > c->region_cap || rows > c->rows_cap || cw > c->tmp_cols)
-        return snprintf(why, whylen, "a %ux%u crop region is beyond the decoder's buffers", cw, rows), SP_ELIMIT;
+        return snprintf(why, whylen, "a %ux%u crop region is beyond the decoder's buffers%s", cw, rows,
+                        img_sizes_note(&c->cfg)), SP_ELIMIT;
     dc.options.use_cropping = 1;
     dc.options.crop_left = fx0;
     dc.options.crop_top = fy0;

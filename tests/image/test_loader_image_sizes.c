@@ -1,4 +1,4 @@
-/* test_loader_image_sizes.c - decode memory from pack-time sizes: a writer records each image field's largest image in the manifest ("image_sizes"), the loader sizes its decoders' buffers and libjpeg's shared whole-image memory by it (WebP keeps max_image_memory), a dataset without it (opened by its shards, as an older one) keeps the old bounds, and batches are the same bytes either way. */
+/* test_loader_image_sizes.c - decode memory from pack-time sizes: a writer records each image field's largest image in the manifest ("image_sizes"), the loader sizes its decoders' buffers and libjpeg's shared whole-image memory by it (WebP keeps max_image_memory), a dataset without it (opened by its shards, as an older one) keeps the old bounds, batches are the same bytes either way, and sizes that lie make the larger image a bad one, not an overrun. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,6 +177,64 @@ START_TEST(webp_keeps_allowance)
 }
 END_TEST
 
+/* Sizes that lie (a writer's own "image_sizes" in every shard, for 64 x 48 images, over an 800 x 600
+ * progressive JPEG): the decoders, sized for what it says, find that image too large and it is a bad
+ * image (on_error=skip: skipped, its row filled), never a write past their buffers; the others decode. */
+START_TEST(lying_sizes_are_bad_images)
+{
+    char *dir = tu_dataset_dir("sizes_lie", &g_parent);
+    sp_schema *sc = sp_schema_create();
+    ck_assert_int_eq(sp_schema_add(sc, "image", SP_FIELD_IMAGE, SP_DTYPE_U8, 0, NULL), 0);
+    ck_assert_int_eq(sp_schema_add(sc, "label", SP_FIELD_LABEL, SP_DTYPE_I64, 0, NULL), 0);
+    sp_params *p = tu_params("block_size", "16K", NULL);
+    sp_writer *w;
+    ck_assert_msg(sp_writer_open(dir, sc, p, &w) == 0, "%s", sp_last_error());
+    const char *lie = "image_sizes 1\n0 64 48 3072 20000 0\n";
+    ck_assert_int_eq(sp_writer_set_meta(w, "image_sizes", lie, strlen(lie)), 0);
+    for (int64_t i = 0; i < N; i++) {
+        /* 5: its coefficients exceed the allowance; 9: baseline, its rows at 1/8 exceed the buffers */
+        int side_w = i == 5 ? 800 : i == 9 ? 2400 : 64, side_h = i == 5 ? 600 : i == 9 ? 1800 : 48;
+        uint8_t *pic = jg_picture(side_w, side_h, (uint64_t)i), *jpeg;
+        size_t size;
+        char err[256];
+        jg_opts o = { 90, JG_444, JG_YCC, i == 5, 0, 0, 0 };
+        ck_assert_msg(jg_encode(pic, side_w, side_h, &o, &jpeg, &size, err, sizeof err) == 0, "%s", err);
+        sp_value v[2] = { { jpeg, size }, { &i, sizeof i } };
+        ck_assert_msg(sp_writer_add(w, v, 2) == 0, "%s", sp_last_error());
+        free(pic);
+        free(jpeg);
+    }
+    ck_assert_msg(sp_writer_finish(w) == 0, "%s", sp_last_error());
+    sp_writer_destroy(w);
+    sp_params_destroy(p);
+    sp_schema_destroy(sc);
+    char shards[4200];
+    snprintf(shards, sizeof shards, "%s/shard-*.sps", dir);
+    p = tu_params("threads", "2", "image_size", "32", "batch_size", "8", "shuffle", "false", "host_memory", "512M",
+                  "on_error", "skip", NULL);
+    sp_loader *l = NULL;
+    ck_assert_msg(sp_loader_open(shards, p, &l) == 0, "%s", sp_last_error());
+    sp_params_destroy(p);
+    uint8_t *all;
+    size_t len;
+    int rc = jg_epoch_images(l, 32, &all, &len);
+    ck_assert_msg(rc == SP_EEPOCH, "%s: %s", sp_error_name(rc), sp_last_error());
+    ck_assert_uint_eq(len, (size_t)N * 32 * 32 * 3);
+    sp_loader_stats st = stats_of(l);
+    ck_assert_uint_eq(st.images_bad, 2);
+    ck_assert_msg(strstr(st.bad_note, "sample 9") && strstr(st.bad_note, "beyond the decoder's buffers") &&
+                      strstr(st.bad_note, "image_sizes"), "%s", st.bad_note);
+    fprintf(stderr, "image_sizes: the lie: %s\n", st.bad_note);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    free(all);
+    /* the manifest has the writer's true sizes, which replaced the caller's entry */
+    char got[256];
+    sizes_meta(dir, got, sizeof got);
+    ck_assert_msg(strstr(got, "0 2400 1800 4320000 "), "%s", got);
+    free_ds(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("loader_image_sizes");
@@ -184,5 +242,6 @@ int main(void)
     tcase_add_test(tc, recorded_at_pack);
     tcase_add_test(tc, decoders_sized_by_dataset);
     tcase_add_test(tc, webp_keeps_allowance);
+    tcase_add_test(tc, lying_sizes_are_bad_images);
     return tu_run(s, tu_seed(0x51e));
 }
