@@ -353,6 +353,13 @@ int jg_write_dataset(const char *dir, const char *block_size, int64_t n,
                      int (*make)(int64_t i, void *arg, uint8_t **bytes, size_t *size), void *arg, char *err,
                      size_t errlen)
 {
+    return jg_write_dataset_meta(dir, block_size, n, make, arg, NULL, NULL, err, errlen);
+}
+
+int jg_write_dataset_meta(const char *dir, const char *block_size, int64_t n,
+                          int (*make)(int64_t i, void *arg, uint8_t **bytes, size_t *size), void *arg,
+                          const char *meta_key, const char *meta_value, char *err, size_t errlen)
+{
     sp_schema *s = sp_schema_create();
     sp_params *p = sp_params_create();
     sp_writer *w = NULL;
@@ -367,6 +374,8 @@ int jg_write_dataset(const char *dir, const char *block_size, int64_t n,
         rc = sp_params_set_str(p, "validate_images", "0");
     if (!rc)
         rc = sp_writer_open(dir, s, p, &w);
+    if (!rc && meta_key)
+        rc = sp_writer_set_meta(w, meta_key, meta_value, strlen(meta_value));
     snprintf(err, errlen, "%s", "");
     for (int64_t i = 0; !rc && i < n; i++) {
         uint8_t *bytes = NULL;

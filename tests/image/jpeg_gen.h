@@ -73,6 +73,11 @@ int jg_write_dataset(const char *dir, const char *block_size, int64_t n,
                      int (*make)(int64_t i, void *arg, uint8_t **bytes, size_t *size), void *arg, char *err,
                      size_t errlen);
 
+/* The same with one metadata entry of the caller's (meta_key NULL: none) set before the first sample. */
+int jg_write_dataset_meta(const char *dir, const char *block_size, int64_t n,
+                          int (*make)(int64_t i, void *arg, uint8_t **bytes, size_t *size), void *arg,
+                          const char *meta_key, const char *meta_value, char *err, size_t errlen);
+
 typedef struct sp_loader sp_loader;
 /* The rest of loader l's epoch: the "image" field of every batch (side x side x 3 bytes a row),
  * concatenated into *out (malloc'd, *len bytes; each batch released). Returns the code that ended

@@ -177,40 +177,34 @@ START_TEST(webp_keeps_allowance)
 }
 END_TEST
 
+/* Sample i of the lying dataset: 64 x 48 baseline JPEGs, but at 5 an 800 x 600 progressive one
+ * (its coefficients exceed the allowance the lie gives) and at 9 a 2400 x 1800 baseline one (its
+ * rows at 1/8 exceed the buffers). */
+static int make_liar(int64_t i, void *arg, uint8_t **bytes, size_t *size)
+{
+    (void)arg;
+    int w = i == 5 ? 800 : i == 9 ? 2400 : 64, h = i == 5 ? 600 : i == 9 ? 1800 : 48;
+    uint8_t *pic = jg_picture(w, h, (uint64_t)i);
+    char err[256];
+    jg_opts o = { 90, JG_444, JG_YCC, i == 5, 0, 0, 0 };
+    int rc = jg_encode(pic, w, h, &o, bytes, size, err, sizeof err);
+    free(pic);
+    return rc;
+}
+
 /* Sizes that lie (a writer's own "image_sizes" in every shard, for 64 x 48 images, over an 800 x 600
  * progressive JPEG): the decoders, sized for what it says, find that image too large and it is a bad
  * image (on_error=skip: skipped, its row filled), never a write past their buffers; the others decode. */
 START_TEST(lying_sizes_are_bad_images)
 {
     char *dir = tu_dataset_dir("sizes_lie", &g_parent);
-    sp_schema *sc = sp_schema_create();
-    ck_assert_int_eq(sp_schema_add(sc, "image", SP_FIELD_IMAGE, SP_DTYPE_U8, 0, NULL), 0);
-    ck_assert_int_eq(sp_schema_add(sc, "label", SP_FIELD_LABEL, SP_DTYPE_I64, 0, NULL), 0);
-    sp_params *p = tu_params("block_size", "16K", NULL);
-    sp_writer *w;
-    ck_assert_msg(sp_writer_open(dir, sc, p, &w) == 0, "%s", sp_last_error());
     const char *lie = "image_sizes 1\n0 64 48 3072 20000 0\n";
-    ck_assert_int_eq(sp_writer_set_meta(w, "image_sizes", lie, strlen(lie)), 0);
-    for (int64_t i = 0; i < N; i++) {
-        /* 5: its coefficients exceed the allowance; 9: baseline, its rows at 1/8 exceed the buffers */
-        int side_w = i == 5 ? 800 : i == 9 ? 2400 : 64, side_h = i == 5 ? 600 : i == 9 ? 1800 : 48;
-        uint8_t *pic = jg_picture(side_w, side_h, (uint64_t)i), *jpeg;
-        size_t size;
-        char err[256];
-        jg_opts o = { 90, JG_444, JG_YCC, i == 5, 0, 0, 0 };
-        ck_assert_msg(jg_encode(pic, side_w, side_h, &o, &jpeg, &size, err, sizeof err) == 0, "%s", err);
-        sp_value v[2] = { { jpeg, size }, { &i, sizeof i } };
-        ck_assert_msg(sp_writer_add(w, v, 2) == 0, "%s", sp_last_error());
-        free(pic);
-        free(jpeg);
-    }
-    ck_assert_msg(sp_writer_finish(w) == 0, "%s", sp_last_error());
-    sp_writer_destroy(w);
-    sp_params_destroy(p);
-    sp_schema_destroy(sc);
+    char err[512];
+    ck_assert_msg(jg_write_dataset_meta(dir, "16K", N, make_liar, NULL, "image_sizes", lie, err, sizeof err) == 0, "%s",
+                  err);
     char shards[4200];
     snprintf(shards, sizeof shards, "%s/shard-*.sps", dir);
-    p = tu_params("threads", "2", "image_size", "32", "batch_size", "8", "shuffle", "false", "host_memory", "512M",
+    sp_params *p = tu_params("threads", "2", "image_size", "32", "batch_size", "8", "shuffle", "false", "host_memory", "512M",
                   "on_error", "skip", NULL);
     sp_loader *l = NULL;
     ck_assert_msg(sp_loader_open(shards, p, &l) == 0, "%s", sp_last_error());
