@@ -17,6 +17,7 @@
 #define LD_FIELD_ALIGN 256u
 #define LD_IO_DEPTH 32u
 #define LD_RM_DEPTH 256u /* blocks queued or in flight on a remote dataset (rm_fetch) */
+#define LD_RM_TAILS_MAX 64u /* shard tails (their indexes) fetched at once on a lazy remote dataset */
 #define LD_MAX_FDS 64u /* shard descriptors kept open: a quarter of RLIMIT_NOFILE, within these */
 #define LD_MIN_FDS 4u
 #define LD_FD_WAIT_S 1.0 /* out of descriptors with none of its own to close: the reader waits this long */
@@ -124,6 +125,10 @@ typedef struct ld_tables {
     fmt_shard **shards;
     uint32_t max_block_samples;
     uint64_t max_raw, max_read;
+    /* A remote dataset whose manifest records its largest blocks: shards[i] and the block_entry of
+     * its blocks stay NULL until the reader has fetched shard i's index (it alone writes them,
+     * before it queues a job of the shard; loader_where and sp_loader_bench_block, between runs). */
+    bool lazy;
 } ld_tables;
 
 /* The batch layout: written by open, read-only afterwards. */
@@ -183,6 +188,12 @@ typedef struct ld_reader_state {
     /* where a run starts, set by the consumer before it starts the reader */
     uint64_t run_epoch, run_k;
     uint64_t run_base; /* global number of run_epoch's batch 0 (below nslots; see run_base_locked) */
+    /* a lazy remote dataset's index fetches: ntails tail buffers of FMT_TAIL_READ bytes, the shard
+     * each one is fetching (UINT64_MAX: free), and per shard whether its tail is being fetched */
+    uint8_t *tails;
+    uint64_t *tail_shard;
+    unsigned ntails;
+    uint8_t *idx_asked;
 } ld_reader_state;
 
 /* The rings shared by the reader, the workers and the consumer: everything here is read and
@@ -286,6 +297,8 @@ int ld_read_ranks(sp_loader *l, const sp_params *p);
 int ld_epoch_plan(const sp_loader *l, uint64_t epoch, ld_plan *p, char *why, size_t whylen);
 
 /* ld_pipeline.c */
+/* A lazy remote dataset's shard i, now open: its index's blocks in the block table. */
+void ld_install_shard(sp_loader *l, uint64_t i, fmt_shard *sh);
 int ld_pipeline_start(sp_loader *l);
 void ld_pipeline_stop(sp_loader *l);
 /* Limit mode (sp_loader_bench_block): block's stored bytes, already in buf, verified, decompressed

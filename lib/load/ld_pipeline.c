@@ -18,6 +18,14 @@ typedef struct ld_reader {
     ld_job inflight[LD_RM_DEPTH]; /* by tag; a local dataset uses the first LD_IO_DEPTH */
     uint64_t submitted[LD_RM_DEPTH]; /* trace clock at each read's submission */
     double wait_s;
+    /* a lazy remote dataset: how far ahead shard indexes are requested (window, block in it, of
+     * the plan la_plan), and the shard whose index the reader waits for with its fetch's failure */
+    const ld_plan *la_plan;
+    uint64_t la_w;
+    uint32_t la_k;
+    uint64_t await;
+    int await_rc;
+    char await_why[SP_ERRMSG_MAX];
 } ld_reader;
 
 /* Reads queued or in flight, and the most there may be, on whichever path the loader reads. */
@@ -214,10 +222,19 @@ static void row_message(const sp_loader *l, uint64_t block, uint32_t r, const ld
              o->convert == CONVERT_IMAGE ? "image" : l->tab.schema->f[o->field].name, why);
 }
 
-/* "SHARD: block B at byte O (samples F..L): why", for a block that cannot be used. */
+/* "SHARD: block B at byte O (samples F..L): why", for a block that cannot be used; without "at
+ * byte O" for a block of a lazy remote dataset whose shard index could not be read. */
 static void block_message(const sp_loader *l, uint64_t block, const char *why, char *msg, size_t len)
 {
     const fmt_block_entry *be = l->tab.block_entry[block];
+    if (!be) {
+        uint64_t first, n;
+        ds_shard_blocks(l->ds, l->tab.block_shard[block], &first, &n);
+        snprintf(msg, len, "%s: block %llu (samples %llu..%llu): %s", ds_shard_path(l->ds, l->tab.block_shard[block]),
+                 (unsigned long long)(block - first), (unsigned long long)l->tab.block_first[block],
+                 (unsigned long long)(l->tab.block_first[block] + l->tab.block_samples[block] - 1), why);
+        return;
+    }
     const fmt_shard *sh = l->tab.shards[l->tab.block_shard[block]];
     snprintf(msg, len, "%s: block %llu at byte %llu (samples %llu..%llu): %s", sh->path,
              (unsigned long long)(be - sh->index.blocks), (unsigned long long)be->offset,
@@ -779,6 +796,109 @@ static void submit(sp_loader *l, ld_reader *rd, ld_job *j)
     pthread_mutex_unlock(&l->ring.mu);
 }
 
+/* ---------------------------------------------------------------- lazy shard indexes (remote) */
+
+void ld_install_shard(sp_loader *l, uint64_t i, fmt_shard *sh)
+{
+    uint64_t first, n;
+    ds_shard_blocks(l->ds, i, &first, &n);
+    for (uint64_t k = 0; k < n; k++)
+        l->tab.block_entry[first + k] = &sh->index.blocks[k];
+    l->tab.shards[i] = sh;
+}
+
+/* Queues the GET of shard i's tail (its index); false when every tail buffer is busy or the
+ * driver is full. */
+static bool tail_request(sp_loader *l, uint64_t i)
+{
+    if (io_inflight(l) >= io_depth(l))
+        return false;
+    unsigned t = 0;
+    while (t < l->rdr.ntails && l->rdr.tail_shard[t] != UINT64_MAX)
+        t++;
+    if (t == l->rdr.ntails)
+        return false;
+    rm_obj *o = ds_shard_obj(l->ds, i);
+    uint64_t n = ds_shard_tail_len(l->ds, i);
+    if (rm_fetch_submit(l->rdr.rf, o, l->rdr.tails + (size_t)t * FMT_TAIL_READ, n, o->size - n, LD_RM_DEPTH + t))
+        return false; /* full only on a stop */
+    l->rdr.tail_shard[t] = i;
+    l->rdr.idx_asked[i] = 1;
+    return true;
+}
+
+/* Tail t has arrived (code 0) or failed: the shard is opened from it and its blocks enter the
+ * table; a failure matters to the block the reader waits for (a prefetch that failed is tried
+ * again when its shard is needed). */
+static void tail_done(sp_loader *l, ld_reader *rd, unsigned t, int code, const char *why)
+{
+    uint64_t i = l->rdr.tail_shard[t];
+    char msg[SP_ERRMSG_MAX];
+    snprintf(msg, sizeof msg, "its index cannot be read: %.400s", why);
+    if (code == SP_OK) {
+        fmt_shard *sh;
+        code = ds_shard_from_tail(l->ds, i, l->rdr.tails + (size_t)t * FMT_TAIL_READ, &sh);
+        if (code == SP_OK)
+            ld_install_shard(l, i, sh);
+        else
+            snprintf(msg, sizeof msg, "%s", sp_dataset_errmsg(l->ds));
+    }
+    l->rdr.tail_shard[t] = UINT64_MAX;
+    l->rdr.idx_asked[i] = 0;
+    if (code && i == rd->await) {
+        rd->await_rc = code;
+        snprintf(rd->await_why, sizeof rd->await_why, "%s", msg);
+    }
+}
+
+/* Requests the indexes of the shards the plan reads next, from window wi's block k on, as far as
+ * the tail buffers allow and at most a few windows ahead, so that the reader seldom waits for one. */
+static void index_ahead(sp_loader *l, ld_reader *rd, const ld_plan *plan, uint64_t wi, uint32_t k)
+{
+    if (!l->tab.lazy)
+        return;
+    if (rd->la_plan != plan || rd->la_w < wi || (rd->la_w == wi && rd->la_k < k)) {
+        rd->la_plan = plan;
+        rd->la_w = wi;
+        rd->la_k = k;
+    }
+    uint64_t ahead = LD_RM_DEPTH / l->cfg.window_blocks + 2; /* windows */
+    while (rd->la_w < plan->nwindows && rd->la_w <= wi + ahead) {
+        const ld_pwin *pw = &plan->win[rd->la_w];
+        if (rd->la_k >= pw->nblocks) {
+            rd->la_w++;
+            rd->la_k = 0;
+            continue;
+        }
+        uint32_t i = l->tab.block_shard[plan->blocks[pw->first_block + rd->la_k]];
+        if (!l->tab.shards[i] && !l->rdr.idx_asked[i] && !tail_request(l, i))
+            return; /* no room now: from here next time */
+        rd->la_k++;
+    }
+}
+
+static void reader_wait_io(sp_loader *l, ld_reader *rd);
+
+/* Shard i's index, fetched now unless it has arrived already; SP_OK, SP_ECANCELED on a stop, or the
+ * fetch's failure with why. */
+static int shard_ready(sp_loader *l, ld_reader *rd, uint64_t i, char *why, size_t whylen)
+{
+    rd->await = i;
+    rd->await_rc = SP_OK;
+    int rc = SP_OK;
+    while (!l->tab.shards[i] && rc == SP_OK) {
+        if (reader_stopping(l))
+            rc = SP_ECANCELED;
+        else if (l->rdr.idx_asked[i] || tail_request(l, i) || io_inflight(l))
+            reader_wait_io(l, rd); /* its tail, or room for it */
+        rc = rc ? rc : rd->await_rc;
+    }
+    if (rc && rc != SP_ECANCELED)
+        snprintf(why, whylen, "%s", rd->await_why);
+    rd->await = UINT64_MAX;
+    return rc;
+}
+
 /* Takes one finished read (waiting for it when wait) and hands it to the workers. */
 static int reap_remote(sp_loader *l, ld_reader *rd, bool wait)
 {
@@ -788,6 +908,10 @@ static int reap_remote(sp_loader *l, ld_reader *rd, bool wait)
     int got = rm_fetch_reap(l->rdr.rf, wait, &tag, &code, why, sizeof why);
     if (got <= 0)
         return got;
+    if (tag >= LD_RM_DEPTH) {
+        tail_done(l, rd, (unsigned)(tag - LD_RM_DEPTH), code, why);
+        return 1;
+    }
     ld_job j = rd->inflight[tag];
     rd->inflight[tag].buf = NULL;
     sp_trace_async(l->trace, LD_TRACK_READER, SPT_READ, rd->submitted[tag], j.block);
@@ -956,10 +1080,18 @@ static bool read_window(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi)
         if (!block_needed(l, plan, w, k, lo, hi))
             continue;
         ld_job j = { .block = plan->blocks[w->first_block + k], .win = ws, .kblock = k };
+        /* a lazy remote dataset: the block's shard index first (a block whose index cannot be read
+         * fails as an unreadable block, taking no ring space) */
+        char iwhy[SP_ERRMSG_MAX];
+        int irc = SP_OK;
+        index_ahead(l, rd, plan, wi, k);
+        if (l->tab.lazy && !l->tab.shards[l->tab.block_shard[j.block]] &&
+            (irc = shard_ready(l, rd, l->tab.block_shard[j.block], iwhy, sizeof iwhy)) == SP_ECANCELED)
+            return false;
+        uint64_t len = irc ? 0 : sp_align_up(l->tab.block_entry[j.block]->stored_size, LD_PAGE);
         pthread_mutex_lock(&l->ring.mu);
         int64_t idx = -1; /* set by ring_alloc unless stop */
-        while (!l->ring.stop &&
-               (idx = ring_alloc(l, sp_align_up(l->tab.block_entry[j.block]->stored_size, LD_PAGE), &j.buf)) < 0)
+        while (!l->ring.stop && (idx = ring_alloc(l, len, &j.buf)) < 0)
             reader_wait(l, rd, SPT_SPACE_WAIT);
         if (l->ring.stop) {
             pthread_mutex_unlock(&l->ring.mu);
@@ -969,6 +1101,10 @@ static bool read_window(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi)
         l->ring.pending++;
         l->ring.rpending[pi]++;
         pthread_mutex_unlock(&l->ring.mu);
+        if (irc) {
+            read_failed(l, &j, irc, iwhy);
+            continue;
+        }
         while (io_inflight(l) == io_depth(l) && !reader_stopping(l))
             reader_wait_io(l, rd);
         submit(l, rd, &j);
@@ -1024,6 +1160,7 @@ static void *reader_main(void *arg)
     ld_reader *rd = sp_calloc(1, sizeof *rd);
     double t0 = sp_now();
     if (rd) {
+        rd->await = UINT64_MAX;
         read_epochs(l, rd);
         while (io_inflight(l)) {
             if (l->rdr.rf && reader_stopping(l))
