@@ -900,6 +900,10 @@ typedef struct sp_loader_stats {
     double read_wait_space_s;               /* reader time held up by read-ring space (blocks not yet decoded);
                                              * reads that complete meanwhile are reaped within these two */
     char memory_note[SP_ERRMSG_MAX];        /* host_memory=0: why the budget is not the default, or "" */
+    /* A remote dataset: ranged GETs the reader has queued (blocks, joined or not, and shard indexes),
+     * and the most outstanding at once (remote_inflight of them transfer, the rest wait in line). */
+    uint64_t remote_requests;
+    uint64_t remote_pending_peak;
 } sp_loader_stats;
 
 /* Fills *out (its struct_size set by the caller). SP_EINVAL for a NULL argument or a struct_size

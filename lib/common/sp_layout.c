@@ -86,6 +86,7 @@ static const layout_field loader_stats_f[] = {
     M_(sp_loader_stats, trace_events_dropped), M_(sp_loader_stats, jobs_in_flight_peak),
     M_(sp_loader_stats, read_wait_io_s), M_(sp_loader_stats, read_wait_slot_s),
     M_(sp_loader_stats, read_wait_space_s), M_(sp_loader_stats, memory_note),
+    M_(sp_loader_stats, remote_requests), M_(sp_loader_stats, remote_pending_peak),
 };
 static const layout_field image_info_f[] = {
     M_(sp_image_info, struct_size), M_(sp_image_info, width), M_(sp_image_info, height),

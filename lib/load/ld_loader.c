@@ -1385,8 +1385,11 @@ int ld_host_release(sp_loader *l, sp_batch *b)
             ld_trace_counters_locked(l);
         /* Wake the reader only when it waits for this very slot: a system call per batch would
          * otherwise cost more than the batch itself at small batch sizes. */
-        if (l->ring.blocked_slot == (int64_t)b->slot)
+        if (l->ring.blocked_slot == (int64_t)b->slot) {
             pthread_cond_signal(&l->ring.c_reader);
+            if (l->rdr.rf)
+                rm_fetch_wakeup(l->rdr.rf); /* it may wait for its reads ahead meanwhile */
+        }
     }
     pthread_mutex_unlock(&l->ring.mu);
     return rc;

@@ -167,7 +167,8 @@ class sp_loader_stats(_Sized):
                 ("trace_events", c_uint64), ("trace_events_dropped", c_uint64),
                 ("jobs_in_flight_peak", c_uint64), ("read_wait_io_s", c_double),
                 ("read_wait_slot_s", c_double), ("read_wait_space_s", c_double),
-                ("memory_note", c_char * SP_ERRMSG_MAX)]
+                ("memory_note", c_char * SP_ERRMSG_MAX),
+                ("remote_requests", c_uint64), ("remote_pending_peak", c_uint64)]
 
 
 # (name, restype, argtypes) of every function the bindings call.

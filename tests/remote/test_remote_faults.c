@@ -131,9 +131,12 @@ END_TEST
  * transfers' timeouts and retries. */
 START_TEST(close_while_stalled)
 {
-    rules("[{\"fault\": \"delay\", \"match\": \".sps\", \"seconds\": 60, \"skip\": 12, \"count\": -1}]");
+    /* after 3 requests (a shard index and the first blocks; the reader fetches ahead one 64 KiB
+     * part at a time, so the rest of the dataset is still to come) */
+    rules("[{\"fault\": \"delay\", \"match\": \".sps\", \"seconds\": 60, \"skip\": 3, \"count\": -1}]");
     sp_loader *l;
-    int rc = lt_open(g_url, &l, "shuffle", "false", "remote_timeout", "30", "prefetch", "1", "batch_size", "7", NULL);
+    int rc = lt_open(g_url, &l, "shuffle", "false", "remote_timeout", "30", "prefetch", "1", "batch_size", "7",
+                     "remote_inflight", "1", "remote_part_size", "64K", NULL);
     ck_assert_msg(rc == 0, "%s", sp_last_error());
     lt_rec r = { 0 };
     rc = lt_drain(l, &g_ds, &r, UINT64_MAX, 2000);
