@@ -149,6 +149,30 @@ START_TEST(close_while_stalled)
 }
 END_TEST
 
+/* Many ranged GETs outstanding at once: with every answer held up 0.3 s and two transfers, the
+ * reader queues the blocks of the windows ahead (its read ring is sized for remote_inflight x
+ * remote_part_size), not only those of the two windows being decoded (at most 2 blocks and 4 shard
+ * indexes here before it fetched ahead); the batches stay the same. */
+START_TEST(many_in_flight)
+{
+    rules("[{\"fault\": \"delay\", \"match\": \".sps\", \"seconds\": 0.3, \"count\": -1}]");
+    sp_loader *l;
+    int rc = lt_open(g_url, &l, "shuffle_window", "1", "remote_inflight", "2", "batch_size", "7", NULL);
+    ck_assert_msg(rc == 0, "%s", sp_last_error());
+    lt_rec r = { 0 };
+    rc = lt_epoch(l, &g_ds, &r);
+    ck_assert_msg(rc == SP_EEPOCH, "%d %s", rc, sp_loader_errmsg(l));
+    ck_assert_msg(r.bad == 0, "%s", r.why);
+    sp_loader_stats st = { sizeof st };
+    ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+    ck_assert_msg(st.remote_pending_peak >= 12 && st.remote_requests >= st.remote_pending_peak,
+                  "%llu requests, at most %llu outstanding", (unsigned long long)st.remote_requests,
+                  (unsigned long long)st.remote_pending_peak);
+    sp_loader_close(l);
+    lt_rec_free(&r);
+}
+END_TEST
+
 int main(void)
 {
     uint64_t seed = tu_seed(16);
@@ -182,6 +206,7 @@ int main(void)
     tcase_add_test(tc, server_error_fails);
     tcase_add_test(tc, on_error_skip);
     tcase_add_test(tc, close_while_stalled);
+    tcase_add_test(tc, many_in_flight);
     suite_add_tcase(s, tc);
     rc = tu_run(s, seed);
     rt_stop(g_state);
