@@ -1042,8 +1042,11 @@ static unsigned fetch_ahead(sp_loader *l, ld_reader *rd)
         if (block == UINT64_MAX)
             return sent;
         const fmt_block_entry *be = l->tab.block_entry[block];
-        if (!be)
+        if (!be) { /* its shard's index first (again, if a fetch ahead of it failed), then the next ones */
+            uint32_t i = l->tab.block_shard[block];
+            sent += !l->rdr.idx_asked[i] && tail_request(l, i);
             return sent + index_ahead(l, rd, rd->fa_plan, rd->fa_w, rd->fa_k);
+        }
         uint8_t *buf;
         pthread_mutex_lock(&l->ring.mu);
         int64_t region = l->ring.stop ? -1 : ring_alloc(l, sp_align_up(be->stored_size, LD_PAGE), &buf);
