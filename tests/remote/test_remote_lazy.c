@@ -106,6 +106,10 @@ START_TEST(lazy_open_requests)
     ck_assert_int_eq(lt_epoch(l, &g_ds, &r), SP_EEPOCH);
     ck_assert_uint_eq(r.ni, NSHARDS);
     ck_assert_uint_eq(r.bad, 0);
+    /* each shard's index fetched once, each block once */
+    sp_loader_stats st = { sizeof st };
+    ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+    ck_assert_uint_eq(st.remote_requests, 2 * NSHARDS);
     sp_loader_close(l);
     lt_rec_free(&r);
 }
