@@ -18,6 +18,7 @@
 #define LD_IO_DEPTH 32u
 #define LD_RM_DEPTH 256u /* blocks queued or in flight on a remote dataset (rm_fetch) */
 #define LD_RM_TAILS_MAX 64u /* shard tails (their indexes) fetched at once on a lazy remote dataset */
+#define LD_AHEAD_MAX 1024u  /* remote blocks fetched ahead of their windows, at most */
 #define LD_MAX_FDS 64u /* shard descriptors kept open: a quarter of RLIMIT_NOFILE, within these */
 #define LD_MIN_FDS 4u
 #define LD_FD_WAIT_S 1.0 /* out of descriptors with none of its own to close: the reader waits this long */
@@ -79,6 +80,16 @@ typedef struct ld_dec {
     uint32_t next, part; /* the next row to hand out; rows per part */
     uint32_t left;       /* parts not finished */
 } ld_dec;
+
+/* A remote block fetched ahead of its window (ld_pipeline.c fetch_ahead): its ring region, and its
+ * read's tag while in flight. */
+typedef struct ld_ahead {
+    uint64_t block;
+    uint8_t *buf;
+    uint32_t region;
+    unsigned tag;
+    int state;
+} ld_ahead;
 
 typedef struct ld_region {
     uint64_t pos, len;

@@ -395,8 +395,9 @@ static uint64_t worker_fixed(void)
 }
 
 /* What a remote dataset's reads hold beside the read ring: the reader's larger table of reads in
- * flight, the driver's requests with room for a message each, and libcurl's buffers per
- * connection (its 256 KiB receive buffer and TLS state: counted as 512 KiB). */
+ * flight and its table of blocks fetched ahead, the driver's requests with room for a message
+ * each, libcurl's buffers per connection (its 256 KiB receive buffer and TLS state: counted as
+ * 512 KiB), and a lazy open's tail buffers and per-shard marks. */
 #define LD_RM_PER_CONN (512u * 1024)
 static uint64_t remote_bytes(const sp_loader *l)
 {
@@ -405,7 +406,8 @@ static uint64_t remote_bytes(const sp_loader *l)
         return 0;
     return (uint64_t)LD_RM_DEPTH * (sizeof(ld_job) + 64 + SP_ERRMSG_MAX + 3 * sizeof(uint32_t)) +
            (uint64_t)rm_site_inflight(site) * LD_RM_PER_CONN +
-           (uint64_t)l->rdr.ntails * (FMT_TAIL_READ + sizeof(uint64_t)) + (l->tab.lazy ? l->tab.nshards : 0);
+           (uint64_t)l->rdr.ntails * (FMT_TAIL_READ + sizeof(uint64_t)) + (l->tab.lazy ? l->tab.nshards : 0) +
+           LD_AHEAD_MAX * sizeof(ld_ahead);
 }
 
 /* The flattened block and shard tables (already allocated) and the plans: the consumer's, the

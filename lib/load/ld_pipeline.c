@@ -14,19 +14,9 @@
 
 /* ---------------------------------------------------------------- descriptors (reader only) */
 
-/* A remote block fetched ahead of its window (fetch_ahead): its ring region, and its read's tag
- * while in flight. */
-#define LD_AHEAD_MAX 1024u
 enum { AHEAD_INFLIGHT, AHEAD_ARRIVED, AHEAD_FAILED };
 #define LD_WIN_AHEAD UINT32_MAX        /* ld_job.win of a read fetched ahead, not yet in a window */
 #define LD_WIN_DROP (UINT32_MAX - 1u)  /* ... of one whose block its window turned out not to need */
-typedef struct ld_ahead {
-    uint64_t block;
-    uint8_t *buf;
-    uint32_t region;
-    unsigned tag;
-    int state;
-} ld_ahead;
 
 typedef struct ld_reader {
     ld_job inflight[LD_RM_DEPTH]; /* by tag; a local dataset uses the first LD_IO_DEPTH */
