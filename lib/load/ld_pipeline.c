@@ -980,11 +980,6 @@ static void ahead_sync(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi, ui
     rd->fa_k = k + 1;
 }
 
-/* Fetches the blocks read_window will take next into the read ring, as far as ring space, the
- * driver's queue and the table of reads ahead allow: many ranged GETs in flight while the windows
- * before them are decoded (remote_inflight transfers, remote_part_size each, the ring sized for
- * that product within host_memory). A block whose shard index has not arrived stops it there (the
- * index is requested). */
 /* The next block to fetch ahead (the cursor moved past windows read_epochs skips and past the
  * ends of windows), or UINT64_MAX when the plan has no more. */
 static uint64_t ahead_next(sp_loader *l, ld_reader *rd)
@@ -1022,6 +1017,11 @@ static bool ahead_ready_locked(sp_loader *l, ld_reader *rd)
     return ring_place(l, sp_align_up(be->stored_size, LD_PAGE)) != UINT64_MAX;
 }
 
+/* Fetches the blocks read_window will take next into the read ring, as far as ring space, the
+ * driver's queue and the table of reads ahead allow: many ranged GETs in flight while the windows
+ * before them are decoded (remote_inflight transfers, remote_part_size each, the ring sized for
+ * that product within host_memory). A block whose shard index has not arrived stops it there (the
+ * index is requested). Returns the GETs queued. */
 static unsigned fetch_ahead(sp_loader *l, ld_reader *rd)
 {
     unsigned sent = 0;
