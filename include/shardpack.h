@@ -925,6 +925,10 @@ typedef struct sp_loader_stats {
     uint64_t cache_hits, cache_misses, cache_hit_bytes;
     uint64_t cache_admitted, cache_evictions, cache_discarded;
     uint64_t cache_bytes, cache_size;
+    /* A remote dataset: ranged GETs the reader has queued (blocks, joined or not, and shard indexes),
+     * and the most outstanding at once (remote_inflight of them transfer, the rest wait in line). */
+    uint64_t remote_requests;
+    uint64_t remote_pending_peak;
 } sp_loader_stats;
 
 /* Fills *out (its struct_size set by the caller). SP_EINVAL for a NULL argument or a struct_size

@@ -644,6 +644,10 @@ static void print_json(const bench_report *r)
     cli_json_double(&j, st->read_wait_space_s);
     cli_json_key(&j, "read_wait_slot_s");
     cli_json_double(&j, st->read_wait_slot_s);
+    cli_json_key(&j, "remote_requests");
+    cli_json_u64(&j, st->remote_requests);
+    cli_json_key(&j, "remote_pending_peak");
+    cli_json_u64(&j, st->remote_pending_peak);
     cli_json_key(&j, "trace_events");
     cli_json_u64(&j, st->trace_events);
     cli_json_key(&j, "trace_events_dropped");

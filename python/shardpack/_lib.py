@@ -171,7 +171,8 @@ class sp_loader_stats(_Sized):
                 ("samples_padded_per_epoch", c_uint64), ("samples_padded", c_uint64),
                 ("remote_bytes", c_uint64), ("cache_hits", c_uint64), ("cache_misses", c_uint64),
                 ("cache_hit_bytes", c_uint64), ("cache_admitted", c_uint64), ("cache_evictions", c_uint64),
-                ("cache_discarded", c_uint64), ("cache_bytes", c_uint64), ("cache_size", c_uint64)]
+                ("cache_discarded", c_uint64), ("cache_bytes", c_uint64), ("cache_size", c_uint64),
+                ("remote_requests", c_uint64), ("remote_pending_peak", c_uint64)]
 
 
 # (name, restype, argtypes) of every function the bindings call.
