@@ -4,10 +4,13 @@
  * then, on a warm page cache, times sp_loader_open + the first sp_loader_next, and the same for
  * sp_dataset_open alone. Prints the times and their ratio to the 1 s target. DIR may be a URL
  * (http(s)://, s3://) of such a dataset, made here before and uploaded (bench/remote_bench.py).
- * usage: bench_first_batch [DIR|URL] [SHARDS] */
+ * HOST_MEMORY (e.g. 64M) is the loaders' budget (default: the library's); the process's peak RSS is
+ * printed with it.
+ * usage: bench_first_batch [DIR|URL] [SHARDS] [HOST_MEMORY] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -48,11 +51,18 @@ static int build(const char *dir, long shards)
     return rc;
 }
 
+static const char *g_host_memory;
+static uint64_t g_budget;
+
 static double first_batch(const char *dir, double *open_s)
 {
     sp_params *p = sp_params_create();
     sp_params_set_str(p, "batch_size", "256");
     sp_params_set_str(p, "threads", "2");
+    if (g_host_memory && sp_params_set_str(p, "host_memory", g_host_memory) != 0) {
+        fprintf(stderr, "bench_first_batch: %s\n", sp_last_error());
+        exit(1);
+    }
     double t0 = now();
     sp_loader *l;
     if (sp_loader_open(dir, p, &l) != 0) {
@@ -66,6 +76,9 @@ static double first_batch(const char *dir, double *open_s)
         exit(1);
     }
     double t = now() - t0;
+    sp_loader_stats st = { sizeof st };
+    if (sp_loader_stats_get(l, &st) == 0)
+        g_budget = st.host_memory_bytes;
     sp_loader_release(l, b);
     sp_loader_close(l);
     sp_params_destroy(p);
@@ -76,10 +89,11 @@ int main(int argc, char **argv)
 {
     const char *dir = argc > 1 ? argv[1] : "/tmp/shardpack-10k";
     long shards = argc > 2 ? atol(argv[2]) : 10000;
+    g_host_memory = argc > 3 ? argv[3] : NULL;
     struct stat st;
     char manifest[4096];
     snprintf(manifest, sizeof manifest, "%s/manifest.spm", dir);
-    if (!strstr(dir, "://") && stat(manifest, &st) != 0) {
+    if (!strstr(dir, "://") && stat(dir, &st) != 0) { /* DIR may also name a manifest file */
         double t0 = now();
         if (build(dir, shards))
             return 1;
@@ -107,5 +121,9 @@ int main(int argc, char **argv)
     printf("loader_open_s %.4f\n", best_open);
     printf("first_batch_s %.4f\n", best);
     printf("first_batch_vs_1s_target %.3f\n", best / 1.0);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("host_memory_bytes %llu\n", (unsigned long long)g_budget);
+    printf("peak_rss_bytes %llu\n", (unsigned long long)ru.ru_maxrss * 1024);
     return 0;
 }

@@ -87,7 +87,8 @@ def bench_ours(sp, path, common, remote_flags, env):
         return {"error": (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1]}
     out = json.loads(r.stdout)
     return {k: out.get(k) for k in ("samples_per_s", "bytes_per_s", "read_bytes_per_s", "peak_rss_bytes",
-                                    "host_memory_bytes", "seconds", "samples", "epochs", "io", "threads")}
+                                    "host_memory_bytes", "seconds", "samples", "epochs", "io", "threads",
+                                    "remote_requests", "remote_pending_peak")}
 
 
 def reads_urls(sp, url, env):
@@ -124,9 +125,10 @@ print(json.dumps({"digest": h.hexdigest(), "batches": n}))
     return json.loads(r.stdout)
 
 
-def first_batch(exe, path, env):
-    """bench_first_batch on PATH: dataset_open_s, loader_open_s, first_batch_s (best of 5)."""
-    r = subprocess.run([str(exe), path], capture_output=True, text=True, env=env)
+def first_batch(exe, path, env, host_memory):
+    """bench_first_batch on PATH: dataset_open_s, loader_open_s, first_batch_s (best of 5), the
+    loaders' host_memory_bytes and the process's peak_rss_bytes."""
+    r = subprocess.run([str(exe), path, "0", host_memory], capture_output=True, text=True, env=env)
     if r.returncode != 0:
         return {"error": (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1]}
     out = {}
@@ -134,7 +136,28 @@ def first_batch(exe, path, env):
         k, _, v = line.partition(" ")
         if k.endswith("_s"):
             out[k] = float(v)
+        elif k.endswith("_bytes"):
+            out[k] = int(v)
+    if out.get("peak_rss_bytes") and out.get("host_memory_bytes"):
+        out["rss_over_host_memory_mib"] = round((out["peak_rss_bytes"] - out["host_memory_bytes"]) / 2**20, 1)
     return out
+
+
+def old_manifest(build, ds):
+    """DS/manifest-1.0.spm: DS's manifest as format 1.0 wrote it (no largest blocks recorded), so
+    that a loader opens it as before 1.1: every shard's index read at open."""
+    import ctypes
+    lib = ctypes.CDLL(str(build / "lib" / "libshardpack.so"))
+    lib.sp_checksum64.restype = ctypes.c_uint64
+    lib.sp_checksum64.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    b = bytearray((ds / "manifest.spm").read_bytes())
+    nshards = int.from_bytes(b[24:32], "little")
+    tbl = (64 + sum(int.from_bytes(b[48 + 4 * i:52 + 4 * i], "little") for i in range(3)) + 7) & ~7
+    b[10:12] = (0).to_bytes(2, "little")
+    for i in range(nshards):
+        b[tbl + 40 * i + 32:tbl + 40 * i + 40] = bytes(8)
+    b[-8:] = lib.sp_checksum64(bytes(b[:-8]), len(b) - 8).to_bytes(8, "little")
+    (ds / "manifest-1.0.spm").write_bytes(bytes(b))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -248,6 +271,8 @@ def main():
     ap.add_argument("--part-size", default="8M", help="bytes per ranged GET, ours and curl's")
     ap.add_argument("--first-batch-shards", type=int, default=10000,
                     help="shards of the time-to-first-batch dataset (0: leave that out)")
+    ap.add_argument("--first-batch-host-memory", default="64M",
+                    help="host_memory of the time-to-first-batch loaders (peak RSS is reported against it)")
     ap.add_argument("--no-s3", action="store_true", help="leave Swift out")
     ap.add_argument("--no-http", action="store_true", help="leave nginx out")
     ap.add_argument("--cache", default="",
@@ -288,6 +313,8 @@ def main():
     fb_ds = serve / ("first-batch-%d.sp" % args.first_batch_shards)
     if args.first_batch_shards and not fb_ds.exists():
         run([first, fb_ds, args.first_batch_shards], stdout=subprocess.DEVNULL)  # makes it
+    if args.first_batch_shards:
+        old_manifest(build, fb_ds)
 
     help_text = run([sp, "bench", "--help"], capture_output=True, text=True).stdout
     common = ["--threads", args.threads, "--batch-size", args.batch_size, "--epochs", args.epochs, "--seed", "7"]
@@ -330,6 +357,9 @@ def main():
             with open(netrc, "w") as f:
                 f.write("machine 127.0.0.1 login %s password %s\n" % (sw["AWS_ACCESS_KEY_ID"],
                                                                     sw["AWS_SECRET_ACCESS_KEY"]))
+        results["load_average_start"] = [round(x, 2) for x in os.getloadavg()]
+        print("load average at the start: %s (a shared machine: compare within this run)" %
+              results["load_average_start"])
         print("machine: %s, threads=%d, batch=%d, epochs=%d, parallel=%d, part=%d" % (
             results["machine"], args.threads, args.batch_size, args.epochs, args.parallel, part))
         for k in ("nginx_ready_s", "swift_ready_s", "s3_upload_s"):
@@ -411,12 +441,21 @@ def main():
                 if place in cannot:
                     results["runs"][key] = {"error": "shardpack cannot read URLs yet: " + cannot[place]}
                 else:
-                    results["runs"][key] = first_batch(first, url_of("first-batch", fb_ds), env)
+                    results["runs"][key] = first_batch(first, url_of("first-batch", fb_ds), env,
+                                                       args.first_batch_host_memory)
                 print("first %-14s %s" % (key, json.dumps(results["runs"][key])))
+                # before 1.1: the same dataset through a manifest that records no block sizes
+                key += "_old_manifest"
+                if place not in cannot:
+                    results["runs"][key] = first_batch(first, url_of("first-batch", fb_ds) + "/manifest-1.0.spm",
+                                                       env, args.first_batch_host_memory)
+                    print("first %-14s %s" % (key, json.dumps(results["runs"][key])))
     finally:
         servers.stop(state)
         shutil.rmtree(tmp, ignore_errors=True)
 
+    results["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    print("load average at the end: %s" % results["load_average_end"])
     runs = results["runs"]
     lines = []
     for place in ("http", "s3"):
@@ -426,10 +465,18 @@ def main():
         lines.append(("images_%s_vs_local" % place, r, "samples/s, target >= 0.9"))
         r = ratio(runs.get("tokens_" + place), "read_bytes_per_s", runs.get("tokens_%s_curl" % place), "bytes_per_s")
         lines.append(("tokens_%s_vs_curl" % place, r, "read bytes/s, target >= 0.9"))
+        r = ratio(runs.get("tokens_" + place), "read_bytes_per_s", runs.get("tokens_local"), "read_bytes_per_s")
+        lines.append(("tokens_%s_vs_local" % place, r, "read bytes/s; local disk is the ceiling on a small host"))
     for place in places:
         fb = runs.get("first_batch_" + place, {}).get("first_batch_s")
         if args.first_batch_shards:
             lines.append(("first_batch_%s_s" % place, fb, "%d shards, target < 1 s" % args.first_batch_shards))
+            old = runs.get("first_batch_%s_old_manifest" % place, {}).get("first_batch_s")
+            lines.append(("first_batch_%s_old_manifest_s" % place, old, "the same through a 1.0 manifest: "
+                          "every index read at open, as before"))
+            rss = runs.get("first_batch_" + place, {}).get("rss_over_host_memory_mib")
+            lines.append(("first_batch_%s_rss_over_host_memory_mib" % place, rss, "peak RSS - host_memory %s, "
+                          "target <= 24" % args.first_batch_host_memory))
     results["ratios"] = {k: v for k, v, _ in lines}
     with open(work / "remote_bench.json", "w") as f:
         json.dump(results, f, indent=1)

@@ -652,6 +652,10 @@ static void print_json(const bench_report *r)
     cli_json_u64(&j, st->batch_ring_peak_slots);
     cli_json_key(&j, "batch_ring_grown");
     cli_json_u64(&j, st->batch_ring_grown);
+    cli_json_key(&j, "remote_requests");
+    cli_json_u64(&j, st->remote_requests);
+    cli_json_key(&j, "remote_pending_peak");
+    cli_json_u64(&j, st->remote_pending_peak);
     cli_json_key(&j, "trace_events");
     cli_json_u64(&j, st->trace_events);
     cli_json_key(&j, "trace_events_dropped");

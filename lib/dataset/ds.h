@@ -22,6 +22,21 @@ int ds_pread_block(sp_dataset *d, uint64_t block, uint8_t *buf, fmt_err *e);
 rm_site *ds_site(const sp_dataset *d);
 /* The object of shard i of a remote dataset (its ETag known once the shard is open). */
 rm_obj *ds_shard_obj(sp_dataset *d, uint64_t i);
+/* Shard i's path (a remote one's URL without user:password@), its blocks (global numbers first ..
+ * first + n - 1), and a block's sample count: all from the manifest or the shards opened at open. */
+const char *ds_shard_path(const sp_dataset *d, uint64_t i);
+void ds_shard_blocks(const sp_dataset *d, uint64_t i, uint64_t *first, uint64_t *n);
+uint32_t ds_block_samples(const sp_dataset *d, uint64_t block);
+/* True when the manifest records every shard's largest blocks (format.md 8.4): then *max_stored is
+ * the largest stored_size of any block and *max_raw the largest raw_size of a zstd block (0: none),
+ * and a shard whose index says otherwise is refused when it is opened. */
+bool ds_block_bounds(const sp_dataset *d, uint32_t *max_stored, uint32_t *max_raw);
+/* The bytes at the end of remote shard i that its opening GET asks for, and shard i opened from
+ * them (a larger index is read by a second GET), checked as ds_shard_get checks it; SP_OK with
+ * the shard (owned by d; an already open one when another thread was first), or a code with d's
+ * message naming the URL. */
+uint64_t ds_shard_tail_len(const sp_dataset *d, uint64_t i);
+int ds_shard_from_tail(sp_dataset *d, uint64_t i, const uint8_t *tail, fmt_shard **out);
 /* Opens every shard not yet open (ds_shard_get for each); a remote dataset's shard tails are
  * fetched many at a time. SP_OK, or the first failure's code with d's message. */
 int ds_shard_open_all(sp_dataset *d);

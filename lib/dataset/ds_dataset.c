@@ -28,6 +28,7 @@ typedef struct ds_shard {
     uint64_t fd_tick;  /* last use, for eviction */
     uint64_t file_size, nblocks, nsamples, index_checksum;
     uint64_t first_block, first_sample;
+    uint32_t max_stored, max_raw; /* its largest blocks, as its manifest entry records them (0: not) */
     rm_obj obj; /* a remote dataset's: the shard's object (size from the manifest, ETag once read) */
 } ds_shard;
 
@@ -42,6 +43,8 @@ struct sp_dataset {
     char *mpath;         /* the manifest read, when from_manifest */
     sp_file_id mid;      /* its identity then */
     uint64_t nshards, nblocks, nsamples, fingerprint;
+    uint32_t max_stored, max_raw; /* over all shards, when the manifest records every shard's */
+    bool bounds;
     ds_shard *shards;
     uint64_t *block_first; /* nblocks + 1 cumulative sample counts */
     pthread_mutex_t mu;    /* lazy shard opening, the descriptor cache and the context pool */
@@ -180,7 +183,16 @@ static int manifest_decode(sp_dataset *d, uint8_t *buf, size_t n, const char *mp
         s->nblocks = ms->nblocks;
         s->nsamples = ms->nsamples;
         s->index_checksum = ms->index_checksum;
+        s->max_stored = ms->max_stored;
+        s->max_raw = ms->max_raw;
+        if (ms->max_stored > d->max_stored)
+            d->max_stored = ms->max_stored;
+        if (ms->max_raw > d->max_raw)
+            d->max_raw = ms->max_raw;
     }
+    d->bounds = true; /* every shard's largest blocks recorded (a 1.1 manifest) */
+    for (uint64_t i = 0; rc == SP_OK && i < m.nshards; i++)
+        d->bounds = d->bounds && m.shards[i].max_stored;
     if (rc == SP_OK)
         rc = dataset_index(d, m.block_samples);
     fmt_manifest_free(&m);
@@ -333,8 +345,13 @@ static int shard_matches(sp_dataset *d, uint64_t i, const ds_shard *s, const fmt
         what = "dataset id";
     for (uint64_t k = 0; !what && k < s->nblocks; k++) {
         uint64_t b = s->first_block + k;
-        if (sh->index.blocks[k].nsamples != d->block_first[b + 1] - d->block_first[b])
+        const fmt_block_entry *be = &sh->index.blocks[k];
+        if (be->nsamples != d->block_first[b + 1] - d->block_first[b])
             what = "per-block sample count";
+        /* a loader sizes its buffers by the manifest's largest blocks before it reads any index */
+        else if (s->max_stored && (be->stored_size > s->max_stored ||
+                                   (be->codec != SP_CODEC_STORED && be->raw_size > s->max_raw)))
+            what = "largest block size";
     }
     if (!what)
         return SP_OK;
@@ -382,6 +399,46 @@ int ds_shard_get(sp_dataset *d, uint64_t i, fmt_shard **out)
 
 rm_site *ds_site(const sp_dataset *d) { return d->site; }
 rm_obj *ds_shard_obj(sp_dataset *d, uint64_t i) { return &d->shards[i].obj; }
+const char *ds_shard_path(const sp_dataset *d, uint64_t i) { return d->shards[i].path; }
+
+void ds_shard_blocks(const sp_dataset *d, uint64_t i, uint64_t *first, uint64_t *n)
+{
+    *first = d->shards[i].first_block;
+    *n = d->shards[i].nblocks;
+}
+
+uint32_t ds_block_samples(const sp_dataset *d, uint64_t block)
+{
+    return (uint32_t)(d->block_first[block + 1] - d->block_first[block]);
+}
+
+bool ds_block_bounds(const sp_dataset *d, uint32_t *max_stored, uint32_t *max_raw)
+{
+    *max_stored = d->max_stored;
+    *max_raw = d->max_raw;
+    return d->bounds;
+}
+
+uint64_t ds_shard_tail_len(const sp_dataset *d, uint64_t i)
+{
+    uint64_t size = d->shards[i].obj.size;
+    return size < FMT_TAIL_READ ? size : FMT_TAIL_READ;
+}
+
+int ds_shard_from_tail(sp_dataset *d, uint64_t i, const uint8_t *tail, fmt_shard **out)
+{
+    ds_shard *s = &d->shards[i];
+    fmt_shard *sh;
+    pthread_mutex_lock(&d->mu);
+    int rc = s->sh ? SP_OK : remote_shard_from_tail(d, s, tail, (size_t)ds_shard_tail_len(d, i), &sh);
+    if (rc == SP_OK && !s->sh && d->from_manifest && (rc = shard_matches(d, i, s, sh)))
+        fmt_shard_close(sh);
+    else if (rc == SP_OK && !s->sh)
+        s->sh = sh;
+    *out = s->sh;
+    pthread_mutex_unlock(&d->mu);
+    return rc;
+}
 
 /* Tails fetched at once while a remote dataset's shards are opened together. */
 #define RD_TAILS_INFLIGHT 64u
@@ -412,7 +469,7 @@ static int remote_open_all(sp_dataset *d)
             }
             while (slot_busy[free_slot])
                 free_slot = (free_slot + 1) % depth;
-            uint64_t n = s->obj.size < FMT_TAIL_READ ? s->obj.size : FMT_TAIL_READ;
+            uint64_t n = ds_shard_tail_len(d, next);
             slot_busy[free_slot] = true;
             slot_shard[free_slot] = next;
             rm_fetch_submit(f, &s->obj, tails + (size_t)free_slot * FMT_TAIL_READ, n, s->obj.size - n, free_slot);
@@ -432,15 +489,8 @@ static int remote_open_all(sp_dataset *d)
             rc = sp_fail(&d->eb, code, "%s: %s", s->path, why);
             break;
         }
-        uint64_t n = s->obj.size < FMT_TAIL_READ ? s->obj.size : FMT_TAIL_READ;
         fmt_shard *sh;
-        pthread_mutex_lock(&d->mu);
-        rc = s->sh ? SP_OK : remote_shard_from_tail(d, s, tails + (size_t)tag * FMT_TAIL_READ, (size_t)n, &sh);
-        if (rc == SP_OK && !s->sh && d->from_manifest && (rc = shard_matches(d, slot_shard[tag], s, sh)))
-            fmt_shard_close(sh);
-        else if (rc == SP_OK && !s->sh)
-            s->sh = sh;
-        pthread_mutex_unlock(&d->mu);
+        rc = ds_shard_from_tail(d, slot_shard[tag], tails + (size_t)tag * FMT_TAIL_READ, &sh);
     }
     rm_fetch_close(f);
     sp_free(tails);

@@ -14,6 +14,8 @@
 #define FMT_MAGIC_LEN 8
 #define FMT_VERSION_MAJOR 1
 #define FMT_VERSION_MINOR 0
+/* A manifest that records its shards' largest blocks (format.md 8.4) is 1.1. */
+#define FMT_MANIFEST_MINOR 1
 
 #define FMT_HEADER_BYTES 64
 #define FMT_TRAILER_BYTES 64
@@ -205,6 +207,9 @@ int fmt_shard_recheck(const fmt_shard *s, int rc, fmt_err *e);
 typedef struct fmt_manifest_shard {
     char *name; /* file name relative to the manifest's directory */
     uint64_t file_size, nblocks, nsamples, index_checksum;
+    /* Its largest stored_size, and largest raw_size of a zstd block (0: none); both 0 when the
+     * manifest does not record them (written before 1.1). */
+    uint32_t max_stored, max_raw;
 } fmt_manifest_shard;
 
 typedef struct fmt_manifest {

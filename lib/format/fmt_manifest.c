@@ -39,7 +39,7 @@ void fmt_manifest_encode(const fmt_manifest *m, sp_buf *b)
         b->failed = true; /* a part cut short by a failed allocation must not be written */
     sp_buf_put(b, FMT_MAGIC_MANIFEST, FMT_MAGIC_LEN);
     sp_buf_u16(b, FMT_VERSION_MAJOR);
-    sp_buf_u16(b, FMT_VERSION_MINOR);
+    sp_buf_u16(b, FMT_MANIFEST_MINOR);
     sp_buf_u32(b, 0);
     sp_buf_u64(b, m->dataset_id);
     sp_buf_u64(b, m->nshards);
@@ -59,7 +59,8 @@ void fmt_manifest_encode(const fmt_manifest *m, sp_buf *b)
         sp_buf_u64(b, s->nblocks);
         sp_buf_u64(b, s->nsamples);
         sp_buf_u64(b, s->index_checksum);
-        sp_buf_u64(b, 0);
+        sp_buf_u32(b, s->max_stored);
+        sp_buf_u32(b, s->max_raw);
     }
     for (uint64_t i = 0; i < m->nblocks; i++)
         sp_buf_u32(b, m->block_samples[i]);
@@ -92,7 +93,7 @@ static int names_decode(sp_cursor *c, uint64_t at, fmt_manifest *m, fmt_err *e)
 }
 
 /* Shard entries and block counts, each checked against the totals before anything is trusted. */
-static int tables_decode(const uint8_t *p, uint64_t at, fmt_manifest *m, fmt_err *e)
+static int tables_decode(const uint8_t *p, uint64_t at, const fmt_limits *lim, fmt_manifest *m, fmt_err *e)
 {
     uint64_t blocks = 0, samples = 0, bi = 0;
     for (uint64_t i = 0; i < m->nshards; i++, p += MANIFEST_SHARD_BYTES, at += MANIFEST_SHARD_BYTES) {
@@ -101,7 +102,17 @@ static int tables_decode(const uint8_t *p, uint64_t at, fmt_manifest *m, fmt_err
         s->nblocks = sp_ld64(p + 8);
         s->nsamples = sp_ld64(p + 16);
         s->index_checksum = sp_ld64(p + 24);
-        if (sp_ld64(p + 32) || s->nblocks == 0 || s->nblocks > m->nblocks - blocks ||
+        s->max_stored = sp_ld32(p + 32);
+        s->max_raw = sp_ld32(p + 36);
+        /* 1.0 left them zero; a raw size above max_block_bytes is refused as the index refuses it */
+        if (s->max_raw > lim->max_block_bytes)
+            return fmt_errf(e, SP_ELIMIT, at + 36, "shard entry %llu: largest block is %u bytes raw, above "
+                            "max_block_bytes %llu", (unsigned long long)i, s->max_raw,
+                            (unsigned long long)lim->max_block_bytes);
+        if (s->max_stored == 0 && s->max_raw)
+            return fmt_errf(e, SP_ECORRUPT, at + 32, "shard entry %llu records a largest raw block but no largest "
+                            "stored block", (unsigned long long)i);
+        if (s->nblocks == 0 || s->nblocks > m->nblocks - blocks ||
             s->nsamples > m->nsamples - samples)
             return fmt_errf(e, SP_ECORRUPT, at, "shard entry %llu has counts that do not add up",
                             (unsigned long long)i);
@@ -195,7 +206,7 @@ int fmt_manifest_decode(const uint8_t *p, size_t n, const fmt_limits *lim, fmt_m
     if (rc == SP_OK)
         rc = names_decode(&nc, MANIFEST_HEADER_BYTES + (uint64_t)sz[0] + sz[1], m, e);
     if (rc == SP_OK)
-        rc = tables_decode(p + tables, tables, m, e);
+        rc = tables_decode(p + tables, tables, lim, m, e);
     if (rc)
         fmt_manifest_free(m);
     return rc;

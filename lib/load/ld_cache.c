@@ -50,10 +50,11 @@ uint64_t ld_cache_bytes(const sp_loader *l, uint64_t plan)
     const ld_cache *c = l->cache;
     if (!c)
         return 0;
-    /* the index the cache maps: an entry per block it can hold, with room to double */
+    /* the index the cache maps: an entry per block it can hold, with room to double (a lazy open
+     * knows no block's size yet: then as many as it has blocks, doubled) */
     uint64_t smallest = UINT64_MAX;
     for (uint64_t b = 0; b < l->tab.nblocks; b++)
-        if (l->tab.block_entry[b]->stored_size < smallest)
+        if (l->tab.block_entry[b] && l->tab.block_entry[b]->stored_size < smallest)
             smallest = l->tab.block_entry[b]->stored_size;
     uint64_t entries = c->size / (64 + (smallest == UINT64_MAX ? 0 : smallest)) + 64;
     if (entries > 2 * l->tab.nblocks + 64)
@@ -126,21 +127,29 @@ void ld_cache_plan(sp_loader *l, uint32_t pi, uint64_t epoch)
 
 void ld_cache_use(sp_loader *l, const ld_job *j)
 {
+    ld_cache_use_at(l, j->block, l->rdr.win_plan[j->win], l->rdr.win[j->win].start);
+}
+
+void ld_cache_use_at(sp_loader *l, uint64_t block, uint32_t pi, uint64_t start)
+{
     ld_cache *c = l->cache;
     if (!c || !c->rc)
         return;
-    uint32_t pi = l->rdr.win_plan[j->win];
     const ld_plan *p = &l->rdr.rplan[pi];
-    rm_use u = { .sum = l->tab.block_entry[j->block]->checksum,
-                 .now = place(p->cfg.epoch, l->rdr.win[j->win].start, p->samples),
-                 .next = c->next[pi][j->block] };
+    rm_use u = { .sum = l->tab.block_entry[block]->checksum,
+                 .now = place(p->cfg.epoch, start, p->samples),
+                 .next = c->next[pi][block] };
     rm_fetch_use(l->rdr.rf, &u);
 }
 
 void ld_cache_stats(const sp_loader *l, sp_loader_stats *st)
 {
-    if (l->rdr.rf)
-        st->remote_bytes = rm_fetch_bytes(l->rdr.rf);
+    if (l->rdr.rf) {
+        pthread_mutex_lock((pthread_mutex_t *)&l->ring.mu);
+        uint64_t tails = l->rdr.tail_bytes; /* a lazy open's shard indexes: not block bytes */
+        pthread_mutex_unlock((pthread_mutex_t *)&l->ring.mu);
+        st->remote_bytes = rm_fetch_bytes(l->rdr.rf) - tails;
+    }
     if (!l->cache || !l->cache->rc)
         return;
     rm_cache_stats s;

@@ -17,6 +17,8 @@
 #define LD_FIELD_ALIGN 256u
 #define LD_IO_DEPTH 32u
 #define LD_RM_DEPTH 256u /* blocks queued or in flight on a remote dataset (rm_fetch) */
+#define LD_RM_TAILS_MAX 64u /* shard tails (their indexes) fetched at once on a lazy remote dataset */
+#define LD_AHEAD_MAX 1024u  /* remote blocks fetched ahead of their windows, at most */
 #define LD_MAX_FDS 64u /* shard descriptors kept open: a quarter of RLIMIT_NOFILE, within these */
 #define LD_MIN_FDS 4u
 #define LD_FD_WAIT_S 1.0 /* out of descriptors with none of its own to close: the reader waits this long */
@@ -80,6 +82,16 @@ typedef struct ld_dec {
     uint32_t left;       /* parts not finished */
 } ld_dec;
 
+/* A remote block fetched ahead of its window (ld_pipeline.c fetch_ahead): its ring region, and its
+ * read's tag while in flight. */
+typedef struct ld_ahead {
+    uint64_t block;
+    uint8_t *buf;
+    uint32_t region;
+    unsigned tag;
+    int state;
+} ld_ahead;
+
 typedef struct ld_region {
     uint64_t pos, len;
     bool done;
@@ -125,6 +137,10 @@ typedef struct ld_tables {
     fmt_shard **shards;
     uint32_t max_block_samples;
     uint64_t max_raw, max_read;
+    /* A remote dataset whose manifest records its largest blocks: shards[i] and the block_entry of
+     * its blocks stay NULL until the reader has fetched shard i's index (it alone writes them,
+     * before it queues a job of the shard; loader_where and sp_loader_bench_block, between runs). */
+    bool lazy;
 } ld_tables;
 
 /* The batch layout: written by open, read-only afterwards. */
@@ -184,6 +200,13 @@ typedef struct ld_reader_state {
     /* where a run starts, set by the consumer before it starts the reader */
     uint64_t run_epoch, run_k;
     uint64_t run_base; /* global number of run_epoch's batch 0 */
+    /* a lazy remote dataset's index fetches: ntails tail buffers of FMT_TAIL_READ bytes, the shard
+     * each one is fetching (UINT64_MAX: free), and per shard whether its tail is being fetched */
+    uint8_t *tails;
+    uint64_t *tail_shard;
+    unsigned ntails;
+    uint8_t *idx_asked;
+    uint64_t tail_bytes; /* of the tails fetched (under ring.mu): not block bytes, so not remote_bytes */
 } ld_reader_state;
 
 /* The rings shared by the reader, the workers and the consumer: everything here is read and
@@ -321,9 +344,14 @@ int ld_cache_open(sp_loader *l);
 void ld_cache_close(sp_loader *l);
 void ld_cache_plan(sp_loader *l, uint32_t pi, uint64_t epoch);
 void ld_cache_use(sp_loader *l, const ld_job *j);
+/* The same for a block fetched ahead of its window: of plan slot pi, in the window starting at
+ * start (its rank stream position). */
+void ld_cache_use_at(sp_loader *l, uint64_t block, uint32_t pi, uint64_t start);
 void ld_cache_stats(const sp_loader *l, sp_loader_stats *st);
 
 /* ld_pipeline.c */
+/* A lazy remote dataset's shard i, now open: its index's blocks in the block table. */
+void ld_install_shard(sp_loader *l, uint64_t i, fmt_shard *sh);
 int ld_pipeline_start(sp_loader *l);
 void ld_pipeline_stop(sp_loader *l);
 /* Limit mode (sp_loader_bench_block): block's stored bytes, already in buf, verified, decompressed

@@ -318,6 +318,41 @@ static int plan_outputs(sp_loader *l)
     return SP_OK;
 }
 
+/* A remote dataset whose manifest records its largest blocks: the tables from the manifest alone,
+ * each shard's index fetched when the reader first needs it (ld_pipeline.c), so that the open
+ * makes no request per shard. */
+static int lazy_tables(sp_loader *l, uint32_t max_stored, uint32_t max_raw)
+{
+    uint64_t first = 0;
+    for (uint64_t si = 0, b = 0; si < l->tab.nshards; si++) {
+        uint64_t fb, n;
+        ds_shard_blocks(l->ds, si, &fb, &n);
+        for (uint64_t k = 0; k < n; k++, b++) {
+            l->tab.block_samples[b] = ds_block_samples(l->ds, b);
+            l->tab.block_first[b] = first;
+            l->tab.block_shard[b] = (uint32_t)si;
+            l->tab.block_entry[b] = NULL;
+            first += l->tab.block_samples[b];
+            if (l->tab.block_samples[b] > l->tab.max_block_samples)
+                l->tab.max_block_samples = l->tab.block_samples[b];
+        }
+    }
+    l->tab.max_read = sp_align_up(max_stored, LD_PAGE);
+    l->tab.max_raw = max_raw;
+    rm_site *site = ds_site(l->ds);
+    unsigned n = 2 * rm_site_inflight(site);
+    l->rdr.ntails = n < LD_RM_TAILS_MAX ? n : LD_RM_TAILS_MAX;
+    l->rdr.tails = sp_malloc((size_t)l->rdr.ntails * FMT_TAIL_READ);
+    l->rdr.tail_shard = sp_malloc(l->rdr.ntails * sizeof *l->rdr.tail_shard);
+    l->rdr.idx_asked = sp_calloc(l->tab.nshards, 1);
+    if (!l->rdr.tails || !l->rdr.tail_shard || !l->rdr.idx_asked)
+        return sp_fail(&l->eb, SP_ENOMEM, "out of memory for the index reads of %llu shards",
+                       (unsigned long long)l->tab.nshards);
+    for (unsigned t = 0; t < l->rdr.ntails; t++)
+        l->rdr.tail_shard[t] = UINT64_MAX;
+    return SP_OK;
+}
+
 /* Opens every shard's index (one tail read each) and flattens the block tables: of a mixture,
  * its sources one after another. */
 static int load_tables(sp_loader *l)
@@ -343,6 +378,10 @@ static int load_tables(sp_loader *l)
         !l->rdr.fd || !l->rdr.fd_direct || !l->rdr.fd_tick)
         return sp_fail(&l->eb, SP_ENOMEM, "out of memory for the tables of %llu blocks",
                        (unsigned long long)l->tab.nblocks);
+    uint32_t max_stored, max_raw;
+    l->tab.lazy = !l->mix.n && ds_site(l->ds) && ds_block_bounds(l->ds, &max_stored, &max_raw);
+    if (l->tab.lazy)
+        return lazy_tables(l, max_stored, max_raw);
     uint64_t b = 0, first = 0, i = 0;
     for (uint32_t d = 0; d < nds; d++) {
         sp_dataset *ds = dss[d];
@@ -422,8 +461,9 @@ static uint64_t worker_fixed(void)
 }
 
 /* What a remote dataset's reads hold beside the read ring: the reader's larger table of reads in
- * flight, the driver's requests with room for a message each, and libcurl's buffers per
- * connection (its 256 KiB receive buffer and TLS state: counted as 512 KiB). */
+ * flight and its table of blocks fetched ahead, the driver's requests with room for a message
+ * each, libcurl's buffers per connection (its 256 KiB receive buffer and TLS state: counted as
+ * 512 KiB), and a lazy open's tail buffers and per-shard marks. */
 #define LD_RM_PER_CONN (512u * 1024)
 static uint64_t remote_bytes(const sp_loader *l)
 {
@@ -431,7 +471,9 @@ static uint64_t remote_bytes(const sp_loader *l)
     if (!site)
         return 0;
     return (uint64_t)LD_RM_DEPTH * (sizeof(ld_job) + 64 + SP_ERRMSG_MAX + 3 * sizeof(uint32_t)) +
-           (uint64_t)rm_site_inflight(site) * LD_RM_PER_CONN;
+           (uint64_t)rm_site_inflight(site) * LD_RM_PER_CONN +
+           (uint64_t)l->rdr.ntails * (FMT_TAIL_READ + sizeof(uint64_t)) + (l->tab.lazy ? l->tab.nshards : 0) +
+           LD_AHEAD_MAX * sizeof(ld_ahead);
 }
 
 /* The flattened block and shard tables (already allocated) and the plans: the consumer's, the
@@ -640,10 +682,11 @@ static void *pool(ld_oom *o, void *p, const char *what, uint64_t bytes)
 /* Where this loader reads from, for messages: its first shard, and how many more. */
 static void loader_where(const sp_loader *l, char *buf, size_t len)
 {
+    const char *first = !l->tab.nshards ? "the dataset" : l->tab.lazy ? ds_shard_path(l->ds, 0) : l->tab.shards[0]->path;
     if (l->tab.nshards > 1)
-        snprintf(buf, len, "%s and %llu more shards", l->tab.shards[0]->path, (unsigned long long)(l->tab.nshards - 1));
+        snprintf(buf, len, "%s and %llu more shards", first, (unsigned long long)(l->tab.nshards - 1));
     else
-        snprintf(buf, len, "%s", l->tab.nshards ? l->tab.shards[0]->path : "the dataset");
+        snprintf(buf, len, "%s", first);
 }
 
 static int pools_failed(sp_loader *l, const ld_oom *o, const ld_sizes *z)
@@ -819,6 +862,9 @@ static void loader_free(sp_loader *l)
     ld_io_close(l->rdr.io);
     rm_fetch_close(l->rdr.rf);
     ld_cache_close(l);
+    sp_free(l->rdr.tails);
+    sp_free(l->rdr.tail_shard);
+    sp_free(l->rdr.idx_asked);
     for (uint64_t i = 0; l->rdr.fd && i < l->tab.nshards; i++)
         if (l->rdr.fd[i] >= 0)
             close(l->rdr.fd[i]);
@@ -1536,8 +1582,11 @@ int ld_host_release(sp_loader *l, sp_batch *b)
             ld_trace_counters_locked(l);
         /* Wake the reader only when it waits for a slot: a system call per batch would otherwise
          * cost more than the batch itself at small batch sizes. */
-        if (l->ring.reader_blocked && l->ring.slots_in_use < l->ring.slot_limit)
+        if (l->ring.reader_blocked && l->ring.slots_in_use < l->ring.slot_limit) {
             pthread_cond_signal(&l->ring.c_reader);
+            if (l->rdr.rf)
+                rm_fetch_wakeup(l->rdr.rf); /* it may wait for its reads ahead meanwhile */
+        }
     }
     pthread_mutex_unlock(&l->ring.mu);
     return rc;
@@ -1692,6 +1741,13 @@ int64_t sp_loader_bench_block(sp_loader *l, int worker, int workers, uint64_t bl
         return sp_fail(NULL, SP_EBUSY,
                        "%s: sp_loader_bench_block: the loader is delivering batches (its workers' buffers and the "
                        "batch ring are in use); measure before the first sp_loader_next", l->name);
+    if (!l->tab.block_entry[block]) { /* a lazy remote dataset's shard not read yet: its index now */
+        fmt_shard *sh;
+        int orc = ds_shard_get(l->ds, l->tab.block_shard[block], &sh);
+        if (orc)
+            return sp_fail(NULL, orc, "%s", sp_dataset_errmsg(l->ds));
+        ld_install_shard(l, l->tab.block_shard[block], sh);
+    }
     const fmt_block_entry *be = l->tab.block_entry[block];
     uint8_t *buf = sp_aligned_alloc(LD_PAGE, sp_align_up(be->stored_size, LD_PAGE));
     if (!buf)

@@ -14,10 +14,30 @@
 
 /* ---------------------------------------------------------------- descriptors (reader only) */
 
+enum { AHEAD_INFLIGHT, AHEAD_ARRIVED, AHEAD_FAILED };
+#define LD_WIN_AHEAD UINT32_MAX        /* ld_job.win of a read fetched ahead, not yet in a window */
+#define LD_WIN_DROP (UINT32_MAX - 1u)  /* ... of one whose block its window turned out not to need */
+
 typedef struct ld_reader {
     ld_job inflight[LD_RM_DEPTH]; /* by tag; a local dataset uses the first LD_IO_DEPTH */
     uint64_t submitted[LD_RM_DEPTH]; /* trace clock at each read's submission */
     double wait_s;
+    /* a lazy remote dataset: how far ahead shard indexes are requested (window, block in it, of
+     * the plan la_plan), and the shard whose index the reader waits for with its fetch's failure */
+    const ld_plan *la_plan; /* a plan slot, holding epoch la_epoch */
+    uint64_t la_epoch, la_w;
+    uint32_t la_k;
+    uint64_t await;
+    int await_rc;
+    char await_why[SP_ERRMSG_MAX];
+    /* a remote dataset: blocks fetched ahead of their windows, in the order read_window takes them
+     * (a FIFO of a_n entries from a_head), and where fetching ahead goes on (window fa_w of plan
+     * slot fa_pi, its block fa_k); fa_plan NULL until the first window */
+    ld_ahead ahead[LD_AHEAD_MAX];
+    uint32_t a_head, a_n;
+    const ld_plan *fa_plan;
+    uint32_t fa_pi, fa_k;
+    uint64_t fa_w;
 } ld_reader;
 
 /* Reads queued or in flight, and the most there may be, on whichever path the loader reads. */
@@ -214,10 +234,19 @@ static void row_message(const sp_loader *l, uint64_t block, uint32_t r, const ld
              o->convert == CONVERT_IMAGE ? "image" : l->tab.schema->f[o->field].name, why);
 }
 
-/* "SHARD: block B at byte O (samples F..L): why", for a block that cannot be used. */
+/* "SHARD: block B at byte O (samples F..L): why", for a block that cannot be used; without "at
+ * byte O" for a block of a lazy remote dataset whose shard index could not be read. */
 static void block_message(const sp_loader *l, uint64_t block, const char *why, char *msg, size_t len)
 {
     const fmt_block_entry *be = l->tab.block_entry[block];
+    if (!be) {
+        uint64_t first, n;
+        ds_shard_blocks(l->ds, l->tab.block_shard[block], &first, &n);
+        snprintf(msg, len, "%s: block %llu (samples %llu..%llu): %s", ds_shard_path(l->ds, l->tab.block_shard[block]),
+                 (unsigned long long)(block - first), (unsigned long long)l->tab.block_first[block],
+                 (unsigned long long)(l->tab.block_first[block] + l->tab.block_samples[block] - 1), why);
+        return;
+    }
     const fmt_shard *sh = l->tab.shards[l->tab.block_shard[block]];
     snprintf(msg, len, "%s: block %llu at byte %llu (samples %llu..%llu): %s", sh->path,
              (unsigned long long)(be - sh->index.blocks), (unsigned long long)be->offset,
@@ -663,14 +692,23 @@ static void ring_reclaim(sp_loader *l)
 }
 
 /* Tries to carve len bytes from the ring; a region never wraps, so the tail of the buffer may be
- * skipped. Returns the region index, or -1 when there is no room yet. Called with mu held. */
-static int64_t ring_alloc(sp_loader *l, uint64_t len, uint8_t **buf)
+ * skipped. Returns the region index, or -1 when there is no room yet (ring_place: where it would
+ * start, or UINT64_MAX). Called with mu held. */
+static uint64_t ring_place(sp_loader *l, uint64_t len)
 {
     ring_reclaim(l);
     uint64_t pos = l->ring.ring_head, phys = pos % l->pool.read_ring_bytes;
     if (phys + len > l->pool.read_ring_bytes)
         pos += l->pool.read_ring_bytes - phys;
     if (pos + len - l->ring.ring_tail > l->pool.read_ring_bytes || l->ring.reg_count == l->ring.nregions)
+        return UINT64_MAX;
+    return pos;
+}
+
+static int64_t ring_alloc(sp_loader *l, uint64_t len, uint8_t **buf)
+{
+    uint64_t pos = ring_place(l, len);
+    if (pos == UINT64_MAX)
         return -1;
     uint32_t idx = (l->ring.reg_head + l->ring.reg_count) % l->ring.nregions;
     l->ring.regions[idx] = (ld_region){ pos, len, false };
@@ -709,6 +747,26 @@ static void read_failed(sp_loader *l, const ld_job *j, int code, const char *why
     job_done(l, j, 0);
 }
 
+/* A GET queued on the remote driver: counted, with the most outstanding at once. */
+static void count_request(sp_loader *l)
+{
+    unsigned n = rm_fetch_pending(l->rdr.rf);
+    pthread_mutex_lock(&l->ring.mu);
+    l->stats.s.remote_requests++;
+    if (n > l->stats.s.remote_pending_peak)
+        l->stats.s.remote_pending_peak = n;
+    pthread_mutex_unlock(&l->ring.mu);
+}
+
+void ld_install_shard(sp_loader *l, uint64_t i, fmt_shard *sh)
+{
+    uint64_t first, n;
+    ds_shard_blocks(l->ds, i, &first, &n);
+    for (uint64_t k = 0; k < n; k++)
+        l->tab.block_entry[first + k] = &sh->index.blocks[k];
+    l->tab.shards[i] = sh;
+}
+
 /* Queues job's ranged GET on a remote dataset. */
 static void submit_remote(sp_loader *l, ld_reader *rd, ld_job *j)
 {
@@ -724,7 +782,9 @@ static void submit_remote(sp_loader *l, ld_reader *rd, ld_job *j)
         /* full only when a stop cut the wait for room short: the block is given back */
         rd->inflight[tag].buf = NULL;
         job_done(l, j, 0);
+        return;
     }
+    count_request(l);
 }
 
 /* Submits job's read; a job whose file cannot be opened fails here, with the reason. */
@@ -781,6 +841,296 @@ static void submit(sp_loader *l, ld_reader *rd, ld_job *j)
     pthread_mutex_unlock(&l->ring.mu);
 }
 
+/* ---------------------------------------------------------------- lazy shard indexes (remote) */
+
+/* Queues the GET of shard i's tail (its index); false when every tail buffer is busy or the
+ * driver is full. */
+static bool tail_request(sp_loader *l, uint64_t i)
+{
+    if (io_inflight(l) >= io_depth(l))
+        return false;
+    unsigned t = 0;
+    while (t < l->rdr.ntails && l->rdr.tail_shard[t] != UINT64_MAX)
+        t++;
+    if (t == l->rdr.ntails)
+        return false;
+    rm_obj *o = ds_shard_obj(l->ds, i);
+    uint64_t n = ds_shard_tail_len(l->ds, i);
+    if (rm_fetch_submit(l->rdr.rf, o, l->rdr.tails + (size_t)t * FMT_TAIL_READ, n, o->size - n, LD_RM_DEPTH + t))
+        return false; /* full only on a stop */
+    l->rdr.tail_shard[t] = i;
+    l->rdr.idx_asked[i] = 1;
+    count_request(l);
+    return true;
+}
+
+/* Tail t has arrived (code 0) or failed: the shard is opened from it and its blocks enter the
+ * table; a failure matters to the block the reader waits for (a prefetch that failed is tried
+ * again when its shard is needed). */
+static void tail_done(sp_loader *l, ld_reader *rd, unsigned t, int code, const char *why)
+{
+    uint64_t i = l->rdr.tail_shard[t];
+    char msg[SP_ERRMSG_MAX];
+    snprintf(msg, sizeof msg, "its index cannot be read: %.400s", why);
+    if (code == SP_OK) {
+        fmt_shard *sh;
+        pthread_mutex_lock(&l->ring.mu);
+        l->rdr.tail_bytes += ds_shard_tail_len(l->ds, i);
+        pthread_mutex_unlock(&l->ring.mu);
+        code = ds_shard_from_tail(l->ds, i, l->rdr.tails + (size_t)t * FMT_TAIL_READ, &sh);
+        if (code == SP_OK)
+            ld_install_shard(l, i, sh);
+        else
+            snprintf(msg, sizeof msg, "%s", sp_dataset_errmsg(l->ds));
+    }
+    l->rdr.tail_shard[t] = UINT64_MAX;
+    l->rdr.idx_asked[i] = 0;
+    if (code && i == rd->await) {
+        rd->await_rc = code;
+        snprintf(rd->await_why, sizeof rd->await_why, "%s", msg);
+    }
+}
+
+/* Requests the indexes of the shards the plan reads next, from window wi's block k on, as far as
+ * the tail buffers allow and at most a few windows ahead, so that the reader seldom waits for one. */
+static unsigned index_ahead(sp_loader *l, ld_reader *rd, const ld_plan *plan, uint64_t wi, uint32_t k)
+{
+    unsigned sent = 0;
+    if (!l->tab.lazy)
+        return 0;
+    if (rd->la_plan != plan || rd->la_epoch != plan->cfg.epoch || rd->la_w < wi || (rd->la_w == wi && rd->la_k < k)) {
+        rd->la_plan = plan;
+        rd->la_epoch = plan->cfg.epoch;
+        rd->la_w = wi;
+        rd->la_k = k;
+    }
+    uint64_t ahead = LD_RM_DEPTH / l->cfg.window_blocks + 2; /* windows */
+    while (rd->la_w < plan->nwindows && rd->la_w <= wi + ahead) {
+        const ld_pwin *pw = &plan->win[rd->la_w];
+        if (rd->la_k >= pw->nblocks) {
+            rd->la_w++;
+            rd->la_k = 0;
+            continue;
+        }
+        uint32_t i = l->tab.block_shard[plan->blocks[pw->first_block + rd->la_k]];
+        if (!l->tab.shards[i] && !l->rdr.idx_asked[i]) {
+            if (!tail_request(l, i))
+                return sent; /* no room now: from here next time */
+            sent++;
+        }
+        rd->la_k++;
+    }
+    return sent;
+}
+
+static void reader_wait_io(sp_loader *l, ld_reader *rd);
+
+/* Shard i's index, fetched now unless it has arrived already; SP_OK, SP_ECANCELED on a stop, or the
+ * fetch's failure with why. */
+static int shard_ready(sp_loader *l, ld_reader *rd, uint64_t i, char *why, size_t whylen)
+{
+    rd->await = i;
+    rd->await_rc = SP_OK;
+    int rc = SP_OK;
+    while (!l->tab.shards[i] && rc == SP_OK) {
+        if (reader_stopping(l))
+            rc = SP_ECANCELED;
+        else if (l->rdr.idx_asked[i] || tail_request(l, i) || io_inflight(l))
+            reader_wait_io(l, rd); /* its tail, or room for it */
+        rc = rc ? rc : rd->await_rc;
+    }
+    if (rc && rc != SP_ECANCELED)
+        snprintf(why, whylen, "%s", rd->await_why);
+    rd->await = UINT64_MAX;
+    return rc;
+}
+
+/* ---------------------------------------------------------------- fetching ahead (remote) */
+
+/* Gives a ring region back that no job will decode (a block fetched ahead and not needed). */
+static void region_free(sp_loader *l, uint32_t region)
+{
+    pthread_mutex_lock(&l->ring.mu);
+    l->ring.regions[region].done = true;
+    pthread_cond_signal(&l->ring.c_reader);
+    pthread_mutex_unlock(&l->ring.mu);
+}
+
+/* A read fetched ahead has ended: kept for its window (arrived, or failed: read again then, so
+ * that its failure is reported as any read's), or its region given back when it was dropped. */
+static void ahead_arrived(sp_loader *l, ld_reader *rd, const ld_job *j, int code)
+{
+    if (j->win == LD_WIN_DROP) {
+        region_free(l, j->region);
+        return;
+    }
+    rd->ahead[j->kblock].state = code ? AHEAD_FAILED : AHEAD_ARRIVED;
+    if (!code) {
+        pthread_mutex_lock(&l->ring.mu);
+        l->stats.s.bytes_read += l->tab.block_entry[j->block]->stored_size;
+        pthread_mutex_unlock(&l->ring.mu);
+    }
+}
+
+/* Fetching ahead goes on after block k of window wi of plan slot pi, which read_window handles
+ * now (nothing is queued ahead of it unless it is the queue's head). */
+static void ahead_sync(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi, uint32_t k)
+{
+    const ld_plan *plan = &l->rdr.rplan[pi];
+    if (rd->fa_plan == plan && (rd->fa_w > wi || (rd->fa_w == wi && rd->fa_k > k)))
+        return;
+    rd->fa_plan = plan;
+    rd->fa_pi = pi;
+    rd->fa_w = wi;
+    rd->fa_k = k + 1;
+}
+
+/* The next block to fetch ahead (the cursor moved past windows read_epochs skips and past the
+ * ends of windows), or UINT64_MAX when the plan has no more. */
+static uint64_t ahead_next(sp_loader *l, ld_reader *rd)
+{
+    const ld_plan *plan = rd->fa_plan;
+    uint64_t lo = l->rdr.rlo[rd->fa_pi], hi = plan->samples;
+    while (rd->fa_w < plan->nwindows) {
+        const ld_pwin *pw = &plan->win[rd->fa_w];
+        if (rd->fa_k < pw->nblocks && pw->end > lo && pw->start < hi)
+            return plan->blocks[pw->first_block + rd->fa_k];
+        rd->fa_w++;
+        rd->fa_k = 0;
+    }
+    return UINT64_MAX;
+}
+
+/* Whether fetch_ahead would queue a GET now: a block's (its index known, room in the ring) or
+ * its shard index's. Called with mu held, so that a reader that finds nothing to do waits
+ * without having let a wake-up pass. */
+static bool ahead_ready_locked(sp_loader *l, ld_reader *rd)
+{
+    /* With cache_dir, blocks fetched ahead given their cache use ended in checksum mismatches in
+     * remote_cache (cache_half, cache_changed_object; not understood yet), and without it they
+     * bypass the cache: until that is settled the reader does not fetch ahead with a cache. */
+    if (!rd->fa_plan || l->cache || l->ring.stop || rd->a_n >= LD_AHEAD_MAX || io_inflight(l) >= io_depth(l))
+        return false;
+    uint64_t block = ahead_next(l, rd);
+    if (block == UINT64_MAX)
+        return false;
+    const fmt_block_entry *be = l->tab.block_entry[block];
+    if (!be) {
+        uint32_t i = l->tab.block_shard[block];
+        for (unsigned t = 0; !l->rdr.idx_asked[i] && t < l->rdr.ntails; t++)
+            if (l->rdr.tail_shard[t] == UINT64_MAX)
+                return true;
+        return false;
+    }
+    return ring_place(l, sp_align_up(be->stored_size, LD_PAGE)) != UINT64_MAX;
+}
+
+/* Fetches the blocks read_window will take next into the read ring, as far as ring space, the
+ * driver's queue and the table of reads ahead allow: many ranged GETs in flight while the windows
+ * before them are decoded (remote_inflight transfers, remote_part_size each, the ring sized for
+ * that product within host_memory). A block whose shard index has not arrived stops it there (the
+ * index is requested). Returns the GETs queued. */
+static unsigned fetch_ahead(sp_loader *l, ld_reader *rd)
+{
+    unsigned sent = 0;
+    if (!l->rdr.rf || !rd->fa_plan || l->cache) /* not with the cache yet: see ahead_ready_locked */
+        return 0;
+    while (rd->a_n < LD_AHEAD_MAX && io_inflight(l) < io_depth(l)) {
+        uint64_t block = ahead_next(l, rd);
+        if (block == UINT64_MAX)
+            return sent;
+        const fmt_block_entry *be = l->tab.block_entry[block];
+        if (!be) { /* its shard's index first (again, if a fetch ahead of it failed), then the next ones */
+            uint32_t i = l->tab.block_shard[block];
+            sent += !l->rdr.idx_asked[i] && tail_request(l, i);
+            return sent + index_ahead(l, rd, rd->fa_plan, rd->fa_w, rd->fa_k);
+        }
+        uint8_t *buf;
+        pthread_mutex_lock(&l->ring.mu);
+        int64_t region = l->ring.stop ? -1 : ring_alloc(l, sp_align_up(be->stored_size, LD_PAGE), &buf);
+        pthread_mutex_unlock(&l->ring.mu);
+        if (region < 0)
+            return sent;
+        unsigned tag = 0;
+        while (rd->inflight[tag].buf)
+            tag++;
+        uint32_t slot = (rd->a_head + rd->a_n) % LD_AHEAD_MAX;
+        ld_cache_use_at(l, block, rd->fa_pi, rd->fa_plan->win[rd->fa_w].start); /* what the cache needs */
+        if (rm_fetch_submit(l->rdr.rf, ds_shard_obj(l->ds, l->tab.block_shard[block]), buf, be->stored_size,
+                            be->offset, tag) != SP_OK) {
+            region_free(l, (uint32_t)region);
+            return sent;
+        }
+        sent++;
+        count_request(l);
+        rd->inflight[tag] = (ld_job){ .block = block, .win = LD_WIN_AHEAD, .kblock = slot, .buf = buf,
+                                      .region = (uint32_t)region };
+        rd->submitted[tag] = l->trace ? sp_trace_clock() : 0;
+        rd->ahead[slot] = (ld_ahead){ block, buf, (uint32_t)region, tag, AHEAD_INFLIGHT };
+        rd->a_n++;
+        rd->fa_k++;
+    }
+    return sent;
+}
+
+/* The block read_window handles now, when it was fetched ahead: taken off the queue into *a. A
+ * queue whose head is another block (cannot happen while both walk the plan alike) is dropped. */
+static void ahead_drop(sp_loader *l, ld_reader *rd, const ld_ahead *a);
+
+static bool ahead_take(sp_loader *l, ld_reader *rd, uint64_t block, ld_ahead *a)
+{
+    if (rd->a_n && rd->ahead[rd->a_head].block == block) {
+        *a = rd->ahead[rd->a_head];
+        rd->a_head = (rd->a_head + 1) % LD_AHEAD_MAX;
+        rd->a_n--;
+        return true;
+    }
+    while (rd->a_n) {
+        ahead_drop(l, rd, &rd->ahead[rd->a_head]);
+        rd->a_head = (rd->a_head + 1) % LD_AHEAD_MAX;
+        rd->a_n--;
+    }
+    rd->fa_plan = NULL;
+    return false;
+}
+
+/* A block fetched ahead that its window does not need: its region is given back now, or when its
+ * read ends. */
+static void ahead_drop(sp_loader *l, ld_reader *rd, const ld_ahead *a)
+{
+    if (a->state == AHEAD_INFLIGHT)
+        rd->inflight[a->tag].win = LD_WIN_DROP;
+    else
+        region_free(l, a->region);
+}
+
+static void reader_wait_io(sp_loader *l, ld_reader *rd);
+static void submit(sp_loader *l, ld_reader *rd, ld_job *j);
+
+/* Job j (its window's block, counted as pending by the caller) read from what was fetched ahead:
+ * handed to the workers when it has arrived, to the read's end when still in flight, or read
+ * again after a failure. */
+static void ahead_use(sp_loader *l, ld_reader *rd, const ld_ahead *a, ld_job *j)
+{
+    j->buf = a->buf;
+    j->region = a->region;
+    if (a->state == AHEAD_INFLIGHT) {
+        rd->inflight[a->tag].win = j->win;
+        rd->inflight[a->tag].kblock = j->kblock;
+        return;
+    }
+    if (a->state == AHEAD_ARRIVED) {
+        j->result = (int64_t)l->tab.block_entry[j->block]->stored_size;
+        pthread_mutex_lock(&l->ring.mu);
+        push_job_locked(l, j);
+        pthread_mutex_unlock(&l->ring.mu);
+        return;
+    }
+    while (io_inflight(l) == io_depth(l) && !reader_stopping(l))
+        reader_wait_io(l, rd);
+    submit(l, rd, j);
+}
+
 /* Takes one finished read (waiting for it when wait) and hands it to the workers. */
 static int reap_remote(sp_loader *l, ld_reader *rd, bool wait)
 {
@@ -790,9 +1140,17 @@ static int reap_remote(sp_loader *l, ld_reader *rd, bool wait)
     int got = rm_fetch_reap(l->rdr.rf, wait, &tag, &code, why, sizeof why);
     if (got <= 0)
         return got;
+    if (tag >= LD_RM_DEPTH) {
+        tail_done(l, rd, (unsigned)(tag - LD_RM_DEPTH), code, why);
+        return 1;
+    }
     ld_job j = rd->inflight[tag];
     rd->inflight[tag].buf = NULL;
     sp_trace_async(l->trace, LD_TRACK_READER, SPT_READ, rd->submitted[tag], j.block);
+    if (j.win == LD_WIN_AHEAD || j.win == LD_WIN_DROP) {
+        ahead_arrived(l, rd, &j, code);
+        return 1;
+    }
     if (code == SP_ECANCELED) { /* the run is stopping: the block is given back, not failed */
         job_done(l, &j, 0);
         return 1;
@@ -842,6 +1200,14 @@ static int reap(sp_loader *l, ld_reader *rd, bool wait)
 static void reader_wait(sp_loader *l, ld_reader *rd, sp_trace_name why)
 {
     double t0 = sp_now();
+    if (ahead_ready_locked(l, rd)) {
+        /* a remote dataset: the held-up reader fetches ahead meanwhile, then lets its caller look
+         * again (what it waits for may have come while mu was let go) */
+        pthread_mutex_unlock(&l->ring.mu);
+        fetch_ahead(l, rd);
+        pthread_mutex_lock(&l->ring.mu);
+        return;
+    }
     if (io_inflight(l)) {
         pthread_mutex_unlock(&l->ring.mu);
         uint64_t tt = sp_trace_begin(l->trace, SPT_READ_WAIT);
@@ -885,6 +1251,8 @@ bool ld_grow_slots_locked(sp_loader *l, uint64_t g)
     l->stats.s.batch_ring_limit = l->ring.slot_limit;
     l->stats.s.batch_ring_grown++;
     pthread_cond_signal(&l->ring.c_reader);
+    if (l->rdr.rf)
+        rm_fetch_wakeup(l->rdr.rf); /* a remote reader may wait for its reads ahead meanwhile */
     return true;
 }
 
@@ -978,13 +1346,39 @@ static bool read_window(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi)
     l->ring.win_remaining[ws] = count;
     pthread_mutex_unlock(&l->ring.mu);
     for (uint32_t k = 0; ok && k < w->nblocks; k++) {
-        if (!block_needed(l, plan, w, k, lo, hi))
+        ld_ahead a;
+        bool fetched = l->rdr.rf && ahead_take(l, rd, plan->blocks[w->first_block + k], &a);
+        if (l->rdr.rf)
+            ahead_sync(l, rd, pi, wi, k);
+        if (!block_needed(l, plan, w, k, lo, hi)) {
+            if (fetched)
+                ahead_drop(l, rd, &a);
             continue;
+        }
         ld_job j = { .block = plan->blocks[w->first_block + k], .win = ws, .kblock = k };
+        if (fetched) {
+            pthread_mutex_lock(&l->ring.mu);
+            l->ring.pending++;
+            l->ring.rpending[pi]++;
+            pthread_mutex_unlock(&l->ring.mu);
+            ahead_use(l, rd, &a, &j);
+            fetch_ahead(l, rd);
+            while (reap(l, rd, false) > 0)
+                ;
+            continue;
+        }
+        /* a lazy remote dataset: the block's shard index first (a block whose index cannot be read
+         * fails as an unreadable block, taking no ring space) */
+        char iwhy[SP_ERRMSG_MAX];
+        int irc = SP_OK;
+        index_ahead(l, rd, plan, wi, k);
+        if (l->tab.lazy && !l->tab.shards[l->tab.block_shard[j.block]] &&
+            (irc = shard_ready(l, rd, l->tab.block_shard[j.block], iwhy, sizeof iwhy)) == SP_ECANCELED)
+            return false;
+        uint64_t len = irc ? 0 : sp_align_up(l->tab.block_entry[j.block]->stored_size, LD_PAGE);
         pthread_mutex_lock(&l->ring.mu);
         int64_t idx = -1; /* set by ring_alloc unless stop */
-        while (!l->ring.stop &&
-               (idx = ring_alloc(l, sp_align_up(l->tab.block_entry[j.block]->stored_size, LD_PAGE), &j.buf)) < 0)
+        while (!l->ring.stop && (idx = ring_alloc(l, len, &j.buf)) < 0)
             reader_wait(l, rd, SPT_SPACE_WAIT);
         if (l->ring.stop) {
             pthread_mutex_unlock(&l->ring.mu);
@@ -994,9 +1388,14 @@ static bool read_window(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi)
         l->ring.pending++;
         l->ring.rpending[pi]++;
         pthread_mutex_unlock(&l->ring.mu);
+        if (irc) {
+            read_failed(l, &j, irc, iwhy);
+            continue;
+        }
         while (io_inflight(l) == io_depth(l) && !reader_stopping(l))
             reader_wait_io(l, rd);
         submit(l, rd, &j);
+        fetch_ahead(l, rd);
         while (reap(l, rd, false) > 0)
             ;
     }
@@ -1051,6 +1450,7 @@ static void *reader_main(void *arg)
     ld_reader *rd = sp_calloc(1, sizeof *rd);
     double t0 = sp_now();
     if (rd) {
+        rd->await = UINT64_MAX;
         read_epochs(l, rd);
         while (io_inflight(l)) {
             if (l->rdr.rf && reader_stopping(l))

@@ -312,7 +312,15 @@ static int shard_end(sp_writer *w)
     w->fd = -1;
     if (rc)
         return wfail(w, SP_EIO, "cannot write %s: %s", tmp, strerror(-rc));
-    w->man.shards[no] = (fmt_manifest_shard){ NULL, t.file_size, w->nblocks, w->shard_samples, t.index_checksum };
+    w->man.shards[no] = (fmt_manifest_shard){ NULL, t.file_size, w->nblocks, w->shard_samples, t.index_checksum, 0, 0 };
+    for (size_t i = 0; i < w->nblocks; i++) { /* what a loader sizes its buffers by, before any index */
+        const fmt_block_entry *be = &w->blocks[i];
+        fmt_manifest_shard *ms = &w->man.shards[no];
+        if (be->stored_size > ms->max_stored)
+            ms->max_stored = be->stored_size;
+        if (be->codec != SP_CODEC_STORED && be->raw_size > ms->max_raw)
+            ms->max_raw = be->raw_size;
+    }
     if ((rc = manifest_add_blocks(w)))
         return rc;
     w->man.nshards++;
