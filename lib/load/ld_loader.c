@@ -1157,6 +1157,14 @@ int sp_loader_open_mix(const char *const *paths, const double *weights, size_t n
             l->mix.n = d + 1;
         if (d == 0)
             l->ds = l->mix_ds[0];
+        /* The reader reads one site's objects (the first source's) and local shards by path: the
+         * blocks of a remote source beside others would be fetched through the wrong table. */
+        if (rc == SP_OK && n > 1 && ds_site(l->mix_ds[d])) {
+            char *shown = rm_display_url(paths[d]); /* no user:password@ in messages */
+            rc = sp_fail(&l->eb, SP_EINVAL, "mixture: source %u (%s) is remote, and a mixture of %zu sources reads "
+                         "local datasets only; copy it to local disk, or load it alone", d, shown ? shown : paths[d], n);
+            sp_free(shown);
+        }
         if (rc == SP_OK && d > 0)
             rc = check_mix_schema(l, paths, d);
     }
