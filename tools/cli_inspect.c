@@ -402,6 +402,8 @@ static void print_order_text(const inspect *in)
         printf("  stored order      %.2f distinct per %lld consecutive samples (ratio %.3f)\n",
                in->stored.labels_per_batch, (long long)in->batch,
                of(in->stored.labels_per_batch, in->stored.labels_uniform));
+    } else if (in->label_name) { /* only a short last batch: no batch of batch_size labels */
+        printf("  no whole batch of %lld samples in the epoch: labels per batch not measured\n", (long long)in->batch);
     } else {
         printf("  no label field: labels per batch not measured\n");
     }
