@@ -256,8 +256,12 @@ static void block_message(const sp_loader *l, uint64_t block, const char *why, c
 
 static void rows_done(sp_loader *l, ld_slot *s, unsigned n, unsigned track)
 {
+    /* rows_expected is read before this job's rows are counted: until then the batch cannot be
+     * complete, so the slot cannot be handed out, released and claimed for another batch (with
+     * another rows_expected) under a worker that has counted its rows but not yet compared. */
+    unsigned expected = s->rows_expected;
     unsigned before = atomic_fetch_add_explicit(&s->rows_done, n, memory_order_acq_rel);
-    if (before + n != s->rows_expected)
+    if (before + n != expected)
         return;
     uint64_t t0 = sp_trace_begin(l->trace, SPT_BATCH_DONE);
     bool any_bad = false;
