@@ -28,6 +28,16 @@ typedef struct rm_obj {
     const char *size_from;
 } rm_obj;
 
+/* What an object knows, copied at one moment. rm_obj's size, etag and size_from are pinned by
+ * the first answer that agrees, from whichever thread gets it, under a lock of this module: other
+ * modules read them through rm_obj_known while several threads may be reading the object. */
+typedef struct rm_known {
+    uint64_t size;
+    const char *size_from;
+    char etag[128];
+} rm_known;
+void rm_obj_known(const rm_obj *o, rm_known *k);
+
 /* Whether path is a URL this module reads: s3://, http:// or https://. */
 bool rm_is_url(const char *path);
 

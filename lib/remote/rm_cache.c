@@ -127,12 +127,14 @@ static void id_of(const char *key, size_t n, uint8_t id[16])
  * cached: a server that sends no ETag could replace the object unseen. */
 static size_t make_key(const rm_obj *o, uint64_t off, uint64_t len, uint64_t sum, char *key, uint8_t id[16])
 {
-    if (!o->etag[0] || o->size == UINT64_MAX)
+    rm_known k;
+    rm_obj_known(o, &k);
+    if (!k.etag[0] || k.size == UINT64_MAX)
         return 0;
     char *url = rm_display_url(o->url); /* the same object whatever credentials reach it */
     if (!url)
         return 0;
-    int n = snprintf(key, RC_KEYMAX, "%s\n%s\n%llu\n%llu\n%llu\n%016llx", url, o->etag, (unsigned long long)o->size,
+    int n = snprintf(key, RC_KEYMAX, "%s\n%s\n%llu\n%llu\n%llu\n%016llx", url, k.etag, (unsigned long long)k.size,
                      (unsigned long long)off, (unsigned long long)len, (unsigned long long)sum);
     sp_free(url);
     if (n <= 0 || (size_t)n >= RC_KEYMAX)

@@ -31,6 +31,9 @@ struct rm_site {
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+/* Guards what every rm_obj knows (size, size_from, etag): the threads reading blocks of one
+ * dataset share its objects, and the first answer pins them. Held for a copy or a compare only. */
+static pthread_mutex_t obj_mu = PTHREAD_MUTEX_INITIALIZER;
 static CURLcode curl_init_rc;
 static void curl_init(void) { curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
 
@@ -618,6 +621,37 @@ static int where(const rm_xfer *x, bool name_url, char *out, size_t n)
     return name_url ? snprintf(out, n, "%s (%s)", x->obj->url, range) : snprintf(out, n, "%s", range);
 }
 
+/* What o knows, copied; obj_mu held. */
+static void rm_obj_known_locked(const rm_obj *o, rm_known *k)
+{
+    k->size = o->size;
+    k->size_from = o->size_from;
+    memcpy(k->etag, o->etag, sizeof k->etag);
+}
+
+/* Whether an answer for an object of total bytes with ETag etag ("" when it sent none) agrees with
+ * what k knows of it. */
+static bool agrees(const rm_known *k, uint64_t total, const char *etag)
+{
+    return (k->size == UINT64_MAX || total == k->size) && !(k->etag[0] && etag[0] && strcmp(k->etag, etag) != 0);
+}
+
+void rm_obj_known(const rm_obj *o, rm_known *k)
+{
+    pthread_mutex_lock(&obj_mu);
+    rm_obj_known_locked(o, k);
+    pthread_mutex_unlock(&obj_mu);
+}
+
+/* An answer of total bytes that disagrees with what k knows: SP_ECHANGED, why saying both. */
+static int changed(const rm_xfer *x, const char *at, const rm_known *k, uint64_t total, char *why, size_t whylen)
+{
+    snprintf(why, whylen, "%s: HTTP %ld: the object changed since it was opened (was %llu bytes, ETag %s; "
+             "now %llu bytes, ETag %s)", at, x->status, (unsigned long long)k->size, k->etag[0] ? k->etag : "none",
+             (unsigned long long)total, x->etag[0] ? x->etag : "none");
+    return SP_ECHANGED;
+}
+
 int rm_xfer_verdict(rm_xfer *x, CURLcode cc, bool name_url, char *why, size_t whylen, bool *retry)
 {
     *retry = false;
@@ -643,6 +677,8 @@ int rm_xfer_verdict(rm_xfer *x, CURLcode cc, bool name_url, char *why, size_t wh
     }
     char words[512];
     status_words(x, words, sizeof words);
+    rm_known k; /* what the object knew when this answer came */
+    rm_obj_known(x->obj, &k);
     if (x->status == 408 || x->status == 429 || (x->status >= 500 && x->status <= 599)) {
         *retry = true;
         snprintf(why, whylen, "%s: %s", at, words);
@@ -656,14 +692,14 @@ int rm_xfer_verdict(rm_xfer *x, CURLcode cc, bool name_url, char *why, size_t wh
         snprintf(why, whylen, "%s: access denied (%s)", at, words);
         return SP_EDENIED;
     }
-    if (x->status == 416 && x->obj->size != UINT64_MAX && x->obj->size_from) {
+    if (x->status == 416 && k.size != UINT64_MAX && k.size_from) {
         snprintf(why, whylen, "%s: %s: the object is shorter than the %llu bytes %s records: truncated, or "
-                 "replaced since", at, words, (unsigned long long)x->obj->size, x->obj->size_from);
+                 "replaced since", at, words, (unsigned long long)k.size, k.size_from);
         return SP_ETRUNC;
     }
-    if (x->status == 412 || (x->status == 416 && x->obj->size != UINT64_MAX)) {
+    if (x->status == 412 || (x->status == 416 && k.size != UINT64_MAX)) {
         snprintf(why, whylen, "%s: %s: the object changed since it was opened (%llu bytes then)", at, words,
-                 (unsigned long long)x->obj->size);
+                 (unsigned long long)k.size);
         return SP_ECHANGED;
     }
     if (x->method) {
@@ -690,19 +726,14 @@ int rm_xfer_verdict(rm_xfer *x, CURLcode cc, bool name_url, char *why, size_t wh
                  (unsigned long long)x->got);
         return SP_EREMOTE;
     }
-    if (x->obj->size != UINT64_MAX && total != x->obj->size && x->obj->size_from) {
+    if (k.size != UINT64_MAX && total != k.size && k.size_from) {
         snprintf(why, whylen, "%s: HTTP %ld: the object is %llu bytes where %s records %llu: %s", at, x->status,
-                 (unsigned long long)total, x->obj->size_from, (unsigned long long)x->obj->size,
-                 total < x->obj->size ? "truncated, or replaced since" : "replaced or damaged since");
-        return total < x->obj->size ? SP_ETRUNC : SP_ECORRUPT;
+                 (unsigned long long)total, k.size_from, (unsigned long long)k.size,
+                 total < k.size ? "truncated, or replaced since" : "replaced or damaged since");
+        return total < k.size ? SP_ETRUNC : SP_ECORRUPT;
     }
-    if ((x->obj->size != UINT64_MAX && total != x->obj->size) ||
-        (x->obj->etag[0] && x->etag[0] && strcmp(x->obj->etag, x->etag) != 0)) {
-        snprintf(why, whylen, "%s: HTTP %ld: the object changed since it was opened (was %llu bytes, ETag %s; "
-                 "now %llu bytes, ETag %s)", at, x->status, (unsigned long long)x->obj->size,
-                 x->obj->etag[0] ? x->obj->etag : "none", (unsigned long long)total, x->etag[0] ? x->etag : "none");
-        return SP_ECHANGED;
-    }
+    if (!agrees(&k, total, x->etag))
+        return changed(x, at, &k, total, why, whylen);
     uint64_t want = x->tail ? (x->len < total ? x->len : total) : x->len ? x->len : x->got;
     uint64_t first = x->tail ? total - want : x->off;
     if (x->status == 206 && (x->r_first != first || x->r_last + 1 != first + want)) {
@@ -717,15 +748,23 @@ int rm_xfer_verdict(rm_xfer *x, CURLcode cc, bool name_url, char *why, size_t wh
                  x->status, (unsigned long long)x->got, (long long)x->clen, (unsigned long long)want);
         return SP_EREMOTE;
     }
-    if (x->obj->size_from) /* a response agreed (the shard's tail, read once at its opening): from */
-        x->obj->size_from = NULL; /* now on another size is a change */
-    if (x->obj->size == UINT64_MAX) {
-        x->obj->size = total;
-        snprintf(x->obj->etag, sizeof x->obj->etag, "%s", x->etag);
-    } else if (!x->obj->etag[0] && x->etag[0]) {
-        snprintf(x->obj->etag, sizeof x->obj->etag, "%s", x->etag);
+    /* Pinned (or checked again) under the lock: another thread's answer may have pinned the object
+     * since the copy above, and then this one must agree with it. */
+    pthread_mutex_lock(&obj_mu);
+    rm_obj_known_locked(x->obj, &k);
+    bool ok = agrees(&k, total, x->etag);
+    if (ok) {
+        x->obj->size_from = NULL; /* a response agreed (the shard's tail, read at its opening): from now
+                                   * on another size is a change */
+        if (x->obj->size == UINT64_MAX) {
+            x->obj->size = total;
+            snprintf(x->obj->etag, sizeof x->obj->etag, "%s", x->etag);
+        } else if (!x->obj->etag[0] && x->etag[0]) {
+            snprintf(x->obj->etag, sizeof x->obj->etag, "%s", x->etag);
+        }
     }
-    return SP_OK;
+    pthread_mutex_unlock(&obj_mu);
+    return ok ? SP_OK : changed(x, at, &k, total, why, whylen);
 }
 
 /* A random number in [0, 1) for jitter, per thread. */

@@ -24,6 +24,7 @@ and one "fault":
                 with delta > 0 the whole body is; the connection is closed after
   changed       the object changed: its bytes are inverted (each XOR 0xFF) and its ETag differs;
                 with `skip` N the first N answers are the real ones ("changed after N requests")
+  no_etag       the answer without its ETag header (a server or proxy that sends one only sometimes)
 The rules change at run time: PUT a JSON list to /__faultproxy/rules (DELETE clears them), or
 rewrite --rules-file (read again when it changes). GET /__faultproxy/ gives the rules, how often
 each fired, and a log of the last requests: [method, target, status, fault or null].
@@ -42,7 +43,7 @@ import sys
 import urllib.parse
 
 CONTROL = "/__faultproxy/"
-FAULTS = ("reset", "delay", "status", "truncate", "wrong_length", "changed")
+FAULTS = ("reset", "delay", "status", "truncate", "wrong_length", "changed", "no_etag")
 INVERT = bytes(range(255, -1, -1))
 LOG_KEEP = 1000
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
@@ -215,6 +216,8 @@ class Proxy:
         keep = rheaders.get("connection", "").lower() != "close" and (no_body or chunked or length is not None)
         if fault == "changed":
             rhead = change_etag(rhead)
+        if fault == "no_etag":
+            rhead = drop_header(rhead, "ETag")
         if fault == "wrong_length" and length is not None:
             rhead = set_header(rhead, "Content-Length", str(max(0, length + rule["delta"])))
         writer.write(rhead)
@@ -317,11 +320,14 @@ def parse_response(head):
     return int(parts[1]), _headers(l for l in lines[1:] if l)
 
 
-def set_header(head, name, value):
+def drop_header(head, name):
     lines = head.decode("latin-1").split("\r\n")
     out = [l for l in lines[:-2] if l.partition(":")[0].strip().lower() != name.lower()]
-    out.append("%s: %s" % (name, value))
     return ("\r\n".join(out) + "\r\n\r\n").encode("latin-1")
+
+
+def set_header(head, name, value):
+    return drop_header(head, name)[:-2] + ("%s: %s\r\n\r\n" % (name, value)).encode("latin-1")
 
 
 def change_etag(head):
