@@ -260,6 +260,7 @@ _PROTOTYPES = [
     ("sp_loader_set_epoch", c_int, [_P, c_uint64]),
     ("sp_loader_batches_per_epoch", c_uint64, [_P]),
     ("sp_loader_samples_per_epoch", c_uint64, [_P]),
+    ("sp_loader_epoch_order", c_int64, [_P, c_uint64, POINTER(c_uint64), c_uint64]),
     ("sp_loader_stats_get", c_int, [_P, POINTER(sp_loader_stats)]),
     ("sp_loader_state_size", c_int, []),
     ("sp_loader_save_state", c_int, [_P, c_void_p, c_size_t]),

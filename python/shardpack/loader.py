@@ -11,6 +11,7 @@ alive only marks the loader closed: the C loader (and the memory under the views
 last lease comes back. Nothing can free memory that a live view points into.
 """
 
+import array
 import collections.abc
 import ctypes
 import gc
@@ -473,6 +474,29 @@ class Loader:
     @property
     def samples_per_epoch(self) -> int:
         return self._count(lib.sp_loader_samples_per_epoch)
+
+    def epoch_order(self, epoch: int) -> "array.array[int]":
+        """The sample ids this rank's epoch delivers, in order (batch after batch, row after row),
+        computed from the order alone (sp_loader_epoch_order): nothing is read and the loader's
+        position does not move. An array.array of unsigned 64-bit ids ('Q'; numpy.frombuffer(a,
+        numpy.uint64) or numpy.asarray(a) take it without a copy, list(a) makes it a list). A row
+        that repeats a sample to fill this rank's share (rank_pad=True, Batch.padding()) has bit
+        63 set: ``i & ~(1 << 63)`` is the sample Batch.sample_ids() names, ``i >> 63`` its padding
+        flag. epoch: an integer from 0 to 2**63 - 1 (TypeError for another type, ValueError out
+        of range)."""
+        e = index_arg(epoch, "epoch_order() epoch", (1 << 63) - 1)
+
+        def order(ptr):
+            n = check(lib.sp_loader_epoch_order(ptr, e, None, 0), lib.sp_loader_errmsg(ptr))
+            ids = array.array("Q", bytes(8 * n))
+            if n:
+                view = (ctypes.c_uint64 * n).from_buffer(ids)
+                got = check(lib.sp_loader_epoch_order(ptr, e, view, n), lib.sp_loader_errmsg(ptr))
+                del view  # (an array exporting its buffer cannot shrink)
+                del ids[got:]
+            return ids
+
+        return self._call(order)
 
     def stats(self) -> Dict[str, Any]:
         """The loader's statistics as a dict (sp_loader_stats)."""
