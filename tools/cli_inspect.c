@@ -119,6 +119,7 @@ typedef struct inspect {
     /* --order-check: how epoch 0 of the loader's order mixes (ord), and the stored order (stored) */
     int order_check;
     int64_t batch, seed, window;
+    int64_t rank, world, partitions; /* whose share (--rank, --world-size, --partitions; 0 of 1) */
     const char *label_name; /* the label field measured, or NULL */
     uint64_t order_samples;
     cli_mix_result ord, stored;
@@ -333,9 +334,10 @@ static int check_order(inspect *in, const char *arg, sp_params *params)
     for (size_t f = 0; f < in->nfields && lf == SIZE_MAX; f++)
         if (in->fields[f].info.kind == SP_FIELD_LABEL)
             lf = f;
-    /* one process of one: the order inspect shows is the whole epoch's, whatever launched it */
-    sp_params_set(params, SP_PARAM_RANK, 0);
-    sp_params_set(params, SP_PARAM_WORLD_SIZE, 1);
+    /* rank 0 of 1 unless --rank/--world-size say otherwise: the launcher's variables never choose */
+    sp_params_set(params, SP_PARAM_RANK, in->rank);
+    sp_params_set(params, SP_PARAM_WORLD_SIZE, in->world);
+    in->partitions = sp_params_get(params, SP_PARAM_PARTITIONS);
     in->batch = sp_params_get(params, SP_PARAM_BATCH_SIZE);
     in->seed = sp_params_get(params, SP_PARAM_SEED);
     in->window = sp_params_get(params, SP_PARAM_SHUFFLE_WINDOW);
@@ -367,7 +369,9 @@ static int check_order(inspect *in, const char *arg, sp_params *params)
         uint32_t batch = (uint32_t)in->batch;
         int64_t *chunk = cli_xmalloc(batch * sizeof *chunk);
         cli_mix m;
-        cli_mix_init(&m, batch, in->samples, 1, 0);
+        /* a rank's share measured as bench measures it there: placed among the world's batches */
+        cli_mix_init(&m, batch, in->world > 1 ? (uint64_t)n * (uint64_t)in->world : in->samples, (uint32_t)in->world,
+                     (uint32_t)in->rank);
         mix_feed(&m, ids, (uint64_t)n, labels, batch, chunk);
         cli_mix_get(&m, &in->ord);
         cli_mix_free(&m);
@@ -392,8 +396,12 @@ static double of(double a, double b) { return b > 0 ? a / b : 0; }
 
 static void print_order_text(const inspect *in)
 {
-    printf("\norder (epoch 0 as one process gets it: batch_size %lld, seed %lld, shuffle_window %lld; "
-           "%llu samples):\n", (long long)in->batch, (long long)in->seed, (long long)in->window,
+    char who[96] = "one process";
+    if (in->world > 1)
+        snprintf(who, sizeof who, "rank %lld of %lld, %lld partitions", (long long)in->rank, (long long)in->world,
+                 (long long)(in->partitions ? in->partitions : in->world));
+    printf("\norder (epoch 0 as %s gets it: batch_size %lld, seed %lld, shuffle_window %lld; "
+           "%llu samples):\n", who, (long long)in->batch, (long long)in->seed, (long long)in->window,
            (unsigned long long)in->order_samples);
     if (in->ord.has_labels) {
         printf("  labels per batch  %.2f distinct of '%s'; a uniform shuffle %.2f (ratio %.3f)\n",
@@ -421,6 +429,12 @@ static void print_order_json(const inspect *in, cli_json *j)
     cli_json_i64(j, in->seed);
     cli_json_key(j, "shuffle_window");
     cli_json_i64(j, in->window);
+    cli_json_key(j, "rank");
+    cli_json_i64(j, in->rank);
+    cli_json_key(j, "world_size");
+    cli_json_i64(j, in->world);
+    cli_json_key(j, "partitions");
+    cli_json_i64(j, in->partitions ? in->partitions : in->world);
     cli_json_key(j, "samples");
     cli_json_u64(j, in->order_samples);
     if (in->ord.has_labels) {
@@ -669,7 +683,7 @@ static void print_json(const inspect *in)
     cli_json_finish(&j);
 }
 
-enum { OPT_JSON = 1, OPT_FULL, OPT_ORDER, OPT_BATCH, OPT_SEED, OPT_WINDOW };
+enum { OPT_JSON = 1, OPT_FULL, OPT_ORDER, OPT_BATCH, OPT_SEED, OPT_WINDOW, OPT_RANK, OPT_WORLD, OPT_PARTS };
 
 static const cli_opt inspect_opts[] = {
     {"json", 0, 0, OPT_JSON, NULL, "print one JSON object to stdout"},
@@ -680,25 +694,29 @@ static const cli_opt inspect_opts[] = {
     {"batch-size", 0, 1, OPT_BATCH, "N", "--order-check: batch size (default 32)"},
     {"seed", 0, 1, OPT_SEED, "N", "--order-check: the loader's seed (default 0)"},
     {"shuffle-window", 0, 1, OPT_WINDOW, "N", "--order-check: the loader's shuffle_window (default 8)"},
+    {"rank", 0, 1, OPT_RANK, "R", "--order-check: the share of rank R (default 0; below --world-size)"},
+    {"world-size", 0, 1, OPT_WORLD, "W", "--order-check: ranks sharing the epoch (default 1)"},
+    {"partitions", 0, 1, OPT_PARTS, "P", "--order-check: the loader's partitions (default: the world size)"},
     {NULL, 0, 0, 0, NULL, NULL},
 };
 
 const cli_cmd cli_cmd_inspect = {
     "inspect",
-    "inspect PATH [--json] [--full] [--order-check [--batch-size N] [--seed N] [--shuffle-window N]] "
-    "[parameters]",
+    "inspect PATH [--json] [--full] [--order-check [--batch-size N] [--seed N] [--shuffle-window N] "
+    "[--rank R --world-size W [--partitions P]]] [parameters]",
     "Describes a dataset directory, manifest or shard: schema, sizes, compression, metadata, "
     "labels.",
     "Per-field compression ratios are measured by compressing each field's column of a block with\n"
     "zstd level 3. Without --full at most 64 evenly spread blocks are read, and the per-field\n"
     "figures and label counts are estimates from those blocks.\n"
     "\n"
-    "--order-check plans epoch 0 of the loader's order for one process (sp_loader_epoch_order: no\n"
-    "sample is decoded) and reports, for the first label field, the mean number of distinct labels\n"
-    "in a full batch against what a uniform shuffle of the same samples gives, the same for the\n"
-    "stored order (batches of consecutive samples: low when pack wrote classes together), and the\n"
-    "mean distance a sample moves from its stored position against a uniform shuffle's (N^2-1)/3N.\n"
-    "It reads every block for the labels and holds 16 bytes a sample.\n",
+    "--order-check plans epoch 0 of the loader's order for one process, or with --rank and\n"
+    "--world-size for that rank's share (sp_loader_epoch_order: no sample is decoded) and reports,\n"
+    "for the first label field, the mean number of distinct labels in a full batch against what a\n"
+    "uniform shuffle of the same samples gives, the same for the stored order (batches of\n"
+    "consecutive samples: low when pack wrote classes together), and the mean distance a sample\n"
+    "moves from its stored position against a uniform shuffle's (N^2-1)/3N. It reads every block\n"
+    "for the labels and holds 16 bytes a sample.\n",
     inspect_opts,
     SP_SCOPE_READ,
 };
@@ -738,8 +756,10 @@ int cli_inspect_main(int argc, char **argv)
             full = 1;
         } else if (id == OPT_ORDER) {
             in.order_check = 1;
-        } else if (id == OPT_BATCH || id == OPT_SEED || id == OPT_WINDOW) {
-            const char *name = id == OPT_BATCH ? "batch_size" : id == OPT_SEED ? "seed" : "shuffle_window";
+        } else if (id == OPT_BATCH || id == OPT_SEED || id == OPT_WINDOW || id == OPT_RANK || id == OPT_WORLD ||
+                   id == OPT_PARTS) {
+            const char *name = id == OPT_BATCH ? "batch_size" : id == OPT_SEED ? "seed" : id == OPT_WINDOW ?
+                "shuffle_window" : id == OPT_RANK ? "rank" : id == OPT_WORLD ? "world_size" : "partitions";
             if (sp_params_set_str(params, name, g.value) != 0) {
                 rc = cli_usage_err(&cli_cmd_inspect, "%s", sp_last_error());
                 goto out;
@@ -752,7 +772,18 @@ int cli_inspect_main(int argc, char **argv)
         goto out;
     }
     if (order_opts && !in.order_check) {
-        rc = cli_usage_err(&cli_cmd_inspect, "--batch-size, --seed and --shuffle-window go with --order-check");
+        rc = cli_usage_err(&cli_cmd_inspect, "--batch-size, --seed, --shuffle-window, --rank, --world-size and "
+                           "--partitions go with --order-check");
+        goto out;
+    }
+    /* one process unless told: rank 0 of 1 (the parameters' -1 and 0 would ask the launcher) */
+    in.rank = sp_params_get(params, SP_PARAM_RANK);
+    in.world = sp_params_get(params, SP_PARAM_WORLD_SIZE);
+    in.rank = in.rank < 0 ? 0 : in.rank;
+    in.world = in.world < 1 ? 1 : in.world;
+    if (in.rank >= in.world) {
+        rc = cli_usage_err(&cli_cmd_inspect, "--rank %lld is not below --world-size %lld", (long long)in.rank,
+                           (long long)in.world);
         goto out;
     }
     cli_oom_context("inspecting %s", in.path);

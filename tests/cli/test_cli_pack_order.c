@@ -152,6 +152,43 @@ START_TEST(test_inspect_order_check)
     clit_result r = clit_run("inspect", ds, "--seed", "3", NULL); /* an order option without --order-check */
     ck_assert_int_eq(r.status, 2);
     clit_result_free(&r);
+    /* any rank's share: the figures bench gives that rank, and the shares add up to the epoch */
+    uint64_t total = 0;
+    for (int rank = 0; rank < 3; rank++) {
+        char rs[8];
+        snprintf(rs, sizeof rs, "%d", rank);
+        clit_result b = clit_run("bench", ds, "--epochs", "1", "--json", "--batch-size", "8", "--shuffle-window", "2",
+                                 "--seed", "7", "--threads", "1", "--rank", rs, "--world-size", "3", NULL);
+        ck_assert_msg(b.status == 0, "bench: %s", b.err);
+        r = clit_run("inspect", ds, "--json", "--order-check", "--batch-size", "8", "--shuffle-window", "2", "--seed",
+                     "7", "--rank", rs, "--world-size", "3", NULL);
+        ck_assert_msg(r.status == 0, "inspect: %s", r.err);
+        const char *o = strstr(r.out, "\"order\":");
+        ck_assert_msg(o != NULL, "%s", r.out);
+        static const char *const same[] = { "labels_per_batch", "mean_move" };
+        for (size_t i = 0; i < sizeof same / sizeof *same; i++) {
+            char x[64], y[64];
+            ck_assert_msg(strcmp(json_num(o, same[i], x, sizeof x), json_num(b.out, same[i], y, sizeof y)) == 0,
+                          "rank %d %s: inspect %s, bench %s", rank, same[i], x, y);
+        }
+        ck_assert_uint_eq(clit_json_u64(o, "rank"), (uint64_t)rank);
+        ck_assert_uint_eq(clit_json_u64(o, "world_size"), 3);
+        ck_assert_uint_eq(clit_json_u64(o, "partitions"), 3);
+        total += clit_json_u64(o, "samples");
+        clit_result_free(&r);
+        clit_result_free(&b);
+    }
+    ck_assert_msg(total <= CLASSES * PER_CLASS && total + 3 * 8 > CLASSES * PER_CLASS, "%llu samples in 3 shares",
+                  (unsigned long long)total);
+    r = clit_run("inspect", ds, "--order-check", "--rank", "1", "--world-size", "2", "--partitions", "4", NULL);
+    ck_assert_msg(r.status == 0 && strstr(r.out, "epoch 0 as rank 1 of 2, 4 partitions gets it"), "%s%s", r.out, r.err);
+    clit_result_free(&r);
+    r = clit_run("inspect", ds, "--order-check", "--rank", "2", "--world-size", "2", NULL); /* past the ranks */
+    ck_assert_msg(r.status == 2 && strstr(r.err, "--rank 2 is not below --world-size 2"), "%d %s", r.status, r.err);
+    clit_result_free(&r);
+    r = clit_run("inspect", ds, "--rank", "1", "--world-size", "2", NULL); /* without --order-check */
+    ck_assert_int_eq(r.status, 2);
+    clit_result_free(&r);
     free(ds);
 }
 END_TEST
