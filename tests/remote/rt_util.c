@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 
 #include "rt_util.h"
+#include "test_util.h"
 
 int rt_servers(const char *arg, ...)
 {
@@ -73,6 +74,26 @@ int rt_proxy(const char *upstream, const char *state)
 }
 
 void rt_stop(const char *state) { rt_servers("stop", "--state", state, NULL); }
+
+int rt_nginx_proxied(const char *root, char *state, size_t n)
+{
+    snprintf(state, n, "%s/servers", root);
+    int rc = rt_servers("nginx", "start", "--root", root, "--state", state, NULL);
+    if (rc == 0)
+        rc = rt_proxy(getenv("SP_TEST_HTTP_URL"), state);
+    if (rc)
+        rt_stop(state);
+    return rc == 77 ? 77 : rc ? -1 : 0;
+}
+
+void rt_rules(const char *json)
+{
+    const char *path = rt_env("SP_TEST_PROXY_RULES");
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.new", path);
+    tu_write_file(tmp, json, strlen(json));
+    ck_assert_int_eq(rename(tmp, path), 0);
+}
 
 const char *rt_env(const char *name)
 {

@@ -14,6 +14,12 @@ int rt_servers(const char *arg, ...);
 /* Starts the fault proxy (faultproxy.start_proxy) in front of upstream, recorded in state (so
  * rt_stop ends it), and setenv()s SP_TEST_PROXY_URL and SP_TEST_PROXY_RULES. 0 or -1. */
 int rt_proxy(const char *upstream, const char *state);
+/* nginx serving root (its state in root/servers, into state, n bytes) with the fault proxy in front:
+ * 0, 77 when nginx is missing (the servers stopped), -1 on another failure (stopped too). */
+int rt_nginx_proxied(const char *root, char *state, size_t n);
+/* Gives the proxy the rules json at once (a new file renamed over SP_TEST_PROXY_RULES, which it
+ * reads again; test cases only). */
+void rt_rules(const char *json);
 /* `servers.py stop --state STATE`. */
 void rt_stop(const char *state);
 /* getenv, or "" with a failed ck_assert when unset (test cases only). */

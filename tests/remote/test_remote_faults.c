@@ -12,16 +12,6 @@ static lt_ds g_ds;
 static char g_state[4096], g_url[4200];
 static lt_rec g_local;
 
-/* Replaces the proxy's rules (a new file renamed over the old, which it reads again). */
-static void rules(const char *json)
-{
-    const char *path = rt_env("SP_TEST_PROXY_RULES");
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.new", path);
-    tu_write_file(tmp, json, strlen(json));
-    ck_assert_int_eq(rename(tmp, path), 0);
-}
-
 /* The runs' remote_timeout: 1 s, so that stalls are cut short. */
 static const char *g_timeout = "1";
 
@@ -35,7 +25,7 @@ static int run(lt_rec *r, char *msg, size_t len, const char *retries, const char
 /* The faults a retry gets past: the run is the local one, batch for batch. */
 static void expect_recovered(const char *json)
 {
-    rules(json);
+    rt_rules(json);
     lt_rec r = { 0 };
     char msg[SP_ERRMSG_MAX], why[128];
     double t0 = lt_now();
@@ -50,7 +40,7 @@ static void expect_recovered(const char *json)
 /* The faults that do not go away: code, with a message naming a shard's URL, the bytes and what. */
 static void expect_error(const char *json, int code, const char *what)
 {
-    rules(json);
+    rt_rules(json);
     lt_rec r = { 0 };
     char msg[SP_ERRMSG_MAX];
     double t0 = lt_now();
@@ -120,7 +110,7 @@ END_TEST
 
 START_TEST(on_error_skip)
 {
-    rules("[{\"fault\": \"status\", \"code\": 503, \"match\": \"shard-000002\", \"skip\": 1, \"count\": -1}]");
+    rt_rules("[{\"fault\": \"status\", \"code\": 503, \"match\": \"shard-000002\", \"skip\": 1, \"count\": -1}]");
     lt_rec r = { 0 };
     char msg[SP_ERRMSG_MAX];
     /* shuffled over wide windows, so that every batch has rows from other shards to fill with */
@@ -141,7 +131,7 @@ START_TEST(close_while_stalled)
 {
     /* after 3 requests (a shard index and the first blocks; the reader fetches ahead one 64 KiB
      * part at a time, so the rest of the dataset is still to come) */
-    rules("[{\"fault\": \"delay\", \"match\": \".sps\", \"seconds\": 60, \"skip\": 3, \"count\": -1}]");
+    rt_rules("[{\"fault\": \"delay\", \"match\": \".sps\", \"seconds\": 60, \"skip\": 3, \"count\": -1}]");
     sp_loader *l;
     int rc = lt_open(g_url, &l, "shuffle", "false", "remote_timeout", "30", "prefetch", "1", "batch_size", "7",
                      "remote_inflight", "1", "remote_part_size", "64K", NULL);
@@ -163,7 +153,7 @@ END_TEST
  * indexes here before it fetched ahead); the batches stay the same. */
 START_TEST(many_in_flight)
 {
-    rules("[{\"fault\": \"delay\", \"match\": \".sps\", \"seconds\": 0.3, \"count\": -1}]");
+    rt_rules("[{\"fault\": \"delay\", \"match\": \".sps\", \"seconds\": 0.3, \"count\": -1}]");
     sp_loader *l;
     int rc = lt_open(g_url, &l, "shuffle_window", "1", "remote_inflight", "2", "batch_size", "7", NULL);
     ck_assert_msg(rc == 0, "%s", sp_last_error());
@@ -186,12 +176,8 @@ int main(void)
     uint64_t seed = tu_seed(16);
     if (lt_make(&g_ds, "remote-faults", 1500, 17, seed, "4K", "32K"))
         return 1;
-    snprintf(g_state, sizeof g_state, "%s/servers", g_ds.root);
-    int rc = rt_servers("nginx", "start", "--root", g_ds.root, "--state", g_state, NULL);
-    if (rc == 0)
-        rc = rt_proxy(getenv("SP_TEST_HTTP_URL"), g_state);
+    int rc = rt_nginx_proxied(g_ds.root, g_state, sizeof g_state);
     if (rc) {
-        rt_stop(g_state);
         lt_ds_free(&g_ds);
         return rc == 77 ? 77 : 1;
     }

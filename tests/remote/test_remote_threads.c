@@ -49,11 +49,7 @@ static void *read_blocks(void *arg)
  * bring one and pin it. */
 static void threads_read(const char *rules_json)
 {
-    const char *path = rt_env("SP_TEST_PROXY_RULES");
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.new", path);
-    tu_write_file(tmp, rules_json, strlen(rules_json));
-    ck_assert_int_eq(rename(tmp, path), 0);
+    rt_rules(rules_json);
     sp_dataset *d;
     ck_assert_msg(sp_dataset_open(g_url, NULL, &d) == SP_OK, "%s", sp_last_error());
     sp_shard_info si = { sizeof si };
@@ -92,12 +88,8 @@ int main(void)
     uint64_t seed = tu_seed(16);
     if (lt_make(&g_ds, "remote-threads", 600, 17, seed, "4K", "64K"))
         return 1;
-    snprintf(g_state, sizeof g_state, "%s/servers", g_ds.root);
-    int rc = rt_servers("nginx", "start", "--root", g_ds.root, "--state", g_state, NULL);
-    if (rc == 0)
-        rc = rt_proxy(getenv("SP_TEST_HTTP_URL"), g_state);
+    int rc = rt_nginx_proxied(g_ds.root, g_state, sizeof g_state);
     if (rc) {
-        rt_stop(g_state);
         lt_ds_free(&g_ds);
         return rc == 77 ? 77 : 1;
     }
