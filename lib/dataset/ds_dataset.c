@@ -472,7 +472,7 @@ static int remote_open_all(sp_dataset *d)
             uint64_t n = ds_shard_tail_len(d, next);
             slot_busy[free_slot] = true;
             slot_shard[free_slot] = next;
-            rm_fetch_submit(f, &s->obj, tails + (size_t)free_slot * FMT_TAIL_READ, n, s->obj.size - n, free_slot);
+            rm_fetch_submit(f, &s->obj, tails + (size_t)free_slot * FMT_TAIL_READ, n, n, s->obj.size - n, free_slot);
             next++;
         }
         uint64_t tag;

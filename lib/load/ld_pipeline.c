@@ -782,7 +782,7 @@ static void submit_remote(sp_loader *l, ld_reader *rd, ld_job *j)
     const fmt_block_entry *be = l->tab.block_entry[j->block];
     ld_cache_use(l, j);
     if (rm_fetch_submit(l->rdr.rf, ds_shard_obj(l->ds, l->tab.block_shard[j->block]), j->buf, be->stored_size,
-                        be->offset, tag) != SP_OK) {
+                        l->ring.regions[j->region].len, be->offset, tag) != SP_OK) {
         /* full only when a stop cut the wait for room short: the block is given back */
         rd->inflight[tag].buf = NULL;
         job_done(l, j, 0);
@@ -860,7 +860,7 @@ static bool tail_request(sp_loader *l, uint64_t i)
         return false;
     rm_obj *o = ds_shard_obj(l->ds, i);
     uint64_t n = ds_shard_tail_len(l->ds, i);
-    if (rm_fetch_submit(l->rdr.rf, o, l->rdr.tails + (size_t)t * FMT_TAIL_READ, n, o->size - n, LD_RM_DEPTH + t))
+    if (rm_fetch_submit(l->rdr.rf, o, l->rdr.tails + (size_t)t * FMT_TAIL_READ, n, n, o->size - n, LD_RM_DEPTH + t))
         return false; /* full only on a stop */
     l->rdr.tail_shard[t] = i;
     l->rdr.idx_asked[i] = 1;
@@ -1010,10 +1010,7 @@ static uint64_t ahead_next(sp_loader *l, ld_reader *rd)
  * without having let a wake-up pass. */
 static bool ahead_ready_locked(sp_loader *l, ld_reader *rd)
 {
-    /* With cache_dir, blocks fetched ahead given their cache use ended in checksum mismatches in
-     * remote_cache (cache_half, cache_changed_object; not understood yet), and without it they
-     * bypass the cache: until that is settled the reader does not fetch ahead with a cache. */
-    if (!rd->fa_plan || l->cache || l->ring.stop || rd->a_n >= LD_AHEAD_MAX || io_inflight(l) >= io_depth(l))
+    if (!rd->fa_plan || l->ring.stop || rd->a_n >= LD_AHEAD_MAX || io_inflight(l) >= io_depth(l))
         return false;
     uint64_t block = ahead_next(l, rd);
     if (block == UINT64_MAX)
@@ -1037,7 +1034,7 @@ static bool ahead_ready_locked(sp_loader *l, ld_reader *rd)
 static unsigned fetch_ahead(sp_loader *l, ld_reader *rd)
 {
     unsigned sent = 0;
-    if (!l->rdr.rf || !rd->fa_plan || l->cache) /* not with the cache yet: see ahead_ready_locked */
+    if (!l->rdr.rf || !rd->fa_plan)
         return 0;
     while (rd->a_n < LD_AHEAD_MAX && io_inflight(l) < io_depth(l)) {
         uint64_t block = ahead_next(l, rd);
@@ -1061,7 +1058,7 @@ static unsigned fetch_ahead(sp_loader *l, ld_reader *rd)
         uint32_t slot = (rd->a_head + rd->a_n) % LD_AHEAD_MAX;
         ld_cache_use_at(l, block, rd->fa_pi, rd->fa_plan->win[rd->fa_w].start); /* what the cache needs */
         if (rm_fetch_submit(l->rdr.rf, ds_shard_obj(l->ds, l->tab.block_shard[block]), buf, be->stored_size,
-                            be->offset, tag) != SP_OK) {
+                            sp_align_up(be->stored_size, LD_PAGE), be->offset, tag) != SP_OK) {
             region_free(l, (uint32_t)region);
             return sent;
         }

@@ -13,7 +13,7 @@
 typedef struct rm_req {
     rm_obj *obj;
     uint8_t *buf;
-    uint64_t len, off, tag;
+    uint64_t len, room, off, tag; /* room: bytes at buf that are the request's (>= len) */
     int code;
     uint32_t next; /* the next request of the same transfer, UINT32_MAX at the end */
     bool used;
@@ -113,7 +113,7 @@ void rm_fetch_close(rm_fetch *f)
 
 static void finish_req(rm_fetch *f, uint32_t i, int code, const char *why);
 
-int rm_fetch_submit(rm_fetch *f, rm_obj *o, uint8_t *buf, uint64_t len, uint64_t off, uint64_t tag)
+int rm_fetch_submit(rm_fetch *f, rm_obj *o, uint8_t *buf, uint64_t len, uint64_t room, uint64_t off, uint64_t tag)
 {
     if (f->pending == f->depth)
         return SP_EBUSY;
@@ -122,7 +122,7 @@ int rm_fetch_submit(rm_fetch *f, rm_obj *o, uint8_t *buf, uint64_t len, uint64_t
         i++;
     rm_req *r = &f->req[i];
     bool cached = f->cache && f->have_use;
-    *r = (rm_req){ .obj = o, .buf = buf, .len = len, .off = off, .tag = tag, .next = UINT32_MAX, .used = true,
+    *r = (rm_req){ .obj = o, .buf = buf, .len = len, .room = room > len ? room : len, .off = off, .tag = tag, .next = UINT32_MAX, .used = true,
                    .cached = cached, .use = f->use, .followers = UINT32_MAX, .next_follower = UINT32_MAX };
     f->have_use = false;
     f->pending++;
@@ -192,6 +192,18 @@ static void launch(rm_fetch *f, rm_tx *t)
     }
 }
 
+/* Whether queued request n continues request last of a transfer that begins at head: the same
+ * object, after last in the file and in memory at the same distance, and no further than last's
+ * room. The GET writes the file's bytes between them into that room, so memory that is not
+ * theirs (another request's buffer, served from the cache or by a follower, lying between them
+ * in the ring) is never written. */
+static bool continues(const rm_fetch *f, const rm_req *head, const rm_req *last, const rm_req *n)
+{
+    uint64_t gap = n->off - last->off;
+    return n->obj == head->obj && n->off >= last->off + last->len && n->buf > last->buf &&
+           (uint64_t)(n->buf - last->buf) == gap && gap <= last->room && n->off - head->off + n->len <= f->part;
+}
+
 /* Gives queued requests to idle transfers, joining those that continue each other. */
 static void start_queued(rm_fetch *f)
 {
@@ -207,13 +219,11 @@ static void start_queued(rm_fetch *f)
         uint64_t len = head->len;
         while (f->q_n) {
             rm_req *n = &f->req[f->queue[f->q_head]];
-            uint64_t gap = n->off - head->off;
-            if (n->obj != head->obj || n->off < head->off + len || n->buf < head->buf ||
-                (uint64_t)(n->buf - head->buf) != gap || gap + n->len > f->part)
+            if (!continues(f, head, last, n))
                 break;
             last->next = f->queue[f->q_head];
             last = n;
-            len = gap + n->len;
+            len = n->off - head->off + n->len;
             f->q_head = (f->q_head + 1) % f->depth;
             f->q_n--;
         }

@@ -1,4 +1,4 @@
-/* test_remote_cache.c - the local cache of a remote dataset (cache_dir, cache_size) against a real nginx: a cache that holds the dataset makes the second epoch fetch nothing (stats and nginx's access log), one of half the dataset at most about half; batches bit for bit as without it; a cache smaller than a block caches nothing and does not hang; files of other kinds in the directory are never touched; leftovers of killed writers are cleaned and the account rebuilt; two processes (two ranks of a node) share a directory within its size; damaged entries are refetched; a changed object is not served from the cache; and the same over S3 (Swift). */
+/* test_remote_cache.c - the local cache of a remote dataset (cache_dir, cache_size) against a real nginx: a cache that holds the dataset makes the second epoch fetch nothing (stats and nginx's access log), one of half the dataset at most about half; batches bit for bit as without it; a cache smaller than a block caches nothing and does not hang; files of other kinds in the directory are never touched; leftovers of killed writers are cleaned and the account rebuilt; two processes (two ranks of a node) share a directory within its size; damaged entries are refetched; a changed object is not served from the cache; a read served by the cache between two reads joined into one GET keeps its bytes; and the same over S3 (Swift). */
 #include <check.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rm.h"
 #include "rt_util.h"
 #include "test_util.h"
 
@@ -233,6 +234,67 @@ START_TEST(cache_tiny)
 }
 END_TEST
 
+/* The driver joins queued reads that continue each other in the file and in memory into one GET.
+ * A read served by the cache takes no place in the queue, so the reads queued before and after it
+ * may be a file's blocks apart and, in the read ring, exactly as far apart, with its buffer between
+ * them: one GET for both would write the file's bytes between them over it (a false checksum
+ * failure of that block, with read-ahead and a cache). Here the three land where they belong. */
+START_TEST(cache_hit_between_joined_reads)
+{
+    enum { ROOM = 4096, LEN = 100, AT_Z = 20000 };
+    char *path = tu_join(g_ds.dir, "shard-000000.sps");
+    size_t n;
+    uint8_t *file = tu_read_file(path, &n);
+    ck_assert_msg(file && n >= AT_Z + LEN, "%s", path);
+    sp_errbuf eb = { 0 };
+    rm_site *site;
+    ck_assert_msg(rm_site_open(g_url, NULL, &site, &eb) == 0, "%s", eb.msg);
+    char url[4400];
+    snprintf(url, sizeof url, "%s/shard-000000.sps", g_url);
+    rm_obj o;
+    ck_assert_int_eq(rm_obj_init(site, url, &o, &eb), 0);
+    uint8_t head[16];
+    ck_assert_msg(rm_get(site, &o, 0, sizeof head, head, true, &eb) == 0, "%s", eb.msg); /* its ETag */
+    char *dir = new_cache("cache_hit_between_joined_reads");
+    rm_cache *c;
+    ck_assert_msg(rm_cache_open(dir, 1 << 20, &c, &eb) == 0, "%s", eb.msg);
+    rm_use z = { .sum = sp_checksum64(file + AT_Z, LEN), .now = 0, .next = 1 };
+    rm_cache_put(c, &o, AT_Z, LEN, file + AT_Z, &z);
+    rm_fetch *f;
+    ck_assert_int_eq(rm_fetch_open(site, 8, 1, &f), 0);
+    rm_fetch_set_cache(f, c);
+    uint8_t *buf = calloc(3, ROOM);
+    /* A at file byte 0, Z (a hit) in the room after it, C at file byte 2 * ROOM in the room after Z */
+    ck_assert_int_eq(rm_fetch_submit(f, &o, buf, LEN, ROOM, 0, 0), 0);
+    rm_fetch_use(f, &z);
+    ck_assert_int_eq(rm_fetch_submit(f, &o, buf + ROOM, LEN, ROOM, AT_Z, 1), 0);
+    ck_assert_int_eq(rm_fetch_submit(f, &o, buf + 2 * ROOM, LEN, ROOM, 2 * ROOM, 2), 0);
+    for (int got = 0; got < 3;) {
+        uint64_t tag;
+        int code;
+        char why[SP_ERRMSG_MAX];
+        if (rm_fetch_reap(f, true, &tag, &code, why, sizeof why) == 1) {
+            ck_assert_msg(code == 0, "read %llu: %s", (unsigned long long)tag, why);
+            got++;
+        }
+    }
+    rm_cache_stats st;
+    rm_cache_counters(c, &st);
+    ck_assert_uint_eq(st.hits, 1);
+    ck_assert_msg(memcmp(buf, file, LEN) == 0, "A is not the file's bytes 0..99");
+    ck_assert_msg(memcmp(buf + ROOM, file + AT_Z, LEN) == 0, "the cache hit between A and C was overwritten");
+    ck_assert_msg(memcmp(buf + 2 * ROOM, file + 2 * ROOM, LEN) == 0, "C is not the file's bytes at 8192");
+    rm_fetch_close(f);
+    rm_cache_close(c);
+    rm_obj_free(&o);
+    rm_site_free(site);
+    free(buf);
+    free(dir);
+    free(file);
+    free(path);
+}
+END_TEST
+
 /* Files of other kinds in the directory: never removed, changed or counted, whatever is evicted. */
 START_TEST(cache_foreign_files)
 {
@@ -256,7 +318,10 @@ START_TEST(cache_foreign_files)
         sp_loader_stats st;
         run(g_url, cache, size, "2", &r, &st);
         check_same(&g_ref, &r);
-        ck_assert_uint_gt(st.cache_evictions, 0);
+        /* the first run fills the cache and must evict; the second may find it already holding
+         * the blocks used soonest (read-ahead asks the cache for them before any fetch needs room) */
+        if (k == 0)
+            ck_assert_uint_gt(st.cache_evictions, 0);
         ck_assert_uint_eq(st.cache_bytes, sum_dir(cache).bytes - 2 * strlen(body)); /* the foreign spc-* */
         lt_rec_free(&r);
     }
@@ -638,6 +703,7 @@ int main(void)
     tcase_add_test(tc, cache_changed_object);
     tcase_add_test(tc, cache_cli);
     tcase_add_test(tc, cache_s3);
+    tcase_add_test(tc, cache_hit_between_joined_reads);
     suite_add_tcase(s, tc);
     g_ref = local;
     rc = tu_run(s, seed);
