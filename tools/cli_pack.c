@@ -97,12 +97,12 @@ const cli_cmd cli_cmd_pack = {
     "pack SRC... -o OUTDIR [--from KIND] [--seq-len T] [--strict] [--json] [--quiet] [parameters]",
     "Builds a dataset (manifest.spm and shard-NNNNNN.sps files) in OUTDIR from SRC.",
     "Sources (detected from the path, or named with --from; one kind per pack):\n"
-    "  DIR                ImageFolder: DIR/CLASS/*.jpg|*.jpeg; label = index of CLASS in sorted order\n"
+    "  DIR                ImageFolder: DIR/CLASS/*.jpg|*.png|*.webp|...; label = index of CLASS in sorted order\n"
     "  FILE.tsv           lines 'PATH<TAB>LABEL' (relative paths from the TSV's directory)\n"
     "  FILE.bin           llm.c token file (uint16 or uint32 tokens); needs --seq-len\n"
-    "  FILE.tar           WebDataset shard: members KEY.jpg|KEY.jpeg and KEY.cls per sample\n"
+    "  FILE.tar           WebDataset shard: members KEY.jpg|KEY.png|KEY.webp|... and KEY.cls per sample\n"
     "  FILE.npy           NumPy array; one tensor field per file, samples are rows\n"
-    "Bad input items (unreadable, empty, not a JPEG) are skipped and listed in the summary,\n"
+    "Bad input items (unreadable, empty, not a decodable JPEG, PNG or WebP) are skipped and listed in the summary,\n"
     "unless --strict is given. The dataset is published only when every shard is complete.\n",
     pack_opts,
     SP_SCOPE_WRITE | SP_SCOPE_IMPORT,
