@@ -935,8 +935,9 @@ typedef struct sp_loader_stats {
     uint64_t batch_ring_in_use;             /* slots holding a batch now (filling, ready or leased) */
     uint64_t batch_ring_limit;              /* slots the ring may use now; all of them when prefetch is given */
     uint64_t batch_ring_grown;              /* times the limit grew */
-    /* A remote dataset: ranged GETs the reader has queued (blocks, joined or not, and shard indexes),
-     * and the most outstanding at once (remote_inflight of them transfer, the rest wait in line). */
+    /* A remote dataset: ranged GETs the reader has queued (blocks, joined or not, and shard indexes;
+     * not the blocks the cache served or that waited for a GET already out), and the most
+     * outstanding at once (remote_inflight of them transfer, the rest wait in line). */
     uint64_t remote_requests;
     uint64_t remote_pending_peak;
 } sp_loader_stats;

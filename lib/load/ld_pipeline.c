@@ -781,14 +781,16 @@ static void submit_remote(sp_loader *l, ld_reader *rd, ld_job *j)
     rd->submitted[tag] = l->trace ? sp_trace_clock() : 0;
     const fmt_block_entry *be = l->tab.block_entry[j->block];
     ld_cache_use(l, j);
-    if (rm_fetch_submit(l->rdr.rf, ds_shard_obj(l->ds, l->tab.block_shard[j->block]), j->buf, be->stored_size,
-                        l->ring.regions[j->region].len, be->offset, tag) != SP_OK) {
+    int rc = rm_fetch_submit(l->rdr.rf, ds_shard_obj(l->ds, l->tab.block_shard[j->block]), j->buf,
+                             be->stored_size, l->ring.regions[j->region].len, be->offset, tag);
+    if (rc < 0) {
         /* full only when a stop cut the wait for room short: the block is given back */
         rd->inflight[tag].buf = NULL;
         job_done(l, j, 0);
         return;
     }
-    count_request(l);
+    if (rc == SP_OK) /* a GET; not a block the cache served */
+        count_request(l);
 }
 
 /* Submits job's read; a job whose file cannot be opened fails here, with the reason. */
@@ -860,7 +862,7 @@ static bool tail_request(sp_loader *l, uint64_t i)
         return false;
     rm_obj *o = ds_shard_obj(l->ds, i);
     uint64_t n = ds_shard_tail_len(l->ds, i);
-    if (rm_fetch_submit(l->rdr.rf, o, l->rdr.tails + (size_t)t * FMT_TAIL_READ, n, n, o->size - n, LD_RM_DEPTH + t))
+    if (rm_fetch_submit(l->rdr.rf, o, l->rdr.tails + (size_t)t * FMT_TAIL_READ, n, n, o->size - n, LD_RM_DEPTH + t) < 0)
         return false; /* full only on a stop */
     l->rdr.tail_shard[t] = i;
     l->rdr.idx_asked[i] = 1;
@@ -1057,13 +1059,15 @@ static unsigned fetch_ahead(sp_loader *l, ld_reader *rd)
             tag++;
         uint32_t slot = (rd->a_head + rd->a_n) % LD_AHEAD_MAX;
         ld_cache_use_at(l, block, rd->fa_pi, rd->fa_plan->win[rd->fa_w].start); /* what the cache needs */
-        if (rm_fetch_submit(l->rdr.rf, ds_shard_obj(l->ds, l->tab.block_shard[block]), buf, be->stored_size,
-                            sp_align_up(be->stored_size, LD_PAGE), be->offset, tag) != SP_OK) {
+        int rc = rm_fetch_submit(l->rdr.rf, ds_shard_obj(l->ds, l->tab.block_shard[block]), buf, be->stored_size,
+                                 sp_align_up(be->stored_size, LD_PAGE), be->offset, tag);
+        if (rc < 0) {
             region_free(l, (uint32_t)region);
             return sent;
         }
         sent++;
-        count_request(l);
+        if (rc == SP_OK) /* a GET; not a block the cache served */
+            count_request(l);
         rd->inflight[tag] = (ld_job){ .block = block, .win = LD_WIN_AHEAD, .kblock = slot, .buf = buf,
                                       .region = (uint32_t)region };
         rd->submitted[tag] = l->trace ? sp_trace_clock() : 0;

@@ -128,8 +128,9 @@ unsigned rm_fetch_pending(const rm_fetch *f);
 unsigned rm_fetch_depth(const rm_fetch *f);
 /* Queues bytes [off, off + len) of o (which must outlive the request) into buf, whose first room
  * bytes (len or more) are the request's until it is reaped: a GET joined with the next request
- * writes the file's bytes between the two there, never past them. SP_EBUSY when depth requests
- * are pending. */
+ * writes the file's bytes between the two there, never past them. SP_OK when a GET is to fetch
+ * them, 1 when none is (the cache held them, or a GET of the same bytes is already out), SP_EBUSY
+ * when depth requests are pending. */
 int rm_fetch_submit(rm_fetch *f, rm_obj *o, uint8_t *buf, uint64_t len, uint64_t room, uint64_t off, uint64_t tag);
 /* Drives the transfers. 1 with a finished request's tag and *code (SP_OK, or an SP code with why
  * filled: one line as rm_get's without the URL, "bytes A-B: HTTP 503 (after 9 tries in 4.1 s)"),

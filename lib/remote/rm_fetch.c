@@ -129,7 +129,7 @@ int rm_fetch_submit(rm_fetch *f, rm_obj *o, uint8_t *buf, uint64_t len, uint64_t
     if (cached && rm_cache_get(f->cache, o, off, len, buf, &r->use)) {
         r->cached = false;
         finish_req(f, i, SP_OK, "");
-        return SP_OK;
+        return 1;
     }
     /* the next epoch may ask for a block while this one's fetch of it is still out */
     for (uint32_t k = 0; cached && k < f->depth; k++) {
@@ -138,7 +138,7 @@ int rm_fetch_submit(rm_fetch *f, rm_obj *o, uint8_t *buf, uint64_t len, uint64_t
             r->cached = false;
             r->next_follower = l->followers;
             l->followers = i;
-            return SP_OK;
+            return 1;
         }
     }
     f->queue[(f->q_head + f->q_n++) % f->depth] = i;
