@@ -586,14 +586,18 @@ static int size_pools(sp_loader *l, ld_sizes *z)
     uint64_t total_samples = epoch_samples(l);
     /* A window holds at most the dataset's blocks. The plan keeps shuffle_window as given (the
      * order does not depend on this); only the memory stops at what a window can hold. */
-    uint64_t rank_max = l->tab.nblocks;
+    uint64_t rank_max = ld_plan_places(l->mix.n ? &l->mix : NULL, l->tab.block_samples, l->tab.nblocks);
     z->win_blocks = l->cfg.window_blocks < rank_max ? l->cfg.window_blocks : (uint32_t)rank_max;
     uint64_t cap = (uint64_t)z->win_blocks * l->tab.max_block_samples;
-    z->win_cap = cap < total_samples ? cap : total_samples;
+    /* A window's rows are its blocks' whole: a mixture's source whose take cuts its last block
+     * (one a source) decodes that block's rows past the take too. */
+    uint64_t rows = total_samples + (uint64_t)l->mix.n * l->tab.max_block_samples;
+    z->win_cap = cap < rows ? cap : rows;
     /* A window's samples are one partition's, bp of them in each batch (bp = batch when each rank
      * holds one partition): the batches one window can touch. */
+    uint64_t kept = cap < total_samples ? cap : total_samples;
     uint64_t bp = (uint64_t)l->cfg.batch * l->cfg.world / l->cfg.parts;
-    uint64_t bpw = (z->win_cap + bp - 1) / bp + 1;
+    uint64_t bpw = (kept + bp - 1) / bp + 1;
     z->bpw = bpw;
     z->slots = 2 * bpw + 2;
     z->slot_bytes = slot_bytes(l);

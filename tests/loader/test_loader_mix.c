@@ -1,4 +1,4 @@
-/* test_loader_mix.c - weighted mixtures (sp_loader_open_mix): over an epoch each source delivers its share within 1% of the weights (the epoch ends when the first source runs out, or after mix_epoch_samples, sources short of their share repeated evenly), stats count samples per source, rows hold their source's values, the same seed gives the same batches and each epoch a new draw; resumed mid-epoch on another world size the epoch is the same samples once; different schemas, bad weights and another mixture's state are refused. */
+/* test_loader_mix.c - weighted mixtures (sp_loader_open_mix): over an epoch each source delivers its share within 1% of the weights (the epoch ends when the first source runs out, or after mix_epoch_samples, sources short of their share repeated evenly), stats count samples per source, rows hold their source's values, the same seed gives the same batches and each epoch a new draw; resumed mid-epoch on another world size the epoch is the same samples once; different schemas, bad weights and another mixture's state are refused; one window holding a whole epoch with a cut block delivers every batch. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -263,6 +263,22 @@ START_TEST(refused)
 }
 END_TEST
 
+/* One shuffle window holding every block of the epoch, B's last block cut by its take: the
+ * window decodes that block's rows past the take too, and every batch comes (it hung: the window
+ * outgrew the rows sized for the epoch's samples, was never built, and next() waited forever). */
+START_TEST(one_window)
+{
+    static const char *const kv[] = { "batch_size", "32", "epochs", "1", "shuffle_window", "65536", NULL };
+    sp_loader *l = open_mix(kv);
+    uint64_t *ids = malloc((NA + NB) * sizeof *ids);
+    size_t n = 0;
+    drain(l, UINT64_MAX, ids, &n);
+    ck_assert_uint_eq(n, NA + 1285);
+    free(ids);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+}
+END_TEST
+
 int main(void)
 {
     g_seed = tu_seed(0x313);
@@ -277,6 +293,7 @@ int main(void)
     tcase_add_test(tc, epoch_samples);
     tcase_add_test(tc, elastic_mixture);
     tcase_add_test(tc, refused);
+    tcase_add_test(tc, one_window);
     int rc = tu_run(s, g_seed);
     lt_ds_free(&g_a);
     lt_ds_free(&g_b);
