@@ -278,7 +278,7 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT
     X(MAX_PIXELS, "max_pixels", SP_PTYPE_INT, 1 << 25, 1, 1LL << 32, NULL, SP_SCOPE_LOAD | SP_SCOPE_WRITE, \
       "largest image (width x height) decoded; a larger one is a bad sample, handled by on_error (writer and pack, validate_images: a refused sample, so a decompression bomb is never stored)") \
     X(MAX_IMAGE_MEMORY, "max_image_memory", SP_PTYPE_SIZE, 48 * SP_MIB, 1 * SP_MIB, 16 * SP_GIB, NULL, \
-      SP_SCOPE_LOAD, "libjpeg's whole-image memory, one allowance the decode workers share (progressive JPEGs: 3 bytes a pixel at 4:2:0), reserved once in host_memory; an image needing more than all of it is a bad sample") \
+      SP_SCOPE_LOAD, "whole-image memory of any image format (progressive JPEGs: 3 bytes a pixel at 4:2:0; interlaced PNGs; WebP planes), one allowance the decode workers share, reserved once in host_memory; an image needing more than all of it is a bad sample") \
     X(MAX_SAMPLE_BYTES, "max_sample_bytes", SP_PTYPE_SIZE, 64 * SP_MIB, 1 * SP_KIB, 2 * SP_GIB - 1, NULL, \
       SP_SCOPE_WRITE | SP_SCOPE_LOAD, "largest sample (its bytes in a block) a writer accepts or the loader decodes; a larger one is refused, or a bad sample") \
     X(DEVICE, "device", SP_PTYPE_DEVICE, -1, -2, 1023, NULL, SP_SCOPE_LOAD,                         \
