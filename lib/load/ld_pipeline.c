@@ -1339,8 +1339,19 @@ static bool read_window(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi)
         return false;
     ld_window *w = &l->rdr.win[ws];
     l->rdr.win_plan[ws] = pi;
-    if (ld_window_build(plan, l->tab.block_samples, wi, w, l->rdr.win_cap, l->rdr.win_perm) != SP_OK)
-        return false; /* cannot happen: win_cap bounds every window */
+    if (ld_window_build(plan, l->tab.block_samples, wi, w, l->rdr.win_cap, l->rdr.win_perm) != SP_OK) {
+        /* Cannot happen: win_cap bounds every window. Should a sizing mistake make it happen, the
+         * consumer gets an error at the window's first batch rather than waiting forever. */
+        uint64_t from = plan->win[wi].start > lo ? plan->win[wi].start : lo;
+        char msg[SP_ERRMSG_MAX];
+        snprintf(msg, sizeof msg, "%s: epoch %llu: window %llu holds more rows than the %llu the loader sized for "
+                 "(a defect in shardpack: please report it with the dataset's inspect output)", l->name,
+                 (unsigned long long)plan->cfg.epoch, (unsigned long long)wi, (unsigned long long)l->rdr.win_cap);
+        pthread_mutex_lock(&l->ring.mu);
+        fail_batch_locked(l, l->rdr.rbase[pi] + from / l->cfg.batch, SP_ESTATE, msg);
+        pthread_mutex_unlock(&l->ring.mu);
+        return false;
+    }
     uint64_t end = plan->win[wi].end < hi ? plan->win[wi].end : hi;
     uint64_t first = (w->start > lo ? w->start : lo) / l->cfg.batch, last = (end - 1) / l->cfg.batch;
     uint32_t count = 0;
