@@ -333,7 +333,7 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT
       "a mixture's epoch: this many samples, each source's share of them by weight (a source with fewer is repeated, one with more gives another part each epoch); 0: until the first source runs out") \
     X(CACHE_DIR, "cache_dir", SP_PTYPE_STRING, 0, 0, 0, NULL, SP_SCOPE_LOAD,                         \
       "http(s)/s3: a local directory where fetched blocks are kept for later epochs (with cache_size; shared safely by processes; docs/remote.md)") \
-    X(CACHE_SIZE, "cache_size", SP_PTYPE_SIZE, 0, 0, INT64_MAX, NULL, SP_SCOPE_LOAD,                  \
+    X(CACHE_SIZE, "cache_size", SP_PTYPE_SIZE, 0, 0, 1024 * 1024 * SP_GIB, NULL, SP_SCOPE_LOAD, \
       "http(s)/s3: bytes cache_dir may hold, kept by next use in the planned order (0: no cache)")
 
 typedef enum sp_param {
