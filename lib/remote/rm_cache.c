@@ -107,11 +107,6 @@ static bool is_tmp_name(const char *name)
     return b && strcmp(p + b, ".tmp") == 0;
 }
 
-static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static void put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
-static uint32_t get_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static uint64_t get_u64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
-
 static bool read_at(int fd, void *buf, uint64_t n, uint64_t off) { return sp_pread_all(fd, buf, n, off) == 0; }
 
 static void id_of(const char *key, size_t n, uint8_t id[16])
@@ -260,9 +255,9 @@ static int check_entry(int fd, const uint8_t id[16], uint64_t *bytes)
         return -1;
     if (st.st_size < RC_HDR || !read_at(fd, h, RC_HDR, 0))
         return 0; /* ours, cut within its header */
-    uint32_t klen = get_u32(h + 12);
-    uint64_t len = get_u64(h + 16);
-    if (get_u32(h + 8) != RC_VERSION || klen == 0 || klen >= RC_KEYMAX || (uint64_t)st.st_size != RC_HDR + klen + len)
+    uint32_t klen = sp_ld32(h + 12);
+    uint64_t len = sp_ld64(h + 16);
+    if (sp_ld32(h + 8) != RC_VERSION || klen == 0 || klen >= RC_KEYMAX || (uint64_t)st.st_size != RC_HDR + klen + len)
         return 0;
     char key[RC_KEYMAX];
     if (!read_at(fd, key, klen, RC_HDR))
@@ -432,7 +427,7 @@ void rm_cache_close(rm_cache *c)
 static bool own_key(int fd, const uint8_t h[RC_HDR], const uint8_t id[16])
 {
     char key[RC_KEYMAX];
-    uint32_t klen = get_u32(h + 12);
+    uint32_t klen = sp_ld32(h + 12);
     if (klen == 0 || klen >= RC_KEYMAX || !read_at(fd, key, klen, RC_HDR))
         return false;
     uint8_t k[16];
@@ -475,8 +470,8 @@ int rm_cache_get(rm_cache *c, const rm_obj *o, uint64_t off, uint64_t len, uint8
     struct stat st;
     bool ours = read_at(fd, h, RC_HDR, 0) && memcmp(h, RC_MAGIC, 8) == 0;
     /* the same id with another key (a hash collision) is another entry: a miss, nothing removed */
-    bool same = ours && get_u32(h + 12) == klen && read_at(fd, got, klen, RC_HDR) && memcmp(got, key, klen) == 0;
-    bool whole = same && get_u32(h + 8) == RC_VERSION && get_u64(h + 16) == len && get_u64(h + 24) == u->sum &&
+    bool same = ours && sp_ld32(h + 12) == klen && read_at(fd, got, klen, RC_HDR) && memcmp(got, key, klen) == 0;
+    bool whole = same && sp_ld32(h + 8) == RC_VERSION && sp_ld64(h + 16) == len && sp_ld64(h + 24) == u->sum &&
                  fstat(fd, &st) == 0 && (uint64_t)st.st_size == RC_HDR + klen + len &&
                  read_at(fd, buf, len, RC_HDR + klen) && sp_checksum64(buf, len) == u->sum;
     if (ours && (same ? !whole : !own_key(fd, h, id)))
@@ -509,10 +504,10 @@ static bool write_entry(rm_cache *c, const char *name, const uint8_t id[16], con
         return false;
     uint8_t h[RC_HDR] = { 0 };
     memcpy(h, RC_MAGIC, 8);
-    put_u32(h + 8, RC_VERSION);
-    put_u32(h + 12, (uint32_t)klen);
-    put_u64(h + 16, len);
-    put_u64(h + 24, sum);
+    sp_st32(h + 8, RC_VERSION);
+    sp_st32(h + 12, (uint32_t)klen);
+    sp_st64(h + 16, len);
+    sp_st64(h + 24, sum);
     bool ok = flock(fd, LOCK_EX | LOCK_NB) == 0 && sp_write_all(fd, h, RC_HDR) == 0 && sp_write_all(fd, key, klen) == 0 &&
               sp_write_all(fd, buf, len) == 0;
     if (ok && renameat2(c->dfd, tmp, c->dfd, name, RENAME_NOREPLACE) != 0) {
