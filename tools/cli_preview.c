@@ -24,6 +24,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <turbojpeg.h>
 #include <unistd.h>
@@ -429,7 +430,7 @@ static int encode_jpeg(const unsigned char *rgb, int width, int height, unsigned
 enum { OPT_OUTPUT = 1, OPT_COUNT, OPT_EPOCH, OPT_COLUMNS, OPT_FIELD };
 
 static const cli_opt preview_opts[] = {
-    {"output", 'o', 1, OPT_OUTPUT, "FILE", "the JPEG file to write, or - for stdout (required)"},
+    {"output", 'o', 1, OPT_OUTPUT, "FILE", "the JPEG file to write (not .png, .webp, ...), or - for stdout (required)"},
     {"count", 'n', 1, OPT_COUNT, "N", "samples to show, 1..1024 (default 16)"},
     {"epoch", 0, 1, OPT_EPOCH, "E", "epoch whose train crops are shown (default 0)"},
     {"columns", 0, 1, OPT_COLUMNS, "C",
@@ -457,6 +458,21 @@ const cli_cmd cli_cmd_preview = {
     preview_opts,
     SP_SCOPE_LOAD,
 };
+
+/* The extension of name when it names an image format other than JPEG (".png" for "sheet.PNG"),
+ * else NULL: a viewer would be handed JPEG bytes under another format's name. */
+static const char *other_image_ext(const char *name)
+{
+    static const char *const exts[] = { ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm", ".pgm",
+                                        ".pnm", ".avif", ".heic", ".jxl", ".svg" };
+    const char *dot = strrchr(name, '.');
+    if (!dot || strchr(dot, '/'))
+        return NULL;
+    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++)
+        if (strcasecmp(dot, exts[i]) == 0)
+            return exts[i];
+    return NULL;
+}
 
 /* The image field: field_arg by name or number, else the first image field. Returns an exit
  * status; *field is set on CLI_OK. */
@@ -574,6 +590,10 @@ static int parse_args(int argc, char **argv, sp_params *params, preview_args *a,
         case OPT_OUTPUT:
             if (!*g.value)
                 return cli_usage_err(&cli_cmd_preview, "-o: the output file name is empty");
+            if (other_image_ext(g.value))
+                return cli_usage_err(&cli_cmd_preview, "-o %s: preview writes a JPEG, and this name says %s; "
+                                     "name it .jpg (any name without an image extension is written as a JPEG too)",
+                                     g.value, other_image_ext(g.value));
             a->out = g.value;
             break;
         case OPT_COUNT: rc = parse_count("--count", g.value, PREVIEW_MAX_COUNT, &a->count); break;

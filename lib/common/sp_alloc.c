@@ -40,6 +40,19 @@ char *sp_strdup(const char *s)
     return r;
 }
 
+char *sp_path_join(const char *dir, const char *name)
+{
+    const char *sep = sp_path_sep(dir);
+    size_t n = strlen(dir), k = strlen(sep), m = strlen(name);
+    char *r = sp_malloc(n + k + m + 1);
+    if (r) {
+        memcpy(r, dir, n);
+        memcpy(r + n, sep, k);
+        memcpy(r + n + k, name, m + 1);
+    }
+    return r;
+}
+
 void sp_buf_free(sp_buf *b)
 {
     sp_free(b->data);

@@ -48,6 +48,15 @@ void *sp_realloc(void *p, size_t n);
 void *sp_aligned_alloc(size_t align, size_t n);
 char *sp_strdup(const char *s);
 void sp_free(void *p);
+/* What goes between dir and a name under it: "ds.sp/" and "ds.sp" name the same folder, and no
+ * message should show "ds.sp//shard-000000.sps". sp_path_join: dir, that and name, allocated (NULL
+ * when memory runs out). */
+static inline const char *sp_path_sep(const char *dir)
+{
+    size_t n = strlen(dir);
+    return n && dir[n - 1] == '/' ? "" : "/";
+}
+char *sp_path_join(const char *dir, const char *name);
 
 /* Little-endian loads and stores, alignment-free. */
 static inline uint16_t sp_ld16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }

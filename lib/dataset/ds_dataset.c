@@ -164,12 +164,10 @@ static int manifest_decode(sp_dataset *d, uint8_t *buf, size_t n, const char *mp
     for (uint64_t i = 0; rc == SP_OK && i < m.nshards; i++) {
         const fmt_manifest_shard *ms = &m.shards[i];
         ds_shard *s = &d->shards[i];
-        size_t len = strlen(dir) + strlen(ms->name) + 2;
-        if (!(s->path = sp_malloc(len))) {
+        if (!(s->path = sp_path_join(dir, ms->name))) {
             rc = sp_fail(&d->eb, SP_ENOMEM, "%s: out of memory", mpath);
             break;
         }
-        snprintf(s->path, len, "%s/%s", dir, ms->name);
         if (d->site) {
             char *req = rm_join(req_dir, ms->name);
             rc = req ? rm_obj_init(d->site, req, &s->obj, &d->eb) : sp_fail(&d->eb, SP_ENOMEM, "out of memory");
@@ -542,12 +540,11 @@ int ds_list_shards(const char *dir, uint64_t max, char ***out, size_t *n, sp_err
             }
             v = nv;
         }
-        size_t plen = strlen(dir) + len + 2;
-        if (!(v[cnt] = sp_malloc(plen))) {
+        if (!(v[cnt] = sp_path_join(dir, de->d_name))) {
             rc = sp_fail(eb, SP_ENOMEM, "%s: out of memory", dir);
             break;
         }
-        snprintf(v[cnt++], plen, "%s/%s", dir, de->d_name);
+        cnt++;
     }
     closedir(dh);
     if (rc == SP_OK && cnt == 0)
@@ -697,11 +694,9 @@ static int open_shard_list(sp_dataset *d, const char *const *paths, size_t n)
 
 static int open_dir(sp_dataset *d, const char *dir)
 {
-    size_t len = strlen(dir) + sizeof(MANIFEST_NAME) + 1;
-    char *mpath = sp_malloc(len);
+    char *mpath = sp_path_join(dir, MANIFEST_NAME);
     if (!mpath)
         return sp_fail(&d->eb, SP_ENOMEM, "out of memory");
-    snprintf(mpath, len, "%s/%s", dir, MANIFEST_NAME);
     int rc;
     if (access(mpath, F_OK) == 0) {
         rc = open_manifest(d, mpath, dir);

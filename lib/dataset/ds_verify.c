@@ -177,7 +177,7 @@ static int verify_manifest(vr_ctx *v, const char *mpath, const char *dir)
     v->mpath = mpath;
     for (uint64_t i = 0; i < m.nshards && !v->replaced; i++) {
         char path[4096];
-        snprintf(path, sizeof path, "%s/%s", dir, m.shards[i].name);
+        snprintf(path, sizeof path, "%s%s%s", dir, sp_path_sep(dir), m.shards[i].name);
         fmt_shard *sh = verify_shard(v, path);
         if (sh)
             check_against_manifest(v, &m, i, sh, first_block);
@@ -337,7 +337,7 @@ int sp_verify(const char *path, const sp_params *params, sp_fault_fn fn, void *u
         rc = rc < 0 ? rc : SP_OK;
     } else if (sp_path_is_dir(path)) {
         char mpath[4096];
-        snprintf(mpath, sizeof mpath, "%s/%s", path, MANIFEST_NAME);
+        snprintf(mpath, sizeof mpath, "%s%s%s", path, sp_path_sep(path), MANIFEST_NAME);
         rc = access(mpath, F_OK) == 0 ? verify_manifest(&v, mpath, path) : verify_dir_shards(&v, path);
     } else {
         rc = verify_file(&v, path);

@@ -127,8 +127,6 @@ int imp_ends_with_ci(const char *s, const char *suffix);
  * (.jpg .jpeg .png .webp .ppm .bmp .pgm .tif .tiff). The bytes decide the format; one the image
  * stage does not decode is skipped as not a decodable image. */
 int imp_is_image_name(const char *name);
-/* dir + "/" + name, or NULL when memory runs out (sp_free). */
-char *imp_path_join(const char *dir, const char *name);
 /* Formatted, allocated (sp_free); NULL when memory runs out. */
 char *imp_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Strict decimal parses of the whole text: blanks around allowed for the signed one. 0 or -1. */

@@ -66,12 +66,12 @@ static int is_class(const char *root, const char *name, const struct stat *out)
 {
     if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || is_staging_name(name))
         return 0;
-    char *path = imp_path_join(root, name);
+    char *path = sp_path_join(root, name);
     if (!path)
         return -1;
     struct stat st;
     int is_dir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-    char *manifest = is_dir ? imp_path_join(path, "manifest.spm") : NULL;
+    char *manifest = is_dir ? sp_path_join(path, "manifest.spm") : NULL;
     sp_free(path);
     if (is_dir && !manifest)
         return -1;
@@ -123,7 +123,7 @@ static int list_classes(imp_ctx *c, folder *f, const struct stat *out)
 /* Sorted image entries (imp_is_image_name) of one class directory, with their sizes. */
 static int list_images(imp_ctx *c, const char *root, class_dir *cd, uint64_t *total_bytes)
 {
-    char *dir = imp_path_join(root, cd->name);
+    char *dir = sp_path_join(root, cd->name);
     if (!dir)
         return imp_oom(c, root, strlen(cd->name));
     DIR *d = opendir(dir);
@@ -140,7 +140,7 @@ static int list_images(imp_ctx *c, const char *root, class_dir *cd, uint64_t *to
             errno = 0;
             continue;
         }
-        char *path = imp_path_join(dir, e->d_name);
+        char *path = sp_path_join(dir, e->d_name);
         struct stat st;
         /* A name that fails stat is kept: reading it later reports the cause as a skip. */
         int ok = path ? stat(path, &st) : -1;
@@ -215,8 +215,10 @@ static int folder_open(imp_ctx *c, void *priv, const char *const *srcs, size_t n
     int rc = list_classes(c, f, out_exists ? &out_st : NULL);
     if (rc)
         return rc;
+    const char *sep = sp_path_sep(f->root);
     if (f->nclasses == 0)
-        return imp_fail(c, SP_EBADINPUT, "%s: no class subdirectories (expected %s/CLASS/*.jpg)", f->root, f->root);
+        return imp_fail(c, SP_EBADINPUT, "%s: no class subdirectories (expected %s%sCLASS/*.jpg)", f->root, f->root,
+                        sep);
     for (size_t i = 0; i < f->nclasses; i++)
         if (strchr(f->classes[i].name, '\n'))
             return imp_fail(c, SP_EBADINPUT, "%s: class directory name contains a newline, which class_names "
@@ -232,9 +234,9 @@ static int folder_open(imp_ctx *c, void *priv, const char *const *srcs, size_t n
                         "directories; nothing was written", f->root, f->nclasses);
     for (size_t i = 0; i < f->nclasses; i++)
         if (f->classes[i].nitems == 0)
-            return imp_fail(c, SP_EBADINPUT, "%s/%s: no image file (.jpg, .jpeg, .png, .webp, ...) in this class directory; its label "
-                            "would belong to no sample (torchvision's ImageFolder refuses it too): remove it or "
-                            "add images", f->root, f->classes[i].name);
+            return imp_fail(c, SP_EBADINPUT, "%s%s%s: no image file (.jpg, .jpeg, .png, .webp, ...) in this class directory; "
+                            "its label would belong to no sample (torchvision's ImageFolder refuses it too): remove "
+                            "it or add images", f->root, sep, f->classes[i].name);
     if ((rc = imp_set_image_label_schema(c)) != SP_OK || (rc = class_names_meta(c, f)) != SP_OK)
         return rc;
     imp_set_totals(c, total_items, total_bytes);
@@ -257,8 +259,7 @@ static int folder_next(imp_ctx *c, void *priv, imp_sample *out)
         const class_dir *cd = &f->classes[ci];
         const char *name = cd->items[k - f->first[ci]].name;
         sp_free(f->path);
-        f->path = imp_asprintf("%s%s%s/%s", f->root, f->root[strlen(f->root) - 1] == '/' ? "" : "/", cd->name,
-                               name);
+        f->path = imp_asprintf("%s%s%s/%s", f->root, sp_path_sep(f->root), cd->name, name);
         if (!f->path)
             return imp_oom(c, f->root, strlen(cd->name) + strlen(name) + 2);
         int rc = imp_read_item(c, f->path, &f->file);

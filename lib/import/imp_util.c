@@ -193,12 +193,6 @@ char *imp_asprintf(const char *fmt, ...)
     return s;
 }
 
-char *imp_path_join(const char *dir, const char *name)
-{
-    size_t n = strlen(dir);
-    return imp_asprintf("%s%s%s", dir, n && dir[n - 1] == '/' ? "" : "/", name);
-}
-
 /* Accumulates decimal digits s[i..len) into *v, refusing anything else and a value above lim. */
 static int digits(const char *s, size_t i, size_t len, uint64_t lim, uint64_t *v)
 {

@@ -1,4 +1,4 @@
-/* test_cli_pack_imagefolder.c - pack an ImageFolder tree; cat returns each JPEG byte-identical; OUTDIR inside the tree, an earlier pack's output inside it and staging directories are not classes; an empty class directory is refused as torchvision refuses it. */
+/* test_cli_pack_imagefolder.c - pack an ImageFolder tree; cat returns each JPEG byte-identical; OUTDIR inside the tree, an earlier pack's output inside it and staging directories are not classes; an empty class directory is refused as torchvision refuses it, named without a doubled '/' when the tree is given as DIR/. */
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,6 +183,12 @@ START_TEST(test_empty_class_refused)
     ck_assert_msg(strstr(r.err, empty) && strstr(r.err, "no image file (.jpg, .jpeg, .png, .webp, ...)"), "%s", r.err);
     clit_result_free(&r);
     ck_assert(!clit_exists(out));
+    /* "in/" names the same folder as "in": the message shows in/a, not in//a */
+    char *slash = clit_path("%s/", in);
+    r = clit_run("pack", slash, "-o", out, NULL);
+    ck_assert_msg(r.status == 1 && strstr(r.err, empty) && !strstr(r.err, "//"), "exit %d: %s", r.status, r.err);
+    clit_result_free(&r);
+    free(slash);
     free(txt);
     free(empty);
     free(in);

@@ -1,4 +1,4 @@
-/* test_cli_preview_output.c - where `shardpack preview -o` writes: "-" is standard output, a FIFO is written into (never replaced), a symbolic link is refused with its target untouched, a regular file is replaced whole through a temporary file that is never left behind. */
+/* test_cli_preview_output.c - where `shardpack preview -o` writes: "-" is standard output, a FIFO is written into (never replaced), a symbolic link is refused with its target untouched, a regular file is replaced whole through a temporary file that is never left behind; a name of another image format (.png, .WebP) is refused before any work, with nothing written. */
 #include <check.h>
 #include <dirent.h>
 #include <errno.h>
@@ -173,6 +173,33 @@ START_TEST(test_regular_file_replaced)
 }
 END_TEST
 
+START_TEST(test_other_format_name_refused)
+{
+    const char *names[] = { "sheet.png", "sheet.WebP", "sheet.tiff" };
+    for (int i = 0; i < 3; i++) {
+        char *out = clit_path("%s/%s", tmp, names[i]);
+        clit_result r = preview_to(out);
+        ck_assert_msg(r.status == 2, "-o %s: exit %d: %s", out, r.status, r.err);
+        ck_assert_msg(strstr(r.err, out) && strstr(r.err, "preview writes a JPEG") && strstr(r.err, "name it .jpg"),
+                      "%s", r.err);
+        clit_result_free(&r);
+        ck_assert_msg(!clit_exists(out), "%s was written", out);
+        free(out);
+    }
+    ck_assert_int_eq(temporaries_in(tmp), 0);
+    /* a name without an image extension is still a JPEG's */
+    char *plain = clit_path("%s/sheet.out", tmp);
+    clit_result r = preview_to(plain);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    clit_result_free(&r);
+    size_t len;
+    unsigned char *data = clit_read(plain, &len);
+    ck_assert(len > 100 && data[0] == 0xFF && data[1] == 0xD8);
+    free(data);
+    free(plain);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cli-preview-output");
@@ -183,6 +210,7 @@ int main(void)
     tcase_add_test(tc, test_fifo);
     tcase_add_test(tc, test_symlink_refused);
     tcase_add_test(tc, test_regular_file_replaced);
+    tcase_add_test(tc, test_other_format_name_refused);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

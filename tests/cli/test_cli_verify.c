@@ -93,6 +93,17 @@ START_TEST(test_flipped_byte)
     ck_assert_int_eq(r.status, 1);
     ck_assert_msg(strstr(r.err, base) != NULL, "%s", r.err);
     clit_result_free(&r);
+
+    /* Given as "out/", the shard is still named out/shard-..., never out//shard-... */
+    char *slash = clit_path("%s/", out), *named = clit_path("%s/%s", out, base);
+    r = clit_run("verify", slash, NULL);
+    ck_assert_msg(r.status == 1 && strstr(r.out, named) && !strstr(r.out, "//"), "verify said: %s", r.out);
+    clit_result_free(&r);
+    r = clit_run("cat", slash, "--index", idx, NULL);
+    ck_assert_msg(r.status == 1 && strstr(r.err, named) && !strstr(r.err, "//"), "cat said: %s", r.err);
+    clit_result_free(&r);
+    free(slash);
+    free(named);
     free(shard);
     free(out);
 }
