@@ -34,6 +34,7 @@ static const char *const span_names[SPT_NAMES_] = {
     [SPT_COPY] = "copy",
     [SPT_COPY_WAIT] = "wait for a device slot",
     [SPT_IDLE] = "idle",
+    [SPT_CACHE_WRITE] = "cache write",
 };
 
 static const char *const counter_names[SPC_COUNTERS_] = {

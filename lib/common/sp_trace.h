@@ -35,6 +35,7 @@ typedef enum sp_trace_name {
     SPT_COPY,          /* the device stage issuing a batch's copy */
     SPT_COPY_WAIT,     /* the device stage's copy thread waiting for a device slot */
     SPT_IDLE,          /* a worker with no job */
+    SPT_CACHE_WRITE,   /* a worker writing a fetched block's entry into the remote cache */
     SPT_NAMES_
 } sp_trace_name;
 

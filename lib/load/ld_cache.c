@@ -4,8 +4,17 @@
  * node and notes each block's first read there; a read of block b in epoch e then tells the cache
  * "now" (its window's place in epoch e) and "next" (b's first place in epoch e + 1). Places are on
  * one clock for every rank of the job: epoch << 32 plus the fraction of the epoch's samples before
- * the window. Everything here runs on the reader thread, but open, close and the counters. */
+ * the window.
+ *
+ * Entries are written by the decode workers, never by the reader, which drives every transfer: a
+ * worker verifies each block's checksum before it decodes it, and one that has verified a block
+ * fetched for the cache writes its entry from the read ring (rm_cache_put, not hashed again) before
+ * the block's region is given back. Until then the block is "held": the reader notes where its
+ * bytes are, and a read of the same block meanwhile (the next epoch's first windows) copies them
+ * instead of fetching them again, as it would have found the entry. Everything else here runs on
+ * the reader thread, but open, close and the counters. */
 #include <stdio.h>
+#include <string.h>
 
 #include "ld_internal.h"
 
@@ -15,6 +24,11 @@ struct ld_cache {
     rm_cache *rc;
     uint64_t *next[2]; /* per reader plan slot: block -> first place in the epoch after, or UINT64_MAX */
     uint32_t first_rank, ranks; /* the ranks of this node, whose reads share the cache */
+    /* under mu: per block, its bytes in the read ring while a worker is to write its entry (NULL:
+     * none), and the entry's next use, moved on by a read that copies them meanwhile */
+    pthread_mutex_t mu;
+    uint8_t **held;
+    uint64_t *held_next;
 };
 
 static bool wanted(const sp_loader *l, const sp_params *p)
@@ -33,6 +47,7 @@ int ld_cache_config(sp_loader *l, const sp_params *p)
         return sp_fail(&l->eb, SP_ENOMEM, "out of memory setting up cache_dir");
     }
     c->size = (uint64_t)sp_params_get(p, SP_PARAM_CACHE_SIZE);
+    pthread_mutex_init(&c->mu, NULL);
     c->first_rank = l->cfg.rank;
     c->ranks = 1;
     int lr = l->stats.s.local_rank;
@@ -59,7 +74,7 @@ uint64_t ld_cache_bytes(const sp_loader *l, uint64_t plan)
     uint64_t entries = c->size / (64 + (smallest == UINT64_MAX ? 0 : smallest)) + 64;
     if (entries > 2 * l->tab.nblocks + 64)
         entries = 2 * l->tab.nblocks + 64;
-    return 2 * l->tab.nblocks * sizeof(uint64_t) + plan + 2 * entries * 32;
+    return 2 * l->tab.nblocks * sizeof(uint64_t) + 2 * l->tab.nblocks * sizeof(void *) + plan + 2 * entries * 32;
 }
 
 int ld_cache_open(sp_loader *l)
@@ -70,6 +85,10 @@ int ld_cache_open(sp_loader *l)
     for (int i = 0; i < 2; i++)
         if (!(c->next[i] = sp_malloc(l->tab.nblocks * sizeof(uint64_t) + 1)))
             return sp_fail(&l->eb, SP_ENOMEM, "out of memory for the cache's next uses");
+    c->held = sp_calloc(l->tab.nblocks + 1, sizeof *c->held);
+    c->held_next = sp_calloc(l->tab.nblocks + 1, sizeof *c->held_next);
+    if (!c->held || !c->held_next)
+        return sp_fail(&l->eb, SP_ENOMEM, "out of memory for the cache's held blocks");
     int rc = rm_cache_open(c->dir, c->size, &c->rc, &l->eb);
     if (rc)
         return rc;
@@ -87,6 +106,9 @@ void ld_cache_close(sp_loader *l)
     rm_cache_close(c->rc);
     sp_free(c->next[0]);
     sp_free(c->next[1]);
+    sp_free(c->held);
+    sp_free(c->held_next);
+    pthread_mutex_destroy(&c->mu);
     sp_free(c->dir);
     sp_free(c);
     l->cache = NULL;
@@ -125,21 +147,77 @@ void ld_cache_plan(sp_loader *l, uint32_t pi, uint64_t epoch)
     }
 }
 
-void ld_cache_use(sp_loader *l, const ld_job *j)
-{
-    ld_cache_use_at(l, j->block, l->rdr.win_plan[j->win], l->rdr.win[j->win].start);
-}
-
-void ld_cache_use_at(sp_loader *l, uint64_t block, uint32_t pi, uint64_t start)
+bool ld_cache_copy(sp_loader *l, uint64_t block, uint32_t pi, uint64_t start, uint8_t *buf)
 {
     ld_cache *c = l->cache;
     if (!c || !c->rc)
-        return;
+        return false;
     const ld_plan *p = &l->rdr.rplan[pi];
     rm_use u = { .sum = l->tab.block_entry[block]->checksum,
                  .now = place(p->cfg.epoch, start, p->samples),
                  .next = c->next[pi][block] };
-    rm_fetch_use(l->rdr.rf, &u);
+    pthread_mutex_lock(&c->mu);
+    uint8_t *src = c->held[block];
+    bool copied = src && src != buf;
+    if (copied) {
+        /* valid while held: its worker lets it go before it gives the region back */
+        memcpy(buf, src, l->tab.block_entry[block]->stored_size);
+        c->held_next[block] = u.next; /* the entry's next use is now after this read */
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!copied)
+        rm_fetch_use(l->rdr.rf, &u);
+    return copied;
+}
+
+void ld_cache_hold(sp_loader *l, ld_job *j)
+{
+    ld_cache *c = l->cache;
+    rm_use u;
+    j->keep = false;
+    if (!c || !c->rc || !rm_fetch_reaped_use(l->rdr.rf, &u))
+        return;
+    pthread_mutex_lock(&c->mu);
+    if (!c->held[j->block]) { /* else another copy is to be written already */
+        c->held[j->block] = j->buf;
+        c->held_next[j->block] = u.next;
+        j->keep = true;
+        j->keep_now = u.now;
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+void ld_cache_release(sp_loader *l, uint64_t block)
+{
+    ld_cache *c = l->cache;
+    pthread_mutex_lock(&c->mu);
+    c->held[block] = NULL;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void ld_cache_keep(sp_loader *l, const ld_job *j, bool ok, unsigned track)
+{
+    ld_cache *c = l->cache;
+    if (!j->keep)
+        return;
+    const fmt_block_entry *be = l->tab.block_entry[j->block];
+    if (ok) { /* the worker has compared the bytes with be->checksum: they are not hashed again */
+        pthread_mutex_lock(&c->mu);
+        rm_use u = { .sum = be->checksum, .now = j->keep_now, .next = c->held_next[j->block] };
+        pthread_mutex_unlock(&c->mu);
+        uint64_t t0 = sp_trace_begin(l->trace, SPT_CACHE_WRITE);
+        rm_cache_put(c->rc, ds_shard_obj(l->ds, l->tab.block_shard[j->block]), be->offset, be->stored_size, j->buf,
+                     &u, true);
+        sp_trace_end(l->trace, track, SPT_CACHE_WRITE, t0, j->block);
+    }
+    ld_cache_release(l, j->block);
+}
+
+void ld_cache_reset(sp_loader *l)
+{
+    ld_cache *c = l->cache;
+    if (c && c->held)
+        memset(c->held, 0, l->tab.nblocks * sizeof *c->held);
 }
 
 void ld_cache_stats(const sp_loader *l, sp_loader_stats *st)

@@ -69,6 +69,10 @@ typedef struct ld_job {
     uint8_t *buf;
     uint32_t region;
     int64_t result;  /* bytes read, or -errno */
+    /* fetched for the remote cache: the worker that verifies the block writes its entry (ld_cache.c
+     * ld_cache_keep) before the region is given back; keep_now: when it was read (rm_use.now) */
+    bool keep;
+    uint64_t keep_now;
 } ld_job;
 
 /* A decoded block whose rows several workers write, a part each (image fields and other expensive
@@ -90,6 +94,8 @@ typedef struct ld_ahead {
     uint32_t region;
     unsigned tag;
     int state;
+    bool keep; /* arrived, for the cache (ld_job.keep), read at keep_now */
+    uint64_t keep_now;
 } ld_ahead;
 
 typedef struct ld_region {
@@ -336,17 +342,27 @@ int ld_rank_plan(const sp_loader *l, uint64_t epoch, uint32_t rank, ld_plan *p, 
 /* ld_cache.c: the remote cache's side in the loader. config (after the ranks are read) notes
  * cache_dir and cache_size for a remote dataset; bytes is what it holds in host_memory (plan: one
  * plan's bytes); open (after the remote driver) opens the directory; plan (the reader, after it
- * planned epoch into slot pi) notes when the next epoch reads each block; use (the reader, before
- * a remote submit) tells the driver about job's read; stats fills the cache's fields. */
+ * planned epoch into slot pi) notes when the next epoch reads each block; stats fills the cache's
+ * fields.
+ * Entries are written by the decode workers, not by the reader (which drives every transfer):
+ * copy (the reader, before a remote submit of block into buf, read in the window of plan slot pi
+ * that starts at start, its rank stream position) copies a held block (below) into buf instead
+ * of fetching it again (true; the entry's next use moves to this read's), or else tells the driver
+ * what the read is to the cache (false). hold (the reader, after reaping j's fetch) marks j->keep
+ * when the bytes are the cache's to keep, and notes j->buf as the block's copy until keep (the
+ * worker that has verified the block: ok) writes its entry and lets it go, before the region is
+ * given back; release lets a held copy go unwritten (a block fetched ahead and dropped); reset
+ * forgets every hold (at pipeline start: a stopped pipeline's jobs are gone). */
 int ld_cache_config(sp_loader *l, const sp_params *p);
 uint64_t ld_cache_bytes(const sp_loader *l, uint64_t plan);
 int ld_cache_open(sp_loader *l);
 void ld_cache_close(sp_loader *l);
 void ld_cache_plan(sp_loader *l, uint32_t pi, uint64_t epoch);
-void ld_cache_use(sp_loader *l, const ld_job *j);
-/* The same for a block fetched ahead of its window: of plan slot pi, in the window starting at
- * start (its rank stream position). */
-void ld_cache_use_at(sp_loader *l, uint64_t block, uint32_t pi, uint64_t start);
+void ld_cache_hold(sp_loader *l, ld_job *j);
+void ld_cache_keep(sp_loader *l, const ld_job *j, bool ok, unsigned track);
+void ld_cache_release(sp_loader *l, uint64_t block);
+bool ld_cache_copy(sp_loader *l, uint64_t block, uint32_t pi, uint64_t start, uint8_t *buf);
+void ld_cache_reset(sp_loader *l);
 void ld_cache_stats(const sp_loader *l, sp_loader_stats *st);
 
 /* ld_pipeline.c */

@@ -533,6 +533,8 @@ static void dec_put_locked(sp_loader *l, uint32_t k)
     pthread_cond_signal(&l->ring.c_worker); /* a block job may have waited for an entry */
 }
 
+static void part_end(sp_loader *l, uint32_t k, double busy);
+
 /* A block job, with decoded-block entry k (its scratch). A block whose rows are expensive is
  * split: its parts are queued for every worker (this one included) and the last part gives the
  * block back; any other block is written here whole. */
@@ -551,7 +553,8 @@ static void job_run(sp_loader *l, const ld_job *j, int id, uint32_t k)
         d->job = *j;
         d->next = 0;
         d->part = (n + nparts - 1) / nparts;
-        d->left = (n + d->part - 1) / d->part;
+        /* writing the block's cache entry holds its region as a part does */
+        d->left = (n + d->part - 1) / d->part + (j->keep ? 1u : 0u);
         pthread_mutex_lock(&l->ring.mu);
         l->ring.parts[(l->ring.part_head + l->ring.part_count) % (uint32_t)l->cfg.threads] = k;
         l->ring.part_count++;
@@ -559,6 +562,11 @@ static void job_run(sp_loader *l, const ld_job *j, int id, uint32_t k)
         if (d->left > 1)
             pthread_cond_broadcast(&l->ring.c_worker);
         pthread_mutex_unlock(&l->ring.mu);
+        if (j->keep) { /* while the other workers write its rows */
+            double t1 = sp_now();
+            ld_cache_keep(l, j, true, track);
+            part_end(l, k, sp_now() - t1);
+        }
         sp_trace_end(l->trace, track, SPT_BLOCK, tb, j->block);
         return;
     }
@@ -566,6 +574,7 @@ static void job_run(sp_loader *l, const ld_job *j, int id, uint32_t k)
         block_failed(l, j, rc, why, track);
     else
         scatter(l, j, &d->v, id, 0, n);
+    ld_cache_keep(l, j, rc == SP_OK, track); /* after its rows: they are not kept waiting for the disk */
     sp_trace_end(l->trace, track, SPT_BLOCK, tb, j->block);
     job_done(l, j, sp_now() - t0);
     pthread_mutex_lock(&l->ring.mu);
@@ -573,7 +582,22 @@ static void job_run(sp_loader *l, const ld_job *j, int id, uint32_t k)
     pthread_mutex_unlock(&l->ring.mu);
 }
 
-/* Rows [r0, r1) of split block k; the last part to finish gives the block and its entry back. */
+/* One part of split block k is done (busy: its time); the last gives the block and its entry back. */
+static void part_end(sp_loader *l, uint32_t k, double busy)
+{
+    ld_dec *d = &l->pool.dec[k];
+    pthread_mutex_lock(&l->ring.mu);
+    bool last = --d->left == 0;
+    ld_job j = d->job;
+    l->stats.s.decode_busy_s += busy;
+    if (last)
+        dec_put_locked(l, k);
+    pthread_mutex_unlock(&l->ring.mu);
+    if (last)
+        job_done(l, &j, 0);
+}
+
+/* Rows [r0, r1) of split block k. */
 static void part_run(sp_loader *l, int id, uint32_t k, uint32_t r0, uint32_t r1)
 {
     ld_dec *d = &l->pool.dec[k];
@@ -581,15 +605,7 @@ static void part_run(sp_loader *l, int id, uint32_t k, uint32_t r0, uint32_t r1)
     uint64_t tb = sp_trace_begin(l->trace, SPT_BLOCK);
     scatter(l, &d->job, &d->v, id, r0, r1);
     sp_trace_end(l->trace, LD_TRACK_WORKER + (unsigned)id, SPT_BLOCK, tb, d->job.block);
-    pthread_mutex_lock(&l->ring.mu);
-    bool last = --d->left == 0;
-    ld_job j = d->job;
-    l->stats.s.decode_busy_s += sp_now() - t0;
-    if (last)
-        dec_put_locked(l, k);
-    pthread_mutex_unlock(&l->ring.mu);
-    if (last)
-        job_done(l, &j, 0);
+    part_end(l, k, sp_now() - t0);
 }
 
 static void *worker_main(void *arg)
@@ -777,10 +793,19 @@ static void submit_remote(sp_loader *l, ld_reader *rd, ld_job *j)
     unsigned tag = 0;
     while (rd->inflight[tag].buf)
         tag++;
+    const fmt_block_entry *be = l->tab.block_entry[j->block];
+    j->keep = false;
+    if (ld_cache_copy(l, j->block, l->rdr.win_plan[j->win], l->rdr.win[j->win].start, j->buf)) {
+        /* its bytes are in the ring already, a worker to write them to the cache */
+        j->result = (int64_t)be->stored_size;
+        pthread_mutex_lock(&l->ring.mu);
+        l->stats.s.bytes_read += be->stored_size;
+        push_job_locked(l, j);
+        pthread_mutex_unlock(&l->ring.mu);
+        return;
+    }
     rd->inflight[tag] = *j;
     rd->submitted[tag] = l->trace ? sp_trace_clock() : 0;
-    const fmt_block_entry *be = l->tab.block_entry[j->block];
-    ld_cache_use(l, j);
     int rc = rm_fetch_submit(l->rdr.rf, ds_shard_obj(l->ds, l->tab.block_shard[j->block]), j->buf,
                              be->stored_size, l->ring.regions[j->region].len, be->offset, tag);
     if (rc < 0) {
@@ -971,6 +996,8 @@ static void ahead_arrived(sp_loader *l, ld_reader *rd, const ld_job *j, int code
         return;
     }
     rd->ahead[j->kblock].state = code ? AHEAD_FAILED : AHEAD_ARRIVED;
+    rd->ahead[j->kblock].keep = j->keep;
+    rd->ahead[j->kblock].keep_now = j->keep_now;
     if (!code) {
         pthread_mutex_lock(&l->ring.mu);
         l->stats.s.bytes_read += l->tab.block_entry[j->block]->stored_size;
@@ -1058,7 +1085,17 @@ static unsigned fetch_ahead(sp_loader *l, ld_reader *rd)
         while (rd->inflight[tag].buf)
             tag++;
         uint32_t slot = (rd->a_head + rd->a_n) % LD_AHEAD_MAX;
-        ld_cache_use_at(l, block, rd->fa_pi, rd->fa_plan->win[rd->fa_w].start); /* what the cache needs */
+        if (ld_cache_copy(l, block, rd->fa_pi, rd->fa_plan->win[rd->fa_w].start, buf)) {
+            /* in the ring already, a worker to write it to the cache: arrived */
+            rd->ahead[slot] = (ld_ahead){ block, buf, (uint32_t)region, 0, AHEAD_ARRIVED, false, 0 };
+            pthread_mutex_lock(&l->ring.mu);
+            l->stats.s.bytes_read += be->stored_size;
+            pthread_mutex_unlock(&l->ring.mu);
+            rd->a_n++;
+            rd->fa_k++;
+            sent++;
+            continue;
+        }
         int rc = rm_fetch_submit(l->rdr.rf, ds_shard_obj(l->ds, l->tab.block_shard[block]), buf, be->stored_size,
                                  sp_align_up(be->stored_size, LD_PAGE), be->offset, tag);
         if (rc < 0) {
@@ -1071,7 +1108,7 @@ static unsigned fetch_ahead(sp_loader *l, ld_reader *rd)
         rd->inflight[tag] = (ld_job){ .block = block, .win = LD_WIN_AHEAD, .kblock = slot, .buf = buf,
                                       .region = (uint32_t)region };
         rd->submitted[tag] = l->trace ? sp_trace_clock() : 0;
-        rd->ahead[slot] = (ld_ahead){ block, buf, (uint32_t)region, tag, AHEAD_INFLIGHT };
+        rd->ahead[slot] = (ld_ahead){ block, buf, (uint32_t)region, tag, AHEAD_INFLIGHT, false, 0 };
         rd->a_n++;
         rd->fa_k++;
     }
@@ -1103,10 +1140,13 @@ static bool ahead_take(sp_loader *l, ld_reader *rd, uint64_t block, ld_ahead *a)
  * read ends. */
 static void ahead_drop(sp_loader *l, ld_reader *rd, const ld_ahead *a)
 {
-    if (a->state == AHEAD_INFLIGHT)
+    if (a->state == AHEAD_INFLIGHT) {
         rd->inflight[a->tag].win = LD_WIN_DROP;
-    else
-        region_free(l, a->region);
+        return;
+    }
+    if (a->keep)
+        ld_cache_release(l, a->block); /* its bytes go unwritten: the region is given back now */
+    region_free(l, a->region);
 }
 
 static void reader_wait_io(sp_loader *l, ld_reader *rd);
@@ -1126,6 +1166,8 @@ static void ahead_use(sp_loader *l, ld_reader *rd, const ld_ahead *a, ld_job *j)
     }
     if (a->state == AHEAD_ARRIVED) {
         j->result = (int64_t)l->tab.block_entry[j->block]->stored_size;
+        j->keep = a->keep;
+        j->keep_now = a->keep_now;
         pthread_mutex_lock(&l->ring.mu);
         push_job_locked(l, j);
         pthread_mutex_unlock(&l->ring.mu);
@@ -1152,6 +1194,9 @@ static int reap_remote(sp_loader *l, ld_reader *rd, bool wait)
     ld_job j = rd->inflight[tag];
     rd->inflight[tag].buf = NULL;
     sp_trace_async(l->trace, LD_TRACK_READER, SPT_READ, rd->submitted[tag], j.block);
+    j.keep = false;
+    if (code == SP_OK && j.win != LD_WIN_DROP)
+        ld_cache_hold(l, &j); /* fetched for the cache: its worker writes the entry */
     if (j.win == LD_WIN_AHEAD || j.win == LD_WIN_DROP) {
         ahead_arrived(l, rd, &j, code);
         return 1;
@@ -1536,6 +1581,7 @@ static void reset_epoch_state(sp_loader *l)
 int ld_pipeline_start(sp_loader *l)
 {
     reset_epoch_state(l);
+    ld_cache_reset(l);
     for (int i = 0; i < l->cfg.threads; i++) {
         ld_worker *wk = sp_malloc(sizeof *wk);
         if (!wk)

@@ -82,8 +82,8 @@ bool rm_site_is_s3(const rm_site *s);
 
 /* ---- the local cache of fetched blocks (rm_cache.c; docs/remote.md, "The cache") ----
  * Blocks kept in a directory shared by the processes of a node, up to a limit of bytes, evicted by
- * their next use in the reader's planned order (the furthest first). One thread uses a handle;
- * rm_cache_counters may be called from any. */
+ * their next use in the reader's planned order (the furthest first). Any thread may use a handle
+ * (the loader's reader looks blocks up, its decode workers offer what they have verified). */
 typedef struct rm_cache rm_cache;
 
 /* What the caller knows of one block read: its checksum (XXH3-64 of its bytes: a cached copy and
@@ -107,9 +107,12 @@ void rm_cache_close(rm_cache *c);
 /* Bytes [off, off + len) of o into buf from the cache: 1, or 0 when it has no whole copy that
  * matches u->sum (a damaged one is removed). */
 int rm_cache_get(rm_cache *c, const rm_obj *o, uint64_t off, uint64_t len, uint8_t *buf, const rm_use *u);
-/* Offers bytes just fetched: kept when they match u->sum and room can be made by evicting only
- * entries used after u->next. Failures only mean the bytes are not kept. */
-void rm_cache_put(rm_cache *c, const rm_obj *o, uint64_t off, uint64_t len, const uint8_t *buf, const rm_use *u);
+/* Offers bytes just fetched: kept when they match u->sum (checked: the caller has compared them
+ * already, and they are not hashed again) and room can be made by evicting only entries used after
+ * u->next. The entry file is written here, from buf, under the directory's lock. Failures only
+ * mean the bytes are not kept. */
+void rm_cache_put(rm_cache *c, const rm_obj *o, uint64_t off, uint64_t len, const uint8_t *buf, const rm_use *u,
+                  bool checked);
 void rm_cache_counters(const rm_cache *c, rm_cache_stats *s);
 
 /* ---- many transfers, driven by one thread (rm_fetch.c) ----
@@ -138,8 +141,14 @@ int rm_fetch_submit(rm_fetch *f, rm_obj *o, uint8_t *buf, uint64_t len, uint64_t
  * until rm_fetch_wakeup), so that the caller may look at its own stop flag. */
 int rm_fetch_reap(rm_fetch *f, bool wait, uint64_t *tag, int *code, char *why, size_t whylen);
 /* Reads go through cache c (which must outlive f): each request submitted after an rm_fetch_use
- * is served from it when it holds the block, and offered to it once fetched. */
+ * is served from it when it holds the block; once fetched, the caller offers it to the cache (see
+ * rm_fetch_reaped_use): the driver's thread writes no entry. */
 void rm_fetch_set_cache(rm_fetch *f, rm_cache *c);
+/* After rm_fetch_reap returned 1: whether that request's bytes were fetched from the server for the
+ * cache (submitted after an rm_fetch_use, not served by the cache or copied from another request,
+ * and ended SP_OK), with the use it was submitted with in *u. Its caller then offers them with
+ * rm_cache_put once it has checked them, while buf is still its own. */
+bool rm_fetch_reaped_use(const rm_fetch *f, rm_use *u);
 /* What the next rm_fetch_submit reads (for the cache; a submit without one bypasses it). */
 void rm_fetch_use(rm_fetch *f, const rm_use *u);
 /* Bytes of requests fetched from the server so far; any thread may call it. */

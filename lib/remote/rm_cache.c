@@ -14,10 +14,14 @@
  * by evicting the entries used furthest in the future, and a block used later than every entry
  * that would have to go is not admitted. A cache smaller than one block admits nothing.
  *
- * One thread uses a handle (the loader's reader); the counters may be read from any thread. */
+ * A handle is shared by the threads of one loader: the reader looks entries up (rm_cache_get) and
+ * the decode workers offer the blocks they have verified (rm_cache_put). flock is held per open
+ * file description, so it does not keep a process's own threads apart: a mutex of the handle is
+ * taken before it, and everything that touches the index or the set of files holds both. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -56,7 +60,8 @@ struct rm_cache {
     uint64_t limit;
     rc_ihdr *map;
     size_t maplen;
-    unsigned seq;
+    unsigned seq; /* under mu */
+    pthread_mutex_t mu; /* this process's threads, before the flock on lockfd */
     _Atomic uint64_t hits, misses, hit_bytes, admitted, evictions, discarded, bytes_now;
 };
 
@@ -157,14 +162,18 @@ static bool map_index(rm_cache *c, size_t len)
 
 static bool lock_dir(rm_cache *c)
 {
+    pthread_mutex_lock(&c->mu);
     while (flock(c->lockfd, LOCK_EX) != 0)
-        if (errno != EINTR)
+        if (errno != EINTR) {
+            pthread_mutex_unlock(&c->mu);
             return false;
+        }
     struct stat st;
     if (fstat(c->idxfd, &st) == 0 && st.st_size >= (off_t)sizeof(rc_ihdr) && map_index(c, (size_t)st.st_size) &&
         memcmp(c->map->magic, RC_IMAGIC, 8) == 0 && idx_len(c->map->cap) <= c->maplen && c->map->n <= c->map->cap)
         return true;
     flock(c->lockfd, LOCK_UN); /* an index that is not (yet) ours: the cache sits this one out */
+    pthread_mutex_unlock(&c->mu);
     return false;
 }
 
@@ -172,6 +181,7 @@ static void unlock_dir(rm_cache *c)
 {
     atomic_store(&c->bytes_now, c->map->total);
     flock(c->lockfd, LOCK_UN);
+    pthread_mutex_unlock(&c->mu);
 }
 
 static int64_t find(const rm_cache *c, const uint8_t id[16])
@@ -373,6 +383,7 @@ int rm_cache_open(const char *dir, uint64_t limit, rm_cache **out, sp_errbuf *eb
         return sp_fail(eb, SP_ENOMEM, "out of memory opening cache_dir %s", dir);
     c->limit = limit;
     c->lockfd = c->idxfd = -1;
+    pthread_mutex_init(&c->mu, NULL);
     c->dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int rc = SP_OK;
     if (c->dfd < 0) {
@@ -417,6 +428,7 @@ void rm_cache_close(rm_cache *c)
         close(c->lockfd);
     if (c->dfd >= 0)
         close(c->dfd);
+    pthread_mutex_destroy(&c->mu);
     sp_free(c);
 }
 
@@ -521,14 +533,16 @@ static bool write_entry(rm_cache *c, const char *name, const uint8_t id[16], con
     return ok;
 }
 
-void rm_cache_put(rm_cache *c, const rm_obj *o, uint64_t off, uint64_t len, const uint8_t *buf, const rm_use *u)
+void rm_cache_put(rm_cache *c, const rm_obj *o, uint64_t off, uint64_t len, const uint8_t *buf, const rm_use *u,
+                  bool checked)
 {
     char key[RC_KEYMAX], name[64];
     uint8_t id[16];
     size_t klen = make_key(o, off, len, u->sum, key, id);
     uint64_t bytes = RC_HDR + klen + len;
-    /* bytes that do not match the block's checksum are not kept: the reader reports them */
-    if (!klen || bytes > c->limit || sp_checksum64(buf, len) != u->sum)
+    /* bytes that do not match the block's checksum are not kept (a caller that has compared them
+     * already, as a decode worker does before it decodes a block, says so: hashed once) */
+    if (!klen || bytes > c->limit || (!checked && sp_checksum64(buf, len) != u->sum))
         return;
     id_name(id, ".blk", name, sizeof name);
     if (!lock_dir(c))

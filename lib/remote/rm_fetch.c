@@ -17,7 +17,7 @@ typedef struct rm_req {
     int code;
     uint32_t next; /* the next request of the same transfer, UINT32_MAX at the end */
     bool used;
-    bool cached;   /* offered to the cache once fetched, as use says */
+    bool cached;   /* for the cache once fetched, as use says (its caller offers it) */
     bool finished; /* in the done queue */
     rm_use use;
     /* A cached read of bytes another request is already fetching waits for that one (its
@@ -44,6 +44,8 @@ struct rm_fetch {
     rm_cache *cache;
     rm_use use;
     bool have_use;
+    rm_use reaped_use; /* the last request reaped: its use, and whether it is the cache's to keep */
+    bool reaped_keep;
     _Atomic uint64_t fetched; /* bytes of requests fetched */
 };
 
@@ -54,6 +56,12 @@ void rm_fetch_use(rm_fetch *f, const rm_use *u)
 {
     f->use = *u;
     f->have_use = true;
+}
+
+bool rm_fetch_reaped_use(const rm_fetch *f, rm_use *u)
+{
+    *u = f->reaped_use;
+    return f->reaped_keep;
 }
 
 unsigned rm_fetch_pending(const rm_fetch *f) { return f->pending; }
@@ -162,18 +170,15 @@ static void finish_req(rm_fetch *f, uint32_t i, int code, const char *why)
     r->followers = UINT32_MAX;
 }
 
-/* Ends every request of transfer t with code, and frees t. Fetched bytes are offered to the
- * cache first, while their buffers are still the driver's. */
+/* Ends every request of transfer t with code, and frees t. Fetched bytes are counted; the caller
+ * offers them to the cache after it has reaped and checked them (rm_fetch_reaped_use). */
 static void finish_tx(rm_fetch *f, rm_tx *t, int code, const char *why)
 {
     for (uint32_t i = t->first, next; i != UINT32_MAX; i = next) {
         rm_req *r = &f->req[i];
         next = r->next;
-        if (code == SP_OK) {
+        if (code == SP_OK)
             atomic_fetch_add(&f->fetched, r->len);
-            if (r->cached)
-                rm_cache_put(f->cache, r->obj, r->off, r->len, r->buf, &r->use);
-        }
         finish_req(f, i, code, why);
     }
     t->first = UINT32_MAX;
@@ -313,6 +318,8 @@ int rm_fetch_reap(rm_fetch *f, bool wait, uint64_t *tag, int *code, char *why, s
             rm_req *r = &f->req[i];
             *tag = r->tag;
             *code = r->code;
+            f->reaped_keep = r->cached && r->code == SP_OK;
+            f->reaped_use = r->use;
             if (r->code)
                 snprintf(why, whylen, "%s", f->why[i]);
             r->used = false;

@@ -2,12 +2,15 @@
 """check_trace.py - checks a loader trace (Chrome trace-event JSON) for test_loader_trace.
 
 usage: check_trace.py TRACE --threads N --budget BYTES --slots N [--dropped] [--need NAME ...]
+                      [--spans NAME=N ...] [--only-on NAME=TRACK-PREFIX ...]
 
 Exit 0 when: the file parses as JSON; every thread that has an event has a thread_name (a track),
 names are unique, and the reader, the consumer and each of the N workers is one; complete spans
 ("X") on each track nest (a span that starts inside another ends inside it too); counters stay
-within the budget (host bytes) and the ring (slots); every --need name occurs; otherData counts
-dropped events (and --dropped: some were, and the note says so). Otherwise prints why, exit 1."""
+within the budget (host bytes) and the ring (slots); every --need name occurs; --spans: exactly N
+complete spans of that name; --only-on: every event of that name is on a track whose name begins
+with the prefix ("worker"); otherData counts dropped events (and --dropped: some were, and the note
+says so). Otherwise prints why, exit 1."""
 
 import argparse
 import collections
@@ -28,6 +31,8 @@ def main():
     ap.add_argument("--slots", type=int, required=True)
     ap.add_argument("--dropped", action="store_true")
     ap.add_argument("--need", action="append", default=[])
+    ap.add_argument("--spans", action="append", default=[])
+    ap.add_argument("--only-on", action="append", default=[])
     a = ap.parse_args()
     with open(a.trace) as f:
         doc = json.load(f, parse_float=decimal.Decimal)
@@ -83,6 +88,16 @@ def main():
     for n in a.need:
         if not seen[n]:
             return "no %r event (seen: %s)" % (n, dict(seen))
+    for arg in a.spans:
+        n, _, want = arg.rpartition("=")
+        got = sum(1 for lst in spans.values() for s in lst if s[2] == n)
+        if got != int(want):
+            return "%d %r spans, expected %s" % (got, n, want)
+    for arg in a.only_on:
+        n, _, prefix = arg.rpartition("=")
+        for e in events:
+            if e["ph"] != "M" and e["name"] == n and not names.get(e["tid"], "").startswith(prefix):
+                return "a %r event on track %r, not on a %r track" % (n, names.get(e["tid"]), prefix)
     other = doc["otherData"]
     if a.dropped and not (other["dropped_events"] > 0 and "dropped" in other["note"]):
         return "expected dropped events to be counted and noted: %r" % other

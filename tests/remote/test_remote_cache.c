@@ -1,4 +1,4 @@
-/* test_remote_cache.c - the local cache of a remote dataset (cache_dir, cache_size) against a real nginx: a cache that holds the dataset makes the second epoch fetch nothing (stats and nginx's access log; remote_requests counts only the GETs sent), one of half the dataset at most about half; batches bit for bit as without it; a cache smaller than a block caches nothing and does not hang; files of other kinds in the directory are never touched; leftovers of killed writers are cleaned and the account rebuilt; two processes (two ranks of a node) share a directory within its size; damaged entries are refetched; a changed object is not served from the cache; a read served by the cache between two reads joined into one GET keeps its bytes; and the same over S3 (Swift). */
+/* test_remote_cache.c - the local cache of a remote dataset (cache_dir, cache_size) against a real nginx: a cache that holds the dataset makes the second epoch fetch nothing (stats and nginx's access log; remote_requests counts only the GETs sent), one of half the dataset at most about half; batches bit for bit as without it; a cache smaller than a block caches nothing and does not hang; files of other kinds in the directory are never touched; leftovers of killed writers are cleaned and the account rebuilt; two processes (two ranks of a node) share a directory within its size; damaged entries are refetched; a changed object is not served from the cache; a read served by the cache between two reads joined into one GET keeps its bytes; entries are written by the decode workers, never the reader (the trace), and a block that fails its checksum is not kept; and the same over S3 (Swift). */
 #include <check.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -273,7 +273,7 @@ START_TEST(cache_hit_between_joined_reads)
     rm_cache *c;
     ck_assert_msg(rm_cache_open(dir, 1 << 20, &c, &eb) == 0, "%s", eb.msg);
     rm_use z = { .sum = sp_checksum64(file + AT_Z, LEN), .now = 0, .next = 1 };
-    rm_cache_put(c, &o, AT_Z, LEN, file + AT_Z, &z);
+    rm_cache_put(c, &o, AT_Z, LEN, file + AT_Z, &z, false);
     rm_fetch *f;
     ck_assert_int_eq(rm_fetch_open(site, 8, 1, &f), 0);
     rm_fetch_set_cache(f, c);
@@ -613,6 +613,79 @@ START_TEST(cache_changed_object)
 }
 END_TEST
 
+/* Entries are written by the decode workers that verify the blocks, never by the reader (the thread
+ * that drives every transfer): the trace's "cache write" spans are all on worker tracks, one per
+ * block kept. A block whose bytes do not match its checksum (one flipped on the server) is not
+ * kept, and no write is tried for it: the next run fetches exactly that block. */
+START_TEST(cache_written_by_workers)
+{
+    lt_ds copy;
+    ck_assert_int_eq(lt_clone(&g_ds, &copy, "remote-cache-workers"), 0);
+    sp_dataset *ds;
+    ck_assert_int_eq(sp_dataset_open(copy.dir, NULL, &ds), 0);
+    uint64_t nblocks = sp_dataset_num_blocks(ds);
+    sp_block_info bad = { .struct_size = sizeof bad };
+    ck_assert_int_eq(sp_dataset_block_info(ds, nblocks / 2, &bad), 0);
+    sp_dataset_close(ds);
+    char name[64];
+    snprintf(name, sizeof name, "shard-%06llu.sps", (unsigned long long)bad.shard);
+    char *shard = tu_join(copy.dir, name);
+    tu_xor_byte(shard, bad.offset + bad.stored_bytes / 2, 0x10);
+    char *link = tu_join(g_ds.root, "workers");
+    ck_assert_int_eq(symlink(copy.dir, link), 0);
+    char url[4300];
+    snprintf(url, sizeof url, "%s/workers", rt_env("SP_TEST_HTTP_URL"));
+    char *cache = new_cache("cache_written_by_workers");
+    char *trace = tu_join(g_ds.root, "cache-workers-trace.json");
+    char size[32];
+    snprintf(size, sizeof size, "%llu", (unsigned long long)(2 * g_bytes));
+    sp_loader *l;
+    ck_assert_int_eq(lt_open(url, &l, "epochs", "1", "batch_size", "7", "threads", "3", "on_error", "skip",
+                             "cache_dir", cache, "cache_size", size, "trace", trace, NULL),
+                     0);
+    lt_rec r = { 0 };
+    int rc;
+    do
+        rc = lt_drain(l, &copy, &r, UINT64_MAX, 60000);
+    while (rc == SP_EEPOCH);
+    ck_assert_msg(rc == SP_EDONE, "%d %s", rc, sp_loader_errmsg(l));
+    sp_loader_stats st = { .struct_size = sizeof st };
+    ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    ck_assert_uint_eq(st.blocks_skipped, 1);
+    ck_assert_uint_eq(st.remote_bytes, g_bytes);
+    ck_assert_uint_eq(st.cache_admitted, nblocks - 1);
+    ck_assert_uint_eq(sum_dir(cache).entries, nblocks - 1);
+    ck_assert_uint_eq(st.trace_events_dropped, 0);
+    char extra[256];
+    snprintf(extra, sizeof extra, "--need 'cache write' --spans 'cache write=%llu' --only-on 'cache write=worker'",
+             (unsigned long long)st.cache_admitted);
+    tu_check_trace(trace, &st, extra);
+    /* the damaged block alone is fetched again */
+    lt_rec r2 = { 0 };
+    ck_assert_int_eq(lt_open(url, &l, "epochs", "1", "batch_size", "7", "on_error", "skip", "cache_dir", cache,
+                             "cache_size", size, NULL),
+                     0);
+    do
+        rc = lt_drain(l, &copy, &r2, UINT64_MAX, 60000);
+    while (rc == SP_EEPOCH);
+    ck_assert_int_eq(rc, SP_EDONE);
+    ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+    sp_loader_close(l);
+    ck_assert_uint_eq(st.remote_bytes, bad.stored_bytes);
+    ck_assert_uint_eq(st.cache_admitted, 0);
+    ck_assert_uint_eq(st.blocks_skipped, 1);
+    unlink(link);
+    lt_rec_free(&r);
+    lt_rec_free(&r2);
+    free(link);
+    free(shard);
+    free(trace);
+    free(cache);
+    lt_ds_free(&copy);
+}
+END_TEST
+
 /* The CLI: bench takes --cache-dir and --cache-size and reports the cache, in text and JSON. */
 START_TEST(cache_cli)
 {
@@ -718,6 +791,7 @@ int main(void)
     tcase_add_test(tc, cache_cli);
     tcase_add_test(tc, cache_s3);
     tcase_add_test(tc, cache_hit_between_joined_reads);
+    tcase_add_test(tc, cache_written_by_workers);
     suite_add_tcase(s, tc);
     g_ref = local;
     rc = tu_run(s, seed);
