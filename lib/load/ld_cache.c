@@ -175,8 +175,8 @@ void ld_cache_hold(sp_loader *l, ld_job *j)
     ld_cache *c = l->cache;
     rm_use u;
     j->keep = false;
-    if (!c || !c->rc || !rm_fetch_reaped_use(l->rdr.rf, &u))
-        return;
+    if (!c || !c->rc || !rm_fetch_reaped_use(l->rdr.rf, &u) || l->tab.block_entry[j->block]->stored_size >= c->size)
+        return; /* (a block larger than the cache is never kept) */
     pthread_mutex_lock(&c->mu);
     if (!c->held[j->block]) { /* else another copy is to be written already */
         c->held[j->block] = j->buf;
