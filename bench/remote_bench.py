@@ -33,10 +33,18 @@ tokens ours-remote/curl (bytes/s), each with the target 0.9. Until libshardpack 
 remote runs of ours are reported as "shardpack cannot read URLs yet" and the local and curl
 numbers are still measured. Raw results: WORK/remote_bench.json.
 
+With --link-rate R (e.g. 2400mbit): everything above runs in a private network namespace (unshare -n,
+root or CAP_SYS_ADMIN) whose loopback is limited to R by a tbf qdisc, so that curl, nginx, Swift and
+the loader share a link slower than this machine's decoding: the tokens ratio then compares how well
+each keeps that link full, not how fast each uses CPU (on plain loopback curl moves bytes at memcpy
+speed while the loader decompresses and checks them). Swift's proxy fetches each object from its
+object server over the same lo, so an S3 byte crosses the link twice and an HTTP byte once: compare
+each place with its own curl run. Without unshare, ip, tc or the tbf qdisc it says why and exits 1.
+
 usage: bench/remote_bench.py [--build DIR] [--work DIR] [--images N] [--tokens N] [--threads T]
                              [--batch-size B] [--epochs E] [--parallel P] [--part-size SIZE]
                              [--first-batch-shards N] [--no-s3] [--no-http] [--cache F,...]
-                             [--sets tokens,images]
+                             [--sets tokens,images] [--link-rate R [--link-burst B] [--link-latency T]]
 """
 import argparse
 import json
@@ -195,6 +203,48 @@ def bench_curl(objects, part, parallel, repeat, per_op, tmp, tries=3):
 
 
 # ----------------------------------------------------------------------------------------------
+# a link slower than the loopback: a private network namespace, its lo shaped by tbf
+
+NETNS_MARK = "SP_REMOTE_BENCH_NETNS"
+
+
+def enter_link(args):
+    """With --link-rate: outside, re-run this script under `unshare -n` (a new network namespace
+    with only its own lo, so nginx, Swift, curl and the loader all talk across it and nothing else
+    shares it) and exit with its status; inside, bring lo up, put a tbf qdisc of the rate on it and
+    return what tc reports. Exits non-zero, saying why, when any of this is not possible here."""
+    def fail(why):
+        sys.exit("remote_bench: --link-rate %s needs %s" % (args.link_rate, why))
+    if os.environ.get(NETNS_MARK) != "1":
+        for tool in ("unshare", "ip", "tc"):
+            if shutil.which(tool) is None:
+                fail("`%s` (util-linux / iproute2), which is not installed" % tool)
+        r = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)
+        if r.returncode != 0:
+            fail("a network namespace of its own (root or CAP_SYS_ADMIN): unshare -n: %s" %
+                 (r.stderr.strip() or "exit %d" % r.returncode))
+        env = dict(os.environ, **{NETNS_MARK: "1"})
+        r = subprocess.run(["unshare", "-n", sys.executable, os.path.abspath(__file__)] + sys.argv[1:], env=env)
+        sys.exit(r.returncode)
+    steps = [["ip", "link", "set", "lo", "up"],
+             ["tc", "qdisc", "add", "dev", "lo", "root", "tbf", "rate", args.link_rate, "burst", args.link_burst,
+              "latency", args.link_latency]]
+    for cmd in steps:
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            fail("`%s` to work in the namespace: %s" % (" ".join(cmd), r.stderr.strip() or "exit %d" % r.returncode))
+    shown = subprocess.run(["tc", "qdisc", "show", "dev", "lo"], capture_output=True, text=True).stdout.strip()
+    print("link: a private network namespace; its lo is limited by %s" % shown)
+    print("      (every byte over it counts: Swift's proxy <-> object server traffic crosses the same lo, so an "
+          "S3 read uses the link twice, while curl and nginx use it once)")
+    return {"rate": args.link_rate, "burst": args.link_burst, "latency": args.link_latency, "qdisc": shown}
+
+
+def link_counters():
+    """tc's sent bytes / overlimits / drops on lo (inside the namespace)."""
+    out = subprocess.run(["tc", "-s", "qdisc", "show", "dev", "lo"], capture_output=True, text=True).stdout
+    return " ".join(out.split())
+
 
 def ratio(a, akey, b, bkey):
     """a[akey] / b[bkey], or None when either run failed or did not happen."""
@@ -281,7 +331,16 @@ def main():
     ap.add_argument("--sets", default="tokens,images", help="which sets to run (tokens, images)")
     ap.add_argument("--only-cache", action="store_true",
                     help="with --cache: leave out the bench, curl, digest and first-batch runs")
+    ap.add_argument("--link-rate", default="",
+                    help="run everything inside a private network namespace whose loopback is limited to "
+                         "this rate by a tbf qdisc (tc's units: 2400mbit, 10gbit); empty: plain loopback")
+    ap.add_argument("--link-burst", default="1mb", help="with --link-rate: the tbf bucket (tc's units)")
+    ap.add_argument("--link-latency", default="50ms",
+                    help="with --link-rate: how long a packet may wait in the tbf queue before it is dropped")
     args = ap.parse_args()
+    link = None
+    if args.link_rate:
+        link = enter_link(args)
     part = size_arg(args.part_size)
     build = pathlib.Path(args.build).resolve()
     sp = build / "tools" / "shardpack"
@@ -331,7 +390,7 @@ def main():
         args.first_batch_shards = 0
 
     results = {"machine": "%d cores" % os.cpu_count(), "threads": args.threads, "batch_size": args.batch_size,
-               "epochs": args.epochs, "parallel": args.parallel, "part_size": part, "runs": {}}
+               "epochs": args.epochs, "parallel": args.parallel, "part_size": part, "link": link, "runs": {}}
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     places = {"local": (lambda name, ds: str(ds), base_env)}
     tmp = tempfile.mkdtemp(prefix="remote-bench-", dir=work)
@@ -456,6 +515,9 @@ def main():
 
     results["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     print("load average at the end: %s" % results["load_average_end"])
+    if link:
+        link["counters_end"] = link_counters()
+        print("link at the end: %s" % link["counters_end"])
     runs = results["runs"]
     lines = []
     for place in ("http", "s3"):
@@ -481,7 +543,7 @@ def main():
     with open(work / "remote_bench.json", "w") as f:
         json.dump(results, f, indent=1)
     for k, v, what in lines:
-        print("%s %s  (%s)" % (k, "n/a: shardpack cannot read URLs yet" if v is None else "%.3f" % v, what))
+        print("%s %s  (%s)" % (k, "n/a (not run, or a run failed: see above)" if v is None else "%.3f" % v, what))
 
 
 if __name__ == "__main__":

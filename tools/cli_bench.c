@@ -365,6 +365,19 @@ static int stream(const char *path, sp_loader *l, uint64_t epochs, int quiet, do
 
 static double rate(double n, double s) { return s > 0 ? n / s : 0; }
 
+/* "http", "https" or "s3" when the loader read PATH over the network (its reads are ranged GETs,
+ * not pread or io_uring, whatever st->io says), else NULL. */
+static const char *remote_scheme(const char *path)
+{
+    static const char *const schemes[] = { "http", "https", "s3" };
+    for (size_t i = 0; i < sizeof schemes / sizeof *schemes; i++) {
+        size_t n = strlen(schemes[i]);
+        if (strncmp(path, schemes[i], n) == 0 && strncmp(path + n, "://", 3) == 0)
+            return schemes[i];
+    }
+    return NULL;
+}
+
 static void fmt_mib(char *buf, size_t n, uint64_t bytes)
 {
     snprintf(buf, n, "%.1f MiB", (double)bytes / (1024.0 * 1024.0));
@@ -488,9 +501,11 @@ static const char *bottleneck(const bench_report *r, char *line, size_t n)
     if (strcmp(kind, "read") == 0)
         snprintf(line, n,
                  "read-bound: the reader was reading (or waiting for reads, %.1f%%) %.0f%% of the run while the "
-                 "%d workers were busy %.0f%% and next() waited %.1f%%: faster storage, the page cache "
-                 "(direct_io=false), io=uring, or larger blocks",
-                 100 * st->read_wait_io_s / t, 100 * reading, st->threads, 100 * busy, 100 * stall);
+                 "%d workers were busy %.0f%% and next() waited %.1f%%: %s",
+                 100 * st->read_wait_io_s / t, 100 * reading, st->threads, 100 * busy, 100 * stall,
+                 remote_scheme(r->path) ? "a faster link or server, more GETs in flight (remote_inflight), or a "
+                                          "local cache (cache_dir) for the epochs after the first"
+                                        : "faster storage, the page cache (direct_io=false), io=uring, or larger blocks");
     else if (strcmp(kind, "memory") == 0)
         memory_advice(r, line, n, held, busy, stall);
     else
@@ -548,8 +563,13 @@ static void print_json(const bench_report *r)
     cli_json_double(&j, st->read_busy_s);
     cli_json_key(&j, "decode_busy_s");
     cli_json_double(&j, st->decode_busy_s);
+    /* "remote" for ranged GETs (it said "pread" before: the loader's st->io means nothing then);
+     * remote_scheme says over what */
+    const char *scheme = remote_scheme(r->path);
     cli_json_key(&j, "io");
-    cli_json_str(&j, st->io == SP_IO_URING ? "uring" : "pread");
+    cli_json_str(&j, scheme ? "remote" : st->io == SP_IO_URING ? "uring" : "pread");
+    cli_json_key(&j, "remote_scheme");
+    cli_json_str(&j, scheme ? scheme : "");
     cli_json_key(&j, "direct_io");
     cli_json_bool(&j, st->direct_io);
     cli_json_key(&j, "io_note");
@@ -727,8 +747,13 @@ static void print_summary(const bench_report *r)
         printf("  budget     host_memory %s\n", st->host_memory_note);
     printf("  stall      %.3f s waiting in next() (%.1f%% of the run)\n", st->stall_s,
            run->seconds > 0 ? 100.0 * st->stall_s / run->seconds : 0.0);
-    printf("  io         %s, %s%s%s\n", st->io == SP_IO_URING ? "io_uring" : "pread",
-           st->direct_io ? "O_DIRECT" : "page cache", st->io_note[0] ? "; " : "", st->io_note);
+    const char *scheme = remote_scheme(r->path);
+    if (scheme) /* the note says how many GETs in flight and how large */
+        printf("  io         remote (%s): %s\n", scheme,
+               strncmp(st->io_note, "remote: ", 8) == 0 ? st->io_note + 8 : st->io_note);
+    else
+        printf("  io         %s, %s%s%s\n", st->io == SP_IO_URING ? "io_uring" : "pread",
+               st->direct_io ? "O_DIRECT" : "page cache", st->io_note[0] ? "; " : "", st->io_note);
     if (st->device >= 0) {
         char ring[32], peak[32];
         fmt_mib(ring, sizeof ring, st->device_ring_bytes);

@@ -1,4 +1,4 @@
-/* test_remote_http.c - datasets read over HTTP and HTTPS from a real nginx on 127.0.0.1: the same blocks and the same batches, bit for bit, as from local disk (joined ranged GETs or not); TLS verified against the test CA and a wrong CA refused; basic and bearer auth, a user:password@ in the URL never shown in a message; a missing object, a URL that is no dataset and an object changed under a running loader end in one-line errors naming the URL and the server's answer; sp_verify over HTTP finds what it finds on local disk; a mixture with a remote source among others is refused; the CLI's inspect, verify, cat and bench take the URL. */
+/* test_remote_http.c - datasets read over HTTP and HTTPS from a real nginx on 127.0.0.1: the same blocks and the same batches, bit for bit, as from local disk (joined ranged GETs or not); TLS verified against the test CA and a wrong CA refused; basic and bearer auth, a user:password@ in the URL never shown in a message; a missing object, a URL that is no dataset and an object changed under a running loader end in one-line errors naming the URL and the server's answer; sp_verify over HTTP finds what it finds on local disk; a mixture with a remote source among others is refused; the CLI's inspect, verify, cat and bench take the URL (bench reporting its reads as remote, over http). */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -378,7 +378,15 @@ START_TEST(http_cli)
     free(out);
     snprintf(cmd, sizeof cmd, "'%s' bench '%s' --epochs 1 --quiet --json", cli, g_url);
     out = run_cmd(cmd, false, &st);
-    ck_assert_msg(st == 0 && strstr(out, "samples_per_s"), "%d %s", st, out);
+    /* the report says the reads were ranged GETs over http, not pread */
+    ck_assert_msg(st == 0 && strstr(out, "samples_per_s") && strstr(out, "\"io\":\"remote\"") &&
+                      strstr(out, "\"remote_scheme\":\"http\"") && strstr(out, "16 in flight"),
+                  "%d %s", st, out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "'%s' bench '%s' --epochs 1", cli, g_url);
+    out = run_cmd(cmd, false, &st);
+    ck_assert_msg(st == 0 && strstr(out, "io         remote (http): ranged GETs") && !strstr(out, "page cache"),
+                  "%d %s", st, out);
     free(out);
     snprintf(cmd, sizeof cmd, "'%s' inspect '%s/nothing'", cli, g_url);
     out = run_cmd(cmd, true, &st);
