@@ -38,6 +38,11 @@ typedef struct ld_reader {
     const ld_plan *fa_plan;
     uint32_t fa_pi, fa_k;
     uint64_t fa_w;
+    /* the epoch read_epochs reads now (cur_e, UINT64_MAX before the first; cur_base its global
+     * batch 0), and the next one when fetching ahead planned it early (early_e, UINT64_MAX if not;
+     * early_rc its planning's result) */
+    uint64_t cur_e, cur_base, early_e;
+    int early_rc;
 } ld_reader;
 
 /* Reads queued or in flight, and the most there may be, on whichever path the loader reads. */
@@ -1012,6 +1017,8 @@ static void ahead_sync(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi, ui
     const ld_plan *plan = &l->rdr.rplan[pi];
     if (rd->fa_plan == plan && (rd->fa_w > wi || (rd->fa_w == wi && rd->fa_k > k)))
         return;
+    if (rd->fa_plan && rd->fa_plan != plan && rd->fa_plan->cfg.epoch > plan->cfg.epoch)
+        return; /* already in the next epoch (planned early) */
     rd->fa_plan = plan;
     rd->fa_pi = pi;
     rd->fa_w = wi;
@@ -1034,16 +1041,52 @@ static uint64_t ahead_next(sp_loader *l, ld_reader *rd)
     return UINT64_MAX;
 }
 
+/* Whether fetching ahead, past the end of the epoch being read, may plan the next epoch now: there
+ * is one, it is not planned yet, and its plan slot is free (every block of the epoch before this
+ * one decoded, as plan_epoch waits for). Without it the link would stand idle at every epoch's end
+ * until the consumer had nearly finished the epoch (the reader plans the next epoch only once it
+ * has claimed the batches of this one's last window), while curl-like readers keep it busy. Called
+ * with mu held. */
+static bool early_plan_due_locked(const sp_loader *l, const ld_reader *rd)
+{
+    uint64_t e = rd->cur_e;
+    if (!l->rdr.rf || e == UINT64_MAX || rd->early_e != UINT64_MAX || rd->fa_plan != &l->rdr.rplan[e % 2] ||
+        rd->fa_plan->cfg.epoch != e || (l->cfg.epochs && e + 1 >= l->cfg.epochs))
+        return false;
+    return l->ring.rpending[(e + 1) % 2] == 0;
+}
+
+static int plan_into(sp_loader *l, uint64_t e, uint64_t base, char *why, size_t whylen);
+
+/* Plans the epoch after the one being read into its free plan slot, and moves fetching ahead to
+ * its first window: false when it cannot (read_epochs plans it again then, and reports the
+ * failure at its first batch as always). */
+static bool plan_early(sp_loader *l, ld_reader *rd)
+{
+    uint64_t e = rd->cur_e + 1;
+    uint32_t pi = (uint32_t)(e % 2);
+    char why[SP_ERRMSG_MAX];
+    rd->early_e = e;
+    rd->early_rc = plan_into(l, e, rd->cur_base + l->rdr.rplan[rd->cur_e % 2].nbatches, why, sizeof why);
+    if (rd->early_rc != SP_OK)
+        return false;
+    rd->fa_plan = &l->rdr.rplan[pi];
+    rd->fa_pi = pi;
+    rd->fa_w = 0;
+    rd->fa_k = 0;
+    return true;
+}
+
 /* Whether fetch_ahead would queue a GET now: a block's (its index known, room in the ring) or
- * its shard index's. Called with mu held, so that a reader that finds nothing to do waits
- * without having let a wake-up pass. */
+ * its shard index's, or plan the next epoch to go on. Called with mu held, so that a reader that
+ * finds nothing to do waits without having let a wake-up pass. */
 static bool ahead_ready_locked(sp_loader *l, ld_reader *rd)
 {
     if (!rd->fa_plan || l->ring.stop || rd->a_n >= LD_AHEAD_MAX || io_inflight(l) >= io_depth(l))
         return false;
     uint64_t block = ahead_next(l, rd);
     if (block == UINT64_MAX)
-        return false;
+        return early_plan_due_locked(l, rd);
     const fmt_block_entry *be = l->tab.block_entry[block];
     if (!be) {
         uint32_t i = l->tab.block_shard[block];
@@ -1067,8 +1110,14 @@ static unsigned fetch_ahead(sp_loader *l, ld_reader *rd)
         return 0;
     while (rd->a_n < LD_AHEAD_MAX && io_inflight(l) < io_depth(l)) {
         uint64_t block = ahead_next(l, rd);
-        if (block == UINT64_MAX)
-            return sent;
+        if (block == UINT64_MAX) { /* on into the next epoch, once it can be planned */
+            pthread_mutex_lock(&l->ring.mu);
+            bool due = early_plan_due_locked(l, rd);
+            pthread_mutex_unlock(&l->ring.mu);
+            if (!due || !plan_early(l, rd))
+                return sent;
+            continue;
+        }
         const fmt_block_entry *be = l->tab.block_entry[block];
         if (!be) { /* its shard's index first (again, if a fetch ahead of it failed), then the next ones */
             uint32_t i = l->tab.block_shard[block];
@@ -1463,25 +1512,44 @@ static bool read_window(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi)
     return ok;
 }
 
-/* Plans epoch e into plan slot pi once the blocks of the plan it held are all decoded. */
-static bool plan_epoch(sp_loader *l, ld_reader *rd, uint64_t e, uint64_t base)
+/* Plans epoch e, whose global batch 0 is base, into plan slot e % 2 (the blocks of the plan it
+ * held all decoded); SP_OK or the failure with why. */
+static int plan_into(sp_loader *l, uint64_t e, uint64_t base, char *why, size_t whylen)
 {
     uint32_t pi = (uint32_t)(e % 2);
-    if (!wait_drained(l, rd, &l->ring.rpending[pi]))
-        return false;
     ld_plan_free(&l->rdr.rplan[pi]);
-    char why[SP_ERRMSG_MAX];
     uint64_t t0 = sp_trace_begin(l->trace, SPT_PLAN);
-    int rc = ld_epoch_plan(l, e, &l->rdr.rplan[pi], why, sizeof why);
+    int rc = ld_epoch_plan(l, e, &l->rdr.rplan[pi], why, whylen);
     sp_trace_end(l->trace, LD_TRACK_READER, SPT_PLAN, t0, e);
     if (rc == SP_OK)
         ld_cache_plan(l, pi, e);
     pthread_mutex_lock(&l->ring.mu);
-    if (rc)
-        fail_batch_locked(l, base, rc, why);
     l->rdr.rbase[pi] = base;
     l->rdr.rlo[pi] = e == l->rdr.run_epoch ? l->rdr.run_k * l->cfg.batch : 0;
     pthread_mutex_unlock(&l->ring.mu);
+    return rc;
+}
+
+/* Plans epoch e into plan slot pi once the blocks of the plan it held are all decoded (at once
+ * when fetching ahead planned it already). */
+static bool plan_epoch(sp_loader *l, ld_reader *rd, uint64_t e, uint64_t base)
+{
+    uint32_t pi = (uint32_t)(e % 2);
+    bool early = rd->early_e == e && rd->early_rc == SP_OK;
+    rd->early_e = UINT64_MAX;
+    rd->cur_e = e;
+    rd->cur_base = base;
+    if (early)
+        return true;
+    if (!wait_drained(l, rd, &l->ring.rpending[pi]))
+        return false;
+    char why[SP_ERRMSG_MAX];
+    int rc = plan_into(l, e, base, why, sizeof why);
+    if (rc) {
+        pthread_mutex_lock(&l->ring.mu);
+        fail_batch_locked(l, base, rc, why);
+        pthread_mutex_unlock(&l->ring.mu);
+    }
     return rc == SP_OK;
 }
 
@@ -1512,6 +1580,7 @@ static void *reader_main(void *arg)
     double t0 = sp_now();
     if (rd) {
         rd->await = UINT64_MAX;
+        rd->cur_e = rd->early_e = UINT64_MAX;
         read_epochs(l, rd);
         while (io_inflight(l)) {
             if (l->rdr.rf && reader_stopping(l))

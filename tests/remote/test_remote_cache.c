@@ -226,9 +226,12 @@ START_TEST(cache_tiny)
     sp_loader_stats st;
     run(g_url, cache, "100", "2", &r, &st);
     check_same(&g_ref, &r);
-    /* every block twice, but for one asked for again while its fetch was out (it waits for it) */
+    /* nothing served from the cache: every block fetched once per epoch, but for those asked for
+     * again while their fetch was still out (they wait for it). Fetching ahead goes on into the
+     * second epoch while the first one's GETs are out, so that may be many of them. */
     ck_assert_uint_le(st.remote_bytes, 2 * g_bytes);
-    ck_assert_uint_ge(st.remote_bytes, 2 * g_bytes - g_bytes / 10);
+    ck_assert_uint_ge(st.remote_bytes, g_bytes);
+    ck_assert_uint_eq(st.cache_hits, 0);
     ck_assert_uint_eq(st.cache_admitted, 0);
     ck_assert_uint_eq(sum_dir(cache).entries, 0);
     lt_rec_free(&r);

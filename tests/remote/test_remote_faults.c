@@ -1,4 +1,4 @@
-/* test_remote_faults.c - the loader over HTTP through the fault proxy (tests/remote/faultproxy.py) in front of a real nginx: resets, stalls, 503 and 429 bursts and a body cut short once are retried and the run delivers the same batches as local disk; a body always cut short or announced with a wrong Content-Length ends, after the bounded tries, in an error naming the URL, the block and the answer; an object changed mid-run ends in SP_ECHANGED at once; on_error=skip skips what cannot be fetched; close returns at once while transfers stall; never a wrong batch, never a hang. */
+/* test_remote_faults.c - the loader over HTTP through the fault proxy (tests/remote/faultproxy.py) in front of a real nginx: resets, stalls, 503 and 429 bursts and a body cut short once are retried and the run delivers the same batches as local disk; a body always cut short or announced with a wrong Content-Length ends, after the bounded tries, in an error naming the URL, the block and the answer; an object changed mid-run ends in SP_ECHANGED at once; on_error=skip skips what cannot be fetched; close returns at once while transfers stall; many GETs outstanding, across an epoch's end too; never a wrong batch, never a hang. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,6 +171,34 @@ START_TEST(many_in_flight)
 }
 END_TEST
 
+/* Fetching ahead goes on across an epoch's end: once every block of this epoch is queued and the
+ * next epoch's plan slot is free, the next epoch is planned early and its blocks are queued too, so
+ * that the link does not stand idle while the consumer finishes the epoch. With every answer held
+ * up 0.2 s, more blocks are outstanding at once than one epoch has (before: at most one epoch's
+ * blocks and its shard indexes); both epochs deliver every row right. */
+START_TEST(ahead_across_epochs)
+{
+    rt_rules("[{\"fault\": \"delay\", \"match\": \".sps\", \"seconds\": 0.2, \"count\": -1}]");
+    sp_loader *l;
+    int rc = lt_open(g_url, &l, "shuffle_window", "1", "remote_inflight", "16", "batch_size", "7", "epochs", "2", NULL);
+    ck_assert_msg(rc == 0, "%s", sp_last_error());
+    for (int e = 0; e < 2; e++) {
+        lt_rec r = { 0 };
+        rc = lt_epoch(l, &g_ds, &r);
+        ck_assert_msg(rc == SP_EEPOCH, "epoch %d: %d %s", e, rc, sp_loader_errmsg(l));
+        ck_assert_msg(r.bad == 0, "epoch %d: %s", e, r.why);
+        lt_rec_free(&r);
+    }
+    sp_loader_stats st = { sizeof st };
+    ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+    ck_assert_msg(st.remote_pending_peak > g_ds.blocks + g_ds.shards,
+                  "at most %llu outstanding for %llu blocks an epoch in %llu shards (%llu requests)",
+                  (unsigned long long)st.remote_pending_peak, (unsigned long long)g_ds.blocks,
+                  (unsigned long long)g_ds.shards, (unsigned long long)st.remote_requests);
+    sp_loader_close(l);
+}
+END_TEST
+
 int main(void)
 {
     uint64_t seed = tu_seed(16);
@@ -201,6 +229,7 @@ int main(void)
     tcase_add_test(tc, on_error_skip);
     tcase_add_test(tc, close_while_stalled);
     tcase_add_test(tc, many_in_flight);
+    tcase_add_test(tc, ahead_across_epochs);
     suite_add_tcase(s, tc);
     rc = tu_run(s, seed);
     rt_stop(g_state);
