@@ -34,7 +34,7 @@ struct ld_cache {
 static bool wanted(const sp_loader *l, const sp_params *p)
 {
     const char *dir = sp_params_get_str(p, SP_PARAM_CACHE_DIR);
-    return ds_site(l->ds) && sp_params_get(p, SP_PARAM_CACHE_SIZE) > 0 && dir && dir[0];
+    return ld_any_remote(l) && sp_params_get(p, SP_PARAM_CACHE_SIZE) > 0 && dir && dir[0];
 }
 
 int ld_cache_config(sp_loader *l, const sp_params *p)
@@ -205,9 +205,10 @@ void ld_cache_keep(sp_loader *l, const ld_job *j, bool ok, unsigned track)
         pthread_mutex_lock(&c->mu);
         rm_use u = { .sum = be->checksum, .now = j->keep_now, .next = c->held_next[j->block] };
         pthread_mutex_unlock(&c->mu);
+        uint64_t local, first;
+        sp_dataset *ds = ld_shard_source(l, l->tab.block_shard[j->block], &local, &first); /* a mixture's source */
         uint64_t t0 = sp_trace_begin(l->trace, SPT_CACHE_WRITE);
-        rm_cache_put(c->rc, ds_shard_obj(l->ds, l->tab.block_shard[j->block]), be->offset, be->stored_size, j->buf,
-                     &u, true);
+        rm_cache_put(c->rc, ds_shard_obj(ds, local), be->offset, be->stored_size, j->buf, &u, true);
         sp_trace_end(l->trace, track, SPT_CACHE_WRITE, t0, j->block);
     }
     ld_cache_release(l, j->block);

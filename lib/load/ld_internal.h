@@ -302,6 +302,7 @@ struct sp_loader {
     sp_dataset *mix_ds[LD_MIX_MAX];
     double mix_w[LD_MIX_MAX];
     uint64_t mix_first_sample[LD_MIX_MAX + 1];
+    uint64_t mix_first_shard[LD_MIX_MAX + 1]; /* global number of each source's shard 0 */
     cu_stage *dev; /* the device stage (ld_device.h), or NULL: the consumer's */
     ld_config cfg;
     ld_tables tab;
@@ -330,6 +331,12 @@ bool ld_grow_slots_locked(sp_loader *l, uint64_t g);
 /* ld_pipeline.c: the trace's host counters from the ring's state. Called with ring.mu held. */
 void ld_trace_counters_locked(sp_loader *l);
 
+/* ld_loader.c: the dataset that holds global shard i (a mixture's source, or the one dataset), with
+ * i's number there in *local and the global number of that dataset's block 0 in *first_block; the
+ * site of shard i (NULL: a local file); whether any source is remote. */
+sp_dataset *ld_shard_source(const sp_loader *l, uint64_t i, uint64_t *local, uint64_t *first_block);
+rm_site *ld_shard_site(const sp_loader *l, uint64_t i);
+bool ld_any_remote(const sp_loader *l);
 /* ld_loader.c: builds the plan of `epoch` for this loader's rank into p. */
 /* ld_ranks.c: rank and world size from the parameters or the launchers' variables, the local
  * world size, and stats' rank fields and rank_note; SP_EINVAL with a message naming the

@@ -353,6 +353,46 @@ static int lazy_tables(sp_loader *l, uint32_t max_stored, uint32_t max_raw)
     return SP_OK;
 }
 
+sp_dataset *ld_shard_source(const sp_loader *l, uint64_t i, uint64_t *local, uint64_t *first_block)
+{
+    uint32_t d = 0;
+    while (d + 1 < l->mix.n && i >= l->mix_first_shard[d + 1])
+        d++;
+    *local = i - l->mix_first_shard[d]; /* all 0 for one dataset */
+    *first_block = l->mix.n ? l->mix.first_block[d] : 0;
+    return l->mix.n ? l->mix_ds[d] : l->ds;
+}
+
+rm_site *ld_shard_site(const sp_loader *l, uint64_t i)
+{
+    uint64_t local, first;
+    return ds_site(ld_shard_source(l, i, &local, &first));
+}
+
+bool ld_any_remote(const sp_loader *l)
+{
+    for (uint32_t d = 0; d < (l->mix.n ? l->mix.n : 1); d++)
+        if (ds_site(l->mix.n ? l->mix_ds[d] : l->ds))
+            return true;
+    return false;
+}
+
+/* The remote reads' transfers and part size: the most any remote source's site asks for (one driver
+ * carries them all); 0 when every source is local. */
+static unsigned remote_inflight(const sp_loader *l, uint64_t *part)
+{
+    unsigned n = 0;
+    *part = 0;
+    for (uint32_t d = 0; d < (l->mix.n ? l->mix.n : 1); d++) {
+        rm_site *s = ds_site(l->mix.n ? l->mix_ds[d] : l->ds);
+        if (s && rm_site_inflight(s) > n)
+            n = rm_site_inflight(s);
+        if (s && rm_site_part_size(s) > *part)
+            *part = rm_site_part_size(s);
+    }
+    return n;
+}
+
 /* Opens every shard's index (one tail read each) and flattens the block tables: of a mixture,
  * its sources one after another. */
 static int load_tables(sp_loader *l)
@@ -391,6 +431,7 @@ static int load_tables(sp_loader *l)
         if (l->mix.n) {
             l->mix.first_block[d] = b;
             l->mix_first_sample[d] = first;
+            l->mix_first_shard[d] = i;
         }
         for (uint64_t si = 0; si < sp_dataset_num_shards(ds); si++, i++) {
             int rc = ds_shard_get(ds, si, &l->tab.shards[i]);
@@ -416,6 +457,7 @@ static int load_tables(sp_loader *l)
     if (l->mix.n) {
         l->mix.first_block[nds] = b;
         l->mix_first_sample[nds] = first;
+        l->mix_first_shard[nds] = i;
     }
     return SP_OK;
 }
@@ -467,11 +509,12 @@ static uint64_t worker_fixed(void)
 #define LD_RM_PER_CONN (512u * 1024)
 static uint64_t remote_bytes(const sp_loader *l)
 {
-    rm_site *site = ds_site(l->ds);
-    if (!site)
+    uint64_t part;
+    unsigned inflight = remote_inflight(l, &part);
+    if (!inflight)
         return 0;
     return (uint64_t)LD_RM_DEPTH * (sizeof(ld_job) + 64 + SP_ERRMSG_MAX + 3 * sizeof(uint32_t)) +
-           (uint64_t)rm_site_inflight(site) * LD_RM_PER_CONN +
+           (uint64_t)inflight * LD_RM_PER_CONN +
            (uint64_t)l->rdr.ntails * (FMT_TAIL_READ + sizeof(uint64_t)) + (l->tab.lazy ? l->tab.nshards : 0) +
            LD_AHEAD_MAX * sizeof(ld_ahead);
 }
@@ -614,15 +657,17 @@ static int size_pools(sp_loader *l, ld_sizes *z)
     if (min > l->cfg.host_memory || z->win_cap > UINT32_MAX)
         return refuse_minimum(l, z);
     uint64_t spare = l->cfg.host_memory - min;
-    rm_site *site = ds_site(l->ds);
+    uint64_t part;
+    unsigned inflight = remote_inflight(l, &part);
+    bool site = inflight > 0;
     /* Read-ahead that follows need: a local dataset read through the page cache is read far faster
      * than it is decoded, so one window of blocks ahead and two more keep the workers fed (every page
      * of the ring is touched as it turns: more would only be resident memory); O_DIRECT and remote
      * reads keep two windows. */
     uint64_t read_goal = (site || want_direct(l) ? 2ull * z->win_blocks : z->win_blocks + 2ull) * l->tab.max_read;
     /* remote: room for every transfer's part in flight, the bandwidth-latency product it aims at */
-    if (site && read_goal < mul_sat(rm_site_inflight(site), rm_site_part_size(site)))
-        read_goal = mul_sat(rm_site_inflight(site), rm_site_part_size(site));
+    if (site && read_goal < mul_sat(inflight, part))
+        read_goal = mul_sat(inflight, part);
     if (read_goal > LD_READ_RING_MAX)
         read_goal = LD_READ_RING_MAX;
     if (read_goal > z->read) {
@@ -818,7 +863,7 @@ static int alloc_pools(sp_loader *l, const ld_sizes *z)
  * O_DIRECT from disk on every epoch (docs/performance.md). */
 static bool want_direct(const sp_loader *l)
 {
-    if (ds_site(l->ds))
+    if (ld_any_remote(l))
         return false;
     if (l->cfg.direct_mode >= 0)
         return l->cfg.direct_mode == 1;
@@ -831,24 +876,37 @@ static bool want_direct(const sp_loader *l)
 
 static int open_io(sp_loader *l)
 {
-    rm_site *site = ds_site(l->ds);
+    uint64_t part;
+    unsigned inflight = remote_inflight(l, &part);
+    bool local = false; /* a source of local files */
+    rm_site *site = NULL; /* the driver's own: the first remote source's (each request names its own) */
+    for (uint64_t i = 0; i < l->tab.nshards; i++) {
+        rm_site *s = ld_shard_site(l, i);
+        local |= !s;
+        site = site ? site : s;
+    }
     if (site) {
-        if (rm_fetch_open(site, LD_RM_DEPTH, 0, &l->rdr.rf))
+        if (rm_fetch_open(site, LD_RM_DEPTH, inflight, &l->rdr.rf))
             return sp_fail(&l->eb, SP_ENOMEM, "out of memory setting up remote reads");
         l->stats.s.io = SP_IO_PREAD;
         snprintf(l->stats.s.io_note, sizeof l->stats.s.io_note,
-                 "remote: ranged GETs, %u in flight, adjacent blocks joined up to %llu KiB", rm_site_inflight(site),
-                 (unsigned long long)(rm_site_part_size(site) >> 10));
-        return SP_OK;
+                 "remote: ranged GETs, %u in flight, adjacent blocks joined up to %llu KiB%s", inflight,
+                 (unsigned long long)(part >> 10), local ? "; local sources: pread on the reader thread" : "");
+        if (!local)
+            return SP_OK;
     }
     l->rdr.direct = want_direct(l);
     char note[SP_ERRMSG_MAX];
-    int rc = ld_io_open(&l->rdr.io, l->cfg.io_mode, l->pool.read_ring, l->pool.read_ring_bytes, LD_IO_DEPTH, note,
-                        sizeof note);
+    /* A mixture of local and remote sources: one reader thread waits on libcurl for the remote
+     * reads, so the local ones are read by pread when reaped (never waited for) and not io_uring. */
+    int rc = ld_io_open(&l->rdr.io, site ? SP_IO_PREAD : l->cfg.io_mode, l->pool.read_ring, l->pool.read_ring_bytes,
+                        LD_IO_DEPTH, note, sizeof note);
     if (rc == SP_ENOTSUP)
         return sp_fail(&l->eb, rc, "io=uring was requested but %s", note);
     if (rc)
         return sp_fail(&l->eb, rc, "out of memory setting up I/O");
+    if (site)
+        return SP_OK; /* the remote note stays */
     l->stats.s.io = ld_io_mode(l->rdr.io);
     l->stats.s.direct_io = l->rdr.direct;
     snprintf(l->stats.s.io_note, sizeof l->stats.s.io_note, "%s", note);
@@ -1161,14 +1219,6 @@ int sp_loader_open_mix(const char *const *paths, const double *weights, size_t n
             l->mix.n = d + 1;
         if (d == 0)
             l->ds = l->mix_ds[0];
-        /* The reader reads one site's objects (the first source's) and local shards by path: the
-         * blocks of a remote source beside others would be fetched through the wrong table. */
-        if (rc == SP_OK && n > 1 && ds_site(l->mix_ds[d])) {
-            char *shown = rm_display_url(paths[d]); /* no user:password@ in messages */
-            rc = sp_fail(&l->eb, SP_EINVAL, "mixture: source %u (%s) is remote, and a mixture of %zu sources reads "
-                         "local datasets only; copy it to local disk, or load it alone", d, shown ? shown : paths[d], n);
-            sp_free(shown);
-        }
         if (rc == SP_OK && d > 0)
             rc = check_mix_schema(l, paths, d);
     }

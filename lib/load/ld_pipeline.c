@@ -45,15 +45,25 @@ typedef struct ld_reader {
     int early_rc;
 } ld_reader;
 
-/* Reads queued or in flight, and the most there may be, on whichever path the loader reads. */
-static unsigned io_inflight(const sp_loader *l) { return l->rdr.rf ? rm_fetch_pending(l->rdr.rf) : ld_io_inflight(l->rdr.io); }
-static unsigned io_depth(const sp_loader *l) { return l->rdr.rf ? rm_fetch_depth(l->rdr.rf) : ld_io_depth(l->rdr.io); }
+/* Reads queued or in flight, on both paths the loader reads (a mixture of local and remote sources
+ * has both); whether the remote path (remote) or the local one has no room for another. */
+static unsigned io_inflight(const sp_loader *l)
+{
+    return (l->rdr.rf ? rm_fetch_pending(l->rdr.rf) : 0) + (l->rdr.io ? ld_io_inflight(l->rdr.io) : 0);
+}
+static bool io_full(const sp_loader *l, bool remote)
+{
+    return remote ? rm_fetch_pending(l->rdr.rf) >= rm_fetch_depth(l->rdr.rf)
+                  : ld_io_inflight(l->rdr.io) >= ld_io_depth(l->rdr.io);
+}
+/* Whether global block b lives on a server (its read goes through rm_fetch). */
+static bool block_remote(const sp_loader *l, uint64_t b) { return ld_shard_site(l, l->tab.block_shard[b]) != NULL; }
 
 /* Whether a read in flight uses shard's descriptor: pread mode reads only when the request is
  * reaped, and io_uring resubmits a short read on the same descriptor number. */
 static bool fd_busy(const sp_loader *l, const ld_reader *rd, uint64_t shard)
 {
-    for (unsigned t = 0; t < LD_IO_DEPTH; t++)
+    for (unsigned t = 0; t < LD_RM_DEPTH; t++) /* a mixture's remote reads share the tags */
         if (rd->inflight[t].buf && l->tab.block_shard[rd->inflight[t].block] == shard)
             return true;
     return false;
@@ -245,10 +255,11 @@ static void block_message(const sp_loader *l, uint64_t block, const char *why, c
 {
     const fmt_block_entry *be = l->tab.block_entry[block];
     if (!be) {
-        uint64_t first, n;
-        ds_shard_blocks(l->ds, l->tab.block_shard[block], &first, &n);
-        snprintf(msg, len, "%s: block %llu (samples %llu..%llu): %s", ds_shard_path(l->ds, l->tab.block_shard[block]),
-                 (unsigned long long)(block - first), (unsigned long long)l->tab.block_first[block],
+        uint64_t first, n, local, base;
+        sp_dataset *ds = ld_shard_source(l, l->tab.block_shard[block], &local, &base);
+        ds_shard_blocks(ds, local, &first, &n);
+        snprintf(msg, len, "%s: block %llu (samples %llu..%llu): %s", ds_shard_path(ds, local),
+                 (unsigned long long)(block - base - first), (unsigned long long)l->tab.block_first[block],
                  (unsigned long long)(l->tab.block_first[block] + l->tab.block_samples[block] - 1), why);
         return;
     }
@@ -785,11 +796,21 @@ static void count_request(sp_loader *l)
 
 void ld_install_shard(sp_loader *l, uint64_t i, fmt_shard *sh)
 {
-    uint64_t first, n;
-    ds_shard_blocks(l->ds, i, &first, &n);
+    uint64_t first, n, local, base;
+    sp_dataset *ds = ld_shard_source(l, i, &local, &base);
+    ds_shard_blocks(ds, local, &first, &n);
     for (uint64_t k = 0; k < n; k++)
-        l->tab.block_entry[first + k] = &sh->index.blocks[k];
+        l->tab.block_entry[base + first + k] = &sh->index.blocks[k];
     l->tab.shards[i] = sh;
+}
+
+/* Queues bytes [off, off + len) of remote shard i into buf (room bytes there are the read's), through
+ * the site of the shard's source; rm_fetch_submit_at's result. */
+static int fetch_submit(sp_loader *l, uint64_t i, uint8_t *buf, uint64_t len, uint64_t room, uint64_t off, uint64_t tag)
+{
+    uint64_t local, base;
+    sp_dataset *ds = ld_shard_source(l, i, &local, &base);
+    return rm_fetch_submit_at(l->rdr.rf, ds_site(ds), ds_shard_obj(ds, local), buf, len, room, off, tag);
 }
 
 /* Queues job's ranged GET on a remote dataset. */
@@ -811,8 +832,8 @@ static void submit_remote(sp_loader *l, ld_reader *rd, ld_job *j)
     }
     rd->inflight[tag] = *j;
     rd->submitted[tag] = l->trace ? sp_trace_clock() : 0;
-    int rc = rm_fetch_submit(l->rdr.rf, ds_shard_obj(l->ds, l->tab.block_shard[j->block]), j->buf,
-                             be->stored_size, l->ring.regions[j->region].len, be->offset, tag);
+    int rc = fetch_submit(l, l->tab.block_shard[j->block], j->buf, be->stored_size, l->ring.regions[j->region].len,
+                          be->offset, tag);
     if (rc < 0) {
         /* full only when a stop cut the wait for room short: the block is given back */
         rd->inflight[tag].buf = NULL;
@@ -826,7 +847,7 @@ static void submit_remote(sp_loader *l, ld_reader *rd, ld_job *j)
 /* Submits job's read; a job whose file cannot be opened fails here, with the reason. */
 static void submit(sp_loader *l, ld_reader *rd, ld_job *j)
 {
-    if (l->rdr.rf) {
+    if (block_remote(l, j->block)) {
         submit_remote(l, rd, j);
         return;
     }
@@ -883,16 +904,18 @@ static void submit(sp_loader *l, ld_reader *rd, ld_job *j)
  * driver is full. */
 static bool tail_request(sp_loader *l, uint64_t i)
 {
-    if (io_inflight(l) >= io_depth(l))
+    if (io_full(l, true))
         return false;
     unsigned t = 0;
     while (t < l->rdr.ntails && l->rdr.tail_shard[t] != UINT64_MAX)
         t++;
     if (t == l->rdr.ntails)
         return false;
-    rm_obj *o = ds_shard_obj(l->ds, i);
-    uint64_t n = ds_shard_tail_len(l->ds, i);
-    if (rm_fetch_submit(l->rdr.rf, o, l->rdr.tails + (size_t)t * FMT_TAIL_READ, n, n, o->size - n, LD_RM_DEPTH + t) < 0)
+    uint64_t local, base;
+    sp_dataset *ds = ld_shard_source(l, i, &local, &base);
+    uint64_t n = ds_shard_tail_len(ds, local);
+    if (fetch_submit(l, i, l->rdr.tails + (size_t)t * FMT_TAIL_READ, n, n, ds_shard_obj(ds, local)->size - n,
+                     LD_RM_DEPTH + t) < 0)
         return false; /* full only on a stop */
     l->rdr.tail_shard[t] = i;
     l->rdr.idx_asked[i] = 1;
@@ -910,14 +933,16 @@ static void tail_done(sp_loader *l, ld_reader *rd, unsigned t, int code, const c
     snprintf(msg, sizeof msg, "its index cannot be read: %.400s", why);
     if (code == SP_OK) {
         fmt_shard *sh;
+        uint64_t local, base;
+        sp_dataset *ds = ld_shard_source(l, i, &local, &base);
         pthread_mutex_lock(&l->ring.mu);
-        l->rdr.tail_bytes += ds_shard_tail_len(l->ds, i);
+        l->rdr.tail_bytes += ds_shard_tail_len(ds, local);
         pthread_mutex_unlock(&l->ring.mu);
-        code = ds_shard_from_tail(l->ds, i, l->rdr.tails + (size_t)t * FMT_TAIL_READ, &sh);
+        code = ds_shard_from_tail(ds, local, l->rdr.tails + (size_t)t * FMT_TAIL_READ, &sh);
         if (code == SP_OK)
             ld_install_shard(l, i, sh);
         else
-            snprintf(msg, sizeof msg, "%s", sp_dataset_errmsg(l->ds));
+            snprintf(msg, sizeof msg, "%s", sp_dataset_errmsg(ds));
     }
     l->rdr.tail_shard[t] = UINT64_MAX;
     l->rdr.idx_asked[i] = 0;
@@ -1033,8 +1058,13 @@ static uint64_t ahead_next(sp_loader *l, ld_reader *rd)
     uint64_t lo = l->rdr.rlo[rd->fa_pi], hi = plan->samples;
     while (rd->fa_w < plan->nwindows) {
         const ld_pwin *pw = &plan->win[rd->fa_w];
-        if (rd->fa_k < pw->nblocks && pw->end > lo && pw->start < hi)
-            return plan->blocks[pw->first_block + rd->fa_k];
+        if (rd->fa_k < pw->nblocks && pw->end > lo && pw->start < hi) {
+            uint64_t b = plan->blocks[pw->first_block + rd->fa_k];
+            if (block_remote(l, b))
+                return b;
+            rd->fa_k++; /* a mixture's local block: read in its window, never ahead */
+            continue;
+        }
         rd->fa_w++;
         rd->fa_k = 0;
     }
@@ -1082,7 +1112,7 @@ static bool plan_early(sp_loader *l, ld_reader *rd)
  * finds nothing to do waits without having let a wake-up pass. */
 static bool ahead_ready_locked(sp_loader *l, ld_reader *rd)
 {
-    if (!rd->fa_plan || l->ring.stop || rd->a_n >= LD_AHEAD_MAX || io_inflight(l) >= io_depth(l))
+    if (!rd->fa_plan || l->ring.stop || rd->a_n >= LD_AHEAD_MAX || io_full(l, true))
         return false;
     uint64_t block = ahead_next(l, rd);
     if (block == UINT64_MAX)
@@ -1108,7 +1138,7 @@ static unsigned fetch_ahead(sp_loader *l, ld_reader *rd)
     unsigned sent = 0;
     if (!l->rdr.rf || !rd->fa_plan)
         return 0;
-    while (rd->a_n < LD_AHEAD_MAX && io_inflight(l) < io_depth(l)) {
+    while (rd->a_n < LD_AHEAD_MAX && !io_full(l, true)) {
         uint64_t block = ahead_next(l, rd);
         if (block == UINT64_MAX) { /* on into the next epoch, once it can be planned */
             pthread_mutex_lock(&l->ring.mu);
@@ -1145,8 +1175,8 @@ static unsigned fetch_ahead(sp_loader *l, ld_reader *rd)
             sent++;
             continue;
         }
-        int rc = rm_fetch_submit(l->rdr.rf, ds_shard_obj(l->ds, l->tab.block_shard[block]), buf, be->stored_size,
-                                 sp_align_up(be->stored_size, LD_PAGE), be->offset, tag);
+        int rc = fetch_submit(l, l->tab.block_shard[block], buf, be->stored_size, sp_align_up(be->stored_size, LD_PAGE),
+                              be->offset, tag);
         if (rc < 0) {
             region_free(l, (uint32_t)region);
             return sent;
@@ -1222,7 +1252,7 @@ static void ahead_use(sp_loader *l, ld_reader *rd, const ld_ahead *a, ld_job *j)
         pthread_mutex_unlock(&l->ring.mu);
         return;
     }
-    while (io_inflight(l) == io_depth(l) && !reader_stopping(l))
+    while (io_full(l, true) && !reader_stopping(l))
         reader_wait_io(l, rd);
     submit(l, rd, j);
 }
@@ -1267,10 +1297,22 @@ static int reap_remote(sp_loader *l, ld_reader *rd, bool wait)
     return 1;
 }
 
+static int reap_local(sp_loader *l, ld_reader *rd, bool wait);
+
+/* Takes one finished read, local or remote. A mixture of both reads its local sources by pread,
+ * done when reaped: taken first, never waited for, so the wait is libcurl's alone. */
 static int reap(sp_loader *l, ld_reader *rd, bool wait)
 {
-    if (l->rdr.rf)
-        return reap_remote(l, rd, wait);
+    if (l->rdr.io && (!l->rdr.rf || ld_io_inflight(l->rdr.io))) {
+        int got = reap_local(l, rd, wait && !l->rdr.rf);
+        if (got || !l->rdr.rf)
+            return got;
+    }
+    return reap_remote(l, rd, wait);
+}
+
+static int reap_local(sp_loader *l, ld_reader *rd, bool wait)
+{
     uint64_t tag;
     int64_t res;
     int got = ld_io_reap(l->rdr.io, wait, &tag, &res);
@@ -1457,8 +1499,9 @@ static bool read_window(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi)
     pthread_mutex_unlock(&l->ring.mu);
     for (uint32_t k = 0; ok && k < w->nblocks; k++) {
         ld_ahead a;
-        bool fetched = l->rdr.rf && ahead_take(l, rd, plan->blocks[w->first_block + k], &a);
-        if (l->rdr.rf)
+        bool remote = block_remote(l, plan->blocks[w->first_block + k]);
+        bool fetched = remote && ahead_take(l, rd, plan->blocks[w->first_block + k], &a);
+        if (remote)
             ahead_sync(l, rd, pi, wi, k);
         if (!block_needed(l, plan, w, k, lo, hi)) {
             if (fetched)
@@ -1502,7 +1545,7 @@ static bool read_window(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi)
             read_failed(l, &j, irc, iwhy);
             continue;
         }
-        while (io_inflight(l) == io_depth(l) && !reader_stopping(l))
+        while (io_full(l, remote) && !reader_stopping(l))
             reader_wait_io(l, rd);
         submit(l, rd, &j);
         fetch_ahead(l, rd);

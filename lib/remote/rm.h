@@ -135,6 +135,11 @@ unsigned rm_fetch_depth(const rm_fetch *f);
  * them, 1 when none is (the cache held them, or a GET of the same bytes is already out), SP_EBUSY
  * when depth requests are pending. */
 int rm_fetch_submit(rm_fetch *f, rm_obj *o, uint8_t *buf, uint64_t len, uint64_t room, uint64_t off, uint64_t tag);
+/* The same for an object of another site than the driver's (a mixture's sources on several servers:
+ * one driver, one thread, every site's transfers; each request is sent, authenticated and retried
+ * as its own site says). s must outlive the request. */
+int rm_fetch_submit_at(rm_fetch *f, rm_site *s, rm_obj *o, uint8_t *buf, uint64_t len, uint64_t room, uint64_t off,
+                       uint64_t tag);
 /* Drives the transfers. 1 with a finished request's tag and *code (SP_OK, or an SP code with why
  * filled: one line as rm_get's without the URL, "bytes A-B: HTTP 503 (after 9 tries in 4.1 s)"),
  * 0 when none has finished: at once without wait, else after waiting at most about a second (or

@@ -11,6 +11,7 @@
 #include "rm_xfer.h"
 
 typedef struct rm_req {
+    rm_site *site; /* where obj lives: the driver's, or the one rm_fetch_submit_at names */
     rm_obj *obj;
     uint8_t *buf;
     uint64_t len, room, off, tag; /* room: bytes at buf that are the request's (>= len) */
@@ -123,6 +124,12 @@ static void finish_req(rm_fetch *f, uint32_t i, int code, const char *why);
 
 int rm_fetch_submit(rm_fetch *f, rm_obj *o, uint8_t *buf, uint64_t len, uint64_t room, uint64_t off, uint64_t tag)
 {
+    return rm_fetch_submit_at(f, f->site, o, buf, len, room, off, tag);
+}
+
+int rm_fetch_submit_at(rm_fetch *f, rm_site *s, rm_obj *o, uint8_t *buf, uint64_t len, uint64_t room, uint64_t off,
+                       uint64_t tag)
+{
     if (f->pending == f->depth)
         return SP_EBUSY;
     uint32_t i = 0;
@@ -130,7 +137,7 @@ int rm_fetch_submit(rm_fetch *f, rm_obj *o, uint8_t *buf, uint64_t len, uint64_t
         i++;
     rm_req *r = &f->req[i];
     bool cached = f->cache && f->have_use;
-    *r = (rm_req){ .obj = o, .buf = buf, .len = len, .room = room > len ? room : len, .off = off, .tag = tag, .next = UINT32_MAX, .used = true,
+    *r = (rm_req){ .site = s, .obj = o, .buf = buf, .len = len, .room = room > len ? room : len, .off = off, .tag = tag, .next = UINT32_MAX, .used = true,
                    .cached = cached, .use = f->use, .followers = UINT32_MAX, .next_follower = UINT32_MAX };
     f->have_use = false;
     f->pending++;
@@ -205,7 +212,7 @@ static void launch(rm_fetch *f, rm_tx *t)
 static bool continues(const rm_fetch *f, const rm_req *head, const rm_req *last, const rm_req *n)
 {
     uint64_t gap = n->off - last->off;
-    return n->obj == head->obj && n->off >= last->off + last->len && n->buf > last->buf &&
+    return n->obj == head->obj && n->site == head->site && n->off >= last->off + last->len && n->buf > last->buf &&
            (uint64_t)(n->buf - last->buf) == gap && gap <= last->room && n->off - head->off + n->len <= f->part;
 }
 
@@ -239,7 +246,7 @@ static void start_queued(rm_fetch *f)
             continue;
         }
         CURL *h = t->x.h;
-        t->x = (rm_xfer){ .h = h, .site = f->site, .obj = head->obj, .off = head->off, .len = len,
+        t->x = (rm_xfer){ .h = h, .site = head->site, .obj = head->obj, .off = head->off, .len = len,
                           .buf = head->buf, .cap = len };
         launch(f, t);
     }

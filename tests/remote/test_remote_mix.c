@@ -1,0 +1,295 @@
+/* test_remote_mix.c - weighted mixtures whose sources are local directories, HTTP and S3 datasets (real nginx and Swift): the same batches, bit for bit, as the same mixture of local copies (shuffled, 3 epochs, 2 ranks; two HTTP sources on one server; resumed mid-epoch on another world size); a missing remote source fails the open naming its URL; a damaged block of a remote source fails naming the URL and the block (on_error=fail) or is skipped as locally (skip); `shardpack bench URL:W DIR:W`. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "rt_util.h"
+#include "test_util.h"
+
+static lt_ds g_a, g_b, g_c, g_d, g_bad; /* a: local; b, d, bad: on nginx; c: in Swift */
+static char g_nginx[4096], g_swift[4096], g_seedstr[32];
+static char g_url_b[4096], g_url_d[4096], g_url_bad[4096];
+static const char *g_url_c = "s3://spbucket/c";
+
+/* A mixture of paths (weights w) with the test defaults and the extra NULL-terminated pairs. */
+static int open_mix(const char *const *paths, const double *w, size_t n, sp_loader **l, const char *const *kv)
+{
+    sp_params *p = lt_params_v(kv);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_eq(sp_params_set_str(p, "seed", g_seedstr), 0);
+    ck_assert_int_eq(sp_params_set_str(p, "host_memory", "64M"), 0);
+    ck_assert_int_eq(sp_params_set_str(p, "threads", "2"), 0);
+    int rc = sp_loader_open_mix(paths, w, n, p, l);
+    sp_params_destroy(p);
+    return rc;
+}
+
+/* Every batch of a mixture's run to its end (SP_EDONE) or first failure, recorded; the ending code,
+ * the loader's message in msg, its stats in *st (when st). */
+static int mix_run(const char *const *paths, const double *w, size_t n, const char *const *kv, lt_rec *r, char *msg,
+                   size_t msglen, sp_loader_stats *st)
+{
+    sp_loader *l = NULL;
+    int rc = open_mix(paths, w, n, &l, kv);
+    if (rc == 0) {
+        do
+            rc = lt_drain(l, NULL, r, UINT64_MAX, 60000);
+        while (rc == SP_EEPOCH);
+        if (st)
+            sp_loader_stats_get(l, st);
+    }
+    snprintf(msg, msglen, "%s", l ? sp_loader_errmsg(l) : sp_last_error());
+    sp_loader_close(l);
+    return rc;
+}
+
+/* Both mixtures run with kv to their end, and deliver the same batches bit for bit; the remote one
+ * made requests. */
+static void expect_same_mix(const char *const *local, const char *const *remote, const double *w, size_t n,
+                            const char *const *kv)
+{
+    lt_rec a = { 0 }, b = { 0 };
+    char msg[SP_ERRMSG_MAX], why[128];
+    sp_loader_stats st = { .struct_size = sizeof st };
+    int rc = mix_run(local, w, n, kv, &a, msg, sizeof msg, NULL);
+    ck_assert_msg(rc == SP_EDONE, "local mixture: %d %s", rc, msg);
+    rc = mix_run(remote, w, n, kv, &b, msg, sizeof msg, &st);
+    ck_assert_msg(rc == SP_EDONE, "remote mixture: %d %s", rc, msg);
+    ck_assert_msg(a.nb > 10, "%zu batches", a.nb);
+    ck_assert_msg(rt_same(&a, &b, why, sizeof why), "%s", why);
+    ck_assert_msg(st.remote_requests > 0 && st.remote_bytes > 0, "%llu requests, %llu bytes",
+                  (unsigned long long)st.remote_requests, (unsigned long long)st.remote_bytes);
+    lt_rec_free(&a);
+    lt_rec_free(&b);
+}
+
+/* A local directory, an HTTP dataset and an S3 dataset in one mixture: each of 2 ranks, shuffled,
+ * 3 epochs, delivers what the mixture of local copies delivers; with one transfer and small
+ * windows too. */
+START_TEST(mix_local_http_s3)
+{
+    const char *local[3] = { g_a.dir, g_b.dir, g_c.dir }, *remote[3] = { g_a.dir, g_url_b, g_url_c };
+    const double w[3] = { 0.5, 0.3, 0.2 };
+    for (int r = 0; r < 2; r++) {
+        const char *rank = r ? "1" : "0";
+        const char *kv[] = { "epochs", "3", "batch_size", "7", "rank", rank, "world_size", "2", NULL };
+        expect_same_mix(local, remote, w, 3, kv);
+    }
+    const char *small[] = { "epochs", "2", "batch_size", "5", "remote_inflight", "1", "shuffle_window", "2", NULL };
+    expect_same_mix(local, remote, w, 3, small);
+    /* remote first (the loader's own dataset is then a remote one), mix_epoch_samples */
+    const char *rfirst[3] = { g_url_c, g_a.dir, g_url_b }, *lfirst[3] = { g_c.dir, g_a.dir, g_b.dir };
+    const char *kv[] = { "epochs", "2", "batch_size", "7", "mix_epoch_samples", "900", NULL };
+    expect_same_mix(lfirst, rfirst, w, 3, kv);
+}
+END_TEST
+
+/* Two HTTP datasets on the same nginx, nothing local. */
+START_TEST(mix_two_http)
+{
+    const char *local[2] = { g_b.dir, g_d.dir }, *remote[2] = { g_url_b, g_url_d };
+    const double w[2] = { 1, 1 };
+    const char *kv[] = { "epochs", "2", "batch_size", "9", NULL };
+    expect_same_mix(local, remote, w, 2, kv);
+}
+END_TEST
+
+/* A remote source that is not there fails the open, naming its URL. */
+START_TEST(mix_missing_source)
+{
+    const double w[2] = { 1, 1 };
+    const char *kv[] = { NULL };
+    char missing[4200];
+    snprintf(missing, sizeof missing, "%s/missing", rt_env("SP_TEST_HTTP_URL"));
+    const char *a[2] = { g_a.dir, missing }, *b[2] = { g_url_b, "s3://spbucket/nothere" };
+    sp_loader *l = NULL;
+    ck_assert_int_eq(open_mix(a, w, 2, &l, kv), SP_ENOENT);
+    ck_assert_ptr_null(l);
+    ck_assert_msg(strstr(sp_last_error(), missing), "%s", sp_last_error());
+    ck_assert_int_eq(open_mix(b, w, 2, &l, kv), SP_ENOENT);
+    ck_assert_msg(strstr(sp_last_error(), "s3://spbucket/nothere"), "%s", sp_last_error());
+}
+END_TEST
+
+/* A damaged block in a remote source: on_error=fail names the shard's URL and the block, at the
+ * batch the local copies fail at; skip delivers what the local copies deliver. */
+START_TEST(mix_damaged_block)
+{
+    const char *local[2] = { g_a.dir, g_bad.dir }, *remote[2] = { g_a.dir, g_url_bad };
+    const double w[2] = { 0.6, 0.4 };
+    lt_rec a = { 0 }, b = { 0 };
+    char la[SP_ERRMSG_MAX], lb[SP_ERRMSG_MAX], why[128], shard[4200];
+    const char *fail[] = { "epochs", "1", "batch_size", "7", "on_error", "fail", NULL };
+    int ra = mix_run(local, w, 2, fail, &a, la, sizeof la, NULL);
+    int rb = mix_run(remote, w, 2, fail, &b, lb, sizeof lb, NULL);
+    ck_assert_msg(ra == SP_ECHECKSUM && rb == SP_ECHECKSUM, "local %d %s; remote %d %s", ra, la, rb, lb);
+    snprintf(shard, sizeof shard, "%s/shard-000001.sps: block 0 ", g_url_bad);
+    ck_assert_msg(strstr(lb, shard), "%s", lb);
+    ck_assert_msg(rt_same(&a, &b, why, sizeof why), "before the failure: %s", why);
+    lt_rec_free(&a);
+    lt_rec_free(&b);
+    const char *skip[] = { "epochs", "2", "batch_size", "7", "on_error", "skip", NULL };
+    ra = mix_run(local, w, 2, skip, &a, la, sizeof la, NULL);
+    rb = mix_run(remote, w, 2, skip, &b, lb, sizeof lb, NULL);
+    ck_assert_msg(ra == SP_EDONE && rb == SP_EDONE, "local %d %s; remote %d %s", ra, la, rb, lb);
+    ck_assert_msg(b.filled > 0, "no row was skipped");
+    ck_assert_msg(rt_same(&a, &b, why, sizeof why), "%s", why);
+    lt_rec_free(&a);
+    lt_rec_free(&b);
+}
+END_TEST
+
+/* 2 ranks take 4 batches each and save their state; 1 rank (the same global batch) loads it and
+ * goes on to the end of the next epoch. Every batch recorded, in order. */
+static void elastic(const char *const *paths, const double *w, size_t n, lt_rec *r)
+{
+    uint8_t st[SP_LOADER_STATE_BYTES];
+    sp_loader *l[2] = { NULL, NULL };
+    for (int k = 0; k < 2; k++) {
+        const char *kv[] = { "batch_size", "6", "partitions", "2", "rank", k ? "1" : "0", "world_size", "2",
+                             "epochs", "2", NULL };
+        ck_assert_msg(open_mix(paths, w, n, &l[k], kv) == 0, "%s", sp_last_error());
+    }
+    for (int g = 0; g < 4; g++)
+        for (int k = 0; k < 2; k++)
+            ck_assert_int_eq(lt_drain(l[k], NULL, r, 1, 60000), 0);
+    for (int k = 0; k < 2; k++) {
+        ck_assert_int_eq(sp_loader_save_state(l[k], st, sizeof st), 0);
+        ck_assert_int_eq(sp_loader_close(l[k]), 0);
+    }
+    const char *kv[] = { "batch_size", "12", "partitions", "2", "epochs", "2", NULL };
+    sp_loader *one = NULL;
+    ck_assert_msg(open_mix(paths, w, n, &one, kv) == 0, "%s", sp_last_error());
+    ck_assert_msg(sp_loader_load_state(one, st, sizeof st) == 0, "%s", sp_last_error());
+    int rc;
+    do
+        rc = lt_drain(one, NULL, r, UINT64_MAX, 60000);
+    while (rc == SP_EEPOCH);
+    ck_assert_msg(rc == SP_EDONE, "%d %s", rc, sp_loader_errmsg(one));
+    ck_assert_int_eq(sp_loader_close(one), 0);
+}
+
+START_TEST(mix_resume_elastic)
+{
+    const char *local[3] = { g_a.dir, g_b.dir, g_c.dir }, *remote[3] = { g_a.dir, g_url_b, g_url_c };
+    const double w[3] = { 0.2, 0.5, 0.3 };
+    lt_rec a = { 0 }, b = { 0 };
+    char why[128];
+    elastic(local, w, 3, &a);
+    elastic(remote, w, 3, &b);
+    ck_assert_msg(a.nb > 12, "%zu batches", a.nb);
+    ck_assert_msg(rt_same(&a, &b, why, sizeof why), "%s", why);
+    lt_rec_free(&a);
+    lt_rec_free(&b);
+}
+END_TEST
+
+/* The cache serves a mixture's remote sources: a second run fetches no block bytes. */
+START_TEST(mix_cache)
+{
+    const char *local[3] = { g_a.dir, g_b.dir, g_c.dir }, *remote[3] = { g_a.dir, g_url_b, g_url_c };
+    const double w[3] = { 0.5, 0.3, 0.2 };
+    char *dir = tu_join(g_a.root, "cache");
+    const char *kv[] = { "epochs", "2", "batch_size", "7", "cache_dir", dir, "cache_size", "64M", NULL };
+    expect_same_mix(local, remote, w, 3, kv);
+    lt_rec r = { 0 }, ref = { 0 };
+    char msg[SP_ERRMSG_MAX], why[128];
+    sp_loader_stats st = { .struct_size = sizeof st };
+    ck_assert_int_eq(mix_run(local, w, 3, kv, &ref, msg, sizeof msg, NULL), SP_EDONE);
+    int rc = mix_run(remote, w, 3, kv, &r, msg, sizeof msg, &st);
+    ck_assert_msg(rc == SP_EDONE, "%d %s", rc, msg);
+    ck_assert_msg(rt_same(&ref, &r, why, sizeof why), "%s", why);
+    ck_assert_msg(st.remote_bytes == 0 && st.cache_hits > 0, "warm cache: %llu bytes fetched, %llu hits",
+                  (unsigned long long)st.remote_bytes, (unsigned long long)st.cache_hits);
+    lt_rec_free(&r);
+    lt_rec_free(&ref);
+    free(dir);
+}
+END_TEST
+
+/* `shardpack bench URL:0.5 DIR:0.5`. */
+START_TEST(mix_cli)
+{
+    char cmd[16384];
+    snprintf(cmd, sizeof cmd, "'%s' bench '%s:0.5' '%s:0.5' --epochs 1 --batch-size 8 --json > '%s/bench.json'",
+             rt_env("SHARDPACK_CLI"), g_url_b, g_a.dir, g_a.root);
+    ck_assert_msg(system(cmd) == 0, "%s", cmd);
+    char *path = tu_join(g_a.root, "bench.json");
+    size_t n;
+    char *out = (char *)tu_read_file(path, &n);
+    ck_assert_ptr_nonnull(out);
+    ck_assert_msg(strstr(out, "\"source_samples\""), "%s", out);
+    free(out);
+    free(path);
+}
+END_TEST
+
+int main(void)
+{
+    uint64_t seed = tu_seed(16);
+    snprintf(g_seedstr, sizeof g_seedstr, "%llu", (unsigned long long)(seed % 1000003));
+    if (lt_make(&g_a, "mix-a", 700, 17, seed, "4K", "32K") || lt_make(&g_b, "mix-b", 500, 17, seed + 1, "4K", "32K") ||
+        lt_make(&g_c, "mix-c", 600, 17, seed + 2, "4K", "32K") || lt_make(&g_d, "mix-d", 400, 17, seed + 3, "4K", "32K") ||
+        lt_clone(&g_b, &g_bad, "mix-bad"))
+        return 1;
+    /* a block of the damaged copy: one bit in shard 1's first block */
+    char *shard = tu_join(g_bad.dir, "shard-000001.sps");
+    tu_xor_byte(shard, 4096 + 10, 0x01);
+    free(shard);
+    /* nginx serves b (data), d and the damaged copy; Swift holds c */
+    char *ld = tu_join(g_b.root, "d2"), *lbad = tu_join(g_b.root, "bad");
+    int rc = symlink(g_d.dir, ld) || symlink(g_bad.dir, lbad) ? -1 : 0;
+    free(ld);
+    free(lbad);
+    snprintf(g_nginx, sizeof g_nginx, "%s/servers", g_b.root);
+    snprintf(g_swift, sizeof g_swift, "%s/servers", g_c.root);
+    if (rc == 0)
+        rc = rt_servers("nginx", "start", "--root", g_b.root, "--state", g_nginx, NULL);
+    if (rc == 0)
+        rc = rt_servers("swift", "start", "--state", g_swift, NULL);
+    if (rc == 0)
+        rc = rt_servers("s3", "mb", "--state", g_swift, "spbucket", NULL);
+    if (rc == 0)
+        rc = rt_servers("s3", "put-dir", "--state", g_swift, "--prefix", "c/", "spbucket", g_c.dir, NULL);
+    if (rc) {
+        rt_stop(g_nginx);
+        rt_stop(g_swift);
+        lt_ds_free(&g_a);
+        lt_ds_free(&g_b);
+        lt_ds_free(&g_c);
+        lt_ds_free(&g_d);
+        lt_ds_free(&g_bad);
+        return rc == 77 ? 77 : 1;
+    }
+    const char *http = getenv("SP_TEST_HTTP_URL");
+    snprintf(g_url_b, sizeof g_url_b, "%s/data", http);
+    snprintf(g_url_d, sizeof g_url_d, "%s/d2", http);
+    snprintf(g_url_bad, sizeof g_url_bad, "%s/bad", http);
+    unsetenv("AWS_PROFILE");
+    unsetenv("AWS_SESSION_TOKEN");
+    unsetenv("LOCAL_RANK");
+    unsetenv("LOCAL_WORLD_SIZE");
+    Suite *s = suite_create("remote_mix");
+    TCase *tc = tcase_create("mix");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, mix_local_http_s3);
+    tcase_add_test(tc, mix_two_http);
+    tcase_add_test(tc, mix_missing_source);
+    tcase_add_test(tc, mix_damaged_block);
+    tcase_add_test(tc, mix_resume_elastic);
+    tcase_add_test(tc, mix_cache);
+    tcase_add_test(tc, mix_cli);
+    suite_add_tcase(s, tc);
+    rc = tu_run(s, seed);
+    rt_stop(g_nginx);
+    rt_stop(g_swift);
+    lt_ds_free(&g_a);
+    lt_ds_free(&g_b);
+    lt_ds_free(&g_c);
+    lt_ds_free(&g_d);
+    lt_ds_free(&g_bad);
+    return rc;
+}
