@@ -318,41 +318,6 @@ static int plan_outputs(sp_loader *l)
     return SP_OK;
 }
 
-/* A remote dataset whose manifest records its largest blocks: the tables from the manifest alone,
- * each shard's index fetched when the reader first needs it (ld_pipeline.c), so that the open
- * makes no request per shard. */
-static int lazy_tables(sp_loader *l, uint32_t max_stored, uint32_t max_raw)
-{
-    uint64_t first = 0;
-    for (uint64_t si = 0, b = 0; si < l->tab.nshards; si++) {
-        uint64_t fb, n;
-        ds_shard_blocks(l->ds, si, &fb, &n);
-        for (uint64_t k = 0; k < n; k++, b++) {
-            l->tab.block_samples[b] = ds_block_samples(l->ds, b);
-            l->tab.block_first[b] = first;
-            l->tab.block_shard[b] = (uint32_t)si;
-            l->tab.block_entry[b] = NULL;
-            first += l->tab.block_samples[b];
-            if (l->tab.block_samples[b] > l->tab.max_block_samples)
-                l->tab.max_block_samples = l->tab.block_samples[b];
-        }
-    }
-    l->tab.max_read = sp_align_up(max_stored, LD_PAGE);
-    l->tab.max_raw = max_raw;
-    rm_site *site = ds_site(l->ds);
-    unsigned n = 2 * rm_site_inflight(site);
-    l->rdr.ntails = n < LD_RM_TAILS_MAX ? n : LD_RM_TAILS_MAX;
-    l->rdr.tails = sp_malloc((size_t)l->rdr.ntails * FMT_TAIL_READ);
-    l->rdr.tail_shard = sp_malloc(l->rdr.ntails * sizeof *l->rdr.tail_shard);
-    l->rdr.idx_asked = sp_calloc(l->tab.nshards, 1);
-    if (!l->rdr.tails || !l->rdr.tail_shard || !l->rdr.idx_asked)
-        return sp_fail(&l->eb, SP_ENOMEM, "out of memory for the index reads of %llu shards",
-                       (unsigned long long)l->tab.nshards);
-    for (unsigned t = 0; t < l->rdr.ntails; t++)
-        l->rdr.tail_shard[t] = UINT64_MAX;
-    return SP_OK;
-}
-
 sp_dataset *ld_shard_source(const sp_loader *l, uint64_t i, uint64_t *local, uint64_t *first_block)
 {
     uint32_t d = 0;
@@ -393,8 +358,46 @@ static unsigned remote_inflight(const sp_loader *l, uint64_t *part)
     return n;
 }
 
-/* Opens every shard's index (one tail read each) and flattens the block tables: of a mixture,
- * its sources one after another. */
+/* Shard si of ds, global shard i, in a lazy source (a remote dataset whose manifest records its
+ * largest blocks): its blocks' entries from the manifest alone (sample counts), the index itself
+ * fetched when the reader first needs it (ld_pipeline.c), so that the open makes no request per
+ * shard. b and first: the global block and sample numbers, advanced past the shard. */
+static void lazy_shard(sp_loader *l, sp_dataset *ds, uint64_t si, uint64_t i, uint64_t *b, uint64_t *first)
+{
+    uint64_t fb, n;
+    ds_shard_blocks(ds, si, &fb, &n);
+    for (uint64_t k = 0; k < n; k++, (*b)++) {
+        l->tab.block_samples[*b] = ds_block_samples(ds, fb + k);
+        l->tab.block_first[*b] = *first;
+        l->tab.block_shard[*b] = (uint32_t)i;
+        l->tab.block_entry[*b] = NULL;
+        *first += l->tab.block_samples[*b];
+        if (l->tab.block_samples[*b] > l->tab.max_block_samples)
+            l->tab.max_block_samples = l->tab.block_samples[*b];
+    }
+}
+
+/* The lazy sources' index reads: tail buffers, two per transfer (at most LD_RM_TAILS_MAX), and a
+ * mark per shard. */
+static int lazy_buffers(sp_loader *l)
+{
+    uint64_t part;
+    unsigned n = 2 * remote_inflight(l, &part);
+    l->rdr.ntails = n < LD_RM_TAILS_MAX ? n : LD_RM_TAILS_MAX;
+    l->rdr.tails = sp_malloc((size_t)l->rdr.ntails * FMT_TAIL_READ);
+    l->rdr.tail_shard = sp_malloc(l->rdr.ntails * sizeof *l->rdr.tail_shard);
+    l->rdr.idx_asked = sp_calloc(l->tab.nshards, 1);
+    if (!l->rdr.tails || !l->rdr.tail_shard || !l->rdr.idx_asked)
+        return sp_fail(&l->eb, SP_ENOMEM, "out of memory for the index reads of %llu shards",
+                       (unsigned long long)l->tab.nshards);
+    for (unsigned t = 0; t < l->rdr.ntails; t++)
+        l->rdr.tail_shard[t] = UINT64_MAX;
+    return SP_OK;
+}
+
+/* Flattens the block tables, of a mixture its sources one after another: every shard's index
+ * (one tail read each) of a local source or of a remote one whose manifest does not record its
+ * largest blocks (format 1.0); a remote source whose manifest does is lazy (lazy_shard). */
 static int load_tables(sp_loader *l)
 {
     uint32_t nds = l->mix.n ? l->mix.n : 1;
@@ -418,14 +421,12 @@ static int load_tables(sp_loader *l)
         !l->rdr.fd || !l->rdr.fd_direct || !l->rdr.fd_tick)
         return sp_fail(&l->eb, SP_ENOMEM, "out of memory for the tables of %llu blocks",
                        (unsigned long long)l->tab.nblocks);
-    uint32_t max_stored, max_raw;
-    l->tab.lazy = !l->mix.n && ds_site(l->ds) && ds_block_bounds(l->ds, &max_stored, &max_raw);
-    if (l->tab.lazy)
-        return lazy_tables(l, max_stored, max_raw);
     uint64_t b = 0, first = 0, i = 0;
     for (uint32_t d = 0; d < nds; d++) {
         sp_dataset *ds = dss[d];
-        int orc = ds_shard_open_all(ds); /* a remote dataset's shard tails, fetched together */
+        uint32_t max_stored, max_raw;
+        bool lazy = ds_site(ds) && ds_block_bounds(ds, &max_stored, &max_raw);
+        int orc = lazy ? SP_OK : ds_shard_open_all(ds); /* a remote dataset's shard tails, fetched together */
         if (orc)
             return sp_fail(&l->eb, orc, "%s", sp_dataset_errmsg(ds));
         if (l->mix.n) {
@@ -433,7 +434,18 @@ static int load_tables(sp_loader *l)
             l->mix_first_sample[d] = first;
             l->mix_first_shard[d] = i;
         }
+        if (lazy) {
+            l->tab.lazy = true;
+            if (sp_align_up(max_stored, LD_PAGE) > l->tab.max_read)
+                l->tab.max_read = sp_align_up(max_stored, LD_PAGE);
+            if (max_raw > l->tab.max_raw)
+                l->tab.max_raw = max_raw;
+        }
         for (uint64_t si = 0; si < sp_dataset_num_shards(ds); si++, i++) {
+            if (lazy) {
+                lazy_shard(l, ds, si, i, &b, &first);
+                continue;
+            }
             int rc = ds_shard_get(ds, si, &l->tab.shards[i]);
             if (rc)
                 return sp_fail(&l->eb, rc, "%s", sp_dataset_errmsg(ds));
@@ -459,7 +471,7 @@ static int load_tables(sp_loader *l)
         l->mix_first_sample[nds] = first;
         l->mix_first_shard[nds] = i;
     }
-    return SP_OK;
+    return l->tab.lazy ? lazy_buffers(l) : SP_OK;
 }
 
 /* ---------------------------------------------------------------- memory budget */
@@ -731,7 +743,7 @@ static void *pool(ld_oom *o, void *p, const char *what, uint64_t bytes)
 /* Where this loader reads from, for messages: its first shard, and how many more. */
 static void loader_where(const sp_loader *l, char *buf, size_t len)
 {
-    const char *first = !l->tab.nshards ? "the dataset" : l->tab.lazy ? ds_shard_path(l->ds, 0) : l->tab.shards[0]->path;
+    const char *first = !l->tab.nshards ? "the dataset" : l->tab.shards[0] ? l->tab.shards[0]->path : ds_shard_path(l->ds, 0);
     if (l->tab.nshards > 1)
         snprintf(buf, len, "%s and %llu more shards", first, (unsigned long long)(l->tab.nshards - 1));
     else
@@ -1805,9 +1817,11 @@ int64_t sp_loader_bench_block(sp_loader *l, int worker, int workers, uint64_t bl
                        "batch ring are in use); measure before the first sp_loader_next", l->name);
     if (!l->tab.block_entry[block]) { /* a lazy remote dataset's shard not read yet: its index now */
         fmt_shard *sh;
-        int orc = ds_shard_get(l->ds, l->tab.block_shard[block], &sh);
+        uint64_t local, base;
+        sp_dataset *src = ld_shard_source(l, l->tab.block_shard[block], &local, &base);
+        int orc = ds_shard_get(src, local, &sh);
         if (orc)
-            return sp_fail(NULL, orc, "%s", sp_dataset_errmsg(l->ds));
+            return sp_fail(NULL, orc, "%s", sp_dataset_errmsg(src));
         ld_install_shard(l, l->tab.block_shard[block], sh);
     }
     const fmt_block_entry *be = l->tab.block_entry[block];
