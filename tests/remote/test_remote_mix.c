@@ -1,4 +1,4 @@
-/* test_remote_mix.c - weighted mixtures whose sources are local directories, HTTP and S3 datasets (real nginx and Swift): the same batches, bit for bit, as the same mixture of local copies (shuffled, 3 epochs, 2 ranks; two HTTP sources on one server; resumed mid-epoch on another world size); a missing remote source fails the open naming its URL; a damaged block of a remote source fails naming the URL and the block (on_error=fail) or is skipped as locally (skip); `shardpack bench URL:W DIR:W`. */
+/* test_remote_mix.c - weighted mixtures whose sources are local directories, HTTP and S3 datasets (real nginx and Swift): the same batches, bit for bit, as the same mixture of local copies (shuffled, 3 epochs, 2 ranks; two HTTP sources on one server; resumed mid-epoch on another world size); a missing remote source fails the open naming its URL; a damaged block of a remote source fails naming the URL and the block (on_error=fail) or is skipped as locally (skip); the cache serves a mixture's remote sources; a remote source of many shards costs no request per shard before the first batch; `shardpack bench URL:W DIR:W`. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,8 +10,10 @@
 #include "test_util.h"
 
 static lt_ds g_a, g_b, g_c, g_d, g_bad; /* a: local; b, d, bad: on nginx; c: in Swift */
+static lt_ds g_e, g_f;                  /* e on nginx, f local: one-sample shards, for the index reads */
+#define NSHARDS_E 240u
 static char g_nginx[4096], g_swift[4096], g_seedstr[32];
-static char g_url_b[4096], g_url_d[4096], g_url_bad[4096];
+static char g_url_b[4096], g_url_d[4096], g_url_bad[4096], g_url_e[4096];
 static const char *g_url_c = "s3://spbucket/c";
 
 /* A mixture of paths (weights w) with the test defaults and the extra NULL-terminated pairs. */
@@ -210,6 +212,44 @@ START_TEST(mix_cache)
 }
 END_TEST
 
+/* Requests nginx has logged so far. */
+static size_t requests(void)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/logs/nginx-access.log", g_nginx);
+    size_t n = 0, lines = 0;
+    uint8_t *p = tu_read_file(path, &n);
+    for (size_t i = 0; p && i < n; i++)
+        lines += p[i] == '\n';
+    free(p);
+    return lines;
+}
+
+/* A remote source of many shards in a mixture: the open and the first batch make no request per
+ * shard (each shard's index is fetched when the reader first needs it), and the mixture delivers
+ * what its local copies do. */
+START_TEST(mix_lazy_indexes)
+{
+    const char *local[2] = { g_f.dir, g_e.dir }, *remote[2] = { g_f.dir, g_url_e };
+    const double w[2] = { 1, 2 };
+    /* little read-ahead, so that what the first batch needs is what is counted */
+    const char *few[] = { "batch_size", "4", "shuffle_window", "4", "remote_inflight", "2", "remote_part_size", "64K",
+                          "prefetch", "1", NULL };
+    const char *kv[] = { "epochs", "2", "batch_size", "4", NULL };
+    size_t before = requests();
+    sp_loader *l = NULL;
+    ck_assert_msg(open_mix(remote, w, 2, &l, few) == 0, "%s", sp_last_error());
+    lt_rec r = { 0 };
+    ck_assert_int_eq(lt_drain(l, NULL, &r, 1, 60000), 0);
+    size_t n = requests() - before;
+    fprintf(stderr, "mix_lazy_indexes: %zu requests to the first batch\n", n);
+    ck_assert_msg(n >= 2 && n <= NSHARDS_E / 2, "%zu requests to the first batch over %u remote shards", n, NSHARDS_E);
+    sp_loader_close(l);
+    lt_rec_free(&r);
+    expect_same_mix(local, remote, w, 2, kv);
+}
+END_TEST
+
 /* `shardpack bench URL:0.5 DIR:0.5`. */
 START_TEST(mix_cli)
 {
@@ -233,21 +273,24 @@ int main(void)
     snprintf(g_seedstr, sizeof g_seedstr, "%llu", (unsigned long long)(seed % 1000003));
     if (lt_make(&g_a, "mix-a", 700, 17, seed, "4K", "32K") || lt_make(&g_b, "mix-b", 500, 17, seed + 1, "4K", "32K") ||
         lt_make(&g_c, "mix-c", 600, 17, seed + 2, "4K", "32K") || lt_make(&g_d, "mix-d", 400, 17, seed + 3, "4K", "32K") ||
-        lt_clone(&g_b, &g_bad, "mix-bad"))
+        lt_clone(&g_b, &g_bad, "mix-bad") ||
+        /* 2000 tokens of 2 bytes: one sample fills a 4 KiB block, and a block an 8 KiB shard */
+        lt_make(&g_e, "mix-e", NSHARDS_E, 2000, seed + 4, "4K", "8K") || lt_make(&g_f, "mix-f", 60, 2000, seed + 5, "4K", "8K"))
         return 1;
     /* a block of the damaged copy: one bit in shard 1's first block */
     char *shard = tu_join(g_bad.dir, "shard-000001.sps");
     tu_xor_byte(shard, 4096 + 10, 0x01);
     free(shard);
     /* nginx serves b (data), d and the damaged copy; Swift holds c */
-    char *ld = tu_join(g_b.root, "d2"), *lbad = tu_join(g_b.root, "bad");
-    int rc = symlink(g_d.dir, ld) || symlink(g_bad.dir, lbad) ? -1 : 0;
+    char *ld = tu_join(g_b.root, "d2"), *lbad = tu_join(g_b.root, "bad"), *le = tu_join(g_b.root, "e");
+    int rc = symlink(g_d.dir, ld) || symlink(g_bad.dir, lbad) || symlink(g_e.dir, le) ? -1 : 0;
     free(ld);
     free(lbad);
+    free(le);
     snprintf(g_nginx, sizeof g_nginx, "%s/servers", g_b.root);
     snprintf(g_swift, sizeof g_swift, "%s/servers", g_c.root);
     if (rc == 0)
-        rc = rt_servers("nginx", "start", "--root", g_b.root, "--state", g_nginx, NULL);
+        rc = rt_servers("nginx", "start", "--root", g_b.root, "--state", g_nginx, "--access-log", NULL);
     if (rc == 0)
         rc = rt_servers("swift", "start", "--state", g_swift, NULL);
     if (rc == 0)
@@ -262,12 +305,15 @@ int main(void)
         lt_ds_free(&g_c);
         lt_ds_free(&g_d);
         lt_ds_free(&g_bad);
+        lt_ds_free(&g_e);
+        lt_ds_free(&g_f);
         return rc == 77 ? 77 : 1;
     }
     const char *http = getenv("SP_TEST_HTTP_URL");
     snprintf(g_url_b, sizeof g_url_b, "%s/data", http);
     snprintf(g_url_d, sizeof g_url_d, "%s/d2", http);
     snprintf(g_url_bad, sizeof g_url_bad, "%s/bad", http);
+    snprintf(g_url_e, sizeof g_url_e, "%s/e", http);
     unsetenv("AWS_PROFILE");
     unsetenv("AWS_SESSION_TOKEN");
     unsetenv("LOCAL_RANK");
@@ -281,6 +327,7 @@ int main(void)
     tcase_add_test(tc, mix_damaged_block);
     tcase_add_test(tc, mix_resume_elastic);
     tcase_add_test(tc, mix_cache);
+    tcase_add_test(tc, mix_lazy_indexes);
     tcase_add_test(tc, mix_cli);
     suite_add_tcase(s, tc);
     rc = tu_run(s, seed);
@@ -291,5 +338,7 @@ int main(void)
     lt_ds_free(&g_c);
     lt_ds_free(&g_d);
     lt_ds_free(&g_bad);
+    lt_ds_free(&g_e);
+    lt_ds_free(&g_f);
     return rc;
 }
