@@ -1,11 +1,16 @@
 """Loader over a weighted mixture: Loader([(path, weight), ...]) delivers each source's share, says
-how many came from each, and refuses sources of different schemas."""
+how many came from each, refuses sources of different schemas, and takes a URL as a source (a real
+nginx from tests/remote/servers.py) with the batches of its local copy."""
 
 import os
+import sys
 import unittest
 
 import shardpack
-from sp_testutil import TempDir, make_tokens
+from sp_testutil import TempDir, make_tokens, tensor_bytes
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "remote"))
+import servers  # noqa: E402
 
 
 class Mixture(unittest.TestCase):
@@ -51,6 +56,22 @@ class Mixture(unittest.TestCase):
         self.assertIn("different schemas", e.exception.message)
         with self.assertRaises(shardpack.ShardpackError):
             shardpack.Loader([(self.a, 1), (self.b, 0)])
+
+    def test_url_source(self):
+        def batches(src):
+            with shardpack.Loader(src, batch_size=40, seed=9, epochs=2) as l:
+                return [(tuple(tensor_bytes(b[n]) for n in b), b.sample_ids()) for b in l]
+
+        state = os.path.join(self.tmp.path, "servers")
+        try:
+            with servers.nginx_server(self.tmp.path, state) as env:
+                url = env["SP_TEST_HTTP_URL"] + "/b"
+                got = batches([(self.a, 0.7), (url, 0.3)])
+        except servers.Missing as e:
+            self.skipTest(str(e))
+        want = batches([(self.a, 0.7), (self.b, 0.3)])
+        self.assertGreater(len(want), 20)
+        self.assertEqual(got, want)
 
 
 if __name__ == "__main__":
