@@ -293,8 +293,9 @@ class Loader:
     cache_dir="/local/dir", cache_size="50G" its blocks are kept on local disk for later epochs,
     evicted by next use: docs/remote.md, "The cache"; stats() counts remote_bytes and cache_*); or a
     weighted mixture, a list of (path, weight) pairs: one loader over several datasets with the
-    same schema (sp_loader_open_mix; docs/loader.md, Mixtures); an epoch ends when the first
-    source runs out, or after mix_epoch_samples=M samples, each source's share by weight.
+    same schema (sp_loader_open_mix; docs/loader.md, Mixtures), each a local path or a URL, in
+    any mix; an epoch ends when the first source runs out, or after mix_epoch_samples=M samples,
+    each source's share by weight.
     small_field_bytes: a host field of at most this many bytes per batch, or of one value per
     row (a label, an id, a per-sample scalar), is copied out of the ring when first read, so
     that keeping it (labels for metrics) holds no ring slot; larger fields are zero-copy views
