@@ -18,9 +18,13 @@ enum { AHEAD_INFLIGHT, AHEAD_ARRIVED, AHEAD_FAILED };
 #define LD_WIN_AHEAD UINT32_MAX        /* ld_job.win of a read fetched ahead, not yet in a window */
 #define LD_WIN_DROP (UINT32_MAX - 1u)  /* ... of one whose block its window turned out not to need */
 
+/* Block reads in flight at once: a mixture's remote ones (rm_fetch's depth) and local ones (ld_io's)
+ * together, each with its own tag; a lazy dataset's index reads are tagged from LD_READS on. */
+#define LD_READS (LD_RM_DEPTH + LD_IO_DEPTH)
+
 typedef struct ld_reader {
-    ld_job inflight[LD_RM_DEPTH]; /* by tag; a local dataset uses the first LD_IO_DEPTH */
-    uint64_t submitted[LD_RM_DEPTH]; /* trace clock at each read's submission */
+    ld_job inflight[LD_READS]; /* by tag; a local dataset uses the first LD_IO_DEPTH */
+    uint64_t submitted[LD_READS]; /* trace clock at each read's submission */
     double wait_s;
     /* a lazy remote dataset: how far ahead shard indexes are requested (window, block in it, of
      * the plan la_plan), and the shard whose index the reader waits for with its fetch's failure */
@@ -63,7 +67,7 @@ static bool block_remote(const sp_loader *l, uint64_t b) { return ld_shard_site(
  * reaped, and io_uring resubmits a short read on the same descriptor number. */
 static bool fd_busy(const sp_loader *l, const ld_reader *rd, uint64_t shard)
 {
-    for (unsigned t = 0; t < LD_RM_DEPTH; t++) /* a mixture's remote reads share the tags */
+    for (unsigned t = 0; t < LD_READS; t++) /* a mixture's remote reads share the tags */
         if (rd->inflight[t].buf && l->tab.block_shard[rd->inflight[t].block] == shard)
             return true;
     return false;
@@ -915,7 +919,7 @@ static bool tail_request(sp_loader *l, uint64_t i)
     sp_dataset *ds = ld_shard_source(l, i, &local, &base);
     uint64_t n = ds_shard_tail_len(ds, local);
     if (fetch_submit(l, i, l->rdr.tails + (size_t)t * FMT_TAIL_READ, n, n, ds_shard_obj(ds, local)->size - n,
-                     LD_RM_DEPTH + t) < 0)
+                     LD_READS + t) < 0)
         return false; /* full only on a stop */
     l->rdr.tail_shard[t] = i;
     l->rdr.idx_asked[i] = 1;
@@ -1266,8 +1270,8 @@ static int reap_remote(sp_loader *l, ld_reader *rd, bool wait)
     int got = rm_fetch_reap(l->rdr.rf, wait, &tag, &code, why, sizeof why);
     if (got <= 0)
         return got;
-    if (tag >= LD_RM_DEPTH) {
-        tail_done(l, rd, (unsigned)(tag - LD_RM_DEPTH), code, why);
+    if (tag >= LD_READS) {
+        tail_done(l, rd, (unsigned)(tag - LD_READS), code, why);
         return 1;
     }
     ld_job j = rd->inflight[tag];
