@@ -11,7 +11,7 @@
 
 static lt_ds g_a, g_b, g_c, g_d, g_bad; /* a: local; b, d, bad: on nginx; c: in Swift */
 static lt_ds g_e, g_f;                  /* e on nginx, f local: one-sample shards, for the index reads */
-#define NSHARDS_E 240u
+#define NSHARDS_E 600u
 static char g_nginx[4096], g_swift[4096], g_seedstr[32];
 static char g_url_b[4096], g_url_d[4096], g_url_bad[4096], g_url_e[4096];
 static const char *g_url_c = "s3://spbucket/c";
@@ -62,6 +62,8 @@ static void expect_same_mix(const char *const *local, const char *const *remote,
     ck_assert_msg(rc == SP_EDONE, "remote mixture: %d %s", rc, msg);
     ck_assert_msg(a.nb > 10, "%zu batches", a.nb);
     ck_assert_msg(rt_same(&a, &b, why, sizeof why), "%s", why);
+    fprintf(stderr, "%zu batches, %llu GETs, at most %llu outstanding\n", b.nb, (unsigned long long)st.remote_requests,
+            (unsigned long long)st.remote_pending_peak);
     ck_assert_msg(st.remote_requests > 0 && st.remote_bytes > 0, "%llu requests, %llu bytes",
                   (unsigned long long)st.remote_requests, (unsigned long long)st.remote_bytes);
     lt_rec_free(&a);
@@ -247,6 +249,9 @@ START_TEST(mix_lazy_indexes)
     sp_loader_close(l);
     lt_rec_free(&r);
     expect_same_mix(local, remote, w, 2, kv);
+    /* every remote shard in the epoch: hundreds of single-block GETs queued beside local reads */
+    const char *all[] = { "epochs", "2", "batch_size", "4", "mix_epoch_samples", "900", NULL };
+    expect_same_mix(local, remote, w, 2, all);
 }
 END_TEST
 
