@@ -1220,7 +1220,9 @@ int sp_loader_open_mix(const char *const *paths, const double *weights, size_t n
     sp_loader *l = loader_new();
     if (!l)
         return sp_fail(NULL, SP_ENOMEM, "sp_loader_open_mix: out of memory");
-    snprintf(l->name, sizeof l->name, n > 1 ? "%s and %zu more (a mixture)" : "%s", paths[0], n - 1);
+    char *shown = rm_is_url(paths[0]) ? rm_display_url(paths[0]) : NULL; /* no user:password@ in messages */
+    snprintf(l->name, sizeof l->name, n > 1 ? "%s and %zu more (a mixture)" : "%s", shown ? shown : paths[0], n - 1);
+    sp_free(shown);
     int rc = SP_OK;
     for (uint32_t d = 0; d < n && rc == SP_OK; d++) {
         l->mix_w[d] = weights[d];

@@ -1,4 +1,4 @@
-/* test_remote_mix.c - weighted mixtures whose sources are local directories, HTTP and S3 datasets (real nginx and Swift): the same batches, bit for bit, as the same mixture of local copies (shuffled, 3 epochs, 2 ranks; two HTTP sources on one server; resumed mid-epoch on another world size); a missing remote source fails the open naming its URL; a damaged block of a remote source fails naming the URL and the block (on_error=fail) or is skipped as locally (skip); the cache serves a mixture's remote sources; a remote source of many shards costs no request per shard before the first batch; `shardpack bench URL:W DIR:W`. */
+/* test_remote_mix.c - weighted mixtures whose sources are local directories, HTTP and S3 datasets (real nginx and Swift): the same batches, bit for bit, as the same mixture of local copies (shuffled, 3 epochs, 2 ranks; two HTTP sources on one server; resumed mid-epoch on another world size); a missing remote source fails the open naming its URL; a damaged block of a remote source fails naming the URL and the block (on_error=fail) or is skipped as locally (skip); the cache serves a mixture's remote sources; a user:password@ in a source's URL is never shown; a remote source of many shards costs no request per shard before the first batch; `shardpack bench URL:W DIR:W`. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,6 +115,28 @@ START_TEST(mix_missing_source)
     ck_assert_msg(strstr(sp_last_error(), missing), "%s", sp_last_error());
     ck_assert_int_eq(open_mix(b, w, 2, &l, kv), SP_ENOENT);
     ck_assert_msg(strstr(sp_last_error(), "s3://spbucket/nothere"), "%s", sp_last_error());
+}
+END_TEST
+
+/* A mixture whose first source's URL holds user:password@ (nginx's basic auth): it reads, and the
+ * loader's messages name the URL without them. */
+START_TEST(mix_credentials_hidden)
+{
+    const char *base = rt_env("SP_TEST_HTTP_URL"), *pw = rt_env("SP_TEST_HTTP_PASSWORD");
+    char inurl[4400];
+    snprintf(inurl, sizeof inurl, "http://%s:%s@%s/basic/data", rt_env("SP_TEST_HTTP_USER"), pw, base + 7);
+    const char *paths[2] = { inurl, g_a.dir };
+    const double w[2] = { 1, 1 };
+    const char *kv[] = { NULL };
+    sp_loader *l = NULL;
+    ck_assert_msg(open_mix(paths, w, 2, &l, kv) == 0, "%s", sp_last_error());
+    uint64_t cursor = 0;
+    ck_assert_int_eq(sp_loader_bench_block(l, 0, 1, 1u << 30, &cursor), SP_ERANGE); /* names the loader */
+    ck_assert_msg(strstr(sp_last_error(), "/basic/data") && !strstr(sp_last_error(), pw), "%s", sp_last_error());
+    lt_rec r = { 0 };
+    ck_assert_int_eq(lt_drain(l, NULL, &r, 3, 60000), 0);
+    lt_rec_free(&r);
+    sp_loader_close(l);
 }
 END_TEST
 
@@ -330,6 +352,7 @@ int main(void)
     tcase_add_test(tc, mix_two_http);
     tcase_add_test(tc, mix_missing_source);
     tcase_add_test(tc, mix_damaged_block);
+    tcase_add_test(tc, mix_credentials_hidden);
     tcase_add_test(tc, mix_resume_elastic);
     tcase_add_test(tc, mix_cache);
     tcase_add_test(tc, mix_lazy_indexes);
