@@ -73,6 +73,18 @@ int rt_proxy(const char *upstream, const char *state)
     return f && pclose(f) == 0 && getenv("SP_TEST_PROXY_URL") ? 0 : -1;
 }
 
+size_t rt_requests(const char *state)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/logs/nginx-access.log", state);
+    size_t n = 0, lines = 0;
+    uint8_t *p = tu_read_file(path, &n);
+    for (size_t i = 0; p && i < n; i++)
+        lines += p[i] == '\n';
+    free(p);
+    return lines;
+}
+
 void rt_stop(const char *state) { rt_servers("stop", "--state", state, NULL); }
 
 int rt_nginx_proxied(const char *root, char *state, size_t n)

@@ -5,6 +5,7 @@
 #define SP_RT_UTIL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "lt_util.h"
 
@@ -20,6 +21,8 @@ int rt_nginx_proxied(const char *root, char *state, size_t n);
 /* Gives the proxy the rules json at once (a new file renamed over SP_TEST_PROXY_RULES, which it
  * reads again; test cases only). */
 void rt_rules(const char *json);
+/* Requests the nginx started with --access-log in state has logged so far (its log's lines). */
+size_t rt_requests(const char *state);
 /* `servers.py stop --state STATE`. */
 void rt_stop(const char *state);
 /* getenv, or "" with a failed ck_assert when unset (test cases only). */

@@ -14,19 +14,6 @@
 static lt_ds g_ds;
 static char g_state[4096], g_url[4096];
 
-/* Requests nginx has logged so far. */
-static size_t requests(void)
-{
-    char path[4200];
-    snprintf(path, sizeof path, "%s/logs/nginx-access.log", g_state);
-    size_t n = 0, lines = 0;
-    uint8_t *p = tu_read_file(path, &n);
-    for (size_t i = 0; p && i < n; i++)
-        lines += p[i] == '\n';
-    free(p);
-    return lines;
-}
-
 /* A clone of g_ds served from under nginx's root as rel; its directory in *dir. */
 static const char *served_clone(const char *rel, lt_ds *copy)
 {
@@ -91,14 +78,14 @@ static void raw_without_stored(uint64_t shard, uint8_t *e)
  * never one per shard. Before the indexes were lazy this was 601 requests or more. */
 START_TEST(lazy_open_requests)
 {
-    size_t before = requests();
+    size_t before = rt_requests(g_state);
     sp_loader *l;
     int rc = lt_open(g_url, &l, "batch_size", "4", "shuffle_window", "4", "threads", "1", "remote_inflight", "2",
                      "remote_part_size", "64K", "prefetch", "1", NULL);
     ck_assert_msg(rc == 0, "%s", sp_last_error());
     lt_rec r = { 0 };
     ck_assert_int_eq(lt_drain(l, &g_ds, &r, 1, 30000), 0);
-    size_t used = requests() - before;
+    size_t used = rt_requests(g_state) - before;
     fprintf(stderr, "lazy_open_requests: %zu requests to the first batch of %u shards\n", used, NSHARDS);
     ck_assert_uint_eq(r.bad, 0);
     ck_assert_msg(used >= 2 && used <= 150, "%zu requests to the first batch of a %u-shard dataset", used, NSHARDS);
@@ -131,10 +118,10 @@ START_TEST(old_manifest)
     lt_ds copy;
     const char *url = served_clone("old", &copy);
     rewrite_manifest(copy.dir, 0, unrecorded);
-    size_t before = requests();
+    size_t before = rt_requests(g_state);
     sp_loader *l;
     ck_assert_int_eq(lt_open(url, &l, NULL), 0);
-    ck_assert_uint_ge(requests() - before, NSHARDS + 1);
+    ck_assert_uint_ge(rt_requests(g_state) - before, NSHARDS + 1);
     sp_loader_close(l);
     rt_check_same(&copy, url, "shuffle_window", "5", NULL);
     lt_ds_free(&copy);

@@ -236,19 +236,6 @@ START_TEST(mix_cache)
 }
 END_TEST
 
-/* Requests nginx has logged so far. */
-static size_t requests(void)
-{
-    char path[4200];
-    snprintf(path, sizeof path, "%s/logs/nginx-access.log", g_nginx);
-    size_t n = 0, lines = 0;
-    uint8_t *p = tu_read_file(path, &n);
-    for (size_t i = 0; p && i < n; i++)
-        lines += p[i] == '\n';
-    free(p);
-    return lines;
-}
-
 /* A remote source of many shards in a mixture: the open and the first batch make no request per
  * shard (each shard's index is fetched when the reader first needs it), and the mixture delivers
  * what its local copies do. */
@@ -260,12 +247,12 @@ START_TEST(mix_lazy_indexes)
     const char *few[] = { "batch_size", "4", "shuffle_window", "4", "remote_inflight", "2", "remote_part_size", "64K",
                           "prefetch", "1", NULL };
     const char *kv[] = { "epochs", "2", "batch_size", "4", NULL };
-    size_t before = requests();
+    size_t before = rt_requests(g_nginx);
     sp_loader *l = NULL;
     ck_assert_msg(open_mix(remote, w, 2, &l, few) == 0, "%s", sp_last_error());
     lt_rec r = { 0 };
     ck_assert_int_eq(lt_drain(l, NULL, &r, 1, 60000), 0);
-    size_t n = requests() - before;
+    size_t n = rt_requests(g_nginx) - before;
     fprintf(stderr, "mix_lazy_indexes: %zu requests to the first batch\n", n);
     ck_assert_msg(n >= 2 && n <= NSHARDS_E / 2, "%zu requests to the first batch over %u remote shards", n, NSHARDS_E);
     sp_loader_close(l);
@@ -293,6 +280,20 @@ START_TEST(mix_cli)
     free(path);
 }
 END_TEST
+
+/* The servers stopped, the datasets removed. */
+static void stop_all(void)
+{
+    rt_stop(g_nginx);
+    rt_stop(g_swift);
+    lt_ds_free(&g_a);
+    lt_ds_free(&g_b);
+    lt_ds_free(&g_c);
+    lt_ds_free(&g_d);
+    lt_ds_free(&g_bad);
+    lt_ds_free(&g_e);
+    lt_ds_free(&g_f);
+}
 
 int main(void)
 {
@@ -325,15 +326,7 @@ int main(void)
     if (rc == 0)
         rc = rt_servers("s3", "put-dir", "--state", g_swift, "--prefix", "c/", "spbucket", g_c.dir, NULL);
     if (rc) {
-        rt_stop(g_nginx);
-        rt_stop(g_swift);
-        lt_ds_free(&g_a);
-        lt_ds_free(&g_b);
-        lt_ds_free(&g_c);
-        lt_ds_free(&g_d);
-        lt_ds_free(&g_bad);
-        lt_ds_free(&g_e);
-        lt_ds_free(&g_f);
+        stop_all();
         return rc == 77 ? 77 : 1;
     }
     const char *http = getenv("SP_TEST_HTTP_URL");
@@ -359,14 +352,6 @@ int main(void)
     tcase_add_test(tc, mix_cli);
     suite_add_tcase(s, tc);
     rc = tu_run(s, seed);
-    rt_stop(g_nginx);
-    rt_stop(g_swift);
-    lt_ds_free(&g_a);
-    lt_ds_free(&g_b);
-    lt_ds_free(&g_c);
-    lt_ds_free(&g_d);
-    lt_ds_free(&g_bad);
-    lt_ds_free(&g_e);
-    lt_ds_free(&g_f);
+    stop_all();
     return rc;
 }
