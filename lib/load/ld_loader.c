@@ -1146,9 +1146,14 @@ static int check_mix_schema(sp_loader *l, const char *const *paths, uint32_t d)
         if (x && y && !strcmp(x->name, y->name) && x->kind == y->kind && x->dtype == y->dtype &&
             x->ndim == y->ndim && !memcmp(x->shape, y->shape, x->ndim * sizeof *x->shape))
             continue;
-        return sp_fail(&l->eb, SP_EINVAL, "mixture: %s and %s have different schemas: field %zu is %s in the first "
-                       "and %s in the other (sources must agree on every field, name, kind, dtype and shape)",
-                       paths[0], paths[d], i, x ? x->name : "missing", y ? y->name : "missing");
+        char *p0 = rm_is_url(paths[0]) ? rm_display_url(paths[0]) : NULL; /* no user:password@ in messages */
+        char *pd = rm_is_url(paths[d]) ? rm_display_url(paths[d]) : NULL;
+        int rc = sp_fail(&l->eb, SP_EINVAL, "mixture: %s and %s have different schemas: field %zu is %s in the first "
+                         "and %s in the other (sources must agree on every field, name, kind, dtype and shape)",
+                         p0 ? p0 : paths[0], pd ? pd : paths[d], i, x ? x->name : "missing", y ? y->name : "missing");
+        sp_free(p0);
+        sp_free(pd);
+        return rc;
     }
     return SP_OK;
 }

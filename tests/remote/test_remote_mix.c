@@ -137,6 +137,11 @@ START_TEST(mix_credentials_hidden)
     ck_assert_int_eq(lt_drain(l, NULL, &r, 3, 60000), 0);
     lt_rec_free(&r);
     sp_loader_close(l);
+    /* a source of another schema (e: 2000 tokens a sample) is refused naming both without them */
+    snprintf(inurl, sizeof inurl, "http://%s:%s@%s/basic/e", rt_env("SP_TEST_HTTP_USER"), pw, base + 7);
+    ck_assert_int_eq(open_mix(paths, w, 2, &l, kv), SP_EINVAL);
+    ck_assert_msg(strstr(sp_last_error(), "different schemas") && strstr(sp_last_error(), "/basic/e") &&
+                  !strstr(sp_last_error(), pw), "%s", sp_last_error());
 }
 END_TEST
 
