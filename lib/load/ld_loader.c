@@ -1219,9 +1219,13 @@ int sp_loader_open_mix(const char *const *paths, const double *weights, size_t n
     if (n < 1 || n > SP_MIX_MAX)
         return sp_fail(NULL, SP_EINVAL, "sp_loader_open_mix: %zu sources; a mixture has 1 to %d", n, SP_MIX_MAX);
     for (size_t d = 0; d < n; d++)
-        if (!paths[d] || !(weights[d] > 0) || weights[d] > 1e300)
-            return sp_fail(NULL, SP_EINVAL, "sp_loader_open_mix: source %zu (%s) has weight %g; weights are positive "
-                           "finite numbers", d, paths[d] ? paths[d] : "NULL", weights[d]);
+        if (!paths[d] || !(weights[d] > 0) || weights[d] > 1e300) {
+            char *shown = paths[d] && rm_is_url(paths[d]) ? rm_display_url(paths[d]) : NULL; /* no user:password@ */
+            int rc = sp_fail(NULL, SP_EINVAL, "sp_loader_open_mix: source %zu (%s) has weight %g; weights are positive "
+                             "finite numbers", d, shown ? shown : paths[d] ? paths[d] : "NULL", weights[d]);
+            sp_free(shown);
+            return rc;
+        }
     sp_loader *l = loader_new();
     if (!l)
         return sp_fail(NULL, SP_ENOMEM, "sp_loader_open_mix: out of memory");

@@ -142,6 +142,10 @@ START_TEST(mix_credentials_hidden)
     ck_assert_int_eq(open_mix(paths, w, 2, &l, kv), SP_EINVAL);
     ck_assert_msg(strstr(sp_last_error(), "different schemas") && strstr(sp_last_error(), "/basic/e") &&
                   !strstr(sp_last_error(), pw), "%s", sp_last_error());
+    const double zero[2] = { 0, 1 }; /* a bad weight: refused naming the source, without them */
+    ck_assert_int_eq(open_mix(paths, zero, 2, &l, kv), SP_EINVAL);
+    ck_assert_msg(strstr(sp_last_error(), "has weight 0") && strstr(sp_last_error(), "/basic/e") &&
+                  !strstr(sp_last_error(), pw), "%s", sp_last_error());
 }
 END_TEST
 
