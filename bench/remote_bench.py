@@ -523,8 +523,11 @@ def main():
     for place in ("http", "s3"):
         if place not in places or args.only_cache:
             continue
-        r = ratio(runs.get("images_" + place), "samples_per_s", runs.get("images_local"), "samples_per_s")
-        lines.append(("images_%s_vs_local" % place, r, "samples/s, target >= 0.9"))
+        if "images" in sets:
+            r = ratio(runs.get("images_" + place), "samples_per_s", runs.get("images_local"), "samples_per_s")
+            lines.append(("images_%s_vs_local" % place, r, "samples/s, target >= 0.9"))
+        if "tokens" not in sets:
+            continue
         r = ratio(runs.get("tokens_" + place), "read_bytes_per_s", runs.get("tokens_%s_curl" % place), "bytes_per_s")
         lines.append(("tokens_%s_vs_curl" % place, r, "read bytes/s, target >= 0.9"))
         r = ratio(runs.get("tokens_" + place), "read_bytes_per_s", runs.get("tokens_local"), "read_bytes_per_s")
