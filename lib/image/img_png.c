@@ -32,7 +32,11 @@
  * and state (about 300 KiB), two rows of the widest image at 16 bits and 4 channels, and the
  * chunk cache below. */
 #define PNG_ROWS ((uint64_t)IMG_MAX_SIDE * 8 * 3 + (4u << 20))
-/* Ancillary chunk data libspng keeps (text, ICC profile, ...): never needed for pixels. */
+/* Ancillary chunk data libspng keeps (text, ICC profile, ...): never needed for pixels. It is also
+ * the most one chunk may hold once inflated (a zTXt, compressed iTXt or iCCP): real files carry
+ * text and profiles that inflate to several times the file's size (a 14 KB PNG of Debian's
+ * desktop-base with a 6.5 KB zTXt), so the file's size is no bound for them; PIL refuses text
+ * beyond 1 MiB. */
 #define PNG_CHUNK_CACHE (2u << 20)
 
 /* libspng's allocator has no user pointer: the budget of the decode on this thread. Every block
@@ -463,7 +467,7 @@ int img_png(img_ctx *c, const uint8_t *data, size_t size, uint64_t epoch, uint64
     } else {
         /* A CRC error in any chunk is a bad sample, as a libjpeg warning is. */
         spng_set_crc_action(s, SPNG_CRC_ERROR, SPNG_CRC_ERROR);
-        spng_set_chunk_limits(s, size, PNG_CHUNK_CACHE);
+        spng_set_chunk_limits(s, size > PNG_CHUNK_CACHE ? size : PNG_CHUNK_CACHE, PNG_CHUNK_CACHE);
         int e = spng_set_png_buffer(s, data, size);
         rc = e ? (snprintf(why, whylen, "corrupt PNG: %s", spng_strerror(e)), SP_EBADINPUT)
                : decode(c, s, data, size, &bud, epoch, sample, out, res, why, whylen);
