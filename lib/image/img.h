@@ -29,6 +29,8 @@ typedef struct img_cfg {
     float mean[3], std[3];
     uint64_t max_pixels;
     uint64_t max_image_memory; /* libjpeg's whole-image arrays (progressive coefficients) */
+    bool max_image_memory_default; /* left at the parameter table's default (the loader may then
+                                    * raise it to what the dataset's image_sizes says it needs) */
     uint64_t seed;
     /* The largest image the decoders will see, where the dataset says (its "image_sizes"): the
      * longest side and the most pixels; 0: unknown, any image up to IMG_MAX_SIDE and max_pixels.

@@ -208,7 +208,11 @@ static bool image_sizes_of(const sp_dataset *d, size_t f, uint64_t v[5])
  * buffers (touched at open) follow its longest side and pixels, and libjpeg's whole-image memory,
  * shared by the workers, is its largest JPEG's coefficients (or interlaced PNG's rows) and 1 MiB,
  * when that is less than max_image_memory (a WebP keeps max_image_memory: its planes and the
- * full-resolution crop come from there). A dataset without it keeps the bounds of the parameters. */
+ * full-resolution crop come from there). When it is more and max_image_memory was left at its
+ * default, the allowance grows to it (within the parameter's range): every image the pack kept
+ * decodes (a progressive 4K or 5K wallpaper needs 50-100 MiB of coefficients, beyond the 48 MiB
+ * default); a max_image_memory that was set is a bound, kept. A dataset without it keeps the
+ * bounds of the parameters. */
 static void use_image_sizes(sp_loader *l)
 {
     uint64_t side = 0, px = 0, whole = 0;
@@ -231,6 +235,11 @@ static void use_image_sizes(sp_loader *l)
     l->cfg.img.data_pixels = px;
     if (!webp && whole + LD_WHOLE_HEADROOM < l->cfg.img.max_image_memory)
         l->cfg.img.max_image_memory = whole + LD_WHOLE_HEADROOM;
+    else if (l->cfg.img.max_image_memory_default && whole + LD_WHOLE_HEADROOM > l->cfg.img.max_image_memory) {
+        sp_param_info mi = { .struct_size = sizeof mi };
+        uint64_t cap = sp_param_describe(SP_PARAM_MAX_IMAGE_MEMORY, &mi) == SP_OK ? (uint64_t)mi.max : 0;
+        l->cfg.img.max_image_memory = whole + LD_WHOLE_HEADROOM < cap ? whole + LD_WHOLE_HEADROOM : cap;
+    }
 }
 
 /* The samples an epoch draws from: the dataset's, or a mixture's takes. */

@@ -1,4 +1,4 @@
-/* test_loader_image_sizes.c - decode memory from pack-time sizes: a writer records each image field's largest image in the manifest ("image_sizes"), the loader sizes its decoders' buffers and libjpeg's shared whole-image memory by it (WebP keeps max_image_memory), a dataset without it (opened by its shards, as an older one) keeps the old bounds, batches are the same bytes either way, and sizes that lie make the larger image a bad one, not an overrun. */
+/* test_loader_image_sizes.c - decode memory from pack-time sizes: a writer records each image field's largest image in the manifest ("image_sizes"), the loader sizes its decoders' buffers and libjpeg's shared whole-image memory by it (WebP keeps max_image_memory), a dataset without it (opened by its shards, as an older one) keeps the old bounds, batches are the same bytes either way, and sizes that lie make the larger image a bad one, not an overrun; max_image_memory left at its default grows to the dataset's largest image, one that was set stays a bound. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,6 +229,47 @@ START_TEST(lying_sizes_are_bad_images)
 }
 END_TEST
 
+/* Sample i of the wallpaper dataset: 64 x 48 baseline JPEGs, and at 1 a 5000 x 4000 progressive one at
+ * 4:2:0 (as real 4K and 5K wallpapers are: its coefficients take 57 MiB, beyond max_image_memory's
+ * 48 MiB default). */
+static int make_wallpaper(int64_t i, void *arg, uint8_t **bytes, size_t *size)
+{
+    (void)arg;
+    int w = i == 1 ? 5000 : 64, h = i == 1 ? 4000 : 48;
+    uint8_t *pic = jg_picture(w, h, (uint64_t)i);
+    char err[256];
+    jg_opts o = { 75, JG_420, JG_YCC, i == 1, 0, 0, 0 };
+    int rc = jg_encode(pic, w, h, &o, bytes, size, err, sizeof err);
+    free(pic);
+    return rc;
+}
+
+/* max_image_memory left at its default grows to what the dataset's largest image needs (so every
+ * image the pack kept decodes); one that was set is kept as a bound (the wallpaper a bad image naming
+ * it). */
+START_TEST(default_allowance_grows)
+{
+    char *dir = tu_dataset_dir("sizes_wallpaper", &g_parent);
+    char err[512];
+    ck_assert_msg(jg_write_dataset(dir, "64K", 4, make_wallpaper, NULL, err, sizeof err) == 0, "%s", err);
+    sp_loader *l = open_loader(dir, "1");
+    ck_assert_uint_ge(stats_of(l).image_scratch_bytes, 57ull << 20);
+    size_t len;
+    free(epoch_bytes(l, &len)); /* no bad image */
+    ck_assert_uint_eq(len, (size_t)4 * 32 * 32 * 3);
+    sp_params *p = tu_params("threads", "1", "image_size", "32", "batch_size", "4", "shuffle", "false", "host_memory",
+                             "512M", "max_image_memory", "40M", NULL);
+    ck_assert_msg(sp_loader_open(dir, p, &l) == 0, "%s", sp_last_error());
+    sp_params_destroy(p);
+    uint8_t *all;
+    int rc = jg_epoch_images(l, 32, &all, &len);
+    ck_assert_msg(rc == SP_ELIMIT && strstr(sp_last_error(), "max_image_memory"), "%s: %s", sp_error_name(rc),
+                  sp_last_error());
+    sp_loader_close(l);
+    free_ds(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("loader_image_sizes");
@@ -237,5 +278,6 @@ int main(void)
     tcase_add_test(tc, decoders_sized_by_dataset);
     tcase_add_test(tc, webp_keeps_allowance);
     tcase_add_test(tc, lying_sizes_are_bad_images);
+    tcase_add_test(tc, default_allowance_grows);
     return tu_run(s, tu_seed(0x51e));
 }
