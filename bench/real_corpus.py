@@ -470,8 +470,18 @@ def main():
         results["bench_" + name] = {"images_per_s": sps, "load": la, "json": js}
 
     if not args.no_peer:
+        # The peer reads the files the pack kept (hard links): torchvision's ImageFolder stops the
+        # whole run at a file PIL cannot decode (a genuinely bad one), where pack skipped it.
+        peer_root = os.path.join(args.work, "corpus-peer")
+        shutil.rmtree(peer_root, ignore_errors=True)
+        for f in files:
+            if f["path"] in skipped:
+                continue
+            dst = os.path.join(peer_root, os.path.relpath(f["path"], corpus))
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            os.link(f["path"], dst)
         la = load()
-        r = sh(["/usr/bin/python3", os.path.join(here, "image_peer.py"), corpus, "--workers", str(args.threads),
+        r = sh(["/usr/bin/python3", os.path.join(here, "image_peer.py"), peer_root, "--workers", str(args.threads),
                 "--batch-size", str(args.batch_size), "--epochs", str(args.epochs), "--image-size", "224"])
         if r.returncode != 0:
             print("peer: failed:", r.stderr.strip()[-2000:])
