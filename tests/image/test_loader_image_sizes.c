@@ -180,16 +180,21 @@ END_TEST
 /* Sample i of the lying dataset: 64 x 48 baseline JPEGs, but at 5 an 800 x 600 progressive one
  * (its coefficients exceed the allowance the lie gives) and at 9 a 2400 x 1800 baseline one (its
  * rows at 1/8 exceed the buffers). */
+/* Sample i as a w x h JPEG of jg_picture(seed i). */
+static int jpeg_sample(int64_t i, int w, int h, const jg_opts *o, uint8_t **bytes, size_t *size)
+{
+    uint8_t *pic = jg_picture(w, h, (uint64_t)i);
+    char err[256];
+    int rc = jg_encode(pic, w, h, o, bytes, size, err, sizeof err);
+    free(pic);
+    return rc;
+}
+
 static int make_liar(int64_t i, void *arg, uint8_t **bytes, size_t *size)
 {
     (void)arg;
     int w = i == 5 ? 800 : i == 9 ? 2400 : 64, h = i == 5 ? 600 : i == 9 ? 1800 : 48;
-    uint8_t *pic = jg_picture(w, h, (uint64_t)i);
-    char err[256];
-    jg_opts o = { 90, JG_444, JG_YCC, i == 5, 0, 0, 0 };
-    int rc = jg_encode(pic, w, h, &o, bytes, size, err, sizeof err);
-    free(pic);
-    return rc;
+    return jpeg_sample(i, w, h, &(jg_opts){ 90, JG_444, JG_YCC, i == 5, 0, 0, 0 }, bytes, size);
 }
 
 /* Sizes that lie (a writer's own "image_sizes" in every shard, for 64 x 48 images, over an 800 x 600
@@ -236,12 +241,7 @@ static int make_wallpaper(int64_t i, void *arg, uint8_t **bytes, size_t *size)
 {
     (void)arg;
     int w = i == 1 ? 5000 : 64, h = i == 1 ? 4000 : 48;
-    uint8_t *pic = jg_picture(w, h, (uint64_t)i);
-    char err[256];
-    jg_opts o = { 75, JG_420, JG_YCC, i == 1, 0, 0, 0 };
-    int rc = jg_encode(pic, w, h, &o, bytes, size, err, sizeof err);
-    free(pic);
-    return rc;
+    return jpeg_sample(i, w, h, &(jg_opts){ 75, JG_420, JG_YCC, i == 1, 0, 0, 0 }, bytes, size);
 }
 
 /* max_image_memory left at its default grows to what the dataset's largest image needs (so every

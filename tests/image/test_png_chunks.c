@@ -68,6 +68,16 @@ static it_enc with_chunks(const it_enc *png, const extra *x, int nx)
     return e;
 }
 
+/* pic as an 8-bit PNG of colour type color (PW_*), not interlaced. */
+static it_enc plain_png(const uint8_t *pic, int w, int h, int color)
+{
+    it_enc e;
+    char err[256];
+    pw_png_opts o = { color, 8, 0 };
+    ck_assert_msg(pw_png(pic, w, h, &o, &e.data, &e.size, err, sizeof err) == 0, "%s", err);
+    return e;
+}
+
 /* The chunks of the plymouth images: a zTXt (keyword, method 0), an iTXt with its compression flag
  * set (keyword, flag 1, method 0, empty language and translated keyword) and an iCCP (name, method
  * 0), each inflating to many times the file's size. */
@@ -87,10 +97,7 @@ START_TEST(text_and_icc_larger_than_the_file)
     uint8_t *a = malloc(bytes), *b = malloc(bytes);
     ck_assert(a && b);
     for (size_t c = 0; c < sizeof colors / sizeof *colors; c++) {
-        it_enc plain;
-        char err[256];
-        pw_png_opts o = { colors[c], 8, 0 };
-        ck_assert_msg(pw_png(pic, w, h, &o, &plain.data, &plain.size, err, sizeof err) == 0, "%s", err);
+        it_enc plain = plain_png(pic, w, h, colors[c]);
         /* Each chunk alone, then all three (an iCCP and a zTXt together, as in moonlight). */
         for (int k = 0; k <= 3; k++) {
             it_enc e = with_chunks(&plain, k < 3 ? &real_chunks[k] : real_chunks, k < 3 ? 1 : 3);
@@ -118,10 +125,7 @@ START_TEST(text_bomb_refused)
 {
     const int w = 40, h = 30;
     uint8_t *pic = jg_picture(w, h, g_seed ^ 1);
-    it_enc plain;
-    char err[256];
-    pw_png_opts o = { PW_RGB, 8, 0 };
-    ck_assert_msg(pw_png(pic, w, h, &o, &plain.data, &plain.size, err, sizeof err) == 0, "%s", err);
+    it_enc plain = plain_png(pic, w, h, PW_RGB);
     extra bomb = { "zTXt", "Comment\0\0", 9, 3u << 20 };
     it_enc e = with_chunks(&plain, &bomb, 1);
     sp_image_transform *t = it_transform("image_size", "32", NULL);
