@@ -140,6 +140,9 @@ static inline uint64_t sp_floor_index(const uint64_t *a, uint64_t n, uint64_t ke
 /* A copy of p (the defaults when p is NULL), for a module that adjusts parameters for a stage it
  * drives; NULL when out of memory. */
 sp_params *sp_params_dup(const sp_params *p);
+/* Whether key was given a value through a setter of p (its default's value included), as against
+ * left alone: a stage may size a bound the user left to it from the data. */
+bool sp_params_was_set(const sp_params *p, int key);
 
 /* The process a loader, writer or import was opened in, so that a child that inherited one through
  * fork() (without its threads) is refused. sp_proc_self() is this process's id: a load, kept up to

@@ -18,6 +18,7 @@ struct sp_params {
     int64_t v[SP_PARAM_COUNT_];
     double f[SP_PARAM_COUNT_][3]; /* FLOAT3 parameters */
     char *s[SP_PARAM_COUNT_];     /* STRING parameters: owned copies, NULL when unset */
+    bool set[SP_PARAM_COUNT_];    /* given a value by a setter (even the default's): sp_params_was_set */
 };
 
 #define SP_PARAM_STR_MAX 4096 /* bytes of a string parameter's value, its NUL included */
@@ -86,6 +87,7 @@ sp_params *sp_params_create(void)
     for (int i = 0; i < SP_PARAM_COUNT_; i++) {
         p->v[i] = param_table[i].def;
         p->s[i] = NULL;
+        p->set[i] = false;
         if (param_table[i].type == SP_PTYPE_FLOAT3 && parse_float3(param_table[i].choices, p->f[i]) != SP_OK)
             p->f[i][0] = p->f[i][1] = p->f[i][2] = 0; /* cannot happen: the table's defaults parse */
     }
@@ -171,8 +173,11 @@ int sp_params_set_float3(sp_params *p, int key, const double v[3])
                            (double)pi->min / 1000, (double)pi->max / 1000);
     }
     memcpy(p->f[key], v, sizeof p->f[key]);
+    p->set[key] = true;
     return SP_OK;
 }
+
+bool sp_params_was_set(const sp_params *p, int key) { return p && key >= 0 && key < SP_PARAM_COUNT_ && p->set[key]; }
 
 static int out_of_range(const sp_param_info *pi, int64_t value)
 {
@@ -198,6 +203,7 @@ int sp_params_set(sp_params *p, int key, int64_t value)
     if (value < pi->min || value > pi->max)
         return out_of_range(pi, value);
     p->v[key] = value;
+    p->set[key] = true;
     return SP_OK;
 }
 
@@ -304,6 +310,7 @@ int sp_params_set_str(sp_params *p, const char *name, const char *value)
             return sp_fail(NULL, SP_ENOMEM, "parameter %s: out of memory", pi->name);
         sp_free(p->s[key]);
         p->s[key] = copy;
+        p->set[key] = true;
         return SP_OK;
     }
     case SP_PTYPE_BOOL:

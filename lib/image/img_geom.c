@@ -17,9 +17,7 @@ int img_cfg_from_params(img_cfg *cfg, const sp_params *p)
     cfg->layout = (int)sp_params_get(p, SP_PARAM_IMAGE_LAYOUT);
     cfg->max_pixels = (uint64_t)sp_params_get(p, SP_PARAM_MAX_PIXELS);
     cfg->max_image_memory = (uint64_t)sp_params_get(p, SP_PARAM_MAX_IMAGE_MEMORY);
-    sp_param_info mi = { .struct_size = sizeof mi };
-    cfg->max_image_memory_default =
-        sp_param_describe(SP_PARAM_MAX_IMAGE_MEMORY, &mi) == SP_OK && (int64_t)cfg->max_image_memory == mi.def;
+    cfg->max_image_memory_default = !sp_params_was_set(p, SP_PARAM_MAX_IMAGE_MEMORY);
     cfg->seed = (uint64_t)sp_params_get(p, SP_PARAM_SEED);
     double mean[3], std[3];
     sp_params_get_float3(p, SP_PARAM_MEAN, mean);
