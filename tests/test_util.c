@@ -182,6 +182,36 @@ void tu_xor_byte(const char *path, uint64_t off, uint8_t mask)
     close(fd);
 }
 
+void tu_rewrite_manifest(const char *dir, uint16_t minor, void (*set)(uint64_t shard, uint8_t *entry))
+{
+    char *path = tu_join(dir, "manifest.spm");
+    size_t n;
+    uint8_t *p = tu_read_file(path, &n);
+    uint32_t sizes = 0;
+    for (int i = 0; i < 3; i++) {
+        uint32_t v;
+        memcpy(&v, p + 48 + 4 * i, 4);
+        sizes += v;
+    }
+    uint64_t nshards;
+    memcpy(&nshards, p + 24, 8);
+    size_t tbl = (64 + (size_t)sizes + 7) & ~(size_t)7;
+    memcpy(p + 10, &minor, 2);
+    for (uint64_t i = 0; set && i < nshards; i++)
+        set(i, p + tbl + 40 * i + 32);
+    uint64_t sum = sp_checksum64(p, n - 8);
+    memcpy(p + n - 8, &sum, 8);
+    tu_write_file(path, p, n);
+    free(p);
+    free(path);
+}
+
+void tu_manifest_unrecorded(uint64_t shard, uint8_t *entry)
+{
+    (void)shard;
+    memset(entry, 0, 8);
+}
+
 size_t tu_count_files(const char *dir, bool (*pred)(const char *name))
 {
     DIR *d = opendir(dir);

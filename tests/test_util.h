@@ -53,6 +53,11 @@ void tu_write_file(const char *path, const void *p, size_t n);
 void tu_copy_file(const char *from, const char *to);
 /* XORs the byte at off with mask, in place. */
 void tu_xor_byte(const char *path, uint64_t off, uint8_t mask);
+/* Rewrites dir's manifest.spm: each shard entry's recorded largest blocks (its bytes 32..39, format.md
+ * 8.4) set by `set` (NULL: left), the minor version to minor, the checksum made right again.
+ * tu_manifest_unrecorded clears them: with minor 0, the manifest as written before 1.1. */
+void tu_rewrite_manifest(const char *dir, uint16_t minor, void (*set)(uint64_t shard, uint8_t *entry));
+void tu_manifest_unrecorded(uint64_t shard, uint8_t *entry);
 /* Number of entries of dir (without . and ..) whose name passes pred (NULL: all). */
 size_t tu_count_files(const char *dir, bool (*pred)(const char *name));
 /* Sorted list of shard-*.sps paths in dir (malloc'd array of malloc'd strings). */

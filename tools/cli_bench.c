@@ -676,6 +676,8 @@ static void print_json(const bench_report *r)
     cli_json_u64(&j, st->remote_requests);
     cli_json_key(&j, "remote_pending_peak");
     cli_json_u64(&j, st->remote_pending_peak);
+    cli_json_key(&j, "shard_indexes_read");
+    cli_json_u64(&j, st->shard_indexes_read);
     cli_json_key(&j, "trace_events");
     cli_json_u64(&j, st->trace_events);
     cli_json_key(&j, "trace_events_dropped");

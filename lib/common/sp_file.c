@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sp_file.h"
@@ -72,15 +73,26 @@ void sp_file_id_describe(const sp_file_id *id, char *buf, size_t n)
              (unsigned long long)id->size, (long long)id->mtime_sec, (long long)id->mtime_nsec);
 }
 
+/* EAGAIN from a read without a byte read is tried again this often (a millisecond's pause from the
+ * eighth try), about a second in all, as the loader's block reads are (ld_io.c), then returned. */
+#define PREAD_MAX_AGAIN 1000u
+
 int sp_pread_all(int fd, void *buf, size_t n, uint64_t off)
 {
     uint8_t *p = buf;
+    unsigned again = 0;
     while (n) {
         ssize_t r = pread(fd, p, n, (off_t)off);
         if (r < 0 && errno == EINTR)
             continue;
+        if (r < 0 && errno == EAGAIN && ++again <= PREAD_MAX_AGAIN) {
+            if (again >= 8)
+                nanosleep(&(struct timespec){ 0, 1000000L }, NULL);
+            continue;
+        }
         if (r < 0)
             return -errno;
+        again = 0;
         if (r == 0)
             return SP_ETRUNC;
         p += r;

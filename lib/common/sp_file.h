@@ -40,6 +40,8 @@ bool sp_file_id_equal(const sp_file_id *a, const sp_file_id *b);
 /* "inode 1234, 4096 bytes, modified 1712345678.123456789" into buf. */
 void sp_file_id_describe(const sp_file_id *id, char *buf, size_t n);
 
+/* Reads n bytes at off: 0, SP_ETRUNC when the file ends first, or -errno. EINTR is retried, and
+ * EAGAIN a bounded number of times (about a second). */
 int sp_pread_all(int fd, void *buf, size_t n, uint64_t off);
 int sp_write_all(int fd, const void *buf, size_t n);
 /* fsync of an open directory; 0 also where the file system refuses it (EINVAL), else -errno. */

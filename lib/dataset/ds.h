@@ -13,6 +13,19 @@ int ds_fail_at(sp_errbuf *eb, int code, const char *path, const fmt_err *e);
  * stays owned by d. */
 int ds_shard_get(sp_dataset *d, uint64_t i, fmt_shard **out);
 
+/* Shard i of a local dataset read through fd (the caller's, from sp_open_regular of its path, with
+ * its fstat in st; a negative fd is that open's failure) and checked as ds_shard_get checks it,
+ * but not kept by d: the caller owns *out (fmt_shard_close) and gets a failure's message, naming
+ * the shard, in eb. An intact index that disagrees with the manifest in a file changed (ctime)
+ * since d was opened is SP_ECHANGED "replaced since it was opened", not damage. Thread-safe beside
+ * every other use of d. */
+int ds_shard_load(sp_dataset *d, uint64_t i, int fd, const struct stat *st, fmt_shard **out, sp_errbuf *eb);
+/* True for a local dataset whose manifest records every shard's largest blocks: a reader can size
+ * its buffers and lay out its tables from the manifest alone and read each index at first use. */
+bool ds_lazy_local(const sp_dataset *d);
+/* What d holds for its shards and blocks whatever is read from them (paths, counts, offsets). */
+uint64_t ds_table_bytes(const sp_dataset *d);
+
 /* Reads the stored bytes of global block `block` into buf (its stored_size), through d's cached
  * descriptors (thread-safe). SP_OK, or a negative code with e->why (and e->offset) set: the file
  * cannot be reopened, or the read fails or ends early. */

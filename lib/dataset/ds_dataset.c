@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fmt.h"
@@ -48,6 +49,7 @@ struct sp_dataset {
     ds_shard *shards;
     uint64_t *block_first; /* nblocks + 1 cumulative sample counts */
     pthread_mutex_t mu;    /* lazy shard opening, the descriptor cache and the context pool */
+    struct timespec opened; /* CLOCK_REALTIME_COARSE at open: the clock of file timestamps */
     uint32_t fds_open;
     uint64_t fd_clock;
     ZSTD_DCtx *dctx[DCTX_POOL];
@@ -75,6 +77,7 @@ static sp_dataset *dataset_new(const sp_params *params)
         return NULL;
     fmt_limits_from_params(&d->lim, params);
     pthread_mutex_init(&d->mu, NULL);
+    clock_gettime(CLOCK_REALTIME_COARSE, &d->opened);
     return d;
 }
 
@@ -326,7 +329,7 @@ static int open_remote_shown(sp_dataset *d, const char *url, const char *shown, 
 
 /* Checks a shard opened lazily against what the manifest promised, down to each block's sample
  * count, since sp_dataset_locate maps samples to rows from the manifest alone. */
-static int shard_matches(sp_dataset *d, uint64_t i, const ds_shard *s, const fmt_shard *sh)
+static int shard_matches(sp_dataset *d, uint64_t i, const ds_shard *s, const fmt_shard *sh, sp_errbuf *eb)
 {
     const char *what = NULL;
     if (sh->index.id.shard_no != i)
@@ -353,20 +356,20 @@ static int shard_matches(sp_dataset *d, uint64_t i, const ds_shard *s, const fmt
     }
     if (!what)
         return SP_OK;
-    return sp_fail(&d->eb, SP_ECORRUPT, "%s: %s differs from the manifest (shard replaced or damaged)", s->path, what);
+    return sp_fail(eb, SP_ECORRUPT, "%s: %s differs from the manifest (shard replaced or damaged)", s->path, what);
 }
 
 /* After shard path of a dataset opened from its manifest failed with rc: SP_ECHANGED, with a
  * message saying so, when the manifest path now names another dataset (the shard is the new one's,
  * or is gone with the old one), so that a dataset replaced while being read is not reported as
  * damaged; else rc, the message as it was (also an SP_ECHANGED of the shard's own). */
-static int replaced_or(sp_dataset *d, const char *path, int rc)
+static int replaced_or(sp_dataset *d, const char *path, int rc, sp_errbuf *eb)
 {
     char why[SP_ERRMSG_MAX / 2];
     if (!d->from_manifest || d->site || rc == SP_OK || rc == SP_ENOMEM || rc == SP_ECHANGED ||
         !fmt_manifest_replaced(d->mpath, &d->mid, why, sizeof why))
         return rc;
-    return sp_fail(&d->eb, SP_ECHANGED, "%s: %s; reopen the dataset", path, why);
+    return sp_fail(eb, SP_ECHANGED, "%s: %s; reopen the dataset", path, why);
 }
 
 /* Opens shard i on first use. Safe from several threads. */
@@ -384,15 +387,56 @@ int ds_shard_get(sp_dataset *d, uint64_t i, fmt_shard **out)
             rc = remote_shard_open(d, s, &sh);
         else if ((rc = fmt_shard_open(s->path, &d->lim, &sh, &e)))
             ds_fail_at(&d->eb, rc, s->path, &e);
-        if (rc == SP_OK && d->from_manifest && (rc = shard_matches(d, i, s, sh)))
+        if (rc == SP_OK && d->from_manifest && (rc = shard_matches(d, i, s, sh, &d->eb)))
             fmt_shard_close(sh);
         else if (rc == SP_OK)
             s->sh = sh;
-        rc = replaced_or(d, s->path, rc);
+        rc = replaced_or(d, s->path, rc, &d->eb);
     }
     *out = s->sh;
     pthread_mutex_unlock(&d->mu);
     return rc;
+}
+
+int ds_shard_load(sp_dataset *d, uint64_t i, int fd, const struct stat *st, fmt_shard **out, sp_errbuf *eb)
+{
+    ds_shard *s = &d->shards[i];
+    fmt_err e = { .block = -1 };
+    fmt_shard *sh = NULL;
+    *out = NULL;
+    int rc = fd < 0 ? fmt_errf(&e, sp_open_code(fd), 0, "cannot open: %s", sp_open_why(fd, st))
+                    : fmt_shard_open_fd(s->path, fd, st, &d->lim, &sh, &e);
+    if (rc)
+        return replaced_or(d, s->path, ds_fail_at(eb, rc, s->path, &e), eb);
+    if (!d->from_manifest || !(rc = shard_matches(d, i, s, sh, eb))) {
+        *out = sh;
+        return SP_OK;
+    }
+    int was = rc;
+    rc = replaced_or(d, s->path, rc, eb);
+    /* An intact index that disagrees with the manifest, in a file changed since the dataset was
+     * opened (and the manifest still the one read): a shard put in its place (renamed over) while
+     * the dataset was read, not damage; a reader that read the index at open would have found
+     * another file (fmt_shard_check_file). */
+    if (rc == was && (st->st_ctim.tv_sec > d->opened.tv_sec ||
+                      (st->st_ctim.tv_sec == d->opened.tv_sec && st->st_ctim.tv_nsec >= d->opened.tv_nsec)))
+        rc = sp_fail(eb, SP_ECHANGED, "%s: replaced since it was opened (now shard %u of dataset %016llx, changed at "
+                     "%lld.%09ld, after the open; the manifest names shard %llu of dataset %016llx); reopen the "
+                     "dataset", s->path, sh->index.id.shard_no, (unsigned long long)sh->index.id.dataset_id,
+                     (long long)st->st_ctim.tv_sec, st->st_ctim.tv_nsec, (unsigned long long)i,
+                     (unsigned long long)d->dataset_id);
+    fmt_shard_close(sh);
+    return rc;
+}
+
+bool ds_lazy_local(const sp_dataset *d) { return !d->site && d->from_manifest && d->bounds; }
+
+uint64_t ds_table_bytes(const sp_dataset *d)
+{
+    uint64_t n = sizeof *d + d->nshards * sizeof(ds_shard) + (d->nblocks + 1) * sizeof(uint64_t);
+    for (uint64_t i = 0; i < d->nshards; i++)
+        n += strlen(d->shards[i].path) + 1;
+    return n;
 }
 
 rm_site *ds_site(const sp_dataset *d) { return d->site; }
@@ -429,7 +473,7 @@ int ds_shard_from_tail(sp_dataset *d, uint64_t i, const uint8_t *tail, fmt_shard
     fmt_shard *sh;
     pthread_mutex_lock(&d->mu);
     int rc = s->sh ? SP_OK : remote_shard_from_tail(d, s, tail, (size_t)ds_shard_tail_len(d, i), &sh);
-    if (rc == SP_OK && !s->sh && d->from_manifest && (rc = shard_matches(d, i, s, sh)))
+    if (rc == SP_OK && !s->sh && d->from_manifest && (rc = shard_matches(d, i, s, sh, &d->eb)))
         fmt_shard_close(sh);
     else if (rc == SP_OK && !s->sh)
         s->sh = sh;
@@ -1108,7 +1152,7 @@ int sp_dataset_read_block(sp_dataset *d, uint64_t block, sp_block **out)
     dctx_put(d, dctx);
     if (rc) {
         sp_free(b);
-        return replaced_or(d, d->shards[si].path, ds_fail_at(&d->eb, rc, d->shards[si].path, &e));
+        return replaced_or(d, d->shards[si].path, ds_fail_at(&d->eb, rc, d->shards[si].path, &e), &d->eb);
     }
     /* The view must not point into the shard, which a block may outlive until the dataset closes. */
     b->view.schema = &d->schema;

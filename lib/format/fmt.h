@@ -145,6 +145,9 @@ typedef struct fmt_shard {
 
 /* Opens and checks path with one tail read (two when the index exceeds FMT_TAIL_READ). */
 int fmt_shard_open(const char *path, const fmt_limits *lim, fmt_shard **out, fmt_err *e);
+/* The same through fd, the caller's descriptor of path (its fstat in st), which stays open. */
+int fmt_shard_open_fd(const char *path, int fd, const struct stat *st, const fmt_limits *lim, fmt_shard **out,
+                      fmt_err *e);
 void fmt_shard_close(fmt_shard *s);
 /* Reads len bytes at off of the shard's file into buf: SP_OK, or a code with e filled. */
 typedef int (*fmt_read_fn)(void *ctx, uint8_t *buf, uint64_t len, uint64_t off, fmt_err *e);
@@ -202,6 +205,18 @@ int fmt_shard_check_file(const fmt_shard *s, int fd, const struct stat *now, fmt
  * names another file than the one opened, so that a replaced dataset is not reported as damaged;
  * else rc, e untouched. */
 int fmt_shard_recheck(const fmt_shard *s, int rc, fmt_err *e);
+/* What a reopened shard file is checked against, for a reader that keeps a shard's block entries
+ * and lets its index go: the identity of the file the index was read from and the header fields
+ * the index repeats. fmt_mark_check_file and fmt_mark_recheck are fmt_shard_check_file and
+ * fmt_shard_recheck for the shard at path that m was taken from. */
+typedef struct fmt_shard_mark {
+    sp_file_id id;
+    fmt_header h;
+} fmt_shard_mark;
+
+fmt_shard_mark fmt_shard_mark_of(const fmt_shard *s);
+int fmt_mark_check_file(const fmt_shard_mark *m, int fd, const struct stat *now, fmt_err *e);
+int fmt_mark_recheck(const char *path, const fmt_shard_mark *m, int rc, fmt_err *e);
 
 /* ---- manifest (fmt_manifest.c) ---- */
 typedef struct fmt_manifest_shard {

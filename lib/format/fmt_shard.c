@@ -381,7 +381,8 @@ int fmt_shard_open_tail(const char *path, uint64_t file_size, const uint8_t *tai
     return SP_OK;
 }
 
-int fmt_shard_open(const char *path, const fmt_limits *lim, fmt_shard **out, fmt_err *e)
+int fmt_shard_open_fd(const char *path, int fd, const struct stat *st, const fmt_limits *lim, fmt_shard **out,
+                      fmt_err *e)
 {
     *out = NULL;
     e->block = -1;
@@ -394,32 +395,21 @@ int fmt_shard_open(const char *path, const fmt_limits *lim, fmt_shard **out, fmt
         rc = fmt_errf(e, SP_ENOMEM, 0, "out of memory");
         goto fail;
     }
-    struct stat st;
-    s->fd = sp_open_regular(path, 0, &st);
-    if (s->fd < 0) {
-        rc = fmt_errf(e, sp_open_code(s->fd), 0, "cannot open: %s", sp_open_why(s->fd, &st));
-        s->fd = -1;
-        goto fail;
-    }
-    s->id = sp_file_id_of(&st);
-    s->file_size = (uint64_t)st.st_size;
+    s->id = sp_file_id_of(st);
+    s->file_size = (uint64_t)st->st_size;
     size_t tail_len = s->file_size < FMT_TAIL_READ ? (size_t)s->file_size : FMT_TAIL_READ;
     rc = s->file_size < FMT_HEADER_BYTES + FMT_INDEX_HEADER_BYTES + FMT_TRAILER_BYTES
              ? SP_OK
-             : sp_pread_all(s->fd, tail, tail_len, s->file_size - tail_len);
+             : sp_pread_all(fd, tail, tail_len, s->file_size - tail_len);
     if (rc) {
         rc = fmt_errf(e, rc == SP_ETRUNC ? SP_ETRUNC : SP_EIO, s->file_size - tail_len,
                       "cannot read the trailer: %s", rc == SP_ETRUNC ? "file shrank" : strerror(-rc));
         goto fail;
     }
-    rc = shard_decode_tail(s, tail, tail_len, read_fd, &s->fd, lim, e);
+    rc = shard_decode_tail(s, tail, tail_len, read_fd, &fd, lim, e);
     if (rc)
         goto fail;
     sp_free(tail);
-    /* The index is all an open shard needs; the descriptor is reopened on the first block read,
-     * so a dataset of 10,000 shards does not hold 10,000 descriptors after planning. */
-    close(s->fd);
-    s->fd = -1;
     *out = s;
     return SP_OK;
 fail:
@@ -428,55 +418,84 @@ fail:
     return rc;
 }
 
+int fmt_shard_open(const char *path, const fmt_limits *lim, fmt_shard **out, fmt_err *e)
+{
+    *out = NULL;
+    e->block = -1;
+    struct stat st;
+    int fd = sp_open_regular(path, 0, &st);
+    if (fd < 0)
+        return fmt_errf(e, sp_open_code(fd), 0, "cannot open: %s", sp_open_why(fd, &st));
+    /* The index is all an open shard needs; the descriptor is reopened on the first block read,
+     * so a dataset of 10,000 shards does not hold 10,000 descriptors after planning. */
+    int rc = fmt_shard_open_fd(path, fd, &st, lim, out, e);
+    close(fd);
+    return rc;
+}
+
 /* Whether the header at fd names another dataset or shard than s's index: a file written in place
  * of s (its inode number reused) rather than s itself, damaged. */
-static bool other_shard_header(const fmt_shard *s, int fd, fmt_header *h)
+static bool other_shard_header(const fmt_shard_mark *m, int fd, fmt_header *h)
 {
     uint8_t buf[FMT_HEADER_BYTES];
     return sp_pread_all(fd, buf, sizeof buf, 0) == 0 && fmt_header_decode(buf, sizeof buf, h, NULL) == SP_OK &&
-           (h->dataset_id != s->index.id.dataset_id || h->shard_no != s->index.id.shard_no);
+           (h->dataset_id != m->h.dataset_id || h->shard_no != m->h.shard_no);
 }
 
-int fmt_shard_check_file(const fmt_shard *s, int fd, const struct stat *now, fmt_err *e)
+fmt_shard_mark fmt_shard_mark_of(const fmt_shard *s) { return (fmt_shard_mark){ s->id, s->index.id }; }
+
+int fmt_mark_check_file(const fmt_shard_mark *m, int fd, const struct stat *now, fmt_err *e)
 {
     sp_file_id id = sp_file_id_of(now);
-    if (sp_file_id_equal(&id, &s->id))
+    if (sp_file_id_equal(&id, &m->id))
         return SP_OK;
     char was[96], is[96];
-    sp_file_id_describe(&s->id, was, sizeof was);
+    sp_file_id_describe(&m->id, was, sizeof was);
     sp_file_id_describe(&id, is, sizeof is);
     fmt_header h;
-    if (id.dev != s->id.dev || id.ino != s->id.ino)
+    if (id.dev != m->id.dev || id.ino != m->id.ino)
         return fmt_errf(e, SP_ECHANGED, 0, "replaced since it was opened (was %s; now %s); reopen the dataset",
                         was, is);
     /* The same inode, changed: damage to the file the index came from, for the reads to report,
      * unless its header shows another shard written under the same inode number. */
-    if (!other_shard_header(s, fd, &h))
+    if (!other_shard_header(m, fd, &h))
         return SP_OK;
     return fmt_errf(e, SP_ECHANGED, 0,
                     "replaced since it was opened by shard %u of dataset %016llx (was shard %u of dataset %016llx, %s; "
                     "now %s); reopen the dataset",
-                    h.shard_no, (unsigned long long)h.dataset_id, s->index.id.shard_no,
-                    (unsigned long long)s->index.id.dataset_id, was, is);
+                    h.shard_no, (unsigned long long)h.dataset_id, m->h.shard_no,
+                    (unsigned long long)m->h.dataset_id, was, is);
 }
 
-int fmt_shard_recheck(const fmt_shard *s, int rc, fmt_err *e)
+int fmt_shard_check_file(const fmt_shard *s, int fd, const struct stat *now, fmt_err *e)
+{
+    fmt_shard_mark m = fmt_shard_mark_of(s);
+    return fmt_mark_check_file(&m, fd, now, e);
+}
+
+int fmt_mark_recheck(const char *path, const fmt_shard_mark *m, int rc, fmt_err *e)
 {
     if (rc != SP_ECHECKSUM && rc != SP_ECORRUPT && rc != SP_ETRUNC)
         return rc;
     struct stat now;
-    int fd = sp_open_regular(s->path, 0, &now);
+    int fd = sp_open_regular(path, 0, &now);
     if (fd < 0)
         return rc;
     uint64_t offset = e->offset;
     fmt_err why;
-    int changed = fmt_shard_check_file(s, fd, &now, &why);
+    int changed = fmt_mark_check_file(m, fd, &now, &why);
     close(fd);
     if (changed == SP_OK)
         return rc;
     memcpy(e->why, why.why, sizeof e->why);
     e->offset = offset;
     return changed;
+}
+
+int fmt_shard_recheck(const fmt_shard *s, int rc, fmt_err *e)
+{
+    fmt_shard_mark m = fmt_shard_mark_of(s);
+    return fmt_mark_recheck(s->path, &m, rc, e);
 }
 
 /* A new descriptor of s->path, checked to be the file opened: the descriptor, or a negative code. */

@@ -143,10 +143,19 @@ typedef struct ld_tables {
     fmt_shard **shards;
     uint32_t max_block_samples;
     uint64_t max_raw, max_read;
-    /* A remote dataset whose manifest records its largest blocks: shards[i] and the block_entry of
-     * its blocks stay NULL until the reader has fetched shard i's index (it alone writes them,
-     * before it queues a job of the shard; loader_where and sp_loader_bench_block, between runs). */
+    /* lazy: some source (the dataset, or a mixture's source, local or remote) has a manifest that
+     * records its largest blocks: the block_entry of its shard i's blocks stay NULL, and opened[i]
+     * 0, until the reader has read shard i's index (it alone writes them, before it queues a job
+     * of the shard; sp_loader_bench_block, between runs); opened[] is 1 from the open for the
+     * shards of other sources. A remote one's shards[i] is then its dataset's shard; a local one's
+     * index is read by the loader alone (ds_shard_load), its block entries copied to entries[] and
+     * the index let go at once (shards[i] stays NULL), so the loader holds per shard only its mark
+     * and per block its entry, all counted in host_memory. */
     bool lazy;
+    uint8_t *opened;
+    fmt_block_entry *entries; /* when a source is lazy and local: nblocks of them (by global block) */
+    /* per shard: what a reopened file is checked against (every mode) */
+    fmt_shard_mark *marks;
 } ld_tables;
 
 /* The batch layout: written by open, read-only afterwards. */
@@ -373,8 +382,14 @@ void ld_cache_reset(sp_loader *l);
 void ld_cache_stats(const sp_loader *l, sp_loader_stats *st);
 
 /* ld_pipeline.c */
-/* A lazy remote dataset's shard i, now open: its index's blocks in the block table. */
+/* A lazy remote source's shard i (global number), now open: its index's blocks in the block table. */
 void ld_install_shard(sp_loader *l, uint64_t i, fmt_shard *sh);
+/* A lazy local source's shard i (global number): its index read through fd (ds_shard_load: fd, st and a negative
+ * fd as there; fd stays the caller's), its block entries copied into the tables and the index let
+ * go. SP_OK, or the failure's code with its message in eb. */
+int ld_load_local_shard(sp_loader *l, uint64_t i, int fd, const struct stat *st, sp_errbuf *eb);
+/* Shard i's path, for messages and opening. */
+const char *ld_shard_path(const sp_loader *l, uint64_t i);
 int ld_pipeline_start(sp_loader *l);
 void ld_pipeline_stop(sp_loader *l);
 /* Limit mode (sp_loader_bench_block): block's stored bytes, already in buf, verified, decompressed

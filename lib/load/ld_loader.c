@@ -367,10 +367,11 @@ static unsigned remote_inflight(const sp_loader *l, uint64_t *part)
     return n;
 }
 
-/* Shard si of ds, global shard i, in a lazy source (a remote dataset whose manifest records its
- * largest blocks): its blocks' entries from the manifest alone (sample counts), the index itself
- * fetched when the reader first needs it (ld_pipeline.c), so that the open makes no request per
- * shard. b and first: the global block and sample numbers, advanced past the shard. */
+/* Shard si of ds, global shard i, in a lazy source (a dataset, local or remote, whose manifest
+ * records its largest blocks): its blocks' entries from the manifest alone (sample counts), the
+ * index itself read (local) or fetched (remote) when the reader first needs it (ld_pipeline.c), so
+ * that the open reads no index (remote: makes no request per shard; local: holds no index). b and
+ * first: the global block and sample numbers, advanced past the shard. */
 static void lazy_shard(sp_loader *l, sp_dataset *ds, uint64_t si, uint64_t i, uint64_t *b, uint64_t *first)
 {
     uint64_t fb, n;
@@ -386,10 +387,21 @@ static void lazy_shard(sp_loader *l, sp_dataset *ds, uint64_t si, uint64_t i, ui
     }
 }
 
-/* The lazy sources' index reads: tail buffers, two per transfer (at most LD_RM_TAILS_MAX), and a
- * mark per shard. */
-static int lazy_buffers(sp_loader *l)
+/* The lazy sources' index reads: which shards are read (opened, set already for the others); a
+ * local source's block entries (entries, kept by the loader as each index is read and let go); a
+ * remote one's tail buffers, two per transfer (at most LD_RM_TAILS_MAX), and a mark per shard. */
+static int lazy_buffers(sp_loader *l, bool local, bool remote)
 {
+    l->tab.opened = sp_calloc(l->tab.nshards, 1);
+    if (local)
+        l->tab.entries = sp_malloc(l->tab.nblocks * sizeof *l->tab.entries);
+    if (!l->tab.opened || (local && !l->tab.entries))
+        return sp_fail(&l->eb, SP_ENOMEM, "out of memory for the tables of %llu blocks",
+                       (unsigned long long)l->tab.nblocks);
+    for (uint64_t i = 0; i < l->tab.nshards; i++)
+        l->tab.opened[i] = l->tab.shards[i] != NULL;
+    if (!remote)
+        return SP_OK;
     uint64_t part;
     unsigned n = 2 * remote_inflight(l, &part);
     l->rdr.ntails = n < LD_RM_TAILS_MAX ? n : LD_RM_TAILS_MAX;
@@ -405,8 +417,8 @@ static int lazy_buffers(sp_loader *l)
 }
 
 /* Flattens the block tables, of a mixture its sources one after another: every shard's index
- * (one tail read each) of a local source or of a remote one whose manifest does not record its
- * largest blocks (format 1.0); a remote source whose manifest does is lazy (lazy_shard). */
+ * (one tail read each) of a source whose manifest does not record its largest blocks (format 1.0,
+ * or no manifest); a source whose manifest does is lazy (lazy_shard), local or remote. */
 static int load_tables(sp_loader *l)
 {
     uint32_t nds = l->mix.n ? l->mix.n : 1;
@@ -420,6 +432,7 @@ static int load_tables(sp_loader *l)
     l->tab.block_first = sp_malloc(l->tab.nblocks * sizeof *l->tab.block_first);
     l->tab.block_shard = sp_malloc(l->tab.nblocks * sizeof *l->tab.block_shard);
     l->tab.block_entry = sp_malloc(l->tab.nblocks * sizeof *l->tab.block_entry);
+    l->tab.marks = sp_calloc(l->tab.nshards, sizeof *l->tab.marks);
     l->rdr.fd = sp_malloc(l->tab.nshards * sizeof *l->rdr.fd);
     l->rdr.fd_direct = sp_calloc(l->tab.nshards, sizeof *l->rdr.fd_direct);
     l->rdr.fd_tick = sp_calloc(l->tab.nshards, sizeof *l->rdr.fd_tick);
@@ -427,14 +440,15 @@ static int load_tables(sp_loader *l)
     for (uint64_t i = 0; l->rdr.fd && i < l->tab.nshards; i++)
         l->rdr.fd[i] = -1;
     if (!l->tab.shards || !l->tab.block_samples || !l->tab.block_first || !l->tab.block_shard || !l->tab.block_entry ||
-        !l->rdr.fd || !l->rdr.fd_direct || !l->rdr.fd_tick)
+        !l->tab.marks || !l->rdr.fd || !l->rdr.fd_direct || !l->rdr.fd_tick)
         return sp_fail(&l->eb, SP_ENOMEM, "out of memory for the tables of %llu blocks",
                        (unsigned long long)l->tab.nblocks);
     uint64_t b = 0, first = 0, i = 0;
+    bool lazy_local = false, lazy_remote = false;
     for (uint32_t d = 0; d < nds; d++) {
         sp_dataset *ds = dss[d];
         uint32_t max_stored, max_raw;
-        bool lazy = ds_site(ds) && ds_block_bounds(ds, &max_stored, &max_raw);
+        bool lazy = (ds_site(ds) || !l->mix.n) && ds_block_bounds(ds, &max_stored, &max_raw);
         int orc = lazy ? SP_OK : ds_shard_open_all(ds); /* a remote dataset's shard tails, fetched together */
         if (orc)
             return sp_fail(&l->eb, orc, "%s", sp_dataset_errmsg(ds));
@@ -445,6 +459,7 @@ static int load_tables(sp_loader *l)
         }
         if (lazy) {
             l->tab.lazy = true;
+            *(ds_site(ds) ? &lazy_remote : &lazy_local) = true;
             if (sp_align_up(max_stored, LD_PAGE) > l->tab.max_read)
                 l->tab.max_read = sp_align_up(max_stored, LD_PAGE);
             if (max_raw > l->tab.max_raw)
@@ -459,6 +474,7 @@ static int load_tables(sp_loader *l)
             if (rc)
                 return sp_fail(&l->eb, rc, "%s", sp_dataset_errmsg(ds));
             const fmt_index *ix = &l->tab.shards[i]->index;
+            l->tab.marks[i] = fmt_shard_mark_of(l->tab.shards[i]);
             for (uint64_t k = 0; k < ix->nblocks; k++, b++) {
                 const fmt_block_entry *be = &ix->blocks[k];
                 l->tab.block_samples[b] = be->nsamples;
@@ -480,7 +496,7 @@ static int load_tables(sp_loader *l)
         l->mix_first_sample[nds] = first;
         l->mix_first_shard[nds] = i;
     }
-    return l->tab.lazy ? lazy_buffers(l) : SP_OK;
+    return l->tab.lazy ? lazy_buffers(l, lazy_local, lazy_remote) : SP_OK;
 }
 
 /* ---------------------------------------------------------------- memory budget */
@@ -536,7 +552,7 @@ static uint64_t remote_bytes(const sp_loader *l)
         return 0;
     return (uint64_t)LD_RM_DEPTH * (sizeof(ld_job) + 64 + SP_ERRMSG_MAX + 3 * sizeof(uint32_t)) +
            (uint64_t)inflight * LD_RM_PER_CONN +
-           (uint64_t)l->rdr.ntails * (FMT_TAIL_READ + sizeof(uint64_t)) + (l->tab.lazy ? l->tab.nshards : 0) +
+           (uint64_t)l->rdr.ntails * (FMT_TAIL_READ + sizeof(uint64_t)) + (l->rdr.ntails ? l->tab.nshards : 0) +
            LD_AHEAD_MAX * sizeof(ld_ahead);
 }
 
@@ -545,7 +561,16 @@ static uint64_t remote_bytes(const sp_loader *l)
 static uint64_t tables_bytes(const sp_loader *l)
 {
     uint64_t per_block = 2 * sizeof(uint32_t) + sizeof(uint64_t) + sizeof(void *);
-    uint64_t per_shard = sizeof(void *) + sizeof(int) + sizeof(bool) + sizeof(uint64_t);
+    uint64_t per_shard = sizeof(void *) + sizeof(int) + sizeof(bool) + sizeof(uint64_t) + sizeof(fmt_shard_mark);
+    /* lazy sources: the shards read; of local ones, the block entries the loader keeps of each
+     * index and the dataset's own tables (paths, counts) that stand in for the indexes */
+    uint64_t lazy_local = (l->tab.lazy ? l->tab.nshards : 0) + (l->tab.entries ? l->tab.nblocks * sizeof(fmt_block_entry) : 0);
+    for (uint32_t d = 0; d < (l->mix.n ? l->mix.n : 1); d++) {
+        const sp_dataset *ds = l->mix.n ? l->mix_ds[d] : l->ds;
+        uint32_t max_stored, max_raw;
+        if (!ds_site(ds) && ds_block_bounds(ds, &max_stored, &max_raw))
+            lazy_local += ds_table_bytes(ds);
+    }
     uint64_t per = l->cfg.parts / l->cfg.world;
     uint64_t pads = l->cfg.pad ? per : 0; /* rank_pad: a block and a window more a partition */
     /* the epoch's places: its blocks, a mixture's repeated ones (mix_epoch_samples) again */
@@ -555,7 +580,7 @@ static uint64_t tables_bytes(const sp_loader *l)
     /* the block order and its offsets; a mixture's passes over its sources */
     uint64_t building = (2 * places + 1) * sizeof(uint64_t) + (l->mix.n ? l->tab.nblocks * sizeof(uint64_t) : 0);
     return l->tab.nblocks * per_block + l->tab.nshards * per_shard + 4 * plan + building + remote_bytes(l) +
-           ld_cache_bytes(l, plan);
+           lazy_local + ld_cache_bytes(l, plan);
 }
 
 static uint64_t sizes_total(const sp_loader *l, ld_sizes *z)
@@ -889,8 +914,15 @@ static bool want_direct(const sp_loader *l)
     if (l->cfg.direct_mode >= 0)
         return l->cfg.direct_mode == 1;
     uint64_t bytes = 0;
-    for (uint64_t i = 0; i < l->tab.nshards; i++)
-        bytes += l->tab.shards[i]->file_size;
+    for (uint64_t i = 0; i < l->tab.nshards; i++) {
+        sp_shard_info si = { sizeof si };
+        uint64_t local, base;
+        sp_dataset *ds = ld_shard_source(l, i, &local, &base);
+        if (l->tab.shards[i])
+            bytes += l->tab.shards[i]->file_size;
+        else if (sp_dataset_shard_info(ds, local, &si) == SP_OK) /* a lazy source's, from its manifest */
+            bytes += si.file_bytes;
+    }
     uint64_t avail = sp_memory_available(NULL, 0);
     return avail && bytes > avail / 2;
 }
@@ -999,6 +1031,9 @@ static void loader_free(sp_loader *l)
     sp_free(l->tab.block_first);
     sp_free(l->tab.block_samples);
     sp_free(l->tab.shards);
+    sp_free(l->tab.opened);
+    sp_free(l->tab.entries);
+    sp_free(l->tab.marks);
     if (l->mix.n)
         for (uint32_t d = 1; d < l->mix.n; d++)
             sp_dataset_close(l->mix_ds[d]);
@@ -1812,6 +1847,28 @@ int sp_loader_stats_get(sp_loader *l, sp_loader_stats *out)
 
 /* ---------------------------------------------------------------- limit mode */
 
+/* A lazy local dataset's block read into buf through a descriptor of its own, checked against the
+ * shard's mark (not through the dataset, which would read and keep the shard's index again). */
+static int local_pread(sp_loader *l, uint64_t block, uint8_t *buf, fmt_err *e)
+{
+    uint32_t shard = l->tab.block_shard[block];
+    const fmt_block_entry *be = l->tab.block_entry[block];
+    uint64_t first, nb, local, base;
+    const sp_dataset *ds = ld_shard_source(l, shard, &local, &base);
+    ds_shard_blocks(ds, local, &first, &nb);
+    e->block = (int64_t)(block - base - first);
+    struct stat st;
+    int fd = sp_open_regular(ld_shard_path(l, shard), 0, &st);
+    if (fd < 0)
+        return fmt_errf(e, sp_open_code(fd), 0, "cannot reopen: %s", sp_open_why(fd, &st));
+    int rc = fmt_mark_check_file(&l->tab.marks[shard], fd, &st, e);
+    if (rc == SP_OK && (rc = sp_pread_all(fd, buf, be->stored_size, be->offset)))
+        rc = fmt_errf(e, rc == SP_ETRUNC ? SP_ETRUNC : SP_EIO, be->offset, "cannot read: %s",
+                      rc == SP_ETRUNC ? "file ends early" : strerror(-rc));
+    close(fd);
+    return rc;
+}
+
 int64_t sp_loader_bench_block(sp_loader *l, int worker, int workers, uint64_t block, uint64_t *cursor)
 {
     sp_clear_error();
@@ -1835,7 +1892,17 @@ int64_t sp_loader_bench_block(sp_loader *l, int worker, int workers, uint64_t bl
         return sp_fail(NULL, SP_EBUSY,
                        "%s: sp_loader_bench_block: the loader is delivering batches (its workers' buffers and the "
                        "batch ring are in use); measure before the first sp_loader_next", l->name);
-    if (!l->tab.block_entry[block]) { /* a lazy remote dataset's shard not read yet: its index now */
+    uint32_t shard = l->tab.block_shard[block];
+    if (!l->tab.block_entry[block] && !ld_shard_site(l, shard)) { /* a lazy local source's shard not read yet */
+        sp_errbuf eb;
+        struct stat st;
+        int fd = sp_open_regular(ld_shard_path(l, shard), 0, &st);
+        int orc = ld_load_local_shard(l, l->tab.block_shard[block], fd, &st, &eb);
+        if (fd >= 0)
+            close(fd);
+        if (orc)
+            return sp_fail(NULL, orc, "%s", eb.msg);
+    } else if (!l->tab.block_entry[block]) { /* a lazy remote dataset's shard not read yet: its index now */
         fmt_shard *sh;
         uint64_t local, base;
         sp_dataset *src = ld_shard_source(l, l->tab.block_shard[block], &local, &base);
@@ -1856,10 +1923,11 @@ int64_t sp_loader_bench_block(sp_loader *l, int worker, int workers, uint64_t bl
             ds = l->mix_ds[d];
             local = block - l->mix.first_block[d];
         }
-    int64_t n = ds_pread_block(ds, local, buf, &e);
+    /* a lazy local source's shard has no fmt_shard: its block entry is the loader's */
+    int64_t n = l->tab.shards[shard] ? ds_pread_block(ds, local, buf, &e) : local_pread(l, block, buf, &e);
     if (n) {
-        const fmt_shard *sh = l->tab.shards[l->tab.block_shard[block]];
-        n = l->cfg.on_error == SP_ON_ERROR_SKIP ? 0 : ds_fail_at(NULL, (int)n, sh->path, &e);
+        n = l->cfg.on_error == SP_ON_ERROR_SKIP ? 0
+                                                : ds_fail_at(NULL, (int)n, ld_shard_path(l, l->tab.block_shard[block]), &e);
     } else {
         uint64_t share = l->ring.nslots / (uint64_t)workers;
         n = ld_bench_block(l, worker, block, buf, (uint64_t)worker * share, share, cursor);

@@ -117,16 +117,26 @@ static int open_evicting(sp_loader *l, const ld_reader *rd, const char *path, in
     return fd;
 }
 
+/* fd, opened with O_DIRECT or not, becomes shard's cached descriptor. */
+static void fd_keep(sp_loader *l, uint32_t shard, int fd, bool direct)
+{
+    l->rdr.fd[shard] = fd;
+    l->rdr.fd_direct[shard] = direct;
+    l->rdr.fd_tick[shard] = ++l->rdr.tick;
+    l->rdr.fds_open++;
+}
+
 /* The shard's descriptor, O_DIRECT when allowed, checked to be the file the loader opened; about
  * sp_fd_budget() stay open. A negative code with e->why on failure; *starved when the process is
  * out of descriptors and every cached one is in use by a read in flight. */
 static int shard_fd(sp_loader *l, const ld_reader *rd, uint32_t shard, bool direct, fmt_err *e, bool *starved)
 {
-    const fmt_shard *sh = l->tab.shards[shard];
+    const fmt_shard_mark *mk = &l->tab.marks[shard];
+    const char *path = ld_shard_path(l, shard);
     *starved = false;
     /* O_DIRECT needs page-aligned offsets and lengths; shards with a smaller alignment are read
      * through the page cache, and their last block is never read past its stored size. */
-    if (sh->index.id.align % LD_PAGE)
+    if (mk->h.align % LD_PAGE)
         direct = false;
     if (l->rdr.fd[shard] >= 0 && l->rdr.fd_direct[shard] == direct) {
         l->rdr.fd_tick[shard] = ++l->rdr.tick;
@@ -141,10 +151,10 @@ static int shard_fd(sp_loader *l, const ld_reader *rd, uint32_t shard, bool dire
     if (l->rdr.fds_open >= sp_fd_budget(LD_MIN_FDS, LD_MAX_FDS))
         fd_evict_one(l, rd);
     struct stat st;
-    int fd = open_evicting(l, rd, sh->path, direct ? O_DIRECT : 0, &st);
+    int fd = open_evicting(l, rd, path, direct ? O_DIRECT : 0, &st);
     if (direct && fd < 0) {
         bool short_of_fds = sp_out_of_fds(fd);
-        fd = open_evicting(l, rd, sh->path, 0, &st);
+        fd = open_evicting(l, rd, path, 0, &st);
         if (fd >= 0 && !short_of_fds)
             direct_off(l, "O_DIRECT refused at open by the file system");
         direct = false;
@@ -153,15 +163,12 @@ static int shard_fd(sp_loader *l, const ld_reader *rd, uint32_t shard, bool dire
         *starved = sp_out_of_fds(fd);
         return fmt_errf(e, sp_open_code(fd), 0, "cannot reopen: %s", sp_open_why(fd, &st));
     }
-    int rc = fmt_shard_check_file(sh, fd, &st, e);
+    int rc = fmt_mark_check_file(mk, fd, &st, e);
     if (rc) {
         close(fd);
         return rc;
     }
-    l->rdr.fd[shard] = fd;
-    l->rdr.fd_direct[shard] = direct;
-    l->rdr.fd_tick[shard] = ++l->rdr.tick;
-    l->rdr.fds_open++;
+    fd_keep(l, shard, fd, direct);
     return fd;
 }
 
@@ -241,15 +248,35 @@ static bool fill_bad_rows(sp_loader *l, ld_slot *s)
     return true;
 }
 
+const char *ld_shard_path(const sp_loader *l, uint64_t i)
+{
+    if (l->tab.shards[i])
+        return l->tab.shards[i]->path;
+    uint64_t local, base;
+    const sp_dataset *ds = ld_shard_source(l, i, &local, &base);
+    return ds_shard_path(ds, local);
+}
+
+/* Global block's number within its shard. */
+static uint64_t block_in_shard(const sp_loader *l, uint64_t block)
+{
+    uint64_t first, n, local, base;
+    const fmt_shard *sh = l->tab.shards[l->tab.block_shard[block]];
+    if (sh)
+        return (uint64_t)(l->tab.block_entry[block] - sh->index.blocks);
+    const sp_dataset *ds = ld_shard_source(l, l->tab.block_shard[block], &local, &base);
+    ds_shard_blocks(ds, local, &first, &n);
+    return block - base - first;
+}
+
 /* "SHARD: block B, sample S (row r of the block): FIELD: why", for a sample whose value for output
  * o cannot be delivered. */
 static void row_message(const sp_loader *l, uint64_t block, uint32_t r, const ld_out *o, const char *why, char *msg,
                         size_t len)
 {
-    const fmt_block_entry *be = l->tab.block_entry[block];
-    const fmt_shard *sh = l->tab.shards[l->tab.block_shard[block]];
-    snprintf(msg, len, "%s: block %llu, sample %llu (row %u of the block): %s: %s", sh->path,
-             (unsigned long long)(be - sh->index.blocks), (unsigned long long)(l->tab.block_first[block] + r), r,
+    snprintf(msg, len, "%s: block %llu, sample %llu (row %u of the block): %s: %s",
+             ld_shard_path(l, l->tab.block_shard[block]), (unsigned long long)block_in_shard(l, block),
+             (unsigned long long)(l->tab.block_first[block] + r), r,
              o->convert == CONVERT_IMAGE ? "image" : l->tab.schema->f[o->field].name, why);
 }
 
@@ -258,18 +285,15 @@ static void row_message(const sp_loader *l, uint64_t block, uint32_t r, const ld
 static void block_message(const sp_loader *l, uint64_t block, const char *why, char *msg, size_t len)
 {
     const fmt_block_entry *be = l->tab.block_entry[block];
+    const char *path = ld_shard_path(l, l->tab.block_shard[block]);
     if (!be) {
-        uint64_t first, n, local, base;
-        sp_dataset *ds = ld_shard_source(l, l->tab.block_shard[block], &local, &base);
-        ds_shard_blocks(ds, local, &first, &n);
-        snprintf(msg, len, "%s: block %llu (samples %llu..%llu): %s", ds_shard_path(ds, local),
-                 (unsigned long long)(block - base - first), (unsigned long long)l->tab.block_first[block],
+        snprintf(msg, len, "%s: block %llu (samples %llu..%llu): %s", path, (unsigned long long)block_in_shard(l, block),
+                 (unsigned long long)l->tab.block_first[block],
                  (unsigned long long)(l->tab.block_first[block] + l->tab.block_samples[block] - 1), why);
         return;
     }
-    const fmt_shard *sh = l->tab.shards[l->tab.block_shard[block]];
-    snprintf(msg, len, "%s: block %llu at byte %llu (samples %llu..%llu): %s", sh->path,
-             (unsigned long long)(be - sh->index.blocks), (unsigned long long)be->offset,
+    snprintf(msg, len, "%s: block %llu at byte %llu (samples %llu..%llu): %s", path,
+             (unsigned long long)block_in_shard(l, block), (unsigned long long)be->offset,
              (unsigned long long)l->tab.block_first[block],
              (unsigned long long)(l->tab.block_first[block] + l->tab.block_samples[block] - 1), why);
 }
@@ -514,7 +538,8 @@ static int job_decode(sp_loader *l, const ld_job *j, int id, uint8_t *scratch, f
     }
     /* Damage in a file that is no longer the one the loader opened is a replaced dataset. */
     if (rc)
-        rc = fmt_shard_recheck(l->tab.shards[l->tab.block_shard[j->block]], rc, &e);
+        rc = fmt_mark_recheck(ld_shard_path(l, l->tab.block_shard[j->block]), &l->tab.marks[l->tab.block_shard[j->block]],
+                              rc, &e);
     if (rc)
         snprintf(why, whylen, "%s", e.why);
     return rc;
@@ -805,7 +830,32 @@ void ld_install_shard(sp_loader *l, uint64_t i, fmt_shard *sh)
     ds_shard_blocks(ds, local, &first, &n);
     for (uint64_t k = 0; k < n; k++)
         l->tab.block_entry[base + first + k] = &sh->index.blocks[k];
+    l->tab.marks[i] = fmt_shard_mark_of(sh);
     l->tab.shards[i] = sh;
+    l->tab.opened[i] = 1;
+}
+
+int ld_load_local_shard(sp_loader *l, uint64_t i, int fd, const struct stat *st, sp_errbuf *eb)
+{
+    fmt_shard *sh;
+    uint64_t local, base;
+    sp_dataset *ds = ld_shard_source(l, i, &local, &base);
+    int rc = ds_shard_load(ds, local, fd, st, &sh, eb);
+    pthread_mutex_lock(&l->ring.mu);
+    l->stats.s.shard_indexes_read++;
+    pthread_mutex_unlock(&l->ring.mu);
+    if (rc)
+        return rc;
+    uint64_t first, n;
+    ds_shard_blocks(ds, local, &first, &n);
+    for (uint64_t k = 0; k < n; k++) {
+        l->tab.entries[base + first + k] = sh->index.blocks[k];
+        l->tab.block_entry[base + first + k] = &l->tab.entries[base + first + k];
+    }
+    l->tab.marks[i] = fmt_shard_mark_of(sh);
+    l->tab.opened[i] = 1;
+    fmt_shard_close(sh);
+    return SP_OK;
 }
 
 /* Queues bytes [off, off + len) of remote shard i into buf (room bytes there are the read's), through
@@ -849,6 +899,58 @@ static void submit_remote(sp_loader *l, ld_reader *rd, ld_job *j)
 }
 
 /* Submits job's read; a job whose file cannot be opened fails here, with the reason. */
+/* The process is out of descriptors and every cached one serves a read in flight: waits for one
+ * (reaps a read), or, with none of ours in flight, for someone else in the process (another
+ * loader, a checkpoint being written) to give theirs back, up to LD_FD_WAIT_S from the first wait
+ * (*give_up), as a read that keeps failing with EAGAIN is retried. false when the wait is over,
+ * with e->why saying so. */
+static bool fd_wait(sp_loader *l, ld_reader *rd, double *give_up, fmt_err *e)
+{
+    if (ld_io_inflight(l->rdr.io)) {
+        reap(l, rd, true);
+        return true;
+    }
+    double now = sp_now();
+    if (!*give_up)
+        *give_up = now + LD_FD_WAIT_S;
+    if (now >= *give_up || reader_stopping(l)) {
+        snprintf(e->why + strlen(e->why), sizeof e->why - strlen(e->why),
+                 " (the process had no descriptor free for %.0f s)", LD_FD_WAIT_S);
+        return false;
+    }
+    struct timespec pause = { 0, 2000000L };
+    nanosleep(&pause, NULL);
+    return true;
+}
+
+/* A lazy local dataset: shard's index read now (ld_load_local_shard), through a descriptor the
+ * reader then keeps for the shard's blocks. SP_OK, or the failure's code with why (the shard's
+ * path left out: the block's message names it). */
+static int local_index(sp_loader *l, ld_reader *rd, uint32_t shard, char *why, size_t whylen)
+{
+    const char *path = ld_shard_path(l, shard);
+    if (l->rdr.fds_open >= sp_fd_budget(LD_MIN_FDS, LD_MAX_FDS))
+        fd_evict_one(l, rd);
+    fmt_err e = { .block = -1 };
+    struct stat st;
+    double give_up = 0;
+    int fd;
+    while (sp_out_of_fds(fd = open_evicting(l, rd, path, 0, &st)) && fd_wait(l, rd, &give_up, &e))
+        ;
+    sp_errbuf eb;
+    int rc = ld_load_local_shard(l, shard, fd, &st, &eb);
+    if (rc) {
+        if (fd >= 0)
+            close(fd);
+        size_t n = strlen(path);
+        const char *m = strncmp(eb.msg, path, n) == 0 && strncmp(eb.msg + n, ": ", 2) == 0 ? eb.msg + n + 2 : eb.msg;
+        snprintf(why, whylen, "%.400s%.100s", m, e.why);
+        return rc;
+    }
+    fd_keep(l, shard, fd, false);
+    return SP_OK;
+}
+
 static void submit(sp_loader *l, ld_reader *rd, ld_job *j)
 {
     if (block_remote(l, j->block)) {
@@ -860,26 +962,8 @@ static void submit(sp_loader *l, ld_reader *rd, ld_job *j)
     bool starved;
     int fd;
     double give_up = 0;
-    while ((fd = shard_fd(l, rd, shard, l->rdr.direct, &e, &starved)) < 0 && starved) {
-        /* Out of descriptors with every cached one serving a read in flight: wait for one. */
-        if (ld_io_inflight(l->rdr.io)) {
-            reap(l, rd, true);
-            continue;
-        }
-        /* None of ours to close: someone else in the process holds them (another loader, a
-         * checkpoint being written). Wait for them a while, as a read that keeps failing with
-         * EAGAIN is retried, before the block fails. */
-        double now = sp_now();
-        if (!give_up)
-            give_up = now + LD_FD_WAIT_S;
-        if (now >= give_up || reader_stopping(l)) {
-            snprintf(e.why + strlen(e.why), sizeof e.why - strlen(e.why),
-                     " (the process had no descriptor free for %.0f s)", LD_FD_WAIT_S);
-            break;
-        }
-        struct timespec pause = { 0, 2000000L };
-        nanosleep(&pause, NULL);
-    }
+    while ((fd = shard_fd(l, rd, shard, l->rdr.direct, &e, &starved)) < 0 && starved && fd_wait(l, rd, &give_up, &e))
+        ;
     if (fd < 0) {
         read_failed(l, j, fd, e.why);
         return;
@@ -941,6 +1025,7 @@ static void tail_done(sp_loader *l, ld_reader *rd, unsigned t, int code, const c
         sp_dataset *ds = ld_shard_source(l, i, &local, &base);
         pthread_mutex_lock(&l->ring.mu);
         l->rdr.tail_bytes += ds_shard_tail_len(ds, local);
+        l->stats.s.shard_indexes_read++;
         pthread_mutex_unlock(&l->ring.mu);
         code = ds_shard_from_tail(ds, local, l->rdr.tails + (size_t)t * FMT_TAIL_READ, &sh);
         if (code == SP_OK)
@@ -961,7 +1046,7 @@ static void tail_done(sp_loader *l, ld_reader *rd, unsigned t, int code, const c
 static unsigned index_ahead(sp_loader *l, ld_reader *rd, const ld_plan *plan, uint64_t wi, uint32_t k)
 {
     unsigned sent = 0;
-    if (!l->tab.lazy)
+    if (!l->rdr.idx_asked) /* no lazy remote source */
         return 0;
     if (rd->la_plan != plan || rd->la_epoch != plan->cfg.epoch || rd->la_w < wi || (rd->la_w == wi && rd->la_k < k)) {
         rd->la_plan = plan;
@@ -978,7 +1063,7 @@ static unsigned index_ahead(sp_loader *l, ld_reader *rd, const ld_plan *plan, ui
             continue;
         }
         uint32_t i = l->tab.block_shard[plan->blocks[pw->first_block + rd->la_k]];
-        if (!l->tab.shards[i] && !l->rdr.idx_asked[i]) {
+        if (!l->tab.opened[i] && !l->rdr.idx_asked[i] && ld_shard_site(l, i)) { /* a local one is read when needed */
             if (!tail_request(l, i))
                 return sent; /* no room now: from here next time */
             sent++;
@@ -997,7 +1082,7 @@ static int shard_ready(sp_loader *l, ld_reader *rd, uint64_t i, char *why, size_
     rd->await = i;
     rd->await_rc = SP_OK;
     int rc = SP_OK;
-    while (!l->tab.shards[i] && rc == SP_OK) {
+    while (!l->tab.opened[i] && rc == SP_OK) {
         if (reader_stopping(l))
             rc = SP_ECANCELED;
         else if (l->rdr.idx_asked[i] || tail_request(l, i) || io_inflight(l))
@@ -1524,14 +1609,18 @@ static bool read_window(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi)
                 ;
             continue;
         }
-        /* a lazy remote dataset: the block's shard index first (a block whose index cannot be read
-         * fails as an unreadable block, taking no ring space) */
+        /* a lazy dataset: the block's shard index first, fetched (remote) or read here (local); a
+         * block whose index cannot be read fails as an unreadable block, taking no ring space */
         char iwhy[SP_ERRMSG_MAX];
         int irc = SP_OK;
         index_ahead(l, rd, plan, wi, k);
-        if (l->tab.lazy && !l->tab.shards[l->tab.block_shard[j.block]] &&
-            (irc = shard_ready(l, rd, l->tab.block_shard[j.block], iwhy, sizeof iwhy)) == SP_ECANCELED)
+        uint32_t shard = l->tab.block_shard[j.block];
+        if (l->tab.lazy && !l->tab.opened[shard] && !block_remote(l, j.block)) {
+            irc = local_index(l, rd, shard, iwhy, sizeof iwhy);
+        } else if (l->tab.lazy && !l->tab.opened[shard] &&
+                   (irc = shard_ready(l, rd, shard, iwhy, sizeof iwhy)) == SP_ECANCELED) {
             return false;
+        }
         uint64_t len = irc ? 0 : sp_align_up(l->tab.block_entry[j.block]->stored_size, LD_PAGE);
         pthread_mutex_lock(&l->ring.mu);
         int64_t idx = -1; /* set by ring_alloc unless stop */

@@ -174,7 +174,8 @@ class sp_loader_stats(_Sized):
                 ("cache_discarded", c_uint64), ("cache_bytes", c_uint64), ("cache_size", c_uint64),
                 ("batch_ring_in_use", c_uint64), ("batch_ring_limit", c_uint64),
                 ("batch_ring_grown", c_uint64),
-                ("remote_requests", c_uint64), ("remote_pending_peak", c_uint64)]
+                ("remote_requests", c_uint64), ("remote_pending_peak", c_uint64),
+                ("shard_indexes_read", c_uint64)]
 
 
 # (name, restype, argtypes) of every function the bindings call.

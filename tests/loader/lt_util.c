@@ -131,6 +131,20 @@ int lt_make(lt_ds *d, const char *tag, uint64_t n, uint32_t seq, uint64_t salt, 
     return rc;
 }
 
+int lt_make_one_per_shard(lt_ds *d, const char *tag, uint64_t n, uint64_t salt)
+{
+    /* 2000 tokens of 2 bytes: one sample fills a 4 KiB block, and a block an 8 KiB shard */
+    int rc = lt_make(d, tag, n, 2000, salt, "4K", "8K");
+    if (rc)
+        return rc;
+    if (d->shards != n) {
+        fprintf(stderr, "expected %llu shards, the writer made %llu\n", (unsigned long long)n,
+                (unsigned long long)d->shards);
+        return SP_ESTATE;
+    }
+    return 0;
+}
+
 void lt_ds_free(lt_ds *d)
 {
     if (d->root)

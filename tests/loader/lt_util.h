@@ -24,6 +24,9 @@ typedef struct lt_ds {
  * failing code, with a message on stderr. Usable outside a test (from main). */
 int lt_make(lt_ds *d, const char *tag, uint64_t n, uint32_t seq, uint64_t salt, const char *block_size,
             const char *shard_size);
+/* n samples of 2000 tokens, each alone in a 4 KiB block alone in an 8 KiB shard: n shards, or a
+ * nonzero return with a message on stderr. */
+int lt_make_one_per_shard(lt_ds *d, const char *tag, uint64_t n, uint64_t salt);
 void lt_ds_free(lt_ds *d);
 /* A copy of d's directory under a new private root (for tests that damage files). */
 int lt_clone(const lt_ds *d, lt_ds *out, const char *tag);

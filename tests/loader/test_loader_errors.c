@@ -204,8 +204,10 @@ START_TEST(corrupt_block_skipped)
 }
 END_TEST
 
-/* Cuts a shard of a clone short, after the loader has opened it, inside one of its blocks. */
-static void truncate_case(const char *on_error, const char *io)
+/* Cuts a shard of a clone short, inside one of its blocks: after the loader has read its index
+ * (opened), or before (the loader reads each index when the shard is first needed, and the cut
+ * takes the index at the shard's end with it: every block of the shard is lost). */
+static void truncate_case(const char *on_error, const char *io, bool opened)
 {
     lt_ds c;
     ck_assert_int_eq(lt_clone(&g_ds, &c, "errors-trunc"), 0);
@@ -213,15 +215,19 @@ static void truncate_case(const char *on_error, const char *io)
     block_of(&c, g_ds.blocks / 2, &bb);
     sp_loader *l;
     ck_assert_int_eq(lt_open(c.dir, &l, "on_error", on_error, "io", io, "seed", g_seedstr, NULL), 0);
+    if (opened) { /* the shard's index read now, through its first block */
+        uint64_t cursor = 0;
+        ck_assert_int_gt(sp_loader_bench_block(l, 0, 1, g_ds.blocks / 2 - bb.bi.index, &cursor), 0);
+    }
     ck_assert_int_eq(truncate(bb.shard, (off_t)(bb.bi.offset + bb.bi.stored_bytes / 2)), 0);
-    /* Blocks from bb on, in its shard, are gone. */
+    /* Blocks from bb on, in its shard, are gone (all of them when the index was not read). */
     sp_dataset *ds;
     ck_assert_int_eq(sp_dataset_open(g_ds.dir, NULL, &ds), 0);
     uint64_t lost = 0, lost_samples = 0;
     for (uint64_t b = 0; b < sp_dataset_num_blocks(ds); b++) {
         sp_block_info bi = { .struct_size = sizeof bi };
         ck_assert_int_eq(sp_dataset_block_info(ds, b, &bi), 0);
-        if (bi.shard == bb.bi.shard && bi.index >= bb.bi.index) {
+        if (bi.shard == bb.bi.shard && (bi.index >= bb.bi.index || !opened)) {
             lost++;
             lost_samples += bi.samples;
         }
@@ -253,10 +259,12 @@ static void truncate_case(const char *on_error, const char *io)
 
 START_TEST(shard_truncated_after_open)
 {
-    truncate_case("fail", "pread");
-    truncate_case("fail", "auto");
-    truncate_case("skip", "pread");
-    truncate_case("skip", "auto");
+    truncate_case("fail", "pread", true);
+    truncate_case("fail", "auto", true);
+    truncate_case("skip", "pread", true);
+    truncate_case("skip", "auto", true);
+    truncate_case("fail", "pread", false);
+    truncate_case("skip", "auto", false);
 }
 END_TEST
 
