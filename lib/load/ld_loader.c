@@ -448,7 +448,7 @@ static int load_tables(sp_loader *l)
     for (uint32_t d = 0; d < nds; d++) {
         sp_dataset *ds = dss[d];
         uint32_t max_stored, max_raw;
-        bool lazy = (ds_site(ds) || !l->mix.n) && ds_block_bounds(ds, &max_stored, &max_raw);
+        bool lazy = ds_block_bounds(ds, &max_stored, &max_raw);
         int orc = lazy ? SP_OK : ds_shard_open_all(ds); /* a remote dataset's shard tails, fetched together */
         if (orc)
             return sp_fail(&l->eb, orc, "%s", sp_dataset_errmsg(ds));

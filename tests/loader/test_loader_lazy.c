@@ -1,4 +1,4 @@
-/* test_loader_lazy.c - a local dataset of 2,000 one-block shards whose manifest records their largest blocks reads each shard's index when its shard is first needed (stats.shard_indexes_read: a handful to the first batch, each exactly once an epoch), holds no more than host_memory counts, delivers the batches of the same dataset read with every index at open (its manifest rewritten as 1.0) bit for bit over epochs, ranks and a resume, and finds a damaged index of a shard not yet read at its first use, naming the shard. */
+/* test_loader_lazy.c - a local dataset of 2,000 one-block shards whose manifest records their largest blocks reads each shard's index when its shard is first needed (stats.shard_indexes_read: a handful to the first batch, each exactly once an epoch), holds no more than host_memory counts, delivers the batches of the same dataset read with every index at open (its manifest rewritten as 1.0) bit for bit over epochs, ranks and a resume, and finds a damaged index of a shard not yet read at its first use, naming the shard; a mixture's local sources are lazy alike. */
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,6 +138,66 @@ START_TEST(same_batches)
 }
 END_TEST
 
+/* A mixture of the two sources a and b (weights 0.5 each) with the pairs kv. */
+static sp_loader *open_mix(const char *a, const char *b, const char *const *kv)
+{
+    const char *paths[2] = { a, b };
+    static const double w[2] = { 0.5, 0.5 };
+    sp_params *p = lt_params_v(kv);
+    ck_assert_ptr_nonnull(p);
+    sp_loader *l;
+    int rc = sp_loader_open_mix(paths, w, 2, p, &l);
+    sp_params_destroy(p);
+    ck_assert_msg(rc == 0, "open_mix: %s", sp_last_error());
+    return l;
+}
+
+/* A mixture's local sources whose manifests record their largest blocks are lazy too, beside a
+ * source read at open (its manifest 1.0): no index read at open, a handful to the first batch,
+ * each at most once over two epochs; what the loader holds is counted; the batches are those of
+ * the same mixture with every index read at open. */
+START_TEST(mixture_sources_lazy)
+{
+    const char *const kv[] = { "seed", g_seedstr, "batch_size", "8", "shuffle_window", "8", "threads", "1",
+                               "prefetch", "1", "epochs", "2", "host_memory", "64M", NULL };
+    sp_loader *l = open_mix(g_ds.dir, g_old.dir, kv);
+    ck_assert_uint_eq(stats_of(l).shard_indexes_read, 0);
+    lt_rec a = { 0 }, b = { 0 };
+    ck_assert_int_eq(lt_drain(l, NULL, &a, 1, 30000), 0);
+    uint64_t first = stats_of(l).shard_indexes_read;
+    fprintf(stderr, "mixture_sources_lazy: %llu indexes read to the first batch\n", (unsigned long long)first);
+    ck_assert_msg(first >= 1 && first <= 64, "%llu indexes read to the first batch", (unsigned long long)first);
+    ck_assert_int_eq(lt_epoch(l, NULL, &a), SP_EEPOCH);
+    ck_assert_int_eq(lt_epoch(l, NULL, &a), SP_EEPOCH);
+    uint64_t all = stats_of(l).shard_indexes_read;
+    ck_assert_msg(all > first && all <= NSHARDS, "%llu indexes read in two epochs", (unsigned long long)all);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    l = open_mix(g_old.dir, g_old.dir, kv);
+    ck_assert_int_eq(lt_epoch(l, NULL, &b), SP_EEPOCH);
+    ck_assert_int_eq(lt_epoch(l, NULL, &b), SP_EEPOCH);
+    ck_assert_uint_eq(stats_of(l).shard_indexes_read, 0);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    same_records(&a, &b, "mixture, 2 epochs");
+    lt_rec_free(&a);
+    lt_rec_free(&b);
+    /* both sources lazy: what an epoch leaves held is counted */
+    const char *const one[] = { "seed", g_seedstr, "batch_size", "32", "host_memory", "64M", NULL };
+    uint64_t before = heap_bytes();
+    l = open_mix(g_ds.dir, g_ds.dir, one);
+    lt_rec r = { 0 };
+    ck_assert_int_eq(lt_epoch(l, NULL, &r), SP_EEPOCH);
+    sp_loader_stats st = stats_of(l);
+    uint64_t held = heap_bytes() - before;
+    fprintf(stderr, "mixture_sources_lazy: %llu indexes read, %.2f MiB held after an epoch, %.2f MiB counted\n",
+            (unsigned long long)st.shard_indexes_read, held / 1048576.0, st.host_allocated_bytes / 1048576.0);
+    ck_assert_uint_gt(st.shard_indexes_read, NSHARDS);
+    ck_assert_msg(held <= st.host_allocated_bytes + (2u << 20), "%llu bytes held, %llu counted",
+                  (unsigned long long)held, (unsigned long long)st.host_allocated_bytes);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    lt_rec_free(&r);
+}
+END_TEST
+
 /* The index of a shard read late in the epoch damaged: the open and the batches before it are
  * good; the batch that needs it fails naming the shard and the damage (on_error=fail), or its
  * sample is skipped and the epoch completes (on_error=skip). */
@@ -193,6 +253,7 @@ int main(void)
     tcase_add_test(tc, memory_counted);
     tcase_add_test(tc, same_batches);
     tcase_add_test(tc, damaged_index_at_first_use);
+    tcase_add_test(tc, mixture_sources_lazy);
     int rc = tu_run(s, g_seed);
     lt_ds_free(&g_ds);
     lt_ds_free(&g_old);

@@ -1,4 +1,4 @@
-/* test_remote_mix.c - weighted mixtures whose sources are local directories, HTTP and S3 datasets (real nginx and Swift): the same batches, bit for bit, as the same mixture of local copies (shuffled, 3 epochs, 2 ranks; two HTTP sources on one server; resumed mid-epoch on another world size); a missing remote source fails the open naming its URL; a damaged block of a remote source fails naming the URL and the block (on_error=fail) or is skipped as locally (skip); the cache serves a mixture's remote sources; a user:password@ in a source's URL is never shown; a remote source of many shards costs no request per shard before the first batch; `shardpack bench URL:W DIR:W`. */
+/* test_remote_mix.c - weighted mixtures whose sources are local directories, HTTP and S3 datasets (real nginx and Swift): the same batches, bit for bit, as the same mixture of local copies (shuffled, 3 epochs, 2 ranks; two HTTP sources on one server; resumed mid-epoch on another world size); a missing remote source fails the open naming its URL; a damaged block of a remote source fails naming the URL and the block (on_error=fail) or is skipped as locally (skip); the cache serves a mixture's remote sources; a user:password@ in a source's URL is never shown; a remote source of many shards costs no request per shard before the first batch; a damaged index of a lazy local source beside a remote one fails (or is skipped) at its shard's first use; `shardpack bench URL:W DIR:W`. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -273,6 +273,43 @@ START_TEST(mix_lazy_indexes)
 }
 END_TEST
 
+/* A local source's shard index damaged, beside a remote source, both lazy (1.1 manifests): the
+ * open succeeds; the index is read when its shard is first needed, on the reader thread between
+ * GETs, and fails the batch naming the shard and "index" after the batches of the same mixture of
+ * local copies (on_error=fail), or its sample is skipped as there (skip). */
+START_TEST(mix_local_index_damaged)
+{
+    lt_ds c;
+    ck_assert_int_eq(lt_clone(&g_f, &c, "mix-f-dmg"), 0);
+    char *victim = tu_join(c.dir, "shard-000050.sps");
+    tu_xor_byte(victim, tu_file_size(victim) - 64 - 20, 0x20); /* inside the index, before the trailer */
+    const char *local[2] = { c.dir, g_e.dir }, *remote[2] = { c.dir, g_url_e };
+    const double w[2] = { 1, 2 };
+    lt_rec a = { 0 }, b = { 0 };
+    char la[SP_ERRMSG_MAX], lb[SP_ERRMSG_MAX], why[128];
+    const char *fail[] = { "epochs", "1", "batch_size", "4", "on_error", "fail", NULL };
+    int ra = mix_run(local, w, 2, fail, &a, la, sizeof la, NULL);
+    int rb = mix_run(remote, w, 2, fail, &b, lb, sizeof lb, NULL);
+    ck_assert_msg(ra == SP_ECHECKSUM && rb == SP_ECHECKSUM, "local %d %s; remote %d %s", ra, la, rb, lb);
+    ck_assert_msg(strstr(lb, victim) && strstr(lb, "index"), "%s", lb);
+    ck_assert_msg(rt_same(&a, &b, why, sizeof why), "before the failure: %s", why);
+    lt_rec_free(&a);
+    lt_rec_free(&b);
+    const char *skip[] = { "epochs", "2", "batch_size", "4", "on_error", "skip", NULL };
+    sp_loader_stats st = { .struct_size = sizeof st };
+    ra = mix_run(local, w, 2, skip, &a, la, sizeof la, NULL);
+    rb = mix_run(remote, w, 2, skip, &b, lb, sizeof lb, &st);
+    ck_assert_msg(ra == SP_EDONE && rb == SP_EDONE, "local %d %s; remote %d %s", ra, la, rb, lb);
+    ck_assert_uint_eq(b.filled, 2); /* its one sample, each epoch */
+    ck_assert_msg(strstr(st.bad_note, victim), "%s", st.bad_note);
+    ck_assert_msg(rt_same(&a, &b, why, sizeof why), "%s", why);
+    lt_rec_free(&a);
+    lt_rec_free(&b);
+    free(victim);
+    lt_ds_free(&c);
+}
+END_TEST
+
 /* `shardpack bench URL:0.5 DIR:0.5`. */
 START_TEST(mix_cli)
 {
@@ -358,6 +395,7 @@ int main(void)
     tcase_add_test(tc, mix_resume_elastic);
     tcase_add_test(tc, mix_cache);
     tcase_add_test(tc, mix_lazy_indexes);
+    tcase_add_test(tc, mix_local_index_damaged);
     tcase_add_test(tc, mix_cli);
     suite_add_tcase(s, tc);
     rc = tu_run(s, seed);
