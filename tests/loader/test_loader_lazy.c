@@ -54,6 +54,21 @@ static uint64_t heap_bytes(void)
     return (uint64_t)mi.uordblks + (uint64_t)mi.hblkhd;
 }
 
+/* What the heap grew by since `before` (the loader l's, after an epoch) is within what l counts,
+ * plus a slack for what libc, libzstd and the trace keep beside the loader's own counts. */
+static sp_loader_stats held_within_counted(uint64_t before, sp_loader *l, const char *what)
+{
+    sp_loader_stats st = stats_of(l);
+    uint64_t held = heap_bytes() - before;
+    fprintf(stderr, "%s: %llu indexes read, %.2f MiB held after an epoch, %.2f MiB counted (host_memory %.0f MiB)\n",
+            what, (unsigned long long)st.shard_indexes_read, held / 1048576.0, st.host_allocated_bytes / 1048576.0,
+            st.host_memory_bytes / 1048576.0);
+    ck_assert_uint_le(st.host_allocated_bytes, st.host_memory_bytes);
+    ck_assert_msg(held <= st.host_allocated_bytes + (2u << 20), "%s: %llu bytes held, %llu counted", what,
+                  (unsigned long long)held, (unsigned long long)st.host_allocated_bytes);
+    return st;
+}
+
 /* What the loader holds after an epoch has read every index is within what host_memory counts
  * (the pools are allocated whole at open; the tables are what grows with the shard count): with
  * every index held at open, 2,000 shard indexes lie beside the budget. */
@@ -64,14 +79,7 @@ START_TEST(memory_counted)
     ck_assert_msg(lt_open(g_ds.dir, &l, "seed", g_seedstr, "batch_size", "32", NULL) == 0, "%s", sp_last_error());
     lt_rec r = { 0 };
     ck_assert_int_eq(lt_epoch(l, &g_ds, &r), SP_EEPOCH);
-    sp_loader_stats st = stats_of(l);
-    uint64_t held = heap_bytes() - before;
-    fprintf(stderr, "memory_counted: %.2f MiB held after an epoch, %.2f MiB counted (host_memory %.0f MiB)\n",
-            held / 1048576.0, st.host_allocated_bytes / 1048576.0, st.host_memory_bytes / 1048576.0);
-    ck_assert_uint_le(st.host_allocated_bytes, st.host_memory_bytes);
-    /* the slack: what libc, libzstd and the trace keep beside the loader's own counts */
-    ck_assert_msg(held <= st.host_allocated_bytes + (2u << 20), "%llu bytes held, %llu counted",
-                  (unsigned long long)held, (unsigned long long)st.host_allocated_bytes);
+    held_within_counted(before, l, "memory_counted");
     ck_assert_int_eq(sp_loader_close(l), 0);
     lt_rec_free(&r);
 }
@@ -186,13 +194,7 @@ START_TEST(mixture_sources_lazy)
     l = open_mix(g_ds.dir, g_ds.dir, one);
     lt_rec r = { 0 };
     ck_assert_int_eq(lt_epoch(l, NULL, &r), SP_EEPOCH);
-    sp_loader_stats st = stats_of(l);
-    uint64_t held = heap_bytes() - before;
-    fprintf(stderr, "mixture_sources_lazy: %llu indexes read, %.2f MiB held after an epoch, %.2f MiB counted\n",
-            (unsigned long long)st.shard_indexes_read, held / 1048576.0, st.host_allocated_bytes / 1048576.0);
-    ck_assert_uint_gt(st.shard_indexes_read, NSHARDS);
-    ck_assert_msg(held <= st.host_allocated_bytes + (2u << 20), "%llu bytes held, %llu counted",
-                  (unsigned long long)held, (unsigned long long)st.host_allocated_bytes);
+    ck_assert_uint_gt(held_within_counted(before, l, "mixture_sources_lazy").shard_indexes_read, NSHARDS);
     ck_assert_int_eq(sp_loader_close(l), 0);
     lt_rec_free(&r);
 }
