@@ -940,9 +940,9 @@ typedef struct sp_loader_stats {
      * outstanding at once (remote_inflight of them transfer, the rest wait in line). */
     uint64_t remote_requests;
     uint64_t remote_pending_peak;
-    /* A dataset whose manifest records its shards' largest blocks (format 1.1; not a mixture): the
-     * shard indexes the reader has read so far, each when its shard is first needed (a remote
-     * one's fetched tails). Other datasets read every index at open and count none here. */
+    /* A dataset, or a mixture's source, whose manifest records its shards' largest blocks (format
+     * 1.1): the shard indexes the reader has read so far, each when its shard is first needed (a
+     * remote one's fetched tails). Other datasets read every index at open and count none here. */
     uint64_t shard_indexes_read;
 } sp_loader_stats;
 
