@@ -245,6 +245,20 @@ START_TEST(mix_cache)
 }
 END_TEST
 
+/* A local and a remote source whose epoch holds many more blocks than the read ring (2.4 MB a source,
+ * a ring sized for 16 transfers of 64 KiB): regions are taken in the plan's order for local blocks
+ * too, so the blocks fetched ahead never leave a local block waiting for space they hold (before:
+ * the reader waited for ring space for good, the workers idle). */
+START_TEST(mix_ring_smaller_than_epoch)
+{
+    const char *local[2] = { g_e.dir, g_e.dir }, *remote[2] = { g_e.dir, g_url_e }, *swapped[2] = { g_url_e, g_e.dir };
+    const double w[2] = { 1, 1 };
+    const char *kv[] = { "epochs", "2", "batch_size", "16", "remote_part_size", "64K", NULL };
+    expect_same_mix(local, remote, w, 2, kv);
+    expect_same_mix(local, swapped, w, 2, kv);
+}
+END_TEST
+
 /* A remote source of many shards in a mixture: the open and the first batch make no request per
  * shard (each shard's index is fetched when the reader first needs it), and the mixture delivers
  * what its local copies do. */
@@ -396,6 +410,7 @@ int main(void)
     tcase_add_test(tc, mix_cache);
     tcase_add_test(tc, mix_lazy_indexes);
     tcase_add_test(tc, mix_local_index_damaged);
+    tcase_add_test(tc, mix_ring_smaller_than_epoch);
     tcase_add_test(tc, mix_cli);
     suite_add_tcase(s, tc);
     rc = tu_run(s, seed);
