@@ -14,7 +14,10 @@
 
 /* ---------------------------------------------------------------- descriptors (reader only) */
 
-enum { AHEAD_INFLIGHT, AHEAD_ARRIVED, AHEAD_FAILED };
+/* A block fetched ahead: its GET out, arrived, failed (read again in its window, so that the
+ * failure is reported as any read's), or a mixture's local block whose ring region is taken in the
+ * plan's order and read in its window (its index read already, or to be read then after a failure). */
+enum { AHEAD_INFLIGHT, AHEAD_ARRIVED, AHEAD_FAILED, AHEAD_RESERVED };
 #define LD_WIN_AHEAD UINT32_MAX        /* ld_job.win of a read fetched ahead, not yet in a window */
 #define LD_WIN_DROP (UINT32_MAX - 1u)  /* ... of one whose block its window turned out not to need */
 
@@ -1148,11 +1151,7 @@ static uint64_t ahead_next(sp_loader *l, ld_reader *rd)
     while (rd->fa_w < plan->nwindows) {
         const ld_pwin *pw = &plan->win[rd->fa_w];
         if (rd->fa_k < pw->nblocks && pw->end > lo && pw->start < hi) {
-            uint64_t b = plan->blocks[pw->first_block + rd->fa_k];
-            if (block_remote(l, b))
-                return b;
-            rd->fa_k++; /* a mixture's local block: read in its window, never ahead */
-            continue;
+            return plan->blocks[pw->first_block + rd->fa_k]; /* a mixture's local block too */
         }
         rd->fa_w++;
         rd->fa_k = 0;
@@ -1207,6 +1206,8 @@ static bool ahead_ready_locked(sp_loader *l, ld_reader *rd)
     if (block == UINT64_MAX)
         return early_plan_due_locked(l, rd);
     const fmt_block_entry *be = l->tab.block_entry[block];
+    if (!be && !block_remote(l, block))
+        return ring_place(l, 0) != UINT64_MAX; /* a local index, read by fetch_ahead */
     if (!be) {
         uint32_t i = l->tab.block_shard[block];
         for (unsigned t = 0; !l->rdr.idx_asked[i] && t < l->rdr.ntails; t++)
@@ -1215,6 +1216,31 @@ static bool ahead_ready_locked(sp_loader *l, ld_reader *rd)
         return false;
     }
     return ring_place(l, sp_align_up(be->stored_size, LD_PAGE)) != UINT64_MAX;
+}
+
+/* A mixture's local block met while fetching ahead: its ring region taken now, in the plan's order,
+ * and the read left to its window (a page-cache read costs less than holding the region longer).
+ * Skipping it instead would let the remote blocks after it fill the ring, and read_window, reaching
+ * it, would wait for space that only the blocks after it hold: a mixture stalled for good. A lazy
+ * shard's index is read first (the region's size); when that fails the region is empty, and the
+ * window reads the index again and fails the block as any. False when the ring has no room now. */
+static bool reserve_local(sp_loader *l, ld_reader *rd, uint64_t block)
+{
+    uint32_t shard = l->tab.block_shard[block];
+    char why[SP_ERRMSG_MAX];
+    bool ok = !l->tab.lazy || l->tab.opened[shard] || local_index(l, rd, shard, why, sizeof why) == SP_OK;
+    uint64_t len = ok ? sp_align_up(l->tab.block_entry[block]->stored_size, LD_PAGE) : 0;
+    uint8_t *buf;
+    pthread_mutex_lock(&l->ring.mu);
+    int64_t region = l->ring.stop ? -1 : ring_alloc(l, len, &buf);
+    pthread_mutex_unlock(&l->ring.mu);
+    if (region < 0)
+        return false;
+    uint32_t slot = (rd->a_head + rd->a_n) % LD_AHEAD_MAX;
+    rd->ahead[slot] = (ld_ahead){ block, buf, (uint32_t)region, 0, AHEAD_RESERVED, false, 0 };
+    rd->a_n++;
+    rd->fa_k++;
+    return true;
 }
 
 /* Fetches the blocks read_window will take next into the read ring, as far as ring space, the
@@ -1234,6 +1260,11 @@ static unsigned fetch_ahead(sp_loader *l, ld_reader *rd)
             bool due = early_plan_due_locked(l, rd);
             pthread_mutex_unlock(&l->ring.mu);
             if (!due || !plan_early(l, rd))
+                return sent;
+            continue;
+        }
+        if (!block_remote(l, block)) { /* a mixture's local block */
+            if (!reserve_local(l, rd, block))
                 return sent;
             continue;
         }
@@ -1341,7 +1372,15 @@ static void ahead_use(sp_loader *l, ld_reader *rd, const ld_ahead *a, ld_job *j)
         pthread_mutex_unlock(&l->ring.mu);
         return;
     }
-    while (io_full(l, true) && !reader_stopping(l))
+    bool remote = block_remote(l, j->block);
+    uint32_t shard = l->tab.block_shard[j->block];
+    char why[SP_ERRMSG_MAX];
+    int irc = !remote && l->tab.lazy && !l->tab.opened[shard] ? local_index(l, rd, shard, why, sizeof why) : SP_OK;
+    if (irc) { /* reserved empty: its index could not be read */
+        read_failed(l, j, irc, why);
+        return;
+    }
+    while (io_full(l, remote) && !reader_stopping(l))
         reader_wait_io(l, rd);
     submit(l, rd, j);
 }
@@ -1589,8 +1628,11 @@ static bool read_window(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi)
     for (uint32_t k = 0; ok && k < w->nblocks; k++) {
         ld_ahead a;
         bool remote = block_remote(l, plan->blocks[w->first_block + k]);
-        bool fetched = remote && ahead_take(l, rd, plan->blocks[w->first_block + k], &a);
-        if (remote)
+        /* with a remote source, every block of the plan goes through the queue of reads ahead (a
+         * mixture's local ones as regions reserved in order: reserve_local) */
+        bool ahead = l->rdr.rf != NULL;
+        bool fetched = ahead && ahead_take(l, rd, plan->blocks[w->first_block + k], &a);
+        if (ahead)
             ahead_sync(l, rd, pi, wi, k);
         if (!block_needed(l, plan, w, k, lo, hi)) {
             if (fetched)
