@@ -1172,8 +1172,11 @@ int sp_loader_open_shards(const char *const *paths, size_t n, const sp_params *p
     sp_loader *l = loader_new();
     if (!l)
         return sp_fail(NULL, SP_ENOMEM, "sp_loader_open_shards: out of memory");
-    if (n && paths && paths[0])
-        snprintf(l->name, sizeof l->name, n > 1 ? "%s and %zu more shards" : "%s", paths[0], n - 1);
+    if (n && paths && paths[0]) {
+        char *shown = rm_is_url(paths[0]) ? rm_display_url(paths[0]) : NULL; /* no user:password@ in messages */
+        snprintf(l->name, sizeof l->name, n > 1 ? "%s and %zu more shards" : "%s", shown ? shown : paths[0], n - 1);
+        sp_free(shown);
+    }
     int rc = sp_dataset_open_shards(paths, n, params, &l->ds);
     if (rc)
         sp_fail_keep(&l->eb, rc); /* "%s" of sp_last_error() into itself was undefined */

@@ -1,4 +1,4 @@
-/* test_remote_mix.c - weighted mixtures whose sources are local directories, HTTP and S3 datasets (real nginx and Swift): the same batches, bit for bit, as the same mixture of local copies (shuffled, 3 epochs, 2 ranks; two HTTP sources on one server; resumed mid-epoch on another world size); a missing remote source fails the open naming its URL; a damaged block of a remote source fails naming the URL and the block (on_error=fail) or is skipped as locally (skip); the cache serves a mixture's remote sources; a user:password@ in a source's URL is never shown; a remote source of many shards costs no request per shard before the first batch; a damaged index of a lazy local source beside a remote one fails (or is skipped) at its shard's first use; `shardpack bench URL:W DIR:W`. */
+/* test_remote_mix.c - weighted mixtures whose sources are local directories, HTTP and S3 datasets (real nginx and Swift): the same batches, bit for bit, as the same mixture of local copies (shuffled, 3 epochs, 2 ranks; two HTTP sources on one server; resumed mid-epoch on another world size); a missing remote source fails the open naming its URL; a damaged block of a remote source fails naming the URL and the block (on_error=fail) or is skipped as locally (skip); the cache serves a mixture's remote sources; a user:password@ in a source's URL (or a shard list's) is never shown; a remote source of many shards costs no request per shard before the first batch; a damaged index of a lazy local source beside a remote one fails (or is skipped) at its shard's first use; `shardpack bench URL:W DIR:W`. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,6 +146,18 @@ START_TEST(mix_credentials_hidden)
     ck_assert_int_eq(open_mix(paths, zero, 2, &l, kv), SP_EINVAL);
     ck_assert_msg(strstr(sp_last_error(), "has weight 0") && strstr(sp_last_error(), "/basic/e") &&
                   !strstr(sp_last_error(), pw), "%s", sp_last_error());
+    /* a loader over a list of shard URLs is named without them too */
+    snprintf(inurl, sizeof inurl, "http://%s:%s@%s/basic/data/shard-000000.sps", rt_env("SP_TEST_HTTP_USER"), pw,
+             base + 7);
+    const char *shards[1] = { inurl };
+    sp_params *p = lt_params_v((const char *const[]){ "threads", "2", "host_memory", "64M", NULL });
+    ck_assert_msg(sp_loader_open_shards(shards, 1, p, &l) == 0, "%s", sp_last_error());
+    sp_params_destroy(p);
+    cursor = 0;
+    ck_assert_int_eq(sp_loader_bench_block(l, 0, 1, 1u << 30, &cursor), SP_ERANGE); /* names the loader */
+    ck_assert_msg(strstr(sp_last_error(), "/basic/data/shard-000000.sps") && !strstr(sp_last_error(), pw), "%s",
+                  sp_last_error());
+    sp_loader_close(l);
 }
 END_TEST
 
@@ -324,20 +336,26 @@ START_TEST(mix_local_index_damaged)
 }
 END_TEST
 
-/* `shardpack bench URL:0.5 DIR:0.5`. */
+/* `shardpack bench URL:0.5 DIR:0.5`, and with the URL second: the report says the reads were
+ * remote either way (it looked at the first source only). */
 START_TEST(mix_cli)
 {
-    char cmd[16384];
-    snprintf(cmd, sizeof cmd, "'%s' bench '%s:0.5' '%s:0.5' --epochs 1 --batch-size 8 --json > '%s/bench.json'",
-             rt_env("SHARDPACK_CLI"), g_url_b, g_a.dir, g_a.root);
-    ck_assert_msg(system(cmd) == 0, "%s", cmd);
-    char *path = tu_join(g_a.root, "bench.json");
-    size_t n;
-    uint8_t *out = tu_read_file(path, &n); /* not NUL-terminated */
-    ck_assert_ptr_nonnull(out);
-    ck_assert_msg(memmem(out, n, "\"source_samples\"", 16), "%.*s", (int)n, (const char *)out);
-    free(out);
-    free(path);
+    for (int second = 0; second < 2; second++) {
+        char cmd[16384];
+        snprintf(cmd, sizeof cmd, "'%s' bench '%s:0.5' '%s:0.5' --epochs 1 --batch-size 8 --json > '%s/bench.json'",
+                 rt_env("SHARDPACK_CLI"), second ? g_a.dir : g_url_b, second ? g_url_b : g_a.dir, g_a.root);
+        ck_assert_msg(system(cmd) == 0, "%s", cmd);
+        char *path = tu_join(g_a.root, "bench.json");
+        size_t n;
+        uint8_t *out = tu_read_file(path, &n); /* not NUL-terminated */
+        ck_assert_ptr_nonnull(out);
+        ck_assert_msg(memmem(out, n, "\"source_samples\"", 16), "%.*s", (int)n, (const char *)out);
+        const char *io = "\"io\":\"remote\",\"remote_scheme\":\"http\"";
+        ck_assert_msg(memmem(out, n, io, strlen(io)), "URL %s: %.*s", second ? "second" : "first", (int)n,
+                      (const char *)out);
+        free(out);
+        free(path);
+    }
 }
 END_TEST
 
