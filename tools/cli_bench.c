@@ -393,6 +393,7 @@ typedef struct bench_report {
     int epochs_given;
     uint64_t window;  /* shuffle_window, in blocks */
     uint64_t nblocks; /* the dataset's blocks; 0 when unknown (a mixture) */
+    const char *scheme; /* remote_scheme of the first source read over the network (a mixture's any), or NULL */
 } bench_report;
 
 static double limit_ratio(const bench_report *r)
@@ -503,7 +504,7 @@ static const char *bottleneck(const bench_report *r, char *line, size_t n)
                  "read-bound: the reader was reading (or waiting for reads, %.1f%%) %.0f%% of the run while the "
                  "%d workers were busy %.0f%% and next() waited %.1f%%: %s",
                  100 * st->read_wait_io_s / t, 100 * reading, st->threads, 100 * busy, 100 * stall,
-                 remote_scheme(r->path) ? "a faster link or server, more GETs in flight (remote_inflight), or a "
+                 r->scheme ? "a faster link or server, more GETs in flight (remote_inflight), or a "
                                           "local cache (cache_dir) for the epochs after the first"
                                         : "faster storage, the page cache (direct_io=false), io=uring, or larger blocks");
     else if (strcmp(kind, "memory") == 0)
@@ -565,7 +566,7 @@ static void print_json(const bench_report *r)
     cli_json_double(&j, st->decode_busy_s);
     /* "remote" for ranged GETs (it said "pread" before: the loader's st->io means nothing then);
      * remote_scheme says over what */
-    const char *scheme = remote_scheme(r->path);
+    const char *scheme = r->scheme;
     cli_json_key(&j, "io");
     cli_json_str(&j, scheme ? "remote" : st->io == SP_IO_URING ? "uring" : "pread");
     cli_json_key(&j, "remote_scheme");
@@ -749,7 +750,7 @@ static void print_summary(const bench_report *r)
         printf("  budget     host_memory %s\n", st->host_memory_note);
     printf("  stall      %.3f s waiting in next() (%.1f%% of the run)\n", st->stall_s,
            run->seconds > 0 ? 100.0 * st->stall_s / run->seconds : 0.0);
-    const char *scheme = remote_scheme(r->path);
+    const char *scheme = r->scheme;
     if (scheme) /* the note says how many GETs in flight and how large */
         printf("  io         remote (%s): %s\n", scheme,
                strncmp(st->io_note, "remote: ", 8) == 0 ? st->io_note + 8 : st->io_note);
@@ -949,6 +950,7 @@ int cli_bench_main(int argc, char **argv)
     cli_oom_context("benchmarking %s", path);
     char *mix_paths[SP_MIX_MAX] = { NULL };
     double mix_w[SP_MIX_MAX];
+    const char *scheme = remote_scheme(path); /* of the first source read over the network */
     int r;
     if (nmix > 1 || split_weight(path, &mix_paths[0], &mix_w[0])) {
         free(mix_paths[0]);
@@ -960,6 +962,9 @@ int cli_bench_main(int argc, char **argv)
                 goto out;
             }
         r = sp_loader_open_mix((const char *const *)mix_paths, mix_w, nmix, params, &l);
+        scheme = NULL;
+        for (size_t i = 0; i < nmix && !scheme; i++)
+            scheme = remote_scheme(mix_paths[i]);
         path = mix_args[0];
         if (r == 0) /* the limit is measured on the first source */
             mix_first = mix_paths[0], mix_paths[0] = NULL;
@@ -1009,7 +1014,8 @@ int cli_bench_main(int argc, char **argv)
                         rss_before,
                         epochs_given,
                         (uint64_t)sp_params_get(params, SP_PARAM_SHUFFLE_WINDOW),
-                        mix_first ? 0 : lim.nblocks};
+                        mix_first ? 0 : lim.nblocks,
+                        scheme};
     if (json)
         print_json(&rep);
     else
