@@ -875,6 +875,28 @@ static int split_weight(const char *arg, char **path, double *w)
     return *path != NULL;
 }
 
+/* Whether arg was meant as PATH:WEIGHT: text after its last ':' holding no '/' (the colons of a
+ * URL, "http://host:8080/ds" or "s3://b/ds", are followed by one), whatever that text is. */
+static bool weight_meant(const char *arg)
+{
+    const char *colon = strrchr(arg, ':');
+    return colon && colon[1] && !strchr(colon + 1, '/');
+}
+
+/* A mixture's name in messages and the report: its arguments as typed, " + " between them (any
+ * user:password@ left out), cut to fit buf. */
+static const char *mixture_name(const char *const *args, size_t n, char *buf, size_t len)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < n && used < len; i++) {
+        char shown[4096];
+        int k = snprintf(buf + used, len - used, "%s%s", i ? " + " : "", cli_shown(args[i], shown, sizeof shown));
+        used += k > 0 ? (size_t)k : 0;
+    }
+    return buf;
+}
+
 int cli_bench_main(int argc, char **argv)
 {
     const char *path = NULL;
@@ -912,8 +934,13 @@ int cli_bench_main(int argc, char **argv)
                 free(p0);
                 free(p1);
                 if (!both) {
-                    rc = cli_usage_err(&cli_cmd_bench, "one PATH only (got '%s' and '%s'); a mixture names each "
-                                       "source with its weight, PATH:WEIGHT", path, g.value);
+                    const char *bad = weight_meant(mix_args[0]) ? mix_args[0] : weight_meant(g.value) ? g.value : NULL;
+                    if (bad)
+                        rc = cli_usage_err(&cli_cmd_bench, "'%s': the weight '%s' is not a positive number "
+                                           "(a mixture names each source PATH:WEIGHT)", bad, strrchr(bad, ':') + 1);
+                    else
+                        rc = cli_usage_err(&cli_cmd_bench, "one PATH only (got '%s' and '%s'); a mixture names "
+                                           "each source with its weight, PATH:WEIGHT", path, g.value);
                     goto out;
                 }
             }
@@ -974,8 +1001,9 @@ int cli_bench_main(int argc, char **argv)
         r = sp_loader_open(path, params, &l);
     }
     const char *arg = mix_first ? mix_first : path; /* as typed, opened again for the limit */
-    char shown[4096], shown_arg[4096];
-    path = cli_shown(path, shown, sizeof shown); /* what is printed */
+    char shown[8192], shown_arg[4096];
+    /* what is printed: a mixture's every source (an error names the failing one itself) */
+    path = nmix > 1 ? mixture_name(mix_args, nmix, shown, sizeof shown) : cli_shown(path, shown, sizeof shown);
     if (r != 0) {
         rc = cli_lib_err(path, r, sp_last_error());
         goto out;

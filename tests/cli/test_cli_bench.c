@@ -187,6 +187,23 @@ START_TEST(test_mixture)
     ck_assert_int_eq(r.status, 2);
     ck_assert_msg(strstr(r.err, "PATH:WEIGHT"), "%s", r.err);
     clit_result_free(&r);
+    /* a weight that is not a positive number is named as that, not as "one PATH only" */
+    char *zero = clit_path("%s:0", ds);
+    r = clit_run("bench", zero, b, NULL);
+    ck_assert_msg(r.status == 2 && strstr(r.err, zero) && strstr(r.err, "the weight '0' is not a positive number"),
+                  "%d %s", r.status, r.err);
+    clit_result_free(&r);
+    /* a missing second source: the message names the mixture, and the source that failed, not the
+     * first source alone as if it were at fault */
+    char *missing = clit_path("%s/nope:0.3", tmp);
+    r = clit_run("bench", a, missing, "--epochs", "1", NULL);
+    ck_assert_int_eq(r.status, 1);
+    char *named = clit_path("%s + %s", a, missing);
+    ck_assert_msg(strstr(r.err, named) && strstr(r.err, "/nope"), "%s", r.err);
+    free(named);
+    clit_result_free(&r);
+    free(missing);
+    free(zero);
     free(a);
     free(b);
     free(other);
