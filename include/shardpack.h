@@ -921,8 +921,9 @@ typedef struct sp_loader_stats {
     uint64_t samples_padded_per_epoch;
     uint64_t samples_padded;
     /* A remote dataset: the block bytes fetched from the server; with cache_dir and cache_size
-     * (docs/remote.md, "The cache"), the block reads the cache served and those it did not, the bytes
-     * it served, the blocks it took in, the entries evicted to make room (by any of this loader's
+     * (docs/remote.md, "The cache"), the block reads the cache served and those that sent a GET
+     * (a read that took a copy of the same block's fetch, still out or still in memory, is neither),
+     * the bytes it served, the blocks it took in, the entries evicted to make room (by any of this loader's
      * reads), the damaged or cut entries removed, and the bytes the directory holds (every process's
      * entries) and may hold. */
     uint64_t remote_bytes;

@@ -39,6 +39,14 @@ static bool wanted(const sp_loader *l, const sp_params *p)
 
 int ld_cache_config(sp_loader *l, const sp_params *p)
 {
+    const char *dir = sp_params_get_str(p, SP_PARAM_CACHE_DIR);
+    bool has_dir = dir && dir[0], has_size = sp_params_get(p, SP_PARAM_CACHE_SIZE) > 0;
+    if (has_dir != has_size) /* half a cache would be no cache, without a word */
+        return sp_fail(&l->eb, SP_EINVAL, has_dir ? "cache_dir %s is set but cache_size is not: give both (cache_size: "
+                                                    "the most bytes the directory may hold)"
+                                                  : "%scache_size is set but cache_dir is not: give both (cache_dir: "
+                                                    "the local directory for the blocks)",
+                       has_dir ? dir : "");
     if (!wanted(l, p))
         return SP_OK;
     ld_cache *c = sp_calloc(1, sizeof *c);

@@ -114,6 +114,9 @@ int rm_cache_get(rm_cache *c, const rm_obj *o, uint64_t off, uint64_t len, uint8
 void rm_cache_put(rm_cache *c, const rm_obj *o, uint64_t off, uint64_t len, const uint8_t *buf, const rm_use *u,
                   bool checked);
 void rm_cache_counters(const rm_cache *c, rm_cache_stats *s);
+/* A read rm_cache_get counted as a miss that sends no GET after all (it waits for the same
+ * block's fetch already out): not a miss, nor a hit (the cache did not serve it). */
+void rm_cache_unmiss(rm_cache *c);
 
 /* ---- many transfers, driven by one thread (rm_fetch.c) ----
  * Requests are queued by rm_fetch_submit and started by rm_fetch_reap, up to the site's

@@ -504,6 +504,8 @@ int rm_cache_get(rm_cache *c, const rm_obj *o, uint64_t off, uint64_t len, uint8
     return 1;
 }
 
+void rm_cache_unmiss(rm_cache *c) { atomic_fetch_sub(&c->misses, 1); }
+
 /* Writes the entry as a temporary file and renames it to name, replacing nothing. */
 static bool write_entry(rm_cache *c, const char *name, const uint8_t id[16], const char *key, size_t klen,
                         const uint8_t *buf, uint64_t len, uint64_t sum)

@@ -151,6 +151,7 @@ int rm_fetch_submit_at(rm_fetch *f, rm_site *s, rm_obj *o, uint8_t *buf, uint64_
         rm_req *l = &f->req[k];
         if (k != i && l->used && !l->finished && l->cached && l->obj == o && l->off == off && l->len == len) {
             r->cached = false;
+            rm_cache_unmiss(f->cache); /* no GET of its own: not the miss counted */
             r->next_follower = l->followers;
             l->followers = i;
             return 1;

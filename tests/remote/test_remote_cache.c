@@ -157,6 +157,13 @@ START_TEST(cache_whole)
     ck_assert_uint_eq(st.remote_bytes, g_bytes);
     ck_assert_uint_eq(st.cache_evictions, 0);
     ck_assert_uint_le(st.cache_admitted, st.cache_misses); /* a miss that waited (see above) is kept once */
+    /* a miss is a read that sent a GET: one a block, the reads that took a copy of a fetch still out
+     * (or of a block still in the ring) counted as neither (they were misses too, twice the blocks) */
+    sp_dataset *ds = NULL;
+    ck_assert_int_eq(sp_dataset_open(g_ds.dir, NULL, &ds), 0);
+    ck_assert_msg(st.cache_misses == sp_dataset_num_blocks(ds), "%llu misses for %llu blocks fetched once",
+                  (unsigned long long)st.cache_misses, (unsigned long long)sp_dataset_num_blocks(ds));
+    sp_dataset_close(ds);
     dir_sum d = sum_dir(cache);
     ck_assert_uint_eq(d.entries, st.cache_admitted);
     ck_assert_uint_eq(d.bytes, st.cache_bytes);
@@ -245,6 +252,11 @@ START_TEST(cache_tiny)
     /* a local dataset has nothing to cache: the parameters are ignored */
     ck_assert_int_eq(lt_open(g_ds.dir, &l, "cache_dir", bad, "cache_size", "1M", NULL), 0);
     sp_loader_close(l);
+    /* half a cache is refused, not run without one */
+    ck_assert_int_eq(lt_open(g_url, &l, "cache_dir", cache, NULL), SP_EINVAL);
+    ck_assert_msg(strstr(sp_last_error(), "cache_size is not") && strstr(sp_last_error(), cache), "%s", sp_last_error());
+    ck_assert_int_eq(lt_open(g_url, &l, "cache_size", "1M", NULL), SP_EINVAL);
+    ck_assert_msg(strstr(sp_last_error(), "cache_dir is not"), "%s", sp_last_error());
     free(bad);
     free(file);
     free(cache);
