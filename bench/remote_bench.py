@@ -29,9 +29,7 @@ Swift's storage stays in WORK/state between runs: objects already uploaded with 
 and MD5 are not sent again (10,000 small objects take Swift over a minute).
 
 The last lines are the ratios the issue asks for: images ours-remote/ours-local (samples/s) and
-tokens ours-remote/curl (bytes/s), each with the target 0.9. Until libshardpack reads URLs the
-remote runs of ours are reported as "shardpack cannot read URLs yet" and the local and curl
-numbers are still measured. Raw results: WORK/remote_bench.json.
+tokens ours-remote/curl (bytes/s), each with the target 0.9. Raw results: WORK/remote_bench.json.
 
 With --link-rate R (e.g. 2400mbit): everything above runs in a private network namespace (unshare -n,
 root or CAP_SYS_ADMIN) whose loopback is limited to R by a tbf qdisc, so that curl, nginx, Swift and
@@ -62,6 +60,15 @@ sys.path.insert(0, str(ROOT / "tests" / "remote"))
 import servers  # noqa: E402
 
 BUCKET = "bench"
+
+
+def part_size_arg(text):
+    """argparse's type for a size: the text back when size_arg reads it, else a usage error."""
+    try:
+        size_arg(text)
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError("'%s' is not a size (8M, 512K, 1048576)" % text)
+    return text
 
 
 def size_arg(text):
@@ -309,16 +316,21 @@ print(json.dumps(out))
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--build", default="build")
-    ap.add_argument("--work", default="/tmp/shardpack-remote-bench")
-    ap.add_argument("--images", type=int, default=2000)
-    ap.add_argument("--tokens", type=int, default=50_000_000)
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--epochs", type=int, default=2)
+    ap = argparse.ArgumentParser(
+        description="The loader over HTTP (nginx) and S3 (Swift's s3api) on loopback, against the same loader "
+                    "on local disk and against curl fetching the same objects (the module's docstring has the "
+                    "details).", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--build", default=str(ROOT / "build"), help="the meson build directory with shardpack in it")
+    ap.add_argument("--work", default="/tmp/shardpack-remote-bench",
+                    help="datasets, server state and results, kept between runs")
+    ap.add_argument("--images", type=int, default=2000, help="images of the generated image set")
+    ap.add_argument("--tokens", type=int, default=50_000_000, help="tokens of the generated token set (2 bytes each)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="loader worker threads")
+    ap.add_argument("--batch-size", type=int, default=64, help="samples per batch")
+    ap.add_argument("--epochs", type=int, default=2, help="epochs of each timed run")
     ap.add_argument("--parallel", type=int, default=16, help="transfers in flight, ours and curl's")
-    ap.add_argument("--part-size", default="8M", help="bytes per ranged GET, ours and curl's")
+    ap.add_argument("--part-size", default="8M", type=part_size_arg,
+                    help="bytes per ranged GET, ours and curl's (a size: 8M, 512K)")
     ap.add_argument("--first-batch-shards", type=int, default=10000,
                     help="shards of the time-to-first-batch dataset (0: leave that out)")
     ap.add_argument("--first-batch-host-memory", default="64M",
@@ -333,7 +345,9 @@ def main():
                     help="with --cache: leave out the bench, curl, digest and first-batch runs")
     ap.add_argument("--link-rate", default="",
                     help="run everything inside a private network namespace whose loopback is limited to "
-                         "this rate by a tbf qdisc (tc's units: 2400mbit, 10gbit); empty: plain loopback")
+                         "this rate by a tbf qdisc (tc's units: 2400mbit, 10gbit); needs root (or CAP_SYS_ADMIN) "
+                         "and unshare, ip and tc; an S3 byte crosses the link twice (Swift's proxy and object "
+                         "server talk over it too); empty: plain loopback")
     ap.add_argument("--link-burst", default="1mb", help="with --link-rate: the tbf bucket (tc's units)")
     ap.add_argument("--link-latency", default="50ms",
                     help="with --link-rate: how long a packet may wait in the tbf queue before it is dropped")
@@ -431,7 +445,7 @@ def main():
                 why = reads_urls(sp, url_of("tokens", tok_ds), env)
                 if why:
                     cannot[place] = why
-                    print("shardpack cannot read URLs yet (%s: %s)" % (place, why))
+                    print("shardpack cannot read the URL (%s: %s)" % (place, why))
 
         for name, (ds, flags) in sets.items():
             files = dataset_files(ds)
@@ -460,7 +474,7 @@ def main():
             for place, (url_of, env) in places.items():
                 key = "%s_%s" % (name, place)
                 if place in cannot:
-                    results["runs"][key] = {"error": "shardpack cannot read URLs yet: " + cannot[place]}
+                    results["runs"][key] = {"error": "shardpack cannot read the URL: " + cannot[place]}
                 else:
                     results["runs"][key] = bench_ours(sp, url_of(name, ds), common + flags, remote_flags, env)
                 print("ours  %-14s %s" % (key, json.dumps(results["runs"][key])))
@@ -498,7 +512,7 @@ def main():
             for place, (url_of, env) in places.items():
                 key = "first_batch_%s" % place
                 if place in cannot:
-                    results["runs"][key] = {"error": "shardpack cannot read URLs yet: " + cannot[place]}
+                    results["runs"][key] = {"error": "shardpack cannot read the URL: " + cannot[place]}
                 else:
                     results["runs"][key] = first_batch(first, url_of("first-batch", fb_ds), env,
                                                        args.first_batch_host_memory)
