@@ -15,8 +15,12 @@ int rm_exists(rm_site *s, rm_obj *o, sp_errbuf *eb)
     uint8_t byte;
     uint64_t got;
     int rc = rm_get_tail(s, o, 1, &byte, &got, eb);
-    if (rc == SP_ENOENT && strstr(eb->msg, "NoSuchBucket"))
-        return rc; /* nothing can be put there either */
+    if (rc == SP_ENOENT && strstr(eb->msg, "NoSuchBucket")) { /* nothing can be put there either */
+        char said[SP_ERRMSG_MAX];
+        snprintf(said, sizeof said, "%s", eb->msg);
+        return sp_fail(eb, SP_ENOENT, "%s: its bucket does not exist; create the bucket first (shardpack writes "
+                       "objects, never buckets). The server's answer: %s", o->url, said);
+    }
     return rc == SP_OK ? 1 : rc == SP_ENOENT ? 0 : rc;
 }
 

@@ -109,7 +109,7 @@ static int publish(const char *url, uint64_t n, const char *block, bool overwrit
 
 /* Published to S3 by sp_writer: shards (one of 12 MB, in multipart parts of 5 MiB) and the manifest
  * last; read back sample for sample; a dataset there already refused without overwrite; an aborted
- * or failed publication leaves no manifest; a missing bucket refused at open. */
+ * or failed publication leaves no manifest; a missing bucket refused at open, saying to create it. */
 START_TEST(s3_publish)
 {
     const uint64_t n = 1500000; /* 12 MB of labels: more than twice the part size */
@@ -151,7 +151,8 @@ START_TEST(s3_publish)
     ck_assert_int_eq(sp_dataset_open("s3://spbucket/aborted", NULL, &d), SP_ENOENT);
     /* no bucket: refused when the writer opens */
     ck_assert_int_eq(publish("s3://nobucket/x", 100, "4K", false, false), SP_ENOENT);
-    ck_assert_msg(strstr(sp_last_error(), "NoSuchBucket"), "%s", sp_last_error());
+    ck_assert_msg(strstr(sp_last_error(), "NoSuchBucket") && strstr(sp_last_error(), "create the bucket first"), "%s",
+                  sp_last_error());
 }
 END_TEST
 
