@@ -2084,7 +2084,9 @@ static int load_state(sp_loader *l, const uint8_t *p, size_t len)
         return sp_fail(&l->eb, SP_EINVAL, "not a loader state (%zu bytes, bad magic or checksum)", len);
     if (sp_ld32(p + 4) != STATE_VERSION)
         return sp_fail(&l->eb, SP_EVERSION, "loader state version %u; this library reads %u", sp_ld32(p + 4), STATE_VERSION);
-    const char *what = sp_ld64(p + 48) != loader_fingerprint(l)                      ? "dataset (its content differs)"
+    const char *what = sp_ld64(p + 48) != loader_fingerprint(l)
+                           ? l->mix.n > 1 ? "mixture (its sources, their weights or their content differ)"
+                                          : "dataset (its content differs)"
                        : sp_ld64(p + 8) != l->cfg.seed                               ? "seed"
                        : sp_ld32(p + 44) != l->cfg.window_blocks                     ? "shuffle window"
                        : sp_ld16(p + 56) != (l->cfg.shuffle | l->cfg.drop_last << 1 | l->cfg.pad << 2)

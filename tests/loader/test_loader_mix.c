@@ -248,6 +248,7 @@ START_TEST(refused)
     ck_assert_int_eq(sp_loader_open_mix(ab, w2, 2, p, &l), 0);
     sp_params_destroy(p);
     ck_assert_int_eq(sp_loader_load_state(l, st, sizeof st), SP_EINVAL);
+    ck_assert_msg(strstr(sp_last_error(), "a different mixture (its sources, their weights"), "%s", sp_last_error());
     ck_assert_int_eq(sp_loader_close(l), 0);
     /* nor under another epoch rule */
     static const char *const kv2[] = { "batch_size", "32", "mix_epoch_samples", "6000", NULL };
