@@ -504,9 +504,13 @@ static const char *bottleneck(const bench_report *r, char *line, size_t n)
                  "read-bound: the reader was reading (or waiting for reads, %.1f%%) %.0f%% of the run while the "
                  "%d workers were busy %.0f%% and next() waited %.1f%%: %s",
                  100 * st->read_wait_io_s / t, 100 * reading, st->threads, 100 * busy, 100 * stall,
-                 r->scheme ? "a faster link or server, more GETs in flight (remote_inflight), or a "
-                                          "local cache (cache_dir) for the epochs after the first"
-                                        : "faster storage, the page cache (direct_io=false), io=uring, or larger blocks");
+                 !r->scheme ? "faster storage, the page cache (direct_io=false), io=uring, or larger blocks"
+                 : st->cache_size && st->cache_hits && !st->remote_bytes
+                     ? "every block came from the cache directory: faster local storage under cache_dir"
+                 : st->cache_size ? "a faster link or server, more GETs in flight (remote_inflight), or a larger "
+                                    "cache_size"
+                                  : "a faster link or server, more GETs in flight (remote_inflight), or a local "
+                                    "cache (cache_dir) for the epochs after the first");
     else if (strcmp(kind, "memory") == 0)
         memory_advice(r, line, n, held, busy, stall);
     else

@@ -720,6 +720,8 @@ START_TEST(cache_cli)
     p = tu_join(g_ds.root, "b.txt");
     t = read_text(p);
     ck_assert_msg(strstr(t, "remote     0.0 MiB of blocks fetched; cache "), "%s", t);
+    /* with a cache on, whatever bounds the run, the advice never says to turn one on */
+    ck_assert_msg(!strstr(t, "or a local cache (cache_dir)"), "%s", t);
     free(t);
     free(p);
     free(cache);
