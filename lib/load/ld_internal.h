@@ -325,6 +325,9 @@ struct sp_loader {
     ld_stats stats;
     sp_trace *trace; /* the timeline (the trace parameter), or NULL: open creates it, close writes it */
     ld_cache *cache; /* a remote dataset's local cache (ld_cache.c), or NULL */
+    /* sp_loader_bench_block's calls may run at once: a lazy shard's index is read and its entries
+     * written into the tables under this, and every call looks for its block's entry under it */
+    pthread_mutex_t bench_mu;
 };
 
 /* The slot of global batch g, claimed by the reader and not yet taken by the consumer (any other

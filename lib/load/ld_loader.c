@@ -1039,6 +1039,7 @@ static void loader_free(sp_loader *l)
             sp_dataset_close(l->mix_ds[d]);
     sp_dataset_close(l->ds);
     pthread_mutex_destroy(&l->ring.mu);
+    pthread_mutex_destroy(&l->bench_mu);
     pthread_cond_destroy(&l->ring.c_reader);
     pthread_cond_destroy(&l->ring.c_worker);
     pthread_cond_destroy(&l->ring.c_consumer);
@@ -1051,6 +1052,7 @@ static sp_loader *loader_new(void)
     if (!l)
         return NULL;
     pthread_mutex_init(&l->ring.mu, NULL);
+    pthread_mutex_init(&l->bench_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1896,6 +1898,7 @@ int64_t sp_loader_bench_block(sp_loader *l, int worker, int workers, uint64_t bl
                        "%s: sp_loader_bench_block: the loader is delivering batches (its workers' buffers and the "
                        "batch ring are in use); measure before the first sp_loader_next", l->name);
     uint32_t shard = l->tab.block_shard[block];
+    pthread_mutex_lock(&l->bench_mu); /* another call may be reading the same shard's index */
     if (!l->tab.block_entry[block] && !ld_shard_site(l, shard)) { /* a lazy local source's shard not read yet */
         sp_errbuf eb;
         struct stat st;
@@ -1903,17 +1906,23 @@ int64_t sp_loader_bench_block(sp_loader *l, int worker, int workers, uint64_t bl
         int orc = ld_load_local_shard(l, l->tab.block_shard[block], fd, &st, &eb);
         if (fd >= 0)
             close(fd);
-        if (orc)
+        if (orc) {
+            pthread_mutex_unlock(&l->bench_mu);
             return sp_fail(NULL, orc, "%s", eb.msg);
+        }
     } else if (!l->tab.block_entry[block]) { /* a lazy remote dataset's shard not read yet: its index now */
         fmt_shard *sh;
         uint64_t local, base;
         sp_dataset *src = ld_shard_source(l, l->tab.block_shard[block], &local, &base);
         int orc = ds_shard_get(src, local, &sh);
-        if (orc)
+        if (orc) {
+            pthread_mutex_unlock(&l->bench_mu);
             return sp_fail(NULL, orc, "%s", sp_dataset_errmsg(src));
+        }
         ld_install_shard(l, l->tab.block_shard[block], sh);
     }
+    bool loaded = l->tab.shards[shard] != NULL;
+    pthread_mutex_unlock(&l->bench_mu);
     const fmt_block_entry *be = l->tab.block_entry[block];
     uint8_t *buf = sp_aligned_alloc(LD_PAGE, sp_align_up(be->stored_size, LD_PAGE));
     if (!buf)
@@ -1927,7 +1936,7 @@ int64_t sp_loader_bench_block(sp_loader *l, int worker, int workers, uint64_t bl
             local = block - l->mix.first_block[d];
         }
     /* a lazy local source's shard has no fmt_shard: its block entry is the loader's */
-    int64_t n = l->tab.shards[shard] ? ds_pread_block(ds, local, buf, &e) : local_pread(l, block, buf, &e);
+    int64_t n = loaded ? ds_pread_block(ds, local, buf, &e) : local_pread(l, block, buf, &e);
     if (n) {
         n = l->cfg.on_error == SP_ON_ERROR_SKIP ? 0
                                                 : ds_fail_at(NULL, (int)n, ld_shard_path(l, l->tab.block_shard[block]), &e);
