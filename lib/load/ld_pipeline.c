@@ -1373,10 +1373,18 @@ static void ahead_use(sp_loader *l, ld_reader *rd, const ld_ahead *a, ld_job *j)
         return;
     }
     bool remote = block_remote(l, j->block);
-    uint32_t shard = l->tab.block_shard[j->block];
-    char why[SP_ERRMSG_MAX];
-    int irc = !remote && l->tab.lazy && !l->tab.opened[shard] ? local_index(l, rd, shard, why, sizeof why) : SP_OK;
-    if (irc) { /* reserved empty: its index could not be read */
+    if (!remote && l->ring.regions[j->region].len == 0) {
+        /* reserved empty: its index could not be read then, and the region cannot hold the block
+         * (nor can a larger one be waited for here: the regions after it hold the ring); the
+         * block fails as it would have in its window */
+        uint32_t shard = l->tab.block_shard[j->block];
+        char why[SP_ERRMSG_MAX];
+        int irc = l->tab.opened[shard] ? SP_OK : local_index(l, rd, shard, why, sizeof why);
+        if (irc == SP_OK) {
+            irc = SP_EIO;
+            snprintf(why, sizeof why, "its index could not be read when its read was planned ahead (it can be "
+                                      "now: a later epoch reads the block)");
+        }
         read_failed(l, j, irc, why);
         return;
     }
@@ -1626,7 +1634,7 @@ static bool read_window(sp_loader *l, ld_reader *rd, uint32_t pi, uint64_t wi)
     l->ring.win_remaining[ws] = count;
     pthread_mutex_unlock(&l->ring.mu);
     for (uint32_t k = 0; ok && k < w->nblocks; k++) {
-        ld_ahead a;
+        ld_ahead a = { 0 }; /* set by ahead_take when the block was fetched ahead */
         bool remote = block_remote(l, plan->blocks[w->first_block + k]);
         /* with a remote source, every block of the plan goes through the queue of reads ahead (a
          * mixture's local ones as regions reserved in order: reserve_local) */
