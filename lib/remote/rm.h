@@ -56,6 +56,9 @@ void rm_obj_free(rm_obj *o);
 /* url without its user:password@ part (for messages), in a new string (sp_free); NULL when out of
  * memory. */
 char *rm_display_url(const char *url);
+/* path as messages show it: a URL without its user:password@ part, written into buf (cut to fit
+ * len), or path itself when it is no URL or holds none. */
+const char *rm_shown(const char *path, char *buf, size_t len);
 /* dir_url + "/" + name, in a new string (sp_free); NULL when out of memory. */
 char *rm_join(const char *dir_url, const char *name);
 

@@ -283,12 +283,26 @@ static void put_escaped(sp_buf *b, const char *src)
 
 static void put_str(sp_buf *b, const char *s, size_t n) { sp_buf_put(b, s, n); }
 
-char *rm_display_url(const char *url)
+/* The '@' ending url's user:password (its host begins at *host), or NULL when it has none. */
+static const char *credentials_end(const char *url, const char **host)
 {
     const char *sep = strstr(url, "://");
-    const char *host = sep ? sep + 3 : url;
-    const char *end = host + strcspn(host, "/?#");
-    const char *at = memchr(host, '@', (size_t)(end - host));
+    *host = sep ? sep + 3 : url;
+    return memchr(*host, '@', strcspn(*host, "/?#"));
+}
+
+const char *rm_shown(const char *path, char *buf, size_t len)
+{
+    const char *host, *at = rm_is_url(path) ? credentials_end(path, &host) : NULL;
+    if (!at)
+        return path;
+    snprintf(buf, len, "%.*s%s", (int)(host - path), path, at + 1);
+    return buf;
+}
+
+char *rm_display_url(const char *url)
+{
+    const char *host, *at = credentials_end(url, &host);
     if (!at)
         return sp_strdup(url);
     size_t n = strlen(url) - (size_t)(at + 1 - host);
