@@ -31,26 +31,21 @@ struct ld_cache {
     uint64_t *held_next;
 };
 
-static bool wanted(const sp_loader *l, const sp_params *p)
-{
-    const char *dir = sp_params_get_str(p, SP_PARAM_CACHE_DIR);
-    return ld_any_remote(l) && sp_params_get(p, SP_PARAM_CACHE_SIZE) > 0 && dir && dir[0];
-}
-
 int ld_cache_config(sp_loader *l, const sp_params *p)
 {
     const char *dir = sp_params_get_str(p, SP_PARAM_CACHE_DIR);
     bool has_dir = dir && dir[0], has_size = sp_params_get(p, SP_PARAM_CACHE_SIZE) > 0;
-    if (has_dir != has_size) /* half a cache would be no cache, without a word */
-        return sp_fail(&l->eb, SP_EINVAL, has_dir ? "cache_dir %s is set but cache_size is not: give both (cache_size: "
-                                                    "the most bytes the directory may hold)"
-                                                  : "%scache_size is set but cache_dir is not: give both (cache_dir: "
-                                                    "the local directory for the blocks)",
-                       has_dir ? dir : "");
-    if (!wanted(l, p))
+    /* half a cache would be no cache, without a word */
+    if (has_dir && !has_size)
+        return sp_fail(&l->eb, SP_EINVAL, "cache_dir %s is set but cache_size is not: give both (cache_size: the most "
+                       "bytes the directory may hold)", dir);
+    if (has_size && !has_dir)
+        return sp_fail(&l->eb, SP_EINVAL, "cache_size is set but cache_dir is not: give both (cache_dir: the local "
+                       "directory for the blocks)");
+    if (!has_dir || !ld_any_remote(l)) /* no cache, or nothing remote to keep */
         return SP_OK;
     ld_cache *c = sp_calloc(1, sizeof *c);
-    if (!c || !(c->dir = sp_strdup(sp_params_get_str(p, SP_PARAM_CACHE_DIR)))) {
+    if (!c || !(c->dir = sp_strdup(dir))) {
         sp_free(c);
         return sp_fail(&l->eb, SP_ENOMEM, "out of memory setting up cache_dir");
     }
