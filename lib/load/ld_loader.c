@@ -174,6 +174,10 @@ static void plan_image(sp_loader *l, ld_out *o)
 /* Headroom beside a JPEG's coefficients in libjpeg's whole-image memory (what img_jpeg.c takes). */
 #define LD_WHOLE_HEADROOM (1ull << 20)
 
+/* The loader's sources: a mixture's, or its one dataset. */
+static uint32_t nsources(const sp_loader *l) { return l->mix.n ? l->mix.n : 1; }
+static sp_dataset *source(const sp_loader *l, uint32_t d) { return l->mix.n ? l->mix_ds[d] : l->ds; }
+
 /* One dataset's "image_sizes" line for schema field f (shardpack.h): false when it has none. */
 static bool image_sizes_of(const sp_dataset *d, size_t f, uint64_t v[5])
 {
@@ -217,12 +221,12 @@ static void use_image_sizes(sp_loader *l)
 {
     uint64_t side = 0, px = 0, whole = 0;
     bool webp = false;
-    for (size_t d = 0; d < (l->mix.n ? l->mix.n : 1); d++) {
+    for (uint32_t d = 0; d < nsources(l); d++) {
         for (size_t i = 0; i < l->lay.nout; i++) {
             uint64_t v[5]; /* width, height, pixels, whole, webp */
             if (l->lay.out[i].convert != CONVERT_IMAGE)
                 continue;
-            if (!image_sizes_of(l->mix.n ? l->mix_ds[d] : l->ds, l->lay.out[i].field, v) || !v[2])
+            if (!image_sizes_of(source(l, d), l->lay.out[i].field, v) || !v[2])
                 return;
             side = v[0] > side ? v[0] : side;
             side = v[1] > side ? v[1] : side;
@@ -334,7 +338,7 @@ sp_dataset *ld_shard_source(const sp_loader *l, uint64_t i, uint64_t *local, uin
         d++;
     *local = i - l->mix_first_shard[d]; /* all 0 for one dataset */
     *first_block = l->mix.n ? l->mix.first_block[d] : 0;
-    return l->mix.n ? l->mix_ds[d] : l->ds;
+    return source(l, d);
 }
 
 rm_site *ld_shard_site(const sp_loader *l, uint64_t i)
@@ -345,8 +349,8 @@ rm_site *ld_shard_site(const sp_loader *l, uint64_t i)
 
 bool ld_any_remote(const sp_loader *l)
 {
-    for (uint32_t d = 0; d < (l->mix.n ? l->mix.n : 1); d++)
-        if (ds_site(l->mix.n ? l->mix_ds[d] : l->ds))
+    for (uint32_t d = 0; d < nsources(l); d++)
+        if (ds_site(source(l, d)))
             return true;
     return false;
 }
@@ -357,8 +361,8 @@ static unsigned remote_inflight(const sp_loader *l, uint64_t *part)
 {
     unsigned n = 0;
     *part = 0;
-    for (uint32_t d = 0; d < (l->mix.n ? l->mix.n : 1); d++) {
-        rm_site *s = ds_site(l->mix.n ? l->mix_ds[d] : l->ds);
+    for (uint32_t d = 0; d < nsources(l); d++) {
+        rm_site *s = ds_site(source(l, d));
         if (s && rm_site_inflight(s) > n)
             n = rm_site_inflight(s);
         if (s && rm_site_part_size(s) > *part)
@@ -421,7 +425,7 @@ static int lazy_buffers(sp_loader *l, bool local, bool remote)
  * or no manifest); a source whose manifest does is lazy (lazy_shard), local or remote. */
 static int load_tables(sp_loader *l)
 {
-    uint32_t nds = l->mix.n ? l->mix.n : 1;
+    uint32_t nds = nsources(l);
     sp_dataset *const *dss = l->mix.n ? l->mix_ds : &l->ds;
     for (uint32_t d = 0; d < nds; d++) {
         l->tab.nshards += sp_dataset_num_shards(dss[d]);
@@ -565,8 +569,8 @@ static uint64_t tables_bytes(const sp_loader *l)
     /* lazy sources: the shards read; of local ones, the block entries the loader keeps of each
      * index and the dataset's own tables (paths, counts) that stand in for the indexes */
     uint64_t lazy_local = (l->tab.lazy ? l->tab.nshards : 0) + (l->tab.entries ? l->tab.nblocks * sizeof(fmt_block_entry) : 0);
-    for (uint32_t d = 0; d < (l->mix.n ? l->mix.n : 1); d++) {
-        const sp_dataset *ds = l->mix.n ? l->mix_ds[d] : l->ds;
+    for (uint32_t d = 0; d < nsources(l); d++) {
+        const sp_dataset *ds = source(l, d);
         uint32_t max_stored, max_raw;
         if (!ds_site(ds) && ds_block_bounds(ds, &max_stored, &max_raw))
             lazy_local += ds_table_bytes(ds);
@@ -933,9 +937,9 @@ static int open_io(sp_loader *l)
     unsigned inflight = remote_inflight(l, &part);
     bool local = false; /* a source of local files */
     rm_site *site = NULL; /* the driver's own: the first remote source's (each request names its own) */
-    for (uint64_t i = 0; i < l->tab.nshards; i++) {
-        rm_site *s = ld_shard_site(l, i);
-        local |= !s;
+    for (uint32_t d = 0; d < nsources(l); d++) {
+        rm_site *s = ds_site(source(l, d));
+        local |= !s && sp_dataset_num_shards(source(l, d)) > 0;
         site = site ? site : s;
     }
     if (site) {
@@ -1156,9 +1160,8 @@ int sp_loader_open(const char *path, const sp_params *params, sp_loader **out)
     sp_loader *l = loader_new();
     if (!l)
         return sp_fail(NULL, SP_ENOMEM, "%s: out of memory", path);
-    char *shown = rm_is_url(path) ? rm_display_url(path) : NULL; /* no user:password@ in messages */
-    snprintf(l->name, sizeof l->name, "%s", shown ? shown : path);
-    sp_free(shown);
+    char shown[4096];
+    snprintf(l->name, sizeof l->name, "%s", rm_shown(path, shown, sizeof shown)); /* no user:password@ */
     int rc = sp_dataset_open(path, params, &l->ds); /* a glob of shards too */
     if (rc)
         sp_fail_keep(&l->eb, rc); /* "%s" of sp_last_error() into itself was undefined */
@@ -1174,11 +1177,10 @@ int sp_loader_open_shards(const char *const *paths, size_t n, const sp_params *p
     sp_loader *l = loader_new();
     if (!l)
         return sp_fail(NULL, SP_ENOMEM, "sp_loader_open_shards: out of memory");
-    if (n && paths && paths[0]) {
-        char *shown = rm_is_url(paths[0]) ? rm_display_url(paths[0]) : NULL; /* no user:password@ in messages */
-        snprintf(l->name, sizeof l->name, n > 1 ? "%s and %zu more shards" : "%s", shown ? shown : paths[0], n - 1);
-        sp_free(shown);
-    }
+    char shown[4096]; /* no user:password@ in messages */
+    if (n && paths && paths[0])
+        snprintf(l->name, sizeof l->name, n > 1 ? "%s and %zu more shards" : "%s",
+                 rm_shown(paths[0], shown, sizeof shown), n - 1);
     int rc = sp_dataset_open_shards(paths, n, params, &l->ds);
     if (rc)
         sp_fail_keep(&l->eb, rc); /* "%s" of sp_last_error() into itself was undefined */
@@ -1195,14 +1197,11 @@ static int check_mix_schema(sp_loader *l, const char *const *paths, uint32_t d)
         if (x && y && !strcmp(x->name, y->name) && x->kind == y->kind && x->dtype == y->dtype &&
             x->ndim == y->ndim && !memcmp(x->shape, y->shape, x->ndim * sizeof *x->shape))
             continue;
-        char *p0 = rm_is_url(paths[0]) ? rm_display_url(paths[0]) : NULL; /* no user:password@ in messages */
-        char *pd = rm_is_url(paths[d]) ? rm_display_url(paths[d]) : NULL;
-        int rc = sp_fail(&l->eb, SP_EINVAL, "mixture: %s and %s have different schemas: field %zu is %s in the first "
-                         "and %s in the other (sources must agree on every field, name, kind, dtype and shape)",
-                         p0 ? p0 : paths[0], pd ? pd : paths[d], i, x ? x->name : "missing", y ? y->name : "missing");
-        sp_free(p0);
-        sp_free(pd);
-        return rc;
+        char p0[4096], pd[4096]; /* no user:password@ in messages */
+        return sp_fail(&l->eb, SP_EINVAL, "mixture: %s and %s have different schemas: field %zu is %s in the first "
+                       "and %s in the other (sources must agree on every field, name, kind, dtype and shape)",
+                       rm_shown(paths[0], p0, sizeof p0), rm_shown(paths[d], pd, sizeof pd), i, x ? x->name : "missing",
+                       y ? y->name : "missing");
     }
     return SP_OK;
 }
@@ -1269,18 +1268,16 @@ int sp_loader_open_mix(const char *const *paths, const double *weights, size_t n
         return sp_fail(NULL, SP_EINVAL, "sp_loader_open_mix: %zu sources; a mixture has 1 to %d", n, SP_MIX_MAX);
     for (size_t d = 0; d < n; d++)
         if (!paths[d] || !(weights[d] > 0) || weights[d] > 1e300) {
-            char *shown = paths[d] && rm_is_url(paths[d]) ? rm_display_url(paths[d]) : NULL; /* no user:password@ */
-            int rc = sp_fail(NULL, SP_EINVAL, "sp_loader_open_mix: source %zu (%s) has weight %g; weights are positive "
-                             "finite numbers", d, shown ? shown : paths[d] ? paths[d] : "NULL", weights[d]);
-            sp_free(shown);
-            return rc;
+            char shown[4096]; /* no user:password@ in messages */
+            return sp_fail(NULL, SP_EINVAL, "sp_loader_open_mix: source %zu (%s) has weight %g; weights are positive "
+                           "finite numbers", d, paths[d] ? rm_shown(paths[d], shown, sizeof shown) : "NULL", weights[d]);
         }
     sp_loader *l = loader_new();
     if (!l)
         return sp_fail(NULL, SP_ENOMEM, "sp_loader_open_mix: out of memory");
-    char *shown = rm_is_url(paths[0]) ? rm_display_url(paths[0]) : NULL; /* no user:password@ in messages */
-    snprintf(l->name, sizeof l->name, n > 1 ? "%s and %zu more (a mixture)" : "%s", shown ? shown : paths[0], n - 1);
-    sp_free(shown);
+    char shown[4096]; /* no user:password@ in messages */
+    snprintf(l->name, sizeof l->name, n > 1 ? "%s and %zu more (a mixture)" : "%s", rm_shown(paths[0], shown, sizeof shown),
+             n - 1);
     int rc = SP_OK;
     for (uint32_t d = 0; d < n && rc == SP_OK; d++) {
         l->mix_w[d] = weights[d];
@@ -1903,7 +1900,7 @@ int64_t sp_loader_bench_block(sp_loader *l, int worker, int workers, uint64_t bl
         sp_errbuf eb;
         struct stat st;
         int fd = sp_open_regular(ld_shard_path(l, shard), 0, &st);
-        int orc = ld_load_local_shard(l, l->tab.block_shard[block], fd, &st, &eb);
+        int orc = ld_load_local_shard(l, shard, fd, &st, &eb);
         if (fd >= 0)
             close(fd);
         if (orc) {
@@ -1913,13 +1910,13 @@ int64_t sp_loader_bench_block(sp_loader *l, int worker, int workers, uint64_t bl
     } else if (!l->tab.block_entry[block]) { /* a lazy remote dataset's shard not read yet: its index now */
         fmt_shard *sh;
         uint64_t local, base;
-        sp_dataset *src = ld_shard_source(l, l->tab.block_shard[block], &local, &base);
+        sp_dataset *src = ld_shard_source(l, shard, &local, &base);
         int orc = ds_shard_get(src, local, &sh);
         if (orc) {
             pthread_mutex_unlock(&l->bench_mu);
             return sp_fail(NULL, orc, "%s", sp_dataset_errmsg(src));
         }
-        ld_install_shard(l, l->tab.block_shard[block], sh);
+        ld_install_shard(l, shard, sh);
     }
     bool loaded = l->tab.shards[shard] != NULL;
     pthread_mutex_unlock(&l->bench_mu);
@@ -1928,18 +1925,14 @@ int64_t sp_loader_bench_block(sp_loader *l, int worker, int workers, uint64_t bl
     if (!buf)
         return sp_fail(NULL, SP_ENOMEM, "%s: out of memory for a %u-byte block", l->name, be->stored_size);
     fmt_err e = { .block = -1 };
-    sp_dataset *ds = l->ds;
-    uint64_t local = block;
-    for (uint32_t d = 1; d < l->mix.n; d++) /* a mixture's block: its source's, numbered there */
-        if (block >= l->mix.first_block[d]) {
-            ds = l->mix_ds[d];
-            local = block - l->mix.first_block[d];
-        }
+    uint64_t local_shard, base;
+    sp_dataset *ds = ld_shard_source(l, shard, &local_shard, &base); /* a mixture's block: its source's */
+    uint64_t local = block - base;
     /* a lazy local source's shard has no fmt_shard: its block entry is the loader's */
     int64_t n = loaded ? ds_pread_block(ds, local, buf, &e) : local_pread(l, block, buf, &e);
     if (n) {
         n = l->cfg.on_error == SP_ON_ERROR_SKIP ? 0
-                                                : ds_fail_at(NULL, (int)n, ld_shard_path(l, l->tab.block_shard[block]), &e);
+                                                : ds_fail_at(NULL, (int)n, ld_shard_path(l, shard), &e);
     } else {
         uint64_t share = l->ring.nslots / (uint64_t)workers;
         n = ld_bench_block(l, worker, block, buf, (uint64_t)worker * share, share, cursor);
