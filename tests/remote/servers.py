@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Real servers on 127.0.0.1 for the remote tests and benchmarks: nginx (HTTP and HTTPS, byte
-ranges, basic and bearer auth) and OpenStack Swift with its s3api middleware (an S3 endpoint).
+ranges, basic and bearer auth), OpenStack Swift with its s3api middleware (an S3 endpoint) and,
+optionally, Ceph's radosgw on a one-node Ceph cluster (another S3 endpoint, in C++).
 
 Everything a start writes - configuration, certificates, rings, storage, logs, pids - lives in the
 state directory given; `stop` ends by pid what was started there and removes nothing outside it.
 
     servers.py nginx start --root DIR --state STATE [--workers N]
     servers.py swift start --state STATE
+    servers.py ceph start --state STATE
+    servers.py s3 start --state STATE          (Swift, or Ceph when SP_TEST_S3_SERVER=ceph)
     servers.py s3 mb --state STATE BUCKET
     servers.py s3 put-dir --state STATE [--prefix P] [--jobs N] [--skip-same] BUCKET DIR   (files go to P/...)
     servers.py env --state STATE
@@ -14,17 +17,19 @@ state directory given; `stop` ends by pid what was started there and removes not
 
 `start` waits until every port answers, then prints shell lines (`eval "$(servers.py ...)"`):
 SP_TEST_HTTP_URL, SP_TEST_HTTPS_URL, SP_TEST_CA, ... for nginx; AWS_ENDPOINT_URL,
-AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, ... for Swift. The same lines are kept in
-STATE/nginx.env and STATE/swift.env. A missing package exits 77 with the reason; other failures
-exit 1 after stopping what was started.
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, ... for Swift and Ceph. The same lines are
+kept in STATE/nginx.env, STATE/swift.env and STATE/ceph.env; `s3 mb` and `s3 put-dir` use the S3
+server running from STATE. A missing package exits 77 with the reason; other failures exit 1 after
+stopping what was started.
 
-From Python: `with nginx_server(root, state) as env:` and `with swift_server(state) as env:` give
-the same variables as a dict and stop the servers on exit; s3_request, s3_make_bucket and
-s3_put_dir sign their requests (SigV4) with the standard library alone. Besides the packages
-(nginx-light, openssl, swift, swift-proxy, swift-object, swift-container, swift-account) only this
-file and sp_swift_cache.py (the proxy's in-process cache, in place of memcached) are needed; the
-Swift processes run under the Python that Debian's swift scripts name (/usr/bin/python3), so any
-python3 may run this file.
+From Python: `with nginx_server(root, state) as env:`, `with swift_server(state) as env:` and
+`with ceph_server(state) as env:` give the same variables as a dict and stop the servers on exit;
+s3_request, s3_make_bucket and s3_put_dir sign their requests (SigV4) with the standard library
+alone. Besides the packages (nginx-light, openssl, swift, swift-proxy, swift-object,
+swift-container, swift-account; for Ceph ceph-mon, ceph-osd, radosgw, ceph-common) only this file
+and sp_swift_cache.py (the proxy's in-process cache, in place of memcached) are needed; the Swift
+processes run under the Python that Debian's swift scripts name (/usr/bin/python3), so any python3
+may run this file.
 """
 
 import argparse
@@ -255,14 +260,18 @@ def read_env(state, group):
 # Packages
 
 PACKAGES = {"nginx": "nginx-light", "openssl": "openssl", "curl": "curl",
-            "swift": "swift swift-proxy swift-object swift-container swift-account"}
+            "swift": "swift swift-proxy swift-object swift-container swift-account",
+            "ceph": "ceph-mon ceph-osd radosgw ceph-common"}
 
 
 def require(what):
-    """The path of a program the servers or tests need ('nginx', 'openssl', 'curl'), or for
-    'swift' the interpreter command of Swift's servers; raises Missing naming the package."""
+    """The path of a program the servers or tests need ('nginx', 'openssl', 'curl'), for 'swift'
+    the interpreter command of Swift's servers, for 'ceph' radosgw's path (having checked Ceph's
+    other programs too); raises Missing naming the package."""
     if what == "swift":
         return _swift_python()
+    if what == "ceph":
+        return _ceph_programs()["radosgw"]
     found = shutil.which(what) or next((p for p in ("/usr/sbin/" + what, "/usr/bin/" + what)
                                         if os.access(p, os.X_OK)), None)
     if found is None:
@@ -608,6 +617,187 @@ def start_swift(state, timeout=60.0):
 
 
 # ----------------------------------------------------------------------------------------------
+# Ceph: a one-node cluster (a monitor, one OSD keeping objects in memory) and radosgw
+
+# The S3 user radosgw gets. Another key than Swift's: radosgw's keys are its own strings, and
+# one without a colon also passes through curl's --user.
+CEPH_ACCESS_KEY = "shardpack-test"
+CEPH_SECRET_KEY = "sp-test-secret"
+
+# Everything on 127.0.0.1 and under STATE/ceph. Only the messenger v2 protocol: the monitor then
+# listens on its one port, and the OSD binds no v1 ports beside its v2 ones (it takes free ports of
+# 6800-7300, its default range). memstore keeps the objects in the OSD's memory: nothing to
+# format, nothing to fsync; the device size is only what the OSD reports as its capacity (a
+# benchmark's few hundred MB stay far from the full ratio). The proposal interval of 1 s made
+# each of radosgw's seven pools wait a second at start-up. No manager: radosgw and the clients
+# need none, and it would take ~300 MB; the autoscaler it runs is off.
+CEPH_CONF = """\
+[global]
+fsid = {fsid}
+mon host = v2:127.0.0.1:{mon_port}
+public addr = 127.0.0.1
+cluster addr = 127.0.0.1
+ms bind msgr1 = false
+keyring = {d}/keyring
+run dir = {d}/run
+admin socket =
+pid file =
+crash dir = {d}/crash
+log file = {logs}/$name.log
+log to stderr = false
+err to stderr = true
+mon cluster log file = {logs}/ceph-cluster.log
+mon data = {d}/mon
+osd data = {d}/osd
+osd objectstore = memstore
+memstore device bytes = 4294967296
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg num = 8
+osd pool default pgp num = 8
+osd pool default pg autoscale mode = off
+osd crush chooseleaf type = 0
+mon allow pool size one = true
+mon warn on pool no redundancy = false
+paxos propose interval = 0.05
+osd fast shutdown notify mon = false
+[client.rgw]
+rgw frontends = beast endpoint=127.0.0.1:{rgw_port}
+rgw data = {d}/rgw
+rgw zonegroup = default
+rgw zone = default
+rgw exit timeout secs = 1
+"""
+
+
+def _ceph_programs():
+    """{name: path} of the Ceph programs start_ceph runs; raises Missing naming the packages."""
+    out = {}
+    for name in ("ceph-authtool", "monmaptool", "ceph-mon", "ceph-osd", "ceph", "radosgw-admin", "radosgw"):
+        out[name] = shutil.which(name) or next((p for p in ("/usr/bin/" + name, "/usr/sbin/" + name)
+                                                if os.access(p, os.X_OK)), None)
+        if out[name] is None:
+            raise Missing("%s not found (apt-get install --no-install-recommends %s)" % (name, PACKAGES["ceph"]))
+    return out
+
+
+def _ceph_exited(procs, what):
+    for name, proc in procs:
+        if proc.poll() is not None:
+            raise StartError("ceph: %s exited with status %s (while %s)" % (name, proc.returncode, what))
+
+
+def _ceph_run(argv, deadline, what, procs=()):
+    """Runs one of Ceph's tools to its end; raises StartError with its output if it fails, and
+    ends it if it is still waiting at DEADLINE or once one of PROCS (the daemons it waits for:
+    Ceph's clients retry a daemon that is gone without end) has exited."""
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while True:
+            try:
+                out, err = p.communicate(timeout=0.05)
+                break
+            except subprocess.TimeoutExpired:
+                _ceph_exited(procs, what)
+                if time.monotonic() > deadline:
+                    raise StartError("ceph: %s did not finish in time" % what)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    if p.returncode != 0:
+        _ceph_exited(procs, what)
+        raise StartError("ceph: %s failed (exit %d): %s" % (what, p.returncode, (err or out).strip()[-500:]))
+    return out
+
+
+def start_ceph(state, timeout=60.0):
+    """Starts a one-node Ceph cluster - a monitor, one OSD (memstore: the objects in its memory) -
+    and radosgw serving S3 on a free port of 127.0.0.1, with an S3 user of a fixed key; all its
+    state goes to STATE/ceph, made afresh at each start. Returns AWS_ENDPOINT_URL,
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION (and AWS_DEFAULT_REGION),
+    SP_TEST_CEPH_PIDS and SP_TEST_CEPH_READY_S, as start_swift does for Swift."""
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    tools = _ceph_programs()
+    state = os.path.abspath(state)
+    logs = os.path.join(state, "logs")
+    os.makedirs(logs, exist_ok=True)
+    if any(_alive(p, t) for _, _, p, t in _recorded(state, "ceph")):
+        raise StartError("ceph already runs from %s (servers.py stop --state %s)" % (state, state))
+    # a new cluster each time (another fsid, new keys): nothing of a run before is reused, and a
+    # run killed half-way leaves nothing that a later start has to make sense of
+    d = os.path.join(state, "ceph")
+    shutil.rmtree(d, ignore_errors=True)
+    for sub in ("run", "crash", "mon", "osd", "rgw"):
+        os.makedirs(os.path.join(d, sub))
+    fsid = str(__import__("uuid").uuid4())
+    mon_port, rgw_port = free_ports(2)
+    conf = os.path.join(d, "ceph.conf")
+    with open(conf, "w") as f:
+        f.write(CEPH_CONF.format(fsid=fsid, mon_port=mon_port, rgw_port=rgw_port, d=d, logs=logs))
+    c = ["-c", conf]
+    keyring = os.path.join(d, "keyring")
+    # One keyring for every daemon and tool; the monitor takes all of it into its auth database at
+    # --mkfs, so the OSD's and radosgw's keys exist before they first connect.
+    for i, (name, caps) in enumerate((
+            ("mon.", ["mon", "allow *"]),
+            ("client.admin", ["mon", "allow *", "osd", "allow *", "mgr", "allow *"]),
+            ("osd.0", ["mon", "allow profile osd", "mgr", "allow profile osd", "osd", "allow *"]),
+            ("client.rgw", ["mon", "allow rw", "osd", "allow rwx", "mgr", "allow rw"]))):
+        argv = [tools["ceph-authtool"], keyring, "--gen-key", "-n", name] + (["--create-keyring"] if i == 0 else [])
+        for j in range(0, len(caps), 2):
+            argv += ["--cap", caps[j], caps[j + 1]]
+        _ceph_run(argv, deadline, "ceph-authtool " + name)
+    monmap = os.path.join(d, "monmap")
+    _ceph_run([tools["monmaptool"], "--create", "--fsid", fsid, "--addv", "a",
+               "[v2:%s:%d]" % (HOST, mon_port), monmap], deadline, "monmaptool")
+    osd_uuid = str(__import__("uuid").uuid4())
+    procs = []
+    try:
+        _ceph_run([tools["ceph-mon"]] + c + ["-i", "a", "--mkfs", "--monmap", monmap, "--keyring", keyring],
+                  deadline, "ceph-mon --mkfs")
+        procs.append(("ceph-mon", _spawn(state, "ceph", "ceph-mon", [tools["ceph-mon"]] + c + ["-i", "a", "-f"])))
+        # the OSD's store needs no monitor (the monmap says whose cluster it is): made meanwhile
+        _ceph_run([tools["ceph-osd"]] + c + ["-i", "0", "--mkfs", "--osd-uuid", osd_uuid, "--monmap", monmap],
+                  deadline, "ceph-osd --mkfs")
+        _wait_ports(procs, [mon_port], max(1.0, deadline - time.monotonic()), "ceph-mon")
+        _ceph_run([tools["ceph"]] + c + ["osd", "new", osd_uuid, "0"], deadline, "ceph osd new", procs)
+        procs.append(("ceph-osd", _spawn(state, "ceph", "ceph-osd", [tools["ceph-osd"]] + c + ["-i", "0", "-f"])))
+        # radosgw-admin makes the default zone and its pools (waiting for the OSD to come up);
+        # radosgw starts after it, since one starting meanwhile finds the zone half made and exits
+        _ceph_run([tools["radosgw-admin"]] + c + ["user", "create", "--uid", "shardpack", "--display-name",
+                                                  "shardpack tests", "--access-key", CEPH_ACCESS_KEY,
+                                                  "--secret-key", CEPH_SECRET_KEY],
+                  deadline, "radosgw-admin user create", procs)
+        procs.append(("radosgw", _spawn(state, "ceph", "radosgw", [tools["radosgw"]] + c + ["-n", "client.rgw", "-f"])))
+        _wait_ports(procs, [rgw_port], max(1.0, deadline - time.monotonic()), "radosgw")
+        endpoint = "http://%s:%d" % (HOST, rgw_port)
+        while True:
+            status, _, body = s3_request("GET", endpoint + "/", CEPH_ACCESS_KEY, CEPH_SECRET_KEY, S3_REGION)
+            if status == 200:
+                break
+            _ceph_exited(procs, "waiting for radosgw")
+            if time.monotonic() > deadline:
+                raise StartError("ceph: listing buckets answers %d: %s" % (status, body[:200]))
+            time.sleep(0.05)
+    except BaseException:
+        stop(state, "ceph")
+        raise
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": CEPH_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": CEPH_SECRET_KEY,
+        "AWS_REGION": S3_REGION,
+        "AWS_DEFAULT_REGION": S3_REGION,
+        "SP_TEST_CEPH_PIDS": " ".join(str(p.pid) for _, p in procs),
+        "SP_TEST_CEPH_READY_S": "%.2f" % (time.monotonic() - t0),
+    }
+    _write_env(state, "ceph", env)
+    return env
+
+
+# ----------------------------------------------------------------------------------------------
 # S3 requests signed with SigV4 (path-style), standard library only
 
 def _quote(s, safe="-_.~"):
@@ -772,6 +962,43 @@ def swift_server(state, **kw):
         stop(state, "swift")
 
 
+@contextlib.contextmanager
+def ceph_server(state, **kw):
+    try:
+        yield start_ceph(state, **kw)
+    finally:
+        stop(state, "ceph")
+
+
+# ----------------------------------------------------------------------------------------------
+# Which S3 server: Swift, or Ceph's radosgw when SP_TEST_S3_SERVER=ceph
+
+S3_SERVERS = ("swift", "ceph")
+
+
+def s3_server_name():
+    """The S3 server the tests start: SP_TEST_S3_SERVER (swift, the default, or ceph)."""
+    name = os.environ.get("SP_TEST_S3_SERVER") or "swift"
+    if name not in S3_SERVERS:
+        raise StartError("SP_TEST_S3_SERVER=%s: not one of %s" % (name, ", ".join(S3_SERVERS)))
+    return name
+
+
+def start_s3(state, name=None, **kw):
+    """start_swift or start_ceph: NAME, else the one s3_server_name gives."""
+    name = name or s3_server_name()
+    return (start_ceph if name == "ceph" else start_swift)(state, **kw)
+
+
+def s3_env_of(state):
+    """The variables of the S3 server started from STATE: the one running (Swift first), else
+    the Swift ones kept there."""
+    for g in S3_SERVERS:
+        if any(_alive(p, t) for _, _, p, t in _recorded(state, g)):
+            return read_env(state, g)
+    return read_env(state, "swift")
+
+
 # ----------------------------------------------------------------------------------------------
 # Command line
 
@@ -783,9 +1010,12 @@ def main(argv=None):
     ng.add_argument("--state", required=True)
     ng.add_argument("--workers", type=int, default=1)
     ng.add_argument("--access-log", action="store_true")
-    sw = sub.add_parser("swift").add_subparsers(dest="action", required=True).add_parser("start")
-    sw.add_argument("--state", required=True)
+    for name in S3_SERVERS:
+        sub.add_parser(name).add_subparsers(dest="action", required=True).add_parser("start").add_argument(
+            "--state", required=True)
     s3 = sub.add_parser("s3").add_subparsers(dest="action", required=True)
+    s3.add_parser("start", help="the S3 server SP_TEST_S3_SERVER names (swift or ceph; default swift)").add_argument(
+        "--state", required=True)
     mb = s3.add_parser("mb")
     mb.add_argument("--state", required=True)
     mb.add_argument("bucket")
@@ -804,10 +1034,10 @@ def main(argv=None):
     try:
         if a.cmd == "nginx":
             env = start_nginx(a.root, a.state, workers=a.workers, access_log=a.access_log)
-        elif a.cmd == "swift":
-            env = start_swift(a.state)
+        elif a.cmd in S3_SERVERS or (a.cmd == "s3" and a.action == "start"):
+            env = start_s3(a.state, None if a.cmd == "s3" else a.cmd)
         elif a.cmd == "s3":
-            env = read_env(a.state, "swift")
+            env = s3_env_of(a.state)
             if a.action == "mb":
                 s3_make_bucket(env, a.bucket)
             else:
@@ -816,7 +1046,7 @@ def main(argv=None):
             return 0
         elif a.cmd == "env":
             env = {}
-            for g in ("nginx", "swift"):
+            for g in ("nginx",) + S3_SERVERS:
                 with contextlib.suppress(FileNotFoundError):
                     env.update(read_env(a.state, g))
         else:

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The remote tests' real servers (servers.py) come up, serve byte ranges, check credentials, and stop leaving no process."""
-# usage: test_servers.py nginx|swift|stop   (exit 77 when the server's package is missing)
+# usage: test_servers.py nginx|swift|ceph|stop   (exit 77 when the server's package is missing)
 
 import base64
 import contextlib
@@ -92,6 +92,75 @@ class Nginx(unittest.TestCase):
                 _get(env["SP_TEST_HTTP_URL"] + "/sub/blob.bin")
 
 
+def _check_s3(t, tmp, state, env):
+    """What the remote tests need of an S3 server: buckets, uploads with MD5 ETags (skip_same),
+    listing, byte ranges, a wrong secret's 403, NoSuchKey and NoSuchBucket, and curl's own SigV4."""
+    ep, ak, sk, region = servers._s3_env(env)
+    servers.s3_make_bucket(env, "spbucket")
+    servers.s3_make_bucket(env, "spbucket")  # ours already: fine
+    src = os.path.join(tmp, "src")
+    os.makedirs(os.path.join(src, "d"))
+    data = os.urandom(20 << 20)
+    with open(os.path.join(src, "d", "big.bin"), "wb") as f:
+        f.write(data)
+    with open(os.path.join(src, "small"), "wb") as f:
+        f.write(b"hello")
+    t.assertEqual(servers.s3_put_dir(env, "spbucket", src, "ds/"), (2, len(data) + 5))
+    t.assertEqual(servers.s3_list(env, "spbucket", "ds/"),
+                  {"ds/d/big.bin": (len(data), hashlib.md5(data).hexdigest()),
+                   "ds/small": (5, hashlib.md5(b"hello").hexdigest())})
+    with open(os.path.join(src, "small"), "wb") as f:
+        f.write(b"HELLO")  # same size, other bytes: sent again; big.bin is not
+    sent = []
+    put = servers.s3_put_file
+    servers.s3_put_file = lambda *a: sent.append(a[2]) or put(*a)
+    try:
+        t.assertEqual(servers.s3_put_dir(env, "spbucket", src, "ds/", skip_same=True), (2, len(data) + 5))
+    finally:
+        servers.s3_put_file = put
+    t.assertEqual(sent, ["ds/small"])
+    # a prefix without its "/" is still a folder, and the command line names the folder used
+    t.assertEqual(servers.s3_put_dir(env, "spbucket", src, "ds2"), (2, len(data) + 5))
+    t.assertEqual(sorted(servers.s3_list(env, "spbucket", "ds2")), ["ds2/d/big.bin", "ds2/small"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        t.assertEqual(servers.main(["s3", "put-dir", "--state", state, "--prefix", "ds3",
+                                    "--skip-same", "spbucket", src]), 0)
+    t.assertIn("to s3://spbucket/ds3/\n", out.getvalue())
+    t.assertIn("ds3/small", servers.s3_list(env, "spbucket", "ds3/"))
+    url = ep + "/spbucket/ds/d/big.bin"
+    st, h, body = servers.s3_request("HEAD", url, ak, sk, region)
+    t.assertEqual((st, h["content-length"], h["etag"].strip('"')),
+                  (200, str(len(data)), hashlib.md5(data).hexdigest()))
+    st, h, body = servers.s3_request("GET", url, ak, sk, region, headers={"Range": "bytes=1000-1999"})
+    t.assertEqual((st, body, h["content-range"]), (206, data[1000:2000], "bytes 1000-1999/%d" % len(data)))
+    last = len(data) - 8
+    st, _, body = servers.s3_request("GET", url, ak, sk, region, headers={"Range": "bytes=%d-" % last})
+    t.assertEqual((st, body), (206, data[last:]))
+    st, _, body = servers.s3_request("GET", ep + "/spbucket/ds/small", ak, sk, region)
+    t.assertEqual((st, body), (200, b"HELLO"))
+    st, _, body = servers.s3_request("GET", url, ak, "wrong-secret", region, headers={"Range": "bytes=0-9"})
+    t.assertEqual(st, 403)
+    t.assertIn(b"SignatureDoesNotMatch", body)
+    st, _, body = servers.s3_request("GET", ep + "/spbucket/ds/none", ak, sk, region)
+    t.assertEqual(st, 404)
+    t.assertIn(b"NoSuchKey", body)
+    st, _, body = servers.s3_request("GET", ep + "/nobucket/x", ak, sk, region)
+    t.assertEqual(st, 404)
+    t.assertIn(b"NoSuchBucket", body)
+    st, _, body = servers.s3_request("GET", ep + "/spbucket?list-type=2&prefix=ds/", ak, sk, region)
+    t.assertEqual(st, 200)
+    t.assertIn(b"<Key>ds/d/big.bin</Key>", body)
+    # curl's own SigV4, the key given through a netrc file (Swift's holds a colon)
+    netrc = os.path.join(tmp, "netrc")
+    with open(netrc, "w") as f:
+        f.write("machine 127.0.0.1 login %s password %s\n" % (ak, sk))
+    out = subprocess.run(["curl", "-sS", "-f", "--netrc-file", netrc, "--aws-sigv4",
+                          "aws:amz:%s:s3" % region, "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+                          "-r", "5-14", url], capture_output=True, check=True).stdout
+    t.assertEqual(out, data[5:15])
+
+
 class Swift(unittest.TestCase):
     def test_s3_put_range_auth_stop(self):
         with tempfile.TemporaryDirectory(prefix="sp-swift-") as tmp:
@@ -101,72 +170,37 @@ class Swift(unittest.TestCase):
                 rows = servers._recorded(state)
                 self.assertEqual(sorted(r[1] for r in rows),
                                  ["swift-account", "swift-container", "swift-object", "swift-proxy"])
-                ep, ak, sk, region = servers._s3_env(env)
-                servers.s3_make_bucket(env, "spbucket")
-                servers.s3_make_bucket(env, "spbucket")  # ours already: fine
-                src = os.path.join(tmp, "src")
-                os.makedirs(os.path.join(src, "d"))
-                data = os.urandom(20 << 20)
-                with open(os.path.join(src, "d", "big.bin"), "wb") as f:
-                    f.write(data)
-                with open(os.path.join(src, "small"), "wb") as f:
-                    f.write(b"hello")
-                self.assertEqual(servers.s3_put_dir(env, "spbucket", src, "ds/"), (2, len(data) + 5))
-                self.assertEqual(servers.s3_list(env, "spbucket", "ds/"),
-                                 {"ds/d/big.bin": (len(data), hashlib.md5(data).hexdigest()),
-                                  "ds/small": (5, hashlib.md5(b"hello").hexdigest())})
-                with open(os.path.join(src, "small"), "wb") as f:
-                    f.write(b"HELLO")  # same size, other bytes: sent again; big.bin is not
-                sent = []
-                put = servers.s3_put_file
-                servers.s3_put_file = lambda *a: sent.append(a[2]) or put(*a)
-                try:
-                    self.assertEqual(servers.s3_put_dir(env, "spbucket", src, "ds/", skip_same=True), (2, len(data) + 5))
-                finally:
-                    servers.s3_put_file = put
-                self.assertEqual(sent, ["ds/small"])
-                # a prefix without its "/" is still a folder, and the command line names the folder used
-                self.assertEqual(servers.s3_put_dir(env, "spbucket", src, "ds2"), (2, len(data) + 5))
-                self.assertEqual(sorted(servers.s3_list(env, "spbucket", "ds2")), ["ds2/d/big.bin", "ds2/small"])
-                out = io.StringIO()
-                with contextlib.redirect_stdout(out):
-                    self.assertEqual(servers.main(["s3", "put-dir", "--state", state, "--prefix", "ds3",
-                                                   "--skip-same", "spbucket", src]), 0)
-                self.assertIn("to s3://spbucket/ds3/\n", out.getvalue())
-                self.assertIn("ds3/small", servers.s3_list(env, "spbucket", "ds3/"))
-                url = ep + "/spbucket/ds/d/big.bin"
-                st, h, body = servers.s3_request("HEAD", url, ak, sk, region)
-                self.assertEqual((st, h["content-length"], h["etag"].strip('"')),
-                                 (200, str(len(data)), hashlib.md5(data).hexdigest()))
-                st, h, body = servers.s3_request("GET", url, ak, sk, region, headers={"Range": "bytes=1000-1999"})
-                self.assertEqual((st, body, h["content-range"]), (206, data[1000:2000], "bytes 1000-1999/%d" % len(data)))
-                last = len(data) - 8
-                st, _, body = servers.s3_request("GET", url, ak, sk, region, headers={"Range": "bytes=%d-" % last})
-                self.assertEqual((st, body), (206, data[last:]))
-                st, _, body = servers.s3_request("GET", ep + "/spbucket/ds/small", ak, sk, region)
-                self.assertEqual((st, body), (200, b"HELLO"))
-                st, _, body = servers.s3_request("GET", url, ak, "wrong-secret", region, headers={"Range": "bytes=0-9"})
-                self.assertEqual(st, 403)
-                self.assertIn(b"SignatureDoesNotMatch", body)
-                st, _, body = servers.s3_request("GET", ep + "/spbucket/ds/none", ak, sk, region)
-                self.assertEqual(st, 404)
-                self.assertIn(b"NoSuchKey", body)
-                st, _, body = servers.s3_request("GET", ep + "/nobucket/x", ak, sk, region)
-                self.assertEqual(st, 404)
-                self.assertIn(b"NoSuchBucket", body)
-                st, _, body = servers.s3_request("GET", ep + "/spbucket?list-type=2&prefix=ds/", ak, sk, region)
-                self.assertEqual(st, 200)
-                self.assertIn(b"<Key>ds/d/big.bin</Key>", body)
-                # curl's own SigV4, the key's colon given through a netrc file
-                netrc = os.path.join(tmp, "netrc")
-                with open(netrc, "w") as f:
-                    f.write("machine 127.0.0.1 login %s password %s\n" % (ak, sk))
-                out = subprocess.run(["curl", "-sS", "-f", "--netrc-file", netrc, "--aws-sigv4",
-                                      "aws:amz:%s:s3" % region, "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD",
-                                      "-r", "5-14", url], capture_output=True, check=True).stdout
-                self.assertEqual(out, data[5:15])
+                _check_s3(self, tmp, state, env)
             self.assertTrue(_gone(state, rows))
             self.assertFalse(os.path.exists(os.path.join(state, "pids")))
+
+
+class Ceph(unittest.TestCase):
+    def test_s3_put_range_auth_stop_restart(self):
+        with tempfile.TemporaryDirectory(prefix="sp-ceph-") as tmp:
+            state = os.path.join(tmp, "state")
+            with servers.ceph_server(state) as env:
+                print("ceph ready in %s s" % env["SP_TEST_CEPH_READY_S"])
+                rows = servers._recorded(state)
+                self.assertEqual(sorted(r[1] for r in rows), ["ceph-mon", "ceph-osd", "radosgw"])
+                self.assertEqual(servers.read_env(state, "ceph"), env)
+                _check_s3(self, tmp, state, env)
+                with self.assertRaises(servers.StartError):
+                    servers.start_ceph(state)  # not a second one from the same state while it runs
+            self.assertTrue(_gone(state, rows))
+            self.assertFalse(os.path.exists(os.path.join(state, "pids")))
+            # a start after a stop, from the same state: a new, empty cluster
+            t0 = time.monotonic()
+            with servers.ceph_server(state) as env:
+                print("ceph ready again in %.2f s" % (time.monotonic() - t0))
+                rows = servers._recorded(state)
+                ep, ak, sk, region = servers._s3_env(env)
+                st, _, body = servers.s3_request("GET", ep + "/", ak, sk, region)
+                self.assertEqual(st, 200)
+                self.assertNotIn(b"<Name>spbucket</Name>", body)
+                servers.s3_make_bucket(env, "spbucket")
+                self.assertEqual(servers.s3_request("PUT", ep + "/spbucket/k", ak, sk, region, b"x")[0], 200)
+            self.assertTrue(_gone(state, rows))
 
 
 class Stop(unittest.TestCase):
@@ -205,5 +239,6 @@ class Stop(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    sys.exit(servers.test_main({"nginx": Nginx, "swift": Swift, "stop": Stop},
-                               {"nginx": ["nginx", "openssl", "curl"], "swift": ["swift", "curl"]}))
+    sys.exit(servers.test_main({"nginx": Nginx, "swift": Swift, "ceph": Ceph, "stop": Stop},
+                               {"nginx": ["nginx", "openssl", "curl"], "swift": ["swift", "curl"],
+                                "ceph": ["ceph", "curl"]}))
