@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
-"""remote_bench.py - the loader over HTTP (nginx) and S3 (Swift's s3api) on loopback, against the
-same loader on local disk and against curl fetching the same objects with the same parallelism.
+"""remote_bench.py - the loader over HTTP (nginx) and S3 (Swift's s3api, or Ceph's radosgw) on
+loopback, against the same loader on local disk and against curl fetching the same objects with
+the same parallelism.
 
 One run: generates (or reuses, in WORK) a token set (sp-gen-tokens, packed with --seq-len 1024)
 and an ImageNet-like image set (sp-gen-imagefolder, packed --strict); starts nginx serving WORK/serve
-and Swift (tests/remote/servers.py, state in WORK/state) and uploads both datasets to the bucket
-`bench`; then measures, each side with its files or objects read once beforehand:
+and the S3 server (tests/remote/servers.py, state in WORK/state) and uploads both datasets to the
+bucket `bench`; then measures, each side with its files or objects read once beforehand:
 
   - ours, local:  shardpack bench DATASET_DIR
   - ours, http:   shardpack bench http://127.0.0.1:PORT/NAME.sp
-  - ours, s3:     shardpack bench s3://bench/NAME.sp   (AWS_* variables pointing at Swift)
+  - ours, s3:     shardpack bench s3://bench/NAME.sp   (AWS_* variables pointing at the S3 server)
     (images with --transform train --image-size 224 --image-layout nchw --drop-last; every run
     with the same --threads, --batch-size, --epochs and, remote, --remote-inflight P and
     --remote-part-size S where the library has them)
@@ -25,23 +26,29 @@ and Swift (tests/remote/servers.py, state in WORK/state) and uploads both datase
     per epoch the block bytes fetched (the loader's remote_bytes, and for http what nginx's access
     log says it sent), cache hits and evictions, and each epoch's samples/s (the reader runs a
     little ahead into the next epoch, so the split at the epoch's end is approximate).
+The S3 server is Swift (--s3-server swift, the default: the proxy and the object server are
+Python, and on a small host they take CPU from the loader and curl alike) or Ceph's radosgw
+(--s3-server ceph: a C++ gateway in front of a one-node cluster whose OSD keeps the objects in
+memory; packages ceph-mon ceph-osd radosgw ceph-common, not installed by .ci/setup-debian).
 Swift's storage stays in WORK/state between runs: objects already uploaded with the same size
-and MD5 are not sent again (10,000 small objects take Swift over a minute).
+and MD5 are not sent again (10,000 small objects take Swift over a minute). Ceph's cluster is
+made anew at each run, and everything is uploaded again.
 
 The last lines are the ratios the issue asks for: images ours-remote/ours-local (samples/s) and
 tokens ours-remote/curl (bytes/s), each with the target 0.9. Raw results: WORK/remote_bench.json.
 
 With --link-rate R (e.g. 2400mbit): everything above runs in a private network namespace (unshare -n,
-root or CAP_SYS_ADMIN) whose loopback is limited to R by a tbf qdisc, so that curl, nginx, Swift and
-the loader share a link slower than this machine's decoding: the tokens ratio then compares how well
-each keeps that link full, not how fast each uses CPU (on plain loopback curl moves bytes at memcpy
-speed while the loader decompresses and checks them). Swift's proxy fetches each object from its
-object server over the same lo, so an S3 byte crosses the link twice and an HTTP byte once: compare
-each place with its own curl run. Without unshare, ip, tc or the tbf qdisc it says why and exits 1.
+root or CAP_SYS_ADMIN) whose loopback is limited to R by a tbf qdisc, so that curl, nginx, the S3
+server and the loader share a link slower than this machine's decoding: the tokens ratio then
+compares how well each keeps that link full, not how fast each uses CPU (on plain loopback curl
+moves bytes at memcpy speed while the loader decompresses and checks them). Swift's proxy fetches
+each object from its object server (radosgw from its OSD) over the same lo, so an S3 byte crosses
+the link twice and an HTTP byte once: compare each place with its own curl run. Without unshare,
+ip, tc or the tbf qdisc it says why and exits 1.
 
 usage: bench/remote_bench.py [--build DIR] [--work DIR] [--images N] [--tokens N] [--threads T]
                              [--batch-size B] [--epochs E] [--parallel P] [--part-size SIZE]
-                             [--first-batch-shards N] [--no-s3] [--no-http] [--cache F,...]
+                             [--first-batch-shards N] [--no-s3] [--s3-server swift|ceph] [--no-http] [--cache F,...]
                              [--sets tokens,images] [--link-rate R [--link-burst B] [--link-latency T]]
 """
 import argparse
@@ -242,8 +249,8 @@ def enter_link(args):
             fail("`%s` to work in the namespace: %s" % (" ".join(cmd), r.stderr.strip() or "exit %d" % r.returncode))
     shown = subprocess.run(["tc", "qdisc", "show", "dev", "lo"], capture_output=True, text=True).stdout.strip()
     print("link: a private network namespace; its lo is limited by %s" % shown)
-    print("      (every byte over it counts: Swift's proxy <-> object server traffic crosses the same lo, so an "
-          "S3 read uses the link twice, while curl and nginx use it once)")
+    print("      (every byte over it counts: the S3 server's own traffic (Swift's proxy <-> object server, "
+          "radosgw <-> OSD) crosses the same lo, so an S3 read uses the link twice, while curl and nginx use it once)")
     return {"rate": args.link_rate, "burst": args.link_burst, "latency": args.link_latency, "qdisc": shown}
 
 
@@ -317,7 +324,8 @@ print(json.dumps(out))
 
 def main():
     ap = argparse.ArgumentParser(
-        description="The loader over HTTP (nginx) and S3 (Swift's s3api) on loopback, against the same loader "
+        description="The loader over HTTP (nginx) and S3 (Swift's s3api or Ceph's radosgw) on loopback, against "
+                    "the same loader "
                     "on local disk and against curl fetching the same objects (the module's docstring has the "
                     "details).", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--build", default=str(ROOT / "build"), help="the meson build directory with shardpack in it")
@@ -335,7 +343,11 @@ def main():
                     help="shards of the time-to-first-batch dataset (0: leave that out)")
     ap.add_argument("--first-batch-host-memory", default="64M",
                     help="host_memory of the time-to-first-batch loaders (peak RSS is reported against it)")
-    ap.add_argument("--no-s3", action="store_true", help="leave Swift out")
+    ap.add_argument("--no-s3", action="store_true", help="leave the S3 server out")
+    ap.add_argument("--s3-server", choices=servers.S3_SERVERS, default="swift",
+                    help="the S3 server of the s3 place: Swift with s3api (Python) or Ceph's radosgw (C++, a one-node "
+                         "cluster keeping the objects in memory; apt-get install --no-install-recommends "
+                         + servers.PACKAGES["ceph"] + ")")
     ap.add_argument("--no-http", action="store_true", help="leave nginx out")
     ap.add_argument("--cache", default="",
                     help="comma-separated cache sizes as fractions of the dataset (e.g. 0.5,1): two epochs "
@@ -347,7 +359,7 @@ def main():
                     help="run everything inside a private network namespace whose loopback is limited to "
                          "this rate by a tbf qdisc (tc's units: 2400mbit, 10gbit); needs root (or CAP_SYS_ADMIN) "
                          "and unshare, ip and tc; an S3 byte crosses the link twice (Swift's proxy and object "
-                         "server talk over it too); empty: plain loopback")
+                         "server, radosgw and its OSD talk over it too); empty: plain loopback")
     ap.add_argument("--link-burst", default="1mb", help="with --link-rate: the tbf bucket (tc's units)")
     ap.add_argument("--link-latency", default="50ms",
                     help="with --link-rate: how long a packet may wait in the tbf queue before it is dropped")
@@ -369,16 +381,17 @@ def main():
     state = work / "state"
     serve.mkdir(parents=True, exist_ok=True)
 
-    # the datasets, made once and kept
+    # the datasets of the sets run, made once and kept
+    wanted = args.sets.split(",")
     tok_bin = work / ("tokens-%d.bin" % args.tokens)
     tok_ds = serve / ("tokens-%d.sp" % args.tokens)
     img_dir = work / ("images-%d" % args.images)
     img_ds = serve / ("images-%d.sp" % args.images)
-    if not tok_ds.exists():
+    if "tokens" in wanted and not tok_ds.exists():
         if not tok_bin.exists():
             run([build / "datasets" / "sp-gen-tokens", "--out", tok_bin, "--tokens", args.tokens, "--seed", "1"])
         run([sp, "pack", tok_bin, "-o", tok_ds, "--seq-len", "1024", "--shard-size", "64M", "--quiet"])
-    if not img_ds.exists():
+    if "images" in wanted and not img_ds.exists():
         if not img_dir.exists():
             run([build / "datasets" / "sp-gen-imagefolder", "--out", img_dir, "--count", args.images,
                  "--classes", "100", "--seed", "1"], stdout=subprocess.DEVNULL)
@@ -398,13 +411,14 @@ def main():
         remote_flags += ["--remote-part-size", part]
     image_flags = ["--transform", "train", "--image-size", "224", "--image-layout", "nchw", "--drop-last"]
     sets = {"tokens": (tok_ds, []), "images": (img_ds, image_flags)}
-    sets = {k: v for k, v in sets.items() if k in args.sets.split(",")}
+    sets = {k: v for k, v in sets.items() if k in wanted}
     fractions = [float(f) for f in args.cache.split(",") if f]
     if args.only_cache:
         args.first_batch_shards = 0
 
     results = {"machine": "%d cores" % os.cpu_count(), "threads": args.threads, "batch_size": args.batch_size,
-               "epochs": args.epochs, "parallel": args.parallel, "part_size": part, "link": link, "runs": {}}
+               "epochs": args.epochs, "parallel": args.parallel, "part_size": part, "link": link,
+               "s3_server": None if args.no_s3 else args.s3_server, "runs": {}}
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     places = {"local": (lambda name, ds: str(ds), base_env)}
     tmp = tempfile.mkdtemp(prefix="remote-bench-", dir=work)
@@ -416,8 +430,11 @@ def main():
             places["http"] = (lambda name, ds: "%s/%s" % (ngx["SP_TEST_HTTP_URL"], ds.name), base_env)
         if not args.no_s3:
             t0 = time.perf_counter()
-            sw = servers.start_swift(state)
-            results["swift_ready_s"] = round(time.perf_counter() - t0, 2)
+            try:
+                sw = servers.start_s3(state, args.s3_server)
+            except (servers.Missing, servers.StartError) as e:
+                sys.exit("remote_bench: %s: %s\n%s" % (args.s3_server, e, servers._log_tails(state, 5)))
+            results["%s_ready_s" % args.s3_server] = round(time.perf_counter() - t0, 2)
             t0 = time.perf_counter()
             nbytes = 0
             for ds in [ds for ds, _ in sets.values()] + ([fb_ds] if args.first_batch_shards else []):
@@ -433,16 +450,19 @@ def main():
         results["load_average_start"] = [round(x, 2) for x in os.getloadavg()]
         print("load average at the start: %s (a shared machine: compare within this run)" %
               results["load_average_start"])
-        print("machine: %s, threads=%d, batch=%d, epochs=%d, parallel=%d, part=%d" % (
-            results["machine"], args.threads, args.batch_size, args.epochs, args.parallel, part))
-        for k in ("nginx_ready_s", "swift_ready_s", "s3_upload_s"):
+        print("machine: %s, threads=%d, batch=%d, epochs=%d, parallel=%d, part=%d, s3 server=%s" % (
+            results["machine"], args.threads, args.batch_size, args.epochs, args.parallel, part,
+            results["s3_server"] or "none"))
+        for k in ("nginx_ready_s", "swift_ready_s", "ceph_ready_s", "s3_upload_s"):
             if k in results:
                 print("%s %s" % (k, results[k]))
 
+        # probed with a dataset this run uploaded (the S3 bucket may hold no other)
+        probe = next(iter(sets.values()), (fb_ds, None))[0]
         cannot = {}
         for place, (url_of, env) in places.items():
             if place != "local":
-                why = reads_urls(sp, url_of("tokens", tok_ds), env)
+                why = reads_urls(sp, url_of(probe.name, probe), env)
                 if why:
                     cannot[place] = why
                     print("shardpack cannot read the URL (%s: %s)" % (place, why))

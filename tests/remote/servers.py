@@ -176,6 +176,10 @@ def stop(state, group=None, bound=10.0):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p, sig)
         time.sleep(0.02)
+    for _, _, pid, _ in rows:
+        # one that turned zombie after its _reap above counts as gone: reap it now, or a parent
+        # that exits leaves it to an init that may never reap it
+        _reap(pid)
     keep = [r for r in _recorded(state) if group is not None and r[0] != group]
     if keep:
         with open(_pids_file(state), "w") as f:
