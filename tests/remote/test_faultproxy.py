@@ -162,7 +162,7 @@ class S3(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory(prefix="sp-fp3-")
         cls.state = os.path.join(cls.tmp.name, "state")
-        cls.env = servers.start_swift(cls.state)
+        cls.env = servers.start_s3(cls.state)  # Swift, or Ceph with SP_TEST_S3_SERVER=ceph
         cls.env.update(faultproxy.start_proxy(cls.env["AWS_ENDPOINT_URL"], cls.state))
         cls.url = cls.env["SP_TEST_PROXY_URL"]
         cls.netrc = os.path.join(cls.tmp.name, "netrc")

@@ -733,7 +733,7 @@ START_TEST(cache_s3)
 {
     char state[4200];
     snprintf(state, sizeof state, "%s/swift", g_ds.root);
-    int rc = rt_servers("swift", "start", "--state", state, NULL);
+    int rc = rt_servers("s3", "start", "--state", state, NULL);
     if (rc == 77)
         return; /* reason printed by servers.py */
     ck_assert_int_eq(rc, 0);

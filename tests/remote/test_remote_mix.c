@@ -398,7 +398,7 @@ int main(void)
     if (rc == 0)
         rc = rt_servers("nginx", "start", "--root", g_b.root, "--state", g_nginx, "--access-log", NULL);
     if (rc == 0)
-        rc = rt_servers("swift", "start", "--state", g_swift, NULL);
+        rc = rt_servers("s3", "start", "--state", g_swift, NULL);
     if (rc == 0)
         rc = rt_servers("s3", "mb", "--state", g_swift, "spbucket", NULL);
     if (rc == 0)

@@ -199,7 +199,7 @@ int main(void)
     if (lt_make(&g_ds, "remote-s3", 2000, 17, seed, "4K", "32K"))
         return 1;
     snprintf(g_state, sizeof g_state, "%s/servers", g_ds.root);
-    int rc = rt_servers("swift", "start", "--state", g_state, NULL);
+    int rc = rt_servers("s3", "start", "--state", g_state, NULL);
     if (rc == 0)
         rc = rt_servers("s3", "mb", "--state", g_state, "spbucket", NULL);
     if (rc == 0)
