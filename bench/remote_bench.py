@@ -37,6 +37,11 @@ made anew at each run, and everything is uploaded again.
 The last lines are the ratios the issue asks for: images ours-remote/ours-local (samples/s) and
 tokens ours-remote/curl (bytes/s), each with the target 0.9. Raw results: WORK/remote_bench.json.
 
+With --token-compress none the token set is packed with its blocks stored raw (a dataset of its own,
+tokens-N-none.sp): the loader then only checks and copies what it fetches, so on a host with few
+cores the tokens ratio says how the remote reader keeps up with curl rather than how zstd compares
+with memcpy.
+
 With --link-rate R (e.g. 2400mbit): everything above runs in a private network namespace (unshare -n,
 root or CAP_SYS_ADMIN) whose loopback is limited to R by a tbf qdisc, so that curl, nginx, the S3
 server and the loader share a link slower than this machine's decoding: the tokens ratio then
@@ -49,7 +54,8 @@ ip, tc or the tbf qdisc it says why and exits 1.
 usage: bench/remote_bench.py [--build DIR] [--work DIR] [--images N] [--tokens N] [--threads T]
                              [--batch-size B] [--epochs E] [--parallel P] [--part-size SIZE]
                              [--first-batch-shards N] [--no-s3] [--s3-server swift|ceph] [--no-http] [--cache F,...]
-                             [--sets tokens,images] [--link-rate R [--link-burst B] [--link-latency T]]
+                             [--sets tokens,images] [--token-compress auto|zstd|none]
+                             [--link-rate R [--link-burst B] [--link-latency T]]
 """
 import argparse
 import json
@@ -333,6 +339,9 @@ def main():
                     help="datasets, server state and results, kept between runs")
     ap.add_argument("--images", type=int, default=2000, help="images of the generated image set")
     ap.add_argument("--tokens", type=int, default=50_000_000, help="tokens of the generated token set (2 bytes each)")
+    ap.add_argument("--token-compress", default="auto", choices=("auto", "zstd", "none"),
+                    help="the token set's block codec (pack --compress): none stores blocks raw, so that on a host "
+                         "with few cores the tokens ratio compares fetching rather than zstd against memcpy")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="loader worker threads")
     ap.add_argument("--batch-size", type=int, default=64, help="samples per batch")
     ap.add_argument("--epochs", type=int, default=2, help="epochs of each timed run")
@@ -384,13 +393,14 @@ def main():
     # the datasets of the sets run, made once and kept
     wanted = args.sets.split(",")
     tok_bin = work / ("tokens-%d.bin" % args.tokens)
-    tok_ds = serve / ("tokens-%d.sp" % args.tokens)
+    tok_ds = serve / ("tokens-%d%s.sp" % (args.tokens, "" if args.token_compress == "auto" else "-" + args.token_compress))
     img_dir = work / ("images-%d" % args.images)
     img_ds = serve / ("images-%d.sp" % args.images)
     if "tokens" in wanted and not tok_ds.exists():
         if not tok_bin.exists():
             run([build / "datasets" / "sp-gen-tokens", "--out", tok_bin, "--tokens", args.tokens, "--seed", "1"])
-        run([sp, "pack", tok_bin, "-o", tok_ds, "--seq-len", "1024", "--shard-size", "64M", "--quiet"])
+        run([sp, "pack", tok_bin, "-o", tok_ds, "--seq-len", "1024", "--shard-size", "64M", "--quiet",
+             "--compress", args.token_compress])
     if "images" in wanted and not img_ds.exists():
         if not img_dir.exists():
             run([build / "datasets" / "sp-gen-imagefolder", "--out", img_dir, "--count", args.images,
@@ -418,7 +428,7 @@ def main():
 
     results = {"machine": "%d cores" % os.cpu_count(), "threads": args.threads, "batch_size": args.batch_size,
                "epochs": args.epochs, "parallel": args.parallel, "part_size": part, "link": link,
-               "s3_server": None if args.no_s3 else args.s3_server, "runs": {}}
+               "s3_server": None if args.no_s3 else args.s3_server, "token_compress": args.token_compress, "runs": {}}
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     places = {"local": (lambda name, ds: str(ds), base_env)}
     tmp = tempfile.mkdtemp(prefix="remote-bench-", dir=work)
