@@ -42,6 +42,11 @@ tokens-N-none.sp): the loader then only checks and copies what it fetches, so on
 cores the tokens ratio says how the remote reader keeps up with curl rather than how zstd compares
 with memcpy.
 
+With --request-latency S (e.g. 0.05) every request to nginx and to the S3 server, ours and curl's,
+goes through tests/remote/faultproxy.py, which answers each one S seconds late: an object store's
+time to first byte, so that the tokens ratio says whether enough bytes are in flight to cover it
+(a Python proxy: it carries a few hundred MB/s at most on a small host, so compare within a run).
+
 With --link-rate R (e.g. 2400mbit): everything above runs in a private network namespace (unshare -n,
 root or CAP_SYS_ADMIN) whose loopback is limited to R by a tbf qdisc, so that curl, nginx, the S3
 server and the loader share a link slower than this machine's decoding: the tokens ratio then
@@ -54,7 +59,8 @@ ip, tc or the tbf qdisc it says why and exits 1.
 usage: bench/remote_bench.py [--build DIR] [--work DIR] [--images N] [--tokens N] [--threads T]
                              [--batch-size B] [--epochs E] [--parallel P] [--part-size SIZE]
                              [--first-batch-shards N] [--no-s3] [--s3-server swift|ceph] [--no-http] [--cache F,...]
-                             [--sets tokens,images] [--token-compress auto|zstd|none]
+                             [--sets tokens,images] [--token-compress auto|zstd|none] [--request-latency S]
+                             [--ours-inflight same|auto|N]
                              [--link-rate R [--link-burst B] [--link-latency T]]
 """
 import argparse
@@ -71,6 +77,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests" / "remote"))
 import servers  # noqa: E402
+import faultproxy  # noqa: E402
 
 BUCKET = "bench"
 
@@ -116,7 +123,7 @@ def bench_ours(sp, path, common, remote_flags, env):
     out = json.loads(r.stdout)
     return {k: out.get(k) for k in ("samples_per_s", "bytes_per_s", "read_bytes_per_s", "peak_rss_bytes",
                                     "host_memory_bytes", "seconds", "samples", "epochs", "io", "threads",
-                                    "remote_requests", "remote_pending_peak")}
+                                    "remote_requests", "remote_pending_peak", "io_note")}
 
 
 def reads_urls(sp, url, env):
@@ -266,6 +273,11 @@ def link_counters():
     return " ".join(out.split())
 
 
+def latency_rule(args):
+    """The fault proxy's rule for --request-latency: every request waits that long for its answer."""
+    return [{"fault": "delay", "seconds": args.request_latency, "count": -1}]
+
+
 def ratio(a, akey, b, bkey):
     """a[akey] / b[bkey], or None when either run failed or did not happen."""
     if not a or not b or not a.get(akey) or not b.get(bkey):
@@ -342,6 +354,12 @@ def main():
     ap.add_argument("--token-compress", default="auto", choices=("auto", "zstd", "none"),
                     help="the token set's block codec (pack --compress): none stores blocks raw, so that on a host "
                          "with few cores the tokens ratio compares fetching rather than zstd against memcpy")
+    ap.add_argument("--ours-inflight", default="same",
+                    help="our GETs in flight: same (as --parallel, curl's), auto (the library's default: enough GETs "
+                         "of one block each to keep 64 MiB in flight, 16 to 64) or a number")
+    ap.add_argument("--request-latency", type=float, default=0.0,
+                    help="seconds each remote request waits for its answer (tests/remote/faultproxy.py in front of "
+                         "nginx and the S3 server, for ours and curl alike): an object store's time to first byte")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="loader worker threads")
     ap.add_argument("--batch-size", type=int, default=64, help="samples per batch")
     ap.add_argument("--epochs", type=int, default=2, help="epochs of each timed run")
@@ -373,6 +391,8 @@ def main():
     ap.add_argument("--link-latency", default="50ms",
                     help="with --link-rate: how long a packet may wait in the tbf queue before it is dropped")
     args = ap.parse_args()
+    if args.ours_inflight not in ("same", "auto") and not (args.ours_inflight.isdigit() and int(args.ours_inflight) > 0):
+        ap.error("--ours-inflight: same, auto or a number of GETs, not '%s'" % args.ours_inflight)
     link = None
     if args.link_rate:
         link = enter_link(args)
@@ -415,8 +435,8 @@ def main():
     help_text = run([sp, "bench", "--help"], capture_output=True, text=True).stdout
     common = ["--threads", args.threads, "--batch-size", args.batch_size, "--epochs", args.epochs, "--seed", "7"]
     remote_flags = []
-    if "--remote-inflight" in help_text:
-        remote_flags += ["--remote-inflight", args.parallel]
+    if "--remote-inflight" in help_text and args.ours_inflight != "auto":
+        remote_flags += ["--remote-inflight", args.parallel if args.ours_inflight == "same" else args.ours_inflight]
     if "--remote-part-size" in help_text:
         remote_flags += ["--remote-part-size", part]
     image_flags = ["--transform", "train", "--image-size", "224", "--image-layout", "nchw", "--drop-last"]
@@ -428,7 +448,8 @@ def main():
 
     results = {"machine": "%d cores" % os.cpu_count(), "threads": args.threads, "batch_size": args.batch_size,
                "epochs": args.epochs, "parallel": args.parallel, "part_size": part, "link": link,
-               "s3_server": None if args.no_s3 else args.s3_server, "token_compress": args.token_compress, "runs": {}}
+               "s3_server": None if args.no_s3 else args.s3_server, "token_compress": args.token_compress,
+               "request_latency": args.request_latency, "ours_inflight": args.ours_inflight, "runs": {}}
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     places = {"local": (lambda name, ds: str(ds), base_env)}
     tmp = tempfile.mkdtemp(prefix="remote-bench-", dir=work)
@@ -437,6 +458,10 @@ def main():
             t0 = time.perf_counter()
             ngx = servers.start_nginx(serve, state, workers=2, access_log=bool(fractions))
             results["nginx_ready_s"] = round(time.perf_counter() - t0, 2)
+            if args.request_latency:
+                # every request answered request_latency seconds late: ours and curl's alike
+                px = faultproxy.start_proxy(ngx["SP_TEST_HTTP_URL"], state, latency_rule(args), name="latency-http")
+                ngx = dict(ngx, SP_TEST_HTTP_URL=px["SP_TEST_PROXY_URL"])
             places["http"] = (lambda name, ds: "%s/%s" % (ngx["SP_TEST_HTTP_URL"], ds.name), base_env)
         if not args.no_s3:
             t0 = time.perf_counter()
@@ -451,6 +476,9 @@ def main():
                 nbytes += servers.s3_put_dir(sw, BUCKET, ds, ds.name + "/", jobs=8, skip_same=True)[1]
             results["s3_upload_s"] = round(time.perf_counter() - t0, 2)
             results["s3_upload_bytes"] = nbytes
+            if args.request_latency:  # after the upload, which goes to the server directly
+                px = faultproxy.start_proxy(sw["AWS_ENDPOINT_URL"], state, latency_rule(args), name="latency-s3")
+                sw = dict(sw, AWS_ENDPOINT_URL=px["SP_TEST_PROXY_URL"])
             s3_env = dict(base_env, **{k: v for k, v in sw.items() if k.startswith("AWS_")})
             places["s3"] = (lambda name, ds: "s3://%s/%s" % (BUCKET, ds.name), s3_env)
             netrc = os.path.join(tmp, "netrc")
