@@ -194,6 +194,10 @@ typedef struct ld_pools {
 typedef struct ld_reader_state {
     ld_io *io;
     rm_fetch *rf;    /* a remote dataset's driver, in io's place */
+    /* its transfers (0: every source local), largest part and the bytes its read ring aims to keep
+     * in flight: chosen once the block tables are known (ld_loader.c, remote_reads) */
+    unsigned transfers;
+    uint64_t part, goal;
     bool direct;     /* O_DIRECT reads; switched off under ring.mu (the stats say why) */
     /* descriptors */
     int *fd;

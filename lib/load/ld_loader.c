@@ -355,20 +355,65 @@ bool ld_any_remote(const sp_loader *l)
     return false;
 }
 
-/* The remote reads' transfers and part size: the most any remote source's site asks for (one driver
- * carries them all); 0 when every source is local. */
-static unsigned remote_inflight(const sp_loader *l, uint64_t *part)
+/* What libcurl holds per connection beside the read ring: its 256 KiB receive buffer and TLS state,
+ * counted as 512 KiB. */
+#define LD_RM_PER_CONN (512u * 1024)
+/* By default the read ring of a remote dataset aims at this many parts (16 x 8 MiB: 10 Gb/s at 100
+ * ms a request), and the driver opens enough transfers to keep half of it in flight (the other half
+ * holds blocks landed and waiting for a worker), between 16 and LD_RM_AUTO_MAX. */
+#define LD_RM_GOAL_PARTS 16u
+#define LD_RM_AUTO_MIN 16u
+#define LD_RM_AUTO_MAX 64u
+
+/* Sizes the remote reads once the block tables are known: transfers, part and goal (l->rdr), all 0
+ * when every source is local. One driver carries every source's GETs, so a source that sets
+ * remote_inflight gets at least that many transfers, and its part size the largest. A source that
+ * leaves it at 0 asks for enough transfers to keep half the ring's goal in flight with GETs of the
+ * dataset's largest block: a shuffled epoch fetches one block a GET (neighbours are rarely queued
+ * together), so 16 GETs of 1 MiB blocks would hold 16 MiB in flight, 1.3 Gb/s at 100 ms a request,
+ * where 16 joined 8 MiB parts hold 128 MiB; 64 of them hold 64 MiB. No more transfers than an
+ * eighth of host_memory pays for in their buffers, and never fewer than 16. */
+static void remote_reads(sp_loader *l)
 {
-    unsigned n = 0;
-    *part = 0;
+    unsigned set = 0;
+    bool any = false, any_auto = false;
+    uint64_t part = 0;
     for (uint32_t d = 0; d < nsources(l); d++) {
         rm_site *s = ds_site(source(l, d));
-        if (s && rm_site_inflight(s) > n)
-            n = rm_site_inflight(s);
-        if (s && rm_site_part_size(s) > *part)
-            *part = rm_site_part_size(s);
+        if (!s)
+            continue;
+        any = true;
+        if (rm_site_part_size(s) > part)
+            part = rm_site_part_size(s);
+        if (rm_site_inflight_auto(s))
+            any_auto = true;
+        else if (rm_site_inflight(s) > set)
+            set = rm_site_inflight(s);
     }
-    return n;
+    l->rdr.transfers = 0;
+    l->rdr.part = l->rdr.goal = 0;
+    if (!any)
+        return;
+    uint64_t n = set;
+    if (any_auto) {
+        uint64_t get = l->tab.max_read > LD_PAGE ? l->tab.max_read : LD_PAGE;
+        uint64_t want = (LD_RM_GOAL_PARTS * part / 2 + get - 1) / get, afford = l->cfg.host_memory / 8 / LD_RM_PER_CONN;
+        want = want < afford ? want : afford;
+        want = want < LD_RM_AUTO_MAX ? want : LD_RM_AUTO_MAX;
+        want = want > LD_RM_AUTO_MIN ? want : LD_RM_AUTO_MIN;
+        n = n > want ? n : want;
+    }
+    l->rdr.transfers = (unsigned)n;
+    l->rdr.part = part;
+    /* the ring: the parts of the transfers a source asked for, else the default goal */
+    l->rdr.goal = (set > LD_RM_GOAL_PARTS ? set : LD_RM_GOAL_PARTS) * part;
+}
+
+/* The remote reads' transfers and part size (remote_reads); 0 when every source is local. */
+static unsigned remote_inflight(const sp_loader *l, uint64_t *part)
+{
+    *part = l->rdr.part;
+    return l->rdr.transfers;
 }
 
 /* Shard si of ds, global shard i, in a lazy source (a dataset, local or remote, whose manifest
@@ -500,6 +545,7 @@ static int load_tables(sp_loader *l)
         l->mix_first_sample[nds] = first;
         l->mix_first_shard[nds] = i;
     }
+    remote_reads(l);
     return l->tab.lazy ? lazy_buffers(l, lazy_local, lazy_remote) : SP_OK;
 }
 
@@ -545,9 +591,8 @@ static uint64_t worker_fixed(void)
 
 /* What a remote dataset's reads hold beside the read ring: the reader's larger table of reads in
  * flight and its table of blocks fetched ahead, the driver's requests with room for a message
- * each, libcurl's buffers per connection (its 256 KiB receive buffer and TLS state: counted as
- * 512 KiB), and a lazy open's tail buffers and per-shard marks. */
-#define LD_RM_PER_CONN (512u * 1024)
+ * each, libcurl's buffers per connection (LD_RM_PER_CONN), and a lazy open's tail buffers and
+ * per-shard marks. */
 static uint64_t remote_bytes(const sp_loader *l)
 {
     uint64_t part;
@@ -715,9 +760,9 @@ static int size_pools(sp_loader *l, ld_sizes *z)
      * of the ring is touched as it turns: more would only be resident memory); O_DIRECT and remote
      * reads keep two windows. */
     uint64_t read_goal = (site || want_direct(l) ? 2ull * z->win_blocks : z->win_blocks + 2ull) * l->tab.max_read;
-    /* remote: room for every transfer's part in flight, the bandwidth-latency product it aims at */
-    if (site && read_goal < mul_sat(inflight, part))
-        read_goal = mul_sat(inflight, part);
+    /* remote: room for the bytes it aims to keep in flight, the bandwidth-latency product */
+    if (site && read_goal < l->rdr.goal)
+        read_goal = l->rdr.goal;
     if (read_goal > LD_READ_RING_MAX)
         read_goal = LD_READ_RING_MAX;
     if (read_goal > z->read) {

@@ -48,6 +48,7 @@ int rm_site_open(const char *url, const sp_params *params, rm_site **out, sp_err
 void rm_site_free(rm_site *s);
 /* Transfers the loader's driver keeps in flight, and its part size. */
 unsigned rm_site_inflight(const rm_site *s);
+bool rm_site_inflight_auto(const rm_site *s); /* remote_inflight was 0: the caller may size its own */
 uint64_t rm_site_part_size(const rm_site *s);
 
 /* o for url (which must be on s's scheme, and for s3 in any bucket). SP_EINVAL or SP_ENOMEM. */

@@ -22,6 +22,7 @@ struct rm_site {
     char *bearer, *user; /* http(s) */
     char *ca;            /* CA bundle file, NULL for libcurl's default */
     unsigned retries, inflight;
+    bool inflight_auto; /* remote_inflight 0: 16 here, the loader's own choice for its reads */
     double retry_time;
     long timeout;
     uint64_t part;
@@ -199,8 +200,9 @@ int rm_site_open(const char *url, const sp_params *params, rm_site **out, sp_err
     s->timeout = (long)sp_params_get(params, SP_PARAM_REMOTE_TIMEOUT);
     s->part = (uint64_t)sp_params_get(params, SP_PARAM_REMOTE_PART_SIZE);
     s->inflight = (unsigned)sp_params_get(params, SP_PARAM_REMOTE_INFLIGHT);
-    if (s->inflight == 0)
-        s->inflight = 16;
+    s->inflight_auto = s->inflight == 0;
+    if (s->inflight_auto)
+        s->inflight = 16; /* the loader sizes its own from its blocks (ld_loader.c) */
     s->ca = env_dup("CURL_CA_BUNDLE");
     if (!s->ca)
         s->ca = env_dup("SSL_CERT_FILE");
@@ -240,6 +242,7 @@ void rm_site_free(rm_site *s)
 }
 
 unsigned rm_site_inflight(const rm_site *s) { return s->inflight; }
+bool rm_site_inflight_auto(const rm_site *s) { return s->inflight_auto; }
 bool rm_site_is_s3(const rm_site *s) { return s->scheme == RM_S3; }
 uint64_t rm_site_part_size(const rm_site *s) { return s->part; }
 

@@ -1,4 +1,4 @@
-/* test_remote_http.c - datasets read over HTTP and HTTPS from a real nginx on 127.0.0.1: the same blocks and the same batches, bit for bit, as from local disk (joined ranged GETs or not); TLS verified against the test CA and a wrong CA refused; basic and bearer auth, a user:password@ in the URL never shown in a message; a missing object, a URL that is no dataset and an object changed under a running loader end in one-line errors naming the URL and the server's answer; sp_verify over HTTP finds what it finds on local disk; a mixture with a remote source among others (first, second, both) delivers what the mixture of local copies does; the CLI's inspect, verify, cat and bench take the URL (bench reporting its reads as remote, over http). */
+/* test_remote_http.c - datasets read over HTTP and HTTPS from a real nginx on 127.0.0.1: the same blocks and the same batches, bit for bit, as from local disk (joined ranged GETs or not); TLS verified against the test CA and a wrong CA refused; basic and bearer auth, a user:password@ in the URL never shown in a message; a missing object, a URL that is no dataset and an object changed under a running loader end in one-line errors naming the URL and the server's answer; sp_verify over HTTP finds what it finds on local disk; a mixture with a remote source among others (first, second, both) delivers what the mixture of local copies does; the CLI's inspect, verify, cat and bench take the URL (bench reporting its reads as remote, over http); the GETs in flight follow the blocks' size and host_memory unless set. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -376,11 +376,11 @@ START_TEST(http_cli)
     out = run_cmd(cmd, true, &st);
     ck_assert_msg(st == 0 && strstr(out, "OK"), "%d %s", st, out);
     free(out);
-    snprintf(cmd, sizeof cmd, "'%s' bench '%s' --epochs 1 --quiet --json", cli, g_url);
+    snprintf(cmd, sizeof cmd, "'%s' bench '%s' --epochs 1 --quiet --json --host-memory 2G", cli, g_url);
     out = run_cmd(cmd, false, &st);
-    /* the report says the reads were ranged GETs over http, not pread */
+    /* the report says the reads were ranged GETs over http, not pread, 64 at once (4 KiB blocks, 2 GiB) */
     ck_assert_msg(st == 0 && strstr(out, "samples_per_s") && strstr(out, "\"io\":\"remote\"") &&
-                      strstr(out, "\"remote_scheme\":\"http\"") && strstr(out, "16 in flight"),
+                      strstr(out, "\"remote_scheme\":\"http\"") && strstr(out, "64 in flight"),
                   "%d %s", st, out);
     free(out);
     snprintf(cmd, sizeof cmd, "'%s' bench '%s' --epochs 1", cli, g_url);
@@ -460,6 +460,37 @@ START_TEST(http_mixture)
 }
 END_TEST
 
+/* remote_inflight 0 (the default): enough GETs of one block each to keep half the read ring's goal
+ * (64 MiB) in flight, at most 64 (this dataset's blocks are a few KiB), no more than an eighth of
+ * host_memory pays for at 512 KiB a connection, never fewer than 16; a number set is used as set.
+ * Each way, an epoch delivers every sample. */
+START_TEST(http_transfers_follow_blocks)
+{
+    static const struct {
+        const char *key, *value, *want;
+    } cases[] = {
+        { "host_memory", "2G", "64 in flight" },
+        { "host_memory", "192M", "48 in flight" },
+        { "host_memory", "64M", "16 in flight" },
+        { "remote_inflight", "5", "5 in flight" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sp_loader *l;
+        int rc = lt_open(g_url, &l, "epochs", "1", cases[i].key, cases[i].value, NULL);
+        ck_assert_msg(rc == 0, "case %zu: %s", i, sp_last_error());
+        sp_loader_stats st = { .struct_size = sizeof st };
+        ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+        ck_assert_msg(strstr(st.io_note, cases[i].want), "case %zu: '%s' lacks '%s'", i, st.io_note, cases[i].want);
+        lt_rec r = { 0 };
+        ck_assert_msg(lt_epoch(l, &g_ds, &r) == SP_EEPOCH, "case %zu: %s", i, sp_loader_errmsg(l));
+        ck_assert_uint_eq(r.ni, g_ds.n);
+        ck_assert_msg(r.bad == 0, "case %zu: %s", i, r.why);
+        lt_rec_free(&r);
+        sp_loader_close(l);
+    }
+}
+END_TEST
+
 int main(void)
 {
     uint64_t seed = tu_seed(16);
@@ -493,6 +524,7 @@ int main(void)
     tcase_add_test(tc, http_cli);
     tcase_add_test(tc, http_trace);
     tcase_add_test(tc, http_mixture);
+    tcase_add_test(tc, http_transfers_follow_blocks);
     suite_add_tcase(s, tc);
     rc = tu_run(s, seed);
     rt_stop(g_state);
