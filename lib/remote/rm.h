@@ -107,14 +107,16 @@ typedef struct rm_cache_stats {
  * account of its bytes from the directory, removes what writers killed midway left, and what is
  * over the limit. SP_ENOENT, SP_EIO or SP_ENOMEM with eb naming dir. */
 int rm_cache_open(const char *dir, uint64_t limit, rm_cache **out, sp_errbuf *eb);
+/* Writes the next uses hits could not record yet into the index (see rm_cache_get). */
 void rm_cache_close(rm_cache *c);
 /* Bytes [off, off + len) of o into buf from the cache: 1, or 0 when it has no whole copy that
- * matches u->sum (a damaged one is removed). */
+ * matches u->sum (a damaged one is removed). A hit never waits for another thread or process that
+ * holds the directory's lock: its new next use (u->next) is then left for the lock's next holder. */
 int rm_cache_get(rm_cache *c, const rm_obj *o, uint64_t off, uint64_t len, uint8_t *buf, const rm_use *u);
 /* Offers bytes just fetched: kept when they match u->sum (checked: the caller has compared them
  * already, and they are not hashed again) and room can be made by evicting only entries used after
- * u->next. The entry file is written here, from buf, under the directory's lock. Failures only
- * mean the bytes are not kept. */
+ * u->next. The entry file is written here, from buf, without the directory's lock (its bytes are
+ * reserved meanwhile; see rm_cache.c). Failures only mean the bytes are not kept. */
 void rm_cache_put(rm_cache *c, const rm_obj *o, uint64_t off, uint64_t len, const uint8_t *buf, const rm_use *u,
                   bool checked);
 void rm_cache_counters(const rm_cache *c, rm_cache_stats *s);

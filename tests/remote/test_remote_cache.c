@@ -1,12 +1,19 @@
-/* test_remote_cache.c - the local cache of a remote dataset (cache_dir, cache_size) against a real nginx: a cache that holds the dataset makes the second epoch fetch nothing (stats and nginx's access log; remote_requests counts only the GETs sent), one of half the dataset at most about half; batches bit for bit as without it; a cache smaller than a block caches nothing and does not hang; files of other kinds in the directory are never touched; leftovers of killed writers are cleaned and the account rebuilt; two processes (two ranks of a node) share a directory within its size; damaged entries are refetched; a changed object is not served from the cache; a read served by the cache between two reads joined into one GET keeps its bytes; entries are written by the decode workers, never the reader (the trace), and a block that fails its checksum is not kept; and the same over S3 (Swift). */
+/* test_remote_cache.c - the local cache of a remote dataset (cache_dir, cache_size) against a real nginx: a cache that holds the dataset makes the second epoch fetch nothing (stats and nginx's access log; remote_requests counts only the GETs sent), one of half the dataset at most about half; batches bit for bit as without it; a cache smaller than a block caches nothing and does not hang; files of other kinds in the directory are never touched; leftovers of killed writers are cleaned and the account rebuilt; two processes (two ranks of a node) share a directory within its size; damaged entries are refetched; a changed object is not served from the cache; a read served by the cache between two reads joined into one GET keeps its bytes; entries are written by the decode workers, never the reader (the trace), and a block that fails its checksum is not kept; and the same over S3 (Swift). The directory's lock, through rm_cache itself with
+ * objects made up here (no server): a hit does not wait for another holder of spc.lock and its next
+ * use reaches the index later (at the next lock, at the close); a put whose write fails gives its
+ * bytes back; the bytes a writer killed midway reserved are given back in a live session; two
+ * handles (threads, processes) offering the same blocks write and count each once. */
 #include <check.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -701,6 +708,351 @@ START_TEST(cache_written_by_workers)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- the lock, through rm_cache itself */
+
+#define LK_LEN (1u << 20) /* a block of the default size */
+
+typedef struct lk_ctx {
+    rm_obj o;
+    uint8_t *buf[16]; /* block k's bytes */
+    uint64_t sum[16];
+    uint64_t entry;   /* bytes of one entry file */
+} lk_ctx;
+
+static uint64_t lk_off(unsigned k) { return 10000000u + (uint64_t)k * LK_LEN; } /* keys of one length */
+
+static void lk_init(lk_ctx *x, unsigned n, uint64_t len)
+{
+    memset(x, 0, sizeof *x);
+    x->o.url = "http://127.0.0.1:9/lock/object";
+    x->o.size = UINT64_C(1) << 40;
+    snprintf(x->o.etag, sizeof x->o.etag, "\"lock\"");
+    ck_assert_uint_le(n, 16);
+    for (unsigned k = 0; k < n; k++) {
+        tu_rng r = { tu_mix(k + 1) };
+        x->buf[k] = malloc(len);
+        ck_assert_ptr_nonnull(x->buf[k]);
+        tu_fill_random(&r, x->buf[k], len);
+        x->sum[k] = sp_checksum64(x->buf[k], len);
+    }
+    /* one entry's size, from a cache of its own */
+    char *probe = new_cache("lock-probe");
+    rm_cache *c;
+    sp_errbuf eb = { 0 };
+    ck_assert_int_eq(rm_cache_open(probe, UINT64_C(1) << 30, &c, &eb), 0);
+    rm_use u = { .sum = x->sum[0], .now = 0, .next = 1 };
+    rm_cache_put(c, &x->o, lk_off(0), len, x->buf[0], &u, true);
+    rm_cache_stats st;
+    rm_cache_counters(c, &st);
+    rm_cache_close(c);
+    x->entry = st.bytes;
+    ck_assert_uint_gt(x->entry, len);
+    tu_rmtree(probe);
+    free(probe);
+}
+
+static void lk_free(lk_ctx *x)
+{
+    for (unsigned k = 0; k < 16; k++)
+        free(x->buf[k]);
+}
+
+static void lk_put(rm_cache *c, lk_ctx *x, unsigned k, uint64_t next)
+{
+    rm_use u = { .sum = x->sum[k], .now = 0, .next = next };
+    rm_cache_put(c, &x->o, lk_off(k), LK_LEN, x->buf[k], &u, false);
+}
+
+/* Whether block k is a hit (its bytes checked), its next use now next. */
+static bool lk_get(rm_cache *c, lk_ctx *x, unsigned k, uint64_t next)
+{
+    uint8_t *b = malloc(LK_LEN);
+    ck_assert_ptr_nonnull(b);
+    rm_use u = { .sum = x->sum[k], .now = 0, .next = next };
+    bool hit = rm_cache_get(c, &x->o, lk_off(k), LK_LEN, b, &u) == 1;
+    ck_assert(!hit || memcmp(b, x->buf[k], LK_LEN) == 0);
+    free(b);
+    return hit;
+}
+
+static uint64_t lk_bytes(const rm_cache *c)
+{
+    rm_cache_stats st;
+    rm_cache_counters(c, &st);
+    return st.bytes;
+}
+
+typedef struct lk_hit {
+    rm_cache *c;
+    lk_ctx *x;
+    unsigned k;
+    uint64_t next;
+    _Atomic int done; /* 1 miss, 2 hit */
+} lk_hit;
+
+static void *lk_hit_thread(void *arg)
+{
+    lk_hit *h = arg;
+    atomic_store(&h->done, lk_get(h->c, h->x, h->k, h->next) ? 2 : 1);
+    return NULL;
+}
+
+/* Block k looked up (its next use now next) while another open file description holds spc.lock:
+ * it must be a hit, returned while the lock is still held. */
+static void lk_hit_while_held(rm_cache *c, lk_ctx *x, const char *dir, unsigned k, uint64_t next)
+{
+    char *lock = tu_join(dir, "spc.lock");
+    int fd = open(lock, O_RDWR);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(flock(fd, LOCK_EX), 0);
+    lk_hit h = { .c = c, .x = x, .k = k, .next = next };
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, lk_hit_thread, &h), 0);
+    /* a lookup takes microseconds; one that waits for the lock never ends while it is held */
+    for (int ms = 0; ms < 20000 && !atomic_load(&h.done); ms++) {
+        struct timespec ts = { 0, 1000000L };
+        nanosleep(&ts, NULL);
+    }
+    int done = atomic_load(&h.done);
+    flock(fd, LOCK_UN);
+    close(fd);
+    pthread_join(t, NULL);
+    free(lock);
+    ck_assert_msg(done != 0, "a hit waited for the lock another process held");
+    ck_assert_msg(done == 2, "block %u was not a hit", k);
+}
+
+/* A hit while another process holds spc.lock returns at once; its next use is in the index once
+ * the lock is free and the handle takes it again (a put), and at the close: either way an eviction
+ * that depends on it chooses by it. */
+START_TEST(cache_hit_while_locked)
+{
+    lk_ctx x;
+    lk_init(&x, 4, LK_LEN);
+    char *dir = new_cache("hit_while_locked");
+    rm_cache *c;
+    sp_errbuf eb = { 0 };
+    uint64_t limit = 2 * x.entry + x.entry / 2; /* two entries */
+    ck_assert_int_eq(rm_cache_open(dir, limit, &c, &eb), 0);
+    lk_put(c, &x, 0, 10);
+    lk_put(c, &x, 1, 20);
+    ck_assert(lk_get(c, &x, 0, 10) && lk_get(c, &x, 1, 20));
+    lk_hit_while_held(c, &x, dir, 0, 30); /* block 0 now used after block 1 */
+    /* block 2, used at 25, has room only when block 0's next use (30) is known */
+    lk_put(c, &x, 2, 25);
+    ck_assert_msg(lk_get(c, &x, 2, 25), "the hit's next use was lost: nothing could be evicted for block 2");
+    ck_assert(!lk_get(c, &x, 0, 30));
+    ck_assert(lk_get(c, &x, 1, 20));
+    /* again, with nothing but the close after the lock is free */
+    lk_hit_while_held(c, &x, dir, 1, 100);
+    rm_cache_close(c);
+    ck_assert_int_eq(rm_cache_open(dir, limit, &c, &eb), 0); /* the index's next uses are kept */
+    lk_put(c, &x, 3, 50);
+    ck_assert_msg(lk_get(c, &x, 3, 50), "the hit's next use was lost at the close: nothing could be evicted");
+    ck_assert(!lk_get(c, &x, 1, 100));
+    ck_assert(lk_get(c, &x, 2, 25));
+    ck_assert_uint_eq(lk_bytes(c), 2 * x.entry);
+    rm_cache_close(c);
+    lk_free(&x);
+    free(dir);
+}
+END_TEST
+
+/* A put whose write fails (the file size limit) leaves the account as it was and no file behind;
+ * the same block offered again is kept and counted once. */
+START_TEST(cache_put_write_fails)
+{
+    lk_ctx x;
+    lk_init(&x, 2, LK_LEN);
+    char *dir = new_cache("put_write_fails");
+    rm_cache *c;
+    sp_errbuf eb = { 0 };
+    ck_assert_int_eq(rm_cache_open(dir, 8 * x.entry, &c, &eb), 0);
+    lk_put(c, &x, 0, 10);
+    ck_assert_uint_eq(lk_bytes(c), x.entry);
+    struct rlimit was, small = { 16384, 16384 };
+    ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &was), 0);
+    small.rlim_max = was.rlim_max;
+    signal(SIGXFSZ, SIG_IGN);
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &small), 0);
+    lk_put(c, &x, 1, 20);
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &was), 0);
+    signal(SIGXFSZ, SIG_DFL);
+    ck_assert_uint_eq(lk_bytes(c), x.entry);
+    dir_sum d = sum_dir(dir);
+    ck_assert_uint_eq(d.entries, 1);
+    ck_assert_uint_eq(d.tmp, 0);
+    ck_assert(!lk_get(c, &x, 1, 20));
+    lk_put(c, &x, 1, 20);
+    ck_assert(lk_get(c, &x, 1, 20));
+    ck_assert_uint_eq(lk_bytes(c), 2 * x.entry);
+    rm_cache_close(c);
+    lk_free(&x);
+    free(dir);
+}
+END_TEST
+
+/* A process killed while it writes an entry (the file size limit's signal, in the middle of the
+ * write) leaves bytes reserved in the index of a session still running; they are given back when
+ * that session needs the room, without an open. */
+START_TEST(cache_put_writer_killed)
+{
+    lk_ctx x;
+    lk_init(&x, 3, LK_LEN);
+    char *dir = new_cache("put_writer_killed");
+    rm_cache *c;
+    sp_errbuf eb = { 0 };
+    uint64_t limit = 2 * x.entry + x.entry / 2;
+    ck_assert_int_eq(rm_cache_open(dir, limit, &c, &eb), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        tu_child_deadline(60);
+        rm_cache *k;
+        if (rm_cache_open(dir, limit, &k, &eb))
+            _exit(1);
+        struct rlimit small = { 16384, 16384 };
+        signal(SIGXFSZ, SIG_DFL);
+        if (setrlimit(RLIMIT_FSIZE, &small))
+            _exit(2);
+        lk_put(k, &x, 2, 5); /* killed in its write */
+        _exit(3);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGXFSZ, "the writer was not killed midway (%d)", status);
+    ck_assert_uint_eq(sum_dir(dir).tmp, 1);
+    lk_put(c, &x, 0, 10); /* fits beside the reservation */
+    ck_assert_uint_eq(lk_bytes(c), 2 * x.entry);
+    lk_put(c, &x, 1, 20); /* fits only once the dead writer's bytes are given back */
+    ck_assert_msg(lk_get(c, &x, 1, 20), "a killed writer's bytes stayed reserved");
+    ck_assert(lk_get(c, &x, 0, 10));
+    ck_assert(!lk_get(c, &x, 2, 5));
+    ck_assert_uint_eq(lk_bytes(c), 2 * x.entry);
+    dir_sum d = sum_dir(dir);
+    ck_assert_uint_eq(d.tmp, 0);
+    ck_assert_uint_eq(d.entries, 2);
+    rm_cache_close(c);
+    lk_free(&x);
+    free(dir);
+}
+END_TEST
+
+#define LK_SAME 12
+
+typedef struct lk_same {
+    rm_cache *c;
+    lk_ctx *x;
+    pthread_barrier_t *bar;
+    _Atomic bool *stop;
+} lk_same;
+
+static void *lk_same_putter(void *arg)
+{
+    lk_same *s = arg;
+    for (unsigned k = 0; k < LK_SAME; k++) {
+        pthread_barrier_wait(s->bar);
+        lk_put(s->c, s->x, k, 100 + k);
+    }
+    return NULL;
+}
+
+static void *lk_same_getter(void *arg)
+{
+    lk_same *s = arg;
+    for (unsigned k = 0; !atomic_load(s->stop); k = (k + 1) % LK_SAME)
+        lk_get(s->c, s->x, k, 100 + k);
+    return NULL;
+}
+
+/* Two handles offer the same blocks at the same moments (threads of one process, with a reader
+ * looking them up meanwhile on one handle; then two processes): each block is written once and
+ * counted once. */
+START_TEST(cache_same_block_twice)
+{
+    lk_ctx x;
+    lk_init(&x, LK_SAME, LK_LEN);
+    for (int procs = 0; procs < 2; procs++) {
+        char *dir = new_cache(procs ? "same_block_procs" : "same_block_threads");
+        sp_errbuf eb = { 0 };
+        rm_cache *c[2];
+        uint64_t admitted = 0;
+        if (!procs) {
+            for (int i = 0; i < 2; i++)
+                ck_assert_int_eq(rm_cache_open(dir, UINT64_C(1) << 30, &c[i], &eb), 0);
+            pthread_barrier_t bar;
+            pthread_barrier_init(&bar, NULL, 2);
+            _Atomic bool stop = false;
+            lk_same s[2] = { { c[0], &x, &bar, &stop }, { c[1], &x, &bar, &stop } };
+            pthread_t t[3];
+            for (int i = 0; i < 2; i++)
+                ck_assert_int_eq(pthread_create(&t[i], NULL, lk_same_putter, &s[i]), 0);
+            ck_assert_int_eq(pthread_create(&t[2], NULL, lk_same_getter, &s[0]), 0);
+            pthread_join(t[0], NULL);
+            pthread_join(t[1], NULL);
+            atomic_store(&stop, true);
+            pthread_join(t[2], NULL);
+            pthread_barrier_destroy(&bar);
+            for (int i = 0; i < 2; i++) {
+                rm_cache_stats st;
+                rm_cache_counters(c[i], &st);
+                admitted += st.admitted;
+            }
+            rm_cache_close(c[1]);
+        } else {
+            /* each child offers every block, the two nearly in step (a pipe of tokens) */
+            int go[2][2];
+            pid_t pid[2];
+            for (int i = 0; i < 2; i++)
+                ck_assert_int_eq(pipe(go[i]), 0);
+            for (int i = 0; i < 2; i++) {
+                pid[i] = fork();
+                ck_assert_int_ge(pid[i], 0);
+                if (pid[i] == 0) {
+                    tu_child_deadline(60);
+                    rm_cache *k;
+                    if (rm_cache_open(dir, UINT64_C(1) << 30, &k, &eb))
+                        _exit(1);
+                    for (unsigned b = 0; b < LK_SAME; b++) {
+                        char t;
+                        if (read(go[i][0], &t, 1) != 1)
+                            _exit(2);
+                        lk_put(k, &x, b, 100 + b);
+                    }
+                    rm_cache_stats st;
+                    rm_cache_counters(k, &st);
+                    rm_cache_close(k);
+                    _exit(st.admitted <= LK_SAME ? 10 + (int)st.admitted : 3);
+                }
+            }
+            for (unsigned b = 0; b < LK_SAME; b++)
+                for (int i = 0; i < 2; i++)
+                    ck_assert_int_eq(write(go[i][1], "g", 1), 1);
+            for (int i = 0; i < 2; i++) {
+                int status;
+                ck_assert_int_eq(waitpid(pid[i], &status, 0), pid[i]);
+                ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) >= 10, "child %d failed (%d)", i, status);
+                admitted += (uint64_t)WEXITSTATUS(status) - 10;
+                close(go[i][0]);
+                close(go[i][1]);
+            }
+            ck_assert_int_eq(rm_cache_open(dir, UINT64_C(1) << 30, &c[0], &eb), 0);
+        }
+        ck_assert_uint_eq(admitted, LK_SAME);
+        lk_put(c[0], &x, 0, 1); /* takes the lock: the account as it is now */
+        ck_assert_uint_eq(lk_bytes(c[0]), LK_SAME * x.entry);
+        dir_sum d = sum_dir(dir);
+        ck_assert_uint_eq(d.entries, LK_SAME);
+        ck_assert_uint_eq(d.tmp, 0);
+        for (unsigned k = 0; k < LK_SAME; k++)
+            ck_assert(lk_get(c[0], &x, k, 100 + k));
+        rm_cache_close(c[0]);
+        free(dir);
+    }
+    lk_free(&x);
+}
+END_TEST
+
 /* The CLI: bench takes --cache-dir and --cache-size and reports the cache, in text and JSON. */
 START_TEST(cache_cli)
 {
@@ -810,6 +1162,13 @@ int main(void)
     tcase_add_test(tc, cache_hit_between_joined_reads);
     tcase_add_test(tc, cache_written_by_workers);
     suite_add_tcase(s, tc);
+    TCase *lock = tcase_create("lock");
+    tcase_set_timeout(lock, 120);
+    tcase_add_test(lock, cache_hit_while_locked);
+    tcase_add_test(lock, cache_put_write_fails);
+    tcase_add_test(lock, cache_put_writer_killed);
+    tcase_add_test(lock, cache_same_block_twice);
+    suite_add_tcase(s, lock);
     g_ref = local;
     rc = tu_run(s, seed);
     lt_rec_free(&g_ref);
