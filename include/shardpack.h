@@ -936,15 +936,21 @@ typedef struct sp_loader_stats {
     uint64_t batch_ring_in_use;             /* slots holding a batch now (filling, ready or leased) */
     uint64_t batch_ring_limit;              /* slots the ring may use now; all of them when prefetch is given */
     uint64_t batch_ring_grown;              /* times the limit grew */
-    /* A remote dataset: ranged GETs the reader has queued (blocks, joined or not, and shard indexes;
-     * not the blocks the cache served or that waited for a GET already out), and the most
-     * outstanding at once (remote_inflight of them transfer, the rest wait in line). */
+    /* A remote dataset: reads the reader has queued (a block or a shard index each; not the blocks
+     * the cache served or that waited for a GET already out; neighbours queued together go out as
+     * one GET: remote_gets), and the most outstanding at once (remote_transfers of them transfer,
+     * the rest wait in line). */
     uint64_t remote_requests;
     uint64_t remote_pending_peak;
     /* A dataset, or a mixture's source, whose manifest records its shards' largest blocks (format
      * 1.1): the shard indexes the reader has read so far, each when its shard is first needed (a
      * remote one's fetched tails). Other datasets read every index at open and count none here. */
     uint64_t shard_indexes_read;
+    /* A remote dataset: the ranged GETs sent (what a store bills: each try of each, adjacent
+     * reads joined into one counted once, shard indexes included), and the transfers the reader
+     * keeps at once (remote_inflight, or the number it chose for 0). */
+    uint64_t remote_gets;
+    uint64_t remote_transfers;
 } sp_loader_stats;
 
 /* Fills *out (its struct_size set by the caller). SP_EINVAL for a NULL argument or a struct_size

@@ -683,6 +683,10 @@ static void print_json(const bench_report *r)
     cli_json_u64(&j, st->remote_pending_peak);
     cli_json_key(&j, "shard_indexes_read");
     cli_json_u64(&j, st->shard_indexes_read);
+    cli_json_key(&j, "remote_gets");
+    cli_json_u64(&j, st->remote_gets);
+    cli_json_key(&j, "remote_transfers");
+    cli_json_u64(&j, st->remote_transfers);
     cli_json_key(&j, "trace_events");
     cli_json_u64(&j, st->trace_events);
     cli_json_key(&j, "trace_events_dropped");
@@ -805,7 +809,9 @@ static void print_summary(const bench_report *r)
         fmt_mib(hit, sizeof hit, st->cache_hit_bytes);
         fmt_mib(held, sizeof held, st->cache_bytes);
         fmt_mib(size, sizeof size, st->cache_size);
-        printf("  remote     %s of blocks fetched", got);
+        printf("  remote     %s of blocks fetched in %llu GETs (%llu reads queued, %llu transfers at once)", got,
+               (unsigned long long)st->remote_gets, (unsigned long long)st->remote_requests,
+               (unsigned long long)st->remote_transfers);
         if (st->cache_size)
             printf("; cache %llu hits (%s), %llu misses, %llu blocks kept, %llu evicted, %llu damaged removed; "
                    "holds %s of %s",

@@ -93,7 +93,8 @@ static const layout_field loader_stats_f[] = {
     M_(sp_loader_stats, batch_ring_in_use), M_(sp_loader_stats, batch_ring_limit),
     M_(sp_loader_stats, batch_ring_grown),
     M_(sp_loader_stats, remote_requests), M_(sp_loader_stats, remote_pending_peak),
-    M_(sp_loader_stats, shard_indexes_read),
+    M_(sp_loader_stats, shard_indexes_read), M_(sp_loader_stats, remote_gets),
+    M_(sp_loader_stats, remote_transfers),
 };
 static const layout_field image_info_f[] = {
     M_(sp_image_info, struct_size), M_(sp_image_info, width), M_(sp_image_info, height),

@@ -231,6 +231,8 @@ void ld_cache_stats(const sp_loader *l, sp_loader_stats *st)
         uint64_t tails = l->rdr.tail_bytes; /* a lazy open's shard indexes: not block bytes */
         pthread_mutex_unlock((pthread_mutex_t *)&l->ring.mu);
         st->remote_bytes = rm_fetch_bytes(l->rdr.rf) - tails;
+        st->remote_gets = rm_fetch_gets(l->rdr.rf);
+        st->remote_transfers = rm_fetch_transfers(l->rdr.rf);
     }
     if (!l->cache || !l->cache->rc)
         return;

@@ -167,6 +167,9 @@ bool rm_fetch_reaped_use(const rm_fetch *f, rm_use *u);
 void rm_fetch_use(rm_fetch *f, const rm_use *u);
 /* Bytes of requests fetched from the server so far; any thread may call it. */
 uint64_t rm_fetch_bytes(const rm_fetch *f);
+/* GETs sent (each try of a transfer, whatever requests it joins), and the transfers at once. */
+uint64_t rm_fetch_gets(const rm_fetch *f);
+unsigned rm_fetch_transfers(const rm_fetch *f);
 /* Ends a wait in rm_fetch_reap early; any thread may call it. */
 void rm_fetch_wakeup(rm_fetch *f);
 /* Stops every transfer at once: each pending request ends with SP_ECANCELED, its buffer no longer

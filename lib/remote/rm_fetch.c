@@ -48,10 +48,13 @@ struct rm_fetch {
     rm_use reaped_use; /* the last request reaped: its use, and whether it is the cache's to keep */
     bool reaped_keep;
     _Atomic uint64_t fetched; /* bytes of requests fetched */
+    _Atomic uint64_t gets;    /* GETs sent: a transfer's tries, however many requests it carries */
 };
 
 void rm_fetch_set_cache(rm_fetch *f, rm_cache *c) { f->cache = c; }
 uint64_t rm_fetch_bytes(const rm_fetch *f) { return atomic_load(&f->fetched); }
+uint64_t rm_fetch_gets(const rm_fetch *f) { return atomic_load(&f->gets); }
+unsigned rm_fetch_transfers(const rm_fetch *f) { return f->ntx; }
 
 void rm_fetch_use(rm_fetch *f, const rm_use *u)
 {
@@ -202,7 +205,9 @@ static void launch(rm_fetch *f, rm_tx *t)
         char why[SP_ERRMSG_MAX];
         snprintf(why, sizeof why, "%s: out of memory for a transfer", t->x.obj->url);
         finish_tx(f, t, SP_ENOMEM, why);
+        return;
     }
+    atomic_fetch_add(&f->gets, 1);
 }
 
 /* Whether queued request n continues request last of a transfer that begins at head: the same

@@ -175,7 +175,8 @@ class sp_loader_stats(_Sized):
                 ("batch_ring_in_use", c_uint64), ("batch_ring_limit", c_uint64),
                 ("batch_ring_grown", c_uint64),
                 ("remote_requests", c_uint64), ("remote_pending_peak", c_uint64),
-                ("shard_indexes_read", c_uint64)]
+                ("shard_indexes_read", c_uint64), ("remote_gets", c_uint64),
+                ("remote_transfers", c_uint64)]
 
 
 # (name, restype, argtypes) of every function the bindings call.

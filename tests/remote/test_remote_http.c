@@ -1,4 +1,4 @@
-/* test_remote_http.c - datasets read over HTTP and HTTPS from a real nginx on 127.0.0.1: the same blocks and the same batches, bit for bit, as from local disk (joined ranged GETs or not); TLS verified against the test CA and a wrong CA refused; basic and bearer auth, a user:password@ in the URL never shown in a message; a missing object, a URL that is no dataset and an object changed under a running loader end in one-line errors naming the URL and the server's answer; sp_verify over HTTP finds what it finds on local disk; a mixture with a remote source among others (first, second, both) delivers what the mixture of local copies does; the CLI's inspect, verify, cat and bench take the URL (bench reporting its reads as remote, over http); the GETs in flight follow the blocks' size and host_memory unless set. */
+/* test_remote_http.c - datasets read over HTTP and HTTPS from a real nginx on 127.0.0.1: the same blocks and the same batches, bit for bit, as from local disk (joined ranged GETs or not); TLS verified against the test CA and a wrong CA refused; basic and bearer auth, a user:password@ in the URL never shown in a message; a missing object, a URL that is no dataset and an object changed under a running loader end in one-line errors naming the URL and the server's answer; sp_verify over HTTP finds what it finds on local disk; a mixture with a remote source among others (first, second, both) delivers what the mixture of local copies does; the CLI's inspect, verify, cat and bench take the URL (bench reporting its reads as remote, over http); the GETs in flight follow the blocks' size and host_memory unless set; neighbours read in file order are joined into one GET (remote_gets). */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -491,6 +491,40 @@ START_TEST(http_transfers_follow_blocks)
 }
 END_TEST
 
+/* In file order neighbouring blocks go out as one GET of up to remote_part_size (64 KiB here: 16
+ * blocks of 4 KiB at most), in a shuffled order mostly one a block; remote_gets counts the GETs
+ * sent, remote_requests the reads queued; either way every sample arrives. */
+START_TEST(http_gets_joined)
+{
+    uint64_t gets[2], reads[2];
+    for (int shuffle = 0; shuffle < 2; shuffle++) {
+        sp_loader *l;
+        int rc = lt_open(g_url, &l, "epochs", "1", "shuffle", shuffle ? "true" : "false", "remote_part_size", "64K",
+                         NULL);
+        ck_assert_msg(rc == 0, "%s", sp_last_error());
+        lt_rec r = { 0 };
+        ck_assert_msg(lt_epoch(l, &g_ds, &r) == SP_EEPOCH, "%s", sp_loader_errmsg(l));
+        ck_assert_uint_eq(r.ni, g_ds.n);
+        ck_assert_msg(r.bad == 0, "%s", r.why);
+        lt_rec_free(&r);
+        sp_loader_stats st = { .struct_size = sizeof st };
+        ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+        gets[shuffle] = st.remote_gets;
+        reads[shuffle] = st.remote_requests;
+        ck_assert_uint_eq(st.remote_transfers, 16); /* host_memory 64M pays for 16 */
+        sp_loader_close(l);
+    }
+    sp_dataset *d;
+    ck_assert_int_eq(sp_dataset_open(g_ds.dir, NULL, &d), 0);
+    ck_assert_uint_ge(reads[0], sp_dataset_num_blocks(d));
+    sp_dataset_close(d);
+    ck_assert_msg(gets[0] > 0 && gets[0] * 4 <= reads[0], "file order: %llu GETs for %llu reads",
+                  (unsigned long long)gets[0], (unsigned long long)reads[0]);
+    ck_assert_msg(gets[1] > reads[1] / 2, "shuffled: %llu GETs for %llu reads", (unsigned long long)gets[1],
+                  (unsigned long long)reads[1]);
+}
+END_TEST
+
 int main(void)
 {
     uint64_t seed = tu_seed(16);
@@ -525,6 +559,7 @@ int main(void)
     tcase_add_test(tc, http_trace);
     tcase_add_test(tc, http_mixture);
     tcase_add_test(tc, http_transfers_follow_blocks);
+    tcase_add_test(tc, http_gets_joined);
     suite_add_tcase(s, tc);
     rc = tu_run(s, seed);
     rt_stop(g_state);
