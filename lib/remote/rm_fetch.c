@@ -149,16 +149,24 @@ int rm_fetch_submit_at(rm_fetch *f, rm_site *s, rm_obj *o, uint8_t *buf, uint64_
         finish_req(f, i, SP_OK, "");
         return 1;
     }
-    /* the next epoch may ask for a block while this one's fetch of it is still out */
+    /* The next epoch may ask for a block while this one's fetch of it is still out: it waits for
+     * that one. Or a read of it has ended and its caller has not reaped it yet (so it holds no copy
+     * its cache could give, and no entry is written): its bytes are copied now. */
     for (uint32_t k = 0; cached && k < f->depth; k++) {
         rm_req *l = &f->req[k];
-        if (k != i && l->used && !l->finished && l->cached && l->obj == o && l->off == off && l->len == len) {
-            r->cached = false;
-            rm_cache_unmiss(f->cache); /* no GET of its own: not the miss counted */
+        if (k == i || !l->used || l->obj != o || l->off != off || l->len != len ||
+            (l->finished ? l->code != SP_OK : !l->cached))
+            continue;
+        r->cached = false;
+        rm_cache_unmiss(f->cache); /* no GET of its own: not the miss counted */
+        if (l->finished) {
+            memcpy(buf, l->buf, len);
+            finish_req(f, i, SP_OK, "");
+        } else {
             r->next_follower = l->followers;
             l->followers = i;
-            return 1;
         }
+        return 1;
     }
     f->queue[(f->q_head + f->q_n++) % f->depth] = i;
     return SP_OK;

@@ -331,6 +331,68 @@ START_TEST(cache_hit_between_joined_reads)
 }
 END_TEST
 
+/* A read of a block whose earlier read has ended but is not reaped yet (the next epoch's, while
+ * the reader has not taken this one's): no GET of its own, the bytes copied from the one that
+ * ended. Before, it missed the cache (no entry written yet) and fetched the block again. Here:
+ * A goes out, A2 waits for it, A is reaped (A2 ended, not reaped), then A3 comes. */
+START_TEST(cache_read_after_unreaped)
+{
+    enum { LEN = 3000, AT = 4096 };
+    char *path = tu_join(g_ds.dir, "shard-000000.sps");
+    size_t n;
+    uint8_t *file = tu_read_file(path, &n);
+    ck_assert_msg(file && n >= AT + LEN, "%s", path);
+    sp_errbuf eb = { 0 };
+    rm_site *site;
+    ck_assert_msg(rm_site_open(g_url, NULL, &site, &eb) == 0, "%s", eb.msg);
+    char url[4400];
+    snprintf(url, sizeof url, "%s/shard-000000.sps", g_url);
+    rm_obj o;
+    ck_assert_int_eq(rm_obj_init(site, url, &o, &eb), 0);
+    uint8_t head[16];
+    ck_assert_msg(rm_get(site, &o, 0, sizeof head, head, true, &eb) == 0, "%s", eb.msg); /* its ETag */
+    char *dir = new_cache("cache_read_after_unreaped");
+    rm_cache *c;
+    ck_assert_msg(rm_cache_open(dir, 1 << 20, &c, &eb) == 0, "%s", eb.msg);
+    rm_fetch *f;
+    ck_assert_int_eq(rm_fetch_open(site, 8, 2, &f), 0);
+    rm_fetch_set_cache(f, c);
+    rm_use u = { .sum = sp_checksum64(file + AT, LEN), .now = 0, .next = 1 };
+    uint8_t *buf = calloc(3, LEN);
+    rm_fetch_use(f, &u);
+    ck_assert_int_eq(rm_fetch_submit(f, &o, buf, LEN, LEN, AT, 0), 0);           /* A: a GET */
+    rm_fetch_use(f, &u);
+    ck_assert_int_eq(rm_fetch_submit(f, &o, buf + LEN, LEN, LEN, AT, 1), 1);     /* A2: waits for A */
+    uint64_t tag;
+    int code;
+    char why[SP_ERRMSG_MAX];
+    while (rm_fetch_reap(f, true, &tag, &code, why, sizeof why) != 1)
+        ;
+    ck_assert_msg(tag == 0 && code == 0, "read %llu: %s", (unsigned long long)tag, why);
+    rm_fetch_use(f, &u);
+    ck_assert_int_eq(rm_fetch_submit(f, &o, buf + 2 * LEN, LEN, LEN, AT, 2), 1); /* A3: no GET */
+    for (int got = 0; got < 2;)
+        if (rm_fetch_reap(f, true, &tag, &code, why, sizeof why) == 1) {
+            ck_assert_msg(code == 0 && (tag == 1 || tag == 2), "read %llu: %s", (unsigned long long)tag, why);
+            got++;
+        }
+    ck_assert_uint_eq(rm_fetch_gets(f), 1);
+    for (int k = 0; k < 3; k++)
+        ck_assert_msg(memcmp(buf + k * LEN, file + AT, LEN) == 0, "read %d is not the file's bytes", k);
+    rm_cache_stats st;
+    rm_cache_counters(c, &st);
+    ck_assert_uint_eq(st.misses, 1); /* A's; A2 and A3 sent no GET */
+    rm_fetch_close(f);
+    rm_cache_close(c);
+    rm_obj_free(&o);
+    rm_site_free(site);
+    free(buf);
+    free(dir);
+    free(file);
+    free(path);
+}
+END_TEST
+
 /* Files of other kinds in the directory: never removed, changed or counted, whatever is evicted. */
 START_TEST(cache_foreign_files)
 {
@@ -1071,7 +1133,7 @@ START_TEST(cache_cli)
     free(p);
     p = tu_join(g_ds.root, "b.txt");
     t = read_text(p);
-    ck_assert_msg(strstr(t, "remote     0.0 MiB of blocks fetched; cache "), "%s", t);
+    ck_assert_msg(strstr(t, "remote     0.0 MiB of blocks fetched; ") && strstr(t, " transfers at once; cache "), "%s", t);
     /* with a cache on, whatever bounds the run, the advice never says to turn one on */
     ck_assert_msg(!strstr(t, "or a local cache (cache_dir)"), "%s", t);
     free(t);
@@ -1160,6 +1222,7 @@ int main(void)
     tcase_add_test(tc, cache_cli);
     tcase_add_test(tc, cache_s3);
     tcase_add_test(tc, cache_hit_between_joined_reads);
+    tcase_add_test(tc, cache_read_after_unreaped);
     tcase_add_test(tc, cache_written_by_workers);
     suite_add_tcase(s, tc);
     TCase *lock = tcase_create("lock");
