@@ -29,7 +29,7 @@ bucket `bench`; then measures, each side with its files or objects read once bef
 The S3 server is Swift (--s3-server swift, the default: the proxy and the object server are
 Python, and on a small host they take CPU from the loader and curl alike) or Ceph's radosgw
 (--s3-server ceph: a C++ gateway in front of a one-node cluster whose OSD keeps the objects in
-memory; packages ceph-mon ceph-osd radosgw ceph-common, not installed by .ci/setup-debian).
+memory; packages ceph-mon ceph-osd radosgw ceph-common, which .ci/setup-debian installs).
 Swift's storage stays in WORK/state between runs: objects already uploaded with the same size
 and MD5 are not sent again (10,000 small objects take Swift over a minute). Ceph's cluster is
 made anew at each run, and everything is uploaded again.
