@@ -44,12 +44,15 @@ uint32_t ds_block_samples(const sp_dataset *d, uint64_t block);
  * the largest stored_size of any block and *max_raw the largest raw_size of a zstd block (0: none),
  * and a shard whose index says otherwise is refused when it is opened. */
 bool ds_block_bounds(const sp_dataset *d, uint32_t *max_stored, uint32_t *max_raw);
-/* The bytes at the end of remote shard i that its opening GET asks for, and shard i opened from
- * them (a larger index is read by a second GET), checked as ds_shard_get checks it; SP_OK with
- * the shard (owned by d; an already open one when another thread was first), or a code with d's
- * message naming the URL. */
+/* The bytes at the end of remote shard i that its opening GET asks for: its whole index and
+ * trailer as its manifest entry implies (its block count, the manifest's schema and metadata), at
+ * least FMT_TAIL_READ, at most the object. ds_shard_from_tail opens shard i from the last tail_len
+ * bytes of its object (at least min(size, FMT_TAIL_READ); an index that begins before them, as when
+ * the manifest is wrong or a reader asks for less, is read by a second, synchronous GET), checked
+ * as ds_shard_get checks it; SP_OK with the shard (owned by d; an already open one when another
+ * thread was first), or a code with d's message naming the URL. */
 uint64_t ds_shard_tail_len(const sp_dataset *d, uint64_t i);
-int ds_shard_from_tail(sp_dataset *d, uint64_t i, const uint8_t *tail, fmt_shard **out);
+int ds_shard_from_tail(sp_dataset *d, uint64_t i, const uint8_t *tail, uint64_t tail_len, fmt_shard **out);
 /* Opens every shard not yet open (ds_shard_get for each); a remote dataset's shard tails are
  * fetched many at a time. SP_OK, or the first failure's code with d's message. */
 int ds_shard_open_all(sp_dataset *d);

@@ -46,6 +46,9 @@ struct sp_dataset {
     uint64_t nshards, nblocks, nsamples, fingerprint;
     uint32_t max_stored, max_raw; /* over all shards, when the manifest records every shard's */
     bool bounds;
+    /* A shard index's bytes before its block table (header, schema, metadata, padding) as the
+     * manifest's schema and metadata imply; 0 when not from a manifest */
+    uint64_t index_head;
     ds_shard *shards;
     uint64_t *block_first; /* nblocks + 1 cumulative sample counts */
     pthread_mutex_t mu;    /* lazy shard opening, the descriptor cache and the context pool */
@@ -159,6 +162,16 @@ static int manifest_decode(sp_dataset *d, uint8_t *buf, size_t n, const char *mp
     d->schema = m.schema;
     d->meta = m.meta;
     m.meta = (fmt_meta){ 0 };
+    /* The writer puts the manifest's schema and metadata in every shard's index: with a shard's block
+     * count, they give the length of its index, so that one GET of a remote shard's tail fetches all
+     * of it. A failed encoding leaves 0: the 64 KiB tail, and a second GET for a larger index. */
+    sp_buf sch = { 0 }, met = { 0 };
+    fmt_schema_encode(&d->schema, &sch);
+    fmt_meta_encode(&d->meta, &met);
+    if (!sch.failed && !met.failed)
+        d->index_head = sp_align_up(FMT_INDEX_HEADER_BYTES + (uint64_t)sch.len + met.len, 8);
+    sp_buf_free(&sch);
+    sp_buf_free(&met);
     d->nshards = m.nshards;
     d->nblocks = m.nblocks;
     d->nsamples = m.nsamples;
@@ -239,15 +252,34 @@ static int remote_shard_from_tail(sp_dataset *d, ds_shard *s, const uint8_t *tai
     return rc ? ds_fail_at(&d->eb, rc, s->path, &e) : SP_OK;
 }
 
-/* Shard s of a remote dataset: one GET of its tail (two when its index is larger). */
+/* The bytes at the end of shard s that one GET fetches to open it: FMT_TAIL_READ, or its whole
+ * index and trailer when the manifest implies more (its block count; an index beyond the format's
+ * limit is refused once read, so it is not asked for); never more than the object. A manifest that
+ * is wrong about the shard costs the second GET it would have cost anyway, and the shard is then
+ * refused by shard_matches as before. */
+static uint64_t shard_tail_len(const sp_dataset *d, const ds_shard *s)
+{
+    uint64_t want = FMT_TAIL_READ;
+    if (d->from_manifest && d->index_head && s->nblocks <= FMT_MAX_INDEX_BYTES / FMT_BLOCK_ENTRY_BYTES) {
+        uint64_t ix = d->index_head + s->nblocks * FMT_BLOCK_ENTRY_BYTES + FMT_TRAILER_BYTES;
+        if (ix > want && ix <= (uint64_t)FMT_MAX_INDEX_BYTES + FMT_TRAILER_BYTES)
+            want = ix;
+    }
+    return s->obj.size < want ? s->obj.size : want;
+}
+
+/* Shard s of a remote dataset: one GET of its tail, which holds its whole index when the manifest
+ * tells its size (else a larger index takes a second GET). */
 static int remote_shard_open(sp_dataset *d, ds_shard *s, fmt_shard **out)
 {
     *out = NULL;
-    uint8_t *tail = sp_malloc(FMT_TAIL_READ);
+    uint64_t len = shard_tail_len(d, s);
+    uint8_t *tail = sp_malloc(len);
     if (!tail)
-        return sp_fail(&d->eb, SP_ENOMEM, "%s: out of memory", s->path);
+        return sp_fail(&d->eb, SP_ENOMEM, "%s: out of memory for its %llu-byte index", s->path,
+                       (unsigned long long)len);
     uint64_t got;
-    int rc = rm_get_tail(d->site, &s->obj, FMT_TAIL_READ, tail, &got, &d->eb);
+    int rc = rm_get_tail(d->site, &s->obj, len, tail, &got, &d->eb);
     if (rc == SP_OK)
         rc = remote_shard_from_tail(d, s, tail, (size_t)got, out);
     sp_free(tail);
@@ -461,18 +493,14 @@ bool ds_block_bounds(const sp_dataset *d, uint32_t *max_stored, uint32_t *max_ra
     return d->bounds;
 }
 
-uint64_t ds_shard_tail_len(const sp_dataset *d, uint64_t i)
-{
-    uint64_t size = d->shards[i].obj.size;
-    return size < FMT_TAIL_READ ? size : FMT_TAIL_READ;
-}
+uint64_t ds_shard_tail_len(const sp_dataset *d, uint64_t i) { return shard_tail_len(d, &d->shards[i]); }
 
-int ds_shard_from_tail(sp_dataset *d, uint64_t i, const uint8_t *tail, fmt_shard **out)
+int ds_shard_from_tail(sp_dataset *d, uint64_t i, const uint8_t *tail, uint64_t tail_len, fmt_shard **out)
 {
     ds_shard *s = &d->shards[i];
     fmt_shard *sh;
     pthread_mutex_lock(&d->mu);
-    int rc = s->sh ? SP_OK : remote_shard_from_tail(d, s, tail, (size_t)ds_shard_tail_len(d, i), &sh);
+    int rc = s->sh ? SP_OK : remote_shard_from_tail(d, s, tail, (size_t)tail_len, &sh);
     if (rc == SP_OK && !s->sh && d->from_manifest && (rc = shard_matches(d, i, s, sh, &d->eb)))
         fmt_shard_close(sh);
     else if (rc == SP_OK && !s->sh)
@@ -482,16 +510,26 @@ int ds_shard_from_tail(sp_dataset *d, uint64_t i, const uint8_t *tail, fmt_shard
     return rc;
 }
 
-/* Tails fetched at once while a remote dataset's shards are opened together. */
+/* Tails fetched at once while a remote dataset's shards are opened together, and the memory they
+ * may take: 64 of 64 KiB, or fewer larger ones (a shard's whole index, shard_tail_len), at least one. */
 #define RD_TAILS_INFLIGHT 64u
+#define RD_TAILS_BYTES (16u << 20)
 
 /* Opens the shards of a remote dataset not yet open: their tails go out RD_TAILS_INFLIGHT at a
- * time on one multi driver, each checked as ds_shard_get checks it. */
+ * time (fewer when their indexes are large) on one multi driver, each checked as ds_shard_get
+ * checks it. */
 static int remote_open_all(sp_dataset *d)
 {
     rm_fetch *f;
-    unsigned depth = RD_TAILS_INFLIGHT;
-    uint8_t *tails = sp_malloc((size_t)depth * FMT_TAIL_READ);
+    uint64_t stride = 0; /* the largest tail asked for: each slot's room */
+    for (uint64_t i = 0; i < d->nshards; i++)
+        if (!d->shards[i].sh && d->shards[i].obj.size != UINT64_MAX && shard_tail_len(d, &d->shards[i]) > stride)
+            stride = shard_tail_len(d, &d->shards[i]);
+    if (stride == 0)
+        return SP_OK;
+    uint64_t fit = RD_TAILS_BYTES / stride;
+    unsigned depth = fit < 1 ? 1 : fit < RD_TAILS_INFLIGHT ? (unsigned)fit : RD_TAILS_INFLIGHT;
+    uint8_t *tails = sp_malloc((size_t)(depth * stride));
     uint64_t *slot_shard = sp_malloc(depth * sizeof *slot_shard);
     int rc = tails && slot_shard ? rm_fetch_open(d->site, depth, depth, &f) : SP_ENOMEM;
     if (rc) {
@@ -514,7 +552,7 @@ static int remote_open_all(sp_dataset *d)
             uint64_t n = ds_shard_tail_len(d, next);
             slot_busy[free_slot] = true;
             slot_shard[free_slot] = next;
-            rm_fetch_submit(f, &s->obj, tails + (size_t)free_slot * FMT_TAIL_READ, n, n, s->obj.size - n, free_slot);
+            rm_fetch_submit(f, &s->obj, tails + (size_t)(free_slot * stride), n, n, s->obj.size - n, free_slot);
             next++;
         }
         uint64_t tag;
@@ -532,7 +570,8 @@ static int remote_open_all(sp_dataset *d)
             break;
         }
         fmt_shard *sh;
-        rc = ds_shard_from_tail(d, slot_shard[tag], tails + (size_t)tag * FMT_TAIL_READ, &sh);
+        uint64_t i = slot_shard[tag];
+        rc = ds_shard_from_tail(d, i, tails + (size_t)(tag * stride), ds_shard_tail_len(d, i), &sh);
     }
     rm_fetch_close(f);
     sp_free(tails);

@@ -18,6 +18,8 @@
 #define LD_IO_DEPTH 32u
 #define LD_RM_DEPTH 256u /* blocks queued or in flight on a remote dataset (rm_fetch) */
 #define LD_RM_TAILS_MAX 64u /* shard tails (their indexes) fetched at once on a lazy remote dataset */
+/* ... and the most their buffers take: 64 tails of 64 KiB, or fewer of a larger index each */
+#define LD_RM_TAILS_BYTES (LD_RM_TAILS_MAX * FMT_TAIL_READ)
 #define LD_AHEAD_MAX 1024u  /* remote blocks fetched ahead of their windows, at most */
 #define LD_MAX_FDS 64u /* shard descriptors kept open: a quarter of RLIMIT_NOFILE, within these */
 #define LD_MIN_FDS 4u
@@ -219,11 +221,13 @@ typedef struct ld_reader_state {
     /* where a run starts, set by the consumer before it starts the reader */
     uint64_t run_epoch, run_k;
     uint64_t run_base; /* global number of run_epoch's batch 0 */
-    /* a lazy remote dataset's index fetches: ntails tail buffers of FMT_TAIL_READ bytes, the shard
-     * each one is fetching (UINT64_MAX: free), and per shard whether its tail is being fetched */
+    /* a lazy remote dataset's index fetches: ntails tail buffers of tail_size bytes (the largest
+     * tail a shard needs to hold its whole index, within LD_RM_TAILS_BYTES), the shard each one is
+     * fetching (UINT64_MAX: free), and per shard whether its tail is being fetched */
     uint8_t *tails;
     uint64_t *tail_shard;
     unsigned ntails;
+    uint64_t tail_size;
     uint8_t *idx_asked;
     uint64_t tail_bytes; /* of the tails fetched (under ring.mu): not block bytes, so not remote_bytes */
 } ld_reader_state;

@@ -436,9 +436,29 @@ static void lazy_shard(sp_loader *l, sp_dataset *ds, uint64_t si, uint64_t i, ui
     }
 }
 
+/* The tail a lazy remote source's shards need for one GET to fetch each whole index: the largest
+ * of them (ds_shard_tail_len, from the manifest), at least FMT_TAIL_READ, at most
+ * LD_RM_TAILS_BYTES (a shard whose index is larger, above some 87,000 blocks, has its remainder
+ * read by a second GET). */
+static uint64_t lazy_tail_size(const sp_loader *l)
+{
+    uint64_t size = FMT_TAIL_READ;
+    for (uint32_t d = 0; d < nsources(l); d++) {
+        sp_dataset *ds = source(l, d);
+        uint32_t max_stored, max_raw;
+        if (!ds_site(ds) || !ds_block_bounds(ds, &max_stored, &max_raw))
+            continue;
+        for (uint64_t i = 0; i < sp_dataset_num_shards(ds); i++)
+            if (ds_shard_tail_len(ds, i) > size)
+                size = ds_shard_tail_len(ds, i);
+    }
+    return size < LD_RM_TAILS_BYTES ? size : LD_RM_TAILS_BYTES;
+}
+
 /* The lazy sources' index reads: which shards are read (opened, set already for the others); a
  * local source's block entries (entries, kept by the loader as each index is read and let go); a
- * remote one's tail buffers, two per transfer (at most LD_RM_TAILS_MAX), and a mark per shard. */
+ * remote one's tail buffers, two per transfer (at most LD_RM_TAILS_MAX, and no more than
+ * LD_RM_TAILS_BYTES of them, at least one), and a mark per shard. */
 static int lazy_buffers(sp_loader *l, bool local, bool remote)
 {
     l->tab.opened = sp_calloc(l->tab.nshards, 1);
@@ -453,8 +473,11 @@ static int lazy_buffers(sp_loader *l, bool local, bool remote)
         return SP_OK;
     uint64_t part;
     unsigned n = 2 * remote_inflight(l, &part);
-    l->rdr.ntails = n < LD_RM_TAILS_MAX ? n : LD_RM_TAILS_MAX;
-    l->rdr.tails = sp_malloc((size_t)l->rdr.ntails * FMT_TAIL_READ);
+    l->rdr.tail_size = lazy_tail_size(l);
+    uint64_t fit = LD_RM_TAILS_BYTES / l->rdr.tail_size;
+    n = n < LD_RM_TAILS_MAX ? n : LD_RM_TAILS_MAX;
+    l->rdr.ntails = n < fit ? n : fit > 1 ? (unsigned)fit : 1;
+    l->rdr.tails = sp_malloc((size_t)(l->rdr.ntails * l->rdr.tail_size));
     l->rdr.tail_shard = sp_malloc(l->rdr.ntails * sizeof *l->rdr.tail_shard);
     l->rdr.idx_asked = sp_calloc(l->tab.nshards, 1);
     if (!l->rdr.tails || !l->rdr.tail_shard || !l->rdr.idx_asked)
@@ -601,7 +624,7 @@ static uint64_t remote_bytes(const sp_loader *l)
         return 0;
     return (uint64_t)LD_RM_DEPTH * (sizeof(ld_job) + 64 + SP_ERRMSG_MAX + 3 * sizeof(uint32_t)) +
            (uint64_t)inflight * LD_RM_PER_CONN +
-           (uint64_t)l->rdr.ntails * (FMT_TAIL_READ + sizeof(uint64_t)) + (l->rdr.ntails ? l->tab.nshards : 0) +
+           (uint64_t)l->rdr.ntails * (l->rdr.tail_size + sizeof(uint64_t)) + (l->rdr.ntails ? l->tab.nshards : 0) +
            LD_AHEAD_MAX * sizeof(ld_ahead);
 }
 

@@ -991,6 +991,16 @@ static void submit(sp_loader *l, ld_reader *rd, ld_job *j)
 
 /* ---------------------------------------------------------------- lazy shard indexes (remote) */
 
+/* The bytes of shard i's tail that its GET asks for: its whole index when the manifest tells its
+ * length and the tail buffers hold it (a larger one is read by ds_shard_from_tail's second GET). */
+static uint64_t tail_len(const sp_loader *l, uint64_t i)
+{
+    uint64_t local, base;
+    sp_dataset *ds = ld_shard_source(l, i, &local, &base);
+    uint64_t n = ds_shard_tail_len(ds, local);
+    return n < l->rdr.tail_size ? n : l->rdr.tail_size;
+}
+
 /* Queues the GET of shard i's tail (its index); false when every tail buffer is busy or the
  * driver is full. */
 static bool tail_request(sp_loader *l, uint64_t i)
@@ -1004,8 +1014,8 @@ static bool tail_request(sp_loader *l, uint64_t i)
         return false;
     uint64_t local, base;
     sp_dataset *ds = ld_shard_source(l, i, &local, &base);
-    uint64_t n = ds_shard_tail_len(ds, local);
-    if (fetch_submit(l, i, l->rdr.tails + (size_t)t * FMT_TAIL_READ, n, n, ds_shard_obj(ds, local)->size - n,
+    uint64_t n = tail_len(l, i);
+    if (fetch_submit(l, i, l->rdr.tails + (size_t)(t * l->rdr.tail_size), n, n, ds_shard_obj(ds, local)->size - n,
                      LD_READS + t) < 0)
         return false; /* full only on a stop */
     l->rdr.tail_shard[t] = i;
@@ -1026,11 +1036,12 @@ static void tail_done(sp_loader *l, ld_reader *rd, unsigned t, int code, const c
         fmt_shard *sh;
         uint64_t local, base;
         sp_dataset *ds = ld_shard_source(l, i, &local, &base);
+        uint64_t n = tail_len(l, i);
         pthread_mutex_lock(&l->ring.mu);
-        l->rdr.tail_bytes += ds_shard_tail_len(ds, local);
+        l->rdr.tail_bytes += n;
         l->stats.s.shard_indexes_read++;
         pthread_mutex_unlock(&l->ring.mu);
-        code = ds_shard_from_tail(ds, local, l->rdr.tails + (size_t)t * FMT_TAIL_READ, &sh);
+        code = ds_shard_from_tail(ds, local, l->rdr.tails + (size_t)(t * l->rdr.tail_size), n, &sh);
         if (code == SP_OK)
             ld_install_shard(l, i, sh);
         else
