@@ -337,6 +337,9 @@ error_log {state}/logs/nginx-error.log warn;
 events {{ worker_connections 1024; }}
 http {{
     default_type application/octet-stream;
+    # nginx's combined format with the Range asked for last, so that a test can tell which bytes each GET asked for
+    log_format sp_range '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+                        '"$http_referer" "$http_user_agent" "$http_range"';
     access_log {access_log};
     client_body_temp_path {state}/tmp/body;
     proxy_temp_path {state}/tmp/proxy;
@@ -398,7 +401,7 @@ def start_nginx(root, state, workers=1, access_log=False, timeout=20.0):
                 user="user root;\n" if os.geteuid() == 0 else "", workers=int(workers),
                 state=state, root=root, cert=cert, key=key, token=HTTP_TOKEN,
                 http_port=http_port, https_port=https_port,
-                access_log=os.path.join(state, "logs", "nginx-access.log") if access_log else "off"))
+                access_log=os.path.join(state, "logs", "nginx-access.log") + " sp_range" if access_log else "off"))
         proc = _spawn(state, "nginx", "nginx", [nginx, "-e", os.path.join(state, "logs", "nginx-error.log"),
                                                 "-p", state, "-c", conf])
         try:
