@@ -343,11 +343,54 @@ START_TEST(big_index_dataset_paths)
     ck_assert_uint_eq(index_gets(before, "bigold", copy.dir, 1, 0), g_big.shards);
     sp_loader_close(l);
 
-    char *damaged = tu_join(copy.dir, "shard-000001.sps");
+    char *damaged = tu_join(copy.dir, "shard-000001.sps"), *first = tu_join(copy.dir, "shard-000000.sps");
     tu_xor_byte(damaged, tu_file_size(damaged) - 64 - 20, 0x5a); /* the last block entry */
     ck_assert_int_eq(lt_open(curl, &l, NULL), SP_ECHECKSUM);
     ck_assert_msg(strstr(sp_last_error(), "bigold/shard-000001.sps"), "%s", sp_last_error());
+    /* a shard put in another's place (the same size): its index whole from the one GET, and refused */
+    ck_assert_uint_eq(tu_file_size(first), tu_file_size(damaged));
+    tu_copy_file(first, damaged);
+    ck_assert_int_eq(lt_open(curl, &l, NULL), SP_ECORRUPT);
+    ck_assert_msg(strstr(sp_last_error(), "bigold/shard-000001.sps: index checksum differs from the manifest"), "%s",
+                  sp_last_error());
     free(damaged);
+    free(first);
+    lt_ds_free(&copy);
+
+    /* a shard by its own URL (no manifest to tell its index's length): the 64 KiB tail, then the rest
+     * of the index by a second GET, as before */
+    before = rt_requests(g_state);
+    ck_assert_int_eq(sp_dataset_open(rt_url(rt_env("SP_TEST_HTTP_URL"), "big/shard-000000.sps"), NULL, &d), 0);
+    ck_assert_msg(sp_dataset_read_block(d, 1, &b) == 0, "%s", sp_dataset_errmsg(d));
+    sp_block_free(b);
+    sp_dataset_close(d);
+    ck_assert_uint_eq(index_gets(before, "big", g_big.dir, 2, 0), 1);
+}
+END_TEST
+
+/* A shard replaced by another of the same size in a lazily opened dataset: its one GET brings the
+ * other's index, which the reader refuses naming the URL, as it does a 64 KiB tail's. */
+START_TEST(big_index_replaced)
+{
+    lt_ds copy;
+    char url[4096];
+    snprintf(url, sizeof url, "%s", served_clone_of(&g_big, "bigswap", &copy));
+    char *second = tu_join(copy.dir, "shard-000001.sps"), *first = tu_join(copy.dir, "shard-000000.sps");
+    tu_copy_file(first, second);
+    sp_loader *l;
+    ck_assert_int_eq(lt_open(url, &l, "shuffle", "false", "batch_size", "1", NULL), 0);
+    lt_rec r = { 0 };
+    int rc = lt_epoch(l, &copy, &r);
+    const char *m = sp_loader_errmsg(l);
+    ck_assert_msg(rc == SP_ECORRUPT && strstr(m, "bigswap/shard-000001.sps: index checksum differs from the manifest"),
+                  "%d %s", rc, m);
+    ck_assert_uint_gt(r.ni, 1000); /* shard 0's samples, all of them right */
+    ck_assert_uint_lt(r.ni, BIG_SAMPLES / 2);
+    ck_assert_uint_eq(r.bad, 0);
+    sp_loader_close(l);
+    lt_rec_free(&r);
+    free(first);
+    free(second);
     lt_ds_free(&copy);
 }
 END_TEST
@@ -382,6 +425,7 @@ int main(void)
     tcase_add_test(tc, big_index_one_get);
     tcase_add_test(tc, small_index_one_tail);
     tcase_add_test(tc, big_index_dataset_paths);
+    tcase_add_test(tc, big_index_replaced);
     suite_add_tcase(s, tc);
     rc = tu_run(s, seed);
     rt_stop(g_state);
