@@ -318,7 +318,7 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT
     X(REMOTE_PART_SIZE, "remote_part_size", SP_PTYPE_SIZE, 8 * SP_MIB, 64 * SP_KIB, 1 * SP_GIB, NULL, \
       SP_SCOPE_WRITE | SP_SCOPE_LOAD, "http(s)/s3: adjacent blocks queued together are fetched by one ranged GET of up to this; publishing: the part size of multipart uploads (at least 5M)") \
     X(REMOTE_INFLIGHT, "remote_inflight", SP_PTYPE_INT, 0, 0, 1024, NULL, SP_SCOPE_READ | SP_SCOPE_LOAD, \
-      "http(s)/s3: ranged GETs in flight at once (0: the loader opens enough GETs of one block each to keep 8 parts in flight, 16 to 64 and at most what an eighth of host_memory pays for at 512 KiB each; 16 elsewhere)") \
+      "http(s)/s3: ranged GETs in flight at once (0: the loader opens enough GETs of one block each to keep 8 parts in flight, 16 to 64, fewer when an eighth of host_memory pays for fewer at 512 KiB each but never under 16; 16 elsewhere)") \
     X(S3_ADDRESSING, "s3_addressing", SP_PTYPE_ENUM, 0, 0, 2, "auto|path|virtual", SP_SCOPE_ALL_, \
       "s3: bucket in the path or in the host name; auto: virtual-host on AWS, path-style on a custom endpoint") \
     X(TRACE, "trace", SP_PTYPE_STRING, 0, 0, 0, NULL, SP_SCOPE_LOAD,                               \

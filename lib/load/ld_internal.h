@@ -200,6 +200,7 @@ typedef struct ld_reader_state {
      * in flight: chosen once the block tables are known (ld_loader.c, remote_reads) */
     unsigned transfers;
     uint64_t part, goal;
+    uint64_t max_get; /* the largest block of the remote sources (page-rounded): one GET's size */
     bool direct;     /* O_DIRECT reads; switched off under ring.mu (the stats say why) */
     /* descriptors */
     int *fd;

@@ -369,7 +369,7 @@ bool ld_any_remote(const sp_loader *l)
  * when every source is local. One driver carries every source's GETs, so a source that sets
  * remote_inflight gets at least that many transfers, and its part size the largest. A source that
  * leaves it at 0 asks for enough transfers to keep half the ring's goal in flight with GETs of the
- * dataset's largest block: a shuffled epoch fetches one block a GET (neighbours are rarely queued
+ * remote sources' largest block: a shuffled epoch fetches one block a GET (neighbours are rarely queued
  * together), so 16 GETs of 1 MiB blocks would hold 16 MiB in flight, 1.3 Gb/s at 100 ms a request,
  * where 16 joined 8 MiB parts hold 128 MiB; 64 of them hold 64 MiB. No more transfers than an
  * eighth of host_memory pays for in their buffers, and never fewer than 16. */
@@ -396,7 +396,7 @@ static void remote_reads(sp_loader *l)
         return;
     uint64_t n = set;
     if (any_auto) {
-        uint64_t get = l->tab.max_read > LD_PAGE ? l->tab.max_read : LD_PAGE;
+        uint64_t get = l->rdr.max_get > LD_PAGE ? l->rdr.max_get : LD_PAGE; /* a mixture's local blocks aside */
         uint64_t want = (LD_RM_GOAL_PARTS * part / 2 + get - 1) / get, afford = l->cfg.host_memory / 8 / LD_RM_PER_CONN;
         want = want < afford ? want : afford;
         want = want < LD_RM_AUTO_MAX ? want : LD_RM_AUTO_MAX;
@@ -534,6 +534,8 @@ static int load_tables(sp_loader *l)
             *(ds_site(ds) ? &lazy_remote : &lazy_local) = true;
             if (sp_align_up(max_stored, LD_PAGE) > l->tab.max_read)
                 l->tab.max_read = sp_align_up(max_stored, LD_PAGE);
+            if (ds_site(ds) && sp_align_up(max_stored, LD_PAGE) > l->rdr.max_get)
+                l->rdr.max_get = sp_align_up(max_stored, LD_PAGE);
             if (max_raw > l->tab.max_raw)
                 l->tab.max_raw = max_raw;
         }
@@ -558,6 +560,8 @@ static int load_tables(sp_loader *l)
                     l->tab.max_block_samples = be->nsamples;
                 if (sp_align_up(be->stored_size, LD_PAGE) > l->tab.max_read)
                     l->tab.max_read = sp_align_up(be->stored_size, LD_PAGE);
+                if (ds_site(ds) && sp_align_up(be->stored_size, LD_PAGE) > l->rdr.max_get)
+                    l->rdr.max_get = sp_align_up(be->stored_size, LD_PAGE);
                 if (be->codec != SP_CODEC_STORED && be->raw_size > l->tab.max_raw)
                     l->tab.max_raw = be->raw_size;
             }
@@ -1015,7 +1019,7 @@ static int open_io(sp_loader *l)
             return sp_fail(&l->eb, SP_ENOMEM, "out of memory setting up remote reads");
         l->stats.s.io = SP_IO_PREAD;
         snprintf(l->stats.s.io_note, sizeof l->stats.s.io_note,
-                 "remote: ranged GETs, %u in flight, adjacent blocks joined up to %llu KiB%s", inflight,
+                 "remote: ranged GETs, %u in flight, adjacent blocks joined up to %llu KiB%s", rm_fetch_transfers(l->rdr.rf),
                  (unsigned long long)(part >> 10), local ? "; local sources: pread on the reader thread" : "");
         if (!local)
             return SP_OK;

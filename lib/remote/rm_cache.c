@@ -273,7 +273,8 @@ static int64_t find_writer(const rm_cache *c, const uint8_t id[16], uint64_t w)
     return -1;
 }
 
-static bool add(rm_cache *c, const uint8_t id[16], uint64_t bytes, uint64_t next)
+/* A record for id (marked with its writer, or 0), filled before it is counted in. */
+static bool add(rm_cache *c, const uint8_t id[16], uint64_t bytes, uint64_t next, uint64_t writer)
 {
     if (c->map->n == c->map->cap) {
         uint64_t cap = c->map->cap ? 2 * c->map->cap : 64;
@@ -281,11 +282,12 @@ static bool add(rm_cache *c, const uint8_t id[16], uint64_t bytes, uint64_t next
             return false;
         c->map->cap = cap;
     }
-    rc_rec *r = &recs(c)[c->map->n++];
+    rc_rec *r = &recs(c)[c->map->n];
     memcpy(r->id, id, 16);
     r->bytes = bytes;
     r->next = next;
-    r->writer = 0;
+    r->writer = writer;
+    c->map->n++;
     c->map->total += bytes;
     return true;
 }
@@ -332,14 +334,21 @@ static bool writer_alive(const rm_cache *c, const uint8_t id[16], uint64_t w)
 static void settle(rm_cache *c, uint64_t i)
 {
     rc_rec *r = &recs(c)[i];
-    char name[96];
+    char name[96], blk[64];
     tmp_name(r->id, r->writer, name, sizeof name);
-    if (faccessat(c->dfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0) { /* it died before the rename */
-        clean_tmp(c, name);
-        drop(c, i);
-        return;
+    id_name(r->id, ".blk", blk, sizeof blk);
+    struct stat a, b;
+    if (fstatat(c->dfd, name, &a, AT_SYMLINK_NOFOLLOW) == 0) {
+        /* it died before the rename; or, where link stands in for it, between the link and the
+         * unlink of the temporary name: the entry is in place under both names */
+        if (fstatat(c->dfd, blk, &b, AT_SYMLINK_NOFOLLOW) != 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev) {
+            clean_tmp(c, name);
+            drop(c, i);
+            return;
+        }
+        unlinkat(c->dfd, name, 0);
     }
-    id_name(r->id, ".blk", name, sizeof name);
+    snprintf(name, sizeof name, "%s", blk);
     int fd = openat(c->dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     uint64_t bytes = 0;
     int k = fd >= 0 ? check_entry(fd, r->id, &bytes) : -1;
@@ -478,10 +487,8 @@ static int rebuild(rm_cache *c, sp_errbuf *eb, const char *dir)
      * whose writers are gone do not: their temporary files are cleaned below, a renamed file counted */
     for (uint64_t i = 0; i < nold && rc == SP_OK; i++)
         if (old[i].writer && writer_alive(c, old[i].id, old[i].writer)) {
-            if (!add(c, old[i].id, old[i].bytes, old[i].next))
+            if (!add(c, old[i].id, old[i].bytes, old[i].next, old[i].writer))
                 rc = sp_fail(eb, SP_EIO, "cache %s: cannot grow spc.index: %s", dir, strerror(errno));
-            else
-                recs(c)[c->map->n - 1].writer = old[i].writer;
         }
     uint64_t carried = c->map->n; /* the first records */
     struct dirent *e;
@@ -514,7 +521,7 @@ static int rebuild(rm_cache *c, sp_errbuf *eb, const char *dir)
         for (uint64_t i = 0; i < nold; i++)
             if (memcmp(old[i].id, id, 16) == 0)
                 next = old[i].next;
-        if (!add(c, id, bytes, next)) {
+        if (!add(c, id, bytes, next, 0)) {
             rc = sp_fail(eb, SP_EIO, "cache %s: cannot grow spc.index: %s", dir, strerror(errno));
             break;
         }
@@ -755,26 +762,25 @@ void rm_cache_put(rm_cache *c, const rm_obj *o, uint64_t off, uint64_t len, cons
         i = -1;
     }
     /* a file of that name outside the index is not ours to replace */
-    if (exists || !make_room(c, bytes, u->next, u->now) || !add(c, id, bytes, u->next)) {
+    if (exists || !make_room(c, bytes, u->next, u->now)) {
         unlock_dir(c);
         return;
     }
-    /* the bytes are reserved, the record marked with the temporary file, created and flocked before
-     * the lock goes: whoever looks meanwhile finds this writer alive */
+    /* The temporary file, created and flocked first, then the bytes reserved by a record marked
+     * with it, all before the lock goes: whoever looks meanwhile finds this writer alive, and a
+     * writer killed in between leaves no record without a file to tell it by. */
     uint64_t w = (uint64_t)(uint32_t)getpid() << 32 | atomic_fetch_add(&rc_seq, 1);
     tmp_name(id, w, tmp, sizeof tmp);
     int fd = openat(c->dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0666);
-    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        unlinkat(c->dfd, tmp, 0);
-        close(fd);
-        fd = -1;
-    }
-    if (fd < 0) {
-        drop(c, c->map->n - 1);
+    bool held = fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0;
+    if (!held || !add(c, id, bytes, u->next, w)) {
+        if (fd >= 0) {
+            unlinkat(c->dfd, tmp, 0);
+            close(fd);
+        }
         unlock_dir(c);
         return;
     }
-    recs(c)[c->map->n - 1].writer = w;
     unlock_dir(c);
 
     bool ok = write_entry(c, fd, tmp, name, key, klen, buf, len, u->sum);

@@ -148,9 +148,9 @@ START_TEST(close_while_stalled)
 END_TEST
 
 /* Many ranged GETs outstanding at once: with every answer held up 0.3 s and two transfers, the
- * reader queues the blocks of the windows ahead (its read ring is sized for remote_inflight x
- * remote_part_size), not only those of the two windows being decoded (at most 2 blocks and 4 shard
- * indexes here before it fetched ahead); the batches stay the same. */
+ * reader queues the blocks of the windows ahead (its read ring aims at 16 parts, or remote_inflight
+ * x remote_part_size when that is more), not only those of the two windows being decoded (at most
+ * 2 blocks and 4 shard indexes here before it fetched ahead); the batches stay the same. */
 START_TEST(many_in_flight)
 {
     rt_rules("[{\"fault\": \"delay\", \"match\": \".sps\", \"seconds\": 0.3, \"count\": -1}]");
