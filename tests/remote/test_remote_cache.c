@@ -1129,6 +1129,225 @@ START_TEST(cache_same_block_twice)
 }
 END_TEST
 
+
+/* ---------------------------------------------------------------- rv5: stress of the account */
+
+#define SX_LEN (64u * 1024)
+#define SX_N 16
+
+static void sx_put(rm_cache *c, lk_ctx *x, unsigned k, uint64_t next)
+{
+    rm_use u = { .sum = x->sum[k], .now = 0, .next = next };
+    rm_cache_put(c, &x->o, lk_off(k), SX_LEN, x->buf[k], &u, false);
+}
+
+static bool sx_get(rm_cache *c, lk_ctx *x, unsigned k, uint64_t next)
+{
+    static _Thread_local uint8_t b[SX_LEN];
+    rm_use u = { .sum = x->sum[k], .now = 0, .next = next };
+    bool hit = rm_cache_get(c, &x->o, lk_off(k), SX_LEN, b, &u) == 1;
+    if (hit && memcmp(b, x->buf[k], SX_LEN) != 0)
+        abort();
+    return hit;
+}
+
+typedef struct sx_arg {
+    rm_cache *c;
+    lk_ctx *x;
+    uint64_t seed;
+    double until;
+} sx_arg;
+
+static double sx_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void *sx_loop(void *arg)
+{
+    sx_arg *a = arg;
+    tu_rng r = { tu_mix(a->seed) };
+    while (sx_now() < a->until) {
+        unsigned k = (unsigned)(tu_next(&r) % SX_N);
+        uint64_t next = 1 + tu_next(&r) % 1000;
+        if (!sx_get(a->c, a->x, k, next))
+            sx_put(a->c, a->x, k, next);
+    }
+    return NULL;
+}
+
+/* The raw index against the directory, nobody running: what is counted and what is on disk. */
+typedef struct sx_check {
+    uint64_t n, total, sum, marked, no_file, wrong_size, uncounted_blk, tmp;
+} sx_check;
+
+static sx_check sx_inspect(const char *dir)
+{
+    sx_check k = { 0 };
+    char *ip = tu_join(dir, "spc.index");
+    size_t len;
+    uint8_t *m = tu_read_file(ip, &len);
+    ck_assert_ptr_nonnull(m);
+    ck_assert(memcmp(m, "SPCIDX02", 8) == 0);
+    uint64_t hdr[3];
+    memcpy(hdr, m + 8, sizeof hdr);
+    k.n = hdr[0];
+    k.total = hdr[2];
+    typedef struct {
+        uint8_t id[16];
+        uint64_t bytes, next, writer;
+    } rec;
+    const rec *r = (const rec *)(m + 32);
+    for (uint64_t i = 0; i < k.n; i++) {
+        k.sum += r[i].bytes;
+        char name[80];
+        int o = snprintf(name, sizeof name, "spc-");
+        for (int j = 0; j < 16; j++)
+            o += snprintf(name + o, sizeof name - o, "%02x", r[i].id[j]);
+        snprintf(name + o, sizeof name - o, ".blk");
+        char *p = tu_join(dir, name);
+        struct stat st;
+        if (r[i].writer)
+            k.marked++;
+        else if (stat(p, &st) != 0)
+            k.no_file++;
+        else if ((uint64_t)st.st_size != r[i].bytes)
+            k.wrong_size++;
+        free(p);
+    }
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (strncmp(e->d_name, "spc-", 4) || n < 8)
+            continue;
+        if (!strcmp(e->d_name + n - 4, ".tmp")) {
+            k.tmp++;
+            continue;
+        }
+        if (strcmp(e->d_name + n - 4, ".blk"))
+            continue;
+        bool found = false;
+        for (uint64_t i = 0; i < k.n && !found; i++) {
+            char name[80];
+            int o = snprintf(name, sizeof name, "spc-");
+            for (int j = 0; j < 16; j++)
+                o += snprintf(name + o, sizeof name - o, "%02x", r[i].id[j]);
+            snprintf(name + o, sizeof name - o, ".blk");
+            found = !strcmp(name, e->d_name);
+        }
+        k.uncounted_blk += !found;
+    }
+    closedir(d);
+    free(m);
+    free(ip);
+    return k;
+}
+
+static void sx_print(const char *what, sx_check k)
+{
+    fprintf(stderr,
+            "rv5 %s: n %llu total %llu sum %llu marked %llu no_file %llu wrong_size %llu uncounted_blk %llu tmp %llu\n",
+            what, (unsigned long long)k.n, (unsigned long long)k.total, (unsigned long long)k.sum,
+            (unsigned long long)k.marked, (unsigned long long)k.no_file, (unsigned long long)k.wrong_size,
+            (unsigned long long)k.uncounted_blk, (unsigned long long)k.tmp);
+}
+
+/* Threads of two handles in one process, then processes, none killed: the account is exact. */
+START_TEST(rv5_stress_threads)
+{
+    lk_ctx x;
+    lk_init(&x, SX_N, SX_LEN);
+    char *dir = new_cache("rv5_threads");
+    sp_errbuf eb = { 0 };
+    uint64_t limit = 5 * x.entry + x.entry / 2;
+    rm_cache *c[2];
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(rm_cache_open(dir, limit, &c[i], &eb), 0);
+    pthread_t t[4];
+    sx_arg a[4];
+    for (int i = 0; i < 4; i++) {
+        a[i] = (sx_arg){ c[i % 2], &x, 100 + i, sx_now() + 3 };
+        ck_assert_int_eq(pthread_create(&t[i], NULL, sx_loop, &a[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < 2; i++)
+        rm_cache_close(c[i]);
+    sx_check k = sx_inspect(dir);
+    sx_print("threads", k);
+    ck_assert_uint_eq(k.total, k.sum);
+    ck_assert_uint_le(k.total, limit);
+    ck_assert_uint_eq(k.marked, 0);
+    ck_assert_uint_eq(k.no_file, 0);
+    ck_assert_uint_eq(k.wrong_size, 0);
+    ck_assert_uint_eq(k.uncounted_blk, 0);
+    ck_assert_uint_eq(k.tmp, 0);
+    lk_free(&x);
+    free(dir);
+}
+END_TEST
+
+/* Processes killed at random moments while a session runs on: once every writer is gone and the
+ * survivor needs room, no bytes stay reserved and no file is uncounted. */
+START_TEST(rv5_stress_kills)
+{
+    lk_ctx x;
+    lk_init(&x, SX_N, SX_LEN);
+    char *dir = new_cache("rv5_kills");
+    sp_errbuf eb = { 0 };
+    uint64_t limit = 5 * x.entry + x.entry / 2;
+    rm_cache *c;
+    ck_assert_int_eq(rm_cache_open(dir, limit, &c, &eb), 0);
+    tu_rng r = { tu_mix(7) };
+    for (int round = 0; round < 30; round++) {
+        pid_t pid[3];
+        for (int i = 0; i < 3; i++) {
+            pid[i] = fork();
+            ck_assert_int_ge(pid[i], 0);
+            if (pid[i] == 0) {
+                tu_child_deadline(30);
+                rm_cache *k;
+                if (rm_cache_open(dir, limit, &k, &eb))
+                    _exit(1);
+                pthread_t t[2];
+                sx_arg a[2];
+                for (int j = 0; j < 2; j++) {
+                    a[j] = (sx_arg){ k, &x, (uint64_t)round * 10 + (uint64_t)i * 3 + (uint64_t)j, sx_now() + 10 };
+                    pthread_create(&t[j], NULL, sx_loop, &a[j]);
+                }
+                for (int j = 0; j < 2; j++)
+                    pthread_join(t[j], NULL);
+                _exit(0);
+            }
+        }
+        struct timespec ts = { 0, (long)(20 + tu_next(&r) % 80) * 1000000L };
+        nanosleep(&ts, NULL);
+        for (int i = 0; i < 3; i++) {
+            kill(pid[i], SIGKILL);
+            waitpid(pid[i], NULL, 0);
+        }
+    }
+    sx_check k0 = sx_inspect(dir);
+    sx_print("kills, before the survivor settles", k0);
+    /* the survivor needs room: every block offered, earliest next uses, so eviction is wanted */
+    for (unsigned b = 0; b < SX_N; b++)
+        if (!sx_get(c, &x, b, 1))
+            sx_put(c, &x, b, 1);
+    rm_cache_close(c);
+    sx_check k = sx_inspect(dir);
+    sx_print("kills, after", k);
+    ck_assert_uint_eq(k.total, k.sum);
+    ck_assert_uint_eq(k.marked, 0);
+    ck_assert_uint_eq(k.uncounted_blk, 0);
+    ck_assert_uint_eq(k.wrong_size, 0);
+    lk_free(&x);
+    free(dir);
+}
+END_TEST
+
 /* The CLI: bench takes --cache-dir and --cache-size and reports the cache, in text and JSON. */
 START_TEST(cache_cli)
 {
@@ -1246,6 +1465,11 @@ int main(void)
     tcase_add_test(lock, cache_put_writer_killed);
     tcase_add_test(lock, cache_same_block_twice);
     suite_add_tcase(s, lock);
+    TCase *sx = tcase_create("rv5");
+    tcase_set_timeout(sx, 120);
+    tcase_add_test(sx, rv5_stress_threads);
+    tcase_add_test(sx, rv5_stress_kills);
+    suite_add_tcase(s, sx);
     g_ref = local;
     rc = tu_run(s, seed);
     lt_rec_free(&g_ref);
