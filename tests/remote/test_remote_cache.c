@@ -1130,7 +1130,7 @@ START_TEST(cache_same_block_twice)
 END_TEST
 
 
-/* ---------------------------------------------------------------- rv5: stress of the account */
+/* ---------------------------------------------------------------- the account under stress */
 
 #define SX_LEN (64u * 1024)
 #define SX_N 16
@@ -1249,18 +1249,18 @@ static sx_check sx_inspect(const char *dir)
 static void sx_print(const char *what, sx_check k)
 {
     fprintf(stderr,
-            "rv5 %s: n %llu total %llu sum %llu marked %llu no_file %llu wrong_size %llu uncounted_blk %llu tmp %llu\n",
+            "stress %s: n %llu total %llu sum %llu marked %llu no_file %llu wrong_size %llu uncounted_blk %llu tmp %llu\n",
             what, (unsigned long long)k.n, (unsigned long long)k.total, (unsigned long long)k.sum,
             (unsigned long long)k.marked, (unsigned long long)k.no_file, (unsigned long long)k.wrong_size,
             (unsigned long long)k.uncounted_blk, (unsigned long long)k.tmp);
 }
 
 /* Threads of two handles in one process, then processes, none killed: the account is exact. */
-START_TEST(rv5_stress_threads)
+START_TEST(cache_stress_threads)
 {
     lk_ctx x;
     lk_init(&x, SX_N, SX_LEN);
-    char *dir = new_cache("rv5_threads");
+    char *dir = new_cache("stress_threads");
     sp_errbuf eb = { 0 };
     uint64_t limit = 5 * x.entry + x.entry / 2;
     rm_cache *c[2];
@@ -1292,11 +1292,11 @@ END_TEST
 
 /* Processes killed at random moments while a session runs on: once every writer is gone and the
  * survivor needs room, no bytes stay reserved and no file is uncounted. */
-START_TEST(rv5_stress_kills)
+START_TEST(cache_stress_kills)
 {
     lk_ctx x;
     lk_init(&x, SX_N, SX_LEN);
-    char *dir = new_cache("rv5_kills");
+    char *dir = new_cache("stress_kills");
     sp_errbuf eb = { 0 };
     uint64_t limit = 5 * x.entry + x.entry / 2;
     rm_cache *c;
@@ -1465,10 +1465,10 @@ int main(void)
     tcase_add_test(lock, cache_put_writer_killed);
     tcase_add_test(lock, cache_same_block_twice);
     suite_add_tcase(s, lock);
-    TCase *sx = tcase_create("rv5");
+    TCase *sx = tcase_create("stress");
     tcase_set_timeout(sx, 120);
-    tcase_add_test(sx, rv5_stress_threads);
-    tcase_add_test(sx, rv5_stress_kills);
+    tcase_add_test(sx, cache_stress_threads);
+    tcase_add_test(sx, cache_stress_kills);
     suite_add_tcase(s, sx);
     g_ref = local;
     rc = tu_run(s, seed);
