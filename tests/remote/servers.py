@@ -246,6 +246,22 @@ def _write_env(state, group, env):
         f.write(format_env(env))
 
 
+def _s3_ready(state, group, endpoint, key, secret, procs, t0):
+    """The variables an S3 client reads for a server of group (swift, ceph) now answering at
+    endpoint, with SP_TEST_<GROUP>_PIDS and _READY_S; written to STATE/GROUP.env and returned."""
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": key,
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "AWS_REGION": S3_REGION,
+        "AWS_DEFAULT_REGION": S3_REGION,
+        "SP_TEST_%s_PIDS" % group.upper(): " ".join(str(p.pid) for _, p in procs),
+        "SP_TEST_%s_READY_S" % group.upper(): "%.2f" % (time.monotonic() - t0),
+    }
+    _write_env(state, group, env)
+    return env
+
+
 def format_env(env):
     return "".join("%s=%s\n" % (k, shlex.quote(str(v))) for k, v in env.items())
 
@@ -610,17 +626,7 @@ def start_swift(state, timeout=60.0):
     except BaseException:
         stop(state, "swift")
         raise
-    env = {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
-        "AWS_REGION": S3_REGION,
-        "AWS_DEFAULT_REGION": S3_REGION,
-        "SP_TEST_SWIFT_PIDS": " ".join(str(p.pid) for _, p in procs),
-        "SP_TEST_SWIFT_READY_S": "%.2f" % (time.monotonic() - t0),
-    }
-    _write_env(state, "swift", env)
-    return env
+    return _s3_ready(state, "swift", endpoint, S3_ACCESS_KEY, S3_SECRET_KEY, procs, t0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -791,17 +797,7 @@ def start_ceph(state, timeout=60.0):
     except BaseException:
         stop(state, "ceph")
         raise
-    env = {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": CEPH_ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": CEPH_SECRET_KEY,
-        "AWS_REGION": S3_REGION,
-        "AWS_DEFAULT_REGION": S3_REGION,
-        "SP_TEST_CEPH_PIDS": " ".join(str(p.pid) for _, p in procs),
-        "SP_TEST_CEPH_READY_S": "%.2f" % (time.monotonic() - t0),
-    }
-    _write_env(state, "ceph", env)
-    return env
+    return _s3_ready(state, "ceph", endpoint, CEPH_ACCESS_KEY, CEPH_SECRET_KEY, procs, t0)
 
 
 # ----------------------------------------------------------------------------------------------
