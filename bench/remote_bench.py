@@ -12,11 +12,11 @@ bucket `bench`; then measures, each side with its files or objects read once bef
   - ours, http:   shardpack bench http://127.0.0.1:PORT/NAME.sp
   - ours, s3:     shardpack bench s3://bench/NAME.sp   (AWS_* variables pointing at the S3 server)
     (images with --transform train --image-size 224 --image-layout nchw --drop-last; every run
-    with the same --threads, --batch-size, --epochs and, remote, --remote-inflight P and
-    --remote-part-size S where the library has them)
+    with the same --threads, --batch-size and, remote, --remote-inflight P and --remote-part-size S
+    where the library has them; --epochs E, or by default as many whole epochs as fill 2 s)
   - the I/O peer: one curl process with --parallel --parallel-max P fetching every object of the
-    dataset as ranged GETs of S bytes, as many times as there are epochs, over HTTP and over S3
-    (curl's own --aws-sigv4); the fastest of 3 runs counts
+    dataset as ranged GETs of S bytes, E times (by default: timed once, then as many times as fill
+    2 s), over HTTP and over S3 (curl's own --aws-sigv4); the fastest of 3 runs counts
   - the batches: one epoch through the Python Loader from each place, every batch hashed; the
     digests must be equal (bit for bit the same batches).
   - time to first batch on a dataset of 10,000 one-block shards (bench/bench_first_batch, which
@@ -80,6 +80,7 @@ import servers  # noqa: E402
 import faultproxy  # noqa: E402
 
 BUCKET = "bench"
+MIN_SECONDS = 2.0  # a timed run without --epochs: shardpack bench's own rule (whole epochs until 2 s)
 
 
 def part_size_arg(text):
@@ -210,23 +211,41 @@ def curl_config(objects, part, repeat, per_op):
     return "\n".join(lines[:-1]) + "\n"
 
 
-def bench_curl(objects, part, parallel, repeat, per_op, tmp, tries=3):
+def bench_curl(objects, part, parallel, repeat, per_op, tmp, tries=3, min_seconds=None):
     """The fastest of TRIES runs (the machine is shared: the least disturbed run counts, which
-    favours the peer)."""
+    favours the peer), each fetching every object REPEAT times; REPEAT 0: timed once, then as many
+    times as fill min_seconds."""
     cfg = os.path.join(tmp, "curl.cfg")
-    with open(cfg, "w") as f:
-        f.write(curl_config(objects, part, repeat, per_op))
-    total = repeat * sum(size for _, size in objects)
-    best = None
-    for _ in range(tries):
+
+    def once(times):
+        with open(cfg, "w") as f:
+            f.write(curl_config(objects, part, times, per_op))
         t0 = time.perf_counter()
         r = subprocess.run(["curl", "-sS", "-f", "--parallel", "--parallel-immediate", "--parallel-max",
                             str(parallel), "-K", cfg], capture_output=True, text=True)
         t = time.perf_counter() - t0
-        if r.returncode != 0:
-            return {"error": "curl exit %d: %s" % (r.returncode, r.stderr.strip()[-300:])}
+        return t, None if r.returncode == 0 else "curl exit %d: %s" % (r.returncode, r.stderr.strip()[-300:])
+
+    if not repeat:  # timed with more repeats until start-up is a small part, then scaled to fill min_seconds
+        min_seconds = min_seconds or MIN_SECONDS
+        times = 1
+        while True:
+            t, err = once(times)
+            if err:
+                return {"error": err}
+            if t >= min_seconds / 4 or times >= 1000:
+                break
+            times *= 4
+        repeat = max(1, min(4000, int(times * min_seconds / t) + 1))
+    total = repeat * sum(size for _, size in objects)
+    best = None
+    for _ in range(tries):
+        t, err = once(repeat)
+        if err:
+            return {"error": err}
         best = t if best is None or t < best else best
-    return {"bytes": total, "seconds": round(best, 3), "bytes_per_s": round(total / best), "best_of": tries}
+    return {"bytes": total, "seconds": round(best, 3), "bytes_per_s": round(total / best), "best_of": tries,
+            "epochs": repeat}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,7 +381,10 @@ def main():
                          "nginx and the S3 server, for ours and curl alike): an object store's time to first byte")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="loader worker threads")
     ap.add_argument("--batch-size", type=int, default=64, help="samples per batch")
-    ap.add_argument("--epochs", type=int, default=2, help="epochs of each timed run")
+    ap.add_argument("--epochs", type=int, default=0,
+                    help="epochs of each timed run; 0: as many whole epochs as fill %g s, each side its own "
+                         "(shardpack bench's rule without --epochs; curl timed once, then repeated to fill them)"
+                    % MIN_SECONDS)
     ap.add_argument("--parallel", type=int, default=16, help="transfers in flight, ours and curl's")
     ap.add_argument("--part-size", default="8M", type=part_size_arg,
                     help="bytes per ranged GET, ours and curl's (a size: 8M, 512K)")
@@ -433,7 +455,8 @@ def main():
         old_manifest(build, fb_ds)
 
     help_text = run([sp, "bench", "--help"], capture_output=True, text=True).stdout
-    common = ["--threads", args.threads, "--batch-size", args.batch_size, "--epochs", args.epochs, "--seed", "7"]
+    common = ["--threads", args.threads, "--batch-size", args.batch_size, "--seed", "7"]
+    common += ["--epochs", args.epochs] if args.epochs else []  # else whole epochs until 2 s, bench's rule
     remote_flags = []
     if "--remote-inflight" in help_text and args.ours_inflight != "auto":
         remote_flags += ["--remote-inflight", args.parallel if args.ours_inflight == "same" else args.ours_inflight]
@@ -488,8 +511,9 @@ def main():
         results["load_average_start"] = [round(x, 2) for x in os.getloadavg()]
         print("load average at the start: %s (a shared machine: compare within this run)" %
               results["load_average_start"])
-        print("machine: %s, threads=%d, batch=%d, epochs=%d, parallel=%d, part=%d, s3 server=%s" % (
-            results["machine"], args.threads, args.batch_size, args.epochs, args.parallel, part,
+        print("machine: %s, threads=%d, batch=%d, epochs=%s, parallel=%d, part=%d, s3 server=%s" % (
+            results["machine"], args.threads, args.batch_size,
+            args.epochs or "whole ones filling %g s" % MIN_SECONDS, args.parallel, part,
             results["s3_server"] or "none"))
         for k in ("nginx_ready_s", "swift_ready_s", "ceph_ready_s", "s3_upload_s"):
             if k in results:
