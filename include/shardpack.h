@@ -958,8 +958,9 @@ typedef struct sp_loader_stats {
 SP_API int sp_loader_stats_get(sp_loader *l, sp_loader_stats *out);
 
 /* Limit mode: the per-block work of one of the loader's decode workers, on the calling thread, with
- * no pipeline around it: block `block` (global index, 0..sp_dataset_num_blocks - 1) is read,
- * verified, decompressed and every row of it written into the loader's batch ring by the workers'
+ * no pipeline around it: block `block` (global index, 0..sp_dataset_num_blocks - 1) is read (a
+ * remote block fetched by its first call only, then kept in the idle read ring while it has room:
+ * a worker starts from bytes the reader fetched), verified, decompressed and every row of it written into the loader's batch ring by the workers'
  * own code (same layout, conversions, image transform and copies), using the buffers of worker
  * `worker`. Rows are spread as a shuffled window spreads them: the n-th row of a caller, with
  * n = (*cursor)++, goes to row n mod batch_size (mod the rows a batch holds, when an epoch has fewer) of a batch picked by a hash of n among the ring's

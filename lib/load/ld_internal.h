@@ -337,6 +337,11 @@ struct sp_loader {
     /* sp_loader_bench_block's calls may run at once: a lazy shard's index is read and its entries
      * written into the tables under this, and every call looks for its block's entry under it */
     pthread_mutex_t bench_mu;
+    /* and a remote block one call fetched is kept for the calls after it in the read ring, idle
+     * until the pipeline starts: bench_at[block] its offset + 1 (0: not kept; NULL until the first),
+     * bench_used the ring's bytes taken. Let go when the pipeline starts. Under bench_mu. */
+    uint64_t *bench_at;
+    uint64_t bench_used;
 };
 
 /* The slot of global batch g, claimed by the reader and not yet taken by the consumer (any other

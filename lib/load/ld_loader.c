@@ -1116,6 +1116,7 @@ static void loader_free(sp_loader *l)
     sp_dataset_close(l->ds);
     pthread_mutex_destroy(&l->ring.mu);
     pthread_mutex_destroy(&l->bench_mu);
+    sp_free(l->bench_at);
     pthread_cond_destroy(&l->ring.c_reader);
     pthread_cond_destroy(&l->ring.c_worker);
     pthread_cond_destroy(&l->ring.c_consumer);
@@ -1487,6 +1488,11 @@ static int start_run(sp_loader *l)
     if (l->stats.t_first == 0)
         l->stats.t_first = sp_now();
     pthread_mutex_unlock(&l->ring.mu);
+    pthread_mutex_lock(&l->bench_mu); /* the read ring is the pipeline's from now on */
+    sp_free(l->bench_at);
+    l->bench_at = NULL;
+    l->bench_used = 0;
+    pthread_mutex_unlock(&l->bench_mu);
     rc = ld_pipeline_start(l);
     if (rc) {
         ld_pipeline_stop(l);
@@ -2000,8 +2006,30 @@ int64_t sp_loader_bench_block(sp_loader *l, int worker, int workers, uint64_t bl
     uint64_t local_shard, base;
     sp_dataset *ds = ld_shard_source(l, shard, &local_shard, &base); /* a mixture's block: its source's */
     uint64_t local = block - base;
+    /* A remote block is fetched once, by the warm-up pass, and kept: a worker's work starts from
+     * bytes the reader has fetched, so the limit counts no GET, as a local one counts no disk (its
+     * warm-up pass fills the page cache). */
+    bool remote = ld_shard_site(l, shard) != NULL, kept = false;
+    if (remote) {
+        pthread_mutex_lock(&l->bench_mu);
+        if ((kept = l->bench_at && l->bench_at[block]))
+            memcpy(buf, l->pool.read_ring + l->bench_at[block] - 1, be->stored_size);
+        pthread_mutex_unlock(&l->bench_mu);
+    }
     /* a lazy local source's shard has no fmt_shard: its block entry is the loader's */
-    int64_t n = loaded ? ds_pread_block(ds, local, buf, &e) : local_pread(l, block, buf, &e);
+    int64_t n = kept ? 0 : loaded ? ds_pread_block(ds, local, buf, &e) : local_pread(l, block, buf, &e);
+    if (remote && !kept && n == 0) {
+        uint64_t room = sp_align_up(be->stored_size, LD_PAGE);
+        pthread_mutex_lock(&l->bench_mu);
+        if (!l->bench_at)
+            l->bench_at = sp_calloc(l->tab.nblocks, sizeof *l->bench_at);
+        if (l->bench_at && !l->bench_at[block] && l->bench_used + room <= l->pool.read_ring_bytes) {
+            memcpy(l->pool.read_ring + l->bench_used, buf, be->stored_size);
+            l->bench_at[block] = l->bench_used + 1;
+            l->bench_used += room;
+        }
+        pthread_mutex_unlock(&l->bench_mu);
+    }
     if (n) {
         n = l->cfg.on_error == SP_ON_ERROR_SKIP ? 0
                                                 : ds_fail_at(NULL, (int)n, ld_shard_path(l, shard), &e);

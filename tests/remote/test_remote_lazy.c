@@ -76,6 +76,35 @@ START_TEST(lazy_open_requests)
 }
 END_TEST
 
+/* Limit mode over a URL: a block's first sp_loader_bench_block fetches it (and its shard's index),
+ * the calls after it send no request (the block is kept in the idle read ring), so the limit is the
+ * workers' work, not the server's latency; the loader then delivers its batches as always. */
+START_TEST(bench_block_fetched_once)
+{
+    sp_loader *l;
+    int rc = lt_open(g_url, &l, "batch_size", "4", "threads", "1", NULL);
+    ck_assert_msg(rc == 0, "%s", sp_last_error());
+    uint64_t cursor = 0, nb = 4;
+    size_t before = rt_requests(g_state);
+    for (uint64_t b = 0; b < nb; b++)
+        ck_assert_msg(sp_loader_bench_block(l, 0, 1, b, &cursor) > 0, "block %llu: %s", (unsigned long long)b,
+                      sp_last_error());
+    size_t first = rt_requests(g_state) - before;
+    ck_assert_msg(first >= nb && first <= 2 * nb, "%zu requests for %llu blocks", first, (unsigned long long)nb);
+    before = rt_requests(g_state);
+    for (int again = 0; again < 3; again++)
+        for (uint64_t b = 0; b < nb; b++)
+            ck_assert_int_gt(sp_loader_bench_block(l, 0, 1, b, &cursor), 0);
+    ck_assert_uint_eq(rt_requests(g_state) - before, 0);
+    lt_rec r = { 0 };
+    ck_assert_int_eq(lt_epoch(l, &g_ds, &r), SP_EEPOCH);
+    ck_assert_uint_eq(r.ni, NSHARDS);
+    ck_assert_uint_eq(r.bad, 0);
+    sp_loader_close(l);
+    lt_rec_free(&r);
+}
+END_TEST
+
 /* Bit for bit the local batches, shuffled over every shard, with few tail buffers (one transfer:
  * the reader often waits for an index) and with many. */
 START_TEST(lazy_same_batches)
@@ -419,6 +448,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, lazy_open_requests);
     tcase_add_test(tc, lazy_same_batches);
+    tcase_add_test(tc, bench_block_fetched_once);
     tcase_add_test(tc, old_manifest);
     tcase_add_test(tc, lazy_bad_index);
     tcase_add_test(tc, recorded_sizes_checked);
