@@ -809,8 +809,10 @@ static void print_summary(const bench_report *r)
         fmt_mib(hit, sizeof hit, st->cache_hit_bytes);
         fmt_mib(held, sizeof held, st->cache_bytes);
         fmt_mib(size, sizeof size, st->cache_size);
-        printf("  remote     %s of blocks fetched; %llu GETs sent for %llu reads (blocks and shard indexes), %llu "
-               "transfers at once", got, (unsigned long long)st->remote_gets, (unsigned long long)st->remote_requests,
+        /* remote_transfers is the number the reader keeps at once (remote_inflight or its choice), not a peak
+         * seen: "at most", or a run of 8 GETs reads as if 64 had been out together. */
+        printf("  remote     %s of blocks fetched; %llu GETs sent for %llu reads (blocks and shard indexes), at most "
+               "%llu transfers at once", got, (unsigned long long)st->remote_gets, (unsigned long long)st->remote_requests,
                (unsigned long long)st->remote_transfers);
         if (st->cache_size)
             printf("; cache %llu hits (%s), %llu misses, %llu blocks kept, %llu evicted, %llu damaged removed; "
