@@ -124,7 +124,8 @@ def bench_ours(sp, path, common, remote_flags, env):
     out = json.loads(r.stdout)
     return {k: out.get(k) for k in ("samples_per_s", "bytes_per_s", "read_bytes_per_s", "peak_rss_bytes",
                                     "host_memory_bytes", "seconds", "samples", "epochs", "io", "threads",
-                                    "remote_requests", "remote_pending_peak", "io_note")}
+                                    "remote_requests", "remote_gets", "remote_transfers", "remote_pending_peak",
+                                    "io_note")}
 
 
 def reads_urls(sp, url, env):
@@ -511,10 +512,13 @@ def main():
         results["load_average_start"] = [round(x, 2) for x in os.getloadavg()]
         print("load average at the start: %s (a shared machine: compare within this run)" %
               results["load_average_start"])
-        print("machine: %s, threads=%d, batch=%d, epochs=%s, parallel=%d, part=%d, s3 server=%s" % (
-            results["machine"], args.threads, args.batch_size,
-            args.epochs or "whole ones filling %g s" % MIN_SECONDS, args.parallel, part,
-            results["s3_server"] or "none"))
+        # every option that changes what is measured, so that a pasted report says what it measured
+        print("machine: %s, threads=%d, batch=%d, epochs=%s, parallel=%d, part=%d, s3 server=%s, "
+              "token compress=%s, request latency=%gs, ours inflight=%s, link rate=%s" % (
+                  results["machine"], args.threads, args.batch_size,
+                  args.epochs or "whole ones filling %g s" % MIN_SECONDS, args.parallel, part,
+                  results["s3_server"] or "none", args.token_compress, args.request_latency, args.ours_inflight,
+                  args.link_rate or "loopback"))
         for k in ("nginx_ready_s", "swift_ready_s", "ceph_ready_s", "s3_upload_s"):
             if k in results:
                 print("%s %s" % (k, results[k]))
@@ -643,6 +647,13 @@ def main():
         json.dump(results, f, indent=1)
     for k, v, what in lines:
         print("%s %s  (%s)" % (k, "n/a (not run, or a run failed: see above)" if v is None else "%.3f" % v, what))
+    # a ratio of runs of a few hundredths of a second is start-up and scheduling noise, not a rate: say so
+    short = sorted(k for k, r in runs.items() if isinstance(r, dict) and isinstance(r.get("seconds"), (int, float))
+                   and r["seconds"] < 1.0)
+    if short and lines:
+        print("note: %s took under 1 s each (%s); the ratios of such short runs are noise: pass more --tokens, "
+              "--images or --epochs" % (", ".join(short), ", ".join("%.2f s" % runs[k]["seconds"] for k in short)))
+    print("raw results: %s" % (work / "remote_bench.json"))
 
 
 if __name__ == "__main__":
