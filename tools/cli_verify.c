@@ -173,9 +173,10 @@ int cli_verify_main(int argc, char **argv)
         char tail[64] = "";
         if (faults)
             snprintf(tail, sizeof tail, "; %llu fault%s", (unsigned long long)faults, faults == 1 ? "" : "s");
-        cli_line(stdout, "%s: %s: %llu shards, %llu blocks, %llu samples, %s checked%s", path,
-                 faults ? "FAULTY" : "OK", (unsigned long long)r.shards, (unsigned long long)r.blocks,
-                 (unsigned long long)r.samples, b, tail);
+        cli_line(stdout, "%s: %s: %llu shard%s, %llu block%s, %llu sample%s, %s checked%s", path,
+                 faults ? "FAULTY" : "OK", (unsigned long long)r.shards, r.shards == 1 ? "" : "s",
+                 (unsigned long long)r.blocks, r.blocks == 1 ? "" : "s", (unsigned long long)r.samples,
+                 r.samples == 1 ? "" : "s", b, tail);
     }
     fflush(stdout);
 out:
