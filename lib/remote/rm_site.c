@@ -535,9 +535,17 @@ int rm_xfer_prepare(rm_xfer *x)
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, x->curlerr);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, s->timeout);
+    /* A retry waits no longer than the retries have left (remote_retry_time), so that a request
+     * that keeps failing ends within it, not up to a whole remote_timeout after it. */
+    long wait = s->timeout;
+    if (x->tries > 0) {
+        double left = s->retry_time - (sp_now() - x->first_try);
+        long w = left < 1.0 ? 1 : (long)left + 1;
+        wait = w < wait ? w : wait;
+    }
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, wait);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, s->timeout);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, wait);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");

@@ -108,6 +108,28 @@ START_TEST(server_error_fails)
 }
 END_TEST
 
+/* A server that never answers: the first try gives up after remote_timeout (4 s), the retries
+ * within remote_retry_time (5 s) of that, each waiting no longer than the retries have left; the
+ * run ends in SP_EREMOTE naming the URL about 9.3 s in (before, the last retry waited its whole
+ * remote_timeout: about 12.3 s). */
+START_TEST(retry_time_bounds_the_end)
+{
+    rt_rules("[{\"fault\": \"delay\", \"match\": \".sps\", \"seconds\": 100, \"count\": -1}]");
+    lt_rec r = { 0 };
+    char msg[SP_ERRMSG_MAX];
+    double t0 = lt_now();
+    int rc = rt_run(&g_ds, g_url, &r, msg, sizeof msg, "shuffle", "false", "remote_retries", "100", "remote_timeout",
+                    "4", "remote_retry_time", "5", NULL);
+    double took = lt_now() - t0;
+    rt_rules("[]");
+    ck_assert_msg(rc == SP_EREMOTE && strstr(msg, "/data/shard-") && strstr(msg, "tries in"), "%d (%s) %s", rc,
+                  sp_error_name(rc), msg);
+    ck_assert_msg(took < 4 + 5 + 1.8, "the run ended %.1f s in: past remote_timeout + remote_retry_time", took);
+    ck_assert_uint_eq(r.bad, 0);
+    lt_rec_free(&r);
+}
+END_TEST
+
 START_TEST(on_error_skip)
 {
     rt_rules("[{\"fault\": \"status\", \"code\": 503, \"match\": \"shard-000002\", \"skip\": 1, \"count\": -1}]");
@@ -227,6 +249,7 @@ int main(void)
     tcase_add_test(tc, changed_object_fails);
     tcase_add_test(tc, server_error_fails);
     tcase_add_test(tc, on_error_skip);
+    tcase_add_test(tc, retry_time_bounds_the_end);
     tcase_add_test(tc, close_while_stalled);
     tcase_add_test(tc, many_in_flight);
     tcase_add_test(tc, ahead_across_epochs);
