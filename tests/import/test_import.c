@@ -1,8 +1,10 @@
 /* test_import.c - the import API from C: kinds by name and alias, detection codes (a shardpack dataset as a source named as one), an abort before or during the run publishes nothing (SP_ECANCELED), progress through the callback and sp_import_progress_get (struct_size), sp_pack in one call, refusals of the request itself (SP_EINVAL), an import refused in a fork() child (before and during the run) while the parent's goes on. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "test_util.h"
@@ -218,6 +220,16 @@ static int child_calls(sp_import *imp, pid_t parent, const char *stage)
     return 0;
 }
 
+/* Waits until child has exited, leaving its status for tu_child_ok: the parent's run stays where
+ * it is meanwhile, so that the child's look at the staging directory before and after its destroy
+ * is not raced by the parent publishing it. */
+static void wait_exited(pid_t child)
+{
+    siginfo_t si;
+    while (waitid(P_PID, (id_t)child, &si, WEXITED | WNOWAIT) != 0 && errno == EINTR)
+        ;
+}
+
 typedef struct forker {
     sp_import *imp;
     const char *stage;
@@ -234,6 +246,8 @@ static void fork_on_progress(void *user, const sp_import_progress *pr)
     f->child = fork();
     if (f->child == 0)
         _exit(child_calls(f->imp, parent, f->stage));
+    if (f->child > 0)
+        wait_exited(f->child);
 }
 
 START_TEST(used_in_child)
@@ -255,6 +269,8 @@ START_TEST(used_in_child)
             f.child = fork();
             if (f.child == 0)
                 _exit(child_calls(imp, parent, stage));
+            if (f.child > 0)
+                wait_exited(f.child);
         }
         ck_assert_msg(sp_import_run(imp) == 0, "%s", sp_import_errmsg(imp));
         ck_assert_int_gt(f.child, 0);
