@@ -255,6 +255,9 @@ typedef struct ld_ring {
      * nslots, each time the consumer waits for a batch the limit keeps from being read. */
     uint64_t slot_limit;
     bool reader_blocked;   /* the reader waits for a slot (none free, or slot_limit in use) */
+    /* the reader waits in rm_fetch_reap for workers (ring space, a window drained), not for a
+     * read: the next block a worker finishes wakes it (once) */
+    bool reader_polls;
     uint64_t claim_first;  /* then: the first global batch of the window it claims */
     uint64_t waiting_for;  /* global batch the consumer sleeps on, UINT64_MAX when awake */
     uint64_t leases;

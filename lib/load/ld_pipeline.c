@@ -558,6 +558,10 @@ static void job_done(sp_loader *l, const ld_job *j, double busy)
     l->ring.pending--;
     l->stats.s.decode_busy_s += busy;
     pthread_cond_signal(&l->ring.c_reader); /* ring space or a window slot may have come free */
+    if (l->ring.reader_polls) {
+        l->ring.reader_polls = false;
+        rm_fetch_wakeup(l->rdr.rf);
+    }
     if (l->ring.pending == 0 && l->ring.reader_blocked)
         pthread_cond_signal(&l->ring.c_consumer); /* lets next() see a ring that cannot advance */
     pthread_mutex_unlock(&l->ring.mu);
@@ -1497,11 +1501,16 @@ static void reader_wait(sp_loader *l, ld_reader *rd, sp_trace_name why)
         return;
     }
     if (io_inflight(l)) {
+        /* A remote reader sleeps in libcurl's poll, where the workers' signal does not reach: the
+         * next block they finish wakes it there (it may be what this waits for), or it would
+         * sleep until some read ends, however long after its window drained. */
+        l->ring.reader_polls = l->rdr.rf != NULL;
         pthread_mutex_unlock(&l->ring.mu);
         uint64_t tt = sp_trace_begin(l->trace, SPT_READ_WAIT);
         reap(l, rd, true);
         sp_trace_end(l->trace, LD_TRACK_READER, SPT_READ_WAIT, tt, UINT64_MAX);
         pthread_mutex_lock(&l->ring.mu);
+        l->ring.reader_polls = false;
     } else {
         uint64_t tt = sp_trace_begin(l->trace, why);
         pthread_cond_wait(&l->ring.c_reader, &l->ring.mu);
