@@ -390,6 +390,7 @@ typedef struct bench_report {
     const sp_loader_stats *st;
     uint64_t batch_size;
     uint64_t peak_rss, rss_before;
+    double cpu_s; /* this process's CPU (user + system), every thread, from the loader's open to the run's end */
     int epochs_given;
     uint64_t window;  /* shuffle_window, in blocks */
     uint64_t nblocks; /* the dataset's blocks; 0 when unknown (a mixture) */
@@ -711,6 +712,8 @@ static void print_json(const bench_report *r)
     cli_json_bool(&j, r->epochs_given);
     cli_json_key(&j, "seconds");
     cli_json_double(&j, run->seconds);
+    cli_json_key(&j, "cpu_s");
+    cli_json_double(&j, r->cpu_s);
     cli_json_end_object(&j);
     cli_json_finish(&j);
 }
@@ -758,6 +761,8 @@ static void print_summary(const bench_report *r)
         printf("  budget     host_memory %s\n", st->host_memory_note);
     printf("  stall      %.3f s waiting in next() (%.1f%% of the run)\n", st->stall_s,
            run->seconds > 0 ? 100.0 * st->stall_s / run->seconds : 0.0);
+    printf("  cpu        %.2f s user + system in this process from the loader's open (the limit's apart), "
+           "%.1f us a sample\n", r->cpu_s, run->samples ? 1e6 * r->cpu_s / (double)run->samples : 0.0);
     const char *scheme = r->scheme;
     if (scheme) /* the note says how many GETs in flight and how large */
         printf("  io         remote (%s): %s\n", scheme,
@@ -832,6 +837,17 @@ static void print_summary(const bench_report *r)
         printf("  note       the run took under %.0f s; %s\n", STREAM_MIN_S,
                r->epochs_given ? "pass more --epochs (or omit it) for steadier numbers"
                                : "the numbers are noisy");
+}
+
+/* CPU seconds (user + system) of this process so far, every thread; the limit's child is not
+ * counted (its own process). */
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+           ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
 }
 
 static uint64_t peak_rss_bytes(void)
@@ -917,6 +933,7 @@ int cli_bench_main(int argc, char **argv)
     int json = 0, quiet = 0, rc = CLI_OK;
     double step_ms = 0;
     sp_loader *l = NULL;
+    double cpu0 = 0; /* cpu_seconds() just before the loader opens */
     char *mix_first = NULL;
     sp_params *params = sp_params_create();
     if (!params) {
@@ -1000,6 +1017,7 @@ int cli_bench_main(int argc, char **argv)
                     free(mix_paths[k]);
                 goto out;
             }
+        cpu0 = cpu_seconds();
         r = sp_loader_open_mix((const char *const *)mix_paths, mix_w, nmix, params, &l);
         scheme = NULL;
         for (size_t i = 0; i < nmix && !scheme; i++)
@@ -1010,6 +1028,7 @@ int cli_bench_main(int argc, char **argv)
         for (size_t i = 0; i < nmix; i++)
             free(mix_paths[i]);
     } else {
+        cpu0 = cpu_seconds();
         r = sp_loader_open(path, params, &l);
     }
     const char *arg = mix_first ? mix_first : path; /* as typed, opened again for the limit */
@@ -1044,6 +1063,7 @@ int cli_bench_main(int argc, char **argv)
     rc = stream(path, l, epochs_given ? (uint64_t)epochs : 0, quiet || json, step_ms / 1000.0, &run, &st);
     if (rc != CLI_OK)
         goto out;
+    double cpu = cpu_seconds() - cpu0;
 
     bench_report rep = {path,
                         &lim,
@@ -1052,6 +1072,7 @@ int cli_bench_main(int argc, char **argv)
                         (uint64_t)sp_params_get(params, SP_PARAM_BATCH_SIZE),
                         peak_rss_bytes(),
                         rss_before,
+                        cpu,
                         epochs_given,
                         (uint64_t)sp_params_get(params, SP_PARAM_SHUFFLE_WINDOW),
                         mix_first ? 0 : lim.nblocks,

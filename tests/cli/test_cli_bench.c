@@ -64,7 +64,7 @@ START_TEST(test_json)
     const char *keys[] = {"samples_per_s", "bytes_per_s", "limit_ratio",
                           "single_thread_samples_per_s", "peak_rss_bytes", "host_memory_bytes",
                           "host_allocated_bytes", "stall_s", "io", "direct_io", "threads",
-                          "batches", "samples", "epochs", "seconds", "io_note", "batch_size"};
+                          "batches", "samples", "epochs", "seconds", "io_note", "batch_size", "cpu_s"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         ck_assert_msg(clit_json_has_key(r.out, keys[i]), "no key '%s' in %s", keys[i], r.out);
 
@@ -80,6 +80,9 @@ START_TEST(test_json)
     ck_assert_msg(json_double(r.out, "single_thread_samples_per_s") > 0, "%s", r.out);
     ck_assert_msg(json_double(r.out, "seconds") > 0, "%s", r.out);
     ck_assert_msg(json_double(r.out, "stall_s") >= 0, "%s", r.out);
+    /* the process's CPU from the loader's open: some, and no more than its threads could use */
+    double cpu = json_double(r.out, "cpu_s");
+    ck_assert_msg(cpu > 0 && cpu < (json_double(r.out, "seconds") + 10) * 4, "%s", r.out);
     /* Batch bytes: 600 rows of T+1 uint16 tokens. */
     double bps = json_double(r.out, "bytes_per_s"), sec = json_double(r.out, "seconds");
     ck_assert_msg(bps * sec > 600 * (T + 1) * 2 * 0.99 && bps * sec < 600 * (T + 1) * 2 * 1.01,
