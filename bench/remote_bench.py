@@ -37,6 +37,16 @@ made anew at each run, and everything is uploaded again.
 The last lines are the ratios the issue asks for: images ours-remote/ours-local (samples/s) and
 tokens ours-remote/curl (bytes/s), each with the target 0.9. Raw results: WORK/remote_bench.json.
 
+Beside each ratio, its CPU ceiling on this host. Every run records the CPU it used (ours: the
+`cpu_s` of shardpack bench, its process from the loader's open, the limit's child apart; curl: its
+rusage) and what the servers used meanwhile (every process of the sessions tests/remote/servers.py
+started for that place: nginx and its workers, the S3 server's processes, the latency proxy). On a
+host where the servers, the peer and the loader share a few cores, those seconds bound the ratio
+whatever the loader does: images_PLACE_cpu_ceiling is the CPU a sample costs from local disk over
+what it costs remotely with the server's share (and, were fetching free to the loader, the
+server's share alone); tokens_PLACE_cpu_ceiling is the rate every core busy at ours' CPU a byte
+(with the server's) would give, over curl's measured rate.
+
 With --token-compress none the token set is packed with its blocks stored raw (a dataset of its own,
 tokens-N-none.sp): the loader then only checks and copies what it fetches, so on a host with few
 cores the tokens ratio says how the remote reader keeps up with curl rather than how zstd compares
@@ -67,6 +77,7 @@ import argparse
 import json
 import os
 import pathlib
+import resource
 import shutil
 import subprocess
 import sys
@@ -116,16 +127,50 @@ def dataset_files(ds):
 # ----------------------------------------------------------------------------------------------
 # ours: shardpack bench
 
-def bench_ours(sp, path, common, remote_flags, env):
+# ----------------------------------------------------------------------------------------------
+# CPU: on a small host the servers, the peer and the loader share the same cores, so every run
+# records what it and the servers used; the ratios' ceilings come from those numbers
+
+def servers_cpu(state, groups):
+    """CPU seconds used so far by the servers of GROUPS that servers.py started from STATE (nginx,
+    swift, ceph, a fault proxy's name): every process of their sessions (each is started as a session
+    leader), with the children they have reaped."""
+    sessions = {pid for g, _, pid, _ in servers._recorded(state) if g in groups}
+    ticks = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d, "rb") as f:
+                data = f.read().decode("ascii", "replace")
+        except OSError:
+            continue
+        rest = data[data.rindex(")") + 2:].split()
+        if int(rest[3]) in sessions:  # session id; then utime, stime, cutime, cstime
+            ticks += sum(int(x) for x in rest[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu():
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def bench_ours(sp, path, common, remote_flags, env, state=None, groups=()):
     cmd = [sp, "bench", path, "--json", "--quiet"] + common + (remote_flags if "://" in path else [])
+    s0 = servers_cpu(state, groups) if groups else 0.0
     r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env)
+    s1 = servers_cpu(state, groups) if groups else 0.0
     if r.returncode != 0:
         return {"error": (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1]}
     out = json.loads(r.stdout)
-    return {k: out.get(k) for k in ("samples_per_s", "bytes_per_s", "read_bytes_per_s", "peak_rss_bytes",
-                                    "host_memory_bytes", "seconds", "samples", "epochs", "io", "threads",
-                                    "remote_requests", "remote_gets", "remote_transfers", "remote_pending_peak",
-                                    "io_note")}
+    res = {k: out.get(k) for k in ("samples_per_s", "bytes_per_s", "read_bytes_per_s", "peak_rss_bytes",
+                                   "host_memory_bytes", "seconds", "samples", "epochs", "io", "threads",
+                                   "remote_requests", "remote_gets", "remote_transfers", "remote_pending_peak",
+                                   "io_note", "cpu_s")}
+    if groups:  # the limit's measurement too (it reads every block once): a small part of the run's
+        res["server_cpu_s"] = round(s1 - s0, 2)
+    return res
 
 
 def reads_urls(sp, url, env):
@@ -212,7 +257,7 @@ def curl_config(objects, part, repeat, per_op):
     return "\n".join(lines[:-1]) + "\n"
 
 
-def bench_curl(objects, part, parallel, repeat, per_op, tmp, tries=3, min_seconds=None):
+def bench_curl(objects, part, parallel, repeat, per_op, tmp, tries=3, min_seconds=None, state=None, groups=()):
     """The fastest of TRIES runs (the machine is shared: the least disturbed run counts, which
     favours the peer), each fetching every object REPEAT times; REPEAT 0: timed once, then as many
     times as fill min_seconds."""
@@ -221,11 +266,15 @@ def bench_curl(objects, part, parallel, repeat, per_op, tmp, tries=3, min_second
     def once(times):
         with open(cfg, "w") as f:
             f.write(curl_config(objects, part, times, per_op))
+        s0, c0 = (servers_cpu(state, groups) if groups else 0.0), children_cpu()
         t0 = time.perf_counter()
         r = subprocess.run(["curl", "-sS", "-f", "--parallel", "--parallel-immediate", "--parallel-max",
                             str(parallel), "-K", cfg], capture_output=True, text=True)
         t = time.perf_counter() - t0
+        cpu[:] = [children_cpu() - c0, (servers_cpu(state, groups) if groups else 0.0) - s0]
         return t, None if r.returncode == 0 else "curl exit %d: %s" % (r.returncode, r.stderr.strip()[-300:])
+
+    cpu = [0.0, 0.0]  # the last run's: curl's own, the servers'
 
     if not repeat:  # timed with more repeats until start-up is a small part, then scaled to fill min_seconds
         min_seconds = min_seconds or MIN_SECONDS
@@ -239,14 +288,18 @@ def bench_curl(objects, part, parallel, repeat, per_op, tmp, tries=3, min_second
             times *= 4
         repeat = max(1, min(4000, int(times * min_seconds / t) + 1))
     total = repeat * sum(size for _, size in objects)
-    best = None
+    best, best_cpu = None, None
     for _ in range(tries):
         t, err = once(repeat)
         if err:
             return {"error": err}
-        best = t if best is None or t < best else best
-    return {"bytes": total, "seconds": round(best, 3), "bytes_per_s": round(total / best), "best_of": tries,
-            "epochs": repeat}
+        if best is None or t < best:
+            best, best_cpu = t, list(cpu)
+    out = {"bytes": total, "seconds": round(best, 3), "bytes_per_s": round(total / best), "best_of": tries,
+           "epochs": repeat, "cpu_s": round(best_cpu[0], 2)}
+    if groups:
+        out["server_cpu_s"] = round(best_cpu[1], 2)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -303,6 +356,40 @@ def ratio(a, akey, b, bkey):
     if not a or not b or not a.get(akey) or not b.get(bkey):
         return None
     return round(a[akey] / b[bkey], 3)
+
+
+def images_ceiling(local, remote):
+    """The ratio to local disk that the host's cores allow a decode-bound run over a server on the
+    same host: the CPU a sample costs from local disk over what it costs remotely, the loader's and
+    the server's together (both runs keeping every core busy). None without the numbers."""
+    if not local or not remote or not local.get("cpu_s") or remote.get("server_cpu_s") is None \
+            or not remote.get("cpu_s") or not local.get("samples") or not remote.get("samples"):
+        return None
+    lc = local["cpu_s"] / local["samples"]
+    rc = remote["cpu_s"] / remote["samples"]
+    sc = remote["server_cpu_s"] / remote["samples"]
+    return (round(lc / (rc + sc), 3), "CPU a sample costs: %.0f us from local disk, %.0f us remote + %.0f us the "
+            "server's on the same cores; were fetching free to the loader, the server's share alone would allow "
+            "%.3f" % (1e6 * lc, 1e6 * rc, 1e6 * sc, lc / (lc + sc)))
+
+
+def tokens_ceiling(ours, curl):
+    """The ratio to curl that the host's cores allow the loader: every core busy at the CPU a byte
+    costs it and the server, against curl's measured rate. None without the numbers."""
+    need = ("cpu_s", "server_cpu_s", "read_bytes_per_s", "seconds")
+    if not ours or not curl or any(ours.get(k) is None for k in need) or not curl.get("bytes_per_s") \
+            or curl.get("server_cpu_s") is None:
+        return None
+    gb = ours["read_bytes_per_s"] * ours["seconds"] / 1e9
+    cgb = curl["bytes"] / 1e9
+    server = ours["server_cpu_s"] / gb
+    cores = os.cpu_count()
+    top = cores / (ours["cpu_s"] / gb + server) * 1e9
+    return (round(min(1.0, top / curl["bytes_per_s"]), 3),
+            "CPU a GB costs: ours %.2f s + the server's %.2f s, curl %.2f s + the server's %.2f s; %d cores all busy "
+            "at ours would move %.2f GB/s against curl's %.2f" % (
+                ours["cpu_s"] / gb, server, curl["cpu_s"] / cgb, curl["server_cpu_s"] / cgb,
+                cores, top / 1e9, curl["bytes_per_s"] / 1e9))
 
 
 def cache_epochs(build, path, params, env, log):
@@ -476,6 +563,8 @@ def main():
                "request_latency": args.request_latency, "ours_inflight": args.ours_inflight, "runs": {}}
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     places = {"local": (lambda name, ds: str(ds), base_env)}
+    # whose CPU a run over each place is charged with: the server and the latency proxy in front of it
+    server_groups = {"http": ("nginx", "latency-http"), "s3": (args.s3_server, "latency-s3")}
     tmp = tempfile.mkdtemp(prefix="remote-bench-", dir=work)
     try:
         if not args.no_http:
@@ -562,7 +651,8 @@ def main():
                 if place in cannot:
                     results["runs"][key] = {"error": "shardpack cannot read the URL: " + cannot[place]}
                 else:
-                    results["runs"][key] = bench_ours(sp, url_of(name, ds), common + flags, remote_flags, env)
+                    results["runs"][key] = bench_ours(sp, url_of(name, ds), common + flags, remote_flags, env,
+                                                      state, server_groups.get(place, ()))
                 print("ours  %-14s %s" % (key, json.dumps(results["runs"][key])))
             # the I/O peer over each remote place: the same objects, the same parallelism
             for place in places:
@@ -577,7 +667,8 @@ def main():
                     per_op = ['netrc-file = "%s"' % netrc, 'aws-sigv4 = "aws:amz:%s:s3"' % sw["AWS_REGION"],
                               'header = "x-amz-content-sha256: UNSIGNED-PAYLOAD"']
                 key = "%s_%s_curl" % (name, place)
-                results["runs"][key] = bench_curl(objects, part, args.parallel, args.epochs, per_op, tmp)
+                results["runs"][key] = bench_curl(objects, part, args.parallel, args.epochs, per_op, tmp,
+                                                  state=state, groups=server_groups[place])
                 print("curl  %-14s %s" % (key, json.dumps(results["runs"][key])))
             # the same batches from everywhere
             params = {"seed": 7, "batch_size": args.batch_size, "epochs": 1, "threads": args.threads}
@@ -626,10 +717,16 @@ def main():
         if "images" in sets:
             r = ratio(runs.get("images_" + place), "samples_per_s", runs.get("images_local"), "samples_per_s")
             lines.append(("images_%s_vs_local" % place, r, "samples/s, target >= 0.9"))
+            c = images_ceiling(runs.get("images_local"), runs.get("images_" + place))
+            if c:
+                lines.append(("images_%s_cpu_ceiling" % place, c[0], c[1]))
         if "tokens" not in sets:
             continue
         r = ratio(runs.get("tokens_" + place), "read_bytes_per_s", runs.get("tokens_%s_curl" % place), "bytes_per_s")
         lines.append(("tokens_%s_vs_curl" % place, r, "read bytes/s, target >= 0.9"))
+        c = tokens_ceiling(runs.get("tokens_" + place), runs.get("tokens_%s_curl" % place))
+        if c:
+            lines.append(("tokens_%s_cpu_ceiling" % place, c[0], c[1]))
         r = ratio(runs.get("tokens_" + place), "read_bytes_per_s", runs.get("tokens_local"), "read_bytes_per_s")
         lines.append(("tokens_%s_vs_local" % place, r, "read bytes/s; local disk is the ceiling on a small host"))
     for place in places:
