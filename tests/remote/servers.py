@@ -783,8 +783,23 @@ def start_ceph(state, timeout=60.0):
                                                   "shardpack tests", "--access-key", CEPH_ACCESS_KEY,
                                                   "--secret-key", CEPH_SECRET_KEY],
                   deadline, "radosgw-admin user create", procs)
-        procs.append(("radosgw", _spawn(state, "ceph", "radosgw", [tools["radosgw"]] + c + ["-n", "client.rgw", "-f"])))
-        _wait_ports(procs, [rgw_port], max(1.0, deadline - time.monotonic()), "radosgw")
+        for attempt in range(3):
+            rgw = _spawn(state, "ceph", "radosgw", [tools["radosgw"]] + c + ["-n", "client.rgw", "-f"])
+            procs.append(("radosgw", rgw))
+            try:
+                _wait_ports(procs, [rgw_port], max(1.0, deadline - time.monotonic()), "radosgw")
+                break
+            except StartError:
+                # 98, EADDRINUSE: the port free_ports chose was taken since (by another test's
+                # outgoing connection, say): again on another one
+                if rgw.poll() != 98 or attempt == 2:
+                    raise
+                procs.pop()
+                old, rgw_port = rgw_port, free_ports(1)[0]
+                with open(conf) as f:
+                    text = f.read()
+                with open(conf, "w") as f:
+                    f.write(text.replace("endpoint=%s:%d" % (HOST, old), "endpoint=%s:%d" % (HOST, rgw_port)))
         endpoint = "http://%s:%d" % (HOST, rgw_port)
         while True:
             status, _, body = s3_request("GET", endpoint + "/", CEPH_ACCESS_KEY, CEPH_SECRET_KEY, S3_REGION)
