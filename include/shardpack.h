@@ -334,7 +334,9 @@ enum { SP_SCOPE_WRITE = 1, SP_SCOPE_READ = 2, SP_SCOPE_LOAD = 4, SP_SCOPE_IMPORT
     X(CACHE_DIR, "cache_dir", SP_PTYPE_STRING, 0, 0, 0, NULL, SP_SCOPE_LOAD,                         \
       "http(s)/s3: a local directory where fetched blocks are kept for later epochs (with cache_size; shared safely by processes; docs/remote.md)") \
     X(CACHE_SIZE, "cache_size", SP_PTYPE_SIZE, 0, 0, 1024 * 1024 * SP_GIB, NULL, SP_SCOPE_LOAD, \
-      "http(s)/s3: bytes cache_dir may hold, kept by next use in the planned order (0: no cache)")
+      "http(s)/s3: bytes cache_dir may hold, kept by next use in the planned order (0: no cache)") \
+    X(REMOTE_THREADS, "remote_threads", SP_PTYPE_INT, 0, -1, 64, NULL, SP_SCOPE_LOAD,                 \
+      "http(s)/s3: threads receiving the loader's GETs, each driving its share of the transfers (0: one per 8 usable cores of this rank, 1 to 4; -1: none, the reader drives them itself; at most one per 4 transfers)")
 
 typedef enum sp_param {
 #define SP_X_(key, name, type, def, lo, hi, choices, scope, doc) SP_PARAM_##key,

@@ -122,6 +122,7 @@ typedef struct ld_config {
     bool pad; /* rank_pad */
     uint64_t seed, epochs, host_memory, prefetch, max_sample;
     uint64_t sim_sample_ns, sim_read_ns; /* testing: sleeps per sample written, per block read */
+    int remote_threads;                  /* the parameter: -1 none, 0 auto, else that many */
     img_cfg img;    /* the image transform, when an image field is batched */
     bool has_image;
     bool split;     /* a block's rows are written in parts by several workers (image fields, sim_sample_us) */

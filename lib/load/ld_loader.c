@@ -130,6 +130,7 @@ static int read_config(sp_loader *l, const sp_params *p)
     l->cfg.max_sample = (uint64_t)sp_params_get(p, SP_PARAM_MAX_SAMPLE_BYTES);
     l->cfg.sim_sample_ns = 1000 * (uint64_t)sp_params_get(p, SP_PARAM_SIM_SAMPLE_US);
     l->cfg.sim_read_ns = 1000 * (uint64_t)sp_params_get(p, SP_PARAM_SIM_READ_US);
+    l->cfg.remote_threads = (int)sp_params_get(p, SP_PARAM_REMOTE_THREADS);
     if (img_cfg_from_params(&l->cfg.img, p) != SP_OK)
         return sp_fail_keep(&l->eb, SP_EINVAL);
     rc = read_parts(l, p);
@@ -1003,6 +1004,23 @@ static bool want_direct(const sp_loader *l)
     return avail && bytes > avail / 2;
 }
 
+/* Receive threads for the remote reads (remote_threads): -1 none (the reader drives every transfer
+ * and makes libcurl's copy of every byte itself), 0 one per 8 usable cores of this rank (shared by
+ * the local world as the workers are), 1 to 4, else the number set. rm_fetch gives each at least
+ * 4 transfers. One receive thread already takes that copy off the reader: on 2 cores, raw tokens
+ * over nginx went from 1.30-1.38 to 1.67-1.72 GB/s (docs/performance.md). */
+static unsigned receive_threads(const sp_loader *l)
+{
+    if (l->cfg.remote_threads < 0)
+        return 0;
+    if (l->cfg.remote_threads > 0)
+        return (unsigned)l->cfg.remote_threads;
+    int cores = sp_usable_cores(NULL, 0);
+    int each = l->cfg.local_world > 1 ? cores / (int)l->cfg.local_world : cores;
+    int n = each / 8;
+    return n < 1 ? 1 : n > 4 ? 4 : (unsigned)n;
+}
+
 static int open_io(sp_loader *l)
 {
     uint64_t part;
@@ -1015,12 +1033,18 @@ static int open_io(sp_loader *l)
         site = site ? site : s;
     }
     if (site) {
-        if (rm_fetch_open(site, LD_RM_DEPTH, inflight, &l->rdr.rf))
+        if (rm_fetch_open_threads(site, LD_RM_DEPTH, inflight, receive_threads(l), &l->rdr.rf))
             return sp_fail(&l->eb, SP_ENOMEM, "out of memory setting up remote reads");
         l->stats.s.io = SP_IO_PREAD;
+        unsigned nrecv = rm_fetch_threads(l->rdr.rf);
+        char on[64];
+        if (nrecv)
+            snprintf(on, sizeof on, " on %u receive thread%s", nrecv, nrecv == 1 ? "" : "s");
+        else
+            snprintf(on, sizeof on, " driven by the reader");
         snprintf(l->stats.s.io_note, sizeof l->stats.s.io_note,
-                 "remote: ranged GETs, %u in flight, adjacent blocks joined up to %llu KiB%s", rm_fetch_transfers(l->rdr.rf),
-                 (unsigned long long)(part >> 10), local ? "; local sources: pread on the reader thread" : "");
+                 "remote: ranged GETs, %u in flight%s, adjacent blocks joined up to %llu KiB%s", rm_fetch_transfers(l->rdr.rf),
+                 on, (unsigned long long)(part >> 10), local ? "; local sources: pread on the reader thread" : "");
         if (!local)
             return SP_OK;
     }

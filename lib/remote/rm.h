@@ -124,15 +124,24 @@ void rm_cache_counters(const rm_cache *c, rm_cache_stats *s);
  * block's fetch already out): not a miss, nor a hit (the cache did not serve it). */
 void rm_cache_unmiss(rm_cache *c);
 
-/* ---- many transfers, driven by one thread (rm_fetch.c) ----
- * Requests are queued by rm_fetch_submit and started by rm_fetch_reap, up to the site's
- * transfers in flight; requests queued for the same object whose bytes follow each other in the
- * file and in memory go out as one ranged GET of up to the part size. The data goes straight
- * into the caller's buffers. Every request ends once, as one reaped result. */
+/* ---- many transfers on libcurl's multi interface (rm_fetch.c) ----
+ * Requests are queued by rm_fetch_submit and started up to the site's transfers in flight, by
+ * rm_fetch_reap on the caller's thread, or by receive threads; requests queued for the same
+ * object whose bytes follow each other in the file and in memory go out as one ranged GET of up to
+ * the part size. The data goes straight into the caller's buffers. Every request ends once, as one
+ * reaped result. One thread calls every function but rm_fetch_wakeup, rm_fetch_bytes and
+ * rm_fetch_gets. */
 typedef struct rm_fetch rm_fetch;
 
-/* transfers: at once (0: the site's remote_inflight). */
+/* transfers: at once (0: the site's remote_inflight), all driven by the thread calling
+ * rm_fetch_reap. */
 int rm_fetch_open(rm_site *s, unsigned depth, unsigned transfers, rm_fetch **out);
+/* The same with the transfers split among threads receive threads of their own (0: none, as
+ * rm_fetch_open; at most one per 4 transfers), each driving its share on its own multi handle, so
+ * that libcurl's copy of every byte into the caller's buffers is spread over them. */
+int rm_fetch_open_threads(rm_site *s, unsigned depth, unsigned transfers, unsigned threads, rm_fetch **out);
+/* Receive threads running (0: the caller's thread drives the transfers). */
+unsigned rm_fetch_threads(const rm_fetch *f);
 /* Stops every transfer (their buffers are not written afterwards), then frees everything. */
 void rm_fetch_close(rm_fetch *f);
 /* Requests queued or in flight, and the most that may be. */

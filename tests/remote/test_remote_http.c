@@ -1,5 +1,6 @@
 /* test_remote_http.c - datasets read over HTTP and HTTPS from a real nginx on 127.0.0.1: the same blocks and the same batches, bit for bit, as from local disk (joined ranged GETs or not); TLS verified against the test CA and a wrong CA refused; basic and bearer auth, a user:password@ in the URL never shown in a message; a missing object, a URL that is no dataset and an object changed under a running loader end in one-line errors naming the URL and the server's answer; sp_verify over HTTP finds what it finds on local disk; a mixture with a remote source among others (first, second, both) delivers what the mixture of local copies does; the CLI's inspect, verify, cat and bench take the URL (bench reporting its reads as remote, over http); the GETs in flight follow the blocks' size and host_memory unless set; neighbours read in file order are joined into one GET (remote_gets). */
 #include <check.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -491,6 +492,70 @@ START_TEST(http_transfers_follow_blocks)
 }
 END_TEST
 
+/* remote_threads: -1 leaves every transfer to the reader, a number splits them among that many
+ * receive threads (at most one per 4 transfers), 0 opens one per 8 usable cores (1 to 4). Each way
+ * two epochs deliver every sample, checked. */
+START_TEST(http_receive_threads)
+{
+    static const struct {
+        const char *threads, *inflight, *want;
+    } cases[] = {
+        { "-1", "16", "16 in flight driven by the reader" },
+        { "3", "16", "16 in flight on 3 receive threads" },
+        { "3", "8", "8 in flight on 2 receive threads" },
+        { "1", "2", "2 in flight on 1 receive thread," },
+        { "0", "16", " receive thread" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sp_loader *l;
+        int rc = lt_open(g_url, &l, "epochs", "2", "remote_threads", cases[i].threads, "remote_inflight",
+                         cases[i].inflight, NULL);
+        ck_assert_msg(rc == 0, "case %zu: %s", i, sp_last_error());
+        sp_loader_stats st = { .struct_size = sizeof st };
+        ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+        ck_assert_msg(strstr(st.io_note, cases[i].want), "case %zu: '%s' lacks '%s'", i, st.io_note, cases[i].want);
+        for (int e = 0; e < 2; e++) {
+            lt_rec r = { 0 };
+            ck_assert_msg(lt_epoch(l, &g_ds, &r) == SP_EEPOCH, "case %zu: %s", i, sp_loader_errmsg(l));
+            ck_assert_uint_eq(r.ni, g_ds.n);
+            ck_assert_msg(r.bad == 0, "case %zu: %s", i, r.why);
+            lt_rec_free(&r);
+        }
+        sp_loader_close(l);
+    }
+}
+END_TEST
+
+/* This process's threads, from /proc/self/task. */
+static int task_count(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* The receive threads start with the run, not at the open: a program may fork between the two
+ * (shardpack bench measures its limit in a child), and a child forked with threads running may
+ * find their locks held for good. At the close they are all gone. */
+START_TEST(http_threads_start_at_first_read)
+{
+    int before = task_count();
+    sp_loader *l;
+    ck_assert_int_eq(lt_open(g_url, &l, "threads", "1", "remote_threads", "2", "remote_inflight", "8", NULL), 0);
+    ck_assert_int_eq(task_count(), before);
+    sp_batch *b;
+    ck_assert_msg(sp_loader_next(l, &b, -1) == 0, "%s", sp_loader_errmsg(l));
+    ck_assert_int_ge(task_count(), before + 4); /* the reader, a worker, two receive threads */
+    ck_assert_int_eq(sp_loader_release(l, b), 0);
+    ck_assert_int_eq(sp_loader_close(l), 0);
+    ck_assert_int_eq(task_count(), before);
+}
+END_TEST
+
 /* In file order neighbouring blocks go out as one GET of up to remote_part_size (64 KiB here: 16
  * blocks of 4 KiB at most), in a shuffled order mostly one a block; remote_gets counts the GETs
  * sent, remote_requests the reads queued; either way every sample arrives. */
@@ -559,6 +624,8 @@ int main(void)
     tcase_add_test(tc, http_trace);
     tcase_add_test(tc, http_mixture);
     tcase_add_test(tc, http_transfers_follow_blocks);
+    tcase_add_test(tc, http_receive_threads);
+    tcase_add_test(tc, http_threads_start_at_first_read);
     tcase_add_test(tc, http_gets_joined);
     suite_add_tcase(s, tc);
     rc = tu_run(s, seed);
