@@ -1008,7 +1008,7 @@ static bool want_direct(const sp_loader *l)
  * and makes libcurl's copy of every byte itself), 0 one per 8 usable cores of this rank (shared by
  * the local world as the workers are), 1 to 4, else the number set. rm_fetch gives each at least
  * 4 transfers. One receive thread already takes that copy off the reader: on 2 cores, raw tokens
- * over nginx went from 1.30-1.38 to 1.67-1.72 GB/s (docs/performance.md). */
+ * over nginx went from 1.30-1.35 to 1.65-1.69 GB/s (docs/performance.md). */
 static unsigned receive_threads(const sp_loader *l)
 {
     if (l->cfg.remote_threads < 0)

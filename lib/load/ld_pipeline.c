@@ -1891,6 +1891,8 @@ void ld_pipeline_stop(sp_loader *l)
         pthread_join(l->thr.reader, NULL);
     for (int i = 0; i < l->thr.nworkers; i++)
         pthread_join(l->thr.workers[i], NULL);
+    if (l->rdr.rf)
+        rm_fetch_park(l->rdr.rf); /* the receive threads end with the others (the reader reaped every read) */
     l->thr.reader_up = false;
     l->thr.nworkers = 0;
     l->thr.running = false;

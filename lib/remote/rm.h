@@ -1,7 +1,7 @@
 /* rm.h - objects on HTTP(S) servers and S3-compatible stores, read by ranged GETs through libcurl:
  * URLs and where a request goes (rm_site.c), one blocking request with retries (rm_get.c), and a
- * driver of many transfers on one thread for the loader's reader (rm_fetch.c). Sees common/ and
- * format/ only. */
+ * driver of many transfers for the loader's reader, on its thread or on receive threads
+ * (rm_fetch.c). Sees common/ and format/ only. */
 #ifndef SP_RM_H
 #define SP_RM_H
 
@@ -136,10 +136,15 @@ typedef struct rm_fetch rm_fetch;
 /* transfers: at once (0: the site's remote_inflight), all driven by the thread calling
  * rm_fetch_reap. */
 int rm_fetch_open(rm_site *s, unsigned depth, unsigned transfers, rm_fetch **out);
-/* The same with the transfers split among threads receive threads of their own (0: none, as
+/* The same with the transfers split among `threads` receive threads of their own (0: none, as
  * rm_fetch_open; at most one per 4 transfers), each driving its share on its own multi handle, so
- * that libcurl's copy of every byte into the caller's buffers is spread over them. */
+ * that libcurl's copy of every byte into the caller's buffers is spread over them. The threads
+ * start at the first request (none runs after the open: a program may fork then) and end at
+ * rm_fetch_park or rm_fetch_close; requests queued are started at the next rm_fetch_reap. */
 int rm_fetch_open_threads(rm_site *s, unsigned depth, unsigned transfers, unsigned threads, rm_fetch **out);
+/* Ends the receive threads (nothing may be pending: after the last request is reaped); the next
+ * request starts them again. Connections stay open. */
+void rm_fetch_park(rm_fetch *f);
 /* Receive threads running (0: the caller's thread drives the transfers). */
 unsigned rm_fetch_threads(const rm_fetch *f);
 /* Stops every transfer (their buffers are not written afterwards), then frees everything. */
@@ -154,7 +159,7 @@ unsigned rm_fetch_depth(const rm_fetch *f);
  * when depth requests are pending. */
 int rm_fetch_submit(rm_fetch *f, rm_obj *o, uint8_t *buf, uint64_t len, uint64_t room, uint64_t off, uint64_t tag);
 /* The same for an object of another site than the driver's (a mixture's sources on several servers:
- * one driver, one thread, every site's transfers; each request is sent, authenticated and retried
+ * one driver carries every site's transfers; each request is sent, authenticated and retried
  * as its own site says). s must outlive the request. */
 int rm_fetch_submit_at(rm_fetch *f, rm_site *s, rm_obj *o, uint8_t *buf, uint64_t len, uint64_t room, uint64_t off,
                        uint64_t tag);
@@ -165,7 +170,7 @@ int rm_fetch_submit_at(rm_fetch *f, rm_site *s, rm_obj *o, uint8_t *buf, uint64_
 int rm_fetch_reap(rm_fetch *f, bool wait, uint64_t *tag, int *code, char *why, size_t whylen);
 /* Reads go through cache c (which must outlive f): each request submitted after an rm_fetch_use
  * is served from it when it holds the block; once fetched, the caller offers it to the cache (see
- * rm_fetch_reaped_use): the driver's thread writes no entry. */
+ * rm_fetch_reaped_use): no thread of the driver writes an entry. */
 void rm_fetch_set_cache(rm_fetch *f, rm_cache *c);
 /* After rm_fetch_reap returned 1: whether that request's bytes were fetched from the server for the
  * cache (submitted after an rm_fetch_use, not served by the cache or copied from another request,

@@ -64,7 +64,10 @@ struct rm_fetch {
     bool threaded; /* each lane has its own thread */
     bool stop;     /* receive threads: end */
     bool woken;    /* receive threads: rm_fetch_wakeup since the last rm_fetch_reap */
-    bool threads_tried; /* start_threads has run (at the first request) */
+    bool threads_tried; /* start_threads has run (at the first request since the open or a park) */
+    /* whether the thread reaping waits in lanes[0]'s poll (no receive thread running), for
+     * rm_fetch_wakeup, which reads it without mu: it may be called holding the loader's ring lock */
+    _Atomic bool reaper_polls;
     unsigned cancel_gen;
     unsigned depth, ntx, pending;
     uint64_t part;
@@ -117,7 +120,11 @@ int rm_fetch_open_threads(rm_site *s, unsigned depth, unsigned transfers, unsign
     if (!f)
         return SP_ENOMEM;
     pthread_mutex_init(&f->mu, NULL);
-    pthread_cond_init(&f->c_done, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* rm_fetch_reap's timed wait: no wall-clock step */
+    pthread_cond_init(&f->c_done, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_cond_init(&f->c_cancel, NULL);
     f->site = s;
     f->depth = depth;
@@ -127,6 +134,7 @@ int rm_fetch_open_threads(rm_site *s, unsigned depth, unsigned transfers, unsign
     /* every lane drives at least 4 transfers: fewer would leave its thread mostly waking up */
     unsigned most = f->ntx / 4 ? f->ntx / 4 : 1;
     f->threaded = threads > 0;
+    atomic_store(&f->reaper_polls, true);
     f->nlanes = !threads ? 1 : threads < most ? threads : most;
     f->part = rm_site_part_size(s);
     f->req = sp_calloc(depth, sizeof *f->req);
@@ -172,8 +180,13 @@ static void start_threads(rm_fetch *f)
             break;
         f->lanes[k].started = true;
     }
-    if (f->lanes[f->nlanes - 1].started)
+    if (f->lanes[f->nlanes - 1].started) {
+        atomic_store(&f->reaper_polls, false);
+        pthread_mutex_lock(&f->mu);
+        f->woken = true; /* a wake-up sent to the poll meanwhile: its next wait ends at once instead */
+        pthread_mutex_unlock(&f->mu);
         return;
+    }
     pthread_mutex_lock(&f->mu);
     f->stop = true;
     pthread_mutex_unlock(&f->mu);
@@ -185,6 +198,28 @@ static void start_threads(rm_fetch *f)
     pthread_mutex_lock(&f->mu);
     f->stop = false;
     f->threaded = false;
+    pthread_mutex_unlock(&f->mu);
+    curl_multi_wakeup(f->lanes[0].m); /* a wake-up meant for threads that never ran ends a poll instead */
+}
+
+void rm_fetch_park(rm_fetch *f)
+{
+    if (!f->threaded || !f->threads_tried)
+        return;
+    atomic_store(&f->reaper_polls, true);
+    pthread_mutex_lock(&f->mu);
+    f->stop = true;
+    pthread_mutex_unlock(&f->mu);
+    for (unsigned k = 0; k < f->nlanes; k++)
+        if (f->lanes[k].started) {
+            curl_multi_wakeup(f->lanes[k].m);
+            pthread_join(f->lanes[k].th, NULL);
+            f->lanes[k].started = false;
+        }
+    pthread_mutex_lock(&f->mu);
+    f->stop = false;
+    f->threads_tried = false;
+    f->woken = false;
     pthread_mutex_unlock(&f->mu);
 }
 
@@ -296,8 +331,9 @@ int rm_fetch_submit_at(rm_fetch *f, rm_site *s, rm_obj *o, uint8_t *buf, uint64_
         pthread_mutex_unlock(&f->mu);
         return 1;
     }
+    /* started at the next rm_fetch_reap (the receive threads are woken there): the requests the
+     * caller queues meanwhile, the rest of its burst, join this one's GET where they continue it */
     f->queue[(f->q_head + f->q_n++) % f->depth] = i;
-    wake_lanes(f);
     pthread_mutex_unlock(&f->mu);
     return SP_OK;
 }
@@ -424,21 +460,15 @@ static void collect(rm_fetch *f, rm_lane *ln)
     }
 }
 
-/* Restarts lane ln's waiting transfers whose pause is over; the seconds until the next one is due
- * (or 1 when none waits). */
-static double restart_due(rm_fetch *f, rm_lane *ln)
+/* Restarts lane ln's waiting transfers whose pause is over. */
+static void restart_due(rm_fetch *f, rm_lane *ln)
 {
-    double now = sp_now(), next = 1.0;
+    double now = sp_now();
     for (unsigned k = ln->tx0; k < ln->tx0 + ln->ntx; k++) {
         rm_tx *t = &f->tx[k];
-        if (!t->waiting)
-            continue;
-        if (t->x.not_before <= now)
+        if (t->waiting && t->x.not_before <= now)
             launch(f, t);
-        else if (t->x.not_before - now < next)
-            next = t->x.not_before - now;
     }
-    return next;
 }
 
 /* Ends lane ln's transfers with SP_ECANCELED; their buffers are not written afterwards. Called
@@ -456,9 +486,22 @@ static void cancel_lane(rm_fetch *f, rm_lane *ln)
     ln->cancel_seen = f->cancel_gen;
 }
 
+/* The seconds until lane ln's next paused transfer is due (1 when none is paused). */
+static double next_due(const rm_fetch *f, const rm_lane *ln)
+{
+    double now = sp_now(), next = 1.0;
+    for (unsigned k = ln->tx0; k < ln->tx0 + ln->ntx; k++) {
+        const rm_tx *t = &f->tx[k];
+        if (t->waiting && t->x.not_before - now < next)
+            next = t->x.not_before > now ? t->x.not_before - now : 0;
+    }
+    return next;
+}
+
 /* One turn of lane ln: a cancel carried out, queued requests started, pauses ended, bytes received
  * (without mu: libcurl writes into the requests' buffers) and finished transfers collected. Called
- * with mu held, returns with it held; the seconds until a paused transfer is due (at most 1). */
+ * with mu held, returns with it held; the seconds until a paused transfer is due (at most 1),
+ * counting those collect has just paused. */
 static double lane_turn(rm_fetch *f, rm_lane *ln)
 {
     if (ln->cancel_seen != f->cancel_gen) {
@@ -466,13 +509,13 @@ static double lane_turn(rm_fetch *f, rm_lane *ln)
         pthread_cond_broadcast(&f->c_cancel);
     }
     start_queued(f, ln);
-    double next = restart_due(f, ln);
+    restart_due(f, ln);
     pthread_mutex_unlock(&f->mu);
     int running;
     curl_multi_perform(ln->m, &running);
     pthread_mutex_lock(&f->mu);
     collect(f, ln);
-    return next;
+    return next_due(f, ln);
 }
 
 /* A receive thread: turns of its lane, sleeping in libcurl's poll between them (woken by its
@@ -499,23 +542,31 @@ static void *lane_main(void *arg)
 
 void rm_fetch_wakeup(rm_fetch *f)
 {
+    if (atomic_load(&f->reaper_polls)) { /* no lock: as it always was (a write to libcurl's pipe) */
+        curl_multi_wakeup(f->lanes[0].m);
+        return;
+    }
     pthread_mutex_lock(&f->mu);
     f->woken = true;
     pthread_cond_broadcast(&f->c_done);
-    bool polls = !f->threaded || !f->threads_tried; /* the reaping thread waits in libcurl's poll */
     pthread_mutex_unlock(&f->mu);
-    if (polls)
-        curl_multi_wakeup(f->lanes[0].m);
 }
 
 void rm_fetch_cancel(rm_fetch *f)
 {
     pthread_mutex_lock(&f->mu);
+    bool busy = false; /* a transfer to end (the stop path calls this once per request it reaps) */
+    for (unsigned k = 0; k < f->ntx && !busy; k++)
+        busy = f->tx[k].first != UINT32_MAX;
     while (f->q_n) {
         uint32_t i = f->queue[f->q_head];
         f->q_head = (f->q_head + 1) % f->depth;
         f->q_n--;
         finish_req(f, i, SP_ECANCELED, "cancelled");
+    }
+    if (!busy) {
+        pthread_mutex_unlock(&f->mu);
+        return;
     }
     f->cancel_gen++;
     if (!f->threaded || !f->threads_tried) {
@@ -557,10 +608,12 @@ int rm_fetch_reap(rm_fetch *f, bool wait, uint64_t *tag, int *code, char *why, s
 {
     pthread_mutex_lock(&f->mu);
     if (f->threaded && f->threads_tried) {
+        if (f->q_n)
+            wake_lanes(f);
         int got = take_done(f, tag, code, why, whylen);
         if (!got && wait && f->pending && !f->woken) {
             struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
+            clock_gettime(CLOCK_MONOTONIC, &ts);
             ts.tv_sec += 1;
             while (!f->d_n && !f->woken && pthread_cond_timedwait(&f->c_done, &f->mu, &ts) == 0)
                 ;

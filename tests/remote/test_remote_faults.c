@@ -169,6 +169,54 @@ START_TEST(close_while_stalled)
 }
 END_TEST
 
+/* The faults with the transfers split among three receive threads (16 transfers): resets and a 503
+ * burst are retried by whichever thread drives the transfer and the batches are the local ones; an
+ * error that stays ends the run naming the shard; a close while every answer stalls returns at
+ * once (each thread ends its own transfers). */
+START_TEST(faults_on_receive_threads)
+{
+    const char *rules[] = {
+        "[{\"fault\": \"reset\", \"match\": \".sps\", \"after_bytes\": 100, \"count\": 4}]",
+        "[{\"fault\": \"status\", \"code\": 503, \"match\": \".sps\", \"skip\": 2, \"count\": 5}]",
+    };
+    for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++) {
+        rt_rules(rules[i]);
+        lt_rec r = { 0 };
+        char msg[SP_ERRMSG_MAX], why[128];
+        int rc = rt_run(&g_ds, g_url, &r, msg, sizeof msg, "shuffle", "false", "remote_retries", "8", "remote_timeout",
+                        g_timeout, "remote_retry_time", "20", "remote_threads", "3", "remote_inflight", "16",
+                        "remote_part_size", "64K", NULL);
+        ck_assert_msg(rc == SP_EDONE, "%s: %d %s", rules[i], rc, msg);
+        ck_assert_msg(r.bad == 0, "%s: %s", rules[i], r.why);
+        ck_assert_msg(rt_same(&g_local, &r, why, sizeof why), "%s: %s", rules[i], why);
+        lt_rec_free(&r);
+    }
+    rt_rules("[{\"fault\": \"status\", \"code\": 500, \"match\": \".sps\", \"skip\": 2, \"count\": -1}]");
+    lt_rec r = { 0 };
+    char msg[SP_ERRMSG_MAX];
+    int rc = rt_run(&g_ds, g_url, &r, msg, sizeof msg, "shuffle", "false", "remote_retries", "2", "remote_timeout",
+                    g_timeout, "remote_retry_time", "20", "remote_threads", "3", "remote_inflight", "16",
+                    "remote_part_size", "64K", NULL);
+    ck_assert_msg(rc == SP_EREMOTE && strstr(msg, "/data/shard-") && strstr(msg, "HTTP 500"), "%d %s", rc, msg);
+    ck_assert_msg(r.bad == 0, "a wrong batch: %s", r.why);
+    lt_rec_free(&r);
+
+    rt_rules("[{\"fault\": \"delay\", \"match\": \".sps\", \"seconds\": 60, \"skip\": 3, \"count\": -1}]");
+    sp_loader *l;
+    rc = lt_open(g_url, &l, "shuffle", "false", "remote_timeout", "30", "batch_size", "7", "remote_threads", "3",
+                 "remote_inflight", "16", "remote_part_size", "64K", NULL);
+    ck_assert_msg(rc == 0, "%s", sp_last_error());
+    r = (lt_rec){ 0 };
+    rc = lt_drain(l, &g_ds, &r, UINT64_MAX, 2000);
+    ck_assert_msg(rc == SP_ETIMEDOUT, "%d %s", rc, sp_loader_errmsg(l));
+    ck_assert_uint_eq(r.bad, 0);
+    double t0 = lt_now();
+    sp_loader_close(l);
+    ck_assert_msg(lt_now() - t0 < 3, "close took %.1f s", lt_now() - t0);
+    lt_rec_free(&r);
+}
+END_TEST
+
 /* Many ranged GETs outstanding at once: with every answer held up 0.3 s and two transfers, the
  * reader queues the blocks of the windows ahead (its read ring aims at 16 parts, or remote_inflight
  * x remote_part_size when that is more), not only those of the two windows being decoded (at most
@@ -251,6 +299,7 @@ int main(void)
     tcase_add_test(tc, on_error_skip);
     tcase_add_test(tc, retry_time_bounds_the_end);
     tcase_add_test(tc, close_while_stalled);
+    tcase_add_test(tc, faults_on_receive_threads);
     tcase_add_test(tc, many_in_flight);
     tcase_add_test(tc, ahead_across_epochs);
     suite_add_tcase(s, tc);
