@@ -166,6 +166,23 @@ int rm_fetch_open_threads(rm_site *s, unsigned depth, unsigned transfers, unsign
     return SP_OK;
 }
 
+/* Ends the receive threads that run (each finishes its turn), and lets the next ones run. */
+static void end_threads(rm_fetch *f)
+{
+    pthread_mutex_lock(&f->mu);
+    f->stop = true;
+    pthread_mutex_unlock(&f->mu);
+    for (unsigned k = 0; k < f->nlanes; k++)
+        if (f->lanes[k].started) {
+            curl_multi_wakeup(f->lanes[k].m);
+            pthread_join(f->lanes[k].th, NULL);
+            f->lanes[k].started = false;
+        }
+    pthread_mutex_lock(&f->mu);
+    f->stop = false;
+    pthread_mutex_unlock(&f->mu);
+}
+
 /* Starts the receive threads, at the first request: a loader opens its fetch before a program may
  * fork (shardpack bench measures its limit in a child), and a process forked with threads running
  * may find their locks held for good. A thread that cannot start leaves the caller's thread
@@ -187,16 +204,8 @@ static void start_threads(rm_fetch *f)
         pthread_mutex_unlock(&f->mu);
         return;
     }
+    end_threads(f);
     pthread_mutex_lock(&f->mu);
-    f->stop = true;
-    pthread_mutex_unlock(&f->mu);
-    for (unsigned k = 0; k < f->nlanes && f->lanes[k].started; k++) {
-        curl_multi_wakeup(f->lanes[k].m);
-        pthread_join(f->lanes[k].th, NULL);
-        f->lanes[k].started = false;
-    }
-    pthread_mutex_lock(&f->mu);
-    f->stop = false;
     f->threaded = false;
     pthread_mutex_unlock(&f->mu);
     curl_multi_wakeup(f->lanes[0].m); /* a wake-up meant for threads that never ran ends a poll instead */
@@ -207,17 +216,8 @@ void rm_fetch_park(rm_fetch *f)
     if (!f->threaded || !f->threads_tried)
         return;
     atomic_store(&f->reaper_polls, true);
+    end_threads(f);
     pthread_mutex_lock(&f->mu);
-    f->stop = true;
-    pthread_mutex_unlock(&f->mu);
-    for (unsigned k = 0; k < f->nlanes; k++)
-        if (f->lanes[k].started) {
-            curl_multi_wakeup(f->lanes[k].m);
-            pthread_join(f->lanes[k].th, NULL);
-            f->lanes[k].started = false;
-        }
-    pthread_mutex_lock(&f->mu);
-    f->stop = false;
     f->threads_tried = false;
     f->woken = false;
     pthread_mutex_unlock(&f->mu);
@@ -227,14 +227,8 @@ void rm_fetch_close(rm_fetch *f)
 {
     if (!f)
         return;
-    pthread_mutex_lock(&f->mu);
-    f->stop = true;
-    pthread_mutex_unlock(&f->mu);
-    for (unsigned k = 0; f->lanes && k < f->nlanes; k++)
-        if (f->lanes[k].started) {
-            curl_multi_wakeup(f->lanes[k].m);
-            pthread_join(f->lanes[k].th, NULL);
-        }
+    if (f->lanes)
+        end_threads(f);
     for (unsigned i = 0; f->tx && i < f->ntx; i++) {
         rm_tx *t = &f->tx[i];
         if (t->x.h) {

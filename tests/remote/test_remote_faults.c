@@ -149,14 +149,16 @@ END_TEST
 /* A server that stops answering mid-run (every block read stalls for 60 s, longer than the test
  * lets anything take): next() times out as asked, and close returns at once, not after the
  * transfers' timeouts and retries. */
-START_TEST(close_while_stalled)
+/* The run of close_while_stalled, with the transfers' parameters given (remote_threads and
+ * remote_inflight). */
+static void stalled_close(const char *threads, const char *inflight)
 {
     /* after 3 requests (a shard index and the first blocks; the reader fetches ahead one 64 KiB
      * part at a time, so the rest of the dataset is still to come) */
     rt_rules("[{\"fault\": \"delay\", \"match\": \".sps\", \"seconds\": 60, \"skip\": 3, \"count\": -1}]");
     sp_loader *l;
     int rc = lt_open(g_url, &l, "shuffle", "false", "remote_timeout", "30", "prefetch", "1", "batch_size", "7",
-                     "remote_inflight", "1", "remote_part_size", "64K", NULL);
+                     "remote_inflight", inflight, "remote_threads", threads, "remote_part_size", "64K", NULL);
     ck_assert_msg(rc == 0, "%s", sp_last_error());
     lt_rec r = { 0 };
     rc = lt_drain(l, &g_ds, &r, UINT64_MAX, 2000);
@@ -166,6 +168,11 @@ START_TEST(close_while_stalled)
     sp_loader_close(l);
     ck_assert_msg(lt_now() - t0 < 3, "close took %.1f s", lt_now() - t0);
     lt_rec_free(&r);
+}
+
+START_TEST(close_while_stalled)
+{
+    stalled_close("0", "1");
 }
 END_TEST
 
@@ -201,19 +208,7 @@ START_TEST(faults_on_receive_threads)
     ck_assert_msg(r.bad == 0, "a wrong batch: %s", r.why);
     lt_rec_free(&r);
 
-    rt_rules("[{\"fault\": \"delay\", \"match\": \".sps\", \"seconds\": 60, \"skip\": 3, \"count\": -1}]");
-    sp_loader *l;
-    rc = lt_open(g_url, &l, "shuffle", "false", "remote_timeout", "30", "batch_size", "7", "remote_threads", "3",
-                 "remote_inflight", "16", "remote_part_size", "64K", NULL);
-    ck_assert_msg(rc == 0, "%s", sp_last_error());
-    r = (lt_rec){ 0 };
-    rc = lt_drain(l, &g_ds, &r, UINT64_MAX, 2000);
-    ck_assert_msg(rc == SP_ETIMEDOUT, "%d %s", rc, sp_loader_errmsg(l));
-    ck_assert_uint_eq(r.bad, 0);
-    double t0 = lt_now();
-    sp_loader_close(l);
-    ck_assert_msg(lt_now() - t0 < 3, "close took %.1f s", lt_now() - t0);
-    lt_rec_free(&r);
+    stalled_close("3", "16");
 }
 END_TEST
 
