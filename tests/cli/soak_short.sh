@@ -14,5 +14,13 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/sp-soak.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 "$GEN_IMG" --out "$WORK/images" --count 96 --classes 4 --seed 9 >/dev/null
 "$BUILD/tools/shardpack" pack "$WORK/images" -o "$WORK/img.sp" --block-size 256K --quiet >/dev/null
-exec "$PY" "$SOAK" "$WORK/img.sp" --build "$BUILD" --seconds 40 --warmup 12 --max-growth 0.10 --threads 2 --batch-size 16 \
-    --image-size 96 --transform train
+# Under ThreadSanitizer (its test setup sets TSAN_OPTIONS) the RSS is mostly its shadow memory and
+# per-thread history, which keep growing as the threads touch new addresses: 10.03% in one CI run
+# where the plain build grew 2.27% and ASan 0.70%. There the bound is 30%, which the leak above
+# still crosses; the plain and ASan runs keep 10%.
+GROWTH=0.10
+if [ -n "${TSAN_OPTIONS:-}" ]; then
+    GROWTH=0.30
+fi
+exec "$PY" "$SOAK" "$WORK/img.sp" --build "$BUILD" --seconds 40 --warmup 12 --max-growth "$GROWTH" --threads 2 \
+    --batch-size 16 --image-size 96 --transform train
