@@ -131,26 +131,6 @@ def dataset_files(ds):
 # CPU: on a small host the servers, the peer and the loader share the same cores, so every run
 # records what it and the servers used; the ratios' ceilings come from those numbers
 
-def servers_cpu(state, groups):
-    """CPU seconds used so far by the servers of GROUPS that servers.py started from STATE (nginx,
-    swift, ceph, a fault proxy's name): every process of their sessions (each is started as a session
-    leader), with the children they have reaped."""
-    sessions = {pid for g, _, pid, _ in servers._recorded(state) if g in groups}
-    ticks = 0
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d, "rb") as f:
-                data = f.read().decode("ascii", "replace")
-        except OSError:
-            continue
-        rest = data[data.rindex(")") + 2:].split()
-        if int(rest[3]) in sessions:  # session id; then utime, stime, cutime, cstime
-            ticks += sum(int(x) for x in rest[11:15])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def children_cpu():
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
@@ -158,9 +138,9 @@ def children_cpu():
 
 def bench_ours(sp, path, common, remote_flags, env, state=None, groups=()):
     cmd = [sp, "bench", path, "--json", "--quiet"] + common + (remote_flags if "://" in path else [])
-    s0 = servers_cpu(state, groups) if groups else 0.0
+    s0 = servers.sessions_cpu(state, groups) if groups else 0.0
     r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env)
-    s1 = servers_cpu(state, groups) if groups else 0.0
+    s1 = servers.sessions_cpu(state, groups) if groups else 0.0
     if r.returncode != 0:
         return {"error": (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1]}
     out = json.loads(r.stdout)
@@ -266,12 +246,12 @@ def bench_curl(objects, part, parallel, repeat, per_op, tmp, tries=3, min_second
     def once(times):
         with open(cfg, "w") as f:
             f.write(curl_config(objects, part, times, per_op))
-        s0, c0 = (servers_cpu(state, groups) if groups else 0.0), children_cpu()
+        s0, c0 = (servers.sessions_cpu(state, groups) if groups else 0.0), children_cpu()
         t0 = time.perf_counter()
         r = subprocess.run(["curl", "-sS", "-f", "--parallel", "--parallel-immediate", "--parallel-max",
                             str(parallel), "-K", cfg], capture_output=True, text=True)
         t = time.perf_counter() - t0
-        cpu[:] = [children_cpu() - c0, (servers_cpu(state, groups) if groups else 0.0) - s0]
+        cpu[:] = [children_cpu() - c0, (servers.sessions_cpu(state, groups) if groups else 0.0) - s0]
         return t, None if r.returncode == 0 else "curl exit %d: %s" % (r.returncode, r.stderr.strip()[-300:])
 
     cpu = [0.0, 0.0]  # the last run's: curl's own, the servers'

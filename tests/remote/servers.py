@@ -72,15 +72,31 @@ class StartError(Exception):
 # ----------------------------------------------------------------------------------------------
 # Processes: started in their own session, recorded by pid and start time, stopped by pid.
 
-def _proc_stat(pid):
-    """(state, session id, start time) of a process from /proc/PID/stat, or None if it is gone."""
+def _proc_fields(pid):
+    """The fields of /proc/PID/stat after "pid (comm) " (field 3 first), or None if it is gone."""
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
             data = f.read().decode("ascii", "replace")
     except OSError:
         return None
-    rest = data[data.rindex(")") + 2:].split()  # fields after "pid (comm) "
+    return data[data.rindex(")") + 2:].split()
+
+
+def _proc_stat(pid):
+    """(state, session id, start time) of a process from /proc/PID/stat, or None if it is gone."""
+    rest = _proc_fields(pid)
+    if rest is None:
+        return None
     return rest[0], int(rest[3]), int(rest[19])  # state (3), session (6), starttime (22)
+
+
+def _processes():
+    """(pid, its /proc/PID/stat fields as _proc_fields gives them) of every process now."""
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            rest = _proc_fields(int(name))
+            if rest is not None:
+                yield int(name), rest
 
 
 def _alive(pid, starttime=None):
@@ -92,13 +108,17 @@ def _alive(pid, starttime=None):
 
 
 def _session_members(sid):
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = _proc_stat(int(name))
-            if st is not None and st[1] == sid and st[0] not in ("Z", "X"):
-                out.append(int(name))
-    return out
+    return [pid for pid, rest in _processes() if int(rest[3]) == sid and rest[0] not in ("Z", "X")]
+
+
+def sessions_cpu(state, groups):
+    """CPU seconds used so far by the servers of GROUPS started from STATE (nginx, swift, ceph, a
+    fault proxy's name): every process of their sessions (each is started as a session leader), with
+    the children they have reaped."""
+    sessions = {pid for g, _, pid, _ in _recorded(state) if g in groups}
+    # utime, stime, cutime, cstime: fields 14-17
+    ticks = sum(sum(int(x) for x in rest[11:15]) for _, rest in _processes() if int(rest[3]) in sessions)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _reap(pid):
