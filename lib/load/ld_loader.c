@@ -1015,9 +1015,8 @@ static unsigned receive_threads(const sp_loader *l)
         return 0;
     if (l->cfg.remote_threads > 0)
         return (unsigned)l->cfg.remote_threads;
-    int cores = sp_usable_cores(NULL, 0);
-    int each = l->cfg.local_world > 1 ? cores / (int)l->cfg.local_world : cores;
-    int n = each / 8;
+    char note[SP_ERRMSG_MAX];
+    int n = default_threads(l->cfg.local_world, note, sizeof note) / 8; /* this rank's cores, as threads=0 */
     return n < 1 ? 1 : n > 4 ? 4 : (unsigned)n;
 }
 
