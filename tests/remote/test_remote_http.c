@@ -461,6 +461,23 @@ START_TEST(http_mixture)
 }
 END_TEST
 
+/* Case i of a table: the loader l's io note holds want, and `epochs` epochs deliver every sample,
+ * checked; then l is closed. */
+static void note_then_epochs(sp_loader *l, size_t i, const char *want, int epochs)
+{
+    sp_loader_stats st = { .struct_size = sizeof st };
+    ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
+    ck_assert_msg(strstr(st.io_note, want), "case %zu: '%s' lacks '%s'", i, st.io_note, want);
+    for (int e = 0; e < epochs; e++) {
+        lt_rec r = { 0 };
+        ck_assert_msg(lt_epoch(l, &g_ds, &r) == SP_EEPOCH, "case %zu: %s", i, sp_loader_errmsg(l));
+        ck_assert_uint_eq(r.ni, g_ds.n);
+        ck_assert_msg(r.bad == 0, "case %zu: %s", i, r.why);
+        lt_rec_free(&r);
+    }
+    sp_loader_close(l);
+}
+
 /* remote_inflight 0 (the default): enough GETs of one block each to keep half the read ring's goal
  * (64 MiB) in flight, at most 64 (this dataset's blocks are a few KiB), no more than an eighth of
  * host_memory pays for at 512 KiB a connection, never fewer than 16; a number set is used as set.
@@ -479,15 +496,7 @@ START_TEST(http_transfers_follow_blocks)
         sp_loader *l;
         int rc = lt_open(g_url, &l, "epochs", "1", cases[i].key, cases[i].value, NULL);
         ck_assert_msg(rc == 0, "case %zu: %s", i, sp_last_error());
-        sp_loader_stats st = { .struct_size = sizeof st };
-        ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
-        ck_assert_msg(strstr(st.io_note, cases[i].want), "case %zu: '%s' lacks '%s'", i, st.io_note, cases[i].want);
-        lt_rec r = { 0 };
-        ck_assert_msg(lt_epoch(l, &g_ds, &r) == SP_EEPOCH, "case %zu: %s", i, sp_loader_errmsg(l));
-        ck_assert_uint_eq(r.ni, g_ds.n);
-        ck_assert_msg(r.bad == 0, "case %zu: %s", i, r.why);
-        lt_rec_free(&r);
-        sp_loader_close(l);
+        note_then_epochs(l, i, cases[i].want, 1);
     }
 }
 END_TEST
@@ -511,17 +520,7 @@ START_TEST(http_receive_threads)
         int rc = lt_open(g_url, &l, "epochs", "2", "remote_threads", cases[i].threads, "remote_inflight",
                          cases[i].inflight, NULL);
         ck_assert_msg(rc == 0, "case %zu: %s", i, sp_last_error());
-        sp_loader_stats st = { .struct_size = sizeof st };
-        ck_assert_int_eq(sp_loader_stats_get(l, &st), 0);
-        ck_assert_msg(strstr(st.io_note, cases[i].want), "case %zu: '%s' lacks '%s'", i, st.io_note, cases[i].want);
-        for (int e = 0; e < 2; e++) {
-            lt_rec r = { 0 };
-            ck_assert_msg(lt_epoch(l, &g_ds, &r) == SP_EEPOCH, "case %zu: %s", i, sp_loader_errmsg(l));
-            ck_assert_uint_eq(r.ni, g_ds.n);
-            ck_assert_msg(r.bad == 0, "case %zu: %s", i, r.why);
-            lt_rec_free(&r);
-        }
-        sp_loader_close(l);
+        note_then_epochs(l, i, cases[i].want, 2);
     }
 }
 END_TEST
